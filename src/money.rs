@@ -1,0 +1,147 @@
+//! Money is integer cents. Amounts arrive as JSON numbers in dollars (`42.5`) and are
+//! converted from their decimal text straight into cents, never through a float.
+
+/// Cents, signed so that differences (profit) are representable.
+pub type Cents = i64;
+
+/// Largest amount accepted anywhere: $10 million. Guards every multiplication below.
+pub const MAX_CENTS: Cents = 1_000_000_000;
+
+/// Parse a JSON number's text (`42`, `42.5`, `42.567`, `4.25e1`) into cents, rounding
+/// down to the cent. Returns `None` for text that is not a number or is out of range.
+/// Negative amounts are returned as negative cents; callers decide whether they are valid.
+pub fn parse_cents(text: &str) -> Option<Cents> {
+    let s = text.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    if s.is_empty() {
+        return None;
+    }
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => {
+            let e: i32 = s[i + 1..].parse().ok()?;
+            (&s[..i], e)
+        }
+        None => (s, 0),
+    };
+    let (int_part, frac_part) = match mantissa.find('.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, ""),
+    };
+    if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if mantissa.contains('.') && (frac_part.is_empty() || !frac_part.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    if !(-40..=40).contains(&exp) {
+        return None;
+    }
+    // All digits as one decimal string with the point moved by `exp`; cents = first (int + 2 + exp) digits.
+    let digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
+    let point = int_part.len() as i64 + exp as i64 + 2; // number of digits that form whole cents
+    let mut cents: i64 = 0;
+    for i in 0..point.max(0) {
+        let d = if (i as usize) < digits.len() { (digits[i as usize] - b'0') as i64 } else { 0 };
+        cents = cents.checked_mul(10)?.checked_add(d)?;
+        if cents > MAX_CENTS {
+            return None;
+        }
+    }
+    Some(if neg { -cents } else { cents })
+}
+
+/// Dollars from a config float (TOML has no decimal type) to cents, to the nearest cent.
+/// Config values are written by operators with at most two decimals, so rounding is exact.
+pub fn dollars_f64_to_cents(dollars: f64) -> Option<Cents> {
+    if !dollars.is_finite() {
+        return None;
+    }
+    let c = (dollars * 100.0).round();
+    if c.abs() > MAX_CENTS as f64 {
+        return None;
+    }
+    Some(c as Cents)
+}
+
+/// Write cents as a JSON number in dollars: `12000` -> `120.0`, `4250` -> `42.5`, `5` -> `0.05`.
+pub fn write_dollars(out: &mut Vec<u8>, cents: Cents) {
+    let mut buf = itoa_buf(cents.unsigned_abs() / 100);
+    if cents < 0 {
+        out.push(b'-');
+    }
+    out.append(&mut buf);
+    out.push(b'.');
+    let frac = cents.unsigned_abs() % 100;
+    if frac == 0 {
+        out.push(b'0');
+    } else if frac % 10 == 0 {
+        out.push(b'0' + (frac / 10) as u8);
+    } else {
+        out.push(b'0' + (frac / 10) as u8);
+        out.push(b'0' + (frac % 10) as u8);
+    }
+}
+
+/// Cents as a dollar string, for text and JSON output.
+pub fn dollars_string(cents: Cents) -> String {
+    let mut v = Vec::with_capacity(16);
+    write_dollars(&mut v, cents);
+    String::from_utf8(v).unwrap_or_default()
+}
+
+fn itoa_buf(mut n: u64) -> Vec<u8> {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    tmp[i..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dollars_into_cents() {
+        assert_eq!(parse_cents("42.5"), Some(4250));
+        assert_eq!(parse_cents("42"), Some(4200));
+        assert_eq!(parse_cents("0.05"), Some(5));
+        assert_eq!(parse_cents("42.567"), Some(4256));
+        assert_eq!(parse_cents("4.25e1"), Some(4250));
+        assert_eq!(parse_cents("1E2"), Some(10000));
+        assert_eq!(parse_cents("5e-3"), Some(0));
+        assert_eq!(parse_cents("-3.5"), Some(-350));
+        assert_eq!(parse_cents("0"), Some(0));
+        assert_eq!(parse_cents(""), None);
+        assert_eq!(parse_cents("abc"), None);
+        assert_eq!(parse_cents("1."), None);
+        assert_eq!(parse_cents(".5"), None);
+        assert_eq!(parse_cents("99999999999999"), None);
+    }
+
+    #[test]
+    fn writes_cents_as_dollars() {
+        assert_eq!(dollars_string(12000), "120.0");
+        assert_eq!(dollars_string(4250), "42.5");
+        assert_eq!(dollars_string(5), "0.05");
+        assert_eq!(dollars_string(9601), "96.01");
+        assert_eq!(dollars_string(-350), "-3.5");
+        assert_eq!(dollars_string(0), "0.0");
+    }
+
+    #[test]
+    fn config_floats_round_to_cents() {
+        assert_eq!(dollars_f64_to_cents(15000.00), Some(1_500_000));
+        assert_eq!(dollars_f64_to_cents(0.29), Some(29));
+        assert_eq!(dollars_f64_to_cents(f64::NAN), None);
+    }
+}
