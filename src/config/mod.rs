@@ -1,1 +1,839 @@
+//! Configuration: parse the TOML file, validate it with errors that name the key and the line,
+//! and build the immutable [`Snapshot`] the engine runs on.
+//!
+//! A snapshot is shared read-only by every worker (`Arc<Snapshot>`); a reload builds a new one
+//! and in-flight leads keep the one they started with.
+
+mod locate;
 pub mod types;
+mod url;
+
+pub use self::url::{Endpoint, Scheme};
+use crate::money::{dollars_f64_to_cents, Cents};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use types::*;
+
+/// Fields that identify a consumer: never sent in a ping, whatever a campaign's `ping_fields` say.
+pub const PERSONAL_FIELDS: &[&str] = &[
+    "first_name",
+    "last_name",
+    "name",
+    "full_name",
+    "email",
+    "phone",
+    "phone2",
+    "mobile",
+    "street",
+    "street2",
+    "address",
+    "address2",
+    "ssn",
+    "dob",
+    "date_of_birth",
+    "ip",
+    "ip_address",
+];
+
+/// Upper bounds on operator-set numbers, so that a typo cannot ask for something absurd.
+pub const MAX_WORKERS: usize = 256;
+pub const MAX_BODY_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Seller-side ping-post: bids are held at most an hour.
+pub const MAX_HOLD_MS: u64 = 3_600_000;
+pub const MAX_BUYER_CONNECTIONS: usize = 4096;
+pub const MAX_SHARED_SALES: u32 = 32;
+pub const MIN_SEGMENT_BYTES: u64 = 1024 * 1024;
+pub const MAX_SEGMENT_BYTES: u64 = 4 * 1024 * 1024 * 1024 - 4096;
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Dotted key path, e.g. `buyers[2].caps.daily` (`buyers[2]` is the third `[[buyers]]`).
+    pub key: String,
+    /// 1-based line of the key in the file, when it can be found.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {}: {}: {}", l, self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape (syntax, unknown key, wrong type).
+    Parse(Issue),
+    /// The file parsed but its values are inconsistent or out of range.
+    Invalid(Vec<Issue>),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Io { path, error } => {
+                write!(f, "cannot read {}: {}", path.display(), error)
+            }
+            ConfigError::Parse(i) => write!(f, "{}", i),
+            ConfigError::Invalid(issues) => {
+                for (n, i) in issues.iter().enumerate() {
+                    if n > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "{}", i)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    PingPost,
+    Waterfall,
+    RoundRobin,
+    Weighted,
+}
+
+impl Method {
+    fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "ping_post" => Method::PingPost,
+            "waterfall" => Method::Waterfall,
+            "round_robin" => Method::RoundRobin,
+            "weighted" => Method::Weighted,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleKind {
+    Exclusive,
+    /// Sold to up to this many distinct buyers, each at its own bid.
+    Shared(u32),
+}
+
+impl SaleKind {
+    pub fn max_sales(self) -> usize {
+        match self {
+            SaleKind::Exclusive => 1,
+            SaleKind::Shared(n) => n as usize,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payout {
+    /// Seller earns this many basis points (1/10,000) of the price, rounded down to the cent.
+    ShareBp(u32),
+    /// Seller earns a fixed amount per sold lead.
+    Fixed(Cents),
+}
+
+impl Payout {
+    pub fn for_price(self, price: Cents, sold: bool) -> Cents {
+        if !sold {
+            return 0;
+        }
+        match self {
+            Payout::ShareBp(bp) => price * bp as Cents / 10_000,
+            Payout::Fixed(c) => c,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    Os,
+    Interval,
+    Always,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    /// Resolved: never 0.
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub max_in_flight: usize,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub head_timeout: Duration,
+    pub engine_margin: Duration,
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub sync: SyncPolicy,
+    pub sync_interval: Duration,
+    pub retain_segments: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Seller {
+    pub id: String,
+    pub api_key: String,
+    /// Indexes into `Snapshot::campaigns`.
+    pub campaigns: Vec<usize>,
+    pub payout: Payout,
+    pub max_leads_per_second: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub id: String,
+    pub vertical: String,
+    pub method: Method,
+    pub sale: SaleKind,
+    pub ping_timeout: Duration,
+    pub post_timeout: Duration,
+    pub reserve_cents: Cents,
+    pub ping_fields: Vec<String>,
+    pub required_fields: Vec<String>,
+    pub require_consent: bool,
+    pub dedupe_days: u32,
+    pub fallback: Option<Method>,
+    pub hold: Duration,
+    pub suppression_file: Option<PathBuf>,
+    /// Buyers (indexes into `Snapshot::buyers`) that take this campaign, in config order.
+    pub buyers: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Buyer {
+    pub id: String,
+    pub campaigns: Vec<usize>,
+    pub verticals: Vec<String>,
+    pub ping: Option<Endpoint>,
+    pub post: Option<Endpoint>,
+    /// Configured headers, sent on every request to this buyer.
+    pub headers: Vec<(String, String)>,
+    pub max_connections: usize,
+    pub min_idle: usize,
+    pub idle_timeout: Duration,
+    pub timezone: chrono_tz::Tz,
+    pub hours: Vec<String>,
+    pub filters: FiltersConfig,
+    pub caps: CapsConfig,
+    pub daily_budget_cents: Option<Cents>,
+    /// Fixed price for fixed-price distribution; such a buyer gets posts only.
+    pub price_cents: Option<Cents>,
+    pub priority: u32,
+    pub weight: u32,
+    pub adapter: Option<AdapterConfig>,
+    pub paused: bool,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub path: Option<PathBuf>,
+    pub server: Server,
+    pub admin_token: Option<String>,
+    pub journal: JournalSettings,
+    pub tls_ca_files: Vec<PathBuf>,
+    pub sellers: Vec<Seller>,
+    pub campaigns: Vec<Campaign>,
+    pub buyers: Vec<Buyer>,
+    seller_by_key: HashMap<String, usize>,
+    campaign_by_id: HashMap<String, usize>,
+    buyer_by_id: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    pub fn seller_by_key(&self, key: &str) -> Option<usize> {
+        self.seller_by_key.get(key).copied()
+    }
+    pub fn campaign_by_id(&self, id: &str) -> Option<usize> {
+        self.campaign_by_id.get(id).copied()
+    }
+    pub fn buyer_by_id(&self, id: &str) -> Option<usize> {
+        self.buyer_by_id.get(id).copied()
+    }
+}
+
+/// Read and validate a config file. Relative paths inside it are taken from the current directory.
+pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut snap = parse(&text)?;
+    snap.path = Some(path.to_path_buf());
+    Ok(snap)
+}
+
+/// Parse and validate config text.
+pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| ConfigError::Parse(parse_issue(text, &e)))?;
+    let mut v = Validator {
+        text,
+        issues: Vec::new(),
+    };
+    let snap = v.build(&raw);
+    if v.issues.is_empty() {
+        Ok(snap)
+    } else {
+        Err(ConfigError::Invalid(v.issues))
+    }
+}
+
+fn parse_issue(text: &str, e: &toml::de::Error) -> Issue {
+    let line = e.span().map(|s| locate::line_of_offset(text, s.start));
+    let msg = e.message().trim().to_string();
+    // Serde names unknown or missing keys in its message; find the key path from the span.
+    let key = e
+        .span()
+        .and_then(|s| locate::key_at_offset(text, s.start))
+        .unwrap_or_else(|| "(file)".to_string());
+    Issue {
+        key,
+        line,
+        message: msg,
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    issues: Vec<Issue>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, key: String, message: impl Into<String>) {
+        let line = locate::line_of_key(self.text, &key);
+        self.issues.push(Issue {
+            key,
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn socket_addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        match s.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => Some(a),
+            _ => {
+                self.err(key.to_string(), format!("not a host:port address: {:?}", s));
+                None
+            }
+        }
+    }
+
+    fn timeout(&mut self, key: String, ms: u64) -> Duration {
+        if ms == 0 || ms > MAX_TIMEOUT_MS {
+            self.err(
+                key,
+                format!("must be between 1 and {} ms, got {}", MAX_TIMEOUT_MS, ms),
+            );
+        }
+        Duration::from_millis(ms)
+    }
+
+    fn cents(&mut self, key: String, dollars: f64) -> Cents {
+        match dollars_f64_to_cents(dollars) {
+            Some(c) if c >= 0 => c,
+            _ => {
+                self.err(
+                    key,
+                    format!("must be a non-negative amount in dollars, got {}", dollars),
+                );
+                0
+            }
+        }
+    }
+
+    fn build(&mut self, raw: &RawConfig) -> Snapshot {
+        let fallback_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let s = &raw.server;
+        let listen = self
+            .socket_addr("server.listen", &s.listen)
+            .unwrap_or(fallback_addr);
+        let admin_listen = s
+            .admin_listen
+            .as_ref()
+            .and_then(|a| self.socket_addr("server.admin_listen", a));
+        if s.workers > MAX_WORKERS {
+            self.err(
+                "server.workers".into(),
+                format!("at most {} workers", MAX_WORKERS),
+            );
+        }
+        let workers = if s.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            s.workers.min(MAX_WORKERS)
+        };
+        if s.max_body_bytes < 256 || s.max_body_bytes > MAX_BODY_BYTES_LIMIT {
+            self.err(
+                "server.max_body_bytes".into(),
+                format!("must be between 256 and {}", MAX_BODY_BYTES_LIMIT),
+            );
+        }
+        if s.max_in_flight == 0 || s.max_in_flight > 1_000_000 {
+            self.err(
+                "server.max_in_flight".into(),
+                "must be between 1 and 1000000",
+            );
+        }
+        if s.max_connections == 0 || s.max_connections > 1_000_000 {
+            self.err(
+                "server.max_connections".into(),
+                "must be between 1 and 1000000",
+            );
+        }
+        let head_timeout = self.timeout("server.head_timeout_ms".into(), s.head_timeout_ms);
+        let idle_timeout = Duration::from_millis(s.idle_timeout_ms.max(1));
+        if s.engine_margin_ms > 1000 {
+            self.err("server.engine_margin_ms".into(), "at most 1000 ms");
+        }
+        let tls = s
+            .tls
+            .as_ref()
+            .map(|t| (PathBuf::from(&t.cert_file), PathBuf::from(&t.key_file)));
+        let server = Server {
+            listen,
+            admin_listen,
+            workers,
+            max_body_bytes: s.max_body_bytes,
+            max_in_flight: s.max_in_flight,
+            max_connections: s.max_connections,
+            idle_timeout,
+            head_timeout,
+            engine_margin: Duration::from_millis(s.engine_margin_ms),
+            tls,
+        };
+
+        let j = &raw.journal;
+        let sync = match j.sync.as_str() {
+            "os" => SyncPolicy::Os,
+            "interval" => SyncPolicy::Interval,
+            "always" => SyncPolicy::Always,
+            other => {
+                self.err(
+                    "journal.sync".into(),
+                    format!(
+                        "must be \"os\", \"interval\" or \"always\", got {:?}",
+                        other
+                    ),
+                );
+                SyncPolicy::Interval
+            }
+        };
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&j.segment_bytes) {
+            self.err(
+                "journal.segment_bytes".into(),
+                format!(
+                    "must be between {} and {}",
+                    MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES
+                ),
+            );
+        }
+        if j.retain_segments == 0 {
+            self.err("journal.retain_segments".into(), "must be at least 1");
+        }
+        if sync == SyncPolicy::Interval && (j.sync_interval_ms == 0 || j.sync_interval_ms > 60_000)
+        {
+            self.err(
+                "journal.sync_interval_ms".into(),
+                "must be between 1 and 60000",
+            );
+        }
+        let journal = JournalSettings {
+            dir: PathBuf::from(&j.dir),
+            segment_bytes: j.segment_bytes,
+            sync,
+            sync_interval: Duration::from_millis(j.sync_interval_ms.max(1)),
+            retain_segments: j.retain_segments.max(1),
+        };
+
+        // Campaigns first: sellers and buyers refer to them.
+        let mut campaign_by_id = HashMap::new();
+        let mut campaigns = Vec::with_capacity(raw.campaigns.len());
+        for (i, c) in raw.campaigns.iter().enumerate() {
+            let k = |f: &str| format!("campaigns[{}].{}", i, f);
+            if c.id.is_empty() {
+                self.err(k("id"), "must not be empty");
+            }
+            if campaign_by_id.insert(c.id.clone(), i).is_some() {
+                self.err(k("id"), format!("duplicate campaign id {:?}", c.id));
+            }
+            let method = Method::parse(&c.method).unwrap_or_else(|| {
+                self.err(
+                    k("method"),
+                    format!(
+                        "must be \"ping_post\", \"waterfall\", \"round_robin\" or \"weighted\", got {:?}",
+                        c.method
+                    ),
+                );
+                Method::PingPost
+            });
+            let sale = match c.sale.as_str() {
+                "exclusive" => SaleKind::Exclusive,
+                "shared" => {
+                    if c.max_sales == 0 || c.max_sales > MAX_SHARED_SALES {
+                        self.err(
+                            k("max_sales"),
+                            format!("must be between 1 and {}", MAX_SHARED_SALES),
+                        );
+                    }
+                    SaleKind::Shared(c.max_sales.clamp(1, MAX_SHARED_SALES))
+                }
+                other => {
+                    self.err(
+                        k("sale"),
+                        format!("must be \"exclusive\" or \"shared\", got {:?}", other),
+                    );
+                    SaleKind::Exclusive
+                }
+            };
+            let fallback = match c.fallback.as_str() {
+                "none" => None,
+                other => match Method::parse(other) {
+                    Some(Method::PingPost) | None => {
+                        self.err(
+                            k("fallback"),
+                            format!(
+                                "must be \"none\", \"waterfall\", \"round_robin\" or \"weighted\", got {:?}",
+                                other
+                            ),
+                        );
+                        None
+                    }
+                    Some(m) => Some(m),
+                },
+            };
+            for (fi, f) in c.ping_fields.iter().enumerate() {
+                if PERSONAL_FIELDS.contains(&f.as_str()) {
+                    self.err(
+                        format!("campaigns[{}].ping_fields[{}]", i, fi),
+                        format!("{:?} is personal and may never be sent in a ping", f),
+                    );
+                }
+            }
+            let ping_timeout = self.timeout(k("ping_timeout_ms"), c.ping_timeout_ms);
+            let post_timeout = self.timeout(k("post_timeout_ms"), c.post_timeout_ms);
+            let reserve_cents = self.cents(k("reserve_price"), c.reserve_price);
+            if c.hold_ms == 0 || c.hold_ms > MAX_HOLD_MS {
+                self.err(
+                    k("hold_ms"),
+                    format!("must be between 1 and {} ms", MAX_HOLD_MS),
+                );
+            }
+            campaigns.push(Campaign {
+                id: c.id.clone(),
+                vertical: c.vertical.clone(),
+                method,
+                sale,
+                ping_timeout,
+                post_timeout,
+                reserve_cents,
+                ping_fields: c.ping_fields.clone(),
+                required_fields: c.required_fields.clone(),
+                require_consent: c.require_consent,
+                dedupe_days: c.dedupe_days,
+                fallback,
+                hold: Duration::from_millis(c.hold_ms.clamp(1, MAX_HOLD_MS)),
+                suppression_file: c.suppression_file.as_ref().map(PathBuf::from),
+                buyers: Vec::new(),
+            });
+        }
+
+        let mut seller_by_key = HashMap::new();
+        let mut seller_ids = HashMap::new();
+        let mut sellers = Vec::with_capacity(raw.sellers.len());
+        for (i, s) in raw.sellers.iter().enumerate() {
+            let k = |f: &str| format!("sellers[{}].{}", i, f);
+            if s.id.is_empty() {
+                self.err(k("id"), "must not be empty");
+            }
+            if seller_ids.insert(s.id.clone(), i).is_some() {
+                self.err(k("id"), format!("duplicate seller id {:?}", s.id));
+            }
+            if s.api_key.len() < 8 {
+                self.err(k("api_key"), "must be at least 8 characters");
+            }
+            if seller_by_key.insert(s.api_key.clone(), i).is_some() {
+                self.err(k("api_key"), "another seller has the same api_key");
+            }
+            let mut cs = Vec::new();
+            for (ci, c) in s.campaigns.iter().enumerate() {
+                match campaign_by_id.get(c) {
+                    Some(&idx) => cs.push(idx),
+                    None => self.err(
+                        format!("sellers[{}].campaigns[{}]", i, ci),
+                        format!("unknown campaign {:?}", c),
+                    ),
+                }
+            }
+            let payout = match (s.payout_share, s.payout_fixed) {
+                (Some(_), Some(_)) => {
+                    self.err(
+                        k("payout_fixed"),
+                        "set payout_share or payout_fixed, not both",
+                    );
+                    Payout::ShareBp(10_000)
+                }
+                (Some(share), None) => {
+                    if !(0.0..=1.0).contains(&share) {
+                        self.err(
+                            k("payout_share"),
+                            format!("must be between 0.0 and 1.0, got {}", share),
+                        );
+                    }
+                    Payout::ShareBp((share.clamp(0.0, 1.0) * 10_000.0).round() as u32)
+                }
+                (None, Some(fixed)) => Payout::Fixed(self.cents(k("payout_fixed"), fixed)),
+                // No rule written: the seller earns the whole price (the exchange takes no margin).
+                (None, None) => Payout::ShareBp(10_000),
+            };
+            if s.max_leads_per_second == Some(0) {
+                self.err(
+                    k("max_leads_per_second"),
+                    "must be at least 1 (leave it out for no limit)",
+                );
+            }
+            sellers.push(Seller {
+                id: s.id.clone(),
+                api_key: s.api_key.clone(),
+                campaigns: cs,
+                payout,
+                max_leads_per_second: s.max_leads_per_second,
+            });
+        }
+
+        let mut buyer_by_id = HashMap::new();
+        let mut buyers = Vec::with_capacity(raw.buyers.len());
+        for (i, b) in raw.buyers.iter().enumerate() {
+            let k = |f: &str| format!("buyers[{}].{}", i, f);
+            if b.id.is_empty() {
+                self.err(k("id"), "must not be empty");
+            }
+            if buyer_by_id.insert(b.id.clone(), i).is_some() {
+                self.err(k("id"), format!("duplicate buyer id {:?}", b.id));
+            }
+            let mut cs = Vec::new();
+            for (ci, c) in b.campaigns.iter().enumerate() {
+                match campaign_by_id.get(c) {
+                    Some(&idx) => {
+                        cs.push(idx);
+                        campaigns[idx].buyers.push(i);
+                    }
+                    None => self.err(
+                        format!("buyers[{}].campaigns[{}]", i, ci),
+                        format!("unknown campaign {:?}", c),
+                    ),
+                }
+            }
+            let ping = b.ping_url.as_ref().and_then(|u| match Endpoint::parse(u) {
+                Ok(e) => Some(e),
+                Err(m) => {
+                    self.err(k("ping_url"), m);
+                    None
+                }
+            });
+            let post = b.post_url.as_ref().and_then(|u| match Endpoint::parse(u) {
+                Ok(e) => Some(e),
+                Err(m) => {
+                    self.err(k("post_url"), m);
+                    None
+                }
+            });
+            if b.post_url.is_none() {
+                self.err(k("post_url"), "every buyer needs a post_url");
+            }
+            let price_cents = b.price.map(|p| self.cents(k("price"), p));
+            if b.ping_url.is_none() && price_cents.is_none() {
+                self.err(
+                    k("ping_url"),
+                    "a buyer needs a ping_url (to bid) or a fixed price (for fixed-price distribution)",
+                );
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &b.headers {
+                let bad_name = name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+                if bad_name {
+                    self.err(
+                        format!("buyers[{}].headers", i),
+                        format!("invalid header name {:?}", name),
+                    );
+                }
+                if value.bytes().any(|c| c == b'\r' || c == b'\n' || c == 0) {
+                    self.err(
+                        format!("buyers[{}].headers", i),
+                        format!("header {:?} has a line break in its value", name),
+                    );
+                }
+                headers.push((name.clone(), value.clone()));
+            }
+            if b.max_connections == 0 || b.max_connections > MAX_BUYER_CONNECTIONS {
+                self.err(
+                    k("max_connections"),
+                    format!("must be between 1 and {}", MAX_BUYER_CONNECTIONS),
+                );
+            }
+            let timezone = match &b.timezone {
+                None => chrono_tz::UTC,
+                Some(name) => match name.parse::<chrono_tz::Tz>() {
+                    Ok(tz) => tz,
+                    Err(_) => {
+                        self.err(k("timezone"), format!("unknown IANA time zone {:?}", name));
+                        chrono_tz::UTC
+                    }
+                },
+            };
+            let caps = b.caps.clone().unwrap_or_default();
+            let daily_budget_cents = caps
+                .daily_budget
+                .map(|d| self.cents(format!("buyers[{}].caps.daily_budget", i), d));
+            if let Some(a) = &b.adapter {
+                self.check_adapter(i, a, &cs, &campaigns);
+            }
+            buyers.push(Buyer {
+                id: b.id.clone(),
+                campaigns: cs,
+                verticals: b.verticals.clone(),
+                ping,
+                post,
+                headers,
+                max_connections: b.max_connections.clamp(1, MAX_BUYER_CONNECTIONS),
+                min_idle: b.min_idle.min(b.max_connections),
+                idle_timeout: Duration::from_millis(b.idle_timeout_ms.max(100)),
+                timezone,
+                hours: b.hours.clone(),
+                filters: b.filters.clone().unwrap_or_default(),
+                caps,
+                daily_budget_cents,
+                price_cents,
+                priority: b.priority.unwrap_or(u32::MAX),
+                weight: b.weight.unwrap_or(1),
+                adapter: b.adapter.clone(),
+                paused: b.paused,
+            });
+        }
+
+        let mut tls_ca_files = Vec::new();
+        for f in &raw.tls.ca_files {
+            tls_ca_files.push(PathBuf::from(f));
+        }
+        if let Some(t) = &raw.admin.token {
+            if t.len() < 8 {
+                self.err("admin.token".into(), "must be at least 8 characters");
+            }
+        }
+
+        Snapshot {
+            path: None,
+            server,
+            admin_token: raw.admin.token.clone(),
+            journal,
+            tls_ca_files,
+            sellers,
+            campaigns,
+            buyers,
+            seller_by_key,
+            campaign_by_id,
+            buyer_by_id,
+        }
+    }
+
+    fn check_adapter(&mut self, i: usize, a: &AdapterConfig, cs: &[usize], campaigns: &[Campaign]) {
+        let k = |f: &str| format!("buyers[{}].adapter.{}", i, f);
+        if a.request != "json" && a.request != "form" {
+            self.err(
+                k("request"),
+                format!("must be \"json\" or \"form\", got {:?}", a.request),
+            );
+        }
+        if a.response != "json" && a.response != "xml" {
+            self.err(
+                k("response"),
+                format!("must be \"json\" or \"xml\", got {:?}", a.response),
+            );
+        }
+        for (body_key, body, is_ping) in [
+            ("ping_body", &a.ping_body, true),
+            ("post_body", &a.post_body, false),
+        ] {
+            for (name, template) in body {
+                for ph in placeholders(template) {
+                    let ok_fixed = matches!(ph, "ping_id" | "bid_id" | "price" | "campaign");
+                    let lead_field = ph.strip_prefix("lead.");
+                    let consent_field = ph.strip_prefix("consent.");
+                    if is_ping {
+                        if let Some(f) = lead_field {
+                            for &c in cs {
+                                if !campaigns[c].ping_fields.iter().any(|p| p == f) {
+                                    self.err(
+                                        format!("buyers[{}].adapter.{}.{}", i, body_key, name),
+                                        format!(
+                                            "{{lead.{}}} is not in campaign {:?}'s ping_fields: a ping may carry only those",
+                                            f, campaigns[c].id
+                                        ),
+                                    );
+                                }
+                            }
+                            continue;
+                        }
+                        if consent_field.is_some() || ph == "bid_id" || ph == "price" {
+                            self.err(
+                                format!("buyers[{}].adapter.{}.{}", i, body_key, name),
+                                format!("{{{}}} cannot be used in a ping", ph),
+                            );
+                            continue;
+                        }
+                    }
+                    if !(ok_fixed || lead_field.is_some() || consent_field.is_some()) {
+                        self.err(
+                            format!("buyers[{}].adapter.{}.{}", i, body_key, name),
+                            format!("unknown placeholder {{{}}}", ph),
+                        );
+                    }
+                }
+            }
+        }
+        if a.bid_path.is_none() && !a.ping_body.is_empty() {
+            self.err(
+                k("bid_path"),
+                "an adapter with a ping_body needs a bid_path",
+            );
+        }
+    }
+}
+
+/// `{name}` placeholders of a template, in order.
+pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
+#[cfg(test)]
+mod tests;
