@@ -3,6 +3,7 @@
 //! The crate is a sans-IO core (`http`, `auction`, `eligibility`, `caps`, `journal` codec)
 //! wrapped by a thin I/O shell (`net`, `server`). See `docs/ARCHITECTURE.md`.
 
+pub mod auction;
 pub mod caps;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,561 @@
+//! The auction of one lead, as a sans-IO state machine.
+//!
+//! Input: the buyers to ping, their bids, the results of posts, and the clock (`now` is always
+//! passed in, never read). Output: [`Action`]s for the I/O shell (send this ping, post to that
+//! buyer, answer the seller). Ranking, the reserve price, exclusive and shared sales and the
+//! cascade on a rejected post live here and nowhere else, so every rule is unit-tested with
+//! simulated time (see `tests.rs`).
+//!
+//! Life of an auction:
+//! 1. `new` queues one `SendPing` per eligible buyer, each told how long it has (`timeout_ms`).
+//! 2. Bids arrive through `on_ping_result`. The auction closes at `arrival + ping_timeout`, or as
+//!    soon as every pinged buyer has answered.
+//! 3. Bids at or above the reserve are ranked: highest first, ties to the earlier bid. The top
+//!    `max_sales` distinct buyers get a `SendPost` at their own bid (one for exclusive).
+//! 4. A post that is rejected, fails or times out cascades to the next ranked bid, at most
+//!    `MAX_POST_ATTEMPTS` posts in all.
+//! 5. When no post is in flight and none can be made, the auction is done: `Action::Answer`.
+
+use crate::config::SaleKind;
+use crate::money::Cents;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Posts per lead, counting cascades: bounds the seller's wait when buyers keep rejecting.
+pub const MAX_POST_ATTEMPTS: usize = 8;
+/// Buyers pinged for one lead; more eligible buyers than this are not pinged.
+pub const MAX_PINGS_PER_LEAD: usize = 1024;
+
+/// Index of a pinged buyer within one auction (its position in the list given to `new`).
+pub type Slot = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    pub sale: SaleKind,
+    pub reserve_cents: Cents,
+    pub ping_timeout: Duration,
+    pub post_timeout: Duration,
+    /// Kept back from the time buyers are told they have, for the engine's own work.
+    pub margin: Duration,
+}
+
+/// What a buyer's ping answer amounted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingOutcome {
+    /// A positive bid in cents.
+    Bid {
+        cents: Cents,
+        bid_id: Option<String>,
+    },
+    /// `{"bid": 0}`, `{"bid": null}` or 204.
+    NoBid,
+    /// No whole answer by the deadline.
+    Timeout,
+    /// Connection refused, reset, closed, non-2xx status.
+    Error(String),
+    /// An answer that is not a valid bid (unparsable, negative).
+    Invalid(String),
+}
+
+impl PingOutcome {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PingOutcome::Bid { .. } => "bid",
+            PingOutcome::NoBid => "no_bid",
+            PingOutcome::Timeout => "timeout",
+            PingOutcome::Error(_) => "error",
+            PingOutcome::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// What a post amounted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostOutcome {
+    Accepted {
+        buyer_lead_id: Option<String>,
+    },
+    /// The buyer said no (`{"status": "rejected"}`), or answered something that is not a yes.
+    Rejected {
+        reason: String,
+    },
+    /// No answer within `post_timeout`.
+    TimedOut,
+    /// Not sent or not answered: connection error, or the buyer's cap or budget was reached.
+    Failed {
+        reason: String,
+    },
+}
+
+impl PostOutcome {
+    pub fn accepted(&self) -> bool {
+        matches!(self, PostOutcome::Accepted { .. })
+    }
+}
+
+/// What the shell must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Ping this buyer, telling it `timeout_ms` are left.
+    SendPing { slot: Slot, timeout_ms: u64 },
+    /// The ping deadline passed without an answer: the shell stops waiting on this connection
+    /// (it drains or closes it so that the late answer never reaches another lead).
+    AbandonPing { slot: Slot },
+    /// Post the full lead to this buyer at this price.
+    SendPost { slot: Slot, price_cents: Cents },
+    /// The post deadline passed: the shell stops waiting on this connection.
+    AbandonPost { slot: Slot },
+    /// The auction is over: answer the seller with `outcome()`.
+    Answer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PingState {
+    /// Queued or written, no answer yet.
+    Waiting,
+    Answered {
+        outcome: PingOutcome,
+        seq: u32,
+        response: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PostState {
+    None,
+    InFlight { deadline: Instant },
+    Done(PostOutcome),
+}
+
+#[derive(Debug, Clone)]
+struct SlotState {
+    buyer: usize,
+    ping_sent_at: Option<Instant>,
+    ping: PingState,
+    post: PostState,
+    post_sent_at: Option<Instant>,
+    price_cents: Cents,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Pinging,
+    Posting,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Sold,
+    Unsold,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Sold => "sold",
+            Status::Unsold => "unsold",
+        }
+    }
+}
+
+/// Why a lead went unsold, for the seller and the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsoldReason {
+    NoEligibleBuyers,
+    NoBids,
+    BelowReserve,
+    PostsRejected,
+}
+
+impl UnsoldReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnsoldReason::NoEligibleBuyers => "no_eligible_buyers",
+            UnsoldReason::NoBids => "no_bids",
+            UnsoldReason::BelowReserve => "below_reserve",
+            UnsoldReason::PostsRejected => "posts_rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sale {
+    pub slot: Slot,
+    pub buyer: usize,
+    pub price_cents: Cents,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub unsold_reason: Option<UnsoldReason>,
+    /// In the order the posts were accepted.
+    pub sales: Vec<Sale>,
+    pub price_cents: Cents,
+    /// Positive bids received (before the reserve is applied).
+    pub bids: u32,
+    pub elapsed: Duration,
+    /// Time spent waiting on buyers (pings and posts); the rest of `elapsed` is the engine's.
+    pub buyer_wait: Duration,
+}
+
+#[derive(Debug)]
+pub struct Auction {
+    params: Params,
+    arrival: Instant,
+    ping_deadline: Instant,
+    slots: Vec<SlotState>,
+    phase: Phase,
+    actions: VecDeque<Action>,
+    /// Slots with acceptable bids, best first; filled when the auction closes.
+    ranking: Vec<Slot>,
+    next_rank: usize,
+    posts_in_flight: usize,
+    post_attempts: usize,
+    sales: Vec<Sale>,
+    answer_seq: u32,
+    bids: u32,
+    closed_at: Option<Instant>,
+    done_at: Option<Instant>,
+    ping_wait_start: Option<Instant>,
+    post_wait_start: Option<Instant>,
+    buyer_wait: Duration,
+}
+
+impl Auction {
+    /// Start the auction of a lead that arrived at `arrival`, pinging `buyers` (indexes into the
+    /// config's buyers, distinct). `now` is when the pings will be written.
+    pub fn new(params: Params, arrival: Instant, now: Instant, buyers: &[usize]) -> Auction {
+        let ping_deadline = arrival + params.ping_timeout;
+        let buyers = &buyers[..buyers.len().min(MAX_PINGS_PER_LEAD)];
+        let mut a = Auction {
+            params,
+            arrival,
+            ping_deadline,
+            slots: buyers
+                .iter()
+                .map(|&buyer| SlotState {
+                    buyer,
+                    ping_sent_at: None,
+                    ping: PingState::Waiting,
+                    post: PostState::None,
+                    post_sent_at: None,
+                    price_cents: 0,
+                })
+                .collect(),
+            phase: Phase::Pinging,
+            actions: VecDeque::with_capacity(buyers.len() + 2),
+            ranking: Vec::new(),
+            next_rank: 0,
+            posts_in_flight: 0,
+            post_attempts: 0,
+            sales: Vec::new(),
+            answer_seq: 0,
+            bids: 0,
+            closed_at: None,
+            done_at: None,
+            ping_wait_start: None,
+            post_wait_start: None,
+            buyer_wait: Duration::ZERO,
+        };
+        if a.slots.is_empty() {
+            a.close(now);
+            return a;
+        }
+        let left = ping_deadline
+            .saturating_duration_since(now)
+            .saturating_sub(params.margin);
+        let timeout_ms = (left.as_millis() as u64).max(1);
+        for slot in 0..a.slots.len() {
+            a.actions.push_back(Action::SendPing { slot, timeout_ms });
+        }
+        a
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn buyer(&self, slot: Slot) -> usize {
+        self.slots[slot].buyer
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn arrival(&self) -> Instant {
+        self.arrival
+    }
+
+    pub fn ping_deadline(&self) -> Instant {
+        self.ping_deadline
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The bid id a buyer gave with its bid, to echo in its post.
+    pub fn bid_id(&self, slot: Slot) -> Option<&str> {
+        match &self.slots.get(slot)?.ping {
+            PingState::Answered {
+                outcome: PingOutcome::Bid { bid_id, .. },
+                ..
+            } => bid_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The shell wrote the ping's first byte at `now`: the buyer's response time counts from here.
+    pub fn ping_sent(&mut self, slot: Slot, now: Instant) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            if s.ping_sent_at.is_none() {
+                s.ping_sent_at = Some(now);
+            }
+        }
+        if self.phase == Phase::Pinging && self.ping_wait_start.is_none() {
+            self.ping_wait_start = Some(now);
+        }
+    }
+
+    /// The buyer's answer (or failure) to the ping. Answers after the close are ignored.
+    pub fn on_ping_result(&mut self, slot: Slot, now: Instant, outcome: PingOutcome) {
+        if self.phase != Phase::Pinging {
+            return;
+        }
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.ping != PingState::Waiting {
+            return;
+        }
+        if let PingOutcome::Bid { cents, .. } = outcome {
+            if cents > 0 {
+                self.bids += 1;
+            }
+        }
+        let outcome = match outcome {
+            PingOutcome::Bid { cents, .. } if cents <= 0 => PingOutcome::NoBid,
+            o => o,
+        };
+        let response = now.saturating_duration_since(s.ping_sent_at.unwrap_or(now));
+        s.ping = PingState::Answered {
+            outcome,
+            seq: self.answer_seq,
+            response,
+        };
+        self.answer_seq += 1;
+        if self.slots.iter().all(|s| s.ping != PingState::Waiting) {
+            self.close(now);
+        }
+    }
+
+    /// The ping's outcome and the buyer's response time, once answered or timed out.
+    pub fn ping_result(&self, slot: Slot) -> Option<(&PingOutcome, Duration)> {
+        match &self.slots.get(slot)?.ping {
+            PingState::Answered {
+                outcome, response, ..
+            } => Some((outcome, *response)),
+            PingState::Waiting => None,
+        }
+    }
+
+    /// The shell wrote the post at `now`.
+    pub fn post_sent(&mut self, slot: Slot, now: Instant) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            if s.post_sent_at.is_none() {
+                s.post_sent_at = Some(now);
+            }
+        }
+        if self.post_wait_start.is_none() && self.posts_in_flight > 0 {
+            self.post_wait_start = Some(now);
+        }
+    }
+
+    /// The result of a post. A post that is not accepted cascades to the next ranked bid.
+    pub fn on_post_result(&mut self, slot: Slot, now: Instant, outcome: PostOutcome) {
+        if self.phase != Phase::Posting {
+            return;
+        }
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if !matches!(s.post, PostState::InFlight { .. }) {
+            return;
+        }
+        if outcome.accepted() {
+            self.sales.push(Sale {
+                slot,
+                buyer: s.buyer,
+                price_cents: s.price_cents,
+            });
+        }
+        s.post = PostState::Done(outcome);
+        self.posts_in_flight -= 1;
+        if self.posts_in_flight == 0 {
+            if let Some(start) = self.post_wait_start.take() {
+                self.buyer_wait += now.saturating_duration_since(start);
+            }
+        }
+        self.fill_posts(now);
+    }
+
+    pub fn post_result(&self, slot: Slot) -> Option<&PostOutcome> {
+        match &self.slots.get(slot)?.post {
+            PostState::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// When the shell must call `on_timeout` next (the earliest pending deadline).
+    pub fn next_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Pinging => Some(self.ping_deadline),
+            Phase::Posting => self
+                .slots
+                .iter()
+                .filter_map(|s| match s.post {
+                    PostState::InFlight { deadline } => Some(deadline),
+                    _ => None,
+                })
+                .min(),
+            Phase::Done => None,
+        }
+    }
+
+    /// Apply every deadline that has passed by `now`.
+    pub fn on_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Pinging && now >= self.ping_deadline {
+            self.close(now);
+        }
+        if self.phase == Phase::Posting {
+            let expired: Vec<Slot> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(
+                    |(_, s)| matches!(s.post, PostState::InFlight { deadline } if now >= deadline),
+                )
+                .map(|(i, _)| i)
+                .collect();
+            for slot in expired {
+                self.actions.push_back(Action::AbandonPost { slot });
+                self.on_post_result(slot, now, PostOutcome::TimedOut);
+            }
+        }
+    }
+
+    /// Close the bidding: unanswered pings time out, bids are ranked, posts start.
+    fn close(&mut self, now: Instant) {
+        debug_assert_eq!(self.phase, Phase::Pinging);
+        let mut seq = self.answer_seq;
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            if s.ping == PingState::Waiting {
+                let response = now.saturating_duration_since(s.ping_sent_at.unwrap_or(now));
+                s.ping = PingState::Answered {
+                    outcome: PingOutcome::Timeout,
+                    seq,
+                    response,
+                };
+                seq += 1;
+                self.actions.push_back(Action::AbandonPing { slot });
+            }
+        }
+        self.answer_seq = seq;
+        if let Some(start) = self.ping_wait_start.take() {
+            // Waiting ends when the last answer came or at the deadline, whichever is first: time
+            // past the deadline before the engine noticed is the engine's, not the buyers'.
+            let end = now.min(self.ping_deadline);
+            self.buyer_wait += end.saturating_duration_since(start);
+        }
+        self.closed_at = Some(now);
+        let reserve = self.params.reserve_cents;
+        let mut ranked: Vec<(Cents, u32, Slot)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| match &s.ping {
+                PingState::Answered {
+                    outcome: PingOutcome::Bid { cents, .. },
+                    seq,
+                    ..
+                } if *cents > 0 && *cents >= reserve => Some((*cents, *seq, slot)),
+                _ => None,
+            })
+            .collect();
+        // Highest bid first; among equal bids, the one that arrived first.
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.ranking = ranked.into_iter().map(|(_, _, slot)| slot).collect();
+        self.phase = Phase::Posting;
+        self.fill_posts(now);
+    }
+
+    /// Keep up to `max_sales` posts sold or in flight, taking the next ranked bids.
+    fn fill_posts(&mut self, now: Instant) {
+        let max_sales = self.params.sale.max_sales();
+        while self.sales.len() + self.posts_in_flight < max_sales
+            && self.next_rank < self.ranking.len()
+            && self.post_attempts < MAX_POST_ATTEMPTS
+        {
+            let slot = self.ranking[self.next_rank];
+            self.next_rank += 1;
+            let s = &mut self.slots[slot];
+            let price_cents = match &s.ping {
+                PingState::Answered {
+                    outcome: PingOutcome::Bid { cents, .. },
+                    ..
+                } => *cents,
+                _ => continue,
+            };
+            s.price_cents = price_cents;
+            s.post = PostState::InFlight {
+                deadline: now + self.params.post_timeout,
+            };
+            self.posts_in_flight += 1;
+            self.post_attempts += 1;
+            self.actions
+                .push_back(Action::SendPost { slot, price_cents });
+        }
+        if self.posts_in_flight == 0 && self.phase == Phase::Posting {
+            self.phase = Phase::Done;
+            self.done_at = Some(now);
+            self.actions.push_back(Action::Answer);
+        }
+    }
+
+    /// The result, once done (`Action::Answer` was emitted).
+    pub fn outcome(&self) -> Outcome {
+        let price_cents = self.sales.iter().map(|s| s.price_cents).sum();
+        let status = if self.sales.is_empty() {
+            Status::Unsold
+        } else {
+            Status::Sold
+        };
+        let unsold_reason = if status == Status::Sold {
+            None
+        } else if self.slots.is_empty() {
+            Some(UnsoldReason::NoEligibleBuyers)
+        } else if self.bids == 0 {
+            Some(UnsoldReason::NoBids)
+        } else if self.ranking.is_empty() {
+            Some(UnsoldReason::BelowReserve)
+        } else {
+            Some(UnsoldReason::PostsRejected)
+        };
+        let end = self.done_at.or(self.closed_at).unwrap_or(self.arrival);
+        Outcome {
+            status,
+            unsold_reason,
+            sales: self.sales.clone(),
+            price_cents,
+            bids: self.bids,
+            elapsed: end.saturating_duration_since(self.arrival),
+            buyer_wait: self.buyer_wait,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,456 @@
+//! Deterministic simulations of one lead against buyers with chosen latencies and answers.
+//! Time is simulated: no sleeps, deadlines checked to the microsecond.
+
+use super::*;
+
+fn params(sale: SaleKind, reserve_cents: Cents) -> Params {
+    Params {
+        sale,
+        reserve_cents,
+        ping_timeout: Duration::from_millis(800),
+        post_timeout: Duration::from_millis(2000),
+        margin: Duration::from_millis(20),
+    }
+}
+
+#[derive(Clone)]
+struct SimBuyer {
+    ping_latency_us: u64,
+    ping: PingOutcome,
+    post_latency_us: u64,
+    post: PostOutcome,
+}
+
+fn bid(cents: Cents, latency_ms: u64) -> SimBuyer {
+    SimBuyer {
+        ping_latency_us: latency_ms * 1000,
+        ping: PingOutcome::Bid {
+            cents,
+            bid_id: None,
+        },
+        post_latency_us: 10_000,
+        post: PostOutcome::Accepted {
+            buyer_lead_id: None,
+        },
+    }
+}
+
+fn rejecting(mut b: SimBuyer) -> SimBuyer {
+    b.post = PostOutcome::Rejected {
+        reason: "duplicate".into(),
+    };
+    b
+}
+
+struct Run {
+    outcome: Outcome,
+    /// (simulated µs since arrival, action)
+    log: Vec<(u64, Action)>,
+    answered_at_us: u64,
+}
+
+/// Drive one auction to its answer. Events are processed in time order; a ping answer that
+/// would arrive after its deadline is delivered (and must be ignored) too.
+fn simulate(p: Params, buyers: &[SimBuyer]) -> Run {
+    let t0 = Instant::now();
+    let at = |us: u64| t0 + Duration::from_micros(us);
+    let ids: Vec<usize> = (0..buyers.len()).map(|i| 100 + i).collect();
+    let mut a = Auction::new(p, t0, t0, &ids);
+    // Pending events: (time µs, kind 0 = ping answer / 1 = post answer, slot)
+    let mut events: Vec<(u64, u8, Slot)> = Vec::new();
+    let mut log = Vec::new();
+    let mut now_us = 0u64;
+    let mut answered_at_us = None;
+    for _ in 0..10_000 {
+        while let Some(action) = a.poll_action() {
+            log.push((now_us, action.clone()));
+            match action {
+                Action::SendPing { slot, .. } => {
+                    a.ping_sent(slot, at(now_us));
+                    events.push((now_us + buyers[slot].ping_latency_us, 0, slot));
+                }
+                Action::SendPost { slot, .. } => {
+                    a.post_sent(slot, at(now_us));
+                    events.push((now_us + buyers[slot].post_latency_us, 1, slot));
+                }
+                Action::Answer => answered_at_us = Some(now_us),
+                Action::AbandonPing { .. } | Action::AbandonPost { .. } => {}
+            }
+        }
+        if answered_at_us.is_some() {
+            break;
+        }
+        // Next event: the earliest buyer answer or the auction's own deadline.
+        events.sort();
+        let next_event = events.first().map(|e| e.0);
+        let next_timer = a
+            .next_timeout()
+            .map(|d| d.duration_since(t0).as_micros() as u64);
+        match (next_event, next_timer) {
+            (Some(e), Some(t)) if t < e => {
+                now_us = t;
+                a.on_timeout(at(now_us));
+            }
+            (Some(_), _) => {
+                let (t, kind, slot) = events.remove(0);
+                now_us = t;
+                if kind == 0 {
+                    a.on_ping_result(slot, at(now_us), buyers[slot].ping.clone());
+                } else {
+                    a.on_post_result(slot, at(now_us), buyers[slot].post.clone());
+                }
+            }
+            (None, Some(t)) => {
+                now_us = t;
+                a.on_timeout(at(now_us));
+            }
+            (None, None) => break,
+        }
+    }
+    assert!(a.is_done(), "auction did not finish: {:?}", log);
+    Run {
+        outcome: a.outcome(),
+        log,
+        answered_at_us: answered_at_us.unwrap_or(u64::MAX),
+    }
+}
+
+fn sold_to(r: &Run) -> Vec<(usize, Cents)> {
+    r.outcome
+        .sales
+        .iter()
+        .map(|s| (s.buyer, s.price_cents))
+        .collect()
+}
+
+#[test]
+fn highest_bid_wins_and_auction_closes_when_all_answered() {
+    let r = simulate(
+        params(SaleKind::Exclusive, 500),
+        &[bid(4000, 50), bid(12000, 120), bid(9000, 30)],
+    );
+    assert_eq!(r.outcome.status, Status::Sold);
+    assert_eq!(sold_to(&r), vec![(101, 12000)]);
+    assert_eq!(r.outcome.price_cents, 12000);
+    assert_eq!(r.outcome.bids, 3);
+    // Closed at the last answer (120 ms), post answered 10 ms later: not at the 800 ms deadline.
+    assert_eq!(r.answered_at_us, 130_000);
+    assert_eq!(r.outcome.elapsed, Duration::from_micros(130_000));
+    assert_eq!(r.outcome.buyer_wait, Duration::from_micros(130_000));
+}
+
+#[test]
+fn buyers_are_told_the_time_left_minus_the_margin() {
+    let r = simulate(params(SaleKind::Exclusive, 0), &[bid(100, 1)]);
+    assert_eq!(
+        r.log[0].1,
+        Action::SendPing {
+            slot: 0,
+            timeout_ms: 780
+        }
+    );
+}
+
+#[test]
+fn slow_buyer_is_left_out_at_the_deadline_to_the_microsecond() {
+    let r = simulate(
+        params(SaleKind::Exclusive, 500),
+        &[bid(50000, 900), bid(3000, 100)],
+    );
+    // The 900 ms buyer misses the 800 ms deadline: the 30.00 bid wins.
+    assert_eq!(sold_to(&r), vec![(101, 3000)]);
+    let closes: Vec<_> = r
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::AbandonPing { .. }))
+        .collect();
+    assert_eq!(closes, vec![&(800_000, Action::AbandonPing { slot: 0 })]);
+    let post = r
+        .log
+        .iter()
+        .find(|(_, a)| matches!(a, Action::SendPost { .. }))
+        .unwrap();
+    assert_eq!(post.0, 800_000);
+    assert_eq!(r.answered_at_us, 810_000);
+}
+
+#[test]
+fn a_late_answer_after_the_close_is_ignored() {
+    let t0 = Instant::now();
+    let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[1, 2]);
+    while a.poll_action().is_some() {}
+    a.on_ping_result(
+        1,
+        t0 + Duration::from_millis(10),
+        PingOutcome::Bid {
+            cents: 500,
+            bid_id: None,
+        },
+    );
+    a.on_timeout(t0 + Duration::from_millis(800));
+    a.on_ping_result(
+        0,
+        t0 + Duration::from_millis(801),
+        PingOutcome::Bid {
+            cents: 99999,
+            bid_id: None,
+        },
+    );
+    let actions: Vec<_> = std::iter::from_fn(|| a.poll_action()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Action::AbandonPing { slot: 0 },
+            Action::SendPost {
+                slot: 1,
+                price_cents: 500
+            }
+        ]
+    );
+    assert_eq!(a.ping_result(0).unwrap().0, &PingOutcome::Timeout);
+}
+
+#[test]
+fn timeout_before_deadline_does_nothing() {
+    let t0 = Instant::now();
+    let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[1]);
+    while a.poll_action().is_some() {}
+    a.on_timeout(t0 + Duration::from_micros(799_999));
+    assert_eq!(a.poll_action(), None);
+    a.on_timeout(t0 + Duration::from_micros(800_000));
+    assert_eq!(a.poll_action(), Some(Action::AbandonPing { slot: 0 }));
+    assert_eq!(a.poll_action(), Some(Action::Answer));
+    assert_eq!(a.outcome().unsold_reason, Some(UnsoldReason::NoBids));
+}
+
+#[test]
+fn bids_below_reserve_are_dropped() {
+    let r = simulate(
+        params(SaleKind::Exclusive, 1000),
+        &[bid(999, 10), bid(500, 20)],
+    );
+    assert_eq!(r.outcome.status, Status::Unsold);
+    assert_eq!(r.outcome.unsold_reason, Some(UnsoldReason::BelowReserve));
+    assert_eq!(r.outcome.bids, 2);
+    assert!(!r
+        .log
+        .iter()
+        .any(|(_, a)| matches!(a, Action::SendPost { .. })));
+
+    // A bid exactly at the reserve is acceptable.
+    let r = simulate(params(SaleKind::Exclusive, 1000), &[bid(1000, 10)]);
+    assert_eq!(sold_to(&r), vec![(100, 1000)]);
+}
+
+#[test]
+fn ties_go_to_the_earlier_bid() {
+    let r = simulate(
+        params(SaleKind::Exclusive, 0),
+        &[bid(5000, 60), bid(5000, 20), bid(5000, 40)],
+    );
+    assert_eq!(sold_to(&r), vec![(101, 5000)]);
+}
+
+#[test]
+fn shared_sale_goes_to_the_top_n_each_at_its_own_bid() {
+    let r = simulate(
+        params(SaleKind::Shared(3), 1000),
+        &[
+            bid(2000, 10),
+            bid(5000, 20),
+            bid(800, 5),
+            bid(4000, 30),
+            bid(3000, 40),
+        ],
+    );
+    let mut sales = sold_to(&r);
+    sales.sort();
+    assert_eq!(sales, vec![(101, 5000), (103, 4000), (104, 3000)]);
+    assert_eq!(r.outcome.price_cents, 12000);
+    // The three posts go out together, at the close.
+    let posts: Vec<_> = r
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::SendPost { .. }))
+        .collect();
+    assert_eq!(posts.len(), 3);
+    assert!(posts.iter().all(|(t, _)| *t == 40_000));
+}
+
+#[test]
+fn shared_sale_with_fewer_bids_than_slots_sells_what_it_can() {
+    let r = simulate(
+        params(SaleKind::Shared(3), 0),
+        &[bid(2000, 10), PingOutcomeBuyer::no_bid()],
+    );
+    assert_eq!(sold_to(&r), vec![(100, 2000)]);
+}
+
+struct PingOutcomeBuyer;
+impl PingOutcomeBuyer {
+    fn no_bid() -> SimBuyer {
+        SimBuyer {
+            ping_latency_us: 5_000,
+            ping: PingOutcome::NoBid,
+            post_latency_us: 0,
+            post: PostOutcome::Accepted {
+                buyer_lead_id: None,
+            },
+        }
+    }
+}
+
+#[test]
+fn rejected_post_cascades_to_the_next_bid() {
+    let r = simulate(
+        params(SaleKind::Exclusive, 0),
+        &[rejecting(bid(9000, 10)), bid(7000, 20), bid(8000, 30)],
+    );
+    // 90.00 rejects, 80.00 is next and accepts.
+    assert_eq!(sold_to(&r), vec![(102, 8000)]);
+    let posts: Vec<_> = r
+        .log
+        .iter()
+        .filter_map(|(t, a)| match a {
+            Action::SendPost { slot, price_cents } => Some((*t, *slot, *price_cents)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(posts, vec![(30_000, 0, 9000), (40_000, 2, 8000)]);
+}
+
+#[test]
+fn timed_out_and_failed_posts_cascade_too() {
+    let mut slow_post = bid(9000, 10);
+    slow_post.post_latency_us = 5_000_000;
+    let mut failing = bid(8000, 10);
+    failing.post = PostOutcome::Failed {
+        reason: "connection reset".into(),
+    };
+    let r = simulate(
+        params(SaleKind::Exclusive, 0),
+        &[slow_post, failing, bid(100, 10)],
+    );
+    assert_eq!(sold_to(&r), vec![(102, 100)]);
+    // Post timeout is 2 s after the 10 ms close.
+    assert!(r
+        .log
+        .contains(&(2_010_000, Action::AbandonPost { slot: 0 })));
+    assert_eq!(r.answered_at_us, 2_030_000);
+}
+
+#[test]
+fn shared_cascade_keeps_buyers_distinct() {
+    let r = simulate(
+        params(SaleKind::Shared(2), 0),
+        &[
+            rejecting(bid(9000, 10)),
+            bid(8000, 10),
+            bid(7000, 10),
+            bid(6000, 10),
+        ],
+    );
+    let mut sales = sold_to(&r);
+    sales.sort();
+    assert_eq!(sales, vec![(101, 8000), (102, 7000)]);
+}
+
+#[test]
+fn every_post_rejected_is_unsold() {
+    let r = simulate(
+        params(SaleKind::Exclusive, 0),
+        &[rejecting(bid(9000, 10)), rejecting(bid(8000, 10))],
+    );
+    assert_eq!(r.outcome.status, Status::Unsold);
+    assert_eq!(r.outcome.unsold_reason, Some(UnsoldReason::PostsRejected));
+}
+
+#[test]
+fn cascade_is_bounded() {
+    let buyers: Vec<_> = (0..20).map(|i| rejecting(bid(1000 + i, 10))).collect();
+    let r = simulate(params(SaleKind::Exclusive, 0), &buyers);
+    let posts = r
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::SendPost { .. }))
+        .count();
+    assert_eq!(posts, MAX_POST_ATTEMPTS);
+    assert_eq!(r.outcome.status, Status::Unsold);
+}
+
+#[test]
+fn no_bid_forms_errors_and_invalid_answers_are_no_bids() {
+    let mut buyers = vec![bid(0, 10), bid(-500, 10)];
+    for o in [
+        PingOutcome::NoBid,
+        PingOutcome::Error("status 500".into()),
+        PingOutcome::Invalid("unparsable".into()),
+    ] {
+        buyers.push(SimBuyer {
+            ping_latency_us: 10_000,
+            ping: o,
+            post_latency_us: 0,
+            post: PostOutcome::Accepted {
+                buyer_lead_id: None,
+            },
+        });
+    }
+    let r = simulate(params(SaleKind::Exclusive, 0), &buyers);
+    assert_eq!(r.outcome.status, Status::Unsold);
+    assert_eq!(r.outcome.bids, 0);
+    assert_eq!(r.outcome.unsold_reason, Some(UnsoldReason::NoBids));
+    // Closed as soon as all five answered.
+    assert_eq!(r.answered_at_us, 10_000);
+}
+
+#[test]
+fn no_eligible_buyers_answers_at_once() {
+    let t0 = Instant::now();
+    let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[]);
+    assert_eq!(a.poll_action(), Some(Action::Answer));
+    assert_eq!(
+        a.outcome().unsold_reason,
+        Some(UnsoldReason::NoEligibleBuyers)
+    );
+    assert_eq!(a.outcome().elapsed, Duration::ZERO);
+}
+
+#[test]
+fn buyer_wait_excludes_engine_time() {
+    // Pings written 100 µs after arrival (engine time), one buyer answers 5 ms later,
+    // the post is written 50 µs after the close and answered 3 ms later.
+    let t0 = Instant::now();
+    let us = |n: u64| t0 + Duration::from_micros(n);
+    let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, us(100), &[7]);
+    assert!(matches!(a.poll_action(), Some(Action::SendPing { .. })));
+    a.ping_sent(0, us(100));
+    a.on_ping_result(
+        0,
+        us(5_100),
+        PingOutcome::Bid {
+            cents: 100,
+            bid_id: Some("b1".into()),
+        },
+    );
+    assert_eq!(
+        a.poll_action(),
+        Some(Action::SendPost {
+            slot: 0,
+            price_cents: 100
+        })
+    );
+    assert_eq!(a.bid_id(0), Some("b1"));
+    a.post_sent(0, us(5_150));
+    a.on_post_result(
+        0,
+        us(8_150),
+        PostOutcome::Accepted {
+            buyer_lead_id: None,
+        },
+    );
+    assert_eq!(a.poll_action(), Some(Action::Answer));
+    let o = a.outcome();
+    assert_eq!(o.elapsed, Duration::from_micros(8_150));
+    assert_eq!(o.buyer_wait, Duration::from_micros(8_000));
+    assert_eq!(a.ping_result(0).unwrap().1, Duration::from_micros(5_000));
+}
