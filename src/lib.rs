@@ -10,4 +10,5 @@ pub mod config;
 pub mod eligibility;
 pub mod http;
 pub mod journal;
+pub mod lead;
 pub mod money;

@@ -1,0 +1,583 @@
+//! The lead's wire formats: the seller's request, its validation, the ping and post payloads sent
+//! to buyers, the buyers' answers and the seller's answer. Pure functions over bytes and values.
+
+use crate::auction::{Outcome, PingOutcome, PostOutcome};
+use crate::config::{Campaign, PERSONAL_FIELDS};
+use crate::money::{parse_cents, write_dollars, Cents, MAX_CENTS};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::io::Write;
+
+/// Longest string kept from a buyer's answer (bid ids, reasons), so a buyer cannot bloat the journal.
+pub const MAX_ANSWER_STRING: usize = 128;
+/// Most fields a lead may carry.
+pub const MAX_LEAD_FIELDS: usize = 256;
+
+/// A seller's lead as posted to `/v1/leads` or `/v1/ping`.
+#[derive(Debug, Clone)]
+pub struct LeadRequest {
+    pub campaign: String,
+    pub source: Option<String>,
+    pub test: bool,
+    pub lead: Map<String, Value>,
+    pub consent: Option<Map<String, Value>>,
+}
+
+/// A request the exchange refuses. `status` is the HTTP status; `code` and `field` go in the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl Refusal {
+    pub fn bad_request(message: impl Into<String>, field: Option<&str>) -> Refusal {
+        Refusal {
+            status: 400,
+            code: "bad_request",
+            message: message.into(),
+            field: field.map(str::to_string),
+        }
+    }
+    fn content(
+        code: &'static str,
+        message: impl Into<String>,
+        field: impl Into<String>,
+    ) -> Refusal {
+        Refusal {
+            status: 422,
+            code,
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawRequest {
+    campaign: Option<Value>,
+    #[serde(default)]
+    source: Option<Value>,
+    #[serde(default)]
+    test: Option<Value>,
+    lead: Option<Value>,
+    #[serde(default)]
+    consent: Option<Value>,
+}
+
+/// Parse a seller's body. Malformed JSON or a wrong shape is a 400.
+pub fn parse_request(body: &[u8]) -> Result<LeadRequest, Refusal> {
+    let raw: RawRequest = serde_json::from_slice(body).map_err(|e| {
+        Refusal::bad_request(format!("body is not a valid lead request: {}", e), None)
+    })?;
+    let campaign = match raw.campaign {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                "campaign must be a non-empty string",
+                Some("campaign"),
+            ))
+        }
+        None => {
+            return Err(Refusal::bad_request(
+                "campaign is required",
+                Some("campaign"),
+            ))
+        }
+    };
+    let source = match raw.source {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                "source must be a string",
+                Some("source"),
+            ))
+        }
+    };
+    let test = match raw.test {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                "test must be true or false",
+                Some("test"),
+            ))
+        }
+    };
+    let lead = match raw.lead {
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(Refusal::bad_request("lead must be an object", Some("lead"))),
+        None => return Err(Refusal::bad_request("lead is required", Some("lead"))),
+    };
+    if lead.len() > MAX_LEAD_FIELDS {
+        return Err(Refusal::bad_request(
+            format!("lead has more than {} fields", MAX_LEAD_FIELDS),
+            Some("lead"),
+        ));
+    }
+    let consent = match raw.consent {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                "consent must be an object",
+                Some("consent"),
+            ))
+        }
+    };
+    Ok(LeadRequest {
+        campaign,
+        source,
+        test,
+        lead,
+        consent,
+    })
+}
+
+fn is_blank(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Check a lead against its campaign: required fields, the shape of well-known fields, consent.
+pub fn validate(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
+    for f in &campaign.required_fields {
+        match req.lead.get(f) {
+            Some(v) if !is_blank(v) => {}
+            _ => {
+                return Err(Refusal::content(
+                    "missing_field",
+                    format!("{} is required for campaign {}", f, campaign.id),
+                    format!("lead.{}", f),
+                ))
+            }
+        }
+    }
+    if let Some(v) = req.lead.get("state").filter(|v| !is_blank(v)) {
+        let ok =
+            as_text(v).is_some_and(|s| s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()));
+        if !ok {
+            return Err(Refusal::content(
+                "invalid_field",
+                "state must be a two-letter code",
+                "lead.state",
+            ));
+        }
+    }
+    if let Some(v) = req.lead.get("zip").filter(|v| !is_blank(v)) {
+        let ok = as_text(v).is_some_and(|s| {
+            let b = s.as_bytes();
+            (b.len() == 5 && b.iter().all(u8::is_ascii_digit))
+                || (b.len() == 10
+                    && b[5] == b'-'
+                    && b[..5].iter().chain(&b[6..]).all(u8::is_ascii_digit))
+        });
+        if !ok {
+            return Err(Refusal::content(
+                "invalid_field",
+                "zip must be 5 digits (or ZIP+4)",
+                "lead.zip",
+            ));
+        }
+    }
+    if let Some(v) = req.lead.get("phone").filter(|v| !is_blank(v)) {
+        if normalized_phone(v).is_none() {
+            return Err(Refusal::content(
+                "invalid_field",
+                "phone must be a 10-digit US number",
+                "lead.phone",
+            ));
+        }
+    }
+    if let Some(v) = req.lead.get("email").filter(|v| !is_blank(v)) {
+        let ok = match v {
+            Value::String(s) => {
+                let s = s.trim();
+                match s.split_once('@') {
+                    Some((local, domain)) => {
+                        !local.is_empty()
+                            && domain.contains('.')
+                            && !domain.starts_with('.')
+                            && !domain.ends_with('.')
+                            && !s.contains(char::is_whitespace)
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(Refusal::content(
+                "invalid_field",
+                "email is not an address",
+                "lead.email",
+            ));
+        }
+    }
+    match &req.consent {
+        None if campaign.require_consent => {
+            return Err(Refusal::content(
+                "consent_missing",
+                format!("campaign {} requires consent", campaign.id),
+                "consent",
+            ))
+        }
+        None => {}
+        Some(c) => {
+            let has_proof = ["trustedform_cert_url", "jornaya_leadid"]
+                .iter()
+                .any(|k| c.get(*k).is_some_and(|v| !is_blank(v)));
+            if campaign.require_consent && !has_proof {
+                return Err(Refusal::content(
+                    "consent_missing",
+                    "consent needs a trustedform_cert_url or a jornaya_leadid",
+                    "consent",
+                ));
+            }
+            if let Some(v) = c.get("vertical").filter(|v| !is_blank(v)) {
+                if v.as_str() != Some(campaign.vertical.as_str()) {
+                    return Err(Refusal::content(
+                        "consent_mismatch",
+                        format!(
+                            "consent was given for vertical {}, not {}",
+                            v, campaign.vertical
+                        ),
+                        "consent.vertical",
+                    ));
+                }
+            }
+            if let Some(v) = c.get("disclosed_buyers") {
+                let ok = match v {
+                    Value::Array(a) => a.iter().all(Value::is_string),
+                    Value::Null => true,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(Refusal::content(
+                        "invalid_field",
+                        "disclosed_buyers must be a list of buyer ids",
+                        "consent.disclosed_buyers",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The phone's 10 digits, without formatting or a leading country code 1.
+pub fn normalized_phone(v: &Value) -> Option<String> {
+    let s = as_text(v)?;
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    let bad_chars = s
+        .chars()
+        .any(|c| !(c.is_ascii_digit() || " ()-.+".contains(c)));
+    if bad_chars {
+        return None;
+    }
+    match digits.len() {
+        10 => Some(digits),
+        11 if digits.starts_with('1') => Some(digits[1..].to_string()),
+        _ => None,
+    }
+}
+
+/// The buyers the consumer agreed to hear from, when the consent names them.
+pub fn disclosed_buyers(req: &LeadRequest) -> Option<Vec<&str>> {
+    let list = req.consent.as_ref()?.get("disclosed_buyers")?.as_array()?;
+    if list.is_empty() {
+        return None;
+    }
+    Some(list.iter().filter_map(Value::as_str).collect())
+}
+
+/// The consent's vertical, when given.
+pub fn consent_vertical(req: &LeadRequest) -> Option<&str> {
+    req.consent.as_ref()?.get("vertical")?.as_str()
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping, without building a Value.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The ping body: the campaign's `ping_fields` and nothing else. The same bytes go to every
+/// buyer of the lead (they are all pinged at once, with the same `timeout_ms`).
+pub fn write_ping(
+    out: &mut Vec<u8>,
+    ping_id: &str,
+    campaign: &Campaign,
+    req: &LeadRequest,
+    timeout_ms: u64,
+) {
+    out.extend_from_slice(b"{\"ping_id\":");
+    write_json_str(out, ping_id);
+    out.extend_from_slice(b",\"campaign\":");
+    write_json_str(out, &campaign.id);
+    out.extend_from_slice(b",\"vertical\":");
+    write_json_str(out, &campaign.vertical);
+    out.extend_from_slice(if req.test {
+        b",\"test\":true"
+    } else {
+        b",\"test\":false"
+    });
+    let _ = write!(out, ",\"timeout_ms\":{}", timeout_ms);
+    out.extend_from_slice(b",\"lead\":{");
+    let mut first = true;
+    for f in &campaign.ping_fields {
+        // Belt and braces: config validation already refuses personal ping fields.
+        if PERSONAL_FIELDS.contains(&f.as_str()) {
+            continue;
+        }
+        if let Some(v) = req.lead.get(f) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_json_str(out, f);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// The post body: the full lead and its consent, at the buyer's price.
+pub fn write_post(
+    out: &mut Vec<u8>,
+    ping_id: &str,
+    bid_id: Option<&str>,
+    price_cents: Cents,
+    campaign: &Campaign,
+    req: &LeadRequest,
+) {
+    out.extend_from_slice(b"{\"ping_id\":");
+    write_json_str(out, ping_id);
+    if let Some(b) = bid_id {
+        out.extend_from_slice(b",\"bid_id\":");
+        write_json_str(out, b);
+    }
+    out.extend_from_slice(b",\"price\":");
+    write_dollars(out, price_cents);
+    out.extend_from_slice(b",\"campaign\":");
+    write_json_str(out, &campaign.id);
+    out.extend_from_slice(if req.test {
+        b",\"test\":true"
+    } else {
+        b",\"test\":false"
+    });
+    out.extend_from_slice(b",\"lead\":");
+    let _ = serde_json::to_writer(&mut *out, &req.lead);
+    if let Some(c) = &req.consent {
+        out.extend_from_slice(b",\"consent\":");
+        let _ = serde_json::to_writer(&mut *out, c);
+    }
+    out.push(b'}');
+}
+
+/// A JSON field that may be absent, told apart from one that is `null`
+/// (`Option` would fold the two together).
+#[derive(Default)]
+struct Present<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|r| Present(Some(r)))
+    }
+}
+
+#[derive(Deserialize)]
+struct BidAnswer<'a> {
+    #[serde(borrow, default)]
+    bid: Present<'a>,
+    #[serde(borrow, default)]
+    bid_id: Option<&'a RawValue>,
+}
+
+fn clip(mut s: String) -> String {
+    if s.len() > MAX_ANSWER_STRING {
+        let mut cut = MAX_ANSWER_STRING;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn raw_to_string(raw: &RawValue) -> Option<String> {
+    match serde_json::from_str::<Value>(raw.get()).ok()? {
+        Value::String(s) => Some(clip(s)),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A buyer's answer to a ping. 204, `{"bid": 0}` and `{"bid": null}` are no-bids; anything that
+/// is not a 2xx with a valid bid is a no-bid with its reason (`error` or `invalid`).
+pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
+    if status == 204 {
+        return PingOutcome::NoBid;
+    }
+    if !(200..300).contains(&status) {
+        return PingOutcome::Error(format!("status {}", status));
+    }
+    let answer: BidAnswer = match serde_json::from_slice(body) {
+        Ok(a) => a,
+        Err(_) => return PingOutcome::Invalid("unparsable answer".into()),
+    };
+    let Some(raw) = answer.bid.0 else {
+        return PingOutcome::Invalid("no bid field".into());
+    };
+    let text = raw.get().trim();
+    let text = match text.as_bytes().first() {
+        Some(b'"') => text.trim_matches('"'),
+        _ => text,
+    };
+    if text == "null" {
+        return PingOutcome::NoBid;
+    }
+    match parse_cents(text) {
+        Some(0) => PingOutcome::NoBid,
+        Some(c) if c < 0 => PingOutcome::Invalid("negative bid".into()),
+        Some(c) if c > MAX_CENTS => PingOutcome::Invalid("bid out of range".into()),
+        Some(cents) => PingOutcome::Bid {
+            cents,
+            bid_id: answer.bid_id.and_then(raw_to_string),
+        },
+        None => PingOutcome::Invalid("bid is not a number".into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PostAnswer {
+    #[serde(default)]
+    status: Option<Value>,
+    #[serde(default)]
+    reason: Option<Value>,
+    #[serde(default)]
+    buyer_lead_id: Option<Value>,
+}
+
+/// A buyer's answer to a post: only a 2xx with `"status": "accepted"` is a sale.
+pub fn parse_post_answer(status: u16, body: &[u8]) -> PostOutcome {
+    if !(200..300).contains(&status) {
+        return PostOutcome::Rejected {
+            reason: format!("status {}", status),
+        };
+    }
+    let answer: PostAnswer = match serde_json::from_slice(body) {
+        Ok(a) => a,
+        Err(_) => {
+            return PostOutcome::Rejected {
+                reason: "unparsable answer".into(),
+            }
+        }
+    };
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => Some(clip(s)),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    match answer.status.as_ref().and_then(Value::as_str) {
+        Some(s) if s.eq_ignore_ascii_case("accepted") => PostOutcome::Accepted {
+            buyer_lead_id: text(answer.buyer_lead_id),
+        },
+        Some(s) if s.eq_ignore_ascii_case("rejected") => PostOutcome::Rejected {
+            reason: text(answer.reason).unwrap_or_else(|| "rejected".into()),
+        },
+        _ => PostOutcome::Rejected {
+            reason: "answer is neither accepted nor rejected".into(),
+        },
+    }
+}
+
+/// One sale in the seller's answer.
+pub struct AnswerSale<'a> {
+    pub buyer: &'a str,
+    pub price_cents: Cents,
+}
+
+/// The seller's answer to `/v1/leads`.
+pub fn write_answer(
+    out: &mut Vec<u8>,
+    lead_id: &str,
+    outcome: &Outcome,
+    sales: &[AnswerSale<'_>],
+    payout_cents: Cents,
+) {
+    out.extend_from_slice(b"{\"lead_id\":");
+    write_json_str(out, lead_id);
+    out.extend_from_slice(b",\"status\":\"");
+    out.extend_from_slice(outcome.status.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"price\":");
+    write_dollars(out, outcome.price_cents);
+    out.extend_from_slice(b",\"payout\":");
+    write_dollars(out, payout_cents);
+    out.extend_from_slice(b",\"sales\":[");
+    for (i, s) in sales.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"buyer\":");
+        write_json_str(out, s.buyer);
+        out.extend_from_slice(b",\"price\":");
+        write_dollars(out, s.price_cents);
+        out.push(b'}');
+    }
+    let _ = write!(
+        out,
+        "],\"bids\":{},\"elapsed_ms\":{}",
+        outcome.bids,
+        outcome.elapsed.as_millis()
+    );
+    if let Some(r) = outcome.unsold_reason {
+        out.extend_from_slice(b",\"reason\":\"");
+        out.extend_from_slice(r.as_str().as_bytes());
+        out.push(b'"');
+    }
+    out.push(b'}');
+}
+
+/// `{"error": {...}}`, with `lead_id` and `"status": "rejected"` when the lead got an id.
+pub fn write_error(
+    out: &mut Vec<u8>,
+    lead_id: Option<&str>,
+    code: &str,
+    message: &str,
+    field: Option<&str>,
+) {
+    out.push(b'{');
+    if let Some(id) = lead_id {
+        out.extend_from_slice(b"\"lead_id\":");
+        write_json_str(out, id);
+        out.extend_from_slice(b",\"status\":\"rejected\",");
+    }
+    out.extend_from_slice(b"\"error\":{\"code\":");
+    write_json_str(out, code);
+    out.extend_from_slice(b",\"message\":");
+    write_json_str(out, message);
+    if let Some(f) = field {
+        out.extend_from_slice(b",\"field\":");
+        write_json_str(out, f);
+    }
+    out.extend_from_slice(b"}}");
+}
+
+#[cfg(test)]
+mod tests;

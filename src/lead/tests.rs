@@ -1,0 +1,275 @@
+use super::*;
+use crate::config;
+
+fn campaign() -> Campaign {
+    let snap = config::parse(include_str!("../../config/exchange.example.toml")).unwrap();
+    snap.campaigns[0].clone()
+}
+
+const LEAD: &str = r#"{
+  "campaign": "auto-insurance", "source": "fb-17", "test": false,
+  "lead": {"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
+           "street": "12 Main St", "city": "Houston", "state": "TX", "zip": "77002",
+           "lead_type": "auto", "age": 34, "insured": true},
+  "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2f1e0c", "jornaya_leadid": "5A1B",
+              "vertical": "auto_insurance", "disclosed_buyers": ["acme-ins", "blue-ins"],
+              "consented_at": "2026-11-25T17:59:01Z"}
+}"#;
+
+fn with(f: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut v: Value = serde_json::from_str(LEAD).unwrap();
+    f(&mut v);
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn refusal(body: &[u8]) -> Refusal {
+    match parse_request(body) {
+        Err(r) => r,
+        Ok(req) => validate(&req, &campaign()).unwrap_err(),
+    }
+}
+
+#[test]
+fn a_good_lead_parses_and_validates() {
+    let req = parse_request(LEAD.as_bytes()).unwrap();
+    assert_eq!(req.campaign, "auto-insurance");
+    assert_eq!(req.source.as_deref(), Some("fb-17"));
+    assert!(validate(&req, &campaign()).is_ok());
+    assert_eq!(disclosed_buyers(&req), Some(vec!["acme-ins", "blue-ins"]));
+    assert_eq!(consent_vertical(&req), Some("auto_insurance"));
+}
+
+#[test]
+fn malformed_bodies_are_400() {
+    for body in [
+        &b"{"[..],
+        b"[]",
+        b"null",
+        b"{\"lead\":{}}",
+        b"{\"campaign\":\"x\",\"lead\":[1]}",
+    ] {
+        let r = parse_request(body).unwrap_err();
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(body));
+    }
+}
+
+#[test]
+fn content_refusals_are_422_with_code_and_field() {
+    let r = refusal(&with(|v| {
+        v["lead"].as_object_mut().unwrap().remove("phone");
+    }));
+    assert_eq!(
+        (r.status, r.code, r.field.as_deref()),
+        (422, "missing_field", Some("lead.phone"))
+    );
+
+    let r = refusal(&with(|v| v["lead"]["email"] = Value::from("  ")));
+    assert_eq!(
+        (r.code, r.field.as_deref()),
+        ("missing_field", Some("lead.email"))
+    );
+
+    let r = refusal(&with(|v| v["lead"]["zip"] = Value::from("7700")));
+    assert_eq!(
+        (r.code, r.field.as_deref()),
+        ("invalid_field", Some("lead.zip"))
+    );
+
+    let r = refusal(&with(|v| v["lead"]["state"] = Value::from("Texas")));
+    assert_eq!(
+        (r.code, r.field.as_deref()),
+        ("invalid_field", Some("lead.state"))
+    );
+
+    let r = refusal(&with(|v| v["lead"]["phone"] = Value::from("555-0147")));
+    assert_eq!(
+        (r.code, r.field.as_deref()),
+        ("invalid_field", Some("lead.phone"))
+    );
+
+    let r = refusal(&with(|v| {
+        v["lead"]["email"] = Value::from("ana.example.com")
+    }));
+    assert_eq!(
+        (r.code, r.field.as_deref()),
+        ("invalid_field", Some("lead.email"))
+    );
+
+    let r = refusal(&with(|v| {
+        v.as_object_mut().unwrap().remove("consent");
+    }));
+    assert_eq!(
+        (r.code, r.field.as_deref()),
+        ("consent_missing", Some("consent"))
+    );
+
+    let r = refusal(&with(|v| v["consent"]["vertical"] = Value::from("solar")));
+    assert_eq!(
+        (r.code, r.field.as_deref()),
+        ("consent_mismatch", Some("consent.vertical"))
+    );
+}
+
+#[test]
+fn phones_normalise() {
+    assert_eq!(
+        normalized_phone(&Value::from("(713) 555-0147")).as_deref(),
+        Some("7135550147")
+    );
+    assert_eq!(
+        normalized_phone(&Value::from("+1 713 555 0147")).as_deref(),
+        Some("7135550147")
+    );
+    assert_eq!(
+        normalized_phone(&Value::from(7135550147u64)).as_deref(),
+        Some("7135550147")
+    );
+    assert_eq!(normalized_phone(&Value::from("713555014x")), None);
+}
+
+#[test]
+fn the_ping_carries_only_ping_fields() {
+    let req = parse_request(LEAD.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    write_ping(&mut out, "01JDQ6X8W2", &campaign(), &req, 780);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["ping_id"], "01JDQ6X8W2");
+    assert_eq!(v["campaign"], "auto-insurance");
+    assert_eq!(v["vertical"], "auto_insurance");
+    assert_eq!(v["test"], false);
+    assert_eq!(v["timeout_ms"], 780);
+    let lead = v["lead"].as_object().unwrap();
+    let mut keys: Vec<_> = lead.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, vec!["age", "insured", "lead_type", "state", "zip"]);
+    assert_eq!(lead["age"], 34);
+    assert!(v.get("consent").is_none());
+    let text = String::from_utf8(out).unwrap();
+    for personal in [
+        "Ana",
+        "Diaz",
+        "ana@example.com",
+        "7135550147",
+        "Main St",
+        "trustedform",
+    ] {
+        assert!(!text.contains(personal), "ping leaks {}", personal);
+    }
+}
+
+#[test]
+fn the_post_carries_the_full_lead_and_consent() {
+    let req = parse_request(LEAD.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    write_post(&mut out, "01J", Some("b-77"), 4250, &campaign(), &req);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["bid_id"], "b-77");
+    assert_eq!(v["price"], 42.5);
+    assert_eq!(v["lead"]["first_name"], "Ana");
+    assert_eq!(v["lead"]["phone"], "7135550147");
+    assert_eq!(
+        v["consent"]["trustedform_cert_url"],
+        "https://cert.trustedform.com/2f1e0c"
+    );
+}
+
+#[test]
+fn bid_answers() {
+    assert_eq!(
+        parse_bid(200, br#"{"bid": 42.5, "bid_id": "b-77"}"#),
+        PingOutcome::Bid {
+            cents: 4250,
+            bid_id: Some("b-77".into())
+        }
+    );
+    assert_eq!(
+        parse_bid(200, br#"{"bid": 42.567}"#),
+        PingOutcome::Bid {
+            cents: 4256,
+            bid_id: None
+        }
+    );
+    assert_eq!(
+        parse_bid(200, br#"{"bid": 12, "bid_id": 99}"#),
+        PingOutcome::Bid {
+            cents: 1200,
+            bid_id: Some("99".into())
+        }
+    );
+    assert_eq!(
+        parse_bid(200, br#"{"bid": "7.5"}"#),
+        PingOutcome::Bid {
+            cents: 750,
+            bid_id: None
+        }
+    );
+    assert_eq!(parse_bid(200, br#"{"bid": 0}"#), PingOutcome::NoBid);
+    assert_eq!(parse_bid(200, br#"{"bid": null}"#), PingOutcome::NoBid);
+    assert_eq!(parse_bid(204, b""), PingOutcome::NoBid);
+    assert!(matches!(
+        parse_bid(500, br#"{"bid": 10}"#),
+        PingOutcome::Error(_)
+    ));
+    assert!(matches!(
+        parse_bid(200, b"garbage"),
+        PingOutcome::Invalid(_)
+    ));
+    assert!(matches!(parse_bid(200, b""), PingOutcome::Invalid(_)));
+    assert!(matches!(
+        parse_bid(200, br#"{"bid": -3}"#),
+        PingOutcome::Invalid(_)
+    ));
+    assert!(matches!(
+        parse_bid(200, br#"{"bid": "lots"}"#),
+        PingOutcome::Invalid(_)
+    ));
+    assert!(matches!(
+        parse_bid(200, br#"{"price": 3}"#),
+        PingOutcome::Invalid(_)
+    ));
+    assert!(matches!(
+        parse_bid(200, br#"{"bid": 1e300}"#),
+        PingOutcome::Invalid(_)
+    ));
+}
+
+#[test]
+fn post_answers() {
+    assert_eq!(
+        parse_post_answer(200, br#"{"status":"accepted","buyer_lead_id":"x1"}"#),
+        PostOutcome::Accepted {
+            buyer_lead_id: Some("x1".into())
+        }
+    );
+    assert_eq!(
+        parse_post_answer(200, br#"{"status":"rejected","reason":"duplicate"}"#),
+        PostOutcome::Rejected {
+            reason: "duplicate".into()
+        }
+    );
+    assert!(!parse_post_answer(500, br#"{"status":"accepted"}"#).accepted());
+    assert!(!parse_post_answer(200, b"ok").accepted());
+    assert!(!parse_post_answer(200, br#"{"status":"maybe"}"#).accepted());
+}
+
+#[test]
+fn error_bodies_have_the_contract_shape() {
+    let mut out = Vec::new();
+    write_error(
+        &mut out,
+        Some("01J"),
+        "missing_field",
+        "phone is required",
+        Some("lead.phone"),
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["lead_id"], "01J");
+    assert_eq!(v["status"], "rejected");
+    assert_eq!(v["error"]["code"], "missing_field");
+    assert_eq!(v["error"]["field"], "lead.phone");
+    let mut out = Vec::new();
+    write_error(&mut out, None, "unauthorized", "missing api key", None);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert!(v.get("lead_id").is_none());
+    assert!(v["error"].get("field").is_none());
+}
