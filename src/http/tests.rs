@@ -1144,10 +1144,11 @@ fn written_request_is_exactly_the_expected_bytes() {
 #[test]
 fn written_request_reads_back_through_the_request_decoder() {
     let body = br#"{"ping_id":"01JDQ6X8W2","lead":{"state":"TX"}}"#;
-    let headers = vec![
+    // Shaped like a buyer's configured `headers` table.
+    let headers = std::collections::BTreeMap::from([
         ("Authorization".to_string(), "Bearer k".to_string()),
         ("X-A".to_string(), "1".to_string()),
-    ];
+    ]);
     let mut out = Vec::new();
     write_request(
         &mut out,
