@@ -1,0 +1,210 @@
+//! Serialising requests and responses into a caller's reusable buffer.
+//!
+//! Framing is the codec's job: it always writes `Content-Length` itself and drops any framing
+//! header the caller passes, so a configured header can never make two parties disagree on
+//! where a message ends. Header text that could break a line (CR, LF, other control bytes) is
+//! never written: invalid names drop their header, invalid value bytes are left out. Config
+//! validation should reject such headers up front with [`is_valid_header`].
+
+use super::body::is_tchar;
+
+/// Headers whose value the codec writes itself on a response.
+const RESPONSE_OWNED: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
+
+/// Headers whose value the codec writes itself on a request.
+const REQUEST_OWNED: [&str; 4] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "content-type",
+];
+
+/// Digits of the largest `u64`.
+const MAX_U64_DIGITS: usize = 20;
+
+/// The standard reason phrase for a status code (`"Unknown"` for codes without one), so the
+/// status line reads well in logs and tools.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        103 => "Early Hints",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// True when `name: value` can be written as one header line: the name is a token and the
+/// value has no control bytes other than HTAB.
+pub fn is_valid_header(name: &str, value: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_tchar) && value.bytes().all(is_value_byte)
+}
+
+/// Writes a whole response: status line, `headers`, `Content-Length` (except where the status
+/// forbids a body: 1xx, 204, 304), `Connection: close` when the connection ends after it, and
+/// the body. HTTP/1.1 keeps connections alive by default, so nothing is written for that case.
+/// A status outside 100..=599 is written as 500 rather than as a malformed status line.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    let status = if (100..=599).contains(&status) {
+        status
+    } else {
+        500
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for &(name, value) in headers {
+        push_header(out, name, value, &RESPONSE_OWNED);
+    }
+    let has_body = !(status < 200 || status == 204 || status == 304);
+    if has_body {
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if has_body {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Writes a whole HTTP/1.1 request for a keep-alive buyer connection: request line, `Host`,
+/// the caller's `headers` (a buyer's configured headers), `Content-Type` (omitted when empty),
+/// `Content-Length` (always, so the buyer never has to guess) and the body.
+///
+/// Bytes of `path` that may not appear in a request target are percent-encoded; `method` bytes
+/// outside the token set are left out.
+pub fn write_request<'a, I>(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: I,
+    content_type: &str,
+    body: &[u8],
+) where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let before = out.len();
+    out.extend(method.bytes().filter(|&b| is_tchar(b)));
+    if out.len() == before {
+        out.extend_from_slice(b"GET");
+    }
+    out.push(b' ');
+    if path.is_empty() {
+        out.push(b'/');
+    }
+    for b in path.bytes() {
+        if b > b' ' && b < 0x7f {
+            out.push(b);
+        } else {
+            out.push(b'%');
+            out.push(HEX_UPPER[usize::from(b >> 4)]);
+            out.push(HEX_UPPER[usize::from(b & 0x0f)]);
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    push_value(out, host);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        push_header(out, name, value, &REQUEST_OWNED);
+    }
+    if !content_type.is_empty() {
+        out.extend_from_slice(b"Content-Type: ");
+        push_value(out, content_type);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    push_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= b' ' && b != 0x7f)
+}
+
+/// One header line, unless the name is invalid or owned by the codec.
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str, owned: &[&str]) {
+    if name.is_empty()
+        || !name.bytes().all(is_tchar)
+        || owned.iter().any(|o| name.eq_ignore_ascii_case(o))
+    {
+        return;
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    push_value(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A header value without the bytes that could end or corrupt the line.
+fn push_value(out: &mut Vec<u8>, value: &str) {
+    if value.bytes().all(is_value_byte) {
+        out.extend_from_slice(value.as_bytes());
+    } else {
+        out.extend(value.bytes().filter(|&b| is_value_byte(b)));
+    }
+}
+
+/// Decimal digits of `n` without going through `fmt`.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; MAX_U64_DIGITS];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
