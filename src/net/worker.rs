@@ -1,0 +1,1412 @@
+//! One event-loop thread: seller connections, buyer pools, leads and their timers.
+
+use super::buyer::*;
+use super::slab::{Key, Slab};
+use super::{Runtime, Shared};
+use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
+use crate::config::{Payout, Snapshot};
+use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
+use crate::lead::{self, AnswerSale, LeadRequest, Refusal};
+use crate::stats::WorkerStats;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Events handled per poll.
+const EVENTS_CAPACITY: usize = 1024;
+/// Requests a seller may pipeline on one connection before the exchange stops reading from it.
+pub const MAX_PIPELINED: usize = 32;
+/// Bytes read from a socket per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+/// How often connections are swept for timeouts and pools topped up.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// Leads in flight on one worker (a hard bound under `server.max_in_flight`).
+const MAX_LEADS_PER_WORKER: usize = 1 << 20;
+/// Buyer connections one worker may hold across all pools.
+const MAX_BUYER_CONNS_PER_WORKER: usize = 1 << 16;
+
+fn seller_token(index: usize) -> Token {
+    Token(2 + index * 2)
+}
+fn buyer_token(index: usize) -> Token {
+    Token(3 + index * 2)
+}
+
+enum Reply {
+    /// The answer is ready; `close` ends the connection after it.
+    Ready { bytes: Vec<u8>, close: bool },
+    /// A lead's auction is running; its answer fills this place.
+    Waiting { close: bool },
+}
+
+struct SellerConn {
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    decoder: RequestDecoder,
+    body: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Answers in request order; `first_seq` is the sequence number of the front.
+    pending: VecDeque<Reply>,
+    first_seq: u64,
+    /// No more requests are read: a `Connection: close` request or a protocol error was seen.
+    no_more_requests: bool,
+    close_after_flush: bool,
+    peer_closed: bool,
+    /// When the first byte of the request being read arrived.
+    request_started: Option<Instant>,
+    last_active: Instant,
+}
+
+struct Lead {
+    id: String,
+    seller: usize,
+    campaign: usize,
+    snap: Arc<Snapshot>,
+    req: LeadRequest,
+    ping_body: Vec<u8>,
+    auction: Auction,
+    /// The connection serving each slot's current request.
+    slot_conn: Vec<Option<Key>>,
+    /// Where the answer goes: seller connection and request sequence number.
+    origin: (Key, u64),
+    timer_at: Option<Instant>,
+}
+
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    waker: Arc<Waker>,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    rt: Arc<Runtime>,
+    stats: Arc<Mutex<WorkerStats>>,
+    sellers: Slab<SellerConn>,
+    conns: Slab<BuyerConn>,
+    pools: Vec<Pool>,
+    /// Per buyer: index of its ping pool and post pool in `pools` (equal when same origin).
+    ping_pool: Vec<Option<usize>>,
+    post_pool: Vec<Option<usize>>,
+    leads: Slab<Lead>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Leads with new input whose actions must be run.
+    dirty: Vec<Key>,
+    scratch: Vec<u8>,
+    read_buf: Vec<u8>,
+    limits: Limits,
+    now: Instant,
+    next_housekeeping: Instant,
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>, listener: TcpListener) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listener = listener;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let rt = shared.runtime.clone();
+        let snap = rt.snap.clone();
+        let mut pools = Vec::new();
+        let mut ping_pool = Vec::new();
+        let mut post_pool = Vec::new();
+        for (i, b) in snap.buyers.iter().enumerate() {
+            let pp = b.ping.as_ref().map(|_| {
+                pools.push(Pool::new(
+                    i,
+                    rt.ping_addrs[i],
+                    b.max_connections,
+                    b.min_idle,
+                    b.idle_timeout,
+                ));
+                pools.len() - 1
+            });
+            let same = matches!((&b.ping, &b.post), (Some(a), Some(c)) if a.same_origin(c));
+            let po = match (same, pp) {
+                (true, Some(p)) => Some(p),
+                _ => b.post.as_ref().map(|_| {
+                    let min_idle = if b.ping.is_some() {
+                        1.min(b.min_idle)
+                    } else {
+                        b.min_idle
+                    };
+                    pools.push(Pool::new(
+                        i,
+                        rt.post_addrs[i],
+                        b.max_connections,
+                        min_idle,
+                        b.idle_timeout,
+                    ));
+                    pools.len() - 1
+                }),
+            };
+            ping_pool.push(pp);
+            post_pool.push(po);
+        }
+        let per_worker_conns = (snap.server.max_connections / snap.server.workers.max(1)).max(16);
+        let now = Instant::now();
+        Ok(Worker {
+            id,
+            poll,
+            waker,
+            listener,
+            stats: shared.stats[id].clone(),
+            shared,
+            rt,
+            sellers: Slab::with_capacity(per_worker_conns),
+            conns: Slab::with_capacity(MAX_BUYER_CONNS_PER_WORKER),
+            pools,
+            ping_pool,
+            post_pool,
+            leads: Slab::with_capacity(MAX_LEADS_PER_WORKER.min(snap.server.max_in_flight + 1)),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            scratch: Vec::with_capacity(4096),
+            read_buf: vec![0u8; READ_CHUNK],
+            limits: Limits::with_max_body_bytes(snap.server.max_body_bytes),
+            now,
+            next_housekeeping: now,
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        self.now = Instant::now();
+        self.housekeeping();
+        loop {
+            if self.shared.shutdown.load(Ordering::Relaxed) {
+                break;
+            }
+            let next = self
+                .timers
+                .peek()
+                .map(|Reverse((t, _, _))| *t)
+                .unwrap_or(self.next_housekeeping)
+                .min(self.next_housekeeping);
+            let timeout = next.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            self.now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) if t % 2 == 0 => self.on_seller_event(
+                        (t - 2) / 2,
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_writable(),
+                    ),
+                    Token(t) => self.on_buyer_event(
+                        (t - 3) / 2,
+                        ev.is_readable() || ev.is_read_closed(),
+                        ev.is_writable(),
+                        ev.is_error(),
+                    ),
+                }
+                self.drive_dirty();
+            }
+            self.fire_timers();
+            self.drive_dirty();
+            if self.now >= self.next_housekeeping {
+                self.housekeeping();
+                self.drive_dirty();
+            }
+        }
+    }
+
+    // ----- seller side -------------------------------------------------------------------
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.sellers.is_full() {
+                        // Over `server.max_connections`: refuse by closing at once.
+                        drop(stream);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let conn = SellerConn {
+                        stream,
+                        rbuf: Vec::with_capacity(READ_CHUNK),
+                        decoder: RequestDecoder::new(self.limits),
+                        body: Vec::new(),
+                        wbuf: Vec::new(),
+                        wpos: 0,
+                        pending: VecDeque::new(),
+                        first_seq: 0,
+                        no_more_requests: false,
+                        close_after_flush: false,
+                        peer_closed: false,
+                        request_started: None,
+                        last_active: self.now,
+                    };
+                    let Some(key) = self.sellers.insert(conn) else {
+                        continue;
+                    };
+                    let token = seller_token(key.index);
+                    let registered = match self.sellers.get_mut(key) {
+                        Some(c) => self
+                            .poll
+                            .registry()
+                            .register(
+                                &mut c.stream,
+                                token,
+                                Interest::READABLE | Interest::WRITABLE,
+                            )
+                            .is_ok(),
+                        None => false,
+                    };
+                    if !registered {
+                        self.sellers.remove(key);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors or a connection reset before accept: try again on the next event.
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_seller_event(&mut self, index: usize, readable: bool, writable: bool) {
+        let Some((key, _)) = self.sellers.at(index) else {
+            return;
+        };
+        if writable {
+            self.write_seller(key);
+        }
+        if readable {
+            self.read_seller(key);
+        }
+    }
+
+    fn read_seller(&mut self, key: Key) {
+        let now = self.now;
+        let Some(c) = self.sellers.get_mut(key) else {
+            return;
+        };
+        if c.no_more_requests {
+            // Still read to notice a close, but discard: nothing more will be answered.
+            loop {
+                match c.stream.read(&mut self.read_buf) {
+                    Ok(0) => {
+                        c.peer_closed = true;
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        c.peer_closed = true;
+                        break;
+                    }
+                }
+            }
+        } else {
+            // Read while there is room for more pipelined requests; the rest waits in the socket.
+            let cap = self.limits.max_head_bytes + self.limits.max_body_bytes + READ_CHUNK;
+            while c.rbuf.len() < cap {
+                match c.stream.read(&mut self.read_buf) {
+                    Ok(0) => {
+                        c.peer_closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        c.rbuf.extend_from_slice(&self.read_buf[..n]);
+                        c.last_active = now;
+                        if c.request_started.is_none() {
+                            c.request_started = Some(now);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        c.peer_closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.process_seller(key);
+        self.finish_seller_io(key);
+    }
+
+    /// Parse and start every complete request in the buffer, up to the pipeline limit.
+    fn process_seller(&mut self, key: Key) {
+        loop {
+            let Some(c) = self.sellers.get_mut(key) else {
+                return;
+            };
+            if c.no_more_requests || c.pending.len() >= MAX_PIPELINED || c.rbuf.is_empty() {
+                return;
+            }
+            let result = c.decoder.decode(&c.rbuf, &mut c.body);
+            match result {
+                Ok(Decoded::NeedMore { consumed }) => {
+                    c.rbuf.drain(..consumed);
+                    if c.rbuf.is_empty() && c.decoder.is_idle() {
+                        c.request_started = None;
+                    }
+                    return;
+                }
+                Ok(Decoded::Complete { head, consumed }) => {
+                    c.rbuf.drain(..consumed);
+                    c.request_started = if c.rbuf.is_empty() {
+                        None
+                    } else {
+                        Some(self.now)
+                    };
+                    let body = std::mem::take(&mut c.body);
+                    if !head.keep_alive {
+                        c.no_more_requests = true;
+                    }
+                    self.handle_request(key, &head, &body);
+                    if let Some(c) = self.sellers.get_mut(key) {
+                        let mut body = body;
+                        body.clear();
+                        c.body = body;
+                    }
+                }
+                Err(e) => {
+                    c.rbuf.clear();
+                    c.no_more_requests = true;
+                    let mut out = Vec::new();
+                    lead::write_error(&mut out, None, e.code(), e.message(), None);
+                    let status = e.status();
+                    self.count_refusal(status);
+                    self.push_reply(key, status, &[], &out, true);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn count_refusal(&self, status: u16) {
+        *self.stats.lock().refused.entry(status).or_default() += 1;
+    }
+
+    /// Queue a ready answer for the request being handled (it goes after earlier answers).
+    fn push_reply(
+        &mut self,
+        key: Key,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        close: bool,
+    ) {
+        let Some(c) = self.sellers.get_mut(key) else {
+            return;
+        };
+        let close = close || c.no_more_requests && c.rbuf.is_empty();
+        let mut bytes = Vec::with_capacity(body.len() + 160);
+        let mut hs: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
+        hs.push(("Content-Type", "application/json"));
+        hs.extend_from_slice(headers);
+        http::write_response(&mut bytes, status, &hs, body, !close);
+        c.pending.push_back(Reply::Ready { bytes, close });
+    }
+
+    fn refuse(&mut self, key: Key, r: &Refusal, lead_id: Option<&str>, headers: &[(&str, &str)]) {
+        let mut out = Vec::with_capacity(160);
+        lead::write_error(&mut out, lead_id, r.code, &r.message, r.field.as_deref());
+        self.count_refusal(r.status);
+        self.push_reply(key, r.status, headers, &out, false);
+    }
+
+    fn handle_request(&mut self, key: Key, head: &RequestHead, body: &[u8]) {
+        let path = head.path.split('?').next().unwrap_or("");
+        match (head.method, path) {
+            (Method::Post, "/v1/leads") => self.start_lead(key, head, body),
+            (Method::Get, "/healthz") => {
+                self.push_reply(key, 200, &[], b"{\"status\":\"ok\"}", false)
+            }
+            (_, "/v1/leads") | (_, "/healthz") => {
+                let r = Refusal {
+                    status: 405,
+                    code: "method_not_allowed",
+                    message: format!("{} takes another method", path),
+                    field: None,
+                };
+                self.refuse(key, &r, None, &[]);
+            }
+            (_, "/v1/ping") | (_, "/v1/post") => {
+                let r = Refusal {
+                    status: 501,
+                    code: "not_implemented",
+                    message: "seller-side ping-post is not enabled on this exchange".into(),
+                    field: None,
+                };
+                self.refuse(key, &r, None, &[]);
+            }
+            _ => {
+                let r = Refusal {
+                    status: 404,
+                    code: "not_found",
+                    message: format!("no such endpoint: {}", path),
+                    field: None,
+                };
+                self.refuse(key, &r, None, &[]);
+            }
+        }
+    }
+
+    fn authenticate(&self, head: &RequestHead) -> Result<usize, Refusal> {
+        let unauthorized = |m: &str| Refusal {
+            status: 401,
+            code: "unauthorized",
+            message: m.to_string(),
+            field: None,
+        };
+        let Some(auth) = head.authorization.as_deref() else {
+            return Err(unauthorized("missing Authorization: Bearer <api key>"));
+        };
+        let token = match auth.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+            _ => return Err(unauthorized("Authorization must be Bearer <api key>")),
+        };
+        self.rt
+            .snap
+            .seller_by_key(token)
+            .ok_or_else(|| unauthorized("unknown api key"))
+    }
+
+    fn start_lead(&mut self, key: Key, head: &RequestHead, body: &[u8]) {
+        let arrival = self.now;
+        let seller = match self.authenticate(head) {
+            Ok(s) => s,
+            Err(r) => return self.refuse(key, &r, None, &[]),
+        };
+        if !self.rt.admit_rate(seller, unix_seconds()) {
+            let r = Refusal {
+                status: 429,
+                code: "rate_limited",
+                message: "over this seller's max_leads_per_second".into(),
+                field: None,
+            };
+            return self.refuse(key, &r, None, &[("Retry-After", "1")]);
+        }
+        let snap = self.rt.snap.clone();
+        let req = match lead::parse_request(body) {
+            Ok(r) => r,
+            Err(r) => return self.refuse(key, &r, None, &[]),
+        };
+        let Some(campaign) = snap.campaign_by_id(&req.campaign) else {
+            let r = Refusal {
+                status: 404,
+                code: "unknown_campaign",
+                message: format!("no campaign {:?}", req.campaign),
+                field: Some("campaign".into()),
+            };
+            return self.refuse(key, &r, None, &[]);
+        };
+        if !snap.sellers[seller].campaigns.contains(&campaign) {
+            let r = Refusal {
+                status: 403,
+                code: "forbidden",
+                message: format!(
+                    "seller {} may not post to campaign {}",
+                    snap.sellers[seller].id, req.campaign
+                ),
+                field: Some("campaign".into()),
+            };
+            return self.refuse(key, &r, None, &[]);
+        }
+        let in_flight = self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        if in_flight >= snap.server.max_in_flight || self.leads.is_full() {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let r = Refusal {
+                status: 503,
+                code: "overloaded",
+                message: "too many auctions in flight".into(),
+                field: None,
+            };
+            return self.refuse(key, &r, None, &[("Retry-After", "1")]);
+        }
+        let lead_id = ulid::Ulid::new().to_string();
+        let c = &snap.campaigns[campaign];
+        if let Err(r) = lead::validate(&req, c) {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            {
+                let mut st = self.stats.lock();
+                let cs = st.campaign(&c.id);
+                cs.leads += 1;
+                cs.rejected += 1;
+            }
+            return self.refuse(key, &r, Some(&lead_id), &[]);
+        }
+
+        let eligible = self.eligible_buyers(&snap, campaign, &req);
+        let params = Params {
+            sale: c.sale,
+            reserve_cents: c.reserve_cents,
+            ping_timeout: c.ping_timeout,
+            post_timeout: c.post_timeout,
+            margin: snap.server.engine_margin,
+        };
+        let auction = Auction::new(params, arrival, self.now, &eligible);
+        let slots = auction.slots();
+        let Some(conn) = self.sellers.get_mut(key) else {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
+        let close = conn.no_more_requests && conn.rbuf.is_empty();
+        let seq = conn.first_seq + conn.pending.len() as u64;
+        conn.pending.push_back(Reply::Waiting { close });
+        let lead = Lead {
+            id: lead_id,
+            seller,
+            campaign,
+            snap: snap.clone(),
+            req,
+            ping_body: Vec::new(),
+            auction,
+            slot_conn: vec![None; slots],
+            origin: (key, seq),
+            timer_at: None,
+        };
+        match self.leads.insert(lead) {
+            Some(lk) => self.dirty.push(lk),
+            None => {
+                // Unreachable: fullness was checked above; answer 503 rather than lose the request.
+                self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                if let Some(conn) = self.sellers.get_mut(key) {
+                    conn.pending.pop_back();
+                }
+                let r = Refusal {
+                    status: 503,
+                    code: "overloaded",
+                    message: "too many auctions in flight".into(),
+                    field: None,
+                };
+                self.refuse(key, &r, None, &[("Retry-After", "1")]);
+            }
+        }
+    }
+
+    /// Buyers of the campaign that may be pinged for this lead.
+    fn eligible_buyers(&self, snap: &Snapshot, campaign: usize, req: &LeadRequest) -> Vec<usize> {
+        let c = &snap.campaigns[campaign];
+        let disclosed = lead::disclosed_buyers(req);
+        let vertical = lead::consent_vertical(req).unwrap_or(&c.vertical);
+        c.buyers
+            .iter()
+            .copied()
+            .filter(|&b| {
+                let buyer = &snap.buyers[b];
+                buyer.ping.is_some()
+                    && !buyer.paused
+                    && (buyer.verticals.is_empty() || buyer.verticals.iter().any(|v| v == vertical))
+                    && disclosed
+                        .as_ref()
+                        .is_none_or(|d| d.contains(&buyer.id.as_str()))
+            })
+            .collect()
+    }
+
+    /// Move ready answers to the write buffer, write, and close when due.
+    fn finish_seller_io(&mut self, key: Key) {
+        self.flush_ready(key);
+        self.write_seller(key);
+        let Some(c) = self.sellers.get_mut(key) else {
+            return;
+        };
+        let all_written = c.wpos >= c.wbuf.len();
+        let done = (c.close_after_flush && all_written)
+            || (c.peer_closed && c.pending.is_empty() && all_written);
+        if done {
+            self.close_seller(key);
+        }
+    }
+
+    fn flush_ready(&mut self, key: Key) {
+        let Some(c) = self.sellers.get_mut(key) else {
+            return;
+        };
+        let mut resumed = false;
+        while let Some(Reply::Ready { .. }) = c.pending.front() {
+            if let Some(Reply::Ready { bytes, close }) = c.pending.pop_front() {
+                c.first_seq += 1;
+                if c.wpos == c.wbuf.len() {
+                    c.wbuf.clear();
+                    c.wpos = 0;
+                }
+                c.wbuf.extend_from_slice(&bytes);
+                resumed = true;
+                if close {
+                    c.close_after_flush = true;
+                    c.pending.clear();
+                    break;
+                }
+            }
+        }
+        if resumed && !c.rbuf.is_empty() && !c.no_more_requests {
+            // Room freed in the pipeline: parse requests that were waiting in the buffer.
+            self.process_seller(key);
+            if let Some(c) = self.sellers.get_mut(key) {
+                if matches!(c.pending.front(), Some(Reply::Ready { .. })) {
+                    self.flush_ready(key);
+                }
+            }
+        }
+    }
+
+    fn write_seller(&mut self, key: Key) {
+        let Some(c) = self.sellers.get_mut(key) else {
+            return;
+        };
+        while c.wpos < c.wbuf.len() {
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => break,
+                Ok(n) => c.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    // The seller is gone: its pending answers are dropped (leads still settle).
+                    c.wbuf.clear();
+                    c.wpos = 0;
+                    c.close_after_flush = true;
+                    c.peer_closed = true;
+                    break;
+                }
+            }
+        }
+        if c.wpos >= c.wbuf.len() {
+            c.wbuf.clear();
+            c.wpos = 0;
+            if c.close_after_flush {
+                self.close_seller(key);
+            }
+        }
+    }
+
+    fn close_seller(&mut self, key: Key) {
+        if let Some(mut c) = self.sellers.remove(key) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    // ----- leads -------------------------------------------------------------------------
+
+    fn drive_dirty(&mut self) {
+        while let Some(k) = self.dirty.pop() {
+            self.drive_lead(k);
+        }
+    }
+
+    /// Carry out the auction's actions until it waits on a buyer or a deadline.
+    fn drive_lead(&mut self, key: Key) {
+        loop {
+            let Some(lead) = self.leads.get_mut(key) else {
+                return;
+            };
+            let Some(action) = lead.auction.poll_action() else {
+                break;
+            };
+            match action {
+                Action::SendPing { slot, timeout_ms } => {
+                    if lead.ping_body.is_empty() {
+                        let c = &lead.snap.campaigns[lead.campaign];
+                        lead::write_ping(&mut lead.ping_body, &lead.id, c, &lead.req, timeout_ms);
+                    }
+                    let buyer = lead.auction.buyer(slot);
+                    self.stats
+                        .lock()
+                        .buyer(&self.rt.snap.buyers[buyer].id)
+                        .pings += 1;
+                    self.dispatch(Job {
+                        lead: key,
+                        slot,
+                        kind: JobKind::Ping,
+                        retried: false,
+                    });
+                }
+                Action::SendPost { slot, .. } => {
+                    let buyer = lead.auction.buyer(slot);
+                    self.stats
+                        .lock()
+                        .buyer(&self.rt.snap.buyers[buyer].id)
+                        .posts += 1;
+                    self.dispatch(Job {
+                        lead: key,
+                        slot,
+                        kind: JobKind::Post,
+                        retried: false,
+                    });
+                }
+                Action::AbandonPing { slot } | Action::AbandonPost { slot } => {
+                    self.abandon(key, slot)
+                }
+                Action::Answer => {
+                    self.finish_lead(key);
+                    return;
+                }
+            }
+        }
+        let Some(lead) = self.leads.get_mut(key) else {
+            return;
+        };
+        if let Some(t) = lead.auction.next_timeout() {
+            if lead.timer_at != Some(t) {
+                lead.timer_at = Some(t);
+                self.timers.push(Reverse((t, key.index, key.gen)));
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        self.now = now;
+        while let Some(Reverse((t, index, gen))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let key = Key { index, gen };
+            if let Some(lead) = self.leads.get_mut(key) {
+                if lead.timer_at == Some(t) {
+                    lead.timer_at = None;
+                }
+                lead.auction.on_timeout(now);
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn finish_lead(&mut self, key: Key) {
+        let Some(lead) = self.leads.remove(key) else {
+            return;
+        };
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let outcome = lead.auction.outcome();
+        let snap = &lead.snap;
+        let campaign = &snap.campaigns[lead.campaign];
+        let payout_rule: Payout = snap.sellers[lead.seller].payout;
+        let sold = outcome.status == Status::Sold;
+        let payout = payout_rule.for_price(outcome.price_cents, sold);
+        let sales: Vec<AnswerSale> = outcome
+            .sales
+            .iter()
+            .map(|s| AnswerSale {
+                buyer: &snap.buyers[s.buyer].id,
+                price_cents: s.price_cents,
+            })
+            .collect();
+        let mut body = Vec::with_capacity(256);
+        lead::write_answer(&mut body, &lead.id, &outcome, &sales, payout);
+
+        // Per-buyer outcomes, for the operator.
+        {
+            let mut st = self.stats.lock();
+            for slot in 0..lead.auction.slots() {
+                let b = st.buyer(&snap.buyers[lead.auction.buyer(slot)].id);
+                if let Some((o, rt)) = lead.auction.ping_result(slot) {
+                    match o {
+                        PingOutcome::Bid { cents, .. } => {
+                            b.bids += 1;
+                            b.bid_sum_cents += cents;
+                        }
+                        PingOutcome::NoBid => b.no_bids += 1,
+                        PingOutcome::Timeout => b.timeouts += 1,
+                        PingOutcome::Error(_) => b.errors += 1,
+                        PingOutcome::Invalid(_) => b.invalid += 1,
+                    }
+                    if !matches!(o, PingOutcome::Timeout) {
+                        b.response_us.saturating_record(rt.as_micros() as u64);
+                    }
+                }
+                match lead.auction.post_result(slot) {
+                    Some(PostOutcome::Accepted { .. }) => {}
+                    Some(_) => b.post_rejects += 1,
+                    None => {}
+                }
+            }
+            for s in &outcome.sales {
+                let b = st.buyer(&snap.buyers[s.buyer].id);
+                b.wins += 1;
+                b.spent_cents += s.price_cents;
+            }
+            let cs = st.campaign(&campaign.id);
+            cs.leads += 1;
+            if sold {
+                cs.sold += 1;
+            } else {
+                cs.unsold += 1;
+            }
+            cs.revenue_cents += outcome.price_cents;
+            cs.payout_cents += payout;
+        }
+
+        let (conn_key, seq) = lead.origin;
+        if let Some(c) = self.sellers.get_mut(conn_key) {
+            if let Some(idx) = seq.checked_sub(c.first_seq).map(|i| i as usize) {
+                if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
+                    let close = *close;
+                    let mut bytes = Vec::with_capacity(body.len() + 128);
+                    http::write_response(
+                        &mut bytes,
+                        200,
+                        &[("Content-Type", "application/json")],
+                        &body,
+                        !close,
+                    );
+                    c.pending[idx] = Reply::Ready { bytes, close };
+                }
+            }
+            self.finish_seller_io(conn_key);
+        }
+        let written = Instant::now();
+        let elapsed = written.saturating_duration_since(lead.auction.arrival());
+        let overhead = elapsed.saturating_sub(outcome.buyer_wait);
+        let mut st = self.stats.lock();
+        st.overhead_us
+            .saturating_record(overhead.as_micros() as u64);
+        st.elapsed_us.saturating_record(elapsed.as_micros() as u64);
+    }
+
+    // ----- buyer side --------------------------------------------------------------------
+
+    fn pool_of(&self, job: &Job) -> Option<usize> {
+        let lead = self.leads.get(job.lead)?;
+        let buyer = lead.auction.buyer(job.slot);
+        match job.kind {
+            JobKind::Ping => self.ping_pool.get(buyer).copied().flatten(),
+            JobKind::Post => self.post_pool.get(buyer).copied().flatten(),
+        }
+    }
+
+    /// Give a job a connection: an idle one, a new one, or a place in the pool's queue.
+    fn dispatch(&mut self, job: Job) {
+        let now = self.now;
+        let Some(p) = self.pool_of(&job) else {
+            return self.fail_job(job, "buyer has no endpoint for this request");
+        };
+        if self.pools[p].addr.is_none() {
+            return self.fail_job(job, "buyer endpoint unreachable (unresolved host or TLS)");
+        }
+        if !job.retried {
+            while let Some(ck) = self.pools[p].idle.pop() {
+                let ok = match self.conns.get_mut(ck) {
+                    Some(c) => {
+                        c.in_idle = false;
+                        !c.busy()
+                    }
+                    None => false,
+                };
+                if ok {
+                    return self.attach(ck, job);
+                }
+            }
+        }
+        let pool = &self.pools[p];
+        if pool.is_down(now) {
+            return self.fail_job(job, "buyer unreachable (reconnecting)");
+        }
+        if pool.total < pool.max_connections || job.retried {
+            match self.open_conn(p) {
+                Some(ck) => return self.attach(ck, job),
+                None => return self.fail_job(job, "cannot connect to buyer"),
+            }
+        }
+        let pool = &mut self.pools[p];
+        if pool.waiters.len() < MAX_WAITERS_PER_POOL {
+            pool.waiters.push_back(job);
+        } else {
+            self.fail_job(job, "all connections to the buyer are busy");
+        }
+    }
+
+    fn open_conn(&mut self, p: usize) -> Option<Key> {
+        let now = self.now;
+        let addr = self.pools[p].addr?;
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(_) => {
+                self.pools[p].connect_failed(now);
+                return None;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let key = self.conns.insert(BuyerConn::new(p, stream, now))?;
+        let ok = match self.conns.get_mut(key) {
+            Some(c) => self
+                .poll
+                .registry()
+                .register(
+                    &mut c.stream,
+                    buyer_token(key.index),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_ok(),
+            None => false,
+        };
+        if !ok {
+            self.conns.remove(key);
+            return None;
+        }
+        self.pools[p].total += 1;
+        self.pools[p].opened += 1;
+        Some(key)
+    }
+
+    /// Put a job's request on a connection and start writing it.
+    fn attach(&mut self, ck: Key, job: Job) {
+        let Some(lead) = self.leads.get_mut(job.lead) else {
+            return self.release_conn(ck);
+        };
+        let buyer = lead.auction.buyer(job.slot);
+        let b = &lead.snap.buyers[buyer];
+        let (endpoint, body): (_, &[u8]) = match job.kind {
+            JobKind::Ping => (b.ping.as_ref(), &lead.ping_body),
+            JobKind::Post => {
+                self.scratch.clear();
+                let price = match lead.auction.post_result(job.slot) {
+                    None => lead_price(&lead.auction, job.slot),
+                    Some(_) => 0,
+                };
+                let c = &lead.snap.campaigns[lead.campaign];
+                lead::write_post(
+                    &mut self.scratch,
+                    &lead.id,
+                    lead.auction.bid_id(job.slot),
+                    price,
+                    c,
+                    &lead.req,
+                );
+                (b.post.as_ref(), &self.scratch)
+            }
+        };
+        let Some(endpoint) = endpoint else {
+            self.release_conn(ck);
+            return self.fail_job(job, "buyer has no endpoint for this request");
+        };
+        let Some(c) = self.conns.get_mut(ck) else {
+            return self.fail_job(job, "connection lost");
+        };
+        c.wbuf.clear();
+        c.wpos = 0;
+        http::write_request(
+            &mut c.wbuf,
+            "POST",
+            &endpoint.path,
+            &endpoint.host_header,
+            b.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            "application/json",
+            body,
+        );
+        c.job = Some(job);
+        lead.slot_conn[job.slot] = Some(ck);
+        if c.connected {
+            self.write_buyer(ck);
+        }
+    }
+
+    fn write_buyer(&mut self, ck: Key) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(ck) else {
+            return;
+        };
+        let mut failed = false;
+        while c.wpos < c.wbuf.len() {
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => {
+                    if c.wpos == 0 {
+                        if let Some(job) = c.job {
+                            if let Some(lead) = self.leads.get_mut(job.lead) {
+                                match job.kind {
+                                    JobKind::Ping => lead.auction.ping_sent(job.slot, now),
+                                    JobKind::Post => lead.auction.post_sent(job.slot, now),
+                                }
+                            }
+                        }
+                    }
+                    c.wpos += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            self.conn_broken(ck, "write failed");
+        }
+    }
+
+    fn on_buyer_event(&mut self, index: usize, readable: bool, writable: bool, error: bool) {
+        let now = self.now;
+        let Some((ck, c)) = self.conns.at(index) else {
+            return;
+        };
+        if !c.connected {
+            if !(writable || error || readable) {
+                return;
+            }
+            let failed = match c.stream.take_error() {
+                Ok(Some(_)) | Err(_) => true,
+                Ok(None) => c.stream.peer_addr().is_err(),
+            };
+            if failed {
+                let p = c.pool;
+                self.pools[p].connect_failed(now);
+                return self.conn_broken(ck, "connect failed");
+            }
+            c.connected = true;
+            let p = c.pool;
+            let has_job = c.job.is_some();
+            self.pools[p].connect_succeeded();
+            if has_job {
+                self.write_buyer(ck);
+            } else {
+                self.release_conn(ck);
+            }
+        } else if writable {
+            self.write_buyer(ck);
+        }
+        if readable {
+            self.read_buyer(ck);
+        }
+    }
+
+    fn read_buyer(&mut self, ck: Key) {
+        let mut eof = false;
+        let mut broken = false;
+        {
+            let Some(c) = self.conns.get_mut(ck) else {
+                return;
+            };
+            loop {
+                if c.rbuf.len() >= MAX_BUYER_ANSWER_BYTES + 16 * 1024 {
+                    broken = true;
+                    break;
+                }
+                match c.stream.read(&mut self.read_buf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => c.rbuf.extend_from_slice(&self.read_buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+        loop {
+            let Some(c) = self.conns.get_mut(ck) else {
+                return;
+            };
+            if c.rbuf.is_empty() {
+                break;
+            }
+            if !c.busy() {
+                // Bytes nobody asked for: this connection cannot be trusted with the next lead.
+                return self.close_conn(ck);
+            }
+            match c.decoder.decode(&c.rbuf, &mut c.body) {
+                Ok(Decoded::NeedMore { consumed }) => {
+                    c.rbuf.drain(..consumed);
+                    break;
+                }
+                Ok(Decoded::Complete { head, consumed }) => {
+                    c.rbuf.drain(..consumed);
+                    let keep = head.keep_alive;
+                    self.on_answer(ck, head.status);
+                    if !keep {
+                        return self.close_conn(ck);
+                    }
+                }
+                Err(_) => return self.conn_broken(ck, "malformed HTTP answer"),
+            }
+        }
+        if eof {
+            let ended = match self.conns.get_mut(ck) {
+                Some(c) if c.busy() => c.decoder.on_eof().ok().flatten().map(|h| h.status),
+                _ => None,
+            };
+            match ended {
+                Some(status) => {
+                    self.on_answer(ck, status);
+                    self.close_conn(ck);
+                }
+                None => self.conn_broken(ck, "connection closed by buyer"),
+            }
+        } else if broken {
+            self.conn_broken(ck, "connection error");
+        }
+    }
+
+    /// A whole answer arrived on a connection: hand it to the lead that waits on it, if any.
+    fn on_answer(&mut self, ck: Key, status: u16) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(ck) else {
+            return;
+        };
+        c.served += 1;
+        c.wbuf.clear();
+        c.wpos = 0;
+        c.decoder.reset();
+        let body = std::mem::take(&mut c.body);
+        let job = c.job.take();
+        c.draining_since = None;
+        if let Some(job) = job {
+            if let Some(lead) = self.leads.get_mut(job.lead) {
+                if lead.slot_conn[job.slot] == Some(ck) {
+                    lead.slot_conn[job.slot] = None;
+                    match job.kind {
+                        JobKind::Ping => lead.auction.on_ping_result(
+                            job.slot,
+                            now,
+                            lead::parse_bid(status, &body),
+                        ),
+                        JobKind::Post => lead.auction.on_post_result(
+                            job.slot,
+                            now,
+                            lead::parse_post_answer(status, &body),
+                        ),
+                    }
+                    self.dirty.push(job.lead);
+                }
+            }
+        }
+        if let Some(c) = self.conns.get_mut(ck) {
+            let mut body = body;
+            body.clear();
+            c.body = body;
+        }
+        self.release_conn(ck);
+    }
+
+    /// A connection with nothing outstanding: give it to a waiting job or make it idle.
+    fn release_conn(&mut self, ck: Key) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(ck) else {
+            return;
+        };
+        if c.busy() || !c.connected || c.in_idle {
+            return;
+        }
+        let p = c.pool;
+        while let Some(job) = self.pools[p].waiters.pop_front() {
+            if self.job_still_wanted(&job) {
+                return self.attach(ck, job);
+            }
+        }
+        if let Some(c) = self.conns.get_mut(ck) {
+            c.in_idle = true;
+            c.idle_since = now;
+            self.pools[p].idle.push(ck);
+        }
+    }
+
+    fn job_still_wanted(&self, job: &Job) -> bool {
+        let Some(lead) = self.leads.get(job.lead) else {
+            return false;
+        };
+        if lead.slot_conn[job.slot].is_some() {
+            return false;
+        }
+        match job.kind {
+            JobKind::Ping => lead.auction.ping_result(job.slot).is_none(),
+            JobKind::Post => lead.auction.post_result(job.slot).is_none(),
+        }
+    }
+
+    /// The lead no longer waits on this slot's request.
+    fn abandon(&mut self, lead_key: Key, slot: usize) {
+        let now = self.now;
+        let Some(lead) = self.leads.get_mut(lead_key) else {
+            return;
+        };
+        let Some(ck) = lead.slot_conn.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(ck) else {
+            return;
+        };
+        c.job = None;
+        if c.wpos == 0 && c.wbuf.is_empty() {
+            return self.release_conn(ck);
+        }
+        if c.wpos == 0 {
+            // Not a byte written yet: simply forget the request.
+            c.wbuf.clear();
+            return self.release_conn(ck);
+        }
+        // Partly or wholly written: the buyer will answer; read that answer and discard it.
+        c.draining_since = Some(now);
+    }
+
+    /// A job could not be carried out: its slot gets an error (ping) or a failure (post).
+    fn fail_job(&mut self, job: Job, reason: &str) {
+        let now = self.now;
+        let Some(lead) = self.leads.get_mut(job.lead) else {
+            return;
+        };
+        if lead.slot_conn[job.slot].is_some() {
+            lead.slot_conn[job.slot] = None;
+        }
+        match job.kind {
+            JobKind::Ping => {
+                lead.auction
+                    .on_ping_result(job.slot, now, PingOutcome::Error(reason.to_string()))
+            }
+            JobKind::Post => lead.auction.on_post_result(
+                job.slot,
+                now,
+                PostOutcome::Failed {
+                    reason: reason.to_string(),
+                },
+            ),
+        }
+        self.dirty.push(job.lead);
+    }
+
+    /// A connection failed. Its job is retried once on a fresh connection when no byte of it
+    /// was written on a reused connection (the buyer closed an idle connection under us);
+    /// otherwise the job fails.
+    fn conn_broken(&mut self, ck: Key, reason: &str) {
+        let Some(c) = self.conns.get_mut(ck) else {
+            return;
+        };
+        let job = c.job.take();
+        let retry = c.wpos == 0 && c.served > 0;
+        if let Some(lead) = job.and_then(|j| self.leads.get_mut(j.lead).map(|l| (l, j))) {
+            let (lead, j) = lead;
+            if lead.slot_conn[j.slot] == Some(ck) {
+                lead.slot_conn[j.slot] = None;
+            }
+        }
+        self.close_conn(ck);
+        if let Some(job) = job {
+            if retry && !job.retried {
+                self.dispatch(Job {
+                    retried: true,
+                    ..job
+                });
+            } else {
+                self.fail_job(job, reason);
+            }
+        }
+    }
+
+    fn close_conn(&mut self, ck: Key) {
+        let Some(mut c) = self.conns.remove(ck) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let pool = &mut self.pools[c.pool];
+        pool.total = pool.total.saturating_sub(1);
+        if c.in_idle {
+            pool.idle.retain(|k| *k != ck);
+        }
+        if let Some(job) = c.job {
+            if let Some(lead) = self.leads.get_mut(job.lead) {
+                if lead.slot_conn[job.slot] == Some(ck) {
+                    lead.slot_conn[job.slot] = None;
+                    self.fail_job(job, "connection closed");
+                }
+            }
+        }
+    }
+
+    // ----- housekeeping ------------------------------------------------------------------
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        self.now = now;
+        self.next_housekeeping = now + HOUSEKEEPING;
+        let head_timeout = self.rt.snap.server.head_timeout;
+        let idle_timeout = self.rt.snap.server.idle_timeout;
+        for key in self.sellers.keys() {
+            let Some(c) = self.sellers.get(key) else {
+                continue;
+            };
+            let slow_request = c
+                .request_started
+                .is_some_and(|t| now.duration_since(t) > head_timeout);
+            let idle = c.pending.is_empty()
+                && c.wbuf.is_empty()
+                && c.rbuf.is_empty()
+                && now.duration_since(c.last_active) > idle_timeout;
+            if slow_request || idle {
+                self.close_seller(key);
+            }
+        }
+        for key in self.conns.keys() {
+            let Some(c) = self.conns.get(key) else {
+                continue;
+            };
+            let pool = &self.pools[c.pool];
+            if !c.connected && now.duration_since(c.opened_at) > CONNECT_TIMEOUT {
+                let p = c.pool;
+                self.pools[p].connect_failed(now);
+                self.conn_broken(key, "connect timed out");
+            } else if c
+                .draining_since
+                .is_some_and(|t| now.duration_since(t) > DRAIN_TIMEOUT)
+            {
+                self.close_conn(key);
+            } else if c.in_idle
+                && pool.total > pool.min_idle
+                && now.duration_since(c.idle_since) > pool.idle_timeout
+            {
+                self.close_conn(key);
+            }
+        }
+        // Keep warm connections open ahead of need.
+        for p in 0..self.pools.len() {
+            let pool = &self.pools[p];
+            if pool.addr.is_none() || pool.is_down(now) {
+                continue;
+            }
+            let want = pool.min_idle.min(pool.max_connections);
+            let mut have = pool.total;
+            while have < want {
+                if self.open_conn(p).is_none() {
+                    break;
+                }
+                have += 1;
+            }
+        }
+    }
+}
+
+fn lead_price(a: &Auction, slot: usize) -> i64 {
+    match a.ping_result(slot) {
+        Some((PingOutcome::Bid { cents, .. }, _)) => *cents,
+        _ => 0,
+    }
+}

@@ -1,0 +1,189 @@
+//! Counters and latency histograms. Each worker owns one `WorkerStats` behind its own mutex
+//! (uncontended on the hot path: only a scrape takes it from another thread); a scrape merges
+//! them into a [`StatsView`].
+
+use crate::money::Cents;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Histograms record microseconds up to a minute, 3 significant digits.
+pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
+
+pub fn histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3) {
+        Ok(h) => h,
+        // Constant, valid bounds: hdrhistogram only refuses bounds out of order or sigfig > 5.
+        Err(e) => unreachable!("histogram bounds: {:?}", e),
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CampaignCounters {
+    pub leads: u64,
+    pub sold: u64,
+    pub unsold: u64,
+    pub rejected: u64,
+    pub revenue_cents: Cents,
+    pub payout_cents: Cents,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuyerCounters {
+    pub pings: u64,
+    pub bids: u64,
+    pub no_bids: u64,
+    pub timeouts: u64,
+    pub errors: u64,
+    pub invalid: u64,
+    pub bid_sum_cents: Cents,
+    pub posts: u64,
+    pub wins: u64,
+    pub post_rejects: u64,
+    pub spent_cents: Cents,
+    pub response_us: Histogram<u64>,
+}
+
+impl Default for BuyerCounters {
+    fn default() -> Self {
+        BuyerCounters {
+            pings: 0,
+            bids: 0,
+            no_bids: 0,
+            timeouts: 0,
+            errors: 0,
+            invalid: 0,
+            bid_sum_cents: 0,
+            posts: 0,
+            wins: 0,
+            post_rejects: 0,
+            spent_cents: 0,
+            response_us: histogram(),
+        }
+    }
+}
+
+/// One worker's numbers. Keyed by id so that a config reload keeps history.
+#[derive(Debug, Clone)]
+pub struct WorkerStats {
+    pub campaigns: BTreeMap<String, CampaignCounters>,
+    pub buyers: BTreeMap<String, BuyerCounters>,
+    /// Engine time per lead: elapsed minus the time spent waiting on buyers.
+    pub overhead_us: Histogram<u64>,
+    /// Seller-observed time per lead, arrival to answer written.
+    pub elapsed_us: Histogram<u64>,
+    /// Refusals before a lead got an id: auth, bad request, 429, 503.
+    pub refused: BTreeMap<u16, u64>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            campaigns: BTreeMap::new(),
+            buyers: BTreeMap::new(),
+            overhead_us: histogram(),
+            elapsed_us: histogram(),
+            refused: BTreeMap::new(),
+        }
+    }
+}
+
+impl WorkerStats {
+    pub fn campaign(&mut self, id: &str) -> &mut CampaignCounters {
+        if !self.campaigns.contains_key(id) {
+            self.campaigns
+                .insert(id.to_string(), CampaignCounters::default());
+        }
+        self.campaigns.entry(id.to_string()).or_default()
+    }
+
+    pub fn buyer(&mut self, id: &str) -> &mut BuyerCounters {
+        if !self.buyers.contains_key(id) {
+            self.buyers.insert(id.to_string(), BuyerCounters::default());
+        }
+        self.buyers.entry(id.to_string()).or_default()
+    }
+
+    pub fn merge(&mut self, other: &WorkerStats) {
+        for (k, c) in &other.campaigns {
+            let m = self.campaign(k);
+            m.leads += c.leads;
+            m.sold += c.sold;
+            m.unsold += c.unsold;
+            m.rejected += c.rejected;
+            m.revenue_cents += c.revenue_cents;
+            m.payout_cents += c.payout_cents;
+        }
+        for (k, b) in &other.buyers {
+            let m = self.buyer(k);
+            m.pings += b.pings;
+            m.bids += b.bids;
+            m.no_bids += b.no_bids;
+            m.timeouts += b.timeouts;
+            m.errors += b.errors;
+            m.invalid += b.invalid;
+            m.bid_sum_cents += b.bid_sum_cents;
+            m.posts += b.posts;
+            m.wins += b.wins;
+            m.post_rejects += b.post_rejects;
+            m.spent_cents += b.spent_cents;
+            let _ = m.response_us.add(&b.response_us);
+        }
+        let _ = self.overhead_us.add(&other.overhead_us);
+        let _ = self.elapsed_us.add(&other.elapsed_us);
+        for (k, v) in &other.refused {
+            *self.refused.entry(*k).or_default() += v;
+        }
+    }
+}
+
+/// Percentiles of a histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
+/// A text histogram for people: one line per bucket with a bar.
+pub fn render_histogram(h: &Histogram<u64>, unit: &str) -> String {
+    let mut out = String::new();
+    if h.is_empty() {
+        out.push_str("  (no samples)\n");
+        return out;
+    }
+    let quantiles = [0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0];
+    for q in quantiles {
+        let v = h.value_at_quantile(q);
+        let bar_len = ((v as f64).ln_1p() / (h.max() as f64).ln_1p() * 40.0) as usize;
+        out.push_str(&format!(
+            "  p{:<6} {:>9} {}  {}\n",
+            format!("{}", q * 100.0),
+            v,
+            unit,
+            "#".repeat(bar_len.max(1))
+        ));
+    }
+    out
+}
