@@ -1,0 +1,227 @@
+//! Test helpers: start the exchange on loopback from TOML text, talk to it as a seller would.
+#![allow(dead_code)]
+
+use gavel::http::{Decoded, Limits, ResponseDecoder};
+use gavel::sim::buyer::Fleet;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const KEY: &str = "sk-test-0123456789";
+pub const OTHER_KEY: &str = "sk-other-0123456789";
+
+pub const LEAD: &str = r#"{"campaign": "auto", "source": "fb-17",
+  "lead": {"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
+           "street": "12 Main St", "city": "Houston", "state": "TX", "zip": "77002",
+           "lead_type": "auto", "age": 34, "insured": true},
+  "consent": {"trustedform_cert_url": "https://cert.trustedform.com/2f1e0c", "vertical": "auto_insurance"}}"#;
+
+/// A config with one seller on campaign `auto` and one buyer per fleet endpoint.
+/// `campaign_extra` lines go into the campaign, `buyer_extra(i)` into buyer i.
+pub fn config(fleet: &Fleet, campaign_extra: &str, buyer_extra: impl Fn(usize) -> String) -> String {
+    let mut s = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+max_in_flight = 1000
+
+[journal]
+dir = "{journal}"
+sync = "os"
+
+[[sellers]]
+id = "seller-1"
+api_key = "{KEY}"
+campaigns = ["auto"]
+payout_share = 0.80
+
+[[sellers]]
+id = "seller-2"
+api_key = "{OTHER_KEY}"
+campaigns = ["other"]
+payout_fixed = 20.00
+
+[[campaigns]]
+id = "auto"
+vertical = "auto_insurance"
+ping_timeout_ms = 300
+post_timeout_ms = 500
+reserve_price = 5.00
+ping_fields = ["state", "zip", "lead_type", "age", "insured"]
+required_fields = ["first_name", "phone", "email", "state", "zip"]
+require_consent = true
+{campaign_extra}
+
+[[campaigns]]
+id = "other"
+vertical = "solar"
+"#,
+        journal = temp_dir("journal").display()
+    );
+    for i in 0..fleet.len() {
+        s.push_str(&format!(
+            r#"
+[[buyers]]
+id = "{name}"
+campaigns = ["auto"]
+ping_url = "{ping}"
+post_url = "{post}"
+min_idle = 1
+{extra}
+"#,
+            name = fleet.name(i),
+            ping = fleet.ping_url(i),
+            post = fleet.post_url(i),
+            extra = buyer_extra(i)
+        ));
+    }
+    s
+}
+
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "gavel-test-{}-{}-{}",
+        what,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+pub struct Exchange {
+    pub handle: Option<gavel::net::ServerHandle>,
+    pub addr: SocketAddr,
+}
+
+impl Exchange {
+    pub fn start(toml: &str) -> Exchange {
+        let snap = match gavel::config::parse(toml) {
+            Ok(s) => s,
+            Err(e) => panic!("test config invalid: {}\n{}", e, toml),
+        };
+        let handle = gavel::net::start(Arc::new(snap)).expect("start exchange");
+        let addr = handle.local_addr();
+        Exchange {
+            handle: Some(handle),
+            addr,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub keep_alive: bool,
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        match serde_json::from_slice(&self.body) {
+            Ok(v) => v,
+            Err(e) => panic!("answer is not JSON ({}): {}", e, String::from_utf8_lossy(&self.body)),
+        }
+    }
+}
+
+/// A keep-alive seller connection.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to exchange");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write request");
+    }
+
+    pub fn request(method: &str, path: &str, key: Option<&str>, body: &[u8]) -> Vec<u8> {
+        let mut r = format!("{} {} HTTP/1.1\r\nHost: gavel\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", method, path, body.len());
+        if let Some(k) = key {
+            r.push_str(&format!("Authorization: Bearer {}\r\n", k));
+        }
+        r.push_str("\r\n");
+        let mut v = r.into_bytes();
+        v.extend_from_slice(body);
+        v
+    }
+
+    pub fn post(&mut self, path: &str, key: Option<&str>, body: &[u8]) -> Response {
+        self.send_raw(&Client::request("POST", path, key, body));
+        self.read_response().expect("an answer")
+    }
+
+    pub fn lead(&mut self, body: &str) -> Response {
+        self.post("/v1/leads", Some(KEY), body.as_bytes())
+    }
+
+    /// Read one response; `None` when the exchange closed the connection first.
+    pub fn read_response(&mut self) -> Option<Response> {
+        let mut dec = ResponseDecoder::new(Limits::default());
+        let mut body = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if !self.buf.is_empty() {
+                match dec.decode(&self.buf, &mut body) {
+                    Ok(Decoded::Complete { head, consumed }) => {
+                        self.buf.drain(..consumed);
+                        return Some(Response {
+                            status: head.status,
+                            keep_alive: head.keep_alive,
+                            retry_after: head.retry_after.clone(),
+                            body,
+                        });
+                    }
+                    Ok(Decoded::NeedMore { consumed }) => {
+                        self.buf.drain(..consumed);
+                    }
+                    Err(e) => panic!("bad HTTP from exchange: {:?}", e),
+                }
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading answer: {}", e),
+            }
+        }
+    }
+
+    /// True when the exchange closed the connection (reads EOF within the timeout).
+    pub fn closed_by_peer(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(self.stream.read(&mut b), Ok(0)) || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    }
+}
+
+/// Parse a JSON body the exchange sent to a buyer.
+pub fn body_json(b: &[u8]) -> Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("buyer got non-JSON ({}): {}", e, String::from_utf8_lossy(b)))
+}

@@ -1,0 +1,367 @@
+//! The exchange end to end: a real server and real buyer endpoints on loopback sockets.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn bidder(name: &str, cents: i64, delay_ms: u64) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+        Kind::Ping => Reply::bid(cents, Some("b-1")).after_ms(delay_ms),
+        Kind::Post => Reply::accepted(),
+    })
+}
+
+fn rejecting_bidder(name: &str, cents: i64) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+        Kind::Ping => Reply::bid(cents, None),
+        Kind::Post => Reply::rejected("duplicate"),
+    })
+}
+
+fn sales(v: &Value) -> Vec<(String, f64)> {
+    let mut s: Vec<(String, f64)> = v["sales"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| (s["buyer"].as_str().unwrap_or("").to_string(), s["price"].as_f64().unwrap_or(-1.0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    s.sort_by(|a, b| a.0.cmp(&b.0));
+    s
+}
+
+#[test]
+fn highest_bid_wins_and_the_seller_is_paid_its_share() {
+    let fleet = Fleet::start(vec![bidder("low", 4000, 5), bidder("high", 12000, 20), bidder("mid", 9000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let r = ex.client().lead(LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["status"], "sold");
+    assert_eq!(v["price"], 120.0);
+    assert_eq!(v["payout"], 96.0);
+    assert_eq!(sales(&v), vec![("high".to_string(), 120.0)]);
+    assert_eq!(v["bids"], 3);
+    assert!(v["lead_id"].as_str().is_some_and(|s| s.len() == 26));
+    assert!(v["elapsed_ms"].as_u64().is_some());
+    // Only the winner got the post.
+    assert_eq!((fleet.posts(0), fleet.posts(1), fleet.posts(2)), (0, 1, 0));
+}
+
+#[test]
+fn a_buyer_slower_than_the_deadline_is_left_out_and_the_seller_answered_in_time() {
+    // ping_timeout_ms = 300: the 2 s buyer would have won but never answers in time.
+    let fleet = Fleet::start(vec![bidder("slow", 50000, 2000), bidder("quick", 3000, 10)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    let t = Instant::now();
+    let r = c.lead(LEAD);
+    let took = t.elapsed();
+    let v = r.json();
+    assert_eq!(sales(&v), vec![("quick".to_string(), 30.0)]);
+    assert!(took < Duration::from_millis(300 + 50), "answered after {:?}", took);
+    assert!(took >= Duration::from_millis(290), "closed before the deadline: {:?}", took);
+
+    // The slow buyer's late answer must not reach the next lead: it bids 500 again, late again.
+    let r = c.lead(LEAD);
+    assert_eq!(sales(&r.json()), vec![("quick".to_string(), 30.0)]);
+}
+
+#[test]
+fn shared_leads_go_to_the_top_n_distinct_buyers_each_at_its_own_bid() {
+    let fleet = Fleet::start(vec![
+        bidder("a", 2000, 1),
+        bidder("b", 5000, 2),
+        bidder("c", 800, 3),
+        bidder("d", 4000, 4),
+        bidder("e", 3000, 5),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&config(&fleet, "sale = \"shared\"\nmax_sales = 3", |_| String::new()));
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold");
+    assert_eq!(
+        sales(&v),
+        vec![("b".to_string(), 50.0), ("d".to_string(), 40.0), ("e".to_string(), 30.0)]
+    );
+    assert_eq!(v["price"], 120.0);
+    assert_eq!(v["payout"], 96.0);
+    for (i, posted) in [(0, 0), (1, 1), (2, 0), (3, 1), (4, 1)] {
+        assert_eq!(fleet.posts(i), posted, "posts to buyer {}", i);
+    }
+}
+
+#[test]
+fn bids_below_the_reserve_price_are_not_sold() {
+    let fleet = Fleet::start(vec![bidder("cheap", 499, 1), bidder("cheaper", 100, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "unsold");
+    assert_eq!(v["price"], 0.0);
+    assert_eq!(v["payout"], 0.0);
+    assert_eq!(v["bids"], 2);
+    assert_eq!(v["reason"], "below_reserve");
+    assert_eq!(fleet.posts(0) + fleet.posts(1), 0);
+}
+
+#[test]
+fn a_rejected_post_cascades_to_the_next_bid() {
+    let fleet = Fleet::start(vec![rejecting_bidder("top", 9000), bidder("second", 7000, 1), bidder("third", 6000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold");
+    assert_eq!(sales(&v), vec![("second".to_string(), 70.0)]);
+    assert_eq!((fleet.posts(0), fleet.posts(1), fleet.posts(2)), (1, 1, 0));
+}
+
+#[test]
+fn no_bid_forms_and_garbage_answers_are_no_bids() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("zero").with_responder(|_, _| Reply::json(200, &b"{\"bid\":0}"[..])),
+        BuyerSpec::new("null").with_responder(|_, _| Reply::json(200, &b"{\"bid\":null}"[..])),
+        BuyerSpec::new("nocontent").with_responder(|_, _| Reply::no_content()),
+        BuyerSpec::new("garbage").with_responder(|_, _| Reply::raw(&b"this is not http\r\n\r\n"[..])),
+        BuyerSpec::new("badjson").with_responder(|_, _| Reply::json(200, &b"{bid: lots"[..])),
+        BuyerSpec::new("error").with_responder(|_, _| Reply::json(500, &b"{\"bid\":90}"[..])),
+        BuyerSpec::new("negative").with_responder(|_, _| Reply::json(200, &b"{\"bid\":-5}"[..])),
+        BuyerSpec::new("hangup").with_responder(|_, _| Reply::raw(Vec::new()).closing()),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let t = Instant::now();
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "unsold");
+    assert_eq!(v["bids"], 0);
+    assert_eq!(v["reason"], "no_bids");
+    // Every buyer answered (or failed) at once: no waiting for the 300 ms deadline.
+    assert!(t.elapsed() < Duration::from_millis(250), "took {:?}", t.elapsed());
+    for i in 0..fleet.len() {
+        assert_eq!(fleet.posts(i), 0);
+    }
+}
+
+#[test]
+fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
+    let fleet = Fleet::start(vec![bidder("acme", 4250, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| "headers = { \"X-Api-Key\" = \"acme-secret\" }".to_string()));
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold");
+    let pings = fleet.ping_bodies(0);
+    assert_eq!(pings.len(), 1);
+    let ping = body_json(&pings[0]);
+    assert_eq!(ping["ping_id"], v["lead_id"]);
+    assert_eq!(ping["campaign"], "auto");
+    assert_eq!(ping["vertical"], "auto_insurance");
+    assert_eq!(ping["test"], false);
+    assert!(ping["timeout_ms"].as_u64().is_some_and(|t| t > 0 && t <= 300));
+    let mut keys: Vec<&str> = ping["lead"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["age", "insured", "lead_type", "state", "zip"]);
+    let raw = String::from_utf8_lossy(&pings[0]).to_string();
+    for personal in ["Ana", "Diaz", "ana@example.com", "7135550147", "12 Main St", "trustedform"] {
+        assert!(!raw.contains(personal), "ping leaked {}: {}", personal, raw);
+    }
+
+    let posts = fleet.post_bodies(0);
+    assert_eq!(posts.len(), 1);
+    let post = body_json(&posts[0]);
+    assert_eq!(post["ping_id"], v["lead_id"]);
+    assert_eq!(post["bid_id"], "b-1");
+    assert_eq!(post["price"], 42.5);
+    assert_eq!(post["lead"]["first_name"], "Ana");
+    assert_eq!(post["lead"]["phone"], "7135550147");
+    assert_eq!(post["lead"]["street"], "12 Main St");
+    assert_eq!(post["consent"]["trustedform_cert_url"], "https://cert.trustedform.com/2f1e0c");
+}
+
+#[test]
+fn sequential_leads_reuse_keep_alive_buyer_connections() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 1), bidder("b", 2000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    for _ in 0..30 {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    }
+    assert_eq!(fleet.pings(0), 30);
+    assert_eq!(fleet.posts(1), 30);
+    // One worker, one warm connection per buyer, reused by all 30 pings and 30 posts.
+    assert_eq!(fleet.accepted_connections(0), 1, "connections opened to buyer a");
+    assert_eq!(fleet.accepted_connections(1), 1, "connections opened to buyer b");
+}
+
+#[test]
+fn a_buyer_that_is_down_costs_only_its_own_bid() {
+    // Bind and drop a listener to find a port where nobody listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let fleet = Fleet::start(vec![bidder("alive", 2500, 1)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"dead\"\ncampaigns = [\"auto\"]\nping_url = \"http://{dead}/ping\"\npost_url = \"http://{dead}/post\"\n"
+    ));
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let v = c.lead(LEAD).json();
+        assert_eq!(sales(&v), vec![("alive".to_string(), 25.0)]);
+        assert!(t.elapsed() < Duration::from_millis(250), "took {:?}", t.elapsed());
+    }
+}
+
+#[test]
+fn auth_and_error_codes() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+
+    let r = c.post("/v1/leads", None, LEAD.as_bytes());
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "unauthorized");
+    let r = c.post("/v1/leads", Some("sk-nobody-000000000"), LEAD.as_bytes());
+    assert_eq!(r.status, 401);
+
+    let r = c.post("/v1/leads", Some(OTHER_KEY), LEAD.as_bytes());
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "forbidden");
+
+    let r = c.lead(&LEAD.replace("\"campaign\": \"auto\"", "\"campaign\": \"nope\""));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["field"], "campaign");
+
+    let r = c.post("/v1/nothing", Some(KEY), b"{}");
+    assert_eq!(r.status, 404);
+
+    let r = c.lead("{\"campaign\": \"auto\", \"lead\": ");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["code"].is_string());
+
+    let r = c.lead(&LEAD.replace("\"phone\": \"7135550147\",", ""));
+    assert_eq!(r.status, 422);
+    let v = r.json();
+    assert_eq!(v["status"], "rejected");
+    assert!(v["lead_id"].is_string());
+    assert_eq!(v["error"]["code"], "missing_field");
+    assert_eq!(v["error"]["field"], "lead.phone");
+
+    let r = c.lead(&LEAD.replace("\"vertical\": \"auto_insurance\"", "\"vertical\": \"solar\""));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["code"], "consent_mismatch");
+
+    // The connection stayed usable through all of that.
+    assert_eq!(c.lead(LEAD).json()["status"], "sold");
+
+    // A body over max_body_bytes (64 KiB by default): 413.
+    let big = format!("{{\"campaign\":\"auto\",\"lead\":{{\"pad\":\"{}\"}}}}", "x".repeat(70_000));
+    let r = ex.client().post("/v1/leads", Some(KEY), big.as_bytes());
+    assert_eq!(r.status, 413);
+}
+
+#[test]
+fn malformed_http_is_400_and_the_connection_closed() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+
+    let mut c = ex.client();
+    c.send_raw(b"POST /v1/leads HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
+    let r = c.read_response().expect("an answer");
+    assert_eq!(r.status, 400);
+    assert!(!r.keep_alive);
+    assert!(c.read_response().is_none(), "connection must be closed");
+
+    let mut c = ex.client();
+    let mut req = b"POST /v1/leads HTTP/1.1\r\nHost: x\r\n".to_vec();
+    req.extend_from_slice(format!("X-Big: {}\r\n", "a".repeat(17 * 1024)).as_bytes());
+    req.extend_from_slice(b"\r\n");
+    c.send_raw(&req);
+    let r = c.read_response().expect("an answer");
+    assert_eq!(r.status, 400);
+    assert!(c.read_response().is_none());
+
+    let mut c = ex.client();
+    let mut req = b"POST /v1/leads HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..101 {
+        req.extend_from_slice(format!("X-H{}: v\r\n", i).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    c.send_raw(&req);
+    assert_eq!(c.read_response().expect("an answer").status, 400);
+
+    let mut c = ex.client();
+    c.send_raw(b"POST /v1/leads HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(c.read_response().expect("an answer").status, 400);
+    assert!(c.read_response().is_none());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    // The first lead waits on a 100 ms buyer; the health check behind it must still come second.
+    let fleet = Fleet::start(vec![bidder("a", 1000, 100)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    let mut bytes = Client::request("POST", "/v1/leads", Some(KEY), LEAD.as_bytes());
+    bytes.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    bytes.extend_from_slice(&Client::request("POST", "/v1/leads", None, b"{}"));
+    c.send_raw(&bytes);
+    let first = c.read_response().unwrap();
+    let second = c.read_response().unwrap();
+    let third = c.read_response().unwrap();
+    assert_eq!(first.json()["status"], "sold");
+    assert_eq!(second.status, 200);
+    assert_eq!(third.status, 401);
+}
+
+#[test]
+fn chunked_requests_and_connection_close_are_honoured() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    let body = LEAD.as_bytes();
+    let (a, b) = body.split_at(100);
+    let mut req = format!(
+        "POST /v1/leads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        KEY
+    )
+    .into_bytes();
+    for part in [a, b] {
+        req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        req.extend_from_slice(part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    c.send_raw(&req);
+    let r = c.read_response().unwrap();
+    assert_eq!(r.json()["status"], "sold");
+    assert!(!r.keep_alive);
+    assert!(c.read_response().is_none());
+}
+
+#[test]
+fn too_many_auctions_in_flight_is_503_with_retry_after() {
+    let fleet = Fleet::start(vec![bidder("slow", 1000, 200)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new()).replace("max_in_flight = 1000", "max_in_flight = 1");
+    let ex = Exchange::start(&toml);
+    let mut first = ex.client();
+    first.send_raw(&Client::request("POST", "/v1/leads", Some(KEY), LEAD.as_bytes()));
+    std::thread::sleep(Duration::from_millis(50));
+    let r = ex.client().lead(LEAD);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    assert_eq!(first.read_response().unwrap().json()["status"], "sold");
+    // Once the first finished, there is room again.
+    assert_eq!(ex.client().lead(LEAD).status, 200);
+}
+
+#[test]
+fn a_seller_over_its_rate_gets_429_with_retry_after() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new()).replace("payout_share = 0.80", "payout_share = 0.80\nmax_leads_per_second = 3");
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let statuses: Vec<u16> = (0..10).map(|_| c.lead(LEAD).status).collect();
+    assert!(statuses.contains(&429), "{:?}", statuses);
+    assert!(statuses.iter().filter(|s| **s == 200).count() <= 6, "{:?}", statuses);
+}
