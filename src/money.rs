@@ -33,7 +33,9 @@ pub fn parse_cents(text: &str) -> Option<Cents> {
     if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    if mantissa.contains('.') && (frac_part.is_empty() || !frac_part.bytes().all(|b| b.is_ascii_digit())) {
+    if mantissa.contains('.')
+        && (frac_part.is_empty() || !frac_part.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     if !(-40..=40).contains(&exp) {
@@ -44,7 +46,11 @@ pub fn parse_cents(text: &str) -> Option<Cents> {
     let point = int_part.len() as i64 + exp as i64 + 2; // number of digits that form whole cents
     let mut cents: i64 = 0;
     for i in 0..point.max(0) {
-        let d = if (i as usize) < digits.len() { (digits[i as usize] - b'0') as i64 } else { 0 };
+        let d = if (i as usize) < digits.len() {
+            (digits[i as usize] - b'0') as i64
+        } else {
+            0
+        };
         cents = cents.checked_mul(10)?.checked_add(d)?;
         if cents > MAX_CENTS {
             return None;
