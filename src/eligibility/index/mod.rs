@@ -14,7 +14,7 @@ mod tests;
 use super::filters::{FieldPredicate, FilterMiss, Filters, StateCode, ZipKey, STATE_CODES};
 use super::hours::Schedule;
 use crate::caps::calendar::LocalClock;
-use crate::caps::CapTable;
+use crate::caps::{CapTable, MAX_BUYERS};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
@@ -113,7 +113,8 @@ struct LeadView<'a> {
 
 impl Matcher {
     /// Index `buyers` (config order) under `campaigns` (config order). Campaign names a buyer
-    /// lists that are not in `campaigns` are ignored.
+    /// lists that are not in `campaigns` are ignored, and so are buyers beyond
+    /// [`MAX_BUYERS`](crate::caps::MAX_BUYERS), which the cap table does not hold either.
     pub fn new(campaigns: &[CampaignRules], buyers: &[BuyerRules]) -> Matcher {
         let mut zones: Vec<Tz> = Vec::new();
         let compiled: Vec<Buyer> = buyers
@@ -321,7 +322,8 @@ impl Campaign {
         let members: Vec<u32> = raw
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.campaigns.iter().any(|id| *id == rules.id))
+            .take(MAX_BUYERS)
+            .filter(|(_, b)| b.campaigns.contains(&rules.id))
             .map(|(i, _)| i as u32)
             .collect();
         let words = members.len().div_ceil(BITS).max(1);
