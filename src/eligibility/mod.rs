@@ -9,4 +9,4 @@ pub mod index;
 
 pub use filters::{FilterError, Filters};
 pub use hours::{Schedule, ScheduleError};
-pub use index::{BuyerRules, CampaignRules, Matcher, Skip};
+pub use index::{BuyerRules, CampaignRules, Matcher, RulesError, Skip};

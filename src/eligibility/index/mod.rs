@@ -11,13 +11,17 @@
 #[cfg(test)]
 mod tests;
 
-use super::filters::{FieldPredicate, FilterMiss, Filters, StateCode, ZipKey, STATE_CODES};
-use super::hours::Schedule;
+use super::filters::{
+    FieldPredicate, FilterError, FilterMiss, Filters, StateCode, ZipKey, STATE_CODES,
+};
+use super::hours::{Schedule, ScheduleError};
 use crate::caps::calendar::LocalClock;
 use crate::caps::{CapTable, MAX_BUYERS};
+use crate::config::types::{BuyerConfig, CampaignConfig};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
+use std::fmt;
 
 /// Distinct lead fields per campaign whose values are looked up once per lead; predicates on
 /// further fields look their value up themselves.
@@ -41,6 +45,64 @@ pub struct BuyerRules {
     pub filters: Filters,
     /// Hours of operation (and the buyer's zone).
     pub schedule: Schedule,
+}
+
+/// Errors building a buyer's rules from its config; each names the key at fault.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RulesError {
+    /// Under `[buyers.filters]`.
+    Filters(FilterError),
+    /// In `timezone` or `hours`.
+    Schedule(ScheduleError),
+}
+
+impl RulesError {
+    /// The key at fault, relative to the buyer, e.g. `filters.fields[1].op` or `hours[0]`.
+    pub fn key(&self) -> String {
+        match self {
+            RulesError::Filters(e) => format!("filters.{}", e.key()),
+            RulesError::Schedule(e) => e.key(),
+        }
+    }
+}
+
+impl fmt::Display for RulesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RulesError::Filters(e) => write!(f, "filters.{e}"),
+            RulesError::Schedule(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RulesError {}
+
+impl BuyerRules {
+    /// Compile a buyer's `campaigns`, `verticals`, `[buyers.filters]`, `timezone` and `hours`.
+    pub fn from_config(cfg: &BuyerConfig) -> Result<BuyerRules, RulesError> {
+        let filters = match &cfg.filters {
+            Some(f) => Filters::compile(f).map_err(RulesError::Filters)?,
+            None => Filters::any(),
+        };
+        let schedule =
+            Schedule::parse(cfg.timezone.as_deref(), &cfg.hours).map_err(RulesError::Schedule)?;
+        Ok(BuyerRules {
+            campaigns: cfg.campaigns.clone(),
+            verticals: cfg.verticals.clone(),
+            filters,
+            schedule,
+        })
+    }
+}
+
+impl CampaignRules {
+    /// The parts of a campaign's config the index uses.
+    pub fn from_config(cfg: &CampaignConfig) -> CampaignRules {
+        CampaignRules {
+            id: cfg.id.clone(),
+            vertical: cfg.vertical.clone(),
+        }
+    }
 }
 
 /// What the index needs to know about a campaign.

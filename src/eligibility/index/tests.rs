@@ -459,3 +459,164 @@ fn index_agrees_with_checking_every_buyer() {
     }
     assert!(total > 300, "the cross-check saw eligible buyers ({total})");
 }
+
+/// The campaigns and buyers of the contract's example `exchange.toml`, verbatim.
+const EXAMPLE_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[[campaigns]]
+id = "auto-insurance"
+vertical = "auto_insurance"
+method = "ping_post"               # "ping_post", "waterfall", "round_robin", "weighted"
+sale = "exclusive"                 # "exclusive" or "shared"
+max_sales = 1                      # for "shared": sell to up to this many distinct buyers
+ping_timeout_ms = 800
+post_timeout_ms = 2000
+reserve_price = 5.00
+ping_fields = ["state", "zip", "lead_type", "age", "insured"]
+required_fields = ["first_name", "last_name", "phone", "email", "state", "zip"]
+require_consent = true
+dedupe_days = 30                   # same phone or email within this many days: rejected as duplicate
+fallback = "waterfall"             # when no bid wins: "none" or another method over fixed-price buyers
+hold_ms = 30000                    # seller-side ping-post: how long bids are held for /v1/post
+# suppression_file = "config/dnc.txt"   # one phone number a line: such leads are rejected as suppressed
+
+[[campaigns]]
+id = "solar"
+vertical = "solar"
+method = "ping_post"
+sale = "shared"
+max_sales = 3
+ping_timeout_ms = 1200
+post_timeout_ms = 2000
+reserve_price = 10.00
+ping_fields = ["state", "zip", "roof_type", "monthly_bill"]
+required_fields = ["phone", "zip"]
+require_consent = true
+fallback = "none"
+
+[[buyers]]
+id = "acme-ins"
+campaigns = ["auto-insurance"]
+verticals = ["auto_insurance"]     # consent vertical must be one of these
+ping_url = "http://127.0.0.1:9101/ping"
+post_url = "http://127.0.0.1:9101/post"
+headers = { "X-Api-Key" = "acme-secret" }
+max_connections = 64
+timezone = "America/Chicago"
+hours = ["mon-fri 08:00-20:00", "sat 09:00-14:00"]
+[buyers.filters]
+states = ["TX", "OK", "LA"]
+zip_prefixes = ["770", "750"]
+fields = [ { field = "age", op = ">=", value = 21 }, { field = "insured", op = "==", value = true } ]
+[buyers.caps]
+hourly = 50
+daily = 500
+weekly = 2000
+monthly = 6000
+daily_budget = 15000.00
+
+[[buyers]]
+id = "blue-ins"
+campaigns = ["auto-insurance"]
+verticals = ["auto_insurance"]
+ping_url = "https://bids.blue-ins.example/v1/ping"
+post_url = "https://bids.blue-ins.example/v1/post"
+max_connections = 32
+[buyers.caps]
+daily = 200
+
+[[buyers]]
+id = "fallback-ins"                # fixed price, used by the waterfall fallback
+campaigns = ["auto-insurance"]
+verticals = ["auto_insurance"]
+post_url = "http://127.0.0.1:9103/post"
+price = 18.00
+priority = 1                       # waterfall order, 1 first
+weight = 1                         # for "weighted"
+
+[[buyers]]
+id = "sun-power"
+campaigns = ["solar"]
+verticals = ["solar"]
+ping_url = "http://127.0.0.1:9104/ping"
+post_url = "http://127.0.0.1:9104/post"
+[buyers.filters]
+states = ["CA", "AZ", "NV", "TX"]
+fields = [ { field = "monthly_bill", op = ">=", value = 100 } ]
+[buyers.caps]
+daily = 300
+
+[[buyers]]
+id = "legacy-ins"                  # a buyer with its own API: form-encoded requests, XML answers
+campaigns = ["auto-insurance"]
+verticals = ["auto_insurance"]
+ping_url = "http://127.0.0.1:9105/api"
+post_url = "http://127.0.0.1:9105/api"
+[buyers.adapter]
+request = "form"                   # "json" (the native protocol) or "form"
+response = "xml"                   # "json" or "xml"
+# Templates: "{ping_id}", "{bid_id}", "{price}", "{campaign}", "{lead.FIELD}", "{consent.FIELD}".
+# A ping template may name only the campaign's ping_fields; `gavel check` refuses anything else.
+ping_body = { Key = "lx-123", Mode = "ping", State = "{lead.state}", Zip = "{lead.zip}", Ref = "{ping_id}" }
+post_body = { Key = "lx-123", Mode = "post", Lead_ID = "{bid_id}", First_Name = "{lead.first_name}", Last_Name = "{lead.last_name}", Phone = "{lead.phone}", Email = "{lead.email}", Zip = "{lead.zip}", Price = "{price}", TrustedForm = "{consent.trustedform_cert_url}" }
+bid_path = "/response/price"       # JSON pointer into the answer; for XML, the path of element names
+bid_id_path = "/response/lead_id"
+accepted_path = "/response/status"
+accepted_values = ["Matched", "Accepted"]
+reason_path = "/response/error"
+"#;
+
+#[test]
+fn rules_from_the_example_config() {
+    let text = EXAMPLE_CONFIG;
+    let raw: crate::config::types::RawConfig = toml::from_str(text).unwrap();
+    let rules: Vec<BuyerRules> = raw
+        .buyers
+        .iter()
+        .map(|b| BuyerRules::from_config(b).unwrap())
+        .collect();
+    let camps: Vec<CampaignRules> = raw
+        .campaigns
+        .iter()
+        .map(CampaignRules::from_config)
+        .collect();
+    let m = Matcher::new(&camps, &rules);
+    let caps = uncapped(&rules);
+    let l = lead(
+        json!({"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}),
+    );
+    let ids: Vec<&str> = {
+        let mut out = Vec::new();
+        m.eligible(0, &l, Some("auto_insurance"), utc(OPEN), &caps, &mut out);
+        out.iter().map(|&i| raw.buyers[i].id.as_str()).collect()
+    };
+    assert_eq!(
+        ids,
+        vec!["acme-ins", "blue-ins", "fallback-ins", "legacy-ins"]
+    );
+}
+
+#[test]
+fn rules_errors_name_the_key() {
+    let cfg: crate::config::types::BuyerConfig = toml::from_str(
+        r#"id = "b"
+           hours = ["mon-fri 08:00-20:00", "mun 09:00-10:00"]"#,
+    )
+    .unwrap();
+    assert_eq!(BuyerRules::from_config(&cfg).unwrap_err().key(), "hours[1]");
+    let cfg: crate::config::types::BuyerConfig = toml::from_str(
+        r#"id = "b"
+           [filters]
+           fields = [ { field = "a", op = "==", value = 1 }, { field = "name", op = "=~", value = "x" } ]"#,
+    )
+    .unwrap();
+    let e = BuyerRules::from_config(&cfg).unwrap_err();
+    assert_eq!(e.key(), "filters.fields[1].op");
+    assert!(
+        e.to_string()
+            .starts_with("filters.fields[1].op: unknown operator \"=~\""),
+        "{e}"
+    );
+}
