@@ -22,6 +22,8 @@
 //!   - `in` passes when the value equals one list element; `not_in` when it equals none and is
 //!     comparable with at least one.
 //!   - `exists` takes a boolean (default `true`): whether the field is present and not `null`.
+//!   - Operators may also be written `=`, `eq`, `ne`, `lt`, `le`, `gt`, `ge` and `nin`, as
+//!     buyers' own systems often spell them.
 
 #[cfg(test)]
 mod tests;
