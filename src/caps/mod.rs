@@ -1,0 +1,533 @@
+//! Per-buyer lead caps and daily budgets, shared lock-free by every worker thread.
+//!
+//! Each window (hour, day, week, month, and the day's spend) is one `AtomicU64` packing the
+//! window's id in the high 32 bits and its count in the low 32 bits. Rolling a window over and
+//! counting a lead into it is therefore one compare-and-swap: no lock, no reset thread, and no
+//! interleaving of threads can count past a cap, because every increment is checked against the
+//! cap in the same CAS that publishes it.
+//!
+//! Windows follow the buyer's local calendar (its `timezone`; weeks start Monday); see
+//! [`calendar`] for how window ids are derived.
+
+pub mod calendar;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::types::CapsConfig;
+use crate::money::{dollars_f64_to_cents, Cents, MAX_CENTS};
+use calendar::{LocalClock, WindowIds};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Largest cap a window can hold: counts share an `AtomicU64` with a 32-bit window id.
+pub const MAX_CAP_COUNT: u64 = COUNT_MASK;
+/// Largest number of buyers one table holds; reservations name buyers by a `u32`.
+pub const MAX_BUYERS: usize = 1 << 20;
+
+const COUNT_BITS: u32 = 32;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// The windows a buyer can be capped on, in the order a reservation takes them.
+const WINDOWS: usize = 5;
+const HOUR: usize = 0;
+const DAY: usize = 1;
+const WEEK: usize = 2;
+const MONTH: usize = 3;
+/// The day's spend in cents, keyed by the local day like `DAY`.
+const BUDGET: usize = 4;
+
+/// Errors turning a buyer's `[buyers.caps]` into limits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CapsError {
+    /// A lead-count cap exceeds [`MAX_CAP_COUNT`], which the packed counters cannot represent.
+    CountTooLarge {
+        /// The key under `[buyers.caps]`.
+        key: &'static str,
+        /// The value as written.
+        value: u64,
+    },
+    /// `daily_budget` is negative, not a number, or above the largest amount the exchange handles.
+    BadBudget {
+        /// The value as written, in dollars.
+        value: f64,
+    },
+}
+
+impl CapsError {
+    /// The key under `[buyers.caps]` at fault, for config errors that name it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            CapsError::CountTooLarge { key, .. } => key,
+            CapsError::BadBudget { .. } => "daily_budget",
+        }
+    }
+}
+
+impl fmt::Display for CapsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CapsError::CountTooLarge { key, value } => {
+                write!(
+                    f,
+                    "{key}: {value} is above the largest cap, {MAX_CAP_COUNT}"
+                )
+            }
+            CapsError::BadBudget { value } => write!(
+                f,
+                "daily_budget: {value} must be a number of dollars between 0 and {}",
+                MAX_CENTS / 100
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CapsError {}
+
+/// A buyer's caps, validated and in cents. `None` means uncapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapLimits {
+    /// Leads per local clock hour.
+    pub hourly: Option<u64>,
+    /// Leads per local calendar day.
+    pub daily: Option<u64>,
+    /// Leads per local week, Monday to Sunday.
+    pub weekly: Option<u64>,
+    /// Leads per local calendar month.
+    pub monthly: Option<u64>,
+    /// Cents spent per local calendar day.
+    pub daily_budget_cents: Option<Cents>,
+}
+
+impl CapLimits {
+    /// No caps at all.
+    pub const UNCAPPED: CapLimits = CapLimits {
+        hourly: None,
+        daily: None,
+        weekly: None,
+        monthly: None,
+        daily_budget_cents: None,
+    };
+
+    /// Validate a buyer's `[buyers.caps]` (absent = uncapped); the budget goes from dollars to cents.
+    pub fn from_config(cfg: Option<&CapsConfig>) -> Result<CapLimits, CapsError> {
+        let Some(cfg) = cfg else {
+            return Ok(CapLimits::UNCAPPED);
+        };
+        let count = |key: &'static str, v: Option<u64>| match v {
+            Some(value) if value > MAX_CAP_COUNT => Err(CapsError::CountTooLarge { key, value }),
+            other => Ok(other),
+        };
+        let daily_budget_cents = match cfg.daily_budget {
+            None => None,
+            Some(value) => match dollars_f64_to_cents(value) {
+                Some(c) if (0..=MAX_CENTS).contains(&c) => Some(c),
+                _ => return Err(CapsError::BadBudget { value }),
+            },
+        };
+        Ok(CapLimits {
+            hourly: count("hourly", cfg.hourly)?,
+            daily: count("daily", cfg.daily)?,
+            weekly: count("weekly", cfg.weekly)?,
+            monthly: count("monthly", cfg.monthly)?,
+            daily_budget_cents,
+        })
+    }
+
+    /// Per-window limits in reservation order; counts above what a counter can hold are clamped
+    /// (a cap that large cannot be reached before the window rolls over anyway).
+    fn as_array(&self) -> [Option<u64>; WINDOWS] {
+        let clamp = |v: Option<u64>| v.map(|c| c.min(MAX_CAP_COUNT));
+        let budget = self
+            .daily_budget_cents
+            .map(|c| c.clamp(0, MAX_CENTS) as u64);
+        [
+            clamp(self.hourly),
+            clamp(self.daily),
+            clamp(self.weekly),
+            clamp(self.monthly),
+            budget,
+        ]
+    }
+}
+
+/// What a buyer has left now, for the operator API. `None` means that window is uncapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CapsLeft {
+    /// A paused buyer is not pinged whatever its caps say.
+    pub paused: bool,
+    /// Leads left this local hour.
+    pub hourly: Option<u64>,
+    /// Leads left today (local).
+    pub daily: Option<u64>,
+    /// Leads left this week (local, from Monday).
+    pub weekly: Option<u64>,
+    /// Leads left this month (local).
+    pub monthly: Option<u64>,
+    /// Budget left today, in cents.
+    pub daily_budget_cents: Option<Cents>,
+}
+
+/// Proof that one lead was counted against a buyer's caps; hand it back to
+/// [`CapTable::release`] if the sale does not happen. Dropping it keeps the sale counted.
+#[must_use = "a reservation that is neither kept nor released is kept: drop it only for a completed sale"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reservation {
+    buyer: u32,
+    /// Window id each amount was counted under (the counter's id at the time).
+    ids: [u32; WINDOWS],
+    /// Amount counted into each window; 0 where nothing was counted (uncapped, or a free lead).
+    amounts: [u32; WINDOWS],
+}
+
+impl Reservation {
+    /// The buyer this reservation counts against.
+    pub fn buyer(&self) -> usize {
+        self.buyer as usize
+    }
+}
+
+/// One buyer's runtime state, on its own cache line so that workers selling to different buyers
+/// do not contend.
+#[repr(align(64))]
+struct Entry {
+    tz: Tz,
+    limits: [Option<u64>; WINDOWS],
+    counters: [AtomicU64; WINDOWS],
+    paused: AtomicBool,
+}
+
+/// Caps, spend and pause state of every buyer of one config snapshot. `Send + Sync`: share it as
+/// an `Arc` between workers. Buyers are named by their index in the config.
+pub struct CapTable {
+    entries: Box<[Entry]>,
+}
+
+fn pack(id: u32, count: u64) -> u64 {
+    (u64::from(id) << COUNT_BITS) | (count & COUNT_MASK)
+}
+
+fn unpack(v: u64) -> (u32, u64) {
+    ((v >> COUNT_BITS) as u32, v & COUNT_MASK)
+}
+
+fn window_id(w: &WindowIds, window: usize) -> u32 {
+    match window {
+        HOUR => w.hour,
+        WEEK => w.week,
+        MONTH => w.month,
+        _ => w.day,
+    }
+}
+
+/// The count a counter holds for window `id`: its own count when it is in that window or a later
+/// one (a thread with a slightly older clock must not see a fresh window as empty), 0 when the
+/// counter still holds an earlier window.
+fn count_for(v: u64, id: u32) -> u64 {
+    let (cid, count) = unpack(v);
+    if cid >= id {
+        count
+    } else {
+        0
+    }
+}
+
+impl CapTable {
+    /// A table with one entry per buyer, in config order: its limits and its time zone. Buyers
+    /// beyond [`MAX_BUYERS`] are not given entries and so are never eligible.
+    pub fn new(buyers: &[(CapLimits, Tz)]) -> CapTable {
+        let entries = buyers
+            .iter()
+            .take(MAX_BUYERS)
+            .map(|(limits, tz)| Entry {
+                tz: *tz,
+                limits: limits.as_array(),
+                counters: Default::default(),
+                paused: AtomicBool::new(false),
+            })
+            .collect();
+        CapTable { entries }
+    }
+
+    /// Number of buyers in the table.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the table has no buyers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The zone a buyer's windows follow, if the buyer exists.
+    pub fn tz(&self, buyer: usize) -> Option<Tz> {
+        self.entries.get(buyer).map(|e| e.tz)
+    }
+
+    /// The calendar view of `clock`'s instant in `e`'s zone, reusing `clock` when it matches.
+    fn windows_for(e: &Entry, clock: &LocalClock) -> WindowIds {
+        if clock.tz == e.tz {
+            clock.windows
+        } else {
+            LocalClock::at(e.tz, clock.now).windows
+        }
+    }
+
+    /// Reserve one lead at `price_cents` against every capped window of `buyer`: all or nothing.
+    /// `None` when the buyer is paused or unknown, the price is out of range, or any window or the
+    /// day's budget would be exceeded. Never overshoots a cap under any interleaving of threads;
+    /// while two threads race at the edge of two caps, one may be refused a lead that a strictly
+    /// serial order would have granted (it under-sells, never over-sells).
+    pub fn reserve(
+        &self,
+        buyer: usize,
+        now: DateTime<Utc>,
+        price_cents: Cents,
+    ) -> Option<Reservation> {
+        let e = self.entries.get(buyer)?;
+        self.reserve_at(buyer, &LocalClock::at(e.tz, now), price_cents)
+    }
+
+    /// [`CapTable::reserve`] with the buyer's calendar view already computed (one per zone per lead).
+    pub fn reserve_at(
+        &self,
+        buyer: usize,
+        clock: &LocalClock,
+        price_cents: Cents,
+    ) -> Option<Reservation> {
+        let e = self.entries.get(buyer)?;
+        if !(0..=MAX_CENTS).contains(&price_cents) || e.paused.load(Ordering::Acquire) {
+            return None;
+        }
+        let windows = Self::windows_for(e, clock);
+        let mut r = Reservation {
+            buyer: buyer as u32,
+            ids: [0; WINDOWS],
+            amounts: [0; WINDOWS],
+        };
+        for w in 0..WINDOWS {
+            let Some(limit) = e.limits[w] else { continue };
+            let amount = if w == BUDGET { price_cents as u64 } else { 1 };
+            if amount == 0 {
+                continue;
+            }
+            match try_add(&e.counters[w], window_id(&windows, w), amount, limit) {
+                Some(id) => {
+                    r.ids[w] = id;
+                    r.amounts[w] = amount as u32;
+                }
+                None => {
+                    self.release(r);
+                    return None;
+                }
+            }
+        }
+        Some(r)
+    }
+
+    /// Undo a reservation (post rejected, failed or timed out). Windows that have rolled over
+    /// since are left alone: the lead no longer counts there anyway.
+    pub fn release(&self, r: Reservation) {
+        let Some(e) = self.entries.get(r.buyer as usize) else {
+            return;
+        };
+        for w in 0..WINDOWS {
+            if r.amounts[w] > 0 {
+                subtract(&e.counters[w], r.ids[w], u64::from(r.amounts[w]));
+            }
+        }
+    }
+
+    /// True when the buyer is known, not paused, and has room for one more lead now in every
+    /// window, with some budget left today. At-cap buyers are not pinged.
+    pub fn has_room(&self, buyer: usize, now: DateTime<Utc>) -> bool {
+        match self.entries.get(buyer) {
+            Some(e) => self.has_room_at(buyer, &LocalClock::at(e.tz, now)),
+            None => false,
+        }
+    }
+
+    /// [`CapTable::has_room`] with the calendar view already computed.
+    pub fn has_room_at(&self, buyer: usize, clock: &LocalClock) -> bool {
+        let Some(e) = self.entries.get(buyer) else {
+            return false;
+        };
+        if e.paused.load(Ordering::Acquire) {
+            return false;
+        }
+        if e.limits.iter().all(Option::is_none) {
+            return true;
+        }
+        let windows = Self::windows_for(e, clock);
+        (0..WINDOWS).all(|w| match e.limits[w] {
+            None => true,
+            Some(limit) => {
+                count_for(
+                    e.counters[w].load(Ordering::Acquire),
+                    window_id(&windows, w),
+                ) < limit
+            }
+        })
+    }
+
+    /// Count a past sale from the journal on start: it counts toward each window of the sale that
+    /// is still the current window at `now`; older windows are simply over. Caps are not checked
+    /// (the sale happened), so a cap lowered since can leave a buyer at or over it.
+    pub fn replay_sale(
+        &self,
+        buyer: usize,
+        sale_ts: DateTime<Utc>,
+        price_cents: Cents,
+        now: DateTime<Utc>,
+    ) {
+        let Some(e) = self.entries.get(buyer) else {
+            return;
+        };
+        let then = LocalClock::at(e.tz, sale_ts).windows;
+        let current = LocalClock::at(e.tz, now).windows;
+        for w in 0..WINDOWS {
+            if e.limits[w].is_none() {
+                continue;
+            }
+            let id = window_id(&then, w);
+            if id != window_id(&current, w) {
+                continue;
+            }
+            let amount = if w == BUDGET {
+                price_cents.clamp(0, MAX_CENTS) as u64
+            } else {
+                1
+            };
+            force_add(&e.counters[w], id, amount);
+        }
+    }
+
+    /// What `buyer` has left in each window now. An unknown buyer reports no room anywhere.
+    pub fn remaining(&self, buyer: usize, now: DateTime<Utc>) -> CapsLeft {
+        let Some(e) = self.entries.get(buyer) else {
+            return CapsLeft {
+                paused: false,
+                hourly: Some(0),
+                daily: Some(0),
+                weekly: Some(0),
+                monthly: Some(0),
+                daily_budget_cents: Some(0),
+            };
+        };
+        let windows = LocalClock::at(e.tz, now).windows;
+        let left = |w: usize| {
+            e.limits[w].map(|limit| {
+                limit.saturating_sub(count_for(
+                    e.counters[w].load(Ordering::Acquire),
+                    window_id(&windows, w),
+                ))
+            })
+        };
+        CapsLeft {
+            paused: e.paused.load(Ordering::Acquire),
+            hourly: left(HOUR),
+            daily: left(DAY),
+            weekly: left(WEEK),
+            monthly: left(MONTH),
+            daily_budget_cents: left(BUDGET).map(|c| c as Cents),
+        }
+    }
+
+    /// Stop pinging and selling to a buyer until [`CapTable::resume`]; counts are kept.
+    pub fn pause(&self, buyer: usize) {
+        if let Some(e) = self.entries.get(buyer) {
+            e.paused.store(true, Ordering::Release);
+        }
+    }
+
+    /// Undo [`CapTable::pause`].
+    pub fn resume(&self, buyer: usize) {
+        if let Some(e) = self.entries.get(buyer) {
+            e.paused.store(false, Ordering::Release);
+        }
+    }
+
+    /// Whether the operator paused this buyer (unknown buyers read as not paused).
+    pub fn is_paused(&self, buyer: usize) -> bool {
+        self.entries
+            .get(buyer)
+            .is_some_and(|e| e.paused.load(Ordering::Acquire))
+    }
+
+    /// Carry one buyer's counts and pause state over from the table of the previous config
+    /// snapshot, so that a reload neither resets caps nor unpauses anyone. Counters are copied
+    /// only when both entries use the same zone (otherwise window ids mean different hours);
+    /// call it before the new table is shared with workers.
+    pub fn inherit(&self, buyer: usize, old: &CapTable, old_buyer: usize) {
+        let (Some(e), Some(o)) = (self.entries.get(buyer), old.entries.get(old_buyer)) else {
+            return;
+        };
+        e.paused
+            .store(o.paused.load(Ordering::Acquire), Ordering::Release);
+        if e.tz == o.tz {
+            for w in 0..WINDOWS {
+                e.counters[w].store(o.counters[w].load(Ordering::Acquire), Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Count `amount` into window `id` unless that would pass `limit`. If the counter already holds
+/// a later window (this thread's clock lags another's by a moment), the amount is counted there
+/// instead. Returns the id the amount was counted under.
+fn try_add(counter: &AtomicU64, id: u32, amount: u64, limit: u64) -> Option<u32> {
+    let mut cur = counter.load(Ordering::Acquire);
+    loop {
+        let (cid, count) = unpack(cur);
+        let (id, base) = if cid >= id { (cid, count) } else { (id, 0) };
+        let next = base.checked_add(amount)?;
+        if next > limit || next > COUNT_MASK {
+            return None;
+        }
+        match counter.compare_exchange_weak(
+            cur,
+            pack(id, next),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return Some(id),
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Take `amount` back out of window `id`, if the counter is still in it.
+fn subtract(counter: &AtomicU64, id: u32, amount: u64) {
+    let mut cur = counter.load(Ordering::Acquire);
+    loop {
+        let (cid, count) = unpack(cur);
+        if cid != id {
+            return;
+        }
+        let next = pack(id, count.saturating_sub(amount));
+        match counter.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Count `amount` into window `id` whatever the limit (journal replay), saturating.
+fn force_add(counter: &AtomicU64, id: u32, amount: u64) {
+    let mut cur = counter.load(Ordering::Acquire);
+    loop {
+        let (cid, count) = unpack(cur);
+        if cid > id {
+            return;
+        }
+        let base = if cid == id { count } else { 0 };
+        let next = pack(id, base.saturating_add(amount).min(COUNT_MASK));
+        match counter.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(actual) => cur = actual,
+        }
+    }
+}

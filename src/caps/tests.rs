@@ -1,0 +1,562 @@
+use super::*;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+const CHICAGO: Tz = chrono_tz::America::Chicago;
+
+fn table(limits: CapLimits, tz: Tz) -> CapTable {
+    CapTable::new(&[(limits, tz)])
+}
+
+fn count(t: &CapTable, buyer: usize, window: usize) -> u64 {
+    unpack(t.entries[buyer].counters[window].load(Ordering::SeqCst)).1
+}
+
+/// Reserve `n` leads at `now`, keeping them; returns how many succeeded.
+fn take(t: &CapTable, now: DateTime<Utc>, n: usize) -> usize {
+    (0..n).filter_map(|_| t.reserve(0, now, 100)).count()
+}
+
+#[test]
+fn uncapped_buyers_always_have_room() {
+    let t = table(CapLimits::UNCAPPED, Tz::UTC);
+    let now = utc("2026-06-03T12:00:00Z");
+    assert_eq!(take(&t, now, 1000), 1000);
+    assert!(t.has_room(0, now));
+    assert_eq!(
+        t.remaining(0, now),
+        CapsLeft {
+            paused: false,
+            hourly: None,
+            daily: None,
+            weekly: None,
+            monthly: None,
+            daily_budget_cents: None
+        }
+    );
+}
+
+#[test]
+fn hourly_cap_rolls_over_at_the_local_hour() {
+    let t = table(
+        CapLimits {
+            hourly: Some(2),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    assert_eq!(take(&t, utc("2026-06-03T14:00:00Z"), 3), 2);
+    assert!(!t.has_room(0, utc("2026-06-03T14:59:59Z")));
+    assert_eq!(t.remaining(0, utc("2026-06-03T14:30:00Z")).hourly, Some(0));
+    assert!(t.has_room(0, utc("2026-06-03T15:00:00Z")));
+    assert_eq!(take(&t, utc("2026-06-03T15:00:00Z"), 3), 2);
+}
+
+#[test]
+fn hourly_windows_follow_half_hour_zones() {
+    // Asia/Kolkata is UTC+05:30: local hours start at :30 UTC.
+    let t = table(
+        CapLimits {
+            hourly: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        chrono_tz::Asia::Kolkata,
+    );
+    assert_eq!(take(&t, utc("2026-06-03T10:00:00Z"), 2), 1);
+    assert!(!t.has_room(0, utc("2026-06-03T10:29:00Z")));
+    assert!(t.has_room(0, utc("2026-06-03T10:30:00Z")));
+}
+
+#[test]
+fn daily_cap_rolls_over_at_local_midnight_not_utc() {
+    let t = table(
+        CapLimits {
+            daily: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    // 2026-06-02 18:00 CDT.
+    assert_eq!(take(&t, utc("2026-06-02T23:00:00Z"), 2), 1);
+    assert!(
+        !t.has_room(0, utc("2026-06-03T00:00:00Z")),
+        "UTC midnight is 19:00 in Chicago"
+    );
+    assert!(!t.has_room(0, utc("2026-06-03T04:59:59Z")), "23:59:59 CDT");
+    assert!(t.has_room(0, utc("2026-06-03T05:00:00Z")), "00:00 CDT");
+}
+
+#[test]
+fn weekly_cap_rolls_over_on_monday() {
+    let t = table(
+        CapLimits {
+            weekly: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    // Monday 2026-06-01 10:00 CDT.
+    assert_eq!(take(&t, utc("2026-06-01T15:00:00Z"), 2), 1);
+    assert!(
+        !t.has_room(0, utc("2026-06-08T04:59:59Z")),
+        "Sunday 23:59:59 CDT"
+    );
+    assert!(
+        t.has_room(0, utc("2026-06-08T05:00:00Z")),
+        "Monday 00:00 CDT"
+    );
+    assert_eq!(t.remaining(0, utc("2026-06-08T05:00:00Z")).weekly, Some(1));
+}
+
+#[test]
+fn monthly_cap_rolls_over_on_the_first() {
+    let t = table(
+        CapLimits {
+            monthly: Some(2),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    assert_eq!(take(&t, utc("2026-06-01T15:00:00Z"), 1), 1);
+    assert_eq!(take(&t, utc("2026-06-30T15:00:00Z"), 2), 1);
+    assert!(
+        !t.has_room(0, utc("2026-07-01T04:59:59Z")),
+        "June 30 23:59:59 CDT"
+    );
+    assert!(
+        t.has_room(0, utc("2026-07-01T05:00:00Z")),
+        "July 1 00:00 CDT"
+    );
+    // December to January crosses a year.
+    let t = table(
+        CapLimits {
+            monthly: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    assert_eq!(take(&t, utc("2026-12-31T12:00:00Z"), 2), 1);
+    assert!(
+        t.has_room(0, utc("2027-01-01T06:00:00Z")),
+        "Jan 1 00:00 CST"
+    );
+}
+
+#[test]
+fn daily_window_on_the_short_spring_forward_day() {
+    // 2026-03-08 in Chicago runs from 06:00 UTC (00:00 CST) to 05:00 UTC next day (00:00 CDT).
+    let t = table(
+        CapLimits {
+            daily: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    assert_eq!(take(&t, utc("2026-03-08T06:00:00Z"), 2), 1);
+    assert!(!t.has_room(0, utc("2026-03-09T04:59:59Z")));
+    assert!(t.has_room(0, utc("2026-03-09T05:00:00Z")));
+}
+
+#[test]
+fn fall_back_repeated_hour_is_two_hourly_windows() {
+    let t = table(
+        CapLimits {
+            hourly: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    assert_eq!(take(&t, utc("2026-11-01T06:30:00Z"), 2), 1, "01:30 CDT");
+    assert!(!t.has_room(0, utc("2026-11-01T06:59:59Z")));
+    assert!(
+        t.has_room(0, utc("2026-11-01T07:00:00Z")),
+        "01:00 CST is a new hour"
+    );
+    // And the long day is still one day.
+    let d = table(
+        CapLimits {
+            daily: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    assert_eq!(take(&d, utc("2026-11-01T05:00:00Z"), 1), 1, "00:00 CDT");
+    assert!(!d.has_room(0, utc("2026-11-02T05:59:59Z")), "23:59:59 CST");
+    assert!(d.has_room(0, utc("2026-11-02T06:00:00Z")));
+}
+
+#[test]
+fn daily_budget_in_cents() {
+    let t = table(
+        CapLimits {
+            daily: Some(10),
+            daily_budget_cents: Some(10_000),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    let now = utc("2026-06-03T12:00:00Z");
+    assert!(t.reserve(0, now, 6_000).is_some());
+    assert!(t.reserve(0, now, 5_000).is_none(), "would pass the budget");
+    // The refused lead's count was rolled back.
+    assert_eq!(t.remaining(0, now).daily, Some(9));
+    assert!(t.has_room(0, now));
+    assert!(t.reserve(0, now, 4_000).is_some());
+    assert_eq!(t.remaining(0, now).daily_budget_cents, Some(0));
+    assert!(!t.has_room(0, now), "spent budget");
+    assert!(t.reserve(0, now, 1).is_none());
+    assert!(
+        t.reserve(0, utc("2026-06-04T00:00:00Z"), 10_000).is_some(),
+        "new day, new budget"
+    );
+}
+
+#[test]
+fn free_leads_do_not_touch_the_budget() {
+    let t = table(
+        CapLimits {
+            daily_budget_cents: Some(100),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    let now = utc("2026-06-03T12:00:00Z");
+    assert!(t.reserve(0, now, 100).is_some());
+    assert!(t.reserve(0, now, 0).is_some());
+    assert!(
+        t.reserve(0, now, -1).is_none(),
+        "negative prices are refused"
+    );
+    assert!(t.reserve(0, now, MAX_CENTS + 1).is_none());
+}
+
+#[test]
+fn release_gives_the_lead_back() {
+    let t = table(
+        CapLimits {
+            hourly: Some(1),
+            daily_budget_cents: Some(500),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    let now = utc("2026-06-03T12:00:00Z");
+    let r = t.reserve(0, now, 500).unwrap();
+    assert_eq!(r.buyer(), 0);
+    assert!(!t.has_room(0, now));
+    t.release(r);
+    assert!(t.has_room(0, now));
+    assert_eq!(
+        t.remaining(0, now),
+        CapsLeft {
+            hourly: Some(1),
+            daily_budget_cents: Some(500),
+            ..CapsLeft::default()
+        }
+    );
+}
+
+#[test]
+fn release_after_rollover_leaves_the_new_window_alone() {
+    let t = table(
+        CapLimits {
+            hourly: Some(1),
+            daily: Some(5),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    let old = t.reserve(0, utc("2026-06-03T12:59:00Z"), 100).unwrap();
+    let new = t.reserve(0, utc("2026-06-03T13:00:00Z"), 100);
+    assert!(new.is_some());
+    t.release(old);
+    let now = utc("2026-06-03T13:01:00Z");
+    assert_eq!(
+        t.remaining(0, now).hourly,
+        Some(0),
+        "the 13:00 lead still counts"
+    );
+    assert_eq!(
+        t.remaining(0, now).daily,
+        Some(4),
+        "the released lead left the day"
+    );
+}
+
+#[test]
+fn a_lagging_clock_counts_into_the_newer_window() {
+    let t = table(
+        CapLimits {
+            hourly: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    assert!(t.reserve(0, utc("2026-06-03T13:00:00Z"), 100).is_some());
+    // A worker whose clock still reads 12:59 must not reset the 13:00 window.
+    assert!(t.reserve(0, utc("2026-06-03T12:59:59Z"), 100).is_none());
+    assert_eq!(count(&t, 0, HOUR), 1);
+}
+
+#[test]
+fn replay_counts_only_windows_still_open() {
+    let limits = CapLimits {
+        hourly: Some(10),
+        daily: Some(10),
+        weekly: Some(10),
+        monthly: Some(10),
+        daily_budget_cents: Some(100_000),
+    };
+    let t = table(limits, CHICAGO);
+    let now = utc("2026-06-10T15:30:00Z"); // Wednesday 10:30 CDT
+    t.replay_sale(0, utc("2026-06-10T15:05:00Z"), 2_500, now); // this hour
+    t.replay_sale(0, utc("2026-06-10T13:00:00Z"), 1_000, now); // earlier today
+    t.replay_sale(0, utc("2026-06-08T15:00:00Z"), 1_000, now); // this Monday
+    t.replay_sale(0, utc("2026-06-03T15:00:00Z"), 1_000, now); // last week, same month
+    t.replay_sale(0, utc("2026-05-20T15:00:00Z"), 1_000, now); // last month
+    assert_eq!(
+        t.remaining(0, now),
+        CapsLeft {
+            paused: false,
+            hourly: Some(9),
+            daily: Some(8),
+            weekly: Some(7),
+            monthly: Some(6),
+            daily_budget_cents: Some(100_000 - 3_500),
+        }
+    );
+}
+
+#[test]
+fn replay_can_leave_a_buyer_over_a_lowered_cap() {
+    let t = table(
+        CapLimits {
+            daily: Some(1),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    let now = utc("2026-06-03T15:30:00Z");
+    for _ in 0..3 {
+        t.replay_sale(0, now, 100, now);
+    }
+    assert_eq!(t.remaining(0, now).daily, Some(0));
+    assert!(!t.has_room(0, now));
+    assert!(t.reserve(0, now, 100).is_none());
+}
+
+#[test]
+fn paused_buyers_have_no_room_and_keep_their_counts() {
+    let t = table(
+        CapLimits {
+            daily: Some(5),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    let now = utc("2026-06-03T12:00:00Z");
+    assert_eq!(take(&t, now, 2), 2);
+    t.pause(0);
+    assert!(t.is_paused(0));
+    assert!(!t.has_room(0, now));
+    assert!(t.reserve(0, now, 100).is_none());
+    assert!(t.remaining(0, now).paused);
+    t.resume(0);
+    assert!(!t.is_paused(0));
+    assert!(t.has_room(0, now));
+    assert_eq!(t.remaining(0, now).daily, Some(3));
+}
+
+#[test]
+fn unknown_buyers_are_never_eligible() {
+    let t = table(CapLimits::UNCAPPED, Tz::UTC);
+    let now = utc("2026-06-03T12:00:00Z");
+    assert!(!t.has_room(7, now));
+    assert!(t.reserve(7, now, 100).is_none());
+    assert!(!t.is_paused(7));
+    assert_eq!(t.remaining(7, now).daily, Some(0));
+    t.pause(7);
+    t.replay_sale(7, now, 1, now);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.tz(7), None);
+}
+
+#[test]
+fn caps_from_config() {
+    let cfg: CapsConfig = toml::from_str(
+        "hourly = 50\ndaily = 500\nweekly = 2000\nmonthly = 6000\ndaily_budget = 15000.00",
+    )
+    .unwrap();
+    assert_eq!(
+        CapLimits::from_config(Some(&cfg)).unwrap(),
+        CapLimits {
+            hourly: Some(50),
+            daily: Some(500),
+            weekly: Some(2000),
+            monthly: Some(6000),
+            daily_budget_cents: Some(1_500_000),
+        }
+    );
+    assert_eq!(CapLimits::from_config(None).unwrap(), CapLimits::UNCAPPED);
+    let too_big = CapsConfig {
+        daily: Some(MAX_CAP_COUNT + 1),
+        ..CapsConfig::default()
+    };
+    let e = CapLimits::from_config(Some(&too_big)).unwrap_err();
+    assert_eq!(e.key(), "daily");
+    let negative = CapsConfig {
+        daily_budget: Some(-1.0),
+        ..CapsConfig::default()
+    };
+    assert_eq!(
+        CapLimits::from_config(Some(&negative)).unwrap_err().key(),
+        "daily_budget"
+    );
+}
+
+#[test]
+fn inherit_carries_counts_and_pause_across_a_reload() {
+    let limits = CapLimits {
+        daily: Some(5),
+        ..CapLimits::UNCAPPED
+    };
+    let old = CapTable::new(&[(limits, Tz::UTC), (limits, Tz::UTC)]);
+    let now = utc("2026-06-03T12:00:00Z");
+    assert!(old.reserve(1, now, 100).is_some());
+    old.pause(1);
+    // The reloaded config dropped buyer 0 and lowered buyer 1's cap.
+    let new = CapTable::new(&[(
+        CapLimits {
+            daily: Some(3),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    )]);
+    new.inherit(0, &old, 1);
+    assert!(new.is_paused(0));
+    assert_eq!(new.remaining(0, now).daily, Some(2));
+}
+
+/// Many threads reserving and releasing against the same caps: no interleaving may ever count
+/// past a cap, and once everyone is done the counts are exactly the reservations still held.
+#[test]
+fn concurrent_reserve_and_release_never_overshoot() {
+    const THREADS: usize = 4;
+    const OPS_PER_THREAD: usize = 500_000;
+    const HOLD_MAX: usize = 40;
+    const KEEP: usize = 7;
+    let limits = CapLimits {
+        hourly: Some(100),
+        daily: Some(64),
+        daily_budget_cents: Some(6_000),
+        ..CapLimits::UNCAPPED
+    };
+    let t = Arc::new(CapTable::new(&[(limits, CHICAGO)]));
+    let now = utc("2026-06-03T15:30:00Z");
+    let clock = LocalClock::at(CHICAGO, now);
+    let granted = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let (t, granted, refused) =
+                (Arc::clone(&t), Arc::clone(&granted), Arc::clone(&refused));
+            std::thread::spawn(move || {
+                let mut held = Vec::with_capacity(HOLD_MAX);
+                let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1);
+                let (mut ok, mut no) = (0, 0);
+                for op in 0..OPS_PER_THREAD {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let price = 50 + (rng % 100) as i64;
+                    if held.len() < HOLD_MAX && rng % 3 != 0 {
+                        // Mostly the precomputed clock, sometimes the full path.
+                        let r = if op % 64 == 0 {
+                            t.reserve(0, now, price)
+                        } else {
+                            t.reserve_at(0, &clock, price)
+                        };
+                        match r {
+                            Some(r) => {
+                                ok += 1;
+                                held.push(r);
+                                assert!(count(&t, 0, HOUR) <= 100);
+                                assert!(count(&t, 0, DAY) <= 64);
+                                assert!(count(&t, 0, BUDGET) <= 6_000);
+                            }
+                            None => no += 1,
+                        }
+                    } else if let Some(r) = held.pop() {
+                        t.release(r);
+                    }
+                }
+                while held.len() > KEEP {
+                    if let Some(r) = held.pop() {
+                        t.release(r);
+                    }
+                }
+                granted.fetch_add(ok, Ordering::Relaxed);
+                refused.fetch_add(no, Ordering::Relaxed);
+                held
+            })
+        })
+        .collect();
+    let kept: Vec<Reservation> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let kept_cents: u64 = kept.iter().map(|r| u64::from(r.amounts[BUDGET])).sum();
+    assert_eq!(count(&t, 0, DAY), kept.len() as u64);
+    assert_eq!(count(&t, 0, HOUR), kept.len() as u64);
+    assert_eq!(count(&t, 0, BUDGET), kept_cents);
+    assert!(
+        granted.load(Ordering::Relaxed) > 1000,
+        "the caps were exercised"
+    );
+    assert!(refused.load(Ordering::Relaxed) > 0, "the caps were reached");
+    for r in kept {
+        t.release(r);
+    }
+    assert_eq!(
+        t.remaining(0, now),
+        CapsLeft {
+            hourly: Some(100),
+            daily: Some(64),
+            daily_budget_cents: Some(6_000),
+            ..CapsLeft::default()
+        }
+    );
+}
+
+/// Exactly `cap` reservations succeed out of many more attempts from racing threads.
+#[test]
+fn racing_threads_sell_exactly_the_cap() {
+    const THREADS: usize = 4;
+    const CAP: u64 = 5_000;
+    let t = Arc::new(table(
+        CapLimits {
+            daily: Some(CAP),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    ));
+    let now = utc("2026-06-03T12:00:00Z");
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let t = Arc::clone(&t);
+            std::thread::spawn(move || {
+                let clock = LocalClock::at(Tz::UTC, now);
+                (0..CAP)
+                    .filter_map(|_| t.reserve_at(0, &clock, 100))
+                    .count()
+            })
+        })
+        .collect();
+    let sold: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(sold as u64, CAP);
+    assert_eq!(t.remaining(0, now).daily, Some(0));
+}

@@ -1,0 +1,695 @@
+//! A buyer's lead filters (`[buyers.filters]`), compiled once from the config into typed
+//! comparators so that matching a lead does no parsing of the buyer's side.
+//!
+//! # Semantics
+//! - `states`: the lead's `state` must be a two-letter code (any case, surrounding spaces
+//!   ignored) in the list. An empty list accepts any lead, including one without a state.
+//! - `zip_prefixes`: the lead's `zip`, a string or a number, must start with one of the prefixes
+//!   (letters compare without case, for postal codes such as Canada's). A numeric zip is read as
+//!   a five-digit US ZIP, so `7002` is `"07002"`. An empty list accepts any lead.
+//! - `fields`: every predicate must hold. A field is looked up by its top-level key in the lead.
+//!   - A field that is missing or `null` fails every predicate except `exists = false`, which
+//!     passes: a buyer who asks about a field has not said it wants leads that lack it.
+//!   - A value of a different type than the buyer's fails every operator, `!=` and `not_in`
+//!     included, for the same reason.
+//!   - Numbers compare exactly (integers as `i64`; a decimal against an integer without rounding).
+//!     A number written as a JSON string (`"34"`) compares as a number against a numeric value.
+//!   - Strings compare exactly and with case. Two strings compare as strings under `==`, `!=`,
+//!     `in` and `not_in` (so `"0770"` is not `"770"`); under `<`, `<=`, `>`, `>=` two strings
+//!     that both read as numbers compare as numbers, and otherwise in byte order (ISO dates work).
+//!   - Booleans match JSON booleans and the strings `"true"` / `"false"`, and take only `==`,
+//!     `!=`, `in`, `not_in`.
+//!   - `in` passes when the value equals one list element; `not_in` when it equals none and is
+//!     comparable with at least one.
+//!   - `exists` takes a boolean (default `true`): whether the field is present and not `null`.
+//!   - Operators may also be written `=`, `eq`, `ne`, `lt`, `le`, `gt`, `ge` and `nin`, as
+//!     buyers' own systems often spell them.
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::types::{FieldPredicateConfig, FiltersConfig};
+use serde_json::{Map, Value};
+use std::cmp::Ordering;
+use std::fmt;
+
+/// Most `states` entries one buyer may list (there are fewer than 100 US state and territory codes).
+pub const MAX_STATES: usize = 100;
+/// Most `zip_prefixes` one buyer may list; buyers do send long ZIP lists.
+pub const MAX_ZIP_PREFIXES: usize = 100_000;
+/// Longest zip prefix, and longest lead zip considered (ZIP+4 with dash is 10; postal codes are shorter).
+pub const MAX_ZIP_LEN: usize = 16;
+/// Most field predicates per buyer.
+pub const MAX_FIELD_PREDICATES: usize = 64;
+/// Most values in one `in` / `not_in` list.
+pub const MAX_LIST_VALUES: usize = 1024;
+/// Number of distinct two-letter state codes: `StateCode` values are below this.
+pub const STATE_CODES: usize = 26 * 26;
+
+/// Errors compiling a buyer's filters; each names the key at fault (relative to `[buyers.filters]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterError {
+    /// A `states` entry is not a two-letter code, so it could never match a lead.
+    BadState {
+        /// Position in `states`.
+        index: usize,
+        /// The entry as written.
+        value: String,
+    },
+    /// A `zip_prefixes` entry is empty, too long, or holds characters other than letters and digits.
+    BadZipPrefix {
+        /// Position in `zip_prefixes`.
+        index: usize,
+        /// The entry as written.
+        value: String,
+    },
+    /// A list is longer than its named limit.
+    TooMany {
+        /// The list's key.
+        key: &'static str,
+        /// The limit it passed.
+        limit: usize,
+    },
+    /// `fields[i].field` is empty.
+    EmptyField {
+        /// Position in `fields`.
+        index: usize,
+    },
+    /// `fields[i].op` is not one of `==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not_in`, `exists`.
+    UnknownOperator {
+        /// Position in `fields`.
+        index: usize,
+        /// The operator as written.
+        op: String,
+    },
+    /// `fields[i].value` is missing, of a type the operator cannot use, or out of range.
+    BadValue {
+        /// Position in `fields`.
+        index: usize,
+        /// What is wrong, for the operator to read.
+        reason: String,
+    },
+}
+
+impl FilterError {
+    /// The key at fault, relative to `[buyers.filters]`, e.g. `fields[1].op`.
+    pub fn key(&self) -> String {
+        match self {
+            FilterError::BadState { index, .. } => format!("states[{index}]"),
+            FilterError::BadZipPrefix { index, .. } => format!("zip_prefixes[{index}]"),
+            FilterError::TooMany { key, .. } => (*key).to_string(),
+            FilterError::EmptyField { index } => format!("fields[{index}].field"),
+            FilterError::UnknownOperator { index, .. } => format!("fields[{index}].op"),
+            FilterError::BadValue { index, .. } => format!("fields[{index}].value"),
+        }
+    }
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.key())?;
+        match self {
+            FilterError::BadState { value, .. } => {
+                write!(f, "{value:?} is not a two-letter state code")
+            }
+            FilterError::BadZipPrefix { value, .. } => write!(
+                f,
+                "{value:?} is not a zip prefix (1 to {MAX_ZIP_LEN} letters or digits)"
+            ),
+            FilterError::TooMany { limit, .. } => write!(f, "more than {limit} entries"),
+            FilterError::EmptyField { .. } => write!(f, "field name is empty"),
+            FilterError::UnknownOperator { op, .. } => write!(
+                f,
+                "unknown operator {op:?} (expected ==, !=, <, <=, >, >=, in, not_in or exists)"
+            ),
+            FilterError::BadValue { reason, .. } => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for FilterError {}
+
+/// A US-style two-letter state code, as a dense index below [`STATE_CODES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StateCode(u16);
+
+impl StateCode {
+    /// Parse two ASCII letters (any case, surrounding whitespace ignored).
+    pub fn parse(s: &str) -> Option<StateCode> {
+        match s.trim().as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                let a = u16::from(a.to_ascii_uppercase() - b'A');
+                let b = u16::from(b.to_ascii_uppercase() - b'A');
+                Some(StateCode(a * 26 + b))
+            }
+            _ => None,
+        }
+    }
+
+    /// The lead's `state`, when it is a two-letter code.
+    pub fn of_lead(lead: &Map<String, Value>) -> Option<StateCode> {
+        match lead.get("state") {
+            Some(Value::String(s)) => StateCode::parse(s),
+            _ => None,
+        }
+    }
+
+    /// Dense index in `0..STATE_CODES`, for tables indexed by state.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The code as two uppercase letters.
+    pub fn as_bytes(self) -> [u8; 2] {
+        [b'A' + (self.0 / 26) as u8, b'A' + (self.0 % 26) as u8]
+    }
+}
+
+/// A lead's zip normalised for prefix matching: uppercase, without surrounding spaces, numbers
+/// padded to five digits. Lives on the stack so matching allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct ZipKey {
+    buf: [u8; MAX_ZIP_LEN],
+    len: u8,
+}
+
+impl ZipKey {
+    /// The lead's `zip`, if it is a usable string or a non-negative integer.
+    pub fn of_lead(lead: &Map<String, Value>) -> Option<ZipKey> {
+        match lead.get("zip")? {
+            Value::String(s) => ZipKey::from_text(s),
+            Value::Number(n) => ZipKey::from_number(n.as_u64()?),
+            _ => None,
+        }
+    }
+
+    /// Digits of `v`, left-padded with zeros to five (a US ZIP sent as a number loses its zeros).
+    fn from_number(mut v: u64) -> Option<ZipKey> {
+        const US_ZIP_DIGITS: usize = 5;
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        while v > 0 || n < US_ZIP_DIGITS {
+            digits[n] = b'0' + (v % 10) as u8;
+            v /= 10;
+            n += 1;
+        }
+        if n > MAX_ZIP_LEN {
+            return None;
+        }
+        let mut buf = [0u8; MAX_ZIP_LEN];
+        for (d, c) in buf.iter_mut().zip(digits[..n].iter().rev()) {
+            *d = *c;
+        }
+        Some(ZipKey { buf, len: n as u8 })
+    }
+
+    fn from_text(s: &str) -> Option<ZipKey> {
+        let s = s.trim().as_bytes();
+        if s.is_empty() || s.len() > MAX_ZIP_LEN {
+            return None;
+        }
+        let mut buf = [0u8; MAX_ZIP_LEN];
+        for (d, c) in buf.iter_mut().zip(s) {
+            *d = c.to_ascii_uppercase();
+        }
+        Some(ZipKey {
+            buf,
+            len: s.len() as u8,
+        })
+    }
+
+    /// The normalised bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// A number from either side, kept exact when it is an integer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    /// A JSON number as the lead sent it.
+    fn of_json(n: &serde_json::Number) -> Option<Num> {
+        match n.as_i64() {
+            Some(i) => Some(Num::Int(i)),
+            None => n.as_f64().filter(|f| f.is_finite()).map(Num::Float),
+        }
+    }
+
+    /// Text that is a JSON-style number (`-12`, `3.5`, `1e3`; spaces around ignored). Words such
+    /// as `inf` or `nan`, hex and a leading `+` are not numbers here.
+    fn parse(s: &str) -> Option<Num> {
+        let s = s.trim();
+        if !looks_numeric(s.as_bytes()) {
+            return None;
+        }
+        match s.parse::<i64>() {
+            Ok(i) => Some(Num::Int(i)),
+            Err(_) => s
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Num::Float),
+        }
+    }
+
+    fn cmp(self, other: Num) -> Option<Ordering> {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
+            (Num::Float(a), Num::Float(b)) => a.partial_cmp(&b),
+            (Num::Int(a), Num::Float(b)) => cmp_int_float(a, b),
+            (Num::Float(a), Num::Int(b)) => cmp_int_float(b, a).map(Ordering::reverse),
+        }
+    }
+}
+
+/// Exact comparison of an integer with a float (no rounding of large integers through `f64`).
+fn cmp_int_float(i: i64, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    // 2^63 is exactly representable; anything at or above it exceeds every i64.
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    if f >= TWO_POW_63 {
+        return Some(Ordering::Less);
+    }
+    if f < -TWO_POW_63 {
+        return Some(Ordering::Greater);
+    }
+    let floor = f.floor();
+    // In range, so the cast is exact.
+    let fi = floor as i64;
+    match i.cmp(&fi) {
+        Ordering::Equal if f > floor => Some(Ordering::Less),
+        other => Some(other),
+    }
+}
+
+fn looks_numeric(b: &[u8]) -> bool {
+    let mut i = 0;
+    if b.first() == Some(&b'-') {
+        i += 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    if i == int_start {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let frac_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == frac_start {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+            i += 1;
+        }
+        let exp_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == exp_start {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// The buyer's side of a comparison, typed at compile time.
+#[derive(Clone, Debug, PartialEq)]
+enum Operand {
+    Num(Num),
+    /// A string, with its numeric reading when it has one.
+    Str(Box<str>, Option<Num>),
+    Bool(bool),
+}
+
+/// How a lead value relates to an operand: `None` when they cannot be compared (type mismatch).
+fn compare(v: &Value, o: &Operand, ordering: bool) -> Option<Ordering> {
+    match (v, o) {
+        (Value::Number(n), Operand::Num(b)) => Num::of_json(n)?.cmp(*b),
+        (Value::String(s), Operand::Num(b)) => Num::parse(s)?.cmp(*b),
+        (Value::Number(n), Operand::Str(_, Some(b))) => Num::of_json(n)?.cmp(*b),
+        (Value::String(s), Operand::Str(text, num)) => {
+            if let (true, Some(b)) = (ordering, num) {
+                if let Some(a) = Num::parse(s) {
+                    return a.cmp(*b);
+                }
+            }
+            Some(s.as_bytes().cmp(text.as_bytes()))
+        }
+        (Value::Bool(a), Operand::Bool(b)) => Some(a.cmp(b)),
+        (Value::String(s), Operand::Bool(b)) => match s.as_str() {
+            "true" => Some(true.cmp(b)),
+            "false" => Some(false.cmp(b)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A predicate's operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `in`: equal to one of a list.
+    In,
+    /// `not_in`: equal to none of a list.
+    NotIn,
+    /// `exists`: present and not null (or, with `false`, absent or null).
+    Exists,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s.trim() {
+            "==" | "=" | "eq" => Op::Eq,
+            "!=" | "ne" => Op::Ne,
+            "<" | "lt" => Op::Lt,
+            "<=" | "le" => Op::Le,
+            ">" | "gt" => Op::Gt,
+            ">=" | "ge" => Op::Ge,
+            "in" => Op::In,
+            "not_in" | "nin" => Op::NotIn,
+            "exists" => Op::Exists,
+            _ => return None,
+        })
+    }
+
+    fn is_ordering(self) -> bool {
+        matches!(self, Op::Lt | Op::Le | Op::Gt | Op::Ge)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Rhs {
+    One(Operand),
+    List(Box<[Operand]>),
+    Exists(bool),
+}
+
+/// One compiled `fields` predicate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldPredicate {
+    field: Box<str>,
+    op: Op,
+    rhs: Rhs,
+}
+
+impl FieldPredicate {
+    /// The lead field (top-level key) this predicate reads.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// The operator.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// Whether the predicate holds for the lead's value of the field (`None` = field absent).
+    pub fn test(&self, value: Option<&Value>) -> bool {
+        let present = match value {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v),
+        };
+        match (&self.rhs, present) {
+            (Rhs::Exists(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (Rhs::One(o), Some(v)) => match compare(v, o, self.op.is_ordering()) {
+                None => false,
+                Some(ord) => match self.op {
+                    Op::Eq => ord == Ordering::Equal,
+                    Op::Ne => ord != Ordering::Equal,
+                    Op::Lt => ord == Ordering::Less,
+                    Op::Le => ord != Ordering::Greater,
+                    Op::Gt => ord == Ordering::Greater,
+                    Op::Ge => ord != Ordering::Less,
+                    Op::In | Op::NotIn | Op::Exists => false,
+                },
+            },
+            (Rhs::List(list), Some(v)) => {
+                let mut comparable = false;
+                for o in list.iter() {
+                    match compare(v, o, false) {
+                        Some(Ordering::Equal) => return self.op == Op::In,
+                        Some(_) => comparable = true,
+                        None => {}
+                    }
+                }
+                self.op == Op::NotIn && comparable
+            }
+        }
+    }
+
+    fn compile(index: usize, cfg: &FieldPredicateConfig) -> Result<FieldPredicate, FilterError> {
+        let field = cfg.field.trim();
+        if field.is_empty() {
+            return Err(FilterError::EmptyField { index });
+        }
+        let op = Op::parse(&cfg.op).ok_or_else(|| FilterError::UnknownOperator {
+            index,
+            op: cfg.op.clone(),
+        })?;
+        let bad = |reason: String| FilterError::BadValue { index, reason };
+        let rhs = match (op, &cfg.value) {
+            (Op::Exists, None) => Rhs::Exists(true),
+            (Op::Exists, Some(toml::Value::Boolean(b))) => Rhs::Exists(*b),
+            (Op::Exists, Some(v)) => {
+                return Err(bad(format!(
+                    "exists takes true or false, not {}",
+                    v.type_str()
+                )));
+            }
+            (_, None) => return Err(bad(format!("operator {:?} needs a value", cfg.op.trim()))),
+            (Op::In | Op::NotIn, Some(toml::Value::Array(items))) => {
+                if items.is_empty() {
+                    return Err(bad("the list is empty".to_string()));
+                }
+                if items.len() > MAX_LIST_VALUES {
+                    return Err(bad(format!("more than {MAX_LIST_VALUES} values")));
+                }
+                let list = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| operand(v).map_err(|r| bad(format!("item {i}: {r}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Rhs::List(list.into_boxed_slice())
+            }
+            (Op::In | Op::NotIn, Some(v)) => {
+                return Err(bad(format!(
+                    "{:?} takes a list, not {}",
+                    cfg.op.trim(),
+                    v.type_str()
+                )));
+            }
+            (op, Some(v)) => {
+                let o = operand(v).map_err(bad)?;
+                if op.is_ordering() && matches!(o, Operand::Bool(_)) {
+                    return Err(bad(format!(
+                        "{:?} needs a number or a string, not a boolean",
+                        cfg.op.trim()
+                    )));
+                }
+                Rhs::One(o)
+            }
+        };
+        Ok(FieldPredicate {
+            field: field.into(),
+            op,
+            rhs,
+        })
+    }
+}
+
+/// A TOML value as a typed operand.
+fn operand(v: &toml::Value) -> Result<Operand, String> {
+    match v {
+        toml::Value::Integer(i) => Ok(Operand::Num(Num::Int(*i))),
+        toml::Value::Float(f) if f.is_finite() => Ok(Operand::Num(Num::Float(*f))),
+        toml::Value::Float(_) => Err("the number must be finite".to_string()),
+        toml::Value::String(s) => Ok(Operand::Str(s.as_str().into(), Num::parse(s))),
+        toml::Value::Boolean(b) => Ok(Operand::Bool(*b)),
+        other => Err(format!(
+            "expected a number, string or boolean, not {}",
+            other.type_str()
+        )),
+    }
+}
+
+/// A buyer's compiled filters. The default accepts every lead.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filters {
+    /// Sorted, deduplicated; empty = any state.
+    states: Vec<StateCode>,
+    /// Normalised (uppercase), sorted, deduplicated; empty = any zip.
+    zip_prefixes: Vec<Box<[u8]>>,
+    /// The distinct prefix lengths present, ascending, so a zip is tested with one binary search
+    /// per length rather than one comparison per prefix.
+    zip_prefix_lens: Vec<u8>,
+    fields: Vec<FieldPredicate>,
+}
+
+/// Why a lead failed a buyer's filters, for the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterMiss {
+    /// The lead's state is not in the buyer's `states` (or the lead has none).
+    State,
+    /// The lead's zip starts with none of the buyer's `zip_prefixes` (or the lead has none).
+    Zip,
+    /// `fields[i]` does not hold.
+    Field(usize),
+}
+
+impl Filters {
+    /// Compile a buyer's `[buyers.filters]`.
+    pub fn compile(cfg: &FiltersConfig) -> Result<Filters, FilterError> {
+        if cfg.states.len() > MAX_STATES {
+            return Err(FilterError::TooMany {
+                key: "states",
+                limit: MAX_STATES,
+            });
+        }
+        if cfg.zip_prefixes.len() > MAX_ZIP_PREFIXES {
+            return Err(FilterError::TooMany {
+                key: "zip_prefixes",
+                limit: MAX_ZIP_PREFIXES,
+            });
+        }
+        if cfg.fields.len() > MAX_FIELD_PREDICATES {
+            return Err(FilterError::TooMany {
+                key: "fields",
+                limit: MAX_FIELD_PREDICATES,
+            });
+        }
+        let mut states = Vec::with_capacity(cfg.states.len());
+        for (index, s) in cfg.states.iter().enumerate() {
+            let code = StateCode::parse(s).ok_or_else(|| FilterError::BadState {
+                index,
+                value: s.clone(),
+            })?;
+            states.push(code);
+        }
+        states.sort_unstable();
+        states.dedup();
+
+        let mut zip_prefixes = Vec::with_capacity(cfg.zip_prefixes.len());
+        for (index, z) in cfg.zip_prefixes.iter().enumerate() {
+            let t = z.trim();
+            if t.is_empty()
+                || t.len() > MAX_ZIP_LEN
+                || !t.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(FilterError::BadZipPrefix {
+                    index,
+                    value: z.clone(),
+                });
+            }
+            zip_prefixes.push(t.to_ascii_uppercase().into_bytes().into_boxed_slice());
+        }
+        zip_prefixes.sort_unstable();
+        zip_prefixes.dedup();
+        let mut zip_prefix_lens: Vec<u8> = zip_prefixes.iter().map(|p| p.len() as u8).collect();
+        zip_prefix_lens.sort_unstable();
+        zip_prefix_lens.dedup();
+
+        let fields = cfg
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FieldPredicate::compile(i, f))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Filters {
+            states,
+            zip_prefixes,
+            zip_prefix_lens,
+            fields,
+        })
+    }
+
+    /// Filters that accept every lead.
+    pub fn any() -> Filters {
+        Filters::default()
+    }
+
+    /// Whether the lead passes every filter.
+    pub fn matches(&self, lead: &Map<String, Value>) -> bool {
+        self.check(lead).is_ok()
+    }
+
+    /// Like [`Filters::matches`], saying which filter failed first.
+    pub fn check(&self, lead: &Map<String, Value>) -> Result<(), FilterMiss> {
+        if !self.state_allows(StateCode::of_lead(lead)) {
+            return Err(FilterMiss::State);
+        }
+        if !self.zip_prefixes.is_empty() && !self.zip_allows(ZipKey::of_lead(lead).as_ref()) {
+            return Err(FilterMiss::Zip);
+        }
+        for (i, p) in self.fields.iter().enumerate() {
+            if !p.test(lead.get(p.field())) {
+                return Err(FilterMiss::Field(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// The accepted states, sorted; empty = any.
+    pub fn states(&self) -> &[StateCode] {
+        &self.states
+    }
+
+    /// Whether a lead with this state (`None` = none or not a code) passes `states`.
+    pub fn state_allows(&self, state: Option<StateCode>) -> bool {
+        self.states.is_empty() || state.is_some_and(|s| self.states.binary_search(&s).is_ok())
+    }
+
+    /// True when the buyer filters on zip at all.
+    pub fn has_zip_filter(&self) -> bool {
+        !self.zip_prefixes.is_empty()
+    }
+
+    /// Whether a lead with this zip (`None` = none or unusable) passes `zip_prefixes`.
+    pub fn zip_allows(&self, zip: Option<&ZipKey>) -> bool {
+        if self.zip_prefixes.is_empty() {
+            return true;
+        }
+        let Some(zip) = zip else { return false };
+        let z = zip.as_bytes();
+        self.zip_prefix_lens.iter().any(|&len| {
+            let len = usize::from(len);
+            len <= z.len()
+                && self
+                    .zip_prefixes
+                    .binary_search_by(|p| p.as_ref().cmp(&z[..len]))
+                    .is_ok()
+        })
+    }
+
+    /// The field predicates, in config order.
+    pub fn fields(&self) -> &[FieldPredicate] {
+        &self.fields
+    }
+}

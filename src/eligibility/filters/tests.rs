@@ -1,0 +1,336 @@
+use super::*;
+use serde_json::json;
+
+fn lead(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("test lead must be an object"),
+    }
+}
+
+fn filters(toml_text: &str) -> Filters {
+    let cfg: FiltersConfig = toml::from_str(toml_text).unwrap();
+    Filters::compile(&cfg).unwrap()
+}
+
+fn compile_err(toml_text: &str) -> FilterError {
+    let cfg: FiltersConfig = toml::from_str(toml_text).unwrap();
+    Filters::compile(&cfg).unwrap_err()
+}
+
+/// One predicate `field op value` tested against a lead holding `field = lead_value`
+/// (`None` = field absent).
+fn pred(op: &str, value: &str, lead_value: Option<Value>) -> bool {
+    let f = filters(&format!(
+        "fields = [ {{ field = \"x\", op = \"{op}\", value = {value} }} ]"
+    ));
+    let mut m = Map::new();
+    if let Some(v) = lead_value {
+        m.insert("x".to_string(), v);
+    }
+    f.matches(&m)
+}
+
+#[test]
+fn empty_filters_accept_everything() {
+    let f = filters("");
+    assert!(f.matches(&lead(json!({}))));
+    assert!(f.matches(&lead(json!({"state": "zz", "zip": 1}))));
+    assert!(Filters::any().matches(&lead(json!({"state": "TX"}))));
+}
+
+#[test]
+fn states_are_case_insensitive_two_letter_codes() {
+    let f = filters(r#"states = ["TX", "ok", "La"]"#);
+    assert!(f.matches(&lead(json!({"state": "TX"}))));
+    assert!(f.matches(&lead(json!({"state": "tx"}))));
+    assert!(f.matches(&lead(json!({"state": " Ok "}))));
+    assert!(f.matches(&lead(json!({"state": "la"}))));
+    assert!(!f.matches(&lead(json!({"state": "CA"}))));
+    assert!(!f.matches(&lead(json!({"state": "Texas"}))));
+    assert!(!f.matches(&lead(json!({"state": 12}))));
+    assert!(!f.matches(&lead(json!({}))));
+    assert_eq!(
+        f.check(&lead(json!({"state": "CA"}))),
+        Err(FilterMiss::State)
+    );
+}
+
+#[test]
+fn bad_states_name_the_entry() {
+    let e = compile_err(r#"states = ["TX", "Texas"]"#);
+    assert_eq!(e.key(), "states[1]");
+    assert!(e.to_string().starts_with("states[1]: \"Texas\""), "{e}");
+    assert_eq!(compile_err(r#"states = ["T1"]"#).key(), "states[0]");
+}
+
+#[test]
+fn zip_prefixes_match_strings_and_numbers() {
+    let f = filters(r#"zip_prefixes = ["770", "750", "070"]"#);
+    assert!(f.matches(&lead(json!({"zip": "77002"}))));
+    assert!(f.matches(&lead(json!({"zip": "75001-1234"}))));
+    assert!(f.matches(&lead(json!({"zip": 77002}))));
+    // A numeric ZIP lost its leading zero: read it as five digits.
+    assert!(f.matches(&lead(json!({"zip": 7002}))));
+    assert!(f.matches(&lead(json!({"zip": " 07002 "}))));
+    assert!(!f.matches(&lead(json!({"zip": "78701"}))));
+    assert!(!f.matches(&lead(json!({"zip": "77"}))));
+    assert!(!f.matches(&lead(json!({"zip": 77.5}))));
+    assert!(!f.matches(&lead(json!({"zip": -77002}))));
+    assert!(!f.matches(&lead(json!({"zip": null}))));
+    assert!(!f.matches(&lead(json!({}))));
+    assert_eq!(f.check(&lead(json!({"zip": "1"}))), Err(FilterMiss::Zip));
+}
+
+#[test]
+fn zip_prefixes_of_mixed_lengths_and_letters() {
+    let f = filters(r#"zip_prefixes = ["9", "M5V", "10001"]"#);
+    assert!(f.matches(&lead(json!({"zip": "90210"}))));
+    assert!(f.matches(&lead(json!({"zip": "m5v 3l9"}))));
+    assert!(f.matches(&lead(json!({"zip": "10001"}))));
+    assert!(!f.matches(&lead(json!({"zip": "10002"}))));
+    assert!(!f.matches(&lead(json!({"zip": "M5W"}))));
+    assert_eq!(
+        compile_err(r#"zip_prefixes = ["770", ""]"#).key(),
+        "zip_prefixes[1]"
+    );
+    assert_eq!(
+        compile_err(r#"zip_prefixes = ["77 0"]"#).key(),
+        "zip_prefixes[0]"
+    );
+}
+
+#[test]
+fn equality_on_numbers_strings_and_bools() {
+    assert!(pred("==", "34", Some(json!(34))));
+    assert!(!pred("==", "34", Some(json!(35))));
+    assert!(pred("==", "34", Some(json!(34.0))));
+    assert!(
+        pred("==", "34", Some(json!("34"))),
+        "a number sent as a string compares as a number"
+    );
+    assert!(pred("==", "34.5", Some(json!("34.5"))));
+    assert!(pred("==", "\"auto\"", Some(json!("auto"))));
+    assert!(
+        !pred("==", "\"auto\"", Some(json!("Auto"))),
+        "strings are case-sensitive"
+    );
+    assert!(
+        !pred("==", "\"0770\"", Some(json!("770"))),
+        "two strings compare as strings"
+    );
+    assert!(
+        pred("==", "\"34\"", Some(json!(34))),
+        "a numeric string value against a JSON number"
+    );
+    assert!(pred("==", "true", Some(json!(true))));
+    assert!(!pred("==", "true", Some(json!(false))));
+    assert!(pred("==", "true", Some(json!("true"))));
+    assert!(!pred("==", "true", Some(json!("yes"))));
+}
+
+#[test]
+fn inequality() {
+    assert!(pred("!=", "34", Some(json!(35))));
+    assert!(!pred("!=", "34", Some(json!(34))));
+    assert!(!pred("!=", "34", Some(json!("34"))));
+    assert!(pred("!=", "\"home\"", Some(json!("auto"))));
+    assert!(pred("!=", "false", Some(json!(true))));
+}
+
+#[test]
+fn ordering_operators() {
+    for (op, v, want) in [
+        ("<", 20, true),
+        ("<", 21, false),
+        ("<=", 21, true),
+        ("<=", 22, false),
+        (">", 22, true),
+        (">", 21, false),
+        (">=", 21, true),
+        (">=", 20, false),
+    ] {
+        assert_eq!(pred(op, "21", Some(json!(v))), want, "{v} {op} 21");
+        assert_eq!(
+            pred(op, "21", Some(json!(v.to_string()))),
+            want,
+            "\"{v}\" {op} 21"
+        );
+    }
+    // Decimals against integers, exactly.
+    assert!(pred(">=", "100", Some(json!(100.0))));
+    assert!(!pred(">=", "100", Some(json!(99.99))));
+    assert!(pred(">", "99.5", Some(json!(100))));
+    assert!(!pred(">", "100.5", Some(json!(100))));
+    assert!(!pred(
+        "<",
+        "9007199254740993",
+        Some(json!(9007199254740994i64))
+    ));
+    assert!(pred(
+        ">",
+        "9007199254740992.0",
+        Some(json!(9007199254740993i64))
+    ));
+    // Numeric strings on both sides compare as numbers, other strings in byte order.
+    assert!(pred("<", "\"10\"", Some(json!("9"))));
+    assert!(pred(">=", "\"2024-01-01\"", Some(json!("2024-06-30"))));
+    assert!(!pred(">=", "\"2024-01-01\"", Some(json!("2023-12-31"))));
+}
+
+#[test]
+fn type_mismatches_fail_every_operator() {
+    for op in ["==", "!=", "<", "<=", ">", ">="] {
+        assert!(
+            !pred(op, "21", Some(json!("twenty"))),
+            "{op} against a word"
+        );
+        assert!(!pred(op, "21", Some(json!(true))), "{op} against a bool");
+        assert!(!pred(op, "21", Some(json!([21]))), "{op} against a list");
+        assert!(
+            !pred(op, "21", Some(json!({"v": 21}))),
+            "{op} against an object"
+        );
+    }
+    assert!(!pred("==", "\"auto\"", Some(json!(5))));
+    assert!(!pred("!=", "\"auto\"", Some(json!(5))));
+    assert!(!pred("!=", "true", Some(json!(1))));
+    assert!(!pred("not_in", "[\"a\", \"b\"]", Some(json!(5))));
+    assert!(!pred("in", "[1, 2]", Some(json!("one"))));
+}
+
+#[test]
+fn missing_or_null_fields_fail_all_but_exists_false() {
+    for (op, value) in [
+        ("==", "1"),
+        ("!=", "1"),
+        ("<", "1"),
+        ("<=", "1"),
+        (">", "1"),
+        (">=", "1"),
+        ("in", "[1]"),
+        ("not_in", "[1]"),
+        ("exists", "true"),
+    ] {
+        assert!(!pred(op, value, None), "{op} on a missing field");
+        assert!(!pred(op, value, Some(Value::Null)), "{op} on a null field");
+    }
+    assert!(pred("exists", "false", None));
+    assert!(pred("exists", "false", Some(Value::Null)));
+}
+
+#[test]
+fn exists() {
+    assert!(pred("exists", "true", Some(json!(0))));
+    assert!(pred("exists", "true", Some(json!(""))));
+    assert!(pred("exists", "true", Some(json!(false))));
+    assert!(!pred("exists", "false", Some(json!("x"))));
+    // `exists` without a value means `exists = true`.
+    let f = filters(r#"fields = [ { field = "email", op = "exists" } ]"#);
+    assert!(f.matches(&lead(json!({"email": "a@b.c"}))));
+    assert!(!f.matches(&lead(json!({"phone": "1"}))));
+}
+
+#[test]
+fn in_and_not_in() {
+    assert!(pred("in", "[\"auto\", \"home\"]", Some(json!("home"))));
+    assert!(!pred("in", "[\"auto\", \"home\"]", Some(json!("life"))));
+    assert!(pred("in", "[18, 21, 25]", Some(json!(21))));
+    assert!(pred("in", "[18, 21, 25]", Some(json!("21"))));
+    assert!(!pred("in", "[18, 21, 25]", Some(json!(22))));
+    assert!(pred("not_in", "[\"auto\", \"home\"]", Some(json!("life"))));
+    assert!(!pred("not_in", "[\"auto\", \"home\"]", Some(json!("auto"))));
+    assert!(
+        pred("not_in", "[1, \"a\"]", Some(json!("b"))),
+        "comparable with one element is enough"
+    );
+    assert!(pred("in", "[true]", Some(json!(true))));
+}
+
+#[test]
+fn every_predicate_must_hold() {
+    let f = filters(
+        r#"states = ["TX"]
+           fields = [ { field = "age", op = ">=", value = 21 }, { field = "insured", op = "==", value = true } ]"#,
+    );
+    assert!(f.matches(&lead(json!({"state": "TX", "age": 34, "insured": true}))));
+    assert_eq!(
+        f.check(&lead(json!({"state": "TX", "age": 19, "insured": true}))),
+        Err(FilterMiss::Field(0))
+    );
+    assert_eq!(
+        f.check(&lead(json!({"state": "TX", "age": 34, "insured": false}))),
+        Err(FilterMiss::Field(1))
+    );
+    assert_eq!(f.fields().len(), 2);
+    assert_eq!(f.fields()[0].field(), "age");
+    assert_eq!(f.fields()[0].op(), Op::Ge);
+}
+
+#[test]
+fn compile_errors_name_key_and_reason() {
+    let e = compile_err(
+        r#"fields = [ { field = "age", op = ">=", value = 21 }, { field = "name", op = "=~", value = "x" } ]"#,
+    );
+    assert_eq!(e.to_string(), "fields[1].op: unknown operator \"=~\" (expected ==, !=, <, <=, >, >=, in, not_in or exists)");
+    assert_eq!(
+        compile_err(r#"fields = [ { field = "age", op = ">=" } ]"#).key(),
+        "fields[0].value"
+    );
+    assert_eq!(
+        compile_err(r#"fields = [ { field = " ", op = "==", value = 1 } ]"#).key(),
+        "fields[0].field"
+    );
+    for bad in [
+        r#"{ field = "a", op = "in", value = 1 }"#,
+        r#"{ field = "a", op = "in", value = [] }"#,
+        r#"{ field = "a", op = "not_in", value = [1, [2]] }"#,
+        r#"{ field = "a", op = ">", value = true }"#,
+        r#"{ field = "a", op = "exists", value = 1 }"#,
+        r#"{ field = "a", op = "==", value = [1] }"#,
+        r#"{ field = "a", op = "==", value = { b = 1 } }"#,
+        r#"{ field = "a", op = "==", value = nan }"#,
+        r#"{ field = "a", op = "<", value = 1979-05-27 }"#,
+    ] {
+        let e = compile_err(&format!("fields = [ {bad} ]"));
+        assert_eq!(e.key(), "fields[0].value", "{bad}: {e}");
+    }
+}
+
+#[test]
+fn lists_over_their_limit_are_refused() {
+    let states: Vec<String> = (0..=MAX_STATES).map(|_| "\"TX\"".to_string()).collect();
+    let e = compile_err(&format!("states = [{}]", states.join(",")));
+    assert_eq!(
+        e,
+        FilterError::TooMany {
+            key: "states",
+            limit: MAX_STATES
+        }
+    );
+}
+
+#[test]
+fn the_example_config_filters_compile() {
+    let f = filters(
+        r#"states = ["TX", "OK", "LA"]
+           zip_prefixes = ["770", "750"]
+           fields = [ { field = "age", op = ">=", value = 21 }, { field = "insured", op = "==", value = true } ]"#,
+    );
+    let ok = lead(
+        json!({"first_name": "Ana", "state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}),
+    );
+    assert!(f.matches(&ok));
+    let mut wrong_state = ok.clone();
+    wrong_state.insert("state".into(), json!("CA"));
+    assert!(!f.matches(&wrong_state));
+}
+
+#[test]
+fn state_codes_round_trip() {
+    let tx = StateCode::parse("tx").unwrap();
+    assert_eq!(&tx.as_bytes(), b"TX");
+    assert!(tx.index() < STATE_CODES);
+    assert_eq!(StateCode::parse("ZZ").unwrap().index(), STATE_CODES - 1);
+    assert_eq!(StateCode::parse("T"), None);
+}
