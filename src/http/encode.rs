@@ -7,6 +7,7 @@
 //! validation should reject such headers up front with [`is_valid_header`].
 
 use super::body::is_tchar;
+use super::error::Error;
 
 /// Headers whose value the codec writes itself on a response.
 const RESPONSE_OWNED: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
@@ -118,7 +119,7 @@ pub fn write_response(
 /// `Content-Length` (always, so the buyer never has to guess) and the body.
 ///
 /// Bytes of `path` that may not appear in a request target are percent-encoded; `method` bytes
-/// outside the token set are left out.
+/// outside the token set are left out (and an empty method is written as `GET`).
 pub fn write_request<'a, I>(
     out: &mut Vec<u8>,
     method: &str,
@@ -163,6 +164,43 @@ pub fn write_request<'a, I>(
     push_u64(out, body.len() as u64);
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
+}
+
+/// Writes the answer to a request the decoder refused: the error's status, a JSON body in the
+/// contract's error shape (`{"error": {"code": ..., "message": ...}}`) and `Connection: close`,
+/// since after a framing error the rest of the stream cannot be trusted.
+pub fn write_error_response(out: &mut Vec<u8>, error: Error) {
+    let mut body = [0u8; ERROR_BODY_CAPACITY];
+    let len = error_body(&mut body, error);
+    write_response(
+        out,
+        error.status(),
+        &[("Content-Type", "application/json")],
+        &body[..len],
+        false,
+    );
+}
+
+/// Room for the JSON error body: the longest code and message plus the fixed text.
+const ERROR_BODY_CAPACITY: usize = 256;
+
+/// Fills `buf` with the JSON error body; codes and messages are fixed ASCII without quotes or
+/// backslashes, so they need no escaping.
+fn error_body(buf: &mut [u8; ERROR_BODY_CAPACITY], error: Error) -> usize {
+    let parts: [&[u8]; 5] = [
+        b"{\"error\":{\"code\":\"",
+        error.code().as_bytes(),
+        b"\",\"message\":\"",
+        error.message().as_bytes(),
+        b"\"}}",
+    ];
+    let mut len = 0;
+    for part in parts {
+        let n = part.len().min(buf.len() - len);
+        buf[len..len + n].copy_from_slice(&part[..n]);
+        len += n;
+    }
+    len
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
