@@ -131,22 +131,29 @@ pub fn write_request<'a, I>(
 ) where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let before = out.len();
-    out.extend(method.bytes().filter(|&b| is_tchar(b)));
-    if out.len() == before {
-        out.extend_from_slice(b"GET");
+    if !method.is_empty() && method.bytes().all(is_tchar) {
+        out.extend_from_slice(method.as_bytes());
+    } else {
+        let before = out.len();
+        out.extend(method.bytes().filter(|&b| is_tchar(b)));
+        if out.len() == before {
+            out.extend_from_slice(b"GET");
+        }
     }
     out.push(b' ');
     if path.is_empty() {
         out.push(b'/');
-    }
-    for b in path.bytes() {
-        if b > b' ' && b < 0x7f {
-            out.push(b);
-        } else {
-            out.push(b'%');
-            out.push(HEX_UPPER[usize::from(b >> 4)]);
-            out.push(HEX_UPPER[usize::from(b & 0x0f)]);
+    } else if path.bytes().all(is_target_byte) {
+        out.extend_from_slice(path.as_bytes());
+    } else {
+        for b in path.bytes() {
+            if is_target_byte(b) {
+                out.push(b);
+            } else {
+                out.push(b'%');
+                out.push(HEX_UPPER[usize::from(b >> 4)]);
+                out.push(HEX_UPPER[usize::from(b & 0x0f)]);
+            }
         }
     }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -204,6 +211,11 @@ fn error_body(buf: &mut [u8; ERROR_BODY_CAPACITY], error: Error) -> usize {
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Visible ASCII: anything else would end or corrupt the request line.
+fn is_target_byte(b: u8) -> bool {
+    b > b' ' && b < 0x7f
+}
 
 fn is_value_byte(b: u8) -> bool {
     b == b'\t' || (b >= b' ' && b != 0x7f)

@@ -1396,3 +1396,14 @@ fn interim_continue_is_written_without_length_or_body() {
     write_response(&mut out, 100, &[], b"", true);
     assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
 }
+
+#[test]
+fn token_characters_are_exactly_those_of_rfc_9110() {
+    let tchars: Vec<u8> = (0..=255u8).filter(|&b| body::is_tchar(b)).collect();
+    let mut want: Vec<u8> = b"!#$%&'*+-.^_`|~".to_vec();
+    want.extend(b'0'..=b'9');
+    want.extend(b'A'..=b'Z');
+    want.extend(b'a'..=b'z');
+    want.sort_unstable();
+    assert_eq!(tchars, want);
+}
