@@ -7,6 +7,7 @@
 //! validation should reject such headers up front with [`is_valid_header`].
 
 use super::body::is_tchar;
+use super::error::Error;
 
 /// Headers whose value the codec writes itself on a response.
 const RESPONSE_OWNED: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
@@ -118,7 +119,7 @@ pub fn write_response(
 /// `Content-Length` (always, so the buyer never has to guess) and the body.
 ///
 /// Bytes of `path` that may not appear in a request target are percent-encoded; `method` bytes
-/// outside the token set are left out.
+/// outside the token set are left out (and an empty method is written as `GET`).
 pub fn write_request<'a, I>(
     out: &mut Vec<u8>,
     method: &str,
@@ -130,22 +131,29 @@ pub fn write_request<'a, I>(
 ) where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let before = out.len();
-    out.extend(method.bytes().filter(|&b| is_tchar(b)));
-    if out.len() == before {
-        out.extend_from_slice(b"GET");
+    if !method.is_empty() && method.bytes().all(is_tchar) {
+        out.extend_from_slice(method.as_bytes());
+    } else {
+        let before = out.len();
+        out.extend(method.bytes().filter(|&b| is_tchar(b)));
+        if out.len() == before {
+            out.extend_from_slice(b"GET");
+        }
     }
     out.push(b' ');
     if path.is_empty() {
         out.push(b'/');
-    }
-    for b in path.bytes() {
-        if b > b' ' && b < 0x7f {
-            out.push(b);
-        } else {
-            out.push(b'%');
-            out.push(HEX_UPPER[usize::from(b >> 4)]);
-            out.push(HEX_UPPER[usize::from(b & 0x0f)]);
+    } else if path.bytes().all(is_target_byte) {
+        out.extend_from_slice(path.as_bytes());
+    } else {
+        for b in path.bytes() {
+            if is_target_byte(b) {
+                out.push(b);
+            } else {
+                out.push(b'%');
+                out.push(HEX_UPPER[usize::from(b >> 4)]);
+                out.push(HEX_UPPER[usize::from(b & 0x0f)]);
+            }
         }
     }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -165,7 +173,49 @@ pub fn write_request<'a, I>(
     out.extend_from_slice(body);
 }
 
+/// Writes the answer to a request the decoder refused: the error's status, a JSON body in the
+/// contract's error shape (`{"error": {"code": ..., "message": ...}}`) and `Connection: close`,
+/// since after a framing error the rest of the stream cannot be trusted.
+pub fn write_error_response(out: &mut Vec<u8>, error: Error) {
+    let mut body = [0u8; ERROR_BODY_CAPACITY];
+    let len = error_body(&mut body, error);
+    write_response(
+        out,
+        error.status(),
+        &[("Content-Type", "application/json")],
+        &body[..len],
+        false,
+    );
+}
+
+/// Room for the JSON error body: the longest code and message plus the fixed text.
+const ERROR_BODY_CAPACITY: usize = 256;
+
+/// Fills `buf` with the JSON error body; codes and messages are fixed ASCII without quotes or
+/// backslashes, so they need no escaping.
+fn error_body(buf: &mut [u8; ERROR_BODY_CAPACITY], error: Error) -> usize {
+    let parts: [&[u8]; 5] = [
+        b"{\"error\":{\"code\":\"",
+        error.code().as_bytes(),
+        b"\",\"message\":\"",
+        error.message().as_bytes(),
+        b"\"}}",
+    ];
+    let mut len = 0;
+    for part in parts {
+        let n = part.len().min(buf.len() - len);
+        buf[len..len + n].copy_from_slice(&part[..n]);
+        len += n;
+    }
+    len
+}
+
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Visible ASCII: anything else would end or corrupt the request line.
+fn is_target_byte(b: u8) -> bool {
+    b > b' ' && b < 0x7f
+}
 
 fn is_value_byte(b: u8) -> bool {
     b == b'\t' || (b >= b' ' && b != 0x7f)

@@ -26,7 +26,9 @@ mod head;
 mod tests;
 
 pub use decode::{RequestDecoder, ResponseDecoder};
-pub use encode::{is_valid_header, reason_phrase, write_request, write_response};
+pub use encode::{
+    is_valid_header, reason_phrase, write_error_response, write_request, write_response,
+};
 pub use error::Error;
 pub use head::{Method, RequestHead, ResponseHead};
 

@@ -219,6 +219,35 @@ fn assert_split_invariant_responses(limits: Limits, input: &[u8]) {
     }
 }
 
+/// Every error the codec can return.
+const ALL_ERRORS: [Error; 25] = [
+    Error::HeadTooLarge,
+    Error::TooManyHeaders,
+    Error::InvalidRequestLine,
+    Error::InvalidStatusLine,
+    Error::UnsupportedVersion,
+    Error::InvalidHeaderName,
+    Error::InvalidHeaderValue,
+    Error::ObsoleteLineFolding,
+    Error::InvalidLineEnding,
+    Error::InvalidHead,
+    Error::DuplicateHeader,
+    Error::InvalidContentLength,
+    Error::ConflictingContentLength,
+    Error::InvalidTransferEncoding,
+    Error::ContentLengthWithTransferEncoding,
+    Error::TransferEncodingInHttp10,
+    Error::InvalidChunkSize,
+    Error::InvalidChunk,
+    Error::ChunkExtensionTooLarge,
+    Error::InvalidTrailer,
+    Error::TrailersTooLarge,
+    Error::BodyTooLarge,
+    Error::UnexpectedSwitchingProtocols,
+    Error::TooManyInformational,
+    Error::IncompleteMessage,
+];
+
 const LEAD_JSON: &str = r#"{"campaign":"auto-insurance","lead":{"state":"TX","zip":"77002"}}"#;
 
 fn post_leads(body: &str) -> Vec<u8> {
@@ -1321,33 +1350,7 @@ fn reason_phrases_cover_the_exchange_statuses() {
 
 #[test]
 fn error_codes_are_distinct_snake_case_and_statuses_are_400_or_413() {
-    let all = [
-        Error::HeadTooLarge,
-        Error::TooManyHeaders,
-        Error::InvalidRequestLine,
-        Error::InvalidStatusLine,
-        Error::UnsupportedVersion,
-        Error::InvalidHeaderName,
-        Error::InvalidHeaderValue,
-        Error::ObsoleteLineFolding,
-        Error::InvalidLineEnding,
-        Error::InvalidHead,
-        Error::DuplicateHeader,
-        Error::InvalidContentLength,
-        Error::ConflictingContentLength,
-        Error::InvalidTransferEncoding,
-        Error::ContentLengthWithTransferEncoding,
-        Error::TransferEncodingInHttp10,
-        Error::InvalidChunkSize,
-        Error::InvalidChunk,
-        Error::ChunkExtensionTooLarge,
-        Error::InvalidTrailer,
-        Error::TrailersTooLarge,
-        Error::BodyTooLarge,
-        Error::UnexpectedSwitchingProtocols,
-        Error::TooManyInformational,
-        Error::IncompleteMessage,
-    ];
+    let all = ALL_ERRORS;
     let mut codes: Vec<&str> = all.iter().map(|e| e.code()).collect();
     for code in &codes {
         assert!(
@@ -1364,4 +1367,43 @@ fn error_codes_are_distinct_snake_case_and_statuses_are_400_or_413() {
         assert_eq!(e.status(), want, "{e}");
         assert!(e.to_string().contains(e.code()));
     }
+}
+
+#[test]
+fn refused_requests_are_answered_in_the_contract_error_shape_and_closed() {
+    for error in ALL_ERRORS {
+        let mut out = Vec::new();
+        write_error_response(&mut out, error);
+        let (head, body) = one_response(&out);
+        assert_eq!(head.status, error.status());
+        assert!(!head.keep_alive, "the connection is closed after a refusal");
+        assert_eq!(head.content_type.as_deref(), Some("application/json"));
+        let json: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "error body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&body)
+            ),
+        };
+        assert_eq!(json["error"]["code"], error.code());
+        assert_eq!(json["error"]["message"], error.message());
+    }
+}
+
+#[test]
+fn interim_continue_is_written_without_length_or_body() {
+    let mut out = Vec::new();
+    write_response(&mut out, 100, &[], b"", true);
+    assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+#[test]
+fn token_characters_are_exactly_those_of_rfc_9110() {
+    let tchars: Vec<u8> = (0..=255u8).filter(|&b| body::is_tchar(b)).collect();
+    let mut want: Vec<u8> = b"!#$%&'*+-.^_`|~".to_vec();
+    want.extend(b'0'..=b'9');
+    want.extend(b'A'..=b'Z');
+    want.extend(b'a'..=b'z');
+    want.sort_unstable();
+    assert_eq!(tchars, want);
 }
