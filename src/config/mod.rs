@@ -9,11 +9,14 @@ pub mod types;
 mod url;
 
 pub use self::url::{Endpoint, Scheme};
+use crate::caps::CapLimits;
+use crate::eligibility::{BuyerRules, CampaignRules, Matcher};
 use crate::money::{dollars_f64_to_cents, Cents};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use types::*;
 
@@ -234,10 +237,9 @@ pub struct Buyer {
     pub min_idle: usize,
     pub idle_timeout: Duration,
     pub timezone: chrono_tz::Tz,
-    pub hours: Vec<String>,
-    pub filters: FiltersConfig,
-    pub caps: CapsConfig,
-    pub daily_budget_cents: Option<Cents>,
+    /// Compiled filters, hours and verticals (the matcher holds its own copy).
+    pub rules: BuyerRules,
+    pub caps: CapLimits,
     /// Fixed price for fixed-price distribution; such a buyer gets posts only.
     pub price_cents: Option<Cents>,
     pub priority: u32,
@@ -247,7 +249,7 @@ pub struct Buyer {
 }
 
 /// The validated, immutable configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Snapshot {
     pub path: Option<PathBuf>,
     pub server: Server,
@@ -257,9 +259,23 @@ pub struct Snapshot {
     pub sellers: Vec<Seller>,
     pub campaigns: Vec<Campaign>,
     pub buyers: Vec<Buyer>,
+    /// The eligibility index over `campaigns` and `buyers`.
+    pub matcher: Arc<Matcher>,
     seller_by_key: HashMap<String, usize>,
     campaign_by_id: HashMap<String, usize>,
     buyer_by_id: HashMap<String, usize>,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("path", &self.path)
+            .field("server", &self.server)
+            .field("sellers", &self.sellers.len())
+            .field("campaigns", &self.campaigns.len())
+            .field("buyers", &self.buyers.len())
+            .finish()
+    }
 }
 
 impl Snapshot {
@@ -698,20 +714,32 @@ impl Validator<'_> {
                     format!("must be between 1 and {}", MAX_BUYER_CONNECTIONS),
                 );
             }
-            let timezone = match &b.timezone {
-                None => chrono_tz::UTC,
-                Some(name) => match name.parse::<chrono_tz::Tz>() {
-                    Ok(tz) => tz,
-                    Err(_) => {
-                        self.err(k("timezone"), format!("unknown IANA time zone {:?}", name));
-                        chrono_tz::UTC
-                    }
-                },
+            // An unknown zone is reported by the rules below (under `timezone`).
+            let timezone = b
+                .timezone
+                .as_deref()
+                .and_then(|name| name.parse::<chrono_tz::Tz>().ok())
+                .unwrap_or(chrono_tz::UTC);
+            let rules = match BuyerRules::from_config(b) {
+                Ok(r) => r,
+                Err(e) => {
+                    let key = format!("buyers[{}].{}", i, e.key());
+                    let text = e.to_string();
+                    let message = text
+                        .strip_prefix(&format!("{}: ", e.key()))
+                        .unwrap_or(&text)
+                        .to_string();
+                    self.err(key, message);
+                    BuyerRules::default()
+                }
             };
-            let caps = b.caps.clone().unwrap_or_default();
-            let daily_budget_cents = caps
-                .daily_budget
-                .map(|d| self.cents(format!("buyers[{}].caps.daily_budget", i), d));
+            let caps = match CapLimits::from_config(b.caps.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.err(format!("buyers[{}].caps.{}", i, e.key()), e.to_string());
+                    CapLimits::UNCAPPED
+                }
+            };
             if let Some(a) = &b.adapter {
                 self.check_adapter(i, a, &cs, &campaigns);
             }
@@ -726,10 +754,8 @@ impl Validator<'_> {
                 min_idle: b.min_idle.min(b.max_connections),
                 idle_timeout: Duration::from_millis(b.idle_timeout_ms.max(100)),
                 timezone,
-                hours: b.hours.clone(),
-                filters: b.filters.clone().unwrap_or_default(),
+                rules,
                 caps,
-                daily_budget_cents,
                 price_cents,
                 priority: b.priority.unwrap_or(u32::MAX),
                 weight: b.weight.unwrap_or(1),
@@ -748,8 +774,12 @@ impl Validator<'_> {
             }
         }
 
+        let campaign_rules: Vec<CampaignRules> = raw.campaigns.iter().map(CampaignRules::from_config).collect();
+        let buyer_rules: Vec<BuyerRules> = buyers.iter().map(|b| b.rules.clone()).collect();
+        let matcher = Arc::new(Matcher::new(&campaign_rules, &buyer_rules));
         Snapshot {
             path: None,
+            matcher,
             server,
             admin_token: raw.admin.token.clone(),
             journal,

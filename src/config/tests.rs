@@ -20,7 +20,8 @@ fn the_contract_example_loads_unchanged() {
     assert_eq!(snap.sellers[0].payout, Payout::ShareBp(8000));
     assert_eq!(snap.sellers[1].payout, Payout::Fixed(2000));
     let acme = &snap.buyers[snap.buyer_by_id("acme-ins").unwrap()];
-    assert_eq!(acme.daily_budget_cents, Some(1_500_000));
+    assert_eq!(acme.caps.daily_budget_cents, Some(1_500_000));
+    assert_eq!(acme.caps.daily, Some(500));
     assert_eq!(acme.timezone, chrono_tz::America::Chicago);
     assert_eq!(acme.ping.as_ref().unwrap().port, 9101);
     assert_eq!(

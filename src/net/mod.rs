@@ -9,6 +9,7 @@ mod buyer;
 mod slab;
 mod worker;
 
+use crate::caps::CapTable;
 use crate::config::{Scheme, Snapshot};
 use crate::stats::WorkerStats;
 use parking_lot::Mutex;
@@ -24,6 +25,8 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 /// What every worker shares: read-mostly config, lock-free counters, per-worker stats.
 pub struct Shared {
     pub runtime: Arc<Runtime>,
+    /// Cap and budget counters of every buyer, shared lock-free by all workers.
+    pub caps: Arc<CapTable>,
     /// Auctions in flight across all workers, against `server.max_in_flight`.
     pub in_flight: AtomicUsize,
     pub shutdown: AtomicBool,
@@ -170,9 +173,33 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     for _ in 1..workers {
         listeners.push(bind_reuseport(local_addr)?);
     }
+    let caps = Arc::new(caps_for(&snap));
+    start_with_caps(snap, caps, listeners, local_addr, workers)
+}
+
+/// The cap table for a snapshot: each buyer's limits on its own calendar, paused as configured.
+pub fn caps_for(snap: &Snapshot) -> CapTable {
+    let limits: Vec<_> = snap.buyers.iter().map(|b| (b.caps, b.timezone)).collect();
+    let table = CapTable::new(&limits);
+    for (i, b) in snap.buyers.iter().enumerate() {
+        if b.paused {
+            table.pause(i);
+        }
+    }
+    table
+}
+
+fn start_with_caps(
+    snap: Arc<Snapshot>,
+    caps: Arc<CapTable>,
+    listeners: Vec<std::net::TcpListener>,
+    local_addr: SocketAddr,
+    workers: usize,
+) -> io::Result<ServerHandle> {
     let runtime = Arc::new(Runtime::new(snap));
     let shared = Arc::new(Shared {
         runtime,
+        caps,
         in_flight: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         stats: (0..workers)

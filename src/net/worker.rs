@@ -4,6 +4,7 @@ use super::buyer::*;
 use super::slab::{Key, Slab};
 use super::{Runtime, Shared};
 use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
+use crate::caps::Reservation;
 use crate::config::{Payout, Snapshot};
 use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
 use crate::lead::{self, AnswerSale, LeadRequest, Refusal};
@@ -16,6 +17,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use chrono::Utc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const LISTENER: Token = Token(0);
@@ -76,6 +78,8 @@ struct Lead {
     auction: Auction,
     /// The connection serving each slot's current request.
     slot_conn: Vec<Option<Key>>,
+    /// Cap reservations of posts in flight or accepted, per slot.
+    reservations: Vec<Option<Reservation>>,
     /// Where the answer goes: seller connection and request sequence number.
     origin: (Key, u64),
     timer_at: Option<Instant>,
@@ -585,6 +589,7 @@ impl Worker {
             ping_body: Vec::new(),
             auction,
             slot_conn: vec![None; slots],
+            reservations: (0..slots).map(|_| None).collect(),
             origin: (key, seq),
             timer_at: None,
         };
@@ -607,24 +612,24 @@ impl Worker {
         }
     }
 
-    /// Buyers of the campaign that may be pinged for this lead.
+    /// Buyers of the campaign that may be pinged for this lead: filters, consent vertical,
+    /// hours, pause and caps (the matcher), a ping URL, and the consumer's disclosed buyers.
     fn eligible_buyers(&self, snap: &Snapshot, campaign: usize, req: &LeadRequest) -> Vec<usize> {
-        let c = &snap.campaigns[campaign];
+        let mut out = Vec::with_capacity(snap.campaigns[campaign].buyers.len());
+        snap.matcher.eligible(
+            campaign,
+            &req.lead,
+            lead::consent_vertical(req),
+            Utc::now(),
+            &self.shared.caps,
+            &mut out,
+        );
         let disclosed = lead::disclosed_buyers(req);
-        let vertical = lead::consent_vertical(req).unwrap_or(&c.vertical);
-        c.buyers
-            .iter()
-            .copied()
-            .filter(|&b| {
-                let buyer = &snap.buyers[b];
-                buyer.ping.is_some()
-                    && !buyer.paused
-                    && (buyer.verticals.is_empty() || buyer.verticals.iter().any(|v| v == vertical))
-                    && disclosed
-                        .as_ref()
-                        .is_none_or(|d| d.contains(&buyer.id.as_str()))
-            })
-            .collect()
+        out.retain(|&b| {
+            let buyer = &snap.buyers[b];
+            buyer.ping.is_some() && disclosed.as_ref().is_none_or(|d| d.contains(&buyer.id.as_str()))
+        });
+        out
     }
 
     /// Move ready answers to the write buffer, write, and close when due.
@@ -717,8 +722,22 @@ impl Worker {
         }
     }
 
+    /// Give back the cap reservations of posts that ended without a sale.
+    fn release_unsold(&mut self, key: Key) {
+        let Some(lead) = self.leads.get_mut(key) else { return };
+        for slot in 0..lead.reservations.len() {
+            let unsold = lead.auction.post_result(slot).is_some_and(|o| !o.accepted());
+            if unsold {
+                if let Some(r) = lead.reservations[slot].take() {
+                    self.shared.caps.release(r);
+                }
+            }
+        }
+    }
+
     /// Carry out the auction's actions until it waits on a buyer or a deadline.
     fn drive_lead(&mut self, key: Key) {
+        self.release_unsold(key);
         loop {
             let Some(lead) = self.leads.get_mut(key) else {
                 return;
@@ -744,8 +763,24 @@ impl Worker {
                         retried: false,
                     });
                 }
-                Action::SendPost { slot, .. } => {
+                Action::SendPost { slot, price_cents } => {
                     let buyer = lead.auction.buyer(slot);
+                    // The cap is taken before the post goes out, so no interleaving of workers
+                    // can sell past it; it is given back if the post does not end in a sale.
+                    match self.shared.caps.reserve(buyer, Utc::now(), price_cents) {
+                        Some(r) => lead.reservations[slot] = Some(r),
+                        None => {
+                            let now = self.now;
+                            lead.auction.on_post_result(
+                                slot,
+                                now,
+                                PostOutcome::Failed {
+                                    reason: "buyer cap or budget reached".into(),
+                                },
+                            );
+                            continue;
+                        }
+                    }
                     self.stats
                         .lock()
                         .buyer(&self.rt.snap.buyers[buyer].id)
@@ -797,9 +832,14 @@ impl Worker {
     }
 
     fn finish_lead(&mut self, key: Key) {
-        let Some(lead) = self.leads.remove(key) else {
+        self.release_unsold(key);
+        let Some(mut lead) = self.leads.remove(key) else {
             return;
         };
+        // The reservations left belong to accepted posts: they stay counted.
+        for r in lead.reservations.iter_mut().filter_map(Option::take) {
+            let _sold: Reservation = r;
+        }
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         let outcome = lead.auction.outcome();
         let snap = &lead.snap;

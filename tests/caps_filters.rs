@@ -1,0 +1,102 @@
+//! Buyers get only the leads they asked for, and never one more than their caps: checked at the
+//! buyer endpoints, with leads sent concurrently over real sockets to two workers.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+use std::sync::Arc;
+
+fn bidder(name: &str, cents: i64) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+        Kind::Ping => Reply::bid(cents, None).after_ms(2),
+        Kind::Post => Reply::accepted(),
+    })
+}
+
+#[test]
+fn a_daily_cap_is_never_exceeded_by_concurrent_leads_on_two_workers() {
+    let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 3000)]).unwrap();
+    let toml = config(&fleet, "", |i| if i == 0 { "[buyers.caps]\ndaily = 5".to_string() } else { String::new() })
+        .replace("workers = 1", "workers = 2");
+    let ex = Arc::new(Exchange::start(&toml));
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        let ex = ex.clone();
+        threads.push(std::thread::spawn(move || {
+            // Several connections per thread so the kernel spreads them over both workers.
+            let mut winners = Vec::new();
+            for _ in 0..10 {
+                let mut c = ex.client();
+                let v = c.lead(LEAD).json();
+                assert_eq!(v["status"], "sold", "{}", v);
+                winners.push(v["sales"][0]["buyer"].as_str().unwrap_or("").to_string());
+            }
+            winners
+        }));
+    }
+    let winners: Vec<String> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert_eq!(winners.len(), 40);
+    assert_eq!(winners.iter().filter(|w| *w == "capped").count(), 5, "{:?}", winners);
+    assert_eq!(winners.iter().filter(|w| *w == "other").count(), 35);
+    assert_eq!(fleet.posts(0), 5, "posts that reached the capped buyer");
+    // Once at its cap, the buyer is not even pinged.
+    assert!(fleet.pings(0) < 40, "capped buyer was pinged {} times", fleet.pings(0));
+}
+
+#[test]
+fn a_lead_from_a_state_outside_the_buyers_list_never_reaches_it() {
+    let fleet = Fleet::start(vec![bidder("texas-only", 9000), bidder("anywhere", 1000)]).unwrap();
+    let toml = config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.filters]\nstates = [\"TX\", \"OK\"]\nfields = [ { field = \"age\", op = \">=\", value = 21 } ]".to_string()
+        } else {
+            String::new()
+        }
+    });
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let ca = LEAD.replace("\"state\": \"TX\"", "\"state\": \"CA\"").replace("\"zip\": \"77002\"", "\"zip\": \"90001\"");
+    for _ in 0..5 {
+        let v = c.lead(&ca).json();
+        assert_eq!(v["sales"][0]["buyer"], "anywhere");
+    }
+    assert_eq!(fleet.pings(0), 0, "the TX/OK buyer must never see a CA lead");
+    // Under 21: filtered out by the field predicate.
+    let young = LEAD.replace("\"age\": 34", "\"age\": 19");
+    assert_eq!(c.lead(&young).json()["sales"][0]["buyer"], "anywhere");
+    assert_eq!(fleet.pings(0), 0);
+    // A Texan adult reaches it.
+    assert_eq!(c.lead(LEAD).json()["sales"][0]["buyer"], "texas-only");
+    assert_eq!(fleet.pings(0), 1);
+}
+
+#[test]
+fn a_buyer_outside_its_hours_is_not_pinged() {
+    use chrono::{Datelike, Duration, Utc};
+    // Open only on the day after tomorrow (UTC): closed now, whatever the time of day.
+    let day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        [(Utc::now() + Duration::days(2)).weekday().num_days_from_monday() as usize];
+    let fleet = Fleet::start(vec![bidder("closed", 9000), bidder("always", 1000)]).unwrap();
+    let toml = config(&fleet, "", |i| {
+        if i == 0 {
+            format!("timezone = \"UTC\"\nhours = [\"{} 00:00-23:59\"]", day)
+        } else {
+            String::new()
+        }
+    });
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "always");
+    assert_eq!(fleet.pings(0), 0);
+}
+
+#[test]
+fn consent_disclosing_buyers_limits_who_is_pinged() {
+    let fleet = Fleet::start(vec![bidder("named", 2000), bidder("unnamed", 9000)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let lead = LEAD.replace("\"vertical\": \"auto_insurance\"", "\"vertical\": \"auto_insurance\", \"disclosed_buyers\": [\"named\"]");
+    let v = ex.client().lead(&lead).json();
+    assert_eq!(v["sales"][0]["buyer"], "named");
+    assert_eq!(fleet.pings(1), 0);
+}
