@@ -10,3 +10,4 @@ pub mod eligibility;
 pub mod http;
 pub mod journal;
 pub mod money;
+pub mod sim;
