@@ -536,3 +536,11 @@ fn load_generator_counts_other_statuses_and_fails_without_a_target() {
     let spec = LoadSpec::new(dead, "k", "c");
     assert!(load::run(&spec).is_err());
 }
+
+#[test]
+fn handles_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Fleet>();
+    shareable::<BuyerSpec>();
+    shareable::<LoadSpec>();
+}
