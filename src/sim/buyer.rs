@@ -325,6 +325,7 @@ struct Shared {
     seq: AtomicU64,
     ping_log: Mutex<BodyLog>,
     post_log: Mutex<BodyLog>,
+    head_log: Mutex<BodyLog>,
     latency_us: Mutex<Histogram<u64>>,
 }
 
@@ -385,6 +386,10 @@ impl Fleet {
                     limit: log_limit,
                 }),
                 post_log: Mutex::new(BodyLog {
+                    entries: VecDeque::new(),
+                    limit: log_limit,
+                }),
+                head_log: Mutex::new(BodyLog {
                     entries: VecDeque::new(),
                     limit: log_limit,
                 }),
@@ -545,6 +550,14 @@ impl Fleet {
     pub fn post_bodies(&self, i: usize) -> Vec<Vec<u8>> {
         self.endpoints.get(i).map_or_else(Vec::new, |s| {
             s.post_log.lock().entries.iter().cloned().collect()
+        })
+    }
+
+    /// The raw heads (request line and headers) of the newest requests of either kind endpoint
+    /// `i` received, oldest first: for checking `Host`, `Content-Type` and configured headers.
+    pub fn request_heads(&self, i: usize) -> Vec<Vec<u8>> {
+        self.endpoints.get(i).map_or_else(Vec::new, |s| {
+            s.head_log.lock().entries.iter().cloned().collect()
         })
     }
 
@@ -869,6 +882,7 @@ fn step(conn: &mut Conn, ep: &mut EndpointRt, scratch: &mut [u8], now: Instant) 
             match wire::parse_request(rest) {
                 Ok(Some(head)) => {
                     let end = head.head_len + head.body_len;
+                    ep.shared.head_log.lock().push(&rest[..head.head_len]);
                     let body = &rest[head.head_len..end];
                     let pending = handle(ep, &head, body, now);
                     if pending.close {

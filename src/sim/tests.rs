@@ -152,6 +152,10 @@ fn bodies_are_logged_by_kind_and_bounded() {
     roundtrip(&mut s, "/post", POST_BODY);
     assert_eq!(fleet.ping_bodies(0), vec![PING_BODY.as_bytes().to_vec()]);
     assert_eq!(fleet.post_bodies(0), vec![POST_BODY.as_bytes().to_vec()]);
+    let heads = fleet.request_heads(0);
+    assert_eq!(heads.len(), 2);
+    assert!(heads[0].starts_with(b"POST /ping HTTP/1.1\r\nHost: buyer\r\n"));
+    assert!(heads[1].starts_with(b"POST /post "));
     for i in 0..5 {
         roundtrip(&mut s, "/ping", &format!("{{\"i\":{i}}}"));
     }
