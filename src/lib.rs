@@ -1,7 +1,8 @@
 //! Gavel: a ping-post lead exchange.
 //!
-//! The crate is a sans-IO core (`http`, `auction`, `eligibility`, `caps`, `journal` codec)
-//! wrapped by a thin I/O shell (`net`, `server`). See `docs/ARCHITECTURE.md`.
+//! The crate is a sans-IO core (`http`, `auction`, `lead`, `eligibility`, `caps`, `journal`
+//! codec) wrapped by a thin I/O shell (`net`). `sim` holds the mock buyer fleet and the load
+//! generator used by `gavel demo`, the tests and the operator tools. See `docs/ARCHITECTURE.md`.
 
 pub mod auction;
 pub mod caps;
@@ -14,4 +15,5 @@ pub mod journal;
 pub mod lead;
 pub mod money;
 pub mod net;
+pub mod sim;
 pub mod stats;

@@ -1,0 +1,1229 @@
+//! An open-loop load generator for the seller API (`POST /v1/leads`).
+//!
+//! Leads are due at a fixed rate whatever the exchange does: lead `k` is due at
+//! `start + k / rate`. Each lead's latency is measured from that due time, not from when a
+//! connection happened to be free to send it, so a stalled exchange shows its stall in the
+//! percentiles instead of hiding it by slowing the generator down (coordinated omission).
+//! A connection carries one request at a time; when every connection is busy, due leads wait,
+//! and the wait counts.
+//!
+//! One mio thread drives every connection. The poll's own timeout has millisecond resolution,
+//! which would release leads in millisecond batches and charge up to a millisecond of pacing
+//! to every lead; a small pacer thread therefore wakes the loop at each due time instead (at
+//! most every `PACER_RESOLUTION`). `service_us` (write to answer) is reported beside the
+//! due-time latency for comparison with the exchange's own numbers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::Serialize;
+
+use super::wire::{self, MAX_BODY_BYTES, MAX_HEAD_BYTES};
+use crate::money::{dollars_string, parse_cents, Cents};
+
+/// Most seller connections one run opens.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Highest lead rate one run accepts.
+pub const MAX_RATE_PER_S: u64 = 1_000_000;
+/// Longest run (warmup plus measured duration).
+pub const MAX_RUN: Duration = Duration::from_secs(24 * 3600);
+/// How long answers are awaited after the last lead was due.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a lead may wait for its answer before its connection is given up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the initial connections may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before a lost connection is opened again, so a dead target is not hammered.
+const RECONNECT_DELAY: Duration = Duration::from_millis(50);
+/// Longest poll sleep, so timeouts and reconnects are looked at regularly.
+const MAX_POLL: Duration = Duration::from_millis(100);
+/// Unparsed answer bytes held per connection: one largest response.
+const MAX_RESPONSE_BUFFER: usize = MAX_HEAD_BYTES + MAX_BODY_BYTES;
+/// Bytes read per call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Readiness events taken per poll.
+const EVENTS_CAPACITY: usize = 4096;
+/// Shortest pause between two wake-ups of the pacer: leads due closer together than this are
+/// released together, at most this late.
+const PACER_RESOLUTION: Duration = Duration::from_micros(100);
+/// Longest single sleep of the pacer, so it notices the end of a run soon.
+const PACER_MAX_SLEEP: Duration = Duration::from_millis(50);
+/// The token of the pacer's wake-ups in the event loop.
+const PACER_TOKEN: Token = Token(usize::MAX);
+/// Highest latency the histograms hold, in microseconds (1 hour); longer ones saturate.
+const HIST_MAX_US: u64 = 3_600_000_000;
+/// Number of distinct custom variables a template may use.
+const MAX_TEMPLATE_VARS: usize = 64;
+
+/// Percentiles of a latency histogram. Units are the field's name suffix where it is used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Smallest value.
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest value.
+    pub max: u64,
+    /// Arithmetic mean, rounded down.
+    pub mean: u64,
+}
+
+impl Percentiles {
+    /// Summarise a histogram; all zeros when it is empty.
+    pub fn from_hist(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean() as u64,
+        }
+    }
+}
+
+impl fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p50 {} p90 {} p99 {} p99.9 {} max {} (n={})",
+            self.p50, self.p90, self.p99, self.p999, self.max, self.count
+        )
+    }
+}
+
+/// Why a lead template could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateError {
+    /// A `${` with no closing `}`; the byte offset of the `$`.
+    Unclosed(usize),
+    /// `${}` or a name with characters other than letters, digits and `_`.
+    BadName(String),
+    /// A custom variable the template uses but no value was given for.
+    Unset(String),
+    /// More than `MAX_TEMPLATE_VARS` distinct custom variables.
+    TooManyVars,
+    /// A value was given for a variable the generator fills in itself.
+    BuiltIn(String),
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateError::Unclosed(at) => {
+                write!(f, "template: `${{` at byte {at} is never closed")
+            }
+            TemplateError::BadName(n) => write!(f, "template: bad variable name `{n}`"),
+            TemplateError::Unset(n) => write!(f, "template: no value for `${{{n}}}`"),
+            TemplateError::TooManyVars => {
+                write!(
+                    f,
+                    "template: more than {MAX_TEMPLATE_VARS} custom variables"
+                )
+            }
+            TemplateError::BuiltIn(n) => {
+                write!(f, "template: `{n}` is filled in per lead and cannot be set")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// Variables the generator fills in for every lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Builtin {
+    /// The lead's sequence number in this run.
+    Seq,
+    /// A run-unique id: `<run nonce hex>-<seq>`.
+    Uid,
+    /// A ten-digit phone number unique within the run.
+    Phone,
+    /// `lead-<uid>@example.com`.
+    Email,
+    State,
+    Zip,
+    City,
+    /// 21..=70.
+    Age,
+    /// 100..=399.
+    MonthlyBill,
+    /// RFC 3339 UTC time, refreshed every second.
+    Now,
+    /// The spec's campaign id.
+    Campaign,
+}
+
+const BUILTINS: [(&str, Builtin); 11] = [
+    ("seq", Builtin::Seq),
+    ("uid", Builtin::Uid),
+    ("phone", Builtin::Phone),
+    ("email", Builtin::Email),
+    ("state", Builtin::State),
+    ("zip", Builtin::Zip),
+    ("city", Builtin::City),
+    ("age", Builtin::Age),
+    ("monthly_bill", Builtin::MonthlyBill),
+    ("now", Builtin::Now),
+    ("campaign", Builtin::Campaign),
+];
+
+/// Places leads come from: (state, zip, city). Spread over the states the example buyers filter on.
+const PLACES: [(&str, &str, &str); 10] = [
+    ("TX", "77002", "Houston"),
+    ("TX", "75001", "Addison"),
+    ("TX", "77005", "Houston"),
+    ("OK", "73301", "Oklahoma City"),
+    ("LA", "70112", "New Orleans"),
+    ("CA", "90001", "Los Angeles"),
+    ("AZ", "85001", "Phoenix"),
+    ("NV", "89101", "Las Vegas"),
+    ("TX", "75201", "Dallas"),
+    ("FL", "33101", "Miami"),
+];
+
+#[derive(Debug, Clone)]
+enum Part {
+    Lit(Vec<u8>),
+    Builtin(Builtin),
+    /// Index into `LeadTemplate::vars`.
+    Custom(usize),
+}
+
+/// The body of every lead: JSON text with `${name}` placeholders.
+///
+/// Built-in names, filled per lead: `seq`, `uid`, `phone`, `email` (both unique per lead and
+/// per run, so deduplication does not reject them), `state`, `zip`, `city`, `age`,
+/// `monthly_bill`, `now`, `campaign`. Any other name is a custom variable whose value
+/// (inserted verbatim, so JSON strings need their quotes) is set with [`LeadTemplate::set`].
+/// The default template defines `vertical` (derived from the campaign id: `auto-insurance` →
+/// `"auto_insurance"`) and `disclosed_buyers` (`[]`) that way.
+#[derive(Debug, Clone)]
+pub struct LeadTemplate {
+    parts: Vec<Part>,
+    vars: Vec<(String, Option<String>)>,
+}
+
+/// The default lead: the contract's example, with per-lead fields varied.
+pub const DEFAULT_TEMPLATE: &str = concat!(
+    r#"{"campaign":"${campaign}","source":"gavel-load","test":false,"lead":{"#,
+    r#""first_name":"Ana","last_name":"Diaz","email":"${email}","phone":"${phone}","#,
+    r#""street":"12 Main St","city":"${city}","state":"${state}","zip":"${zip}","#,
+    r#""lead_type":"auto","age":${age},"insured":true,"roof_type":"asphalt","monthly_bill":${monthly_bill}},"#,
+    r#""consent":{"trustedform_cert_url":"https://cert.trustedform.com/${uid}","jornaya_leadid":"${uid}","#,
+    r#""vertical":${vertical},"disclosed_buyers":${disclosed_buyers},"consented_at":"${now}"}}"#
+);
+
+impl Default for LeadTemplate {
+    fn default() -> LeadTemplate {
+        match LeadTemplate::parse(DEFAULT_TEMPLATE) {
+            Ok(mut t) => {
+                // Both names are custom variables of the default text, so setting them cannot fail.
+                let _ = t.set("disclosed_buyers", "[]");
+                t
+            }
+            Err(_) => LeadTemplate {
+                parts: Vec::new(),
+                vars: Vec::new(),
+            },
+        }
+    }
+}
+
+impl LeadTemplate {
+    /// Split template text into literal bytes and placeholders.
+    pub fn parse(text: &str) -> Result<LeadTemplate, TemplateError> {
+        let mut parts = Vec::new();
+        let mut vars: Vec<(String, Option<String>)> = Vec::new();
+        let mut rest = text;
+        let mut offset = 0;
+        while let Some(at) = rest.find("${") {
+            if at > 0 {
+                parts.push(Part::Lit(rest.as_bytes()[..at].to_vec()));
+            }
+            let after = &rest[at + 2..];
+            let Some(close) = after.find('}') else {
+                return Err(TemplateError::Unclosed(offset + at));
+            };
+            let name = &after[..close];
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(TemplateError::BadName(name.to_string()));
+            }
+            match BUILTINS.iter().find(|(n, _)| *n == name) {
+                Some((_, b)) => parts.push(Part::Builtin(*b)),
+                None => {
+                    let idx = match vars.iter().position(|(n, _)| n == name) {
+                        Some(i) => i,
+                        None => {
+                            if vars.len() >= MAX_TEMPLATE_VARS {
+                                return Err(TemplateError::TooManyVars);
+                            }
+                            vars.push((name.to_string(), None));
+                            vars.len() - 1
+                        }
+                    };
+                    parts.push(Part::Custom(idx));
+                }
+            }
+            let consumed = at + 2 + close + 1;
+            offset += consumed;
+            rest = &rest[consumed..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.as_bytes().to_vec()));
+        }
+        Ok(LeadTemplate { parts, vars })
+    }
+
+    /// Give custom variable `name` a value, inserted verbatim. Setting a name the template does
+    /// not use is allowed and has no effect, so one set of values can serve several templates.
+    pub fn set(&mut self, name: &str, raw_json: &str) -> Result<(), TemplateError> {
+        if BUILTINS.iter().any(|(n, _)| *n == name) {
+            return Err(TemplateError::BuiltIn(name.to_string()));
+        }
+        if let Some(v) = self.vars.iter_mut().find(|(n, _)| n == name) {
+            v.1 = Some(raw_json.to_string());
+        }
+        Ok(())
+    }
+
+    /// Whether the template uses custom variable `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.vars.iter().any(|(n, _)| n == name)
+    }
+
+    /// Fill defaults for what the campaign implies, then insist every custom variable has a value.
+    fn prepared(&self, campaign: &str) -> Result<LeadTemplate, TemplateError> {
+        let mut t = self.clone();
+        for (name, value) in &mut t.vars {
+            if value.is_none() && name == "vertical" {
+                *value = Some(format!("\"{}\"", campaign.replace('-', "_")));
+            }
+        }
+        if let Some((name, _)) = t.vars.iter().find(|(_, v)| v.is_none()) {
+            return Err(TemplateError::Unset(name.clone()));
+        }
+        Ok(t)
+    }
+
+    /// Render lead `seq` into `out`.
+    fn render(&self, out: &mut Vec<u8>, ctx: &RenderCtx, seq: u64) {
+        let place =
+            PLACES[(seq.wrapping_mul(7).wrapping_add(ctx.nonce) % PLACES.len() as u64) as usize];
+        let mix = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ctx.nonce;
+        for part in &self.parts {
+            match part {
+                Part::Lit(b) => out.extend_from_slice(b),
+                Part::Custom(i) => {
+                    if let Some((_, Some(v))) = self.vars.get(*i) {
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                }
+                Part::Builtin(b) => match b {
+                    Builtin::Seq => wire::push_u64(out, seq),
+                    Builtin::Uid => push_uid(out, ctx.nonce, seq),
+                    Builtin::Email => {
+                        out.extend_from_slice(b"lead-");
+                        push_uid(out, ctx.nonce, seq);
+                        out.extend_from_slice(b"@example.com");
+                    }
+                    Builtin::Phone => push_phone(out, ctx.nonce, seq),
+                    Builtin::State => out.extend_from_slice(place.0.as_bytes()),
+                    Builtin::Zip => out.extend_from_slice(place.1.as_bytes()),
+                    Builtin::City => out.extend_from_slice(place.2.as_bytes()),
+                    Builtin::Age => wire::push_u64(out, 21 + (mix >> 8) % 50),
+                    Builtin::MonthlyBill => wire::push_u64(out, 100 + (mix >> 16) % 300),
+                    Builtin::Now => out.extend_from_slice(ctx.now.as_bytes()),
+                    Builtin::Campaign => out.extend_from_slice(ctx.campaign.as_bytes()),
+                },
+            }
+        }
+    }
+}
+
+/// Per-run values shared by every lead.
+struct RenderCtx {
+    /// Distinguishes this run's uids, emails and phones from earlier runs'.
+    nonce: u64,
+    now: String,
+    campaign: String,
+}
+
+fn push_uid(out: &mut Vec<u8>, nonce: u64, seq: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(HEX[((nonce >> (shift * 4)) & 0xF) as usize]);
+    }
+    out.push(b'-');
+    wire::push_u64(out, seq);
+}
+
+/// Phone numbers in the NANP shape NXX-NXX-XXXX (no leading 0 or 1 in area code or exchange).
+/// Within a run, consecutive sequence numbers map to distinct numbers until 6.4 billion leads.
+fn push_phone(out: &mut Vec<u8>, nonce: u64, seq: u64) {
+    const SPACE: u64 = 800 * 800 * 10_000;
+    let n = (nonce % SPACE + seq % SPACE) % SPACE;
+    let area = 200 + n / (800 * 10_000);
+    let exchange = 200 + (n / 10_000) % 800;
+    let line = n % 10_000;
+    wire::push_u64(out, area);
+    wire::push_u64(out, exchange);
+    let line_digits = [
+        (line / 1000) as u8,
+        ((line / 100) % 10) as u8,
+        ((line / 10) % 10) as u8,
+        (line % 10) as u8,
+    ];
+    out.extend(line_digits.iter().map(|d| b'0' + d));
+}
+
+/// One load run.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// The exchange's seller listener.
+    pub target: SocketAddr,
+    /// The seller's API key, sent as `Authorization: Bearer`.
+    pub api_key: String,
+    /// The campaign every lead is for.
+    pub campaign: String,
+    /// Leads due per second (1..=`MAX_RATE_PER_S`).
+    pub rate_per_s: u64,
+    /// How long leads are measured, after the warmup.
+    pub duration: Duration,
+    /// Keep-alive connections (1..=`MAX_CONNECTIONS`), one lead in flight on each.
+    pub connections: usize,
+    /// What every lead looks like.
+    pub lead_template: LeadTemplate,
+    /// Leads due in this first stretch are sent but neither counted nor measured, so caches,
+    /// pools and buyer connections are warm when measuring starts.
+    pub warmup: Duration,
+}
+
+impl LoadSpec {
+    /// A spec with the default lead, 1,000 leads/s for 10 s over 64 connections, 1 s warmup.
+    pub fn new(
+        target: SocketAddr,
+        api_key: impl Into<String>,
+        campaign: impl Into<String>,
+    ) -> LoadSpec {
+        LoadSpec {
+            target,
+            api_key: api_key.into(),
+            campaign: campaign.into(),
+            rate_per_s: 1000,
+            duration: Duration::from_secs(10),
+            connections: 64,
+            lead_template: LeadTemplate::default(),
+            warmup: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a run measured. Counts cover the measured leads only (not the warmup).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// The exchange's address.
+    pub target: String,
+    /// The campaign.
+    pub campaign: String,
+    /// The rate asked for.
+    pub rate_per_s: u64,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Connections established at the start.
+    pub connected: usize,
+    /// Measured stretch, in milliseconds.
+    pub duration_ms: u64,
+    /// Warmup stretch, in milliseconds.
+    pub warmup_ms: u64,
+    /// Leads sent during the warmup (not counted below).
+    pub warmup_leads: u64,
+    /// Leads the schedule made due in the measured stretch.
+    pub scheduled: u64,
+    /// Leads written to a connection.
+    pub sent: u64,
+    /// Leads that got a whole HTTP answer.
+    pub answered: u64,
+    /// 200 with `"status":"sold"`.
+    pub sold: u64,
+    /// 200 with `"status":"unsold"`.
+    pub unsold: u64,
+    /// 422: refused for their content.
+    pub rejected: u64,
+    /// 429: over the seller's rate limit.
+    pub throttled: u64,
+    /// 503: too many auctions in flight.
+    pub overloaded: u64,
+    /// Any other answer.
+    pub other: u64,
+    /// Answers by HTTP status code.
+    pub by_status_code: BTreeMap<u16, u64>,
+    /// Leads lost to a broken connection or an unparsable answer.
+    pub errors: u64,
+    /// Leads whose answer took longer than `REQUEST_TIMEOUT`.
+    pub timeouts: u64,
+    /// Leads still waiting for a free connection when the run ended.
+    pub unsent: u64,
+    /// Leads sent but unanswered when the run ended.
+    pub in_flight_at_end: u64,
+    /// Connections opened again after the exchange closed or broke them.
+    pub reconnects: u64,
+    /// Answered leads per second of the measured stretch.
+    pub achieved_rate_per_s: f64,
+    /// Most due leads waiting at once for a free connection.
+    pub max_waiting: u64,
+    /// From each lead's due time to its whole answer, in microseconds.
+    pub latency_us: Percentiles,
+    /// From each lead's write to its whole answer, in microseconds.
+    pub service_us: Percentiles,
+    /// The exchange's own `elapsed_ms` from its answers.
+    pub exchange_elapsed_ms: Percentiles,
+    /// Sum of `price` over answers: what buyers paid.
+    pub revenue_cents: Cents,
+    /// Sum of `payout` over answers: what the seller earned.
+    pub payout_cents: Cents,
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "load      {} leads/s for {:.1} s (warmup {:.1} s, {} leads) to {} campaign {} over {}/{} connections",
+            self.rate_per_s,
+            self.duration_ms as f64 / 1000.0,
+            self.warmup_ms as f64 / 1000.0,
+            self.warmup_leads,
+            self.target,
+            self.campaign,
+            self.connected,
+            self.connections
+        )?;
+        writeln!(
+            f,
+            "leads     scheduled {} sent {} answered {} (achieved {:.1}/s)",
+            self.scheduled, self.sent, self.answered, self.achieved_rate_per_s
+        )?;
+        writeln!(
+            f,
+            "answers   sold {} unsold {} rejected(422) {} throttled(429) {} overloaded(503) {} other {}",
+            self.sold, self.unsold, self.rejected, self.throttled, self.overloaded, self.other
+        )?;
+        let codes: Vec<String> = self
+            .by_status_code
+            .iter()
+            .map(|(c, n)| format!("{c}:{n}"))
+            .collect();
+        writeln!(f, "status    {}", codes.join(" "))?;
+        writeln!(
+            f,
+            "problems  errors {} timeouts {} unsent {} in-flight-at-end {} reconnects {} max-waiting {}",
+            self.errors,
+            self.timeouts,
+            self.unsent,
+            self.in_flight_at_end,
+            self.reconnects,
+            self.max_waiting
+        )?;
+        writeln!(f, "latency   us from due time:  {}", self.latency_us)?;
+        writeln!(f, "service   us from write:     {}", self.service_us)?;
+        writeln!(
+            f,
+            "exchange  elapsed_ms:        {}",
+            self.exchange_elapsed_ms
+        )?;
+        write!(
+            f,
+            "money     revenue ${} payout ${} margin ${}",
+            dollars_string(self.revenue_cents),
+            dollars_string(self.payout_cents),
+            dollars_string(self.revenue_cents - self.payout_cents)
+        )
+    }
+}
+
+/// Run the load described by `spec` and report what it measured.
+///
+/// Fails when the spec is out of bounds, the template is unusable, or no connection to the
+/// target could be opened; failures during the run are counted in the report instead.
+pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    if spec.rate_per_s == 0 || spec.rate_per_s > MAX_RATE_PER_S {
+        return Err(bad(format!("rate must be 1..={MAX_RATE_PER_S} leads/s")));
+    }
+    if spec.connections == 0 || spec.connections > MAX_CONNECTIONS {
+        return Err(bad(format!("connections must be 1..={MAX_CONNECTIONS}")));
+    }
+    if spec.duration.is_zero() || spec.duration + spec.warmup > MAX_RUN {
+        return Err(bad(format!(
+            "duration must be positive and, with warmup, at most {} s",
+            MAX_RUN.as_secs()
+        )));
+    }
+    if spec.api_key.bytes().any(|b| b.is_ascii_control()) {
+        return Err(bad("api key must not contain control characters".into()));
+    }
+    let template = spec
+        .lead_template
+        .prepared(&spec.campaign)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut gen = Generator::new(spec, template)?;
+    gen.connect_all()?;
+    gen.run_schedule();
+    Ok(gen.report())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Idle,
+    Busy {
+        lead: u64,
+        intended: Instant,
+        sent: Instant,
+    },
+    Down,
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    state: State,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+}
+
+/// Counters and histograms of the measured leads.
+struct Tally {
+    sent: u64,
+    answered: u64,
+    sold: u64,
+    unsold: u64,
+    rejected: u64,
+    throttled: u64,
+    overloaded: u64,
+    other: u64,
+    by_status_code: BTreeMap<u16, u64>,
+    errors: u64,
+    timeouts: u64,
+    revenue_cents: Cents,
+    payout_cents: Cents,
+    latency_us: Histogram<u64>,
+    service_us: Histogram<u64>,
+    elapsed_ms: Histogram<u64>,
+}
+
+struct Generator<'a> {
+    spec: &'a LoadSpec,
+    template: LeadTemplate,
+    ctx: RenderCtx,
+    now_refreshed: Instant,
+    poll: Poll,
+    conns: Vec<Conn>,
+    idle: VecDeque<usize>,
+    /// Connections waiting to be opened again, in the order they went down (equal delays keep
+    /// this sorted by retry time).
+    down: VecDeque<(Instant, usize)>,
+    busy: usize,
+    connected: usize,
+    reconnects: u64,
+    warmup_leads: u64,
+    total_leads: u64,
+    next_lead: u64,
+    max_waiting: u64,
+    start: Instant,
+    head: Vec<u8>,
+    body: Vec<u8>,
+    scratch: Vec<u8>,
+    tally: Tally,
+}
+
+fn hist() -> io::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3).map_err(|e| io::Error::other(e.to_string()))
+}
+
+fn leads_in(d: Duration, rate: u64) -> u64 {
+    // Leads due strictly before `d`: k with floor(k * 1e9 / rate) < d_ns, i.e. ceil(d_ns * rate / 1e9).
+    let n = (d.as_nanos() * u128::from(rate)).div_ceil(1_000_000_000);
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Wake the event loop when each lead falls due, until the schedule ends or `stop` is set.
+/// Leads due within `PACER_RESOLUTION` of each other share one wake-up.
+fn pace(start: Instant, rate: u64, total: u64, waker: &Waker, stop: &AtomicBool) {
+    let intended = |k: u64| {
+        let ns = u128::from(k) * 1_000_000_000 / u128::from(rate);
+        start + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    };
+    let mut next = 0u64;
+    let mut last_wake = start;
+    while next < total && !stop.load(Ordering::Acquire) {
+        let target = intended(next).max(last_wake + PACER_RESOLUTION);
+        let now = Instant::now();
+        if target > now {
+            std::thread::sleep((target - now).min(PACER_MAX_SLEEP));
+            continue;
+        }
+        // A failed wake costs precision only: the loop's own timeout still releases the lead.
+        let _ = waker.wake();
+        last_wake = now;
+        next = leads_in(
+            now.saturating_duration_since(start) + Duration::from_nanos(1),
+            rate,
+        );
+    }
+}
+
+fn rfc3339_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl<'a> Generator<'a> {
+    fn new(spec: &'a LoadSpec, template: LeadTemplate) -> io::Result<Generator<'a>> {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let nonce = super::dist::Rng::new(wall ^ u64::from(std::process::id())).next_u64();
+        let head = format!(
+            "POST /v1/leads HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: ",
+            spec.target, spec.api_key
+        )
+        .into_bytes();
+        let warmup_leads = leads_in(spec.warmup, spec.rate_per_s);
+        let total_leads = leads_in(spec.warmup + spec.duration, spec.rate_per_s);
+        Ok(Generator {
+            spec,
+            template,
+            ctx: RenderCtx {
+                nonce,
+                now: rfc3339_now(),
+                campaign: spec.campaign.clone(),
+            },
+            now_refreshed: Instant::now(),
+            poll: Poll::new()?,
+            conns: Vec::with_capacity(spec.connections),
+            idle: VecDeque::with_capacity(spec.connections),
+            down: VecDeque::with_capacity(spec.connections),
+            busy: 0,
+            connected: 0,
+            reconnects: 0,
+            warmup_leads,
+            total_leads,
+            next_lead: 0,
+            max_waiting: 0,
+            start: Instant::now(),
+            head,
+            body: Vec::with_capacity(4096),
+            scratch: vec![0u8; READ_CHUNK],
+            tally: Tally {
+                sent: 0,
+                answered: 0,
+                sold: 0,
+                unsold: 0,
+                rejected: 0,
+                throttled: 0,
+                overloaded: 0,
+                other: 0,
+                by_status_code: BTreeMap::new(),
+                errors: 0,
+                timeouts: 0,
+                revenue_cents: 0,
+                payout_cents: 0,
+                latency_us: hist()?,
+                service_us: hist()?,
+                elapsed_ms: hist()?,
+            },
+        })
+    }
+
+    /// Open every connection and wait until each is up or has failed. Failed ones are retried
+    /// during the run; failing all of them is an error.
+    fn connect_all(&mut self) -> io::Result<()> {
+        let mut last_err: Option<io::Error> = None;
+        for i in 0..self.spec.connections {
+            self.conns.push(Conn {
+                stream: None,
+                state: State::Down,
+                rbuf: Vec::with_capacity(1024),
+                wbuf: Vec::with_capacity(2048),
+                wpos: 0,
+            });
+            if let Err(e) = self.open(i) {
+                last_err = Some(e);
+            }
+        }
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        while self.conns.iter().any(|c| c.state == State::Connecting) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(deadline - now)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            for ev in events.iter() {
+                let i = ev.token().0;
+                if let Err(e) = self.check_connected(i) {
+                    last_err = Some(e);
+                }
+            }
+        }
+        let now = Instant::now();
+        for i in 0..self.conns.len() {
+            if self.conns[i].state != State::Idle {
+                self.conns[i].stream = None;
+                self.conns[i].state = State::Down;
+                self.down.push_back((now + RECONNECT_DELAY, i));
+            }
+        }
+        self.connected = self.idle.len();
+        if self.connected == 0 {
+            return Err(last_err.unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection to {} within {:?}",
+                        self.spec.target, CONNECT_TIMEOUT
+                    ),
+                )
+            }));
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, i: usize) -> io::Result<()> {
+        let mut stream = TcpStream::connect(self.spec.target)?;
+        self.poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let conn = &mut self.conns[i];
+        conn.stream = Some(stream);
+        conn.state = State::Connecting;
+        conn.rbuf.clear();
+        conn.wbuf.clear();
+        conn.wpos = 0;
+        Ok(())
+    }
+
+    /// A connecting socket became ready: see whether it is connected.
+    fn check_connected(&mut self, i: usize) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return Ok(());
+        };
+        if conn.state != State::Connecting {
+            return Ok(());
+        }
+        let Some(stream) = conn.stream.as_ref() else {
+            return Ok(());
+        };
+        if let Ok(Some(e)) | Err(e) = stream.take_error() {
+            conn.stream = None;
+            conn.state = State::Down;
+            return Err(e);
+        }
+        match stream.peer_addr() {
+            Ok(_) => {
+                let _ = stream.set_nodelay(true);
+                conn.state = State::Idle;
+                self.idle.push_back(i);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            Err(e) => {
+                conn.stream = None;
+                conn.state = State::Down;
+                Err(e)
+            }
+        }
+    }
+
+    fn intended(&self, lead: u64) -> Instant {
+        let ns = u128::from(lead) * 1_000_000_000 / u128::from(self.spec.rate_per_s);
+        self.start + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// Leads due by `now`.
+    fn due(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start);
+        leads_in(elapsed + Duration::from_nanos(1), self.spec.rate_per_s).min(self.total_leads)
+    }
+
+    fn measured(&self, lead: u64) -> bool {
+        lead >= self.warmup_leads
+    }
+
+    fn run_schedule(&mut self) {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        self.start = Instant::now();
+        // Without a pacer the loop still runs, on the poll timeout's coarser clock.
+        let stop = Arc::new(AtomicBool::new(false));
+        let pacer = Waker::new(self.poll.registry(), PACER_TOKEN)
+            .ok()
+            .and_then(|waker| {
+                let (start, rate, total) = (self.start, self.spec.rate_per_s, self.total_leads);
+                let stop = Arc::clone(&stop);
+                std::thread::Builder::new()
+                    .name("gavel-load-pacer".into())
+                    .spawn(move || pace(start, rate, total, &waker, &stop))
+                    .ok()
+            });
+        self.schedule_loop(&mut events);
+        stop.store(true, Ordering::Release);
+        if let Some(p) = pacer {
+            // A panicked pacer only cost precision; the counts are already taken.
+            let _ = p.join();
+        }
+    }
+
+    fn schedule_loop(&mut self, events: &mut Events) {
+        let schedule_end = self.intended(self.total_leads);
+        let hard_end = schedule_end + DRAIN_TIMEOUT;
+        let mut last_sweep = self.start;
+        loop {
+            let now = Instant::now();
+            if now.duration_since(self.now_refreshed) >= Duration::from_secs(1) {
+                self.ctx.now = rfc3339_now();
+                self.now_refreshed = now;
+            }
+            let due = self.due(now);
+            while self.next_lead < due {
+                let Some(i) = self.idle.pop_front() else {
+                    break;
+                };
+                let lead = self.next_lead;
+                self.next_lead += 1;
+                self.send(i, lead, now);
+            }
+            self.max_waiting = self.max_waiting.max(due - self.next_lead);
+            if self.next_lead >= self.total_leads && self.busy == 0 {
+                break;
+            }
+            if now >= hard_end {
+                break;
+            }
+            while let Some(&(at, i)) = self.down.front() {
+                if at > now {
+                    break;
+                }
+                self.down.pop_front();
+                self.reconnects += 1;
+                if self.open(i).is_err() {
+                    self.down.push_back((now + RECONNECT_DELAY, i));
+                }
+            }
+            if now.duration_since(last_sweep) >= MAX_POLL {
+                last_sweep = now;
+                self.expire(now);
+            }
+
+            let mut timeout = MAX_POLL;
+            if self.next_lead < self.total_leads && self.next_lead >= due {
+                timeout = timeout.min(self.intended(self.next_lead).saturating_duration_since(now));
+            }
+            if let Some(&(at, _)) = self.down.front() {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if let Err(e) = self.poll.poll(events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                if ev.token() != PACER_TOKEN {
+                    self.on_ready(ev.token().0, now);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, i: usize, lead: u64, now: Instant) {
+        let intended = self.intended(lead);
+        self.body.clear();
+        self.template.render(&mut self.body, &self.ctx, lead);
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        conn.wbuf.clear();
+        conn.wbuf.extend_from_slice(&self.head);
+        wire::push_u64(&mut conn.wbuf, self.body.len() as u64);
+        conn.wbuf.extend_from_slice(b"\r\n\r\n");
+        conn.wbuf.extend_from_slice(&self.body);
+        conn.wpos = 0;
+        conn.rbuf.clear();
+        conn.state = State::Busy {
+            lead,
+            intended,
+            sent: now,
+        };
+        self.busy += 1;
+        if self.measured(lead) {
+            self.tally.sent += 1;
+        }
+        self.pump(i, now);
+    }
+
+    fn on_ready(&mut self, i: usize, now: Instant) {
+        let Some(conn) = self.conns.get(i) else {
+            return;
+        };
+        match conn.state {
+            State::Connecting => {
+                // A reconnect that fails goes back to the retry queue.
+                if self.check_connected(i).is_err() {
+                    self.down.push_back((now + RECONNECT_DELAY, i));
+                }
+            }
+            State::Idle | State::Busy { .. } => self.pump(i, now),
+            State::Down => {}
+        }
+    }
+
+    /// Write what is pending, read what arrived, and finish the lead when its answer is whole.
+    fn pump(&mut self, i: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        let Some(stream) = conn.stream.as_mut() else {
+            return;
+        };
+        while conn.wpos < conn.wbuf.len() {
+            match stream.write(&conn.wbuf[conn.wpos..]) {
+                Ok(0) => return self.fail(i, now, false),
+                Ok(n) => conn.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.fail(i, now, false),
+            }
+        }
+        let mut eof = false;
+        loop {
+            if conn.rbuf.len() >= MAX_RESPONSE_BUFFER {
+                return self.fail(i, now, false);
+            }
+            match stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => conn.rbuf.extend_from_slice(&self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.fail(i, now, false),
+            }
+        }
+        if conn.state == State::Idle {
+            // Bytes or a close on an idle connection: the exchange gave up on it. Not a lost lead.
+            if eof || !conn.rbuf.is_empty() {
+                self.fail(i, now, false);
+            }
+            return;
+        }
+        let head = match wire::parse_response(&conn.rbuf) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                if eof {
+                    self.fail(i, now, false);
+                }
+                return;
+            }
+            Err(_) => return self.fail(i, now, false),
+        };
+        let body_end = match head.body_len {
+            Some(n) if conn.rbuf.len() >= head.head_len + n => head.head_len + n,
+            Some(_) => {
+                if eof {
+                    self.fail(i, now, false);
+                }
+                return;
+            }
+            None if eof => conn.rbuf.len(),
+            None => return,
+        };
+        let keep = head.keep_alive && !eof && conn.rbuf.len() == body_end;
+        self.finish(i, head.status, head.head_len, body_end, now);
+        if keep {
+            if let Some(conn) = self.conns.get_mut(i) {
+                conn.state = State::Idle;
+                conn.rbuf.clear();
+                self.idle.push_back(i);
+            }
+        } else {
+            self.drop_conn(i, now);
+        }
+    }
+
+    /// Count one whole answer.
+    fn finish(&mut self, i: usize, status: u16, body_start: usize, body_end: usize, now: Instant) {
+        let Some(conn) = self.conns.get(i) else {
+            return;
+        };
+        let State::Busy {
+            lead,
+            intended,
+            sent,
+        } = conn.state
+        else {
+            return;
+        };
+        self.busy = self.busy.saturating_sub(1);
+        if !self.measured(lead) {
+            return;
+        }
+        let body = &conn.rbuf[body_start..body_end];
+        let t = &mut self.tally;
+        t.answered += 1;
+        *t.by_status_code.entry(status).or_insert(0) += 1;
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        t.latency_us
+            .saturating_record(us(now.saturating_duration_since(intended)));
+        t.service_us
+            .saturating_record(us(now.saturating_duration_since(sent)));
+        let field = |k: &str| wire::top_level_value(body, k);
+        match status {
+            200 => match field("status") {
+                Some(b"sold") => t.sold += 1,
+                Some(b"unsold") => t.unsold += 1,
+                _ => t.other += 1,
+            },
+            422 => t.rejected += 1,
+            429 => t.throttled += 1,
+            503 => t.overloaded += 1,
+            _ => t.other += 1,
+        }
+        let cents = |v: Option<&[u8]>| {
+            v.and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(parse_cents)
+                .unwrap_or(0)
+        };
+        t.revenue_cents = t.revenue_cents.saturating_add(cents(field("price")));
+        t.payout_cents = t.payout_cents.saturating_add(cents(field("payout")));
+        if let Some(ms) = field("elapsed_ms")
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            t.elapsed_ms.saturating_record(ms.max(1));
+        }
+    }
+
+    /// The connection broke or misbehaved: a lead on it is lost (an error, or a timeout).
+    fn fail(&mut self, i: usize, now: Instant, timed_out: bool) {
+        if let Some(conn) = self.conns.get(i) {
+            if let State::Busy { lead, .. } = conn.state {
+                self.busy = self.busy.saturating_sub(1);
+                if self.measured(lead) {
+                    if timed_out {
+                        self.tally.timeouts += 1;
+                    } else {
+                        self.tally.errors += 1;
+                    }
+                }
+            }
+        }
+        self.drop_conn(i, now);
+    }
+
+    /// Close the connection and queue it to be opened again.
+    fn drop_conn(&mut self, i: usize, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(i) {
+            if let Some(mut s) = conn.stream.take() {
+                let _ = self.poll.registry().deregister(&mut s);
+            }
+            conn.state = State::Down;
+            conn.rbuf.clear();
+            conn.wbuf.clear();
+            conn.wpos = 0;
+            self.down.push_back((now + RECONNECT_DELAY, i));
+        }
+    }
+
+    /// Give up on leads that waited longer than `REQUEST_TIMEOUT`.
+    fn expire(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            if let State::Busy { sent, .. } = self.conns[i].state {
+                if now.saturating_duration_since(sent) >= REQUEST_TIMEOUT {
+                    self.fail(i, now, true);
+                }
+            }
+        }
+    }
+
+    fn report(&self) -> LoadReport {
+        let t = &self.tally;
+        let scheduled = self.total_leads - self.warmup_leads;
+        let sent_all = self.next_lead;
+        let unsent = if sent_all >= self.warmup_leads {
+            self.total_leads - sent_all
+        } else {
+            scheduled
+        };
+        let in_flight_at_end = self
+            .conns
+            .iter()
+            .filter(|c| matches!(c.state, State::Busy { lead, .. } if lead >= self.warmup_leads))
+            .count() as u64;
+        let secs = self.spec.duration.as_secs_f64();
+        LoadReport {
+            target: self.spec.target.to_string(),
+            campaign: self.spec.campaign.clone(),
+            rate_per_s: self.spec.rate_per_s,
+            connections: self.spec.connections,
+            connected: self.connected,
+            duration_ms: u64::try_from(self.spec.duration.as_millis()).unwrap_or(u64::MAX),
+            warmup_ms: u64::try_from(self.spec.warmup.as_millis()).unwrap_or(u64::MAX),
+            warmup_leads: self.warmup_leads.min(sent_all),
+            scheduled,
+            sent: t.sent,
+            answered: t.answered,
+            sold: t.sold,
+            unsold: t.unsold,
+            rejected: t.rejected,
+            throttled: t.throttled,
+            overloaded: t.overloaded,
+            other: t.other,
+            by_status_code: t.by_status_code.clone(),
+            errors: t.errors,
+            timeouts: t.timeouts,
+            unsent,
+            in_flight_at_end,
+            reconnects: self.reconnects,
+            achieved_rate_per_s: if secs > 0.0 {
+                t.answered as f64 / secs
+            } else {
+                0.0
+            },
+            max_waiting: self.max_waiting,
+            latency_us: Percentiles::from_hist(&t.latency_us),
+            service_us: Percentiles::from_hist(&t.service_us),
+            exchange_elapsed_ms: Percentiles::from_hist(&t.elapsed_ms),
+            revenue_cents: t.revenue_cents,
+            payout_cents: t.payout_cents,
+        }
+    }
+}

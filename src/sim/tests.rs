@@ -1,0 +1,550 @@
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::buyer::{BuyerSpec, Fleet, FleetOptions, Kind, Reply};
+use super::dist::{BidDist, Dist, Rng};
+use super::load::{self, LeadTemplate, LoadSpec, TemplateError};
+use super::wire;
+
+const PING_BODY: &str = r#"{"ping_id":"p1","campaign":"auto-insurance","lead":{"state":"TX"}}"#;
+const POST_BODY: &str =
+    r#"{"ping_id":"p1","bid_id":"b-1","price":42.5,"lead":{"first_name":"Ana"}}"#;
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+fn request(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: buyer\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Read one whole response (Content-Length framed, or bodiless 204) from `s`, keeping any
+/// bytes after it in `buf`.
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some(head)) = wire::parse_response(buf) {
+            let len = head
+                .body_len
+                .expect("mock buyers always frame their bodies");
+            if buf.len() >= head.head_len + len {
+                let body = buf[head.head_len..head.head_len + len].to_vec();
+                buf.drain(..head.head_len + len);
+                return (head.status, body);
+            }
+        }
+        let n = s.read(&mut chunk).expect("read");
+        assert!(
+            n > 0,
+            "connection closed before a whole response: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn roundtrip(s: &mut TcpStream, path: &str, body: &str) -> (u16, Vec<u8>) {
+    s.write_all(&request(path, body)).expect("write");
+    read_response(s, &mut Vec::new())
+}
+
+fn is_no_bid(status: u16, body: &[u8]) -> bool {
+    status == 204 || body == b"{\"bid\":0}" || body == b"{\"bid\":null}"
+}
+
+#[test]
+fn keep_alive_serves_two_requests_on_one_connection() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    let (status, body) = roundtrip(&mut s, "/ping", PING_BODY);
+    assert_eq!(status, 200);
+    assert_eq!(body, b"{\"bid\":42.5,\"bid_id\":\"b-1\"}");
+    let (status, body) = roundtrip(&mut s, "/post", POST_BODY);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        b"{\"status\":\"accepted\",\"buyer_lead_id\":\"acme-2\"}"
+    );
+    assert_eq!(fleet.accepted_connections(0), 1);
+    assert_eq!(fleet.pings(0), 1);
+    assert_eq!(fleet.posts(0), 1);
+    let stats = fleet.stats(0).expect("stats");
+    assert_eq!((stats.bids, stats.accepted_posts), (1, 1));
+}
+
+#[test]
+fn each_endpoint_has_its_own_port_and_counters() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("a"), BuyerSpec::new("b")]).expect("fleet");
+    assert_ne!(fleet.addr(0), fleet.addr(1));
+    assert_eq!(fleet.ping_url(1), format!("http://{}/ping", fleet.addr(1)));
+    let mut s = connect(fleet.addr(1));
+    roundtrip(&mut s, "/ping", PING_BODY);
+    assert_eq!((fleet.pings(0), fleet.pings(1)), (0, 1));
+    assert_eq!(fleet.pings(7), 0, "an unknown endpoint counts nothing");
+}
+
+#[test]
+fn latency_is_applied_before_answering() {
+    let mut spec = BuyerSpec::new("slow");
+    spec.latency = Dist::Fixed(60);
+    spec.post_latency = Dist::Fixed(0);
+    let fleet = Fleet::start(vec![spec]).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    let t0 = Instant::now();
+    roundtrip(&mut s, "/ping", PING_BODY);
+    let ping_time = t0.elapsed();
+    assert!(
+        ping_time >= Duration::from_millis(59),
+        "ping answered after {ping_time:?}"
+    );
+    assert!(
+        ping_time < Duration::from_secs(5),
+        "ping answered after {ping_time:?}"
+    );
+    roundtrip(&mut s, "/post", POST_BODY);
+    let applied = fleet.latency_us(0);
+    assert_eq!(applied.count, 2);
+    assert!(applied.max >= 59_000, "{applied:?}");
+    assert!(applied.min < 59_000, "posts have no delay: {applied:?}");
+}
+
+#[test]
+fn pipelined_replies_keep_request_order_despite_delays() {
+    // The first request is slow, the second immediate: the second must still come second.
+    let seq = Arc::new(AtomicU64::new(0));
+    let responder_seq = Arc::clone(&seq);
+    let spec = BuyerSpec::new("order").with_responder(move |_, _| {
+        let n = responder_seq.fetch_add(1, Ordering::SeqCst);
+        let delay = if n == 0 { 80 } else { 0 };
+        Reply::json(200, format!("{{\"n\":{n}}}")).after_ms(delay)
+    });
+    let fleet = Fleet::start(vec![spec]).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    let mut both = request("/ping", PING_BODY);
+    both.extend(request("/ping", PING_BODY));
+    s.write_all(&both).expect("write");
+    let mut buf = Vec::new();
+    assert_eq!(read_response(&mut s, &mut buf).1, b"{\"n\":0}");
+    assert_eq!(read_response(&mut s, &mut buf).1, b"{\"n\":1}");
+    assert_eq!(fleet.accepted_connections(0), 1);
+}
+
+#[test]
+fn bodies_are_logged_by_kind_and_bounded() {
+    let opts = FleetOptions {
+        body_log_limit: 3,
+        ..FleetOptions::default()
+    };
+    let fleet = Fleet::start_with(vec![BuyerSpec::new("log")], opts).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    roundtrip(&mut s, "/ping", PING_BODY);
+    roundtrip(&mut s, "/post", POST_BODY);
+    assert_eq!(fleet.ping_bodies(0), vec![PING_BODY.as_bytes().to_vec()]);
+    assert_eq!(fleet.post_bodies(0), vec![POST_BODY.as_bytes().to_vec()]);
+    let heads = fleet.request_heads(0);
+    assert_eq!(heads.len(), 2);
+    assert!(heads[0].starts_with(b"POST /ping HTTP/1.1\r\nHost: buyer\r\n"));
+    assert!(heads[1].starts_with(b"POST /post "));
+    for i in 0..5 {
+        roundtrip(&mut s, "/ping", &format!("{{\"i\":{i}}}"));
+    }
+    let kept: Vec<String> = fleet
+        .ping_bodies(0)
+        .into_iter()
+        .map(|b| String::from_utf8(b).expect("utf8"))
+        .collect();
+    assert_eq!(kept, vec!["{\"i\":2}", "{\"i\":3}", "{\"i\":4}"]);
+}
+
+#[test]
+fn one_url_tells_pings_from_posts_by_the_price() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("one-url")]).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    let (_, ping) = roundtrip(&mut s, "/api", PING_BODY);
+    let (_, post) = roundtrip(&mut s, "/api", POST_BODY);
+    assert!(ping.starts_with(b"{\"bid\":"));
+    assert!(post.starts_with(b"{\"status\":\"accepted\""));
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 1));
+}
+
+#[test]
+fn no_bid_and_reject_rates_are_roughly_honoured() {
+    let mut spec = BuyerSpec::new("rates");
+    spec.no_bid_rate = 0.3;
+    spec.reject_rate = 0.2;
+    spec.bid = BidDist::Uniform(500, 8000);
+    let fleet = Fleet::start(vec![spec]).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    const N: usize = 300;
+    // Pipelined in one write: also shows many requests in flight on one connection are fine.
+    let mut pings = Vec::new();
+    for _ in 0..N {
+        pings.extend(request("/ping", PING_BODY));
+    }
+    s.write_all(&pings).expect("write");
+    let mut buf = Vec::new();
+    let mut no_bids = 0;
+    let mut forms = HashSet::new();
+    for _ in 0..N {
+        let (status, body) = read_response(&mut s, &mut buf);
+        if is_no_bid(status, &body) {
+            no_bids += 1;
+            forms.insert((status, body));
+        } else {
+            let text = std::str::from_utf8(&body).expect("utf8");
+            let bid = wire::top_level_value(&body, "bid").expect("bid");
+            let cents = crate::money::parse_cents(std::str::from_utf8(bid).expect("utf8"))
+                .expect("a bid in dollars");
+            assert!((500..=8000).contains(&cents), "{text}");
+        }
+    }
+    assert!((45..=135).contains(&no_bids), "{no_bids} no-bids of {N}");
+    assert_eq!(forms.len(), 3, "every no-bid form is used: {forms:?}");
+
+    let mut posts = Vec::new();
+    for _ in 0..N {
+        posts.extend(request("/post", POST_BODY));
+    }
+    s.write_all(&posts).expect("write");
+    let mut rejects = 0;
+    for _ in 0..N {
+        let (_, body) = read_response(&mut s, &mut buf);
+        if body == b"{\"status\":\"rejected\",\"reason\":\"duplicate\"}" {
+            rejects += 1;
+        }
+    }
+    assert!((25..=105).contains(&rejects), "{rejects} rejects of {N}");
+    assert_eq!(fleet.accepted_connections(0), 1);
+    assert_eq!(fleet.pings(0), N as u64);
+}
+
+#[test]
+fn custom_responder_garbage_is_written_verbatim() {
+    let garbage: &[u8] = b"\x00\xffnot http at all\r\n\r\n";
+    let spec = BuyerSpec::new("garbage").with_responder(move |kind, body| {
+        assert_eq!(kind, Kind::Ping);
+        assert!(body.starts_with(b"{\"ping_id\""));
+        Reply::raw(garbage).closing()
+    });
+    let fleet = Fleet::start(vec![spec]).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    s.write_all(&request("/ping", PING_BODY)).expect("write");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read to the close");
+    assert_eq!(got, garbage);
+}
+
+#[test]
+fn a_bad_request_gets_400_and_a_close() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("strict")]).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    s.write_all(b"BLAH\x01 / HTTP/1.1\r\n\r\n").expect("write");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read to the close");
+    assert!(
+        got.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(fleet.stats(0).expect("stats").bad_requests, 1);
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("closer")]).expect("fleet");
+    let mut s = connect(fleet.addr(0));
+    let req = format!(
+        "POST /ping HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{PING_BODY}",
+        PING_BODY.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read to the close");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+}
+
+#[test]
+fn several_threads_share_the_connections() {
+    let opts = FleetOptions {
+        threads: 3,
+        ..FleetOptions::default()
+    };
+    let fleet = Fleet::start_with(vec![BuyerSpec::new("mt")], opts).expect("fleet");
+    let mut conns: Vec<TcpStream> = (0..6).map(|_| connect(fleet.addr(0))).collect();
+    for s in &mut conns {
+        assert_eq!(roundtrip(s, "/ping", PING_BODY).0, 200);
+    }
+    assert_eq!(fleet.accepted_connections(0), 6);
+    assert_eq!(fleet.pings(0), 6);
+}
+
+#[test]
+fn stop_closes_the_listeners() {
+    let mut fleet = Fleet::start(vec![BuyerSpec::new("gone")]).expect("fleet");
+    let addr = fleet.addr(0);
+    fleet.stop();
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err());
+}
+
+#[test]
+fn distributions_stay_in_range_and_match_their_medians() {
+    let mut rng = Rng::new(7);
+    for _ in 0..1000 {
+        let us = Dist::Uniform(10, 20).sample_us(&mut rng);
+        assert!((10_000..=20_000).contains(&us));
+        let c = BidDist::Uniform(500, 600).sample(&mut rng);
+        assert!((500..=600).contains(&c));
+    }
+    let mut samples: Vec<u64> = (0..2001)
+        .map(|_| {
+            Dist::LogNormal {
+                median: 20.0,
+                p99: 100.0,
+            }
+            .sample_us(&mut rng)
+        })
+        .collect();
+    samples.sort_unstable();
+    let median = samples[1000];
+    assert!((16_000..=24_000).contains(&median), "median {median} us");
+    let p99 = samples[1980];
+    assert!((60_000..=160_000).contains(&p99), "p99 {p99} us");
+    assert_eq!(Dist::Fixed(3).sample_us(&mut rng), 3000);
+    // The same seed gives the same stream.
+    assert_eq!(Rng::new(42).next_u64(), Rng::new(42).next_u64());
+    assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+}
+
+#[test]
+fn top_level_json_values_ignore_nested_keys() {
+    let body = br#"{"lead_id":"01J","sales":[{"buyer":"a","price":1.0}],"status":"sold","price":120.0,"payout":96.0,"elapsed_ms":412,"note":"x \"price\": 5"}"#;
+    assert_eq!(wire::top_level_value(body, "price"), Some(&b"120.0"[..]));
+    assert_eq!(wire::top_level_value(body, "status"), Some(&b"sold"[..]));
+    assert_eq!(wire::top_level_value(body, "elapsed_ms"), Some(&b"412"[..]));
+    assert_eq!(wire::top_level_value(body, "sales"), None);
+    assert_eq!(wire::top_level_value(body, "missing"), None);
+    assert_eq!(wire::top_level_value(b"not json", "price"), None);
+    assert_eq!(
+        wire::top_level_value(b"{\"price\" : 7 }", "price"),
+        Some(&b"7"[..])
+    );
+}
+
+#[test]
+fn wire_refuses_conflicting_lengths_and_chunked_bodies() {
+    let two = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+    assert_eq!(
+        wire::parse_request(two),
+        Err(wire::WireError::BadContentLength)
+    );
+    let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(
+        wire::parse_request(chunked),
+        Err(wire::WireError::UnsupportedTransferEncoding)
+    );
+    assert_eq!(
+        wire::parse_request(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"),
+        Ok(None)
+    );
+}
+
+#[test]
+fn templates_fill_builtins_and_refuse_unset_variables() {
+    let t = LeadTemplate::parse(r#"{"x":${custom},"e":"${email}"}"#).expect("parse");
+    assert!(t.uses("custom"));
+    assert_eq!(
+        LeadTemplate::parse("${oops").err(),
+        Some(TemplateError::Unclosed(0))
+    );
+    assert_eq!(
+        LeadTemplate::parse("${bad name}").err(),
+        Some(TemplateError::BadName("bad name".into()))
+    );
+    let mut t2 = t.clone();
+    assert_eq!(
+        t2.set("email", "1").err(),
+        Some(TemplateError::BuiltIn("email".into()))
+    );
+    // A run with an unset variable fails before connecting anywhere.
+    let mut spec = LoadSpec::new("127.0.0.1:9".parse().expect("addr"), "k", "c");
+    spec.lead_template = t;
+    let err = load::run(&spec).expect_err("unset variable");
+    assert!(err.to_string().contains("custom"), "{err}");
+}
+
+/// A tiny seller-API stand-in: one thread per connection, every lead answered unsold. Records
+/// each lead body so the test can check them.
+fn unsold_server() -> (SocketAddr, Arc<parking_lot::Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let bodies = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || serve_unsold(stream, &seen));
+        }
+    });
+    (addr, bodies)
+}
+
+fn serve_unsold(stream: TcpStream, seen: &parking_lot::Mutex<Vec<Vec<u8>>>) {
+    let mut out = match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut len = 0usize;
+        let mut auth_ok = false;
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if first {
+                assert!(line.starts_with("POST /v1/leads HTTP/1.1"), "{line}");
+                first = false;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse().expect("length");
+            }
+            if line.trim_end() == "Authorization: Bearer sk-test" {
+                auth_ok = true;
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        seen.lock().push(body);
+        let answer = if auth_ok {
+            r#"{"lead_id":"01J","status":"unsold","price":0.0,"payout":0.0,"bids":0,"elapsed_ms":3}"#
+        } else {
+            r#"{"error":{"code":"unauthorized","message":"no key"}}"#
+        };
+        let status = if auth_ok {
+            "200 OK"
+        } else {
+            "401 Unauthorized"
+        };
+        // A short think time so answers overlap and connections are really shared.
+        std::thread::sleep(Duration::from_millis(2));
+        let resp = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn load_generator_sends_the_scheduled_leads_and_measures_them() {
+    let (addr, bodies) = unsold_server();
+    let mut spec = LoadSpec::new(addr, "sk-test", "auto-insurance");
+    spec.rate_per_s = 200;
+    spec.duration = Duration::from_secs(1);
+    spec.warmup = Duration::from_millis(100);
+    spec.connections = 4;
+    let t0 = Instant::now();
+    let report = load::run(&spec).expect("run");
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(8), "run took {took:?}");
+    assert_eq!(report.connected, 4);
+    assert_eq!(report.warmup_leads, 20);
+    assert_eq!(report.scheduled, 200);
+    assert_eq!(report.sent, 200);
+    assert_eq!(report.answered, 200, "{report}");
+    assert_eq!(report.unsold, 200);
+    assert_eq!(report.by_status_code.get(&200), Some(&200));
+    assert_eq!(
+        report.errors + report.timeouts + report.unsent + report.in_flight_at_end,
+        0
+    );
+    assert!(report.achieved_rate_per_s > 150.0 && report.achieved_rate_per_s < 250.0);
+    let l = report.latency_us;
+    assert_eq!(l.count, 200);
+    assert!(l.min >= 2000, "the server thinks for 2 ms: {l:?}");
+    assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max);
+    assert!(l.max < 5_000_000, "{l:?}");
+    assert!(
+        report.service_us.p50 <= l.p50 + 1,
+        "service time never exceeds time since due"
+    );
+    assert_eq!(report.exchange_elapsed_ms.p50, 3);
+    assert_eq!(report.revenue_cents, 0);
+
+    // Every lead is a distinct, well-formed JSON body with unique email and phone.
+    let bodies = bodies.lock();
+    assert_eq!(bodies.len(), 220);
+    let mut emails = HashSet::new();
+    let mut phones = HashSet::new();
+    for b in bodies.iter() {
+        let v: serde_json::Value = serde_json::from_slice(b).expect("lead JSON");
+        assert_eq!(v["campaign"], "auto-insurance");
+        assert_eq!(v["consent"]["vertical"], "auto_insurance");
+        let phone = v["lead"]["phone"].as_str().expect("phone").to_string();
+        assert_eq!(phone.len(), 10, "{phone}");
+        emails.insert(v["lead"]["email"].as_str().expect("email").to_string());
+        phones.insert(phone);
+    }
+    assert_eq!(emails.len(), 220);
+    assert_eq!(phones.len(), 220);
+
+    let text = report.to_string();
+    assert!(text.contains("unsold 200"), "{text}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["answered"], 200);
+}
+
+#[test]
+fn load_generator_counts_other_statuses_and_fails_without_a_target() {
+    let (addr, _) = unsold_server();
+    let mut spec = LoadSpec::new(addr, "wrong-key", "solar");
+    spec.rate_per_s = 100;
+    spec.duration = Duration::from_millis(300);
+    spec.warmup = Duration::ZERO;
+    spec.connections = 2;
+    let report = load::run(&spec).expect("run");
+    assert_eq!(report.answered, 30);
+    assert_eq!(report.other, 30);
+    assert_eq!(report.by_status_code.get(&401), Some(&30));
+
+    // Nothing listens here (a port just released): connecting fails, and the run says so.
+    let free = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = free.local_addr().expect("addr");
+    drop(free);
+    let spec = LoadSpec::new(dead, "k", "c");
+    assert!(load::run(&spec).is_err());
+}
+
+#[test]
+fn handles_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Fleet>();
+    shareable::<BuyerSpec>();
+    shareable::<LoadSpec>();
+}

@@ -1,0 +1,129 @@
+//! `gavel-load`: open-loop load against the seller API, for capacity planning and benchmarks.
+//! Sends leads at a fixed rate whatever the exchange does and reports latency from each lead's
+//! due time (coordinated omission corrected), answers by status and the money they carried.
+
+#[path = "common.rs"]
+mod common;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::Parser;
+use gavel::sim::load::{self, LeadTemplate, LoadSpec, MAX_CONNECTIONS, MAX_RATE_PER_S};
+
+/// Open-loop lead load for a gavel exchange's seller API (POST /v1/leads).
+#[derive(Parser, Debug)]
+#[command(name = "gavel-load", version)]
+struct Args {
+    /// The exchange's seller listener, host:port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    target: String,
+    /// The seller's API key.
+    #[arg(long)]
+    key: String,
+    /// The campaign every lead is for.
+    #[arg(long)]
+    campaign: String,
+    /// Leads per second.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_RATE_PER_S))]
+    rate: u64,
+    /// Measured seconds (after the warmup).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    duration_s: u64,
+    /// Leads during this first stretch are sent but not measured.
+    #[arg(long, default_value_t = 1000)]
+    warmup_ms: u64,
+    /// Keep-alive connections, one lead in flight on each.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=MAX_CONNECTIONS as u64))]
+    connections: u64,
+    /// A lead body template file (JSON with ${name} placeholders); default: the contract's example.
+    #[arg(long)]
+    template: Option<String>,
+    /// The consent vertical (default: the campaign id with - as _).
+    #[arg(long)]
+    vertical: Option<String>,
+    /// Comma-separated buyer ids put in the consent's disclosed_buyers.
+    #[arg(long)]
+    disclosed_buyers: Option<String>,
+    /// A template variable as NAME=JSON (repeatable), e.g. --var 'source="fb-17"'.
+    #[arg(long = "var")]
+    vars: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn fail(msg: impl std::fmt::Display, code: i32) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(code);
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn main() {
+    let args: Args = common::parse_args();
+    let target: SocketAddr = match args.target.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        _ => fail(
+            format!("--target `{}` is not a reachable host:port", args.target),
+            2,
+        ),
+    };
+    let mut template = match &args.template {
+        None => LeadTemplate::default(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match LeadTemplate::parse(&text) {
+                Ok(t) => t,
+                Err(e) => fail(format!("{path}: {e}"), 2),
+            },
+            Err(e) => fail(format!("{path}: {e}"), 2),
+        },
+    };
+    let mut set = |name: &str, value: &str| {
+        if let Err(e) = template.set(name, value) {
+            fail(e, 2);
+        }
+    };
+    if let Some(v) = &args.vertical {
+        set("vertical", &json_string(v));
+    }
+    if let Some(list) = &args.disclosed_buyers {
+        let ids: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(json_string)
+            .collect();
+        set("disclosed_buyers", &format!("[{}]", ids.join(",")));
+    }
+    for var in &args.vars {
+        match var.split_once('=') {
+            Some((name, value)) => set(name.trim(), value),
+            None => fail(format!("--var `{var}` is not NAME=JSON"), 2),
+        }
+    }
+    let spec = LoadSpec {
+        target,
+        api_key: args.key.clone(),
+        campaign: args.campaign.clone(),
+        rate_per_s: args.rate,
+        duration: Duration::from_secs(args.duration_s),
+        connections: args.connections as usize,
+        lead_template: template,
+        warmup: Duration::from_millis(args.warmup_ms),
+    };
+    let report = match load::run(&spec) {
+        Ok(r) => r,
+        Err(e) => fail(e, 1),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => fail(e, 1),
+        }
+    } else {
+        println!("{report}");
+    }
+}
