@@ -17,8 +17,14 @@ fn bidder(name: &str, cents: i64) -> BuyerSpec {
 #[test]
 fn a_daily_cap_is_never_exceeded_by_concurrent_leads_on_two_workers() {
     let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 3000)]).unwrap();
-    let toml = config(&fleet, "", |i| if i == 0 { "[buyers.caps]\ndaily = 5".to_string() } else { String::new() })
-        .replace("workers = 1", "workers = 2");
+    let toml = config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 5".to_string()
+        } else {
+            String::new()
+        }
+    })
+    .replace("workers = 1", "workers = 2");
     let ex = Arc::new(Exchange::start(&toml));
     let mut threads = Vec::new();
     for _ in 0..4 {
@@ -35,13 +41,25 @@ fn a_daily_cap_is_never_exceeded_by_concurrent_leads_on_two_workers() {
             winners
         }));
     }
-    let winners: Vec<String> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let winners: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     assert_eq!(winners.len(), 40);
-    assert_eq!(winners.iter().filter(|w| *w == "capped").count(), 5, "{:?}", winners);
+    assert_eq!(
+        winners.iter().filter(|w| *w == "capped").count(),
+        5,
+        "{:?}",
+        winners
+    );
     assert_eq!(winners.iter().filter(|w| *w == "other").count(), 35);
     assert_eq!(fleet.posts(0), 5, "posts that reached the capped buyer");
     // Once at its cap, the buyer is not even pinged.
-    assert!(fleet.pings(0) < 40, "capped buyer was pinged {} times", fleet.pings(0));
+    assert!(
+        fleet.pings(0) < 40,
+        "capped buyer was pinged {} times",
+        fleet.pings(0)
+    );
 }
 
 #[test]
@@ -56,12 +74,18 @@ fn a_lead_from_a_state_outside_the_buyers_list_never_reaches_it() {
     });
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
-    let ca = LEAD.replace("\"state\": \"TX\"", "\"state\": \"CA\"").replace("\"zip\": \"77002\"", "\"zip\": \"90001\"");
+    let ca = LEAD
+        .replace("\"state\": \"TX\"", "\"state\": \"CA\"")
+        .replace("\"zip\": \"77002\"", "\"zip\": \"90001\"");
     for _ in 0..5 {
         let v = c.lead(&ca).json();
         assert_eq!(v["sales"][0]["buyer"], "anywhere");
     }
-    assert_eq!(fleet.pings(0), 0, "the TX/OK buyer must never see a CA lead");
+    assert_eq!(
+        fleet.pings(0),
+        0,
+        "the TX/OK buyer must never see a CA lead"
+    );
     // Under 21: filtered out by the field predicate.
     let young = LEAD.replace("\"age\": 34", "\"age\": 19");
     assert_eq!(c.lead(&young).json()["sales"][0]["buyer"], "anywhere");
@@ -75,8 +99,10 @@ fn a_lead_from_a_state_outside_the_buyers_list_never_reaches_it() {
 fn a_buyer_outside_its_hours_is_not_pinged() {
     use chrono::{Datelike, Duration, Utc};
     // Open only on the day after tomorrow (UTC): closed now, whatever the time of day.
-    let day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-        [(Utc::now() + Duration::days(2)).weekday().num_days_from_monday() as usize];
+    let day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][(Utc::now() + Duration::days(2))
+        .weekday()
+        .num_days_from_monday()
+        as usize];
     let fleet = Fleet::start(vec![bidder("closed", 9000), bidder("always", 1000)]).unwrap();
     let toml = config(&fleet, "", |i| {
         if i == 0 {
@@ -95,7 +121,10 @@ fn a_buyer_outside_its_hours_is_not_pinged() {
 fn consent_disclosing_buyers_limits_who_is_pinged() {
     let fleet = Fleet::start(vec![bidder("named", 2000), bidder("unnamed", 9000)]).unwrap();
     let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
-    let lead = LEAD.replace("\"vertical\": \"auto_insurance\"", "\"vertical\": \"auto_insurance\", \"disclosed_buyers\": [\"named\"]");
+    let lead = LEAD.replace(
+        "\"vertical\": \"auto_insurance\"",
+        "\"vertical\": \"auto_insurance\", \"disclosed_buyers\": [\"named\"]",
+    );
     let v = ex.client().lead(&lead).json();
     assert_eq!(v["sales"][0]["buyer"], "named");
     assert_eq!(fleet.pings(1), 0);

@@ -26,7 +26,12 @@ fn sales(v: &Value) -> Vec<(String, f64)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|s| (s["buyer"].as_str().unwrap_or("").to_string(), s["price"].as_f64().unwrap_or(-1.0)))
+                .map(|s| {
+                    (
+                        s["buyer"].as_str().unwrap_or("").to_string(),
+                        s["price"].as_f64().unwrap_or(-1.0),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -36,7 +41,12 @@ fn sales(v: &Value) -> Vec<(String, f64)> {
 
 #[test]
 fn highest_bid_wins_and_the_seller_is_paid_its_share() {
-    let fleet = Fleet::start(vec![bidder("low", 4000, 5), bidder("high", 12000, 20), bidder("mid", 9000, 1)]).unwrap();
+    let fleet = Fleet::start(vec![
+        bidder("low", 4000, 5),
+        bidder("high", 12000, 20),
+        bidder("mid", 9000, 1),
+    ])
+    .unwrap();
     let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
     let r = ex.client().lead(LEAD);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -63,8 +73,16 @@ fn a_buyer_slower_than_the_deadline_is_left_out_and_the_seller_answered_in_time(
     let took = t.elapsed();
     let v = r.json();
     assert_eq!(sales(&v), vec![("quick".to_string(), 30.0)]);
-    assert!(took < Duration::from_millis(300 + 50), "answered after {:?}", took);
-    assert!(took >= Duration::from_millis(290), "closed before the deadline: {:?}", took);
+    assert!(
+        took < Duration::from_millis(300 + 50),
+        "answered after {:?}",
+        took
+    );
+    assert!(
+        took >= Duration::from_millis(290),
+        "closed before the deadline: {:?}",
+        took
+    );
 
     // The slow buyer's late answer must not reach the next lead: it bids 500 again, late again.
     let r = c.lead(LEAD);
@@ -81,12 +99,18 @@ fn shared_leads_go_to_the_top_n_distinct_buyers_each_at_its_own_bid() {
         bidder("e", 3000, 5),
     ])
     .unwrap();
-    let ex = Exchange::start(&config(&fleet, "sale = \"shared\"\nmax_sales = 3", |_| String::new()));
+    let ex = Exchange::start(&config(&fleet, "sale = \"shared\"\nmax_sales = 3", |_| {
+        String::new()
+    }));
     let v = ex.client().lead(LEAD).json();
     assert_eq!(v["status"], "sold");
     assert_eq!(
         sales(&v),
-        vec![("b".to_string(), 50.0), ("d".to_string(), 40.0), ("e".to_string(), 30.0)]
+        vec![
+            ("b".to_string(), 50.0),
+            ("d".to_string(), 40.0),
+            ("e".to_string(), 30.0)
+        ]
     );
     assert_eq!(v["price"], 120.0);
     assert_eq!(v["payout"], 96.0);
@@ -110,7 +134,12 @@ fn bids_below_the_reserve_price_are_not_sold() {
 
 #[test]
 fn a_rejected_post_cascades_to_the_next_bid() {
-    let fleet = Fleet::start(vec![rejecting_bidder("top", 9000), bidder("second", 7000, 1), bidder("third", 6000, 1)]).unwrap();
+    let fleet = Fleet::start(vec![
+        rejecting_bidder("top", 9000),
+        bidder("second", 7000, 1),
+        bidder("third", 6000, 1),
+    ])
+    .unwrap();
     let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
     let v = ex.client().lead(LEAD).json();
     assert_eq!(v["status"], "sold");
@@ -124,7 +153,8 @@ fn no_bid_forms_and_garbage_answers_are_no_bids() {
         BuyerSpec::new("zero").with_responder(|_, _| Reply::json(200, &b"{\"bid\":0}"[..])),
         BuyerSpec::new("null").with_responder(|_, _| Reply::json(200, &b"{\"bid\":null}"[..])),
         BuyerSpec::new("nocontent").with_responder(|_, _| Reply::no_content()),
-        BuyerSpec::new("garbage").with_responder(|_, _| Reply::raw(&b"this is not http\r\n\r\n"[..])),
+        BuyerSpec::new("garbage")
+            .with_responder(|_, _| Reply::raw(&b"this is not http\r\n\r\n"[..])),
         BuyerSpec::new("badjson").with_responder(|_, _| Reply::json(200, &b"{bid: lots"[..])),
         BuyerSpec::new("error").with_responder(|_, _| Reply::json(500, &b"{\"bid\":90}"[..])),
         BuyerSpec::new("negative").with_responder(|_, _| Reply::json(200, &b"{\"bid\":-5}"[..])),
@@ -138,7 +168,11 @@ fn no_bid_forms_and_garbage_answers_are_no_bids() {
     assert_eq!(v["bids"], 0);
     assert_eq!(v["reason"], "no_bids");
     // Every buyer answered (or failed) at once: no waiting for the 300 ms deadline.
-    assert!(t.elapsed() < Duration::from_millis(250), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "took {:?}",
+        t.elapsed()
+    );
     for i in 0..fleet.len() {
         assert_eq!(fleet.posts(i), 0);
     }
@@ -147,7 +181,9 @@ fn no_bid_forms_and_garbage_answers_are_no_bids() {
 #[test]
 fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
     let fleet = Fleet::start(vec![bidder("acme", 4250, 1)]).unwrap();
-    let ex = Exchange::start(&config(&fleet, "", |_| "headers = { \"X-Api-Key\" = \"acme-secret\" }".to_string()));
+    let ex = Exchange::start(&config(&fleet, "", |_| {
+        "headers = { \"X-Api-Key\" = \"acme-secret\" }".to_string()
+    }));
     let v = ex.client().lead(LEAD).json();
     assert_eq!(v["status"], "sold");
     let pings = fleet.ping_bodies(0);
@@ -157,12 +193,26 @@ fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
     assert_eq!(ping["campaign"], "auto");
     assert_eq!(ping["vertical"], "auto_insurance");
     assert_eq!(ping["test"], false);
-    assert!(ping["timeout_ms"].as_u64().is_some_and(|t| t > 0 && t <= 300));
-    let mut keys: Vec<&str> = ping["lead"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert!(ping["timeout_ms"]
+        .as_u64()
+        .is_some_and(|t| t > 0 && t <= 300));
+    let mut keys: Vec<&str> = ping["lead"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
     keys.sort();
     assert_eq!(keys, vec!["age", "insured", "lead_type", "state", "zip"]);
     let raw = String::from_utf8_lossy(&pings[0]).to_string();
-    for personal in ["Ana", "Diaz", "ana@example.com", "7135550147", "12 Main St", "trustedform"] {
+    for personal in [
+        "Ana",
+        "Diaz",
+        "ana@example.com",
+        "7135550147",
+        "12 Main St",
+        "trustedform",
+    ] {
         assert!(!raw.contains(personal), "ping leaked {}: {}", personal, raw);
     }
 
@@ -175,7 +225,10 @@ fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
     assert_eq!(post["lead"]["first_name"], "Ana");
     assert_eq!(post["lead"]["phone"], "7135550147");
     assert_eq!(post["lead"]["street"], "12 Main St");
-    assert_eq!(post["consent"]["trustedform_cert_url"], "https://cert.trustedform.com/2f1e0c");
+    assert_eq!(
+        post["consent"]["trustedform_cert_url"],
+        "https://cert.trustedform.com/2f1e0c"
+    );
 }
 
 #[test]
@@ -189,14 +242,25 @@ fn sequential_leads_reuse_keep_alive_buyer_connections() {
     assert_eq!(fleet.pings(0), 30);
     assert_eq!(fleet.posts(1), 30);
     // One worker, one warm connection per buyer, reused by all 30 pings and 30 posts.
-    assert_eq!(fleet.accepted_connections(0), 1, "connections opened to buyer a");
-    assert_eq!(fleet.accepted_connections(1), 1, "connections opened to buyer b");
+    assert_eq!(
+        fleet.accepted_connections(0),
+        1,
+        "connections opened to buyer a"
+    );
+    assert_eq!(
+        fleet.accepted_connections(1),
+        1,
+        "connections opened to buyer b"
+    );
 }
 
 #[test]
 fn a_buyer_that_is_down_costs_only_its_own_bid() {
     // Bind and drop a listener to find a port where nobody listens.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let fleet = Fleet::start(vec![bidder("alive", 2500, 1)]).unwrap();
     let mut toml = config(&fleet, "", |_| String::new());
     toml.push_str(&format!(
@@ -208,7 +272,11 @@ fn a_buyer_that_is_down_costs_only_its_own_bid() {
         let t = Instant::now();
         let v = c.lead(LEAD).json();
         assert_eq!(sales(&v), vec![("alive".to_string(), 25.0)]);
-        assert!(t.elapsed() < Duration::from_millis(250), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(250),
+            "took {:?}",
+            t.elapsed()
+        );
     }
 }
 
@@ -247,7 +315,10 @@ fn auth_and_error_codes() {
     assert_eq!(v["error"]["code"], "missing_field");
     assert_eq!(v["error"]["field"], "lead.phone");
 
-    let r = c.lead(&LEAD.replace("\"vertical\": \"auto_insurance\"", "\"vertical\": \"solar\""));
+    let r = c.lead(&LEAD.replace(
+        "\"vertical\": \"auto_insurance\"",
+        "\"vertical\": \"solar\"",
+    ));
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["error"]["code"], "consent_mismatch");
 
@@ -255,7 +326,10 @@ fn auth_and_error_codes() {
     assert_eq!(c.lead(LEAD).json()["status"], "sold");
 
     // A body over max_body_bytes (64 KiB by default): 413.
-    let big = format!("{{\"campaign\":\"auto\",\"lead\":{{\"pad\":\"{}\"}}}}", "x".repeat(70_000));
+    let big = format!(
+        "{{\"campaign\":\"auto\",\"lead\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(70_000)
+    );
     let r = ex.client().post("/v1/leads", Some(KEY), big.as_bytes());
     assert_eq!(r.status, 413);
 }
@@ -342,10 +416,16 @@ fn chunked_requests_and_connection_close_are_honoured() {
 #[test]
 fn too_many_auctions_in_flight_is_503_with_retry_after() {
     let fleet = Fleet::start(vec![bidder("slow", 1000, 200)]).unwrap();
-    let toml = config(&fleet, "", |_| String::new()).replace("max_in_flight = 1000", "max_in_flight = 1");
+    let toml =
+        config(&fleet, "", |_| String::new()).replace("max_in_flight = 1000", "max_in_flight = 1");
     let ex = Exchange::start(&toml);
     let mut first = ex.client();
-    first.send_raw(&Client::request("POST", "/v1/leads", Some(KEY), LEAD.as_bytes()));
+    first.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
     std::thread::sleep(Duration::from_millis(50));
     let r = ex.client().lead(LEAD);
     assert_eq!(r.status, 503);
@@ -358,10 +438,17 @@ fn too_many_auctions_in_flight_is_503_with_retry_after() {
 #[test]
 fn a_seller_over_its_rate_gets_429_with_retry_after() {
     let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
-    let toml = config(&fleet, "", |_| String::new()).replace("payout_share = 0.80", "payout_share = 0.80\nmax_leads_per_second = 3");
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "payout_share = 0.80",
+        "payout_share = 0.80\nmax_leads_per_second = 3",
+    );
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
     let statuses: Vec<u16> = (0..10).map(|_| c.lead(LEAD).status).collect();
     assert!(statuses.contains(&429), "{:?}", statuses);
-    assert!(statuses.iter().filter(|s| **s == 200).count() <= 6, "{:?}", statuses);
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() <= 6,
+        "{:?}",
+        statuses
+    );
 }

@@ -774,7 +774,11 @@ impl Validator<'_> {
             }
         }
 
-        let campaign_rules: Vec<CampaignRules> = raw.campaigns.iter().map(CampaignRules::from_config).collect();
+        let campaign_rules: Vec<CampaignRules> = raw
+            .campaigns
+            .iter()
+            .map(CampaignRules::from_config)
+            .collect();
         let buyer_rules: Vec<BuyerRules> = buyers.iter().map(|b| b.rules.clone()).collect();
         let matcher = Arc::new(Matcher::new(&campaign_rules, &buyer_rules));
         Snapshot {

@@ -9,6 +9,7 @@ use crate::config::{Payout, Snapshot};
 use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
 use crate::lead::{self, AnswerSale, LeadRequest, Refusal};
 use crate::stats::WorkerStats;
+use chrono::Utc;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
@@ -17,7 +18,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use chrono::Utc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const LISTENER: Token = Token(0);
@@ -627,7 +627,10 @@ impl Worker {
         let disclosed = lead::disclosed_buyers(req);
         out.retain(|&b| {
             let buyer = &snap.buyers[b];
-            buyer.ping.is_some() && disclosed.as_ref().is_none_or(|d| d.contains(&buyer.id.as_str()))
+            buyer.ping.is_some()
+                && disclosed
+                    .as_ref()
+                    .is_none_or(|d| d.contains(&buyer.id.as_str()))
         });
         out
     }
@@ -724,9 +727,14 @@ impl Worker {
 
     /// Give back the cap reservations of posts that ended without a sale.
     fn release_unsold(&mut self, key: Key) {
-        let Some(lead) = self.leads.get_mut(key) else { return };
+        let Some(lead) = self.leads.get_mut(key) else {
+            return;
+        };
         for slot in 0..lead.reservations.len() {
-            let unsold = lead.auction.post_result(slot).is_some_and(|o| !o.accepted());
+            let unsold = lead
+                .auction
+                .post_result(slot)
+                .is_some_and(|o| !o.accepted());
             if unsold {
                 if let Some(r) = lead.reservations[slot].take() {
                     self.shared.caps.release(r);

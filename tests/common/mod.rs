@@ -20,7 +20,11 @@ pub const LEAD: &str = r#"{"campaign": "auto", "source": "fb-17",
 
 /// A config with one seller on campaign `auto` and one buyer per fleet endpoint.
 /// `campaign_extra` lines go into the campaign, `buyer_extra(i)` into buyer i.
-pub fn config(fleet: &Fleet, campaign_extra: &str, buyer_extra: impl Fn(usize) -> String) -> String {
+pub fn config(
+    fleet: &Fleet,
+    campaign_extra: &str,
+    buyer_extra: impl Fn(usize) -> String,
+) -> String {
     let mut s = format!(
         r#"
 [server]
@@ -139,7 +143,11 @@ impl Response {
     pub fn json(&self) -> Value {
         match serde_json::from_slice(&self.body) {
             Ok(v) => v,
-            Err(e) => panic!("answer is not JSON ({}): {}", e, String::from_utf8_lossy(&self.body)),
+            Err(e) => panic!(
+                "answer is not JSON ({}): {}",
+                e,
+                String::from_utf8_lossy(&self.body)
+            ),
         }
     }
 }
@@ -153,9 +161,14 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect to exchange");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -217,11 +230,13 @@ impl Client {
     /// True when the exchange closed the connection (reads EOF within the timeout).
     pub fn closed_by_peer(&mut self) -> bool {
         let mut b = [0u8; 64];
-        matches!(self.stream.read(&mut b), Ok(0)) || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        matches!(self.stream.read(&mut b), Ok(0))
+            || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
     }
 }
 
 /// Parse a JSON body the exchange sent to a buyer.
 pub fn body_json(b: &[u8]) -> Value {
-    serde_json::from_slice(b).unwrap_or_else(|e| panic!("buyer got non-JSON ({}): {}", e, String::from_utf8_lossy(b)))
+    serde_json::from_slice(b)
+        .unwrap_or_else(|e| panic!("buyer got non-JSON ({}): {}", e, String::from_utf8_lossy(b)))
 }
