@@ -916,6 +916,15 @@ impl<'a> Generator<'a> {
                 let Some(i) = self.idle.pop_front() else {
                     break;
                 };
+                // An entry goes stale when its connection was closed while idle; it is queued
+                // again once reconnected.
+                if !self
+                    .conns
+                    .get(i)
+                    .is_some_and(|c| c.state == State::Idle && c.stream.is_some())
+                {
+                    continue;
+                }
                 let lead = self.next_lead;
                 self.next_lead += 1;
                 self.send(i, lead, now);

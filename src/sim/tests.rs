@@ -472,30 +472,34 @@ fn load_generator_sends_the_scheduled_leads_and_measures_them() {
     let t0 = Instant::now();
     let report = load::run(&spec).expect("run");
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(8), "run took {took:?}");
-    assert_eq!(report.connected, 4);
-    assert_eq!(report.warmup_leads, 20);
-    assert_eq!(report.scheduled, 200);
-    assert_eq!(report.sent, 200);
-    assert_eq!(report.answered, 200, "{report}");
-    assert_eq!(report.unsold, 200);
-    assert_eq!(report.by_status_code.get(&200), Some(&200));
-    assert_eq!(
-        report.errors + report.timeouts + report.unsent + report.in_flight_at_end,
-        0
-    );
-    assert!(report.achieved_rate_per_s > 150.0 && report.achieved_rate_per_s < 250.0);
+    // Every assertion prints the whole report, so a failure shows what the run saw.
+    let r = report.to_string();
+    assert!(took < Duration::from_secs(8), "run took {took:?}\n{r}");
+    assert_eq!(report.connected, 4, "{r}");
+    assert_eq!(report.warmup_leads, 20, "{r}");
+    assert_eq!(report.scheduled, 200, "{r}");
+    assert_eq!(report.sent, 200, "{r}");
+    assert_eq!(report.answered, 200, "{r}");
+    assert_eq!(report.unsold, 200, "{r}");
+    assert_eq!(report.by_status_code.get(&200), Some(&200), "{r}");
+    let lost = report.errors + report.timeouts + report.unsent + report.in_flight_at_end;
+    assert_eq!(lost, 0, "{r}");
+    let rate = report.achieved_rate_per_s;
+    assert!(rate > 150.0 && rate < 250.0, "{r}");
     let l = report.latency_us;
-    assert_eq!(l.count, 200);
-    assert!(l.min >= 2000, "the server thinks for 2 ms: {l:?}");
-    assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max);
-    assert!(l.max < 5_000_000, "{l:?}");
+    assert_eq!(l.count, 200, "{r}");
+    assert!(l.min >= 2000, "the server thinks for 2 ms\n{r}");
+    assert!(
+        l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max,
+        "{r}"
+    );
+    assert!(l.max < 5_000_000, "{r}");
     assert!(
         report.service_us.p50 <= l.p50 + 1,
-        "service time never exceeds time since due"
+        "service never exceeds time since due\n{r}"
     );
-    assert_eq!(report.exchange_elapsed_ms.p50, 3);
-    assert_eq!(report.revenue_cents, 0);
+    assert_eq!(report.exchange_elapsed_ms.p50, 3, "{r}");
+    assert_eq!(report.revenue_cents, 0, "{r}");
 
     // Every lead is a distinct, well-formed JSON body with unique email and phone.
     let bodies = bodies.lock();
@@ -533,11 +537,19 @@ fn load_generator_counts_other_statuses_and_fails_without_a_target() {
     assert_eq!(report.other, 30);
     assert_eq!(report.by_status_code.get(&401), Some(&30));
 
-    // Nothing listens here (a port just released): connecting fails, and the run says so.
-    let free = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead = free.local_addr().expect("addr");
-    drop(free);
-    let spec = LoadSpec::new(dead, "k", "c");
+    // A port held by a socket that is bound but not listening refuses connections, and stays
+    // reserved so no other test can take it over meanwhile.
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    holder.bind(&any.into()).expect("bind");
+    let dead = holder
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let mut spec = LoadSpec::new(dead, "k", "c");
+    spec.connections = 2;
     assert!(load::run(&spec).is_err());
 }
 
