@@ -1,12 +1,362 @@
 //! `gavel demo`: the exchange, a simulated buyer fleet and a lead stream in one process.
+//!
+//! The exchange runs on the bundled `config/demo.toml` with every buyer pointed at a simulated
+//! buyer on a loopback port; two seller streams (an exclusive auto-insurance campaign and a
+//! shared solar campaign) run for a few seconds; then it prints throughput, sold rate, revenue,
+//! P&L per campaign and buyer, and the engine's internal-overhead histogram.
+
+use crate::money::dollars_string;
+use crate::net;
+use crate::sim::buyer::{BuyerSpec, Fleet, FleetOptions};
+use crate::sim::dist::{BidDist, Dist};
+use crate::sim::load::{self, LoadReport, LoadSpec};
+use crate::stats::{render_histogram, Percentiles};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The bundled config; `@BUYER:name@` and `@JOURNAL@` are filled in at start.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+/// The longest demo run, so a typo cannot tie up a machine.
+pub const MAX_DEMO_SECONDS: u64 = 600;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Seconds of lead traffic.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Auto-insurance leads per second (the solar stream runs at a fifth of it).
+    #[arg(long, default_value_t = 400)]
+    pub rate: u64,
 }
 
-pub fn run(_args: &DemoArgs) -> i32 {
+fn buyer(name: &str, bid: BidDist, latency: Dist) -> BuyerSpec {
+    BuyerSpec {
+        bid,
+        latency,
+        post_latency: Dist::LogNormal {
+            median: 8.0,
+            p99: 40.0,
+        },
+        ..BuyerSpec::new(name)
+    }
+}
+
+/// The simulated fleet: varied bids and latencies, a slow one, a rejecting one, a stingy one.
+fn fleet_specs() -> Vec<BuyerSpec> {
+    vec![
+        buyer(
+            "acme-ins",
+            BidDist::Uniform(2000, 8000),
+            Dist::LogNormal {
+                median: 15.0,
+                p99: 60.0,
+            },
+        ),
+        buyer(
+            "blue-ins",
+            BidDist::Uniform(3000, 12000),
+            Dist::LogNormal {
+                median: 40.0,
+                p99: 150.0,
+            },
+        ),
+        BuyerSpec {
+            no_bid_rate: 0.3,
+            ..buyer(
+                "crest-auto",
+                BidDist::Uniform(1000, 5000),
+                Dist::Uniform(5, 20),
+            )
+        },
+        BuyerSpec {
+            reject_rate: 0.4,
+            ..buyer(
+                "delta-leads",
+                BidDist::Uniform(5000, 15000),
+                Dist::LogNormal {
+                    median: 60.0,
+                    p99: 300.0,
+                },
+            )
+        },
+        buyer(
+            "echo-direct",
+            BidDist::Uniform(10000, 20000),
+            Dist::LogNormal {
+                median: 500.0,
+                p99: 2500.0,
+            },
+        ),
+        BuyerSpec {
+            no_bid_rate: 0.7,
+            ..buyer("fox-insure", BidDist::Uniform(500, 4000), Dist::Fixed(2))
+        },
+        buyer(
+            "sun-power",
+            BidDist::Uniform(2000, 9000),
+            Dist::LogNormal {
+                median: 30.0,
+                p99: 120.0,
+            },
+        ),
+        buyer(
+            "bright-solar",
+            BidDist::Uniform(1500, 7000),
+            Dist::LogNormal {
+                median: 20.0,
+                p99: 90.0,
+            },
+        ),
+        BuyerSpec {
+            no_bid_rate: 0.25,
+            ..buyer(
+                "ray-energy",
+                BidDist::Uniform(1000, 6000),
+                Dist::Uniform(10, 60),
+            )
+        },
+        BuyerSpec {
+            reject_rate: 0.2,
+            ..buyer(
+                "volt-homes",
+                BidDist::Uniform(2500, 8000),
+                Dist::LogNormal {
+                    median: 50.0,
+                    p99: 400.0,
+                },
+            )
+        },
+    ]
+}
+
+/// The demo config with buyer addresses and the journal directory filled in.
+pub fn demo_config(fleet: &Fleet, journal_dir: &str) -> String {
+    let mut text = DEMO_CONFIG.replace("@JOURNAL@", journal_dir);
+    for i in 0..fleet.len() {
+        text = text.replace(
+            &format!("@BUYER:{}@", fleet.name(i)),
+            &fleet.addr(i).to_string(),
+        );
+    }
+    text
+}
+
+pub fn run(args: &DemoArgs) -> i32 {
+    if args.seconds == 0 || args.seconds > MAX_DEMO_SECONDS || args.rate == 0 || args.rate > 50_000
+    {
+        eprintln!(
+            "gavel demo: --seconds must be 1..={} and --rate 1..=50000",
+            MAX_DEMO_SECONDS
+        );
+        return 2;
+    }
+    let fleet = match Fleet::start_with(
+        fleet_specs(),
+        FleetOptions {
+            threads: 2,
+            ..FleetOptions::default()
+        },
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("gavel demo: cannot start the simulated buyers: {}", e);
+            return 1;
+        }
+    };
+    let journal_dir = std::env::temp_dir().join(format!("gavel-demo-{}", std::process::id()));
+    let text = demo_config(&fleet, &journal_dir.to_string_lossy());
+    let snap = match crate::config::parse(&text) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("gavel demo: bundled config is invalid: {}", e);
+            return 1;
+        }
+    };
+    let server = match net::start(snap.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gavel demo: cannot start the exchange: {}", e);
+            return 1;
+        }
+    };
+    let addr = server.local_addr();
+    println!(
+        "gavel demo: exchange on {} ({} workers), {} simulated buyers on loopback, {} s of leads",
+        addr,
+        snap.server.workers,
+        fleet.len(),
+        args.seconds
+    );
+    let api_key = snap.sellers[0].api_key.clone();
+    let spec = |campaign: &str, rate: u64, connections: usize| LoadSpec {
+        rate_per_s: rate,
+        duration: Duration::from_secs(args.seconds),
+        connections,
+        warmup: Duration::from_millis(500),
+        ..LoadSpec::new(addr, api_key.clone(), campaign)
+    };
+    let auto = spec("auto-insurance", args.rate, 1024);
+    let solar = spec("solar", (args.rate / 5).max(1), 512);
+    let solar_thread = std::thread::spawn(move || load::run(&solar));
+    let auto_report = load::run(&auto);
+    let solar_report = solar_thread
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("load thread failed")));
+    let stats = server.stats();
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(&journal_dir);
+
+    let (auto_report, solar_report) = match (auto_report, solar_report) {
+        (Ok(a), Ok(s)) => (a, s),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("gavel demo: the lead stream failed: {}", e);
+            return 1;
+        }
+    };
+    print_report(
+        &[("auto-insurance", &auto_report), ("solar", &solar_report)],
+        &stats,
+    );
+    let answered = auto_report.answered + solar_report.answered;
+    if answered == 0 {
+        eprintln!("gavel demo: no lead was answered");
+        return 1;
+    }
     0
+}
+
+fn pct(n: u64, d: u64) -> f64 {
+    if d == 0 {
+        0.0
+    } else {
+        n as f64 * 100.0 / d as f64
+    }
+}
+
+fn print_report(streams: &[(&str, &LoadReport)], stats: &crate::stats::WorkerStats) {
+    println!();
+    println!(
+        "seller streams (load measured from each lead's due time, coordinated omission corrected)"
+    );
+    for (name, r) in streams {
+        println!(
+            "  {:<15} {:>8.1} leads/s  answered {:>6}  sold {:>5.1}%  latency p50 {:>6} us  p99 {:>7} us  max {:>7} us",
+            name,
+            r.achieved_rate_per_s,
+            r.answered,
+            pct(r.sold, r.answered),
+            r.latency_us.p50,
+            r.latency_us.p99,
+            r.latency_us.max
+        );
+        if r.errors + r.timeouts + r.overloaded + r.throttled + r.other > 0 {
+            println!(
+                "  {:<15} errors {} timeouts {} 503 {} 429 {} other {}",
+                "", r.errors, r.timeouts, r.overloaded, r.throttled, r.other
+            );
+        }
+    }
+    println!();
+    println!("campaigns (P&L)");
+    println!(
+        "  {:<15} {:>7} {:>7} {:>7} {:>7} {:>12} {:>12} {:>12} {:>9}",
+        "campaign",
+        "leads",
+        "sold",
+        "unsold",
+        "rejected",
+        "revenue",
+        "payout",
+        "profit",
+        "avg price"
+    );
+    for (id, c) in &stats.campaigns {
+        let avg = if c.sold > 0 {
+            c.revenue_cents / c.sold as i64
+        } else {
+            0
+        };
+        println!(
+            "  {:<15} {:>7} {:>7} {:>7} {:>7} {:>12} {:>12} {:>12} {:>9}",
+            id,
+            c.leads,
+            c.sold,
+            c.unsold,
+            c.rejected,
+            format!("${}", dollars_string(c.revenue_cents)),
+            format!("${}", dollars_string(c.payout_cents)),
+            format!("${}", dollars_string(c.revenue_cents - c.payout_cents)),
+            format!("${}", dollars_string(avg)),
+        );
+    }
+    println!();
+    println!("buyers");
+    println!(
+        "  {:<13} {:>7} {:>6} {:>7} {:>8} {:>6} {:>6} {:>6} {:>8} {:>11} {:>9}",
+        "buyer",
+        "pings",
+        "bids",
+        "no-bid",
+        "timeout",
+        "error",
+        "wins",
+        "rej",
+        "avg bid",
+        "spent",
+        "p99 ms"
+    );
+    for (id, b) in &stats.buyers {
+        let avg_bid = if b.bids > 0 {
+            b.bid_sum_cents / b.bids as i64
+        } else {
+            0
+        };
+        let p = Percentiles::of(&b.response_us);
+        println!(
+            "  {:<13} {:>7} {:>6} {:>7} {:>8} {:>6} {:>6} {:>6} {:>8} {:>11} {:>9.1}",
+            id,
+            b.pings,
+            b.bids,
+            b.no_bids,
+            b.timeouts,
+            b.errors + b.invalid,
+            b.wins,
+            b.post_rejects,
+            format!("${}", dollars_string(avg_bid)),
+            format!("${}", dollars_string(b.spent_cents)),
+            p.p99 as f64 / 1000.0
+        );
+    }
+    let total_revenue: i64 = stats.campaigns.values().map(|c| c.revenue_cents).sum();
+    let total_payout: i64 = stats.campaigns.values().map(|c| c.payout_cents).sum();
+    let sold: u64 = stats.campaigns.values().map(|c| c.sold).sum();
+    let leads: u64 = stats.campaigns.values().map(|c| c.leads).sum();
+    println!();
+    println!(
+        "total: {} leads, sold {:.1}%, revenue ${}, payout ${}, profit ${}, average price ${}",
+        leads,
+        pct(sold, leads),
+        dollars_string(total_revenue),
+        dollars_string(total_payout),
+        dollars_string(total_revenue - total_payout),
+        dollars_string(if sold > 0 {
+            total_revenue / sold as i64
+        } else {
+            0
+        })
+    );
+    let o = Percentiles::of(&stats.overhead_us);
+    println!();
+    println!(
+        "internal overhead per lead (engine time: elapsed minus time waiting on buyers), {} leads:",
+        o.count
+    );
+    print!("{}", render_histogram(&stats.overhead_us, "us"));
+    let e = Percentiles::of(&stats.elapsed_us);
+    println!(
+        "seller-observed time in the exchange: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        e.p50 as f64 / 1000.0,
+        e.p99 as f64 / 1000.0,
+        e.max as f64 / 1000.0
+    );
 }

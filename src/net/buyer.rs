@@ -40,6 +40,9 @@ pub struct Job {
     pub kind: JobKind,
     /// Already retried once on a fresh connection.
     pub retried: bool,
+    /// Since when the job has waited for the buyer's side: a connection to free up or to be
+    /// established. That time is the buyer's, not the engine's, in the overhead accounting.
+    pub waited_since: Option<Instant>,
 }
 
 pub struct BuyerConn {

@@ -7,6 +7,7 @@
 
 mod buyer;
 mod slab;
+mod timer;
 mod worker;
 
 use crate::caps::CapTable;

@@ -2,6 +2,7 @@
 
 use super::buyer::*;
 use super::slab::{Key, Slab};
+use super::timer::TimerFd;
 use super::{Runtime, Shared};
 use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
 use crate::caps::Reservation;
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+/// The precise timer; seller tokens are even from 2, buyer tokens odd from 3.
+const TIMER: Token = Token(usize::MAX);
 /// Events handled per poll.
 const EVENTS_CAPACITY: usize = 1024;
 /// Requests a seller may pipeline on one connection before the exchange stops reading from it.
@@ -89,6 +92,7 @@ pub struct Worker {
     id: usize,
     poll: Poll,
     waker: Arc<Waker>,
+    timer: TimerFd,
     listener: TcpListener,
     shared: Arc<Shared>,
     rt: Arc<Runtime>,
@@ -121,6 +125,7 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>, listener: TcpListener) -> io::Result<Worker> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let timer = TimerFd::new(poll.registry(), TIMER)?;
         let mut listener = listener;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -168,6 +173,7 @@ impl Worker {
             id,
             poll,
             waker,
+            timer,
             listener,
             stats: shared.stats[id].clone(),
             shared,
@@ -206,7 +212,9 @@ impl Worker {
                 .map(|Reverse((t, _, _))| *t)
                 .unwrap_or(self.next_housekeeping)
                 .min(self.next_housekeeping);
-            let timeout = next.saturating_duration_since(Instant::now());
+            // The timerfd wakes the loop on time; the poll timeout is only a backstop.
+            self.timer.arm(next);
+            let timeout = next.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -218,6 +226,7 @@ impl Worker {
                 match ev.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
+                    TIMER => self.timer.acknowledge(),
                     Token(t) if t % 2 == 0 => self.on_seller_event(
                         (t - 2) / 2,
                         ev.is_readable() || ev.is_read_closed() || ev.is_error(),
@@ -769,6 +778,7 @@ impl Worker {
                         slot,
                         kind: JobKind::Ping,
                         retried: false,
+                        waited_since: None,
                     });
                 }
                 Action::SendPost { slot, price_cents } => {
@@ -798,6 +808,7 @@ impl Worker {
                         slot,
                         kind: JobKind::Post,
                         retried: false,
+                        waited_since: None,
                     });
                 }
                 Action::AbandonPing { slot } | Action::AbandonPost { slot } => {
@@ -975,13 +986,27 @@ impl Worker {
         }
         if pool.total < pool.max_connections || job.retried {
             match self.open_conn(p) {
-                Some(ck) => return self.attach(ck, job),
+                Some(ck) => {
+                    let job = Job {
+                        waited_since: job.waited_since.or(Some(now)),
+                        ..job
+                    };
+                    return self.attach(ck, job);
+                }
                 None => return self.fail_job(job, "cannot connect to buyer"),
             }
         }
         let pool = &mut self.pools[p];
         if pool.waiters.len() < MAX_WAITERS_PER_POOL {
-            pool.waiters.push_back(job);
+            let job = Job {
+                waited_since: job.waited_since.or(Some(now)),
+                ..job
+            };
+            // A winner's post goes ahead of pings: a sale waiting costs more than a bid.
+            match job.kind {
+                JobKind::Post => pool.waiters.push_front(job),
+                JobKind::Ping => pool.waiters.push_back(job),
+            }
         } else {
             self.fail_job(job, "all connections to the buyer are busy");
         }
@@ -1088,9 +1113,10 @@ impl Worker {
                     if c.wpos == 0 {
                         if let Some(job) = c.job {
                             if let Some(lead) = self.leads.get_mut(job.lead) {
+                                let sent = job.waited_since.unwrap_or(now);
                                 match job.kind {
-                                    JobKind::Ping => lead.auction.ping_sent(job.slot, now),
-                                    JobKind::Post => lead.auction.post_sent(job.slot, now),
+                                    JobKind::Ping => lead.auction.ping_sent(job.slot, sent),
+                                    JobKind::Post => lead.auction.post_sent(job.slot, sent),
                                 }
                             }
                         }
