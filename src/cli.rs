@@ -90,6 +90,9 @@ fn check(path: &std::path::Path) -> i32 {
                 s.buyers.len(),
                 s.server.workers
             );
+            for w in config::warnings(&s) {
+                println!("warning: {}", w);
+            }
             0
         }
         Err(code) => code,
@@ -101,6 +104,9 @@ fn serve(path: &std::path::Path) -> i32 {
         Ok(s) => Arc::new(s),
         Err(code) => return code,
     };
+    for w in config::warnings(&snap) {
+        eprintln!("gavel: warning: {}", w);
+    }
     let handle = match crate::net::start(snap.clone()) {
         Ok(h) => h,
         Err(e) => {

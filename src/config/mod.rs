@@ -248,6 +248,38 @@ pub struct Buyer {
     pub paused: bool,
 }
 
+impl Buyer {
+    /// Whether the buyer takes the native JSON protocol. Buyers behind a form/XML adapter are
+    /// validated but not yet pinged or posted to by this version of the exchange.
+    pub fn speaks_native_protocol(&self) -> bool {
+        self.adapter
+            .as_ref()
+            .is_none_or(|a| a.request == "json" && a.response == "json")
+    }
+}
+
+/// Things in a valid config that the running exchange cannot act on, for the operator to see.
+pub fn warnings(snap: &Snapshot) -> Vec<String> {
+    let mut w = Vec::new();
+    for b in &snap.buyers {
+        if !b.speaks_native_protocol() {
+            w.push(format!(
+                "buyer {}: form/XML adapters are not supported yet; this buyer is never pinged",
+                b.id
+            ));
+        }
+        for (what, e) in [("ping_url", &b.ping), ("post_url", &b.post)] {
+            if e.as_ref().is_some_and(|e| e.scheme == Scheme::Https) {
+                w.push(format!(
+                    "buyer {}: {} is https, and TLS to buyers is not supported yet; requests to it fail as errors",
+                    b.id, what
+                ));
+            }
+        }
+    }
+    w
+}
+
 /// The validated, immutable configuration.
 #[derive(Clone)]
 pub struct Snapshot {

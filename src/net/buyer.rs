@@ -94,7 +94,6 @@ impl BuyerConn {
 
 /// Connections of one worker to one buyer endpoint.
 pub struct Pool {
-    pub buyer: usize,
     pub addr: Option<SocketAddr>,
     pub max_connections: usize,
     pub min_idle: usize,
@@ -112,14 +111,12 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(
-        buyer: usize,
         addr: Option<SocketAddr>,
         max_connections: usize,
         min_idle: usize,
         idle_timeout: Duration,
     ) -> Pool {
         Pool {
-            buyer,
             addr,
             max_connections,
             min_idle,

@@ -26,14 +26,6 @@ impl<T> Slab<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn is_full(&self) -> bool {
         self.len >= self.capacity
     }

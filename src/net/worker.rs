@@ -89,7 +89,6 @@ struct Lead {
 }
 
 pub struct Worker {
-    id: usize,
     poll: Poll,
     waker: Arc<Waker>,
     timer: TimerFd,
@@ -137,7 +136,6 @@ impl Worker {
         for (i, b) in snap.buyers.iter().enumerate() {
             let pp = b.ping.as_ref().map(|_| {
                 pools.push(Pool::new(
-                    i,
                     rt.ping_addrs[i],
                     b.max_connections,
                     b.min_idle,
@@ -170,7 +168,6 @@ impl Worker {
         let per_worker_conns = (snap.server.max_connections / snap.server.workers.max(1)).max(16);
         let now = Instant::now();
         Ok(Worker {
-            id,
             poll,
             waker,
             timer,
@@ -255,7 +252,7 @@ impl Worker {
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, _)) => {
+                Ok((stream, _)) => {
                     if self.sellers.is_full() {
                         // Over `server.max_connections`: refuse by closing at once.
                         drop(stream);
@@ -637,6 +634,7 @@ impl Worker {
         out.retain(|&b| {
             let buyer = &snap.buyers[b];
             buyer.ping.is_some()
+                && buyer.speaks_native_protocol()
                 && disclosed
                     .as_ref()
                     .is_none_or(|d| d.contains(&buyer.id.as_str()))

@@ -1,0 +1,156 @@
+//! The binary as an operator runs it: real processes, real files, exit codes.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn gavel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gavel"))
+}
+
+#[test]
+fn the_contract_example_config_passes_check_unchanged() {
+    // The repository's copy, and the contract itself when it sits beside the checkout.
+    let mut paths = vec![std::path::PathBuf::from("config/exchange.example.toml")];
+    let contract = std::path::Path::new("../shared/contract/exchange.toml");
+    if contract.exists() {
+        let a = std::fs::read(contract).unwrap();
+        let b = std::fs::read(&paths[0]).unwrap();
+        assert_eq!(
+            a, b,
+            "config/exchange.example.toml must be the contract's file, unchanged"
+        );
+        paths.push(contract.to_path_buf());
+    }
+    for p in paths {
+        let out = gavel()
+            .args(["check", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    }
+    for p in ["config/gavel.toml", "config/demo.toml"] {
+        let out = gavel().args(["check", "--config", p]).output().unwrap();
+        if p.ends_with("gavel.toml") {
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn check_names_the_key_and_the_line_of_a_bad_value() {
+    let dir = temp_dir("check");
+    let text = std::fs::read_to_string("config/exchange.example.toml")
+        .unwrap()
+        .replace("ping_timeout_ms = 1200", "ping_timeout_ms = 0");
+    let line = text
+        .lines()
+        .position(|l| l == "ping_timeout_ms = 0")
+        .unwrap()
+        + 1;
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = gavel()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("campaigns[1].ping_timeout_ms"), "{}", err);
+    assert!(err.contains(&format!("line {}", line)), "{}", err);
+}
+
+#[test]
+fn wrong_flags_and_missing_files_give_one_line_and_exit_2() {
+    for args in [
+        vec!["check", "--config", "/nonexistent/gavel.toml"],
+        vec!["check", "--nope"],
+        vec!["serve", "--config", "/nonexistent/gavel.toml"],
+        vec!["frobnicate"],
+        vec!["demo", "--seconds", "many"],
+    ] {
+        let out = gavel().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{:?}", args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{:?}: {}", args, err);
+    }
+}
+
+#[test]
+fn every_command_answers_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["check", "--help"],
+        vec!["demo", "--help"],
+    ] {
+        let out = gavel().args(&args).output().unwrap();
+        assert!(out.status.success(), "{:?}", args);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{:?}",
+            args
+        );
+    }
+}
+
+#[test]
+fn serve_runs_the_exchange_from_a_config_file() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let dir = temp_dir("serve");
+    let path = dir.join("gavel.toml");
+    std::fs::write(
+        &path,
+        config(&fleet, "", |_| String::new()).replace("workers = 1", "workers = 2"),
+    )
+    .unwrap();
+    let mut child = gavel()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut addr = None;
+    for _ in 0..20 {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(rest) = line.split("serving sellers on ").nth(1) {
+            addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            break;
+        }
+    }
+    let addr: std::net::SocketAddr = match addr {
+        Some(a) => a,
+        None => {
+            let _ = child.kill();
+            panic!("serve did not announce its address: {}", line);
+        }
+    };
+    let mut c = Client::connect(addr);
+    let v = c.lead(LEAD).json();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(v["status"], "sold");
+    assert_eq!(v["price"], 42.5);
+    assert_eq!(v["payout"], 34.0);
+}
