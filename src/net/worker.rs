@@ -153,7 +153,6 @@ impl Worker {
                         b.min_idle
                     };
                     pools.push(Pool::new(
-                        i,
                         rt.post_addrs[i],
                         b.max_connections,
                         min_idle,
