@@ -119,6 +119,9 @@ fn serve(path: &std::path::Path) -> i32 {
         handle.local_addr(),
         snap.server.workers
     );
+    if let Some(a) = handle.admin_addr() {
+        eprintln!("gavel: operator API on {}", a);
+    }
     handle.join();
     0
 }

@@ -97,6 +97,7 @@ impl Runtime {
 /// A running exchange: its workers and the address they listen on.
 pub struct ServerHandle {
     shared: Arc<Shared>,
+    admin_addr: Option<SocketAddr>,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
@@ -105,6 +106,11 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the operator API listens, when `server.admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -217,8 +223,15 @@ fn start_with_caps(
             .spawn(move || w.run())?;
         threads.push(t);
     }
+    let admin_addr = match shared.runtime.snap.server.admin_listen {
+        Some(addr) => {
+            Some(crate::admin::start(addr, shared.clone(), std::time::Instant::now())?.local_addr)
+        }
+        None => None,
+    };
     Ok(ServerHandle {
         shared,
+        admin_addr,
         wakers,
         threads,
         local_addr,
