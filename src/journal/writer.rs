@@ -370,7 +370,8 @@ impl Journal {
     }
 
     /// Write everything appended so far to disk, whatever the sync mode (for shutdown and
-    /// tools).
+    /// tools). In `os` mode, segments already rotated out of the mapped table are left to the
+    /// kernel's write-back.
     pub fn flush(&self) -> Result<(), JournalError> {
         self.shared.sync_through(SyncTarget::Tail)
     }
