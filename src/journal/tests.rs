@@ -1219,3 +1219,30 @@ fn options_from_the_example_config() {
         .to_string()
         .contains("journal.segment_bytes"));
 }
+
+#[test]
+fn a_segment_that_lost_its_sentinel_is_sealed_on_open() {
+    let dir = TempDir::new("unsealed");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let mut positions = Vec::new();
+    for i in 0..300 {
+        positions.push(append(&j, T0, &ping_record(i)));
+    }
+    drop(j);
+    // The page holding segment 0's sentinel never reached the disk.
+    let last0 = positions.iter().filter(|p| p.segment == 0).last().unwrap();
+    let sentinel_at = last0.offset + 256;
+    assert_eq!(read_at(&seg0(dir.path()), sentinel_at, 4), vec![0xFF; 4]);
+    patch(&seg0(dir.path()), sentinel_at, &[0; 4]);
+    assert!(verify(dir.path()).unwrap().intact());
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(report.sealed, vec![0]);
+    assert_eq!(report.records, 300);
+    assert_eq!(report.tail.segment, 1);
+    drop(j);
+    assert_eq!(read_at(&seg0(dir.path()), sentinel_at, 4), vec![0xFF; 4]);
+    assert_eq!(
+        records(dir.path()),
+        (0..300).map(ping_record).collect::<Vec<_>>()
+    );
+}
