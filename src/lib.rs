@@ -18,3 +18,4 @@ pub mod money;
 pub mod net;
 pub mod sim;
 pub mod stats;
+pub mod text;

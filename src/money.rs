@@ -41,16 +41,13 @@ pub fn parse_cents(text: &str) -> Option<Cents> {
     if !(-40..=40).contains(&exp) {
         return None;
     }
-    // All digits as one decimal string with the point moved by `exp`; cents = first (int + 2 + exp) digits.
-    let digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
-    let point = int_part.len() as i64 + exp as i64 + 2; // number of digits that form whole cents
+    // All digits as one decimal string with the point moved by `exp`; cents = the first
+    // (int + 2 + exp) digits, padded with zeros. No allocation: bids are parsed per ping.
+    let point = int_part.len() as i64 + exp as i64 + 2;
+    let mut digits = int_part.bytes().chain(frac_part.bytes());
     let mut cents: i64 = 0;
-    for i in 0..point.max(0) {
-        let d = if (i as usize) < digits.len() {
-            (digits[i as usize] - b'0') as i64
-        } else {
-            0
-        };
+    for _ in 0..point.max(0) {
+        let d = digits.next().map_or(0, |b| (b - b'0') as i64);
         cents = cents.checked_mul(10)?.checked_add(d)?;
         if cents > MAX_CENTS {
             return None;

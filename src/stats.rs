@@ -92,19 +92,14 @@ impl Default for WorkerStats {
 }
 
 impl WorkerStats {
+    /// The counters of a campaign; the id is copied only the first time it is seen.
     pub fn campaign(&mut self, id: &str) -> &mut CampaignCounters {
-        if !self.campaigns.contains_key(id) {
-            self.campaigns
-                .insert(id.to_string(), CampaignCounters::default());
-        }
-        self.campaigns.entry(id.to_string()).or_default()
+        entry(&mut self.campaigns, id)
     }
 
+    /// The counters of a buyer; the id is copied only the first time it is seen.
     pub fn buyer(&mut self, id: &str) -> &mut BuyerCounters {
-        if !self.buyers.contains_key(id) {
-            self.buyers.insert(id.to_string(), BuyerCounters::default());
-        }
-        self.buyers.entry(id.to_string()).or_default()
+        entry(&mut self.buyers, id)
     }
 
     pub fn merge(&mut self, other: &WorkerStats) {
@@ -138,6 +133,18 @@ impl WorkerStats {
         for (k, v) in &other.refused {
             *self.refused.entry(*k).or_default() += v;
         }
+    }
+}
+
+/// The value under `id`, inserted (with one copy of the key) only when missing: `entry()`
+/// would copy the key on every call, an allocation per ping on the hot path.
+fn entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, id: &str) -> &'a mut V {
+    if !map.contains_key(id) {
+        map.insert(id.to_string(), V::default());
+    }
+    match map.get_mut(id) {
+        Some(v) => v,
+        None => unreachable!("inserted above"),
     }
 }
 

@@ -18,6 +18,7 @@
 
 use crate::config::SaleKind;
 use crate::money::Cents;
+use crate::text::SmallText;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,7 @@ pub enum PingOutcome {
     /// A positive bid in cents.
     Bid {
         cents: Cents,
-        bid_id: Option<String>,
+        bid_id: Option<SmallText>,
     },
     /// `{"bid": 0}`, `{"bid": null}` or 204.
     NoBid,
@@ -503,19 +504,22 @@ impl Auction {
         }
         self.closed_at = Some(now);
         let reserve = self.params.reserve_cents;
-        let mut ranked: Vec<(Cents, u32, Slot)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, s)| match &s.ping {
-                PingState::Answered {
-                    outcome: PingOutcome::Bid { cents, .. },
-                    seq,
-                    ..
-                } if *cents > 0 && *cents >= reserve => Some((*cents, *seq, slot)),
-                _ => None,
-            })
-            .collect();
+        // Sized up front: a growing Vec here would cost allocations in proportion to the
+        // number of buyers pinged.
+        let mut ranked: Vec<(Cents, u32, Slot)> = Vec::with_capacity(self.slots.len());
+        ranked.extend(
+            self.slots
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, s)| match &s.ping {
+                    PingState::Answered {
+                        outcome: PingOutcome::Bid { cents, .. },
+                        seq,
+                        ..
+                    } if *cents > 0 && *cents >= reserve => Some((*cents, *seq, slot)),
+                    _ => None,
+                }),
+        );
         // Highest bid first; among equal bids, the one that arrived first.
         ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         self.ranking = ranked.into_iter().map(|(_, _, slot)| slot).collect();

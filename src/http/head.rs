@@ -5,6 +5,7 @@
 //! combinations are refused because two parties could read them differently.
 
 use super::error::Error;
+use crate::text::SmallText;
 
 /// Request methods the exchange routes on; anything else is `Other` (and answered 404/405 by
 /// the router), so no method string is kept.
@@ -79,9 +80,9 @@ pub struct ResponseHead {
     /// The body runs to the end of the connection; it is finished by `ResponseDecoder::on_eof`.
     pub close_delimited: bool,
     /// The Retry-After value, blanks trimmed (seconds or an HTTP date), for backing off a buyer.
-    pub retry_after: Option<String>,
-    /// The Content-Type value, blanks trimmed.
-    pub content_type: Option<String>,
+    pub retry_after: Option<SmallText>,
+    /// The Content-Type value, blanks trimmed (inline: reading a buyer's answer allocates nothing).
+    pub content_type: Option<SmallText>,
 }
 
 /// How the body after a head is delimited.
@@ -265,9 +266,9 @@ pub(crate) fn response_head(
             continue;
         }
         if h.name.eq_ignore_ascii_case("retry-after") {
-            retry_after = Some(value_string(h.value)?);
+            retry_after = Some(SmallText::new(value_str(h.value)?));
         } else if h.name.eq_ignore_ascii_case("content-type") {
-            content_type = Some(value_string(h.value)?);
+            content_type = Some(SmallText::new(value_str(h.value)?));
         }
     }
     if common.te_present && version_minor == 0 {
@@ -354,6 +355,10 @@ pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
 }
 
 /// A header value the exchange keeps as text; obs-text that is not UTF-8 is refused.
+fn value_str(value: &[u8]) -> Result<&str, Error> {
+    std::str::from_utf8(trim_ows(value)).map_err(|_| Error::InvalidHeaderValue)
+}
+
 fn value_string(value: &[u8]) -> Result<String, Error> {
     match std::str::from_utf8(trim_ows(value)) {
         Ok(s) => Ok(s.to_owned()),

@@ -4,6 +4,7 @@
 use crate::auction::{Outcome, PingOutcome, PostOutcome};
 use crate::config::{Campaign, PERSONAL_FIELDS};
 use crate::money::{parse_cents, write_dollars, Cents, MAX_CENTS};
+use crate::text::SmallText;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -420,12 +421,26 @@ fn clip(mut s: String) -> String {
     s
 }
 
-fn raw_to_string(raw: &RawValue) -> Option<String> {
-    match serde_json::from_str::<Value>(raw.get()).ok()? {
-        Value::String(s) => Some(clip(s)),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// A bid id as text, without allocating for the usual plain string or number.
+fn raw_to_text(raw: &RawValue) -> Option<SmallText> {
+    let t = raw.get().trim();
+    if let Some(inner) = t.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        if !inner.contains('\\') {
+            return Some(SmallText::new(inner));
+        }
+        // Escapes: let serde_json decode them (rare, so the allocation is acceptable).
+        return match serde_json::from_str::<Value>(t).ok()? {
+            Value::String(s) => Some(SmallText::new(&s)),
+            _ => None,
+        };
     }
+    if !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+    {
+        return Some(SmallText::new(t));
+    }
+    None
 }
 
 /// A buyer's answer to a ping. 204, `{"bid": 0}` and `{"bid": null}` are no-bids; anything that
@@ -458,7 +473,7 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
         Some(c) if c > MAX_CENTS => PingOutcome::Invalid("bid out of range".into()),
         Some(cents) => PingOutcome::Bid {
             cents,
-            bid_id: answer.bid_id.and_then(raw_to_string),
+            bid_id: answer.bid_id.and_then(raw_to_text),
         },
         None => PingOutcome::Invalid("bid is not a number".into()),
     }

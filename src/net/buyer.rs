@@ -64,6 +64,9 @@ pub struct BuyerConn {
     pub draining_since: Option<Instant>,
     /// The connection is in the pool's idle list.
     pub in_idle: bool,
+    /// Registered for writability: while connecting, and while a request waits for socket
+    /// space; otherwise every ACK of a request would wake the loop.
+    pub write_interest: bool,
 }
 
 impl BuyerConn {
@@ -83,6 +86,7 @@ impl BuyerConn {
             decoder: ResponseDecoder::new(Limits::with_max_body_bytes(MAX_BUYER_ANSWER_BYTES)),
             draining_since: None,
             in_idle: false,
+            write_interest: true,
         }
     }
 

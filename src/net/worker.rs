@@ -32,6 +32,8 @@ const EVENTS_CAPACITY: usize = 1024;
 pub const MAX_PIPELINED: usize = 32;
 /// Bytes read from a socket per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
+/// Deadlines closer than this are armed on the timerfd; farther ones use the poll timeout.
+const PRECISE_TIMER_WITHIN: Duration = Duration::from_millis(2);
 /// How often connections are swept for timeouts and pools topped up.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// Leads in flight on one worker (a hard bound under `server.max_in_flight`).
@@ -70,6 +72,9 @@ struct SellerConn {
     /// When the first byte of the request being read arrived.
     request_started: Option<Instant>,
     last_active: Instant,
+    /// Registered for writability: only while an answer is waiting for socket space, so that
+    /// the ACK of every answer does not wake the loop.
+    write_interest: bool,
 }
 
 struct Lead {
@@ -224,9 +229,16 @@ impl Worker {
                 .map(|Reverse((t, _, _))| *t)
                 .unwrap_or(self.next_housekeeping)
                 .min(self.next_housekeeping);
-            // The timerfd wakes the loop on time; the poll timeout is only a backstop.
-            self.timer.arm(next);
-            let timeout = next.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+            // A deadline close at hand is left to the timerfd, which wakes the loop to the
+            // microsecond; a far one to the poll timeout (whole milliseconds, woken a little
+            // early), which spares a timerfd_settime per loop turn.
+            let until = next.saturating_duration_since(Instant::now());
+            let timeout = if until <= PRECISE_TIMER_WITHIN {
+                self.timer.arm(next);
+                until + Duration::from_millis(1)
+            } else {
+                until - Duration::from_millis(1)
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -288,6 +300,7 @@ impl Worker {
                         peer_closed: false,
                         request_started: None,
                         last_active: self.now,
+                        write_interest: false,
                     };
                     let Some(key) = self.sellers.insert(conn) else {
                         continue;
@@ -297,11 +310,7 @@ impl Worker {
                         Some(c) => self
                             .poll
                             .registry()
-                            .register(
-                                &mut c.stream,
-                                token,
-                                Interest::READABLE | Interest::WRITABLE,
-                            )
+                            .register(&mut c.stream, token, Interest::READABLE)
                             .is_ok(),
                         None => false,
                     };
@@ -365,6 +374,10 @@ impl Worker {
                         c.last_active = now;
                         if c.request_started.is_none() {
                             c.request_started = Some(now);
+                        }
+                        if n < self.read_buf.len() {
+                            // A short read drained the socket: skip the read that would say so.
+                            break;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -747,7 +760,17 @@ impl Worker {
                 Ok(0) => break,
                 Ok(n) => c.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.write_interest {
+                        c.write_interest = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.stream,
+                            seller_token(key.index),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return;
+                }
                 Err(_) => {
                     // The seller is gone: its pending answers are dropped (leads still settle).
                     c.wbuf.clear();
@@ -757,6 +780,14 @@ impl Worker {
                     break;
                 }
             }
+        }
+        if c.wpos >= c.wbuf.len() && c.write_interest {
+            c.write_interest = false;
+            let _ = self.poll.registry().reregister(
+                &mut c.stream,
+                seller_token(key.index),
+                Interest::READABLE,
+            );
         }
         if c.wpos >= c.wbuf.len() {
             c.wbuf.clear();
@@ -1342,7 +1373,9 @@ impl Worker {
     }
 
     fn write_buyer(&mut self, ck: Key) {
-        let now = self.now;
+        // The moment the request goes out: the buyer's time starts here, not at the poll
+        // wake-up (everything before it, parsing and matching included, is the engine's).
+        let now = Instant::now();
         let Some(c) = self.conns.get_mut(ck) else {
             return;
         };
@@ -1368,7 +1401,17 @@ impl Worker {
                     c.wpos += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.write_interest {
+                        c.write_interest = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.stream,
+                            buyer_token(ck.index),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return;
+                }
                 Err(_) => {
                     failed = true;
                     break;
@@ -1376,7 +1419,15 @@ impl Worker {
             }
         }
         if failed {
-            self.conn_broken(ck, "write failed");
+            return self.conn_broken(ck, "write failed");
+        }
+        if c.write_interest && c.connected {
+            c.write_interest = false;
+            let _ = self.poll.registry().reregister(
+                &mut c.stream,
+                buyer_token(ck.index),
+                Interest::READABLE,
+            );
         }
     }
 
@@ -1402,9 +1453,9 @@ impl Worker {
             let p = c.pool;
             let has_job = c.job.is_some();
             self.pools[p].connect_succeeded();
-            if has_job {
-                self.write_buyer(ck);
-            } else {
+            // Writes the waiting request, if any, and drops the interest in writability.
+            self.write_buyer(ck);
+            if !has_job {
                 self.release_conn(ck);
             }
         } else if writable {
@@ -1432,7 +1483,13 @@ impl Worker {
                         eof = true;
                         break;
                     }
-                    Ok(n) => c.rbuf.extend_from_slice(&self.read_buf[..n]),
+                    Ok(n) => {
+                        c.rbuf.extend_from_slice(&self.read_buf[..n]);
+                        if n < self.read_buf.len() {
+                            // A short read drained the socket: skip the read that would say so.
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {

@@ -208,7 +208,7 @@ impl Client {
                         return Some(Response {
                             status: head.status,
                             keep_alive: head.keep_alive,
-                            retry_after: head.retry_after.clone(),
+                            retry_after: head.retry_after.as_deref().map(str::to_string),
                             body,
                         });
                     }

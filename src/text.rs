@@ -1,0 +1,81 @@
+//! A short string kept inline, so that values read on the hot path (a buyer's bid id, a
+//! response's Content-Type) cost no allocation.
+
+use std::fmt;
+use std::ops::Deref;
+
+/// Bytes an inline string holds; longer values are cut at a character boundary.
+pub const SMALL_TEXT_BYTES: usize = 120;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SmallText {
+    len: u8,
+    buf: [u8; SMALL_TEXT_BYTES],
+}
+
+impl SmallText {
+    /// `s`, cut to at most `SMALL_TEXT_BYTES` at a character boundary.
+    pub fn new(s: &str) -> SmallText {
+        let mut cut = s.len().min(SMALL_TEXT_BYTES);
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut buf = [0u8; SMALL_TEXT_BYTES];
+        buf[..cut].copy_from_slice(&s.as_bytes()[..cut]);
+        SmallText {
+            len: cut as u8,
+            buf,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only whole characters of a `str` are ever copied in.
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl Deref for SmallText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for SmallText {
+    fn from(s: &str) -> SmallText {
+        SmallText::new(s)
+    }
+}
+
+impl fmt::Debug for SmallText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for SmallText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for SmallText {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(SmallText::new("b-77").as_str(), "b-77");
+        let long = "é".repeat(100);
+        let t = SmallText::new(&long);
+        assert_eq!(t.len(), 120);
+        assert!(long.starts_with(t.as_str()));
+        assert_eq!(Some(SmallText::new("x")).as_deref(), Some("x"));
+    }
+}
