@@ -452,3 +452,106 @@ fn a_seller_over_its_rate_gets_429_with_retry_after() {
         statuses
     );
 }
+
+/// A hand-made buyer endpoint: for each request on each connection, run `behave` on the socket.
+fn raw_buyer(behave: fn(&mut std::net::TcpStream)) -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(64) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 4096];
+                // One request per connection is enough to misbehave on.
+                if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                    behave(&mut s);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn hostile_buyers_cost_only_their_own_bid() {
+    use std::io::Write;
+    let drip = raw_buyer(|s| {
+        // A valid head, then the body one byte every 100 ms: never whole before the deadline.
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n");
+        for b in b"{\"bid\": 999.0}" {
+            std::thread::sleep(Duration::from_millis(100));
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+        }
+    });
+    let half_close = raw_buyer(|s| {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let reset = raw_buyer(|s| {
+        // Linger 0: close with a TCP reset instead of a FIN.
+        let sock = socket2::SockRef::from(&*s);
+        let _ = sock.set_linger(Some(Duration::ZERO));
+    });
+    let silent = raw_buyer(|_| std::thread::sleep(Duration::from_secs(3)));
+    let fleet = Fleet::start(vec![bidder("honest", 2500, 5)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    for (name, addr) in [
+        ("drip", drip),
+        ("halfclose", half_close),
+        ("reset", reset),
+        ("silent", silent),
+    ] {
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"{name}\"\ncampaigns = [\"auto\"]\nping_url = \"http://{addr}/ping\"\npost_url = \"http://{addr}/post\"\nmin_idle = 0\n"
+        ));
+    }
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let v = c.lead(LEAD).json();
+        let took = t.elapsed();
+        assert_eq!(sales(&v), vec![("honest".to_string(), 25.0)], "{}", v);
+        assert_eq!(v["bids"], 1);
+        assert!(
+            took < Duration::from_millis(300 + 50),
+            "answered after {:?}",
+            took
+        );
+    }
+}
+
+#[test]
+fn a_client_sending_its_head_too_slowly_is_disconnected() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();
+    // 10 s in production; 300 ms here so the test is quick.
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nhead_timeout_ms = 300",
+    );
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let t = Instant::now();
+    for b in b"POST /v1/leads HTTP/1.1\r\nHo" {
+        c.send_raw(&[*b]);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Nothing more: the exchange must hang up by itself, with no answer.
+    assert!(c.read_response().is_none());
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "closed too early: {:?}",
+        waited
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "closed too late: {:?}",
+        waited
+    );
+    // Other clients are unaffected.
+    assert_eq!(ex.client().lead(LEAD).json()["status"], "sold");
+}
