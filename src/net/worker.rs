@@ -755,46 +755,26 @@ impl Worker {
         let Some(c) = self.sellers.get_mut(key) else {
             return;
         };
-        while c.wpos < c.wbuf.len() {
-            match c.stream.write(&c.wbuf[c.wpos..]) {
-                Ok(0) => break,
-                Ok(n) => c.wpos += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !c.write_interest {
-                        c.write_interest = true;
-                        let _ = self.poll.registry().reregister(
-                            &mut c.stream,
-                            seller_token(key.index),
-                            Interest::READABLE | Interest::WRITABLE,
-                        );
-                    }
-                    return;
-                }
-                Err(_) => {
-                    // The seller is gone: its pending answers are dropped (leads still settle).
-                    c.wbuf.clear();
-                    c.wpos = 0;
-                    c.close_after_flush = true;
-                    c.peer_closed = true;
-                    break;
-                }
+        let registry = self.poll.registry();
+        let token = seller_token(key.index);
+        match flush(&mut c.stream, &c.wbuf, &mut c.wpos) {
+            Flush::Blocked => {
+                return want_write(registry, &mut c.stream, token, &mut c.write_interest, true)
             }
-        }
-        if c.wpos >= c.wbuf.len() && c.write_interest {
-            c.write_interest = false;
-            let _ = self.poll.registry().reregister(
-                &mut c.stream,
-                seller_token(key.index),
-                Interest::READABLE,
-            );
-        }
-        if c.wpos >= c.wbuf.len() {
-            c.wbuf.clear();
-            c.wpos = 0;
-            if c.close_after_flush {
-                self.close_seller(key);
+            Flush::Failed => {
+                // The seller is gone: its pending answers are dropped (leads still settle).
+                c.wbuf.clear();
+                c.wpos = 0;
+                c.close_after_flush = true;
+                c.peer_closed = true;
             }
+            Flush::Done => {}
+        }
+        want_write(registry, &mut c.stream, token, &mut c.write_interest, false);
+        c.wbuf.clear();
+        c.wpos = 0;
+        if c.close_after_flush {
+            self.close_seller(key);
         }
     }
 
@@ -1379,55 +1359,30 @@ impl Worker {
         let Some(c) = self.conns.get_mut(ck) else {
             return;
         };
-        let mut failed = false;
-        while c.wpos < c.wbuf.len() {
-            match c.stream.write(&c.wbuf[c.wpos..]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => {
-                    if c.wpos == 0 {
-                        if let Some(job) = c.job {
-                            if let Some(lead) = self.leads.get_mut(job.lead) {
-                                let sent = job.waited_since.unwrap_or(now);
-                                match job.kind {
-                                    JobKind::Ping => lead.auction.ping_sent(job.slot, sent),
-                                    JobKind::Post => lead.auction.post_sent(job.slot, sent),
-                                }
-                            }
-                        }
+        let first_byte = c.wpos == 0 && !c.wbuf.is_empty();
+        let result = flush(&mut c.stream, &c.wbuf, &mut c.wpos);
+        if first_byte && c.wpos > 0 {
+            if let Some(job) = c.job {
+                if let Some(lead) = self.leads.get_mut(job.lead) {
+                    let sent = job.waited_since.unwrap_or(now);
+                    match job.kind {
+                        JobKind::Ping => lead.auction.ping_sent(job.slot, sent),
+                        JobKind::Post => lead.auction.post_sent(job.slot, sent),
                     }
-                    c.wpos += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !c.write_interest {
-                        c.write_interest = true;
-                        let _ = self.poll.registry().reregister(
-                            &mut c.stream,
-                            buyer_token(ck.index),
-                            Interest::READABLE | Interest::WRITABLE,
-                        );
-                    }
-                    return;
-                }
-                Err(_) => {
-                    failed = true;
-                    break;
                 }
             }
         }
-        if failed {
-            return self.conn_broken(ck, "write failed");
-        }
-        if c.write_interest && c.connected {
-            c.write_interest = false;
-            let _ = self.poll.registry().reregister(
-                &mut c.stream,
-                buyer_token(ck.index),
-                Interest::READABLE,
-            );
+        let registry = self.poll.registry();
+        let token = buyer_token(ck.index);
+        match result {
+            Flush::Blocked => {
+                want_write(registry, &mut c.stream, token, &mut c.write_interest, true)
+            }
+            Flush::Failed => self.conn_broken(ck, "write failed"),
+            Flush::Done if c.connected => {
+                want_write(registry, &mut c.stream, token, &mut c.write_interest, false)
+            }
+            Flush::Done => {}
         }
     }
 
@@ -1802,4 +1757,48 @@ fn bid_of(a: &Auction, slot: usize) -> i64 {
         Some((PingOutcome::Bid { cents, .. }, _)) => *cents,
         _ => 0,
     }
+}
+
+enum Flush {
+    /// Everything written.
+    Done,
+    /// The socket is full: wait for writability.
+    Blocked,
+    /// The peer is gone.
+    Failed,
+}
+
+/// Write `buf[*pos..]` until done, the socket is full, or it fails.
+fn flush(stream: &mut TcpStream, buf: &[u8], pos: &mut usize) -> Flush {
+    while *pos < buf.len() {
+        match stream.write(&buf[*pos..]) {
+            Ok(0) => return Flush::Failed,
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+            Err(_) => return Flush::Failed,
+        }
+    }
+    Flush::Done
+}
+
+/// Register for writability only while a write waits for socket space: otherwise the ACK of
+/// every request or answer would wake the loop.
+fn want_write(
+    registry: &mio::Registry,
+    stream: &mut TcpStream,
+    token: Token,
+    current: &mut bool,
+    want: bool,
+) {
+    if *current == want {
+        return;
+    }
+    *current = want;
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    let _ = registry.reregister(stream, token, interest);
 }
