@@ -49,6 +49,7 @@ fn serve(config: &Path) -> (Child, SocketAddr) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("gavel serve did not start: {}", line);
 }
 

@@ -143,7 +143,7 @@ fn main() {
     let deadline = args
         .duration_s
         .map(|s| Instant::now() + Duration::from_secs(s));
-    while !STOP.load(Ordering::SeqCst) && deadline.map_or(true, |d| Instant::now() < d) {
+    while !STOP.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(50));
     }
     fleet.stop();

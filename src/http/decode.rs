@@ -293,6 +293,8 @@ fn count_lines(head: &[u8]) -> usize {
         .saturating_sub(2)
 }
 
+// The head is kept inline: boxing it would cost an allocation per buyer answer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum ResponseState {
     /// Waiting for (the rest of) a head; 1xx heads are consumed here.

@@ -440,7 +440,7 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// Whether every segment is intact (a torn tail counts as intact).
     pub fn intact(&self) -> bool {
-        self.damage.as_ref().map_or(true, Damage::is_torn_tail)
+        self.damage.as_ref().is_none_or(Damage::is_torn_tail)
     }
 }
 

@@ -1230,7 +1230,7 @@ fn a_segment_that_lost_its_sentinel_is_sealed_on_open() {
     }
     drop(j);
     // The page holding segment 0's sentinel never reached the disk.
-    let last0 = positions.iter().filter(|p| p.segment == 0).last().unwrap();
+    let last0 = positions.iter().rfind(|p| p.segment == 0).unwrap();
     let sentinel_at = last0.offset + 256;
     assert_eq!(read_at(&seg0(dir.path()), sentinel_at, 4), vec![0xFF; 4]);
     patch(&seg0(dir.path()), sentinel_at, &[0; 4]);

@@ -1704,16 +1704,17 @@ impl Worker {
                 let p = c.pool;
                 self.pools[p].connect_failed(now);
                 self.conn_broken(key, "connect timed out");
-            } else if c
-                .draining_since
-                .is_some_and(|t| now.duration_since(t) > DRAIN_TIMEOUT)
-            {
-                self.close_conn(key);
-            } else if c.in_idle
-                && pool.total > pool.min_idle
-                && now.duration_since(c.idle_since) > pool.idle_timeout
-            {
-                self.close_conn(key);
+            } else {
+                // A late answer that never came, or an idle connection beyond the warm ones.
+                let drain_expired = c
+                    .draining_since
+                    .is_some_and(|t| now.duration_since(t) > DRAIN_TIMEOUT);
+                let idle_expired = c.in_idle
+                    && pool.total > pool.min_idle
+                    && now.duration_since(c.idle_since) > pool.idle_timeout;
+                if drain_expired || idle_expired {
+                    self.close_conn(key);
+                }
             }
         }
         // Keep warm connections open ahead of need.

@@ -837,7 +837,7 @@ impl Worker {
         };
         if step(conn, ep, &mut self.scratch, now) {
             if let Some(front) = conn.queue.front() {
-                if front.due > now && conn.timer_at.map_or(true, |t| t > front.due) {
+                if front.due > now && conn.timer_at.is_none_or(|t| t > front.due) {
                     self.timers
                         .push(std::cmp::Reverse((front.due, slot, conn.gen)));
                     conn.timer_at = Some(front.due);

@@ -231,7 +231,7 @@ impl Matcher {
             None => 0,
         };
         let mut view = LeadView::new(c, lead, now);
-        let own_vertical = consent_vertical.map_or(true, |v| v == &*c.vertical);
+        let own_vertical = consent_vertical.is_none_or(|v| v == &*c.vertical);
         let bits = &c.sets[set * c.words..(set + 1) * c.words];
         for (wi, &word) in bits.iter().enumerate() {
             let mut w = if own_vertical {
