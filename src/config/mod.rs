@@ -268,14 +268,6 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
                 b.id
             ));
         }
-        for (what, e) in [("ping_url", &b.ping), ("post_url", &b.post)] {
-            if e.as_ref().is_some_and(|e| e.scheme == Scheme::Https) {
-                w.push(format!(
-                    "buyer {}: {} is https, and TLS to buyers is not supported yet; requests to it fail as errors",
-                    b.id, what
-                ));
-            }
-        }
     }
     w
 }
@@ -797,8 +789,12 @@ impl Validator<'_> {
         }
 
         let mut tls_ca_files = Vec::new();
-        for f in &raw.tls.ca_files {
-            tls_ca_files.push(PathBuf::from(f));
+        for (i, f) in raw.tls.ca_files.iter().enumerate() {
+            let path = PathBuf::from(f);
+            if let Err(m) = crate::net::tls::client_config(std::slice::from_ref(&path)) {
+                self.err(format!("tls.ca_files[{}]", i), m);
+            }
+            tls_ca_files.push(path);
         }
         if let Some(t) = &raw.admin.token {
             if t.len() < 8 {

@@ -9,6 +9,7 @@
 use super::slab::Key;
 use crate::http::{Limits, ResponseDecoder};
 use std::collections::VecDeque;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -67,10 +68,20 @@ pub struct BuyerConn {
     /// Registered for writability: while connecting, and while a request waits for socket
     /// space; otherwise every ACK of a request would wake the loop.
     pub write_interest: bool,
+    /// Some byte of the current request reached the socket (a request is retried on a fresh
+    /// connection only when none did).
+    pub on_wire: bool,
+    /// The TLS session, for https buyers.
+    pub tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl BuyerConn {
-    pub fn new(pool: usize, stream: mio::net::TcpStream, now: Instant) -> BuyerConn {
+    pub fn new(
+        pool: usize,
+        stream: mio::net::TcpStream,
+        now: Instant,
+        tls: Option<Box<rustls::ClientConnection>>,
+    ) -> BuyerConn {
         BuyerConn {
             pool,
             stream,
@@ -87,6 +98,8 @@ impl BuyerConn {
             draining_since: None,
             in_idle: false,
             write_interest: true,
+            on_wire: false,
+            tls,
         }
     }
 
@@ -111,6 +124,8 @@ pub struct Pool {
     pub backoff: Duration,
     /// Connections accepted over the pool's life, for the operator.
     pub opened: u64,
+    /// The server name to verify, for an https endpoint.
+    pub tls_host: Option<String>,
 }
 
 impl Pool {
@@ -131,6 +146,7 @@ impl Pool {
             down_until: None,
             backoff: MIN_BACKOFF,
             opened: 0,
+            tls_host: None,
         }
     }
 
@@ -146,5 +162,124 @@ impl Pool {
     pub fn connect_succeeded(&mut self) {
         self.down_until = None;
         self.backoff = MIN_BACKOFF;
+    }
+}
+
+/// What a round of socket writes achieved.
+pub enum Flush {
+    /// Everything written.
+    Done,
+    /// The socket is full: wait for writability.
+    Blocked,
+    /// The peer is gone.
+    Failed,
+}
+
+/// Write `buf[*pos..]` until done, the socket is full, or it fails.
+pub fn flush<W: Write>(stream: &mut W, buf: &[u8], pos: &mut usize) -> Flush {
+    while *pos < buf.len() {
+        match stream.write(&buf[*pos..]) {
+            Ok(0) => return Flush::Failed,
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+            Err(_) => return Flush::Failed,
+        }
+    }
+    Flush::Done
+}
+
+impl BuyerConn {
+    /// Move the request toward the buyer: straight to the socket, or through the TLS session
+    /// (which also carries its own handshake records).
+    pub fn write_out(&mut self) -> Flush {
+        let Some(tls) = self.tls.as_mut() else {
+            let before = self.wpos;
+            let r = flush(&mut self.stream, &self.wbuf, &mut self.wpos);
+            self.on_wire |= self.wpos > before;
+            return r;
+        };
+        while self.wpos < self.wbuf.len() {
+            match tls.writer().write(&self.wbuf[self.wpos..]) {
+                Ok(0) => break, // rustls's buffer is full: drain it to the socket first
+                Ok(n) => self.wpos += n,
+                Err(_) => return Flush::Failed,
+            }
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut self.stream) {
+                Ok(0) => return Flush::Failed,
+                Ok(_) => self.on_wire = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(_) => return Flush::Failed,
+            }
+        }
+        if self.wpos < self.wbuf.len() {
+            // More plaintext than rustls buffers at once: the rest goes on the next round.
+            return Flush::Blocked;
+        }
+        Flush::Done
+    }
+
+    /// Read what the buyer sent into `rbuf` (decrypted for TLS). Returns (end of stream, broken).
+    pub fn read_in(&mut self, scratch: &mut [u8]) -> (bool, bool) {
+        let limit = MAX_BUYER_ANSWER_BYTES + 16 * 1024;
+        let Some(tls) = self.tls.as_mut() else {
+            loop {
+                if self.rbuf.len() >= limit {
+                    return (false, true);
+                }
+                match self.stream.read(scratch) {
+                    Ok(0) => return (true, false),
+                    Ok(n) => {
+                        self.rbuf.extend_from_slice(&scratch[..n]);
+                        if n < scratch.len() {
+                            // A short read drained the socket: skip the read that would say so.
+                            return (false, false);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (false, false),
+                    Err(_) => return (false, true),
+                }
+            }
+        };
+        let mut eof = false;
+        loop {
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {
+                    if tls.process_new_packets().is_err() {
+                        return (false, true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return (false, true),
+            }
+        }
+        loop {
+            if self.rbuf.len() >= limit {
+                return (false, true);
+            }
+            match tls.reader().read(scratch) {
+                // close_notify: the buyer ended the session cleanly.
+                Ok(0) => return (true, false),
+                Ok(n) => self.rbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (eof, false),
+                // The transport ended without close_notify.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (true, false),
+                Err(_) => return (false, true),
+            }
+        }
+    }
+
+    /// The TLS session has records to send (handshake, or plaintext queued during it).
+    pub fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 }

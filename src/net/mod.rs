@@ -8,6 +8,7 @@
 mod buyer;
 mod slab;
 mod timer;
+pub mod tls;
 mod worker;
 
 use crate::caps::CapTable;
@@ -47,21 +48,31 @@ pub struct Runtime {
     pub post_addrs: Vec<Option<SocketAddr>>,
     /// Per seller: (unix second << 32 | leads in that second), for `max_leads_per_second`.
     pub rate: Vec<AtomicU64>,
+    /// For https buyers (`None` when the CA files could not be read: such buyers then fail).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Runtime {
     pub fn new(snap: Arc<Snapshot>) -> Runtime {
         let resolve = |e: &Option<crate::config::Endpoint>| -> Option<SocketAddr> {
             let e = e.as_ref()?;
-            if e.scheme == Scheme::Https {
-                return None;
-            }
             (e.host.as_str(), e.port).to_socket_addrs().ok()?.next()
+        };
+        let needs_tls = snap.buyers.iter().any(|b| {
+            [&b.ping, &b.post]
+                .iter()
+                .any(|e| e.as_ref().is_some_and(|e| e.scheme == Scheme::Https))
+        });
+        let tls = if needs_tls {
+            tls::client_config(&snap.tls_ca_files).ok()
+        } else {
+            None
         };
         Runtime {
             ping_addrs: snap.buyers.iter().map(|b| resolve(&b.ping)).collect(),
             post_addrs: snap.buyers.iter().map(|b| resolve(&b.post)).collect(),
             rate: snap.sellers.iter().map(|_| AtomicU64::new(0)).collect(),
+            tls,
             snap,
         }
     }

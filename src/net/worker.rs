@@ -6,6 +6,7 @@ use super::timer::TimerFd;
 use super::{Runtime, Shared};
 use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
 use crate::caps::Reservation;
+use crate::config::{Endpoint, Scheme};
 use crate::config::{Payout, Snapshot};
 use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
 use crate::journal::{self, LeadStatus, Position, RecordRef};
@@ -17,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -156,12 +157,15 @@ impl Worker {
         let mut post_pool = Vec::new();
         for (i, b) in snap.buyers.iter().enumerate() {
             let pp = b.ping.as_ref().map(|_| {
-                pools.push(Pool::new(
-                    rt.ping_addrs[i],
-                    b.max_connections,
-                    b.min_idle,
-                    b.idle_timeout,
-                ));
+                pools.push(Pool {
+                    tls_host: tls_host(&b.ping),
+                    ..Pool::new(
+                        rt.ping_addrs[i],
+                        b.max_connections,
+                        b.min_idle,
+                        b.idle_timeout,
+                    )
+                });
                 pools.len() - 1
             });
             let same = matches!((&b.ping, &b.post), (Some(a), Some(c)) if a.same_origin(c));
@@ -173,12 +177,15 @@ impl Worker {
                     } else {
                         b.min_idle
                     };
-                    pools.push(Pool::new(
-                        rt.post_addrs[i],
-                        b.max_connections,
-                        min_idle,
-                        b.idle_timeout,
-                    ));
+                    pools.push(Pool {
+                        tls_host: tls_host(&b.post),
+                        ..Pool::new(
+                            rt.post_addrs[i],
+                            b.max_connections,
+                            min_idle,
+                            b.idle_timeout,
+                        )
+                    });
                     pools.len() - 1
                 }),
             };
@@ -1278,7 +1285,24 @@ impl Worker {
             }
         };
         let _ = stream.set_nodelay(true);
-        let key = self.conns.insert(BuyerConn::new(p, stream, now))?;
+        let tls = match &self.pools[p].tls_host {
+            None => None,
+            Some(host) => {
+                let session = self
+                    .rt
+                    .tls
+                    .as_ref()
+                    .and_then(|cfg| super::tls::connect(cfg, host).ok());
+                match session {
+                    Some(s) => Some(Box::new(s)),
+                    None => {
+                        self.pools[p].connect_failed(now);
+                        return None;
+                    }
+                }
+            }
+        };
+        let key = self.conns.insert(BuyerConn::new(p, stream, now, tls))?;
         let ok = match self.conns.get_mut(key) {
             Some(c) => self
                 .poll
@@ -1336,6 +1360,7 @@ impl Worker {
         };
         c.wbuf.clear();
         c.wpos = 0;
+        c.on_wire = false;
         http::write_request(
             &mut c.wbuf,
             "POST",
@@ -1360,7 +1385,7 @@ impl Worker {
             return;
         };
         let first_byte = c.wpos == 0 && !c.wbuf.is_empty();
-        let result = flush(&mut c.stream, &c.wbuf, &mut c.wpos);
+        let result = c.write_out();
         if first_byte && c.wpos > 0 {
             if let Some(job) = c.job {
                 if let Some(lead) = self.leads.get_mut(job.lead) {
@@ -1379,7 +1404,7 @@ impl Worker {
                 want_write(registry, &mut c.stream, token, &mut c.write_interest, true)
             }
             Flush::Failed => self.conn_broken(ck, "write failed"),
-            Flush::Done if c.connected => {
+            Flush::Done if c.connected && !c.tls_wants_write() => {
                 want_write(registry, &mut c.stream, token, &mut c.write_interest, false)
             }
             Flush::Done => {}
@@ -1422,38 +1447,10 @@ impl Worker {
     }
 
     fn read_buyer(&mut self, ck: Key) {
-        let mut eof = false;
-        let mut broken = false;
-        {
-            let Some(c) = self.conns.get_mut(ck) else {
-                return;
-            };
-            loop {
-                if c.rbuf.len() >= MAX_BUYER_ANSWER_BYTES + 16 * 1024 {
-                    broken = true;
-                    break;
-                }
-                match c.stream.read(&mut self.read_buf) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        c.rbuf.extend_from_slice(&self.read_buf[..n]);
-                        if n < self.read_buf.len() {
-                            // A short read drained the socket: skip the read that would say so.
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        broken = true;
-                        break;
-                    }
-                }
-            }
-        }
+        let (eof, broken) = match self.conns.get_mut(ck) {
+            Some(c) => c.read_in(&mut self.read_buf),
+            None => return,
+        };
         loop {
             let Some(c) = self.conns.get_mut(ck) else {
                 return;
@@ -1480,6 +1477,10 @@ impl Worker {
                 }
                 Err(_) => return self.conn_broken(ck, "malformed HTTP answer"),
             }
+        }
+        if self.conns.get(ck).is_some_and(|c| c.tls_wants_write()) {
+            // The TLS session has records to answer with (handshake, plaintext queued in it).
+            self.write_buyer(ck);
         }
         if eof {
             let ended = match self.conns.get_mut(ck) {
@@ -1632,7 +1633,7 @@ impl Worker {
             return;
         };
         let job = c.job.take();
-        let retry = c.wpos == 0 && c.served > 0;
+        let retry = !c.on_wire && c.served > 0;
         if let Some(lead) = job.and_then(|j| self.leads.get_mut(j.lead).map(|l| (l, j))) {
             let (lead, j) = lead;
             if lead.slot_conn[j.slot] == Some(ck) {
@@ -1760,29 +1761,6 @@ fn bid_of(a: &Auction, slot: usize) -> i64 {
     }
 }
 
-enum Flush {
-    /// Everything written.
-    Done,
-    /// The socket is full: wait for writability.
-    Blocked,
-    /// The peer is gone.
-    Failed,
-}
-
-/// Write `buf[*pos..]` until done, the socket is full, or it fails.
-fn flush(stream: &mut TcpStream, buf: &[u8], pos: &mut usize) -> Flush {
-    while *pos < buf.len() {
-        match stream.write(&buf[*pos..]) {
-            Ok(0) => return Flush::Failed,
-            Ok(n) => *pos += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
-            Err(_) => return Flush::Failed,
-        }
-    }
-    Flush::Done
-}
-
 /// Register for writability only while a write waits for socket space: otherwise the ACK of
 /// every request or answer would wake the loop.
 fn want_write(
@@ -1802,4 +1780,11 @@ fn want_write(
         Interest::READABLE
     };
     let _ = registry.reregister(stream, token, interest);
+}
+
+/// The name to verify for an https endpoint.
+fn tls_host(e: &Option<Endpoint>) -> Option<String> {
+    e.as_ref()
+        .filter(|e| e.scheme == Scheme::Https)
+        .map(|e| e.host.clone())
 }

@@ -1,0 +1,184 @@
+//! Buyers over HTTPS: a real TLS buyer endpoint on loopback with a certificate from a test CA.
+
+mod common;
+
+use common::*;
+use gavel::http::{Decoded, Limits, RequestDecoder};
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct TlsBuyer {
+    addr: SocketAddr,
+    ca_pem: String,
+    connections: Arc<AtomicUsize>,
+    posts: Arc<AtomicUsize>,
+}
+
+/// A TLS buyer that bids `cents` on every ping and accepts every post, keep-alive.
+fn tls_buyer(cents: u32) -> TlsBuyer {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Gavel Test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let posts = Arc::new(AtomicUsize::new(0));
+    let (conns, posted) = (connections.clone(), posts.clone());
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(256) {
+            let Ok(tcp) = tcp else { return };
+            conns.fetch_add(1, Ordering::Relaxed);
+            let config = config.clone();
+            let posted = posted.clone();
+            std::thread::spawn(move || {
+                let Ok(session) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(session, tcp);
+                let mut decoder = RequestDecoder::new(Limits::default());
+                let (mut buf, mut body, mut chunk) = (Vec::new(), Vec::new(), [0u8; 4096]);
+                loop {
+                    match decoder.decode(&buf, &mut body) {
+                        Ok(Decoded::Complete { head, consumed }) => {
+                            buf.drain(..consumed);
+                            let answer = if head.path.ends_with("/ping") {
+                                format!("{{\"bid\": {}.0, \"bid_id\": \"tls-1\"}}", cents / 100)
+                            } else {
+                                posted.fetch_add(1, Ordering::Relaxed);
+                                "{\"status\": \"accepted\"}".to_string()
+                            };
+                            let mut out = Vec::new();
+                            gavel::http::write_response(
+                                &mut out,
+                                200,
+                                &[("Content-Type", "application/json")],
+                                answer.as_bytes(),
+                                true,
+                            );
+                            if tls.write_all(&out).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        Ok(Decoded::NeedMore { consumed }) => {
+                            buf.drain(..consumed);
+                        }
+                        Err(_) => return,
+                    }
+                    match tls.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    TlsBuyer {
+        addr,
+        ca_pem: ca.pem(),
+        connections,
+        posts,
+    }
+}
+
+fn with_tls_buyer(fleet: &Fleet, buyer: &TlsBuyer, trust: bool) -> String {
+    let dir = temp_dir("tls");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &buyer.ca_pem).unwrap();
+    let mut toml = config(fleet, "", |_| String::new());
+    if trust {
+        toml = toml.replace(
+            "[journal]",
+            &format!("[tls]\nca_files = [\"{}\"]\n\n[journal]", ca_file.display()),
+        );
+    }
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"secure\"\ncampaigns = [\"auto\"]\nping_url = \"https://{a}/ping\"\npost_url = \"https://{a}/post\"\nmin_idle = 1\n",
+        a = buyer.addr
+    ));
+    toml
+}
+
+fn plain(name: &str, cents: i64) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |k, _| match k {
+        Kind::Ping => Reply::bid(cents, None),
+        Kind::Post => Reply::accepted(),
+    })
+}
+
+#[test]
+fn an_https_buyer_bids_and_buys_over_one_kept_alive_tls_connection() {
+    let buyer = tls_buyer(6000);
+    let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
+    let ex = Exchange::start(&with_tls_buyer(&fleet, &buyer, true));
+    let mut c = ex.client();
+    for _ in 0..5 {
+        let v = c.lead(LEAD).json();
+        assert_eq!(v["status"], "sold", "{}", v);
+        assert_eq!(v["sales"][0]["buyer"], "secure", "{}", v);
+        assert_eq!(v["price"], 60.0);
+    }
+    assert_eq!(buyer.posts.load(Ordering::Relaxed), 5);
+    assert_eq!(
+        buyer.connections.load(Ordering::Relaxed),
+        1,
+        "TLS connections opened"
+    );
+}
+
+#[test]
+fn an_https_buyer_with_an_untrusted_certificate_costs_only_its_own_bid() {
+    let buyer = tls_buyer(6000);
+    let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
+    let ex = Exchange::start(&with_tls_buyer(&fleet, &buyer, false));
+    let mut c = ex.client();
+    let t = Instant::now();
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "plain", "{}", v);
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(buyer.posts.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_missing_ca_file_is_a_config_error_naming_the_key() {
+    let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "[journal]",
+        "[tls]\nca_files = [\"/nonexistent/ca.pem\"]\n\n[journal]",
+    );
+    match gavel::config::parse(&toml) {
+        Err(gavel::config::ConfigError::Invalid(issues)) => {
+            assert_eq!(issues[0].key, "tls.ca_files[0]");
+            assert!(issues[0].line.is_some());
+        }
+        other => panic!("expected an invalid config, got {:?}", other.map(|_| ())),
+    }
+}
