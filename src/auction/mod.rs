@@ -38,6 +38,9 @@ pub struct Params {
     pub post_timeout: Duration,
     /// Kept back from the time buyers are told they have, for the engine's own work.
     pub margin: Duration,
+    /// Seller-side ping-post, first half: rank the bids and stop; the posts come with the
+    /// seller's `/v1/post` (see [`Auction::from_held`]).
+    pub ping_only: bool,
 }
 
 /// What a buyer's ping answer amounted to.
@@ -524,7 +527,59 @@ impl Auction {
         ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         self.ranking = ranked.into_iter().map(|(_, _, slot)| slot).collect();
         self.phase = Phase::Posting;
+        if self.params.ping_only {
+            // Nothing is posted: the ranking is what the seller's ping is answered with.
+            self.phase = Phase::Done;
+            self.done_at = Some(now);
+            self.actions.push_back(Action::Answer);
+            return;
+        }
         self.fill_posts(now);
+    }
+
+    /// Seller-side ping-post, second half: an auction whose bids were collected by an earlier
+    /// ping and held; it starts at the posts. `bids` are (buyer, cents, bid id) in any order.
+    pub fn from_held(
+        params: Params,
+        arrival: Instant,
+        now: Instant,
+        bids: &[(usize, Cents, Option<SmallText>)],
+    ) -> Auction {
+        let buyers: Vec<usize> = bids.iter().map(|b| b.0).collect();
+        let params = Params {
+            ping_only: false,
+            ..params
+        };
+        let mut a = Auction::new(params, arrival, now, &buyers);
+        a.actions.clear();
+        for (slot, (_, cents, bid_id)) in bids.iter().enumerate().take(a.slots.len()) {
+            a.slots[slot].ping_sent_at = Some(now);
+            a.on_ping_result(
+                slot,
+                now,
+                PingOutcome::Bid {
+                    cents: *cents,
+                    bid_id: *bid_id,
+                },
+            );
+        }
+        // Answering every slot closed the auction; the pings were never sent by this one.
+        a.actions.retain(|x| !matches!(x, Action::SendPing { .. }));
+        a
+    }
+
+    /// The held bids of a ping-only auction: (buyer, cents, bid id), best first.
+    pub fn ranked_bids(&self) -> Vec<(usize, Cents, Option<SmallText>)> {
+        self.ranking
+            .iter()
+            .filter_map(|&slot| match &self.slots[slot].ping {
+                PingState::Answered {
+                    outcome: PingOutcome::Bid { cents, bid_id },
+                    ..
+                } => Some((self.slots[slot].buyer, *cents, *bid_id)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Keep up to `max_sales` posts sold or in flight, taking the next ranked bids.

@@ -10,6 +10,7 @@ fn params(sale: SaleKind, reserve_cents: Cents) -> Params {
         ping_timeout: Duration::from_millis(800),
         post_timeout: Duration::from_millis(2000),
         margin: Duration::from_millis(20),
+        ping_only: false,
     }
 }
 
@@ -453,4 +454,69 @@ fn buyer_wait_excludes_engine_time() {
     assert_eq!(o.elapsed, Duration::from_micros(8_150));
     assert_eq!(o.buyer_wait, Duration::from_micros(8_000));
     assert_eq!(a.ping_result(0).unwrap().1, Duration::from_micros(5_000));
+}
+
+#[test]
+fn a_ping_only_auction_ranks_and_stops() {
+    let p = Params {
+        ping_only: true,
+        ..params(SaleKind::Exclusive, 500)
+    };
+    let r = simulate(p, &[bid(4000, 10), bid(9000, 20), bid(100, 5)]);
+    assert_eq!(r.outcome.status, Status::Unsold);
+    assert!(!r
+        .log
+        .iter()
+        .any(|(_, a)| matches!(a, Action::SendPost { .. })));
+    assert_eq!(r.answered_at_us, 20_000);
+}
+
+#[test]
+fn held_bids_are_posted_in_rank_order_with_cascade() {
+    let t0 = Instant::now();
+    let held = vec![
+        (7, 4000, None),
+        (8, 9000, Some(SmallText::new("b-8"))),
+        (9, 6000, None),
+    ];
+    let mut a = Auction::from_held(params(SaleKind::Exclusive, 500), t0, t0, &held);
+    assert_eq!(
+        a.poll_action(),
+        Some(Action::SendPost {
+            slot: 1,
+            price_cents: 9000
+        })
+    );
+    assert_eq!(a.bid_id(1), Some("b-8"));
+    assert_eq!(a.poll_action(), None);
+    a.on_post_result(
+        1,
+        t0,
+        PostOutcome::Rejected {
+            reason: "dup".into(),
+        },
+    );
+    assert_eq!(
+        a.poll_action(),
+        Some(Action::SendPost {
+            slot: 2,
+            price_cents: 6000
+        })
+    );
+    a.on_post_result(
+        2,
+        t0,
+        PostOutcome::Accepted {
+            buyer_lead_id: None,
+        },
+    );
+    assert_eq!(a.poll_action(), Some(Action::Answer));
+    assert_eq!(
+        a.outcome().sales,
+        vec![Sale {
+            slot: 2,
+            buyer: 9,
+            price_cents: 6000
+        }]
+    );
 }

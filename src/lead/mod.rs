@@ -169,6 +169,18 @@ pub fn validate(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
             }
         }
     }
+    validate_shapes(req)?;
+    validate_consent(req, campaign)
+}
+
+/// A seller-side ping: only the shape of the fields it carries (the required fields and the
+/// consent come with its post).
+pub fn validate_ping(req: &LeadRequest) -> Result<(), Refusal> {
+    validate_shapes(req)
+}
+
+/// The shape of well-known fields, where present: state, zip, phone, email.
+fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
     if let Some(v) = req.lead.get("state").filter(|v| !is_blank(v)) {
         let ok =
             as_text(v).is_some_and(|s| s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()));
@@ -230,6 +242,10 @@ pub fn validate(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
             ));
         }
     }
+    Ok(())
+}
+
+fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
     match &req.consent {
         None if campaign.require_consent => {
             return Err(Refusal::content(
@@ -279,6 +295,87 @@ pub fn validate(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// The body of a seller's `/v1/post`: the ping it completes, the full lead, the consent.
+pub struct PostRequest {
+    pub ping_id: String,
+    pub lead: Map<String, Value>,
+    pub consent: Option<Map<String, Value>>,
+}
+
+pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Refusal::bad_request(format!("body is not a valid post: {}", e), None))?;
+    let Value::Object(mut m) = v else {
+        return Err(Refusal::bad_request("body must be a JSON object", None));
+    };
+    let ping_id = match m.remove("ping_id") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        _ => return Err(Refusal::bad_request("ping_id is required", Some("ping_id"))),
+    };
+    let lead = match m.remove("lead") {
+        Some(Value::Object(l)) if l.len() <= MAX_LEAD_FIELDS => l,
+        Some(Value::Object(_)) => {
+            return Err(Refusal::bad_request(
+                format!("lead has more than {} fields", MAX_LEAD_FIELDS),
+                Some("lead"),
+            ))
+        }
+        _ => return Err(Refusal::bad_request("lead must be an object", Some("lead"))),
+    };
+    let consent = match m.remove("consent") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) => Some(c),
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                "consent must be an object",
+                Some("consent"),
+            ))
+        }
+    };
+    Ok(PostRequest {
+        ping_id,
+        lead,
+        consent,
+    })
+}
+
+/// A full lead must not contradict what its ping said: every pinged field must be equal.
+pub fn check_ping_match(
+    pinged: &Map<String, Value>,
+    full: &Map<String, Value>,
+) -> Result<(), Refusal> {
+    for (k, v) in pinged {
+        if full.get(k) != Some(v) {
+            return Err(Refusal::content(
+                "ping_mismatch",
+                format!("{} differs from the value pinged", k),
+                format!("lead.{}", k),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The answer to `/v1/ping`: a payout the seller can count on while the bids are held, or no bid.
+pub fn write_ping_answer(
+    out: &mut Vec<u8>,
+    ping_id: &str,
+    payout_cents: Option<Cents>,
+    expires_in_ms: u64,
+) {
+    out.extend_from_slice(b"{\"ping_id\":");
+    write_json_str(out, ping_id);
+    match payout_cents {
+        Some(p) => {
+            out.extend_from_slice(b",\"status\":\"bid\",\"payout\":");
+            write_dollars(out, p);
+            let _ = write!(out, ",\"expires_in_ms\":{}", expires_in_ms);
+        }
+        None => out.extend_from_slice(b",\"status\":\"no_bid\""),
+    }
+    out.push(b'}');
 }
 
 /// The phone's 10 digits, without formatting or a leading country code 1.

@@ -17,6 +17,7 @@ use crate::journal::{self, Journal, JournalOptions, Record, RecoveryReport, Sync
 use crate::stats::WorkerStats as Stats;
 use crate::stats::WorkerStats;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -33,10 +34,30 @@ pub struct Shared {
     pub caps: Arc<CapTable>,
     /// The book of record; every worker appends to it without a lock.
     pub journal: Arc<Journal>,
+    /// Seller-side ping-post: bids held from `/v1/ping` for `/v1/post`, by ping id. Touched
+    /// once per ping and once per post, never per buyer; bounded by `MAX_HELD_PINGS`.
+    pub held: Mutex<HashMap<String, HeldPing>>,
     /// Auctions in flight across all workers, against `server.max_in_flight`.
     pub in_flight: AtomicUsize,
     pub shutdown: AtomicBool,
     pub stats: Vec<Arc<Mutex<WorkerStats>>>,
+}
+
+/// Pings whose bids are held at once; beyond it a ping is answered 503.
+pub const MAX_HELD_PINGS: usize = 100_000;
+
+/// The bids of a seller's `/v1/ping`, held until its `/v1/post` or until they expire.
+pub struct HeldPing {
+    pub seller: usize,
+    pub campaign: usize,
+    pub test: bool,
+    /// (buyer, cents, bid id), best first.
+    pub bids: Vec<(usize, crate::money::Cents, Option<crate::text::SmallText>)>,
+    /// The ping's values of the campaign's ping fields: the post must not contradict them.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub expires: std::time::Instant,
+    /// A post claimed it (a second post is refused with 409).
+    pub posted: bool,
 }
 
 /// A config snapshot with what the engine derives from it at start: buyers' resolved addresses
@@ -322,6 +343,7 @@ fn start_with(
         runtime,
         caps,
         journal,
+        held: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         stats: (0..workers)

@@ -78,8 +78,20 @@ struct SellerConn {
     write_interest: bool,
 }
 
+/// Which seller API a lead came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// `/v1/leads`: auction and sale in one request.
+    Direct,
+    /// `/v1/ping`: the auction's bids are held, nothing is posted.
+    Ping,
+    /// `/v1/post`: the held bids of an earlier ping are posted to.
+    Post,
+}
+
 struct Lead {
     id: String,
+    flow: Flow,
     seller: usize,
     campaign: usize,
     snap: Arc<Snapshot>,
@@ -103,6 +115,7 @@ struct Lead {
 }
 
 pub struct Worker {
+    id: usize,
     poll: Poll,
     waker: Arc<Waker>,
     timer: TimerFd,
@@ -128,6 +141,16 @@ pub struct Worker {
 }
 
 /// Wall-clock microseconds for journal records (cap windows are calendar time).
+/// A held bid: (buyer, cents, bid id).
+type HeldBid = (usize, i64, Option<crate::text::SmallText>);
+/// A claimed held ping: campaign, test flag, bids, pinged field values.
+type Claimed = (
+    usize,
+    bool,
+    Vec<HeldBid>,
+    serde_json::Map<String, serde_json::Value>,
+);
+
 fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -195,6 +218,7 @@ impl Worker {
         let per_worker_conns = (snap.server.max_connections / snap.server.workers.max(1)).max(16);
         let now = Instant::now();
         Ok(Worker {
+            id,
             poll,
             waker,
             timer,
@@ -485,24 +509,17 @@ impl Worker {
     fn handle_request(&mut self, key: Key, head: &RequestHead, body: &[u8]) {
         let path = head.path.split('?').next().unwrap_or("");
         match (head.method, path) {
-            (Method::Post, "/v1/leads") => self.start_lead(key, head, body),
+            (Method::Post, "/v1/leads") => self.start_lead(key, head, body, Flow::Direct),
+            (Method::Post, "/v1/ping") => self.start_lead(key, head, body, Flow::Ping),
+            (Method::Post, "/v1/post") => self.start_lead(key, head, body, Flow::Post),
             (Method::Get, "/healthz") => {
                 self.push_reply(key, 200, &[], b"{\"status\":\"ok\"}", false)
             }
-            (_, "/v1/leads") | (_, "/healthz") => {
+            (_, "/v1/leads") | (_, "/v1/ping") | (_, "/v1/post") | (_, "/healthz") => {
                 let r = Refusal {
                     status: 405,
                     code: "method_not_allowed",
                     message: format!("{} takes another method", path),
-                    field: None,
-                };
-                self.refuse(key, &r, None, &[]);
-            }
-            (_, "/v1/ping") | (_, "/v1/post") => {
-                let r = Refusal {
-                    status: 501,
-                    code: "not_implemented",
-                    message: "seller-side ping-post is not enabled on this exchange".into(),
                     field: None,
                 };
                 self.refuse(key, &r, None, &[]);
@@ -539,7 +556,7 @@ impl Worker {
             .ok_or_else(|| unauthorized("unknown api key"))
     }
 
-    fn start_lead(&mut self, key: Key, head: &RequestHead, body: &[u8]) {
+    fn start_lead(&mut self, key: Key, head: &RequestHead, body: &[u8], flow: Flow) {
         let arrival = self.now;
         let seller = match self.authenticate(head) {
             Ok(s) => s,
@@ -555,9 +572,47 @@ impl Worker {
             return self.refuse(key, &r, None, &[("Retry-After", "1")]);
         }
         let snap = self.rt.snap.clone();
-        let req = match lead::parse_request(body) {
-            Ok(r) => r,
-            Err(r) => return self.refuse(key, &r, None, &[]),
+        // A post completes a held ping: it names the ping, and the ping names the campaign.
+        let mut held: Option<(
+            String,
+            Vec<HeldBid>,
+            serde_json::Map<String, serde_json::Value>,
+        )> = None;
+        let req = if flow == Flow::Post {
+            let post = match lead::parse_post_request(body) {
+                Ok(p) => p,
+                Err(r) => return self.refuse(key, &r, None, &[]),
+            };
+            let (campaign, test, bids, fields) = match self.claim_held(&post.ping_id, seller) {
+                Ok(h) => h,
+                Err(r) => return self.refuse(key, &r, None, &[]),
+            };
+            held = Some((post.ping_id, bids, fields));
+            LeadRequest {
+                campaign: snap.campaigns[campaign].id.clone(),
+                source: None,
+                test,
+                lead: post.lead,
+                consent: post.consent,
+            }
+        } else {
+            match lead::parse_request(body) {
+                Ok(r) => r,
+                Err(r) => return self.refuse(key, &r, None, &[]),
+            }
+        };
+        // Whatever refuses a post below gives its ping back, so the seller may post again.
+        let unclaim = |w: &Self,
+                       held: &Option<(
+            String,
+            Vec<HeldBid>,
+            serde_json::Map<String, serde_json::Value>,
+        )>| {
+            if let Some((id, _, _)) = held {
+                if let Some(h) = w.shared.held.lock().get_mut(id) {
+                    h.posted = false;
+                }
+            }
         };
         let Some(campaign) = snap.campaign_by_id(&req.campaign) else {
             let r = Refusal {
@@ -583,6 +638,7 @@ impl Worker {
         let in_flight = self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         if in_flight >= snap.server.max_in_flight || self.leads.is_full() {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            unclaim(self, &held);
             let r = Refusal {
                 status: 503,
                 code: "overloaded",
@@ -591,7 +647,11 @@ impl Worker {
             };
             return self.refuse(key, &r, None, &[("Retry-After", "1")]);
         }
-        let lead_id = ulid::Ulid::new().to_string();
+        // A post keeps its ping's id, so the journal tells the whole story under one lead id.
+        let lead_id = match &held {
+            Some((id, _, _)) => id.clone(),
+            None => ulid::Ulid::new().to_string(),
+        };
         let c = &snap.campaigns[campaign];
         let seller_id = snap.sellers[seller].id.as_str();
         // Nothing is auctioned that the journal did not take: no record, no sale.
@@ -605,6 +665,7 @@ impl Worker {
         });
         if received.is_none() {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            unclaim(self, &held);
             let r = Refusal {
                 status: 503,
                 code: "journal_unavailable",
@@ -613,8 +674,16 @@ impl Worker {
             };
             return self.refuse(key, &r, None, &[("Retry-After", "1")]);
         }
-        if let Err(r) = lead::validate(&req, c) {
+        let valid = match (&held, flow) {
+            (_, Flow::Ping) => lead::validate_ping(&req),
+            (Some((_, _, fields)), _) => {
+                lead::validate(&req, c).and_then(|()| lead::check_ping_match(fields, &req.lead))
+            }
+            (None, _) => lead::validate(&req, c),
+        };
+        if let Err(r) = valid {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            unclaim(self, &held);
             if let Some(pos) = self.journal(&RecordRef::Rejected {
                 lead_id: &lead_id,
                 seller: seller_id,
@@ -634,15 +703,21 @@ impl Worker {
             return self.refuse(key, &r, Some(&lead_id), &[]);
         }
 
-        let eligible = self.eligible_buyers(&snap, campaign, &req);
         let params = Params {
             sale: c.sale,
             reserve_cents: c.reserve_cents,
             ping_timeout: c.ping_timeout,
             post_timeout: c.post_timeout,
             margin: snap.server.engine_margin,
+            ping_only: flow == Flow::Ping,
         };
-        let auction = Auction::new(params, arrival, self.now, &eligible);
+        let auction = match &held {
+            Some((_, bids, _)) => Auction::from_held(params, arrival, self.now, bids),
+            None => {
+                let eligible = self.eligible_buyers(&snap, campaign, &req);
+                Auction::new(params, arrival, self.now, &eligible)
+            }
+        };
         let slots = auction.slots();
         let Some(conn) = self.sellers.get_mut(key) else {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -653,6 +728,7 @@ impl Worker {
         conn.pending.push_back(Reply::Waiting { close });
         let lead = Lead {
             id: lead_id,
+            flow,
             seller,
             campaign,
             snap: snap.clone(),
@@ -685,6 +761,38 @@ impl Worker {
                 self.refuse(key, &r, None, &[("Retry-After", "1")]);
             }
         }
+    }
+
+    /// Claim a held ping for its post: 404 when unknown (or another seller's), 410 when
+    /// expired, 409 when already posted.
+    fn claim_held(&self, ping_id: &str, seller: usize) -> Result<Claimed, Refusal> {
+        let refusal = |status, code: &'static str, message: &str| Refusal {
+            status,
+            code,
+            message: message.to_string(),
+            field: Some("ping_id".into()),
+        };
+        let mut held = self.shared.held.lock();
+        let Some(h) = held.get_mut(ping_id).filter(|h| h.seller == seller) else {
+            return Err(refusal(404, "unknown_ping", "no such ping"));
+        };
+        if h.posted {
+            return Err(refusal(
+                409,
+                "already_posted",
+                "this ping was already posted",
+            ));
+        }
+        if Instant::now() >= h.expires {
+            held.remove(ping_id);
+            return Err(refusal(
+                410,
+                "ping_expired",
+                "the bids held for this ping expired",
+            ));
+        }
+        h.posted = true;
+        Ok((h.campaign, h.test, h.bids.clone(), h.fields.clone()))
     }
 
     /// Buyers of the campaign that may be pinged for this lead: filters, consent vertical,
@@ -1106,23 +1214,43 @@ impl Worker {
         let sold = outcome.status == Status::Sold;
         // The sum of the per-sale payouts journaled with each Sale, so the book adds up.
         let payout = lead.payout_cents;
-        let answered = append(
-            &self.shared,
-            &self.stats,
-            &RecordRef::LeadAnswered {
-                lead_id: &lead.id,
-                campaign: &campaign.id,
-                seller: &snap.sellers[lead.seller].id,
-                status: if sold {
-                    LeadStatus::Sold
-                } else {
-                    LeadStatus::Unsold
+        let mut status = 200;
+        let mut body = Vec::with_capacity(256);
+        if lead.flow == Flow::Ping {
+            match self.hold_bids(&lead) {
+                Ok(offer) => lead::write_ping_answer(
+                    &mut body,
+                    &lead.id,
+                    offer,
+                    campaign.hold.as_millis() as u64,
+                ),
+                Err(r) => {
+                    status = r.status;
+                    lead::write_error(&mut body, Some(&lead.id), r.code, &r.message, None);
+                }
+            }
+        }
+        let answered = if lead.flow == Flow::Ping {
+            None // a ping sells nothing: its story ends with the close already journaled
+        } else {
+            append(
+                &self.shared,
+                &self.stats,
+                &RecordRef::LeadAnswered {
+                    lead_id: &lead.id,
+                    campaign: &campaign.id,
+                    seller: &snap.sellers[lead.seller].id,
+                    status: if sold {
+                        LeadStatus::Sold
+                    } else {
+                        LeadStatus::Unsold
+                    },
+                    price_cents: outcome.price_cents,
+                    payout_cents: payout,
+                    elapsed_us: outcome.elapsed.as_micros() as u64,
                 },
-                price_cents: outcome.price_cents,
-                payout_cents: payout,
-                elapsed_us: outcome.elapsed.as_micros() as u64,
-            },
-        );
+            )
+        };
         // The lead's final record is in the map (and with sync = "always", on disk) before
         // the seller's answer is written.
         if let Some(pos) = answered {
@@ -1136,8 +1264,9 @@ impl Worker {
                 price_cents: s.price_cents,
             })
             .collect();
-        let mut body = Vec::with_capacity(256);
-        lead::write_answer(&mut body, &lead.id, &outcome, &sales, payout);
+        if lead.flow != Flow::Ping {
+            lead::write_answer(&mut body, &lead.id, &outcome, &sales, payout);
+        }
 
         // Per-buyer outcomes, for the operator.
         {
@@ -1171,8 +1300,10 @@ impl Worker {
                 b.spent_cents += s.price_cents;
             }
             let cs = st.campaign(&campaign.id);
-            cs.leads += 1;
-            if sold {
+            cs.leads += u64::from(lead.flow != Flow::Ping);
+            if lead.flow == Flow::Ping {
+                // Counted when posted.
+            } else if sold {
                 cs.sold += 1;
             } else {
                 cs.unsold += 1;
@@ -1189,7 +1320,7 @@ impl Worker {
                     let mut bytes = Vec::with_capacity(body.len() + 128);
                     http::write_response(
                         &mut bytes,
-                        200,
+                        status,
                         &[("Content-Type", "application/json")],
                         &body,
                         !close,
@@ -1206,6 +1337,64 @@ impl Worker {
         st.overhead_us
             .saturating_record(overhead.as_micros() as u64);
         st.elapsed_us.saturating_record(elapsed.as_micros() as u64);
+    }
+
+    /// Hold a ping's bids for its post. The offer is what the seller would earn from the top
+    /// `max_sales` bids; `None` when nobody bid (nothing is held).
+    fn hold_bids(&self, lead: &Lead) -> Result<Option<i64>, Refusal> {
+        let snap = &lead.snap;
+        let campaign = &snap.campaigns[lead.campaign];
+        let bids = lead.auction.ranked_bids();
+        if bids.is_empty() {
+            return Ok(None);
+        }
+        let rule = snap.sellers[lead.seller].payout;
+        let offer: i64 = bids
+            .iter()
+            .take(campaign.sale.max_sales())
+            .enumerate()
+            .map(|(i, &(_, cents, _))| match rule {
+                Payout::ShareBp(bp) => cents * bp as i64 / 10_000,
+                Payout::Fixed(c) => {
+                    if i == 0 {
+                        c
+                    } else {
+                        0
+                    }
+                }
+            })
+            .sum();
+        let fields: serde_json::Map<String, serde_json::Value> = campaign
+            .ping_fields
+            .iter()
+            .filter_map(|f| lead.req.lead.get(f).map(|v| (f.clone(), v.clone())))
+            .collect();
+        let now = Instant::now();
+        let mut held = self.shared.held.lock();
+        if held.len() >= super::MAX_HELD_PINGS {
+            held.retain(|_, h| now < h.expires);
+        }
+        if held.len() >= super::MAX_HELD_PINGS {
+            return Err(Refusal {
+                status: 503,
+                code: "overloaded",
+                message: "too many pings held".into(),
+                field: None,
+            });
+        }
+        held.insert(
+            lead.id.clone(),
+            super::HeldPing {
+                seller: lead.seller,
+                campaign: lead.campaign,
+                test: lead.req.test,
+                bids,
+                fields,
+                expires: now + campaign.hold,
+                posted: false,
+            },
+        );
+        Ok(Some(offer))
     }
 
     // ----- buyer side --------------------------------------------------------------------
@@ -1717,6 +1906,10 @@ impl Worker {
                     self.close_conn(key);
                 }
             }
+        }
+        // Held pings past their expiry are forgotten (a post then gets 404).
+        if self.id == 0 {
+            self.shared.held.lock().retain(|_, h| now < h.expires);
         }
         // Keep warm connections open ahead of need.
         for p in 0..self.pools.len() {

@@ -1,0 +1,131 @@
+//! Seller-side ping-post: `/v1/ping` gets a price before the consumer is handed over,
+//! `/v1/post` delivers the full lead to the held bids.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+use serde_json::Value;
+use std::time::Duration;
+
+const PING: &str = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+
+fn post_body(ping_id: &str, lead: &str) -> Vec<u8> {
+    let full: Value = serde_json::from_str(LEAD).unwrap();
+    let mut lead_v = full["lead"].clone();
+    if !lead.is_empty() {
+        lead_v = serde_json::from_str(lead).unwrap();
+    }
+    serde_json::to_vec(
+        &serde_json::json!({"ping_id": ping_id, "lead": lead_v, "consent": full["consent"]}),
+    )
+    .unwrap()
+}
+
+fn bidder(name: &str, cents: i64, accept: bool) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+        Kind::Ping => Reply::bid(cents, Some("held-1")),
+        Kind::Post if accept => Reply::accepted(),
+        Kind::Post => Reply::rejected("duplicate"),
+    })
+}
+
+#[test]
+fn ping_then_post_sells_to_the_held_bid_without_pinging_again() {
+    let fleet = Fleet::start(vec![
+        bidder("top", 9000, true),
+        bidder("second", 5000, true),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let mut c = ex.client();
+
+    let r = c.post("/v1/ping", Some(KEY), PING.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["status"], "bid");
+    assert_eq!(v["payout"], 72.0); // 80 % of the 90.00 top bid
+    assert_eq!(v["expires_in_ms"], 30000);
+    let ping_id = v["ping_id"].as_str().unwrap().to_string();
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 0));
+
+    let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ""));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["lead_id"], ping_id.as_str());
+    assert_eq!(v["status"], "sold");
+    assert_eq!(v["price"], 90.0);
+    assert_eq!(v["payout"], 72.0);
+    assert_eq!(v["sales"][0]["buyer"], "top");
+    // Posted at the held bid, echoing its bid id; nobody was pinged again.
+    assert_eq!((fleet.pings(0), fleet.posts(0), fleet.pings(1)), (1, 1, 1));
+    let post: Value = serde_json::from_slice(&fleet.post_bodies(0)[0]).unwrap();
+    assert_eq!(post["bid_id"], "held-1");
+    assert_eq!(post["lead"]["first_name"], "Ana");
+
+    // A second post of the same ping: 409.
+    let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ""));
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"]["code"], "already_posted");
+}
+
+#[test]
+fn unknown_expired_mismatched_and_unbid_pings() {
+    let fleet = Fleet::start(vec![
+        bidder("top", 9000, false),
+        bidder("second", 5000, true),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&config(&fleet, "hold_ms = 300", |_| String::new()));
+    let mut c = ex.client();
+
+    let r = c.post("/v1/post", Some(KEY), &post_body("01NOSUCHPING", ""));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "unknown_ping");
+
+    let ping_id = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json()["ping_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The full lead says Oklahoma where the ping said Texas: refused, and the ping stays postable.
+    let ok_lead = r#"{"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
+        "state": "OK", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
+    let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ok_lead));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["code"], "ping_mismatch");
+    assert_eq!(r.json()["error"]["field"], "lead.state");
+    // The top bidder rejects the post: it cascades to the next held bid.
+    let v = c
+        .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
+        .json();
+    assert_eq!(v["sales"][0]["buyer"], "second", "{}", v);
+
+    let ping_id = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json()["ping_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(400));
+    let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ""));
+    assert!(
+        r.status == 410 || r.status == 404,
+        "expired ping: {}",
+        r.status
+    );
+    if r.status == 410 {
+        assert_eq!(r.json()["error"]["code"], "ping_expired");
+    }
+
+    // Nobody bids on a Californian: no bid, nothing held.
+    let ca = PING.replace("\"TX\"", "\"CA\"");
+    let fleet2 = Fleet::start(vec![
+        BuyerSpec::new("never").with_responder(|_, _| Reply::no_bid())
+    ])
+    .unwrap();
+    let ex2 = Exchange::start(&config(&fleet2, "", |_| String::new()));
+    let v = ex2
+        .client()
+        .post("/v1/ping", Some(KEY), ca.as_bytes())
+        .json();
+    assert_eq!(v["status"], "no_bid");
+    assert!(v.get("payout").is_none());
+}
