@@ -465,6 +465,8 @@ impl Adapter {
         if body.len() > MAX_ANSWER_BYTES {
             return Err(Unparsable);
         }
+        // Servers on some platforms start their answers with a UTF-8 byte order mark.
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         match self.response {
             ResponseKind::Xml => {
                 xml::find_texts(body, paths.map(|p| p.map(|p| p.names.as_slice())))

@@ -111,6 +111,9 @@ fn legacy_xml_bid_is_read_in_cents_with_its_lead_id() {
   <lead_id>LX-9</lead_id>
 </response>"#;
     assert_eq!(a.parse_bid(200, answer), bid(4250, Some("LX-9")));
+    // A byte order mark before the document is not garbage.
+    let answer = b"\xEF\xBB\xBF<response><price>7</price></response>";
+    assert_eq!(a.parse_bid(200, answer), bid(700, None));
     // More than two decimals is rounded down to the cent.
     let answer = b"<response><price>12.349</price></response>";
     assert_eq!(a.parse_bid(200, answer), bid(1234, None));
@@ -399,6 +402,8 @@ reason_path = "/result/why"
     );
     let answer = br#"{"result": {"offer": {"amount": 12.34, "id": 77}}}"#;
     assert_eq!(a.parse_bid(200, answer), bid(1234, Some("77")));
+    let answer = b"\xEF\xBB\xBF{\"result\": {\"offer\": {\"amount\": 1}}}";
+    assert_eq!(a.parse_bid(200, answer), bid(100, None));
     let answer = br#"{"result": {"offer": {"amount": "12.34", "id": "a\"b"}}}"#;
     assert_eq!(a.parse_bid(200, answer), bid(1234, Some("a\"b")));
     for no in [
