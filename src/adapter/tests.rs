@@ -1,0 +1,650 @@
+use super::*;
+use serde_json::json;
+
+/// The contract's example config, as shipped.
+const EXAMPLE: &str = include_str!("../../config/exchange.example.toml");
+
+fn legacy() -> Adapter {
+    let snap = crate::config::parse(EXAMPLE).expect("the example config loads");
+    let buyer = snap
+        .buyers
+        .iter()
+        .find(|b| b.id == "legacy-ins")
+        .expect("legacy-ins is in the example");
+    let cfg = buyer.adapter.as_ref().expect("legacy-ins has an adapter");
+    Adapter::compile(cfg).expect("legacy-ins compiles")
+}
+
+fn adapter(toml_text: &str) -> Adapter {
+    let cfg: AdapterConfig = toml::from_str(toml_text).expect("adapter toml");
+    Adapter::compile(&cfg).expect("compiles")
+}
+
+fn compile_err(toml_text: &str) -> AdapterError {
+    let cfg: AdapterConfig = toml::from_str(toml_text).expect("adapter toml");
+    Adapter::compile(&cfg).expect_err("refused")
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+fn full_lead() -> Map<String, Value> {
+    obj(
+        json!({"first_name": "Ana María", "last_name": "Diaz", "email": "ana+x@example.com",
+        "phone": "7135550147", "street": "12 Main St", "city": "Houston", "state": "TX",
+        "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}),
+    )
+}
+
+fn consent() -> Map<String, Value> {
+    obj(
+        json!({"trustedform_cert_url": "https://cert.trustedform.com/2f1e0c",
+        "jornaya_leadid": "5A1B", "disclosed_buyers": ["acme-ins", "legacy-ins"]}),
+    )
+}
+
+fn ping_ctx<'a>(lead: &'a Map<String, Value>) -> Ctx<'a> {
+    Ctx {
+        ping_id: "01JDQ6X8W2",
+        bid_id: None,
+        price_cents: None,
+        campaign: "auto-insurance",
+        lead,
+        consent: None,
+    }
+}
+
+fn post_ctx<'a>(lead: &'a Map<String, Value>, consent: Option<&'a Map<String, Value>>) -> Ctx<'a> {
+    Ctx {
+        ping_id: "01JDQ6X8W2",
+        bid_id: Some("LX-9"),
+        price_cents: Some(4250),
+        campaign: "auto-insurance",
+        lead,
+        consent,
+    }
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).expect("utf-8")
+}
+
+fn bid(cents: Cents, id: Option<&str>) -> PingOutcome {
+    PingOutcome::Bid {
+        cents,
+        bid_id: id.map(SmallText::new),
+    }
+}
+
+fn rejected(reason: &str) -> PostOutcome {
+    PostOutcome::Rejected {
+        reason: reason.into(),
+    }
+}
+
+// ---- The contract's legacy-ins buyer, end to end ----
+
+#[test]
+fn legacy_ping_is_a_form_with_only_the_templated_ping_fields() {
+    let a = legacy();
+    assert_eq!(a.content_type(), "application/x-www-form-urlencoded");
+    let lead = full_lead();
+    let mut out = b"kept".to_vec();
+    a.write_ping(&mut out, &ping_ctx(&lead));
+    assert_eq!(
+        text(&out),
+        "keptKey=lx-123&Mode=ping&Ref=01JDQ6X8W2&State=TX&Zip=77002"
+    );
+}
+
+#[test]
+fn legacy_xml_bid_is_read_in_cents_with_its_lead_id() {
+    let a = legacy();
+    let answer = br#"<?xml version="1.0" encoding="UTF-8"?>
+<response>
+  <status>OK</status>
+  <price>42.50</price>
+  <lead_id>LX-9</lead_id>
+</response>"#;
+    assert_eq!(a.parse_bid(200, answer), bid(4250, Some("LX-9")));
+    // A byte order mark before the document is not garbage.
+    let answer = b"\xEF\xBB\xBF<response><price>7</price></response>";
+    assert_eq!(a.parse_bid(200, answer), bid(700, None));
+    // More than two decimals is rounded down to the cent.
+    let answer = b"<response><price>12.349</price></response>";
+    assert_eq!(a.parse_bid(200, answer), bid(1234, None));
+}
+
+#[test]
+fn legacy_xml_no_bid_answers() {
+    let a = legacy();
+    for answer in [
+        &b"<response><price>0</price><lead_id>LX-9</lead_id></response>"[..],
+        b"<response><price>0.00</price></response>",
+        b"<response><price/></response>",
+        b"<response><price>  </price></response>",
+    ] {
+        assert_eq!(
+            a.parse_bid(200, answer),
+            PingOutcome::NoBid,
+            "{:?}",
+            text(answer)
+        );
+    }
+    assert_eq!(a.parse_bid(204, b""), PingOutcome::NoBid);
+}
+
+#[test]
+fn legacy_xml_garbage_and_errors_cost_only_the_bid() {
+    let a = legacy();
+    for answer in [
+        &b""[..],
+        b"not xml at all",
+        b"<html><body>Internal error",
+        b"<response><price>12</pricex></response>",
+        b"<response><price>12</price></response><response/>",
+        b"<response><price>12</price></response> trailing",
+        b"\xff\xfe<response>",
+    ] {
+        assert_eq!(
+            a.parse_bid(200, answer),
+            PingOutcome::Invalid("unparsable answer".into()),
+            "{:?}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+    assert_eq!(
+        a.parse_bid(200, b"<response><price>-3</price></response>"),
+        PingOutcome::Invalid("negative bid".into())
+    );
+    assert_eq!(
+        a.parse_bid(200, b"<response><price>$12</price></response>"),
+        PingOutcome::Invalid("bid is not a number".into())
+    );
+    assert_eq!(
+        a.parse_bid(200, b"<response><status>OK</status></response>"),
+        PingOutcome::Invalid("no bid at /response/price".into())
+    );
+    assert_eq!(
+        a.parse_bid(500, b"<response><price>12</price></response>"),
+        PingOutcome::Error("status 500".into())
+    );
+}
+
+#[test]
+fn legacy_post_is_the_full_form_at_the_price_with_consent() {
+    let a = legacy();
+    let lead = full_lead();
+    let consent = consent();
+    let mut out = Vec::new();
+    a.write_post(&mut out, &post_ctx(&lead, Some(&consent)));
+    assert_eq!(
+        text(&out),
+        "Email=ana%2Bx%40example.com&First_Name=Ana+Mar%C3%ADa&Key=lx-123&Last_Name=Diaz\
+         &Lead_ID=LX-9&Mode=post&Phone=7135550147&Price=42.5\
+         &TrustedForm=https%3A%2F%2Fcert.trustedform.com%2F2f1e0c&Zip=77002"
+    );
+}
+
+#[test]
+fn legacy_post_accepted_on_either_configured_word_in_any_case() {
+    let a = legacy();
+    for word in ["Matched", "Accepted", "accepted", "MATCHED", " Matched "] {
+        let answer = format!(
+            "<response><status>{}</status><lead_id>B-1</lead_id></response>",
+            word
+        );
+        assert_eq!(
+            a.parse_post(200, answer.as_bytes()),
+            PostOutcome::Accepted {
+                buyer_lead_id: Some("B-1".into())
+            },
+            "{}",
+            word
+        );
+    }
+    assert_eq!(
+        a.parse_post(201, b"<response><status>Matched</status></response>"),
+        PostOutcome::Accepted {
+            buyer_lead_id: None
+        }
+    );
+}
+
+#[test]
+fn legacy_post_rejected_with_the_buyers_reason() {
+    let a = legacy();
+    assert_eq!(
+        a.parse_post(
+            200,
+            b"<response><status>Rejected</status><error>Duplicate lead</error></response>"
+        ),
+        rejected("Duplicate lead")
+    );
+    // Without a reason, the status the buyer gave says why.
+    assert_eq!(
+        a.parse_post(200, b"<response><status>NoMatch</status></response>"),
+        rejected("NoMatch")
+    );
+    assert_eq!(
+        a.parse_post(200, b"<response><error>bad zip</error></response>"),
+        rejected("bad zip")
+    );
+    assert_eq!(
+        a.parse_post(200, b"<response/>"),
+        rejected("no status at /response/status")
+    );
+    assert_eq!(
+        a.parse_post(200, b"Service Unavailable"),
+        rejected("unparsable answer")
+    );
+    assert_eq!(
+        a.parse_post(503, b"<response><status>Matched</status></response>"),
+        rejected("status 503")
+    );
+}
+
+#[test]
+fn a_long_reason_is_clipped() {
+    let a = legacy();
+    let answer = format!(
+        "<response><status>Rejected</status><error>{}</error></response>",
+        "x".repeat(5000)
+    );
+    match a.parse_post(200, answer.as_bytes()) {
+        PostOutcome::Rejected { reason } => assert_eq!(reason.len(), MAX_ANSWER_STRING),
+        other => panic!("{:?}", other),
+    }
+}
+
+// ---- Requests ----
+
+#[test]
+fn form_escaping_follows_urlencoded_rules() {
+    let mut out = Vec::new();
+    form_escape(&mut out, "a b&c=d/é*-._~+%\n");
+    assert_eq!(text(&out), "a+b%26c%3Dd%2F%C3%A9*-._%7E%2B%25%0A");
+}
+
+#[test]
+fn form_names_and_literals_are_escaped_too() {
+    let a = adapter(
+        r#"request = "form"
+response = "xml"
+bid_path = "/r/p"
+ping_body = { "the key" = "a&b={ping_id}", "k" = "{lead.note}" }"#,
+    );
+    let lead = obj(json!({"note": "x=1&y=2"}));
+    let mut out = Vec::new();
+    a.write_ping(&mut out, &ping_ctx(&lead));
+    assert_eq!(text(&out), "k=x%3D1%26y%3D2&the+key=a%26b%3D01JDQ6X8W2");
+}
+
+#[test]
+fn missing_fields_render_empty() {
+    let a = legacy();
+    let lead = obj(json!({"state": "TX", "first_name": "Ana"}));
+    let mut out = Vec::new();
+    a.write_ping(&mut out, &ping_ctx(&lead));
+    assert_eq!(
+        text(&out),
+        "Key=lx-123&Mode=ping&Ref=01JDQ6X8W2&State=TX&Zip="
+    );
+    out.clear();
+    let ctx = Ctx {
+        bid_id: None,
+        price_cents: None,
+        consent: None,
+        ..post_ctx(&lead, None)
+    };
+    a.write_post(&mut out, &ctx);
+    assert_eq!(
+        text(&out),
+        "Email=&First_Name=Ana&Key=lx-123&Last_Name=&Lead_ID=&Mode=post&Phone=&Price=\
+         &TrustedForm=&Zip="
+    );
+}
+
+#[test]
+fn lead_values_render_as_text() {
+    let a = adapter(
+        r#"request = "form"
+post_body = { Age = "{lead.age}", Ins = "{lead.insured}", Nil = "{lead.gone}", Buyers = "{consent.disclosed_buyers}", C = "{campaign}" }"#,
+    );
+    let lead = obj(json!({"age": 34, "insured": true, "gone": null}));
+    let consent = consent();
+    let mut out = Vec::new();
+    a.write_post(&mut out, &post_ctx(&lead, Some(&consent)));
+    assert_eq!(
+        text(&out),
+        "Age=34&Buyers=%5B%22acme-ins%22%2C%22legacy-ins%22%5D&C=auto-insurance&Ins=true&Nil="
+    );
+}
+
+#[test]
+fn json_requests_keep_the_type_of_a_lone_placeholder() {
+    let a = adapter(
+        r#"request = "json"
+response = "json"
+bid_path = "/bid"
+ping_body = { ref = "{ping_id}", age = "{lead.age}", insured = "{lead.insured}", zip = "{lead.zip}", tag = "zip-{lead.zip}", gone = "{lead.gone}", quote = "say \"hi\"\n" }
+post_body = { price = "{price}", label = "${price}", bid = "{bid_id}", buyers = "{consent.disclosed_buyers}", name = "{lead.first_name}" }"#,
+    );
+    assert_eq!(a.content_type(), "application/json");
+    let lead = full_lead();
+    let mut out = Vec::new();
+    a.write_ping(&mut out, &ping_ctx(&lead));
+    let v: Value = serde_json::from_slice(&out).expect("ping is JSON");
+    assert_eq!(
+        v,
+        json!({"age": 34, "gone": "", "insured": true, "quote": "say \"hi\"\n",
+               "ref": "01JDQ6X8W2", "tag": "zip-77002", "zip": "77002"})
+    );
+    out.clear();
+    let consent = consent();
+    a.write_post(&mut out, &post_ctx(&lead, Some(&consent)));
+    assert_eq!(
+        text(&out),
+        r#"{"bid":"LX-9","buyers":["acme-ins","legacy-ins"],"label":"$42.5","name":"Ana María","price":42.5}"#
+    );
+    // Without a price (never the case for a real post) the value is an empty string, not a
+    // broken document.
+    out.clear();
+    let ctx = Ctx {
+        price_cents: None,
+        ..post_ctx(&lead, None)
+    };
+    a.write_post(&mut out, &ctx);
+    let v: Value = serde_json::from_slice(&out).expect("post is JSON");
+    assert_eq!(v["price"], json!(""));
+    assert_eq!(v["buyers"], json!(""));
+}
+
+#[test]
+fn braces_without_a_placeholder_are_literal() {
+    let a = adapter(
+        r#"request = "form"
+post_body = { a = "{x", b = "}{ping_id}{" }"#,
+    );
+    let lead = Map::new();
+    let mut out = Vec::new();
+    a.write_post(&mut out, &post_ctx(&lead, None));
+    assert_eq!(text(&out), "a=%7Bx&b=%7D01JDQ6X8W2%7B");
+}
+
+#[test]
+fn an_empty_template_writes_an_empty_body() {
+    let a = adapter(r#"request = "json""#);
+    assert!(!a.has_ping_body() && !a.has_post_body());
+    let lead = Map::new();
+    let mut out = Vec::new();
+    a.write_ping(&mut out, &ping_ctx(&lead));
+    assert_eq!(text(&out), "{}");
+    assert!(legacy().has_ping_body());
+}
+
+// ---- JSON answers ----
+
+#[test]
+fn json_answers_are_read_by_pointer() {
+    let a = adapter(
+        r#"response = "json"
+bid_path = "/result/offer/amount"
+bid_id_path = "/result/offer/id"
+accepted_path = "/result/state"
+accepted_values = ["OK"]
+reason_path = "/result/why"
+"#,
+    );
+    let answer = br#"{"result": {"offer": {"amount": 12.34, "id": 77}}}"#;
+    assert_eq!(a.parse_bid(200, answer), bid(1234, Some("77")));
+    let answer = b"\xEF\xBB\xBF{\"result\": {\"offer\": {\"amount\": 1}}}";
+    assert_eq!(a.parse_bid(200, answer), bid(100, None));
+    let answer = br#"{"result": {"offer": {"amount": "12.34", "id": "a\"b"}}}"#;
+    assert_eq!(a.parse_bid(200, answer), bid(1234, Some("a\"b")));
+    for no in [
+        &br#"{"result": {"offer": {"amount": 0}}}"#[..],
+        br#"{"result": {"offer": {"amount": null}}}"#,
+        br#"{"result": {"offer": {"amount": ""}}}"#,
+    ] {
+        assert_eq!(a.parse_bid(200, no), PingOutcome::NoBid);
+    }
+    assert_eq!(
+        a.parse_bid(200, br#"{"result": {}}"#),
+        PingOutcome::Invalid("no bid at /result/offer/amount".into())
+    );
+    assert_eq!(
+        a.parse_bid(200, br#"{"result": {"offer": {"amount": {}}}}"#),
+        PingOutcome::Invalid("bid is not a number".into())
+    );
+    assert_eq!(
+        a.parse_bid(200, br#"{"result": {"offer": {"amount": 5}}"#),
+        PingOutcome::Invalid("unparsable answer".into())
+    );
+    assert_eq!(
+        a.parse_post(200, br#"{"result": {"state": "ok", "offer": {"id": 9}}}"#),
+        PostOutcome::Accepted {
+            buyer_lead_id: Some("9".into())
+        }
+    );
+    assert_eq!(
+        a.parse_post(200, br#"{"result": {"state": "DENIED", "why": "dup"}}"#),
+        rejected("dup")
+    );
+    assert_eq!(a.parse_post(200, b"{"), rejected("unparsable answer"));
+}
+
+#[test]
+fn json_pointers_index_arrays_and_unescape_tokens() {
+    let a = adapter(
+        r#"bid_path = "/offers/1/a~1b~0c"
+bid_id_path = "/offers/1/id"
+"#,
+    );
+    let answer = br#"{"offers": [{"a/b~c": 1}, {"a/b~c": 2.5, "id": "second"}]}"#;
+    assert_eq!(a.parse_bid(200, answer), bid(250, Some("second")));
+    // "01" is not an array index in RFC 6901.
+    let a = adapter(r#"bid_path = "/offers/01""#);
+    assert_eq!(
+        a.parse_bid(200, br#"{"offers": [1, 2]}"#),
+        PingOutcome::Invalid("no bid at /offers/01".into())
+    );
+    // The first of duplicate keys wins.
+    let a = adapter(r#"bid_path = "/bid""#);
+    assert_eq!(a.parse_bid(200, br#"{"bid": 3, "bid": 4}"#), bid(300, None));
+}
+
+#[test]
+fn json_without_paths_follows_the_native_protocol() {
+    let a = adapter(r#"request = "form""#);
+    assert_eq!(
+        a.parse_bid(200, br#"{"bid": 42.5, "bid_id": "b-77"}"#),
+        bid(4250, Some("b-77"))
+    );
+    assert_eq!(a.parse_bid(200, br#"{"bid": 0}"#), PingOutcome::NoBid);
+    // No accepted_path: any 2xx is a sale, whatever the body.
+    assert_eq!(
+        a.parse_post(200, b"thanks!"),
+        PostOutcome::Accepted {
+            buyer_lead_id: None
+        }
+    );
+    assert_eq!(a.parse_post(404, b""), rejected("status 404"));
+}
+
+#[test]
+fn accepted_path_without_values_means_the_native_word() {
+    let a = adapter(r#"accepted_path = "/status""#);
+    assert_eq!(
+        a.parse_post(200, br#"{"status": "Accepted"}"#),
+        PostOutcome::Accepted {
+            buyer_lead_id: None
+        }
+    );
+    assert_eq!(
+        a.parse_post(200, br#"{"status": "maybe"}"#),
+        rejected("maybe")
+    );
+}
+
+#[test]
+fn an_answer_over_the_limit_is_not_read() {
+    let a = adapter(r#"bid_path = "/bid""#);
+    let mut big = br#"{"bid": 5, "pad": ""#.to_vec();
+    big.resize(MAX_ANSWER_BYTES + 1, b'x');
+    big.extend_from_slice(b"\"}");
+    assert_eq!(
+        a.parse_bid(200, &big),
+        PingOutcome::Invalid("unparsable answer".into())
+    );
+}
+
+// ---- XML details ----
+
+fn xml_adapter(bid_path: &str) -> Adapter {
+    adapter(&format!("response = \"xml\"\nbid_path = \"{}\"", bid_path))
+}
+
+#[test]
+fn xml_reads_namespaced_soap_answers_with_entities_cdata_and_comments() {
+    let a = adapter(
+        r#"response = "xml"
+bid_path = "/Envelope/Body/Quote/Price"
+bid_id_path = "/Envelope/Body/Quote/Ref"
+"#,
+    );
+    let answer = br#"<?xml version="1.0"?>
+<!DOCTYPE x [ <!ENTITY boom "boom"> ]>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">
+  <soap:Body>
+    <!-- a comment with <Price>99</Price> inside -->
+    <q:Quote xmlns:q="urn:q" currency='USD' note="a > b">
+      <q:Price><![CDATA[ 17.5 ]]></q:Price>
+      <q:Ref>A&amp;B &#x41;&#66;&boom;</q:Ref>
+    </q:Quote>
+  </soap:Body>
+</soap:Envelope>"#;
+    assert_eq!(a.parse_bid(200, answer), bid(1750, Some("A&B AB&boom;")));
+}
+
+#[test]
+fn xml_takes_the_first_match_and_all_its_text() {
+    let a = xml_adapter("/r/p");
+    assert_eq!(
+        a.parse_bid(200, b"<r><x><p>9</p></x><p>1<b>2</b></p><p>3</p></r>"),
+        bid(1200, None)
+    );
+    // A path must start at the root element.
+    let a = xml_adapter("/p");
+    assert_eq!(
+        a.parse_bid(200, b"<r><p>1</p></r>"),
+        PingOutcome::Invalid("no bid at /p".into())
+    );
+}
+
+#[test]
+fn xml_nesting_is_bounded() {
+    let a = xml_adapter("/r/p");
+    let depth = xml::MAX_XML_DEPTH + 1;
+    let answer = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+    assert_eq!(
+        a.parse_bid(200, answer.as_bytes()),
+        PingOutcome::Invalid("unparsable answer".into())
+    );
+    let ok = xml::MAX_XML_DEPTH;
+    let answer = format!(
+        "<r><p>2</p>{}{}</r>",
+        "<a>".repeat(ok - 1),
+        "</a>".repeat(ok - 1)
+    );
+    assert_eq!(a.parse_bid(200, answer.as_bytes()), bid(200, None));
+}
+
+#[test]
+fn xml_reader_reports_where_it_failed() {
+    let path = vec!["r".to_string()];
+    assert_eq!(
+        xml::find_texts(b"<r></s>", [Some(path.as_slice())]),
+        Err(xml::XmlError::Malformed("end tag does not match", 3))
+    );
+    assert_eq!(
+        xml::find_texts(b"<r><!-- open", [Some(path.as_slice())]),
+        Err(xml::XmlError::Malformed("unterminated comment", 3))
+    );
+    assert_eq!(
+        xml::find_texts(b"<r>a &lt; b</r>", [Some(path.as_slice())]),
+        Ok([Found::Text("a < b".into())])
+    );
+}
+
+// ---- Compile ----
+
+#[test]
+fn compile_refuses_what_it_cannot_honour() {
+    assert!(matches!(
+        compile_err(r#"request = "soap""#),
+        AdapterError::UnknownKind { key: "request", .. }
+    ));
+    assert!(matches!(
+        compile_err(r#"response = "yaml""#),
+        AdapterError::UnknownKind {
+            key: "response",
+            ..
+        }
+    ));
+    assert_eq!(
+        compile_err(r#"post_body = { a = "{lead}" }"#),
+        AdapterError::UnknownPlaceholder {
+            body: "post_body",
+            field: "a".into(),
+            placeholder: "lead".into()
+        }
+    );
+    for (ph, shown) in [
+        ("{price}", "price"),
+        ("{bid_id}", "bid_id"),
+        ("{consent.jornaya_leadid}", "consent.jornaya_leadid"),
+        ("{lead.email}", "lead.email"),
+    ] {
+        let e = compile_err(&format!(
+            "bid_path = \"/b\"\nping_body = {{ a = \"{}\" }}",
+            ph
+        ));
+        assert_eq!(
+            e,
+            AdapterError::NotAllowedInPing {
+                field: "a".into(),
+                placeholder: shown.into()
+            }
+        );
+    }
+    assert!(matches!(
+        compile_err(r#"bid_path = "bid""#),
+        AdapterError::BadPath {
+            key: "bid_path",
+            ..
+        }
+    ));
+    assert!(matches!(
+        compile_err(r#"bid_path = "/a/~2""#),
+        AdapterError::BadPath { .. }
+    ));
+    assert!(matches!(
+        compile_err("response = \"xml\"\nreason_path = \"/r//e\""),
+        AdapterError::BadPath {
+            key: "reason_path",
+            ..
+        }
+    ));
+    let deep = "/a".repeat(MAX_PATH_DEPTH + 1);
+    assert!(matches!(
+        compile_err(&format!("bid_path = \"{}\"", deep)),
+        AdapterError::BadPath { .. }
+    ));
+    let msg: String = compile_err(r#"request = "soap""#).into();
+    assert!(msg.contains("adapter.request"), "{}", msg);
+}
