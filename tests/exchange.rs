@@ -555,3 +555,73 @@ fn a_client_sending_its_head_too_slowly_is_disconnected() {
     // Other clients are unaffected.
     assert_eq!(ex.client().lead(LEAD).json()["status"], "sold");
 }
+
+#[test]
+fn a_buyer_behind_a_form_and_xml_adapter_bids_and_buys() {
+    let legacy = BuyerSpec::new("legacy").with_responder(|_, body| {
+        let text = String::from_utf8_lossy(body);
+        if text.contains("Mode=ping") {
+            Reply::json(200, &b"<?xml version=\"1.0\"?><response><price>31.50</price><lead_id>L-9</lead_id></response>"[..])
+        } else {
+            Reply::json(200, &b"<response><status>Matched</status></response>"[..])
+        }
+    });
+    let fleet = Fleet::start(vec![legacy, bidder("native", 2000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |i| {
+        if i == 0 {
+            r#"[buyers.adapter]
+request = "form"
+response = "xml"
+ping_body = { Key = "lx-123", Mode = "ping", State = "{lead.state}", Zip = "{lead.zip}", Ref = "{ping_id}" }
+post_body = { Key = "lx-123", Mode = "post", Lead_ID = "{bid_id}", First_Name = "{lead.first_name}", Phone = "{lead.phone}", Price = "{price}", TrustedForm = "{consent.trustedform_cert_url}" }
+bid_path = "/response/price"
+bid_id_path = "/response/lead_id"
+accepted_path = "/response/status"
+accepted_values = ["Matched", "Accepted"]
+"#
+            .to_string()
+        } else {
+            String::new()
+        }
+    }));
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(sales(&v), vec![("legacy".to_string(), 31.5)], "{}", v);
+    let ping = String::from_utf8(fleet.ping_bodies(0).remove(0)).unwrap();
+    assert!(
+        ping.contains("Mode=ping") && ping.contains("State=TX") && ping.contains("Zip=77002"),
+        "{}",
+        ping
+    );
+    assert!(
+        !ping.contains("Ana") && !ping.contains("7135550147"),
+        "the ping leaked personal data: {}",
+        ping
+    );
+    let post = fleet
+        .ping_bodies(0)
+        .into_iter()
+        .chain(fleet.post_bodies(0))
+        .map(|b| String::from_utf8(b).unwrap())
+        .find(|b| b.contains("Mode=post"))
+        .expect("a post");
+    assert!(
+        post.contains("First_Name=Ana")
+            && post.contains("Price=31.5")
+            && post.contains("Lead_ID=L-9"),
+        "{}",
+        post
+    );
+    assert!(
+        post.contains("TrustedForm=https%3A%2F%2Fcert.trustedform.com%2F2f1e0c"),
+        "{}",
+        post
+    );
+    let head = String::from_utf8(fleet.request_heads(0).remove(0))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: application/x-www-form-urlencoded"),
+        "{}",
+        head
+    );
+}

@@ -245,26 +245,18 @@ pub struct Buyer {
     pub priority: u32,
     pub weight: u32,
     pub adapter: Option<AdapterConfig>,
+    /// The adapter, compiled: requests built from templates, answers read through paths.
+    pub codec: Option<Arc<crate::adapter::Adapter>>,
     pub paused: bool,
-}
-
-impl Buyer {
-    /// Whether the buyer takes the native JSON protocol. Buyers behind a form/XML adapter are
-    /// validated but not yet pinged or posted to by this version of the exchange.
-    pub fn speaks_native_protocol(&self) -> bool {
-        self.adapter
-            .as_ref()
-            .is_none_or(|a| a.request == "json" && a.response == "json")
-    }
 }
 
 /// Things in a valid config that the running exchange cannot act on, for the operator to see.
 pub fn warnings(snap: &Snapshot) -> Vec<String> {
     let mut w = Vec::new();
     for b in &snap.buyers {
-        if !b.speaks_native_protocol() {
+        if b.ping.is_none() && b.price_cents.is_some() {
             w.push(format!(
-                "buyer {}: form/XML adapters are not supported yet; this buyer is never pinged",
+                "buyer {}: fixed-price buyers are used by waterfall, round robin and weighted distribution, which this version does not run yet",
                 b.id
             ));
         }
@@ -764,8 +756,13 @@ impl Validator<'_> {
                     CapLimits::UNCAPPED
                 }
             };
+            let mut codec = None;
             if let Some(a) = &b.adapter {
                 self.check_adapter(i, a, &cs, &campaigns);
+                match crate::adapter::Adapter::compile(a) {
+                    Ok(c) => codec = Some(Arc::new(c)),
+                    Err(e) => self.err(format!("buyers[{}].adapter", i), e.to_string()),
+                }
             }
             buyers.push(Buyer {
                 id: b.id.clone(),
@@ -784,6 +781,7 @@ impl Validator<'_> {
                 priority: b.priority.unwrap_or(u32::MAX),
                 weight: b.weight.unwrap_or(1),
                 adapter: b.adapter.clone(),
+                codec,
                 paused: b.paused,
             });
         }

@@ -811,7 +811,6 @@ impl Worker {
         out.retain(|&b| {
             let buyer = &snap.buyers[b];
             buyer.ping.is_some()
-                && buyer.speaks_native_protocol()
                 && disclosed
                     .as_ref()
                     .is_none_or(|d| d.contains(&buyer.id.as_str()))
@@ -1520,9 +1519,34 @@ impl Worker {
         };
         let buyer = lead.auction.buyer(job.slot);
         let b = &lead.snap.buyers[buyer];
-        let (endpoint, body): (_, &[u8]) = match job.kind {
-            JobKind::Ping => (b.ping.as_ref(), &lead.ping_body),
-            JobKind::Post => {
+        let mut content_type = "application/json";
+        let (endpoint, body): (_, &[u8]) = match (job.kind, &b.codec) {
+            // A buyer with its own API: its request is built from its templates.
+            (kind, Some(codec)) => {
+                self.scratch.clear();
+                let price = lead_price(&lead.auction, job.slot);
+                let ctx = crate::adapter::Ctx {
+                    ping_id: &lead.id,
+                    bid_id: lead.auction.bid_id(job.slot),
+                    price_cents: (kind == JobKind::Post).then_some(price),
+                    campaign: &lead.snap.campaigns[lead.campaign].id,
+                    lead: &lead.req.lead,
+                    consent: lead.req.consent.as_ref(),
+                };
+                content_type = codec.content_type();
+                match kind {
+                    JobKind::Ping => {
+                        codec.write_ping(&mut self.scratch, &ctx);
+                        (b.ping.as_ref(), &self.scratch)
+                    }
+                    JobKind::Post => {
+                        codec.write_post(&mut self.scratch, &ctx);
+                        (b.post.as_ref(), &self.scratch)
+                    }
+                }
+            }
+            (JobKind::Ping, None) => (b.ping.as_ref(), &lead.ping_body),
+            (JobKind::Post, None) => {
                 self.scratch.clear();
                 let price = match lead.auction.post_result(job.slot) {
                     None => lead_price(&lead.auction, job.slot),
@@ -1556,7 +1580,7 @@ impl Worker {
             &endpoint.path,
             &endpoint.host_header,
             b.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            "application/json",
+            content_type,
             body,
         );
         c.job = Some(job);
@@ -1705,17 +1729,26 @@ impl Worker {
             if let Some(lead) = self.leads.get_mut(job.lead) {
                 if lead.slot_conn[job.slot] == Some(ck) {
                     lead.slot_conn[job.slot] = None;
-                    match job.kind {
-                        JobKind::Ping => lead.auction.on_ping_result(
+                    let codec = lead.snap.buyers[lead.auction.buyer(job.slot)].codec.clone();
+                    match (job.kind, codec) {
+                        (JobKind::Ping, None) => lead.auction.on_ping_result(
                             job.slot,
                             now,
                             lead::parse_bid(status, &body),
                         ),
-                        JobKind::Post => lead.auction.on_post_result(
+                        (JobKind::Ping, Some(c)) => {
+                            lead.auction
+                                .on_ping_result(job.slot, now, c.parse_bid(status, &body))
+                        }
+                        (JobKind::Post, None) => lead.auction.on_post_result(
                             job.slot,
                             now,
                             lead::parse_post_answer(status, &body),
                         ),
+                        (JobKind::Post, Some(c)) => {
+                            lead.auction
+                                .on_post_result(job.slot, now, c.parse_post(status, &body))
+                        }
                     }
                     self.dirty.push(job.lead);
                 }
