@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auction;
 pub mod caps;
 pub mod cli;
+pub mod compliance;
 pub mod config;
 pub mod demo;
 pub mod eligibility;
