@@ -220,6 +220,8 @@ pub struct Campaign {
     pub fallback: Option<Method>,
     pub hold: Duration,
     pub suppression_file: Option<PathBuf>,
+    /// The suppression list, loaded from `suppression_file` (paths relative to the working directory).
+    pub suppression: Option<Arc<crate::compliance::Suppression>>,
     /// Buyers (indexes into `Snapshot::buyers`) that take this campaign, in config order.
     pub buyers: Vec<usize>,
 }
@@ -590,6 +592,15 @@ impl Validator<'_> {
                 fallback,
                 hold: Duration::from_millis(c.hold_ms.clamp(1, MAX_HOLD_MS)),
                 suppression_file: c.suppression_file.as_ref().map(PathBuf::from),
+                suppression: c.suppression_file.as_ref().and_then(|f| {
+                    match crate::compliance::Suppression::load(std::path::Path::new(f)) {
+                        Ok(s) => Some(Arc::new(s)),
+                        Err(e) => {
+                            self.err(k("suppression_file"), e.to_string());
+                            None
+                        }
+                    }
+                }),
                 buyers: Vec::new(),
             });
         }

@@ -12,6 +12,7 @@ pub mod tls;
 mod worker;
 
 use crate::caps::CapTable;
+use crate::compliance::DedupeIndex;
 use crate::config::{Scheme, Snapshot};
 use crate::journal::{self, Journal, JournalOptions, Record, RecoveryReport, SyncMode};
 use crate::stats::WorkerStats as Stats;
@@ -37,6 +38,8 @@ pub struct Shared {
     /// Seller-side ping-post: bids held from `/v1/ping` for `/v1/post`, by ping id. Touched
     /// once per ping and once per post, never per buyer; bounded by `MAX_HELD_PINGS`.
     pub held: Mutex<HashMap<String, HeldPing>>,
+    /// Phones and emails seen per campaign within `dedupe_days`, shared by all workers.
+    pub dedupe: Arc<DedupeIndex>,
     /// Auctions in flight across all workers, against `server.max_in_flight`.
     pub in_flight: AtomicUsize,
     pub shutdown: AtomicBool,
@@ -224,12 +227,13 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
         listeners.push(bind_reuseport(local_addr)?);
     }
     let caps = Arc::new(caps_for(&snap));
+    let dedupe = Arc::new(DedupeIndex::new(dedupe_entries(&snap)));
     let (journal, recovery) = open_journal(&snap)?;
     let mut pnl = Stats::default();
-    let replayed = rebuild(&snap, &journal, &caps, &mut pnl)?;
+    let replayed = rebuild(&snap, &journal, &caps, &dedupe, &mut pnl)?;
     start_with(
         snap,
-        caps,
+        (caps, dedupe),
         Arc::new(journal),
         (recovery, replayed, pnl),
         listeners,
@@ -260,21 +264,72 @@ pub const CAP_REPLAY_WINDOW_US: u64 = 32 * 24 * 3600 * 1_000_000;
 
 /// Rebuild from the journal what must survive a restart: each buyer's caps and budget for the
 /// windows still open (so a restart never lets a buyer exceed a cap), and the P&L of that period.
+/// Phones and emails the dedupe index keeps: room for a busy exchange's window when any
+/// campaign dedupes (memory grows with use, about 60 bytes an entry), next to nothing otherwise.
+pub const DEDUPE_ENTRIES: usize = 1 << 20;
+
+fn dedupe_entries(snap: &Snapshot) -> usize {
+    if snap.campaigns.iter().any(|c| c.dedupe_days > 0) {
+        DEDUPE_ENTRIES
+    } else {
+        crate::compliance::DEDUPE_SHARDS
+    }
+}
+
+const DAY_US: u64 = 24 * 3600 * 1_000_000;
+
 fn rebuild(
     snap: &Snapshot,
     journal: &Journal,
     caps: &CapTable,
+    dedupe: &DedupeIndex,
     pnl: &mut Stats,
 ) -> io::Result<u64> {
     let now = chrono::Utc::now();
     let now_us = now.timestamp_micros().max(0) as u64;
-    let since = now_us.saturating_sub(CAP_REPLAY_WINDOW_US);
+    let dedupe_window_us = snap
+        .campaigns
+        .iter()
+        .map(|c| c.dedupe_days as u64)
+        .max()
+        .unwrap_or(0)
+        * DAY_US;
+    let since_dedupe = now_us.saturating_sub(dedupe_window_us);
+    let since_caps = now_us.saturating_sub(CAP_REPLAY_WINDOW_US);
+    let since = since_caps.min(since_dedupe);
+    // Dedupe keys of the leads received in the window, dropped again for leads refused.
+    let mut received: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
     let mut sales = 0u64;
     let reader = journal::Reader::open_since(journal.dir(), since)
         .map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
     for item in reader {
         let e = item.map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
         if e.ts_us < since {
+            continue;
+        }
+        if let Record::LeadReceived {
+            lead_id,
+            campaign,
+            lead_json,
+            ..
+        } = &e.record
+        {
+            if dedupe_window_us > 0 && e.ts_us >= since_dedupe {
+                let body: serde_json::Value = serde_json::from_slice(lead_json).unwrap_or_default();
+                if let Some(lead) = body.get("lead").and_then(|l| l.as_object()) {
+                    let mut keys = Vec::new();
+                    crate::compliance::dedupe_keys(campaign, lead, &mut keys);
+                    if !keys.is_empty() {
+                        received.insert(lead_id.clone(), (e.ts_us, keys));
+                    }
+                }
+            }
+        }
+        if let Record::Rejected { lead_id, .. } = &e.record {
+            received.remove(lead_id);
+        }
+        if e.ts_us < since_caps {
+            // Older than any cap window or P&L period: only dedupe needed it.
             continue;
         }
         match &e.record {
@@ -314,6 +369,11 @@ fn rebuild(
             _ => {}
         }
     }
+    let mut replay: Vec<(u64, Vec<u64>)> = received.into_values().collect();
+    replay.sort_by_key(|r| r.0);
+    for (ts, keys) in replay {
+        dedupe.replay(&keys, ts);
+    }
     Ok(sales)
 }
 
@@ -331,7 +391,7 @@ pub fn caps_for(snap: &Snapshot) -> CapTable {
 
 fn start_with(
     snap: Arc<Snapshot>,
-    caps: Arc<CapTable>,
+    (caps, dedupe): (Arc<CapTable>, Arc<DedupeIndex>),
     journal: Arc<Journal>,
     (recovery, replayed, pnl): (RecoveryReport, u64, Stats),
     listeners: Vec<std::net::TcpListener>,
@@ -344,6 +404,7 @@ fn start_with(
         caps,
         journal,
         held: Mutex::new(HashMap::new()),
+        dedupe,
         in_flight: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         stats: (0..workers)

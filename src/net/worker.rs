@@ -134,6 +134,7 @@ pub struct Worker {
     /// Leads with new input whose actions must be run.
     dirty: Vec<Key>,
     scratch: Vec<u8>,
+    dedupe_keys: Vec<u64>,
     read_buf: Vec<u8>,
     limits: Limits,
     now: Instant,
@@ -235,6 +236,7 @@ impl Worker {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             scratch: Vec::with_capacity(4096),
+            dedupe_keys: Vec::with_capacity(crate::compliance::MAX_KEYS_PER_LEAD),
             read_buf: vec![0u8; READ_CHUNK],
             limits: Limits::with_max_body_bytes(snap.server.max_body_bytes),
             now,
@@ -681,6 +683,12 @@ impl Worker {
             }
             (None, _) => lead::validate(&req, c),
         };
+        // Compliance, for leads that carry the consumer (a ping does not): suppression first,
+        // so that a suppressed consumer takes no room in the dedupe index.
+        let valid = match valid {
+            Ok(()) if flow != Flow::Ping => self.compliance(c, &req),
+            other => other,
+        };
         if let Err(r) = valid {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             unclaim(self, &held);
@@ -761,6 +769,48 @@ impl Worker {
                 self.refuse(key, &r, None, &[("Retry-After", "1")]);
             }
         }
+    }
+
+    /// 422 `suppressed` for a phone on the campaign's suppression list; 422 `duplicate` for a
+    /// phone or email already seen in the campaign within `dedupe_days` (atomically across
+    /// workers: of two identical leads at once, exactly one passes).
+    fn compliance(
+        &mut self,
+        c: &crate::config::Campaign,
+        req: &LeadRequest,
+    ) -> Result<(), Refusal> {
+        if let Some(list) = &c.suppression {
+            let phone = req.lead.get("phone").and_then(lead::normalized_phone);
+            if phone.is_some_and(|p| list.contains(&p)) {
+                return Err(Refusal {
+                    status: 422,
+                    code: "suppressed",
+                    message: "this phone number is on the suppression list".into(),
+                    field: Some("lead.phone".into()),
+                });
+            }
+        }
+        if c.dedupe_days > 0 {
+            crate::compliance::dedupe_keys(&c.id, &req.lead, &mut self.dedupe_keys);
+            let window_us = u64::from(c.dedupe_days) * 86_400_000_000;
+            if !self.dedupe_keys.is_empty()
+                && !self
+                    .shared
+                    .dedupe
+                    .check_and_insert(&self.dedupe_keys, unix_micros(), window_us)
+            {
+                return Err(Refusal {
+                    status: 422,
+                    code: "duplicate",
+                    message: format!(
+                        "the same phone or email was received within {} days",
+                        c.dedupe_days
+                    ),
+                    field: Some("lead".into()),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Claim a held ping for its post: 404 when unknown (or another seller's), 410 when
