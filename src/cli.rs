@@ -30,6 +30,9 @@ enum Command {
     /// The embedded default: the exchange, a simulated buyer fleet and a lead stream in one
     /// process, on a bundled config. Prints throughput, sold rate, revenue, P&L and latency.
     Demo(crate::demo::DemoArgs),
+    /// Read the journal: export, show one lead, follow, verify.
+    #[command(subcommand)]
+    Journal(crate::journal::cli::JournalCmd),
 }
 
 /// Run the command line; returns the process exit code.
@@ -60,6 +63,7 @@ pub fn main() -> i32 {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
         Command::Demo(args) => crate::demo::run(&args),
+        Command::Journal(cmd) => crate::journal::cli::run(cmd),
     }
 }
 
@@ -114,11 +118,20 @@ fn serve(path: &std::path::Path) -> i32 {
             return 1;
         }
     };
+    let (recovery, replayed) = handle.recovery();
+    eprintln!("gavel: {}", recovery);
+    eprintln!(
+        "gavel: {} sale(s) of the last 32 days replayed into caps and budgets",
+        replayed
+    );
     eprintln!(
         "gavel: serving sellers on {} with {} workers",
         handle.local_addr(),
         snap.server.workers
     );
+    if let Some(a) = handle.admin_addr() {
+        eprintln!("gavel: operator API on {}", a);
+    }
     handle.join();
     0
 }

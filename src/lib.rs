@@ -4,6 +4,7 @@
 //! codec) wrapped by a thin I/O shell (`net`). `sim` holds the mock buyer fleet and the load
 //! generator used by `gavel demo`, the tests and the operator tools. See `docs/ARCHITECTURE.md`.
 
+pub mod admin;
 pub mod auction;
 pub mod caps;
 pub mod cli;

@@ -74,6 +74,8 @@ pub struct WorkerStats {
     pub elapsed_us: Histogram<u64>,
     /// Refusals before a lead got an id: auth, bad request, 429, 503.
     pub refused: BTreeMap<u16, u64>,
+    /// Records the journal refused (disk full, I/O error).
+    pub journal_errors: u64,
 }
 
 impl Default for WorkerStats {
@@ -84,6 +86,7 @@ impl Default for WorkerStats {
             overhead_us: histogram(),
             elapsed_us: histogram(),
             refused: BTreeMap::new(),
+            journal_errors: 0,
         }
     }
 }
@@ -131,6 +134,7 @@ impl WorkerStats {
         }
         let _ = self.overhead_us.add(&other.overhead_us);
         let _ = self.elapsed_us.add(&other.elapsed_us);
+        self.journal_errors += other.journal_errors;
         for (k, v) in &other.refused {
             *self.refused.entry(*k).or_default() += v;
         }

@@ -134,6 +134,7 @@ struct SlotState {
     ping: PingState,
     post: PostState,
     post_sent_at: Option<Instant>,
+    post_done_at: Option<Instant>,
     price_cents: Cents,
 }
 
@@ -241,6 +242,7 @@ impl Auction {
                     ping: PingState::Waiting,
                     post: PostState::None,
                     post_sent_at: None,
+                    post_done_at: None,
                     price_cents: 0,
                 })
                 .collect(),
@@ -295,6 +297,34 @@ impl Auction {
 
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
+    }
+
+    /// Bidding is over: every ping has its final outcome and the ranking is fixed.
+    pub fn is_closed(&self) -> bool {
+        self.phase != Phase::Pinging
+    }
+
+    /// Slots with acceptable bids, best first (empty until closed).
+    pub fn ranking(&self) -> &[Slot] {
+        &self.ranking
+    }
+
+    /// Positive bids received so far.
+    pub fn outcome_bids(&self) -> u32 {
+        self.bids
+    }
+
+    /// How long the buyer took to answer the post (to the result, whatever it was).
+    pub fn post_response(&self, slot: Slot) -> Duration {
+        self.slots
+            .get(slot)
+            .and_then(|s| Some(s.post_done_at?.saturating_duration_since(s.post_sent_at?)))
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The price a slot is posted at (its bid), once posted.
+    pub fn post_price(&self, slot: Slot) -> Cents {
+        self.slots.get(slot).map(|s| s.price_cents).unwrap_or(0)
     }
 
     /// The bid id a buyer gave with its bid, to echo in its post.
@@ -393,6 +423,7 @@ impl Auction {
             });
         }
         s.post = PostState::Done(outcome);
+        s.post_done_at = Some(now);
         self.posts_in_flight -= 1;
         if self.posts_in_flight == 0 {
             if let Some(start) = self.post_wait_start.take() {

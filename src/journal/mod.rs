@@ -1,1 +1,281 @@
-//! The bid journal.
+//! The bid journal: the exchange's book of record.
+//!
+//! Buyers are billed, sellers paid and disputes settled from these records, and on start the
+//! exchange rebuilds its cap and budget counters from them. Every worker appends on the hot path
+//! (about ten records per lead), so an append is a handful of atomic operations and a copy into
+//! a memory-mapped segment: no lock, no system call, no allocation.
+//!
+//! Layout of the module:
+//! - [`format`]: the on-disk layout (segment header, record frame) and the frame parser that
+//!   every reader shares.
+//! - [`record`]: the record types and their compact binary payload codec.
+//! - [`writer`]: [`Journal`], the concurrent appender (claim by compare-and-swap, publish by a
+//!   commit word), rotation, retention and the sync modes.
+//! - [`recovery`]: the scan run on open and by `verify`, and the reports it produces.
+//! - [`reader`]: read-only streaming readers for replay, export and `tail`.
+//! - [`cli`]: `gavel journal export | show | tail | verify`.
+//!
+//! `docs/JOURNAL.md` describes the format byte by byte and the rules for recovery.
+
+pub mod cli;
+pub mod format;
+pub mod reader;
+pub mod record;
+pub mod recovery;
+mod segment;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use reader::{read_all, replay_sales, Entry, Follower, Reader};
+pub use record::{DecodeError, LeadStatus, PingOutcome, Record, RecordRef, RecordType};
+pub use recovery::{verify, Cut, Damage, DamageKind, RecoveryReport, VerifyReport};
+pub use writer::Journal;
+
+/// Smallest segment accepted: large enough for the header and a good number of leads, small
+/// enough that tests can exercise rotation cheaply.
+pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+
+/// Largest segment accepted. Offsets inside a segment stay far below `usize` on every supported
+/// target, and one segment never pins more than this much address space.
+pub const MAX_SEGMENT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+/// The longest cap window (a calendar month, rounded up). Caps are rebuilt from the journal on
+/// start, so no segment holding a record younger than this may be removed by retention.
+pub const CAP_WINDOW_US: u64 = 32 * 24 * 3600 * 1_000_000;
+
+/// How the journal makes appended records durable. Each mode survives a process crash (the
+/// records are in the kernel's page cache the instant `append` returns); they differ on an OS
+/// crash or power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Nothing beyond the page cache: an OS crash loses whatever the kernel had not yet written.
+    Os,
+    /// A background thread writes dirty pages to disk every interval: an OS crash loses at most
+    /// about one interval of records.
+    Interval(Duration),
+    /// `Journal::sync_to` writes through the given record before the exchange answers the
+    /// seller: an answered lead survives an OS crash.
+    Always,
+}
+
+impl SyncMode {
+    /// Parse the `[journal] sync` key; `interval_ms` is used for `"interval"`.
+    pub fn from_config(sync: &str, interval_ms: u64) -> Result<SyncMode, JournalError> {
+        match sync {
+            "os" => Ok(SyncMode::Os),
+            "interval" => {
+                if interval_ms == 0 {
+                    return Err(JournalError::InvalidOptions(
+                        "journal.sync_interval_ms must be at least 1".to_string(),
+                    ));
+                }
+                Ok(SyncMode::Interval(Duration::from_millis(interval_ms)))
+            }
+            "always" => Ok(SyncMode::Always),
+            other => Err(JournalError::InvalidOptions(format!(
+                "journal.sync must be \"os\", \"interval\" or \"always\", not {other:?}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncMode::Os => write!(f, "os"),
+            SyncMode::Interval(d) => write!(f, "interval ({} ms)", d.as_millis()),
+            SyncMode::Always => write!(f, "always"),
+        }
+    }
+}
+
+/// Where and how the journal is kept (the `[journal]` section of the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// Directory holding the segment files.
+    pub dir: PathBuf,
+    /// Size of each new segment file, a multiple of 8 within
+    /// [`MIN_SEGMENT_BYTES`]..=[`MAX_SEGMENT_BYTES`].
+    pub segment_bytes: u64,
+    /// Durability mode.
+    pub sync: SyncMode,
+    /// Segments kept before the oldest is removed; 0 keeps every segment. A segment that may
+    /// still hold records of an open cap window is kept regardless (see [`CAP_WINDOW_US`]).
+    pub retain_segments: usize,
+}
+
+impl JournalOptions {
+    /// Options with the configuration's defaults for everything but the directory.
+    pub fn new(dir: impl Into<PathBuf>) -> JournalOptions {
+        JournalOptions {
+            dir: dir.into(),
+            segment_bytes: 256 * 1024 * 1024,
+            sync: SyncMode::Interval(Duration::from_millis(10)),
+            retain_segments: 64,
+        }
+    }
+
+    /// Options from the raw `[journal]` configuration section.
+    pub fn from_config(
+        cfg: &crate::config::types::JournalConfig,
+    ) -> Result<JournalOptions, JournalError> {
+        let opts = JournalOptions {
+            dir: PathBuf::from(&cfg.dir),
+            segment_bytes: cfg.segment_bytes,
+            sync: SyncMode::from_config(&cfg.sync, cfg.sync_interval_ms)?,
+            retain_segments: cfg.retain_segments,
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    /// Check the limits `Journal::open` relies on, naming the key at fault.
+    pub fn validate(&self) -> Result<(), JournalError> {
+        if self.segment_bytes < MIN_SEGMENT_BYTES || self.segment_bytes > MAX_SEGMENT_BYTES {
+            return Err(JournalError::InvalidOptions(format!(
+                "journal.segment_bytes must be between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, not {}",
+                self.segment_bytes
+            )));
+        }
+        if self.segment_bytes % format::FRAME_ALIGN != 0 {
+            return Err(JournalError::InvalidOptions(format!(
+                "journal.segment_bytes must be a multiple of {}, not {}",
+                format::FRAME_ALIGN,
+                self.segment_bytes
+            )));
+        }
+        if let SyncMode::Interval(d) = self.sync {
+            if d.is_zero() {
+                return Err(JournalError::InvalidOptions(
+                    "journal.sync_interval_ms must be at least 1".to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a record starts: its segment's sequence number and its byte offset in that segment.
+/// Positions order records in the order they were claimed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Sequence number of the segment (its file name).
+    pub segment: u64,
+    /// Byte offset of the record's frame within the segment file.
+    pub offset: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "segment {} offset {}", self.segment, self.offset)
+    }
+}
+
+/// Errors of the journal layer.
+#[derive(Debug)]
+pub enum JournalError {
+    /// An operating-system call on the journal's files failed; `op` names the call.
+    Io {
+        /// What was being done (`"open"`, `"mmap"`, `"msync"`, ...).
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The options are out of range; the message names the configuration key.
+    InvalidOptions(String),
+    /// The journal directory does not exist (readers never create it).
+    NotFound(PathBuf),
+    /// Another process holds the journal open for writing; two writers would corrupt it.
+    Locked(PathBuf),
+    /// A segment was written by a newer format version than this build understands; it is
+    /// neither read nor cut.
+    UnsupportedFormat {
+        /// Sequence number of the segment.
+        segment: u64,
+        /// The version found in its header.
+        version: u32,
+    },
+    /// The record does not fit in one frame of a segment (or exceeds the payload limit).
+    RecordTooLarge {
+        /// Frame size the record needs.
+        frame_bytes: u64,
+        /// Largest frame this journal accepts.
+        max_frame_bytes: u64,
+    },
+    /// A field is longer than its length prefix can describe.
+    FieldTooLong {
+        /// The field's name.
+        field: &'static str,
+        /// Its length in bytes (or entries).
+        len: usize,
+    },
+    /// The journal is damaged at this position: whole records follow the damage, so it is not
+    /// a torn tail. Readers stop here; `Journal::open` cuts here.
+    Damaged {
+        /// Where the damage starts.
+        at: Position,
+        /// What is wrong there.
+        kind: DamageKind,
+    },
+}
+
+impl JournalError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalError::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
+            JournalError::InvalidOptions(msg) => write!(f, "{msg}"),
+            JournalError::NotFound(dir) => {
+                write!(f, "journal directory {} not found", dir.display())
+            }
+            JournalError::Locked(dir) => {
+                write!(
+                    f,
+                    "journal {} is open for writing by another process",
+                    dir.display()
+                )
+            }
+            JournalError::UnsupportedFormat { segment, version } => write!(
+                f,
+                "segment {segment} has format version {version}; this build reads up to {}",
+                format::FORMAT_VERSION
+            ),
+            JournalError::RecordTooLarge {
+                frame_bytes,
+                max_frame_bytes,
+            } => {
+                write!(f, "record needs {frame_bytes} bytes, more than the {max_frame_bytes} a frame may hold")
+            }
+            JournalError::FieldTooLong { field, len } => {
+                write!(f, "field {field} is too long ({len})")
+            }
+            JournalError::Damaged { at, kind } => write!(f, "journal damaged at {at}: {kind}"),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JournalError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

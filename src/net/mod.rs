@@ -12,6 +12,8 @@ mod worker;
 
 use crate::caps::CapTable;
 use crate::config::{Scheme, Snapshot};
+use crate::journal::{self, Journal, JournalOptions, Record, RecoveryReport, SyncMode};
+use crate::stats::WorkerStats as Stats;
 use crate::stats::WorkerStats;
 use parking_lot::Mutex;
 use std::io;
@@ -28,6 +30,8 @@ pub struct Shared {
     pub runtime: Arc<Runtime>,
     /// Cap and budget counters of every buyer, shared lock-free by all workers.
     pub caps: Arc<CapTable>,
+    /// The book of record; every worker appends to it without a lock.
+    pub journal: Arc<Journal>,
     /// Auctions in flight across all workers, against `server.max_in_flight`.
     pub in_flight: AtomicUsize,
     pub shutdown: AtomicBool,
@@ -97,6 +101,9 @@ impl Runtime {
 /// A running exchange: its workers and the address they listen on.
 pub struct ServerHandle {
     shared: Arc<Shared>,
+    recovery: RecoveryReport,
+    replayed: u64,
+    admin_addr: Option<SocketAddr>,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
@@ -105,6 +112,16 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What opening the journal found (and cut), and how many sales were replayed into caps.
+    pub fn recovery(&self) -> (&RecoveryReport, u64) {
+        (&self.recovery, self.replayed)
+    }
+
+    /// Where the operator API listens, when `server.admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -175,7 +192,97 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
         listeners.push(bind_reuseport(local_addr)?);
     }
     let caps = Arc::new(caps_for(&snap));
-    start_with_caps(snap, caps, listeners, local_addr, workers)
+    let (journal, recovery) = open_journal(&snap)?;
+    let mut pnl = Stats::default();
+    let replayed = rebuild(&snap, &journal, &caps, &mut pnl)?;
+    start_with(
+        snap,
+        caps,
+        Arc::new(journal),
+        (recovery, replayed, pnl),
+        listeners,
+        local_addr,
+        workers,
+    )
+}
+
+/// Open (and so recover) the journal the config names.
+pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
+    let j = &snap.journal;
+    let sync = match j.sync {
+        crate::config::SyncPolicy::Os => SyncMode::Os,
+        crate::config::SyncPolicy::Interval => SyncMode::Interval(j.sync_interval),
+        crate::config::SyncPolicy::Always => SyncMode::Always,
+    };
+    let opts = JournalOptions {
+        dir: j.dir.clone(),
+        segment_bytes: j.segment_bytes,
+        sync,
+        retain_segments: j.retain_segments,
+    };
+    Journal::open(opts).map_err(|e| io::Error::other(format!("journal {}: {}", j.dir.display(), e)))
+}
+
+/// The longest cap window (a month) plus a day: sales older than this count toward no open window.
+pub const CAP_REPLAY_WINDOW_US: u64 = 32 * 24 * 3600 * 1_000_000;
+
+/// Rebuild from the journal what must survive a restart: each buyer's caps and budget for the
+/// windows still open (so a restart never lets a buyer exceed a cap), and the P&L of that period.
+fn rebuild(
+    snap: &Snapshot,
+    journal: &Journal,
+    caps: &CapTable,
+    pnl: &mut Stats,
+) -> io::Result<u64> {
+    let now = chrono::Utc::now();
+    let now_us = now.timestamp_micros().max(0) as u64;
+    let since = now_us.saturating_sub(CAP_REPLAY_WINDOW_US);
+    let mut sales = 0u64;
+    let reader = journal::Reader::open_since(journal.dir(), since)
+        .map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
+    for item in reader {
+        let e = item.map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
+        if e.ts_us < since {
+            continue;
+        }
+        match &e.record {
+            Record::Sale {
+                buyer, price_cents, ..
+            } => {
+                if let Some(b) = snap.buyer_by_id(buyer) {
+                    let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
+                    caps.replay_sale(b, ts, *price_cents, now);
+                }
+                let s = pnl.buyer(buyer);
+                s.wins += 1;
+                s.spent_cents += price_cents;
+                sales += 1;
+            }
+            Record::LeadAnswered {
+                campaign,
+                status,
+                price_cents,
+                payout_cents,
+                ..
+            } => {
+                let c = pnl.campaign(campaign);
+                c.leads += 1;
+                match status {
+                    journal::LeadStatus::Sold => c.sold += 1,
+                    journal::LeadStatus::Unsold => c.unsold += 1,
+                }
+                c.revenue_cents += price_cents;
+                c.payout_cents += payout_cents;
+            }
+            Record::Rejected { campaign, .. } => {
+                let c = pnl.campaign(campaign);
+                c.leads += 1;
+                c.rejected += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(sales)
 }
 
 /// The cap table for a snapshot: each buyer's limits on its own calendar, paused as configured.
@@ -190,9 +297,11 @@ pub fn caps_for(snap: &Snapshot) -> CapTable {
     table
 }
 
-fn start_with_caps(
+fn start_with(
     snap: Arc<Snapshot>,
     caps: Arc<CapTable>,
+    journal: Arc<Journal>,
+    (recovery, replayed, pnl): (RecoveryReport, u64, Stats),
     listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
     workers: usize,
@@ -201,6 +310,7 @@ fn start_with_caps(
     let shared = Arc::new(Shared {
         runtime,
         caps,
+        journal,
         in_flight: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         stats: (0..workers)
@@ -217,8 +327,21 @@ fn start_with_caps(
             .spawn(move || w.run())?;
         threads.push(t);
     }
+    // The P&L rebuilt from the journal starts the first worker's counters.
+    if let Some(first) = shared.stats.first() {
+        first.lock().merge(&pnl);
+    }
+    let admin_addr = match shared.runtime.snap.server.admin_listen {
+        Some(addr) => {
+            Some(crate::admin::start(addr, shared.clone(), std::time::Instant::now())?.local_addr)
+        }
+        None => None,
+    };
     Ok(ServerHandle {
         shared,
+        recovery,
+        replayed,
+        admin_addr,
         wakers,
         threads,
         local_addr,

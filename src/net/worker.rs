@@ -8,6 +8,7 @@ use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
 use crate::caps::Reservation;
 use crate::config::{Payout, Snapshot};
 use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
+use crate::journal::{self, LeadStatus, Position, RecordRef};
 use crate::lead::{self, AnswerSale, LeadRequest, Refusal};
 use crate::stats::WorkerStats;
 use chrono::Utc;
@@ -83,6 +84,13 @@ struct Lead {
     slot_conn: Vec<Option<Key>>,
     /// Cap reservations of posts in flight or accepted, per slot.
     reservations: Vec<Option<Reservation>>,
+    /// The close (ping results, ranking) is in the journal.
+    close_journaled: bool,
+    /// Each slot's post result is in the journal.
+    post_journaled: Vec<bool>,
+    /// What the seller earns, summed sale by sale.
+    payout_cents: i64,
+    sales: u32,
     /// Where the answer goes: seller connection and request sequence number.
     origin: (Key, u64),
     timer_at: Option<Instant>,
@@ -111,6 +119,14 @@ pub struct Worker {
     limits: Limits,
     now: Instant,
     next_housekeeping: Instant,
+}
+
+/// Wall-clock microseconds for journal records (cap windows are calendar time).
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn unix_seconds() -> u64 {
@@ -557,8 +573,38 @@ impl Worker {
         }
         let lead_id = ulid::Ulid::new().to_string();
         let c = &snap.campaigns[campaign];
+        let seller_id = snap.sellers[seller].id.as_str();
+        // Nothing is auctioned that the journal did not take: no record, no sale.
+        let received = self.journal(&RecordRef::LeadReceived {
+            lead_id: &lead_id,
+            seller: seller_id,
+            campaign: &c.id,
+            source: req.source.as_deref(),
+            test: req.test,
+            lead_json: body,
+        });
+        if received.is_none() {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let r = Refusal {
+                status: 503,
+                code: "journal_unavailable",
+                message: "the journal cannot record leads right now".into(),
+                field: None,
+            };
+            return self.refuse(key, &r, None, &[("Retry-After", "1")]);
+        }
         if let Err(r) = lead::validate(&req, c) {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if let Some(pos) = self.journal(&RecordRef::Rejected {
+                lead_id: &lead_id,
+                seller: seller_id,
+                campaign: &c.id,
+                http_status: r.status,
+                code: r.code,
+                field: r.field.as_deref(),
+            }) {
+                self.sync_journal(pos);
+            }
             {
                 let mut st = self.stats.lock();
                 let cs = st.campaign(&c.id);
@@ -595,6 +641,10 @@ impl Worker {
             auction,
             slot_conn: vec![None; slots],
             reservations: (0..slots).map(|_| None).collect(),
+            close_journaled: false,
+            post_journaled: vec![false; slots],
+            payout_cents: 0,
+            sales: 0,
             origin: (key, seq),
             timer_at: None,
         };
@@ -723,6 +773,159 @@ impl Worker {
         }
     }
 
+    // ----- journal -----------------------------------------------------------------------
+
+    /// Append a record; `None` (and an error counted) when the journal refuses it.
+    fn journal(&self, rec: &RecordRef<'_>) -> Option<Position> {
+        match self.shared.journal.append(unix_micros(), rec) {
+            Ok(pos) => Some(pos),
+            Err(_) => {
+                self.stats.lock().journal_errors += 1;
+                None
+            }
+        }
+    }
+
+    /// With `sync = "always"`, make the record durable before the seller hears of it.
+    fn sync_journal(&self, pos: Position) {
+        if self.shared.journal.sync_to(pos).is_err() {
+            self.stats.lock().journal_errors += 1;
+        }
+    }
+
+    /// Journal what happened to a lead since the last call: the close (every ping's outcome and
+    /// the ranking) once, then each post's result and sale as it becomes known.
+    fn journal_progress(&mut self, key: Key) {
+        let Some(lead) = self.leads.get_mut(key) else {
+            return;
+        };
+        let snap = lead.snap.clone();
+        let mut records: Vec<(usize, u8)> = Vec::new();
+        if lead.auction.is_closed() && !lead.close_journaled {
+            lead.close_journaled = true;
+            records.push((usize::MAX, 0));
+        }
+        for slot in 0..lead.post_journaled.len() {
+            if !lead.post_journaled[slot] && lead.auction.post_result(slot).is_some() {
+                lead.post_journaled[slot] = true;
+                records.push((slot, 1));
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let payout_rule = snap.sellers[lead.seller].payout;
+        let campaign = &snap.campaigns[lead.campaign].id;
+        let seller = &snap.sellers[lead.seller].id;
+        for (slot, kind) in records {
+            if kind == 0 {
+                for s in 0..lead.auction.slots() {
+                    let buyer = &snap.buyers[lead.auction.buyer(s)].id;
+                    if let Some((o, rt)) = lead.auction.ping_result(s) {
+                        let (outcome, reason) = match o {
+                            PingOutcome::Bid { cents, bid_id } => (
+                                journal::PingOutcome::Bid {
+                                    cents: *cents,
+                                    bid_id: bid_id.as_deref(),
+                                },
+                                None,
+                            ),
+                            PingOutcome::NoBid => (journal::PingOutcome::NoBid, None),
+                            PingOutcome::Timeout => (journal::PingOutcome::Timeout, None),
+                            PingOutcome::Error(r) => {
+                                (journal::PingOutcome::Error, Some(r.as_str()))
+                            }
+                            PingOutcome::Invalid(r) => {
+                                (journal::PingOutcome::Invalid, Some(r.as_str()))
+                            }
+                        };
+                        let rec = RecordRef::PingResult {
+                            lead_id: &lead.id,
+                            buyer,
+                            outcome,
+                            reason,
+                            response_us: rt.as_micros() as u64,
+                        };
+                        append(&self.shared, &self.stats, &rec);
+                    }
+                }
+                let ranked: Vec<(&str, i64)> = lead
+                    .auction
+                    .ranking()
+                    .iter()
+                    .map(|&s| {
+                        (
+                            snap.buyers[lead.auction.buyer(s)].id.as_str(),
+                            bid_of(&lead.auction, s),
+                        )
+                    })
+                    .collect();
+                let bids = lead.auction.outcome_bids();
+                append(
+                    &self.shared,
+                    &self.stats,
+                    &RecordRef::AuctionClosed {
+                        lead_id: &lead.id,
+                        bids,
+                        ranked: &ranked,
+                    },
+                );
+            } else if let Some(o) = lead.auction.post_result(slot) {
+                let buyer = &snap.buyers[lead.auction.buyer(slot)].id;
+                let price = lead.auction.post_price(slot);
+                let (accepted, reason, buyer_lead_id) = match o {
+                    PostOutcome::Accepted { buyer_lead_id } => {
+                        (true, None, buyer_lead_id.as_deref())
+                    }
+                    PostOutcome::Rejected { reason } | PostOutcome::Failed { reason } => {
+                        (false, Some(reason.as_str()), None)
+                    }
+                    PostOutcome::TimedOut => (false, Some("timeout"), None),
+                };
+                append(
+                    &self.shared,
+                    &self.stats,
+                    &RecordRef::PostResult {
+                        lead_id: &lead.id,
+                        buyer,
+                        accepted,
+                        reason,
+                        response_us: lead.auction.post_response(slot).as_micros() as u64,
+                        price_cents: price,
+                        buyer_lead_id,
+                    },
+                );
+                if accepted {
+                    // Fixed payouts are earned once per sold lead, on its first sale.
+                    let payout = match payout_rule {
+                        Payout::ShareBp(bp) => price * bp as i64 / 10_000,
+                        Payout::Fixed(c) => {
+                            if lead.sales == 0 {
+                                c
+                            } else {
+                                0
+                            }
+                        }
+                    };
+                    lead.sales += 1;
+                    lead.payout_cents += payout;
+                    append(
+                        &self.shared,
+                        &self.stats,
+                        &RecordRef::Sale {
+                            lead_id: &lead.id,
+                            campaign,
+                            seller,
+                            buyer,
+                            price_cents: price,
+                            payout_cents: payout,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     // ----- leads -------------------------------------------------------------------------
 
     fn drive_dirty(&mut self) {
@@ -752,12 +955,20 @@ impl Worker {
     /// Carry out the auction's actions until it waits on a buyer or a deadline.
     fn drive_lead(&mut self, key: Key) {
         self.release_unsold(key);
+        self.journal_progress(key);
         loop {
             let Some(lead) = self.leads.get_mut(key) else {
                 return;
             };
             let Some(action) = lead.auction.poll_action() else {
                 break;
+            };
+            if matches!(action, Action::SendPost { .. } | Action::Answer) {
+                // The close (and earlier posts' results) go in the journal before what follows.
+                self.journal_progress(key);
+            }
+            let Some(lead) = self.leads.get_mut(key) else {
+                return;
             };
             match action {
                 Action::SendPing { slot, timeout_ms } => {
@@ -766,10 +977,16 @@ impl Worker {
                         lead::write_ping(&mut lead.ping_body, &lead.id, c, &lead.req, timeout_ms);
                     }
                     let buyer = lead.auction.buyer(slot);
-                    self.stats
-                        .lock()
-                        .buyer(&self.rt.snap.buyers[buyer].id)
-                        .pings += 1;
+                    let buyer_id = &lead.snap.buyers[buyer].id;
+                    append(
+                        &self.shared,
+                        &self.stats,
+                        &RecordRef::PingSent {
+                            lead_id: &lead.id,
+                            buyer: buyer_id,
+                        },
+                    );
+                    self.stats.lock().buyer(buyer_id).pings += 1;
                     self.dispatch(Job {
                         lead: key,
                         slot,
@@ -796,10 +1013,17 @@ impl Worker {
                             continue;
                         }
                     }
-                    self.stats
-                        .lock()
-                        .buyer(&self.rt.snap.buyers[buyer].id)
-                        .posts += 1;
+                    let buyer_id = &lead.snap.buyers[buyer].id;
+                    append(
+                        &self.shared,
+                        &self.stats,
+                        &RecordRef::PostSent {
+                            lead_id: &lead.id,
+                            buyer: buyer_id,
+                            price_cents,
+                        },
+                    );
+                    self.stats.lock().buyer(buyer_id).posts += 1;
                     self.dispatch(Job {
                         lead: key,
                         slot,
@@ -849,6 +1073,7 @@ impl Worker {
 
     fn finish_lead(&mut self, key: Key) {
         self.release_unsold(key);
+        self.journal_progress(key);
         let Some(mut lead) = self.leads.remove(key) else {
             return;
         };
@@ -860,9 +1085,31 @@ impl Worker {
         let outcome = lead.auction.outcome();
         let snap = &lead.snap;
         let campaign = &snap.campaigns[lead.campaign];
-        let payout_rule: Payout = snap.sellers[lead.seller].payout;
         let sold = outcome.status == Status::Sold;
-        let payout = payout_rule.for_price(outcome.price_cents, sold);
+        // The sum of the per-sale payouts journaled with each Sale, so the book adds up.
+        let payout = lead.payout_cents;
+        let answered = append(
+            &self.shared,
+            &self.stats,
+            &RecordRef::LeadAnswered {
+                lead_id: &lead.id,
+                campaign: &campaign.id,
+                seller: &snap.sellers[lead.seller].id,
+                status: if sold {
+                    LeadStatus::Sold
+                } else {
+                    LeadStatus::Unsold
+                },
+                price_cents: outcome.price_cents,
+                payout_cents: payout,
+                elapsed_us: outcome.elapsed.as_micros() as u64,
+            },
+        );
+        // The lead's final record is in the map (and with sync = "always", on disk) before
+        // the seller's answer is written.
+        if let Some(pos) = answered {
+            self.sync_journal(pos);
+        }
         let sales: Vec<AnswerSale> = outcome
             .sales
             .iter()
@@ -1476,6 +1723,24 @@ impl Worker {
 }
 
 fn lead_price(a: &Auction, slot: usize) -> i64 {
+    match a.ping_result(slot) {
+        Some((PingOutcome::Bid { cents, .. }, _)) => *cents,
+        _ => 0,
+    }
+}
+
+/// Append a record from code that holds a borrow of a lead (so not through `&self`).
+fn append(shared: &Shared, stats: &Mutex<WorkerStats>, rec: &RecordRef<'_>) -> Option<Position> {
+    match shared.journal.append(unix_micros(), rec) {
+        Ok(pos) => Some(pos),
+        Err(_) => {
+            stats.lock().journal_errors += 1;
+            None
+        }
+    }
+}
+
+fn bid_of(a: &Auction, slot: usize) -> i64 {
     match a.ping_result(slot) {
         Some((PingOutcome::Bid { cents, .. }, _)) => *cents,
         _ => 0,

@@ -1,0 +1,503 @@
+//! The operator API on `server.admin_listen`: health, stats, Prometheus metrics, pause/resume.
+//!
+//! Off the hot path: one accept thread and a thread per operator connection (at most
+//! `MAX_ADMIN_CONNECTIONS`), blocking sockets, the same HTTP codec as the seller API. A scrape
+//! merges the workers' statistics, each taken under that worker's own mutex for a moment.
+
+use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
+use crate::lead;
+use crate::money::{dollars_string, Cents};
+use crate::net::Shared;
+use crate::stats::{Percentiles, WorkerStats};
+use chrono::Utc;
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Operator connections served at once; more are closed at accept.
+pub const MAX_ADMIN_CONNECTIONS: usize = 16;
+/// An operator connection idle this long is closed.
+pub const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the accept loop looks for a shutdown.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// Largest operator request body.
+pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+
+pub struct Admin {
+    pub local_addr: SocketAddr,
+}
+
+/// Start the operator API; the thread lives as long as the process.
+pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Result<Admin> {
+    let listener = TcpListener::bind(addr)?;
+    let local_addr = listener.local_addr()?;
+    let open = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("gavel-admin".into())
+        .spawn(move || {
+            // Non-blocking accept, so that a shutdown is noticed within one poll interval.
+            let _ = listener.set_nonblocking(true);
+            while !shared.shutdown.load(Ordering::Relaxed) {
+                let stream = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(ACCEPT_POLL);
+                        continue;
+                    }
+                    Err(_) => {
+                        std::thread::sleep(ACCEPT_POLL);
+                        continue;
+                    }
+                };
+                let _ = stream.set_nonblocking(false);
+                if open.fetch_add(1, Ordering::AcqRel) >= MAX_ADMIN_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
+                let shared = shared.clone();
+                let conn_open = open.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("gavel-admin-conn".into())
+                    .spawn(move || {
+                        let _ = serve_connection(stream, &shared, started);
+                        conn_open.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    // The closure, with its decrement, was dropped with the failed spawn.
+                    open.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        })?;
+    Ok(Admin { local_addr })
+}
+
+fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) -> io::Result<()> {
+    stream.set_read_timeout(Some(ADMIN_IDLE_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    let mut decoder = RequestDecoder::new(Limits::with_max_body_bytes(MAX_ADMIN_BODY_BYTES));
+    let mut buf = Vec::with_capacity(4096);
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let (head, consumed) = loop {
+            if !buf.is_empty() {
+                match decoder.decode(&buf, &mut body) {
+                    Ok(Decoded::Complete { head, consumed }) => break (head, consumed),
+                    Ok(Decoded::NeedMore { consumed }) => {
+                        buf.drain(..consumed);
+                    }
+                    Err(e) => {
+                        let mut out = Vec::new();
+                        http::write_error_response(&mut out, e);
+                        stream.write_all(&out)?;
+                        return Ok(());
+                    }
+                }
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        buf.drain(..consumed);
+        let (status, content_type, payload) = route(&head, shared, started);
+        let mut out = Vec::with_capacity(payload.len() + 128);
+        http::write_response(
+            &mut out,
+            status,
+            &[
+                ("Content-Type", content_type),
+                ("Cache-Control", "no-store"),
+            ],
+            &payload,
+            head.keep_alive,
+        );
+        stream.write_all(&out)?;
+        if !head.keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+fn error(status: u16, code: &str, message: &str) -> (u16, &'static str, Vec<u8>) {
+    let mut out = Vec::new();
+    lead::write_error(&mut out, None, code, message, None);
+    (status, "application/json", out)
+}
+
+fn authorized(head: &RequestHead, shared: &Shared) -> bool {
+    let Some(token) = shared.runtime.snap.admin_token.as_deref() else {
+        // No token configured: the operator API is closed but for /healthz.
+        return false;
+    };
+    let from_header = head
+        .authorization
+        .as_deref()
+        .and_then(|a| a.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    // The dashboard page is opened in a browser, which cannot send a bearer header.
+    let from_query = head
+        .path
+        .split_once('?')
+        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    let given = from_header.or(from_query);
+    given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'static str, Vec<u8>) {
+    let path = head.path.split('?').next().unwrap_or("");
+    if path == "/healthz" {
+        return (200, "application/json", b"{\"status\":\"ok\"}".to_vec());
+    }
+    if !authorized(head, shared) {
+        return error(
+            401,
+            "unauthorized",
+            "operator API needs Authorization: Bearer <admin.token>",
+        );
+    }
+    match (head.method, path) {
+        (Method::Get, "/v1/stats") => {
+            let v = stats_json(shared, started);
+            (
+                200,
+                "application/json",
+                serde_json::to_vec(&v).unwrap_or_default(),
+            )
+        }
+        (Method::Get, "/metrics") => (
+            200,
+            "text/plain; version=0.0.4",
+            metrics_text(shared).into_bytes(),
+        ),
+        (Method::Get, "/") => (
+            200,
+            "text/html; charset=utf-8",
+            DASHBOARD.as_bytes().to_vec(),
+        ),
+        (Method::Post, "/v1/admin/stats/reset") => {
+            for s in &shared.stats {
+                *s.lock() = WorkerStats::default();
+            }
+            (200, "application/json", b"{\"status\":\"reset\"}".to_vec())
+        }
+        (Method::Post, "/v1/admin/reload") => error(
+            501,
+            "not_implemented",
+            "reload is not supported yet: restart the exchange to apply a new config",
+        ),
+        (Method::Post, p) if p.starts_with("/v1/admin/buyers/") => {
+            let rest = &p["/v1/admin/buyers/".len()..];
+            let Some((id, action)) = rest.rsplit_once('/') else {
+                return error(
+                    404,
+                    "not_found",
+                    "use /v1/admin/buyers/{id}/pause or /resume",
+                );
+            };
+            let Some(b) = shared.runtime.snap.buyer_by_id(id) else {
+                return error(404, "unknown_buyer", "no such buyer");
+            };
+            match action {
+                "pause" => shared.caps.pause(b),
+                "resume" => shared.caps.resume(b),
+                _ => return error(404, "not_found", "use /pause or /resume"),
+            }
+            let body = json!({"buyer": id, "paused": shared.caps.is_paused(b)});
+            (
+                200,
+                "application/json",
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+        }
+        _ => error(404, "not_found", "no such operator endpoint"),
+    }
+}
+
+fn merged(shared: &Shared) -> WorkerStats {
+    let mut total = WorkerStats::default();
+    for s in &shared.stats {
+        total.merge(&s.lock());
+    }
+    total
+}
+
+fn dollars(c: Cents) -> Value {
+    serde_json::from_str(&dollars_string(c)).unwrap_or(Value::Null)
+}
+
+fn pct_json(p: &Percentiles) -> Value {
+    json!({"count": p.count, "p50": p.p50, "p90": p.p90, "p99": p.p99, "p999": p.p999, "max": p.max, "mean": p.mean})
+}
+
+/// `GET /v1/stats`: per campaign and per buyer counters, money in dollars, latency percentiles.
+pub fn stats_json(shared: &Shared, started: Instant) -> Value {
+    let s = merged(shared);
+    let snap = &shared.runtime.snap;
+    let now = Utc::now();
+    let mut campaigns = Map::new();
+    for (id, c) in &s.campaigns {
+        campaigns.insert(
+            id.clone(),
+            json!({
+                "leads": c.leads, "sold": c.sold, "unsold": c.unsold, "rejected": c.rejected,
+                "revenue": dollars(c.revenue_cents), "payout": dollars(c.payout_cents),
+                "profit": dollars(c.revenue_cents - c.payout_cents),
+            }),
+        );
+    }
+    let mut buyers = Map::new();
+    for (i, b) in snap.buyers.iter().enumerate() {
+        let default = Default::default();
+        let c = s.buyers.get(&b.id).unwrap_or(&default);
+        let rt = Percentiles::of(&c.response_us);
+        let left = shared.caps.remaining(i, now);
+        buyers.insert(
+            b.id.clone(),
+            json!({
+                "pings": c.pings, "bids": c.bids, "no_bids": c.no_bids, "timeouts": c.timeouts,
+                "errors": c.errors, "invalid": c.invalid, "posts": c.posts, "wins": c.wins,
+                "post_rejects": c.post_rejects,
+                "average_bid": dollars(if c.bids > 0 { c.bid_sum_cents / c.bids as i64 } else { 0 }),
+                "spent": dollars(c.spent_cents),
+                "response_us": pct_json(&rt),
+                "paused": left.paused,
+                "caps_left": {
+                    "hourly": left.hourly, "daily": left.daily, "weekly": left.weekly,
+                    "monthly": left.monthly,
+                    "daily_budget": left.daily_budget_cents.map(dollars),
+                },
+            }),
+        );
+    }
+    let refused: Map<String, Value> = s
+        .refused
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "uptime_s": started.elapsed().as_secs(),
+        "workers": snap.server.workers,
+        "in_flight": shared.in_flight.load(Ordering::Relaxed),
+        "campaigns": campaigns,
+        "buyers": buyers,
+        "overhead_us": pct_json(&Percentiles::of(&s.overhead_us)),
+        "elapsed_us": pct_json(&Percentiles::of(&s.elapsed_us)),
+        "refused": refused,
+    })
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn histogram_text(out: &mut String, name: &str, labels: &str, h: &hdrhistogram::Histogram<u64>) {
+    // Fixed bucket bounds in seconds, from the microsecond histogram.
+    const BOUNDS_US: [u64; 16] = [
+        10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+        500_000, 1_000_000,
+    ];
+    let sep = if labels.is_empty() { "" } else { "," };
+    for b in BOUNDS_US {
+        let count = h.count_between(0, b);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{}\"}} {count}",
+            b as f64 / 1e6
+        );
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.len());
+    let sum: f64 = h
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum::<f64>()
+        / 1e6;
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {sum}");
+    let _ = writeln!(out, "{name}_count{braces} {}", h.len());
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub fn metrics_text(shared: &Shared) -> String {
+    let s = merged(shared);
+    let snap = &shared.runtime.snap;
+    let now = Utc::now();
+    let mut out = String::with_capacity(8192);
+    out.push_str("# HELP gavel_leads_total Leads by campaign and outcome.\n# TYPE gavel_leads_total counter\n");
+    for (id, c) in &s.campaigns {
+        for (status, n) in [
+            ("sold", c.sold),
+            ("unsold", c.unsold),
+            ("rejected", c.rejected),
+        ] {
+            let _ = writeln!(
+                out,
+                "gavel_leads_total{{campaign=\"{}\",status=\"{}\"}} {}",
+                label(id),
+                status,
+                n
+            );
+        }
+    }
+    out.push_str("# HELP gavel_revenue_dollars_total What buyers paid, by campaign.\n# TYPE gavel_revenue_dollars_total counter\n");
+    for (id, c) in &s.campaigns {
+        let _ = writeln!(
+            out,
+            "gavel_revenue_dollars_total{{campaign=\"{}\"}} {}",
+            label(id),
+            dollars_string(c.revenue_cents)
+        );
+    }
+    out.push_str("# HELP gavel_payout_dollars_total What sellers earned, by campaign.\n# TYPE gavel_payout_dollars_total counter\n");
+    for (id, c) in &s.campaigns {
+        let _ = writeln!(
+            out,
+            "gavel_payout_dollars_total{{campaign=\"{}\"}} {}",
+            label(id),
+            dollars_string(c.payout_cents)
+        );
+    }
+    out.push_str(
+        "# HELP gavel_pings_total Pings by buyer and result.\n# TYPE gavel_pings_total counter\n",
+    );
+    for (id, b) in &s.buyers {
+        for (result, n) in [
+            ("bid", b.bids),
+            ("no_bid", b.no_bids),
+            ("timeout", b.timeouts),
+            ("error", b.errors),
+            ("invalid", b.invalid),
+        ] {
+            let _ = writeln!(
+                out,
+                "gavel_pings_total{{buyer=\"{}\",result=\"{}\"}} {}",
+                label(id),
+                result,
+                n
+            );
+        }
+    }
+    out.push_str(
+        "# HELP gavel_wins_total Leads sold to each buyer.\n# TYPE gavel_wins_total counter\n",
+    );
+    for (id, b) in &s.buyers {
+        let _ = writeln!(
+            out,
+            "gavel_wins_total{{buyer=\"{}\"}} {}",
+            label(id),
+            b.wins
+        );
+    }
+    out.push_str("# HELP gavel_refused_total Requests refused before an auction, by status.\n# TYPE gavel_refused_total counter\n");
+    for (code, n) in &s.refused {
+        let _ = writeln!(out, "gavel_refused_total{{status=\"{}\"}} {}", code, n);
+    }
+    out.push_str("# HELP gavel_in_flight Auctions in flight.\n# TYPE gavel_in_flight gauge\n");
+    let _ = writeln!(
+        out,
+        "gavel_in_flight {}",
+        shared.in_flight.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP gavel_cap_remaining Leads (or dollars for daily_budget) left in each buyer's cap windows.\n# TYPE gavel_cap_remaining gauge\n");
+    for (i, b) in snap.buyers.iter().enumerate() {
+        let left = shared.caps.remaining(i, now);
+        for (w, v) in [
+            ("hourly", left.hourly),
+            ("daily", left.daily),
+            ("weekly", left.weekly),
+            ("monthly", left.monthly),
+        ] {
+            if let Some(v) = v {
+                let _ = writeln!(
+                    out,
+                    "gavel_cap_remaining{{buyer=\"{}\",window=\"{}\"}} {}",
+                    label(&b.id),
+                    w,
+                    v
+                );
+            }
+        }
+        if let Some(c) = left.daily_budget_cents {
+            let _ = writeln!(
+                out,
+                "gavel_cap_remaining{{buyer=\"{}\",window=\"daily_budget\"}} {}",
+                label(&b.id),
+                dollars_string(c)
+            );
+        }
+    }
+    out.push_str("# HELP gavel_internal_overhead_seconds Engine time per lead (elapsed minus waiting on buyers).\n# TYPE gavel_internal_overhead_seconds histogram\n");
+    histogram_text(
+        &mut out,
+        "gavel_internal_overhead_seconds",
+        "",
+        &s.overhead_us,
+    );
+    out.push_str("# HELP gavel_buyer_response_seconds Buyers' ping response time.\n# TYPE gavel_buyer_response_seconds histogram\n");
+    for (id, b) in &s.buyers {
+        histogram_text(
+            &mut out,
+            "gavel_buyer_response_seconds",
+            &format!("buyer=\"{}\"", label(id)),
+            &b.response_us,
+        );
+    }
+    out
+}
+
+const DASHBOARD: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Gavel</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
+canvas{border:1px solid #ddd}</style></head>
+<body><h1>Gavel</h1><div id="summary"></div>
+<h2>Internal overhead (µs)</h2><canvas id="overhead" width="720" height="200"></canvas>
+<h2>Campaigns</h2><table id="campaigns"></table><h2>Buyers</h2><table id="buyers"></table>
+<script>
+const token = new URLSearchParams(location.search).get('token') || '';
+const series = [];
+function row(cells, tag) { return '<tr>' + cells.map(c => `<${tag}>${c}</${tag}>`).join('') + '</tr>'; }
+async function tick() {
+  const r = await fetch('/v1/stats?token=' + encodeURIComponent(token));
+  if (!r.ok) { document.getElementById('summary').textContent = 'HTTP ' + r.status + ' (open /?token=...)'; return; }
+  const s = await r.json();
+  document.getElementById('summary').textContent =
+    `uptime ${s.uptime_s} s, ${s.workers} workers, ${s.in_flight} auctions in flight, overhead p50 ${s.overhead_us.p50} µs p99 ${s.overhead_us.p99} µs`;
+  series.push(s.overhead_us); if (series.length > 120) series.shift();
+  const c = document.getElementById('overhead').getContext('2d');
+  c.clearRect(0, 0, 720, 200);
+  const max = Math.max(1, ...series.map(p => p.p99));
+  [['p50', '#2a7'], ['p99', '#c33']].forEach(([k, color]) => {
+    c.strokeStyle = color; c.beginPath();
+    series.forEach((p, i) => { const x = i * 6, y = 195 - 190 * p[k] / max; i ? c.lineTo(x, y) : c.moveTo(x, y); });
+    c.stroke();
+  });
+  let t = row(['campaign', 'leads', 'sold', 'unsold', 'rejected', 'revenue', 'payout', 'profit'], 'th');
+  for (const [id, v] of Object.entries(s.campaigns)) t += row([id, v.leads, v.sold, v.unsold, v.rejected, v.revenue, v.payout, v.profit], 'td');
+  document.getElementById('campaigns').innerHTML = t;
+  t = row(['buyer', 'pings', 'bids', 'wins', 'timeouts', 'errors', 'avg bid', 'p99 µs', 'daily left', 'paused'], 'th');
+  for (const [id, v] of Object.entries(s.buyers)) t += row([id, v.pings, v.bids, v.wins, v.timeouts, v.errors, v.average_bid, v.response_us.p99, v.caps_left.daily ?? '∞', v.paused], 'td');
+  document.getElementById('buyers').innerHTML = t;
+}
+tick(); setInterval(tick, 2000);
+</script></body></html>
+"#;

@@ -1,0 +1,550 @@
+//! `gavel journal export | show | tail | verify`: the operator's view of the journal.
+//!
+//! Every command only reads: recovery (cutting damage) is done by `Journal::open` alone, so
+//! these are safe to run against the journal of a running exchange.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::reader::{Entry, Follower, Reader};
+use super::record::{PingOutcome, Record};
+use super::{verify, JournalError};
+use crate::money::{write_dollars, Cents};
+
+/// Default journal directory, as in the example configuration.
+pub const DEFAULT_DIR: &str = "data/journal";
+
+/// How often `tail` looks for new records.
+pub const TAIL_POLL: Duration = Duration::from_millis(100);
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for a damaged journal, a lead not found, or an I/O failure while reading.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for usage errors and a missing journal directory.
+pub const EXIT_USAGE: i32 = 2;
+
+/// The `gavel journal` subcommands.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum JournalCmd {
+    /// Print every record as one JSON object a line (lead_id, type, ts, and its fields).
+    Export {
+        /// Journal directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Print one lead's whole history, readable by a person.
+    Show {
+        /// The lead's id (a 26-character ULID).
+        lead_id: String,
+        /// Journal directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Follow new records as they are written (JSON lines, as `export`), after the last few.
+    Tail {
+        /// Journal directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Records from before the start to print first (from the newest segment).
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+    },
+    /// Check every segment: exit 0 when intact (a torn tail from a crash counts as intact),
+    /// 1 with the segment and offset of the damage otherwise.
+    Verify {
+        /// Journal directory.
+        #[arg(long, default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+}
+
+/// Run a subcommand, printing to stdout/stderr; returns the process exit code.
+pub fn run(cmd: JournalCmd) -> i32 {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let code = run_to(cmd, &mut out, &mut io::stderr());
+    let _ = out.flush();
+    code
+}
+
+/// Run a subcommand writing to the given streams (testable form of [`run`]).
+pub fn run_to(cmd: JournalCmd, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let dir = match &cmd {
+        JournalCmd::Export { dir }
+        | JournalCmd::Show { dir, .. }
+        | JournalCmd::Tail { dir, .. }
+        | JournalCmd::Verify { dir } => dir.clone(),
+    };
+    if !dir.is_dir() {
+        let _ = writeln!(err, "error: journal directory {} not found", dir.display());
+        return EXIT_USAGE;
+    }
+    match cmd {
+        JournalCmd::Export { dir } => export(&dir, out, err),
+        JournalCmd::Show { lead_id, dir } => show(&dir, &lead_id, out, err),
+        JournalCmd::Tail { dir, lines } => tail(&dir, lines, out, err, None),
+        JournalCmd::Verify { dir } => verify_cmd(&dir, out, err),
+    }
+}
+
+fn report_error(err: &mut dyn Write, e: &JournalError) -> i32 {
+    let _ = writeln!(err, "error: {e}");
+    match e {
+        JournalError::NotFound(_) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    }
+}
+
+fn export(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let reader = match Reader::open(dir) {
+        Ok(r) => r,
+        Err(e) => return report_error(err, &e),
+    };
+    let mut line = Vec::with_capacity(1024);
+    for item in reader {
+        match item {
+            Ok(entry) => {
+                line.clear();
+                entry_json(&entry, &mut line);
+                line.push(b'\n');
+                if out.write_all(&line).is_err() {
+                    // The reader went away (a closed pipe): nothing more to do.
+                    return EXIT_OK;
+                }
+            }
+            Err(e) => return report_error(err, &e),
+        }
+    }
+    EXIT_OK
+}
+
+fn verify_cmd(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match verify(dir) {
+        Ok(report) if report.intact() => {
+            let _ = writeln!(out, "ok: {report}");
+            EXIT_OK
+        }
+        Ok(report) => {
+            let _ = writeln!(out, "{report}");
+            if let Some(d) = &report.damage {
+                let _ = writeln!(
+                    err,
+                    "damaged: segment {} offset {}: {} ({} whole record(s) after it)",
+                    d.at.segment, d.at.offset, d.kind, d.records_after
+                );
+            }
+            EXIT_FAILURE
+        }
+        Err(e) => report_error(err, &e),
+    }
+}
+
+/// Follow the journal; `max_polls` bounds the loop for tests (`None`: until interrupted).
+pub fn tail(
+    dir: &Path,
+    lines: usize,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    max_polls: Option<u64>,
+) -> i32 {
+    let (mut follower, backlog) = match Follower::from_end(dir, lines) {
+        Ok(x) => x,
+        Err(e) => return report_error(err, &e),
+    };
+    let mut line = Vec::with_capacity(1024);
+    let mut write_entry = |e: &Entry, out: &mut dyn Write| -> bool {
+        line.clear();
+        entry_json(e, &mut line);
+        line.push(b'\n');
+        out.write_all(&line).is_ok()
+    };
+    for e in &backlog {
+        if !write_entry(e, out) {
+            return EXIT_OK;
+        }
+    }
+    let _ = out.flush();
+    let mut polls = 0u64;
+    loop {
+        if max_polls.is_some_and(|m| polls >= m) {
+            return EXIT_OK;
+        }
+        polls += 1;
+        let mut closed = false;
+        let res = follower.poll(&mut |e| {
+            if !closed && !write_entry(&e, out) {
+                closed = true;
+            }
+        });
+        if closed || out.flush().is_err() {
+            return EXIT_OK;
+        }
+        if let Err(e) = res {
+            return report_error(err, &e);
+        }
+        std::thread::sleep(TAIL_POLL);
+    }
+}
+
+fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let reader = match Reader::open(dir) {
+        Ok(r) => r,
+        Err(e) => return report_error(err, &e),
+    };
+    let mut entries = Vec::new();
+    let mut damage = None;
+    for item in reader {
+        match item {
+            Ok(e) if e.record.lead_id() == lead_id => entries.push(e),
+            Ok(_) => {}
+            Err(e) => damage = Some(e),
+        }
+    }
+    if entries.is_empty() {
+        let _ = writeln!(err, "error: lead {lead_id} not found in {}", dir.display());
+        if let Some(e) = damage {
+            let _ = writeln!(err, "error: {e}");
+        }
+        return EXIT_FAILURE;
+    }
+    let first = entries.iter().map(|e| e.ts_us).min().unwrap_or(0);
+    let _ = writeln!(out, "lead {lead_id}, first record at {}", rfc3339_us(first));
+    for e in &entries {
+        let _ = writeln!(
+            out,
+            "{:>12}  {:<15} {}",
+            relative_ms(e.ts_us as i64 - first as i64),
+            e.record.record_type().name(),
+            describe(&e.record)
+        );
+    }
+    if let Some(e) = damage {
+        let _ = writeln!(err, "warning: {e}; the history may be incomplete");
+        return EXIT_FAILURE;
+    }
+    EXIT_OK
+}
+
+/// `+1234.567 ms` from a difference in microseconds.
+fn relative_ms(us: i64) -> String {
+    let sign = if us < 0 { "-" } else { "+" };
+    let a = us.unsigned_abs();
+    format!("{sign}{}.{:03} ms", a / 1000, a % 1000)
+}
+
+/// `$42.50` for a person.
+fn dollars_text(cents: Cents) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let a = cents.unsigned_abs();
+    format!("{sign}${}.{:02}", a / 100, a % 100)
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("-")
+}
+
+/// One line describing a record for `show`.
+fn describe(r: &Record) -> String {
+    match r {
+        Record::LeadReceived {
+            seller,
+            campaign,
+            source,
+            test,
+            lead_json,
+            ..
+        } => format!(
+            "from {seller} for {campaign}, source {}, {}{} bytes of lead and consent",
+            opt(source),
+            if *test { "TEST, " } else { "" },
+            lead_json.len()
+        ),
+        Record::Rejected {
+            seller,
+            campaign,
+            http_status,
+            code,
+            field,
+            ..
+        } => {
+            format!(
+                "{http_status} {code} (field {}) from {seller} for {campaign}",
+                opt(field)
+            )
+        }
+        Record::PingSent { buyer, .. } => format!("to {buyer}"),
+        Record::PingResult {
+            buyer,
+            outcome,
+            reason,
+            response_us,
+            ..
+        } => {
+            let what = match outcome {
+                PingOutcome::Bid { cents, bid_id } => {
+                    format!("bid {} (bid id {})", dollars_text(*cents), opt(bid_id))
+                }
+                other => other.name().replace('_', " "),
+            };
+            let why = reason
+                .as_deref()
+                .map(|r| format!(", {r}"))
+                .unwrap_or_default();
+            format!(
+                "{buyer}: {what}{why} in {}",
+                relative_ms(*response_us as i64).trim_start_matches('+')
+            )
+        }
+        Record::AuctionClosed { bids, ranked, .. } => {
+            let list: Vec<String> = ranked
+                .iter()
+                .map(|(b, c)| format!("{b} {}", dollars_text(*c)))
+                .collect();
+            format!(
+                "{bids} bid(s); ranked: {}",
+                if list.is_empty() {
+                    "none".to_string()
+                } else {
+                    list.join(", ")
+                }
+            )
+        }
+        Record::PostSent {
+            buyer, price_cents, ..
+        } => format!("to {buyer} at {}", dollars_text(*price_cents)),
+        Record::PostResult {
+            buyer,
+            accepted,
+            reason,
+            response_us,
+            price_cents,
+            buyer_lead_id,
+            ..
+        } => format!(
+            "{buyer} {} at {}{}{} in {}",
+            if *accepted { "accepted" } else { "rejected" },
+            dollars_text(*price_cents),
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            buyer_lead_id
+                .as_deref()
+                .map(|r| format!(", buyer lead id {r}"))
+                .unwrap_or_default(),
+            relative_ms(*response_us as i64).trim_start_matches('+')
+        ),
+        Record::Sale {
+            buyer,
+            price_cents,
+            payout_cents,
+            seller,
+            ..
+        } => format!(
+            "{buyer} pays {}, {seller} earns {}",
+            dollars_text(*price_cents),
+            dollars_text(*payout_cents)
+        ),
+        Record::LeadAnswered {
+            status,
+            price_cents,
+            payout_cents,
+            elapsed_us,
+            ..
+        } => format!(
+            "{} for {}, payout {}, answered after {}",
+            status.name(),
+            dollars_text(*price_cents),
+            dollars_text(*payout_cents),
+            relative_ms(*elapsed_us as i64).trim_start_matches('+')
+        ),
+    }
+}
+
+/// RFC 3339 in UTC with microseconds: `2026-11-25T17:59:01.123456Z`.
+pub fn rfc3339_us(ts_us: u64) -> String {
+    match chrono::DateTime::from_timestamp_micros(ts_us.min(i64::MAX as u64) as i64) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => format!("@{ts_us}us"),
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn key(out: &mut Vec<u8>, k: &str) {
+    out.push(b',');
+    json_str(out, k);
+    out.push(b':');
+}
+
+fn field_str(out: &mut Vec<u8>, k: &str, v: &str) {
+    key(out, k);
+    json_str(out, v);
+}
+
+fn field_opt(out: &mut Vec<u8>, k: &str, v: &Option<String>) {
+    key(out, k);
+    match v {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn field_money(out: &mut Vec<u8>, k: &str, cents: Cents) {
+    key(out, k);
+    write_dollars(out, cents);
+}
+
+fn field_num(out: &mut Vec<u8>, k: &str, v: u64) {
+    key(out, k);
+    out.extend_from_slice(v.to_string().as_bytes());
+}
+
+fn field_bool(out: &mut Vec<u8>, k: &str, v: bool) {
+    key(out, k);
+    out.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// The lead as received, embedded as JSON when it is JSON (line breaks, which valid JSON can
+/// only hold as whitespace, become spaces so the record stays on one line), else as a string.
+fn field_lead(out: &mut Vec<u8>, k: &str, raw: &[u8]) {
+    key(out, k);
+    if serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok() {
+        out.extend(
+            raw.iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+    } else {
+        json_str(out, &String::from_utf8_lossy(raw));
+    }
+}
+
+/// One record as a JSON object (no trailing newline): `lead_id`, `type`, `ts` (RFC 3339, UTC,
+/// microseconds), then the record's fields. Money is in dollars as JSON numbers.
+pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"lead_id\":");
+    json_str(out, e.record.lead_id());
+    field_str(out, "type", e.record.record_type().name());
+    field_str(out, "ts", &rfc3339_us(e.ts_us));
+    match &e.record {
+        Record::LeadReceived {
+            seller,
+            campaign,
+            source,
+            test,
+            lead_json,
+            ..
+        } => {
+            field_str(out, "seller", seller);
+            field_str(out, "campaign", campaign);
+            field_opt(out, "source", source);
+            field_bool(out, "test", *test);
+            field_lead(out, "lead", lead_json);
+        }
+        Record::Rejected {
+            seller,
+            campaign,
+            http_status,
+            code,
+            field,
+            ..
+        } => {
+            field_str(out, "seller", seller);
+            field_str(out, "campaign", campaign);
+            field_num(out, "http_status", *http_status as u64);
+            field_str(out, "code", code);
+            field_opt(out, "field", field);
+        }
+        Record::PingSent { buyer, .. } => field_str(out, "buyer", buyer),
+        Record::PingResult {
+            buyer,
+            outcome,
+            reason,
+            response_us,
+            ..
+        } => {
+            field_str(out, "buyer", buyer);
+            field_str(out, "outcome", outcome.name());
+            if let PingOutcome::Bid { cents, bid_id } = outcome {
+                field_money(out, "bid", *cents);
+                field_opt(out, "bid_id", bid_id);
+            }
+            field_opt(out, "reason", reason);
+            field_num(out, "response_us", *response_us);
+        }
+        Record::AuctionClosed { bids, ranked, .. } => {
+            field_num(out, "bids", *bids as u64);
+            key(out, "ranked");
+            out.push(b'[');
+            for (i, (buyer, cents)) in ranked.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"buyer\":");
+                json_str(out, buyer);
+                field_money(out, "price", *cents);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        Record::PostSent {
+            buyer, price_cents, ..
+        } => {
+            field_str(out, "buyer", buyer);
+            field_money(out, "price", *price_cents);
+        }
+        Record::PostResult {
+            buyer,
+            accepted,
+            reason,
+            response_us,
+            price_cents,
+            buyer_lead_id,
+            ..
+        } => {
+            field_str(out, "buyer", buyer);
+            field_bool(out, "accepted", *accepted);
+            field_opt(out, "reason", reason);
+            field_num(out, "response_us", *response_us);
+            field_money(out, "price", *price_cents);
+            field_opt(out, "buyer_lead_id", buyer_lead_id);
+        }
+        Record::Sale {
+            campaign,
+            seller,
+            buyer,
+            price_cents,
+            payout_cents,
+            ..
+        } => {
+            field_str(out, "campaign", campaign);
+            field_str(out, "seller", seller);
+            field_str(out, "buyer", buyer);
+            field_money(out, "price", *price_cents);
+            field_money(out, "payout", *payout_cents);
+        }
+        Record::LeadAnswered {
+            campaign,
+            seller,
+            status,
+            price_cents,
+            payout_cents,
+            elapsed_us,
+            ..
+        } => {
+            field_str(out, "campaign", campaign);
+            field_str(out, "seller", seller);
+            field_str(out, "status", status.name());
+            field_money(out, "price", *price_cents);
+            field_money(out, "payout", *payout_cents);
+            field_num(out, "elapsed_us", *elapsed_us);
+        }
+    }
+    out.push(b'}');
+}

@@ -1,0 +1,482 @@
+//! Read-only readers: a streaming [`Reader`] for replay and export, and a [`Follower`] for
+//! `journal tail`. Neither ever writes to the journal; both may run while the exchange appends.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use memmap2::Mmap;
+
+use super::format::{read_frame, Frame, HeaderError, SegmentHeader, SEGMENT_HEADER_BYTES};
+use super::record::Record;
+use super::recovery::{damage_at, first_nonzero, map_read_only, DamageKind};
+use super::segment::{list_segments, segment_path};
+use super::{JournalError, Position};
+use crate::journal::format::{load_u32_acquire, FRAME_ALIGN};
+
+/// How long `tail` waits on a claimed but uncommitted record before deciding its writer died
+/// and skipping it. Live writers commit within microseconds.
+pub const TORN_WAIT: Duration = Duration::from_secs(1);
+
+/// Most records `tail` prints from before it started following.
+pub const MAX_TAIL_BACKLOG: usize = 10_000;
+
+/// One decoded record and where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Where the record starts.
+    pub pos: Position,
+    /// Its timestamp, unix microseconds.
+    pub ts_us: u64,
+    /// The record.
+    pub record: Record,
+}
+
+/// An open, mapped segment.
+struct Mapped {
+    seq: u64,
+    file: File,
+    map: Option<Mmap>,
+}
+
+impl Mapped {
+    fn open(dir: &Path, seq: u64) -> Result<Mapped, JournalError> {
+        let path = segment_path(dir, seq);
+        let file = File::open(&path).map_err(|e| JournalError::io("open", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| JournalError::io("stat", &path, e))?
+            .len();
+        let map = map_read_only(&file, &path, len)?;
+        Ok(Mapped { seq, file, map })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map.as_ref().map_or(&[][..], |m| &m[..])
+    }
+}
+
+/// Streams every whole record of a journal in order, one segment mapped at a time.
+///
+/// Torn records are skipped. Records of unknown types or newer payload versions are skipped
+/// and counted. At damage the reader stops: silently for a torn tail (nothing whole after it),
+/// with one `Err(JournalError::Damaged)` item otherwise.
+pub struct Reader {
+    dir: PathBuf,
+    seqs: Vec<u64>,
+    next_index: usize,
+    cur: Option<Mapped>,
+    off: u64,
+    done: bool,
+    /// Records skipped because they are of a newer type or version.
+    pub skipped_newer: u64,
+    /// Records skipped because their payload does not decode.
+    pub skipped_undecodable: u64,
+    /// Torn records skipped.
+    pub skipped_torn: u64,
+}
+
+impl Reader {
+    /// A reader over every segment present in `dir` now.
+    pub fn open(dir: &Path) -> Result<Reader, JournalError> {
+        Reader::open_from(dir, 0)
+    }
+
+    /// A reader starting at segment `first_seq` (earlier segments are ignored).
+    pub fn open_from(dir: &Path, first_seq: u64) -> Result<Reader, JournalError> {
+        if !dir.is_dir() {
+            return Err(JournalError::NotFound(dir.to_path_buf()));
+        }
+        let seqs = list_segments(dir)?
+            .into_iter()
+            .filter(|&s| s >= first_seq)
+            .collect();
+        Ok(Reader {
+            dir: dir.to_path_buf(),
+            seqs,
+            next_index: 0,
+            cur: None,
+            off: 0,
+            done: false,
+            skipped_newer: 0,
+            skipped_undecodable: 0,
+            skipped_torn: 0,
+        })
+    }
+
+    /// End the stream at damage at `(seq, off)`: an error item unless it is a torn tail.
+    fn stop_at(
+        &mut self,
+        seq: u64,
+        off: u64,
+        kind: DamageKind,
+    ) -> Option<Result<Entry, JournalError>> {
+        self.done = true;
+        let later: Vec<u64> = self.seqs[self.next_index..].to_vec();
+        let result = match &self.cur {
+            Some(m) => damage_at(&self.dir, seq, off, kind, m.bytes(), &m.file, &later),
+            None => return None,
+        };
+        self.cur = None;
+        match result {
+            Ok(d) if d.is_torn_tail() => None,
+            Ok(d) => Some(Err(JournalError::Damaged {
+                at: d.at,
+                kind: d.kind,
+            })),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// One step of the reader over the mapped segment.
+enum Step {
+    Entry(Entry),
+    Skip,
+    NextSegment,
+    Damage(u64, u64, DamageKind),
+}
+
+impl Iterator for Reader {
+    type Item = Result<Entry, JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.cur.is_none() {
+                let Some(&seq) = self.seqs.get(self.next_index) else {
+                    self.done = true;
+                    return None;
+                };
+                self.next_index += 1;
+                let m = match Mapped::open(&self.dir, seq) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                };
+                let header = SegmentHeader::parse(m.bytes());
+                self.cur = Some(m);
+                self.off = SEGMENT_HEADER_BYTES;
+                match header {
+                    Ok(h) if h.seq == seq => {}
+                    Ok(_) => {
+                        return self.stop_at(
+                            seq,
+                            0,
+                            DamageKind::BadSegmentHeader("sequence differs from file name"),
+                        )
+                    }
+                    Err(HeaderError::Newer(version)) => {
+                        self.done = true;
+                        return Some(Err(JournalError::UnsupportedFormat {
+                            segment: seq,
+                            version,
+                        }));
+                    }
+                    Err(HeaderError::Damaged(why)) => {
+                        return self.stop_at(seq, 0, DamageKind::BadSegmentHeader(why))
+                    }
+                }
+            }
+            let step = {
+                let Some(m) = &self.cur else { continue };
+                let buf = m.bytes();
+                let off = self.off;
+                match read_frame(buf, off) {
+                    Frame::Record {
+                        len,
+                        type_code,
+                        ts_us,
+                        payload,
+                    } => {
+                        self.off += len;
+                        match Record::decode(type_code, payload) {
+                            Ok(record) => Step::Entry(Entry {
+                                pos: Position {
+                                    segment: m.seq,
+                                    offset: off,
+                                },
+                                ts_us,
+                                record,
+                            }),
+                            Err(e) if e.is_newer() => {
+                                self.skipped_newer += 1;
+                                Step::Skip
+                            }
+                            Err(_) => {
+                                self.skipped_undecodable += 1;
+                                Step::Skip
+                            }
+                        }
+                    }
+                    Frame::Torn { len } => {
+                        self.skipped_torn += 1;
+                        self.off += len;
+                        Step::Skip
+                    }
+                    Frame::Sealed => Step::NextSegment,
+                    Frame::EndOfData => match first_nonzero(buf, &m.file, off + FRAME_ALIGN) {
+                        None => Step::NextSegment,
+                        Some(_) if load_u32_acquire(buf, off) != 0 => Step::Skip,
+                        Some(_) => Step::Damage(m.seq, off, DamageKind::DataAfterEnd),
+                    },
+                    Frame::Damage(kind) => Step::Damage(m.seq, off, kind),
+                }
+            };
+            match step {
+                Step::Entry(e) => return Some(Ok(e)),
+                Step::Skip => {}
+                Step::NextSegment => self.cur = None,
+                Step::Damage(seq, off, kind) => return self.stop_at(seq, off, kind),
+            }
+        }
+    }
+}
+
+/// Timestamps in one segment may run this far past the next segment's creation time (writers
+/// stamp a record just before appending it); [`Reader::open_since`] allows for it.
+const SEGMENT_SKEW_US: u64 = 3600 * 1_000_000;
+
+impl Reader {
+    /// A reader that skips whole segments holding only records older than `since_us` (judged
+    /// from segment headers, without reading records); it may still yield some older records,
+    /// so callers filter by `ts_us` as well. Used to replay the open cap windows on start.
+    pub fn open_since(dir: &Path, since_us: u64) -> Result<Reader, JournalError> {
+        if !dir.is_dir() {
+            return Err(JournalError::NotFound(dir.to_path_buf()));
+        }
+        let mut first = 0;
+        for seq in list_segments(dir)? {
+            let path = segment_path(dir, seq);
+            let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+            let ok = File::open(&path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .is_ok();
+            match SegmentHeader::parse(&head) {
+                // Every record before this segment is older than its creation time.
+                Ok(h) if ok && h.created_us.saturating_add(SEGMENT_SKEW_US) < since_us => {
+                    first = seq
+                }
+                _ => break,
+            }
+        }
+        Reader::open_from(dir, first)
+    }
+}
+
+/// Replay every `Sale` record stamped at or after `since_us`, oldest first, as the exchange
+/// does on start to rebuild cap and budget counters. Returns how many were replayed. Stops with
+/// an error at damage that is not a torn tail (the journal should be opened, and so recovered,
+/// first).
+pub fn replay_sales(
+    dir: &Path,
+    since_us: u64,
+    mut f: impl FnMut(u64, &Record),
+) -> Result<u64, JournalError> {
+    let mut n = 0;
+    for item in Reader::open_since(dir, since_us)? {
+        let e = item?;
+        if e.ts_us >= since_us && matches!(e.record, Record::Sale { .. }) {
+            f(e.ts_us, &e.record);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Every whole record of the journal in `dir`, in order (see [`Reader`] for the rules).
+pub fn read_all(dir: &Path) -> Result<Vec<Entry>, JournalError> {
+    Reader::open(dir)?.collect()
+}
+
+/// Follows a journal as it is written (`journal tail`), polling.
+pub struct Follower {
+    dir: PathBuf,
+    seq: u64,
+    off: u64,
+    cur: Option<Mapped>,
+    /// An uncommitted frame being waited on, and since when.
+    waiting: Option<(Position, Instant)>,
+}
+
+impl Follower {
+    /// A follower positioned at the end of the journal, with the newest segment's last
+    /// `last_n` records (at most [`MAX_TAIL_BACKLOG`]).
+    pub fn from_end(dir: &Path, last_n: usize) -> Result<(Follower, Vec<Entry>), JournalError> {
+        if !dir.is_dir() {
+            return Err(JournalError::NotFound(dir.to_path_buf()));
+        }
+        let newest = list_segments(dir)?.last().copied().unwrap_or(0);
+        let mut f = Follower {
+            dir: dir.to_path_buf(),
+            seq: newest,
+            off: SEGMENT_HEADER_BYTES,
+            cur: None,
+            waiting: None,
+        };
+        let keep = last_n.min(MAX_TAIL_BACKLOG);
+        let mut backlog = VecDeque::with_capacity(keep);
+        f.poll(&mut |e| {
+            if keep > 0 {
+                if backlog.len() == keep {
+                    backlog.pop_front();
+                }
+                backlog.push_back(e);
+            }
+        })?;
+        Ok((f, backlog.into()))
+    }
+
+    /// A follower starting at the beginning of segment `seq`.
+    pub fn from_segment(dir: &Path, seq: u64) -> Follower {
+        Follower {
+            dir: dir.to_path_buf(),
+            seq,
+            off: SEGMENT_HEADER_BYTES,
+            cur: None,
+            waiting: None,
+        }
+    }
+
+    /// Where the next record is expected.
+    pub fn position(&self) -> Position {
+        Position {
+            segment: self.seq,
+            offset: self.off,
+        }
+    }
+
+    /// Hand every record committed since the last poll to `out`; returns how many. Waits (by
+    /// returning) on a record still being written, and skips one left uncommitted for longer
+    /// than [`TORN_WAIT`].
+    pub fn poll(&mut self, out: &mut dyn FnMut(Entry)) -> Result<usize, JournalError> {
+        let mut n = 0;
+        loop {
+            if self.cur.is_none() {
+                let path = segment_path(&self.dir, self.seq);
+                if !path.exists() {
+                    // Removed by retention or not created yet: go to the next one present.
+                    match list_segments(&self.dir)?
+                        .into_iter()
+                        .find(|&s| s > self.seq)
+                    {
+                        Some(s) => {
+                            self.seq = s;
+                            self.off = SEGMENT_HEADER_BYTES;
+                            continue;
+                        }
+                        None => return Ok(n),
+                    }
+                }
+                let m = Mapped::open(&self.dir, self.seq)?;
+                match SegmentHeader::parse(m.bytes()) {
+                    Ok(h) if h.seq == self.seq => self.cur = Some(m),
+                    Err(HeaderError::Newer(version)) => {
+                        return Err(JournalError::UnsupportedFormat {
+                            segment: self.seq,
+                            version,
+                        })
+                    }
+                    // Being created right now (or damaged): look again at the next poll.
+                    _ => return Ok(n),
+                }
+            }
+            let Some(m) = &self.cur else { return Ok(n) };
+            let buf = m.bytes();
+            let off = self.off;
+            match read_frame(buf, off) {
+                Frame::Record {
+                    len,
+                    type_code,
+                    ts_us,
+                    payload,
+                } => {
+                    self.off += len;
+                    self.waiting = None;
+                    if let Ok(record) = Record::decode(type_code, payload) {
+                        out(Entry {
+                            pos: Position {
+                                segment: self.seq,
+                                offset: off,
+                            },
+                            ts_us,
+                            record,
+                        });
+                        n += 1;
+                    }
+                }
+                Frame::Torn { len } => {
+                    let here = Position {
+                        segment: self.seq,
+                        offset: off,
+                    };
+                    match self.waiting {
+                        Some((p, since)) if p == here && since.elapsed() >= TORN_WAIT => {
+                            self.off += len;
+                            self.waiting = None;
+                        }
+                        Some((p, _)) if p == here => return Ok(n),
+                        _ => {
+                            self.waiting = Some((here, Instant::now()));
+                            return Ok(n);
+                        }
+                    }
+                }
+                Frame::Sealed => {
+                    if !self.advance()? {
+                        return Ok(n);
+                    }
+                }
+                Frame::EndOfData => {
+                    // Data continues in a later segment only if this one was left unsealed by
+                    // a crash and the next one already holds a record.
+                    if !self.next_has_data()? || !self.advance()? {
+                        return Ok(n);
+                    }
+                }
+                Frame::Damage(kind) => {
+                    return Err(JournalError::Damaged {
+                        at: Position {
+                            segment: self.seq,
+                            offset: off,
+                        },
+                        kind,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Move to the next segment present; false if there is none yet.
+    fn advance(&mut self) -> Result<bool, JournalError> {
+        match list_segments(&self.dir)?
+            .into_iter()
+            .find(|&s| s > self.seq)
+        {
+            Some(s) => {
+                self.seq = s;
+                self.off = SEGMENT_HEADER_BYTES;
+                self.cur = None;
+                self.waiting = None;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn next_has_data(&self) -> Result<bool, JournalError> {
+        let Some(next) = list_segments(&self.dir)?
+            .into_iter()
+            .find(|&s| s > self.seq)
+        else {
+            return Ok(false);
+        };
+        let m = Mapped::open(&self.dir, next)?;
+        Ok(load_u32_acquire(m.bytes(), SEGMENT_HEADER_BYTES) != 0)
+    }
+}

@@ -1,0 +1,499 @@
+//! The scan behind `Journal::open` (recovery) and `journal verify`.
+//!
+//! Rules, applied to the segments in sequence order:
+//! - a whole record (committed, checksum good) is kept;
+//! - a claimed but uncommitted record (`commit == 0`, sane length) was in flight at a crash: it
+//!   is skipped by its length and the scan goes on, because records claimed after it by other
+//!   threads may be whole;
+//! - anything else (insane length, a commit word that is neither 0 nor the magic, a checksum
+//!   mismatch, a damaged segment header, bytes after the end of the data) is damage: every
+//!   whole record before it is kept and nothing after it.
+//!
+//! Damage with no whole record anywhere after it is a torn tail (what a crash in the middle of
+//! writing leaves): `verify` reports it and still calls the journal intact.
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::format::{read_frame, Frame, HeaderError, SegmentHeader, SEGMENT_HEADER_BYTES};
+use super::record::Record;
+use super::segment::{data_ranges, list_segments, segment_path};
+use super::{JournalError, Position};
+use crate::journal::format::{load_u32_acquire, FRAME_ALIGN};
+
+/// Torn records listed by position in a report; beyond this they are only counted.
+pub const MAX_TORN_LISTED: usize = 16;
+
+/// What is wrong at a damaged position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// The `len` word is not a plausible frame length (too small, unaligned, past the end).
+    BadLength(u32),
+    /// The `commit` word is neither 0 (in flight) nor the commit magic.
+    BadCommit(u32),
+    /// The frame's checksum does not match its contents.
+    BadChecksum,
+    /// The frame's padding or reserved bytes are out of range.
+    BadFrameHeader,
+    /// The segment header is missing, damaged, or names another segment.
+    BadSegmentHeader(&'static str),
+    /// Non-zero bytes after the end of the data (where nothing was ever claimed).
+    DataAfterEnd,
+}
+
+impl fmt::Display for DamageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DamageKind::BadLength(l) => write!(f, "implausible record length {l}"),
+            DamageKind::BadCommit(c) => write!(f, "bad commit word {c:#010x}"),
+            DamageKind::BadChecksum => write!(f, "checksum mismatch"),
+            DamageKind::BadFrameHeader => write!(f, "bad frame header"),
+            DamageKind::BadSegmentHeader(why) => write!(f, "bad segment header ({why})"),
+            DamageKind::DataAfterEnd => write!(f, "data after the end of the records"),
+        }
+    }
+}
+
+/// Damage found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Where the damage starts: nothing from here on is trusted.
+    pub at: Position,
+    /// What is wrong there.
+    pub kind: DamageKind,
+    /// Whole records found after the damage (in this and later segments). Zero means a torn
+    /// tail; anything else means records would be lost by cutting here.
+    pub records_after: u64,
+    /// Bytes from the damage to the last non-zero byte of its segment, plus the size of every
+    /// later segment.
+    pub bytes: u64,
+    /// Later segments, all of which lie beyond the damage.
+    pub later_segments: Vec<u64>,
+}
+
+impl Damage {
+    /// Whether this is only a torn tail: nothing whole after it.
+    pub fn is_torn_tail(&self) -> bool {
+        self.records_after == 0
+    }
+}
+
+/// One segment as found by the scan (only segments before the damage, and the damaged one
+/// when its header is good).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentInfo {
+    pub seq: u64,
+    pub len: u64,
+    pub created_us: u64,
+    /// Offset where appends may continue: where the data ends (the sentinel, the first zero
+    /// `len`, or the damage), moved back over a trailing run of torn frames, whose writers
+    /// are gone and after which nothing whole follows.
+    pub end: u64,
+    /// Offset where the scan stopped; `end..scan_end` holds only torn frames.
+    pub scan_end: u64,
+    /// Whether the segment carries the end-of-segment sentinel (or is full to the last byte).
+    pub sealed: bool,
+}
+
+/// The result of scanning a journal directory, without changing it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Analysis {
+    pub segments: Vec<SegmentInfo>,
+    pub records: u64,
+    pub torn: u64,
+    pub torn_positions: Vec<Position>,
+    pub damage: Option<Damage>,
+    pub undecodable: u64,
+    pub unknown: u64,
+    pub header_damage_all_zero: bool,
+    /// Segment files found, including damaged ones.
+    pub files: usize,
+}
+
+/// Scan every segment of `dir` read-only. With `decode`, every record's payload is decoded too
+/// (for `verify`); recovery skips that to open quickly.
+pub(crate) fn analyze(dir: &Path, decode: bool) -> Result<Analysis, JournalError> {
+    let seqs = list_segments(dir)?;
+    let mut a = Analysis {
+        files: seqs.len(),
+        ..Analysis::default()
+    };
+    for (i, &seq) in seqs.iter().enumerate() {
+        let later = &seqs[i + 1..];
+        let path = segment_path(dir, seq);
+        let file = File::open(&path).map_err(|e| JournalError::io("open", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| JournalError::io("stat", &path, e))?
+            .len();
+        let map = map_read_only(&file, &path, len)?;
+        let buf: &[u8] = map.as_ref().map_or(&[][..], |m| &m[..]);
+        let header = match SegmentHeader::parse(buf) {
+            Ok(h) if h.seq == seq => h,
+            Ok(_) => {
+                a.damage = Some(damage_at(
+                    dir,
+                    seq,
+                    0,
+                    DamageKind::BadSegmentHeader("sequence differs from file name"),
+                    buf,
+                    &file,
+                    later,
+                )?);
+                break;
+            }
+            Err(HeaderError::Newer(version)) => {
+                return Err(JournalError::UnsupportedFormat {
+                    segment: seq,
+                    version,
+                })
+            }
+            Err(HeaderError::Damaged(why)) => {
+                let d = damage_at(
+                    dir,
+                    seq,
+                    0,
+                    DamageKind::BadSegmentHeader(why),
+                    buf,
+                    &file,
+                    later,
+                )?;
+                a.header_damage_all_zero = d.bytes == 0;
+                a.damage = Some(d);
+                break;
+            }
+        };
+        let mut info = SegmentInfo {
+            seq,
+            len,
+            created_us: header.created_us,
+            end: SEGMENT_HEADER_BYTES,
+            scan_end: SEGMENT_HEADER_BYTES,
+            sealed: false,
+        };
+        let mut off = SEGMENT_HEADER_BYTES;
+        let mut damage = None;
+        let mut torn_run: Option<u64> = None;
+        loop {
+            match read_frame(buf, off) {
+                Frame::Record {
+                    len,
+                    type_code,
+                    payload,
+                    ..
+                } => {
+                    a.records += 1;
+                    torn_run = None;
+                    if decode {
+                        match Record::decode(type_code, payload) {
+                            Ok(_) => {}
+                            Err(e) if e.is_newer() => a.unknown += 1,
+                            Err(_) => a.undecodable += 1,
+                        }
+                    }
+                    off += len;
+                }
+                Frame::Torn { len } => {
+                    a.torn += 1;
+                    torn_run.get_or_insert(off);
+                    if a.torn_positions.len() < MAX_TORN_LISTED {
+                        a.torn_positions.push(Position {
+                            segment: seq,
+                            offset: off,
+                        });
+                    }
+                    off += len;
+                }
+                Frame::Sealed => {
+                    info.sealed = true;
+                    break;
+                }
+                Frame::EndOfData => {
+                    match first_nonzero(buf, &file, off + FRAME_ALIGN) {
+                        None => break,
+                        // A live writer may have claimed this slot since it was read: look again.
+                        Some(_) if load_u32_acquire(buf, off) != 0 => continue,
+                        Some(_) => {
+                            damage = Some(DamageKind::DataAfterEnd);
+                            break;
+                        }
+                    }
+                }
+                Frame::Damage(kind) => {
+                    damage = Some(kind);
+                    break;
+                }
+            }
+        }
+        info.scan_end = off;
+        info.end = if info.sealed {
+            off
+        } else {
+            torn_run.unwrap_or(off)
+        };
+        a.segments.push(info);
+        if let Some(kind) = damage {
+            a.damage = Some(damage_at(dir, seq, off, kind, buf, &file, later)?);
+            break;
+        }
+    }
+    Ok(a)
+}
+
+/// Map a segment read-only (`None` for an empty file, which cannot be mapped).
+pub(crate) fn map_read_only(
+    file: &File,
+    path: &Path,
+    len: u64,
+) -> Result<Option<Mmap>, JournalError> {
+    if len == 0 {
+        return Ok(None);
+    }
+    if usize::try_from(len).is_err() {
+        return Err(JournalError::InvalidOptions(format!(
+            "segment {} is too large to map",
+            path.display()
+        )));
+    }
+    // SAFETY: segments are never truncated by the journal; a reader only loads from the map.
+    let map = unsafe { Mmap::map(file) }.map_err(|e| JournalError::io("mmap", path, e))?;
+    Ok(Some(map))
+}
+
+/// Describe damage at `(seq, off)`: count the whole records after it and the bytes it spans.
+pub(crate) fn damage_at(
+    dir: &Path,
+    seq: u64,
+    off: u64,
+    kind: DamageKind,
+    buf: &[u8],
+    file: &File,
+    later: &[u64],
+) -> Result<Damage, JournalError> {
+    let (mut records_after, last_nonzero) =
+        resync(buf, file, off.max(SEGMENT_HEADER_BYTES), off + FRAME_ALIGN);
+    let mut bytes = last_nonzero.saturating_sub(off);
+    if off == 0 {
+        // A damaged header: the header bytes themselves count when non-zero.
+        if buf
+            .iter()
+            .take(SEGMENT_HEADER_BYTES as usize)
+            .any(|&b| b != 0)
+        {
+            bytes = bytes.max(SEGMENT_HEADER_BYTES);
+        }
+    }
+    for &s in later {
+        let path = segment_path(dir, s);
+        let f = File::open(&path).map_err(|e| JournalError::io("open", &path, e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| JournalError::io("stat", &path, e))?
+            .len();
+        let m = map_read_only(&f, &path, len)?;
+        let b: &[u8] = m.as_ref().map_or(&[][..], |m| &m[..]);
+        records_after += resync(b, &f, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES).0;
+        bytes += len;
+    }
+    Ok(Damage {
+        at: Position {
+            segment: seq,
+            offset: off,
+        },
+        kind,
+        records_after,
+        bytes,
+        later_segments: later.to_vec(),
+    })
+}
+
+/// Look for whole records in `buf` at every aligned offset from `from`, skipping holes. Returns
+/// how many were found and where the last non-zero byte at or after `zero_from` ends.
+fn resync(buf: &[u8], file: &File, zero_from: u64, from: u64) -> (u64, u64) {
+    let mut found = 0;
+    let mut last_nonzero = 0;
+    let len = buf.len() as u64;
+    for (start, end) in data_ranges(file, zero_from.min(len), len) {
+        let end = end.min(len);
+        let mut off = start.max(zero_from).next_multiple_of(FRAME_ALIGN);
+        while off + FRAME_ALIGN <= end {
+            let o = off as usize;
+            if buf[o..o + FRAME_ALIGN as usize].iter().any(|&b| b != 0) {
+                last_nonzero = off + FRAME_ALIGN;
+            }
+            if off >= from {
+                if let Frame::Record { len, .. } = read_frame(buf, off) {
+                    found += 1;
+                    last_nonzero = last_nonzero.max(off + len);
+                    off += len;
+                    continue;
+                }
+            }
+            off += FRAME_ALIGN;
+        }
+    }
+    (found, last_nonzero)
+}
+
+/// Offset of the first non-zero byte at or after `from`, skipping holes.
+pub(crate) fn first_nonzero(buf: &[u8], file: &File, from: u64) -> Option<u64> {
+    let len = buf.len() as u64;
+    if from >= len {
+        return None;
+    }
+    for (start, end) in data_ranges(file, from, len) {
+        let s = start.max(from) as usize;
+        let e = end.min(len) as usize;
+        if let Some(i) = buf.get(s..e)?.iter().position(|&b| b != 0) {
+            return Some((s + i) as u64);
+        }
+    }
+    None
+}
+
+/// What a damage cut on open removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// Where the cut was made: nothing from here on was kept.
+    pub at: Position,
+    /// What was wrong there.
+    pub kind: DamageKind,
+    /// Bytes cut (zeroed in the segment, plus later segments moved aside).
+    pub bytes: u64,
+    /// Whole records found after the damage and therefore not kept (0 for a torn tail).
+    pub records_skipped: u64,
+    /// Later segments moved aside as `*.seg.cut` (they are never deleted).
+    pub moved_aside: Vec<PathBuf>,
+}
+
+/// What `Journal::open` found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments kept.
+    pub segments: usize,
+    /// Whole records kept.
+    pub records: u64,
+    /// Records in flight at a crash (claimed, never committed): skipped.
+    pub torn_skipped: u64,
+    /// Positions of the first torn records (at most [`MAX_TORN_LISTED`]).
+    pub torn: Vec<Position>,
+    /// The cut made at damage, if any.
+    pub cut: Option<Cut>,
+    /// Segments that lacked their end sentinel (a crash during rotation) and were sealed.
+    pub sealed: Vec<u64>,
+    /// Where the next record goes.
+    pub tail: Position,
+    /// The segment created on open (a new journal, or after a damaged header).
+    pub created: Option<u64>,
+}
+
+impl fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "journal: {} segment(s), {} record(s), {} torn record(s) skipped, appending at {}",
+            self.segments, self.records, self.torn_skipped, self.tail
+        )?;
+        if let Some(c) = &self.cut {
+            write!(
+                f,
+                "; cut at {} ({}): {} byte(s), {} whole record(s) after it",
+                c.at, c.kind, c.bytes, c.records_skipped
+            )?;
+            if c.records_skipped == 0 {
+                write!(f, " (torn tail)")?;
+            }
+            for p in &c.moved_aside {
+                write!(f, "; moved aside {}", p.display())?;
+            }
+        }
+        if !self.sealed.is_empty() {
+            write!(f, "; sealed segment(s) {:?}", self.sealed)?;
+        }
+        Ok(())
+    }
+}
+
+/// What `verify` found. The journal is intact when there is no damage, or the damage is a
+/// torn tail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segments scanned.
+    pub segments: usize,
+    /// Whole records.
+    pub records: u64,
+    /// Records claimed but never committed (in flight now, or at a crash).
+    pub torn: u64,
+    /// Positions of the first torn records.
+    pub torn_positions: Vec<Position>,
+    /// Damage, if any.
+    pub damage: Option<Damage>,
+    /// Whole records of a type or payload version newer than this build (skipped by readers).
+    pub unknown: u64,
+    /// Whole records whose payload does not decode (skipped by readers).
+    pub undecodable: u64,
+}
+
+impl VerifyReport {
+    /// Whether every segment is intact (a torn tail counts as intact).
+    pub fn intact(&self) -> bool {
+        self.damage.as_ref().map_or(true, Damage::is_torn_tail)
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} segment(s), {} record(s)",
+            self.segments, self.records
+        )?;
+        if self.torn > 0 {
+            write!(f, ", {} torn record(s) skipped", self.torn)?;
+            if let Some(p) = self.torn_positions.first() {
+                write!(f, " (first at {p})")?;
+            }
+        }
+        if self.unknown > 0 {
+            write!(f, ", {} record(s) of a newer format", self.unknown)?;
+        }
+        if self.undecodable > 0 {
+            write!(f, ", {} undecodable record(s)", self.undecodable)?;
+        }
+        match &self.damage {
+            None => Ok(()),
+            Some(d) if d.is_torn_tail() => {
+                write!(
+                    f,
+                    ", torn tail at {} ({}, {} byte(s)), intact",
+                    d.at, d.kind, d.bytes
+                )
+            }
+            Some(d) => write!(
+                f,
+                ", DAMAGED at {}: {} ({} whole record(s) after it)",
+                d.at, d.kind, d.records_after
+            ),
+        }
+    }
+}
+
+/// Check a journal without changing it.
+pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
+    if !dir.is_dir() {
+        return Err(JournalError::NotFound(dir.to_path_buf()));
+    }
+    let a = analyze(dir, true)?;
+    Ok(VerifyReport {
+        segments: a.files,
+        records: a.records,
+        torn: a.torn,
+        torn_positions: a.torn_positions,
+        damage: a.damage,
+        unknown: a.unknown,
+        undecodable: a.undecodable,
+    })
+}

@@ -1,0 +1,328 @@
+//! Segment files: naming, listing, creation, mapping, and the directory lock.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+
+use memmap2::{Advice, MmapMut, MmapOptions};
+
+use super::format::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
+use super::JournalError;
+
+/// Digits of the zero-padded sequence number in a segment's file name (all of `u64`).
+pub const SEQ_DIGITS: usize = 20;
+
+/// Suffix of segment files.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+
+/// Suffix given to segments moved aside by recovery: never deleted by the journal.
+pub const CUT_SUFFIX: &str = ".cut";
+
+/// Most segment files a directory listing accepts; beyond it the directory is not a journal
+/// this build can manage (at the default size this is 256 TiB of records).
+pub const MAX_SEGMENT_FILES: usize = 1_000_000;
+
+/// Name of the lock file that keeps two writer processes out of one journal.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Most `.cut` names tried for one segment before giving up (each recovery that cuts the
+/// same sequence number needs a fresh name).
+const MAX_CUT_NAMES: u32 = 1000;
+
+/// Path of segment `seq` in `dir`.
+pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:0width$}{SEGMENT_SUFFIX}", width = SEQ_DIGITS))
+}
+
+/// Sequence numbers of the segment files in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            JournalError::NotFound(dir.to_path_buf())
+        } else {
+            JournalError::io("read directory", dir, e)
+        }
+    })?;
+    let mut seqs = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| JournalError::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
+        if stem.len() != SEQ_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(seq) = stem.parse::<u64>() else {
+            continue;
+        };
+        if seqs.len() >= MAX_SEGMENT_FILES {
+            return Err(JournalError::InvalidOptions(format!(
+                "{} holds more than {MAX_SEGMENT_FILES} segments",
+                dir.display()
+            )));
+        }
+        seqs.push(seq);
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Move a segment aside as `NNN.seg.cut` (or `.cut.2`, ... if that name is taken): recovery
+/// never deletes records, it leaves them for an operator to inspect.
+pub fn move_aside(dir: &Path, seq: u64) -> Result<PathBuf, JournalError> {
+    let from = segment_path(dir, seq);
+    let base = format!("{}{CUT_SUFFIX}", from.display());
+    for n in 1..=MAX_CUT_NAMES {
+        let to = if n == 1 {
+            PathBuf::from(&base)
+        } else {
+            PathBuf::from(format!("{base}.{n}"))
+        };
+        if to.exists() {
+            continue;
+        }
+        std::fs::rename(&from, &to).map_err(|e| JournalError::io("rename", &from, e))?;
+        return Ok(to);
+    }
+    Err(JournalError::InvalidOptions(format!(
+        "no free name to move {} aside",
+        from.display()
+    )))
+}
+
+/// Make directory changes (new or renamed files) durable.
+pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    let d = File::open(dir).map_err(|e| JournalError::io("open directory", dir, e))?;
+    d.sync_all()
+        .map_err(|e| JournalError::io("fsync directory", dir, e))
+}
+
+/// Take the writer's exclusive lock on the journal directory. The lock lives as long as the
+/// returned file and is released by the kernel if the process dies.
+pub fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| JournalError::io("open", &path, e))?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(JournalError::Locked(dir.to_path_buf()));
+        }
+        return Err(JournalError::io("lock", &path, err));
+    }
+    Ok(f)
+}
+
+/// The byte ranges of `file` from `from` on that may hold data: everything else is a hole and
+/// reads as zero. Lets recovery check the untouched rest of a preallocated segment without
+/// reading (and allocating page cache for) gigabytes of zeros. Falls back to one range when the
+/// file system cannot say.
+pub fn data_ranges(file: &File, from: u64, len: u64) -> Vec<(u64, u64)> {
+    /// Most extents listed; past this the rest of the file is treated as one range.
+    const MAX_RANGES: usize = 4096;
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos = from;
+    while pos < len {
+        if out.len() >= MAX_RANGES {
+            out.push((pos, len));
+            break;
+        }
+        // SAFETY: lseek on a descriptor we own; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after pos
+            }
+            out.push((pos, len));
+            break;
+        }
+        let data = (data as u64).max(pos);
+        if data >= len {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        let hole = if hole < 0 {
+            len
+        } else {
+            (hole as u64).min(len)
+        };
+        if hole <= data {
+            out.push((data, len));
+            break;
+        }
+        out.push((data, hole));
+        pos = hole;
+    }
+    out
+}
+
+/// A segment mapped for writing. The mapping is never resized; the file is never truncated
+/// while mapped (the journal only ever zeroes bytes), so pointers into it stay valid for the
+/// segment's life.
+pub struct Segment {
+    /// Sequence number.
+    pub seq: u64,
+    /// Mapped length (the file's length).
+    pub len: u64,
+    map: MmapMut,
+    base: *mut u8,
+    file: File,
+}
+
+// SAFETY: the raw pointer refers to a shared file mapping owned by `map`; every concurrent
+// access to it goes through atomics or through regions owned exclusively after a claim.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Create segment `seq` of `len` bytes: preallocate the file, map it, write the header.
+    pub fn create(
+        dir: &Path,
+        seq: u64,
+        len: u64,
+        created_us: u64,
+    ) -> Result<Segment, JournalError> {
+        let path = segment_path(dir, seq);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| JournalError::io("create", &path, e))?;
+        file.set_len(len)
+            .map_err(|e| JournalError::io("set_len", &path, e))?;
+        let seg = Segment::map(file, &path, seq)?;
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            seq,
+            created_us,
+            segment_bytes: len,
+        };
+        let h = header.encode();
+        // SAFETY: the new segment is not yet published to any other thread; the header lies
+        // within the mapping (len >= MIN_SEGMENT_BYTES > header size).
+        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), seg.base, h.len()) };
+        Ok(seg)
+    }
+
+    /// Map an existing segment file for writing.
+    pub fn open(dir: &Path, seq: u64) -> Result<Segment, JournalError> {
+        let path = segment_path(dir, seq);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| JournalError::io("open", &path, e))?;
+        Segment::map(file, &path, seq)
+    }
+
+    fn map(file: File, path: &Path, seq: u64) -> Result<Segment, JournalError> {
+        let len = file
+            .metadata()
+            .map_err(|e| JournalError::io("stat", path, e))?
+            .len();
+        if len < SEGMENT_HEADER_BYTES || usize::try_from(len).is_err() {
+            return Err(JournalError::InvalidOptions(format!(
+                "segment {} has an unusable size {len}",
+                path.display()
+            )));
+        }
+        // SAFETY: the journal owns its directory (guarded by the lock file) and never truncates
+        // a segment, so the mapping stays backed by the file.
+        let mut map = unsafe { MmapOptions::new().len(len as usize).map_mut(&file) }
+            .map_err(|e| JournalError::io("mmap", path, e))?;
+        let base = map.as_mut_ptr();
+        Ok(Segment {
+            seq,
+            len,
+            map,
+            base,
+            file,
+        })
+    }
+
+    /// The 32-bit word at `off` as an atomic. `off` must be 4-aligned and within the segment;
+    /// callers only pass frame offsets (8-aligned, at least 8 bytes before the end).
+    #[inline]
+    pub fn word(&self, off: u64) -> &AtomicU32 {
+        debug_assert!(off % 4 == 0 && off + 4 <= self.len);
+        // SAFETY: in bounds and aligned (the mapping is page aligned); the mapping lives as
+        // long as `self`; all concurrent accesses to `len`/`commit` words are atomic.
+        unsafe { AtomicU32::from_ptr(self.base.add(off as usize) as *mut u32) }
+    }
+
+    /// Raw pointer to byte `off`, for writing a claimed frame.
+    #[inline]
+    pub fn ptr(&self, off: u64) -> *mut u8 {
+        debug_assert!(off <= self.len);
+        // SAFETY: in bounds of the mapping.
+        unsafe { self.base.add(off as usize) }
+    }
+
+    /// Write the byte range `[from, to)` to disk (msync).
+    pub fn flush(&self, from: u64, to: u64) -> Result<(), JournalError> {
+        let to = to.min(self.len);
+        if to <= from {
+            return Ok(());
+        }
+        self.map
+            .flush_range(from as usize, (to - from) as usize)
+            .map_err(|e| JournalError::io("msync", Path::new(&format!("segment {}", self.seq)), e))
+    }
+
+    /// Fault in `[from, to)` as writable ahead of the writers, so that appends do not take
+    /// page faults (and file-system block allocation) on the hot path. Best effort: kernels
+    /// without `MADV_POPULATE_WRITE` simply fault on first write.
+    pub fn prefault(&self, from: u64, to: u64) -> bool {
+        let to = to.min(self.len);
+        if to <= from {
+            return true;
+        }
+        self.map
+            .advise_range(Advice::PopulateWrite, from as usize, (to - from) as usize)
+            .is_ok()
+    }
+
+    /// Overwrite `[from, to)` with zeros where it is not already zero, then flush it. Used only
+    /// by recovery, before any writer exists, to cut damage so appends can continue.
+    pub fn zero_range(&mut self, from: u64, to: u64) -> Result<(), JournalError> {
+        /// Zeroing works page by page so untouched (all-zero) pages are not dirtied.
+        const CHUNK: u64 = 4096;
+        let to = to.min(self.len);
+        for (start, end) in data_ranges(&self.file, from, to) {
+            let mut pos = start.max(from);
+            let end = end.min(to);
+            while pos < end {
+                let chunk_end = ((pos / CHUNK) + 1).saturating_mul(CHUNK).min(end);
+                if let Some(chunk) = self.map.get_mut(pos as usize..chunk_end as usize) {
+                    if chunk.iter().any(|&b| b != 0) {
+                        chunk.fill(0);
+                    }
+                }
+                pos = chunk_end;
+            }
+        }
+        self.flush(from, to)
+    }
+
+    /// Write a `u32` word during recovery (sealing an unsealed segment).
+    pub fn put_u32(&mut self, off: u64, v: u32) {
+        if let Some(dst) = self.map.get_mut(off as usize..off as usize + 4) {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+}

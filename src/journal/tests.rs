@@ -1,0 +1,1248 @@
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cli::{self, JournalCmd};
+use super::format::{
+    self, frame_crc, frame_len, read_frame, Frame, COMMIT_MAGIC, SEGMENT_HEADER_BYTES,
+};
+use super::record::PAYLOAD_VERSION;
+use super::segment::segment_path;
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A scratch directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p =
+            std::env::temp_dir().join(format!("gavel-journal-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn opts(dir: &Path, segment_bytes: u64) -> JournalOptions {
+    JournalOptions {
+        dir: dir.to_path_buf(),
+        segment_bytes,
+        sync: SyncMode::Os,
+        retain_segments: 0,
+    }
+}
+
+const T0: u64 = 1_795_000_000_000_000; // 2026-11-18, unix microseconds
+
+fn lead_id(i: usize) -> String {
+    format!("01JDQ6X8W2{i:016}")
+}
+
+/// One record of every type (and every ping outcome), with some optional fields missing.
+fn every_record() -> Vec<Record> {
+    let id = lead_id(7);
+    let s = |v: &str| v.to_string();
+    vec![
+        Record::LeadReceived {
+            lead_id: id.clone(),
+            seller: s("acme-media"),
+            campaign: s("auto-insurance"),
+            source: Some(s("fb-17")),
+            test: false,
+            lead_json:
+                br#"{"lead":{"zip":"77002","age":34},"consent":{"vertical":"auto_insurance"}}"#
+                    .to_vec(),
+        },
+        Record::LeadReceived {
+            lead_id: id.clone(),
+            seller: s("blue-leads"),
+            campaign: s("solar"),
+            source: None,
+            test: true,
+            lead_json: Vec::new(),
+        },
+        Record::Rejected {
+            lead_id: id.clone(),
+            seller: s("acme-media"),
+            campaign: s("auto-insurance"),
+            http_status: 422,
+            code: s("invalid_field"),
+            field: Some(s("lead.zip")),
+        },
+        Record::Rejected {
+            lead_id: id.clone(),
+            seller: s("acme-media"),
+            campaign: s("auto-insurance"),
+            http_status: 422,
+            code: s("duplicate"),
+            field: None,
+        },
+        Record::PingSent {
+            lead_id: id.clone(),
+            buyer: s("acme-ins"),
+        },
+        Record::PingResult {
+            lead_id: id.clone(),
+            buyer: s("acme-ins"),
+            outcome: PingOutcome::Bid {
+                cents: 4250,
+                bid_id: Some(s("b-77")),
+            },
+            reason: None,
+            response_us: 380_123,
+        },
+        Record::PingResult {
+            lead_id: id.clone(),
+            buyer: s("blue-ins"),
+            outcome: PingOutcome::Bid {
+                cents: 0,
+                bid_id: None,
+            },
+            reason: None,
+            response_us: 1,
+        },
+        Record::PingResult {
+            lead_id: id.clone(),
+            buyer: s("b"),
+            outcome: PingOutcome::NoBid,
+            reason: None,
+            response_us: 2,
+        },
+        Record::PingResult {
+            lead_id: id.clone(),
+            buyer: s("b"),
+            outcome: PingOutcome::Timeout,
+            reason: Some(s("timeout")),
+            response_us: 800_000,
+        },
+        Record::PingResult {
+            lead_id: id.clone(),
+            buyer: s("b"),
+            outcome: PingOutcome::Error,
+            reason: Some(s("connection reset")),
+            response_us: 3,
+        },
+        Record::PingResult {
+            lead_id: id.clone(),
+            buyer: s("b"),
+            outcome: PingOutcome::Invalid,
+            reason: Some(s("negative bid")),
+            response_us: 4,
+        },
+        Record::AuctionClosed {
+            lead_id: id.clone(),
+            bids: 7,
+            ranked: vec![(s("acme-ins"), 12000), (s("blue-ins"), 9601)],
+        },
+        Record::AuctionClosed {
+            lead_id: id.clone(),
+            bids: 0,
+            ranked: Vec::new(),
+        },
+        Record::PostSent {
+            lead_id: id.clone(),
+            buyer: s("acme-ins"),
+            price_cents: 12000,
+        },
+        Record::PostResult {
+            lead_id: id.clone(),
+            buyer: s("acme-ins"),
+            accepted: true,
+            reason: None,
+            response_us: 95_000,
+            price_cents: 12000,
+            buyer_lead_id: Some(s("AC-991")),
+        },
+        Record::PostResult {
+            lead_id: id.clone(),
+            buyer: s("blue-ins"),
+            accepted: false,
+            reason: Some(s("duplicate")),
+            response_us: 12,
+            price_cents: 9601,
+            buyer_lead_id: None,
+        },
+        Record::Sale {
+            lead_id: id.clone(),
+            campaign: s("auto-insurance"),
+            seller: s("acme-media"),
+            buyer: s("acme-ins"),
+            price_cents: 12000,
+            payout_cents: 9600,
+        },
+        Record::LeadAnswered {
+            lead_id: id.clone(),
+            campaign: s("auto-insurance"),
+            seller: s("acme-media"),
+            status: LeadStatus::Sold,
+            price_cents: 12000,
+            payout_cents: 9600,
+            elapsed_us: 412_000,
+        },
+        Record::LeadAnswered {
+            lead_id: id,
+            campaign: s("solar"),
+            seller: s("blue-leads"),
+            status: LeadStatus::Unsold,
+            price_cents: 0,
+            payout_cents: 0,
+            elapsed_us: 1_200_000,
+        },
+    ]
+}
+
+/// A record whose frame is exactly 256 bytes when `i` fits in 6 digits.
+fn ping_record(i: usize) -> Record {
+    Record::PingSent {
+        lead_id: lead_id(i),
+        buyer: "b".repeat(256 - 24 - 1 - 2 - 26 - 2),
+    }
+}
+
+fn append(j: &Journal, ts: u64, r: &Record) -> Position {
+    r.with_ref(|rr| j.append(ts, rr)).unwrap()
+}
+
+fn records(dir: &Path) -> Vec<Record> {
+    read_all(dir)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record)
+        .collect()
+}
+
+/// Write `n` varied records (sizes differ, so padding differs) and return them with the
+/// byte range of each frame (segment 0 only: the segment must be large enough).
+fn write_sample(dir: &Path, n: usize) -> (Vec<Record>, Vec<(u64, u64)>) {
+    let (j, _) = Journal::open(opts(dir, MIN_SEGMENT_BYTES)).unwrap();
+    let all = every_record();
+    let mut recs = Vec::new();
+    let mut frames = Vec::new();
+    for i in 0..n {
+        let r = all[i % all.len()].clone();
+        let p = append(&j, T0 + i as u64, &r);
+        assert_eq!(p.segment, 0);
+        let len = r.with_ref(|rr| frame_len(rr.encoded_len().unwrap() as u64));
+        frames.push((p.offset, p.offset + len));
+        recs.push(r);
+    }
+    drop(j);
+    (recs, frames)
+}
+
+fn seg0(dir: &Path) -> PathBuf {
+    segment_path(dir, 0)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn patch(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
+fn read_at(path: &Path, at: u64, n: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).unwrap();
+    let mut b = vec![0u8; n];
+    f.read_exact_at(&mut b, at).unwrap();
+    b
+}
+
+fn cut_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".cut"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn seg_files(dir: &Path) -> usize {
+    super::segment::list_segments(dir).unwrap().len()
+}
+
+/// Small deterministic generator for garbage.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A raw, valid frame of any type code (for records this build does not know).
+fn raw_frame(type_code: u8, ts: u64, payload: &[u8]) -> Vec<u8> {
+    let len = frame_len(payload.len() as u64);
+    let pad = (len - 24 - payload.len() as u64) as u8;
+    let mut f = vec![0u8; len as usize];
+    f[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    f[4..8].copy_from_slice(&COMMIT_MAGIC.to_le_bytes());
+    f[8] = type_code;
+    f[9] = pad;
+    f[16..24].copy_from_slice(&ts.to_le_bytes());
+    f[24..24 + payload.len()].copy_from_slice(payload);
+    let mut head = [0u8; 16];
+    head[0..4].copy_from_slice(&f[0..4]);
+    head[4..8].copy_from_slice(&f[8..12]);
+    head[8..16].copy_from_slice(&f[16..24]);
+    let crc = frame_crc(&head, payload);
+    f[12..16].copy_from_slice(&crc.to_le_bytes());
+    f
+}
+
+// ---------------------------------------------------------------------------------------------
+// Codec
+
+#[test]
+fn every_record_type_round_trips_through_the_codec() {
+    for r in every_record() {
+        let bytes = r.with_ref(|rr| rr.to_bytes()).unwrap();
+        assert_eq!(bytes[0], PAYLOAD_VERSION);
+        let back = Record::decode(r.record_type() as u8, &bytes).unwrap();
+        assert_eq!(back, r);
+        // Borrowed and owned forms agree.
+        assert_eq!(r.with_ref(|rr| rr.to_record()), r);
+    }
+}
+
+#[test]
+fn decoding_garbage_never_panics_and_truncation_is_an_error() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for code in 0..=12u8 {
+        for len in 0..300usize {
+            let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if let Some(b) = buf.first_mut() {
+                *b = PAYLOAD_VERSION;
+            }
+            let _ = Record::decode(code, &buf);
+        }
+    }
+    for r in every_record() {
+        let bytes = r.with_ref(|rr| rr.to_bytes()).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(
+                Record::decode(r.record_type() as u8, &bytes[..cut]).is_err(),
+                "{r:?} cut at {cut}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_types_and_newer_versions_are_reported_as_newer() {
+    assert!(Record::decode(200, &[1, 2, 3]).unwrap_err().is_newer());
+    assert!(
+        Record::decode(RecordType::PingSent as u8, &[PAYLOAD_VERSION + 1, 0, 0])
+            .unwrap_err()
+            .is_newer()
+    );
+    assert!(
+        !Record::decode(RecordType::PingSent as u8, &[PAYLOAD_VERSION, 9])
+            .unwrap_err()
+            .is_newer()
+    );
+}
+
+#[test]
+fn oversized_fields_are_refused_before_touching_the_journal() {
+    let dir = TempDir::new("oversize");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    let long = "x".repeat(70_000);
+    let r = RecordRef::PingSent {
+        lead_id: "L",
+        buyer: &long,
+    };
+    assert!(matches!(
+        j.append(T0, &r),
+        Err(JournalError::FieldTooLong { field: "buyer", .. })
+    ));
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let r = RecordRef::LeadReceived {
+        lead_id: "L",
+        seller: "s",
+        campaign: "c",
+        source: None,
+        test: false,
+        lead_json: &big,
+    };
+    assert!(matches!(
+        j.append(T0, &r),
+        Err(JournalError::RecordTooLarge { .. })
+    ));
+    append(&j, T0, &ping_record(1));
+    drop(j);
+    assert_eq!(records(dir.path()), vec![ping_record(1)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Appending, reopening, rotation, retention
+
+#[test]
+fn appended_records_read_back_in_order_with_their_timestamps() {
+    let dir = TempDir::new("basic");
+    let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(report.created, Some(0));
+    assert_eq!(report.records, 0);
+    let all = every_record();
+    let mut positions = Vec::new();
+    for (i, r) in all.iter().enumerate() {
+        positions.push(append(&j, T0 + i as u64, r));
+    }
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    drop(j);
+    let entries = read_all(dir.path()).unwrap();
+    assert_eq!(entries.len(), all.len());
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.record, all[i]);
+        assert_eq!(e.ts_us, T0 + i as u64);
+        assert_eq!(e.pos, positions[i]);
+    }
+    assert!(verify(dir.path()).unwrap().intact());
+}
+
+#[test]
+fn reopening_after_a_clean_close_continues_appending() {
+    let dir = TempDir::new("reopen");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    for i in 0..10 {
+        append(&j, T0, &ping_record(i));
+    }
+    let end = j.tail();
+    drop(j);
+    let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(report.records, 10);
+    assert_eq!(report.cut, None);
+    assert_eq!(report.tail, end);
+    for i in 10..20 {
+        let p = append(&j, T0, &ping_record(i));
+        assert!(p >= end);
+    }
+    drop(j);
+    let expect: Vec<Record> = (0..20).map(ping_record).collect();
+    assert_eq!(records(dir.path()), expect);
+}
+
+#[test]
+fn a_second_writer_is_locked_out() {
+    let dir = TempDir::new("lock");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    assert!(matches!(
+        Journal::open(opts(dir.path(), 1 << 20)),
+        Err(JournalError::Locked(_))
+    ));
+    drop(j);
+    assert!(Journal::open(opts(dir.path(), 1 << 20)).is_ok());
+}
+
+#[test]
+fn rotation_spreads_records_over_sealed_segments_and_loses_none() {
+    let dir = TempDir::new("rotate");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let n = 1500; // ~384 KB of 256-byte frames: six or more 64 KiB segments
+    for i in 0..n {
+        append(&j, T0 + i as u64, &ping_record(i));
+    }
+    let last = j.tail();
+    drop(j);
+    let segs = seg_files(dir.path());
+    assert!(segs >= 6, "only {segs} segments");
+    assert_eq!(last.segment as usize, segs - 1);
+    let expect: Vec<Record> = (0..n).map(ping_record).collect();
+    assert_eq!(records(dir.path()), expect);
+    // Every segment but the last ends with the sentinel.
+    for seq in 0..segs as u64 - 1 {
+        let bytes = std::fs::read(segment_path(dir.path(), seq)).unwrap();
+        let mut off = SEGMENT_HEADER_BYTES;
+        loop {
+            match read_frame(&bytes, off) {
+                Frame::Record { len, .. } => off += len,
+                Frame::Sealed => break,
+                other => panic!("segment {seq} at {off}: {other:?}"),
+            }
+        }
+    }
+    // Reopening continues in the last segment.
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(report.records, n as u64);
+    assert_eq!(report.tail.segment, last.segment);
+    assert!(report.sealed.is_empty());
+    drop(j);
+}
+
+#[test]
+fn retention_keeps_segments_of_an_open_cap_window() {
+    let dir = TempDir::new("retain");
+    let o = JournalOptions {
+        retain_segments: 2,
+        ..opts(dir.path(), MIN_SEGMENT_BYTES)
+    };
+    let (j, _) = Journal::open(o.clone()).unwrap();
+    // All within one day: nothing may be removed, whatever retain_segments says.
+    for i in 0..1200 {
+        append(&j, T0 + i as u64, &ping_record(i));
+    }
+    let before = seg_files(dir.path());
+    assert!(before > 2);
+    // Forty days later the old segments are past every cap window.
+    let later = T0 + 40 * 24 * 3600 * 1_000_000;
+    for i in 1200..1800 {
+        append(&j, later + i as u64, &ping_record(i));
+    }
+    drop(j);
+    // Removed: every segment whose records are all past the window. Kept: the segment that
+    // also holds the first new records, and the new ones.
+    let kept = read_all(dir.path()).unwrap();
+    let first_seg = kept[0].pos.segment;
+    assert!(first_seg > 0, "old segments removed");
+    assert!(kept
+        .iter()
+        .filter(|e| e.pos.segment == first_seg)
+        .any(|e| e.ts_us > later));
+    assert!(kept
+        .iter()
+        .filter(|e| e.pos.segment > first_seg)
+        .all(|e| e.ts_us > later));
+    assert_eq!(kept.last().unwrap().record, ping_record(1799));
+    assert_eq!(
+        seg_files(dir.path()) as u64,
+        kept.last().unwrap().pos.segment - first_seg + 1
+    );
+    assert!(verify(dir.path()).unwrap().intact());
+}
+
+#[test]
+fn sales_replay_streams_only_sales_in_the_window() {
+    let dir = TempDir::new("replay");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let day = 24 * 3600 * 1_000_000u64;
+    let sale = |i: usize| Record::Sale {
+        lead_id: lead_id(i),
+        campaign: "auto-insurance".into(),
+        seller: "acme-media".into(),
+        buyer: "acme-ins".into(),
+        price_cents: 1000 + i as i64,
+        payout_cents: 800,
+    };
+    for i in 0..600 {
+        let ts = T0 + (i as u64 / 100) * day; // six days, 100 records a day
+        append(&j, ts, &ping_record(i));
+        if i % 10 == 0 {
+            append(&j, ts, &sale(i));
+        }
+    }
+    drop(j);
+    let mut seen = Vec::new();
+    let n = replay_sales(dir.path(), T0 + 4 * day, |ts, r| seen.push((ts, r.clone()))).unwrap();
+    assert_eq!(n, 20);
+    assert_eq!(seen.first().unwrap().1, sale(400));
+    assert!(seen.iter().all(|(ts, _)| *ts >= T0 + 4 * day));
+}
+
+#[test]
+fn records_of_unknown_types_are_skipped_by_readers() {
+    let dir = TempDir::new("unknown");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    append(&j, T0, &ping_record(1));
+    let end = j.tail();
+    drop(j);
+    let mut frame = raw_frame(77, T0, &[1, 2, 3, 4, 5]);
+    frame.extend(raw_frame(
+        RecordType::PingSent as u8,
+        T0,
+        &[PAYLOAD_VERSION + 3, 1],
+    ));
+    patch(&seg0(dir.path()), end.offset, &frame);
+    let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(report.records, 3);
+    append(&j, T0, &ping_record(2));
+    drop(j);
+    assert_eq!(records(dir.path()), vec![ping_record(1), ping_record(2)]);
+    let v = verify(dir.path()).unwrap();
+    assert!(v.intact());
+    assert_eq!(v.unknown, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+#[test]
+fn concurrent_appenders_lose_nothing_and_never_interleave() {
+    let dir = TempDir::new("concurrent");
+    // 1 MiB segments: about 25 rotations under contention.
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    let j = Arc::new(j);
+    let threads = 8;
+    let per_thread = 12_500;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let j = Arc::clone(&j);
+            std::thread::spawn(move || {
+                let mut last = None;
+                for i in 0..per_thread {
+                    // Sizes vary so frames of different lengths race for the same slots.
+                    let buyer = format!("t{t}-{}", "x".repeat(i % 97));
+                    let lead = format!("{t:02}-{i:06}");
+                    let p = j
+                        .append(
+                            T0 + i as u64,
+                            &RecordRef::PingSent {
+                                lead_id: &lead,
+                                buyer: &buyer,
+                            },
+                        )
+                        .unwrap();
+                    assert!(last < Some(p), "positions of one thread must increase");
+                    last = Some(p);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    drop(j);
+    let entries = read_all(dir.path()).unwrap();
+    assert_eq!(entries.len(), threads * per_thread);
+    let mut seen = HashSet::new();
+    let mut next_per_thread = vec![0usize; threads];
+    for e in &entries {
+        let Record::PingSent { lead_id, buyer } = &e.record else {
+            panic!("unexpected {:?}", e.record)
+        };
+        let t: usize = lead_id[0..2].parse().unwrap();
+        let i: usize = lead_id[3..].parse().unwrap();
+        assert_eq!(
+            buyer,
+            &format!("t{t}-{}", "x".repeat(i % 97)),
+            "record {lead_id} intact"
+        );
+        assert_eq!(e.ts_us, T0 + i as u64);
+        assert_eq!(i, next_per_thread[t], "thread {t}'s records in order");
+        next_per_thread[t] += 1;
+        assert!(seen.insert(lead_id.clone()));
+    }
+    let v = verify(dir.path()).unwrap();
+    assert!(v.intact() && v.damage.is_none() && v.torn == 0, "{v}");
+}
+
+#[test]
+fn sync_modes_append_and_sync_without_error() {
+    for sync in [
+        SyncMode::Always,
+        SyncMode::Interval(Duration::from_millis(1)),
+        SyncMode::Os,
+    ] {
+        let dir = TempDir::new("sync");
+        let o = JournalOptions {
+            sync,
+            ..opts(dir.path(), MIN_SEGMENT_BYTES)
+        };
+        let (j, _) = Journal::open(o).unwrap();
+        let j = Arc::new(j);
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let j = Arc::clone(&j);
+                std::thread::spawn(move || {
+                    for i in 0..400 {
+                        let p = append(&j, T0, &ping_record(t * 1000 + i));
+                        j.sync_to(p).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // Positions that name nothing are harmless.
+        j.sync_to(Position {
+            segment: 999,
+            offset: 3,
+        })
+        .unwrap();
+        j.sync_to(Position {
+            segment: 0,
+            offset: 1 << 40,
+        })
+        .unwrap();
+        j.flush().unwrap();
+        assert_eq!(j.sync_mode(), sync);
+        assert_eq!(j.background_errors().0, 0);
+        drop(j);
+        assert_eq!(records(dir.path()).len(), 800);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corruption and recovery
+
+/// Index of the frame containing byte `at`, and whether the byte is frame padding.
+fn frame_at(frames: &[(u64, u64)], recs: &[Record], at: u64) -> Option<(usize, bool)> {
+    frames
+        .iter()
+        .position(|&(s, e)| at >= s && at < e)
+        .map(|k| {
+            let payload = recs[k].with_ref(|rr| rr.encoded_len().unwrap() as u64);
+            (k, at >= frames[k].0 + 24 + payload)
+        })
+}
+
+#[test]
+fn flipped_bits_anywhere_keep_every_whole_record_before_them_and_nothing_after() {
+    let pristine = TempDir::new("flip-src");
+    let (recs, frames) = write_sample(pristine.path(), 60);
+    let data_end = frames.last().unwrap().1;
+    let mut positions: Vec<u64> = (0..data_end + 64).step_by(29).collect();
+    positions.extend([0, 8, 60, 64, 68, 72, 76, 80, 88, data_end, data_end + 4]);
+    for at in positions {
+        for bit in [0u8, 5] {
+            let dir = TempDir::new("flip");
+            copy_dir(pristine.path(), dir.path());
+            let b = read_at(&seg0(dir.path()), at, 1)[0];
+            patch(&seg0(dir.path()), at, &[b ^ (1 << bit)]);
+            let expect_kept = match frame_at(&frames, &recs, at) {
+                Some((_, true)) => recs.len(), // padding is not covered: nothing lost
+                Some((k, false)) => k,
+                None if at < SEGMENT_HEADER_BYTES => 0,
+                None => recs.len(), // after the data: garbage, all records kept
+            };
+            let before = verify(dir.path()).unwrap();
+            let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+            assert_eq!(
+                report.records as usize, expect_kept,
+                "flip at {at} bit {bit}: {report}"
+            );
+            if expect_kept < recs.len() {
+                let cut = report
+                    .cut
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("flip at {at}: no cut: {report}"));
+                let expect_skipped = if at < SEGMENT_HEADER_BYTES {
+                    recs.len()
+                } else {
+                    recs.len().saturating_sub(expect_kept + 1)
+                };
+                assert_eq!(
+                    cut.records_skipped as usize, expect_skipped,
+                    "flip at {at} bit {bit}"
+                );
+                assert_eq!(
+                    before.intact(),
+                    expect_skipped == 0,
+                    "verify before open: {before}"
+                );
+            } else if at < data_end {
+                assert_eq!(report.cut, None);
+                assert!(before.intact() && before.damage.is_none());
+            } else {
+                // Garbage after the data: cut, or reclaimed as a torn frame; nothing lost.
+                assert!(before.intact(), "{before}");
+                assert_eq!(report.tail.offset, data_end, "{report}");
+            }
+            // Appends continue after the cut, and the journal is whole again.
+            append(&j, T0, &ping_record(999));
+            drop(j);
+            let mut expect = recs[..expect_kept].to_vec();
+            expect.push(ping_record(999));
+            assert_eq!(records(dir.path()), expect, "flip at {at} bit {bit}");
+            let after = verify(dir.path()).unwrap();
+            assert!(
+                after.intact() && after.damage.is_none(),
+                "after recovery: {after}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_truncated_tail_is_cut_at_the_last_whole_record() {
+    let pristine = TempDir::new("trunc-src");
+    let (recs, frames) = write_sample(pristine.path(), 20);
+    let (last_start, last_end) = *frames.last().unwrap();
+    // Written partly: the end of the last record never reached the disk.
+    for keep in [8, 24, 30, 40] {
+        let dir = TempDir::new("trunc");
+        copy_dir(pristine.path(), dir.path());
+        let zeros = vec![0u8; (last_end - last_start - keep) as usize];
+        patch(&seg0(dir.path()), last_start + keep, &zeros);
+        let v = verify(dir.path()).unwrap();
+        assert!(v.intact(), "a torn tail is intact: {v}");
+        assert_eq!(v.records as usize, 19);
+        let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(report.records, 19);
+        assert_eq!(report.tail.offset, last_start, "{report}");
+        drop(j);
+        assert!(verify(dir.path()).unwrap().damage.is_none());
+        assert_eq!(records(dir.path()), recs[..19].to_vec());
+    }
+    // The file itself cut short in the middle of the last record.
+    let dir = TempDir::new("trunc-file");
+    copy_dir(pristine.path(), dir.path());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg0(dir.path()))
+        .unwrap();
+    f.set_len(last_start + 40).unwrap();
+    drop(f);
+    assert!(verify(dir.path()).unwrap().intact());
+    let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(report.records, 19);
+    // The shortened segment fills up and appends move on to a new one.
+    for i in 0..10 {
+        append(&j, T0, &ping_record(i));
+    }
+    drop(j);
+    let got = records(dir.path());
+    assert_eq!(got.len(), 29);
+    assert_eq!(got[..19], recs[..19]);
+}
+
+#[test]
+fn a_zeroed_page_keeps_the_records_before_it_and_moves_later_segments_aside() {
+    let dir = TempDir::new("zeroed");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let n = 700; // three segments
+    let mut positions = Vec::new();
+    for i in 0..n {
+        positions.push(append(&j, T0, &ping_record(i)));
+    }
+    drop(j);
+    assert!(seg_files(dir.path()) >= 3);
+    // Zero the second page of segment 0 (a page that starts inside a record).
+    patch(&seg0(dir.path()), 4096, &[0u8; 4096]);
+    let first_lost = positions
+        .iter()
+        .position(|p| p.segment == 0 && p.offset + 256 > 4096)
+        .unwrap();
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.intact(), "whole records follow the damage: {v}");
+    let d = v.damage.unwrap();
+    assert_eq!(d.at, positions[first_lost]);
+    assert!(d.records_after > 0);
+
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let cut = report.cut.clone().unwrap();
+    assert_eq!(cut.at, positions[first_lost]);
+    assert!(cut.records_skipped > 0);
+    assert_eq!(cut.moved_aside.len(), seg_files_before_cut(&positions) - 1);
+    assert_eq!(report.records as usize, first_lost);
+    assert!(report.to_string().contains("cut at segment 0"));
+    append(&j, T0, &ping_record(5000));
+    drop(j);
+    let mut expect: Vec<Record> = (0..first_lost).map(ping_record).collect();
+    expect.push(ping_record(5000));
+    assert_eq!(records(dir.path()), expect);
+    // The later segments are kept for inspection, never deleted.
+    assert_eq!(cut_files(dir.path()).len(), cut.moved_aside.len());
+    assert!(verify(dir.path()).unwrap().intact());
+}
+
+fn seg_files_before_cut(positions: &[Position]) -> usize {
+    positions.last().unwrap().segment as usize + 1
+}
+
+#[test]
+fn garbage_after_the_last_record_is_cut_and_every_record_kept() {
+    let pristine = TempDir::new("garbage-src");
+    let (recs, frames) = write_sample(pristine.path(), 30);
+    let end = frames.last().unwrap().1;
+    let mut rng = Rng(42);
+    for gap in [0u64, 8, 100, 5000] {
+        let dir = TempDir::new("garbage");
+        copy_dir(pristine.path(), dir.path());
+        let junk: Vec<u8> = (0..300).map(|_| (rng.next() as u8) | 1).collect();
+        patch(&seg0(dir.path()), end + gap, &junk);
+        let v = verify(dir.path()).unwrap();
+        assert!(
+            v.intact(),
+            "garbage with nothing whole after it is a torn tail: {v}"
+        );
+        assert!(v.damage.is_some());
+        let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(report.records as usize, recs.len());
+        let cut = report.cut.clone().unwrap();
+        assert_eq!(cut.records_skipped, 0);
+        assert!(cut.bytes >= 300, "{report}");
+        for i in 0..50 {
+            append(&j, T0, &ping_record(i));
+        }
+        drop(j);
+        let got = records(dir.path());
+        assert_eq!(got.len(), recs.len() + 50);
+        let v = verify(dir.path()).unwrap();
+        assert!(v.damage.is_none(), "{v}");
+    }
+}
+
+#[test]
+fn a_torn_record_in_the_middle_is_skipped_and_the_whole_ones_after_it_kept() {
+    let dir = TempDir::new("torn");
+    let (recs, frames) = write_sample(dir.path(), 12);
+    // A writer died between claiming record 5 and committing it; others went on.
+    patch(&seg0(dir.path()), frames[5].0 + 4, &[0, 0, 0, 0]);
+    patch(&seg0(dir.path()), frames[5].0 + 30, &[0xAB; 8]);
+    let v = verify(dir.path()).unwrap();
+    assert!(v.intact() && v.damage.is_none());
+    assert_eq!(v.torn, 1);
+    assert_eq!(
+        v.torn_positions,
+        vec![Position {
+            segment: 0,
+            offset: frames[5].0
+        }]
+    );
+    let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(report.torn_skipped, 1);
+    assert_eq!(report.records, 11);
+    assert_eq!(report.cut, None);
+    append(&j, T0, &ping_record(1));
+    drop(j);
+    let mut expect = recs.clone();
+    expect.remove(5);
+    expect.push(ping_record(1));
+    assert_eq!(records(dir.path()), expect);
+}
+
+#[test]
+fn a_segment_created_but_never_written_is_dropped_on_open() {
+    let dir = TempDir::new("empty-seg");
+    let (recs, _) = write_sample(dir.path(), 5);
+    // A crash between creating the next segment file and writing its header.
+    let f = std::fs::File::create(segment_path(dir.path(), 1)).unwrap();
+    f.set_len(1 << 20).unwrap();
+    drop(f);
+    assert!(verify(dir.path()).unwrap().intact());
+    let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(report.records, 5);
+    assert_eq!(report.tail.segment, 0);
+    assert!(cut_files(dir.path()).is_empty());
+    drop(j);
+    assert_eq!(records(dir.path()), recs);
+}
+
+#[test]
+fn a_segment_from_a_newer_format_is_refused_not_cut() {
+    let dir = TempDir::new("newer");
+    write_sample(dir.path(), 3);
+    let mut h = read_at(&seg0(dir.path()), 0, 64);
+    h[8..12].copy_from_slice(&(format::FORMAT_VERSION + 1).to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..60]);
+    h[60..64].copy_from_slice(&crc.to_le_bytes());
+    patch(&seg0(dir.path()), 0, &h);
+    assert!(matches!(
+        Journal::open(opts(dir.path(), 1 << 20)),
+        Err(JournalError::UnsupportedFormat { .. })
+    ));
+    assert!(matches!(
+        verify(dir.path()),
+        Err(JournalError::UnsupportedFormat { .. })
+    ));
+    assert!(cut_files(dir.path()).is_empty());
+}
+
+#[test]
+fn the_reader_stops_with_an_error_at_real_damage() {
+    let dir = TempDir::new("reader-damage");
+    let (recs, frames) = write_sample(dir.path(), 10);
+    patch(&seg0(dir.path()), frames[3].0 + 30, &[0xFF]);
+    let items: Vec<_> = Reader::open(dir.path()).unwrap().collect();
+    assert_eq!(items.len(), 4);
+    for (i, item) in items[..3].iter().enumerate() {
+        assert_eq!(item.as_ref().unwrap().record, recs[i]);
+    }
+    assert!(matches!(
+        items[3],
+        Err(JournalError::Damaged {
+            at: Position { segment: 0, .. },
+            kind: DamageKind::BadChecksum
+        })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Following and the command line
+
+#[test]
+fn a_follower_sees_new_records_across_rotations() {
+    let dir = TempDir::new("follow");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    for i in 0..5 {
+        append(&j, T0, &ping_record(i));
+    }
+    let (mut f, backlog) = Follower::from_end(dir.path(), 3).unwrap();
+    assert_eq!(
+        backlog.iter().map(|e| e.record.clone()).collect::<Vec<_>>(),
+        (2..5).map(ping_record).collect::<Vec<_>>()
+    );
+    let mut got = Vec::new();
+    assert_eq!(f.poll(&mut |e| got.push(e.record)).unwrap(), 0);
+    for i in 5..700 {
+        append(&j, T0, &ping_record(i));
+    }
+    f.poll(&mut |e| got.push(e.record)).unwrap();
+    assert_eq!(got, (5..700).map(ping_record).collect::<Vec<_>>());
+    assert!(f.position().segment > 0);
+    drop(j);
+}
+
+fn run_cli(cmd: JournalCmd) -> (i32, String, String) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = cli::run_to(cmd, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[test]
+fn export_prints_one_json_object_a_line_with_dollars_and_rfc3339_times() {
+    let dir = TempDir::new("export");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    let all = every_record();
+    for (i, r) in all.iter().enumerate() {
+        append(&j, T0 + 123_456 + i as u64, r);
+    }
+    drop(j);
+    let (code, out, _) = run_cli(JournalCmd::Export {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), all.len());
+    for (v, r) in lines.iter().zip(&all) {
+        assert_eq!(v["lead_id"], r.lead_id());
+        assert_eq!(v["type"], r.record_type().name());
+        assert!(v["ts"].as_str().unwrap().starts_with("2026-11-"), "{v}");
+        assert!(
+            v["ts"].as_str().unwrap().ends_with(".123456Z")
+                || v["ts"].as_str().unwrap().contains('.')
+        );
+    }
+    assert_eq!(lines[0]["lead"]["lead"]["zip"], "77002");
+    assert_eq!(lines[0]["source"], "fb-17");
+    assert_eq!(lines[1]["source"], serde_json::Value::Null);
+    assert_eq!(lines[5]["bid"], 42.5);
+    assert_eq!(lines[5]["outcome"], "bid");
+    assert_eq!(lines[8]["outcome"], "timeout");
+    assert_eq!(lines[11]["ranked"][1]["price"], 96.01);
+    assert_eq!(lines[16]["price"], 120.0);
+    assert_eq!(lines[16]["payout"], 96.0);
+    assert!(out.contains("\"price\":120.0"), "money printed exactly");
+    assert_eq!(lines[17]["status"], "sold");
+}
+
+#[test]
+fn show_prints_one_leads_history_relative_to_its_first_record() {
+    let dir = TempDir::new("show");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    append(&j, T0, &ping_record(1));
+    for (i, r) in every_record().iter().enumerate() {
+        append(&j, T0 + 1000 * i as u64, r);
+    }
+    drop(j);
+    let (code, out, _) = run_cli(JournalCmd::Show {
+        lead_id: lead_id(7),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("lead {}", lead_id(7))));
+    assert!(out.contains("+0.000 ms"));
+    assert!(out.contains("+18.000 ms"));
+    assert!(out.contains("bid $42.50"));
+    assert!(out.contains("acme-ins pays $120.00, acme-media earns $96.00"));
+    assert!(!out.contains(&lead_id(1)));
+    let (code, _, err) = run_cli(JournalCmd::Show {
+        lead_id: "nope".into(),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"));
+}
+
+#[test]
+fn verify_exit_codes_distinguish_intact_damaged_and_missing() {
+    let dir = TempDir::new("verify");
+    let (_, frames) = write_sample(dir.path(), 10);
+    let (code, out, _) = run_cli(JournalCmd::Verify {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0, "{out}");
+    // A torn tail is intact.
+    patch(&seg0(dir.path()), frames[9].0 + 30, &[0xEE]);
+    let (code, out, _) = run_cli(JournalCmd::Verify {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("torn tail"));
+    // Damage with whole records after it is not.
+    patch(&seg0(dir.path()), frames[2].0 + 30, &[0xEE]);
+    let (code, _, err) = run_cli(JournalCmd::Verify {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("segment 0 offset {}", frames[2].0)),
+        "{err}"
+    );
+    // verify never changes the journal.
+    let (code, _, _) = run_cli(JournalCmd::Verify {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1);
+
+    let missing = dir.path().join("nope");
+    for cmd in [
+        JournalCmd::Verify {
+            dir: missing.clone(),
+        },
+        JournalCmd::Export {
+            dir: missing.clone(),
+        },
+        JournalCmd::Show {
+            lead_id: "x".into(),
+            dir: missing.clone(),
+        },
+        JournalCmd::Tail {
+            dir: missing.clone(),
+            lines: 1,
+        },
+    ] {
+        let (code, _, err) = run_cli(cmd);
+        assert_eq!(code, 2);
+        assert_eq!(err.lines().count(), 1);
+    }
+}
+
+#[test]
+fn tail_prints_the_last_records_first() {
+    let dir = TempDir::new("tail");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    for i in 0..20 {
+        append(&j, T0, &ping_record(i));
+    }
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    assert_eq!(cli::tail(dir.path(), 4, &mut out, &mut err, Some(1)), 0);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out.lines().count(), 4);
+    assert!(out.lines().last().unwrap().contains(&lead_id(19)));
+    drop(j);
+}
+
+#[test]
+fn the_subcommands_parse_as_the_contract_says() {
+    use clap::Parser;
+    #[derive(clap::Parser, Debug)]
+    struct Top {
+        #[command(subcommand)]
+        cmd: JournalCmd,
+    }
+    let t = Top::try_parse_from(["journal", "export", "--dir", "/x"]).unwrap();
+    assert_eq!(t.cmd, JournalCmd::Export { dir: "/x".into() });
+    let t = Top::try_parse_from(["journal", "show", "01ABC", "--dir", "/x"]).unwrap();
+    assert_eq!(
+        t.cmd,
+        JournalCmd::Show {
+            lead_id: "01ABC".into(),
+            dir: "/x".into()
+        }
+    );
+    let t = Top::try_parse_from(["journal", "verify"]).unwrap();
+    assert_eq!(
+        t.cmd,
+        JournalCmd::Verify {
+            dir: cli::DEFAULT_DIR.into()
+        }
+    );
+    let t = Top::try_parse_from(["journal", "tail", "-n", "3"]).unwrap();
+    assert_eq!(
+        t.cmd,
+        JournalCmd::Tail {
+            dir: cli::DEFAULT_DIR.into(),
+            lines: 3
+        }
+    );
+    assert!(Top::try_parse_from(["journal", "verify", "--bogus"]).is_err());
+}
+
+#[test]
+fn options_from_the_example_config() {
+    let cfg = crate::config::types::JournalConfig::default();
+    let o = JournalOptions::from_config(&cfg).unwrap();
+    assert_eq!(o.sync, SyncMode::Interval(Duration::from_millis(10)));
+    assert_eq!(o.segment_bytes, 268_435_456);
+    assert_eq!(o.retain_segments, 64);
+    let bad = crate::config::types::JournalConfig {
+        sync: "sometimes".into(),
+        ..cfg.clone()
+    };
+    assert!(JournalOptions::from_config(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("journal.sync"));
+    let bad = crate::config::types::JournalConfig {
+        segment_bytes: 1000,
+        ..cfg
+    };
+    assert!(JournalOptions::from_config(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("journal.segment_bytes"));
+}
+
+#[test]
+fn a_segment_that_lost_its_sentinel_is_sealed_on_open() {
+    let dir = TempDir::new("unsealed");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let mut positions = Vec::new();
+    for i in 0..300 {
+        positions.push(append(&j, T0, &ping_record(i)));
+    }
+    drop(j);
+    // The page holding segment 0's sentinel never reached the disk.
+    let last0 = positions.iter().filter(|p| p.segment == 0).last().unwrap();
+    let sentinel_at = last0.offset + 256;
+    assert_eq!(read_at(&seg0(dir.path()), sentinel_at, 4), vec![0xFF; 4]);
+    patch(&seg0(dir.path()), sentinel_at, &[0; 4]);
+    assert!(verify(dir.path()).unwrap().intact());
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(report.sealed, vec![0]);
+    assert_eq!(report.records, 300);
+    assert_eq!(report.tail.segment, 1);
+    drop(j);
+    assert_eq!(read_at(&seg0(dir.path()), sentinel_at, 4), vec![0xFF; 4]);
+    assert_eq!(
+        records(dir.path()),
+        (0..300).map(ping_record).collect::<Vec<_>>()
+    );
+}

@@ -1,0 +1,771 @@
+//! The concurrent appender.
+//!
+//! Append protocol (lock-free; see `docs/JOURNAL.md`):
+//! 1. Pin the current segment's slot (a counter the rotation waits on before unmapping).
+//! 2. From the slot's tail hint, compare-and-swap the `len` word at the tail from 0 to the
+//!    frame's length. The winner owns the frame from that instant, and its length is in the
+//!    file; a loser reads the winner's length and tries just past it.
+//! 3. Advance the shared tail hint, write header and payload, then store the `commit` word
+//!    with release ordering: only now is the record visible to readers.
+//!
+//! A frame that does not fit seals the segment with an end sentinel and rotates to the next
+//! one under a mutex: the only lock, taken once per segment.
+
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use super::format::{
+    frame_crc, frame_len, COMMIT_MAGIC, END_OF_SEGMENT, FRAME_ALIGN, FRAME_HEADER_BYTES,
+    MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES,
+};
+use super::record::RecordRef;
+use super::recovery::{analyze, Cut, DamageKind, RecoveryReport};
+use super::segment::{lock_dir, move_aside, segment_path, sync_dir, Segment};
+use super::{JournalError, JournalOptions, Position, SyncMode, CAP_WINDOW_US};
+
+/// Segments kept mapped at once. A slot is reused (its segment unmapped) only after every
+/// writer pinned to it has left, so this bounds address space, not correctness.
+pub const SEGMENT_SLOTS: usize = 4;
+
+/// Rotations one append may trigger before giving up (one is normal; a second happens only
+/// if the segment it rotated into was filled by others at once).
+const MAX_ROTATIONS_PER_APPEND: u32 = 8;
+
+/// How far ahead of the tail the background thread faults pages in, so appends never take a
+/// page fault: at 2 M appends/s of 256 bytes this is about 16 ms of appends.
+pub const PREFAULT_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Faulted in synchronously when a segment is created or opened, covering the appends made
+/// before the background thread catches up.
+const PREFAULT_FIRST_BYTES: u64 = 1024 * 1024;
+
+/// The background thread's tick when no sync interval drives it.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// Margin added to the cap window before a segment may be removed, covering timestamps taken
+/// by writers shortly before the rotation that followed them.
+const RETENTION_MARGIN_US: u64 = 3600 * 1_000_000;
+
+/// Marks a slot holding no segment (or one being replaced).
+const EMPTY: u64 = u64::MAX;
+
+/// One mapped segment and its hot counters.
+#[repr(align(128))]
+struct Slot {
+    /// Sequence number of the segment held, or [`EMPTY`].
+    seq: AtomicU64,
+    /// Threads currently using the segment; it is unmapped only at zero.
+    pins: AtomicU64,
+    /// A frame boundary at or before the tail: where claims start looking.
+    tail: AtomicU64,
+    /// Bytes from the segment's start that are faulted in.
+    prefaulted: AtomicU64,
+    /// Writers past this offset wake the background thread to fault in more.
+    prefault_wake: AtomicU64,
+    /// The segment; replaced only by rotation while `seq == EMPTY` and `pins == 0`.
+    seg: UnsafeCell<Option<Segment>>,
+}
+
+// SAFETY: `seg` is written only under the rotation protocol above (no pins, no new pins
+// possible) and otherwise only read.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    fn empty() -> Slot {
+        Slot {
+            seq: AtomicU64::new(EMPTY),
+            pins: AtomicU64::new(0),
+            tail: AtomicU64::new(SEGMENT_HEADER_BYTES),
+            prefaulted: AtomicU64::new(0),
+            prefault_wake: AtomicU64::new(0),
+            seg: UnsafeCell::new(None),
+        }
+    }
+}
+
+/// A slot pinned by the current thread: its segment stays mapped until this is dropped.
+struct Pinned<'a> {
+    slot: &'a Slot,
+    seg: &'a Segment,
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        self.slot.pins.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// State of rotation and retention, guarded by the rotation mutex.
+struct RotationState {
+    /// Segments on disk, oldest first, with their creation time (record clock).
+    segments: VecDeque<(u64, u64)>,
+}
+
+/// How far the journal is known durable: every segment before `seq`, and `seq` through
+/// `frontier` (a prefix of committed records).
+struct SyncState {
+    seq: u64,
+    frontier: u64,
+}
+
+/// What a sync must cover.
+#[derive(Clone, Copy)]
+enum SyncTarget {
+    /// Everything claimed so far.
+    Tail,
+    /// Through the end of this record.
+    Record(Position),
+}
+
+struct Shared {
+    dir: PathBuf,
+    sync: SyncMode,
+    segment_bytes: u64,
+    retain_segments: usize,
+    max_frame: u64,
+    current: AtomicU64,
+    slots: [Slot; SEGMENT_SLOTS],
+    rotation: Mutex<RotationState>,
+    sync_state: Mutex<SyncState>,
+    stop: AtomicBool,
+    wake_requested: AtomicBool,
+    prefault_supported: AtomicBool,
+    maintenance: OnceLock<Thread>,
+    background_errors: AtomicU64,
+    last_background_error: Mutex<Option<String>>,
+    /// Held for the journal's life: the exclusive lock on the directory.
+    _lock: std::fs::File,
+}
+
+/// The bid journal. `Send + Sync`: share it between workers as `Arc<Journal>`.
+pub struct Journal {
+    shared: Arc<Shared>,
+    maintenance: Option<JoinHandle<()>>,
+}
+
+fn slot_index(seq: u64) -> usize {
+    (seq % SEGMENT_SLOTS as u64) as usize
+}
+
+/// Unix microseconds from the wall clock (segment creation when no record supplies a time).
+pub fn wall_clock_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Journal {
+    /// Open (or create) the journal in `opts.dir`, recovering first: the segments are scanned,
+    /// damage is cut, and appends continue after the last whole record. The report says what
+    /// was found and what was cut.
+    pub fn open(opts: JournalOptions) -> Result<(Journal, RecoveryReport), JournalError> {
+        opts.validate()?;
+        let dir = opts.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| JournalError::io("create directory", &dir, e))?;
+        let lock = lock_dir(&dir)?;
+        let analysis = analyze(&dir, false)?;
+        let mut report = RecoveryReport {
+            records: analysis.records,
+            torn_skipped: analysis.torn,
+            torn: analysis.torn_positions.clone(),
+            ..RecoveryReport::default()
+        };
+        let durable = opts.sync != SyncMode::Os;
+        let mut kept = analysis.segments.clone();
+
+        if let Some(d) = &analysis.damage {
+            let mut moved_aside = Vec::new();
+            if d.at.offset == 0 {
+                if analysis.header_damage_all_zero {
+                    // Created but never written (a crash during rotation): holds nothing.
+                    let p = segment_path(&dir, d.at.segment);
+                    std::fs::remove_file(&p).map_err(|e| JournalError::io("remove", &p, e))?;
+                } else {
+                    moved_aside.push(move_aside(&dir, d.at.segment)?);
+                }
+            } else {
+                let from = kept.last().map_or(d.at.offset, |i| i.end.min(d.at.offset));
+                let mut seg = Segment::open(&dir, d.at.segment)?;
+                seg.zero_range(from, seg.len)?;
+                if let Some(last) = kept.last_mut() {
+                    last.scan_end = last.end;
+                }
+            }
+            for &s in &d.later_segments {
+                moved_aside.push(move_aside(&dir, s)?);
+            }
+            sync_dir(&dir)?;
+            report.cut = Some(Cut {
+                at: d.at,
+                kind: d.kind,
+                bytes: d.bytes,
+                records_skipped: d.records_after,
+                moved_aside,
+            });
+        }
+
+        // Segments followed by another must carry the sentinel, or a reader following the
+        // journal live could not tell that the data continues in the next one.
+        let n = kept.len();
+        for info in kept.iter_mut().take(n.saturating_sub(1)) {
+            if !info.sealed && info.end + FRAME_ALIGN <= info.len {
+                let mut seg = Segment::open(&dir, info.seq)?;
+                seg.put_u32(info.end, END_OF_SEGMENT);
+                seg.flush(info.end, info.end + FRAME_ALIGN)?;
+                info.sealed = true;
+                report.sealed.push(info.seq);
+            }
+        }
+
+        let (segment, tail) = match kept.last() {
+            Some(info) => {
+                let mut seg = Segment::open(&dir, info.seq)?;
+                if info.end < info.scan_end {
+                    // Trailing torn frames: their writers died; reuse the space.
+                    seg.zero_range(info.end, info.scan_end)?;
+                }
+                (seg, info.end)
+            }
+            None => {
+                let seq = analysis.damage.as_ref().map_or(0, |d| d.at.segment);
+                let created = wall_clock_us();
+                let seg = Segment::create(&dir, seq, opts.segment_bytes, created)?;
+                sync_dir(&dir)?;
+                kept.push(super::recovery::SegmentInfo {
+                    seq,
+                    len: opts.segment_bytes,
+                    created_us: created,
+                    end: SEGMENT_HEADER_BYTES,
+                    scan_end: SEGMENT_HEADER_BYTES,
+                    sealed: false,
+                });
+                report.created = Some(seq);
+                (seg, SEGMENT_HEADER_BYTES)
+            }
+        };
+        if durable {
+            // Records written before a process crash may still be only in the page cache.
+            segment.flush(0, tail)?;
+        }
+        let seq = segment.seq;
+        report.segments = kept.len();
+        report.tail = Position {
+            segment: seq,
+            offset: tail,
+        };
+
+        let prefault_supported = segment.prefault(tail, tail + PREFAULT_FIRST_BYTES);
+        let slots = [Slot::empty(), Slot::empty(), Slot::empty(), Slot::empty()];
+        let slot = &slots[slot_index(seq)];
+        slot.tail.store(tail, Ordering::Relaxed);
+        let prefaulted = (tail + PREFAULT_FIRST_BYTES).min(segment.len);
+        slot.prefaulted.store(prefaulted, Ordering::Relaxed);
+        slot.prefault_wake
+            .store(wake_mark(prefaulted, prefault_supported), Ordering::Relaxed);
+        // SAFETY: the slots are not shared yet.
+        unsafe { *slot.seg.get() = Some(segment) };
+        slot.seq.store(seq, Ordering::Relaxed);
+
+        let max_frame = MAX_FRAME_BYTES.min(opts.segment_bytes - SEGMENT_HEADER_BYTES);
+        let shared = Arc::new(Shared {
+            dir,
+            sync: opts.sync,
+            segment_bytes: opts.segment_bytes,
+            retain_segments: opts.retain_segments,
+            max_frame,
+            current: AtomicU64::new(seq),
+            slots,
+            rotation: Mutex::new(RotationState {
+                segments: kept.iter().map(|i| (i.seq, i.created_us)).collect(),
+            }),
+            sync_state: Mutex::new(SyncState {
+                seq,
+                frontier: tail,
+            }),
+            stop: AtomicBool::new(false),
+            wake_requested: AtomicBool::new(false),
+            prefault_supported: AtomicBool::new(prefault_supported),
+            maintenance: OnceLock::new(),
+            background_errors: AtomicU64::new(0),
+            last_background_error: Mutex::new(None),
+            _lock: lock,
+        });
+        {
+            let mut rs = shared.rotation.lock();
+            shared.apply_retention(&mut rs, wall_clock_us());
+        }
+        let bg = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("gavel-journal".to_string())
+            .spawn(move || bg.maintenance_loop())
+            .map_err(|e| JournalError::io("spawn journal thread", &shared.dir, e))?;
+        let _ = shared.maintenance.set(handle.thread().clone());
+        Ok((
+            Journal {
+                shared,
+                maintenance: Some(handle),
+            },
+            report,
+        ))
+    }
+
+    /// Append a record stamped `ts_us` (unix microseconds, wall clock: records feed calendar
+    /// cap windows). Lock-free; returns where the record starts. The record is in the page
+    /// cache (it survives a process crash) when this returns; see [`SyncMode`] for more.
+    pub fn append(&self, ts_us: u64, rec: &RecordRef<'_>) -> Result<Position, JournalError> {
+        let sh = &*self.shared;
+        let payload_len = rec.encoded_len()? as u64;
+        let frame = frame_len(payload_len);
+        if payload_len > MAX_PAYLOAD_BYTES || frame > sh.max_frame {
+            return Err(JournalError::RecordTooLarge {
+                frame_bytes: frame,
+                max_frame_bytes: sh.max_frame,
+            });
+        }
+        let mut rotations = 0;
+        loop {
+            let seq = sh.current.load(Ordering::Acquire);
+            let Some(pin) = sh.pin(seq) else {
+                // `current` moved on between the load and the pin: read it again.
+                std::hint::spin_loop();
+                continue;
+            };
+            if let Some(off) = claim(&pin, frame)? {
+                write_frame(pin.seg, off, frame, payload_len, ts_us, rec);
+                if off + frame > pin.slot.prefault_wake.load(Ordering::Relaxed) {
+                    sh.wake_maintenance();
+                }
+                return Ok(Position {
+                    segment: seq,
+                    offset: off,
+                });
+            }
+            drop(pin);
+            rotations += 1;
+            if rotations > MAX_ROTATIONS_PER_APPEND {
+                return Err(JournalError::RecordTooLarge {
+                    frame_bytes: frame,
+                    max_frame_bytes: sh.max_frame,
+                });
+            }
+            sh.rotate(seq, ts_us)?;
+        }
+    }
+
+    /// Make the record at `pos` (and every record its thread appended before it) durable:
+    /// with `sync = "always"` this msyncs through the record; in the other modes it returns at
+    /// once. The exchange calls it before answering a seller.
+    pub fn sync_to(&self, pos: Position) -> Result<(), JournalError> {
+        match self.shared.sync {
+            SyncMode::Always => self.shared.sync_through(SyncTarget::Record(pos)),
+            SyncMode::Os | SyncMode::Interval(_) => Ok(()),
+        }
+    }
+
+    /// Write everything appended so far to disk, whatever the sync mode (for shutdown and
+    /// tools). In `os` mode, segments already rotated out of the mapped table are left to the
+    /// kernel's write-back.
+    pub fn flush(&self) -> Result<(), JournalError> {
+        self.shared.sync_through(SyncTarget::Tail)
+    }
+
+    /// The durability mode.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.shared.sync
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Where the next record would go, approximately (other threads may be claiming).
+    pub fn tail(&self) -> Position {
+        let seq = self.shared.current.load(Ordering::Acquire);
+        let offset = self.shared.slots[slot_index(seq)]
+            .tail
+            .load(Ordering::Acquire);
+        Position {
+            segment: seq,
+            offset,
+        }
+    }
+
+    /// Failures of the background thread (interval msync, retention) so far, and the last
+    /// one's message: for the operator's metrics and health checks.
+    pub fn background_errors(&self) -> (u64, Option<String>) {
+        (
+            self.shared.background_errors.load(Ordering::Relaxed),
+            self.shared.last_background_error.lock().clone(),
+        )
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(h) = self.maintenance.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+        if self.shared.sync != SyncMode::Os {
+            if let Err(e) = self.shared.sync_through(SyncTarget::Tail) {
+                self.shared.note_error(&e);
+            }
+        }
+    }
+}
+
+/// Offset past which writers wake the background thread to fault in more pages.
+fn wake_mark(prefaulted: u64, supported: bool) -> u64 {
+    if supported {
+        prefaulted.saturating_sub(PREFAULT_AHEAD_BYTES / 2)
+    } else {
+        u64::MAX
+    }
+}
+
+/// Claim `frame` bytes in the pinned segment; `None` when it does not fit (the segment is then
+/// sealed, by this thread or another).
+#[inline]
+fn claim(pin: &Pinned<'_>, frame: u64) -> Result<Option<u64>, JournalError> {
+    let seg = pin.seg;
+    let mut off = pin
+        .slot
+        .tail
+        .load(Ordering::Acquire)
+        .max(SEGMENT_HEADER_BYTES);
+    loop {
+        if off + FRAME_ALIGN > seg.len {
+            return Ok(None);
+        }
+        let want = if off + frame <= seg.len {
+            frame as u32
+        } else {
+            END_OF_SEGMENT
+        };
+        match seg
+            .word(off)
+            .compare_exchange(0, want.to_le(), Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) if want == END_OF_SEGMENT => return Ok(None),
+            Ok(_) => {
+                pin.slot.tail.fetch_max(off + frame, Ordering::AcqRel);
+                return Ok(Some(off));
+            }
+            Err(cur) => {
+                let cur = u32::from_le(cur);
+                if cur == END_OF_SEGMENT {
+                    return Ok(None);
+                }
+                let len = cur as u64;
+                if len < FRAME_HEADER_BYTES || len % FRAME_ALIGN != 0 || off + len > seg.len {
+                    // Only a foreign write into the mapped file can produce this.
+                    return Err(JournalError::Damaged {
+                        at: Position {
+                            segment: seg.seq,
+                            offset: off,
+                        },
+                        kind: DamageKind::BadLength(cur),
+                    });
+                }
+                off += len;
+            }
+        }
+    }
+}
+
+/// Fill a claimed frame and publish it. The frame's bytes belong to this thread alone until
+/// the commit word is stored.
+#[inline]
+fn write_frame(
+    seg: &Segment,
+    off: u64,
+    frame: u64,
+    payload_len: u64,
+    ts_us: u64,
+    rec: &RecordRef<'_>,
+) {
+    let p = seg.ptr(off);
+    let pad = (frame - FRAME_HEADER_BYTES - payload_len) as u8;
+    // SAFETY: [off, off + frame) lies in the mapping and was claimed by this thread; no other
+    // thread reads or writes it (beyond the `len`/`commit` words) until the commit.
+    let payload = unsafe {
+        std::slice::from_raw_parts_mut(p.add(FRAME_HEADER_BYTES as usize), payload_len as usize)
+    };
+    if !rec.encode_into(payload) {
+        // Unreachable (sizes were computed from the same record); leaving the commit word at
+        // zero makes the frame a skipped torn record rather than a corrupt one.
+        return;
+    }
+    let mut head = [0u8; 16];
+    head[0..4].copy_from_slice(&(frame as u32).to_le_bytes());
+    head[4] = rec.record_type() as u8;
+    head[5] = pad;
+    head[8..16].copy_from_slice(&ts_us.to_le_bytes());
+    let crc = frame_crc(&head, payload);
+    // SAFETY: as above; header bytes 8..24 of the claimed frame.
+    unsafe {
+        std::ptr::copy_nonoverlapping(head[4..8].as_ptr(), p.add(8), 4);
+        std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), p.add(12), 4);
+        std::ptr::copy_nonoverlapping(ts_us.to_le_bytes().as_ptr(), p.add(16), 8);
+    }
+    seg.word(off + 4)
+        .store(COMMIT_MAGIC.to_le(), Ordering::Release);
+}
+
+/// Walk committed frames from `from`: returns where the committed prefix ends and whether the
+/// segment is sealed there (nothing more will ever be written to it).
+fn walk_committed(seg: &Segment, from: u64) -> (u64, bool) {
+    let mut off = from;
+    loop {
+        if off + FRAME_ALIGN > seg.len {
+            return (off, true);
+        }
+        let len = u32::from_le(seg.word(off).load(Ordering::Acquire));
+        if len == END_OF_SEGMENT {
+            return (off, true);
+        }
+        let l = len as u64;
+        if len == 0 || l < FRAME_HEADER_BYTES || l % FRAME_ALIGN != 0 || off + l > seg.len {
+            return (off, false);
+        }
+        if u32::from_le(seg.word(off + 4).load(Ordering::Acquire)) != COMMIT_MAGIC {
+            return (off, false);
+        }
+        off += l;
+    }
+}
+
+impl Shared {
+    /// Pin the slot holding segment `seq`, if it is mapped.
+    #[inline]
+    fn pin(&self, seq: u64) -> Option<Pinned<'_>> {
+        let slot = &self.slots[slot_index(seq)];
+        // SeqCst on both sides (here and in `rotate`): either this thread sees the slot being
+        // retired, or the rotation sees the pin and waits.
+        slot.pins.fetch_add(1, Ordering::SeqCst);
+        if slot.seq.load(Ordering::SeqCst) != seq {
+            slot.pins.fetch_sub(1, Ordering::Release);
+            return None;
+        }
+        // SAFETY: pinned with a matching seq: the segment is not replaced until unpinned.
+        match unsafe { (*slot.seg.get()).as_ref() } {
+            Some(seg) => Some(Pinned { slot, seg }),
+            None => {
+                slot.pins.fetch_sub(1, Ordering::Release);
+                None
+            }
+        }
+    }
+
+    /// Move appends to the segment after `seen` (unless another thread already did).
+    fn rotate(&self, seen: u64, ts_us: u64) -> Result<(), JournalError> {
+        let mut rs = self.rotation.lock();
+        if self.current.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        let next = seen + 1;
+        let created = if ts_us > 0 { ts_us } else { wall_clock_us() };
+        let seg = Segment::create(&self.dir, next, self.segment_bytes, created)?;
+        if self.sync != SyncMode::Os {
+            sync_dir(&self.dir)?;
+        }
+        let supported = self.prefault_supported.load(Ordering::Relaxed)
+            && seg.prefault(SEGMENT_HEADER_BYTES, PREFAULT_FIRST_BYTES);
+        let prefaulted = PREFAULT_FIRST_BYTES.min(seg.len);
+
+        let slot = &self.slots[slot_index(next)];
+        slot.seq.store(EMPTY, Ordering::SeqCst);
+        while slot.pins.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        // SAFETY: `seq` is EMPTY and no thread holds a pin, so no thread can reach `seg`.
+        let old = unsafe { (*slot.seg.get()).replace(seg) };
+        slot.tail.store(SEGMENT_HEADER_BYTES, Ordering::Relaxed);
+        slot.prefaulted.store(prefaulted, Ordering::Relaxed);
+        slot.prefault_wake
+            .store(wake_mark(prefaulted, supported), Ordering::Relaxed);
+        slot.seq.store(next, Ordering::SeqCst);
+        self.current.store(next, Ordering::Release);
+        rs.segments.push_back((next, created));
+
+        if let Some(old) = old {
+            // Every claim in the retired segment was committed before its pin was dropped;
+            // write it out now so `sync_to` may treat unmapped segments as durable.
+            if self.sync != SyncMode::Os {
+                if let Err(e) = old.flush(0, old.len) {
+                    self.note_error(&e);
+                }
+            }
+        }
+        self.apply_retention(&mut rs, created);
+        drop(rs);
+        self.wake_maintenance();
+        Ok(())
+    }
+
+    /// Remove the oldest segments beyond `retain_segments`, but never one that may hold a
+    /// record younger than the longest cap window: caps are rebuilt from the journal on start.
+    /// A segment's newest record is no younger than the next segment's creation time.
+    fn apply_retention(&self, rs: &mut RotationState, now_us: u64) {
+        if self.retain_segments == 0 {
+            return;
+        }
+        while rs.segments.len() > self.retain_segments.max(1) {
+            let (oldest, _) = rs.segments[0];
+            let (_, next_created) = rs.segments[1];
+            if next_created.saturating_add(CAP_WINDOW_US + RETENTION_MARGIN_US) > now_us {
+                break;
+            }
+            let path = segment_path(&self.dir, oldest);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    self.note_error(&JournalError::io("remove", &path, e));
+                    break;
+                }
+            }
+            rs.segments.pop_front();
+        }
+    }
+
+    /// msync so that `target` is durable, advancing the known-durable frontier over records
+    /// that are committed. A record claimed but not yet committed by another thread stops the
+    /// frontier (it is synced again later), never the sync of the target itself.
+    fn sync_through(&self, target: SyncTarget) -> Result<(), JournalError> {
+        let current = self.current.load(Ordering::Acquire);
+        let target_seq = match target {
+            SyncTarget::Tail => current,
+            SyncTarget::Record(pos) => pos.segment.min(current),
+        };
+        let mut st = self.sync_state.lock();
+        let mut advancing = true;
+        let mut seq = st.seq;
+        while seq <= target_seq {
+            let from = if advancing {
+                st.frontier
+            } else {
+                SEGMENT_HEADER_BYTES
+            };
+            match self.pin(seq) {
+                None => {
+                    // Not mapped: retired (and flushed whole when retired) or removed.
+                    if advancing {
+                        st.seq = seq + 1;
+                        st.frontier = SEGMENT_HEADER_BYTES;
+                    }
+                }
+                Some(pin) => {
+                    let (walked, sealed) = walk_committed(pin.seg, from);
+                    let claimed = pin.slot.tail.load(Ordering::Acquire).min(pin.seg.len);
+                    let end = match target {
+                        SyncTarget::Record(pos) if pos.segment == seq => {
+                            let plausible = pos.offset % FRAME_ALIGN == 0
+                                && pos.offset >= SEGMENT_HEADER_BYTES
+                                && pos.offset + FRAME_ALIGN <= pin.seg.len;
+                            let rec_end = if plausible {
+                                let len =
+                                    u32::from_le(pin.seg.word(pos.offset).load(Ordering::Acquire));
+                                if len == END_OF_SEGMENT {
+                                    pos.offset
+                                } else {
+                                    pos.offset + len as u64
+                                }
+                            } else {
+                                claimed
+                            };
+                            walked.max(rec_end.min(pin.seg.len))
+                        }
+                        _ => walked.max(claimed),
+                    };
+                    pin.seg.flush(from, end)?;
+                    if advancing {
+                        if sealed {
+                            st.seq = seq + 1;
+                            st.frontier = SEGMENT_HEADER_BYTES;
+                        } else {
+                            st.frontier = walked;
+                            advancing = false;
+                        }
+                    }
+                }
+            }
+            seq += 1;
+        }
+        Ok(())
+    }
+
+    fn wake_maintenance(&self) {
+        if !self.wake_requested.swap(true, Ordering::AcqRel) {
+            if let Some(t) = self.maintenance.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    fn note_error(&self, e: &JournalError) {
+        self.background_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_background_error.lock() = Some(e.to_string());
+    }
+
+    /// Fault in pages ahead of the current tail.
+    fn prefault_ahead(&self) {
+        if !self.prefault_supported.load(Ordering::Relaxed) {
+            return;
+        }
+        let seq = self.current.load(Ordering::Acquire);
+        let Some(pin) = self.pin(seq) else { return };
+        let tail = pin.slot.tail.load(Ordering::Acquire);
+        let done = pin.slot.prefaulted.load(Ordering::Acquire);
+        let want = (tail + PREFAULT_AHEAD_BYTES).min(pin.seg.len);
+        if want <= done {
+            return;
+        }
+        if !pin.seg.prefault(done, want) {
+            self.prefault_supported.store(false, Ordering::Relaxed);
+            pin.slot.prefault_wake.store(u64::MAX, Ordering::Relaxed);
+            return;
+        }
+        pin.slot.prefaulted.store(want, Ordering::Release);
+        pin.slot
+            .prefault_wake
+            .store(wake_mark(want, true), Ordering::Release);
+    }
+
+    /// The background thread: faults pages in ahead of the writers and, in interval mode,
+    /// msyncs what they wrote.
+    fn maintenance_loop(&self) {
+        let interval = match self.sync {
+            SyncMode::Interval(d) => Some(d),
+            SyncMode::Os | SyncMode::Always => None,
+        };
+        let mut next_sync = Instant::now() + interval.unwrap_or(IDLE_TICK);
+        while !self.stop.load(Ordering::Acquire) {
+            self.wake_requested.store(false, Ordering::Release);
+            self.prefault_ahead();
+            let now = Instant::now();
+            if let Some(d) = interval {
+                if now >= next_sync {
+                    if let Err(e) = self.sync_through(SyncTarget::Tail) {
+                        self.note_error(&e);
+                    }
+                    next_sync = Instant::now() + d;
+                }
+            }
+            let wait = match interval {
+                Some(_) => next_sync.saturating_duration_since(Instant::now()),
+                None => IDLE_TICK,
+            };
+            std::thread::park_timeout(wait);
+        }
+    }
+}
