@@ -71,6 +71,10 @@ SATURATED_RATE_SHARE = 0.97
 SATURATED_LOST_SHARE = 0.005
 SATURATED_P99_US = 25_000
 
+# Before each measured run, wait (up to --quiet-wait-s) until processes other than the
+# benchmark's own use at most this many cores.
+QUIET_OTHERS_CORES = 0.25
+
 # RSS counts as flat when the second half of a run never goes above the first half's highest
 # sample by more than this (allocator noise).
 RSS_FLAT_SLACK_KIB = 2048
@@ -204,15 +208,22 @@ def proc_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_rss_kib(pid: int) -> int | None:
+def proc_rss_kib(pid: int) -> tuple[int, int] | None:
+    """(VmRSS, RssAnon) in KiB. RssAnon is the heap and stacks; the rest of VmRSS is mostly the
+    journal's memory-mapped segment pages, which grow with the records written by design."""
+    rss = anon = None
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                    rss = int(line.split()[1])
+                elif line.startswith("RssAnon:"):
+                    anon = int(line.split()[1])
     except OSError:
         return None
-    return None
+    if rss is None:
+        return None
+    return rss, anon if anon is not None else rss
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -222,6 +233,26 @@ def machine_cpu() -> tuple[float, float]:
     vals = [int(v) for v in parts[:8]]
     idle = vals[3] + vals[4]
     return (sum(vals) - idle) / CLK_TCK, sum(vals) / CLK_TCK
+
+
+def wait_quiet(max_s: float, ours: list[int]) -> float:
+    """Wait (at most `max_s`) until the rest of the machine leaves about a core and a half idle,
+    so a run does not start during someone else's compile. Returns the other processes' CPU
+    (in cores) in the last second looked at."""
+    deadline = time.monotonic() + max_s
+    others = 0.0
+    for _ in range(int(max_s) + 1):
+        m0 = machine_cpu()
+        c0 = sum(proc_cpu_s(p) or 0 for p in ours)
+        t0 = time.monotonic()
+        time.sleep(1)
+        wall = time.monotonic() - t0
+        m1 = machine_cpu()
+        c1 = sum(proc_cpu_s(p) or 0 for p in ours)
+        others = max((m1[0] - m0[0]) - (c1 - c0), 0.0) / wall
+        if others <= QUIET_OTHERS_CORES or time.monotonic() >= deadline:
+            break
+    return others
 
 
 def machine_info() -> dict:
@@ -506,7 +537,7 @@ def run_load(procs: Procs, workdir: Path, argv: list[str], duration_s: int,
         t0 = time.monotonic()
         p = procs.start(argv, stdout=out, stderr=err)
         deadline = t0 + duration_s + LOAD_GRACE_S
-        rss: dict[str, list[int]] = {name: [] for name in watch}
+        rss: dict[str, list[tuple[int, int]]] = {name: [] for name in watch}
         rusage = None
         status = None
         try:
@@ -556,16 +587,22 @@ def run_load(procs: Procs, workdir: Path, argv: list[str], duration_s: int,
     }
 
 
-def rss_summary(samples: list[int]) -> dict | None:
+def rss_summary(samples: list[tuple[int, int]]) -> dict | None:
+    """Start, end and highest VmRSS and RssAnon; `flat` judges RssAnon (the heap), since the
+    journal's mapped pages are meant to grow with what is written."""
     if not samples:
         return None
-    half = len(samples) // 2
-    first, second = samples[: max(half, 1)], samples[half:]
+    anon = [a for _, a in samples]
+    half = len(anon) // 2
+    first, second = anon[: max(half, 1)], anon[half:]
     flat = max(second) <= max(first) + RSS_FLAT_SLACK_KIB
     return {
-        "start_kib": samples[0],
-        "end_kib": samples[-1],
-        "max_kib": max(samples),
+        "start_kib": samples[0][0],
+        "end_kib": samples[-1][0],
+        "max_kib": max(r for r, _ in samples),
+        "anon_start_kib": anon[0],
+        "anon_end_kib": anon[-1],
+        "anon_max_kib": max(anon),
         "samples": len(samples),
         "flat": flat,
     }
@@ -596,7 +633,7 @@ def saturation(report: dict) -> list[str]:
 
 
 def floor_runs(procs: Procs, workdir: Path, rates: list[int], duration_s: int,
-               connections: int, seed: int) -> dict:
+               connections: int, seed: int, quiet_s: float) -> dict:
     """gavel-load straight at one mock buyer: the cost of one ping and one post round trip."""
     ping_t = workdir / "floor-ping.json"
     post_t = workdir / "floor-post.json"
@@ -610,6 +647,8 @@ def floor_runs(procs: Procs, workdir: Path, rates: list[int], duration_s: int,
             for kind, template in (("ping", ping_t), ("post", post_t)):
                 argv = load_argv(target, rate, duration_s, connections, template)
                 log(f"floor {kind} at {rate}/s ...")
+                if quiet_s > 0:
+                    wait_quiet(quiet_s, [fleet.pid])
                 # Warm the buyer's connections first, as the exchange's runs are warmed.
                 run_load(procs, workdir, load_argv(target, rate, 1, connections, template),
                          1, {"buyers": fleet.pid})
@@ -626,6 +665,7 @@ def floor_runs(procs: Procs, workdir: Path, rates: list[int], duration_s: int,
                     "latency_us": rep["latency_us"],
                     "service_us": rep["service_us"],
                     "cpu_s": r["cpu_s"],
+                    "machine_cores": r["machine_busy_s"] / max(r["wall_s"], 1e-9),
                 })
     finally:
         results["fleet_counters"] = fleet.stop()
@@ -647,10 +687,11 @@ def floor_for(floor: dict, rate: int) -> dict | None:
 
 def exchange_run(procs: Procs, workdir: Path, fleet: Fleet, ex: Exchange, buyers: int,
                  workers: int, rate: int, duration_s: int, warmup_s: int, connections: int,
-                 floor: dict) -> dict:
+                 floor: dict, quiet_s: float) -> dict:
     target = f"127.0.0.1:{ex.listen}"
     watch = {"exchange": ex.pid, "buyers": fleet.pid}
     log(f"exchange: {buyers} buyers/lead, {workers} worker(s), {rate} leads/s ...")
+    others_before = wait_quiet(quiet_s, [ex.pid, fleet.pid]) if quiet_s > 0 else None
     # Warmup: fill the pools and caches at the measured rate, then zero the exchange's histograms.
     run_load(procs, workdir, load_argv(target, rate, warmup_s, connections), warmup_s, watch)
     reset = admin(ex.admin_addr, "POST", "/v1/admin/stats/reset") if ex.has_admin else None
@@ -727,6 +768,7 @@ def exchange_run(procs: Procs, workdir: Path, fleet: Fleet, ex: Exchange, buyers
         "rss_exchange": rss_summary(r["rss_kib"]["exchange"]),
         "rss_buyers": rss_summary(r["rss_kib"]["buyers"]),
         "saturated": why,
+        "others_cores_before": others_before,
         "wall_s": r["wall_s"],
     }
 
@@ -759,8 +801,8 @@ def print_table(results: dict) -> None:
     print("exchange runs (latency in us unless marked; overhead from GET /v1/stats)")
     head = (f"{'buy':>4}{'wk':>3}{'rate':>7}{'achvd':>7} | {'e2e p50':>8}{'p99':>8}{'p99.9':>8}"
             f" | {'svc p50':>8}{'p99':>8} | {'ovh p50':>8}{'p90':>6}{'p99':>7}{'p99.9':>7}{'max':>8}"
-            f" | {'svc-flr':>8}{'p99':>8} | {'cpu/ld':>6} {'ex%':>4}{'by%':>4}{'ld%':>4}{'mc%':>4}"
-            f" | {'rss':>6} {'flat':>4} | saturated")
+            f" | {'svc-flr':>8}{'p99':>8} | {'cpu/ld':>6} {'ex%':>4}{'by%':>4}{'ld%':>4}{'ot%':>4}"
+            f" | {'rss':>6}{'anon':>6} {'flat':>4} | saturated")
     print(head)
     print("-" * len(head))
     for r in results["runs"]:
@@ -776,15 +818,17 @@ def print_table(results: dict) -> None:
             f"{fmt_us(ovh.get('p999')):>7}{fmt_us(ovh.get('max')):>8} | "
             f"{fmt_us(sf.get('p50')):>8}{fmt_us(sf.get('p99')):>8} | "
             f"{r['cpu_per_lead_us']:>6.0f} {u['exchange'] * 100:>4.0f}{u['buyers'] * 100:>4.0f}"
-            f"{u['load'] * 100:>4.0f}{u['machine'] * 100:>4.0f} | "
-            f"{(rss.get('max_kib') or 0) / 1024:>5.1f}M {'yes' if rss.get('flat') else 'no':>4} | "
+            f"{u['load'] * 100:>4.0f}{u['others'] * 100:>4.0f} | "
+            f"{(rss.get('max_kib') or 0) / 1024:>5.1f}M{(rss.get('anon_max_kib') or 0) / 1024:>5.1f}M"
+            f" {'yes' if rss.get('flat') else 'no':>4} | "
             f"{'; '.join(r['saturated']) + ' (busiest: ' + r['busiest'] + ')' if r['saturated'] else 'no'}"
         )
     print()
     print("columns: buy = buyers pinged per lead; wk = exchange workers; e2e = gavel-load latency from")
     print("due time; svc = from the write; ovh = exchange internal overhead; svc-flr = svc minus the")
-    print("ping and post floors; cpu/ld = exchange CPU us per lead; ex/by/ld/mc% = CPU of exchange,")
-    print("buyers, load tool, whole machine (100 = one core); rss = exchange max RSS, flat over the run.")
+    print("ping and post floors; cpu/ld = exchange CPU us per lead; ex/by/ld/ot% = CPU of exchange,")
+    print("buyers, load tool, other processes on the machine (100 = one core); rss/anon = exchange max")
+    print("VmRSS / RssAnon (heap; VmRSS adds the journal's mapped pages); flat = RssAnon flat over the run.")
     if results["runs"] and not results["runs"][0]["overhead_us"]:
         print("note: the exchange answered no GET /v1/stats; overhead columns are empty.")
 
@@ -907,6 +951,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=256, help="gavel-load connections")
     ap.add_argument("--buyer-threads", type=int, default=1, help="gavel-mock-buyers threads")
     ap.add_argument("--seed", type=int, default=1, help="the mock buyers' seed")
+    ap.add_argument("--quiet-wait-s", type=float, default=60,
+                    help="before each run, wait up to this long for other processes to go quiet "
+                         "(0: do not wait)")
     args = ap.parse_args()
 
     quick = args.quick
@@ -968,7 +1015,7 @@ def main() -> int:
                 raise BenchError(f"{RELEASE / name} is missing: build without --no-build")
 
         results["floor"] = floor_runs(procs, workdir, floor_rates, floor_s, args.connections,
-                                      args.seed)
+                                      args.seed, args.quiet_wait_s)
         for workers in workers_list:
             for n, rates in plan:
                 fleet = Fleet(procs, workdir, n, args.buyer_threads, args.seed)
@@ -981,7 +1028,8 @@ def main() -> int:
                         for rate in rates:
                             results["runs"].append(exchange_run(
                                 procs, workdir, fleet, ex, n, workers, rate, duration_s,
-                                warmup_s, args.connections, results["floor"]))
+                                warmup_s, args.connections, results["floor"],
+                                args.quiet_wait_s))
                     finally:
                         ex.stop()
                 finally:
