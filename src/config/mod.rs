@@ -255,6 +255,9 @@ pub struct Buyer {
 /// Things in a valid config that the running exchange cannot act on, for the operator to see.
 pub fn warnings(snap: &Snapshot) -> Vec<String> {
     let mut w = Vec::new();
+    if snap.server.tls.is_some() {
+        w.push("server.tls: TLS on the seller listener is not supported yet; sellers are served plain HTTP (terminate TLS in front)".to_string());
+    }
     for b in &snap.buyers {
         if b.ping.is_none() && b.price_cents.is_some() {
             w.push(format!(
