@@ -41,6 +41,8 @@ pub struct Params {
     /// Seller-side ping-post, first half: rank the bids and stop; the posts come with the
     /// seller's `/v1/post` (see [`Auction::from_held`]).
     pub ping_only: bool,
+    /// Post in the order the bids were given (fixed-price distribution), not by price.
+    pub in_order: bool,
 }
 
 /// What a buyer's ping answer amounted to.
@@ -523,8 +525,13 @@ impl Auction {
                     _ => None,
                 }),
         );
-        // Highest bid first; among equal bids, the one that arrived first.
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // Highest bid first; among equal bids, the one that arrived first. Fixed-price
+        // distribution keeps its own order (priority, rotation or weighted draw).
+        if self.params.in_order {
+            ranked.sort_by_key(|r| r.2);
+        } else {
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        }
         self.ranking = ranked.into_iter().map(|(_, _, slot)| slot).collect();
         self.phase = Phase::Posting;
         if self.params.ping_only {

@@ -11,6 +11,7 @@ fn params(sale: SaleKind, reserve_cents: Cents) -> Params {
         post_timeout: Duration::from_millis(2000),
         margin: Duration::from_millis(20),
         ping_only: false,
+        in_order: false,
     }
 }
 

@@ -258,28 +258,6 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
     if snap.server.tls.is_some() {
         w.push("server.tls: TLS on the seller listener is not supported yet; sellers are served plain HTTP (terminate TLS in front)".to_string());
     }
-    for c in &snap.campaigns {
-        if c.method != Method::PingPost {
-            w.push(format!(
-                "campaign {}: method {:?} is not supported yet; its leads are auctioned as ping_post",
-                c.id, c.method
-            ));
-        }
-        if c.fallback.is_some() {
-            w.push(format!(
-                "campaign {}: the fallback for unsold leads is not supported yet; unsold leads stay unsold",
-                c.id
-            ));
-        }
-    }
-    for b in &snap.buyers {
-        if b.ping.is_none() && b.price_cents.is_some() {
-            w.push(format!(
-                "buyer {}: fixed-price buyers are used by waterfall, round robin and weighted distribution, which this version does not run yet",
-                b.id
-            ));
-        }
-    }
     w
 }
 

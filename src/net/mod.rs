@@ -74,6 +74,8 @@ pub struct Runtime {
     pub rate: Vec<AtomicU64>,
     /// For https buyers (`None` when the CA files could not be read: such buyers then fail).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Per campaign: the next starting place of round-robin distribution, shared by workers.
+    pub round_robin: Vec<AtomicUsize>,
 }
 
 impl Runtime {
@@ -97,6 +99,7 @@ impl Runtime {
             post_addrs: snap.buyers.iter().map(|b| resolve(&b.post)).collect(),
             rate: snap.sellers.iter().map(|_| AtomicU64::new(0)).collect(),
             tls,
+            round_robin: snap.campaigns.iter().map(|_| AtomicUsize::new(0)).collect(),
             snap,
         }
     }

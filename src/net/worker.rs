@@ -6,7 +6,7 @@ use super::timer::TimerFd;
 use super::{Runtime, Shared};
 use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
 use crate::caps::Reservation;
-use crate::config::{Endpoint, Scheme};
+use crate::config::{Endpoint, Method as Distribution, Scheme};
 use crate::config::{Payout, Snapshot};
 use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
 use crate::journal::{self, LeadStatus, Position, RecordRef};
@@ -104,6 +104,12 @@ struct Lead {
     reservations: Vec<Option<Reservation>>,
     /// The close (ping results, ranking) is in the journal.
     close_journaled: bool,
+    /// The campaign's fallback has been tried (once per lead).
+    fallback_done: bool,
+    /// The first auction's buyer wait and bids, when a fallback replaced it.
+    prior: Option<(Duration, u32)>,
+    /// The auction's bids came from a held ping or fixed prices, not from its own pings.
+    close_from_plan: bool,
     /// Each slot's post result is in the journal.
     post_journaled: Vec<bool>,
     /// What the seller earns, summed sale by sale.
@@ -135,6 +141,7 @@ pub struct Worker {
     dirty: Vec<Key>,
     scratch: Vec<u8>,
     dedupe_keys: Vec<u64>,
+    rng: std::cell::Cell<u64>,
     read_buf: Vec<u8>,
     limits: Limits,
     now: Instant,
@@ -237,6 +244,9 @@ impl Worker {
             dirty: Vec::new(),
             scratch: Vec::with_capacity(4096),
             dedupe_keys: Vec::with_capacity(crate::compliance::MAX_KEYS_PER_LEAD),
+            rng: std::cell::Cell::new(
+                0x9E37_79B9_7F4A_7C15 ^ (unix_micros() | 1) ^ ((id as u64) << 32),
+            ),
             read_buf: vec![0u8; READ_CHUNK],
             limits: Limits::with_max_body_bytes(snap.server.max_body_bytes),
             now,
@@ -718,9 +728,27 @@ impl Worker {
             post_timeout: c.post_timeout,
             margin: snap.server.engine_margin,
             ping_only: flow == Flow::Ping,
+            in_order: false,
         };
+        let fixed_price = c.method != Distribution::PingPost && flow == Flow::Direct;
+        // Bids already collected (a held ping) or fixed prices: nothing to ping, and the
+        // ping results are not journaled again.
+        let from_plan = held.is_some() || fixed_price;
         let auction = match &held {
             Some((_, bids, _)) => Auction::from_held(params, arrival, self.now, bids),
+            // Fixed-price distribution: no pings, posts in the method's order at each price.
+            None if fixed_price => {
+                let plan = self.fixed_price_plan(&snap, campaign, &req, c.method);
+                Auction::from_held(
+                    Params {
+                        in_order: true,
+                        ..params
+                    },
+                    arrival,
+                    self.now,
+                    &plan,
+                )
+            }
             None => {
                 let eligible = self.eligible_buyers(&snap, campaign, &req);
                 Auction::new(params, arrival, self.now, &eligible)
@@ -745,8 +773,11 @@ impl Worker {
             auction,
             slot_conn: vec![None; slots],
             reservations: (0..slots).map(|_| None).collect(),
-            close_journaled: false,
+            close_journaled: from_plan,
             post_journaled: vec![false; slots],
+            fallback_done: false,
+            prior: None,
+            close_from_plan: from_plan,
             payout_cents: 0,
             sales: 0,
             origin: (key, seq),
@@ -769,6 +800,80 @@ impl Worker {
                 self.refuse(key, &r, None, &[("Retry-After", "1")]);
             }
         }
+    }
+
+    /// Fixed-price buyers of the campaign that may take this lead, in the order the method
+    /// posts to them: waterfall by `priority`, round robin rotating one place per lead across
+    /// all workers, weighted by a draw without replacement in proportion to `weight`.
+    fn fixed_price_plan(
+        &self,
+        snap: &Snapshot,
+        campaign: usize,
+        req: &LeadRequest,
+        method: Distribution,
+    ) -> Vec<HeldBid> {
+        let mut buyers = Vec::with_capacity(snap.campaigns[campaign].buyers.len());
+        snap.matcher.eligible(
+            campaign,
+            &req.lead,
+            lead::consent_vertical(req),
+            Utc::now(),
+            &self.shared.caps,
+            &mut buyers,
+        );
+        let disclosed = lead::disclosed_buyers(req);
+        buyers.retain(|&b| {
+            let buyer = &snap.buyers[b];
+            buyer.price_cents.is_some()
+                && buyer.post.is_some()
+                && disclosed
+                    .as_ref()
+                    .is_none_or(|d| d.contains(&buyer.id.as_str()))
+        });
+        buyers.sort_by_key(|&b| (snap.buyers[b].priority, b));
+        match method {
+            Distribution::RoundRobin if !buyers.is_empty() => {
+                let start =
+                    self.rt.round_robin[campaign].fetch_add(1, Ordering::Relaxed) % buyers.len();
+                buyers.rotate_left(start);
+            }
+            Distribution::Weighted => {
+                let mut drawn = Vec::with_capacity(buyers.len());
+                while !buyers.is_empty() {
+                    let total: u64 = buyers
+                        .iter()
+                        .map(|&b| u64::from(snap.buyers[b].weight.max(1)))
+                        .sum();
+                    let mut pick = self.next_random() % total.max(1);
+                    let mut at = 0;
+                    for (i, &b) in buyers.iter().enumerate() {
+                        let w = u64::from(snap.buyers[b].weight.max(1));
+                        if pick < w {
+                            at = i;
+                            break;
+                        }
+                        pick -= w;
+                    }
+                    drawn.push(buyers.remove(at));
+                }
+                buyers = drawn;
+            }
+            _ => {}
+        }
+        buyers
+            .into_iter()
+            .map(|b| (b, snap.buyers[b].price_cents.unwrap_or(0), None))
+            .collect()
+    }
+
+    /// xorshift64*: the weighted draw needs no cryptographic quality, only spread.
+    fn next_random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// 422 `suppressed` for a phone on the campaign's suppression list; 422 `duplicate` for a
@@ -1249,6 +1354,9 @@ impl Worker {
     fn finish_lead(&mut self, key: Key) {
         self.release_unsold(key);
         self.journal_progress(key);
+        if self.start_fallback(key) {
+            return;
+        }
         let Some(mut lead) = self.leads.remove(key) else {
             return;
         };
@@ -1257,7 +1365,13 @@ impl Worker {
             let _sold: Reservation = r;
         }
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let outcome = lead.auction.outcome();
+        let mut outcome = lead.auction.outcome();
+        if let Some((wait, bids)) = lead.prior {
+            outcome.buyer_wait += wait;
+            outcome.bids = bids;
+        } else if lead.close_from_plan && lead.flow == Flow::Direct {
+            outcome.bids = 0; // fixed-price distribution takes no bids
+        }
         let snap = &lead.snap;
         let campaign = &snap.campaigns[lead.campaign];
         let sold = outcome.status == Status::Sold;
@@ -1322,7 +1436,13 @@ impl Worker {
             let mut st = self.stats.lock();
             for slot in 0..lead.auction.slots() {
                 let b = st.buyer(&snap.buyers[lead.auction.buyer(slot)].id);
-                if let Some((o, rt)) = lead.auction.ping_result(slot) {
+                // Held or fixed-price "bids" were not pings of this auction: not counted again.
+                let ping = if lead.close_from_plan {
+                    None
+                } else {
+                    lead.auction.ping_result(slot)
+                };
+                if let Some((o, rt)) = ping {
                     match o {
                         PingOutcome::Bid { cents, .. } => {
                             b.bids += 1;
@@ -1386,6 +1506,72 @@ impl Worker {
         st.overhead_us
             .saturating_record(overhead.as_micros() as u64);
         st.elapsed_us.saturating_record(elapsed.as_micros() as u64);
+    }
+
+    /// An unsold lead of a campaign with a `fallback` goes to its fixed-price buyers, in the
+    /// fallback method's order, before the seller is answered. True when a fallback started.
+    fn start_fallback(&mut self, key: Key) -> bool {
+        let Some(lead) = self.leads.get(key) else {
+            return false;
+        };
+        let c = &lead.snap.campaigns[lead.campaign];
+        let Some(method) = c.fallback else {
+            return false;
+        };
+        if lead.fallback_done
+            || lead.flow == Flow::Ping
+            || lead.auction.outcome().status == Status::Sold
+        {
+            return false;
+        }
+        let snap = lead.snap.clone();
+        let plan = self.fixed_price_plan(&snap, lead.campaign, &lead.req, method);
+        let Some(lead) = self.leads.get_mut(key) else {
+            return false;
+        };
+        lead.fallback_done = true;
+        if plan.is_empty() {
+            return false;
+        }
+        let first = lead.auction.outcome();
+        lead.prior = Some((first.buyer_wait, first.bids));
+        // The first auction's pings, for the operator, before the auction is replaced.
+        if !lead.close_from_plan {
+            let mut st = self.stats.lock();
+            for slot in 0..lead.auction.slots() {
+                let b = st.buyer(&snap.buyers[lead.auction.buyer(slot)].id);
+                match lead.auction.ping_result(slot) {
+                    Some((PingOutcome::Bid { cents, .. }, _)) => {
+                        b.bids += 1;
+                        b.bid_sum_cents += cents;
+                    }
+                    Some((PingOutcome::NoBid, _)) => b.no_bids += 1,
+                    Some((PingOutcome::Timeout, _)) => b.timeouts += 1,
+                    Some((PingOutcome::Error(_), _)) => b.errors += 1,
+                    Some((PingOutcome::Invalid(_), _)) => b.invalid += 1,
+                    None => {}
+                }
+            }
+        }
+        lead.close_from_plan = true;
+        let c = &snap.campaigns[lead.campaign];
+        let params = Params {
+            sale: c.sale,
+            reserve_cents: 0,
+            ping_timeout: c.ping_timeout,
+            post_timeout: c.post_timeout,
+            margin: snap.server.engine_margin,
+            ping_only: false,
+            in_order: true,
+        };
+        lead.auction = Auction::from_held(params, lead.auction.arrival(), Instant::now(), &plan);
+        let slots = lead.auction.slots();
+        lead.slot_conn = vec![None; slots];
+        lead.reservations = (0..slots).map(|_| None).collect();
+        lead.post_journaled = vec![false; slots];
+        lead.close_journaled = true;
+        self.dirty.push(key);
+        true
     }
 
     /// Hold a ping's bids for its post. The offer is what the seller would earn from the top

@@ -1,0 +1,129 @@
+//! Fixed-price distribution (waterfall, round robin, weighted) and the fallback for leads
+//! nobody bids on, against real buyer endpoints on loopback.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+
+fn poster(name: &str, accept: bool) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |_, _| {
+        if accept {
+            Reply::accepted()
+        } else {
+            Reply::rejected("full")
+        }
+    })
+}
+
+/// A campaign of `method` whose buyers are the fleet's, each at a fixed price (post only).
+fn fixed_config(fleet: &Fleet, method: &str, buyers: &[(f64, u32, u32)]) -> String {
+    let base = config(
+        &Fleet::start(vec![]).unwrap(),
+        &format!("method = \"{method}\""),
+        |_| String::new(),
+    );
+    let mut s = base;
+    for (i, (price, priority, weight)) in buyers.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[buyers]]\nid = \"{name}\"\ncampaigns = [\"auto\"]\npost_url = \"{post}\"\nprice = {price}\npriority = {priority}\nweight = {weight}\n",
+            name = fleet.name(i),
+            post = fleet.post_url(i),
+        ));
+    }
+    s
+}
+
+#[test]
+fn waterfall_posts_by_priority_at_each_buyers_price() {
+    let fleet = Fleet::start(vec![
+        poster("second", true),
+        poster("first", false),
+        poster("third", true),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&fixed_config(
+        &fleet,
+        "waterfall",
+        &[(15.0, 2, 1), (25.0, 1, 1), (10.0, 3, 1)],
+    ));
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{}", v);
+    assert_eq!(v["sales"][0]["buyer"], "second");
+    assert_eq!(v["price"], 15.0);
+    assert_eq!(v["bids"], 0);
+    // Priority 1 was offered first and said no; priority 3 was never asked. Nobody was pinged.
+    assert_eq!((fleet.posts(1), fleet.posts(0), fleet.posts(2)), (1, 1, 0));
+    assert_eq!(fleet.pings(0) + fleet.pings(1) + fleet.pings(2), 0);
+}
+
+#[test]
+fn round_robin_takes_turns() {
+    let fleet = Fleet::start(vec![poster("a", true), poster("b", true)]).unwrap();
+    let ex = Exchange::start(&fixed_config(
+        &fleet,
+        "round_robin",
+        &[(20.0, 1, 1), (20.0, 1, 1)],
+    ));
+    let mut c = ex.client();
+    for _ in 0..6 {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    }
+    assert_eq!((fleet.posts(0), fleet.posts(1)), (3, 3));
+}
+
+#[test]
+fn weighted_distribution_follows_the_weights() {
+    let fleet = Fleet::start(vec![poster("heavy", true), poster("light", true)]).unwrap();
+    let ex = Exchange::start(&fixed_config(
+        &fleet,
+        "weighted",
+        &[(20.0, 1, 3), (20.0, 1, 1)],
+    ));
+    let mut c = ex.client();
+    for _ in 0..400 {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    }
+    let heavy = fleet.posts(0);
+    assert_eq!(heavy + fleet.posts(1), 400);
+    // Expected 300; a 3:1 draw over 400 leads stays far inside 240..360.
+    assert!(
+        (240..=360).contains(&heavy),
+        "heavy buyer got {} of 400",
+        heavy
+    );
+}
+
+#[test]
+fn an_unsold_lead_falls_back_to_the_fixed_price_buyers() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("stingy").with_responder(|k, _| match k {
+            Kind::Ping => Reply::no_bid(),
+            Kind::Post => Reply::accepted(),
+        }),
+        poster("fallback", true),
+    ])
+    .unwrap();
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"",
+        |_| String::new(),
+    );
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"stingy\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
+        fleet.ping_url(0),
+        fleet.post_url(0)
+    ));
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
+        fleet.post_url(1)
+    ));
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{}", v);
+    assert_eq!(v["sales"][0]["buyer"], "fallback");
+    assert_eq!(v["price"], 18.0);
+    assert_eq!(v["payout"], 14.4);
+    assert_eq!(v["bids"], 0);
+    assert_eq!((fleet.pings(0), fleet.posts(0), fleet.posts(1)), (1, 0, 1));
+}
