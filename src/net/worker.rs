@@ -750,7 +750,7 @@ impl Worker {
                 )
             }
             None => {
-                let eligible = self.eligible_buyers(&snap, campaign, &req);
+                let eligible = self.eligible_buyers(&snap, campaign, &req, |b| b.ping.is_some());
                 Auction::new(params, arrival, self.now, &eligible)
             }
         };
@@ -812,23 +812,8 @@ impl Worker {
         req: &LeadRequest,
         method: Distribution,
     ) -> Vec<HeldBid> {
-        let mut buyers = Vec::with_capacity(snap.campaigns[campaign].buyers.len());
-        snap.matcher.eligible(
-            campaign,
-            &req.lead,
-            lead::consent_vertical(req),
-            Utc::now(),
-            &self.shared.caps,
-            &mut buyers,
-        );
-        let disclosed = lead::disclosed_buyers(req);
-        buyers.retain(|&b| {
-            let buyer = &snap.buyers[b];
-            buyer.price_cents.is_some()
-                && buyer.post.is_some()
-                && disclosed
-                    .as_ref()
-                    .is_none_or(|d| d.contains(&buyer.id.as_str()))
+        let mut buyers = self.eligible_buyers(snap, campaign, req, |b| {
+            b.price_cents.is_some() && b.post.is_some()
         });
         buyers.sort_by_key(|&b| (snap.buyers[b].priority, b));
         match method {
@@ -950,9 +935,16 @@ impl Worker {
         Ok((h.campaign, h.test, h.bids.clone(), h.fields.clone()))
     }
 
-    /// Buyers of the campaign that may be pinged for this lead: filters, consent vertical,
-    /// hours, pause and caps (the matcher), a ping URL, and the consumer's disclosed buyers.
-    fn eligible_buyers(&self, snap: &Snapshot, campaign: usize, req: &LeadRequest) -> Vec<usize> {
+    /// Buyers of the campaign that may take this lead: filters, consent vertical, hours, pause
+    /// and caps (the matcher), the consumer's disclosed buyers, and `keep` (a ping URL for an
+    /// auction, a fixed price for fixed-price distribution).
+    fn eligible_buyers(
+        &self,
+        snap: &Snapshot,
+        campaign: usize,
+        req: &LeadRequest,
+        keep: impl Fn(&crate::config::Buyer) -> bool,
+    ) -> Vec<usize> {
         let mut out = Vec::with_capacity(snap.campaigns[campaign].buyers.len());
         snap.matcher.eligible(
             campaign,
@@ -965,7 +957,7 @@ impl Worker {
         let disclosed = lead::disclosed_buyers(req);
         out.retain(|&b| {
             let buyer = &snap.buyers[b];
-            buyer.ping.is_some()
+            keep(buyer)
                 && disclosed
                     .as_ref()
                     .is_none_or(|d| d.contains(&buyer.id.as_str()))
