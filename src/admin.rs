@@ -296,6 +296,11 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
         "buyers": buyers,
         "overhead_us": pct_json(&Percentiles::of(&s.overhead_us)),
         "elapsed_us": pct_json(&Percentiles::of(&s.elapsed_us)),
+        "overhead_stages_us": {
+            "intake": pct_json(&Percentiles::of(&s.overhead_intake_us)),
+            "close": pct_json(&Percentiles::of(&s.overhead_close_us)),
+            "answer": pct_json(&Percentiles::of(&s.overhead_answer_us)),
+        },
         "refused": refused,
     })
 }
@@ -452,6 +457,19 @@ pub fn metrics_text(shared: &Shared) -> String {
         "",
         &s.overhead_us,
     );
+    out.push_str("# HELP gavel_internal_overhead_stage_seconds Engine time per lead by stage: intake (arrival to first ping), close (ranking, caps, posts), answer (last buyer answer to seller answer).\n# TYPE gavel_internal_overhead_stage_seconds histogram\n");
+    for (stage, h) in [
+        ("intake", &s.overhead_intake_us),
+        ("close", &s.overhead_close_us),
+        ("answer", &s.overhead_answer_us),
+    ] {
+        histogram_text(
+            &mut out,
+            "gavel_internal_overhead_stage_seconds",
+            &format!("stage=\"{stage}\""),
+            h,
+        );
+    }
     out.push_str("# HELP gavel_buyer_response_seconds Buyers' ping response time.\n# TYPE gavel_buyer_response_seconds histogram\n");
     for (id, b) in &s.buyers {
         histogram_text(

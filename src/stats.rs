@@ -72,6 +72,13 @@ pub struct WorkerStats {
     pub overhead_us: Histogram<u64>,
     /// Seller-observed time per lead, arrival to answer written.
     pub elapsed_us: Histogram<u64>,
+    /// `overhead_us` in three stages: arrival to the first ping written (intake);
+    /// the engine's time between the first ping and the last buyer answer (the close: ranking,
+    /// caps, the post; plus loop turns spent on other work); the last buyer answer to the
+    /// seller's answer written (answer).
+    pub overhead_intake_us: Histogram<u64>,
+    pub overhead_close_us: Histogram<u64>,
+    pub overhead_answer_us: Histogram<u64>,
     /// Refusals before a lead got an id: auth, bad request, 429, 503.
     pub refused: BTreeMap<u16, u64>,
     /// Records the journal refused (disk full, I/O error).
@@ -85,6 +92,9 @@ impl Default for WorkerStats {
             buyers: BTreeMap::new(),
             overhead_us: histogram(),
             elapsed_us: histogram(),
+            overhead_intake_us: histogram(),
+            overhead_close_us: histogram(),
+            overhead_answer_us: histogram(),
             refused: BTreeMap::new(),
             journal_errors: 0,
         }
@@ -129,6 +139,9 @@ impl WorkerStats {
         }
         let _ = self.overhead_us.add(&other.overhead_us);
         let _ = self.elapsed_us.add(&other.elapsed_us);
+        let _ = self.overhead_intake_us.add(&other.overhead_intake_us);
+        let _ = self.overhead_close_us.add(&other.overhead_close_us);
+        let _ = self.overhead_answer_us.add(&other.overhead_answer_us);
         self.journal_errors += other.journal_errors;
         for (k, v) in &other.refused {
             *self.refused.entry(*k).or_default() += v;

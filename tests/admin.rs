@@ -71,6 +71,15 @@ fn stats_metrics_pause_and_resume() {
     assert_eq!(s["buyers"]["blue"]["average_bid"], 10.0);
     assert_eq!(s["overhead_us"]["count"], 3);
     assert!(s["overhead_us"]["p99"].as_u64().is_some());
+    // The overhead's stages cover the same leads, and none exceeds the whole.
+    for stage in ["intake", "close", "answer"] {
+        let h = &s["overhead_stages_us"][stage];
+        assert_eq!(h["count"], 3, "{stage}: {h}");
+        assert!(
+            h["p50"].as_u64() <= s["overhead_us"]["max"].as_u64(),
+            "{stage}: {h}"
+        );
+    }
 
     let m = get(admin, "GET", "/metrics", Some(TOKEN));
     let text = String::from_utf8(m.body).unwrap();
@@ -81,6 +90,7 @@ fn stats_metrics_pause_and_resume() {
     );
     assert!(text.contains("gavel_pings_total{buyer=\"blue\",result=\"bid\"} 3"));
     assert!(text.contains("gavel_internal_overhead_seconds_count 3"));
+    assert!(text.contains("gavel_internal_overhead_stage_seconds_count{stage=\"intake\"} 3"));
 
     // Pausing the top bidder: the next lead goes to the other and the paused one is not pinged.
     let r = get(admin, "POST", "/v1/admin/buyers/acme/pause", Some(TOKEN));

@@ -753,6 +753,9 @@ def exchange_run_once(procs: Procs, workdir: Path, fleet: Fleet, ex: Exchange, b
     cpu = r["cpu_s"]
     overhead = percentiles(stats.get("overhead_us")) if isinstance(stats, dict) else None
     elapsed = percentiles(stats.get("elapsed_us")) if isinstance(stats, dict) else None
+    stages = None
+    if isinstance(stats, dict) and isinstance(stats.get("overhead_stages_us"), dict):
+        stages = {k: percentiles(v) for k, v in stats["overhead_stages_us"].items()}
     fl = floor_for(floor, rate)
     svc = rep["service_us"]
     known_buyer_us = (BUYER_LATENCY_MS + BUYER_POST_LATENCY_MS) * 1000
@@ -810,6 +813,7 @@ def exchange_run_once(procs: Procs, workdir: Path, fleet: Fleet, ex: Exchange, b
         "exchange_elapsed_ms": rep["exchange_elapsed_ms"],
         "overhead_us": overhead,
         "elapsed_us": elapsed,
+        "overhead_stages_us": stages,
         "stats_reset": reset is not None,
         "cross_check": cross,
         "cpu_s": cpu,

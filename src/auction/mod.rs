@@ -205,6 +205,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Time spent waiting on buyers (pings and posts); the rest of `elapsed` is the engine's.
     pub buyer_wait: Duration,
+    /// Arrival to the first ping written (or to the close when nothing was pinged): the
+    /// engine's intake of the lead, parsing, validation and matching included.
+    pub intake: Duration,
 }
 
 #[derive(Debug)]
@@ -228,6 +231,7 @@ pub struct Auction {
     ping_wait_start: Option<Instant>,
     post_wait_start: Option<Instant>,
     buyer_wait: Duration,
+    first_ping_at: Option<Instant>,
 }
 
 impl Auction {
@@ -266,6 +270,7 @@ impl Auction {
             ping_wait_start: None,
             post_wait_start: None,
             buyer_wait: Duration::ZERO,
+            first_ping_at: None,
         };
         if a.slots.is_empty() {
             a.close(now);
@@ -353,6 +358,9 @@ impl Auction {
         }
         if self.phase == Phase::Pinging && self.ping_wait_start.is_none() {
             self.ping_wait_start = Some(now);
+        }
+        if self.first_ping_at.is_none() {
+            self.first_ping_at = Some(now);
         }
     }
 
@@ -650,6 +658,11 @@ impl Auction {
             bids: self.bids,
             elapsed: end.saturating_duration_since(self.arrival),
             buyer_wait: self.buyer_wait,
+            intake: self
+                .first_ping_at
+                .or(self.closed_at)
+                .unwrap_or(end)
+                .saturating_duration_since(self.arrival),
         }
     }
 }

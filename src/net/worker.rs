@@ -1498,6 +1498,19 @@ impl Worker {
         st.overhead_us
             .saturating_record(overhead.as_micros() as u64);
         st.elapsed_us.saturating_record(elapsed.as_micros() as u64);
+        if lead.prior.is_none() {
+            // A fallback's second auction muddles the stages: only its total is recorded.
+            let answer = elapsed.saturating_sub(outcome.elapsed);
+            let close = overhead
+                .saturating_sub(outcome.intake)
+                .saturating_sub(answer);
+            st.overhead_intake_us
+                .saturating_record(outcome.intake.as_micros() as u64);
+            st.overhead_close_us
+                .saturating_record(close.as_micros() as u64);
+            st.overhead_answer_us
+                .saturating_record(answer.as_micros() as u64);
+        }
     }
 
     /// An unsold lead of a campaign with a `fallback` goes to its fixed-price buyers, in the
