@@ -297,6 +297,28 @@ impl Segment {
             .is_ok()
     }
 
+    /// Drop `[from, to)` (page aligned) from this process's page tables once written: the
+    /// bytes stay in the page cache (and, dirty or not, reach the file as before), so the
+    /// mapping's resident size follows the tail instead of growing with every record. A later
+    /// read of the range faults the same bytes back in. Best effort.
+    pub fn release(&self, from: u64, to: u64) -> bool {
+        let to = to.min(self.len);
+        if to <= from {
+            return true;
+        }
+        // SAFETY: a shared file mapping: MADV_DONTNEED unmaps the pages but keeps their
+        // contents (dirty pages are handed to the page cache), so nothing written is lost and
+        // no thread reads zeros. The range is within the mapping.
+        unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                from as usize,
+                (to - from) as usize,
+            )
+        }
+        .is_ok()
+    }
+
     /// Overwrite `[from, to)` with zeros where it is not already zero, then flush it. Used only
     /// by recovery, before any writer exists, to cut damage so appends can continue.
     pub fn zero_range(&mut self, from: u64, to: u64) -> Result<(), JournalError> {

@@ -10,6 +10,7 @@ use super::format::{
 };
 use super::record::PAYLOAD_VERSION;
 use super::segment::segment_path;
+use super::writer::{PREFAULT_AHEAD_BYTES, RELEASE_BEHIND_BYTES};
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -695,6 +696,80 @@ fn sync_modes_append_and_sync_without_error() {
         assert_eq!(j.background_errors().0, 0);
         drop(j);
         assert_eq!(records(dir.path()).len(), 800);
+    }
+}
+
+/// Resident KiB of this process's mappings of `path` (from /proc/self/smaps).
+fn mapped_rss_kib(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_string_lossy();
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(name.as_ref());
+        } else if inside && line.starts_with("Rss:") {
+            total += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap();
+        }
+    }
+    total
+}
+
+#[test]
+fn written_pages_leave_the_resident_set_and_read_back_intact() {
+    // 48 MiB of records into one 64 MiB segment, in each sync mode: the mapping's resident
+    // size must settle near the prefault window plus the release margin, not near 48 MiB.
+    const SEGMENT: u64 = 64 << 20;
+    const RECORDS: usize = (48 << 20) / 256;
+    let bound_kib = (PREFAULT_AHEAD_BYTES + 4 * RELEASE_BEHIND_BYTES) / 1024 + 1024;
+    for sync in [
+        SyncMode::Interval(Duration::from_millis(1)),
+        SyncMode::Always,
+        SyncMode::Os,
+    ] {
+        let dir = TempDir::new("release");
+        let (j, _) = Journal::open(JournalOptions {
+            sync,
+            ..opts(dir.path(), SEGMENT)
+        })
+        .unwrap();
+        let mut last = None;
+        for i in 0..RECORDS {
+            let p = append(&j, T0 + i as u64, &ping_record(i));
+            if sync == SyncMode::Always && i % 1024 == 0 {
+                j.sync_to(p).unwrap();
+            }
+            last = Some(p);
+        }
+        if let Some(p) = last {
+            j.sync_to(p).unwrap();
+            assert_eq!(p.segment, 0, "{sync:?}: the records fit one segment");
+        }
+        let seg = seg0(dir.path());
+        let mut rss = mapped_rss_kib(&seg);
+        // The background thread releases on its own tick (at most IDLE_TICK apart).
+        for _ in 0..100 {
+            if rss <= bound_kib {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            rss = mapped_rss_kib(&seg);
+        }
+        assert!(
+            rss <= bound_kib,
+            "{sync:?}: {rss} KiB of the segment resident after writing 48 MiB (bound {bound_kib})"
+        );
+        assert_eq!(j.background_errors().0, 0);
+        drop(j);
+        let back = records(dir.path());
+        assert_eq!(back.len(), RECORDS, "{sync:?}");
+        assert_eq!(back[RECORDS / 2], ping_record(RECORDS / 2), "{sync:?}");
+        assert_eq!(back[RECORDS - 1], ping_record(RECORDS - 1), "{sync:?}");
     }
 }
 

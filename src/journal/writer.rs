@@ -46,6 +46,10 @@ pub const PREFAULT_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
 /// before the background thread catches up.
 const PREFAULT_FIRST_BYTES: u64 = 1024 * 1024;
 
+/// Written pages this far behind the durable (or, with `sync = "os"`, committed) frontier
+/// are dropped from the process's resident set, in steps of at least this much.
+pub const RELEASE_BEHIND_BYTES: u64 = 1024 * 1024;
+
 /// The background thread's tick when no sync interval drives it.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
@@ -69,6 +73,12 @@ struct Slot {
     prefaulted: AtomicU64,
     /// Writers past this offset wake the background thread to fault in more.
     prefault_wake: AtomicU64,
+    /// Bytes from the segment's start dropped from the resident set (written and behind the
+    /// frontier); only the background thread moves it.
+    released: AtomicU64,
+    /// With `sync = "os"`: a frame boundary before which every record is committed, where
+    /// the background thread's next walk starts.
+    walked: AtomicU64,
     /// The segment; replaced only by rotation while `seq == EMPTY` and `pins == 0`.
     seg: UnsafeCell<Option<Segment>>,
 }
@@ -85,6 +95,8 @@ impl Slot {
             tail: AtomicU64::new(SEGMENT_HEADER_BYTES),
             prefaulted: AtomicU64::new(0),
             prefault_wake: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            walked: AtomicU64::new(SEGMENT_HEADER_BYTES),
             seg: UnsafeCell::new(None),
         }
     }
@@ -269,6 +281,8 @@ impl Journal {
         slot.prefaulted.store(prefaulted, Ordering::Relaxed);
         slot.prefault_wake
             .store(wake_mark(prefaulted, prefault_supported), Ordering::Relaxed);
+        slot.released.store(0, Ordering::Relaxed);
+        slot.walked.store(tail, Ordering::Relaxed);
         // SAFETY: the slots are not shared yet.
         unsafe { *slot.seg.get() = Some(segment) };
         slot.seq.store(seq, Ordering::Relaxed);
@@ -424,6 +438,17 @@ impl Drop for Journal {
 }
 
 /// Offset past which writers wake the background thread to fault in more pages.
+/// The size of a memory page (4 KiB when the system will not say).
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as u64
+    } else {
+        4096
+    }
+}
+
 fn wake_mark(prefaulted: u64, supported: bool) -> u64 {
     if supported {
         prefaulted.saturating_sub(PREFAULT_AHEAD_BYTES / 2)
@@ -593,6 +618,8 @@ impl Shared {
         slot.prefaulted.store(prefaulted, Ordering::Relaxed);
         slot.prefault_wake
             .store(wake_mark(prefaulted, supported), Ordering::Relaxed);
+        slot.released.store(0, Ordering::Relaxed);
+        slot.walked.store(SEGMENT_HEADER_BYTES, Ordering::Relaxed);
         slot.seq.store(next, Ordering::SeqCst);
         self.current.store(next, Ordering::Release);
         rs.segments.push_back((next, created));
@@ -741,8 +768,58 @@ impl Shared {
             .store(wake_mark(want, true), Ordering::Release);
     }
 
-    /// The background thread: faults pages in ahead of the writers and, in interval mode,
-    /// msyncs what they wrote.
+    /// Drop the pages of every mapped segment that lie wholly before its durable frontier
+    /// (`interval`/`always`: what the syncs covered; `os`: the committed prefix), less
+    /// [`RELEASE_BEHIND_BYTES`], so the journal's share of the process's resident set stays
+    /// near [`PREFAULT_AHEAD_BYTES`] + [`RELEASE_BEHIND_BYTES`] however much is written.
+    fn release_behind(&self) {
+        let current = self.current.load(Ordering::Acquire);
+        let durable = match self.sync {
+            SyncMode::Os => None,
+            SyncMode::Interval(_) | SyncMode::Always => {
+                let st = self.sync_state.lock();
+                Some((st.seq, st.frontier))
+            }
+        };
+        let page = page_size();
+        let first = current.saturating_sub(SEGMENT_SLOTS as u64 - 1);
+        for seq in first..=current {
+            let Some(pin) = self.pin(seq) else { continue };
+            let released = pin.slot.released.load(Ordering::Relaxed);
+            let done = match durable {
+                Some((dseq, _)) if dseq > seq => pin.seg.len,
+                Some((dseq, frontier)) if dseq == seq => frontier,
+                Some(_) => continue,
+                None => {
+                    let (walked, sealed) =
+                        walk_committed(pin.seg, pin.slot.walked.load(Ordering::Relaxed));
+                    pin.slot.walked.store(walked, Ordering::Relaxed);
+                    if sealed {
+                        pin.seg.len
+                    } else {
+                        walked
+                    }
+                }
+            };
+            // A sealed segment is released whole; the live one keeps a margin behind its
+            // frontier for the records being written around it.
+            let end = if done >= pin.seg.len {
+                pin.seg.len
+            } else {
+                done.saturating_sub(RELEASE_BEHIND_BYTES)
+            };
+            let end = end / page * page;
+            if end <= released || (end < pin.seg.len && end - released < RELEASE_BEHIND_BYTES) {
+                continue;
+            }
+            if pin.seg.release(released, end) {
+                pin.slot.released.store(end, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The background thread: faults pages in ahead of the writers, in interval mode msyncs
+    /// what they wrote, and drops written pages from the resident set.
     fn maintenance_loop(&self) {
         let interval = match self.sync {
             SyncMode::Interval(d) => Some(d),
@@ -761,6 +838,7 @@ impl Shared {
                     next_sync = Instant::now() + d;
                 }
             }
+            self.release_behind();
             let wait = match interval {
                 Some(_) => next_sync.saturating_duration_since(Instant::now()),
                 None => IDLE_TICK,
