@@ -9,7 +9,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::Parser;
-use gavel::sim::load::{self, LeadTemplate, LoadSpec, MAX_CONNECTIONS, MAX_RATE_PER_S};
+use gavel::sim::load::{
+    self, LeadTemplate, LoadSpec, MAX_CONNECTIONS, MAX_PIPELINE, MAX_RATE_PER_S,
+};
 
 /// Open-loop lead load for a gavel exchange's seller API (POST /v1/leads).
 #[derive(Parser, Debug)]
@@ -33,9 +35,13 @@ struct Args {
     /// Leads during this first stretch are sent but not measured.
     #[arg(long, default_value_t = 1000)]
     warmup_ms: u64,
-    /// Keep-alive connections, one lead in flight on each.
+    /// Keep-alive connections.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=MAX_CONNECTIONS as u64))]
     connections: u64,
+    /// Leads in flight on each connection: above 1, requests are pipelined (answers come back
+    /// in order), so connections × pipeline leads can be in flight at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_PIPELINE as u64))]
+    pipeline: u64,
     /// A lead body template file (JSON with ${name} placeholders); default: the contract's example.
     #[arg(long)]
     template: Option<String>,
@@ -111,6 +117,7 @@ fn main() {
         rate_per_s: args.rate,
         duration: Duration::from_secs(args.duration_s),
         connections: args.connections as usize,
+        pipeline: args.pipeline as usize,
         lead_template: template,
         warmup: Duration::from_millis(args.warmup_ms),
     };

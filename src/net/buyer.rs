@@ -24,8 +24,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer a buyer may send (head limits are the codec's defaults).
 pub const MAX_BUYER_ANSWER_BYTES: usize = 64 * 1024;
-/// Read buffer chunk for buyer sockets.
-pub const BUYER_READ_CHUNK: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -90,10 +88,13 @@ impl BuyerConn {
             idle_since: now,
             served: 0,
             job: None,
-            wbuf: Vec::with_capacity(1024),
+            // Empty until first used: they grow once to this buyer's request and answer sizes
+            // and are reused after that. A buyer connection is held by every lead in flight
+            // waiting on it, so bytes reserved here multiply by the leads in flight.
+            wbuf: Vec::new(),
             wpos: 0,
-            rbuf: Vec::with_capacity(BUYER_READ_CHUNK),
-            body: Vec::with_capacity(256),
+            rbuf: Vec::new(),
+            body: Vec::new(),
             decoder: ResponseDecoder::new(Limits::with_max_body_bytes(MAX_BUYER_ANSWER_BYTES)),
             draining_since: None,
             in_idle: false,

@@ -331,7 +331,9 @@ impl Worker {
                     let _ = stream.set_nodelay(true);
                     let conn = SellerConn {
                         stream,
-                        rbuf: Vec::with_capacity(READ_CHUNK),
+                        // Reads go through the worker's buffer; this one grows to what a
+                        // connection leaves unparsed, not to a read's size.
+                        rbuf: Vec::new(),
                         decoder: RequestDecoder::new(self.limits),
                         body: Vec::new(),
                         wbuf: Vec::new(),
@@ -1423,7 +1425,28 @@ impl Worker {
             lead::write_answer(&mut body, &lead.id, &outcome, &sales, payout);
         }
 
-        // Per-buyer outcomes, for the operator.
+        let (conn_key, seq) = lead.origin;
+        if let Some(c) = self.sellers.get_mut(conn_key) {
+            if let Some(idx) = seq.checked_sub(c.first_seq).map(|i| i as usize) {
+                if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
+                    let close = *close;
+                    let mut bytes = Vec::with_capacity(body.len() + 128);
+                    http::write_response(
+                        &mut bytes,
+                        status,
+                        &[("Content-Type", "application/json")],
+                        &body,
+                        !close,
+                    );
+                    c.pending[idx] = Reply::Ready { bytes, close };
+                }
+            }
+            self.finish_seller_io(conn_key);
+        }
+        let written = Instant::now();
+        let elapsed = written.saturating_duration_since(lead.auction.arrival());
+        let overhead = elapsed.saturating_sub(outcome.buyer_wait);
+        // The operator's counters, once the seller has the answer.
         {
             let mut st = self.stats.lock();
             for slot in 0..lead.auction.slots() {
@@ -1472,28 +1495,6 @@ impl Worker {
             cs.revenue_cents += outcome.price_cents;
             cs.payout_cents += payout;
         }
-
-        let (conn_key, seq) = lead.origin;
-        if let Some(c) = self.sellers.get_mut(conn_key) {
-            if let Some(idx) = seq.checked_sub(c.first_seq).map(|i| i as usize) {
-                if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
-                    let close = *close;
-                    let mut bytes = Vec::with_capacity(body.len() + 128);
-                    http::write_response(
-                        &mut bytes,
-                        status,
-                        &[("Content-Type", "application/json")],
-                        &body,
-                        !close,
-                    );
-                    c.pending[idx] = Reply::Ready { bytes, close };
-                }
-            }
-            self.finish_seller_io(conn_key);
-        }
-        let written = Instant::now();
-        let elapsed = written.saturating_duration_since(lead.auction.arrival());
-        let overhead = elapsed.saturating_sub(outcome.buyer_wait);
         let mut st = self.stats.lock();
         st.overhead_us
             .saturating_record(overhead.as_micros() as u64);

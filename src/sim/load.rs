@@ -31,6 +31,9 @@ use crate::money::{dollars_string, parse_cents, Cents};
 
 /// Most seller connections one run opens.
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// Most leads in flight on one connection (HTTP/1.1 pipelining; the exchange answers up to
+/// 32 pipelined requests per connection in order).
+pub const MAX_PIPELINE: usize = 32;
 /// Highest lead rate one run accepts.
 pub const MAX_RATE_PER_S: u64 = 1_000_000;
 /// Longest run (warmup plus measured duration).
@@ -411,8 +414,11 @@ pub struct LoadSpec {
     pub rate_per_s: u64,
     /// How long leads are measured, after the warmup.
     pub duration: Duration,
-    /// Keep-alive connections (1..=`MAX_CONNECTIONS`), one lead in flight on each.
+    /// Keep-alive connections (1..=`MAX_CONNECTIONS`).
     pub connections: usize,
+    /// Leads in flight on one connection (1..=`MAX_PIPELINE`): more than one pipelines
+    /// requests, and answers come back in order. 1 keeps one lead per connection.
+    pub pipeline: usize,
     /// What every lead looks like.
     pub lead_template: LeadTemplate,
     /// Leads due in this first stretch are sent but neither counted nor measured, so caches,
@@ -434,6 +440,7 @@ impl LoadSpec {
             rate_per_s: 1000,
             duration: Duration::from_secs(10),
             connections: 64,
+            pipeline: 1,
             lead_template: LeadTemplate::default(),
             warmup: Duration::from_secs(1),
         }
@@ -574,6 +581,9 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
     if spec.connections == 0 || spec.connections > MAX_CONNECTIONS {
         return Err(bad(format!("connections must be 1..={MAX_CONNECTIONS}")));
     }
+    if spec.pipeline == 0 || spec.pipeline > MAX_PIPELINE {
+        return Err(bad(format!("pipeline must be 1..={MAX_PIPELINE}")));
+    }
     if spec.duration.is_zero() || spec.duration + spec.warmup > MAX_RUN {
         return Err(bad(format!(
             "duration must be positive and, with warmup, at most {} s",
@@ -596,18 +606,26 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Connecting,
+    /// Connected: leads may be in flight on it (see `Conn::inflight`).
     Idle,
-    Busy {
-        lead: u64,
-        intended: Instant,
-        sent: Instant,
-    },
     Down,
+}
+
+/// A lead written to a connection and not yet answered.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    lead: u64,
+    intended: Instant,
+    sent: Instant,
 }
 
 struct Conn {
     stream: Option<TcpStream>,
     state: State,
+    /// Leads written and not answered, oldest first (answers come back in this order).
+    inflight: VecDeque<InFlight>,
+    /// Whether the connection is in the generator's `idle` queue (it has room for a lead).
+    queued: bool,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
@@ -765,6 +783,8 @@ impl<'a> Generator<'a> {
             self.conns.push(Conn {
                 stream: None,
                 state: State::Down,
+                inflight: VecDeque::with_capacity(self.spec.pipeline),
+                queued: false,
                 rbuf: Vec::with_capacity(1024),
                 wbuf: Vec::with_capacity(2048),
                 wpos: 0,
@@ -851,6 +871,7 @@ impl<'a> Generator<'a> {
             Ok(_) => {
                 let _ = stream.set_nodelay(true);
                 conn.state = State::Idle;
+                conn.queued = true;
                 self.idle.push_back(i);
                 Ok(())
             }
@@ -916,13 +937,14 @@ impl<'a> Generator<'a> {
                 let Some(i) = self.idle.pop_front() else {
                     break;
                 };
-                // An entry goes stale when its connection was closed while idle; it is queued
-                // again once reconnected.
-                if !self
-                    .conns
-                    .get(i)
-                    .is_some_and(|c| c.state == State::Idle && c.stream.is_some())
-                {
+                let pipeline = self.spec.pipeline;
+                let Some(c) = self.conns.get_mut(i) else {
+                    continue;
+                };
+                c.queued = false;
+                // An entry goes stale when its connection was closed while queued; it is
+                // queued again once reconnected.
+                if !(c.state == State::Idle && c.stream.is_some() && c.inflight.len() < pipeline) {
                     continue;
                 }
                 let lead = self.next_lead;
@@ -979,18 +1001,24 @@ impl<'a> Generator<'a> {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
-        conn.wbuf.clear();
+        if conn.wpos >= conn.wbuf.len() {
+            conn.wbuf.clear();
+            conn.wpos = 0;
+        }
         conn.wbuf.extend_from_slice(&self.head);
         wire::push_u64(&mut conn.wbuf, self.body.len() as u64);
         conn.wbuf.extend_from_slice(b"\r\n\r\n");
         conn.wbuf.extend_from_slice(&self.body);
-        conn.wpos = 0;
-        conn.rbuf.clear();
-        conn.state = State::Busy {
+        conn.inflight.push_back(InFlight {
             lead,
             intended,
             sent: now,
-        };
+        });
+        // Room for another lead: back in the queue, behind the other connections.
+        if conn.inflight.len() < self.spec.pipeline && !conn.queued {
+            conn.queued = true;
+            self.idle.push_back(i);
+        }
         self.busy += 1;
         if self.measured(lead) {
             self.tally.sent += 1;
@@ -1009,7 +1037,7 @@ impl<'a> Generator<'a> {
                     self.down.push_back((now + RECONNECT_DELAY, i));
                 }
             }
-            State::Idle | State::Busy { .. } => self.pump(i, now),
+            State::Idle => self.pump(i, now),
             State::Down => {}
         }
     }
@@ -1047,60 +1075,84 @@ impl<'a> Generator<'a> {
                 Err(_) => return self.fail(i, now, false),
             }
         }
-        if conn.state == State::Idle {
+        if conn.inflight.is_empty() {
             // Bytes or a close on an idle connection: the exchange gave up on it. Not a lost lead.
             if eof || !conn.rbuf.is_empty() {
                 self.fail(i, now, false);
             }
             return;
         }
-        let head = match wire::parse_response(&conn.rbuf) {
-            Ok(Some(h)) => h,
-            Ok(None) => {
-                if eof {
-                    self.fail(i, now, false);
-                }
+        // Every whole answer in the buffer, each for the oldest lead in flight.
+        let mut consumed = 0;
+        loop {
+            let Some(conn) = self.conns.get(i) else {
                 return;
-            }
-            Err(_) => return self.fail(i, now, false),
-        };
-        let body_end = match head.body_len {
-            Some(n) if conn.rbuf.len() >= head.head_len + n => head.head_len + n,
-            Some(_) => {
-                if eof {
-                    self.fail(i, now, false);
+            };
+            if conn.inflight.is_empty() {
+                if consumed < conn.rbuf.len() {
+                    // An answer nobody asked for.
+                    return self.fail(i, now, false);
                 }
-                return;
+                break;
             }
-            None if eof => conn.rbuf.len(),
-            None => return,
-        };
-        let keep = head.keep_alive && !eof && conn.rbuf.len() == body_end;
-        self.finish(i, head.status, head.head_len, body_end, now);
-        if keep {
-            if let Some(conn) = self.conns.get_mut(i) {
-                conn.state = State::Idle;
-                conn.rbuf.clear();
+            let rest = &conn.rbuf[consumed..];
+            let head = match wire::parse_response(rest) {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    if eof {
+                        return self.fail(i, now, false);
+                    }
+                    break;
+                }
+                Err(_) => return self.fail(i, now, false),
+            };
+            let body_end = match head.body_len {
+                Some(n) if rest.len() >= head.head_len + n => head.head_len + n,
+                Some(_) => {
+                    if eof {
+                        return self.fail(i, now, false);
+                    }
+                    break;
+                }
+                None if eof => rest.len(),
+                None => break,
+            };
+            let keep = head.keep_alive && !(eof && rest.len() == body_end);
+            let (start, end) = (consumed + head.head_len, consumed + body_end);
+            self.finish(i, head.status, start, end, now);
+            consumed = end;
+            if !keep {
+                // Leads still in flight on it are lost.
+                return self.fail(i, now, false);
+            }
+        }
+        let pipeline = self.spec.pipeline;
+        if let Some(conn) = self.conns.get_mut(i) {
+            conn.rbuf.drain(..consumed);
+            if eof {
+                return self.fail(i, now, false);
+            }
+            if conn.inflight.len() < pipeline && !conn.queued {
+                conn.queued = true;
                 self.idle.push_back(i);
             }
-        } else {
-            self.drop_conn(i, now);
         }
     }
 
-    /// Count one whole answer.
+    /// Count one whole answer, for the oldest lead in flight on the connection.
     fn finish(&mut self, i: usize, status: u16, body_start: usize, body_end: usize, now: Instant) {
-        let Some(conn) = self.conns.get(i) else {
+        let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
-        let State::Busy {
+        let Some(InFlight {
             lead,
             intended,
             sent,
-        } = conn.state
+        }) = conn.inflight.pop_front()
         else {
             return;
         };
+        let conn = &self.conns[i];
         self.busy = self.busy.saturating_sub(1);
         if !self.measured(lead) {
             return;
@@ -1141,12 +1193,13 @@ impl<'a> Generator<'a> {
         }
     }
 
-    /// The connection broke or misbehaved: a lead on it is lost (an error, or a timeout).
+    /// The connection broke or misbehaved: the leads on it are lost (errors, or timeouts).
     fn fail(&mut self, i: usize, now: Instant, timed_out: bool) {
-        if let Some(conn) = self.conns.get(i) {
-            if let State::Busy { lead, .. } = conn.state {
+        if let Some(conn) = self.conns.get_mut(i) {
+            let lost = std::mem::take(&mut conn.inflight);
+            for f in lost {
                 self.busy = self.busy.saturating_sub(1);
-                if self.measured(lead) {
+                if f.lead >= self.warmup_leads {
                     if timed_out {
                         self.tally.timeouts += 1;
                     } else {
@@ -1165,6 +1218,7 @@ impl<'a> Generator<'a> {
                 let _ = self.poll.registry().deregister(&mut s);
             }
             conn.state = State::Down;
+            conn.inflight.clear();
             conn.rbuf.clear();
             conn.wbuf.clear();
             conn.wpos = 0;
@@ -1175,8 +1229,8 @@ impl<'a> Generator<'a> {
     /// Give up on leads that waited longer than `REQUEST_TIMEOUT`.
     fn expire(&mut self, now: Instant) {
         for i in 0..self.conns.len() {
-            if let State::Busy { sent, .. } = self.conns[i].state {
-                if now.saturating_duration_since(sent) >= REQUEST_TIMEOUT {
+            if let Some(f) = self.conns[i].inflight.front() {
+                if now.saturating_duration_since(f.sent) >= REQUEST_TIMEOUT {
                     self.fail(i, now, true);
                 }
             }
@@ -1195,7 +1249,8 @@ impl<'a> Generator<'a> {
         let in_flight_at_end = self
             .conns
             .iter()
-            .filter(|c| matches!(c.state, State::Busy { lead, .. } if lead >= self.warmup_leads))
+            .flat_map(|c| c.inflight.iter())
+            .filter(|f| f.lead >= self.warmup_leads)
             .count() as u64;
         let secs = self.spec.duration.as_secs_f64();
         LoadReport {

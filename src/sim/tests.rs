@@ -524,6 +524,96 @@ fn load_generator_sends_the_scheduled_leads_and_measures_them() {
     assert_eq!(json["answered"], 200);
 }
 
+/// A seller-API stand-in that answers only once `batch` requests have arrived on a
+/// connection, then answers all of them in order: only a pipelining client gets answers.
+fn batching_server(batch: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let Ok(mut out) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream);
+                let mut n = 0u64;
+                loop {
+                    for _ in 0..batch {
+                        let mut len = 0usize;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => {}
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                len = v.trim().parse().expect("length");
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                    }
+                    let mut resp = Vec::new();
+                    for _ in 0..batch {
+                        n += 1;
+                        let answer = format!(
+                            r#"{{"lead_id":"L{n}","status":"sold","price":2.00,"payout":1.00,"bids":1,"elapsed_ms":{n}}}"#
+                        );
+                        resp.extend_from_slice(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                                answer.len()
+                            )
+                            .as_bytes(),
+                        );
+                    }
+                    if out.write_all(&resp).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn pipelined_leads_share_a_connection_and_each_gets_its_answer() {
+    let addr = batching_server(4);
+    let mut spec = LoadSpec::new(addr, "sk-test", "auto-insurance");
+    spec.rate_per_s = 200;
+    spec.duration = Duration::from_millis(500);
+    spec.warmup = Duration::ZERO;
+    spec.connections = 1;
+    spec.pipeline = 4;
+    let report = load::run(&spec).expect("run");
+    let r = report.to_string();
+    // 100 leads over one connection, answered four at a time: every lead got its own answer.
+    assert_eq!(report.sent, 100, "{r}");
+    assert_eq!(report.answered, 100, "{r}");
+    assert_eq!(report.sold, 100, "{r}");
+    assert_eq!(report.revenue_cents, 20_000, "{r}");
+    let lost = report.errors + report.timeouts + report.unsent + report.in_flight_at_end;
+    assert_eq!(lost, 0, "{r}");
+    assert_eq!(report.reconnects, 0, "{r}");
+    // The answers' elapsed_ms count 1..=100 in order: all were matched, none twice.
+    assert_eq!(report.exchange_elapsed_ms.count, 100, "{r}");
+    assert_eq!(report.exchange_elapsed_ms.max, 100, "{r}");
+
+    spec.pipeline = 0;
+    assert!(load::run(&spec).is_err());
+    spec.pipeline = load::MAX_PIPELINE + 1;
+    assert!(load::run(&spec).is_err());
+}
+
 #[test]
 fn load_generator_counts_other_statuses_and_fails_without_a_target() {
     let (addr, _) = unsold_server();
