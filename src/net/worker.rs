@@ -1085,7 +1085,10 @@ impl Worker {
             if let Some(tls) = c.tls.as_mut() {
                 // Plaintext the session held back while `rbuf` was full.
                 let cap = self.limits.max_head_bytes + self.limits.max_body_bytes + READ_CHUNK;
-                tls_plaintext(tls, &mut c.rbuf, &mut self.read_buf, cap, false);
+                let (_, state) = tls_plaintext(tls, &mut c.rbuf, &mut self.read_buf, cap, false);
+                if state == Some(TlsRead::Closed) {
+                    c.peer_closed = true;
+                }
             }
             self.process_seller(key);
             if let Some(c) = self.sellers.get_mut(key) {
