@@ -1,12 +1,63 @@
-//! TLS to buyers: one rustls client config per exchange (the built-in web roots plus the
-//! operator's `[tls] ca_files`), one rustls connection per buyer connection. rustls is sans-IO
-//! like the rest of the core: the worker moves its bytes.
+//! TLS with rustls, sans-IO like the rest of the core: the worker moves its bytes.
+//!
+//! To buyers: one client config per exchange (the built-in web roots plus the operator's
+//! `[tls] ca_files`), one rustls connection per buyer connection. From sellers, when
+//! `[server.tls]` is set: one server config (the certificate chain and key of `cert_file` and
+//! `key_file`, ALPN `http/1.1`), one rustls connection per seller connection.
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Which file of `[server.tls]` an error is about, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerTlsError {
+    CertFile(String),
+    KeyFile(String),
+}
+
+/// Build the seller listener's server config from a PEM certificate chain (end-entity first)
+/// and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<ServerConfig>, ServerTlsError> {
+    use ServerTlsError::{CertFile, KeyFile};
+    let cert_err = |m: String| CertFile(format!("{}: {}", cert_file.display(), m));
+    let key_err = |m: String| KeyFile(format!("{}: {}", key_file.display(), m));
+    let pem = std::fs::read(cert_file).map_err(|e| cert_err(e.to_string()))?;
+    let mut chain = Vec::new();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        chain.push(cert.map_err(|e| cert_err(format!("not a PEM certificate chain: {}", e)))?);
+    }
+    if chain.is_empty() {
+        return Err(cert_err("no PEM certificate in it".to_string()));
+    }
+    let pem = std::fs::read(key_file).map_err(|e| key_err(e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| key_err(format!("not a PEM private key: {}", e)))?
+        .ok_or_else(|| key_err("no PEM private key in it".to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| cert_err(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(_) => {
+                cert_err(format!("unusable certificate: {}", e))
+            }
+            rustls::Error::InconsistentKeys(_) => key_err(format!(
+                "does not match the certificate of server.tls.cert_file: {}",
+                e
+            )),
+            _ => key_err(format!("unusable private key: {}", e)),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
 
 /// Build the client config: web roots and each PEM file's certificates as trust anchors.
 pub fn client_config(ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, String> {

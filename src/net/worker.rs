@@ -41,6 +41,9 @@ const HOUSEKEEPING: Duration = Duration::from_millis(50);
 const MAX_LEADS_PER_WORKER: usize = 1 << 20;
 /// Buyer connections one worker may hold across all pools.
 const MAX_BUYER_CONNS_PER_WORKER: usize = 1 << 16;
+/// Bound on what a seller TLS session buffers for sending (answers encrypted and not yet on the
+/// socket); rustls bounds what it has received and not yet handed over at 16 KiB of its own.
+const SELLER_TLS_BUFFER: usize = 32 * 1024;
 
 fn seller_token(index: usize) -> Token {
     Token(2 + index * 2)
@@ -76,6 +79,15 @@ struct SellerConn {
     /// Registered for writability: only while an answer is waiting for socket space, so that
     /// the ACK of every answer does not wake the loop.
     write_interest: bool,
+    /// The TLS session when the listener serves `[server.tls]`; `None` on plain HTTP.
+    tls: Option<Box<rustls::ServerConnection>>,
+}
+
+impl SellerConn {
+    /// Every answer byte has left for the socket (for TLS: through the session, too).
+    fn all_sent(&self) -> bool {
+        self.wpos >= self.wbuf.len() && self.tls.as_ref().is_none_or(|t| !t.wants_write())
+    }
 }
 
 /// Which seller API a lead came through.
@@ -144,6 +156,8 @@ pub struct Worker {
     rng: std::cell::Cell<u64>,
     read_buf: Vec<u8>,
     limits: Limits,
+    /// The seller listener's TLS config (`[server.tls]`), shared by all workers.
+    seller_tls: Option<Arc<rustls::ServerConfig>>,
     now: Instant,
     next_housekeeping: Instant,
 }
@@ -249,6 +263,7 @@ impl Worker {
             ),
             read_buf: vec![0u8; READ_CHUNK],
             limits: Limits::with_max_body_bytes(snap.server.max_body_bytes),
+            seller_tls: snap.seller_tls.clone(),
             now,
             next_housekeeping: now,
         })
@@ -329,6 +344,19 @@ impl Worker {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    let tls = match &self.seller_tls {
+                        Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                            Ok(mut session) => {
+                                session.set_buffer_limit(Some(SELLER_TLS_BUFFER));
+                                Some(Box::new(session))
+                            }
+                            Err(_) => continue,
+                        },
+                        None => None,
+                    };
+                    // The handshake runs under the head timeout: a client that stalls in it is
+                    // closed like one that stalls in a request head.
+                    let request_started = tls.as_ref().map(|_| self.now);
                     let conn = SellerConn {
                         stream,
                         // Reads go through the worker's buffer; this one grows to what a
@@ -343,9 +371,10 @@ impl Worker {
                         no_more_requests: false,
                         close_after_flush: false,
                         peer_closed: false,
-                        request_started: None,
+                        request_started,
                         last_active: self.now,
                         write_interest: false,
+                        tls,
                     };
                     let Some(key) = self.sellers.insert(conn) else {
                         continue;
@@ -388,6 +417,9 @@ impl Worker {
         let Some(c) = self.sellers.get_mut(key) else {
             return;
         };
+        if c.tls.is_some() {
+            return self.read_seller_tls(key);
+        }
         if c.no_more_requests {
             // Still read to notice a close, but discard: nothing more will be answered.
             loop {
@@ -432,6 +464,53 @@ impl Worker {
                         break;
                     }
                 }
+            }
+        }
+        self.process_seller(key);
+        self.finish_seller_io(key);
+    }
+
+    /// `read_seller` for a TLS connection: records from the socket through the session, its
+    /// plaintext into `rbuf`; then the same request handling as plain HTTP.
+    fn read_seller_tls(&mut self, key: Key) {
+        let now = self.now;
+        let cap = self.limits.max_head_bytes + self.limits.max_body_bytes + READ_CHUNK;
+        let Some(c) = self.sellers.get_mut(key) else {
+            return;
+        };
+        let Some(tls) = c.tls.as_mut() else {
+            return;
+        };
+        let handshaking = tls.is_handshaking();
+        let discard = c.no_more_requests;
+        let (got, state) = tls_read(
+            tls,
+            &mut c.stream,
+            &mut c.rbuf,
+            &mut self.read_buf,
+            cap,
+            discard,
+        );
+        if state == TlsRead::Broken {
+            // Not TLS (plain HTTP, garbage) or a TLS error: send the session's alert if it has
+            // one and close this connection only.
+            let _ = tls.write_tls(&mut c.stream);
+            c.tls = None;
+            self.close_seller(key);
+            return;
+        }
+        if state == TlsRead::Closed {
+            c.peer_closed = true;
+        }
+        if handshaking && !tls.is_handshaking() {
+            // From here the connection is a keep-alive HTTP connection with no request yet.
+            c.request_started = None;
+            c.last_active = now;
+        }
+        if got > 0 && !discard {
+            c.last_active = now;
+            if c.request_started.is_none() {
+                c.request_started = Some(now);
             }
         }
         self.process_seller(key);
@@ -974,7 +1053,7 @@ impl Worker {
         let Some(c) = self.sellers.get_mut(key) else {
             return;
         };
-        let all_written = c.wpos >= c.wbuf.len();
+        let all_written = c.all_sent();
         let done = (c.close_after_flush && all_written)
             || (c.peer_closed && c.pending.is_empty() && all_written);
         if done {
@@ -1005,6 +1084,14 @@ impl Worker {
         }
         if resumed && !c.rbuf.is_empty() && !c.no_more_requests {
             // Room freed in the pipeline: parse requests that were waiting in the buffer.
+            if let Some(tls) = c.tls.as_mut() {
+                // Plaintext the session held back while `rbuf` was full.
+                let cap = self.limits.max_head_bytes + self.limits.max_body_bytes + READ_CHUNK;
+                let (_, state) = tls_plaintext(tls, &mut c.rbuf, &mut self.read_buf, cap, false);
+                if state == Some(TlsRead::Closed) {
+                    c.peer_closed = true;
+                }
+            }
             self.process_seller(key);
             if let Some(c) = self.sellers.get_mut(key) {
                 if matches!(c.pending.front(), Some(Reply::Ready { .. })) {
@@ -1020,7 +1107,11 @@ impl Worker {
         };
         let registry = self.poll.registry();
         let token = seller_token(key.index);
-        match flush(&mut c.stream, &c.wbuf, &mut c.wpos) {
+        let flushed = match c.tls.as_mut() {
+            None => flush(&mut c.stream, &c.wbuf, &mut c.wpos),
+            Some(tls) => tls_flush(tls, &mut c.stream, &c.wbuf, &mut c.wpos),
+        };
+        match flushed {
             Flush::Blocked => {
                 return want_write(registry, &mut c.stream, token, &mut c.write_interest, true)
             }
@@ -1043,6 +1134,17 @@ impl Worker {
 
     fn close_seller(&mut self, key: Key) {
         if let Some(mut c) = self.sellers.remove(key) {
+            if let Some(tls) = c.tls.as_mut() {
+                // Say goodbye properly when the socket takes it; never wait for it.
+                tls.send_close_notify();
+                while tls.wants_write() {
+                    match tls.write_tls(&mut c.stream) {
+                        Ok(n) if n > 0 => continue,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        _ => break,
+                    }
+                }
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
     }
@@ -2248,6 +2350,124 @@ fn want_write(
         Interest::READABLE
     };
     let _ = registry.reregister(stream, token, interest);
+}
+
+/// What a round of reads on a seller TLS session found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsRead {
+    /// The connection is open (and the socket drained, or `rbuf` full).
+    Open,
+    /// The seller ended the session (close_notify, or the transport ended).
+    Closed,
+    /// Not TLS, or a TLS error: the connection must go.
+    Broken,
+}
+
+/// Move decrypted bytes out of the session into `rbuf` (dropped when `discard`) while `rbuf`
+/// has room. Returns the bytes moved and, when the session has no more to give, how it stands.
+fn tls_plaintext(
+    tls: &mut rustls::ServerConnection,
+    rbuf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    cap: usize,
+    discard: bool,
+) -> (usize, Option<TlsRead>) {
+    let mut got = 0;
+    loop {
+        if !discard && rbuf.len() >= cap {
+            // Back-pressure: the rest waits in the session and the socket.
+            return (got, Some(TlsRead::Open));
+        }
+        match tls.reader().read(scratch) {
+            // close_notify: the seller ended the session cleanly.
+            Ok(0) => return (got, Some(TlsRead::Closed)),
+            Ok(n) => {
+                got += n;
+                if !discard {
+                    rbuf.extend_from_slice(&scratch[..n]);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (got, None),
+            // The transport ended without close_notify.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return (got, Some(TlsRead::Closed))
+            }
+            Err(_) => return (got, Some(TlsRead::Broken)),
+        }
+    }
+}
+
+/// Read TLS records from the socket until it is drained, `rbuf` is full, or the session ends;
+/// the plaintext goes into `rbuf`. The session's plaintext is always emptied before more
+/// records are read, so rustls never holds more than one read's worth.
+fn tls_read(
+    tls: &mut rustls::ServerConnection,
+    stream: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    cap: usize,
+    discard: bool,
+) -> (usize, TlsRead) {
+    let mut got = 0;
+    loop {
+        let (n, state) = tls_plaintext(tls, rbuf, scratch, cap, discard);
+        got += n;
+        if let Some(state) = state {
+            return (got, state);
+        }
+        match tls.read_tls(stream) {
+            // End of stream: the next round of plaintext says how the session ended.
+            Ok(0) => {
+                let (n, state) = tls_plaintext(tls, rbuf, scratch, cap, discard);
+                return (got + n, state.unwrap_or(TlsRead::Closed));
+            }
+            Ok(_) => {
+                if tls.process_new_packets().is_err() {
+                    return (got, TlsRead::Broken);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (got, TlsRead::Open),
+            Err(_) => return (got, TlsRead::Broken),
+        }
+    }
+}
+
+/// Write `buf[*pos..]` through the session to the socket: plaintext in (as much as the bounded
+/// session takes), records out, until everything is on the socket, the socket is full, or it
+/// fails. Also sends what the session has of its own (handshake records, alerts).
+fn tls_flush(
+    tls: &mut rustls::ServerConnection,
+    stream: &mut TcpStream,
+    buf: &[u8],
+    pos: &mut usize,
+) -> Flush {
+    use std::io::Write;
+    loop {
+        while *pos < buf.len() {
+            match tls.writer().write(&buf[*pos..]) {
+                Ok(0) => break,
+                Ok(n) => *pos += n,
+                Err(_) => return Flush::Failed,
+            }
+        }
+        if !tls.wants_write() {
+            if *pos < buf.len() {
+                // Only during a handshake: the session takes no more until the peer speaks.
+                return Flush::Blocked;
+            }
+            return Flush::Done;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Flush::Failed,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(_) => return Flush::Failed,
+            }
+        }
+    }
 }
 
 /// The name to verify for an https endpoint.
