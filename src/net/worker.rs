@@ -1064,7 +1064,7 @@ impl Worker {
             .iter()
             .filter_map(|(b, cents, bid_id)| {
                 let id = &h.snap.buyers.get(*b)?.id;
-                Some((snap.buyer_by_id(id)?, *cents, bid_id.clone()))
+                Some((snap.buyer_by_id(id)?, *cents, *bid_id))
             })
             .collect();
         Ok((campaign, h.test, bids, h.fields.clone()))
