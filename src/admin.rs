@@ -131,7 +131,8 @@ fn error(status: u16, code: &str, message: &str) -> (u16, &'static str, Vec<u8>)
 }
 
 fn authorized(head: &RequestHead, shared: &Shared) -> bool {
-    let Some(token) = shared.runtime.snap.admin_token.as_deref() else {
+    let rt = shared.runtime();
+    let Some(token) = rt.snap.admin_token.as_deref() else {
         // No token configured: the operator API is closed but for /healthz.
         return false;
     };
@@ -194,11 +195,7 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
             }
             (200, "application/json", b"{\"status\":\"reset\"}".to_vec())
         }
-        (Method::Post, "/v1/admin/reload") => error(
-            501,
-            "not_implemented",
-            "reload is not supported yet: restart the exchange to apply a new config",
-        ),
+        (Method::Post, "/v1/admin/reload") => reload(shared),
         (Method::Post, p) if p.starts_with("/v1/admin/buyers/") => {
             let rest = &p["/v1/admin/buyers/".len()..];
             let Some((id, action)) = rest.rsplit_once('/') else {
@@ -208,15 +205,18 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
                     "use /v1/admin/buyers/{id}/pause or /resume",
                 );
             };
-            let Some(b) = shared.runtime.snap.buyer_by_id(id) else {
+            let rt = shared.runtime();
+            let Some(b) = rt.snap.buyer_by_id(id) else {
                 return error(404, "unknown_buyer", "no such buyer");
             };
+            // The pause flag is shared with the cap tables of earlier generations, so leads
+            // still running under an earlier config see it too.
             match action {
-                "pause" => shared.caps.pause(b),
-                "resume" => shared.caps.resume(b),
+                "pause" => rt.caps.pause(b),
+                "resume" => rt.caps.resume(b),
                 _ => return error(404, "not_found", "use /pause or /resume"),
             }
-            let body = json!({"buyer": id, "paused": shared.caps.is_paused(b)});
+            let body = json!({"buyer": id, "paused": rt.caps.is_paused(b)});
             (
                 200,
                 "application/json",
@@ -225,6 +225,66 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
         }
         _ => error(404, "not_found", "no such operator endpoint"),
     }
+}
+
+/// `POST /v1/admin/reload`: 200 with what changed; 422 for a file the loader refuses (its
+/// errors, each naming key and line); 409 for a change to a setting fixed while running.
+/// Either way the config in force is untouched by a refused reload.
+fn reload(shared: &Shared) -> (u16, &'static str, Vec<u8>) {
+    use crate::net::ReloadError;
+    let (status, body) = match crate::net::reload(shared) {
+        Ok(report) => {
+            let mut v = serde_json::to_value(&report).unwrap_or(Value::Null);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("status".into(), json!("reloaded"));
+            }
+            (200, v)
+        }
+        Err(e) => {
+            let message = e.to_string();
+            match &e {
+                ReloadError::NoFile => (
+                    409,
+                    json!({"error": {"code": "no_config_file", "message": message}}),
+                ),
+                ReloadError::Config(crate::config::ConfigError::Io { .. }) => (
+                    422,
+                    json!({"error": {"code": "config_unreadable", "message": message}}),
+                ),
+                ReloadError::Config(crate::config::ConfigError::Parse(i)) => (
+                    422,
+                    json!({"error": {"code": "invalid_config", "message": message, "field": i.key},
+                           "issues": [issue_json(i)]}),
+                ),
+                ReloadError::Config(crate::config::ConfigError::Invalid(issues)) => {
+                    let mut err = json!({"code": "invalid_config", "message": message});
+                    if let Some(first) = issues.first() {
+                        err["field"] = json!(first.key);
+                    }
+                    let list: Vec<Value> = issues.iter().map(issue_json).collect();
+                    (422, json!({"error": err, "issues": list}))
+                }
+                ReloadError::RestartRequired(keys) => {
+                    let names: Vec<&str> = keys.iter().map(|k| k.key).collect();
+                    (
+                        409,
+                        json!({"error": {"code": "restart_required", "message": message,
+                                         "field": names.first().copied().unwrap_or("")},
+                               "restart_required": keys}),
+                    )
+                }
+            }
+        }
+    };
+    (
+        status,
+        "application/json",
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+fn issue_json(i: &crate::config::Issue) -> Value {
+    json!({"key": i.key, "line": i.line, "message": i.message})
 }
 
 fn merged(shared: &Shared) -> WorkerStats {
@@ -246,7 +306,8 @@ fn pct_json(p: &Percentiles) -> Value {
 /// `GET /v1/stats`: per campaign and per buyer counters, money in dollars, latency percentiles.
 pub fn stats_json(shared: &Shared, started: Instant) -> Value {
     let s = merged(shared);
-    let snap = &shared.runtime.snap;
+    let rt = shared.runtime();
+    let snap = &rt.snap;
     let now = Utc::now();
     let mut campaigns = Map::new();
     for (id, c) in &s.campaigns {
@@ -263,8 +324,8 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
     for (i, b) in snap.buyers.iter().enumerate() {
         let default = Default::default();
         let c = s.buyers.get(&b.id).unwrap_or(&default);
-        let rt = Percentiles::of(&c.response_us);
-        let left = shared.caps.remaining(i, now);
+        let response = Percentiles::of(&c.response_us);
+        let left = rt.caps.remaining(i, now);
         buyers.insert(
             b.id.clone(),
             json!({
@@ -273,7 +334,7 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
                 "post_rejects": c.post_rejects,
                 "average_bid": dollars(if c.bids > 0 { c.bid_sum_cents / c.bids as i64 } else { 0 }),
                 "spent": dollars(c.spent_cents),
-                "response_us": pct_json(&rt),
+                "response_us": pct_json(&response),
                 "paused": left.paused,
                 "caps_left": {
                     "hourly": left.hourly, "daily": left.daily, "weekly": left.weekly,
@@ -344,7 +405,8 @@ fn histogram_text(out: &mut String, name: &str, labels: &str, h: &hdrhistogram::
 /// `GET /metrics`: Prometheus text exposition.
 pub fn metrics_text(shared: &Shared) -> String {
     let s = merged(shared);
-    let snap = &shared.runtime.snap;
+    let rt = shared.runtime();
+    let snap = &rt.snap;
     let now = Utc::now();
     let mut out = String::with_capacity(8192);
     out.push_str("# HELP gavel_leads_total Leads by campaign and outcome.\n# TYPE gavel_leads_total counter\n");
@@ -424,7 +486,7 @@ pub fn metrics_text(shared: &Shared) -> String {
     );
     out.push_str("# HELP gavel_cap_remaining Leads (or dollars for daily_budget) left in each buyer's cap windows.\n# TYPE gavel_cap_remaining gauge\n");
     for (i, b) in snap.buyers.iter().enumerate() {
-        let left = shared.caps.remaining(i, now);
+        let left = rt.caps.remaining(i, now);
         for (w, v) in [
             ("hourly", left.hourly),
             ("daily", left.daily),

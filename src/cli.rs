@@ -111,6 +111,9 @@ fn serve(path: &std::path::Path) -> i32 {
     for w in config::warnings(&snap) {
         eprintln!("gavel: warning: {}", w);
     }
+    // SIGHUP reloads the config. Blocked here, before any other thread starts (threads inherit
+    // the mask), and taken by `sigwait` on a thread of its own: no code runs in a signal handler.
+    let hup = block_sighup();
     let handle = match crate::net::start(snap.clone()) {
         Ok(h) => h,
         Err(e) => {
@@ -132,6 +135,58 @@ fn serve(path: &std::path::Path) -> i32 {
     if let Some(a) = handle.admin_addr() {
         eprintln!("gavel: operator API on {}", a);
     }
+    if let Some(set) = hup {
+        let shared = handle.shared().clone();
+        let spawned = std::thread::Builder::new()
+            .name("gavel-sighup".into())
+            .spawn(move || reload_on_sighup(set, &shared));
+        if spawned.is_err() {
+            eprintln!(
+                "gavel: warning: cannot start the SIGHUP thread: reload with POST /v1/admin/reload"
+            );
+        }
+    }
     handle.join();
     0
+}
+
+/// Block SIGHUP in the calling thread (and so in every thread it starts); the set to wait on.
+fn block_sighup() -> Option<libc::sigset_t> {
+    // SAFETY: plain libc calls on a zeroed, then initialised, signal set owned by this frame.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        if libc::sigemptyset(&mut set) != 0 || libc::sigaddset(&mut set, libc::SIGHUP) != 0 {
+            return None;
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return None;
+        }
+        Some(set)
+    }
+}
+
+/// Reload the config on every SIGHUP, reporting the outcome on stderr.
+fn reload_on_sighup(set: libc::sigset_t, shared: &crate::net::Shared) {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised signal set; `sig` is a valid out pointer.
+        let r = unsafe { libc::sigwait(&set, &mut sig) };
+        if r != 0 {
+            return;
+        }
+        if sig != libc::SIGHUP {
+            continue;
+        }
+        match crate::net::reload(shared) {
+            Ok(report) => eprintln!(
+                "gavel: SIGHUP: config reloaded, generation {}",
+                report.generation
+            ),
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    eprintln!("gavel: SIGHUP: reload refused: {}", line);
+                }
+            }
+        }
+    }
 }

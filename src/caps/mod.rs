@@ -22,6 +22,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Largest cap a window can hold: counts share an `AtomicU64` with a 32-bit window id.
 pub const MAX_CAP_COUNT: u64 = COUNT_MASK;
@@ -190,20 +191,47 @@ impl Reservation {
     }
 }
 
-/// One buyer's runtime state, on its own cache line so that workers selling to different buyers
-/// do not contend.
+/// One buyer's counts and pause state, on its own cache line so that workers selling to different
+/// buyers do not contend. Shared (by `Arc`) between the tables of successive config snapshots
+/// while the buyer keeps its id and time zone, so that leads still running under an older
+/// snapshot count into the same windows as new ones.
 #[repr(align(64))]
+#[derive(Default)]
+struct State {
+    counters: [AtomicU64; WINDOWS],
+    paused: AtomicBool,
+}
+
+/// One buyer of one snapshot: its limits and zone, and its (possibly shared) state.
 struct Entry {
     tz: Tz,
     limits: [Option<u64>; WINDOWS],
-    counters: [AtomicU64; WINDOWS],
-    paused: AtomicBool,
+    state: Arc<State>,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
 }
 
 /// Caps, spend and pause state of every buyer of one config snapshot. `Send + Sync`: share it as
 /// an `Arc` between workers. Buyers are named by their index in the config.
 pub struct CapTable {
     entries: Box<[Entry]>,
+}
+
+/// How a buyer's state came into a table built by [`CapTable::carried_over`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carried {
+    /// Same id and zone: the counts and pause state are the old table's own (shared).
+    Shared,
+    /// Same id, another zone: pause state copied, counts start at zero (window ids of another
+    /// zone mean other hours); rebuild them from the journal.
+    ZoneChanged,
+    /// A buyer the old table did not have: zero counts, not paused; rebuild from the journal.
+    Added,
 }
 
 fn pack(id: u32, count: u64) -> u64 {
@@ -245,11 +273,58 @@ impl CapTable {
             .map(|(limits, tz)| Entry {
                 tz: *tz,
                 limits: limits.as_array(),
-                counters: Default::default(),
-                paused: AtomicBool::new(false),
+                state: Arc::default(),
             })
             .collect();
         CapTable { entries }
+    }
+
+    /// The table of a reloaded config: one entry per buyer with its new limits and zone.
+    /// `old_index[i]` is buyer i's index in `old` (same id), if it had one. A buyer that kept
+    /// its zone shares its counters and pause state with the old table, so leads still running
+    /// under the old snapshot and new leads count into the same windows, and new limits apply
+    /// to the carried counts at once. Buyers of `old` that are not named are dropped with it.
+    pub fn carried_over(
+        buyers: &[(CapLimits, Tz)],
+        old: &CapTable,
+        old_index: &[Option<usize>],
+    ) -> (CapTable, Vec<Carried>) {
+        let mut how = Vec::with_capacity(buyers.len());
+        let entries = buyers
+            .iter()
+            .take(MAX_BUYERS)
+            .enumerate()
+            .map(|(i, (limits, tz))| {
+                let prev = old_index
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .and_then(|o| old.entries.get(o));
+                let state = match prev {
+                    Some(o) if o.tz == *tz => {
+                        how.push(Carried::Shared);
+                        o.state.clone()
+                    }
+                    Some(o) => {
+                        how.push(Carried::ZoneChanged);
+                        let s = State::default();
+                        s.paused
+                            .store(o.paused.load(Ordering::Acquire), Ordering::Release);
+                        Arc::new(s)
+                    }
+                    None => {
+                        how.push(Carried::Added);
+                        Arc::default()
+                    }
+                };
+                Entry {
+                    tz: *tz,
+                    limits: limits.as_array(),
+                    state,
+                }
+            })
+            .collect();
+        (CapTable { entries }, how)
     }
 
     /// Number of buyers in the table.
@@ -455,23 +530,6 @@ impl CapTable {
         self.entries
             .get(buyer)
             .is_some_and(|e| e.paused.load(Ordering::Acquire))
-    }
-
-    /// Carry one buyer's counts and pause state over from the table of the previous config
-    /// snapshot, so that a reload neither resets caps nor unpauses anyone. Counters are copied
-    /// only when both entries use the same zone (otherwise window ids mean different hours);
-    /// call it before the new table is shared with workers.
-    pub fn inherit(&self, buyer: usize, old: &CapTable, old_buyer: usize) {
-        let (Some(e), Some(o)) = (self.entries.get(buyer), old.entries.get(old_buyer)) else {
-            return;
-        };
-        e.paused
-            .store(o.paused.load(Ordering::Acquire), Ordering::Release);
-        if e.tz == o.tz {
-            for w in 0..WINDOWS {
-                e.counters[w].store(o.counters[w].load(Ordering::Acquire), Ordering::Release);
-            }
-        }
     }
 }
 

@@ -419,26 +419,64 @@ fn caps_from_config() {
 }
 
 #[test]
-fn inherit_carries_counts_and_pause_across_a_reload() {
-    let limits = CapLimits {
-        daily: Some(5),
+fn carried_over_keys_state_by_id_and_applies_new_limits() {
+    let daily = |n| CapLimits {
+        daily: Some(n),
         ..CapLimits::UNCAPPED
     };
-    let old = CapTable::new(&[(limits, Tz::UTC), (limits, Tz::UTC)]);
     let now = utc("2026-06-03T12:00:00Z");
-    assert!(old.reserve(1, now, 100).is_some());
-    old.pause(1);
-    // The reloaded config dropped buyer 0 and lowered buyer 1's cap.
-    let new = CapTable::new(&[(
-        CapLimits {
-            daily: Some(3),
-            ..CapLimits::UNCAPPED
-        },
-        Tz::UTC,
-    )]);
-    new.inherit(0, &old, 1);
-    assert!(new.is_paused(0));
-    assert_eq!(new.remaining(0, now).daily, Some(2));
+    // Old config: buyers a (index 0) and b (index 1), both capped at 5 a day.
+    let old = CapTable::new(&[(daily(5), Tz::UTC), (daily(5), Tz::UTC)]);
+    for _ in 0..5 {
+        assert!(old.reserve(1, now, 100).is_some());
+    }
+    assert!(old.reserve(0, now, 100).is_some());
+    old.pause(0);
+    // New config: b first (same cap, still full), then a (cap lowered), then a new buyer c.
+    let (same, how) = CapTable::carried_over(
+        &[
+            (daily(5), Tz::UTC),
+            (daily(1), Tz::UTC),
+            (daily(5), Tz::UTC),
+        ],
+        &old,
+        &[Some(1), Some(0), None],
+    );
+    assert_eq!(how, vec![Carried::Shared, Carried::Shared, Carried::Added]);
+    assert!(!same.has_room(0, now), "b stays at its cap");
+    assert_eq!(same.remaining(0, now).daily, Some(0));
+    assert!(same.is_paused(1), "a stays paused");
+    assert_eq!(
+        same.remaining(1, now).daily,
+        Some(0),
+        "a's lowered cap applies to its count"
+    );
+    assert_eq!(same.remaining(2, now).daily, Some(5), "c starts empty");
+    assert!(!same.is_paused(2));
+    // Raising b's cap gives it room at once, on the carried count.
+    let (raised, _) = CapTable::carried_over(&[(daily(8), Tz::UTC)], &old, &[Some(1)]);
+    assert_eq!(raised.remaining(0, now).daily, Some(3));
+    // The tables share the counters: a sale through the old table (a lead still running under
+    // the old config) counts in the new one, and a release gives the room back to both.
+    let r = raised
+        .reserve(0, now, 100)
+        .expect("room under the raised cap");
+    assert_eq!(old.remaining(1, now).daily, Some(0));
+    raised.release(r);
+    assert_eq!(raised.remaining(0, now).daily, Some(3));
+    // Pausing through the new table pauses the buyer for leads of the old one too.
+    raised.pause(0);
+    assert!(old.is_paused(1));
+    // Another zone: window ids mean other hours, so counts start over; pause is kept.
+    let (moved, how) = CapTable::carried_over(&[(daily(5), CHICAGO)], &old, &[Some(0)]);
+    assert_eq!(how, vec![Carried::ZoneChanged]);
+    assert!(moved.is_paused(0));
+    moved.resume(0);
+    assert!(
+        old.is_paused(0),
+        "a zone change does not share the pause flag"
+    );
+    assert_eq!(moved.remaining(0, now).daily, Some(5));
 }
 
 /// Many threads reserving and releasing against the same caps: no interleaving may ever count

@@ -140,6 +140,20 @@ impl DedupeIndex {
         }
     }
 
+    /// Raise the bound to about `max_entries` keys (a reload that turns dedupe on); never
+    /// lowers it. The memory grows with use from here, not at once.
+    pub fn ensure_capacity(&self, max_entries: usize) {
+        let max_entries = max_entries.min(MAX_DEDUPE_ENTRIES);
+        let cap = max_entries.div_ceil(DEDUPE_SHARDS).max(1);
+        for shard in self.shards.iter() {
+            let mut s = shard.lock();
+            if cap > s.cap {
+                s.cap = cap;
+                s.order_cap = cap + cap / 4 + 1;
+            }
+        }
+    }
+
     fn shard_of(&self, key: u64) -> usize {
         // The top bits: the map inside the shard uses the same mix, mostly its low bits.
         (self.mix.mix(key) >> (64 - DEDUPE_SHARDS.trailing_zeros())) as usize

@@ -4,10 +4,12 @@
 //! A snapshot is shared read-only by every worker (`Arc<Snapshot>`); a reload builds a new one
 //! and in-flight leads keep the one they started with.
 
+mod diff;
 mod locate;
 pub mod types;
 mod url;
 
+pub use self::diff::{diff, restart_required, Changes, ConfigDiff, RestartKey};
 pub use self::url::{Endpoint, Scheme};
 use crate::caps::CapLimits;
 use crate::eligibility::{BuyerRules, CampaignRules, Matcher};
@@ -276,6 +278,8 @@ pub struct Snapshot {
     seller_by_key: HashMap<String, usize>,
     campaign_by_id: HashMap<String, usize>,
     buyer_by_id: HashMap<String, usize>,
+    /// The file as written, for telling what a reload changes.
+    raw: Arc<RawConfig>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -841,6 +845,7 @@ impl Validator<'_> {
             seller_by_key,
             campaign_by_id,
             buyer_by_id,
+            raw: Arc::new(raw.clone()),
         }
     }
 

@@ -159,3 +159,76 @@ fn endpoints_parse() {
     assert!(Endpoint::parse("http://:80/").is_err());
     assert!(Endpoint::parse("http://a:b/").is_err());
 }
+
+fn load_ok(text: &str) -> Snapshot {
+    match parse(text) {
+        Ok(s) => s,
+        Err(e) => panic!("config must load: {}", e),
+    }
+}
+
+#[test]
+fn diff_names_what_was_added_removed_and_changed_by_id() {
+    let old = load_ok(CONTRACT);
+    assert_eq!(
+        diff(&old, &old),
+        ConfigDiff {
+            sellers: Changes {
+                unchanged: 2,
+                ..Changes::default()
+            },
+            campaigns: Changes {
+                unchanged: 2,
+                ..Changes::default()
+            },
+            buyers: Changes {
+                unchanged: 5,
+                ..Changes::default()
+            },
+            settings: vec![],
+        }
+    );
+    // sun-power removed, a new buyer added, blue-ins's cap changed, solar's reserve changed,
+    // and the buyers reordered (ids, not positions, decide).
+    let sun = CONTRACT.find("[[buyers]]\nid = \"sun-power\"").unwrap();
+    let legacy = CONTRACT.find("[[buyers]]\nid = \"legacy-ins\"").unwrap();
+    let mut text = String::new();
+    text.push_str(&CONTRACT[..sun]);
+    text.push_str(&CONTRACT[legacy..]);
+    let text = text
+        .replace("daily = 200", "daily = 250")
+        .replace("reserve_price = 10.00", "reserve_price = 12.00")
+        .replace("max_in_flight = 10000", "max_in_flight = 5000")
+        + "\n[[buyers]]\nid = \"new-ins\"\ncampaigns = [\"auto-insurance\"]\nping_url = \"http://127.0.0.1:9200/ping\"\npost_url = \"http://127.0.0.1:9200/post\"\n";
+    let new = load_ok(&text);
+    let d = diff(&old, &new);
+    assert_eq!(d.buyers.added, vec!["new-ins"]);
+    assert_eq!(d.buyers.removed, vec!["sun-power"]);
+    assert_eq!(d.buyers.changed, vec!["blue-ins"]);
+    assert_eq!(d.buyers.unchanged, 3);
+    assert_eq!(d.campaigns.changed, vec!["solar"]);
+    assert!(d.sellers.is_empty());
+    assert_eq!(d.settings, vec!["server.max_in_flight"]);
+    assert!(restart_required(&old, &new).is_empty());
+}
+
+#[test]
+fn restart_only_settings_are_named() {
+    let old = load_ok(CONTRACT);
+    let text = CONTRACT
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:8081\"")
+        .replace("dir = \"data/journal\"", "dir = \"data/journal2\"")
+        .replace("reserve_price = 10.00", "reserve_price = 12.00");
+    let new = load_ok(&text);
+    let keys: Vec<&str> = restart_required(&old, &new).iter().map(|k| k.key).collect();
+    assert_eq!(keys, vec!["server.listen", "journal.dir"]);
+    let k = &restart_required(&old, &new)[0];
+    assert_eq!(
+        (k.running.as_str(), k.file.as_str()),
+        ("127.0.0.1:8080", "127.0.0.1:8081")
+    );
+    let a = load_ok(&CONTRACT.replace("workers = 0", "workers = 3"));
+    let b = load_ok(&CONTRACT.replace("workers = 0", "workers = 4"));
+    let keys: Vec<&str> = restart_required(&a, &b).iter().map(|k| k.key).collect();
+    assert_eq!(keys, vec!["server.workers"]);
+}

@@ -127,6 +127,11 @@ pub struct Pool {
     pub opened: u64,
     /// The server name to verify, for an https endpoint.
     pub tls_host: Option<String>,
+    /// The trust roots of the config the pool was made under, for its https connections.
+    pub tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// No buyer of the config in force uses it: it serves the leads still running under an
+    /// earlier config, then its connections close.
+    pub retired: bool,
 }
 
 impl Pool {
@@ -148,6 +153,8 @@ impl Pool {
             backoff: MIN_BACKOFF,
             opened: 0,
             tls_host: None,
+            tls_config: None,
+            retired: false,
         }
     }
 

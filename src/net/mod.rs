@@ -6,11 +6,13 @@
 //! is accepted, auctioned and answered on one thread and never crosses to another.
 
 mod buyer;
+mod reload;
 mod slab;
 mod timer;
 pub mod tls;
 mod worker;
 
+pub use self::reload::{reload, ReloadError, ReloadReport};
 use crate::caps::CapTable;
 use crate::compliance::DedupeIndex;
 use crate::config::{Scheme, Snapshot};
@@ -30,9 +32,15 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 
 /// What every worker shares: read-mostly config, lock-free counters, per-worker stats.
 pub struct Shared {
-    pub runtime: Arc<Runtime>,
-    /// Cap and budget counters of every buyer, shared lock-free by all workers.
-    pub caps: Arc<CapTable>,
+    /// The config in force. Workers do not lock it per lead: each compares `generation` with
+    /// its own once per loop turn and takes the new runtime only when it moved.
+    runtime: Mutex<Arc<Runtime>>,
+    /// The generation of `runtime`, published after it.
+    generation: AtomicU64,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+    /// The workers' wakers, so that a reload reaches idle workers at once.
+    wakers: Mutex<Vec<Arc<mio::Waker>>>,
     /// The book of record; every worker appends to it without a lock.
     pub journal: Arc<Journal>,
     /// Seller-side ping-post: bids held from `/v1/ping` for `/v1/post`, by ping id. Touched
@@ -46,11 +54,36 @@ pub struct Shared {
     pub stats: Vec<Arc<Mutex<WorkerStats>>>,
 }
 
+impl Shared {
+    /// The config in force now (with its caps, resolved addresses and rate windows).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.lock().clone()
+    }
+
+    /// The generation of the config in force: 1 at start, one more per successful reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Make `rt` the config in force and wake every worker to take it.
+    fn publish(&self, rt: Arc<Runtime>) {
+        let generation = rt.generation;
+        *self.runtime.lock() = rt;
+        self.generation.store(generation, Ordering::Release);
+        for w in self.wakers.lock().iter() {
+            let _ = w.wake();
+        }
+    }
+}
+
 /// Pings whose bids are held at once; beyond it a ping is answered 503.
 pub const MAX_HELD_PINGS: usize = 100_000;
 
 /// The bids of a seller's `/v1/ping`, held until its `/v1/post` or until they expire.
 pub struct HeldPing {
+    /// The snapshot the ping ran under: `seller`, `campaign` and the bids' buyers are its
+    /// indexes (a post after a reload maps them onto the new snapshot by id).
+    pub snap: Arc<Snapshot>,
     pub seller: usize,
     pub campaign: usize,
     pub test: bool,
@@ -63,10 +96,15 @@ pub struct HeldPing {
     pub posted: bool,
 }
 
-/// A config snapshot with what the engine derives from it at start: buyers' resolved addresses
-/// and the sellers' rate windows.
+/// A config snapshot with what the engine derives from it: buyers' resolved addresses, their
+/// caps, the sellers' rate windows. A lead keeps the runtime it started under to its answer.
 pub struct Runtime {
+    /// 1 at start, one more per reload.
+    pub generation: u64,
     pub snap: Arc<Snapshot>,
+    /// Cap and budget counters and pause state of the snapshot's buyers, lock-free. Tables of
+    /// successive reloads share each kept buyer's counters.
+    pub caps: CapTable,
     /// Per buyer: the resolved ping and post addresses (`None`: no URL, unresolvable, or TLS).
     pub ping_addrs: Vec<Option<SocketAddr>>,
     pub post_addrs: Vec<Option<SocketAddr>>,
@@ -79,7 +117,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The first runtime of a process: fresh caps (paused as configured).
     pub fn new(snap: Arc<Snapshot>) -> Runtime {
+        let caps = caps_for(&snap);
+        Runtime::with_caps(snap, caps, 1)
+    }
+
+    fn with_caps(snap: Arc<Snapshot>, caps: CapTable, generation: u64) -> Runtime {
         let resolve = |e: &Option<crate::config::Endpoint>| -> Option<SocketAddr> {
             let e = e.as_ref()?;
             (e.host.as_str(), e.port).to_socket_addrs().ok()?.next()
@@ -95,6 +139,8 @@ impl Runtime {
             None
         };
         Runtime {
+            generation,
+            caps,
             ping_addrs: snap.buyers.iter().map(|b| resolve(&b.ping)).collect(),
             post_addrs: snap.buyers.iter().map(|b| resolve(&b.post)).collect(),
             rate: snap.sellers.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -229,14 +275,14 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     for _ in 1..workers {
         listeners.push(bind_reuseport(local_addr)?);
     }
-    let caps = Arc::new(caps_for(&snap));
+    let caps = caps_for(&snap);
     let dedupe = Arc::new(DedupeIndex::new(dedupe_entries(&snap)));
     let (journal, recovery) = open_journal(&snap)?;
     let mut pnl = Stats::default();
     let replayed = rebuild(&snap, &journal, &caps, &dedupe, &mut pnl)?;
     start_with(
-        snap,
-        (caps, dedupe),
+        Runtime::with_caps(snap, caps, 1),
+        dedupe,
         Arc::new(journal),
         (recovery, replayed, pnl),
         listeners,
@@ -393,18 +439,19 @@ pub fn caps_for(snap: &Snapshot) -> CapTable {
 }
 
 fn start_with(
-    snap: Arc<Snapshot>,
-    (caps, dedupe): (Arc<CapTable>, Arc<DedupeIndex>),
+    runtime: Runtime,
+    dedupe: Arc<DedupeIndex>,
     journal: Arc<Journal>,
     (recovery, replayed, pnl): (RecoveryReport, u64, Stats),
     listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
     workers: usize,
 ) -> io::Result<ServerHandle> {
-    let runtime = Arc::new(Runtime::new(snap));
     let shared = Arc::new(Shared {
-        runtime,
-        caps,
+        generation: AtomicU64::new(runtime.generation),
+        runtime: Mutex::new(Arc::new(runtime)),
+        reloading: Mutex::new(()),
+        wakers: Mutex::new(Vec::new()),
         journal,
         held: Mutex::new(HashMap::new()),
         dedupe,
@@ -424,11 +471,12 @@ fn start_with(
             .spawn(move || w.run())?;
         threads.push(t);
     }
+    *shared.wakers.lock() = wakers.clone();
     // The P&L rebuilt from the journal starts the first worker's counters.
     if let Some(first) = shared.stats.first() {
         first.lock().merge(&pnl);
     }
-    let admin_addr = match shared.runtime.snap.server.admin_listen {
+    let admin_addr = match shared.runtime().snap.server.admin_listen {
         Some(addr) => {
             Some(crate::admin::start(addr, shared.clone(), std::time::Instant::now())?.local_addr)
         }

@@ -26,6 +26,11 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Change the bound (a reload); values already held beyond a lowered bound stay.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
     pub fn is_full(&self) -> bool {
         self.len >= self.capacity
     }

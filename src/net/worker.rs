@@ -17,7 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -106,7 +106,9 @@ struct Lead {
     flow: Flow,
     seller: usize,
     campaign: usize,
-    snap: Arc<Snapshot>,
+    /// The config generation the lead started under: it finishes under it, whatever reloads
+    /// happen meanwhile (its buyers, prices, caps and pools).
+    gen: Arc<Gen>,
     req: LeadRequest,
     ping_body: Vec<u8>,
     auction: Auction,
@@ -139,14 +141,12 @@ pub struct Worker {
     timer: TimerFd,
     listener: TcpListener,
     shared: Arc<Shared>,
-    rt: Arc<Runtime>,
+    /// The config generation new leads start under.
+    gen: Arc<Gen>,
     stats: Arc<Mutex<WorkerStats>>,
     sellers: Slab<SellerConn>,
     conns: Slab<BuyerConn>,
     pools: Vec<Pool>,
-    /// Per buyer: index of its ping pool and post pool in `pools` (equal when same origin).
-    ping_pool: Vec<Option<usize>>,
-    post_pool: Vec<Option<usize>>,
     leads: Slab<Lead>,
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     /// Leads with new input whose actions must be run.
@@ -160,6 +160,109 @@ pub struct Worker {
     seller_tls: Option<Arc<rustls::ServerConfig>>,
     now: Instant,
     next_housekeeping: Instant,
+}
+
+/// One config generation as this worker runs it: the runtime, and which of the worker's pools
+/// serve each of its buyers.
+pub struct Gen {
+    rt: Arc<Runtime>,
+    /// Per buyer: index of its ping pool and post pool in `pools` (equal when same origin).
+    ping_pool: Vec<Option<usize>>,
+    post_pool: Vec<Option<usize>>,
+}
+
+/// What makes a pool's connections fit for a buyer: the buyer, the endpoint's origin and the
+/// address it resolved to.
+fn origin_key(buyer: &str, e: &Endpoint, addr: Option<std::net::SocketAddr>) -> String {
+    format!(
+        "{} {:?}://{}:{} {:?}",
+        buyer, e.scheme, e.host, e.port, addr
+    )
+}
+
+/// Build the pool map of `rt` over `pools`: a buyer that keeps its id and an endpoint's
+/// origin and address keeps that pool (and its open connections, limits updated); other
+/// endpoints get new pools. Returns the map and the pools of `old` no longer used.
+fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Gen, Vec<usize>) {
+    let snap = &rt.snap;
+    let mut reusable: HashMap<String, usize> = HashMap::new();
+    let mut before: Vec<usize> = Vec::new();
+    if let Some(old) = old {
+        // New trust roots: TLS sessions made under the old ones are not kept.
+        let same_tls = old.rt.snap.tls_ca_files == snap.tls_ca_files;
+        for (i, b) in old.rt.snap.buyers.iter().enumerate() {
+            for (e, p, addr) in [
+                (&b.ping, old.ping_pool[i], old.rt.ping_addrs[i]),
+                (&b.post, old.post_pool[i], old.rt.post_addrs[i]),
+            ] {
+                if let (Some(e), Some(p)) = (e, p) {
+                    before.push(p);
+                    if same_tls || e.scheme != Scheme::Https {
+                        reusable.insert(origin_key(&b.id, e, addr), p);
+                    }
+                }
+            }
+        }
+    }
+    let mut used = HashSet::new();
+    let mut take = |pools: &mut Vec<Pool>,
+                    id: &str,
+                    e: &Endpoint,
+                    addr: Option<std::net::SocketAddr>,
+                    b: &crate::config::Buyer,
+                    min_idle: usize| {
+        let fresh = || Pool {
+            tls_host: tls_host(&Some(e.clone())),
+            tls_config: rt.tls.clone(),
+            ..Pool::new(addr, b.max_connections, min_idle, b.idle_timeout)
+        };
+        let p = match reusable.get(&origin_key(id, e, addr)) {
+            Some(&p) => {
+                let pool = &mut pools[p];
+                pool.max_connections = b.max_connections;
+                pool.min_idle = min_idle;
+                pool.idle_timeout = b.idle_timeout;
+                p
+            }
+            None => {
+                pools.push(fresh());
+                pools.len() - 1
+            }
+        };
+        used.insert(p);
+        p
+    };
+    let mut ping_pool = Vec::with_capacity(snap.buyers.len());
+    let mut post_pool = Vec::with_capacity(snap.buyers.len());
+    for (i, b) in snap.buyers.iter().enumerate() {
+        let pp = b
+            .ping
+            .as_ref()
+            .map(|e| take(pools, &b.id, e, rt.ping_addrs[i], b, b.min_idle));
+        let same = matches!((&b.ping, &b.post), (Some(a), Some(c)) if a.same_origin(c));
+        let po = match (same, pp) {
+            (true, Some(p)) => Some(p),
+            _ => b.post.as_ref().map(|e| {
+                let min_idle = if b.ping.is_some() {
+                    1.min(b.min_idle)
+                } else {
+                    b.min_idle
+                };
+                take(pools, &b.id, e, rt.post_addrs[i], b, min_idle)
+            }),
+        };
+        ping_pool.push(pp);
+        post_pool.push(po);
+    }
+    let mut retired: Vec<usize> = before.into_iter().filter(|p| !used.contains(p)).collect();
+    retired.sort_unstable();
+    retired.dedup();
+    let gen = Gen {
+        rt: rt.clone(),
+        ping_pool,
+        post_pool,
+    };
+    (gen, retired)
 }
 
 /// Wall-clock microseconds for journal records (cap windows are calendar time).
@@ -195,48 +298,10 @@ impl Worker {
         let mut listener = listener;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let rt = shared.runtime.clone();
+        let rt = shared.runtime();
         let snap = rt.snap.clone();
         let mut pools = Vec::new();
-        let mut ping_pool = Vec::new();
-        let mut post_pool = Vec::new();
-        for (i, b) in snap.buyers.iter().enumerate() {
-            let pp = b.ping.as_ref().map(|_| {
-                pools.push(Pool {
-                    tls_host: tls_host(&b.ping),
-                    ..Pool::new(
-                        rt.ping_addrs[i],
-                        b.max_connections,
-                        b.min_idle,
-                        b.idle_timeout,
-                    )
-                });
-                pools.len() - 1
-            });
-            let same = matches!((&b.ping, &b.post), (Some(a), Some(c)) if a.same_origin(c));
-            let po = match (same, pp) {
-                (true, Some(p)) => Some(p),
-                _ => b.post.as_ref().map(|_| {
-                    let min_idle = if b.ping.is_some() {
-                        1.min(b.min_idle)
-                    } else {
-                        b.min_idle
-                    };
-                    pools.push(Pool {
-                        tls_host: tls_host(&b.post),
-                        ..Pool::new(
-                            rt.post_addrs[i],
-                            b.max_connections,
-                            min_idle,
-                            b.idle_timeout,
-                        )
-                    });
-                    pools.len() - 1
-                }),
-            };
-            ping_pool.push(pp);
-            post_pool.push(po);
-        }
+        let (gen, _) = map_pools(&mut pools, None, &rt);
         let per_worker_conns = (snap.server.max_connections / snap.server.workers.max(1)).max(16);
         let now = Instant::now();
         Ok(Worker {
@@ -247,12 +312,10 @@ impl Worker {
             listener,
             stats: shared.stats[id].clone(),
             shared,
-            rt,
+            gen: Arc::new(gen),
             sellers: Slab::with_capacity(per_worker_conns),
             conns: Slab::with_capacity(MAX_BUYER_CONNS_PER_WORKER),
             pools,
-            ping_pool,
-            post_pool,
             leads: Slab::with_capacity(MAX_LEADS_PER_WORKER.min(snap.server.max_in_flight + 1)),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
@@ -304,6 +367,10 @@ impl Worker {
                 break;
             }
             self.now = Instant::now();
+            // A reload: one atomic load per loop turn, before any of this turn's requests.
+            if self.shared.generation() != self.gen.rt.generation {
+                self.adopt();
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -330,6 +397,37 @@ impl Worker {
                 self.drive_dirty();
             }
         }
+    }
+
+    /// Take the config now in force for new leads: map its buyers onto pools (kept where a
+    /// buyer's endpoint did not change), retire the pools nobody in the new config uses (their
+    /// idle connections close now, busy ones after the running leads' last request), and apply
+    /// the worker-level limits. Leads in flight keep their own generation.
+    fn adopt(&mut self) {
+        let rt = self.shared.runtime();
+        if rt.generation == self.gen.rt.generation {
+            return;
+        }
+        let (gen, retired) = map_pools(&mut self.pools, Some(&self.gen), &rt);
+        self.gen = Arc::new(gen);
+        for p in retired {
+            let pool = &mut self.pools[p];
+            pool.retired = true;
+            pool.min_idle = 0;
+            let idle = std::mem::take(&mut pool.idle);
+            for ck in idle {
+                if let Some(c) = self.conns.get_mut(ck) {
+                    c.in_idle = false;
+                }
+                self.close_conn(ck);
+            }
+        }
+        let server = &rt.snap.server;
+        self.limits = Limits::with_max_body_bytes(server.max_body_bytes);
+        self.sellers
+            .set_capacity((server.max_connections / server.workers.max(1)).max(16));
+        self.leads
+            .set_capacity(MAX_LEADS_PER_WORKER.min(server.max_in_flight + 1));
     }
 
     // ----- seller side -------------------------------------------------------------------
@@ -643,7 +741,8 @@ impl Worker {
             Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
             _ => return Err(unauthorized("Authorization must be Bearer <api key>")),
         };
-        self.rt
+        self.gen
+            .rt
             .snap
             .seller_by_key(token)
             .ok_or_else(|| unauthorized("unknown api key"))
@@ -655,7 +754,7 @@ impl Worker {
             Ok(s) => s,
             Err(r) => return self.refuse(key, &r, None, &[]),
         };
-        if !self.rt.admit_rate(seller, unix_seconds()) {
+        if !self.gen.rt.admit_rate(seller, unix_seconds()) {
             let r = Refusal {
                 status: 429,
                 code: "rate_limited",
@@ -664,7 +763,8 @@ impl Worker {
             };
             return self.refuse(key, &r, None, &[("Retry-After", "1")]);
         }
-        let snap = self.rt.snap.clone();
+        let gen = self.gen.clone();
+        let snap = &gen.rt.snap;
         // A post completes a held ping: it names the ping, and the ping names the campaign.
         let mut held: Option<(
             String,
@@ -676,7 +776,8 @@ impl Worker {
                 Ok(p) => p,
                 Err(r) => return self.refuse(key, &r, None, &[]),
             };
-            let (campaign, test, bids, fields) = match self.claim_held(&post.ping_id, seller) {
+            let (campaign, test, bids, fields) = match self.claim_held(&post.ping_id, snap, seller)
+            {
                 Ok(h) => h,
                 Err(r) => return self.refuse(key, &r, None, &[]),
             };
@@ -819,7 +920,7 @@ impl Worker {
             Some((_, bids, _)) => Auction::from_held(params, arrival, self.now, bids),
             // Fixed-price distribution: no pings, posts in the method's order at each price.
             None if fixed_price => {
-                let plan = self.fixed_price_plan(&snap, campaign, &req, c.method);
+                let plan = self.fixed_price_plan(&gen.rt, campaign, &req, c.method);
                 Auction::from_held(
                     Params {
                         in_order: true,
@@ -831,7 +932,7 @@ impl Worker {
                 )
             }
             None => {
-                let eligible = self.eligible_buyers(&snap, campaign, &req, |b| b.ping.is_some());
+                let eligible = self.eligible_buyers(&gen.rt, campaign, &req, |b| b.ping.is_some());
                 Auction::new(params, arrival, self.now, &eligible)
             }
         };
@@ -848,7 +949,7 @@ impl Worker {
             flow,
             seller,
             campaign,
-            snap: snap.clone(),
+            gen: gen.clone(),
             req,
             ping_body: Vec::new(),
             auction,
@@ -888,19 +989,19 @@ impl Worker {
     /// all workers, weighted by a draw without replacement in proportion to `weight`.
     fn fixed_price_plan(
         &self,
-        snap: &Snapshot,
+        rt: &Runtime,
         campaign: usize,
         req: &LeadRequest,
         method: Distribution,
     ) -> Vec<HeldBid> {
-        let mut buyers = self.eligible_buyers(snap, campaign, req, |b| {
+        let snap = &rt.snap;
+        let mut buyers = self.eligible_buyers(rt, campaign, req, |b| {
             b.price_cents.is_some() && b.post.is_some()
         });
         buyers.sort_by_key(|&b| (snap.buyers[b].priority, b));
         match method {
             Distribution::RoundRobin if !buyers.is_empty() => {
-                let start =
-                    self.rt.round_robin[campaign].fetch_add(1, Ordering::Relaxed) % buyers.len();
+                let start = rt.round_robin[campaign].fetch_add(1, Ordering::Relaxed) % buyers.len();
                 buyers.rotate_left(start);
             }
             Distribution::Weighted => {
@@ -985,8 +1086,15 @@ impl Worker {
     }
 
     /// Claim a held ping for its post: 404 when unknown (or another seller's), 410 when
-    /// expired, 409 when already posted.
-    fn claim_held(&self, ping_id: &str, seller: usize) -> Result<Claimed, Refusal> {
+    /// expired, 409 when already posted. A ping held under an earlier config is mapped onto
+    /// `snap` by id: its campaign (404 when gone) and its bids (those of buyers still
+    /// configured).
+    fn claim_held(
+        &self,
+        ping_id: &str,
+        snap: &Snapshot,
+        seller: usize,
+    ) -> Result<Claimed, Refusal> {
         let refusal = |status, code: &'static str, message: &str| Refusal {
             status,
             code,
@@ -994,7 +1102,9 @@ impl Worker {
             field: Some("ping_id".into()),
         };
         let mut held = self.shared.held.lock();
-        let Some(h) = held.get_mut(ping_id).filter(|h| h.seller == seller) else {
+        let Some(h) = held.get_mut(ping_id).filter(|h| {
+            h.snap.sellers.get(h.seller).map(|s| &s.id) == snap.sellers.get(seller).map(|s| &s.id)
+        }) else {
             return Err(refusal(404, "unknown_ping", "no such ping"));
         };
         if h.posted {
@@ -1012,8 +1122,33 @@ impl Worker {
                 "the bids held for this ping expired",
             ));
         }
+        if std::ptr::eq(&*h.snap, snap) {
+            h.posted = true;
+            return Ok((h.campaign, h.test, h.bids.clone(), h.fields.clone()));
+        }
+        // Held before a reload.
+        let Some(campaign) = h
+            .snap
+            .campaigns
+            .get(h.campaign)
+            .and_then(|c| snap.campaign_by_id(&c.id))
+        else {
+            return Err(refusal(
+                404,
+                "unknown_ping",
+                "the campaign of this ping is no longer configured",
+            ));
+        };
         h.posted = true;
-        Ok((h.campaign, h.test, h.bids.clone(), h.fields.clone()))
+        let bids = h
+            .bids
+            .iter()
+            .filter_map(|(b, cents, bid_id)| {
+                let id = &h.snap.buyers.get(*b)?.id;
+                Some((snap.buyer_by_id(id)?, *cents, *bid_id))
+            })
+            .collect();
+        Ok((campaign, h.test, bids, h.fields.clone()))
     }
 
     /// Buyers of the campaign that may take this lead: filters, consent vertical, hours, pause
@@ -1021,18 +1156,19 @@ impl Worker {
     /// auction, a fixed price for fixed-price distribution).
     fn eligible_buyers(
         &self,
-        snap: &Snapshot,
+        rt: &Runtime,
         campaign: usize,
         req: &LeadRequest,
         keep: impl Fn(&crate::config::Buyer) -> bool,
     ) -> Vec<usize> {
+        let snap = &rt.snap;
         let mut out = Vec::with_capacity(snap.campaigns[campaign].buyers.len());
         snap.matcher.eligible(
             campaign,
             &req.lead,
             lead::consent_vertical(req),
             Utc::now(),
-            &self.shared.caps,
+            &rt.caps,
             &mut out,
         );
         let disclosed = lead::disclosed_buyers(req);
@@ -1175,7 +1311,7 @@ impl Worker {
         let Some(lead) = self.leads.get_mut(key) else {
             return;
         };
-        let snap = lead.snap.clone();
+        let snap = lead.gen.rt.snap.clone();
         let mut records: Vec<(usize, u8)> = Vec::new();
         if lead.auction.is_closed() && !lead.close_journaled {
             lead.close_journaled = true;
@@ -1322,7 +1458,7 @@ impl Worker {
                 .is_some_and(|o| !o.accepted());
             if unsold {
                 if let Some(r) = lead.reservations[slot].take() {
-                    self.shared.caps.release(r);
+                    lead.gen.rt.caps.release(r);
                 }
             }
         }
@@ -1349,11 +1485,11 @@ impl Worker {
             match action {
                 Action::SendPing { slot, timeout_ms } => {
                     if lead.ping_body.is_empty() {
-                        let c = &lead.snap.campaigns[lead.campaign];
+                        let c = &lead.gen.rt.snap.campaigns[lead.campaign];
                         lead::write_ping(&mut lead.ping_body, &lead.id, c, &lead.req, timeout_ms);
                     }
                     let buyer = lead.auction.buyer(slot);
-                    let buyer_id = &lead.snap.buyers[buyer].id;
+                    let buyer_id = &lead.gen.rt.snap.buyers[buyer].id;
                     append(
                         &self.shared,
                         &self.stats,
@@ -1375,7 +1511,7 @@ impl Worker {
                     let buyer = lead.auction.buyer(slot);
                     // The cap is taken before the post goes out, so no interleaving of workers
                     // can sell past it; it is given back if the post does not end in a sale.
-                    match self.shared.caps.reserve(buyer, Utc::now(), price_cents) {
+                    match lead.gen.rt.caps.reserve(buyer, Utc::now(), price_cents) {
                         Some(r) => lead.reservations[slot] = Some(r),
                         None => {
                             let now = self.now;
@@ -1389,7 +1525,7 @@ impl Worker {
                             continue;
                         }
                     }
-                    let buyer_id = &lead.snap.buyers[buyer].id;
+                    let buyer_id = &lead.gen.rt.snap.buyers[buyer].id;
                     append(
                         &self.shared,
                         &self.stats,
@@ -1468,7 +1604,7 @@ impl Worker {
         } else if lead.close_from_plan && lead.flow == Flow::Direct {
             outcome.bids = 0; // fixed-price distribution takes no bids
         }
-        let snap = &lead.snap;
+        let snap = &lead.gen.rt.snap;
         let campaign = &snap.campaigns[lead.campaign];
         let sold = outcome.status == Status::Sold;
         // The sum of the per-sale payouts journaled with each Sale, so the book adds up.
@@ -1622,7 +1758,7 @@ impl Worker {
         let Some(lead) = self.leads.get(key) else {
             return false;
         };
-        let c = &lead.snap.campaigns[lead.campaign];
+        let c = &lead.gen.rt.snap.campaigns[lead.campaign];
         let Some(method) = c.fallback else {
             return false;
         };
@@ -1632,8 +1768,9 @@ impl Worker {
         {
             return false;
         }
-        let snap = lead.snap.clone();
-        let plan = self.fixed_price_plan(&snap, lead.campaign, &lead.req, method);
+        let rt = lead.gen.rt.clone();
+        let snap = rt.snap.clone();
+        let plan = self.fixed_price_plan(&rt, lead.campaign, &lead.req, method);
         let Some(lead) = self.leads.get_mut(key) else {
             return false;
         };
@@ -1685,7 +1822,7 @@ impl Worker {
     /// Hold a ping's bids for its post. The offer is what the seller would earn from the top
     /// `max_sales` bids; `None` when nobody bid (nothing is held).
     fn hold_bids(&self, lead: &Lead) -> Result<Option<i64>, Refusal> {
-        let snap = &lead.snap;
+        let snap = &lead.gen.rt.snap;
         let campaign = &snap.campaigns[lead.campaign];
         let bids = lead.auction.ranked_bids();
         if bids.is_empty() {
@@ -1728,6 +1865,7 @@ impl Worker {
         held.insert(
             lead.id.clone(),
             super::HeldPing {
+                snap: snap.clone(),
                 seller: lead.seller,
                 campaign: lead.campaign,
                 test: lead.req.test,
@@ -1746,8 +1884,8 @@ impl Worker {
         let lead = self.leads.get(job.lead)?;
         let buyer = lead.auction.buyer(job.slot);
         match job.kind {
-            JobKind::Ping => self.ping_pool.get(buyer).copied().flatten(),
-            JobKind::Post => self.post_pool.get(buyer).copied().flatten(),
+            JobKind::Ping => lead.gen.ping_pool.get(buyer).copied().flatten(),
+            JobKind::Post => lead.gen.post_pool.get(buyer).copied().flatten(),
         }
     }
 
@@ -1820,9 +1958,8 @@ impl Worker {
         let tls = match &self.pools[p].tls_host {
             None => None,
             Some(host) => {
-                let session = self
-                    .rt
-                    .tls
+                let session = self.pools[p]
+                    .tls_config
                     .as_ref()
                     .and_then(|cfg| super::tls::connect(cfg, host).ok());
                 match session {
@@ -1862,7 +1999,7 @@ impl Worker {
             return self.release_conn(ck);
         };
         let buyer = lead.auction.buyer(job.slot);
-        let b = &lead.snap.buyers[buyer];
+        let b = &lead.gen.rt.snap.buyers[buyer];
         let mut content_type = "application/json";
         let (endpoint, body): (_, &[u8]) = match (job.kind, &b.codec) {
             // A buyer with its own API: its request is built from its templates.
@@ -1873,7 +2010,7 @@ impl Worker {
                     ping_id: &lead.id,
                     bid_id: lead.auction.bid_id(job.slot),
                     price_cents: (kind == JobKind::Post).then_some(price),
-                    campaign: &lead.snap.campaigns[lead.campaign].id,
+                    campaign: &lead.gen.rt.snap.campaigns[lead.campaign].id,
                     lead: &lead.req.lead,
                     consent: lead.req.consent.as_ref(),
                 };
@@ -1896,7 +2033,7 @@ impl Worker {
                     None => lead_price(&lead.auction, job.slot),
                     Some(_) => 0,
                 };
-                let c = &lead.snap.campaigns[lead.campaign];
+                let c = &lead.gen.rt.snap.campaigns[lead.campaign];
                 lead::write_post(
                     &mut self.scratch,
                     &lead.id,
@@ -2073,7 +2210,9 @@ impl Worker {
             if let Some(lead) = self.leads.get_mut(job.lead) {
                 if lead.slot_conn[job.slot] == Some(ck) {
                     lead.slot_conn[job.slot] = None;
-                    let codec = lead.snap.buyers[lead.auction.buyer(job.slot)].codec.clone();
+                    let codec = lead.gen.rt.snap.buyers[lead.auction.buyer(job.slot)]
+                        .codec
+                        .clone();
                     match (job.kind, codec) {
                         (JobKind::Ping, None) => lead.auction.on_ping_result(
                             job.slot,
@@ -2120,6 +2259,10 @@ impl Worker {
             if self.job_still_wanted(&job) {
                 return self.attach(ck, job);
             }
+        }
+        if self.pools[p].retired {
+            // The buyer left the config (or moved): its last leads are done with it.
+            return self.close_conn(ck);
         }
         if let Some(c) = self.conns.get_mut(ck) {
             c.in_idle = true;
@@ -2245,8 +2388,8 @@ impl Worker {
         let now = Instant::now();
         self.now = now;
         self.next_housekeeping = now + HOUSEKEEPING;
-        let head_timeout = self.rt.snap.server.head_timeout;
-        let idle_timeout = self.rt.snap.server.idle_timeout;
+        let head_timeout = self.gen.rt.snap.server.head_timeout;
+        let idle_timeout = self.gen.rt.snap.server.idle_timeout;
         for key in self.sellers.keys() {
             let Some(c) = self.sellers.get(key) else {
                 continue;

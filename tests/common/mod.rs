@@ -118,6 +118,20 @@ impl Exchange {
         }
     }
 
+    /// Start from a config file, as `gavel serve --config FILE` does (so it can be reloaded).
+    pub fn start_file(path: &std::path::Path) -> Exchange {
+        let snap = match gavel::config::load(path) {
+            Ok(s) => s,
+            Err(e) => panic!("test config invalid: {}", e),
+        };
+        let handle = gavel::net::start(Arc::new(snap)).expect("start exchange");
+        let addr = handle.local_addr();
+        Exchange {
+            handle: Some(handle),
+            addr,
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
     }

@@ -1,0 +1,195 @@
+//! `POST /v1/admin/reload` (and SIGHUP): re-read the config file the exchange was started with,
+//! validate it with the loader of `gavel check`, and publish a new runtime to every worker.
+//!
+//! What survives, keyed by id: each buyer's cap and budget counts and pause state (shared with
+//! the previous runtime's cap table, so leads still running under the old config count into
+//! the same windows), the sellers' rate windows, the round-robin positions, the dedupe index,
+//! the statistics and the held pings of seller-side ping-post. Leads in flight keep the runtime
+//! they started under to their answer.
+
+use super::{dedupe_entries, Runtime, Shared, CAP_REPLAY_WINDOW_US};
+use crate::caps::{CapTable, Carried};
+use crate::config::{self, ConfigDiff, ConfigError, RestartKey, Snapshot};
+use crate::journal::{self, Record};
+use serde::Serialize;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// The generation now in force (1 was the config the exchange started with).
+    pub generation: u64,
+    /// Sellers, campaigns and buyers added, removed and changed; other settings that changed.
+    #[serde(flatten)]
+    pub diff: ConfigDiff,
+    /// Sales of the last 32 days replayed from the journal into the caps of buyers that had no
+    /// counts to carry (added, or whose time zone changed).
+    pub sales_replayed: u64,
+}
+
+/// Why a reload was refused; the config in force stays.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The exchange was not started from a file.
+    NoFile,
+    /// The file cannot be read or is not a valid config (the same errors as `gavel check`).
+    Config(ConfigError),
+    /// The file changes settings fixed while the exchange runs.
+    RestartRequired(Vec<RestartKey>),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::NoFile => write!(f, "the exchange was not started from a config file"),
+            ReloadError::Config(e) => write!(f, "{}", e),
+            ReloadError::RestartRequired(keys) => {
+                for (n, k) in keys.iter().enumerate() {
+                    if n > 0 {
+                        write!(f, "; ")?;
+                    }
+                    write!(
+                        f,
+                        "{}: {} in the file, {} running",
+                        k.key, k.file, k.running
+                    )?;
+                }
+                write!(
+                    f,
+                    ": {} only on restart; nothing was reloaded",
+                    if keys.len() == 1 {
+                        "this setting changes"
+                    } else {
+                        "these settings change"
+                    }
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// Re-read the config file and, if it is valid and changes nothing fixed, make it the config
+/// of every new lead. One reload runs at a time.
+pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
+    let _one_at_a_time = shared.reloading.lock();
+    let old = shared.runtime();
+    let path = old.snap.path.clone().ok_or(ReloadError::NoFile)?;
+    let mut snap = config::load(&path).map_err(ReloadError::Config)?;
+    snap.path = Some(path);
+    let restart = config::restart_required(&old.snap, &snap);
+    if !restart.is_empty() {
+        return Err(ReloadError::RestartRequired(restart));
+    }
+    let diff = config::diff(&old.snap, &snap);
+    let (rt, rebuild) = Runtime::reloaded(Arc::new(snap), &old);
+    let sales_replayed = if rebuild.iter().any(|&r| r) {
+        replay_caps(shared, &rt, &rebuild)
+    } else {
+        0
+    };
+    shared.dedupe.ensure_capacity(dedupe_entries(&rt.snap));
+    let generation = rt.generation;
+    shared.publish(Arc::new(rt));
+    Ok(ReloadReport {
+        generation,
+        diff,
+        sales_replayed,
+    })
+}
+
+impl Runtime {
+    /// The runtime of a reloaded snapshot, carrying over from `old` by id what must survive.
+    /// Also returns, per buyer, whether its caps must be rebuilt from the journal.
+    pub fn reloaded(snap: Arc<Snapshot>, old: &Runtime) -> (Runtime, Vec<bool>) {
+        let old_buyer: Vec<Option<usize>> = snap
+            .buyers
+            .iter()
+            .map(|b| old.snap.buyer_by_id(&b.id))
+            .collect();
+        let limits: Vec<_> = snap.buyers.iter().map(|b| (b.caps, b.timezone)).collect();
+        let (caps, how) = CapTable::carried_over(&limits, &old.caps, &old_buyer);
+        for (i, b) in snap.buyers.iter().enumerate() {
+            // `paused` in the file: applied when it changed there (or for a new buyer);
+            // otherwise the operator's pause or resume stands.
+            let file_changed = match old_buyer[i] {
+                Some(o) => old.snap.buyers[o].paused != b.paused,
+                None => b.paused,
+            };
+            if file_changed {
+                if b.paused {
+                    caps.pause(i);
+                } else {
+                    caps.resume(i);
+                }
+            }
+        }
+        let rebuild: Vec<bool> = how.iter().map(|h| *h != Carried::Shared).collect();
+        let mut rt = Runtime::with_caps(snap, caps, old.generation + 1);
+        // Rate windows and round-robin places, by id.
+        rt.rate = rt
+            .snap
+            .sellers
+            .iter()
+            .map(|s| {
+                let v = old
+                    .snap
+                    .sellers
+                    .iter()
+                    .position(|o| o.id == s.id)
+                    .and_then(|o| old.rate.get(o))
+                    .map_or(0, |c| c.load(Ordering::Relaxed));
+                AtomicU64::new(v)
+            })
+            .collect();
+        rt.round_robin = rt
+            .snap
+            .campaigns
+            .iter()
+            .map(|c| {
+                let v = old
+                    .snap
+                    .campaign_by_id(&c.id)
+                    .and_then(|o| old.round_robin.get(o))
+                    .map_or(0, |c| c.load(Ordering::Relaxed));
+                AtomicUsize::new(v)
+            })
+            .collect();
+        (rt, rebuild)
+    }
+}
+
+/// Count the journal's sales of the windows still open into the caps of the buyers marked in
+/// `only`, as on start. A read error ends the replay with what was read so far.
+fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
+    let now = chrono::Utc::now();
+    let now_us = now.timestamp_micros().max(0) as u64;
+    let since = now_us.saturating_sub(CAP_REPLAY_WINDOW_US);
+    let Ok(reader) = journal::Reader::open_since(shared.journal.dir(), since) else {
+        return 0;
+    };
+    let mut n = 0;
+    for item in reader {
+        let Ok(e) = item else { break };
+        if e.ts_us < since {
+            continue;
+        }
+        if let Record::Sale {
+            buyer, price_cents, ..
+        } = &e.record
+        {
+            let Some(b) = rt.snap.buyer_by_id(buyer) else {
+                continue;
+            };
+            if only.get(b).copied().unwrap_or(false) {
+                let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
+                rt.caps.replay_sale(b, ts, *price_cents, now);
+                n += 1;
+            }
+        }
+    }
+    n
+}

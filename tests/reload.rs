@@ -1,0 +1,380 @@
+//! `POST /v1/admin/reload` on a running exchange: the next lead follows the new file, leads in
+//! flight finish under the old one, caps and pauses carry over, and a bad file changes nothing.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const TOKEN: &str = "test-operator-token";
+
+fn bidder(name: &str, cents: i64) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+        Kind::Ping => Reply::bid(cents, None),
+        Kind::Post => Reply::accepted(),
+    })
+}
+
+/// The test config with the operator API on, written to a file the exchange starts from.
+struct Running {
+    ex: Exchange,
+    admin: SocketAddr,
+    path: PathBuf,
+}
+
+fn with_admin(toml: &str) -> String {
+    toml.replace(
+        "max_in_flight = 1000",
+        &format!(
+            "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"{TOKEN}\""
+        ),
+    )
+}
+
+fn start(toml: &str) -> Running {
+    let path = temp_dir("reload").join("gavel.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let ex = Exchange::start_file(&path);
+    let admin = ex
+        .handle
+        .as_ref()
+        .and_then(|h| h.admin_addr())
+        .expect("admin listener");
+    Running { ex, admin, path }
+}
+
+fn operator(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
+    let mut c = Client::connect(addr);
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    c.send_raw(req.as_bytes());
+    c.read_response().expect("an answer")
+}
+
+impl Running {
+    /// Write `toml` over the config file and ask for a reload.
+    fn reload_with(&self, toml: &str) -> Response {
+        std::fs::write(&self.path, toml).expect("write config");
+        operator(self.admin, "POST", "/v1/admin/reload", Some(TOKEN))
+    }
+
+    fn stats(&self) -> Value {
+        operator(self.admin, "GET", "/v1/stats", Some(TOKEN)).json()
+    }
+}
+
+fn text(r: &Response) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The config without its last `[[buyers]]` table.
+fn without_last_buyer(toml: &str) -> String {
+    let at = toml.rfind("[[buyers]]").expect("a buyer");
+    toml[..at].to_string()
+}
+
+#[test]
+fn an_added_buyer_and_a_new_reserve_apply_to_the_next_lead() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000), bidder("blue", 5000)]).unwrap();
+    let full = with_admin(&config(&fleet, "", |_| String::new()));
+    let run = start(&without_last_buyer(&full));
+    let mut c = run.ex.client();
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "acme", "{v}");
+    assert_eq!(fleet.pings(1), 0);
+
+    let r = run.reload_with(&full);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let v = r.json();
+    assert_eq!(v["status"], "reloaded");
+    assert_eq!(v["generation"], 2);
+    assert_eq!(v["buyers"]["added"], serde_json::json!(["blue"]));
+    assert_eq!(v["buyers"]["removed"], serde_json::json!([]));
+    assert_eq!(v["buyers"]["unchanged"], 1);
+    assert_eq!(v["campaigns"]["unchanged"], 2);
+
+    // The same keep-alive connection: the next lead reaches the new buyer.
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "blue", "{v}");
+    assert_eq!(fleet.pings(1), 1);
+
+    // A reserve above every bid: the next lead is unsold for it.
+    let r = run.reload_with(&full.replace("reserve_price = 5.00", "reserve_price = 60.00"));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        r.json()["campaigns"]["changed"],
+        serde_json::json!(["auto"])
+    );
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["status"], "unsold", "{v}");
+    assert_eq!(v["reason"], "below_reserve", "{v}");
+    // Stats are kept by id across reloads.
+    let s = run.stats();
+    assert_eq!(s["campaigns"]["auto"]["leads"], 3, "{s}");
+    assert_eq!(s["buyers"]["acme"]["pings"], 3, "{s}");
+}
+
+#[test]
+fn a_lead_in_flight_finishes_under_the_config_it_started_with() {
+    // "slow" bids $50 after 600 ms; "fast" bids $70 at once but only exists in the new config.
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+            Kind::Ping => Reply::bid(5000, None).after_ms(600),
+            Kind::Post => Reply::accepted(),
+        }),
+        bidder("fast", 7000),
+    ])
+    .unwrap();
+    let full = with_admin(&config(&fleet, "", |_| String::new()))
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 2000");
+    let old = without_last_buyer(&full);
+    let run = start(&old);
+    // The new config: "slow" removed, "fast" added, a reserve above slow's bid, a lower payout.
+    let slow_at = full.find("[[buyers]]").unwrap();
+    let fast_at = full.rfind("[[buyers]]").unwrap();
+    let new = format!("{}{}", &full[..slow_at], &full[fast_at..])
+        .replace("reserve_price = 5.00", "reserve_price = 60.00")
+        .replace("payout_share = 0.80", "payout_share = 0.50");
+
+    let addr = run.ex.addr;
+    let in_flight = std::thread::spawn(move || Client::connect(addr).lead(LEAD).json());
+    // The lead is waiting on slow's bid when the reload happens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fleet.pings(0) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(fleet.pings(0), 1);
+    let r = run.reload_with(&new);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let v = r.json();
+    assert_eq!(v["buyers"]["removed"], serde_json::json!(["slow"]));
+    assert_eq!(v["buyers"]["added"], serde_json::json!(["fast"]));
+
+    // A new lead meanwhile follows the new config.
+    let mut c = run.ex.client();
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "fast", "{v}");
+    assert_eq!(v["payout"], 35.0, "{v}");
+
+    // The old lead: posted to the removed buyer, at its bid under the old reserve, old payout.
+    let v = in_flight.join().unwrap();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "slow", "{v}");
+    assert_eq!(v["price"], 50.0, "{v}");
+    assert_eq!(v["payout"], 40.0, "{v}");
+    assert_eq!(fleet.posts(0), 1);
+    assert_eq!(fleet.pings(0), 1, "the removed buyer is not pinged again");
+
+    // And from now on only the new config.
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "fast", "{v}");
+    assert_eq!(fleet.pings(0), 1);
+    // The removed buyer's connections are closed once its last lead is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fleet.open_connections(0) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fleet.open_connections(0), 0);
+}
+
+#[test]
+fn caps_and_pauses_carry_over_and_a_raised_cap_gives_room() {
+    let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 1000)]).unwrap();
+    let cap = |n: u32| {
+        with_admin(&config(&fleet, "", |i| {
+            if i == 0 {
+                format!("[buyers.caps]\ndaily = {n}")
+            } else {
+                String::new()
+            }
+        }))
+    };
+    let base = cap(2);
+    let run = start(&base);
+    let mut c = run.ex.client();
+    let winners = |c: &mut Client, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                c.lead(LEAD).json()["sales"][0]["buyer"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(winners(&mut c, 3), ["capped", "capped", "other"]);
+
+    // Same cap, another change: still at the cap.
+    let same = base.replace("reserve_price = 5.00", "reserve_price = 6.00");
+    let r = run.reload_with(&same);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["buyers"]["unchanged"], 2);
+    assert_eq!(winners(&mut c, 1), ["other"]);
+    assert_eq!(run.stats()["buyers"]["capped"]["caps_left"]["daily"], 0);
+
+    // Raised by one: exactly one more lead.
+    let raised = same.replace("daily = 2", "daily = 3");
+    let r = run.reload_with(&raised);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["buyers"]["changed"], serde_json::json!(["capped"]));
+    assert_eq!(winners(&mut c, 2), ["capped", "other"]);
+
+    // A buyer paused by the operator stays paused across a reload.
+    let r = operator(
+        run.admin,
+        "POST",
+        "/v1/admin/buyers/other/pause",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = run.reload_with(&raised.replace("daily = 3", "daily = 10"));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(run.stats()["buyers"]["other"]["paused"], true);
+    let pings = fleet.pings(1);
+    assert_eq!(winners(&mut c, 1), ["capped"]);
+    assert_eq!(fleet.pings(1), pings, "a paused buyer is not pinged");
+    assert_eq!(run.stats()["buyers"]["capped"]["caps_left"]["daily"], 6);
+}
+
+#[test]
+fn an_invalid_file_is_refused_with_key_and_line_and_the_old_config_stays() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();
+    let good = with_admin(&config(&fleet, "", |_| String::new()));
+    let run = start(&good);
+    let mut c = run.ex.client();
+    assert_eq!(c.lead(LEAD).json()["status"], "sold");
+
+    let bad = good.replace("reserve_price = 5.00", "reserve_price = -3.0\n");
+    let line = bad
+        .lines()
+        .position(|l| l.starts_with("reserve_price = -3.0"))
+        .unwrap()
+        + 1;
+    let r = run.reload_with(&bad);
+    assert_eq!(r.status, 422, "{}", text(&r));
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "invalid_config", "{v}");
+    assert_eq!(v["error"]["field"], "campaigns[0].reserve_price", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(&format!("line {line}: campaigns[0].reserve_price")),
+        "{message}"
+    );
+    assert_eq!(v["issues"][0]["line"], line);
+
+    // Not TOML of the expected shape: an unknown key, named with its line.
+    let r = run.reload_with(&good.replace("reserve_price = 5.00", "reserve_prise = 5.00"));
+    assert_eq!(r.status, 422, "{}", text(&r));
+    assert!(text(&r).contains("reserve_prise"), "{}", text(&r));
+
+    // Leads still flow under the old config.
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "acme");
+    assert_eq!(run.stats()["campaigns"]["auto"]["sold"], 2);
+    // And the good file reloads.
+    let r = run.reload_with(&good);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["generation"], 2);
+}
+
+#[test]
+fn a_restart_only_setting_refuses_the_whole_reload() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();
+    let good = with_admin(&config(&fleet, "", |_| String::new()));
+    let run = start(&good);
+    let mut c = run.ex.client();
+    let changed = good
+        .replace("workers = 1", "workers = 2")
+        .replace("reserve_price = 5.00", "reserve_price = 60.00");
+    let r = run.reload_with(&changed);
+    assert_eq!(r.status, 409, "{}", text(&r));
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "restart_required", "{v}");
+    assert_eq!(v["error"]["field"], "server.workers", "{v}");
+    assert_eq!(v["restart_required"][0]["key"], "server.workers", "{v}");
+    assert_eq!(v["restart_required"][0]["running"], "1", "{v}");
+    assert_eq!(v["restart_required"][0]["file"], "2", "{v}");
+    // Nothing of that file applies, not even the reserve.
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(run.stats()["workers"], 1);
+}
+
+#[test]
+fn reload_needs_the_operator_token_and_can_change_it() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();
+    let good = with_admin(&config(&fleet, "", |_| String::new()));
+    let run = start(&good);
+    std::fs::write(
+        &run.path,
+        good.replace("reserve_price = 5.00", "reserve_price = 60.00"),
+    )
+    .unwrap();
+    for token in [None, Some("wrong-token-123")] {
+        let r = operator(run.admin, "POST", "/v1/admin/reload", token);
+        assert_eq!(r.status, 401, "{}", text(&r));
+    }
+    let mut c = run.ex.client();
+    assert_eq!(c.lead(LEAD).json()["status"], "sold", "not reloaded");
+
+    // A new token takes effect with the reload that brings it.
+    let rotated = good.replace(TOKEN, "rotated-operator-token");
+    let r = run.reload_with(&rotated);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["settings"], serde_json::json!(["admin.token"]));
+    assert_eq!(
+        operator(run.admin, "GET", "/v1/stats", Some(TOKEN)).status,
+        401
+    );
+    assert_eq!(
+        operator(
+            run.admin,
+            "GET",
+            "/v1/stats",
+            Some("rotated-operator-token")
+        )
+        .status,
+        200
+    );
+}
+
+#[test]
+fn a_ping_held_before_a_reload_is_posted_after_it() {
+    const PING: &str = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let fleet = Fleet::start(vec![bidder("gone", 9000), bidder("kept", 5000)]).unwrap();
+    let full = with_admin(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let run = start(&full);
+    let mut c = run.ex.client();
+    let r = c.post("/v1/ping", Some(KEY), PING.as_bytes());
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let ping_id = r.json()["ping_id"].as_str().unwrap().to_string();
+
+    // "gone" (the top bid) is removed, and "kept" moves to the first place in the file.
+    let gone_at = full.find("[[buyers]]").unwrap();
+    let kept_at = full.rfind("[[buyers]]").unwrap();
+    let new = format!("{}{}", &full[..gone_at], &full[kept_at..]);
+    let r = run.reload_with(&new);
+    assert_eq!(r.status, 200, "{}", text(&r));
+
+    let lead: Value = serde_json::from_str(LEAD).unwrap();
+    let body = serde_json::to_vec(
+        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
+    )
+    .unwrap();
+    let r = c.post("/v1/post", Some(KEY), &body);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let v = r.json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "kept", "{v}");
+    assert_eq!(v["price"], 50.0, "{v}");
+    assert_eq!(fleet.posts(0), 0, "the removed buyer's held bid is dropped");
+}
