@@ -33,6 +33,9 @@ enum Command {
     /// Read the journal: export, show one lead, follow, verify.
     #[command(subcommand)]
     Journal(crate::journal::cli::JournalCmd),
+    /// Send test pings to a buyer endpoint and report protocol conformance and response-time
+    /// percentiles (for onboarding buyers). Exit 0 conformant, 1 not (or unreachable).
+    BuyerCheck(crate::buyer_check::BuyerCheckArgs),
 }
 
 /// Run the command line; returns the process exit code.
@@ -64,10 +67,11 @@ pub fn main() -> i32 {
         Command::Check { config } => check(&config),
         Command::Demo(args) => crate::demo::run(&args),
         Command::Journal(cmd) => crate::journal::cli::run(cmd),
+        Command::BuyerCheck(args) => crate::buyer_check::run(&args),
     }
 }
 
-fn load(path: &std::path::Path) -> Result<config::Snapshot, i32> {
+pub(crate) fn load(path: &std::path::Path) -> Result<config::Snapshot, i32> {
     match config::load(path) {
         Ok(s) => Ok(s),
         Err(config::ConfigError::Io { path, error }) => {

@@ -11,6 +11,10 @@ mod timer;
 pub mod tls;
 mod worker;
 
+/// The bounds on a buyer connection, shared with `gavel buyer-check` so that it holds buyers
+/// to the same limits as the exchange.
+pub use buyer::{BUYER_READ_CHUNK, CONNECT_TIMEOUT, MAX_BUYER_ANSWER_BYTES};
+
 use crate::caps::CapTable;
 use crate::compliance::DedupeIndex;
 use crate::config::{Scheme, Snapshot};
