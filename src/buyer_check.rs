@@ -975,7 +975,11 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
                 } else {
                     Verdict::Skip
                 },
-                detail: format!("{} well-formed HTTP answers, status 200 or 204", whole),
+                detail: if whole > 0 {
+                    format!("{} well-formed HTTP answers, status 200 or 204", whole)
+                } else {
+                    "no whole answer to judge".to_string()
+                },
             }
         });
         checks.push(if !parse_fail.is_empty() {
@@ -1062,11 +1066,14 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
                     first_examples(&keep_fail)
                 ),
             }
-        } else if sent < 2 {
+        } else if reused == 0 {
             Check {
                 name: "keep_alive",
                 verdict: Verdict::Skip,
-                detail: "one ping: nothing to reuse".into(),
+                detail: format!(
+                    "no connection carried a second ping ({} connections for {} pings)",
+                    connections, sent
+                ),
             }
         } else {
             Check {
@@ -1242,3 +1249,5 @@ impl Report {
     }
 }
 
+#[cfg(test)]
+mod tests;

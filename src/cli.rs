@@ -54,9 +54,24 @@ pub fn main() -> i32 {
                     2
                 }
                 _ => {
+                    // The message up to the blank line before clap's usage and tips, on one
+                    // line (a missing argument's name sits on the line after the message).
                     let text = e.to_string();
-                    let first = text.lines().next().unwrap_or("invalid arguments");
-                    eprintln!("gavel: {}", first.trim_start_matches("error: "));
+                    let message = text
+                        .lines()
+                        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let message = message.trim_start_matches("error: ");
+                    eprintln!(
+                        "gavel: {}",
+                        if message.is_empty() {
+                            "invalid arguments"
+                        } else {
+                            message
+                        }
+                    );
                     2
                 }
             };
