@@ -396,7 +396,9 @@ fn connect(plan: &Plan) -> Result<(Conn, SocketAddr), String> {
                 };
                 return Ok((conn, addr));
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e)
+                if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
+            {
                 last = format!(
                     "connect to {} timed out after {} ms",
                     addr,
@@ -755,7 +757,11 @@ fn first_examples(list: &[String]) -> String {
 }
 
 fn media_type(ct: &str) -> String {
-    ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Cents as a JSON number in dollars, written by the exchange's own money code (no floats).
@@ -1212,7 +1218,13 @@ impl Report {
         }
         s.push_str(&format!(
             "\npings {} sent of {}: bids {}, no-bids {}, errors {}, invalid {}, timeouts {}\n",
-            self.sent, self.pings, self.bids, self.no_bids, self.errors, self.invalid, self.timeouts
+            self.sent,
+            self.pings,
+            self.bids,
+            self.no_bids,
+            self.errors,
+            self.invalid,
+            self.timeouts
         ));
         if let Some((lo, hi)) = self.bid_range_cents {
             s.push_str(&format!(

@@ -53,7 +53,10 @@ fn the_sample_lead_has_every_sample_ping_field() {
     for f in SAMPLE_PING_FIELDS {
         assert!(lead.contains_key(*f), "{}", f);
     }
-    assert!(lead.contains_key("email"), "personal fields are there to be left out");
+    assert!(
+        lead.contains_key("email"),
+        "personal fields are there to be left out"
+    );
 }
 
 #[test]
@@ -128,17 +131,38 @@ fn each_failure_names_its_check() {
     let peer = Some("127.0.0.1:9".parse().unwrap());
     let ok = |n| answer(n, 200, br#"{"bid": 1}"#, true, n > 1);
 
-    let r = judge(&p, &[ok(1), answer(2, 500, b"{}", true, true), ok(3), ok(4)], peer);
+    let r = judge(
+        &p,
+        &[ok(1), answer(2, 500, b"{}", true, true), ok(3), ok(4)],
+        peer,
+    );
     assert!(!r.conformant);
     assert_eq!(verdict(&r, "http"), Verdict::Fail);
     assert_eq!(verdict(&r, "consistent"), Verdict::Fail);
     assert_eq!(verdict(&r, "answer"), Verdict::Pass);
 
-    let r = judge(&p, &[ok(1), answer(2, 200, b"<bid/>", true, true), ok(3), ok(4)], peer);
+    let r = judge(
+        &p,
+        &[ok(1), answer(2, 200, b"<bid/>", true, true), ok(3), ok(4)],
+        peer,
+    );
     assert_eq!(verdict(&r, "answer"), Verdict::Fail);
-    assert!(r.text().contains("ping 2: unparsable answer"), "{}", r.text());
+    assert!(
+        r.text().contains("ping 2: unparsable answer"),
+        "{}",
+        r.text()
+    );
 
-    let r = judge(&p, &[ok(1), answer(2, 200, br#"{"bid": -3}"#, true, true), ok(3), ok(4)], peer);
+    let r = judge(
+        &p,
+        &[
+            ok(1),
+            answer(2, 200, br#"{"bid": -3}"#, true, true),
+            ok(3),
+            ok(4),
+        ],
+        peer,
+    );
     assert_eq!(verdict(&r, "answer"), Verdict::Fail);
     assert_eq!(r.invalid, 1);
 
@@ -167,7 +191,10 @@ fn each_failure_names_its_check() {
     }
     let r = judge(&p, &[wrong_type, ok(2), ok(3), ok(4)], peer);
     assert_eq!(verdict(&r, "content_type"), Verdict::Warn);
-    assert!(r.conformant, "a wrong Content-Type is a warning: the exchange ignores it");
+    assert!(
+        r.conformant,
+        "a wrong Content-Type is a warning: the exchange ignores it"
+    );
 }
 
 #[test]
