@@ -33,6 +33,9 @@ enum Command {
     /// Read the journal: export, show one lead, follow, verify.
     #[command(subcommand)]
     Journal(crate::journal::cli::JournalCmd),
+    /// Send test pings to a buyer endpoint and report protocol conformance and response-time
+    /// percentiles (for onboarding buyers). Exit 0 conformant, 1 not (or unreachable).
+    BuyerCheck(crate::buyer_check::BuyerCheckArgs),
 }
 
 /// Run the command line; returns the process exit code.
@@ -51,9 +54,24 @@ pub fn main() -> i32 {
                     2
                 }
                 _ => {
+                    // The message up to the blank line before clap's usage and tips, on one
+                    // line (a missing argument's name sits on the line after the message).
                     let text = e.to_string();
-                    let first = text.lines().next().unwrap_or("invalid arguments");
-                    eprintln!("gavel: {}", first.trim_start_matches("error: "));
+                    let message = text
+                        .lines()
+                        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let message = message.trim_start_matches("error: ");
+                    eprintln!(
+                        "gavel: {}",
+                        if message.is_empty() {
+                            "invalid arguments"
+                        } else {
+                            message
+                        }
+                    );
                     2
                 }
             };
@@ -64,10 +82,11 @@ pub fn main() -> i32 {
         Command::Check { config } => check(&config),
         Command::Demo(args) => crate::demo::run(&args),
         Command::Journal(cmd) => crate::journal::cli::run(cmd),
+        Command::BuyerCheck(args) => crate::buyer_check::run(&args),
     }
 }
 
-fn load(path: &std::path::Path) -> Result<config::Snapshot, i32> {
+pub(crate) fn load(path: &std::path::Path) -> Result<config::Snapshot, i32> {
     match config::load(path) {
         Ok(s) => Ok(s),
         Err(config::ConfigError::Io { path, error }) => {

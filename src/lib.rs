@@ -7,6 +7,7 @@
 pub mod adapter;
 pub mod admin;
 pub mod auction;
+pub mod buyer_check;
 pub mod caps;
 pub mod cli;
 pub mod compliance;

@@ -13,6 +13,11 @@ pub mod tls;
 mod worker;
 
 pub use self::reload::{reload, ReloadError, ReloadReport};
+
+/// The bounds on a buyer connection, shared with `gavel buyer-check` so that it holds buyers
+/// to the same limits as the exchange.
+pub use buyer::{CONNECT_TIMEOUT, MAX_BUYER_ANSWER_BYTES};
+
 use crate::caps::CapTable;
 use crate::compliance::DedupeIndex;
 use crate::config::{Scheme, Snapshot};

@@ -1,0 +1,408 @@
+//! `gavel buyer-check` as an operator runs it: the real binary against real buyer endpoints on
+//! loopback.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Reply};
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn gavel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gavel"))
+}
+
+fn buyer_check(args: &[&str]) -> Output {
+    gavel()
+        .arg("buyer-check")
+        .args(args)
+        .output()
+        .expect("run gavel")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The line of a check in the text report, e.g. `FAIL  http  ping 1: ...`.
+fn check_line(out: &str, name: &str) -> String {
+    out.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("no {} check in:\n{}", name, out))
+        .to_string()
+}
+
+fn fleet(spec: BuyerSpec) -> Fleet {
+    Fleet::start(vec![spec]).expect("start buyer")
+}
+
+#[test]
+fn a_conformant_keep_alive_buyer_passes_on_one_connection() {
+    let f = fleet(BuyerSpec::new("acme"));
+    let url = f.ping_url(0);
+    let o = buyer_check(&["--url", &url, "--count", "10", "--interval-ms", "0"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out, stderr(&o));
+    assert!(out.contains("result: conformant"), "{}", out);
+    for p in ["p50", "p90", "p99", "max"] {
+        assert!(out.contains(p), "{}", out);
+    }
+    for check in [
+        "connect",
+        "http",
+        "answer",
+        "content_type",
+        "timeout",
+        "keep_alive",
+        "consistent",
+    ] {
+        assert!(
+            check_line(&out, check).trim_start().starts_with("PASS"),
+            "{}",
+            out
+        );
+    }
+    assert!(out.contains("bids $42.5 .. $42.5"), "{}", out);
+    assert_eq!(f.pings(0), 10);
+    assert_eq!(f.accepted_connections(0), 1, "every ping on one connection");
+
+    // The pings themselves: the sample's non-personal fields, marked as a test.
+    let bodies = f.ping_bodies(0);
+    assert_eq!(bodies.len(), 10);
+    let v = body_json(&bodies[0]);
+    assert_eq!(v["test"], true);
+    assert_eq!(v["timeout_ms"], 780);
+    assert_eq!(v["lead"]["state"], "TX");
+    assert!(v["lead"].get("email").is_none());
+    assert_ne!(body_json(&bodies[1])["ping_id"], v["ping_id"]);
+}
+
+#[test]
+fn json_report_counts_and_percentiles() {
+    let f = fleet(BuyerSpec::new("acme"));
+    let url = f.ping_url(0);
+    let o = buyer_check(&[
+        "--url",
+        &url,
+        "--count",
+        "5",
+        "--interval-ms",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["conformant"], true);
+    assert_eq!(v["sent"], 5);
+    assert_eq!(v["bids"], 5);
+    assert_eq!(v["bid_min"], 42.5);
+    assert_eq!(v["connections"], 1);
+    assert_eq!(v["reconnects"], 0);
+    assert_eq!(v["response_us"]["count"], 5);
+    assert!(v["response_us"]["p99"].as_u64().unwrap() > 0);
+    assert!(v["checks"].as_array().unwrap().len() >= 7);
+}
+
+#[test]
+fn garbage_and_wrong_status_fail_the_named_check() {
+    let garbage = fleet(
+        BuyerSpec::new("junk").with_responder(|_, _| Reply::raw(&b"this is not http\r\n\r\n"[..])),
+    );
+    let o = buyer_check(&["--url", &garbage.ping_url(0), "--count", "3"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", out);
+    assert!(check_line(&out, "http").contains("FAIL"), "{}", out);
+    assert!(out.contains("result: NOT conformant"), "{}", out);
+
+    let status = fleet(
+        BuyerSpec::new("broken").with_responder(|_, _| Reply::json(500, &b"{\"bid\":9}"[..])),
+    );
+    let o = buyer_check(&["--url", &status.ping_url(0), "--count", "3"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", out);
+    let line = check_line(&out, "http");
+    assert!(
+        line.contains("FAIL") && line.contains("status 500"),
+        "{}",
+        out
+    );
+
+    let unparsable =
+        fleet(BuyerSpec::new("words").with_responder(|_, _| Reply::json(200, &b"bid: lots"[..])));
+    let o = buyer_check(&["--url", &unparsable.ping_url(0), "--count", "3"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", out);
+    let line = check_line(&out, "answer");
+    assert!(
+        line.contains("FAIL") && line.contains("unparsable"),
+        "{}",
+        out
+    );
+}
+
+#[test]
+fn a_buyer_closing_after_each_answer_fails_keep_alive() {
+    // Says so: `Connection: close` on every answer.
+    let f = fleet(BuyerSpec::new("closer").with_responder(|_, _| Reply::bid(1000, None).closing()));
+    let o = buyer_check(&[
+        "--url",
+        &f.ping_url(0),
+        "--count",
+        "4",
+        "--interval-ms",
+        "0",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", out);
+    let line = check_line(&out, "keep_alive");
+    assert!(
+        line.contains("FAIL") && line.contains("4 connections"),
+        "{}",
+        out
+    );
+    assert!(check_line(&out, "answer").contains("PASS"), "{}", out);
+    assert_eq!(f.accepted_connections(0), 4);
+
+    // Does not say so: a keep-alive answer, then the connection dropped.
+    let silent = fleet(BuyerSpec::new("dropper").with_responder(|_, _| {
+        Reply::raw(
+            &b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"bid\":0}"
+                [..],
+        )
+        .closing()
+    }));
+    let o = buyer_check(&[
+        "--url",
+        &silent.ping_url(0),
+        "--count",
+        "3",
+        "--interval-ms",
+        "20",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", out);
+    let line = check_line(&out, "keep_alive");
+    assert!(
+        line.contains("FAIL") && line.contains("closed by the buyer"),
+        "{}",
+        out
+    );
+    assert!(
+        out.contains("no-bids 3"),
+        "each ping was sent again and answered: {}",
+        out
+    );
+}
+
+#[test]
+fn an_unreachable_port_fails_with_a_clear_message() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{}/ping", port);
+    let o = buyer_check(&["--url", &url]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", out);
+    let line = check_line(&out, "connect");
+    assert!(
+        line.contains("FAIL") && line.contains(&format!("cannot connect to 127.0.0.1:{}", port)),
+        "{}",
+        out
+    );
+    assert!(
+        out.contains("pings 1 sent of 20"),
+        "stops after the first: {}",
+        out
+    );
+}
+
+#[test]
+fn help_and_usage_errors() {
+    let o = buyer_check(&["--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for opt in [
+        "--url",
+        "--campaign",
+        "--config",
+        "--count",
+        "--timeout-ms",
+        "--json",
+    ] {
+        assert!(help.contains(opt), "{}", help);
+    }
+
+    let dir = temp_dir("buyer-check-usage");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, campaign_config("http://127.0.0.1:9/ping")).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        vec!["--url", "http://127.0.0.1:9/ping", "--nope"],
+        vec![],
+        vec!["--url", "gopher://x"],
+        vec!["--url", "http://127.0.0.1:9/ping", "--count", "0"],
+        vec!["--url", "http://127.0.0.1:9/ping", "--count", "1001"],
+        vec!["--url", "http://127.0.0.1:9/ping", "--timeout-ms", "60001"],
+        vec!["--url", "http://127.0.0.1:9/ping", "--campaign", "solar"],
+        vec![
+            "--url",
+            "http://127.0.0.1:9/ping",
+            "--campaign",
+            "solar",
+            "--config",
+            "/nonexistent/gavel.toml",
+        ],
+        vec![
+            "--url",
+            "http://127.0.0.1:9/ping",
+            "--campaign",
+            "nope",
+            "--config",
+            cfg,
+        ],
+        vec!["--url", "http://127.0.0.1:9/ping", "--lead", "[]"],
+    ] {
+        let o = buyer_check(&args);
+        assert_eq!(o.status.code(), Some(2), "{:?}: {}", args, stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.trim().lines().count(), 1, "{:?}: {}", args, err);
+        assert!(o.stdout.is_empty(), "{:?}", args);
+    }
+}
+
+/// A config with campaign `solar` pinging three fields, and buyer `sun` at `ping_url` with a
+/// configured header.
+fn campaign_config(ping_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+engine_margin_ms = 30
+
+[[sellers]]
+id = "seller-1"
+api_key = "{KEY}"
+campaigns = ["solar"]
+payout_share = 0.80
+
+[[campaigns]]
+id = "solar"
+vertical = "solar"
+ping_timeout_ms = 450
+ping_fields = ["state", "zip", "monthly_bill"]
+required_fields = ["phone", "zip"]
+
+[[buyers]]
+id = "sun"
+campaigns = ["solar"]
+ping_url = "{ping_url}"
+post_url = "{ping_url}"
+headers = {{ "X-Api-Key" = "sun-secret" }}
+"#
+    )
+}
+
+#[test]
+fn config_and_campaign_send_the_campaigns_ping_with_the_buyers_headers() {
+    let f = fleet(BuyerSpec::new("sun"));
+    let url = f.ping_url(0);
+    let dir = temp_dir("buyer-check-config");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, campaign_config(&url)).unwrap();
+    let o = buyer_check(&[
+        "--url",
+        &url,
+        "--campaign",
+        "solar",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--count",
+        "3",
+        "--interval-ms",
+        "0",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out, stderr(&o));
+    assert!(out.contains("configured buyer sun"), "{}", out);
+
+    let bodies = f.ping_bodies(0);
+    assert_eq!(bodies.len(), 3);
+    for b in &bodies {
+        let v = body_json(b);
+        assert_eq!(v["campaign"], "solar");
+        assert_eq!(v["vertical"], "solar");
+        assert_eq!(v["test"], true);
+        assert_eq!(
+            v["timeout_ms"],
+            450 - 30,
+            "the window less the engine margin"
+        );
+        let mut keys: Vec<&str> = v["lead"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["monthly_bill", "state", "zip"]);
+    }
+    for head in f.request_heads(0) {
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.contains("x-api-key: sun-secret"), "{}", head);
+        assert!(head.contains("content-type: application/json"), "{}", head);
+    }
+}
+
+#[test]
+fn a_configured_adapter_buyer_is_pinged_and_read_through_its_adapter() {
+    let f = fleet(BuyerSpec::new("legacy").with_responder(|_, _| {
+        Reply::raw(
+            &b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 62\r\n\r\n<response><price>12.5</price><lead_id>L-1</lead_id></response>"[..],
+        )
+    }));
+    let url = f.ping_url(0);
+    let text = campaign_config(&url).replace(
+        "headers = { \"X-Api-Key\" = \"sun-secret\" }",
+        r#"[buyers.adapter]
+request = "form"
+response = "xml"
+ping_body = { Key = "lx-1", State = "{lead.state}", Ref = "{ping_id}" }
+bid_path = "/response/price"
+bid_id_path = "/response/lead_id""#,
+    );
+    let dir = temp_dir("buyer-check-adapter");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let o = buyer_check(&[
+        "--url",
+        &url,
+        "--campaign",
+        "solar",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--count",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["protocol"], "adapter");
+    assert_eq!(v["bids"], 2);
+    assert_eq!(v["bid_max"], 12.5);
+    let body = String::from_utf8_lossy(&f.ping_bodies(0)[0]).into_owned();
+    assert!(
+        body.contains("Key=lx-1") && body.contains("State=TX"),
+        "{}",
+        body
+    );
+    assert!(
+        !body.contains('{'),
+        "a form body, not the native JSON: {}",
+        body
+    );
+}
