@@ -1,7 +1,7 @@
 """How much memory the exchange needs per lead in flight: the issue's "10,000 leads in flight
 within 64 MiB".
 
-    python3 tools/inflight.py [--rate 5000] [--latency-ms 2000] [--json FILE]
+    python3 tools/inflight.py [--rate 5000] [--latency-ms 2000] [--json FILE] [--wrap CMD]
 
 Starts three processes on 127.0.0.1 (the same binaries as tools/bench.py):
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -127,6 +128,9 @@ def main() -> int:
     ap.add_argument("--pipeline", type=int, default=32,
                     help="leads in flight per seller connection (default 32)")
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    ap.add_argument("--wrap", metavar="CMD", default="",
+                    help="prefix for the exchange's command line, e.g. a heap profiler: "
+                         "\"valgrind --tool=massif --massif-out-file=massif.out\"")
     args = ap.parse_args()
     if not 1 <= args.rate <= MAX_RATE or not 1 <= args.latency_ms <= MAX_LATENCY_MS:
         ap.error(f"--rate must be 1..{MAX_RATE} and --latency-ms 1..{MAX_LATENCY_MS}")
@@ -176,7 +180,7 @@ def run(procs: Procs, workdir: Path, args) -> dict:
     ))
     ex_log_path = workdir / "gavel.log"
     ex_log = open(ex_log_path, "wb")
-    ex_argv = [str(RELEASE / "gavel"), "serve", "--config", str(config)]
+    ex_argv = shlex.split(args.wrap) + [str(RELEASE / "gavel"), "serve", "--config", str(config)]
     ex = procs.start(ex_argv, stdout=ex_log, stderr=subprocess.STDOUT, cwd=workdir)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not healthy(("127.0.0.1", listen)):
