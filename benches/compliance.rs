@@ -5,7 +5,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use gavel::compliance::{dedupe_keys, DedupeIndex, Suppression};
-use serde_json::{json, Map, Value};
+use gavel::lead::Fields;
+use serde_json::{json, Value};
 use std::path::Path;
 
 /// Keys the index is sized for: a month of 15 k leads a day, two keys each.
@@ -19,11 +20,11 @@ const SMALL_ENTRIES: usize = 10_000;
 const DAY_US: u64 = 86_400 * 1_000_000;
 const T0: u64 = 1_764_000_000 * 1_000_000;
 
-fn lead(i: u64) -> Map<String, Value> {
+fn lead(i: u64) -> Fields {
     match json!({"phone": format!("713{:07}", i % 10_000_000), "email": format!("user{i}@example.com")})
     {
-        Value::Object(m) => m,
-        _ => Map::new(),
+        Value::Object(m) => Fields::from_map(&m),
+        _ => Fields::default(),
     }
 }
 

@@ -8,7 +8,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use gavel::caps::{CapLimits, CapTable};
 use gavel::config::types::FiltersConfig;
 use gavel::eligibility::{BuyerRules, CampaignRules, Filters, Matcher, Schedule};
-use serde_json::{json, Map, Value};
+use gavel::lead::Fields;
+use serde_json::{json, Value};
 
 const BUYERS: usize = 500;
 const STATES: [&str; 12] = [
@@ -78,13 +79,13 @@ fn buyers() -> Vec<BuyerRules> {
         .collect()
 }
 
-fn lead(state: &str) -> Map<String, Value> {
+fn lead(state: &str) -> Fields {
     match json!({"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
                  "street": "12 Main St", "city": "Houston", "state": state, "zip": "77002",
                  "lead_type": "auto", "age": 34, "insured": true})
     {
-        Value::Object(m) => m,
-        _ => Map::new(),
+        Value::Object(m) => Fields::from_map(&m),
+        _ => Fields::default(),
     }
 }
 

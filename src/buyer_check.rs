@@ -265,7 +265,7 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
             campaign: campaign.id.clone(),
             source: None,
             test: true,
-            lead: lead_fields,
+            lead: lead::Fields::from_map(&lead_fields),
             consent: None,
         },
         campaign,

@@ -22,14 +22,11 @@ mod tests;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Write;
-
-use serde_json::{Map, Value};
 
 use crate::auction::{PingOutcome, PostOutcome};
 use crate::config::types::AdapterConfig;
 use crate::config::PERSONAL_FIELDS;
-use crate::lead::MAX_ANSWER_STRING;
+use crate::lead::{Field as LeadField, Fields, MAX_ANSWER_STRING};
 use crate::money::{parse_cents, write_dollars, Cents, MAX_CENTS};
 use crate::text::SmallText;
 
@@ -138,9 +135,9 @@ pub struct Ctx<'a> {
     pub campaign: &'a str,
     /// The lead's fields (for a ping the caller may pass the whole lead: the compiled ping
     /// template can only name ping fields).
-    pub lead: &'a Map<String, Value>,
+    pub lead: &'a Fields,
     /// The consent block, when the seller sent one.
-    pub consent: Option<&'a Map<String, Value>>,
+    pub consent: Option<&'a Fields>,
 }
 
 /// How requests are encoded.
@@ -657,23 +654,16 @@ fn render_text(out: &mut Vec<u8>, part: &Part, ctx: &Ctx<'_>, esc: Escape) {
     }
 }
 
-fn value_text(out: &mut Vec<u8>, v: Option<&Value>, esc: Escape) {
+fn value_text(out: &mut Vec<u8>, v: Option<LeadField<'_>>, esc: Escape) {
     match v {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => match esc {
-            Escape::Form => form_escape(out, s),
-            Escape::Json => json_escape(out, s),
-        },
+        None | Some(LeadField::Null) => {}
         // A number's text is digits, '.', '-', '+', 'e': nothing to escape.
-        Some(Value::Number(n)) => {
-            let _ = write!(out, "{}", n);
-        }
-        Some(Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Some(v @ (Value::Array(_) | Value::Object(_))) => {
-            let text = v.to_string();
+        Some(LeadField::Num(n)) => out.extend_from_slice(n.as_bytes()),
+        Some(LeadField::Bool(b)) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Some(LeadField::Str(text) | LeadField::Array(text) | LeadField::Object(text)) => {
             match esc {
-                Escape::Form => form_escape(out, &text),
-                Escape::Json => json_escape(out, &text),
+                Escape::Form => form_escape(out, text),
+                Escape::Json => json_escape(out, text),
             }
         }
     }
@@ -695,8 +685,11 @@ fn render_typed(out: &mut Vec<u8>, part: &Part, ctx: &Ctx<'_>) -> bool {
         _ => return false,
     };
     match v {
-        None | Some(Value::Null) | Some(Value::String(_)) => false,
-        Some(v) => serde_json::to_writer(&mut *out, v).is_ok(),
+        None | Some(LeadField::Null) | Some(LeadField::Str(_)) => false,
+        Some(v) => {
+            v.write_json(out);
+            true
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The contract's example config, as shipped.
 const EXAMPLE: &str = include_str!("../../config/exchange.example.toml");
@@ -25,14 +25,14 @@ fn compile_err(toml_text: &str) -> AdapterError {
     Adapter::compile(&cfg).expect_err("refused")
 }
 
-fn obj(v: Value) -> Map<String, Value> {
+fn obj(v: Value) -> Fields {
     match v {
-        Value::Object(m) => m,
+        Value::Object(m) => Fields::from_map(&m),
         _ => panic!("not an object"),
     }
 }
 
-fn full_lead() -> Map<String, Value> {
+fn full_lead() -> Fields {
     obj(
         json!({"first_name": "Ana María", "last_name": "Diaz", "email": "ana+x@example.com",
         "phone": "7135550147", "street": "12 Main St", "city": "Houston", "state": "TX",
@@ -40,14 +40,14 @@ fn full_lead() -> Map<String, Value> {
     )
 }
 
-fn consent() -> Map<String, Value> {
+fn consent() -> Fields {
     obj(
         json!({"trustedform_cert_url": "https://cert.trustedform.com/2f1e0c",
         "jornaya_leadid": "5A1B", "disclosed_buyers": ["acme-ins", "legacy-ins"]}),
     )
 }
 
-fn ping_ctx<'a>(lead: &'a Map<String, Value>) -> Ctx<'a> {
+fn ping_ctx<'a>(lead: &'a Fields) -> Ctx<'a> {
     Ctx {
         ping_id: "01JDQ6X8W2",
         bid_id: None,
@@ -58,7 +58,7 @@ fn ping_ctx<'a>(lead: &'a Map<String, Value>) -> Ctx<'a> {
     }
 }
 
-fn post_ctx<'a>(lead: &'a Map<String, Value>, consent: Option<&'a Map<String, Value>>) -> Ctx<'a> {
+fn post_ctx<'a>(lead: &'a Fields, consent: Option<&'a Fields>) -> Ctx<'a> {
     Ctx {
         ping_id: "01JDQ6X8W2",
         bid_id: Some("LX-9"),
@@ -370,7 +370,7 @@ fn braces_without_a_placeholder_are_literal() {
         r#"request = "form"
 post_body = { a = "{x", b = "}{ping_id}{" }"#,
     );
-    let lead = Map::new();
+    let lead = Fields::default();
     let mut out = Vec::new();
     a.write_post(&mut out, &post_ctx(&lead, None));
     assert_eq!(text(&out), "a=%7Bx&b=%7D01JDQ6X8W2%7B");
@@ -380,7 +380,7 @@ post_body = { a = "{x", b = "}{ping_id}{" }"#,
 fn an_empty_template_writes_an_empty_body() {
     let a = adapter(r#"request = "json""#);
     assert!(!a.has_ping_body() && !a.has_post_body());
-    let lead = Map::new();
+    let lead = Fields::default();
     let mut out = Vec::new();
     a.write_ping(&mut out, &ping_ctx(&lead));
     assert_eq!(text(&out), "{}");

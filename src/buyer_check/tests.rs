@@ -95,8 +95,12 @@ fn usage_problems_exit_2() {
     assert_eq!(plan(&a).err(), Some(2));
     a.lead = Some(r#"{"state": "CA"}"#.into());
     let p = plan(&a).unwrap();
-    assert_eq!(p.lead.lead["state"], "CA");
-    assert_eq!(p.lead.lead["zip"], "77002", "merged over the sample");
+    assert_eq!(p.lead.lead.get("state"), Some(lead::Field::Str("CA")));
+    assert_eq!(
+        p.lead.lead.get("zip"),
+        Some(lead::Field::Str("77002")),
+        "merged over the sample"
+    );
     a.ca_files = vec!["/nonexistent/ca.pem".into()];
     a.url = "https://127.0.0.1:9/ping".into();
     assert_eq!(plan(&a).err(), Some(2));

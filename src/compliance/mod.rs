@@ -23,7 +23,7 @@ mod tests;
 pub use dedupe::{DedupeIndex, DEDUPE_SHARDS, EVICT_STEPS_PER_KEY};
 pub use suppression::{Suppression, SuppressionError, MAX_SUPPRESSED, MAX_SUPPRESSION_LINE_BYTES};
 
-use serde_json::{Map, Value};
+use crate::lead::Fields;
 
 /// Keys one lead yields: its phone and its email. A caller adding its own keys stays under this.
 pub const MAX_KEYS_PER_LEAD: usize = 2;
@@ -38,12 +38,12 @@ const TAG_EMAIL: u8 = b'e';
 /// when the field is. `out` is cleared first so a worker can reuse one buffer for every lead.
 ///
 /// Keys are scoped by campaign: the same consumer may be sold once per campaign.
-pub fn dedupe_keys(campaign: &str, lead: &Map<String, Value>, out: &mut Vec<u64>) {
+pub fn dedupe_keys(campaign: &str, lead: &Fields, out: &mut Vec<u64>) {
     out.clear();
     if let Some(phone) = lead.get("phone").and_then(crate::lead::normalized_phone) {
         out.push(key_hash(campaign, TAG_PHONE, phone.chars()));
     }
-    if let Some(email) = lead.get("email").and_then(Value::as_str) {
+    if let Some(email) = lead.get("email").and_then(|v| v.as_str()) {
         let email = email.trim();
         if !email.is_empty() {
             out.push(key_hash(

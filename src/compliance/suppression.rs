@@ -1,7 +1,6 @@
 //! A campaign's suppression (do-not-contact) list: phones whose leads are refused as `suppressed`.
 
 use super::MixState;
-use serde_json::Value;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
@@ -142,7 +141,7 @@ impl Suppression {
             if text.is_empty() {
                 continue;
             }
-            let digits = crate::lead::normalized_phone(&Value::from(text))
+            let digits = crate::lead::normalized_phone(crate::lead::Field::Str(text))
                 .and_then(|d| phone_number(&d))
                 .ok_or_else(|| SuppressionError::BadPhone {
                     path: path.to_path_buf(),

@@ -12,9 +12,9 @@ fn parse(text: &str) -> Result<Suppression, SuppressionError> {
     Suppression::from_reader(Path::new("dnc.txt"), text.as_bytes())
 }
 
-fn lead(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+fn lead(v: serde_json::Value) -> Fields {
     match v {
-        serde_json::Value::Object(m) => m,
+        serde_json::Value::Object(m) => Fields::from_map(&m),
         other => panic!("not an object: {other}"),
     }
 }

@@ -7,8 +7,11 @@ use crate::money::{parse_cents, write_dollars, Cents, MAX_CENTS};
 use crate::text::SmallText;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io::Write;
+
+pub mod fields;
+pub use fields::{Field, Fields};
 
 /// Longest string kept from a buyer's answer (bid ids, reasons), so a buyer cannot bloat the journal.
 pub const MAX_ANSWER_STRING: usize = 128;
@@ -21,8 +24,8 @@ pub struct LeadRequest {
     pub campaign: String,
     pub source: Option<String>,
     pub test: bool,
-    pub lead: Map<String, Value>,
-    pub consent: Option<Map<String, Value>>,
+    pub lead: Fields,
+    pub consent: Option<Fields>,
 }
 
 /// A request the exchange refuses. `status` is the HTTP status; `code` and `field` go in the body.
@@ -58,15 +61,39 @@ impl Refusal {
 }
 
 #[derive(Deserialize)]
-struct RawRequest {
+struct RawRequest<'a> {
     campaign: Option<Value>,
     #[serde(default)]
     source: Option<Value>,
     #[serde(default)]
     test: Option<Value>,
-    lead: Option<Value>,
-    #[serde(default)]
-    consent: Option<Value>,
+    #[serde(borrow)]
+    lead: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    consent: Option<&'a RawValue>,
+}
+
+/// A JSON object of the request (`lead`, `consent`), read compactly. `None` when absent or null.
+fn object(raw: Option<&RawValue>, name: &str) -> Result<Option<Fields>, Refusal> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get().trim();
+    if text == "null" {
+        return Ok(None);
+    }
+    if !text.starts_with('{') {
+        return Err(Refusal::bad_request(
+            format!("{} must be an object", name),
+            Some(name),
+        ));
+    }
+    Fields::from_json(text).map(Some).map_err(|e| {
+        let message = if e.to_string().starts_with(fields::TOO_MANY_FIELDS) {
+            format!("{} has more than {} fields", name, MAX_LEAD_FIELDS)
+        } else {
+            format!("{} is not valid: {}", name, e)
+        };
+        Refusal::bad_request(message, Some(name))
+    })
 }
 
 /// Parse a seller's body. Malformed JSON or a wrong shape is a 400.
@@ -109,27 +136,11 @@ pub fn parse_request(body: &[u8]) -> Result<LeadRequest, Refusal> {
             ))
         }
     };
-    let lead = match raw.lead {
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(Refusal::bad_request("lead must be an object", Some("lead"))),
+    let lead = match object(raw.lead, "lead")? {
+        Some(l) => l,
         None => return Err(Refusal::bad_request("lead is required", Some("lead"))),
     };
-    if lead.len() > MAX_LEAD_FIELDS {
-        return Err(Refusal::bad_request(
-            format!("lead has more than {} fields", MAX_LEAD_FIELDS),
-            Some("lead"),
-        ));
-    }
-    let consent = match raw.consent {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(m)) => Some(m),
-        Some(_) => {
-            return Err(Refusal::bad_request(
-                "consent must be an object",
-                Some("consent"),
-            ))
-        }
-    };
+    let consent = object(raw.consent, "consent")?;
     Ok(LeadRequest {
         campaign,
         source,
@@ -139,18 +150,11 @@ pub fn parse_request(body: &[u8]) -> Result<LeadRequest, Refusal> {
     })
 }
 
-fn is_blank(v: &Value) -> bool {
+/// A string (trimmed) or a number's text.
+fn as_text(v: Field<'_>) -> Option<&str> {
     match v {
-        Value::Null => true,
-        Value::String(s) => s.trim().is_empty(),
-        _ => false,
-    }
-}
-
-fn as_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
+        Field::Str(s) => Some(s.trim()),
+        Field::Num(n) => Some(n),
         _ => None,
     }
 }
@@ -159,7 +163,7 @@ fn as_text(v: &Value) -> Option<String> {
 pub fn validate(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
     for f in &campaign.required_fields {
         match req.lead.get(f) {
-            Some(v) if !is_blank(v) => {}
+            Some(v) if !v.is_blank() => {}
             _ => {
                 return Err(Refusal::content(
                     "missing_field",
@@ -181,7 +185,7 @@ pub fn validate_ping(req: &LeadRequest) -> Result<(), Refusal> {
 
 /// The shape of well-known fields, where present: state, zip, phone, email.
 fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
-    if let Some(v) = req.lead.get("state").filter(|v| !is_blank(v)) {
+    if let Some(v) = req.lead.get("state").filter(|v| !v.is_blank()) {
         let ok =
             as_text(v).is_some_and(|s| s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()));
         if !ok {
@@ -192,7 +196,7 @@ fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
             ));
         }
     }
-    if let Some(v) = req.lead.get("zip").filter(|v| !is_blank(v)) {
+    if let Some(v) = req.lead.get("zip").filter(|v| !v.is_blank()) {
         let ok = as_text(v).is_some_and(|s| {
             let b = s.as_bytes();
             (b.len() == 5 && b.iter().all(u8::is_ascii_digit))
@@ -208,7 +212,7 @@ fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
             ));
         }
     }
-    if let Some(v) = req.lead.get("phone").filter(|v| !is_blank(v)) {
+    if let Some(v) = req.lead.get("phone").filter(|v| !v.is_blank()) {
         if normalized_phone(v).is_none() {
             return Err(Refusal::content(
                 "invalid_field",
@@ -217,9 +221,9 @@ fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
             ));
         }
     }
-    if let Some(v) = req.lead.get("email").filter(|v| !is_blank(v)) {
+    if let Some(v) = req.lead.get("email").filter(|v| !v.is_blank()) {
         let ok = match v {
-            Value::String(s) => {
+            Field::Str(s) => {
                 let s = s.trim();
                 match s.split_once('@') {
                     Some((local, domain)) => {
@@ -258,7 +262,7 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
         Some(c) => {
             let has_proof = ["trustedform_cert_url", "jornaya_leadid"]
                 .iter()
-                .any(|k| c.get(*k).is_some_and(|v| !is_blank(v)));
+                .any(|k| c.get(k).is_some_and(|v| !v.is_blank()));
             if campaign.require_consent && !has_proof {
                 return Err(Refusal::content(
                     "consent_missing",
@@ -266,7 +270,7 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
                     "consent",
                 ));
             }
-            if let Some(v) = c.get("vertical").filter(|v| !is_blank(v)) {
+            if let Some(v) = c.get("vertical").filter(|v| !v.is_blank()) {
                 if v.as_str() != Some(campaign.vertical.as_str()) {
                     return Err(Refusal::content(
                         "consent_mismatch",
@@ -279,11 +283,7 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
                 }
             }
             if let Some(v) = c.get("disclosed_buyers") {
-                let ok = match v {
-                    Value::Array(a) => a.iter().all(Value::is_string),
-                    Value::Null => true,
-                    _ => false,
-                };
+                let ok = v.is_null() || v.is_string_array();
                 if !ok {
                     return Err(Refusal::content(
                         "invalid_field",
@@ -300,40 +300,38 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
 /// The body of a seller's `/v1/post`: the ping it completes, the full lead, the consent.
 pub struct PostRequest {
     pub ping_id: String,
-    pub lead: Map<String, Value>,
-    pub consent: Option<Map<String, Value>>,
+    pub lead: Fields,
+    pub consent: Option<Fields>,
+}
+
+#[derive(Deserialize)]
+struct RawPost<'a> {
+    #[serde(default)]
+    ping_id: Option<Value>,
+    #[serde(borrow, default)]
+    lead: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    consent: Option<&'a RawValue>,
 }
 
 pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| Refusal::bad_request(format!("body is not a valid post: {}", e), None))?;
-    let Value::Object(mut m) = v else {
-        return Err(Refusal::bad_request("body must be a JSON object", None));
-    };
-    let ping_id = match m.remove("ping_id") {
+    let m: RawPost = serde_json::from_slice(body).map_err(|e| {
+        let message = if e.is_data() {
+            "body must be a JSON object".to_string()
+        } else {
+            format!("body is not a valid post: {}", e)
+        };
+        Refusal::bad_request(message, None)
+    })?;
+    let ping_id = match m.ping_id {
         Some(Value::String(s)) if !s.is_empty() => s,
         _ => return Err(Refusal::bad_request("ping_id is required", Some("ping_id"))),
     };
-    let lead = match m.remove("lead") {
-        Some(Value::Object(l)) if l.len() <= MAX_LEAD_FIELDS => l,
-        Some(Value::Object(_)) => {
-            return Err(Refusal::bad_request(
-                format!("lead has more than {} fields", MAX_LEAD_FIELDS),
-                Some("lead"),
-            ))
-        }
-        _ => return Err(Refusal::bad_request("lead must be an object", Some("lead"))),
+    let lead = match object(m.lead, "lead")? {
+        Some(l) => l,
+        None => return Err(Refusal::bad_request("lead must be an object", Some("lead"))),
     };
-    let consent = match m.remove("consent") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(c)) => Some(c),
-        Some(_) => {
-            return Err(Refusal::bad_request(
-                "consent must be an object",
-                Some("consent"),
-            ))
-        }
-    };
+    let consent = object(m.consent, "consent")?;
     Ok(PostRequest {
         ping_id,
         lead,
@@ -342,11 +340,8 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
 }
 
 /// A full lead must not contradict what its ping said: every pinged field must be equal.
-pub fn check_ping_match(
-    pinged: &Map<String, Value>,
-    full: &Map<String, Value>,
-) -> Result<(), Refusal> {
-    for (k, v) in pinged {
+pub fn check_ping_match(pinged: &Fields, full: &Fields) -> Result<(), Refusal> {
+    for (k, v) in pinged.iter() {
         if full.get(k) != Some(v) {
             return Err(Refusal::content(
                 "ping_mismatch",
@@ -379,7 +374,7 @@ pub fn write_ping_answer(
 }
 
 /// The phone's 10 digits, without formatting or a leading country code 1.
-pub fn normalized_phone(v: &Value) -> Option<String> {
+pub fn normalized_phone(v: Field<'_>) -> Option<String> {
     let s = as_text(v)?;
     let digits: String = s.chars().filter(char::is_ascii_digit).collect();
     let bad_chars = s
@@ -396,12 +391,16 @@ pub fn normalized_phone(v: &Value) -> Option<String> {
 }
 
 /// The buyers the consumer agreed to hear from, when the consent names them.
-pub fn disclosed_buyers(req: &LeadRequest) -> Option<Vec<&str>> {
-    let list = req.consent.as_ref()?.get("disclosed_buyers")?.as_array()?;
+pub fn disclosed_buyers(req: &LeadRequest) -> Option<Vec<String>> {
+    let list = req
+        .consent
+        .as_ref()?
+        .get("disclosed_buyers")?
+        .array_strings()?;
     if list.is_empty() {
         return None;
     }
-    Some(list.iter().filter_map(Value::as_str).collect())
+    Some(list)
 }
 
 /// The consent's vertical, when given.
@@ -449,7 +448,7 @@ pub fn write_ping(
             first = false;
             write_json_str(out, f);
             out.push(b':');
-            let _ = serde_json::to_writer(&mut *out, v);
+            v.write_json(out);
         }
     }
     out.extend_from_slice(b"}}");
@@ -480,10 +479,10 @@ pub fn write_post(
         b",\"test\":false"
     });
     out.extend_from_slice(b",\"lead\":");
-    let _ = serde_json::to_writer(&mut *out, &req.lead);
+    req.lead.write_json(out);
     if let Some(c) = &req.consent {
         out.extend_from_slice(b",\"consent\":");
-        let _ = serde_json::to_writer(&mut *out, c);
+        c.write_json(out);
     }
     out.push(b'}');
 }

@@ -35,7 +35,10 @@ fn a_good_lead_parses_and_validates() {
     assert_eq!(req.campaign, "auto-insurance");
     assert_eq!(req.source.as_deref(), Some("fb-17"));
     assert!(validate(&req, &campaign()).is_ok());
-    assert_eq!(disclosed_buyers(&req), Some(vec!["acme-ins", "blue-ins"]));
+    assert_eq!(
+        disclosed_buyers(&req),
+        Some(vec!["acme-ins".to_string(), "blue-ins".to_string()])
+    );
     assert_eq!(consent_vertical(&req), Some("auto_insurance"));
 }
 
@@ -51,6 +54,47 @@ fn malformed_bodies_are_400() {
         let r = parse_request(body).unwrap_err();
         assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(body));
     }
+}
+
+#[test]
+fn lead_and_consent_shapes_are_refused_by_field() {
+    let r = parse_request(&with(|v| v["lead"] = Value::from("x"))).unwrap_err();
+    assert_eq!((r.status, r.field.as_deref()), (400, Some("lead")));
+    let r = parse_request(&with(|v| v["consent"] = Value::from(3))).unwrap_err();
+    assert_eq!((r.status, r.field.as_deref()), (400, Some("consent")));
+    let r = parse_request(&with(|v| {
+        let lead = v["lead"].as_object_mut().unwrap();
+        for i in 0..MAX_LEAD_FIELDS {
+            lead.insert(format!("extra_{i}"), Value::from(i));
+        }
+    }))
+    .unwrap_err();
+    assert_eq!((r.status, r.field.as_deref()), (400, Some("lead")));
+    assert!(r.message.contains("more than 256 fields"), "{}", r.message);
+    let req = parse_request(&with(|v| v["consent"] = Value::Null)).unwrap();
+    assert!(req.consent.is_none());
+}
+
+#[test]
+fn the_post_keeps_every_value_as_sent() {
+    // Escapes, unicode, big and fractional numbers, nested values: what the seller sent is what
+    // the buyer gets, value for value.
+    let body = LEAD.replace(
+        "\"insured\": true}",
+        r#""insured": true, "note": "line1\nline2 \"quoted\" caf\u00e9 \\",
+           "income": 123456789012345678901, "score": 0.125,
+           "vehicles": [ {"year": 2019, "make": "Honda"} ]}"#,
+    );
+    let body = body.into_bytes();
+    let req = parse_request(&body).unwrap();
+    let mut out = Vec::new();
+    write_post(&mut out, "01J", None, 100, &campaign(), &req);
+    let sent: Value = serde_json::from_slice(&body).unwrap();
+    let posted: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(posted["lead"], sent["lead"]);
+    assert_eq!(posted["consent"], sent["consent"]);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("\"income\":123456789012345678901"), "{text}");
 }
 
 #[test]
@@ -113,18 +157,18 @@ fn content_refusals_are_422_with_code_and_field() {
 #[test]
 fn phones_normalise() {
     assert_eq!(
-        normalized_phone(&Value::from("(713) 555-0147")).as_deref(),
+        normalized_phone(Field::Str("(713) 555-0147")).as_deref(),
         Some("7135550147")
     );
     assert_eq!(
-        normalized_phone(&Value::from("+1 713 555 0147")).as_deref(),
+        normalized_phone(Field::Str("+1 713 555 0147")).as_deref(),
         Some("7135550147")
     );
     assert_eq!(
-        normalized_phone(&Value::from(7135550147u64)).as_deref(),
+        normalized_phone(Field::Num("7135550147")).as_deref(),
         Some("7135550147")
     );
-    assert_eq!(normalized_phone(&Value::from("713555014x")), None);
+    assert_eq!(normalized_phone(Field::Str("713555014x")), None);
 }
 
 #[test]

@@ -95,7 +95,7 @@ pub struct HeldPing {
     /// (buyer, cents, bid id), best first.
     pub bids: Vec<(usize, crate::money::Cents, Option<crate::text::SmallText>)>,
     /// The ping's values of the campaign's ping fields: the post must not contradict them.
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub fields: crate::lead::Fields,
     pub expires: std::time::Instant,
     /// A post claimed it (a second post is refused with 409).
     pub posted: bool,
@@ -369,10 +369,15 @@ fn rebuild(
         } = &e.record
         {
             if dedupe_window_us > 0 && e.ts_us >= since_dedupe {
-                let body: serde_json::Value = serde_json::from_slice(lead_json).unwrap_or_default();
-                if let Some(lead) = body.get("lead").and_then(|l| l.as_object()) {
+                /// The part of a journaled request body the dedupe index needs.
+                #[derive(serde::Deserialize)]
+                struct Body {
+                    lead: Option<crate::lead::Fields>,
+                }
+                let body = serde_json::from_slice::<Body>(lead_json).ok();
+                if let Some(lead) = body.and_then(|b| b.lead) {
                     let mut keys = Vec::new();
-                    crate::compliance::dedupe_keys(campaign, lead, &mut keys);
+                    crate::compliance::dedupe_keys(campaign, &lead, &mut keys);
                     if !keys.is_empty() {
                         received.insert(lead_id.clone(), (e.ts_us, keys));
                     }

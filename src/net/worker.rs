@@ -269,12 +269,7 @@ fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Ge
 /// A held bid: (buyer, cents, bid id).
 type HeldBid = (usize, i64, Option<crate::text::SmallText>);
 /// A claimed held ping: campaign, test flag, bids, pinged field values.
-type Claimed = (
-    usize,
-    bool,
-    Vec<HeldBid>,
-    serde_json::Map<String, serde_json::Value>,
-);
+type Claimed = (usize, bool, Vec<HeldBid>, crate::lead::Fields);
 
 fn unix_micros() -> u64 {
     SystemTime::now()
@@ -766,11 +761,7 @@ impl Worker {
         let gen = self.gen.clone();
         let snap = &gen.rt.snap;
         // A post completes a held ping: it names the ping, and the ping names the campaign.
-        let mut held: Option<(
-            String,
-            Vec<HeldBid>,
-            serde_json::Map<String, serde_json::Value>,
-        )> = None;
+        let mut held: Option<(String, Vec<HeldBid>, crate::lead::Fields)> = None;
         let req = if flow == Flow::Post {
             let post = match lead::parse_post_request(body) {
                 Ok(p) => p,
@@ -796,12 +787,7 @@ impl Worker {
             }
         };
         // Whatever refuses a post below gives its ping back, so the seller may post again.
-        let unclaim = |w: &Self,
-                       held: &Option<(
-            String,
-            Vec<HeldBid>,
-            serde_json::Map<String, serde_json::Value>,
-        )>| {
+        let unclaim = |w: &Self, held: &Option<(String, Vec<HeldBid>, crate::lead::Fields)>| {
             if let Some((id, _, _)) = held {
                 if let Some(h) = w.shared.held.lock().get_mut(id) {
                     h.posted = false;
@@ -1174,10 +1160,7 @@ impl Worker {
         let disclosed = lead::disclosed_buyers(req);
         out.retain(|&b| {
             let buyer = &snap.buyers[b];
-            keep(buyer)
-                && disclosed
-                    .as_ref()
-                    .is_none_or(|d| d.contains(&buyer.id.as_str()))
+            keep(buyer) && disclosed.as_ref().is_none_or(|d| d.contains(&buyer.id))
         });
         out
     }
@@ -1844,11 +1827,10 @@ impl Worker {
                 }
             })
             .sum();
-        let fields: serde_json::Map<String, serde_json::Value> = campaign
-            .ping_fields
-            .iter()
-            .filter_map(|f| lead.req.lead.get(f).map(|v| (f.clone(), v.clone())))
-            .collect();
+        let fields = lead
+            .req
+            .lead
+            .select(campaign.ping_fields.iter().map(String::as_str));
         let now = Instant::now();
         let mut held = self.shared.held.lock();
         if held.len() >= super::MAX_HELD_PINGS {

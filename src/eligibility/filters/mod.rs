@@ -29,7 +29,7 @@
 mod tests;
 
 use crate::config::types::{FieldPredicateConfig, FiltersConfig};
-use serde_json::{Map, Value};
+use crate::lead::{Field, Fields};
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -147,9 +147,9 @@ impl StateCode {
     }
 
     /// The lead's `state`, when it is a two-letter code.
-    pub fn of_lead(lead: &Map<String, Value>) -> Option<StateCode> {
+    pub fn of_lead(lead: &Fields) -> Option<StateCode> {
         match lead.get("state") {
-            Some(Value::String(s)) => StateCode::parse(s),
+            Some(Field::Str(s)) => StateCode::parse(s),
             _ => None,
         }
     }
@@ -175,10 +175,10 @@ pub struct ZipKey {
 
 impl ZipKey {
     /// The lead's `zip`, if it is a usable string or a non-negative integer.
-    pub fn of_lead(lead: &Map<String, Value>) -> Option<ZipKey> {
+    pub fn of_lead(lead: &Fields) -> Option<ZipKey> {
         match lead.get("zip")? {
-            Value::String(s) => ZipKey::from_text(s),
-            Value::Number(n) => ZipKey::from_number(n.as_u64()?),
+            Field::Str(s) => ZipKey::from_text(s),
+            Field::Num(n) => ZipKey::from_number(n.parse::<u64>().ok()?),
             _ => None,
         }
     }
@@ -232,14 +232,6 @@ enum Num {
 }
 
 impl Num {
-    /// A JSON number as the lead sent it.
-    fn of_json(n: &serde_json::Number) -> Option<Num> {
-        match n.as_i64() {
-            Some(i) => Some(Num::Int(i)),
-            None => n.as_f64().filter(|f| f.is_finite()).map(Num::Float),
-        }
-    }
-
     /// Text that is a JSON-style number (`-12`, `3.5`, `1e3`; spaces around ignored). Words such
     /// as `inf` or `nan`, hex and a leading `+` are not numbers here.
     fn parse(s: &str) -> Option<Num> {
@@ -337,12 +329,13 @@ enum Operand {
 }
 
 /// How a lead value relates to an operand: `None` when they cannot be compared (type mismatch).
-fn compare(v: &Value, o: &Operand, ordering: bool) -> Option<Ordering> {
+fn compare(v: Field<'_>, o: &Operand, ordering: bool) -> Option<Ordering> {
     match (v, o) {
-        (Value::Number(n), Operand::Num(b)) => Num::of_json(n)?.cmp(*b),
-        (Value::String(s), Operand::Num(b)) => Num::parse(s)?.cmp(*b),
-        (Value::Number(n), Operand::Str(_, Some(b))) => Num::of_json(n)?.cmp(*b),
-        (Value::String(s), Operand::Str(text, num)) => {
+        // A JSON number's text is a number to `Num::parse`.
+        (Field::Num(n), Operand::Num(b)) => Num::parse(n)?.cmp(*b),
+        (Field::Str(s), Operand::Num(b)) => Num::parse(s)?.cmp(*b),
+        (Field::Num(n), Operand::Str(_, Some(b))) => Num::parse(n)?.cmp(*b),
+        (Field::Str(s), Operand::Str(text, num)) => {
             if let (true, Some(b)) = (ordering, num) {
                 if let Some(a) = Num::parse(s) {
                     return a.cmp(*b);
@@ -350,8 +343,8 @@ fn compare(v: &Value, o: &Operand, ordering: bool) -> Option<Ordering> {
             }
             Some(s.as_bytes().cmp(text.as_bytes()))
         }
-        (Value::Bool(a), Operand::Bool(b)) => Some(a.cmp(b)),
-        (Value::String(s), Operand::Bool(b)) => match s.as_str() {
+        (Field::Bool(a), Operand::Bool(b)) => Some(a.cmp(b)),
+        (Field::Str(s), Operand::Bool(b)) => match s {
             "true" => Some(true.cmp(b)),
             "false" => Some(false.cmp(b)),
             _ => None,
@@ -431,9 +424,9 @@ impl FieldPredicate {
     }
 
     /// Whether the predicate holds for the lead's value of the field (`None` = field absent).
-    pub fn test(&self, value: Option<&Value>) -> bool {
+    pub fn test(&self, value: Option<Field<'_>>) -> bool {
         let present = match value {
-            None | Some(Value::Null) => None,
+            None | Some(Field::Null) => None,
             Some(v) => Some(v),
         };
         match (&self.rhs, present) {
@@ -636,12 +629,12 @@ impl Filters {
     }
 
     /// Whether the lead passes every filter.
-    pub fn matches(&self, lead: &Map<String, Value>) -> bool {
+    pub fn matches(&self, lead: &Fields) -> bool {
         self.check(lead).is_ok()
     }
 
     /// Like [`Filters::matches`], saying which filter failed first.
-    pub fn check(&self, lead: &Map<String, Value>) -> Result<(), FilterMiss> {
+    pub fn check(&self, lead: &Fields) -> Result<(), FilterMiss> {
         if !self.state_allows(StateCode::of_lead(lead)) {
             return Err(FilterMiss::State);
         }

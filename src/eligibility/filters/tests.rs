@@ -1,9 +1,9 @@
 use super::*;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
-fn lead(v: Value) -> Map<String, Value> {
+fn lead(v: Value) -> Fields {
     match v {
-        Value::Object(m) => m,
+        Value::Object(m) => Fields::from_map(&m),
         _ => panic!("test lead must be an object"),
     }
 }
@@ -28,7 +28,7 @@ fn pred(op: &str, value: &str, lead_value: Option<Value>) -> bool {
     if let Some(v) = lead_value {
         m.insert("x".to_string(), v);
     }
-    f.matches(&m)
+    f.matches(&Fields::from_map(&m))
 }
 
 #[test]

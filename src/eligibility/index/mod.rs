@@ -18,9 +18,9 @@ use super::hours::{Schedule, ScheduleError};
 use crate::caps::calendar::LocalClock;
 use crate::caps::{CapTable, MAX_BUYERS};
 use crate::config::types::{BuyerConfig, CampaignConfig};
+use crate::lead::{Field, Fields};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde_json::{Map, Value};
 use std::fmt;
 
 /// Distinct lead fields per campaign whose values are looked up once per lead; predicates on
@@ -166,9 +166,9 @@ pub struct Matcher {
 
 /// Per-lead values shared by every candidate buyer.
 struct LeadView<'a> {
-    lead: &'a Map<String, Value>,
+    lead: &'a Fields,
     zip: Option<ZipKey>,
-    values: [Option<&'a Value>; MAX_FIELD_SLOTS],
+    values: [Option<Field<'a>>; MAX_FIELD_SLOTS],
     clocks: [Option<LocalClock>; MAX_TZ_SLOTS],
     now: DateTime<Utc>,
 }
@@ -216,7 +216,7 @@ impl Matcher {
     pub fn eligible(
         &self,
         campaign_idx: usize,
-        lead: &Map<String, Value>,
+        lead: &Fields,
         consent_vertical: Option<&str>,
         now: DateTime<Utc>,
         caps: &CapTable,
@@ -259,7 +259,7 @@ impl Matcher {
         &self,
         campaign_idx: usize,
         buyer: usize,
-        lead: &Map<String, Value>,
+        lead: &Fields,
         consent_vertical: Option<&str>,
         now: DateTime<Utc>,
         caps: &CapTable,
@@ -341,10 +341,10 @@ impl Matcher {
 }
 
 impl<'a> LeadView<'a> {
-    fn new(c: &Campaign, lead: &'a Map<String, Value>, now: DateTime<Utc>) -> LeadView<'a> {
+    fn new(c: &Campaign, lead: &'a Fields, now: DateTime<Utc>) -> LeadView<'a> {
         let mut values = [None; MAX_FIELD_SLOTS];
         for (v, name) in values.iter_mut().zip(c.fields.iter()) {
-            *v = lead.get(&**name);
+            *v = lead.get(name);
         }
         LeadView {
             lead,

@@ -1,15 +1,15 @@
 use super::*;
 use crate::caps::CapLimits;
 use crate::config::types::FiltersConfig;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-fn lead(v: Value) -> Map<String, Value> {
+fn lead(v: Value) -> Fields {
     match v {
-        Value::Object(m) => m,
+        Value::Object(m) => Fields::from_map(&m),
         _ => panic!("test lead must be an object"),
     }
 }
@@ -59,7 +59,7 @@ fn uncapped(buyers: &[BuyerRules]) -> CapTable {
 fn eligible(
     m: &Matcher,
     campaign: usize,
-    l: &Map<String, Value>,
+    l: &Fields,
     v: Option<&str>,
     now: &str,
     caps: &CapTable,
@@ -150,9 +150,8 @@ fn filters_vertical_and_hours_each_exclude() {
     let caps = uncapped(&buyers);
     let good = json!({"state": "tx", "zip": 77002, "age": "34", "insured": true});
     let now = utc(OPEN);
-    let explain = |l: &Map<String, Value>, v: Option<&str>, when: DateTime<Utc>| {
-        m.explain(0, 0, l, v, when, &caps)
-    };
+    let explain =
+        |l: &Fields, v: Option<&str>, when: DateTime<Utc>| m.explain(0, 0, l, v, when, &caps);
     assert_eq!(explain(&lead(good.clone()), None, now), Ok(()));
 
     let mut young = lead(good.clone());
@@ -354,8 +353,8 @@ fn random_buyer(rng: &mut Rng, i: usize) -> BuyerRules {
     buyer(&campaigns, &verticals, &filters_toml, Some(tz), &hours)
 }
 
-fn random_lead(rng: &mut Rng) -> Map<String, Value> {
-    let mut l = Map::new();
+fn random_lead(rng: &mut Rng) -> Fields {
+    let mut l = Fields::default();
     if rng.below(6) != 0 {
         l.insert(
             "state".into(),

@@ -1,0 +1,532 @@
+//! A lead's fields, stored compactly: one text buffer with every key and value, and a table of
+//! spans into it. A lead waits for its buyers for up to the auction's timeout, so thousands are
+//! held at once; a map of `String` keys and `serde_json::Value`s costs several allocations and
+//! about 2.7 KB per lead, this costs two allocations and the size of the text plus 16 bytes a
+//! field.
+//!
+//! Values keep their JSON type: strings are stored decoded, numbers as the seller wrote them
+//! (no rounding through `f64`), arrays and objects as compact JSON text.
+
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Most fields one object may carry (the lead's own limit, `MAX_LEAD_FIELDS`, is the same).
+pub const MAX_FIELDS: usize = 256;
+/// The start of the error for an object over [`MAX_FIELDS`].
+pub const TOO_MANY_FIELDS: &str = "more than";
+/// Longest text (keys and values together) one object may hold; request bodies are smaller.
+pub const MAX_TEXT_BYTES: usize = u32::MAX as usize;
+
+/// The JSON type of a stored value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Null,
+    False,
+    True,
+    Num,
+    Str,
+    Array,
+    Object,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    /// Where the key starts; the value follows the key.
+    start: u32,
+    key_len: u32,
+    val_len: u32,
+    kind: Kind,
+}
+
+/// One value of a lead, borrowed from its [`Fields`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field<'a> {
+    Null,
+    Bool(bool),
+    /// A number as its JSON text.
+    Num(&'a str),
+    /// A string, decoded.
+    Str(&'a str),
+    /// An array as compact JSON text.
+    Array(&'a str),
+    /// An object as compact JSON text.
+    Object(&'a str),
+}
+
+impl<'a> Field<'a> {
+    /// The string, if the value is one.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match *self {
+            Field::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Field::Null)
+    }
+
+    /// Null, or a string of nothing but whitespace.
+    pub fn is_blank(&self) -> bool {
+        match *self {
+            Field::Null => true,
+            Field::Str(s) => s.trim().is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The value as JSON text.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match *self {
+            Field::Null => out.extend_from_slice(b"null"),
+            Field::Bool(true) => out.extend_from_slice(b"true"),
+            Field::Bool(false) => out.extend_from_slice(b"false"),
+            Field::Str(s) => write_json_str(out, s),
+            Field::Num(t) | Field::Array(t) | Field::Object(t) => {
+                out.extend_from_slice(t.as_bytes())
+            }
+        }
+    }
+
+    /// The value as a `serde_json::Value` (allocates; for reports and tests, not the hot path).
+    pub fn to_value(&self) -> Value {
+        match *self {
+            Field::Null => Value::Null,
+            Field::Bool(b) => Value::Bool(b),
+            Field::Str(s) => Value::String(s.to_string()),
+            Field::Num(t) | Field::Array(t) | Field::Object(t) => {
+                serde_json::from_str(t).unwrap_or(Value::Null)
+            }
+        }
+    }
+
+    /// The strings of an array value (other elements skipped); `None` if it is not an array.
+    pub fn array_strings(&self) -> Option<Vec<String>> {
+        match *self {
+            Field::Array(t) => match serde_json::from_str::<Value>(t) {
+                Ok(Value::Array(items)) => Some(
+                    items
+                        .into_iter()
+                        .filter_map(|v| match v {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether the value is an array of strings only.
+    pub fn is_string_array(&self) -> bool {
+        match *self {
+            Field::Array(t) => matches!(
+                serde_json::from_str::<Value>(t),
+                Ok(Value::Array(items)) if items.iter().all(Value::is_string)
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Field<'_> {
+    /// JSON text, like `serde_json::Value`'s `Display`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        f.write_str(&String::from_utf8_lossy(&out))
+    }
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Field::Null => s.serialize_unit(),
+            Field::Bool(b) => s.serialize_bool(b),
+            Field::Str(t) => s.serialize_str(t),
+            _ => self.to_value().serialize(s),
+        }
+    }
+}
+
+/// JSON string escaping (serde_json's), without building a `Value`.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A JSON object's fields in the order they came, compactly (see the module docs).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    text: Box<str>,
+    entries: Box<[Entry]>,
+}
+
+impl Fields {
+    fn key_of(&self, e: &Entry) -> &str {
+        let s = e.start as usize;
+        self.text.get(s..s + e.key_len as usize).unwrap_or("")
+    }
+
+    fn value_of(&self, e: &Entry) -> Field<'_> {
+        let s = e.start as usize + e.key_len as usize;
+        let t = self.text.get(s..s + e.val_len as usize).unwrap_or("");
+        match e.kind {
+            Kind::Null => Field::Null,
+            Kind::False => Field::Bool(false),
+            Kind::True => Field::Bool(true),
+            Kind::Num => Field::Num(t),
+            Kind::Str => Field::Str(t),
+            Kind::Array => Field::Array(t),
+            Kind::Object => Field::Object(t),
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<Field<'_>> {
+        self.entries
+            .iter()
+            .find(|e| self.key_of(e) == key)
+            .map(|e| self.value_of(e))
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.entries.iter().any(|e| self.key_of(e) == key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keys and values, in the order they came.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Field<'_>)> {
+        self.entries
+            .iter()
+            .map(move |e| (self.key_of(e), self.value_of(e)))
+    }
+
+    /// The object as compact JSON text.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (k, v)) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(out, k);
+            out.push(b':');
+            v.write_json(out);
+        }
+        out.push(b'}');
+    }
+
+    /// The fields as a `serde_json` map (allocates; for reports and tests).
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.to_value()))
+            .collect()
+    }
+
+    /// The fields of a `serde_json` map (allocates; for tools and tests).
+    pub fn from_map(map: &Map<String, Value>) -> Fields {
+        let mut b = FieldsBuilder::default();
+        for (k, v) in map {
+            b.push_value(k, v);
+        }
+        b.finish()
+    }
+
+    /// The fields of a JSON object's text.
+    pub fn from_json(text: &str) -> Result<Fields, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Set `key` (rebuilds the text; for tools and tests, not the hot path).
+    pub fn insert(&mut self, key: String, value: Value) {
+        let mut b = FieldsBuilder::default();
+        for (k, v) in self.iter() {
+            b.push(k, v);
+        }
+        b.push_value(&key, &value);
+        *self = b.finish();
+    }
+
+    /// Only the named keys, in the order named (missing keys skipped).
+    pub fn select<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Fields {
+        let mut b = FieldsBuilder::default();
+        for k in keys {
+            if let Some(v) = self.get(k) {
+                b.push(k, v);
+            }
+        }
+        b.finish()
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl From<Map<String, Value>> for Fields {
+    fn from(map: Map<String, Value>) -> Fields {
+        Fields::from_map(&map)
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// Builds a [`Fields`]; a key pushed twice keeps its first place and its last value (as a JSON
+/// object read into a map does).
+#[derive(Default)]
+pub struct FieldsBuilder {
+    text: String,
+    entries: Vec<Entry>,
+}
+
+impl FieldsBuilder {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Add `key` = `value`. False (and nothing added) when the text would outgrow
+    /// [`MAX_TEXT_BYTES`].
+    pub fn push(&mut self, key: &str, value: Field<'_>) -> bool {
+        let (kind, text) = match value {
+            Field::Null => (Kind::Null, ""),
+            Field::Bool(false) => (Kind::False, ""),
+            Field::Bool(true) => (Kind::True, ""),
+            Field::Num(t) => (Kind::Num, t),
+            Field::Str(t) => (Kind::Str, t),
+            Field::Array(t) => (Kind::Array, t),
+            Field::Object(t) => (Kind::Object, t),
+        };
+        self.push_raw(key, kind, text)
+    }
+
+    fn push_raw(&mut self, key: &str, kind: Kind, value: &str) -> bool {
+        if self.text.len() + key.len() + value.len() > MAX_TEXT_BYTES {
+            return false;
+        }
+        let entry = Entry {
+            start: self.text.len() as u32,
+            key_len: key.len() as u32,
+            val_len: value.len() as u32,
+            kind,
+        };
+        self.text.push_str(key);
+        self.text.push_str(value);
+        let text = &self.text;
+        let same_key = |e: &&mut Entry| {
+            let s = e.start as usize;
+            text.get(s..s + e.key_len as usize) == Some(key)
+        };
+        // The key's first copy is the one just written at the end of `text`.
+        match self.entries.iter_mut().find(same_key) {
+            Some(old) => *old = entry,
+            None => self.entries.push(entry),
+        }
+        true
+    }
+
+    /// Add a `serde_json` value (arrays and objects become compact JSON text).
+    pub fn push_value(&mut self, key: &str, value: &Value) -> bool {
+        match value {
+            Value::Null => self.push(key, Field::Null),
+            Value::Bool(b) => self.push(key, Field::Bool(*b)),
+            Value::Number(n) => self.push(key, Field::Num(&n.to_string())),
+            Value::String(s) => self.push(key, Field::Str(s)),
+            Value::Array(_) => self.push(key, Field::Array(&value.to_string())),
+            Value::Object(_) => self.push(key, Field::Object(&value.to_string())),
+        }
+    }
+
+    /// Add a value from its JSON text (as serde_json's `RawValue` gives it).
+    fn push_raw_json(&mut self, key: &str, raw: &str) -> Result<(), String> {
+        let raw = raw.trim();
+        let ok = match raw.as_bytes().first() {
+            Some(b'"') => match raw.get(1..raw.len() - 1) {
+                Some(inner) if !inner.contains('\\') => self.push(key, Field::Str(inner)),
+                _ => {
+                    let s: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+                    self.push(key, Field::Str(&s))
+                }
+            },
+            Some(b'n') => self.push(key, Field::Null),
+            Some(b't') => self.push(key, Field::Bool(true)),
+            Some(b'f') => self.push(key, Field::Bool(false)),
+            Some(b'[' | b'{') => {
+                let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+                self.push_value(key, &v)
+            }
+            Some(_) => self.push(key, Field::Num(raw)),
+            None => return Err("empty value".into()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err("object too large".into())
+        }
+    }
+
+    pub fn finish(self) -> Fields {
+        Fields {
+            text: self.text.into_boxed_str(),
+            entries: self.entries.into_boxed_slice(),
+        }
+    }
+}
+
+/// A key, appended to the builder's text without a temporary `String`.
+struct KeySeed<'b>(&'b mut String);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.clear();
+        self.0.push_str(v);
+        Ok(())
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut b = FieldsBuilder::default();
+        let mut key = String::new();
+        while map.next_key_seed(KeySeed(&mut key))?.is_some() {
+            let raw: &RawValue = map.next_value()?;
+            b.push_raw_json(&key, raw.get())
+                .map_err(de::Error::custom)?;
+            if b.len() > MAX_FIELDS {
+                return Err(de::Error::custom(format_args!(
+                    "{} {} fields",
+                    TOO_MANY_FIELDS, MAX_FIELDS
+                )));
+            }
+        }
+        Ok(b.finish())
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    /// A JSON object; only from serde_json (values are read as `RawValue`s).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_types_order_and_text() {
+        let f = Fields::from_json(
+            r#"{"zip":"07302","age":42,"big":12345678901234567890,"ok":true,"no":false,
+               "none":null,"esc":"a\"b\u00e9","list":["x", 1],"obj":{"a": [1, 2]}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.len(), 9);
+        assert_eq!(f.get("zip"), Some(Field::Str("07302")));
+        assert_eq!(f.get("age"), Some(Field::Num("42")));
+        assert_eq!(f.get("big"), Some(Field::Num("12345678901234567890")));
+        assert_eq!(f.get("ok"), Some(Field::Bool(true)));
+        assert_eq!(f.get("no"), Some(Field::Bool(false)));
+        assert_eq!(f.get("none"), Some(Field::Null));
+        assert_eq!(f.get("esc"), Some(Field::Str("a\"bé")));
+        assert_eq!(f.get("list"), Some(Field::Array(r#"["x",1]"#)));
+        assert_eq!(f.get("obj"), Some(Field::Object(r#"{"a":[1,2]}"#)));
+        assert_eq!(f.get("missing"), None);
+        let keys: Vec<&str> = f.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["zip", "age", "big", "ok", "no", "none", "esc", "list", "obj"]
+        );
+        let mut out = Vec::new();
+        f.write_json(&mut out);
+        let back: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            back,
+            json!({"zip":"07302","age":42,"big":12345678901234567890u64,"ok":true,"no":false,
+                   "none":null,"esc":"a\"bé","list":["x",1],"obj":{"a":[1,2]}})
+        );
+        assert_eq!(Fields::from_map(&f.to_map()), f);
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_place_and_last_value() {
+        let f = Fields::from_json(r#"{"a":1,"b":2,"a":"three"}"#).unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f.get("a"), Some(Field::Str("three")));
+        let keys: Vec<&str> = f.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[test]
+    fn refuses_non_objects_and_too_many_fields() {
+        assert!(Fields::from_json("[1]").is_err());
+        assert!(Fields::from_json("\"x\"").is_err());
+        let many: Map<String, Value> = (0..=MAX_FIELDS)
+            .map(|i| (format!("f{i}"), json!(i)))
+            .collect();
+        let text = Value::Object(many).to_string();
+        assert!(Fields::from_json(&text).is_err());
+    }
+
+    #[test]
+    fn select_and_helpers() {
+        let f = Fields::from_json(
+            r#"{"state":"TX","zip":"77002","phone":"512","list":["a","b"],"mixed":["a",1]}"#,
+        )
+        .unwrap();
+        let s = f.select(["zip", "state", "nope"]);
+        let keys: Vec<&str> = s.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["zip", "state"]);
+        assert_eq!(
+            f.get("list").and_then(|v| v.array_strings()),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert!(f.get("list").is_some_and(|v| v.is_string_array()));
+        assert!(!f.get("mixed").is_some_and(|v| v.is_string_array()));
+        assert!(Field::Str("  ").is_blank() && Field::Null.is_blank());
+        assert!(!Field::Num("0").is_blank());
+        assert_eq!(Field::Str("a\"b").to_string(), r#""a\"b""#);
+        assert_eq!(serde_json::to_value(&f).unwrap()["list"], json!(["a", "b"]));
+    }
+}
