@@ -11,6 +11,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Most fields one object may carry (the lead's own limit, `MAX_LEAD_FIELDS`, is the same).
@@ -246,7 +247,13 @@ impl Fields {
 
     /// The fields of a JSON object's text.
     pub fn from_json(text: &str) -> Result<Fields, serde_json::Error> {
-        serde_json::from_str(text)
+        // The stored text is never longer than the JSON it came from: reserve it once.
+        let mut de = serde_json::Deserializer::from_str(text);
+        let fields = de.deserialize_map(FieldsVisitor {
+            text_capacity: text.len(),
+        })?;
+        de.end()?;
+        Ok(fields)
     }
 
     /// Set `key` (rebuilds the text; for tools and tests, not the hot path).
@@ -289,6 +296,9 @@ impl Serialize for Fields {
     }
 }
 
+/// Fields a builder has room for before it grows (a typical lead has 10 to 20).
+const TYPICAL_FIELDS: usize = 16;
+
 /// Builds a [`Fields`]; a key pushed twice keeps its first place and its last value (as a JSON
 /// object read into a map does).
 #[derive(Default)]
@@ -298,6 +308,14 @@ pub struct FieldsBuilder {
 }
 
 impl FieldsBuilder {
+    /// A builder with room for `text_bytes` of keys and values.
+    pub fn with_capacity(text_bytes: usize) -> FieldsBuilder {
+        FieldsBuilder {
+            text: String::with_capacity(text_bytes.min(MAX_TEXT_BYTES)),
+            entries: Vec::with_capacity(TYPICAL_FIELDS),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -394,29 +412,33 @@ impl FieldsBuilder {
     }
 }
 
-/// A key, appended to the builder's text without a temporary `String`.
-struct KeySeed<'b>(&'b mut String);
+/// A key, borrowed from the input unless it has escapes.
+struct KeySeed;
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = ();
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string key")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.clear();
-        self.0.push_str(v);
-        Ok(())
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_string()))
     }
 }
 
-struct FieldsVisitor;
+/// Reads an object; `text_capacity` is reserved for its text up front.
+struct FieldsVisitor {
+    text_capacity: usize,
+}
 
 impl<'de> Visitor<'de> for FieldsVisitor {
     type Value = Fields;
@@ -426,9 +448,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut b = FieldsBuilder::default();
-        let mut key = String::new();
-        while map.next_key_seed(KeySeed(&mut key))?.is_some() {
+        let mut b = FieldsBuilder::with_capacity(self.text_capacity);
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             let raw: &RawValue = map.next_value()?;
             b.push_raw_json(&key, raw.get())
                 .map_err(de::Error::custom)?;
@@ -446,7 +467,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 impl<'de> Deserialize<'de> for Fields {
     /// A JSON object; only from serde_json (values are read as `RawValue`s).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
-        d.deserialize_map(FieldsVisitor)
+        d.deserialize_map(FieldsVisitor { text_capacity: 0 })
     }
 }
 
