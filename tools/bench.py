@@ -426,6 +426,17 @@ def config_text(buyers: list[tuple[str, tuple[str, str]]], workers: int, listen:
     return "\n".join(out)
 
 
+# `--pin`: the CPU list each kind of process is confined to (`taskset -c`), empty when not pinned.
+PIN: dict[str, str] = {}
+
+
+def pinned(kind: str, argv: list[str]) -> list[str]:
+    """`argv` under `taskset -c CPUS` when `--pin` gave `kind` its CPUs (taskset execs the
+    program, so the pid is the program's own)."""
+    cpus = PIN.get(kind)
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
 class Fleet:
     """A running `gavel-mock-buyers` process."""
 
@@ -433,7 +444,7 @@ class Fleet:
         self.procs = procs
         self.log_path = workdir / f"buyers-{count}-{time.monotonic_ns()}.log"
         self.logf = open(self.log_path, "wb")
-        self.argv = [
+        self.argv = pinned("buyers", [
             str(RELEASE / "gavel-mock-buyers"),
             "--count", str(count),
             "--latency-ms", str(BUYER_LATENCY_MS),
@@ -443,7 +454,7 @@ class Fleet:
             "--threads", str(threads),
             "--seed", str(seed),
             "--json",
-        ]
+        ])
         self.p = procs.start(self.argv, stdout=subprocess.PIPE, stderr=self.logf)
         try:
             lines = read_lines(self.p, count, START_TIMEOUT_S)
@@ -505,7 +516,8 @@ class Exchange:
             config_text(fleet.buyers, workers, self.listen, self.admin_port, journal)
         )
         self.log_path = workdir / f"gavel-{self.listen}.log"
-        self.argv = [str(RELEASE / "gavel"), "serve", "--config", str(self.config_path)]
+        self.argv = pinned("exchange",
+                           [str(RELEASE / "gavel"), "serve", "--config", str(self.config_path)])
         self.logf = open(self.log_path, "wb")
         self.p = procs.start(self.argv, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -545,7 +557,7 @@ def load_argv(target: str, rate: int, duration_s: int, connections: int,
     ]
     if template is not None:
         argv += ["--template", str(template)]
-    return argv
+    return pinned("load", argv)
 
 
 def run_load(procs: Procs, workdir: Path, argv: list[str], duration_s: int,
@@ -1014,7 +1026,17 @@ def main() -> int:
     ap.add_argument("--quiet-wait-s", type=float, default=60,
                     help="before each run, wait up to this long for other processes to go quiet "
                          "(0: do not wait)")
+    ap.add_argument("--pin", action="store_true",
+                    help="confine the exchange to CPU 0 and the buyers and load tool to CPU 1 "
+                         "(taskset), so scheduling delay behind them stops counting as overhead; "
+                         "use with --workers 1")
     args = ap.parse_args()
+    if args.pin:
+        if shutil.which("taskset") is None:
+            ap.error("--pin needs taskset (util-linux)")
+        if (os.cpu_count() or 1) < 2:
+            ap.error("--pin needs at least two CPUs")
+        PIN.update({"exchange": "0", "buyers": "1", "load": "1"})
 
     quick = args.quick
     workers_list = args.workers or ([1] if quick else [1, 2])
@@ -1053,6 +1075,7 @@ def main() -> int:
             "warmup_s": warmup_s,
             "connections": args.connections,
             "buyer_threads": args.buyer_threads,
+            "pinned": dict(PIN),
             "saturated_if": {
                 "achieved_below_share": SATURATED_RATE_SHARE,
                 "lost_above_share": SATURATED_LOST_SHARE,
