@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt;
 
-/// Most fields one object may carry (the lead's own limit, `MAX_LEAD_FIELDS`, is the same).
+/// Most keys one object may carry, repeated keys included (the lead's `MAX_LEAD_FIELDS`).
 pub const MAX_FIELDS: usize = 256;
 /// The start of the error for an object over [`MAX_FIELDS`].
 pub const TOO_MANY_FIELDS: &str = "more than";
@@ -449,11 +449,15 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let mut b = FieldsBuilder::with_capacity(self.text_capacity);
+        // Repeated keys count too: each one is a scan of the keys so far, so an object of
+        // one key repeated thousands of times must not get past the limit.
+        let mut keys = 0usize;
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            keys += 1;
             let raw: &RawValue = map.next_value()?;
             b.push_raw_json(&key, raw.get())
                 .map_err(de::Error::custom)?;
-            if b.len() > MAX_FIELDS {
+            if keys > MAX_FIELDS {
                 return Err(de::Error::custom(format_args!(
                     "{} {} fields",
                     TOO_MANY_FIELDS, MAX_FIELDS
@@ -517,6 +521,40 @@ mod tests {
         assert_eq!(f.get("a"), Some(Field::Str("three")));
         let keys: Vec<&str> = f.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_key_repeated_past_the_limit_is_refused() {
+        let mut text = String::from("{");
+        for i in 0..=MAX_FIELDS {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str("\"a\":1");
+        }
+        text.push('}');
+        let err = Fields::from_json(&text).unwrap_err().to_string();
+        assert!(err.starts_with(TOO_MANY_FIELDS), "{err}");
+    }
+
+    #[test]
+    fn keys_with_escapes_and_empty_objects() {
+        let f = Fields::from_json(r#"{"caf\u00e9":"x","a\"b":true,"":null}"#).unwrap();
+        assert_eq!(f.get("café"), Some(Field::Str("x")));
+        assert_eq!(f.get("a\"b"), Some(Field::Bool(true)));
+        assert_eq!(f.get(""), Some(Field::Null));
+        let mut out = Vec::new();
+        f.write_json(&mut out);
+        assert_eq!(
+            Fields::from_json(std::str::from_utf8(&out).unwrap()).unwrap(),
+            f
+        );
+        let empty = Fields::from_json(" { } ").unwrap();
+        assert!(empty.is_empty());
+        let mut out = Vec::new();
+        empty.write_json(&mut out);
+        assert_eq!(out, b"{}");
+        assert!(Fields::from_json("{} x").is_err(), "trailing text");
     }
 
     #[test]

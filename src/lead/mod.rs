@@ -16,7 +16,7 @@ pub use fields::{Field, Fields};
 /// Longest string kept from a buyer's answer (bid ids, reasons), so a buyer cannot bloat the journal.
 pub const MAX_ANSWER_STRING: usize = 128;
 /// Most fields a lead may carry.
-pub const MAX_LEAD_FIELDS: usize = 256;
+pub const MAX_LEAD_FIELDS: usize = fields::MAX_FIELDS;
 
 /// A seller's lead as posted to `/v1/leads` or `/v1/ping`.
 #[derive(Debug, Clone)]
