@@ -110,7 +110,12 @@ struct Lead {
     /// happen meanwhile (its buyers, prices, caps and pools).
     gen: Arc<Gen>,
     req: LeadRequest,
+    /// The ping body, built once for all the lead's buyers without an adapter; dropped once
+    /// each of their requests holds its own copy (`pings_to_attach` reaches 0), and built
+    /// again with `ping_timeout_ms` for the rare retry after that.
     ping_body: Vec<u8>,
+    ping_timeout_ms: u64,
+    pings_to_attach: usize,
     auction: Auction,
     /// The connection serving each slot's current request.
     slot_conn: Vec<Option<Key>>,
@@ -938,6 +943,8 @@ impl Worker {
             gen: gen.clone(),
             req,
             ping_body: Vec::new(),
+            ping_timeout_ms: 0,
+            pings_to_attach: 0,
             auction,
             slot_conn: vec![None; slots],
             reservations: (0..slots).map(|_| None).collect(),
@@ -1468,8 +1475,13 @@ impl Worker {
             match action {
                 Action::SendPing { slot, timeout_ms } => {
                     if lead.ping_body.is_empty() {
-                        let c = &lead.gen.rt.snap.campaigns[lead.campaign];
+                        let snap = &lead.gen.rt.snap;
+                        let c = &snap.campaigns[lead.campaign];
                         lead::write_ping(&mut lead.ping_body, &lead.id, c, &lead.req, timeout_ms);
+                        lead.ping_timeout_ms = timeout_ms;
+                        lead.pings_to_attach = (0..lead.auction.slots())
+                            .filter(|&s| snap.buyers[lead.auction.buyer(s)].codec.is_none())
+                            .count();
                     }
                     let buyer = lead.auction.buyer(slot);
                     let buyer_id = &lead.gen.rt.snap.buyers[buyer].id;
@@ -1983,6 +1995,7 @@ impl Worker {
         let buyer = lead.auction.buyer(job.slot);
         let b = &lead.gen.rt.snap.buyers[buyer];
         let mut content_type = "application/json";
+        let plain_ping = job.kind == JobKind::Ping && b.codec.is_none();
         let (endpoint, body): (_, &[u8]) = match (job.kind, &b.codec) {
             // A buyer with its own API: its request is built from its templates.
             (kind, Some(codec)) => {
@@ -2008,7 +2021,15 @@ impl Worker {
                     }
                 }
             }
-            (JobKind::Ping, None) => (b.ping.as_ref(), &lead.ping_body),
+            (JobKind::Ping, None) => {
+                if lead.ping_body.is_empty() {
+                    // A retry after every request took its copy: the same body again.
+                    let c = &lead.gen.rt.snap.campaigns[lead.campaign];
+                    let timeout_ms = lead.ping_timeout_ms;
+                    lead::write_ping(&mut lead.ping_body, &lead.id, c, &lead.req, timeout_ms);
+                }
+                (b.ping.as_ref(), &lead.ping_body)
+            }
             (JobKind::Post, None) => {
                 self.scratch.clear();
                 let price = match lead.auction.post_result(job.slot) {
@@ -2048,6 +2069,13 @@ impl Worker {
         );
         c.job = Some(job);
         lead.slot_conn[job.slot] = Some(ck);
+        if plain_ping {
+            // This request holds its own copy; a lead waiting on its buyers keeps no other.
+            lead.pings_to_attach = lead.pings_to_attach.saturating_sub(1);
+            if lead.pings_to_attach == 0 {
+                lead.ping_body = Vec::new();
+            }
+        }
         if c.connected {
             self.write_buyer(ck);
         }
