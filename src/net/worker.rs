@@ -41,6 +41,9 @@ const HOUSEKEEPING: Duration = Duration::from_millis(50);
 const MAX_LEADS_PER_WORKER: usize = 1 << 20;
 /// Buyer connections one worker may hold across all pools.
 const MAX_BUYER_CONNS_PER_WORKER: usize = 1 << 16;
+/// Write buffer a buyer connection keeps after a post: room for a ping request (headers and
+/// the campaign's ping fields), not for the full lead a post carries.
+const KEPT_REQUEST_BYTES: usize = 1024;
 /// Bound on what a seller TLS session buffers for sending (answers encrypted and not yet on the
 /// socket); rustls bounds what it has received and not yet handed over at 16 KiB of its own.
 const SELLER_TLS_BUFFER: usize = 32 * 1024;
@@ -2216,6 +2219,11 @@ impl Worker {
         let body = std::mem::take(&mut c.body);
         let job = c.job.take();
         c.draining_since = None;
+        if job.is_some_and(|j| j.kind == JobKind::Post) && c.wbuf.capacity() > KEPT_REQUEST_BYTES {
+            // A post (the full lead) grew the buffer past what pings need: give the excess back,
+            // or every connection that ever carried a post would keep a post-sized buffer.
+            c.wbuf.shrink_to(KEPT_REQUEST_BYTES);
+        }
         if let Some(job) = job {
             if let Some(lead) = self.leads.get_mut(job.lead) {
                 if lead.slot_conn[job.slot] == Some(ck) {
