@@ -408,8 +408,8 @@ pub fn consent_vertical(req: &LeadRequest) -> Option<&str> {
     req.consent.as_ref()?.get("vertical")?.as_str()
 }
 
+/// JSON string escaping (serde_json's), without building a `Value`.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaping, without building a Value.
     let _ = serde_json::to_writer(&mut *out, s);
 }
 

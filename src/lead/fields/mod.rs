@@ -156,10 +156,7 @@ impl Serialize for Field<'_> {
     }
 }
 
-/// JSON string escaping (serde_json's), without building a `Value`.
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
-}
+use super::write_json_str;
 
 /// A JSON object's fields in the order they came, compactly (see the module docs).
 #[derive(Clone, Default, PartialEq, Eq)]
