@@ -173,6 +173,58 @@ pub fn write_request<'a, I>(
     out.extend_from_slice(body);
 }
 
+/// The length of what [`write_request`] writes for the same arguments, or more when bytes of
+/// them are left out or percent-encoded: enough to reserve a request's buffer in one
+/// allocation.
+pub fn request_len_bound<'a, I>(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: I,
+    content_type: &str,
+    body: &[u8],
+) -> usize
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let target: usize = if path.is_empty() {
+        1
+    } else {
+        path.bytes()
+            .map(|b| if is_target_byte(b) { 1 } else { 3 })
+            .sum()
+    };
+    let headers: usize = headers
+        .into_iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    let content_type = if content_type.is_empty() {
+        0
+    } else {
+        "Content-Type: \r\n".len() + content_type.len()
+    };
+    method.len().max("GET".len())
+        + " ".len()
+        + target
+        + " HTTP/1.1\r\nHost: \r\n".len()
+        + host.len()
+        + headers
+        + content_type
+        + "Content-Length: \r\n\r\n".len()
+        + decimal_digits(body.len() as u64)
+        + body.len()
+}
+
+/// How many decimal digits `n` has.
+fn decimal_digits(mut n: u64) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
+}
+
 /// Writes the answer to a request the decoder refused: the error's status, a JSON body in the
 /// contract's error shape (`{"error": {"code": ..., "message": ...}}`) and `Connection: close`,
 /// since after a framing error the rest of the stream cannot be trusted.

@@ -27,7 +27,8 @@ mod tests;
 
 pub use decode::{RequestDecoder, ResponseDecoder};
 pub use encode::{
-    is_valid_header, reason_phrase, write_error_response, write_request, write_response,
+    is_valid_header, reason_phrase, request_len_bound, write_error_response, write_request,
+    write_response,
 };
 pub use error::Error;
 pub use head::{Method, RequestHead, ResponseHead};

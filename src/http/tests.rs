@@ -1312,6 +1312,76 @@ fn written_request_into_a_reused_buffer_does_not_grow_it() {
 }
 
 #[test]
+fn request_len_bound_is_exact_for_clean_requests_and_never_short() {
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        Vec<u8>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/ping",
+            "buyer.example:9101",
+            vec![("X-Api-Key", "k")],
+            "application/json",
+            b"{}".to_vec(),
+        ),
+        ("POST", "/p", "h", vec![], "", Vec::new()),
+        ("GET", "", "h", vec![], "", Vec::new()),
+        (
+            "POST",
+            "/post",
+            "h",
+            vec![("A", "1"), ("B", "2")],
+            "text/xml",
+            vec![b'x'; 123_456],
+        ),
+        // Bytes left out or percent-encoded: the bound may be over, never under.
+        (
+            "",
+            "/a b\x01",
+            "h\r\n",
+            vec![("Content-Length", "9"), ("Bad Name", "v\n")],
+            "a\rb",
+            b"z".to_vec(),
+        ),
+        ("P O\tST", "/%", "h", vec![("host", "x")], "", vec![b'y'; 9]),
+    ];
+    for (i, (method, path, host, headers, content_type, body)) in cases.iter().enumerate() {
+        let mut out = Vec::new();
+        write_request(
+            &mut out,
+            method,
+            path,
+            host,
+            headers.iter().copied(),
+            content_type,
+            body,
+        );
+        let bound = request_len_bound(
+            method,
+            path,
+            host,
+            headers.iter().copied(),
+            content_type,
+            body,
+        );
+        assert!(
+            bound >= out.len(),
+            "case {i}: bound {bound} < written {}",
+            out.len()
+        );
+        if i < 4 {
+            assert_eq!(bound, out.len(), "case {i}: clean input, exact length");
+        }
+    }
+}
+
+#[test]
 fn out_of_range_status_is_written_as_500() {
     let mut out = Vec::new();
     write_response(&mut out, 1000, &[], b"", true);

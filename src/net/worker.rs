@@ -41,9 +41,10 @@ const HOUSEKEEPING: Duration = Duration::from_millis(50);
 const MAX_LEADS_PER_WORKER: usize = 1 << 20;
 /// Buyer connections one worker may hold across all pools.
 const MAX_BUYER_CONNS_PER_WORKER: usize = 1 << 16;
-/// Write buffer a buyer connection keeps after a post: room for a ping request (headers and
-/// the campaign's ping fields), not for the full lead a post carries.
-const KEPT_REQUEST_BYTES: usize = 1024;
+/// A buyer connection's write buffer is reserved in steps of this many bytes, once, for the
+/// request it must carry: pings of one campaign differ by a few bytes, so a connection that
+/// carries them keeps one buffer and allocates nothing per ping.
+const REQUEST_BUFFER_GRAIN: usize = 64;
 /// Bound on what a seller TLS session buffers for sending (answers encrypted and not yet on the
 /// socket); rustls bounds what it has received and not yet handed over at 16 KiB of its own.
 const SELLER_TLS_BUFFER: usize = 32 * 1024;
@@ -2061,6 +2062,19 @@ impl Worker {
         c.wbuf.clear();
         c.wpos = 0;
         c.on_wire = false;
+        let need = http::request_len_bound(
+            "POST",
+            &endpoint.path,
+            &endpoint.host_header,
+            b.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            content_type,
+            body,
+        );
+        if c.wbuf.capacity() < need {
+            // One allocation of the request's size, not a doubling series from 8 bytes.
+            c.wbuf
+                .reserve_exact(need.next_multiple_of(REQUEST_BUFFER_GRAIN));
+        }
         http::write_request(
             &mut c.wbuf,
             "POST",
@@ -2219,10 +2233,10 @@ impl Worker {
         let body = std::mem::take(&mut c.body);
         let job = c.job.take();
         c.draining_since = None;
-        if job.is_some_and(|j| j.kind == JobKind::Post) && c.wbuf.capacity() > KEPT_REQUEST_BYTES {
-            // A post (the full lead) grew the buffer past what pings need: give the excess back,
-            // or every connection that ever carried a post would keep a post-sized buffer.
-            c.wbuf.shrink_to(KEPT_REQUEST_BYTES);
+        if job.is_some_and(|j| j.kind == JobKind::Post) {
+            // A post carries the full lead: give its buffer back, or every connection that ever
+            // carried one would keep a post-sized buffer. The next request reserves its own size.
+            c.wbuf = Vec::new();
         }
         if let Some(job) = job {
             if let Some(lead) = self.leads.get_mut(job.lead) {
