@@ -15,7 +15,9 @@ Starts three processes on 127.0.0.1 (the same binaries as tools/bench.py):
 
 While the load runs it samples, every 0.2 s, the exchange's `in_flight` (`GET /v1/stats`) and
 its VmRSS and RssAnon (`/proc/PID/status`). It reports the peak of leads in flight, the memory at
-that moment, the memory before the load, and the difference per lead in flight.
+that moment, the memory before the load, and the difference per lead in flight; and the plateau
+(every sample with at least 95 % of R x L leads in flight): how long it lasted and the memory
+at its start and at its end, which shows whether the memory holds while the depth does.
 
 Standard library only; every process is stopped at the end, on error and on Ctrl-C.
 """
@@ -127,6 +129,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=500, help="seller connections (default 500)")
     ap.add_argument("--pipeline", type=int, default=32,
                     help="leads in flight per seller connection (default 32)")
+    ap.add_argument("--no-bid-rate", type=float, default=0.1,
+                    help="share of pings the buyers answer with no bid (default 0.1; 1.0 means "
+                         "no lead is sold, so no posts)")
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
     ap.add_argument("--wrap", metavar="CMD", default="",
                     help="prefix for the exchange's command line, e.g. a heap profiler: "
@@ -134,6 +139,8 @@ def main() -> int:
     args = ap.parse_args()
     if not 1 <= args.rate <= MAX_RATE or not 1 <= args.latency_ms <= MAX_LATENCY_MS:
         ap.error(f"--rate must be 1..{MAX_RATE} and --latency-ms 1..{MAX_LATENCY_MS}")
+    if not 0.0 <= args.no_bid_rate <= 1.0:
+        ap.error("--no-bid-rate must be 0..1")
     for name in ("gavel", "gavel-mock-buyers", "gavel-load"):
         if not (RELEASE / name).exists():
             ap.error(f"{RELEASE / name} is missing: run `cargo build --release --bins` first")
@@ -160,7 +167,7 @@ def run(procs: Procs, workdir: Path, args) -> dict:
     fleet_argv = [
         str(RELEASE / "gavel-mock-buyers"), "--count", str(len(ZIPS)),
         "--latency-ms", str(args.latency_ms), "--post-latency-ms", "0",
-        "--no-bid-rate", "0.1", "--reject-rate", "0.0", "--threads", "1", "--json",
+        "--no-bid-rate", str(args.no_bid_rate), "--reject-rate", "0.0", "--threads", "1", "--json",
     ]
     fleet = procs.start(fleet_argv, stdout=subprocess.PIPE, stderr=fleet_log)
     lines = read_lines(fleet, len(ZIPS), START_TIMEOUT_S)
@@ -228,6 +235,10 @@ def run(procs: Procs, workdir: Path, args) -> dict:
     top_anon = max(s["anon_kib"] for s in samples)
     top_rss = max(s["rss_kib"] for s in samples)
     per_lead = (peak["anon_kib"] - before[1]) * 1024 / max(peak["in_flight"], 1)
+    # The plateau: every sample with at least 95 % of the expected leads in flight. Its first
+    # sample is the memory when the load first reaches its depth; its last, after holding it.
+    plateau = [s for s in samples if s["in_flight"] >= 0.95 * expected]
+    first, last = (plateau[0], plateau[-1]) if plateau else (peak, peak)
     summary = {
         "rate": args.rate,
         "buyer_latency_ms": args.latency_ms,
@@ -245,6 +256,11 @@ def run(procs: Procs, workdir: Path, args) -> dict:
         "rss_after_mib": round(after[0] / 1024, 1) if after else None,
         "anon_after_mib": round(after[1] / 1024, 1) if after else None,
         "anon_bytes_per_lead_in_flight": round(per_lead),
+        "plateau_s": round(last["t_s"] - first["t_s"], 1),
+        "anon_plateau_start_mib": round(first["anon_kib"] / 1024, 1),
+        "anon_plateau_end_mib": round(last["anon_kib"] / 1024, 1),
+        "rss_plateau_start_mib": round(first["rss_kib"] / 1024, 1),
+        "rss_plateau_end_mib": round(last["rss_kib"] / 1024, 1),
     }
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
