@@ -114,105 +114,135 @@ pub fn write_response(
     }
 }
 
-/// Writes a whole HTTP/1.1 request for a keep-alive buyer connection: request line, `Host`,
-/// the caller's `headers` (a buyer's configured headers), `Content-Type` (omitted when empty),
-/// `Content-Length` (always, so the buyer never has to guess) and the body.
-///
-/// Bytes of `path` that may not appear in a request target are percent-encoded; `method` bytes
-/// outside the token set are left out (and an empty method is written as `GET`).
+/// Writes a whole request to a buyer: [`OutgoingRequest::write`] of these parts.
 pub fn write_request<'a, I>(
     out: &mut Vec<u8>,
-    method: &str,
-    path: &str,
-    host: &str,
+    method: &'a str,
+    path: &'a str,
+    host: &'a str,
     headers: I,
-    content_type: &str,
-    body: &[u8],
+    content_type: &'a str,
+    body: &'a [u8],
 ) where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    if !method.is_empty() && method.bytes().all(is_tchar) {
-        out.extend_from_slice(method.as_bytes());
-    } else {
-        let before = out.len();
-        out.extend(method.bytes().filter(|&b| is_tchar(b)));
-        if out.len() == before {
-            out.extend_from_slice(b"GET");
-        }
-    }
-    out.push(b' ');
-    if path.is_empty() {
-        out.push(b'/');
-    } else if path.bytes().all(is_target_byte) {
-        out.extend_from_slice(path.as_bytes());
-    } else {
-        for b in path.bytes() {
-            if is_target_byte(b) {
-                out.push(b);
-            } else {
-                out.push(b'%');
-                out.push(HEX_UPPER[usize::from(b >> 4)]);
-                out.push(HEX_UPPER[usize::from(b & 0x0f)]);
-            }
-        }
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    push_value(out, host);
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        push_header(out, name, value, &REQUEST_OWNED);
-    }
-    if !content_type.is_empty() {
-        out.extend_from_slice(b"Content-Type: ");
-        push_value(out, content_type);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"Content-Length: ");
-    push_u64(out, body.len() as u64);
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body);
+    let request = OutgoingRequest {
+        method,
+        path,
+        host,
+        headers,
+        content_type,
+        body,
+    };
+    request.write(out);
 }
 
-/// The length of what [`write_request`] writes for the same arguments, or more when bytes of
-/// them are left out or percent-encoded: enough to reserve a request's buffer in one
-/// allocation.
-pub fn request_len_bound<'a, I>(
-    method: &str,
-    path: &str,
-    host: &str,
-    headers: I,
-    content_type: &str,
-    body: &[u8],
-) -> usize
+/// A whole HTTP/1.1 request for a keep-alive buyer connection: request line, `Host`, the
+/// caller's `headers` (a buyer's configured headers), `Content-Type` (omitted when empty),
+/// `Content-Length` (always, so the buyer never has to guess) and the body. Its length can be
+/// bounded before it is written, to reserve its buffer once.
+///
+/// Bytes of `path` that may not appear in a request target are percent-encoded; `method` bytes
+/// outside the token set are left out (and an empty method is written as `GET`); header names
+/// that are not tokens or that the request sets itself, and bytes of header values that could
+/// end the line, are left out.
+#[derive(Clone, Copy, Debug)]
+pub struct OutgoingRequest<'a, I> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    pub headers: I,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+impl<'a, I> OutgoingRequest<'a, I>
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let target: usize = if path.is_empty() {
-        1
-    } else {
-        path.bytes()
-            .map(|b| if is_target_byte(b) { 1 } else { 3 })
-            .sum()
-    };
-    let headers: usize = headers
-        .into_iter()
-        .map(|(name, value)| name.len() + value.len() + 4)
-        .sum();
-    let content_type = if content_type.is_empty() {
-        0
-    } else {
-        "Content-Type: \r\n".len() + content_type.len()
-    };
-    method.len().max("GET".len())
-        + " ".len()
-        + target
-        + " HTTP/1.1\r\nHost: \r\n".len()
-        + host.len()
-        + headers
-        + content_type
-        + "Content-Length: \r\n\r\n".len()
-        + decimal_digits(body.len() as u64)
-        + body.len()
+    /// Appends the request to `out`.
+    pub fn write(self, out: &mut Vec<u8>) {
+        let method = self.method;
+        if !method.is_empty() && method.bytes().all(is_tchar) {
+            out.extend_from_slice(method.as_bytes());
+        } else {
+            let before = out.len();
+            out.extend(method.bytes().filter(|&b| is_tchar(b)));
+            if out.len() == before {
+                out.extend_from_slice(b"GET");
+            }
+        }
+        out.push(b' ');
+        if self.path.is_empty() {
+            out.push(b'/');
+        } else if self.path.bytes().all(is_target_byte) {
+            out.extend_from_slice(self.path.as_bytes());
+        } else {
+            for b in self.path.bytes() {
+                if is_target_byte(b) {
+                    out.push(b);
+                } else {
+                    out.push(b'%');
+                    out.push(HEX_UPPER[usize::from(b >> 4)]);
+                    out.push(HEX_UPPER[usize::from(b & 0x0f)]);
+                }
+            }
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        push_value(out, self.host);
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in self.headers {
+            push_header(out, name, value, &REQUEST_OWNED);
+        }
+        if !self.content_type.is_empty() {
+            out.extend_from_slice(b"Content-Type: ");
+            push_value(out, self.content_type);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, self.body.len() as u64);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(self.body);
+    }
+}
+
+impl<'a, I> OutgoingRequest<'a, I>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)> + Clone,
+{
+    /// The length [`OutgoingRequest::write`] appends, or more when bytes are left out or
+    /// percent-encoded: enough to reserve the request's buffer in one allocation.
+    pub fn len_bound(&self) -> usize {
+        let target: usize = if self.path.is_empty() {
+            1
+        } else {
+            self.path
+                .bytes()
+                .map(|b| if is_target_byte(b) { 1 } else { 3 })
+                .sum()
+        };
+        let headers: usize = self
+            .headers
+            .clone()
+            .into_iter()
+            .map(|(name, value)| name.len() + value.len() + ": \r\n".len())
+            .sum();
+        let content_type = if self.content_type.is_empty() {
+            0
+        } else {
+            "Content-Type: \r\n".len() + self.content_type.len()
+        };
+        self.method.len().max("GET".len())
+            + " ".len()
+            + target
+            + " HTTP/1.1\r\nHost: \r\n".len()
+            + self.host.len()
+            + headers
+            + content_type
+            + "Content-Length: \r\n\r\n".len()
+            + decimal_digits(self.body.len() as u64)
+            + self.body.len()
+    }
 }
 
 /// How many decimal digits `n` has.

@@ -1,8 +1,8 @@
 //! HTTP/1.1 codec (sans-IO), used in both directions by the event loop.
 //!
 //! Server side: [`RequestDecoder`] turns seller bytes into [`RequestHead`]s and bodies,
-//! [`write_response`] turns answers into bytes. Client side: [`write_request`] builds pings and
-//! posts to buyers, [`ResponseDecoder`] reads their answers.
+//! [`write_response`] turns answers into bytes. Client side: [`OutgoingRequest`] (or
+//! [`write_request`]) builds pings and posts to buyers, [`ResponseDecoder`] reads their answers.
 //!
 //! Nothing here touches a socket or a clock: the caller appends whatever it read to its own
 //! buffer, calls `decode(&buf, &mut body)`, and drains the `consumed` bytes from the front of the
@@ -27,8 +27,8 @@ mod tests;
 
 pub use decode::{RequestDecoder, ResponseDecoder};
 pub use encode::{
-    is_valid_header, reason_phrase, request_len_bound, write_error_response, write_request,
-    write_response,
+    is_valid_header, reason_phrase, write_error_response, write_request, write_response,
+    OutgoingRequest,
 };
 pub use error::Error;
 pub use head::{Method, RequestHead, ResponseHead};

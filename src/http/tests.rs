@@ -1313,69 +1313,78 @@ fn written_request_into_a_reused_buffer_does_not_grow_it() {
 
 #[test]
 fn request_len_bound_is_exact_for_clean_requests_and_never_short() {
-    type Case<'a> = (
-        &'a str,
-        &'a str,
-        &'a str,
-        Vec<(&'a str, &'a str)>,
-        &'a str,
-        Vec<u8>,
-    );
-    let cases: Vec<Case> = vec![
-        (
-            "POST",
-            "/ping",
-            "buyer.example:9101",
-            vec![("X-Api-Key", "k")],
-            "application/json",
-            b"{}".to_vec(),
-        ),
-        ("POST", "/p", "h", vec![], "", Vec::new()),
-        ("GET", "", "h", vec![], "", Vec::new()),
-        (
-            "POST",
-            "/post",
-            "h",
-            vec![("A", "1"), ("B", "2")],
-            "text/xml",
-            vec![b'x'; 123_456],
-        ),
-        // Bytes left out or percent-encoded: the bound may be over, never under.
-        (
-            "",
-            "/a b\x01",
-            "h\r\n",
-            vec![("Content-Length", "9"), ("Bad Name", "v\n")],
-            "a\rb",
-            b"z".to_vec(),
-        ),
-        ("P O\tST", "/%", "h", vec![("host", "x")], "", vec![b'y'; 9]),
+    let big = vec![b'x'; 123_456];
+    let clean = [
+        OutgoingRequest {
+            method: "POST",
+            path: "/ping",
+            host: "buyer.example:9101",
+            headers: &[("X-Api-Key", "k")][..],
+            content_type: "application/json",
+            body: b"{}",
+        },
+        OutgoingRequest {
+            method: "POST",
+            path: "/p",
+            host: "h",
+            headers: &[][..],
+            content_type: "",
+            body: b"",
+        },
+        OutgoingRequest {
+            method: "GET",
+            path: "",
+            host: "h",
+            headers: &[][..],
+            content_type: "",
+            body: b"",
+        },
+        OutgoingRequest {
+            method: "POST",
+            path: "/post",
+            host: "h",
+            headers: &[("A", "1"), ("B", "2")][..],
+            content_type: "text/xml",
+            body: &big,
+        },
     ];
-    for (i, (method, path, host, headers, content_type, body)) in cases.iter().enumerate() {
+    // Bytes left out or percent-encoded: the bound may be over, never under.
+    let dirty = [
+        OutgoingRequest {
+            method: "",
+            path: "/a b\x01",
+            host: "h\r\n",
+            headers: &[("Content-Length", "9"), ("Bad Name", "v\n")][..],
+            content_type: "a\rb",
+            body: b"z",
+        },
+        OutgoingRequest {
+            method: "P O\tST",
+            path: "/%",
+            host: "h",
+            headers: &[("host", "x")][..],
+            content_type: "",
+            body: b"yyyyyyyyy",
+        },
+    ];
+    for (i, request) in clean.iter().chain(&dirty).enumerate() {
+        let request = OutgoingRequest {
+            method: request.method,
+            path: request.path,
+            host: request.host,
+            headers: request.headers.iter().copied(),
+            content_type: request.content_type,
+            body: request.body,
+        };
+        let bound = request.len_bound();
         let mut out = Vec::new();
-        write_request(
-            &mut out,
-            method,
-            path,
-            host,
-            headers.iter().copied(),
-            content_type,
-            body,
-        );
-        let bound = request_len_bound(
-            method,
-            path,
-            host,
-            headers.iter().copied(),
-            content_type,
-            body,
-        );
+        request.write(&mut out);
         assert!(
             bound >= out.len(),
             "case {i}: bound {bound} < written {}",
             out.len()
         );
-        if i < 4 {
+        if i < clean.len() {
             assert_eq!(bound, out.len(), "case {i}: clean input, exact length");
         }
     }

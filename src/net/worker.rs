@@ -2062,28 +2062,21 @@ impl Worker {
         c.wbuf.clear();
         c.wpos = 0;
         c.on_wire = false;
-        let need = http::request_len_bound(
-            "POST",
-            &endpoint.path,
-            &endpoint.host_header,
-            b.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        let request = http::OutgoingRequest {
+            method: "POST",
+            path: &endpoint.path,
+            host: &endpoint.host_header,
+            headers: b.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             content_type,
             body,
-        );
+        };
+        let need = request.len_bound();
         if c.wbuf.capacity() < need {
             // One allocation of the request's size, not a doubling series from 8 bytes.
             c.wbuf
                 .reserve_exact(need.next_multiple_of(REQUEST_BUFFER_GRAIN));
         }
-        http::write_request(
-            &mut c.wbuf,
-            "POST",
-            &endpoint.path,
-            &endpoint.host_header,
-            b.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            content_type,
-            body,
-        );
+        request.write(&mut c.wbuf);
         c.job = Some(job);
         lead.slot_conn[job.slot] = Some(ck);
         if plain_ping {
