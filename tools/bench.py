@@ -429,6 +429,9 @@ def config_text(buyers: list[tuple[str, tuple[str, str]]], workers: int, listen:
 # `--pin`: the CPU list each kind of process is confined to (`taskset -c`), empty when not pinned.
 PIN: dict[str, str] = {}
 
+# A command the exchange runs under (tools/callgrind.py sets `valgrind --tool=callgrind ...`).
+EXCHANGE_WRAPPER: list[str] = []
+
 
 def pinned(kind: str, argv: list[str]) -> list[str]:
     """`argv` under `taskset -c CPUS` when `--pin` gave `kind` its CPUs (taskset execs the
@@ -516,8 +519,8 @@ class Exchange:
             config_text(fleet.buyers, workers, self.listen, self.admin_port, journal)
         )
         self.log_path = workdir / f"gavel-{self.listen}.log"
-        self.argv = pinned("exchange",
-                           [str(RELEASE / "gavel"), "serve", "--config", str(self.config_path)])
+        self.argv = pinned("exchange", [*EXCHANGE_WRAPPER, str(RELEASE / "gavel"), "serve",
+                                        "--config", str(self.config_path)])
         self.logf = open(self.log_path, "wb")
         self.p = procs.start(self.argv, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir)
         deadline = time.monotonic() + START_TIMEOUT_S
