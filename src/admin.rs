@@ -191,7 +191,7 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
         ),
         (Method::Post, "/v1/admin/stats/reset") => {
             for s in &shared.stats {
-                *s.lock() = WorkerStats::default();
+                s.lock().reset();
             }
             (200, "application/json", b"{\"status\":\"reset\"}".to_vec())
         }
@@ -323,7 +323,7 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
     let mut buyers = Map::new();
     for (i, b) in snap.buyers.iter().enumerate() {
         let default = Default::default();
-        let c = s.buyers.get(&b.id).unwrap_or(&default);
+        let c = s.buyer_counters(&b.id).unwrap_or(&default);
         let response = Percentiles::of(&c.response_us);
         let left = rt.caps.remaining(i, now);
         buyers.insert(
@@ -446,7 +446,7 @@ pub fn metrics_text(shared: &Shared) -> String {
     out.push_str(
         "# HELP gavel_pings_total Pings by buyer and result.\n# TYPE gavel_pings_total counter\n",
     );
-    for (id, b) in &s.buyers {
+    for (id, b) in s.buyers() {
         for (result, n) in [
             ("bid", b.bids),
             ("no_bid", b.no_bids),
@@ -466,7 +466,7 @@ pub fn metrics_text(shared: &Shared) -> String {
     out.push_str(
         "# HELP gavel_wins_total Leads sold to each buyer.\n# TYPE gavel_wins_total counter\n",
     );
-    for (id, b) in &s.buyers {
+    for (id, b) in s.buyers() {
         let _ = writeln!(
             out,
             "gavel_wins_total{{buyer=\"{}\"}} {}",
@@ -533,7 +533,7 @@ pub fn metrics_text(shared: &Shared) -> String {
         );
     }
     out.push_str("# HELP gavel_buyer_response_seconds Buyers' ping response time.\n# TYPE gavel_buyer_response_seconds histogram\n");
-    for (id, b) in &s.buyers {
+    for (id, b) in s.buyers() {
         histogram_text(
             &mut out,
             "gavel_buyer_response_seconds",

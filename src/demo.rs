@@ -305,7 +305,7 @@ fn print_report(streams: &[(&str, &LoadReport)], stats: &crate::stats::WorkerSta
         "spent",
         "p99 ms"
     );
-    for (id, b) in &stats.buyers {
+    for (id, b) in stats.buyers() {
         let avg_bid = if b.bids > 0 {
             b.bid_sum_cents / b.bids as i64
         } else {

@@ -71,7 +71,11 @@ impl Default for BuyerCounters {
 #[derive(Debug, Clone)]
 pub struct WorkerStats {
     pub campaigns: BTreeMap<String, CampaignCounters>,
-    pub buyers: BTreeMap<String, BuyerCounters>,
+    /// Buyer id to its index in `buyer_counters`. An index, once given, holds for the life of
+    /// these stats ([`WorkerStats::reset`] zeroes the counters in place), so a worker looks each
+    /// buyer of a config up once ([`WorkerStats::buyer_slot`]) and not once per ping.
+    buyer_slots: BTreeMap<String, usize>,
+    buyer_counters: Vec<BuyerCounters>,
     /// Engine time per lead: elapsed minus the time spent waiting on buyers.
     pub overhead_us: Histogram<u64>,
     /// Seller-observed time per lead, arrival to answer written.
@@ -93,7 +97,8 @@ impl Default for WorkerStats {
     fn default() -> Self {
         WorkerStats {
             campaigns: BTreeMap::new(),
-            buyers: BTreeMap::new(),
+            buyer_slots: BTreeMap::new(),
+            buyer_counters: Vec::new(),
             overhead_us: histogram(),
             elapsed_us: histogram(),
             overhead_intake_us: histogram(),
@@ -113,7 +118,51 @@ impl WorkerStats {
 
     /// The counters of a buyer; the id is copied only the first time it is seen.
     pub fn buyer(&mut self, id: &str) -> &mut BuyerCounters {
-        entry(&mut self.buyers, id)
+        let slot = self.buyer_slot(id);
+        &mut self.buyer_counters[slot]
+    }
+
+    /// The index of a buyer's counters for [`WorkerStats::buyer_at`], given on first sight.
+    pub fn buyer_slot(&mut self, id: &str) -> usize {
+        if let Some(&slot) = self.buyer_slots.get(id) {
+            return slot;
+        }
+        let slot = self.buyer_counters.len();
+        self.buyer_counters.push(BuyerCounters::default());
+        self.buyer_slots.insert(id.to_string(), slot);
+        slot
+    }
+
+    /// The counters at an index from [`WorkerStats::buyer_slot`] of these same stats.
+    pub fn buyer_at(&mut self, slot: usize) -> Option<&mut BuyerCounters> {
+        self.buyer_counters.get_mut(slot)
+    }
+
+    /// A buyer's counters, if it has any.
+    pub fn buyer_counters(&self, id: &str) -> Option<&BuyerCounters> {
+        self.buyer_slots
+            .get(id)
+            .and_then(|&slot| self.buyer_counters.get(slot))
+    }
+
+    /// Every buyer's counters, in id order.
+    pub fn buyers(&self) -> impl Iterator<Item = (&str, &BuyerCounters)> {
+        self.buyer_slots.iter().filter_map(|(id, &slot)| {
+            self.buyer_counters
+                .get(slot)
+                .map(|counters| (id.as_str(), counters))
+        })
+    }
+
+    /// Zero every counter and histogram. Buyers keep their indices, so a worker's cached
+    /// [`WorkerStats::buyer_slot`]s stay valid.
+    pub fn reset(&mut self) {
+        let slots = std::mem::take(&mut self.buyer_slots);
+        let buyers = self.buyer_counters.len();
+        *self = WorkerStats::default();
+        self.buyer_slots = slots;
+        self.buyer_counters
+            .resize_with(buyers, BuyerCounters::default);
     }
 
     pub fn merge(&mut self, other: &WorkerStats) {
@@ -126,7 +175,7 @@ impl WorkerStats {
             m.revenue_cents += c.revenue_cents;
             m.payout_cents += c.payout_cents;
         }
-        for (k, b) in &other.buyers {
+        for (k, b) in other.buyers() {
             let m = self.buyer(k);
             m.pings += b.pings;
             m.bids += b.bids;
@@ -214,4 +263,42 @@ pub fn render_histogram(h: &Histogram<u64>, unit: &str) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buyer_slots_survive_a_reset_and_counters_merge_by_id() {
+        let mut a = WorkerStats::default();
+        let zed = a.buyer_slot("zed");
+        let amy = a.buyer_slot("amy");
+        assert_eq!(a.buyer_slot("zed"), zed, "a slot is given once");
+        if let Some(b) = a.buyer_at(zed) {
+            b.pings += 3;
+        }
+        a.buyer("amy").bids += 2;
+        assert_eq!(a.buyer_counters("zed").map(|b| b.pings), Some(3));
+        let ids: Vec<&str> = a.buyers().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["amy", "zed"], "listed in id order, not slot order");
+
+        let mut total = WorkerStats::default();
+        total.buyer("zed").pings += 1;
+        total.merge(&a);
+        assert_eq!(total.buyer_counters("zed").map(|b| b.pings), Some(4));
+        assert_eq!(total.buyer_counters("amy").map(|b| b.bids), Some(2));
+
+        a.overhead_us.saturating_record(40);
+        a.reset();
+        assert!(a.overhead_us.is_empty());
+        assert_eq!(a.buyer_counters("zed").map(|b| b.pings), Some(0));
+        assert_eq!(a.buyer_slot("zed"), zed, "a reset keeps the slots");
+        assert_eq!(a.buyer_slot("amy"), amy);
+        if let Some(b) = a.buyer_at(zed) {
+            b.pings += 1;
+        }
+        assert_eq!(a.buyer_counters("zed").map(|b| b.pings), Some(1));
+        assert!(a.buyer_at(99).is_none());
+    }
 }

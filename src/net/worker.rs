@@ -178,6 +178,8 @@ pub struct Gen {
     /// Per buyer: index of its ping pool and post pool in `pools` (equal when same origin).
     ping_pool: Vec<Option<usize>>,
     post_pool: Vec<Option<usize>>,
+    /// Per buyer: the index of its counters in this worker's stats (`WorkerStats::buyer_slot`).
+    stat_slots: Vec<usize>,
 }
 
 /// What makes a pool's connections fit for a buyer: the buyer, the endpoint's origin and the
@@ -270,8 +272,15 @@ fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Ge
         rt: rt.clone(),
         ping_pool,
         post_pool,
+        stat_slots: Vec::new(),
     };
     (gen, retired)
+}
+
+/// Where each buyer of `snap` keeps its counters in `stats`.
+fn stat_slots(stats: &Mutex<WorkerStats>, snap: &crate::config::Snapshot) -> Vec<usize> {
+    let mut st = stats.lock();
+    snap.buyers.iter().map(|b| st.buyer_slot(&b.id)).collect()
 }
 
 /// Wall-clock microseconds for journal records (cap windows are calendar time).
@@ -305,7 +314,8 @@ impl Worker {
         let rt = shared.runtime();
         let snap = rt.snap.clone();
         let mut pools = Vec::new();
-        let (gen, _) = map_pools(&mut pools, None, &rt);
+        let (mut gen, _) = map_pools(&mut pools, None, &rt);
+        gen.stat_slots = stat_slots(&shared.stats[id], &snap);
         let per_worker_conns = (snap.server.max_connections / snap.server.workers.max(1)).max(16);
         let now = Instant::now();
         Ok(Worker {
@@ -412,7 +422,8 @@ impl Worker {
         if rt.generation == self.gen.rt.generation {
             return;
         }
-        let (gen, retired) = map_pools(&mut self.pools, Some(&self.gen), &rt);
+        let (mut gen, retired) = map_pools(&mut self.pools, Some(&self.gen), &rt);
+        gen.stat_slots = stat_slots(&self.stats, &rt.snap);
         self.gen = Arc::new(gen);
         for p in retired {
             let pool = &mut self.pools[p];
@@ -1497,7 +1508,9 @@ impl Worker {
                             buyer: buyer_id,
                         },
                     );
-                    self.stats.lock().buyer(buyer_id).pings += 1;
+                    if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
+                        b.pings += 1;
+                    }
                     self.dispatch(Job {
                         lead: key,
                         slot,
@@ -1534,7 +1547,9 @@ impl Worker {
                             price_cents,
                         },
                     );
-                    self.stats.lock().buyer(buyer_id).posts += 1;
+                    if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
+                        b.posts += 1;
+                    }
                     self.dispatch(Job {
                         lead: key,
                         slot,
@@ -1687,7 +1702,9 @@ impl Worker {
         {
             let mut st = self.stats.lock();
             for slot in 0..lead.auction.slots() {
-                let b = st.buyer(&snap.buyers[lead.auction.buyer(slot)].id);
+                let Some(b) = st.buyer_at(lead.gen.stat_slots[lead.auction.buyer(slot)]) else {
+                    continue;
+                };
                 // Held or fixed-price "bids" were not pings of this auction: not counted again.
                 let ping = if lead.close_from_plan {
                     None
@@ -1716,9 +1733,10 @@ impl Worker {
                 }
             }
             for s in &outcome.sales {
-                let b = st.buyer(&snap.buyers[s.buyer].id);
-                b.wins += 1;
-                b.spent_cents += s.price_cents;
+                if let Some(b) = st.buyer_at(lead.gen.stat_slots[s.buyer]) {
+                    b.wins += 1;
+                    b.spent_cents += s.price_cents;
+                }
             }
             let cs = st.campaign(&campaign.id);
             cs.leads += u64::from(lead.flow != Flow::Ping);
