@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::io::Write;
 
 pub mod fields;
-pub use fields::{Field, Fields};
+pub use fields::{Field, Fields, Member};
 
 /// Longest string kept from a buyer's answer (bid ids, reasons), so a buyer cannot bloat the journal.
 pub const MAX_ANSWER_STRING: usize = 128;
@@ -61,44 +61,43 @@ impl Refusal {
 }
 
 #[derive(Deserialize)]
-struct RawRequest<'a> {
+struct RawRequest {
     campaign: Option<Value>,
     #[serde(default)]
     source: Option<Value>,
     #[serde(default)]
     test: Option<Value>,
-    #[serde(borrow)]
-    lead: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    consent: Option<&'a RawValue>,
+    #[serde(default)]
+    lead: Option<Member>,
+    #[serde(default)]
+    consent: Option<Member>,
 }
 
 /// A JSON object of the request (`lead`, `consent`), read compactly. `None` when absent or null.
-fn object(raw: Option<&RawValue>, name: &str) -> Result<Option<Fields>, Refusal> {
-    let Some(raw) = raw else { return Ok(None) };
-    let text = raw.get().trim();
-    if text == "null" {
-        return Ok(None);
-    }
-    if !text.starts_with('{') {
-        return Err(Refusal::bad_request(
+fn object(member: Option<Member>, name: &str) -> Result<Option<Fields>, Refusal> {
+    match member {
+        None | Some(Member::Null) => Ok(None),
+        Some(Member::Object(fields)) => Ok(Some(fields)),
+        Some(Member::NotObject) => Err(Refusal::bad_request(
             format!("{} must be an object", name),
             Some(name),
-        ));
+        )),
+        Some(Member::Refused(why)) => {
+            let message = if why.starts_with(fields::TOO_MANY_FIELDS) {
+                format!("{} has more than {} fields", name, MAX_LEAD_FIELDS)
+            } else {
+                format!("{} is not valid: {}", name, why)
+            };
+            Err(Refusal::bad_request(message, Some(name)))
+        }
     }
-    Fields::from_json(text).map(Some).map_err(|e| {
-        let message = if e.to_string().starts_with(fields::TOO_MANY_FIELDS) {
-            format!("{} has more than {} fields", name, MAX_LEAD_FIELDS)
-        } else {
-            format!("{} is not valid: {}", name, e)
-        };
-        Refusal::bad_request(message, Some(name))
-    })
 }
 
 /// Parse a seller's body. Malformed JSON or a wrong shape is a 400.
 pub fn parse_request(body: &[u8]) -> Result<LeadRequest, Refusal> {
-    let raw: RawRequest = serde_json::from_slice(body).map_err(|e| {
+    // One pass: `lead` and `consent` become `Fields` as the body is read.
+    let raw: RawRequest = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
+        .map_err(|e| {
         Refusal::bad_request(format!("body is not a valid lead request: {}", e), None)
     })?;
     let campaign = match raw.campaign {
@@ -305,24 +304,25 @@ pub struct PostRequest {
 }
 
 #[derive(Deserialize)]
-struct RawPost<'a> {
+struct RawPost {
     #[serde(default)]
     ping_id: Option<Value>,
-    #[serde(borrow, default)]
-    lead: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    consent: Option<&'a RawValue>,
+    #[serde(default)]
+    lead: Option<Member>,
+    #[serde(default)]
+    consent: Option<Member>,
 }
 
 pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
-    let m: RawPost = serde_json::from_slice(body).map_err(|e| {
-        let message = if e.is_data() {
-            "body must be a JSON object".to_string()
-        } else {
-            format!("body is not a valid post: {}", e)
-        };
-        Refusal::bad_request(message, None)
-    })?;
+    let m: RawPost = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
+        .map_err(|e| {
+            let message = if e.is_data() {
+                "body must be a JSON object".to_string()
+            } else {
+                format!("body is not a valid post: {}", e)
+            };
+            Refusal::bad_request(message, None)
+        })?;
     let ping_id = match m.ping_id {
         Some(Value::String(s)) if !s.is_empty() => s,
         _ => return Err(Refusal::bad_request("ping_id is required", Some("ping_id"))),

@@ -73,6 +73,36 @@ fn lead_and_consent_shapes_are_refused_by_field() {
     assert!(r.message.contains("more than 256 fields"), "{}", r.message);
     let req = parse_request(&with(|v| v["consent"] = Value::Null)).unwrap();
     assert!(req.consent.is_none());
+    // The members are read in the body's one pass: a refused consent is named as such even
+    // with the lead after it, and an array (with objects inside) is not an object.
+    let r = parse_request(&with(|v| {
+        let consent = v["consent"].as_object_mut().unwrap();
+        for i in 0..MAX_LEAD_FIELDS {
+            consent.insert(format!("extra_{i}"), Value::from(i));
+        }
+    }))
+    .unwrap_err();
+    assert_eq!((r.status, r.field.as_deref()), (400, Some("consent")));
+    assert!(
+        r.message.contains("consent has more than 256 fields"),
+        "{}",
+        r.message
+    );
+    let r = parse_request(&with(|v| v["lead"] = serde_json::json!([{"a": 1}, [2]]))).unwrap_err();
+    assert_eq!((r.status, r.field.as_deref()), (400, Some("lead")));
+    assert!(
+        r.message.contains("lead must be an object"),
+        "{}",
+        r.message
+    );
+    // Broken JSON after a refused member is still broken JSON.
+    let mut many = String::from(r#"{"campaign":"auto-insurance","lead":{"#);
+    for i in 0..=MAX_LEAD_FIELDS {
+        many.push_str(&format!(r#""f{i}":{i},"#));
+    }
+    many.push_str(r#""last":1},"consent":{"#);
+    let r = parse_request(many.as_bytes()).unwrap_err();
+    assert_eq!((r.status, r.field.as_deref()), (400, None), "{}", r.message);
 }
 
 #[test]

@@ -445,23 +445,127 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut b = FieldsBuilder::with_capacity(self.text_capacity);
-        // Repeated keys count too: each one is a scan of the keys so far, so an object of
-        // one key repeated thousands of times must not get past the limit.
-        let mut keys = 0usize;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            keys += 1;
-            let raw: &RawValue = map.next_value()?;
-            b.push_raw_json(&key, raw.get())
-                .map_err(de::Error::custom)?;
-            if keys > MAX_FIELDS {
-                return Err(de::Error::custom(format_args!(
-                    "{} {} fields",
-                    TOO_MANY_FIELDS, MAX_FIELDS
-                )));
-            }
+        read_object(&mut map, self.text_capacity)?.map_err(de::Error::custom)
+    }
+}
+
+/// Read an object's entries into `Fields`. An object `Fields` refuses (over [`MAX_FIELDS`]
+/// keys, too large) is read to its end and its refusal returned as the inner `Err`, so the
+/// JSON around it can still be read; JSON syntax errors are the outer `Err`.
+fn read_object<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    text_capacity: usize,
+) -> Result<Result<Fields, String>, A::Error> {
+    let mut b = FieldsBuilder::with_capacity(text_capacity);
+    // Repeated keys count too: each one is a scan of the keys so far, so an object of
+    // one key repeated thousands of times must not get past the limit.
+    let mut keys = 0usize;
+    let mut refused = None;
+    while let Some(key) = map.next_key_seed(KeySeed)? {
+        keys += 1;
+        let raw: &RawValue = map.next_value()?;
+        if let Err(e) = b.push_raw_json(&key, raw.get()) {
+            refused = Some(e);
+            break;
         }
-        Ok(b.finish())
+        if keys > MAX_FIELDS {
+            refused = Some(format!("{} {} fields", TOO_MANY_FIELDS, MAX_FIELDS));
+            break;
+        }
+    }
+    if let Some(why) = refused {
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
+        return Ok(Err(why));
+    }
+    Ok(Ok(b.finish()))
+}
+
+/// A member of a request that must be a JSON object (`lead`, `consent`), read in the same pass
+/// as the request around it: an object becomes [`Fields`] at once, without being scanned
+/// first as raw JSON and parsed again.
+#[derive(Debug)]
+pub enum Member {
+    Null,
+    Object(Fields),
+    /// An object `Fields` refused; the text says why (it starts with [`TOO_MANY_FIELDS`] for
+    /// an object over [`MAX_FIELDS`] keys).
+    Refused(String),
+    /// A string, number, boolean or array.
+    NotObject,
+}
+
+thread_local! {
+    /// The text capacity a [`Member`] object reserves: set by [`Member::read_with_capacity`]
+    /// to the length of the body being read, which no member's text can exceed.
+    static MEMBER_TEXT_CAPACITY: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Member {
+    /// Run `read` (a parse of a body `body_len` bytes long) with every `Member` object it
+    /// meets reserving its text once, at `body_len` bytes, instead of growing it.
+    pub fn read_with_capacity<T>(body_len: usize, read: impl FnOnce() -> T) -> T {
+        let before = MEMBER_TEXT_CAPACITY.with(|c| c.replace(body_len));
+        let out = read();
+        MEMBER_TEXT_CAPACITY.with(|c| c.set(before));
+        out
+    }
+}
+
+struct MemberVisitor;
+
+impl<'de> Visitor<'de> for MemberVisitor {
+    type Value = Member;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object or null")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Member, E> {
+        Ok(Member::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Member, E> {
+        Ok(Member::Null)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Member, E> {
+        Ok(Member::NotObject)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Member, E> {
+        Ok(Member::NotObject)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Member, E> {
+        Ok(Member::NotObject)
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Member, E> {
+        Ok(Member::NotObject)
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Member, E> {
+        Ok(Member::NotObject)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Member, E> {
+        Ok(Member::NotObject)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Member, E> {
+        Ok(Member::NotObject)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Member, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(Member::NotObject)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Member, A::Error> {
+        let capacity = MEMBER_TEXT_CAPACITY.with(|c| c.get());
+        Ok(match read_object(&mut map, capacity)? {
+            Ok(fields) => Member::Object(fields),
+            Err(why) => Member::Refused(why),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Member {
+    /// Only from serde_json (values are read as `RawValue`s).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Member, D::Error> {
+        d.deserialize_any(MemberVisitor)
     }
 }
 
