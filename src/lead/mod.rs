@@ -518,8 +518,8 @@ fn clip(mut s: String) -> String {
 }
 
 /// A bid id as text, without allocating for the usual plain string or number.
-fn raw_to_text(raw: &RawValue) -> Option<SmallText> {
-    let t = raw.get().trim();
+fn raw_to_text(raw: &str) -> Option<SmallText> {
+    let t = raw.trim();
     if let Some(inner) = t.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         if !inner.contains('\\') {
             return Some(SmallText::new(inner));
@@ -539,6 +539,9 @@ fn raw_to_text(raw: &RawValue) -> Option<SmallText> {
     None
 }
 
+/// The raw JSON of a bid answer's `bid` (absent: `None`; `null`: `Some("null")`) and `bid_id`.
+type BidFields<'a> = (Option<&'a str>, Option<&'a str>);
+
 /// A buyer's answer to a ping. 204, `{"bid": 0}` and `{"bid": null}` are no-bids; anything that
 /// is not a 2xx with a valid bid is a no-bid with its reason (`error` or `invalid`).
 pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
@@ -548,14 +551,19 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
     if !(200..300).contains(&status) {
         return PingOutcome::Error(format!("status {}", status));
     }
-    let answer: BidAnswer = match serde_json::from_slice(body) {
-        Ok(a) => a,
-        Err(_) => return PingOutcome::Invalid("unparsable answer".into()),
+    // Most answers are a flat object of plain values, read here in one scan; anything else
+    // goes through serde_json, whose reading the scan agrees with wherever it answers.
+    let fields = match flat_bid_fields(body) {
+        Some(f) => f,
+        None => match serde_json::from_slice::<BidAnswer>(body) {
+            Ok(a) => (a.bid.0.map(RawValue::get), a.bid_id.map(RawValue::get)),
+            Err(_) => return PingOutcome::Invalid("unparsable answer".into()),
+        },
     };
-    let Some(raw) = answer.bid.0 else {
+    let (Some(raw), bid_id) = fields else {
         return PingOutcome::Invalid("no bid field".into());
     };
-    let text = raw.get().trim();
+    let text = raw.trim();
     let text = match text.as_bytes().first() {
         Some(b'"') => text.trim_matches('"'),
         _ => text,
@@ -569,10 +577,120 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
         Some(c) if c > MAX_CENTS => PingOutcome::Invalid("bid out of range".into()),
         Some(cents) => PingOutcome::Bid {
             cents,
-            bid_id: answer.bid_id.and_then(raw_to_text),
+            bid_id: bid_id.and_then(raw_to_text),
         },
         None => PingOutcome::Invalid("bid is not a number".into()),
     }
+}
+
+/// `bid` and `bid_id` of a flat JSON object whose keys and string values are printable ASCII
+/// without escapes and whose values are strings, numbers, `true`, `false` or `null`.
+/// `None` for anything else (nested values, escapes, non-ASCII, a repeated `bid` or `bid_id`,
+/// invalid JSON), which is then left to serde_json.
+fn flat_bid_fields(body: &[u8]) -> Option<BidFields<'_>> {
+    let mut at = skip_ws(body, 0);
+    if body.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_ws(body, at + 1);
+    let (mut bid, mut bid_id) = (None, None);
+    if body.get(at) == Some(&b'}') {
+        return (skip_ws(body, at + 1) == body.len()).then_some((bid, bid_id));
+    }
+    loop {
+        let key_end = plain_string_end(body, at)?;
+        let key = &body[at + 1..key_end - 1];
+        at = skip_ws(body, key_end);
+        if body.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_ws(body, at + 1);
+        let value_end = scalar_end(body, at)?;
+        // The scan saw ASCII only.
+        let value = std::str::from_utf8(&body[at..value_end]).ok()?;
+        let slot = match key {
+            b"bid" => Some(&mut bid),
+            b"bid_id" => Some(&mut bid_id),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            if slot.replace(value).is_some() {
+                return None;
+            }
+        }
+        at = skip_ws(body, value_end);
+        match body.get(at) {
+            Some(b',') => at = skip_ws(body, at + 1),
+            Some(b'}') => {
+                return (skip_ws(body, at + 1) == body.len()).then_some((bid, bid_id));
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut at: usize) -> usize {
+    while matches!(b.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// The end (past the closing quote) of a string at `at` made of printable ASCII, no escapes.
+fn plain_string_end(b: &[u8], at: usize) -> Option<usize> {
+    if b.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => return None,
+            0x20..=0x7e => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// The end of a plain string, a JSON number, `true`, `false` or `null` at `at`.
+fn scalar_end(b: &[u8], at: usize) -> Option<usize> {
+    match *b.get(at)? {
+        b'"' => plain_string_end(b, at),
+        b't' => b[at..].starts_with(b"true").then_some(at + 4),
+        b'f' => b[at..].starts_with(b"false").then_some(at + 5),
+        b'n' => b[at..].starts_with(b"null").then_some(at + 4),
+        _ => number_end(b, at),
+    }
+}
+
+/// The end of a JSON number (RFC 8259 section 6) at `at`.
+fn number_end(b: &[u8], mut at: usize) -> Option<usize> {
+    let digits = |b: &[u8], mut i: usize| {
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    if b.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    at = match b.get(at)? {
+        b'0' => at + 1,
+        b'1'..=b'9' => digits(b, at)?,
+        _ => return None,
+    };
+    if b.get(at) == Some(&b'.') {
+        at = digits(b, at + 1)?;
+    }
+    if matches!(b.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        if matches!(b.get(at), Some(b'+' | b'-')) {
+            at += 1;
+        }
+        at = digits(b, at)?;
+    }
+    Some(at)
 }
 
 #[derive(Deserialize)]

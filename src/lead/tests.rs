@@ -347,3 +347,128 @@ fn error_bodies_have_the_contract_shape() {
     assert!(v.get("lead_id").is_none());
     assert!(v["error"].get("field").is_none());
 }
+
+/// What serde_json reads as a bid answer's `bid` and `bid_id`, or `None` when it refuses it.
+fn serde_bid_fields(body: &[u8]) -> Option<(Option<String>, Option<String>)> {
+    let a: BidAnswer = serde_json::from_slice(body).ok()?;
+    Some((
+        a.bid.0.map(|r| r.get().to_string()),
+        a.bid_id.map(|r| r.get().to_string()),
+    ))
+}
+
+#[test]
+fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
+    let owned = |f: BidFields<'_>| (f.0.map(str::to_string), f.1.map(str::to_string));
+    // Answers the scan must read itself, and what it must leave to serde_json.
+    for (body, scanned) in [
+        (&br#"{"bid":42.5,"bid_id":"b-1"}"#[..], true),
+        (
+            br#" { "bid" : -0.5e+3 , "x": true, "y": null, "z": false, "bid_id": 7 } "#,
+            true,
+        ),
+        (br#"{"bid_id":"a","bid":"7.5"}"#, true),
+        (br#"{}"#, true),
+        (b"{\"bid\":\t1\r\n}", true),
+        (br#"{"bid":1,"bid":2}"#, false),
+        (br#"{"bid":01}"#, false),
+        (br#"{"bid":1.}"#, false),
+        (br#"{"bid":.5}"#, false),
+        (br#"{"bid":1e}"#, false),
+        (br#"{"bid":"a\"b"}"#, false),
+        (br#"{"bid":[1]}"#, false),
+        (br#"{"bid":{"v":1}}"#, false),
+        ("{\"bid\":1,\"note\":\"café\"}".as_bytes(), false),
+        (br#"{"bid":1,}"#, false),
+        (br#"{"bid":1} x"#, false),
+        (br#"{"bid":nul}"#, false),
+        (br#"[1]"#, false),
+        (b"", false),
+    ] {
+        let fast = flat_bid_fields(body);
+        assert_eq!(fast.is_some(), scanned, "{}", String::from_utf8_lossy(body));
+        if let Some(f) = fast {
+            assert_eq!(
+                Some(owned(f)),
+                serde_bid_fields(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+    // Random answers built from JSON pieces, well and badly formed: wherever the scan answers,
+    // serde_json reads the same two values.
+    let pieces: &[&[u8]] = &[
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b":",
+        b",",
+        b" ",
+        b"\n",
+        b"\"bid\"",
+        b"\"bid_id\"",
+        b"\"x\"",
+        b"\"\"",
+        b"\"b-1\"",
+        b"\"a\\\"b\"",
+        b"\"\xc3\xa9\"",
+        b"0",
+        b"-0",
+        b"42.5",
+        b"01",
+        b"1.",
+        b"1e5",
+        b"-2E-3",
+        b"1e",
+        b"-",
+        b"true",
+        b"false",
+        b"null",
+        b"nul",
+        b"\"7.5\"",
+        b"\t",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut scanned = 0;
+    for round in 0..200_000 {
+        let mut body = Vec::new();
+        if round % 2 == 0 {
+            // Shaped like an answer: `{ key : value (, key : value)* }`, with noise.
+            body.extend_from_slice(b"{");
+            for i in 0..next(4) {
+                if i > 0 {
+                    body.extend_from_slice(b",");
+                }
+                for _ in 0..3 {
+                    body.extend_from_slice(pieces[next(pieces.len())]);
+                }
+            }
+            body.extend_from_slice(b"}");
+        } else {
+            for _ in 0..next(12) {
+                body.extend_from_slice(pieces[next(pieces.len())]);
+            }
+        }
+        if let Some(f) = flat_bid_fields(&body) {
+            scanned += 1;
+            assert_eq!(
+                Some(owned(f)),
+                serde_bid_fields(&body),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    assert!(
+        scanned > 1_000,
+        "the random answers reach the scan ({scanned})"
+    );
+}
