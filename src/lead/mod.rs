@@ -11,6 +11,7 @@ use serde_json::Value;
 use std::io::Write;
 
 pub mod fields;
+mod scan;
 pub use fields::{Field, Fields, Member};
 
 /// Longest string kept from a buyer's answer (bid ids, reasons), so a buyer cannot bloat the journal.
@@ -95,6 +96,15 @@ fn object(member: Option<Member>, name: &str) -> Result<Option<Fields>, Refusal>
 
 /// Parse a seller's body. Malformed JSON or a wrong shape is a 400.
 pub fn parse_request(body: &[u8]) -> Result<LeadRequest, Refusal> {
+    // The usual plain lead in one byte scan; serde_json reads the rest and explains refusals.
+    match scan::lead_request(body) {
+        Some(req) => Ok(req),
+        None => parse_request_serde(body),
+    }
+}
+
+/// A seller's body read with serde_json: any JSON, and the refusal that says what is wrong.
+fn parse_request_serde(body: &[u8]) -> Result<LeadRequest, Refusal> {
     // One pass: `lead` and `consent` become `Fields` as the body is read.
     let raw: RawRequest = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
         .map_err(|e| {
@@ -539,9 +549,6 @@ fn raw_to_text(raw: &str) -> Option<SmallText> {
     None
 }
 
-/// The raw JSON of a bid answer's `bid` (absent: `None`; `null`: `Some("null")`) and `bid_id`.
-type BidFields<'a> = (Option<&'a str>, Option<&'a str>);
-
 /// A buyer's answer to a ping. 204, `{"bid": 0}` and `{"bid": null}` are no-bids; anything that
 /// is not a 2xx with a valid bid is a no-bid with its reason (`error` or `invalid`).
 pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
@@ -553,7 +560,7 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
     }
     // Most answers are a flat object of plain values, read here in one scan; anything else
     // goes through serde_json, whose reading the scan agrees with wherever it answers.
-    let fields = match flat_bid_fields(body) {
+    let fields = match scan::bid_fields(body) {
         Some(f) => f,
         None => match serde_json::from_slice::<BidAnswer>(body) {
             Ok(a) => (a.bid.0.map(RawValue::get), a.bid_id.map(RawValue::get)),
@@ -581,116 +588,6 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
         },
         None => PingOutcome::Invalid("bid is not a number".into()),
     }
-}
-
-/// `bid` and `bid_id` of a flat JSON object whose keys and string values are printable ASCII
-/// without escapes and whose values are strings, numbers, `true`, `false` or `null`.
-/// `None` for anything else (nested values, escapes, non-ASCII, a repeated `bid` or `bid_id`,
-/// invalid JSON), which is then left to serde_json.
-fn flat_bid_fields(body: &[u8]) -> Option<BidFields<'_>> {
-    let mut at = skip_ws(body, 0);
-    if body.get(at) != Some(&b'{') {
-        return None;
-    }
-    at = skip_ws(body, at + 1);
-    let (mut bid, mut bid_id) = (None, None);
-    if body.get(at) == Some(&b'}') {
-        return (skip_ws(body, at + 1) == body.len()).then_some((bid, bid_id));
-    }
-    loop {
-        let key_end = plain_string_end(body, at)?;
-        let key = &body[at + 1..key_end - 1];
-        at = skip_ws(body, key_end);
-        if body.get(at) != Some(&b':') {
-            return None;
-        }
-        at = skip_ws(body, at + 1);
-        let value_end = scalar_end(body, at)?;
-        // The scan saw ASCII only.
-        let value = std::str::from_utf8(&body[at..value_end]).ok()?;
-        let slot = match key {
-            b"bid" => Some(&mut bid),
-            b"bid_id" => Some(&mut bid_id),
-            _ => None,
-        };
-        if let Some(slot) = slot {
-            if slot.replace(value).is_some() {
-                return None;
-            }
-        }
-        at = skip_ws(body, value_end);
-        match body.get(at) {
-            Some(b',') => at = skip_ws(body, at + 1),
-            Some(b'}') => {
-                return (skip_ws(body, at + 1) == body.len()).then_some((bid, bid_id));
-            }
-            _ => return None,
-        }
-    }
-}
-
-fn skip_ws(b: &[u8], mut at: usize) -> usize {
-    while matches!(b.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        at += 1;
-    }
-    at
-}
-
-/// The end (past the closing quote) of a string at `at` made of printable ASCII, no escapes.
-fn plain_string_end(b: &[u8], at: usize) -> Option<usize> {
-    if b.get(at) != Some(&b'"') {
-        return None;
-    }
-    let mut i = at + 1;
-    loop {
-        match *b.get(i)? {
-            b'"' => return Some(i + 1),
-            b'\\' => return None,
-            0x20..=0x7e => i += 1,
-            _ => return None,
-        }
-    }
-}
-
-/// The end of a plain string, a JSON number, `true`, `false` or `null` at `at`.
-fn scalar_end(b: &[u8], at: usize) -> Option<usize> {
-    match *b.get(at)? {
-        b'"' => plain_string_end(b, at),
-        b't' => b[at..].starts_with(b"true").then_some(at + 4),
-        b'f' => b[at..].starts_with(b"false").then_some(at + 5),
-        b'n' => b[at..].starts_with(b"null").then_some(at + 4),
-        _ => number_end(b, at),
-    }
-}
-
-/// The end of a JSON number (RFC 8259 section 6) at `at`.
-fn number_end(b: &[u8], mut at: usize) -> Option<usize> {
-    let digits = |b: &[u8], mut i: usize| {
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        (i > start).then_some(i)
-    };
-    if b.get(at) == Some(&b'-') {
-        at += 1;
-    }
-    at = match b.get(at)? {
-        b'0' => at + 1,
-        b'1'..=b'9' => digits(b, at)?,
-        _ => return None,
-    };
-    if b.get(at) == Some(&b'.') {
-        at = digits(b, at + 1)?;
-    }
-    if matches!(b.get(at), Some(b'e' | b'E')) {
-        at += 1;
-        if matches!(b.get(at), Some(b'+' | b'-')) {
-            at += 1;
-        }
-        at = digits(b, at)?;
-    }
-    Some(at)
 }
 
 #[derive(Deserialize)]

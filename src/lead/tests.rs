@@ -359,7 +359,7 @@ fn serde_bid_fields(body: &[u8]) -> Option<(Option<String>, Option<String>)> {
 
 #[test]
 fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
-    let owned = |f: BidFields<'_>| (f.0.map(str::to_string), f.1.map(str::to_string));
+    let owned = |f: scan::BidFields<'_>| (f.0.map(str::to_string), f.1.map(str::to_string));
     // Answers the scan must read itself, and what it must leave to serde_json.
     for (body, scanned) in [
         (&br#"{"bid":42.5,"bid_id":"b-1"}"#[..], true),
@@ -369,6 +369,7 @@ fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
         ),
         (br#"{"bid_id":"a","bid":"7.5"}"#, true),
         (br#"{}"#, true),
+        (br#"{"bid":1,"bid_id":null}"#, true),
         (b"{\"bid\":\t1\r\n}", true),
         (br#"{"bid":1,"bid":2}"#, false),
         (br#"{"bid":01}"#, false),
@@ -378,14 +379,17 @@ fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
         (br#"{"bid":"a\"b"}"#, false),
         (br#"{"bid":[1]}"#, false),
         (br#"{"bid":{"v":1}}"#, false),
-        ("{\"bid\":1,\"note\":\"café\"}".as_bytes(), false),
+        ("{\"bid\":1,\"note\":\"café\"}".as_bytes(), true),
+        (br#"{"bid":1,"tags":["a", "b"]}"#, true),
+        (b"{\"bid\":\"1\x01\"}", false),
+        (b"{\"bid\":1,\"x\":\"\xff\"}", false),
         (br#"{"bid":1,}"#, false),
         (br#"{"bid":1} x"#, false),
         (br#"{"bid":nul}"#, false),
         (br#"[1]"#, false),
         (b"", false),
     ] {
-        let fast = flat_bid_fields(body);
+        let fast = scan::bid_fields(body);
         assert_eq!(fast.is_some(), scanned, "{}", String::from_utf8_lossy(body));
         if let Some(f) = fast {
             assert_eq!(
@@ -429,6 +433,9 @@ fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
         b"nul",
         b"\"7.5\"",
         b"\t",
+        b"\"bid-0123456789abcdef\"",
+        b"\"abcdefghij\\\"k\"",
+        b"\"abcdefghij\x01k\"",
     ];
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = |n: usize| {
@@ -457,7 +464,7 @@ fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
                 body.extend_from_slice(pieces[next(pieces.len())]);
             }
         }
-        if let Some(f) = flat_bid_fields(&body) {
+        if let Some(f) = scan::bid_fields(&body) {
             scanned += 1;
             assert_eq!(
                 Some(owned(f)),
@@ -471,4 +478,184 @@ fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
         scanned > 1_000,
         "the random answers reach the scan ({scanned})"
     );
+}
+
+fn lead_parts(r: &LeadRequest) -> String {
+    format!(
+        "{:?} {:?} {} {:?} {:?}",
+        r.campaign,
+        r.source,
+        r.test,
+        r.lead.iter().collect::<Vec<_>>(),
+        r.consent.as_ref().map(|c| c.iter().collect::<Vec<_>>())
+    )
+}
+
+#[test]
+fn the_lead_scan_agrees_with_serde_wherever_it_answers() {
+    let agree = |body: &[u8]| -> bool {
+        let Some(fast) = scan::lead_request(body) else {
+            return false;
+        };
+        let slow = parse_request_serde(body)
+            .unwrap_or_else(|e| panic!("{:?} for {}", e, String::from_utf8_lossy(body)));
+        assert_eq!(
+            lead_parts(&fast),
+            lead_parts(&slow),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(fast.lead, slow.lead);
+        assert_eq!(fast.consent, slow.consent);
+        true
+    };
+    // The contract's example is read by the scan.
+    assert!(agree(LEAD.as_bytes()));
+    for (body, scanned) in [
+        (&br#"{"campaign":"c","lead":{}}"#[..], true),
+        (
+            br#"{"campaign":"c","source":null,"test":null,"lead":{"a":1},"consent":null,"x":2}"#,
+            true,
+        ),
+        (
+            br#"{"lead":{"a":1,"a":"again"},"campaign":"c","test":true}"#,
+            true,
+        ),
+        (
+            br#"{"campaign":"c","lead":{"tags":[],"t2":[ "a" , "b" ]}}"#,
+            true,
+        ),
+        (br#"{"campaign":"","lead":{}}"#, false),
+        (br#"{"campaign":"c"}"#, false),
+        (br#"{"campaign":"c","lead":null}"#, false),
+        (br#"{"campaign":"c","campaign":"d","lead":{}}"#, false),
+        (br#"{"campaign":"c","lead":{"n":{"x":1}}}"#, false),
+        (br#"{"campaign":"c","lead":{"n":[1]}}"#, false),
+        (br#"{"campaign":"c","lead":{"s":"a\nb"}}"#, false),
+        (br#"{"campaign":"c","lead":{},"extra":[1]}"#, false),
+        (br#"{"campaign":"c","lead":{},"test":"yes"}"#, false),
+        (br#"{"campaign":1,"lead":{}}"#, false),
+        (br#"{"campaign":"c","lead":{}} x"#, false),
+    ] {
+        assert_eq!(agree(body), scanned, "{}", String::from_utf8_lossy(body));
+    }
+    // Over the field limit: serde_json's reading refuses it.
+    let mut many = String::from(r#"{"campaign":"c","lead":{"#);
+    for i in 0..=MAX_LEAD_FIELDS {
+        many.push_str(&format!(r#""f{i}":{i},"#));
+    }
+    many.push_str(r#""last":1}}"#);
+    assert!(scan::lead_request(many.as_bytes()).is_none());
+
+    // Random requests from JSON pieces: wherever the scan answers, serde_json reads the same.
+    let keys: &[&[u8]] = &[
+        b"\"campaign\"",
+        b"\"source\"",
+        b"\"test\"",
+        b"\"lead\"",
+        b"\"consent\"",
+        b"\"x\"",
+    ];
+    let values: &[&[u8]] = &[
+        b"\"c\"",
+        b"\"\"",
+        b"\"caf\xc3\xa9\"",
+        b"\"a\\\"b\"",
+        b"null",
+        b"true",
+        b"false",
+        b"0",
+        b"-1.5e3",
+        b"01",
+        b"[]",
+        b"[\"a\",\"b\"]",
+        b"[1]",
+        b"{}",
+        b"{\"k\":\"v\"}",
+        b"{\"k\":1,\"k\":[\"z\"]}",
+        b"{\"k\":{\"n\":1}}",
+        b"{\"a\":true,\"b\":null,\"c\":2.5}",
+        b"{\"k\":\"v\",}",
+        b" ",
+        // Long strings, read eight bytes at a time, with what must stop the scan past byte 8.
+        b"{\"url\":\"https://cert.trustedform.com/2f1e0c-0123456789\"}",
+        b"{\"k\":\"abcdefghijkl\\\"mn\"}",
+        b"{\"k\":\"abcdefghijkl\x01mn\"}",
+        b"{\"k\":\"abcdefghijkl\x1fmn\"}",
+        b"{\"k\":\"abcdefgh\xc3\xa9ijklmnop\", \"x\":[\"0123456789abcdef\"]}",
+        b"{\"abcdefghijklmnopq\":\"v\", \"k\":\"0123456789abcdef\x7f\"}",
+        b"{\"k\":\"abcdefghijklmnop\\u0041\"}",
+    ];
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut scanned = 0;
+    for _ in 0..100_000 {
+        // Mostly a campaign and a lead (an object most of the time) among random members.
+        let mut members: Vec<(&[u8], &[u8])> = Vec::new();
+        if next(8) != 0 {
+            members.push((
+                keys[0],
+                if next(4) == 0 {
+                    values[next(values.len())]
+                } else {
+                    b"\"c\""
+                },
+            ));
+        }
+        if next(8) != 0 {
+            members.push((keys[3], values[13 + next(values.len() - 13)]));
+        }
+        for _ in 0..next(4) {
+            members.push((keys[next(keys.len())], values[next(values.len())]));
+        }
+        for i in (1..members.len()).rev() {
+            members.swap(i, next(i + 1));
+        }
+        let mut body = b"{".to_vec();
+        for (i, (k, v)) in members.iter().enumerate() {
+            if i > 0 {
+                body.extend_from_slice(if next(30) == 0 { b"" } else { b", " });
+            }
+            body.extend_from_slice(k);
+            body.extend_from_slice(if next(30) == 0 { b" " } else { b": " });
+            body.extend_from_slice(v);
+        }
+        body.extend_from_slice(if next(30) == 0 { b"}}" } else { b"}\n" });
+        scanned += usize::from(agree(&body));
+    }
+    assert!(
+        scanned > 5_000,
+        "the random requests reach the scan ({scanned})"
+    );
+}
+
+#[test]
+fn the_eight_byte_string_scan_finds_quotes_backslashes_and_control_bytes() {
+    let mut state: u64 = 0x853C_49E6_748F_EA9B;
+    for round in 0..200_000u32 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut bytes = state.to_le_bytes();
+        // Mostly printable text, sometimes one byte of interest placed anywhere.
+        for b in bytes.iter_mut() {
+            *b = 0x20 + *b % 0x60;
+        }
+        if round % 3 == 0 {
+            let special =
+                [b'"', b'\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xff][(state >> 8) as usize % 8];
+            bytes[(state >> 16) as usize % 8] = special;
+        }
+        let expected = bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        assert_eq!(
+            scan::special_bytes(u64::from_le_bytes(bytes)) != 0,
+            expected,
+            "{bytes:?}"
+        );
+    }
 }
