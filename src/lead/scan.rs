@@ -248,6 +248,22 @@ pub(super) fn special_bytes(v: u64) -> u64 {
     control | zero_in(v ^ (ONES * u64::from(b'"'))) | zero_in(v ^ (ONES * u64::from(b'\\')))
 }
 
+/// True when `b` holds no `"`, `\\` or byte below 0x20: the bytes JSON must escape in a string.
+pub(crate) fn is_plain(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if special_bytes(u64::from_le_bytes(word)) != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+}
+
 /// The end (past the closing quote) of a string at `at` with no escapes and no control
 /// characters. The caller has checked the text is UTF-8.
 fn string_end(b: &[u8], at: usize) -> Option<usize> {

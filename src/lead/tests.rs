@@ -659,3 +659,26 @@ fn the_eight_byte_string_scan_finds_quotes_backslashes_and_control_bytes() {
         );
     }
 }
+
+#[test]
+fn strings_are_written_as_serde_json_writes_them() {
+    let pieces = [
+        "a", "abcdefgh", "é", "\"", "\\", "\n", "\u{1}", "\u{1f}", " ", "\u{7f}", "/", "€", "<>",
+    ];
+    let mut state: u64 = 0xD1B5_4A32_D192_ED03;
+    for _ in 0..50_000 {
+        let mut s = String::new();
+        for _ in 0..(state % 24) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Mostly plain text, so the eight-byte path runs, now and then a byte to escape.
+            let i = (state >> 32) as usize % (pieces.len() * 4);
+            s.push_str(pieces.get(i).copied().unwrap_or("xyz12345"));
+        }
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut out = Vec::new();
+        write_json_str(&mut out, &s);
+        assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+    }
+}

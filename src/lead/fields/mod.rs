@@ -189,12 +189,19 @@ impl Fields {
     pub fn get(&self, key: &str) -> Option<Field<'_>> {
         self.entries
             .iter()
-            .find(|e| self.key_of(e) == key)
+            .find(|e| self.has_key(e, key))
             .map(|e| self.value_of(e))
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries.iter().any(|e| self.key_of(e) == key)
+        self.entries.iter().any(|e| self.has_key(e, key))
+    }
+
+    /// Whether `e` is under `key`: the lengths first, which tell most keys apart.
+    fn has_key(&self, e: &Entry, key: &str) -> bool {
+        let s = e.start as usize;
+        e.key_len as usize == key.len()
+            && self.text.as_bytes().get(s..s + key.len()) == Some(key.as_bytes())
     }
 
     pub fn len(&self) -> usize {
@@ -348,10 +355,10 @@ impl FieldsBuilder {
         };
         self.text.push_str(key);
         self.text.push_str(value);
-        let text = &self.text;
+        let text = self.text.as_bytes();
         let same_key = |e: &&mut Entry| {
             let s = e.start as usize;
-            text.get(s..s + e.key_len as usize) == Some(key)
+            e.key_len as usize == key.len() && text.get(s..s + key.len()) == Some(key.as_bytes())
         };
         // The key's first copy is the one just written at the end of `text`.
         match self.entries.iter_mut().find(same_key) {
