@@ -243,3 +243,63 @@ fn set_journal_dir(text: &str, dir: &Path) -> String {
     }
     out
 }
+
+#[test]
+fn a_leads_journal_tells_its_story_in_the_order_it_happened() {
+    // Listed slowest first: each ping's answer is journaled when it comes, not in list order.
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("late").with_responder(|kind, _| match kind {
+            Kind::Ping => Reply::bid(9000, None).after_ms(2000),
+            Kind::Post => Reply::accepted(),
+        }),
+        BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+            Kind::Ping => Reply::bid(3000, None).after_ms(120),
+            Kind::Post => Reply::accepted(),
+        }),
+        bidder("fast", 2000),
+    ])
+    .unwrap();
+    let dir = temp_dir("story");
+    let journal = dir.join("journal");
+    let text = set_journal_dir(&config(&fleet, "", |_| String::new()), &journal);
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (mut child, addr) = serve(&cfg);
+    let v = Client::connect(addr).lead(LEAD).json();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(v["sales"][0]["buyer"], "slow", "{}", v);
+    let lead_id = v["lead_id"].as_str().unwrap();
+
+    let story: Vec<String> = export(&journal)
+        .into_iter()
+        .filter(|r| r["lead_id"] == lead_id)
+        .map(|r| {
+            let buyer = r["buyer"].as_str().unwrap_or("");
+            let outcome = r["outcome"].as_str().unwrap_or("");
+            format!(
+                "{} {} {}",
+                r["type"].as_str().unwrap_or("?"),
+                buyer,
+                outcome
+            )
+            .trim()
+            .to_string()
+        })
+        .collect();
+    let expected = [
+        "lead_received",
+        "ping_sent late",
+        "ping_sent slow",
+        "ping_sent fast",
+        "ping_result fast bid",
+        "ping_result slow bid",
+        "ping_result late timeout",
+        "auction_closed",
+        "post_sent slow",
+        "post_result slow",
+        "sale slow",
+        "lead_answered",
+    ];
+    assert_eq!(story, expected, "{:#?}", story);
+}

@@ -49,6 +49,10 @@ const REQUEST_BUFFER_GRAIN: usize = 64;
 /// socket); rustls bounds what it has received and not yet handed over at 16 KiB of its own.
 const SELLER_TLS_BUFFER: usize = 32 * 1024;
 
+/// `Lead::journaled` flags: the slot's ping answer, its post result.
+const PING_JOURNALED: u8 = 1;
+const POST_JOURNALED: u8 = 2;
+
 fn seller_token(index: usize) -> Token {
     Token(2 + index * 2)
 }
@@ -133,8 +137,8 @@ struct Lead {
     prior: Option<(Duration, u32)>,
     /// The auction's bids came from a held ping or fixed prices, not from its own pings.
     close_from_plan: bool,
-    /// Each slot's post result is in the journal.
-    post_journaled: Vec<bool>,
+    /// Per slot, what of it is in the journal: `PING_JOURNALED`, `POST_JOURNALED`.
+    journaled: Vec<u8>,
     /// What the seller earns, summed sale by sale.
     payout_cents: i64,
     sales: u32,
@@ -964,7 +968,7 @@ impl Worker {
             slot_conn: vec![None; slots],
             reservations: (0..slots).map(|_| None).collect(),
             close_journaled: from_plan,
-            post_journaled: vec![false; slots],
+            journaled: vec![0; slots],
             fallback_done: false,
             prior: None,
             close_from_plan: from_plan,
@@ -1310,135 +1314,130 @@ impl Worker {
         }
     }
 
-    /// Journal what happened to a lead since the last call: the close (every ping's outcome and
-    /// the ranking) once, then each post's result and sale as it becomes known.
+    /// Journal what happened to a lead since the last call: each ping's answer as it comes
+    /// (while the lead waits on its other buyers, not on the close's path), at the close the
+    /// timeouts and the ranking, then each post's result and sale as it becomes known.
     fn journal_progress(&mut self, key: Key) {
         let Some(lead) = self.leads.get_mut(key) else {
             return;
         };
-        let snap = lead.gen.rt.snap.clone();
-        let mut records: Vec<(usize, u8)> = Vec::new();
-        if lead.auction.is_closed() && !lead.close_journaled {
-            lead.close_journaled = true;
-            records.push((usize::MAX, 0));
-        }
-        for slot in 0..lead.post_journaled.len() {
-            if !lead.post_journaled[slot] && lead.auction.post_result(slot).is_some() {
-                lead.post_journaled[slot] = true;
-                records.push((slot, 1));
+        let snap = &lead.gen.rt.snap;
+        // Bids from a held ping or fixed prices were journaled by the auction they came from.
+        if !lead.close_from_plan {
+            for s in 0..lead.auction.slots() {
+                let Some((o, rt)) = lead.auction.ping_result(s) else {
+                    continue;
+                };
+                if lead.journaled[s] & PING_JOURNALED != 0 {
+                    continue;
+                }
+                lead.journaled[s] |= PING_JOURNALED;
+                let (outcome, reason) = match o {
+                    PingOutcome::Bid { cents, bid_id } => (
+                        journal::PingOutcome::Bid {
+                            cents: *cents,
+                            bid_id: bid_id.as_deref(),
+                        },
+                        None,
+                    ),
+                    PingOutcome::NoBid => (journal::PingOutcome::NoBid, None),
+                    PingOutcome::Timeout => (journal::PingOutcome::Timeout, None),
+                    PingOutcome::Error(r) => (journal::PingOutcome::Error, Some(r.as_str())),
+                    PingOutcome::Invalid(r) => (journal::PingOutcome::Invalid, Some(r.as_str())),
+                };
+                let rec = RecordRef::PingResult {
+                    lead_id: &lead.id,
+                    buyer: &snap.buyers[lead.auction.buyer(s)].id,
+                    outcome,
+                    reason,
+                    response_us: rt.as_micros() as u64,
+                };
+                append(&self.shared, &self.stats, &rec);
             }
         }
-        if records.is_empty() {
-            return;
+        if lead.auction.is_closed() && !lead.close_journaled {
+            lead.close_journaled = true;
+            let ranked: Vec<(&str, i64)> = lead
+                .auction
+                .ranking()
+                .iter()
+                .map(|&s| {
+                    (
+                        snap.buyers[lead.auction.buyer(s)].id.as_str(),
+                        bid_of(&lead.auction, s),
+                    )
+                })
+                .collect();
+            let bids = lead.auction.outcome_bids();
+            append(
+                &self.shared,
+                &self.stats,
+                &RecordRef::AuctionClosed {
+                    lead_id: &lead.id,
+                    bids,
+                    ranked: &ranked,
+                },
+            );
         }
         let payout_rule = snap.sellers[lead.seller].payout;
         let campaign = &snap.campaigns[lead.campaign].id;
         let seller = &snap.sellers[lead.seller].id;
-        for (slot, kind) in records {
-            if kind == 0 {
-                for s in 0..lead.auction.slots() {
-                    let buyer = &snap.buyers[lead.auction.buyer(s)].id;
-                    if let Some((o, rt)) = lead.auction.ping_result(s) {
-                        let (outcome, reason) = match o {
-                            PingOutcome::Bid { cents, bid_id } => (
-                                journal::PingOutcome::Bid {
-                                    cents: *cents,
-                                    bid_id: bid_id.as_deref(),
-                                },
-                                None,
-                            ),
-                            PingOutcome::NoBid => (journal::PingOutcome::NoBid, None),
-                            PingOutcome::Timeout => (journal::PingOutcome::Timeout, None),
-                            PingOutcome::Error(r) => {
-                                (journal::PingOutcome::Error, Some(r.as_str()))
-                            }
-                            PingOutcome::Invalid(r) => {
-                                (journal::PingOutcome::Invalid, Some(r.as_str()))
-                            }
-                        };
-                        let rec = RecordRef::PingResult {
-                            lead_id: &lead.id,
-                            buyer,
-                            outcome,
-                            reason,
-                            response_us: rt.as_micros() as u64,
-                        };
-                        append(&self.shared, &self.stats, &rec);
-                    }
+        for slot in 0..lead.journaled.len() {
+            if lead.journaled[slot] & POST_JOURNALED != 0 {
+                continue;
+            }
+            let Some(o) = lead.auction.post_result(slot) else {
+                continue;
+            };
+            lead.journaled[slot] |= POST_JOURNALED;
+            let buyer = &snap.buyers[lead.auction.buyer(slot)].id;
+            let price = lead.auction.post_price(slot);
+            let (accepted, reason, buyer_lead_id) = match o {
+                PostOutcome::Accepted { buyer_lead_id } => (true, None, buyer_lead_id.as_deref()),
+                PostOutcome::Rejected { reason } | PostOutcome::Failed { reason } => {
+                    (false, Some(reason.as_str()), None)
                 }
-                let ranked: Vec<(&str, i64)> = lead
-                    .auction
-                    .ranking()
-                    .iter()
-                    .map(|&s| {
-                        (
-                            snap.buyers[lead.auction.buyer(s)].id.as_str(),
-                            bid_of(&lead.auction, s),
-                        )
-                    })
-                    .collect();
-                let bids = lead.auction.outcome_bids();
-                append(
-                    &self.shared,
-                    &self.stats,
-                    &RecordRef::AuctionClosed {
-                        lead_id: &lead.id,
-                        bids,
-                        ranked: &ranked,
-                    },
-                );
-            } else if let Some(o) = lead.auction.post_result(slot) {
-                let buyer = &snap.buyers[lead.auction.buyer(slot)].id;
-                let price = lead.auction.post_price(slot);
-                let (accepted, reason, buyer_lead_id) = match o {
-                    PostOutcome::Accepted { buyer_lead_id } => {
-                        (true, None, buyer_lead_id.as_deref())
-                    }
-                    PostOutcome::Rejected { reason } | PostOutcome::Failed { reason } => {
-                        (false, Some(reason.as_str()), None)
-                    }
-                    PostOutcome::TimedOut => (false, Some("timeout"), None),
-                };
-                append(
-                    &self.shared,
-                    &self.stats,
-                    &RecordRef::PostResult {
-                        lead_id: &lead.id,
-                        buyer,
-                        accepted,
-                        reason,
-                        response_us: lead.auction.post_response(slot).as_micros() as u64,
-                        price_cents: price,
-                        buyer_lead_id,
-                    },
-                );
-                if accepted {
-                    // Fixed payouts are earned once per sold lead, on its first sale.
-                    let payout = match payout_rule {
-                        Payout::ShareBp(bp) => price * bp as i64 / 10_000,
-                        Payout::Fixed(c) => {
-                            if lead.sales == 0 {
-                                c
-                            } else {
-                                0
-                            }
+                PostOutcome::TimedOut => (false, Some("timeout"), None),
+            };
+            append(
+                &self.shared,
+                &self.stats,
+                &RecordRef::PostResult {
+                    lead_id: &lead.id,
+                    buyer,
+                    accepted,
+                    reason,
+                    response_us: lead.auction.post_response(slot).as_micros() as u64,
+                    price_cents: price,
+                    buyer_lead_id,
+                },
+            );
+            if accepted {
+                // Fixed payouts are earned once per sold lead, on its first sale.
+                let payout = match payout_rule {
+                    Payout::ShareBp(bp) => price * bp as i64 / 10_000,
+                    Payout::Fixed(c) => {
+                        if lead.sales == 0 {
+                            c
+                        } else {
+                            0
                         }
-                    };
-                    lead.sales += 1;
-                    lead.payout_cents += payout;
-                    append(
-                        &self.shared,
-                        &self.stats,
-                        &RecordRef::Sale {
-                            lead_id: &lead.id,
-                            campaign,
-                            seller,
-                            buyer,
-                            price_cents: price,
-                            payout_cents: payout,
-                        },
-                    );
-                }
+                    }
+                };
+                lead.sales += 1;
+                lead.payout_cents += payout;
+                append(
+                    &self.shared,
+                    &self.stats,
+                    &RecordRef::Sale {
+                        lead_id: &lead.id,
+                        campaign,
+                        seller,
+                        buyer,
+                        price_cents: price,
+                        payout_cents: payout,
+                    },
+                );
             }
         }
     }
@@ -1830,7 +1829,7 @@ impl Worker {
         let slots = lead.auction.slots();
         lead.slot_conn = vec![None; slots];
         lead.reservations = (0..slots).map(|_| None).collect();
-        lead.post_journaled = vec![false; slots];
+        lead.journaled = vec![0; slots];
         lead.close_journaled = true;
         self.dirty.push(key);
         true
