@@ -409,10 +409,20 @@ impl FieldsBuilder {
     }
 
     pub fn finish(self) -> Fields {
-        Fields {
-            text: self.text.into_boxed_str(),
-            entries: self.entries.into_boxed_slice(),
-        }
+        // Spare room is not shrunk in place but the contents copied to an allocation of their
+        // exact size: a builder reserves for the whole request body, and the tail an in-place
+        // shrink frees would stay stuck between the blocks of leads still in flight.
+        let text = if self.text.capacity() == self.text.len() {
+            self.text.into_boxed_str()
+        } else {
+            Box::from(self.text.as_str())
+        };
+        let entries = if self.entries.capacity() == self.entries.len() {
+            self.entries.into_boxed_slice()
+        } else {
+            Box::from(&self.entries[..])
+        };
+        Fields { text, entries }
     }
 }
 
