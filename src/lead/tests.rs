@@ -682,3 +682,34 @@ fn strings_are_written_as_serde_json_writes_them() {
         assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
     }
 }
+
+#[test]
+fn the_scans_take_every_cut_of_a_body_without_panicking() {
+    // A body cut anywhere (a short read, a lying Content-Length) is never read as a whole one.
+    let mut long = LEAD.replace("\"Ana\"", "\"Ana María de los Ángeles, 12345678\"");
+    long.push_str("  ");
+    for body in [LEAD, long.as_str()] {
+        let bytes = body.as_bytes();
+        assert!(
+            scan::lead_request(bytes).is_some(),
+            "the whole body is read"
+        );
+        for cut in 0..bytes.len() {
+            let part = &bytes[..cut];
+            if part.iter().all(u8::is_ascii_whitespace)
+                || !bytes[cut..].iter().all(u8::is_ascii_whitespace)
+            {
+                assert!(scan::lead_request(part).is_none(), "cut at {cut}");
+                assert!(parse_request(part).is_err(), "cut at {cut}");
+            }
+        }
+    }
+    let answer = br#"{"bid": 42.5, "bid_id": "b-0123456789abcdef"}"#;
+    for cut in 0..answer.len() {
+        assert!(scan::bid_fields(&answer[..cut]).is_none(), "cut at {cut}");
+        assert!(
+            matches!(parse_bid(200, &answer[..cut]), PingOutcome::Invalid(_)),
+            "cut at {cut}"
+        );
+    }
+}
