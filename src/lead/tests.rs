@@ -348,6 +348,22 @@ fn error_bodies_have_the_contract_shape() {
     assert!(v["error"].get("field").is_none());
 }
 
+/// A small xorshift generator: each randomised test repeats exactly from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// What serde_json reads as a bid answer's `bid` and `bid_id`, or `None` when it refuses it.
 fn serde_bid_fields(body: &[u8]) -> Option<(Option<String>, Option<String>)> {
     let a: BidAnswer = serde_json::from_slice(body).ok()?;
@@ -437,13 +453,8 @@ fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
         b"\"abcdefghij\\\"k\"",
         b"\"abcdefghij\x01k\"",
     ];
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut next = |n: usize| rng.below(n);
     let mut scanned = 0;
     for round in 0..200_000 {
         let mut body = Vec::new();
@@ -586,13 +597,8 @@ fn the_lead_scan_agrees_with_serde_wherever_it_answers() {
         b"{\"abcdefghijklmnopq\":\"v\", \"k\":\"0123456789abcdef\x7f\"}",
         b"{\"k\":\"abcdefghijklmnop\\u0041\"}",
     ];
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut next = |n: usize| rng.below(n);
     let mut scanned = 0;
     for _ in 0..100_000 {
         // Mostly a campaign and a lead (an object most of the time) among random members.
@@ -636,11 +642,9 @@ fn the_lead_scan_agrees_with_serde_wherever_it_answers() {
 
 #[test]
 fn the_eight_byte_string_scan_finds_quotes_backslashes_and_control_bytes() {
-    let mut state: u64 = 0x853C_49E6_748F_EA9B;
+    let mut rng = Rng(0x853C_49E6_748F_EA9B);
     for round in 0..200_000u32 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
+        let state = rng.next();
         let mut bytes = state.to_le_bytes();
         // Mostly printable text, sometimes one byte of interest placed anywhere.
         for b in bytes.iter_mut() {
@@ -665,18 +669,14 @@ fn strings_are_written_as_serde_json_writes_them() {
     let pieces = [
         "a", "abcdefgh", "é", "\"", "\\", "\n", "\u{1}", "\u{1f}", " ", "\u{7f}", "/", "€", "<>",
     ];
-    let mut state: u64 = 0xD1B5_4A32_D192_ED03;
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     for _ in 0..50_000 {
         let mut s = String::new();
-        for _ in 0..(state % 24) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+        for _ in 0..rng.below(24) {
             // Mostly plain text, so the eight-byte path runs, now and then a byte to escape.
-            let i = (state >> 32) as usize % (pieces.len() * 4);
+            let i = rng.below(pieces.len() * 4);
             s.push_str(pieces.get(i).copied().unwrap_or("xyz12345"));
         }
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut out = Vec::new();
         write_json_str(&mut out, &s);
         assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
