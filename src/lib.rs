@@ -21,4 +21,6 @@ pub mod money;
 pub mod net;
 pub mod sim;
 pub mod stats;
+#[cfg(test)]
+mod test_rng;
 pub mod text;

@@ -1,3 +1,4 @@
+use crate::test_rng::Rng;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -284,17 +285,6 @@ fn cut_files(dir: &Path) -> Vec<String> {
 
 fn seg_files(dir: &Path) -> usize {
     super::segment::list_segments(dir).unwrap().len()
-}
-
-/// Small deterministic generator for garbage.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// A raw, valid frame of any type code (for records this build does not know).

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config;
+use crate::test_rng::Rng;
 
 fn campaign() -> Campaign {
     let snap = config::parse(include_str!("../../config/exchange.example.toml")).unwrap();
@@ -346,22 +347,6 @@ fn error_bodies_have_the_contract_shape() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert!(v.get("lead_id").is_none());
     assert!(v["error"].get("field").is_none());
-}
-
-/// A small xorshift generator: each randomised test repeats exactly from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// What serde_json reads as a bid answer's `bid` and `bid_id`, or `None` when it refuses it.

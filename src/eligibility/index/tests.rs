@@ -1,6 +1,7 @@
 use super::*;
 use crate::caps::CapLimits;
 use crate::config::types::FiltersConfig;
+use crate::test_rng::Rng;
 use serde_json::{json, Value};
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -260,24 +261,6 @@ fn unknown_campaign_gives_no_buyers() {
         eligible(&m, 7, &lead(json!({"state": "TX"})), None, OPEN, &caps),
         Vec::<usize>::new()
     );
-}
-
-/// A small deterministic generator, so the cross-check below explores many shapes reproducibly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
 }
 
 const STATES: [&str; 8] = ["TX", "CA", "NY", "FL", "OK", "LA", "AZ", "NV"];
