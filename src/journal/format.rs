@@ -230,7 +230,40 @@ pub fn read_frame(buf: &[u8], off: u64) -> Frame<'_> {
 /// The frame checksum: CRC32C over the `len` word, the type/padding/reserved word, the
 /// timestamp (`head`, 16 bytes in that order) and then the payload.
 pub fn frame_crc(head: &[u8; 16], payload: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if payload.len() <= SHORT_FRAME && std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2 (checked just above; std caches the answer).
+        return unsafe { !short::update(short::update(!0, head), payload) };
+    }
     crc32c::crc32c_append(crc32c::crc32c(head), payload)
+}
+
+/// Payloads up to this length are checksummed inline, eight bytes per `crc32` instruction:
+/// for the short records of a lead that is several times cheaper than the `crc32c` crate's
+/// general path (its setup is most of the cost), while longer ones gain from its three
+/// interleaved streams.
+const SHORT_FRAME: usize = 1024;
+
+#[cfg(target_arch = "x86_64")]
+mod short {
+    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+
+    /// CRC32C register update over `data` (no pre- or post-inversion).
+    #[target_feature(enable = "sse4.2")]
+    pub(super) unsafe fn update(crc: u32, data: &[u8]) -> u32 {
+        let mut c = u64::from(crc);
+        let mut words = data.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            c = _mm_crc32_u64(c, u64::from_le_bytes(b));
+        }
+        let mut c = c as u32;
+        for &b in words.remainder() {
+            c = _mm_crc32_u8(c, b);
+        }
+        c
+    }
 }
 
 /// Load a little-endian `u32` with acquire ordering. The bytes may be written concurrently by a

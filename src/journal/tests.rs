@@ -1312,3 +1312,19 @@ fn a_segment_that_lost_its_sentinel_is_sealed_on_open() {
         (0..300).map(ping_record).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn frame_checksum_agrees_with_the_crc32c_crate_at_every_length() {
+    let mut rng = Rng(0x05ee_dc0c);
+    let mut payload = Vec::new();
+    for len in 0..2100 {
+        payload.clear();
+        payload.extend((0..len).map(|_| rng.next() as u8));
+        let mut head = [0u8; 16];
+        for b in &mut head {
+            *b = rng.next() as u8;
+        }
+        let want = crc32c::crc32c_append(crc32c::crc32c(&head), &payload);
+        assert_eq!(frame_crc(&head, &payload), want, "payload of {len} bytes");
+    }
+}
