@@ -11,6 +11,43 @@ pub const MAX_CENTS: Cents = 1_000_000_000;
 /// down to the cent. Returns `None` for text that is not a number or is out of range.
 /// Negative amounts are returned as negative cents; callers decide whether they are valid.
 pub fn parse_cents(text: &str) -> Option<Cents> {
+    match parse_plain_cents(text.as_bytes()) {
+        Some(cents) => Some(cents),
+        None => parse_any_cents(text),
+    }
+}
+
+/// The usual bid (`42`, `42.5`, `1.2345`: up to seven integer digits, no sign, exponent or
+/// space) in one pass. `None` sends anything else to the general parser, which also decides
+/// whether it is a number at all.
+fn parse_plain_cents(b: &[u8]) -> Option<Cents> {
+    /// Seven digits of dollars stay below `MAX_CENTS`.
+    const MAX_INT_DIGITS: usize = 7;
+    let mut i = 0;
+    let mut dollars: Cents = 0;
+    while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+        if i == MAX_INT_DIGITS {
+            return None;
+        }
+        dollars = dollars * 10 + Cents::from(d - b'0');
+        i += 1;
+    }
+    if i == 0 {
+        return None;
+    }
+    let Some(rest) = b.get(i..).filter(|r| !r.is_empty()) else {
+        return Some(dollars * 100);
+    };
+    let frac = rest.strip_prefix(b".")?;
+    if frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let digit = |k: usize| frac.get(k).map_or(0, |d| Cents::from(d - b'0'));
+    Some(dollars * 100 + digit(0) * 10 + digit(1))
+}
+
+/// Any JSON number's text, exponents and surrounding space included.
+fn parse_any_cents(text: &str) -> Option<Cents> {
     let s = text.trim();
     let (neg, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -129,6 +166,26 @@ mod tests {
         assert_eq!(parse_cents("1."), None);
         assert_eq!(parse_cents(".5"), None);
         assert_eq!(parse_cents("99999999999999"), None);
+    }
+
+    #[test]
+    fn the_quick_path_reads_every_number_as_the_general_parser_does() {
+        let mut rng = crate::test_rng::Rng(0xcafe_f00d);
+        let alphabet = b"0123456789012345678901234567890123456789..-eE+ x";
+        let mut quick = 0;
+        for _ in 0..300_000 {
+            let len = rng.below(14);
+            let text: String = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())] as char)
+                .collect();
+            if let Some(cents) = parse_plain_cents(text.as_bytes()) {
+                quick += 1;
+                assert_eq!(Some(cents), parse_any_cents(&text), "{text:?}");
+            }
+            assert_eq!(parse_cents(&text), parse_any_cents(&text), "{text:?}");
+        }
+        // The generator reaches the quick path often enough for the comparison to mean something.
+        assert!(quick > 10_000, "only {quick} quick parses");
     }
 
     #[test]
