@@ -412,14 +412,19 @@ impl ResponseDecoder {
     ) -> Result<Decoded<ResponseHead>, Error> {
         let mut pos = 0;
         while let ResponseState::Head = self.state {
-            let (skip, end) = self.scan.scan(&input[pos..], self.limits.max_head_bytes)?;
-            pos += skip;
-            let Some(end) = end else {
-                self.partial = pos < input.len();
-                return Ok(Decoded::NeedMore { consumed: pos });
+            let (end, parsed) = match self.quick_head(&input[pos..]) {
+                Some(quick) => quick,
+                None => {
+                    let (skip, end) = self.scan.scan(&input[pos..], self.limits.max_head_bytes)?;
+                    pos += skip;
+                    let Some(end) = end else {
+                        self.partial = pos < input.len();
+                        return Ok(Decoded::NeedMore { consumed: pos });
+                    };
+                    (end, self.parse_head(&input[pos..pos + end])?)
+                }
             };
             let head_bytes = &input[pos..pos + end];
-            let parsed = self.parse_head(head_bytes)?;
             let used_head = self.scan.skipped + end;
             self.scan.reset();
             self.partial = false;
@@ -474,6 +479,41 @@ impl ResponseDecoder {
                 consumed: pos,
             }),
             ResponseState::Head => Err(Error::InvalidHead),
+        }
+    }
+
+    /// The usual answer: a whole, valid head at the front of a fresh read, parsed in one pass
+    /// without first scanning for its end. `None` for anything else (a head still arriving,
+    /// blank lines before it, a head over the limits or in error), which the scan and
+    /// [`Self::parse_head`] then settle, so every error and every limit is exactly theirs, and a
+    /// head that drips in is scanned once, not parsed again at every read.
+    #[allow(clippy::type_complexity)]
+    fn quick_head(&self, input: &[u8]) -> Option<(usize, Option<(ResponseHead, Framing)>)> {
+        if self.scan.skipped != 0 || self.scan.resume != 0 {
+            return None;
+        }
+        if matches!(input.first(), None | Some(b'\r' | b'\n')) {
+            return None;
+        }
+        let mut slots = header_slots();
+        let mut resp = httparse::Response::new(&mut []);
+        let n = self.limits.header_slots();
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            input,
+            &mut slots[..n],
+        ) {
+            Ok(httparse::Status::Complete(len)) if len <= self.limits.max_head_bytes => len,
+            _ => return None,
+        };
+        match head::classify_status(resp.code?).ok()? {
+            StatusClass::Informational => Some((len, None)),
+            StatusClass::Final => {
+                let parsed =
+                    head::response_head(&resp, self.head_request, self.limits.max_body_bytes)
+                        .ok()?;
+                Some((len, Some(parsed)))
+            }
         }
     }
 

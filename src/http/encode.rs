@@ -162,6 +162,16 @@ where
 {
     /// Appends the request to `out`.
     pub fn write(self, out: &mut Vec<u8>) {
+        let body = self.body;
+        self.write_head_prefix(out);
+        finish_request(out, body);
+    }
+
+    /// Appends everything of the request that does not depend on its body: the request line
+    /// and every header, up to and including `Content-Length: `. A connection's requests to
+    /// one endpoint share this prefix, so it can be built once and completed per request with
+    /// [`finish_request`].
+    pub fn write_head_prefix(self, out: &mut Vec<u8>) {
         let method = self.method;
         if !method.is_empty() && method.bytes().all(is_tchar) {
             out.extend_from_slice(method.as_bytes());
@@ -200,10 +210,20 @@ where
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"Content-Length: ");
-        push_u64(out, self.body.len() as u64);
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(self.body);
     }
+}
+
+/// Completes a request whose head prefix ([`OutgoingRequest::write_head_prefix`]) is already
+/// in `out`: the body's length, the end of the head and the body.
+pub fn finish_request(out: &mut Vec<u8>, body: &[u8]) {
+    push_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+/// The most [`finish_request`] appends for a body of `body_len` bytes.
+pub fn finish_request_len(body_len: usize) -> usize {
+    MAX_U64_DIGITS + "\r\n\r\n".len() + body_len
 }
 
 impl<'a, I> OutgoingRequest<'a, I>

@@ -1147,6 +1147,49 @@ fn pipelined_responses_and_every_split_agree() {
     assert_split_invariant_responses(Limits::default(), &input);
 }
 
+/// A whole head in one read is parsed in one pass; a head in pieces is scanned for its end
+/// first. Both must reach the same answer, error or limit for every kind of head.
+#[test]
+fn a_head_read_whole_and_a_head_read_in_pieces_decode_alike() {
+    let mut many_headers = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..101 {
+        many_headers.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    many_headers.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let mut long_head = b"HTTP/1.1 200 OK\r\nX-Fill: ".to_vec();
+    long_head.resize(16 * 1024 - 20, b'a');
+    long_head.extend_from_slice(b"\r\nContent-Length: 2\r\n\r\nok");
+    let mut over_head = long_head.clone();
+    over_head.splice(30..30, *b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let cases: Vec<Vec<u8>> = vec![
+        bid_response(),
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok".to_vec(),
+        b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nBad Name: v\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 999 Odd\r\n\r\n".to_vec(),
+        b"HTTP/2.0 200 OK\r\n\r\n".to_vec(),
+        b"HTTP/1.1 20 OK\r\n\r\n".to_vec(),
+        b"garbage\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\rX: y\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n".to_vec(),
+        b"HTTP/1.0 200 OK\r\n\r\nto the close".to_vec(),
+        many_headers,
+        long_head,
+        over_head,
+    ];
+    for input in &cases {
+        assert_split_invariant_responses(Limits::default(), input);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writing, and reading back what was written.
 // ---------------------------------------------------------------------------------------------
@@ -1378,7 +1421,7 @@ fn request_len_bound_is_exact_for_clean_requests_and_never_short() {
         };
         let bound = request.len_bound();
         let mut out = Vec::new();
-        request.write(&mut out);
+        request.clone().write(&mut out);
         assert!(
             bound >= out.len(),
             "case {i}: bound {bound} < written {}",
@@ -1387,6 +1430,17 @@ fn request_len_bound_is_exact_for_clean_requests_and_never_short() {
         if i < clean.len() {
             assert_eq!(bound, out.len(), "case {i}: clean input, exact length");
         }
+        // A prefix built once (with no body) and completed per request writes the same bytes.
+        let mut prefix = Vec::new();
+        OutgoingRequest {
+            body: &[][..],
+            ..request.clone()
+        }
+        .write_head_prefix(&mut prefix);
+        let mut reused = prefix.clone();
+        finish_request(&mut reused, request.body);
+        assert_eq!(reused, out, "case {i}: prefix and finish differ from write");
+        assert!(prefix.len() + finish_request_len(request.body.len()) >= out.len());
     }
 }
 

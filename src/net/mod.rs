@@ -119,6 +119,32 @@ pub struct Runtime {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Per campaign: the next starting place of round-robin distribution, shared by workers.
     pub round_robin: Vec<AtomicUsize>,
+    /// Per buyer: the head of its ping and of its post request up to `Content-Length: `
+    /// (request line, `Host`, its headers, `Content-Type`), built once per config rather than
+    /// once per request. Empty without an endpoint.
+    pub ping_heads: Vec<Vec<u8>>,
+    pub post_heads: Vec<Vec<u8>>,
+}
+
+/// The request head prefix of a buyer's requests to `endpoint` ([`crate::http::OutgoingRequest::write_head_prefix`]).
+fn request_head(b: &crate::config::Buyer, endpoint: &Option<crate::config::Endpoint>) -> Vec<u8> {
+    let Some(e) = endpoint else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    crate::http::OutgoingRequest {
+        method: "POST",
+        path: &e.path,
+        host: &e.host_header,
+        headers: b.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        content_type: b
+            .codec
+            .as_ref()
+            .map_or("application/json", |c| c.content_type()),
+        body: &[],
+    }
+    .write_head_prefix(&mut out);
+    out
 }
 
 impl Runtime {
@@ -151,6 +177,16 @@ impl Runtime {
             rate: snap.sellers.iter().map(|_| AtomicU64::new(0)).collect(),
             tls,
             round_robin: snap.campaigns.iter().map(|_| AtomicUsize::new(0)).collect(),
+            ping_heads: snap
+                .buyers
+                .iter()
+                .map(|b| request_head(b, &b.ping))
+                .collect(),
+            post_heads: snap
+                .buyers
+                .iter()
+                .map(|b| request_head(b, &b.post))
+                .collect(),
             snap,
         }
     }

@@ -2015,7 +2015,6 @@ impl Worker {
         };
         let buyer = lead.auction.buyer(job.slot);
         let b = &lead.gen.rt.snap.buyers[buyer];
-        let mut content_type = "application/json";
         let plain_ping = job.kind == JobKind::Ping && b.codec.is_none();
         let (endpoint, body): (_, &[u8]) = match (job.kind, &b.codec) {
             // A buyer with its own API: its request is built from its templates.
@@ -2030,7 +2029,6 @@ impl Worker {
                     lead: &lead.req.lead,
                     consent: lead.req.consent.as_ref(),
                 };
-                content_type = codec.content_type();
                 match kind {
                     JobKind::Ping => {
                         codec.write_ping(&mut self.scratch, &ctx);
@@ -2069,31 +2067,34 @@ impl Worker {
                 (b.post.as_ref(), &self.scratch)
             }
         };
-        let Some(endpoint) = endpoint else {
+        if endpoint.is_none() {
             self.release_conn(ck);
             return self.fail_job(job, "buyer has no endpoint for this request");
-        };
+        }
         let Some(c) = self.conns.get_mut(ck) else {
             return self.fail_job(job, "connection lost");
         };
         c.wbuf.clear();
         c.wpos = 0;
         c.on_wire = false;
-        let request = http::OutgoingRequest {
-            method: "POST",
-            path: &endpoint.path,
-            host: &endpoint.host_header,
-            headers: b.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            content_type,
-            body,
+        // The head up to `Content-Length` was built with the config (`Runtime::ping_heads`).
+        let rt = &lead.gen.rt;
+        let head = match job.kind {
+            JobKind::Ping => rt.ping_heads.get(buyer),
+            JobKind::Post => rt.post_heads.get(buyer),
         };
-        let need = request.len_bound();
+        let Some(head) = head.filter(|h| !h.is_empty()) else {
+            self.release_conn(ck);
+            return self.fail_job(job, "buyer has no endpoint for this request");
+        };
+        let need = head.len() + http::finish_request_len(body.len());
         if c.wbuf.capacity() < need {
             // One allocation of the request's size, not a doubling series from 8 bytes.
             c.wbuf
                 .reserve_exact(need.next_multiple_of(REQUEST_BUFFER_GRAIN));
         }
-        request.write(&mut c.wbuf);
+        c.wbuf.extend_from_slice(head);
+        http::finish_request(&mut c.wbuf, body);
         c.job = Some(job);
         lead.slot_conn[job.slot] = Some(ck);
         if plain_ping {
