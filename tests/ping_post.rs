@@ -104,16 +104,30 @@ fn unknown_expired_mismatched_and_unbid_pings() {
         .as_str()
         .unwrap()
         .to_string();
-    std::thread::sleep(Duration::from_millis(400));
-    let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ""));
-    assert!(
-        r.status == 410 || r.status == 404,
-        "expired ping: {}",
-        r.status
-    );
-    if r.status == 410 {
+    // Past its hold, and long past it (the exchange sweeps holds every 50 ms): 410 both times,
+    // never taken for a ping that never was.
+    for wait_ms in [400, 1500] {
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ""));
+        assert_eq!(r.status, 410, "expired ping after {wait_ms} ms more");
         assert_eq!(r.json()["error"]["code"], "ping_expired");
+        assert_eq!(r.json()["error"]["field"], "ping_id");
     }
+    // A ping that was posted stays posted after its hold: 409, not 410.
+    let posted = r#"{"first_name": "Ana", "last_name": "Diaz", "email": "ana2@example.com", "phone": "7135550148",
+        "state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
+    let ping_id = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json()["ping_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = c
+        .post("/v1/post", Some(KEY), &post_body(&ping_id, posted))
+        .json();
+    assert_eq!(v["status"], "sold", "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, posted));
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"]["code"], "already_posted");
 
     // Nobody bids on a Californian: no bid, nothing held.
     let ca = PING.replace("\"TX\"", "\"CA\"");

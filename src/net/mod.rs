@@ -6,6 +6,7 @@
 //! is accepted, auctioned and answered on one thread and never crosses to another.
 
 mod buyer;
+mod held;
 mod reload;
 mod slab;
 mod timer;
@@ -48,9 +49,10 @@ pub struct Shared {
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
     /// The book of record; every worker appends to it without a lock.
     pub journal: Arc<Journal>,
-    /// Seller-side ping-post: bids held from `/v1/ping` for `/v1/post`, by ping id. Touched
-    /// once per ping and once per post, never per buyer; bounded by `MAX_HELD_PINGS`.
-    pub held: Mutex<HashMap<String, HeldPing>>,
+    /// Seller-side ping-post: bids held from `/v1/ping` for `/v1/post`, by ping id, and the
+    /// recently expired pings. Touched once per ping and once per post, never per buyer;
+    /// bounded by `MAX_HELD_PINGS` and `MAX_EXPIRED_PINGS`.
+    pub held: Mutex<held::HeldPings>,
     /// Phones and emails seen per campaign within `dedupe_days`, shared by all workers.
     pub dedupe: Arc<DedupeIndex>,
     /// Auctions in flight across all workers, against `server.max_in_flight`.
@@ -81,8 +83,7 @@ impl Shared {
     }
 }
 
-/// Pings whose bids are held at once; beyond it a ping is answered 503.
-pub const MAX_HELD_PINGS: usize = 100_000;
+pub use held::{EXPIRED_PING_MEMORY, MAX_EXPIRED_PINGS, MAX_HELD_PINGS};
 
 /// The bids of a seller's `/v1/ping`, held until its `/v1/post` or until they expire.
 pub struct HeldPing {
@@ -499,7 +500,7 @@ fn start_with(
         reloading: Mutex::new(()),
         wakers: Mutex::new(Vec::new()),
         journal,
-        held: Mutex::new(HashMap::new()),
+        held: Mutex::new(held::HeldPings::default()),
         dedupe,
         in_flight: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),

@@ -1113,25 +1113,28 @@ impl Worker {
             message: message.to_string(),
             field: Some("ping_id".into()),
         };
+        let same_seller = |id: Option<&str>| id == snap.sellers.get(seller).map(|s| s.id.as_str());
         let mut held = self.shared.held.lock();
-        let Some(h) = held.get_mut(ping_id).filter(|h| {
-            h.snap.sellers.get(h.seller).map(|s| &s.id) == snap.sellers.get(seller).map(|s| &s.id)
-        }) else {
-            return Err(refusal(404, "unknown_ping", "no such ping"));
+        let h = match held.lookup(ping_id, Instant::now()) {
+            super::held::Lookup::Live(h)
+                if same_seller(h.snap.sellers.get(h.seller).map(|s| s.id.as_str())) =>
+            {
+                h
+            }
+            super::held::Lookup::Expired { seller: s, posted } if same_seller(Some(s)) => {
+                return Err(if posted {
+                    refusal(409, "already_posted", "this ping was already posted")
+                } else {
+                    refusal(410, "ping_expired", "the bids held for this ping expired")
+                });
+            }
+            _ => return Err(refusal(404, "unknown_ping", "no such ping")),
         };
         if h.posted {
             return Err(refusal(
                 409,
                 "already_posted",
                 "this ping was already posted",
-            ));
-        }
-        if Instant::now() >= h.expires {
-            held.remove(ping_id);
-            return Err(refusal(
-                410,
-                "ping_expired",
-                "the bids held for this ping expired",
             ));
         }
         if std::ptr::eq(&*h.snap, snap) {
@@ -1866,18 +1869,7 @@ impl Worker {
             .select(campaign.ping_fields.iter().map(String::as_str));
         let now = Instant::now();
         let mut held = self.shared.held.lock();
-        if held.len() >= super::MAX_HELD_PINGS {
-            held.retain(|_, h| now < h.expires);
-        }
-        if held.len() >= super::MAX_HELD_PINGS {
-            return Err(Refusal {
-                status: 503,
-                code: "overloaded",
-                message: "too many pings held".into(),
-                field: None,
-            });
-        }
-        held.insert(
+        let kept = held.insert(
             lead.id.clone(),
             super::HeldPing {
                 snap: snap.clone(),
@@ -1889,7 +1881,16 @@ impl Worker {
                 expires: now + campaign.hold,
                 posted: false,
             },
+            now,
         );
+        if !kept {
+            return Err(Refusal {
+                status: 503,
+                code: "overloaded",
+                message: "too many pings held".into(),
+                field: None,
+            });
+        }
         Ok(Some(offer))
     }
 
@@ -2472,7 +2473,7 @@ impl Worker {
         }
         // Held pings past their expiry are forgotten (a post then gets 404).
         if self.id == 0 {
-            self.shared.held.lock().retain(|_, h| now < h.expires);
+            self.shared.held.lock().sweep(now);
         }
         // Keep warm connections open ahead of need.
         for p in 0..self.pools.len() {

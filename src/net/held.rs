@@ -1,0 +1,247 @@
+//! Seller-side ping-post: the bids of each `/v1/ping`, held for its `/v1/post`, and the pings
+//! whose hold ran out, remembered a while longer so that a late post is told `410
+//! ping_expired` rather than `404 unknown_ping`.
+
+use super::HeldPing;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Pings whose bids are held at once; beyond it a ping is answered 503.
+pub const MAX_HELD_PINGS: usize = 100_000;
+
+/// How long a ping is remembered after its hold ran out (a post then gets 410, later 404).
+pub const EXPIRED_PING_MEMORY: Duration = Duration::from_secs(3600);
+
+/// Expired pings remembered at once; beyond it the oldest are forgotten first. An entry is
+/// the ping id, its seller and two instants (about 100 bytes).
+pub const MAX_EXPIRED_PINGS: usize = 100_000;
+
+/// What a post finds under a ping id.
+pub enum Lookup<'a> {
+    /// The bids are still held.
+    Live(&'a mut HeldPing),
+    /// The hold ran out; `posted` when a post had claimed it before.
+    Expired { seller: &'a str, posted: bool },
+    /// Never held, or forgotten.
+    Unknown,
+}
+
+struct Expired {
+    seller: String,
+    posted: bool,
+    /// When it was moved here: forgotten `EXPIRED_PING_MEMORY` later.
+    at: Instant,
+}
+
+/// The held pings and the recently expired ones.
+#[derive(Default)]
+pub struct HeldPings {
+    live: HashMap<String, HeldPing>,
+    expired: HashMap<String, Expired>,
+    /// Expired ids in the order they expired, to forget the oldest first.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl HeldPings {
+    /// Pings held now.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Expired pings remembered now.
+    pub fn expired_len(&self) -> usize {
+        self.expired.len()
+    }
+
+    /// Hold a ping's bids. False when `MAX_HELD_PINGS` are held even after the expired ones
+    /// were moved out.
+    pub fn insert(&mut self, id: String, ping: HeldPing, now: Instant) -> bool {
+        if self.live.len() >= MAX_HELD_PINGS {
+            self.sweep(now);
+        }
+        if self.live.len() >= MAX_HELD_PINGS {
+            return false;
+        }
+        self.live.insert(id, ping);
+        true
+    }
+
+    /// The held ping, to give back a claim that a refused post made.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut HeldPing> {
+        self.live.get_mut(id)
+    }
+
+    /// What a post of `id` at `now` finds. A hold that ran out is moved to the expired ones
+    /// here, so the answer never depends on when the last sweep ran.
+    pub fn lookup(&mut self, id: &str, now: Instant) -> Lookup<'_> {
+        if self.live.get(id).is_some_and(|h| now >= h.expires) {
+            if let Some((id, h)) = self.live.remove_entry(id) {
+                self.remember(id, &h, now);
+            }
+        }
+        if let Some(h) = self.live.get_mut(id) {
+            return Lookup::Live(h);
+        }
+        match self.expired.get(id) {
+            Some(e) => Lookup::Expired {
+                seller: &e.seller,
+                posted: e.posted,
+            },
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Move every hold that ran out by `now` to the expired ones, and forget expired ones
+    /// older than `EXPIRED_PING_MEMORY`.
+    pub fn sweep(&mut self, now: Instant) {
+        let done: Vec<String> = self
+            .live
+            .iter()
+            .filter(|(_, h)| now >= h.expires)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            if let Some((id, h)) = self.live.remove_entry(&id) {
+                self.remember(id, &h, now);
+            }
+        }
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) < EXPIRED_PING_MEMORY {
+                break;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    fn remember(&mut self, id: String, h: &HeldPing, now: Instant) {
+        while self.expired.len() >= MAX_EXPIRED_PINGS {
+            if !self.forget_oldest() {
+                break;
+            }
+        }
+        let seller = h
+            .snap
+            .sellers
+            .get(h.seller)
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        self.order.push_back((now, id.clone()));
+        self.expired.insert(
+            id,
+            Expired {
+                seller,
+                posted: h.posted,
+                at: now,
+            },
+        );
+    }
+
+    /// Forget the oldest expired ping; false when none is left.
+    fn forget_oldest(&mut self) -> bool {
+        let Some((at, id)) = self.order.pop_front() else {
+            return false;
+        };
+        // The same id may have expired again since (a ping id is never reused, but be exact):
+        // only the entry this queue slot was written for is forgotten.
+        if self.expired.get(&id).is_some_and(|e| e.at == at) {
+            self.expired.remove(&id);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Snapshot;
+    use std::sync::Arc;
+
+    fn snapshot() -> Arc<Snapshot> {
+        let text = include_str!("../../config/exchange.example.toml");
+        Arc::new(crate::config::parse(text).expect("the example config loads"))
+    }
+
+    fn ping(snap: &Arc<Snapshot>, expires: Instant) -> HeldPing {
+        HeldPing {
+            snap: snap.clone(),
+            seller: 0,
+            campaign: 0,
+            test: false,
+            bids: Vec::new(),
+            fields: crate::lead::Fields::default(),
+            expires,
+            posted: false,
+        }
+    }
+
+    #[test]
+    fn a_ping_past_its_hold_is_expired_until_it_is_forgotten() {
+        let snap = snapshot();
+        let seller = snap.sellers[0].id.clone();
+        let t0 = Instant::now();
+        let hold = Duration::from_millis(300);
+        let mut held = HeldPings::default();
+        assert!(held.insert("p1".into(), ping(&snap, t0 + hold), t0));
+        assert!(matches!(held.lookup("p1", t0 + hold / 2), Lookup::Live(_)));
+        // The sweep (every 50 ms in a worker) moves it out; a post later still hears 410.
+        held.sweep(t0 + hold + Duration::from_millis(50));
+        assert_eq!(held.len(), 0);
+        let later = t0 + hold + Duration::from_secs(30);
+        held.sweep(later);
+        match held.lookup("p1", later) {
+            Lookup::Expired { seller: s, posted } => {
+                assert_eq!(s, seller);
+                assert!(!posted);
+            }
+            _ => panic!("an expired ping is remembered"),
+        }
+        assert!(matches!(held.lookup("other", later), Lookup::Unknown));
+        let gone = t0 + hold + Duration::from_millis(50) + EXPIRED_PING_MEMORY;
+        held.sweep(gone);
+        assert!(matches!(held.lookup("p1", gone), Lookup::Unknown));
+        assert_eq!(held.expired_len(), 0);
+    }
+
+    #[test]
+    fn a_lookup_after_the_hold_finds_it_expired_without_a_sweep() {
+        let snap = snapshot();
+        let t0 = Instant::now();
+        let mut held = HeldPings::default();
+        let mut p = ping(&snap, t0 + Duration::from_millis(10));
+        p.posted = true;
+        assert!(held.insert("p".into(), p, t0));
+        let at = t0 + Duration::from_millis(10);
+        assert!(matches!(
+            held.lookup("p", at),
+            Lookup::Expired { posted: true, .. }
+        ));
+        assert_eq!(held.len(), 0);
+    }
+
+    #[test]
+    fn expired_pings_are_bounded_oldest_first() {
+        let snap = snapshot();
+        let t0 = Instant::now();
+        let mut held = HeldPings::default();
+        let n = MAX_EXPIRED_PINGS + 10;
+        for i in 0..n {
+            let id = format!("p{i}");
+            let at = t0 + Duration::from_micros(i as u64);
+            assert!(held.insert(id.clone(), ping(&snap, at), at));
+            let _ = held.lookup(&id, at);
+        }
+        assert_eq!(held.expired_len(), MAX_EXPIRED_PINGS);
+        let end = t0 + Duration::from_secs(1);
+        assert!(matches!(held.lookup("p0", end), Lookup::Unknown));
+        assert!(matches!(held.lookup("p9", end), Lookup::Unknown));
+        assert!(matches!(held.lookup("p10", end), Lookup::Expired { .. }));
+        assert!(matches!(
+            held.lookup(&format!("p{}", n - 1), end),
+            Lookup::Expired { .. }
+        ));
+    }
+}
