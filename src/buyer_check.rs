@@ -199,7 +199,7 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
     let missing_fields = campaign
         .ping_fields
         .iter()
-        .filter(|f| !config::PERSONAL_FIELDS.contains(&f.as_str()))
+        .filter(|f| !config::is_personal_field(f))
         .filter(|f| !lead_fields.contains_key(f.as_str()))
         .cloned()
         .collect();
@@ -1155,7 +1155,7 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
             .ping_fields
             .iter()
             .filter(|f| plan.lead.lead.contains_key(f.as_str()))
-            .filter(|f| !config::PERSONAL_FIELDS.contains(&f.as_str()))
+            .filter(|f| !config::is_personal_field(f))
             .cloned()
             .collect(),
         missing_fields: plan.missing_fields.clone(),

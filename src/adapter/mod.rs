@@ -24,8 +24,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::auction::{PingOutcome, PostOutcome};
+use crate::config::is_personal_field;
 use crate::config::types::AdapterConfig;
-use crate::config::PERSONAL_FIELDS;
 use crate::lead::{Field as LeadField, Fields, MAX_ANSWER_STRING};
 use crate::money::{parse_cents, write_dollars, Cents, MAX_CENTS};
 use crate::text::SmallText;
@@ -516,9 +516,7 @@ fn compile_body(
                     Part::BidId => Some("bid_id".to_string()),
                     Part::Price => Some("price".to_string()),
                     Part::Consent(f) => Some(format!("consent.{}", f)),
-                    Part::Lead(f) if PERSONAL_FIELDS.contains(&f.as_str()) => {
-                        Some(format!("lead.{}", f))
-                    }
+                    Part::Lead(f) if is_personal_field(f) => Some(format!("lead.{}", f)),
                     _ => None,
                 };
                 if let Some(placeholder) = banned {

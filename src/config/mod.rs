@@ -6,10 +6,12 @@
 
 mod diff;
 mod locate;
+mod personal;
 pub mod types;
 mod url;
 
 pub use self::diff::{diff, restart_required, Changes, ConfigDiff, RestartKey};
+pub use self::personal::is_personal_field;
 pub use self::url::{Endpoint, Scheme};
 use crate::caps::CapLimits;
 use crate::eligibility::{BuyerRules, CampaignRules, Matcher};
@@ -21,27 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use types::*;
-
-/// Fields that identify a consumer: never sent in a ping, whatever a campaign's `ping_fields` say.
-pub const PERSONAL_FIELDS: &[&str] = &[
-    "first_name",
-    "last_name",
-    "name",
-    "full_name",
-    "email",
-    "phone",
-    "phone2",
-    "mobile",
-    "street",
-    "street2",
-    "address",
-    "address2",
-    "ssn",
-    "dob",
-    "date_of_birth",
-    "ip",
-    "ip_address",
-];
 
 /// Upper bounds on operator-set numbers, so that a typo cannot ask for something absurd.
 pub const MAX_WORKERS: usize = 256;
@@ -574,7 +555,7 @@ impl Validator<'_> {
                 },
             };
             for (fi, f) in c.ping_fields.iter().enumerate() {
-                if PERSONAL_FIELDS.contains(&f.as_str()) {
+                if is_personal_field(f) {
                     self.err(
                         format!("campaigns[{}].ping_fields[{}]", i, fi),
                         format!("{:?} is personal and may never be sent in a ping", f),
@@ -598,7 +579,14 @@ impl Validator<'_> {
                 ping_timeout,
                 post_timeout,
                 reserve_cents,
-                ping_fields: c.ping_fields.clone(),
+                // Refused above; left out besides, so that no ping can carry one whatever
+                // builds pings from this campaign.
+                ping_fields: c
+                    .ping_fields
+                    .iter()
+                    .filter(|f| !is_personal_field(f))
+                    .cloned()
+                    .collect(),
                 required_fields: c.required_fields.clone(),
                 require_consent: c.require_consent,
                 dedupe_days: c.dedupe_days,

@@ -121,6 +121,160 @@ fn personal_fields_can_never_be_pinged() {
     );
 }
 
+/// Spellings of personal fields that sellers use, none of them an exact, lowercase list entry.
+const PERSONAL_VARIANTS: &[&str] = &[
+    "Email",
+    "EMAIL",
+    "email_address",
+    "alt_email",
+    "E-Mail",
+    "phone_number",
+    "home_phone",
+    "work_phone",
+    "cell_phone",
+    "cell",
+    "Phone2",
+    "mobile_number",
+    "address1",
+    "address_line_2",
+    "street_address",
+    "FirstName",
+    "last-name",
+    "Name",
+    "birthdate",
+    "date_of_birth",
+    "DOB",
+    "ssn_last4",
+    "drivers_license",
+    "license_number",
+    "ip_addr",
+    "IP",
+    "ipv4",
+    "user_agent",
+    "jornaya_leadid",
+    "universal_leadid",
+    "trustedform_cert_url",
+    "xxTrustedFormCertUrl",
+];
+
+/// Ping fields in the repository's configs and tests, and others a campaign may well ping on.
+const NON_PERSONAL: &[&str] = &[
+    "state",
+    "zip",
+    "zip_code",
+    "postal_code",
+    "city",
+    "county",
+    "lead_type",
+    "age",
+    "insured",
+    "roof_type",
+    "monthly_bill",
+    "credit",
+    "credit_rating",
+    "credit_card_debt",
+    "homeowner",
+    "home_owner",
+    "gender",
+    "marital_status",
+    "income",
+    "vehicle_year",
+    "vehicle_make",
+    "current_insurer",
+    "company_name",
+    "license_status",
+    "years_at_residence",
+    "utility_provider",
+    "electric_company",
+    "square_feet",
+    "loan_amount",
+    "country",
+    "source",
+    "sub_id",
+];
+
+#[test]
+fn personal_fields_are_recognised_whatever_their_spelling() {
+    for f in PERSONAL_VARIANTS {
+        assert!(is_personal_field(f), "{f} must count as personal");
+    }
+    for f in NON_PERSONAL {
+        assert!(!is_personal_field(f), "{f} must not count as personal");
+    }
+    for f in crate::buyer_check::SAMPLE_PING_FIELDS {
+        assert!(!is_personal_field(f), "buyer-check's sample pings {f}");
+    }
+    // However long the name, it is read the same way.
+    let long = format!("{}_email", "x".repeat(200));
+    assert!(is_personal_field(&long));
+    assert!(!is_personal_field(&"x".repeat(200)));
+}
+
+#[test]
+fn personal_variants_are_refused_as_ping_fields_with_key_and_line() {
+    let original = "ping_fields = [\"state\", \"zip\", \"roof_type\", \"monthly_bill\"]";
+    let line = CONTRACT.lines().position(|l| l == original).map(|n| n + 1);
+    for f in PERSONAL_VARIANTS {
+        let text = CONTRACT.replace(original, &format!("ping_fields = [\"state\", {f:?}]"));
+        let issues = invalid(&text);
+        assert!(
+            issues.iter().any(|i| i.key == "campaigns[1].ping_fields[1]"
+                && i.line == line
+                && i.message.contains("personal")),
+            "{f}: {issues:?}"
+        );
+    }
+    let all = NON_PERSONAL
+        .iter()
+        .map(|f| format!("{f:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = CONTRACT.replace(original, &format!("ping_fields = [{all}]"));
+    if let Err(e) = parse(&text) {
+        panic!("non-personal ping fields must be accepted: {e}");
+    }
+}
+
+#[test]
+fn a_refused_personal_ping_field_is_left_out_of_the_campaign_too() {
+    let text = CONTRACT.replace(
+        "ping_fields = [\"state\", \"zip\", \"roof_type\", \"monthly_bill\"]",
+        "ping_fields = [\"state\", \"Home_Phone\", \"zip\"]",
+    );
+    let mut v = Validator {
+        text: &text,
+        issues: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let snap = v.build(&raw);
+    assert_eq!(v.issues.len(), 1, "{:?}", v.issues);
+    assert_eq!(snap.campaigns[1].ping_fields, vec!["state", "zip"]);
+}
+
+#[test]
+fn adapter_ping_templates_never_carry_a_personal_field() {
+    // Even for a buyer in no campaign, where no ping_fields constrain the template.
+    for f in ["Email", "home_phone", "street_address", "user_agent"] {
+        let text = CONTRACT
+            .replace("State = \"{lead.state}\"", &format!("State = \"{{lead.{f}}}\""))
+            .replace(
+                "id = \"legacy-ins\"                  # a buyer with its own API: form-encoded requests, XML answers\ncampaigns = [\"auto-insurance\"]",
+                "id = \"legacy-ins\"\ncampaigns = []",
+            );
+        assert!(text.contains("campaigns = []"));
+        let issues = invalid(&text);
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.key == "buyers[4].adapter" && i.message.contains(f)),
+            "{f}: {issues:?}"
+        );
+    }
+}
+
 #[test]
 fn adapter_ping_templates_may_name_only_ping_fields() {
     let text = CONTRACT.replace("State = \"{lead.state}\"", "State = \"{lead.phone}\"");

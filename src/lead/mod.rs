@@ -2,7 +2,7 @@
 //! to buyers, the buyers' answers and the seller's answer. Pure functions over bytes and values.
 
 use crate::auction::{Outcome, PingOutcome, PostOutcome};
-use crate::config::{Campaign, PERSONAL_FIELDS};
+use crate::config::Campaign;
 use crate::money::{parse_cents, write_dollars, Cents, MAX_CENTS};
 use crate::text::SmallText;
 use serde::Deserialize;
@@ -433,7 +433,9 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The ping body: the campaign's `ping_fields` and nothing else. The same bytes go to every
-/// buyer of the lead (they are all pinged at once, with the same `timeout_ms`).
+/// buyer of the lead (they are all pinged at once, with the same `timeout_ms`). No personal
+/// field is among them: config validation refuses one, and leaves it out of the campaign besides
+/// (`config::is_personal_field`, too slow to repeat for every ping).
 pub fn write_ping(
     out: &mut Vec<u8>,
     ping_id: &str,
@@ -456,10 +458,6 @@ pub fn write_ping(
     out.extend_from_slice(b",\"lead\":{");
     let mut first = true;
     for f in &campaign.ping_fields {
-        // Belt and braces: config validation already refuses personal ping fields.
-        if PERSONAL_FIELDS.contains(&f.as_str()) {
-            continue;
-        }
         if let Some(v) = req.lead.get(f) {
             if !first {
                 out.push(b',');

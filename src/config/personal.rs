@@ -1,0 +1,174 @@
+//! Which lead fields identify a consumer, and so may never be sent in a ping (PROTOCOL.md §2:
+//! a ping's `lead` holds "no name, email, phone, street or other personal field").
+//!
+//! Sellers and operators spell field names many ways (`email`, `Email`, `email_address`,
+//! `alt_email`, `home_phone`, `address1`, ...), so a fixed list of exact names lets most of them
+//! through. A name is first normalised: ASCII letters only, lowercased, so that case, `_`, `-`,
+//! `.`, spaces and digits do not matter (`Home-Phone 2` reads `homephone`). It is personal when
+//! the normalised name is one of `EXACT` or contains one of `CONTAINS`, or begins or ends
+//! with `ssn`.
+//!
+//! The markers err on the side of refusing: a ping can always carry a coarser field instead
+//! (`age` rather than a birth date, `zip` and `city` rather than an address), and a refused name
+//! is reported by `gavel check`, never silently dropped from a valid config.
+
+/// Normalised names that are personal on their own but too short, or too common inside other
+/// words, to refuse wherever they appear (`cell` is in `excellent`, `ip` in `zip`, `name` in
+/// `company_name`).
+const EXACT: &[&str] = &[
+    // Names.
+    "name",
+    "fname",
+    "lname",
+    "mname",
+    "first",
+    "last",
+    "initials",
+    // Contact.
+    "mail",
+    "tel",
+    "telno",
+    "cell",
+    "cellno",
+    // Address lines.
+    "apt",
+    "aptno",
+    "suite",
+    "unitno",
+    "pobox",
+    // Network and device.
+    "ip",
+    "ipv",
+    "ua",
+    // Identity numbers: social insurance (CA), taxpayer id, vehicle id, card codes, PINs.
+    "sin",
+    "tin",
+    "vin",
+    "cvv",
+    "cvc",
+    "pin",
+    "iban",
+    // Precise location.
+    "lat",
+    "lng",
+    "lon",
+    "latlng",
+    "latlon",
+    "gps",
+    "coords",
+    "coordinates",
+];
+
+/// Normalised fragments that make any name containing them personal.
+const CONTAINS: &[&str] = &[
+    // Names (but not `name` alone: `company_name`, `carrier_name`).
+    "firstname",
+    "lastname",
+    "middlename",
+    "middleinitial",
+    "fullname",
+    "maidenname",
+    "surname",
+    "forename",
+    "givenname",
+    "familyname",
+    "nickname",
+    "username",
+    "contactname",
+    "customername",
+    "consumername",
+    "applicantname",
+    "borrowername",
+    "ownername",
+    "spousename",
+    "personname",
+    // Email, phone, fax.
+    "email",
+    "phone",
+    "mobile",
+    "cellnum",
+    "cellular",
+    "fax",
+    "contactnumber",
+    // Postal address (also `ip_addr`, `email_address`).
+    "addr",
+    "street",
+    "housenumber",
+    "aptnumber",
+    "unitnumber",
+    "postbox",
+    // Birth date, birthday, date of birth, year of birth.
+    "birth",
+    "dob",
+    // Government and financial identifiers.
+    "socialsecurity",
+    "taxid",
+    "taxpayer",
+    "nationalid",
+    "passport",
+    "driverslicense",
+    "driverlicense",
+    "driverslicence",
+    "driverlicence",
+    "licensenumber",
+    "licenseno",
+    "licencenumber",
+    "licenceno",
+    "licenseplate",
+    "platenumber",
+    "vinnumber",
+    "accountnumber",
+    "routingnumber",
+    "cardnumber",
+    "policynumber",
+    "memberid",
+    "medicareid",
+    "medicarenumber",
+    "medicaidid",
+    "medicaidnumber",
+    "password",
+    "passcode",
+    "signature",
+    // Network, device and browser.
+    "ipaddr",
+    "clientip",
+    "remoteip",
+    "userip",
+    "visitorip",
+    "consumerip",
+    "sourceip",
+    "useragent",
+    "deviceid",
+    "cookie",
+    "fingerprint",
+    // Consent certificates and lead tokens: each one leads back to the consumer.
+    "trustedform",
+    "jornaya",
+    "leadid",
+    "certurl",
+    "certid",
+    // Precise location.
+    "latitude",
+    "longitude",
+    "geolocation",
+];
+
+/// Whether a lead field of this name identifies the consumer (see the module documentation).
+///
+/// Meant for config time, not for every ping (it compares the name with every marker): a
+/// validated config never holds a personal ping field.
+pub fn is_personal_field(name: &str) -> bool {
+    let n: Vec<u8> = name
+        .bytes()
+        .filter(u8::is_ascii_alphabetic)
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
+    n.starts_with(b"ssn")
+        || n.ends_with(b"ssn")
+        || EXACT.iter().any(|m| m.as_bytes() == n)
+        || CONTAINS.iter().any(|m| contains(&n, m.as_bytes()))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.len() >= needle.len() && haystack.windows(needle.len()).any(|w| w == needle)
+}
