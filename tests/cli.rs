@@ -77,6 +77,68 @@ fn check_names_the_key_and_the_line_of_a_bad_value() {
 }
 
 #[test]
+fn check_names_the_key_at_fault_in_shape_and_syntax_errors() {
+    let dir = temp_dir("check-keys");
+    let example = std::fs::read_to_string("config/exchange.example.toml").unwrap();
+    let line_of = |text: &str, prefix: &str| text.lines().position(|l| l.starts_with(prefix));
+    let without = |prefix: &str| {
+        let mut lines: Vec<&str> = example.lines().collect();
+        let at = line_of(&example, prefix).unwrap();
+        lines.remove(at);
+        lines.join("\n") + "\n"
+    };
+    // (config text, the line and key `check` must name, part of the message)
+    let cases = [
+        (
+            without("api_key = \"sk-blue"),
+            line_of(&example, "id = \"blue-leads\"").unwrap(),
+            "sellers[1].api_key",
+            "missing field",
+        ),
+        (
+            without("vertical = \"solar\""),
+            line_of(&example, "id = \"solar\"").unwrap(),
+            "campaigns[1].vertical",
+            "missing field",
+        ),
+        (
+            without("id = \"fallback-ins\""),
+            line_of(&example, "id = \"fallback-ins\"").unwrap(),
+            "buyers[2].id",
+            "missing field",
+        ),
+        (
+            format!("{example}\n[bogus]\n"),
+            example.lines().count() + 2,
+            "bogus",
+            "unknown field `bogus`",
+        ),
+        (
+            example.replace("[admin]", "[admin"),
+            line_of(&example, "[admin]").unwrap() + 1,
+            "admin",
+            "invalid table header",
+        ),
+    ];
+    for (n, (text, line, key, message)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad-{n}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = gavel()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{key}: {err}");
+        assert!(
+            err.contains(&format!("line {line}: {key}: {message}")),
+            "wanted line {line}: {key}: {message}; got {err}"
+        );
+    }
+}
+
+#[test]
 fn wrong_flags_and_missing_files_give_one_line_and_exit_2() {
     for args in [
         vec!["check", "--config", "/nonexistent/gavel.toml"],

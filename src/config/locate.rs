@@ -84,48 +84,181 @@ pub fn line_of_key(text: &str, path: &str) -> Option<usize> {
     best.map(|o| line_of_offset(text, o))
 }
 
-/// Best-effort key path for a parse error at `offset`: the table header above it and the key on its line.
+/// Key path of the narrowest key, value or table of the parsed document whose span holds
+/// `offset`: where serde put an error (an unknown key's name, a value of the wrong type, the
+/// whole table that misses a key). `buyers[2]` is the third `[[buyers]]`; `bogus` a top-level
+/// `[bogus]`. None when the text does not parse or nothing holds the offset.
 pub fn key_at_offset(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_end = text[offset..]
-        .find('\n')
-        .map(|i| offset + i)
-        .unwrap_or(text.len());
-    let line = text[line_start..line_end].trim();
-    // Count [[array]] headers to name the element index.
-    let mut table = String::new();
-    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for l in text[..line_start].lines() {
-        let l = l.trim();
-        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
-            let name = name.trim().to_string();
-            let c = counts.entry(name.clone()).or_insert(0);
-            table = format!("{}[{}]", name, *c);
-            *c += 1;
-        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split(']').next()) {
-            let name = name.trim();
-            // A sub-table of the latest array element: `[buyers.caps]` after `[[buyers]]`.
-            let parent_prefix = table.split('[').next().unwrap_or("").to_string();
-            if !parent_prefix.is_empty() && name.starts_with(&format!("{}.", parent_prefix)) {
-                let base = table.split('.').next().unwrap_or("").to_string();
-                table = format!("{}{}", base, &name[parent_prefix.len()..]);
-            } else {
-                table = name.to_string();
+    let doc = ImDocument::parse(text).ok()?;
+    let mut finder = Finder {
+        offset,
+        found: None,
+    };
+    finder.table(doc.as_table(), "");
+    finder.found.map(|(_, path)| path)
+}
+
+struct Finder {
+    offset: usize,
+    /// Length of the narrowest span holding the offset so far, and its key path.
+    found: Option<(usize, String)>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{}.{}", path, key)
+    }
+}
+
+impl Finder {
+    fn consider(&mut self, span: Option<std::ops::Range<usize>>, path: &str) {
+        let Some(span) = span else { return };
+        let holds = if span.is_empty() {
+            span.start == self.offset
+        } else {
+            span.contains(&self.offset)
+        };
+        if path.is_empty() || !holds {
+            return;
+        }
+        // Children come after their parent: on a tie the deeper path wins.
+        if self
+            .found
+            .as_ref()
+            .is_none_or(|(len, _)| span.len() <= *len)
+        {
+            self.found = Some((span.len(), path.to_string()));
+        }
+    }
+
+    fn table(&mut self, t: &Table, path: &str) {
+        self.consider(t.span(), path);
+        for (key, item) in t.iter() {
+            let p = join(path, key);
+            self.consider(t.key(key).and_then(|k| k.span()), &p);
+            self.item(item, &p);
+        }
+    }
+
+    fn item(&mut self, item: &Item, path: &str) {
+        match item {
+            Item::None => {}
+            Item::Value(v) => self.value(v, path),
+            Item::Table(t) => self.table(t, path),
+            Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    self.table(t, &format!("{}[{}]", path, i));
+                }
             }
         }
     }
-    let key = if line.starts_with('[') {
-        None
-    } else {
-        line.split('=')
-            .next()
-            .map(|k| k.trim().trim_matches('"').to_string())
-    };
-    match (table.is_empty(), key) {
-        (true, Some(k)) => Some(k),
-        (false, Some(k)) if !k.is_empty() => Some(format!("{}.{}", table, k)),
-        (false, _) => Some(table),
-        (true, None) => None,
+
+    fn value(&mut self, v: &Value, path: &str) {
+        self.consider(v.span(), path);
+        match v {
+            Value::Array(a) => {
+                for (i, e) in a.iter().enumerate() {
+                    self.value(e, &format!("{}[{}]", path, i));
+                }
+            }
+            Value::InlineTable(t) => {
+                for (key, e) in t.iter() {
+                    let p = join(path, key);
+                    self.consider(t.key(key).and_then(|k| k.span()), &p);
+                    self.value(e, &p);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Key path for a syntax error at `offset`, read from the text (which does not parse): the
+/// header on the error's line (`[admin` → `admin`), or the key of a `key = value` line under
+/// the latest header (`admin.token`). None when the line names no plausible key, e.g. inside a
+/// multi-line array: a made-up key would mislead more than none.
+pub fn syntax_key(text: &str, offset: usize) -> Option<String> {
+    let offset = floor_char_boundary(text, offset);
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    let mut tables = Tables::default();
+    for l in text[..line_start].lines() {
+        tables.header(l);
+    }
+    if line.starts_with('[') {
+        tables.header(line)?;
+        return Some(tables.current).filter(|t| !t.is_empty());
+    }
+    let (key, _) = line.split_once('=')?;
+    let key = plausible_key(key)?;
+    Some(join(&tables.current, &key))
+}
+
+/// The largest char boundary at or below `offset`, within the text.
+fn floor_char_boundary(text: &str, offset: usize) -> usize {
+    let mut o = offset.min(text.len());
+    while !text.is_char_boundary(o) {
+        o -= 1;
+    }
+    o
+}
+
+/// A dotted key as written, without quotes around its parts; None unless every part is a bare
+/// key (letters, digits, `_`, `-`) or a simple quoted one.
+fn plausible_key(raw: &str) -> Option<String> {
+    let parts: Option<Vec<&str>> = raw
+        .split('.')
+        .map(|p| {
+            let p = p.trim();
+            let p = p
+                .strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or(p);
+            let bare = !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            bare.then_some(p)
+        })
+        .collect();
+    parts.map(|p| p.join("."))
+}
+
+/// The table a line of the text is in, from the headers above it: `[[buyers]]` headers counted
+/// to name the element (`buyers[2]`), `[buyers.caps]` after one read as that element's table.
+#[derive(Default)]
+struct Tables {
+    current: String,
+    /// `[[name]]` headers seen, by name.
+    counts: std::collections::HashMap<String, usize>,
+    /// The latest `[[name]]` header and its index, for the sub-tables that follow it.
+    array: Option<(String, usize)>,
+}
+
+impl Tables {
+    /// Read `line` if it is a table header (written `[name`, `[[name`, with or without the
+    /// closing brackets); None when it is not one or names no plausible key.
+    fn header(&mut self, line: &str) -> Option<()> {
+        let line = line.trim();
+        let line = line.split_once('#').map_or(line, |(l, _)| l).trim_end();
+        if let Some(rest) = line.strip_prefix("[[") {
+            let name = plausible_key(rest.trim_end_matches(']'))?;
+            let count = self.counts.entry(name.clone()).or_insert(0);
+            let index = *count;
+            *count += 1;
+            self.current = format!("{}[{}]", name, index);
+            self.array = Some((name, index));
+        } else if let Some(rest) = line.strip_prefix('[') {
+            let name = plausible_key(rest.trim_end_matches(']'))?;
+            self.current = match &self.array {
+                Some((array, index)) if name.starts_with(&format!("{}.", array)) => {
+                    format!("{}[{}]{}", array, index, &name[array.len()..])
+                }
+                _ => name,
+            };
+        }
+        Some(())
     }
 }

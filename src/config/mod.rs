@@ -39,6 +39,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 4 * 1024 * 1024 * 1024 - 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {
     /// Dotted key path, e.g. `buyers[2].caps.daily` (`buyers[2]` is the third `[[buyers]]`).
+    /// Empty for a syntax error on a line that names no key.
     pub key: String,
     /// 1-based line of the key in the file, when it can be found.
     pub line: Option<usize>,
@@ -47,10 +48,13 @@ pub struct Issue {
 
 impl fmt::Display for Issue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "line {}: {}: {}", l, self.key, self.message),
-            None => write!(f, "{}: {}", self.key, self.message),
+        if let Some(l) = self.line {
+            write!(f, "line {}: ", l)?;
         }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        write!(f, "{}", self.message)
     }
 }
 
@@ -315,18 +319,49 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
 }
 
 fn parse_issue(text: &str, e: &toml::de::Error) -> Issue {
-    let line = e.span().map(|s| locate::line_of_offset(text, s.start));
-    let msg = e.message().trim().to_string();
-    // Serde names unknown or missing keys in its message; find the key path from the span.
-    let key = e
-        .span()
-        .and_then(|s| locate::key_at_offset(text, s.start))
-        .unwrap_or_else(|| "(file)".to_string());
-    Issue {
-        key,
-        line,
-        message: msg,
+    let offset = e.span().map(|s| s.start);
+    let line = offset.map(|o| locate::line_of_offset(text, o));
+    // A syntax error: the document cannot be read at all, so the key comes from the text of
+    // the error's line, when it names one.
+    if toml_edit::ImDocument::parse(text).is_err() {
+        return Issue {
+            key: offset
+                .and_then(|o| locate::syntax_key(text, o))
+                .unwrap_or_default(),
+            line,
+            message: one_line(e.message()),
+        };
     }
+    // A shape error: serde's span is the unknown key, the wrong value, or the table that
+    // misses a key; a missing key is named under its table.
+    let message = one_line(e.message());
+    let mut key = offset
+        .and_then(|o| locate::key_at_offset(text, o))
+        .unwrap_or_default();
+    if let Some(missing) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
+        key = if key.is_empty() {
+            missing.to_string()
+        } else {
+            format!("{}.{}", key, missing)
+        };
+    }
+    Issue { key, line, message }
+}
+
+/// The parser's message on one line, so that `gavel check` prints one line per problem: a
+/// syntax error's "invalid table header" and "expected ..." lines become
+/// "invalid table header: expected ...".
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut out = lines.next().unwrap_or("invalid TOML").to_string();
+    for (n, l) in lines.enumerate() {
+        out.push_str(if n == 0 { ": " } else { "; " });
+        out.push_str(l);
+    }
+    out
 }
 
 struct Validator<'a> {

@@ -85,6 +85,112 @@ fn unknown_keys_are_refused_with_their_line() {
     assert_eq!(issues[0].key, "buyers[1].max_conections");
 }
 
+/// The contract example without its first line starting with `prefix`, and the 1-based line of
+/// the table header above that line.
+fn without_line(prefix: &str) -> (String, usize) {
+    let mut lines: Vec<&str> = CONTRACT.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(prefix)).unwrap();
+    let header = lines[..at]
+        .iter()
+        .rposition(|l| l.starts_with('['))
+        .unwrap();
+    lines.remove(at);
+    (lines.join("\n") + "\n", header + 1)
+}
+
+fn parse_error(text: &str) -> Issue {
+    match parse(text) {
+        Err(ConfigError::Parse(i)) => i,
+        Err(e) => panic!("expected a parse error, got {}", e),
+        Ok(_) => panic!("expected a parse error"),
+    }
+}
+
+#[test]
+fn a_missing_key_is_named_under_its_own_table() {
+    // From the second [[sellers]], the second [[campaigns]], the third [[buyers]].
+    for (prefix, key) in [
+        ("api_key = \"sk-blue", "sellers[1].api_key"),
+        ("vertical = \"solar\"", "campaigns[1].vertical"),
+        ("id = \"fallback-ins\"", "buyers[2].id"),
+    ] {
+        let (text, header) = without_line(prefix);
+        let issue = parse_error(&text);
+        assert_eq!(issue.key, key, "{issue}");
+        assert_eq!(issue.line, Some(header), "{issue}");
+        let field = key.rsplit('.').next().unwrap_or("");
+        assert_eq!(
+            issue.to_string(),
+            format!("line {header}: {key}: missing field `{field}`")
+        );
+    }
+}
+
+#[test]
+fn an_unknown_top_level_table_is_named_itself() {
+    let text = format!("{CONTRACT}\n[bogus]\n");
+    let issue = parse_error(&text);
+    assert_eq!(issue.key, "bogus", "{issue}");
+    assert_eq!(issue.line, Some(text.lines().count()), "{issue}");
+    assert!(issue.message.contains("unknown field `bogus`"), "{issue}");
+
+    let text = CONTRACT.replace(
+        "[buyers.caps]\ndaily = 200",
+        "[buyers.caps]\ndaily = 200\nyearly = 3",
+    );
+    let issue = parse_error(&text);
+    assert_eq!(issue.key, "buyers[1].caps.yearly", "{issue}");
+    let text = CONTRACT.replace("value = 21 }", "value = 21, bogus = 1 }");
+    assert_eq!(parse_error(&text).key, "buyers[0].filters.fields[0].bogus");
+    let text = CONTRACT.replace("daily = 300", "daily = \"x\"");
+    assert_eq!(parse_error(&text).key, "buyers[3].caps.daily");
+}
+
+#[test]
+fn a_syntax_error_is_one_line_with_its_line_and_a_key_only_when_there_is_one() {
+    let line_of = |text: &str, prefix: &str| {
+        text.lines()
+            .position(|l| l.starts_with(prefix))
+            .map(|n| n + 1)
+    };
+    // A broken header: the table it was meant to open.
+    let text = CONTRACT.replace("[admin]", "[admin");
+    let issue = parse_error(&text);
+    assert_eq!(issue.key, "admin", "{issue}");
+    assert_eq!(issue.line, line_of(&text, "[admin"), "{issue}");
+    assert!(!issue.to_string().contains('\n'), "{issue}");
+    assert_eq!(
+        issue.to_string(),
+        format!(
+            "line {}: admin: invalid table header: expected `.`, `]`",
+            issue.line.unwrap_or(0)
+        )
+    );
+    let text = format!("{CONTRACT}\n[[sellers]\n");
+    let issue = parse_error(&text);
+    assert_eq!(issue.key, "sellers[2]", "{issue}");
+    // A bad value: its key, under the right array element.
+    let text = CONTRACT.replace("price = 18.00", "price = 18..0");
+    let issue = parse_error(&text);
+    assert_eq!(issue.key, "buyers[2].price", "{issue}");
+    assert_eq!(issue.line, line_of(&text, "price = 18..0"), "{issue}");
+    let text = CONTRACT.replace(
+        "token = \"change-me-operator-token\"",
+        "token = \"change-me",
+    );
+    assert_eq!(parse_error(&text).key, "admin.token");
+    // Inside a multi-line array no key is named rather than a wrong one.
+    let text = CONTRACT.replace(
+        "hours = [\"mon-fri 08:00-20:00\", \"sat 09:00-14:00\"]",
+        "hours = [\n  \"mon-fri 08:00-20:00\",\n  sat\n]",
+    );
+    let issue = parse_error(&text);
+    assert_eq!(issue.key, "", "{issue}");
+    assert_eq!(issue.line, line_of(&text, "  sat"), "{issue}");
+    assert!(issue.to_string().starts_with("line "), "{issue}");
+    assert!(!issue.to_string().contains('\n'), "{issue}");
+}
+
 #[test]
 fn references_and_enums_are_checked() {
     let text = CONTRACT.replace(
