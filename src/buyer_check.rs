@@ -302,6 +302,7 @@ fn sample_campaign() -> Campaign {
         ping_fields: SAMPLE_PING_FIELDS.iter().map(|s| s.to_string()).collect(),
         required_fields: Vec::new(),
         require_consent: false,
+        disclosed_buyers_only: false,
         dedupe_days: 0,
         fallback: None,
         hold: Duration::ZERO,

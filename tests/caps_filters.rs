@@ -118,14 +118,26 @@ fn a_buyer_outside_its_hours_is_not_pinged() {
 }
 
 #[test]
-fn consent_disclosing_buyers_limits_who_is_pinged() {
-    let fleet = Fleet::start(vec![bidder("named", 2000), bidder("unnamed", 9000)]).unwrap();
-    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+fn consent_disclosing_buyers_limits_who_is_pinged_when_the_campaign_says_so() {
     let lead = LEAD.replace(
         "\"vertical\": \"auto_insurance\"",
         "\"vertical\": \"auto_insurance\", \"disclosed_buyers\": [\"named\"]",
     );
+    let fleet = Fleet::start(vec![bidder("named", 2000), bidder("unnamed", 9000)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "disclosed_buyers_only = true", |_| {
+        String::new()
+    }));
     let v = ex.client().lead(&lead).json();
     assert_eq!(v["sales"][0]["buyer"], "named");
     assert_eq!(fleet.pings(1), 0);
+
+    // By default the list is the consumer's record, not a filter: the best bid wins.
+    let fleet = Fleet::start(vec![bidder("named", 2000), bidder("unnamed", 9000)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let v = ex
+        .client()
+        .lead(&lead.replace("7135550147", "7135550199"))
+        .json();
+    assert_eq!(v["sales"][0]["buyer"], "unnamed", "{v}");
+    assert_eq!(fleet.pings(0), 1);
 }

@@ -203,6 +203,8 @@ pub struct Campaign {
     pub ping_fields: Vec<String>,
     pub required_fields: Vec<String>,
     pub require_consent: bool,
+    /// Only buyers the consent's `disclosed_buyers` names (when it names any) are eligible.
+    pub disclosed_buyers_only: bool,
     pub dedupe_days: u32,
     pub fallback: Option<Method>,
     pub hold: Duration,
@@ -624,6 +626,7 @@ impl Validator<'_> {
                     .collect(),
                 required_fields: c.required_fields.clone(),
                 require_consent: c.require_consent,
+                disclosed_buyers_only: c.disclosed_buyers_only,
                 dedupe_days: c.dedupe_days,
                 fallback,
                 hold: Duration::from_millis(c.hold_ms.clamp(1, MAX_HOLD_MS)),

@@ -142,6 +142,10 @@ pub struct CampaignConfig {
     pub required_fields: Vec<String>,
     #[serde(default)]
     pub require_consent: bool,
+    /// Only buyers named in the consent's `disclosed_buyers` (when it names any) may get the
+    /// lead: one-to-one consent.
+    #[serde(default)]
+    pub disclosed_buyers_only: bool,
     #[serde(default)]
     pub dedupe_days: u32,
     #[serde(default = "default_fallback")]

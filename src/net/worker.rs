@@ -1167,8 +1167,9 @@ impl Worker {
     }
 
     /// Buyers of the campaign that may take this lead: filters, consent vertical, hours, pause
-    /// and caps (the matcher), the consumer's disclosed buyers, and `keep` (a ping URL for an
-    /// auction, a fixed price for fixed-price distribution).
+    /// and caps (the matcher), the consumer's disclosed buyers when the campaign has
+    /// `disclosed_buyers_only`, and `keep` (a ping URL for an auction, a fixed price for
+    /// fixed-price distribution).
     fn eligible_buyers(
         &self,
         rt: &Runtime,
@@ -1186,7 +1187,11 @@ impl Worker {
             &rt.caps,
             &mut out,
         );
-        let disclosed = lead::disclosed_buyers(req);
+        let disclosed = if snap.campaigns[campaign].disclosed_buyers_only {
+            lead::disclosed_buyers(req)
+        } else {
+            None
+        };
         out.retain(|&b| {
             let buyer = &snap.buyers[b];
             keep(buyer) && disclosed.as_ref().is_none_or(|d| d.contains(&buyer.id))
