@@ -120,6 +120,40 @@ fn shared_leads_go_to_the_top_n_distinct_buyers_each_at_its_own_bid() {
 }
 
 #[test]
+fn a_shared_leads_sales_come_best_first_and_its_payout_is_the_share_of_the_whole() {
+    // The best bidder answers its post last; 80 % of 33.34 + 33.33 + 33.33 is 80.00, where
+    // rounding each sale down would pay 79.99.
+    let slow_poster = |name: &str, cents: i64, post_ms: u64| {
+        BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+            Kind::Ping => Reply::bid(cents, None),
+            Kind::Post => Reply::accepted().after_ms(post_ms),
+        })
+    };
+    let fleet = Fleet::start(vec![
+        slow_poster("a", 3333, 1),
+        slow_poster("b", 3334, 200),
+        slow_poster("c", 3333, 100),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&config(&fleet, "sale = \"shared\"\nmax_sales = 3", |_| {
+        String::new()
+    }));
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    let in_order: Vec<&str> = v["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["buyer"].as_str().unwrap())
+        .collect();
+    // Ties go to the earlier bid, so a and c may come either way round after b.
+    assert_eq!(in_order[0], "b", "{v}");
+    assert_eq!(in_order.len(), 3);
+    assert_eq!(v["price"], 100.0);
+    assert_eq!(v["payout"], 80.0, "{v}");
+}
+
+#[test]
 fn bids_below_the_reserve_price_are_not_sold() {
     let fleet = Fleet::start(vec![bidder("cheap", 499, 1), bidder("cheaper", 100, 1)]).unwrap();
     let ex = Exchange::start(&config(&fleet, "", |_| String::new()));

@@ -197,7 +197,7 @@ pub struct Sale {
 pub struct Outcome {
     pub status: Status,
     pub unsold_reason: Option<UnsoldReason>,
-    /// In the order the posts were accepted.
+    /// In rank order (best bid first; for fixed-price distribution, the plan's order).
     pub sales: Vec<Sale>,
     pub price_cents: Cents,
     /// Positive bids received (before the reserve is applied).
@@ -430,12 +430,22 @@ impl Auction {
             return;
         }
         if outcome.accepted() {
-            self.sales.push(Sale {
+            let sale = Sale {
                 slot,
                 buyer: s.buyer,
                 price_cents: s.price_cents,
-            });
+            };
+            // Kept in rank order, whatever order the buyers answered their posts in.
+            let ranking = &self.ranking;
+            let rank = |slot: Slot| ranking.iter().position(|&r| r == slot);
+            let at = self
+                .sales
+                .partition_point(|earlier| rank(earlier.slot) < rank(slot));
+            self.sales.insert(at, sale);
         }
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
         s.post = PostState::Done(outcome);
         s.post_done_at = Some(now);
         self.posts_in_flight -= 1;

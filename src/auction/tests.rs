@@ -280,6 +280,24 @@ fn shared_sale_goes_to_the_top_n_each_at_its_own_bid() {
 }
 
 #[test]
+fn shared_sales_are_listed_best_bid_first_whatever_order_the_posts_are_answered_in() {
+    // The best bidder answers its post last, the worst first.
+    let slow_post = |mut b: SimBuyer, ms: u64| {
+        b.post_latency_us = ms * 1000;
+        b
+    };
+    let r = simulate(
+        params(SaleKind::Shared(3), 0),
+        &[
+            slow_post(bid(3000, 10), 5),
+            slow_post(bid(5000, 10), 300),
+            slow_post(bid(4000, 10), 100),
+        ],
+    );
+    assert_eq!(sold_to(&r), vec![(101, 5000), (102, 4000), (100, 3000)]);
+}
+
+#[test]
 fn shared_sale_with_fewer_bids_than_slots_sells_what_it_can() {
     let r = simulate(
         params(SaleKind::Shared(3), 0),

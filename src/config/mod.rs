@@ -139,6 +139,27 @@ pub enum Payout {
 }
 
 impl Payout {
+    /// What one more sale at `price` earns the seller, after the lead's earlier sales totalling
+    /// `before` (`first` when there were none). A share grows with the running total, so the
+    /// sales of a shared lead add up to the share of its whole price, rounded down once (80 %
+    /// of 33.33 + 33.33 + 33.34 is 80.00, not 3 × 26.66); a fixed payout comes with the first
+    /// sale only.
+    pub fn for_sale(self, before: Cents, price: Cents, first: bool) -> Cents {
+        match self {
+            Payout::ShareBp(bp) => {
+                let share = |total: Cents| total * bp as Cents / 10_000;
+                share(before + price) - share(before)
+            }
+            Payout::Fixed(c) => {
+                if first {
+                    c
+                } else {
+                    0
+                }
+            }
+        }
+    }
+
     pub fn for_price(self, price: Cents, sold: bool) -> Cents {
         if !sold {
             return 0;

@@ -492,3 +492,20 @@ fn restart_only_settings_are_named() {
     let keys: Vec<&str> = restart_required(&a, &b).iter().map(|k| k.key).collect();
     assert_eq!(keys, vec!["server.workers"]);
 }
+
+#[test]
+fn a_shared_leads_payout_is_the_share_of_its_whole_price_rounded_down_once() {
+    let share = Payout::ShareBp(8_000);
+    let mut before = 0;
+    let mut paid = 0;
+    for (i, price) in [3333, 3333, 3334].into_iter().enumerate() {
+        paid += share.for_sale(before, price, i == 0);
+        before += price;
+    }
+    assert_eq!(paid, 8_000);
+    assert_eq!(paid, share.for_price(before, true));
+    // A fixed payout comes with the first sale only.
+    let fixed = Payout::Fixed(2_000);
+    assert_eq!(fixed.for_sale(0, 1_250, true), 2_000);
+    assert_eq!(fixed.for_sale(1_250, 900, false), 0);
+}

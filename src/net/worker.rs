@@ -6,8 +6,8 @@ use super::timer::TimerFd;
 use super::{Runtime, Shared};
 use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
 use crate::caps::Reservation;
+use crate::config::Snapshot;
 use crate::config::{Endpoint, Method as Distribution, Scheme};
-use crate::config::{Payout, Snapshot};
 use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
 use crate::journal::{self, LeadStatus, Position, RecordRef};
 use crate::lead::{self, AnswerSale, LeadRequest, Refusal};
@@ -142,6 +142,8 @@ struct Lead {
     /// What the seller earns, summed sale by sale.
     payout_cents: i64,
     sales: u32,
+    /// What the buyers pay for the sales so far.
+    sold_cents: i64,
     /// Where the answer goes: seller connection and request sequence number.
     origin: (Key, u64),
     timer_at: Option<Instant>,
@@ -973,6 +975,7 @@ impl Worker {
             prior: None,
             close_from_plan: from_plan,
             payout_cents: 0,
+            sold_cents: 0,
             sales: 0,
             origin: (key, seq),
             timer_at: None,
@@ -1421,18 +1424,9 @@ impl Worker {
                 },
             );
             if accepted {
-                // Fixed payouts are earned once per sold lead, on its first sale.
-                let payout = match payout_rule {
-                    Payout::ShareBp(bp) => price * bp as i64 / 10_000,
-                    Payout::Fixed(c) => {
-                        if lead.sales == 0 {
-                            c
-                        } else {
-                            0
-                        }
-                    }
-                };
+                let payout = payout_rule.for_sale(lead.sold_cents, price, lead.sales == 0);
                 lead.sales += 1;
+                lead.sold_cents += price;
                 lead.payout_cents += payout;
                 append(
                     &self.shared,
@@ -1853,21 +1847,12 @@ impl Worker {
             return Ok(None);
         }
         let rule = snap.sellers[lead.seller].payout;
-        let offer: i64 = bids
+        let price: i64 = bids
             .iter()
             .take(campaign.sale.max_sales())
-            .enumerate()
-            .map(|(i, &(_, cents, _))| match rule {
-                Payout::ShareBp(bp) => cents * bp as i64 / 10_000,
-                Payout::Fixed(c) => {
-                    if i == 0 {
-                        c
-                    } else {
-                        0
-                    }
-                }
-            })
+            .map(|&(_, cents, _)| cents)
             .sum();
+        let offer = rule.for_price(price, true);
         let fields = lead
             .req
             .lead
