@@ -287,10 +287,15 @@ fn issue_json(i: &crate::config::Issue) -> Value {
     json!({"key": i.key, "line": i.line, "message": i.message})
 }
 
+/// Every worker's counters summed, with every configured campaign listed (at zero before its
+/// first lead), as every configured buyer is.
 fn merged(shared: &Shared) -> WorkerStats {
     let mut total = WorkerStats::default();
     for s in &shared.stats {
         total.merge(&s.lock());
+    }
+    for c in &shared.runtime().snap.campaigns {
+        total.campaign(&c.id);
     }
     total
 }

@@ -66,6 +66,9 @@ fn stats_metrics_pause_and_resume() {
     assert_eq!(s["campaigns"]["auto"]["revenue"], 150.0);
     assert_eq!(s["campaigns"]["auto"]["payout"], 120.0);
     assert_eq!(s["campaigns"]["auto"]["profit"], 30.0);
+    // A configured campaign without a lead yet is listed at zero, not left out.
+    assert_eq!(s["campaigns"]["other"]["leads"], 0, "{s}");
+    assert_eq!(s["campaigns"]["other"]["revenue"], 0.0);
     assert_eq!(s["buyers"]["acme"]["wins"], 3);
     assert_eq!(s["buyers"]["blue"]["pings"], 3);
     assert_eq!(s["buyers"]["blue"]["average_bid"], 10.0);

@@ -567,6 +567,15 @@ fn a_client_sending_its_head_too_slowly_is_disconnected() {
         "max_in_flight = 1000\nhead_timeout_ms = 300",
     );
     let ex = Exchange::start(&toml);
+    // A client that connects and sends nothing at all is a head that never comes.
+    let mut silent = ex.client();
+    let t = Instant::now();
+    assert!(silent.read_response().is_none());
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "a silent connection was closed after {waited:?}"
+    );
     let mut c = ex.client();
     let t = Instant::now();
     for b in b"POST /v1/leads HTTP/1.1\r\nHo" {

@@ -473,9 +473,11 @@ impl Worker {
                         },
                         None => None,
                     };
-                    // The handshake runs under the head timeout: a client that stalls in it is
-                    // closed like one that stalls in a request head.
-                    let request_started = tls.as_ref().map(|_| self.now);
+                    // The first request's head (and a TLS handshake before it) runs under the
+                    // head timeout from the accept: a client that connects and sends nothing
+                    // is closed like one that stalls in a head. Between requests a keep-alive
+                    // connection may then idle for `idle_timeout`.
+                    let request_started = Some(self.now);
                     let conn = SellerConn {
                         stream,
                         // Reads go through the worker's buffer; this one grows to what a
