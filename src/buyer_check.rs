@@ -43,7 +43,7 @@ pub const DEFAULT_INTERVAL_MS: u64 = 50;
 pub const MAX_INTERVAL_MS: u64 = 10_000;
 /// Time the exchange keeps for itself out of the ping window when no config says otherwise
 /// (the default `server.engine_margin_ms`): the ping's `timeout_ms` is the window less this.
-pub const DEFAULT_ENGINE_MARGIN_MS: u64 = 20;
+pub const DEFAULT_ENGINE_MARGIN_MS: u64 = 0;
 /// Most `--header` options.
 pub const MAX_EXTRA_HEADERS: usize = 32;
 /// Longest `--lead` text.

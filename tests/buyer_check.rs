@@ -75,7 +75,7 @@ fn a_conformant_keep_alive_buyer_passes_on_one_connection() {
     assert_eq!(bodies.len(), 10);
     let v = body_json(&bodies[0]);
     assert_eq!(v["test"], true);
-    assert_eq!(v["timeout_ms"], 780);
+    assert_eq!(v["timeout_ms"], 800);
     assert_eq!(v["lead"]["state"], "TX");
     assert!(v["lead"].get("email").is_none());
     assert_ne!(body_json(&bodies[1])["ping_id"], v["ping_id"]);

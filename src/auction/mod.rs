@@ -279,7 +279,9 @@ impl Auction {
         let left = ping_deadline
             .saturating_duration_since(now)
             .saturating_sub(params.margin);
-        let timeout_ms = (left.as_millis() as u64).max(1);
+        // To the nearest millisecond: a lead pinged 30 µs after it arrived still tells its
+        // buyers the campaign's whole window (800, not 799).
+        let timeout_ms = (((left.as_micros() + 500) / 1000) as u64).max(1);
         for slot in 0..a.slots.len() {
             a.actions.push_back(Action::SendPing { slot, timeout_ms });
         }

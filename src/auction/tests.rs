@@ -154,6 +154,26 @@ fn buyers_are_told_the_time_left_minus_the_margin() {
 }
 
 #[test]
+fn without_a_margin_buyers_are_told_the_whole_window_to_the_nearest_millisecond() {
+    let p = Params {
+        margin: Duration::ZERO,
+        ..params(SaleKind::Exclusive, 0)
+    };
+    let t0 = Instant::now();
+    for (pinged_after_us, told_ms) in [(0, 800), (30, 800), (499, 800), (501, 799), (1_700, 798)] {
+        let mut a = Auction::new(p, t0, t0 + Duration::from_micros(pinged_after_us), &[7]);
+        assert_eq!(
+            a.poll_action(),
+            Some(Action::SendPing {
+                slot: 0,
+                timeout_ms: told_ms
+            }),
+            "pinged {pinged_after_us} us after arrival"
+        );
+    }
+}
+
+#[test]
 fn slow_buyer_is_left_out_at_the_deadline_to_the_microsecond() {
     let r = simulate(
         params(SaleKind::Exclusive, 500),

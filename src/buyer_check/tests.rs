@@ -67,7 +67,7 @@ fn the_sample_ping_is_the_exchanges_ping_with_test_set_and_the_window_less_the_m
     lead::write_ping(&mut out, "id-1", &p.campaign, &p.lead, p.timeout_ms);
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["test"], true);
-    assert_eq!(v["timeout_ms"], 780);
+    assert_eq!(v["timeout_ms"], 800);
     assert_eq!(v["campaign"], SAMPLE_CAMPAIGN);
     let keys: Vec<&str> = v["lead"]
         .as_object()

@@ -274,7 +274,7 @@ fn default_head_timeout_ms() -> u64 {
     10_000
 }
 fn default_engine_margin_ms() -> u64 {
-    20
+    0
 }
 fn default_journal_dir() -> String {
     "data/journal".to_string()
