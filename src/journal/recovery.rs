@@ -10,7 +10,8 @@
 //!   whole record before it is kept and nothing after it.
 //!
 //! Damage with no whole record anywhere after it is a torn tail (what a crash in the middle of
-//! writing leaves): `verify` reports it and still calls the journal intact.
+//! writing leaves): `verify` reports it and still calls the journal intact. Any other damage is
+//! real corruption: `Journal::open` copies the damaged segment aside before it cuts.
 
 use std::fmt;
 use std::fs::File;
@@ -67,6 +68,8 @@ pub struct Damage {
     /// Whole records found after the damage (in this and later segments). Zero means a torn
     /// tail; anything else means records would be lost by cutting here.
     pub records_after: u64,
+    /// Of `records_after`, those in the damaged segment itself (the rest are in later ones).
+    pub records_in_segment: u64,
     /// Bytes from the damage to the last non-zero byte of its segment, plus the size of every
     /// later segment.
     pub bytes: u64,
@@ -273,8 +276,9 @@ pub(crate) fn damage_at(
     file: &File,
     later: &[u64],
 ) -> Result<Damage, JournalError> {
-    let (mut records_after, last_nonzero) =
+    let (records_in_segment, last_nonzero) =
         resync(buf, file, off.max(SEGMENT_HEADER_BYTES), off + FRAME_ALIGN);
+    let mut records_after = records_in_segment;
     let mut bytes = last_nonzero.saturating_sub(off);
     if off == 0 {
         // A damaged header: the header bytes themselves count when non-zero.
@@ -305,6 +309,7 @@ pub(crate) fn damage_at(
         },
         kind,
         records_after,
+        records_in_segment,
         bytes,
         later_segments: later.to_vec(),
     })
@@ -365,7 +370,17 @@ pub struct Cut {
     pub bytes: u64,
     /// Whole records found after the damage and therefore not kept (0 for a torn tail).
     pub records_skipped: u64,
-    /// Later segments moved aside as `*.seg.cut` (they are never deleted).
+    /// Of `records_skipped`, those in the damaged segment (the rest were in `moved_aside`).
+    pub records_skipped_in_segment: u64,
+    /// Where the damaged segment was zeroed from (to its end): the damage, or the start of the
+    /// torn records just before it. `None` when the whole segment was moved aside instead (a
+    /// damaged segment header).
+    pub zeroed_from: Option<Position>,
+    /// A copy of the damaged segment as it was before any of it was zeroed, made (and fsynced)
+    /// whenever the cut is not a torn tail: `NNN.seg.cut-SECS`. A torn tail (the normal result
+    /// of a crash) leaves no copy.
+    pub copied_to: Option<PathBuf>,
+    /// Segments moved aside whole as `*.seg.cut` (they are never deleted).
     pub moved_aside: Vec<PathBuf>,
 }
 
@@ -405,6 +420,22 @@ impl fmt::Display for RecoveryReport {
             )?;
             if c.records_skipped == 0 {
                 write!(f, " (torn tail)")?;
+            } else {
+                write!(
+                    f,
+                    " ({} of them in segment {})",
+                    c.records_skipped_in_segment, c.at.segment
+                )?;
+            }
+            if let Some(z) = &c.zeroed_from {
+                write!(
+                    f,
+                    "; segment {} zeroed from offset {} to its end",
+                    z.segment, z.offset
+                )?;
+            }
+            if let Some(p) = &c.copied_to {
+                write!(f, "; its bytes before the cut copied to {}", p.display())?;
             }
             for p in &c.moved_aside {
                 write!(f, "; moved aside {}", p.display())?;

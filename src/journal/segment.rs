@@ -30,6 +30,18 @@ pub const LOCK_FILE: &str = "LOCK";
 /// same sequence number needs a fresh name).
 const MAX_CUT_NAMES: u32 = 1000;
 
+/// Between a segment's file name and the unix seconds in the name of the copy recovery keeps
+/// before it zeroes part of that segment: `NNN.seg.cut-SECS` (`.cut-SECS.2`, ... if taken).
+/// The live segment stays where it is; the copy holds its bytes as they were before the cut.
+pub const COPY_INFIX: &str = ".cut-";
+
+/// Name a copy has while being written (`NNN.seg.cut-partial`): a crash mid-copy leaves at
+/// most this one file per segment, overwritten by the next attempt and never read.
+const PARTIAL_COPY: &str = "partial";
+
+/// Bytes copied per read when keeping a copy of a segment.
+const COPY_CHUNK: u64 = 1024 * 1024;
+
 /// Path of segment `seq` in `dir`.
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:0width$}{SEGMENT_SUFFIX}", width = SEQ_DIGITS))
@@ -74,23 +86,80 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
 /// never deletes records, it leaves them for an operator to inspect.
 pub fn move_aside(dir: &Path, seq: u64) -> Result<PathBuf, JournalError> {
     let from = segment_path(dir, seq);
-    let base = format!("{}{CUT_SUFFIX}", from.display());
+    let to = free_name(&format!("{}{CUT_SUFFIX}", from.display()), &from)?;
+    std::fs::rename(&from, &to).map_err(|e| JournalError::io("rename", &from, e))?;
+    Ok(to)
+}
+
+/// `base`, or `base.2`, `base.3`, ... : the first name not taken.
+fn free_name(base: &str, for_file: &Path) -> Result<PathBuf, JournalError> {
     for n in 1..=MAX_CUT_NAMES {
         let to = if n == 1 {
-            PathBuf::from(&base)
+            PathBuf::from(base)
         } else {
             PathBuf::from(format!("{base}.{n}"))
         };
-        if to.exists() {
-            continue;
+        if !to.exists() {
+            return Ok(to);
         }
-        std::fs::rename(&from, &to).map_err(|e| JournalError::io("rename", &from, e))?;
-        return Ok(to);
     }
     Err(JournalError::InvalidOptions(format!(
-        "no free name to move {} aside",
-        from.display()
+        "no free name to set {} aside",
+        for_file.display()
     )))
+}
+
+/// Copy segment `seq`, whole and unchanged, to `NNN.seg.cut-SECS` (see [`COPY_INFIX`]) before
+/// recovery zeroes part of it, and fsync the copy. Holes stay holes, so a mostly empty
+/// segment costs only its data. The copy is written under a temporary name and renamed into
+/// place, so a file by the final name is always complete; the caller makes the rename durable
+/// (`sync_dir`) before it changes the segment.
+pub fn copy_aside(dir: &Path, seq: u64, unix_secs: u64) -> Result<PathBuf, JournalError> {
+    let from = segment_path(dir, seq);
+    let to = free_name(&format!("{}{COPY_INFIX}{unix_secs}", from.display()), &from)?;
+    let tmp = PathBuf::from(format!("{}{COPY_INFIX}{PARTIAL_COPY}", from.display()));
+    let copied = copy_sparse(&from, &tmp);
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    copied?;
+    std::fs::rename(&tmp, &to).map_err(|e| JournalError::io("rename", &tmp, e))?;
+    Ok(to)
+}
+
+/// Copy the data of `from` into a new file `to` of the same length, and fsync it.
+fn copy_sparse(from: &Path, to: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::FileExt;
+    let src = File::open(from).map_err(|e| JournalError::io("open", from, e))?;
+    let len = src
+        .metadata()
+        .map_err(|e| JournalError::io("stat", from, e))?
+        .len();
+    let dst = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(to)
+        .map_err(|e| JournalError::io("create", to, e))?;
+    dst.set_len(len)
+        .map_err(|e| JournalError::io("set_len", to, e))?;
+    let mut buf = vec![0u8; COPY_CHUNK.min(len) as usize];
+    for (start, end) in data_ranges(&src, 0, len) {
+        let mut pos = start;
+        while pos < end {
+            let n = (end - pos).min(COPY_CHUNK) as usize;
+            let Some(chunk) = buf.get_mut(..n) else { break };
+            src.read_exact_at(chunk, pos)
+                .map_err(|e| JournalError::io("read", from, e))?;
+            // Zeros need not be written: the new file reads as zero where nothing was written.
+            if chunk.iter().any(|&b| b != 0) {
+                dst.write_all_at(chunk, pos)
+                    .map_err(|e| JournalError::io("write", to, e))?;
+            }
+            pos += n as u64;
+        }
+    }
+    dst.sync_all().map_err(|e| JournalError::io("fsync", to, e))
 }
 
 /// Make directory changes (new or renamed files) durable.

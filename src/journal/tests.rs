@@ -283,6 +283,29 @@ fn cut_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The copies recovery kept of segments it cut (`NNN.seg.cut-SECS`), by file name.
+fn copy_files(dir: &Path) -> Vec<String> {
+    cut_files(dir)
+        .into_iter()
+        .filter(|n| n.contains(".seg.cut-"))
+        .collect()
+}
+
+fn read_file(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+fn sale_record(i: usize) -> Record {
+    Record::Sale {
+        lead_id: lead_id(i),
+        campaign: "auto-insurance".into(),
+        seller: "acme-media".into(),
+        buyer: "acme-ins".into(),
+        price_cents: 1000 + i as i64,
+        payout_cents: 800,
+    }
+}
+
 fn seg_files(dir: &Path) -> usize {
     super::segment::list_segments(dir).unwrap().len()
 }
@@ -798,6 +821,7 @@ fn flipped_bits_anywhere_keep_every_whole_record_before_them_and_nothing_after()
                 None => recs.len(), // after the data: garbage, all records kept
             };
             let before = verify(dir.path()).unwrap();
+            let damaged = read_file(&seg0(dir.path()));
             let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
             assert_eq!(
                 report.records as usize, expect_kept,
@@ -822,6 +846,13 @@ fn flipped_bits_anywhere_keep_every_whole_record_before_them_and_nothing_after()
                     expect_skipped == 0,
                     "verify before open: {before}"
                 );
+                // Whole records cut from a segment kept in place: its bytes are copied first.
+                if at >= SEGMENT_HEADER_BYTES && expect_skipped > 0 {
+                    let copy = cut.copied_to.as_ref().unwrap_or_else(|| panic!("{report}"));
+                    assert_eq!(read_file(copy), damaged, "flip at {at} bit {bit}");
+                } else {
+                    assert_eq!(cut.copied_to, None, "flip at {at} bit {bit}: {report}");
+                }
             } else if at < data_end {
                 assert_eq!(report.cut, None);
                 assert!(before.intact() && before.damage.is_none());
@@ -829,6 +860,9 @@ fn flipped_bits_anywhere_keep_every_whole_record_before_them_and_nothing_after()
                 // Garbage after the data: cut, or reclaimed as a torn frame; nothing lost.
                 assert!(before.intact(), "{before}");
                 assert_eq!(report.tail.offset, data_end, "{report}");
+            }
+            if report.cut.as_ref().is_none_or(|c| c.copied_to.is_none()) {
+                assert!(copy_files(dir.path()).is_empty(), "flip at {at} bit {bit}");
             }
             // Appends continue after the cut, and the journal is whole again.
             append(&j, T0, &ping_record(999));
@@ -862,6 +896,9 @@ fn a_truncated_tail_is_cut_at_the_last_whole_record() {
         let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
         assert_eq!(report.records, 19);
         assert_eq!(report.tail.offset, last_start, "{report}");
+        // A torn tail is what a crash leaves: cut without keeping anything.
+        assert!(report.cut.as_ref().is_none_or(|c| c.copied_to.is_none()));
+        assert!(cut_files(dir.path()).is_empty());
         drop(j);
         assert!(verify(dir.path()).unwrap().damage.is_none());
         assert_eq!(records(dir.path()), recs[..19].to_vec());
@@ -878,6 +915,7 @@ fn a_truncated_tail_is_cut_at_the_last_whole_record() {
     assert!(verify(dir.path()).unwrap().intact());
     let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
     assert_eq!(report.records, 19);
+    assert!(cut_files(dir.path()).is_empty());
     // The shortened segment fills up and appends move on to a new one.
     for i in 0..10 {
         append(&j, T0, &ping_record(i));
@@ -915,7 +953,10 @@ fn a_zeroed_page_keeps_the_records_before_it_and_moves_later_segments_aside() {
     let cut = report.cut.clone().unwrap();
     assert_eq!(cut.at, positions[first_lost]);
     assert!(cut.records_skipped > 0);
+    assert!(cut.records_skipped_in_segment > 0);
+    assert!(cut.records_skipped > cut.records_skipped_in_segment);
     assert_eq!(cut.moved_aside.len(), seg_files_before_cut(&positions) - 1);
+    assert!(cut.copied_to.is_some(), "{report}");
     assert_eq!(report.records as usize, first_lost);
     assert!(report.to_string().contains("cut at segment 0"));
     append(&j, T0, &ping_record(5000));
@@ -923,13 +964,146 @@ fn a_zeroed_page_keeps_the_records_before_it_and_moves_later_segments_aside() {
     let mut expect: Vec<Record> = (0..first_lost).map(ping_record).collect();
     expect.push(ping_record(5000));
     assert_eq!(records(dir.path()), expect);
-    // The later segments are kept for inspection, never deleted.
-    assert_eq!(cut_files(dir.path()).len(), cut.moved_aside.len());
+    // The later segments are kept for inspection, never deleted, and so is segment 0 as it
+    // was before the cut.
+    assert_eq!(cut_files(dir.path()).len(), cut.moved_aside.len() + 1);
+    assert_eq!(copy_files(dir.path()).len(), 1);
     assert!(verify(dir.path()).unwrap().intact());
 }
 
 fn seg_files_before_cut(positions: &[Position]) -> usize {
     positions.last().unwrap().segment as usize + 1
+}
+
+/// One byte gone bad in the middle of a segment (not a crash: whole records follow it). The
+/// cut is made as before, but only after the segment's bytes are copied aside.
+#[test]
+fn a_corrupt_byte_mid_segment_is_cut_only_after_the_segment_is_copied_aside() {
+    let dir = TempDir::new("mid-corrupt");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let mut written = Vec::new();
+    for i in 0..200 {
+        let r = if i % 4 == 3 {
+            sale_record(i)
+        } else {
+            ping_record(i)
+        };
+        written.push((append(&j, T0 + i as u64, &r), r));
+    }
+    drop(j);
+    assert!(written.iter().all(|(p, _)| p.segment == 0));
+    let bad = 80;
+    let bad_at = written[bad].0;
+    let after = written.len() - bad - 1;
+    let sales_after = written[bad + 1..]
+        .iter()
+        .filter(|(_, r)| matches!(r, Record::Sale { .. }))
+        .count();
+    assert!(sales_after > 20);
+    // One payload byte of record 80 flips.
+    let b = read_at(&seg0(dir.path()), bad_at.offset + 40, 1)[0];
+    patch(&seg0(dir.path()), bad_at.offset + 40, &[b ^ 0x10]);
+    let original = read_file(&seg0(dir.path()));
+
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let cut = report.cut.clone().unwrap();
+    assert_eq!(cut.at, bad_at);
+    assert_eq!(cut.kind, DamageKind::BadChecksum);
+    assert_eq!(cut.records_skipped as usize, after);
+    assert_eq!(cut.records_skipped_in_segment as usize, after);
+    assert_eq!(cut.zeroed_from, Some(bad_at));
+    assert!(cut.moved_aside.is_empty());
+    // The copy: the whole segment, byte for byte as it was before the cut, beside it.
+    let copy = cut.copied_to.clone().unwrap();
+    assert_eq!(copy.parent(), Some(dir.path()));
+    let name = copy.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("00000000000000000000.seg.cut-"), "{name}");
+    assert_eq!(read_file(&copy), original);
+    // The report (what `gavel serve` prints on stderr) says what was cut and where it went.
+    let text = report.to_string();
+    for want in [
+        format!(
+            "cut at segment 0 offset {} (checksum mismatch)",
+            bad_at.offset
+        ),
+        format!("{after} whole record(s) after it ({after} of them in segment 0)"),
+        format!("segment 0 zeroed from offset {} to its end", bad_at.offset),
+        format!("copied to {}", copy.display()),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in {text}");
+    }
+    // The live segment is cut as before: the records before the damage, then zeros.
+    assert_eq!(report.records as usize, bad);
+    let live = read_file(&seg0(dir.path()));
+    assert_eq!(live.len(), original.len());
+    assert_eq!(
+        live[..bad_at.offset as usize],
+        original[..bad_at.offset as usize]
+    );
+    assert!(live[bad_at.offset as usize..].iter().all(|&b| b == 0));
+    append(&j, T0 + 1000, &ping_record(1000));
+    drop(j);
+
+    // Nothing reads the copy as a segment: readers, verify, export, tail, the next open.
+    let expect: Vec<Record> = written[..bad]
+        .iter()
+        .map(|(_, r)| r.clone())
+        .chain([ping_record(1000)])
+        .collect();
+    assert_eq!(records(dir.path()), expect);
+    assert_eq!(seg_files(dir.path()), 1);
+    let v = verify(dir.path()).unwrap();
+    assert!(v.intact() && v.damage.is_none(), "{v}");
+    assert_eq!(v.records as usize, bad + 1);
+    let (code, out, _) = run_cli(JournalCmd::Export {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), bad + 1);
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    assert_eq!(cli::tail(dir.path(), 1000, &mut out, &mut err, Some(1)), 0);
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), bad + 1);
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(report.cut, None, "{report}");
+    assert_eq!(report.records as usize, bad + 1);
+    drop(j);
+    assert_eq!(copy_files(dir.path()), vec![name.clone()]);
+
+    // Cut again (the same segment, maybe in the same second): a second copy, the first kept.
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let mut again = Vec::new();
+    for i in 0..20 {
+        again.push(append(&j, T0 + 2000, &ping_record(2000 + i)));
+    }
+    drop(j);
+    patch(&seg0(dir.path()), again[3].offset + 40, &[0xEE]);
+    let before_second = read_file(&seg0(dir.path()));
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let second = report.cut.clone().unwrap().copied_to.unwrap();
+    assert_ne!(second, copy);
+    assert_eq!(read_file(&second), before_second);
+    assert_eq!(read_file(&copy), original);
+    assert_eq!(copy_files(dir.path()).len(), 2);
+    drop(j);
+
+    // Retention removes old segments, never a copy.
+    let (j, _) = Journal::open(JournalOptions {
+        retain_segments: 1,
+        ..opts(dir.path(), MIN_SEGMENT_BYTES)
+    })
+    .unwrap();
+    for i in 0..300 {
+        append(&j, T0 + 3000, &ping_record(3000 + i));
+    }
+    let later = T0 + 40 * 24 * 3600 * 1_000_000;
+    for i in 0..600 {
+        append(&j, later, &ping_record(4000 + i));
+    }
+    drop(j);
+    assert!(!seg0(dir.path()).exists(), "segment 0 is past every window");
+    assert_eq!(read_file(&copy), original);
+    assert_eq!(read_file(&second), before_second);
 }
 
 #[test]
@@ -954,6 +1128,8 @@ fn garbage_after_the_last_record_is_cut_and_every_record_kept() {
         let cut = report.cut.clone().unwrap();
         assert_eq!(cut.records_skipped, 0);
         assert!(cut.bytes >= 300, "{report}");
+        assert_eq!(cut.copied_to, None);
+        assert!(cut_files(dir.path()).is_empty());
         for i in 0..50 {
             append(&j, T0, &ping_record(i));
         }

@@ -27,7 +27,7 @@ use super::format::{
 };
 use super::record::RecordRef;
 use super::recovery::{analyze, Cut, DamageKind, RecoveryReport};
-use super::segment::{lock_dir, move_aside, segment_path, sync_dir, Segment};
+use super::segment::{copy_aside, lock_dir, move_aside, segment_path, sync_dir, Segment};
 use super::{JournalError, JournalOptions, Position, SyncMode, CAP_WINDOW_US};
 
 /// Segments kept mapped at once. A slot is reused (its segment unmapped) only after every
@@ -175,7 +175,9 @@ pub fn wall_clock_us() -> u64 {
 
 impl Journal {
     /// Open (or create) the journal in `opts.dir`, recovering first: the segments are scanned,
-    /// damage is cut, and appends continue after the last whole record. The report says what
+    /// damage is cut, and appends continue after the last whole record. A cut that is not a
+    /// torn tail (whole records follow the damage) first copies the damaged segment aside,
+    /// durably; if that fails, nothing is cut and the error is returned. The report says what
     /// was found and what was cut.
     pub fn open(opts: JournalOptions) -> Result<(Journal, RecoveryReport), JournalError> {
         opts.validate()?;
@@ -194,6 +196,8 @@ impl Journal {
 
         if let Some(d) = &analysis.damage {
             let mut moved_aside = Vec::new();
+            let mut copied_to = None;
+            let mut zeroed_from = None;
             if d.at.offset == 0 {
                 if analysis.header_damage_all_zero {
                     // Created but never written (a crash during rotation): holds nothing.
@@ -204,8 +208,20 @@ impl Journal {
                 }
             } else {
                 let from = kept.last().map_or(d.at.offset, |i| i.end.min(d.at.offset));
+                if !d.is_torn_tail() {
+                    // Whole records follow the damage: this is not what a crash leaves, and
+                    // zeroing would destroy them. Keep the segment's bytes as they are first,
+                    // durably, or do not cut at all.
+                    let secs = wall_clock_us() / 1_000_000;
+                    copied_to = Some(copy_aside(&dir, d.at.segment, secs)?);
+                    sync_dir(&dir)?;
+                }
                 let mut seg = Segment::open(&dir, d.at.segment)?;
                 seg.zero_range(from, seg.len)?;
+                zeroed_from = Some(Position {
+                    segment: d.at.segment,
+                    offset: from,
+                });
                 if let Some(last) = kept.last_mut() {
                     last.scan_end = last.end;
                 }
@@ -219,6 +235,9 @@ impl Journal {
                 kind: d.kind,
                 bytes: d.bytes,
                 records_skipped: d.records_after,
+                records_skipped_in_segment: d.records_in_segment,
+                zeroed_from,
+                copied_to,
                 moved_aside,
             });
         }
