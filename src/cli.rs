@@ -142,10 +142,30 @@ fn serve(path: &std::path::Path) -> i32 {
     };
     let (recovery, replayed) = handle.recovery();
     eprintln!("gavel: {}", recovery);
+    if let Some(cut) = recovery.cut.as_ref().filter(|c| c.records_skipped > 0) {
+        eprintln!(
+            "gavel: warning: journal damage at {} cut {} whole record(s) out of the journal; {}",
+            cut.at,
+            cut.records_skipped,
+            match &cut.copied_to {
+                Some(p) => format!("the segment as it was is kept in {}", p.display()),
+                None => "the segment was moved aside whole".to_string(),
+            }
+        );
+    }
     eprintln!(
         "gavel: {} sale(s) of the last 32 days replayed into caps and budgets",
-        replayed
+        replayed.sales
     );
+    let aside = &replayed.set_aside;
+    if aside.records > 0 {
+        eprintln!(
+            "gavel: {} record(s) that recovery cut out of the journal read back from {} file(s) \
+             set aside; {} of them, in the open windows, counted toward caps, dedupe and P&L \
+             ({} sale(s))",
+            aside.records, aside.files, aside.replayed, replayed.set_aside_sales
+        );
+    }
     eprintln!(
         "gavel: serving sellers on {} with {} workers",
         handle.local_addr(),

@@ -22,6 +22,13 @@ fn gavel() -> Command {
 
 /// Start `gavel serve` and read the seller address it announces.
 fn serve(config: &Path) -> (Child, SocketAddr) {
+    let (child, addr, _) = serve_logged(config);
+    (child, addr)
+}
+
+/// Start `gavel serve`; also return what it printed on stderr before announcing its address.
+fn serve_logged(config: &Path) -> (Child, SocketAddr, Vec<String>) {
+    let mut log = Vec::new();
     let mut child = gavel()
         .args(["serve", "--config"])
         .arg(config)
@@ -35,6 +42,7 @@ fn serve(config: &Path) -> (Child, SocketAddr) {
         if stderr.read_line(&mut line).unwrap_or(0) == 0 {
             break;
         }
+        log.push(line.trim_end().to_string());
         if let Some(rest) = line.split("serving sellers on ").nth(1) {
             if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
                 // Keep draining stderr so the child never blocks on a full pipe.
@@ -44,7 +52,7 @@ fn serve(config: &Path) -> (Child, SocketAddr) {
                         sink.clear();
                     }
                 });
-                return (child, addr);
+                return (child, addr, log);
             }
         }
     }
@@ -310,4 +318,134 @@ fn a_leads_journal_tells_its_story_in_the_order_it_happened() {
         "lead_answered",
     ];
     assert_eq!(story, expected, "{:#?}", story);
+}
+
+/// A running `gavel serve`, killed when dropped (also when an assertion fails first).
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The frames of a segment file as (offset, record type code), read the way the format says.
+fn frames(segment: &[u8]) -> Vec<(usize, u8)> {
+    let word = |o: usize| u32::from_le_bytes(segment[o..o + 4].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    let mut off = 64;
+    while off + 24 <= segment.len() {
+        let len = word(off);
+        if len == 0 || len == u32::MAX as usize {
+            break;
+        }
+        out.push((off, segment[off + 8]));
+        off += len;
+    }
+    out
+}
+
+/// The audit's case: one byte goes bad in the middle of the journal while the exchange is down.
+/// Recovery cuts there as before, but keeps the segment's bytes first and says so; and the sales
+/// after the bad byte still count toward the buyer's cap, at this start and the next.
+#[test]
+fn a_corrupt_byte_mid_journal_is_copied_aside_and_the_sales_after_it_still_hold_caps() {
+    const LEAD_ANSWERED: u8 = 9;
+    const SALE: u8 = 8;
+    let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 2000)]).unwrap();
+    let dir = temp_dir("midcut");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 8".to_string()
+        } else {
+            String::new()
+        }
+    })
+    .replace("[journal]\n", "[journal]\nsegment_bytes = 1048576\n");
+    let text = set_journal_dir(&text, &journal);
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+
+    // Eight leads, all sold to the capped buyer: its daily cap is reached.
+    let (child, addr) = serve(&cfg);
+    let running = Serving(child);
+    let mut c = Client::connect(addr);
+    for _ in 0..8 {
+        let v = c.lead(LEAD).json();
+        assert_eq!(v["sales"][0]["buyer"], "capped", "{}", v);
+    }
+    drop(running);
+
+    // One byte of the first lead's final record goes bad: seven leads' records follow it.
+    let seg = journal.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let all = frames(&bytes);
+    let (bad, _) = *all.iter().find(|f| f.1 == LEAD_ANSWERED).unwrap();
+    let after: Vec<&(usize, u8)> = all.iter().filter(|f| f.0 > bad).collect();
+    assert_eq!(after.iter().filter(|f| f.1 == SALE).count(), 7);
+    bytes[bad + 30] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let log = log.join("\n");
+    // stderr says what was cut, how many whole records followed, and where the copy is.
+    let copy = std::fs::read_dir(&journal)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".seg.cut-"))
+        .unwrap_or_else(|| panic!("no copy kept: {}", log));
+    for want in [
+        format!("cut at segment 0 offset {} (checksum mismatch)", bad),
+        format!("{} whole record(s) after it", after.len()),
+        format!("segment 0 zeroed from offset {} to its end", bad),
+        format!("copied to {}", copy.display()),
+        "warning: journal damage".to_string(),
+        "8 sale(s) of the last 32 days replayed".to_string(),
+        format!(
+            "{} record(s) that recovery cut out of the journal",
+            after.len()
+        ),
+        "(7 sale(s))".to_string(),
+    ] {
+        assert!(log.contains(&want), "{:?} not in:\n{}", want, log);
+    }
+    // The copy holds the segment exactly as it was found; the live one keeps what preceded
+    // the bad record.
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+    assert_eq!(std::fs::read(&seg).unwrap()[..bad], bytes[..bad]);
+    // The cap of 8 holds: the seven sales after the bad byte were counted from the copy.
+    let mut c = Client::connect(addr);
+    for _ in 0..3 {
+        let v = c.lead(LEAD).json();
+        assert_eq!(v["sales"][0]["buyer"], "other", "{}", v);
+    }
+    drop(running);
+
+    // The journal is whole again and does not include the copy's records; the copy stays.
+    let v = gavel()
+        .args(["journal", "verify", "--dir"])
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(0));
+    let sales_to_capped = export(&journal)
+        .iter()
+        .filter(|r| r["type"] == "sale" && r["buyer"] == "capped")
+        .count();
+    assert_eq!(sales_to_capped, 1);
+
+    // And at the next start the copy still counts: no new cut, the cap still holds.
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let log = log.join("\n");
+    assert!(!log.contains("cut at"), "{}", log);
+    assert!(log.contains("(7 sale(s))"), "{}", log);
+    let v = Client::connect(addr).lead(LEAD).json();
+    drop(running);
+    assert_eq!(v["sales"][0]["buyer"], "other", "{}", v);
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
 }

@@ -13,6 +13,8 @@
 //!   commit word), rotation, retention and the sync modes.
 //! - [`recovery`]: the scan run on open and by `verify`, and the reports it produces.
 //! - [`reader`]: read-only streaming readers for replay, export and `tail`.
+//! - [`salvage`]: the records recovery cut out and set aside, read back for the exchange's
+//!   counters on start.
 //! - [`cli`]: `gavel journal export | show | tail | verify`.
 //!
 //! `docs/JOURNAL.md` describes the format byte by byte and the rules for recovery.
@@ -22,6 +24,7 @@ pub mod format;
 pub mod reader;
 pub mod record;
 pub mod recovery;
+pub mod salvage;
 mod segment;
 pub mod writer;
 
@@ -35,6 +38,7 @@ use std::time::Duration;
 pub use reader::{read_all, replay_sales, Entry, Follower, Reader};
 pub use record::{DecodeError, LeadStatus, PingOutcome, Record, RecordRef, RecordType};
 pub use recovery::{verify, Cut, Damage, DamageKind, RecoveryReport, VerifyReport};
+pub use salvage::{replay_set_aside, SetAsideReport};
 pub use writer::Journal;
 
 /// Smallest segment accepted: large enough for the header and a good number of leads, small

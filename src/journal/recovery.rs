@@ -134,116 +134,134 @@ pub(crate) fn analyze(dir: &Path, decode: bool) -> Result<Analysis, JournalError
             .len();
         let map = map_read_only(&file, &path, len)?;
         let buf: &[u8] = map.as_ref().map_or(&[][..], |m| &m[..]);
-        let header = match SegmentHeader::parse(buf) {
-            Ok(h) if h.seq == seq => h,
-            Ok(_) => {
-                a.damage = Some(damage_at(
-                    dir,
-                    seq,
-                    0,
-                    DamageKind::BadSegmentHeader("sequence differs from file name"),
-                    buf,
-                    &file,
-                    later,
-                )?);
-                break;
-            }
-            Err(HeaderError::Newer(version)) => {
-                return Err(JournalError::UnsupportedFormat {
-                    segment: seq,
-                    version,
-                })
-            }
-            Err(HeaderError::Damaged(why)) => {
-                let d = damage_at(
-                    dir,
-                    seq,
-                    0,
-                    DamageKind::BadSegmentHeader(why),
-                    buf,
-                    &file,
-                    later,
-                )?;
-                a.header_damage_all_zero = d.bytes == 0;
-                a.damage = Some(d);
-                break;
-            }
-        };
-        let mut info = SegmentInfo {
-            seq,
-            len,
-            created_us: header.created_us,
-            end: SEGMENT_HEADER_BYTES,
-            scan_end: SEGMENT_HEADER_BYTES,
-            sealed: false,
-        };
-        let mut off = SEGMENT_HEADER_BYTES;
-        let mut damage = None;
-        let mut torn_run: Option<u64> = None;
-        loop {
-            match read_frame(buf, off) {
-                Frame::Record {
-                    len,
-                    type_code,
-                    payload,
-                    ..
-                } => {
-                    a.records += 1;
-                    torn_run = None;
-                    if decode {
-                        match Record::decode(type_code, payload) {
-                            Ok(_) => {}
-                            Err(e) if e.is_newer() => a.unknown += 1,
-                            Err(_) => a.undecodable += 1,
-                        }
-                    }
-                    off += len;
-                }
-                Frame::Torn { len } => {
-                    a.torn += 1;
-                    torn_run.get_or_insert(off);
-                    if a.torn_positions.len() < MAX_TORN_LISTED {
-                        a.torn_positions.push(Position {
-                            segment: seq,
-                            offset: off,
-                        });
-                    }
-                    off += len;
-                }
-                Frame::Sealed => {
-                    info.sealed = true;
-                    break;
-                }
-                Frame::EndOfData => {
-                    match first_nonzero(buf, &file, off + FRAME_ALIGN) {
-                        None => break,
-                        // A live writer may have claimed this slot since it was read: look again.
-                        Some(_) if load_u32_acquire(buf, off) != 0 => continue,
-                        Some(_) => {
-                            damage = Some(DamageKind::DataAfterEnd);
-                            break;
-                        }
-                    }
-                }
-                Frame::Damage(kind) => {
-                    damage = Some(kind);
-                    break;
-                }
-            }
+        let scan = scan_segment(buf, &file, seq, decode, &mut a)?;
+        if let Some(info) = scan.info {
+            a.segments.push(info);
         }
-        info.scan_end = off;
-        info.end = if info.sealed {
-            off
-        } else {
-            torn_run.unwrap_or(off)
-        };
-        a.segments.push(info);
-        if let Some(kind) = damage {
-            a.damage = Some(damage_at(dir, seq, off, kind, buf, &file, later)?);
+        if let Some((off, kind)) = scan.damage {
+            let d = damage_at(dir, seq, off, kind, buf, &file, later)?;
+            if off == 0 {
+                a.header_damage_all_zero = d.bytes == 0;
+            }
+            a.damage = Some(d);
             break;
         }
     }
     Ok(a)
+}
+
+/// One segment as [`scan_segment`] found it.
+pub(crate) struct SegmentScan {
+    /// The segment, unless its header is damaged.
+    pub info: Option<SegmentInfo>,
+    /// The first damage and its offset (0 for the header).
+    pub damage: Option<(u64, DamageKind)>,
+}
+
+/// Walk one segment (`buf`, the file named for `seq`) frame by frame from its header, counting
+/// into `a`. Recovery cuts at the first damage found; reading a copy recovery kept of the
+/// segment finds the same damage again, at the same offset.
+pub(crate) fn scan_segment(
+    buf: &[u8],
+    file: &File,
+    seq: u64,
+    decode: bool,
+    a: &mut Analysis,
+) -> Result<SegmentScan, JournalError> {
+    let header = match SegmentHeader::parse(buf) {
+        Ok(h) if h.seq == seq => h,
+        Ok(_) => {
+            let kind = DamageKind::BadSegmentHeader("sequence differs from file name");
+            return Ok(SegmentScan {
+                info: None,
+                damage: Some((0, kind)),
+            });
+        }
+        Err(HeaderError::Newer(version)) => {
+            return Err(JournalError::UnsupportedFormat {
+                segment: seq,
+                version,
+            })
+        }
+        Err(HeaderError::Damaged(why)) => {
+            return Ok(SegmentScan {
+                info: None,
+                damage: Some((0, DamageKind::BadSegmentHeader(why))),
+            });
+        }
+    };
+    let mut info = SegmentInfo {
+        seq,
+        len: buf.len() as u64,
+        created_us: header.created_us,
+        end: SEGMENT_HEADER_BYTES,
+        scan_end: SEGMENT_HEADER_BYTES,
+        sealed: false,
+    };
+    let mut off = SEGMENT_HEADER_BYTES;
+    let mut damage = None;
+    let mut torn_run: Option<u64> = None;
+    loop {
+        match read_frame(buf, off) {
+            Frame::Record {
+                len,
+                type_code,
+                payload,
+                ..
+            } => {
+                a.records += 1;
+                torn_run = None;
+                if decode {
+                    match Record::decode(type_code, payload) {
+                        Ok(_) => {}
+                        Err(e) if e.is_newer() => a.unknown += 1,
+                        Err(_) => a.undecodable += 1,
+                    }
+                }
+                off += len;
+            }
+            Frame::Torn { len } => {
+                a.torn += 1;
+                torn_run.get_or_insert(off);
+                if a.torn_positions.len() < MAX_TORN_LISTED {
+                    a.torn_positions.push(Position {
+                        segment: seq,
+                        offset: off,
+                    });
+                }
+                off += len;
+            }
+            Frame::Sealed => {
+                info.sealed = true;
+                break;
+            }
+            Frame::EndOfData => {
+                match first_nonzero(buf, file, off + FRAME_ALIGN) {
+                    None => break,
+                    // A live writer may have claimed this slot since it was read: look again.
+                    Some(_) if load_u32_acquire(buf, off) != 0 => continue,
+                    Some(_) => {
+                        damage = Some(DamageKind::DataAfterEnd);
+                        break;
+                    }
+                }
+            }
+            Frame::Damage(kind) => {
+                damage = Some(kind);
+                break;
+            }
+        }
+    }
+    info.scan_end = off;
+    info.end = if info.sealed {
+        off
+    } else {
+        torn_run.unwrap_or(off)
+    };
+    Ok(SegmentScan {
+        info: Some(info),
+        damage: damage.map(|kind| (off, kind)),
+    })
 }
 
 /// Map a segment read-only (`None` for an empty file, which cannot be mapped).
@@ -319,19 +337,62 @@ pub(crate) fn damage_at(
 /// how many were found and where the last non-zero byte at or after `zero_from` ends.
 fn resync(buf: &[u8], file: &File, zero_from: u64, from: u64) -> (u64, u64) {
     let mut found = 0;
+    let last_nonzero = resync_each(buf, file, zero_from, from, &mut |_| found += 1);
+    (found, last_nonzero)
+}
+
+/// A whole record found by [`resync_each`].
+pub(crate) struct Found<'a> {
+    /// Where its frame starts.
+    pub offset: u64,
+    /// Its type code.
+    pub type_code: u8,
+    /// Its timestamp, unix microseconds.
+    pub ts_us: u64,
+    /// Its payload.
+    pub payload: &'a [u8],
+}
+
+/// The scan behind [`resync`]: hands each whole record found at or after `from` to `found`
+/// and returns where the last non-zero byte at
+/// or after `zero_from` ends. After a whole record the scan goes on at its end, so it never
+/// looks inside one; anywhere else it tries every aligned offset. A record is accepted only
+/// with the commit magic and a matching CRC32C over its length, type, time and payload.
+pub(crate) fn resync_each(
+    buf: &[u8],
+    file: &File,
+    zero_from: u64,
+    from: u64,
+    found: &mut dyn FnMut(Found<'_>),
+) -> u64 {
     let mut last_nonzero = 0;
+    let mut resume = 0;
     let len = buf.len() as u64;
     for (start, end) in data_ranges(file, zero_from.min(len), len) {
         let end = end.min(len);
-        let mut off = start.max(zero_from).next_multiple_of(FRAME_ALIGN);
+        let mut off = start
+            .max(zero_from)
+            .max(resume)
+            .next_multiple_of(FRAME_ALIGN);
         while off + FRAME_ALIGN <= end {
             let o = off as usize;
             if buf[o..o + FRAME_ALIGN as usize].iter().any(|&b| b != 0) {
                 last_nonzero = off + FRAME_ALIGN;
             }
             if off >= from {
-                if let Frame::Record { len, .. } = read_frame(buf, off) {
-                    found += 1;
+                if let Frame::Record {
+                    len,
+                    type_code,
+                    ts_us,
+                    payload,
+                } = read_frame(buf, off)
+                {
+                    found(Found {
+                        offset: off,
+                        type_code,
+                        ts_us,
+                        payload,
+                    });
                     last_nonzero = last_nonzero.max(off + len);
                     off += len;
                     continue;
@@ -339,8 +400,9 @@ fn resync(buf: &[u8], file: &File, zero_from: u64, from: u64) -> (u64, u64) {
             }
             off += FRAME_ALIGN;
         }
+        resume = off;
     }
-    (found, last_nonzero)
+    last_nonzero
 }
 
 /// Offset of the first non-zero byte at or after `from`, skipping holes.

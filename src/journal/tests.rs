@@ -306,6 +306,13 @@ fn sale_record(i: usize) -> Record {
     }
 }
 
+/// Every record recovery set aside, stamped at or after `since`, and what the replay found.
+fn set_aside(dir: &Path, since: u64) -> (Vec<Entry>, SetAsideReport) {
+    let mut got = Vec::new();
+    let report = replay_set_aside(dir, since, |e| got.push(e.clone())).unwrap();
+    (got, report)
+}
+
 fn seg_files(dir: &Path) -> usize {
     super::segment::list_segments(dir).unwrap().len()
 }
@@ -864,6 +871,16 @@ fn flipped_bits_anywhere_keep_every_whole_record_before_them_and_nothing_after()
             if report.cut.as_ref().is_none_or(|c| c.copied_to.is_none()) {
                 assert!(copy_files(dir.path()).is_empty(), "flip at {at} bit {bit}");
             }
+            // Every whole record the cut took out of the journal is read back from the files
+            // it set aside, and nothing else.
+            let skipped = report
+                .cut
+                .as_ref()
+                .map_or(0, |c| c.records_skipped as usize);
+            let (back, aside) = set_aside(dir.path(), 0);
+            assert_eq!(aside.records as usize, skipped, "flip at {at} bit {bit}");
+            let back: Vec<Record> = back.into_iter().map(|e| e.record).collect();
+            assert_eq!(back, recs[recs.len() - skipped..], "flip at {at} bit {bit}");
             // Appends continue after the cut, and the journal is whole again.
             append(&j, T0, &ping_record(999));
             drop(j);
@@ -968,6 +985,19 @@ fn a_zeroed_page_keeps_the_records_before_it_and_moves_later_segments_aside() {
     // was before the cut.
     assert_eq!(cut_files(dir.path()).len(), cut.moved_aside.len() + 1);
     assert_eq!(copy_files(dir.path()).len(), 1);
+    // What was cut, in segment 0 after the zeroed page and in the segments moved aside, still
+    // reads back from those files: the records lost are only those the damage touched.
+    let (back, aside) = set_aside(dir.path(), 0);
+    assert_eq!(aside.records, cut.records_skipped);
+    assert_eq!(aside.replayed, cut.records_skipped);
+    assert_eq!(aside.files, cut.moved_aside.len() + 1);
+    let first_back = n - back.len();
+    assert!(first_back > first_lost && positions[first_back].offset >= 8192);
+    let expect: Vec<Record> = (first_back..n).map(ping_record).collect();
+    assert_eq!(
+        back.into_iter().map(|e| e.record).collect::<Vec<_>>(),
+        expect
+    );
     assert!(verify(dir.path()).unwrap().intact());
 }
 
@@ -1070,6 +1100,38 @@ fn a_corrupt_byte_mid_segment_is_cut_only_after_the_segment_is_copied_aside() {
     drop(j);
     assert_eq!(copy_files(dir.path()), vec![name.clone()]);
 
+    // The records after the bad one still count for caps and dedupe: read back from the copy,
+    // exactly those, with their times; at this start and every later one.
+    let (back, aside) = set_aside(dir.path(), 0);
+    assert_eq!(aside.records as usize, after);
+    assert_eq!(aside.replayed as usize, after);
+    assert_eq!(aside.files, 1);
+    // Record i was stamped T0 + i; positions are those in the copy (the original segment's).
+    let expect: Vec<(Position, u64, Record)> = written
+        .iter()
+        .enumerate()
+        .skip(bad + 1)
+        .map(|(i, (p, r))| (*p, T0 + i as u64, r.clone()))
+        .collect();
+    let got: Vec<(Position, u64, Record)> = back
+        .into_iter()
+        .map(|e| (e.pos, e.ts_us, e.record))
+        .collect();
+    assert_eq!(got, expect);
+    let mut sales = 0;
+    let n = replay_set_aside(dir.path(), 0, |e| {
+        sales += matches!(e.record, Record::Sale { .. }) as usize
+    })
+    .unwrap();
+    assert_eq!(sales, sales_after);
+    assert_eq!(n.records as usize, after);
+    // Only the records of the window asked for are handed over; all are counted.
+    let since = T0 + (bad as u64 + 50);
+    let (recent, aside) = set_aside(dir.path(), since);
+    assert_eq!(aside.records as usize, after);
+    assert_eq!(recent.len(), written.len() - (bad + 50));
+    assert!(recent.iter().all(|e| e.ts_us >= since));
+
     // Cut again (the same segment, maybe in the same second): a second copy, the first kept.
     let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
     let mut again = Vec::new();
@@ -1080,12 +1142,28 @@ fn a_corrupt_byte_mid_segment_is_cut_only_after_the_segment_is_copied_aside() {
     patch(&seg0(dir.path()), again[3].offset + 40, &[0xEE]);
     let before_second = read_file(&seg0(dir.path()));
     let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
-    let second = report.cut.clone().unwrap().copied_to.unwrap();
+    let second_cut = report.cut.clone().unwrap();
+    assert_eq!(second_cut.records_skipped, 16);
+    let second = second_cut.copied_to.unwrap();
     assert_ne!(second, copy);
     assert_eq!(read_file(&second), before_second);
     assert_eq!(read_file(&copy), original);
     assert_eq!(copy_files(dir.path()).len(), 2);
     drop(j);
+    // Each copy gives back what its own cut removed: the second copy also holds the records
+    // before its damage (still live, so not counted again) and none of the first cut's.
+    let (back, aside) = set_aside(dir.path(), 0);
+    assert_eq!(aside.records as usize, after + 16);
+    assert_eq!(aside.files, 2);
+    let from_second: Vec<Record> = back
+        .iter()
+        .filter(|e| e.ts_us == T0 + 2000)
+        .map(|e| e.record.clone())
+        .collect();
+    assert_eq!(
+        from_second,
+        (4..20).map(|i| ping_record(2000 + i)).collect::<Vec<_>>()
+    );
 
     // Retention removes old segments, never a copy.
     let (j, _) = Journal::open(JournalOptions {
@@ -1104,6 +1182,52 @@ fn a_corrupt_byte_mid_segment_is_cut_only_after_the_segment_is_copied_aside() {
     assert!(!seg0(dir.path()).exists(), "segment 0 is past every window");
     assert_eq!(read_file(&copy), original);
     assert_eq!(read_file(&second), before_second);
+    assert_eq!(set_aside(dir.path(), 0).1.records as usize, after + 16);
+}
+
+#[test]
+fn only_the_names_recovery_gives_are_read_back_as_set_aside() {
+    use super::salvage::{set_aside_files, AsideKind};
+    let dir = TempDir::new("aside-names");
+    let seg = "00000000000000000012.seg";
+    for name in [
+        seg,
+        "00000000000000000012.seg.cut",
+        "00000000000000000012.seg.cut.3",
+        "00000000000000000012.seg.cut-1796121837",
+        "00000000000000000012.seg.cut-1796121837.2",
+        // Not recovery's: a copy being written, an operator's renames, stray files.
+        "00000000000000000012.seg.cut-partial",
+        "00000000000000000012.seg.cut.bak",
+        "00000000000000000012.seg.cut-",
+        "00000000000000000012.seg.cut-17961.2.3",
+        "00000000000000000012.seg.cut.",
+        "00000000000000000012.seg.cutx",
+        "0000000000000000012.seg.cut",
+        "0000000000000000001x.seg.cut",
+        "LOCK",
+    ] {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
+    let got: Vec<(String, u64, AsideKind)> = set_aside_files(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            let name = f.path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, f.seq, f.kind)
+        })
+        .collect();
+    let want = [
+        ("00000000000000000012.seg.cut", AsideKind::Moved),
+        ("00000000000000000012.seg.cut-1796121837", AsideKind::Copy),
+        ("00000000000000000012.seg.cut-1796121837.2", AsideKind::Copy),
+        ("00000000000000000012.seg.cut.3", AsideKind::Moved),
+    ]
+    .map(|(n, k)| (n.to_string(), 12, k));
+    assert_eq!(got, want);
+    // Empty files hold nothing, and nothing is read as a segment but the segment.
+    assert_eq!(set_aside(dir.path(), 0).1, SetAsideReport::default());
+    assert_eq!(super::segment::list_segments(dir.path()).unwrap(), vec![12]);
 }
 
 #[test]

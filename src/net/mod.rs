@@ -228,7 +228,7 @@ impl Runtime {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     recovery: RecoveryReport,
-    replayed: u64,
+    replayed: Replayed,
     admin_addr: Option<SocketAddr>,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
@@ -240,9 +240,9 @@ impl ServerHandle {
         self.local_addr
     }
 
-    /// What opening the journal found (and cut), and how many sales were replayed into caps.
-    pub fn recovery(&self) -> (&RecoveryReport, u64) {
-        (&self.recovery, self.replayed)
+    /// What opening the journal found (and cut), and what was replayed into caps.
+    pub fn recovery(&self) -> (&RecoveryReport, &Replayed) {
+        (&self.recovery, &self.replayed)
     }
 
     /// Where the operator API listens, when `server.admin_listen` is set.
@@ -375,7 +375,7 @@ fn rebuild(
     caps: &CapTable,
     dedupe: &DedupeIndex,
     pnl: &mut Stats,
-) -> io::Result<u64> {
+) -> io::Result<Replayed> {
     let now = chrono::Utc::now();
     let now_us = now.timestamp_micros().max(0) as u64;
     let dedupe_window_us = snap
@@ -390,13 +390,10 @@ fn rebuild(
     let since = since_caps.min(since_dedupe);
     // Dedupe keys of the leads received in the window, dropped again for leads refused.
     let mut received: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
-    let mut sales = 0u64;
-    let reader = journal::Reader::open_since(journal.dir(), since)
-        .map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
-    for item in reader {
-        let e = item.map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
+    // Counts one record; true for a sale.
+    let mut take = |e: &journal::Entry| -> bool {
         if e.ts_us < since {
-            continue;
+            return false;
         }
         if let Record::LeadReceived {
             lead_id,
@@ -426,7 +423,7 @@ fn rebuild(
         }
         if e.ts_us < since_caps {
             // Older than any cap window or P&L period: only dedupe needed it.
-            continue;
+            return false;
         }
         match &e.record {
             Record::Sale {
@@ -439,7 +436,7 @@ fn rebuild(
                 let s = pnl.buyer(buyer);
                 s.wins += 1;
                 s.spent_cents += price_cents;
-                sales += 1;
+                return true;
             }
             Record::LeadAnswered {
                 campaign,
@@ -464,13 +461,47 @@ fn rebuild(
             }
             _ => {}
         }
+        false
+    };
+    let mut sales = 0u64;
+    let reader = journal::Reader::open_since(journal.dir(), since)
+        .map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
+    for item in reader {
+        let e = item.map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
+        if take(&e) {
+            sales += 1;
+        }
     }
+    // The records a recovery cut out of the journal were sold, capped and deduplicated all the
+    // same: they count too, from the files it kept, for as long as those are there.
+    let mut aside_sales = 0u64;
+    let aside = journal::replay_set_aside(journal.dir(), since, |e| {
+        if take(e) {
+            aside_sales += 1;
+        }
+    })
+    .map_err(|e| io::Error::other(format!("journal replay of the files set aside: {}", e)))?;
     let mut replay: Vec<(u64, Vec<u64>)> = received.into_values().collect();
     replay.sort_by_key(|r| r.0);
     for (ts, keys) in replay {
         dedupe.replay(&keys, ts);
     }
-    Ok(sales)
+    Ok(Replayed {
+        sales: sales + aside_sales,
+        set_aside_sales: aside_sales,
+        set_aside: aside,
+    })
+}
+
+/// What a start replayed from the journal into caps, budgets, dedupe and P&L.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Sales of the open cap windows counted: from the journal and from the files set aside.
+    pub sales: u64,
+    /// Of `sales`, those read back from files a recovery set aside.
+    pub set_aside_sales: u64,
+    /// What was read from the files recovery set aside (records cut out of the journal).
+    pub set_aside: journal::SetAsideReport,
 }
 
 /// The cap table for a snapshot: each buyer's limits on its own calendar, paused as configured.
@@ -489,7 +520,7 @@ fn start_with(
     runtime: Runtime,
     dedupe: Arc<DedupeIndex>,
     journal: Arc<Journal>,
-    (recovery, replayed, pnl): (RecoveryReport, u64, Stats),
+    (recovery, replayed, pnl): (RecoveryReport, Replayed, Stats),
     listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
     workers: usize,

@@ -163,26 +163,23 @@ impl Runtime {
 }
 
 /// Count the journal's sales of the windows still open into the caps of the buyers marked in
-/// `only`, as on start. A read error ends the replay with what was read so far.
+/// `only`, as on start (the files recovery set aside included). A read error ends the replay
+/// with what was read so far.
 fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
     let now = chrono::Utc::now();
     let now_us = now.timestamp_micros().max(0) as u64;
     let since = now_us.saturating_sub(CAP_REPLAY_WINDOW_US);
-    let Ok(reader) = journal::Reader::open_since(shared.journal.dir(), since) else {
-        return 0;
-    };
     let mut n = 0;
-    for item in reader {
-        let Ok(e) = item else { break };
+    let mut take = |e: &journal::Entry| {
         if e.ts_us < since {
-            continue;
+            return;
         }
         if let Record::Sale {
             buyer, price_cents, ..
         } = &e.record
         {
             let Some(b) = rt.snap.buyer_by_id(buyer) else {
-                continue;
+                return;
             };
             if only.get(b).copied().unwrap_or(false) {
                 let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
@@ -190,6 +187,14 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
                 n += 1;
             }
         }
+    };
+    let Ok(reader) = journal::Reader::open_since(shared.journal.dir(), since) else {
+        return 0;
+    };
+    for item in reader {
+        let Ok(e) = item else { break };
+        take(&e);
     }
+    let _ = journal::replay_set_aside(shared.journal.dir(), since, &mut take);
     n
 }
