@@ -130,9 +130,11 @@ fn serve(path: &std::path::Path) -> i32 {
     for w in config::warnings(&snap) {
         eprintln!("gavel: warning: {}", w);
     }
-    // SIGHUP reloads the config. Blocked here, before any other thread starts (threads inherit
-    // the mask), and taken by `sigwait` on a thread of its own: no code runs in a signal handler.
-    let hup = block_sighup();
+    // SIGHUP reloads the config; SIGTERM and SIGINT stop taking leads, answer the ones in flight
+    // and exit (a second one exits at once). Blocked here, before any other thread starts
+    // (threads inherit the mask), and taken by `sigwait` on a thread of its own: no code runs
+    // in a signal handler.
+    let signals = block_signals();
     let handle = match crate::net::start(snap.clone()) {
         Ok(h) => h,
         Err(e) => {
@@ -174,28 +176,42 @@ fn serve(path: &std::path::Path) -> i32 {
     if let Some(a) = handle.admin_addr() {
         eprintln!("gavel: operator API on {}", a);
     }
-    if let Some(set) = hup {
+    if let Some(set) = signals {
         let shared = handle.shared().clone();
         let spawned = std::thread::Builder::new()
-            .name("gavel-sighup".into())
-            .spawn(move || reload_on_sighup(set, &shared));
+            .name("gavel-signals".into())
+            .spawn(move || on_signals(set, &shared));
         if spawned.is_err() {
+            // Nobody would take them: let SIGTERM and SIGINT end the process as by default.
+            unblock_signals(&set);
             eprintln!(
-                "gavel: warning: cannot start the SIGHUP thread: reload with POST /v1/admin/reload"
+                "gavel: warning: cannot start the signal thread: reload with POST /v1/admin/reload"
             );
         }
     }
+    let shared = handle.shared().clone();
     handle.join();
+    if let Err(e) = shared.journal.flush() {
+        eprintln!("gavel: journal flush at exit failed: {}", e);
+        return 1;
+    }
+    eprintln!("gavel: stopped");
     0
 }
 
-/// Block SIGHUP in the calling thread (and so in every thread it starts); the set to wait on.
-fn block_sighup() -> Option<libc::sigset_t> {
+/// Block SIGHUP, SIGTERM and SIGINT in the calling thread (and so in every thread it starts);
+/// the set to wait on.
+fn block_signals() -> Option<libc::sigset_t> {
     // SAFETY: plain libc calls on a zeroed, then initialised, signal set owned by this frame.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
-        if libc::sigemptyset(&mut set) != 0 || libc::sigaddset(&mut set, libc::SIGHUP) != 0 {
+        if libc::sigemptyset(&mut set) != 0 {
             return None;
+        }
+        for sig in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+            if libc::sigaddset(&mut set, sig) != 0 {
+                return None;
+            }
         }
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return None;
@@ -204,14 +220,39 @@ fn block_sighup() -> Option<libc::sigset_t> {
     }
 }
 
-/// Reload the config on every SIGHUP, reporting the outcome on stderr.
-fn reload_on_sighup(set: libc::sigset_t, shared: &crate::net::Shared) {
+fn unblock_signals(set: &libc::sigset_t) {
+    // SAFETY: `set` is an initialised signal set.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, set, std::ptr::null_mut());
+    }
+}
+
+/// Reload the config on every SIGHUP; drain on the first SIGTERM or SIGINT, stop at once on the
+/// second. Outcomes are reported on stderr.
+fn on_signals(set: libc::sigset_t, shared: &crate::net::Shared) {
+    let mut stopping = false;
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` is an initialised signal set; `sig` is a valid out pointer.
         let r = unsafe { libc::sigwait(&set, &mut sig) };
         if r != 0 {
             return;
+        }
+        if sig == libc::SIGTERM || sig == libc::SIGINT {
+            if stopping {
+                eprintln!("gavel: second stop signal: exiting now, leads in flight unanswered");
+                shared.stop_now();
+            } else {
+                stopping = true;
+                eprintln!(
+                    "gavel: stop signal: taking no new leads, answering the {} in flight, then \
+                     exiting (at most {} s; signal again to exit at once)",
+                    shared.in_flight.load(std::sync::atomic::Ordering::Acquire),
+                    crate::net::DRAIN_LIMIT.as_secs()
+                );
+                shared.drain();
+            }
+            continue;
         }
         if sig != libc::SIGHUP {
             continue;

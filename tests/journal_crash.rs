@@ -8,58 +8,11 @@ use common::*;
 use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn gavel() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gavel"))
-}
-
-/// Start `gavel serve` and read the seller address it announces.
-fn serve(config: &Path) -> (Child, SocketAddr) {
-    let (child, addr, _) = serve_logged(config);
-    (child, addr)
-}
-
-/// Start `gavel serve`; also return what it printed on stderr before announcing its address.
-fn serve_logged(config: &Path) -> (Child, SocketAddr, Vec<String>) {
-    let mut log = Vec::new();
-    let mut child = gavel()
-        .args(["serve", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gavel serve");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    for _ in 0..50 {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        log.push(line.trim_end().to_string());
-        if let Some(rest) = line.split("serving sellers on ").nth(1) {
-            if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
-                // Keep draining stderr so the child never blocks on a full pipe.
-                std::thread::spawn(move || {
-                    let mut sink = String::new();
-                    while stderr.read_line(&mut sink).unwrap_or(0) > 0 {
-                        sink.clear();
-                    }
-                });
-                return (child, addr, log);
-            }
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("gavel serve did not start: {}", line);
-}
 
 fn bidder(name: &str, cents: i64) -> BuyerSpec {
     BuyerSpec::new(name).with_responder(move |kind, _| match kind {

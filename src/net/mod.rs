@@ -14,6 +14,7 @@ pub mod tls;
 mod worker;
 
 pub use self::reload::{reload, ReloadError, ReloadReport};
+pub use self::worker::DRAIN_LIMIT;
 
 /// The bounds on a buyer connection, shared with `gavel buyer-check` so that it holds buyers
 /// to the same limits as the exchange.
@@ -58,6 +59,8 @@ pub struct Shared {
     /// Auctions in flight across all workers, against `server.max_in_flight`.
     pub in_flight: AtomicUsize,
     pub shutdown: AtomicBool,
+    /// Asked to stop: take no new leads, answer the ones in flight, then exit.
+    pub draining: AtomicBool,
     pub stats: Vec<Arc<Mutex<WorkerStats>>>,
 }
 
@@ -70,6 +73,23 @@ impl Shared {
     /// The generation of the config in force: 1 at start, one more per successful reload.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Stop taking leads, let the workers answer the ones in flight (for at most
+    /// `DRAIN_LIMIT`) and exit; `ServerHandle::join` returns when they have.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for w in self.wakers.lock().iter() {
+            let _ = w.wake();
+        }
+    }
+
+    /// Stop at once: the workers exit at their next loop turn, leads in flight unanswered.
+    pub fn stop_now(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for w in self.wakers.lock().iter() {
+            let _ = w.wake();
+        }
     }
 
     /// Make `rt` the config in force and wake every worker to take it.
@@ -535,6 +555,7 @@ fn start_with(
         dedupe,
         in_flight: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         stats: (0..workers)
             .map(|_| Arc::new(Mutex::new(WorkerStats::default())))
             .collect(),

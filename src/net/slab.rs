@@ -87,6 +87,15 @@ impl<T> Slab<T> {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every live value.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|(_, v)| v.as_ref())
+    }
+
     /// Keys of every live value.
     pub fn keys(&self) -> Vec<Key> {
         self.entries

@@ -37,6 +37,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const PRECISE_TIMER_WITHIN: Duration = Duration::from_millis(2);
 /// How often connections are swept for timeouts and pools topped up.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// Longest a worker waits, once asked to stop, for its leads in flight to be answered.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 /// Leads in flight on one worker (a hard bound under `server.max_in_flight`).
 const MAX_LEADS_PER_WORKER: usize = 1 << 20;
 /// Buyer connections one worker may hold across all pools.
@@ -154,7 +156,8 @@ pub struct Worker {
     poll: Poll,
     waker: Arc<Waker>,
     timer: TimerFd,
-    listener: TcpListener,
+    /// `None` once draining: the socket is closed.
+    listener: Option<TcpListener>,
     shared: Arc<Shared>,
     /// The config generation new leads start under.
     gen: Arc<Gen>,
@@ -175,6 +178,9 @@ pub struct Worker {
     seller_tls: Option<Arc<rustls::ServerConfig>>,
     now: Instant,
     next_housekeeping: Instant,
+    /// Set once the process is asked to stop: no new leads, the ones in flight finish, then the
+    /// loop ends (at the latest at this instant).
+    drain_until: Option<Instant>,
 }
 
 /// One config generation as this worker runs it: the runtime, and which of the worker's pools
@@ -329,7 +335,7 @@ impl Worker {
             poll,
             waker,
             timer,
-            listener,
+            listener: Some(listener),
             stats: shared.stats[id].clone(),
             shared,
             gen: Arc::new(gen),
@@ -349,6 +355,7 @@ impl Worker {
             seller_tls: snap.seller_tls.clone(),
             now,
             next_housekeeping: now,
+            drain_until: None,
         })
     }
 
@@ -363,6 +370,15 @@ impl Worker {
         loop {
             if self.shared.shutdown.load(Ordering::Relaxed) {
                 break;
+            }
+            if self.shared.draining.load(Ordering::Relaxed) {
+                let until = match self.drain_until {
+                    Some(t) => t,
+                    None => self.begin_drain(),
+                };
+                if self.drained() || Instant::now() >= until {
+                    break;
+                }
             }
             let next = self
                 .timers
@@ -419,6 +435,27 @@ impl Worker {
         }
     }
 
+    /// Stop taking new leads: the listener is closed (the other workers' listeners close too,
+    /// so the kernel refuses new connections), and a request on an open connection is answered
+    /// 503 `shutting_down` and its connection closed. The leads in flight run to their answers.
+    fn begin_drain(&mut self) -> Instant {
+        let until = Instant::now() + DRAIN_LIMIT;
+        self.drain_until = Some(until);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        until
+    }
+
+    /// Draining and nothing left to do: no lead in flight, every answer written.
+    fn drained(&self) -> bool {
+        self.leads.is_empty()
+            && self
+                .sellers
+                .values()
+                .all(|c| c.pending.is_empty() && c.all_sent())
+    }
+
     /// Take the config now in force for new leads: map its buyers onto pools (kept where a
     /// buyer's endpoint did not change), retire the pools nobody in the new config uses (their
     /// idle connections close now, busy ones after the running leads' last request), and apply
@@ -455,7 +492,10 @@ impl Worker {
 
     fn accept(&mut self) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, _)) => {
                     if self.sellers.is_full() {
                         // Over `server.max_connections`: refuse by closing at once.
@@ -722,6 +762,21 @@ impl Worker {
 
     fn handle_request(&mut self, key: Key, head: &RequestHead, body: &[u8]) {
         let path = head.path.split('?').next().unwrap_or("");
+        if self.drain_until.is_some() && path != "/healthz" {
+            let mut out = Vec::with_capacity(160);
+            lead::write_error(
+                &mut out,
+                None,
+                "shutting_down",
+                "the exchange is shutting down; send the lead again in a moment",
+                None,
+            );
+            self.count_refusal(503);
+            if let Some(c) = self.sellers.get_mut(key) {
+                c.no_more_requests = true;
+            }
+            return self.push_reply(key, 503, &[("Retry-After", "1")], &out, true);
+        }
         match (head.method, path) {
             (Method::Post, "/v1/leads") => self.start_lead(key, head, body, Flow::Direct),
             (Method::Post, "/v1/ping") => self.start_lead(key, head, body, Flow::Ping),

@@ -254,3 +254,56 @@ pub fn body_json(b: &[u8]) -> Value {
     serde_json::from_slice(b)
         .unwrap_or_else(|e| panic!("buyer got non-JSON ({}): {}", e, String::from_utf8_lossy(b)))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real binary as a process.
+// ---------------------------------------------------------------------------------------------
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub fn gavel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gavel"))
+}
+
+/// Start `gavel serve` and read the seller address it announces.
+pub fn serve(config: &Path) -> (Child, SocketAddr) {
+    let (child, addr, _) = serve_logged(config);
+    (child, addr)
+}
+
+/// Start `gavel serve`; also return what it printed on stderr before announcing its address.
+pub fn serve_logged(config: &Path) -> (Child, SocketAddr, Vec<String>) {
+    let mut log = Vec::new();
+    let mut child = gavel()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gavel serve");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    for _ in 0..50 {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        log.push(line.trim_end().to_string());
+        if let Some(rest) = line.split("serving sellers on ").nth(1) {
+            if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
+                // Keep draining stderr so the child never blocks on a full pipe.
+                std::thread::spawn(move || {
+                    let mut sink = String::new();
+                    while stderr.read_line(&mut sink).unwrap_or(0) > 0 {
+                        sink.clear();
+                    }
+                });
+                return (child, addr, log);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("gavel serve did not start: {}", line);
+}

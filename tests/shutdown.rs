@@ -1,0 +1,101 @@
+//! Stopping the real binary: SIGTERM answers the leads in flight before the process exits.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn sigterm(pid: u32) {
+    // SAFETY: kill(2) with a pid this test started and a plain signal number.
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(r, 0, "kill -TERM");
+}
+
+#[test]
+fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(4200, None).after_ms(600),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
+    .unwrap();
+    let dir = temp_dir("shutdown");
+    let text = config(&fleet, "ping_timeout_ms = 2000", |_| String::new())
+        .replace("ping_timeout_ms = 300\n", "");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (mut child, addr, _) = serve_logged(&cfg);
+
+    // A lead whose buyer takes 600 ms, and an idle keep-alive connection.
+    let mut busy = Client::connect(addr);
+    busy.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    let mut idle = Client::connect(addr);
+    std::thread::sleep(Duration::from_millis(150));
+    let stopped_at = Instant::now();
+    sigterm(child.id());
+
+    // The lead in flight is answered, sold, after the signal.
+    let v = busy
+        .read_response()
+        .expect("the lead in flight is answered")
+        .json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["price"], 42.0);
+    // A new lead on an open connection is refused with 503 and the connection closed.
+    let other = LEAD
+        .replace("7135550147", "7135550111")
+        .replace("ana@", "bea@");
+    idle.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        other.as_bytes(),
+    ));
+    if let Some(r) = idle.read_response() {
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["error"]["code"], "shutting_down");
+        assert!(idle.read_response().is_none(), "closed after the 503");
+    }
+    // The process exits by itself, cleanly, well before the drain limit.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(stopped_at.elapsed() < Duration::from_secs(20));
+    // Nothing listens any more.
+    assert!(TcpStream::connect(addr).is_err());
+
+    // The lead's whole story is in the journal, answer included.
+    let journal = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the config names its journal dir");
+    let out = gavel()
+        .args(["journal", "export", "--dir", journal])
+        .output()
+        .expect("journal export");
+    let records = String::from_utf8_lossy(&out.stdout);
+    let lead_id = v["lead_id"].as_str().unwrap();
+    let answered = records
+        .lines()
+        .filter(|l| l.contains(lead_id) && l.contains("\"lead_answered\""))
+        .count();
+    assert_eq!(answered, 1, "{records}");
+}
