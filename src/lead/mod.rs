@@ -578,12 +578,12 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
         return PingOutcome::Invalid("no bid field".into());
     };
     let text = raw.trim();
-    let text = match text.as_bytes().first() {
-        Some(b'"') => text.trim_matches('"'),
-        _ => text,
-    };
     if text == "null" {
         return PingOutcome::NoBid;
+    }
+    // Money travels as JSON numbers: a bid in a string (`"42.5"`) is not one.
+    if !matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
+        return PingOutcome::Invalid("bid is not a number".into());
     }
     match parse_cents(text) {
         Some(0) => PingOutcome::NoBid,
@@ -593,7 +593,9 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
             cents,
             bid_id: bid_id.and_then(raw_to_text),
         },
-        None => PingOutcome::Invalid("bid is not a number".into()),
+        // A JSON number all the same (the scan and serde_json only pass numbers on), but more
+        // than the largest amount accepted.
+        None => PingOutcome::Invalid("bid out of range".into()),
     }
 }
 

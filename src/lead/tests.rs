@@ -271,12 +271,18 @@ fn bid_answers() {
             bid_id: Some("99".into())
         }
     );
+    // Money is a JSON number; the same amount in a string is not a bid.
     assert_eq!(
         parse_bid(200, br#"{"bid": "7.5"}"#),
-        PingOutcome::Bid {
-            cents: 750,
-            bid_id: None
-        }
+        PingOutcome::Invalid("bid is not a number".into())
+    );
+    assert_eq!(
+        parse_bid(200, br#"{"bid": 99999999}"#),
+        PingOutcome::Invalid("bid out of range".into())
+    );
+    assert_eq!(
+        parse_bid(200, br#"{"bid": true}"#),
+        PingOutcome::Invalid("bid is not a number".into())
     );
     assert_eq!(parse_bid(200, br#"{"bid": 0}"#), PingOutcome::NoBid);
     assert_eq!(parse_bid(200, br#"{"bid": null}"#), PingOutcome::NoBid);
