@@ -24,18 +24,15 @@ fn the_same_phone_or_email_within_the_window_is_a_duplicate() {
     assert_eq!(v["status"], "rejected");
     assert!(v["lead_id"].is_string());
     assert_eq!(v["error"]["code"], "duplicate");
+    assert_eq!(v["error"]["field"], "lead.phone");
     // Same phone in another format: still the same consumer.
-    assert_eq!(
-        c.lead(&with_phone_email("(713) 555-0147", "other@example.com"))
-            .status,
-        422
-    );
-    // Same email in other case.
-    assert_eq!(
-        c.lead(&with_phone_email("7135550199", "ANA@example.com"))
-            .status,
-        422
-    );
+    let r = c.lead(&with_phone_email("(713) 555-0147", "other@example.com"));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["field"], "lead.phone");
+    // Same email in other case: the field at fault is the email.
+    let r = c.lead(&with_phone_email("7135550199", "ANA@example.com"));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["field"], "lead.email");
     // Someone else entirely.
     assert_eq!(
         c.lead(&with_phone_email("7135550100", "bo@example.com"))

@@ -170,8 +170,15 @@ impl DedupeIndex {
     /// Every shard the keys touch is locked, in ascending shard order (so two calls can never
     /// wait on each other in a cycle), before anything is read; no allocation.
     pub fn check_and_insert(&self, keys: &[u64], now_us: u64, window_us: u64) -> bool {
+        self.first_seen(keys, now_us, window_us).is_none()
+    }
+
+    /// [`Self::check_and_insert`], telling which key was seen: the index in `keys` of the
+    /// first one recorded within the window (nothing recorded then), or `None` when none was
+    /// (all recorded now).
+    pub fn first_seen(&self, keys: &[u64], now_us: u64, window_us: u64) -> Option<usize> {
         if window_us == 0 || keys.is_empty() {
-            return true;
+            return None;
         }
         self.widest_window_us
             .fetch_max(window_us, Ordering::Relaxed);
@@ -190,10 +197,10 @@ impl DedupeIndex {
             }
         }
         let since = now_us.saturating_sub(window_us);
-        for &k in keys {
+        for (i, &k) in keys.iter().enumerate() {
             if let Some(Some(g)) = guards.get(self.shard_of(k)) {
                 if g.seen.get(&k).is_some_and(|&t| t >= since) {
-                    return false;
+                    return Some(i);
                 }
             }
         }
@@ -203,7 +210,7 @@ impl DedupeIndex {
                 g.record(k, now_us, horizon, &self.forced_evictions);
             }
         }
-        true
+        None
     }
 
     /// Records `keys` at `ts_us` whatever is there: the rebuild on start from the journal's

@@ -1137,20 +1137,30 @@ impl Worker {
         if c.dedupe_days > 0 {
             crate::compliance::dedupe_keys(&c.id, &req.lead, &mut self.dedupe_keys);
             let window_us = u64::from(c.dedupe_days) * 86_400_000_000;
-            if !self.dedupe_keys.is_empty()
-                && !self
-                    .shared
+            if let Some(seen) =
+                self.shared
                     .dedupe
-                    .check_and_insert(&self.dedupe_keys, unix_micros(), window_us)
+                    .first_seen(&self.dedupe_keys, unix_micros(), window_us)
             {
+                // The phone's key comes first when the lead has one (`dedupe_keys`).
+                let has_phone = req
+                    .lead
+                    .get("phone")
+                    .and_then(lead::normalized_phone)
+                    .is_some();
+                let field = if seen == 0 && has_phone {
+                    "phone"
+                } else {
+                    "email"
+                };
                 return Err(Refusal {
                     status: 422,
                     code: "duplicate",
                     message: format!(
-                        "the same phone or email was received within {} days",
-                        c.dedupe_days
+                        "the same {} was received in this campaign within {} days",
+                        field, c.dedupe_days
                     ),
-                    field: Some("lead".into()),
+                    field: Some(format!("lead.{field}")),
                 });
             }
         }
