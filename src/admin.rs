@@ -106,17 +106,17 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) ->
         };
         buf.drain(..consumed);
         let (status, content_type, payload) = route(&head, shared, started);
+        let mut headers = vec![
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-store"),
+        ];
+        if status == 405 {
+            if let Some(allow) = allowed_method(head.path.split('?').next().unwrap_or("")) {
+                headers.push(("Allow", method_name(allow)));
+            }
+        }
         let mut out = Vec::with_capacity(payload.len() + 128);
-        http::write_response(
-            &mut out,
-            status,
-            &[
-                ("Content-Type", content_type),
-                ("Cache-Control", "no-store"),
-            ],
-            &payload,
-            head.keep_alive,
-        );
+        http::write_response(&mut out, status, &headers, &payload, head.keep_alive);
         stream.write_all(&out)?;
         if !head.keep_alive {
             return Ok(());
@@ -158,6 +158,31 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The one method a known operator path takes, or `None` for an unknown path. Pause and
+/// resume are known by their shape, whether or not the buyer exists.
+fn allowed_method(path: &str) -> Option<Method> {
+    match path {
+        "/" | "/v1/stats" | "/metrics" => Some(Method::Get),
+        "/v1/admin/stats/reset" | "/v1/admin/reload" => Some(Method::Post),
+        p => p
+            .strip_prefix("/v1/admin/buyers/")
+            .and_then(|rest| rest.rsplit_once('/'))
+            .filter(|(id, action)| !id.is_empty() && matches!(*action, "pause" | "resume"))
+            .map(|_| Method::Post),
+    }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Head => "HEAD",
+        Method::Other => "another method",
+    }
+}
+
 fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'static str, Vec<u8>) {
     let path = head.path.split('?').next().unwrap_or("");
     if path == "/healthz" {
@@ -169,6 +194,16 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
             "unauthorized",
             "operator API needs Authorization: Bearer <admin.token>",
         );
+    }
+    // A known path asked with another method: 405 (after the token check, so that the
+    // endpoints are not probed without one), as the seller API answers.
+    if let Some(allow) = allowed_method(path).filter(|m| *m != head.method) {
+        let message = format!(
+            "{path} takes {}, not {}",
+            method_name(allow),
+            method_name(head.method)
+        );
+        return error(405, "method_not_allowed", &message);
     }
     match (head.method, path) {
         (Method::Get, "/v1/stats") => {

@@ -28,6 +28,84 @@ fn get(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>
     c.read_response().expect("an answer")
 }
 
+/// One request on its own connection, closed after the answer: the whole answer as text,
+/// head included (the client above keeps only some of the headers).
+fn raw(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n"
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_known_path_with_another_method_is_405_with_allow() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let ex = start(&fleet);
+    let admin = ex
+        .handle
+        .as_ref()
+        .unwrap()
+        .admin_addr()
+        .expect("admin listener");
+    for (method, path, allow) in [
+        ("GET", "/v1/admin/reload", "POST"),
+        ("DELETE", "/v1/stats", "GET"),
+        ("POST", "/metrics", "GET"),
+        ("PUT", "/", "GET"),
+        ("GET", "/v1/admin/stats/reset", "POST"),
+        ("GET", "/v1/admin/buyers/acme/pause", "POST"),
+        ("DELETE", "/v1/admin/buyers/nobody/resume", "POST"),
+    ] {
+        let r = get(admin, method, path, Some(TOKEN));
+        assert_eq!(r.status, 405, "{method} {path}");
+        let v = r.json();
+        assert_eq!(
+            v["error"]["code"], "method_not_allowed",
+            "{method} {path}: {v}"
+        );
+        assert!(v["error"]["message"].as_str().is_some(), "{v}");
+        let text = raw(admin, method, path, Some(TOKEN));
+        assert!(
+            text.starts_with("HTTP/1.1 405 ") && text.contains(&format!("\r\nAllow: {allow}\r\n")),
+            "{method} {path}: {text}"
+        );
+        // The token is checked first: without it, the method is not looked at.
+        assert_eq!(
+            get(admin, method, path, None).status,
+            401,
+            "{method} {path}"
+        );
+        assert_eq!(
+            get(admin, method, path, Some("wrong-token-123")).status,
+            401,
+            "{method} {path}"
+        );
+    }
+    // An unknown path stays 404 whatever the method, and a stray method on it is not a 405.
+    for (method, path) in [
+        ("GET", "/v1/nothing"),
+        ("DELETE", "/v1/admin/buyers/acme/frob"),
+    ] {
+        let r = get(admin, method, path, Some(TOKEN));
+        assert_eq!(r.status, 404, "{method} {path}");
+        assert_eq!(r.json()["error"]["code"], "not_found");
+        assert!(!raw(admin, method, path, Some(TOKEN)).contains("\r\nAllow:"));
+    }
+    // The right method still works.
+    assert_eq!(get(admin, "GET", "/v1/stats", Some(TOKEN)).status, 200);
+}
+
 #[test]
 fn stats_metrics_pause_and_resume() {
     let fleet = Fleet::start(vec![
