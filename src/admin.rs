@@ -376,6 +376,12 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
                 "spent": dollars(c.spent_cents),
                 "response_us": pct_json(&response),
                 "paused": left.paused,
+                // The limits in force, beside what is left of them: used = limit - left.
+                "caps": {
+                    "hourly": b.caps.hourly, "daily": b.caps.daily, "weekly": b.caps.weekly,
+                    "monthly": b.caps.monthly,
+                    "daily_budget": b.caps.daily_budget_cents.map(dollars),
+                },
                 "caps_left": {
                     "hourly": left.hourly, "daily": left.daily, "weekly": left.weekly,
                     "monthly": left.monthly,

@@ -7,8 +7,16 @@ use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
 
 const TOKEN: &str = "test-operator-token";
 
+/// The first buyer has caps (a daily count and a daily budget); the others have none.
 fn start(fleet: &Fleet) -> Exchange {
-    let toml = config(fleet, "", |_| String::new()).replace(
+    let caps = |i: usize| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 100\ndaily_budget = 500.0".to_string()
+        } else {
+            String::new()
+        }
+    };
+    let toml = config(fleet, "", caps).replace(
         "max_in_flight = 1000",
         &format!(
             "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"{TOKEN}\""
@@ -150,6 +158,15 @@ fn stats_metrics_pause_and_resume() {
     assert_eq!(s["buyers"]["acme"]["wins"], 3);
     assert_eq!(s["buyers"]["blue"]["pings"], 3);
     assert_eq!(s["buyers"]["blue"]["average_bid"], 10.0);
+    // Caps: the limits in force beside what is left of them (three $50 sales so far).
+    assert_eq!(s["buyers"]["acme"]["caps"]["daily"], 100, "{s}");
+    assert_eq!(s["buyers"]["acme"]["caps"]["daily_budget"], 500.0);
+    assert!(s["buyers"]["acme"]["caps"]["hourly"].is_null());
+    assert_eq!(s["buyers"]["acme"]["caps_left"]["daily"], 97);
+    assert_eq!(s["buyers"]["acme"]["caps_left"]["daily_budget"], 350.0);
+    for w in ["hourly", "daily", "weekly", "monthly", "daily_budget"] {
+        assert!(s["buyers"]["blue"]["caps"][w].is_null(), "{w}: {s}");
+    }
     assert_eq!(s["overhead_us"]["count"], 3);
     assert!(s["overhead_us"]["p99"].as_u64().is_some());
     // The overhead's stages cover the same leads, and none exceeds the whole.
