@@ -590,40 +590,198 @@ pub fn metrics_text(shared: &Shared) -> String {
     out
 }
 
-const DASHBOARD: &str = r#"<!doctype html>
+/// `GET /`: the dashboard. One self-contained page (no outside scripts, styles or fonts, so it
+/// works offline) that polls `/v1/stats` every two seconds and draws its plots as inline SVG.
+const DASHBOARD: &str = r##"<!doctype html>
 <html><head><meta charset="utf-8"><title>Gavel</title>
 <style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
-canvas{border:1px solid #ddd}</style></head>
+svg{display:block;margin:.5em 0}svg text{font:11px system-ui,sans-serif;fill:#333}.none{color:#888}</style></head>
 <body><h1>Gavel</h1><div id="summary"></div>
-<h2>Internal overhead (µs)</h2><canvas id="overhead" width="720" height="200"></canvas>
+<h2>Leads by campaign</h2><div id="plot-leads"></div>
+<h2>Revenue, payout and profit by campaign ($)</h2><div id="plot-money"></div>
+<h2>Pings by buyer and result</h2><div id="plot-pings"></div>
+<h2>Buyer response time (ms)</h2><div id="plot-response"></div>
+<h2>Internal overhead (µs)</h2><div id="plot-overhead"></div><div id="plot-overhead-series"></div>
+<h2>Cap usage</h2><div id="plot-caps"></div>
 <h2>Campaigns</h2><table id="campaigns"></table><h2>Buyers</h2><table id="buyers"></table>
 <script>
+'use strict';
+// Plain script, no outside resources: the plots are SVG built here from /v1/stats, every
+// two seconds. A field missing from the answer reads as 0 (or is left out); every id is escaped.
 const token = new URLSearchParams(location.search).get('token') || '';
 const series = [];
-function row(cells, tag) { return '<tr>' + cells.map(c => `<${tag}>${c}</${tag}>`).join('') + '</tr>'; }
-async function tick() {
-  const r = await fetch('/v1/stats?token=' + encodeURIComponent(token));
-  if (!r.ok) { document.getElementById('summary').textContent = 'HTTP ' + r.status + ' (open /?token=...)'; return; }
-  const s = await r.json();
-  document.getElementById('summary').textContent =
-    `uptime ${s.uptime_s} s, ${s.workers} workers, ${s.in_flight} auctions in flight, overhead p50 ${s.overhead_us.p50} µs p99 ${s.overhead_us.p99} µs`;
-  series.push(s.overhead_us); if (series.length > 120) series.shift();
-  const c = document.getElementById('overhead').getContext('2d');
-  c.clearRect(0, 0, 720, 200);
-  const max = Math.max(1, ...series.map(p => p.p99));
-  [['p50', '#2a7'], ['p99', '#c33']].forEach(([k, color]) => {
-    c.strokeStyle = color; c.beginPath();
-    series.forEach((p, i) => { const x = i * 6, y = 195 - 190 * p[k] / max; i ? c.lineTo(x, y) : c.moveTo(x, y); });
-    c.stroke();
+const W = 720, LABEL = 160, RIGHT = 90;
+const $ = id => document.getElementById(id);
+const esc = v => String(v ?? '').replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
+const num = v => { const n = Number(v); return Number.isFinite(n) ? n : 0; };
+const obj = v => (v && typeof v === 'object') ? v : {};
+const fmt = n => { const a = Math.abs(n); return a >= 1e6 ? (n / 1e6).toFixed(1) + 'M' : a >= 1e4 ? (n / 1e3).toFixed(1) + 'k' : String(Math.round(n * 100) / 100); };
+const usd = n => (n < 0 ? '-$' : '$') + Math.abs(n).toFixed(2);
+const short = s => s.length > 22 ? s.slice(0, 21) + '…' : s;
+function legend(keys) {
+  return keys.map(([name, color], i) => `<rect x="${LABEL + i * 95}" y="3" width="10" height="10" fill="${color}"/><text x="${LABEL + 14 + i * 95}" y="12">${esc(name)}</text>`).join('');
+}
+function draw(id, svg, h) {
+  const el = $(id);
+  if (el) el.innerHTML = svg === null ? '<p class="none">nothing yet</p>' : `<svg width="${W}" height="${h}" viewBox="0 0 ${W} ${h}">${svg}</svg>`;
+}
+function label(text, y) { return `<text x="0" y="${y}"><title>${esc(text)}</title>${esc(short(text))}</text>`; }
+// Horizontal bars, a row per [label, values] (values in the order of keys): stacked into one
+// bar, or grouped as one thin bar per key; grouped values may be negative (a loss).
+function bars(id, rows, keys, stacked, unit, f = fmt) {
+  if (!rows.length) return draw(id, null, 0);
+  const bh = stacked ? 16 : 12, rowh = (stacked ? bh : bh * keys.length) + 8, h = 22 + rows.length * rowh;
+  const vals = rows.flatMap(r => r[1]);
+  const lo = stacked ? 0 : Math.min(0, ...vals);
+  const tops = stacked ? rows.map(r => r[1].reduce((a, v) => a + Math.max(0, v), 0)) : vals;
+  const hi = Math.max(lo + 1e-9, ...tops), span = W - LABEL - RIGHT;
+  const x = v => LABEL + span * (v - lo) / (hi - lo);
+  let s = legend(keys);
+  rows.forEach(([name, values], i) => {
+    const y = 20 + i * rowh;
+    s += label(name, y + 12);
+    let acc = 0;
+    values.forEach((v, k) => {
+      const [key, color] = keys[k];
+      let x0, x1, by = y;
+      if (stacked) { v = Math.max(0, v); x0 = x(acc); acc += v; x1 = x(acc); }
+      else { x0 = x(Math.min(0, v)); x1 = x(Math.max(0, v)); by = y + k * bh; }
+      s += `<rect x="${x0.toFixed(1)}" y="${by}" width="${Math.max(0, x1 - x0).toFixed(1)}" height="${bh - 1}" fill="${color}"><title>${esc(name)} ${esc(key)}: ${esc(f(v) + unit)}</title></rect>`;
+      if (!stacked) s += `<text x="${W - RIGHT + 4}" y="${by + bh - 2}">${esc(f(v))}</text>`;
+    });
+    if (stacked) s += `<text x="${W - RIGHT + 4}" y="${y + 12}">${esc(f(acc))}</text>`;
   });
+  if (lo < 0) s += `<line x1="${x(0).toFixed(1)}" x2="${x(0).toFixed(1)}" y1="18" y2="${h}" stroke="#888"/>`;
+  draw(id, s, h);
+}
+// Lines over the last 120 polls.
+function lines(id, points, keys, unit) {
+  const h = 200, top = 22, bottom = 190, n = 120;
+  const max = Math.max(1, ...points.flatMap(p => keys.map(([k]) => num(p[k]))));
+  let s = legend(keys) + `<text x="0" y="${top + 8}">${esc(fmt(max) + ' ' + unit)}</text><text x="0" y="${bottom}">0</text>`;
+  s += `<line x1="${LABEL}" x2="${W}" y1="${bottom}" y2="${bottom}" stroke="#ccc"/>`;
+  keys.forEach(([k, color]) => {
+    const pts = points.map((p, i) => `${(LABEL + (W - LABEL) * i / (n - 1)).toFixed(1)},${(bottom - (bottom - top) * num(p[k]) / max).toFixed(1)}`).join(' ');
+    s += `<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${pts}"/>`;
+  });
+  draw(id, s, h);
+}
+// For every cap a buyer has: used (limit minus what is left) against the limit.
+function caps(id, buyers) {
+  const rows = [];
+  for (const [b, v] of buyers) {
+    const lim = obj(v.caps), left = obj(v.caps_left);
+    for (const w of ['hourly', 'daily', 'weekly', 'monthly', 'daily_budget']) {
+      if (lim[w] === null || lim[w] === undefined || !Number.isFinite(Number(lim[w]))) continue;
+      const limit = num(lim[w]), used = Math.max(0, limit - num(left[w] ?? limit));
+      rows.push([b + ' ' + w, used, limit, w === 'daily_budget' ? usd : fmt]);
+    }
+  }
+  if (!rows.length) return draw(id, null, 0);
+  const bh = 14, rowh = 20, h = 22 + rows.length * rowh, span = W - LABEL - RIGHT;
+  let s = legend([['used', '#36c'], ['used ≥ 90%', '#c33'], ['left', '#e4e4e4']]);
+  rows.forEach(([name, used, limit, show], i) => {
+    const y = 20 + i * rowh, f = limit > 0 ? Math.min(1, used / limit) : 1;
+    const text = `${show(used)} / ${show(limit)}`;
+    s += label(name, y + 11) + `<rect x="${LABEL}" y="${y}" width="${span}" height="${bh}" fill="#e4e4e4"/>`
+      + `<rect x="${LABEL}" y="${y}" width="${(span * f).toFixed(1)}" height="${bh}" fill="${f >= 0.9 ? '#c33' : '#36c'}"><title>${esc(name)}: ${esc(text)}</title></rect>`
+      + `<text x="${W - RIGHT + 4}" y="${y + 11}">${esc(text)}</text>`;
+  });
+  draw(id, s, h);
+}
+function plot(f) { try { f(); } catch (e) { console.error(e); } }
+function row(cells, tag) { return '<tr>' + cells.map(c => `<${tag}>${esc(c)}</${tag}>`).join('') + '</tr>'; }
+async function tick() {
+  let s;
+  try {
+    const r = await fetch('/v1/stats?token=' + encodeURIComponent(token), {cache: 'no-store'});
+    if (!r.ok) { $('summary').textContent = 'HTTP ' + r.status + ' (open /?token=...)'; return; }
+    s = obj(await r.json());
+  } catch (e) { $('summary').textContent = 'no answer from /v1/stats: ' + e; return; }
+  const camps = Object.entries(obj(s.campaigns)).map(([id, v]) => [id, obj(v)]);
+  const buyers = Object.entries(obj(s.buyers)).map(([id, v]) => [id, obj(v)]);
+  const o = obj(s.overhead_us);
+  $('summary').textContent =
+    `uptime ${num(s.uptime_s)} s, ${num(s.workers)} workers, ${num(s.in_flight)} auctions in flight, overhead p50 ${num(o.p50)} µs p99 ${num(o.p99)} µs`;
+  series.push(o); if (series.length > 120) series.shift();
+  plot(() => bars('plot-leads', camps.map(([id, v]) => [id, [num(v.sold), num(v.unsold), num(v.rejected)]]),
+    [['sold', '#2a7'], ['unsold', '#bbb'], ['rejected', '#c33']], true, ' leads'));
+  plot(() => bars('plot-money', camps.map(([id, v]) => [id, [num(v.revenue), num(v.payout), num(v.profit)]]),
+    [['revenue', '#36c'], ['payout', '#e90'], ['profit', '#2a7']], false, '', usd));
+  plot(() => bars('plot-pings', buyers.map(([id, v]) => [id, [num(v.bids), num(v.no_bids), num(v.timeouts), num(v.errors), num(v.invalid)]]),
+    [['bids', '#2a7'], ['no-bids', '#bbb'], ['timeouts', '#e90'], ['errors', '#c33'], ['invalid', '#939']], true, ' pings'));
+  plot(() => bars('plot-response', buyers.map(([id, v]) => { const p = obj(v.response_us); return [id, [num(p.p50) / 1000, num(p.p90) / 1000, num(p.p99) / 1000]]; }),
+    [['p50', '#2a7'], ['p90', '#e90'], ['p99', '#c33']], false, ' ms'));
+  plot(() => bars('plot-overhead', [['p50', o.p50], ['p90', o.p90], ['p99', o.p99], ['p99.9', o.p999], ['max', o.max]].map(([k, v]) => [k, [num(v)]]),
+    [['µs', '#36c']], false, ' µs'));
+  plot(() => lines('plot-overhead-series', series, [['p50', '#2a7'], ['p99', '#c33']], 'µs'));
+  plot(() => caps('plot-caps', buyers));
   let t = row(['campaign', 'leads', 'sold', 'unsold', 'rejected', 'revenue', 'payout', 'profit'], 'th');
-  for (const [id, v] of Object.entries(s.campaigns)) t += row([id, v.leads, v.sold, v.unsold, v.rejected, v.revenue, v.payout, v.profit], 'td');
-  document.getElementById('campaigns').innerHTML = t;
+  for (const [id, v] of camps) t += row([id, v.leads, v.sold, v.unsold, v.rejected, v.revenue, v.payout, v.profit], 'td');
+  $('campaigns').innerHTML = t;
   t = row(['buyer', 'pings', 'bids', 'wins', 'timeouts', 'errors', 'avg bid', 'p99 µs', 'daily left', 'paused'], 'th');
-  for (const [id, v] of Object.entries(s.buyers)) t += row([id, v.pings, v.bids, v.wins, v.timeouts, v.errors, v.average_bid, v.response_us.p99, v.caps_left.daily ?? '∞', v.paused], 'td');
-  document.getElementById('buyers').innerHTML = t;
+  for (const [id, v] of buyers) t += row([id, v.pings, v.bids, v.wins, v.timeouts, v.errors, v.average_bid, obj(v.response_us).p99, obj(v.caps_left).daily ?? '∞', v.paused], 'td');
+  $('buyers').innerHTML = t;
 }
 tick(); setInterval(tick, 2000);
 </script></body></html>
-"#;
+"##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every element the script looks up is on the page, and nothing is fetched from elsewhere.
+    #[test]
+    fn the_dashboard_is_self_contained() {
+        let (html, script) = DASHBOARD
+            .split_once("<script>")
+            .expect("the page has its script inline");
+        for id in script
+            .split("$('")
+            .skip(1)
+            .filter_map(|rest| rest.split_once('\'').map(|(id, _)| id))
+        {
+            assert!(html.contains(&format!("id=\"{id}\"")), "no element {id}");
+        }
+        for plot in [
+            "plot-leads",
+            "plot-money",
+            "plot-pings",
+            "plot-response",
+            "plot-overhead",
+            "plot-overhead-series",
+            "plot-caps",
+        ] {
+            assert!(script.contains(&format!("'{plot}'")), "{plot} is not drawn");
+        }
+        for outside in [
+            "<script src",
+            "<link",
+            "@import",
+            "http://",
+            "https://",
+            "//cdn",
+        ] {
+            assert!(!DASHBOARD.contains(outside), "{outside}");
+        }
+        // Ids are escaped before they reach innerHTML.
+        assert!(script.contains("'&': '&amp;', '<': '&lt;'"));
+    }
+
+    #[test]
+    fn a_known_path_takes_one_method() {
+        assert_eq!(allowed_method("/v1/stats"), Some(Method::Get));
+        assert_eq!(allowed_method("/"), Some(Method::Get));
+        assert_eq!(allowed_method("/v1/admin/reload"), Some(Method::Post));
+        assert_eq!(
+            allowed_method("/v1/admin/buyers/acme/pause"),
+            Some(Method::Post)
+        );
+        assert_eq!(allowed_method("/v1/admin/buyers/acme/stop"), None);
+        assert_eq!(allowed_method("/v1/admin/buyers//pause"), None);
+        assert_eq!(allowed_method("/healthz"), None);
+        assert_eq!(allowed_method("/nothing"), None);
+    }
+}

@@ -167,7 +167,19 @@ fn stats_metrics_pause_and_resume() {
     for w in ["hourly", "daily", "weekly", "monthly", "daily_budget"] {
         assert!(s["buyers"]["blue"]["caps"][w].is_null(), "{w}: {s}");
     }
+    // What the dashboard's plots read.
+    for b in ["acme", "blue"] {
+        for k in ["bids", "no_bids", "timeouts", "errors", "invalid"] {
+            assert!(s["buyers"][b][k].is_u64(), "{b}.{k}: {s}");
+        }
+        for k in ["p50", "p90", "p99"] {
+            assert!(s["buyers"][b]["response_us"][k].is_u64(), "{b}.{k}: {s}");
+        }
+    }
     assert_eq!(s["overhead_us"]["count"], 3);
+    for k in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(s["overhead_us"][k].is_u64(), "{k}: {s}");
+    }
     assert!(s["overhead_us"]["p99"].as_u64().is_some());
     // The overhead's stages cover the same leads, and none exceeds the whole.
     for stage in ["intake", "close", "answer"] {
@@ -220,5 +232,30 @@ fn stats_metrics_pause_and_resume() {
     );
     let page = get(admin, "GET", &format!("/?token={TOKEN}"), None);
     assert_eq!(page.status, 200);
-    assert!(String::from_utf8_lossy(&page.body).contains("<canvas"));
+    let page = String::from_utf8_lossy(&page.body);
+    // A container for each plot, drawn by the page's own script as inline SVG.
+    for plot in [
+        "plot-leads",
+        "plot-money",
+        "plot-pings",
+        "plot-response",
+        "plot-overhead",
+        "plot-overhead-series",
+        "plot-caps",
+    ] {
+        assert!(page.contains(&format!("<div id=\"{plot}\">")), "{plot}");
+        assert!(page.contains(&format!("'{plot}'")), "{plot} is not drawn");
+    }
+    for f in [
+        "function bars(",
+        "function lines(",
+        "function caps(",
+        "<svg",
+        "/v1/stats",
+    ] {
+        assert!(page.contains(f), "{f}");
+    }
+    // The tables stay, and the page needs nothing from outside (it works offline).
+    assert!(page.contains("id=\"campaigns\"") && page.contains("id=\"buyers\""));
+    assert!(!page.contains("<script src") && !page.contains("https://"));
 }
