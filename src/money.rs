@@ -132,6 +132,14 @@ pub fn dollars_string(cents: Cents) -> String {
     String::from_utf8(v).unwrap_or_default()
 }
 
+/// Cents as dollars for people to read: a sign, `$` and always two decimals (`$8604.60`,
+/// `-$3.50`, `$0.00`), so that amounts line up. JSON keeps [`dollars_string`].
+pub fn usd(cents: Cents) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}${}.{:02}", abs / 100, abs % 100)
+}
+
 fn itoa_buf(mut n: u64) -> Vec<u8> {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
@@ -196,6 +204,16 @@ mod tests {
         assert_eq!(dollars_string(9601), "96.01");
         assert_eq!(dollars_string(-350), "-3.5");
         assert_eq!(dollars_string(0), "0.0");
+    }
+
+    #[test]
+    fn prints_dollars_with_two_decimals() {
+        assert_eq!(usd(860460), "$8604.60");
+        assert_eq!(usd(0), "$0.00");
+        assert_eq!(usd(5), "$0.05");
+        assert_eq!(usd(12000), "$120.00");
+        assert_eq!(usd(-350), "-$3.50");
+        assert_eq!(usd(i64::MIN), "-$92233720368547758.08");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde::Serialize;
 
 use super::wire::{self, MAX_BODY_BYTES, MAX_HEAD_BYTES};
-use crate::money::{dollars_string, parse_cents, Cents};
+use crate::money::{parse_cents, usd, Cents};
 
 /// Most seller connections one run opens.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -561,10 +561,10 @@ impl fmt::Display for LoadReport {
         )?;
         write!(
             f,
-            "money     revenue ${} payout ${} margin ${}",
-            dollars_string(self.revenue_cents),
-            dollars_string(self.payout_cents),
-            dollars_string(self.revenue_cents - self.payout_cents)
+            "money     revenue {} payout {} margin {}",
+            usd(self.revenue_cents),
+            usd(self.payout_cents),
+            usd(self.revenue_cents - self.payout_cents)
         )
     }
 }
