@@ -5,19 +5,25 @@
 //! shared solar campaign) run for a few seconds; then it prints throughput, sold rate, revenue,
 //! P&L per campaign and buyer, and the engine's internal-overhead histogram.
 
-use crate::money::dollars_string;
+use crate::money::usd;
 use crate::net;
 use crate::sim::buyer::{BuyerSpec, Fleet, FleetOptions};
 use crate::sim::dist::{BidDist, Dist};
 use crate::sim::load::{self, LoadReport, LoadSpec};
 use crate::stats::{render_histogram, Percentiles};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The bundled config; `@BUYER:name@` and `@JOURNAL@` are filled in at start.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 /// The longest demo run, so a typo cannot tie up a machine.
 pub const MAX_DEMO_SECONDS: u64 = 600;
+/// Leads sent before the measured run, so that pools and buyer connections are warm; they are
+/// left out of every count the demo prints.
+pub const WARMUP: Duration = Duration::from_millis(500);
+/// Longest wait for the exchange to record the leads it has answered.
+const SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -188,33 +194,32 @@ pub fn run(args: &DemoArgs) -> i32 {
         args.seconds
     );
     let api_key = snap.sellers[0].api_key.clone();
-    let spec = |campaign: &str, rate: u64, connections: usize| LoadSpec {
-        rate_per_s: rate,
-        duration: Duration::from_secs(args.seconds),
-        connections,
-        warmup: Duration::from_millis(500),
-        ..LoadSpec::new(addr, api_key.clone(), campaign)
-    };
-    let auto = spec("auto-insurance", args.rate, 1024);
-    let solar = spec("solar", (args.rate / 5).max(1), 512);
-    let solar_thread = std::thread::spawn(move || load::run(&solar));
-    let auto_report = load::run(&auto);
-    let solar_report = solar_thread
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("load thread failed")));
+    // The warm-up is a run of its own, answered in full, after which the exchange's statistics
+    // are zeroed: the streams' counts and the exchange's P&L then cover the same leads.
+    let streams = |duration: Duration| run_streams(addr, &api_key, args.rate, duration);
+    let measured = streams(WARMUP).and_then(|warm| {
+        settle(&server, &[&warm.0, &warm.1]);
+        for s in &server.shared().stats {
+            s.lock().reset();
+        }
+        let (auto, solar) = streams(Duration::from_secs(args.seconds))?;
+        settle(&server, &[&auto, &solar]);
+        Ok((warm.0.answered + warm.1.answered, auto, solar))
+    });
     let stats = server.stats();
     server.shutdown();
     let _ = std::fs::remove_dir_all(&journal_dir);
 
-    let (auto_report, solar_report) = match (auto_report, solar_report) {
-        (Ok(a), Ok(s)) => (a, s),
-        (Err(e), _) | (_, Err(e)) => {
+    let (warm, auto_report, solar_report) = match measured {
+        Ok(r) => r,
+        Err(e) => {
             eprintln!("gavel demo: the lead stream failed: {}", e);
             return 1;
         }
     };
     print_report(
         &[("auto-insurance", &auto_report), ("solar", &solar_report)],
+        warm,
         &stats,
     );
     let answered = auto_report.answered + solar_report.answered;
@@ -225,6 +230,58 @@ pub fn run(args: &DemoArgs) -> i32 {
     0
 }
 
+/// Both seller streams at once for `duration`, unmeasured warm-up included in nothing.
+fn run_streams(
+    addr: SocketAddr,
+    api_key: &str,
+    rate: u64,
+    duration: Duration,
+) -> std::io::Result<(LoadReport, LoadReport)> {
+    let spec = |campaign: &str, rate: u64, connections: usize| LoadSpec {
+        rate_per_s: rate,
+        duration,
+        connections,
+        warmup: Duration::ZERO,
+        ..LoadSpec::new(addr, api_key, campaign)
+    };
+    let auto = spec("auto-insurance", rate, 1024);
+    let solar = spec("solar", (rate / 5).max(1), 512);
+    let solar_thread = std::thread::spawn(move || load::run(&solar));
+    let auto_report = load::run(&auto);
+    let solar_report = solar_thread
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("load thread failed")));
+    Ok((auto_report?, solar_report?))
+}
+
+/// Leads a stream got an answer about from the exchange's auction (sold, unsold or refused for
+/// its content), which the exchange counts in its P&L; 429, 503 and lost leads it does not.
+fn leads_answered(r: &LoadReport) -> u64 {
+    r.sold + r.unsold + r.rejected
+}
+
+/// Wait (at most `SETTLE`) until the exchange has recorded every lead the streams were answered
+/// about: a worker writes the answer, then records the lead's counters and its overhead.
+fn settle(server: &net::ServerHandle, reports: &[&LoadReport]) {
+    let answered: u64 = reports.iter().map(|r| leads_answered(r)).sum();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (mut leads, mut done) = (0, 0);
+        for s in &server.shared().stats {
+            let s = s.lock();
+            for c in s.campaigns.values() {
+                leads += c.leads;
+                done += c.rejected;
+            }
+            done += s.overhead_us.len();
+        }
+        if (leads >= answered && done >= leads) || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn pct(n: u64, d: u64) -> f64 {
     if d == 0 {
         0.0
@@ -233,33 +290,53 @@ fn pct(n: u64, d: u64) -> f64 {
     }
 }
 
-fn print_report(streams: &[(&str, &LoadReport)], stats: &crate::stats::WorkerStats) {
+fn print_report(streams: &[(&str, &LoadReport)], warm: u64, stats: &crate::stats::WorkerStats) {
     println!();
     println!(
-        "seller streams (load measured from each lead's due time, coordinated omission corrected)"
+        "seller streams: leads answered after a {:.1} s warm-up ({} leads, left out of every count below);",
+        WARMUP.as_secs_f64(),
+        warm
     );
+    println!("latency from each lead's due time (coordinated omission corrected)");
+    println!(
+        "  {:<15} {:>8} {:>8} {:>7} {:>7} {:>8} {:>12} {:>8} {:>8} {:>8}",
+        "stream",
+        "leads/s",
+        "answered",
+        "sold",
+        "unsold",
+        "rejected",
+        "revenue",
+        "p50 ms",
+        "p99 ms",
+        "max ms"
+    );
+    let ms = |us: u64| us as f64 / 1000.0;
     for (name, r) in streams {
         println!(
-            "  {:<15} {:>8.1} leads/s  answered {:>6}  sold {:>5.1}%  latency p50 {:>6} us  p99 {:>7} us  max {:>7} us",
+            "  {:<15} {:>8.1} {:>8} {:>7} {:>7} {:>8} {:>12} {:>8.1} {:>8.1} {:>8.1}",
             name,
             r.achieved_rate_per_s,
             r.answered,
-            pct(r.sold, r.answered),
-            r.latency_us.p50,
-            r.latency_us.p99,
-            r.latency_us.max
+            r.sold,
+            r.unsold,
+            r.rejected,
+            usd(r.revenue_cents),
+            ms(r.latency_us.p50),
+            ms(r.latency_us.p99),
+            ms(r.latency_us.max)
         );
         if r.errors + r.timeouts + r.overloaded + r.throttled + r.other > 0 {
             println!(
-                "  {:<15} errors {} timeouts {} 503 {} 429 {} other {}",
+                "  {:<15} not auctioned: errors {} timeouts {} 503 {} 429 {} other {}",
                 "", r.errors, r.timeouts, r.overloaded, r.throttled, r.other
             );
         }
     }
     println!();
-    println!("campaigns (P&L)");
+    println!("campaigns (P&L of the same leads)");
     println!(
-        "  {:<15} {:>7} {:>7} {:>7} {:>7} {:>12} {:>12} {:>12} {:>9}",
+        "  {:<15} {:>7} {:>7} {:>7} {:>8} {:>12} {:>12} {:>12} {:>9}",
         "campaign",
         "leads",
         "sold",
@@ -277,16 +354,16 @@ fn print_report(streams: &[(&str, &LoadReport)], stats: &crate::stats::WorkerSta
             0
         };
         println!(
-            "  {:<15} {:>7} {:>7} {:>7} {:>7} {:>12} {:>12} {:>12} {:>9}",
+            "  {:<15} {:>7} {:>7} {:>7} {:>8} {:>12} {:>12} {:>12} {:>9}",
             id,
             c.leads,
             c.sold,
             c.unsold,
             c.rejected,
-            format!("${}", dollars_string(c.revenue_cents)),
-            format!("${}", dollars_string(c.payout_cents)),
-            format!("${}", dollars_string(c.revenue_cents - c.payout_cents)),
-            format!("${}", dollars_string(avg)),
+            usd(c.revenue_cents),
+            usd(c.payout_cents),
+            usd(c.revenue_cents - c.payout_cents),
+            usd(avg),
         );
     }
     println!();
@@ -322,9 +399,9 @@ fn print_report(streams: &[(&str, &LoadReport)], stats: &crate::stats::WorkerSta
             b.errors + b.invalid,
             b.wins,
             b.post_rejects,
-            format!("${}", dollars_string(avg_bid)),
-            format!("${}", dollars_string(b.spent_cents)),
-            p.p99 as f64 / 1000.0
+            usd(avg_bid),
+            usd(b.spent_cents),
+            ms(p.p99)
         );
     }
     let total_revenue: i64 = stats.campaigns.values().map(|c| c.revenue_cents).sum();
@@ -333,18 +410,35 @@ fn print_report(streams: &[(&str, &LoadReport)], stats: &crate::stats::WorkerSta
     let leads: u64 = stats.campaigns.values().map(|c| c.leads).sum();
     println!();
     println!(
-        "total: {} leads, sold {:.1}%, revenue ${}, payout ${}, profit ${}, average price ${}",
+        "total: {} leads, sold {:.1}%, revenue {}, payout {}, profit {}, average price {}",
         leads,
         pct(sold, leads),
-        dollars_string(total_revenue),
-        dollars_string(total_payout),
-        dollars_string(total_revenue - total_payout),
-        dollars_string(if sold > 0 {
+        usd(total_revenue),
+        usd(total_payout),
+        usd(total_revenue - total_payout),
+        usd(if sold > 0 {
             total_revenue / sold as i64
         } else {
             0
         })
     );
+    // The streams' answers and the exchange's books describe the same leads; say so if not.
+    for (name, r) in streams {
+        let (n, revenue) = stats
+            .campaigns
+            .get(*name)
+            .map_or((0, 0), |c| (c.leads, c.revenue_cents));
+        if n != leads_answered(r) || revenue != r.revenue_cents {
+            println!(
+                "note: {} got {} answers worth {} but the exchange counted {} leads worth {}",
+                name,
+                leads_answered(r),
+                usd(r.revenue_cents),
+                n,
+                usd(revenue)
+            );
+        }
+    }
     let o = Percentiles::of(&stats.overhead_us);
     println!();
     println!(
@@ -355,8 +449,8 @@ fn print_report(streams: &[(&str, &LoadReport)], stats: &crate::stats::WorkerSta
     let e = Percentiles::of(&stats.elapsed_us);
     println!(
         "seller-observed time in the exchange: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        e.p50 as f64 / 1000.0,
-        e.p99 as f64 / 1000.0,
-        e.max as f64 / 1000.0
+        ms(e.p50),
+        ms(e.p99),
+        ms(e.max)
     );
 }

@@ -1,0 +1,143 @@
+//! `gavel demo` as a person runs it: the counts it prints describe the same leads, and money
+//! reads as dollars with two decimals.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// The whole-number columns of the table row that starts with `name`, and its dollar columns
+/// in cents.
+fn row(out: &str, name: &str) -> (Vec<u64>, Vec<i64>) {
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row {name}:\n{out}"));
+    let mut counts = Vec::new();
+    let mut money = Vec::new();
+    for w in line.split_whitespace().skip(1) {
+        if w.contains('$') {
+            money.push(cents(w));
+        } else if let Ok(n) = w.parse() {
+            counts.push(n);
+        }
+    }
+    (counts, money)
+}
+
+/// `$8604.60` or `-$3.50` in cents; anything else (`$8604.6`, `$0.0`) fails the test.
+fn cents(w: &str) -> i64 {
+    let w = w.trim_end_matches([',', '.']);
+    let (neg, digits) = match w.strip_prefix("-$") {
+        Some(d) => (true, d),
+        None => (false, w.strip_prefix('$').unwrap_or_else(|| panic!("{w}"))),
+    };
+    let (d, c) = digits.split_once('.').unwrap_or_else(|| panic!("{w}"));
+    assert_eq!(c.len(), 2, "not two decimals: {w}");
+    let v = d.parse::<i64>().unwrap() * 100 + c.parse::<i64>().unwrap();
+    if neg {
+        -v
+    } else {
+        v
+    }
+}
+
+/// The section of the output from the line starting with `start` to the next blank line.
+fn section<'a>(out: &'a str, start: &str) -> Vec<&'a str> {
+    out.lines()
+        .skip_while(|l| !l.starts_with(start))
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .collect()
+}
+
+#[test]
+fn the_streams_and_the_books_count_the_same_leads() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["demo", "--seconds", "1", "--rate", "50"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("note:"), "{text}");
+
+    let mut streams_leads = 0;
+    let mut streams_revenue = 0;
+    for campaign in ["auto-insurance", "solar"] {
+        // The stream's row (its first one) and the campaign's P&L row.
+        let (s, s_money) = row(&text, campaign);
+        let pnl_line = section(&text, "campaigns (P&L")
+            .into_iter()
+            .find(|l| l.split_whitespace().next() == Some(campaign))
+            .unwrap_or_else(|| panic!("no P&L row {campaign}:\n{text}"));
+        let (p, p_money) = row(pnl_line, campaign);
+        // Stream: answered, sold, unsold, rejected (rates and milliseconds have decimals).
+        let [answered, sold, unsold, rejected] = s[..] else {
+            panic!("stream row {campaign}: {s:?}\n{text}");
+        };
+        // P&L: leads, sold, unsold, rejected.
+        assert_eq!(p.len(), 4, "{pnl_line}");
+        assert!(answered > 0, "{text}");
+        assert_eq!(
+            sold + unsold + rejected,
+            answered,
+            "{campaign}: every answer was an auction's\n{text}"
+        );
+        assert_eq!(
+            p,
+            vec![answered, sold, unsold, rejected],
+            "{campaign}: the P&L counts the stream's leads, no more\n{text}"
+        );
+        // Revenue as the seller's answers carried it and as the exchange booked it.
+        assert_eq!(s_money[0], p_money[0], "{campaign} revenue\n{text}");
+        // Profit is revenue less payout.
+        assert_eq!(p_money[2], p_money[0] - p_money[1], "{campaign}\n{text}");
+        streams_leads += answered;
+        streams_revenue += s_money[0];
+    }
+
+    // The total line and the overhead histogram cover the same leads.
+    let total = text
+        .lines()
+        .find(|l| l.starts_with("total: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let n: u64 = total["total: ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{total}"));
+    assert_eq!(n, streams_leads, "{text}");
+    let money: Vec<i64> = total
+        .split_whitespace()
+        .filter(|w| w.contains('$'))
+        .map(cents)
+        .collect();
+    assert_eq!(money[0], streams_revenue, "{total}");
+    let overhead = text
+        .lines()
+        .find(|l| l.starts_with("internal overhead per lead"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        overhead.ends_with(&format!(", {n} leads:")),
+        "{overhead}\n{text}"
+    );
+
+    // What buyers spent is what the campaigns earned.
+    let mut spent = BTreeMap::new();
+    for line in section(&text, "buyers") {
+        let (_, m) = row(line, line.split_whitespace().next().unwrap_or(""));
+        spent.insert(
+            line.split_whitespace().next().unwrap_or("").to_string(),
+            m[1],
+        );
+    }
+    assert_eq!(spent.len(), 10, "{text}");
+    assert_eq!(spent.values().sum::<i64>(), streams_revenue, "{text}");
+
+    // Every amount printed is dollars with two decimals.
+    for w in text.split_whitespace().filter(|w| w.contains('$')) {
+        cents(w);
+    }
+}
