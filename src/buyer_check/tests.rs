@@ -113,10 +113,16 @@ fn a_keep_alive_buyer_answering_bids_and_no_bids_is_conformant() {
         answer(1, 200, br#"{"bid": 42.5, "bid_id": "b-1"}"#, true, false),
         answer(2, 200, br#"{"bid": 0}"#, true, true),
         answer(3, 204, b"", true, true),
-        answer(4, 200, br#"{"bid": "12.999"}"#, true, true),
+        answer(4, 200, br#"{"bid": 12.999}"#, true, true),
     ];
     let r = judge(&p, &recs, Some("127.0.0.1:9".parse().unwrap()));
     assert!(r.conformant, "{}", r.text());
+    // The same amount in a string is not a JSON number, so not a bid: the buyer is told.
+    let mut quoted = recs.clone();
+    quoted[3] = answer(4, 200, br#"{"bid": "12.999"}"#, true, true);
+    let q = judge(&p, &quoted, Some("127.0.0.1:9".parse().unwrap()));
+    assert!(!q.conformant);
+    assert!(q.text().contains("bid is not a number"), "{}", q.text());
     assert_eq!((r.bids, r.no_bids, r.bids_with_id), (2, 2, 1));
     assert_eq!(r.bid_range_cents, Some((1299, 4250)));
     assert_eq!(r.connections, 1);
