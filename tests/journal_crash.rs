@@ -299,7 +299,7 @@ fn frames(segment: &[u8]) -> Vec<(usize, u8)> {
     out
 }
 
-/// The audit's case: one byte goes bad in the middle of the journal while the exchange is down.
+/// One byte goes bad in the middle of the journal while the exchange is down.
 /// Recovery cuts there as before, but keeps the segment's bytes first and says so; and the sales
 /// after the bad byte still count toward the buyer's cap, at this start and the next.
 #[test]
