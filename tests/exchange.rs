@@ -337,6 +337,33 @@ fn auth_and_error_codes() {
     let r = c.post("/v1/nothing", Some(KEY), b"{}");
     assert_eq!(r.status, 404);
 
+    // A known path with the wrong method: 405, saying which method it takes.
+    for (request, allow) in [
+        (
+            "GET /v1/leads HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Allow: POST\r\n",
+        ),
+        (
+            "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "Allow: GET\r\n",
+        ),
+    ] {
+        let mut raw = std::net::TcpStream::connect(ex.addr).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(&mut raw, request.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            match std::io::Read::read(&mut raw, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&got);
+        assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+        assert!(head.contains(allow), "{head}");
+    }
+
     let r = c.lead("{\"campaign\": \"auto\", \"lead\": ");
     assert_eq!(r.status, 400);
     assert!(r.json()["error"]["code"].is_string());

@@ -785,13 +785,14 @@ impl Worker {
                 self.push_reply(key, 200, &[], b"{\"status\":\"ok\"}", false)
             }
             (_, "/v1/leads") | (_, "/v1/ping") | (_, "/v1/post") | (_, "/healthz") => {
+                let allow = if path == "/healthz" { "GET" } else { "POST" };
                 let r = Refusal {
                     status: 405,
                     code: "method_not_allowed",
-                    message: format!("{} takes another method", path),
+                    message: format!("{} takes {}", path, allow),
                     field: None,
                 };
-                self.refuse(key, &r, None, &[]);
+                self.refuse(key, &r, None, &[("Allow", allow)]);
             }
             _ => {
                 let r = Refusal {
