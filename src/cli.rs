@@ -38,9 +38,31 @@ enum Command {
     BuyerCheck(crate::buyer_check::BuyerCheckArgs),
 }
 
+/// `gavel help --help` (and `gavel journal help -h`): clap's `help` subcommand takes no flags
+/// and would refuse them; every command answers `--help`, so the flag is dropped and `help`
+/// prints the help it prints anyway.
+fn help_help(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let help_at = match args.get(1).and_then(|a| a.to_str()) {
+        Some("help") => Some(1),
+        Some("journal") if args.get(2).and_then(|a| a.to_str()) == Some("help") => Some(2),
+        _ => None,
+    };
+    if let Some(at) = help_at {
+        let mut i = at + 1;
+        while i < args.len() {
+            if matches!(args[i].to_str(), Some("--help" | "-h")) {
+                args.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    args
+}
+
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(help_help(std::env::args_os().collect())) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;

@@ -158,9 +158,20 @@ fn wrong_flags_and_missing_files_give_one_line_and_exit_2() {
 fn every_command_answers_help() {
     for args in [
         vec!["--help"],
+        vec!["-h"],
         vec!["serve", "--help"],
         vec!["check", "--help"],
         vec!["demo", "--help"],
+        vec!["journal", "--help"],
+        vec!["journal", "export", "--help"],
+        vec!["journal", "show", "--help"],
+        vec!["journal", "tail", "--help"],
+        vec!["journal", "verify", "--help"],
+        vec!["buyer-check", "--help"],
+        vec!["help"],
+        vec!["help", "--help"],
+        vec!["help", "serve"],
+        vec!["journal", "help", "-h"],
     ] {
         let out = gavel().args(&args).output().unwrap();
         assert!(out.status.success(), "{:?}", args);
