@@ -21,7 +21,9 @@ use super::format::{HeaderError, SegmentHeader, FRAME_ALIGN, SEGMENT_HEADER_BYTE
 use super::reader::Entry;
 use super::record::Record;
 use super::recovery::{map_read_only, resync_each, scan_segment, Analysis, Found};
-use super::segment::{COPY_INFIX, CUT_SUFFIX, MAX_SEGMENT_FILES, SEGMENT_SUFFIX, SEQ_DIGITS};
+use super::segment::{
+    read_journal_dir, COPY_INFIX, CUT_SUFFIX, MAX_SEGMENT_FILES, SEGMENT_SUFFIX, SEQ_DIGITS,
+};
 use super::{JournalError, Position};
 
 /// How recovery set a file aside.
@@ -48,13 +50,7 @@ pub struct AsideFile {
 /// The files recovery set aside in `dir`, by name. Only the names recovery gives count: a file
 /// renamed by an operator (`.bak`, say) is no longer read.
 pub fn set_aside_files(dir: &Path) -> Result<Vec<AsideFile>, JournalError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            JournalError::NotFound(dir.to_path_buf())
-        } else {
-            JournalError::io("read directory", dir, e)
-        }
-    })?;
+    let rd = read_journal_dir(dir)?;
     let mut files = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| JournalError::io("read directory", dir, e))?;

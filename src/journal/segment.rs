@@ -47,15 +47,20 @@ pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:0width$}{SEGMENT_SUFFIX}", width = SEQ_DIGITS))
 }
 
-/// Sequence numbers of the segment files in `dir`, ascending.
-pub fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| {
+/// The entries of the journal directory `dir` (`NotFound` when there is none).
+pub fn read_journal_dir(dir: &Path) -> Result<std::fs::ReadDir, JournalError> {
+    std::fs::read_dir(dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             JournalError::NotFound(dir.to_path_buf())
         } else {
             JournalError::io("read directory", dir, e)
         }
-    })?;
+    })
+}
+
+/// Sequence numbers of the segment files in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    let rd = read_journal_dir(dir)?;
     let mut seqs = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| JournalError::io("read directory", dir, e))?;
