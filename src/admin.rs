@@ -408,6 +408,7 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
             "close": pct_json(&Percentiles::of(&s.overhead_close_us)),
             "answer": pct_json(&Percentiles::of(&s.overhead_answer_us)),
         },
+        "answer_write_us": pct_json(&Percentiles::of(&s.answer_write_us)),
         "refused": refused,
     })
 }
@@ -565,7 +566,7 @@ pub fn metrics_text(shared: &Shared) -> String {
         "",
         &s.overhead_us,
     );
-    out.push_str("# HELP gavel_internal_overhead_stage_seconds Engine time per lead by stage: intake (arrival to first ping), close (ranking, caps, posts), answer (last buyer answer to seller answer).\n# TYPE gavel_internal_overhead_stage_seconds histogram\n");
+    out.push_str("# HELP gavel_internal_overhead_stage_seconds Engine time per lead by stage: intake (arrival to first ping), close (ranking, caps, posts), answer (last buyer answer to seller answer handed to the kernel).\n# TYPE gavel_internal_overhead_stage_seconds histogram\n");
     for (stage, h) in [
         ("intake", &s.overhead_intake_us),
         ("close", &s.overhead_close_us),
@@ -578,6 +579,13 @@ pub fn metrics_text(shared: &Shared) -> String {
             h,
         );
     }
+    out.push_str("# HELP gavel_answer_write_seconds The send of each seller answer (outside the internal overhead, as a ping's send is).\n# TYPE gavel_answer_write_seconds histogram\n");
+    histogram_text(
+        &mut out,
+        "gavel_answer_write_seconds",
+        "",
+        &s.answer_write_us,
+    );
     out.push_str("# HELP gavel_buyer_response_seconds Buyers' ping response time.\n# TYPE gavel_buyer_response_seconds histogram\n");
     for (id, b) in s.buyers() {
         histogram_text(

@@ -80,13 +80,17 @@ pub struct WorkerStats {
     pub overhead_us: Histogram<u64>,
     /// Seller-observed time per lead, arrival to answer written.
     pub elapsed_us: Histogram<u64>,
-    /// `overhead_us` in three stages: arrival to the first ping written (intake);
+    /// `overhead_us` in three stages: arrival to the first ping handed to the kernel (intake);
     /// the engine's time between the first ping and the last buyer answer (the close: ranking,
     /// caps, the post; plus loop turns spent on other work); the last buyer answer to the
-    /// seller's answer written (answer).
+    /// seller's answer handed to the kernel (answer).
     pub overhead_intake_us: Histogram<u64>,
     pub overhead_close_us: Histogram<u64>,
     pub overhead_answer_us: Histogram<u64>,
+    /// The `send` of the seller's answer, outside `overhead_us` as the `send` of a ping or a
+    /// post is (there it counts as the buyer's time). On loopback it includes the seller
+    /// side's TCP input and wake-up, which the kernel runs inside the sender's call.
+    pub answer_write_us: Histogram<u64>,
     /// Refusals before a lead got an id: auth, bad request, 429, 503.
     pub refused: BTreeMap<u16, u64>,
     /// Records the journal refused (disk full, I/O error).
@@ -104,6 +108,7 @@ impl Default for WorkerStats {
             overhead_intake_us: histogram(),
             overhead_close_us: histogram(),
             overhead_answer_us: histogram(),
+            answer_write_us: histogram(),
             refused: BTreeMap::new(),
             journal_errors: 0,
         }
@@ -195,6 +200,7 @@ impl WorkerStats {
         let _ = self.overhead_intake_us.add(&other.overhead_intake_us);
         let _ = self.overhead_close_us.add(&other.overhead_close_us);
         let _ = self.overhead_answer_us.add(&other.overhead_answer_us);
+        let _ = self.answer_write_us.add(&other.answer_write_us);
         self.journal_errors += other.journal_errors;
         for (k, v) in &other.refused {
             *self.refused.entry(*k).or_default() += v;

@@ -190,6 +190,13 @@ fn stats_metrics_pause_and_resume() {
             "{stage}: {h}"
         );
     }
+    // The answer's send, measured apart from the overhead, once per answered lead; the
+    // seller-observed time holds both.
+    assert_eq!(s["answer_write_us"]["count"], 3, "{s}");
+    assert!(
+        s["answer_write_us"]["max"].as_u64() <= s["elapsed_us"]["max"].as_u64(),
+        "{s}"
+    );
 
     let m = get(admin, "GET", "/metrics", Some(TOKEN));
     let text = String::from_utf8(m.body).unwrap();
@@ -201,6 +208,10 @@ fn stats_metrics_pause_and_resume() {
     assert!(text.contains("gavel_pings_total{buyer=\"blue\",result=\"bid\"} 3"));
     assert!(text.contains("gavel_internal_overhead_seconds_count 3"));
     assert!(text.contains("gavel_internal_overhead_stage_seconds_count{stage=\"intake\"} 3"));
+    assert!(
+        text.contains("gavel_answer_write_seconds_count 3"),
+        "{text}"
+    );
 
     // Pausing the top bidder: the next lead goes to the other and the paused one is not pinged.
     let r = get(admin, "POST", "/v1/admin/buyers/acme/pause", Some(TOKEN));

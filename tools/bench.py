@@ -539,8 +539,8 @@ class Exchange:
         return self.p.pid
 
     def stop(self) -> None:
-        # `gavel serve` installs no signal handler: SIGTERM ends it even when it was started
-        # from a shell that ignores SIGINT in background jobs.
+        # SIGTERM: `gavel serve` finishes the leads in flight, flushes its journal and exits
+        # (SIGINT may be ignored by a process started from a shell's background job).
         self.procs.stop(self.p, signal.SIGTERM)
         self.logf.close()
 
@@ -768,6 +768,7 @@ def exchange_run_once(procs: Procs, workdir: Path, fleet: Fleet, ex: Exchange, b
     cpu = r["cpu_s"]
     overhead = percentiles(stats.get("overhead_us")) if isinstance(stats, dict) else None
     elapsed = percentiles(stats.get("elapsed_us")) if isinstance(stats, dict) else None
+    write = percentiles(stats.get("answer_write_us")) if isinstance(stats, dict) else None
     stages = None
     if isinstance(stats, dict) and isinstance(stats.get("overhead_stages_us"), dict):
         stages = {k: percentiles(v) for k, v in stats["overhead_stages_us"].items()}
@@ -829,6 +830,7 @@ def exchange_run_once(procs: Procs, workdir: Path, fleet: Fleet, ex: Exchange, b
         "overhead_us": overhead,
         "elapsed_us": elapsed,
         "overhead_stages_us": stages,
+        "answer_write_us": write,
         "stats_reset": reset is not None,
         "cross_check": cross,
         "cpu_s": cpu,

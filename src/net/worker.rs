@@ -1747,6 +1747,10 @@ impl Worker {
         }
 
         let (conn_key, seq) = lead.origin;
+        // The engine's time ends when the answer is handed to the kernel, as a buyer's time
+        // starts when its request is: the `send` itself (on loopback it also runs the
+        // receiver's TCP input and wake-up) is measured on its own, `answer_write_us`.
+        let mut handed = None;
         if let Some(c) = self.sellers.get_mut(conn_key) {
             if let Some(idx) = seq.checked_sub(c.first_seq).map(|i| i as usize) {
                 if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
@@ -1762,11 +1766,15 @@ impl Worker {
                     c.pending[idx] = Reply::Ready { bytes, close };
                 }
             }
+            handed = Some(Instant::now());
             self.finish_seller_io(conn_key);
         }
         let written = Instant::now();
+        let handed = handed.unwrap_or(written);
         let elapsed = written.saturating_duration_since(lead.auction.arrival());
-        let overhead = elapsed.saturating_sub(outcome.buyer_wait);
+        let overhead = handed
+            .saturating_duration_since(lead.auction.arrival())
+            .saturating_sub(outcome.buyer_wait);
         // The operator's counters, once the seller has the answer.
         {
             let mut st = self.stats.lock();
@@ -1823,9 +1831,13 @@ impl Worker {
         st.overhead_us
             .saturating_record(overhead.as_micros() as u64);
         st.elapsed_us.saturating_record(elapsed.as_micros() as u64);
+        st.answer_write_us
+            .saturating_record(written.saturating_duration_since(handed).as_micros() as u64);
         if lead.prior.is_none() {
             // A fallback's second auction muddles the stages: only its total is recorded.
-            let answer = elapsed.saturating_sub(outcome.elapsed);
+            let answer = handed
+                .saturating_duration_since(lead.auction.arrival())
+                .saturating_sub(outcome.elapsed);
             let close = overhead
                 .saturating_sub(outcome.intake)
                 .saturating_sub(answer);
