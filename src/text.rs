@@ -29,8 +29,12 @@ impl SmallText {
     }
 
     pub fn as_str(&self) -> &str {
-        // Only whole characters of a `str` are ever copied in.
-        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+        let bytes = &self.buf[..usize::from(self.len)];
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        // SAFETY: the fields are private and `new` is the only constructor: it copies whole
+        // characters of a `str` (cut at a char boundary), so `buf[..len]` is always UTF-8.
+        // Checking it again on every read cost ~80 instructions per bid id read.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 }
 

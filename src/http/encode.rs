@@ -347,7 +347,7 @@ fn push_value(out: &mut Vec<u8>, value: &str) {
 }
 
 /// Decimal digits of `n` without going through `fmt`.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; MAX_U64_DIGITS];
     let mut i = digits.len();
     loop {

@@ -3,12 +3,12 @@
 
 use crate::auction::{Outcome, PingOutcome, PostOutcome};
 use crate::config::Campaign;
+use crate::http::push_u64;
 use crate::money::{parse_cents, write_dollars, Cents, MAX_CENTS};
 use crate::text::SmallText;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::io::Write;
 
 pub mod fields;
 mod scan;
@@ -376,12 +376,16 @@ pub fn write_ping_answer(
         Some(p) => {
             out.extend_from_slice(b",\"status\":\"bid\",\"payout\":");
             write_dollars(out, p);
-            let _ = write!(out, ",\"expires_in_ms\":{}", expires_in_ms);
+            out.extend_from_slice(b",\"expires_in_ms\":");
+            push_u64(out, expires_in_ms);
         }
         None => out.extend_from_slice(b",\"status\":\"no_bid\""),
     }
     out.push(b'}');
 }
+
+/// Room a ping body gets up front: the envelope and a handful of short ping fields.
+const PING_BODY_RESERVE: usize = 512;
 
 /// The phone's 10 digits, without formatting or a leading country code 1.
 pub fn normalized_phone(v: Field<'_>) -> Option<String> {
@@ -443,6 +447,8 @@ pub fn write_ping(
     req: &LeadRequest,
     timeout_ms: u64,
 ) {
+    // One allocation for the usual ping, not a doubling series from a few bytes.
+    out.reserve(PING_BODY_RESERVE);
     out.extend_from_slice(b"{\"ping_id\":");
     write_json_str(out, ping_id);
     out.extend_from_slice(b",\"campaign\":");
@@ -454,7 +460,8 @@ pub fn write_ping(
     } else {
         b",\"test\":false"
     });
-    let _ = write!(out, ",\"timeout_ms\":{}", timeout_ms);
+    out.extend_from_slice(b",\"timeout_ms\":");
+    push_u64(out, timeout_ms);
     out.extend_from_slice(b",\"lead\":{");
     let mut first = true;
     for f in &campaign.ping_fields {
@@ -675,11 +682,12 @@ pub fn write_answer(
         write_dollars(out, s.price_cents);
         out.push(b'}');
     }
-    let _ = write!(
+    out.extend_from_slice(b"],\"bids\":");
+    push_u64(out, u64::from(outcome.bids));
+    out.extend_from_slice(b",\"elapsed_ms\":");
+    push_u64(
         out,
-        "],\"bids\":{},\"elapsed_ms\":{}",
-        outcome.bids,
-        outcome.elapsed.as_millis()
+        u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX),
     );
     if let Some(r) = outcome.unsold_reason {
         out.extend_from_slice(b",\"reason\":\"");
