@@ -429,6 +429,11 @@ def config_text(buyers: list[tuple[str, tuple[str, str]]], workers: int, listen:
 # `--pin`: the CPU list each kind of process is confined to (`taskset -c`), empty when not pinned.
 PIN: dict[str, str] = {}
 
+# `--step-timing`: the exchange built with the `step-timing` feature, in a target directory of
+# its own so the plain build in target/release stays as it is.
+STEP_TIMING_RELEASE = ROOT / "target" / "step-timing" / "release"
+STEP_TIMING = False
+
 # A command the exchange runs under (tools/callgrind.py sets `valgrind --tool=callgrind ...`).
 EXCHANGE_WRAPPER: list[str] = []
 
@@ -519,10 +524,16 @@ class Exchange:
             config_text(fleet.buyers, workers, self.listen, self.admin_port, journal)
         )
         self.log_path = workdir / f"gavel-{self.listen}.log"
-        self.argv = pinned("exchange", [*EXCHANGE_WRAPPER, str(RELEASE / "gavel"), "serve",
+        binary = (STEP_TIMING_RELEASE if STEP_TIMING else RELEASE) / "gavel"
+        self.argv = pinned("exchange", [*EXCHANGE_WRAPPER, str(binary), "serve",
                                         "--config", str(self.config_path)])
         self.logf = open(self.log_path, "wb")
-        self.p = procs.start(self.argv, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir)
+        env = None
+        self.steps_path = workdir / f"steps-{self.listen}.jsonl"
+        if STEP_TIMING:
+            env = {**os.environ, "GAVEL_STEP_TIMING": str(self.steps_path)}
+        self.p = procs.start(self.argv, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir,
+                             env=env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not healthy(("127.0.0.1", self.listen)):
             if self.p.poll() is not None or time.monotonic() > deadline:
@@ -537,6 +548,20 @@ class Exchange:
     @property
     def pid(self) -> int:
         return self.p.pid
+
+    def step_timing(self) -> list[dict]:
+        """Each worker's step histograms (`--step-timing`), once the exchange has stopped."""
+        try:
+            lines = self.steps_path.read_text().splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
 
     def stop(self) -> None:
         # SIGTERM: `gavel serve` finishes the leads in flight, flushes its journal and exits
@@ -1035,7 +1060,12 @@ def main() -> int:
                     help="confine the exchange to CPU 0 and the buyers and load tool to CPU 1 "
                          "(taskset), so scheduling delay behind them stops counting as overhead; "
                          "use with --workers 1")
+    ap.add_argument("--step-timing", action="store_true",
+                    help="run the exchange built with the step-timing feature (target/step-timing) "
+                         "and record each worker's per-step wall-clock histograms in the JSON")
     args = ap.parse_args()
+    global STEP_TIMING
+    STEP_TIMING = args.step_timing
     if args.pin:
         if shutil.which("taskset") is None:
             ap.error("--pin needs taskset (util-linux)")
@@ -1098,6 +1128,16 @@ def main() -> int:
                                timeout=BUILD_TIMEOUT_S)
             if b.returncode != 0:
                 raise BenchError("cargo build --release --bins failed")
+            if STEP_TIMING:
+                log("cargo build --release --bins --features step-timing (target/step-timing) ...")
+                b = subprocess.run(["cargo", "build", "--release", "--bins", "--features",
+                                    "step-timing"], cwd=ROOT, timeout=BUILD_TIMEOUT_S,
+                                   env={**os.environ,
+                                        "CARGO_TARGET_DIR": str(STEP_TIMING_RELEASE.parent)})
+                if b.returncode != 0:
+                    raise BenchError("cargo build --features step-timing failed")
+        if STEP_TIMING and not (STEP_TIMING_RELEASE / "gavel").exists():
+            raise BenchError(f"{STEP_TIMING_RELEASE / 'gavel'} is missing: build without --no-build")
         for name in ("gavel", "gavel-mock-buyers", "gavel-load"):
             if not (RELEASE / name).exists():
                 raise BenchError(f"{RELEASE / name} is missing: build without --no-build")
@@ -1120,6 +1160,12 @@ def main() -> int:
                                 args.quiet_wait_s, args.retries))
                     finally:
                         ex.stop()
+                        if STEP_TIMING:
+                            results.setdefault("step_timing_us", []).append({
+                                "buyers": n, "workers": workers, "rates": rates,
+                                "note": "warmup and measured runs of this exchange together",
+                                "per_worker": ex.step_timing(),
+                            })
                 finally:
                     counters = fleet.stop()
                     if counters and results["runs"]:

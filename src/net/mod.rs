@@ -9,6 +9,7 @@ mod buyer;
 mod held;
 mod reload;
 mod slab;
+mod steps;
 mod timer;
 pub mod tls;
 mod worker;

@@ -2,6 +2,7 @@
 
 use super::buyer::*;
 use super::slab::{Key, Slab};
+use super::steps::{self, Step};
 use super::timer::TimerFd;
 use super::{Runtime, Shared};
 use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
@@ -408,6 +409,7 @@ impl Worker {
                 self.adopt();
             }
             for ev in events.iter() {
+                steps::event(self.now);
                 match ev.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
@@ -433,6 +435,7 @@ impl Worker {
                 self.drive_dirty();
             }
         }
+        steps::dump(self.id);
     }
 
     /// Stop taking new leads: the listener is closed (the other workers' listeners close too,
@@ -627,6 +630,7 @@ impl Worker {
                 }
             }
         }
+        steps::mark_after(Step::TurnWait, Step::SellerRecv);
         self.process_seller(key);
         self.finish_seller_io(key);
     }
@@ -829,6 +833,7 @@ impl Worker {
 
     fn start_lead(&mut self, key: Key, head: &RequestHead, body: &[u8], flow: Flow) {
         let arrival = self.now;
+        steps::mark_after(Step::SellerRecv, Step::SellerDecode);
         let seller = match self.authenticate(head) {
             Ok(s) => s,
             Err(r) => return self.refuse(key, &r, None, &[]),
@@ -842,6 +847,7 @@ impl Worker {
             };
             return self.refuse(key, &r, None, &[("Retry-After", "1")]);
         }
+        steps::mark_after(Step::SellerDecode, Step::AuthRate);
         let gen = self.gen.clone();
         let snap = &gen.rt.snap;
         // A post completes a held ping: it names the ping, and the ping names the campaign.
@@ -870,6 +876,7 @@ impl Worker {
                 Err(r) => return self.refuse(key, &r, None, &[]),
             }
         };
+        steps::mark_after(Step::AuthRate, Step::Parse);
         // Whatever refuses a post below gives its ping back, so the seller may post again.
         let unclaim = |w: &Self, held: &Option<(String, Vec<HeldBid>, crate::lead::Fields)>| {
             if let Some((id, _, _)) = held {
@@ -918,6 +925,7 @@ impl Worker {
         };
         let c = &snap.campaigns[campaign];
         let seller_id = snap.sellers[seller].id.as_str();
+        steps::mark_after(Step::Parse, Step::Admit);
         // Nothing is auctioned that the journal did not take: no record, no sale.
         let received = self.journal(&RecordRef::LeadReceived {
             lead_id: &lead_id,
@@ -938,6 +946,7 @@ impl Worker {
             };
             return self.refuse(key, &r, None, &[("Retry-After", "1")]);
         }
+        steps::mark_after(Step::Admit, Step::JournalReceived);
         let valid = match (&held, flow) {
             (_, Flow::Ping) => lead::validate_ping(&req),
             (Some((_, _, fields)), _) => {
@@ -982,6 +991,7 @@ impl Worker {
             ping_only: flow == Flow::Ping,
             in_order: false,
         };
+        steps::mark_after(Step::JournalReceived, Step::Validate);
         let fixed_price = c.method != Distribution::PingPost && flow == Flow::Direct;
         // Bids already collected (a held ping) or fixed prices: nothing to ping, and the
         // ping results are not journaled again.
@@ -1006,6 +1016,7 @@ impl Worker {
                 Auction::new(params, arrival, self.now, &eligible)
             }
         };
+        steps::mark_after(Step::Validate, Step::Match);
         let slots = auction.slots();
         let Some(conn) = self.sellers.get_mut(key) else {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -1667,6 +1678,7 @@ impl Worker {
     }
 
     fn finish_lead(&mut self, key: Key) {
+        steps::mark_after(Step::BuyerDecode, Step::PostResult);
         self.release_unsold(key);
         self.journal_progress(key);
         if self.start_fallback(key) {
@@ -1766,8 +1778,10 @@ impl Worker {
                     c.pending[idx] = Reply::Ready { bytes, close };
                 }
             }
+            steps::mark_after(Step::PostResult, Step::AnswerBuild);
             handed = Some(Instant::now());
             self.finish_seller_io(conn_key);
+            steps::mark_after(Step::AnswerBuild, Step::AnswerWrite);
         }
         let written = Instant::now();
         let handed = handed.unwrap_or(written);
@@ -2188,7 +2202,17 @@ impl Worker {
             return;
         };
         let first_byte = c.wpos == 0 && !c.wbuf.is_empty();
+        if first_byte {
+            steps::mark_after(Step::Match, Step::FirstPing);
+        }
         let result = c.write_out();
+        if let Some(job) = c.job.filter(|_| first_byte) {
+            let step = match job.kind {
+                JobKind::Ping => Step::PingWrite,
+                JobKind::Post => Step::PostWrite,
+            };
+            steps::span(step, now);
+        }
         if first_byte && c.wpos > 0 {
             if let Some(job) = c.job {
                 if let Some(lead) = self.leads.get_mut(job.lead) {
@@ -2254,6 +2278,7 @@ impl Worker {
             Some(c) => c.read_in(&mut self.read_buf),
             None => return,
         };
+        steps::mark_after(Step::TurnWait, Step::BuyerRecv);
         loop {
             let Some(c) = self.conns.get_mut(ck) else {
                 return;
@@ -2305,6 +2330,7 @@ impl Worker {
     /// A whole answer arrived on a connection: hand it to the lead that waits on it, if any.
     fn on_answer(&mut self, ck: Key, status: u16) {
         let now = self.now;
+        steps::mark_after(Step::BuyerRecv, Step::BuyerDecode);
         let Some(c) = self.conns.get_mut(ck) else {
             return;
         };
