@@ -740,13 +740,69 @@ fn mapped_rss_kib(path: &Path) -> u64 {
     total
 }
 
+fn smaps_of(path: &Path) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_string_lossy();
+    let mut out = String::new();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(name.as_ref());
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+            if let Some((a, b)) = first.split_once('-') {
+                if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                    out.push_str(&present_ranges(a, b));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn present_ranges(start: u64, end: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let pages = (end - start) / 4096;
+    f.seek(SeekFrom::Start(start / 4096 * 8)).unwrap();
+    let mut buf = vec![0u8; pages as usize * 8];
+    f.read_exact(&mut buf).unwrap();
+    let mut out = String::from("present (KiB offsets): ");
+    let mut run: Option<u64> = None;
+    for i in 0..=pages {
+        let present = i < pages && {
+            let w = u64::from_le_bytes(buf[i as usize * 8..i as usize * 8 + 8].try_into().unwrap());
+            w >> 63 == 1
+        };
+        match (present, run) {
+            (true, None) => run = Some(i),
+            (false, Some(r)) => {
+                out.push_str(&format!("[{}-{}) ", r * 4, i * 4));
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    out.push('\n');
+    out
+}
+
 #[test]
 fn written_pages_leave_the_resident_set_and_read_back_intact() {
     // 48 MiB of records into one 64 MiB segment, in each sync mode: the mapping's resident
     // size must settle near the prefault window plus the release margin, not near 48 MiB.
     const SEGMENT: u64 = 64 << 20;
     const RECORDS: usize = (48 << 20) / 256;
-    let bound_kib = (PREFAULT_AHEAD_BYTES + 4 * RELEASE_BEHIND_BYTES) / 1024 + 1024;
+    // A filesystem with large folios (ext4 on Linux 6.16 and later) has a fault map the
+    // whole folio around the faulting page, up to 2 MiB, so a few folios on either side of the
+    // window (behind what was released, past what was prefaulted) may be resident too: seen at
+    // up to 17 MiB here. What is checked is that residency does not follow the 48 MiB written.
+    const FOLIO_SLACK_BYTES: u64 = 8 << 20;
+    let bound_kib =
+        (PREFAULT_AHEAD_BYTES + 4 * RELEASE_BEHIND_BYTES + FOLIO_SLACK_BYTES) / 1024 + 1024;
     for sync in [
         SyncMode::Interval(Duration::from_millis(1)),
         SyncMode::Always,
@@ -783,7 +839,10 @@ fn written_pages_leave_the_resident_set_and_read_back_intact() {
         }
         assert!(
             rss <= bound_kib,
-            "{sync:?}: {rss} KiB of the segment resident after writing 48 MiB (bound {bound_kib})"
+            "{sync:?}: {rss} KiB of the segment resident after writing 48 MiB (bound {bound_kib}); \
+             tail, prefaulted, released, walked: {:?}\n{}",
+            j.slot_offsets(0),
+            smaps_of(&seg)
         );
         assert_eq!(j.background_errors().0, 0);
         drop(j);

@@ -439,6 +439,19 @@ impl Journal {
             self.shared.last_background_error.lock().clone(),
         )
     }
+
+    /// Segment `seq`'s tail, prefaulted, released and walked offsets (for tests' messages).
+    #[cfg(test)]
+    pub(crate) fn slot_offsets(&self, seq: u64) -> Option<[u64; 4]> {
+        let pin = self.shared.pin(seq)?;
+        let s = pin.slot;
+        Some([
+            s.tail.load(Ordering::Acquire),
+            s.prefaulted.load(Ordering::Acquire),
+            s.released.load(Ordering::Acquire),
+            s.walked.load(Ordering::Acquire),
+        ])
+    }
 }
 
 impl Drop for Journal {
