@@ -1060,12 +1060,22 @@ def main() -> int:
                     help="confine the exchange to CPU 0 and the buyers and load tool to CPU 1 "
                          "(taskset), so scheduling delay behind them stops counting as overhead; "
                          "use with --workers 1")
+    ap.add_argument("--exchange-fifo", type=int, metavar="PRIO",
+                    help="run the exchange under SCHED_FIFO at this priority (chrt -f PRIO; "
+                         "needs root or CAP_SYS_NICE): the buyers and the load tool can no longer "
+                         "preempt it, as on a host whose cores are the exchange's own")
     ap.add_argument("--step-timing", action="store_true",
                     help="run the exchange built with the step-timing feature (target/step-timing) "
                          "and record each worker's per-step wall-clock histograms in the JSON")
     args = ap.parse_args()
     global STEP_TIMING
     STEP_TIMING = args.step_timing
+    if args.exchange_fifo is not None:
+        if shutil.which("chrt") is None:
+            ap.error("--exchange-fifo needs chrt (util-linux)")
+        if not 1 <= args.exchange_fifo <= 99:
+            ap.error("--exchange-fifo takes a priority from 1 to 99")
+        EXCHANGE_WRAPPER[:] = ["chrt", "-f", str(args.exchange_fifo)]
     if args.pin:
         if shutil.which("taskset") is None:
             ap.error("--pin needs taskset (util-linux)")
