@@ -465,14 +465,12 @@ pub fn write_ping(
     out.extend_from_slice(b",\"lead\":{");
     let mut first = true;
     for f in &campaign.ping_fields {
-        if let Some(v) = req.lead.get(f) {
+        if let Some(member) = req.lead.member_json(f) {
             if !first {
                 out.push(b',');
             }
             first = false;
-            write_json_str(out, f);
-            out.push(b':');
-            v.write_json(out);
+            out.extend_from_slice(member.as_bytes());
         }
     }
     out.extend_from_slice(b"}}");

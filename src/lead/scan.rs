@@ -149,8 +149,19 @@ fn fields(text: &str, at: usize, capacity: usize) -> Option<(super::Fields, usiz
             }
             _ => Field::Num(raw),
         };
-        // Over the limit, or too large: serde_json's reading gives the refusal.
-        keys <= MAX_FIELDS && builder.push(key, value)
+        // Over the limit, or too large: serde_json's reading gives the refusal. Keys and
+        // strings here have no escapes (`string_end`), so their JSON is the text as it came;
+        // a member written without spaces (`"key":value`) is copied whole.
+        let key_at = (key.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize + 1);
+        let member = text
+            .get(key_at..end)
+            .filter(|_| start == key_at + key.len() + 3 && b[start] != b'[');
+        keys <= MAX_FIELDS
+            && match (member, value) {
+                (Some(member), _) => builder.push_member(key, value, member),
+                (None, Field::Array(compact)) => builder.push_plain(key, value, compact),
+                (None, _) => builder.push_plain(key, value, raw),
+            }
     })?;
     Some((builder.finish(), end))
 }

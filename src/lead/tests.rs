@@ -509,6 +509,18 @@ fn the_lead_scan_agrees_with_serde_wherever_it_answers() {
         );
         assert_eq!(fast.lead, slow.lead);
         assert_eq!(fast.consent, slow.consent);
+        // Both readings keep the same compact JSON, which is what buyers are sent.
+        let json = |f: &Fields| {
+            let mut out = Vec::new();
+            f.write_json(&mut out);
+            out
+        };
+        assert_eq!(json(&fast.lead), json(&slow.lead));
+        let back: serde_json::Value = serde_json::from_slice(&json(&fast.lead)).unwrap();
+        assert_eq!(back, serde_json::Value::Object(fast.lead.to_map()));
+        if let (Some(f), Some(s)) = (&fast.consent, &slow.consent) {
+            assert_eq!(json(f), json(s));
+        }
         true
     };
     // The contract's example is read by the scan.

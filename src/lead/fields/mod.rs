@@ -1,11 +1,14 @@
-//! A lead's fields, stored compactly: one text buffer with every key and value, and a table of
-//! spans into it. A lead waits for its buyers for up to the auction's timeout, so thousands are
-//! held at once; a map of `String` keys and `serde_json::Value`s costs several allocations and
-//! about 2.7 KB per lead, this costs two allocations and the size of the text plus 16 bytes a
-//! field.
+//! A lead's fields, stored compactly: the object as compact JSON text, and a table of spans
+//! into it. A lead waits for its buyers for up to the auction's timeout, so thousands are held
+//! at once; a map of `String` keys and `serde_json::Value`s costs several allocations and about
+//! 2.7 KB per lead, this costs two allocations (three when a key or a string has escapes) and
+//! the size of the text plus 16 bytes a field.
 //!
-//! Values keep their JSON type: strings are stored decoded, numbers as the seller wrote them
-//! (no rounding through `f64`), arrays and objects as compact JSON text.
+//! The text is the object as it is posted to a buyer (`{"key":value,...}`, no whitespace), so
+//! writing the lead is one copy, and each member's `"key":value` can be copied on its own (the
+//! ping's fields). Values keep their JSON type: strings are read from their JSON (a string with
+//! escapes also keeps its decoded form, after the JSON), numbers as the seller wrote them (no
+//! rounding through `f64`), arrays and objects as compact JSON text.
 
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,13 +37,19 @@ enum Kind {
     Object,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Entry {
-    /// Where the key starts; the value follows the key.
-    start: u32,
-    key_len: u32,
-    val_len: u32,
-    kind: Kind,
+impl Kind {
+    #[inline]
+    fn of(value: Field<'_>) -> Kind {
+        match value {
+            Field::Null => Kind::Null,
+            Field::Bool(false) => Kind::False,
+            Field::Bool(true) => Kind::True,
+            Field::Num(_) => Kind::Num,
+            Field::Str(_) => Kind::Str,
+            Field::Array(_) => Kind::Array,
+            Field::Object(_) => Kind::Object,
+        }
+    }
 }
 
 /// One value of a lead, borrowed from its [`Fields`].
@@ -156,52 +165,213 @@ impl Serialize for Field<'_> {
     }
 }
 
+use super::scan::is_plain;
 use super::write_json_str;
 
-/// A JSON object's fields in the order they came, compactly (see the module docs).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Fields {
-    text: Box<str>,
-    entries: Box<[Entry]>,
+/// A stored member: its `"key":value` JSON at `start` in the text, `key_len` bytes of key
+/// (quotes included), a colon, then `val_len` bytes of value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    start: u32,
+    key_len: u32,
+    val_len: u32,
+    kind: Kind,
+    /// The key or the (string) value has escapes: its decoded form is in the escapes table.
+    escaped: bool,
+    /// [`key_tag`] of the (decoded) key: a lookup compares the key only where this matches.
+    tag: u16,
 }
 
-impl Fields {
-    fn key_of(&self, e: &Entry) -> &str {
-        let s = e.start as usize;
-        self.text.get(s..s + e.key_len as usize).unwrap_or("")
+impl Entry {
+    #[inline]
+    fn key_json<'t>(&self, text: &'t str) -> &'t str {
+        let s = self.start as usize;
+        text.get(s..s + self.key_len as usize).unwrap_or("\"\"")
     }
 
-    fn value_of(&self, e: &Entry) -> Field<'_> {
-        let s = e.start as usize + e.key_len as usize;
-        let t = self.text.get(s..s + e.val_len as usize).unwrap_or("");
+    #[inline]
+    fn value_json<'t>(&self, text: &'t str) -> &'t str {
+        let s = self.start as usize + self.key_len as usize + 1;
+        text.get(s..s + self.val_len as usize).unwrap_or("null")
+    }
+
+    #[inline]
+    fn member_json<'t>(&self, text: &'t str) -> &'t str {
+        let s = self.start as usize;
+        let len = self.key_len as usize + 1 + self.val_len as usize;
+        text.get(s..s + len).unwrap_or("")
+    }
+}
+
+/// The decoded key and string value of a member with escapes (either may have none), as
+/// spans of the decoded text kept after the JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Decoded {
+    /// The entry's index.
+    entry: u32,
+    key: Option<(u32, u32)>,
+    value: Option<(u32, u32)>,
+}
+
+#[inline]
+fn span(text: &str, (start, len): (u32, u32)) -> &str {
+    let s = start as usize;
+    text.get(s..s + len as usize).unwrap_or("")
+}
+
+#[inline]
+fn unquote(json: &str) -> &str {
+    json.get(1..json.len().saturating_sub(1)).unwrap_or("")
+}
+
+/// The spans shared by [`Fields`] and [`FieldsBuilder`]: the JSON, the decoded text of the
+/// members with escapes, and where those are.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    json: &'a str,
+    decoded: &'a str,
+    escapes: &'a [Decoded],
+}
+
+impl<'a> View<'a> {
+    #[inline]
+    fn decoded_of(&self, index: usize) -> Option<&'a Decoded> {
+        self.escapes.iter().find(|d| d.entry as usize == index)
+    }
+
+    #[inline]
+    fn key(&self, index: usize, e: &Entry) -> &'a str {
+        if e.escaped {
+            if let Some(k) = self.decoded_of(index).and_then(|d| d.key) {
+                return span(self.decoded, k);
+            }
+        }
+        unquote(e.key_json(self.json))
+    }
+
+    #[inline]
+    fn has_key(&self, index: usize, e: &Entry, key: &str) -> bool {
+        if e.escaped {
+            return self.key(index, e) == key;
+        }
+        let s = e.start as usize + 1;
+        e.key_len as usize == key.len() + 2
+            && self.json.as_bytes().get(s..s + key.len()) == Some(key.as_bytes())
+    }
+
+    #[inline]
+    fn value(&self, index: usize, e: &Entry) -> Field<'a> {
+        let t = e.value_json(self.json);
         match e.kind {
             Kind::Null => Field::Null,
             Kind::False => Field::Bool(false),
             Kind::True => Field::Bool(true),
             Kind::Num => Field::Num(t),
-            Kind::Str => Field::Str(t),
+            Kind::Str => {
+                if e.escaped {
+                    if let Some(v) = self.decoded_of(index).and_then(|d| d.value) {
+                        return Field::Str(span(self.decoded, v));
+                    }
+                }
+                Field::Str(unquote(t))
+            }
             Kind::Array => Field::Array(t),
             Kind::Object => Field::Object(t),
         }
     }
+}
 
-    /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<Field<'_>> {
+/// A JSON object's fields in the order they came, compactly (see the module docs).
+#[derive(Clone, Default)]
+pub struct Fields {
+    /// The compact JSON object (`json_len` bytes; empty for an empty object), then the decoded
+    /// keys and strings of members with escapes.
+    text: Box<str>,
+    json_len: u32,
+    entries: Box<[Entry]>,
+    escapes: Box<[Decoded]>,
+}
+
+impl Fields {
+    #[inline]
+    fn view(&self) -> View<'_> {
+        let (json, decoded) = self.text.split_at(self.json_len as usize);
+        View {
+            json,
+            decoded,
+            escapes: &self.escapes,
+        }
+    }
+
+    /// The entry of `key` when no key or string has escapes (the usual lead): each key is its
+    /// JSON without the quotes, and each string its JSON.
+    #[inline(always)]
+    fn find_plain(&self, key: &str) -> Option<&Entry> {
+        let json = self.text.as_bytes();
+        let (tag, want) = (key_tag(key), key.len() + 2);
+        self.entries.iter().find(|e| {
+            let s = e.start as usize + 1;
+            e.tag == tag
+                && e.key_len as usize == want
+                && json.get(s..s + key.len()) == Some(key.as_bytes())
+        })
+    }
+
+    /// The index of `key`'s entry, whatever the escapes.
+    fn find_any(&self, key: &str) -> Option<usize> {
+        let v = self.view();
+        let tag = key_tag(key);
         self.entries
             .iter()
-            .find(|e| self.has_key(e, key))
-            .map(|e| self.value_of(e))
+            .enumerate()
+            .position(|(i, e)| e.tag == tag && v.has_key(i, e, key))
     }
 
+    /// The value of `key`. Inlined: most callers name a key known when compiled, and the
+    /// search then compares each key's length and bytes with constants.
+    #[inline(always)]
+    pub fn get(&self, key: &str) -> Option<Field<'_>> {
+        if self.escapes.is_empty() {
+            let e = self.find_plain(key)?;
+            // A string's text is its JSON within the quotes.
+            let s = e.start as usize + e.key_len as usize + 1;
+            let (from, to) = match e.kind {
+                Kind::Str => (s + 1, (s + e.val_len as usize).saturating_sub(1)),
+                _ => (s, s + e.val_len as usize),
+            };
+            let t = self.text.get(from..to).unwrap_or("");
+            return Some(match e.kind {
+                Kind::Null => Field::Null,
+                Kind::False => Field::Bool(false),
+                Kind::True => Field::Bool(true),
+                Kind::Num => Field::Num(t),
+                Kind::Str => Field::Str(t),
+                Kind::Array => Field::Array(t),
+                Kind::Object => Field::Object(t),
+            });
+        }
+        let i = self.find_any(key)?;
+        self.entries.get(i).map(|e| self.view().value(i, e))
+    }
+
+    /// `"key":value` as JSON, as it is written in the object.
+    #[inline]
+    pub fn member_json(&self, key: &str) -> Option<&str> {
+        let e = if self.escapes.is_empty() {
+            self.find_plain(key)?
+        } else {
+            self.entries.get(self.find_any(key)?)?
+        };
+        Some(e.member_json(&self.text))
+    }
+
+    #[inline]
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries.iter().any(|e| self.has_key(e, key))
-    }
-
-    /// Whether `e` is under `key`: the lengths first, which tell most keys apart.
-    fn has_key(&self, e: &Entry, key: &str) -> bool {
-        let s = e.start as usize;
-        e.key_len as usize == key.len()
-            && self.text.as_bytes().get(s..s + key.len()) == Some(key.as_bytes())
+        if self.escapes.is_empty() {
+            self.find_plain(key).is_some()
+        } else {
+            self.find_any(key).is_some()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -212,35 +382,32 @@ impl Fields {
         self.entries.is_empty()
     }
 
-    /// Keys and values, in the order they came.
+    /// Keys and values in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Field<'_>)> {
+        let v = self.view();
         self.entries
             .iter()
-            .map(move |e| (self.key_of(e), self.value_of(e)))
+            .enumerate()
+            .map(move |(i, e)| (v.key(i, e), v.value(i, e)))
     }
 
-    /// The object as compact JSON text.
+    /// The object as compact JSON: one copy of the stored text.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        for (i, (k, v)) in self.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json_str(out, k);
-            out.push(b':');
-            v.write_json(out);
+        if self.json_len == 0 {
+            out.extend_from_slice(b"{}");
+        } else {
+            out.extend_from_slice(self.view().json.as_bytes());
         }
-        out.push(b'}');
     }
 
-    /// The fields as a `serde_json` map (allocates; for reports and tests).
+    /// The fields as a `serde_json` map.
     pub fn to_map(&self) -> Map<String, Value> {
         self.iter()
             .map(|(k, v)| (k.to_string(), v.to_value()))
             .collect()
     }
 
-    /// The fields of a `serde_json` map (allocates; for tools and tests).
+    /// Fields from a `serde_json` map, in its order.
     pub fn from_map(map: &Map<String, Value>) -> Fields {
         let mut b = FieldsBuilder::default();
         for (k, v) in map {
@@ -249,9 +416,8 @@ impl Fields {
         b.finish()
     }
 
-    /// The fields of a JSON object's text.
+    /// Read a JSON object.
     pub fn from_json(text: &str) -> Result<Fields, serde_json::Error> {
-        // The stored text is never longer than the JSON it came from: reserve it once.
         let mut de = serde_json::Deserializer::from_str(text);
         let fields = de.deserialize_map(FieldsVisitor {
             text_capacity: text.len(),
@@ -260,7 +426,7 @@ impl Fields {
         Ok(fields)
     }
 
-    /// Set `key` (rebuilds the text; for tools and tests, not the hot path).
+    /// Set `key` (replacing its value in place, or appended).
     pub fn insert(&mut self, key: String, value: Value) {
         let mut b = FieldsBuilder::default();
         for (k, v) in self.iter() {
@@ -270,7 +436,7 @@ impl Fields {
         *self = b.finish();
     }
 
-    /// Only the named keys, in the order named (missing keys skipped).
+    /// The fields named by `keys` that are present, in the order of `keys`.
     pub fn select<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Fields {
         let mut b = FieldsBuilder::default();
         for k in keys {
@@ -281,6 +447,15 @@ impl Fields {
         b.finish()
     }
 }
+
+impl PartialEq for Fields {
+    /// The same keys with the same values in the same order.
+    fn eq(&self, other: &Fields) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Fields {}
 
 impl fmt::Debug for Fields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -303,20 +478,78 @@ impl Serialize for Fields {
 /// Fields a builder has room for before it grows (a typical lead has 10 to 20).
 const TYPICAL_FIELDS: usize = 16;
 
+/// A 16-bit hash of a key (its length, first, second and last bytes), kept in each entry.
+#[inline]
+fn key_tag(key: &str) -> u16 {
+    let b = key.as_bytes();
+    let at = |i: usize| u32::from(b.get(i).copied().unwrap_or(0));
+    let last = u32::from(b.last().copied().unwrap_or(0));
+    let h = (b.len() as u32)
+        .wrapping_mul(0x9E37_79B1)
+        .wrapping_add(at(0) << 16 | at(1) << 8 | last)
+        .wrapping_mul(0x85EB_CA6B);
+    (h >> 16) as u16
+}
+
+/// A one-in-64 filter on a key, so that most pushes need not compare their key with every key
+/// before them to find a repeat.
+#[inline]
+fn key_bit(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let first = b.first().copied().unwrap_or(0) as usize;
+    let last = b.last().copied().unwrap_or(0) as usize;
+    1u64 << ((b.len().wrapping_mul(7) ^ first ^ last.wrapping_mul(3)) & 63)
+}
+
+/// Appends `s` to `out` as a JSON string; false when it needed escapes.
+fn push_json_str(out: &mut String, s: &str) -> bool {
+    if is_plain(s.as_bytes()) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        true
+    } else {
+        let mut bytes = Vec::with_capacity(s.len() + 8);
+        write_json_str(&mut bytes, s);
+        // serde_json writes valid UTF-8 (the input's text and ASCII escapes).
+        out.push_str(&String::from_utf8_lossy(&bytes));
+        false
+    }
+}
+
 /// Builds a [`Fields`]; a key pushed twice keeps its first place and its last value (as a JSON
 /// object read into a map does).
-#[derive(Default)]
 pub struct FieldsBuilder {
+    /// `{` and the members so far, comma-separated.
     text: String,
     entries: Vec<Entry>,
+    /// Decoded keys and strings of members with escapes.
+    decoded: String,
+    escapes: Vec<Decoded>,
+    /// [`key_bit`] of every key so far.
+    seen: u64,
+    /// A key came twice: the text holds a member no entry points at any more.
+    repeated: bool,
+}
+
+impl Default for FieldsBuilder {
+    fn default() -> FieldsBuilder {
+        FieldsBuilder::with_capacity(0)
+    }
 }
 
 impl FieldsBuilder {
-    /// A builder with room for `text_bytes` of keys and values.
+    /// A builder whose text (the object's JSON) has room for `text_bytes`.
     pub fn with_capacity(text_bytes: usize) -> FieldsBuilder {
+        let mut text = String::with_capacity(text_bytes.clamp(2, MAX_TEXT_BYTES));
+        text.push('{');
         FieldsBuilder {
-            text: String::with_capacity(text_bytes.min(MAX_TEXT_BYTES)),
+            text,
             entries: Vec::with_capacity(TYPICAL_FIELDS),
+            decoded: String::new(),
+            escapes: Vec::new(),
+            seen: 0,
+            repeated: false,
         }
     }
 
@@ -331,41 +564,176 @@ impl FieldsBuilder {
     /// Add `key` = `value`. False (and nothing added) when the text would outgrow
     /// [`MAX_TEXT_BYTES`].
     pub fn push(&mut self, key: &str, value: Field<'_>) -> bool {
-        let (kind, text) = match value {
-            Field::Null => (Kind::Null, ""),
-            Field::Bool(false) => (Kind::False, ""),
-            Field::Bool(true) => (Kind::True, ""),
-            Field::Num(t) => (Kind::Num, t),
-            Field::Str(t) => (Kind::Str, t),
-            Field::Array(t) => (Kind::Array, t),
-            Field::Object(t) => (Kind::Object, t),
+        let (mark, decoded_mark) = (self.text.len(), self.decoded.len());
+        let start = self.member_start();
+        let key_plain = push_json_str(&mut self.text, key);
+        let key_len = self.text.len() - start;
+        self.text.push(':');
+        let value_start = self.text.len();
+        let mut value_plain = true;
+        let kind = match value {
+            Field::Null => {
+                self.text.push_str("null");
+                Kind::Null
+            }
+            Field::Bool(false) => {
+                self.text.push_str("false");
+                Kind::False
+            }
+            Field::Bool(true) => {
+                self.text.push_str("true");
+                Kind::True
+            }
+            Field::Str(s) => {
+                value_plain = push_json_str(&mut self.text, s);
+                Kind::Str
+            }
+            Field::Num(t) => {
+                self.text.push_str(t);
+                Kind::Num
+            }
+            Field::Array(t) => {
+                self.text.push_str(t);
+                Kind::Array
+            }
+            Field::Object(t) => {
+                self.text.push_str(t);
+                Kind::Object
+            }
         };
-        self.push_raw(key, kind, text)
-    }
-
-    fn push_raw(&mut self, key: &str, kind: Kind, value: &str) -> bool {
-        if self.text.len() + key.len() + value.len() > MAX_TEXT_BYTES {
+        let decoded = (!key_plain || !value_plain).then(|| {
+            let mut keep = |s: &str| {
+                let at = (self.decoded.len() as u32, s.len() as u32);
+                self.decoded.push_str(s);
+                at
+            };
+            Decoded {
+                entry: 0,
+                key: (!key_plain).then(|| keep(key)),
+                value: match value {
+                    Field::Str(s) if !value_plain => Some(keep(s)),
+                    _ => None,
+                },
+            }
+        });
+        if self.text.len() + self.decoded.len() + 1 > MAX_TEXT_BYTES {
+            self.text.truncate(mark);
+            self.decoded.truncate(decoded_mark);
             return false;
         }
         let entry = Entry {
-            start: self.text.len() as u32,
-            key_len: key.len() as u32,
-            val_len: value.len() as u32,
+            start: start as u32,
+            key_len: key_len as u32,
+            val_len: (self.text.len() - value_start) as u32,
             kind,
+            escaped: decoded.is_some(),
+            tag: key_tag(key),
         };
-        self.text.push_str(key);
-        self.text.push_str(value);
-        let text = self.text.as_bytes();
-        let same_key = |e: &&mut Entry| {
-            let s = e.start as usize;
-            e.key_len as usize == key.len() && text.get(s..s + key.len()) == Some(key.as_bytes())
-        };
-        // The key's first copy is the one just written at the end of `text`.
-        match self.entries.iter_mut().find(same_key) {
-            Some(old) => *old = entry,
-            None => self.entries.push(entry),
-        }
+        self.add(key, entry, decoded);
         true
+    }
+
+    /// Add a member whose key and string value are known to need no escapes (a byte scan of
+    /// the request checked them): `value_json` is the value's JSON as it is to be written, a
+    /// string with its quotes. False (and nothing added) when the text would outgrow
+    /// [`MAX_TEXT_BYTES`].
+    #[inline]
+    pub(super) fn push_plain(&mut self, key: &str, value: Field<'_>, value_json: &str) -> bool {
+        debug_assert!(is_plain(key.as_bytes()));
+        debug_assert!(value.as_str().is_none_or(|s| is_plain(s.as_bytes())));
+        if self.text.len() + key.len() + value_json.len() + 5 > MAX_TEXT_BYTES {
+            return false;
+        }
+        let start = self.member_start();
+        self.text.push('"');
+        self.text.push_str(key);
+        self.text.push_str("\":");
+        self.text.push_str(value_json);
+        let entry = Entry {
+            start: start as u32,
+            key_len: key.len() as u32 + 2,
+            val_len: value_json.len() as u32,
+            kind: Kind::of(value),
+            escaped: false,
+            tag: key_tag(key),
+        };
+        self.add(key, entry, None);
+        true
+    }
+
+    /// Add a member from its JSON as it came (`"key":value`, no spaces), whose key and string
+    /// value are known to need no escapes. False (and nothing added) when the text would
+    /// outgrow [`MAX_TEXT_BYTES`].
+    #[inline]
+    pub(super) fn push_member(&mut self, key: &str, value: Field<'_>, member: &str) -> bool {
+        debug_assert!(is_plain(key.as_bytes()));
+        debug_assert!(value.as_str().is_none_or(|s| is_plain(s.as_bytes())));
+        debug_assert!(member.len() > key.len() + 3 && member[1..].starts_with(key));
+        if self.text.len() + member.len() + 2 > MAX_TEXT_BYTES {
+            return false;
+        }
+        let start = self.member_start();
+        self.text.push_str(member);
+        let entry = Entry {
+            start: start as u32,
+            key_len: key.len() as u32 + 2,
+            val_len: (member.len() - key.len() - 3) as u32,
+            kind: Kind::of(value),
+            escaped: false,
+            tag: key_tag(key),
+        };
+        self.add(key, entry, None);
+        true
+    }
+
+    /// Where the next member starts, after its separating comma.
+    #[inline]
+    fn member_start(&mut self) -> usize {
+        if self.text.len() > 1 {
+            self.text.push(',');
+        }
+        self.text.len()
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            json: &self.text,
+            decoded: &self.decoded,
+            escapes: &self.escapes,
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, key: &str, entry: Entry, decoded: Option<Decoded>) {
+        let bit = key_bit(key);
+        let old = if self.seen & bit != 0 {
+            let v = self.view();
+            self.entries
+                .iter()
+                .enumerate()
+                .position(|(i, e)| e.tag == entry.tag && v.has_key(i, e, key))
+        } else {
+            None
+        };
+        self.seen |= bit;
+        let index = match old {
+            Some(i) => {
+                self.repeated = true;
+                self.entries[i] = entry;
+                self.escapes.retain(|d| d.entry as usize != i);
+                i
+            }
+            None => {
+                self.entries.push(entry);
+                self.entries.len() - 1
+            }
+        };
+        if let Some(d) = decoded {
+            self.escapes.push(Decoded {
+                entry: index as u32,
+                ..d
+            });
+        }
     }
 
     /// Add a `serde_json` value (arrays and objects become compact JSON text).
@@ -409,20 +777,45 @@ impl FieldsBuilder {
     }
 
     pub fn finish(self) -> Fields {
-        // Spare room is not shrunk in place but the contents copied to an allocation of their
-        // exact size: a builder reserves for the whole request body, and the tail an in-place
-        // shrink frees would stay stuck between the blocks of leads still in flight.
-        let text = if self.text.capacity() == self.text.len() {
-            self.text.into_boxed_str()
+        if self.repeated {
+            // The text still holds the members that later ones replaced: written again from
+            // the entries, in their order.
+            let stale = self.assemble();
+            let mut b = FieldsBuilder::with_capacity(stale.text.len());
+            for (k, v) in stale.iter() {
+                b.push(k, v);
+            }
+            return b.assemble();
+        }
+        self.assemble()
+    }
+
+    /// The fields as they stand. The contents are copied to an allocation of their exact
+    /// size, not shrunk in place: a builder reserves for the whole request body, and the tail
+    /// an in-place shrink frees would stay stuck between the blocks of leads still in flight.
+    fn assemble(self) -> Fields {
+        let json_len = if self.entries.is_empty() {
+            0
         } else {
-            Box::from(self.text.as_str())
+            self.text.len() + 1
         };
+        let mut text = String::with_capacity(json_len + self.decoded.len());
+        if json_len > 0 {
+            text.push_str(&self.text);
+            text.push('}');
+        }
+        text.push_str(&self.decoded);
         let entries = if self.entries.capacity() == self.entries.len() {
             self.entries.into_boxed_slice()
         } else {
             Box::from(&self.entries[..])
         };
-        Fields { text, entries }
+        Fields {
+            text: text.into_boxed_str(),
+            json_len: json_len as u32,
+            entries,
+            escapes: self.escapes.into_boxed_slice(),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_rng::Rng;
 use serde_json::json;
 
 #[test]
@@ -108,4 +109,95 @@ fn select_and_helpers() {
     assert!(!Field::Num("0").is_blank());
     assert_eq!(Field::Str("a\"b").to_string(), r#""a\"b""#);
     assert_eq!(serde_json::to_value(&f).unwrap()["list"], json!(["a", "b"]));
+}
+
+fn json_of(f: &Fields) -> String {
+    let mut out = Vec::new();
+    f.write_json(&mut out);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn the_text_is_the_compact_json_a_buyer_is_sent() {
+    let f = Fields::from_json(
+        r#"{ "zip" : "07302", "age": 42 , "ok":true, "list": [ "x" , 1 ], "esc": "a\"b\u00e9",
+            "caf\u00e9": null }"#,
+    )
+    .unwrap();
+    assert_eq!(
+        json_of(&f),
+        r#"{"zip":"07302","age":42,"ok":true,"list":["x",1],"esc":"a\"bé","café":null}"#
+    );
+    assert_eq!(f.member_json("zip"), Some(r#""zip":"07302""#));
+    assert_eq!(f.member_json("list"), Some(r#""list":["x",1]"#));
+    assert_eq!(f.member_json("esc"), Some(r#""esc":"a\"bé""#));
+    assert_eq!(f.member_json("café"), Some(r#""café":null"#));
+    assert_eq!(f.member_json("nope"), None);
+    assert_eq!(json_of(&Fields::default()), "{}");
+    assert_eq!(json_of(&Fields::from_json("{}").unwrap()), "{}");
+    // A repeated key: one member, in the first one's place, with the last value.
+    let f = Fields::from_json(r#"{"a":1,"b":"x\ny","a":"th\"ree"}"#).unwrap();
+    assert_eq!(json_of(&f), r#"{"a":"th\"ree","b":"x\ny"}"#);
+    assert_eq!(f.get("a"), Some(Field::Str("th\"ree")));
+    assert_eq!(f.get("b"), Some(Field::Str("x\ny")));
+}
+
+#[test]
+fn a_builder_matches_a_json_map_whatever_is_pushed() {
+    // Keys and values with and without escapes, repeated keys (some colliding in the filter
+    // that spares the search for a repeat), against serde_json's own map as the model.
+    let keys = [
+        "a",
+        "b",
+        "zip",
+        "state",
+        "a\"b",
+        "caf\u{e9}",
+        "",
+        "tab\t",
+        "k1",
+        "k2",
+        "1k",
+        "ba",
+    ];
+    let strings = [
+        "",
+        "x",
+        "07302",
+        "a\"b",
+        "line\nbreak",
+        "\u{1}",
+        "é€",
+        "0123456789abcdef",
+    ];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..5_000 {
+        let mut b = FieldsBuilder::default();
+        let mut model = Map::new();
+        for _ in 0..rng.below(12) {
+            let key = rng.pick(&keys);
+            let value = match rng.below(6) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.below(2) == 0),
+                2 => json!(rng.below(1000)),
+                3 => json!([rng.pick(&strings), 1]),
+                4 => json!({ "in": rng.pick(&strings) }),
+                _ => Value::String(rng.pick(&strings).to_string()),
+            };
+            assert!(b.push_value(key, &value));
+            model.insert(key.to_string(), value);
+        }
+        let f = b.finish();
+        let expected = Value::Object(model.clone());
+        assert_eq!(json_of(&f), serde_json::to_string(&expected).unwrap());
+        assert_eq!(f.to_map(), model);
+        assert_eq!(f.len(), model.len());
+        for (k, v) in &model {
+            let member = f.member_json(k).unwrap();
+            let one: Value = serde_json::from_str(&format!("{{{member}}}")).unwrap();
+            assert_eq!(one, json!({ k.clone(): v.clone() }));
+            assert_eq!(f.get(k).map(|x| x.to_value()), Some(v.clone()));
+        }
+        assert_eq!(Fields::from_json(&json_of(&f)).unwrap(), f);
+    }
 }
