@@ -621,6 +621,26 @@ pub fn parse_post_answer(status: u16, body: &[u8]) -> PostOutcome {
             reason: format!("status {}", status),
         };
     }
+    // The usual answer, a flat object of plain strings, is read by a byte scan; anything else
+    // (numbers among the three fields, escapes, nesting) by serde_json.
+    if let Some((st, reason, id)) = scan::post_fields(body) {
+        fn plain(raw: Option<&str>) -> Result<Option<&str>, ()> {
+            match raw {
+                None | Some("null") => Ok(None),
+                Some(r) if r.starts_with('"') => Ok(r.get(1..r.len() - 1)),
+                Some(_) => Err(()),
+            }
+        }
+        if let (Ok(st), Ok(reason), Ok(id)) = (plain(st), plain(reason), plain(id)) {
+            let text = |s: Option<&str>| s.map(|s| clip(s.to_string()));
+            return post_outcome(st, text(reason), text(id));
+        }
+    }
+    post_answer_serde(body)
+}
+
+/// A 2xx post answer read by serde_json.
+fn post_answer_serde(body: &[u8]) -> PostOutcome {
     let answer: PostAnswer = match serde_json::from_slice(body) {
         Ok(a) => a,
         Err(_) => {
@@ -634,12 +654,23 @@ pub fn parse_post_answer(status: u16, body: &[u8]) -> PostOutcome {
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    match answer.status.as_ref().and_then(Value::as_str) {
-        Some(s) if s.eq_ignore_ascii_case("accepted") => PostOutcome::Accepted {
-            buyer_lead_id: text(answer.buyer_lead_id),
-        },
+    post_outcome(
+        answer.status.as_ref().and_then(Value::as_str),
+        text(answer.reason),
+        text(answer.buyer_lead_id),
+    )
+}
+
+/// What a readable 2xx post answer means, from its `status`, `reason` and `buyer_lead_id`.
+fn post_outcome(
+    status: Option<&str>,
+    reason: Option<String>,
+    buyer_lead_id: Option<String>,
+) -> PostOutcome {
+    match status {
+        Some(s) if s.eq_ignore_ascii_case("accepted") => PostOutcome::Accepted { buyer_lead_id },
         Some(s) if s.eq_ignore_ascii_case("rejected") => PostOutcome::Rejected {
-            reason: text(answer.reason).unwrap_or_else(|| "rejected".into()),
+            reason: reason.unwrap_or_else(|| "rejected".into()),
         },
         _ => PostOutcome::Rejected {
             reason: "answer is neither accepted nor rejected".into(),

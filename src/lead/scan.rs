@@ -31,6 +31,28 @@ pub(super) fn bid_fields(body: &[u8]) -> Option<BidFields<'_>> {
     (skip_ws(b, end) == b.len()).then_some((bid, bid_id))
 }
 
+/// The raw JSON of a post answer's `status`, `reason` and `buyer_lead_id` (absent: `None`).
+pub(super) type PostFields<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+/// `status`, `reason` and `buyer_lead_id` of a flat object of plain values. `None` for anything
+/// else (nested values, escapes, a repeated field, invalid JSON or UTF-8).
+pub(super) fn post_fields(body: &[u8]) -> Option<PostFields<'_>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let b = text.as_bytes();
+    let (mut status, mut reason, mut id) = (None, None, None);
+    let end = object(text, skip_ws(b, 0), |key, start, end| {
+        let slot = match key {
+            "status" => &mut status,
+            "reason" => &mut reason,
+            "buyer_lead_id" => &mut id,
+            _ => return true,
+        };
+        // A repeated field is serde_json's error to report.
+        slot.replace(&text[start..end]).is_none()
+    })?;
+    (skip_ws(b, end) == b.len()).then_some((status, reason, id))
+}
+
 /// A seller's lead request whose members are plain: `campaign` a non-empty string, `source` a
 /// string or null, `test` a boolean or null, `lead` a flat object, `consent` a flat object or
 /// null, other members scalars. Each object's builder reserves the body's length, as the

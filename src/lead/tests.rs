@@ -365,6 +365,109 @@ fn serde_bid_fields(body: &[u8]) -> Option<(Option<String>, Option<String>)> {
 }
 
 #[test]
+fn post_answers_read_by_the_scan_read_as_serde_json_reads_them() {
+    for (body, scanned) in [
+        (&br#"{"status":"accepted","buyer_lead_id":"x1"}"#[..], true),
+        (
+            br#"{"status":"Rejected","reason":"duplicate","x":[1]}"#,
+            false,
+        ),
+        (
+            br#" {"status" : "rejected" , "reason": null, "n": 1.5e3} "#,
+            true,
+        ),
+        (br#"{"status":"accepted","buyer_lead_id":12.50}"#, true),
+        (br#"{"status":"accepted","buyer_lead_id":"a\"b"}"#, false),
+        (br#"{"status":"accepted","status":"rejected"}"#, false),
+        (br#"{"status":"accepted","meta":{"a":1}}"#, false),
+        (br#"{"status":true}"#, true),
+        (br#"{}"#, true),
+        (b"ok", false),
+    ] {
+        assert_eq!(
+            scan::post_fields(body).is_some(),
+            scanned,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(
+            parse_post_answer(200, body),
+            post_answer_serde(body),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let long = format!(
+        r#"{{"status":"accepted","buyer_lead_id":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    assert_eq!(
+        parse_post_answer(200, long.as_bytes()),
+        post_answer_serde(long.as_bytes())
+    );
+    // Random answers built from JSON pieces, well and badly formed.
+    let pieces: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        " ",
+        "\"status\"",
+        "\"reason\"",
+        "\"buyer_lead_id\"",
+        "\"x\"",
+        "\"accepted\"",
+        "\"ACCEPTED\"",
+        "\"rejected\"",
+        "\"dup\"",
+        "\"a\\\"b\"",
+        "\"é\"",
+        "0",
+        "12.50",
+        "1e3",
+        "-",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+    ];
+    let mut rng = Rng(0x6A09_E667_F3BC_C908);
+    let mut scanned = 0;
+    for _ in 0..100_000 {
+        let mut body = String::new();
+        if rng.below(4) != 0 {
+            // Mostly object-shaped: members of known keys and values.
+            body.push('{');
+            for i in 0..rng.below(4) {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(pieces[7 + rng.below(4)]);
+                body.push(':');
+                body.push_str(pieces[11 + rng.below(pieces.len() - 11)]);
+            }
+            body.push('}');
+        } else {
+            for _ in 0..rng.below(10) {
+                body.push_str(pieces[rng.below(pieces.len())]);
+            }
+        }
+        scanned += usize::from(scan::post_fields(body.as_bytes()).is_some());
+        assert_eq!(
+            parse_post_answer(200, body.as_bytes()),
+            post_answer_serde(body.as_bytes()),
+            "{body}"
+        );
+    }
+    assert!(
+        scanned > 20_000,
+        "the random answers reach the scan ({scanned})"
+    );
+}
+
+#[test]
 fn the_flat_bid_scan_agrees_with_serde_wherever_it_answers() {
     let owned = |f: scan::BidFields<'_>| (f.0.map(str::to_string), f.1.map(str::to_string));
     // Answers the scan must read itself, and what it must leave to serde_json.
