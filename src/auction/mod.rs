@@ -225,6 +225,8 @@ pub struct Auction {
     post_attempts: usize,
     sales: Vec<Sale>,
     answer_seq: u32,
+    /// Posts answered, timed out or failed.
+    post_results: u32,
     bids: u32,
     closed_at: Option<Instant>,
     done_at: Option<Instant>,
@@ -264,6 +266,7 @@ impl Auction {
             post_attempts: 0,
             sales: Vec::new(),
             answer_seq: 0,
+            post_results: 0,
             bids: 0,
             closed_at: None,
             done_at: None,
@@ -393,7 +396,8 @@ impl Auction {
             response,
         };
         self.answer_seq += 1;
-        if self.slots.iter().all(|s| s.ping != PingState::Waiting) {
+        // Every slot leaves `Waiting` once, taking the next `answer_seq`.
+        if self.answer_seq as usize >= self.slots.len() {
             self.close(now);
         }
     }
@@ -450,6 +454,7 @@ impl Auction {
         };
         s.post = PostState::Done(outcome);
         s.post_done_at = Some(now);
+        self.post_results += 1;
         self.posts_in_flight -= 1;
         if self.posts_in_flight == 0 {
             if let Some(start) = self.post_wait_start.take() {
@@ -457,6 +462,16 @@ impl Auction {
             }
         }
         self.fill_posts(now);
+    }
+
+    /// How many pings have a result (answered or timed out): each slot's counts once.
+    pub fn ping_results(&self) -> u32 {
+        self.answer_seq
+    }
+
+    /// How many posts have a result (answered, timed out or failed).
+    pub fn post_results(&self) -> u32 {
+        self.post_results
     }
 
     pub fn post_result(&self, slot: Slot) -> Option<&PostOutcome> {

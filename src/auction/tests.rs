@@ -233,6 +233,59 @@ fn a_late_answer_after_the_close_is_ignored() {
 }
 
 #[test]
+fn results_are_counted_once_per_slot_as_they_come() {
+    // The shell journals a ping or post result when these counts move past what it wrote.
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let bid = |cents| PingOutcome::Bid {
+        cents,
+        bid_id: None,
+    };
+    let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[1, 2, 3]);
+    while a.poll_action().is_some() {}
+    assert_eq!((a.ping_results(), a.post_results()), (0, 0));
+    a.on_ping_result(2, at(5), bid(700));
+    a.on_ping_result(2, at(6), bid(900));
+    assert_eq!(
+        a.ping_results(),
+        1,
+        "a second answer for a slot is not counted"
+    );
+    a.on_ping_result(0, at(7), bid(800));
+    assert_eq!(a.ping_results(), 2);
+    assert!(!a.is_closed());
+    // The deadline: the third slot times out, all three have a result.
+    a.on_timeout(at(800));
+    assert_eq!(a.ping_results(), 3);
+    assert!(a.is_closed());
+    a.on_ping_result(1, at(801), bid(99_999));
+    assert_eq!(
+        a.ping_results(),
+        3,
+        "an answer after the close is not counted"
+    );
+    // Slot 0 (800) is posted first; its rejection cascades to slot 2 (700).
+    let rejected = || PostOutcome::Rejected {
+        reason: "no".into(),
+    };
+    a.on_post_result(1, at(805), rejected());
+    assert_eq!(a.post_results(), 0, "slot 1 was never posted");
+    a.on_post_result(0, at(810), rejected());
+    assert_eq!(a.post_results(), 1);
+    a.on_post_result(0, at(811), rejected());
+    assert_eq!(a.post_results(), 1, "one result per post");
+    a.on_post_result(
+        2,
+        at(820),
+        PostOutcome::Accepted {
+            buyer_lead_id: None,
+        },
+    );
+    assert_eq!(a.post_results(), 2);
+    assert_eq!(a.outcome().status, Status::Sold);
+}
+
+#[test]
 fn timeout_before_deadline_does_nothing() {
     let t0 = Instant::now();
     let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[1]);

@@ -142,6 +142,13 @@ struct Lead {
     close_from_plan: bool,
     /// Per slot, what of it is in the journal: `PING_JOURNALED`, `POST_JOURNALED`.
     journaled: Vec<u8>,
+    /// Ping and post results in the journal, against the auction's counts: the slots are
+    /// searched for new results only when these fall behind.
+    pings_journaled: u32,
+    posts_journaled: u32,
+    /// The slot whose answer is the one ping result not yet journaled, when that is known:
+    /// journaling it then needs no search of the slots.
+    ping_hint: Option<crate::auction::Slot>,
     /// What the seller earns, summed sale by sale.
     payout_cents: i64,
     sales: u32,
@@ -1040,6 +1047,9 @@ impl Worker {
             reservations: (0..slots).map(|_| None).collect(),
             close_journaled: from_plan,
             journaled: vec![0; slots],
+            pings_journaled: 0,
+            posts_journaled: 0,
+            ping_hint: None,
             fallback_done: false,
             prior: None,
             close_from_plan: from_plan,
@@ -1413,8 +1423,17 @@ impl Worker {
         };
         let snap = &lead.gen.rt.snap;
         // Bids from a held ping or fixed prices were journaled by the auction they came from.
-        if !lead.close_from_plan {
-            for s in 0..lead.auction.slots() {
+        let results = lead.auction.ping_results();
+        if !lead.close_from_plan && lead.pings_journaled < results {
+            // The usual case, one answer since the last call, is that answer's slot; otherwise
+            // (timeouts at the close, failures) every slot is looked at.
+            let hint = lead.ping_hint.take();
+            let one = hint.filter(|_| lead.pings_journaled + 1 == results);
+            let slots = match one {
+                Some(s) => s..s + 1,
+                None => 0..lead.auction.slots(),
+            };
+            for s in slots {
                 let Some((o, rt)) = lead.auction.ping_result(s) else {
                     continue;
                 };
@@ -1422,6 +1441,7 @@ impl Worker {
                     continue;
                 }
                 lead.journaled[s] |= PING_JOURNALED;
+                lead.pings_journaled += 1;
                 let (outcome, reason) = match o {
                     PingOutcome::Bid { cents, bid_id } => (
                         journal::PingOutcome::Bid {
@@ -1472,7 +1492,12 @@ impl Worker {
         let payout_rule = snap.sellers[lead.seller].payout;
         let campaign = &snap.campaigns[lead.campaign].id;
         let seller = &snap.sellers[lead.seller].id;
-        for slot in 0..lead.journaled.len() {
+        let post_slots = if lead.posts_journaled < lead.auction.post_results() {
+            0..lead.journaled.len()
+        } else {
+            0..0
+        };
+        for slot in post_slots {
             if lead.journaled[slot] & POST_JOURNALED != 0 {
                 continue;
             }
@@ -1480,6 +1505,7 @@ impl Worker {
                 continue;
             };
             lead.journaled[slot] |= POST_JOURNALED;
+            lead.posts_journaled += 1;
             let buyer = &snap.buyers[lead.auction.buyer(slot)].id;
             let price = lead.auction.post_price(slot);
             let (accepted, reason, buyer_lead_id) = match o {
@@ -1926,6 +1952,8 @@ impl Worker {
         lead.slot_conn = vec![None; slots];
         lead.reservations = (0..slots).map(|_| None).collect();
         lead.journaled = vec![0; slots];
+        lead.posts_journaled = 0;
+        lead.ping_hint = None;
         lead.close_journaled = true;
         self.dirty.push(key);
         true
@@ -2353,6 +2381,7 @@ impl Worker {
                     let codec = lead.gen.rt.snap.buyers[lead.auction.buyer(job.slot)]
                         .codec
                         .clone();
+                    let results = lead.auction.ping_results();
                     match (job.kind, codec) {
                         (JobKind::Ping, None) => lead.auction.on_ping_result(
                             job.slot,
@@ -2372,6 +2401,9 @@ impl Worker {
                             lead.auction
                                 .on_post_result(job.slot, now, c.parse_post(status, &body))
                         }
+                    }
+                    if lead.auction.ping_results() == results + 1 {
+                        lead.ping_hint = Some(job.slot);
                     }
                     self.dirty.push(job.lead);
                 }
