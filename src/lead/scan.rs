@@ -272,7 +272,8 @@ fn skip_ws(b: &[u8], mut at: usize) -> usize {
 }
 
 /// Eight bytes at a time: a set high bit in each byte of `v` below 0x20 or equal to `"` or
-/// `\` (exact as to whether there is one; a chunk with any is then read byte by byte).
+/// `\`. Exact as to whether there is one, and the lowest set bit is in the first such byte
+/// (a borrow can flag a byte above a special one, never below).
 pub(super) fn special_bytes(v: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -307,8 +308,12 @@ fn string_end(b: &[u8], at: usize) -> Option<usize> {
     while let Some(chunk) = b.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        if special_bytes(u64::from_le_bytes(word)) != 0 {
-            break;
+        let special = special_bytes(u64::from_le_bytes(word));
+        if special != 0 {
+            // The lowest flagged byte is the first special one: the string ends there if it is
+            // the closing quote, and is not plain otherwise.
+            let j = i + (special.trailing_zeros() / 8) as usize;
+            return (b.get(j) == Some(&b'"')).then_some(j + 1);
         }
         i += 8;
     }
