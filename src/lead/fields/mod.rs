@@ -649,15 +649,7 @@ impl FieldsBuilder {
         self.text.push_str(key);
         self.text.push_str("\":");
         self.text.push_str(value_json);
-        let entry = Entry {
-            start: start as u32,
-            key_len: key.len() as u32 + 2,
-            val_len: value_json.len() as u32,
-            kind: Kind::of(value),
-            escaped: false,
-            tag: key_tag(key),
-        };
-        self.add(key, entry, None);
+        self.add_plain(key, value, start, value_json.len());
         true
     }
 
@@ -674,16 +666,23 @@ impl FieldsBuilder {
         }
         let start = self.member_start();
         self.text.push_str(member);
+        self.add_plain(key, value, start, member.len() - key.len() - 3);
+        true
+    }
+
+    /// The entry of a member without escapes just written at `start` (`"key":` and a value of
+    /// `val_len` bytes).
+    #[inline(always)]
+    fn add_plain(&mut self, key: &str, value: Field<'_>, start: usize, val_len: usize) {
         let entry = Entry {
             start: start as u32,
             key_len: key.len() as u32 + 2,
-            val_len: (member.len() - key.len() - 3) as u32,
+            val_len: val_len as u32,
             kind: Kind::of(value),
             escaped: false,
             tag: key_tag(key),
         };
         self.add(key, entry, None);
-        true
     }
 
     /// Where the next member starts, after its separating comma.
