@@ -695,3 +695,44 @@ accepted_values = ["Matched", "Accepted"]
         head
     );
 }
+
+#[test]
+fn a_busy_polling_exchange_sells_and_still_closes_at_the_deadline() {
+    // Spinning 10 ms after every event (the most allowed): the workers' timers must still fire
+    // at the deadline, and shutdown must not wait on a spinning loop.
+    let fleet = Fleet::start(vec![bidder("slow", 50000, 2000), bidder("quick", 3000, 1)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nbusy_poll_us = 10000",
+    );
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let v = c.lead(LEAD).json();
+        let took = t.elapsed();
+        assert_eq!(v["status"], "sold", "{v}");
+        assert_eq!(sales(&v), vec![("quick".to_string(), 30.0)]);
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_millis(300 + 50),
+            "answered after {took:?}"
+        );
+    }
+    // Several sellers at once, each answered.
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| ex.client().lead(LEAD).json()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for v in answers {
+        assert_eq!(v["status"], "sold", "{v}");
+    }
+    let t = Instant::now();
+    drop(ex);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "stopped after {:?}",
+        t.elapsed()
+    );
+}

@@ -383,6 +383,7 @@ def config_text(buyers: list[tuple[str, tuple[str, str]]], workers: int, listen:
         "max_body_bytes = 65536",
         "max_in_flight = 10000",
         "max_connections = 20000",
+        f"busy_poll_us = {BUSY_POLL_US}",
         "",
         "[admin]",
         f'token = "{ADMIN_TOKEN}"',
@@ -436,6 +437,8 @@ STEP_TIMING = False
 
 # A command the exchange runs under (tools/callgrind.py sets `valgrind --tool=callgrind ...`).
 EXCHANGE_WRAPPER: list[str] = []
+# `server.busy_poll_us` of the exchange's config (--busy-poll-us); 0 = the default, block at once.
+BUSY_POLL_US = 0
 
 
 def pinned(kind: str, argv: list[str]) -> list[str]:
@@ -1067,9 +1070,13 @@ def main() -> int:
     ap.add_argument("--step-timing", action="store_true",
                     help="run the exchange built with the step-timing feature (target/step-timing) "
                          "and record each worker's per-step wall-clock histograms in the JSON")
+    ap.add_argument("--busy-poll-us", type=int, default=0, metavar="US",
+                    help="the exchange's server.busy_poll_us: each worker polls without sleeping "
+                         "for this long after its last work (default 0)")
     args = ap.parse_args()
-    global STEP_TIMING
+    global STEP_TIMING, BUSY_POLL_US
     STEP_TIMING = args.step_timing
+    BUSY_POLL_US = args.busy_poll_us
     if args.exchange_fifo is not None:
         if shutil.which("chrt") is None:
             ap.error("--exchange-fifo needs chrt (util-linux)")

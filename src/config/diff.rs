@@ -118,6 +118,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> ConfigDiff {
         "server.engine_margin_ms",
         os.engine_margin_ms != ns.engine_margin_ms,
     );
+    check("server.busy_poll_us", os.busy_poll_us != ns.busy_poll_us);
     check("tls.ca_files", o.tls.ca_files != n.tls.ca_files);
     check("admin.token", o.admin.token != n.admin.token);
     ConfigDiff {

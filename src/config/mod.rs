@@ -28,6 +28,8 @@ use types::*;
 pub const MAX_WORKERS: usize = 256;
 pub const MAX_BODY_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// A worker spins at most 10 ms after its last work before it sleeps.
+pub const MAX_BUSY_POLL_US: u64 = 10_000;
 /// Seller-side ping-post: bids are held at most an hour.
 pub const MAX_HOLD_MS: u64 = 3_600_000;
 pub const MAX_BUYER_CONNECTIONS: usize = 4096;
@@ -190,6 +192,8 @@ pub struct Server {
     pub idle_timeout: Duration,
     pub head_timeout: Duration,
     pub engine_margin: Duration,
+    /// Zero: the worker blocks in `epoll_wait` as soon as it has nothing to do.
+    pub busy_poll: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
@@ -481,6 +485,12 @@ impl Validator<'_> {
         if s.engine_margin_ms > 1000 {
             self.err("server.engine_margin_ms".into(), "at most 1000 ms");
         }
+        if s.busy_poll_us > MAX_BUSY_POLL_US {
+            self.err(
+                "server.busy_poll_us".into(),
+                format!("at most {MAX_BUSY_POLL_US} us"),
+            );
+        }
         let tls = s
             .tls
             .as_ref()
@@ -510,6 +520,7 @@ impl Validator<'_> {
             idle_timeout,
             head_timeout,
             engine_margin: Duration::from_millis(s.engine_margin_ms),
+            busy_poll: Duration::from_micros(s.busy_poll_us),
             tls,
         };
 

@@ -509,3 +509,30 @@ fn a_shared_leads_payout_is_the_share_of_its_whole_price_rounded_down_once() {
     assert_eq!(fixed.for_sale(0, 1_250, true), 2_000);
     assert_eq!(fixed.for_sale(1_250, 900, false), 0);
 }
+
+#[test]
+fn busy_polling_is_off_by_default_and_bounded() {
+    let snap = parse(CONTRACT).unwrap();
+    assert_eq!(snap.server.busy_poll, Duration::ZERO);
+    let on = CONTRACT.replace(
+        "max_in_flight = 10000",
+        "max_in_flight = 10000\nbusy_poll_us = 250",
+    );
+    assert_eq!(
+        parse(&on).unwrap().server.busy_poll,
+        Duration::from_micros(250)
+    );
+    let text = CONTRACT.replace(
+        "max_in_flight = 10000",
+        "max_in_flight = 10000\nbusy_poll_us = 10001",
+    );
+    let issues = invalid(&text);
+    assert_eq!(issues[0].key, "server.busy_poll_us", "{issues:?}");
+    assert!(issues[0].message.contains("10000"), "{issues:?}");
+    let expected_line = text
+        .lines()
+        .position(|l| l.starts_with("busy_poll_us"))
+        .unwrap()
+        + 1;
+    assert_eq!(issues[0].line, Some(expected_line));
+}

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// Time the engine keeps for itself out of the ping window (told to buyers as less `timeout_ms`).
     #[serde(default = "default_engine_margin_ms")]
     pub engine_margin_ms: u64,
+    /// After a loop turn with work, a worker polls its sockets without sleeping for this long
+    /// before it blocks; 0 = always block. For a host whose cores belong to the exchange.
+    #[serde(default)]
+    pub busy_poll_us: u64,
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
 }

@@ -185,6 +185,8 @@ pub struct Worker {
     /// The seller listener's TLS config (`[server.tls]`), shared by all workers.
     seller_tls: Option<Arc<rustls::ServerConfig>>,
     now: Instant,
+    /// The last loop turn that had events (`server.busy_poll_us` spins from here).
+    last_work: Instant,
     next_housekeeping: Instant,
     /// Set once the process is asked to stop: no new leads, the ones in flight finish, then the
     /// loop ends (at the latest at this instant).
@@ -362,6 +364,7 @@ impl Worker {
             limits: Limits::with_max_body_bytes(snap.server.max_body_bytes),
             seller_tls: snap.seller_tls.clone(),
             now,
+            last_work: now,
             next_housekeeping: now,
             drain_until: None,
         })
@@ -394,23 +397,16 @@ impl Worker {
                 .map(|Reverse((t, _, _))| *t)
                 .unwrap_or(self.next_housekeeping)
                 .min(self.next_housekeeping);
-            // A deadline close at hand is left to the timerfd, which wakes the loop to the
-            // microsecond; a far one to the poll timeout (whole milliseconds, woken a little
-            // early), which spares a timerfd_settime per loop turn.
-            let until = next.saturating_duration_since(Instant::now());
-            let timeout = if until <= PRECISE_TIMER_WITHIN {
-                self.timer.arm(next);
-                until + Duration::from_millis(1)
-            } else {
-                until - Duration::from_millis(1)
-            };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = self.wait(&mut events, next) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 break;
             }
             self.now = Instant::now();
+            if !events.is_empty() {
+                self.last_work = self.now;
+            }
             // A reload: one atomic load per loop turn, before any of this turn's requests.
             if self.shared.generation() != self.gen.rt.generation {
                 self.adopt();
@@ -443,6 +439,38 @@ impl Worker {
             }
         }
         steps::dump(self.id);
+    }
+
+    /// Wait for the next events, or until `next` (a timer's deadline) comes. With
+    /// `server.busy_poll_us` set, a worker that had work within that window polls without
+    /// sleeping first: the next event is taken at once, on a core whose caches still hold the
+    /// exchange, instead of after a wake-up.
+    fn wait(&mut self, events: &mut Events, next: Instant) -> io::Result<()> {
+        let busy = self.gen.rt.snap.server.busy_poll;
+        if !busy.is_zero() {
+            let spin_until = (self.last_work + busy).min(next);
+            loop {
+                self.poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() || Instant::now() >= spin_until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if !events.is_empty() {
+                return Ok(());
+            }
+        }
+        // A deadline close at hand is left to the timerfd, which wakes the loop to the
+        // microsecond; a far one to the poll timeout (whole milliseconds, woken a little
+        // early), which spares a timerfd_settime per loop turn.
+        let until = next.saturating_duration_since(Instant::now());
+        let timeout = if until <= PRECISE_TIMER_WITHIN {
+            self.timer.arm(next);
+            until + Duration::from_millis(1)
+        } else {
+            until - Duration::from_millis(1)
+        };
+        self.poll.poll(events, Some(timeout))
     }
 
     /// Stop taking new leads: the listener is closed (the other workers' listeners close too,
