@@ -212,14 +212,19 @@ impl RequestDecoder {
     ) -> Result<Decoded<RequestHead>, Error> {
         let mut pos = 0;
         if let RequestState::Head = self.state {
-            let (skip, end) = self.scan.scan(input, self.limits.max_head_bytes)?;
-            pos += skip;
-            let Some(end) = end else {
-                self.partial = pos < input.len();
-                return Ok(Decoded::NeedMore { consumed: pos });
+            let (end, (head, framing)) = match self.quick_head(input) {
+                Some(quick) => quick,
+                None => {
+                    let (skip, end) = self.scan.scan(input, self.limits.max_head_bytes)?;
+                    pos += skip;
+                    let Some(end) = end else {
+                        self.partial = pos < input.len();
+                        return Ok(Decoded::NeedMore { consumed: pos });
+                    };
+                    (end, self.parse_head(&input[pos..pos + end])?)
+                }
             };
             let head_bytes = &input[pos..pos + end];
-            let (head, framing) = self.parse_head(head_bytes)?;
             let used_head = self.scan.skipped + end;
             self.scan.reset();
             self.partial = false;
@@ -265,6 +270,32 @@ impl RequestDecoder {
             }),
             RequestState::Head => Err(Error::InvalidHead),
         }
+    }
+
+    /// The usual request: a whole, valid head at the front of a fresh read, parsed in one pass
+    /// without first scanning for its end. `None` for anything else (a head still arriving,
+    /// blank lines before it, a head over the limits or in error), which the scan and
+    /// [`Self::parse_head`] then settle, so every error and every limit is exactly theirs.
+    fn quick_head(&self, input: &[u8]) -> Option<(usize, (RequestHead, Framing))> {
+        if self.scan.skipped != 0 || self.scan.resume != 0 {
+            return None;
+        }
+        if matches!(input.first(), None | Some(b'\r' | b'\n')) {
+            return None;
+        }
+        let mut slots = header_slots();
+        let mut req = httparse::Request::new(&mut []);
+        let n = self.limits.header_slots();
+        let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            input,
+            &mut slots[..n],
+        ) {
+            Ok(httparse::Status::Complete(len)) if len <= self.limits.max_head_bytes => len,
+            _ => return None,
+        };
+        let parsed = head::request_head(&req, self.limits.max_body_bytes).ok()?;
+        Some((len, parsed))
     }
 
     fn parse_head(&self, bytes: &[u8]) -> Result<(RequestHead, Framing), Error> {
