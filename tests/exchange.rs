@@ -21,6 +21,13 @@ fn rejecting_bidder(name: &str, cents: i64) -> BuyerSpec {
     })
 }
 
+/// One lead on `c`: the answer and how long it took.
+fn timed_lead(c: &mut Client) -> (Value, Duration) {
+    let t = Instant::now();
+    let v = c.lead(LEAD).json();
+    (v, t.elapsed())
+}
+
 fn sales(v: &Value) -> Vec<(String, f64)> {
     let mut s: Vec<(String, f64)> = v["sales"]
         .as_array()
@@ -572,9 +579,7 @@ fn hostile_buyers_cost_only_their_own_bid() {
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
     for _ in 0..3 {
-        let t = Instant::now();
-        let v = c.lead(LEAD).json();
-        let took = t.elapsed();
+        let (v, took) = timed_lead(&mut c);
         assert_eq!(sales(&v), vec![("honest".to_string(), 25.0)], "{}", v);
         assert_eq!(v["bids"], 1);
         assert!(
@@ -708,9 +713,7 @@ fn a_busy_polling_exchange_sells_and_still_closes_at_the_deadline() {
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
     for _ in 0..3 {
-        let t = Instant::now();
-        let v = c.lead(LEAD).json();
-        let took = t.elapsed();
+        let (v, took) = timed_lead(&mut c);
         assert_eq!(v["status"], "sold", "{v}");
         assert_eq!(sales(&v), vec![("quick".to_string(), 30.0)]);
         assert!(

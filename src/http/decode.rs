@@ -109,6 +109,14 @@ impl HeadScan {
         }
     }
 
+    /// Nothing of this head scanned yet, and a start line (not a blank line) at the front of
+    /// `input`: the case a one-pass parse of the whole head may try.
+    fn fresh(&self, input: &[u8]) -> bool {
+        self.skipped == 0
+            && self.resume == 0
+            && !matches!(input.first(), None | Some(b'\r' | b'\n'))
+    }
+
     /// Starts over for the next head.
     fn reset(&mut self) {
         *self = HeadScan::default();
@@ -277,10 +285,7 @@ impl RequestDecoder {
     /// blank lines before it, a head over the limits or in error), which the scan and
     /// [`Self::parse_head`] then settle, so every error and every limit is exactly theirs.
     fn quick_head(&self, input: &[u8]) -> Option<(usize, (RequestHead, Framing))> {
-        if self.scan.skipped != 0 || self.scan.resume != 0 {
-            return None;
-        }
-        if matches!(input.first(), None | Some(b'\r' | b'\n')) {
+        if !self.scan.fresh(input) {
             return None;
         }
         let mut slots = header_slots();
@@ -520,10 +525,7 @@ impl ResponseDecoder {
     /// head that drips in is scanned once, not parsed again at every read.
     #[allow(clippy::type_complexity)]
     fn quick_head(&self, input: &[u8]) -> Option<(usize, Option<(ResponseHead, Framing)>)> {
-        if self.scan.skipped != 0 || self.scan.resume != 0 {
-            return None;
-        }
-        if matches!(input.first(), None | Some(b'\r' | b'\n')) {
+        if !self.scan.fresh(input) {
             return None;
         }
         let mut slots = header_slots();
