@@ -322,6 +322,59 @@ fn a_buyer_that_is_down_costs_only_its_own_bid() {
 }
 
 #[test]
+fn a_buyer_back_after_an_outage_is_pinged_again_within_the_backoff() {
+    // The buyer's port is free while it is "down"; later a buyer bidding more listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fleet = Fleet::start(vec![bidder("alive", 2500, 1)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"phoenix\"\ncampaigns = [\"auto\"]\nping_url = \"http://127.0.0.1:{port}/ping\"\npost_url = \"http://127.0.0.1:{port}/post\"\nmin_idle = 1\n"
+    ));
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    // Seven seconds down, with leads coming: every failed connect doubles the backoff, from
+    // 50 ms up to its cap.
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(7) {
+        let v = c.lead(LEAD).json();
+        assert_eq!(sales(&v), vec![("alive".to_string(), 25.0)], "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let back = Fleet::start_with(
+        vec![bidder("phoenix", 6000, 1)],
+        gavel::sim::buyer::FleetOptions {
+            base_port: Some(port),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let up = Instant::now();
+    let recovered = loop {
+        let v = c.lead(LEAD).json();
+        if sales(&v) == vec![("phoenix".to_string(), 60.0)] {
+            break up.elapsed();
+        }
+        assert_eq!(sales(&v), vec![("alive".to_string(), 25.0)], "{v}");
+        assert!(
+            up.elapsed() < Duration::from_secs(10),
+            "the buyer was never used again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The backoff is at most 1 s; the rest is slack for a loaded machine. (A cap of 5 s would
+    // keep the buyer out for about 4 s here.)
+    assert!(
+        recovered < Duration::from_millis(2500),
+        "back after {recovered:?}"
+    );
+    assert!(back.pings(0) >= 1);
+}
+
+#[test]
 fn auth_and_error_codes() {
     let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();
     let ex = Exchange::start(&config(&fleet, "", |_| String::new()));

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 pub const MAX_WAITERS_PER_POOL: usize = 4096;
 /// First reconnect delay after a failed connect; doubles up to `MAX_BACKOFF`.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest a buyer that is back up can go unused: leads missed after an outage are the
+/// buyer's lost revenue and the seller's, against one failed connect a second per worker while
+/// it stays down.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// A connect that has not completed by then is abandoned.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A draining connection whose late answer has not come by then is closed.
