@@ -339,8 +339,10 @@ fn dollars(c: Cents) -> Value {
     serde_json::from_str(&dollars_string(c)).unwrap_or(Value::Null)
 }
 
+/// Percentiles as `/v1/stats` gives them: the 99.9th under both `p99.9` (the name the operator
+/// reads everywhere else) and `p999` (a key without a dot, for tools that split paths on dots).
 fn pct_json(p: &Percentiles) -> Value {
-    json!({"count": p.count, "p50": p.p50, "p90": p.p90, "p99": p.p99, "p999": p.p999, "max": p.max, "mean": p.mean})
+    json!({"count": p.count, "p50": p.p50, "p90": p.p90, "p99": p.p99, "p99.9": p.p999, "p999": p.p999, "max": p.max, "mean": p.mean})
 }
 
 /// `GET /v1/stats`: per campaign and per buyer counters, money in dollars, latency percentiles.

@@ -172,14 +172,15 @@ fn stats_metrics_pause_and_resume() {
         for k in ["bids", "no_bids", "timeouts", "errors", "invalid"] {
             assert!(s["buyers"][b][k].is_u64(), "{b}.{k}: {s}");
         }
-        for k in ["p50", "p90", "p99"] {
+        for k in ["p50", "p90", "p99", "p99.9", "max"] {
             assert!(s["buyers"][b]["response_us"][k].is_u64(), "{b}.{k}: {s}");
         }
     }
     assert_eq!(s["overhead_us"]["count"], 3);
-    for k in ["p50", "p90", "p99", "p999", "max"] {
+    for k in ["p50", "p90", "p99", "p99.9", "p999", "max"] {
         assert!(s["overhead_us"][k].is_u64(), "{k}: {s}");
     }
+    assert_eq!(s["overhead_us"]["p99.9"], s["overhead_us"]["p999"]);
     assert!(s["overhead_us"]["p99"].as_u64().is_some());
     // The overhead's stages cover the same leads, and none exceeds the whole.
     for stage in ["intake", "close", "answer"] {
