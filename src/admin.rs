@@ -33,7 +33,12 @@ pub struct Admin {
 
 /// Start the operator API; the thread lives as long as the process.
 pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Result<Admin> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} (operator API): {e}"),
+        )
+    })?;
     let local_addr = listener.local_addr()?;
     let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()

@@ -160,7 +160,8 @@ fn serve(path: &std::path::Path) -> i32 {
     let handle = match crate::net::start(snap.clone()) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("gavel: cannot listen on {}: {}", snap.server.listen, e);
+            // The error names what failed: a listener and its address, or the journal.
+            eprintln!("gavel: cannot start: {e}");
             return 1;
         }
     };

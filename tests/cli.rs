@@ -227,3 +227,67 @@ fn serve_runs_the_exchange_from_a_config_file() {
     assert_eq!(v["price"], 42.5);
     assert_eq!(v["payout"], 34.0);
 }
+
+#[test]
+fn serve_says_which_listener_or_journal_stops_it_from_starting() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let dir = temp_dir("serve-fails");
+    // The operator port is taken by someone else.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let path = dir.join("admin-taken.toml");
+    std::fs::write(
+        &path,
+        config(&fleet, "", |_| String::new()).replace(
+            "workers = 1",
+            &format!("workers = 1\nadmin_listen = \"{taken_addr}\""),
+        ),
+    )
+    .unwrap();
+    let out = gavel()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {taken_addr} (operator API)")),
+        "{err}"
+    );
+
+    // The journal is held by a running exchange: the second one names the journal, not a port.
+    let path = dir.join("shared-journal.toml");
+    std::fs::write(&path, config(&fleet, "", |_| String::new())).unwrap();
+    let mut first = gavel()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(first.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut up = false;
+    for _ in 0..20 {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains("serving sellers on ") {
+            up = true;
+            break;
+        }
+    }
+    let second = gavel()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(up, "the first exchange did not start: {line}");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("open for writing by another process"), "{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+}

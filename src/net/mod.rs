@@ -332,11 +332,15 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// all workers).
 pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let workers = snap.server.workers.max(1);
-    let first = bind_reuseport(snap.server.listen)?;
+    let cannot_listen = |addr: SocketAddr, e: io::Error| {
+        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+    };
+    let first =
+        bind_reuseport(snap.server.listen).map_err(|e| cannot_listen(snap.server.listen, e))?;
     let local_addr = first.local_addr()?;
     let mut listeners = vec![first];
     for _ in 1..workers {
-        listeners.push(bind_reuseport(local_addr)?);
+        listeners.push(bind_reuseport(local_addr).map_err(|e| cannot_listen(local_addr, e))?);
     }
     let caps = caps_for(&snap);
     let dedupe = Arc::new(DedupeIndex::new(dedupe_entries(&snap)));
