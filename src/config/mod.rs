@@ -266,10 +266,43 @@ pub struct Buyer {
     pub paused: bool,
 }
 
-/// Things in a valid config that the running exchange cannot act on, for the operator to see.
-/// (None today: every validated key is acted on.)
-pub fn warnings(_snap: &Snapshot) -> Vec<String> {
-    Vec::new()
+/// Things in a valid config that the operator should look at: a seller paid a fixed amount per
+/// sold lead on a campaign whose leads may sell for less (a reserve price, or a fixed-price
+/// buyer, below the payout), so that the exchange pays out more than it takes in for such leads.
+pub fn warnings(snap: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &snap.sellers {
+        let Payout::Fixed(fixed) = s.payout else {
+            continue;
+        };
+        for &ci in &s.campaigns {
+            let Some(c) = snap.campaigns.get(ci) else {
+                continue;
+            };
+            let fixed_prices = c
+                .buyers
+                .iter()
+                .filter_map(|&b| snap.buyers.get(b).and_then(|b| b.price_cents));
+            let lowest = match (c.method, c.fallback) {
+                (Method::PingPost, None) => Some(c.reserve_cents),
+                (Method::PingPost, Some(_)) => {
+                    fixed_prices.chain(std::iter::once(c.reserve_cents)).min()
+                }
+                _ => fixed_prices.min(),
+            };
+            if let Some(low) = lowest.filter(|&low| low < fixed) {
+                out.push(format!(
+                    "seller {}: payout_fixed {} is more than campaign {} may sell a lead for \
+                     ({}): such a sale pays the seller more than buyers pay",
+                    s.id,
+                    crate::money::usd(fixed),
+                    c.id,
+                    crate::money::usd(low)
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The validated, immutable configuration.

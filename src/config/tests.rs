@@ -536,3 +536,31 @@ fn busy_polling_is_off_by_default_and_bounded() {
         + 1;
     assert_eq!(issues[0].line, Some(expected_line));
 }
+
+#[test]
+fn a_fixed_payout_above_what_a_lead_may_sell_for_is_warned_about() {
+    // The example: blue-leads is paid $20.00 per sold lead on a campaign with a $5.00 reserve.
+    let snap = match parse(CONTRACT) {
+        Ok(s) => s,
+        Err(e) => panic!("contract example must load: {}", e),
+    };
+    let w = warnings(&snap);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("seller blue-leads: payout_fixed $20.00")
+            && w[0].contains("campaign auto-insurance")
+            && w[0].contains("($5.00)"),
+        "{w:?}"
+    );
+    // A reserve at the payout leaves the fallback's fixed-price buyer ($18.00) below it.
+    let text = CONTRACT.replace("reserve_price = 5.00", "reserve_price = 20.00");
+    let w = warnings(&parse(&text).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("($18.00)"), "{w:?}");
+    // Without the fallback nothing sells below $20.00: no warning.
+    let text = text.replace("fallback = \"waterfall\"", "fallback = \"none\"");
+    assert_eq!(warnings(&parse(&text).unwrap()), Vec::<String>::new());
+    // A share of the price never pays out more than the price.
+    let text = CONTRACT.replace("payout_fixed = 20.00", "payout_share = 0.5");
+    assert_eq!(warnings(&parse(&text).unwrap()), Vec::<String>::new());
+}
