@@ -78,7 +78,7 @@ pub fn run_to(cmd: JournalCmd, out: &mut dyn Write, err: &mut dyn Write) -> i32 
         | JournalCmd::Verify { dir } => dir.clone(),
     };
     if !dir.is_dir() {
-        let _ = writeln!(err, "error: journal directory {} not found", dir.display());
+        let _ = writeln!(err, "gavel: journal directory {} not found", dir.display());
         return EXIT_USAGE;
     }
     match cmd {
@@ -90,7 +90,7 @@ pub fn run_to(cmd: JournalCmd, out: &mut dyn Write, err: &mut dyn Write) -> i32 
 }
 
 fn report_error(err: &mut dyn Write, e: &JournalError) -> i32 {
-    let _ = writeln!(err, "error: {e}");
+    let _ = writeln!(err, "gavel: {e}");
     match e {
         JournalError::NotFound(_) => EXIT_USAGE,
         _ => EXIT_FAILURE,
@@ -203,9 +203,9 @@ fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> 
         }
     }
     if entries.is_empty() {
-        let _ = writeln!(err, "error: lead {lead_id} not found in {}", dir.display());
+        let _ = writeln!(err, "gavel: lead {lead_id} not found in {}", dir.display());
         if let Some(e) = damage {
-            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(err, "gavel: {e}");
         }
         return EXIT_FAILURE;
     }
