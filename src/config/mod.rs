@@ -279,17 +279,15 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
             let Some(c) = snap.campaigns.get(ci) else {
                 continue;
             };
-            let fixed_prices = c
-                .buyers
-                .iter()
-                .filter_map(|&b| snap.buyers.get(b).and_then(|b| b.price_cents));
-            let lowest = match (c.method, c.fallback) {
-                (Method::PingPost, None) => Some(c.reserve_cents),
-                (Method::PingPost, Some(_)) => {
-                    fixed_prices.chain(std::iter::once(c.reserve_cents)).min()
-                }
-                _ => fixed_prices.min(),
-            };
+            let buyers = || c.buyers.iter().filter_map(|&b| snap.buyers.get(b));
+            // The auction sells at a bid of at least the reserve (and at least a cent), when
+            // some buyer is pinged; fixed-price distribution, or the fallback, at a buyer's price.
+            let auction_low = (c.method == Method::PingPost && buyers().any(|b| b.ping.is_some()))
+                .then(|| c.reserve_cents.max(1));
+            let fixed_low = (c.method != Method::PingPost || c.fallback.is_some())
+                .then(|| buyers().filter_map(|b| b.price_cents).min())
+                .flatten();
+            let lowest = auction_low.into_iter().chain(fixed_low).min();
             if let Some(low) = lowest.filter(|&low| low < fixed) {
                 out.push(format!(
                     "seller {}: payout_fixed {} is more than campaign {} may sell a lead for \
