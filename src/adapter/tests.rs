@@ -648,3 +648,46 @@ fn compile_refuses_what_it_cannot_honour() {
     let msg: String = compile_err(r#"request = "soap""#).into();
     assert!(msg.contains("adapter.request"), "{}", msg);
 }
+
+/// Whatever a buyer answers, reading it neither panics nor yields a bid outside (0, $10M].
+#[test]
+fn mutated_answers_are_read_without_panic_and_bids_stay_in_range() {
+    let xml = legacy();
+    let json = adapter(
+        r#"response = "json"
+bid_path = "/result/offer/amount"
+bid_id_path = "/result/offer/id"
+accepted_path = "/result/state"
+accepted_values = ["OK"]
+reason_path = "/result/why"
+"#,
+    );
+    let xml_answers: [&[u8]; 3] = [
+        br#"<?xml version="1.0"?><response><status>Matched</status><price>42.50</price><lead_id>LX-9</lead_id></response>"#,
+        b"<response><![CDATA[x]]><!-- c --><price>1&amp;2</price><error>dup &lt;x&gt;</error></response>",
+        b"\xEF\xBB\xBF<response a='1' b=\"2\"><price/><status>Accepted</status></response>",
+    ];
+    let json_answers: [&[u8]; 2] = [
+        br#"{"result": {"offer": {"amount": 12.34, "id": 77}, "state": "OK"}}"#,
+        br#"{"result": {"offer": {"amount": "9.5", "id": "a\"b\u00e9"}, "state": "no", "why": ["x", {"y": null}]}}"#,
+    ];
+    const SPECIAL: &[u8] = b"<>/=&;!?[]-\"'{}:,.0123456789e+-\\ \x00\xc3\xa9";
+    let mut rng = crate::test_rng::Rng(0x510E_527F_ADE6_82D1);
+    for round in 0..40_000 {
+        let (a, base) = if round % 2 == 0 {
+            (&xml, xml_answers[round / 2 % xml_answers.len()])
+        } else {
+            (&json, json_answers[round / 2 % json_answers.len()])
+        };
+        let answer = rng.mutate(base, SPECIAL);
+        if let PingOutcome::Bid { cents, .. } = a.parse_bid(200, &answer) {
+            assert!(
+                cents > 0 && cents <= crate::money::MAX_CENTS,
+                "{cents} from {:?}",
+                text(&answer)
+            );
+        }
+        // A post's answer is read the same way; any outcome will do, so long as it is one.
+        let _ = a.parse_post(200, &answer);
+    }
+}

@@ -1540,3 +1540,89 @@ fn token_characters_are_exactly_those_of_rfc_9110() {
     want.sort_unstable();
     assert_eq!(tchars, want);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mutated input: whatever the bytes, no panic, the limits hold, and how the bytes are split
+// across reads changes nothing.
+// ---------------------------------------------------------------------------------------------
+
+/// The bytes HTTP framing turns on, for mutations to insert.
+const FRAMING: &[u8] = b"\r\n:; \t0123456789abcdefABCDEF,-\"\x00\x7f\xff";
+
+fn assert_within_limits<H>(limits: Limits, outcome: &Outcome<H>, what: &[u8]) {
+    for (_, body) in &outcome.messages {
+        assert!(
+            body.len() <= limits.max_body_bytes,
+            "a body of {} bytes passed a limit of {}: {:?}",
+            body.len(),
+            limits.max_body_bytes,
+            String::from_utf8_lossy(what)
+        );
+    }
+}
+
+#[test]
+fn mutated_requests_decode_alike_however_they_are_split_and_within_the_limits() {
+    let chunked = b"POST /v1/leads HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer k\r\n\
+        Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\nX-T: 1\r\n\r\n"
+        .to_vec();
+    let pipelined = [post_leads(LEAD_JSON), post_leads("{}")].concat();
+    let get = b"GET /healthz HTTP/1.1\r\nHost: g\r\nConnection: keep-alive\r\n\r\n".to_vec();
+    let corpus = [post_leads(LEAD_JSON), chunked, pipelined, get];
+    // Small limits, so that mutations cross them too.
+    let limits = Limits {
+        max_head_bytes: 160,
+        max_headers: 6,
+        max_body_bytes: 80,
+    };
+    let mut rng = crate::test_rng::Rng(0xB504_F333_F9DE_6484);
+    for round in 0..20_000 {
+        let input = rng.mutate(&corpus[round % corpus.len()], FRAMING);
+        let whole = run_requests(limits, &input, input.len());
+        assert_within_limits(limits, &whole, &input);
+        let what = String::from_utf8_lossy(&input);
+        let bytewise = run_requests(limits, &input, 1);
+        assert_eq!(
+            bytewise.messages, whole.messages,
+            "byte at a time: {what:?}"
+        );
+        assert_eq!(bytewise.error, whole.error, "byte at a time: {what:?}");
+        for _ in 0..3 {
+            let cut = rng.below(input.len() + 1);
+            let split = run_request_pieces(limits, [&input[..cut], &input[cut..]]);
+            assert_eq!(split.messages, whole.messages, "cut at {cut}: {what:?}");
+            assert_eq!(split.error, whole.error, "cut at {cut}: {what:?}");
+        }
+    }
+}
+
+#[test]
+fn mutated_responses_decode_alike_however_they_are_split_and_within_the_limits() {
+    let bid = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n\
+        {\"bid\": 42.5, \"bid_id\": \"b-77\"}"
+        .to_vec();
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        a\r\n{\"bid\": 1}\r\n0\r\n\r\n"
+        .to_vec();
+    let continued = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n".to_vec();
+    let close_delimited =
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"status\":\"accepted\"}".to_vec();
+    let corpus = [bid, chunked, continued, close_delimited];
+    let limits = Limits {
+        max_head_bytes: 160,
+        max_headers: 6,
+        max_body_bytes: 80,
+    };
+    let mut rng = crate::test_rng::Rng(0x3C6E_F372_FE94_F82B);
+    for round in 0..20_000 {
+        let input = rng.mutate(&corpus[round % corpus.len()], FRAMING);
+        let whole = run_responses(limits, &input, input.len());
+        assert_within_limits(limits, &whole, &input);
+        let what = String::from_utf8_lossy(&input);
+        for step in [1, 1 + rng.below(16)] {
+            let split = run_responses(limits, &input, step);
+            assert_eq!(split.messages, whole.messages, "step {step}: {what:?}");
+            assert_eq!(split.error, whole.error, "step {step}: {what:?}");
+        }
+    }
+}

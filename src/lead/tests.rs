@@ -827,3 +827,28 @@ fn the_scans_take_every_cut_of_a_body_without_panicking() {
         );
     }
 }
+
+/// Whatever a seller posts, parsing and validating it gives an answer (a lead or a refusal
+/// with a status and a code) and never panics.
+#[test]
+fn mutated_leads_are_parsed_or_refused_without_panic() {
+    const SPECIAL: &[u8] = b"{}[]:,\"\\/ \t\r\n0123456789.eE+-tfnul\x00\x7f\xc3\xa9\xed\xa0\x80";
+    let c = campaign();
+    let mut rng = Rng(0x9B05_688C_2B3E_6C1F);
+    for _ in 0..30_000 {
+        let body = rng.mutate(LEAD.as_bytes(), SPECIAL);
+        match parse_request(&body) {
+            Ok(req) => {
+                if let Err(r) = validate(&req, &c) {
+                    assert_eq!(r.status, 422, "{r:?}");
+                }
+                let _ = validate_ping(&req);
+            }
+            Err(r) => assert!(
+                (400..500).contains(&r.status) && !r.code.is_empty(),
+                "{r:?} for {:?}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+}
