@@ -564,3 +564,38 @@ fn a_fixed_payout_above_what_a_lead_may_sell_for_is_warned_about() {
     let text = CONTRACT.replace("payout_fixed = 20.00", "payout_share = 0.5");
     assert_eq!(warnings(&parse(&text).unwrap()), Vec::<String>::new());
 }
+
+/// Whatever the file holds, loading it gives a config or issues that each name a line, never a
+/// panic.
+#[test]
+fn mutated_configs_load_or_are_refused_with_a_line_without_panic() {
+    const SPECIAL: &[u8] = b"[]{}=,.\"'#\n 0123456789-_:/*tf\xc3\xa9";
+    let mut rng = crate::test_rng::Rng(0x1F83_D9AB_FB41_BD6B);
+    let mut refused = 0;
+    for _ in 0..3_000 {
+        let text = rng.mutate(CONTRACT.as_bytes(), SPECIAL);
+        // A file that is not UTF-8 is refused before parsing; here only text is of interest.
+        let Ok(text) = String::from_utf8(text) else {
+            continue;
+        };
+        match parse(&text) {
+            Ok(_) => {}
+            Err(ConfigError::Parse(i)) => {
+                refused += 1;
+                assert!(i.line.is_some(), "{i}");
+            }
+            Err(ConfigError::Invalid(issues)) => {
+                refused += 1;
+                assert!(!issues.is_empty());
+                for i in &issues {
+                    assert!(i.line.is_some(), "{i}");
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        refused > 100,
+        "the edits should break most files: {refused}"
+    );
+}
