@@ -162,6 +162,8 @@ fn matching(c: &mut Criterion) {
             weekly: Some(2000),
             monthly: Some(6000),
             daily_budget_cents: Some(1_500_000),
+            weekly_budget_cents: Some(6_000_000),
+            monthly_budget_cents: Some(20_000_000),
         },
         chrono_tz::America::Chicago,
     )]);

@@ -388,11 +388,15 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
                     "hourly": b.caps.hourly, "daily": b.caps.daily, "weekly": b.caps.weekly,
                     "monthly": b.caps.monthly,
                     "daily_budget": b.caps.daily_budget_cents.map(dollars),
+                    "weekly_budget": b.caps.weekly_budget_cents.map(dollars),
+                    "monthly_budget": b.caps.monthly_budget_cents.map(dollars),
                 },
                 "caps_left": {
                     "hourly": left.hourly, "daily": left.daily, "weekly": left.weekly,
                     "monthly": left.monthly,
                     "daily_budget": left.daily_budget_cents.map(dollars),
+                    "weekly_budget": left.weekly_budget_cents.map(dollars),
+                    "monthly_budget": left.monthly_budget_cents.map(dollars),
                 },
             }),
         );
@@ -538,7 +542,7 @@ pub fn metrics_text(shared: &Shared) -> String {
         "gavel_in_flight {}",
         shared.in_flight.load(Ordering::Relaxed)
     );
-    out.push_str("# HELP gavel_cap_remaining Leads (or dollars for daily_budget) left in each buyer's cap windows.\n# TYPE gavel_cap_remaining gauge\n");
+    out.push_str("# HELP gavel_cap_remaining Leads (or dollars for the budgets) left in each buyer's cap windows.\n# TYPE gavel_cap_remaining gauge\n");
     for (i, b) in snap.buyers.iter().enumerate() {
         let left = rt.caps.remaining(i, now);
         for (w, v) in [
@@ -557,13 +561,20 @@ pub fn metrics_text(shared: &Shared) -> String {
                 );
             }
         }
-        if let Some(c) = left.daily_budget_cents {
-            let _ = writeln!(
-                out,
-                "gavel_cap_remaining{{buyer=\"{}\",window=\"daily_budget\"}} {}",
-                label(&b.id),
-                dollars_string(c)
-            );
+        for (w, c) in [
+            ("daily_budget", left.daily_budget_cents),
+            ("weekly_budget", left.weekly_budget_cents),
+            ("monthly_budget", left.monthly_budget_cents),
+        ] {
+            if let Some(c) = c {
+                let _ = writeln!(
+                    out,
+                    "gavel_cap_remaining{{buyer=\"{}\",window=\"{}\"}} {}",
+                    label(&b.id),
+                    w,
+                    dollars_string(c)
+                );
+            }
         }
     }
     out.push_str("# HELP gavel_internal_overhead_seconds Engine time per lead (elapsed minus waiting on buyers).\n# TYPE gavel_internal_overhead_seconds histogram\n");
@@ -687,10 +698,10 @@ function caps(id, buyers) {
   const rows = [];
   for (const [b, v] of buyers) {
     const lim = obj(v.caps), left = obj(v.caps_left);
-    for (const w of ['hourly', 'daily', 'weekly', 'monthly', 'daily_budget']) {
+    for (const w of ['hourly', 'daily', 'weekly', 'monthly', 'daily_budget', 'weekly_budget', 'monthly_budget']) {
       if (lim[w] === null || lim[w] === undefined || !Number.isFinite(Number(lim[w]))) continue;
       const limit = num(lim[w]), used = Math.max(0, limit - num(left[w] ?? limit));
-      rows.push([b + ' ' + w, used, limit, w === 'daily_budget' ? usd : fmt]);
+      rows.push([b + ' ' + w, used, limit, w.endsWith('_budget') ? usd : fmt]);
     }
   }
   if (!rows.length) return draw(id, null, 0);

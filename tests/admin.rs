@@ -7,11 +7,11 @@ use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
 
 const TOKEN: &str = "test-operator-token";
 
-/// The first buyer has caps (a daily count and a daily budget); the others have none.
+/// The first buyer has caps (a daily count and daily and monthly budgets); the others have none.
 fn start(fleet: &Fleet) -> Exchange {
     let caps = |i: usize| {
         if i == 0 {
-            "[buyers.caps]\ndaily = 100\ndaily_budget = 500.0".to_string()
+            "[buyers.caps]\ndaily = 100\ndaily_budget = 500.0\nmonthly_budget = 2000".to_string()
         } else {
             String::new()
         }
@@ -164,7 +164,18 @@ fn stats_metrics_pause_and_resume() {
     assert!(s["buyers"]["acme"]["caps"]["hourly"].is_null());
     assert_eq!(s["buyers"]["acme"]["caps_left"]["daily"], 97);
     assert_eq!(s["buyers"]["acme"]["caps_left"]["daily_budget"], 350.0);
-    for w in ["hourly", "daily", "weekly", "monthly", "daily_budget"] {
+    assert_eq!(s["buyers"]["acme"]["caps"]["monthly_budget"], 2000.0);
+    assert_eq!(s["buyers"]["acme"]["caps_left"]["monthly_budget"], 1850.0);
+    assert!(s["buyers"]["acme"]["caps"]["weekly_budget"].is_null());
+    for w in [
+        "hourly",
+        "daily",
+        "weekly",
+        "monthly",
+        "daily_budget",
+        "weekly_budget",
+        "monthly_budget",
+    ] {
         assert!(s["buyers"]["blue"]["caps"][w].is_null(), "{w}: {s}");
     }
     // What the dashboard's plots read.
@@ -213,6 +224,14 @@ fn stats_metrics_pause_and_resume() {
         text.contains("gavel_answer_write_seconds_count 3"),
         "{text}"
     );
+    for line in [
+        "gavel_cap_remaining{buyer=\"acme\",window=\"daily\"} 97",
+        "gavel_cap_remaining{buyer=\"acme\",window=\"daily_budget\"} 350",
+        "gavel_cap_remaining{buyer=\"acme\",window=\"monthly_budget\"} 1850",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    assert!(!text.contains("window=\"weekly_budget\""), "{text}");
 
     // Pausing the top bidder: the next lead goes to the other and the paused one is not pinged.
     let r = get(admin, "POST", "/v1/admin/buyers/acme/pause", Some(TOKEN));

@@ -141,3 +141,44 @@ fn consent_disclosing_buyers_limits_who_is_pinged_when_the_campaign_says_so() {
     assert_eq!(v["sales"][0]["buyer"], "unnamed", "{v}");
     assert_eq!(fleet.pings(0), 1);
 }
+
+#[test]
+fn a_monthly_budget_is_never_overspent_and_holds_after_a_restart() {
+    let fleet = Fleet::start(vec![bidder("budgeted", 9000), bidder("other", 3000)]).unwrap();
+    // $200 a month at $90 a lead: two sales, and a third would pass it.
+    let toml = config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\nmonthly_budget = 200.00".to_string()
+        } else {
+            String::new()
+        }
+    })
+    .replace("workers = 1", "workers = 2");
+    let run = |leads: usize| {
+        let ex = Arc::new(Exchange::start(&toml));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let ex = ex.clone();
+                std::thread::spawn(move || {
+                    (0..leads / 4)
+                        .map(|_| {
+                            let v = ex.client().lead(LEAD).json();
+                            assert_eq!(v["status"], "sold", "{v}");
+                            v["sales"][0]["buyer"].as_str().unwrap_or("").to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let winners: Vec<String> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        winners.iter().filter(|w| *w == "budgeted").count()
+    };
+    assert_eq!(run(20), 2, "sales to the budgeted buyer");
+    assert_eq!(fleet.posts(0), 2);
+    // The same journal after a restart: the month's spend is rebuilt, so no third sale.
+    assert_eq!(run(8), 0, "sales after the restart");
+    assert_eq!(fleet.posts(0), 2);
+}

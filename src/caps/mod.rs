@@ -1,6 +1,7 @@
-//! Per-buyer lead caps and daily budgets, shared lock-free by every worker thread.
+//! Per-buyer lead caps and budgets, shared lock-free by every worker thread.
 //!
-//! Each window (hour, day, week, month, and the day's spend) is one `AtomicU64` packing the
+//! Each window (hour, day, week, month, and the spend of the day, the week and the month) is one
+//! `AtomicU64` packing the
 //! window's id in the high 32 bits and its count in the low 32 bits. Rolling a window over and
 //! counting a lead into it is therefore one compare-and-swap: no lock, no reset thread, and no
 //! interleaving of threads can count past a cap, because every increment is checked against the
@@ -33,13 +34,20 @@ const COUNT_BITS: u32 = 32;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 /// The windows a buyer can be capped on, in the order a reservation takes them.
-const WINDOWS: usize = 5;
+const WINDOWS: usize = 7;
 const HOUR: usize = 0;
 const DAY: usize = 1;
 const WEEK: usize = 2;
 const MONTH: usize = 3;
-/// The day's spend in cents, keyed by the local day like `DAY`.
-const BUDGET: usize = 4;
+/// Spend in cents, keyed by the local day, week and month like `DAY`, `WEEK` and `MONTH`.
+const DAY_BUDGET: usize = 4;
+const WEEK_BUDGET: usize = 5;
+const MONTH_BUDGET: usize = 6;
+
+/// Whether window `w` counts cents spent rather than leads.
+fn is_budget(w: usize) -> bool {
+    w >= DAY_BUDGET
+}
 
 /// Errors turning a buyer's `[buyers.caps]` into limits.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +59,11 @@ pub enum CapsError {
         /// The value as written.
         value: u64,
     },
-    /// `daily_budget` is negative, not a number, or above the largest amount the exchange handles.
+    /// A budget (`daily_budget`, `weekly_budget`, `monthly_budget`) is negative, not a number,
+    /// or above the largest amount the exchange handles.
     BadBudget {
+        /// The key under `[buyers.caps]`.
+        key: &'static str,
         /// The value as written, in dollars.
         value: f64,
     },
@@ -63,7 +74,7 @@ impl CapsError {
     pub fn key(&self) -> &'static str {
         match self {
             CapsError::CountTooLarge { key, .. } => key,
-            CapsError::BadBudget { .. } => "daily_budget",
+            CapsError::BadBudget { key, .. } => key,
         }
     }
 }
@@ -77,9 +88,9 @@ impl fmt::Display for CapsError {
                     "{key}: {value} is above the largest cap, {MAX_CAP_COUNT}"
                 )
             }
-            CapsError::BadBudget { value } => write!(
+            CapsError::BadBudget { key, value } => write!(
                 f,
-                "daily_budget: {value} must be a number of dollars between 0 and {}",
+                "{key}: {value} must be a number of dollars between 0 and {}",
                 MAX_CENTS / 100
             ),
         }
@@ -101,6 +112,10 @@ pub struct CapLimits {
     pub monthly: Option<u64>,
     /// Cents spent per local calendar day.
     pub daily_budget_cents: Option<Cents>,
+    /// Cents spent per local week, Monday to Sunday.
+    pub weekly_budget_cents: Option<Cents>,
+    /// Cents spent per local calendar month.
+    pub monthly_budget_cents: Option<Cents>,
 }
 
 impl CapLimits {
@@ -111,9 +126,11 @@ impl CapLimits {
         weekly: None,
         monthly: None,
         daily_budget_cents: None,
+        weekly_budget_cents: None,
+        monthly_budget_cents: None,
     };
 
-    /// Validate a buyer's `[buyers.caps]` (absent = uncapped); the budget goes from dollars to cents.
+    /// Validate a buyer's `[buyers.caps]` (absent = uncapped); budgets go from dollars to cents.
     pub fn from_config(cfg: Option<&CapsConfig>) -> Result<CapLimits, CapsError> {
         let Some(cfg) = cfg else {
             return Ok(CapLimits::UNCAPPED);
@@ -122,11 +139,11 @@ impl CapLimits {
             Some(value) if value > MAX_CAP_COUNT => Err(CapsError::CountTooLarge { key, value }),
             other => Ok(other),
         };
-        let daily_budget_cents = match cfg.daily_budget {
-            None => None,
+        let budget = |key: &'static str, v: Option<f64>| match v {
+            None => Ok(None),
             Some(value) => match dollars_f64_to_cents(value) {
-                Some(c) if (0..=MAX_CENTS).contains(&c) => Some(c),
-                _ => return Err(CapsError::BadBudget { value }),
+                Some(c) if (0..=MAX_CENTS).contains(&c) => Ok(Some(c)),
+                _ => Err(CapsError::BadBudget { key, value }),
             },
         };
         Ok(CapLimits {
@@ -134,7 +151,9 @@ impl CapLimits {
             daily: count("daily", cfg.daily)?,
             weekly: count("weekly", cfg.weekly)?,
             monthly: count("monthly", cfg.monthly)?,
-            daily_budget_cents,
+            daily_budget_cents: budget("daily_budget", cfg.daily_budget)?,
+            weekly_budget_cents: budget("weekly_budget", cfg.weekly_budget)?,
+            monthly_budget_cents: budget("monthly_budget", cfg.monthly_budget)?,
         })
     }
 
@@ -142,15 +161,15 @@ impl CapLimits {
     /// (a cap that large cannot be reached before the window rolls over anyway).
     fn as_array(&self) -> [Option<u64>; WINDOWS] {
         let clamp = |v: Option<u64>| v.map(|c| c.min(MAX_CAP_COUNT));
-        let budget = self
-            .daily_budget_cents
-            .map(|c| c.clamp(0, MAX_CENTS) as u64);
+        let budget = |v: Option<Cents>| v.map(|c| c.clamp(0, MAX_CENTS) as u64);
         [
             clamp(self.hourly),
             clamp(self.daily),
             clamp(self.weekly),
             clamp(self.monthly),
-            budget,
+            budget(self.daily_budget_cents),
+            budget(self.weekly_budget_cents),
+            budget(self.monthly_budget_cents),
         ]
     }
 }
@@ -170,6 +189,10 @@ pub struct CapsLeft {
     pub monthly: Option<u64>,
     /// Budget left today, in cents.
     pub daily_budget_cents: Option<Cents>,
+    /// Budget left this week (local, from Monday), in cents.
+    pub weekly_budget_cents: Option<Cents>,
+    /// Budget left this month (local), in cents.
+    pub monthly_budget_cents: Option<Cents>,
 }
 
 /// Proof that one lead was counted against a buyer's caps; hand it back to
@@ -245,8 +268,8 @@ fn unpack(v: u64) -> (u32, u64) {
 fn window_id(w: &WindowIds, window: usize) -> u32 {
     match window {
         HOUR => w.hour,
-        WEEK => w.week,
-        MONTH => w.month,
+        WEEK | WEEK_BUDGET => w.week,
+        MONTH | MONTH_BUDGET => w.month,
         _ => w.day,
     }
 }
@@ -352,8 +375,8 @@ impl CapTable {
     }
 
     /// Reserve one lead at `price_cents` against every capped window of `buyer`: all or nothing.
-    /// `None` when the buyer is paused or unknown, the price is out of range, or any window or the
-    /// day's budget would be exceeded. Never overshoots a cap under any interleaving of threads;
+    /// `None` when the buyer is paused or unknown, the price is out of range, or any window or
+    /// budget would be exceeded. Never overshoots a cap under any interleaving of threads;
     /// while two threads race at the edge of two caps, one may be refused a lead that a strictly
     /// serial order would have granted (it under-sells, never over-sells).
     pub fn reserve(
@@ -385,7 +408,7 @@ impl CapTable {
         };
         for w in 0..WINDOWS {
             let Some(limit) = e.limits[w] else { continue };
-            let amount = if w == BUDGET { price_cents as u64 } else { 1 };
+            let amount = if is_budget(w) { price_cents as u64 } else { 1 };
             if amount == 0 {
                 continue;
             }
@@ -417,7 +440,7 @@ impl CapTable {
     }
 
     /// True when the buyer is known, not paused, and has room for one more lead now in every
-    /// window, with some budget left today. At-cap buyers are not pinged.
+    /// window, with some of every budget left. At-cap buyers are not pinged.
     pub fn has_room(&self, buyer: usize, now: DateTime<Utc>) -> bool {
         match self.entries.get(buyer) {
             Some(e) => self.has_room_at(buyer, &LocalClock::at(e.tz, now)),
@@ -471,7 +494,7 @@ impl CapTable {
             if id != window_id(&current, w) {
                 continue;
             }
-            let amount = if w == BUDGET {
+            let amount = if is_budget(w) {
                 price_cents.clamp(0, MAX_CENTS) as u64
             } else {
                 1
@@ -490,6 +513,8 @@ impl CapTable {
                 weekly: Some(0),
                 monthly: Some(0),
                 daily_budget_cents: Some(0),
+                weekly_budget_cents: Some(0),
+                monthly_budget_cents: Some(0),
             };
         };
         let windows = LocalClock::at(e.tz, now).windows;
@@ -507,7 +532,9 @@ impl CapTable {
             daily: left(DAY),
             weekly: left(WEEK),
             monthly: left(MONTH),
-            daily_budget_cents: left(BUDGET).map(|c| c as Cents),
+            daily_budget_cents: left(DAY_BUDGET).map(|c| c as Cents),
+            weekly_budget_cents: left(WEEK_BUDGET).map(|c| c as Cents),
+            monthly_budget_cents: left(MONTH_BUDGET).map(|c| c as Cents),
         }
     }
 

@@ -35,7 +35,9 @@ fn uncapped_buyers_always_have_room() {
             daily: None,
             weekly: None,
             monthly: None,
-            daily_budget_cents: None
+            daily_budget_cents: None,
+            weekly_budget_cents: None,
+            monthly_budget_cents: None,
         }
     );
 }
@@ -216,6 +218,52 @@ fn daily_budget_in_cents() {
 }
 
 #[test]
+fn weekly_and_monthly_budgets_follow_the_local_week_and_month() {
+    let t = table(
+        CapLimits {
+            daily_budget_cents: Some(5_000),
+            weekly_budget_cents: Some(8_000),
+            monthly_budget_cents: Some(12_000),
+            ..CapLimits::UNCAPPED
+        },
+        CHICAGO,
+    );
+    // Thursday 2026-06-25 and Friday 2026-06-26 (CDT): a new day, the same week.
+    let thu = utc("2026-06-25T15:00:00Z");
+    let fri = utc("2026-06-26T15:00:00Z");
+    assert!(t.reserve(0, thu, 5_000).is_some());
+    assert!(!t.has_room(0, thu), "the day's budget is spent");
+    assert!(t.reserve(0, fri, 3_001).is_none(), "would pass the week's");
+    let r = t.reserve(0, fri, 3_000).expect("the week has 3,000 left");
+    let left = t.remaining(0, fri);
+    assert_eq!(left.weekly_budget_cents, Some(0));
+    assert_eq!(left.monthly_budget_cents, Some(4_000));
+    assert!(!t.has_room(0, fri), "the week's budget is spent");
+    // A post that fails gives every window its money back.
+    t.release(r);
+    let left = t.remaining(0, fri);
+    assert_eq!(
+        (
+            left.daily_budget_cents,
+            left.weekly_budget_cents,
+            left.monthly_budget_cents
+        ),
+        (Some(5_000), Some(3_000), Some(7_000))
+    );
+    assert!(t.reserve(0, fri, 3_000).is_some());
+    // Monday 2026-06-29: a new week, the same month, with 4,000 left of it.
+    let mon = utc("2026-06-29T15:00:00Z");
+    assert!(t.reserve(0, mon, 4_001).is_none(), "would pass the month's");
+    assert!(t.reserve(0, mon, 4_000).is_some());
+    assert!(!t.has_room(0, mon), "the month's budget is spent");
+    // Wednesday 2026-07-01 00:30 CDT (05:30 UTC) is a new month, in the same week.
+    let july = utc("2026-07-01T05:30:00Z");
+    assert!(t.has_room(0, july));
+    assert_eq!(t.remaining(0, july).monthly_budget_cents, Some(12_000));
+    assert_eq!(t.remaining(0, july).weekly_budget_cents, Some(4_000));
+}
+
+#[test]
 fn free_leads_do_not_touch_the_budget() {
     let t = table(
         CapLimits {
@@ -310,6 +358,8 @@ fn replay_counts_only_windows_still_open() {
         weekly: Some(10),
         monthly: Some(10),
         daily_budget_cents: Some(100_000),
+        weekly_budget_cents: Some(200_000),
+        monthly_budget_cents: Some(300_000),
     };
     let t = table(limits, CHICAGO);
     let now = utc("2026-06-10T15:30:00Z"); // Wednesday 10:30 CDT
@@ -327,6 +377,8 @@ fn replay_counts_only_windows_still_open() {
             weekly: Some(7),
             monthly: Some(6),
             daily_budget_cents: Some(100_000 - 3_500),
+            weekly_budget_cents: Some(200_000 - 4_500),
+            monthly_budget_cents: Some(300_000 - 5_500),
         }
     );
 }
@@ -388,7 +440,8 @@ fn unknown_buyers_are_never_eligible() {
 #[test]
 fn caps_from_config() {
     let cfg: CapsConfig = toml::from_str(
-        "hourly = 50\ndaily = 500\nweekly = 2000\nmonthly = 6000\ndaily_budget = 15000.00",
+        "hourly = 50\ndaily = 500\nweekly = 2000\nmonthly = 6000\ndaily_budget = 15000.00\n\
+         weekly_budget = 60000\nmonthly_budget = 200000.50",
     )
     .unwrap();
     assert_eq!(
@@ -399,6 +452,8 @@ fn caps_from_config() {
             weekly: Some(2000),
             monthly: Some(6000),
             daily_budget_cents: Some(1_500_000),
+            weekly_budget_cents: Some(6_000_000),
+            monthly_budget_cents: Some(20_000_050),
         }
     );
     assert_eq!(CapLimits::from_config(None).unwrap(), CapLimits::UNCAPPED);
@@ -416,6 +471,13 @@ fn caps_from_config() {
         CapLimits::from_config(Some(&negative)).unwrap_err().key(),
         "daily_budget"
     );
+    let huge = CapsConfig {
+        monthly_budget: Some(1e12),
+        ..CapsConfig::default()
+    };
+    let e = CapLimits::from_config(Some(&huge)).unwrap_err();
+    assert_eq!(e.key(), "monthly_budget");
+    assert!(e.to_string().starts_with("monthly_budget: "), "{e}");
 }
 
 #[test]
@@ -524,7 +586,7 @@ fn concurrent_reserve_and_release_never_overshoot() {
                                 held.push(r);
                                 assert!(count(&t, 0, HOUR) <= 100);
                                 assert!(count(&t, 0, DAY) <= 64);
-                                assert!(count(&t, 0, BUDGET) <= 6_000);
+                                assert!(count(&t, 0, DAY_BUDGET) <= 6_000);
                             }
                             None => no += 1,
                         }
@@ -547,10 +609,10 @@ fn concurrent_reserve_and_release_never_overshoot() {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    let kept_cents: u64 = kept.iter().map(|r| u64::from(r.amounts[BUDGET])).sum();
+    let kept_cents: u64 = kept.iter().map(|r| u64::from(r.amounts[DAY_BUDGET])).sum();
     assert_eq!(count(&t, 0, DAY), kept.len() as u64);
     assert_eq!(count(&t, 0, HOUR), kept.len() as u64);
-    assert_eq!(count(&t, 0, BUDGET), kept_cents);
+    assert_eq!(count(&t, 0, DAY_BUDGET), kept_cents);
     assert!(
         granted.load(Ordering::Relaxed) > 1000,
         "the caps were exercised"

@@ -237,6 +237,12 @@ pub struct CapsConfig {
     /// Dollars per day.
     #[serde(default)]
     pub daily_budget: Option<f64>,
+    /// Dollars per week (Monday to Sunday).
+    #[serde(default)]
+    pub weekly_budget: Option<f64>,
+    /// Dollars per calendar month.
+    #[serde(default)]
+    pub monthly_budget: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
