@@ -130,3 +130,41 @@ fn a_suppressed_phone_is_refused() {
         other => panic!("expected a config error, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn test_leads_are_not_deduplicated_and_do_not_block_the_real_lead() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let toml = config(&fleet, "dedupe_days = 30", |_| String::new());
+    let test_lead = LEAD.replacen('{', "{\"test\": true, ", 1);
+    {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        // A seller testing its integration sends the same consumer again and again.
+        for _ in 0..3 {
+            let r = c.lead(&test_lead);
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            assert_eq!(r.json()["status"], "sold");
+        }
+        // The real lead is not a duplicate of the tests; a second real one is.
+        assert_eq!(c.lead(LEAD).status, 200);
+        assert_eq!(c.lead(LEAD).json()["error"]["code"], "duplicate");
+        // A test after the real lead is still not refused.
+        assert_eq!(c.lead(&test_lead).status, 200);
+    }
+    // After a restart the index rebuilt from the journal holds the real lead only: a consumer
+    // who was only ever tested is not a duplicate.
+    let other = with_phone_email("7135550100", "bo@example.com");
+    {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        assert_eq!(c.lead(LEAD).json()["error"]["code"], "duplicate");
+        let r = c.lead(&other.replacen('{', "{\"test\": true, ", 1));
+        assert_eq!(r.status, 200);
+    }
+    let ex = Exchange::start(&toml);
+    assert_eq!(
+        ex.client().lead(&other).status,
+        200,
+        "a tested consumer's real lead"
+    );
+}

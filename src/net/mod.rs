@@ -424,10 +424,12 @@ fn rebuild(
             lead_id,
             campaign,
             lead_json,
+            test,
             ..
         } = &e.record
         {
-            if dedupe_window_us > 0 && e.ts_us >= since_dedupe {
+            // Test leads never entered the index (see `Worker::compliance`).
+            if dedupe_window_us > 0 && e.ts_us >= since_dedupe && !*test {
                 /// The part of a journaled request body the dedupe index needs.
                 #[derive(serde::Deserialize)]
                 struct Body {

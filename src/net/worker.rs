@@ -1184,7 +1184,10 @@ impl Worker {
                 });
             }
         }
-        if c.dedupe_days > 0 {
+        // A test lead is neither checked against the index nor put in it: a seller testing its
+        // integration with a real consumer's data must not make that consumer's real lead a
+        // duplicate.
+        if c.dedupe_days > 0 && !req.test {
             crate::compliance::dedupe_keys(&c.id, &req.lead, &mut self.dedupe_keys);
             let window_us = u64::from(c.dedupe_days) * 86_400_000_000;
             if let Some(seen) =
