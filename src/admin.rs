@@ -22,16 +22,21 @@ use std::time::{Duration, Instant};
 pub const MAX_ADMIN_CONNECTIONS: usize = 16;
 /// An operator connection idle this long is closed.
 pub const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the accept loop looks for a shutdown.
+/// How often the accept loop, and an idle connection, look for a shutdown.
 const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// On shutdown, how long the accept thread waits for open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Largest operator request body.
 pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Admin {
     pub local_addr: SocketAddr,
+    /// The accept thread: it ends after a shutdown, once the connections it started have ended
+    /// (within [`SHUTDOWN_GRACE`]), so that nothing of the exchange outlives a join of it.
+    pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Start the operator API; the thread lives as long as the process.
+/// Start the operator API; its thread runs until the exchange shuts down.
 pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Result<Admin> {
     let listener = TcpListener::bind(addr).map_err(|e| {
         io::Error::new(
@@ -41,7 +46,7 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Res
     })?;
     let local_addr = listener.local_addr()?;
     let open = Arc::new(AtomicUsize::new(0));
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("gavel-admin".into())
         .spawn(move || {
             // Non-blocking accept, so that a shutdown is noticed within one poll interval.
@@ -69,6 +74,8 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Res
                     .name("gavel-admin-conn".into())
                     .spawn(move || {
                         let _ = serve_connection(stream, &shared, started);
+                        // The exchange's state goes before the count says this one has ended.
+                        drop(shared);
                         conn_open.fetch_sub(1, Ordering::AcqRel);
                     });
                 if spawned.is_err() {
@@ -76,12 +83,18 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Res
                     open.fetch_sub(1, Ordering::AcqRel);
                 }
             }
+            let deadline = Instant::now() + SHUTDOWN_GRACE;
+            while open.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                std::thread::sleep(ACCEPT_POLL);
+            }
         })?;
-    Ok(Admin { local_addr })
+    Ok(Admin { local_addr, thread })
 }
 
 fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) -> io::Result<()> {
-    stream.set_read_timeout(Some(ADMIN_IDLE_TIMEOUT))?;
+    // Short reads, so that an idle connection notices a shutdown; idleness is counted apart.
+    stream.set_read_timeout(Some(ACCEPT_POLL))?;
+    let mut last_byte = Instant::now();
     stream.set_nodelay(true)?;
     let mut decoder = RequestDecoder::new(Limits::with_max_body_bytes(MAX_ADMIN_BODY_BYTES));
     let mut buf = Vec::with_capacity(4096);
@@ -103,10 +116,30 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) ->
                     }
                 }
             }
-            let n = stream.read(&mut chunk)?;
+            let n = loop {
+                match stream.read(&mut chunk) {
+                    Ok(n) => break n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        if shared.shutdown.load(Ordering::Relaxed)
+                            || last_byte.elapsed() >= ADMIN_IDLE_TIMEOUT
+                        {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             if n == 0 {
                 return Ok(());
             }
+            last_byte = Instant::now();
             buf.extend_from_slice(&chunk[..n]);
         };
         buf.drain(..consumed);
@@ -123,7 +156,7 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) ->
         let mut out = Vec::with_capacity(payload.len() + 128);
         http::write_response(&mut out, status, &headers, &payload, head.keep_alive);
         stream.write_all(&out)?;
-        if !head.keep_alive {
+        if !head.keep_alive || shared.shutdown.load(Ordering::Relaxed) {
             return Ok(());
         }
     }

@@ -24,7 +24,9 @@ pub use buyer::{CONNECT_TIMEOUT, MAX_BUYER_ANSWER_BYTES};
 use crate::caps::CapTable;
 use crate::compliance::DedupeIndex;
 use crate::config::{Scheme, Snapshot};
-use crate::journal::{self, Journal, JournalOptions, Record, RecoveryReport, SyncMode};
+use crate::journal::{
+    self, Journal, JournalError, JournalOptions, Record, RecoveryReport, SyncMode,
+};
 use crate::stats::WorkerStats as Stats;
 use crate::stats::WorkerStats;
 use parking_lot::Mutex;
@@ -372,7 +374,11 @@ pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
         sync,
         retain_segments: j.retain_segments,
     };
-    Journal::open(opts).map_err(|e| io::Error::other(format!("journal {}: {}", j.dir.display(), e)))
+    Journal::open(opts).map_err(|e| match e {
+        // These name the journal's directory themselves.
+        JournalError::Locked(_) | JournalError::NotFound(_) => io::Error::other(e.to_string()),
+        e => io::Error::other(format!("journal {}: {}", j.dir.display(), e)),
+    })
 }
 
 /// The longest cap window (a month) plus a day: sales older than this count toward no open window.
@@ -584,7 +590,10 @@ fn start_with(
     }
     let admin_addr = match shared.runtime().snap.server.admin_listen {
         Some(addr) => {
-            Some(crate::admin::start(addr, shared.clone(), std::time::Instant::now())?.local_addr)
+            let admin = crate::admin::start(addr, shared.clone(), std::time::Instant::now())?;
+            // Joined with the workers: a stopped exchange holds nothing, its journal included.
+            threads.push(admin.thread);
+            Some(admin.local_addr)
         }
         None => None,
     };
