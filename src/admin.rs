@@ -397,6 +397,7 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
                 "leads": c.leads, "sold": c.sold, "unsold": c.unsold, "rejected": c.rejected,
                 "revenue": dollars(c.revenue_cents), "payout": dollars(c.payout_cents),
                 "profit": dollars(c.revenue_cents - c.payout_cents),
+                "test_leads": c.test_leads,
             }),
         );
     }
@@ -515,6 +516,15 @@ pub fn metrics_text(shared: &Shared) -> String {
                 n
             );
         }
+    }
+    out.push_str("# HELP gavel_test_leads_total Leads sent as tests (counted in gavel_leads_total too; they move no money), by campaign.\n# TYPE gavel_test_leads_total counter\n");
+    for (id, c) in &s.campaigns {
+        let _ = writeln!(
+            out,
+            "gavel_test_leads_total{{campaign=\"{}\"}} {}",
+            label(id),
+            c.test_leads
+        );
     }
     out.push_str("# HELP gavel_revenue_dollars_total What buyers paid, by campaign.\n# TYPE gavel_revenue_dollars_total counter\n");
     for (id, c) in &s.campaigns {

@@ -30,6 +30,9 @@ pub struct CampaignCounters {
     pub rejected: u64,
     pub revenue_cents: Cents,
     pub payout_cents: Cents,
+    /// Leads answered that were sent as `"test": true`, counted in `leads` and the rest as well;
+    /// they move no money (no revenue, payout, spend, caps or budgets).
+    pub test_leads: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +182,7 @@ impl WorkerStats {
             m.rejected += c.rejected;
             m.revenue_cents += c.revenue_cents;
             m.payout_cents += c.payout_cents;
+            m.test_leads += c.test_leads;
         }
         for (k, b) in other.buyers() {
             let m = self.buyer(k);

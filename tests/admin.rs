@@ -290,3 +290,94 @@ fn stats_metrics_pause_and_resume() {
     assert!(page.contains("id=\"campaigns\"") && page.contains("id=\"buyers\""));
     assert!(!page.contains("<script src") && !page.contains("https://"));
 }
+
+#[test]
+fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("acme").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(5000, None),
+            Kind::Post => Reply::accepted(),
+        }),
+        BuyerSpec::new("blue").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(1000, None),
+            Kind::Post => Reply::accepted(),
+        }),
+    ])
+    .unwrap();
+    let caps = |i: usize| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 1\ndaily_budget = 50.0".to_string()
+        } else {
+            String::new()
+        }
+    };
+    let toml = config(&fleet, "", caps).replace(
+        "max_in_flight = 1000",
+        &format!(
+            "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"{TOKEN}\""
+        ),
+    );
+    let test_lead = LEAD.replacen('{', "{\"test\": true, ", 1);
+    let stats = |ex: &Exchange| {
+        let admin = ex.handle.as_ref().unwrap().admin_addr().unwrap();
+        get(admin, "GET", "/v1/stats", Some(TOKEN)).json()
+    };
+    {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        // The seller sees what the auction made of each test lead.
+        for _ in 0..3 {
+            let v = c.lead(&test_lead).json();
+            assert_eq!(
+                (v["status"].clone(), v["price"].clone()),
+                ("sold".into(), 50.0.into())
+            );
+            assert_eq!(v["payout"], 40.0);
+        }
+        let s = stats(&ex);
+        let auto = &s["campaigns"]["auto"];
+        assert_eq!(
+            (auto["leads"].clone(), auto["sold"].clone()),
+            (3.into(), 3.into()),
+            "{s}"
+        );
+        assert_eq!(auto["test_leads"], 3);
+        assert_eq!(
+            (auto["revenue"].clone(), auto["payout"].clone()),
+            (0.0.into(), 0.0.into())
+        );
+        assert_eq!(s["buyers"]["acme"]["wins"], 3);
+        assert_eq!(s["buyers"]["acme"]["spent"], 0.0);
+        assert_eq!(s["buyers"]["acme"]["caps_left"]["daily"], 1, "{s}");
+        assert_eq!(s["buyers"]["acme"]["caps_left"]["daily_budget"], 50.0);
+        // Real leads: the first takes acme's one lead a day, the second goes to blue.
+        assert_eq!(c.lead(LEAD).json()["sales"][0]["buyer"], "acme");
+        assert_eq!(c.lead(LEAD).json()["sales"][0]["buyer"], "blue");
+        let s = stats(&ex);
+        assert_eq!(s["campaigns"]["auto"]["revenue"], 60.0, "{s}");
+        assert_eq!(s["campaigns"]["auto"]["payout"], 48.0);
+        assert_eq!(s["campaigns"]["auto"]["test_leads"], 3);
+        let admin = ex.handle.as_ref().unwrap().admin_addr().unwrap();
+        let m = String::from_utf8(get(admin, "GET", "/metrics", Some(TOKEN)).body).unwrap();
+        assert!(
+            m.contains("gavel_test_leads_total{campaign=\"auto\"} 3"),
+            "{m}"
+        );
+    }
+    // Rebuilt from the journal: the same money, the same caps.
+    let ex = Exchange::start(&toml);
+    let s = stats(&ex);
+    let auto = &s["campaigns"]["auto"];
+    assert_eq!(
+        (auto["leads"].clone(), auto["test_leads"].clone()),
+        (5.into(), 3.into()),
+        "{s}"
+    );
+    assert_eq!(
+        (auto["revenue"].clone(), auto["payout"].clone()),
+        (60.0.into(), 48.0.into())
+    );
+    assert_eq!(s["buyers"]["acme"]["spent"], 50.0);
+    assert_eq!(s["buyers"]["acme"]["caps_left"]["daily"], 0, "{s}");
+    assert_eq!(s["buyers"]["acme"]["caps_left"]["daily_budget"], 0.0);
+}

@@ -421,6 +421,8 @@ fn rebuild(
     let since = since_caps.min(since_dedupe);
     // Dedupe keys of the leads received in the window, dropped again for leads refused.
     let mut received: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
+    // Leads sent as tests: their sales count as traffic but take no cap, budget or money.
+    let mut tests: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Counts one record; true for a sale.
     let mut take = |e: &journal::Entry| -> bool {
         if e.ts_us < since {
@@ -434,6 +436,9 @@ fn rebuild(
             ..
         } = &e.record
         {
+            if *test {
+                tests.insert(lead_id.clone());
+            }
             // Test leads never entered the index (see `Worker::compliance`).
             if dedupe_window_us > 0 && e.ts_us >= since_dedupe && !*test {
                 /// The part of a journaled request body the dedupe index needs.
@@ -460,18 +465,25 @@ fn rebuild(
         }
         match &e.record {
             Record::Sale {
-                buyer, price_cents, ..
+                lead_id,
+                buyer,
+                price_cents,
+                ..
             } => {
-                if let Some(b) = snap.buyer_by_id(buyer) {
+                let paid = !tests.contains(lead_id);
+                if let Some(b) = snap.buyer_by_id(buyer).filter(|_| paid) {
                     let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
                     caps.replay_sale(b, ts, *price_cents, now);
                 }
                 let s = pnl.buyer(buyer);
                 s.wins += 1;
-                s.spent_cents += price_cents;
+                if paid {
+                    s.spent_cents += price_cents;
+                }
                 return true;
             }
             Record::LeadAnswered {
+                lead_id,
                 campaign,
                 status,
                 price_cents,
@@ -484,13 +496,20 @@ fn rebuild(
                     journal::LeadStatus::Sold => c.sold += 1,
                     journal::LeadStatus::Unsold => c.unsold += 1,
                 }
-                c.revenue_cents += price_cents;
-                c.payout_cents += payout_cents;
+                if tests.contains(lead_id) {
+                    c.test_leads += 1;
+                } else {
+                    c.revenue_cents += price_cents;
+                    c.payout_cents += payout_cents;
+                }
             }
-            Record::Rejected { campaign, .. } => {
+            Record::Rejected {
+                lead_id, campaign, ..
+            } => {
                 let c = pnl.campaign(campaign);
                 c.leads += 1;
                 c.rejected += 1;
+                c.test_leads += u64::from(tests.contains(lead_id));
             }
             _ => {}
         }

@@ -1013,6 +1013,7 @@ impl Worker {
                 let cs = st.campaign(&c.id);
                 cs.leads += 1;
                 cs.rejected += 1;
+                cs.test_leads += u64::from(req.test);
             }
             return self.refuse(key, &r, Some(&lead_id), &[]);
         }
@@ -1660,9 +1661,16 @@ impl Worker {
                     let buyer = lead.auction.buyer(slot);
                     // The cap is taken before the post goes out, so no interleaving of workers
                     // can sell past it; it is given back if the post does not end in a sale.
-                    match lead.gen.rt.caps.reserve(buyer, Utc::now(), price_cents) {
-                        Some(r) => lead.reservations[slot] = Some(r),
-                        None => {
+                    // A test lead is not paid for, so it takes nothing from caps or budgets.
+                    let reserved = if lead.req.test {
+                        None
+                    } else {
+                        Some(lead.gen.rt.caps.reserve(buyer, Utc::now(), price_cents))
+                    };
+                    match reserved {
+                        None => {}
+                        Some(Some(r)) => lead.reservations[slot] = Some(r),
+                        Some(None) => {
                             let now = self.now;
                             lead.auction.on_post_result(
                                 slot,
@@ -1880,10 +1888,14 @@ impl Worker {
                     None => {}
                 }
             }
+            // A test lead counts as the traffic it was, but moves no money.
+            let paid = !lead.req.test;
             for s in &outcome.sales {
                 if let Some(b) = st.buyer_at(lead.gen.stat_slots[s.buyer]) {
                     b.wins += 1;
-                    b.spent_cents += s.price_cents;
+                    if paid {
+                        b.spent_cents += s.price_cents;
+                    }
                 }
             }
             let cs = st.campaign(&campaign.id);
@@ -1895,8 +1907,12 @@ impl Worker {
             } else {
                 cs.unsold += 1;
             }
-            cs.revenue_cents += outcome.price_cents;
-            cs.payout_cents += payout;
+            if paid {
+                cs.revenue_cents += outcome.price_cents;
+                cs.payout_cents += payout;
+            } else if lead.flow != Flow::Ping {
+                cs.test_leads += 1;
+            }
         }
         let mut st = self.stats.lock();
         st.overhead_us
