@@ -7,22 +7,45 @@ use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
 
 const TOKEN: &str = "test-operator-token";
 
-/// The first buyer has caps (a daily count and daily and monthly budgets); the others have none.
-fn start(fleet: &Fleet) -> Exchange {
+/// The first buyer has caps (`acme_caps`, a `[buyers.caps]` table); the others have none. The
+/// operator API listens on a free port.
+fn config_with_admin(fleet: &Fleet, acme_caps: &str) -> String {
     let caps = |i: usize| {
         if i == 0 {
-            "[buyers.caps]\ndaily = 100\ndaily_budget = 500.0\nmonthly_budget = 2000".to_string()
+            format!("[buyers.caps]\n{acme_caps}")
         } else {
             String::new()
         }
     };
-    let toml = config(fleet, "", caps).replace(
+    config(fleet, "", caps).replace(
         "max_in_flight = 1000",
         &format!(
             "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"{TOKEN}\""
         ),
-    );
-    Exchange::start(&toml)
+    )
+}
+
+/// The first buyer capped at 100 a day and daily and monthly budgets.
+fn start(fleet: &Fleet) -> Exchange {
+    Exchange::start(&config_with_admin(
+        fleet,
+        "daily = 100\ndaily_budget = 500.0\nmonthly_budget = 2000",
+    ))
+}
+
+/// `acme` bids $50 and `blue` $10; both accept every post.
+fn acme_and_blue() -> Fleet {
+    Fleet::start(vec![
+        BuyerSpec::new("acme").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(5000, None),
+            Kind::Post => Reply::accepted(),
+        }),
+        BuyerSpec::new("blue").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(1000, None),
+            Kind::Post => Reply::accepted(),
+        }),
+    ])
+    .unwrap()
 }
 
 fn get(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
@@ -116,17 +139,7 @@ fn a_known_path_with_another_method_is_405_with_allow() {
 
 #[test]
 fn stats_metrics_pause_and_resume() {
-    let fleet = Fleet::start(vec![
-        BuyerSpec::new("acme").with_responder(|k, _| match k {
-            Kind::Ping => Reply::bid(5000, None),
-            Kind::Post => Reply::accepted(),
-        }),
-        BuyerSpec::new("blue").with_responder(|k, _| match k {
-            Kind::Ping => Reply::bid(1000, None),
-            Kind::Post => Reply::accepted(),
-        }),
-    ])
-    .unwrap();
+    let fleet = acme_and_blue();
     let ex = start(&fleet);
     let admin = ex
         .handle
@@ -293,30 +306,8 @@ fn stats_metrics_pause_and_resume() {
 
 #[test]
 fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart() {
-    let fleet = Fleet::start(vec![
-        BuyerSpec::new("acme").with_responder(|k, _| match k {
-            Kind::Ping => Reply::bid(5000, None),
-            Kind::Post => Reply::accepted(),
-        }),
-        BuyerSpec::new("blue").with_responder(|k, _| match k {
-            Kind::Ping => Reply::bid(1000, None),
-            Kind::Post => Reply::accepted(),
-        }),
-    ])
-    .unwrap();
-    let caps = |i: usize| {
-        if i == 0 {
-            "[buyers.caps]\ndaily = 1\ndaily_budget = 50.0".to_string()
-        } else {
-            String::new()
-        }
-    };
-    let toml = config(&fleet, "", caps).replace(
-        "max_in_flight = 1000",
-        &format!(
-            "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"{TOKEN}\""
-        ),
-    );
+    let fleet = acme_and_blue();
+    let toml = config_with_admin(&fleet, "daily = 1\ndaily_budget = 50.0");
     let test_lead = LEAD.replacen('{', "{\"test\": true, ", 1);
     let stats = |ex: &Exchange| {
         let admin = ex.handle.as_ref().unwrap().admin_addr().unwrap();

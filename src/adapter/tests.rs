@@ -389,9 +389,9 @@ fn an_empty_template_writes_an_empty_body() {
 
 // ---- JSON answers ----
 
-#[test]
-fn json_answers_are_read_by_pointer() {
-    let a = adapter(
+/// Answers in JSON, read by pointer: the bid, its id, the post's state and reason.
+fn json_answers() -> Adapter {
+    adapter(
         r#"response = "json"
 bid_path = "/result/offer/amount"
 bid_id_path = "/result/offer/id"
@@ -399,7 +399,12 @@ accepted_path = "/result/state"
 accepted_values = ["OK"]
 reason_path = "/result/why"
 "#,
-    );
+    )
+}
+
+#[test]
+fn json_answers_are_read_by_pointer() {
+    let a = json_answers();
     let answer = br#"{"result": {"offer": {"amount": 12.34, "id": 77}}}"#;
     assert_eq!(a.parse_bid(200, answer), bid(1234, Some("77")));
     let answer = b"\xEF\xBB\xBF{\"result\": {\"offer\": {\"amount\": 1}}}";
@@ -653,15 +658,7 @@ fn compile_refuses_what_it_cannot_honour() {
 #[test]
 fn mutated_answers_are_read_without_panic_and_bids_stay_in_range() {
     let xml = legacy();
-    let json = adapter(
-        r#"response = "json"
-bid_path = "/result/offer/amount"
-bid_id_path = "/result/offer/id"
-accepted_path = "/result/state"
-accepted_values = ["OK"]
-reason_path = "/result/why"
-"#,
-    );
+    let json = json_answers();
     let xml_answers: [&[u8]; 3] = [
         br#"<?xml version="1.0"?><response><status>Matched</status><price>42.50</price><lead_id>LX-9</lead_id></response>"#,
         b"<response><![CDATA[x]]><!-- c --><price>1&amp;2</price><error>dup &lt;x&gt;</error></response>",
