@@ -259,25 +259,7 @@ fn serve_says_which_listener_or_journal_stops_it_from_starting() {
     // The journal is held by a running exchange: the second one names the journal, not a port.
     let path = dir.join("shared-journal.toml");
     std::fs::write(&path, config(&fleet, "", |_| String::new())).unwrap();
-    let mut first = gavel()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(first.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut up = false;
-    for _ in 0..20 {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if line.contains("serving sellers on ") {
-            up = true;
-            break;
-        }
-    }
+    let (mut first, _) = serve(&path);
     let second = gavel()
         .args(["serve", "--config"])
         .arg(&path)
@@ -285,7 +267,6 @@ fn serve_says_which_listener_or_journal_stops_it_from_starting() {
         .unwrap();
     let _ = first.kill();
     let _ = first.wait();
-    assert!(up, "the first exchange did not start: {line}");
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(err.contains("open for writing by another process"), "{err}");
