@@ -136,6 +136,28 @@ fn check_names_the_key_at_fault_in_shape_and_syntax_errors() {
             "wanted line {line}: {key}: {message}; got {err}"
         );
     }
+    // A byte that is not UTF-8 (a file saved in Latin-1) names its line too.
+    let at = line_of(&example, "[admin]").unwrap();
+    let mut bytes = example.into_bytes();
+    let pos = bytes
+        .split(|&b| b == b'\n')
+        .take(at)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    bytes.splice(pos..pos, b"# caf\xe9\n".iter().copied());
+    let path = dir.join("latin-1.toml");
+    std::fs::write(&path, bytes).unwrap();
+    let out = gavel()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("line {}: the file is not UTF-8 text", at + 1)),
+        "{err}"
+    );
 }
 
 #[test]

@@ -351,9 +351,18 @@ impl Snapshot {
 
 /// Read and validate a config file. Relative paths inside it are taken from the current directory.
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+    let bytes = std::fs::read(path).map_err(|error| ConfigError::Io {
         path: path.to_path_buf(),
         error,
+    })?;
+    // A file that was read but is not UTF-8 is a config error on a line, like any other.
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        ConfigError::Parse(Issue {
+            key: String::new(),
+            line: Some(1 + valid.iter().filter(|&&b| b == b'\n').count()),
+            message: "the file is not UTF-8 text".into(),
+        })
     })?;
     let mut snap = parse(&text)?;
     snap.path = Some(path.to_path_buf());
