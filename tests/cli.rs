@@ -11,6 +11,16 @@ fn gavel() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gavel"))
 }
 
+/// `gavel CMD --config PATH` run to its end: exit code, stdout and stderr.
+fn with_config(cmd: &str, path: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = gavel().args([cmd, "--config"]).arg(path).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn the_contract_example_config_passes_check_unchanged() {
     // The repository's copy, and the contract itself when it sits beside the checkout.
@@ -26,18 +36,9 @@ fn the_contract_example_config_passes_check_unchanged() {
         paths.push(contract.to_path_buf());
     }
     for p in paths {
-        let out = gavel()
-            .args(["check", "--config"])
-            .arg(&p)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            p.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+        let (code, out, err) = with_config("check", &p);
+        assert_eq!(code, Some(0), "{}: {err}", p.display());
+        assert!(out.contains("ok"));
     }
     for p in ["config/gavel.toml", "config/demo.toml"] {
         let out = gavel().args(["check", "--config", p]).output().unwrap();
@@ -65,13 +66,8 @@ fn check_names_the_key_and_the_line_of_a_bad_value() {
         + 1;
     let path = dir.join("bad.toml");
     std::fs::write(&path, &text).unwrap();
-    let out = gavel()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = with_config("check", &path);
+    assert_eq!(code, Some(1));
     assert!(err.contains("campaigns[1].ping_timeout_ms"), "{}", err);
     assert!(err.contains(&format!("line {}", line)), "{}", err);
 }
@@ -123,13 +119,8 @@ fn check_names_the_key_at_fault_in_shape_and_syntax_errors() {
     for (n, (text, line, key, message)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad-{n}.toml"));
         std::fs::write(&path, text).unwrap();
-        let out = gavel()
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{key}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (code, _, err) = with_config("check", &path);
+        assert_eq!(code, Some(1), "{key}");
         assert_eq!(err.trim().lines().count(), 1, "{key}: {err}");
         assert!(
             err.contains(&format!("line {line}: {key}: {message}")),
@@ -147,13 +138,8 @@ fn check_names_the_key_at_fault_in_shape_and_syntax_errors() {
     bytes.splice(pos..pos, b"# caf\xe9\n".iter().copied());
     let path = dir.join("latin-1.toml");
     std::fs::write(&path, bytes).unwrap();
-    let out = gavel()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, _, err) = with_config("check", &path);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!("line {}: the file is not UTF-8 text", at + 1)),
         "{err}"
@@ -266,13 +252,8 @@ fn serve_says_which_listener_or_journal_stops_it_from_starting() {
         ),
     )
     .unwrap();
-    let out = gavel()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, _, err) = with_config("serve", &path);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!("cannot listen on {taken_addr} (operator API)")),
         "{err}"
@@ -282,15 +263,10 @@ fn serve_says_which_listener_or_journal_stops_it_from_starting() {
     let path = dir.join("shared-journal.toml");
     std::fs::write(&path, config(&fleet, "", |_| String::new())).unwrap();
     let (mut first, _) = serve(&path);
-    let second = gavel()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (code, _, err) = with_config("serve", &path);
     let _ = first.kill();
     let _ = first.wait();
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("open for writing by another process"), "{err}");
     assert!(!err.contains("cannot listen"), "{err}");
 }
