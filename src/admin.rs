@@ -588,11 +588,16 @@ pub fn metrics_text(shared: &Shared) -> String {
     out.push_str("# HELP gavel_cap_remaining Leads (or dollars for the budgets) left in each buyer's cap windows.\n# TYPE gavel_cap_remaining gauge\n");
     for (i, b) in snap.buyers.iter().enumerate() {
         let left = rt.caps.remaining(i, now);
+        let leads = |n: Option<u64>| n.map(|n| n.to_string());
+        let budget = |c: Option<Cents>| c.map(dollars_string);
         for (w, v) in [
-            ("hourly", left.hourly),
-            ("daily", left.daily),
-            ("weekly", left.weekly),
-            ("monthly", left.monthly),
+            ("hourly", leads(left.hourly)),
+            ("daily", leads(left.daily)),
+            ("weekly", leads(left.weekly)),
+            ("monthly", leads(left.monthly)),
+            ("daily_budget", budget(left.daily_budget_cents)),
+            ("weekly_budget", budget(left.weekly_budget_cents)),
+            ("monthly_budget", budget(left.monthly_budget_cents)),
         ] {
             if let Some(v) = v {
                 let _ = writeln!(
@@ -601,21 +606,6 @@ pub fn metrics_text(shared: &Shared) -> String {
                     label(&b.id),
                     w,
                     v
-                );
-            }
-        }
-        for (w, c) in [
-            ("daily_budget", left.daily_budget_cents),
-            ("weekly_budget", left.weekly_budget_cents),
-            ("monthly_budget", left.monthly_budget_cents),
-        ] {
-            if let Some(c) = c {
-                let _ = writeln!(
-                    out,
-                    "gavel_cap_remaining{{buyer=\"{}\",window=\"{}\"}} {}",
-                    label(&b.id),
-                    w,
-                    dollars_string(c)
                 );
             }
         }
