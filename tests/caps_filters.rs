@@ -14,37 +14,47 @@ fn bidder(name: &str, cents: i64) -> BuyerSpec {
     })
 }
 
-#[test]
-fn a_daily_cap_is_never_exceeded_by_concurrent_leads_on_two_workers() {
-    let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 3000)]).unwrap();
-    let toml = config(&fleet, "", |i| {
+/// A config in which the first buyer alone has `extra` (its caps, filters or hours).
+fn first_buyer_with(fleet: &Fleet, extra: &str) -> String {
+    config(fleet, "", |i| {
         if i == 0 {
-            "[buyers.caps]\ndaily = 5".to_string()
+            extra.to_string()
         } else {
             String::new()
         }
     })
-    .replace("workers = 1", "workers = 2");
-    let ex = Arc::new(Exchange::start(&toml));
-    let mut threads = Vec::new();
-    for _ in 0..4 {
-        let ex = ex.clone();
-        threads.push(std::thread::spawn(move || {
-            // Several connections per thread so the kernel spreads them over both workers.
-            let mut winners = Vec::new();
-            for _ in 0..10 {
-                let mut c = ex.client();
-                let v = c.lead(LEAD).json();
-                assert_eq!(v["status"], "sold", "{}", v);
-                winners.push(v["sales"][0]["buyer"].as_str().unwrap_or("").to_string());
-            }
-            winners
-        }));
-    }
-    let winners: Vec<String> = threads
+}
+
+/// `per_thread` leads from each of four threads, each lead on a connection of its own so the
+/// kernel spreads them over the workers; every lead must sell. The winner of each.
+fn concurrent_winners(ex: &Arc<Exchange>, per_thread: usize) -> Vec<String> {
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let ex = ex.clone();
+            std::thread::spawn(move || {
+                (0..per_thread)
+                    .map(|_| {
+                        let v = ex.client().lead(LEAD).json();
+                        assert_eq!(v["status"], "sold", "{v}");
+                        v["sales"][0]["buyer"].as_str().unwrap_or("").to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_daily_cap_is_never_exceeded_by_concurrent_leads_on_two_workers() {
+    let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 3000)]).unwrap();
+    let toml =
+        first_buyer_with(&fleet, "[buyers.caps]\ndaily = 5").replace("workers = 1", "workers = 2");
+    let ex = Arc::new(Exchange::start(&toml));
+    let winners = concurrent_winners(&ex, 10);
     assert_eq!(winners.len(), 40);
     assert_eq!(
         winners.iter().filter(|w| *w == "capped").count(),
@@ -65,13 +75,10 @@ fn a_daily_cap_is_never_exceeded_by_concurrent_leads_on_two_workers() {
 #[test]
 fn a_lead_from_a_state_outside_the_buyers_list_never_reaches_it() {
     let fleet = Fleet::start(vec![bidder("texas-only", 9000), bidder("anywhere", 1000)]).unwrap();
-    let toml = config(&fleet, "", |i| {
-        if i == 0 {
-            "[buyers.filters]\nstates = [\"TX\", \"OK\"]\nfields = [ { field = \"age\", op = \">=\", value = 21 } ]".to_string()
-        } else {
-            String::new()
-        }
-    });
+    let toml = first_buyer_with(
+        &fleet,
+        "[buyers.filters]\nstates = [\"TX\", \"OK\"]\nfields = [ { field = \"age\", op = \">=\", value = 21 } ]",
+    );
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
     let ca = LEAD
@@ -104,13 +111,10 @@ fn a_buyer_outside_its_hours_is_not_pinged() {
         .num_days_from_monday()
         as usize];
     let fleet = Fleet::start(vec![bidder("closed", 9000), bidder("always", 1000)]).unwrap();
-    let toml = config(&fleet, "", |i| {
-        if i == 0 {
-            format!("timezone = \"UTC\"\nhours = [\"{} 00:00-23:59\"]", day)
-        } else {
-            String::new()
-        }
-    });
+    let toml = first_buyer_with(
+        &fleet,
+        &format!("timezone = \"UTC\"\nhours = [\"{} 00:00-23:59\"]", day),
+    );
     let ex = Exchange::start(&toml);
     let v = ex.client().lead(LEAD).json();
     assert_eq!(v["sales"][0]["buyer"], "always");
@@ -146,34 +150,11 @@ fn consent_disclosing_buyers_limits_who_is_pinged_when_the_campaign_says_so() {
 fn a_monthly_budget_is_never_overspent_and_holds_after_a_restart() {
     let fleet = Fleet::start(vec![bidder("budgeted", 9000), bidder("other", 3000)]).unwrap();
     // $200 a month at $90 a lead: two sales, and a third would pass it.
-    let toml = config(&fleet, "", |i| {
-        if i == 0 {
-            "[buyers.caps]\nmonthly_budget = 200.00".to_string()
-        } else {
-            String::new()
-        }
-    })
-    .replace("workers = 1", "workers = 2");
+    let toml = first_buyer_with(&fleet, "[buyers.caps]\nmonthly_budget = 200.00")
+        .replace("workers = 1", "workers = 2");
     let run = |leads: usize| {
         let ex = Arc::new(Exchange::start(&toml));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let ex = ex.clone();
-                std::thread::spawn(move || {
-                    (0..leads / 4)
-                        .map(|_| {
-                            let v = ex.client().lead(LEAD).json();
-                            assert_eq!(v["status"], "sold", "{v}");
-                            v["sales"][0]["buyer"].as_str().unwrap_or("").to_string()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let winners: Vec<String> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
+        let winners = concurrent_winners(&ex, leads / 4);
         winners.iter().filter(|w| *w == "budgeted").count()
     };
     assert_eq!(run(20), 2, "sales to the budgeted buyer");
