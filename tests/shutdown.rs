@@ -99,3 +99,61 @@ fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
         .count();
     assert_eq!(answered, 1, "{records}");
 }
+
+#[test]
+fn sigterm_exits_with_the_operator_api_open_and_an_operator_connected() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme").with_responder(|kind, _| {
+        match kind {
+            Kind::Ping => Reply::bid(4200, None),
+            Kind::Post => Reply::accepted(),
+        }
+    })])
+    .unwrap();
+    let dir = temp_dir("shutdown-admin");
+    // A port free a moment ago, so the test knows where the operator API listens.
+    let admin_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let text = config(&fleet, "", |_| String::new()).replace(
+        "max_in_flight = 1000",
+        &format!(
+            "max_in_flight = 1000\nadmin_listen = \"{admin_addr}\"\n\n[admin]\ntoken = \"op-token-123456\""
+        ),
+    );
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (mut child, addr, _) = serve_logged(&cfg);
+    let mut seller = Client::connect(addr);
+    seller.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    let v = seller.read_response().expect("answered").json();
+    assert_eq!(v["status"], "sold", "{v}");
+    // An operator's keep-alive connection, idle when the signal comes.
+    let mut operator = None;
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect(admin_addr) {
+            operator = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _operator = operator.expect("the operator API listens");
+    sigterm(child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM with the operator API open");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(TcpStream::connect(admin_addr).is_err(), "the operator API is closed");
+}

@@ -254,7 +254,11 @@ pub struct ServerHandle {
     replayed: Replayed,
     admin_addr: Option<SocketAddr>,
     wakers: Vec<Arc<mio::Waker>>,
+    /// The workers.
     threads: Vec<JoinHandle<()>>,
+    /// Threads that serve until `shutdown` is set (the operator API's accept thread): joined
+    /// after the workers.
+    aux: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -296,22 +300,24 @@ impl ServerHandle {
         for w in &self.wakers {
             let _ = w.wake();
         }
-        for t in self.threads.drain(..) {
+        for t in self.threads.drain(..).chain(self.aux.drain(..)) {
             let _ = t.join();
         }
     }
 
-    /// Block until the workers exit (on shutdown).
+    /// Block until the workers exit (a drain or a stop), then end the threads that serve
+    /// beside them and wait for those too.
     pub fn join(mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.stop();
     }
 }
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
+        if !self.threads.is_empty() || !self.aux.is_empty() {
             self.stop();
         }
     }
@@ -607,11 +613,12 @@ fn start_with(
     if let Some(first) = shared.stats.first() {
         first.lock().merge(&pnl);
     }
+    let mut aux = Vec::new();
     let admin_addr = match shared.runtime().snap.server.admin_listen {
         Some(addr) => {
             let admin = crate::admin::start(addr, shared.clone(), std::time::Instant::now())?;
-            // Joined with the workers: a stopped exchange holds nothing, its journal included.
-            threads.push(admin.thread);
+            // Joined after the workers: a stopped exchange holds nothing, its journal included.
+            aux.push(admin.thread);
             Some(admin.local_addr)
         }
         None => None,
@@ -623,6 +630,7 @@ fn start_with(
         admin_addr,
         wakers,
         threads,
+        aux,
         local_addr,
     })
 }
