@@ -102,12 +102,12 @@ fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
 
 #[test]
 fn sigterm_exits_with_the_operator_api_open_and_an_operator_connected() {
-    let fleet = Fleet::start(vec![BuyerSpec::new("acme").with_responder(|kind, _| {
-        match kind {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme").with_responder(
+        |kind, _| match kind {
             Kind::Ping => Reply::bid(4200, None),
             Kind::Post => Reply::accepted(),
-        }
-    })])
+        },
+    )])
     .unwrap();
     let dir = temp_dir("shutdown-admin");
     // A port free a moment ago, so the test knows where the operator API listens.
@@ -155,5 +155,8 @@ fn sigterm_exits_with_the_operator_api_open_and_an_operator_connected() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status:?}");
-    assert!(TcpStream::connect(admin_addr).is_err(), "the operator API is closed");
+    assert!(
+        TcpStream::connect(admin_addr).is_err(),
+        "the operator API is closed"
+    );
 }

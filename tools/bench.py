@@ -573,6 +573,47 @@ class Exchange:
         self.logf.close()
 
 
+class Relay:
+    """A running `gavel-relay`: the exchange's I/O with none of its engine (`--relay`), on the
+    same fleet, measured by the same load and read through the same `GET /v1/stats`."""
+
+    def __init__(self, procs: Procs, workdir: Path, fleet: Fleet) -> None:
+        self.procs = procs
+        self.config_path = None
+        argv = [str(RELEASE / "gavel-relay"), "--listen", "127.0.0.1:0",
+                "--ping-timeout-ms", "800", "--post-timeout-ms", "2000",
+                "--max-connections", "64", "--reserve", "5.00"]
+        for _, (ping_url, post_url) in fleet.buyers:
+            argv += ["--buyer", f"{ping_url},{post_url}"]
+        # The relay stands where the exchange would: the exchange's CPUs under --pin.
+        self.argv = pinned("exchange", argv)
+        self.log_path = workdir / f"relay-{time.monotonic_ns()}.log"
+        self.logf = open(self.log_path, "wb")
+        self.p = procs.start(self.argv, stdout=subprocess.PIPE, stderr=self.logf)
+        try:
+            line = read_lines(self.p, 1, START_TIMEOUT_S)[0]
+        except BenchError as e:
+            self.stop()
+            raise BenchError(f"gavel-relay did not start: {e}:\n{tail(self.log_path)}") from None
+        # "listening 127.0.0.1:PORT"
+        parts = line.split()
+        if len(parts) != 2 or parts[0] != "listening":
+            self.stop()
+            raise BenchError(f"gavel-relay printed an unexpected line: {line!r}")
+        host, port = parts[1].rsplit(":", 1)
+        self.listen = int(port)
+        self.admin_addr = (host, self.listen)
+        self.has_admin = admin(self.admin_addr, "GET", "/v1/stats") is not None
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def stop(self) -> None:
+        self.procs.stop(self.p, signal.SIGTERM)
+        self.logf.close()
+
+
 def load_argv(target: str, rate: int, duration_s: int, connections: int,
               template: Path | None = None, warmup_ms: int = 0) -> list[str]:
     argv = [
@@ -843,7 +884,7 @@ def exchange_run_once(procs: Procs, workdir: Path, fleet: Fleet, ex: Exchange, b
         "rate": rate,
         "command": " ".join(argv),
         "exchange_command": " ".join(ex.argv),
-        "config": ex.config_path.read_text(),
+        "config": ex.config_path.read_text() if ex.config_path else None,
         "fleet_command": " ".join(fleet.argv),
         "achieved_rate_per_s": rep["achieved_rate_per_s"],
         "answered": rep["answered"],
@@ -934,6 +975,33 @@ def print_table(results: dict) -> None:
     print("exchange VmRSS / RssAnon (heap; VmRSS adds the journal's mapped pages); flat = RssAnon flat.")
     if results["runs"] and not results["runs"][0]["overhead_us"]:
         print("note: the exchange answered no GET /v1/stats; overhead columns are empty.")
+    relay_runs = results.get("relay_runs") or []
+    if relay_runs:
+        print()
+        print("gavel-relay runs: the same buyers and load, no engine (the fan-out floor), beside the")
+        print("exchange run before each; overhead in us, accounted alike (GET /v1/stats)")
+        head = (f"{'buy':>4}{'rate':>7}{'achvd':>7} | {'e2e p50':>8}{'p99':>8} | {'relay p50':>10}{'p90':>8}"
+                f"{'p99':>8}{'p99.9':>8} | {'stages p50 i/c/a':>17} | {'gavel p50':>10}{'p99':>8}"
+                f" | {'cpu/ld':>6}{'gavel':>7} | {'ot%':>4}")
+        print(head)
+        print("-" * len(head))
+        for r in relay_runs:
+            g = next((x for x in reversed(results["runs"]) if x["buyers"] == r["buyers"]
+                      and x["rate"] == r["rate"] and x["workers"] == 1), None)
+            ovh = r["overhead_us"] or {}
+            gov = (g or {}).get("overhead_us") or {}
+            st = r["overhead_stages_us"] or {}
+            stages = "/".join(fmt_us((st.get(k) or {}).get("p50")) for k in ("intake", "close", "answer"))
+            print(
+                f"{r['buyers']:>4}{r['rate']:>7}{r['achieved_rate_per_s']:>7.0f} | "
+                f"{fmt_us(r['latency_us']['p50']):>8}{fmt_us(r['latency_us']['p99']):>8} | "
+                f"{fmt_us(ovh.get('p50')):>10}{fmt_us(ovh.get('p90')):>8}{fmt_us(ovh.get('p99')):>8}"
+                f"{fmt_us(ovh.get('p999')):>8} | {stages:>17} | "
+                f"{fmt_us(gov.get('p50')):>10}{fmt_us(gov.get('p99')):>8} | "
+                f"{r['cpu_per_lead_us']:>6.0f}{(g or {}).get('cpu_per_lead_us', 0):>7.0f} | "
+                f"{r['utilisation']['others'] * 100:>4.0f}"
+            )
+        print("cpu/ld: CPU us per lead of the relay, and of the exchange in the run before it.")
 
 
 def svg_plot(results: dict, path: Path) -> None:
@@ -1073,6 +1141,9 @@ def main() -> int:
     ap.add_argument("--busy-poll-us", type=int, default=0, metavar="US",
                     help="the exchange's server.busy_poll_us: each worker polls without sleeping "
                          "for this long after its last work (default 0)")
+    ap.add_argument("--relay", action="store_true",
+                    help="after each exchange run, the same run against gavel-relay (the exchange's "
+                         "I/O with no engine: the fan-out floor), reported beside it")
     args = ap.parse_args()
     global STEP_TIMING, BUSY_POLL_US
     STEP_TIMING = args.step_timing
@@ -1136,6 +1207,7 @@ def main() -> int:
         },
         "floor": {},
         "runs": [],
+        "relay_runs": [],
     }
     code = 0
     try:
@@ -1155,7 +1227,7 @@ def main() -> int:
                     raise BenchError("cargo build --features step-timing failed")
         if STEP_TIMING and not (STEP_TIMING_RELEASE / "gavel").exists():
             raise BenchError(f"{STEP_TIMING_RELEASE / 'gavel'} is missing: build without --no-build")
-        for name in ("gavel", "gavel-mock-buyers", "gavel-load"):
+        for name in ("gavel", "gavel-mock-buyers", "gavel-load", "gavel-relay"):
             if not (RELEASE / name).exists():
                 raise BenchError(f"{RELEASE / name} is missing: build without --no-build")
 
@@ -1170,11 +1242,22 @@ def main() -> int:
                         if not ex.has_admin:
                             log("note: no operator API (GET /v1/stats) on this build; "
                                 "overhead is taken from service time minus the floor")
-                        for rate in rates:
-                            results["runs"].append(exchange_run(
-                                procs, workdir, fleet, ex, n, workers, rate, duration_s,
-                                warmup_s, args.connections, results["floor"],
-                                args.quiet_wait_s, args.retries))
+                        relay = Relay(procs, workdir, fleet) if args.relay else None
+                        try:
+                            for rate in rates:
+                                results["runs"].append(exchange_run(
+                                    procs, workdir, fleet, ex, n, workers, rate, duration_s,
+                                    warmup_s, args.connections, results["floor"],
+                                    args.quiet_wait_s, args.retries))
+                                if relay is not None:
+                                    log("  the same against gavel-relay (no engine) ...")
+                                    results["relay_runs"].append(exchange_run(
+                                        procs, workdir, fleet, relay, n, 1, rate, duration_s,
+                                        warmup_s, args.connections, results["floor"],
+                                        args.quiet_wait_s, args.retries))
+                        finally:
+                            if relay is not None:
+                                relay.stop()
                     finally:
                         ex.stop()
                         if STEP_TIMING:

@@ -8,7 +8,7 @@
 mod buyer;
 mod held;
 mod reload;
-mod slab;
+pub(crate) mod slab;
 mod steps;
 mod timer;
 pub mod tls;

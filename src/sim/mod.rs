@@ -6,6 +6,9 @@
 //! - [`load`]: an open-loop lead generator for the seller API (PROTOCOL.md §1) that measures
 //!   latency from each lead's intended send time, so a slow exchange cannot hide its stalls
 //!   (coordinated omission).
+//! - [`relay`]: the fan-out floor: the exchange's sockets, HTTP framing and event loop with none
+//!   of its engine, accounted in the exchange's terms, to show what the machine alone costs a
+//!   lead.
 //!
 //! Both parse HTTP/1.1 themselves ([`wire`]) so that they exercise the exchange's codec from the
 //! outside instead of sharing its assumptions.
@@ -13,6 +16,7 @@
 pub mod buyer;
 pub mod dist;
 pub mod load;
+pub mod relay;
 pub mod wire;
 
 pub use buyer::{BuyerSpec, Fleet, FleetOptions, Kind, Reply, Responder};

@@ -650,3 +650,231 @@ fn handles_can_be_shared_across_threads() {
     shareable::<BuyerSpec>();
     shareable::<LoadSpec>();
 }
+
+// ---- the relay (the fan-out floor) ----------------------------------------------------------
+
+use super::relay::{Endpoint, Relay, RelayBuyer, RelayOptions};
+
+fn relay_for(fleet: &Fleet, ping_timeout_ms: u64) -> Relay {
+    let buyers = (0..fleet.len())
+        .map(|i| RelayBuyer {
+            ping: Endpoint::parse(&fleet.ping_url(i)).expect("ping url"),
+            post: Endpoint::parse(&fleet.post_url(i)).expect("post url"),
+        })
+        .collect();
+    Relay::start(RelayOptions {
+        buyers,
+        ping_timeout: Duration::from_millis(ping_timeout_ms),
+        ..RelayOptions::default()
+    })
+    .expect("relay")
+}
+
+/// One request on a keep-alive connection to the relay: status and parsed JSON body.
+fn relay_call(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let (status, body) = read_response(s, buf);
+    let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, v)
+}
+
+const RELAY_LEAD: &str =
+    r#"{"campaign":"auto-insurance","lead":{"first_name":"Ana","state":"TX"}}"#;
+
+#[test]
+fn relay_posts_the_seller_body_to_the_highest_bid_and_accounts_its_overhead() {
+    let bids = [1000, 3000, 2000];
+    let mut fleet = Fleet::start(
+        bids.iter()
+            .enumerate()
+            .map(|(i, &cents)| {
+                BuyerSpec::new(format!("b{i}")).with_responder(move |k, _| match k {
+                    Kind::Ping => Reply::bid(cents, Some("win-me")).after_ms(20),
+                    Kind::Post => Reply::accepted(),
+                })
+            })
+            .collect(),
+    )
+    .expect("fleet");
+    let mut relay = relay_for(&fleet, 800);
+    let mut s = connect(relay.addr());
+    let mut buf = Vec::new();
+    let (status, v) = relay_call(&mut s, &mut buf, "POST", "/v1/leads", RELAY_LEAD);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["price"], 30.0, "{v}");
+    assert_eq!(v["payout"], 24.0, "{v}");
+    // Every buyer pinged once; only the highest bidder posted, with the seller's lead in it.
+    for i in 0..3 {
+        assert_eq!(fleet.pings(i), 1, "buyer {i}");
+        assert_eq!(fleet.posts(i), u64::from(i == 1), "buyer {i}");
+    }
+    let post = fleet.post_bodies(1).pop().expect("the post's body");
+    let post: serde_json::Value = serde_json::from_slice(&post).expect("post JSON");
+    assert_eq!(post["bid_id"], "win-me");
+    assert_eq!(post["price"], 30.0);
+    // The seller's request as it came, under `lead`: the relay reads none of it.
+    assert_eq!(post["lead"]["lead"]["first_name"], "Ana");
+    // The 20 ms the buyers took is theirs: the overhead is far below it, the elapsed time above.
+    let (status, st) = relay_call(&mut s, &mut buf, "GET", "/v1/stats", "");
+    assert_eq!(status, 200);
+    assert_eq!(st["leads"], 1);
+    assert_eq!(st["sold"], 1);
+    assert_eq!(st["overhead_us"]["count"], 1);
+    assert!(
+        st["elapsed_us"]["p50"].as_u64().unwrap_or(0) >= 20_000,
+        "{st}"
+    );
+    let overhead = st["overhead_us"]["max"].as_u64().unwrap_or(u64::MAX);
+    assert!(overhead < 20_000, "{st}");
+    for stage in ["intake", "close", "answer"] {
+        assert_eq!(st["overhead_stages_us"][stage]["count"], 1, "{stage}: {st}");
+    }
+    // A reset zeroes the histograms and counters.
+    let (status, _) = relay_call(&mut s, &mut buf, "POST", "/v1/admin/stats/reset", "");
+    assert_eq!(status, 200);
+    let (_, st) = relay_call(&mut s, &mut buf, "GET", "/v1/stats", "");
+    assert_eq!(st["leads"], 0, "{st}");
+    assert_eq!(st["overhead_us"]["count"], 0, "{st}");
+    relay.stop();
+    fleet.stop();
+}
+
+#[test]
+fn relay_answers_unsold_without_bids_and_closes_at_the_deadline_without_a_silent_buyer() {
+    let mut fleet = Fleet::start(vec![
+        BuyerSpec::new("none").with_responder(|k, _| match k {
+            Kind::Ping => Reply::no_bid(),
+            Kind::Post => Reply::accepted(),
+        }),
+        // Answers long after the relay's 150 ms deadline.
+        BuyerSpec::new("late").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(9000, None).after_ms(2000),
+            Kind::Post => Reply::accepted(),
+        }),
+        BuyerSpec::new("low").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(100, None), // below the $5 reserve
+            Kind::Post => Reply::accepted(),
+        }),
+    ])
+    .expect("fleet");
+    let mut relay = relay_for(&fleet, 150);
+    let mut s = connect(relay.addr());
+    let mut buf = Vec::new();
+    let t0 = Instant::now();
+    let (status, v) = relay_call(&mut s, &mut buf, "POST", "/v1/leads", RELAY_LEAD);
+    let took = t0.elapsed();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "unsold", "{v}");
+    assert!(
+        took >= Duration::from_millis(150),
+        "closed before the deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "waited for the late buyer: {took:?}"
+    );
+    for i in 0..3 {
+        assert_eq!(fleet.posts(i), 0, "buyer {i}");
+    }
+    let (_, st) = relay_call(&mut s, &mut buf, "GET", "/v1/stats", "");
+    assert_eq!(st["unsold"], 1, "{st}");
+    assert_eq!(st["ping_timeouts"], 1, "{st}");
+    // The buyers' wait ends at the deadline: the overhead is not the 150 ms.
+    assert!(
+        st["overhead_us"]["max"].as_u64().unwrap_or(u64::MAX) < 100_000,
+        "{st}"
+    );
+    relay.stop();
+    fleet.stop();
+}
+
+#[test]
+fn relay_keeps_its_buyer_connections_alive_and_survives_a_dead_buyer() {
+    let mut fleet = Fleet::start(vec![BuyerSpec::new("a"), BuyerSpec::new("b")]).expect("fleet");
+    // A third buyer on a port nobody listens on: its pings fail, the others still count.
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    holder.bind(&any.into()).expect("bind");
+    let dead = holder
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let mut buyers: Vec<RelayBuyer> = (0..fleet.len())
+        .map(|i| RelayBuyer {
+            ping: Endpoint::parse(&fleet.ping_url(i)).expect("ping url"),
+            post: Endpoint::parse(&fleet.post_url(i)).expect("post url"),
+        })
+        .collect();
+    let dead_url = format!("http://{dead}/ping");
+    buyers.push(RelayBuyer {
+        ping: Endpoint::parse(&dead_url).expect("url"),
+        post: Endpoint::parse(&dead_url).expect("url"),
+    });
+    let mut relay = Relay::start(RelayOptions {
+        buyers,
+        ..RelayOptions::default()
+    })
+    .expect("relay");
+    let mut s = connect(relay.addr());
+    let mut buf = Vec::new();
+    for _ in 0..40 {
+        let (status, v) = relay_call(&mut s, &mut buf, "POST", "/v1/leads", RELAY_LEAD);
+        assert_eq!(status, 200, "{v}");
+        assert!(v["status"] == "sold" || v["status"] == "unsold", "{v}");
+    }
+    let (_, st) = relay_call(&mut s, &mut buf, "GET", "/v1/stats", "");
+    assert_eq!(st["leads"], 40, "{st}");
+    assert_eq!(st["ping_errors"], 40, "{st}");
+    // One lead at a time: one connection per buyer carries every ping and post.
+    for i in 0..2 {
+        assert_eq!(fleet.pings(i), 40, "buyer {i}");
+        assert_eq!(fleet.accepted_connections(i), 1, "buyer {i}");
+    }
+    // Anything but the routes is 404; a malformed request 400 and the connection closed.
+    let (status, _) = relay_call(&mut s, &mut buf, "GET", "/nowhere", "");
+    assert_eq!(status, 404);
+    s.write_all(b"NOT HTTP AT ALL\r\n\r\n").expect("write");
+    let (status, _) = read_response(&mut s, &mut buf);
+    assert_eq!(status, 400);
+    relay.stop();
+    fleet.stop();
+}
+
+#[test]
+fn relay_refuses_options_out_of_bounds() {
+    assert!(Relay::start(RelayOptions::default()).is_err(), "no buyers");
+    assert!(Endpoint::parse("https://127.0.0.1:1/ping").is_err());
+    assert!(Endpoint::parse("http:///ping").is_err());
+    let ep = Endpoint::parse("http://127.0.0.1:9/p").expect("url");
+    let one = || RelayBuyer {
+        ping: ep.clone(),
+        post: ep.clone(),
+    };
+    for opts in [
+        RelayOptions {
+            buyers: vec![one()],
+            max_connections_per_buyer: 0,
+            ..RelayOptions::default()
+        },
+        RelayOptions {
+            buyers: vec![one()],
+            ping_timeout: Duration::ZERO,
+            ..RelayOptions::default()
+        },
+    ] {
+        assert!(Relay::start(opts).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! `gavel-relay`, the fan-out floor of the benchmarks, as `tools/bench.py --relay` runs it:
+//! three real processes (the mock buyers, the relay, the load tool) on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A child killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The first `n` lines a child prints.
+fn lines(child: &mut Child, n: usize) -> Vec<String> {
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while lines.len() < n {
+        line.clear();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        lines.push(line.trim_end().to_string());
+    }
+    lines
+}
+
+fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).expect("connect to the relay");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn the_relay_binary_auctions_a_load_run_and_reports_its_overhead() {
+    let mut buyers = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+        .args(["--count", "4", "--latency-ms", "1", "--no-bid-rate", "0.2"])
+        .args(["--reject-rate", "0", "--duration-s", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gavel-mock-buyers");
+    let urls: Vec<String> = lines(&mut buyers, 4)
+        .iter()
+        .filter_map(|l| {
+            let p: Vec<&str> = l.split_whitespace().collect();
+            (p.len() == 3).then(|| format!("{},{}", p[1], p[2]))
+        })
+        .collect();
+    let _buyers = Proc(buyers);
+    assert_eq!(urls.len(), 4, "mock buyers did not start");
+
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_gavel-relay"));
+    for u in &urls {
+        relay.args(["--buyer", u]);
+    }
+    let mut relay = relay
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gavel-relay");
+    let first = lines(&mut relay, 1);
+    let _relay = Proc(relay);
+    let addr = first
+        .first()
+        .and_then(|l| l.strip_prefix("listening "))
+        .expect("the relay prints where it listens")
+        .to_string();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))
+        .args(["--target", &addr, "--key", "k", "--campaign", "c"])
+        .args(["--rate", "200", "--duration-s", "1", "--warmup-ms", "0"])
+        .args(["--connections", "8", "--json"])
+        .output()
+        .expect("run gavel-load");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load JSON");
+    let answered = report["answered"].as_u64().unwrap_or(0);
+    assert_eq!(
+        answered,
+        report["scheduled"].as_u64().unwrap_or(u64::MAX),
+        "{report}"
+    );
+    assert_eq!(
+        report["sold"].as_u64().unwrap_or(0) + report["unsold"].as_u64().unwrap_or(0),
+        answered,
+        "{report}"
+    );
+    // With four buyers each bidding on 80 % of pings, nearly every lead sells.
+    assert!(
+        report["sold"].as_u64().unwrap_or(0) * 10 > answered * 9,
+        "{report}"
+    );
+
+    let st = get_json(&addr, "/v1/stats");
+    assert_eq!(st["leads"].as_u64(), Some(answered), "{st}");
+    assert_eq!(st["overhead_us"]["count"].as_u64(), Some(answered), "{st}");
+    assert_eq!(st["ping_errors"], 0, "{st}");
+    assert_eq!(st["ping_timeouts"], 0, "{st}");
+    // Each lead waited at least the buyers' 1 ms; the relay's own share is what is left.
+    assert!(
+        st["elapsed_us"]["p50"].as_u64().unwrap_or(0) >= 1000,
+        "{st}"
+    );
+    assert_eq!(get_json(&addr, "/healthz")["status"], "ok");
+}
+
+#[test]
+fn the_relay_binary_refuses_a_bad_command_line() {
+    for args in [
+        vec![],
+        vec!["--buyer", "http://127.0.0.1:1/ping"],
+        vec![
+            "--buyer",
+            "https://127.0.0.1:1/ping,https://127.0.0.1:1/post",
+        ],
+        vec![
+            "--buyer",
+            "http://127.0.0.1:1/a,http://127.0.0.1:1/b",
+            "--reserve",
+            "lots",
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gavel-relay"))
+            .args(&args)
+            .output()
+            .expect("run gavel-relay");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
