@@ -8,6 +8,15 @@
 //! `lead::parse_bid` (or the adapter's `parse_bid`). "Conformant" therefore means "the exchange
 //! would read these answers as bids or no-bids, in time, on a kept-alive connection".
 
+/// A line to stderr. `std`'s `eprintln!` panics when stderr is a closed pipe or a full disk;
+/// the exchange must go on (and still take its signals) when whoever reads its log goes away.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use crate::adapter::{Adapter, Ctx, ResponseKind};
 use crate::auction::PingOutcome;
 use crate::config::{self, Campaign, Endpoint, Method, SaleKind, Scheme, Snapshot};

@@ -1,6 +1,15 @@
 //! The command line: `gavel serve | check | demo | journal | buyer-check`.
 //! A wrong flag or a missing file gives a one-line error and exit code 2.
 
+/// A line to stderr. `std`'s `eprintln!` panics when stderr is a closed pipe or a full disk;
+/// the exchange must go on (and still take its signals) when whoever reads its log goes away.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use crate::config;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -145,6 +154,12 @@ fn check(path: &std::path::Path) -> i32 {
 }
 
 fn serve(path: &std::path::Path) -> i32 {
+    // SIGHUP reloads the config; SIGTERM and SIGINT stop taking leads, answer the ones in flight
+    // and exit (a second one exits at once). Blocked first thing, before the config is read and
+    // before any other thread starts (threads inherit the mask), so a SIGHUP sent right after a
+    // restart is a reload and not the default action's death; taken by `sigwait` on a thread of
+    // its own: no code runs in a signal handler.
+    let signals = block_signals();
     let snap = match load(path) {
         Ok(s) => Arc::new(s),
         Err(code) => return code,
@@ -152,11 +167,6 @@ fn serve(path: &std::path::Path) -> i32 {
     for w in config::warnings(&snap) {
         eprintln!("gavel: warning: {}", w);
     }
-    // SIGHUP reloads the config; SIGTERM and SIGINT stop taking leads, answer the ones in flight
-    // and exit (a second one exits at once). Blocked here, before any other thread starts
-    // (threads inherit the mask), and taken by `sigwait` on a thread of its own: no code runs
-    // in a signal handler.
-    let signals = block_signals();
     let handle = match crate::net::start(snap.clone()) {
         Ok(h) => h,
         Err(e) => {

@@ -5,6 +5,15 @@
 //! shared solar campaign) run for a few seconds; then it prints throughput, sold rate, revenue,
 //! P&L per campaign and buyer, and the engine's internal-overhead histogram.
 
+/// A line to stderr. `std`'s `eprintln!` panics when stderr is a closed pipe or a full disk;
+/// the exchange must go on (and still take its signals) when whoever reads its log goes away.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use crate::money::usd;
 use crate::net;
 use crate::sim::buyer::{BuyerSpec, Fleet, FleetOptions};

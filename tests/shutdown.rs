@@ -160,3 +160,66 @@ fn sigterm_exits_with_the_operator_api_open_and_an_operator_connected() {
         "the operator API is closed"
     );
 }
+
+#[test]
+fn sigterm_still_stops_the_exchange_after_its_log_reader_went_away() {
+    use std::io::{BufRead, BufReader};
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(4200, None),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
+    .unwrap();
+    let dir = temp_dir("shutdown-stderr");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, config(&fleet, "", |_| String::new())).unwrap();
+    let mut child = gavel()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn gavel serve");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut addr = None;
+    let mut line = String::new();
+    for _ in 0..50 {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(rest) = line.split("serving sellers on ").nth(1) {
+            addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            break;
+        }
+    }
+    let addr: std::net::SocketAddr = addr.expect("gavel serve announced its address");
+    // Whoever read the log is gone: the next line the exchange writes meets a closed pipe.
+    drop(stderr);
+    let mut seller = Client::connect(addr);
+    seller.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    let v = seller.read_response().expect("answered").json();
+    assert_eq!(v["status"], "sold", "{v}");
+    sigterm(child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM with its stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the seller port is closed"
+    );
+}
