@@ -280,6 +280,8 @@ impl Segment {
         file.set_len(len)
             .map_err(|e| JournalError::io("set_len", &path, e))?;
         let seg = Segment::map(file, &path, seq)?;
+        // Before the header's write faults in the first page: all of a new segment is to come.
+        seg.prepare_append(0);
         let header = SegmentHeader {
             version: FORMAT_VERSION,
             seq,
@@ -356,6 +358,25 @@ impl Segment {
         self.map
             .flush_range(from as usize, (to - from) as usize)
             .map_err(|e| JournalError::io("msync", Path::new(&format!("segment {}", self.seq)), e))
+    }
+
+    /// Mark `[from, end)`, the part still to be appended to, for random access (no
+    /// readahead). A fault there then brings in a single page instead of a large folio, so the
+    /// background `msync`, which writes back and write-protects whole folios, no longer
+    /// write-protects the pages ahead of the tail that the writers are about to fill: without it
+    /// each such page took a write fault after every `msync`, and a fault that met the folio
+    /// under writeback stopped the writer for up to milliseconds (`benches/journal_paced.rs`).
+    /// What is already written keeps the default advice, so recovery and readers still read
+    /// ahead. Best effort.
+    pub fn prepare_append(&self, from: u64) -> bool {
+        let page = super::writer::page_size();
+        let from = from / page * page;
+        if from >= self.len {
+            return true;
+        }
+        self.map
+            .advise_range(Advice::Random, from as usize, (self.len - from) as usize)
+            .is_ok()
     }
 
     /// Fault in `[from, to)` as writable ahead of the writers, so that appends do not take

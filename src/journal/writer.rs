@@ -292,6 +292,7 @@ impl Journal {
             offset: tail,
         };
 
+        segment.prepare_append(tail);
         let prefault_supported = segment.prefault(tail, tail + PREFAULT_FIRST_BYTES);
         let slots = [Slot::empty(), Slot::empty(), Slot::empty(), Slot::empty()];
         let slot = &slots[slot_index(seq)];
@@ -471,7 +472,7 @@ impl Drop for Journal {
 
 /// Offset past which writers wake the background thread to fault in more pages.
 /// The size of a memory page (4 KiB when the system will not say).
-fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 {
