@@ -305,7 +305,24 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
 /// Either way the config in force is untouched by a refused reload.
 fn reload(shared: &Shared) -> (u16, &'static str, Vec<u8>) {
     use crate::net::ReloadError;
-    let (status, body) = match crate::net::reload(shared) {
+    let result = crate::net::reload(shared);
+    // The operator's log shows every reload, whichever way it was asked for.
+    {
+        use std::io::Write as _;
+        let mut err = std::io::stderr();
+        let _ = match &result {
+            Ok(report) => writeln!(
+                err,
+                "gavel: operator API: config reloaded, generation {}",
+                report.generation
+            ),
+            Err(e) => e
+                .to_string()
+                .lines()
+                .try_for_each(|l| writeln!(err, "gavel: operator API: reload refused: {l}")),
+        };
+    }
+    let (status, body) = match result {
         Ok(report) => {
             let mut v = serde_json::to_value(&report).unwrap_or(Value::Null);
             if let Some(m) = v.as_object_mut() {
@@ -324,14 +341,17 @@ fn reload(shared: &Shared) -> (u16, &'static str, Vec<u8>) {
                     422,
                     json!({"error": {"code": "config_unreadable", "message": message}}),
                 ),
-                ReloadError::Config(crate::config::ConfigError::Parse(i)) => (
-                    422,
-                    json!({"error": {"code": "invalid_config", "message": message, "field": i.key},
-                           "issues": [issue_json(i)]}),
-                ),
+                ReloadError::Config(crate::config::ConfigError::Parse(i)) => {
+                    let mut err = json!({"code": "invalid_config", "message": message});
+                    // A syntax error may be at no key at all: then no `field`.
+                    if !i.key.is_empty() {
+                        err["field"] = json!(i.key);
+                    }
+                    (422, json!({"error": err, "issues": [issue_json(i)]}))
+                }
                 ReloadError::Config(crate::config::ConfigError::Invalid(issues)) => {
                     let mut err = json!({"code": "invalid_config", "message": message});
-                    if let Some(first) = issues.first() {
+                    if let Some(first) = issues.first().filter(|i| !i.key.is_empty()) {
                         err["field"] = json!(first.key);
                     }
                     let list: Vec<Value> = issues.iter().map(issue_json).collect();
@@ -357,7 +377,11 @@ fn reload(shared: &Shared) -> (u16, &'static str, Vec<u8>) {
 }
 
 fn issue_json(i: &crate::config::Issue) -> Value {
-    json!({"key": i.key, "line": i.line, "message": i.message})
+    let mut v = json!({"line": i.line, "message": i.message});
+    if !i.key.is_empty() {
+        v["key"] = json!(i.key);
+    }
+    v
 }
 
 /// Every worker's counters summed, with every configured campaign listed (at zero before its

@@ -275,6 +275,15 @@ fn an_invalid_file_is_refused_with_key_and_line_and_the_old_config_stays() {
     assert_eq!(r.status, 422, "{}", text(&r));
     assert!(text(&r).contains("reserve_prise"), "{}", text(&r));
 
+    // Not TOML at all: the line is named, and no `field`, since no key is at fault.
+    let r = run.reload_with(&format!("{good}\n!!! not toml\n"));
+    assert_eq!(r.status, 422, "{}", text(&r));
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "invalid_config", "{v}");
+    assert!(v["error"].get("field").is_none(), "{v}");
+    assert!(v["issues"][0]["line"].as_u64().is_some(), "{v}");
+    assert!(v["issues"][0].get("key").is_none(), "{v}");
+
     // Leads still flow under the old config.
     let v = c.lead(LEAD).json();
     assert_eq!(v["status"], "sold", "{v}");
