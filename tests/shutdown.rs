@@ -13,6 +13,46 @@ fn sigterm(pid: u32) {
     assert_eq!(r, 0, "kill -TERM");
 }
 
+/// One buyer that bids $42 and accepts every post.
+fn one_bidder() -> Fleet {
+    Fleet::start(vec![BuyerSpec::new("acme").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(4200, None),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
+    .unwrap()
+}
+
+/// A lead sold on a fresh connection to `addr`.
+fn sell_one(addr: std::net::SocketAddr) {
+    let mut seller = Client::connect(addr);
+    seller.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    let v = seller.read_response().expect("answered").json();
+    assert_eq!(v["status"], "sold", "{v}");
+}
+
+/// SIGTERM, then the exit status, which must come within 20 s (the child is killed if not).
+fn stop_within_20_s(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    sigterm(child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
     let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
@@ -102,13 +142,7 @@ fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
 
 #[test]
 fn sigterm_exits_with_the_operator_api_open_and_an_operator_connected() {
-    let fleet = Fleet::start(vec![BuyerSpec::new("acme").with_responder(
-        |kind, _| match kind {
-            Kind::Ping => Reply::bid(4200, None),
-            Kind::Post => Reply::accepted(),
-        },
-    )])
-    .unwrap();
+    let fleet = one_bidder();
     let dir = temp_dir("shutdown-admin");
     // A port free a moment ago, so the test knows where the operator API listens.
     let admin_addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -123,15 +157,7 @@ fn sigterm_exits_with_the_operator_api_open_and_an_operator_connected() {
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, &text).unwrap();
     let (mut child, addr, _) = serve_logged(&cfg);
-    let mut seller = Client::connect(addr);
-    seller.send_raw(&Client::request(
-        "POST",
-        "/v1/leads",
-        Some(KEY),
-        LEAD.as_bytes(),
-    ));
-    let v = seller.read_response().expect("answered").json();
-    assert_eq!(v["status"], "sold", "{v}");
+    sell_one(addr);
     // An operator's keep-alive connection, idle when the signal comes.
     let mut operator = None;
     for _ in 0..100 {
@@ -142,18 +168,7 @@ fn sigterm_exits_with_the_operator_api_open_and_an_operator_connected() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _operator = operator.expect("the operator API listens");
-    sigterm(child.id());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("still running 20 s after SIGTERM with the operator API open");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = stop_within_20_s(&mut child, "with the operator API open");
     assert!(status.success(), "exit status {status:?}");
     assert!(
         TcpStream::connect(admin_addr).is_err(),
@@ -164,13 +179,7 @@ fn sigterm_exits_with_the_operator_api_open_and_an_operator_connected() {
 #[test]
 fn sigterm_still_stops_the_exchange_after_its_log_reader_went_away() {
     use std::io::{BufRead, BufReader};
-    let fleet = Fleet::start(vec![BuyerSpec::new("acme").with_responder(
-        |kind, _| match kind {
-            Kind::Ping => Reply::bid(4200, None),
-            Kind::Post => Reply::accepted(),
-        },
-    )])
-    .unwrap();
+    let fleet = one_bidder();
     let dir = temp_dir("shutdown-stderr");
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, config(&fleet, "", |_| String::new())).unwrap();
@@ -196,27 +205,8 @@ fn sigterm_still_stops_the_exchange_after_its_log_reader_went_away() {
     let addr: std::net::SocketAddr = addr.expect("gavel serve announced its address");
     // Whoever read the log is gone: the next line the exchange writes meets a closed pipe.
     drop(stderr);
-    let mut seller = Client::connect(addr);
-    seller.send_raw(&Client::request(
-        "POST",
-        "/v1/leads",
-        Some(KEY),
-        LEAD.as_bytes(),
-    ));
-    let v = seller.read_response().expect("answered").json();
-    assert_eq!(v["status"], "sold", "{v}");
-    sigterm(child.id());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("still running 20 s after SIGTERM with its stderr closed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    sell_one(addr);
+    let status = stop_within_20_s(&mut child, "with its stderr closed");
     assert!(status.success(), "exit status {status:?}");
     assert!(
         TcpStream::connect(addr).is_err(),

@@ -655,15 +655,19 @@ fn handles_can_be_shared_across_threads() {
 
 use super::relay::{Endpoint, Relay, RelayBuyer, RelayOptions};
 
-fn relay_for(fleet: &Fleet, ping_timeout_ms: u64) -> Relay {
-    let buyers = (0..fleet.len())
+/// Every buyer of `fleet`, as the relay takes them.
+fn relay_buyers(fleet: &Fleet) -> Vec<RelayBuyer> {
+    (0..fleet.len())
         .map(|i| RelayBuyer {
             ping: Endpoint::parse(&fleet.ping_url(i)).expect("ping url"),
             post: Endpoint::parse(&fleet.post_url(i)).expect("post url"),
         })
-        .collect();
+        .collect()
+}
+
+fn relay_for(fleet: &Fleet, ping_timeout_ms: u64) -> Relay {
     Relay::start(RelayOptions {
-        buyers,
+        buyers: relay_buyers(fleet),
         ping_timeout: Duration::from_millis(ping_timeout_ms),
         ..RelayOptions::default()
     })
@@ -812,12 +816,7 @@ fn relay_keeps_its_buyer_connections_alive_and_survives_a_dead_buyer() {
         .expect("addr")
         .as_socket()
         .expect("inet");
-    let mut buyers: Vec<RelayBuyer> = (0..fleet.len())
-        .map(|i| RelayBuyer {
-            ping: Endpoint::parse(&fleet.ping_url(i)).expect("ping url"),
-            post: Endpoint::parse(&fleet.post_url(i)).expect("post url"),
-        })
-        .collect();
+    let mut buyers = relay_buyers(&fleet);
     let dead_url = format!("http://{dead}/ping");
     buyers.push(RelayBuyer {
         ping: Endpoint::parse(&dead_url).expect("url"),
