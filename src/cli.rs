@@ -228,6 +228,13 @@ fn serve(path: &std::path::Path) -> i32 {
         eprintln!("gavel: journal flush at exit failed: {}", e);
         return 1;
     }
+    // A second signal, or the drain limit, leaves leads unanswered: a supervisor must be able
+    // to tell that from a clean stop.
+    let unanswered = shared.in_flight.load(std::sync::atomic::Ordering::Acquire);
+    if unanswered > 0 {
+        eprintln!("gavel: stopped with {unanswered} lead(s) in flight unanswered");
+        return 1;
+    }
     eprintln!("gavel: stopped");
     0
 }

@@ -213,3 +213,41 @@ fn sigterm_still_stops_the_exchange_after_its_log_reader_went_away() {
         "the seller port is closed"
     );
 }
+
+#[test]
+fn a_second_sigterm_exits_at_once_with_status_1_when_leads_are_left_unanswered() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(4200, None).after_ms(3000),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
+    .unwrap();
+    let dir = temp_dir("shutdown-forced");
+    let text = config(&fleet, "ping_timeout_ms = 5000", |_| String::new())
+        .replace("ping_timeout_ms = 300\n", "");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (mut child, addr, _) = serve_logged(&cfg);
+    let mut busy = Client::connect(addr);
+    busy.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    std::thread::sleep(Duration::from_millis(150));
+    sigterm(child.id());
+    std::thread::sleep(Duration::from_millis(150));
+    let started = Instant::now();
+    let status = stop_within_20_s(&mut child, "sent twice");
+    // At once: long before the buyer's 3 s answer.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "exit status {status:?}");
+    // The lead got no answer: its connection is closed without one.
+    assert!(busy.read_response().is_none());
+}
