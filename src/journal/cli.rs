@@ -78,7 +78,12 @@ pub fn run_to(cmd: JournalCmd, out: &mut dyn Write, err: &mut dyn Write) -> i32 
         | JournalCmd::Verify { dir } => dir.clone(),
     };
     if !dir.is_dir() {
-        let _ = writeln!(err, "gavel: journal directory {} not found", dir.display());
+        let why = if dir.exists() {
+            "is not a directory"
+        } else {
+            "not found"
+        };
+        let _ = writeln!(err, "gavel: journal directory {} {why}", dir.display());
         return EXIT_USAGE;
     }
     match cmd {

@@ -246,6 +246,9 @@ impl fmt::Display for JournalError {
         match self {
             JournalError::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
             JournalError::InvalidOptions(msg) => write!(f, "{msg}"),
+            JournalError::NotFound(dir) if dir.exists() => {
+                write!(f, "journal directory {} is not a directory", dir.display())
+            }
             JournalError::NotFound(dir) => {
                 write!(f, "journal directory {} not found", dir.display())
             }

@@ -1565,7 +1565,21 @@ fn verify_exit_codes_distinguish_intact_damaged_and_missing() {
         let (code, _, err) = run_cli(cmd);
         assert_eq!(code, 2);
         assert_eq!(err.lines().count(), 1);
+        assert!(err.contains("not found"), "{err}");
     }
+    // A path that exists but is a file is named as such, not as missing.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (code, _, err) = run_cli(JournalCmd::Export { dir: file.clone() });
+    assert_eq!(code, 2);
+    assert!(err.contains("is not a directory"), "{err}");
+    assert_eq!(
+        JournalError::NotFound(file).to_string(),
+        format!(
+            "journal directory {} is not a directory",
+            dir.path().join("a-file").display()
+        )
+    );
 }
 
 #[test]
