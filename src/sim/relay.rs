@@ -413,6 +413,9 @@ struct Engine {
     reserve_cents: Cents,
     seq: u64,
     scratch: Vec<u8>,
+    /// Seller connections whose lead finished, to read their next request from the loop (not
+    /// from inside the finish, which would recurse once per pipelined request).
+    ready: Vec<Key>,
     now: Instant,
 }
 
@@ -484,6 +487,7 @@ impl Engine {
             reserve_cents: opts.reserve_cents,
             seq: 0,
             scratch: vec![0u8; READ_CHUNK],
+            ready: Vec::new(),
             now,
         })
     }
@@ -526,8 +530,16 @@ impl Engine {
                         }
                     }
                 }
+                self.serve_ready();
             }
             self.fire_timers();
+            self.serve_ready();
+        }
+    }
+
+    fn serve_ready(&mut self) {
+        while let Some(k) = self.ready.pop() {
+            self.serve_seller(k);
         }
     }
 
@@ -1236,7 +1248,7 @@ impl Engine {
         h.write
             .saturating_record(us(written.saturating_duration_since(handed)));
         // The connection may hold the next request already.
-        self.serve_seller(seller);
+        self.ready.push(seller);
     }
 }
 

@@ -853,6 +853,42 @@ fn relay_keeps_its_buyer_connections_alive_and_survives_a_dead_buyer() {
 }
 
 #[test]
+fn relay_answers_thousands_of_pipelined_leads_whose_buyers_are_all_down() {
+    // Every ping fails (port 0 cannot be connected to), so a lead can finish while its own
+    // request is still being taken; thousands pipelined on one connection must each get their
+    // answer, in order.
+    let url = "http://127.0.0.1:0/ping";
+    let mut relay = Relay::start(RelayOptions {
+        buyers: vec![RelayBuyer {
+            ping: Endpoint::parse(url).expect("url"),
+            post: Endpoint::parse(url).expect("url"),
+        }],
+        ..RelayOptions::default()
+    })
+    .expect("relay");
+    const LEADS: usize = 5000;
+    let one = format!(
+        "POST /v1/leads HTTP/1.1\r\nHost: relay\r\nContent-Length: {}\r\n\r\n{RELAY_LEAD}",
+        RELAY_LEAD.len()
+    );
+    let all = one.repeat(LEADS);
+    let mut s = connect(relay.addr());
+    let writer = {
+        let mut w = s.try_clone().expect("clone");
+        std::thread::spawn(move || w.write_all(all.as_bytes()))
+    };
+    let mut buf = Vec::new();
+    for _ in 0..LEADS {
+        let (status, body) = read_response(&mut s, &mut buf);
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v["status"], "unsold", "{v}");
+    }
+    writer.join().expect("writer").expect("write");
+    relay.stop();
+}
+
+#[test]
 fn relay_refuses_options_out_of_bounds() {
     assert!(Relay::start(RelayOptions::default()).is_err(), "no buyers");
     assert!(Endpoint::parse("https://127.0.0.1:1/ping").is_err());
