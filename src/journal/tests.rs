@@ -1701,3 +1701,20 @@ fn frame_checksum_agrees_with_the_crc32c_crate_at_every_length() {
         assert_eq!(frame_crc(&head, &payload), want, "payload of {len} bytes");
     }
 }
+
+#[test]
+fn a_journal_dir_that_is_a_file_is_refused_as_such() {
+    let dir = TempDir::new("dir-is-file");
+    let file = dir.path().join("journal");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = match Journal::open(opts(&file, 1 << 20)) {
+        Ok(_) => panic!("a file opened as a journal directory"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        err,
+        format!("journal directory {} is not a directory", file.display())
+    );
+    // The file is untouched.
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+}

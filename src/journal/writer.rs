@@ -182,6 +182,12 @@ impl Journal {
     pub fn open(opts: JournalOptions) -> Result<(Journal, RecoveryReport), JournalError> {
         opts.validate()?;
         let dir = opts.dir.clone();
+        if dir.exists() && !dir.is_dir() {
+            return Err(JournalError::InvalidOptions(format!(
+                "journal directory {} is not a directory",
+                dir.display()
+            )));
+        }
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::io("create directory", &dir, e))?;
         let lock = lock_dir(&dir)?;
         let analysis = analyze(&dir, false)?;
