@@ -53,23 +53,36 @@ fn stop_within_20_s(child: &mut std::process::Child, what: &str) -> std::process
     }
 }
 
-#[test]
-fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
+/// `gavel serve` with one buyer that bids after `bid_after_ms`, and a lead sent to it on a
+/// connection of its own: the child, the seller address, the config text and that connection.
+fn serving_a_slow_lead(
+    name: &str,
+    bid_after_ms: u64,
+    ping_timeout_ms: u64,
+) -> (
+    Fleet,
+    std::process::Child,
+    std::net::SocketAddr,
+    String,
+    Client,
+) {
     let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
-        |kind, _| match kind {
-            Kind::Ping => Reply::bid(4200, None).after_ms(600),
+        move |kind, _| match kind {
+            Kind::Ping => Reply::bid(4200, None).after_ms(bid_after_ms),
             Kind::Post => Reply::accepted(),
         },
     )])
     .unwrap();
-    let dir = temp_dir("shutdown");
-    let text = config(&fleet, "ping_timeout_ms = 2000", |_| String::new())
-        .replace("ping_timeout_ms = 300\n", "");
+    let dir = temp_dir(name);
+    let text = config(
+        &fleet,
+        &format!("ping_timeout_ms = {ping_timeout_ms}"),
+        |_| String::new(),
+    )
+    .replace("ping_timeout_ms = 300\n", "");
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, &text).unwrap();
-    let (mut child, addr, _) = serve_logged(&cfg);
-
-    // A lead whose buyer takes 600 ms, and an idle keep-alive connection.
+    let (child, addr, _) = serve_logged(&cfg);
     let mut busy = Client::connect(addr);
     busy.send_raw(&Client::request(
         "POST",
@@ -77,6 +90,13 @@ fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
         Some(KEY),
         LEAD.as_bytes(),
     ));
+    (fleet, child, addr, text, busy)
+}
+
+#[test]
+fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
+    // A lead whose buyer takes 600 ms, and an idle keep-alive connection.
+    let (_fleet, mut child, addr, text, mut busy) = serving_a_slow_lead("shutdown", 600, 2000);
     let mut idle = Client::connect(addr);
     std::thread::sleep(Duration::from_millis(150));
     let stopped_at = Instant::now();
@@ -216,26 +236,7 @@ fn sigterm_still_stops_the_exchange_after_its_log_reader_went_away() {
 
 #[test]
 fn a_second_sigterm_exits_at_once_with_status_1_when_leads_are_left_unanswered() {
-    let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
-        |kind, _| match kind {
-            Kind::Ping => Reply::bid(4200, None).after_ms(3000),
-            Kind::Post => Reply::accepted(),
-        },
-    )])
-    .unwrap();
-    let dir = temp_dir("shutdown-forced");
-    let text = config(&fleet, "ping_timeout_ms = 5000", |_| String::new())
-        .replace("ping_timeout_ms = 300\n", "");
-    let cfg = dir.join("gavel.toml");
-    std::fs::write(&cfg, &text).unwrap();
-    let (mut child, addr, _) = serve_logged(&cfg);
-    let mut busy = Client::connect(addr);
-    busy.send_raw(&Client::request(
-        "POST",
-        "/v1/leads",
-        Some(KEY),
-        LEAD.as_bytes(),
-    ));
+    let (_fleet, mut child, _, _, mut busy) = serving_a_slow_lead("shutdown-forced", 3000, 5000);
     std::thread::sleep(Duration::from_millis(150));
     sigterm(child.id());
     std::thread::sleep(Duration::from_millis(150));

@@ -14,6 +14,21 @@ const PING_BODY: &str = r#"{"ping_id":"p1","campaign":"auto-insurance","lead":{"
 const POST_BODY: &str =
     r#"{"ping_id":"p1","bid_id":"b-1","price":42.5,"lead":{"first_name":"Ana"}}"#;
 
+/// A port held by a socket that is bound but not listening: it refuses connections, and stays
+/// reserved (while the socket lives) so no other test can take it over meanwhile.
+fn dead_port() -> (socket2::Socket, SocketAddr) {
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    holder.bind(&any.into()).expect("bind");
+    let dead = holder
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    (holder, dead)
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -627,17 +642,7 @@ fn load_generator_counts_other_statuses_and_fails_without_a_target() {
     assert_eq!(report.other, 30);
     assert_eq!(report.by_status_code.get(&401), Some(&30));
 
-    // A port held by a socket that is bound but not listening refuses connections, and stays
-    // reserved so no other test can take it over meanwhile.
-    let holder =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    holder.bind(&any.into()).expect("bind");
-    let dead = holder
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet");
+    let (_holder, dead) = dead_port();
     let mut spec = LoadSpec::new(dead, "k", "c");
     spec.connections = 2;
     assert!(load::run(&spec).is_err());
@@ -807,15 +812,7 @@ fn relay_answers_unsold_without_bids_and_closes_at_the_deadline_without_a_silent
 fn relay_keeps_its_buyer_connections_alive_and_survives_a_dead_buyer() {
     let mut fleet = Fleet::start(vec![BuyerSpec::new("a"), BuyerSpec::new("b")]).expect("fleet");
     // A third buyer on a port nobody listens on: its pings fail, the others still count.
-    let holder =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    holder.bind(&any.into()).expect("bind");
-    let dead = holder
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet");
+    let (_holder, dead) = dead_port();
     let mut buyers = relay_buyers(&fleet);
     let dead_url = format!("http://{dead}/ping");
     buyers.push(RelayBuyer {
