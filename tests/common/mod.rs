@@ -88,6 +88,7 @@ min_idle = 1
 pub fn temp_dir(what: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
+    static REGISTER: std::sync::Once = std::sync::Once::new();
     let d = std::env::temp_dir().join(format!(
         "gavel-test-{}-{}-{}",
         what,
@@ -96,7 +97,30 @@ pub fn temp_dir(what: &str) -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("temp dir");
+    // SAFETY: atexit with a function that takes and returns nothing, registered once.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_temp_dirs);
+    });
+    if let Ok(mut made) = MADE.lock() {
+        made.push(d.clone());
+    }
     d
+}
+
+/// Every directory `temp_dir` made in this test process (journals of a few MiB each).
+static MADE: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Run at the test process's exit, whether its tests passed or not: a test run leaves nothing
+/// in the temporary directory. `GAVEL_KEEP_TEST_DIRS=1` keeps them for a post-mortem.
+extern "C" fn remove_temp_dirs() {
+    if std::env::var_os("GAVEL_KEEP_TEST_DIRS").is_some() {
+        return;
+    }
+    if let Ok(made) = MADE.lock() {
+        for d in made.iter() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 pub struct Exchange {
