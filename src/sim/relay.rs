@@ -595,32 +595,7 @@ impl Engine {
         let Some(s) = self.sellers.get_mut(k) else {
             return;
         };
-        let mut closed = false;
-        loop {
-            match s.stream.read(scratch) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => {
-                    if s.rbuf.len() + n > MAX_HEAD_BYTES + MAX_BODY_BYTES {
-                        closed = true;
-                        break;
-                    }
-                    s.rbuf.extend_from_slice(&scratch[..n]);
-                    if n < scratch.len() {
-                        // A short read emptied the socket: more data is a new edge.
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
+        let closed = fill(&mut s.stream, &mut s.rbuf, scratch) != Filled::Open;
         if closed {
             self.close_seller(k);
             return;
@@ -965,27 +940,11 @@ impl Engine {
         let Some(c) = self.conns.get_mut(ck) else {
             return;
         };
-        let mut eof = false;
-        loop {
-            match c.stream.read(scratch) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    if c.rbuf.len() + n > MAX_HEAD_BYTES + MAX_BODY_BYTES {
-                        return self.conn_broken(ck);
-                    }
-                    c.rbuf.extend_from_slice(&scratch[..n]);
-                    if n < scratch.len() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return self.conn_broken(ck),
-            }
-        }
+        let eof = match fill(&mut c.stream, &mut c.rbuf, scratch) {
+            Filled::Open => false,
+            Filled::Eof => true,
+            Filled::Broken => return self.conn_broken(ck),
+        };
         let answer = match wire::parse_response(&c.rbuf) {
             Ok(Some(h)) => match h.body_len {
                 Some(len) if c.rbuf.len() >= h.head_len + len => {
@@ -1249,6 +1208,39 @@ impl Engine {
             .saturating_record(us(written.saturating_duration_since(handed)));
         // The connection may hold the next request already.
         self.ready.push(seller);
+    }
+}
+
+/// What reading a socket until it had nothing more left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filled {
+    /// Everything available was read; the connection stays open.
+    Open,
+    /// The peer closed its side.
+    Eof,
+    /// A read error, or more unparsed bytes than one largest message.
+    Broken,
+}
+
+/// Read what `stream` has into `rbuf` (through `scratch`). A short read ends it: it emptied the
+/// socket, and more data is a new edge.
+fn fill(stream: &mut TcpStream, rbuf: &mut Vec<u8>, scratch: &mut [u8]) -> Filled {
+    loop {
+        match stream.read(scratch) {
+            Ok(0) => return Filled::Eof,
+            Ok(n) => {
+                if rbuf.len() + n > MAX_HEAD_BYTES + MAX_BODY_BYTES {
+                    return Filled::Broken;
+                }
+                rbuf.extend_from_slice(&scratch[..n]);
+                if n < scratch.len() {
+                    return Filled::Open;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Filled::Open,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Filled::Broken,
+        }
     }
 }
 
