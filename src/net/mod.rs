@@ -6,6 +6,7 @@
 //! is accepted, auctioned and answered on one thread and never crosses to another.
 
 mod buyer;
+pub(crate) mod deadlines;
 mod held;
 mod reload;
 pub(crate) mod slab;

@@ -1,6 +1,7 @@
 //! One event-loop thread: seller connections, buyer pools, leads and their timers.
 
 use super::buyer::*;
+use super::deadlines::Deadlines;
 use super::slab::{Key, Slab};
 use super::steps::{self, Step};
 use super::timer::TimerFd;
@@ -17,8 +18,7 @@ use chrono::Utc;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -174,7 +174,8 @@ pub struct Worker {
     conns: Slab<BuyerConn>,
     pools: Vec<Pool>,
     leads: Slab<Lead>,
-    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Leads' deadlines; an entry is live while its lead's `timer_at` names it.
+    timers: Deadlines<Key>,
     /// Leads with new input whose actions must be run.
     dirty: Vec<Key>,
     scratch: Vec<u8>,
@@ -353,7 +354,7 @@ impl Worker {
             conns: Slab::with_capacity(MAX_BUYER_CONNS_PER_WORKER),
             pools,
             leads: Slab::with_capacity(MAX_LEADS_PER_WORKER.min(snap.server.max_in_flight + 1)),
-            timers: BinaryHeap::new(),
+            timers: Deadlines::default(),
             dirty: Vec::new(),
             scratch: Vec::with_capacity(4096),
             dedupe_keys: Vec::with_capacity(crate::compliance::MAX_KEYS_PER_LEAD),
@@ -393,8 +394,7 @@ impl Worker {
             }
             let next = self
                 .timers
-                .peek()
-                .map(|Reverse((t, _, _))| *t)
+                .next()
                 .unwrap_or(self.next_housekeeping)
                 .min(self.next_housekeeping);
             if let Err(e) = self.wait(&mut events, next) {
@@ -1715,23 +1715,23 @@ impl Worker {
         let Some(lead) = self.leads.get_mut(key) else {
             return;
         };
-        if let Some(t) = lead.auction.next_timeout() {
-            if lead.timer_at != Some(t) {
-                lead.timer_at = Some(t);
-                self.timers.push(Reverse((t, key.index, key.gen)));
-            }
+        let Some(t) = lead.auction.next_timeout() else {
+            return;
+        };
+        if lead.timer_at == Some(t) {
+            return;
         }
+        lead.timer_at = Some(t);
+        let leads = &self.leads;
+        self.timers.push(t, key, |at, k| {
+            leads.get(*k).is_some_and(|l| l.timer_at == Some(at))
+        });
     }
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
         self.now = now;
-        while let Some(Reverse((t, index, gen))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            let key = Key { index, gen };
+        while let Some((t, key)) = self.timers.pop_due(now) {
             if let Some(lead) = self.leads.get_mut(key) {
                 if lead.timer_at == Some(t) {
                     lead.timer_at = None;

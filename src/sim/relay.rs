@@ -18,8 +18,7 @@
 //! `overhead_stages_us`, `elapsed_us`, `answer_write_us`) and zeroed by
 //! `POST /v1/admin/stats/reset`, both on the seller listener.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +34,7 @@ use serde::Serialize;
 use super::load::Percentiles;
 use super::wire::{self, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use crate::money::{parse_cents, write_dollars, Cents};
+use crate::net::deadlines::Deadlines;
 use crate::net::slab::{Key, Slab};
 
 /// Most buyers one relay pings per lead.
@@ -405,7 +405,7 @@ struct Engine {
     buyers: Vec<(usize, usize, Vec<u8>, Vec<u8>)>,
     leads: Slab<Lead>,
     /// Ping deadlines and post deadlines, by lead; stale ones are skipped when they come.
-    timers: BinaryHeap<Reverse<(Instant, Key, Kind)>>,
+    timers: Deadlines<(Key, Kind)>,
     hists: Hists,
     ping_timeout: Duration,
     post_timeout: Duration,
@@ -479,7 +479,7 @@ impl Engine {
             pools,
             buyers,
             leads: Slab::with_capacity(MAX_IN_FLIGHT),
-            timers: BinaryHeap::new(),
+            timers: Deadlines::default(),
             hists: Hists::new()?,
             ping_timeout: opts.ping_timeout,
             post_timeout: opts.post_timeout,
@@ -501,8 +501,8 @@ impl Engine {
             // mio rounds the timeout up to whole milliseconds: a deadline is never missed.
             let timeout = self
                 .timers
-                .peek()
-                .map(|Reverse((t, _, _))| t.saturating_duration_since(Instant::now()));
+                .next()
+                .map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -738,8 +738,7 @@ impl Engine {
             s.busy = Some(key);
         }
         self.hists.leads += 1;
-        self.timers
-            .push(Reverse((arrival + self.ping_timeout, key, Kind::Ping)));
+        self.push_timer(arrival + self.ping_timeout, key, Kind::Ping);
         for buyer in 0..n {
             self.dispatch(Job {
                 lead: key,
@@ -1088,8 +1087,7 @@ impl Engine {
         lead.phase = Phase::Posting;
         match lead.best.as_ref().map(|(_, b, _)| *b) {
             Some(buyer) => {
-                self.timers
-                    .push(Reverse((now + self.post_timeout, key, Kind::Post)));
+                self.push_timer(now + self.post_timeout, key, Kind::Post);
                 self.dispatch(Job {
                     lead: key,
                     buyer,
@@ -1100,13 +1098,20 @@ impl Engine {
         }
     }
 
+    /// A deadline for `key`; the sweep drops the deadlines of leads that ended or moved on.
+    fn push_timer(&mut self, at: Instant, key: Key, kind: Kind) {
+        let leads = &self.leads;
+        self.timers.push(at, (key, kind), |_, (k, kind)| {
+            leads.get(*k).is_some_and(|l| match kind {
+                Kind::Ping => l.phase == Phase::Pinging,
+                Kind::Post => l.phase == Phase::Posting,
+            })
+        });
+    }
+
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((t, key, kind))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((_, (key, kind))) = self.timers.pop_due(now) {
             let Some(lead) = self.leads.get_mut(key) else {
                 continue;
             };
