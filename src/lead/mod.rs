@@ -192,15 +192,34 @@ pub fn validate_ping(req: &LeadRequest) -> Result<(), Refusal> {
     validate_shapes(req)
 }
 
+/// USPS codes of the states, the District of Columbia, the inhabited territories and the
+/// armed forces' postal regions, sorted for a binary search.
+const US_STATES: [&str; 59] = [
+    "AA", "AE", "AK", "AL", "AP", "AR", "AS", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "GA", "GU",
+    "HI", "IA", "ID", "IL", "IN", "KS", "KY", "LA", "MA", "MD", "ME", "MI", "MN", "MO", "MP", "MS",
+    "MT", "NC", "ND", "NE", "NH", "NJ", "NM", "NV", "NY", "OH", "OK", "OR", "PA", "PR", "RI", "SC",
+    "SD", "TN", "TX", "UT", "VA", "VI", "VT", "WA", "WI", "WV", "WY",
+];
+
+/// A USPS state code, in either case.
+fn is_us_state(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 2 {
+        return false;
+    }
+    let upper = [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()];
+    US_STATES
+        .binary_search_by(|code| code.as_bytes().cmp(&upper[..]))
+        .is_ok()
+}
+
 /// The shape of well-known fields, where present: state, zip, phone, email.
 fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
     if let Some(v) = req.lead.get("state").filter(|v| !v.is_blank()) {
-        let ok =
-            as_text(v).is_some_and(|s| s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()));
-        if !ok {
+        if !as_text(v).is_some_and(is_us_state) {
             return Err(Refusal::content(
                 "invalid_field",
-                "state must be a two-letter code",
+                "state must be a two-letter USPS code (TX, CA, DC, PR, ...)",
                 "lead.state",
             ));
         }

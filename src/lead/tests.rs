@@ -150,11 +150,20 @@ fn content_refusals_are_422_with_code_and_field() {
         ("invalid_field", Some("lead.zip"))
     );
 
-    let r = refusal(&with(|v| v["lead"]["state"] = Value::from("Texas")));
-    assert_eq!(
-        (r.code, r.field.as_deref()),
-        ("invalid_field", Some("lead.state"))
-    );
+    for state in ["Texas", "XX", "T1", "ZZ"] {
+        let r = refusal(&with(|v| v["lead"]["state"] = Value::from(state)));
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("invalid_field", Some("lead.state")),
+            "{state}"
+        );
+    }
+    for state in ["TX", "tx", "DC", "PR", "WY", "AL"] {
+        let mut v: Value = serde_json::from_str(LEAD).unwrap();
+        v["lead"]["state"] = Value::from(state);
+        let req = parse_request(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(validate_ping(&req).is_ok(), "{state}");
+    }
 
     let r = refusal(&with(|v| v["lead"]["phone"] = Value::from("555-0147")));
     assert_eq!(
