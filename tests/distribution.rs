@@ -127,3 +127,20 @@ fn an_unsold_lead_falls_back_to_the_fixed_price_buyers() {
     assert_eq!(v["bids"], 0);
     assert_eq!((fleet.pings(0), fleet.posts(0), fleet.posts(1)), (1, 0, 1));
 }
+
+/// A fixed-price lead no buyer may take (every filter says no) is answered unsold at once, not
+/// left waiting.
+#[test]
+fn a_fixed_price_lead_nobody_may_take_is_answered_unsold() {
+    let fleet = Fleet::start(vec![poster("ca-only", true)]).unwrap();
+    let toml = fixed_config(&fleet, "waterfall", &[(15.0, 1, 1)])
+        + "\n[buyers.filters]\nstates = [\"CA\"]\n";
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let started = std::time::Instant::now();
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["status"], "unsold", "{v}");
+    assert_eq!(v["price"], 0.0, "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(fleet.posts(0), 0);
+}

@@ -593,6 +593,11 @@ impl Auction {
             ..params
         };
         let mut a = Auction::new(params, arrival, now, &buyers);
+        if a.slots.is_empty() {
+            // Nothing to post to (every held bid left out, no fixed-price buyer): `new` closed
+            // the auction, and its answer (unsold) is the one action left.
+            return a;
+        }
         a.actions.clear();
         for (slot, (_, cents, bid_id)) in bids.iter().enumerate().take(a.slots.len()) {
             a.slots[slot].ping_sent_at = Some(now);

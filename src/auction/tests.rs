@@ -564,6 +564,18 @@ fn a_ping_only_auction_ranks_and_stops() {
 }
 
 #[test]
+fn no_held_bids_answers_unsold_at_once() {
+    let t0 = Instant::now();
+    let mut a = Auction::from_held(params(SaleKind::Exclusive, 500), t0, t0, &[]);
+    assert_eq!(a.poll_action(), Some(Action::Answer));
+    assert_eq!(a.poll_action(), None);
+    assert_eq!(a.next_timeout(), None);
+    let o = a.outcome();
+    assert_eq!(o.status, Status::Unsold);
+    assert!(o.sales.is_empty());
+}
+
+#[test]
 fn held_bids_are_posted_in_rank_order_with_cascade() {
     let t0 = Instant::now();
     let held = vec![
