@@ -143,3 +143,55 @@ fn unknown_expired_mismatched_and_unbid_pings() {
     assert_eq!(v["status"], "no_bid");
     assert!(v.get("payout").is_none());
 }
+
+/// The consent the post carries names the buyers the consumer agreed to hear from. The ping
+/// carried no consent, so every buyer bid; the post may go only to a disclosed one, even when
+/// another held the top bid.
+#[test]
+fn a_post_goes_only_to_buyers_its_consent_discloses() {
+    let fleet = Fleet::start(vec![bidder("acme", 3000, true), bidder("blue", 2000, true)]).unwrap();
+    let ex = Exchange::start(&config(
+        &fleet,
+        "hold_ms = 30000\ndisclosed_buyers_only = true",
+        |_| String::new(),
+    ));
+    let mut c = ex.client();
+    let post_disclosing = |ping_id: &str, disclosed: &[&str]| {
+        let mut v: Value = serde_json::from_slice(&post_body(ping_id, "")).unwrap();
+        v["consent"]["disclosed_buyers"] = serde_json::json!(disclosed);
+        serde_json::to_vec(&v).unwrap()
+    };
+
+    let ping = |c: &mut Client| {
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        assert_eq!(v["payout"], 24.0, "{v}"); // 80 % of acme's 30.00
+        v["ping_id"].as_str().unwrap().to_string()
+    };
+    let ping_id = ping(&mut c);
+    let r = c.post("/v1/post", Some(KEY), &post_disclosing(&ping_id, &["blue"]));
+    let v = r.json();
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "blue", "{v}");
+    assert_eq!(v["price"], 20.0);
+    assert_eq!(
+        fleet.posts(0),
+        0,
+        "acme was not disclosed and must not get the consumer"
+    );
+    assert_eq!(fleet.posts(1), 1);
+
+    // A consent that discloses none of the bidders: nobody gets the lead.
+    let ping_id = ping(&mut c);
+    let v = c
+        .post(
+            "/v1/post",
+            Some(KEY),
+            &post_disclosing(&ping_id, &["someone-else"]),
+        )
+        .json();
+    assert_eq!(v["status"], "unsold", "{v}");
+    assert_eq!((fleet.posts(0), fleet.posts(1)), (0, 1));
+}
+

@@ -1033,7 +1033,18 @@ impl Worker {
         // ping results are not journaled again.
         let from_plan = held.is_some() || fixed_price;
         let auction = match &held {
-            Some((_, bids, _)) => Auction::from_held(params, arrival, self.now, bids),
+            Some((_, bids, _)) => {
+                // The full lead and its consent decide again who may have it: the ping carried
+                // neither the consumer nor, often, the consent (its disclosed buyers and
+                // vertical), and caps, hours and pauses may have changed since.
+                let eligible = self.eligible_buyers(&gen.rt, campaign, &req, |_| true);
+                let bids: Vec<HeldBid> = bids
+                    .iter()
+                    .filter(|(b, _, _)| eligible.contains(b))
+                    .cloned()
+                    .collect();
+                Auction::from_held(params, arrival, self.now, &bids)
+            }
             // Fixed-price distribution: no pings, posts in the method's order at each price.
             None if fixed_price => {
                 let plan = self.fixed_price_plan(&gen.rt, campaign, &req, c.method);
