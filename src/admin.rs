@@ -422,6 +422,8 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
                 "revenue": dollars(c.revenue_cents), "payout": dollars(c.payout_cents),
                 "profit": dollars(c.revenue_cents - c.payout_cents),
                 "test_leads": c.test_leads,
+                "pings": c.pings, "pings_bid": c.pings_bid, "pings_refused": c.pings_refused,
+                "posts_refused": c.posts_refused,
             }),
         );
     }
@@ -540,6 +542,31 @@ pub fn metrics_text(shared: &Shared) -> String {
                 n
             );
         }
+    }
+    out.push_str("# HELP gavel_pings_total Seller-side pings (/v1/ping) by campaign and answer (not leads: a lead is counted when posted).\n# TYPE gavel_pings_total counter\n");
+    for (id, c) in &s.campaigns {
+        for (status, n) in [
+            ("bid", c.pings_bid),
+            ("no_bid", c.pings.saturating_sub(c.pings_bid)),
+            ("refused", c.pings_refused),
+        ] {
+            let _ = writeln!(
+                out,
+                "gavel_pings_total{{campaign=\"{}\",status=\"{}\"}} {}",
+                label(id),
+                status,
+                n
+            );
+        }
+    }
+    out.push_str("# HELP gavel_posts_refused_total Seller-side posts (/v1/post) refused for their content while the ping stays postable, by campaign.\n# TYPE gavel_posts_refused_total counter\n");
+    for (id, c) in &s.campaigns {
+        let _ = writeln!(
+            out,
+            "gavel_posts_refused_total{{campaign=\"{}\"}} {}",
+            label(id),
+            c.posts_refused
+        );
     }
     out.push_str("# HELP gavel_test_leads_total Leads sent as tests (counted in gavel_leads_total too; they move no money), by campaign.\n# TYPE gavel_test_leads_total counter\n");
     for (id, c) in &s.campaigns {

@@ -33,6 +33,15 @@ pub struct CampaignCounters {
     /// Leads answered that were sent as `"test": true`, counted in `leads` and the rest as well;
     /// they move no money (no revenue, payout, spend, caps or budgets).
     pub test_leads: u64,
+    /// Seller-side pings (`/v1/ping`) answered, and of those the ones answered with a bid. A
+    /// ping is not a lead: the lead is counted when it is posted.
+    pub pings: u64,
+    pub pings_bid: u64,
+    /// Pings refused for their content (422), not counted as leads.
+    pub pings_refused: u64,
+    /// Posts (`/v1/post`) refused for their content while the ping stays postable: attempts,
+    /// not leads, so a seller correcting a post does not count one lead many times.
+    pub posts_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +192,10 @@ impl WorkerStats {
             m.revenue_cents += c.revenue_cents;
             m.payout_cents += c.payout_cents;
             m.test_leads += c.test_leads;
+            m.pings += c.pings;
+            m.pings_bid += c.pings_bid;
+            m.pings_refused += c.pings_refused;
+            m.posts_refused += c.posts_refused;
         }
         for (k, b) in other.buyers() {
             let m = self.buyer(k);

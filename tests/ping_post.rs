@@ -195,3 +195,50 @@ fn a_post_goes_only_to_buyers_its_consent_discloses() {
     assert_eq!((fleet.posts(0), fleet.posts(1)), (0, 1));
 }
 
+/// The operator's counters tell pings, leads and refused posts apart: a post refused while its
+/// ping stays postable is an attempt, not another rejected lead.
+#[test]
+fn refused_posts_and_pings_are_not_counted_as_leads() {
+    let fleet = Fleet::start(vec![bidder("acme", 3000, true)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let mut c = ex.client();
+    let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+    let ping_id = v["ping_id"].as_str().unwrap().to_string();
+    let ok_lead = r#"{"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
+        "state": "OK", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
+    for _ in 0..3 {
+        let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ok_lead));
+        assert_eq!(r.json()["error"]["code"], "ping_mismatch");
+    }
+    let v = c
+        .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
+        .json();
+    assert_eq!(v["status"], "sold", "{v}");
+    // A ping with a state that is none: refused, and not a lead either.
+    let r = c.post(
+        "/v1/ping",
+        Some(KEY),
+        PING.replace("\"TX\"", "\"XX\"").as_bytes(),
+    );
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["field"], "lead.state");
+
+    let handle = ex.handle.as_ref().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let counters = loop {
+        let st = handle.stats();
+        let c = st.campaigns.get("auto").cloned().unwrap_or_default();
+        if c.sold == 1 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        (counters.leads, counters.sold, counters.rejected),
+        (1, 1, 0),
+        "{counters:?}"
+    );
+    assert_eq!((counters.pings, counters.pings_bid), (1, 1), "{counters:?}");
+    assert_eq!(counters.posts_refused, 3, "{counters:?}");
+    assert_eq!(counters.pings_refused, 1, "{counters:?}");
+}

@@ -1011,9 +1011,16 @@ impl Worker {
             {
                 let mut st = self.stats.lock();
                 let cs = st.campaign(&c.id);
-                cs.leads += 1;
-                cs.rejected += 1;
-                cs.test_leads += u64::from(req.test);
+                if held.is_some() {
+                    // The ping stays postable: a refused post is an attempt, not a lead.
+                    cs.posts_refused += 1;
+                } else if flow == Flow::Ping {
+                    cs.pings_refused += 1;
+                } else {
+                    cs.leads += 1;
+                    cs.rejected += 1;
+                    cs.test_leads += u64::from(req.test);
+                }
             }
             return self.refuse(key, &r, Some(&lead_id), &[]);
         }
@@ -1782,14 +1789,18 @@ impl Worker {
         let payout = lead.payout_cents;
         let mut status = 200;
         let mut body = Vec::with_capacity(256);
+        let mut offered = false;
         if lead.flow == Flow::Ping {
             match self.hold_bids(&lead) {
-                Ok(offer) => lead::write_ping_answer(
-                    &mut body,
-                    &lead.id,
-                    offer,
-                    campaign.hold.as_millis() as u64,
-                ),
+                Ok(offer) => {
+                    offered = offer.is_some();
+                    lead::write_ping_answer(
+                        &mut body,
+                        &lead.id,
+                        offer,
+                        campaign.hold.as_millis() as u64,
+                    )
+                }
                 Err(r) => {
                     status = r.status;
                     lead::write_error(&mut body, Some(&lead.id), r.code, &r.message, None);
@@ -1912,7 +1923,9 @@ impl Worker {
             let cs = st.campaign(&campaign.id);
             cs.leads += u64::from(lead.flow != Flow::Ping);
             if lead.flow == Flow::Ping {
-                // Counted when posted.
+                // The lead is counted when posted.
+                cs.pings += 1;
+                cs.pings_bid += u64::from(offered);
             } else if sold {
                 cs.sold += 1;
             } else {
