@@ -150,11 +150,20 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) ->
         ];
         if status == 405 {
             if let Some(allow) = allowed_method(head.path.split('?').next().unwrap_or("")) {
-                headers.push(("Allow", method_name(allow)));
+                let allow = match allow {
+                    Method::Get => "GET, HEAD",
+                    m => method_name(m),
+                };
+                headers.push(("Allow", allow));
             }
         }
         let mut out = Vec::with_capacity(payload.len() + 128);
-        http::write_response(&mut out, status, &headers, &payload, head.keep_alive);
+        if head.method == Method::Head {
+            // The headers a GET would get, no body (RFC 9110 §9.3.2).
+            http::write_response_head(&mut out, status, &headers, payload.len(), head.keep_alive);
+        } else {
+            http::write_response(&mut out, status, &headers, &payload, head.keep_alive);
+        }
         stream.write_all(&out)?;
         if !head.keep_alive || shared.shutdown.load(Ordering::Relaxed) {
             return Ok(());
@@ -233,9 +242,14 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
             "operator API needs Authorization: Bearer <admin.token>",
         );
     }
+    // HEAD asks what GET would answer, without the body.
+    let method = match head.method {
+        Method::Head => Method::Get,
+        m => m,
+    };
     // A known path asked with another method: 405 (after the token check, so that the
     // endpoints are not probed without one), as the seller API answers.
-    if let Some(allow) = allowed_method(path).filter(|m| *m != head.method) {
+    if let Some(allow) = allowed_method(path).filter(|m| *m != method) {
         let message = format!(
             "{path} takes {}, not {}",
             method_name(allow),
@@ -243,7 +257,7 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
         );
         return error(405, "method_not_allowed", &message);
     }
-    match (head.method, path) {
+    match (method, path) {
         (Method::Get, "/v1/stats") => {
             let v = stats_json(shared, started);
             (

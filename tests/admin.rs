@@ -91,9 +91,9 @@ fn a_known_path_with_another_method_is_405_with_allow() {
         .expect("admin listener");
     for (method, path, allow) in [
         ("GET", "/v1/admin/reload", "POST"),
-        ("DELETE", "/v1/stats", "GET"),
-        ("POST", "/metrics", "GET"),
-        ("PUT", "/", "GET"),
+        ("DELETE", "/v1/stats", "GET, HEAD"),
+        ("POST", "/metrics", "GET, HEAD"),
+        ("PUT", "/", "GET, HEAD"),
         ("GET", "/v1/admin/stats/reset", "POST"),
         ("GET", "/v1/admin/buyers/acme/pause", "POST"),
         ("DELETE", "/v1/admin/buyers/nobody/resume", "POST"),
@@ -371,4 +371,31 @@ fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart
     assert_eq!(s["buyers"]["acme"]["spent"], 50.0);
     assert_eq!(s["buyers"]["acme"]["caps_left"]["daily"], 0, "{s}");
     assert_eq!(s["buyers"]["acme"]["caps_left"]["daily_budget"], 0.0);
+}
+
+#[test]
+fn head_gets_the_headers_of_get_and_no_body() {
+    let fleet = acme_and_blue();
+    let ex = start(&fleet);
+    let admin = ex
+        .handle
+        .as_ref()
+        .unwrap()
+        .admin_addr()
+        .expect("admin listener");
+    for (path, token) in [
+        ("/healthz", None),
+        ("/v1/stats", Some(TOKEN)),
+        ("/metrics", Some(TOKEN)),
+    ] {
+        let text = raw(admin, "HEAD", path, token);
+        assert!(text.starts_with("HTTP/1.1 200 "), "HEAD {path}: {text}");
+        assert!(text.contains("\r\nContent-Length: "), "HEAD {path}: {text}");
+        assert!(
+            text.ends_with("\r\n\r\n"),
+            "HEAD {path} carried a body: {text}"
+        );
+    }
+    // Without the token, HEAD is refused as GET is.
+    assert!(raw(admin, "HEAD", "/v1/stats", None).starts_with("HTTP/1.1 401 "));
 }

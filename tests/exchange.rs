@@ -405,7 +405,7 @@ fn auth_and_error_codes() {
         ),
         (
             "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-            "Allow: GET\r\n",
+            "Allow: GET, HEAD\r\n",
         ),
     ] {
         let mut raw = std::net::TcpStream::connect(ex.addr).unwrap();
@@ -792,3 +792,49 @@ fn a_busy_polling_exchange_sells_and_still_closes_at_the_deadline() {
         t.elapsed()
     );
 }
+
+/// HEAD gets the headers a GET would and no body, so a keep-alive client reads the next answer
+/// from its first byte.
+#[test]
+fn head_requests_are_answered_without_a_body() {
+    use std::io::{Read, Write};
+    let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut s = std::net::TcpStream::connect(ex.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD /v1/leads HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"{\"status\":\"ok\"}") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{text}");
+    assert!(answers[0].starts_with("200 "), "{text}");
+    assert!(answers[0].contains("Content-Length: 15\r\n"), "{text}");
+    assert!(
+        answers[0].ends_with("\r\n\r\n"),
+        "a body after HEAD's head: {text}"
+    );
+    assert!(answers[1].starts_with("405 "), "{text}");
+    assert!(answers[1].contains("Allow: POST\r\n"), "{text}");
+    assert!(
+        answers[1].ends_with("\r\n\r\n"),
+        "a body after HEAD's head: {text}"
+    );
+    assert!(answers[2].starts_with("200 "), "{text}");
+    assert!(
+        answers[2].ends_with("\r\n\r\n{\"status\":\"ok\"}"),
+        "{text}"
+    );
+}
+

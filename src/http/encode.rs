@@ -86,6 +86,22 @@ pub fn write_response(
     body: &[u8],
     keep_alive: bool,
 ) {
+    if write_response_head(out, status, headers, body.len(), keep_alive) {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Writes a response's head only, declaring `content_length` as its body's length: the answer
+/// to a `HEAD` request carries the headers the `GET` answer would and no body (RFC 9110
+/// §9.3.2). Returns whether the status has a body at all (not 1xx, 204 or 304), that is,
+/// whether [`write_response`] would follow the head with the body.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &str)],
+    content_length: usize,
+    keep_alive: bool,
+) -> bool {
     let status = if (100..=599).contains(&status) {
         status
     } else {
@@ -102,16 +118,14 @@ pub fn write_response(
     let has_body = !(status < 200 || status == 204 || status == 304);
     if has_body {
         out.extend_from_slice(b"Content-Length: ");
-        push_u64(out, body.len() as u64);
+        push_u64(out, content_length as u64);
         out.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if has_body {
-        out.extend_from_slice(body);
-    }
+    has_body
 }
 
 /// Writes a whole request to a buyer: [`OutgoingRequest::write`] of these parts.

@@ -178,6 +178,8 @@ pub struct Worker {
     timers: Deadlines<Key>,
     /// Leads with new input whose actions must be run.
     dirty: Vec<Key>,
+    /// The request being handled is a `HEAD`: its answer is written without a body.
+    answering_head: bool,
     scratch: Vec<u8>,
     dedupe_keys: Vec<u64>,
     rng: std::cell::Cell<u64>,
@@ -356,6 +358,7 @@ impl Worker {
             leads: Slab::with_capacity(MAX_LEADS_PER_WORKER.min(snap.server.max_in_flight + 1)),
             timers: Deadlines::default(),
             dirty: Vec::new(),
+            answering_head: false,
             scratch: Vec::with_capacity(4096),
             dedupe_keys: Vec::with_capacity(crate::compliance::MAX_KEYS_PER_LEAD),
             rng: std::cell::Cell::new(
@@ -747,6 +750,7 @@ impl Worker {
                         c.no_more_requests = true;
                     }
                     self.handle_request(key, &head, &body);
+                    self.answering_head = false;
                     if let Some(c) = self.sellers.get_mut(key) {
                         let mut body = body;
                         body.clear();
@@ -788,7 +792,12 @@ impl Worker {
         let mut hs: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
         hs.push(("Content-Type", "application/json"));
         hs.extend_from_slice(headers);
-        http::write_response(&mut bytes, status, &hs, body, !close);
+        if self.answering_head {
+            // The headers a GET would get, no body.
+            http::write_response_head(&mut bytes, status, &hs, body.len(), !close);
+        } else {
+            http::write_response(&mut bytes, status, &hs, body, !close);
+        }
         c.pending.push_back(Reply::Ready { bytes, close });
     }
 
@@ -801,6 +810,8 @@ impl Worker {
 
     fn handle_request(&mut self, key: Key, head: &RequestHead, body: &[u8]) {
         let path = head.path.split('?').next().unwrap_or("");
+        // Every answer to a HEAD request is written synchronously, by `push_reply`.
+        self.answering_head = head.method == Method::Head;
         if self.drain_until.is_some() && path != "/healthz" {
             let mut out = Vec::with_capacity(160);
             lead::write_error(
@@ -820,11 +831,15 @@ impl Worker {
             (Method::Post, "/v1/leads") => self.start_lead(key, head, body, Flow::Direct),
             (Method::Post, "/v1/ping") => self.start_lead(key, head, body, Flow::Ping),
             (Method::Post, "/v1/post") => self.start_lead(key, head, body, Flow::Post),
-            (Method::Get, "/healthz") => {
+            (Method::Get | Method::Head, "/healthz") => {
                 self.push_reply(key, 200, &[], b"{\"status\":\"ok\"}", false)
             }
             (_, "/v1/leads") | (_, "/v1/ping") | (_, "/v1/post") | (_, "/healthz") => {
-                let allow = if path == "/healthz" { "GET" } else { "POST" };
+                let allow = if path == "/healthz" {
+                    "GET, HEAD"
+                } else {
+                    "POST"
+                };
                 let r = Refusal {
                     status: 405,
                     code: "method_not_allowed",
