@@ -838,3 +838,31 @@ fn head_requests_are_answered_without_a_body() {
     );
 }
 
+/// A client that sends `Expect: 100-continue` waits to be told before it sends the body: it is
+/// told at once, and its lead is then sold as any other.
+#[test]
+fn a_client_expecting_100_continue_is_told_to_send_its_body() {
+    use std::io::Read;
+    let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    let head = format!(
+        "POST /v1/leads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        LEAD.len()
+    );
+    c.send_raw(head.as_bytes());
+    let mut interim = [0u8; 25];
+    c.stream
+        .read_exact(&mut interim)
+        .expect("100 Continue before the body is sent");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.send_raw(LEAD.as_bytes());
+    let r = c.read_response().unwrap();
+    assert_eq!(r.json()["status"], "sold");
+
+    // The next request on the connection, without the expectation, gets no interim answer.
+    let r = c.lead(LEAD);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "sold");
+}

@@ -92,9 +92,34 @@ struct SellerConn {
     write_interest: bool,
     /// The TLS session when the listener serves `[server.tls]`; `None` on plain HTTP.
     tls: Option<Box<rustls::ServerConnection>>,
+    /// `100 Continue` was written for the request being read.
+    continue_sent: bool,
 }
 
 impl SellerConn {
+    /// A client that asked to hear before it sends its body (`Expect: 100-continue`) is told
+    /// to go on once the answers to its earlier requests have left, as their order requires.
+    /// Only HTTP/1.1 clients are told (RFC 9110 §10.1.1 has servers ignore the expectation
+    /// from HTTP/1.0), and only once per request.
+    fn continue_if_expected(&mut self) {
+        if self.continue_sent || !self.pending.is_empty() {
+            return;
+        }
+        let expects = self
+            .decoder
+            .pending_head()
+            .is_some_and(|h| h.expect_continue && h.version_minor >= 1);
+        if expects {
+            if self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+            }
+            self.wbuf
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.continue_sent = true;
+        }
+    }
+
     /// Every answer byte has left for the socket (for TLS: through the session, too).
     fn all_sent(&self) -> bool {
         self.wpos >= self.wbuf.len() && self.tls.as_ref().is_none_or(|t| !t.wants_write())
@@ -577,6 +602,7 @@ impl Worker {
                         last_active: self.now,
                         write_interest: false,
                         tls,
+                        continue_sent: false,
                     };
                     let Some(key) = self.sellers.insert(conn) else {
                         continue;
@@ -736,10 +762,12 @@ impl Worker {
                     if c.rbuf.is_empty() && c.decoder.is_idle() {
                         c.request_started = None;
                     }
+                    c.continue_if_expected();
                     return;
                 }
                 Ok(Decoded::Complete { head, consumed }) => {
                     c.rbuf.drain(..consumed);
+                    c.continue_sent = false;
                     c.request_started = if c.rbuf.is_empty() {
                         None
                     } else {
@@ -1391,6 +1419,10 @@ impl Worker {
                     break;
                 }
             }
+        }
+        if resumed && !c.no_more_requests {
+            // A request whose body waits on `100 Continue` may be told now.
+            c.continue_if_expected();
         }
         if resumed && !c.rbuf.is_empty() && !c.no_more_requests {
             // Room freed in the pipeline: parse requests that were waiting in the buffer.
