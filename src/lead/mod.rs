@@ -310,6 +310,26 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
                     ));
                 }
             }
+            if let Some(v) = c.get("consented_at").filter(|v| !v.is_blank()) {
+                check_consented_at(v.as_str(), chrono::Utc::now())?;
+            }
+            if let Some(v) = c.get("trustedform_cert_url").filter(|v| !v.is_blank()) {
+                let ok = v.as_str().is_some_and(|u| {
+                    u.get(..8)
+                        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+                        && u[8..]
+                            .split('/')
+                            .next()
+                            .is_some_and(|host| !host.is_empty())
+                });
+                if !ok {
+                    return Err(Refusal::content(
+                        "invalid_field",
+                        "trustedform_cert_url must be an https:// certificate URL",
+                        "consent.trustedform_cert_url",
+                    ));
+                }
+            }
             if let Some(v) = c.get("disclosed_buyers") {
                 let ok = v.is_null() || v.is_string_array();
                 if !ok {
@@ -321,6 +341,33 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// How far ahead of the exchange's clock a consent's `consented_at` may be: the seller's
+/// clock may run a little fast, but consent given in the future was not given.
+pub const CONSENT_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// `consented_at` must be an RFC 3339 time (`2026-11-25T17:59:01Z`) no later than `now` plus
+/// [`CONSENT_CLOCK_SKEW`].
+fn check_consented_at(v: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Result<(), Refusal> {
+    let field = "consent.consented_at";
+    let at = v
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s.trim()).ok())
+        .ok_or_else(|| {
+            Refusal::content(
+                "invalid_field",
+                "consented_at must be an RFC 3339 time, e.g. 2026-11-25T17:59:01Z",
+                field,
+            )
+        })?;
+    if at.with_timezone(&chrono::Utc) > now + CONSENT_CLOCK_SKEW {
+        return Err(Refusal::content(
+            "invalid_field",
+            "consented_at is in the future",
+            field,
+        ));
     }
     Ok(())
 }

@@ -861,3 +861,58 @@ fn mutated_leads_are_parsed_or_refused_without_panic() {
         }
     }
 }
+
+#[test]
+fn consent_times_and_certificate_urls_are_checked() {
+    for (at, why) in [
+        ("yesterday", "not a time"),
+        ("2026-11-25 17:59:01", "not RFC 3339"),
+        ("2999-01-01T00:00:00Z", "in the future"),
+        ("", "blank is left out, not refused"),
+    ] {
+        let body = with(|v| v["consent"]["consented_at"] = Value::from(at));
+        let req = parse_request(&body).unwrap();
+        let got = validate(&req, &campaign());
+        if at.is_empty() {
+            assert!(got.is_ok(), "{why}");
+            continue;
+        }
+        let r = got.unwrap_err();
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("invalid_field", Some("consent.consented_at")),
+            "{at}: {why}"
+        );
+    }
+    // A minute ahead is a seller's clock running fast, not consent from the future.
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+    let req = parse_request(&with(|v| v["consent"]["consented_at"] = Value::from(soon))).unwrap();
+    assert!(validate(&req, &campaign()).is_ok());
+    let offset = "2026-11-25T11:59:01-06:00";
+    let req = parse_request(&with(|v| {
+        v["consent"]["consented_at"] = Value::from(offset)
+    }))
+    .unwrap();
+    assert!(validate(&req, &campaign()).is_ok());
+
+    for url in [
+        "http://evil.example/x",
+        "cert.trustedform.com/2f1e0c",
+        "https://",
+        "https:///x",
+    ] {
+        let r = refusal(&with(|v| {
+            v["consent"]["trustedform_cert_url"] = Value::from(url)
+        }));
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("invalid_field", Some("consent.trustedform_cert_url")),
+            "{url}"
+        );
+    }
+    let req = parse_request(&with(|v| {
+        v["consent"]["trustedform_cert_url"] = Value::from("HTTPS://cert.trustedform.com/2f1e0c")
+    }))
+    .unwrap();
+    assert!(validate(&req, &campaign()).is_ok());
+}
