@@ -159,7 +159,7 @@ fn serve(path: &std::path::Path) -> i32 {
     // before any other thread starts (threads inherit the mask), so a SIGHUP sent right after a
     // restart is a reload and not the default action's death; taken by `sigwait` on a thread of
     // its own: no code runs in a signal handler.
-    let signals = block_signals();
+    let signals = block_signals(&[libc::SIGHUP, libc::SIGTERM, libc::SIGINT]);
     let snap = match load(path) {
         Ok(s) => Arc::new(s),
         Err(code) => return code,
@@ -239,16 +239,16 @@ fn serve(path: &std::path::Path) -> i32 {
     0
 }
 
-/// Block SIGHUP, SIGTERM and SIGINT in the calling thread (and so in every thread it starts);
-/// the set to wait on.
-fn block_signals() -> Option<libc::sigset_t> {
+/// Block `signals` in the calling thread (and so in every thread it starts); the set to wait
+/// on with `sigwait`.
+pub(crate) fn block_signals(signals: &[libc::c_int]) -> Option<libc::sigset_t> {
     // SAFETY: plain libc calls on a zeroed, then initialised, signal set owned by this frame.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         if libc::sigemptyset(&mut set) != 0 {
             return None;
         }
-        for sig in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+        for &sig in signals {
             if libc::sigaddset(&mut set, sig) != 0 {
                 return None;
             }
@@ -260,7 +260,7 @@ fn block_signals() -> Option<libc::sigset_t> {
     }
 }
 
-fn unblock_signals(set: &libc::sigset_t) {
+pub(crate) fn unblock_signals(set: &libc::sigset_t) {
     // SAFETY: `set` is an initialised signal set.
     unsafe {
         libc::pthread_sigmask(libc::SIG_UNBLOCK, set, std::ptr::null_mut());

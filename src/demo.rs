@@ -21,6 +21,7 @@ use crate::sim::dist::{BidDist, Dist};
 use crate::sim::load::{self, LoadReport, LoadSpec};
 use crate::stats::{render_histogram, Percentiles};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,6 +166,10 @@ pub fn run(args: &DemoArgs) -> i32 {
         );
         return 2;
     }
+    // SIGINT and SIGTERM end the lead streams early, and the summary covers what ran; a second
+    // one exits at once. Blocked before any thread starts, so every thread inherits the mask.
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_stop_signals(&stop);
     let fleet = match Fleet::start_with(
         fleet_specs(),
         FleetOptions {
@@ -205,8 +210,13 @@ pub fn run(args: &DemoArgs) -> i32 {
     let api_key = snap.sellers[0].api_key.clone();
     // The warm-up is a run of its own, answered in full, after which the exchange's statistics
     // are zeroed: the streams' counts and the exchange's P&L then cover the same leads.
-    let streams = |duration: Duration| run_streams(addr, &api_key, args.rate, duration);
+    let streams = |duration: Duration| run_streams(addr, &api_key, args.rate, duration, &stop);
     let measured = streams(WARMUP).and_then(|warm| {
+        if stop.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "stopped during the warm-up: nothing measured",
+            ));
+        }
         settle(&server, &[&warm.0, &warm.1]);
         for s in &server.shared().stats {
             s.lock().reset();
@@ -226,6 +236,13 @@ pub fn run(args: &DemoArgs) -> i32 {
             return 1;
         }
     };
+    if auto_report.stopped_early || solar_report.stopped_early {
+        println!(
+            "gavel demo: stopped by a signal after {:.1} s of the planned {} s; the summary covers the leads sent until then",
+            auto_report.duration_ms as f64 / 1000.0,
+            args.seconds
+        );
+    }
     print_report(
         &[("auto-insurance", &auto_report), ("solar", &solar_report)],
         warm,
@@ -245,12 +262,14 @@ fn run_streams(
     api_key: &str,
     rate: u64,
     duration: Duration,
+    stop: &Arc<AtomicBool>,
 ) -> std::io::Result<(LoadReport, LoadReport)> {
     let spec = |campaign: &str, rate: u64, connections: usize| LoadSpec {
         rate_per_s: rate,
         duration,
         connections,
         warmup: Duration::ZERO,
+        stop: Some(Arc::clone(stop)),
         ..LoadSpec::new(addr, api_key, campaign)
     };
     let auto = spec("auto-insurance", rate, 1024);
@@ -261,6 +280,36 @@ fn run_streams(
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("load thread failed")));
     Ok((auto_report?, solar_report?))
+}
+
+/// Block SIGINT and SIGTERM and take them on a thread of their own: the first sets `stop`,
+/// the second exits at once. Without the thread they are unblocked again and end the process
+/// as by default.
+fn watch_stop_signals(stop: &Arc<AtomicBool>) {
+    let Some(set) = crate::cli::block_signals(&[libc::SIGINT, libc::SIGTERM]) else {
+        return;
+    };
+    let stop = Arc::clone(stop);
+    let spawned = std::thread::Builder::new()
+        .name("gavel-demo-signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is an initialised signal set; `sig` is a valid out pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
+            }
+            if stop.swap(true, Ordering::AcqRel) {
+                eprintln!("gavel demo: second stop signal: exiting now");
+                std::process::exit(128 + sig);
+            }
+            eprintln!(
+                "gavel demo: stop signal: sending no more leads, answering those in flight, then \
+                 the summary (signal again to exit at once)"
+            );
+        });
+    if spawned.is_err() {
+        crate::cli::unblock_signals(&set);
+    }
 }
 
 /// Leads a stream got an answer about from the exchange's auction (sold, unsold or refused for

@@ -141,3 +141,68 @@ fn the_streams_and_the_books_count_the_same_leads() {
         cents(w);
     }
 }
+
+/// SIGTERM (or Ctrl-C) part-way through a long demo ends the lead streams, answers what is in
+/// flight and still prints the summary, whose counts agree as in a full run.
+#[test]
+fn a_stopped_demo_still_prints_its_summary() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["demo", "--seconds", "120", "--rate", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("gavel demo: exchange on"), "{first}");
+    // Past the warm-up, into the measured run.
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill(2) with a pid this test started and a plain signal number.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gavel demo still running 30 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{text}\n{err}");
+    assert!(text.contains("stopped by a signal after"), "{text}");
+    for campaign in ["auto-insurance", "solar"] {
+        let (s, _) = row(&text, campaign);
+        let pnl_line = section(&text, "campaigns (P&L")
+            .into_iter()
+            .find(|l| l.split_whitespace().next() == Some(campaign))
+            .unwrap_or_else(|| panic!("no P&L row {campaign}:\n{text}"));
+        let (p, _) = row(pnl_line, campaign);
+        let [answered, sold, unsold, rejected] = s[..] else {
+            panic!("stream row {campaign}: {s:?}\n{text}");
+        };
+        assert!(answered > 0, "{text}");
+        assert_eq!(
+            p,
+            vec![answered, sold, unsold, rejected],
+            "{campaign}\n{text}"
+        );
+    }
+}

@@ -120,6 +120,7 @@ fn main() {
         pipeline: args.pipeline as usize,
         lead_template: template,
         warmup: Duration::from_millis(args.warmup_ms),
+        stop: None,
     };
     let report = match load::run(&spec) {
         Ok(r) => r,

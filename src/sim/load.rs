@@ -424,6 +424,9 @@ pub struct LoadSpec {
     /// Leads due in this first stretch are sent but neither counted nor measured, so caches,
     /// pools and buyer connections are warm when measuring starts.
     pub warmup: Duration,
+    /// Set from outside (a signal) to end the run early: no lead is sent after it is seen, the
+    /// leads in flight are answered, and the report covers the stretch that ran.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl LoadSpec {
@@ -443,6 +446,7 @@ impl LoadSpec {
             pipeline: 1,
             lead_template: LeadTemplate::default(),
             warmup: Duration::from_secs(1),
+            stop: None,
         }
     }
 }
@@ -494,6 +498,9 @@ pub struct LoadReport {
     pub unsent: u64,
     /// Leads sent but unanswered when the run ended.
     pub in_flight_at_end: u64,
+    /// The run was stopped before its schedule ended (`LoadSpec::stop`): `scheduled`,
+    /// `duration_ms` and the rate cover the stretch that ran.
+    pub stopped_early: bool,
     /// Connections opened again after the exchange closed or broke them.
     pub reconnects: u64,
     /// Answered leads per second of the measured stretch.
@@ -670,6 +677,8 @@ struct Generator<'a> {
     next_lead: u64,
     max_waiting: u64,
     start: Instant,
+    /// When `LoadSpec::stop` was seen.
+    stopped_at: Option<Instant>,
     head: Vec<u8>,
     body: Vec<u8>,
     scratch: Vec<u8>,
@@ -751,6 +760,7 @@ impl<'a> Generator<'a> {
             next_lead: 0,
             max_waiting: 0,
             start: Instant::now(),
+            stopped_at: None,
             head,
             body: Vec::with_capacity(4096),
             scratch: vec![0u8; READ_CHUNK],
@@ -931,6 +941,17 @@ impl<'a> Generator<'a> {
             if now.duration_since(self.now_refreshed) >= Duration::from_secs(1) {
                 self.ctx.now = rfc3339_now();
                 self.now_refreshed = now;
+            }
+            if self.stopped_at.is_none()
+                && self
+                    .spec
+                    .stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::Acquire))
+            {
+                // The schedule ends here; what is in flight is still answered.
+                self.stopped_at = Some(now);
+                self.total_leads = self.next_lead;
             }
             let due = self.due(now);
             while self.next_lead < due {
@@ -1239,7 +1260,7 @@ impl<'a> Generator<'a> {
 
     fn report(&self) -> LoadReport {
         let t = &self.tally;
-        let scheduled = self.total_leads - self.warmup_leads;
+        let scheduled = self.total_leads.saturating_sub(self.warmup_leads);
         let sent_all = self.next_lead;
         let unsent = if sent_all >= self.warmup_leads {
             self.total_leads - sent_all
@@ -1252,14 +1273,21 @@ impl<'a> Generator<'a> {
             .flat_map(|c| c.inflight.iter())
             .filter(|f| f.lead >= self.warmup_leads)
             .count() as u64;
-        let secs = self.spec.duration.as_secs_f64();
+        // A stopped run measured from the warmup's end to the stop.
+        let measured = match self.stopped_at {
+            Some(at) => at
+                .saturating_duration_since(self.start + self.spec.warmup)
+                .min(self.spec.duration),
+            None => self.spec.duration,
+        };
+        let secs = measured.as_secs_f64();
         LoadReport {
             target: self.spec.target.to_string(),
             campaign: self.spec.campaign.clone(),
             rate_per_s: self.spec.rate_per_s,
             connections: self.spec.connections,
             connected: self.connected,
-            duration_ms: u64::try_from(self.spec.duration.as_millis()).unwrap_or(u64::MAX),
+            duration_ms: u64::try_from(measured.as_millis()).unwrap_or(u64::MAX),
             warmup_ms: u64::try_from(self.spec.warmup.as_millis()).unwrap_or(u64::MAX),
             warmup_leads: self.warmup_leads.min(sent_all),
             scheduled,
@@ -1276,6 +1304,7 @@ impl<'a> Generator<'a> {
             timeouts: t.timeouts,
             unsent,
             in_flight_at_end,
+            stopped_early: self.stopped_at.is_some(),
             reconnects: self.reconnects,
             achieved_rate_per_s: if secs > 0.0 {
                 t.answered as f64 / secs
