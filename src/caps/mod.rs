@@ -203,7 +203,7 @@ pub struct Reservation {
     buyer: u32,
     /// Window id each amount was counted under (the counter's id at the time).
     ids: [u32; WINDOWS],
-    /// Amount counted into each window; 0 where nothing was counted (uncapped, or a free lead).
+    /// Amount counted into each window; 0 where nothing was counted (a free lead).
     amounts: [u32; WINDOWS],
 }
 
@@ -375,6 +375,7 @@ impl CapTable {
     }
 
     /// Reserve one lead at `price_cents` against every capped window of `buyer`: all or nothing.
+/// Uncapped windows count it as well, without a limit.
     /// `None` when the buyer is paused or unknown, the price is out of range, or any window or
     /// budget would be exceeded. Never overshoots a cap under any interleaving of threads;
     /// while two threads race at the edge of two caps, one may be refused a lead that a strictly
@@ -407,12 +408,18 @@ impl CapTable {
             amounts: [0; WINDOWS],
         };
         for w in 0..WINDOWS {
-            let Some(limit) = e.limits[w] else { continue };
             let amount = if is_budget(w) { price_cents as u64 } else { 1 };
             if amount == 0 {
                 continue;
             }
-            match try_add(&e.counters[w], window_id(&windows, w), amount, limit) {
+            let id = window_id(&windows, w);
+            // Uncapped windows are counted too, never refusing: a cap a reload adds later
+            // applies to the window's sales so far, as a changed cap does.
+            let counted = match e.limits[w] {
+                Some(limit) => try_add(&e.counters[w], id, amount, limit),
+                None => Some(add_saturating(&e.counters[w], id, amount)),
+            };
+            match counted {
                 Some(id) => {
                     r.ids[w] = id;
                     r.amounts[w] = amount as u32;
@@ -487,9 +494,7 @@ impl CapTable {
         let then = LocalClock::at(e.tz, sale_ts).windows;
         let current = LocalClock::at(e.tz, now).windows;
         for w in 0..WINDOWS {
-            if e.limits[w].is_none() {
-                continue;
-            }
+            // Uncapped windows too: a cap added by a reload starts from the window's sales.
             let id = window_id(&then, w);
             if id != window_id(&current, w) {
                 continue;
@@ -579,6 +584,22 @@ fn try_add(counter: &AtomicU64, id: u32, amount: u64, limit: u64) -> Option<u32>
             Ordering::Acquire,
         ) {
             Ok(_) => return Some(id),
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Count `amount` into window `id` with no limit, saturating at what a counter holds; like
+/// [`try_add`], into the counter's later window if it already holds one. Returns the id the
+/// amount was counted under.
+fn add_saturating(counter: &AtomicU64, id: u32, amount: u64) -> u32 {
+    let mut cur = counter.load(Ordering::Acquire);
+    loop {
+        let (cid, count) = unpack(cur);
+        let (id, base) = if cid >= id { (cid, count) } else { (id, 0) };
+        let next = pack(id, base.saturating_add(amount).min(COUNT_MASK));
+        match counter.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return id,
             Err(actual) => cur = actual,
         }
     }

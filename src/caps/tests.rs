@@ -660,3 +660,54 @@ fn racing_threads_sell_exactly_the_cap() {
     assert_eq!(sold as u64, CAP);
     assert_eq!(t.remaining(0, now).daily, Some(0));
 }
+
+#[test]
+fn a_cap_added_by_a_reload_counts_the_sales_made_while_uncapped() {
+    let now = utc("2026-06-03T12:00:00Z");
+    let old = table(CapLimits::UNCAPPED, CHICAGO);
+    assert_eq!(take(&old, now, 8), 8);
+    let capped = CapLimits {
+        daily: Some(5),
+        daily_budget_cents: Some(1_000),
+        ..CapLimits::UNCAPPED
+    };
+    let (new, how) = CapTable::carried_over(&[(capped, CHICAGO)], &old, &[Some(0)]);
+    assert_eq!(how, vec![Carried::Shared]);
+    let left = new.remaining(0, now);
+    assert_eq!(left.daily, Some(0), "8 sold today against a new cap of 5");
+    assert_eq!(
+        left.daily_budget_cents,
+        Some(200),
+        "$8 spent of a new $10 budget"
+    );
+    assert!(!new.has_room(0, now));
+    assert_eq!(take(&new, now, 1), 0);
+}
+
+#[test]
+fn replay_counts_uncapped_windows_for_caps_added_later() {
+    let now = utc("2026-06-03T12:30:00Z");
+    let old = table(CapLimits::UNCAPPED, Tz::UTC);
+    for _ in 0..3 {
+        old.replay_sale(0, utc("2026-06-03T12:10:00Z"), 2_500, now);
+    }
+    let capped = CapLimits {
+        hourly: Some(3),
+        weekly_budget_cents: Some(10_000),
+        ..CapLimits::UNCAPPED
+    };
+    let (new, _) = CapTable::carried_over(&[(capped, Tz::UTC)], &old, &[Some(0)]);
+    let left = new.remaining(0, now);
+    assert_eq!(left.hourly, Some(0));
+    assert_eq!(left.weekly_budget_cents, Some(2_500));
+}
+
+#[test]
+fn an_uncapped_budget_past_what_a_counter_holds_never_refuses() {
+    let now = utc("2026-06-03T12:00:00Z");
+    let t = table(CapLimits::UNCAPPED, Tz::UTC);
+    // $10 million a lead: five of them pass what a 32-bit budget counter holds.
+    let n = (0..6).filter_map(|_| t.reserve(0, now, MAX_CENTS)).count();
+    assert_eq!(n, 6);
+    assert_eq!(count(&t, 0, DAY_BUDGET), COUNT_MASK);
+}
