@@ -192,6 +192,16 @@ fn serve(path: &std::path::Path) -> i32 {
         "gavel: {} sale(s) of the last 32 days replayed into caps and budgets",
         replayed.sales
     );
+    if replayed.unresolved_posts > 0 {
+        eprintln!(
+            "gavel: warning: {} post(s) were waiting on a buyer's answer when the exchange last \
+             stopped; counted against those buyers' caps and budgets as sales, no money booked; \
+             settle them with the buyers (leads, oldest first, at most {} listed): {}",
+            replayed.unresolved_posts,
+            crate::net::MAX_UNRESOLVED_LISTED,
+            replayed.unresolved_leads.join(", ")
+        );
+    }
     let aside = &replayed.set_aside;
     if aside.records > 0 {
         eprintln!(

@@ -402,3 +402,80 @@ fn a_corrupt_byte_mid_journal_is_copied_aside_and_the_sales_after_it_still_hold_
     assert_eq!(v["sales"][0]["buyer"], "other", "{}", v);
     assert_eq!(std::fs::read(&copy).unwrap(), bytes);
 }
+
+/// `kill -9` while a buyer is deciding on a post: the journal has the post but not its answer.
+/// The buyer may well have taken the consumer, so after the restart that post counts against
+/// its cap, and the operator is told which lead to settle.
+#[test]
+fn a_post_unanswered_at_a_crash_counts_against_the_buyers_cap() {
+    let first_post = Arc::new(AtomicBool::new(true));
+    let slow = {
+        let first_post = first_post.clone();
+        BuyerSpec::new("slow").with_responder(move |kind, _| match kind {
+            Kind::Ping => Reply::bid(9000, None),
+            // The first post is still being decided on when the exchange is killed.
+            Kind::Post if first_post.swap(false, Ordering::SeqCst) => {
+                Reply::accepted().after_ms(5000)
+            }
+            Kind::Post => Reply::accepted(),
+        })
+    };
+    let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
+    let dir = temp_dir("crash-post");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 2".to_string()
+        } else {
+            String::new()
+        }
+    })
+    .replace("post_timeout_ms = 500", "post_timeout_ms = 10000");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+
+    let (mut child, addr) = serve(&cfg);
+    let mut c = Client::connect(addr);
+    c.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fleet.posts(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the post never reached the buyer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+
+    let (mut child, addr, log) = serve_logged(&cfg);
+    let warning = log
+        .iter()
+        .find(|l| l.contains("were waiting on a buyer's answer"))
+        .unwrap_or_else(|| panic!("no warning about the unanswered post: {log:?}"));
+    assert!(warning.contains("1 post(s)"), "{warning}");
+    let lead_id = export(&journal)
+        .into_iter()
+        .find(|r| r["type"] == "post_sent")
+        .and_then(|r| r["lead_id"].as_str().map(str::to_string))
+        .expect("the post is in the journal");
+    assert!(warning.contains(&lead_id), "{warning}");
+
+    // The cap is 2 a day and the unanswered post counts: one more sale to it, then the other.
+    let mut c = Client::connect(addr);
+    let buyers: Vec<String> = (0..2)
+        .map(|i| {
+            let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+            let v = c.lead(&lead).json();
+            v["sales"][0]["buyer"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(buyers, vec!["slow", "other"]);
+}

@@ -430,6 +430,8 @@ fn rebuild(
     let mut received: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
     // Leads sent as tests: their sales count as traffic but take no cap, budget or money.
     let mut tests: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Posts sent whose answer the journal does not have, by lead: (buyer, price, when sent).
+    let mut open_posts: HashMap<String, Vec<(String, crate::money::Cents, u64)>> = HashMap::new();
     // Counts one record; true for a sale.
     let mut take = |e: &journal::Entry| -> bool {
         if e.ts_us < since {
@@ -471,6 +473,27 @@ fn rebuild(
             return false;
         }
         match &e.record {
+            Record::PostSent {
+                lead_id,
+                buyer,
+                price_cents,
+            } if !tests.contains(lead_id) => {
+                open_posts.entry(lead_id.clone()).or_default().push((
+                    buyer.clone(),
+                    *price_cents,
+                    e.ts_us,
+                ));
+            }
+            Record::PostResult { lead_id, buyer, .. } => {
+                if let Some(posts) = open_posts.get_mut(lead_id) {
+                    if let Some(i) = posts.iter().position(|p| &p.0 == buyer) {
+                        posts.swap_remove(i);
+                    }
+                    if posts.is_empty() {
+                        open_posts.remove(lead_id);
+                    }
+                }
+            }
             Record::Sale {
                 lead_id,
                 buyer,
@@ -497,6 +520,7 @@ fn rebuild(
                 payout_cents,
                 ..
             } => {
+                open_posts.remove(lead_id);
                 let c = pnl.campaign(campaign);
                 c.leads += 1;
                 match status {
@@ -540,6 +564,28 @@ fn rebuild(
         }
     })
     .map_err(|e| io::Error::other(format!("journal replay of the files set aside: {}", e)))?;
+    // A post the process died waiting on: the buyer may well have taken the consumer, so it
+    // counts against the buyer's caps and budgets as a sale would (erring toward selling less);
+    // its money is not booked, since nobody was told of a sale.
+    let mut unresolved: Vec<(String, u64)> = Vec::new();
+    let mut unresolved_posts = 0u64;
+    for (lead_id, posts) in open_posts {
+        for (buyer, price_cents, ts_us) in &posts {
+            if let Some(b) = snap.buyer_by_id(buyer) {
+                let ts = chrono::DateTime::from_timestamp_micros(*ts_us as i64).unwrap_or(now);
+                caps.replay_sale(b, ts, *price_cents, now);
+            }
+            unresolved_posts += 1;
+        }
+        let first = posts.iter().map(|p| p.2).min().unwrap_or(0);
+        unresolved.push((lead_id, first));
+    }
+    unresolved.sort_by_key(|u| u.1);
+    let unresolved_leads: Vec<String> = unresolved
+        .into_iter()
+        .take(MAX_UNRESOLVED_LISTED)
+        .map(|u| u.0)
+        .collect();
     let mut replay: Vec<(u64, Vec<u64>)> = received.into_values().collect();
     replay.sort_by_key(|r| r.0);
     for (ts, keys) in replay {
@@ -549,6 +595,8 @@ fn rebuild(
         sales: sales + aside_sales,
         set_aside_sales: aside_sales,
         set_aside: aside,
+        unresolved_posts,
+        unresolved_leads,
     })
 }
 
@@ -561,7 +609,16 @@ pub struct Replayed {
     pub set_aside_sales: u64,
     /// What was read from the files recovery set aside (records cut out of the journal).
     pub set_aside: journal::SetAsideReport,
+    /// Posts sent before the last stop whose answer the journal does not have (the process was
+    /// killed while the buyer decided): counted against the buyer's caps and budgets.
+    pub unresolved_posts: u64,
+    /// Their leads, oldest first, at most [`MAX_UNRESOLVED_LISTED`], for the operator to settle
+    /// with the buyers.
+    pub unresolved_leads: Vec<String>,
 }
+
+/// Leads with unanswered posts a start lists by id; the count covers them all.
+pub const MAX_UNRESOLVED_LISTED: usize = 20;
 
 /// The cap table for a snapshot: each buyer's limits on its own calendar, paused as configured.
 pub fn caps_for(snap: &Snapshot) -> CapTable {
