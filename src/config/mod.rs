@@ -114,6 +114,16 @@ impl Method {
             _ => return None,
         })
     }
+
+    /// The name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::PingPost => "ping_post",
+            Method::Waterfall => "waterfall",
+            Method::RoundRobin => "round_robin",
+            Method::Weighted => "weighted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +308,59 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
                     crate::money::usd(low)
                 ));
             }
+        }
+    }
+    for c in &snap.campaigns {
+        let buyers = || c.buyers.iter().filter_map(|&b| snap.buyers.get(b));
+        let priced = buyers().any(|b| b.price_cents.is_some() && b.post.is_some());
+        let pinged = buyers().any(|b| b.ping.is_some());
+        if c.method == Method::PingPost && !pinged && c.fallback.is_none() {
+            out.push(format!(
+                "campaign {}: none of its buyers has a ping_url and there is no fallback: \
+                 every lead is unsold",
+                c.id
+            ));
+        }
+        if c.method != Method::PingPost && !priced {
+            out.push(format!(
+                "campaign {}: method {} posts at fixed prices, but none of its buyers has a \
+                 price and a post_url: every lead is unsold",
+                c.id,
+                c.method.name()
+            ));
+        }
+        if let Some(f) = c.fallback.filter(|_| !priced) {
+            out.push(format!(
+                "campaign {}: fallback {} posts at fixed prices, but none of its buyers has a \
+                 price and a post_url: it never sells",
+                c.id,
+                f.name()
+            ));
+        }
+    }
+    for b in &snap.buyers {
+        if b.campaigns.is_empty() {
+            out.push(format!(
+                "buyer {}: in no campaign, so it is never pinged or posted to",
+                b.id
+            ));
+        }
+        let caps = &b.caps;
+        let zero = [
+            ("hourly", caps.hourly == Some(0)),
+            ("daily", caps.daily == Some(0)),
+            ("weekly", caps.weekly == Some(0)),
+            ("monthly", caps.monthly == Some(0)),
+            ("daily_budget", caps.daily_budget_cents == Some(0)),
+            ("weekly_budget", caps.weekly_budget_cents == Some(0)),
+            ("monthly_budget", caps.monthly_budget_cents == Some(0)),
+        ];
+        for (key, _) in zero.iter().filter(|z| z.1) {
+            out.push(format!(
+                "buyer {}: [buyers.caps] {key} = 0, so it is never pinged or sold to (set \
+                 paused = true to say so)",
+                b.id
+            ));
         }
     }
     out

@@ -599,3 +599,26 @@ fn mutated_configs_load_or_are_refused_with_a_line_without_panic() {
         "the edits should break most files: {refused}"
     );
 }
+
+#[test]
+fn configs_that_can_never_sell_are_warned_about() {
+    let base = CONTRACT.replace("payout_fixed = 20.00", "payout_share = 0.5");
+    assert_eq!(warnings(&parse(&base).unwrap()), Vec::<String>::new());
+    // A zero cap: the buyer is never pinged.
+    let text = base.replacen("hourly = 50", "hourly = 0", 1);
+    let w = warnings(&parse(&text).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("hourly = 0") && w[0].contains("never pinged"),
+        "{w:?}"
+    );
+    // A buyer in no campaign.
+    let text = format!(
+        "{base}\n[[buyers]]\nid = \"idle\"\ncampaigns = []\nping_url = \"http://127.0.0.1:9/p\"\npost_url = \"http://127.0.0.1:9/q\"\n"
+    );
+    let w = warnings(&parse(&text).unwrap());
+    assert!(
+        w.iter().any(|m| m.contains("buyer idle: in no campaign")),
+        "{w:?}"
+    );
+}
