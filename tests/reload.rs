@@ -387,3 +387,55 @@ fn a_ping_held_before_a_reload_is_posted_after_it() {
     assert_eq!(v["price"], 50.0, "{v}");
     assert_eq!(fleet.posts(0), 0, "the removed buyer's held bid is dropped");
 }
+
+/// A reload that changes a buyer's time zone gives it new counters, rebuilt from the journal;
+/// sales still in flight then are not in the journal yet. They count once they are made, so
+/// the buyer's cap holds across the change.
+#[test]
+fn sales_in_flight_across_a_zone_change_count_toward_the_cap() {
+    let slow = BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(9000, None),
+        Kind::Post => Reply::accepted().after_ms(1500),
+    });
+    let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
+    let chicago = with_admin(
+        &config(&fleet, "", |i| {
+            if i == 0 {
+                "timezone = \"America/Chicago\"\n[buyers.caps]\ndaily = 2".to_string()
+            } else {
+                String::new()
+            }
+        })
+        .replace("post_timeout_ms = 500", "post_timeout_ms = 5000"),
+    );
+    let toml_for = |tz: &str| chicago.replace("America/Chicago", tz);
+    let r = start(&toml_for("America/Chicago"));
+    let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+    let mut clients: Vec<Client> = (0..2).map(|_| r.ex.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            lead(i).as_bytes(),
+        ));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fleet.posts(0) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both posts reach the buyer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reload = r.reload_with(&toml_for("America/New_York"));
+    assert_eq!(reload.status, 200, "{}", text(&reload));
+    for c in &mut clients {
+        let v = c.read_response().expect("an answer").json();
+        assert_eq!(v["sales"][0]["buyer"], "slow", "{v}");
+    }
+    // Two sold of a daily cap of 2: the next lead goes to the other buyer.
+    let v = r.ex.client().lead(&lead(9)).json();
+    assert_eq!(v["sales"][0]["buyer"], "other", "{v}");
+    assert_eq!(r.stats()["buyers"]["slow"]["caps_left"]["daily"], 0);
+}

@@ -360,6 +360,15 @@ impl CapTable {
         self.entries.is_empty()
     }
 
+    /// Whether `buyer` here and `other_buyer` in `other` count into the same counters (a
+    /// reload carried them over). False when either is unknown.
+    pub fn shares_state(&self, buyer: usize, other: &CapTable, other_buyer: usize) -> bool {
+        match (self.entries.get(buyer), other.entries.get(other_buyer)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.state, &b.state),
+            _ => false,
+        }
+    }
+
     /// The zone a buyer's windows follow, if the buyer exists.
     pub fn tz(&self, buyer: usize) -> Option<Tz> {
         self.entries.get(buyer).map(|e| e.tz)
@@ -375,7 +384,7 @@ impl CapTable {
     }
 
     /// Reserve one lead at `price_cents` against every capped window of `buyer`: all or nothing.
-/// Uncapped windows count it as well, without a limit.
+    /// Uncapped windows count it as well, without a limit.
     /// `None` when the buyer is paused or unknown, the price is out of range, or any window or
     /// budget would be exceeded. Never overshoots a cap under any interleaving of threads;
     /// while two threads race at the edge of two caps, one may be refused a lead that a strictly

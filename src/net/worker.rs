@@ -1642,6 +1642,19 @@ impl Worker {
                         payout_cents: payout,
                     },
                 );
+                if !lead.req.test && self.shared.generation() != lead.gen.rt.generation {
+                    // A reload since this lead started gave the buyer counters of its own (its
+                    // zone changed, or it was removed and added again), rebuilt from the
+                    // journal's sales before this one was in it: it counts there too.
+                    let current = self.shared.runtime();
+                    if let Some(b) = current.snap.buyer_by_id(buyer) {
+                        let old = lead.auction.buyer(slot);
+                        if !current.caps.shares_state(b, &lead.gen.rt.caps, old) {
+                            let now = Utc::now();
+                            current.caps.replay_sale(b, now, price, now);
+                        }
+                    }
+                }
             }
         }
     }
