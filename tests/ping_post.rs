@@ -242,3 +242,51 @@ fn refused_posts_and_pings_are_not_counted_as_leads() {
     assert_eq!(counters.posts_refused, 3, "{counters:?}");
     assert_eq!(counters.pings_refused, 1, "{counters:?}");
 }
+
+/// After a restart the counters rebuilt from the journal read as they did live: refused posts
+/// apart, one lead for one consumer.
+#[test]
+fn refused_posts_read_the_same_after_a_restart() {
+    let fleet = Fleet::start(vec![bidder("acme", 3000, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let counters = |ex: &Exchange| {
+        let st = ex.handle.as_ref().unwrap().stats();
+        st.campaigns.get("auto").cloned().unwrap_or_default()
+    };
+    {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        let ping_id = v["ping_id"].as_str().unwrap().to_string();
+        let ok_lead = r#"{"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
+            "state": "OK", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
+        for _ in 0..2 {
+            let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ok_lead));
+            assert_eq!(r.json()["error"]["code"], "ping_mismatch");
+        }
+        let v = c
+            .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
+            .json();
+        assert_eq!(v["status"], "sold", "{v}");
+        // A direct lead refused for its content is a rejected lead, live and after.
+        let r = c.lead(&LEAD.replace("\"TX\"", "\"XX\""));
+        assert_eq!(r.status, 422);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while counters(&ex).sold < 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let live = counters(&ex);
+        assert_eq!(
+            (live.leads, live.sold, live.rejected, live.posts_refused),
+            (2, 1, 1, 2),
+            "{live:?}"
+        );
+    }
+    let ex = Exchange::start(&toml);
+    let after = counters(&ex);
+    assert_eq!(
+        (after.leads, after.sold, after.rejected, after.posts_refused),
+        (2, 1, 1, 2),
+        "{after:?}"
+    );
+}

@@ -430,6 +430,9 @@ fn rebuild(
     let mut received: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
     // Leads sent as tests: their sales count as traffic but take no cap, budget or money.
     let mut tests: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Leads whose last `lead_received` was a seller's `/v1/post` (its body names a ping): a
+    // refusal of it is a refused post, not a rejected lead, as the live counters have it.
+    let mut posting: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Posts sent whose answer the journal does not have, by lead: (buyer, price, when sent).
     let mut open_posts: HashMap<String, Vec<(String, crate::money::Cents, u64)>> = HashMap::new();
     // Counts one record; true for a sale.
@@ -447,6 +450,18 @@ fn rebuild(
         {
             if *test {
                 tests.insert(lead_id.clone());
+            }
+            /// Whether a journaled request body is a `/v1/post` (it names its ping).
+            #[derive(serde::Deserialize)]
+            struct PostProbe {
+                ping_id: Option<serde::de::IgnoredAny>,
+            }
+            let is_post =
+                serde_json::from_slice::<PostProbe>(lead_json).is_ok_and(|p| p.ping_id.is_some());
+            if is_post {
+                posting.insert(lead_id.clone());
+            } else {
+                posting.remove(lead_id);
             }
             // Test leads never entered the index (see `Worker::compliance`).
             if dedupe_window_us > 0 && e.ts_us >= since_dedupe && !*test {
@@ -538,9 +553,13 @@ fn rebuild(
                 lead_id, campaign, ..
             } => {
                 let c = pnl.campaign(campaign);
-                c.leads += 1;
-                c.rejected += 1;
-                c.test_leads += u64::from(tests.contains(lead_id));
+                if posting.contains(lead_id) {
+                    c.posts_refused += 1;
+                } else {
+                    c.leads += 1;
+                    c.rejected += 1;
+                    c.test_leads += u64::from(tests.contains(lead_id));
+                }
             }
             _ => {}
         }
