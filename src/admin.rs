@@ -8,9 +8,10 @@ use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
 use crate::lead;
 use crate::money::{dollars_string, Cents};
 use crate::net::Shared;
-use crate::stats::{Percentiles, WorkerStats};
+use crate::stats::{CampaignCounters, Percentiles, WorkerStats};
 use chrono::Utc;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -534,6 +535,29 @@ fn histogram_text(out: &mut String, name: &str, labels: &str, h: &hdrhistogram::
     let _ = writeln!(out, "{name}_count{braces} {}", h.len());
 }
 
+/// A counter family by campaign and status: one `name{campaign, status} n` line for each of
+/// the statuses `statuses` gives a campaign's counters.
+fn by_campaign_and_status<const N: usize>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    campaigns: &BTreeMap<String, CampaignCounters>,
+    statuses: impl Fn(&CampaignCounters) -> [(&'static str, u64); N],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (id, c) in campaigns {
+        for (status, n) in statuses(c) {
+            let _ = writeln!(
+                out,
+                "{name}{{campaign=\"{}\",status=\"{}\"}} {}",
+                label(id),
+                status,
+                n
+            );
+        }
+    }
+}
+
 /// `GET /metrics`: Prometheus text exposition.
 pub fn metrics_text(shared: &Shared) -> String {
     let s = merged(shared);
@@ -541,38 +565,32 @@ pub fn metrics_text(shared: &Shared) -> String {
     let snap = &rt.snap;
     let now = Utc::now();
     let mut out = String::with_capacity(8192);
-    out.push_str("# HELP gavel_leads_total Leads by campaign and outcome.\n# TYPE gavel_leads_total counter\n");
-    for (id, c) in &s.campaigns {
-        for (status, n) in [
-            ("sold", c.sold),
-            ("unsold", c.unsold),
-            ("rejected", c.rejected),
-        ] {
-            let _ = writeln!(
-                out,
-                "gavel_leads_total{{campaign=\"{}\",status=\"{}\"}} {}",
-                label(id),
-                status,
-                n
-            );
-        }
-    }
-    out.push_str("# HELP gavel_pings_total Seller-side pings (/v1/ping) by campaign and answer (not leads: a lead is counted when posted).\n# TYPE gavel_pings_total counter\n");
-    for (id, c) in &s.campaigns {
-        for (status, n) in [
-            ("bid", c.pings_bid),
-            ("no_bid", c.pings.saturating_sub(c.pings_bid)),
-            ("refused", c.pings_refused),
-        ] {
-            let _ = writeln!(
-                out,
-                "gavel_pings_total{{campaign=\"{}\",status=\"{}\"}} {}",
-                label(id),
-                status,
-                n
-            );
-        }
-    }
+    by_campaign_and_status(
+        &mut out,
+        "gavel_leads_total",
+        "Leads by campaign and outcome.",
+        &s.campaigns,
+        |c| {
+            [
+                ("sold", c.sold),
+                ("unsold", c.unsold),
+                ("rejected", c.rejected),
+            ]
+        },
+    );
+    by_campaign_and_status(
+        &mut out,
+        "gavel_pings_total",
+        "Seller-side pings (/v1/ping) by campaign and answer (not leads: a lead is counted when posted).",
+        &s.campaigns,
+        |c| {
+            [
+                ("bid", c.pings_bid),
+                ("no_bid", c.pings.saturating_sub(c.pings_bid)),
+                ("refused", c.pings_refused),
+            ]
+        },
+    );
     out.push_str("# HELP gavel_posts_refused_total Seller-side posts (/v1/post) refused for their content while the ping stays postable, by campaign.\n# TYPE gavel_posts_refused_total counter\n");
     for (id, c) in &s.campaigns {
         let _ = writeln!(

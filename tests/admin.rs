@@ -48,6 +48,14 @@ fn acme_and_blue() -> Fleet {
     .unwrap()
 }
 
+/// The operator API's address of a running exchange.
+fn admin_addr(ex: &Exchange) -> std::net::SocketAddr {
+    ex.handle
+        .as_ref()
+        .and_then(|h| h.admin_addr())
+        .expect("admin listener")
+}
+
 fn get(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
     let mut c = Client::connect(addr);
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n");
@@ -83,12 +91,7 @@ fn raw(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>
 fn a_known_path_with_another_method_is_405_with_allow() {
     let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
     let ex = start(&fleet);
-    let admin = ex
-        .handle
-        .as_ref()
-        .unwrap()
-        .admin_addr()
-        .expect("admin listener");
+    let admin = admin_addr(&ex);
     for (method, path, allow) in [
         ("GET", "/v1/admin/reload", "POST"),
         ("DELETE", "/v1/stats", "GET, HEAD"),
@@ -141,12 +144,7 @@ fn a_known_path_with_another_method_is_405_with_allow() {
 fn stats_metrics_pause_and_resume() {
     let fleet = acme_and_blue();
     let ex = start(&fleet);
-    let admin = ex
-        .handle
-        .as_ref()
-        .unwrap()
-        .admin_addr()
-        .expect("admin listener");
+    let admin = admin_addr(&ex);
     let mut c = ex.client();
     for _ in 0..3 {
         assert_eq!(c.lead(LEAD).json()["sales"][0]["buyer"], "acme");
@@ -310,7 +308,7 @@ fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart
     let toml = config_with_admin(&fleet, "daily = 1\ndaily_budget = 50.0");
     let test_lead = LEAD.replacen('{', "{\"test\": true, ", 1);
     let stats = |ex: &Exchange| {
-        let admin = ex.handle.as_ref().unwrap().admin_addr().unwrap();
+        let admin = admin_addr(ex);
         get(admin, "GET", "/v1/stats", Some(TOKEN)).json()
     };
     {
@@ -348,7 +346,7 @@ fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart
         assert_eq!(s["campaigns"]["auto"]["revenue"], 60.0, "{s}");
         assert_eq!(s["campaigns"]["auto"]["payout"], 48.0);
         assert_eq!(s["campaigns"]["auto"]["test_leads"], 3);
-        let admin = ex.handle.as_ref().unwrap().admin_addr().unwrap();
+        let admin = admin_addr(&ex);
         let m = String::from_utf8(get(admin, "GET", "/metrics", Some(TOKEN)).body).unwrap();
         assert!(
             m.contains("gavel_test_leads_total{campaign=\"auto\"} 3"),
@@ -377,12 +375,7 @@ fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart
 fn head_gets_the_headers_of_get_and_no_body() {
     let fleet = acme_and_blue();
     let ex = start(&fleet);
-    let admin = ex
-        .handle
-        .as_ref()
-        .unwrap()
-        .admin_addr()
-        .expect("admin listener");
+    let admin = admin_addr(&ex);
     for (path, token) in [
         ("/healthz", None),
         ("/v1/stats", Some(TOKEN)),

@@ -195,18 +195,14 @@ fn a_post_goes_only_to_buyers_its_consent_discloses() {
     assert_eq!((fleet.posts(0), fleet.posts(1)), (0, 1));
 }
 
-/// The operator's counters tell pings, leads and refused posts apart: a post refused while its
-/// ping stays postable is an attempt, not another rejected lead.
-#[test]
-fn refused_posts_and_pings_are_not_counted_as_leads() {
-    let fleet = Fleet::start(vec![bidder("acme", 3000, true)]).unwrap();
-    let ex = Exchange::start(&config(&fleet, "hold_ms = 30000", |_| String::new()));
-    let mut c = ex.client();
+/// Ping; post the full lead with a state contradicting the ping `refused` times (each 422
+/// `ping_mismatch`, the ping staying postable); then post it as pinged, and it sells.
+fn ping_refused_then_sold(c: &mut Client, refused: usize) {
     let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
     let ping_id = v["ping_id"].as_str().unwrap().to_string();
     let ok_lead = r#"{"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
         "state": "OK", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
-    for _ in 0..3 {
+    for _ in 0..refused {
         let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ok_lead));
         assert_eq!(r.json()["error"]["code"], "ping_mismatch");
     }
@@ -214,6 +210,16 @@ fn refused_posts_and_pings_are_not_counted_as_leads() {
         .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
         .json();
     assert_eq!(v["status"], "sold", "{v}");
+}
+
+/// The operator's counters tell pings, leads and refused posts apart: a post refused while its
+/// ping stays postable is an attempt, not another rejected lead.
+#[test]
+fn refused_posts_and_pings_are_not_counted_as_leads() {
+    let fleet = Fleet::start(vec![bidder("acme", 3000, true)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let mut c = ex.client();
+    ping_refused_then_sold(&mut c, 3);
     // A ping with a state that is none: refused, and not a lead either.
     let r = c.post(
         "/v1/ping",
@@ -256,18 +262,7 @@ fn refused_posts_read_the_same_after_a_restart() {
     {
         let ex = Exchange::start(&toml);
         let mut c = ex.client();
-        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
-        let ping_id = v["ping_id"].as_str().unwrap().to_string();
-        let ok_lead = r#"{"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
-            "state": "OK", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
-        for _ in 0..2 {
-            let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, ok_lead));
-            assert_eq!(r.json()["error"]["code"], "ping_mismatch");
-        }
-        let v = c
-            .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
-            .json();
-        assert_eq!(v["status"], "sold", "{v}");
+        ping_refused_then_sold(&mut c, 2);
         // A direct lead refused for its content is a rejected lead, live and after.
         let r = c.lead(&LEAD.replace("\"TX\"", "\"XX\""));
         assert_eq!(r.status, 422);
