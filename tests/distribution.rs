@@ -144,3 +144,61 @@ fn a_fixed_price_lead_nobody_may_take_is_answered_unsold() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(fleet.posts(0), 0);
 }
+
+/// A lead whose auction ends with its posts rejected goes to the fallback; the operator's
+/// counters still show the first auction's bid and rejected post.
+#[test]
+fn a_fallback_keeps_the_first_auctions_counts() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("picky").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(3000, None),
+            Kind::Post => Reply::rejected("not today"),
+        }),
+        poster("fallback", true),
+    ])
+    .unwrap();
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"",
+        |_| String::new(),
+    );
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"picky\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
+        fleet.ping_url(0),
+        fleet.post_url(0)
+    ));
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
+        fleet.post_url(1)
+    ));
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "fallback", "{v}");
+    let handle = ex.handle.as_ref().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let st = handle.stats();
+        let wins: u64 = st.buyers().map(|(_, b)| b.wins).sum();
+        if wins == 1 || std::time::Instant::now() > deadline {
+            let picky = st
+                .buyers()
+                .find(|(id, _)| *id == "picky")
+                .map(|(_, b)| b.clone())
+                .expect("picky's counters");
+            assert_eq!(
+                (
+                    picky.pings,
+                    picky.bids,
+                    picky.posts,
+                    picky.post_rejects,
+                    picky.wins
+                ),
+                (1, 1, 1, 1, 0),
+                "pings, bids, posts, post rejects, wins"
+            );
+            assert_eq!(picky.response_us.len(), 1);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

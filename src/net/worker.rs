@@ -1939,37 +1939,13 @@ impl Worker {
         // The operator's counters, once the seller has the answer.
         {
             let mut st = self.stats.lock();
-            for slot in 0..lead.auction.slots() {
-                let Some(b) = st.buyer_at(lead.gen.stat_slots[lead.auction.buyer(slot)]) else {
-                    continue;
-                };
-                // Held or fixed-price "bids" were not pings of this auction: not counted again.
-                let ping = if lead.close_from_plan {
-                    None
-                } else {
-                    lead.auction.ping_result(slot)
-                };
-                if let Some((o, rt)) = ping {
-                    match o {
-                        PingOutcome::Bid { cents, .. } => {
-                            b.bids += 1;
-                            b.bid_sum_cents += cents;
-                        }
-                        PingOutcome::NoBid => b.no_bids += 1,
-                        PingOutcome::Timeout => b.timeouts += 1,
-                        PingOutcome::Error(_) => b.errors += 1,
-                        PingOutcome::Invalid(_) => b.invalid += 1,
-                    }
-                    if !matches!(o, PingOutcome::Timeout) {
-                        b.response_us.saturating_record(rt.as_micros() as u64);
-                    }
-                }
-                match lead.auction.post_result(slot) {
-                    Some(PostOutcome::Accepted { .. }) => {}
-                    Some(_) => b.post_rejects += 1,
-                    None => {}
-                }
-            }
+            // Held or fixed-price "bids" were not pings of this auction: not counted again.
+            count_answers(
+                &mut st,
+                &lead.auction,
+                &lead.gen.stat_slots,
+                !lead.close_from_plan,
+            );
             // A test lead counts as the traffic it was, but moves no money.
             let paid = !lead.req.test;
             for s in &outcome.sales {
@@ -2049,24 +2025,14 @@ impl Worker {
         }
         let first = lead.auction.outcome();
         lead.prior = Some((first.buyer_wait, first.bids));
-        // The first auction's pings, for the operator, before the auction is replaced.
-        if !lead.close_from_plan {
-            let mut st = self.stats.lock();
-            for slot in 0..lead.auction.slots() {
-                let b = st.buyer(&snap.buyers[lead.auction.buyer(slot)].id);
-                match lead.auction.ping_result(slot) {
-                    Some((PingOutcome::Bid { cents, .. }, _)) => {
-                        b.bids += 1;
-                        b.bid_sum_cents += cents;
-                    }
-                    Some((PingOutcome::NoBid, _)) => b.no_bids += 1,
-                    Some((PingOutcome::Timeout, _)) => b.timeouts += 1,
-                    Some((PingOutcome::Error(_), _)) => b.errors += 1,
-                    Some((PingOutcome::Invalid(_), _)) => b.invalid += 1,
-                    None => {}
-                }
-            }
-        }
+        // The first auction's pings and rejected posts, for the operator, before the auction
+        // is replaced.
+        count_answers(
+            &mut self.stats.lock(),
+            &lead.auction,
+            &lead.gen.stat_slots,
+            !lead.close_from_plan,
+        );
         lead.close_from_plan = true;
         let c = &snap.campaigns[lead.campaign];
         let params = Params {
@@ -2921,4 +2887,37 @@ fn tls_host(e: &Option<Endpoint>) -> Option<String> {
     e.as_ref()
         .filter(|e| e.scheme == Scheme::Https)
         .map(|e| e.host.clone())
+}
+
+/// The operator's per-buyer counters for one auction's answers: each ping's outcome and
+/// response time (`pinged`: not for bids that were held or fixed prices) and each post that did
+/// not sell.
+fn count_answers(st: &mut WorkerStats, auction: &Auction, stat_slots: &[usize], pinged: bool) {
+    for slot in 0..auction.slots() {
+        let Some(b) = stat_slots
+            .get(auction.buyer(slot))
+            .and_then(|&i| st.buyer_at(i))
+        else {
+            continue;
+        };
+        if let Some((o, rt)) = auction.ping_result(slot).filter(|_| pinged) {
+            match o {
+                PingOutcome::Bid { cents, .. } => {
+                    b.bids += 1;
+                    b.bid_sum_cents += cents;
+                }
+                PingOutcome::NoBid => b.no_bids += 1,
+                PingOutcome::Timeout => b.timeouts += 1,
+                PingOutcome::Error(_) => b.errors += 1,
+                PingOutcome::Invalid(_) => b.invalid += 1,
+            }
+            if !matches!(o, PingOutcome::Timeout) {
+                b.response_us.saturating_record(rt.as_micros() as u64);
+            }
+        }
+        match auction.post_result(slot) {
+            Some(PostOutcome::Accepted { .. }) | None => {}
+            Some(_) => b.post_rejects += 1,
+        }
+    }
 }
