@@ -94,6 +94,26 @@ fn weighted_distribution_follows_the_weights() {
     );
 }
 
+/// A ping-post campaign with a waterfall fallback: the fleet's first endpoint is the bidder
+/// `bidder`, its second the fixed-price buyer `fallback` at $18.00.
+fn fallback_config(fleet: &Fleet, bidder: &str) -> String {
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"",
+        |_| String::new(),
+    );
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"{bidder}\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
+        fleet.ping_url(0),
+        fleet.post_url(0)
+    ));
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
+        fleet.post_url(1)
+    ));
+    toml
+}
+
 #[test]
 fn an_unsold_lead_falls_back_to_the_fixed_price_buyers() {
     let fleet = Fleet::start(vec![
@@ -104,21 +124,7 @@ fn an_unsold_lead_falls_back_to_the_fixed_price_buyers() {
         poster("fallback", true),
     ])
     .unwrap();
-    let mut toml = config(
-        &Fleet::start(vec![]).unwrap(),
-        "fallback = \"waterfall\"",
-        |_| String::new(),
-    );
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"stingy\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
-        fleet.ping_url(0),
-        fleet.post_url(0)
-    ));
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
-        fleet.post_url(1)
-    ));
-    let ex = Exchange::start(&toml);
+    let ex = Exchange::start(&fallback_config(&fleet, "stingy"));
     let v = ex.client().lead(LEAD).json();
     assert_eq!(v["status"], "sold", "{}", v);
     assert_eq!(v["sales"][0]["buyer"], "fallback");
@@ -157,21 +163,7 @@ fn a_fallback_keeps_the_first_auctions_counts() {
         poster("fallback", true),
     ])
     .unwrap();
-    let mut toml = config(
-        &Fleet::start(vec![]).unwrap(),
-        "fallback = \"waterfall\"",
-        |_| String::new(),
-    );
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"picky\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
-        fleet.ping_url(0),
-        fleet.post_url(0)
-    ));
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
-        fleet.post_url(1)
-    ));
-    let ex = Exchange::start(&toml);
+    let ex = Exchange::start(&fallback_config(&fleet, "picky"));
     let v = ex.client().lead(LEAD).json();
     assert_eq!(v["sales"][0]["buyer"], "fallback", "{v}");
     let handle = ex.handle.as_ref().unwrap();
