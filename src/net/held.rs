@@ -162,7 +162,10 @@ mod tests {
 
     fn snapshot() -> Arc<Snapshot> {
         let text = include_str!("../../config/exchange.example.toml");
-        Arc::new(crate::config::parse(text).expect("the example config loads"))
+        match crate::config::parse(text) {
+            Ok(snap) => Arc::new(snap),
+            Err(e) => panic!("the example config must load: {e}"),
+        }
     }
 
     fn ping(snap: &Arc<Snapshot>, expires: Instant) -> HeldPing {
