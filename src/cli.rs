@@ -202,6 +202,13 @@ fn serve(path: &std::path::Path) -> i32 {
             replayed.unresolved_leads.join(", ")
         );
     }
+    if replayed.pings_held > 0 {
+        eprintln!(
+            "gavel: {} ping(s) whose bids were held at the last stop are held again until they \
+             expire",
+            replayed.pings_held
+        );
+    }
     let aside = &replayed.set_aside;
     if aside.records > 0 {
         eprintln!(

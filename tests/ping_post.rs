@@ -270,10 +270,22 @@ fn refused_posts_read_the_same_after_a_restart() {
         while counters(&ex).sold < 1 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // A ping refused for its content is a refused ping, live and after.
+        let r = c.post(
+            "/v1/ping",
+            Some(KEY),
+            PING.replace("\"TX\"", "\"XX\"").as_bytes(),
+        );
+        assert_eq!(r.status, 422);
         let live = counters(&ex);
         assert_eq!(
             (live.leads, live.sold, live.rejected, live.posts_refused),
             (2, 1, 1, 2),
+            "{live:?}"
+        );
+        assert_eq!(
+            (live.pings, live.pings_bid, live.pings_refused),
+            (1, 1, 1),
             "{live:?}"
         );
     }
@@ -284,4 +296,105 @@ fn refused_posts_read_the_same_after_a_restart() {
         (2, 1, 1, 2),
         "{after:?}"
     );
+    assert_eq!(
+        (after.pings, after.pings_bid, after.pings_refused),
+        (1, 1, 1),
+        "{after:?}"
+    );
+}
+
+/// A restart does not cost the seller its held bids: a ping answered before it is posted
+/// after it, to the bids held then, without pinging anyone again; a ping posted before is
+/// still refused 409, one whose hold ran out 410.
+#[test]
+fn held_pings_survive_a_restart() {
+    let fleet = Fleet::start(vec![
+        bidder("top", 9000, true),
+        bidder("second", 5000, true),
+    ])
+    .unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let ping = |c: &mut Client| -> String {
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        v["ping_id"].as_str().unwrap().to_string()
+    };
+    let (held, posted, refused) = {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        let held = ping(&mut c);
+        let posted = ping(&mut c);
+        let v = c
+            .post("/v1/post", Some(KEY), &post_body(&posted, ""))
+            .json();
+        assert_eq!(v["status"], "sold", "{v}");
+        // Refused for its content: the ping stays postable, across the restart too.
+        let refused = ping(&mut c);
+        let wrong_state = r#"{"first_name": "Ana", "email": "ana@example.com", "phone": "7135550147",
+            "state": "OK", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
+        let r = c.post("/v1/post", Some(KEY), &post_body(&refused, wrong_state));
+        assert_eq!(r.json()["error"]["code"], "ping_mismatch");
+        (held, posted, refused)
+    };
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (3, 1));
+
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let r = c.post("/v1/post", Some(KEY), &post_body(&held, ""));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        (v["status"].as_str(), v["price"].as_f64()),
+        (Some("sold"), Some(90.0)),
+        "{v}"
+    );
+    assert_eq!(v["sales"][0]["buyer"], "top");
+    // Posted at the held bid with its bid id; nobody pinged again.
+    assert_eq!((fleet.pings(0), fleet.posts(0), fleet.pings(1)), (3, 2, 3));
+    let post: Value = serde_json::from_slice(&fleet.post_bodies(0)[1]).unwrap();
+    assert_eq!(
+        (post["bid_id"].as_str(), post["price"].as_f64()),
+        (Some("held-1"), Some(90.0))
+    );
+    // The pinged fields still bind the post.
+    let wrong_zip = r#"{"first_name": "Ana", "email": "ana@example.com", "phone": "7135550147",
+        "state": "TX", "zip": "73301", "lead_type": "auto", "age": 34, "insured": true}"#;
+    let r = c.post("/v1/post", Some(KEY), &post_body(&refused, wrong_zip));
+    assert_eq!(r.json()["error"]["code"], "ping_mismatch");
+    let v = c
+        .post("/v1/post", Some(KEY), &post_body(&refused, ""))
+        .json();
+    assert_eq!(v["status"], "sold", "{v}");
+    let r = c.post("/v1/post", Some(KEY), &post_body(&posted, ""));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (409, Some("already_posted"))
+    );
+    let r = c.post("/v1/post", Some(KEY), &post_body(&held, ""));
+    assert_eq!(r.status, 409);
+}
+
+#[test]
+fn a_ping_whose_hold_ran_out_before_a_restart_is_expired_after_it() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 300", |_| String::new());
+    let ping_id = {
+        let ex = Exchange::start(&toml);
+        let v = ex
+            .client()
+            .post("/v1/ping", Some(KEY), PING.as_bytes())
+            .json();
+        assert_eq!(v["status"], "bid", "{v}");
+        v["ping_id"].as_str().unwrap().to_string()
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let ex = Exchange::start(&toml);
+    let r = ex
+        .client()
+        .post("/v1/post", Some(KEY), &post_body(&ping_id, ""));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (410, Some("ping_expired"))
+    );
+    assert_eq!(fleet.posts(0), 0);
 }

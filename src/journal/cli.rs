@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::reader::{Entry, Follower, Reader};
-use super::record::{PingOutcome, Record};
+use super::record::{LeadFlow, PingOutcome, Record};
 use super::{verify, JournalError};
 use crate::money::{write_dollars, Cents};
 
@@ -259,9 +259,15 @@ fn describe(r: &Record) -> String {
             source,
             test,
             lead_json,
+            flow,
             ..
         } => format!(
-            "from {seller} for {campaign}, source {}, {}{} bytes of lead and consent",
+            "{}from {seller} for {campaign}, source {}, {}{} bytes of lead and consent",
+            match flow {
+                Some(LeadFlow::Ping) => "ping ",
+                Some(LeadFlow::Post) => "post ",
+                _ => "",
+            },
             opt(source),
             if *test { "TEST, " } else { "" },
             lead_json.len()
@@ -365,6 +371,26 @@ fn describe(r: &Record) -> String {
             dollars_text(*payout_cents),
             relative_ms(*elapsed_us as i64).trim_start_matches('+')
         ),
+        Record::PingAnswered {
+            payout_cents,
+            hold_ms,
+            held,
+            ..
+        } => {
+            if held.is_empty() {
+                "no bid".to_string()
+            } else {
+                let list: Vec<String> = held
+                    .iter()
+                    .map(|(b, c, _)| format!("{b} {}", dollars_text(*c)))
+                    .collect();
+                format!(
+                    "bid: payout {} offered for {hold_ms} ms; held: {}",
+                    dollars_text(*payout_cents),
+                    list.join(", ")
+                )
+            }
+        }
     }
 }
 
@@ -444,12 +470,16 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             source,
             test,
             lead_json,
+            flow,
             ..
         } => {
             field_str(out, "seller", seller);
             field_str(out, "campaign", campaign);
             field_opt(out, "source", source);
             field_bool(out, "test", *test);
+            if let Some(flow) = flow {
+                field_str(out, "flow", flow.name());
+            }
             field_lead(out, "lead", lead_json);
         }
         Record::Rejected {
@@ -549,6 +579,37 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             field_money(out, "price", *price_cents);
             field_money(out, "payout", *payout_cents);
             field_num(out, "elapsed_us", *elapsed_us);
+        }
+        Record::PingAnswered {
+            campaign,
+            seller,
+            payout_cents,
+            hold_ms,
+            held,
+            ..
+        } => {
+            field_str(out, "campaign", campaign);
+            field_str(out, "seller", seller);
+            field_str(
+                out,
+                "status",
+                if held.is_empty() { "no_bid" } else { "bid" },
+            );
+            field_money(out, "payout", *payout_cents);
+            field_num(out, "expires_in_ms", *hold_ms);
+            key(out, "held");
+            out.push(b'[');
+            for (i, (buyer, cents, bid_id)) in held.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"buyer\":");
+                json_str(out, buyer);
+                field_money(out, "price", *cents);
+                field_opt(out, "bid_id", bid_id);
+                out.push(b'}');
+            }
+            out.push(b']');
         }
     }
     out.push(b'}');

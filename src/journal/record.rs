@@ -51,6 +51,8 @@ pub enum RecordType {
     Sale = 8,
     /// The seller was answered: the lead's final record.
     LeadAnswered = 9,
+    /// A seller's `/v1/ping` was answered: the bids held for its post, or none.
+    PingAnswered = 10,
 }
 
 impl RecordType {
@@ -66,6 +68,7 @@ impl RecordType {
             7 => RecordType::PostResult,
             8 => RecordType::Sale,
             9 => RecordType::LeadAnswered,
+            10 => RecordType::PingAnswered,
             _ => return None,
         })
     }
@@ -82,6 +85,7 @@ impl RecordType {
             RecordType::PostResult => "post_result",
             RecordType::Sale => "sale",
             RecordType::LeadAnswered => "lead_answered",
+            RecordType::PingAnswered => "ping_answered",
         }
     }
 }
@@ -139,6 +143,36 @@ impl LeadStatus {
     }
 }
 
+/// Which seller endpoint a received lead came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadFlow {
+    /// `POST /v1/leads`: auctioned and sold at once.
+    Lead,
+    /// `POST /v1/ping`: auctioned, the bids held for a post.
+    Ping,
+    /// `POST /v1/post`: the full lead of an earlier ping, sold to its held bids.
+    Post,
+}
+
+impl LeadFlow {
+    /// The snake_case name used by `journal export`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LeadFlow::Lead => "lead",
+            LeadFlow::Ping => "ping",
+            LeadFlow::Post => "post",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            LeadFlow::Lead => 0,
+            LeadFlow::Ping => 1,
+            LeadFlow::Post => 2,
+        }
+    }
+}
+
 /// A record to append, borrowing everything it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordRef<'a> {
@@ -150,6 +184,8 @@ pub enum RecordRef<'a> {
         source: Option<&'a str>,
         test: bool,
         lead_json: &'a [u8],
+        /// `None` only to copy a record written before the field existed.
+        flow: Option<LeadFlow>,
     },
     /// See [`Record::Rejected`].
     Rejected {
@@ -211,6 +247,15 @@ pub enum RecordRef<'a> {
         payout_cents: Cents,
         elapsed_us: u64,
     },
+    /// See [`Record::PingAnswered`].
+    PingAnswered {
+        lead_id: &'a str,
+        campaign: &'a str,
+        seller: &'a str,
+        payout_cents: Cents,
+        hold_ms: u64,
+        held: &'a [(&'a str, Cents, Option<&'a str>)],
+    },
 }
 
 /// A ping outcome borrowing its bid id.
@@ -228,6 +273,9 @@ pub enum Record {
         source: Option<String>,
         test: bool,
         lead_json: Vec<u8>,
+        /// The endpoint it came in on; `None` in records written before the field existed
+        /// (a body naming a `ping_id` was then a post, any other a lead or a ping).
+        flow: Option<LeadFlow>,
     },
     /// A lead refused for its content, with the HTTP status and error code answered.
     Rejected {
@@ -289,6 +337,17 @@ pub enum Record {
         price_cents: Cents,
         payout_cents: Cents,
         elapsed_us: u64,
+    },
+    /// A `/v1/ping`'s final record, appended before the seller's answer is written: the offer
+    /// (`payout_cents`, good for `hold_ms`) and the bids held for the post as (buyer, cents,
+    /// bid id), best first; none for a no-bid. A restart holds them again until they expire.
+    PingAnswered {
+        lead_id: String,
+        campaign: String,
+        seller: String,
+        payout_cents: Cents,
+        hold_ms: u64,
+        held: Vec<(String, Cents, Option<String>)>,
     },
 }
 
@@ -424,6 +483,7 @@ impl<'a> RecordRef<'a> {
             RecordRef::PostResult { .. } => RecordType::PostResult,
             RecordRef::Sale { .. } => RecordType::Sale,
             RecordRef::LeadAnswered { .. } => RecordType::LeadAnswered,
+            RecordRef::PingAnswered { .. } => RecordType::PingAnswered,
         }
     }
 
@@ -438,6 +498,7 @@ impl<'a> RecordRef<'a> {
                 source,
                 test: _,
                 lead_json,
+                flow,
             } => {
                 n.str("lead_id", lead_id)?;
                 n.str("seller", seller)?;
@@ -450,7 +511,7 @@ impl<'a> RecordRef<'a> {
                         len: lead_json.len(),
                     });
                 }
-                n.fixed(4 + lead_json.len());
+                n.fixed(4 + lead_json.len() + usize::from(flow.is_some()));
             }
             RecordRef::Rejected {
                 lead_id,
@@ -557,6 +618,30 @@ impl<'a> RecordRef<'a> {
                 n.str("seller", seller)?;
                 n.fixed(1 + 8 + 8 + 8);
             }
+            RecordRef::PingAnswered {
+                lead_id,
+                campaign,
+                seller,
+                held,
+                ..
+            } => {
+                n.str("lead_id", lead_id)?;
+                n.str("campaign", campaign)?;
+                n.str("seller", seller)?;
+                n.fixed(8 + 8);
+                if held.len() > MAX_RANKED {
+                    return Err(JournalError::FieldTooLong {
+                        field: "held",
+                        len: held.len(),
+                    });
+                }
+                n.fixed(2);
+                for (buyer, _, bid_id) in held {
+                    n.str("held.buyer", buyer)?;
+                    n.fixed(8);
+                    n.opt_str("held.bid_id", *bid_id)?;
+                }
+            }
         }
         Ok(n.0)
     }
@@ -579,6 +664,7 @@ impl<'a> RecordRef<'a> {
                 source,
                 test,
                 lead_json,
+                flow,
             } => {
                 o.str(lead_id);
                 o.str(seller);
@@ -587,6 +673,9 @@ impl<'a> RecordRef<'a> {
                 o.bool(test);
                 o.u32(lead_json.len() as u32);
                 o.bytes(lead_json);
+                if let Some(flow) = flow {
+                    o.u8(flow.code());
+                }
             }
             RecordRef::Rejected {
                 lead_id,
@@ -704,6 +793,26 @@ impl<'a> RecordRef<'a> {
                 o.i64(payout_cents);
                 o.u64(elapsed_us);
             }
+            RecordRef::PingAnswered {
+                lead_id,
+                campaign,
+                seller,
+                payout_cents,
+                hold_ms,
+                held,
+            } => {
+                o.str(lead_id);
+                o.str(campaign);
+                o.str(seller);
+                o.i64(payout_cents);
+                o.u64(hold_ms);
+                o.u16(held.len() as u16);
+                for (buyer, cents, bid_id) in held {
+                    o.str(buyer);
+                    o.i64(*cents);
+                    o.opt_str(*bid_id);
+                }
+            }
         }
         !o.overflow && o.pos == expected
     }
@@ -733,6 +842,7 @@ impl<'a> RecordRef<'a> {
                 source,
                 test,
                 lead_json,
+                flow,
             } => Record::LeadReceived {
                 lead_id: s(lead_id),
                 seller: s(seller),
@@ -740,6 +850,7 @@ impl<'a> RecordRef<'a> {
                 source: os(source),
                 test,
                 lead_json: lead_json.to_vec(),
+                flow,
             },
             RecordRef::Rejected {
                 lead_id,
@@ -849,6 +960,21 @@ impl<'a> RecordRef<'a> {
                 payout_cents,
                 elapsed_us,
             },
+            RecordRef::PingAnswered {
+                lead_id,
+                campaign,
+                seller,
+                payout_cents,
+                hold_ms,
+                held,
+            } => Record::PingAnswered {
+                lead_id: s(lead_id),
+                campaign: s(campaign),
+                seller: s(seller),
+                payout_cents,
+                hold_ms,
+                held: held.iter().map(|&(b, c, id)| (s(b), c, os(id))).collect(),
+            },
         }
     }
 }
@@ -949,6 +1075,17 @@ impl Record {
                     let n = i.u32("lead_json")? as usize;
                     i.take(n, "lead_json")?.to_vec()
                 },
+                // Appended later: absent from older records.
+                flow: if i.pos < payload.len() {
+                    Some(match i.u8("flow")? {
+                        0 => LeadFlow::Lead,
+                        1 => LeadFlow::Ping,
+                        2 => LeadFlow::Post,
+                        _ => return Err(DecodeError::BadTag("flow")),
+                    })
+                } else {
+                    None
+                },
             },
             RecordType::Rejected => Record::Rejected {
                 lead_id: i.str("lead_id")?,
@@ -1033,13 +1170,43 @@ impl Record {
                 payout_cents: i.i64("payout")?,
                 elapsed_us: i.u64("elapsed_us")?,
             },
+            RecordType::PingAnswered => {
+                let lead_id = i.str("lead_id")?;
+                let campaign = i.str("campaign")?;
+                let seller = i.str("seller")?;
+                let payout_cents = i.i64("payout")?;
+                let hold_ms = i.u64("hold_ms")?;
+                let n = i.u16("held")? as usize;
+                // Each entry takes at least 11 bytes: refuse counts the payload cannot hold.
+                if n.saturating_mul(11) > payload.len().saturating_sub(i.pos) {
+                    return Err(DecodeError::Truncated("held"));
+                }
+                let mut held = Vec::with_capacity(n);
+                for _ in 0..n {
+                    held.push((
+                        i.str("held.buyer")?,
+                        i.i64("held.price")?,
+                        i.opt_str("held.bid_id")?,
+                    ));
+                }
+                Record::PingAnswered {
+                    lead_id,
+                    campaign,
+                    seller,
+                    payout_cents,
+                    hold_ms,
+                    held,
+                }
+            }
         })
     }
 
     /// Call `f` with a borrowed view of this record, e.g. to append a decoded record again
-    /// (a journal copy or repair tool). Allocates only for an `AuctionClosed` ranking.
+    /// (a journal copy or repair tool). Allocates only for the lists of an `AuctionClosed` or
+    /// a `PingAnswered`.
     pub fn with_ref<T>(&self, f: impl FnOnce(&RecordRef<'_>) -> T) -> T {
         let ranked_refs: Vec<(&str, Cents)>;
+        let held_refs: Vec<(&str, Cents, Option<&str>)>;
         let r = match self {
             Record::LeadReceived {
                 lead_id,
@@ -1048,6 +1215,7 @@ impl Record {
                 source,
                 test,
                 lead_json,
+                flow,
             } => RecordRef::LeadReceived {
                 lead_id,
                 seller,
@@ -1055,6 +1223,7 @@ impl Record {
                 source: source.as_deref(),
                 test: *test,
                 lead_json,
+                flow: *flow,
             },
             Record::Rejected {
                 lead_id,
@@ -1164,6 +1333,27 @@ impl Record {
                 payout_cents: *payout_cents,
                 elapsed_us: *elapsed_us,
             },
+            Record::PingAnswered {
+                lead_id,
+                campaign,
+                seller,
+                payout_cents,
+                hold_ms,
+                held,
+            } => {
+                held_refs = held
+                    .iter()
+                    .map(|(b, c, id)| (b.as_str(), *c, id.as_deref()))
+                    .collect();
+                RecordRef::PingAnswered {
+                    lead_id,
+                    campaign,
+                    seller,
+                    payout_cents: *payout_cents,
+                    hold_ms: *hold_ms,
+                    held: &held_refs,
+                }
+            }
         };
         f(&r)
     }
@@ -1180,6 +1370,7 @@ impl Record {
             Record::PostResult { .. } => RecordType::PostResult,
             Record::Sale { .. } => RecordType::Sale,
             Record::LeadAnswered { .. } => RecordType::LeadAnswered,
+            Record::PingAnswered { .. } => RecordType::PingAnswered,
         }
     }
 
@@ -1194,7 +1385,8 @@ impl Record {
             | Record::PostSent { lead_id, .. }
             | Record::PostResult { lead_id, .. }
             | Record::Sale { lead_id, .. }
-            | Record::LeadAnswered { lead_id, .. } => lead_id,
+            | Record::LeadAnswered { lead_id, .. }
+            | Record::PingAnswered { lead_id, .. } => lead_id,
         }
     }
 }

@@ -70,7 +70,9 @@ fn every_record() -> Vec<Record> {
             lead_json:
                 br#"{"lead":{"zip":"77002","age":34},"consent":{"vertical":"auto_insurance"}}"#
                     .to_vec(),
+            flow: Some(LeadFlow::Lead),
         },
+        // As written before records named their flow.
         Record::LeadReceived {
             lead_id: id.clone(),
             seller: s("blue-leads"),
@@ -78,6 +80,7 @@ fn every_record() -> Vec<Record> {
             source: None,
             test: true,
             lead_json: Vec::new(),
+            flow: None,
         },
         Record::Rejected {
             lead_id: id.clone(),
@@ -198,13 +201,50 @@ fn every_record() -> Vec<Record> {
             elapsed_us: 412_000,
         },
         Record::LeadAnswered {
-            lead_id: id,
+            lead_id: id.clone(),
             campaign: s("solar"),
             seller: s("blue-leads"),
             status: LeadStatus::Unsold,
             price_cents: 0,
             payout_cents: 0,
             elapsed_us: 1_200_000,
+        },
+        Record::LeadReceived {
+            lead_id: id.clone(),
+            seller: s("blue-leads"),
+            campaign: s("solar"),
+            source: None,
+            test: false,
+            lead_json: br#"{"lead":{"zip":"77002"}}"#.to_vec(),
+            flow: Some(LeadFlow::Ping),
+        },
+        Record::LeadReceived {
+            lead_id: id.clone(),
+            seller: s("blue-leads"),
+            campaign: s("solar"),
+            source: None,
+            test: false,
+            lead_json: br#"{"ping_id":"P1","lead":{"zip":"77002"}}"#.to_vec(),
+            flow: Some(LeadFlow::Post),
+        },
+        Record::PingAnswered {
+            lead_id: id.clone(),
+            campaign: s("solar"),
+            seller: s("blue-leads"),
+            payout_cents: 9600,
+            hold_ms: 30_000,
+            held: vec![
+                (s("acme-ins"), 12_000, Some(s("b-77"))),
+                (s("blue-ins"), 11_000, None),
+            ],
+        },
+        Record::PingAnswered {
+            lead_id: id,
+            campaign: s("solar"),
+            seller: s("blue-leads"),
+            payout_cents: 0,
+            hold_ms: 0,
+            held: Vec::new(),
         },
     ]
 }
@@ -367,6 +407,14 @@ fn decoding_garbage_never_panics_and_truncation_is_an_error() {
     for r in every_record() {
         let bytes = r.with_ref(|rr| rr.to_bytes()).unwrap();
         for cut in 0..bytes.len() {
+            if let Record::LeadReceived { flow: Some(_), .. } = &r {
+                if cut == bytes.len() - 1 {
+                    // Without its last field it reads as a record written before the field.
+                    let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
+                    assert!(matches!(back, Record::LeadReceived { flow: None, .. }));
+                    continue;
+                }
+            }
             assert!(
                 Record::decode(r.record_type() as u8, &bytes[..cut]).is_err(),
                 "{r:?} cut at {cut}"
@@ -411,6 +459,7 @@ fn oversized_fields_are_refused_before_touching_the_journal() {
         source: None,
         test: false,
         lead_json: &big,
+        flow: Some(LeadFlow::Lead),
     };
     assert!(matches!(
         j.append(T0, &r),
@@ -1484,6 +1533,24 @@ fn export_prints_one_json_object_a_line_with_dollars_and_rfc3339_times() {
     assert_eq!(lines[16]["payout"], 96.0);
     assert!(out.contains("\"price\":120.0"), "money printed exactly");
     assert_eq!(lines[17]["status"], "sold");
+    assert_eq!(lines[0]["flow"], "lead");
+    assert_eq!(
+        lines[1].get("flow"),
+        None,
+        "unknown for records written before it"
+    );
+    assert_eq!(lines[19]["flow"], "ping");
+    assert_eq!(lines[20]["flow"], "post");
+    assert_eq!(lines[21]["type"], "ping_answered");
+    assert_eq!(lines[21]["status"], "bid");
+    assert_eq!(lines[21]["payout"], 96.0);
+    assert_eq!(lines[21]["expires_in_ms"], 30_000);
+    assert_eq!(lines[21]["held"][0]["buyer"], "acme-ins");
+    assert_eq!(lines[21]["held"][0]["price"], 120.0);
+    assert_eq!(lines[21]["held"][0]["bid_id"], "b-77");
+    assert_eq!(lines[21]["held"][1]["bid_id"], serde_json::Value::Null);
+    assert_eq!(lines[22]["status"], "no_bid");
+    assert_eq!(lines[22]["held"], serde_json::json!([]));
 }
 
 #[test]
@@ -1505,6 +1572,11 @@ fn show_prints_one_leads_history_relative_to_its_first_record() {
     assert!(out.contains("+18.000 ms"));
     assert!(out.contains("bid $42.50"));
     assert!(out.contains("acme-ins pays $120.00, acme-media earns $96.00"));
+    assert!(out.contains("ping from blue-leads"));
+    assert!(out.contains(
+        "bid: payout $96.00 offered for 30000 ms; held: acme-ins $120.00, blue-ins $110.00"
+    ));
+    assert!(out.contains("no bid"));
     assert!(!out.contains(&lead_id(1)));
     let (code, _, err) = run_cli(JournalCmd::Show {
         lead_id: "nope".into(),

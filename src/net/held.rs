@@ -57,17 +57,48 @@ impl HeldPings {
         self.expired.len()
     }
 
-    /// Hold a ping's bids. False when `MAX_HELD_PINGS` are held even after the expired ones
-    /// were moved out.
-    pub fn insert(&mut self, id: String, ping: HeldPing, now: Instant) -> bool {
+    /// Whether one more ping can be held, the expired ones moved out first when full.
+    pub fn has_room(&mut self, now: Instant) -> bool {
         if self.live.len() >= MAX_HELD_PINGS {
             self.sweep(now);
         }
-        if self.live.len() >= MAX_HELD_PINGS {
+        self.live.len() < MAX_HELD_PINGS
+    }
+
+    /// Hold a ping's bids. False when `MAX_HELD_PINGS` are held even after the expired ones
+    /// were moved out.
+    pub fn insert(&mut self, id: String, ping: HeldPing, now: Instant) -> bool {
+        if !self.has_room(now) {
             return false;
         }
         self.live.insert(id, ping);
         true
+    }
+
+    /// Remember a ping whose hold ran out at `at` (a restart reading the journal): a post is
+    /// told 410, or 409 when `posted`.
+    pub fn insert_expired(&mut self, id: String, seller: String, posted: bool, at: Instant) {
+        while self.expired.len() >= MAX_EXPIRED_PINGS {
+            if !self.forget_oldest() {
+                break;
+            }
+        }
+        self.order.push_back((at, id.clone()));
+        self.expired.insert(id, Expired { seller, posted, at });
+    }
+
+    /// Mark a held or expired ping as posted, or as postable again after a refused post (a
+    /// restart reading the journal). False when the ping is not known.
+    pub fn set_posted(&mut self, id: &str, posted: bool) -> bool {
+        if let Some(h) = self.live.get_mut(id) {
+            h.posted = posted;
+            return true;
+        }
+        if let Some(e) = self.expired.get_mut(id) {
+            e.posted = posted;
+            return true;
+        }
+        false
     }
 
     /// The held ping, to give back a claim that a refused post made.

@@ -355,12 +355,13 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let dedupe = Arc::new(DedupeIndex::new(dedupe_entries(&snap)));
     let (journal, recovery) = open_journal(&snap)?;
     let mut pnl = Stats::default();
-    let replayed = rebuild(&snap, &journal, &caps, &dedupe, &mut pnl)?;
+    let mut held = held::HeldPings::default();
+    let replayed = rebuild(&snap, &journal, &caps, &dedupe, &mut pnl, &mut held)?;
     start_with(
         Runtime::with_caps(snap, caps, 1),
         dedupe,
         Arc::new(journal),
-        (recovery, replayed, pnl),
+        (recovery, replayed, pnl, held),
         listeners,
         local_addr,
         workers,
@@ -408,11 +409,12 @@ fn dedupe_entries(snap: &Snapshot) -> usize {
 const DAY_US: u64 = 24 * 3600 * 1_000_000;
 
 fn rebuild(
-    snap: &Snapshot,
+    snap: &Arc<Snapshot>,
     journal: &Journal,
     caps: &CapTable,
     dedupe: &DedupeIndex,
     pnl: &mut Stats,
+    held: &mut held::HeldPings,
 ) -> io::Result<Replayed> {
     let now = chrono::Utc::now();
     let now_us = now.timestamp_micros().max(0) as u64;
@@ -435,6 +437,23 @@ fn rebuild(
     let mut posting: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Posts sent whose answer the journal does not have, by lead: (buyer, price, when sent).
     let mut open_posts: HashMap<String, Vec<(String, crate::money::Cents, u64)>> = HashMap::new();
+    // Leads whose last `lead_received` was a `/v1/ping`: a refusal of it is a refused ping.
+    let mut pinging: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Pings whose held bids may still be posted, or whose expiry a post must still hear of:
+    // the bodies of the pings recent enough to be held still, until their answer is read.
+    let hold_us = snap
+        .campaigns
+        .iter()
+        .map(|c| c.hold.as_micros() as u64)
+        .max()
+        .unwrap_or(0);
+    let since_held = now_us.saturating_sub(hold_us);
+    let since_expired = now_us
+        .saturating_sub(crate::config::MAX_HOLD_MS * 1000)
+        .saturating_sub(EXPIRED_PING_MEMORY.as_micros() as u64);
+    let mut ping_bodies: HashMap<String, (bool, Vec<u8>)> = HashMap::new();
+    let mono_now = std::time::Instant::now();
+    let mut pings_held = 0u64;
     // Counts one record; true for a sale.
     let mut take = |e: &journal::Entry| -> bool {
         if e.ts_us < since {
@@ -445,6 +464,7 @@ fn rebuild(
             campaign,
             lead_json,
             test,
+            flow,
             ..
         } = &e.record
         {
@@ -456,12 +476,26 @@ fn rebuild(
             struct PostProbe {
                 ping_id: Option<serde::de::IgnoredAny>,
             }
-            let is_post =
-                serde_json::from_slice::<PostProbe>(lead_json).is_ok_and(|p| p.ping_id.is_some());
+            let is_post = match flow {
+                Some(f) => *f == journal::LeadFlow::Post,
+                // Written before records named their flow.
+                None => serde_json::from_slice::<PostProbe>(lead_json)
+                    .is_ok_and(|p| p.ping_id.is_some()),
+            };
             if is_post {
                 posting.insert(lead_id.clone());
+                // The post claimed its ping: a second one hears 409.
+                held.set_posted(lead_id, true);
             } else {
                 posting.remove(lead_id);
+            }
+            if *flow == Some(journal::LeadFlow::Ping) {
+                pinging.insert(lead_id.clone());
+                if e.ts_us >= since_held {
+                    ping_bodies.insert(lead_id.clone(), (*test, lead_json.clone()));
+                }
+            } else {
+                pinging.remove(lead_id);
             }
             // Test leads never entered the index (see `Worker::compliance`).
             if dedupe_window_us > 0 && e.ts_us >= since_dedupe && !*test {
@@ -555,10 +589,53 @@ fn rebuild(
                 let c = pnl.campaign(campaign);
                 if posting.contains(lead_id) {
                     c.posts_refused += 1;
+                    // A refused post gives its ping back.
+                    held.set_posted(lead_id, false);
+                } else if pinging.contains(lead_id) {
+                    c.pings_refused += 1;
+                    ping_bodies.remove(lead_id);
                 } else {
                     c.leads += 1;
                     c.rejected += 1;
                     c.test_leads += u64::from(tests.contains(lead_id));
+                }
+            }
+            Record::PingAnswered {
+                lead_id,
+                campaign,
+                seller,
+                hold_ms,
+                held: bids,
+                ..
+            } => {
+                let c = pnl.campaign(campaign);
+                c.pings += 1;
+                c.pings_bid += u64::from(!bids.is_empty());
+                let body = ping_bodies.remove(lead_id);
+                if bids.is_empty() || e.ts_us < since_expired {
+                    return false;
+                }
+                let expires_us = e.ts_us.saturating_add(hold_ms.saturating_mul(1000));
+                let live = expires_us > now_us;
+                match (live, body) {
+                    (true, Some((test, body))) => {
+                        if let Some(h) = restore_hold(snap, seller, campaign, test, bids, &body) {
+                            let left = std::time::Duration::from_micros(expires_us - now_us);
+                            let h = HeldPing {
+                                expires: mono_now + left,
+                                ..h
+                            };
+                            if held.insert(lead_id.clone(), h, mono_now) {
+                                pings_held += 1;
+                            }
+                        }
+                    }
+                    (true, None) => {}
+                    (false, _) => {
+                        let ago = std::time::Duration::from_micros(now_us - expires_us);
+                        let at = mono_now.checked_sub(ago).unwrap_or(mono_now);
+                        held.insert_expired(lead_id.clone(), seller.clone(), false, at);
+                    }
                 }
             }
             _ => {}
@@ -616,6 +693,59 @@ fn rebuild(
         set_aside: aside,
         unresolved_posts,
         unresolved_leads,
+        pings_held,
+    })
+}
+
+/// A ping's hold as journaled, mapped onto `snap` by id: `None` when its seller or campaign
+/// is no longer configured or none of its bidders is. The pinged fields are read again from
+/// the ping's body, for the post's `ping_mismatch` check. `expires` is left for the caller.
+fn restore_hold(
+    snap: &Arc<Snapshot>,
+    seller: &str,
+    campaign: &str,
+    test: bool,
+    bids: &[(String, crate::money::Cents, Option<String>)],
+    body: &[u8],
+) -> Option<HeldPing> {
+    let seller = snap.sellers.iter().position(|s| s.id == seller)?;
+    let campaign = snap.campaign_by_id(campaign)?;
+    let bids: Vec<_> = bids
+        .iter()
+        .filter_map(|(b, cents, id)| {
+            let b = snap.buyer_by_id(b)?;
+            Some((b, *cents, id.as_deref().map(crate::text::SmallText::new)))
+        })
+        .collect();
+    if bids.is_empty() {
+        return None;
+    }
+    /// The part of a journaled ping body the hold needs.
+    #[derive(serde::Deserialize)]
+    struct Body {
+        lead: Option<crate::lead::Fields>,
+    }
+    let fields = serde_json::from_slice::<Body>(body)
+        .ok()
+        .and_then(|b| b.lead)
+        .map(|l| {
+            l.select(
+                snap.campaigns[campaign]
+                    .ping_fields
+                    .iter()
+                    .map(String::as_str),
+            )
+        })
+        .unwrap_or_default();
+    Some(HeldPing {
+        snap: snap.clone(),
+        seller,
+        campaign,
+        test,
+        bids,
+        fields,
+        expires: std::time::Instant::now(),
+        posted: false,
     })
 }
 
@@ -634,6 +764,8 @@ pub struct Replayed {
     /// Their leads, oldest first, at most [`MAX_UNRESOLVED_LISTED`], for the operator to settle
     /// with the buyers.
     pub unresolved_leads: Vec<String>,
+    /// Pings whose bids were held again from the journal, still postable until they expire.
+    pub pings_held: u64,
 }
 
 /// Leads with unanswered posts a start lists by id; the count covers them all.
@@ -655,7 +787,7 @@ fn start_with(
     runtime: Runtime,
     dedupe: Arc<DedupeIndex>,
     journal: Arc<Journal>,
-    (recovery, replayed, pnl): (RecoveryReport, Replayed, Stats),
+    (recovery, replayed, pnl, held): (RecoveryReport, Replayed, Stats, held::HeldPings),
     listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
     workers: usize,
@@ -666,7 +798,7 @@ fn start_with(
         reloading: Mutex::new(()),
         wakers: Mutex::new(Vec::new()),
         journal,
-        held: Mutex::new(held::HeldPings::default()),
+        held: Mutex::new(held),
         dedupe,
         in_flight: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),

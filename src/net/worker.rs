@@ -1012,6 +1012,11 @@ impl Worker {
             source: req.source.as_deref(),
             test: req.test,
             lead_json: body,
+            flow: Some(match flow {
+                Flow::Direct => journal::LeadFlow::Lead,
+                Flow::Ping => journal::LeadFlow::Ping,
+                Flow::Post => journal::LeadFlow::Post,
+            }),
         });
         if received.is_none() {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -1852,7 +1857,11 @@ impl Worker {
         let mut offered = false;
         if lead.flow == Flow::Ping {
             match self.hold_bids(&lead) {
-                Ok(offer) => {
+                Ok((offer, pos)) => {
+                    // The offer is on disk (with sync = "always") before the seller hears it.
+                    if let Some(pos) = pos {
+                        self.sync_journal(pos);
+                    }
                     offered = offer.is_some();
                     lead::write_ping_answer(
                         &mut body,
@@ -2056,14 +2065,24 @@ impl Worker {
         true
     }
 
-    /// Hold a ping's bids for its post. The offer is what the seller would earn from the top
-    /// `max_sales` bids; `None` when nobody bid (nothing is held).
-    fn hold_bids(&self, lead: &Lead) -> Result<Option<i64>, Refusal> {
+    /// Hold a ping's bids for its post, and journal the answer (`PingAnswered`, with its
+    /// position). The offer is what the seller would earn from the top `max_sales` bids; `None`
+    /// when nobody bid (nothing is held).
+    fn hold_bids(&self, lead: &Lead) -> Result<(Option<i64>, Option<Position>), Refusal> {
         let snap = &lead.gen.rt.snap;
         let campaign = &snap.campaigns[lead.campaign];
+        let seller = &snap.sellers[lead.seller].id;
         let bids = lead.auction.ranked_bids();
         if bids.is_empty() {
-            return Ok(None);
+            let pos = self.journal(&RecordRef::PingAnswered {
+                lead_id: &lead.id,
+                campaign: &campaign.id,
+                seller,
+                payout_cents: 0,
+                hold_ms: 0,
+                held: &[],
+            });
+            return Ok((None, pos));
         }
         let rule = snap.sellers[lead.seller].payout;
         let price: i64 = bids
@@ -2076,9 +2095,38 @@ impl Worker {
             .req
             .lead
             .select(campaign.ping_fields.iter().map(String::as_str));
+        let held_ms = campaign.hold.as_millis().min(u64::MAX as u128) as u64;
+        let listed: Vec<(&str, i64, Option<&str>)> = bids
+            .iter()
+            .map(|(b, cents, id)| {
+                (
+                    snap.buyers[*b].id.as_str(),
+                    *cents,
+                    id.as_ref().map(|t| t.as_str()),
+                )
+            })
+            .collect();
+        let record = RecordRef::PingAnswered {
+            lead_id: &lead.id,
+            campaign: &campaign.id,
+            seller,
+            payout_cents: offer,
+            hold_ms: held_ms,
+            held: &listed,
+        };
         let now = Instant::now();
         let mut held = self.shared.held.lock();
-        let kept = held.insert(
+        if !held.has_room(now) {
+            return Err(Refusal {
+                status: 503,
+                code: "overloaded",
+                message: "too many pings held".into(),
+                field: None,
+            });
+        }
+        // Journaled under the lock, so the record precedes any post's claim of the hold.
+        let pos = self.journal(&record);
+        held.insert(
             lead.id.clone(),
             super::HeldPing {
                 snap: snap.clone(),
@@ -2092,15 +2140,7 @@ impl Worker {
             },
             now,
         );
-        if !kept {
-            return Err(Refusal {
-                status: 503,
-                code: "overloaded",
-                message: "too many pings held".into(),
-                field: None,
-            });
-        }
-        Ok(Some(offer))
+        Ok((Some(offer), pos))
     }
 
     // ----- buyer side --------------------------------------------------------------------
