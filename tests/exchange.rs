@@ -643,6 +643,122 @@ fn hostile_buyers_cost_only_their_own_bid() {
     }
 }
 
+/// A buyer that answers each request and closes the connection in the same TCP segment (as a
+/// plain HTTP/1.0 server does): `framed` answers carry a Content-Length, the others end at the
+/// close. Counts the posts it accepted.
+fn closing_buyer(
+    framed: bool,
+    posts: &'static std::sync::atomic::AtomicUsize,
+) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(256) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 8192];
+                // The whole request: its head, then Content-Length bytes of body.
+                let complete = |req: &[u8]| {
+                    let text = String::from_utf8_lossy(req);
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        return false;
+                    };
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    req.len() >= end + 4 + len
+                };
+                while !complete(&req) {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body: &[u8] = if req.starts_with(b"POST /post") {
+                    posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    br#"{"status": "accepted"}"#
+                } else {
+                    br#"{"bid": 40.0}"#
+                };
+                let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+                if framed {
+                    answer.extend_from_slice(
+                        format!("Content-Length: {}\r\n", body.len()).as_bytes(),
+                    );
+                }
+                answer.extend_from_slice(b"\r\n");
+                answer.extend_from_slice(body);
+                // Corked, the answer and the FIN leave as one segment.
+                let one: libc::c_int = 1;
+                // SAFETY: setsockopt on a socket this thread owns, with a c_int option value.
+                unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::IPPROTO_TCP,
+                        libc::TCP_CORK,
+                        (&one as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+                let _ = s.write_all(&answer);
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+/// An answer that arrives together with the buyer's close is still the buyer's answer: its
+/// bid counts, its acceptance is a sale, and the connection is not given another request.
+#[test]
+fn answers_that_arrive_with_the_close_are_taken() {
+    static UNFRAMED_POSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static FRAMED_POSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    for (framed, posts) in [(false, &UNFRAMED_POSTS), (true, &FRAMED_POSTS)] {
+        let closer = closing_buyer(framed, posts);
+        let fleet = Fleet::start(vec![bidder("honest", 2500, 0)]).unwrap();
+        let mut toml = config(&fleet, "", |_| String::new())
+            .replace("ping_timeout_ms = 300", "ping_timeout_ms = 2000");
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"closer\"\ncampaigns = [\"auto\"]\nping_url = \"http://{closer}/ping\"\npost_url = \"http://{closer}/post\"\nmin_idle = 1\n"
+        ));
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        for i in 0..5 {
+            let (v, took) = timed_lead(&mut c);
+            assert_eq!(
+                sales(&v),
+                vec![("closer".to_string(), 40.0)],
+                "framed {framed}, lead {i}: {v}"
+            );
+            assert_eq!(v["bids"], 2, "{v}");
+            // Every buyer answered: the auction closed without waiting out its 2 s.
+            assert!(
+                took < Duration::from_millis(1500),
+                "framed {framed}: answered after {took:?}"
+            );
+        }
+        assert_eq!(
+            posts.load(std::sync::atomic::Ordering::SeqCst),
+            5,
+            "framed {framed}"
+        );
+        assert_eq!(
+            fleet.posts(0),
+            0,
+            "framed {framed}: the lead went to a second buyer"
+        );
+    }
+}
+
 #[test]
 fn a_client_sending_its_head_too_slowly_is_disconnected() {
     let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();

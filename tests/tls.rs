@@ -154,7 +154,8 @@ fn an_https_buyer_bids_and_buys_over_one_kept_alive_tls_connection() {
 fn an_https_buyer_with_an_untrusted_certificate_costs_only_its_own_bid() {
     let buyer = tls_buyer(6000);
     let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
-    let ex = Exchange::start(&with_tls_buyer(&fleet, &buyer, false));
+    let toml = with_tls_buyer(&fleet, &buyer, false);
+    let ex = Exchange::start(&toml);
     let mut c = ex.client();
     let t = Instant::now();
     let v = c.lead(LEAD).json();
@@ -165,6 +166,25 @@ fn an_https_buyer_with_an_untrusted_certificate_costs_only_its_own_bid() {
         t.elapsed()
     );
     assert_eq!(buyer.posts.load(Ordering::Relaxed), 0);
+    // The journal says why, for the operator onboarding the buyer.
+    let dir = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let reasons: Vec<String> = gavel::journal::read_all(std::path::Path::new(dir))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.record {
+            gavel::journal::Record::PingResult { buyer, reason, .. } if buyer == "secure" => reason,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("TLS") && reasons[0].contains("certificate"),
+        "{reasons:?}"
+    );
 }
 
 #[test]

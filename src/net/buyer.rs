@@ -74,6 +74,9 @@ pub struct BuyerConn {
     pub on_wire: bool,
     /// The TLS session, for https buyers.
     pub tls: Option<Box<rustls::ClientConnection>>,
+    /// The buyer closed its side: the answers already read are taken, but the connection is
+    /// never given another request.
+    pub peer_closed: bool,
 }
 
 impl BuyerConn {
@@ -104,6 +107,7 @@ impl BuyerConn {
             write_interest: true,
             on_wire: false,
             tls,
+            peer_closed: false,
         }
     }
 
@@ -233,26 +237,29 @@ impl BuyerConn {
         Flush::Done
     }
 
-    /// Read what the buyer sent into `rbuf` (decrypted for TLS). Returns (end of stream, broken).
-    pub fn read_in(&mut self, scratch: &mut [u8]) -> (bool, bool) {
+    /// Read what the buyer sent into `rbuf` (decrypted for TLS): `Ok(true)` at the end of the
+    /// stream, `Err` with the reason when the connection is broken. `peer_closed` (the event
+    /// said the buyer closed its side) reads on to the end of the stream; otherwise a short
+    /// read, which drained the socket, ends the call without the read that would say so.
+    pub fn read_in(&mut self, scratch: &mut [u8], peer_closed: bool) -> Result<bool, String> {
         let limit = MAX_BUYER_ANSWER_BYTES + 16 * 1024;
+        let too_long = || format!("answer over {limit} bytes");
         let Some(tls) = self.tls.as_mut() else {
             loop {
                 if self.rbuf.len() >= limit {
-                    return (false, true);
+                    return Err(too_long());
                 }
                 match self.stream.read(scratch) {
-                    Ok(0) => return (true, false),
+                    Ok(0) => return Ok(true),
                     Ok(n) => {
                         self.rbuf.extend_from_slice(&scratch[..n]);
-                        if n < scratch.len() {
-                            // A short read drained the socket: skip the read that would say so.
-                            return (false, false);
+                        if n < scratch.len() && !peer_closed {
+                            return Ok(false);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (false, false),
-                    Err(_) => return (false, true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(format!("connection error: {e}")),
                 }
             }
         };
@@ -264,27 +271,28 @@ impl BuyerConn {
                     break;
                 }
                 Ok(_) => {
-                    if tls.process_new_packets().is_err() {
-                        return (false, true);
+                    if let Err(e) = tls.process_new_packets() {
+                        // An untrusted certificate, a wrong host name, a protocol error.
+                        return Err(format!("TLS: {e}"));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return (false, true),
+                Err(e) => return Err(format!("connection error: {e}")),
             }
         }
         loop {
             if self.rbuf.len() >= limit {
-                return (false, true);
+                return Err(too_long());
             }
             match tls.reader().read(scratch) {
                 // close_notify: the buyer ended the session cleanly.
-                Ok(0) => return (true, false),
+                Ok(0) => return Ok(true),
                 Ok(n) => self.rbuf.extend_from_slice(&scratch[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (eof, false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(eof),
                 // The transport ended without close_notify.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (true, false),
-                Err(_) => return (false, true),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
+                Err(e) => return Err(format!("TLS: {e}")),
             }
         }
     }

@@ -453,6 +453,7 @@ impl Worker {
                     Token(t) => self.on_buyer_event(
                         (t - 3) / 2,
                         ev.is_readable() || ev.is_read_closed(),
+                        ev.is_read_closed(),
                         ev.is_writable(),
                         ev.is_error(),
                     ),
@@ -2403,7 +2404,14 @@ impl Worker {
         }
     }
 
-    fn on_buyer_event(&mut self, index: usize, readable: bool, writable: bool, error: bool) {
+    fn on_buyer_event(
+        &mut self,
+        index: usize,
+        readable: bool,
+        read_closed: bool,
+        writable: bool,
+        error: bool,
+    ) {
         let now = self.now;
         let Some((ck, c)) = self.conns.at(index) else {
             return;
@@ -2434,13 +2442,23 @@ impl Worker {
             self.write_buyer(ck);
         }
         if readable {
-            self.read_buyer(ck);
+            self.read_buyer(ck, read_closed);
         }
     }
 
-    fn read_buyer(&mut self, ck: Key) {
+    /// `read_closed`: the buyer's FIN (or RST) is in: read to the end of the stream, since
+    /// with edge-triggered events no later one will come for it.
+    fn read_buyer(&mut self, ck: Key, read_closed: bool) {
         let (eof, broken) = match self.conns.get_mut(ck) {
-            Some(c) => c.read_in(&mut self.read_buf),
+            Some(c) => match c.read_in(&mut self.read_buf, read_closed) {
+                Ok(eof) => {
+                    // An answer read along with the close is still taken, but the
+                    // connection gets no other request.
+                    c.peer_closed |= eof;
+                    (eof, None)
+                }
+                Err(reason) => (false, Some(reason)),
+            },
             None => return,
         };
         steps::mark_after(Step::TurnWait, Step::BuyerRecv);
@@ -2478,7 +2496,9 @@ impl Worker {
         if eof {
             let ended = match self.conns.get_mut(ck) {
                 Some(c) if c.busy() => c.decoder.on_eof().ok().flatten().map(|h| h.status),
-                _ => None,
+                Some(_) => None,
+                // Closed once its last answer was taken.
+                None => return,
             };
             match ended {
                 Some(status) => {
@@ -2487,8 +2507,8 @@ impl Worker {
                 }
                 None => self.conn_broken(ck, "connection closed by buyer"),
             }
-        } else if broken {
-            self.conn_broken(ck, "connection error");
+        } else if let Some(reason) = broken {
+            self.conn_broken(ck, &reason);
         }
     }
 
@@ -2562,6 +2582,9 @@ impl Worker {
         };
         if c.busy() || !c.connected || c.in_idle {
             return;
+        }
+        if c.peer_closed {
+            return self.close_conn(ck);
         }
         let p = c.pool;
         while let Some(job) = self.pools[p].waiters.pop_front() {
