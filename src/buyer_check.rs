@@ -578,7 +578,12 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
         }
         let ping_id = ulid::Ulid::new().to_string();
         ping.clear();
-        match &plan.codec {
+        // A JSON adapter without a ping template gets the native ping, as from the exchange.
+        let templated = plan
+            .codec
+            .as_ref()
+            .filter(|c| c.request_kind() == crate::adapter::RequestKind::Form || c.has_ping_body());
+        match templated {
             Some(codec) => codec.write_ping(
                 &mut ping,
                 &Ctx {

@@ -870,6 +870,59 @@ accepted_values = ["Matched", "Accepted"]
     );
 }
 
+/// A JSON adapter that only says where its bids and answers are gets the native ping and post
+/// bodies (never an empty one), and its post answers are read as the native protocol's: a 2xx
+/// that does not say `accepted` is no sale.
+#[test]
+fn a_json_adapter_without_templates_gets_the_native_bodies() {
+    let odd = |name: &str, accept: bool| {
+        BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+            Kind::Ping => Reply::json(200, &br#"{"offer": {"amount": 44.0}}"#[..]),
+            Kind::Post if accept => Reply::json(200, &br#"{"status": "accepted"}"#[..]),
+            Kind::Post => Reply::json(200, &br#"{"received": true}"#[..]),
+        })
+    };
+    let fleet = Fleet::start(vec![odd("takes", true), odd("shrugs", false)]).unwrap();
+    let adapter =
+        "[buyers.adapter]\nrequest = \"json\"\nresponse = \"json\"\nbid_path = \"/offer/amount\"\n";
+    let ex = Exchange::start(&config(&fleet, "", |_| adapter.to_string()));
+    let v = ex.client().lead(LEAD).json();
+    // Both bid 44; whichever won first, only the one that says "accepted" bought it.
+    assert_eq!(sales(&v), vec![("takes".to_string(), 44.0)], "{v}");
+    for i in 0..2 {
+        let ping: Value = serde_json::from_slice(&fleet.ping_bodies(i)[0]).unwrap();
+        assert_eq!(ping["lead"]["zip"], "77002", "{ping}");
+        assert_eq!(ping["lead"].get("first_name"), None, "{ping}");
+        assert!(ping["ping_id"].is_string(), "{ping}");
+    }
+    let post: Value = serde_json::from_slice(&fleet.post_bodies(0)[0]).unwrap();
+    assert_eq!(post["lead"]["first_name"], "Ana", "{post}");
+    assert_eq!(post["price"], 44.0, "{post}");
+    assert_eq!(
+        post["consent"]["trustedform_cert_url"],
+        "https://cert.trustedform.com/2f1e0c"
+    );
+}
+
+#[test]
+fn a_form_adapter_without_templates_is_a_config_error() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let toml = config(&fleet, "", |_| {
+        "[buyers.adapter]\nrequest = \"form\"\nresponse = \"xml\"\nbid_path = \"/r/price\"\nping_body = { State = \"{lead.state}\" }\n".to_string()
+    });
+    let issues = match gavel::config::parse(&toml) {
+        Err(gavel::config::ConfigError::Invalid(issues)) => issues,
+        Ok(_) => panic!("a form adapter with no post_body loaded"),
+        Err(e) => panic!("{e}"),
+    };
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.key == "buyers[0].adapter.post_body" && i.message.contains("post_body")),
+        "{issues:?}"
+    );
+}
+
 #[test]
 fn a_busy_polling_exchange_sells_and_still_closes_at_the_deadline() {
     // Spinning 10 ms after every event (the most allowed): the workers' timers must still fire

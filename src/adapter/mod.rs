@@ -282,7 +282,8 @@ impl Adapter {
     }
 
     /// Whether the config gave a ping template. Without one the ping body is empty (`{}` for
-    /// JSON); a caller with `request = "json"` may prefer the native ping body instead.
+    /// JSON): the exchange sends a JSON adapter's buyer the native ping instead
+    /// (`config::Buyer::templated`), and requires a form adapter's template.
     pub fn has_ping_body(&self) -> bool {
         !self.ping.is_empty()
     }
@@ -413,6 +414,10 @@ impl Adapter {
             self.reason.as_ref(),
             self.bid_id.as_ref(),
         ];
+        if self.accepted.is_none() && self.response == ResponseKind::Json {
+            // As the native protocol reads it: `{"status": "accepted"}`.
+            return crate::lead::parse_post_answer(status, body);
+        }
         let found = self.lookup(body, paths);
         let Some(accepted_path) = &self.accepted else {
             let buyer_lead_id = match &found {

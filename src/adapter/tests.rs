@@ -471,14 +471,31 @@ fn json_without_paths_follows_the_native_protocol() {
         bid(4250, Some("b-77"))
     );
     assert_eq!(a.parse_bid(200, br#"{"bid": 0}"#), PingOutcome::NoBid);
-    // No accepted_path: any 2xx is a sale, whatever the body.
+    // No accepted_path: the native answer, `{"status": "accepted"}`; a 2xx that does not say
+    // so is no sale.
     assert_eq!(
+        a.parse_post(200, br#"{"status": "accepted", "buyer_lead_id": "B-1"}"#),
+        PostOutcome::Accepted {
+            buyer_lead_id: Some("B-1".into())
+        }
+    );
+    assert!(matches!(
         a.parse_post(200, b"thanks!"),
+        PostOutcome::Rejected { .. }
+    ));
+    assert!(matches!(
+        a.parse_post(200, br#"{"received": true}"#),
+        PostOutcome::Rejected { .. }
+    ));
+    assert_eq!(a.parse_post(404, b""), rejected("status 404"));
+    // An XML answer has no native form: without accepted_path any 2xx is a sale.
+    let x = adapter("response = \"xml\"\nbid_path = \"/r/bid\"");
+    assert_eq!(
+        x.parse_post(200, b"<ok/>"),
         PostOutcome::Accepted {
             buyer_lead_id: None
         }
     );
-    assert_eq!(a.parse_post(404, b""), rejected("status 404"));
 }
 
 #[test]

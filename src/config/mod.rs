@@ -276,6 +276,22 @@ pub struct Buyer {
     pub paused: bool,
 }
 
+impl Buyer {
+    /// The adapter that builds this buyer's pings (`post` false) or posts itself: a
+    /// form-encoded adapter always (`gavel check` requires its templates), a JSON one when it
+    /// has a template for the request. `None`: the native body is sent.
+    pub fn templated(&self, post: bool) -> Option<&Arc<crate::adapter::Adapter>> {
+        self.codec.as_ref().filter(|c| {
+            c.request_kind() == crate::adapter::RequestKind::Form
+                || if post {
+                    c.has_post_body()
+                } else {
+                    c.has_ping_body()
+                }
+        })
+    }
+}
+
 /// Things in a valid config that the operator should look at: a seller paid a fixed amount per
 /// sold lead on a campaign whose leads may sell for less (a reserve price, or a fixed-price
 /// buyer, below the payout), so that the exchange pays out more than it takes in for such leads.
@@ -944,6 +960,22 @@ impl Validator<'_> {
             let mut codec = None;
             if let Some(a) = &b.adapter {
                 self.check_adapter(i, a, &cs, &campaigns);
+                if a.request == "form" {
+                    // A form body is only what its template says: without one the buyer would
+                    // get no lead at all.
+                    if b.ping_url.is_some() && a.ping_body.is_empty() {
+                        self.err(
+                            format!("buyers[{}].adapter.ping_body", i),
+                            "a form-encoded adapter needs a ping_body for its ping_url",
+                        );
+                    }
+                    if b.post_url.is_some() && a.post_body.is_empty() {
+                        self.err(
+                            format!("buyers[{}].adapter.post_body", i),
+                            "a form-encoded adapter needs a post_body for its post_url (the lead's fields to send)",
+                        );
+                    }
+                }
                 match crate::adapter::Adapter::compile(a) {
                     Ok(c) => codec = Some(Arc::new(c)),
                     Err(e) => self.err(format!("buyers[{}].adapter", i), e.to_string()),

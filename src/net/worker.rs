@@ -1717,7 +1717,11 @@ impl Worker {
                         lead::write_ping(&mut lead.ping_body, &lead.id, c, &lead.req, timeout_ms);
                         lead.ping_timeout_ms = timeout_ms;
                         lead.pings_to_attach = (0..lead.auction.slots())
-                            .filter(|&s| snap.buyers[lead.auction.buyer(s)].codec.is_none())
+                            .filter(|&s| {
+                                snap.buyers[lead.auction.buyer(s)]
+                                    .templated(false)
+                                    .is_none()
+                            })
                             .count();
                     }
                     let buyer = lead.auction.buyer(slot);
@@ -2266,8 +2270,9 @@ impl Worker {
         };
         let buyer = lead.auction.buyer(job.slot);
         let b = &lead.gen.rt.snap.buyers[buyer];
-        let plain_ping = job.kind == JobKind::Ping && b.codec.is_none();
-        let (endpoint, body): (_, &[u8]) = match (job.kind, &b.codec) {
+        let templated = b.templated(job.kind == JobKind::Post);
+        let plain_ping = job.kind == JobKind::Ping && templated.is_none();
+        let (endpoint, body): (_, &[u8]) = match (job.kind, templated) {
             // A buyer with its own API: its request is built from its templates.
             (kind, Some(codec)) => {
                 self.scratch.clear();
