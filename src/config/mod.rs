@@ -917,6 +917,20 @@ impl Validator<'_> {
                         format!("invalid header name {:?}", name),
                     );
                 }
+                // Headers the exchange writes itself: a configured one would never be sent.
+                let owned = match name.to_ascii_lowercase().as_str() {
+                    "host" => Some("from the URL's host (put the name in ping_url and post_url)"),
+                    "content-type" => Some("for the body it sends (JSON, or the adapter's form)"),
+                    "content-length" | "transfer-encoding" => Some("for each body"),
+                    "connection" => Some("to keep the buyer's connections alive"),
+                    _ => None,
+                };
+                if let Some(why) = owned {
+                    self.err(
+                        format!("buyers[{}].headers.{}", i, name),
+                        format!("the exchange writes {:?} itself, {}", name, why),
+                    );
+                }
                 if value.bytes().any(|c| c == b'\r' || c == b'\n' || c == 0) {
                     self.err(
                         format!("buyers[{}].headers", i),

@@ -69,6 +69,26 @@ fn validation_errors_name_the_key_and_the_line() {
 }
 
 #[test]
+fn headers_the_exchange_writes_itself_are_refused() {
+    for name in ["Host", "content-type", "Content-Length", "Connection"] {
+        let text = CONTRACT.replace(
+            r#"headers = { "X-Api-Key" = "acme-secret" }"#,
+            &format!(r#"headers = {{ "X-Api-Key" = "acme-secret", "{name}" = "x" }}"#),
+        );
+        let issues = invalid(&text);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].key, format!("buyers[0].headers.{name}"));
+        assert!(issues[0].message.contains("writes"), "{issues:?}");
+        let expected_line = text
+            .lines()
+            .position(|l| l.starts_with("headers = "))
+            .unwrap()
+            + 1;
+        assert_eq!(issues[0].line, Some(expected_line), "{issues:?}");
+    }
+}
+
+#[test]
 fn unknown_keys_are_refused_with_their_line() {
     let text = CONTRACT.replace(
         "max_connections = 32",
@@ -415,6 +435,11 @@ fn endpoints_parse() {
         (e.port, e.path.as_str(), e.host_header.as_str()),
         (443, "/", "bids.example")
     );
+    // The fragment is the client's own: never sent.
+    let e = Endpoint::parse("http://127.0.0.1:9101/ping?x=1#frag").unwrap();
+    assert_eq!(e.path, "/ping?x=1");
+    let e = Endpoint::parse("http://bids.example#frag").unwrap();
+    assert_eq!((e.host.as_str(), e.path.as_str()), ("bids.example", "/"));
     assert!(Endpoint::parse("ftp://x").is_err());
     assert!(Endpoint::parse("http://:80/").is_err());
     assert!(Endpoint::parse("http://a:b/").is_err());

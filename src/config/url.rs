@@ -28,6 +28,8 @@ impl Endpoint {
         } else {
             return Err(format!("{:?} must start with http:// or https://", url));
         };
+        // A fragment belongs to the client and is never sent (RFC 9110 §7.1).
+        let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
