@@ -574,6 +574,116 @@ fn a_seller_over_its_rate_gets_429_with_retry_after() {
     );
 }
 
+/// Pipelined requests beyond what the exchange buffers at once are read as room frees up,
+/// on plain connections whose bytes all arrived in one burst (no later event announces them).
+#[test]
+fn a_burst_of_pipelined_requests_larger_than_the_buffer_is_answered_in_full() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    // A small body limit makes the buffer (head + body limits) small.
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nmax_body_bytes = 4096",
+    );
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let pad = "x".repeat(400);
+    let one = format!("GET /nope HTTP/1.1\r\nHost: gavel\r\nX-Pad: {pad}\r\n\r\n");
+    let n = 400; // about 180 KB: many times the buffer
+    let burst = one.repeat(n).into_bytes();
+    let mut writer = c.stream.try_clone().unwrap();
+    let sent = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&burst).is_ok()
+    });
+    for i in 0..n {
+        let r = c.read_response();
+        assert_eq!(r.map(|r| r.status), Some(404), "answer {i} of {n}");
+    }
+    assert!(sent.join().unwrap());
+}
+
+/// Leads pipelined past the pipeline limit wait in the buffer while the earlier ones are
+/// auctioned; that wait is the exchange's, so the head timeout does not cut the connection
+/// (and with it the answers of the leads in flight).
+#[test]
+fn leads_pipelined_past_the_limit_are_all_answered_however_long_the_auctions() {
+    let fleet = Fleet::start(vec![bidder("slow", 1000, 400)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 1000")
+        .replace(
+            "max_in_flight = 1000",
+            "max_in_flight = 1000\nhead_timeout_ms = 150",
+        );
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let n = gavel::net::MAX_PIPELINED + 8;
+    let mut burst = Vec::new();
+    for _ in 0..n {
+        burst.extend_from_slice(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            LEAD.as_bytes(),
+        ));
+    }
+    c.send_raw(&burst);
+    for i in 0..n {
+        let r = c.read_response();
+        assert_eq!(r.map(|r| r.status), Some(200), "answer {i} of {n}");
+    }
+}
+
+/// `Connection: close` (or HTTP/1.0) ends the connection after its answer, whatever the client
+/// sent after it.
+#[test]
+fn a_request_asking_to_close_closes_even_with_more_bytes_behind_it() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    for first in [
+        "GET /healthz HTTP/1.1\r\nHost: gavel\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.0\r\n\r\n",
+    ] {
+        let mut c = ex.client();
+        c.send_raw(format!("{first}GET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n").as_bytes());
+        let r = c.read_response().expect("the first answer");
+        assert!(
+            !r.keep_alive,
+            "{first:?}: the answer must say Connection: close"
+        );
+        let t = Instant::now();
+        assert!(
+            c.read_response().is_none(),
+            "{first:?}: the second request was answered"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{first:?}: closed after {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+/// A client that sends its request and then closes its side gets its answer and the
+/// connection closed at once, not at the idle timeout.
+#[test]
+fn a_client_that_half_closes_is_answered_and_closed() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    for _ in 0..20 {
+        let mut c = ex.client();
+        c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n");
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(c.read_response().map(|r| r.status), Some(200));
+        let t = Instant::now();
+        assert!(c.read_response().is_none());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "closed after {:?}",
+            t.elapsed()
+        );
+    }
+}
+
 /// A hand-made buyer endpoint: for each request on each connection, run `behave` on the socket.
 fn raw_buyer(behave: fn(&mut std::net::TcpStream)) -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

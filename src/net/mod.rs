@@ -16,7 +16,7 @@ pub mod tls;
 mod worker;
 
 pub use self::reload::{reload, ReloadError, ReloadReport};
-pub use self::worker::DRAIN_LIMIT;
+pub use self::worker::{DRAIN_LIMIT, MAX_PIPELINED};
 
 /// The bounds on a buyer connection, shared with `gavel buyer-check` so that it holds buyers
 /// to the same limits as the exchange.

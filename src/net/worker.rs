@@ -94,6 +94,9 @@ struct SellerConn {
     tls: Option<Box<rustls::ServerConnection>>,
     /// `100 Continue` was written for the request being read.
     continue_sent: bool,
+    /// Reading stopped with `rbuf` full: the socket may hold more requests, which no new
+    /// (edge-triggered) event will announce; read again once `rbuf` has room.
+    read_full: bool,
 }
 
 impl SellerConn {
@@ -203,6 +206,9 @@ pub struct Worker {
     timers: Deadlines<Key>,
     /// Leads with new input whose actions must be run.
     dirty: Vec<Key>,
+    /// Seller connections to read again on the next loop turn: their buffer was full, and
+    /// room has freed up (see `SellerConn::read_full`).
+    resume_sellers: Vec<Key>,
     /// The request being handled is a `HEAD`: its answer is written without a body.
     answering_head: bool,
     scratch: Vec<u8>,
@@ -383,6 +389,7 @@ impl Worker {
             leads: Slab::with_capacity(MAX_LEADS_PER_WORKER.min(snap.server.max_in_flight + 1)),
             timers: Deadlines::default(),
             dirty: Vec::new(),
+            resume_sellers: Vec::new(),
             answering_head: false,
             scratch: Vec::with_capacity(4096),
             dedupe_keys: Vec::with_capacity(crate::compliance::MAX_KEYS_PER_LEAD),
@@ -420,11 +427,14 @@ impl Worker {
                     break;
                 }
             }
-            let next = self
+            let mut next = self
                 .timers
                 .next()
                 .unwrap_or(self.next_housekeeping)
                 .min(self.next_housekeeping);
+            if !self.resume_sellers.is_empty() {
+                next = Instant::now();
+            }
             if let Err(e) = self.wait(&mut events, next) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -448,6 +458,7 @@ impl Worker {
                     Token(t) if t % 2 == 0 => self.on_seller_event(
                         (t - 2) / 2,
                         ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_read_closed() || ev.is_error(),
                         ev.is_writable(),
                     ),
                     Token(t) => self.on_buyer_event(
@@ -458,6 +469,12 @@ impl Worker {
                         ev.is_error(),
                     ),
                 }
+                self.drive_dirty();
+            }
+            // Connections whose full buffer has room again, once per turn each (a client
+            // streaming requests shares the loop with everyone else).
+            for key in std::mem::take(&mut self.resume_sellers) {
+                self.read_seller(key, false);
                 self.drive_dirty();
             }
             self.fire_timers();
@@ -604,6 +621,7 @@ impl Worker {
                         write_interest: false,
                         tls,
                         continue_sent: false,
+                        read_full: false,
                     };
                     let Some(key) = self.sellers.insert(conn) else {
                         continue;
@@ -629,19 +647,40 @@ impl Worker {
         }
     }
 
-    fn on_seller_event(&mut self, index: usize, readable: bool, writable: bool) {
+    fn on_seller_event(&mut self, index: usize, readable: bool, read_closed: bool, writable: bool) {
         let Some((key, _)) = self.sellers.at(index) else {
             return;
         };
         if writable {
             self.write_seller(key);
+            self.resume_if_room(key);
         }
         if readable {
-            self.read_seller(key);
+            self.read_seller(key, read_closed);
         }
     }
 
-    fn read_seller(&mut self, key: Key) {
+    /// A connection that stopped reading with a full buffer is read again (next turn) once
+    /// the buffer has room, the pipeline takes more requests and its answers are written.
+    fn resume_if_room(&mut self, key: Key) {
+        let cap = self.limits.max_head_bytes + self.limits.max_body_bytes + READ_CHUNK;
+        let Some(c) = self.sellers.get_mut(key) else {
+            return;
+        };
+        if c.read_full
+            && c.rbuf.len() < cap
+            && c.pending.len() < MAX_PIPELINED
+            && !c.no_more_requests
+            && c.all_sent()
+        {
+            c.read_full = false;
+            self.resume_sellers.push(key);
+        }
+    }
+
+    /// `read_closed`: the event says the client closed its side (or failed): read to the end
+    /// of the stream, since with edge-triggered events no later one will come for it.
+    fn read_seller(&mut self, key: Key, read_closed: bool) {
         let now = self.now;
         let Some(c) = self.sellers.get_mut(key) else {
             return;
@@ -681,7 +720,7 @@ impl Worker {
                         if c.request_started.is_none() {
                             c.request_started = Some(now);
                         }
-                        if n < self.read_buf.len() {
+                        if n < self.read_buf.len() && !read_closed {
                             // A short read drained the socket: skip the read that would say so.
                             break;
                         }
@@ -694,6 +733,7 @@ impl Worker {
                     }
                 }
             }
+            c.read_full = c.rbuf.len() >= cap;
         }
         steps::mark_after(Step::TurnWait, Step::SellerRecv);
         self.process_seller(key);
@@ -732,6 +772,7 @@ impl Worker {
         if state == TlsRead::Closed {
             c.peer_closed = true;
         }
+        c.read_full = !discard && c.rbuf.len() >= cap;
         if handshaking && !tls.is_handshaking() {
             // From here the connection is a keep-alive HTTP connection with no request yet.
             c.request_started = None;
@@ -753,7 +794,13 @@ impl Worker {
             let Some(c) = self.sellers.get_mut(key) else {
                 return;
             };
-            if c.no_more_requests || c.pending.len() >= MAX_PIPELINED || c.rbuf.is_empty() {
+            if c.pending.len() >= MAX_PIPELINED && !c.no_more_requests {
+                // The client waits on the exchange, not the other way round: the requests
+                // held in the buffer are not slow heads.
+                c.request_started = None;
+                return;
+            }
+            if c.no_more_requests || c.rbuf.is_empty() {
                 return;
             }
             let result = c.decoder.decode(&c.rbuf, &mut c.body);
@@ -762,6 +809,8 @@ impl Worker {
                     c.rbuf.drain(..consumed);
                     if c.rbuf.is_empty() && c.decoder.is_idle() {
                         c.request_started = None;
+                    } else if c.request_started.is_none() {
+                        c.request_started = Some(self.now);
                     }
                     c.continue_if_expected();
                     return;
@@ -776,7 +825,10 @@ impl Worker {
                     };
                     let body = std::mem::take(&mut c.body);
                     if !head.keep_alive {
+                        // Whatever the client sent after it is not read.
                         c.no_more_requests = true;
+                        c.rbuf.clear();
+                        c.request_started = None;
                     }
                     self.handle_request(key, &head, &body);
                     self.answering_head = false;
@@ -816,7 +868,7 @@ impl Worker {
         let Some(c) = self.sellers.get_mut(key) else {
             return;
         };
-        let close = close || c.no_more_requests && c.rbuf.is_empty();
+        let close = close || c.no_more_requests;
         let mut bytes = Vec::with_capacity(body.len() + 160);
         let mut hs: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
         hs.push(("Content-Type", "application/json"));
@@ -1125,7 +1177,7 @@ impl Worker {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             return;
         };
-        let close = conn.no_more_requests && conn.rbuf.is_empty();
+        let close = conn.no_more_requests;
         let seq = conn.first_seq + conn.pending.len() as u64;
         conn.pending.push_back(Reply::Waiting { close });
         let lead = Lead {
@@ -1402,6 +1454,8 @@ impl Worker {
             || (c.peer_closed && c.pending.is_empty() && all_written);
         if done {
             self.close_seller(key);
+        } else {
+            self.resume_if_room(key);
         }
     }
 
@@ -2731,9 +2785,10 @@ impl Worker {
             let Some(c) = self.sellers.get(key) else {
                 continue;
             };
-            let slow_request = c
-                .request_started
-                .is_some_and(|t| now.duration_since(t) > head_timeout);
+            // A full pipeline is the exchange's to answer, not a slow client.
+            let slow_request = c.pending.len() < MAX_PIPELINED
+                && c.request_started
+                    .is_some_and(|t| now.duration_since(t) > head_timeout);
             let idle = c.pending.is_empty()
                 && c.wbuf.is_empty()
                 && c.rbuf.is_empty()
