@@ -580,7 +580,7 @@ pub fn metrics_text(shared: &Shared) -> String {
     );
     by_campaign_and_status(
         &mut out,
-        "gavel_pings_total",
+        "gavel_seller_pings_total",
         "Seller-side pings (/v1/ping) by campaign and answer (not leads: a lead is counted when posted).",
         &s.campaigns,
         |c| {

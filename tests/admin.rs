@@ -229,6 +229,7 @@ fn stats_metrics_pause_and_resume() {
         text
     );
     assert!(text.contains("gavel_pings_total{buyer=\"blue\",result=\"bid\"} 3"));
+    exposition_is_well_formed(&text);
     assert!(text.contains("gavel_internal_overhead_seconds_count 3"));
     assert!(text.contains("gavel_internal_overhead_stage_seconds_count{stage=\"intake\"} 3"));
     assert!(
@@ -391,4 +392,52 @@ fn head_gets_the_headers_of_get_and_no_body() {
     }
     // Without the token, HEAD is refused as GET is.
     assert!(raw(admin, "HEAD", "/v1/stats", None).starts_with("HTTP/1.1 401 "));
+}
+
+/// The text exposition's structure, as Prometheus reads it: each family declared once (one
+/// HELP, one TYPE, before its samples), its samples in one group, histogram samples named
+/// after their family.
+fn exposition_is_well_formed(text: &str) {
+    use std::collections::HashSet;
+    let mut declared: HashSet<String> = HashSet::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            let name = it.next().unwrap().to_string();
+            let kind = it.next().unwrap_or("").to_string();
+            assert!(
+                declared.insert(name.clone()),
+                "family {name} declared twice"
+            );
+            if let Some((prev, _)) = current.take() {
+                finished.insert(prev);
+            }
+            current = Some((name, kind));
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let sample = line.split(['{', ' ']).next().unwrap();
+        let (family, kind) = current
+            .as_ref()
+            .unwrap_or_else(|| panic!("{line}: no TYPE before it"));
+        let allowed: Vec<String> = match kind.as_str() {
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{family}{s}"))
+                .collect(),
+            _ => vec![family.clone()],
+        };
+        assert!(
+            allowed.iter().any(|a| a == sample),
+            "{line}: not of family {family}"
+        );
+        assert!(
+            !finished.contains(family),
+            "{line}: family {family} split in two groups"
+        );
+    }
 }
