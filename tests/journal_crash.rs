@@ -403,11 +403,9 @@ fn a_corrupt_byte_mid_journal_is_copied_aside_and_the_sales_after_it_still_hold_
     assert_eq!(std::fs::read(&copy).unwrap(), bytes);
 }
 
-/// `kill -9` while a buyer is deciding on a post: the journal has the post but not its answer.
-/// The buyer may well have taken the consumer, so after the restart that post counts against
-/// its cap, and the operator is told which lead to settle.
-#[test]
-fn a_post_unanswered_at_a_crash_counts_against_the_buyers_cap() {
+/// Serve a config whose buyer `slow` (cap 2 a day) is still deciding on a post when the
+/// exchange is killed with `kill -9`. Returns the fleet, the config file and the journal.
+fn killed_with_a_post_unanswered(what: &str) -> (Fleet, std::path::PathBuf, std::path::PathBuf) {
     let first_post = Arc::new(AtomicBool::new(true));
     let slow = {
         let first_post = first_post.clone();
@@ -421,7 +419,7 @@ fn a_post_unanswered_at_a_crash_counts_against_the_buyers_cap() {
         })
     };
     let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
-    let dir = temp_dir("crash-post");
+    let dir = temp_dir(what);
     let journal = dir.join("journal");
     let text = config(&fleet, "", |i| {
         if i == 0 {
@@ -452,7 +450,26 @@ fn a_post_unanswered_at_a_crash_counts_against_the_buyers_cap() {
     }
     child.kill().expect("kill -9");
     let _ = child.wait();
+    (fleet, cfg, journal)
+}
 
+/// Two fresh leads on `c`: the buyers they sold to.
+fn two_leads(c: &mut Client) -> Vec<String> {
+    (0..2)
+        .map(|i| {
+            let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+            let v = c.lead(&lead).json();
+            v["sales"][0]["buyer"].as_str().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+/// `kill -9` while a buyer is deciding on a post: the journal has the post but not its answer.
+/// The buyer may well have taken the consumer, so after the restart that post counts against
+/// its cap, and the operator is told which lead to settle.
+#[test]
+fn a_post_unanswered_at_a_crash_counts_against_the_buyers_cap() {
+    let (_fleet, cfg, journal) = killed_with_a_post_unanswered("crash-post");
     let (mut child, addr, log) = serve_logged(&cfg);
     let warning = log
         .iter()
@@ -467,15 +484,33 @@ fn a_post_unanswered_at_a_crash_counts_against_the_buyers_cap() {
     assert!(warning.contains(&lead_id), "{warning}");
 
     // The cap is 2 a day and the unanswered post counts: one more sale to it, then the other.
-    let mut c = Client::connect(addr);
-    let buyers: Vec<String> = (0..2)
-        .map(|i| {
-            let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-            let v = c.lead(&lead).json();
-            v["sales"][0]["buyer"].as_str().unwrap_or("").to_string()
-        })
-        .collect();
+    let buyers = two_leads(&mut Client::connect(addr));
     let _ = child.kill();
     let _ = child.wait();
+    assert_eq!(buyers, vec!["slow", "other"]);
+}
+
+/// The same after a reload that rebuilds the buyer's counters from the journal (its time zone
+/// changed): the post the crash cut off still counts.
+#[test]
+fn a_post_unanswered_at_a_crash_still_counts_after_a_reload_rebuilds_the_caps() {
+    let (_fleet, cfg, _journal) = killed_with_a_post_unanswered("crash-post-reload");
+    let mut snap = gavel::config::load(&cfg).unwrap();
+    snap.path = Some(cfg.clone());
+    let handle = gavel::net::start(Arc::new(snap)).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(
+        "[buyers.caps]\ndaily = 2",
+        "timezone = \"Europe/London\"\n[buyers.caps]\ndaily = 2",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    gavel::net::reload(handle.shared()).unwrap();
+    assert_eq!(
+        handle.shared().runtime().snap.buyers[0]
+            .timezone
+            .to_string(),
+        "Europe/London"
+    );
+    let buyers = two_leads(&mut Client::connect(handle.local_addr()));
     assert_eq!(buyers, vec!["slow", "other"]);
 }

@@ -65,6 +65,9 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Asked to stop: take no new leads, answer the ones in flight, then exit.
     pub draining: AtomicBool,
+    /// When this process started serving (unix µs): a post journaled before it and never
+    /// answered was cut off by the last stop, one after it is still in flight.
+    pub started_us: u64,
     pub stats: Vec<Arc<Mutex<WorkerStats>>>,
 }
 
@@ -803,6 +806,7 @@ fn start_with(
         in_flight: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        started_us: chrono::Utc::now().timestamp_micros().max(0) as u64,
         stats: (0..workers)
             .map(|_| Arc::new(Mutex::new(WorkerStats::default())))
             .collect(),

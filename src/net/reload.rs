@@ -163,8 +163,9 @@ impl Runtime {
 }
 
 /// Count the journal's sales of the windows still open into the caps of the buyers marked in
-/// `only`, as on start (the files recovery set aside included). A read error ends the replay
-/// with what was read so far.
+/// `only`, as on start (the files recovery set aside included), and, as on start, the posts
+/// the last stop cut off before their answer (journaled before this process started). A read
+/// error ends the replay with what was read so far.
 fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
     let now = chrono::Utc::now();
     let now_us = now.timestamp_micros().max(0) as u64;
@@ -172,6 +173,10 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
     let mut n = 0;
     // Test leads take no cap or budget (as on start).
     let mut tests = std::collections::HashSet::new();
+    // Posts from before this process whose answer the journal does not have, by lead:
+    // (buyer, price, when sent).
+    let mut open_posts: std::collections::HashMap<String, Vec<(usize, crate::money::Cents, u64)>> =
+        std::collections::HashMap::new();
     let mut take = |e: &journal::Entry| {
         if e.ts_us < since {
             return;
@@ -183,6 +188,41 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
         } = &e.record
         {
             tests.insert(lead_id.clone());
+        }
+        match &e.record {
+            Record::PostSent {
+                lead_id,
+                buyer,
+                price_cents,
+            } if e.ts_us < shared.started_us && !tests.contains(lead_id) => {
+                if let Some(b) = rt
+                    .snap
+                    .buyer_by_id(buyer)
+                    .filter(|&b| only.get(b) == Some(&true))
+                {
+                    open_posts
+                        .entry(lead_id.clone())
+                        .or_default()
+                        .push((b, *price_cents, e.ts_us));
+                }
+            }
+            Record::PostResult { lead_id, buyer, .. } => {
+                let Some(b) = rt.snap.buyer_by_id(buyer) else {
+                    return;
+                };
+                if let Some(posts) = open_posts.get_mut(lead_id) {
+                    if let Some(i) = posts.iter().position(|p| p.0 == b) {
+                        posts.swap_remove(i);
+                    }
+                    if posts.is_empty() {
+                        open_posts.remove(lead_id);
+                    }
+                }
+            }
+            Record::LeadAnswered { lead_id, .. } => {
+                open_posts.remove(lead_id);
+            }
+            _ => {}
         }
         if let Record::Sale {
             lead_id,
@@ -212,5 +252,10 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
         take(&e);
     }
     let _ = journal::replay_set_aside(shared.journal.dir(), since, &mut take);
+    for (b, price_cents, ts_us) in open_posts.into_values().flatten() {
+        let ts = chrono::DateTime::from_timestamp_micros(ts_us as i64).unwrap_or(now);
+        rt.caps.replay_sale(b, ts, price_cents, now);
+        n += 1;
+    }
     n
 }
