@@ -163,3 +163,49 @@ fn a_monthly_budget_is_never_overspent_and_holds_after_a_restart() {
     assert_eq!(run(8), 0, "sales after the restart");
     assert_eq!(fleet.posts(0), 2);
 }
+
+/// Buyers whose budget cannot pay their bid are still pinged (some budget is left), but their
+/// posts are never sent, and that takes nothing from the cascade: however many of them rank
+/// first, the lead goes to the buyer who can pay, and nobody is counted as rejecting a post.
+#[test]
+fn bids_over_the_buyers_budget_do_not_use_up_the_cascade() {
+    let mut specs: Vec<BuyerSpec> = (0..9).map(|i| bidder(&format!("rich{i}"), 3000)).collect();
+    specs.push(bidder("modest", 1000));
+    let fleet = Fleet::start(specs).unwrap();
+    let toml = config(&fleet, "", |i| {
+        if i < 9 {
+            "[buyers.caps]\ndaily_budget = 25.00".to_string()
+        } else {
+            String::new()
+        }
+    });
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "modest", "{v}");
+    assert_eq!(v["price"], 10.0, "{v}");
+    for i in 0..9 {
+        assert_eq!(
+            fleet.posts(i),
+            0,
+            "rich{i} got a post its budget cannot pay"
+        );
+    }
+    let st = ex.handle.as_ref().unwrap().stats();
+    for (id, b) in st.buyers() {
+        assert_eq!(b.post_rejects, 0, "{id}: {b:?}");
+    }
+    // A seller's ping is offered only what a buyer can pay.
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    drop(ex);
+    let ex = Exchange::start(&toml.replace(
+        "require_consent = true",
+        "require_consent = true\nhold_ms = 30000",
+    ));
+    let v = ex
+        .client()
+        .post("/v1/ping", Some(KEY), ping.as_bytes())
+        .json();
+    assert_eq!(v["status"], "bid", "{v}");
+    assert_eq!(v["payout"], 8.0, "80 % of the 10.00 a buyer can pay: {v}");
+}

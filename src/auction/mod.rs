@@ -87,10 +87,13 @@ pub enum PostOutcome {
     },
     /// No answer within `post_timeout`.
     TimedOut,
-    /// Not sent or not answered: connection error, or the buyer's cap or budget was reached.
+    /// Not sent or not answered: a connection error.
     Failed {
         reason: String,
     },
+    /// Not sent: the buyer's cap or budget could not take the lead at its price (other leads
+    /// took the room since the ping). Not a post attempt: the cascade goes on past it.
+    Capped,
 }
 
 impl PostOutcome {
@@ -448,6 +451,10 @@ impl Auction {
                 .sales
                 .partition_point(|earlier| rank(earlier.slot) < rank(slot));
             self.sales.insert(at, sale);
+        }
+        if outcome == PostOutcome::Capped {
+            // Nothing went to the buyer: the attempt is given back to the cascade.
+            self.post_attempts = self.post_attempts.saturating_sub(1);
         }
         let Some(s) = self.slots.get_mut(slot) else {
             return;

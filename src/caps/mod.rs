@@ -487,6 +487,31 @@ impl CapTable {
         })
     }
 
+    /// [`CapTable::has_room`], and every budget has at least `price_cents` left: whether a
+    /// sale at that price would be taken now.
+    pub fn has_room_for(&self, buyer: usize, now: DateTime<Utc>, price_cents: Cents) -> bool {
+        let Some(e) = self.entries.get(buyer) else {
+            return false;
+        };
+        let clock = LocalClock::at(e.tz, now);
+        if !self.has_room_at(buyer, &clock) {
+            return false;
+        }
+        let windows = Self::windows_for(e, &clock);
+        (0..WINDOWS)
+            .filter(|&w| is_budget(w))
+            .all(|w| match e.limits[w] {
+                None => true,
+                Some(limit) => {
+                    let spent = count_for(
+                        e.counters[w].load(Ordering::Acquire),
+                        window_id(&windows, w),
+                    );
+                    spent.saturating_add(price_cents.max(0) as u64) <= limit
+                }
+            })
+    }
+
     /// Count a past sale from the journal on start: it counts toward each window of the sale that
     /// is still the current window at `now`; older windows are simply over. Caps are not checked
     /// (the sale happened), so a cap lowered since can leave a buyer at or over it.

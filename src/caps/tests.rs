@@ -207,6 +207,9 @@ fn daily_budget_in_cents() {
     // The refused lead's count was rolled back.
     assert_eq!(t.remaining(0, now).daily, Some(9));
     assert!(t.has_room(0, now));
+    // Room for a lead, but not at any price.
+    assert!(!t.has_room_for(0, now, 5_000));
+    assert!(t.has_room_for(0, now, 4_000));
     assert!(t.reserve(0, now, 4_000).is_some());
     assert_eq!(t.remaining(0, now).daily_budget_cents, Some(0));
     assert!(!t.has_room(0, now), "spent budget");

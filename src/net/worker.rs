@@ -1671,6 +1671,7 @@ impl Worker {
                     (false, Some(reason.as_str()), None)
                 }
                 PostOutcome::TimedOut => (false, Some("timeout"), None),
+                PostOutcome::Capped => (false, Some("not sent: cap or budget reached"), None),
             };
             append(
                 &self.shared,
@@ -1814,13 +1815,7 @@ impl Worker {
                         Some(Some(r)) => lead.reservations[slot] = Some(r),
                         Some(None) => {
                             let now = self.now;
-                            lead.auction.on_post_result(
-                                slot,
-                                now,
-                                PostOutcome::Failed {
-                                    reason: "buyer cap or budget reached".into(),
-                                },
-                            );
+                            lead.auction.on_post_result(slot, now, PostOutcome::Capped);
                             continue;
                         }
                     }
@@ -2131,7 +2126,13 @@ impl Worker {
         let snap = &lead.gen.rt.snap;
         let campaign = &snap.campaigns[lead.campaign];
         let seller = &snap.sellers[lead.seller].id;
-        let bids = lead.auction.ranked_bids();
+        let mut bids = lead.auction.ranked_bids();
+        if !lead.req.test {
+            // No offer on a bid the buyer's budget cannot pay now.
+            let caps = &lead.gen.rt.caps;
+            let now = Utc::now();
+            bids.retain(|&(b, cents, _)| caps.has_room_for(b, now, cents));
+        }
         if bids.is_empty() {
             let pos = self.journal(&RecordRef::PingAnswered {
                 lead_id: &lead.id,
@@ -3039,7 +3040,8 @@ fn count_answers(st: &mut WorkerStats, auction: &Auction, stat_slots: &[usize], 
             }
         }
         match auction.post_result(slot) {
-            Some(PostOutcome::Accepted { .. }) | None => {}
+            // A post the buyer's caps kept back was never sent: no rejection of the buyer's.
+            Some(PostOutcome::Accepted { .. } | PostOutcome::Capped) | None => {}
             Some(_) => b.post_rejects += 1,
         }
     }
