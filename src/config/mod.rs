@@ -831,10 +831,21 @@ impl Validator<'_> {
                     Payout::ShareBp(10_000)
                 }
                 (Some(share), None) => {
+                    let bp = share * 10_000.0;
                     if !(0.0..=1.0).contains(&share) {
                         self.err(
                             k("payout_share"),
                             format!("must be between 0.0 and 1.0, got {}", share),
+                        );
+                    } else if (bp - bp.round()).abs() > 1e-6 {
+                        // Held in basis points: a finer share would be rounded, paying the
+                        // seller other than the config says.
+                        self.err(
+                            k("payout_share"),
+                            format!(
+                                "must have at most 4 decimals (a whole basis point), got {}",
+                                share
+                            ),
                         );
                     }
                     Payout::ShareBp((share.clamp(0.0, 1.0) * 10_000.0).round() as u32)

@@ -69,6 +69,32 @@ fn validation_errors_name_the_key_and_the_line() {
 }
 
 #[test]
+fn a_payout_share_finer_than_a_basis_point_is_refused() {
+    for (share, ok) in [
+        ("0.8", true),
+        ("0.29", true),
+        ("0.1234", true),
+        ("0.12345", false),
+        ("0.99999", false),
+    ] {
+        let text = CONTRACT.replace("payout_share = 0.80", &format!("payout_share = {share}"));
+        assert_ne!(
+            text, CONTRACT,
+            "the contract config has a payout_share = 0.80"
+        );
+        match parse(&text) {
+            Ok(_) => assert!(ok, "{share} loaded"),
+            Err(ConfigError::Invalid(issues)) => {
+                assert!(!ok, "{share}: {issues:?}");
+                assert!(issues[0].key.ends_with("payout_share"), "{issues:?}");
+                assert!(issues[0].message.contains("4 decimals"), "{issues:?}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
 fn headers_the_exchange_writes_itself_are_refused() {
     for name in ["Host", "content-type", "Content-Length", "Connection"] {
         let text = CONTRACT.replace(
