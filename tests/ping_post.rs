@@ -398,3 +398,39 @@ fn a_ping_whose_hold_ran_out_before_a_restart_is_expired_after_it() {
     );
     assert_eq!(fleet.posts(0), 0);
 }
+
+/// The payout a ping offered is what its post pays, even when a reload changed the seller's
+/// payout rule in between; a new ping gets the new rule.
+#[test]
+fn a_reload_between_ping_and_post_keeps_the_offer() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let path = temp_dir("offer-reload").join("gavel.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let mut snap = gavel::config::load(&path).unwrap();
+    snap.path = Some(path.clone());
+    let handle = gavel::net::start(std::sync::Arc::new(snap)).unwrap();
+    let mut c = Client::connect(handle.local_addr());
+    let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+    assert_eq!(v["payout"], 72.0, "{v}");
+    let ping_id = v["ping_id"].as_str().unwrap().to_string();
+
+    std::fs::write(
+        &path,
+        toml.replace("payout_share = 0.80", "payout_share = 0.50"),
+    )
+    .unwrap();
+    gavel::net::reload(handle.shared()).unwrap();
+
+    let v = c
+        .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
+        .json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(
+        (v["price"].as_f64(), v["payout"].as_f64()),
+        (Some(90.0), Some(72.0)),
+        "{v}"
+    );
+    let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+    assert_eq!(v["payout"], 45.0, "{v}");
+}

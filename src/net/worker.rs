@@ -179,6 +179,9 @@ struct Lead {
     ping_hint: Option<crate::auction::Slot>,
     /// What the seller earns, summed sale by sale.
     payout_cents: i64,
+    /// The seller's payout rule for this lead: the config's, or for a post the one its ping
+    /// was offered under (a reload in between does not change the offer).
+    payout_rule: crate::config::Payout,
     sales: u32,
     /// What the buyers pay for the sales so far.
     sold_cents: i64,
@@ -339,12 +342,19 @@ fn stat_slots(stats: &Mutex<WorkerStats>, snap: &crate::config::Snapshot) -> Vec
     snap.buyers.iter().map(|b| st.buyer_slot(&b.id)).collect()
 }
 
-/// Wall-clock microseconds for journal records (cap windows are calendar time).
 /// A held bid: (buyer, cents, bid id).
 type HeldBid = (usize, i64, Option<crate::text::SmallText>);
-/// A claimed held ping: campaign, test flag, bids, pinged field values.
-type Claimed = (usize, bool, Vec<HeldBid>, crate::lead::Fields);
+/// A claimed held ping: campaign, test flag, bids, pinged field values, and the payout rule
+/// its offer was made under.
+type Claimed = (
+    usize,
+    bool,
+    Vec<HeldBid>,
+    crate::lead::Fields,
+    Option<crate::config::Payout>,
+);
 
+/// Wall-clock microseconds for journal records (cap windows are calendar time).
 fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -983,17 +993,19 @@ impl Worker {
         let snap = &gen.rt.snap;
         // A post completes a held ping: it names the ping, and the ping names the campaign.
         let mut held: Option<(String, Vec<HeldBid>, crate::lead::Fields)> = None;
+        let mut held_rule: Option<crate::config::Payout> = None;
         let req = if flow == Flow::Post {
             let post = match lead::parse_post_request(body) {
                 Ok(p) => p,
                 Err(r) => return self.refuse(key, &r, None, &[]),
             };
-            let (campaign, test, bids, fields) = match self.claim_held(&post.ping_id, snap, seller)
-            {
-                Ok(h) => h,
-                Err(r) => return self.refuse(key, &r, None, &[]),
-            };
+            let (campaign, test, bids, fields, rule) =
+                match self.claim_held(&post.ping_id, snap, seller) {
+                    Ok(h) => h,
+                    Err(r) => return self.refuse(key, &r, None, &[]),
+                };
             held = Some((post.ping_id, bids, fields));
+            held_rule = rule;
             LeadRequest {
                 campaign: snap.campaigns[campaign].id.clone(),
                 source: None,
@@ -1202,6 +1214,7 @@ impl Worker {
             prior: None,
             close_from_plan: from_plan,
             payout_cents: 0,
+            payout_rule: held_rule.unwrap_or(snap.sellers[seller].payout),
             sold_cents: 0,
             sales: 0,
             origin: (key, seq),
@@ -1380,9 +1393,10 @@ impl Worker {
                 "this ping was already posted",
             ));
         }
+        let rule = h.snap.sellers.get(h.seller).map(|s| s.payout);
         if std::ptr::eq(&*h.snap, snap) {
             h.posted = true;
-            return Ok((h.campaign, h.test, h.bids.clone(), h.fields.clone()));
+            return Ok((h.campaign, h.test, h.bids.clone(), h.fields.clone(), rule));
         }
         // Held before a reload.
         let Some(campaign) = h
@@ -1406,7 +1420,7 @@ impl Worker {
                 Some((snap.buyer_by_id(id)?, *cents, *bid_id))
             })
             .collect();
-        Ok((campaign, h.test, bids, h.fields.clone()))
+        Ok((campaign, h.test, bids, h.fields.clone(), rule))
     }
 
     /// Buyers of the campaign that may take this lead: filters, consent vertical, hours, pause
@@ -1646,7 +1660,7 @@ impl Worker {
                 },
             );
         }
-        let payout_rule = snap.sellers[lead.seller].payout;
+        let payout_rule = lead.payout_rule;
         let campaign = &snap.campaigns[lead.campaign].id;
         let seller = &snap.sellers[lead.seller].id;
         let post_slots = if lead.posts_journaled < lead.auction.post_results() {
