@@ -202,6 +202,16 @@ fn serve(path: &std::path::Path) -> i32 {
             replayed.unresolved_leads.join(", ")
         );
     }
+    if replayed.unanswered_sold > 0 {
+        eprintln!(
+            "gavel: warning: {} lead(s) were sold when the exchange last stopped but their \
+             sellers were never answered; counted as sold in the P&L; settle them with the \
+             sellers (leads, oldest first, at most {} listed): {}",
+            replayed.unanswered_sold,
+            crate::net::MAX_UNRESOLVED_LISTED,
+            replayed.unanswered_leads.join(", ")
+        );
+    }
     if replayed.pings_held > 0 {
         eprintln!(
             "gavel: {} ping(s) whose bids were held at the last stop are held again until they \

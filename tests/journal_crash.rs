@@ -514,3 +514,54 @@ fn a_post_unanswered_at_a_crash_still_counts_after_a_reload_rebuilds_the_caps() 
     let buyers = two_leads(&mut Client::connect(handle.local_addr()));
     assert_eq!(buyers, vec!["slow", "other"]);
 }
+
+/// `kill -9` while a shared lead's second post is out, after its first buyer bought it: the
+/// sale is in the journal, the seller's answer is not. After the restart the campaign's P&L
+/// counts the sale as the buyer's does, so revenue is what the buyers spent.
+#[test]
+fn a_sale_whose_answer_a_crash_cut_off_counts_in_the_campaigns_pnl() {
+    let quick = BuyerSpec::new("quick").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(5000, None),
+        Kind::Post => Reply::accepted(),
+    });
+    let slow = BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(3000, None),
+        Kind::Post => Reply::accepted().after_ms(5000),
+    });
+    let fleet = Fleet::start(vec![quick, slow]).unwrap();
+    let dir = temp_dir("crash-shared");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "sale = \"shared\"\nmax_sales = 2", |_| {
+        String::new()
+    })
+    .replace("post_timeout_ms = 500", "post_timeout_ms = 10000");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (mut child, addr) = serve(&cfg);
+    let mut c = Client::connect(addr);
+    c.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !export(&journal).iter().any(|r| r["type"] == "sale") {
+        assert!(std::time::Instant::now() < deadline, "no sale journaled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+
+    let ex = Exchange::start_file(&cfg);
+    let st = ex.handle.as_ref().unwrap().stats();
+    let spent: i64 = st.buyers().map(|(_, b)| b.spent_cents).sum();
+    let campaign = st.campaigns.get("auto").cloned().unwrap_or_default();
+    assert_eq!(spent, 5000);
+    assert_eq!(campaign.revenue_cents, spent, "{campaign:?}");
+    assert_eq!(
+        campaign.payout_cents, 4000,
+        "80 % of the sale: {campaign:?}"
+    );
+    assert_eq!((campaign.leads, campaign.sold), (1, 1), "{campaign:?}");
+}

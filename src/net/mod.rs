@@ -455,6 +455,10 @@ fn rebuild(
         .saturating_sub(crate::config::MAX_HOLD_MS * 1000)
         .saturating_sub(EXPIRED_PING_MEMORY.as_micros() as u64);
     let mut ping_bodies: HashMap<String, (bool, Vec<u8>)> = HashMap::new();
+    // Sales of leads whose answer the journal does not have yet, by lead: (campaign, price,
+    // payout, when first sold).
+    let mut unanswered: HashMap<String, (String, crate::money::Cents, crate::money::Cents, u64)> =
+        HashMap::new();
     let mono_now = std::time::Instant::now();
     let mut pings_held = 0u64;
     // Counts one record; true for a sale.
@@ -548,11 +552,18 @@ fn rebuild(
             }
             Record::Sale {
                 lead_id,
+                campaign,
                 buyer,
                 price_cents,
+                payout_cents,
                 ..
             } => {
                 let paid = !tests.contains(lead_id);
+                let u = unanswered
+                    .entry(lead_id.clone())
+                    .or_insert_with(|| (campaign.clone(), 0, 0, e.ts_us));
+                u.1 += price_cents;
+                u.2 += payout_cents;
                 if let Some(b) = snap.buyer_by_id(buyer).filter(|_| paid) {
                     let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
                     caps.replay_sale(b, ts, *price_cents, now);
@@ -573,6 +584,7 @@ fn rebuild(
                 ..
             } => {
                 open_posts.remove(lead_id);
+                unanswered.remove(lead_id);
                 let c = pnl.campaign(campaign);
                 c.leads += 1;
                 match status {
@@ -679,6 +691,30 @@ fn rebuild(
         let first = posts.iter().map(|p| p.2).min().unwrap_or(0);
         unresolved.push((lead_id, first));
     }
+    // Leads a buyer bought whose answer the last stop cut off (a shared lead's other post was
+    // still out): sold all the same, so the campaign's P&L counts them as the buyers' does.
+    let mut unanswered: Vec<(
+        String,
+        (String, crate::money::Cents, crate::money::Cents, u64),
+    )> = unanswered.into_iter().collect();
+    unanswered.sort_by_key(|u| u.1 .3);
+    let unanswered_sold = unanswered.len() as u64;
+    for (lead_id, (campaign, price, payout, _)) in &unanswered {
+        let c = pnl.campaign(campaign);
+        c.leads += 1;
+        c.sold += 1;
+        if tests.contains(lead_id) {
+            c.test_leads += 1;
+        } else {
+            c.revenue_cents += price;
+            c.payout_cents += payout;
+        }
+    }
+    let unanswered_leads: Vec<String> = unanswered
+        .into_iter()
+        .take(MAX_UNRESOLVED_LISTED)
+        .map(|u| u.0)
+        .collect();
     unresolved.sort_by_key(|u| u.1);
     let unresolved_leads: Vec<String> = unresolved
         .into_iter()
@@ -697,6 +733,8 @@ fn rebuild(
         unresolved_posts,
         unresolved_leads,
         pings_held,
+        unanswered_sold,
+        unanswered_leads,
     })
 }
 
@@ -769,6 +807,12 @@ pub struct Replayed {
     pub unresolved_leads: Vec<String>,
     /// Pings whose bids were held again from the journal, still postable until they expire.
     pub pings_held: u64,
+    /// Leads sold to a buyer whose seller was never answered (the last stop came while a
+    /// shared lead's other posts were out): counted as sold in the campaign's P&L.
+    pub unanswered_sold: u64,
+    /// Their ids, oldest first, at most [`MAX_UNRESOLVED_LISTED`], for the operator to settle
+    /// with the sellers.
+    pub unanswered_leads: Vec<String>,
 }
 
 /// Leads with unanswered posts a start lists by id; the count covers them all.
