@@ -565,3 +565,66 @@ fn a_sale_whose_answer_a_crash_cut_off_counts_in_the_campaigns_pnl() {
     );
     assert_eq!((campaign.leads, campaign.sold), (1, 1), "{campaign:?}");
 }
+
+/// Every per-buyer counter the operator reads is rebuilt from the journal on start as it was
+/// live: pings and their outcomes, bids and their average, posts, rejections, wins, spend.
+#[test]
+fn a_restart_rebuilds_every_buyer_counter() {
+    let picky = BuyerSpec::new("picky").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(6000, Some("p")),
+        Kind::Post => Reply::rejected("duplicate"),
+    });
+    let shy = BuyerSpec::new("shy").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::no_bid(),
+        Kind::Post => Reply::accepted(),
+    });
+    let fleet = Fleet::start(vec![picky, bidder("steady", 2500), shy]).unwrap();
+    let toml = config(&fleet, "", |_| String::new());
+    let counters = |ex: &Exchange| {
+        let st = ex.handle.as_ref().unwrap().stats();
+        let mut v: Vec<_> = st
+            .buyers()
+            .map(|(id, b)| {
+                (
+                    id.to_string(),
+                    [
+                        b.pings, b.bids, b.no_bids, b.timeouts, b.errors, b.invalid, b.posts,
+                    ]
+                    .into_iter()
+                    .chain([
+                        b.wins,
+                        b.post_rejects,
+                        b.bid_sum_cents as u64,
+                        b.spent_cents as u64,
+                    ])
+                    .collect::<Vec<u64>>(),
+                    b.response_us.len(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let live = {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        for i in 0..3 {
+            let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+            assert_eq!(c.lead(&lead).json()["status"], "sold");
+        }
+        // The counters are taken once the seller has its answer: wait for the last lead's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = counters(&ex);
+            let wins: u64 = now.iter().map(|b| b.1[7]).sum();
+            if wins == 3 || std::time::Instant::now() > deadline {
+                break now;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let picky_live = live.iter().find(|b| b.0 == "picky").unwrap();
+    assert_eq!(picky_live.1[..9], [3, 3, 0, 0, 0, 0, 3, 0, 3], "{live:?}");
+    let after = counters(&Exchange::start(&toml));
+    assert_eq!(after, live);
+}

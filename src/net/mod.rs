@@ -529,18 +529,52 @@ fn rebuild(
             return false;
         }
         match &e.record {
+            Record::PingSent { buyer, .. } => pnl.buyer(buyer).pings += 1,
+            Record::PingResult {
+                buyer,
+                outcome,
+                response_us,
+                ..
+            } => {
+                let b = pnl.buyer(buyer);
+                match outcome {
+                    journal::PingOutcome::Bid { cents, .. } => {
+                        b.bids += 1;
+                        b.bid_sum_cents += cents;
+                    }
+                    journal::PingOutcome::NoBid => b.no_bids += 1,
+                    journal::PingOutcome::Timeout => b.timeouts += 1,
+                    journal::PingOutcome::Error => b.errors += 1,
+                    journal::PingOutcome::Invalid => b.invalid += 1,
+                }
+                if !matches!(outcome, journal::PingOutcome::Timeout) {
+                    b.response_us.saturating_record(*response_us);
+                }
+            }
             Record::PostSent {
                 lead_id,
                 buyer,
                 price_cents,
-            } if !tests.contains(lead_id) => {
-                open_posts.entry(lead_id.clone()).or_default().push((
-                    buyer.clone(),
-                    *price_cents,
-                    e.ts_us,
-                ));
+            } => {
+                pnl.buyer(buyer).posts += 1;
+                if !tests.contains(lead_id) {
+                    open_posts.entry(lead_id.clone()).or_default().push((
+                        buyer.clone(),
+                        *price_cents,
+                        e.ts_us,
+                    ));
+                }
             }
-            Record::PostResult { lead_id, buyer, .. } => {
+            Record::PostResult {
+                lead_id,
+                buyer,
+                accepted,
+                reason,
+                ..
+            } => {
+                if !accepted && reason.as_deref() != Some(POST_NOT_SENT_CAPPED) {
+                    pnl.buyer(buyer).post_rejects += 1;
+                }
                 if let Some(posts) = open_posts.get_mut(lead_id) {
                     if let Some(i) = posts.iter().position(|p| &p.0 == buyer) {
                         posts.swap_remove(i);
@@ -814,6 +848,9 @@ pub struct Replayed {
     /// with the sellers.
     pub unanswered_leads: Vec<String>,
 }
+
+/// The reason journaled for a post the buyer's caps kept back (never sent; not a rejection).
+pub const POST_NOT_SENT_CAPPED: &str = "not sent: cap or budget reached";
 
 /// Leads with unanswered posts a start lists by id; the count covers them all.
 pub const MAX_UNRESOLVED_LISTED: usize = 20;

@@ -1685,7 +1685,7 @@ impl Worker {
                     (false, Some(reason.as_str()), None)
                 }
                 PostOutcome::TimedOut => (false, Some("timeout"), None),
-                PostOutcome::Capped => (false, Some("not sent: cap or budget reached"), None),
+                PostOutcome::Capped => (false, Some(super::POST_NOT_SENT_CAPPED), None),
             };
             append(
                 &self.shared,
