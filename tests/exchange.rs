@@ -1145,3 +1145,21 @@ fn a_client_expecting_100_continue_is_told_to_send_its_body() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "sold");
 }
+
+/// A second exchange configured on the port of a running one does not start: sharing it would
+/// split the sellers' connections between two journals, cap tables and dedupe indexes.
+#[test]
+fn a_second_exchange_on_a_port_in_use_does_not_start() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let first = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", first.addr),
+    );
+    let snap = gavel::config::parse(&toml).unwrap();
+    match gavel::net::start(std::sync::Arc::new(snap)) {
+        Ok(_) => panic!("a second exchange started on {}", first.addr),
+        Err(e) => assert!(e.to_string().contains("cannot listen"), "{e}"),
+    }
+    assert_eq!(first.client().lead(LEAD).json()["status"], "sold");
+}

@@ -347,6 +347,20 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let cannot_listen = |addr: SocketAddr, e: io::Error| {
         io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
     };
+    if snap.server.listen.port() != 0 {
+        // SO_REUSEPORT would let a second exchange share the port with a running one (and
+        // split the sellers' connections between two journals, caps and dedupe indexes): a
+        // plain bind first tells whether anyone listens there already.
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(snap.server.listen),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        probe.set_reuse_address(true)?;
+        probe
+            .bind(&snap.server.listen.into())
+            .map_err(|e| cannot_listen(snap.server.listen, e))?;
+    }
     let first =
         bind_reuseport(snap.server.listen).map_err(|e| cannot_listen(snap.server.listen, e))?;
     let local_addr = first.local_addr()?;
