@@ -1163,3 +1163,29 @@ fn a_second_exchange_on_a_port_in_use_does_not_start() {
     }
     assert_eq!(first.client().lead(LEAD).json()["status"], "sold");
 }
+
+/// A `source` longer than the exchange keeps is refused as content (422 with the lead's id,
+/// journaled), never as a journal outage that the seller would retry forever.
+#[test]
+fn an_overlong_source_is_a_rejected_lead_not_a_503() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nmax_body_bytes = 131072",
+    );
+    let ex = Exchange::start(&toml);
+    // The second is longer than a journal string can be.
+    for len in [gavel::lead::MAX_SOURCE_BYTES + 1, 70_000] {
+        let lead = LEAD.replace("\"fb-17\"", &format!("\"{}\"", "s".repeat(len)));
+        let r = ex.client().lead(&lead);
+        assert_eq!(r.status, 422, "{len}: {}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["error"]["field"], "source", "{v}");
+        assert!(v["lead_id"].is_string(), "{v}");
+    }
+    let ok = LEAD.replace(
+        "\"fb-17\"",
+        &format!("\"{}\"", "s".repeat(gavel::lead::MAX_SOURCE_BYTES)),
+    );
+    assert_eq!(ex.client().lead(&ok).json()["status"], "sold");
+}

@@ -26,7 +26,13 @@ use types::*;
 
 /// Upper bounds on operator-set numbers, so that a typo cannot ask for something absurd.
 pub const MAX_WORKERS: usize = 256;
-pub const MAX_BODY_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+/// The largest `server.max_body_bytes`: a request body is journaled whole in one record, whose
+/// payload is at most `journal::MAX_PAYLOAD_BYTES` (1 MiB); 64 KiB of it are left to the
+/// record's other fields.
+pub const MAX_BODY_BYTES_LIMIT: usize = 1024 * 1024 - 64 * 1024;
+
+/// Longest seller, campaign or buyer id.
+pub const MAX_ID_BYTES: usize = 128;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// A worker spins at most 10 ms after its last work before it sleeps.
 pub const MAX_BUSY_POLL_US: u64 = 10_000;
@@ -691,9 +697,7 @@ impl Validator<'_> {
         let mut campaigns = Vec::with_capacity(raw.campaigns.len());
         for (i, c) in raw.campaigns.iter().enumerate() {
             let k = |f: &str| format!("campaigns[{}].{}", i, f);
-            if c.id.is_empty() {
-                self.err(k("id"), "must not be empty");
-            }
+            self.check_id(k("id"), &c.id);
             if campaign_by_id.insert(c.id.clone(), i).is_some() {
                 self.err(k("id"), format!("duplicate campaign id {:?}", c.id));
             }
@@ -800,9 +804,7 @@ impl Validator<'_> {
         let mut sellers = Vec::with_capacity(raw.sellers.len());
         for (i, s) in raw.sellers.iter().enumerate() {
             let k = |f: &str| format!("sellers[{}].{}", i, f);
-            if s.id.is_empty() {
-                self.err(k("id"), "must not be empty");
-            }
+            self.check_id(k("id"), &s.id);
             if seller_ids.insert(s.id.clone(), i).is_some() {
                 self.err(k("id"), format!("duplicate seller id {:?}", s.id));
             }
@@ -873,9 +875,7 @@ impl Validator<'_> {
         let mut buyers = Vec::with_capacity(raw.buyers.len());
         for (i, b) in raw.buyers.iter().enumerate() {
             let k = |f: &str| format!("buyers[{}].{}", i, f);
-            if b.id.is_empty() {
-                self.err(k("id"), "must not be empty");
-            }
+            self.check_id(k("id"), &b.id);
             if buyer_by_id.insert(b.id.clone(), i).is_some() {
                 self.err(k("id"), format!("duplicate buyer id {:?}", b.id));
             }
@@ -1064,6 +1064,18 @@ impl Validator<'_> {
             campaign_by_id,
             buyer_by_id,
             raw: Arc::new(raw.clone()),
+        }
+    }
+
+    /// An id is journaled with every record and printed on one line by `journal show`: 1 to
+    /// `MAX_ID_BYTES` bytes, no control characters.
+    fn check_id(&mut self, key: String, id: &str) {
+        if id.is_empty() {
+            self.err(key, "must not be empty");
+        } else if id.len() > MAX_ID_BYTES {
+            self.err(key, format!("must be at most {} bytes", MAX_ID_BYTES));
+        } else if id.chars().any(char::is_control) {
+            self.err(key, format!("{:?} has a control character", id));
         }
     }
 

@@ -95,6 +95,25 @@ fn a_payout_share_finer_than_a_basis_point_is_refused() {
 }
 
 #[test]
+fn ids_and_body_limits_must_fit_the_journal() {
+    let text = CONTRACT.replace("max_body_bytes = 65536", "max_body_bytes = 2097152");
+    let issues = invalid(&text);
+    assert_eq!(issues[0].key, "server.max_body_bytes", "{issues:?}");
+    let long = "b".repeat(MAX_ID_BYTES + 1);
+    for (id, why) in [(long.as_str(), "at most"), ("acme\\nins", "control")] {
+        let text = CONTRACT.replace(r#"id = "acme-ins""#, &format!(r#"id = "{id}""#));
+        assert_ne!(text, CONTRACT);
+        let issues = invalid(&text);
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.key == "buyers[0].id" && i.message.contains(why)),
+            "{id}: {issues:?}"
+        );
+    }
+}
+
+#[test]
 fn headers_the_exchange_writes_itself_are_refused() {
     for name in ["Host", "content-type", "Content-Length", "Connection"] {
         let text = CONTRACT.replace(

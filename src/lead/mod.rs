@@ -214,7 +214,30 @@ fn is_us_state(s: &str) -> bool {
 }
 
 /// The shape of well-known fields, where present: state, zip, phone, email.
+/// Longest `source` a seller may send (a traffic source's id; journaled with the lead).
+pub const MAX_SOURCE_BYTES: usize = 256;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn clip_str(s: &str, max: usize) -> &str {
+    let mut cut = s.len().min(max);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
 fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
+    if req
+        .source
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_SOURCE_BYTES)
+    {
+        return Err(Refusal::content(
+            "invalid_field",
+            format!("source must be at most {MAX_SOURCE_BYTES} bytes"),
+            "source",
+        ));
+    }
     if let Some(v) = req.lead.get("state").filter(|v| !v.is_blank()) {
         if !as_text(v).is_some_and(is_us_state) {
             return Err(Refusal::content(

@@ -1074,7 +1074,12 @@ impl Worker {
             lead_id: &lead_id,
             seller: seller_id,
             campaign: &c.id,
-            source: req.source.as_deref(),
+            // An over-long source is refused just below; the record keeps its start (and the
+            // body, all of it).
+            source: req
+                .source
+                .as_deref()
+                .map(|s| lead::clip_str(s, lead::MAX_SOURCE_BYTES)),
             test: req.test,
             lead_json: body,
             flow: Some(match flow {
