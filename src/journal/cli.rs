@@ -215,14 +215,19 @@ fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> 
         return EXIT_FAILURE;
     }
     let first = entries.iter().map(|e| e.ts_us).min().unwrap_or(0);
-    let _ = writeln!(out, "lead {lead_id}, first record at {}", rfc3339_us(first));
+    let _ = writeln!(
+        out,
+        "lead {}, first record at {}",
+        printable(lead_id),
+        rfc3339_us(first)
+    );
     for e in &entries {
         let _ = writeln!(
             out,
             "{:>12}  {:<15} {}",
             relative_ms(e.ts_us as i64 - first as i64),
             e.record.record_type().name(),
-            describe(&e.record)
+            printable(&describe(&e.record))
         );
     }
     if let Some(e) = damage {
@@ -248,6 +253,25 @@ fn dollars_text(cents: Cents) -> String {
 
 fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
+}
+
+/// `s` with its control characters escaped (`\n`, `\u{1b}`): what sellers and buyers sent
+/// (a source, a reason, a bid id) can neither break a record's line nor reach the terminal.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// One line describing a record for `show`.

@@ -1586,6 +1586,37 @@ fn show_prints_one_leads_history_relative_to_its_first_record() {
     assert!(err.contains("not found"));
 }
 
+/// What sellers and buyers sent is shown escaped: a line break in a source or an answer's
+/// reason cannot forge a record line, an escape sequence cannot reach the terminal.
+#[test]
+fn show_escapes_control_characters_from_sellers_and_buyers() {
+    let dir = TempDir::new("show-escape");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    let forged = "fb\n     +1.000 ms  sale            acme pays $999.00\u{1b}[2J";
+    append(
+        &j,
+        T0,
+        &Record::LeadReceived {
+            lead_id: lead_id(3),
+            seller: "s".into(),
+            campaign: "c".into(),
+            source: Some(forged.into()),
+            test: false,
+            lead_json: b"{}".to_vec(),
+            flow: Some(LeadFlow::Lead),
+        },
+    );
+    drop(j);
+    let (code, out, _) = run_cli(JournalCmd::Show {
+        lead_id: lead_id(3),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains("fb\\n"), "{out}");
+}
+
 #[test]
 fn verify_exit_codes_distinguish_intact_damaged_and_missing() {
     let dir = TempDir::new("verify");
