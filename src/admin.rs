@@ -293,6 +293,11 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
                     "use /v1/admin/buyers/{id}/pause or /resume",
                 );
             };
+            // The id as the operator's client encoded it: `acme%20ins` is `acme ins`.
+            let Ok(id) = percent_encoding::percent_decode_str(id).decode_utf8() else {
+                return error(404, "unknown_buyer", "no such buyer");
+            };
+            let id: &str = &id;
             let rt = shared.runtime();
             let Some(b) = rt.snap.buyer_by_id(id) else {
                 return error(404, "unknown_buyer", "no such buyer");

@@ -264,6 +264,11 @@ fn stats_metrics_pause_and_resume() {
         get(admin, "POST", "/v1/admin/buyers/nobody/pause", Some(TOKEN)).status,
         404
     );
+    // The id is percent-decoded, as any HTTP client encodes it.
+    let r = get(admin, "POST", "/v1/admin/buyers/ac%6De/pause", Some(TOKEN));
+    assert_eq!((r.status, r.json()["buyer"].as_str()), (200, Some("acme")));
+    let r = get(admin, "POST", "/v1/admin/buyers/%61cme/resume", Some(TOKEN));
+    assert_eq!(r.json()["paused"], false);
 
     assert_eq!(
         get(admin, "POST", "/v1/admin/stats/reset", Some(TOKEN)).status,
