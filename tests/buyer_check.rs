@@ -372,6 +372,7 @@ fn a_configured_adapter_buyer_is_pinged_and_read_through_its_adapter() {
 request = "form"
 response = "xml"
 ping_body = { Key = "lx-1", State = "{lead.state}", Ref = "{ping_id}" }
+post_body = { Key = "lx-1", Phone = "{lead.phone}", Price = "{price}" }
 bid_path = "/response/price"
 bid_id_path = "/response/lead_id""#,
     );
