@@ -1246,9 +1246,9 @@ impl Report {
         ));
         if let Some((lo, hi)) = self.bid_range_cents {
             s.push_str(&format!(
-                "bids ${} .. ${} ({} of {} with a bid_id)\n",
-                dollars_string(lo),
-                dollars_string(hi),
+                "bids {} .. {} ({} of {} with a bid_id)\n",
+                crate::money::usd(lo),
+                crate::money::usd(hi),
                 self.bids_with_id,
                 self.bids
             ));

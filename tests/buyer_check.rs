@@ -66,7 +66,7 @@ fn a_conformant_keep_alive_buyer_passes_on_one_connection() {
             out
         );
     }
-    assert!(out.contains("bids $42.5 .. $42.5"), "{}", out);
+    assert!(out.contains("bids $42.50 .. $42.50"), "{}", out);
     assert_eq!(f.pings(0), 10);
     assert_eq!(f.accepted_connections(0), 1, "every ping on one connection");
 

@@ -1189,3 +1189,23 @@ fn an_overlong_source_is_a_rejected_lead_not_a_503() {
     );
     assert_eq!(ex.client().lead(&ok).json()["status"], "sold");
 }
+
+/// `server.max_connections` holds however small: connections beyond it are closed at accept.
+#[test]
+fn seller_connections_beyond_the_limit_are_closed() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nmax_connections = 3",
+    );
+    let ex = Exchange::start(&toml);
+    let mut open: Vec<Client> = (0..3).map(|_| ex.client()).collect();
+    for c in &mut open {
+        c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n");
+        assert_eq!(c.read_response().map(|r| r.status), Some(200));
+    }
+    let mut over = ex.client();
+    over.send_raw(b"GET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n");
+    assert!(over.read_response().is_none(), "a fourth connection was served");
+    drop(open);
+}

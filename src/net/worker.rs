@@ -342,6 +342,12 @@ fn stat_slots(stats: &Mutex<WorkerStats>, snap: &crate::config::Snapshot) -> Vec
     snap.buyers.iter().map(|b| st.buyer_slot(&b.id)).collect()
 }
 
+/// Seller connections one worker keeps: its share of `server.max_connections`, rounded down
+/// (so the workers together never take more), at least one.
+fn seller_conns_per_worker(server: &crate::config::Server) -> usize {
+    (server.max_connections / server.workers.max(1)).max(1)
+}
+
 /// A held bid: (buyer, cents, bid id).
 type HeldBid = (usize, i64, Option<crate::text::SmallText>);
 /// A claimed held ping: campaign, test flag, bids, pinged field values, and the payout rule
@@ -382,7 +388,7 @@ impl Worker {
         let mut pools = Vec::new();
         let (mut gen, _) = map_pools(&mut pools, None, &rt);
         gen.stat_slots = stat_slots(&shared.stats[id], &snap);
-        let per_worker_conns = (snap.server.max_connections / snap.server.workers.max(1)).max(16);
+        let per_worker_conns = seller_conns_per_worker(&snap.server);
         let now = Instant::now();
         Ok(Worker {
             id,
@@ -577,7 +583,7 @@ impl Worker {
         let server = &rt.snap.server;
         self.limits = Limits::with_max_body_bytes(server.max_body_bytes);
         self.sellers
-            .set_capacity((server.max_connections / server.workers.max(1)).max(16));
+            .set_capacity(seller_conns_per_worker(server));
         self.leads
             .set_capacity(MAX_LEADS_PER_WORKER.min(server.max_in_flight + 1));
     }
