@@ -233,6 +233,13 @@ fn method_name(m: Method) -> &'static str {
 
 fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'static str, Vec<u8>) {
     let path = head.path.split('?').next().unwrap_or("");
+    if !crate::http::host_ok(head) {
+        return error(
+            400,
+            "bad_host",
+            "an HTTP/1.1 request carries exactly one Host header",
+        );
+    }
     if path == "/healthz" {
         return (200, "application/json", b"{\"status\":\"ok\"}".to_vec());
     }

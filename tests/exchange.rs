@@ -1206,6 +1206,49 @@ fn seller_connections_beyond_the_limit_are_closed() {
     }
     let mut over = ex.client();
     over.send_raw(b"GET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n");
-    assert!(over.read_response().is_none(), "a fourth connection was served");
+    assert!(
+        over.read_response().is_none(),
+        "a fourth connection was served"
+    );
     drop(open);
+}
+
+/// The request target and Host rules of RFC 9112: an absolute-form target is served like its
+/// path, and an HTTP/1.1 request with no Host, or two, is 400 and the connection closed.
+#[test]
+fn absolute_form_targets_are_served_and_host_is_required() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    let target = format!("http://{}/v1/leads", ex.addr);
+    c.send_raw(&Client::request(
+        "POST",
+        &target,
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["status"], "sold");
+    for (bad, what) in [
+        ("GET /healthz HTTP/1.1\r\n\r\n", "no Host"),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "two Hosts",
+        ),
+    ] {
+        let mut c = ex.client();
+        c.send_raw(bad.as_bytes());
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 400, "{what}");
+        assert_eq!(r.json()["error"]["code"], "bad_host", "{what}");
+        assert!(
+            c.read_response().is_none(),
+            "{what}: the connection stayed open"
+        );
+    }
+    // HTTP/1.0 has no Host requirement.
+    let mut c = ex.client();
+    c.send_raw(b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(c.read_response().map(|r| r.status), Some(200));
 }

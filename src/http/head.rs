@@ -61,6 +61,9 @@ pub struct RequestHead {
     pub content_type: Option<String>,
     /// `Expect: 100-continue`: the client waits for `100 Continue` before sending the body.
     pub expect_continue: bool,
+    /// `Host` headers seen (RFC 9112 §3.2: an HTTP/1.1 request has exactly one; the server
+    /// answers 400 otherwise).
+    pub host_count: u8,
 }
 
 /// A response head as the buyer client needs it.
@@ -178,11 +181,14 @@ pub(crate) fn request_head(
     let mut authorization = None;
     let mut content_type = None;
     let mut expect_continue = false;
+    let mut host_count = 0u8;
     for h in req.headers.iter() {
         if common.absorb(h.name, h.value)? {
             continue;
         }
-        if h.name.eq_ignore_ascii_case("authorization") {
+        if h.name.eq_ignore_ascii_case("host") {
+            host_count = host_count.saturating_add(1);
+        } else if h.name.eq_ignore_ascii_case("authorization") {
             if authorization.is_some() {
                 return Err(Error::DuplicateHeader);
             }
@@ -215,7 +221,7 @@ pub(crate) fn request_head(
     };
     let head = RequestHead {
         method: Method::from_token(method),
-        path: path.to_owned(),
+        path: origin_form(path).to_owned(),
         version_minor,
         keep_alive: common.keep_alive(version_minor),
         content_length: if common.te_present {
@@ -227,8 +233,32 @@ pub(crate) fn request_head(
         authorization,
         content_type,
         expect_continue,
+        host_count,
     };
     Ok((head, framing))
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; an HTTP/1.0 one at most one.
+pub fn host_ok(head: &RequestHead) -> bool {
+    head.host_count == 1 || (head.version_minor == 0 && head.host_count == 0)
+}
+
+/// The path and query of a request target: an absolute-form target (`http://host/v1/leads`,
+/// which a server must accept, RFC 9112 §3.2.2) loses its scheme and authority.
+fn origin_form(target: &str) -> &str {
+    let b = target.as_bytes();
+    let scheme = if b.len() >= 7 && b[..7].eq_ignore_ascii_case(b"http://") {
+        7
+    } else if b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"https://") {
+        8
+    } else {
+        return target;
+    };
+    match target[scheme..].find(['/', '?']) {
+        Some(i) if b[scheme + i] == b'/' => &target[scheme + i..],
+        // `http://host?x` or `http://host`: the path is `/`.
+        _ => "/",
+    }
 }
 
 /// What a status line means before its headers are looked at.

@@ -31,7 +31,7 @@ pub use encode::{
     write_error_response, write_request, write_response, write_response_head, OutgoingRequest,
 };
 pub use error::Error;
-pub use head::{Method, RequestHead, ResponseHead};
+pub use head::{host_ok, Method, RequestHead, ResponseHead};
 
 /// Default cap on a message head (request or status line, headers, the blank line) and, for
 /// chunked bodies, the trailers. The contract (PROTOCOL.md §6) answers 400 beyond 16 KiB.

@@ -1626,3 +1626,25 @@ fn mutated_responses_decode_alike_however_they_are_split_and_within_the_limits()
         }
     }
 }
+
+#[test]
+fn absolute_form_targets_become_their_path_and_hosts_are_counted() {
+    for (target, path) in [
+        ("http://gavel.example:8080/v1/leads?x=1", "/v1/leads?x=1"),
+        ("HTTPS://gavel.example/v1/ping", "/v1/ping"),
+        ("http://gavel.example", "/"),
+        ("http://gavel.example?x", "/"),
+        ("/v1/leads", "/v1/leads"),
+    ] {
+        let (head, _) = one_request(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(head.path, path, "{target}");
+        assert!(host_ok(&head));
+    }
+    let (head, _) = one_request(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(head.host_count, 0);
+    assert!(!host_ok(&head));
+    let (head, _) = one_request(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n");
+    assert!(!host_ok(&head));
+    let (head, _) = one_request(b"GET / HTTP/1.0\r\n\r\n");
+    assert!(host_ok(&head));
+}

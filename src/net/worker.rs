@@ -582,8 +582,7 @@ impl Worker {
         }
         let server = &rt.snap.server;
         self.limits = Limits::with_max_body_bytes(server.max_body_bytes);
-        self.sellers
-            .set_capacity(seller_conns_per_worker(server));
+        self.sellers.set_capacity(seller_conns_per_worker(server));
         self.leads
             .set_capacity(MAX_LEADS_PER_WORKER.min(server.max_in_flight + 1));
     }
@@ -909,6 +908,22 @@ impl Worker {
         let path = head.path.split('?').next().unwrap_or("");
         // Every answer to a HEAD request is written synchronously, by `push_reply`.
         self.answering_head = head.method == Method::Head;
+        if !http::host_ok(head) {
+            let mut out = Vec::with_capacity(160);
+            lead::write_error(
+                &mut out,
+                None,
+                "bad_host",
+                "an HTTP/1.1 request carries exactly one Host header",
+                None,
+            );
+            self.count_refusal(400);
+            if let Some(c) = self.sellers.get_mut(key) {
+                c.no_more_requests = true;
+                c.rbuf.clear();
+            }
+            return self.push_reply(key, 400, &[], &out, true);
+        }
         if self.drain_until.is_some() && path != "/healthz" {
             let mut out = Vec::with_capacity(160);
             lead::write_error(
