@@ -28,6 +28,11 @@ impl SmallText {
         }
     }
 
+    /// `s` when it fits whole; `None` when it would be cut.
+    pub fn whole(s: &str) -> Option<SmallText> {
+        (s.len() <= SMALL_TEXT_BYTES).then(|| SmallText::new(s))
+    }
+
     pub fn as_str(&self) -> &str {
         let bytes = &self.buf[..usize::from(self.len)];
         debug_assert!(std::str::from_utf8(bytes).is_ok());

@@ -386,11 +386,21 @@ impl Adapter {
             Some(0) => PingOutcome::NoBid,
             Some(c) if c < 0 => PingOutcome::Invalid("negative bid".into()),
             Some(c) if c > MAX_CENTS => PingOutcome::Invalid("bid out of range".into()),
-            Some(cents) => PingOutcome::Bid {
-                cents,
-                bid_id: match &bid_id {
-                    Found::Text(t) if !t.trim().is_empty() => Some(SmallText::new(t.trim())),
-                    _ => None,
+            Some(cents) => match &bid_id {
+                Found::Text(t) if !t.trim().is_empty() => match SmallText::whole(t.trim()) {
+                    Some(id) => PingOutcome::Bid {
+                        cents,
+                        bid_id: Some(id),
+                    },
+                    // The post quotes the id back: a cut one would name a bid never made.
+                    None => PingOutcome::Invalid(format!(
+                        "bid_id over {} bytes",
+                        crate::lead::MAX_BID_ID_BYTES
+                    )),
+                },
+                _ => PingOutcome::Bid {
+                    cents,
+                    bid_id: None,
                 },
             },
             None => PingOutcome::Invalid("bid is not a number".into()),

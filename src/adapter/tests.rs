@@ -705,3 +705,17 @@ fn mutated_answers_are_read_without_panic_and_bids_stay_in_range() {
         let _ = a.parse_post(200, &answer);
     }
 }
+
+#[test]
+fn an_adapter_bid_id_too_long_to_quote_back_is_invalid() {
+    let a = adapter("response = \"json\"\nbid_path = \"/bid\"\nbid_id_path = \"/id\"");
+    let long = "x".repeat(crate::lead::MAX_BID_ID_BYTES + 1);
+    let body = format!(r#"{{"bid": 3, "id": "{long}"}}"#);
+    assert!(matches!(
+        a.parse_bid(200, body.as_bytes()),
+        PingOutcome::Invalid(_)
+    ));
+    let fits = "x".repeat(crate::lead::MAX_BID_ID_BYTES);
+    let body = format!(r#"{{"bid": 3, "id": "{fits}"}}"#);
+    assert_eq!(a.parse_bid(200, body.as_bytes()), bid(300, Some(&fits)));
+}

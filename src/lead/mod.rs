@@ -628,26 +628,32 @@ fn clip(mut s: String) -> String {
     s
 }
 
-/// A bid id as text, without allocating for the usual plain string or number.
-fn raw_to_text(raw: &str) -> Option<SmallText> {
+/// Longest bid id a buyer may give: the post quotes it back whole, so a longer one makes the
+/// answer `invalid` rather than cut.
+pub const MAX_BID_ID_BYTES: usize = crate::text::SMALL_TEXT_BYTES;
+
+/// A bid id as text, without allocating for the usual plain string or number; `Err` when it
+/// is longer than [`MAX_BID_ID_BYTES`].
+fn raw_to_text(raw: &str) -> Result<Option<SmallText>, ()> {
     let t = raw.trim();
+    let whole = |s: &str| SmallText::whole(s).map(Some).ok_or(());
     if let Some(inner) = t.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         if !inner.contains('\\') {
-            return Some(SmallText::new(inner));
+            return whole(inner);
         }
         // Escapes: let serde_json decode them (rare, so the allocation is acceptable).
-        return match serde_json::from_str::<Value>(t).ok()? {
-            Value::String(s) => Some(SmallText::new(&s)),
-            _ => None,
+        return match serde_json::from_str::<Value>(t) {
+            Ok(Value::String(s)) => whole(&s),
+            _ => Ok(None),
         };
     }
     if !t.is_empty()
         && t.bytes()
             .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
     {
-        return Some(SmallText::new(t));
+        return whole(t);
     }
-    None
+    Ok(None)
 }
 
 /// A buyer's answer to a ping. 204, `{"bid": 0}` and `{"bid": null}` are no-bids; anything that
@@ -683,9 +689,12 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
         Some(0) => PingOutcome::NoBid,
         Some(c) if c < 0 => PingOutcome::Invalid("negative bid".into()),
         Some(c) if c > MAX_CENTS => PingOutcome::Invalid("bid out of range".into()),
-        Some(cents) => PingOutcome::Bid {
-            cents,
-            bid_id: bid_id.and_then(raw_to_text),
+        Some(cents) => match bid_id.map(raw_to_text).transpose() {
+            Ok(bid_id) => PingOutcome::Bid {
+                cents,
+                bid_id: bid_id.flatten(),
+            },
+            Err(()) => PingOutcome::Invalid(format!("bid_id over {MAX_BID_ID_BYTES} bytes")),
         },
         // A JSON number all the same (the scan and serde_json only pass numbers on), but more
         // than the largest amount accepted.

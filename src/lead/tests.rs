@@ -916,3 +916,29 @@ fn consent_times_and_certificate_urls_are_checked() {
     .unwrap();
     assert!(validate(&req, &campaign()).is_ok());
 }
+
+#[test]
+fn a_bid_id_too_long_to_quote_back_whole_makes_the_answer_invalid() {
+    let id = "t".repeat(MAX_BID_ID_BYTES);
+    let answer = format!(r#"{{"bid": 12.5, "bid_id": "{id}"}}"#);
+    match parse_bid(200, answer.as_bytes()) {
+        PingOutcome::Bid { cents, bid_id } => {
+            assert_eq!(cents, 1250);
+            assert_eq!(bid_id.as_ref().map(|t| t.as_str()), Some(id.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // One byte more, plain or escaped, or in multi-byte characters: never cut.
+    let long = "t".repeat(MAX_BID_ID_BYTES + 1);
+    let accents = "\u{e9}".repeat(MAX_BID_ID_BYTES / 2 + 1);
+    for body in [
+        format!(r#"{{"bid": 12.5, "bid_id": "{long}"}}"#),
+        format!(r#"{{"bid": 12.5, "bid_id": "\"{long}"}}"#),
+        format!(r#"{{"bid": 12.5, "bid_id": "{accents}"}}"#),
+    ] {
+        match parse_bid(200, body.as_bytes()) {
+            PingOutcome::Invalid(reason) => assert!(reason.contains("bid_id"), "{reason}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+}
