@@ -316,7 +316,10 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
                 "resume" => rt.caps.resume(b),
                 _ => return error(404, "not_found", "use /pause or /resume"),
             }
-            let body = json!({"buyer": id, "paused": rt.caps.is_paused(b)});
+            // Kept beside the journal, so that a restart does not undo it.
+            let persisted =
+                crate::net::write_paused(shared.journal.dir(), id, action == "pause").is_ok();
+            let body = json!({"buyer": id, "paused": rt.caps.is_paused(b), "persisted": persisted});
             (
                 200,
                 "application/json",

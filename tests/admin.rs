@@ -446,3 +446,36 @@ fn exposition_is_well_formed(text: &str) {
         );
     }
 }
+
+/// A buyer the operator paused stays paused across a restart (the operator paused it for a
+/// reason: unpaid invoices, a broken endpoint), and one resumed stays resumed.
+#[test]
+fn a_pause_through_the_api_survives_a_restart() {
+    let fleet = acme_and_blue();
+    let toml = config_with_admin(&fleet, "daily = 100");
+    {
+        let ex = Exchange::start(&toml);
+        let admin = admin_addr(&ex);
+        for id in ["acme", "blue"] {
+            let r = get(
+                admin,
+                "POST",
+                &format!("/v1/admin/buyers/{id}/pause"),
+                Some(TOKEN),
+            );
+            assert_eq!(r.json()["persisted"], true);
+        }
+        get(admin, "POST", "/v1/admin/buyers/blue/resume", Some(TOKEN));
+    }
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "blue", "{v}");
+    assert_eq!(
+        fleet.pings(0),
+        0,
+        "the paused buyer was pinged after the restart"
+    );
+    let s = get(admin_addr(&ex), "GET", "/v1/stats", Some(TOKEN)).json();
+    assert_eq!(s["buyers"]["acme"]["paused"], true);
+    assert_eq!(s["buyers"]["blue"]["paused"], false);
+}

@@ -371,6 +371,12 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let caps = caps_for(&snap);
     let dedupe = Arc::new(DedupeIndex::new(dedupe_entries(&snap)));
     let (journal, recovery) = open_journal(&snap)?;
+    // Buyers the operator paused through the API stay paused across a restart.
+    for id in read_paused(journal.dir()) {
+        if let Some(b) = snap.buyer_by_id(&id) {
+            caps.pause(b);
+        }
+    }
     let mut pnl = Stats::default();
     let mut held = held::HeldPings::default();
     let replayed = rebuild(&snap, &journal, &caps, &dedupe, &mut pnl, &mut held)?;
@@ -404,6 +410,46 @@ pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
         JournalError::Locked(_) | JournalError::NotFound(_) => io::Error::other(e.to_string()),
         e => io::Error::other(format!("journal {}: {}", j.dir.display(), e)),
     })
+}
+
+/// The file beside the journal's segments that lists, one id a line, the buyers paused through
+/// the operator API (`POST /v1/admin/buyers/{id}/pause`), so that a restart keeps them paused.
+pub const PAUSED_FILE: &str = "paused";
+
+/// The ids in the journal directory's [`PAUSED_FILE`] (none when it is missing or unreadable).
+pub fn read_paused(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(PAUSED_FILE))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Record that the operator paused (`paused`) or resumed buyer `id`: the list is rewritten
+/// whole to a temporary file, synced, and renamed over the old one, so a crash leaves either
+/// list, never half of one.
+pub fn write_paused(dir: &std::path::Path, id: &str, paused: bool) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut ids = read_paused(dir);
+    ids.retain(|x| x != id);
+    if paused {
+        ids.push(id.to_string());
+    }
+    let tmp = dir.join(format!("{PAUSED_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    for x in &ids {
+        writeln!(f, "{x}")?;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(PAUSED_FILE))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// The longest cap window (a month) plus a day: sales older than this count toward no open window.
