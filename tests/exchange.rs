@@ -1252,3 +1252,62 @@ fn absolute_form_targets_are_served_and_host_is_required() {
     c.send_raw(b"GET /healthz HTTP/1.0\r\n\r\n");
     assert_eq!(c.read_response().map(|r| r.status), Some(200));
 }
+
+/// A ping that waited for a free connection to its buyer until the close was never sent: the
+/// journal has no `ping_sent` for it, and its timeout says so.
+#[test]
+fn a_ping_that_never_got_a_connection_is_journaled_as_never_sent() {
+    let silent = raw_buyer(|_| std::thread::sleep(Duration::from_secs(2)));
+    let fleet = Fleet::start(vec![bidder("honest", 2500, 0)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"silent\"\ncampaigns = [\"auto\"]\nping_url = \"http://{silent}/ping\"\npost_url = \"http://{silent}/post\"\nmin_idle = 1\nmax_connections = 1\n"
+    ));
+    let ex = Exchange::start(&toml);
+    // Two leads at once: the second's ping to `silent` waits behind the first's.
+    let mut a = ex.client();
+    let mut b = ex.client();
+    a.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.as_bytes(),
+    ));
+    b.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        LEAD.replace("ana@example.com", "ana2@example.com")
+            .as_bytes(),
+    ));
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.read_response().unwrap().json()["status"], "sold");
+    }
+    let dir = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let records = gavel::journal::read_all(std::path::Path::new(dir)).unwrap();
+    let sent = records
+        .iter()
+        .filter(|e| matches!(&e.record, gavel::journal::Record::PingSent { buyer, .. } if buyer == "silent"))
+        .count();
+    let reasons: Vec<Option<String>> = records
+        .iter()
+        .filter_map(|e| match &e.record {
+            gavel::journal::Record::PingResult { buyer, reason, .. } if buyer == "silent" => {
+                Some(reason.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, 1, "{reasons:?}");
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_deref().is_some_and(|r| r.starts_with("not sent"))),
+        "{reasons:?}"
+    );
+}

@@ -589,14 +589,15 @@ fn rebuild(
             return false;
         }
         match &e.record {
-            Record::PingSent { buyer, .. } => pnl.buyer(buyer).pings += 1,
             Record::PingResult {
                 buyer,
                 outcome,
                 response_us,
                 ..
             } => {
+                // One result per ping, sent or not (as the live counter counts them).
                 let b = pnl.buyer(buyer);
+                b.pings += 1;
                 match outcome {
                     journal::PingOutcome::Bid { cents, .. } => {
                         b.bids += 1;

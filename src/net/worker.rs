@@ -55,6 +55,8 @@ const SELLER_TLS_BUFFER: usize = 32 * 1024;
 /// `Lead::journaled` flags: the slot's ping answer, its post result.
 const PING_JOURNALED: u8 = 1;
 const POST_JOURNALED: u8 = 2;
+/// The slot's ping was handed to a connection (and its `ping_sent` journaled).
+const PING_SENT: u8 = 4;
 
 fn seller_token(index: usize) -> Token {
     Token(2 + index * 2)
@@ -1648,6 +1650,10 @@ impl Worker {
                         None,
                     ),
                     PingOutcome::NoBid => (journal::PingOutcome::NoBid, None),
+                    PingOutcome::Timeout if lead.journaled[s] & PING_SENT == 0 => (
+                        journal::PingOutcome::Timeout,
+                        Some("not sent: no free connection to the buyer before the close"),
+                    ),
                     PingOutcome::Timeout => (journal::PingOutcome::Timeout, None),
                     PingOutcome::Error(r) => (journal::PingOutcome::Error, Some(r.as_str())),
                     PingOutcome::Invalid(r) => (journal::PingOutcome::Invalid, Some(r.as_str())),
@@ -1819,16 +1825,10 @@ impl Worker {
                             })
                             .count();
                     }
+                    // `ping_sent` is journaled when the ping is handed to a connection
+                    // (`attach`); one that waits for a free connection past the close is
+                    // journaled as a timeout that was never sent.
                     let buyer = lead.auction.buyer(slot);
-                    let buyer_id = &lead.gen.rt.snap.buyers[buyer].id;
-                    append(
-                        &self.shared,
-                        &self.stats,
-                        &RecordRef::PingSent {
-                            lead_id: &lead.id,
-                            buyer: buyer_id,
-                        },
-                    );
                     if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
                         b.pings += 1;
                     }
@@ -2448,6 +2448,17 @@ impl Worker {
         http::finish_request(&mut c.wbuf, body);
         c.job = Some(job);
         lead.slot_conn[job.slot] = Some(ck);
+        if job.kind == JobKind::Ping && lead.journaled[job.slot] & PING_SENT == 0 {
+            lead.journaled[job.slot] |= PING_SENT;
+            append(
+                &self.shared,
+                &self.stats,
+                &RecordRef::PingSent {
+                    lead_id: &lead.id,
+                    buyer: &rt.snap.buyers[buyer].id,
+                },
+            );
+        }
         if plain_ping {
             // This request holds its own copy; a lead waiting on its buyers keeps no other.
             lead.pings_to_attach = lead.pings_to_attach.saturating_sub(1);
