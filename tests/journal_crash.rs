@@ -432,7 +432,13 @@ fn killed_with_a_post_unanswered(what: &str) -> (Fleet, std::path::PathBuf, std:
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
 
-    let (mut child, addr) = serve(&cfg);
+    send_one_lead_and_kill_when(&cfg, || fleet.posts(0) > 0, "the post reached the buyer");
+    (fleet, cfg, journal)
+}
+
+/// Serve `cfg`, send one lead, and `kill -9` the exchange once `until` holds (within 10 s).
+fn send_one_lead_and_kill_when(cfg: &Path, until: impl Fn() -> bool, what: &str) {
+    let (mut child, addr) = serve(cfg);
     let mut c = Client::connect(addr);
     c.send_raw(&Client::request(
         "POST",
@@ -441,16 +447,16 @@ fn killed_with_a_post_unanswered(what: &str) -> (Fleet, std::path::PathBuf, std:
         LEAD.as_bytes(),
     ));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fleet.posts(0) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the post never reached the buyer"
-        );
+    while !until() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("never true within 10 s: {what}");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().expect("kill -9");
     let _ = child.wait();
-    (fleet, cfg, journal)
 }
 
 /// Two fresh leads on `c`: the buyers they sold to.
@@ -537,21 +543,11 @@ fn a_sale_whose_answer_a_crash_cut_off_counts_in_the_campaigns_pnl() {
     .replace("post_timeout_ms = 500", "post_timeout_ms = 10000");
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
-    let (mut child, addr) = serve(&cfg);
-    let mut c = Client::connect(addr);
-    c.send_raw(&Client::request(
-        "POST",
-        "/v1/leads",
-        Some(KEY),
-        LEAD.as_bytes(),
-    ));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !export(&journal).iter().any(|r| r["type"] == "sale") {
-        assert!(std::time::Instant::now() < deadline, "no sale journaled");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    send_one_lead_and_kill_when(
+        &cfg,
+        || export(&journal).iter().any(|r| r["type"] == "sale"),
+        "the first sale was journaled",
+    );
 
     let ex = Exchange::start_file(&cfg);
     let st = ex.handle.as_ref().unwrap().stats();
