@@ -439,3 +439,54 @@ fn sales_in_flight_across_a_zone_change_count_toward_the_cap() {
     assert_eq!(v["sales"][0]["buyer"], "other", "{v}");
     assert_eq!(r.stats()["buyers"]["slow"]["caps_left"]["daily"], 0);
 }
+
+/// A reload that lowers a buyer's `max_connections` holds at once: the connections it had
+/// warm beyond the new limit are closed, not used for the next leads.
+#[test]
+fn a_lowered_connection_limit_holds_right_after_the_reload() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(2000, None).after_ms(1500),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
+    .unwrap();
+    let toml = config(&fleet, "", |_| {
+        "min_idle = 2\nmax_connections = 2".to_string()
+    })
+    .replace("min_idle = 1\n", "");
+    let path = temp_dir("reload-conns").join("gavel.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let mut snap = gavel::config::load(&path).unwrap();
+    snap.path = Some(path.clone());
+    let handle = gavel::net::start(std::sync::Arc::new(snap)).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // two connections warm
+    std::fs::write(
+        &path,
+        toml.replace(
+            "min_idle = 2\nmax_connections = 2",
+            "min_idle = 1\nmax_connections = 1",
+        ),
+    )
+    .unwrap();
+    gavel::net::reload(handle.shared()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Three leads at once: one ping goes out, the others find no free connection.
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = Client::connect(handle.local_addr());
+            let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+            c.send_raw(&Client::request(
+                "POST",
+                "/v1/leads",
+                Some(KEY),
+                lead.as_bytes(),
+            ));
+            c
+        })
+        .collect();
+    for mut c in clients {
+        assert!(c.read_response().is_some());
+    }
+    assert_eq!(fleet.pings(0), 1, "pings sent past the lowered limit");
+}

@@ -570,6 +570,19 @@ impl Worker {
         let (mut gen, retired) = map_pools(&mut self.pools, Some(&self.gen), &rt);
         gen.stat_slots = stat_slots(&self.stats, &rt.snap);
         self.gen = Arc::new(gen);
+        // A lowered `max_connections` holds at once: idle connections over it close now (busy
+        // ones close instead of going idle, in `release_conn`).
+        for p in 0..self.pools.len() {
+            while self.pools[p].total > self.pools[p].max_connections {
+                let Some(ck) = self.pools[p].idle.pop() else {
+                    break;
+                };
+                if let Some(c) = self.conns.get_mut(ck) {
+                    c.in_idle = false;
+                }
+                self.close_conn(ck);
+            }
+        }
         for p in retired {
             let pool = &mut self.pools[p];
             pool.retired = true;
@@ -2698,6 +2711,10 @@ impl Worker {
             return self.close_conn(ck);
         }
         let p = c.pool;
+        if self.pools[p].total > self.pools[p].max_connections && !self.pools[p].retired {
+            // A reload lowered the buyer's connection limit: this one is over it.
+            return self.close_conn(ck);
+        }
         while let Some(job) = self.pools[p].waiters.pop_front() {
             if self.job_still_wanted(&job) {
                 return self.attach(ck, job);
