@@ -618,13 +618,8 @@ struct BidAnswer<'a> {
 }
 
 fn clip(mut s: String) -> String {
-    if s.len() > MAX_ANSWER_STRING {
-        let mut cut = MAX_ANSWER_STRING;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
+    let cut = clip_str(&s, MAX_ANSWER_STRING).len();
+    s.truncate(cut);
     s
 }
 

@@ -149,26 +149,13 @@ impl HeldPings {
     }
 
     fn remember(&mut self, id: String, h: &HeldPing, now: Instant) {
-        while self.expired.len() >= MAX_EXPIRED_PINGS {
-            if !self.forget_oldest() {
-                break;
-            }
-        }
         let seller = h
             .snap
             .sellers
             .get(h.seller)
             .map(|s| s.id.clone())
             .unwrap_or_default();
-        self.order.push_back((now, id.clone()));
-        self.expired.insert(
-            id,
-            Expired {
-                seller,
-                posted: h.posted,
-                at: now,
-            },
-        );
+        self.insert_expired(id, seller, h.posted, now);
     }
 
     /// Forget the oldest expired ping; false when none is left.
