@@ -399,6 +399,43 @@ fn a_ping_whose_hold_ran_out_before_a_restart_is_expired_after_it() {
     assert_eq!(fleet.posts(0), 0);
 }
 
+/// A restart between ping and post does not change what the post pays: the offer's payout
+/// rule is journaled with it, so a config changed across the restart binds new pings only.
+#[test]
+fn a_restart_between_ping_and_post_keeps_the_offer() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let ping_id = {
+        let ex = Exchange::start(&toml);
+        let v = ex
+            .client()
+            .post("/v1/ping", Some(KEY), PING.as_bytes())
+            .json();
+        assert_eq!(
+            (v["status"].as_str(), v["payout"].as_f64()),
+            (Some("bid"), Some(72.0)),
+            "{v}"
+        );
+        v["ping_id"].as_str().unwrap().to_string()
+    };
+    let ex = Exchange::start(&toml.replace("payout_share = 0.80", "payout_share = 0.50"));
+    let mut c = ex.client();
+    let v = c
+        .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
+        .json();
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["price"].as_f64(),
+            v["payout"].as_f64()
+        ),
+        (Some("sold"), Some(90.0), Some(72.0)),
+        "{v}"
+    );
+    let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+    assert_eq!(v["payout"], 45.0, "{v}");
+}
+
 /// The payout a ping offered is what its post pays, even when a reload changed the seller's
 /// payout rule in between; a new ping gets the new rule.
 #[test]

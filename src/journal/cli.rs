@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::reader::{Entry, Follower, Reader};
-use super::record::{LeadFlow, PingOutcome, Record};
+use super::record::{LeadFlow, PayoutTerms, PingOutcome, Record};
 use super::{verify, JournalError};
 use crate::money::{write_dollars, Cents};
 
@@ -399,6 +399,7 @@ fn describe(r: &Record) -> String {
             payout_cents,
             hold_ms,
             held,
+            terms,
             ..
         } => {
             if held.is_empty() {
@@ -408,8 +409,13 @@ fn describe(r: &Record) -> String {
                     .iter()
                     .map(|(b, c, _)| format!("{b} {}", dollars_text(*c)))
                     .collect();
+                let rule = match terms {
+                    Some(PayoutTerms::ShareBp(bp)) => format!(" ({}% share)", share_text(*bp, 2)),
+                    Some(PayoutTerms::Fixed(c)) => format!(" (fixed {})", dollars_text(*c)),
+                    None => String::new(),
+                };
                 format!(
-                    "bid: payout {} offered for {hold_ms} ms; held: {}",
+                    "bid: payout {}{rule} offered for {hold_ms} ms; held: {}",
                     dollars_text(*payout_cents),
                     list.join(", ")
                 )
@@ -454,6 +460,18 @@ fn field_opt(out: &mut Vec<u8>, k: &str, v: &Option<String>) {
 fn field_money(out: &mut Vec<u8>, k: &str, cents: Cents) {
     key(out, k);
     write_dollars(out, cents);
+}
+
+/// Basis points divided by 10^`digits`, with no trailing zeros: 4 gives the fraction
+/// (`0.805`), 2 the percentage (`80.5`).
+fn share_text(bp: u32, digits: u32) -> String {
+    let den = 10u32.pow(digits);
+    let (whole, frac) = (bp / den, bp % den);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let f = format!("{frac:0width$}", width = digits as usize);
+    format!("{whole}.{}", f.trim_end_matches('0'))
 }
 
 fn field_num(out: &mut Vec<u8>, k: &str, v: u64) {
@@ -610,6 +628,7 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             payout_cents,
             hold_ms,
             held,
+            terms,
             ..
         } => {
             field_str(out, "campaign", campaign);
@@ -621,6 +640,14 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             );
             field_money(out, "payout", *payout_cents);
             field_num(out, "expires_in_ms", *hold_ms);
+            match terms {
+                Some(PayoutTerms::ShareBp(bp)) => {
+                    key(out, "payout_share");
+                    out.extend_from_slice(share_text(*bp, 4).as_bytes());
+                }
+                Some(PayoutTerms::Fixed(c)) => field_money(out, "payout_fixed", *c),
+                None => {}
+            }
             key(out, "held");
             out.push(b'[');
             for (i, (buyer, cents, bid_id)) in held.iter().enumerate() {

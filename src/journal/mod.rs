@@ -36,7 +36,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use reader::{read_all, replay_sales, Entry, Follower, Reader};
-pub use record::{DecodeError, LeadFlow, LeadStatus, PingOutcome, Record, RecordRef, RecordType};
+pub use record::{
+    DecodeError, LeadFlow, LeadStatus, PayoutTerms, PingOutcome, Record, RecordRef, RecordType,
+};
 pub use recovery::{verify, Cut, Damage, DamageKind, RecoveryReport, VerifyReport};
 pub use salvage::{replay_set_aside, SetAsideReport};
 pub use writer::Journal;

@@ -255,8 +255,23 @@ pub enum RecordRef<'a> {
         payout_cents: Cents,
         hold_ms: u64,
         held: &'a [(&'a str, Cents, Option<&'a str>)],
+        /// The payout rule of the offer; `None` for a no-bid.
+        terms: Option<PayoutTerms>,
     },
 }
+
+/// The seller's payout rule an offer was made under (a `PingAnswered`'s), so the post of a
+/// ping held across a restart pays what was offered even if the config changed meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutTerms {
+    /// Basis points (1/10,000) of the price.
+    ShareBp(u32),
+    /// A fixed amount per sold lead.
+    Fixed(Cents),
+}
+
+const TERMS_SHARE: u8 = 1;
+const TERMS_FIXED: u8 = 2;
 
 /// A ping outcome borrowing its bid id.
 pub type PingOutcomeRef<'a> = PingOutcome<&'a str>;
@@ -348,6 +363,8 @@ pub enum Record {
         payout_cents: Cents,
         hold_ms: u64,
         held: Vec<(String, Cents, Option<String>)>,
+        /// The payout rule of the offer (appended later: `None` in older records and no-bids).
+        terms: Option<PayoutTerms>,
     },
 }
 
@@ -623,6 +640,7 @@ impl<'a> RecordRef<'a> {
                 campaign,
                 seller,
                 held,
+                terms,
                 ..
             } => {
                 n.str("lead_id", lead_id)?;
@@ -640,6 +658,9 @@ impl<'a> RecordRef<'a> {
                     n.str("held.buyer", buyer)?;
                     n.fixed(8);
                     n.opt_str("held.bid_id", *bid_id)?;
+                }
+                if terms.is_some() {
+                    n.fixed(1 + 8);
                 }
             }
         }
@@ -800,6 +821,7 @@ impl<'a> RecordRef<'a> {
                 payout_cents,
                 hold_ms,
                 held,
+                terms,
             } => {
                 o.str(lead_id);
                 o.str(campaign);
@@ -811,6 +833,17 @@ impl<'a> RecordRef<'a> {
                     o.str(buyer);
                     o.i64(*cents);
                     o.opt_str(*bid_id);
+                }
+                match terms {
+                    Some(PayoutTerms::ShareBp(bp)) => {
+                        o.u8(TERMS_SHARE);
+                        o.i64(i64::from(bp));
+                    }
+                    Some(PayoutTerms::Fixed(cents)) => {
+                        o.u8(TERMS_FIXED);
+                        o.i64(cents);
+                    }
+                    None => {}
                 }
             }
         }
@@ -967,6 +1000,7 @@ impl<'a> RecordRef<'a> {
                 payout_cents,
                 hold_ms,
                 held,
+                terms,
             } => Record::PingAnswered {
                 lead_id: s(lead_id),
                 campaign: s(campaign),
@@ -974,6 +1008,7 @@ impl<'a> RecordRef<'a> {
                 payout_cents,
                 hold_ms,
                 held: held.iter().map(|&(b, c, id)| (s(b), c, os(id))).collect(),
+                terms,
             },
         }
     }
@@ -1189,6 +1224,19 @@ impl Record {
                         i.opt_str("held.bid_id")?,
                     ));
                 }
+                let terms = if i.pos < payload.len() {
+                    let tag = i.u8("terms")?;
+                    let value = i.i64("terms.value")?;
+                    Some(match tag {
+                        TERMS_SHARE => PayoutTerms::ShareBp(
+                            u32::try_from(value).map_err(|_| DecodeError::BadTag("terms"))?,
+                        ),
+                        TERMS_FIXED => PayoutTerms::Fixed(value),
+                        _ => return Err(DecodeError::BadTag("terms")),
+                    })
+                } else {
+                    None
+                };
                 Record::PingAnswered {
                     lead_id,
                     campaign,
@@ -1196,6 +1244,7 @@ impl Record {
                     payout_cents,
                     hold_ms,
                     held,
+                    terms,
                 }
             }
         })
@@ -1340,6 +1389,7 @@ impl Record {
                 payout_cents,
                 hold_ms,
                 held,
+                terms,
             } => {
                 held_refs = held
                     .iter()
@@ -1352,6 +1402,7 @@ impl Record {
                     payout_cents: *payout_cents,
                     hold_ms: *hold_ms,
                     held: &held_refs,
+                    terms: *terms,
                 }
             }
         };

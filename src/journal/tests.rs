@@ -237,6 +237,25 @@ fn every_record() -> Vec<Record> {
                 (s("acme-ins"), 12_000, Some(s("b-77"))),
                 (s("blue-ins"), 11_000, None),
             ],
+            terms: Some(PayoutTerms::ShareBp(8000)),
+        },
+        Record::PingAnswered {
+            lead_id: id.clone(),
+            campaign: s("solar"),
+            seller: s("blue-leads"),
+            payout_cents: 2000,
+            hold_ms: 30_000,
+            held: vec![(s("acme-ins"), 12_000, None)],
+            terms: Some(PayoutTerms::Fixed(2000)),
+        },
+        Record::PingAnswered {
+            lead_id: id.clone(),
+            campaign: s("solar"),
+            seller: s("blue-leads"),
+            payout_cents: 2000,
+            hold_ms: 30_000,
+            held: vec![(s("acme-ins"), 12_000, None)],
+            terms: None,
         },
         Record::PingAnswered {
             lead_id: id,
@@ -245,6 +264,7 @@ fn every_record() -> Vec<Record> {
             payout_cents: 0,
             hold_ms: 0,
             held: Vec::new(),
+            terms: None,
         },
     ]
 }
@@ -412,6 +432,13 @@ fn decoding_garbage_never_panics_and_truncation_is_an_error() {
                     // Without its last field it reads as a record written before the field.
                     let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
                     assert!(matches!(back, Record::LeadReceived { flow: None, .. }));
+                    continue;
+                }
+            }
+            if let Record::PingAnswered { terms: Some(_), .. } = &r {
+                if cut == bytes.len() - 9 {
+                    let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
+                    assert!(matches!(back, Record::PingAnswered { terms: None, .. }));
                     continue;
                 }
             }
@@ -1549,8 +1576,16 @@ fn export_prints_one_json_object_a_line_with_dollars_and_rfc3339_times() {
     assert_eq!(lines[21]["held"][0]["price"], 120.0);
     assert_eq!(lines[21]["held"][0]["bid_id"], "b-77");
     assert_eq!(lines[21]["held"][1]["bid_id"], serde_json::Value::Null);
-    assert_eq!(lines[22]["status"], "no_bid");
-    assert_eq!(lines[22]["held"], serde_json::json!([]));
+    assert_eq!(lines[21]["payout_share"], 0.8);
+    assert_eq!(lines[21].get("payout_fixed"), None);
+    assert_eq!(lines[22]["payout_fixed"], 20.0);
+    assert_eq!(
+        lines[23].get("payout_share"),
+        None,
+        "unknown for records written before it"
+    );
+    assert_eq!(lines[24]["status"], "no_bid");
+    assert_eq!(lines[24]["held"], serde_json::json!([]));
 }
 
 #[test]
@@ -1573,8 +1608,9 @@ fn show_prints_one_leads_history_relative_to_its_first_record() {
     assert!(out.contains("bid $42.50"));
     assert!(out.contains("acme-ins pays $120.00, acme-media earns $96.00"));
     assert!(out.contains("ping from blue-leads"));
+    assert!(out.contains("bid: payout $20.00 (fixed $20.00) offered"));
     assert!(out.contains(
-        "bid: payout $96.00 offered for 30000 ms; held: acme-ins $120.00, blue-ins $110.00"
+        "bid: payout $96.00 (80% share) offered for 30000 ms; held: acme-ins $120.00, blue-ins $110.00"
     ));
     assert!(out.contains("no bid"));
     assert!(!out.contains(&lead_id(1)));

@@ -196,6 +196,7 @@ mod tests {
             fields: crate::lead::Fields::default(),
             expires,
             posted: false,
+            payout: crate::config::Payout::ShareBp(8000),
         }
     }
 

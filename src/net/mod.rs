@@ -127,6 +127,25 @@ pub struct HeldPing {
     pub expires: std::time::Instant,
     /// A post claimed it (a second post is refused with 409).
     pub posted: bool,
+    /// The seller's payout rule the offer was made under: the post pays by it, whatever a
+    /// reload or a restart changed since.
+    pub payout: crate::config::Payout,
+}
+
+/// The journal's form of a payout rule.
+pub fn payout_terms(rule: crate::config::Payout) -> journal::PayoutTerms {
+    match rule {
+        crate::config::Payout::ShareBp(bp) => journal::PayoutTerms::ShareBp(bp),
+        crate::config::Payout::Fixed(c) => journal::PayoutTerms::Fixed(c),
+    }
+}
+
+/// A payout rule read back from the journal.
+pub fn payout_rule(terms: journal::PayoutTerms) -> crate::config::Payout {
+    match terms {
+        journal::PayoutTerms::ShareBp(bp) => crate::config::Payout::ShareBp(bp),
+        journal::PayoutTerms::Fixed(c) => crate::config::Payout::Fixed(c),
+    }
 }
 
 /// A config snapshot with what the engine derives from it: buyers' resolved addresses, their
@@ -716,6 +735,7 @@ fn rebuild(
                 seller,
                 hold_ms,
                 held: bids,
+                terms,
                 ..
             } => {
                 let c = pnl.campaign(campaign);
@@ -729,7 +749,9 @@ fn rebuild(
                 let live = expires_us > now_us;
                 match (live, body) {
                     (true, Some((test, body))) => {
-                        if let Some(h) = restore_hold(snap, seller, campaign, test, bids, &body) {
+                        if let Some(h) =
+                            restore_hold(snap, seller, campaign, test, bids, *terms, &body)
+                        {
                             let left = std::time::Duration::from_micros(expires_us - now_us);
                             let h = HeldPing {
                                 expires: mono_now + left,
@@ -842,6 +864,7 @@ fn restore_hold(
     campaign: &str,
     test: bool,
     bids: &[(String, crate::money::Cents, Option<String>)],
+    terms: Option<journal::PayoutTerms>,
     body: &[u8],
 ) -> Option<HeldPing> {
     let seller = snap.sellers.iter().position(|s| s.id == seller)?;
@@ -882,6 +905,8 @@ fn restore_hold(
         fields,
         expires: std::time::Instant::now(),
         posted: false,
+        // A record from before the rule was journaled: the rule in force now.
+        payout: terms.map_or(snap.sellers[seller].payout, payout_rule),
     })
 }
 

@@ -1434,7 +1434,7 @@ impl Worker {
                 "this ping was already posted",
             ));
         }
-        let rule = h.snap.sellers.get(h.seller).map(|s| s.payout);
+        let rule = Some(h.payout);
         if std::ptr::eq(&*h.snap, snap) {
             h.posted = true;
             return Ok((h.campaign, h.test, h.bids.clone(), h.fields.clone(), rule));
@@ -2194,6 +2194,7 @@ impl Worker {
                 payout_cents: 0,
                 hold_ms: 0,
                 held: &[],
+                terms: None,
             });
             return Ok((None, pos));
         }
@@ -2226,6 +2227,7 @@ impl Worker {
             payout_cents: offer,
             hold_ms: held_ms,
             held: &listed,
+            terms: Some(super::payout_terms(rule)),
         };
         let now = Instant::now();
         let mut held = self.shared.held.lock();
@@ -2250,6 +2252,7 @@ impl Worker {
                 fields,
                 expires: now + campaign.hold,
                 posted: false,
+                payout: rule,
             },
             now,
         );
