@@ -272,6 +272,34 @@ fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
     );
 }
 
+/// A seller who nests the consumer inside a ping field does not get it pinged: the nested
+/// personal members are left out of the ping, and the post still carries them.
+#[test]
+fn personal_members_nested_in_a_ping_field_are_not_pinged() {
+    let fleet = Fleet::start(vec![bidder("acme", 4250, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let nested = r#""lead_type": {"kind": "auto", "first_name": "Ana", "contact": {"email": "ana@example.com"},
+        "drivers": [{"age": 34, "phone": "7135550147", "dl_number": "D1234567"}]}"#;
+    let v = ex
+        .client()
+        .lead(&LEAD.replace(r#""lead_type": "auto""#, nested))
+        .json();
+    assert_eq!(v["status"], "sold", "{v}");
+    let ping = body_json(&fleet.ping_bodies(0)[0]);
+    assert_eq!(
+        ping["lead"]["lead_type"],
+        serde_json::json!({"kind": "auto", "contact": {}, "drivers": [{"age": 34}]}),
+        "{ping}"
+    );
+    let raw = String::from_utf8_lossy(&fleet.ping_bodies(0)[0]).to_string();
+    for personal in ["Ana", "ana@example.com", "7135550147", "D1234567"] {
+        assert!(!raw.contains(personal), "ping leaked {personal}: {raw}");
+    }
+    let post = body_json(&fleet.post_bodies(0)[0]);
+    assert_eq!(post["lead"]["lead_type"]["first_name"], "Ana");
+    assert_eq!(post["lead"]["lead_type"]["drivers"][0]["dl_number"], "D1234567");
+}
+
 #[test]
 fn sequential_leads_reuse_keep_alive_buyer_connections() {
     let fleet = Fleet::start(vec![bidder("a", 1000, 1), bidder("b", 2000, 1)]).unwrap();

@@ -295,8 +295,17 @@ impl Adapter {
 
     /// Appends the ping body to `out` (like `lead::write_ping`, it does not clear `out`, so a
     /// caller may write it after other bytes). See [`Adapter::write_post`] for the rendering.
+    /// A personal member nested in an array or object the template names is left out
+    /// (`lead::ping_safe`).
     pub fn write_ping(&self, out: &mut Vec<u8>, ctx: &Ctx<'_>) {
-        self.write_body(out, &self.ping, ctx);
+        let named = self.ping.iter().flat_map(|f| &f.parts).filter_map(|p| match p {
+            Part::Lead(f) => Some(f.as_str()),
+            _ => None,
+        });
+        match crate::lead::ping_safe(ctx.lead, named) {
+            Some(safe) => self.write_body(out, &self.ping, &Ctx { lead: &safe, ..*ctx }),
+            None => self.write_body(out, &self.ping, ctx),
+        }
     }
 
     /// Appends the post body to `out` (not cleared first).

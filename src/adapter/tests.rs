@@ -719,3 +719,29 @@ fn an_adapter_bid_id_too_long_to_quote_back_is_invalid() {
     let body = format!(r#"{{"bid": 3, "id": "{fits}"}}"#);
     assert_eq!(a.parse_bid(200, body.as_bytes()), bid(300, Some(&fits)));
 }
+
+#[test]
+fn a_ping_template_leaves_out_personal_members_nested_in_a_field() {
+    let a = adapter(
+        r#"request = "json"
+response = "json"
+bid_path = "/bid"
+ping_body = { zip = "{lead.zip}", vehicle = "{lead.vehicle}", note = "v: {lead.vehicle}" }
+post_body = { vehicle = "{lead.vehicle}" }"#,
+    );
+    let lead = Fields::from_json(
+        r#"{"zip":"77002","vehicle":{"year":2019,"vin":"1HGCM82633A004352","owner":{"full_name":"Ana"}}}"#,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    a.write_ping(&mut out, &ping_ctx(&lead));
+    let v: Value = serde_json::from_slice(&out).expect("ping is JSON");
+    assert_eq!(
+        v,
+        json!({"zip": "77002", "vehicle": {"year": 2019, "owner": {}},
+               "note": "v: {\"year\":2019,\"owner\":{}}"})
+    );
+    out.clear();
+    a.write_post(&mut out, &post_ctx(&lead, None));
+    assert!(text(&out).contains("1HGCM82633A004352"));
+}

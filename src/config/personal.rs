@@ -48,6 +48,21 @@ const EXACT: &[&str] = &[
     "cvc",
     "pin",
     "iban",
+    // Driver's license (`dl`, `dln`, `dl_no`), a license or licence number on its own, and
+    // the social security number by its first word.
+    "dl",
+    "dln",
+    "dlno",
+    "dlid",
+    "license",
+    "licence",
+    "social",
+    "bday",
+    // A card or account by its kind alone (`credit_card_debt` and `has_bank_account_type` are
+    // fine: the numbers are `cardnumber` and `accountnumber` below).
+    "creditcard",
+    "debitcard",
+    "bankaccount",
     // Precise location.
     "lat",
     "lng",
@@ -115,6 +130,11 @@ const CONTAINS: &[&str] = &[
     "licencenumber",
     "licenceno",
     "licenseplate",
+    "licenceplate",
+    "dlnum",
+    "licensenum",
+    "licencenum",
+    "accountno",
     "platenumber",
     "vinnumber",
     "accountnumber",

@@ -326,6 +326,15 @@ const PERSONAL_VARIANTS: &[&str] = &[
     "universal_leadid",
     "trustedform_cert_url",
     "xxTrustedFormCertUrl",
+    "dl_number",
+    "DLN",
+    "dl",
+    "license_num",
+    "licence",
+    "bday",
+    "social",
+    "credit_card",
+    "bank_account",
 ];
 
 /// Ping fields in the repository's configs and tests, and others a campaign may well ping on.
@@ -354,6 +363,9 @@ const NON_PERSONAL: &[&str] = &[
     "current_insurer",
     "company_name",
     "license_status",
+    "licensed_years",
+    "dl_state",
+    "has_checking_account",
     "years_at_residence",
     "utility_provider",
     "electric_company",

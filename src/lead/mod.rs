@@ -525,10 +525,51 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// The lead as a ping may show it, when that differs from the lead: a ping field holding an
+/// array or an object keeps its shape but loses every member whose name is personal
+/// (`config::is_personal_field`), at any depth, so `"vehicles": [{"year": 2019, "vin": ...}]`
+/// is pinged without the VIN and posted with it. `None`, the usual case, when no field of
+/// `names` holds such a member.
+pub fn ping_safe<'k>(lead: &Fields, names: impl IntoIterator<Item = &'k str>) -> Option<Fields> {
+    let mut safe: Option<Fields> = None;
+    for k in names {
+        let text = match lead.get(k) {
+            Some(Field::Array(t) | Field::Object(t)) => t,
+            _ => continue,
+        };
+        let Ok(mut v) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        if drop_personal(&mut v) {
+            safe.get_or_insert_with(|| lead.clone())
+                .insert(k.to_string(), v);
+        }
+    }
+    safe
+}
+
+/// Remove personal members from `v` at any depth; true when any was removed.
+fn drop_personal(v: &mut Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            let before = m.len();
+            m.retain(|k, _| !crate::config::is_personal_field(k));
+            let mut dropped = m.len() != before;
+            for x in m.values_mut() {
+                dropped |= drop_personal(x);
+            }
+            dropped
+        }
+        Value::Array(a) => a.iter_mut().fold(false, |d, x| drop_personal(x) | d),
+        _ => false,
+    }
+}
+
 /// The ping body: the campaign's `ping_fields` and nothing else. The same bytes go to every
 /// buyer of the lead (they are all pinged at once, with the same `timeout_ms`). No personal
 /// field is among them: config validation refuses one, and leaves it out of the campaign besides
-/// (`config::is_personal_field`, too slow to repeat for every ping).
+/// (`config::is_personal_field`, too slow to repeat for every ping); a personal member nested
+/// in an array or object a ping field holds is left out ([`ping_safe`]).
 pub fn write_ping(
     out: &mut Vec<u8>,
     ping_id: &str,
@@ -552,9 +593,11 @@ pub fn write_ping(
     out.extend_from_slice(b",\"timeout_ms\":");
     push_u64(out, timeout_ms);
     out.extend_from_slice(b",\"lead\":{");
+    let safe = ping_safe(&req.lead, campaign.ping_fields.iter().map(String::as_str));
+    let lead = safe.as_ref().unwrap_or(&req.lead);
     let mut first = true;
     for f in &campaign.ping_fields {
-        if let Some(member) = req.lead.member_json(f) {
+        if let Some(member) = lead.member_json(f) {
             if !first {
                 out.push(b',');
             }

@@ -242,6 +242,27 @@ fn the_ping_carries_only_ping_fields() {
 }
 
 #[test]
+fn nested_personal_members_are_left_out_of_the_ping_only() {
+    let body = LEAD.replace(
+        r#""lead_type": "auto""#,
+        r#""lead_type": [{"Email": "a@b.c", "k": 1}, "x"]"#,
+    );
+    let req = parse_request(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    write_ping(&mut out, "01J", &campaign(), &req, 780);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["lead"]["lead_type"], serde_json::json!([{"k": 1}, "x"]));
+    // The ping's field order stays the campaign's.
+    let keys: Vec<_> = v["lead"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, vec!["state", "zip", "lead_type", "age", "insured"]);
+    assert_eq!(ping_safe(&req.lead, ["state", "zip"]), None);
+    out.clear();
+    write_post(&mut out, "01J", None, 100, &campaign(), &req);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["lead"]["lead_type"][0]["Email"], "a@b.c");
+}
+
+#[test]
 fn the_post_carries_the_full_lead_and_consent() {
     let req = parse_request(LEAD.as_bytes()).unwrap();
     let mut out = Vec::new();
