@@ -209,3 +209,27 @@ fn bids_over_the_buyers_budget_do_not_use_up_the_cascade() {
     assert_eq!(v["status"], "bid", "{v}");
     assert_eq!(v["payout"], 8.0, "80 % of the 10.00 a buyer can pay: {v}");
 }
+
+/// A blank consent vertical reads as none, as validation reads it: the campaign's vertical
+/// decides which buyers' `verticals` match, so a buyer taking that vertical is pinged.
+#[test]
+fn a_blank_consent_vertical_reads_as_the_campaigns() {
+    let fleet = Fleet::start(vec![bidder("auto-only", 2000)]).unwrap();
+    let ex = Exchange::start(&first_buyer_with(
+        &fleet,
+        "verticals = [\"auto_insurance\"]",
+    ));
+    let mut c = ex.client();
+    for (i, blank) in ["\"\"", "\"  \""].iter().enumerate() {
+        let lead = LEAD
+            .replace(
+                "\"vertical\": \"auto_insurance\"",
+                &format!("\"vertical\": {blank}"),
+            )
+            .replace("7135550147", &format!("713555020{i}"))
+            .replace("ana@example.com", &format!("ana{i}@example.com"));
+        let v = c.lead(&lead).json();
+        assert_eq!(v["status"], "sold", "{blank}: {v}");
+    }
+    assert_eq!(fleet.pings(0), 2);
+}

@@ -508,7 +508,12 @@ pub fn disclosed_buyers(req: &LeadRequest) -> Option<Vec<String>> {
 
 /// The consent's vertical, when given.
 pub fn consent_vertical(req: &LeadRequest) -> Option<&str> {
-    req.consent.as_ref()?.get("vertical")?.as_str()
+    // Blank reads as absent, as validation reads it: the campaign's vertical then.
+    req.consent
+        .as_ref()?
+        .get("vertical")
+        .filter(|v| !v.is_blank())?
+        .as_str()
 }
 
 /// JSON string escaping (serde_json's), without building a `Value`.
