@@ -194,3 +194,125 @@ fn a_fallback_keeps_the_first_auctions_counts() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Round robin is fair to a buyer that matches fewer leads than the others: with one buyer
+/// taking only CA leads and TX and CA leads alternating, every buyer still gets leads of each
+/// state it takes. (A start place counted modulo the number of buyers eligible for each lead
+/// gave every TX lead to the first buyer and none to the second.)
+#[test]
+fn round_robin_is_fair_when_buyers_match_different_leads() {
+    let fleet = Fleet::start(vec![
+        poster("a", true),
+        poster("b", true),
+        poster("ca", true),
+    ])
+    .unwrap();
+    let toml = fixed_config(
+        &fleet,
+        "round_robin",
+        &[(20.0, 1, 1), (20.0, 1, 1), (20.0, 1, 1)],
+    ) + "\n[buyers.filters]\nstates = [\"CA\"]\n";
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let ca = LEAD.replace(r#""state": "TX""#, r#""state": "CA""#);
+    for _ in 0..6 {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+        assert_eq!(c.lead(&ca).json()["status"], "sold");
+    }
+    let states = |i: usize| -> Vec<String> {
+        fleet
+            .post_bodies(i)
+            .iter()
+            .map(|p| {
+                body_json(p)["lead"]["state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let (a, b, only_ca) = (states(0), states(1), states(2));
+    assert_eq!(a.len() + b.len() + only_ca.len(), 12);
+    for (name, got) in [("a", &a), ("b", &b)] {
+        assert!(
+            got.iter().any(|s| s == "TX") && got.iter().any(|s| s == "CA"),
+            "{name} got {got:?}"
+        );
+    }
+    assert!(
+        only_ca.len() >= 2 && only_ca.iter().all(|s| s == "CA"),
+        "{only_ca:?}"
+    );
+}
+
+/// A buyer with weight 0 is never drawn by a weighted campaign.
+#[test]
+fn a_buyer_of_weight_zero_is_never_drawn() {
+    let fleet = Fleet::start(vec![poster("zero", true), poster("three", true)]).unwrap();
+    let ex = Exchange::start(&fixed_config(
+        &fleet,
+        "weighted",
+        &[(20.0, 1, 0), (20.0, 1, 3)],
+    ));
+    let mut c = ex.client();
+    for _ in 0..40 {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    }
+    assert_eq!((fleet.posts(0), fleet.posts(1)), (0, 40));
+}
+
+/// The fallback keeps the campaign's reserve (a fixed-price buyer under it is never posted to,
+/// as in a fixed-price campaign), and does not post the lead again to a buyer that bid, was
+/// posted to and said no, even when that buyer has a fixed price too.
+#[test]
+fn the_fallback_keeps_the_reserve_and_skips_buyers_already_posted_to() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("both").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(4000, None),
+            Kind::Post => Reply::rejected("duplicate"),
+        }),
+        poster("cheap", true),
+        poster("fair", true),
+    ])
+    .unwrap();
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"",
+        |_| String::new(),
+    );
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"both\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nprice = 15.00\npriority = 1\n",
+        fleet.ping_url(0),
+        fleet.post_url(0)
+    ));
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"cheap\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 3.00\npriority = 2\n",
+        fleet.post_url(1)
+    ));
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"fair\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 12.00\npriority = 3\n",
+        fleet.post_url(2)
+    ));
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "fair", "{v}");
+    assert_eq!(v["price"], 12.0, "{v}");
+    assert_eq!((fleet.posts(0), fleet.posts(1), fleet.posts(2)), (1, 0, 1));
+
+    // `gavel check` says why the cheap buyer never gets a lead.
+    let dir = temp_dir("fallback-reserve");
+    let path = dir.join("gavel.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let out = gavel()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("buyer cheap's price $3.00 is under the campaign's reserve_price $5.00"),
+        "{text}"
+    );
+}

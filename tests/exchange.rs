@@ -297,7 +297,10 @@ fn personal_members_nested_in_a_ping_field_are_not_pinged() {
     }
     let post = body_json(&fleet.post_bodies(0)[0]);
     assert_eq!(post["lead"]["lead_type"]["first_name"], "Ana");
-    assert_eq!(post["lead"]["lead_type"]["drivers"][0]["dl_number"], "D1234567");
+    assert_eq!(
+        post["lead"]["lead_type"]["drivers"][0]["dl_number"],
+        "D1234567"
+    );
 }
 
 #[test]

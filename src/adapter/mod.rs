@@ -298,12 +298,23 @@ impl Adapter {
     /// A personal member nested in an array or object the template names is left out
     /// (`lead::ping_safe`).
     pub fn write_ping(&self, out: &mut Vec<u8>, ctx: &Ctx<'_>) {
-        let named = self.ping.iter().flat_map(|f| &f.parts).filter_map(|p| match p {
-            Part::Lead(f) => Some(f.as_str()),
-            _ => None,
-        });
+        let named = self
+            .ping
+            .iter()
+            .flat_map(|f| &f.parts)
+            .filter_map(|p| match p {
+                Part::Lead(f) => Some(f.as_str()),
+                _ => None,
+            });
         match crate::lead::ping_safe(ctx.lead, named) {
-            Some(safe) => self.write_body(out, &self.ping, &Ctx { lead: &safe, ..*ctx }),
+            Some(safe) => self.write_body(
+                out,
+                &self.ping,
+                &Ctx {
+                    lead: &safe,
+                    ..*ctx
+                },
+            ),
             None => self.write_body(out, &self.ping, ctx),
         }
     }

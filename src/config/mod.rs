@@ -317,7 +317,12 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
             let auction_low = (c.method == Method::PingPost && buyers().any(|b| b.ping.is_some()))
                 .then(|| c.reserve_cents.max(1));
             let fixed_low = (c.method != Method::PingPost || c.fallback.is_some())
-                .then(|| buyers().filter_map(|b| b.price_cents).min())
+                .then(|| {
+                    buyers()
+                        .filter_map(|b| b.price_cents)
+                        .filter(|&p| p >= c.reserve_cents)
+                        .min()
+                })
                 .flatten();
             let lowest = auction_low.into_iter().chain(fixed_low).min();
             if let Some(low) = lowest.filter(|&low| low < fixed) {
@@ -350,6 +355,25 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
                 c.id,
                 c.method.name()
             ));
+        }
+        let fixed = c.method != Method::PingPost || c.fallback.is_some();
+        let weighted = c.method == Method::Weighted || c.fallback == Some(Method::Weighted);
+        for b in buyers().filter(|b| fixed && b.post.is_some()) {
+            match b.price_cents {
+                Some(p) if p < c.reserve_cents => out.push(format!(
+                    "campaign {}: buyer {}'s price {} is under the campaign's reserve_price {}: \
+                     it is never posted to",
+                    c.id,
+                    b.id,
+                    crate::money::usd(p),
+                    crate::money::usd(c.reserve_cents)
+                )),
+                Some(_) if weighted && b.weight == 0 => out.push(format!(
+                    "campaign {}: buyer {} has weight 0: it is never drawn",
+                    c.id, b.id
+                )),
+                _ => {}
+            }
         }
         if let Some(f) = c.fallback.filter(|_| !priced) {
             out.push(format!(

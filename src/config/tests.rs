@@ -634,11 +634,21 @@ fn a_fixed_payout_above_what_a_lead_may_sell_for_is_warned_about() {
             && w[0].contains("($5.00)"),
         "{w:?}"
     );
-    // A reserve at the payout leaves the fallback's fixed-price buyer ($18.00) below it.
-    let text = CONTRACT.replace("reserve_price = 5.00", "reserve_price = 20.00");
+    // A fallback buyer at $18.00 leaves a lead selling below the payout.
+    let text = CONTRACT.replace("reserve_price = 5.00", "reserve_price = 18.00");
     let w = warnings(&parse(&text).unwrap());
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("($18.00)"), "{w:?}");
+    // A reserve at the payout keeps the fallback's buyer ($18.00) from every lead: that is
+    // what the operator is told.
+    let text = CONTRACT.replace("reserve_price = 5.00", "reserve_price = 20.00");
+    let w = warnings(&parse(&text).unwrap());
+    assert_eq!(
+        w,
+        vec!["campaign auto-insurance: buyer fallback-ins's price $18.00 is under the campaign's \
+              reserve_price $20.00: it is never posted to"
+            .to_string()]
+    );
     // Without the fallback nothing sells below $20.00: no warning.
     let text = text.replace("fallback = \"waterfall\"", "fallback = \"none\"");
     assert_eq!(warnings(&parse(&text).unwrap()), Vec::<String>::new());

@@ -148,6 +148,59 @@ pub fn payout_rule(terms: journal::PayoutTerms) -> crate::config::Payout {
     }
 }
 
+/// Round-robin distribution of one campaign: the first turn of each lead goes to the eligible
+/// buyer whose last first turn is the oldest, so a buyer that matches fewer leads than the
+/// others (one state of several) still gets its share of the leads it matches, which a
+/// counter modulo the number of buyers eligible for each lead would not give it.
+pub struct RoundRobin {
+    /// First turns handed out so far.
+    pub turns: AtomicU64,
+    /// Per buyer of the snapshot: the turn it last had (0: none yet). Empty for a campaign
+    /// that never distributes round robin.
+    pub last: Vec<AtomicU64>,
+}
+
+/// Attempts at taking a buyer's turn when another worker took one at the same moment, before
+/// the lead goes ahead in the order it has.
+pub const ROUND_ROBIN_RETRIES: usize = 4;
+
+impl RoundRobin {
+    pub fn new(c: &crate::config::Campaign, buyers: usize) -> RoundRobin {
+        let used = c.method == crate::config::Method::RoundRobin
+            || c.fallback == Some(crate::config::Method::RoundRobin);
+        RoundRobin {
+            turns: AtomicU64::new(0),
+            last: (0..if used { buyers } else { 0 })
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// Order `buyers` (eligible, sorted by priority) for one lead: the longest without a
+    /// turn first, the rest after it by the same rule; the first one's turn is taken.
+    pub fn order(&self, buyers: &mut [usize]) {
+        let last = |b: usize| self.last.get(b).map_or(0, |t| t.load(Ordering::Relaxed));
+        for _ in 0..ROUND_ROBIN_RETRIES {
+            // Stable: among equals, priority and config order decide.
+            buyers.sort_by_cached_key(|&b| last(b));
+            let Some(&first) = buyers.first() else {
+                return;
+            };
+            let Some(slot) = self.last.get(first) else {
+                return;
+            };
+            let seen = slot.load(Ordering::Relaxed);
+            let turn = self.turns.fetch_add(1, Ordering::Relaxed) + 1;
+            if slot
+                .compare_exchange(seen, turn, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
 /// A config snapshot with what the engine derives from it: buyers' resolved addresses, their
 /// caps, the sellers' rate windows. A lead keeps the runtime it started under to its answer.
 pub struct Runtime {
@@ -164,8 +217,8 @@ pub struct Runtime {
     pub rate: Vec<AtomicU64>,
     /// For https buyers (`None` when the CA files could not be read: such buyers then fail).
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Per campaign: the next starting place of round-robin distribution, shared by workers.
-    pub round_robin: Vec<AtomicUsize>,
+    /// Per campaign: round-robin turns, shared by workers.
+    pub round_robin: Vec<RoundRobin>,
     /// Per buyer: the head of its ping and of its post request up to `Content-Length: `
     /// (request line, `Host`, its headers, `Content-Type`), built once per config rather than
     /// once per request. Empty without an endpoint.
@@ -223,7 +276,11 @@ impl Runtime {
             post_addrs: snap.buyers.iter().map(|b| resolve(&b.post)).collect(),
             rate: snap.sellers.iter().map(|_| AtomicU64::new(0)).collect(),
             tls,
-            round_robin: snap.campaigns.iter().map(|_| AtomicUsize::new(0)).collect(),
+            round_robin: snap
+                .campaigns
+                .iter()
+                .map(|c| RoundRobin::new(c, snap.buyers.len()))
+                .collect(),
             ping_heads: snap
                 .buyers
                 .iter()

@@ -13,7 +13,7 @@ use crate::config::{self, ConfigDiff, ConfigError, RestartKey, Snapshot};
 use crate::journal::{self, Record};
 use serde::Serialize;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What a reload did.
@@ -145,19 +145,26 @@ impl Runtime {
                 AtomicU64::new(v)
             })
             .collect();
-        rt.round_robin = rt
-            .snap
-            .campaigns
-            .iter()
-            .map(|c| {
-                let v = old
+        // Round-robin turns, by campaign and buyer id.
+        for (c, rr) in rt.snap.campaigns.iter().zip(&rt.round_robin) {
+            let Some(o) = old
+                .snap
+                .campaign_by_id(&c.id)
+                .and_then(|o| old.round_robin.get(o))
+            else {
+                continue;
+            };
+            rr.turns
+                .store(o.turns.load(Ordering::Relaxed), Ordering::Relaxed);
+            for (b, slot) in rt.snap.buyers.iter().zip(&rr.last) {
+                let was = old
                     .snap
-                    .campaign_by_id(&c.id)
-                    .and_then(|o| old.round_robin.get(o))
-                    .map_or(0, |c| c.load(Ordering::Relaxed));
-                AtomicUsize::new(v)
-            })
-            .collect();
+                    .buyer_by_id(&b.id)
+                    .and_then(|ob| o.last.get(ob))
+                    .map_or(0, |t| t.load(Ordering::Relaxed));
+                slot.store(was, Ordering::Relaxed);
+            }
+        }
         (rt, rebuild)
     }
 }

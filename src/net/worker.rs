@@ -1296,21 +1296,20 @@ impl Worker {
         });
         buyers.sort_by_key(|&b| (snap.buyers[b].priority, b));
         match method {
-            Distribution::RoundRobin if !buyers.is_empty() => {
-                let start = rt.round_robin[campaign].fetch_add(1, Ordering::Relaxed) % buyers.len();
-                buyers.rotate_left(start);
-            }
+            Distribution::RoundRobin => rt.round_robin[campaign].order(&mut buyers),
             Distribution::Weighted => {
+                // Weight 0: never drawn.
+                buyers.retain(|&b| snap.buyers[b].weight > 0);
                 let mut drawn = Vec::with_capacity(buyers.len());
                 while !buyers.is_empty() {
                     let total: u64 = buyers
                         .iter()
-                        .map(|&b| u64::from(snap.buyers[b].weight.max(1)))
+                        .map(|&b| u64::from(snap.buyers[b].weight))
                         .sum();
                     let mut pick = self.next_random() % total.max(1);
                     let mut at = 0;
                     for (i, &b) in buyers.iter().enumerate() {
-                        let w = u64::from(snap.buyers[b].weight.max(1));
+                        let w = u64::from(snap.buyers[b].weight);
                         if pick < w {
                             at = i;
                             break;
@@ -2131,7 +2130,14 @@ impl Worker {
         }
         let rt = lead.gen.rt.clone();
         let snap = rt.snap.clone();
-        let plan = self.fixed_price_plan(&rt, lead.campaign, &lead.req, method);
+        let mut plan = self.fixed_price_plan(&rt, lead.campaign, &lead.req, method);
+        // A buyer the first auction already posted this lead to (one that bids and has a
+        // fixed price too) is not sent it again: it said no, or it bought.
+        let posted: Vec<usize> = (0..lead.auction.slots())
+            .filter(|&s| lead.auction.post_result(s).is_some())
+            .map(|s| lead.auction.buyer(s))
+            .collect();
+        plan.retain(|(b, _, _)| !posted.contains(b));
         let Some(lead) = self.leads.get_mut(key) else {
             return false;
         };
@@ -2153,7 +2159,8 @@ impl Worker {
         let c = &snap.campaigns[lead.campaign];
         let params = Params {
             sale: c.sale,
-            reserve_cents: 0,
+            // The campaign's floor holds for every sale, as for its auction.
+            reserve_cents: c.reserve_cents,
             ping_timeout: c.ping_timeout,
             post_timeout: c.post_timeout,
             margin: snap.server.engine_margin,
