@@ -471,3 +471,38 @@ fn a_reload_between_ping_and_post_keeps_the_offer() {
     let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
     assert_eq!(v["payout"], 45.0, "{v}");
 }
+
+/// A `/v1/post` completes a ping that `max_leads_per_second` already counted: a seller at one
+/// lead a second can ping and post each second (the post used to be counted again and
+/// refused 429).
+#[test]
+fn a_post_is_not_counted_again_against_the_sellers_rate() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new()).replace(
+        "payout_share = 0.80",
+        "payout_share = 0.80\nmax_leads_per_second = 1",
+    );
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for i in 0..2 {
+        // Early in a fresh second, so ping and post fall in the same one.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        std::thread::sleep(Duration::from_nanos(
+            1_000_000_000 - u64::from(now.subsec_nanos()) + 20_000_000,
+        ));
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        let ping_id = v["ping_id"].as_str().unwrap().to_string();
+        let lead = format!(
+            r#"{{"first_name": "Ana", "email": "ana{i}@example.com", "phone": "713555014{i}",
+            "state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#
+        );
+        let r = c.post("/v1/post", Some(KEY), &post_body(&ping_id, &lead));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["status"], "sold");
+        // A second ping in the same second is over the rate.
+        assert_eq!(c.post("/v1/ping", Some(KEY), PING.as_bytes()).status, 429);
+    }
+}

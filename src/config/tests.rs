@@ -645,9 +645,11 @@ fn a_fixed_payout_above_what_a_lead_may_sell_for_is_warned_about() {
     let w = warnings(&parse(&text).unwrap());
     assert_eq!(
         w,
-        vec!["campaign auto-insurance: buyer fallback-ins's price $18.00 is under the campaign's \
+        vec![
+            "campaign auto-insurance: buyer fallback-ins's price $18.00 is under the campaign's \
               reserve_price $20.00: it is never posted to"
-            .to_string()]
+                .to_string()
+        ]
     );
     // Without the fallback nothing sells below $20.00: no warning.
     let text = text.replace("fallback = \"waterfall\"", "fallback = \"none\"");

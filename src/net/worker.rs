@@ -1015,7 +1015,8 @@ impl Worker {
             Ok(s) => s,
             Err(r) => return self.refuse(key, &r, None, &[]),
         };
-        if !self.gen.rt.admit_rate(seller, unix_seconds()) {
+        // A `/v1/post` completes a ping that was counted: one lead, counted once.
+        if flow != Flow::Post && !self.gen.rt.admit_rate(seller, unix_seconds()) {
             let r = Refusal {
                 status: 429,
                 code: "rate_limited",
