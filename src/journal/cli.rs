@@ -552,7 +552,20 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
                 field_money(out, "bid", *cents);
                 field_opt(out, "bid_id", bid_id);
             }
-            field_opt(out, "reason", reason);
+            // A ping that brought no answer says why in the contract's words (`timeout`,
+            // `error`, `invalid`); what the exchange saw (`status 500`, `negative bid`) is
+            // its `detail`.
+            let failed = matches!(
+                outcome,
+                PingOutcome::Timeout | PingOutcome::Error | PingOutcome::Invalid
+            );
+            key(out, "reason");
+            if failed {
+                json_str(out, outcome.name());
+            } else {
+                out.extend_from_slice(b"null");
+            }
+            field_opt(out, "detail", reason);
             field_num(out, "response_us", *response_us);
         }
         Record::AuctionClosed { bids, ranked, .. } => {

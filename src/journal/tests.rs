@@ -1555,6 +1555,11 @@ fn export_prints_one_json_object_a_line_with_dollars_and_rfc3339_times() {
     assert_eq!(lines[5]["bid"], 42.5);
     assert_eq!(lines[5]["outcome"], "bid");
     assert_eq!(lines[8]["outcome"], "timeout");
+    assert_eq!(lines[8]["reason"], "timeout");
+    assert_eq!(lines[9]["outcome"], "error");
+    assert_eq!(lines[9]["reason"], "error");
+    assert_eq!(lines[9]["detail"], "connection reset");
+    assert_eq!(lines[5]["reason"], serde_json::Value::Null);
     assert_eq!(lines[11]["ranked"][1]["price"], 96.01);
     assert_eq!(lines[16]["price"], 120.0);
     assert_eq!(lines[16]["payout"], 96.0);
