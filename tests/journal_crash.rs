@@ -624,3 +624,143 @@ fn a_restart_rebuilds_every_buyer_counter() {
     let after = counters(&Exchange::start(&toml));
     assert_eq!(after, live);
 }
+
+/// A small ext4 file system on a loop device, unmounted on drop. `None` where the test cannot
+/// make one (not root, no `mkfs.ext4`, no loop device).
+struct LoopFs {
+    dir: std::path::PathBuf,
+    mnt: std::path::PathBuf,
+}
+
+impl LoopFs {
+    fn mount(bytes: u64) -> Option<LoopFs> {
+        // SAFETY: a plain system call.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let dir = temp_dir("loopfs");
+        let img = dir.join("fs.img");
+        std::fs::File::create(&img).ok()?.set_len(bytes).ok()?;
+        let ok = |c: &mut std::process::Command| {
+            c.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&img))
+        {
+            return None;
+        }
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).ok()?;
+        if !ok(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt))
+        {
+            return None;
+        }
+        Some(LoopFs { dir, mnt })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// When the journal's file system fills up, leads are refused 503 `journal_unavailable` and the
+/// exchange lives on; restarted on the full disk it refuses leads or stops with an error, and
+/// is never killed by a signal (a store to a segment page the disk has no block for is a
+/// SIGBUS: segments get their blocks when they are made). Needs root for the loop mount; says
+/// so and passes where it cannot make one.
+#[test]
+fn a_full_journal_disk_refuses_leads_and_never_kills_the_exchange() {
+    let Some(fs) = LoopFs::mount(8 << 20) else {
+        eprintln!("not run: needs root, mkfs.ext4 and a loop device");
+        return;
+    };
+    let fleet = Fleet::start(vec![bidder("a", 2000)]).unwrap();
+    let dir = temp_dir("full-disk");
+    let text = set_journal_dir(
+        &config(&fleet, "", |_| String::new()),
+        &fs.mnt.join("journal"),
+    )
+    .replace("sync = \"os\"", "sync = \"os\"\nsegment_bytes = 1048576");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    // 40 KB of notes a lead: the 8 MiB disk fills within a few hundred leads.
+    let notes = "n".repeat(40_000);
+    let lead = |i: usize| {
+        LEAD.replace("7135550147", &format!("71355{:05}", i))
+            .replace("ana@example.com", &format!("ana{i}@example.com"))
+            .replace(
+                "\"insured\": true",
+                &format!("\"insured\": true, \"notes\": \"{notes}\""),
+            )
+    };
+    let (mut child, addr) = serve(&cfg);
+    let mut c = Client::connect(addr);
+    let mut refused = None;
+    for i in 0..2000 {
+        let r = c.lead(&lead(i));
+        if r.status == 503 {
+            refused = Some(r.json());
+            break;
+        }
+        assert_eq!(
+            r.status,
+            200,
+            "lead {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let refused = refused.expect("the disk never filled");
+    assert_eq!(refused["error"]["code"], "journal_unavailable", "{refused}");
+    // Still alive, still answering, still refusing.
+    let r = Client::connect(addr).lead(&lead(5000));
+    assert_eq!(r.status, 503);
+    assert!(child.try_wait().unwrap().is_none(), "the exchange died");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restarted on the full disk: it refuses leads or stops with an error, never a signal.
+    let mut child = gavel()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut addr = None;
+    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0 {
+        if let Some(rest) = line.split("serving sellers on ").nth(1) {
+            addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            break;
+        }
+        line.clear();
+    }
+    match addr {
+        Some(addr) => {
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            for i in 0..50 {
+                let r = Client::connect(addr).lead(&lead(6000 + i));
+                assert!(r.status == 200 || r.status == 503, "{}", r.status);
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the exchange died");
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            let status = child.wait().unwrap();
+            assert_eq!(status.signal(), None, "killed by a signal: {status:?}");
+            assert!(!status.success());
+        }
+    }
+}

@@ -262,6 +262,37 @@ unsafe impl Send for Segment {}
 // SAFETY: as above.
 unsafe impl Sync for Segment {}
 
+/// `fallocate` attempts interrupted by a signal before giving up.
+const ALLOCATE_RETRIES: usize = 8;
+
+/// Give the file's first `len` bytes their blocks on disk. A segment is written through its
+/// mapping, and a store to a page whose block the file system cannot allocate (a full disk)
+/// is a SIGBUS that kills the process: reserving every block when the segment is made turns
+/// a full disk into an error at the rotation (leads answered 503 `journal_unavailable`). A
+/// file system that cannot reserve (`EOPNOTSUPP`) leaves the file as it is.
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    let mut err = std::io::Error::from_raw_os_error(libc::EINTR);
+    for _ in 0..ALLOCATE_RETRIES {
+        // SAFETY: a plain system call on a file descriptor this `File` owns.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(());
+        }
+        err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => return Ok(()),
+            _ => return Err(err),
+        }
+    }
+    Err(err)
+}
+
 impl Segment {
     /// Create segment `seq` of `len` bytes: preallocate the file, map it, write the header.
     pub fn create(
@@ -279,6 +310,12 @@ impl Segment {
             .map_err(|e| JournalError::io("create", &path, e))?;
         file.set_len(len)
             .map_err(|e| JournalError::io("set_len", &path, e))?;
+        if let Err(e) = allocate(&file, len) {
+            // No half-made segment left behind: the next rotation tries the same name again.
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(JournalError::io("allocate", &path, e));
+        }
         let seg = Segment::map(file, &path, seq)?;
         // Before the header's write faults in the first page: all of a new segment is to come.
         seg.prepare_append(0);
@@ -303,6 +340,12 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(|e| JournalError::io("open", &path, e))?;
+        // A segment written sparse (by an older build) gets its blocks now, or not at all.
+        let len = file
+            .metadata()
+            .map_err(|e| JournalError::io("stat", &path, e))?
+            .len();
+        allocate(&file, len).map_err(|e| JournalError::io("allocate", &path, e))?;
         Segment::map(file, &path, seq)
     }
 
