@@ -149,3 +149,49 @@ fn the_relay_binary_refuses_a_bad_command_line() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }
+
+/// The one mock buyer's `host:port`, from the line it prints.
+fn mock_buyer(args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+        .args(["--count", "1", "--duration-s", "120"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gavel-mock-buyers");
+    let addr = lines(&mut child, 1)
+        .first()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|url| url.strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next())
+        .map(str::to_string)
+        .expect("the mock buyer prints its URLs");
+    (Proc(child), addr)
+}
+
+#[test]
+fn the_load_binary_rates_a_slow_target_over_the_time_its_answers_took() {
+    // One connection to a buyer that answers after 20 ms carries about 50 leads/s: the 100
+    // leads due in the first second are answered over about two.
+    let (_buyer, addr) = mock_buyer(&["--latency-ms", "20"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))
+        .args(["--target", &addr, "--key", "k", "--campaign", "c"])
+        .args(["--rate", "100", "--duration-s", "1", "--warmup-ms", "0"])
+        .args(["--connections", "1", "--json"])
+        .output()
+        .expect("run gavel-load");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load JSON");
+    assert_eq!(report["answered"], 100, "{report}");
+    assert_eq!(report["duration_ms"], 1000, "the schedule\n{report}");
+    let elapsed_ms = report["elapsed_ms"].as_u64().unwrap_or(0);
+    assert!(elapsed_ms >= 1900, "100 answers 20 ms apart\n{report}");
+    let rate = report["achieved_rate_per_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(rate < 55.0, "answers over the time they took\n{report}");
+    let expected = 100.0 * 1000.0 / elapsed_ms as f64;
+    assert!((rate - expected).abs() < 1.0, "{report}");
+}
