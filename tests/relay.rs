@@ -195,3 +195,29 @@ fn the_load_binary_rates_a_slow_target_over_the_time_its_answers_took() {
     let expected = 100.0 * 1000.0 / elapsed_ms as f64;
     assert!((rate - expected).abs() < 1.0, "{report}");
 }
+
+#[test]
+fn the_load_binary_refuses_a_template_variable_no_var_gives() {
+    let dir = std::env::temp_dir().join(format!("gavel-load-template-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let template = dir.join("lead.json");
+    std::fs::write(
+        &template,
+        r#"{"campaign":"${campaign}","source":${source},"sub":${sub},"lead":{"phone":"${phone}"}}"#,
+    )
+    .expect("write the template");
+    // Nothing listens on port 1: a usage error must be found before connecting at all.
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))
+        .args(["--target", "127.0.0.1:1", "--key", "k", "--campaign", "c"])
+        .args(["--duration-s", "1", "--template"])
+        .arg(&template)
+        .args(["--var", "source=\"fb-17\""])
+        .output()
+        .expect("run gavel-load");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("${sub}"), "names the variable: {err}");
+    assert!(out.stdout.is_empty());
+}

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use gavel::sim::load::{
-    self, LeadTemplate, LoadReport, LoadSpec, MAX_CONNECTIONS, MAX_PIPELINE, MAX_RATE_PER_S,
+    self, LeadTemplate, LoadReport, LoadSpec, TemplateError, MAX_CONNECTIONS, MAX_PIPELINE,
+    MAX_RATE_PER_S,
 };
 use serde::Serialize;
 
@@ -65,6 +66,13 @@ fn fail(msg: impl std::fmt::Display, code: i32) -> ! {
     std::process::exit(code);
 }
 
+/// The names of the `${name}` placeholders in template text that parsed, in order.
+fn placeholders(text: &str) -> impl Iterator<Item = &str> {
+    text.split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
 fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
@@ -78,20 +86,22 @@ fn main() {
             2,
         ),
     };
-    let mut template = match &args.template {
-        None => LeadTemplate::default(),
+    let (mut template, text) = match &args.template {
+        None => (LeadTemplate::default(), None),
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => match LeadTemplate::parse(&text) {
-                Ok(t) => t,
+                Ok(t) => (t, Some((path, text))),
                 Err(e) => fail(format!("{path}: {e}"), 2),
             },
             Err(e) => fail(format!("{path}: {e}"), 2),
         },
     };
+    let mut given: Vec<String> = Vec::new();
     let mut set = |name: &str, value: &str| {
         if let Err(e) = template.set(name, value) {
             fail(e, 2);
         }
+        given.push(name.to_string());
     };
     if let Some(v) = &args.vertical {
         set("vertical", &json_string(v));
@@ -109,6 +119,16 @@ fn main() {
         match var.split_once('=') {
             Some((name, value)) => set(name.trim(), value),
             None => fail(format!("--var `{var}` is not NAME=JSON"), 2),
+        }
+    }
+    // A custom variable left without a value is a usage error: refuse it before connecting,
+    // not as a failed run. `vertical` has a default (the campaign id); every other needs --var.
+    if let Some((path, text)) = &text {
+        if let Some(name) = placeholders(text)
+            .find(|n| template.uses(n) && *n != "vertical" && !given.iter().any(|g| g == n))
+        {
+            let e = TemplateError::Unset(name.to_string());
+            fail(format!("{path}: {e}; give it with --var {name}=JSON"), 2);
         }
     }
     let spec = LoadSpec {
