@@ -221,3 +221,19 @@ fn the_load_binary_refuses_a_template_variable_no_var_gives() {
     assert!(err.contains("${sub}"), "names the variable: {err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
+    // --duration-s ends a fleet that wrongly starts.
+    for args in [vec!["--count", "2", "--base-port", "65535"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+            .args(["--duration-s", "1"])
+            .args(&args)
+            .output()
+            .expect("run gavel-mock-buyers");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} started buyers");
+    }
+}

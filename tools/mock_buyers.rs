@@ -89,6 +89,17 @@ fn main() {
         eprintln!("error: --bid-min is above --bid-max");
         std::process::exit(2);
     }
+    // Buyer i listens on base + i: a pair running past the last port is refused before any bind.
+    if let Some(base) = args.base_port {
+        if u64::from(base) + (args.count - 1) > u64::from(u16::MAX) {
+            eprintln!(
+                "error: --base-port {base} with --count {} runs past port {}",
+                args.count,
+                u16::MAX
+            );
+            std::process::exit(2);
+        }
+    }
     let latency = match args.latency_p99_ms {
         Some(p99) => Dist::LogNormal {
             median: args.latency_ms as f64,
