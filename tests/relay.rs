@@ -225,7 +225,14 @@ fn the_load_binary_refuses_a_template_variable_no_var_gives() {
 #[test]
 fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
     // --duration-s ends a fleet that wrongly starts.
-    for args in [vec!["--count", "2", "--base-port", "65535"]] {
+    for args in [
+        vec!["--count", "2", "--base-port", "65535"],
+        vec!["--latency-ms", "20", "--latency-p99-ms", "5"],
+        vec!["--latency-ms", "20", "--latency-p99-ms", "NaN"],
+        vec!["--latency-ms", "0", "--latency-p99-ms", "50"],
+        vec!["--latency-jitter-ms", "5", "--latency-p99-ms", "50"],
+        vec!["--latency-ms", "5", "--latency-jitter-ms", "10"],
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
             .args(["--duration-s", "1"])
             .args(&args)

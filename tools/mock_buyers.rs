@@ -100,6 +100,38 @@ fn main() {
             std::process::exit(2);
         }
     }
+    // A delay the flags describe but the fleet would not apply is refused, not ignored.
+    if let Some(p99) = args.latency_p99_ms {
+        let median = args.latency_ms as f64;
+        let why = if args.latency_jitter_ms > 0 {
+            Some("--latency-p99-ms replaces --latency-jitter-ms; give one of them".to_string())
+        } else if args.latency_ms == 0 {
+            Some("--latency-p99-ms needs a --latency-ms (the median) above 0".to_string())
+        } else if !p99.is_finite() {
+            Some(format!(
+                "--latency-p99-ms `{p99}` is not a number of milliseconds"
+            ))
+        } else if p99 < median {
+            Some(format!(
+                "--latency-p99-ms {p99} is below the median --latency-ms {}",
+                args.latency_ms
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            eprintln!("error: {why}");
+            std::process::exit(2);
+        }
+    }
+    // Delays are uniform in latency ± jitter: a jitter above the latency would need negative ones.
+    if args.latency_jitter_ms > args.latency_ms {
+        eprintln!(
+            "error: --latency-jitter-ms {} is above --latency-ms {}: delays cannot go below 0",
+            args.latency_jitter_ms, args.latency_ms
+        );
+        std::process::exit(2);
+    }
     let latency = match args.latency_p99_ms {
         Some(p99) => Dist::LogNormal {
             median: args.latency_ms as f64,
