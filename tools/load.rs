@@ -6,14 +6,12 @@
 mod common;
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use gavel::sim::load::{
-    self, LeadTemplate, LoadReport, LoadSpec, TemplateError, MAX_CONNECTIONS, MAX_PIPELINE,
-    MAX_RATE_PER_S,
+    self, LeadTemplate, LoadSpec, TemplateError, MAX_CONNECTIONS, MAX_PIPELINE, MAX_RATE_PER_S,
 };
-use serde::Serialize;
 
 /// Open-loop lead load for a gavel exchange's seller API (POST /v1/leads).
 #[derive(Parser, Debug)]
@@ -143,58 +141,16 @@ fn main() {
         warmup: Duration::from_millis(args.warmup_ms),
         stop: None,
     };
-    let began = Instant::now();
-    let mut report = match load::run(&spec) {
+    let report = match load::run(&spec) {
         Ok(r) => r,
         Err(e) => fail(e, 1),
     };
-    // A target that falls behind is answered after the schedule ends (the backlog drains for
-    // up to 10 s more), so the rate is the answers over the time they actually took.
-    let elapsed = elapsed(&report, began.elapsed().saturating_sub(spec.warmup));
-    report.achieved_rate_per_s = report.answered as f64 / elapsed.as_secs_f64();
-    let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     if args.json {
-        let out = Report {
-            load: &report,
-            elapsed_ms,
-        };
-        match serde_json::to_string_pretty(&out) {
+        match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),
             Err(e) => fail(e, 1),
         }
     } else {
-        // After the first line, which gives the schedule, say how long the run really took.
-        let text = report.to_string();
-        let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
-        println!("{first}");
-        println!(
-            "elapsed   {:.1} s from the first measured lead's due time to the last answer (scheduled {:.1} s)",
-            elapsed_ms as f64 / 1000.0,
-            report.duration_ms as f64 / 1000.0
-        );
-        if !rest.is_empty() {
-            println!("{rest}");
-        }
+        println!("{report}");
     }
-}
-
-/// The JSON report: the library's, with the time the measured stretch actually took.
-#[derive(Serialize)]
-struct Report<'a> {
-    #[serde(flatten)]
-    load: &'a LoadReport,
-    /// From the first measured lead's due time to the last answer, or to the schedule's end
-    /// if that is later; `duration_ms` is the schedule alone.
-    elapsed_ms: u64,
-}
-
-/// How long the measured stretch took, from the first measured lead's due time to the last
-/// answer or the schedule's end, whichever is later. `ran` is the whole run less the warmup:
-/// never shorter than that, but it also counts the connection setup and the wait for leads
-/// that were never answered. No measured answer came later than the schedule's end plus the
-/// highest latency from due time, so the shorter of the two bounds is kept.
-fn elapsed(report: &LoadReport, ran: Duration) -> Duration {
-    let scheduled = Duration::from_millis(report.duration_ms);
-    let last_answer = scheduled + Duration::from_micros(report.latency_us.max);
-    ran.min(last_answer).max(scheduled)
 }

@@ -464,8 +464,11 @@ pub struct LoadReport {
     pub connections: usize,
     /// Connections established at the start.
     pub connected: usize,
-    /// Measured stretch, in milliseconds.
+    /// Measured stretch (the schedule), in milliseconds.
     pub duration_ms: u64,
+    /// From the measured stretch's start to its last answer, or to its end if that is later,
+    /// in milliseconds: longer than `duration_ms` when the target fell behind.
+    pub elapsed_ms: u64,
     /// Warmup stretch, in milliseconds.
     pub warmup_ms: u64,
     /// Leads sent during the warmup (not counted below).
@@ -503,7 +506,7 @@ pub struct LoadReport {
     pub stopped_early: bool,
     /// Connections opened again after the exchange closed or broke them.
     pub reconnects: u64,
-    /// Answered leads per second of the measured stretch.
+    /// Answered leads per second of `elapsed_ms`.
     pub achieved_rate_per_s: f64,
     /// Most due leads waiting at once for a free connection.
     pub max_waiting: u64,
@@ -535,8 +538,12 @@ impl fmt::Display for LoadReport {
         )?;
         writeln!(
             f,
-            "leads     scheduled {} sent {} answered {} (achieved {:.1}/s)",
-            self.scheduled, self.sent, self.answered, self.achieved_rate_per_s
+            "leads     scheduled {} sent {} answered {} (achieved {:.1}/s over {:.1} s)",
+            self.scheduled,
+            self.sent,
+            self.answered,
+            self.achieved_rate_per_s,
+            self.elapsed_ms as f64 / 1000.0
         )?;
         writeln!(
             f,
@@ -656,6 +663,8 @@ struct Tally {
     latency_us: Histogram<u64>,
     service_us: Histogram<u64>,
     elapsed_ms: Histogram<u64>,
+    /// When the last measured answer came.
+    last_answer: Option<Instant>,
 }
 
 struct Generator<'a> {
@@ -781,6 +790,7 @@ impl<'a> Generator<'a> {
                 latency_us: hist()?,
                 service_us: hist()?,
                 elapsed_ms: hist()?,
+                last_answer: None,
             },
         })
     }
@@ -1181,6 +1191,7 @@ impl<'a> Generator<'a> {
         let body = &conn.rbuf[body_start..body_end];
         let t = &mut self.tally;
         t.answered += 1;
+        t.last_answer = Some(now);
         *t.by_status_code.entry(status).or_insert(0) += 1;
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         t.latency_us
@@ -1280,7 +1291,14 @@ impl<'a> Generator<'a> {
                 .min(self.spec.duration),
             None => self.spec.duration,
         };
-        let secs = measured.as_secs_f64();
+        // A target that falls behind is still answering after the schedule's end (the backlog
+        // drains for up to `DRAIN_TIMEOUT`): the rate is over the time the answers took.
+        let measured_from = self.start + self.spec.warmup;
+        let elapsed = t
+            .last_answer
+            .map_or(measured, |at| at.saturating_duration_since(measured_from))
+            .max(measured);
+        let secs = elapsed.as_secs_f64();
         LoadReport {
             target: self.spec.target.to_string(),
             campaign: self.spec.campaign.clone(),
@@ -1288,6 +1306,7 @@ impl<'a> Generator<'a> {
             connections: self.spec.connections,
             connected: self.connected,
             duration_ms: u64::try_from(measured.as_millis()).unwrap_or(u64::MAX),
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             warmup_ms: u64::try_from(self.spec.warmup.as_millis()).unwrap_or(u64::MAX),
             warmup_leads: self.warmup_leads.min(sent_all),
             scheduled,
