@@ -75,6 +75,7 @@ impl Bench {
                 segment_bytes: SEGMENT_BYTES,
                 sync: SyncMode::Os,
                 retain_segments: 0,
+                keep_us: gavel::journal::CAP_WINDOW_US,
             };
             let (j, _) = Journal::open(opts).unwrap();
             self.journal = Some(Arc::new(j));

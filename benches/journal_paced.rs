@@ -36,6 +36,7 @@ fn run(name: &str, sync: SyncMode) {
         segment_bytes: SEGMENT_BYTES,
         sync,
         retain_segments: 0,
+        keep_us: gavel::journal::CAP_WINDOW_US,
     };
     let (j, _) = match Journal::open(opts) {
         Ok(j) => j,

@@ -103,6 +103,10 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> ConfigDiff {
     );
     check("server.max_in_flight", os.max_in_flight != ns.max_in_flight);
     check(
+        "server.dedupe_entries",
+        os.dedupe_entries != ns.dedupe_entries,
+    );
+    check(
         "server.max_connections",
         os.max_connections != ns.max_connections,
     );

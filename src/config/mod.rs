@@ -148,6 +148,10 @@ impl SaleKind {
     }
 }
 
+/// Bounds of `server.dedupe_entries` (at about 60 bytes a key, the upper one is 16 GiB).
+pub const MIN_DEDUPE_ENTRIES: usize = 1024;
+pub const MAX_DEDUPE_ENTRIES: usize = 1 << 28;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payout {
     /// Seller earns this many basis points (1/10,000) of the price, rounded down to the cent.
@@ -205,6 +209,8 @@ pub struct Server {
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
     pub max_connections: usize,
+    /// Keys the dedupe index holds before it must drop one still inside its window.
+    pub dedupe_entries: usize,
     pub idle_timeout: Duration,
     pub head_timeout: Duration,
     pub engine_margin: Duration,
@@ -623,6 +629,12 @@ impl Validator<'_> {
                 "must be between 1 and 1000000",
             );
         }
+        if !(MIN_DEDUPE_ENTRIES..=MAX_DEDUPE_ENTRIES).contains(&s.dedupe_entries) {
+            self.err(
+                "server.dedupe_entries".into(),
+                format!("must be between {MIN_DEDUPE_ENTRIES} and {MAX_DEDUPE_ENTRIES}"),
+            );
+        }
         if s.max_connections == 0 || s.max_connections > 1_000_000 {
             self.err(
                 "server.max_connections".into(),
@@ -666,6 +678,7 @@ impl Validator<'_> {
             max_body_bytes: s.max_body_bytes,
             max_in_flight: s.max_in_flight,
             max_connections: s.max_connections,
+            dedupe_entries: s.dedupe_entries,
             idle_timeout,
             head_timeout,
             engine_margin: Duration::from_millis(s.engine_margin_ms),

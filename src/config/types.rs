@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// A seller connection with no request in progress is closed after this long.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Phones and emails the dedupe index holds (two a lead with both), across campaigns.
+    #[serde(default = "default_dedupe_entries")]
+    pub dedupe_entries: usize,
     /// A client must deliver a whole request head within this long.
     #[serde(default = "default_head_timeout_ms")]
     pub head_timeout_ms: u64,
@@ -273,6 +276,9 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_max_in_flight() -> usize {
     10_000
+}
+fn default_dedupe_entries() -> usize {
+    1 << 20
 }
 fn default_max_connections() -> usize {
     10_000

@@ -114,6 +114,10 @@ pub struct JournalOptions {
     /// Segments kept before the oldest is removed; 0 keeps every segment. A segment that may
     /// still hold records of an open cap window is kept regardless (see [`CAP_WINDOW_US`]).
     pub retain_segments: usize,
+    /// Records younger than this many microseconds are never removed, whatever
+    /// `retain_segments` says: at least [`CAP_WINDOW_US`] (the caps are rebuilt from them), and
+    /// the longest `dedupe_days` (so is the dedupe index).
+    pub keep_us: u64,
 }
 
 impl JournalOptions {
@@ -124,6 +128,7 @@ impl JournalOptions {
             segment_bytes: 256 * 1024 * 1024,
             sync: SyncMode::Interval(Duration::from_millis(10)),
             retain_segments: 64,
+            keep_us: CAP_WINDOW_US,
         }
     }
 
@@ -136,6 +141,7 @@ impl JournalOptions {
             segment_bytes: cfg.segment_bytes,
             sync: SyncMode::from_config(&cfg.sync, cfg.sync_interval_ms)?,
             retain_segments: cfg.retain_segments,
+            keep_us: CAP_WINDOW_US,
         };
         opts.validate()?;
         Ok(opts)

@@ -47,6 +47,7 @@ fn opts(dir: &Path, segment_bytes: u64) -> JournalOptions {
         segment_bytes,
         sync: SyncMode::Os,
         retain_segments: 0,
+        keep_us: CAP_WINDOW_US,
     }
 }
 
@@ -631,6 +632,41 @@ fn retention_keeps_segments_of_an_open_cap_window() {
         kept.last().unwrap().pos.segment - first_seg + 1
     );
     assert!(verify(dir.path()).unwrap().intact());
+}
+
+/// A longer `keep_us` (the longest `dedupe_days`) keeps segments the cap window alone would
+/// let go, and `keep_for` raises it on a live journal.
+#[test]
+fn retention_keeps_what_the_longest_dedupe_window_needs() {
+    let day = 24 * 3600 * 1_000_000u64;
+    let run = |keep_days: u64, raise_to: Option<u64>| {
+        let dir = TempDir::new("retain-dedupe");
+        let (j, _) = Journal::open(JournalOptions {
+            retain_segments: 1,
+            keep_us: keep_days * day,
+            ..opts(dir.path(), MIN_SEGMENT_BYTES)
+        })
+        .unwrap();
+        for i in 0..600 {
+            append(&j, T0 + i as u64, &ping_record(i));
+        }
+        if let Some(d) = raise_to {
+            j.keep_for(d * day);
+        }
+        // Forty days later: past the cap window, inside a 365-day dedupe window.
+        for i in 600..1200 {
+            append(&j, T0 + 40 * day + i as u64, &ping_record(i));
+        }
+        drop(j);
+        read_all(dir.path()).unwrap()[0].record.clone()
+    };
+    assert_ne!(
+        run(0, None),
+        ping_record(0),
+        "the cap window alone lets it go"
+    );
+    assert_eq!(run(365, None), ping_record(0));
+    assert_eq!(run(0, Some(365)), ping_record(0));
 }
 
 #[test]

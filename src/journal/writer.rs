@@ -141,6 +141,8 @@ struct Shared {
     sync: SyncMode,
     segment_bytes: u64,
     retain_segments: usize,
+    /// See [`JournalOptions::keep_us`]; [`Journal::keep_for`] sets it after a reload.
+    keep_us: AtomicU64,
     max_frame: u64,
     current: AtomicU64,
     slots: [Slot; SEGMENT_SLOTS],
@@ -319,6 +321,7 @@ impl Journal {
             sync: opts.sync,
             segment_bytes: opts.segment_bytes,
             retain_segments: opts.retain_segments,
+            keep_us: AtomicU64::new(opts.keep_us.max(CAP_WINDOW_US)),
             max_frame,
             current: AtomicU64::new(seq),
             slots,
@@ -422,6 +425,14 @@ impl Journal {
     }
 
     /// The journal's directory.
+    /// Never remove records younger than `us` microseconds (at least [`CAP_WINDOW_US`]):
+    /// [`JournalOptions::keep_us`] for a config reloaded with a longer `dedupe_days`.
+    pub fn keep_for(&self, us: u64) {
+        self.shared
+            .keep_us
+            .store(us.max(CAP_WINDOW_US), Ordering::Relaxed);
+    }
+
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
@@ -679,7 +690,8 @@ impl Shared {
     }
 
     /// Remove the oldest segments beyond `retain_segments`, but never one that may hold a
-    /// record younger than the longest cap window: caps are rebuilt from the journal on start.
+    /// record younger than `keep_us` (the longest cap window or `dedupe_days`): caps and the
+    /// dedupe index are rebuilt from the journal on start.
     /// A segment's newest record is no younger than the next segment's creation time.
     fn apply_retention(&self, rs: &mut RotationState, now_us: u64) {
         if self.retain_segments == 0 {
@@ -688,7 +700,8 @@ impl Shared {
         while rs.segments.len() > self.retain_segments.max(1) {
             let (oldest, _) = rs.segments[0];
             let (_, next_created) = rs.segments[1];
-            if next_created.saturating_add(CAP_WINDOW_US + RETENTION_MARGIN_US) > now_us {
+            let keep = self.keep_us.load(Ordering::Relaxed);
+            if next_created.saturating_add(keep + RETENTION_MARGIN_US) > now_us {
                 break;
             }
             let path = segment_path(&self.dir, oldest);

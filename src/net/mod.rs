@@ -467,6 +467,17 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     )
 }
 
+/// How long the journal must keep records: the caps' longest window, and the longest
+/// `dedupe_days`, since the dedupe index is rebuilt from the journal too.
+pub fn journal_keep_us(snap: &Snapshot) -> u64 {
+    snap.campaigns
+        .iter()
+        .map(|c| u64::from(c.dedupe_days) * 86_400_000_000)
+        .max()
+        .unwrap_or(0)
+        .max(journal::CAP_WINDOW_US)
+}
+
 /// Open (and so recover) the journal the config names.
 pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
     let j = &snap.journal;
@@ -480,6 +491,7 @@ pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
         segment_bytes: j.segment_bytes,
         sync,
         retain_segments: j.retain_segments,
+        keep_us: journal_keep_us(snap),
     };
     Journal::open(opts).map_err(|e| match e {
         // These name the journal's directory themselves.
@@ -533,13 +545,11 @@ pub const CAP_REPLAY_WINDOW_US: u64 = 32 * 24 * 3600 * 1_000_000;
 
 /// Rebuild from the journal what must survive a restart: each buyer's caps and budget for the
 /// windows still open (so a restart never lets a buyer exceed a cap), and the P&L of that period.
-/// Phones and emails the dedupe index keeps: room for a busy exchange's window when any
-/// campaign dedupes (memory grows with use, about 60 bytes an entry), next to nothing otherwise.
-pub const DEDUPE_ENTRIES: usize = 1 << 20;
-
+/// Phones and emails the dedupe index keeps: `server.dedupe_entries` when any campaign dedupes
+/// (memory grows with use, about 60 bytes an entry), next to nothing otherwise.
 fn dedupe_entries(snap: &Snapshot) -> usize {
     if snap.campaigns.iter().any(|c| c.dedupe_days > 0) {
-        DEDUPE_ENTRIES
+        snap.server.dedupe_entries
     } else {
         crate::compliance::DEDUPE_SHARDS
     }

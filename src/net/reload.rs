@@ -92,6 +92,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
         0
     };
     shared.dedupe.ensure_capacity(dedupe_entries(&rt.snap));
+    shared.journal.keep_for(super::journal_keep_us(&rt.snap));
     let generation = rt.generation;
     shared.publish(Arc::new(rt));
     Ok(ReloadReport {
