@@ -212,6 +212,13 @@ fn serve(path: &std::path::Path) -> i32 {
             replayed.unanswered_leads.join(", ")
         );
     }
+    if replayed.cut_off_unposted > 0 {
+        eprintln!(
+            "gavel: {} lead(s) were in their auction, never posted to a buyer nor answered, when \
+             the exchange last stopped: their sellers may send them again (not duplicates)",
+            replayed.cut_off_unposted
+        );
+    }
     if replayed.pings_held > 0 {
         eprintln!(
             "gavel: {} ping(s) whose bids were held at the last stop are held again until they \

@@ -764,3 +764,41 @@ fn a_full_journal_disk_refuses_leads_and_never_kills_the_exchange() {
         }
     }
 }
+
+/// `kill -9` while a lead waits on its bids: no buyer got its consumer and its seller heard
+/// nothing, so after the restart the seller's retry is a new lead, not a duplicate (the start
+/// says so); a lead answered before the crash is still one.
+#[test]
+fn a_lead_a_crash_cut_off_before_any_post_may_be_sent_again() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(9000, None).after_ms(5000),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
+    .unwrap();
+    let dir = temp_dir("crash-mid-auction");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "dedupe_days = 30", |_| String::new())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 8000");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    send_one_lead_and_kill_when(&cfg, || fleet.pings(0) > 0, "the lead was pinged");
+
+    let text = text.replace("ping_timeout_ms = 8000", "ping_timeout_ms = 300");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (mut child, addr, log) = serve_logged(&cfg);
+    assert!(
+        log.iter()
+            .any(|l| l.contains("1 lead(s) were in their auction")),
+        "{log:?}"
+    );
+    let mut c = Client::connect(addr);
+    let r = c.lead(LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Answered now: the next one is a duplicate.
+    let r = c.lead(LEAD);
+    assert_eq!(r.json()["error"]["code"], "duplicate");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -579,6 +579,10 @@ fn rebuild(
     let since = since_caps.min(since_dedupe);
     // Dedupe keys of the leads received in the window, dropped again for leads refused.
     let mut received: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
+    // Of those, the leads neither posted to a buyer nor answered yet: at the end, those the
+    // last stop cut off mid-auction. No buyer has their consumer and the seller heard nothing,
+    // so the seller's retry is not refused as a duplicate of them.
+    let mut unsettled: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Leads sent as tests: their sales count as traffic but take no cap, budget or money.
     let mut tests: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Leads whose last `lead_received` was a seller's `/v1/post` (its body names a ping): a
@@ -663,12 +667,22 @@ fn rebuild(
                     crate::compliance::dedupe_keys(campaign, &lead, &mut keys);
                     if !keys.is_empty() {
                         received.insert(lead_id.clone(), (e.ts_us, keys));
+                        unsettled.insert(lead_id.clone());
                     }
                 }
             }
         }
-        if let Record::Rejected { lead_id, .. } = &e.record {
-            received.remove(lead_id);
+        match &e.record {
+            Record::Rejected { lead_id, .. } => {
+                received.remove(lead_id);
+                unsettled.remove(lead_id);
+            }
+            Record::PostSent { lead_id, .. }
+            | Record::Sale { lead_id, .. }
+            | Record::LeadAnswered { lead_id, .. } => {
+                unsettled.remove(lead_id);
+            }
+            _ => {}
         }
         if e.ts_us < since_caps {
             // Older than any cap window or P&L period: only dedupe needed it.
@@ -905,6 +919,10 @@ fn rebuild(
         .take(MAX_UNRESOLVED_LISTED)
         .map(|u| u.0)
         .collect();
+    let cut_off_unposted = unsettled.len() as u64;
+    for lead_id in &unsettled {
+        received.remove(lead_id);
+    }
     let mut replay: Vec<(u64, Vec<u64>)> = received.into_values().collect();
     replay.sort_by_key(|r| r.0);
     for (ts, keys) in replay {
@@ -918,6 +936,7 @@ fn rebuild(
         unresolved_leads,
         pings_held,
         unanswered_sold,
+        cut_off_unposted,
         unanswered_leads,
     })
 }
@@ -1000,6 +1019,9 @@ pub struct Replayed {
     /// Their ids, oldest first, at most [`MAX_UNRESOLVED_LISTED`], for the operator to settle
     /// with the sellers.
     pub unanswered_leads: Vec<String>,
+    /// Leads the last stop cut off before any post or answer: left out of the dedupe index, so
+    /// the seller may send them again.
+    pub cut_off_unposted: u64,
 }
 
 /// The reason journaled for a post the buyer's caps kept back (never sent; not a rejection).
