@@ -438,10 +438,11 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
     })
 }
 
-/// A full lead must not contradict what its ping said: every pinged field must be equal.
+/// A full lead must not contradict what its ping said: every pinged field must hold the same
+/// value ([`same_value`]).
 pub fn check_ping_match(pinged: &Fields, full: &Fields) -> Result<(), Refusal> {
     for (k, v) in pinged.iter() {
-        if full.get(k) != Some(v) {
+        if !full.get(k).is_some_and(|f| same_value(v, f)) {
             return Err(Refusal::content(
                 "ping_mismatch",
                 format!("{} differs from the value pinged", k),
@@ -450,6 +451,41 @@ pub fn check_ping_match(pinged: &Fields, full: &Fields) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// Whether two values of a field say the same thing, as validation and buyer filters read
+/// them: numbers by value (`34` and `34.0`), a number and a string holding it (`77002` and
+/// `"77002"`), strings without surrounding space or ASCII case (`"TX"` and `"tx"`), a boolean
+/// and its string; arrays and objects as written.
+pub fn same_value(a: Field<'_>, b: Field<'_>) -> bool {
+    fn number(f: Field<'_>) -> Option<f64> {
+        match f {
+            Field::Num(n) => n.parse().ok(),
+            Field::Str(s) => s.trim().parse().ok().filter(|x: &f64| x.is_finite()),
+            _ => None,
+        }
+    }
+    fn boolean(f: Field<'_>) -> Option<bool> {
+        match f {
+            Field::Bool(b) => Some(b),
+            Field::Str(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+            Field::Str(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        }
+    }
+    if a == b {
+        return true;
+    }
+    match (a, b) {
+        (Field::Str(x), Field::Str(y)) => x.trim().eq_ignore_ascii_case(y.trim()),
+        (Field::Num(_), _) | (_, Field::Num(_)) => {
+            matches!((number(a), number(b)), (Some(x), Some(y)) if x == y)
+        }
+        (Field::Bool(_), _) | (_, Field::Bool(_)) => {
+            matches!((boolean(a), boolean(b)), (Some(x), Some(y)) if x == y)
+        }
+        _ => false,
+    }
 }
 
 /// The answer to `/v1/ping`: a payout the seller can count on while the bids are held, or no bid.

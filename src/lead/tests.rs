@@ -963,3 +963,38 @@ fn a_bid_id_too_long_to_quote_back_whole_makes_the_answer_invalid() {
         }
     }
 }
+
+#[test]
+fn a_post_contradicts_its_ping_only_with_a_different_value() {
+    let pinged = Fields::from_json(
+        r#"{"age":34,"zip":"77002","state":"TX","insured":true,"n":"7","tags":["a"]}"#,
+    )
+    .unwrap();
+    let same = Fields::from_json(
+        r#"{"age":34.0,"zip":77002,"state":" tx","insured":"true","n":7,"tags":["a"],"email":"x"}"#,
+    )
+    .unwrap();
+    assert_eq!(check_ping_match(&pinged, &same), Ok(()));
+    for (k, v) in [
+        ("age", "35"),
+        ("zip", "\"77003\""),
+        ("state", "\"OK\""),
+        ("insured", "false"),
+        ("n", "\"seven\""),
+        ("tags", "[\"b\"]"),
+        ("age", "null"),
+    ] {
+        let mut full = same.clone();
+        full.insert(k.to_string(), serde_json::from_str(v).unwrap());
+        let r = check_ping_match(&pinged, &full).unwrap_err();
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("ping_mismatch", Some(&*format!("lead.{k}"))),
+            "{k}={v}"
+        );
+    }
+    let mut missing = Fields::from_json(r#"{"age":34}"#).unwrap();
+    assert!(check_ping_match(&pinged, &missing).is_err());
+    missing.insert("zip".into(), serde_json::json!("77002"));
+    assert!(check_ping_match(&pinged, &missing).is_err());
+}
