@@ -84,6 +84,17 @@ pub fn line_of_key(text: &str, path: &str) -> Option<usize> {
     best.map(|o| line_of_offset(text, o))
 }
 
+/// Whether `span` (serde's span of an error) is the document's root table's: `0..0` when the
+/// file has no top-level key, else from the start to its last top-level key. None (no span)
+/// counts as the root too: no table of the file is named by it.
+pub fn is_root_span(text: &str, span: Option<std::ops::Range<usize>>) -> bool {
+    let Some(span) = span else { return true };
+    ImDocument::parse(text)
+        .ok()
+        .and_then(|doc| doc.as_table().span())
+        .is_some_and(|root| root == span)
+}
+
 /// Key path of the narrowest key, value or table of the parsed document whose span holds
 /// `offset`: where serde put an error (an unknown key's name, a value of the wrong type, the
 /// whole table that misses a key). `buyers[2]` is the third `[[buyers]]`; `bogus` a top-level

@@ -517,13 +517,25 @@ fn parse_issue(text: &str, e: &toml::de::Error) -> Issue {
     // A shape error: serde's span is the unknown key, the wrong value, or the table that
     // misses a key; a missing key is named under its table.
     let message = one_line(e.message());
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next());
+    if let Some(missing) = missing {
+        // Missing from the top level (`server`): the span is the root table's, which is empty
+        // at the start of a file without top-level keys and so would name the first table
+        // there. The key is missing from the whole file: no line shows it.
+        if locate::is_root_span(text, e.span()) {
+            return Issue {
+                key: missing.to_string(),
+                line: None,
+                message,
+            };
+        }
+    }
     let mut key = offset
         .and_then(|o| locate::key_at_offset(text, o))
         .unwrap_or_default();
-    if let Some(missing) = message
-        .strip_prefix("missing field `")
-        .and_then(|m| m.split('`').next())
-    {
+    if let Some(missing) = missing {
         key = if key.is_empty() {
             missing.to_string()
         } else {

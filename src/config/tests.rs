@@ -191,6 +191,41 @@ fn a_missing_key_is_named_under_its_own_table() {
     }
 }
 
+/// A required top-level key the file lacks is named itself, whatever table comes first, with
+/// no line (it is missing from the whole file); one missing from a table that is only implied
+/// by its sub-table's header is named under that table.
+#[test]
+fn a_missing_top_level_key_is_named_itself() {
+    for text in [
+        "[[sellers]]\nid = \"s\"\napi_key = \"sk-min-00000\"\ncampaigns = [\"c\"]\n\n[[campaigns]]\nid = \"c\"\nvertical = \"v\"\n",
+        "[admin]\ntoken = \"abcdefghij\"\n",
+        "\n# nothing but a comment\n",
+        "",
+        "workers = 1\n",
+    ] {
+        let issue = match parse(text) {
+            Err(ConfigError::Parse(i)) => i,
+            Err(ConfigError::Invalid(mut v)) if !v.is_empty() => v.remove(0),
+            Err(e) => panic!("{text:?}: {e}"),
+            Ok(_) => panic!("{text:?}: accepted"),
+        };
+        if text.starts_with("workers") {
+            assert_eq!(issue.key, "workers", "{text:?}: {issue}");
+            continue;
+        }
+        assert_eq!(issue.key, "server", "{text:?}: {issue}");
+        assert_eq!(issue.line, None, "{text:?}: {issue}");
+        assert_eq!(issue.to_string(), "server: missing field `server`");
+    }
+    let issue = parse_error("[admin]\ntoken = \"abcdefghij\"\n\n[server]\nworkers = 1\n");
+    assert_eq!(issue.key, "server.listen", "{issue}");
+    assert_eq!(issue.line, Some(4), "{issue}");
+    let issue = parse_error(
+        "[admin]\ntoken = \"abcdefghij\"\n\n[server.tls]\ncert_file = \"a\"\nkey_file = \"b\"\n",
+    );
+    assert_eq!(issue.key, "server.listen", "{issue}");
+}
+
 #[test]
 fn an_unknown_top_level_table_is_named_itself() {
     let text = format!("{CONTRACT}\n[bogus]\n");
