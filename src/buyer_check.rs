@@ -249,20 +249,23 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
     // The same arithmetic as the auction's: the buyer is told what is left of the window.
     let timeout_ms = window_ms.saturating_sub(margin_ms).max(1);
 
+    // A --ca-file is read whatever the scheme: a missing or unreadable one is a usage error
+    // for an http URL too, not silently ignored.
+    for f in &args.ca_files {
+        if !f.is_file() {
+            return Err(usage(format!("--ca-file: cannot read {}", f.display())));
+        }
+    }
+    let ca_files_given = !args.ca_files.is_empty();
     let tls = match endpoint.scheme {
-        Scheme::Http => None,
-        Scheme::Https => {
+        Scheme::Http if !ca_files_given => None,
+        scheme => {
             let mut files = snap
                 .as_ref()
                 .map_or_else(Vec::new, |s| s.tls_ca_files.clone());
-            for f in &args.ca_files {
-                if !f.is_file() {
-                    return Err(usage(format!("--ca-file: cannot read {}", f.display())));
-                }
-                files.push(f.clone());
-            }
+            files.extend(args.ca_files.iter().cloned());
             match crate::net::tls::client_config(&files) {
-                Ok(c) => Some(c),
+                Ok(c) => (scheme == Scheme::Https).then_some(c),
                 Err(e) => return Err(usage(format!("--ca-file: {}", e))),
             }
         }

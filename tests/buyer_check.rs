@@ -266,6 +266,19 @@ fn help_and_usage_errors() {
             cfg,
         ],
         vec!["--url", "http://127.0.0.1:9/ping", "--lead", "[]"],
+        // A CA file that is not there, whatever the URL's scheme.
+        vec![
+            "--url",
+            "http://127.0.0.1:9/ping",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+        ],
+        vec![
+            "--url",
+            "https://127.0.0.1:9/ping",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+        ],
     ] {
         let o = buyer_check(&args);
         assert_eq!(o.status.code(), Some(2), "{:?}: {}", args, stderr(&o));
