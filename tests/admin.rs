@@ -479,3 +479,36 @@ fn a_pause_through_the_api_survives_a_restart() {
     assert_eq!(s["buyers"]["acme"]["paused"], true);
     assert_eq!(s["buyers"]["blue"]["paused"], false);
 }
+
+/// A pause survives a restart on the buyer it was made for, even when another buyer's id
+/// differs from it only by a space before it.
+#[test]
+fn a_persisted_pause_keeps_an_id_with_spaces_exact() {
+    let fleet = acme_and_blue();
+    // `acme` bids $50, ` acme` (blue's endpoint) $10.
+    let toml = config_with_admin(&fleet, "daily = 100").replace("id = \"blue\"", "id = \" acme\"");
+    {
+        let ex = Exchange::start(&toml);
+        let r = get(
+            admin_addr(&ex),
+            "POST",
+            "/v1/admin/buyers/%20acme/pause",
+            Some(TOKEN),
+        );
+        assert_eq!(
+            (r.json()["buyer"].clone(), r.json()["persisted"].clone()),
+            (" acme".into(), true.into())
+        );
+    }
+    let ex = Exchange::start(&toml);
+    let s = get(admin_addr(&ex), "GET", "/v1/stats", Some(TOKEN)).json();
+    assert_eq!(s["buyers"][" acme"]["paused"], true, "{s}");
+    assert_eq!(s["buyers"]["acme"]["paused"], false, "{s}");
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "acme", "{v}");
+    assert_eq!(
+        fleet.pings(1),
+        0,
+        "the paused buyer was pinged after the restart"
+    );
+}

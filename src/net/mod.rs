@@ -505,11 +505,12 @@ pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
 pub const PAUSED_FILE: &str = "paused";
 
 /// The ids in the journal directory's [`PAUSED_FILE`] (none when it is missing or unreadable).
+/// Each line is an id exactly as written, spaces included: ` acme` and `acme` are two buyers
+/// (an id holds no control character, so no line break).
 pub fn read_paused(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(dir.join(PAUSED_FILE))
         .map(|t| {
             t.lines()
-                .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .map(str::to_string)
                 .collect()
