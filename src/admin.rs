@@ -11,6 +11,7 @@ use crate::net::Shared;
 use crate::stats::{CampaignCounters, Percentiles, WorkerStats};
 use chrono::Utc;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -191,12 +192,28 @@ fn authorized(head: &RequestHead, shared: &Shared) -> bool {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     // The dashboard page is opened in a browser, which cannot send a bearer header.
-    let from_query = head
-        .path
-        .split_once('?')
-        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-    let given = from_header.or(from_query);
-    given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+    let given = match from_header {
+        Some(t) => Some(Cow::Borrowed(t.as_bytes())),
+        None => query_token(&head.path),
+    };
+    given.is_some_and(|g| constant_time_eq(&g, token.as_bytes()))
+}
+
+/// The `token=` value of a request target's query, decoded as `application/x-www-form-urlencoded`
+/// (`+` is a space, `%XX` a byte), as the dashboard's script reads its own address
+/// (`URLSearchParams`) and as browsers and HTTP clients encode a query: a token with `/`, `+`,
+/// `=`, `%` or a space works once percent-encoded (`+` as `%2B`, `%` as `%25`).
+fn query_token(path: &str) -> Option<Cow<'_, [u8]>> {
+    let (_, query) = path.split_once('?')?;
+    let raw = query.split('&').find_map(|kv| kv.strip_prefix("token="))?;
+    if raw.contains('+') {
+        let spaced = raw.replace('+', " ");
+        Some(Cow::Owned(
+            percent_encoding::percent_decode_str(&spaced).collect(),
+        ))
+    } else {
+        Some(percent_encoding::percent_decode_str(raw).into())
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -247,7 +264,7 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
         return error(
             401,
             "unauthorized",
-            "operator API needs Authorization: Bearer <admin.token>",
+            "operator API needs Authorization: Bearer <admin.token> (the dashboard: /?token=<admin.token, percent-encoded>)",
         );
     }
     // HEAD asks what GET would answer, without the body.
@@ -853,7 +870,7 @@ async function tick() {
   let s;
   try {
     const r = await fetch('/v1/stats?token=' + encodeURIComponent(token), {cache: 'no-store'});
-    if (!r.ok) { $('summary').textContent = 'HTTP ' + r.status + ' (open /?token=...)'; return; }
+    if (!r.ok) { $('summary').textContent = 'HTTP ' + r.status + ' (open /?token=<admin.token, percent-encoded: + as %2B, % as %25>)'; return; }
     s = obj(await r.json());
   } catch (e) { $('summary').textContent = 'no answer from /v1/stats: ' + e; return; }
   const camps = Object.entries(obj(s.campaigns)).map(([id, v]) => [id, obj(v)]);
@@ -925,6 +942,34 @@ mod tests {
         }
         // Ids are escaped before they reach innerHTML.
         assert!(script.contains("'&': '&amp;', '<': '&lt;'"));
+    }
+
+    /// The query's token is form-decoded, as `URLSearchParams` reads it: `%XX` is a byte and
+    /// `+` a space.
+    #[test]
+    fn the_query_token_is_form_decoded() {
+        let token = |path: &str| query_token(path).map(|t| t.into_owned());
+        assert_eq!(
+            token("/v1/stats?token=ops%2FToken%2B2026%3D%3D"),
+            Some(b"ops/Token+2026==".to_vec())
+        );
+        assert_eq!(
+            token("/?token=ops/Token%2B2026=="),
+            Some(b"ops/Token+2026==".to_vec())
+        );
+        assert_eq!(
+            token("/?token=ops/Token+2026=="),
+            Some(b"ops/Token 2026==".to_vec())
+        );
+        assert_eq!(
+            token("/?a=1&token=a%20b+c%25d&token=x"),
+            Some(b"a b c%d".to_vec())
+        );
+        assert_eq!(token("/?token=%C3%A9"), Some("é".as_bytes().to_vec()));
+        // Not an escape: kept as written.
+        assert_eq!(token("/?token=100%zz%"), Some(b"100%zz%".to_vec()));
+        assert_eq!(token("/?tokens=x"), None);
+        assert_eq!(token("/"), None);
     }
 
     #[test]

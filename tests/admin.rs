@@ -480,6 +480,88 @@ fn a_pause_through_the_api_survives_a_restart() {
     assert_eq!(s["buyers"]["blue"]["paused"], false);
 }
 
+/// A token with characters a URL reserves (`/`, `+`, `=`, `%`, a space: a base64 token, a
+/// passphrase) opens the dashboard once percent-encoded, and the page's own script then reads
+/// `/v1/stats` with it (run under node when there is one, as a browser runs it): the server
+/// reads the query as the script does, `+` as a space.
+#[test]
+fn the_dashboard_reads_its_stats_with_a_token_a_url_must_encode() {
+    const ODD: &str = "ops/Tok en+2026==%zz";
+    let fleet = acme_and_blue();
+    let toml = config_with_admin(&fleet, "daily = 100").replace(TOKEN, ODD);
+    let ex = Exchange::start(&toml);
+    let admin = admin_addr(&ex);
+    let encoded = [
+        // As `encodeURIComponent` writes it.
+        "ops%2FTok%20en%2B2026%3D%3D%25zz",
+        // As a form encodes it (`+` for a space), and with only what must be encoded encoded.
+        "ops%2FTok+en%2B2026%3D%3D%25zz",
+        "ops/Tok%20en%2B2026==%zz",
+    ];
+    for form in encoded {
+        for path in ["/", "/v1/stats"] {
+            let r = get(admin, "GET", &format!("{path}?token={form}"), None);
+            assert_eq!(r.status, 200, "{path}?token={form}");
+        }
+    }
+    // A `+` typed as is reads as a space, for the page as for its script.
+    for path in ["/", "/v1/stats"] {
+        let r = get(
+            admin,
+            "GET",
+            &format!("{path}?token=ops/Tok%20en+2026==%zz"),
+            None,
+        );
+        assert_eq!(r.status, 401, "{path}");
+    }
+
+    let page = get(admin, "GET", &format!("/?token={}", encoded[0]), None);
+    let page = String::from_utf8_lossy(&page.body).into_owned();
+    let Some(script) = page
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(script, _)| script)
+    else {
+        panic!("the page has no script");
+    };
+    for form in encoded {
+        // The page's script with a stand-in document; its fetch goes to the real listener.
+        let js = format!(
+            "const els = {{}};\n\
+             const document = {{ getElementById: id => (els[id] = els[id] || {{ innerHTML: '', textContent: '' }}) }};\n\
+             const location = {{ search: {search} }};\n\
+             const f = (u, o) => fetch(new URL(u, {base}), o);\n\
+             new Function('document', 'location', 'fetch', 'setInterval', {script})(document, location, f, () => 0);\n\
+             const t0 = Date.now();\n\
+             const wait = setInterval(() => {{\n\
+               const s = (els.summary || {{}}).textContent || '';\n\
+               if (s || Date.now() - t0 > 10000) {{ clearInterval(wait); console.log(s); }}\n\
+             }}, 20);\n",
+            search = serde_json::to_string(&format!("?token={form}")).unwrap(),
+            base = serde_json::to_string(&format!("http://{admin}/")).unwrap(),
+            script = serde_json::to_string(script).unwrap(),
+        );
+        let out = match std::process::Command::new("node")
+            .arg("-e")
+            .arg(&js)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("no node on PATH: the page's script was not run");
+                return;
+            }
+            Err(e) => panic!("node: {e}"),
+        };
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            summary.starts_with("uptime "),
+            "?token={form}: the page says {summary:?} ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A pause survives a restart on the buyer it was made for, even when another buyer's id
 /// differs from it only by a space before it.
 #[test]
