@@ -1,7 +1,8 @@
 //! The operator API on `server.admin_listen`: health, stats, Prometheus metrics, pause/resume.
 //!
 //! Off the hot path: one accept thread and a thread per operator connection (at most
-//! `MAX_ADMIN_CONNECTIONS`), blocking sockets, the same HTTP codec as the seller API. A scrape
+//! `MAX_ADMIN_CONNECTIONS`; at the limit the connection idle the longest makes room for a new
+//! one), blocking sockets, the same HTTP codec and head timeout as the seller API. A scrape
 //! merges the workers' statistics, each taken under that worker's own mutex for a moment.
 
 use crate::http::{self, Decoded, Limits, Method, RequestDecoder, RequestHead};
@@ -10,6 +11,7 @@ use crate::money::{dollars_string, Cents};
 use crate::net::Shared;
 use crate::stats::{CampaignCounters, Percentiles, WorkerStats};
 use chrono::Utc;
+use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -20,10 +22,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Operator connections served at once; more are closed at accept.
+/// Operator connections open at once. A new one beyond them closes the open connection idle
+/// the longest (one not serving a request); only when every one is serving a request is the
+/// new one closed at accept.
 pub const MAX_ADMIN_CONNECTIONS: usize = 16;
-/// An operator connection idle this long is closed.
+/// An operator connection idle this long between requests is closed. A request itself must
+/// arrive whole within the seller API's `server.head_timeout_ms`.
 pub const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An answer the client does not take within this long closes its connection.
+pub const ADMIN_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the accept loop, and an idle connection, look for a shutdown.
 const ACCEPT_POLL: Duration = Duration::from_millis(20);
 /// On shutdown, how long the accept thread waits for open connections to finish.
@@ -47,7 +54,9 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Res
         )
     })?;
     let local_addr = listener.local_addr()?;
+    // Connection threads still running (an evicted one included, until it has left).
     let open = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(Mutex::new(Conns::default()));
     let thread = std::thread::Builder::new()
         .name("gavel-admin".into())
         .spawn(move || {
@@ -66,22 +75,34 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Res
                     }
                 };
                 let _ = stream.set_nonblocking(false);
-                if open.fetch_add(1, Ordering::AcqRel) >= MAX_ADMIN_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::AcqRel);
+                // A handle to close it by, should a newer connection need its place.
+                let Ok(handle) = stream.try_clone() else {
                     continue;
-                }
+                };
+                let Some(id) = conns.lock().admit(handle, Instant::now()) else {
+                    // Every open connection is serving a request.
+                    continue;
+                };
+                open.fetch_add(1, Ordering::AcqRel);
                 let shared = shared.clone();
                 let conn_open = open.clone();
+                let conn_list = conns.clone();
                 let spawned = std::thread::Builder::new()
                     .name("gavel-admin-conn".into())
                     .spawn(move || {
-                        let _ = serve_connection(stream, &shared, started);
+                        let conn = Conn {
+                            id,
+                            list: &conn_list,
+                        };
+                        let _ = serve_connection(stream, &shared, started, &conn);
+                        conn_list.lock().remove(id);
                         // The exchange's state goes before the count says this one has ended.
                         drop(shared);
                         conn_open.fetch_sub(1, Ordering::AcqRel);
                     });
                 if spawned.is_err() {
                     // The closure, with its decrement, was dropped with the failed spawn.
+                    conns.lock().remove(id);
                     open.fetch_sub(1, Ordering::AcqRel);
                 }
             }
@@ -93,10 +114,106 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, started: Instant) -> io::Res
     Ok(Admin { local_addr, thread })
 }
 
-fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) -> io::Result<()> {
+/// The open operator connections, oldest first, and what the accept thread needs to make room
+/// for a new one.
+#[derive(Default)]
+struct Conns {
+    next_id: u64,
+    open: Vec<OpenConn>,
+}
+
+struct OpenConn {
+    id: u64,
+    /// A clone of the connection's socket: shutting it down ends the connection's thread.
+    handle: TcpStream,
+    /// The last byte received or answer written.
+    last_active: Instant,
+    /// A whole request has been read and its answer is not yet written.
+    serving: bool,
+}
+
+impl Conns {
+    /// Take a new connection, closing the one idle the longest when all
+    /// [`MAX_ADMIN_CONNECTIONS`] places are taken; `None` (the new one is to be closed) when
+    /// every open connection is serving a request.
+    fn admit(&mut self, handle: TcpStream, now: Instant) -> Option<u64> {
+        if self.open.len() >= MAX_ADMIN_CONNECTIONS {
+            let (i, _) = self
+                .open
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.serving)
+                .min_by_key(|(_, c)| c.last_active)?;
+            let evicted = self.open.remove(i);
+            let _ = evicted.handle.shutdown(std::net::Shutdown::Both);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.push(OpenConn {
+            id,
+            handle,
+            last_active: now,
+            serving: false,
+        });
+        Some(id)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.open.retain(|c| c.id != id);
+    }
+
+    fn get(&mut self, id: u64) -> Option<&mut OpenConn> {
+        self.open.iter_mut().find(|c| c.id == id)
+    }
+}
+
+/// One connection's place among the open ones.
+struct Conn<'a> {
+    id: u64,
+    list: &'a Mutex<Conns>,
+}
+
+impl Conn<'_> {
+    /// Bytes came in.
+    fn active(&self) {
+        if let Some(c) = self.list.lock().get(self.id) {
+            c.last_active = Instant::now();
+        }
+    }
+
+    /// A whole request is in: from now on the connection keeps its place until the answer is
+    /// written. False when it already lost its place to a newer connection.
+    fn serve(&self) -> bool {
+        self.list.lock().get(self.id).is_some_and(|c| {
+            c.serving = true;
+            true
+        })
+    }
+
+    /// The answer is written.
+    fn served(&self) {
+        if let Some(c) = self.list.lock().get(self.id) {
+            c.serving = false;
+            c.last_active = Instant::now();
+        }
+    }
+}
+
+fn serve_connection(
+    mut stream: TcpStream,
+    shared: &Shared,
+    started: Instant,
+    conn: &Conn<'_>,
+) -> io::Result<()> {
     // Short reads, so that an idle connection notices a shutdown; idleness is counted apart.
     stream.set_read_timeout(Some(ACCEPT_POLL))?;
+    stream.set_write_timeout(Some(ADMIN_WRITE_TIMEOUT))?;
     let mut last_byte = Instant::now();
+    // When the request being read began: the accept for the first, its first byte for a later
+    // one; `None` between requests. As on the seller port, a request not whole within
+    // `server.head_timeout_ms` closes the connection.
+    let mut request_started = Some(last_byte);
+    let mut head_timeout = shared.runtime().snap.server.head_timeout;
     stream.set_nodelay(true)?;
     let mut decoder = RequestDecoder::new(Limits::with_max_body_bytes(MAX_ADMIN_BODY_BYTES));
     let mut buf = Vec::with_capacity(4096);
@@ -119,6 +236,11 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) ->
                 }
             }
             let n = loop {
+                // Checked before every read, so that a client dripping bytes faster than the
+                // read timeout is held to it too.
+                if request_started.is_some_and(|t| t.elapsed() >= head_timeout) {
+                    return Ok(());
+                }
                 match stream.read(&mut chunk) {
                     Ok(n) => break n,
                     Err(e)
@@ -142,9 +264,15 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) ->
                 return Ok(());
             }
             last_byte = Instant::now();
+            request_started.get_or_insert(last_byte);
+            conn.active();
             buf.extend_from_slice(&chunk[..n]);
         };
         buf.drain(..consumed);
+        if !conn.serve() {
+            // A newer connection took its place while the request came in.
+            return Ok(());
+        }
         let (status, content_type, payload) = route(&head, shared, started);
         let mut headers = vec![
             ("Content-Type", content_type),
@@ -167,9 +295,15 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared, started: Instant) ->
             http::write_response(&mut out, status, &headers, &payload, head.keep_alive);
         }
         stream.write_all(&out)?;
+        conn.served();
         if !head.keep_alive || shared.shutdown.load(Ordering::Relaxed) {
             return Ok(());
         }
+        // The next request's time runs from its first byte (now, if some are in already), under
+        // the head timeout in force then (a reload may have changed it).
+        head_timeout = shared.runtime().snap.server.head_timeout;
+        request_started = (!buf.is_empty()).then(Instant::now);
+        last_byte = Instant::now();
     }
 }
 

@@ -594,3 +594,109 @@ fn a_persisted_pause_keeps_an_id_with_spaces_exact() {
         "the paused buyer was pinged after the restart"
     );
 }
+
+/// True once the exchange has closed `s` (EOF or reset), reading for at most `within`.
+fn closed_within(s: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read;
+    let until = std::time::Instant::now() + within;
+    let mut b = [0u8; 256];
+    while std::time::Instant::now() < until {
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(50)));
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Idle connections never lock the operator out: at the limit, the one idle the longest is
+/// closed to make room, so `/healthz` (and every other path) answers.
+#[test]
+fn idle_operator_connections_make_room_for_a_new_one() {
+    use gavel::admin::MAX_ADMIN_CONNECTIONS;
+    use std::io::{Read, Write};
+    let fleet = acme_and_blue();
+    let ex = start(&fleet);
+    let admin = admin_addr(&ex);
+    let mut idle: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..MAX_ADMIN_CONNECTIONS {
+        idle.push(std::net::TcpStream::connect(admin).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for _ in 0..3 {
+        assert_eq!(get(admin, "GET", "/healthz", None).status, 200);
+    }
+    assert_eq!(get(admin, "GET", "/v1/stats", Some(TOKEN)).status, 200);
+    // The oldest made room (the later requests may have found the earlier ones' places free
+    // again); the newest is still served.
+    assert!(closed_within(
+        &mut idle[0],
+        std::time::Duration::from_secs(2)
+    ));
+    let mut newest = idle.pop().unwrap();
+    newest
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    newest
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let n = newest.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200 "));
+}
+
+/// A request head that does not arrive whole within `server.head_timeout_ms` closes the
+/// operator connection, as on the seller port: a client that sends nothing, or drips a head.
+/// A kept-alive connection between requests is idle, not slow.
+#[test]
+fn a_slow_head_closes_an_operator_connection() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let fleet = acme_and_blue();
+    let toml = config_with_admin(&fleet, "daily = 100")
+        .replace("workers = 1", "workers = 1\nhead_timeout_ms = 400");
+    let ex = Exchange::start(&toml);
+    let admin = admin_addr(&ex);
+
+    let t0 = Instant::now();
+    let mut silent = std::net::TcpStream::connect(admin).unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(3)));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    let t0 = Instant::now();
+    let mut drip = std::net::TcpStream::connect(admin).unwrap();
+    drip.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    let mut closed = false;
+    while t0.elapsed() < Duration::from_secs(3) {
+        // A byte every 10 ms, faster than any poll of the connection.
+        if drip.write_all(b"X").is_err() || closed_within(&mut drip, Duration::from_millis(10)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a dripped head kept its connection open for 3 s");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    let mut c = Client::connect(admin);
+    for _ in 0..2 {
+        c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response().map(|r| r.status), Some(200));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+}
