@@ -333,21 +333,15 @@ fn authorized(head: &RequestHead, shared: &Shared) -> bool {
     given.is_some_and(|g| constant_time_eq(&g, token.as_bytes()))
 }
 
-/// The `token=` value of a request target's query, decoded as `application/x-www-form-urlencoded`
-/// (`+` is a space, `%XX` a byte), as the dashboard's script reads its own address
-/// (`URLSearchParams`) and as browsers and HTTP clients encode a query: a token with `/`, `+`,
-/// `=`, `%` or a space works once percent-encoded (`+` as `%2B`, `%` as `%25`).
+/// The `token=` value of a request target's query, percent-decoded (`%XX` is a byte; anything
+/// else, `+` included, is itself), as the dashboard's script reads its own address: a token
+/// pasted as it is (a base64 token with `/`, `+`, `=`) and one percent-encoded
+/// (`encodeURIComponent`, which the script polls `/v1/stats` with) both work. A space must be
+/// written `%20`.
 fn query_token(path: &str) -> Option<Cow<'_, [u8]>> {
     let (_, query) = path.split_once('?')?;
     let raw = query.split('&').find_map(|kv| kv.strip_prefix("token="))?;
-    if raw.contains('+') {
-        let spaced = raw.replace('+', " ");
-        Some(Cow::Owned(
-            percent_encoding::percent_decode_str(&spaced).collect(),
-        ))
-    } else {
-        Some(percent_encoding::percent_decode_str(raw).into())
-    }
+    Some(percent_encoding::percent_decode_str(raw).into())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -398,7 +392,7 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
         return error(
             401,
             "unauthorized",
-            "operator API needs Authorization: Bearer <admin.token> (the dashboard: /?token=<admin.token, percent-encoded>)",
+            "operator API needs Authorization: Bearer <admin.token> (the dashboard: /?token=<admin.token>)",
         );
     }
     // HEAD asks what GET would answer, without the body.
@@ -917,7 +911,22 @@ svg{display:block;margin:.5em 0}svg text{font:11px system-ui,sans-serif;fill:#33
 'use strict';
 // Plain script, no outside resources: the plots are SVG built here from /v1/stats, every
 // two seconds. A field missing from the answer reads as 0 (or is left out); every id is escaped.
-const token = new URLSearchParams(location.search).get('token') || '';
+// The token as the server reads a query's: %XX a byte, anything else (`+` too) itself, so a
+// token pasted as it is works as well as one percent-encoded.
+const token = (() => {
+  const m = /[?&]token=([^&#]*)/.exec(location.search);
+  if (!m) return '';
+  const raw = m[1], bytes = [], enc = new TextEncoder();
+  for (let i = 0; i < raw.length;) {
+    if (raw[i] === '%' && /^[0-9a-fA-F]{2}$/.test(raw.slice(i + 1, i + 3))) {
+      bytes.push(parseInt(raw.slice(i + 1, i + 3), 16)); i += 3;
+    } else {
+      const c = String.fromCodePoint(raw.codePointAt(i));
+      bytes.push(...enc.encode(c)); i += c.length;
+    }
+  }
+  return new TextDecoder().decode(new Uint8Array(bytes));
+})();
 const series = [];
 const W = 720, LABEL = 160, RIGHT = 90;
 const $ = id => document.getElementById(id);
@@ -1004,7 +1013,7 @@ async function tick() {
   let s;
   try {
     const r = await fetch('/v1/stats?token=' + encodeURIComponent(token), {cache: 'no-store'});
-    if (!r.ok) { $('summary').textContent = 'HTTP ' + r.status + ' (open /?token=<admin.token, percent-encoded: + as %2B, % as %25>)'; return; }
+    if (!r.ok) { $('summary').textContent = 'HTTP ' + r.status + ' (open /?token=<admin.token>, a space as %20, % as %25)'; return; }
     s = obj(await r.json());
   } catch (e) { $('summary').textContent = 'no answer from /v1/stats: ' + e; return; }
   const camps = Object.entries(obj(s.campaigns)).map(([id, v]) => [id, obj(v)]);
@@ -1078,10 +1087,9 @@ mod tests {
         assert!(script.contains("'&': '&amp;', '<': '&lt;'"));
     }
 
-    /// The query's token is form-decoded, as `URLSearchParams` reads it: `%XX` is a byte and
-    /// `+` a space.
+    /// The query's token is percent-decoded: `%XX` is a byte, `+` stays `+`.
     #[test]
-    fn the_query_token_is_form_decoded() {
+    fn the_query_token_is_percent_decoded() {
         let token = |path: &str| query_token(path).map(|t| t.into_owned());
         assert_eq!(
             token("/v1/stats?token=ops%2FToken%2B2026%3D%3D"),
@@ -1093,11 +1101,11 @@ mod tests {
         );
         assert_eq!(
             token("/?token=ops/Token+2026=="),
-            Some(b"ops/Token 2026==".to_vec())
+            Some(b"ops/Token+2026==".to_vec())
         );
         assert_eq!(
             token("/?a=1&token=a%20b+c%25d&token=x"),
-            Some(b"a b c%d".to_vec())
+            Some(b"a b+c%d".to_vec())
         );
         assert_eq!(token("/?token=%C3%A9"), Some("é".as_bytes().to_vec()));
         // Not an escape: kept as written.

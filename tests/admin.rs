@@ -481,9 +481,10 @@ fn a_pause_through_the_api_survives_a_restart() {
 }
 
 /// A token with characters a URL reserves (`/`, `+`, `=`, `%`, a space: a base64 token, a
-/// passphrase) opens the dashboard once percent-encoded, and the page's own script then reads
-/// `/v1/stats` with it (run under node when there is one, as a browser runs it): the server
-/// reads the query as the script does, `+` as a space.
+/// passphrase) opens the dashboard pasted as it is (but for the space) or percent-encoded, and
+/// the page's own script then reads `/v1/stats` with it (run under node when there is one, as
+/// a browser runs it): the server reads the query as the script does, `%XX` as a byte and `+`
+/// as itself.
 #[test]
 fn the_dashboard_reads_its_stats_with_a_token_a_url_must_encode() {
     const ODD: &str = "ops/Tok en+2026==%zz";
@@ -494,9 +495,9 @@ fn the_dashboard_reads_its_stats_with_a_token_a_url_must_encode() {
     let encoded = [
         // As `encodeURIComponent` writes it.
         "ops%2FTok%20en%2B2026%3D%3D%25zz",
-        // As a form encodes it (`+` for a space), and with only what must be encoded encoded.
-        "ops%2FTok+en%2B2026%3D%3D%25zz",
-        "ops/Tok%20en%2B2026==%zz",
+        // Pasted as it is, but for the space (`%zz` is no escape: itself).
+        "ops/Tok%20en+2026==%zz",
+        "ops/Tok%20en%2B2026==%25zz",
     ];
     for form in encoded {
         for path in ["/", "/v1/stats"] {
@@ -504,12 +505,12 @@ fn the_dashboard_reads_its_stats_with_a_token_a_url_must_encode() {
             assert_eq!(r.status, 200, "{path}?token={form}");
         }
     }
-    // A `+` typed as is reads as a space, for the page as for its script.
+    // A `+` is a plus, not a space (as a form would have it), for the page as for its script.
     for path in ["/", "/v1/stats"] {
         let r = get(
             admin,
             "GET",
-            &format!("{path}?token=ops/Tok%20en+2026==%zz"),
+            &format!("{path}?token=ops/Tok+en+2026==%zz"),
             None,
         );
         assert_eq!(r.status, 401, "{path}");
