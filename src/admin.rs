@@ -645,6 +645,10 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
         "uptime_s": started.elapsed().as_secs(),
         "workers": snap.server.workers,
         "in_flight": shared.in_flight.load(Ordering::Relaxed),
+        "dedupe": {
+            "entries": snap.server.dedupe_entries,
+            "forced_evictions": shared.dedupe.forced_evictions(),
+        },
         "campaigns": campaigns,
         "buyers": buyers,
         "overhead_us": pct_json(&Percentiles::of(&s.overhead_us)),
@@ -673,17 +677,22 @@ fn histogram_text(out: &mut String, name: &str, labels: &str, h: &hdrhistogram::
     ];
     let sep = if labels.is_empty() { "" } else { "," };
     for b in BOUNDS_US {
-        let count = h.count_between(0, b);
+        // The histogram keeps values to two significant digits: a bound falls inside a bucket
+        // of equivalent values (10,000 µs in 10,000..=10,047). Each `le` is that bucket's top,
+        // so every value counted under it is at most it, as `le` says.
+        let le = h.highest_equivalent(b);
+        let count = h.count_between(0, le);
         let _ = writeln!(
             out,
             "{name}_bucket{{{labels}{sep}le=\"{}\"}} {count}",
-            b as f64 / 1e6
+            le as f64 / 1e6
         );
     }
     let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.len());
+    // Each bucket counted at its middle value: within half a bucket (0.5 %) of the exact sum.
     let sum: f64 = h
         .iter_recorded()
-        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .map(|v| h.median_equivalent(v.value_iterated_to()) as f64 * v.count_at_value() as f64)
         .sum::<f64>()
         / 1e6;
     let braces = if labels.is_empty() {
@@ -827,6 +836,12 @@ pub fn metrics_text(shared: &Shared) -> String {
         out,
         "gavel_in_flight {}",
         shared.in_flight.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP gavel_dedupe_forced_evictions_total Phones and emails the dedupe index dropped for room while still inside their dedupe_days window (raise server.dedupe_entries).\n# TYPE gavel_dedupe_forced_evictions_total counter\n");
+    let _ = writeln!(
+        out,
+        "gavel_dedupe_forced_evictions_total {}",
+        shared.dedupe.forced_evictions()
     );
     out.push_str("# HELP gavel_cap_remaining Leads (or dollars for the budgets) left in each buyer's cap windows.\n# TYPE gavel_cap_remaining gauge\n");
     for (i, b) in snap.buyers.iter().enumerate() {
@@ -1085,6 +1100,56 @@ mod tests {
         }
         // Ids are escaped before they reach innerHTML.
         assert!(script.contains("'&': '&amp;', '<': '&lt;'"));
+    }
+
+    /// Every bucket counts exactly the values at or under its `le`, whatever the histogram's
+    /// precision; the sum is within 1 %.
+    #[test]
+    fn histogram_buckets_count_exactly_the_values_under_their_bound() {
+        let mut h = crate::stats::histogram();
+        let values: Vec<u64> = (0..4000u64)
+            .map(|i| 5 + i * 997 % 1_200_000)
+            .chain([10_000, 10_040, 10_050, 10_047, 10_048])
+            .collect();
+        for &v in &values {
+            h.record(v).unwrap();
+        }
+        let mut out = String::new();
+        histogram_text(&mut out, "x", "b=\"1\"", &h);
+        let mut buckets = 0;
+        for line in out
+            .lines()
+            .filter(|l| l.starts_with("x_bucket") && !l.contains("+Inf"))
+        {
+            let le: f64 = line
+                .split("le=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let count: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+            let le_us = (le * 1e6).round() as u64;
+            assert_eq!(
+                count,
+                values.iter().filter(|&&v| v <= le_us).count(),
+                "{line}"
+            );
+            buckets += 1;
+        }
+        assert_eq!(buckets, 16);
+        let exact: u64 = values.iter().sum();
+        let sum: f64 = out
+            .lines()
+            .find(|l| l.starts_with("x_sum"))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (sum * 1e6 - exact as f64).abs() / (exact as f64) < 0.01,
+            "{sum} vs {exact}"
+        );
     }
 
     /// The query's token is percent-decoded: `%XX` is a byte, `+` stays `+`.

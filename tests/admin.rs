@@ -701,3 +701,44 @@ fn a_slow_head_closes_an_operator_connection() {
         std::thread::sleep(Duration::from_millis(700));
     }
 }
+
+/// A dedupe index too small for its window drops phones and emails still inside it: the
+/// operator sees how many in `/v1/stats` and `/metrics`, and a duplicate of a dropped lead
+/// gets through, which is what `server.dedupe_entries` is sized against.
+#[test]
+fn a_dedupe_index_too_small_for_its_window_says_so() {
+    let fleet = acme_and_blue();
+    let toml = config_with_admin(&fleet, "daily = 100000")
+        .replace(
+            "require_consent = true",
+            "require_consent = true\ndedupe_days = 30",
+        )
+        .replace(
+            "max_in_flight = 1000",
+            "max_in_flight = 1000\ndedupe_entries = 1024",
+        );
+    let ex = Exchange::start(&toml);
+    let admin = admin_addr(&ex);
+    let mut c = ex.client();
+    let lead = |i: usize| {
+        LEAD.replace("7135550147", &format!("71355{i:05}"))
+            .replace("ana@example.com", &format!("ana{i}@example.com"))
+    };
+    let stats = |admin| get(admin, "GET", "/v1/stats", Some(TOKEN)).json();
+    assert_eq!(stats(admin)["dedupe"]["forced_evictions"], 0);
+    assert_eq!(stats(admin)["dedupe"]["entries"], 1024);
+    assert_eq!(c.lead(&lead(0)).status, 200);
+    assert_eq!(c.lead(&lead(0)).json()["error"]["code"], "duplicate");
+    for i in 1..1500 {
+        assert_eq!(c.lead(&lead(i)).status, 200, "lead {i}");
+    }
+    let evicted = stats(admin)["dedupe"]["forced_evictions"].as_u64().unwrap();
+    assert!(evicted > 0, "{evicted}");
+    let metrics = String::from_utf8(get(admin, "GET", "/metrics", Some(TOKEN)).body).unwrap();
+    assert!(
+        metrics.contains(&format!("gavel_dedupe_forced_evictions_total {evicted}")),
+        "{metrics}"
+    );
+    // The first lead's keys were dropped within its window: its duplicate passes.
+    assert_eq!(c.lead(&lead(0)).status, 200);
+}
