@@ -279,9 +279,11 @@ fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
                 match s.split_once('@') {
                     Some((local, domain)) => {
                         !local.is_empty()
+                            && !domain.contains('@')
                             && domain.contains('.')
                             && !domain.starts_with('.')
                             && !domain.ends_with('.')
+                            && !domain.contains("..")
                             && !s.contains(char::is_whitespace)
                     }
                     None => false,

@@ -171,13 +171,19 @@ fn content_refusals_are_422_with_code_and_field() {
         ("invalid_field", Some("lead.phone"))
     );
 
-    let r = refusal(&with(|v| {
-        v["lead"]["email"] = Value::from("ana.example.com")
-    }));
-    assert_eq!(
-        (r.code, r.field.as_deref()),
-        ("invalid_field", Some("lead.email"))
-    );
+    for bad in [
+        "ana.example.com",
+        "ana@@example.com",
+        "ana@ex@ample.com",
+        "ana@example..com",
+    ] {
+        let r = refusal(&with(|v| v["lead"]["email"] = Value::from(bad)));
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("invalid_field", Some("lead.email")),
+            "{bad}"
+        );
+    }
 
     let r = refusal(&with(|v| {
         v.as_object_mut().unwrap().remove("consent");
