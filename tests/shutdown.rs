@@ -252,3 +252,59 @@ fn a_second_sigterm_exits_at_once_with_status_1_when_leads_are_left_unanswered()
     // The lead got no answer: its connection is closed without one.
     assert!(busy.read_response().is_none());
 }
+
+/// While any worker still has a lead in flight, a request on any open connection, whichever
+/// worker holds it, is answered 503 `shutting_down`: a worker with nothing of its own in
+/// flight does not drop its connections unanswered while the process is still stopping.
+#[test]
+fn every_worker_answers_503_while_another_finishes_its_leads() {
+    let (_fleet, mut child, addr, _text, mut busy) = {
+        // Two workers: the idle connections land on both.
+        let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
+            |kind, _| match kind {
+                Kind::Ping => Reply::bid(4200, None).after_ms(2500),
+                Kind::Post => Reply::accepted(),
+            },
+        )])
+        .unwrap();
+        let dir = temp_dir("shutdown-workers");
+        let text = config(&fleet, "ping_timeout_ms = 4000", |_| String::new())
+            .replace("ping_timeout_ms = 300\n", "")
+            .replace("workers = 1", "workers = 2");
+        let cfg = dir.join("gavel.toml");
+        std::fs::write(&cfg, &text).unwrap();
+        let (child, addr, _) = serve_logged(&cfg);
+        let mut busy = Client::connect(addr);
+        busy.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            LEAD.as_bytes(),
+        ));
+        (fleet, child, addr, text, busy)
+    };
+    let mut idle: Vec<Client> = (0..12).map(|_| Client::connect(addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(child.id());
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, c) in idle.iter_mut().enumerate() {
+        let other = LEAD
+            .replace("7135550147", &format!("71355502{i:02}"))
+            .replace("ana@", &format!("ana{i}@"));
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            other.as_bytes(),
+        ));
+        let r = c
+            .read_response()
+            .unwrap_or_else(|| panic!("connection {i} closed unanswered"));
+        assert_eq!(r.status, 503, "connection {i}");
+        assert_eq!(r.json()["error"]["code"], "shutting_down");
+    }
+    let v = busy.read_response().expect("the lead in flight").json();
+    assert_eq!(v["status"], "sold", "{v}");
+    let status = stop_within_20_s(&mut child, "after the last lead");
+    assert!(status.success() || status.code() == Some(1), "{status:?}");
+}

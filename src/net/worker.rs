@@ -549,9 +549,12 @@ impl Worker {
         until
     }
 
-    /// Draining and nothing left to do: no lead in flight, every answer written.
+    /// Draining and nothing left to do: no lead in flight here or on any other worker (while
+    /// another still has some, this one stays to answer requests on its open connections 503
+    /// `shutting_down` rather than drop them unanswered), every answer written.
     fn drained(&self) -> bool {
         self.leads.is_empty()
+            && self.shared.in_flight.load(Ordering::Acquire) == 0
             && self
                 .sellers
                 .values()
