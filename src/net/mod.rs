@@ -769,7 +769,8 @@ fn rebuild(
                 if paid {
                     s.spent_cents += price_cents;
                 }
-                return true;
+                // Counted as replayed into caps and budgets: a test sale took none.
+                return paid;
             }
             Record::LeadAnswered {
                 lead_id,
