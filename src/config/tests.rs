@@ -370,6 +370,10 @@ const PERSONAL_VARIANTS: &[&str] = &[
     "social",
     "credit_card",
     "bank_account",
+    "driver_name",
+    "insuredName",
+    "policy_holder_name",
+    "co_applicant_name",
 ];
 
 /// Ping fields in the repository's configs and tests, and others a campaign may well ping on.
