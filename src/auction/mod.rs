@@ -94,6 +94,9 @@ pub enum PostOutcome {
     /// Not sent: the buyer's cap or budget could not take the lead at its price (other leads
     /// took the room since the ping). Not a post attempt: the cascade goes on past it.
     Capped,
+    /// Not sent: the journal could not record the post (a full disk), and a sale the journal
+    /// does not have would escape the caps after a restart. Not a post attempt either.
+    Unjournaled,
 }
 
 impl PostOutcome {
@@ -452,7 +455,7 @@ impl Auction {
                 .partition_point(|earlier| rank(earlier.slot) < rank(slot));
             self.sales.insert(at, sale);
         }
-        if outcome == PostOutcome::Capped {
+        if matches!(outcome, PostOutcome::Capped | PostOutcome::Unjournaled) {
             // Nothing went to the buyer: the attempt is given back to the cascade.
             self.post_attempts = self.post_attempts.saturating_sub(1);
         }

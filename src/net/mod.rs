@@ -734,7 +734,8 @@ fn rebuild(
                 reason,
                 ..
             } => {
-                if !accepted && reason.as_deref() != Some(POST_NOT_SENT_CAPPED) {
+                let not_sent = [POST_NOT_SENT_CAPPED, POST_NOT_SENT_UNJOURNALED];
+                if !accepted && !reason.as_deref().is_some_and(|r| not_sent.contains(&r)) {
                     pnl.buyer(buyer).post_rejects += 1;
                 }
                 if let Some(posts) = open_posts.get_mut(lead_id) {
@@ -1028,6 +1029,10 @@ pub struct Replayed {
 
 /// The reason journaled for a post the buyer's caps kept back (never sent; not a rejection).
 pub const POST_NOT_SENT_CAPPED: &str = "not sent: cap or budget reached";
+
+/// The reason journaled (if the journal has come back by then) for a post whose `post_sent`
+/// the journal refused: never sent, not a rejection.
+pub const POST_NOT_SENT_UNJOURNALED: &str = "not sent: the journal could not record it";
 
 /// Leads with unanswered posts a start lists by id; the count covers them all.
 pub const MAX_UNRESOLVED_LISTED: usize = 20;

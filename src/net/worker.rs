@@ -1734,6 +1734,7 @@ impl Worker {
                 }
                 PostOutcome::TimedOut => (false, Some("timeout"), None),
                 PostOutcome::Capped => (false, Some(super::POST_NOT_SENT_CAPPED), None),
+                PostOutcome::Unjournaled => (false, Some(super::POST_NOT_SENT_UNJOURNALED), None),
             };
             append(
                 &self.shared,
@@ -1876,7 +1877,7 @@ impl Worker {
                         }
                     }
                     let buyer_id = &lead.gen.rt.snap.buyers[buyer].id;
-                    append(
+                    let journaled = append(
                         &self.shared,
                         &self.stats,
                         &RecordRef::PostSent {
@@ -1885,6 +1886,15 @@ impl Worker {
                             price_cents,
                         },
                     );
+                    if journaled.is_none() {
+                        // No post the journal does not have: its sale could not be replayed
+                        // into the caps after a restart. The reservation is given back with
+                        // the result.
+                        let now = self.now;
+                        lead.auction
+                            .on_post_result(slot, now, PostOutcome::Unjournaled);
+                        continue;
+                    }
                     if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
                         b.posts += 1;
                     }
@@ -3123,7 +3133,8 @@ fn count_answers(st: &mut WorkerStats, auction: &Auction, stat_slots: &[usize], 
         }
         match auction.post_result(slot) {
             // A post the buyer's caps kept back was never sent: no rejection of the buyer's.
-            Some(PostOutcome::Accepted { .. } | PostOutcome::Capped) | None => {}
+            Some(PostOutcome::Accepted { .. } | PostOutcome::Capped | PostOutcome::Unjournaled)
+            | None => {}
             Some(_) => b.post_rejects += 1,
         }
     }
