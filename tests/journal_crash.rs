@@ -752,7 +752,10 @@ fn a_full_journal_disk_refuses_leads_and_never_kills_the_exchange() {
         .collect();
     assert!(!sold.is_empty());
     for id in &sold {
-        assert!(posted.contains(id), "sold without its post in the journal: {id}");
+        assert!(
+            posted.contains(id),
+            "sold without its post in the journal: {id}"
+        );
     }
 
     // Restarted on the full disk: it refuses leads or stops with an error, never a signal.

@@ -457,33 +457,121 @@ pub fn check_ping_match(pinged: &Fields, full: &Fields) -> Result<(), Refusal> {
 
 /// Whether two values of a field say the same thing, as validation and buyer filters read
 /// them: numbers by value (`34` and `34.0`), a number and a string holding it (`77002` and
-/// `"77002"`), strings without surrounding space or ASCII case (`"TX"` and `"tx"`), a boolean
-/// and its string; arrays and objects as written.
+/// `"77002"`, but not `"02134"` and `2134`), strings without surrounding space or ASCII case
+/// (`"TX"` and `"tx"`), a boolean and its string; arrays and objects member by member the same
+/// way, leaving out the personal members a ping never carried ([`ping_safe`]).
 pub fn same_value(a: Field<'_>, b: Field<'_>) -> bool {
-    fn number(f: Field<'_>) -> Option<f64> {
-        match f {
-            Field::Num(n) => n.parse().ok(),
-            Field::Str(s) => s.trim().parse().ok().filter(|x: &f64| x.is_finite()),
-            _ => None,
-        }
-    }
-    fn boolean(f: Field<'_>) -> Option<bool> {
-        match f {
-            Field::Bool(b) => Some(b),
-            Field::Str(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
-            Field::Str(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
-            _ => None,
-        }
-    }
     if a == b {
         return true;
     }
     match (a, b) {
-        (Field::Str(x), Field::Str(y)) => x.trim().eq_ignore_ascii_case(y.trim()),
-        (Field::Num(_), _) | (_, Field::Num(_)) => {
-            matches!((number(a), number(b)), (Some(x), Some(y)) if x == y)
+        (Field::Array(x) | Field::Object(x), Field::Array(y) | Field::Object(y)) => {
+            let parse = |t: &str| {
+                let mut v = serde_json::from_str::<Value>(t).ok()?;
+                drop_personal(&mut v);
+                Some(v)
+            };
+            matches!((parse(x), parse(y)), (Some(x), Some(y)) if same_json(&x, &y))
         }
-        (Field::Bool(_), _) | (_, Field::Bool(_)) => {
+        _ => same_scalar(scalar(a), scalar(b)),
+    }
+}
+
+/// A value that is neither an array nor an object, for [`same_value`].
+#[derive(Clone, Copy)]
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Num(&'a str),
+    Str(&'a str),
+    Other,
+}
+
+fn scalar(f: Field<'_>) -> Scalar<'_> {
+    match f {
+        Field::Null => Scalar::Null,
+        Field::Bool(b) => Scalar::Bool(b),
+        Field::Num(n) => Scalar::Num(n),
+        Field::Str(s) => Scalar::Str(s),
+        Field::Array(_) | Field::Object(_) => Scalar::Other,
+    }
+}
+
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => false,
+        _ => {
+            let (ta, tb) = (json_number_text(a), json_number_text(b));
+            same_scalar(json_scalar(a, &ta), json_scalar(b, &tb))
+        }
+    }
+}
+
+fn json_number_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `v` as a [`Scalar`]; a number as `text`, its JSON text.
+fn json_scalar<'a>(v: &'a Value, text: &'a Option<String>) -> Scalar<'a> {
+    match (v, text) {
+        (_, Some(t)) => Scalar::Num(t),
+        (Value::Null, _) => Scalar::Null,
+        (Value::Bool(x), _) => Scalar::Bool(*x),
+        (Value::String(x), _) => Scalar::Str(x),
+        _ => Scalar::Other,
+    }
+}
+
+fn same_scalar(a: Scalar<'_>, b: Scalar<'_>) -> bool {
+    /// A number's value: integers exactly, anything else as `f64`.
+    #[derive(PartialEq)]
+    enum N {
+        Int(i128),
+        Float(f64),
+    }
+    fn number(text: &str) -> Option<N> {
+        let t = text.trim();
+        let digits = t.strip_prefix('-').unwrap_or(t);
+        // A string with a leading zero ("02134") is a code, not a number.
+        if digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.") {
+            return None;
+        }
+        if let Ok(i) = t.parse::<i128>() {
+            return Some(N::Int(i));
+        }
+        let f: f64 = t.parse().ok().filter(|x: &f64| x.is_finite())?;
+        if f.fract() == 0.0 && f.abs() < 1e15 {
+            return Some(N::Int(f as i128));
+        }
+        Some(N::Float(f))
+    }
+    fn boolean(s: Scalar<'_>) -> Option<bool> {
+        match s {
+            Scalar::Bool(b) => Some(b),
+            Scalar::Str(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+            Scalar::Str(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        }
+    }
+    match (a, b) {
+        (Scalar::Other, _) | (_, Scalar::Other) => false,
+        (Scalar::Null, Scalar::Null) => true,
+        (Scalar::Str(x), Scalar::Str(y)) => x.trim().eq_ignore_ascii_case(y.trim()),
+        (Scalar::Num(x), Scalar::Num(y) | Scalar::Str(y)) | (Scalar::Str(x), Scalar::Num(y)) => {
+            matches!((number(x), number(y)), (Some(x), Some(y)) if x == y)
+        }
+        (Scalar::Bool(_), _) | (_, Scalar::Bool(_)) => {
             matches!((boolean(a), boolean(b)), (Some(x), Some(y)) if x == y)
         }
         _ => false,

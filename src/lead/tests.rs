@@ -999,6 +999,27 @@ fn a_post_contradicts_its_ping_only_with_a_different_value() {
             "{k}={v}"
         );
     }
+    // Arrays and objects member by member, without the personal members a ping left out.
+    let pinged = Fields::from_json(
+        r#"{"vehicle":{"year":2019,"make":"Honda","owner_email":"a@b.c"},"code":"02134","big":9007199254740993}"#,
+    )
+    .unwrap();
+    let full = Fields::from_json(
+        r#"{"vehicle":{"make":"HONDA","year":2019.0,"owner_email":"x@y.z","vin":"1HG"},"code":"02134","big":9007199254740993}"#,
+    )
+    .unwrap();
+    assert_eq!(check_ping_match(&pinged, &full), Ok(()));
+    for (k, v) in [
+        ("vehicle", r#"{"year":2020,"make":"Honda"}"#),
+        ("vehicle", r#"{"year":2019}"#),
+        ("vehicle", r#"[2019,"Honda"]"#),
+        ("code", "2134"),
+        ("big", "9007199254740992"),
+    ] {
+        let mut f = full.clone();
+        f.insert(k.to_string(), serde_json::from_str(v).unwrap());
+        assert!(check_ping_match(&pinged, &f).is_err(), "{k}={v}");
+    }
     let mut missing = Fields::from_json(r#"{"age":34}"#).unwrap();
     assert!(check_ping_match(&pinged, &missing).is_err());
     missing.insert("zip".into(), serde_json::json!("77002"));
