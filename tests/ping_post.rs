@@ -378,15 +378,7 @@ fn held_pings_survive_a_restart() {
 fn a_ping_whose_hold_ran_out_before_a_restart_is_expired_after_it() {
     let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
     let toml = config(&fleet, "hold_ms = 300", |_| String::new());
-    let ping_id = {
-        let ex = Exchange::start(&toml);
-        let v = ex
-            .client()
-            .post("/v1/ping", Some(KEY), PING.as_bytes())
-            .json();
-        assert_eq!(v["status"], "bid", "{v}");
-        v["ping_id"].as_str().unwrap().to_string()
-    };
+    let (ping_id, _) = ping_on_an_exchange_that_then_stops(&toml);
     std::thread::sleep(Duration::from_millis(400));
     let ex = Exchange::start(&toml);
     let r = ex
@@ -405,19 +397,8 @@ fn a_ping_whose_hold_ran_out_before_a_restart_is_expired_after_it() {
 fn a_restart_between_ping_and_post_keeps_the_offer() {
     let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
     let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
-    let ping_id = {
-        let ex = Exchange::start(&toml);
-        let v = ex
-            .client()
-            .post("/v1/ping", Some(KEY), PING.as_bytes())
-            .json();
-        assert_eq!(
-            (v["status"].as_str(), v["payout"].as_f64()),
-            (Some("bid"), Some(72.0)),
-            "{v}"
-        );
-        v["ping_id"].as_str().unwrap().to_string()
-    };
+    let (ping_id, v) = ping_on_an_exchange_that_then_stops(&toml);
+    assert_eq!(v["payout"], 72.0, "{v}");
     let ex = Exchange::start(&toml.replace("payout_share = 0.80", "payout_share = 0.50"));
     let mut c = ex.client();
     let v = c
@@ -505,4 +486,16 @@ fn a_post_is_not_counted_again_against_the_sellers_rate() {
         // A second ping in the same second is over the rate.
         assert_eq!(c.post("/v1/ping", Some(KEY), PING.as_bytes()).status, 429);
     }
+}
+
+/// One `/v1/ping` answered with a bid by an exchange on `toml`, stopped afterwards: the ping
+/// id and the answer.
+fn ping_on_an_exchange_that_then_stops(toml: &str) -> (String, Value) {
+    let ex = Exchange::start(toml);
+    let v = ex
+        .client()
+        .post("/v1/ping", Some(KEY), PING.as_bytes())
+        .json();
+    assert_eq!(v["status"], "bid", "{v}");
+    (v["ping_id"].as_str().unwrap().to_string(), v)
 }

@@ -82,18 +82,7 @@ fn the_relay_binary_auctions_a_load_run_and_reports_its_overhead() {
         .expect("the relay prints where it listens")
         .to_string();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))
-        .args(["--target", &addr, "--key", "k", "--campaign", "c"])
-        .args(["--rate", "200", "--duration-s", "1", "--warmup-ms", "0"])
-        .args(["--connections", "8", "--json"])
-        .output()
-        .expect("run gavel-load");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load JSON");
+    let report = load_for_a_second(&addr, 200, 8);
     let answered = report["answered"].as_u64().unwrap_or(0);
     assert_eq!(
         answered,
@@ -174,18 +163,7 @@ fn the_load_binary_rates_a_slow_target_over_the_time_its_answers_took() {
     // One connection to a buyer that answers after 20 ms carries about 50 leads/s: the 100
     // leads due in the first second are answered over about two.
     let (_buyer, addr) = mock_buyer(&["--latency-ms", "20"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))
-        .args(["--target", &addr, "--key", "k", "--campaign", "c"])
-        .args(["--rate", "100", "--duration-s", "1", "--warmup-ms", "0"])
-        .args(["--connections", "1", "--json"])
-        .output()
-        .expect("run gavel-load");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load JSON");
+    let report = load_for_a_second(&addr, 100, 1);
     assert_eq!(report["answered"], 100, "{report}");
     assert_eq!(report["duration_ms"], 1000, "the schedule\n{report}");
     let elapsed_ms = report["elapsed_ms"].as_u64().unwrap_or(0);
@@ -243,4 +221,27 @@ fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(out.stdout.is_empty(), "{args:?} started buyers");
     }
+}
+
+/// `gavel-load` at `rate` leads/s for one second over `connections`: its JSON report.
+fn load_for_a_second(addr: &str, rate: u32, connections: u32) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))
+        .args(["--target", addr, "--key", "k", "--campaign", "c"])
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--duration-s",
+            "1",
+            "--warmup-ms",
+            "0",
+        ])
+        .args(["--connections", &connections.to_string(), "--json"])
+        .output()
+        .expect("run gavel-load");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("load JSON")
 }

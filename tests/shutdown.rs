@@ -53,19 +53,28 @@ fn stop_within_20_s(child: &mut std::process::Child, what: &str) -> std::process
     }
 }
 
-/// `gavel serve` with one buyer that bids after `bid_after_ms`, and a lead sent to it on a
-/// connection of its own: the child, the seller address, the config text and that connection.
-fn serving_a_slow_lead(
-    name: &str,
-    bid_after_ms: u64,
-    ping_timeout_ms: u64,
-) -> (
+/// The fleet, the child, the seller address, the config text and the busy connection.
+type SlowLead = (
     Fleet,
     std::process::Child,
     std::net::SocketAddr,
     String,
     Client,
-) {
+);
+
+/// `gavel serve` with one buyer that bids after `bid_after_ms`, and a lead sent to it on a
+/// connection of its own: the child, the seller address, the config text and that connection.
+fn serving_a_slow_lead(name: &str, bid_after_ms: u64, ping_timeout_ms: u64) -> SlowLead {
+    serving_a_slow_lead_on(name, bid_after_ms, ping_timeout_ms, 1)
+}
+
+/// [`serving_a_slow_lead`] with `workers` event loops.
+fn serving_a_slow_lead_on(
+    name: &str,
+    bid_after_ms: u64,
+    ping_timeout_ms: u64,
+    workers: usize,
+) -> SlowLead {
     let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
         move |kind, _| match kind {
             Kind::Ping => Reply::bid(4200, None).after_ms(bid_after_ms),
@@ -79,7 +88,8 @@ fn serving_a_slow_lead(
         &format!("ping_timeout_ms = {ping_timeout_ms}"),
         |_| String::new(),
     )
-    .replace("ping_timeout_ms = 300\n", "");
+    .replace("ping_timeout_ms = 300\n", "")
+    .replace("workers = 1", &format!("workers = {workers}"));
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, &text).unwrap();
     let (child, addr, _) = serve_logged(&cfg);
@@ -258,31 +268,9 @@ fn a_second_sigterm_exits_at_once_with_status_1_when_leads_are_left_unanswered()
 /// flight does not drop its connections unanswered while the process is still stopping.
 #[test]
 fn every_worker_answers_503_while_another_finishes_its_leads() {
-    let (_fleet, mut child, addr, _text, mut busy) = {
-        // Two workers: the idle connections land on both.
-        let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
-            |kind, _| match kind {
-                Kind::Ping => Reply::bid(4200, None).after_ms(2500),
-                Kind::Post => Reply::accepted(),
-            },
-        )])
-        .unwrap();
-        let dir = temp_dir("shutdown-workers");
-        let text = config(&fleet, "ping_timeout_ms = 4000", |_| String::new())
-            .replace("ping_timeout_ms = 300\n", "")
-            .replace("workers = 1", "workers = 2");
-        let cfg = dir.join("gavel.toml");
-        std::fs::write(&cfg, &text).unwrap();
-        let (child, addr, _) = serve_logged(&cfg);
-        let mut busy = Client::connect(addr);
-        busy.send_raw(&Client::request(
-            "POST",
-            "/v1/leads",
-            Some(KEY),
-            LEAD.as_bytes(),
-        ));
-        (fleet, child, addr, text, busy)
-    };
+    // Two workers: the idle connections land on both.
+    let (_fleet, mut child, addr, _text, mut busy) =
+        serving_a_slow_lead_on("shutdown-workers", 2500, 4000, 2);
     let mut idle: Vec<Client> = (0..12).map(|_| Client::connect(addr)).collect();
     std::thread::sleep(Duration::from_millis(300));
     sigterm(child.id());
