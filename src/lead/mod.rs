@@ -455,11 +455,13 @@ pub fn check_ping_match(pinged: &Fields, full: &Fields) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Whether two values of a field say the same thing, as validation and buyer filters read
-/// them: numbers by value (`34` and `34.0`), a number and a string holding it (`77002` and
-/// `"77002"`, but not `"02134"` and `2134`), strings without surrounding space or ASCII case
-/// (`"TX"` and `"tx"`), a boolean and its string; arrays and objects member by member the same
-/// way, leaving out the personal members a ping never carried ([`ping_safe`]).
+/// Whether `b` (a post's value of a field) says what `a` (its ping's) said, as validation and
+/// buyer filters read values: numbers by value (`34` and `34.0`), a number and a string holding
+/// it (`77002` and `"77002"`, but not `"02134"` and `2134`), strings without surrounding space
+/// or ASCII case (`"TX"` and `"tx"`), a boolean and its string; arrays element by element and
+/// objects member by member the same way (the post may add members to an object: that adds to
+/// the ping, it does not contradict it), leaving out the personal members a ping never carried
+/// ([`ping_safe`]).
 pub fn same_value(a: Field<'_>, b: Field<'_>) -> bool {
     if a == b {
         return true;
@@ -502,11 +504,9 @@ fn same_json(a: &Value, b: &Value) -> bool {
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
         }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
-        }
+        (Value::Object(x), Value::Object(y)) => x
+            .iter()
+            .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w))),
         (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => false,
         _ => {
             let (ta, tb) = (json_number_text(a), json_number_text(b));

@@ -1005,7 +1005,7 @@ fn a_post_contradicts_its_ping_only_with_a_different_value() {
     )
     .unwrap();
     let full = Fields::from_json(
-        r#"{"vehicle":{"make":"HONDA","year":2019.0,"owner_email":"x@y.z","vin":"1HG"},"code":"02134","big":9007199254740993}"#,
+        r#"{"vehicle":{"make":"HONDA","year":2019.0,"owner_email":"x@y.z","vin":"1HG","color":"red"},"code":"02134","big":9007199254740993}"#,
     )
     .unwrap();
     assert_eq!(check_ping_match(&pinged, &full), Ok(()));
