@@ -316,3 +316,90 @@ fn the_fallback_keeps_the_reserve_and_skips_buyers_already_posted_to() {
         "{text}"
     );
 }
+
+/// The ping half of seller-side ping-post, for `LEAD` with its personal fields left out.
+const PING: &str = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+
+/// The post half for `ping_id`: `LEAD`'s full lead and consent.
+fn post_of(ping_id: &str) -> Vec<u8> {
+    let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+    serde_json::to_vec(&serde_json::json!({
+        "ping_id": ping_id, "lead": full["lead"], "consent": full["consent"]
+    }))
+    .unwrap()
+}
+
+/// A seller pinging a fixed-price campaign learns what the lead would earn (the first buyer
+/// of the waterfall's price), and the post goes down the waterfall as a direct lead would.
+#[test]
+fn a_ping_to_a_fixed_price_campaign_is_answered_with_its_prices() {
+    let fleet = Fleet::start(vec![
+        poster("second", true),
+        poster("first", false),
+        poster("third", true),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&fixed_config(
+        &fleet,
+        "waterfall",
+        &[(15.0, 3, 1), (25.0, 1, 1), (10.0, 2, 1)],
+    ));
+    let mut c = ex.client();
+    let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+    assert_eq!(v["status"], "bid", "{v}");
+    assert_eq!(v["payout"], 20.0, "80 % of the first buyer's 25.00: {v}");
+    let ping_id = v["ping_id"].as_str().unwrap().to_string();
+    assert_eq!(fleet.posts(0) + fleet.posts(1) + fleet.posts(2), 0);
+
+    let v = c.post("/v1/post", Some(KEY), &post_of(&ping_id)).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    // Priority 1 said no; priority 2 bought at its own price: the waterfall's order, not
+    // the prices' (priority 3 pays more and was never asked).
+    assert_eq!(v["sales"][0]["buyer"], "third", "{v}");
+    assert_eq!(v["price"], 10.0);
+    assert_eq!(v["payout"], 8.0);
+    assert_eq!((fleet.posts(1), fleet.posts(2), fleet.posts(0)), (1, 1, 0));
+    assert_eq!(fleet.pings(0) + fleet.pings(1) + fleet.pings(2), 0);
+}
+
+/// A ping nobody bids on, in a campaign with a fallback, is answered with the fallback's
+/// price: what the direct lead would have sold for. A bid, when there is one, comes first.
+#[test]
+fn a_ping_nobody_bids_on_is_answered_with_the_fallbacks_price() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("stingy").with_responder(|k, _| match k {
+            Kind::Ping => Reply::no_bid(),
+            Kind::Post => Reply::accepted(),
+        }),
+        poster("fallback", true),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&fallback_config(&fleet, "stingy"));
+    let mut c = ex.client();
+    let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+    assert_eq!(v["status"], "bid", "{v}");
+    assert_eq!(v["payout"], 14.4, "80 % of the fallback's 18.00: {v}");
+    assert_eq!(fleet.pings(0), 1);
+    let ping_id = v["ping_id"].as_str().unwrap().to_string();
+    let v = c.post("/v1/post", Some(KEY), &post_of(&ping_id)).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "fallback", "{v}");
+    assert_eq!(v["price"], 18.0);
+    assert_eq!((fleet.pings(0), fleet.posts(0), fleet.posts(1)), (1, 0, 1));
+
+    // With a bid above the floor the ping holds the bid, as before.
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("keen").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(4000, None),
+            Kind::Post => Reply::accepted(),
+        }),
+        poster("fallback", true),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&fallback_config(&fleet, "keen"));
+    let v = ex
+        .client()
+        .post("/v1/ping", Some(KEY), PING.as_bytes())
+        .json();
+    assert_eq!(v["payout"], 32.0, "80 % of the 40.00 bid: {v}");
+}

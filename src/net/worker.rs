@@ -1208,7 +1208,17 @@ impl Worker {
                     .filter(|(b, _, _)| eligible.contains(b))
                     .cloned()
                     .collect();
-                Auction::from_held(params, arrival, self.now, &bids)
+                // Down the held list: bids were held best first, fixed prices in their
+                // method's order.
+                Auction::from_held(
+                    Params {
+                        in_order: true,
+                        ..params
+                    },
+                    arrival,
+                    self.now,
+                    &bids,
+                )
             }
             // Fixed-price distribution: no pings, posts in the method's order at each price.
             None if fixed_price => {
@@ -2200,12 +2210,30 @@ impl Worker {
         let snap = &lead.gen.rt.snap;
         let campaign = &snap.campaigns[lead.campaign];
         let seller = &snap.sellers[lead.seller].id;
+        // No offer on a bid the buyer's budget cannot pay now.
+        let affordable = |bids: &mut Vec<HeldBid>| {
+            if !lead.req.test {
+                let caps = &lead.gen.rt.caps;
+                let now = Utc::now();
+                bids.retain(|&(b, cents, _)| caps.has_room_for(b, now, cents));
+            }
+        };
         let mut bids = lead.auction.ranked_bids();
-        if !lead.req.test {
-            // No offer on a bid the buyer's budget cannot pay now.
-            let caps = &lead.gen.rt.caps;
-            let now = Utc::now();
-            bids.retain(|&(b, cents, _)| caps.has_room_for(b, now, cents));
+        affordable(&mut bids);
+        if bids.is_empty() {
+            // Fixed prices answer a ping as they would take the lead: a fixed-price campaign's
+            // buyers, or a ping-post campaign's fallback when no bid is left, in the method's
+            // order at each buyer's price, above the campaign's floor. The post goes down
+            // that order (`in_order`).
+            let method = match campaign.method {
+                Distribution::PingPost => campaign.fallback,
+                fixed => Some(fixed),
+            };
+            if let Some(method) = method {
+                bids = self.fixed_price_plan(&lead.gen.rt, lead.campaign, &lead.req, method);
+                bids.retain(|&(_, cents, _)| cents > 0 && cents >= campaign.reserve_cents);
+                affordable(&mut bids);
+            }
         }
         if bids.is_empty() {
             let pos = self.journal(&RecordRef::PingAnswered {
