@@ -226,6 +226,29 @@ pub fn clip_str(s: &str, max: usize) -> &str {
     &s[..cut]
 }
 
+/// The consumer's name and address fields: text a buyer's system files as it is, so a
+/// number, an object or a control character in one is refused rather than passed on.
+const TEXT_FIELDS: [&str; 6] = [
+    "first_name",
+    "last_name",
+    "street",
+    "address",
+    "city",
+    "name",
+];
+
+/// Longest name or address field, in bytes.
+pub const MAX_TEXT_FIELD_BYTES: usize = 256;
+
+/// Longest email address (RFC 5321: a 254-byte path less its angle brackets) and local part.
+pub const MAX_EMAIL_BYTES: usize = 254;
+pub const MAX_EMAIL_LOCAL_BYTES: usize = 64;
+
+/// U+2028 and U+2029 end a line in JavaScript and in many log readers, like a newline.
+fn is_line_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
+}
+
 fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
     if req
         .source
@@ -272,22 +295,46 @@ fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
             ));
         }
     }
+    for name in TEXT_FIELDS {
+        let Some(v) = req.lead.get(name).filter(|v| !v.is_blank()) else {
+            continue;
+        };
+        let ok = match v {
+            // Decoded: `\u0000` in the JSON is a control character here.
+            Field::Str(s) => {
+                s.len() <= MAX_TEXT_FIELD_BYTES
+                    && !s.chars().any(|c| c.is_control() || is_line_separator(c))
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(Refusal::content(
+                "invalid_field",
+                format!(
+                    "{name} must be text of at most {MAX_TEXT_FIELD_BYTES} bytes, without control characters"
+                ),
+                format!("lead.{name}"),
+            ));
+        }
+    }
     if let Some(v) = req.lead.get("email").filter(|v| !v.is_blank()) {
         let ok = match v {
             Field::Str(s) => {
                 let s = s.trim();
-                match s.split_once('@') {
-                    Some((local, domain)) => {
-                        !local.is_empty()
-                            && !domain.contains('@')
-                            && domain.contains('.')
-                            && !domain.starts_with('.')
-                            && !domain.ends_with('.')
-                            && !domain.contains("..")
-                            && !s.contains(char::is_whitespace)
+                s.len() <= MAX_EMAIL_BYTES
+                    && match s.split_once('@') {
+                        Some((local, domain)) => {
+                            local.len() <= MAX_EMAIL_LOCAL_BYTES
+                                && !local.is_empty()
+                                && !domain.contains('@')
+                                && domain.contains('.')
+                                && !domain.starts_with('.')
+                                && !domain.ends_with('.')
+                                && !domain.contains("..")
+                                && !s.contains(char::is_whitespace)
+                        }
+                        None => false,
                     }
-                    None => false,
-                }
             }
             _ => false,
         };

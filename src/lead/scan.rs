@@ -337,8 +337,13 @@ fn scalar_end(b: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-/// The end of a JSON number (RFC 8259 section 6) at `at`.
+/// Digits past which a number without an exponent may be too large for an `f64`.
+const FINITE_DIGITS: usize = 300;
+
+/// The end of a JSON number (RFC 8259 section 6) at `at`; `None` also for a number beyond
+/// an `f64` (`1e400`), which strict JSON readers refuse and the request is refused for.
 fn number_end(b: &[u8], mut at: usize) -> Option<usize> {
+    let start = at;
     let digits = |b: &[u8], mut i: usize| {
         let start = i;
         while b.get(i).is_some_and(u8::is_ascii_digit) {
@@ -363,6 +368,18 @@ fn number_end(b: &[u8], mut at: usize) -> Option<usize> {
             at += 1;
         }
         at = digits(b, at)?;
+        return finite(&b[start..at]).then_some(at);
+    }
+    if at - start > FINITE_DIGITS && !finite(&b[start..at]) {
+        return None;
     }
     Some(at)
+}
+
+/// Whether a JSON number's text reads as a finite `f64`.
+fn finite(number: &[u8]) -> bool {
+    std::str::from_utf8(number)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
 }

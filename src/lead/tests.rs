@@ -185,6 +185,41 @@ fn content_refusals_are_422_with_code_and_field() {
         );
     }
 
+    let long_local = format!("{}@example.com", "a".repeat(65));
+    let long_domain = format!("ana@{}.com", "d".repeat(250));
+    for bad in [long_local, long_domain] {
+        let r = refusal(&with(|v| v["lead"]["email"] = Value::from(bad.as_str())));
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("invalid_field", Some("lead.email")),
+            "{bad}"
+        );
+    }
+    let ok = format!("{}@example.com", "a".repeat(64));
+    let req = parse_request(&with(|v| v["lead"]["email"] = Value::from(ok.as_str()))).unwrap();
+    assert!(validate(&req, &campaign()).is_ok());
+
+    // Names and address fields are text: not numbers, not objects, no control characters.
+    for (field, bad) in [
+        ("first_name", serde_json::json!(5)),
+        ("first_name", serde_json::json!({"a": 1})),
+        ("first_name", serde_json::json!("An\u{0}a")),
+        ("last_name", serde_json::json!("Di\naz")),
+        ("city", serde_json::json!("Hou\u{2028}ston")),
+        ("street", serde_json::json!("x".repeat(257))),
+    ] {
+        let r = refusal(&with(|v| v["lead"][field] = bad.clone()));
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("invalid_field", Some(format!("lead.{field}").as_str())),
+            "{field}: {bad}"
+        );
+    }
+    for good in ["José", "O'Brien", "Anne-Marie", "Nguyễn Văn"] {
+        let req = parse_request(&with(|v| v["lead"]["first_name"] = Value::from(good))).unwrap();
+        assert!(validate(&req, &campaign()).is_ok(), "{good}");
+    }
+
     let r = refusal(&with(|v| {
         v.as_object_mut().unwrap().remove("consent");
     }));
@@ -1024,4 +1059,20 @@ fn a_post_contradicts_its_ping_only_with_a_different_value() {
     assert!(check_ping_match(&pinged, &missing).is_err());
     missing.insert("zip".into(), serde_json::json!("77002"));
     assert!(check_ping_match(&pinged, &missing).is_err());
+}
+
+/// A number beyond an `f64` is refused as strict JSON readers refuse it, rather than sent on
+/// to buyers whose parsers would fail the whole ping.
+#[test]
+fn numbers_beyond_a_double_are_refused() {
+    for number in ["1e400", "-1e400", "1E+999", &"9".repeat(400)] {
+        let body = LEAD.replace("\"age\": 34", &format!("\"age\": {number}"));
+        assert_ne!(body, LEAD);
+        let r = parse_request(body.as_bytes()).err().unwrap_or_else(|| panic!("{number}"));
+        assert_eq!(r.status, 400, "{number}: {}", r.message);
+    }
+    for number in ["1e300", "-0.5e-400", "12345678901234567890", "1.5E2"] {
+        let body = LEAD.replace("\"age\": 34", &format!("\"age\": {number}"));
+        assert!(parse_request(body.as_bytes()).is_ok(), "{number}");
+    }
 }

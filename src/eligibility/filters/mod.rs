@@ -341,16 +341,28 @@ fn compare(v: Field<'_>, o: &Operand, ordering: bool) -> Option<Ordering> {
                     return a.cmp(*b);
                 }
             }
-            Some(s.as_bytes().cmp(text.as_bytes()))
+            // Without surrounding space or ASCII case, as states are read and as a seller's
+            // post is checked against its ping (`lead::same_value`): `"Auto"` is `"auto"`.
+            Some(folded(s).cmp(folded(text)))
         }
         (Field::Bool(a), Operand::Bool(b)) => Some(a.cmp(b)),
-        (Field::Str(s), Operand::Bool(b)) => match s {
-            "true" => Some(true.cmp(b)),
-            "false" => Some(false.cmp(b)),
-            _ => None,
-        },
+        (Field::Str(s), Operand::Bool(b)) => {
+            let s = s.trim();
+            if s.eq_ignore_ascii_case("true") {
+                Some(true.cmp(b))
+            } else if s.eq_ignore_ascii_case("false") {
+                Some(false.cmp(b))
+            } else {
+                None
+            }
+        }
         _ => None,
     }
+}
+
+/// A string's bytes without surrounding space, in ASCII lower case.
+fn folded(t: &str) -> impl Iterator<Item = u8> + '_ {
+    t.trim().bytes().map(|c| c.to_ascii_lowercase())
 }
 
 /// A predicate's operator.

@@ -112,9 +112,24 @@ fn equality_on_numbers_strings_and_bools() {
     assert!(pred("==", "34.5", Some(json!("34.5"))));
     assert!(pred("==", "\"auto\"", Some(json!("auto"))));
     assert!(
-        !pred("==", "\"auto\"", Some(json!("Auto"))),
-        "strings are case-sensitive"
+        pred("==", "\"auto\"", Some(json!("Auto"))),
+        "strings compare without ASCII case"
     );
+    assert!(
+        pred("==", "\"auto\"", Some(json!(" AUTO "))),
+        "and without surrounding space"
+    );
+    assert!(!pred("==", "\"auto\"", Some(json!("autos"))));
+    assert!(
+        pred("not_in", "[\"commercial\"]", Some(json!("personal"))),
+        "not_in keeps what it does not list"
+    );
+    assert!(
+        !pred("not_in", "[\"commercial\"]", Some(json!("Commercial"))),
+        "an exclusion is not slipped past by case"
+    );
+    assert!(pred("in", "[\"auto\", \"home\"]", Some(json!("HOME"))));
+    assert!(pred("==", "true", Some(json!(" TRUE "))));
     assert!(
         !pred("==", "\"0770\"", Some(json!("770"))),
         "two strings compare as strings"

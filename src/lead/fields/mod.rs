@@ -765,7 +765,14 @@ impl FieldsBuilder {
                 let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
                 self.push_value(key, &v)
             }
-            Some(_) => self.push(key, Field::Num(raw)),
+            Some(_) => {
+                // Beyond an `f64` (`1e400`): strict JSON readers refuse it, and so would a
+                // buyer's parser the whole ping that carried it.
+                if !raw.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(format!("{key}: number out of range"));
+                }
+                self.push(key, Field::Num(raw))
+            }
             None => return Err("empty value".into()),
         };
         if ok {
