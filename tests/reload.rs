@@ -440,6 +440,79 @@ fn sales_in_flight_across_a_zone_change_count_toward_the_cap() {
     assert_eq!(r.stats()["buyers"]["slow"]["caps_left"]["daily"], 0);
 }
 
+/// Leads sent while posts made before a zone change are still in flight: the rebuilt
+/// counters count those posts, so the buyer never has more sold or in flight than its cap;
+/// and posts that then fail give their room back.
+#[test]
+fn posts_in_flight_across_a_zone_change_hold_the_cap_for_new_leads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for accept_first in [true, false] {
+        let accept = Arc::new(AtomicBool::new(accept_first));
+        let flag = accept.clone();
+        let slow = BuyerSpec::new("slow").with_responder(move |kind, _| match kind {
+            Kind::Ping => Reply::bid(9000, None),
+            Kind::Post if flag.load(Ordering::SeqCst) => Reply::accepted().after_ms(1500),
+            Kind::Post => Reply::rejected("full").after_ms(1500),
+        });
+        let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
+        let chicago = with_admin(
+            &config(&fleet, "", |i| {
+                if i == 0 {
+                    "timezone = \"America/Chicago\"\n[buyers.caps]\ndaily = 2".to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .replace("post_timeout_ms = 500", "post_timeout_ms = 5000"),
+        );
+        let r = start(&chicago);
+        let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        let mut clients: Vec<Client> = (0..2).map(|_| r.ex.client()).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.send_raw(&Client::request(
+                "POST",
+                "/v1/leads",
+                Some(KEY),
+                lead(i).as_bytes(),
+            ));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fleet.posts(0) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "both posts reach the buyer"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let reload = r.reload_with(&chicago.replace("America/Chicago", "America/New_York"));
+        assert_eq!(reload.status, 200, "{}", text(&reload));
+        // Two posts in flight fill a daily cap of 2: this lead goes to the other buyer.
+        let v = r.ex.client().lead(&lead(3)).json();
+        assert_eq!(
+            v["sales"][0]["buyer"], "other",
+            "accept {accept_first}: {v}"
+        );
+        for c in &mut clients {
+            let v = c.read_response().expect("an answer").json();
+            let to = if accept_first { "slow" } else { "other" };
+            assert_eq!(v["sales"][0]["buyer"], to, "accept {accept_first}: {v}");
+        }
+        accept.store(true, Ordering::SeqCst);
+        let v = r.ex.client().lead(&lead(4)).json();
+        if accept_first {
+            // Two sold: still capped.
+            assert_eq!(v["sales"][0]["buyer"], "other", "{v}");
+            assert_eq!(r.stats()["buyers"]["slow"]["caps_left"]["daily"], 0);
+            assert_eq!(r.stats()["buyers"]["slow"]["wins"], 2);
+        } else {
+            // Both posts were rejected: the buyer's room came back.
+            assert_eq!(v["sales"][0]["buyer"], "slow", "{v}");
+            assert_eq!(r.stats()["buyers"]["slow"]["caps_left"]["daily"], 1);
+        }
+    }
+}
+
 /// A reload that lowers a buyer's `max_connections` holds at once: the connections it had
 /// warm beyond the new limit are closed, not used for the next leads.
 #[test]

@@ -223,7 +223,26 @@ impl Reservation {
 struct State {
     counters: [AtomicU64; WINDOWS],
     paused: AtomicBool,
+    /// Posts and sales a rebuild of these counters from the journal counted while their lead
+    /// was still running under an older config, which reserved in that config's counters: the
+    /// lead settles each here when its post ends ([`CapTable::settle_earlier`]), so a sale is
+    /// not counted twice and a rejected post does not stay counted. Touched only by reloads
+    /// and by such leads; at most [`MAX_COUNTED_RUNNING`].
+    running: parking_lot::Mutex<Vec<Counted>>,
 }
+
+/// A post or sale of a running lead that a rebuild counted (see [`State::running`]).
+struct Counted {
+    lead_id: Box<str>,
+    ts: DateTime<Utc>,
+    price_cents: Cents,
+    sold: bool,
+}
+
+/// Most running posts one buyer's rebuilt counters remember. Beyond it a post is still
+/// counted but not remembered, so its sale may be counted twice: the buyer under-sells, never
+/// over-sells.
+pub const MAX_COUNTED_RUNNING: usize = 1 << 16;
 
 /// One buyer of one snapshot: its limits and zone, and its (possibly shared) state.
 struct Entry {
@@ -539,6 +558,84 @@ impl CapTable {
                 1
             };
             force_add(&e.counters[w], id, amount);
+        }
+    }
+
+    /// Count into a rebuilt buyer's counters a post (`sold` false: sent, no answer yet) or a
+    /// sale of a lead still running under an older config, and remember it for
+    /// [`CapTable::settle_earlier`].
+    pub fn replay_running(
+        &self,
+        buyer: usize,
+        lead_id: &str,
+        ts: DateTime<Utc>,
+        price_cents: Cents,
+        sold: bool,
+        now: DateTime<Utc>,
+    ) {
+        let Some(e) = self.entries.get(buyer) else {
+            return;
+        };
+        self.replay_sale(buyer, ts, price_cents, now);
+        let mut running = e.running.lock();
+        if running.len() < MAX_COUNTED_RUNNING {
+            running.push(Counted {
+                lead_id: lead_id.into(),
+                ts,
+                price_cents,
+                sold,
+            });
+        }
+    }
+
+    /// A post of a lead that started under an older config, whose counters for `buyer` are not
+    /// these (a reload rebuilt them), ended: `sold`, or not. Counts the sale here unless the
+    /// rebuild already did; takes back a post the rebuild counted that did not sell.
+    pub fn settle_earlier(
+        &self,
+        buyer: usize,
+        lead_id: &str,
+        sold: bool,
+        price_cents: Cents,
+        now: DateTime<Utc>,
+    ) {
+        let Some(e) = self.entries.get(buyer) else {
+            return;
+        };
+        let counted = {
+            let mut running = e.running.lock();
+            running
+                .iter()
+                .position(|c| *c.lead_id == *lead_id)
+                .map(|i| running.swap_remove(i))
+        };
+        match counted {
+            // Counted as a post with no answer yet, and it did not sell: take it back.
+            Some(c) if !c.sold && !sold => self.unreplay(buyer, c.ts, c.price_cents, now),
+            Some(_) => {}
+            None if sold => self.replay_sale(buyer, now, price_cents, now),
+            None => {}
+        }
+    }
+
+    /// Undo [`CapTable::replay_sale`] in the windows still open.
+    fn unreplay(&self, buyer: usize, ts: DateTime<Utc>, price_cents: Cents, now: DateTime<Utc>) {
+        let Some(e) = self.entries.get(buyer) else {
+            return;
+        };
+        let then = LocalClock::at(e.tz, ts).windows;
+        let current = LocalClock::at(e.tz, now).windows;
+        for w in 0..WINDOWS {
+            let id = window_id(&then, w);
+            if id != window_id(&current, w) {
+                continue;
+            }
+            let amount = if is_budget(w) {
+                price_cents.clamp(0, MAX_CENTS) as u64
+            } else {
+                1
+            };
+            subtract(&e.counters[w], id, amount);
         }
     }
 

@@ -714,3 +714,42 @@ fn an_uncapped_budget_past_what_a_counter_holds_never_refuses() {
     assert_eq!(n, 6);
     assert_eq!(count(&t, 0, DAY_BUDGET), COUNT_MASK);
 }
+
+/// Posts and sales of leads still running when a reload rebuilt a buyer's counters: counted
+/// at once, and settled when each post ends: a sale the rebuild saw is not counted again, one
+/// it did not see is, and a post it counted that did not sell gives its room back.
+#[test]
+fn running_posts_are_counted_once_and_settled_when_they_end() {
+    let t = table(
+        CapLimits {
+            daily: Some(5),
+            daily_budget_cents: Some(10_000),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    let now = utc("2026-06-03T15:30:00Z");
+    t.replay_running(0, "sold-seen", now, 1_000, true, now);
+    t.replay_running(0, "in-flight-sells", now, 1_000, false, now);
+    t.replay_running(0, "in-flight-fails", now, 1_000, false, now);
+    assert_eq!(t.remaining(0, now).daily, Some(2));
+    assert_eq!(t.remaining(0, now).daily_budget_cents, Some(7_000));
+
+    t.settle_earlier(0, "sold-seen", true, 1_000, now);
+    t.settle_earlier(0, "in-flight-sells", true, 1_000, now);
+    assert_eq!(t.remaining(0, now).daily, Some(2), "counted once each");
+    t.settle_earlier(0, "in-flight-fails", false, 0, now);
+    assert_eq!(
+        t.remaining(0, now).daily,
+        Some(3),
+        "the failed post's room is back"
+    );
+    assert_eq!(t.remaining(0, now).daily_budget_cents, Some(8_000));
+    // A sale the rebuild never saw (its post was sent after) counts when it ends; a post
+    // it never saw that fails changes nothing; settling twice changes nothing.
+    t.settle_earlier(0, "unseen", true, 500, now);
+    t.settle_earlier(0, "unseen-fails", false, 0, now);
+    t.settle_earlier(0, "in-flight-fails", false, 0, now);
+    assert_eq!(t.remaining(0, now).daily, Some(2));
+    assert_eq!(t.remaining(0, now).daily_budget_cents, Some(7_500));
+}

@@ -1068,7 +1068,9 @@ fn numbers_beyond_a_double_are_refused() {
     for number in ["1e400", "-1e400", "1E+999", &"9".repeat(400)] {
         let body = LEAD.replace("\"age\": 34", &format!("\"age\": {number}"));
         assert_ne!(body, LEAD);
-        let r = parse_request(body.as_bytes()).err().unwrap_or_else(|| panic!("{number}"));
+        let r = parse_request(body.as_bytes())
+            .err()
+            .unwrap_or_else(|| panic!("{number}"));
         assert_eq!(r.status, 400, "{number}: {}", r.message);
     }
     for number in ["1e300", "-0.5e-400", "12345678901234567890", "1.5E2"] {

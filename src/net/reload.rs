@@ -185,6 +185,11 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
     // (buyer, price, when sent).
     let mut open_posts: std::collections::HashMap<String, Vec<(usize, crate::money::Cents, u64)>> =
         std::collections::HashMap::new();
+    // Posts and sales of this process's leads not answered yet: they may still be running
+    // under the older config, reserved in its counters, not in these (buyer, price, when).
+    type Running = std::collections::HashMap<String, Vec<(usize, crate::money::Cents, u64)>>;
+    let mut running_posts: Running = Running::new();
+    let mut running_sales: Running = Running::new();
     let mut take = |e: &journal::Entry| {
         if e.ts_us < since {
             return;
@@ -202,13 +207,18 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
                 lead_id,
                 buyer,
                 price_cents,
-            } if e.ts_us < shared.started_us && !tests.contains(lead_id) => {
+            } if !tests.contains(lead_id) => {
                 if let Some(b) = rt
                     .snap
                     .buyer_by_id(buyer)
                     .filter(|&b| only.get(b) == Some(&true))
                 {
-                    open_posts
+                    let posts = if e.ts_us < shared.started_us {
+                        &mut open_posts
+                    } else {
+                        &mut running_posts
+                    };
+                    posts
                         .entry(lead_id.clone())
                         .or_default()
                         .push((b, *price_cents, e.ts_us));
@@ -218,17 +228,26 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
                 let Some(b) = rt.snap.buyer_by_id(buyer) else {
                     return;
                 };
-                if let Some(posts) = open_posts.get_mut(lead_id) {
-                    if let Some(i) = posts.iter().position(|p| p.0 == b) {
-                        posts.swap_remove(i);
-                    }
-                    if posts.is_empty() {
-                        open_posts.remove(lead_id);
+                for open in [&mut open_posts, &mut running_posts] {
+                    if let Some(posts) = open.get_mut(lead_id) {
+                        if let Some(i) = posts.iter().position(|p| p.0 == b) {
+                            posts.swap_remove(i);
+                        }
+                        if posts.is_empty() {
+                            open.remove(lead_id);
+                        }
                     }
                 }
             }
             Record::LeadAnswered { lead_id, .. } => {
                 open_posts.remove(lead_id);
+                running_posts.remove(lead_id);
+                // The lead is over: its sales are plain sales.
+                for (b, price_cents, ts_us) in running_sales.remove(lead_id).into_iter().flatten() {
+                    let ts = chrono::DateTime::from_timestamp_micros(ts_us as i64).unwrap_or(now);
+                    rt.caps.replay_sale(b, ts, price_cents, now);
+                    n += 1;
+                }
             }
             _ => {}
         }
@@ -246,6 +265,15 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
                 return;
             }
             if only.get(b).copied().unwrap_or(false) {
+                if e.ts_us >= shared.started_us {
+                    // Counted when the lead is found answered, or at the end as running.
+                    running_sales.entry(lead_id.clone()).or_default().push((
+                        b,
+                        *price_cents,
+                        e.ts_us,
+                    ));
+                    return;
+                }
                 let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
                 rt.caps.replay_sale(b, ts, *price_cents, now);
                 n += 1;
@@ -264,6 +292,19 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
         let ts = chrono::DateTime::from_timestamp_micros(ts_us as i64).unwrap_or(now);
         rt.caps.replay_sale(b, ts, price_cents, now);
         n += 1;
+    }
+    // Leads of this process still running: their posts without an answer and their sales
+    // count now, remembered so that each lead settles them when its post ends
+    // (`CapTable::settle_earlier`): a buyer never has more sold or in flight than its caps.
+    for (running, sold) in [(running_posts, false), (running_sales, true)] {
+        for (lead_id, posts) in running {
+            for (b, price_cents, ts_us) in posts {
+                let ts = chrono::DateTime::from_timestamp_micros(ts_us as i64).unwrap_or(now);
+                rt.caps
+                    .replay_running(b, &lead_id, ts, price_cents, sold, now);
+                n += u64::from(sold);
+            }
+        }
     }
     n
 }

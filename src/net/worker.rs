@@ -344,6 +344,35 @@ fn stat_slots(stats: &Mutex<WorkerStats>, snap: &crate::config::Snapshot) -> Vec
     snap.buyers.iter().map(|b| st.buyer_slot(&b.id)).collect()
 }
 
+/// A post of a lead that started before a reload ended (`sold`, or not). When the reload gave
+/// its buyer counters of their own (its zone changed, or it was removed and added again),
+/// rebuilt from the journal while the post was in flight, the post is settled there too: a
+/// sale the rebuild did not see counts, a post it counted that did not sell is taken back
+/// (`CapTable::settle_earlier`).
+fn settle_after_reload(
+    shared: &Shared,
+    lead: &Lead,
+    slot: usize,
+    sold: bool,
+    price: crate::money::Cents,
+) {
+    if lead.req.test || shared.generation() == lead.gen.rt.generation {
+        return;
+    }
+    let old = lead.auction.buyer(slot);
+    let Some(buyer) = lead.gen.rt.snap.buyers.get(old) else {
+        return;
+    };
+    let current = shared.runtime();
+    if let Some(b) = current.snap.buyer_by_id(&buyer.id) {
+        if !current.caps.shares_state(b, &lead.gen.rt.caps, old) {
+            current
+                .caps
+                .settle_earlier(b, &lead.id, sold, price, Utc::now());
+        }
+    }
+}
+
 /// Seller connections one worker keeps: its share of `server.max_connections`, rounded down
 /// (so the workers together never take more), at least one.
 fn seller_conns_per_worker(server: &crate::config::Server) -> usize {
@@ -1776,19 +1805,7 @@ impl Worker {
                         payout_cents: payout,
                     },
                 );
-                if !lead.req.test && self.shared.generation() != lead.gen.rt.generation {
-                    // A reload since this lead started gave the buyer counters of its own (its
-                    // zone changed, or it was removed and added again), rebuilt from the
-                    // journal's sales before this one was in it: it counts there too.
-                    let current = self.shared.runtime();
-                    if let Some(b) = current.snap.buyer_by_id(buyer) {
-                        let old = lead.auction.buyer(slot);
-                        if !current.caps.shares_state(b, &lead.gen.rt.caps, old) {
-                            let now = Utc::now();
-                            current.caps.replay_sale(b, now, price, now);
-                        }
-                    }
-                }
+                settle_after_reload(&self.shared, lead, slot, true, price);
             }
         }
     }
@@ -1814,6 +1831,7 @@ impl Worker {
             if unsold {
                 if let Some(r) = lead.reservations[slot].take() {
                     lead.gen.rt.caps.release(r);
+                    settle_after_reload(&self.shared, lead, slot, false, 0);
                 }
             }
         }
