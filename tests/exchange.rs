@@ -219,6 +219,50 @@ fn no_bid_forms_and_garbage_answers_are_no_bids() {
     }
 }
 
+/// A ping that waits for the buyer's one connection tells the buyer the time it really has
+/// left when it is written, not the time the lead had when it was matched.
+#[test]
+fn a_ping_that_waited_for_a_connection_tells_the_time_really_left() {
+    let slow = BuyerSpec::new("one-line").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(3000, None).after_ms(400),
+        Kind::Post => Reply::accepted(),
+    });
+    let fleet = Fleet::start(vec![slow]).unwrap();
+    let ex = Exchange::start(
+        &config(&fleet, "", |_| "max_connections = 1".to_string())
+            .replace("ping_timeout_ms = 300", "ping_timeout_ms = 3000"),
+    );
+    let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+    let mut clients: Vec<Client> = (0..3).map(|_| ex.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            lead(i).as_bytes(),
+        ));
+    }
+    for c in &mut clients {
+        let v = c.read_response().expect("an answer").json();
+        assert_eq!(v["status"], "sold", "{v}");
+    }
+    let mut told: Vec<u64> = fleet
+        .ping_bodies(0)
+        .iter()
+        .map(|b| body_json(b)["timeout_ms"].as_u64().expect("timeout_ms"))
+        .collect();
+    told.sort();
+    assert_eq!(told.len(), 3, "{told:?}");
+    // The last ping waited for two 400 ms answers on the one connection before it was
+    // written: it was told at least 800 ms less than the first (a slower machine only makes
+    // the wait longer).
+    assert!(told[2] <= 3000, "{told:?}");
+    assert!(
+        told[2] - told[0] >= 700,
+        "the last ping was told what was left: {told:?}"
+    );
+}
+
 #[test]
 fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
     let fleet = Fleet::start(vec![bidder("acme", 4250, 1)]).unwrap();

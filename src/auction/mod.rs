@@ -285,12 +285,7 @@ impl Auction {
             a.close(now);
             return a;
         }
-        let left = ping_deadline
-            .saturating_duration_since(now)
-            .saturating_sub(params.margin);
-        // To the nearest millisecond: a lead pinged 30 µs after it arrived still tells its
-        // buyers the campaign's whole window (800, not 799).
-        let timeout_ms = (((left.as_micros() + 500) / 1000) as u64).max(1);
+        let timeout_ms = a.ping_timeout_ms_at(now);
         for slot in 0..a.slots.len() {
             a.actions.push_back(Action::SendPing { slot, timeout_ms });
         }
@@ -311,6 +306,17 @@ impl Auction {
 
     pub fn arrival(&self) -> Instant {
         self.arrival
+    }
+
+    /// The `timeout_ms` a ping written at `now` tells its buyer: the time left to the close
+    /// less the engine's margin, at least 1. To the nearest millisecond: a lead pinged 30 µs
+    /// after it arrived still tells its buyers the campaign's whole window (800, not 799).
+    pub fn ping_timeout_ms_at(&self, now: Instant) -> u64 {
+        let left = self
+            .ping_deadline
+            .saturating_duration_since(now)
+            .saturating_sub(self.params.margin);
+        (((left.as_micros() + 500) / 1000) as u64).max(1)
     }
 
     pub fn ping_deadline(&self) -> Instant {

@@ -344,6 +344,10 @@ fn stat_slots(stats: &Mutex<WorkerStats>, snap: &crate::config::Snapshot) -> Vec
     snap.buyers.iter().map(|b| st.buyer_slot(&b.id)).collect()
 }
 
+/// How far the `timeout_ms` of a lead's shared ping body may run ahead of the time a ping
+/// really has when it is written, in milliseconds, before the ping gets a body of its own.
+const STALE_TIMEOUT_MS: u64 = 1;
+
 /// A post of a lead that started before a reload ended (`sold`, or not). When the reload gave
 /// its buyer counters of their own (its zone changed, or it was removed and added again),
 /// rebuilt from the journal while the post was in flight, the post is settled there too: a
@@ -2475,13 +2479,22 @@ impl Worker {
                 }
             }
             (JobKind::Ping, None) => {
-                if lead.ping_body.is_empty() {
-                    // A retry after every request took its copy: the same body again.
-                    let c = &lead.gen.rt.snap.campaigns[lead.campaign];
-                    let timeout_ms = lead.ping_timeout_ms;
-                    lead::write_ping(&mut lead.ping_body, &lead.id, c, &lead.req, timeout_ms);
+                let c = &lead.gen.rt.snap.campaigns[lead.campaign];
+                let timeout_ms = lead.auction.ping_timeout_ms_at(self.now);
+                if timeout_ms + STALE_TIMEOUT_MS < lead.ping_timeout_ms {
+                    // This ping waited for a connection (or is a retry): it tells the buyer
+                    // the time it really has, not the time it had when the lead was matched.
+                    self.scratch.clear();
+                    lead::write_ping(&mut self.scratch, &lead.id, c, &lead.req, timeout_ms);
+                    (b.ping.as_ref(), &self.scratch)
+                } else {
+                    if lead.ping_body.is_empty() {
+                        // A retry after every request took its copy: the same body again.
+                        let timeout_ms = lead.ping_timeout_ms;
+                        lead::write_ping(&mut lead.ping_body, &lead.id, c, &lead.req, timeout_ms);
+                    }
+                    (b.ping.as_ref(), &lead.ping_body)
                 }
-                (b.ping.as_ref(), &lead.ping_body)
             }
             (JobKind::Post, None) => {
                 self.scratch.clear();
