@@ -278,6 +278,10 @@ fn serve_connection(
             ("Content-Type", content_type),
             ("Cache-Control", "no-store"),
         ];
+        if status == 401 {
+            // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+            headers.push(("WWW-Authenticate", "Bearer"));
+        }
         if status == 405 {
             if let Some(allow) = allowed_method(head.path.split('?').next().unwrap_or("")) {
                 let allow = match allow {
@@ -603,20 +607,23 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
         );
     }
     let mut buyers = Map::new();
+    let counters = |c: &crate::stats::BuyerCounters| {
+        json!({
+            "pings": c.pings, "bids": c.bids, "no_bids": c.no_bids, "timeouts": c.timeouts,
+            "errors": c.errors, "invalid": c.invalid, "posts": c.posts, "wins": c.wins,
+            "post_rejects": c.post_rejects,
+            "average_bid": dollars(if c.bids > 0 { c.bid_sum_cents / c.bids as i64 } else { 0 }),
+            "spent": dollars(c.spent_cents),
+            "response_us": pct_json(&Percentiles::of(&c.response_us)),
+        })
+    };
     for (i, b) in snap.buyers.iter().enumerate() {
         let default = Default::default();
         let c = s.buyer_counters(&b.id).unwrap_or(&default);
-        let response = Percentiles::of(&c.response_us);
         let left = rt.caps.remaining(i, now);
-        buyers.insert(
-            b.id.clone(),
-            json!({
-                "pings": c.pings, "bids": c.bids, "no_bids": c.no_bids, "timeouts": c.timeouts,
-                "errors": c.errors, "invalid": c.invalid, "posts": c.posts, "wins": c.wins,
-                "post_rejects": c.post_rejects,
-                "average_bid": dollars(if c.bids > 0 { c.bid_sum_cents / c.bids as i64 } else { 0 }),
-                "spent": dollars(c.spent_cents),
-                "response_us": pct_json(&response),
+        let mut entry = counters(c);
+        let more = json!({
+                "removed": false,
                 "paused": left.paused,
                 // The limits in force, beside what is left of them: used = limit - left.
                 "caps": {
@@ -633,8 +640,22 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
                     "weekly_budget": left.weekly_budget_cents.map(dollars),
                     "monthly_budget": left.monthly_budget_cents.map(dollars),
                 },
-            }),
-        );
+        });
+        if let (Value::Object(e), Value::Object(m)) = (&mut entry, more) {
+            e.extend(m);
+        }
+        buyers.insert(b.id.clone(), entry);
+    }
+    // A buyer a reload removed keeps its counters: what it bought is in its campaigns'
+    // revenue, so the buyers' spend still adds up to it. It has no caps any more.
+    for (id, c) in s.buyers() {
+        if !buyers.contains_key(id) {
+            let mut entry = counters(c);
+            if let Value::Object(e) = &mut entry {
+                e.insert("removed".into(), Value::Bool(true));
+            }
+            buyers.insert(id.to_string(), entry);
+        }
     }
     let refused: Map<String, Value> = s
         .refused

@@ -93,14 +93,20 @@ fn parse_any_cents(text: &str) -> Option<Cents> {
     Some(if neg { -cents } else { cents })
 }
 
-/// Dollars from a config float (TOML has no decimal type) to cents, to the nearest cent.
-/// Config values are written by operators with at most two decimals, so rounding is exact.
+/// Dollars from a config float (TOML has no decimal type) to cents. `None` for an amount
+/// with a fraction of a cent (`18.005`): a price or budget is whole cents, and rounding it
+/// either way would charge or allow what the operator did not write. The float of a two-decimal
+/// amount (`18.01` is 1800.9999999999998 cents) is within far less than a cent of it.
 pub fn dollars_f64_to_cents(dollars: f64) -> Option<Cents> {
+    /// How far from whole cents a two-decimal amount's float may fall (a third decimal is
+    /// at least 0.1 cent away).
+    const WHOLE_CENT_TOLERANCE: f64 = 1e-4;
     if !dollars.is_finite() {
         return None;
     }
-    let c = (dollars * 100.0).round();
-    if c.abs() > MAX_CENTS as f64 {
+    let exact = dollars * 100.0;
+    let c = exact.round();
+    if c.abs() > MAX_CENTS as f64 || (exact - c).abs() > WHOLE_CENT_TOLERANCE {
         return None;
     }
     Some(c as Cents)
@@ -221,5 +227,12 @@ mod tests {
         assert_eq!(dollars_f64_to_cents(15000.00), Some(1_500_000));
         assert_eq!(dollars_f64_to_cents(0.29), Some(29));
         assert_eq!(dollars_f64_to_cents(f64::NAN), None);
+        assert_eq!(dollars_f64_to_cents(18.01), Some(1801));
+        assert_eq!(dollars_f64_to_cents(0.07), Some(7));
+        assert_eq!(dollars_f64_to_cents(99_999.99), Some(9_999_999));
+        // A fraction of a cent is refused, not rounded either way.
+        assert_eq!(dollars_f64_to_cents(18.005), None);
+        assert_eq!(dollars_f64_to_cents(10.009), None);
+        assert_eq!(dollars_f64_to_cents(10.001), None);
     }
 }

@@ -375,6 +375,32 @@ fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart
     assert_eq!(s["buyers"]["acme"]["spent"], 50.0);
     assert_eq!(s["buyers"]["acme"]["caps_left"]["daily"], 0, "{s}");
     assert_eq!(s["buyers"]["acme"]["caps_left"]["daily_budget"], 0.0);
+
+    // The journal, the book buyers are billed from, marks each test lead's sale, so summing
+    // its sales leaves them out.
+    let dir = toml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dir = \""))
+        .and_then(|d| d.strip_suffix('"'))
+        .expect("the journal dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["journal", "export", "--dir", dir])
+        .output()
+        .expect("gavel journal export");
+    assert!(out.status.success());
+    let sales: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|v| v["type"] == "sale")
+        .collect();
+    let billed: f64 = sales
+        .iter()
+        .filter(|v| v["test"] == false)
+        .map(|v| v["price"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert_eq!(sales.len(), 5);
+    assert_eq!(sales.iter().filter(|v| v["test"] == true).count(), 3);
+    assert_eq!(billed, 60.0, "{sales:?}");
 }
 
 #[test]
@@ -396,7 +422,12 @@ fn head_gets_the_headers_of_get_and_no_body() {
         );
     }
     // Without the token, HEAD is refused as GET is.
-    assert!(raw(admin, "HEAD", "/v1/stats", None).starts_with("HTTP/1.1 401 "));
+    let refused = raw(admin, "HEAD", "/v1/stats", None);
+    assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+    assert!(
+        refused.contains("\r\nWWW-Authenticate: Bearer\r\n"),
+        "{refused}"
+    );
 }
 
 /// The text exposition's structure, as Prometheus reads it: each family declared once (one

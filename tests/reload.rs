@@ -120,6 +120,27 @@ fn an_added_buyer_and_a_new_reserve_apply_to_the_next_lead() {
     let s = run.stats();
     assert_eq!(s["campaigns"]["auto"]["leads"], 3, "{s}");
     assert_eq!(s["buyers"]["acme"]["pings"], 3, "{s}");
+
+    // A removed buyer stays listed with what it bought, so spend still adds up to revenue.
+    let r = run.reload_with(&without_last_buyer(&full));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let s = run.stats();
+    let blue = &s["buyers"]["blue"];
+    assert_eq!(blue["removed"], true, "{s}");
+    assert_eq!(blue["wins"], 1, "{s}");
+    assert!(blue.get("caps_left").is_none(), "{s}");
+    assert_eq!(s["buyers"]["acme"]["removed"], false, "{s}");
+    let spent: f64 = s["buyers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|b| b["spent"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert_eq!(
+        spent,
+        s["campaigns"]["auto"]["revenue"].as_f64().unwrap(),
+        "{s}"
+    );
 }
 
 #[test]

@@ -90,7 +90,7 @@ impl fmt::Display for CapsError {
             }
             CapsError::BadBudget { key, value } => write!(
                 f,
-                "{key}: {value} must be a number of dollars between 0 and {}",
+                "{key}: {value} must be a number of dollars between 0 and {}, with at most two decimals (whole cents)",
                 MAX_CENTS / 100
             ),
         }

@@ -397,6 +397,19 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
                 b.id
             ));
         }
+        // A lead's consent vertical must be its campaign's, so a buyer whose `verticals` leave
+        // out a campaign's vertical never gets that campaign's leads (verticals are compared
+        // exactly: `Solar` is not `solar`).
+        if !b.verticals.is_empty() {
+            for c in b.campaigns.iter().filter_map(|&c| snap.campaigns.get(c)) {
+                if !b.verticals.iter().any(|v| *v == c.vertical) {
+                    out.push(format!(
+                        "buyer {}: verticals {:?} leave out campaign {}'s vertical {:?}, so it never gets that campaign's leads",
+                        b.id, b.verticals, c.id, c.vertical
+                    ));
+                }
+            }
+        }
         let caps = &b.caps;
         let zero = [
             ("hourly", caps.hourly == Some(0)),
@@ -599,7 +612,10 @@ impl Validator<'_> {
             _ => {
                 self.err(
                     key,
-                    format!("must be a non-negative amount in dollars, got {}", dollars),
+                    format!(
+                        "must be a non-negative amount in dollars with at most two decimals (whole cents), got {}",
+                        dollars
+                    ),
                 );
                 0
             }
@@ -616,6 +632,21 @@ impl Validator<'_> {
             .admin_listen
             .as_ref()
             .and_then(|a| self.socket_addr("server.admin_listen", a));
+        if let Some(admin) = admin_listen {
+            // Both listeners on one port: the second cannot bind (port 0 picks two ports).
+            let same_port = admin.port() != 0 && admin.port() == listen.port();
+            let overlap = admin.ip() == listen.ip()
+                || admin.ip().is_unspecified()
+                || listen.ip().is_unspecified();
+            if same_port && overlap {
+                self.err(
+                    "server.admin_listen".into(),
+                    format!(
+                        "{admin} takes the seller API's port ({listen}): the operator API needs its own"
+                    ),
+                );
+            }
+        }
         if s.workers > MAX_WORKERS {
             self.err(
                 "server.workers".into(),

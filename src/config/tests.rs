@@ -754,4 +754,41 @@ fn configs_that_can_never_sell_are_warned_about() {
         w.iter().any(|m| m.contains("buyer idle: in no campaign")),
         "{w:?}"
     );
+    // A buyer whose verticals leave out its campaign's: never eligible, a case apart included.
+    let text = base.replacen("verticals = [\"solar\"]", "verticals = [\"Solar\"]", 1);
+    assert_ne!(text, base);
+    let w = warnings(&parse(&text).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("buyer sun-power") && w[0].contains("\"solar\""),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn the_operator_api_cannot_share_the_seller_apis_port() {
+    for admin in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+        let text = CONTRACT.replace(
+            "admin_listen = \"127.0.0.1:9090\"",
+            &format!("admin_listen = \"{admin}\""),
+        );
+        let issues = invalid(&text);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].key, "server.admin_listen", "{issues:?}");
+        assert!(issues[0].line.is_some(), "{issues:?}");
+    }
+    // Port 0 picks a free port for each.
+    let text = CONTRACT
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace(
+            "admin_listen = \"127.0.0.1:9090\"",
+            "admin_listen = \"127.0.0.1:0\"",
+        );
+    assert!(parse(&text).is_ok());
+    // Another address on the same port is fine.
+    let text = CONTRACT.replace(
+        "admin_listen = \"127.0.0.1:9090\"",
+        "admin_listen = \"127.0.0.2:8080\"",
+    );
+    assert!(parse(&text).is_ok());
 }

@@ -376,9 +376,22 @@ fn describe(r: &Record) -> String {
             price_cents,
             payout_cents,
             seller,
+            test: false,
             ..
         } => format!(
             "{buyer} pays {}, {seller} earns {}",
+            dollars_text(*price_cents),
+            dollars_text(*payout_cents)
+        ),
+        Record::Sale {
+            buyer,
+            price_cents,
+            payout_cents,
+            seller,
+            test: true,
+            ..
+        } => format!(
+            "TEST: {buyer} would pay {}, {seller} would earn {} (a test lead moves no money)",
             dollars_text(*price_cents),
             dollars_text(*payout_cents)
         ),
@@ -611,6 +624,7 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             buyer,
             price_cents,
             payout_cents,
+            test,
             ..
         } => {
             field_str(out, "campaign", campaign);
@@ -618,6 +632,8 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             field_str(out, "buyer", buyer);
             field_money(out, "price", *price_cents);
             field_money(out, "payout", *payout_cents);
+            // A reader summing sales for billing leaves test leads out by this flag.
+            field_bool(out, "test", *test);
         }
         Record::LeadAnswered {
             campaign,

@@ -236,6 +236,7 @@ pub enum RecordRef<'a> {
         buyer: &'a str,
         price_cents: Cents,
         payout_cents: Cents,
+        test: bool,
     },
     /// See [`Record::LeadAnswered`].
     LeadAnswered {
@@ -269,6 +270,9 @@ pub enum PayoutTerms {
     /// A fixed amount per sold lead.
     Fixed(Cents),
 }
+
+/// A `Sale`'s trailing flag: the sale of a test lead.
+const SALE_TEST: u8 = 1;
 
 const TERMS_SHARE: u8 = 1;
 const TERMS_FIXED: u8 = 2;
@@ -342,6 +346,9 @@ pub enum Record {
         buyer: String,
         price_cents: Cents,
         payout_cents: Cents,
+        /// A test lead's sale: the price and payout it would have had, moving no money
+        /// (written as a trailing flag byte, only when set).
+        test: bool,
     },
     /// The lead's final record, appended before the seller's answer is written.
     LeadAnswered {
@@ -617,12 +624,16 @@ impl<'a> RecordRef<'a> {
                 buyer,
                 price_cents: _,
                 payout_cents: _,
+                test,
             } => {
                 n.str("lead_id", lead_id)?;
                 n.str("campaign", campaign)?;
                 n.str("seller", seller)?;
                 n.str("buyer", buyer)?;
                 n.fixed(16);
+                if test {
+                    n.fixed(1);
+                }
             }
             RecordRef::LeadAnswered {
                 lead_id,
@@ -786,6 +797,7 @@ impl<'a> RecordRef<'a> {
                 buyer,
                 price_cents,
                 payout_cents,
+                test,
             } => {
                 o.str(lead_id);
                 o.str(campaign);
@@ -793,6 +805,9 @@ impl<'a> RecordRef<'a> {
                 o.str(buyer);
                 o.i64(price_cents);
                 o.i64(payout_cents);
+                if test {
+                    o.u8(SALE_TEST);
+                }
             }
             RecordRef::LeadAnswered {
                 lead_id,
@@ -968,6 +983,7 @@ impl<'a> RecordRef<'a> {
                 buyer,
                 price_cents,
                 payout_cents,
+                test,
             } => Record::Sale {
                 lead_id: s(lead_id),
                 campaign: s(campaign),
@@ -975,6 +991,7 @@ impl<'a> RecordRef<'a> {
                 buyer: s(buyer),
                 price_cents,
                 payout_cents,
+                test,
             },
             RecordRef::LeadAnswered {
                 lead_id,
@@ -1191,6 +1208,15 @@ impl Record {
                 buyer: i.str("buyer")?,
                 price_cents: i.i64("price")?,
                 payout_cents: i.i64("payout")?,
+                // Absent in a real sale (and in records written before the flag existed).
+                test: if i.pos < payload.len() {
+                    match i.u8("sale.flags")? {
+                        SALE_TEST => true,
+                        _ => return Err(DecodeError::BadTag("sale.flags")),
+                    }
+                } else {
+                    false
+                },
             },
             RecordType::LeadAnswered => Record::LeadAnswered {
                 lead_id: i.str("lead_id")?,
@@ -1357,6 +1383,7 @@ impl Record {
                 buyer,
                 price_cents,
                 payout_cents,
+                test,
             } => RecordRef::Sale {
                 lead_id,
                 campaign,
@@ -1364,6 +1391,7 @@ impl Record {
                 buyer,
                 price_cents: *price_cents,
                 payout_cents: *payout_cents,
+                test: *test,
             },
             Record::LeadAnswered {
                 lead_id,

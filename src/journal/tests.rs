@@ -191,6 +191,7 @@ fn every_record() -> Vec<Record> {
             buyer: s("acme-ins"),
             price_cents: 12000,
             payout_cents: 9600,
+            test: false,
         },
         Record::LeadAnswered {
             lead_id: id.clone(),
@@ -259,13 +260,23 @@ fn every_record() -> Vec<Record> {
             terms: None,
         },
         Record::PingAnswered {
-            lead_id: id,
+            lead_id: id.clone(),
             campaign: s("solar"),
             seller: s("blue-leads"),
             payout_cents: 0,
             hold_ms: 0,
             held: Vec::new(),
             terms: None,
+        },
+        // A test lead's sale.
+        Record::Sale {
+            lead_id: id,
+            campaign: s("auto-insurance"),
+            seller: s("acme-media"),
+            buyer: s("blue-ins"),
+            price_cents: 5000,
+            payout_cents: 4000,
+            test: true,
         },
     ]
 }
@@ -364,6 +375,7 @@ fn sale_record(i: usize) -> Record {
         buyer: "acme-ins".into(),
         price_cents: 1000 + i as i64,
         payout_cents: 800,
+        test: false,
     }
 }
 
@@ -433,6 +445,14 @@ fn decoding_garbage_never_panics_and_truncation_is_an_error() {
                     // Without its last field it reads as a record written before the field.
                     let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
                     assert!(matches!(back, Record::LeadReceived { flow: None, .. }));
+                    continue;
+                }
+            }
+            if let Record::Sale { test: true, .. } = &r {
+                if cut == bytes.len() - 1 {
+                    // Without its flag it reads as a real sale: the flag is written last.
+                    let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
+                    assert!(matches!(back, Record::Sale { test: false, .. }));
                     continue;
                 }
             }
@@ -681,6 +701,7 @@ fn sales_replay_streams_only_sales_in_the_window() {
         buyer: "acme-ins".into(),
         price_cents: 1000 + i as i64,
         payout_cents: 800,
+        test: false,
     };
     for i in 0..600 {
         let ts = T0 + (i as u64 / 100) * day; // six days, 100 records a day
@@ -1599,6 +1620,12 @@ fn export_prints_one_json_object_a_line_with_dollars_and_rfc3339_times() {
     assert_eq!(lines[11]["ranked"][1]["price"], 96.01);
     assert_eq!(lines[16]["price"], 120.0);
     assert_eq!(lines[16]["payout"], 96.0);
+    assert_eq!(lines[16]["test"], false);
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["test"].as_bool()),
+        (Some("sale"), Some(true))
+    );
     assert!(out.contains("\"price\":120.0"), "money printed exactly");
     assert_eq!(lines[17]["status"], "sold");
     assert_eq!(lines[0]["flow"], "lead");

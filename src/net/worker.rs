@@ -952,6 +952,13 @@ impl Worker {
         let mut out = Vec::with_capacity(160);
         lead::write_error(&mut out, lead_id, r.code, &r.message, r.field.as_deref());
         self.count_refusal(r.status);
+        // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+        let bearer = [("WWW-Authenticate", "Bearer")];
+        let headers = if r.status == 401 {
+            &bearer[..]
+        } else {
+            headers
+        };
         self.push_reply(key, r.status, headers, &out, false);
     }
 
@@ -1807,6 +1814,7 @@ impl Worker {
                         buyer,
                         price_cents: price,
                         payout_cents: payout,
+                        test: lead.req.test,
                     },
                 );
                 settle_after_reload(&self.shared, lead, slot, true, price);
