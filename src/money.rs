@@ -75,9 +75,11 @@ fn parse_any_cents(text: &str) -> Option<Cents> {
     {
         return None;
     }
-    if !(-40..=40).contains(&exp) {
+    if exp > 40 {
         return None;
     }
+    // Far below a cent only whether the amount is zero matters (`1e-1000` is 0 cents).
+    let exp = exp.max(-60);
     // All digits as one decimal string with the point moved by `exp`; cents = the first
     // (int + 2 + exp) digits, padded with zeros. No allocation: bids are parsed per ping.
     let point = int_part.len() as i64 + exp as i64 + 2;
@@ -89,6 +91,11 @@ fn parse_any_cents(text: &str) -> Option<Cents> {
         if cents > MAX_CENTS {
             return None;
         }
+    }
+    // Rounding down a negative amount with more than the cents takes it a cent further from
+    // zero: `-0.001` is -1 cent (a negative bid), not 0 (no bid).
+    if neg && digits.any(|b| b != b'0') {
+        cents += 1;
     }
     Some(if neg { -cents } else { cents })
 }
@@ -174,6 +181,21 @@ mod tests {
         assert_eq!(parse_cents("1E2"), Some(10000));
         assert_eq!(parse_cents("5e-3"), Some(0));
         assert_eq!(parse_cents("-3.5"), Some(-350));
+        assert_eq!(parse_cents("-3.505"), Some(-351), "down, away from zero");
+        assert_eq!(
+            parse_cents("-0.001"),
+            Some(-1),
+            "a negative bid, not a zero one"
+        );
+        assert_eq!(parse_cents("-0.000"), Some(0));
+        assert_eq!(parse_cents("-0"), Some(0));
+        assert_eq!(
+            parse_cents("1e-1000"),
+            Some(0),
+            "less than a cent is no cent"
+        );
+        assert_eq!(parse_cents("-1e-1000"), Some(-1));
+        assert_eq!(parse_cents("1e41"), None);
         assert_eq!(parse_cents("0"), Some(0));
         assert_eq!(parse_cents(""), None);
         assert_eq!(parse_cents("abc"), None);
