@@ -670,6 +670,14 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
             "entries": snap.server.dedupe_entries,
             "forced_evictions": shared.dedupe.forced_evictions(),
         },
+        // Seller connections against `server.max_connections` (across all workers): open now,
+        // idle ones closed to make room for a new one, new ones refused (503) at the limit.
+        "connections": {
+            "sellers_open": shared.seller_conns.open(),
+            "sellers_max": snap.server.max_connections,
+            "sellers_evicted": shared.seller_conns.evicted(),
+            "sellers_refused": shared.seller_conns.refused(),
+        },
         "campaigns": campaigns,
         "buyers": buyers,
         "overhead_us": pct_json(&Percentiles::of(&s.overhead_us)),
@@ -863,6 +871,24 @@ pub fn metrics_text(shared: &Shared) -> String {
         out,
         "gavel_dedupe_forced_evictions_total {}",
         shared.dedupe.forced_evictions()
+    );
+    out.push_str("# HELP gavel_seller_connections_open Seller connections open, across all workers (at most server.max_connections).\n# TYPE gavel_seller_connections_open gauge\n");
+    let _ = writeln!(
+        out,
+        "gavel_seller_connections_open {}",
+        shared.seller_conns.open()
+    );
+    out.push_str("# HELP gavel_seller_connections_evicted_total Idle seller connections closed at server.max_connections to make room for a new one.\n# TYPE gavel_seller_connections_evicted_total counter\n");
+    let _ = writeln!(
+        out,
+        "gavel_seller_connections_evicted_total {}",
+        shared.seller_conns.evicted()
+    );
+    out.push_str("# HELP gavel_seller_connections_refused_total New seller connections refused (503 overloaded) at server.max_connections, every open one serving a request.\n# TYPE gavel_seller_connections_refused_total counter\n");
+    let _ = writeln!(
+        out,
+        "gavel_seller_connections_refused_total {}",
+        shared.seller_conns.refused()
     );
     out.push_str("# HELP gavel_cap_remaining Leads (or dollars for the budgets) left in each buyer's cap windows.\n# TYPE gavel_cap_remaining gauge\n");
     for (i, b) in snap.buyers.iter().enumerate() {

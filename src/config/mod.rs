@@ -39,6 +39,8 @@ pub const MAX_BUSY_POLL_US: u64 = 10_000;
 /// Seller-side ping-post: bids are held at most an hour.
 pub const MAX_HOLD_MS: u64 = 3_600_000;
 pub const MAX_BUYER_CONNECTIONS: usize = 4096;
+/// Highest `server.max_connections`: seller connections across all workers.
+pub const MAX_SELLER_CONNECTIONS: usize = 1_000_000;
 pub const MAX_SHARED_SALES: u32 = 32;
 pub const MIN_SEGMENT_BYTES: u64 = 1024 * 1024;
 pub const MAX_SEGMENT_BYTES: u64 = 4 * 1024 * 1024 * 1024 - 4096;
@@ -678,10 +680,10 @@ impl Validator<'_> {
                 format!("must be between {MIN_DEDUPE_ENTRIES} and {MAX_DEDUPE_ENTRIES}"),
             );
         }
-        if s.max_connections == 0 || s.max_connections > 1_000_000 {
+        if s.max_connections == 0 || s.max_connections > MAX_SELLER_CONNECTIONS {
             self.err(
                 "server.max_connections".into(),
-                "must be between 1 and 1000000",
+                format!("must be between 1 and {MAX_SELLER_CONNECTIONS}"),
             );
         }
         let head_timeout = self.timeout("server.head_timeout_ms".into(), s.head_timeout_ms);

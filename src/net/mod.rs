@@ -2,13 +2,15 @@
 //! sans-IO codecs (`http`, `lead`) and feed the auction machines.
 //!
 //! Each worker thread owns a `mio::Poll`, its own `SO_REUSEPORT` listener for the seller API,
-//! its seller connections, its buyer connection pools, its timers and its statistics. A lead
-//! is accepted, auctioned and answered on one thread and never crosses to another.
+//! its seller connections (counted against `server.max_connections` across all workers), its
+//! buyer connection pools, its timers and its statistics. A lead is accepted, auctioned and
+//! answered on one thread and never crosses to another.
 
 mod buyer;
 pub(crate) mod deadlines;
 mod held;
 mod reload;
+mod seller_conns;
 pub(crate) mod slab;
 mod steps;
 mod timer;
@@ -62,6 +64,8 @@ pub struct Shared {
     pub dedupe: Arc<DedupeIndex>,
     /// Auctions in flight across all workers, against `server.max_in_flight`.
     pub in_flight: AtomicUsize,
+    /// Seller connections across all workers, against `server.max_connections`.
+    pub seller_conns: seller_conns::SellerConns,
     pub shutdown: AtomicBool,
     /// Asked to stop: take no new leads, answer the ones in flight, then exit.
     pub draining: AtomicBool,
@@ -95,6 +99,13 @@ impl Shared {
     pub fn stop_now(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         for w in self.wakers.lock().iter() {
+            let _ = w.wake();
+        }
+    }
+
+    /// Wake worker `id` (a letter about seller connections is waiting for it).
+    fn wake(&self, id: usize) {
+        if let Some(w) = self.wakers.lock().get(id) {
             let _ = w.wake();
         }
     }
@@ -1067,6 +1078,7 @@ fn start_with(
         held: Mutex::new(held),
         dedupe,
         in_flight: AtomicUsize::new(0),
+        seller_conns: seller_conns::SellerConns::new(listeners.len()),
         shutdown: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         started_us: chrono::Utc::now().timestamp_micros().max(0) as u64,

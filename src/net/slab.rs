@@ -96,6 +96,14 @@ impl<T> Slab<T> {
         self.entries.iter().filter_map(|(_, v)| v.as_ref())
     }
 
+    /// Every live value with its key.
+    pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(index, (gen, v))| v.as_ref().map(|v| (Key { index, gen: *gen }, v)))
+    }
+
     /// Keys of every live value.
     pub fn keys(&self) -> Vec<Key> {
         self.entries

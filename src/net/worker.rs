@@ -2,6 +2,7 @@
 
 use super::buyer::*;
 use super::deadlines::Deadlines;
+use super::seller_conns::{Answer, Ask, Letters, Place};
 use super::slab::{Key, Slab};
 use super::steps::{self, Step};
 use super::timer::TimerFd;
@@ -44,6 +45,18 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 const MAX_LEADS_PER_WORKER: usize = 1 << 20;
 /// Buyer connections one worker may hold across all pools.
 const MAX_BUYER_CONNS_PER_WORKER: usize = 1 << 16;
+/// Seller connections one worker's slab may hold: any worker may hold them all, since
+/// `server.max_connections` counts across workers (the slab grows with use; it reserves nothing).
+const MAX_SELLER_CONNS_PER_WORKER: usize = crate::config::MAX_SELLER_CONNECTIONS;
+/// New connections one worker keeps waiting, at the limit, while other workers are asked for a
+/// place; beyond them a new one is refused at once.
+const MAX_WAITING_FOR_PLACE: usize = 1024;
+/// How long a new connection waits for another worker's answer (normally one loop turn of it)
+/// before it is refused: an answer never comes from a worker that has stopped.
+const PLACE_WAIT: Duration = Duration::from_secs(1);
+/// Bytes read away from a refused connection before it is closed: closing a socket with unread
+/// bytes resets the connection, and a reset can destroy the 503 before the client reads it.
+const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 /// A buyer connection's write buffer is reserved in steps of this many bytes, once, for the
 /// request it must carry: pings of one campaign differ by a few bytes, so a connection that
 /// carries them keeps one buffer and allocates nothing per ping.
@@ -99,6 +112,8 @@ struct SellerConn {
     /// Reading stopped with `rbuf` full: the socket may hold more requests, which no new
     /// (edge-triggered) event will announce; read again once `rbuf` has room.
     read_full: bool,
+    /// This connection's share of `server.max_connections`, given back when it is dropped.
+    place: Place,
 }
 
 impl SellerConn {
@@ -129,6 +144,27 @@ impl SellerConn {
     fn all_sent(&self) -> bool {
         self.wpos >= self.wbuf.len() && self.tls.as_ref().is_none_or(|t| !t.wants_write())
     }
+
+    /// Not serving a request: none awaits its answer, no answer byte is unsent, nothing of a
+    /// next request has arrived. Such a connection may be closed to make room for a new one
+    /// (a keep-alive client reconnects); `last_active` says since when it has been idle (since
+    /// the accept, for one that never sent a byte).
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && !self.close_after_flush
+            && self.rbuf.is_empty()
+            && self.decoder.is_idle()
+            && self.all_sent()
+    }
+}
+
+/// A new connection accepted at the limit, waiting for another worker to give it a place.
+struct WaitingConn {
+    ticket: u64,
+    stream: TcpStream,
+    /// Other workers asked so far, in order from this worker's id.
+    asked: usize,
+    since: Instant,
 }
 
 /// Which seller API a lead came through.
@@ -204,6 +240,10 @@ pub struct Worker {
     gen: Arc<Gen>,
     stats: Arc<Mutex<WorkerStats>>,
     sellers: Slab<SellerConn>,
+    /// New connections waiting for a place from another worker (at the limit, none of this
+    /// worker's connections idle), oldest first.
+    waiting: VecDeque<WaitingConn>,
+    next_ticket: u64,
     conns: Slab<BuyerConn>,
     pools: Vec<Pool>,
     leads: Slab<Lead>,
@@ -377,12 +417,6 @@ fn settle_after_reload(
     }
 }
 
-/// Seller connections one worker keeps: its share of `server.max_connections`, rounded down
-/// (so the workers together never take more), at least one.
-fn seller_conns_per_worker(server: &crate::config::Server) -> usize {
-    (server.max_connections / server.workers.max(1)).max(1)
-}
-
 /// A held bid: (buyer, cents, bid id).
 type HeldBid = (usize, i64, Option<crate::text::SmallText>);
 /// A claimed held ping: campaign, test flag, bids, pinged field values, and the payout rule
@@ -423,7 +457,6 @@ impl Worker {
         let mut pools = Vec::new();
         let (mut gen, _) = map_pools(&mut pools, None, &rt);
         gen.stat_slots = stat_slots(&shared.stats[id], &snap);
-        let per_worker_conns = seller_conns_per_worker(&snap.server);
         let now = Instant::now();
         Ok(Worker {
             id,
@@ -434,7 +467,9 @@ impl Worker {
             stats: shared.stats[id].clone(),
             shared,
             gen: Arc::new(gen),
-            sellers: Slab::with_capacity(per_worker_conns),
+            sellers: Slab::with_capacity(MAX_SELLER_CONNS_PER_WORKER),
+            waiting: VecDeque::new(),
+            next_ticket: 0,
             conns: Slab::with_capacity(MAX_BUYER_CONNS_PER_WORKER),
             pools,
             leads: Slab::with_capacity(MAX_LEADS_PER_WORKER.min(snap.server.max_in_flight + 1)),
@@ -499,6 +534,10 @@ impl Worker {
             // A reload: one atomic load per loop turn, before any of this turn's requests.
             if self.shared.generation() != self.gen.rt.generation {
                 self.adopt();
+            }
+            // Asks for a seller connection's place, and answers to this worker's asks.
+            if let Some(letters) = self.shared.seller_conns.collect(self.id) {
+                self.read_mail(letters);
             }
             for ev in events.iter() {
                 steps::event(self.now);
@@ -579,6 +618,8 @@ impl Worker {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        // Connections still waiting for a place close with the listener.
+        self.waiting.clear();
         until
     }
 
@@ -633,7 +674,8 @@ impl Worker {
         }
         let server = &rt.snap.server;
         self.limits = Limits::with_max_body_bytes(server.max_body_bytes);
-        self.sellers.set_capacity(seller_conns_per_worker(server));
+        // A lowered `max_connections` closes nothing: connections over it stay until they end
+        // (or, idle, make room for a new one), and no new one is taken while over it.
         self.leads
             .set_capacity(MAX_LEADS_PER_WORKER.min(server.max_in_flight + 1));
     }
@@ -641,75 +683,258 @@ impl Worker {
     // ----- seller side -------------------------------------------------------------------
 
     fn accept(&mut self) {
+        // This worker's idle connections, oldest last, listed once per burst of accepts.
+        let mut idle: Option<Vec<Key>> = None;
         loop {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
             match listener.accept() {
                 Ok((stream, _)) => {
-                    if self.sellers.is_full() {
-                        // Over `server.max_connections`: refuse by closing at once.
-                        drop(stream);
+                    let limit = self.gen.rt.snap.server.max_connections;
+                    if let Some(place) = self.shared.seller_conns.take(limit) {
+                        self.admit(stream, place);
                         continue;
                     }
-                    let _ = stream.set_nodelay(true);
-                    let tls = match &self.seller_tls {
-                        Some(config) => match rustls::ServerConnection::new(config.clone()) {
-                            Ok(mut session) => {
-                                session.set_buffer_limit(Some(SELLER_TLS_BUFFER));
-                                Some(Box::new(session))
-                            }
-                            Err(_) => continue,
-                        },
-                        None => None,
-                    };
-                    // The first request's head (and a TLS handshake before it) runs under the
-                    // head timeout from the accept: a client that connects and sends nothing
-                    // is closed like one that stalls in a head. Between requests a keep-alive
-                    // connection may then idle for `idle_timeout`.
-                    let request_started = Some(self.now);
-                    let conn = SellerConn {
+                    // At `server.max_connections`: this worker's connection idle the longest
+                    // makes room, else another worker's, else the new one is refused.
+                    let idle = idle.get_or_insert_with(|| self.idle_sellers());
+                    if let Some(place) = self.evict_idle(idle) {
+                        self.admit(stream, place);
+                        continue;
+                    }
+                    let ticket = self.next_ticket;
+                    self.next_ticket += 1;
+                    self.ask_for_place(WaitingConn {
+                        ticket,
                         stream,
-                        // Reads go through the worker's buffer; this one grows to what a
-                        // connection leaves unparsed, not to a read's size.
-                        rbuf: Vec::new(),
-                        decoder: RequestDecoder::new(self.limits),
-                        body: Vec::new(),
-                        wbuf: Vec::new(),
-                        wpos: 0,
-                        pending: VecDeque::new(),
-                        first_seq: 0,
-                        no_more_requests: false,
-                        close_after_flush: false,
-                        peer_closed: false,
-                        request_started,
-                        last_active: self.now,
-                        write_interest: false,
-                        tls,
-                        continue_sent: false,
-                        read_full: false,
-                    };
-                    let Some(key) = self.sellers.insert(conn) else {
-                        continue;
-                    };
-                    let token = seller_token(key.index);
-                    let registered = match self.sellers.get_mut(key) {
-                        Some(c) => self
-                            .poll
-                            .registry()
-                            .register(&mut c.stream, token, Interest::READABLE)
-                            .is_ok(),
-                        None => false,
-                    };
-                    if !registered {
-                        self.sellers.remove(key);
-                    }
+                        asked: 0,
+                        since: self.now,
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Out of descriptors or a connection reset before accept: try again on the next event.
                 Err(_) => break,
             }
+        }
+    }
+
+    /// Serve a new seller connection that holds a place.
+    fn admit(&mut self, stream: TcpStream, place: Place) {
+        let _ = stream.set_nodelay(true);
+        let tls = match &self.seller_tls {
+            Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                Ok(mut session) => {
+                    session.set_buffer_limit(Some(SELLER_TLS_BUFFER));
+                    Some(Box::new(session))
+                }
+                Err(_) => return,
+            },
+            None => None,
+        };
+        // The first request's head (and a TLS handshake before it) runs under the head timeout
+        // from the accept: a client that connects and sends nothing is closed like one that
+        // stalls in a head. Between requests a keep-alive connection may then idle for
+        // `idle_timeout`.
+        let request_started = Some(self.now);
+        let conn = SellerConn {
+            stream,
+            // Reads go through the worker's buffer; this one grows to what a connection leaves
+            // unparsed, not to a read's size.
+            rbuf: Vec::new(),
+            decoder: RequestDecoder::new(self.limits),
+            body: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            pending: VecDeque::new(),
+            first_seq: 0,
+            no_more_requests: false,
+            close_after_flush: false,
+            peer_closed: false,
+            request_started,
+            last_active: self.now,
+            write_interest: false,
+            tls,
+            continue_sent: false,
+            read_full: false,
+            place,
+        };
+        // Full only at `MAX_SELLER_CONNS_PER_WORKER`, which the count of places keeps it under;
+        // the connection (and its place) is dropped then.
+        let Some(key) = self.sellers.insert(conn) else {
+            return;
+        };
+        let token = seller_token(key.index);
+        let registered = match self.sellers.get_mut(key) {
+            Some(c) => self
+                .poll
+                .registry()
+                .register(&mut c.stream, token, Interest::READABLE)
+                .is_ok(),
+            None => false,
+        };
+        if !registered {
+            self.sellers.remove(key);
+        }
+    }
+
+    /// This worker's idle seller connections, the one idle the longest last.
+    fn idle_sellers(&self) -> Vec<Key> {
+        let mut idle: Vec<(Instant, Key)> = self
+            .sellers
+            .iter()
+            .filter(|(_, c)| c.is_idle())
+            .map(|(k, c)| (c.last_active, k))
+            .collect();
+        idle.sort_unstable_by(|a, b| b.cmp(a));
+        idle.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// Close the connection idle the longest of `idle` (from [`Worker::idle_sellers`]; one
+    /// that has turned busy since is passed over) and take its place for a new one.
+    fn evict_idle(&mut self, idle: &mut Vec<Key>) -> Option<Place> {
+        while let Some(key) = idle.pop() {
+            // Bytes waiting in the socket are a request arriving (its event not handled yet):
+            // closing would reset it. An end of stream waiting there is a fine one to close.
+            let arriving = |c: &SellerConn| matches!(c.stream.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+            if !self
+                .sellers
+                .get(key)
+                .is_some_and(|c| c.is_idle() && !arriving(c))
+            {
+                continue;
+            }
+            if let Some(place) = self.remove_seller(key) {
+                self.shared.seller_conns.count_eviction();
+                return Some(place);
+            }
+        }
+        None
+    }
+
+    /// A new connection at the limit with no idle connection here: ask the next other worker
+    /// for a place (it waits for the answer, unread), or refuse it when every worker has been
+    /// asked or too many wait already.
+    fn ask_for_place(&mut self, mut w: WaitingConn) {
+        let conns = &self.shared.seller_conns;
+        let workers = conns.workers();
+        if self.waiting.len() < MAX_WAITING_FOR_PLACE {
+            while w.asked + 1 < workers {
+                let to = (self.id + 1 + w.asked) % workers;
+                w.asked += 1;
+                let ask = Ask {
+                    from: self.id,
+                    ticket: w.ticket,
+                };
+                if conns.ask(to, ask) {
+                    self.shared.wake(to);
+                    self.waiting.push_back(w);
+                    return;
+                }
+            }
+        }
+        self.refuse_connection(w.stream);
+    }
+
+    /// Letters from the other workers: asks for a place (given from a free place if one has
+    /// come up, else by closing this worker's connection idle the longest, else none), and
+    /// answers to this worker's asks (the waiting connection is served, or the next worker
+    /// asked).
+    fn read_mail(&mut self, letters: Letters) {
+        let limit = self.gen.rt.snap.server.max_connections;
+        let mut idle: Option<Vec<Key>> = None;
+        for ask in letters.asks {
+            let place = match self.shared.seller_conns.take(limit) {
+                Some(place) => Some(place),
+                None => {
+                    let idle = idle.get_or_insert_with(|| self.idle_sellers());
+                    self.evict_idle(idle)
+                }
+            };
+            let answer = Answer {
+                ticket: ask.ticket,
+                place,
+            };
+            if self.shared.seller_conns.answer(ask.from, answer) {
+                self.shared.wake(ask.from);
+            }
+        }
+        for answer in letters.answers {
+            // A connection refused after `PLACE_WAIT` (or closed by a drain) is not waiting any
+            // more: its place, if one came, is given back as the answer drops.
+            let Some(i) = self.waiting.iter().position(|w| w.ticket == answer.ticket) else {
+                continue;
+            };
+            let Some(w) = self.waiting.remove(i) else {
+                continue;
+            };
+            match answer
+                .place
+                .or_else(|| self.shared.seller_conns.take(limit))
+            {
+                Some(place) => self.admit(w.stream, place),
+                None => self.ask_for_place(w),
+            }
+        }
+    }
+
+    /// Refuse a new connection at `server.max_connections`: a 503 `overloaded` the client can
+    /// tell from a network fault, written only if the socket takes it at once (the worker never
+    /// waits on it), then closed. Under TLS a plaintext answer means nothing: closed only.
+    fn refuse_connection(&mut self, mut stream: TcpStream) {
+        self.shared.seller_conns.count_refusal();
+        if self.seller_tls.is_some() {
+            return;
+        }
+        let mut body = Vec::with_capacity(96);
+        lead::write_error(
+            &mut body,
+            None,
+            "overloaded",
+            "too many seller connections",
+            None,
+        );
+        let mut answer = Vec::with_capacity(body.len() + 128);
+        http::write_response(
+            &mut answer,
+            503,
+            &[("Content-Type", "application/json"), ("Retry-After", "1")],
+            &body,
+            false,
+        );
+        let mut sent = 0;
+        while sent < answer.len() {
+            match io::Write::write(&mut stream, &answer[sent..]) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut drained = 0;
+        while drained < REFUSAL_DRAIN_BYTES {
+            match stream.read(&mut self.read_buf) {
+                Ok(0) => break,
+                Ok(n) => drained += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Connections that waited `PLACE_WAIT` for another worker's answer are refused.
+    fn expire_waiting(&mut self, now: Instant) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let (expired, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| now.duration_since(w.since) >= PLACE_WAIT);
+        self.waiting = waiting;
+        for w in expired {
+            self.refuse_connection(w.stream);
         }
     }
 
@@ -1612,6 +1837,7 @@ impl Worker {
     }
 
     fn write_seller(&mut self, key: Key) {
+        let now = self.now;
         let Some(c) = self.sellers.get_mut(key) else {
             return;
         };
@@ -1635,6 +1861,11 @@ impl Worker {
             Flush::Done => {}
         }
         want_write(registry, &mut c.stream, token, &mut c.write_interest, false);
+        if !c.wbuf.is_empty() {
+            // An answer written is activity too: a connection is idle from its last answer,
+            // not from its last request, for the idle timeout and for making room.
+            c.last_active = now;
+        }
         c.wbuf.clear();
         c.wpos = 0;
         if c.close_after_flush {
@@ -1643,20 +1874,27 @@ impl Worker {
     }
 
     fn close_seller(&mut self, key: Key) {
-        if let Some(mut c) = self.sellers.remove(key) {
-            if let Some(tls) = c.tls.as_mut() {
-                // Say goodbye properly when the socket takes it; never wait for it.
-                tls.send_close_notify();
-                while tls.wants_write() {
-                    match tls.write_tls(&mut c.stream) {
-                        Ok(n) if n > 0 => continue,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        _ => break,
-                    }
+        // The place goes back to the count here, as the connection is dropped.
+        drop(self.remove_seller(key));
+    }
+
+    /// Close a seller connection and hand back its place (to give to a new connection, or to
+    /// drop); `None` when there is no such connection.
+    fn remove_seller(&mut self, key: Key) -> Option<Place> {
+        let mut c = self.sellers.remove(key)?;
+        if let Some(tls) = c.tls.as_mut() {
+            // Say goodbye properly when the socket takes it; never wait for it.
+            tls.send_close_notify();
+            while tls.wants_write() {
+                match tls.write_tls(&mut c.stream) {
+                    Ok(n) if n > 0 => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    _ => break,
                 }
             }
-            let _ = self.poll.registry().deregister(&mut c.stream);
         }
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        Some(c.place)
     }
 
     // ----- journal -----------------------------------------------------------------------
@@ -2957,6 +3195,7 @@ impl Worker {
                 self.close_seller(key);
             }
         }
+        self.expire_waiting(now);
         for key in self.conns.keys() {
             let Some(c) = self.conns.get(key) else {
                 continue;

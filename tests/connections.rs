@@ -1,0 +1,304 @@
+//! `server.max_connections` as a seller sees it: a limit across all workers, at which an idle
+//! connection makes room for a new one, and a new one is told 503 `overloaded` only when every
+//! open connection is serving a request.
+//!
+//! Every test runs two workers, so connections land on either as the kernel spreads them, and
+//! none depends on which: a worker with no idle connection of its own gets one from the other.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+use serde_json::Value;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-operator-token";
+/// Longest a test waits for something the exchange does at once (a slow, shared machine).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn bidder(name: &str, cents: i64) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+        Kind::Ping => Reply::bid(cents, None),
+        Kind::Post => Reply::accepted(),
+    })
+}
+
+/// The test config with two workers, `max_connections` seller connections in all, and the
+/// operator API on.
+fn with_limit(toml: &str, max_connections: usize) -> String {
+    toml.replace(
+        "workers = 1\n",
+        &format!(
+            "workers = 2\nmax_connections = {max_connections}\nadmin_listen = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .replace(
+        "[journal]",
+        &format!("[admin]\ntoken = \"{TOKEN}\"\n\n[journal]"),
+    )
+}
+
+fn exchange(toml: String, max_connections: usize) -> (Exchange, SocketAddr) {
+    let ex = Exchange::start(&with_limit(&toml, max_connections));
+    let admin = ex
+        .handle
+        .as_ref()
+        .and_then(|h| h.admin_addr())
+        .expect("admin listener");
+    (ex, admin)
+}
+
+fn operator_get(admin: SocketAddr, path: &str) -> Response {
+    let mut c = Client::connect(admin);
+    c.send_raw(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+            .as_bytes(),
+    );
+    c.read_response().expect("an answer")
+}
+
+/// `/v1/stats` `connections`.
+fn connections(admin: SocketAddr) -> Value {
+    operator_get(admin, "/v1/stats").json()["connections"].clone()
+}
+
+/// Wait until `cond` holds; false when it did not within `PATIENCE`.
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + PATIENCE;
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Whether the exchange has closed this connection, without waiting: EOF (or a reset) is
+/// waiting to be read, rather than nothing.
+fn closed_now(s: &TcpStream) -> bool {
+    let mut b = [0u8; 16];
+    let _ = s.set_nonblocking(true);
+    let closed = match (&*s).read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = s.set_nonblocking(false);
+    closed
+}
+
+/// Four keep-alive sellers that each sold a lead and now sit idle hold all four places: a fifth
+/// seller is served all the same, and the connection idle the longest on its worker (or on the
+/// other one) is closed to make room. The others keep serving.
+#[test]
+fn an_idle_keep_alive_connection_makes_room_for_a_new_seller() {
+    let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
+    let (ex, admin) = exchange(config(&fleet, "", |_| String::new()), 4);
+    let mut old: Vec<Client> = (0..4).map(|_| ex.client()).collect();
+    for c in &mut old {
+        let r = c.lead(LEAD);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["status"], "sold");
+    }
+    assert_eq!(connections(admin)["sellers_open"], 4);
+
+    let mut new = ex.client();
+    let r = new.lead(LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["status"], "sold");
+
+    // The evicted one reads EOF (its close went out before the new one was even read).
+    assert!(
+        eventually(|| old.iter().any(|c| closed_now(&c.stream))),
+        "no idle connection was closed"
+    );
+    let (closed, mut open): (Vec<Client>, Vec<Client>) =
+        old.into_iter().partition(|c| closed_now(&c.stream));
+    assert_eq!(closed.len(), 1, "one connection makes room for one");
+    for c in &mut open {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    }
+    let conns = connections(admin);
+    assert_eq!(conns["sellers_open"], 4, "{conns}");
+    assert_eq!(conns["sellers_max"], 4, "{conns}");
+    assert_eq!(conns["sellers_evicted"], 1, "{conns}");
+    assert_eq!(conns["sellers_refused"], 0, "{conns}");
+    let metrics = String::from_utf8(operator_get(admin, "/metrics").body).unwrap();
+    for line in [
+        "gavel_seller_connections_open 4",
+        "gavel_seller_connections_evicted_total 1",
+        "gavel_seller_connections_refused_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+}
+
+/// Every connection has a lead in flight (the buyer is slow to bid): none is closed for a new
+/// connection, which is answered 503 `overloaded` with `Retry-After` and closed. The leads in
+/// flight are answered as usual.
+#[test]
+fn with_every_connection_serving_a_new_one_is_told_overloaded() {
+    let pinged = Arc::new(AtomicUsize::new(0));
+    let seen = pinged.clone();
+    let slow = BuyerSpec::new("slow").with_responder(move |kind, _| match kind {
+        Kind::Ping => {
+            seen.fetch_add(1, Ordering::SeqCst);
+            // Long enough that the leads are still in flight when the fifth connection comes,
+            // however slow the machine; well inside `ping_timeout_ms`.
+            Reply::bid(5000, None).after_ms(5000)
+        }
+        Kind::Post => Reply::accepted(),
+    });
+    let fleet = Fleet::start(vec![slow]).unwrap();
+    let toml = config(&fleet, "", |_| String::new())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 30000");
+    let (ex, admin) = exchange(toml, 4);
+    let mut busy: Vec<Client> = (0..4).map(|_| ex.client()).collect();
+    for c in &mut busy {
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            LEAD.as_bytes(),
+        ));
+    }
+    assert!(
+        eventually(|| pinged.load(Ordering::SeqCst) == 4),
+        "the four leads did not reach the buyer"
+    );
+
+    // The refusal comes unasked: the client sends nothing, so nothing of its own can reset
+    // the connection before it reads the answer.
+    let mut fifth = TcpStream::connect(ex.addr).unwrap();
+    fifth.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = String::new();
+    fifth.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{answer}");
+    for header in [
+        "retry-after: 1",
+        "connection: close",
+        "content-type: application/json",
+    ] {
+        assert!(head.lines().any(|l| l == header), "{header}: {answer}");
+    }
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "overloaded", "{answer}");
+    assert_eq!(v["error"]["message"], "too many seller connections");
+
+    for c in &mut busy {
+        let r = c.read_response().expect("the lead in flight is answered");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["status"], "sold");
+    }
+    let conns = connections(admin);
+    assert_eq!(conns["sellers_refused"], 1, "{conns}");
+    assert_eq!(conns["sellers_evicted"], 0, "{conns}");
+    assert_eq!(conns["sellers_open"], 4, "{conns}");
+}
+
+/// Connections that never send a byte hold every place, and the head timeout is long: a real
+/// seller is served at once all the same, one of them closed for it.
+#[test]
+fn connections_that_never_send_a_byte_do_not_lock_sellers_out() {
+    let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nhead_timeout_ms = 60000",
+    );
+    let (ex, admin) = exchange(toml, 4);
+    let silent: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(ex.addr).unwrap())
+        .collect();
+    assert!(
+        eventually(|| connections(admin)["sellers_open"] == 4),
+        "the silent connections were not all accepted"
+    );
+
+    let mut seller = ex.client();
+    let r = seller.lead(LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["status"], "sold");
+    assert!(
+        eventually(|| silent.iter().filter(|s| closed_now(s)).count() == 1),
+        "one silent connection is closed for the seller"
+    );
+    let conns = connections(admin);
+    assert_eq!(conns["sellers_evicted"], 1, "{conns}");
+    assert_eq!(conns["sellers_refused"], 0, "{conns}");
+}
+
+/// `max_connections` follows a reload: a raised limit takes a new connection without closing
+/// anything; a lowered one closes nothing at once, and a new connection over it takes an idle
+/// connection's place, so the count does not grow.
+#[test]
+fn the_limit_follows_a_reload() {
+    let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
+    let base = config(&fleet, "", |_| String::new());
+    let path = temp_dir("connections").join("gavel.toml");
+    let write = |max: usize| std::fs::write(&path, with_limit(&base, max)).expect("write config");
+    write(2);
+    let ex = Exchange::start_file(&path);
+    let admin = ex
+        .handle
+        .as_ref()
+        .and_then(|h| h.admin_addr())
+        .expect("admin listener");
+    let reload = || {
+        let mut c = Client::connect(admin);
+        c.send_raw(
+            format!(
+                "POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let r = c.read_response().expect("an answer");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    };
+    let mut sellers: Vec<Client> = (0..2).map(|_| ex.client()).collect();
+    for c in &mut sellers {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    }
+
+    write(3);
+    reload();
+    sellers.push(ex.client());
+    for c in &mut sellers {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    }
+    let conns = connections(admin);
+    assert_eq!(conns["sellers_open"], 3, "{conns}");
+    assert_eq!(
+        conns["sellers_evicted"], 0,
+        "raised: room without a close: {conns}"
+    );
+
+    write(1);
+    reload();
+    for c in &mut sellers {
+        assert_eq!(
+            c.lead(LEAD).json()["status"],
+            "sold",
+            "lowered: open connections keep serving"
+        );
+    }
+    let mut late = ex.client();
+    assert_eq!(late.lead(LEAD).json()["status"], "sold");
+    assert!(
+        eventually(|| sellers.iter().filter(|c| closed_now(&c.stream)).count() == 1),
+        "one idle connection makes room"
+    );
+    let conns = connections(admin);
+    assert_eq!(
+        conns["sellers_open"], 3,
+        "over a lowered limit, not growing: {conns}"
+    );
+    assert_eq!(conns["sellers_max"], 1, "{conns}");
+    assert_eq!(conns["sellers_evicted"], 1, "{conns}");
+}
