@@ -409,18 +409,11 @@ fn a_ping_held_before_a_reload_is_posted_after_it() {
     assert_eq!(fleet.posts(0), 0, "the removed buyer's held bid is dropped");
 }
 
-/// A reload that changes a buyer's time zone gives it new counters, rebuilt from the journal;
-/// sales still in flight then are not in the journal yet. They count once they are made, so
-/// the buyer's cap holds across the change.
-#[test]
-fn sales_in_flight_across_a_zone_change_count_toward_the_cap() {
-    let slow = BuyerSpec::new("slow").with_responder(|kind, _| match kind {
-        Kind::Ping => Reply::bid(9000, None),
-        Kind::Post => Reply::accepted().after_ms(1500),
-    });
-    let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
-    let chicago = with_admin(
-        &config(&fleet, "", |i| {
+/// The config of `fleet` with its first buyer in Chicago with a daily cap of 2, posts given
+/// 5 s to answer.
+fn chicago_capped(fleet: &Fleet) -> String {
+    with_admin(
+        &config(fleet, "", |i| {
             if i == 0 {
                 "timezone = \"America/Chicago\"\n[buyers.caps]\ndaily = 2".to_string()
             } else {
@@ -428,17 +421,24 @@ fn sales_in_flight_across_a_zone_change_count_toward_the_cap() {
             }
         })
         .replace("post_timeout_ms = 500", "post_timeout_ms = 5000"),
-    );
-    let toml_for = |tz: &str| chicago.replace("America/Chicago", tz);
-    let r = start(&toml_for("America/Chicago"));
-    let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+    )
+}
+
+/// `LEAD` with an email of its own.
+fn lead_n(i: usize) -> String {
+    LEAD.replace("ana@example.com", &format!("ana{i}@example.com"))
+}
+
+/// Two leads sent on connections of their own, waiting until both posts reached the first
+/// buyer; their answers are still to be read.
+fn two_posts_in_flight(r: &Running, fleet: &Fleet) -> Vec<Client> {
     let mut clients: Vec<Client> = (0..2).map(|_| r.ex.client()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         c.send_raw(&Client::request(
             "POST",
             "/v1/leads",
             Some(KEY),
-            lead(i).as_bytes(),
+            lead_n(i).as_bytes(),
         ));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -449,6 +449,24 @@ fn sales_in_flight_across_a_zone_change_count_toward_the_cap() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    clients
+}
+
+/// A reload that changes a buyer's time zone gives it new counters, rebuilt from the journal;
+/// sales still in flight then are not in the journal yet. They count once they are made, so
+/// the buyer's cap holds across the change.
+#[test]
+fn sales_in_flight_across_a_zone_change_count_toward_the_cap() {
+    let slow = BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(9000, None),
+        Kind::Post => Reply::accepted().after_ms(1500),
+    });
+    let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
+    let chicago = chicago_capped(&fleet);
+    let toml_for = |tz: &str| chicago.replace("America/Chicago", tz);
+    let r = start(&toml_for("America/Chicago"));
+    let lead = lead_n;
+    let mut clients = two_posts_in_flight(&r, &fleet);
     let reload = r.reload_with(&toml_for("America/New_York"));
     assert_eq!(reload.status, 200, "{}", text(&reload));
     for c in &mut clients {
@@ -477,35 +495,10 @@ fn posts_in_flight_across_a_zone_change_hold_the_cap_for_new_leads() {
             Kind::Post => Reply::rejected("full").after_ms(1500),
         });
         let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
-        let chicago = with_admin(
-            &config(&fleet, "", |i| {
-                if i == 0 {
-                    "timezone = \"America/Chicago\"\n[buyers.caps]\ndaily = 2".to_string()
-                } else {
-                    String::new()
-                }
-            })
-            .replace("post_timeout_ms = 500", "post_timeout_ms = 5000"),
-        );
+        let chicago = chicago_capped(&fleet);
         let r = start(&chicago);
-        let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-        let mut clients: Vec<Client> = (0..2).map(|_| r.ex.client()).collect();
-        for (i, c) in clients.iter_mut().enumerate() {
-            c.send_raw(&Client::request(
-                "POST",
-                "/v1/leads",
-                Some(KEY),
-                lead(i).as_bytes(),
-            ));
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while fleet.posts(0) < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "both posts reach the buyer"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let lead = lead_n;
+        let mut clients = two_posts_in_flight(&r, &fleet);
         let reload = r.reload_with(&chicago.replace("America/Chicago", "America/New_York"));
         assert_eq!(reload.status, 200, "{}", text(&reload));
         // Two posts in flight fill a daily cap of 2: this lead goes to the other buyer.

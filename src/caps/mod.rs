@@ -541,13 +541,26 @@ impl CapTable {
         price_cents: Cents,
         now: DateTime<Utc>,
     ) {
+        // Uncapped windows too: a cap added by a reload starts from the window's sales.
+        self.in_open_windows(buyer, sale_ts, price_cents, now, force_add);
+    }
+
+    /// `f(counter, window id, amount)` for each window of a sale at `ts` that is still the
+    /// current window at `now`: one lead, or `price_cents` for a budget.
+    fn in_open_windows(
+        &self,
+        buyer: usize,
+        ts: DateTime<Utc>,
+        price_cents: Cents,
+        now: DateTime<Utc>,
+        f: fn(&AtomicU64, u32, u64),
+    ) {
         let Some(e) = self.entries.get(buyer) else {
             return;
         };
-        let then = LocalClock::at(e.tz, sale_ts).windows;
+        let then = LocalClock::at(e.tz, ts).windows;
         let current = LocalClock::at(e.tz, now).windows;
         for w in 0..WINDOWS {
-            // Uncapped windows too: a cap added by a reload starts from the window's sales.
             let id = window_id(&then, w);
             if id != window_id(&current, w) {
                 continue;
@@ -557,7 +570,7 @@ impl CapTable {
             } else {
                 1
             };
-            force_add(&e.counters[w], id, amount);
+            f(&e.counters[w], id, amount);
         }
     }
 
@@ -620,23 +633,7 @@ impl CapTable {
 
     /// Undo [`CapTable::replay_sale`] in the windows still open.
     fn unreplay(&self, buyer: usize, ts: DateTime<Utc>, price_cents: Cents, now: DateTime<Utc>) {
-        let Some(e) = self.entries.get(buyer) else {
-            return;
-        };
-        let then = LocalClock::at(e.tz, ts).windows;
-        let current = LocalClock::at(e.tz, now).windows;
-        for w in 0..WINDOWS {
-            let id = window_id(&then, w);
-            if id != window_id(&current, w) {
-                continue;
-            }
-            let amount = if is_budget(w) {
-                price_cents.clamp(0, MAX_CENTS) as u64
-            } else {
-                1
-            };
-            subtract(&e.counters[w], id, amount);
-        }
+        self.in_open_windows(buyer, ts, price_cents, now, subtract);
     }
 
     /// What `buyer` has left in each window now. An unknown buyer reports no room anywhere.

@@ -1462,6 +1462,11 @@ impl Worker {
         // Bids already collected (a held ping) or fixed prices: nothing to ping, and the
         // ping results are not journaled again.
         let from_plan = held.is_some() || fixed_price;
+        // Posts down a list in its order, not re-ranked by price.
+        let in_order = Params {
+            in_order: true,
+            ..params
+        };
         let auction = match &held {
             Some((_, bids, _)) => {
                 // The full lead and its consent decide again who may have it: the ping carried
@@ -1475,28 +1480,12 @@ impl Worker {
                     .collect();
                 // Down the held list: bids were held best first, fixed prices in their
                 // method's order.
-                Auction::from_held(
-                    Params {
-                        in_order: true,
-                        ..params
-                    },
-                    arrival,
-                    self.now,
-                    &bids,
-                )
+                Auction::from_held(in_order, arrival, self.now, &bids)
             }
             // Fixed-price distribution: no pings, posts in the method's order at each price.
             None if fixed_price => {
                 let plan = self.fixed_price_plan(&gen.rt, campaign, &req, c.method);
-                Auction::from_held(
-                    Params {
-                        in_order: true,
-                        ..params
-                    },
-                    arrival,
-                    self.now,
-                    &plan,
-                )
+                Auction::from_held(in_order, arrival, self.now, &plan)
             }
             None => {
                 let eligible = self.eligible_buyers(&gen.rt, campaign, &req, |b| b.ping.is_some());
