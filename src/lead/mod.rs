@@ -227,15 +227,9 @@ pub fn clip_str(s: &str, max: usize) -> &str {
 }
 
 /// The consumer's name and address fields: text a buyer's system files as it is, so a
-/// number, an object or a control character in one is refused rather than passed on.
-const TEXT_FIELDS: [&str; 6] = [
-    "first_name",
-    "last_name",
-    "street",
-    "address",
-    "city",
-    "name",
-];
+/// number, an object or a control character in one is refused rather than passed on. (Fields
+/// such as `address` or `name` are left alone: sellers send them as objects too.)
+const TEXT_FIELDS: [&str; 4] = ["first_name", "last_name", "street", "city"];
 
 /// Longest name or address field, in bytes.
 pub const MAX_TEXT_FIELD_BYTES: usize = 256;

@@ -215,6 +215,13 @@ fn content_refusals_are_422_with_code_and_field() {
             "{field}: {bad}"
         );
     }
+    // An address or a name sent as an object is the seller's shape, not a bad value.
+    let req = parse_request(&with(|v| {
+        v["lead"]["address"] = serde_json::json!({"line1": "12 Main St", "unit": 4});
+        v["lead"]["name"] = serde_json::json!({"first": "Ana", "last": "Diaz"});
+    }))
+    .unwrap();
+    assert!(validate(&req, &campaign()).is_ok());
     for good in ["José", "O'Brien", "Anne-Marie", "Nguyễn Văn"] {
         let req = parse_request(&with(|v| v["lead"]["first_name"] = Value::from(good))).unwrap();
         assert!(validate(&req, &campaign()).is_ok(), "{good}");
