@@ -292,11 +292,12 @@ fn serve_connection(
             }
         }
         let mut out = Vec::with_capacity(payload.len() + 128);
+        let persist = http::Persist::for_request(head.keep_alive, head.version_minor);
         if head.method == Method::Head {
             // The headers a GET would get, no body (RFC 9110 §9.3.2).
-            http::write_response_head(&mut out, status, &headers, payload.len(), head.keep_alive);
+            http::write_response_head(&mut out, status, &headers, payload.len(), persist);
         } else {
-            http::write_response(&mut out, status, &headers, &payload, head.keep_alive);
+            http::write_response(&mut out, status, &headers, &payload, persist);
         }
         stream.write_all(&out)?;
         conn.served();

@@ -87,6 +87,48 @@ fn raw(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>
     out
 }
 
+/// An HTTP/1.0 client that asks for keep-alive is told so on each answer, and its connection
+/// carries the next request.
+#[test]
+fn an_http10_keep_alive_operator_is_told_the_connection_stays_open() {
+    use std::io::{Read, Write};
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let ex = start(&fleet);
+    let mut s = std::net::TcpStream::connect(admin_addr(&ex)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    for path in ["/healthz", "/v1/stats"] {
+        let req = format!(
+            "GET {path} HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let (head, body) = loop {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "{path}: closed");
+            got.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break (head.to_string(), body.to_string());
+                }
+            }
+        };
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        assert!(
+            head.lines().any(|l| l == "Connection: keep-alive"),
+            "{path}: {head}"
+        );
+        assert!(body.starts_with('{'), "{path}: {body}");
+    }
+}
+
 #[test]
 fn a_known_path_with_another_method_is_405_with_allow() {
     let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();

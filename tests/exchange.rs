@@ -738,6 +738,78 @@ fn a_request_asking_to_close_closes_even_with_more_bytes_behind_it() {
     }
 }
 
+/// Reads one answer's raw head and body off `stream` (Content-Length framed).
+fn raw_answer(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let body = buf[end + 4..end + 4 + len].to_vec();
+                buf.drain(..end + 4 + len);
+                return (head, body);
+            }
+        }
+        let n = std::io::Read::read(stream, &mut chunk).expect("read answer");
+        assert!(
+            n > 0,
+            "closed before a whole answer: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// An HTTP/1.0 client that asks for keep-alive is told `Connection: keep-alive` on every
+/// answer (without it, such a client takes the answer as the connection's last), and the
+/// connection carries its next request; an HTTP/1.1 client is told nothing.
+#[test]
+fn an_http10_keep_alive_client_is_told_the_connection_stays_open() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut stream = std::net::TcpStream::connect(ex.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let lead = LEAD;
+    let requests = [
+        "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_string(),
+        format!(
+            "POST /v1/leads HTTP/1.0\r\nConnection: Keep-Alive\r\nContent-Type: application/json\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{lead}",
+            lead.len()
+        ),
+        "GET /v1/nothing HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_string(),
+    ];
+    for (req, status) in requests.iter().zip(["200", "200", "404"]) {
+        std::io::Write::write_all(&mut stream, req.as_bytes()).unwrap();
+        let (head, body) = raw_answer(&mut stream, &mut buf);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{req:?}: {head}\n{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            head.lines().any(|l| l == "Connection: keep-alive"),
+            "{req:?}: the answer must announce keep-alive:\n{head}"
+        );
+    }
+    // HTTP/1.1 keeps the connection by default: nothing is announced.
+    let mut stream = std::net::TcpStream::connect(ex.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n")
+        .unwrap();
+    let (head, _) = raw_answer(&mut stream, &mut Vec::new());
+    assert!(!head.to_ascii_lowercase().contains("connection:"), "{head}");
+}
+
 /// A client that sends its request and then closes its side gets its answer and the
 /// connection closed at once, not at the idle timeout.
 #[test]

@@ -404,7 +404,7 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
         // exactly: `Solar` is not `solar`).
         if !b.verticals.is_empty() {
             for c in b.campaigns.iter().filter_map(|&c| snap.campaigns.get(c)) {
-                if !b.verticals.iter().any(|v| *v == c.vertical) {
+                if !b.verticals.contains(&c.vertical) {
                     out.push(format!(
                         "buyer {}: verticals {:?} leave out campaign {}'s vertical {:?}, so it never gets that campaign's leads",
                         b.id, b.verticals, c.id, c.vertical

@@ -20,6 +20,41 @@ const REQUEST_OWNED: [&str; 4] = [
     "content-type",
 ];
 
+/// What a response says about its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// The connection ends after this response: `Connection: close`.
+    Close,
+    /// The connection stays open, HTTP/1.1's default: nothing is written.
+    KeepAlive,
+    /// The connection stays open and the response says so, `Connection: keep-alive`: an
+    /// HTTP/1.0 client that asked for keep-alive takes a response without it as the last one
+    /// (RFC 9112 §9.3, RFC 7230 Appendix A.1.2).
+    KeepAliveAnnounced,
+}
+
+impl Persist {
+    /// The answer to a request: closed when `keep_alive` is false, announced when the client
+    /// spoke HTTP/1.0.
+    pub fn for_request(keep_alive: bool, version_minor: u8) -> Self {
+        match (keep_alive, version_minor) {
+            (false, _) => Persist::Close,
+            (true, 0) => Persist::KeepAliveAnnounced,
+            (true, _) => Persist::KeepAlive,
+        }
+    }
+}
+
+impl From<bool> for Persist {
+    fn from(keep_alive: bool) -> Self {
+        if keep_alive {
+            Persist::KeepAlive
+        } else {
+            Persist::Close
+        }
+    }
+}
+
 /// Digits of the largest `u64`.
 const MAX_U64_DIGITS: usize = 20;
 
@@ -77,16 +112,18 @@ pub fn is_valid_header(name: &str, value: &str) -> bool {
 
 /// Writes a whole response: status line, `headers`, `Content-Length` (except where the status
 /// forbids a body: 1xx, 204, 304), `Connection: close` when the connection ends after it, and
-/// the body. HTTP/1.1 keeps connections alive by default, so nothing is written for that case.
+/// the body. HTTP/1.1 keeps connections alive by default, so nothing is written for that case
+/// unless `persist` asks for the HTTP/1.0 `Connection: keep-alive` (a `bool` reads as
+/// [`Persist::KeepAlive`] or [`Persist::Close`]).
 /// A status outside 100..=599 is written as 500 rather than as a malformed status line.
 pub fn write_response(
     out: &mut Vec<u8>,
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
-    keep_alive: bool,
+    persist: impl Into<Persist>,
 ) {
-    if write_response_head(out, status, headers, body.len(), keep_alive) {
+    if write_response_head(out, status, headers, body.len(), persist) {
         out.extend_from_slice(body);
     }
 }
@@ -100,7 +137,7 @@ pub fn write_response_head(
     status: u16,
     headers: &[(&str, &str)],
     content_length: usize,
-    keep_alive: bool,
+    persist: impl Into<Persist>,
 ) -> bool {
     let status = if (100..=599).contains(&status) {
         status
@@ -121,8 +158,10 @@ pub fn write_response_head(
         push_u64(out, content_length as u64);
         out.extend_from_slice(b"\r\n");
     }
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
+    match persist.into() {
+        Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        Persist::KeepAliveAnnounced => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persist::KeepAlive => {}
     }
     out.extend_from_slice(b"\r\n");
     has_body

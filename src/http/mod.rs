@@ -29,6 +29,7 @@ pub use decode::{RequestDecoder, ResponseDecoder};
 pub use encode::{
     finish_request, finish_request_len, is_valid_header, push_u64, reason_phrase,
     write_error_response, write_request, write_response, write_response_head, OutgoingRequest,
+    Persist,
 };
 pub use error::Error;
 pub use head::{host_ok, Method, RequestHead, ResponseHead};

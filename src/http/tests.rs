@@ -1297,6 +1297,20 @@ fn written_response_is_exactly_the_expected_bytes() {
         String::from_utf8_lossy(&out),
         "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
+    out.clear();
+    write_response(&mut out, 200, &[], b"", Persist::KeepAliveAnnounced);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+    );
+}
+
+#[test]
+fn an_http10_keep_alive_request_gets_its_answer_announced() {
+    assert_eq!(Persist::for_request(true, 0), Persist::KeepAliveAnnounced);
+    assert_eq!(Persist::for_request(true, 1), Persist::KeepAlive);
+    assert_eq!(Persist::for_request(false, 0), Persist::Close);
+    assert_eq!(Persist::for_request(false, 1), Persist::Close);
 }
 
 #[test]

@@ -97,6 +97,9 @@ struct SellerConn {
     first_seq: u64,
     /// No more requests are read: a `Connection: close` request or a protocol error was seen.
     no_more_requests: bool,
+    /// The client spoke HTTP/1.0 and asked for keep-alive: every answer kept open says
+    /// `Connection: keep-alive`, or the client would take it as the last.
+    announce_keep_alive: bool,
     close_after_flush: bool,
     peer_closed: bool,
     /// When the first byte of the request being read arrived.
@@ -117,6 +120,17 @@ struct SellerConn {
 }
 
 impl SellerConn {
+    /// What an answer says about the connection: closed after it when `close`.
+    fn persist(&self, close: bool) -> http::Persist {
+        if close {
+            http::Persist::Close
+        } else if self.announce_keep_alive {
+            http::Persist::KeepAliveAnnounced
+        } else {
+            http::Persist::KeepAlive
+        }
+    }
+
     /// A client that asked to hear before it sends its body (`Expect: 100-continue`) is told
     /// to go on once the answers to its earlier requests have left, as their order requires.
     /// Only HTTP/1.1 clients are told (RFC 9110 §10.1.1 has servers ignore the expectation
@@ -750,6 +764,7 @@ impl Worker {
             pending: VecDeque::new(),
             first_seq: 0,
             no_more_requests: false,
+            announce_keep_alive: false,
             close_after_flush: false,
             peer_closed: false,
             request_started,
@@ -1115,6 +1130,9 @@ impl Worker {
                         Some(self.now)
                     };
                     let body = std::mem::take(&mut c.body);
+                    if head.keep_alive && head.version_minor == 0 {
+                        c.announce_keep_alive = true;
+                    }
                     if !head.keep_alive {
                         // Whatever the client sent after it is not read.
                         c.no_more_requests = true;
@@ -1160,15 +1178,16 @@ impl Worker {
             return;
         };
         let close = close || c.no_more_requests;
+        let persist = c.persist(close);
         let mut bytes = Vec::with_capacity(body.len() + 160);
         let mut hs: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
         hs.push(("Content-Type", "application/json"));
         hs.extend_from_slice(headers);
         if self.answering_head {
             // The headers a GET would get, no body.
-            http::write_response_head(&mut bytes, status, &hs, body.len(), !close);
+            http::write_response_head(&mut bytes, status, &hs, body.len(), persist);
         } else {
-            http::write_response(&mut bytes, status, &hs, body, !close);
+            http::write_response(&mut bytes, status, &hs, body, persist);
         }
         c.pending.push_back(Reply::Ready { bytes, close });
     }
@@ -2310,13 +2329,14 @@ impl Worker {
             if let Some(idx) = seq.checked_sub(c.first_seq).map(|i| i as usize) {
                 if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
                     let close = *close;
+                    let persist = c.persist(close);
                     let mut bytes = Vec::with_capacity(body.len() + 128);
                     http::write_response(
                         &mut bytes,
                         status,
                         &[("Content-Type", "application/json")],
                         &body,
-                        !close,
+                        persist,
                     );
                     c.pending[idx] = Reply::Ready { bytes, close };
                 }
