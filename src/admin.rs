@@ -588,6 +588,19 @@ fn pct_json(p: &Percentiles) -> Value {
 }
 
 /// `GET /v1/stats`: per campaign and per buyer counters, money in dollars, latency percentiles.
+/// The journal's health: whether it takes new leads (a full disk stops them before their
+/// records could be lost), whether the next segment is made, and the records it refused.
+fn journal_json(shared: &Shared, s: &WorkerStats) -> Value {
+    let (background_errors, last_error) = shared.journal.background_errors();
+    json!({
+        "accepting_leads": shared.journal.accepts_leads(),
+        "spare_segment_ready": shared.journal.spare_ready(),
+        "errors": s.journal_errors,
+        "background_errors": background_errors,
+        "last_background_error": last_error,
+    })
+}
+
 pub fn stats_json(shared: &Shared, started: Instant) -> Value {
     let s = merged(shared);
     let rt = shared.runtime();
@@ -667,6 +680,7 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
         "uptime_s": started.elapsed().as_secs(),
         "workers": snap.server.workers,
         "in_flight": shared.in_flight.load(Ordering::Relaxed),
+        "journal": journal_json(shared, &s),
         "dedupe": {
             "entries": snap.server.dedupe_entries,
             "forced_evictions": shared.dedupe.forced_evictions(),
@@ -866,6 +880,21 @@ pub fn metrics_text(shared: &Shared) -> String {
         out,
         "gavel_in_flight {}",
         shared.in_flight.load(Ordering::Relaxed)
+    );
+    let (background_errors, _) = shared.journal.background_errors();
+    out.push_str("# HELP gavel_journal_accepting_leads 1 while the journal takes new leads, 0 when its disk is full (leads answered 503 journal_unavailable).\n# TYPE gavel_journal_accepting_leads gauge\n");
+    let _ = writeln!(
+        out,
+        "gavel_journal_accepting_leads {}",
+        u8::from(shared.journal.accepts_leads())
+    );
+    out.push_str("# HELP gavel_journal_errors_total Records the journal refused (a full disk, an I/O error).\n# TYPE gavel_journal_errors_total counter\n");
+    let _ = writeln!(out, "gavel_journal_errors_total {}", s.journal_errors);
+    out.push_str("# HELP gavel_journal_background_errors_total Failures of the journal's background work (msync, retention, making the next segment).\n# TYPE gavel_journal_background_errors_total counter\n");
+    let _ = writeln!(
+        out,
+        "gavel_journal_background_errors_total {}",
+        background_errors
     );
     out.push_str("# HELP gavel_dedupe_forced_evictions_total Phones and emails the dedupe index dropped for room while still inside their dedupe_days window (raise server.dedupe_entries).\n# TYPE gavel_dedupe_forced_evictions_total counter\n");
     let _ = writeln!(

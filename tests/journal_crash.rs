@@ -673,7 +673,42 @@ impl Drop for LoopFs {
     }
 }
 
-/// When the journal's file system fills up, leads are refused 503 `journal_unavailable` and the
+/// Start `gavel serve` and read the seller and operator addresses it announces.
+fn serve_with_admin(cfg: &Path) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = gavel()
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (mut sellers, mut admin) = (None, None);
+    let mut line = String::new();
+    while admin.is_none() && stderr.read_line(&mut line).unwrap_or(0) > 0 {
+        let addr = |marker: &str| {
+            line.split(marker)
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+        };
+        sellers = sellers.or(addr("serving sellers on "));
+        admin = admin.or(addr("operator API on "));
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    match (sellers, admin) {
+        (Some(s), Some(a)) => (child, s, a),
+        _ => {
+            let _ = child.kill();
+            panic!("gavel serve did not announce both addresses");
+        }
+    }
+}
+
+/// When the journal's file system fills up, leads are refused 503 `journal_unavailable`, every
+/// lead sold has its `sale` in the journal (the next segment is made ahead, so the leads
+/// already running keep their room), `/v1/stats` says the journal takes no leads, and the
 /// exchange lives on; restarted on the full disk it refuses leads or stops with an error, and
 /// is never killed by a signal (a store to a segment page the disk has no block for is a
 /// SIGBUS: segments get their blocks when they are made). Needs root for the loop mount; says
@@ -690,7 +725,11 @@ fn a_full_journal_disk_refuses_leads_and_never_kills_the_exchange() {
         &config(&fleet, "", |_| String::new()),
         &fs.mnt.join("journal"),
     )
-    .replace("sync = \"os\"", "sync = \"os\"\nsegment_bytes = 1048576");
+    .replace("sync = \"os\"", "sync = \"os\"\nsegment_bytes = 1048576")
+    .replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"t0ken-full-disk\"",
+    );
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, &text).unwrap();
     // 40 KB of notes a lead: the 8 MiB disk fills within a few hundred leads.
@@ -703,7 +742,7 @@ fn a_full_journal_disk_refuses_leads_and_never_kills_the_exchange() {
                 &format!("\"insured\": true, \"notes\": \"{notes}\""),
             )
     };
-    let (mut child, addr) = serve(&cfg);
+    let (mut child, addr, admin) = serve_with_admin(&cfg);
     // Six sellers at once, so leads are in their auctions when the disk fills.
     let lead = Arc::new(lead);
     let sellers: Vec<_> = (0..6)
@@ -739,22 +778,39 @@ fn a_full_journal_disk_refuses_leads_and_never_kills_the_exchange() {
     // Still alive, still answering, still refusing.
     let r = Client::connect(addr).lead(&lead(9000));
     assert_eq!(r.status, 503);
+    // The operator sees why.
+    let stats = {
+        let mut c = Client::connect(admin);
+        c.send_raw(
+            b"GET /v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken-full-disk\r\n\r\n",
+        );
+        c.read_response().expect("stats").json()
+    };
+    assert_eq!(stats["journal"]["accepting_leads"], false, "{stats}");
+    assert_eq!(stats["journal"]["spare_segment_ready"], false, "{stats}");
     assert!(child.try_wait().unwrap().is_none(), "the exchange died");
     child.kill().unwrap();
     child.wait().unwrap();
-    // Every lead sold has its post in the journal (a post the journal could not record is
-    // not sent), so caps rebuilt from it count every sale: from its `sale`, or, when the disk
-    // filled between post and sale, as a post left unanswered (the start lists it to settle).
-    let posted: HashSet<String> = export(&fs.mnt.join("journal"))
-        .into_iter()
-        .filter(|r| r["type"] == "post_sent")
-        .filter_map(|r| r["lead_id"].as_str().map(str::to_string))
-        .collect();
+    // Every lead sold has its post and its sale in the journal, the book buyers are billed
+    // from: new leads were turned away while the leads already running still had room.
+    let records = export(&fs.mnt.join("journal"));
+    let of_type = |t: &str| -> HashSet<String> {
+        records
+            .iter()
+            .filter(|r| r["type"] == t)
+            .filter_map(|r| r["lead_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let (posted, sales) = (of_type("post_sent"), of_type("sale"));
     assert!(!sold.is_empty());
     for id in &sold {
         assert!(
             posted.contains(id),
             "sold without its post in the journal: {id}"
+        );
+        assert!(
+            sales.contains(id),
+            "sold without its sale in the journal: {id}"
         );
     }
 

@@ -42,6 +42,9 @@ const PARTIAL_COPY: &str = "partial";
 /// Bytes copied per read when keeping a copy of a segment.
 const COPY_CHUNK: u64 = 1024 * 1024;
 
+/// Name of the next segment's file while it waits, its blocks reserved, to become a segment.
+pub const SPARE_FILE: &str = "next.spare";
+
 /// Path of segment `seq` in `dir`.
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:0width$}{SEGMENT_SUFFIX}", width = SEQ_DIGITS))
@@ -293,6 +296,53 @@ fn allocate(file: &File, len: u64) -> std::io::Result<()> {
     Err(err)
 }
 
+/// The next segment's file, made ahead of need: `len` bytes with every block reserved, and
+/// nothing written. Rotation renames it into place ([`Segment::from_spare`]), so the journal
+/// never needs new disk space at the moment a record does not fit: when the disk is full, it
+/// is the spare that cannot be made, while the records of leads already in their auctions
+/// still have a whole segment.
+#[derive(Debug)]
+pub struct Spare {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl Spare {
+    /// Make (or take over) [`SPARE_FILE`] in `dir` at `len` bytes with its blocks reserved.
+    /// A spare left by an earlier run is kept when it has that size (reserving again what it
+    /// holds costs no space); on failure no spare file is left.
+    pub fn make(dir: &Path, len: u64) -> Result<Spare, JournalError> {
+        let path = dir.join(SPARE_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| JournalError::io("create", &path, e))?;
+        let fail = |what: &'static str, e: std::io::Error| {
+            let _ = std::fs::remove_file(&path);
+            JournalError::io(what, &path, e)
+        };
+        let had = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => return Err(fail("stat", e)),
+        };
+        if had != len {
+            // Another size (or a new file): start from nothing, so no old block lingers.
+            if let Err(e) = file.set_len(0).and_then(|()| file.set_len(len)) {
+                return Err(fail("set_len", e));
+            }
+        }
+        if let Err(e) = allocate(&file, len) {
+            drop(file);
+            return Err(fail("allocate", e));
+        }
+        Ok(Spare { file, path, len })
+    }
+}
+
 impl Segment {
     /// Create segment `seq` of `len` bytes: preallocate the file, map it, write the header.
     pub fn create(
@@ -316,7 +366,44 @@ impl Segment {
             let _ = std::fs::remove_file(&path);
             return Err(JournalError::io("allocate", &path, e));
         }
-        let seg = Segment::map(file, &path, seq)?;
+        Segment::begin(file, &path, seq, len, created_us)
+    }
+
+    /// Make the spare `spare` segment `seq`: its file is renamed into place, which needs no
+    /// block of the disk, so a segment can begin on a full disk. Fails (leaving the spare
+    /// where it was) if segment `seq` already exists.
+    pub fn from_spare(
+        spare: Spare,
+        dir: &Path,
+        seq: u64,
+        created_us: u64,
+    ) -> Result<Segment, JournalError> {
+        let path = segment_path(dir, seq);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {
+                return Err(JournalError::io(
+                    "create",
+                    &path,
+                    std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(JournalError::io("stat", &path, e)),
+        }
+        std::fs::rename(&spare.path, &path)
+            .map_err(|e| JournalError::io("rename", &spare.path, e))?;
+        Segment::begin(spare.file, &path, seq, spare.len, created_us)
+    }
+
+    /// Map a new segment's file, whose blocks are reserved, and write its header.
+    fn begin(
+        file: File,
+        path: &Path,
+        seq: u64,
+        len: u64,
+        created_us: u64,
+    ) -> Result<Segment, JournalError> {
+        let seg = Segment::map(file, path, seq)?;
         // Before the header's write faults in the first page: all of a new segment is to come.
         seg.prepare_append(0);
         let header = SegmentHeader {

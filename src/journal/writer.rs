@@ -27,7 +27,7 @@ use super::format::{
 };
 use super::record::RecordRef;
 use super::recovery::{analyze, Cut, DamageKind, RecoveryReport};
-use super::segment::{copy_aside, lock_dir, move_aside, segment_path, sync_dir, Segment};
+use super::segment::{copy_aside, lock_dir, move_aside, segment_path, sync_dir, Segment, Spare};
 use super::{JournalError, JournalOptions, Position, SyncMode, CAP_WINDOW_US};
 
 /// Segments kept mapped at once. A slot is reused (its segment unmapped) only after every
@@ -56,6 +56,10 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Margin added to the cap window before a segment may be removed, covering timestamps taken
 /// by writers shortly before the rotation that followed them.
 const RETENTION_MARGIN_US: u64 = 3600 * 1_000_000;
+
+/// How long after a failed attempt (a full disk) the background thread tries again to make the
+/// spare segment.
+pub const SPARE_RETRY: Duration = Duration::from_secs(1);
 
 /// Marks a slot holding no segment (or one being replaced).
 const EMPTY: u64 = u64::MAX;
@@ -154,6 +158,10 @@ struct Shared {
     maintenance: OnceLock<Thread>,
     background_errors: AtomicU64,
     last_background_error: Mutex<Option<String>>,
+    /// The next segment's file, made ahead by the background thread; taken by rotation.
+    spare: Mutex<Option<Spare>>,
+    /// The last attempt to make the spare failed (a full disk): see [`Journal::accepts_leads`].
+    spare_failed: AtomicBool,
     /// Held for the journal's life: the exclusive lock on the directory.
     _lock: std::fs::File,
 }
@@ -338,6 +346,8 @@ impl Journal {
             maintenance: OnceLock::new(),
             background_errors: AtomicU64::new(0),
             last_background_error: Mutex::new(None),
+            spare: Mutex::new(None),
+            spare_failed: AtomicBool::new(false),
             _lock: lock,
         });
         {
@@ -449,8 +459,25 @@ impl Journal {
         }
     }
 
-    /// Failures of the background thread (interval msync, retention) so far, and the last
-    /// one's message: for the operator's metrics and health checks.
+    /// Whether a new lead may start: its records will have room. The next segment is made
+    /// ahead of need (its blocks reserved) so that a rotation never needs disk space; when
+    /// that fails (a full disk) the current segment is all the room left, and new leads are
+    /// turned away once it is half full, keeping the other half for the records of the leads
+    /// already in their auctions (their posts and sales). They are taken again as soon as the
+    /// background thread, trying every [`SPARE_RETRY`], makes the spare.
+    #[inline]
+    pub fn accepts_leads(&self) -> bool {
+        let sh = &*self.shared;
+        !sh.spare_failed.load(Ordering::Relaxed) || self.tail().offset < sh.segment_bytes / 2
+    }
+
+    /// Whether the next segment's file is made and waiting (see [`Journal::accepts_leads`]).
+    pub fn spare_ready(&self) -> bool {
+        self.shared.spare.lock().is_some()
+    }
+
+    /// Failures of the background thread (interval msync, retention, making the spare) so
+    /// far, and the last one's message: for the operator's metrics and health checks.
     pub fn background_errors(&self) -> (u64, Option<String>) {
         (
             self.shared.background_errors.load(Ordering::Relaxed),
@@ -649,7 +676,21 @@ impl Shared {
         }
         let next = seen + 1;
         let created = if ts_us > 0 { ts_us } else { wall_clock_us() };
-        let seg = Segment::create(&self.dir, next, self.segment_bytes, created)?;
+        // The spare's lock is held through the rename: the background thread must not take
+        // the file by its name for the next spare while it is becoming this segment.
+        let mut spare = self.spare.lock();
+        let seg = match spare
+            .take()
+            .map(|sp| Segment::from_spare(sp, &self.dir, next, created))
+        {
+            Some(Ok(seg)) => seg,
+            Some(Err(e)) => {
+                self.note_error(&e);
+                Segment::create(&self.dir, next, self.segment_bytes, created)?
+            }
+            None => Segment::create(&self.dir, next, self.segment_bytes, created)?,
+        };
+        drop(spare);
         if self.sync != SyncMode::Os {
             sync_dir(&self.dir)?;
         }
@@ -796,6 +837,30 @@ impl Shared {
         *self.last_background_error.lock() = Some(e.to_string());
     }
 
+    /// Make the spare segment when there is none; returns whether that failed (to be tried
+    /// again after [`SPARE_RETRY`]).
+    fn make_spare(&self) -> bool {
+        // Held while the file is made: a rotation renaming the last spare into place must
+        // be over before its name is opened again.
+        let mut spare = self.spare.lock();
+        if spare.is_some() {
+            return false;
+        }
+        match Spare::make(&self.dir, self.segment_bytes) {
+            Ok(sp) => {
+                *spare = Some(sp);
+                self.spare_failed.store(false, Ordering::Relaxed);
+                false
+            }
+            Err(e) => {
+                if !self.spare_failed.swap(true, Ordering::Relaxed) {
+                    self.note_error(&e);
+                }
+                true
+            }
+        }
+    }
+
     /// Fault in pages ahead of the current tail.
     fn prefault_ahead(&self) {
         if !self.prefault_supported.load(Ordering::Relaxed) {
@@ -878,9 +943,13 @@ impl Shared {
             SyncMode::Os | SyncMode::Always => None,
         };
         let mut next_sync = Instant::now() + interval.unwrap_or(IDLE_TICK);
+        let mut spare_retry: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
             self.wake_requested.store(false, Ordering::Release);
             self.prefault_ahead();
+            if spare_retry.is_none_or(|t| Instant::now() >= t) {
+                spare_retry = self.make_spare().then(|| Instant::now() + SPARE_RETRY);
+            }
             let now = Instant::now();
             if let Some(d) = interval {
                 if now >= next_sync {
@@ -894,6 +963,10 @@ impl Shared {
             let wait = match interval {
                 Some(_) => next_sync.saturating_duration_since(Instant::now()),
                 None => IDLE_TICK,
+            };
+            let wait = match spare_retry {
+                Some(t) => wait.min(t.saturating_duration_since(Instant::now())),
+                None => wait,
             };
             std::thread::park_timeout(wait);
         }

@@ -1393,8 +1393,10 @@ impl Worker {
         let c = &snap.campaigns[campaign];
         let seller_id = snap.sellers[seller].id.as_str();
         steps::mark_after(Step::Parse, Step::Admit);
-        // Nothing is auctioned that the journal did not take: no record, no sale.
-        let received = self.journal(&RecordRef::LeadReceived {
+        // Nothing is auctioned that the journal did not take: no record, no sale. Nor is a
+        // lead taken whose later records (posts, sales) might find no room: on a full disk
+        // the journal keeps what room is left for the leads already running.
+        let record = RecordRef::LeadReceived {
             lead_id: &lead_id,
             seller: seller_id,
             campaign: &c.id,
@@ -1411,7 +1413,12 @@ impl Worker {
                 Flow::Ping => journal::LeadFlow::Ping,
                 Flow::Post => journal::LeadFlow::Post,
             }),
-        });
+        };
+        let received = if self.shared.journal.accepts_leads() {
+            self.journal(&record)
+        } else {
+            None
+        };
         if received.is_none() {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             unclaim(self, &held);
