@@ -36,6 +36,8 @@ fn params(sale: SaleKind) -> Params {
         margin: Duration::from_millis(20),
         ping_only: false,
         in_order: false,
+        answer_by: None,
+        posted_before: false,
     }
 }
 

@@ -310,6 +310,7 @@ fn sample_campaign() -> Campaign {
         sale: SaleKind::Exclusive,
         ping_timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
         post_timeout: Duration::from_millis(2000),
+        answer_timeout: None,
         reserve_cents: 0,
         ping_fields: SAMPLE_PING_FIELDS.iter().map(|s| s.to_string()).collect(),
         required_fields: Vec::new(),

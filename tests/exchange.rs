@@ -738,6 +738,45 @@ fn a_request_asking_to_close_closes_even_with_more_bytes_behind_it() {
     }
 }
 
+/// `answer_timeout_ms`: a cascade post that could not be answered by then is not started,
+/// so buyers that each reject slowly cannot hold the seller's answer; without it the cascade
+/// goes on to the buyer that accepts.
+#[test]
+fn the_answer_timeout_stops_a_slow_cascade() {
+    let slow_reject = |name: &str, cents: i64| {
+        BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+            Kind::Ping => Reply::bid(cents, None),
+            Kind::Post => Reply::rejected("full").after_ms(450),
+        })
+    };
+    for bounded in [false, true] {
+        let fleet = Fleet::start(vec![
+            slow_reject("slow-1", 9000),
+            slow_reject("slow-2", 8000),
+            bidder("fast", 7000, 0),
+        ])
+        .unwrap();
+        // post_timeout_ms is 500: the third post could end no earlier than 450 + 450 + 500 ms
+        // after the close, past 1,300.
+        let extra = if bounded {
+            "answer_timeout_ms = 1300"
+        } else {
+            ""
+        };
+        let ex = Exchange::start(&config(&fleet, extra, |_| String::new()));
+        let v = ex.client().lead(LEAD).json();
+        assert_eq!(fleet.posts(0), 1, "{v}");
+        if bounded {
+            assert_eq!(v["status"], "unsold", "{v}");
+            assert_eq!(v["reason"], "posts_rejected", "{v}");
+            assert_eq!(fleet.posts(2), 0, "posted past the answer timeout: {v}");
+        } else {
+            assert_eq!(v["status"], "sold", "{v}");
+            assert_eq!(v["sales"][0]["buyer"], "fast", "{v}");
+        }
+    }
+}
+
 /// Reads one answer's raw head and body off `stream` (Content-Length framed).
 fn raw_answer(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
     let mut chunk = [0u8; 4096];

@@ -13,7 +13,8 @@
 //! 3. Bids at or above the reserve are ranked: highest first, ties to the earlier bid. The top
 //!    `max_sales` distinct buyers get a `SendPost` at their own bid (one for exclusive).
 //! 4. A post that is rejected, fails or times out cascades to the next ranked bid, at most
-//!    `MAX_POST_ATTEMPTS` posts in all.
+//!    `MAX_POST_ATTEMPTS` posts in all for an exclusive sale (`max_sales - 1` more for a shared
+//!    one, whose first posts all go), and none that could not end by `answer_by`.
 //! 5. When no post is in flight and none can be made, the auction is done: `Action::Answer`.
 
 use crate::config::SaleKind;
@@ -22,7 +23,9 @@ use crate::text::SmallText;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Posts per lead, counting cascades: bounds the seller's wait when buyers keep rejecting.
+/// Posts per exclusive lead, counting cascades: bounds the seller's wait when buyers keep
+/// rejecting. A shared lead of `max_sales` N has N − 1 more, so that its N first posts all go
+/// and it keeps the same cascade.
 pub const MAX_POST_ATTEMPTS: usize = 8;
 /// Buyers pinged for one lead; more eligible buyers than this are not pinged.
 pub const MAX_PINGS_PER_LEAD: usize = 1024;
@@ -43,6 +46,14 @@ pub struct Params {
     pub ping_only: bool,
     /// Post in the order the bids were given (fixed-price distribution), not by price.
     pub in_order: bool,
+    /// The campaign's `answer_timeout_ms`: a post that follows a rejected or failed one
+    /// starts only if its `post_timeout` ends within this long of the lead's arrival, so a
+    /// cascade of slow buyers cannot hold the seller's answer past it. The first posts always
+    /// start (the deadline bounds the cascade, never the sale), and a post is never cut short.
+    pub answer_by: Option<Duration>,
+    /// The lead was posted to before this auction (a fallback after the auction's posts
+    /// failed): its first posts are already a cascade for `answer_by`.
+    pub posted_before: bool,
 }
 
 /// What a buyer's ping answer amounted to.
@@ -650,7 +661,8 @@ impl Auction {
         let max_sales = self.params.sale.max_sales();
         while self.sales.len() + self.posts_in_flight < max_sales
             && self.next_rank < self.ranking.len()
-            && self.post_attempts < MAX_POST_ATTEMPTS
+            && self.post_attempts < MAX_POST_ATTEMPTS + max_sales.saturating_sub(1)
+            && !self.past_answer_by(now)
         {
             let slot = self.ranking[self.next_rank];
             self.next_rank += 1;
@@ -676,6 +688,15 @@ impl Auction {
             self.done_at = Some(now);
             self.actions.push_back(Action::Answer);
         }
+    }
+
+    /// A post starting now would follow a finished one and could end past `answer_by`.
+    fn past_answer_by(&self, now: Instant) -> bool {
+        let Some(by) = self.params.answer_by else {
+            return false;
+        };
+        let cascading = self.params.posted_before || self.post_attempts > self.posts_in_flight;
+        cascading && now + self.params.post_timeout > self.arrival + by
     }
 
     /// The result, once done (`Action::Answer` was emitted).

@@ -12,6 +12,8 @@ fn params(sale: SaleKind, reserve_cents: Cents) -> Params {
         margin: Duration::from_millis(20),
         ping_only: false,
         in_order: false,
+        answer_by: None,
+        posted_before: false,
     }
 }
 
@@ -432,6 +434,88 @@ fn timed_out_and_failed_posts_cascade_too() {
     assert_eq!(r.answered_at_us, 2_030_000);
 }
 
+/// `answer_by`: a cascade post starts only if its post timeout ends by the deadline; the first
+/// post always goes, and none is cut short.
+#[test]
+fn the_answer_deadline_stops_a_cascade_that_could_not_end_in_time() {
+    let slow = |cents| {
+        let mut b = rejecting(bid(cents, 10));
+        b.post_latency_us = 5_000_000;
+        b
+    };
+    let timed = |by_ms| Params {
+        answer_by: Some(Duration::from_millis(by_ms)),
+        ..params(SaleKind::Exclusive, 0)
+    };
+    // Close at 10 ms; each post times out 2 s later. With 4.5 s the second post (2.01 s +
+    // 2 s = 4.01 s) fits, the third (4.01 + 2 = 6.01 s) does not: answered at 4.01 s, unsold.
+    let r = simulate(timed(4_500), &[slow(9000), slow(8000), bid(7000, 10)]);
+    let posts: Vec<_> = r
+        .log
+        .iter()
+        .filter_map(|(t, a)| match a {
+            Action::SendPost { slot, .. } => Some((*t, *slot)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(posts, vec![(10_000, 0), (2_010_000, 1)]);
+    assert_eq!(r.answered_at_us, 4_010_000);
+    assert_eq!(r.outcome.status, Status::Unsold);
+    assert_eq!(r.outcome.unsold_reason, Some(UnsoldReason::PostsRejected));
+    // Without it the cascade reaches the third bid, which buys.
+    let r = simulate(
+        params(SaleKind::Exclusive, 0),
+        &[slow(9000), slow(8000), bid(7000, 10)],
+    );
+    assert_eq!(sold_to(&r), vec![(102, 7000)]);
+    assert_eq!(r.answered_at_us, 4_020_000);
+    // A deadline shorter than the first post's timeout never stops the first post, and the
+    // post is not cut short: the buyer that takes 1.5 s to accept buys.
+    let mut slow_buyer = bid(9000, 10);
+    slow_buyer.post_latency_us = 1_500_000;
+    let r = simulate(timed(900), &[slow_buyer, bid(8000, 10)]);
+    assert_eq!(sold_to(&r), vec![(100, 9000)]);
+    assert_eq!(r.answered_at_us, 1_510_000);
+    // Shared: the first posts all start; a quick reject is replaced while there is time.
+    let r = simulate(
+        Params {
+            answer_by: Some(Duration::from_millis(2_100)),
+            ..params(SaleKind::Shared(2), 0)
+        },
+        &[rejecting(bid(9000, 10)), bid(8000, 10), bid(7000, 10)],
+    );
+    let mut sales = sold_to(&r);
+    sales.sort();
+    assert_eq!(sales, vec![(101, 8000), (102, 7000)]);
+}
+
+/// A fallback after failed posts is a cascade from its first post (`posted_before`).
+#[test]
+fn posts_after_earlier_posts_are_a_cascade_from_the_start() {
+    let t0 = Instant::now();
+    let p = Params {
+        answer_by: Some(Duration::from_millis(1_000)),
+        posted_before: true,
+        in_order: true,
+        ..params(SaleKind::Exclusive, 0)
+    };
+    // 1.5 s after arrival a post could end no earlier than 3.5 s: nothing is posted.
+    let later = t0 + Duration::from_millis(1_500);
+    let mut a = Auction::from_held(p, t0, later, &[(7, 2500, None)]);
+    assert_eq!(a.poll_action(), Some(Action::Answer));
+    assert_eq!(a.outcome().status, Status::Unsold);
+    // Within the deadline (10 ms after arrival, 2.01 s < 3 s) it is posted.
+    let p = Params {
+        answer_by: Some(Duration::from_millis(3_000)),
+        ..p
+    };
+    let mut a = Auction::from_held(p, t0, t0 + Duration::from_millis(10), &[(7, 2500, None)]);
+    assert!(matches!(
+        a.poll_action(),
+        Some(Action::SendPost { slot: 0, .. })
+    ));
+}
+
 #[test]
 fn shared_cascade_keeps_buyers_distinct() {
     let r = simulate(
@@ -469,6 +553,26 @@ fn cascade_is_bounded() {
         .count();
     assert_eq!(posts, MAX_POST_ATTEMPTS);
     assert_eq!(r.outcome.status, Status::Unsold);
+}
+
+/// A shared sale of more buyers than an exclusive lead's post bound: every one of its first
+/// posts goes, and the cascade after them is as long as an exclusive lead's.
+#[test]
+fn a_wide_shared_sale_posts_to_all_its_buyers_and_cascades_as_far() {
+    let accepting: Vec<_> = (0..12).map(|i| bid(10_000 - i * 100, 10)).collect();
+    let r = simulate(params(SaleKind::Shared(10), 0), &accepting);
+    assert_eq!(r.outcome.sales.len(), 10);
+    // All 20 reject: 10 first posts and 7 replacements.
+    let rejecting_all: Vec<_> = (0..20)
+        .map(|i| rejecting(bid(10_000 - i * 100, 10)))
+        .collect();
+    let r = simulate(params(SaleKind::Shared(10), 0), &rejecting_all);
+    let posts = r
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::SendPost { .. }))
+        .count();
+    assert_eq!(posts, MAX_POST_ATTEMPTS + 9);
 }
 
 #[test]

@@ -248,6 +248,8 @@ pub struct Campaign {
     pub sale: SaleKind,
     pub ping_timeout: Duration,
     pub post_timeout: Duration,
+    /// See [`crate::auction::Params::answer_by`].
+    pub answer_timeout: Option<Duration>,
     pub reserve_cents: Cents,
     pub ping_fields: Vec<String>,
     pub required_fields: Vec<String>,
@@ -838,6 +840,9 @@ impl Validator<'_> {
             }
             let ping_timeout = self.timeout(k("ping_timeout_ms"), c.ping_timeout_ms);
             let post_timeout = self.timeout(k("post_timeout_ms"), c.post_timeout_ms);
+            let answer_timeout = c
+                .answer_timeout_ms
+                .map(|ms| self.timeout(k("answer_timeout_ms"), ms));
             let reserve_cents = self.cents(k("reserve_price"), c.reserve_price);
             if c.hold_ms == 0 || c.hold_ms > MAX_HOLD_MS {
                 self.err(
@@ -852,6 +857,7 @@ impl Validator<'_> {
                 sale,
                 ping_timeout,
                 post_timeout,
+                answer_timeout,
                 reserve_cents,
                 // Refused above; left out besides, so that no ping can carry one whatever
                 // builds pings from this campaign.

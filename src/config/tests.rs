@@ -69,6 +69,29 @@ fn validation_errors_name_the_key_and_the_line() {
 }
 
 #[test]
+fn the_answer_timeout_is_optional_and_bounded() {
+    let snap = parse(CONTRACT).unwrap();
+    assert!(snap.campaigns.iter().all(|c| c.answer_timeout.is_none()));
+    let text = CONTRACT.replace(
+        "post_timeout_ms = 2000\nreserve_price = 5.00",
+        "post_timeout_ms = 2000\nanswer_timeout_ms = 5000\nreserve_price = 5.00",
+    );
+    let snap = parse(&text).unwrap();
+    let auto = &snap.campaigns[snap.campaign_by_id("auto-insurance").unwrap()];
+    assert_eq!(auto.answer_timeout, Some(Duration::from_millis(5000)));
+    for bad in ["0", "60001"] {
+        let issues = invalid(&text.replace(
+            "answer_timeout_ms = 5000",
+            &format!("answer_timeout_ms = {bad}"),
+        ));
+        assert_eq!(
+            issues[0].key, "campaigns[0].answer_timeout_ms",
+            "{issues:?}"
+        );
+    }
+}
+
+#[test]
 fn a_payout_share_finer_than_a_basis_point_is_refused() {
     for (share, ok) in [
         ("0.8", true),

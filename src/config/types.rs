@@ -141,6 +141,11 @@ pub struct CampaignConfig {
     pub ping_timeout_ms: u64,
     #[serde(default = "default_post_timeout_ms")]
     pub post_timeout_ms: u64,
+    /// A post after a rejected or failed one (the cascade, the fallback after posts) starts
+    /// only if its `post_timeout_ms` ends within this long of the lead's arrival; unset, the
+    /// cascade is bounded by its post count alone.
+    #[serde(default)]
+    pub answer_timeout_ms: Option<u64>,
     #[serde(default)]
     pub reserve_price: f64,
     #[serde(default)]

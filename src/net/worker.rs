@@ -1482,6 +1482,8 @@ impl Worker {
             margin: snap.server.engine_margin,
             ping_only: flow == Flow::Ping,
             in_order: false,
+            answer_by: c.answer_timeout,
+            posted_before: false,
         };
         steps::mark_after(Step::JournalReceived, Step::Validate);
         let fixed_price = c.method != Distribution::PingPost && flow == Flow::Direct;
@@ -2474,6 +2476,9 @@ impl Worker {
             margin: snap.server.engine_margin,
             ping_only: false,
             in_order: true,
+            answer_by: c.answer_timeout,
+            // After posts that failed, the fallback's posts are a cascade.
+            posted_before: !posted.is_empty(),
         };
         lead.auction = Auction::from_held(params, lead.auction.arrival(), Instant::now(), &plan);
         let slots = lead.auction.slots();
