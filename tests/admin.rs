@@ -455,6 +455,13 @@ fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart
     assert_eq!(sales.len(), 5);
     assert_eq!(sales.iter().filter(|v| v["test"] == true).count(), 3);
     assert_eq!(billed, 60.0, "{sales:?}");
+
+    // With acme's cap and budget spent, a test lead gets the answer a real one would: blue,
+    // at blue's price, and still takes nothing.
+    let v = ex.client().lead(&test_lead).json();
+    assert_eq!(v["sales"][0]["buyer"], "blue", "{v}");
+    assert_eq!(v["price"], 10.0, "{v}");
+    assert_eq!(stats(&ex)["buyers"]["blue"]["spent"], 10.0);
 }
 
 #[test]

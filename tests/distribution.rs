@@ -72,6 +72,40 @@ fn round_robin_takes_turns() {
     assert_eq!((fleet.posts(0), fleet.posts(1)), (3, 3));
 }
 
+/// A buyer priced under the campaign's reserve is never posted to, and takes no turn: the
+/// others share the leads evenly rather than one of them getting its turns too.
+#[test]
+fn a_buyer_under_the_reserve_takes_no_turn_and_no_share() {
+    for method in ["round_robin", "weighted"] {
+        let fleet = Fleet::start(vec![
+            poster("a", true),
+            poster("cheap", true),
+            poster("b", true),
+        ])
+        .unwrap();
+        // The common config's reserve is $5.00; "cheap" offers $3.00 and weighs the most.
+        let ex = Exchange::start(&fixed_config(
+            &fleet,
+            method,
+            &[(20.0, 1, 1), (3.0, 1, 8), (20.0, 1, 1)],
+        ));
+        let mut c = ex.client();
+        let n = if method == "round_robin" { 12 } else { 200 };
+        for _ in 0..n {
+            assert_eq!(c.lead(LEAD).json()["status"], "sold");
+        }
+        let (a, cheap, b) = (fleet.posts(0), fleet.posts(1), fleet.posts(2));
+        assert_eq!(cheap, 0, "{method}: posted under the reserve");
+        assert_eq!(a + b, n);
+        if method == "round_robin" {
+            assert_eq!((a, b), (6, 6), "{method}");
+        } else {
+            // Even weights: 100 expected, far inside 65..135.
+            assert!((65..=135).contains(&a), "{method}: a got {a} of {n}");
+        }
+    }
+}
+
 #[test]
 fn weighted_distribution_follows_the_weights() {
     let fleet = Fleet::start(vec![poster("heavy", true), poster("light", true)]).unwrap();

@@ -1587,8 +1587,12 @@ impl Worker {
         method: Distribution,
     ) -> Vec<HeldBid> {
         let snap = &rt.snap;
+        // A price under the campaign's reserve is never posted to: such a buyer takes no turn
+        // of the round robin and no share of the weighted draw, which would otherwise pass to
+        // the buyer after it.
+        let reserve = snap.campaigns[campaign].reserve_cents;
         let mut buyers = self.eligible_buyers(rt, campaign, req, |b| {
-            b.price_cents.is_some() && b.post.is_some()
+            b.price_cents.is_some_and(|p| p >= reserve) && b.post.is_some()
         });
         buyers.sort_by_key(|&b| (snap.buyers[b].priority, b));
         match method {
@@ -2156,9 +2160,16 @@ impl Worker {
                     let buyer = lead.auction.buyer(slot);
                     // The cap is taken before the post goes out, so no interleaving of workers
                     // can sell past it; it is given back if the post does not end in a sale.
-                    // A test lead is not paid for, so it takes nothing from caps or budgets.
+                    // A test lead is not paid for, so it takes nothing from caps or budgets;
+                    // where they would turn a real lead away, it is turned away too, so that
+                    // its answer is the one the same real lead would get.
                     let reserved = if lead.req.test {
-                        None
+                        let room = lead
+                            .gen
+                            .rt
+                            .caps
+                            .has_room_for(buyer, Utc::now(), price_cents);
+                        (!room).then_some(None)
                     } else {
                         Some(lead.gen.rt.caps.reserve(buyer, Utc::now(), price_cents))
                     };
