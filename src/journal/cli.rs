@@ -134,9 +134,14 @@ fn verify_cmd(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         Ok(report) => {
             let _ = writeln!(out, "{report}");
             if let Some(d) = &report.damage {
+                let lost = if d.records_after == 0 && d.kind.is_committed_record() {
+                    "; a committed record is lost (a power loss or a bad disk)"
+                } else {
+                    ""
+                };
                 let _ = writeln!(
                     err,
-                    "damaged: segment {} offset {}: {} ({} whole record(s) after it)",
+                    "damaged: segment {} offset {}: {} ({} whole record(s) after it){lost}",
                     d.at.segment, d.at.offset, d.kind, d.records_after
                 );
             }

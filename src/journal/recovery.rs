@@ -9,9 +9,10 @@
 //!   mismatch, a damaged segment header, bytes after the end of the data) is damage: every
 //!   whole record before it is kept and nothing after it.
 //!
-//! Damage with no whole record anywhere after it is a torn tail (what a crash in the middle of
-//! writing leaves): `verify` reports it and still calls the journal intact. Any other damage is
-//! real corruption: `Journal::open` copies the damaged segment aside before it cuts.
+//! Damage with no whole record anywhere after it and no committed record in it is a torn tail
+//! (garbage where nothing was committed): `verify` reports it and still calls the journal
+//! intact. Any other damage, a committed record that fails its checks at the end of the data
+//! included, loses records: `Journal::open` copies the damaged segment aside before it cuts.
 
 use std::fmt;
 use std::fs::File;
@@ -77,10 +78,21 @@ pub struct Damage {
     pub later_segments: Vec<u64>,
 }
 
+impl DamageKind {
+    /// The damage is in a record that was committed (its commit word holds the magic), so a
+    /// whole record was lost: a process crash never leaves one (it leaves `commit == 0`),
+    /// only a power loss that wrote part of a record's pages, or a bad disk.
+    pub fn is_committed_record(self) -> bool {
+        matches!(self, DamageKind::BadChecksum | DamageKind::BadFrameHeader)
+    }
+}
+
 impl Damage {
-    /// Whether this is only a torn tail: nothing whole after it.
+    /// Whether this is only a torn tail: nothing whole after it, and no committed record in
+    /// it. A committed record damaged at the tail is damage like any other: its segment is
+    /// copied aside before the cut, and `verify` calls the journal damaged.
     pub fn is_torn_tail(&self) -> bool {
-        self.records_after == 0
+        self.records_after == 0 && !self.kind.is_committed_record()
     }
 }
 
@@ -480,7 +492,12 @@ impl fmt::Display for RecoveryReport {
                 "; cut at {} ({}): {} byte(s), {} whole record(s) after it",
                 c.at, c.kind, c.bytes, c.records_skipped
             )?;
-            if c.records_skipped == 0 {
+            if c.records_skipped == 0 && c.kind.is_committed_record() {
+                write!(
+                    f,
+                    " (a committed record is damaged: a power loss or a bad disk)"
+                )?;
+            } else if c.records_skipped == 0 {
                 write!(f, " (torn tail)")?;
             } else {
                 write!(
@@ -565,6 +582,12 @@ impl fmt::Display for VerifyReport {
                     d.at, d.kind, d.bytes
                 )
             }
+            Some(d) if d.records_after == 0 => write!(
+                f,
+                ", DAMAGED at {}: {} in a committed record at the end of the data (a power loss \
+                 or a bad disk; the record is lost)",
+                d.at, d.kind
+            ),
             Some(d) => write!(
                 f,
                 ", DAMAGED at {}: {} ({} whole record(s) after it)",

@@ -1150,13 +1150,20 @@ fn flipped_bits_anywhere_keep_every_whole_record_before_them_and_nothing_after()
                     cut.records_skipped as usize, expect_skipped,
                     "flip at {at} bit {bit}"
                 );
+                // A flip inside a record's covered bytes damages a committed record: it is
+                // lost, so the journal is not intact even when nothing whole follows.
+                let committed_lost = report
+                    .cut
+                    .as_ref()
+                    .is_some_and(|c| c.kind.is_committed_record());
                 assert_eq!(
                     before.intact(),
-                    expect_skipped == 0,
+                    expect_skipped == 0 && !committed_lost,
                     "verify before open: {before}"
                 );
-                // Whole records cut from a segment kept in place: its bytes are copied first.
-                if at >= SEGMENT_HEADER_BYTES && expect_skipped > 0 {
+                // Whole records cut from a segment kept in place, or a committed one damaged:
+                // its bytes are copied first.
+                if at >= SEGMENT_HEADER_BYTES && (expect_skipped > 0 || committed_lost) {
                     let copy = cut.copied_to.as_ref().unwrap_or_else(|| panic!("{report}"));
                     assert_eq!(read_file(copy), damaged, "flip at {at} bit {bit}");
                 } else {
@@ -1203,21 +1210,34 @@ fn a_truncated_tail_is_cut_at_the_last_whole_record() {
     let pristine = TempDir::new("trunc-src");
     let (recs, frames) = write_sample(pristine.path(), 20);
     let (last_start, last_end) = *frames.last().unwrap();
-    // Written partly: the end of the last record never reached the disk.
-    for keep in [8, 24, 30, 40] {
+    // Written partly (a power loss wrote some of its pages): the end of the last record never
+    // reached the disk. With its commit word on disk, a committed record is lost: that is
+    // damage, reported by verify, and its segment is copied aside before the cut. Without it
+    // (`keep` 4), the record was never committed: a torn record, skipped and reclaimed.
+    for keep in [4, 8, 24, 30, 40] {
         let dir = TempDir::new("trunc");
         copy_dir(pristine.path(), dir.path());
         let zeros = vec![0u8; (last_end - last_start - keep) as usize];
         patch(&seg0(dir.path()), last_start + keep, &zeros);
+        let committed = keep >= 8;
+        let damaged = read_file(&seg0(dir.path()));
         let v = verify(dir.path()).unwrap();
-        assert!(v.intact(), "a torn tail is intact: {v}");
+        assert_eq!(v.intact(), !committed, "keep {keep}: {v}");
         assert_eq!(v.records as usize, 19);
         let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
         assert_eq!(report.records, 19);
         assert_eq!(report.tail.offset, last_start, "{report}");
-        // A torn tail is what a crash leaves: cut without keeping anything.
-        assert!(report.cut.as_ref().is_none_or(|c| c.copied_to.is_none()));
-        assert!(cut_files(dir.path()).is_empty());
+        match report.cut.as_ref().and_then(|c| c.copied_to.as_ref()) {
+            Some(copy) => {
+                assert!(committed, "keep {keep}: {report}");
+                assert_eq!(read_file(copy), damaged);
+                assert!(report.to_string().contains("committed record"), "{report}");
+            }
+            None => {
+                assert!(!committed, "keep {keep}: no copy: {report}");
+                assert!(cut_files(dir.path()).is_empty());
+            }
+        }
         drop(j);
         assert!(verify(dir.path()).unwrap().damage.is_none());
         assert_eq!(records(dir.path()), recs[..19].to_vec());
@@ -1839,13 +1859,22 @@ fn verify_exit_codes_distinguish_intact_damaged_and_missing() {
         dir: dir.path().to_path_buf(),
     });
     assert_eq!(code, 0, "{out}");
-    // A torn tail is intact.
-    patch(&seg0(dir.path()), frames[9].0 + 30, &[0xEE]);
+    // A torn tail (garbage after the data, nothing committed in it) is intact.
+    let end = frames[9].1;
+    patch(&seg0(dir.path()), end + 16, &[0xEE]);
     let (code, out, _) = run_cli(JournalCmd::Verify {
         dir: dir.path().to_path_buf(),
     });
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("torn tail"));
+    patch(&seg0(dir.path()), end + 16, &[0]);
+    // A committed record damaged at the end is not: it is lost.
+    patch(&seg0(dir.path()), frames[9].0 + 30, &[0xEE]);
+    let (code, _, err) = run_cli(JournalCmd::Verify {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("committed record"), "{err}");
     // Damage with whole records after it is not.
     patch(&seg0(dir.path()), frames[2].0 + 30, &[0xEE]);
     let (code, _, err) = run_cli(JournalCmd::Verify {
