@@ -40,6 +40,8 @@ const EXACT: &[&str] = &[
     "ip",
     "ipv",
     "ua",
+    "sms",
+    "cert",
     // Identity numbers: social insurance (CA), taxpayer id, vehicle id, card codes, PINs.
     "sin",
     "tin",
@@ -124,6 +126,11 @@ const CONTAINS: &[&str] = &[
     "cellular",
     "fax",
     "contactnumber",
+    "msisdn",
+    "whatsapp",
+    "wireless",
+    "landline",
+    "skype",
     // Postal address (also `ip_addr`, `email_address`).
     "addr",
     "street",
@@ -177,6 +184,7 @@ const CONTAINS: &[&str] = &[
     "consumerip",
     "sourceip",
     "useragent",
+    "forwardedfor",
     "deviceid",
     "cookie",
     "fingerprint",
@@ -186,6 +194,8 @@ const CONTAINS: &[&str] = &[
     "leadid",
     "certurl",
     "certid",
+    "certificate",
+    "consent",
     // Precise location.
     "latitude",
     "longitude",
@@ -198,14 +208,67 @@ const CONTAINS: &[&str] = &[
 /// validated config never holds a personal ping field.
 pub fn is_personal_field(name: &str) -> bool {
     let n: Vec<u8> = name
-        .bytes()
-        .filter(u8::is_ascii_alphabetic)
-        .map(|b| b.to_ascii_lowercase())
+        .chars()
+        .map(ascii_look_alike)
+        .filter(char::is_ascii_alphabetic)
+        .map(|c| c.to_ascii_lowercase() as u8)
         .collect();
     n.starts_with(b"ssn")
         || n.ends_with(b"ssn")
         || EXACT.iter().any(|m| m.as_bytes() == n)
         || CONTAINS.iter().any(|m| contains(&n, m.as_bytes()))
+}
+
+/// The ASCII letter a character passes for in a field name: accented Latin letters, the
+/// dotless and dotted i, the long s, the Kelvin sign and fullwidth letters read as the letter
+/// they show (`emaıl`, `émail` and `ｅｍａｉｌ` are `email`). Anything else is itself.
+fn ascii_look_alike(c: char) -> char {
+    match c {
+        'à'..='å' | 'À'..='Å' | 'ā' | 'ă' | 'ą' | 'ª' => 'a',
+        'ç' | 'Ç' | 'ć' | 'č' => 'c',
+        'è'..='ë' | 'È'..='Ë' | 'ē' | 'ė' | 'ę' | 'ě' => 'e',
+        'ì'..='ï' | 'Ì'..='Ï' | 'ı' | 'İ' | 'ī' | 'į' => 'i',
+        'ñ' | 'Ñ' | 'ń' | 'ň' => 'n',
+        'ò'..='ö' | 'Ò'..='Ö' | 'ø' | 'Ø' | 'ō' | 'º' => 'o',
+        'ù'..='ü' | 'Ù'..='Ü' | 'ū' | 'ů' => 'u',
+        'ý' | 'ÿ' | 'Ý' => 'y',
+        'ś' | 'š' | 'ſ' => 's',
+        'ž' | 'ź' | 'ż' => 'z',
+        'ł' | 'Ł' => 'l',
+        '\u{212A}' => 'k',
+        '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}' => {
+            char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+        }
+        _ => c,
+    }
+}
+
+/// Whether a string value, whatever field holds it, identifies the consumer: an email address, a
+/// phone number (10 to 15 digits written only with digits, spaces and `+ - ( ) .`), an IP
+/// address, or a consent certificate or lead token URL. A ping leaves such a value out, so a
+/// seller that puts the phone under an innocent name (`"score": "(713) 555-0147"`) does not
+/// hand it to every pinged buyer. Cheap enough for every ping: one pass over the text.
+pub fn is_personal_value(s: &str) -> bool {
+    let t = s.trim();
+    if let Some(at) = t.find('@') {
+        if at > 0 && t[at + 1..].contains('.') {
+            return true;
+        }
+    }
+    let digits = t.bytes().filter(u8::is_ascii_digit).count();
+    if (10..=15).contains(&digits)
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'+' | b'-' | b'(' | b')' | b'.'))
+    {
+        return true;
+    }
+    if t.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let lower = t.to_ascii_lowercase();
+    ["trustedform", "jornaya", "leadid"]
+        .iter()
+        .any(|m| lower.contains(m))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

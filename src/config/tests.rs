@@ -352,6 +352,15 @@ fn personal_fields_can_never_be_pinged() {
 
 /// Spellings of personal fields that sellers use, none of them an exact, lowercase list entry.
 const PERSONAL_VARIANTS: &[&str] = &[
+    "msisdn",
+    "whatsapp",
+    "sms",
+    "x_forwarded_for",
+    "consent_cert",
+    "certificate",
+    "emaıl",
+    "émail",
+    "ｅｍａｉｌ",
     "Email",
     "EMAIL",
     "email_address",

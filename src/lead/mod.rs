@@ -699,14 +699,21 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 
 /// The lead as a ping may show it, when that differs from the lead: a ping field holding an
 /// array or an object keeps its shape but loses every member whose name is personal
-/// (`config::is_personal_field`), at any depth, so `"vehicles": [{"year": 2019, "vin": ...}]`
-/// is pinged without the VIN and posted with it. `None`, the usual case, when no field of
-/// `names` holds such a member.
+/// (`config::is_personal_field`) and every string that is (`config::is_personal_value`: an
+/// email, a phone number, an IP address, a consent certificate URL), at any depth, so
+/// `"vehicles": [{"year": 2019, "vin": ...}]` is pinged without the VIN and posted with it; a
+/// ping field whose string is personal is pinged as `null`. `None`, the usual case, when no
+/// field of `names` holds such a value.
 pub fn ping_safe<'k>(lead: &Fields, names: impl IntoIterator<Item = &'k str>) -> Option<Fields> {
     let mut safe: Option<Fields> = None;
     for k in names {
         let text = match lead.get(k) {
             Some(Field::Array(t) | Field::Object(t)) => t,
+            Some(Field::Str(s)) if crate::config::is_personal_value(s) => {
+                safe.get_or_insert_with(|| lead.clone())
+                    .insert(k.to_string(), Value::Null);
+                continue;
+            }
             _ => continue,
         };
         let Ok(mut v) = serde_json::from_str::<Value>(text) else {
@@ -720,19 +727,26 @@ pub fn ping_safe<'k>(lead: &Fields, names: impl IntoIterator<Item = &'k str>) ->
     safe
 }
 
-/// Remove personal members from `v` at any depth; true when any was removed.
+/// Remove personal members and personal strings from `v` at any depth; true when any was
+/// removed.
 fn drop_personal(v: &mut Value) -> bool {
+    let personal = |x: &Value| matches!(x, Value::String(s) if crate::config::is_personal_value(s));
     match v {
         Value::Object(m) => {
             let before = m.len();
-            m.retain(|k, _| !crate::config::is_personal_field(k));
+            m.retain(|k, x| !crate::config::is_personal_field(k) && !personal(x));
             let mut dropped = m.len() != before;
             for x in m.values_mut() {
                 dropped |= drop_personal(x);
             }
             dropped
         }
-        Value::Array(a) => a.iter_mut().fold(false, |d, x| drop_personal(x) | d),
+        Value::Array(a) => {
+            let before = a.len();
+            a.retain(|x| !personal(x));
+            let dropped = a.len() != before;
+            a.iter_mut().fold(dropped, |d, x| drop_personal(x) | d)
+        }
         _ => false,
     }
 }

@@ -310,6 +310,75 @@ fn nested_personal_members_are_left_out_of_the_ping_only() {
     assert_eq!(v["lead"]["lead_type"][0]["Email"], "a@b.c");
 }
 
+/// Personal data under names no list knows, or as the value of an innocent field, is not
+/// pinged either; the post still carries all of it.
+#[test]
+fn personal_values_and_look_alike_names_are_left_out_of_the_ping() {
+    let nested = r#"{"drivers": [{"contact": {"wireless": "7135550004", "kind": "cell"},
+        "xxx_certificate_url": "https://cert.trustedform.com/y", "years": 5}],
+        "consent_cert": "abc", "x_forwarded_for": "10.1.2.3", "msisdn": "15551234567",
+        "sms": "ok", "whatsapp": "w", "emaıl": "dotless@example.com", "ｅｍａｉｌ": "wide@example.com",
+        "notes": ["call (713) 555-0147 after 5", "(713) 555-0147", "fe80::1", "a@b.co", 7135550147],
+        "make": "Honda"}"#;
+    let body = LEAD
+        .replace(
+            r#""lead_type": "auto""#,
+            &format!(r#""lead_type": {nested}"#),
+        )
+        .replace(r#""age": 34"#, r#""age": "ana.secret2@example.com""#)
+        .replace(r#""state": "TX""#, r#""state": "(713) 555-0147""#);
+    let req = parse_request(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    write_ping(&mut out, "01J", &campaign(), &req, 780);
+    let text = String::from_utf8(out.clone()).unwrap();
+    for leak in [
+        "7135550004",
+        "trustedform",
+        "abc",
+        "10.1.2.3",
+        "15551234567",
+        "dotless@",
+        "wide@",
+        "secret2",
+        "555-0147\"",
+        "fe80",
+        "a@b.co",
+        "whatsapp",
+        "\"sms\"",
+    ] {
+        assert!(!text.contains(leak), "ping leaks {leak}: {text}");
+    }
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["lead"]["age"], Value::Null);
+    assert_eq!(v["lead"]["state"], Value::Null);
+    let lt = &v["lead"]["lead_type"];
+    assert_eq!(lt["make"], "Honda");
+    assert_eq!(lt["drivers"][0]["years"], 5);
+    assert_eq!(lt["drivers"][0]["contact"]["kind"], "cell");
+    // Free text that only mentions a number is kept; a bare number is not a string.
+    assert_eq!(
+        lt["notes"],
+        serde_json::json!(["call (713) 555-0147 after 5", 7135550147u64])
+    );
+    // Numbers, zips, dates and times are not personal values.
+    for fine in [
+        "77002",
+        "77002-1234",
+        "2024-01-01",
+        "10:30:00",
+        "34",
+        "Honda",
+        "a@b",
+    ] {
+        assert!(!crate::config::is_personal_value(fine), "{fine}");
+    }
+    out.clear();
+    write_post(&mut out, "01J", None, 100, &campaign(), &req);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["lead"]["age"], "ana.secret2@example.com");
+    assert_eq!(v["lead"]["lead_type"]["msisdn"], "15551234567");
+}
+
 #[test]
 fn the_post_carries_the_full_lead_and_consent() {
     let req = parse_request(LEAD.as_bytes()).unwrap();
