@@ -91,6 +91,24 @@ fn the_answer_timeout_is_optional_and_bounded() {
     }
 }
 
+/// An empty `states`, `zip_prefixes` or `verticals` would match every lead: refused.
+#[test]
+fn an_empty_restricting_list_is_refused() {
+    for (from, to, key) in [
+        (
+            "verticals = [\"auto_insurance\"]",
+            "verticals = []",
+            "buyers[0].verticals",
+        ),
+        ("states = [\"TX\", \"OK\", \"LA\"]", "states = []", "states"),
+    ] {
+        assert!(CONTRACT.contains(from), "{from}");
+        let issues = invalid(&CONTRACT.replacen(from, to, 1));
+        assert!(issues[0].key.contains(key), "{issues:?}");
+        assert!(issues[0].message.contains("empty list"), "{issues:?}");
+    }
+}
+
 #[test]
 fn a_payout_share_finer_than_a_basis_point_is_refused() {
     for (share, ok) in [

@@ -174,7 +174,7 @@ pub struct BuyerConfig {
     pub id: String,
     #[serde(default)]
     pub campaigns: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty_list")]
     pub verticals: Vec<String>,
     #[serde(default)]
     pub ping_url: Option<String>,
@@ -214,9 +214,9 @@ pub struct BuyerConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FiltersConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty_list")]
     pub states: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty_list")]
     pub zip_prefixes: Vec<String>,
     #[serde(default)]
     pub fields: Vec<FieldPredicateConfig>,
@@ -344,4 +344,21 @@ fn default_buyer_idle_timeout_ms() -> u64 {
 }
 fn default_adapter_kind() -> String {
     "json".to_string()
+}
+
+/// A list that restricts when given (`states`, `zip_prefixes`, `verticals`): left out, there is
+/// no restriction; written empty it would read as "nothing" to an operator and as "anything"
+/// to the matcher, so it is refused.
+fn non_empty_list<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = Vec::<String>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom(
+            "an empty list would match every lead: leave the key out for no restriction, \
+             or pause the buyer to send it nothing",
+        ));
+    }
+    Ok(v)
 }

@@ -336,10 +336,10 @@ fn compare(v: Field<'_>, o: &Operand, ordering: bool) -> Option<Ordering> {
         (Field::Str(s), Operand::Num(b)) => Num::parse(s)?.cmp(*b),
         (Field::Num(n), Operand::Str(_, Some(b))) => Num::parse(n)?.cmp(*b),
         (Field::Str(s), Operand::Str(text, num)) => {
+            // A number written as a string orders as that number, as `value = 21` does: a lead
+            // value that is no number (`"unknown"`, `"N/A"`) is not on that scale at all.
             if let (true, Some(b)) = (ordering, num) {
-                if let Some(a) = Num::parse(s) {
-                    return a.cmp(*b);
-                }
+                return Num::parse(s)?.cmp(*b);
             }
             // Without surrounding space or ASCII case, as states are read and as a seller's
             // post is checked against its ping (`lead::same_value`): `"Auto"` is `"auto"`.

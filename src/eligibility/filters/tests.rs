@@ -189,6 +189,17 @@ fn ordering_operators() {
     ));
     // Numeric strings on both sides compare as numbers, other strings in byte order.
     assert!(pred("<", "\"10\"", Some(json!("9"))));
+    // A number written as a string is a number: words are not on its scale, whatever their
+    // bytes (`"unknown" >= "21"` in byte order).
+    for word in [
+        "unknown", "N/A", "abc", "3abc", "21abc", "inf", "NaN", "infinity",
+    ] {
+        for op in ["<", "<=", ">", ">="] {
+            assert!(!pred(op, "\"21\"", Some(json!(word))), "{word} {op} \"21\"");
+        }
+    }
+    assert!(pred(">=", "\"21\"", Some(json!("34"))));
+    assert!(pred(">=", "\"21\"", Some(json!(34))));
     assert!(pred(">=", "\"2024-01-01\"", Some(json!("2024-06-30"))));
     assert!(!pred(">=", "\"2024-01-01\"", Some(json!("2023-12-31"))));
 }
