@@ -330,10 +330,16 @@ fn authorized(head: &RequestHead, shared: &Shared) -> bool {
         .and_then(|a| a.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    // The dashboard page is opened in a browser, which cannot send a bearer header.
+    // The dashboard page is opened in a browser, which cannot send a bearer header: its
+    // address may carry the token, and only its address (its script sends the header). A
+    // token in any other URL would end up in proxy logs and shell history, and a link could
+    // pause a buyer or reload the config.
+    let dashboard = matches!(head.method, Method::Get | Method::Head)
+        && head.path.split('?').next() == Some("/");
     let given = match from_header {
         Some(t) => Some(Cow::Borrowed(t.as_bytes())),
-        None => query_token(&head.path),
+        None if dashboard => query_token(&head.path),
+        None => None,
     };
     given.is_some_and(|g| constant_time_eq(&g, token.as_bytes()))
 }
@@ -391,7 +397,22 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
         );
     }
     if path == "/healthz" {
-        return (200, "application/json", b"{\"status\":\"ok\"}".to_vec());
+        // What a load balancer needs to know: whether leads sent now would be taken.
+        return if shared.draining.load(Ordering::Relaxed) {
+            (
+                503,
+                "application/json",
+                b"{\"status\":\"draining\"}".to_vec(),
+            )
+        } else if !shared.journal.accepts_leads() {
+            (
+                503,
+                "application/json",
+                b"{\"status\":\"journal_unavailable\"}".to_vec(),
+            )
+        } else {
+            (200, "application/json", b"{\"status\":\"ok\"}".to_vec())
+        };
     }
     if !authorized(head, shared) {
         return error(
@@ -1104,7 +1125,7 @@ function row(cells, tag) { return '<tr>' + cells.map(c => `<${tag}>${esc(c)}</${
 async function tick() {
   let s;
   try {
-    const r = await fetch('/v1/stats?token=' + encodeURIComponent(token), {cache: 'no-store'});
+    const r = await fetch('/v1/stats', {cache: 'no-store', headers: {'Authorization': 'Bearer ' + token}});
     if (!r.ok) { $('summary').textContent = 'HTTP ' + r.status + ' (open /?token=<admin.token>, a space as %20, % as %25)'; return; }
     s = obj(await r.json());
   } catch (e) { $('summary').textContent = 'no answer from /v1/stats: ' + e; return; }

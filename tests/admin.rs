@@ -141,6 +141,25 @@ fn an_http10_keep_alive_operator_is_told_the_connection_stays_open() {
     }
 }
 
+/// `/healthz` says whether leads sent now would be taken: 503 `draining` once the drain began.
+#[test]
+fn healthz_turns_503_when_the_exchange_drains() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let ex = start(&fleet);
+    let admin = admin_addr(&ex);
+    let r = get(admin, "GET", "/healthz", None);
+    assert_eq!((r.status, r.json()["status"].clone()), (200, "ok".into()));
+    let shared = ex.handle.as_ref().expect("running").shared().clone();
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = get(admin, "GET", "/healthz", None);
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (503, "draining".into())
+    );
+}
+
 #[test]
 fn a_known_path_with_another_method_is_405_with_allow() {
     let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
@@ -592,11 +611,26 @@ fn the_dashboard_reads_its_stats_with_a_token_a_url_must_encode() {
         "ops/Tok%20en%2B2026==%25zz",
     ];
     for form in encoded {
-        for path in ["/", "/v1/stats"] {
-            let r = get(admin, "GET", &format!("{path}?token={form}"), None);
-            assert_eq!(r.status, 200, "{path}?token={form}");
+        let r = get(admin, "GET", &format!("/?token={form}"), None);
+        assert_eq!(r.status, 200, "/?token={form}");
+        // Only the page's own address may carry the token: everything else, the stats the
+        // page's script reads included, takes it from the Authorization header.
+        for (method, path) in [
+            ("GET", "/v1/stats"),
+            ("GET", "/metrics"),
+            ("POST", "/v1/admin/buyers/acme/pause"),
+            ("POST", "/v1/admin/reload"),
+        ] {
+            let r = get(admin, method, &format!("{path}?token={form}"), None);
+            assert_eq!(r.status, 401, "{method} {path}?token={form}");
         }
     }
+    assert_eq!(
+        get(admin, "GET", "/v1/stats", None).status,
+        401,
+        "no token at all"
+    );
+    assert_eq!(get(admin, "GET", "/v1/stats", Some(ODD)).status, 200);
     // A `+` is a plus, not a space (as a form would have it), for the page as for its script.
     for path in ["/", "/v1/stats"] {
         let r = get(

@@ -788,6 +788,11 @@ fn a_full_journal_disk_refuses_leads_and_never_kills_the_exchange() {
     };
     assert_eq!(stats["journal"]["accepting_leads"], false, "{stats}");
     assert_eq!(stats["journal"]["spare_segment_ready"], false, "{stats}");
+    let mut c = Client::connect(admin);
+    c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let health = c.read_response().expect("healthz");
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json()["status"], "journal_unavailable");
     assert!(child.try_wait().unwrap().is_none(), "the exchange died");
     child.kill().unwrap();
     child.wait().unwrap();
