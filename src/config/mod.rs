@@ -313,6 +313,13 @@ impl Buyer {
 /// buyer, below the payout), so that the exchange pays out more than it takes in for such leads.
 pub fn warnings(snap: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();
+    if snap.server.admin_listen.is_some() && snap.admin_token.is_none() {
+        out.push(
+            "server.admin_listen without [admin] token: the operator API answers only /healthz \
+             (every other request is 401)"
+                .to_string(),
+        );
+    }
     for s in &snap.sellers {
         let Payout::Fixed(fixed) = s.payout else {
             continue;
@@ -760,6 +767,9 @@ impl Validator<'_> {
         }
         if j.retain_segments == 0 {
             self.err("journal.retain_segments".into(), "must be at least 1");
+        }
+        if j.dir.trim().is_empty() {
+            self.err("journal.dir".into(), "must name a directory");
         }
         if sync == SyncPolicy::Interval && (j.sync_interval_ms == 0 || j.sync_interval_ms > 60_000)
         {

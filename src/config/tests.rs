@@ -110,6 +110,31 @@ fn an_empty_restricting_list_is_refused() {
 }
 
 #[test]
+fn an_empty_journal_dir_is_refused_and_an_operator_api_without_a_token_is_warned_of() {
+    let dir_line = CONTRACT
+        .lines()
+        .find(|l| l.starts_with("dir = "))
+        .expect("the example names its journal dir");
+    let issues = invalid(&CONTRACT.replacen(dir_line, "dir = \" \"", 1));
+    assert_eq!(issues[0].key, "journal.dir", "{issues:?}");
+    let token_line = CONTRACT
+        .lines()
+        .find(|l| l.starts_with("token = "))
+        .expect("the example has an admin token");
+    let snap = parse(&CONTRACT.replacen(token_line, "", 1)).unwrap();
+    assert!(
+        warnings(&snap)
+            .iter()
+            .any(|w| w.contains("without [admin] token")),
+        "{:?}",
+        warnings(&snap)
+    );
+    assert!(!warnings(&parse(CONTRACT).unwrap())
+        .iter()
+        .any(|w| w.contains("[admin]")));
+}
+
+#[test]
 fn a_payout_share_finer_than_a_basis_point_is_refused() {
     for (share, ok) in [
         ("0.8", true),
