@@ -320,10 +320,18 @@ fn random_buyer(rng: &mut Rng, i: usize) -> BuyerRules {
             _ => "{ field = \"email\", op = \"exists\", value = false }".to_string(),
         });
     }
+    // No restriction is written by leaving the key out: an empty list is refused.
+    let list = |key: &str, items: &[String]| {
+        if items.is_empty() {
+            String::new()
+        } else {
+            format!("{key} = [{}]\n", items.join(","))
+        }
+    };
     let filters_toml = format!(
-        "states = [{}]\nzip_prefixes = [{}]\nfields = [{}]",
-        states.join(","),
-        zips.join(","),
+        "{}{}fields = [{}]",
+        list("states", &states),
+        list("zip_prefixes", &zips),
         fields.join(",")
     );
     let hours: Vec<&str> = match rng.below(4) {
