@@ -487,9 +487,15 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
                 "resume" => rt.caps.resume(b),
                 _ => return error(404, "not_found", "use /pause or /resume"),
             }
-            // Kept beside the journal, so that a restart does not undo it.
-            let persisted =
-                crate::net::write_paused(shared.journal.dir(), id, action == "pause").is_ok();
+            // Kept beside the journal, so that a restart does not undo it, whatever the
+            // config's `paused` says.
+            let persisted = crate::net::write_pause_decision(
+                shared.journal.dir(),
+                id,
+                action == "pause",
+                rt.snap.buyers[b].paused,
+            )
+            .is_ok();
             let body = json!({"buyer": id, "paused": rt.caps.is_paused(b), "persisted": persisted});
             (
                 200,

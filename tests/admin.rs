@@ -689,6 +689,46 @@ fn the_dashboard_reads_its_stats_with_a_token_a_url_must_encode() {
     }
 }
 
+/// The operator's resume of a buyer its config pauses holds across a restart, as a pause
+/// does; a later pause holds too; a reload that changes the file's `paused` has the last word.
+#[test]
+fn an_operators_resume_of_a_buyer_the_config_pauses_survives_a_restart() {
+    let fleet = acme_and_blue();
+    let toml = config_with_admin(&fleet, "daily = 100").replacen(
+        "id = \"acme\"\n",
+        "id = \"acme\"\npaused = true\n",
+        1,
+    );
+    assert!(toml.contains("paused = true"));
+    let paused = |ex: &Exchange| {
+        get(admin_addr(ex), "GET", "/v1/stats", Some(TOKEN)).json()["buyers"]["acme"]["paused"]
+            .clone()
+    };
+    let op = |ex: &Exchange, action: &str| {
+        let path = format!("/v1/admin/buyers/acme/{action}");
+        let r = get(admin_addr(ex), "POST", &path, Some(TOKEN));
+        assert_eq!(r.json()["persisted"], true, "{action}");
+    };
+    {
+        let ex = Exchange::start(&toml);
+        assert_eq!(paused(&ex), true);
+        op(&ex, "resume");
+        assert_eq!(ex.client().lead(LEAD).json()["sales"][0]["buyer"], "acme");
+    }
+    {
+        let ex = Exchange::start(&toml);
+        assert_eq!(paused(&ex), false, "the restart undid the resume");
+        assert_eq!(ex.client().lead(LEAD).json()["sales"][0]["buyer"], "acme");
+        op(&ex, "pause");
+    }
+    let ex = Exchange::start(&toml);
+    assert_eq!(paused(&ex), true, "the restart undid the pause");
+    op(&ex, "resume");
+    drop(ex);
+    let ex = Exchange::start(&toml);
+    assert_eq!(paused(&ex), false);
+}
+
 /// A pause survives a restart on the buyer it was made for, even when another buyer's id
 /// differs from it only by a space before it.
 #[test]

@@ -458,7 +458,13 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let caps = caps_for(&snap);
     let dedupe = Arc::new(DedupeIndex::new(dedupe_entries(&snap)));
     let (journal, recovery) = open_journal(&snap)?;
-    // Buyers the operator paused through the API stay paused across a restart.
+    // Buyers the operator paused through the API stay paused across a restart, and those it
+    // resumed though their config pauses them stay resumed.
+    for id in read_resumed(journal.dir()) {
+        if let Some(b) = snap.buyer_by_id(&id) {
+            caps.resume(b);
+        }
+    }
     for id in read_paused(journal.dir()) {
         if let Some(b) = snap.buyer_by_id(&id) {
             caps.pause(b);
@@ -515,11 +521,49 @@ pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
 /// the operator API (`POST /v1/admin/buyers/{id}/pause`), so that a restart keeps them paused.
 pub const PAUSED_FILE: &str = "paused";
 
+/// Beside it, the buyers the operator resumed through the API although their config says
+/// `paused = true`, so that a restart does not pause them again.
+pub const RESUMED_FILE: &str = "resumed";
+
 /// The ids in the journal directory's [`PAUSED_FILE`] (none when it is missing or unreadable).
 /// Each line is an id exactly as written, spaces included: ` acme` and `acme` are two buyers
 /// (an id holds no control character, so no line break).
 pub fn read_paused(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join(PAUSED_FILE))
+    read_ids(dir, PAUSED_FILE)
+}
+
+/// The ids in [`RESUMED_FILE`], as [`read_paused`] reads its file.
+pub fn read_resumed(dir: &std::path::Path) -> Vec<String> {
+    read_ids(dir, RESUMED_FILE)
+}
+
+/// Record the operator's pause (`paused`) or resume of buyer `id`, whose config says
+/// `config_paused`: a pause is listed in [`PAUSED_FILE`]; a resume of a buyer the config
+/// pauses is listed in [`RESUMED_FILE`]. Each is the operator's last word on that buyer.
+pub fn write_pause_decision(
+    dir: &std::path::Path,
+    id: &str,
+    paused: bool,
+    config_paused: bool,
+) -> io::Result<()> {
+    write_ids(dir, PAUSED_FILE, id, paused)?;
+    write_ids(dir, RESUMED_FILE, id, !paused && config_paused)
+}
+
+/// Forget the operator's word on buyer `id`: its config's `paused` changed, and the file's
+/// new value holds, now and after a restart.
+pub fn forget_pause_decision(dir: &std::path::Path, id: &str) -> io::Result<()> {
+    if read_paused(dir).iter().any(|x| x == id) {
+        write_ids(dir, PAUSED_FILE, id, false)?;
+    }
+    if read_resumed(dir).iter().any(|x| x == id) {
+        write_ids(dir, RESUMED_FILE, id, false)?;
+    }
+    Ok(())
+}
+
+fn read_ids(dir: &std::path::Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(name))
         .map(|t| {
             t.lines()
                 .filter(|l| !l.is_empty())
@@ -533,19 +577,28 @@ pub fn read_paused(dir: &std::path::Path) -> Vec<String> {
 /// whole to a temporary file, synced, and renamed over the old one, so a crash leaves either
 /// list, never half of one.
 pub fn write_paused(dir: &std::path::Path, id: &str, paused: bool) -> io::Result<()> {
+    write_ids(dir, PAUSED_FILE, id, paused)
+}
+
+/// List (`present`) or unlist `id` in the journal directory's file `name`, as
+/// [`write_paused`] does.
+fn write_ids(dir: &std::path::Path, name: &str, id: &str, present: bool) -> io::Result<()> {
     use std::io::Write as _;
-    let mut ids = read_paused(dir);
+    let mut ids = read_ids(dir, name);
+    if ids.iter().any(|x| x == id) == present {
+        return Ok(());
+    }
     ids.retain(|x| x != id);
-    if paused {
+    if present {
         ids.push(id.to_string());
     }
-    let tmp = dir.join(format!("{PAUSED_FILE}.tmp"));
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     for x in &ids {
         writeln!(f, "{x}")?;
     }
     f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(PAUSED_FILE))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -86,6 +86,17 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     }
     let diff = config::diff(&old.snap, &snap);
     let (rt, rebuild) = Runtime::reloaded(Arc::new(snap), &old);
+    // A `paused` the file changed holds from now on, after a restart too: the operator's
+    // earlier pause or resume of that buyer is forgotten.
+    for b in &rt.snap.buyers {
+        let changed = match old.snap.buyer_by_id(&b.id) {
+            Some(o) => old.snap.buyers[o].paused != b.paused,
+            None => b.paused,
+        };
+        if changed {
+            let _ = super::forget_pause_decision(shared.journal.dir(), &b.id);
+        }
+    }
     let sales_replayed = if rebuild.iter().any(|&r| r) {
         replay_caps(shared, &rt, &rebuild)
     } else {
