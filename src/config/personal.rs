@@ -247,7 +247,8 @@ fn ascii_look_alike(c: char) -> char {
 /// phone number (10 to 15 digits written only with digits, spaces and `+ - ( ) .`), an IP
 /// address, or a consent certificate or lead token URL. A ping leaves such a value out, so a
 /// seller that puts the phone under an innocent name (`"score": "(713) 555-0147"`) does not
-/// hand it to every pinged buyer. Cheap enough for every ping: one pass over the text.
+/// hand it to every pinged buyer. Cheap enough for every lead: a few passes over the text, no
+/// allocation.
 pub fn is_personal_value(s: &str) -> bool {
     let t = s.trim();
     if let Some(at) = t.find('@') {
@@ -265,10 +266,11 @@ pub fn is_personal_value(s: &str) -> bool {
     if t.parse::<std::net::IpAddr>().is_ok() {
         return true;
     }
-    let lower = t.to_ascii_lowercase();
-    ["trustedform", "jornaya", "leadid"]
-        .iter()
-        .any(|m| lower.contains(m))
+    ["trustedform", "jornaya", "leadid"].iter().any(|m| {
+        t.as_bytes()
+            .windows(m.len())
+            .any(|w| w.eq_ignore_ascii_case(m.as_bytes()))
+    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
