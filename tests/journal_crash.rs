@@ -494,6 +494,35 @@ fn a_post_unanswered_at_a_crash_counts_against_the_buyers_cap() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(buyers, vec!["slow", "other"]);
+
+    // The journal says the lead was found unsettled, so the next start does not warn again,
+    // and the post still counts against the cap.
+    let recovered: Vec<_> = export(&journal)
+        .into_iter()
+        .filter(|r| r["type"] == "recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0]["lead_id"], lead_id.as_str());
+    assert_eq!(recovered[0]["unsettled"], "post_unanswered");
+    let show = gavel()
+        .args(["journal", "show", "--dir"])
+        .arg(&journal)
+        .arg(&lead_id)
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("settle it with the buyer"), "{show}");
+    let (mut child, addr, log) = serve_logged(&cfg);
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("waiting on a buyer's answer")),
+        "{log:?}"
+    );
+    let lead = LEAD.replace("ana@example.com", "ana9@example.com");
+    let v = Client::connect(addr).lead(&lead).json();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(v["sales"][0]["buyer"], "other", "{v}");
 }
 
 /// The same after a reload that rebuilds the buyer's counters from the journal (its time zone
@@ -560,6 +589,34 @@ fn a_sale_whose_answer_a_crash_cut_off_counts_in_the_campaigns_pnl() {
         "80 % of the sale: {campaign:?}"
     );
     assert_eq!((campaign.leads, campaign.sold), (1, 1), "{campaign:?}");
+    drop(ex);
+
+    // Reported once; later starts still count it in the P&L without reporting it again.
+    let (mut child, _addr, log) = serve_logged(&cfg);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("sellers were never answered")),
+        "{log:?}"
+    );
+    let recovered: Vec<_> = export(&journal)
+        .into_iter()
+        .filter(|r| r["type"] == "recovered")
+        .map(|r| r["unsettled"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        recovered.contains(&"seller_unanswered".to_string()),
+        "{recovered:?}"
+    );
+    let ex = Exchange::start_file(&cfg);
+    let st = ex.handle.as_ref().unwrap().stats();
+    let campaign = st.campaigns.get("auto").cloned().unwrap_or_default();
+    assert_eq!(
+        (campaign.leads, campaign.sold, campaign.revenue_cents),
+        (1, 1, 5000),
+        "{campaign:?}"
+    );
 }
 
 /// Every per-buyer counter the operator reads is rebuilt from the journal on start as it was

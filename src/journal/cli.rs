@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::reader::{Entry, Follower, Reader};
-use super::record::{LeadFlow, PayoutTerms, PingOutcome, Record};
+use super::record::{LeadFlow, PayoutTerms, PingOutcome, Record, Unsettled};
 use super::{verify, JournalError};
 use crate::money::{write_dollars, Cents};
 
@@ -282,6 +282,19 @@ fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 /// One line describing a record for `show`.
 fn describe(r: &Record) -> String {
     match r {
+        Record::Recovered {
+            kind: Unsettled::PostUnanswered,
+            ..
+        } => "found at a start: a post was out when the exchange stopped, its answer never \
+              recorded; counted against the buyer's caps and budget, no money booked; settle it \
+              with the buyer"
+            .to_string(),
+        Record::Recovered {
+            kind: Unsettled::SellerUnanswered,
+            ..
+        } => "found at a start: sold, but the seller was never answered; counted as sold; \
+              settle it with the seller"
+            .to_string(),
         Record::LeadReceived {
             seller,
             campaign,
@@ -524,6 +537,7 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
     field_str(out, "type", e.record.record_type().name());
     field_str(out, "ts", &rfc3339_us(e.ts_us));
     match &e.record {
+        Record::Recovered { kind, .. } => field_str(out, "unsettled", kind.name()),
         Record::LeadReceived {
             seller,
             campaign,

@@ -38,6 +38,7 @@ use std::time::Duration;
 pub use reader::{read_all, replay_sales, Entry, Follower, Reader};
 pub use record::{
     DecodeError, LeadFlow, LeadStatus, PayoutTerms, PingOutcome, Record, RecordRef, RecordType,
+    Unsettled,
 };
 pub use recovery::{verify, Cut, Damage, DamageKind, RecoveryReport, VerifyReport};
 pub use salvage::{replay_set_aside, SetAsideReport};

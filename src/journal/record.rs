@@ -53,6 +53,8 @@ pub enum RecordType {
     LeadAnswered = 9,
     /// A seller's `/v1/ping` was answered: the bids held for its post, or none.
     PingAnswered = 10,
+    /// A start found the lead left unsettled by the last stop and reported it.
+    Recovered = 11,
 }
 
 impl RecordType {
@@ -69,6 +71,7 @@ impl RecordType {
             8 => RecordType::Sale,
             9 => RecordType::LeadAnswered,
             10 => RecordType::PingAnswered,
+            11 => RecordType::Recovered,
             _ => return None,
         })
     }
@@ -86,6 +89,7 @@ impl RecordType {
             RecordType::Sale => "sale",
             RecordType::LeadAnswered => "lead_answered",
             RecordType::PingAnswered => "ping_answered",
+            RecordType::Recovered => "recovered",
         }
     }
 }
@@ -169,6 +173,41 @@ impl LeadFlow {
             LeadFlow::Lead => 0,
             LeadFlow::Ping => 1,
             LeadFlow::Post => 2,
+        }
+    }
+}
+
+/// What a start found unsettled about a lead the last stop cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unsettled {
+    /// A post was out, its answer never journaled: the buyer may have taken the consumer.
+    /// Counted against the buyer's caps and budget; no money booked.
+    PostUnanswered,
+    /// A buyer bought the lead but its seller was never answered. Counted as sold in the P&L.
+    SellerUnanswered,
+}
+
+impl Unsettled {
+    /// The snake_case name used by `journal export`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unsettled::PostUnanswered => "post_unanswered",
+            Unsettled::SellerUnanswered => "seller_unanswered",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Unsettled::PostUnanswered => 1,
+            Unsettled::SellerUnanswered => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Unsettled> {
+        match code {
+            1 => Some(Unsettled::PostUnanswered),
+            2 => Some(Unsettled::SellerUnanswered),
+            _ => None,
         }
     }
 }
@@ -259,6 +298,8 @@ pub enum RecordRef<'a> {
         /// The payout rule of the offer; `None` for a no-bid.
         terms: Option<PayoutTerms>,
     },
+    /// See [`Record::Recovered`].
+    Recovered { lead_id: &'a str, kind: Unsettled },
 }
 
 /// The seller's payout rule an offer was made under (a `PingAnswered`'s), so the post of a
@@ -373,6 +414,9 @@ pub enum Record {
         /// The payout rule of the offer (appended later: `None` in older records and no-bids).
         terms: Option<PayoutTerms>,
     },
+    /// Written by the start that found the lead unsettled (and warned of it), so later starts
+    /// still count it but do not warn again. The operator settles it outside the exchange.
+    Recovered { lead_id: String, kind: Unsettled },
 }
 
 /// Why a payload could not be decoded.
@@ -508,6 +552,7 @@ impl<'a> RecordRef<'a> {
             RecordRef::Sale { .. } => RecordType::Sale,
             RecordRef::LeadAnswered { .. } => RecordType::LeadAnswered,
             RecordRef::PingAnswered { .. } => RecordType::PingAnswered,
+            RecordRef::Recovered { .. } => RecordType::Recovered,
         }
     }
 
@@ -673,6 +718,10 @@ impl<'a> RecordRef<'a> {
                 if terms.is_some() {
                     n.fixed(1 + 8);
                 }
+            }
+            RecordRef::Recovered { lead_id, .. } => {
+                n.str("lead_id", lead_id)?;
+                n.fixed(1);
             }
         }
         Ok(n.0)
@@ -861,6 +910,10 @@ impl<'a> RecordRef<'a> {
                     None => {}
                 }
             }
+            RecordRef::Recovered { lead_id, kind } => {
+                o.str(lead_id);
+                o.u8(kind.code());
+            }
         }
         !o.overflow && o.pos == expected
     }
@@ -1026,6 +1079,10 @@ impl<'a> RecordRef<'a> {
                 hold_ms,
                 held: held.iter().map(|&(b, c, id)| (s(b), c, os(id))).collect(),
                 terms,
+            },
+            RecordRef::Recovered { lead_id, kind } => Record::Recovered {
+                lead_id: s(lead_id),
+                kind,
             },
         }
     }
@@ -1273,6 +1330,10 @@ impl Record {
                     terms,
                 }
             }
+            RecordType::Recovered => Record::Recovered {
+                lead_id: i.str("lead_id")?,
+                kind: Unsettled::from_code(i.u8("kind")?).ok_or(DecodeError::BadTag("kind"))?,
+            },
         })
     }
 
@@ -1433,6 +1494,10 @@ impl Record {
                     terms: *terms,
                 }
             }
+            Record::Recovered { lead_id, kind } => RecordRef::Recovered {
+                lead_id,
+                kind: *kind,
+            },
         };
         f(&r)
     }
@@ -1450,6 +1515,7 @@ impl Record {
             Record::Sale { .. } => RecordType::Sale,
             Record::LeadAnswered { .. } => RecordType::LeadAnswered,
             Record::PingAnswered { .. } => RecordType::PingAnswered,
+            Record::Recovered { .. } => RecordType::Recovered,
         }
     }
 
@@ -1465,7 +1531,8 @@ impl Record {
             | Record::PostResult { lead_id, .. }
             | Record::Sale { lead_id, .. }
             | Record::LeadAnswered { lead_id, .. }
-            | Record::PingAnswered { lead_id, .. } => lead_id,
+            | Record::PingAnswered { lead_id, .. }
+            | Record::Recovered { lead_id, .. } => lead_id,
         }
     }
 }

@@ -268,6 +268,14 @@ fn every_record() -> Vec<Record> {
             held: Vec::new(),
             terms: None,
         },
+        Record::Recovered {
+            lead_id: id.clone(),
+            kind: Unsettled::PostUnanswered,
+        },
+        Record::Recovered {
+            lead_id: id.clone(),
+            kind: Unsettled::SellerUnanswered,
+        },
         // A test lead's sale.
         Record::Sale {
             lead_id: id,

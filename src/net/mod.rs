@@ -473,6 +473,18 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let mut pnl = Stats::default();
     let mut held = held::HeldPings::default();
     let replayed = rebuild(&snap, &journal, &caps, &dedupe, &mut pnl, &mut held)?;
+    let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    for (lead_id, kind) in &replayed.to_record {
+        let rec = journal::RecordRef::Recovered {
+            lead_id,
+            kind: *kind,
+        };
+        // Unrecorded, the next start reports the lead again: nothing is lost.
+        if let Err(e) = journal.append(now_us, &rec) {
+            eprintln!("gavel: warning: could not record lead {lead_id} as reported: {e}");
+            break;
+        }
+    }
     start_with(
         Runtime::with_caps(snap, caps, 1),
         dedupe,
@@ -674,6 +686,10 @@ fn rebuild(
     // payout, when first sold).
     let mut unanswered: HashMap<String, (String, crate::money::Cents, crate::money::Cents, u64)> =
         HashMap::new();
+    // Leads an earlier start already found unsettled and reported (its `recovered` records):
+    // still counted, not reported again.
+    let mut reported: std::collections::HashSet<(String, journal::Unsettled)> =
+        std::collections::HashSet::new();
     let mono_now = std::time::Instant::now();
     let mut pings_held = 0u64;
     // Counts one record; true for a sale.
@@ -754,6 +770,9 @@ fn rebuild(
             return false;
         }
         match &e.record {
+            Record::Recovered { lead_id, kind } => {
+                reported.insert((lead_id.clone(), *kind));
+            }
             Record::PingResult {
                 buyer,
                 outcome,
@@ -945,14 +964,21 @@ fn rebuild(
     // its money is not booked, since nobody was told of a sale.
     let mut unresolved: Vec<(String, u64)> = Vec::new();
     let mut unresolved_posts = 0u64;
+    let mut to_record: Vec<(String, journal::Unsettled)> = Vec::new();
     for (lead_id, posts) in open_posts {
         for (buyer, price_cents, ts_us) in &posts {
             if let Some(b) = snap.buyer_by_id(buyer) {
                 let ts = chrono::DateTime::from_timestamp_micros(*ts_us as i64).unwrap_or(now);
                 caps.replay_sale(b, ts, *price_cents, now);
             }
-            unresolved_posts += 1;
         }
+        let key = (lead_id, journal::Unsettled::PostUnanswered);
+        if reported.contains(&key) {
+            continue;
+        }
+        let lead_id = key.0;
+        unresolved_posts += posts.len() as u64;
+        to_record.push((lead_id.clone(), journal::Unsettled::PostUnanswered));
         let first = posts.iter().map(|p| p.2).min().unwrap_or(0);
         unresolved.push((lead_id, first));
     }
@@ -963,7 +989,6 @@ fn rebuild(
         (String, crate::money::Cents, crate::money::Cents, u64),
     )> = unanswered.into_iter().collect();
     unanswered.sort_by_key(|u| u.1 .3);
-    let unanswered_sold = unanswered.len() as u64;
     for (lead_id, (campaign, price, payout, _)) in &unanswered {
         let c = pnl.campaign(campaign);
         c.leads += 1;
@@ -975,6 +1000,13 @@ fn rebuild(
             c.payout_cents += payout;
         }
     }
+    unanswered.retain(|u| !reported.contains(&(u.0.clone(), journal::Unsettled::SellerUnanswered)));
+    let unanswered_sold = unanswered.len() as u64;
+    to_record.extend(
+        unanswered
+            .iter()
+            .map(|u| (u.0.clone(), journal::Unsettled::SellerUnanswered)),
+    );
     let unanswered_leads: Vec<String> = unanswered
         .into_iter()
         .take(MAX_UNRESOLVED_LISTED)
@@ -1005,6 +1037,7 @@ fn rebuild(
         unanswered_sold,
         cut_off_unposted,
         unanswered_leads,
+        to_record,
     })
 }
 
@@ -1089,6 +1122,9 @@ pub struct Replayed {
     /// Leads the last stop cut off before any post or answer: left out of the dedupe index, so
     /// the seller may send them again.
     pub cut_off_unposted: u64,
+    /// The unsettled leads this start found and reports, all of them: each gets a `recovered`
+    /// record, so later starts count them without reporting them again.
+    pub to_record: Vec<(String, journal::Unsettled)>,
 }
 
 /// The reason journaled for a post the buyer's caps kept back (never sent; not a rejection).
