@@ -1055,6 +1055,103 @@ fn answers_that_arrive_with_the_close_are_taken() {
     }
 }
 
+/// A keep-alive buyer that answers each ping twice: its bid, then 1 ms later an unasked
+/// `accepted`. Its real answer to a post is a rejection, 20 ms later. Counts the posts.
+fn answering_twice_buyer(posts: &'static std::sync::atomic::AtomicUsize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let answer = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    std::thread::spawn(move || {
+        for s in l.incoming().take(256) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut req: Vec<u8> = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    // One whole request: its head, then Content-Length bytes of body.
+                    let whole = loop {
+                        let text = String::from_utf8_lossy(&req).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if req.len() >= end + 4 + len {
+                                break end + 4 + len;
+                            }
+                        }
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let is_post = req.starts_with(b"POST /post");
+                    req.drain(..whole);
+                    let sent = if is_post {
+                        posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        s.write_all(answer(r#"{"status": "rejected", "reason": "dup"}"#).as_bytes())
+                    } else {
+                        s.write_all(answer(r#"{"bid": 30.0}"#).as_bytes())
+                            .and_then(|_| {
+                                std::thread::sleep(Duration::from_millis(1));
+                                s.write_all(answer(r#"{"status": "accepted"}"#).as_bytes())
+                            })
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A second answer a buyer sends to its ping is never taken for its answer to the post that
+/// follows: the post goes on another connection, the stray answer closes the one it lands on,
+/// and the buyer's real rejection of the post stands. It is never billed; the next bid buys.
+#[test]
+fn a_buyers_second_answer_to_a_ping_is_not_its_answer_to_the_post() {
+    static POSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let twice = answering_twice_buyer(&POSTS);
+    let fleet = Fleet::start(vec![bidder("honest", 2000, 0)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"twice\"\ncampaigns = [\"auto\"]\nping_url = \"http://{twice}/ping\"\npost_url = \"http://{twice}/post\"\nmin_idle = 2\nmax_connections = 4\n"
+    ));
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for i in 0..8 {
+        // Time for the pool to open its warm connections again.
+        std::thread::sleep(Duration::from_millis(150));
+        let v = c.lead(LEAD).json();
+        assert_eq!(
+            sales(&v),
+            vec![("honest".to_string(), 20.0)],
+            "lead {i}: {v}"
+        );
+    }
+    assert_eq!(POSTS.load(std::sync::atomic::Ordering::SeqCst), 8);
+    let st = ex.handle.as_ref().unwrap().stats();
+    let twice_spent: i64 = st
+        .buyers()
+        .filter(|(id, _)| *id == "twice")
+        .map(|(_, b)| b.spent_cents)
+        .sum();
+    assert_eq!(twice_spent, 0);
+}
+
 #[test]
 fn a_client_sending_its_head_too_slowly_is_disconnected() {
     let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();

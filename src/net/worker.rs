@@ -2629,17 +2629,36 @@ impl Worker {
             return self.fail_job(job, "buyer endpoint unreachable (unresolved host or TLS)");
         }
         if !job.retried {
-            while let Some(ck) = self.pools[p].idle.pop() {
-                let ok = match self.conns.get_mut(ck) {
+            loop {
+                let idle = &mut self.pools[p].idle;
+                let ck = match job.kind {
+                    JobKind::Ping => idle.pop(),
+                    // A post, the sale, takes the connection idle the longest: if the buyer
+                    // sends an answer nobody asked for (a second answer to the ping it just
+                    // answered), it lands on an idle connection and closes it, instead of
+                    // passing for the post's answer.
+                    JobKind::Post if !idle.is_empty() => Some(idle.remove(0)),
+                    JobKind::Post => None,
+                };
+                let Some(ck) = ck else { break };
+                let quiet = match self.conns.get_mut(ck) {
+                    Some(c) if !c.busy() => {
+                        c.in_idle = false;
+                        // Bytes that arrived since the last event-loop turn: not an answer to
+                        // the request about to be written.
+                        matches!(c.read_in(&mut self.read_buf, false), Ok(false))
+                            && c.rbuf.is_empty()
+                    }
                     Some(c) => {
                         c.in_idle = false;
-                        !c.busy()
+                        continue;
                     }
-                    None => false,
+                    None => continue,
                 };
-                if ok {
+                if quiet {
                     return self.attach(ck, job);
                 }
+                self.close_conn(ck);
             }
         }
         let pool = &self.pools[p];
