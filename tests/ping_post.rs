@@ -144,6 +144,84 @@ fn unknown_expired_mismatched_and_unbid_pings() {
     assert!(v.get("payout").is_none());
 }
 
+/// What a ping must carry and what its post may change: a ping without a required field
+/// buyers bid on is refused; a post may not turn a real ping into a test or a test one real
+/// (the ping stays postable); a ZIP pinged as five digits may be posted as its ZIP+4; a test
+/// lead's answers say it is a test.
+#[test]
+fn a_ping_carries_what_buyers_bid_on_and_its_post_keeps_its_test_flag() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let mut c = ex.client();
+
+    let no_state = PING.replace("\"state\": \"TX\", ", "");
+    let r = c.post("/v1/ping", Some(KEY), no_state.as_bytes());
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "missing_field");
+    assert_eq!(v["error"]["field"], "lead.state");
+    assert_eq!(fleet.pings(0), 0, "a refused ping reaches no buyer");
+
+    let ping = |c: &mut Client, body: &str| -> String {
+        let v = c.post("/v1/ping", Some(KEY), body.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        v["ping_id"].as_str().unwrap().to_string()
+    };
+    let with_test = |ping_id: &str, test: bool, lead: &str| {
+        let mut v: Value = serde_json::from_slice(&post_body(ping_id, lead)).unwrap();
+        v["test"] = Value::Bool(test);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let zip4 = r#"{"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "7135550147",
+        "state": "TX", "zip": "77002-1234", "lead_type": "auto", "age": 34, "insured": true}"#;
+
+    // A real ping posted as a test: refused, nothing sent; posted as real it sells, ZIP+4 and all.
+    let real = ping(&mut c, PING);
+    let r = c.post("/v1/post", Some(KEY), &with_test(&real, true, zip4));
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "ping_mismatch");
+    assert_eq!(r.json()["error"]["field"], "test");
+    assert_eq!(fleet.posts(0), 0);
+    let v = c
+        .post("/v1/post", Some(KEY), &with_test(&real, false, zip4))
+        .json();
+    assert_eq!(
+        (v["status"].as_str(), v["price"].as_f64()),
+        (Some("sold"), Some(90.0)),
+        "{v}"
+    );
+    assert!(v.get("test").is_none(), "{v}");
+
+    // A test ping posted as real: refused; posted as a test (or with no flag) it sells as a test.
+    let test_ping = PING.replace(
+        "\"campaign\": \"auto\"",
+        "\"campaign\": \"auto\", \"test\": true",
+    );
+    let t = {
+        let v = c.post("/v1/ping", Some(KEY), test_ping.as_bytes()).json();
+        assert_eq!(
+            (v["status"].as_str(), v["test"].as_bool()),
+            (Some("bid"), Some(true)),
+            "{v}"
+        );
+        v["ping_id"].as_str().unwrap().to_string()
+    };
+    let other = r#"{"first_name": "Bo", "last_name": "Diaz", "email": "bo@example.com", "phone": "7135550148",
+        "state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
+    let r = c.post("/v1/post", Some(KEY), &with_test(&t, false, other));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["field"], "test");
+    let v = c.post("/v1/post", Some(KEY), &post_body(&t, other)).json();
+    assert_eq!(
+        (v["status"].as_str(), v["test"].as_bool()),
+        (Some("sold"), Some(true)),
+        "{v}"
+    );
+    let st = ex.handle.as_ref().unwrap().stats();
+    let spent: i64 = st.buyers().map(|(_, b)| b.spent_cents).sum();
+    assert_eq!(spent, 9000, "only the real sale is billed");
+}
+
 /// The consent the post carries names the buyers the consumer agreed to hear from. The ping
 /// carried no consent, so every buyer bid; the post may go only to a disclosed one, even when
 /// another held the top bid.

@@ -186,9 +186,28 @@ pub fn validate(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
     validate_consent(req, campaign)
 }
 
-/// A seller-side ping: only the shape of the fields it carries (the required fields and the
-/// consent come with its post).
-pub fn validate_ping(req: &LeadRequest) -> Result<(), Refusal> {
+/// A seller-side ping: the shape of the fields it carries, and the campaign's required fields
+/// that are also ping fields (what buyers price on; the other required fields and the consent
+/// come with its post).
+pub fn validate_ping(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
+    for f in &campaign.required_fields {
+        if !campaign.ping_fields.contains(f) {
+            continue;
+        }
+        match req.lead.get(f) {
+            Some(v) if !v.is_blank() => {}
+            _ => {
+                return Err(Refusal::content(
+                    "missing_field",
+                    format!(
+                        "{} is required for campaign {}, in its ping too (buyers bid on it)",
+                        f, campaign.id
+                    ),
+                    format!("lead.{}", f),
+                ))
+            }
+        }
+    }
     validate_shapes(req)
 }
 
@@ -443,6 +462,8 @@ pub struct PostRequest {
     pub ping_id: String,
     pub lead: Fields,
     pub consent: Option<Fields>,
+    /// The post's `test`, if it has one: it must say what its ping said.
+    pub test: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +474,8 @@ struct RawPost {
     lead: Option<Member>,
     #[serde(default)]
     consent: Option<Member>,
+    #[serde(default)]
+    test: Option<Value>,
 }
 
 pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
@@ -474,18 +497,47 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
         None => return Err(Refusal::bad_request("lead must be an object", Some("lead"))),
     };
     let consent = object(m.consent, "consent")?;
+    let test = match m.test {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(b),
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                "test must be true or false",
+                Some("test"),
+            ))
+        }
+    };
     Ok(PostRequest {
         ping_id,
         lead,
         consent,
+        test,
     })
+}
+
+/// A post whose `test` is not its ping's: a test ping is posted as a test (no money moves), a
+/// real one as real (the buyer pays), never the one turned into the other.
+pub fn check_post_test(pinged_test: bool, post_test: Option<bool>) -> Result<(), Refusal> {
+    match post_test {
+        Some(t) if t != pinged_test => Err(Refusal::content(
+            "ping_mismatch",
+            if pinged_test {
+                "test is false but the ping was a test: send a real consumer with a real ping"
+            } else {
+                "test is true but the ping was not a test: send test data with a test ping"
+            },
+            "test",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A full lead must not contradict what its ping said: every pinged field must hold the same
 /// value ([`same_value`]).
 pub fn check_ping_match(pinged: &Fields, full: &Fields) -> Result<(), Refusal> {
     for (k, v) in pinged.iter() {
-        if !full.get(k).is_some_and(|f| same_value(v, f)) {
+        let same = |f: Field<'_>| same_value(v, f) || (k == "zip" && same_zip(v, f));
+        if !full.get(k).is_some_and(same) {
             return Err(Refusal::content(
                 "ping_mismatch",
                 format!("{} differs from the value pinged", k),
@@ -494,6 +546,28 @@ pub fn check_ping_match(pinged: &Fields, full: &Fields) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// A ZIP code and its ZIP+4 (`77002`, `"77002-1234"`) name the same place: the five digits
+/// agree and at least one of the two is the five digits alone.
+fn same_zip(a: Field<'_>, b: Field<'_>) -> bool {
+    let zip = |f: Field<'_>| -> Option<String> {
+        let s = match f {
+            Field::Str(s) => s.trim().to_string(),
+            Field::Num(n) => n.to_string(),
+            _ => return None,
+        };
+        let b = s.as_bytes();
+        let ok = (b.len() == 5 && b.iter().all(u8::is_ascii_digit))
+            || (b.len() == 10
+                && b[5] == b'-'
+                && b[..5].iter().chain(&b[6..]).all(u8::is_ascii_digit));
+        ok.then_some(s)
+    };
+    match (zip(a), zip(b)) {
+        (Some(x), Some(y)) => x[..5] == y[..5] && (x.len() == 5 || y.len() == 5),
+        _ => false,
+    }
 }
 
 /// Whether `b` (a post's value of a field) says what `a` (its ping's) said, as validation and
@@ -625,6 +699,7 @@ pub fn write_ping_answer(
     ping_id: &str,
     payout_cents: Option<Cents>,
     expires_in_ms: u64,
+    test: bool,
 ) {
     out.extend_from_slice(b"{\"ping_id\":");
     write_json_str(out, ping_id);
@@ -636,6 +711,9 @@ pub fn write_ping_answer(
             push_u64(out, expires_in_ms);
         }
         None => out.extend_from_slice(b",\"status\":\"no_bid\""),
+    }
+    if test {
+        out.extend_from_slice(b",\"test\":true");
     }
     out.push(b'}');
 }
@@ -1013,6 +1091,7 @@ pub fn write_answer(
     outcome: &Outcome,
     sales: &[AnswerSale<'_>],
     payout_cents: Cents,
+    test: bool,
 ) {
     out.extend_from_slice(b"{\"lead_id\":");
     write_json_str(out, lead_id);
@@ -1044,6 +1123,10 @@ pub fn write_answer(
         out.extend_from_slice(b",\"reason\":\"");
         out.extend_from_slice(r.as_str().as_bytes());
         out.push(b'"');
+    }
+    if test {
+        // A test lead's sale moves no money: the price and payout are what it would have had.
+        out.extend_from_slice(b",\"test\":true");
     }
     out.push(b'}');
 }

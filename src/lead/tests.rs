@@ -162,7 +162,7 @@ fn content_refusals_are_422_with_code_and_field() {
         let mut v: Value = serde_json::from_str(LEAD).unwrap();
         v["lead"]["state"] = Value::from(state);
         let req = parse_request(&serde_json::to_vec(&v).unwrap()).unwrap();
-        assert!(validate_ping(&req).is_ok(), "{state}");
+        assert!(validate_ping(&req, &campaign()).is_ok(), "{state}");
     }
 
     let r = refusal(&with(|v| v["lead"]["phone"] = Value::from("555-0147")));
@@ -989,7 +989,7 @@ fn mutated_leads_are_parsed_or_refused_without_panic() {
                 if let Err(r) = validate(&req, &c) {
                     assert_eq!(r.status, 422, "{r:?}");
                 }
-                let _ = validate_ping(&req);
+                let _ = validate_ping(&req, &c);
             }
             Err(r) => assert!(
                 (400..500).contains(&r.status) && !r.code.is_empty(),
@@ -1135,6 +1135,83 @@ fn a_post_contradicts_its_ping_only_with_a_different_value() {
     assert!(check_ping_match(&pinged, &missing).is_err());
     missing.insert("zip".into(), serde_json::json!("77002"));
     assert!(check_ping_match(&pinged, &missing).is_err());
+}
+
+/// A ZIP pinged as five digits is posted as its ZIP+4 (or the other way): the same place. Two
+/// different ZIP+4s, or other five digits, are not.
+#[test]
+fn a_zip_and_its_zip_plus_4_are_the_same_place() {
+    for (pinged, posted, same) in [
+        ("\"77002\"", "\"77002-1234\"", true),
+        ("\"77002-1234\"", "\"77002\"", true),
+        ("77002", "\"77002-1234\"", true),
+        ("\"77002-1234\"", "\"77002-1234\"", true),
+        ("\"77002-1234\"", "\"77002-9999\"", false),
+        ("\"77002\"", "\"77003-1234\"", false),
+        ("\"77002\"", "\"77002-12\"", false),
+    ] {
+        let pinged = Fields::from_json(&format!(r#"{{"zip":{pinged}}}"#)).unwrap();
+        let full = Fields::from_json(&format!(r#"{{"zip":{posted}}}"#)).unwrap();
+        assert_eq!(
+            check_ping_match(&pinged, &full).is_ok(),
+            same,
+            "{pinged:?} / {posted}"
+        );
+    }
+    // Only the zip: another field's value with a dash is compared as it is.
+    let pinged = Fields::from_json(r#"{"code":"77002"}"#).unwrap();
+    let full = Fields::from_json(r#"{"code":"77002-1234"}"#).unwrap();
+    assert!(check_ping_match(&pinged, &full).is_err());
+}
+
+/// A ping must carry the required fields buyers bid on (required and ping fields both); the
+/// consumer's own required fields come with the post.
+#[test]
+fn a_ping_without_a_required_ping_field_is_refused() {
+    let c = campaign();
+    assert!(c.ping_fields.contains(&"state".to_string()));
+    assert!(c.required_fields.contains(&"first_name".to_string()));
+    let ping = |lead: &str| {
+        let body = format!(r#"{{"campaign":"auto-insurance","lead":{lead}}}"#);
+        validate_ping(&parse_request(body.as_bytes()).unwrap(), &c)
+    };
+    let r = ping(r#"{"lead_type":"auto"}"#).unwrap_err();
+    assert_eq!((r.status, r.code), (422, "missing_field"));
+    assert!(
+        matches!(r.field.as_deref(), Some("lead.state" | "lead.zip")),
+        "{r:?}"
+    );
+    let r = ping(r#"{"state":"TX","zip":" "}"#).unwrap_err();
+    assert_eq!(r.field.as_deref(), Some("lead.zip"));
+    assert_eq!(ping(r#"{"state":"TX","zip":"77002"}"#), Ok(()));
+}
+
+/// A post's `test`, when it has one, must be its ping's.
+#[test]
+fn a_post_may_not_turn_a_test_ping_real_or_a_real_one_test() {
+    assert_eq!(check_post_test(false, None), Ok(()));
+    assert_eq!(check_post_test(true, None), Ok(()));
+    assert_eq!(check_post_test(true, Some(true)), Ok(()));
+    assert_eq!(check_post_test(false, Some(false)), Ok(()));
+    for (pinged, posted) in [(false, true), (true, false)] {
+        let r = check_post_test(pinged, Some(posted)).unwrap_err();
+        assert_eq!(
+            (r.status, r.code, r.field.as_deref()),
+            (422, "ping_mismatch", Some("test"))
+        );
+    }
+    let p = parse_post_request(br#"{"ping_id":"P","lead":{},"test":true}"#)
+        .ok()
+        .unwrap();
+    assert_eq!(p.test, Some(true));
+    let p = parse_post_request(br#"{"ping_id":"P","lead":{}}"#)
+        .ok()
+        .unwrap();
+    assert_eq!(p.test, None);
+    let r = parse_post_request(br#"{"ping_id":"P","lead":{},"test":"yes"}"#)
+        .err()
+        .unwrap();
+    assert_eq!((r.status, r.field.as_deref()), (400, Some("test")));
 }
 
 /// A number beyond an `f64` is refused as strict JSON readers refuse it, rather than sent on

@@ -1318,6 +1318,7 @@ impl Worker {
         // A post completes a held ping: it names the ping, and the ping names the campaign.
         let mut held: Option<(String, Vec<HeldBid>, crate::lead::Fields)> = None;
         let mut held_rule: Option<crate::config::Payout> = None;
+        let mut post_test_mismatch: Option<Refusal> = None;
         let req = if flow == Flow::Post {
             let post = match lead::parse_post_request(body) {
                 Ok(p) => p,
@@ -1328,6 +1329,7 @@ impl Worker {
                     Ok(h) => h,
                     Err(r) => return self.refuse(key, &r, None, &[]),
                 };
+            post_test_mismatch = lead::check_post_test(test, post.test).err();
             held = Some((post.ping_id, bids, fields));
             held_rule = rule;
             LeadRequest {
@@ -1432,10 +1434,10 @@ impl Worker {
         }
         steps::mark_after(Step::Admit, Step::JournalReceived);
         let valid = match (&held, flow) {
-            (_, Flow::Ping) => lead::validate_ping(&req),
-            (Some((_, _, fields)), _) => {
-                lead::validate(&req, c).and_then(|()| lead::check_ping_match(fields, &req.lead))
-            }
+            (_, Flow::Ping) => lead::validate_ping(&req, c),
+            (Some((_, _, fields)), _) => lead::validate(&req, c)
+                .and_then(|()| lead::check_ping_match(fields, &req.lead))
+                .and_then(|()| post_test_mismatch.map_or(Ok(()), Err)),
             (None, _) => lead::validate(&req, c),
         };
         // Compliance, for leads that carry the consumer (a ping does not): suppression first,
@@ -2294,6 +2296,7 @@ impl Worker {
                         &lead.id,
                         offer,
                         campaign.hold.as_millis() as u64,
+                        lead.req.test,
                     )
                 }
                 Err(r) => {
@@ -2337,7 +2340,7 @@ impl Worker {
             })
             .collect();
         if lead.flow != Flow::Ping {
-            lead::write_answer(&mut body, &lead.id, &outcome, &sales, payout);
+            lead::write_answer(&mut body, &lead.id, &outcome, &sales, payout, lead.req.test);
         }
 
         let (conn_key, seq) = lead.origin;
