@@ -418,10 +418,15 @@ fn describe(r: &Record) -> String {
             price_cents,
             payout_cents,
             elapsed_us,
+            reason,
             ..
         } => format!(
-            "{} for {}, payout {}, answered after {}",
+            "{}{} for {}, payout {}, answered after {}",
             status.name(),
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
             dollars_text(*price_cents),
             dollars_text(*payout_cents),
             relative_ms(*elapsed_us as i64).trim_start_matches('+')
@@ -661,6 +666,8 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             price_cents,
             payout_cents,
             elapsed_us,
+            bids,
+            reason,
             ..
         } => {
             field_str(out, "campaign", campaign);
@@ -669,6 +676,10 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             field_money(out, "price", *price_cents);
             field_money(out, "payout", *payout_cents);
             field_num(out, "elapsed_us", *elapsed_us);
+            if let Some(bids) = bids {
+                field_num(out, "bids", u64::from(*bids));
+            }
+            field_opt(out, "reason", reason);
         }
         Record::PingAnswered {
             campaign,

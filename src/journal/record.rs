@@ -286,6 +286,10 @@ pub enum RecordRef<'a> {
         price_cents: Cents,
         payout_cents: Cents,
         elapsed_us: u64,
+        /// The answer's `bids`; `None` only to copy a record written before the field.
+        bids: Option<u32>,
+        /// The answer's unsold `reason` (written with `bids`).
+        reason: Option<&'a str>,
     },
     /// See [`Record::PingAnswered`].
     PingAnswered {
@@ -391,7 +395,8 @@ pub enum Record {
         /// (written as a trailing flag byte, only when set).
         test: bool,
     },
-    /// The lead's final record, appended before the seller's answer is written.
+    /// The lead's final record, appended before the seller's answer is written: with the
+    /// `sale` records before it, the seller's answer (`GET /v1/leads/{id}` reads it back).
     LeadAnswered {
         lead_id: String,
         campaign: String,
@@ -400,6 +405,10 @@ pub enum Record {
         price_cents: Cents,
         payout_cents: Cents,
         elapsed_us: u64,
+        /// The answer's `bids` (appended later: `None` in older records).
+        bids: Option<u32>,
+        /// The answer's unsold `reason` (appended with `bids`).
+        reason: Option<String>,
     },
     /// A `/v1/ping`'s final record, appended before the seller's answer is written: the offer
     /// (`payout_cents`, good for `hold_ms`) and the bids held for the post as (buyer, cents,
@@ -684,12 +693,18 @@ impl<'a> RecordRef<'a> {
                 lead_id,
                 campaign,
                 seller,
+                bids,
+                reason,
                 ..
             } => {
                 n.str("lead_id", lead_id)?;
                 n.str("campaign", campaign)?;
                 n.str("seller", seller)?;
                 n.fixed(1 + 8 + 8 + 8);
+                if bids.is_some() {
+                    n.fixed(4);
+                    n.opt_str("reason", reason)?;
+                }
             }
             RecordRef::PingAnswered {
                 lead_id,
@@ -866,6 +881,8 @@ impl<'a> RecordRef<'a> {
                 price_cents,
                 payout_cents,
                 elapsed_us,
+                bids,
+                reason,
             } => {
                 o.str(lead_id);
                 o.str(campaign);
@@ -877,6 +894,10 @@ impl<'a> RecordRef<'a> {
                 o.i64(price_cents);
                 o.i64(payout_cents);
                 o.u64(elapsed_us);
+                if let Some(bids) = bids {
+                    o.u32(bids);
+                    o.opt_str(reason);
+                }
             }
             RecordRef::PingAnswered {
                 lead_id,
@@ -1054,6 +1075,8 @@ impl<'a> RecordRef<'a> {
                 price_cents,
                 payout_cents,
                 elapsed_us,
+                bids,
+                reason,
             } => Record::LeadAnswered {
                 lead_id: s(lead_id),
                 campaign: s(campaign),
@@ -1062,6 +1085,8 @@ impl<'a> RecordRef<'a> {
                 price_cents,
                 payout_cents,
                 elapsed_us,
+                bids,
+                reason: os(reason),
             },
             RecordRef::PingAnswered {
                 lead_id,
@@ -1275,19 +1300,36 @@ impl Record {
                     false
                 },
             },
-            RecordType::LeadAnswered => Record::LeadAnswered {
-                lead_id: i.str("lead_id")?,
-                campaign: i.str("campaign")?,
-                seller: i.str("seller")?,
-                status: match i.u8("status")? {
+            RecordType::LeadAnswered => {
+                let lead_id = i.str("lead_id")?;
+                let campaign = i.str("campaign")?;
+                let seller = i.str("seller")?;
+                let status = match i.u8("status")? {
                     STATUS_SOLD => LeadStatus::Sold,
                     STATUS_UNSOLD => LeadStatus::Unsold,
                     _ => return Err(DecodeError::BadTag("status")),
-                },
-                price_cents: i.i64("price")?,
-                payout_cents: i.i64("payout")?,
-                elapsed_us: i.u64("elapsed_us")?,
-            },
+                };
+                let price_cents = i.i64("price")?;
+                let payout_cents = i.i64("payout")?;
+                let elapsed_us = i.u64("elapsed_us")?;
+                // Appended later, together: absent from older records.
+                let (bids, reason) = if i.pos < payload.len() {
+                    (Some(i.u32("bids")?), i.opt_str("reason")?)
+                } else {
+                    (None, None)
+                };
+                Record::LeadAnswered {
+                    lead_id,
+                    campaign,
+                    seller,
+                    status,
+                    price_cents,
+                    payout_cents,
+                    elapsed_us,
+                    bids,
+                    reason,
+                }
+            }
             RecordType::PingAnswered => {
                 let lead_id = i.str("lead_id")?;
                 let campaign = i.str("campaign")?;
@@ -1462,6 +1504,8 @@ impl Record {
                 price_cents,
                 payout_cents,
                 elapsed_us,
+                bids,
+                reason,
             } => RecordRef::LeadAnswered {
                 lead_id,
                 campaign,
@@ -1470,6 +1514,8 @@ impl Record {
                 price_cents: *price_cents,
                 payout_cents: *payout_cents,
                 elapsed_us: *elapsed_us,
+                bids: *bids,
+                reason: reason.as_deref(),
             },
             Record::PingAnswered {
                 lead_id,

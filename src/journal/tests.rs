@@ -201,6 +201,8 @@ fn every_record() -> Vec<Record> {
             price_cents: 12000,
             payout_cents: 9600,
             elapsed_us: 412_000,
+            bids: Some(7),
+            reason: None,
         },
         Record::LeadAnswered {
             lead_id: id.clone(),
@@ -210,6 +212,8 @@ fn every_record() -> Vec<Record> {
             price_cents: 0,
             payout_cents: 0,
             elapsed_us: 1_200_000,
+            bids: Some(3),
+            reason: Some(s("below_reserve")),
         },
         Record::LeadReceived {
             lead_id: id.clone(),
@@ -275,6 +279,18 @@ fn every_record() -> Vec<Record> {
         Record::Recovered {
             lead_id: id.clone(),
             kind: Unsettled::SellerUnanswered,
+        },
+        // Written before the answer's bids and reason were journaled.
+        Record::LeadAnswered {
+            lead_id: id.clone(),
+            campaign: s("solar"),
+            seller: s("blue-leads"),
+            status: LeadStatus::Unsold,
+            price_cents: 0,
+            payout_cents: 0,
+            elapsed_us: 1_200_000,
+            bids: None,
+            reason: None,
         },
         // A test lead's sale.
         Record::Sale {
@@ -461,6 +477,18 @@ fn decoding_garbage_never_panics_and_truncation_is_an_error() {
                     // Without its flag it reads as a real sale: the flag is written last.
                     let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
                     assert!(matches!(back, Record::Sale { test: false, .. }));
+                    continue;
+                }
+            }
+            if let Record::LeadAnswered { bids: Some(_), .. } = &r {
+                let mut older = r.clone();
+                if let Record::LeadAnswered { bids, reason, .. } = &mut older {
+                    (*bids, *reason) = (None, None);
+                }
+                if cut == older.with_ref(|rr| rr.to_bytes()).unwrap().len() {
+                    // Without its answer's bids and reason it reads as a record from before.
+                    let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
+                    assert_eq!(back, older);
                     continue;
                 }
             }
@@ -1766,6 +1794,9 @@ fn export_prints_one_json_object_a_line_with_dollars_and_rfc3339_times() {
     );
     assert!(out.contains("\"price\":120.0"), "money printed exactly");
     assert_eq!(lines[17]["status"], "sold");
+    assert_eq!(lines[17]["bids"], 7);
+    assert_eq!(lines[17]["reason"], serde_json::Value::Null);
+    assert_eq!(lines[18]["reason"], "below_reserve");
     assert_eq!(lines[0]["flow"], "lead");
     assert_eq!(
         lines[1].get("flow"),

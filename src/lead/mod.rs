@@ -762,7 +762,7 @@ pub fn consent_vertical(req: &LeadRequest) -> Option<&str> {
 }
 
 /// JSON string escaping (serde_json's), without building a `Value`.
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // Most strings need no escape: copied as they are after a check eight bytes at a time.
     // The check covers exactly what serde_json escapes (`"`, `\`, bytes below 0x20).
     if scan::is_plain(s.as_bytes()) {

@@ -9,6 +9,7 @@
 mod buyer;
 pub(crate) mod deadlines;
 mod held;
+mod lookup;
 mod reload;
 mod seller_conns;
 pub(crate) mod slab;
@@ -73,6 +74,8 @@ pub struct Shared {
     /// answered was cut off by the last stop, one after it is still in flight.
     pub started_us: u64,
     pub stats: Vec<Arc<Mutex<WorkerStats>>>,
+    /// `GET /v1/leads/{id}`: questions for the journal's reader thread.
+    pub lookups: lookup::Lookups,
 }
 
 impl Shared {
@@ -1158,7 +1161,9 @@ fn start_with(
     local_addr: SocketAddr,
     workers: usize,
 ) -> io::Result<ServerHandle> {
+    let (lookups, spawn_lookups) = lookup::start(journal.dir().to_path_buf());
     let shared = Arc::new(Shared {
+        lookups,
         generation: AtomicU64::new(runtime.generation),
         runtime: Mutex::new(Arc::new(runtime)),
         reloading: Mutex::new(()),
@@ -1186,6 +1191,8 @@ fn start_with(
         threads.push(t);
     }
     *shared.wakers.lock() = wakers.clone();
+    // Ends by itself once the exchange is gone: not joined, it holds nothing of it.
+    spawn_lookups(Arc::downgrade(&shared))?;
     // The P&L rebuilt from the journal starts the first worker's counters.
     if let Some(first) = shared.stats.first() {
         first.lock().merge(&pnl);

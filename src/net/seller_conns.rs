@@ -62,6 +62,8 @@ pub struct Mailbox {
 pub struct Letters {
     pub asks: Vec<Ask>,
     pub answers: Vec<Answer>,
+    /// Answers to the lookups (`GET /v1/leads/{id}`) this worker's sellers asked for.
+    pub lookups: Vec<super::lookup::LookupDone>,
 }
 
 impl SellerConns {
@@ -120,6 +122,11 @@ impl SellerConns {
     /// Post an answer to worker `to`; a place for a worker that does not exist is given back.
     pub fn answer(&self, to: usize, answer: Answer) -> bool {
         self.post(to, |l| l.answers.push(answer))
+    }
+
+    /// Post a lookup's answer to worker `to`. The caller wakes it.
+    pub fn deliver_lookup(&self, to: usize, done: super::lookup::LookupDone) -> bool {
+        self.post(to, |l| l.lookups.push(done))
     }
 
     fn post(&self, to: usize, put: impl FnOnce(&mut Letters)) -> bool {

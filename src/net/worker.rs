@@ -2,6 +2,7 @@
 
 use super::buyer::*;
 use super::deadlines::Deadlines;
+use super::lookup;
 use super::seller_conns::{Answer, Ask, Letters, Place};
 use super::slab::{Key, Slab};
 use super::steps::{self, Step};
@@ -31,6 +32,9 @@ const WAKER: Token = Token(1);
 const TIMER: Token = Token(usize::MAX);
 /// Events handled per poll.
 const EVENTS_CAPACITY: usize = 1024;
+
+/// `GET /v1/leads/{id}` asks what became of a lead.
+const LEAD_PATH: &str = "/v1/leads/";
 /// Requests a seller may pipeline on one connection before the exchange stops reading from it.
 pub const MAX_PIPELINED: usize = 32;
 /// Bytes read from a socket per `read` call.
@@ -875,6 +879,9 @@ impl Worker {
                 self.shared.wake(ask.from);
             }
         }
+        for done in letters.lookups {
+            self.looked_up(done);
+        }
         for answer in letters.answers {
             // A connection refused after `PLACE_WAIT` (or closed by a drain) is not waiting any
             // more: its place, if one came, is given back as the answer drops.
@@ -1248,6 +1255,9 @@ impl Worker {
             (Method::Get | Method::Head, "/healthz") => {
                 self.push_reply(key, 200, &[], b"{\"status\":\"ok\"}", false)
             }
+            (Method::Get, p) if p.starts_with(LEAD_PATH) => {
+                self.look_up(key, head, &p[LEAD_PATH.len()..])
+            }
             (_, "/v1/leads") | (_, "/v1/ping") | (_, "/v1/post") | (_, "/healthz") => {
                 let allow = if path == "/healthz" {
                     "GET, HEAD"
@@ -1271,6 +1281,71 @@ impl Worker {
                 };
                 self.refuse(key, &r, None, &[]);
             }
+        }
+    }
+
+    /// `GET /v1/leads/{id}`: queue the question for the journal's reader thread; its answer
+    /// comes back as a letter ([`Worker::read_mail`]) and takes this request's place in the
+    /// connection's answer order.
+    fn look_up(&mut self, key: Key, head: &RequestHead, id: &str) {
+        let seller = match self.authenticate(head) {
+            Ok(s) => s,
+            Err(r) => return self.refuse(key, &r, None, &[]),
+        };
+        let Some(lead_id) = lookup::canonical_lead_id(id) else {
+            let r = Refusal {
+                status: 404,
+                code: "not_found",
+                message: format!("{id:?} is not a lead id"),
+                field: Some("lead_id".into()),
+            };
+            return self.refuse(key, &r, None, &[]);
+        };
+        let Some(conn) = self.sellers.get_mut(key) else {
+            return;
+        };
+        let close = conn.no_more_requests;
+        let seq = conn.first_seq + conn.pending.len() as u64;
+        let request = lookup::LookupRequest {
+            lead_id,
+            seller: self.gen.rt.snap.sellers[seller].id.clone(),
+            worker: self.id,
+            conn: key,
+            seq,
+        };
+        if self.shared.lookups.try_send(request).is_err() {
+            let r = Refusal {
+                status: 503,
+                code: "overloaded",
+                message: "too many lead lookups waiting".into(),
+                field: None,
+            };
+            return self.refuse(key, &r, None, &[("Retry-After", "1")]);
+        }
+        conn.pending.push_back(Reply::Waiting { close });
+    }
+
+    /// A lookup's answer from the reader thread: written in its place in the answer order.
+    fn looked_up(&mut self, done: lookup::LookupDone) {
+        let Some(c) = self.sellers.get_mut(done.conn) else {
+            return; // the seller hung up meanwhile
+        };
+        let Some(idx) = done.seq.checked_sub(c.first_seq).map(|i| i as usize) else {
+            return;
+        };
+        if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
+            let close = *close;
+            let persist = c.persist(close);
+            let mut bytes = Vec::with_capacity(done.body.len() + 128);
+            http::write_response(
+                &mut bytes,
+                done.status,
+                &[("Content-Type", "application/json")],
+                &done.body,
+                persist,
+            );
+            c.pending[idx] = Reply::Ready { bytes, close };
+            self.finish_seller_io(done.conn);
         }
     }
 
@@ -2323,6 +2398,8 @@ impl Worker {
                     price_cents: outcome.price_cents,
                     payout_cents: payout,
                     elapsed_us: outcome.elapsed.as_micros() as u64,
+                    bids: Some(outcome.bids),
+                    reason: outcome.unsold_reason.map(|r| r.as_str()),
                 },
             )
         };

@@ -1,0 +1,318 @@
+//! `GET /v1/leads/{lead_id}`: what became of a lead, for the seller that sent it, read back from
+//! the journal. A seller whose connection dropped (or whose own timeout fired) before the answer
+//! came learns whether the lead sold, for how much, and what it earns, instead of guessing (and
+//! sending the consumer again, to be refused as a duplicate).
+//!
+//! The journal is read on a thread of its own, never on a worker: a worker hands the request to
+//! it through a bounded queue ([`MAX_LOOKUPS_QUEUED`]; full: 503 `overloaded`) and gets the
+//! answer back as a letter, in its seller connection's answer order.
+
+use std::path::{Path, PathBuf};
+use std::sync::Weak;
+use std::time::Duration;
+
+use super::slab::Key;
+use super::Shared;
+use crate::http::push_u64;
+use crate::journal::{self, LeadFlow, LeadStatus, Record};
+use crate::lead::write_json_str;
+use crate::money::{write_dollars, Cents};
+
+/// Lookups waiting for the reader thread; one more is answered 503 `overloaded`.
+pub const MAX_LOOKUPS_QUEUED: usize = 64;
+
+/// How far past a lead's arrival a lookup reads for its story: a ping's longest hold plus a
+/// post's longest cascade (posts bounded by `MAX_TIMEOUT_MS` each).
+pub const LOOKUP_HORIZON_US: u64 =
+    (crate::config::MAX_HOLD_MS + 20 * crate::config::MAX_TIMEOUT_MS) * 1000;
+
+/// How far before its id's time a lead's first record may be stamped (the id is made from the
+/// same clock just before; this is slack for a clock stepped back).
+const BEFORE_ID_US: u64 = 2_000_000;
+
+/// A seller's question, queued for the reader thread.
+pub struct LookupRequest {
+    /// The lead id, canonical (upper case).
+    pub lead_id: String,
+    /// The asking seller's id: another seller's lead is not found.
+    pub seller: String,
+    /// Where the answer goes: the worker, its seller connection and the answer's place there.
+    pub worker: usize,
+    pub conn: Key,
+    pub seq: u64,
+}
+
+/// The reader thread's answer, delivered to the asking worker.
+pub struct LookupDone {
+    pub conn: Key,
+    pub seq: u64,
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// The sending side, held by the workers (through `Shared`).
+pub type Lookups = crossbeam_channel::Sender<LookupRequest>;
+
+/// Start the reader thread for the journal in `dir`. It ends when the exchange stops (its
+/// `Shared` is gone, or it is stopping and nothing is queued).
+pub fn start(
+    dir: PathBuf,
+) -> (
+    Lookups,
+    impl FnOnce(Weak<Shared>) -> std::io::Result<std::thread::JoinHandle<()>>,
+) {
+    let (tx, rx) = crossbeam_channel::bounded::<LookupRequest>(MAX_LOOKUPS_QUEUED);
+    let spawn = move |shared: Weak<Shared>| {
+        std::thread::Builder::new()
+            .name("gavel-lookup".into())
+            .spawn(move || loop {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(req) => {
+                        let (status, body) = lead_status(&dir, &req.lead_id, &req.seller);
+                        let Some(shared) = shared.upgrade() else {
+                            return;
+                        };
+                        let done = LookupDone {
+                            conn: req.conn,
+                            seq: req.seq,
+                            status,
+                            body,
+                        };
+                        if shared.seller_conns.deliver_lookup(req.worker, done) {
+                            shared.wake(req.worker);
+                        }
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        let Some(shared) = shared.upgrade() else {
+                            return;
+                        };
+                        if shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+                            return;
+                        }
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                }
+            })
+    };
+    (tx, spawn)
+}
+
+/// A lead id as the exchange writes it (a ULID, upper case), from a seller's spelling of it
+/// (either case); `None` when it is not one.
+pub fn canonical_lead_id(s: &str) -> Option<String> {
+    if s.len() != ulid::ULID_LEN {
+        return None;
+    }
+    ulid::Ulid::from_string(s).ok().map(|u| u.to_string())
+}
+
+/// The lead's state as its seller's answer said it, read from the journal in `dir`: the HTTP
+/// status of the lookup and its JSON body.
+///
+/// - answered: the answer as it was written (`sold` / `unsold`, price, payout, sales, bids,
+///   elapsed_ms, reason, test);
+/// - refused for its content: `"status": "rejected"` with the error's code and field;
+/// - a `/v1/ping` not posted (yet): its answer, `expires_in_ms` counting down to 0;
+/// - still in its auction, or cut off by a stop before its answer: `"status": "pending"`;
+/// - unknown, or another seller's: 404 `not_found`.
+pub fn lead_status(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
+    let not_found = || {
+        let mut out = Vec::with_capacity(96);
+        crate::lead::write_error(
+            &mut out,
+            None,
+            "not_found",
+            &format!("no lead {lead_id} from this seller"),
+            Some("lead_id"),
+        );
+        (404, out)
+    };
+    let Some(id_ms) = ulid::Ulid::from_string(lead_id)
+        .ok()
+        .map(|u| u.timestamp_ms())
+    else {
+        return not_found();
+    };
+    let since = (id_ms * 1000).saturating_sub(BEFORE_ID_US);
+    let mut until = (id_ms * 1000).saturating_add(LOOKUP_HORIZON_US);
+    let Ok(reader) = journal::Reader::open_since(dir, since) else {
+        return not_found();
+    };
+    let mut story = Story::default();
+    for item in reader {
+        // Damage ends the reading: what came before it is told.
+        let Ok(e) = item else { break };
+        if e.ts_us > until {
+            break;
+        }
+        if e.record.lead_id() != lead_id {
+            continue;
+        }
+        if story.take(e.ts_us, e.record) {
+            break;
+        }
+        if let Some((at_us, _, hold_ms, _)) = story.pinged {
+            // Its post, if any, came within the hold and took at most a cascade after it.
+            let post_span_us = 20 * crate::config::MAX_TIMEOUT_MS * 1000;
+            until = until.min(at_us + hold_ms * 1000 + post_span_us);
+        }
+    }
+    match &story.received {
+        Some((from, _, _)) if from == seller => (200, story.answer(lead_id)),
+        _ => not_found(),
+    }
+}
+
+/// A `lead_answered`: (status, price, payout, elapsed µs, bids, reason).
+type Answered = (LeadStatus, Cents, Cents, u64, Option<u32>, Option<String>);
+
+/// A lead's records, as far as its answer needs them.
+#[derive(Default)]
+struct Story {
+    /// The last `lead_received`: (seller, test, flow).
+    received: Option<(String, bool, Option<LeadFlow>)>,
+    /// A refusal of the last request.
+    rejected: Option<(String, Option<String>)>,
+    /// The last ranking: (bids, ranked buyers).
+    closed: Option<(u32, Vec<String>)>,
+    sales: Vec<(String, Cents)>,
+    /// The final record.
+    answered: Option<Answered>,
+    /// A ping's answer: (when, payout, hold ms, bid).
+    pinged: Option<(u64, Cents, u64, bool)>,
+}
+
+impl Story {
+    /// Take one of the lead's records; true when its story is told to the end.
+    fn take(&mut self, ts_us: u64, r: Record) -> bool {
+        match r {
+            Record::LeadReceived {
+                seller, test, flow, ..
+            } => {
+                // A post continues its ping's story: what the post did is the answer now.
+                self.rejected = None;
+                self.sales.clear();
+                self.answered = None;
+                self.received = Some((seller, test, flow));
+            }
+            Record::Rejected { code, field, .. } => self.rejected = Some((code, field)),
+            Record::AuctionClosed { bids, ranked, .. } => {
+                self.closed = Some((bids, ranked.into_iter().map(|r| r.0).collect()));
+            }
+            Record::Sale {
+                buyer, price_cents, ..
+            } => self.sales.push((buyer, price_cents)),
+            Record::LeadAnswered {
+                status,
+                price_cents,
+                payout_cents,
+                elapsed_us,
+                bids,
+                reason,
+                ..
+            } => {
+                self.answered = Some((status, price_cents, payout_cents, elapsed_us, bids, reason));
+                return true;
+            }
+            Record::PingAnswered {
+                payout_cents,
+                hold_ms,
+                held,
+                ..
+            } => self.pinged = Some((ts_us, payout_cents, hold_ms, !held.is_empty())),
+            _ => {}
+        }
+        false
+    }
+
+    fn answer(&self, lead_id: &str) -> Vec<u8> {
+        let test = self.received.as_ref().is_some_and(|r| r.1);
+        let flow = self.received.as_ref().and_then(|r| r.2);
+        let mut out = Vec::with_capacity(256);
+        if let Some((code, field)) = &self.rejected {
+            out.extend_from_slice(b"{\"lead_id\":");
+            write_json_str(&mut out, lead_id);
+            out.extend_from_slice(b",\"status\":\"rejected\",\"error\":{\"code\":");
+            write_json_str(&mut out, code);
+            out.extend_from_slice(b",\"message\":");
+            write_json_str(&mut out, &format!("the request was refused: {code}"));
+            if let Some(f) = field {
+                out.extend_from_slice(b",\"field\":");
+                write_json_str(&mut out, f);
+            }
+            out.extend_from_slice(b"}}");
+            return out;
+        }
+        if let Some((status, price, payout, elapsed_us, bids, reason)) = &self.answered {
+            out.extend_from_slice(b"{\"lead_id\":");
+            write_json_str(&mut out, lead_id);
+            out.extend_from_slice(b",\"status\":\"");
+            out.extend_from_slice(status.name().as_bytes());
+            out.extend_from_slice(b"\",\"price\":");
+            write_dollars(&mut out, *price);
+            out.extend_from_slice(b",\"payout\":");
+            write_dollars(&mut out, *payout);
+            out.extend_from_slice(b",\"sales\":[");
+            // In the answer's order, the ranking's.
+            let rank = |b: &str| {
+                self.closed
+                    .as_ref()
+                    .and_then(|c| c.1.iter().position(|r| r == b))
+                    .unwrap_or(usize::MAX)
+            };
+            let mut sales: Vec<&(String, Cents)> = self.sales.iter().collect();
+            sales.sort_by_key(|s| rank(&s.0));
+            for (i, (buyer, cents)) in sales.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"buyer\":");
+                write_json_str(&mut out, buyer);
+                out.extend_from_slice(b",\"price\":");
+                write_dollars(&mut out, *cents);
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"],\"bids\":");
+            let bids = bids.or(self.closed.as_ref().map(|c| c.0)).unwrap_or(0);
+            push_u64(&mut out, u64::from(bids));
+            out.extend_from_slice(b",\"elapsed_ms\":");
+            push_u64(&mut out, elapsed_us / 1000);
+            if let Some(r) = reason {
+                out.extend_from_slice(b",\"reason\":");
+                write_json_str(&mut out, r);
+            }
+            if test {
+                out.extend_from_slice(b",\"test\":true");
+            }
+            out.push(b'}');
+            return out;
+        }
+        if let (Some((at_us, payout, hold_ms, bid)), Some(LeadFlow::Ping)) = (self.pinged, flow) {
+            out.extend_from_slice(b"{\"ping_id\":");
+            write_json_str(&mut out, lead_id);
+            if bid {
+                let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+                let ends_us = at_us.saturating_add(hold_ms.saturating_mul(1000));
+                out.extend_from_slice(b",\"status\":\"bid\",\"payout\":");
+                write_dollars(&mut out, payout);
+                out.extend_from_slice(b",\"expires_in_ms\":");
+                push_u64(&mut out, ends_us.saturating_sub(now_us) / 1000);
+            } else {
+                out.extend_from_slice(b",\"status\":\"no_bid\"");
+            }
+            if test {
+                out.extend_from_slice(b",\"test\":true");
+            }
+            out.push(b'}');
+            return out;
+        }
+        out.extend_from_slice(b"{\"lead_id\":");
+        write_json_str(&mut out, lead_id);
+        out.extend_from_slice(b",\"status\":\"pending\"");
+        if test {
+            out.extend_from_slice(b",\"test\":true");
+        }
+        out.push(b'}');
+        out
+    }
+}
