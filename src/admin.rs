@@ -622,6 +622,8 @@ fn journal_json(shared: &Shared, s: &WorkerStats) -> Value {
     json!({
         "accepting_leads": shared.journal.accepts_leads(),
         "spare_segment_ready": shared.journal.spare_ready(),
+        "directory_lost": shared.journal.dir_lost(),
+        "records_refused_since_start": shared.journal.refused(),
         "errors": s.journal_errors,
         "background_errors": background_errors,
         "last_background_error": last_error,

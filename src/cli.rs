@@ -269,6 +269,22 @@ fn serve(path: &std::path::Path) -> i32 {
         eprintln!("gavel: stopped with {unanswered} lead(s) in flight unanswered");
         return 1;
     }
+    // Records lost are money or caps unaccounted for: not a clean stop either.
+    let refused = shared.journal.refused();
+    if refused > 0 || shared.journal.dir_lost() {
+        let (_, last) = shared.journal.background_errors();
+        eprintln!(
+            "gavel: stopped; the journal refused {refused} record(s) while serving{}{}",
+            if shared.journal.dir_lost() {
+                " and its directory was removed or replaced"
+            } else {
+                ""
+            },
+            last.map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        );
+        return 1;
+    }
     eprintln!("gavel: stopped");
     0
 }

@@ -44,6 +44,13 @@ pub enum DamageKind {
     BadSegmentHeader(&'static str),
     /// Non-zero bytes after the end of the data (where nothing was ever claimed).
     DataAfterEnd,
+    /// The segment file is not the size its header says (`header`, `file` bytes): cut short,
+    /// or grown by bytes appended to it. Segment files are made at their full size and never
+    /// resized, by a crash either.
+    SizeChanged { header: u64, file: u64 },
+    /// The segment with this number is missing, between two that are there: retention only
+    /// ever removes the oldest.
+    MissingSegment(u64),
 }
 
 impl fmt::Display for DamageKind {
@@ -55,6 +62,11 @@ impl fmt::Display for DamageKind {
             DamageKind::BadFrameHeader => write!(f, "bad frame header"),
             DamageKind::BadSegmentHeader(why) => write!(f, "bad segment header ({why})"),
             DamageKind::DataAfterEnd => write!(f, "data after the end of the records"),
+            DamageKind::SizeChanged { header, file } => write!(
+                f,
+                "segment file is {file} bytes where its header says {header} (cut short or grown)"
+            ),
+            DamageKind::MissingSegment(seq) => write!(f, "segment {seq} is missing"),
         }
     }
 }
@@ -81,9 +93,16 @@ pub struct Damage {
 impl DamageKind {
     /// The damage is in a record that was committed (its commit word holds the magic), so a
     /// whole record was lost: a process crash never leaves one (it leaves `commit == 0`),
-    /// only a power loss that wrote part of a record's pages, or a bad disk.
+    /// only a power loss that wrote part of a record's pages, or a bad disk. A segment file cut
+    /// short or a missing segment counts the same: no crash does either, and records are gone.
     pub fn is_committed_record(self) -> bool {
-        matches!(self, DamageKind::BadChecksum | DamageKind::BadFrameHeader)
+        matches!(
+            self,
+            DamageKind::BadChecksum
+                | DamageKind::BadFrameHeader
+                | DamageKind::SizeChanged { .. }
+                | DamageKind::MissingSegment(_)
+        )
     }
 }
 
@@ -146,6 +165,23 @@ pub(crate) fn analyze(dir: &Path, decode: bool) -> Result<Analysis, JournalError
             .len();
         let map = map_read_only(&file, &path, len)?;
         let buf: &[u8] = map.as_ref().map_or(&[][..], |m| &m[..]);
+        if let Some(&prev) = i.checked_sub(1).and_then(|p| seqs.get(p)) {
+            if seq != prev + 1 {
+                // What follows the gap cannot be appended to: set aside like damage.
+                let d = damage_at(
+                    dir,
+                    seq,
+                    0,
+                    DamageKind::MissingSegment(prev + 1),
+                    buf,
+                    &file,
+                    later,
+                )?;
+                a.header_damage_all_zero = d.bytes == 0;
+                a.damage = Some(d);
+                break;
+            }
+        }
         let scan = scan_segment(buf, &file, seq, decode, &mut a)?;
         if let Some(info) = scan.info {
             a.segments.push(info);
@@ -202,6 +238,13 @@ pub(crate) fn scan_segment(
             });
         }
     };
+    // A segment is made at its full size and never resized: read only what its header says
+    // it holds, and tell a file cut short or grown from a crash's leftovers below.
+    let file_len = buf.len() as u64;
+    let size = header.segment_bytes;
+    let grown = size >= SEGMENT_HEADER_BYTES && file_len > size;
+    let whole = buf;
+    let buf = if grown { &buf[..size as usize] } else { buf };
     let mut info = SegmentInfo {
         seq,
         len: buf.len() as u64,
@@ -270,9 +313,22 @@ pub(crate) fn scan_segment(
     } else {
         torn_run.unwrap_or(off)
     };
+    let size_changed = DamageKind::SizeChanged {
+        header: size,
+        file: file_len,
+    };
+    let mut damage = damage.map(|kind| (off, kind));
+    // The scan ran into the end of the file (not the end sentinel, which comes before it).
+    let ran_out = off.saturating_add(FRAME_ALIGN) > buf.len() as u64;
+    if file_len < size && (!info.sealed || ran_out) {
+        // Cut short before its end sentinel: whatever was past the cut is gone.
+        damage = Some((damage.map_or(off, |d| d.0), size_changed));
+    } else if grown && damage.is_none() && whole[buf.len()..].iter().any(|&b| b != 0) {
+        damage = Some((size, size_changed));
+    }
     Ok(SegmentScan {
         info: Some(info),
-        damage: damage.map(|kind| (off, kind)),
+        damage,
     })
 }
 

@@ -711,6 +711,152 @@ fn rotation_takes_the_spare_made_ahead_and_another_follows() {
     drop(j);
 }
 
+/// A segment file cut short (by anything but the journal, which never resizes one) loses the
+/// records past the cut: `verify` calls it damaged, recovery keeps a copy, puts the file back
+/// to its size, and the next start finds it whole.
+#[test]
+fn a_segment_cut_short_is_damage_not_a_torn_tail() {
+    for cut_mid_record in [true, false] {
+        let dir = TempDir::new("cut-short");
+        let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+        let mut ends = Vec::new();
+        for i in 0..40 {
+            append(&j, T0 + i as u64, &ping_record(i));
+            ends.push(j.tail().offset);
+        }
+        drop(j);
+        let seg = segment_path(dir.path(), 0);
+        // In the middle of record 20, or exactly at its start.
+        let at = if cut_mid_record {
+            ends[19] + 40
+        } else {
+            ends[19]
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(at)
+            .unwrap();
+        let v = verify(dir.path()).unwrap();
+        assert!(!v.intact(), "{v}");
+        assert!(
+            matches!(
+                v.damage.as_ref().map(|d| d.kind),
+                Some(DamageKind::SizeChanged { .. })
+            ),
+            "{v}"
+        );
+        let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+        let cut = report.cut.clone().expect("a cut");
+        assert!(cut.copied_to.is_some(), "{report}");
+        drop(j);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), 1 << 20);
+        assert_eq!(records(dir.path()).len(), 20);
+        let (_j, again) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+        assert!(again.cut.is_none(), "{again}");
+    }
+}
+
+/// A segment missing between two that are there (retention only removes the oldest): damage;
+/// the segments after the gap are set aside, and appends go on after the one before it.
+#[test]
+fn a_missing_segment_between_two_is_damage() {
+    let dir = TempDir::new("gap");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let mut i = 0;
+    while j.tail().segment < 2 {
+        append(&j, T0 + i as u64, &ping_record(i));
+        i += 1;
+    }
+    drop(j);
+    std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.intact(), "{v}");
+    assert_eq!(
+        v.damage.as_ref().map(|d| d.kind),
+        Some(DamageKind::MissingSegment(1)),
+        "{v}"
+    );
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let cut = report.cut.clone().expect("a cut");
+    assert_eq!(cut.moved_aside.len(), 1, "{report}");
+    append(&j, T0 + i as u64, &ping_record(i));
+    drop(j);
+    assert!(verify(dir.path()).unwrap().intact());
+}
+
+/// Bytes appended to a segment file past its size are not records: damage.
+#[test]
+fn a_segment_grown_past_its_size_is_damage() {
+    let dir = TempDir::new("grown");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    for i in 0..10 {
+        append(&j, T0 + i as u64, &ping_record(i));
+    }
+    drop(j);
+    let seg = segment_path(dir.path(), 0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let copy = bytes.clone();
+    bytes.extend_from_slice(&copy);
+    std::fs::write(&seg, &bytes).unwrap();
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.intact(), "{v}");
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert!(report.cut.is_some());
+    drop(j);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), MIN_SEGMENT_BYTES);
+    assert_eq!(records(dir.path()).len(), 10);
+    assert!(verify(dir.path()).unwrap().intact());
+}
+
+/// A directory that takes no new names (here the probe's name is a directory; in production,
+/// a read-only remount or an immutable flag) makes the spare useless, since it cannot be
+/// renamed into place: new leads stop at half a segment though the spare is there, and are
+/// taken again once the directory takes names again.
+#[test]
+fn a_directory_that_takes_no_new_names_stops_new_leads_at_half_a_segment() {
+    let dir = TempDir::new("no-names");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    eventually("a spare is made", || j.spare_ready());
+    let blocker = dir.path().join(super::writer::DIR_PROBE);
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    eventually("the directory is found to take no names", || {
+        j.background_errors().0 > 0
+    });
+    assert!(j.spare_ready());
+    let mut i = 0;
+    while j.accepts_leads() {
+        append(&j, T0 + i as u64, &ping_record(i));
+        i += 1;
+        assert!(i < 10_000);
+    }
+    assert!(j.tail().offset >= MIN_SEGMENT_BYTES / 2);
+    std::fs::remove_dir_all(&blocker).unwrap();
+    eventually("leads are taken again", || j.accepts_leads());
+    assert_eq!(j.refused(), 0);
+}
+
+/// A journal directory removed or replaced while in use: what is appended would be lost with
+/// it, so no new lead is taken until it is back.
+#[test]
+fn a_journal_directory_moved_away_stops_new_leads_at_once() {
+    let dir = TempDir::new("moved");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    append(&j, T0, &ping_record(0));
+    assert!(j.accepts_leads() && !j.dir_lost());
+    let away = dir.path().with_extension("away");
+    std::fs::rename(dir.path(), &away).unwrap();
+    // Another directory in its place is not the journal's either.
+    std::fs::create_dir_all(dir.path()).unwrap();
+    eventually("the loss is noticed", || j.dir_lost());
+    assert!(!j.accepts_leads());
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    std::fs::rename(&away, dir.path()).unwrap();
+    eventually("the directory is back", || !j.dir_lost());
+    assert!(j.accepts_leads());
+}
+
 /// When the spare cannot be made (here its name is taken by a directory; in production, a
 /// full disk), new leads are taken until the current segment is half full and then turned
 /// away, while records go on being appended into the other half; once the spare can be made
@@ -1278,7 +1424,9 @@ fn a_truncated_tail_is_cut_at_the_last_whole_record() {
         assert!(verify(dir.path()).unwrap().damage.is_none());
         assert_eq!(records(dir.path()), recs[..19].to_vec());
     }
-    // The file itself cut short in the middle of the last record.
+    // The file itself cut short in the middle of the last record: no crash does that (segment
+    // files are made at full size), so it is damage; the copy keeps what was there, the
+    // segment gets its size back, and appends go on.
     let dir = TempDir::new("trunc-file");
     copy_dir(pristine.path(), dir.path());
     let f = std::fs::OpenOptions::new()
@@ -1287,11 +1435,15 @@ fn a_truncated_tail_is_cut_at_the_last_whole_record() {
         .unwrap();
     f.set_len(last_start + 40).unwrap();
     drop(f);
-    assert!(verify(dir.path()).unwrap().intact());
+    assert!(!verify(dir.path()).unwrap().intact());
     let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
     assert_eq!(report.records, 19);
-    assert!(cut_files(dir.path()).is_empty());
-    // The shortened segment fills up and appends move on to a new one.
+    assert_eq!(cut_files(dir.path()).len(), 1);
+    assert_eq!(
+        std::fs::metadata(seg0(dir.path())).unwrap().len(),
+        std::fs::metadata(seg0(pristine.path())).unwrap().len()
+    );
+    // The segment fills up and appends move on to a new one.
     for i in 0..10 {
         append(&j, T0, &ping_record(i));
     }

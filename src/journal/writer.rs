@@ -160,8 +160,16 @@ struct Shared {
     last_background_error: Mutex<Option<String>>,
     /// The next segment's file, made ahead by the background thread; taken by rotation.
     spare: Mutex<Option<Spare>>,
-    /// The last attempt to make the spare failed (a full disk): see [`Journal::accepts_leads`].
+    /// The last attempt to make the spare failed (a full disk), or the directory takes no new
+    /// names (read-only, immutable), so no rotation can succeed: see [`Journal::accepts_leads`].
     spare_failed: AtomicBool,
+    /// The directory was removed or replaced under the journal: what is appended now is lost
+    /// with the unlinked files, so no lead is taken.
+    dir_lost: AtomicBool,
+    /// The directory's (device, inode) when the journal opened it.
+    dir_id: (u64, u64),
+    /// Appends refused (a full disk, an I/O error, a lost directory) since the journal opened.
+    refused: AtomicU64,
     /// Held for the journal's life: the exclusive lock on the directory.
     _lock: std::fs::File,
 }
@@ -170,6 +178,19 @@ struct Shared {
 pub struct Journal {
     shared: Arc<Shared>,
     maintenance: Option<JoinHandle<()>>,
+}
+
+/// The name [`Shared::check_dir`] creates and removes to learn that the directory takes new
+/// names (not a segment's: readers and recovery never look at it).
+pub const DIR_PROBE: &str = "dir.probe";
+
+/// A directory's (device, inode); `None` when it is not there.
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 fn slot_index(seq: u64) -> usize {
@@ -231,6 +252,16 @@ impl Journal {
                     let secs = wall_clock_us() / 1_000_000;
                     copied_to = Some(copy_aside(&dir, d.at.segment, secs)?);
                     sync_dir(&dir)?;
+                }
+                if let DamageKind::SizeChanged { header, .. } = d.kind {
+                    // Back to the size its header says: what was cut is zeroes, what was
+                    // appended is gone (both kept in the copy).
+                    let p = segment_path(&dir, d.at.segment);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .and_then(|f| f.set_len(header))
+                        .map_err(|e| JournalError::io("resize", &p, e))?;
                 }
                 let mut seg = Segment::open(&dir, d.at.segment)?;
                 seg.zero_range(from, seg.len)?;
@@ -348,6 +379,9 @@ impl Journal {
             last_background_error: Mutex::new(None),
             spare: Mutex::new(None),
             spare_failed: AtomicBool::new(false),
+            dir_lost: AtomicBool::new(false),
+            dir_id: dir_identity(&opts.dir).unwrap_or((0, 0)),
+            refused: AtomicU64::new(0),
             _lock: lock,
         });
         {
@@ -373,6 +407,14 @@ impl Journal {
     /// cap windows). Lock-free; returns where the record starts. The record is in the page
     /// cache (it survives a process crash) when this returns; see [`SyncMode`] for more.
     pub fn append(&self, ts_us: u64, rec: &RecordRef<'_>) -> Result<Position, JournalError> {
+        let r = self.append_inner(ts_us, rec);
+        if r.is_err() {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn append_inner(&self, ts_us: u64, rec: &RecordRef<'_>) -> Result<Position, JournalError> {
         let sh = &*self.shared;
         let payload_len = rec.encoded_len()? as u64;
         let frame = frame_len(payload_len);
@@ -465,10 +507,26 @@ impl Journal {
     /// turned away once it is half full, keeping the other half for the records of the leads
     /// already in their auctions (their posts and sales). They are taken again as soon as the
     /// background thread, trying every [`SPARE_RETRY`], makes the spare.
+    /// The same holds when the directory takes no new names (remounted read-only, made
+    /// immutable): the spare is there but cannot be renamed into place. A directory removed or
+    /// replaced under the journal takes no lead at all: what would be written is lost.
     #[inline]
     pub fn accepts_leads(&self) -> bool {
         let sh = &*self.shared;
+        if sh.dir_lost.load(Ordering::Relaxed) {
+            return false;
+        }
         !sh.spare_failed.load(Ordering::Relaxed) || self.tail().offset < sh.segment_bytes / 2
+    }
+
+    /// Appends refused since the journal opened (records lost: a full disk, an I/O error).
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether the directory was removed or replaced under the journal.
+    pub fn dir_lost(&self) -> bool {
+        self.shared.dir_lost.load(Ordering::Relaxed)
     }
 
     /// Whether the next segment's file is made and waiting (see [`Journal::accepts_leads`]).
@@ -837,6 +895,60 @@ impl Shared {
         *self.last_background_error.lock() = Some(e.to_string());
     }
 
+    /// Whether the directory is still the journal's and takes new names: it is looked at every
+    /// [`SPARE_RETRY`], since a rotation is the first write that needs either, and by then the
+    /// leads in flight need the room the current segment has left. A directory removed or
+    /// replaced stops new leads at once; one that takes no new names (read-only, immutable)
+    /// counts as a spare that cannot be made. Transitions are reported on stderr.
+    fn check_dir(&self) {
+        let lost = dir_identity(&self.dir).is_none_or(|id| id != self.dir_id);
+        if lost != self.dir_lost.swap(lost, Ordering::Relaxed) {
+            if lost {
+                let e = JournalError::io(
+                    "journal directory removed or replaced while in use",
+                    &self.dir,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                );
+                self.note_error(&e);
+                eprintln!("gavel: journal: {e}: new leads are refused (503 journal_unavailable)");
+            } else {
+                eprintln!("gavel: journal: directory {} is back", self.dir.display());
+            }
+        }
+        if lost {
+            return;
+        }
+        let probe = self.dir.join(DIR_PROBE);
+        let writable = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)
+            .and_then(|_| std::fs::remove_file(&probe));
+        let spare = self.spare.lock();
+        match writable {
+            Err(e) => {
+                if !self.spare_failed.swap(true, Ordering::Relaxed) {
+                    let e = JournalError::io("journal directory takes no new files", &self.dir, e);
+                    self.note_error(&e);
+                    eprintln!(
+                        "gavel: journal: {e}: the next segment cannot be made; new leads are \
+                         refused once the current one is half full"
+                    );
+                }
+            }
+            Ok(()) if spare.is_some() => {
+                if self.spare_failed.swap(false, Ordering::Relaxed) {
+                    eprintln!(
+                        "gavel: journal: directory {} writable again",
+                        self.dir.display()
+                    );
+                }
+            }
+            Ok(()) => {}
+        }
+    }
+
     /// Make the spare segment when there is none; returns whether that failed (to be tried
     /// again after [`SPARE_RETRY`]).
     fn make_spare(&self) -> bool {
@@ -944,9 +1056,14 @@ impl Shared {
         };
         let mut next_sync = Instant::now() + interval.unwrap_or(IDLE_TICK);
         let mut spare_retry: Option<Instant> = None;
+        let mut next_dir_check = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             self.wake_requested.store(false, Ordering::Release);
             self.prefault_ahead();
+            if Instant::now() >= next_dir_check {
+                self.check_dir();
+                next_dir_check = Instant::now() + SPARE_RETRY;
+            }
             if spare_retry.is_none_or(|t| Instant::now() >= t) {
                 spare_retry = self.make_spare().then(|| Instant::now() + SPARE_RETRY);
             }
