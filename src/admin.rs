@@ -489,13 +489,9 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
             }
             // Kept beside the journal, so that a restart does not undo it, whatever the
             // config's `paused` says.
-            let persisted = crate::net::write_pause_decision(
-                shared.journal.dir(),
-                id,
-                action == "pause",
-                rt.snap.buyers[b].paused,
-            )
-            .is_ok();
+            let persisted = shared
+                .write_pause_decision(id, action == "pause", rt.snap.buyers[b].paused)
+                .is_ok();
             let body = json!({"buyer": id, "paused": rt.caps.is_paused(b), "persisted": persisted});
             (
                 200,

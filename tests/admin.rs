@@ -591,6 +591,40 @@ fn a_pause_through_the_api_survives_a_restart() {
     assert_eq!(s["buyers"]["blue"]["paused"], false);
 }
 
+/// A pause the exchange could not write down (`persisted: false`) is written with the next
+/// one that can be: the file lists every buyer paused, and a restart keeps them all paused.
+#[test]
+fn a_pause_that_could_not_be_persisted_is_written_with_the_next() {
+    let fleet = acme_and_blue();
+    let toml = config_with_admin(&fleet, "daily = 100");
+    let file = {
+        let ex = Exchange::start(&toml);
+        let admin = admin_addr(&ex);
+        let file = ex
+            .handle
+            .as_ref()
+            .unwrap()
+            .shared()
+            .journal
+            .dir()
+            .join("paused");
+        std::fs::create_dir_all(file.join("x")).unwrap();
+        let r = get(admin, "POST", "/v1/admin/buyers/acme/pause", Some(TOKEN));
+        assert_eq!(r.json()["paused"], true);
+        assert_eq!(r.json()["persisted"], false);
+        std::fs::remove_dir_all(&file).unwrap();
+        let r = get(admin, "POST", "/v1/admin/buyers/blue/pause", Some(TOKEN));
+        assert_eq!(r.json()["persisted"], true);
+        file
+    };
+    let listed = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), vec!["acme", "blue"]);
+    let ex = Exchange::start(&toml);
+    let s = get(admin_addr(&ex), "GET", "/v1/stats", Some(TOKEN)).json();
+    assert_eq!(s["buyers"]["acme"]["paused"], true);
+    assert_eq!(s["buyers"]["blue"]["paused"], true);
+}
+
 /// A token with characters a URL reserves (`/`, `+`, `=`, `%`, a space: a base64 token, a
 /// passphrase) opens the dashboard pasted as it is (but for the space) or percent-encoded, and
 /// the page's own script then reads `/v1/stats` with it (run under node when there is one, as

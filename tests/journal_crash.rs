@@ -950,3 +950,104 @@ fn a_lead_a_crash_cut_off_before_any_post_may_be_sent_again() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A sale whose post went out in the last hour and whose answer came in this one counts, after
+/// a restart, in the hour of its post, as it did live (the room is taken when the post is
+/// sent): a buyer capped at one an hour buys again this hour.
+#[test]
+fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
+    use gavel::journal::{Journal, JournalOptions, LeadStatus, RecordRef, SyncMode};
+    let fleet = Fleet::start(vec![bidder("hourly", 9000), bidder("other", 2000)]).unwrap();
+    let dir = temp_dir("post-window");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\nhourly = 1".to_string()
+        } else {
+            String::new()
+        }
+    });
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let now_us = chrono::Utc::now().timestamp_micros() as u64;
+    let hour_us = 3_600_000_000;
+    let this_hour = now_us - now_us % hour_us;
+    let (posted, sold) = (this_hour - 2_000_000, this_hour);
+    {
+        let (j, _) = Journal::open(JournalOptions {
+            dir: journal.clone(),
+            segment_bytes: 1 << 20,
+            sync: SyncMode::Os,
+            retain_segments: 0,
+            keep_us: gavel::journal::CAP_WINDOW_US,
+        })
+        .unwrap();
+        let id = "01JDQ6X8W2ABCDEFGHJKMNPQRS";
+        let recs = [
+            (
+                posted - 1000,
+                RecordRef::LeadReceived {
+                    lead_id: id,
+                    seller: "seller-1",
+                    campaign: "auto",
+                    source: None,
+                    test: false,
+                    lead_json: b"{}",
+                    flow: Some(gavel::journal::LeadFlow::Lead),
+                },
+            ),
+            (
+                posted,
+                RecordRef::PostSent {
+                    lead_id: id,
+                    buyer: "hourly",
+                    price_cents: 9000,
+                },
+            ),
+            (
+                sold,
+                RecordRef::PostResult {
+                    lead_id: id,
+                    buyer: "hourly",
+                    accepted: true,
+                    reason: None,
+                    response_us: 2_000_000,
+                    price_cents: 9000,
+                    buyer_lead_id: None,
+                },
+            ),
+            (
+                sold,
+                RecordRef::Sale {
+                    lead_id: id,
+                    campaign: "auto",
+                    seller: "seller-1",
+                    buyer: "hourly",
+                    price_cents: 9000,
+                    payout_cents: 7200,
+                    test: false,
+                },
+            ),
+            (
+                sold,
+                RecordRef::LeadAnswered {
+                    lead_id: id,
+                    campaign: "auto",
+                    seller: "seller-1",
+                    status: LeadStatus::Sold,
+                    price_cents: 9000,
+                    payout_cents: 7200,
+                    elapsed_us: 2_001_000,
+                    bids: Some(2),
+                    reason: None,
+                },
+            ),
+        ];
+        for (ts, r) in &recs {
+            j.append(*ts, r).unwrap();
+        }
+    }
+    let ex = Exchange::start_file(&cfg);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "hourly", "{v}");
+}

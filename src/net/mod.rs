@@ -76,6 +76,8 @@ pub struct Shared {
     pub stats: Vec<Arc<Mutex<WorkerStats>>>,
     /// `GET /v1/leads/{id}`: questions for the journal's reader thread.
     pub lookups: lookup::Lookups,
+    /// The operator's pauses and resumes through the API, as persisted beside the journal.
+    pause_words: Mutex<PauseWords>,
 }
 
 impl Shared {
@@ -463,13 +465,14 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let (journal, recovery) = open_journal(&snap)?;
     // Buyers the operator paused through the API stay paused across a restart, and those it
     // resumed though their config pauses them stay resumed.
-    for id in read_resumed(journal.dir()) {
-        if let Some(b) = snap.buyer_by_id(&id) {
+    let words = PauseWords::read(journal.dir());
+    for id in &words.resumed {
+        if let Some(b) = snap.buyer_by_id(id) {
             caps.resume(b);
         }
     }
-    for id in read_paused(journal.dir()) {
-        if let Some(b) = snap.buyer_by_id(&id) {
+    for id in &words.paused {
+        if let Some(b) = snap.buyer_by_id(id) {
             caps.pause(b);
         }
     }
@@ -492,7 +495,7 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
         Runtime::with_caps(snap, caps, 1),
         dedupe,
         Arc::new(journal),
-        (recovery, replayed, pnl, held),
+        (recovery, replayed, pnl, held, words),
         listeners,
         local_addr,
         workers,
@@ -547,73 +550,101 @@ pub fn read_paused(dir: &std::path::Path) -> Vec<String> {
     read_ids(dir, PAUSED_FILE)
 }
 
-/// The ids in [`RESUMED_FILE`], as [`read_paused`] reads its file.
-pub fn read_resumed(dir: &std::path::Path) -> Vec<String> {
-    read_ids(dir, RESUMED_FILE)
+/// The operator's last word on each buyer it paused or resumed through the API, as listed in
+/// [`PAUSED_FILE`] and [`RESUMED_FILE`]. Kept in memory and written whole on each change, so a
+/// write that failed (and was answered `persisted: false`) is made good by the next one.
+#[derive(Debug, Default)]
+pub struct PauseWords {
+    paused: Vec<String>,
+    resumed: Vec<String>,
 }
 
-/// Record the operator's pause (`paused`) or resume of buyer `id`, whose config says
-/// `config_paused`: a pause is listed in [`PAUSED_FILE`]; a resume of a buyer the config
-/// pauses is listed in [`RESUMED_FILE`]. Each is the operator's last word on that buyer.
-pub fn write_pause_decision(
-    dir: &std::path::Path,
-    id: &str,
-    paused: bool,
-    config_paused: bool,
-) -> io::Result<()> {
-    write_ids(dir, PAUSED_FILE, id, paused)?;
-    write_ids(dir, RESUMED_FILE, id, !paused && config_paused)
-}
-
-/// Forget the operator's word on buyer `id`: its config's `paused` changed, and the file's
-/// new value holds, now and after a restart.
-pub fn forget_pause_decision(dir: &std::path::Path, id: &str) -> io::Result<()> {
-    if read_paused(dir).iter().any(|x| x == id) {
-        write_ids(dir, PAUSED_FILE, id, false)?;
+impl PauseWords {
+    /// The lists in `dir`, warning on stderr of one that is there but cannot be read.
+    pub fn read(dir: &std::path::Path) -> PauseWords {
+        PauseWords {
+            paused: read_ids(dir, PAUSED_FILE),
+            resumed: read_ids(dir, RESUMED_FILE),
+        }
     }
-    if read_resumed(dir).iter().any(|x| x == id) {
-        write_ids(dir, RESUMED_FILE, id, false)?;
+}
+
+impl Shared {
+    /// Record the operator's pause (`paused`) or resume of buyer `id`, whose config says
+    /// `config_paused`: a pause is listed in [`PAUSED_FILE`]; a resume of a buyer the config
+    /// pauses is listed in [`RESUMED_FILE`]. Each is the operator's last word on that buyer.
+    pub fn write_pause_decision(
+        &self,
+        id: &str,
+        paused: bool,
+        config_paused: bool,
+    ) -> io::Result<()> {
+        let mut w = self.pause_words.lock();
+        set_listed(&mut w.paused, id, paused);
+        set_listed(&mut w.resumed, id, !paused && config_paused);
+        let dir = self.journal.dir();
+        write_ids(dir, PAUSED_FILE, &w.paused)?;
+        write_ids(dir, RESUMED_FILE, &w.resumed)
     }
-    Ok(())
-}
 
-fn read_ids(dir: &std::path::Path, name: &str) -> Vec<String> {
-    std::fs::read_to_string(dir.join(name))
-        .map(|t| {
-            t.lines()
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Record that the operator paused (`paused`) or resumed buyer `id`: the list is rewritten
-/// whole to a temporary file, synced, and renamed over the old one, so a crash leaves either
-/// list, never half of one.
-pub fn write_paused(dir: &std::path::Path, id: &str, paused: bool) -> io::Result<()> {
-    write_ids(dir, PAUSED_FILE, id, paused)
-}
-
-/// List (`present`) or unlist `id` in the journal directory's file `name`, as
-/// [`write_paused`] does.
-fn write_ids(dir: &std::path::Path, name: &str, id: &str, present: bool) -> io::Result<()> {
-    use std::io::Write as _;
-    let mut ids = read_ids(dir, name);
-    if ids.iter().any(|x| x == id) == present {
-        return Ok(());
+    /// Forget the operator's word on buyer `id`: its config's `paused` changed, and the file's
+    /// new value holds, now and after a restart.
+    pub fn forget_pause_decision(&self, id: &str) -> io::Result<()> {
+        let mut w = self.pause_words.lock();
+        if !w.paused.iter().chain(&w.resumed).any(|x| x == id) {
+            return Ok(());
+        }
+        set_listed(&mut w.paused, id, false);
+        set_listed(&mut w.resumed, id, false);
+        let dir = self.journal.dir();
+        write_ids(dir, PAUSED_FILE, &w.paused)?;
+        write_ids(dir, RESUMED_FILE, &w.resumed)
     }
+}
+
+fn set_listed(ids: &mut Vec<String>, id: &str, present: bool) {
     ids.retain(|x| x != id);
     if present {
         ids.push(id.to_string());
     }
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    for x in &ids {
-        writeln!(f, "{x}")?;
+}
+
+fn read_ids(dir: &std::path::Path, name: &str) -> Vec<String> {
+    match std::fs::read_to_string(dir.join(name)) {
+        Ok(t) => t
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            eprintln!(
+                "gavel: warning: cannot read {}: {e}; the operator's pauses and resumes listed \
+                 there are not applied",
+                dir.join(name).display()
+            );
+            Vec::new()
+        }
     }
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
+}
+
+/// Write the list `ids` as the journal directory's file `name`: whole, to a temporary file,
+/// synced, and renamed over the old one, so a crash leaves either list, never half of one.
+fn write_ids(dir: &std::path::Path, name: &str, ids: &[String]) -> io::Result<()> {
+    use std::io::Write as _;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        for x in ids {
+            writeln!(f, "{x}")?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -670,6 +701,10 @@ fn rebuild(
     let mut posting: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Posts sent whose answer the journal does not have, by lead: (buyer, price, when sent).
     let mut open_posts: HashMap<String, Vec<(String, crate::money::Cents, u64)>> = HashMap::new();
+    // When each post now being answered was sent, by (lead, buyer): a sale counts in the cap
+    // window of its post, as the live counters (which take the room when the post is sent)
+    // have it, even when the buyer's answer comes in the next window.
+    let mut posted_at: HashMap<(String, String), u64> = HashMap::new();
     // Leads whose last `lead_received` was a `/v1/ping`: a refusal of it is a refused ping.
     let mut pinging: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Pings whose held bids may still be posted, or whose expiry a post must still hear of:
@@ -806,6 +841,7 @@ fn rebuild(
             } => {
                 pnl.buyer(buyer).posts += 1;
                 if !tests.contains(lead_id) {
+                    posted_at.insert((lead_id.clone(), buyer.clone()), e.ts_us);
                     open_posts.entry(lead_id.clone()).or_default().push((
                         buyer.clone(),
                         *price_cents,
@@ -823,6 +859,9 @@ fn rebuild(
                 let not_sent = [POST_NOT_SENT_CAPPED, POST_NOT_SENT_UNJOURNALED];
                 if !accepted && !reason.as_deref().is_some_and(|r| not_sent.contains(&r)) {
                     pnl.buyer(buyer).post_rejects += 1;
+                }
+                if !accepted {
+                    posted_at.remove(&(lead_id.clone(), buyer.clone()));
                 }
                 if let Some(posts) = open_posts.get_mut(lead_id) {
                     if let Some(i) = posts.iter().position(|p| &p.0 == buyer) {
@@ -847,8 +886,11 @@ fn rebuild(
                     .or_insert_with(|| (campaign.clone(), 0, 0, e.ts_us));
                 u.1 += price_cents;
                 u.2 += payout_cents;
+                let sent_us = posted_at
+                    .remove(&(lead_id.clone(), buyer.clone()))
+                    .unwrap_or(e.ts_us);
                 if let Some(b) = snap.buyer_by_id(buyer).filter(|_| paid) {
-                    let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
+                    let ts = chrono::DateTime::from_timestamp_micros(sent_us as i64).unwrap_or(now);
                     caps.replay_sale(b, ts, *price_cents, now);
                 }
                 let s = pnl.buyer(buyer);
@@ -1156,7 +1198,13 @@ fn start_with(
     runtime: Runtime,
     dedupe: Arc<DedupeIndex>,
     journal: Arc<Journal>,
-    (recovery, replayed, pnl, held): (RecoveryReport, Replayed, Stats, held::HeldPings),
+    (recovery, replayed, pnl, held, words): (
+        RecoveryReport,
+        Replayed,
+        Stats,
+        held::HeldPings,
+        PauseWords,
+    ),
     listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
     workers: usize,
@@ -1164,6 +1212,7 @@ fn start_with(
     let (lookups, spawn_lookups) = lookup::start(journal.dir().to_path_buf());
     let shared = Arc::new(Shared {
         lookups,
+        pause_words: Mutex::new(words),
         generation: AtomicU64::new(runtime.generation),
         runtime: Mutex::new(Arc::new(runtime)),
         reloading: Mutex::new(()),

@@ -94,7 +94,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
             None => b.paused,
         };
         if changed {
-            let _ = super::forget_pause_decision(shared.journal.dir(), &b.id);
+            let _ = shared.forget_pause_decision(&b.id);
         }
     }
     let sales_replayed = if rebuild.iter().any(|&r| r) {
@@ -201,6 +201,10 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
     type Running = std::collections::HashMap<String, Vec<(usize, crate::money::Cents, u64)>>;
     let mut running_posts: Running = Running::new();
     let mut running_sales: Running = Running::new();
+    // When each post now being answered was sent: a sale counts in its post's cap window, as
+    // the live counters have it.
+    let mut posted_at: std::collections::HashMap<(String, usize), u64> =
+        std::collections::HashMap::new();
     let mut take = |e: &journal::Entry| {
         if e.ts_us < since {
             return;
@@ -224,6 +228,7 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
                     .buyer_by_id(buyer)
                     .filter(|&b| only.get(b) == Some(&true))
                 {
+                    posted_at.insert((lead_id.clone(), b), e.ts_us);
                     let posts = if e.ts_us < shared.started_us {
                         &mut open_posts
                     } else {
@@ -235,10 +240,18 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
                         .push((b, *price_cents, e.ts_us));
                 }
             }
-            Record::PostResult { lead_id, buyer, .. } => {
+            Record::PostResult {
+                lead_id,
+                buyer,
+                accepted,
+                ..
+            } => {
                 let Some(b) = rt.snap.buyer_by_id(buyer) else {
                     return;
                 };
+                if !accepted {
+                    posted_at.remove(&(lead_id.clone(), b));
+                }
                 for open in [&mut open_posts, &mut running_posts] {
                     if let Some(posts) = open.get_mut(lead_id) {
                         if let Some(i) = posts.iter().position(|p| p.0 == b) {
@@ -276,16 +289,17 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
                 return;
             }
             if only.get(b).copied().unwrap_or(false) {
+                let sent_us = posted_at.remove(&(lead_id.clone(), b)).unwrap_or(e.ts_us);
                 if e.ts_us >= shared.started_us {
                     // Counted when the lead is found answered, or at the end as running.
                     running_sales.entry(lead_id.clone()).or_default().push((
                         b,
                         *price_cents,
-                        e.ts_us,
+                        sent_us,
                     ));
                     return;
                 }
-                let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
+                let ts = chrono::DateTime::from_timestamp_micros(sent_us as i64).unwrap_or(now);
                 rt.caps.replay_sale(b, ts, *price_cents, now);
                 n += 1;
             }
