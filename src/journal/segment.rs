@@ -177,9 +177,17 @@ pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
         .map_err(|e| JournalError::io("fsync directory", dir, e))
 }
 
-/// Take the writer's exclusive lock on the journal directory. The lock lives as long as the
-/// returned file and is released by the kernel if the process dies.
-pub fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+/// The writer's exclusive lock on a journal directory, held as long as this lives and released
+/// by the kernel if the process dies: on the `LOCK` file (which tools and older builds look
+/// for) and on the directory itself, which no one can delete and make anew under a running
+/// writer the way a `LOCK` file can be.
+pub struct DirLock {
+    _file: File,
+    _dir: File,
+}
+
+/// Take the writer's exclusive lock on the journal directory (see [`DirLock`]).
+pub fn lock_dir(dir: &Path) -> Result<DirLock, JournalError> {
     let path = dir.join(LOCK_FILE);
     let f = OpenOptions::new()
         .create(true)
@@ -188,16 +196,19 @@ pub fn lock_dir(dir: &Path) -> Result<File, JournalError> {
         .write(true)
         .open(&path)
         .map_err(|e| JournalError::io("open", &path, e))?;
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(JournalError::Locked(dir.to_path_buf()));
+    let d = File::open(dir).map_err(|e| JournalError::io("open directory", dir, e))?;
+    for (file, what) in [(&d, dir), (&f, path.as_path())] {
+        // SAFETY: flock on a file descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(JournalError::Locked(dir.to_path_buf()));
+            }
+            return Err(JournalError::io("lock", what, err));
         }
-        return Err(JournalError::io("lock", &path, err));
     }
-    Ok(f)
+    Ok(DirLock { _file: f, _dir: d })
 }
 
 /// The byte ranges of `file` from `from` on that may hold data: everything else is a hole and

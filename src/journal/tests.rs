@@ -610,6 +610,12 @@ fn a_second_writer_is_locked_out() {
         Journal::open(opts(dir.path(), 1 << 20)),
         Err(JournalError::Locked(_))
     ));
+    // Nor does deleting the LOCK file let one in: the directory itself is locked.
+    std::fs::remove_file(dir.path().join(super::segment::LOCK_FILE)).unwrap();
+    assert!(matches!(
+        Journal::open(opts(dir.path(), 1 << 20)),
+        Err(JournalError::Locked(_))
+    ));
     drop(j);
     assert!(Journal::open(opts(dir.path(), 1 << 20)).is_ok());
 }

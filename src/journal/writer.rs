@@ -171,7 +171,7 @@ struct Shared {
     /// Appends refused (a full disk, an I/O error, a lost directory) since the journal opened.
     refused: AtomicU64,
     /// Held for the journal's life: the exclusive lock on the directory.
-    _lock: std::fs::File,
+    _lock: super::segment::DirLock,
 }
 
 /// The bid journal. `Send + Sync`: share it between workers as `Arc<Journal>`.
