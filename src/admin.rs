@@ -896,6 +896,15 @@ pub fn metrics_text(shared: &Shared) -> String {
             b.wins
         );
     }
+    out.push_str("# HELP gavel_buyer_spent_dollars_total What each buyer paid for the leads it bought (test leads move none).\n# TYPE gavel_buyer_spent_dollars_total counter\n");
+    for (id, b) in s.buyers() {
+        let _ = writeln!(
+            out,
+            "gavel_buyer_spent_dollars_total{{buyer=\"{}\"}} {}",
+            label(id),
+            dollars_string(b.spent_cents)
+        );
+    }
     out.push_str("# HELP gavel_refused_total Requests refused before an auction, by status.\n# TYPE gavel_refused_total counter\n");
     for (code, n) in &s.refused {
         let _ = writeln!(out, "gavel_refused_total{{status=\"{}\"}} {}", code, n);

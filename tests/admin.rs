@@ -302,6 +302,10 @@ fn stats_metrics_pause_and_resume() {
         text
     );
     assert!(text.contains("gavel_pings_total{buyer=\"blue\",result=\"bid\"} 3"));
+    assert!(
+        text.contains("gavel_buyer_spent_dollars_total{buyer=\"acme\"} 150"),
+        "{text}"
+    );
     exposition_is_well_formed(&text);
     assert!(text.contains("gavel_internal_overhead_seconds_count 3"));
     assert!(text.contains("gavel_internal_overhead_stage_seconds_count{stage=\"intake\"} 3"));
