@@ -233,3 +233,34 @@ fn a_blank_consent_vertical_reads_as_the_campaigns() {
     }
     assert_eq!(fleet.pings(0), 2);
 }
+
+/// Two leads in their auctions at once, one buyer with room for one sale a day: one lead buys,
+/// the other's post is never sent (the cap is spent by then), and its seller hears why:
+/// `buyers_capped`, not `posts_rejected`, since no buyer rejected anything.
+#[test]
+fn a_lead_whose_only_bidder_was_capped_meanwhile_is_unsold_buyers_capped() {
+    let slow = BuyerSpec::new("capped").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(9000, None).after_ms(150),
+        Kind::Post => Reply::accepted(),
+    });
+    let fleet = Fleet::start(vec![slow]).unwrap();
+    let toml = first_buyer_with(&fleet, "[buyers.caps]\ndaily = 1")
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 1000");
+    let ex = Arc::new(Exchange::start(&toml));
+    let leads: Vec<_> = (0..2)
+        .map(|i| {
+            let ex = ex.clone();
+            std::thread::spawn(move || {
+                let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+                ex.client().lead(&lead).json()
+            })
+        })
+        .collect();
+    let mut answers: Vec<serde_json::Value> =
+        leads.into_iter().map(|t| t.join().unwrap()).collect();
+    answers.sort_by_key(|v| v["status"].as_str().unwrap_or("").to_string());
+    assert_eq!(answers[0]["status"], "sold", "{answers:?}");
+    assert_eq!(answers[1]["status"], "unsold", "{answers:?}");
+    assert_eq!(answers[1]["reason"], "buyers_capped", "{answers:?}");
+    assert_eq!(fleet.posts(0), 1);
+}

@@ -190,6 +190,9 @@ pub enum UnsoldReason {
     NoBids,
     BelowReserve,
     PostsRejected,
+    /// No post went out: every acceptable bidder's cap or budget was spent (by other leads
+    /// since the ping) when its turn came.
+    BuyersCapped,
 }
 
 impl UnsoldReason {
@@ -199,6 +202,7 @@ impl UnsoldReason {
             UnsoldReason::NoBids => "no_bids",
             UnsoldReason::BelowReserve => "below_reserve",
             UnsoldReason::PostsRejected => "posts_rejected",
+            UnsoldReason::BuyersCapped => "buyers_capped",
         }
     }
 }
@@ -715,6 +719,13 @@ impl Auction {
             Some(UnsoldReason::NoBids)
         } else if self.ranking.is_empty() {
             Some(UnsoldReason::BelowReserve)
+        } else if self.post_attempts == 0
+            && self
+                .slots
+                .iter()
+                .any(|s| matches!(s.post, PostState::Done(PostOutcome::Capped)))
+        {
+            Some(UnsoldReason::BuyersCapped)
         } else {
             Some(UnsoldReason::PostsRejected)
         };
