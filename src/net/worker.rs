@@ -2722,12 +2722,17 @@ impl Worker {
                 };
                 let Some(ck) = ck else { break };
                 let quiet = match self.conns.get_mut(ck) {
-                    Some(c) if !c.busy() => {
+                    // Bytes that arrived since the last event-loop turn are not an answer to
+                    // the post about to be written: one read (a syscall, so for the post, the
+                    // sale, only; a ping's connection is closed by them at the next turn).
+                    Some(c) if !c.busy() && job.kind == JobKind::Post => {
                         c.in_idle = false;
-                        // Bytes that arrived since the last event-loop turn: not an answer to
-                        // the request about to be written.
                         matches!(c.read_in(&mut self.read_buf, false), Ok(false))
                             && c.rbuf.is_empty()
+                    }
+                    Some(c) if !c.busy() => {
+                        c.in_idle = false;
+                        true
                     }
                     Some(c) => {
                         c.in_idle = false;
