@@ -939,6 +939,22 @@ fn hostile_buyers_cost_only_their_own_bid() {
     }
 }
 
+/// The length of the whole request at the start of `req` (its head, then Content-Length bytes
+/// of body), once it is all there.
+fn whole_request_len(req: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(req);
+    let end = text.find("\r\n\r\n")?;
+    let len = text[..end]
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    (req.len() >= end + 4 + len).then_some(end + 4 + len)
+}
+
 /// A buyer that answers each request and closes the connection in the same TCP segment (as a
 /// plain HTTP/1.0 server does): `framed` answers carry a Content-Length, the others end at the
 /// close. Counts the posts it accepted.
@@ -956,23 +972,7 @@ fn closing_buyer(
             std::thread::spawn(move || {
                 let mut req = Vec::new();
                 let mut buf = [0u8; 8192];
-                // The whole request: its head, then Content-Length bytes of body.
-                let complete = |req: &[u8]| {
-                    let text = String::from_utf8_lossy(req);
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        return false;
-                    };
-                    let len = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    req.len() >= end + 4 + len
-                };
-                while !complete(&req) {
+                while whole_request_len(&req).is_none() {
                     match s.read(&mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => req.extend_from_slice(&buf[..n]),
@@ -1074,21 +1074,9 @@ fn answering_twice_buyer(posts: &'static std::sync::atomic::AtomicUsize) -> std:
                 let mut req: Vec<u8> = Vec::new();
                 let mut buf = [0u8; 8192];
                 loop {
-                    // One whole request: its head, then Content-Length bytes of body.
                     let whole = loop {
-                        let text = String::from_utf8_lossy(&req).to_string();
-                        if let Some(end) = text.find("\r\n\r\n") {
-                            let len = text[..end]
-                                .lines()
-                                .find_map(|l| {
-                                    l.to_ascii_lowercase()
-                                        .strip_prefix("content-length:")
-                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                                })
-                                .unwrap_or(0);
-                            if req.len() >= end + 4 + len {
-                                break end + 4 + len;
-                            }
+                        if let Some(n) = whole_request_len(&req) {
+                            break n;
                         }
                         match s.read(&mut buf) {
                             Ok(0) | Err(_) => return,
