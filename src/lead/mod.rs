@@ -1093,16 +1093,46 @@ pub fn write_answer(
     payout_cents: Cents,
     test: bool,
 ) {
+    write_answer_fields(
+        out,
+        lead_id,
+        &AnswerFields {
+            status: outcome.status.as_str(),
+            price_cents: outcome.price_cents,
+            payout_cents,
+            sales,
+            bids: outcome.bids,
+            elapsed_ms: u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX),
+            reason: outcome.unsold_reason.map(|r| r.as_str()),
+            test,
+        },
+    );
+}
+
+/// A sold/unsold answer's fields, as the live auction has them or as the journal kept them.
+pub struct AnswerFields<'a> {
+    pub status: &'a str,
+    pub price_cents: Cents,
+    pub payout_cents: Cents,
+    pub sales: &'a [AnswerSale<'a>],
+    pub bids: u32,
+    pub elapsed_ms: u64,
+    pub reason: Option<&'a str>,
+    pub test: bool,
+}
+
+/// The one writer of a sold/unsold answer: `/v1/leads`, `/v1/post` and `GET /v1/leads/{id}`.
+pub fn write_answer_fields(out: &mut Vec<u8>, lead_id: &str, a: &AnswerFields<'_>) {
     out.extend_from_slice(b"{\"lead_id\":");
     write_json_str(out, lead_id);
-    out.extend_from_slice(b",\"status\":\"");
-    out.extend_from_slice(outcome.status.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"price\":");
-    write_dollars(out, outcome.price_cents);
+    out.extend_from_slice(b",\"status\":");
+    write_json_str(out, a.status);
+    out.extend_from_slice(b",\"price\":");
+    write_dollars(out, a.price_cents);
     out.extend_from_slice(b",\"payout\":");
-    write_dollars(out, payout_cents);
+    write_dollars(out, a.payout_cents);
     out.extend_from_slice(b",\"sales\":[");
-    for (i, s) in sales.iter().enumerate() {
+    for (i, s) in a.sales.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -1113,18 +1143,14 @@ pub fn write_answer(
         out.push(b'}');
     }
     out.extend_from_slice(b"],\"bids\":");
-    push_u64(out, u64::from(outcome.bids));
+    push_u64(out, u64::from(a.bids));
     out.extend_from_slice(b",\"elapsed_ms\":");
-    push_u64(
-        out,
-        u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX),
-    );
-    if let Some(r) = outcome.unsold_reason {
-        out.extend_from_slice(b",\"reason\":\"");
-        out.extend_from_slice(r.as_str().as_bytes());
-        out.push(b'"');
+    push_u64(out, a.elapsed_ms);
+    if let Some(r) = a.reason {
+        out.extend_from_slice(b",\"reason\":");
+        write_json_str(out, r);
     }
-    if test {
+    if a.test {
         // A test lead's sale moves no money: the price and payout are what it would have had.
         out.extend_from_slice(b",\"test\":true");
     }

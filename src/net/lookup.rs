@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use super::slab::Key;
 use super::Shared;
-use crate::http::push_u64;
 use crate::journal::{self, LeadFlow, LeadStatus, Record};
-use crate::lead::write_json_str;
-use crate::money::{write_dollars, Cents};
+use crate::lead::{self, write_json_str};
+use crate::money::Cents;
 
 /// Lookups waiting for the reader thread; one more is answered 503 `overloaded`.
 pub const MAX_LOOKUPS_QUEUED: usize = 64;
@@ -230,29 +229,11 @@ impl Story {
         let flow = self.received.as_ref().and_then(|r| r.2);
         let mut out = Vec::with_capacity(256);
         if let Some((code, field)) = &self.rejected {
-            out.extend_from_slice(b"{\"lead_id\":");
-            write_json_str(&mut out, lead_id);
-            out.extend_from_slice(b",\"status\":\"rejected\",\"error\":{\"code\":");
-            write_json_str(&mut out, code);
-            out.extend_from_slice(b",\"message\":");
-            write_json_str(&mut out, &format!("the request was refused: {code}"));
-            if let Some(f) = field {
-                out.extend_from_slice(b",\"field\":");
-                write_json_str(&mut out, f);
-            }
-            out.extend_from_slice(b"}}");
+            let message = format!("the request was refused: {code}");
+            lead::write_error(&mut out, Some(lead_id), code, &message, field.as_deref());
             return out;
         }
         if let Some((status, price, payout, elapsed_us, bids, reason)) = &self.answered {
-            out.extend_from_slice(b"{\"lead_id\":");
-            write_json_str(&mut out, lead_id);
-            out.extend_from_slice(b",\"status\":\"");
-            out.extend_from_slice(status.name().as_bytes());
-            out.extend_from_slice(b"\",\"price\":");
-            write_dollars(&mut out, *price);
-            out.extend_from_slice(b",\"payout\":");
-            write_dollars(&mut out, *payout);
-            out.extend_from_slice(b",\"sales\":[");
             // In the answer's order, the ranking's.
             let rank = |b: &str| {
                 self.closed
@@ -260,50 +241,33 @@ impl Story {
                     .and_then(|c| c.1.iter().position(|r| r == b))
                     .unwrap_or(usize::MAX)
             };
-            let mut sales: Vec<&(String, Cents)> = self.sales.iter().collect();
-            sales.sort_by_key(|s| rank(&s.0));
-            for (i, (buyer, cents)) in sales.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(b"{\"buyer\":");
-                write_json_str(&mut out, buyer);
-                out.extend_from_slice(b",\"price\":");
-                write_dollars(&mut out, *cents);
-                out.push(b'}');
-            }
-            out.extend_from_slice(b"],\"bids\":");
-            let bids = bids.or(self.closed.as_ref().map(|c| c.0)).unwrap_or(0);
-            push_u64(&mut out, u64::from(bids));
-            out.extend_from_slice(b",\"elapsed_ms\":");
-            push_u64(&mut out, elapsed_us / 1000);
-            if let Some(r) = reason {
-                out.extend_from_slice(b",\"reason\":");
-                write_json_str(&mut out, r);
-            }
-            if test {
-                out.extend_from_slice(b",\"test\":true");
-            }
-            out.push(b'}');
+            let mut sales: Vec<lead::AnswerSale<'_>> = self
+                .sales
+                .iter()
+                .map(|(buyer, cents)| lead::AnswerSale {
+                    buyer,
+                    price_cents: *cents,
+                })
+                .collect();
+            sales.sort_by_key(|s| rank(s.buyer));
+            let fields = lead::AnswerFields {
+                status: status.name(),
+                price_cents: *price,
+                payout_cents: *payout,
+                sales: &sales,
+                bids: bids.or(self.closed.as_ref().map(|c| c.0)).unwrap_or(0),
+                elapsed_ms: elapsed_us / 1000,
+                reason: reason.as_deref(),
+                test,
+            };
+            lead::write_answer_fields(&mut out, lead_id, &fields);
             return out;
         }
         if let (Some((at_us, payout, hold_ms, bid)), Some(LeadFlow::Ping)) = (self.pinged, flow) {
-            out.extend_from_slice(b"{\"ping_id\":");
-            write_json_str(&mut out, lead_id);
-            if bid {
-                let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
-                let ends_us = at_us.saturating_add(hold_ms.saturating_mul(1000));
-                out.extend_from_slice(b",\"status\":\"bid\",\"payout\":");
-                write_dollars(&mut out, payout);
-                out.extend_from_slice(b",\"expires_in_ms\":");
-                push_u64(&mut out, ends_us.saturating_sub(now_us) / 1000);
-            } else {
-                out.extend_from_slice(b",\"status\":\"no_bid\"");
-            }
-            if test {
-                out.extend_from_slice(b",\"test\":true");
-            }
-            out.push(b'}');
+            let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+            let ends_us = at_us.saturating_add(hold_ms.saturating_mul(1000));
+            let expires_in_ms = ends_us.saturating_sub(now_us) / 1000;
+            lead::write_ping_answer(&mut out, lead_id, bid.then_some(payout), expires_in_ms, test);
             return out;
         }
         out.extend_from_slice(b"{\"lead_id\":");
