@@ -577,3 +577,55 @@ fn ping_on_an_exchange_that_then_stops(toml: &str) -> (String, Value) {
     assert_eq!(v["status"], "bid", "{v}");
     (v["ping_id"].as_str().unwrap().to_string(), v)
 }
+
+/// A post's answer counts the bids its ping received, as a direct lead's answer counts its
+/// auction's: those under the reserve too, before and after a restart, and its lookup agrees.
+#[test]
+fn a_posts_answer_counts_the_bids_its_ping_received() {
+    let fleet = Fleet::start(vec![
+        bidder("top", 9000, true),
+        bidder("second", 5000, true),
+        bidder("under-reserve", 300, true),
+    ])
+    .unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let ping = |c: &mut Client| -> String {
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        v["ping_id"].as_str().unwrap().to_string()
+    };
+    let later = {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        let direct = c.lead(LEAD).json();
+        assert_eq!(
+            (direct["status"].as_str(), direct["bids"].as_u64()),
+            (Some("sold"), Some(3))
+        );
+        let now = ping(&mut c);
+        let later = ping(&mut c);
+        let v = c.post("/v1/post", Some(KEY), &post_body(&now, "")).json();
+        assert_eq!(
+            (v["status"].as_str(), v["bids"].as_u64()),
+            (Some("sold"), Some(3)),
+            "{v}"
+        );
+        c.send_raw(&Client::request(
+            "GET",
+            &format!("/v1/leads/{now}"),
+            Some(KEY),
+            b"",
+        ));
+        let looked = c.read_response().unwrap().json();
+        assert_eq!(looked["bids"], 3, "{looked}");
+        later
+    };
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let v = c.post("/v1/post", Some(KEY), &post_body(&later, "")).json();
+    assert_eq!(
+        (v["status"].as_str(), v["bids"].as_u64()),
+        (Some("sold"), Some(3)),
+        "{v}"
+    );
+}

@@ -646,6 +646,11 @@ impl Auction {
         a
     }
 
+    /// Positive bids received so far (before the reserve is applied), as `Outcome::bids`.
+    pub fn bids(&self) -> u32 {
+        self.bids
+    }
+
     /// The held bids of a ping-only auction: (buyer, cents, bid id), best first.
     pub fn ranked_bids(&self) -> Vec<(usize, Cents, Option<SmallText>)> {
         self.ranking

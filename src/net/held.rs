@@ -193,6 +193,7 @@ mod tests {
             campaign: 0,
             test: false,
             bids: Vec::new(),
+            bids_received: 0,
             fields: crate::lead::Fields::default(),
             expires,
             posted: false,

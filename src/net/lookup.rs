@@ -52,21 +52,26 @@ pub struct LookupDone {
 /// The sending side, held by the workers (through `Shared`).
 pub type Lookups = crossbeam_channel::Sender<LookupRequest>;
 
-/// Start the reader thread for the journal in `dir`. It ends when the exchange stops (its
-/// `Shared` is gone, or it is stopping and nothing is queued).
+/// Start the reader thread for the journal in `dir`. It ends when the exchange stops: the
+/// returned stopper is dropped (at once), or its `Shared` is gone or stopping.
 pub fn start(
     dir: PathBuf,
 ) -> (
     Lookups,
-    impl FnOnce(Weak<Shared>) -> std::io::Result<std::thread::JoinHandle<()>>,
+    impl FnOnce(
+        Weak<Shared>,
+    ) -> std::io::Result<(std::thread::JoinHandle<()>, crossbeam_channel::Sender<()>)>,
 ) {
     let (tx, rx) = crossbeam_channel::bounded::<LookupRequest>(MAX_LOOKUPS_QUEUED);
     let spawn = move |shared: Weak<Shared>| {
-        std::thread::Builder::new()
+        // Nothing is ever sent: dropping the sender wakes the thread to end.
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
             .name("gavel-lookup".into())
             .spawn(move || loop {
-                match rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(req) => {
+                crossbeam_channel::select! {
+                    recv(rx) -> req => {
+                        let Ok(req) = req else { return };
                         let (status, body) = lead_status(&dir, &req.lead_id, &req.seller);
                         let Some(shared) = shared.upgrade() else {
                             return;
@@ -81,7 +86,8 @@ pub fn start(
                             shared.wake(req.worker);
                         }
                     }
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    recv(stop_rx) -> _ => return,
+                    default(Duration::from_millis(100)) => {
                         let Some(shared) = shared.upgrade() else {
                             return;
                         };
@@ -89,9 +95,9 @@ pub fn start(
                             return;
                         }
                     }
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
                 }
-            })
+            })?;
+        Ok((thread, stop_tx))
     };
     (tx, spawn)
 }
@@ -267,7 +273,13 @@ impl Story {
             let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
             let ends_us = at_us.saturating_add(hold_ms.saturating_mul(1000));
             let expires_in_ms = ends_us.saturating_sub(now_us) / 1000;
-            lead::write_ping_answer(&mut out, lead_id, bid.then_some(payout), expires_in_ms, test);
+            lead::write_ping_answer(
+                &mut out,
+                lead_id,
+                bid.then_some(payout),
+                expires_in_ms,
+                test,
+            );
             return out;
         }
         out.extend_from_slice(b"{\"lead_id\":");

@@ -138,6 +138,8 @@ pub struct HeldPing {
     pub test: bool,
     /// (buyer, cents, bid id), best first.
     pub bids: Vec<(usize, crate::money::Cents, Option<crate::text::SmallText>)>,
+    /// Positive bids the ping received, held or not: the post's answer reports them.
+    pub bids_received: u32,
     /// The ping's values of the campaign's ping fields: the post must not contradict them.
     pub fields: crate::lead::Fields,
     pub expires: std::time::Instant,
@@ -355,6 +357,8 @@ pub struct ServerHandle {
     /// Threads that serve until `shutdown` is set (the operator API's accept thread): joined
     /// after the workers.
     aux: Vec<JoinHandle<()>>,
+    /// Dropped to end the lookup thread at once (it is one of `aux`).
+    stop_lookups: Option<crossbeam_channel::Sender<()>>,
     local_addr: SocketAddr,
 }
 
@@ -396,6 +400,7 @@ impl ServerHandle {
         for w in &self.wakers {
             let _ = w.wake();
         }
+        self.stop_lookups = None;
         for t in self.threads.drain(..).chain(self.aux.drain(..)) {
             let _ = t.join();
         }
@@ -719,7 +724,8 @@ fn rebuild(
     let since_expired = now_us
         .saturating_sub(crate::config::MAX_HOLD_MS * 1000)
         .saturating_sub(EXPIRED_PING_MEMORY.as_micros() as u64);
-    let mut ping_bodies: HashMap<String, (bool, Vec<u8>)> = HashMap::new();
+    // Bodies of pings whose hold may be live: (test, body, bids received when known).
+    let mut ping_bodies: HashMap<String, (bool, Vec<u8>, Option<u32>)> = HashMap::new();
     // Sales of leads whose answer the journal does not have yet, by lead: (campaign, price,
     // payout, when first sold).
     let mut unanswered: HashMap<String, (String, crate::money::Cents, crate::money::Cents, u64)> =
@@ -768,7 +774,7 @@ fn rebuild(
             if *flow == Some(journal::LeadFlow::Ping) {
                 pinging.insert(lead_id.clone());
                 if e.ts_us >= since_held {
-                    ping_bodies.insert(lead_id.clone(), (*test, lead_json.clone()));
+                    ping_bodies.insert(lead_id.clone(), (*test, lead_json.clone(), None));
                 }
             } else {
                 pinging.remove(lead_id);
@@ -924,6 +930,11 @@ fn rebuild(
                     c.payout_cents += payout_cents;
                 }
             }
+            Record::AuctionClosed { lead_id, bids, .. } => {
+                if let Some(p) = ping_bodies.get_mut(lead_id) {
+                    p.2 = Some(*bids);
+                }
+            }
             Record::Rejected {
                 lead_id, campaign, ..
             } => {
@@ -960,13 +971,16 @@ fn rebuild(
                 let expires_us = e.ts_us.saturating_add(hold_ms.saturating_mul(1000));
                 let live = expires_us > now_us;
                 match (live, body) {
-                    (true, Some((test, body))) => {
+                    (true, Some((test, body, received))) => {
                         if let Some(h) =
                             restore_hold(snap, seller, campaign, test, bids, *terms, &body)
                         {
+                            // Older journals: at least the bids that were held.
+                            let received = received.unwrap_or(bids.len() as u32);
                             let left = std::time::Duration::from_micros(expires_us - now_us);
                             let h = HeldPing {
                                 expires: mono_now + left,
+                                bids_received: received,
                                 ..h
                             };
                             if held.insert(lead_id.clone(), h, mono_now) {
@@ -1132,6 +1146,7 @@ fn restore_hold(
         seller,
         campaign,
         test,
+        bids_received: bids.len() as u32,
         bids,
         fields,
         expires: std::time::Instant::now(),
@@ -1240,13 +1255,14 @@ fn start_with(
         threads.push(t);
     }
     *shared.wakers.lock() = wakers.clone();
-    // Ends by itself once the exchange is gone: not joined, it holds nothing of it.
-    spawn_lookups(Arc::downgrade(&shared))?;
+    // Joined at the stop like the operator API's thread: the journal it reads, and the
+    // `Shared` it borrows for each answer, are let go before the stop returns.
+    let (lookup_thread, stop_lookups) = spawn_lookups(Arc::downgrade(&shared))?;
     // The P&L rebuilt from the journal starts the first worker's counters.
     if let Some(first) = shared.stats.first() {
         first.lock().merge(&pnl);
     }
-    let mut aux = Vec::new();
+    let mut aux = vec![lookup_thread];
     let admin_addr = match shared.runtime().snap.server.admin_listen {
         Some(addr) => {
             let admin = crate::admin::start(addr, shared.clone(), std::time::Instant::now())?;
@@ -1264,6 +1280,7 @@ fn start_with(
         wakers,
         threads,
         aux,
+        stop_lookups: Some(stop_lookups),
         local_addr,
     })
 }

@@ -222,6 +222,8 @@ struct Lead {
     fallback_done: bool,
     /// The first auction's buyer wait and bids, when a fallback replaced it.
     prior: Option<(Duration, u32)>,
+    /// A post's: the bids its ping received, which its answer reports.
+    ping_bids: Option<u32>,
     /// The auction's bids came from a held ping or fixed prices, not from its own pings.
     close_from_plan: bool,
     /// Per slot, what of it is in the journal: `PING_JOURNALED`, `POST_JOURNALED`.
@@ -437,14 +439,15 @@ fn settle_after_reload(
 
 /// A held bid: (buyer, cents, bid id).
 type HeldBid = (usize, i64, Option<crate::text::SmallText>);
-/// A claimed held ping: campaign, test flag, bids, pinged field values, and the payout rule
-/// its offer was made under.
+/// A claimed held ping: campaign, test flag, bids, pinged field values, the payout rule its
+/// offer was made under, and the bids its ping received.
 type Claimed = (
     usize,
     bool,
     Vec<HeldBid>,
     crate::lead::Fields,
     Option<crate::config::Payout>,
+    u32,
 );
 
 /// Wall-clock microseconds for journal records (cap windows are calendar time).
@@ -1393,13 +1396,14 @@ impl Worker {
         // A post completes a held ping: it names the ping, and the ping names the campaign.
         let mut held: Option<(String, Vec<HeldBid>, crate::lead::Fields)> = None;
         let mut held_rule: Option<crate::config::Payout> = None;
+        let mut ping_bids: Option<u32> = None;
         let mut post_test_mismatch: Option<Refusal> = None;
         let req = if flow == Flow::Post {
             let post = match lead::parse_post_request(body) {
                 Ok(p) => p,
                 Err(r) => return self.refuse(key, &r, None, &[]),
             };
-            let (campaign, test, bids, fields, rule) =
+            let (campaign, test, bids, fields, rule, received) =
                 match self.claim_held(&post.ping_id, snap, seller) {
                     Ok(h) => h,
                     Err(r) => return self.refuse(key, &r, None, &[]),
@@ -1407,6 +1411,7 @@ impl Worker {
             post_test_mismatch = lead::check_post_test(test, post.test).err();
             held = Some((post.ping_id, bids, fields));
             held_rule = rule;
+            ping_bids = Some(received);
             LeadRequest {
                 campaign: snap.campaigns[campaign].id.clone(),
                 source: None,
@@ -1626,6 +1631,7 @@ impl Worker {
             ping_hint: None,
             fallback_done: false,
             prior: None,
+            ping_bids,
             close_from_plan: from_plan,
             payout_cents: 0,
             payout_rule: held_rule.unwrap_or(snap.sellers[seller].payout),
@@ -1813,7 +1819,14 @@ impl Worker {
         let rule = Some(h.payout);
         if std::ptr::eq(&*h.snap, snap) {
             h.posted = true;
-            return Ok((h.campaign, h.test, h.bids.clone(), h.fields.clone(), rule));
+            return Ok((
+                h.campaign,
+                h.test,
+                h.bids.clone(),
+                h.fields.clone(),
+                rule,
+                h.bids_received,
+            ));
         }
         // Held before a reload.
         let Some(campaign) = h
@@ -1837,7 +1850,14 @@ impl Worker {
                 Some((snap.buyer_by_id(id)?, *cents, *bid_id))
             })
             .collect();
-        Ok((campaign, h.test, bids, h.fields.clone(), rule))
+        Ok((
+            campaign,
+            h.test,
+            bids,
+            h.fields.clone(),
+            rule,
+            h.bids_received,
+        ))
     }
 
     /// Buyers of the campaign that may take this lead: filters, consent vertical, hours, pause
@@ -2350,6 +2370,11 @@ impl Worker {
         } else if lead.close_from_plan && lead.flow == Flow::Direct {
             outcome.bids = 0; // fixed-price distribution takes no bids
         }
+        if let Some(bids) = lead.ping_bids {
+            // A post's bids were taken by its ping: the answer counts those, as the ping's
+            // auction did, not the held ones still eligible.
+            outcome.bids = bids;
+        }
         let snap = &lead.gen.rt.snap;
         let campaign = &snap.campaigns[lead.campaign];
         let sold = outcome.status == Status::Sold;
@@ -2678,6 +2703,7 @@ impl Worker {
                 campaign: lead.campaign,
                 test: lead.req.test,
                 bids,
+                bids_received: lead.auction.bids(),
                 fields,
                 expires: now + campaign.hold,
                 posted: false,
