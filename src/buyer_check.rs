@@ -316,6 +316,7 @@ fn sample_campaign() -> Campaign {
         required_fields: Vec::new(),
         require_consent: false,
         disclosed_buyers_only: false,
+        consent_max_age: None,
         dedupe_days: 0,
         fallback: None,
         hold: Duration::ZERO,

@@ -168,3 +168,31 @@ fn test_leads_are_not_deduplicated_and_do_not_block_the_real_lead() {
         "a tested consumer's real lead"
     );
 }
+
+/// A campaign that takes consent only up to an age refuses an older one before any buyer hears
+/// of the consumer, and takes a fresh one.
+#[test]
+fn consent_older_than_the_campaigns_limit_is_refused() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "consent_max_age_hours = 72", |_| {
+        String::new()
+    }));
+    let mut c = ex.client();
+    let at = |hours: i64| {
+        let t = chrono::Utc::now() - chrono::Duration::hours(hours);
+        let mut v: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+        v["consent"]["consented_at"] = serde_json::Value::from(t.to_rfc3339());
+        v.to_string()
+    };
+    let r = c.lead(&at(100));
+    assert_eq!(r.status, 422);
+    let v = r.json();
+    assert_eq!(v["status"], "rejected");
+    assert_eq!(v["error"]["code"], "consent_expired");
+    assert_eq!(v["error"]["field"], "consent.consented_at");
+    assert_eq!(fleet.pings(0), 0);
+    let r = c.lead(&at(1));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "sold");
+    assert_eq!(fleet.pings(0), 1);
+}

@@ -38,6 +38,8 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_BUSY_POLL_US: u64 = 10_000;
 /// Seller-side ping-post: bids are held at most an hour.
 pub const MAX_HOLD_MS: u64 = 3_600_000;
+/// A campaign's `consent_max_age_hours` is at most a year.
+pub const MAX_CONSENT_AGE_HOURS: u32 = 8_760;
 pub const MAX_BUYER_CONNECTIONS: usize = 4096;
 /// Highest `server.max_connections`: seller connections across all workers.
 pub const MAX_SELLER_CONNECTIONS: usize = 1_000_000;
@@ -256,6 +258,9 @@ pub struct Campaign {
     pub require_consent: bool,
     /// Only buyers the consent's `disclosed_buyers` names (when it names any) are eligible.
     pub disclosed_buyers_only: bool,
+    /// Consent given longer ago than this is refused (`consent_expired`), and a consent
+    /// without `consented_at` is refused (`missing_field`): the age must be known.
+    pub consent_max_age: Option<chrono::Duration>,
     pub dedupe_days: u32,
     pub fallback: Option<Method>,
     pub hold: Duration,
@@ -854,6 +859,14 @@ impl Validator<'_> {
                 .answer_timeout_ms
                 .map(|ms| self.timeout(k("answer_timeout_ms"), ms));
             let reserve_cents = self.cents(k("reserve_price"), c.reserve_price);
+            if let Some(h) = c.consent_max_age_hours {
+                if h == 0 || h > MAX_CONSENT_AGE_HOURS {
+                    self.err(
+                        k("consent_max_age_hours"),
+                        format!("must be between 1 and {MAX_CONSENT_AGE_HOURS} hours"),
+                    );
+                }
+            }
             if c.hold_ms == 0 || c.hold_ms > MAX_HOLD_MS {
                 self.err(
                     k("hold_ms"),
@@ -880,6 +893,9 @@ impl Validator<'_> {
                 required_fields: c.required_fields.clone(),
                 require_consent: c.require_consent,
                 disclosed_buyers_only: c.disclosed_buyers_only,
+                consent_max_age: c
+                    .consent_max_age_hours
+                    .map(|h| chrono::Duration::hours(i64::from(h.min(MAX_CONSENT_AGE_HOURS)))),
                 dedupe_days: c.dedupe_days,
                 fallback,
                 hold: Duration::from_millis(c.hold_ms.clamp(1, MAX_HOLD_MS)),

@@ -867,3 +867,26 @@ fn the_operator_api_cannot_share_the_seller_apis_port() {
     );
     assert!(parse(&text).is_ok());
 }
+
+#[test]
+fn a_consent_age_is_between_an_hour_and_a_year() {
+    let with = |h: &str| {
+        CONTRACT.replace(
+            "reserve_price = 10.00",
+            &format!("reserve_price = 10.00\nconsent_max_age_hours = {h}"),
+        )
+    };
+    let snap = parse(&with("72")).unwrap();
+    assert_eq!(
+        snap.campaigns[1].consent_max_age,
+        Some(chrono::Duration::hours(72))
+    );
+    assert_eq!(parse(CONTRACT).unwrap().campaigns[1].consent_max_age, None);
+    for bad in ["0", "8761"] {
+        let issues = invalid(&with(bad));
+        assert_eq!(
+            issues[0].key, "campaigns[1].consent_max_age_hours",
+            "{issues:?}"
+        );
+    }
+}

@@ -158,6 +158,9 @@ pub struct CampaignConfig {
     /// lead: one-to-one consent.
     #[serde(default)]
     pub disclosed_buyers_only: bool,
+    /// Consent older than this many hours (by its `consented_at`) is refused; unset, any age.
+    #[serde(default)]
+    pub consent_max_age_hours: Option<u32>,
     #[serde(default)]
     pub dedupe_days: u32,
     #[serde(default = "default_fallback")]

@@ -395,8 +395,21 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
                     ));
                 }
             }
-            if let Some(v) = c.get("consented_at").filter(|v| !v.is_blank()) {
-                check_consented_at(v.as_str(), chrono::Utc::now())?;
+            match c.get("consented_at").filter(|v| !v.is_blank()) {
+                Some(v) => {
+                    check_consented_at(v.as_str(), chrono::Utc::now(), campaign)?;
+                }
+                None if campaign.consent_max_age.is_some() => {
+                    return Err(Refusal::content(
+                        "missing_field",
+                        format!(
+                            "campaign {} takes consent only with its consented_at time",
+                            campaign.id
+                        ),
+                        "consent.consented_at",
+                    ));
+                }
+                None => {}
             }
             if let Some(v) = c.get("trustedform_cert_url").filter(|v| !v.is_blank()) {
                 let ok = v.as_str().is_some_and(|u| {
@@ -435,8 +448,12 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
 pub const CONSENT_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// `consented_at` must be an RFC 3339 time (`2026-11-25T17:59:01Z`) no later than `now` plus
-/// [`CONSENT_CLOCK_SKEW`].
-fn check_consented_at(v: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Result<(), Refusal> {
+/// [`CONSENT_CLOCK_SKEW`], and no older than the campaign's `consent_max_age` when it has one.
+fn check_consented_at(
+    v: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    campaign: &Campaign,
+) -> Result<(), Refusal> {
     let field = "consent.consented_at";
     let at = v
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s.trim()).ok())
@@ -453,6 +470,21 @@ fn check_consented_at(v: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Re
             "consented_at is in the future",
             field,
         ));
+    }
+    if let Some(max) = campaign.consent_max_age {
+        let age = now.signed_duration_since(at.with_timezone(&chrono::Utc));
+        if age > max {
+            return Err(Refusal::content(
+                "consent_expired",
+                format!(
+                    "consent was given {} hours ago; campaign {} takes consent at most {} hours old",
+                    age.num_hours(),
+                    campaign.id,
+                    max.num_hours()
+                ),
+                field,
+            ));
+        }
     }
     Ok(())
 }

@@ -1231,3 +1231,39 @@ fn numbers_beyond_a_double_are_refused() {
         assert!(parse_request(body.as_bytes()).is_ok(), "{number}");
     }
 }
+
+#[test]
+fn a_campaign_with_a_consent_age_refuses_older_or_undated_consent() {
+    let hours = |h: i64| {
+        let at = (chrono::Utc::now() - chrono::Duration::hours(h)).to_rfc3339();
+        with(|v| v["consent"]["consented_at"] = Value::from(at.clone()))
+    };
+    let strict = Campaign {
+        consent_max_age: Some(chrono::Duration::hours(72)),
+        ..campaign()
+    };
+    let req = parse_request(&hours(71)).unwrap();
+    assert!(validate(&req, &strict).is_ok());
+    let req = parse_request(&hours(73)).unwrap();
+    let r = validate(&req, &strict).unwrap_err();
+    assert_eq!(
+        (r.status, r.code, r.field.as_deref()),
+        (422, "consent_expired", Some("consent.consented_at")),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("72 hours"), "{}", r.message);
+    // Without a limit any age goes, as before.
+    assert!(validate(&req, &campaign()).is_ok());
+    // The age must be known to be checked.
+    let undated = with(|v| {
+        v["consent"].as_object_mut().unwrap().remove("consented_at");
+    });
+    let req = parse_request(&undated).unwrap();
+    assert!(validate(&req, &campaign()).is_ok());
+    let r = validate(&req, &strict).unwrap_err();
+    assert_eq!(
+        (r.code, r.field.as_deref()),
+        ("missing_field", Some("consent.consented_at"))
+    );
+}
