@@ -629,3 +629,24 @@ fn a_posts_answer_counts_the_bids_its_ping_received() {
         "{v}"
     );
 }
+
+/// A ping never posted is not a lead cut off mid-auction: a restart does not report it, and
+/// the consumer it named (a seller may ping the phone along) is no duplicate afterwards, as it
+/// was none before.
+#[test]
+fn an_unposted_ping_is_not_reported_cut_off_by_a_restart() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 1\ndedupe_days = 30", |_| String::new());
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto",
+        "age": 34, "insured": true, "phone": "7135550147", "email": "ana@example.com"}}"#;
+    {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        let v = c.post("/v1/ping", Some(KEY), ping.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+    }
+    let ex = Exchange::start(&toml);
+    assert_eq!(ex.handle.as_ref().unwrap().recovery().1.cut_off_unposted, 0);
+    let r = ex.client().lead(LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}

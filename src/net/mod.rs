@@ -779,8 +779,10 @@ fn rebuild(
             } else {
                 pinging.remove(lead_id);
             }
-            // Test leads never entered the index (see `Worker::compliance`).
-            if dedupe_window_us > 0 && e.ts_us >= since_dedupe && !*test {
+            // Test leads and pings never entered the index (see `Worker::compliance`): a
+            // ping is checked when it is posted.
+            let checked = !*test && *flow != Some(journal::LeadFlow::Ping);
+            if dedupe_window_us > 0 && e.ts_us >= since_dedupe && checked {
                 /// The part of a journaled request body the dedupe index needs.
                 #[derive(serde::Deserialize)]
                 struct Body {
