@@ -196,7 +196,7 @@ fn serve(path: &std::path::Path) -> i32 {
         eprintln!(
             "gavel: warning: {} post(s) were waiting on a buyer's answer when the exchange last \
              stopped; counted against those buyers' caps and budgets as sales, no money booked; \
-             settle them with the buyers (leads, oldest first, at most {} listed): {}",
+             settle them with the buyers (leads, by when their post was sent, at most {} listed): {}",
             replayed.unresolved_posts,
             crate::net::MAX_UNRESOLVED_LISTED,
             replayed.unresolved_leads.join(", ")

@@ -1170,7 +1170,7 @@ pub struct Replayed {
     /// Posts sent before the last stop whose answer the journal does not have (the process was
     /// killed while the buyer decided): counted against the buyer's caps and budgets.
     pub unresolved_posts: u64,
-    /// Their leads, oldest first, at most [`MAX_UNRESOLVED_LISTED`], for the operator to settle
+    /// Their leads, by when the post was sent, at most [`MAX_UNRESOLVED_LISTED`], for the operator to settle
     /// with the buyers.
     pub unresolved_leads: Vec<String>,
     /// Pings whose bids were held again from the journal, still postable until they expire.
