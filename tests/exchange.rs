@@ -1588,3 +1588,46 @@ fn a_ping_that_never_got_a_connection_is_journaled_as_never_sent() {
         "{reasons:?}"
     );
 }
+
+/// Blank lines before a request are allowed (RFC 9112 §2.2) but are no request: a client that
+/// sends only them is closed at the head timeout, not kept for the idle timeout or longer.
+#[test]
+fn blank_lines_alone_do_not_hold_a_connection_past_the_head_timeout() {
+    use std::io::{Read, Write};
+    let fleet = Fleet::start(vec![bidder("a", 1000, 0)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nhead_timeout_ms = 300",
+    );
+    let ex = Exchange::start(&toml);
+    let mut s = std::net::TcpStream::connect(ex.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    // Well inside the idle timeout (60 s): only the head timeout can close it.
+    while started.elapsed() < Duration::from_secs(20) {
+        if s.write_all(b"\r\n").is_err() {
+            closed = true;
+            break;
+        }
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "still open after {:?} of blank lines", started.elapsed());
+    // A request after blank lines is served as ever.
+    let mut c = ex.client();
+    c.send_raw(b"\r\n\r\nGET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n");
+    assert_eq!(c.read_response().map(|r| r.status), Some(200));
+}

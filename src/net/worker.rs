@@ -1123,9 +1123,10 @@ impl Worker {
             match result {
                 Ok(Decoded::NeedMore { consumed }) => {
                     c.rbuf.drain(..consumed);
-                    if c.rbuf.is_empty() && c.decoder.is_idle() {
-                        c.request_started = None;
-                    } else if c.request_started.is_none() {
+                    // Blank lines before a request (RFC 9112 §2.2) are skipped but do not end
+                    // the wait for it: the head timeout still runs from their arrival, so a
+                    // client sending only them is closed like one sending a head too slowly.
+                    if c.request_started.is_none() {
                         c.request_started = Some(self.now);
                     }
                     c.continue_if_expected();
