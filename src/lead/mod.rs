@@ -522,7 +522,18 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
         })?;
     let ping_id = match m.ping_id {
         Some(Value::String(s)) if !s.is_empty() => s,
-        _ => return Err(Refusal::bad_request("ping_id is required", Some("ping_id"))),
+        None | Some(Value::Null) => {
+            return Err(Refusal::bad_request("ping_id is required", Some("ping_id")))
+        }
+        Some(Value::String(_)) => {
+            return Err(Refusal::bad_request("ping_id is empty", Some("ping_id")))
+        }
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                "ping_id must be a string: the ping_id of the /v1/ping answer",
+                Some("ping_id"),
+            ))
+        }
     };
     let lead = match object(m.lead, "lead")? {
         Some(l) => l,

@@ -1267,3 +1267,20 @@ fn a_campaign_with_a_consent_age_refuses_older_or_undated_consent() {
         ("missing_field", Some("consent.consented_at"))
     );
 }
+
+#[test]
+fn a_post_without_a_usable_ping_id_says_which_way_it_is_wrong() {
+    for (body, says) in [
+        (&br#"{"lead":{}}"#[..], "required"),
+        (br#"{"ping_id":null,"lead":{}}"#, "required"),
+        (br#"{"ping_id":"","lead":{}}"#, "empty"),
+        (br#"{"ping_id":5,"lead":{}}"#, "must be a string"),
+    ] {
+        let r = match parse_post_request(body) {
+            Err(r) => r,
+            Ok(_) => panic!("{} was taken", String::from_utf8_lossy(body)),
+        };
+        assert_eq!((r.status, r.field.as_deref()), (400, Some("ping_id")));
+        assert!(r.message.contains(says), "{}: {}", says, r.message);
+    }
+}
