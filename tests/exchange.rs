@@ -1601,7 +1601,8 @@ fn blank_lines_alone_do_not_hold_a_connection_past_the_head_timeout() {
     );
     let ex = Exchange::start(&toml);
     let mut s = std::net::TcpStream::connect(ex.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let started = Instant::now();
     let mut closed = false;
     // Well inside the idle timeout (60 s): only the head timeout can close it.
@@ -1625,7 +1626,11 @@ fn blank_lines_alone_do_not_hold_a_connection_past_the_head_timeout() {
             }
         }
     }
-    assert!(closed, "still open after {:?} of blank lines", started.elapsed());
+    assert!(
+        closed,
+        "still open after {:?} of blank lines",
+        started.elapsed()
+    );
     // A request after blank lines is served as ever.
     let mut c = ex.client();
     c.send_raw(b"\r\n\r\nGET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n");

@@ -185,6 +185,10 @@ fn fields(text: &str, at: usize, capacity: usize) -> Option<(super::Fields, usiz
                 (None, _) => builder.push_plain(key, value, raw),
             }
     })?;
+    if builder.has_repeated() {
+        // A key given twice: serde_json's reading gives the refusal.
+        return None;
+    }
     Some((builder.finish(), end))
 }
 

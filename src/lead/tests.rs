@@ -781,10 +781,9 @@ fn the_lead_scan_agrees_with_serde_wherever_it_answers() {
             br#"{"campaign":"c","source":null,"test":null,"lead":{"a":1},"consent":null,"x":2}"#,
             true,
         ),
-        (
-            br#"{"lead":{"a":1,"a":"again"},"campaign":"c","test":true}"#,
-            true,
-        ),
+        (br#"{"lead":{"a":1},"campaign":"c","test":true}"#, true),
+        // A key given twice is serde_json's reading's to refuse.
+        (br#"{"lead":{"a":1,"a":"again"},"campaign":"c"}"#, false),
         (
             br#"{"campaign":"c","lead":{"tags":[],"t2":[ "a" , "b" ]}}"#,
             true,
@@ -1282,5 +1281,39 @@ fn a_post_without_a_usable_ping_id_says_which_way_it_is_wrong() {
         };
         assert_eq!((r.status, r.field.as_deref()), (400, Some("ping_id")));
         assert!(r.message.contains(says), "{}: {}", says, r.message);
+    }
+}
+
+#[test]
+fn a_key_given_twice_in_the_lead_or_consent_is_refused() {
+    for (body, field, key) in [
+        (
+            LEAD.replacen(r#""state": "TX""#, r#""state": "TX", "state": "CA""#, 1),
+            "lead",
+            "state",
+        ),
+        (
+            LEAD.replacen(
+                r#""jornaya_leadid""#,
+                r#""vertical": "auto_insurance", "vertical": "solar", "jornaya_leadid""#,
+                1,
+            ),
+            "consent",
+            "vertical",
+        ),
+    ] {
+        assert_ne!(body, LEAD, "the test lead changed shape");
+        let r = refusal(body.as_bytes());
+        assert_eq!(
+            (r.status, r.field.as_deref()),
+            (400, Some(field)),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.contains(&format!("{key} is given twice")),
+            "{}",
+            r.message
+        );
     }
 }

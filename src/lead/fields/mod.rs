@@ -782,6 +782,11 @@ impl FieldsBuilder {
         }
     }
 
+    /// A key was given more than once (the later value replaced the earlier).
+    pub fn has_repeated(&self) -> bool {
+        self.repeated
+    }
+
     pub fn finish(self) -> Fields {
         if self.repeated {
             // The text still holds the members that later ones replaced: written again from
@@ -861,16 +866,18 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        read_object(&mut map, self.text_capacity)?.map_err(de::Error::custom)
+        read_object(&mut map, self.text_capacity, false)?.map_err(de::Error::custom)
     }
 }
 
 /// Read an object's entries into `Fields`. An object `Fields` refuses (over [`MAX_FIELDS`]
-/// keys, too large) is read to its end and its refusal returned as the inner `Err`, so the
-/// JSON around it can still be read; JSON syntax errors are the outer `Err`.
+/// keys, too large, a key given twice when `refuse_repeated`) is read to its end and its
+/// refusal returned as the inner `Err`, so the JSON around it can still be read; JSON syntax
+/// errors are the outer `Err`.
 fn read_object<'de, A: MapAccess<'de>>(
     map: &mut A,
     text_capacity: usize,
+    refuse_repeated: bool,
 ) -> Result<Result<Fields, String>, A::Error> {
     let mut b = FieldsBuilder::with_capacity(text_capacity);
     // Repeated keys count too: each one is a scan of the keys so far, so an object of
@@ -882,6 +889,10 @@ fn read_object<'de, A: MapAccess<'de>>(
         let raw: &RawValue = map.next_value()?;
         if let Err(e) = b.push_raw_json(&key, raw.get()) {
             refused = Some(e);
+            break;
+        }
+        if refuse_repeated && b.has_repeated() {
+            refused = Some(format!("{key} is given twice"));
             break;
         }
         if keys > MAX_FIELDS {
@@ -971,7 +982,9 @@ impl<'de> Visitor<'de> for MemberVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Member, A::Error> {
         let capacity = MEMBER_TEXT_CAPACITY.with(|c| c.get());
-        Ok(match read_object(&mut map, capacity)? {
+        // A key given twice in a request is refused: readers of the journaled body that keep
+        // the first value would see another lead than the one auctioned.
+        Ok(match read_object(&mut map, capacity, true)? {
             Ok(fields) => Member::Object(fields),
             Err(why) => Member::Refused(why),
         })
