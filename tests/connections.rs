@@ -302,3 +302,37 @@ fn the_limit_follows_a_reload() {
     assert_eq!(conns["sellers_max"], 1, "{conns}");
     assert_eq!(conns["sellers_evicted"], 1, "{conns}");
 }
+
+/// Connections that never finished a first request (half-sent heads, from anyone) are closed
+/// for a new seller before a seller's idle kept-alive connection: strangers cannot push the
+/// sellers out.
+#[test]
+fn stalled_strangers_make_room_before_an_idle_seller() {
+    use std::io::Write;
+    let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
+    let (ex, admin) = exchange(config(&fleet, "", |_| String::new()), 4);
+    let mut seller = ex.client();
+    assert_eq!(seller.lead(LEAD).json()["status"], "sold");
+    let strangers: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(ex.addr).unwrap();
+            s.write_all(b"POST /v1/leads HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    assert!(eventually(|| connections(admin)["sellers_open"] == 4));
+    // Stalled past `STRANGER_STALL`.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut new = ex.client();
+    let r = new.lead(LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        eventually(|| strangers.iter().any(closed_now)),
+        "no stalled stranger was closed"
+    );
+    assert!(!closed_now(&seller.stream), "the idle seller was closed");
+    assert_eq!(seller.lead(LEAD).json()["status"], "sold");
+    assert_eq!(connections(admin)["sellers_evicted"], 1);
+}

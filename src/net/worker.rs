@@ -174,7 +174,24 @@ impl SellerConn {
             && self.decoder.is_idle()
             && self.all_sent()
     }
+
+    /// Never answered, and its first request has stopped arriving for [`STRANGER_STALL`]:
+    /// nothing of it was authorised or is owed an answer, so it is closed before an idle
+    /// connection to make room for a new one. Half-sent heads from anyone cannot push out
+    /// the sellers' kept-alive connections.
+    fn is_stalled_stranger(&self, now: Instant) -> bool {
+        self.first_seq == 0
+            && self.pending.is_empty()
+            && !self.close_after_flush
+            && !(self.rbuf.is_empty() && self.decoder.is_idle())
+            && self.all_sent()
+            && now.saturating_duration_since(self.last_active) >= STRANGER_STALL
+    }
 }
+
+/// How long a never-answered connection's first request may stall before the connection is
+/// closed first when a new one needs its place (see [`SellerConn::is_stalled_stranger`]).
+const STRANGER_STALL: Duration = Duration::from_secs(1);
 
 /// A new connection accepted at the limit, waiting for another worker to give it a place.
 struct WaitingConn {
@@ -801,21 +818,32 @@ impl Worker {
         }
     }
 
-    /// This worker's idle seller connections, the one idle the longest last.
+    /// This worker's connections that may be closed for a new one, the first to close last:
+    /// idle ones, the one idle the longest last, and after them (so before them when taken
+    /// from the end) stalled strangers, the one stalled the longest last.
     fn idle_sellers(&self) -> Vec<Key> {
-        let mut idle: Vec<(Instant, Key)> = self
+        let now = self.now;
+        let mut idle: Vec<(bool, Instant, Key)> = self
             .sellers
             .iter()
-            .filter(|(_, c)| c.is_idle())
-            .map(|(k, c)| (c.last_active, k))
+            .filter_map(|(k, c)| {
+                if c.is_stalled_stranger(now) {
+                    Some((true, c.last_active, k))
+                } else if c.is_idle() {
+                    Some((false, c.last_active, k))
+                } else {
+                    None
+                }
+            })
             .collect();
-        idle.sort_unstable_by(|a, b| b.cmp(a));
-        idle.into_iter().map(|(_, k)| k).collect()
+        idle.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        idle.into_iter().map(|(_, _, k)| k).collect()
     }
 
     /// Close the connection idle the longest of `idle` (from [`Worker::idle_sellers`]; one
     /// that has turned busy since is passed over) and take its place for a new one.
     fn evict_idle(&mut self, idle: &mut Vec<Key>) -> Option<Place> {
+        let now = self.now;
         while let Some(key) = idle.pop() {
             // Bytes waiting in the socket are a request arriving (its event not handled yet):
             // closing would reset it. An end of stream waiting there is a fine one to close.
@@ -823,7 +851,7 @@ impl Worker {
             if !self
                 .sellers
                 .get(key)
-                .is_some_and(|c| c.is_idle() && !arriving(c))
+                .is_some_and(|c| (c.is_idle() || c.is_stalled_stranger(now)) && !arriving(c))
             {
                 continue;
             }
