@@ -1417,6 +1417,29 @@ fn a_client_expecting_100_continue_is_told_to_send_its_body() {
     assert_eq!(r.json()["status"], "sold");
 }
 
+/// A client expecting `100 Continue` with a key that names no seller hears 401 instead, before
+/// it sends its body, and the connection closes; the buyers hear nothing.
+#[test]
+fn a_client_expecting_100_continue_with_a_wrong_key_is_refused_before_its_body() {
+    let fleet = Fleet::start(vec![bidder("a", 1000, 1)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    for auth in ["Authorization: Bearer not-a-key\r\n", ""] {
+        let mut c = ex.client();
+        let head = format!(
+            "POST /v1/leads HTTP/1.1\r\nHost: x\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            LEAD.len()
+        );
+        c.send_raw(head.as_bytes());
+        let r = c.read_response().expect("an answer before the body");
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.json()["error"]["code"], "unauthorized");
+        assert!(!r.keep_alive, "{auth:?}: the connection must close");
+        assert!(c.read_response().is_none());
+    }
+    assert_eq!(fleet.pings(0), 0);
+}
+
 /// A second exchange configured on the port of a running one does not start: sharing it would
 /// split the sellers' connections between two journals, cap tables and dedupe indexes.
 #[test]

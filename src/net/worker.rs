@@ -1157,7 +1157,39 @@ impl Worker {
                     if c.request_started.is_none() {
                         c.request_started = Some(self.now);
                     }
-                    c.continue_if_expected();
+                    // A client waiting for `100 Continue` with credentials that name no seller
+                    // hears 401 at once instead, and does not send the body (RFC 9110 §10.1.1);
+                    // the connection closes after it, the body's bytes unread.
+                    let waiting = !c.continue_sent
+                        && c.pending.is_empty()
+                        && !c.no_more_requests
+                        && c.decoder.pending_head().is_some_and(|h| {
+                            h.expect_continue
+                                && h.version_minor >= 1
+                                && matches!(
+                                    h.path.split('?').next(),
+                                    Some("/v1/leads" | "/v1/ping" | "/v1/post")
+                                )
+                        });
+                    let auth = if waiting {
+                        c.decoder.pending_head().map(|h| h.authorization.clone())
+                    } else {
+                        None
+                    };
+                    if let Some(auth) = auth {
+                        if let Err(r) = self.authenticate_value(auth.as_deref()) {
+                            if let Some(c) = self.sellers.get_mut(key) {
+                                c.no_more_requests = true;
+                                c.rbuf.clear();
+                                c.request_started = None;
+                            }
+                            self.refuse(key, &r, None, &[]);
+                            return;
+                        }
+                    }
+                    if let Some(c) = self.sellers.get_mut(key) {
+                        c.continue_if_expected();
+                    }
                     return;
                 }
                 Ok(Decoded::Complete { head, consumed }) => {
@@ -1382,13 +1414,18 @@ impl Worker {
     }
 
     fn authenticate(&self, head: &RequestHead) -> Result<usize, Refusal> {
+        self.authenticate_value(head.authorization.as_deref())
+    }
+
+    /// The seller an `Authorization` value names.
+    fn authenticate_value(&self, authorization: Option<&str>) -> Result<usize, Refusal> {
         let unauthorized = |m: &str| Refusal {
             status: 401,
             code: "unauthorized",
             message: m.to_string(),
             field: None,
         };
-        let Some(auth) = head.authorization.as_deref() else {
+        let Some(auth) = authorization else {
             return Err(unauthorized("missing Authorization: Bearer <api key>"));
         };
         let token = match auth.split_once(' ') {
