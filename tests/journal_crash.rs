@@ -994,6 +994,7 @@ fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
                     test: false,
                     lead_json: b"{}",
                     flow: Some(gavel::journal::LeadFlow::Lead),
+                    idempotency_key: None,
                 },
             ),
             (

@@ -64,6 +64,9 @@ pub struct RequestHead {
     /// `Host` headers seen (RFC 9112 §3.2: an HTTP/1.1 request has exactly one; the server
     /// answers 400 otherwise).
     pub host_count: u8,
+    /// The `Idempotency-Key` value, blanks trimmed: a seller's name for one request, so that
+    /// its retry is answered with the first one's answer instead of running again.
+    pub idempotency_key: Option<String>,
 }
 
 /// A response head as the buyer client needs it.
@@ -182,6 +185,7 @@ pub(crate) fn request_head(
     let mut content_type = None;
     let mut expect_continue = false;
     let mut host_count = 0u8;
+    let mut idempotency_key = None;
     for h in req.headers.iter() {
         if common.absorb(h.name, h.value)? {
             continue;
@@ -193,6 +197,12 @@ pub(crate) fn request_head(
                 return Err(Error::DuplicateHeader);
             }
             authorization = Some(value_string(h.value)?);
+        } else if h.name.eq_ignore_ascii_case("idempotency-key") {
+            // Two keys name no one request.
+            if idempotency_key.is_some() {
+                return Err(Error::DuplicateHeader);
+            }
+            idempotency_key = Some(value_string(h.value)?);
         } else if h.name.eq_ignore_ascii_case("content-type") {
             content_type = Some(value_string(h.value)?);
         } else if h.name.eq_ignore_ascii_case("expect") {
@@ -234,6 +244,7 @@ pub(crate) fn request_head(
         content_type,
         expect_continue,
         host_count,
+        idempotency_key,
     };
     Ok((head, framing))
 }

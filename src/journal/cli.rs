@@ -302,9 +302,10 @@ fn describe(r: &Record) -> String {
             test,
             lead_json,
             flow,
+            idempotency_key,
             ..
         } => format!(
-            "{}from {seller} for {campaign}, source {}, {}{} bytes of lead and consent",
+            "{}from {seller} for {campaign}, source {}, {}{} bytes of lead and consent{}",
             match flow {
                 Some(LeadFlow::Ping) => "ping ",
                 Some(LeadFlow::Post) => "post ",
@@ -312,7 +313,11 @@ fn describe(r: &Record) -> String {
             },
             opt(source),
             if *test { "TEST, " } else { "" },
-            lead_json.len()
+            lead_json.len(),
+            match idempotency_key {
+                Some(k) => format!(", Idempotency-Key {k:?}"),
+                None => String::new(),
+            }
         ),
         Record::Rejected {
             seller,
@@ -550,6 +555,7 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             test,
             lead_json,
             flow,
+            idempotency_key,
             ..
         } => {
             field_str(out, "seller", seller);
@@ -558,6 +564,9 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             field_bool(out, "test", *test);
             if let Some(flow) = flow {
                 field_str(out, "flow", flow.name());
+            }
+            if let Some(key) = idempotency_key {
+                field_str(out, "idempotency_key", key);
             }
             field_lead(out, "lead", lead_json);
         }

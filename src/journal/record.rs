@@ -168,7 +168,8 @@ impl LeadFlow {
         }
     }
 
-    fn code(self) -> u8 {
+    /// Its code in a record's bytes.
+    pub fn code(self) -> u8 {
         match self {
             LeadFlow::Lead => 0,
             LeadFlow::Ping => 1,
@@ -225,6 +226,9 @@ pub enum RecordRef<'a> {
         lead_json: &'a [u8],
         /// `None` only to copy a record written before the field existed.
         flow: Option<LeadFlow>,
+        /// The request's `Idempotency-Key` header, when it had one (written after `flow`,
+        /// so only with it).
+        idempotency_key: Option<&'a str>,
     },
     /// See [`Record::Rejected`].
     Rejected {
@@ -340,6 +344,10 @@ pub enum Record {
         /// The endpoint it came in on; `None` in records written before the field existed
         /// (a body naming a `ping_id` was then a post, any other a lead or a ping).
         flow: Option<LeadFlow>,
+        /// The request's `Idempotency-Key` header: a seller's retry of the same request
+        /// under it is answered with this lead's answer. `None` without one, and in records
+        /// written before the field existed.
+        idempotency_key: Option<String>,
     },
     /// A lead refused for its content, with the HTTP status and error code answered.
     Rejected {
@@ -577,6 +585,7 @@ impl<'a> RecordRef<'a> {
                 test: _,
                 lead_json,
                 flow,
+                idempotency_key,
             } => {
                 n.str("lead_id", lead_id)?;
                 n.str("seller", seller)?;
@@ -590,6 +599,9 @@ impl<'a> RecordRef<'a> {
                     });
                 }
                 n.fixed(4 + lead_json.len() + usize::from(flow.is_some()));
+                if let (Some(_), Some(key)) = (flow, idempotency_key) {
+                    n.str("idempotency_key", key)?;
+                }
             }
             RecordRef::Rejected {
                 lead_id,
@@ -761,6 +773,7 @@ impl<'a> RecordRef<'a> {
                 test,
                 lead_json,
                 flow,
+                idempotency_key,
             } => {
                 o.str(lead_id);
                 o.str(seller);
@@ -771,6 +784,9 @@ impl<'a> RecordRef<'a> {
                 o.bytes(lead_json);
                 if let Some(flow) = flow {
                     o.u8(flow.code());
+                    if let Some(key) = idempotency_key {
+                        o.str(key);
+                    }
                 }
             }
             RecordRef::Rejected {
@@ -965,6 +981,7 @@ impl<'a> RecordRef<'a> {
                 test,
                 lead_json,
                 flow,
+                idempotency_key,
             } => Record::LeadReceived {
                 lead_id: s(lead_id),
                 seller: s(seller),
@@ -973,6 +990,7 @@ impl<'a> RecordRef<'a> {
                 test,
                 lead_json: lead_json.to_vec(),
                 flow,
+                idempotency_key: os(idempotency_key),
             },
             RecordRef::Rejected {
                 lead_id,
@@ -1199,18 +1217,18 @@ impl Record {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         Ok(match ty {
-            RecordType::LeadReceived => Record::LeadReceived {
-                lead_id: i.str("lead_id")?,
-                seller: i.str("seller")?,
-                campaign: i.str("campaign")?,
-                source: i.opt_str("source")?,
-                test: i.bool("test")?,
-                lead_json: {
+            RecordType::LeadReceived => {
+                let lead_id = i.str("lead_id")?;
+                let seller = i.str("seller")?;
+                let campaign = i.str("campaign")?;
+                let source = i.opt_str("source")?;
+                let test = i.bool("test")?;
+                let lead_json = {
                     let n = i.u32("lead_json")? as usize;
                     i.take(n, "lead_json")?.to_vec()
-                },
+                };
                 // Appended later: absent from older records.
-                flow: if i.pos < payload.len() {
+                let flow = if i.pos < payload.len() {
                     Some(match i.u8("flow")? {
                         0 => LeadFlow::Lead,
                         1 => LeadFlow::Ping,
@@ -1219,8 +1237,23 @@ impl Record {
                     })
                 } else {
                     None
-                },
-            },
+                };
+                let idempotency_key = if i.pos < payload.len() {
+                    Some(i.str("idempotency_key")?)
+                } else {
+                    None
+                };
+                Record::LeadReceived {
+                    lead_id,
+                    seller,
+                    campaign,
+                    source,
+                    test,
+                    lead_json,
+                    flow,
+                    idempotency_key,
+                }
+            }
             RecordType::Rejected => Record::Rejected {
                 lead_id: i.str("lead_id")?,
                 seller: i.str("seller")?,
@@ -1394,6 +1427,7 @@ impl Record {
                 test,
                 lead_json,
                 flow,
+                idempotency_key,
             } => RecordRef::LeadReceived {
                 lead_id,
                 seller,
@@ -1402,6 +1436,7 @@ impl Record {
                 test: *test,
                 lead_json,
                 flow: *flow,
+                idempotency_key: idempotency_key.as_deref(),
             },
             Record::Rejected {
                 lead_id,

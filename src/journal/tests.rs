@@ -72,6 +72,17 @@ fn every_record() -> Vec<Record> {
                 br#"{"lead":{"zip":"77002","age":34},"consent":{"vertical":"auto_insurance"}}"#
                     .to_vec(),
             flow: Some(LeadFlow::Lead),
+            idempotency_key: None,
+        },
+        Record::LeadReceived {
+            lead_id: id.clone(),
+            seller: s("acme-media"),
+            campaign: s("auto-insurance"),
+            source: None,
+            test: false,
+            lead_json: br#"{"lead":{"zip":"77002"}}"#.to_vec(),
+            flow: Some(LeadFlow::Ping),
+            idempotency_key: Some(s("retry-7f3a")),
         },
         // As written before records named their flow.
         Record::LeadReceived {
@@ -82,6 +93,7 @@ fn every_record() -> Vec<Record> {
             test: true,
             lead_json: Vec::new(),
             flow: None,
+            idempotency_key: None,
         },
         Record::Rejected {
             lead_id: id.clone(),
@@ -223,6 +235,7 @@ fn every_record() -> Vec<Record> {
             test: false,
             lead_json: br#"{"lead":{"zip":"77002"}}"#.to_vec(),
             flow: Some(LeadFlow::Ping),
+            idempotency_key: None,
         },
         Record::LeadReceived {
             lead_id: id.clone(),
@@ -232,6 +245,7 @@ fn every_record() -> Vec<Record> {
             test: false,
             lead_json: br#"{"ping_id":"P1","lead":{"zip":"77002"}}"#.to_vec(),
             flow: Some(LeadFlow::Post),
+            idempotency_key: None,
         },
         Record::PingAnswered {
             lead_id: id.clone(),
@@ -464,7 +478,25 @@ fn decoding_garbage_never_panics_and_truncation_is_an_error() {
     for r in every_record() {
         let bytes = r.with_ref(|rr| rr.to_bytes()).unwrap();
         for cut in 0..bytes.len() {
-            if let Record::LeadReceived { flow: Some(_), .. } = &r {
+            if let Record::LeadReceived {
+                idempotency_key: Some(_),
+                ..
+            } = &r
+            {
+                let mut older = r.clone();
+                if let Record::LeadReceived {
+                    idempotency_key, ..
+                } = &mut older
+                {
+                    *idempotency_key = None;
+                }
+                if cut == older.with_ref(|rr| rr.to_bytes()).unwrap().len() {
+                    // Without its key it reads as a record written before the field.
+                    let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
+                    assert_eq!(back, older);
+                    continue;
+                }
+            } else if let Record::LeadReceived { flow: Some(_), .. } = &r {
                 if cut == bytes.len() - 1 {
                     // Without its last field it reads as a record written before the field.
                     let back = Record::decode(r.record_type() as u8, &bytes[..cut]).unwrap();
@@ -544,6 +576,7 @@ fn oversized_fields_are_refused_before_touching_the_journal() {
         test: false,
         lead_json: &big,
         flow: Some(LeadFlow::Lead),
+        idempotency_key: None,
     };
     assert!(matches!(
         j.append(T0, &r),
@@ -2035,6 +2068,7 @@ fn show_escapes_control_characters_from_sellers_and_buyers() {
             test: false,
             lead_json: b"{}".to_vec(),
             flow: Some(LeadFlow::Lead),
+            idempotency_key: None,
         },
     );
     drop(j);

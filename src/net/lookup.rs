@@ -39,6 +39,9 @@ pub struct LookupRequest {
     pub worker: usize,
     pub conn: Key,
     pub seq: u64,
+    /// A retry under an `Idempotency-Key` naming this lead: answered as the first request
+    /// was ([`replayed_answer`]), not as a lookup.
+    pub replay: bool,
 }
 
 /// The reader thread's answer, delivered to the asking worker.
@@ -47,10 +50,15 @@ pub struct LookupDone {
     pub seq: u64,
     pub status: u16,
     pub body: Vec<u8>,
+    /// Answers a retry under an `Idempotency-Key`.
+    pub replay: bool,
 }
 
 /// The sending side, held by the workers (through `Shared`).
 pub type Lookups = crossbeam_channel::Sender<LookupRequest>;
+
+/// The reader thread and its stopper: dropping the sender ends the thread.
+pub type Reader = (std::thread::JoinHandle<()>, crossbeam_channel::Sender<()>);
 
 /// Start the reader thread for the journal in `dir`. It ends when the exchange stops: the
 /// returned stopper is dropped (at once), or its `Shared` is gone or stopping.
@@ -58,9 +66,7 @@ pub fn start(
     dir: PathBuf,
 ) -> (
     Lookups,
-    impl FnOnce(
-        Weak<Shared>,
-    ) -> std::io::Result<(std::thread::JoinHandle<()>, crossbeam_channel::Sender<()>)>,
+    impl FnOnce(Weak<Shared>) -> std::io::Result<Reader>,
 ) {
     let (tx, rx) = crossbeam_channel::bounded::<LookupRequest>(MAX_LOOKUPS_QUEUED);
     let spawn = move |shared: Weak<Shared>| {
@@ -72,7 +78,11 @@ pub fn start(
                 crossbeam_channel::select! {
                     recv(rx) -> req => {
                         let Ok(req) = req else { return };
-                        let (status, body) = lead_status(&dir, &req.lead_id, &req.seller);
+                        let (status, body) = if req.replay {
+                            replayed_answer(&dir, &req.lead_id, &req.seller)
+                        } else {
+                            lead_status(&dir, &req.lead_id, &req.seller)
+                        };
                         let Some(shared) = shared.upgrade() else {
                             return;
                         };
@@ -81,6 +91,7 @@ pub fn start(
                             seq: req.seq,
                             status,
                             body,
+                            replay: req.replay,
                         };
                         if shared.seller_conns.deliver_lookup(req.worker, done) {
                             shared.wake(req.worker);
@@ -121,28 +132,65 @@ pub fn canonical_lead_id(s: &str) -> Option<String> {
 /// - still in its auction, or cut off by a stop before its answer: `"status": "pending"`;
 /// - unknown, or another seller's: 404 `not_found`.
 pub fn lead_status(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
-    let not_found = || {
-        let mut out = Vec::with_capacity(96);
-        crate::lead::write_error(
-            &mut out,
-            None,
-            "not_found",
-            &format!("no lead {lead_id} from this seller"),
-            Some("lead_id"),
-        );
-        (404, out)
-    };
-    let Some(id_ms) = ulid::Ulid::from_string(lead_id)
+    match read_story(dir, lead_id, seller) {
+        Some(story) => (200, story.answer(lead_id)),
+        None => {
+            let mut out = Vec::with_capacity(96);
+            crate::lead::write_error(
+                &mut out,
+                None,
+                "not_found",
+                &format!("no lead {lead_id} from this seller"),
+                Some("lead_id"),
+            );
+            (404, out)
+        }
+    }
+}
+
+/// The answer to a seller's retry of a request under the `Idempotency-Key` that first named
+/// `lead_id`: the first request's answer with its own status (200 sold, unsold or a ping's
+/// offer; a refusal's 4xx), or, while it has none (still in its auction, or cut off by a stop
+/// after a buyer was posted to), 409 `in_progress` naming the lead, with `"status": "pending"`.
+pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
+    let story = read_story(dir, lead_id, seller);
+    if let Some(story) = &story {
+        if let Some(status) = story.answered_status() {
+            return (status, story.answer(lead_id));
+        }
+    }
+    let test = story
+        .as_ref()
+        .and_then(|s| s.received.as_ref())
+        .is_some_and(|r| r.1);
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"lead_id\":");
+    write_json_str(&mut out, lead_id);
+    out.extend_from_slice(b",\"status\":\"pending\"");
+    if test {
+        out.extend_from_slice(b",\"test\":true");
+    }
+    out.extend_from_slice(b",\"error\":{\"code\":\"in_progress\",\"message\":");
+    write_json_str(
+        &mut out,
+        &format!(
+            "the request this Idempotency-Key names (lead {lead_id}) has no answer yet; \
+             send it again in a moment, or GET /v1/leads/{lead_id}"
+        ),
+    );
+    out.extend_from_slice(b"}}");
+    (409, out)
+}
+
+/// The lead's records as far as its answer needs them; `None` when it is unknown or another
+/// seller's.
+fn read_story(dir: &Path, lead_id: &str, seller: &str) -> Option<Story> {
+    let id_ms = ulid::Ulid::from_string(lead_id)
         .ok()
-        .map(|u| u.timestamp_ms())
-    else {
-        return not_found();
-    };
+        .map(|u| u.timestamp_ms())?;
     let since = (id_ms * 1000).saturating_sub(BEFORE_ID_US);
     let mut until = (id_ms * 1000).saturating_add(LOOKUP_HORIZON_US);
-    let Ok(reader) = journal::Reader::open_since(dir, since) else {
-        return not_found();
-    };
+    let reader = journal::Reader::open_since(dir, since).ok()?;
     let mut story = Story::default();
     for item in reader {
         // Damage ends the reading: what came before it is told.
@@ -163,8 +211,8 @@ pub fn lead_status(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
         }
     }
     match &story.received {
-        Some((from, _, _)) if from == seller => (200, story.answer(lead_id)),
-        _ => not_found(),
+        Some((from, _, _)) if from == seller => Some(story),
+        _ => None,
     }
 }
 
@@ -176,8 +224,8 @@ type Answered = (LeadStatus, Cents, Cents, u64, Option<u32>, Option<String>);
 struct Story {
     /// The last `lead_received`: (seller, test, flow).
     received: Option<(String, bool, Option<LeadFlow>)>,
-    /// A refusal of the last request.
-    rejected: Option<(String, Option<String>)>,
+    /// A refusal of the last request: (HTTP status, code, field).
+    rejected: Option<(u16, String, Option<String>)>,
     /// The last ranking: (bids, ranked buyers).
     closed: Option<(u32, Vec<String>)>,
     sales: Vec<(String, Cents)>,
@@ -200,7 +248,12 @@ impl Story {
                 self.answered = None;
                 self.received = Some((seller, test, flow));
             }
-            Record::Rejected { code, field, .. } => self.rejected = Some((code, field)),
+            Record::Rejected {
+                http_status,
+                code,
+                field,
+                ..
+            } => self.rejected = Some((http_status, code, field)),
             Record::AuctionClosed { bids, ranked, .. } => {
                 self.closed = Some((bids, ranked.into_iter().map(|r| r.0).collect()));
             }
@@ -230,11 +283,25 @@ impl Story {
         false
     }
 
+    /// The HTTP status the request's answer had, once it has one: a refusal's own, 200 for
+    /// a lead answered or a ping's offer.
+    fn answered_status(&self) -> Option<u16> {
+        let flow = self.received.as_ref().and_then(|r| r.2);
+        if let Some((status, _, _)) = &self.rejected {
+            Some(*status)
+        } else if self.answered.is_some() || (self.pinged.is_some() && flow == Some(LeadFlow::Ping))
+        {
+            Some(200)
+        } else {
+            None
+        }
+    }
+
     fn answer(&self, lead_id: &str) -> Vec<u8> {
         let test = self.received.as_ref().is_some_and(|r| r.1);
         let flow = self.received.as_ref().and_then(|r| r.2);
         let mut out = Vec::with_capacity(256);
-        if let Some((code, field)) = &self.rejected {
+        if let Some((_, code, field)) = &self.rejected {
             let message = format!("the request was refused: {code}");
             lead::write_error(&mut out, Some(lead_id), code, &message, field.as_deref());
             return out;

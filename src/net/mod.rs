@@ -9,6 +9,7 @@
 mod buyer;
 pub(crate) mod deadlines;
 mod held;
+pub mod idempotency;
 mod lookup;
 mod reload;
 mod seller_conns;
@@ -63,6 +64,8 @@ pub struct Shared {
     pub held: Mutex<held::HeldPings>,
     /// Phones and emails seen per campaign within `dedupe_days`, shared by all workers.
     pub dedupe: Arc<DedupeIndex>,
+    /// The sellers' `Idempotency-Key`s and the leads they name, shared by all workers.
+    pub idempotency: idempotency::IdempotencyIndex,
     /// Auctions in flight across all workers, against `server.max_in_flight`.
     pub in_flight: AtomicUsize,
     /// Seller connections across all workers, against `server.max_connections`.
@@ -483,7 +486,14 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     }
     let mut pnl = Stats::default();
     let mut held = held::HeldPings::default();
-    let replayed = rebuild(&snap, &journal, &caps, &dedupe, &mut pnl, &mut held)?;
+    let keys = idempotency::IdempotencyIndex::default();
+    let replayed = rebuild(
+        &snap,
+        &journal,
+        (&caps, &dedupe, &keys),
+        &mut pnl,
+        &mut held,
+    )?;
     let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
     for (lead_id, kind) in &replayed.to_record {
         let rec = journal::RecordRef::Recovered {
@@ -500,7 +510,7 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
         Runtime::with_caps(snap, caps, 1),
         dedupe,
         Arc::new(journal),
-        (recovery, replayed, pnl, held, words),
+        (recovery, replayed, pnl, held, words, keys),
         listeners,
         local_addr,
         workers,
@@ -676,8 +686,7 @@ const DAY_US: u64 = 24 * 3600 * 1_000_000;
 fn rebuild(
     snap: &Arc<Snapshot>,
     journal: &Journal,
-    caps: &CapTable,
-    dedupe: &DedupeIndex,
+    (caps, dedupe, idem): (&CapTable, &DedupeIndex, &idempotency::IdempotencyIndex),
     pnl: &mut Stats,
     held: &mut held::HeldPings,
 ) -> io::Result<Replayed> {
@@ -734,6 +743,13 @@ fn rebuild(
     // still counted, not reported again.
     let mut reported: std::collections::HashSet<(String, journal::Unsettled)> =
         std::collections::HashSet::new();
+    // Leads and pings sent under an `Idempotency-Key` within its window, in the journal's
+    // order: (lead, key's identity, what it names). Those still open at the end (neither
+    // refused, posted, sold nor answered: cut off by the last stop before any buyer had the
+    // consumer) are left out, so the seller's retry runs as a new request.
+    let since_keys = now_us.saturating_sub(idempotency::IDEMPOTENCY_WINDOW_US);
+    let mut keyed: Vec<(String, u128, idempotency::Entry)> = Vec::new();
+    let mut keyed_open: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mono_now = std::time::Instant::now();
     let mut pings_held = 0u64;
     // Counts one record; true for a sale.
@@ -747,11 +763,30 @@ fn rebuild(
             lead_json,
             test,
             flow,
+            seller,
+            idempotency_key,
             ..
         } = &e.record
         {
             if *test {
                 tests.insert(lead_id.clone());
+            }
+            let keyed_flow = match flow {
+                Some(f @ (journal::LeadFlow::Lead | journal::LeadFlow::Ping)) => Some(*f),
+                _ => None,
+            };
+            if let (Some(key), Some(f), true) = (idempotency_key, keyed_flow, e.ts_us >= since_keys)
+            {
+                let lead = ulid::Ulid::from_string(lead_id).map(|u| u.0);
+                if let Ok(lead) = lead {
+                    let entry = idempotency::Entry {
+                        lead_id: lead,
+                        fingerprint: idem.fingerprint(f.code(), lead_json),
+                        ts_us: e.ts_us,
+                    };
+                    keyed.push((lead_id.clone(), idem.id(seller, key), entry));
+                    keyed_open.insert(lead_id.clone());
+                }
             }
             /// Whether a journaled request body is a `/v1/post` (it names its ping).
             #[derive(serde::Deserialize)]
@@ -803,11 +838,16 @@ fn rebuild(
             Record::Rejected { lead_id, .. } => {
                 received.remove(lead_id);
                 unsettled.remove(lead_id);
+                keyed_open.remove(lead_id);
             }
             Record::PostSent { lead_id, .. }
             | Record::Sale { lead_id, .. }
             | Record::LeadAnswered { lead_id, .. } => {
                 unsettled.remove(lead_id);
+                keyed_open.remove(lead_id);
+            }
+            Record::PingAnswered { lead_id, .. } => {
+                keyed_open.remove(lead_id);
             }
             _ => {}
         }
@@ -1088,6 +1128,11 @@ fn rebuild(
     for (ts, keys) in replay {
         dedupe.replay(&keys, ts);
     }
+    for (lead_id, id, entry) in keyed {
+        if !keyed_open.contains(&lead_id) {
+            idem.replay(id, entry, now_us);
+        }
+    }
     Ok(Replayed {
         sales: sales + aside_sales,
         set_aside_sales: aside_sales,
@@ -1215,12 +1260,13 @@ fn start_with(
     runtime: Runtime,
     dedupe: Arc<DedupeIndex>,
     journal: Arc<Journal>,
-    (recovery, replayed, pnl, held, words): (
+    (recovery, replayed, pnl, held, words, idempotency): (
         RecoveryReport,
         Replayed,
         Stats,
         held::HeldPings,
         PauseWords,
+        idempotency::IdempotencyIndex,
     ),
     listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
@@ -1237,6 +1283,7 @@ fn start_with(
         journal,
         held: Mutex::new(held),
         dedupe,
+        idempotency,
         in_flight: AtomicUsize::new(0),
         seller_conns: seller_conns::SellerConns::new(listeners.len()),
         shutdown: AtomicBool::new(false),

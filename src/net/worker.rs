@@ -2,6 +2,7 @@
 
 use super::buyer::*;
 use super::deadlines::Deadlines;
+use super::idempotency::{self, Seen};
 use super::lookup;
 use super::seller_conns::{Answer, Ask, Letters, Place};
 use super::slab::{Key, Slab};
@@ -211,6 +212,17 @@ enum Flow {
     Ping,
     /// `/v1/post`: the held bids of an earlier ping are posted to.
     Post,
+}
+
+impl Flow {
+    /// As the journal names it.
+    fn journal(self) -> journal::LeadFlow {
+        match self {
+            Flow::Direct => journal::LeadFlow::Lead,
+            Flow::Ping => journal::LeadFlow::Ping,
+            Flow::Post => journal::LeadFlow::Post,
+        }
+    }
 }
 
 struct Lead {
@@ -1365,6 +1377,13 @@ impl Worker {
             };
             return self.refuse(key, &r, None, &[]);
         };
+        self.queue_lookup(key, seller, lead_id, false);
+    }
+
+    /// Hand a question about `lead_id` to the journal's reader thread; its answer takes this
+    /// request's place in the connection's answer order. `replay`: a retry under an
+    /// `Idempotency-Key`, answered as the first request was.
+    fn queue_lookup(&mut self, key: Key, seller: usize, lead_id: String, replay: bool) {
         let Some(conn) = self.sellers.get_mut(key) else {
             return;
         };
@@ -1376,6 +1395,7 @@ impl Worker {
             worker: self.id,
             conn: key,
             seq,
+            replay,
         };
         if self.shared.lookups.try_send(request).is_err() {
             let r = Refusal {
@@ -1400,14 +1420,14 @@ impl Worker {
         if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
             let close = *close;
             let persist = c.persist(close);
-            let mut bytes = Vec::with_capacity(done.body.len() + 128);
-            http::write_response(
-                &mut bytes,
-                done.status,
-                &[("Content-Type", "application/json")],
-                &done.body,
-                persist,
-            );
+            let mut bytes = Vec::with_capacity(done.body.len() + 160);
+            let json = ("Content-Type", "application/json");
+            let headers: &[(&str, &str)] = match (done.replay, done.status) {
+                (true, 409) => &[json, ("Retry-After", "1")],
+                (true, _) => &[json, ("Idempotent-Replayed", "true")],
+                _ => &[json],
+            };
+            http::write_response(&mut bytes, done.status, headers, &done.body, persist);
             c.pending[idx] = Reply::Ready { bytes, close };
             self.finish_seller_io(done.conn);
         }
@@ -1446,6 +1466,27 @@ impl Worker {
             Ok(s) => s,
             Err(r) => return self.refuse(key, &r, None, &[]),
         };
+        // A retry under a key already used is answered from the first request, before it
+        // counts against the seller's rate. A `/v1/post` needs no key: its ping id is one.
+        let mut keyed: Option<(u128, u64, &str)> = None;
+        if let (Some(k), false) = (head.idempotency_key.as_deref(), flow == Flow::Post) {
+            if let Err(m) = idempotency::check_key(k) {
+                let r = Refusal {
+                    status: 400,
+                    code: "invalid_idempotency_key",
+                    message: m.to_string(),
+                    field: None,
+                };
+                return self.refuse(key, &r, None, &[]);
+            }
+            let idem = &self.shared.idempotency;
+            let id = idem.id(&self.gen.rt.snap.sellers[seller].id, k);
+            let fp = idem.fingerprint(flow.journal().code(), body);
+            match idem.get(id, fp, unix_micros()) {
+                Seen::New => keyed = Some((id, fp, k)),
+                seen => return self.answer_keyed_retry(key, seller, seen),
+            }
+        }
         // A `/v1/post` completes a ping that was counted: one lead, counted once.
         if flow != Flow::Post && !self.gen.rt.admit_rate(seller, unix_seconds()) {
             let r = Refusal {
@@ -1534,9 +1575,24 @@ impl Worker {
             return self.refuse(key, &r, None, &[("Retry-After", "1")]);
         }
         // A post keeps its ping's id, so the journal tells the whole story under one lead id.
+        let ulid = ulid::Ulid::new();
         let lead_id = match &held {
             Some((id, _, _)) => id.clone(),
-            None => ulid::Ulid::new().to_string(),
+            None => ulid.to_string(),
+        };
+        // The key names this lead from now on, unless a retry racing this one on another
+        // connection took it first.
+        if let Some((id, fp, _)) = keyed {
+            let seen = self.shared.idempotency.claim(id, fp, ulid.0, unix_micros());
+            if seen != Seen::New {
+                self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return self.answer_keyed_retry(key, seller, seen);
+            }
+        }
+        let forget_key = |w: &Self| {
+            if let Some((id, _, _)) = keyed {
+                w.shared.idempotency.forget(id, ulid.0);
+            }
         };
         let c = &snap.campaigns[campaign];
         let seller_id = snap.sellers[seller].id.as_str();
@@ -1556,11 +1612,8 @@ impl Worker {
                 .map(|s| lead::clip_str(s, lead::MAX_SOURCE_BYTES)),
             test: req.test,
             lead_json: body,
-            flow: Some(match flow {
-                Flow::Direct => journal::LeadFlow::Lead,
-                Flow::Ping => journal::LeadFlow::Ping,
-                Flow::Post => journal::LeadFlow::Post,
-            }),
+            flow: Some(flow.journal()),
+            idempotency_key: keyed.map(|k| k.2),
         };
         let received = if self.shared.journal.accepts_leads() {
             self.journal(&record)
@@ -1570,6 +1623,7 @@ impl Worker {
         if received.is_none() {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             unclaim(self, &held);
+            forget_key(self);
             let r = Refusal {
                 status: 503,
                 code: "journal_unavailable",
@@ -1711,6 +1765,9 @@ impl Worker {
             None => {
                 // Unreachable: fullness was checked above; answer 503 rather than lose the request.
                 self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                if let Some((id, _, _)) = keyed {
+                    self.shared.idempotency.forget(id, ulid.0);
+                }
                 if let Some(conn) = self.sellers.get_mut(key) {
                     conn.pending.pop_back();
                 }
@@ -1722,6 +1779,32 @@ impl Worker {
                 };
                 self.refuse(key, &r, None, &[("Retry-After", "1")]);
             }
+        }
+    }
+
+    /// A request whose `Idempotency-Key` already names a lead: the same request again gets
+    /// that lead's answer (read back from the journal, in this request's place), a different
+    /// one 422 `idempotency_key_reused`.
+    fn answer_keyed_retry(&mut self, key: Key, seller: usize, seen: Seen) {
+        match seen {
+            Seen::Same(e) => {
+                let lead_id = ulid::Ulid(e.lead_id).to_string();
+                self.queue_lookup(key, seller, lead_id, true);
+            }
+            Seen::Different(e) => {
+                let r = Refusal {
+                    status: 422,
+                    code: "idempotency_key_reused",
+                    message: format!(
+                        "this Idempotency-Key was first sent with another request (lead {}); \
+                         a new request takes a new key",
+                        ulid::Ulid(e.lead_id)
+                    ),
+                    field: None,
+                };
+                self.refuse(key, &r, None, &[]);
+            }
+            Seen::New => {}
         }
     }
 

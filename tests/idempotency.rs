@@ -1,0 +1,363 @@
+//! `Idempotency-Key`: a seller that lost an answer sends the same request again under the
+//! same key and hears the first answer, the consumer auctioned and sold once.
+
+mod common;
+
+use common::*;
+use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn bidder(name: &str, cents: i64, delay_ms: u64) -> BuyerSpec {
+    BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+        Kind::Ping => Reply::bid(cents, None).after_ms(delay_ms),
+        Kind::Post => Reply::accepted(),
+    })
+}
+
+/// A request as `Client::request` makes it, with `extra` header lines.
+fn request_with(path: &str, key: &str, extra: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: gavel\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nAuthorization: Bearer {key}\r\n",
+        body.len()
+    );
+    for h in extra {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    let mut v = r.into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+fn keyed(c: &mut Client, path: &str, idem: &str, body: &str) -> Response {
+    let header = format!("Idempotency-Key: {idem}");
+    c.send_raw(&request_with(path, KEY, &[&header], body.as_bytes()));
+    c.read_response().expect("an answer")
+}
+
+/// One request on its own connection, read raw: (head, body).
+fn raw(addr: SocketAddr, bytes: &[u8]) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return (head, buf[end + 4..end + 4 + len].to_vec());
+            }
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The same lead sent again under its key is answered as the first time, field for field,
+/// and no buyer hears of it twice; without the key the same consumer is a duplicate; the key
+/// with another body is refused; another seller's key of the same spelling is its own.
+#[test]
+fn a_retry_under_its_key_hears_the_first_answer_and_sells_nothing_twice() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "dedupe_days = 30", |_| String::new()));
+    let mut c = ex.client();
+    let first = keyed(&mut c, "/v1/leads", "order-17", LEAD);
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    let answer = first.json();
+    assert_eq!(answer["status"], "sold", "{answer}");
+
+    let again = keyed(&mut c, "/v1/leads", "order-17", LEAD);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json(), answer);
+    let (head, body) = raw(
+        ex.addr,
+        &request_with(
+            "/v1/leads",
+            KEY,
+            &["Idempotency-Key: order-17"],
+            LEAD.as_bytes(),
+        ),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Idempotent-Replayed: true"), "{head}");
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), answer);
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 1));
+
+    // Another request under the key: refused, nothing auctioned.
+    let other = LEAD.replace("7135550147", "7135550148");
+    let r = keyed(&mut c, "/v1/leads", "order-17", &other);
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "idempotency_key_reused", "{v}");
+    let first_id = answer["lead_id"].as_str().unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(first_id),
+        "{v}"
+    );
+    // Without a key, the consumer is the duplicate it is.
+    let r = c.lead(LEAD);
+    assert_eq!(r.json()["error"]["code"], "duplicate");
+    // Another seller's "order-17" is not this seller's: its request runs (and is refused for
+    // a campaign it may not post to).
+    let header = "Idempotency-Key: order-17";
+    c.send_raw(&request_with(
+        "/v1/leads",
+        OTHER_KEY,
+        &[header],
+        LEAD.as_bytes(),
+    ));
+    assert_eq!(c.read_response().unwrap().status, 403);
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 1));
+}
+
+/// A seller that hung up while its lead was in the auction sends it again: while the first
+/// is still running it hears 409 `in_progress` naming the lead, then the first one's sale.
+#[test]
+fn a_retry_during_the_auction_hears_in_progress_then_the_sale() {
+    let fleet = Fleet::start(vec![bidder("slow", 7000, 1000)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 3000");
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let header = "Idempotency-Key: 5f0c2a9e-retry";
+    c.send_raw(&request_with("/v1/leads", KEY, &[header], LEAD.as_bytes()));
+    let t = Instant::now();
+    while fleet.pings(0) == 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(c);
+    let ping: Value = serde_json::from_slice(&fleet.ping_bodies(0)[0]).unwrap();
+    let id = ping["ping_id"].as_str().unwrap().to_string();
+
+    let mut c = ex.client();
+    let r = keyed(&mut c, "/v1/leads", "5f0c2a9e-retry", LEAD);
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    let v = r.json();
+    assert_eq!(
+        (
+            v["lead_id"].as_str(),
+            v["status"].as_str(),
+            v["error"]["code"].as_str()
+        ),
+        (Some(id.as_str()), Some("pending"), Some("in_progress")),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = keyed(&mut c, "/v1/leads", "5f0c2a9e-retry", LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        (v["lead_id"].as_str(), v["status"].as_str()),
+        (Some(id.as_str()), Some("sold"))
+    );
+    assert_eq!(v["price"], 70.0);
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 1));
+}
+
+/// A lead refused for its content is refused again under its key, with its status, id and
+/// code; a ping's retry hears the ping's offer.
+#[test]
+fn a_refusal_and_a_ping_are_answered_again_as_they_were() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let mut c = ex.client();
+    let bad_zip = LEAD.replace("\"77002\"", "\"7700\"");
+    let first = keyed(&mut c, "/v1/leads", "bad-1", &bad_zip);
+    assert_eq!(first.status, 422);
+    let refused = first.json();
+    std::thread::sleep(Duration::from_millis(20));
+    let again = keyed(&mut c, "/v1/leads", "bad-1", &bad_zip);
+    assert_eq!(
+        again.status,
+        422,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    let v = again.json();
+    assert_eq!(v["lead_id"], refused["lead_id"]);
+    assert_eq!(v["status"], "rejected");
+    assert_eq!(v["error"]["code"], "invalid_field");
+    assert_eq!(v["error"]["field"], "lead.zip");
+
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let offer = keyed(&mut c, "/v1/ping", "ping-1", ping).json();
+    assert_eq!(offer["status"], "bid", "{offer}");
+    let again = keyed(&mut c, "/v1/ping", "ping-1", ping);
+    assert_eq!(again.status, 200);
+    let v = again.json();
+    assert_eq!(
+        (v["ping_id"].clone(), v["status"].clone()),
+        (offer["ping_id"].clone(), offer["status"].clone())
+    );
+    assert_eq!(v["payout"], offer["payout"]);
+    // The same body on /v1/leads is another request.
+    let r = keyed(&mut c, "/v1/leads", "ping-1", ping);
+    assert_eq!(r.json()["error"]["code"], "idempotency_key_reused");
+    assert_eq!(fleet.pings(0), 1);
+}
+
+/// Keys are read back from the journal at a start: a retry after a restart still hears the
+/// first answer.
+#[test]
+fn keys_outlive_a_restart() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new());
+    let answer = {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        let v = keyed(&mut c, "/v1/leads", "order-99", LEAD).json();
+        assert_eq!(v["status"], "sold", "{v}");
+        v
+    };
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let r = keyed(&mut c, "/v1/leads", "order-99", LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), answer);
+    let other = LEAD.replace("7135550147", "7135550148");
+    let r = keyed(&mut c, "/v1/leads", "order-99", &other);
+    assert_eq!(r.json()["error"]["code"], "idempotency_key_reused");
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 1));
+}
+
+/// A key that is empty, too long or not printable ASCII is refused 400 and the connection
+/// still serves; two keys on one request are malformed HTTP.
+#[test]
+fn malformed_keys_are_refused() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    let long = "k".repeat(129);
+    for k in ["", long.as_str()] {
+        let r = keyed(&mut c, "/v1/leads", k, LEAD);
+        assert_eq!(r.status, 400, "{k:?}");
+        assert_eq!(r.json()["error"]["code"], "invalid_idempotency_key");
+    }
+    assert_eq!(fleet.pings(0), 0);
+    c.send_raw(&request_with(
+        "/v1/leads",
+        KEY,
+        &["Idempotency-Key: a", "Idempotency-Key: b"],
+        LEAD.as_bytes(),
+    ));
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 400);
+    assert!(!r.keep_alive);
+    assert_eq!(fleet.pings(0), 0);
+}
+
+/// At a start, the keys come back from the journal: a lead answered before the stop is
+/// answered again, one the stop cut off before any post frees its key (its retry runs as a
+/// new lead), and a key older than a day is forgotten.
+#[test]
+fn a_start_puts_back_the_keys_of_answered_leads_only() {
+    use gavel::journal::{Journal, JournalOptions, LeadFlow, LeadStatus, RecordRef, SyncMode};
+    let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
+    let toml = config(&fleet, "", |_| String::new());
+    let dir = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let now_us = chrono::Utc::now().timestamp_micros() as u64;
+    let answered = ulid::Ulid::new().to_string();
+    let cut_off = ulid::Ulid::new().to_string();
+    let day_old = ulid::Ulid::from_parts(now_us / 1000 - 25 * 3_600_000, 7).to_string();
+    {
+        let (j, _) = Journal::open(JournalOptions {
+            dir: dir.clone().into(),
+            segment_bytes: 1 << 20,
+            sync: SyncMode::Os,
+            retain_segments: 0,
+            keep_us: gavel::journal::CAP_WINDOW_US,
+        })
+        .unwrap();
+        let received = |id, key| RecordRef::LeadReceived {
+            lead_id: id,
+            seller: "seller-1",
+            campaign: "auto",
+            source: Some("fb-17"),
+            test: false,
+            lead_json: LEAD.as_bytes(),
+            flow: Some(LeadFlow::Lead),
+            idempotency_key: Some(key),
+        };
+        let recs = [
+            (now_us - 25 * 3_600_000_000, received(&day_old, "k-old")),
+            (now_us - 3_000_000, received(&answered, "k-answered")),
+            (
+                now_us - 2_700_000,
+                RecordRef::LeadAnswered {
+                    lead_id: &answered,
+                    campaign: "auto",
+                    seller: "seller-1",
+                    status: LeadStatus::Unsold,
+                    price_cents: 0,
+                    payout_cents: 0,
+                    elapsed_us: 300_000,
+                    bids: Some(0),
+                    reason: Some("no_bids"),
+                },
+            ),
+            (now_us - 2_000_000, received(&cut_off, "k-cut")),
+            (
+                now_us - 1_999_000,
+                RecordRef::PingSent {
+                    lead_id: &cut_off,
+                    buyer: "top",
+                },
+            ),
+        ];
+        for (ts, r) in &recs {
+            j.append(*ts, r).unwrap();
+        }
+    }
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let r = keyed(&mut c, "/v1/leads", "k-answered", LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        (
+            v["lead_id"].as_str(),
+            v["status"].as_str(),
+            v["reason"].as_str()
+        ),
+        (Some(answered.as_str()), Some("unsold"), Some("no_bids")),
+        "{v}"
+    );
+    assert_eq!(fleet.pings(0), 0);
+    for key in ["k-cut", "k-old"] {
+        let v = keyed(&mut c, "/v1/leads", key, LEAD).json();
+        assert_eq!(v["status"], "sold", "{key}: {v}");
+        assert_ne!(v["lead_id"].as_str(), Some(cut_off.as_str()));
+        assert_ne!(v["lead_id"].as_str(), Some(day_old.as_str()));
+    }
+    assert_eq!(fleet.pings(0), 2);
+}
