@@ -512,7 +512,8 @@ pub struct LoadReport {
     pub max_waiting: u64,
     /// From each lead's due time to its whole answer, in microseconds.
     pub latency_us: Percentiles,
-    /// From each lead's write to its whole answer, in microseconds.
+    /// From the moment each lead's last request byte was handed to the kernel to its whole
+    /// answer, in microseconds: a lead waiting behind a full socket buffer waits outside it.
     pub service_us: Percentiles,
     /// The exchange's own `elapsed_ms` from its answers.
     pub exchange_elapsed_ms: Percentiles,
@@ -625,12 +626,17 @@ enum State {
     Down,
 }
 
-/// A lead written to a connection and not yet answered.
+/// A lead queued on a connection and not yet answered.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     lead: u64,
     intended: Instant,
-    sent: Instant,
+    /// When it was queued for writing: its answer timeout runs from here.
+    queued: Instant,
+    /// Where its request ends in the connection's byte stream (`Conn::queued_bytes`).
+    end: u64,
+    /// When its last byte was handed to the kernel: `service_us` runs from here.
+    written: Option<Instant>,
 }
 
 struct Conn {
@@ -643,6 +649,10 @@ struct Conn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
+    /// Request bytes queued on this connection since it was opened.
+    queued_bytes: u64,
+    /// Of those, bytes the kernel has taken.
+    written_bytes: u64,
 }
 
 /// Counters and histograms of the measured leads.
@@ -808,6 +818,8 @@ impl<'a> Generator<'a> {
                 rbuf: Vec::with_capacity(1024),
                 wbuf: Vec::with_capacity(2048),
                 wpos: 0,
+                queued_bytes: 0,
+                written_bytes: 0,
             });
             if let Err(e) = self.open(i) {
                 last_err = Some(e);
@@ -868,6 +880,8 @@ impl<'a> Generator<'a> {
         conn.rbuf.clear();
         conn.wbuf.clear();
         conn.wpos = 0;
+        conn.queued_bytes = 0;
+        conn.written_bytes = 0;
         Ok(())
     }
 
@@ -1036,14 +1050,19 @@ impl<'a> Generator<'a> {
             conn.wbuf.clear();
             conn.wpos = 0;
         }
+        let before = conn.wbuf.len();
         conn.wbuf.extend_from_slice(&self.head);
         wire::push_u64(&mut conn.wbuf, self.body.len() as u64);
         conn.wbuf.extend_from_slice(b"\r\n\r\n");
         conn.wbuf.extend_from_slice(&self.body);
+        let bytes = conn.wbuf.len() - before;
+        conn.queued_bytes += bytes as u64;
         conn.inflight.push_back(InFlight {
             lead,
             intended,
-            sent: now,
+            queued: now,
+            end: conn.queued_bytes,
+            written: None,
         });
         // Room for another lead: back in the queue, behind the other connections.
         if conn.inflight.len() < self.spec.pipeline && !conn.queued {
@@ -1081,13 +1100,31 @@ impl<'a> Generator<'a> {
         let Some(stream) = conn.stream.as_mut() else {
             return;
         };
+        let mut wrote = false;
         while conn.wpos < conn.wbuf.len() {
             match stream.write(&conn.wbuf[conn.wpos..]) {
                 Ok(0) => return self.fail(i, now, false),
-                Ok(n) => conn.wpos += n,
+                Ok(n) => {
+                    conn.wpos += n;
+                    conn.written_bytes += n as u64;
+                    wrote = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.fail(i, now, false),
+            }
+        }
+        if wrote {
+            // Service time runs from the moment a request's last byte left for the kernel,
+            // not from when it was queued: a full socket buffer is the client's wait.
+            let at = Instant::now();
+            for f in conn.inflight.iter_mut().rev() {
+                if f.written.is_some() {
+                    break;
+                }
+                if f.end <= conn.written_bytes {
+                    f.written = Some(at);
+                }
             }
         }
         let mut eof = false;
@@ -1178,7 +1215,8 @@ impl<'a> Generator<'a> {
         let Some(InFlight {
             lead,
             intended,
-            sent,
+            written,
+            ..
         }) = conn.inflight.pop_front()
         else {
             return;
@@ -1197,7 +1235,7 @@ impl<'a> Generator<'a> {
         t.latency_us
             .saturating_record(us(now.saturating_duration_since(intended)));
         t.service_us
-            .saturating_record(us(now.saturating_duration_since(sent)));
+            .saturating_record(us(now.saturating_duration_since(written.unwrap_or(now))));
         let field = |k: &str| wire::top_level_value(body, k);
         match status {
             200 => match field("status") {
@@ -1254,6 +1292,8 @@ impl<'a> Generator<'a> {
             conn.rbuf.clear();
             conn.wbuf.clear();
             conn.wpos = 0;
+            conn.queued_bytes = 0;
+            conn.written_bytes = 0;
             self.down.push_back((now + RECONNECT_DELAY, i));
         }
     }
@@ -1262,7 +1302,7 @@ impl<'a> Generator<'a> {
     fn expire(&mut self, now: Instant) {
         for i in 0..self.conns.len() {
             if let Some(f) = self.conns[i].inflight.front() {
-                if now.saturating_duration_since(f.sent) >= REQUEST_TIMEOUT {
+                if now.saturating_duration_since(f.queued) >= REQUEST_TIMEOUT {
                     self.fail(i, now, true);
                 }
             }

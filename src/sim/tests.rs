@@ -910,3 +910,81 @@ fn relay_refuses_options_out_of_bounds() {
         assert!(Relay::start(opts).is_err());
     }
 }
+
+/// Read one request (head and `Content-Length` body) from `reader`; `false` at its end.
+fn read_one_request(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut len = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).is_ok()
+}
+
+fn write_answer(out: &mut TcpStream, status: &str, body: &str) -> bool {
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    out.write_all(resp.as_bytes()).is_ok()
+}
+
+const UNSOLD_ANSWER: &str =
+    r#"{"lead_id":"01J","status":"unsold","price":0.0,"payout":0.0,"bids":0,"elapsed_ms":1}"#;
+
+#[test]
+fn service_time_runs_from_the_last_byte_written_not_from_the_queueing() {
+    // The server reads nothing for a while, so a lead far larger than the socket buffers
+    // cannot be written until it does; once it reads, it answers at once. The wait for the
+    // buffer is the client's: it counts from the due time, not in the service time.
+    const HOLD: Duration = Duration::from_millis(400);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        std::thread::sleep(HOLD);
+        let Ok(mut out) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream);
+        while read_one_request(&mut reader) {
+            if !write_answer(&mut out, "200 OK", UNSOLD_ANSWER) {
+                return;
+            }
+        }
+    });
+    let mut template =
+        LeadTemplate::parse(r#"{"campaign":"${campaign}","pad":${pad}}"#).expect("template");
+    let pad = format!("\"{}\"", "x".repeat(16 << 20));
+    template.set("pad", &pad).expect("set");
+    let mut spec = LoadSpec::new(addr, "sk-test", "c");
+    spec.rate_per_s = 1;
+    spec.duration = Duration::from_secs(1);
+    spec.warmup = Duration::ZERO;
+    spec.connections = 1;
+    spec.lead_template = template;
+    let report = load::run(&spec).expect("run");
+    let r = report.to_string();
+    assert_eq!(report.answered, 1, "{r}");
+    assert!(
+        report.latency_us.max >= HOLD.as_micros() as u64,
+        "from the due time the lead waited for the server\n{r}"
+    );
+    assert!(
+        report.service_us.max < HOLD.as_micros() as u64 / 2,
+        "the service time starts when the last byte is written\n{r}"
+    );
+}
