@@ -143,7 +143,14 @@ fn main() {
     };
     let report = match load::run(&spec) {
         Ok(r) => r,
-        Err(e) => fail(e, 1),
+        // Named as the operator wrote it, which may be a host name.
+        Err(e) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<load::CannotConnect>())
+        {
+            Some(c) => fail(format!("cannot connect to {}: {}", args.target, c.cause), 1),
+            None => fail(e, 1),
+        },
     };
     if args.json {
         match serde_json::to_string_pretty(&report) {

@@ -13,7 +13,8 @@
 //! most every `PACER_RESOLUTION`). `service_us` (write to answer) is reported beside the
 //! due-time latency for comparison with the exchange's own numbers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -44,8 +45,16 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the initial connections may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause before a lost connection is opened again, so a dead target is not hammered.
-const RECONNECT_DELAY: Duration = Duration::from_millis(50);
+/// First pause before a lost connection is opened again; each failed attempt doubles it, up to
+/// `RECONNECT_MAX_DELAY`, and a successful connect starts it over.
+pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(5);
+/// Longest pause between two attempts to open one connection: a dead target is not hammered,
+/// and one that comes back is found again within this.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(250);
+/// How long leads not yet sent wait after the schedule's end when no connection is up and
+/// nothing is in flight: one longest reconnect pause, so a target that is gone ends the run
+/// promptly (they count as `unsent`) while one that is back at once still gets them.
+pub const UNSENT_GRACE: Duration = RECONNECT_MAX_DELAY;
 /// Longest poll sleep, so timeouts and reconnects are looked at regularly.
 const MAX_POLL: Duration = Duration::from_millis(100);
 /// Unparsed answer bytes held per connection: one largest response.
@@ -506,6 +515,12 @@ pub struct LoadReport {
     pub stopped_early: bool,
     /// Connections opened again after the exchange closed or broke them.
     pub reconnects: u64,
+    /// Attempts to open a connection that failed (refused, unreachable, or not through within
+    /// `CONNECT_TIMEOUT`). Each connection retries after a pause that doubles from
+    /// `RECONNECT_MIN_DELAY` to `RECONNECT_MAX_DELAY`.
+    pub connect_errors: u64,
+    /// Connections up when the run ended: 0 with `connect_errors` means the target was gone.
+    pub connected_at_end: usize,
     /// Answered leads per second of `elapsed_ms`.
     pub achieved_rate_per_s: f64,
     /// Most due leads waiting at once for a free connection.
@@ -559,14 +574,22 @@ impl fmt::Display for LoadReport {
         writeln!(f, "status    {}", codes.join(" "))?;
         writeln!(
             f,
-            "problems  errors {} timeouts {} unsent {} in-flight-at-end {} reconnects {} max-waiting {}",
+            "problems  errors {} timeouts {} unsent {} in-flight-at-end {} reconnects {} connect-errors {} max-waiting {}",
             self.errors,
             self.timeouts,
             self.unsent,
             self.in_flight_at_end,
             self.reconnects,
+            self.connect_errors,
             self.max_waiting
         )?;
+        if self.connected_at_end == 0 && self.connect_errors > 0 {
+            writeln!(
+                f,
+                "target    cannot connect to {}: no connection was up at the end",
+                self.target
+            )?;
+        }
         writeln!(f, "latency   us from due time:  {}", self.latency_us)?;
         writeln!(f, "service   us from write:     {}", self.service_us)?;
         writeln!(
@@ -613,9 +636,38 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
         .prepared(&spec.campaign)
         .map_err(|e| bad(e.to_string()))?;
     let mut gen = Generator::new(spec, template)?;
-    gen.connect_all()?;
+    gen.connect_all().map_err(|cause| {
+        io::Error::new(
+            cause.kind(),
+            CannotConnect {
+                target: spec.target,
+                cause,
+            },
+        )
+    })?;
     gen.run_schedule();
     Ok(gen.report())
+}
+
+/// The error of a run that could open no connection to its target at all.
+#[derive(Debug)]
+pub struct CannotConnect {
+    /// The target.
+    pub target: SocketAddr,
+    /// Why the last attempt failed.
+    pub cause: io::Error,
+}
+
+impl fmt::Display for CannotConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot connect to {}: {}", self.target, self.cause)
+    }
+}
+
+impl std::error::Error for CannotConnect {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -653,6 +705,10 @@ struct Conn {
     queued_bytes: u64,
     /// Of those, bytes the kernel has taken.
     written_bytes: u64,
+    /// Pause before the next attempt to open it (see `RECONNECT_MIN_DELAY`).
+    backoff: Duration,
+    /// When the current attempt to open it began.
+    connect_started: Instant,
 }
 
 /// Counters and histograms of the measured leads.
@@ -685,12 +741,12 @@ struct Generator<'a> {
     poll: Poll,
     conns: Vec<Conn>,
     idle: VecDeque<usize>,
-    /// Connections waiting to be opened again, in the order they went down (equal delays keep
-    /// this sorted by retry time).
-    down: VecDeque<(Instant, usize)>,
+    /// Connections waiting to be opened again, soonest retry first.
+    down: BinaryHeap<Reverse<(Instant, usize)>>,
     busy: usize,
     connected: usize,
     reconnects: u64,
+    connect_errors: u64,
     warmup_leads: u64,
     total_leads: u64,
     next_lead: u64,
@@ -770,10 +826,11 @@ impl<'a> Generator<'a> {
             poll: Poll::new()?,
             conns: Vec::with_capacity(spec.connections),
             idle: VecDeque::with_capacity(spec.connections),
-            down: VecDeque::with_capacity(spec.connections),
+            down: BinaryHeap::with_capacity(spec.connections),
             busy: 0,
             connected: 0,
             reconnects: 0,
+            connect_errors: 0,
             warmup_leads,
             total_leads,
             next_lead: 0,
@@ -820,8 +877,11 @@ impl<'a> Generator<'a> {
                 wpos: 0,
                 queued_bytes: 0,
                 written_bytes: 0,
+                backoff: RECONNECT_MIN_DELAY,
+                connect_started: Instant::now(),
             });
             if let Err(e) = self.open(i) {
+                self.connect_errors += 1;
                 last_err = Some(e);
             }
         }
@@ -840,17 +900,23 @@ impl<'a> Generator<'a> {
             for ev in events.iter() {
                 let i = ev.token().0;
                 if let Err(e) = self.check_connected(i) {
+                    self.connect_errors += 1;
                     last_err = Some(e);
                 }
             }
         }
         let now = Instant::now();
         for i in 0..self.conns.len() {
-            if self.conns[i].state != State::Idle {
-                self.conns[i].stream = None;
-                self.conns[i].state = State::Down;
-                self.down.push_back((now + RECONNECT_DELAY, i));
+            match self.conns[i].state {
+                State::Idle => continue,
+                // Still not connected at the deadline: a failed attempt too.
+                State::Connecting => {
+                    self.connect_errors += 1;
+                    self.close_stream(i);
+                }
+                State::Down => {}
             }
+            self.retry_later(i, now);
         }
         self.connected = self.idle.len();
         if self.connected == 0 {
@@ -877,6 +943,7 @@ impl<'a> Generator<'a> {
         let conn = &mut self.conns[i];
         conn.stream = Some(stream);
         conn.state = State::Connecting;
+        conn.connect_started = Instant::now();
         conn.rbuf.clear();
         conn.wbuf.clear();
         conn.wpos = 0;
@@ -905,6 +972,7 @@ impl<'a> Generator<'a> {
             Ok(_) => {
                 let _ = stream.set_nodelay(true);
                 conn.state = State::Idle;
+                conn.backoff = RECONNECT_MIN_DELAY;
                 conn.queued = true;
                 self.idle.push_back(i);
                 Ok(())
@@ -1000,17 +1068,21 @@ impl<'a> Generator<'a> {
             if self.next_lead >= self.total_leads && self.busy == 0 {
                 break;
             }
+            // Nothing in flight yet leads to send means no connection is up: past the
+            // schedule, they wait for one only so long, then count as unsent.
+            if self.busy == 0 && now >= schedule_end + UNSENT_GRACE {
+                break;
+            }
             if now >= hard_end {
                 break;
             }
-            while let Some(&(at, i)) = self.down.front() {
+            while let Some(&Reverse((at, i))) = self.down.peek() {
                 if at > now {
                     break;
                 }
-                self.down.pop_front();
-                self.reconnects += 1;
+                self.down.pop();
                 if self.open(i).is_err() {
-                    self.down.push_back((now + RECONNECT_DELAY, i));
+                    self.connect_failed(i, now);
                 }
             }
             if now.duration_since(last_sweep) >= MAX_POLL {
@@ -1022,8 +1094,11 @@ impl<'a> Generator<'a> {
             if self.next_lead < self.total_leads && self.next_lead >= due {
                 timeout = timeout.min(self.intended(self.next_lead).saturating_duration_since(now));
             }
-            if let Some(&(at, _)) = self.down.front() {
+            if let Some(&Reverse((at, _))) = self.down.peek() {
                 timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if self.busy == 0 && self.next_lead < self.total_leads {
+                timeout = timeout.min((schedule_end + UNSENT_GRACE).saturating_duration_since(now));
             }
             if let Err(e) = self.poll.poll(events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -1081,12 +1156,15 @@ impl<'a> Generator<'a> {
             return;
         };
         match conn.state {
-            State::Connecting => {
-                // A reconnect that fails goes back to the retry queue.
-                if self.check_connected(i).is_err() {
-                    self.down.push_back((now + RECONNECT_DELAY, i));
+            State::Connecting => match self.check_connected(i) {
+                // A reconnect that fails goes back to the retry queue, a longer pause away.
+                Err(_) => self.connect_failed(i, now),
+                Ok(()) => {
+                    if self.conns.get(i).is_some_and(|c| c.state == State::Idle) {
+                        self.reconnects += 1;
+                    }
                 }
-            }
+            },
             State::Idle => self.pump(i, now),
             State::Down => {}
         }
@@ -1281,26 +1359,57 @@ impl<'a> Generator<'a> {
         self.drop_conn(i, now);
     }
 
-    /// Close the connection and queue it to be opened again.
-    fn drop_conn(&mut self, i: usize, now: Instant) {
+    /// Close the connection's socket, if any, and mark it down.
+    fn close_stream(&mut self, i: usize) {
         if let Some(conn) = self.conns.get_mut(i) {
             if let Some(mut s) = conn.stream.take() {
                 let _ = self.poll.registry().deregister(&mut s);
             }
             conn.state = State::Down;
+        }
+    }
+
+    /// Queue connection `i` to be opened again after its pause, and double the next pause.
+    fn retry_later(&mut self, i: usize, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(i) {
+            let delay = conn.backoff;
+            conn.backoff = delay.saturating_mul(2).min(RECONNECT_MAX_DELAY);
+            self.down.push(Reverse((now + delay, i)));
+        }
+    }
+
+    /// An attempt to open connection `i` failed: count it and try again later.
+    fn connect_failed(&mut self, i: usize, now: Instant) {
+        self.connect_errors += 1;
+        self.close_stream(i);
+        self.retry_later(i, now);
+    }
+
+    /// Close the connection and queue it to be opened again.
+    fn drop_conn(&mut self, i: usize, now: Instant) {
+        self.close_stream(i);
+        if let Some(conn) = self.conns.get_mut(i) {
             conn.inflight.clear();
             conn.rbuf.clear();
             conn.wbuf.clear();
             conn.wpos = 0;
             conn.queued_bytes = 0;
             conn.written_bytes = 0;
-            self.down.push_back((now + RECONNECT_DELAY, i));
         }
+        self.retry_later(i, now);
     }
 
-    /// Give up on leads that waited longer than `REQUEST_TIMEOUT`.
+    /// Give up on leads that waited longer than `REQUEST_TIMEOUT`, and on reconnects still not
+    /// through after `CONNECT_TIMEOUT`.
     fn expire(&mut self, now: Instant) {
         for i in 0..self.conns.len() {
+            let conn = &self.conns[i];
+            if conn.state == State::Connecting
+                && now.saturating_duration_since(conn.connect_started) >= CONNECT_TIMEOUT
+            {
+                self.connect_failed(i, now);
+                continue;
+            }
             if let Some(f) = self.conns[i].inflight.front() {
                 if now.saturating_duration_since(f.queued) >= REQUEST_TIMEOUT {
                     self.fail(i, now, true);
@@ -1365,6 +1474,8 @@ impl<'a> Generator<'a> {
             in_flight_at_end,
             stopped_early: self.stopped_at.is_some(),
             reconnects: self.reconnects,
+            connect_errors: self.connect_errors,
+            connected_at_end: self.conns.iter().filter(|c| c.state == State::Idle).count(),
             achieved_rate_per_s: if secs > 0.0 {
                 t.answered as f64 / secs
             } else {

@@ -988,3 +988,87 @@ fn service_time_runs_from_the_last_byte_written_not_from_the_queueing() {
         "the service time starts when the last byte is written\n{r}"
     );
 }
+
+/// A seller-API stand-in that answers every lead unsold for `life`, then closes its
+/// connections and its listener: an exchange that goes away in the middle of a run.
+fn vanishing_server(life: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let end = Instant::now() + life;
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        while Instant::now() < end {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            let _ = stream.set_nonblocking(false);
+            let (Ok(keep), Ok(mut out)) = (stream.try_clone(), stream.try_clone()) else {
+                continue;
+            };
+            open.push(keep);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                while read_one_request(&mut reader) {
+                    if !write_answer(&mut out, "200 OK", UNSOLD_ANSWER) {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(listener);
+        for s in open {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_target_that_goes_away_is_retried_with_backoff_and_the_run_ends_promptly() {
+    let addr = vanishing_server(Duration::from_millis(300));
+    let mut spec = LoadSpec::new(addr, "sk-test", "c");
+    spec.rate_per_s = 100;
+    spec.duration = Duration::from_secs(1);
+    spec.warmup = Duration::ZERO;
+    spec.connections = 2;
+    let t0 = Instant::now();
+    let report = load::run(&spec).expect("run");
+    let took = t0.elapsed();
+    let r = report.to_string();
+    // Leads that find no connection once the schedule is over are given up after
+    // `UNSENT_GRACE`, not after the 10 s drain meant for answers still coming.
+    assert!(took < Duration::from_secs(3), "took {took:?}\n{r}");
+    assert!(report.answered > 0 && report.answered < 100, "{r}");
+    let lost = report.errors + report.timeouts + report.unsent + report.in_flight_at_end;
+    assert_eq!(report.answered + lost, report.scheduled, "{r}");
+    assert!(report.unsent > 0, "{r}");
+    assert_eq!(report.connected_at_end, 0, "{r}");
+    // Down for about 0.95 s: pauses of 5, 10, 20, ... up to 250 ms make about eight attempts
+    // per connection where a fixed 50 ms pause would make nineteen.
+    assert!(report.connect_errors >= 2, "{r}");
+    assert!(report.connect_errors <= 2 * 11, "{r}");
+    assert!(r.contains(&format!("cannot connect to {addr}")), "{r}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["connect_errors"], report.connect_errors);
+}
+
+#[test]
+fn a_target_that_refuses_every_connection_is_named_in_the_error() {
+    let (_holder, dead) = dead_port();
+    let mut spec = LoadSpec::new(dead, "k", "c");
+    spec.connections = 3;
+    let t0 = Instant::now();
+    let err = load::run(&spec).expect_err("nothing listens");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot connect to {dead}: ")),
+        "{err}"
+    );
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<load::CannotConnect>());
+    assert!(inner.is_some_and(|c| c.target == dead), "{err:?}");
+}
