@@ -115,7 +115,20 @@ fn main() {
     }
     for var in &args.vars {
         match var.split_once('=') {
-            Some((name, value)) => set(name.trim(), value),
+            Some((name, value)) => {
+                let name = name.trim();
+                // The value goes into every lead verbatim: text that is not JSON would make
+                // every lead a 400, so it is refused here, before anything is sent.
+                if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(value) {
+                    fail(
+                        format!(
+                            "--var {name}: `{value}` is not JSON ({e}); a string needs its quotes: --var '{name}=\"{value}\"'"
+                        ),
+                        2,
+                    );
+                }
+                set(name, value)
+            }
             None => fail(format!("--var `{var}` is not NAME=JSON"), 2),
         }
     }
