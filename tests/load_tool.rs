@@ -1,8 +1,60 @@
-//! The `gavel-load` binary from the outside: its usage errors and its word when the target is
-//! not there.
+//! The `gavel-load` binary from the outside: its usage errors, its word when the target is
+//! not there, and the report it prints when a signal stops it.
 
-use std::net::SocketAddr;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A seller-API stand-in on loopback: every lead is answered unsold at once.
+fn unsold_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+fn serve(stream: TcpStream) {
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut len = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let answer =
+            r#"{"lead_id":"01J","status":"unsold","price":0.0,"payout":0.0,"elapsed_ms":1}"#;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
 
 /// A port bound but not listening: connections to it are refused while the socket lives.
 fn dead_port() -> (socket2::Socket, SocketAddr) {
@@ -49,4 +101,50 @@ fn a_var_that_is_not_json_is_a_usage_error_naming_it() {
         err.contains(&format!("cannot connect to {target}")),
         "the target is named: {err}"
     );
+}
+
+/// Start a long run at a live target, signal it once it has answered leads, and collect it.
+fn stopped_run(signal: libc::c_int, extra: &[&str]) -> (Output, Duration) {
+    let addr = unsold_server().to_string();
+    let child = load(&addr, &["--rate", "200", "--duration-s", "60"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-load");
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    let t0 = Instant::now();
+    // SAFETY: kill(2) on the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    let out = child.wait_with_output().expect("wait for gavel-load");
+    (out, t0.elapsed())
+}
+
+#[test]
+fn sigterm_stops_the_run_and_prints_what_it_measured() {
+    let (out, took) = stopped_run(libc::SIGTERM, &["--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["stopped_early"], true, "{report}");
+    let answered = report["answered"].as_u64().expect("answered");
+    assert!(answered > 0, "{report}");
+    assert_eq!(report["scheduled"], report["sent"], "{report}");
+    assert!(
+        report["duration_ms"].as_u64().expect("ms") < 5_000,
+        "{report}"
+    );
+}
+
+#[test]
+fn sigint_stops_the_run_and_the_text_report_says_so() {
+    let (out, took) = stopped_run(libc::SIGINT, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nstopped   early"), "{text}");
+    assert!(text.contains("latency   us from due time"), "{text}");
 }

@@ -6,6 +6,8 @@
 mod common;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,7 +15,20 @@ use gavel::sim::load::{
     self, LeadTemplate, LoadSpec, TemplateError, MAX_CONNECTIONS, MAX_PIPELINE, MAX_RATE_PER_S,
 };
 
+/// The signal (SIGINT or SIGTERM) that stopped the run; 0 until one comes.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The run's stop flag, for the signal handler to set.
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+    if let Some(stop) = STOP.get() {
+        stop.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Open-loop lead load for a gavel exchange's seller API (POST /v1/leads).
+/// SIGINT or SIGTERM stops sending and prints the report of what ran (exit 128 + signal).
 #[derive(Parser, Debug)]
 #[command(name = "gavel-load", version)]
 struct Args {
@@ -152,7 +167,7 @@ fn main() {
         pipeline: args.pipeline as usize,
         lead_template: template,
         warmup: Duration::from_millis(args.warmup_ms),
-        stop: None,
+        stop: Some(stop_flag()),
     };
     let report = match load::run(&spec) {
         Ok(r) => r,
@@ -173,4 +188,21 @@ fn main() {
     } else {
         println!("{report}");
     }
+    // Stopped by a signal: the report is out, and the exit says how the run ended.
+    let sig = SIGNAL.load(Ordering::SeqCst);
+    if sig != 0 {
+        std::process::exit(128 + sig);
+    }
+}
+
+/// The stop flag of the run, set by SIGINT or SIGTERM once the handlers are installed.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::clone(STOP.get_or_init(|| Arc::new(AtomicBool::new(false))));
+    // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+    stop
 }

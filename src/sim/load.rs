@@ -590,6 +590,13 @@ impl fmt::Display for LoadReport {
                 self.target
             )?;
         }
+        if self.stopped_early {
+            writeln!(
+                f,
+                "stopped   early: the counts cover the {:.1} s of the schedule that ran",
+                self.duration_ms as f64 / 1000.0
+            )?;
+        }
         writeln!(f, "latency   us from due time:  {}", self.latency_us)?;
         writeln!(f, "service   us from write:     {}", self.service_us)?;
         writeln!(
