@@ -72,6 +72,13 @@ const PACER_MAX_SLEEP: Duration = Duration::from_millis(50);
 const PACER_TOKEN: Token = Token(usize::MAX);
 /// Highest latency the histograms hold, in microseconds (1 hour); longer ones saturate.
 const HIST_MAX_US: u64 = 3_600_000_000;
+/// Distinct error codes `by_error_code` names; answers with further codes count under
+/// `OTHER_ERROR_CODE`, so a target inventing codes cannot grow the report.
+pub const MAX_ERROR_CODES: usize = 32;
+/// Longest error code counted under its own name, in bytes; longer ones count as other.
+const MAX_ERROR_CODE_BYTES: usize = 64;
+/// Where error codes beyond `MAX_ERROR_CODES` (or too long to name) are counted.
+pub const OTHER_ERROR_CODE: &str = "other";
 /// Number of distinct custom variables a template may use.
 const MAX_TEMPLATE_VARS: usize = 64;
 
@@ -502,6 +509,10 @@ pub struct LoadReport {
     pub other: u64,
     /// Answers by HTTP status code.
     pub by_status_code: BTreeMap<u16, u64>,
+    /// Error answers (not 2xx) by the `error.code` of their JSON body, e.g. `duplicate`:
+    /// at most `MAX_ERROR_CODES` names, the rest under `other`. Answers without a code are
+    /// in `by_status_code` only.
+    pub by_error_code: BTreeMap<String, u64>,
     /// Leads lost to a broken connection or an unparsable answer.
     pub errors: u64,
     /// Leads whose answer took longer than `REQUEST_TIMEOUT`.
@@ -572,6 +583,14 @@ impl fmt::Display for LoadReport {
             .map(|(c, n)| format!("{c}:{n}"))
             .collect();
         writeln!(f, "status    {}", codes.join(" "))?;
+        if !self.by_error_code.is_empty() {
+            let codes: Vec<String> = self
+                .by_error_code
+                .iter()
+                .map(|(c, n)| format!("{c}:{n}"))
+                .collect();
+            writeln!(f, "codes     {}", codes.join(" "))?;
+        }
         writeln!(
             f,
             "problems  errors {} timeouts {} unsent {} in-flight-at-end {} reconnects {} connect-errors {} max-waiting {}",
@@ -597,13 +616,17 @@ impl fmt::Display for LoadReport {
                 self.duration_ms as f64 / 1000.0
             )?;
         }
-        writeln!(f, "latency   us from due time:  {}", self.latency_us)?;
-        writeln!(f, "service   us from write:     {}", self.service_us)?;
-        writeln!(
-            f,
-            "exchange  elapsed_ms:        {}",
-            self.exchange_elapsed_ms
-        )?;
+        if self.answered == 0 {
+            writeln!(f, "latency none: no lead was answered")?;
+        } else {
+            writeln!(f, "latency   us from due time:  {}", self.latency_us)?;
+            writeln!(f, "service   us from write:     {}", self.service_us)?;
+            writeln!(
+                f,
+                "exchange  elapsed_ms:        {}",
+                self.exchange_elapsed_ms
+            )?;
+        }
         write!(
             f,
             "money     revenue {} payout {} margin {}",
@@ -677,6 +700,40 @@ impl std::error::Error for CannotConnect {
     }
 }
 
+/// The `error.code` of an error answer's JSON body (PROTOCOL.md §1: `{"error":{"code":..}}`).
+fn error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        code: String,
+    }
+    serde_json::from_slice::<Body>(body)
+        .ok()
+        .map(|b| b.error.code)
+}
+
+/// Count one answer under `code`, keeping at most `MAX_ERROR_CODES` names besides `other`.
+fn count_error_code(counts: &mut BTreeMap<String, u64>, code: &str) {
+    if let Some(n) = counts.get_mut(code) {
+        *n += 1;
+        return;
+    }
+    let named = counts.len() - usize::from(counts.contains_key(OTHER_ERROR_CODE));
+    let key = if code.len() > MAX_ERROR_CODE_BYTES
+        || code.is_empty()
+        || code.chars().any(char::is_control)
+        || named >= MAX_ERROR_CODES
+    {
+        OTHER_ERROR_CODE
+    } else {
+        code
+    };
+    *counts.entry(key.to_string()).or_insert(0) += 1;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Connecting,
@@ -729,6 +786,7 @@ struct Tally {
     overloaded: u64,
     other: u64,
     by_status_code: BTreeMap<u16, u64>,
+    by_error_code: BTreeMap<String, u64>,
     errors: u64,
     timeouts: u64,
     revenue_cents: Cents,
@@ -857,6 +915,7 @@ impl<'a> Generator<'a> {
                 overloaded: 0,
                 other: 0,
                 by_status_code: BTreeMap::new(),
+                by_error_code: BTreeMap::new(),
                 errors: 0,
                 timeouts: 0,
                 revenue_cents: 0,
@@ -1321,6 +1380,11 @@ impl<'a> Generator<'a> {
             .saturating_record(us(now.saturating_duration_since(intended)));
         t.service_us
             .saturating_record(us(now.saturating_duration_since(written.unwrap_or(now))));
+        if !(200..300).contains(&status) {
+            if let Some(code) = error_code(body) {
+                count_error_code(&mut t.by_error_code, &code);
+            }
+        }
         let field = |k: &str| wire::top_level_value(body, k);
         match status {
             200 => match field("status") {
@@ -1475,6 +1539,7 @@ impl<'a> Generator<'a> {
             overloaded: t.overloaded,
             other: t.other,
             by_status_code: t.by_status_code.clone(),
+            by_error_code: t.by_error_code.clone(),
             errors: t.errors,
             timeouts: t.timeouts,
             unsent,

@@ -641,6 +641,9 @@ fn load_generator_counts_other_statuses_and_fails_without_a_target() {
     assert_eq!(report.answered, 30);
     assert_eq!(report.other, 30);
     assert_eq!(report.by_status_code.get(&401), Some(&30));
+    // The error body's code, read from {"error":{"code":"unauthorized",..}}.
+    assert_eq!(report.by_error_code.get("unauthorized"), Some(&30));
+    assert_eq!(report.by_error_code.len(), 1);
 
     let (_holder, dead) = dead_port();
     let mut spec = LoadSpec::new(dead, "k", "c");
@@ -1071,4 +1074,83 @@ fn a_target_that_refuses_every_connection_is_named_in_the_error() {
         .get_ref()
         .and_then(|e| e.downcast_ref::<load::CannotConnect>());
     assert!(inner.is_some_and(|c| c.target == dead), "{err:?}");
+}
+
+/// A seller-API stand-in answering every lead 422 with error code `code-<n % codes>`, n
+/// counting the leads on each connection.
+fn coded_server(codes: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let Ok(mut out) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream);
+                let mut n = 0;
+                while read_one_request(&mut reader) {
+                    let body = format!(
+                        r#"{{"error":{{"code":"code-{}","message":"no"}}}}"#,
+                        n % codes
+                    );
+                    n += 1;
+                    if !write_answer(&mut out, "422 Unprocessable Entity", &body) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn error_answers_are_counted_by_their_code_up_to_a_bound() {
+    let addr = coded_server(load::MAX_ERROR_CODES + 8);
+    let mut spec = LoadSpec::new(addr, "sk-test", "c");
+    spec.rate_per_s = 400;
+    spec.duration = Duration::from_millis(250);
+    spec.warmup = Duration::ZERO;
+    spec.connections = 1;
+    let report = load::run(&spec).expect("run");
+    let r = report.to_string();
+    assert_eq!(report.answered, 100, "{r}");
+    assert_eq!(report.rejected, 100, "{r}");
+    let codes = &report.by_error_code;
+    assert_eq!(codes.values().sum::<u64>(), 100, "{r}");
+    assert_eq!(codes.len(), load::MAX_ERROR_CODES + 1, "{r}");
+    assert_eq!(codes.get("code-0"), Some(&3), "{r}");
+    assert_eq!(codes.get(load::OTHER_ERROR_CODE), Some(&(8 * 2)), "{r}");
+    assert!(r.contains("codes     code-0:3 "), "{r}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["by_error_code"]["code-1"], 3);
+}
+
+#[test]
+fn a_run_without_answers_says_so_instead_of_printing_zero_latencies() {
+    // Every connection is closed as soon as its first lead arrives: nothing is answered.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let _ = read_one_request(&mut reader);
+            });
+        }
+    });
+    let mut spec = LoadSpec::new(addr, "sk-test", "c");
+    spec.rate_per_s = 100;
+    spec.duration = Duration::from_millis(300);
+    spec.warmup = Duration::ZERO;
+    spec.connections = 2;
+    let report = load::run(&spec).expect("run");
+    let r = report.to_string();
+    assert_eq!(report.answered, 0, "{r}");
+    assert!(report.errors > 0, "{r}");
+    assert!(r.contains("\nlatency none: no lead was answered\n"), "{r}");
+    assert!(!r.contains("us from due time"), "{r}");
 }
