@@ -245,3 +245,98 @@ fn load_for_a_second(addr: &str, rate: u32, connections: u32) -> serde_json::Val
     );
     serde_json::from_slice(&out.stdout).expect("load JSON")
 }
+
+/// One request to a mock buyer over a fresh connection; the answer's status line.
+fn buyer_call(url: &str, body: &str) -> String {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (addr, path) = rest.split_at(rest.find('/').expect("path"));
+    let mut s = TcpStream::connect(addr).expect("connect to the buyer");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text.lines().next().unwrap_or("").to_string()
+}
+
+/// A one-buyer fleet for `--duration-s 2`, pinged and posted once: everything it printed
+/// after its URL line.
+fn buyer_run(json: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"));
+    cmd.args([
+        "--count",
+        "1",
+        "--latency-ms",
+        "40",
+        "--post-latency-ms",
+        "0",
+    ])
+    .args([
+        "--no-bid-rate",
+        "0",
+        "--reject-rate",
+        "0",
+        "--duration-s",
+        "2",
+    ]);
+    if json {
+        cmd.arg("--json");
+    }
+    let mut child = Proc(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gavel-mock-buyers"),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("URL line");
+    let urls: Vec<&str> = first.split_whitespace().collect();
+    assert_eq!(urls.len(), 3, "{first}");
+    assert!(buyer_call(urls[1], r#"{"ping_id":"p1"}"#).contains(" 200 "));
+    assert!(buyer_call(urls[2], r#"{"ping_id":"p1","price":5.0}"#).contains(" 200 "));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read the counters");
+    rest
+}
+
+#[test]
+fn the_mock_buyer_binary_reports_ping_and_post_delays_apart_under_their_json_names() {
+    let json: serde_json::Value = serde_json::from_str(&buyer_run(true)).expect("JSON counters");
+    let stats = &json[0];
+    assert!(stats.get("reply_us").is_none(), "{stats}");
+    assert_eq!(stats["ping_reply_us"]["count"], 1, "{stats}");
+    assert_eq!(stats["post_reply_us"]["count"], 1, "{stats}");
+    assert!(
+        stats["ping_reply_us"]["min"].as_u64() >= Some(39_000),
+        "{stats}"
+    );
+    assert!(
+        stats["post_reply_us"]["max"]
+            .as_u64()
+            .is_some_and(|v| v < 39_000),
+        "{stats}"
+    );
+
+    // Every name=value of the text is a JSON field (a.b: field b of field a).
+    let text = buyer_run(false);
+    let line = text.lines().next().expect("a line per buyer");
+    let pairs: Vec<(&str, &str)> = line
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect();
+    assert!(pairs.len() >= 10, "{line}");
+    for (name, value) in &pairs {
+        let field = name.split('.').fold(stats, |v, k| &v[k]);
+        assert!(field.is_u64(), "`{name}` is not a JSON field: {line}");
+        assert!(value.parse::<u64>().is_ok(), "{line}");
+    }
+    for name in ["ping_reply_us.p50", "post_reply_us.max", "accepted_posts"] {
+        assert!(pairs.iter().any(|(n, _)| *n == name), "{name}: {line}");
+    }
+}

@@ -198,12 +198,14 @@ fn main() {
         }
         return;
     }
+    // The text names each value as its JSON field does (`a.b` for a field of a field).
     for s in stats {
         println!(
-            "{} {} connections={} pings={} bids={} no_bids={} posts={} accepted={} rejected={} bad_requests={} reply_us p50={} p99={} max={}",
+            "{} {} accepted_connections={} refused_connections={} pings={} bids={} no_bids={} posts={} accepted_posts={} rejected_posts={} bad_requests={} ping_reply_us.p50={} ping_reply_us.p99={} ping_reply_us.max={} post_reply_us.p50={} post_reply_us.p99={} post_reply_us.max={}",
             s.name,
             s.addr,
             s.accepted_connections,
+            s.refused_connections,
             s.pings,
             s.bids,
             s.no_bids,
@@ -211,9 +213,12 @@ fn main() {
             s.accepted_posts,
             s.rejected_posts,
             s.bad_requests,
-            s.latency_us.p50,
-            s.latency_us.p99,
-            s.latency_us.max
+            s.ping_reply_us.p50,
+            s.ping_reply_us.p99,
+            s.ping_reply_us.max,
+            s.post_reply_us.p50,
+            s.post_reply_us.p99,
+            s.post_reply_us.max
         );
     }
 }

@@ -285,8 +285,10 @@ pub struct EndpointStats {
     pub rejected_posts: u64,
     /// Requests that did not parse (answered 400 and closed).
     pub bad_requests: u64,
-    /// Time from a request's arrival to its reply being written, in microseconds.
-    pub latency_us: Percentiles,
+    /// Time from a ping's arrival to its reply being released for writing, in microseconds.
+    pub ping_reply_us: Percentiles,
+    /// Time from a post's arrival to its reply being released for writing, in microseconds.
+    pub post_reply_us: Percentiles,
 }
 
 /// A bounded log of request bodies: the newest `limit` are kept.
@@ -326,7 +328,9 @@ struct Shared {
     ping_log: Mutex<BodyLog>,
     post_log: Mutex<BodyLog>,
     head_log: Mutex<BodyLog>,
-    latency_us: Mutex<Histogram<u64>>,
+    /// Reply delays of pings and of posts, apart: they are configured apart.
+    ping_reply_us: Mutex<Histogram<u64>>,
+    post_reply_us: Mutex<Histogram<u64>>,
 }
 
 /// A running fleet of mock buyers. Stops (and joins its threads) on `stop` or drop.
@@ -393,7 +397,8 @@ impl Fleet {
                     entries: VecDeque::new(),
                     limit: log_limit,
                 }),
-                latency_us: Mutex::new(hist),
+                ping_reply_us: Mutex::new(hist.clone()),
+                post_reply_us: Mutex::new(hist),
             }));
             listeners.push(listener);
         }
@@ -562,12 +567,33 @@ impl Fleet {
     }
 
     /// Percentiles of the time from a request's arrival to its reply being written at
-    /// endpoint `i`, in microseconds.
+    /// endpoint `i`, in microseconds: pings and posts together.
     pub fn latency_us(&self, i: usize) -> Percentiles {
         self.endpoints
             .get(i)
             .map_or_else(Percentiles::default, |s| {
-                Percentiles::from_hist(&s.latency_us.lock())
+                let mut all = s.ping_reply_us.lock().clone();
+                // Both histograms have the same bounds, so adding cannot fail.
+                let _ = all.add(&*s.post_reply_us.lock());
+                Percentiles::from_hist(&all)
+            })
+    }
+
+    /// Like [`Fleet::latency_us`], for pings only.
+    pub fn ping_reply_us(&self, i: usize) -> Percentiles {
+        self.endpoints
+            .get(i)
+            .map_or_else(Percentiles::default, |s| {
+                Percentiles::from_hist(&s.ping_reply_us.lock())
+            })
+    }
+
+    /// Like [`Fleet::latency_us`], for posts only.
+    pub fn post_reply_us(&self, i: usize) -> Percentiles {
+        self.endpoints
+            .get(i)
+            .map_or_else(Percentiles::default, |s| {
+                Percentiles::from_hist(&s.post_reply_us.lock())
             })
     }
 
@@ -588,7 +614,8 @@ impl Fleet {
             accepted_posts: load(&s.accepted_posts),
             rejected_posts: load(&s.rejected_posts),
             bad_requests: load(&s.bad_requests),
-            latency_us: Percentiles::from_hist(&s.latency_us.lock()),
+            ping_reply_us: Percentiles::from_hist(&s.ping_reply_us.lock()),
+            post_reply_us: Percentiles::from_hist(&s.post_reply_us.lock()),
         })
     }
 
@@ -639,6 +666,8 @@ struct EndpointRt {
 struct Pending {
     due: Instant,
     received: Instant,
+    /// What it answers; `None` for the 400 to a request that did not parse.
+    kind: Option<Kind>,
     bytes: Vec<u8>,
     close: bool,
 }
@@ -899,6 +928,7 @@ fn step(conn: &mut Conn, ep: &mut EndpointRt, scratch: &mut [u8], now: Instant) 
                     conn.queue.push_back(Pending {
                         due: now,
                         received: now,
+                        kind: None,
                         bytes: encode(&reply, true),
                         close: true,
                     });
@@ -920,10 +950,15 @@ fn step(conn: &mut Conn, ep: &mut EndpointRt, scratch: &mut [u8], now: Instant) 
                 break;
             };
             let waited = now.saturating_duration_since(p.received).as_micros();
-            ep.shared
-                .latency_us
-                .lock()
-                .saturating_record(u64::try_from(waited).unwrap_or(u64::MAX));
+            let hist = match p.kind {
+                Some(Kind::Ping) => Some(&ep.shared.ping_reply_us),
+                Some(Kind::Post) => Some(&ep.shared.post_reply_us),
+                None => None,
+            };
+            if let Some(h) = hist {
+                h.lock()
+                    .saturating_record(u64::try_from(waited).unwrap_or(u64::MAX));
+            }
             conn.wbuf.extend_from_slice(&p.bytes);
             if p.close {
                 conn.closing = true;
@@ -989,6 +1024,7 @@ fn handle(ep: &mut EndpointRt, head: &wire::RequestHead, body: &[u8], now: Insta
     Pending {
         due: now + Duration::from_micros(delay_us),
         received: now,
+        kind: Some(kind),
         bytes: encode(&reply, close),
         close,
     }

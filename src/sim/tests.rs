@@ -132,6 +132,21 @@ fn latency_is_applied_before_answering() {
     assert_eq!(applied.count, 2);
     assert!(applied.max >= 59_000, "{applied:?}");
     assert!(applied.min < 59_000, "posts have no delay: {applied:?}");
+    // Pings and posts are delayed apart, and reported apart.
+    let stats = fleet.stats(0).expect("stats");
+    let (ping, post) = (stats.ping_reply_us, stats.post_reply_us);
+    assert_eq!((ping.count, post.count), (1, 1), "{stats:?}");
+    assert!(ping.min >= 59_000, "{stats:?}");
+    assert!(post.max < 59_000, "{stats:?}");
+    assert_eq!(fleet.ping_reply_us(0), ping);
+    assert_eq!(fleet.post_reply_us(0), post);
+    let json = serde_json::to_value(&stats).expect("json");
+    assert!(
+        json.get("reply_us").is_none() && json.get("latency_us").is_none(),
+        "{json}"
+    );
+    assert_eq!(json["ping_reply_us"]["count"], 1, "{json}");
+    assert_eq!(json["post_reply_us"]["count"], 1, "{json}");
 }
 
 #[test]
