@@ -232,6 +232,21 @@ fn is_us_state(s: &str) -> bool {
         .is_ok()
 }
 
+/// A lead's `state` as buyers get it: a USPS code the seller wrote in lower case or with
+/// blanks around it (` tx`) becomes its code (`TX`); anything else is left as sent, for
+/// validation to judge. The canonical spelling, the usual one, costs a lookup and no copy.
+pub fn normalize_state(lead: &mut Fields) {
+    let Some(Field::Str(s)) = lead.get("state") else {
+        return;
+    };
+    let t = s.trim();
+    if !is_us_state(t) || (t.len() == s.len() && t.bytes().all(|b| b.is_ascii_uppercase())) {
+        return;
+    }
+    let code = t.to_ascii_uppercase();
+    lead.insert("state".to_string(), Value::String(code));
+}
+
 /// The shape of well-known fields, where present: state, zip, phone, email.
 /// Longest `source` a seller may send (a traffic source's id; journaled with the lead).
 pub const MAX_SOURCE_BYTES: usize = 256;
@@ -300,10 +315,11 @@ fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
         }
     }
     if let Some(v) = req.lead.get("phone").filter(|v| !v.is_blank()) {
-        if normalized_phone(v).is_none() {
+        if !normalized_phone(v).is_some_and(|d| is_nanp(&d)) {
             return Err(Refusal::content(
                 "invalid_field",
-                "phone must be a 10-digit US number",
+                "phone must be a 10-digit US number, its area code and exchange starting \
+                 with 2 to 9 (NXX-NXX-XXXX)",
                 "lead.phone",
             ));
         }
@@ -779,6 +795,13 @@ pub fn normalized_phone(v: Field<'_>) -> Option<String> {
         11 if digits.starts_with('1') => Some(digits[1..].to_string()),
         _ => None,
     }
+}
+
+/// Whether 10 digits can be a North American number: neither the area code nor the exchange
+/// starts with 0 or 1 (`0000000000` or `1234567890` is no one's phone).
+pub fn is_nanp(digits: &str) -> bool {
+    let b = digits.as_bytes();
+    b.len() == 10 && (b'2'..=b'9').contains(&b[0]) && (b'2'..=b'9').contains(&b[3])
 }
 
 /// The buyers the consumer agreed to hear from, when the consent names them.

@@ -260,6 +260,32 @@ fn phones_normalise() {
 }
 
 #[test]
+fn a_phone_no_one_can_have_is_refused() {
+    let c = &campaign();
+    for phone in [
+        "0000000000",
+        "1234567890",
+        "7130550147",
+        "7131550147",
+        "+1 013 555 0147",
+    ] {
+        let v = LEAD.replace("7135550147", phone);
+        let req = parse_request(v.as_bytes()).unwrap();
+        let r = validate(&req, c).unwrap_err();
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("invalid_field", Some("lead.phone")),
+            "{phone}"
+        );
+    }
+    for phone in ["2125550100", "+1 (907) 200-0000", "9999999999"] {
+        let v = LEAD.replace("7135550147", phone);
+        let req = parse_request(v.as_bytes()).unwrap();
+        assert_eq!(validate(&req, c), Ok(()), "{phone}");
+    }
+}
+
+#[test]
 fn the_ping_carries_only_ping_fields() {
     let req = parse_request(LEAD.as_bytes()).unwrap();
     let mut out = Vec::new();
