@@ -1659,3 +1659,32 @@ fn blank_lines_alone_do_not_hold_a_connection_past_the_head_timeout() {
     c.send_raw(b"\r\n\r\nGET /healthz HTTP/1.1\r\nHost: gavel\r\n\r\n");
     assert_eq!(c.read_response().map(|r| r.status), Some(200));
 }
+
+/// A state written in lower case or with blanks reaches buyers as its USPS code, in the ping
+/// and in the post; the journal keeps the lead as the seller sent it.
+#[test]
+fn buyers_get_the_state_as_its_usps_code() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.filters]\nstates = [\"TX\"]".to_string()
+        } else {
+            String::new()
+        }
+    }));
+    let mut c = ex.client();
+    let v = c.lead(&LEAD.replace("\"TX\"", "\" tx \"")).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    let ping = body_json(&fleet.ping_bodies(0)[0]);
+    assert_eq!(ping["lead"]["state"], "TX", "{ping}");
+    let post = body_json(&fleet.post_bodies(0)[0]);
+    assert_eq!(post["lead"]["state"], "TX", "{post}");
+    // Only the spelling changed: the fields keep their order and the rest its values.
+    let keys: Vec<&str> = post["lead"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(keys[6..8], ["state", "zip"], "{post}");
+}

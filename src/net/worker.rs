@@ -1505,7 +1505,7 @@ impl Worker {
         let mut held_rule: Option<crate::config::Payout> = None;
         let mut ping_bids: Option<u32> = None;
         let mut post_test_mismatch: Option<Refusal> = None;
-        let req = if flow == Flow::Post {
+        let mut req = if flow == Flow::Post {
             let post = match lead::parse_post_request(body) {
                 Ok(p) => p,
                 Err(r) => return self.refuse(key, &r, None, &[]),
@@ -1532,6 +1532,8 @@ impl Worker {
                 Err(r) => return self.refuse(key, &r, None, &[]),
             }
         };
+        // Buyers get a state as its USPS code, however the seller spelt it (` tx`).
+        lead::normalize_state(&mut req.lead);
         steps::mark_after(Step::AuthRate, Step::Parse);
         // Whatever refuses a post below gives its ping back, so the seller may post again.
         let unclaim = |w: &Self, held: &Option<(String, Vec<HeldBid>, crate::lead::Fields)>| {
