@@ -1688,3 +1688,104 @@ fn buyers_get_the_state_as_its_usps_code() {
         .collect();
     assert_eq!(keys[6..8], ["state", "zip"], "{post}");
 }
+
+/// A keep-alive buyer whose idle timeout fires as a request arrives: on each connection it
+/// answers every request, except the second ping (or, `on_post`, the second post), which it
+/// reads and then hangs up on without a byte of answer. Bids 40.00, accepts posts. Counts the
+/// pings and posts it read.
+fn hanging_up_buyer(
+    on_post: bool,
+    counts: &'static [std::sync::atomic::AtomicUsize; 2],
+) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let answer = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    std::thread::spawn(move || {
+        for s in l.incoming().take(256) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut req: Vec<u8> = Vec::new();
+                let mut buf = [0u8; 8192];
+                let mut here = [0usize; 2];
+                loop {
+                    let whole = loop {
+                        if let Some(n) = whole_request_len(&req) {
+                            break n;
+                        }
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let post = req.starts_with(b"POST /post");
+                    req.drain(..whole);
+                    counts[usize::from(post)].fetch_add(1, SeqCst);
+                    here[usize::from(post)] += 1;
+                    if post == on_post && here[usize::from(post)] == 2 {
+                        return; // hang up: the stream is dropped unanswered
+                    }
+                    let body = if post {
+                        r#"{"status": "accepted"}"#
+                    } else {
+                        r#"{"bid": 40.0}"#
+                    };
+                    if s.write_all(answer(body).as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn hanging_up_exchange(
+    on_post: bool,
+    counts: &'static [std::sync::atomic::AtomicUsize; 2],
+) -> Exchange {
+    let racy = hanging_up_buyer(on_post, counts);
+    let fleet = Fleet::start(vec![]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"racy\"\ncampaigns = [\"auto\"]\nping_url = \"http://{racy}/ping\"\npost_url = \"http://{racy}/post\"\nmax_connections = 1\n"
+    ));
+    Exchange::start(&toml)
+}
+
+/// A ping lost to a buyer closing a reused keep-alive connection as it arrived is asked again,
+/// once, on a fresh connection: the buyer still gets to bid, and wins. A post lost so is not
+/// sent again (the buyer may have taken the consumer): it counts as rejected.
+#[test]
+fn a_ping_a_buyer_hung_up_on_is_asked_again_and_a_post_is_not() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    static PINGS_LOST: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+    let ex = hanging_up_exchange(false, &PINGS_LOST);
+    let mut c = ex.client();
+    for i in 0..3 {
+        let v = c
+            .lead(&LEAD.replace("7135550147", &format!("713555020{i}")))
+            .json();
+        assert_eq!(sales(&v), vec![("racy".to_string(), 40.0)], "lead {i}: {v}");
+    }
+    // Each later lead's ping was read twice: on the connection the buyer then hung up on (its
+    // second ping there), and again on a fresh one.
+    assert_eq!(PINGS_LOST[0].load(SeqCst), 5);
+    assert_eq!(PINGS_LOST[1].load(SeqCst), 3);
+
+    static POSTS_LOST: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+    let ex = hanging_up_exchange(true, &POSTS_LOST);
+    let mut c = ex.client();
+    let v = c.lead(LEAD).json();
+    assert_eq!(sales(&v), vec![("racy".to_string(), 40.0)], "{v}");
+    let v = c.lead(&LEAD.replace("7135550147", "7135550201")).json();
+    assert_eq!(v["status"], "unsold", "{v}");
+    assert_eq!(v["reason"], "posts_rejected", "{v}");
+    assert_eq!(POSTS_LOST[1].load(SeqCst), 2);
+}

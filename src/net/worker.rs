@@ -3436,15 +3436,20 @@ impl Worker {
         self.dirty.push(job.lead);
     }
 
-    /// A connection failed. Its job is retried once on a fresh connection when no byte of it
-    /// was written on a reused connection (the buyer closed an idle connection under us);
-    /// otherwise the job fails.
+    /// A connection failed. Its job is retried once on a fresh connection when the connection
+    /// was a reused one that the buyer had closed under us: no byte of the request was
+    /// written, or, for a ping, the request went out and the connection ended without a byte
+    /// of answer (the buyer's keep-alive timeout fired as it arrived; a ping only asks for a
+    /// bid, so asking again is safe, where a post, which sells the consumer, is not sent
+    /// twice). Otherwise the job fails.
     fn conn_broken(&mut self, ck: Key, reason: &str) {
         let Some(c) = self.conns.get_mut(ck) else {
             return;
         };
         let job = c.job.take();
-        let retry = !c.on_wire && c.served > 0;
+        let unanswered = c.decoder.is_idle() && c.rbuf.is_empty() && c.body.is_empty();
+        let ping = job.is_some_and(|j| j.kind == JobKind::Ping);
+        let retry = c.served > 0 && (!c.on_wire || (ping && unanswered));
         if let Some(lead) = job.and_then(|j| self.leads.get_mut(j.lead).map(|l| (l, j))) {
             let (lead, j) = lead;
             if lead.slot_conn[j.slot] == Some(ck) {
