@@ -361,3 +361,46 @@ fn a_start_puts_back_the_keys_of_answered_leads_only() {
     }
     assert_eq!(fleet.pings(0), 2);
 }
+
+/// `gavel-load --idempotency-keys`: every lead carries a key of its own, and the exchange
+/// journals each with its lead.
+#[test]
+fn the_load_tool_sends_a_key_with_each_lead() {
+    use gavel::journal::{Reader, Record};
+    use gavel::sim::load::{self, LoadSpec};
+    let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
+    // The tool's leads give the campaign id as their consent's vertical.
+    let toml = config(&fleet, "", |_| String::new()).replace(
+        "id = \"auto\"\nvertical = \"auto_insurance\"",
+        "id = \"auto\"\nvertical = \"auto\"",
+    );
+    let dir = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let ex = Exchange::start(&toml);
+    let mut spec = LoadSpec::new(ex.addr, KEY, "auto");
+    spec.rate_per_s = 100;
+    spec.duration = Duration::from_millis(500);
+    spec.warmup = Duration::ZERO;
+    spec.connections = 4;
+    spec.idempotency_keys = true;
+    let report = load::run(&spec).unwrap();
+    assert_eq!(report.answered, 50, "{report}");
+    assert_eq!(report.sold, 50, "{report}");
+    drop(ex);
+    let mut keys = std::collections::HashSet::new();
+    for e in Reader::open_since(std::path::Path::new(&dir), 0).unwrap() {
+        if let Record::LeadReceived {
+            idempotency_key, ..
+        } = e.unwrap().record
+        {
+            let k = idempotency_key.expect("every lead carries a key");
+            assert!(k.starts_with("gavel-load-"), "{k}");
+            keys.insert(k);
+        }
+    }
+    assert_eq!(keys.len(), 50);
+}

@@ -439,6 +439,8 @@ STEP_TIMING = False
 EXCHANGE_WRAPPER: list[str] = []
 # `server.busy_poll_us` of the exchange's config (--busy-poll-us); 0 = the default, block at once.
 BUSY_POLL_US = 0
+# Every lead to the exchange carries an Idempotency-Key of its own (--idempotency-keys).
+IDEMPOTENCY_KEYS = False
 
 
 def pinned(kind: str, argv: list[str]) -> list[str]:
@@ -629,6 +631,8 @@ def load_argv(target: str, rate: int, duration_s: int, connections: int,
     ]
     if template is not None:
         argv += ["--template", str(template)]
+    elif IDEMPOTENCY_KEYS:
+        argv.append("--idempotency-keys")
     return pinned("load", argv)
 
 
@@ -1144,10 +1148,14 @@ def main() -> int:
     ap.add_argument("--relay", action="store_true",
                     help="after each exchange run, the same run against gavel-relay (the exchange's "
                          "I/O with no engine: the fan-out floor), reported beside it")
+    ap.add_argument("--idempotency-keys", action="store_true",
+                    help="every lead to the exchange carries an Idempotency-Key of its own, so "
+                         "the exchange's key index is in the measure")
     args = ap.parse_args()
-    global STEP_TIMING, BUSY_POLL_US
+    global STEP_TIMING, BUSY_POLL_US, IDEMPOTENCY_KEYS
     STEP_TIMING = args.step_timing
     BUSY_POLL_US = args.busy_poll_us
+    IDEMPOTENCY_KEYS = args.idempotency_keys
     if args.exchange_fifo is not None:
         if shutil.which("chrt") is None:
             ap.error("--exchange-fifo needs chrt (util-linux)")

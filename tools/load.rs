@@ -66,6 +66,9 @@ struct Args {
     /// Comma-separated buyer ids put in the consent's disclosed_buyers.
     #[arg(long)]
     disclosed_buyers: Option<String>,
+    /// Send each lead with an Idempotency-Key of its own, as a seller that retries safely does.
+    #[arg(long)]
+    idempotency_keys: bool,
     /// A template variable as NAME=JSON (repeatable), e.g. --var 'source="fb-17"'.
     #[arg(long = "var")]
     vars: Vec<String>,
@@ -168,6 +171,7 @@ fn main() {
         lead_template: template,
         warmup: Duration::from_millis(args.warmup_ms),
         stop: Some(stop_flag()),
+        idempotency_keys: args.idempotency_keys,
     };
     let report = match load::run(&spec) {
         Ok(r) => r,

@@ -443,6 +443,9 @@ pub struct LoadSpec {
     /// Set from outside (a signal) to end the run early: no lead is sent after it is seen, the
     /// leads in flight are answered, and the report covers the stretch that ran.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Send each lead with an `Idempotency-Key` of its own (`gavel-load-<run nonce>-<seq>`),
+    /// as a seller that retries safely does, so the exchange's key index is in the measure.
+    pub idempotency_keys: bool,
 }
 
 impl LoadSpec {
@@ -463,6 +466,7 @@ impl LoadSpec {
             lead_template: LeadTemplate::default(),
             warmup: Duration::from_secs(1),
             stop: None,
+            idempotency_keys: false,
         }
     }
 }
@@ -1194,6 +1198,11 @@ impl<'a> Generator<'a> {
         let before = conn.wbuf.len();
         conn.wbuf.extend_from_slice(&self.head);
         wire::push_u64(&mut conn.wbuf, self.body.len() as u64);
+        if self.spec.idempotency_keys {
+            conn.wbuf
+                .extend_from_slice(b"\r\nIdempotency-Key: gavel-load-");
+            push_uid(&mut conn.wbuf, self.ctx.nonce, lead);
+        }
         conn.wbuf.extend_from_slice(b"\r\n\r\n");
         conn.wbuf.extend_from_slice(&self.body);
         let bytes = conn.wbuf.len() - before;
