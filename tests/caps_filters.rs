@@ -264,3 +264,33 @@ fn a_lead_whose_only_bidder_was_capped_meanwhile_is_unsold_buyers_capped() {
     assert_eq!(answers[1]["reason"], "buyers_capped", "{answers:?}");
     assert_eq!(fleet.posts(0), 1);
 }
+
+/// A filter on a dotted field reads the lead's nested object: only leads whose vehicle is
+/// recent enough reach the buyer.
+#[test]
+fn a_filter_on_a_nested_field_reads_into_the_lead() {
+    let fleet = Fleet::start(vec![bidder("recent-cars", 9000), bidder("anywhere", 1000)]).unwrap();
+    let toml = first_buyer_with(
+        &fleet,
+        "[buyers.filters]\nfields = [ { field = \"vehicle.year\", op = \">=\", value = 2015 } ]",
+    );
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let with_year = |year: u32, phone: &str| {
+        LEAD.replace(
+            "\"insured\": true}",
+            &format!("\"insured\": true, \"vehicle\": {{\"make\": \"Ford\", \"year\": {year}}}}}"),
+        )
+        .replace("7135550147", phone)
+    };
+    let v = c.lead(&with_year(2009, "7135550301")).json();
+    assert_eq!(v["sales"][0]["buyer"], "anywhere", "{v}");
+    assert_eq!(fleet.pings(0), 0);
+    let v = c.lead(&with_year(2019, "7135550302")).json();
+    assert_eq!(v["sales"][0]["buyer"], "recent-cars", "{v}");
+    assert_eq!(fleet.pings(0), 1);
+    // No vehicle at all: not for it.
+    let v = c.lead(&LEAD.replace("7135550147", "7135550303")).json();
+    assert_eq!(v["sales"][0]["buyer"], "anywhere", "{v}");
+    assert_eq!(fleet.pings(0), 1);
+}

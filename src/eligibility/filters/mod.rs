@@ -425,7 +425,8 @@ pub struct FieldPredicate {
 }
 
 impl FieldPredicate {
-    /// The lead field (top-level key) this predicate reads.
+    /// The lead field this predicate reads: a top-level key, or a dotted path into nested
+    /// objects when the lead has no key of that name (see [`Fields::get_path`]).
     pub fn field(&self) -> &str {
         &self.field
     }
@@ -654,7 +655,7 @@ impl Filters {
             return Err(FilterMiss::Zip);
         }
         for (i, p) in self.fields.iter().enumerate() {
-            if !p.test(lead.get(p.field())) {
+            if !p.test(lead.get_path(p.field())) {
                 return Err(FilterMiss::Field(i));
             }
         }

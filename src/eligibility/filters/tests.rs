@@ -360,3 +360,40 @@ fn state_codes_round_trip() {
     assert_eq!(StateCode::parse("ZZ").unwrap().index(), STATE_CODES - 1);
     assert_eq!(StateCode::parse("T"), None);
 }
+
+#[test]
+fn a_dotted_field_reads_into_nested_objects() {
+    let f = filters(
+        r#"fields = [ { field = "vehicle.year", op = ">=", value = 2015 },
+                      { field = "vehicle.owner.state", op = "in", value = ["TX", "OK"] } ]"#,
+    );
+    let nested = |year: Value, state: &str| {
+        lead(
+            json!({"zip": "77002", "vehicle": {"make": "Ford", "year": year,
+                    "owner": {"state": state, "since": null}}}),
+        )
+    };
+    assert!(f.matches(&nested(json!(2018), "TX")));
+    assert!(f.matches(&nested(json!("2015"), "OK")));
+    assert!(!f.matches(&nested(json!(2009), "TX")));
+    assert!(!f.matches(&nested(json!(2018), "CA")));
+    // Absent at any step: the predicate reads no value.
+    assert!(!f.matches(&lead(json!({"vehicle": {"make": "Ford"}}))));
+    assert!(!f.matches(&lead(json!({"vehicle": "Ford"}))));
+    assert!(!f.matches(&lead(json!({"vehicle": {"year": 2018, "owner": "x"}}))));
+    // A top-level key with the dotted name is read first.
+    let flat = lead(json!({"vehicle.year": 2018, "vehicle.owner.state": "OK",
+                           "vehicle": {"year": 1990}}));
+    assert!(f.matches(&flat));
+
+    let l = nested(json!(2018), "TX");
+    assert_eq!(l.get_path("vehicle.make"), Some(Field::Str("Ford")));
+    assert_eq!(l.get_path("vehicle.owner.since"), Some(Field::Null));
+    assert_eq!(
+        l.get_path("vehicle.owner"),
+        Some(Field::Object(r#"{"state":"TX","since":null}"#))
+    );
+    assert_eq!(l.get_path("vehicle.model"), None);
+    assert_eq!(l.get_path("zip.code"), None);
+    assert_eq!(l.get_path("zip"), Some(Field::Str("77002")));
+}

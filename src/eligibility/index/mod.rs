@@ -344,7 +344,7 @@ impl<'a> LeadView<'a> {
     fn new(c: &Campaign, lead: &'a Fields, now: DateTime<Utc>) -> LeadView<'a> {
         let mut values = [None; MAX_FIELD_SLOTS];
         for (v, name) in values.iter_mut().zip(c.fields.iter()) {
-            *v = lead.get(name);
+            *v = lead.get_path(name);
         }
         LeadView {
             lead,
@@ -374,7 +374,7 @@ impl<'a> LeadView<'a> {
     fn test(&self, p: &FieldPredicate, slot: u16) -> bool {
         match self.values.get(usize::from(slot)) {
             Some(v) => p.test(*v),
-            None => p.test(self.lead.get(p.field())),
+            None => p.test(self.lead.get_path(p.field())),
         }
     }
 }

@@ -281,6 +281,46 @@ impl<'a> View<'a> {
     }
 }
 
+/// The member `key` of the JSON object `object`, borrowing from its text (the last one, should
+/// the key be given twice, as the lead's own fields keep).
+fn nested_member<'a>(object: &'a str, key: &str) -> Option<Field<'a>> {
+    let members = serde_json::from_str::<MemberList<'a>>(object).ok()?.0;
+    let raw = members.into_iter().rev().find(|(k, _)| k == key)?.1.get();
+    Some(match raw.as_bytes().first()? {
+        b'n' => Field::Null,
+        b't' => Field::Bool(true),
+        b'f' => Field::Bool(false),
+        b'"' => Field::Str(raw.get(1..raw.len() - 1)?),
+        b'[' => Field::Array(raw),
+        b'{' => Field::Object(raw),
+        _ => Field::Num(raw),
+    })
+}
+
+/// An object's members in order, each value as its raw JSON text.
+struct MemberList<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for MemberList<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MemberList<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MemberList<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    let v = map.next_value::<&'de RawValue>()?;
+                    out.push((k, v));
+                }
+                Ok(MemberList(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// A JSON object's fields in the order they came, compactly (see the module docs).
 #[derive(Clone, Default)]
 pub struct Fields {
@@ -352,6 +392,31 @@ impl Fields {
         }
         let i = self.find_any(key)?;
         self.entries.get(i).map(|e| self.view().value(i, e))
+    }
+
+    /// The value at `path`: the member named `path` when there is one, else, for a path with
+    /// dots (`vehicle.year`), the member `year` of the object `vehicle`, at any depth. A string
+    /// found inside a nested object is its JSON text between the quotes, escapes as written.
+    pub fn get_path(&self, path: &str) -> Option<Field<'_>> {
+        if let Some(v) = self.get(path) {
+            return Some(v);
+        }
+        let (head, mut rest) = path.split_once('.')?;
+        let Field::Object(mut object) = self.get(head)? else {
+            return None;
+        };
+        loop {
+            let (key, more) = match rest.split_once('.') {
+                Some((k, m)) => (k, Some(m)),
+                None => (rest, None),
+            };
+            let value = nested_member(object, key)?;
+            match (more, value) {
+                (None, v) => return Some(v),
+                (Some(m), Field::Object(inner)) => (object, rest) = (inner, m),
+                (Some(_), _) => return None,
+            }
+        }
     }
 
     /// `"key":value` as JSON, as it is written in the object.
