@@ -1055,24 +1055,32 @@ fn answers_that_arrive_with_the_close_are_taken() {
     }
 }
 
-/// A keep-alive buyer that answers each ping twice: its bid, then 1 ms later an unasked
-/// `accepted`. Its real answer to a post is a rejection, 20 ms later. Counts the posts.
-fn answering_twice_buyer(posts: &'static std::sync::atomic::AtomicUsize) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
+/// An HTTP/1.1 200 answer carrying `body`.
+fn http_ok(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A hand-made keep-alive buyer on loopback: each whole request on a connection goes to
+/// `on_request(is_post, n, stream)`, `n` counting requests of that kind on the connection from
+/// 1, which writes what it likes; `false` hangs up. At most 256 connections.
+fn keep_alive_buyer(
+    on_request: impl Fn(bool, usize, &mut std::net::TcpStream) -> bool + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    use std::io::Read;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let answer = |body: &str| {
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    };
+    let on_request = std::sync::Arc::new(on_request);
     std::thread::spawn(move || {
         for s in l.incoming().take(256) {
             let Ok(mut s) = s else { return };
+            let on_request = on_request.clone();
             std::thread::spawn(move || {
                 let mut req: Vec<u8> = Vec::new();
                 let mut buf = [0u8; 8192];
+                let mut seen = [0usize; 2];
                 loop {
                     let whole = loop {
                         if let Some(n) = whole_request_len(&req) {
@@ -1083,27 +1091,37 @@ fn answering_twice_buyer(posts: &'static std::sync::atomic::AtomicUsize) -> std:
                             Ok(n) => req.extend_from_slice(&buf[..n]),
                         }
                     };
-                    let is_post = req.starts_with(b"POST /post");
+                    let post = req.starts_with(b"POST /post");
                     req.drain(..whole);
-                    let sent = if is_post {
-                        posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(20));
-                        s.write_all(answer(r#"{"status": "rejected", "reason": "dup"}"#).as_bytes())
-                    } else {
-                        s.write_all(answer(r#"{"bid": 30.0}"#).as_bytes())
-                            .and_then(|_| {
-                                std::thread::sleep(Duration::from_millis(1));
-                                s.write_all(answer(r#"{"status": "accepted"}"#).as_bytes())
-                            })
-                    };
-                    if sent.is_err() {
-                        return;
+                    seen[usize::from(post)] += 1;
+                    if !on_request(post, seen[usize::from(post)], &mut s) {
+                        return; // the stream is dropped: the buyer hangs up
                     }
                 }
             });
         }
     });
     addr
+}
+
+/// A keep-alive buyer that answers each ping twice: its bid, then 1 ms later an unasked
+/// `accepted`. Its real answer to a post is a rejection, 20 ms later. Counts the posts.
+fn answering_twice_buyer(posts: &'static std::sync::atomic::AtomicUsize) -> std::net::SocketAddr {
+    use std::io::Write;
+    keep_alive_buyer(move |post, _, s| {
+        let sent = if post {
+            posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            s.write_all(http_ok(r#"{"status": "rejected", "reason": "dup"}"#).as_bytes())
+        } else {
+            s.write_all(http_ok(r#"{"bid": 30.0}"#).as_bytes())
+                .and_then(|_| {
+                    std::thread::sleep(Duration::from_millis(1));
+                    s.write_all(http_ok(r#"{"status": "accepted"}"#).as_bytes())
+                })
+        };
+        sent.is_ok()
+    })
 }
 
 /// A second answer a buyer sends to its ping is never taken for its answer to the post that
@@ -1697,53 +1715,19 @@ fn hanging_up_buyer(
     on_post: bool,
     counts: &'static [std::sync::atomic::AtomicUsize; 2],
 ) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    use std::sync::atomic::Ordering::SeqCst;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let answer = |body: &str| {
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    std::thread::spawn(move || {
-        for s in l.incoming().take(256) {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut req: Vec<u8> = Vec::new();
-                let mut buf = [0u8; 8192];
-                let mut here = [0usize; 2];
-                loop {
-                    let whole = loop {
-                        if let Some(n) = whole_request_len(&req) {
-                            break n;
-                        }
-                        match s.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    };
-                    let post = req.starts_with(b"POST /post");
-                    req.drain(..whole);
-                    counts[usize::from(post)].fetch_add(1, SeqCst);
-                    here[usize::from(post)] += 1;
-                    if post == on_post && here[usize::from(post)] == 2 {
-                        return; // hang up: the stream is dropped unanswered
-                    }
-                    let body = if post {
-                        r#"{"status": "accepted"}"#
-                    } else {
-                        r#"{"bid": 40.0}"#
-                    };
-                    if s.write_all(answer(body).as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    use std::io::Write;
+    keep_alive_buyer(move |post, n, s| {
+        counts[usize::from(post)].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if post == on_post && n == 2 {
+            return false;
         }
-    });
-    addr
+        let body = if post {
+            r#"{"status": "accepted"}"#
+        } else {
+            r#"{"bid": 40.0}"#
+        };
+        s.write_all(http_ok(body).as_bytes()).is_ok()
+    })
 }
 
 fn hanging_up_exchange(

@@ -34,6 +34,15 @@ fn request_with(path: &str, key: &str, extra: &[&str], body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The journal directory a test config names.
+fn journal_dir(toml: &str) -> String {
+    toml.lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the config names its journal")
+        .to_string()
+}
+
 fn keyed(c: &mut Client, path: &str, idem: &str, body: &str) -> Response {
     let header = format!("Idempotency-Key: {idem}");
     c.send_raw(&request_with(path, KEY, &[&header], body.as_bytes()));
@@ -279,12 +288,7 @@ fn a_start_puts_back_the_keys_of_answered_leads_only() {
     use gavel::journal::{Journal, JournalOptions, LeadFlow, LeadStatus, RecordRef, SyncMode};
     let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
     let toml = config(&fleet, "", |_| String::new());
-    let dir = toml
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_string();
+    let dir = journal_dir(&toml);
     let now_us = chrono::Utc::now().timestamp_micros() as u64;
     let answered = ulid::Ulid::new().to_string();
     let cut_off = ulid::Ulid::new().to_string();
@@ -374,12 +378,7 @@ fn the_load_tool_sends_a_key_with_each_lead() {
         "id = \"auto\"\nvertical = \"auto_insurance\"",
         "id = \"auto\"\nvertical = \"auto\"",
     );
-    let dir = toml
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_string();
+    let dir = journal_dir(&toml);
     let ex = Exchange::start(&toml);
     let mut spec = LoadSpec::new(ex.addr, KEY, "auto");
     spec.rate_per_s = 100;
