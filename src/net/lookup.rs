@@ -164,12 +164,7 @@ pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>
         .and_then(|s| s.received.as_ref())
         .is_some_and(|r| r.1);
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"{\"lead_id\":");
-    write_json_str(&mut out, lead_id);
-    out.extend_from_slice(b",\"status\":\"pending\"");
-    if test {
-        out.extend_from_slice(b",\"test\":true");
-    }
+    write_pending(&mut out, lead_id, test);
     out.extend_from_slice(b",\"error\":{\"code\":\"in_progress\",\"message\":");
     write_json_str(
         &mut out,
@@ -349,13 +344,19 @@ impl Story {
             );
             return out;
         }
-        out.extend_from_slice(b"{\"lead_id\":");
-        write_json_str(&mut out, lead_id);
-        out.extend_from_slice(b",\"status\":\"pending\"");
-        if test {
-            out.extend_from_slice(b",\"test\":true");
-        }
+        write_pending(&mut out, lead_id, test);
         out.push(b'}');
         out
+    }
+}
+
+/// `{"lead_id": ..., "status": "pending"` (and `"test": true` for a test lead), left open for
+/// the members that follow.
+fn write_pending(out: &mut Vec<u8>, lead_id: &str, test: bool) {
+    out.extend_from_slice(b"{\"lead_id\":");
+    write_json_str(out, lead_id);
+    out.extend_from_slice(b",\"status\":\"pending\"");
+    if test {
+        out.extend_from_slice(b",\"test\":true");
     }
 }
