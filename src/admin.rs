@@ -619,6 +619,8 @@ fn journal_json(shared: &Shared, s: &WorkerStats) -> Value {
         "accepting_leads": shared.journal.accepts_leads(),
         "spare_segment_ready": shared.journal.spare_ready(),
         "directory_lost": shared.journal.dir_lost(),
+        "segment_lost": shared.journal.segment_lost(),
+        "head_segment": shared.journal.head(),
         "records_refused_since_start": shared.journal.refused(),
         "errors": s.journal_errors,
         "background_errors": background_errors,

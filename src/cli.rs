@@ -271,12 +271,15 @@ fn serve(path: &std::path::Path) -> i32 {
     }
     // Records lost are money or caps unaccounted for: not a clean stop either.
     let refused = shared.journal.refused();
-    if refused > 0 || shared.journal.dir_lost() {
+    let (dir_lost, segment_lost) = (shared.journal.dir_lost(), shared.journal.segment_lost());
+    if refused > 0 || dir_lost || segment_lost {
         let (_, last) = shared.journal.background_errors();
         eprintln!(
             "gavel: stopped; the journal refused {refused} record(s) while serving{}{}",
-            if shared.journal.dir_lost() {
+            if dir_lost {
                 " and its directory was removed or replaced"
+            } else if segment_lost {
+                " and the segment it was writing was deleted or replaced"
             } else {
                 ""
             },

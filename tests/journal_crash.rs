@@ -1052,3 +1052,71 @@ fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
     let v = ex.client().lead(LEAD).json();
     assert_eq!(v["sales"][0]["buyer"], "hourly", "{v}");
 }
+
+/// The newest segment deleted while the exchange is down: the exchange will not start on a
+/// journal that forgot its latest sales (and with them caps and budgets), says which file is
+/// missing and what to do, and `journal verify` fails; with the file back it starts.
+#[test]
+fn a_deleted_newest_segment_stops_the_exchange_from_starting() {
+    let fleet = Fleet::start(vec![bidder("only", 9000)]).unwrap();
+    let dir = temp_dir("newest-gone");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "", |_| String::new())
+        .replace("[journal]\n", "[journal]\nsegment_bytes = 1048576\n");
+    let text = set_journal_dir(&text, &journal);
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+
+    let newest = journal.join("00000000000000000001.seg");
+    let head = journal.join("HEAD");
+    let (child, addr) = serve(&cfg);
+    let running = Serving(child);
+    let mut c = Client::connect(addr);
+    let mut sold = 0;
+    while !std::fs::read_to_string(&head).is_ok_and(|h| h.contains("segment 1")) {
+        let v = c.lead(LEAD).json();
+        assert_eq!(v["sales"][0]["buyer"], "only", "{}", v);
+        sold += 1;
+        assert!(sold < 20_000, "the journal never reached a second segment");
+    }
+    drop(running);
+
+    let kept = dir.join("kept.seg");
+    std::fs::rename(&newest, &kept).unwrap();
+    let out = gavel()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started without its newest segment: {}",
+        err
+    );
+    assert!(
+        err.contains("segment 1 is missing") && err.contains(&head.display().to_string()),
+        "{}",
+        err
+    );
+    let v = gavel()
+        .args(["journal", "verify", "--dir"])
+        .arg(&journal)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
+    assert_ne!(v.status.code(), Some(0), "{}", said);
+    assert!(said.contains("DAMAGED"), "{}", said);
+
+    std::fs::rename(&kept, &newest).unwrap();
+    let (child, addr) = serve(&cfg);
+    let running = Serving(child);
+    let v = Client::connect(addr).lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "only", "{}", v);
+    drop(running);
+    let sales = export(&journal)
+        .iter()
+        .filter(|r| r["type"] == "sale")
+        .count();
+    assert_eq!(sales, sold + 1);
+}

@@ -12,6 +12,8 @@
 //! - [`writer`]: [`Journal`], the concurrent appender (claim by compare-and-swap, publish by a
 //!   commit word), rotation, retention and the sync modes.
 //! - [`recovery`]: the scan run on open and by `verify`, and the reports it produces.
+//! - [`head`]: the `HEAD` file naming the newest segment begun, so a deleted newest segment
+//!   is found.
 //! - [`reader`]: read-only streaming readers for replay, export and `tail`.
 //! - [`salvage`]: the records recovery cut out and set aside, read back for the exchange's
 //!   counters on start.
@@ -21,6 +23,7 @@
 
 pub mod cli;
 pub mod format;
+pub mod head;
 pub mod reader;
 pub mod record;
 pub mod recovery;
@@ -230,6 +233,25 @@ pub enum JournalError {
         /// Its length in bytes (or entries).
         len: usize,
     },
+    /// The newest segments are gone: `HEAD` names segment `head` as begun, and the newest
+    /// segment file left is older. Their records (sales, caps, budgets) would be forgotten, so
+    /// `Journal::open` refuses to start until they are restored, or `HEAD` is removed to
+    /// accept the loss.
+    NewestMissing {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The first segment missing.
+        first: u64,
+        /// The segment `HEAD` names.
+        head: u64,
+    },
+    /// The `HEAD` file is not one this build wrote.
+    BadHead {
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The journal is damaged at this position: whole records follow the damage, so it is not
     /// a torn tail. Readers stop here; `Journal::open` cuts here.
     Damaged {
@@ -282,6 +304,27 @@ impl fmt::Display for JournalError {
             JournalError::FieldTooLong { field, len } => {
                 write!(f, "field {field} is too long ({len})")
             }
+            JournalError::NewestMissing { dir, first, head } => {
+                let which = if first == head {
+                    format!("segment {head} is")
+                } else {
+                    format!("segments {first} to {head} are")
+                };
+                write!(
+                    f,
+                    "journal {dir}: {which} missing: {head_file} names segment {head} as begun, \
+                     and no segment file that new is left. The records in it (sales, caps, \
+                     budgets) would be forgotten. Restore the missing file(s) from a backup, or \
+                     accept the loss by removing {head_file}",
+                    dir = dir.display(),
+                    head_file = dir.join(head::HEAD_FILE).display(),
+                )
+            }
+            JournalError::BadHead { path, why } => write!(
+                f,
+                "journal head marker {}: {why}; remove it to have it written again",
+                path.display()
+            ),
             JournalError::Damaged { at, kind } => write!(f, "journal damaged at {at}: {kind}"),
         }
     }

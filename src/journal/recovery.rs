@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::format::{read_frame, Frame, HeaderError, SegmentHeader, SEGMENT_HEADER_BYTES};
+use super::head::{missing_newest, read_head};
 use super::record::Record;
 use super::segment::{data_ranges, list_segments, segment_path};
 use super::{JournalError, Position};
@@ -51,6 +52,9 @@ pub enum DamageKind {
     /// The segment with this number is missing, between two that are there: retention only
     /// ever removes the oldest.
     MissingSegment(u64),
+    /// The newest segments, `first` to `head`, are missing: the `HEAD` file names `head` as
+    /// begun, and no segment file that new is left (see [`super::head`]).
+    NewestMissing { first: u64, head: u64 },
 }
 
 impl fmt::Display for DamageKind {
@@ -67,6 +71,16 @@ impl fmt::Display for DamageKind {
                 "segment file is {file} bytes where its header says {header} (cut short or grown)"
             ),
             DamageKind::MissingSegment(seq) => write!(f, "segment {seq} is missing"),
+            DamageKind::NewestMissing { first, head } if first == head => {
+                write!(
+                    f,
+                    "segment {head}, the newest begun (named by HEAD), is missing"
+                )
+            }
+            DamageKind::NewestMissing { first, head } => write!(
+                f,
+                "segments {first} to {head}, the newest begun (HEAD names {head}), are missing"
+            ),
         }
     }
 }
@@ -102,6 +116,7 @@ impl DamageKind {
                 | DamageKind::BadFrameHeader
                 | DamageKind::SizeChanged { .. }
                 | DamageKind::MissingSegment(_)
+                | DamageKind::NewestMissing { .. }
         )
     }
 }
@@ -638,6 +653,12 @@ impl fmt::Display for VerifyReport {
                     d.at, d.kind, d.bytes
                 )
             }
+            Some(d) if matches!(d.kind, DamageKind::NewestMissing { .. }) => write!(
+                f,
+                ", DAMAGED: {}; their records are lost unless the files are restored (the \
+                 exchange will not start on this journal until they are, or HEAD is removed)",
+                d.kind
+            ),
             Some(d) if d.records_after == 0 => write!(
                 f,
                 ", DAMAGED at {}: {} in a committed record at the end of the data (a power loss \
@@ -658,13 +679,33 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
     if !dir.is_dir() {
         return Err(JournalError::NotFound(dir.to_path_buf()));
     }
+    let head = read_head(dir)?;
     let a = analyze(dir, true)?;
+    // Listed after the scan: a segment begun meanwhile by a running writer is then counted,
+    // where a listing taken first could miss it and call it missing.
+    let missing = missing_newest(head, &list_segments(dir)?);
+    let damage = match missing {
+        // What stops the exchange from starting comes first; damage found in the segments
+        // left is found again once the missing ones are restored.
+        Some((first, head)) => Some(Damage {
+            at: Position {
+                segment: first,
+                offset: 0,
+            },
+            kind: DamageKind::NewestMissing { first, head },
+            records_after: 0,
+            records_in_segment: 0,
+            bytes: 0,
+            later_segments: Vec::new(),
+        }),
+        None => a.damage,
+    };
     Ok(VerifyReport {
         segments: a.files,
         records: a.records,
         torn: a.torn,
         torn_positions: a.torn_positions,
-        damage: a.damage,
+        damage,
         unknown: a.unknown,
         undecodable: a.undecodable,
     })

@@ -430,6 +430,13 @@ impl Segment {
         Ok(seg)
     }
 
+    /// The mapped file's (device, inode) (`None` if it cannot be read).
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata().ok()?;
+        Some((m.dev(), m.ino()))
+    }
+
     /// Map an existing segment file for writing.
     pub fn open(dir: &Path, seq: u64) -> Result<Segment, JournalError> {
         let path = segment_path(dir, seq);

@@ -829,6 +829,182 @@ fn a_missing_segment_between_two_is_damage() {
     assert!(verify(dir.path()).unwrap().intact());
 }
 
+/// Fill `j` until appends go to segment `seg`, and wait for `HEAD` to name it.
+fn fill_to_segment(j: &Journal, seg: u64) -> usize {
+    let mut i = 0;
+    while j.tail().segment < seg {
+        append(j, T0 + i as u64, &ping_record(i));
+        i += 1;
+    }
+    eventually("HEAD names the newest segment", || j.head() == Some(seg));
+    i
+}
+
+/// The newest segment deleted leaves no gap, but `HEAD` still names it: `verify` calls the
+/// journal damaged and a start is refused, saying what to do; with the file back, the journal
+/// opens with every record. Removing `HEAD` accepts the loss.
+#[test]
+fn a_deleted_newest_segment_is_found_and_stops_a_start() {
+    let dir = TempDir::new("newest");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let n = fill_to_segment(&j, 2);
+    drop(j);
+    assert_eq!(super::head::read_head(dir.path()).unwrap(), Some(2));
+    let newest = segment_path(dir.path(), 2);
+    let kept = std::fs::read(&newest).unwrap();
+    std::fs::remove_file(&newest).unwrap();
+
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.intact(), "{v}");
+    assert_eq!(
+        v.damage.as_ref().map(|d| d.kind),
+        Some(DamageKind::NewestMissing { first: 2, head: 2 }),
+        "{v}"
+    );
+    let text = v.to_string();
+    assert!(
+        text.contains("DAMAGED") && text.contains("segment 2"),
+        "{text}"
+    );
+
+    let e = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            e,
+            JournalError::NewestMissing {
+                first: 2,
+                head: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("segment 2 is missing") && text.contains("HEAD"),
+        "{text}"
+    );
+    // Refusing changed nothing: no segment was made in its place.
+    assert_eq!(
+        super::segment::list_segments(dir.path()).unwrap(),
+        vec![0, 1]
+    );
+
+    // Put back, the journal opens with all its records.
+    std::fs::write(&newest, &kept).unwrap();
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert!(report.cut.is_none(), "{report}");
+    drop(j);
+    assert_eq!(records(dir.path()).len(), n);
+
+    // Gone again, and the operator accepts the loss by removing HEAD.
+    std::fs::remove_file(&newest).unwrap();
+    assert!(Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).is_err());
+    std::fs::remove_file(dir.path().join(super::head::HEAD_FILE)).unwrap();
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(j.tail().segment, 1);
+    assert_eq!(j.head(), Some(1));
+    drop(j);
+    assert!(verify(dir.path()).unwrap().intact());
+}
+
+/// Several newest segments gone are named as a range; all of them gone is found too.
+#[test]
+fn deleted_newest_segments_are_named_as_a_range() {
+    let dir = TempDir::new("newest-range");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    fill_to_segment(&j, 3);
+    drop(j);
+    for seg in [2, 3] {
+        std::fs::remove_file(segment_path(dir.path(), seg)).unwrap();
+    }
+    let e = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("segments 2 to 3 are missing"), "{e}");
+    for seg in [0, 1] {
+        std::fs::remove_file(segment_path(dir.path(), seg)).unwrap();
+    }
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.intact(), "{v}");
+    assert!(Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).is_err());
+}
+
+/// `HEAD` lags the newest segment after a crash just after a rotation: harmless, and brought
+/// up to date on open. A `HEAD` this build did not write is an error naming the file.
+#[test]
+fn a_lagging_head_is_accepted_and_a_foreign_one_refused() {
+    let dir = TempDir::new("head-lag");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    fill_to_segment(&j, 2);
+    drop(j);
+    super::head::write_head(dir.path(), 0, false).unwrap();
+    assert!(verify(dir.path()).unwrap().intact());
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(j.head(), Some(2));
+    drop(j);
+    assert_eq!(super::head::read_head(dir.path()).unwrap(), Some(2));
+
+    std::fs::write(dir.path().join(super::head::HEAD_FILE), "2\n").unwrap();
+    let e = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES))
+        .err()
+        .expect("refused");
+    assert!(matches!(e, JournalError::BadHead { .. }), "{e}");
+    assert!(e.to_string().contains("HEAD"), "{e}");
+    assert!(verify(dir.path()).is_err());
+}
+
+/// A cut that sets segments aside lowers `HEAD` with them, so the next start does not take
+/// them for lost.
+#[test]
+fn a_cut_that_sets_the_newest_segments_aside_lowers_head() {
+    let dir = TempDir::new("head-cut");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    fill_to_segment(&j, 3);
+    drop(j);
+    std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(
+        report.cut.as_ref().map(|c| c.moved_aside.len()),
+        Some(2),
+        "{report}"
+    );
+    assert_eq!(j.head(), Some(0));
+    drop(j);
+    assert_eq!(super::head::read_head(dir.path()).unwrap(), Some(0));
+    let (_j, again) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert!(again.cut.is_none(), "{again}");
+}
+
+/// The segment being appended to, deleted while in use: its records would vanish with the
+/// process, so new leads are refused at once; the very file put back under its name ends it.
+#[test]
+fn the_current_segment_deleted_while_in_use_stops_new_leads() {
+    let dir = TempDir::new("seg-lost");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    append(&j, T0, &ping_record(0));
+    assert!(j.accepts_leads() && !j.segment_lost());
+    let seg = segment_path(dir.path(), 0);
+    let away = dir.path().join("moved-away");
+    std::fs::rename(&seg, &away).unwrap();
+    eventually("the loss is noticed", || j.segment_lost());
+    assert!(!j.accepts_leads());
+    assert!(j
+        .background_errors()
+        .1
+        .unwrap_or_default()
+        .contains("deleted or replaced"));
+    // A copy is another file: still lost.
+    std::fs::copy(&away, &seg).unwrap();
+    std::thread::sleep(super::writer::SPARE_RETRY * 2);
+    assert!(j.segment_lost());
+    std::fs::rename(&away, &seg).unwrap();
+    eventually("the segment is back", || !j.segment_lost());
+    assert!(j.accepts_leads());
+}
+
 /// Bytes appended to a segment file past its size are not records: damage.
 #[test]
 fn a_segment_grown_past_its_size_is_damage() {

@@ -25,9 +25,12 @@ use super::format::{
     frame_crc, frame_len, COMMIT_MAGIC, END_OF_SEGMENT, FRAME_ALIGN, FRAME_HEADER_BYTES,
     MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES,
 };
+use super::head::{missing_newest, read_head, remove_head, write_head};
 use super::record::RecordRef;
 use super::recovery::{analyze, Cut, DamageKind, RecoveryReport};
-use super::segment::{copy_aside, lock_dir, move_aside, segment_path, sync_dir, Segment, Spare};
+use super::segment::{
+    copy_aside, list_segments, lock_dir, move_aside, segment_path, sync_dir, Segment, Spare,
+};
 use super::{JournalError, JournalOptions, Position, SyncMode, CAP_WINDOW_US};
 
 /// Segments kept mapped at once. A slot is reused (its segment unmapped) only after every
@@ -166,6 +169,13 @@ struct Shared {
     /// The directory was removed or replaced under the journal: what is appended now is lost
     /// with the unlinked files, so no lead is taken.
     dir_lost: AtomicBool,
+    /// The current segment's file was deleted or replaced under the journal (found by
+    /// [`Shared::check_dir`]): what is appended now is lost with it, so no lead is taken.
+    segment_lost: AtomicBool,
+    /// The segment found lost ([`NO_SEGMENT`]: none).
+    segment_lost_seq: AtomicU64,
+    /// The segment `HEAD` last named ([`NO_HEAD`]: not written by this run).
+    head_written: AtomicU64,
     /// The directory's (device, inode) when the journal opened it.
     dir_id: (u64, u64),
     /// Appends refused (a full disk, an I/O error, a lost directory) since the journal opened.
@@ -183,6 +193,12 @@ pub struct Journal {
 /// The name [`Shared::check_dir`] creates and removes to learn that the directory takes new
 /// names (not a segment's: readers and recovery never look at it).
 pub const DIR_PROBE: &str = "dir.probe";
+
+/// [`Shared::head_written`] before `HEAD` has been written by this run.
+const NO_HEAD: u64 = u64::MAX;
+
+/// [`Shared::segment_lost_seq`] when no segment is lost.
+const NO_SEGMENT: u64 = u64::MAX;
 
 /// A directory's (device, inode); `None` when it is not there.
 fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
@@ -221,6 +237,11 @@ impl Journal {
         }
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::io("create directory", &dir, e))?;
         let lock = lock_dir(&dir)?;
+        let durable = opts.sync != SyncMode::Os;
+        let head = read_head(&dir)?;
+        if let Some((first, head)) = missing_newest(head, &list_segments(&dir)?) {
+            return Err(JournalError::NewestMissing { dir, first, head });
+        }
         let analysis = analyze(&dir, false)?;
         let mut report = RecoveryReport {
             records: analysis.records,
@@ -228,10 +249,17 @@ impl Journal {
             torn: analysis.torn_positions.clone(),
             ..RecoveryReport::default()
         };
-        let durable = opts.sync != SyncMode::Os;
         let mut kept = analysis.segments.clone();
+        let mut head_now = head;
 
         if let Some(d) = &analysis.damage {
+            // Segments are about to be set aside: `HEAD` must not go on naming one of them,
+            // or the next start would take them for lost. Removed rather than rewritten (a
+            // removal needs no free block); it is written again below.
+            if head_now.is_some() {
+                remove_head(&dir, durable)?;
+                head_now = None;
+            }
             let mut moved_aside = Vec::new();
             let mut copied_to = None;
             let mut zeroed_from = None;
@@ -333,6 +361,19 @@ impl Journal {
             segment.flush(0, tail)?;
         }
         let seq = segment.seq;
+        // The segment appends continue in exists (and is on disk in the durable modes): `HEAD`
+        // may name it. Failing that (a full disk), the background thread tries again; an older
+        // or absent `HEAD` only checks less.
+        let head_written = match head_now {
+            Some(h) if h == seq => seq,
+            _ => match write_head(&dir, seq, durable) {
+                Ok(()) => seq,
+                Err(e) => {
+                    eprintln!("gavel: journal: {e} (tried again in the background)");
+                    NO_HEAD
+                }
+            },
+        };
         report.segments = kept.len();
         report.tail = Position {
             segment: seq,
@@ -380,6 +421,9 @@ impl Journal {
             spare: Mutex::new(None),
             spare_failed: AtomicBool::new(false),
             dir_lost: AtomicBool::new(false),
+            segment_lost: AtomicBool::new(false),
+            segment_lost_seq: AtomicU64::new(NO_SEGMENT),
+            head_written: AtomicU64::new(head_written),
             dir_id: dir_identity(&opts.dir).unwrap_or((0, 0)),
             refused: AtomicU64::new(0),
             _lock: lock,
@@ -513,7 +557,7 @@ impl Journal {
     #[inline]
     pub fn accepts_leads(&self) -> bool {
         let sh = &*self.shared;
-        if sh.dir_lost.load(Ordering::Relaxed) {
+        if sh.dir_lost.load(Ordering::Relaxed) || sh.segment_lost.load(Ordering::Relaxed) {
             return false;
         }
         !sh.spare_failed.load(Ordering::Relaxed) || self.tail().offset < sh.segment_bytes / 2
@@ -527,6 +571,17 @@ impl Journal {
     /// Whether the directory was removed or replaced under the journal.
     pub fn dir_lost(&self) -> bool {
         self.shared.dir_lost.load(Ordering::Relaxed)
+    }
+
+    /// Whether the segment being appended to was deleted or replaced under the journal.
+    pub fn segment_lost(&self) -> bool {
+        self.shared.segment_lost.load(Ordering::Relaxed)
+    }
+
+    /// The segment the `HEAD` file names, as this run last wrote it (`None` before it has
+    /// written one).
+    pub fn head(&self) -> Option<u64> {
+        Some(self.shared.head_written.load(Ordering::Acquire)).filter(|&h| h != NO_HEAD)
     }
 
     /// Whether the next segment's file is made and waiting (see [`Journal::accepts_leads`]).
@@ -918,6 +973,7 @@ impl Shared {
         if lost {
             return;
         }
+        self.check_segment();
         let probe = self.dir.join(DIR_PROBE);
         let writable = std::fs::OpenOptions::new()
             .write(true)
@@ -946,6 +1002,83 @@ impl Shared {
                 }
             }
             Ok(()) => {}
+        }
+    }
+
+    /// Whether the segment being appended to is still the file of its name: one deleted (or
+    /// replaced) while mapped takes records that vanish with the process, and the next start
+    /// would find it missing. New leads are refused until the very file is back under its
+    /// name; moving on to a later segment does not end it, since the loss stays in the
+    /// journal. Transitions are reported on stderr.
+    fn check_segment(&self) {
+        let flagged = self.segment_lost_seq.load(Ordering::Relaxed);
+        let seq = if flagged != NO_SEGMENT {
+            flagged
+        } else {
+            self.current.load(Ordering::Acquire)
+        };
+        // A segment no longer mapped cannot be compared: a flagged one stays flagged.
+        let Some(pin) = self.pin(seq) else { return };
+        let mapped = pin.seg.identity();
+        drop(pin);
+        let Some(mapped) = mapped else { return };
+        let on_disk = std::fs::symlink_metadata(segment_path(&self.dir, seq))
+            .ok()
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
+        if flagged == NO_SEGMENT && self.current.load(Ordering::Acquire) != seq {
+            // Rotated meanwhile: retention may have removed `seq` by right.
+            return;
+        }
+        let lost = on_disk != Some(mapped);
+        if lost == (flagged != NO_SEGMENT) {
+            return;
+        }
+        if lost {
+            self.segment_lost_seq.store(seq, Ordering::Relaxed);
+            self.segment_lost.store(true, Ordering::Relaxed);
+            let path = segment_path(&self.dir, seq);
+            let e = JournalError::io(
+                "journal segment deleted or replaced while in use",
+                &path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            );
+            self.note_error(&e);
+            eprintln!(
+                "gavel: journal: {e}: its records are lost unless the file is put back; new \
+                 leads are refused (503 journal_unavailable)"
+            );
+        } else {
+            self.segment_lost_seq.store(NO_SEGMENT, Ordering::Relaxed);
+            self.segment_lost.store(false, Ordering::Relaxed);
+            eprintln!("gavel: journal: segment {seq} is back");
+        }
+    }
+
+    /// Make `HEAD` name the current segment if it does not yet; returns whether that failed
+    /// (to be tried again after [`SPARE_RETRY`]). The rotation that made the segment current
+    /// put its directory entry on disk first (in the durable modes).
+    fn update_head(&self) -> bool {
+        if self.dir_lost.load(Ordering::Relaxed) || self.segment_lost.load(Ordering::Relaxed) {
+            // Naming a segment in a directory that is not the journal's, or one that is gone,
+            // would be wrong; the next start judges what is there.
+            return false;
+        }
+        let cur = self.current.load(Ordering::Acquire);
+        if self.head_written.load(Ordering::Acquire) == cur {
+            return false;
+        }
+        match write_head(&self.dir, cur, self.sync != SyncMode::Os) {
+            Ok(()) => {
+                self.head_written.store(cur, Ordering::Release);
+                false
+            }
+            Err(e) => {
+                self.note_error(&e);
+                true
+            }
         }
     }
 
@@ -1056,6 +1189,7 @@ impl Shared {
         };
         let mut next_sync = Instant::now() + interval.unwrap_or(IDLE_TICK);
         let mut spare_retry: Option<Instant> = None;
+        let mut head_retry: Option<Instant> = None;
         let mut next_dir_check = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             self.wake_requested.store(false, Ordering::Release);
@@ -1066,6 +1200,9 @@ impl Shared {
             }
             if spare_retry.is_none_or(|t| Instant::now() >= t) {
                 spare_retry = self.make_spare().then(|| Instant::now() + SPARE_RETRY);
+            }
+            if head_retry.is_none_or(|t| Instant::now() >= t) {
+                head_retry = self.update_head().then(|| Instant::now() + SPARE_RETRY);
             }
             let now = Instant::now();
             if let Some(d) = interval {
@@ -1081,7 +1218,7 @@ impl Shared {
                 Some(_) => next_sync.saturating_duration_since(Instant::now()),
                 None => IDLE_TICK,
             };
-            let wait = match spare_retry {
+            let wait = match spare_retry.into_iter().chain(head_retry).min() {
                 Some(t) => wait.min(t.saturating_duration_since(Instant::now())),
                 None => wait,
             };

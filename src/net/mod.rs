@@ -545,7 +545,10 @@ pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
     };
     Journal::open(opts).map_err(|e| match e {
         // These name the journal's directory themselves.
-        JournalError::Locked(_) | JournalError::NotFound(_) => io::Error::other(e.to_string()),
+        JournalError::Locked(_)
+        | JournalError::NotFound(_)
+        | JournalError::NewestMissing { .. }
+        | JournalError::BadHead { .. } => io::Error::other(e.to_string()),
         e => io::Error::other(format!("journal {}: {}", j.dir.display(), e)),
     })
 }
