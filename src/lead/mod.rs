@@ -12,7 +12,7 @@ use serde_json::Value;
 
 pub mod fields;
 mod scan;
-pub use fields::{Field, Fields, Member};
+pub use fields::{Field, Fields, Member, PathValue};
 
 /// Longest string kept from a buyer's answer (bid ids, reasons), so a buyer cannot bloat the journal.
 pub const MAX_ANSWER_STRING: usize = 128;

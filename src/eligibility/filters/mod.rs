@@ -29,7 +29,7 @@
 mod tests;
 
 use crate::config::types::{FieldPredicateConfig, FiltersConfig};
-use crate::lead::{Field, Fields};
+use crate::lead::{Field, Fields, PathValue};
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -655,7 +655,7 @@ impl Filters {
             return Err(FilterMiss::Zip);
         }
         for (i, p) in self.fields.iter().enumerate() {
-            if !p.test(lead.get_path(p.field())) {
+            if !p.test(lead.get_path(p.field()).as_ref().map(PathValue::field)) {
                 return Err(FilterMiss::Field(i));
             }
         }

@@ -387,13 +387,45 @@ fn a_dotted_field_reads_into_nested_objects() {
     assert!(f.matches(&flat));
 
     let l = nested(json!(2018), "TX");
-    assert_eq!(l.get_path("vehicle.make"), Some(Field::Str("Ford")));
-    assert_eq!(l.get_path("vehicle.owner.since"), Some(Field::Null));
+    let at = |path: &str| l.get_path(path).map(|v| v.field().to_value());
+    assert_eq!(at("vehicle.make"), Some(json!("Ford")));
+    assert_eq!(at("vehicle.owner.since"), Some(json!(null)));
     assert_eq!(
         l.get_path("vehicle.owner"),
-        Some(Field::Object(r#"{"state":"TX","since":null}"#))
+        Some(PathValue::Field(Field::Object(
+            r#"{"state":"TX","since":null}"#
+        )))
     );
-    assert_eq!(l.get_path("vehicle.model"), None);
-    assert_eq!(l.get_path("zip.code"), None);
-    assert_eq!(l.get_path("zip"), Some(Field::Str("77002")));
+    assert_eq!(at("vehicle.model"), None);
+    assert_eq!(at("zip.code"), None);
+    assert_eq!(
+        l.get_path("zip"),
+        Some(PathValue::Field(Field::Str("77002")))
+    );
+}
+
+/// A nested string is compared decoded, as the lead's own strings are: quotes, backslashes
+/// and control characters (which a nested object keeps escaped) as well as `\u` escapes.
+#[test]
+fn nested_strings_with_escapes_are_compared_decoded() {
+    let l = Fields::from_json(
+        r#"{"home": {"city": "San Jos\u00e9", "note": "a \"quoted\" word", "dir": "C:\\tmp"}}"#,
+    )
+    .unwrap();
+    let at = |path: &str| l.get_path(path).map(|v| v.field().to_value());
+    assert_eq!(at("home.city"), Some(json!("San José")));
+    assert_eq!(at("home.note"), Some(json!("a \"quoted\" word")));
+    assert_eq!(at("home.dir"), Some(json!("C:\\tmp")));
+    assert_eq!(
+        l.get_path("home.note"),
+        Some(PathValue::Decoded("a \"quoted\" word".into()))
+    );
+    let f = filters(
+        r#"fields = [ { field = "home.note", op = "==", value = 'a "quoted" word' },
+                      { field = "home.dir", op = "in", value = ['C:\tmp', 'D:\tmp'] },
+                      { field = "home.city", op = "==", value = "san josé" } ]"#,
+    );
+    assert!(f.matches(&l));
+    let f = filters(r#"fields = [ { field = "home.dir", op = "==", value = 'C:\\tmp' } ]"#);
+    assert!(!f.matches(&l));
 }

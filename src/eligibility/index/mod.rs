@@ -18,7 +18,7 @@ use super::hours::{Schedule, ScheduleError};
 use crate::caps::calendar::LocalClock;
 use crate::caps::{CapTable, MAX_BUYERS};
 use crate::config::types::{BuyerConfig, CampaignConfig};
-use crate::lead::{Field, Fields};
+use crate::lead::{Fields, PathValue};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use std::fmt;
@@ -168,7 +168,7 @@ pub struct Matcher {
 struct LeadView<'a> {
     lead: &'a Fields,
     zip: Option<ZipKey>,
-    values: [Option<Field<'a>>; MAX_FIELD_SLOTS],
+    values: [Option<PathValue<'a>>; MAX_FIELD_SLOTS],
     clocks: [Option<LocalClock>; MAX_TZ_SLOTS],
     now: DateTime<Utc>,
 }
@@ -342,7 +342,7 @@ impl Matcher {
 
 impl<'a> LeadView<'a> {
     fn new(c: &Campaign, lead: &'a Fields, now: DateTime<Utc>) -> LeadView<'a> {
-        let mut values = [None; MAX_FIELD_SLOTS];
+        let mut values = [const { None }; MAX_FIELD_SLOTS];
         for (v, name) in values.iter_mut().zip(c.fields.iter()) {
             *v = lead.get_path(name);
         }
@@ -373,8 +373,8 @@ impl<'a> LeadView<'a> {
 
     fn test(&self, p: &FieldPredicate, slot: u16) -> bool {
         match self.values.get(usize::from(slot)) {
-            Some(v) => p.test(*v),
-            None => p.test(self.lead.get_path(p.field())),
+            Some(v) => p.test(v.as_ref().map(PathValue::field)),
+            None => p.test(self.lead.get_path(p.field()).as_ref().map(PathValue::field)),
         }
     }
 }

@@ -281,20 +281,46 @@ impl<'a> View<'a> {
     }
 }
 
+/// A value read by [`Fields::get_path`]: borrowed from the lead, or, for a string with escapes
+/// inside a nested object, decoded into its own text (the lead keeps nested objects as JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathValue<'a> {
+    Field(Field<'a>),
+    Decoded(Box<str>),
+}
+
+impl PathValue<'_> {
+    /// The value as a [`Field`] (a decoded string as [`Field::Str`]).
+    #[inline]
+    pub fn field(&self) -> Field<'_> {
+        match self {
+            PathValue::Field(f) => *f,
+            PathValue::Decoded(s) => Field::Str(s),
+        }
+    }
+}
+
 /// The member `key` of the JSON object `object`, borrowing from its text (the last one, should
-/// the key be given twice, as the lead's own fields keep).
-fn nested_member<'a>(object: &'a str, key: &str) -> Option<Field<'a>> {
+/// the key be given twice, as the lead's own fields keep). A string with escapes is decoded.
+fn nested_member<'a>(object: &'a str, key: &str) -> Option<PathValue<'a>> {
     let members = serde_json::from_str::<MemberList<'a>>(object).ok()?.0;
     let raw = members.into_iter().rev().find(|(k, _)| k == key)?.1.get();
-    Some(match raw.as_bytes().first()? {
+    Some(PathValue::Field(match raw.as_bytes().first()? {
         b'n' => Field::Null,
         b't' => Field::Bool(true),
         b'f' => Field::Bool(false),
-        b'"' => Field::Str(raw.get(1..raw.len() - 1)?),
+        b'"' => {
+            let inner = raw.get(1..raw.len() - 1)?;
+            if inner.contains('\\') {
+                let s = serde_json::from_str::<String>(raw).ok()?;
+                return Some(PathValue::Decoded(s.into_boxed_str()));
+            }
+            Field::Str(inner)
+        }
         b'[' => Field::Array(raw),
         b'{' => Field::Object(raw),
         _ => Field::Num(raw),
-    })
+    }))
 }
 
 /// An object's members in order, each value as its raw JSON text.
@@ -396,10 +422,11 @@ impl Fields {
 
     /// The value at `path`: the member named `path` when there is one, else, for a path with
     /// dots (`vehicle.year`), the member `year` of the object `vehicle`, at any depth. A string
-    /// found inside a nested object is its JSON text between the quotes, escapes as written.
-    pub fn get_path(&self, path: &str) -> Option<Field<'_>> {
+    /// found inside a nested object is decoded like the lead's own (allocating only when it
+    /// has escapes).
+    pub fn get_path(&self, path: &str) -> Option<PathValue<'_>> {
         if let Some(v) = self.get(path) {
-            return Some(v);
+            return Some(PathValue::Field(v));
         }
         let (head, mut rest) = path.split_once('.')?;
         let Field::Object(mut object) = self.get(head)? else {
@@ -413,7 +440,7 @@ impl Fields {
             let value = nested_member(object, key)?;
             match (more, value) {
                 (None, v) => return Some(v),
-                (Some(m), Field::Object(inner)) => (object, rest) = (inner, m),
+                (Some(m), PathValue::Field(Field::Object(inner))) => (object, rest) = (inner, m),
                 (Some(_), _) => return None,
             }
         }
