@@ -72,6 +72,38 @@ fn check_names_the_key_and_the_line_of_a_bad_value() {
     assert!(err.contains(&format!("line {}", line)), "{}", err);
 }
 
+/// A file with several problems gets them all in one `check`: a wrong type, an unknown key
+/// and a bad value, one line each, in the file's order within each kind.
+#[test]
+fn check_reports_every_problem_at_once() {
+    let dir = temp_dir("check-all");
+    let text = std::fs::read_to_string("config/exchange.example.toml")
+        .unwrap()
+        .replace("workers = 0 ", "workers = \"four\" ")
+        .replace("max_connections = 32", "max_connections = 32\nretries = 3")
+        .replace("ping_timeout_ms = 1200", "ping_timeout_ms = 0");
+    let line = |prefix: &str| text.lines().position(|l| l.starts_with(prefix)).unwrap() + 1;
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, _, err) = with_config("check", &path);
+    assert_eq!(code, Some(1), "{err}");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    for (said, want) in lines.iter().zip([
+        format!("line {}: server.workers: invalid type", line("workers")),
+        format!(
+            "line {}: buyers[1].retries: unknown field `retries`",
+            line("retries")
+        ),
+        format!(
+            "line {}: campaigns[1].ping_timeout_ms:",
+            line("ping_timeout_ms = 0")
+        ),
+    ]) {
+        assert!(said.contains(&want), "wanted {want}; got {err}");
+    }
+}
+
 #[test]
 fn check_names_the_key_at_fault_in_shape_and_syntax_errors() {
     let dir = temp_dir("check-keys");

@@ -273,3 +273,130 @@ impl Tables {
         Some(())
     }
 }
+
+/// `text` with the key at `path` taken out, every byte of it but its line breaks turned into
+/// spaces, so that every other key keeps its offset and line: a `key = value` (with its comma
+/// in an inline table), a whole `[table]` or every `[[table]]` of an array, up to the next
+/// header. `None` when the path names nothing that can be taken out that way (an element of
+/// an array, a dotted or implicit table) or the text without it no longer parses.
+pub fn blank_key(text: &str, path: &str) -> Option<String> {
+    let doc = ImDocument::parse(text).ok()?;
+    let steps = steps(path);
+    let ((last, None), parents) = steps.split_last()? else {
+        return None;
+    };
+    let mut node = Node::Table(doc.as_table());
+    for &(name, index) in parents {
+        let next = match node {
+            Node::Table(t) | Node::Item(Item::Table(t)) => t.get(name).map(Node::Item),
+            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
+                t.get(name).map(Node::Value)
+            }
+            _ => None,
+        }?;
+        node = match (index, next) {
+            (None, n) => n,
+            (Some(i), Node::Item(Item::ArrayOfTables(a))) => Node::Table(a.get(i)?),
+            (Some(i), Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a))) => {
+                Node::Value(a.get(i)?)
+            }
+            _ => return None,
+        };
+    }
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    match node {
+        Node::Table(t) | Node::Item(Item::Table(t)) => {
+            let key = t.key(last)?.span()?;
+            match t.get(last)? {
+                Item::Value(v) => ranges.push(key.start..v.span()?.end),
+                Item::Table(sub) if !sub.is_implicit() && !sub.is_dotted() => {
+                    ranges.push(section(text, sub.span()?.start))
+                }
+                Item::ArrayOfTables(a) => {
+                    for sub in a.iter() {
+                        ranges.push(section(text, sub.span()?.start));
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
+            let key = t.key(last)?.span()?;
+            let end = t.get(last)?.span()?.end;
+            ranges.push(with_comma(text, key.start..end));
+        }
+        _ => return None,
+    }
+    let mut out = text.as_bytes().to_vec();
+    for r in ranges {
+        for b in out.get_mut(r)? {
+            if *b != b'\n' && *b != b'\r' {
+                *b = b' ';
+            }
+        }
+    }
+    let out = String::from_utf8(out).ok()?;
+    ImDocument::parse(out.as_str()).ok()?;
+    Some(out)
+}
+
+/// From a table header at `start` to the next header (a line that starts with `[`) or the end.
+fn section(text: &str, start: usize) -> std::ops::Range<usize> {
+    let mut at = text[start..]
+        .find('\n')
+        .map_or(text.len(), |i| start + i + 1);
+    while at < text.len() {
+        if text[at..].trim_start_matches([' ', '\t']).starts_with('[') {
+            break;
+        }
+        at = text[at..].find('\n').map_or(text.len(), |i| at + i + 1);
+    }
+    start..at
+}
+
+/// A member of an inline table with the comma that follows it, or else the one before it.
+fn with_comma(text: &str, r: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    let after = text[r.end..].trim_start_matches([' ', '\t']);
+    if after.starts_with(',') {
+        return r.start..text.len() - after.len() + 1;
+    }
+    let before = text[..r.start].trim_end_matches([' ', '\t']);
+    if before.ends_with(',') {
+        return before.len() - 1..r.end;
+    }
+    r
+}
+
+/// `text` with the value at `path` (a key's value or an element of an array) written as
+/// `with`. `None` when the path names no value, or the text with the change does not parse.
+pub fn replace_value(text: &str, path: &str, with: &str) -> Option<String> {
+    let doc = ImDocument::parse(text).ok()?;
+    let mut node = Node::Table(doc.as_table());
+    for (name, index) in steps(path) {
+        let next = match node {
+            Node::Table(t) | Node::Item(Item::Table(t)) => t.get(name).map(Node::Item),
+            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
+                t.get(name).map(Node::Value)
+            }
+            _ => None,
+        }?;
+        node = match (index, next) {
+            (None, n) => n,
+            (Some(i), Node::Item(Item::ArrayOfTables(a))) => Node::Table(a.get(i)?),
+            (Some(i), Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a))) => {
+                Node::Value(a.get(i)?)
+            }
+            _ => return None,
+        };
+    }
+    let span = match node {
+        Node::Item(Item::Value(v)) | Node::Value(v) => v.span()?,
+        _ => return None,
+    };
+    let mut out = String::with_capacity(text.len() + with.len());
+    out.push_str(text.get(..span.start)?);
+    out.push_str(with);
+    out.push_str(text.get(span.end..)?);
+    ImDocument::parse(out.as_str()).ok()?;
+    Some(out)
+}

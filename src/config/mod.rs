@@ -513,20 +513,102 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
     Ok(snap)
 }
 
+/// Most problems one config check reports: past this many, fixing some first is quicker.
+pub const MAX_CONFIG_ISSUES: usize = 64;
+
 /// Parse and validate config text.
+///
+/// A key of the wrong type or an unknown key does not hide the rest: it is reported, taken out
+/// of the text (blanked, so every other key keeps its line), and the text read again, up to
+/// [`MAX_CONFIG_ISSUES`]. Once the shape is right, the values are validated, except in the
+/// tables a key was taken out of, whose checks would only repeat the same problem. A syntax
+/// error or a missing key stops the reading there.
 pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
-    let raw: RawConfig =
-        toml::from_str(text).map_err(|e| ConfigError::Parse(parse_issue(text, &e)))?;
+    let mut shape: Vec<Issue> = Vec::new();
+    let mut taken: Vec<String> = Vec::new();
+    let mut current = std::borrow::Cow::Borrowed(text);
+    let raw = loop {
+        match toml::from_str::<RawConfig>(&current) {
+            Ok(raw) => break Some(raw),
+            Err(e) => {
+                let mut issue = parse_issue(&current, &e);
+                let missing = e.message().starts_with("missing field");
+                if missing && taken.contains(&issue.key) {
+                    // The key taken out for its type is the one now missing: said already.
+                    break None;
+                }
+                if !taken.is_empty() {
+                    issue.line = locate::line_of_key(text, &issue.key).or(issue.line);
+                }
+                let key = issue.key.clone();
+                shape.push(issue);
+                if missing || key.is_empty() || shape.len() >= MAX_CONFIG_ISSUES {
+                    break None;
+                }
+                // A value of the wrong type is replaced by one of the type expected (so that a
+                // required key is not then missing), anything else taken out. Nothing after a
+                // syntax error can be read: both answer only for text that parses.
+                let next = placeholder(e.message())
+                    .and_then(|with| locate::replace_value(&current, &key, with))
+                    .or_else(|| locate::blank_key(&current, &key));
+                let Some(next) = next else {
+                    break None;
+                };
+                taken.push(key);
+                current = std::borrow::Cow::Owned(next);
+            }
+        }
+    };
+    let Some(raw) = raw else {
+        return Err(if shape.len() == 1 {
+            ConfigError::Parse(shape.remove(0))
+        } else {
+            ConfigError::Invalid(shape)
+        });
+    };
     let mut v = Validator {
         text,
         issues: Vec::new(),
     };
     let snap = v.build(&raw);
-    if v.issues.is_empty() {
+    // The table a key was taken out of (the key itself, at the top level).
+    let within = |issue: &Issue, key: &String| {
+        let scope = key.rsplit_once('.').map_or(key.as_str(), |(t, _)| t);
+        issue.key == scope
+            || issue.key.starts_with(&format!("{scope}."))
+            || issue.key.starts_with(&format!("{scope}["))
+    };
+    let semantic: Vec<Issue> = v
+        .issues
+        .into_iter()
+        .filter(|i| !taken.iter().any(|k| within(i, k)))
+        .collect();
+    if semantic.is_empty() && shape.len() == 1 {
+        return Err(ConfigError::Parse(shape.remove(0)));
+    }
+    shape.extend(semantic);
+    shape.truncate(MAX_CONFIG_ISSUES);
+    if shape.is_empty() {
         Ok(snap)
     } else {
-        Err(ConfigError::Invalid(v.issues))
+        Err(ConfigError::Invalid(shape))
     }
+}
+
+/// A TOML value of the type a serde "invalid type" message expects, when it names a plain one.
+fn placeholder(message: &str) -> Option<&'static str> {
+    if !message.starts_with("invalid type") {
+        return None;
+    }
+    let expected = message.rsplit_once("expected ")?.1.trim();
+    Some(match expected {
+        "a string" | "a borrowed string" | "string" => "\"\"",
+        "a boolean" | "bool" => "false",
+        "a sequence" => "[]",
+        "f32" | "f64" | "a float" => "0.0",
+        e if e.starts_with('u') || e.starts_with('i') => "0",
+        _ => return None,
+    })
 }
 
 fn parse_issue(text: &str, e: &toml::de::Error) -> Issue {

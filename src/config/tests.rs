@@ -890,3 +890,59 @@ fn a_consent_age_is_between_an_hour_and_a_year() {
         );
     }
 }
+
+/// Every wrong type and unknown key is reported in one check, each on its own line, with the
+/// value problems of the tables they do not touch; a key taken out for its type is not then
+/// reported missing as well.
+#[test]
+fn every_shape_problem_is_reported_at_once() {
+    let line_of =
+        |text: &str, prefix: &str| text.lines().position(|l| l.starts_with(prefix)).unwrap() + 1;
+    let text = CONTRACT
+        .replace("max_in_flight = 10000", "max_in_flight = \"lots\"")
+        .replace("hold_ms = 30000", "hold_ms = 30000\ncolour = \"red\"")
+        .replace("daily = 200", "daily = \"two hundred\"")
+        .replace(
+            "headers = { \"X-Api-Key\" = \"acme-secret\" }",
+            "headers = { \"X-Api-Key\" = 7, \"X-Other\" = \"ok\" }",
+        )
+        .replace("api_key = \"sk-blue-9876543210\"", "api_key = 9876543210")
+        .replace("reserve_price = 10.00", "reserve_price = -3.0");
+    let issues = invalid(&text);
+    let got: Vec<(String, Option<usize>)> =
+        issues.iter().map(|i| (i.key.clone(), i.line)).collect();
+    let want = vec![
+        (
+            "server.max_in_flight".to_string(),
+            Some(line_of(&text, "max_in_flight")),
+        ),
+        (
+            "sellers[1].api_key".to_string(),
+            Some(line_of(&text, "api_key = 98")),
+        ),
+        (
+            "campaigns[0].colour".to_string(),
+            Some(line_of(&text, "colour")),
+        ),
+        (
+            "buyers[0].headers.X-Api-Key".to_string(),
+            Some(line_of(&text, "headers =")),
+        ),
+        (
+            "buyers[1].caps.daily".to_string(),
+            Some(line_of(&text, "daily = \"two")),
+        ),
+        (
+            "campaigns[1].reserve_price".to_string(),
+            Some(line_of(&text, "reserve_price = -3")),
+        ),
+    ];
+    assert_eq!(got, want, "{issues:#?}");
+    assert!(issues[1].message.contains("string"), "{}", issues[1]);
+
+    // A syntax error still stops the reading where it is.
+    let text = CONTRACT
+        .replace("max_in_flight = 10000", "max_in_flight = \"lots\"")
+        .replace("daily = 200", "daily = = 200");
+    assert_eq!(invalid(&text).len(), 1);
+}
