@@ -6,7 +6,9 @@
 //! gives the place back, so no close path can forget to. At the limit a worker makes room by
 //! closing one of its own idle connections and handing its place to the new one; when it has
 //! none it asks the other workers, one at a time, through their [`Mailbox`]es: a worker asked
-//! gives up the place of its connection idle the longest, or says it has none. The count never
+//! gives up the place of its connection idle the longest, or says it has none. Stalled
+//! strangers go first everywhere: the asks go round once for a stranger only, and only if no
+//! worker has one does the asking worker close its own idle connection or ask again for any. The count never
 //! goes over the limit for this: a place changes hands, it is not added.
 
 use parking_lot::Mutex;
@@ -43,6 +45,9 @@ pub struct Ask {
     pub from: usize,
     /// Matches the answer to the connection waiting for it.
     pub ticket: u64,
+    /// Only a stalled stranger may be closed for it (the first round of asks): a seller's
+    /// idle connection anywhere is closed only when no worker has a stranger to close.
+    pub strangers_only: bool,
 }
 
 /// The answer to an [`Ask`]: a place (an idle connection closed, or one free), or `None`.
@@ -175,12 +180,17 @@ mod tests {
     fn letters_reach_their_worker_once() {
         let conns = SellerConns::new(2);
         assert!(conns.collect(1).is_none(), "nothing posted");
-        assert!(conns.ask(1, Ask { from: 0, ticket: 7 }));
-        assert!(!conns.ask(5, Ask { from: 0, ticket: 8 }), "no such worker");
+        let ask = |ticket| Ask {
+            from: 0,
+            ticket,
+            strangers_only: false,
+        };
+        assert!(conns.ask(1, ask(7)));
+        assert!(!conns.ask(5, ask(8)), "no such worker");
         let place = conns.take(1);
         assert!(conns.answer(0, Answer { ticket: 7, place }));
         let to_1 = conns.collect(1).map(|l| l.asks).unwrap_or_default();
-        assert_eq!(to_1, vec![Ask { from: 0, ticket: 7 }]);
+        assert_eq!(to_1, vec![ask(7)]);
         assert!(conns.collect(1).is_none(), "taken once");
         let to_0 = conns.collect(0).map(|l| l.answers).unwrap_or_default();
         assert_eq!(to_0.len(), 1);

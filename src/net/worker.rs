@@ -200,6 +200,8 @@ struct WaitingConn {
     stream: TcpStream,
     /// Other workers asked so far, in order from this worker's id.
     asked: usize,
+    /// The first round: only a stalled stranger may make room (see [`Ask::strangers_only`]).
+    strangers_only: bool,
     since: Instant,
 }
 
@@ -734,7 +736,7 @@ impl Worker {
 
     fn accept(&mut self) {
         // This worker's idle connections, oldest last, listed once per burst of accepts.
-        let mut idle: Option<Vec<Key>> = None;
+        let mut idle: Option<Vec<(bool, Key)>> = None;
         loop {
             let Some(listener) = self.listener.as_ref() else {
                 return;
@@ -746,10 +748,11 @@ impl Worker {
                         self.admit(stream, place);
                         continue;
                     }
-                    // At `server.max_connections`: this worker's connection idle the longest
-                    // makes room, else another worker's, else the new one is refused.
+                    // At `server.max_connections`: a stalled stranger makes room, this
+                    // worker's or another's; else this worker's connection idle the longest,
+                    // else another worker's; else the new one is refused.
                     let idle = idle.get_or_insert_with(|| self.idle_sellers());
-                    if let Some(place) = self.evict_idle(idle) {
+                    if let Some(place) = self.evict_idle(idle, true) {
                         self.admit(stream, place);
                         continue;
                     }
@@ -759,6 +762,7 @@ impl Worker {
                         ticket,
                         stream,
                         asked: 0,
+                        strangers_only: true,
                         since: self.now,
                     });
                 }
@@ -833,7 +837,7 @@ impl Worker {
     /// This worker's connections that may be closed for a new one, the first to close last:
     /// idle ones, the one idle the longest last, and after them (so before them when taken
     /// from the end) stalled strangers, the one stalled the longest last.
-    fn idle_sellers(&self) -> Vec<Key> {
+    fn idle_sellers(&self) -> Vec<(bool, Key)> {
         let now = self.now;
         let mut idle: Vec<(bool, Instant, Key)> = self
             .sellers
@@ -849,14 +853,30 @@ impl Worker {
             })
             .collect();
         idle.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        idle.into_iter().map(|(_, _, k)| k).collect()
+        idle.into_iter()
+            .map(|(stranger, _, k)| (stranger, k))
+            .collect()
     }
 
     /// Close the connection idle the longest of `idle` (from [`Worker::idle_sellers`]; one
-    /// that has turned busy since is passed over) and take its place for a new one.
-    fn evict_idle(&mut self, idle: &mut Vec<Key>) -> Option<Place> {
+    /// that has turned busy since is passed over) and take its place for a new one. With
+    /// `strangers_only`, only a stalled stranger.
+    fn evict_idle(&mut self, idle: &mut Vec<(bool, Key)>, strangers_only: bool) -> Option<Place> {
         let now = self.now;
-        while let Some(key) = idle.pop() {
+        while let Some(&(stranger, key)) = idle.last() {
+            if strangers_only && !stranger {
+                // Strangers are listed last: none is left.
+                return None;
+            }
+            idle.pop();
+            if strangers_only
+                && !self
+                    .sellers
+                    .get(key)
+                    .is_some_and(|c| c.is_stalled_stranger(now))
+            {
+                continue;
+            }
             // Bytes waiting in the socket are a request arriving (its event not handled yet):
             // closing would reset it. An end of stream waiting there is a fine one to close.
             let arriving = |c: &SellerConn| matches!(c.stream.peek(&mut [0u8; 1]), Ok(n) if n > 0);
@@ -888,6 +908,7 @@ impl Worker {
                 let ask = Ask {
                     from: self.id,
                     ticket: w.ticket,
+                    strangers_only: w.strangers_only,
                 };
                 if conns.ask(to, ask) {
                     self.shared.wake(to);
@@ -895,6 +916,19 @@ impl Worker {
                     return;
                 }
             }
+        }
+        if w.strangers_only {
+            // No stalled stranger anywhere: this worker's connection idle the longest, else
+            // the other workers' are asked again, for any idle one.
+            let mut idle = self.idle_sellers();
+            if let Some(place) = self.evict_idle(&mut idle, false) {
+                self.admit(w.stream, place);
+                return;
+            }
+            w.strangers_only = false;
+            w.asked = 0;
+            self.ask_for_place(w);
+            return;
         }
         self.refuse_connection(w.stream);
     }
@@ -905,13 +939,13 @@ impl Worker {
     /// asked).
     fn read_mail(&mut self, letters: Letters) {
         let limit = self.gen.rt.snap.server.max_connections;
-        let mut idle: Option<Vec<Key>> = None;
+        let mut idle: Option<Vec<(bool, Key)>> = None;
         for ask in letters.asks {
             let place = match self.shared.seller_conns.take(limit) {
                 Some(place) => Some(place),
                 None => {
                     let idle = idle.get_or_insert_with(|| self.idle_sellers());
-                    self.evict_idle(idle)
+                    self.evict_idle(idle, ask.strangers_only)
                 }
             };
             let answer = Answer {
