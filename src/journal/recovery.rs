@@ -655,9 +655,10 @@ impl fmt::Display for VerifyReport {
             }
             Some(d) if matches!(d.kind, DamageKind::NewestMissing { .. }) => write!(
                 f,
-                ", DAMAGED: {}; their records are lost unless the files are restored (the \
-                 exchange will not start on this journal until they are, or HEAD is removed)",
-                d.kind
+                ", DAMAGED at {}: {}; their records are lost unless the files are restored \
+                 (the exchange will not start on this journal until they are, or HEAD is \
+                 removed)",
+                d.at, d.kind
             ),
             Some(d) if d.records_after == 0 => write!(
                 f,
