@@ -285,24 +285,7 @@ pub fn blank_key(text: &str, path: &str) -> Option<String> {
     let ((last, None), parents) = steps.split_last()? else {
         return None;
     };
-    let mut node = Node::Table(doc.as_table());
-    for &(name, index) in parents {
-        let next = match node {
-            Node::Table(t) | Node::Item(Item::Table(t)) => t.get(name).map(Node::Item),
-            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
-                t.get(name).map(Node::Value)
-            }
-            _ => None,
-        }?;
-        node = match (index, next) {
-            (None, n) => n,
-            (Some(i), Node::Item(Item::ArrayOfTables(a))) => Node::Table(a.get(i)?),
-            (Some(i), Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a))) => {
-                Node::Value(a.get(i)?)
-            }
-            _ => return None,
-        };
-    }
+    let node = walk(doc.as_table(), parents)?;
     let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
     match node {
         Node::Table(t) | Node::Item(Item::Table(t)) => {
@@ -340,6 +323,29 @@ pub fn blank_key(text: &str, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// The node at the end of `steps` from `root`, every step present.
+fn walk<'a>(root: &'a Table, steps: &[(&str, Option<usize>)]) -> Option<Node<'a>> {
+    let mut node = Node::Table(root);
+    for &(name, index) in steps {
+        let next = match node {
+            Node::Table(t) | Node::Item(Item::Table(t)) => t.get(name).map(Node::Item),
+            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
+                t.get(name).map(Node::Value)
+            }
+            _ => None,
+        }?;
+        node = match (index, next) {
+            (None, n) => n,
+            (Some(i), Node::Item(Item::ArrayOfTables(a))) => Node::Table(a.get(i)?),
+            (Some(i), Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a))) => {
+                Node::Value(a.get(i)?)
+            }
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
 /// From a table header at `start` to the next header (a line that starts with `[`) or the end.
 fn section(text: &str, start: usize) -> std::ops::Range<usize> {
     let mut at = text[start..]
@@ -371,25 +377,7 @@ fn with_comma(text: &str, r: std::ops::Range<usize>) -> std::ops::Range<usize> {
 /// `with`. `None` when the path names no value, or the text with the change does not parse.
 pub fn replace_value(text: &str, path: &str, with: &str) -> Option<String> {
     let doc = ImDocument::parse(text).ok()?;
-    let mut node = Node::Table(doc.as_table());
-    for (name, index) in steps(path) {
-        let next = match node {
-            Node::Table(t) | Node::Item(Item::Table(t)) => t.get(name).map(Node::Item),
-            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
-                t.get(name).map(Node::Value)
-            }
-            _ => None,
-        }?;
-        node = match (index, next) {
-            (None, n) => n,
-            (Some(i), Node::Item(Item::ArrayOfTables(a))) => Node::Table(a.get(i)?),
-            (Some(i), Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a))) => {
-                Node::Value(a.get(i)?)
-            }
-            _ => return None,
-        };
-    }
-    let span = match node {
+    let span = match walk(doc.as_table(), &steps(path))? {
         Node::Item(Item::Value(v)) | Node::Value(v) => v.span()?,
         _ => return None,
     };
