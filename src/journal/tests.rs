@@ -910,6 +910,37 @@ fn a_deleted_newest_segment_is_found_and_stops_a_start() {
     assert!(verify(dir.path()).unwrap().intact());
 }
 
+/// In the durable sync modes `HEAD` is written with its fsyncs, and follows rotations alike.
+#[test]
+fn head_follows_rotations_in_the_durable_modes() {
+    for sync in [
+        SyncMode::Always,
+        SyncMode::Interval(Duration::from_millis(5)),
+    ] {
+        let dir = TempDir::new("head-durable");
+        let o = JournalOptions {
+            sync,
+            ..opts(dir.path(), MIN_SEGMENT_BYTES)
+        };
+        let (j, _) = Journal::open(o.clone()).unwrap();
+        assert_eq!(j.head(), Some(0));
+        fill_to_segment(&j, 1);
+        drop(j);
+        std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+        assert!(
+            matches!(
+                Journal::open(o),
+                Err(JournalError::NewestMissing {
+                    first: 1,
+                    head: 1,
+                    ..
+                })
+            ),
+            "{sync:?}"
+        );
+    }
+}
+
 /// Several newest segments gone are named as a range; all of them gone is found too.
 #[test]
 fn deleted_newest_segments_are_named_as_a_range() {
