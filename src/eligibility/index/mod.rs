@@ -18,7 +18,7 @@ use super::hours::{Schedule, ScheduleError};
 use crate::caps::calendar::LocalClock;
 use crate::caps::{CapTable, MAX_BUYERS};
 use crate::config::types::{BuyerConfig, CampaignConfig};
-use crate::lead::{Fields, PathValue};
+use crate::lead::{Field, Fields, PathValue};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use std::fmt;
@@ -26,6 +26,8 @@ use std::fmt;
 /// Distinct lead fields per campaign whose values are looked up once per lead; predicates on
 /// further fields look their value up themselves.
 pub const MAX_FIELD_SLOTS: usize = 64;
+// A slot's bit in `LeadView::decoded`.
+const _: () = assert!(MAX_FIELD_SLOTS <= 64);
 /// Distinct buyer time zones whose local clock is computed once per lead; buyers in further zones
 /// compute their own.
 pub const MAX_TZ_SLOTS: usize = 16;
@@ -168,7 +170,10 @@ pub struct Matcher {
 struct LeadView<'a> {
     lead: &'a Fields,
     zip: Option<ZipKey>,
-    values: [Option<PathValue<'a>>; MAX_FIELD_SLOTS],
+    values: [Option<Field<'a>>; MAX_FIELD_SLOTS],
+    /// Slots whose value is a nested string with escapes, which only a decoded copy holds:
+    /// read again at each test (rare; it keeps `values` plain borrows, with nothing to drop).
+    decoded: u64,
     clocks: [Option<LocalClock>; MAX_TZ_SLOTS],
     now: DateTime<Utc>,
 }
@@ -342,12 +347,18 @@ impl Matcher {
 
 impl<'a> LeadView<'a> {
     fn new(c: &Campaign, lead: &'a Fields, now: DateTime<Utc>) -> LeadView<'a> {
-        let mut values = [const { None }; MAX_FIELD_SLOTS];
-        for (v, name) in values.iter_mut().zip(c.fields.iter()) {
-            *v = lead.get_path(name);
+        let mut values = [None; MAX_FIELD_SLOTS];
+        let mut decoded = 0u64;
+        for (i, (v, name)) in values.iter_mut().zip(c.fields.iter()).enumerate() {
+            match lead.get_path(name) {
+                Some(PathValue::Field(f)) => *v = Some(f),
+                Some(PathValue::Decoded(_)) => decoded |= 1 << i,
+                None => {}
+            }
         }
         LeadView {
             lead,
+            decoded,
             zip: ZipKey::of_lead(lead),
             values,
             clocks: [None; MAX_TZ_SLOTS],
@@ -372,9 +383,11 @@ impl<'a> LeadView<'a> {
     }
 
     fn test(&self, p: &FieldPredicate, slot: u16) -> bool {
-        match self.values.get(usize::from(slot)) {
-            Some(v) => p.test(v.as_ref().map(PathValue::field)),
-            None => p.test(self.lead.get_path(p.field()).as_ref().map(PathValue::field)),
+        let s = usize::from(slot);
+        match self.values.get(s) {
+            // `s` < MAX_FIELD_SLOTS <= 64 here.
+            Some(v) if self.decoded & (1 << s) == 0 => p.test(*v),
+            _ => p.test(self.lead.get_path(p.field()).as_ref().map(PathValue::field)),
         }
     }
 }

@@ -117,6 +117,34 @@ fn example_lead_reaches_every_matching_buyer_in_config_order() {
     assert_eq!(m.campaign_count(), 2);
 }
 
+/// A dotted filter on a nested string with escapes matches its decoded text in the index too,
+/// next to a plain nested field read once per lead.
+#[test]
+fn the_index_compares_nested_strings_decoded() {
+    let buyers = vec![
+        buyer(
+            &["auto-insurance"],
+            &[],
+            r#"fields = [ { field = "home.note", op = "==", value = 'a "quoted" word' },
+                         { field = "home.city", op = "==", value = "Houston" } ]"#,
+            None,
+            &[],
+        ),
+        buyer(
+            &["auto-insurance"],
+            &[],
+            r#"fields = [ { field = "home.note", op = "==", value = 'a \"quoted\" word' } ]"#,
+            None,
+            &[],
+        ),
+    ];
+    let m = Matcher::new(&campaigns(), &buyers);
+    let caps = uncapped(&buyers);
+    let l =
+        Fields::from_json(r#"{"home": {"note": "a \"quoted\" word", "city": "Houston"}}"#).unwrap();
+    assert_eq!(eligible(&m, 0, &l, None, OPEN, &caps), vec![0]);
+}
+
 #[test]
 fn a_lead_from_another_state_never_reaches_a_state_filtered_buyer() {
     let buyers = example();
