@@ -268,6 +268,10 @@ pub struct Segment {
     map: MmapMut,
     base: *mut u8,
     file: File,
+    /// (device, inode) of the file's name when it was mapped, read by name: compared with
+    /// the name's again later (by name too, since some file systems, overlayfs on older
+    /// kernels among them, report other numbers through a descriptor).
+    named: Option<(u64, u64)>,
 }
 
 // SAFETY: the raw pointer refers to a shared file mapping owned by `map`; every concurrent
@@ -430,11 +434,20 @@ impl Segment {
         Ok(seg)
     }
 
-    /// The mapped file's (device, inode) (`None` if it cannot be read).
-    pub fn identity(&self) -> Option<(u64, u64)> {
+    /// Whether the mapped file is still the one named `path` (the segment's own): `Some(false)`
+    /// once it was deleted (no name left) or its name is another file's or none; `None` when
+    /// that cannot be told.
+    pub fn still_named(&self, path: &Path) -> Option<bool> {
         use std::os::unix::fs::MetadataExt;
-        let m = self.file.metadata().ok()?;
-        Some((m.dev(), m.ino()))
+        if self.file.metadata().ok()?.nlink() == 0 {
+            return Some(false);
+        }
+        let named = self.named?;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => Some((m.dev(), m.ino()) == named),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+            Err(_) => None,
+        }
     }
 
     /// Map an existing segment file for writing.
@@ -470,12 +483,17 @@ impl Segment {
         let mut map = unsafe { MmapOptions::new().len(len as usize).map_mut(&file) }
             .map_err(|e| JournalError::io("mmap", path, e))?;
         let base = map.as_mut_ptr();
+        let named = std::fs::symlink_metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
         Ok(Segment {
             seq,
             len,
             map,
             base,
             file,
+            named,
         })
     }
 

@@ -1034,6 +1034,10 @@ fn the_current_segment_deleted_while_in_use_stops_new_leads() {
     std::fs::rename(&away, &seg).unwrap();
     eventually("the segment is back", || !j.segment_lost());
     assert!(j.accepts_leads());
+    // Deleted outright, it has no name left to come back under.
+    std::fs::remove_file(&seg).unwrap();
+    eventually("the deletion is noticed", || j.segment_lost());
+    assert!(!j.accepts_leads());
 }
 
 /// Bytes appended to a segment file past its size are not records: damage.

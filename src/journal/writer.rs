@@ -1019,20 +1019,14 @@ impl Shared {
         };
         // A segment no longer mapped cannot be compared: a flagged one stays flagged.
         let Some(pin) = self.pin(seq) else { return };
-        let mapped = pin.seg.identity();
+        let named = pin.seg.still_named(&segment_path(&self.dir, seq));
         drop(pin);
-        let Some(mapped) = mapped else { return };
-        let on_disk = std::fs::symlink_metadata(segment_path(&self.dir, seq))
-            .ok()
-            .map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                (m.dev(), m.ino())
-            });
+        let Some(named) = named else { return };
         if flagged == NO_SEGMENT && self.current.load(Ordering::Acquire) != seq {
             // Rotated meanwhile: retention may have removed `seq` by right.
             return;
         }
-        let lost = on_disk != Some(mapped);
+        let lost = !named;
         if lost == (flagged != NO_SEGMENT) {
             return;
         }
