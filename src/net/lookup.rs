@@ -20,6 +20,11 @@ use crate::money::Cents;
 /// Lookups waiting for the reader thread; one more is answered 503 `overloaded`.
 pub const MAX_LOOKUPS_QUEUED: usize = 64;
 
+/// Retries under an `Idempotency-Key` waiting for the reader thread, in a queue of their own
+/// that the thread serves first: sellers polling their leads cannot crowd out another
+/// seller's retry. One more is answered 503 `overloaded`.
+pub const MAX_REPLAYS_QUEUED: usize = 64;
+
 /// How far past a lead's arrival a lookup reads for its story: a ping's longest hold plus a
 /// post's longest cascade (posts bounded by `MAX_TIMEOUT_MS` each).
 pub const LOOKUP_HORIZON_US: u64 =
@@ -55,7 +60,23 @@ pub struct LookupDone {
 }
 
 /// The sending side, held by the workers (through `Shared`).
-pub type Lookups = crossbeam_channel::Sender<LookupRequest>;
+pub struct Lookups {
+    lookups: crossbeam_channel::Sender<LookupRequest>,
+    replays: crossbeam_channel::Sender<LookupRequest>,
+}
+
+impl Lookups {
+    /// Queue `req` (a replay in the replays' queue); false when its queue is full or the
+    /// reader thread is gone.
+    pub fn send(&self, req: LookupRequest) -> bool {
+        let queue = if req.replay {
+            &self.replays
+        } else {
+            &self.lookups
+        };
+        queue.try_send(req).is_ok()
+    }
+}
 
 /// The reader thread and its stopper: dropping the sender ends the thread.
 pub type Reader = (std::thread::JoinHandle<()>, crossbeam_channel::Sender<()>);
@@ -69,48 +90,69 @@ pub fn start(
     impl FnOnce(Weak<Shared>) -> std::io::Result<Reader>,
 ) {
     let (tx, rx) = crossbeam_channel::bounded::<LookupRequest>(MAX_LOOKUPS_QUEUED);
+    let (replay_tx, replay_rx) = crossbeam_channel::bounded::<LookupRequest>(MAX_REPLAYS_QUEUED);
     let spawn = move |shared: Weak<Shared>| {
         // Nothing is ever sent: dropping the sender wakes the thread to end.
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let alive = shared.clone();
+        // Answer one request; false when the exchange is gone or stopping.
+        let answer = move |req: LookupRequest| {
+            let (status, body) = if req.replay {
+                replayed_answer(&dir, &req.lead_id, &req.seller)
+            } else {
+                lead_status(&dir, &req.lead_id, &req.seller)
+            };
+            let Some(shared) = shared.upgrade() else {
+                return false;
+            };
+            let done = LookupDone {
+                conn: req.conn,
+                seq: req.seq,
+                status,
+                body,
+                replay: req.replay,
+            };
+            if shared.seller_conns.deliver_lookup(req.worker, done) {
+                shared.wake(req.worker);
+            }
+            !shared.shutdown.load(std::sync::atomic::Ordering::Acquire)
+        };
         let thread = std::thread::Builder::new()
             .name("gavel-lookup".into())
             .spawn(move || loop {
-                crossbeam_channel::select! {
-                    recv(rx) -> req => {
-                        let Ok(req) = req else { return };
-                        let (status, body) = if req.replay {
-                            replayed_answer(&dir, &req.lead_id, &req.seller)
-                        } else {
-                            lead_status(&dir, &req.lead_id, &req.seller)
-                        };
-                        let Some(shared) = shared.upgrade() else {
-                            return;
-                        };
-                        let done = LookupDone {
-                            conn: req.conn,
-                            seq: req.seq,
-                            status,
-                            body,
-                            replay: req.replay,
-                        };
-                        if shared.seller_conns.deliver_lookup(req.worker, done) {
-                            shared.wake(req.worker);
-                        }
+                // Replays first, every time round.
+                while let Ok(req) = replay_rx.try_recv() {
+                    if !answer(req) {
+                        return;
                     }
+                }
+                let req = crossbeam_channel::select! {
+                    recv(replay_rx) -> req => req,
+                    recv(rx) -> req => req,
                     recv(stop_rx) -> _ => return,
                     default(Duration::from_millis(100)) => {
-                        let Some(shared) = shared.upgrade() else {
-                            return;
-                        };
-                        if shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+                        let stopping = alive.upgrade().is_none_or(|shared| {
+                            shared.shutdown.load(std::sync::atomic::Ordering::Acquire)
+                        });
+                        if stopping {
                             return;
                         }
+                        continue;
                     }
+                };
+                // A closed queue: the exchange is gone.
+                let Ok(req) = req else { return };
+                if !answer(req) {
+                    return;
                 }
             })?;
         Ok((thread, stop_tx))
     };
-    (tx, spawn)
+    let lookups = Lookups {
+        lookups: tx,
+        replays: replay_tx,
+    };
+    (lookups, spawn)
 }
 
 /// A lead id as the exchange writes it (a ULID, upper case), from a seller's spelling of it
@@ -358,5 +400,36 @@ fn write_pending(out: &mut Vec<u8>, lead_id: &str, test: bool) {
     out.extend_from_slice(b",\"status\":\"pending\"");
     if test {
         out.extend_from_slice(b",\"test\":true");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(replay: bool) -> LookupRequest {
+        LookupRequest {
+            lead_id: "01JDQ6X8W2AAAAAAAAAAAAAAAA".into(),
+            seller: "s".into(),
+            worker: 0,
+            conn: Key { index: 0, gen: 0 },
+            seq: 0,
+            replay,
+        }
+    }
+
+    /// Lookups that fill their queue leave the replays' queue its own room.
+    #[test]
+    fn replays_have_a_queue_of_their_own() {
+        // The reader thread is not started: nothing drains the queues.
+        let (lookups, _spawn) = start(std::env::temp_dir());
+        for _ in 0..MAX_LOOKUPS_QUEUED {
+            assert!(lookups.send(request(false)));
+        }
+        assert!(!lookups.send(request(false)), "the lookups' queue is full");
+        for _ in 0..MAX_REPLAYS_QUEUED {
+            assert!(lookups.send(request(true)));
+        }
+        assert!(!lookups.send(request(true)), "the replays' queue is full");
     }
 }

@@ -1431,7 +1431,7 @@ impl Worker {
             seq,
             replay,
         };
-        if self.shared.lookups.try_send(request).is_err() {
+        if !self.shared.lookups.send(request) {
             let r = Refusal {
                 status: 503,
                 code: "overloaded",
