@@ -265,6 +265,66 @@ fn caps_and_pauses_carry_over_and_a_raised_cap_gives_room() {
     assert_eq!(run.stats()["buyers"]["capped"]["caps_left"]["daily"], 6);
 }
 
+/// A buyer renamed with its old id in `previous_ids` keeps its caps, across a reload and a
+/// restart; renamed without it, it is a new buyer with caps of its own.
+#[test]
+fn a_renamed_buyer_keeps_its_caps_through_previous_ids() {
+    let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 1000)]).unwrap();
+    let base = with_admin(&config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 2".to_string()
+        } else {
+            String::new()
+        }
+    }));
+    let run = start(&base);
+    let mut c = run.ex.client();
+    let winner = |c: &mut Client| {
+        c.lead(LEAD).json()["sales"][0]["buyer"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!([winner(&mut c), winner(&mut c)], ["capped", "capped"]);
+
+    let renamed = base.replace(
+        "id = \"capped\"",
+        "id = \"capped-v2\"\nprevious_ids = [\"capped\"]",
+    );
+    let r = run.reload_with(&renamed);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(winner(&mut c), "other", "the cap holds under the new id");
+    assert_eq!(run.stats()["buyers"]["capped-v2"]["caps_left"]["daily"], 0);
+
+    // A restart rebuilds the caps from the journal, where the sales are under the old id.
+    let path = run.path.clone();
+    drop(c);
+    drop(run);
+    let ex = Exchange::start_file(&path);
+    assert_eq!(
+        winner(&mut ex.client()),
+        "other",
+        "the cap holds after a restart"
+    );
+    drop(ex);
+
+    // Without previous_ids the renamed buyer starts afresh.
+    let fresh = base.replace("id = \"capped\"", "id = \"capped-v3\"");
+    std::fs::write(&path, &fresh).unwrap();
+    let ex = Exchange::start_file(&path);
+    assert_eq!(winner(&mut ex.client()), "capped-v3");
+
+    // A previous id may not be a buyer's id now.
+    let clash = base.replace(
+        "id = \"capped\"",
+        "id = \"capped\"\nprevious_ids = [\"other\"]",
+    );
+    match gavel::config::parse(&clash) {
+        Err(e) => assert!(e.to_string().contains("buyers[0].previous_ids[0]"), "{e}"),
+        Ok(_) => panic!("a previous id that is another buyer's id was accepted"),
+    }
+}
+
 #[test]
 fn an_invalid_file_is_refused_with_key_and_line_and_the_old_config_stays() {
     let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();

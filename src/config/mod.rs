@@ -274,6 +274,8 @@ pub struct Campaign {
 #[derive(Debug, Clone)]
 pub struct Buyer {
     pub id: String,
+    /// Ids it had before (`previous_ids`): the journal's records under them are its own.
+    pub previous_ids: Vec<String>,
     pub campaigns: Vec<usize>,
     pub verticals: Vec<String>,
     pub ping: Option<Endpoint>,
@@ -465,6 +467,8 @@ pub struct Snapshot {
     seller_by_key: HashMap<String, usize>,
     campaign_by_id: HashMap<String, usize>,
     buyer_by_id: HashMap<String, usize>,
+    /// Buyers by the ids they had before (`previous_ids`).
+    buyer_by_previous_id: HashMap<String, usize>,
     /// The file as written, for telling what a reload changes.
     raw: Arc<RawConfig>,
 }
@@ -490,6 +494,20 @@ impl Snapshot {
     }
     pub fn buyer_by_id(&self, id: &str) -> Option<usize> {
         self.buyer_by_id.get(id).copied()
+    }
+
+    /// The buyer a record journaled under `id` belongs to: the buyer with that id, or the one
+    /// that had it before (`previous_ids`).
+    pub fn buyer_of_record(&self, id: &str) -> Option<usize> {
+        self.buyer_by_id(id)
+            .or_else(|| self.buyer_by_previous_id.get(id).copied())
+    }
+
+    /// `b`'s index in `older`, a snapshot from before a reload: by its id, else by an id it had.
+    pub fn predecessor(older: &Snapshot, b: &Buyer) -> Option<usize> {
+        older
+            .buyer_by_id(&b.id)
+            .or_else(|| b.previous_ids.iter().find_map(|p| older.buyer_by_id(p)))
     }
 }
 
@@ -1204,6 +1222,7 @@ impl Validator<'_> {
             }
             buyers.push(Buyer {
                 id: b.id.clone(),
+                previous_ids: b.previous_ids.clone(),
                 campaigns: cs,
                 verticals: b.verticals.clone(),
                 ping,
@@ -1222,6 +1241,22 @@ impl Validator<'_> {
                 codec,
                 paused: b.paused,
             });
+        }
+        // A previous id names one buyer's past: not a buyer's id now, nor another's past.
+        let mut buyer_by_previous_id = HashMap::new();
+        for (i, b) in raw.buyers.iter().enumerate() {
+            for (p, id) in b.previous_ids.iter().enumerate() {
+                let key = format!("buyers[{}].previous_ids[{}]", i, p);
+                self.check_id(key.clone(), id);
+                if buyer_by_id.contains_key(id) {
+                    self.err(key, format!("{:?} is a buyer's id", id));
+                } else if let Some(other) = buyer_by_previous_id.insert(id.clone(), i) {
+                    self.err(
+                        key,
+                        format!("{:?} is already a previous id of buyers[{}]", id, other),
+                    );
+                }
+            }
         }
 
         let mut tls_ca_files = Vec::new();
@@ -1259,6 +1294,7 @@ impl Validator<'_> {
             seller_by_key,
             campaign_by_id,
             buyer_by_id,
+            buyer_by_previous_id,
             raw: Arc::new(raw.clone()),
         }
     }

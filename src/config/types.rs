@@ -175,6 +175,10 @@ pub struct CampaignConfig {
 #[serde(deny_unknown_fields)]
 pub struct BuyerConfig {
     pub id: String,
+    /// Ids this buyer had before: the journal's records under them count as its own (caps and
+    /// budgets on start and reload, held bids), so a rename does not reset its caps.
+    #[serde(default)]
+    pub previous_ids: Vec<String>,
     #[serde(default)]
     pub campaigns: Vec<String>,
     #[serde(default, deserialize_with = "non_empty_list")]

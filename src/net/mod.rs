@@ -940,7 +940,7 @@ fn rebuild(
                 let sent_us = posted_at
                     .remove(&(lead_id.clone(), buyer.clone()))
                     .unwrap_or(e.ts_us);
-                if let Some(b) = snap.buyer_by_id(buyer).filter(|_| paid) {
+                if let Some(b) = snap.buyer_of_record(buyer).filter(|_| paid) {
                     let ts = chrono::DateTime::from_timestamp_micros(sent_us as i64).unwrap_or(now);
                     caps.replay_sale(b, ts, *price_cents, now);
                 }
@@ -1071,7 +1071,7 @@ fn rebuild(
     let mut to_record: Vec<(String, journal::Unsettled)> = Vec::new();
     for (lead_id, posts) in open_posts {
         for (buyer, price_cents, ts_us) in &posts {
-            if let Some(b) = snap.buyer_by_id(buyer) {
+            if let Some(b) = snap.buyer_of_record(buyer) {
                 let ts = chrono::DateTime::from_timestamp_micros(*ts_us as i64).unwrap_or(now);
                 caps.replay_sale(b, ts, *price_cents, now);
             }
@@ -1167,7 +1167,7 @@ fn restore_hold(
     let bids: Vec<_> = bids
         .iter()
         .filter_map(|(b, cents, id)| {
-            let b = snap.buyer_by_id(b)?;
+            let b = snap.buyer_of_record(b)?;
             Some((b, *cents, id.as_deref().map(crate::text::SmallText::new)))
         })
         .collect();

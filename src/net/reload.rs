@@ -89,7 +89,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     // A `paused` the file changed holds from now on, after a restart too: the operator's
     // earlier pause or resume of that buyer is forgotten.
     for b in &rt.snap.buyers {
-        let changed = match old.snap.buyer_by_id(&b.id) {
+        let changed = match Snapshot::predecessor(&old.snap, b) {
             Some(o) => old.snap.buyers[o].paused != b.paused,
             None => b.paused,
         };
@@ -120,7 +120,7 @@ impl Runtime {
         let old_buyer: Vec<Option<usize>> = snap
             .buyers
             .iter()
-            .map(|b| old.snap.buyer_by_id(&b.id))
+            .map(|b| Snapshot::predecessor(&old.snap, b))
             .collect();
         let limits: Vec<_> = snap.buyers.iter().map(|b| (b.caps, b.timezone)).collect();
         let (caps, how) = CapTable::carried_over(&limits, &old.caps, &old_buyer);
@@ -169,9 +169,7 @@ impl Runtime {
             rr.turns
                 .store(o.turns.load(Ordering::Relaxed), Ordering::Relaxed);
             for (b, slot) in rt.snap.buyers.iter().zip(&rr.last) {
-                let was = old
-                    .snap
-                    .buyer_by_id(&b.id)
+                let was = Snapshot::predecessor(&old.snap, b)
                     .and_then(|ob| o.last.get(ob))
                     .map_or(0, |t| t.load(Ordering::Relaxed));
                 slot.store(was, Ordering::Relaxed);
@@ -225,7 +223,7 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
             } if !tests.contains(lead_id) => {
                 if let Some(b) = rt
                     .snap
-                    .buyer_by_id(buyer)
+                    .buyer_of_record(buyer)
                     .filter(|&b| only.get(b) == Some(&true))
                 {
                     posted_at.insert((lead_id.clone(), b), e.ts_us);
@@ -246,7 +244,7 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
                 accepted,
                 ..
             } => {
-                let Some(b) = rt.snap.buyer_by_id(buyer) else {
+                let Some(b) = rt.snap.buyer_of_record(buyer) else {
                     return;
                 };
                 if !accepted {
@@ -282,7 +280,7 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
             ..
         } = &e.record
         {
-            let Some(b) = rt.snap.buyer_by_id(buyer) else {
+            let Some(b) = rt.snap.buyer_of_record(buyer) else {
                 return;
             };
             if tests.contains(lead_id) {

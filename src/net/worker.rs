@@ -459,7 +459,7 @@ fn settle_after_reload(
         return;
     };
     let current = shared.runtime();
-    if let Some(b) = current.snap.buyer_by_id(&buyer.id) {
+    if let Some(b) = current.snap.buyer_of_record(&buyer.id) {
         if !current.caps.shares_state(b, &lead.gen.rt.caps, old) {
             current
                 .caps
@@ -2032,7 +2032,7 @@ impl Worker {
             .iter()
             .filter_map(|(b, cents, bid_id)| {
                 let id = &h.snap.buyers.get(*b)?.id;
-                Some((snap.buyer_by_id(id)?, *cents, *bid_id))
+                Some((snap.buyer_of_record(id)?, *cents, *bid_id))
             })
             .collect();
         Ok((
