@@ -33,7 +33,7 @@ const MAGIC: &str = "gavel-journal-head 1";
 /// Largest marker read (it holds two short lines).
 const MAX_HEAD_BYTES: u64 = 256;
 
-/// The segment `HEAD` names, or `None` when there is no `HEAD`.
+/// The segment `HEAD` names, or `None` when there is no `HEAD` (or an empty one).
 pub fn read_head(dir: &Path) -> Result<Option<u64>, JournalError> {
     let path = dir.join(HEAD_FILE);
     let bad = |why: &str| JournalError::BadHead {
@@ -47,6 +47,11 @@ pub fn read_head(dir: &Path) -> Result<Option<u64>, JournalError> {
     };
     if !meta.is_file() {
         return Err(bad("not a regular file"));
+    }
+    if meta.len() == 0 {
+        // Only a crash can leave it empty (its renamed write reached the disk before its
+        // bytes, without an fsync in `os` mode): checked no further, and written again.
+        return Ok(None);
     }
     if meta.len() > MAX_HEAD_BYTES {
         return Err(bad("too long"));
