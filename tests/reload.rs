@@ -293,6 +293,13 @@ fn a_renamed_buyer_keeps_its_caps_through_previous_ids() {
     );
     let r = run.reload_with(&renamed);
     assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        r.json()["buyers"]["renamed"],
+        serde_json::json!(["capped -> capped-v2"]),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(r.json()["buyers"]["added"], serde_json::json!([]));
     assert_eq!(winner(&mut c), "other", "the cap holds under the new id");
     assert_eq!(run.stats()["buyers"]["capped-v2"]["caps_left"]["daily"], 0);
 

@@ -13,6 +13,10 @@ pub struct Changes {
     pub removed: Vec<String>,
     pub changed: Vec<String>,
     pub unchanged: usize,
+    /// `[[buyers]]` only: buyers whose new id lists a removed one in `previous_ids`, as
+    /// `"old -> new"` (in neither `added` nor `removed`; they keep their caps).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub renamed: Vec<String>,
 }
 
 impl Changes {
@@ -45,7 +49,10 @@ impl Changes {
 
     /// Nothing added, removed or changed.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.renamed.is_empty()
     }
 }
 
@@ -86,10 +93,20 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> ConfigDiff {
             .iter()
             .map(|c| (c.id.as_str(), c, suppression(new, &c.id))),
     );
-    let buyers = Changes::of(
+    let mut buyers = Changes::of(
         o.buyers.iter().map(|b| (b.id.as_str(), b, String::new())),
         n.buyers.iter().map(|b| (b.id.as_str(), b, String::new())),
     );
+    for b in &n.buyers {
+        let Some(was) = b.previous_ids.iter().find(|p| buyers.removed.contains(p)) else {
+            continue;
+        };
+        if buyers.added.contains(&b.id) {
+            buyers.added.retain(|id| *id != b.id);
+            buyers.removed.retain(|id| id != was);
+            buyers.renamed.push(format!("{was} -> {}", b.id));
+        }
+    }
     let mut settings = Vec::new();
     let (os, ns) = (&o.server, &n.server);
     let mut check = |key: &str, changed: bool| {
