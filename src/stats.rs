@@ -150,6 +150,21 @@ impl WorkerStats {
         slot
     }
 
+    /// Keep the counters of `old` under `new`, a buyer's id after a rename, when `new` has none
+    /// yet. The index stays, so leads running under the older config count on into them.
+    pub fn rename_buyer(&mut self, old: &str, new: &str) -> bool {
+        if self.buyer_slots.contains_key(new) {
+            return false;
+        }
+        match self.buyer_slots.remove(old) {
+            Some(slot) => {
+                self.buyer_slots.insert(new.to_string(), slot);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The counters at an index from [`WorkerStats::buyer_slot`] of these same stats.
     pub fn buyer_at(&mut self, slot: usize) -> Option<&mut BuyerCounters> {
         self.buyer_counters.get_mut(slot)

@@ -286,6 +286,14 @@ fn a_renamed_buyer_keeps_its_caps_through_previous_ids() {
             .to_string()
     };
     assert_eq!([winner(&mut c), winner(&mut c)], ["capped", "capped"]);
+    // The operator pauses it too: the pause follows the rename.
+    let r = operator(
+        run.admin,
+        "POST",
+        "/v1/admin/buyers/capped/pause",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
 
     let renamed = base.replace(
         "id = \"capped\"",
@@ -301,19 +309,47 @@ fn a_renamed_buyer_keeps_its_caps_through_previous_ids() {
     );
     assert_eq!(r.json()["buyers"]["added"], serde_json::json!([]));
     assert_eq!(winner(&mut c), "other", "the cap holds under the new id");
-    assert_eq!(run.stats()["buyers"]["capped-v2"]["caps_left"]["daily"], 0);
+    let renamed_stats = |stats: &Value, id: &str, when: &str| {
+        let b = &stats["buyers"];
+        assert_eq!(b[id]["caps_left"]["daily"], 0, "{when}: {b}");
+        assert_eq!(b[id]["wins"], 2, "{when}: its wins come along: {b}");
+        assert_eq!(b[id]["spent"], 180.0, "{when}: {b}");
+        assert_eq!(b[id]["paused"], true, "{when}: so does the pause: {b}");
+        for old in ["capped", "capped-v2"].into_iter().filter(|o| *o != id) {
+            assert!(b.get(old).is_none(), "{when}: no entry under {old}: {b}");
+        }
+    };
+    renamed_stats(&run.stats(), "capped-v2", "after the reload");
 
-    // A restart rebuilds the caps from the journal, where the sales are under the old id.
+    // A restart rebuilds the caps and the numbers from the journal, where the sales are under
+    // the old id, and reads the operator's pause, now listed under the new id.
     let path = run.path.clone();
     drop(c);
     drop(run);
-    let ex = Exchange::start_file(&path);
+    let run = start(&std::fs::read_to_string(&path).unwrap());
+    renamed_stats(&run.stats(), "capped-v2", "after a restart");
+    drop(run);
+
+    // Renamed again while stopped: the pause listed under the id it had follows it too.
+    let again = base.replace(
+        "id = \"capped\"",
+        "id = \"capped-v4\"\nprevious_ids = [\"capped\", \"capped-v2\"]",
+    );
+    let run = start(&again);
+    renamed_stats(&run.stats(), "capped-v4", "renamed while stopped");
+    let r = operator(
+        run.admin,
+        "POST",
+        "/v1/admin/buyers/capped-v4/resume",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(
-        winner(&mut ex.client()),
+        winner(&mut run.ex.client()),
         "other",
         "the cap holds after a restart"
     );
-    drop(ex);
+    drop(run);
 
     // Without previous_ids the renamed buyer starts afresh.
     let fresh = base.replace("id = \"capped\"", "id = \"capped-v3\"");

@@ -503,6 +503,14 @@ impl Snapshot {
             .or_else(|| self.buyer_by_previous_id.get(id).copied())
     }
 
+    /// The current id of the buyer a record journaled under `id` belongs to; `id` itself when
+    /// no buyer of this config has or had it.
+    pub fn current_id<'a>(&'a self, id: &'a str) -> &'a str {
+        self.buyer_of_record(id)
+            .and_then(|b| self.buyers.get(b))
+            .map_or(id, |b| b.id.as_str())
+    }
+
     /// `b`'s index in `older`, a snapshot from before a reload: by its id, else by an id it had.
     pub fn predecessor(older: &Snapshot, b: &Buyer) -> Option<usize> {
         older

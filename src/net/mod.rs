@@ -473,7 +473,16 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let (journal, recovery) = open_journal(&snap)?;
     // Buyers the operator paused through the API stay paused across a restart, and those it
     // resumed though their config pauses them stay resumed.
-    let words = PauseWords::read(journal.dir());
+    let mut words = PauseWords::read(journal.dir());
+    if words.rename(&snap) {
+        if let Err(e) = words.write(journal.dir()) {
+            eprintln!(
+                "gavel: warning: cannot write the operator's pauses and resumes under the buyers' \
+                 new ids in {}: {e}",
+                journal.dir().display()
+            );
+        }
+    }
     for id in &words.resumed {
         if let Some(b) = snap.buyer_by_id(id) {
             caps.resume(b);
@@ -585,6 +594,31 @@ impl PauseWords {
             resumed: read_ids(dir, RESUMED_FILE),
         }
     }
+
+    /// List under its current id each buyer listed under an id it had before
+    /// (`previous_ids`), so the operator's word follows a renamed buyer. True when a list
+    /// changed.
+    pub fn rename(&mut self, snap: &Snapshot) -> bool {
+        let mut changed = false;
+        for list in [&mut self.paused, &mut self.resumed] {
+            let mut renamed: Vec<String> = Vec::with_capacity(list.len());
+            for id in list.iter() {
+                let current = snap.current_id(id);
+                changed |= current != id.as_str();
+                if !renamed.iter().any(|x| x == current) {
+                    renamed.push(current.to_string());
+                }
+            }
+            *list = renamed;
+        }
+        changed
+    }
+
+    /// Write both lists to `dir`.
+    fn write(&self, dir: &std::path::Path) -> io::Result<()> {
+        write_ids(dir, PAUSED_FILE, &self.paused)?;
+        write_ids(dir, RESUMED_FILE, &self.resumed)
+    }
 }
 
 impl Shared {
@@ -600,9 +634,17 @@ impl Shared {
         let mut w = self.pause_words.lock();
         set_listed(&mut w.paused, id, paused);
         set_listed(&mut w.resumed, id, !paused && config_paused);
-        let dir = self.journal.dir();
-        write_ids(dir, PAUSED_FILE, &w.paused)?;
-        write_ids(dir, RESUMED_FILE, &w.resumed)
+        w.write(self.journal.dir())
+    }
+
+    /// After a reload: the operator's word on a buyer renamed through `previous_ids` moves to
+    /// its new id, now and in the files.
+    pub fn rename_pause_decisions(&self, snap: &Snapshot) -> io::Result<()> {
+        let mut w = self.pause_words.lock();
+        if w.rename(snap) {
+            w.write(self.journal.dir())?;
+        }
+        Ok(())
     }
 
     /// Forget the operator's word on buyer `id`: its config's `paused` changed, and the file's
@@ -614,9 +656,7 @@ impl Shared {
         }
         set_listed(&mut w.paused, id, false);
         set_listed(&mut w.resumed, id, false);
-        let dir = self.journal.dir();
-        write_ids(dir, PAUSED_FILE, &w.paused)?;
-        write_ids(dir, RESUMED_FILE, &w.resumed)
+        w.write(self.journal.dir())
     }
 }
 
@@ -869,7 +909,7 @@ fn rebuild(
                 ..
             } => {
                 // One result per ping, sent or not (as the live counter counts them).
-                let b = pnl.buyer(buyer);
+                let b = pnl.buyer(snap.current_id(buyer));
                 b.pings += 1;
                 match outcome {
                     journal::PingOutcome::Bid { cents, .. } => {
@@ -890,7 +930,7 @@ fn rebuild(
                 buyer,
                 price_cents,
             } => {
-                pnl.buyer(buyer).posts += 1;
+                pnl.buyer(snap.current_id(buyer)).posts += 1;
                 if !tests.contains(lead_id) {
                     posted_at.insert((lead_id.clone(), buyer.clone()), e.ts_us);
                     open_posts.entry(lead_id.clone()).or_default().push((
@@ -909,7 +949,7 @@ fn rebuild(
             } => {
                 let not_sent = [POST_NOT_SENT_CAPPED, POST_NOT_SENT_UNJOURNALED];
                 if !accepted && !reason.as_deref().is_some_and(|r| not_sent.contains(&r)) {
-                    pnl.buyer(buyer).post_rejects += 1;
+                    pnl.buyer(snap.current_id(buyer)).post_rejects += 1;
                 }
                 if !accepted {
                     posted_at.remove(&(lead_id.clone(), buyer.clone()));
@@ -944,7 +984,7 @@ fn rebuild(
                     let ts = chrono::DateTime::from_timestamp_micros(sent_us as i64).unwrap_or(now);
                     caps.replay_sale(b, ts, *price_cents, now);
                 }
-                let s = pnl.buyer(buyer);
+                let s = pnl.buyer(snap.current_id(buyer));
                 s.wins += 1;
                 if paid {
                     s.spent_cents += price_cents;

@@ -97,6 +97,17 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
             let _ = shared.forget_pause_decision(&b.id);
         }
     }
+    // A buyer renamed through `previous_ids` keeps its numbers and the operator's word on it.
+    for b in &rt.snap.buyers {
+        for old_id in &b.previous_ids {
+            for st in &shared.stats {
+                st.lock().rename_buyer(old_id, &b.id);
+            }
+        }
+    }
+    if let Err(e) = shared.rename_pause_decisions(&rt.snap) {
+        eprintln!("gavel: warning: cannot write the operator's pauses under renamed ids: {e}");
+    }
     let sales_replayed = if rebuild.iter().any(|&r| r) {
         replay_caps(shared, &rt, &rebuild)
     } else {
