@@ -61,6 +61,23 @@ impl Refusal {
     }
 }
 
+/// Whether a JSON text is an object: its first byte after white space is `{`. serde's derived
+/// structs also read an array, by position (`["auto", ...]`, `[44.5, "b-1"]`), which no answer or
+/// request of the protocol is; each body read into one is checked with this first.
+fn json_object(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
+}
+
+/// Why an answer that is not a JSON object is refused: it is other JSON, or none.
+fn not_an_object(body: &[u8]) -> &'static str {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => "answer is not a JSON object",
+        Err(_) => "unparsable answer",
+    }
+}
+
 #[derive(Deserialize)]
 struct RawRequest {
     campaign: Option<Value>,
@@ -105,6 +122,9 @@ pub fn parse_request(body: &[u8]) -> Result<LeadRequest, Refusal> {
 
 /// A seller's body read with serde_json: any JSON, and the refusal that says what is wrong.
 fn parse_request_serde(body: &[u8]) -> Result<LeadRequest, Refusal> {
+    if !json_object(body) && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return Err(Refusal::bad_request("body must be a JSON object", None));
+    }
     // One pass: `lead` and `consent` become `Fields` as the body is read.
     let raw: RawRequest = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
         .map_err(|e| {
@@ -527,6 +547,9 @@ struct RawPost {
 }
 
 pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
+    if !json_object(body) && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return Err(Refusal::bad_request("body must be a JSON object", None));
+    }
     let m: RawPost = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
         .map_err(|e| {
             let message = if e.is_data() {
@@ -1037,6 +1060,7 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
     // goes through serde_json, whose reading the scan agrees with wherever it answers.
     let fields = match scan::bid_fields(body) {
         Some(f) => f,
+        None if !json_object(body) => return PingOutcome::Invalid(not_an_object(body).into()),
         None => match serde_json::from_slice::<BidAnswer>(body) {
             Ok(a) => (a.bid.0.map(RawValue::get), a.bid_id.map(RawValue::get)),
             Err(_) => return PingOutcome::Invalid("unparsable answer".into()),
@@ -1107,6 +1131,11 @@ pub fn parse_post_answer(status: u16, body: &[u8]) -> PostOutcome {
 
 /// A 2xx post answer read by serde_json.
 fn post_answer_serde(body: &[u8]) -> PostOutcome {
+    if !json_object(body) {
+        return PostOutcome::Rejected {
+            reason: not_an_object(body).into(),
+        };
+    }
     let answer: PostAnswer = match serde_json::from_slice(body) {
         Ok(a) => a,
         Err(_) => {

@@ -485,6 +485,25 @@ fn bid_answers() {
         parse_bid(200, br#"{"bid": 1e300}"#),
         PingOutcome::Invalid(_)
     ));
+    // Only an object is an answer: serde would read an array by position as `bid, bid_id`.
+    for body in [
+        &br#"[44.5, "b-1"]"#[..],
+        br#" [44.5]"#,
+        br#"[1, 2]"#,
+        b"42.5",
+        br#""42""#,
+    ] {
+        assert_eq!(
+            parse_bid(200, body),
+            PingOutcome::Invalid("answer is not a JSON object".into()),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(
+        parse_bid(200, b"[44.5"),
+        PingOutcome::Invalid("unparsable answer".into())
+    );
 }
 
 #[test]
@@ -504,6 +523,37 @@ fn post_answers() {
     assert!(!parse_post_answer(500, br#"{"status":"accepted"}"#).accepted());
     assert!(!parse_post_answer(200, b"ok").accepted());
     assert!(!parse_post_answer(200, br#"{"status":"maybe"}"#).accepted());
+    // An array is not an answer, though serde would read `["accepted"]` as its `status`.
+    for body in [
+        &br#"["accepted"]"#[..],
+        br#" ["accepted", null, "x"]"#,
+        br#""accepted""#,
+    ] {
+        assert_eq!(
+            parse_post_answer(200, body),
+            PostOutcome::Rejected {
+                reason: "answer is not a JSON object".into()
+            },
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+#[test]
+fn a_request_body_must_be_an_object() {
+    let lead = br#"["auto", "fb", false, {"state": "TX"}, null]"#;
+    let Err(e) = parse_request(lead) else {
+        panic!("an array is refused")
+    };
+    assert_eq!((e.status, e.code), (400, "bad_request"), "{}", e.message);
+    assert_eq!(e.message, "body must be a JSON object");
+    let post = br#"["01J", {"state": "TX"}, null, null]"#;
+    let Err(e) = parse_post_request(post) else {
+        panic!("an array is refused")
+    };
+    assert_eq!((e.status, e.code), (400, "bad_request"), "{}", e.message);
+    assert_eq!(e.message, "body must be a JSON object");
 }
 
 #[test]
