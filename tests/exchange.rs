@@ -5,6 +5,8 @@ mod common;
 use common::*;
 use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn bidder(name: &str, cents: i64, delay_ms: u64) -> BuyerSpec {
@@ -394,6 +396,36 @@ fn a_buyer_that_is_down_costs_only_its_own_bid() {
             t.elapsed()
         );
     }
+}
+
+#[test]
+fn a_buyer_that_hangs_up_on_every_connection_is_not_reconnected_to_in_a_loop() {
+    // Accepts every connection and closes it at once, as a load balancer with no backend does.
+    let hangup = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hangup.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        for s in hangup.incoming() {
+            counted.fetch_add(1, Ordering::Relaxed);
+            drop(s);
+        }
+    });
+    let fleet = Fleet::start(vec![bidder("alive", 2500, 1)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"hangup\"\ncampaigns = [\"auto\"]\nping_url = \"http://{addr}/ping\"\npost_url = \"http://{addr}/post\"\nmin_idle = 2\n"
+    ));
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(sales(&v), vec![("alive".to_string(), 25.0)], "{v}");
+    // Three seconds with nothing to send: the warm connections it keeps closing are opened
+    // again after a backoff of 50 ms doubling to 1 s, about ten times, not every 50 ms (60).
+    std::thread::sleep(Duration::from_secs(3));
+    let n = accepted.load(Ordering::Relaxed);
+    assert!(n <= 20, "{n} connections in 3 s");
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(sales(&v), vec![("alive".to_string(), 25.0)], "{v}");
 }
 
 #[test]

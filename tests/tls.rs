@@ -185,6 +185,13 @@ fn an_https_buyer_with_an_untrusted_certificate_costs_only_its_own_bid() {
         reasons[0].contains("TLS") && reasons[0].contains("certificate"),
         "{reasons:?}"
     );
+    // A failed handshake is a failed connect: the warm connection is tried again after a
+    // backoff of 50 ms doubling to 1 s, about six times in three seconds, not every 50 ms.
+    std::thread::sleep(Duration::from_secs(3));
+    let n = buyer.connections.load(Ordering::Relaxed);
+    assert!(n <= 12, "{n} handshakes in 3 s");
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "plain", "{}", v);
 }
 
 #[test]

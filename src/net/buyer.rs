@@ -21,6 +21,11 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// buyer's lost revenue and the seller's, against one failed connect a second per worker while
 /// it stays down.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A connection that ends before it carried an answer and younger than this counts against
+/// the warm-connection refill (`Pool::refill_failed`); one closed older, by a buyer's idle
+/// timeout, does not.
+pub const YOUNG_CONN: Duration = Duration::from_secs(1);
 /// A connect that has not completed by then is abandoned.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A draining connection whose late answer has not come by then is closed.
@@ -130,6 +135,11 @@ pub struct Pool {
     /// After a failed connect: no new connection before this instant.
     pub down_until: Option<Instant>,
     pub backoff: Duration,
+    /// After a connection that was closed or failed young, before it carried any answer (the
+    /// buyer accepts and hangs up, a TLS handshake fails): no warm connection is opened before
+    /// this instant, so such a buyer is not reconnected to on every housekeeping tick.
+    pub refill_after: Option<Instant>,
+    pub refill_backoff: Duration,
     /// Connections accepted over the pool's life, for the operator.
     pub opened: u64,
     /// The server name to verify, for an https endpoint.
@@ -158,6 +168,8 @@ impl Pool {
             waiters: VecDeque::new(),
             down_until: None,
             backoff: MIN_BACKOFF,
+            refill_after: None,
+            refill_backoff: MIN_BACKOFF,
             opened: 0,
             tls_host: None,
             tls_config: None,
@@ -177,6 +189,23 @@ impl Pool {
     pub fn connect_succeeded(&mut self) {
         self.down_until = None;
         self.backoff = MIN_BACKOFF;
+    }
+
+    /// Whether the warm connections may be topped up at `now`.
+    pub fn may_refill(&self, now: Instant) -> bool {
+        !self.is_down(now) && self.refill_after.is_none_or(|t| now >= t)
+    }
+
+    /// A connection ended young without an answer: warm ones wait, 50 ms doubling to 1 s.
+    pub fn refill_failed(&mut self, now: Instant) {
+        self.refill_after = Some(now + self.refill_backoff);
+        self.refill_backoff = (self.refill_backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// A connection carried an answer: the buyer serves, warm connections are opened at once.
+    pub fn answered(&mut self) {
+        self.refill_after = None;
+        self.refill_backoff = MIN_BACKOFF;
     }
 }
 

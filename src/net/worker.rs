@@ -3232,7 +3232,10 @@ impl Worker {
             c.connected = true;
             let p = c.pool;
             let has_job = c.job.is_some();
-            self.pools[p].connect_succeeded();
+            // Over TLS the connect has succeeded once the handshake has: at the first answer.
+            if c.tls.is_none() {
+                self.pools[p].connect_succeeded();
+            }
             // Writes the waiting request, if any, and drops the interest in writability.
             self.write_buyer(ck);
             if !has_job {
@@ -3320,6 +3323,14 @@ impl Worker {
             return;
         };
         c.served += 1;
+        if c.served == 1 {
+            let pool = &mut self.pools[c.pool];
+            pool.answered();
+            pool.connect_succeeded();
+        }
+        let Some(c) = self.conns.get_mut(ck) else {
+            return;
+        };
         c.wbuf.clear();
         c.wpos = 0;
         c.decoder.reset();
@@ -3477,9 +3488,21 @@ impl Worker {
     /// bid, so asking again is safe, where a post, which sells the consumer, is not sent
     /// twice). Otherwise the job fails.
     fn conn_broken(&mut self, ck: Key, reason: &str) {
+        let now = self.now;
         let Some(c) = self.conns.get_mut(ck) else {
             return;
         };
+        if c.served == 0 {
+            let pool = &mut self.pools[c.pool];
+            if c.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+                // A TLS handshake that failed (an untrusted certificate, a peer that hung up
+                // in it) is a failed connect, with its backoff.
+                pool.connect_failed(now);
+            }
+            if now.saturating_duration_since(c.opened_at) < YOUNG_CONN {
+                pool.refill_failed(now);
+            }
+        }
         let job = c.job.take();
         let unanswered = c.decoder.is_idle() && c.rbuf.is_empty() && c.body.is_empty();
         let ping = job.is_some_and(|j| j.kind == JobKind::Ping);
@@ -3577,7 +3600,7 @@ impl Worker {
         // Keep warm connections open ahead of need.
         for p in 0..self.pools.len() {
             let pool = &self.pools[p];
-            if pool.addr.is_none() || pool.is_down(now) {
+            if pool.addr.is_none() || !pool.may_refill(now) {
                 continue;
             }
             let want = pool.min_idle.min(pool.max_connections);
