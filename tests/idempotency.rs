@@ -212,6 +212,7 @@ fn a_refusal_and_a_ping_are_answered_again_as_they_were() {
     assert_eq!(v["status"], "rejected");
     assert_eq!(v["error"]["code"], "invalid_field");
     assert_eq!(v["error"]["field"], "lead.zip");
+    assert_eq!(v, refused, "field for field, the message too");
 
     let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
     let offer = keyed(&mut c, "/v1/ping", "ping-1", ping).json();
@@ -224,6 +225,18 @@ fn a_refusal_and_a_ping_are_answered_again_as_they_were() {
         (offer["ping_id"].clone(), offer["status"].clone())
     );
     assert_eq!(v["payout"], offer["payout"]);
+    // A post refused for its content is told its refusal again, though its ping stays
+    // postable.
+    let mut full: Value = serde_json::from_str(LEAD).unwrap();
+    full["lead"]["state"] = "CA".into();
+    let wrong = serde_json::json!({"ping_id": offer["ping_id"], "lead": full["lead"], "consent": full["consent"]}).to_string();
+    let first = keyed(&mut c, "/v1/post", "post-1", &wrong);
+    assert_eq!(first.status, 422);
+    std::thread::sleep(Duration::from_millis(20));
+    let again = keyed(&mut c, "/v1/post", "post-1", &wrong);
+    assert_eq!(again.status, 422);
+    assert_eq!(again.json(), first.json());
+    assert_eq!(again.json()["error"]["code"], "ping_mismatch");
     // The same body on /v1/leads is another request.
     let r = keyed(&mut c, "/v1/leads", "ping-1", ping);
     assert_eq!(r.json()["error"]["code"], "idempotency_key_reused");

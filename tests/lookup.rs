@@ -71,6 +71,10 @@ fn a_lead_is_looked_up_as_it_was_answered() {
     assert_eq!(v["status"], "rejected");
     assert_eq!(v["error"]["code"], "invalid_field");
     assert_eq!(v["error"]["field"], "lead.zip");
+    assert_eq!(
+        v, refused,
+        "the refusal as it was answered, its message too"
+    );
 }
 
 /// A seller that hangs up while its lead is in the auction asks again on a new connection: the
@@ -130,6 +134,18 @@ fn a_ping_is_looked_up_as_its_offer_then_as_its_sale() {
     assert!(left < 30_000 && left > 20_000, "{left}");
 
     let full: Value = serde_json::from_str(LEAD).unwrap();
+    // A post refused for its content leaves the ping postable: the lookup still tells the offer.
+    let mut moved = full["lead"].clone();
+    moved["state"] = "CA".into();
+    let wrong = serde_json::json!({"ping_id": id, "lead": moved, "consent": full["consent"]});
+    let r = c.post("/v1/post", Some(KEY), &serde_json::to_vec(&wrong).unwrap());
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["code"], "ping_mismatch");
+    let v = get(&mut c, &id, KEY).json();
+    assert_eq!(v["status"], "bid", "{v}");
+    assert_eq!(v["payout"], 72.0);
+    assert!(v["expires_in_ms"].as_u64().unwrap() <= left, "{v}");
+
     let post = serde_json::json!({"ping_id": id, "lead": full["lead"], "consent": full["consent"]});
     let sold = c
         .post("/v1/post", Some(KEY), &serde_json::to_vec(&post).unwrap())

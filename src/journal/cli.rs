@@ -325,11 +325,16 @@ fn describe(r: &Record) -> String {
             http_status,
             code,
             field,
+            message,
             ..
         } => {
             format!(
-                "{http_status} {code} (field {}) from {seller} for {campaign}",
-                opt(field)
+                "{http_status} {code} (field {}) from {seller} for {campaign}{}",
+                opt(field),
+                match message {
+                    Some(m) => format!(": {m}"),
+                    None => String::new(),
+                }
             )
         }
         Record::PingSent { buyer, .. } => format!("to {buyer}"),
@@ -576,6 +581,7 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             http_status,
             code,
             field,
+            message,
             ..
         } => {
             field_str(out, "seller", seller);
@@ -583,6 +589,7 @@ pub fn entry_json(e: &Entry, out: &mut Vec<u8>) {
             field_num(out, "http_status", *http_status as u64);
             field_str(out, "code", code);
             field_opt(out, "field", field);
+            field_opt(out, "message", message);
         }
         Record::PingSent { buyer, .. } => field_str(out, "buyer", buyer),
         Record::PingResult {

@@ -238,6 +238,8 @@ pub enum RecordRef<'a> {
         http_status: u16,
         code: &'a str,
         field: Option<&'a str>,
+        /// The error's message as answered (written last: absent from older records).
+        message: Option<&'a str>,
     },
     /// See [`Record::PingSent`].
     PingSent { lead_id: &'a str, buyer: &'a str },
@@ -357,6 +359,8 @@ pub enum Record {
         http_status: u16,
         code: String,
         field: Option<String>,
+        /// The error's message as answered; `None` in records written before it was kept.
+        message: Option<String>,
     },
     /// A ping was sent to `buyer`.
     PingSent { lead_id: String, buyer: String },
@@ -610,6 +614,7 @@ impl<'a> RecordRef<'a> {
                 http_status: _,
                 code,
                 field,
+                message,
             } => {
                 n.str("lead_id", lead_id)?;
                 n.str("seller", seller)?;
@@ -617,6 +622,7 @@ impl<'a> RecordRef<'a> {
                 n.fixed(2);
                 n.str("code", code)?;
                 n.opt_str("field", field)?;
+                n.opt_str("message", message)?;
             }
             RecordRef::PingSent { lead_id, buyer } => {
                 n.str("lead_id", lead_id)?;
@@ -796,6 +802,7 @@ impl<'a> RecordRef<'a> {
                 http_status,
                 code,
                 field,
+                message,
             } => {
                 o.str(lead_id);
                 o.str(seller);
@@ -803,6 +810,7 @@ impl<'a> RecordRef<'a> {
                 o.u16(http_status);
                 o.str(code);
                 o.opt_str(field);
+                o.opt_str(message);
             }
             RecordRef::PingSent { lead_id, buyer } => {
                 o.str(lead_id);
@@ -999,6 +1007,7 @@ impl<'a> RecordRef<'a> {
                 http_status,
                 code,
                 field,
+                message,
             } => Record::Rejected {
                 lead_id: s(lead_id),
                 seller: s(seller),
@@ -1006,6 +1015,7 @@ impl<'a> RecordRef<'a> {
                 http_status,
                 code: s(code),
                 field: os(field),
+                message: os(message),
             },
             RecordRef::PingSent { lead_id, buyer } => Record::PingSent {
                 lead_id: s(lead_id),
@@ -1261,6 +1271,12 @@ impl Record {
                 http_status: i.u16("http_status")?,
                 code: i.str("code")?,
                 field: i.opt_str("field")?,
+                // Appended later: absent from older records.
+                message: if i.pos < payload.len() {
+                    i.opt_str("message")?
+                } else {
+                    None
+                },
             },
             RecordType::PingSent => Record::PingSent {
                 lead_id: i.str("lead_id")?,
@@ -1445,6 +1461,7 @@ impl Record {
                 http_status,
                 code,
                 field,
+                message,
             } => RecordRef::Rejected {
                 lead_id,
                 seller,
@@ -1452,6 +1469,7 @@ impl Record {
                 http_status: *http_status,
                 code,
                 field: field.as_deref(),
+                message: message.as_deref(),
             },
             Record::PingSent { lead_id, buyer } => RecordRef::PingSent { lead_id, buyer },
             Record::PingResult {

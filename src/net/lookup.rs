@@ -175,7 +175,7 @@ pub fn canonical_lead_id(s: &str) -> Option<String> {
 /// - unknown, or another seller's: 404 `not_found`.
 pub fn lead_status(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
     match read_story(dir, lead_id, seller) {
-        Some(story) => (200, story.answer(lead_id)),
+        Some(story) => (200, story.answer(lead_id, true)),
         None => {
             let mut out = Vec::with_capacity(96);
             crate::lead::write_error(
@@ -198,7 +198,7 @@ pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>
     let story = read_story(dir, lead_id, seller);
     if let Some(story) = &story {
         if let Some(status) = story.answered_status() {
-            return (status, story.answer(lead_id));
+            return (status, story.answer(lead_id, false));
         }
     }
     let test = story
@@ -261,8 +261,8 @@ type Answered = (LeadStatus, Cents, Cents, u64, Option<u32>, Option<String>);
 struct Story {
     /// The last `lead_received`: (seller, test, flow).
     received: Option<(String, bool, Option<LeadFlow>)>,
-    /// A refusal of the last request: (HTTP status, code, field).
-    rejected: Option<(u16, String, Option<String>)>,
+    /// A refusal of the last request: (HTTP status, code, field, message).
+    rejected: Option<(u16, String, Option<String>, Option<String>)>,
     /// The last ranking: (bids, ranked buyers).
     closed: Option<(u32, Vec<String>)>,
     sales: Vec<(String, Cents)>,
@@ -289,8 +289,9 @@ impl Story {
                 http_status,
                 code,
                 field,
+                message,
                 ..
-            } => self.rejected = Some((http_status, code, field)),
+            } => self.rejected = Some((http_status, code, field, message)),
             Record::AuctionClosed { bids, ranked, .. } => {
                 self.closed = Some((bids, ranked.into_iter().map(|r| r.0).collect()));
             }
@@ -324,7 +325,7 @@ impl Story {
     /// a lead answered or a ping's offer.
     fn answered_status(&self) -> Option<u16> {
         let flow = self.received.as_ref().and_then(|r| r.2);
-        if let Some((status, _, _)) = &self.rejected {
+        if let Some((status, ..)) = &self.rejected {
             Some(*status)
         } else if self.answered.is_some() || (self.pinged.is_some() && flow == Some(LeadFlow::Ping))
         {
@@ -334,12 +335,22 @@ impl Story {
         }
     }
 
-    fn answer(&self, lead_id: &str) -> Vec<u8> {
+    /// The answer's body: to a lookup (`lookup`), or to a retry of the request.
+    fn answer(&self, lead_id: &str, lookup: bool) -> Vec<u8> {
         let test = self.received.as_ref().is_some_and(|r| r.1);
         let flow = self.received.as_ref().and_then(|r| r.2);
         let mut out = Vec::with_capacity(256);
-        if let Some((_, code, field)) = &self.rejected {
-            let message = format!("the request was refused: {code}");
+        // A `/v1/post` refused for its content leaves its ping postable: a lookup tells the
+        // ping's offer, counting down; a retry of that post is told its refusal again.
+        let post_refused = self.rejected.is_some() && flow == Some(LeadFlow::Post);
+        let offer =
+            self.pinged.is_some() && (flow == Some(LeadFlow::Ping) || lookup && post_refused);
+        if let Some((_, code, field, message)) = self.rejected.as_ref().filter(|_| !offer) {
+            // Records from before the message was kept say only the code.
+            let message = match message {
+                Some(m) => m.clone(),
+                None => format!("the request was refused: {code}"),
+            };
             lead::write_error(&mut out, Some(lead_id), code, &message, field.as_deref());
             return out;
         }
@@ -373,7 +384,7 @@ impl Story {
             lead::write_answer_fields(&mut out, lead_id, &fields);
             return out;
         }
-        if let (Some((at_us, payout, hold_ms, bid)), Some(LeadFlow::Ping)) = (self.pinged, flow) {
+        if let Some((at_us, payout, hold_ms, bid)) = self.pinged.filter(|_| offer) {
             let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
             let ends_us = at_us.saturating_add(hold_ms.saturating_mul(1000));
             let expires_in_ms = ends_us.saturating_sub(now_us) / 1000;

@@ -71,6 +71,10 @@ const REQUEST_BUFFER_GRAIN: usize = 64;
 const SELLER_TLS_BUFFER: usize = 32 * 1024;
 
 /// `Lead::journaled` flags: the slot's ping answer, its post result.
+/// Longest refusal message journaled with its code (and answered again from the journal):
+/// messages are the exchange's own sentences, a few quoting a field name.
+const MAX_JOURNALED_MESSAGE: usize = 1024;
+
 const PING_JOURNALED: u8 = 1;
 const POST_JOURNALED: u8 = 2;
 /// The slot's ping was handed to a connection (and its `ping_sent` journaled).
@@ -1692,6 +1696,7 @@ impl Worker {
                 http_status: r.status,
                 code: r.code,
                 field: r.field.as_deref(),
+                message: Some(lead::clip_str(&r.message, MAX_JOURNALED_MESSAGE)),
             }) {
                 self.sync_journal(pos);
             }
