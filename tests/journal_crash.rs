@@ -167,6 +167,14 @@ fn kill_9_mid_stream_loses_no_answered_lead_and_caps_hold_after_restart() {
     assert!(show.status.success());
     let story = String::from_utf8_lossy(&show.stdout);
     assert!(story.contains("capped"), "{}", story);
+    // The id in lower case, as a seller's log may have it, is the same lead.
+    let lower = gavel()
+        .args(["journal", "show", &answered[0].to_lowercase(), "--dir"])
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert!(lower.status.success(), "{lower:?}");
+    assert_eq!(lower.stdout, show.stdout);
 
     // Restart on the same journal: the capped buyer had 6 of its 10; it gets at most 4 more.
     let (mut child, addr) = serve(&cfg);

@@ -199,6 +199,9 @@ pub fn tail(
 }
 
 fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    // A lead id in either case, as a seller's log may have it: ids are written upper case.
+    let canonical = crate::net::lookup::canonical_lead_id(lead_id);
+    let lead_id = canonical.as_deref().unwrap_or(lead_id);
     let reader = match Reader::open(dir) {
         Ok(r) => r,
         Err(e) => return report_error(err, &e),

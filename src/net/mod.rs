@@ -10,7 +10,7 @@ mod buyer;
 pub(crate) mod deadlines;
 mod held;
 pub mod idempotency;
-mod lookup;
+pub(crate) mod lookup;
 mod reload;
 mod seller_conns;
 pub(crate) mod slab;
