@@ -320,6 +320,13 @@ impl Buyer {
 /// buyer, below the payout), so that the exchange pays out more than it takes in for such leads.
 pub fn warnings(snap: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();
+    if snap.server.admin_listen.is_none() {
+        out.push(
+            "no server.admin_listen: the operator API is off (no /healthz, /metrics, /v1/stats, \
+             pause or reload; SIGHUP still reloads)"
+                .to_string(),
+        );
+    }
     if snap.server.admin_listen.is_some() && snap.admin_token.is_none() {
         out.push(
             "server.admin_listen without [admin] token: the operator API answers only /healthz \

@@ -132,6 +132,17 @@ fn an_empty_journal_dir_is_refused_and_an_operator_api_without_a_token_is_warned
     assert!(!warnings(&parse(CONTRACT).unwrap())
         .iter()
         .any(|w| w.contains("[admin]")));
+    // Without admin_listen there is no operator API at all: said, not silent.
+    let listen_line = CONTRACT
+        .lines()
+        .find(|l| l.starts_with("admin_listen = "))
+        .expect("the example has an operator listener");
+    let w = warnings(&parse(&CONTRACT.replacen(listen_line, "", 1)).unwrap());
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("no server.admin_listen: the operator API is off")),
+        "{w:?}"
+    );
 }
 
 #[test]
