@@ -742,9 +742,11 @@ fn label(s: &str) -> String {
 
 fn histogram_text(out: &mut String, name: &str, labels: &str, h: &hdrhistogram::Histogram<u64>) {
     // Fixed bucket bounds in seconds, from the microsecond histogram.
-    const BOUNDS_US: [u64; 16] = [
+    // Up to a minute: a ping or post timeout may be that long, and a timeout counts in a
+    // buyer's response time at the time waited.
+    const BOUNDS_US: [u64; 20] = [
         10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
-        500_000, 1_000_000,
+        500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 60_000_000,
     ];
     let sep = if labels.is_empty() { "" } else { "," };
     for b in BOUNDS_US {
@@ -765,7 +767,9 @@ fn histogram_text(out: &mut String, name: &str, labels: &str, h: &hdrhistogram::
         .iter_recorded()
         .map(|v| h.median_equivalent(v.value_iterated_to()) as f64 * v.count_at_value() as f64)
         .sum::<f64>()
-        / 1e6;
+        / 1e6
+        // An empty sum of floats is -0.0, which would print as `-0`.
+        + 0.0;
     let braces = if labels.is_empty() {
         String::new()
     } else {
@@ -981,6 +985,30 @@ pub fn metrics_text(shared: &Shared) -> String {
             }
         }
     }
+    out.push_str("# HELP gavel_cap_limit Each buyer's caps in force, in leads (or dollars for the budgets): used = limit - remaining.\n# TYPE gavel_cap_limit gauge\n");
+    for b in &snap.buyers {
+        let leads = |n: Option<u64>| n.map(|n| n.to_string());
+        let budget = |c: Option<Cents>| c.map(dollars_string);
+        for (w, v) in [
+            ("hourly", leads(b.caps.hourly)),
+            ("daily", leads(b.caps.daily)),
+            ("weekly", leads(b.caps.weekly)),
+            ("monthly", leads(b.caps.monthly)),
+            ("daily_budget", budget(b.caps.daily_budget_cents)),
+            ("weekly_budget", budget(b.caps.weekly_budget_cents)),
+            ("monthly_budget", budget(b.caps.monthly_budget_cents)),
+        ] {
+            if let Some(v) = v {
+                let _ = writeln!(
+                    out,
+                    "gavel_cap_limit{{buyer=\"{}\",window=\"{}\"}} {}",
+                    label(&b.id),
+                    w,
+                    v
+                );
+            }
+        }
+    }
     out.push_str("# HELP gavel_internal_overhead_seconds Engine time per lead (elapsed minus waiting on buyers).\n# TYPE gavel_internal_overhead_seconds histogram\n");
     histogram_text(
         &mut out,
@@ -1008,7 +1036,7 @@ pub fn metrics_text(shared: &Shared) -> String {
         "",
         &s.answer_write_us,
     );
-    out.push_str("# HELP gavel_buyer_response_seconds Buyers' ping response time.\n# TYPE gavel_buyer_response_seconds histogram\n");
+    out.push_str("# HELP gavel_buyer_response_seconds Buyers' ping response time, a timeout at the time waited; pings never sent are not counted.\n# TYPE gavel_buyer_response_seconds histogram\n");
     for (id, b) in s.buyers() {
         histogram_text(
             &mut out,
@@ -1156,7 +1184,7 @@ async function tick() {
     [['revenue', '#36c'], ['payout', '#e90'], ['profit', '#2a7']], false, '', usd));
   plot(() => bars('plot-pings', buyers.map(([id, v]) => [id, [num(v.bids), num(v.no_bids), num(v.timeouts), num(v.errors), num(v.invalid)]]),
     [['bids', '#2a7'], ['no-bids', '#bbb'], ['timeouts', '#e90'], ['errors', '#c33'], ['invalid', '#939']], true, ' pings'));
-  plot(() => bars('plot-response', buyers.map(([id, v]) => { const p = obj(v.response_us); return [id, [num(p.p50) / 1000, num(p.p90) / 1000, num(p.p99) / 1000]]; }),
+  plot(() => bars('plot-response', buyers.filter(([id, v]) => num(obj(v.response_us).count) > 0).map(([id, v]) => { const p = obj(v.response_us); return [id, [num(p.p50) / 1000, num(p.p90) / 1000, num(p.p99) / 1000]]; }),
     [['p50', '#2a7'], ['p90', '#e90'], ['p99', '#c33']], false, ' ms'));
   plot(() => bars('plot-overhead', [['p50', o.p50], ['p90', o.p90], ['p99', o.p99], ['p99.9', o.p999], ['max', o.max]].map(([k, v]) => [k, [num(v)]]),
     [['µs', '#36c']], false, ' µs'));
@@ -1166,7 +1194,7 @@ async function tick() {
   for (const [id, v] of camps) t += row([id, v.leads, v.sold, v.unsold, v.rejected, v.revenue, v.payout, v.profit], 'td');
   $('campaigns').innerHTML = t;
   t = row(['buyer', 'pings', 'bids', 'wins', 'timeouts', 'errors', 'avg bid', 'p99 µs', 'daily left', 'paused'], 'th');
-  for (const [id, v] of buyers) t += row([id, v.pings, v.bids, v.wins, v.timeouts, v.errors, v.average_bid, obj(v.response_us).p99, obj(v.caps_left).daily ?? '∞', v.paused], 'td');
+  for (const [id, v] of buyers) t += row([id, v.pings, v.bids, v.wins, v.timeouts, v.errors, v.average_bid, num(obj(v.response_us).count) > 0 ? obj(v.response_us).p99 : '–', obj(v.caps_left).daily ?? '∞', v.paused], 'td');
   $('buyers').innerHTML = t;
 }
 tick(); setInterval(tick, 2000);
@@ -1247,7 +1275,7 @@ mod tests {
             );
             buckets += 1;
         }
-        assert_eq!(buckets, 16);
+        assert_eq!(buckets, 20);
         let exact: u64 = values.iter().sum();
         let sum = num(out
             .lines()
@@ -1257,6 +1285,10 @@ mod tests {
             (sum * 1e6 - exact as f64).abs() / (exact as f64) < 0.01,
             "{sum} vs {exact}"
         );
+        // An empty histogram's sum is 0, not -0.
+        let mut out = String::new();
+        histogram_text(&mut out, "y", "", &crate::stats::histogram());
+        assert!(out.lines().any(|l| l == "y_sum 0"), "{out}");
     }
 
     /// The query's token is percent-decoded: `%XX` is a byte, `+` stays `+`.

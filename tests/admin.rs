@@ -317,6 +317,10 @@ fn stats_metrics_pause_and_resume() {
         "gavel_cap_remaining{buyer=\"acme\",window=\"daily\"} 97",
         "gavel_cap_remaining{buyer=\"acme\",window=\"daily_budget\"} 350",
         "gavel_cap_remaining{buyer=\"acme\",window=\"monthly_budget\"} 1850",
+        // The limits beside them: used = limit - remaining.
+        "gavel_cap_limit{buyer=\"acme\",window=\"daily\"} 100",
+        "gavel_cap_limit{buyer=\"acme\",window=\"daily_budget\"} 500",
+        "gavel_cap_limit{buyer=\"acme\",window=\"monthly_budget\"} 2000",
     ] {
         assert!(text.contains(line), "{line}: {text}");
     }
@@ -945,4 +949,64 @@ fn a_dedupe_index_too_small_for_its_window_says_so() {
     );
     // The first lead's keys were dropped within its window: its duplicate passes.
     assert_eq!(c.lead(&lead(0)).status, 200);
+}
+
+/// A buyer's response time counts a timeout at the time waited (the least its answer would
+/// have taken) and leaves out a ping never written (no connection to the buyer): an always
+/// late buyer does not look fast and a dead one has no response time at all. A restart
+/// rebuilds the same from the journal.
+#[test]
+fn response_times_count_timeouts_as_waited_and_leave_out_pings_never_sent() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("fast").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(2000, None),
+            Kind::Post => Reply::accepted(),
+        }),
+        BuyerSpec::new("late").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(9000, None).after_ms(1500),
+            Kind::Post => Reply::accepted(),
+        }),
+    ])
+    .unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut toml = config_with_admin(&fleet, "");
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"dead\"\ncampaigns = [\"auto\"]\nping_url = \"http://{dead}/ping\"\npost_url = \"http://{dead}/post\"\n"
+    ));
+    let check = |ex: &Exchange, when: &str| {
+        let s = get(admin_addr(ex), "GET", "/v1/stats", Some(TOKEN)).json();
+        let rt = |b: &str| s["buyers"][b]["response_us"].clone();
+        assert_eq!(rt("fast")["count"], 2, "{when}: {s}");
+        assert_eq!(rt("late")["count"], 2, "{when}: {s}");
+        assert_eq!(s["buyers"]["late"]["timeouts"], 2, "{when}: {s}");
+        // The campaign's ping timeout is 300 ms: waited from the ping's first byte.
+        let p50 = rt("late")["p50"].as_u64().unwrap_or(0);
+        assert!((250_000..1_500_000).contains(&p50), "{when}: {p50}");
+        assert_eq!(s["buyers"]["dead"]["errors"], 2, "{when}: {s}");
+        assert_eq!(rt("dead")["count"], 0, "{when}: {s}");
+        let metrics = get(admin_addr(ex), "GET", "/metrics", Some(TOKEN));
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        assert!(
+            text.lines()
+                .any(|l| l == "gavel_buyer_response_seconds_count{buyer=\"dead\"} 0"),
+            "{when}: {text}"
+        );
+        assert!(!text.contains(" -0\n"), "{when}: {text}");
+    };
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for i in 0..2 {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        let v = c.lead(&lead).json();
+        assert_eq!(v["sales"][0]["buyer"], "fast", "{v}");
+    }
+    // The late answers are drained, not counted again.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    check(&ex, "live");
+    drop(c);
+    drop(ex);
+    check(&Exchange::start(&toml), "rebuilt from the journal");
 }

@@ -139,7 +139,9 @@ enum PingState {
     Answered {
         outcome: PingOutcome,
         seq: u32,
-        response: Duration,
+        /// From the ping's first byte to its answer (or to the close, for a timeout); `None`
+        /// for a ping never written.
+        response: Option<Duration>,
     },
 }
 
@@ -416,7 +418,7 @@ impl Auction {
             PingOutcome::Bid { cents, .. } if cents <= 0 => PingOutcome::NoBid,
             o => o,
         };
-        let response = now.saturating_duration_since(s.ping_sent_at.unwrap_or(now));
+        let response = s.ping_sent_at.map(|t| now.saturating_duration_since(t));
         s.ping = PingState::Answered {
             outcome,
             seq: self.answer_seq,
@@ -429,8 +431,9 @@ impl Auction {
         }
     }
 
-    /// The ping's outcome and the buyer's response time, once answered or timed out.
-    pub fn ping_result(&self, slot: Slot) -> Option<(&PingOutcome, Duration)> {
+    /// The ping's outcome and the buyer's response time, once answered or timed out: for a
+    /// timeout the time waited, for a ping never written (no connection) `None`.
+    pub fn ping_result(&self, slot: Slot) -> Option<(&PingOutcome, Option<Duration>)> {
         match &self.slots.get(slot)?.ping {
             PingState::Answered {
                 outcome, response, ..
@@ -556,7 +559,7 @@ impl Auction {
         let mut seq = self.answer_seq;
         for (slot, s) in self.slots.iter_mut().enumerate() {
             if s.ping == PingState::Waiting {
-                let response = now.saturating_duration_since(s.ping_sent_at.unwrap_or(now));
+                let response = s.ping_sent_at.map(|t| now.saturating_duration_since(t));
                 s.ping = PingState::Answered {
                     outcome: PingOutcome::Timeout,
                     seq,

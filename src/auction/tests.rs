@@ -649,7 +649,10 @@ fn buyer_wait_excludes_engine_time() {
     let o = a.outcome();
     assert_eq!(o.elapsed, Duration::from_micros(8_150));
     assert_eq!(o.buyer_wait, Duration::from_micros(8_000));
-    assert_eq!(a.ping_result(0).unwrap().1, Duration::from_micros(5_000));
+    assert_eq!(
+        a.ping_result(0).unwrap().1,
+        Some(Duration::from_micros(5_000))
+    );
 }
 
 #[test]

@@ -921,7 +921,9 @@ fn rebuild(
                     journal::PingOutcome::Error => b.errors += 1,
                     journal::PingOutcome::Invalid => b.invalid += 1,
                 }
-                if !matches!(outcome, journal::PingOutcome::Timeout) {
+                // As the live counters: timeouts at the time waited, pings never written
+                // (0) not at all.
+                if *response_us > 0 {
                     b.response_us.saturating_record(*response_us);
                 }
             }

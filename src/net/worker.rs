@@ -2275,7 +2275,8 @@ impl Worker {
                     buyer: &snap.buyers[lead.auction.buyer(s)].id,
                     outcome,
                     reason,
-                    response_us: rt.as_micros() as u64,
+                    // 0: never written. A ping written gets at least 1 µs.
+                    response_us: rt.map_or(0, |d| (d.as_micros() as u64).max(1)),
                 };
                 append(&self.shared, &self.stats, &rec);
             }
@@ -3813,8 +3814,11 @@ fn count_answers(st: &mut WorkerStats, auction: &Auction, stat_slots: &[usize], 
                 PingOutcome::Error(_) => b.errors += 1,
                 PingOutcome::Invalid(_) => b.invalid += 1,
             }
-            if !matches!(o, PingOutcome::Timeout) {
-                b.response_us.saturating_record(rt.as_micros() as u64);
+            // A timeout at the time waited, the least its answer would have taken; a ping
+            // never written has no response time.
+            if let Some(rt) = rt {
+                b.response_us
+                    .saturating_record((rt.as_micros() as u64).max(1));
             }
         }
         match auction.post_result(slot) {
