@@ -68,6 +68,12 @@ impl Running {
     fn stats(&self) -> Value {
         operator(self.admin, "GET", "/v1/stats", Some(TOKEN)).json()
     }
+
+    /// `POST /v1/admin/buyers/{id}/{action}`, `pause` or `resume`.
+    fn buyer_action(&self, id: &str, action: &str) -> Response {
+        let path = format!("/v1/admin/buyers/{id}/{action}");
+        operator(self.admin, "POST", &path, Some(TOKEN))
+    }
 }
 
 fn text(r: &Response) -> String {
@@ -249,12 +255,7 @@ fn caps_and_pauses_carry_over_and_a_raised_cap_gives_room() {
     assert_eq!(winners(&mut c, 2), ["capped", "other"]);
 
     // A buyer paused by the operator stays paused across a reload.
-    let r = operator(
-        run.admin,
-        "POST",
-        "/v1/admin/buyers/other/pause",
-        Some(TOKEN),
-    );
+    let r = run.buyer_action("other", "pause");
     assert_eq!(r.status, 200, "{}", text(&r));
     let r = run.reload_with(&raised.replace("daily = 3", "daily = 10"));
     assert_eq!(r.status, 200, "{}", text(&r));
@@ -287,12 +288,7 @@ fn a_renamed_buyer_keeps_its_caps_through_previous_ids() {
     };
     assert_eq!([winner(&mut c), winner(&mut c)], ["capped", "capped"]);
     // The operator pauses it too: the pause follows the rename.
-    let r = operator(
-        run.admin,
-        "POST",
-        "/v1/admin/buyers/capped/pause",
-        Some(TOKEN),
-    );
+    let r = run.buyer_action("capped", "pause");
     assert_eq!(r.status, 200, "{}", text(&r));
 
     let renamed = base.replace(
@@ -337,12 +333,7 @@ fn a_renamed_buyer_keeps_its_caps_through_previous_ids() {
     );
     let run = start(&again);
     renamed_stats(&run.stats(), "capped-v4", "renamed while stopped");
-    let r = operator(
-        run.admin,
-        "POST",
-        "/v1/admin/buyers/capped-v4/resume",
-        Some(TOKEN),
-    );
+    let r = run.buyer_action("capped-v4", "resume");
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(
         winner(&mut run.ex.client()),

@@ -132,14 +132,12 @@ pub struct Pool {
     pub total: usize,
     pub idle: Vec<Key>,
     pub waiters: VecDeque<Job>,
-    /// After a failed connect: no new connection before this instant.
-    pub down_until: Option<Instant>,
-    pub backoff: Duration,
+    /// After a failed connect: no new connection until it ends.
+    pub down: Backoff,
     /// After a connection that was closed or failed young, before it carried any answer (the
-    /// buyer accepts and hangs up, a TLS handshake fails): no warm connection is opened before
-    /// this instant, so such a buyer is not reconnected to on every housekeeping tick.
-    pub refill_after: Option<Instant>,
-    pub refill_backoff: Duration,
+    /// buyer accepts and hangs up, a TLS handshake fails): no warm connection is opened until
+    /// it ends, so such a buyer is not reconnected to on every housekeeping tick.
+    pub refill: Backoff,
     /// Connections accepted over the pool's life, for the operator.
     pub opened: u64,
     /// The server name to verify, for an https endpoint.
@@ -166,10 +164,8 @@ impl Pool {
             total: 0,
             idle: Vec::new(),
             waiters: VecDeque::new(),
-            down_until: None,
-            backoff: MIN_BACKOFF,
-            refill_after: None,
-            refill_backoff: MIN_BACKOFF,
+            down: Backoff::default(),
+            refill: Backoff::default(),
             opened: 0,
             tls_host: None,
             tls_config: None,
@@ -178,34 +174,62 @@ impl Pool {
     }
 
     pub fn is_down(&self, now: Instant) -> bool {
-        self.down_until.is_some_and(|t| now < t)
+        self.down.active(now)
     }
 
     pub fn connect_failed(&mut self, now: Instant) {
-        self.down_until = Some(now + self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.down.failed(now);
     }
 
     pub fn connect_succeeded(&mut self) {
-        self.down_until = None;
-        self.backoff = MIN_BACKOFF;
+        self.down.reset();
     }
 
     /// Whether the warm connections may be topped up at `now`.
     pub fn may_refill(&self, now: Instant) -> bool {
-        !self.is_down(now) && self.refill_after.is_none_or(|t| now >= t)
+        !self.down.active(now) && !self.refill.active(now)
     }
 
-    /// A connection ended young without an answer: warm ones wait, 50 ms doubling to 1 s.
+    /// A connection ended young without an answer: warm ones wait.
     pub fn refill_failed(&mut self, now: Instant) {
-        self.refill_after = Some(now + self.refill_backoff);
-        self.refill_backoff = (self.refill_backoff * 2).min(MAX_BACKOFF);
+        self.refill.failed(now);
     }
 
     /// A connection carried an answer: the buyer serves, warm connections are opened at once.
     pub fn answered(&mut self) {
-        self.refill_after = None;
-        self.refill_backoff = MIN_BACKOFF;
+        self.refill.reset();
+    }
+}
+
+/// A wait after a failure, 50 ms doubling with each failure to 1 s (`MIN_BACKOFF`,
+/// `MAX_BACKOFF`), cleared by a success.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            until: None,
+            delay: MIN_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    pub fn active(&self, now: Instant) -> bool {
+        self.until.is_some_and(|t| now < t)
+    }
+
+    pub fn failed(&mut self, now: Instant) {
+        self.until = Some(now + self.delay);
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+    }
+
+    pub fn reset(&mut self) {
+        *self = Backoff::default();
     }
 }
 
