@@ -467,6 +467,18 @@ fn send_one_lead_and_kill_when(cfg: &Path, until: impl Fn() -> bool, what: &str)
     let _ = child.wait();
 }
 
+/// `GET /v1/leads/{lead_id}` as the seller: the answer's JSON.
+fn looked_up(addr: std::net::SocketAddr, lead_id: &str) -> Value {
+    let mut c = Client::connect(addr);
+    c.send_raw(&Client::request(
+        "GET",
+        &format!("/v1/leads/{lead_id}"),
+        Some(KEY),
+        b"",
+    ));
+    c.read_response().expect("an answer").json()
+}
+
 /// Two fresh leads on `c`: the buyers they sold to.
 fn two_leads(c: &mut Client) -> Vec<String> {
     (0..2)
@@ -496,6 +508,10 @@ fn a_post_unanswered_at_a_crash_counts_against_the_buyers_cap() {
         .and_then(|r| r["lead_id"].as_str().map(str::to_string))
         .expect("the post is in the journal");
     assert!(warning.contains(&lead_id), "{warning}");
+    // The seller asking after the lead is told it was interrupted, for good: not pending.
+    let v = looked_up(addr, &lead_id);
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert_eq!(v["error"]["code"], "post_unanswered", "{v}");
 
     // The cap is 2 a day and the unanswered post counts: one more sale to it, then the other.
     let buyers = two_leads(&mut Client::connect(addr));
@@ -618,6 +634,25 @@ fn a_sale_whose_answer_a_crash_cut_off_counts_in_the_campaigns_pnl() {
         "{recovered:?}"
     );
     let ex = Exchange::start_file(&cfg);
+    // The seller asking after it hears it sold, to the buyer that bought it, and was cut off.
+    let lead_id = export(&journal)
+        .into_iter()
+        .find(|r| r["type"] == "sale")
+        .and_then(|r| r["lead_id"].as_str().map(str::to_string))
+        .expect("the sale is in the journal");
+    let v = looked_up(ex.addr, &lead_id);
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(
+        (v["price"].clone(), v["payout"].clone()),
+        (50.0.into(), 40.0.into()),
+        "{v}"
+    );
+    assert_eq!(
+        v["sales"],
+        serde_json::json!([{"buyer": "quick", "price": 50.0}]),
+        "{v}"
+    );
+    assert_eq!(v["reason"], "interrupted", "{v}");
     let st = ex.handle.as_ref().unwrap().stats();
     let campaign = st.campaigns.get("auto").cloned().unwrap_or_default();
     assert_eq!(

@@ -171,7 +171,9 @@ pub fn canonical_lead_id(s: &str) -> Option<String> {
 ///   elapsed_ms, reason, test);
 /// - refused for its content: `"status": "rejected"` with the error's code and field;
 /// - a `/v1/ping` not posted (yet): its answer, `expires_in_ms` counting down to 0;
-/// - still in its auction, or cut off by a stop before its answer: `"status": "pending"`;
+/// - still in its auction, or cut off by a stop before any post: `"status": "pending"`;
+/// - cut off later and reported unsettled by a start: `sold` (`"reason": "interrupted"`) when
+///   a buyer bought it, else `"status": "interrupted"` (`post_unanswered`), for good;
 /// - unknown, or another seller's: 404 `not_found`.
 pub fn lead_status(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
     match read_story(dir, lead_id, seller) {
@@ -256,6 +258,9 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str) -> Option<Story> {
 /// A `lead_answered`: (status, price, payout, elapsed µs, bids, reason).
 type Answered = (LeadStatus, Cents, Cents, u64, Option<u32>, Option<String>);
 
+/// The `reason` of a sale whose seller was never answered (the exchange stopped first).
+const INTERRUPTED: &str = "interrupted";
+
 /// A lead's records, as far as its answer needs them.
 #[derive(Default)]
 struct Story {
@@ -265,7 +270,10 @@ struct Story {
     rejected: Option<(u16, String, Option<String>, Option<String>)>,
     /// The last ranking: (bids, ranked buyers).
     closed: Option<(u32, Vec<String>)>,
-    sales: Vec<(String, Cents)>,
+    /// Each sale: (buyer, price, the seller's payout of it).
+    sales: Vec<(String, Cents, Cents)>,
+    /// A later start found the lead unsettled (`recovered`): it will never be answered.
+    recovered: Option<journal::Unsettled>,
     /// The final record.
     answered: Option<Answered>,
     /// A ping's answer: (when, payout, hold ms, bid).
@@ -296,8 +304,12 @@ impl Story {
                 self.closed = Some((bids, ranked.into_iter().map(|r| r.0).collect()));
             }
             Record::Sale {
-                buyer, price_cents, ..
-            } => self.sales.push((buyer, price_cents)),
+                buyer,
+                price_cents,
+                payout_cents,
+                ..
+            } => self.sales.push((buyer, price_cents, payout_cents)),
+            Record::Recovered { kind, .. } => self.recovered = Some(kind),
             Record::LeadAnswered {
                 status,
                 price_cents,
@@ -327,7 +339,9 @@ impl Story {
         let flow = self.received.as_ref().and_then(|r| r.2);
         if let Some((status, ..)) = &self.rejected {
             Some(*status)
-        } else if self.answered.is_some() || (self.pinged.is_some() && flow == Some(LeadFlow::Ping))
+        } else if self.answered.is_some()
+            || self.recovered.is_some()
+            || (self.pinged.is_some() && flow == Some(LeadFlow::Ping))
         {
             Some(200)
         } else {
@@ -354,7 +368,38 @@ impl Story {
             lead::write_error(&mut out, Some(lead_id), code, &message, field.as_deref());
             return out;
         }
-        if let Some((status, price, payout, elapsed_us, bids, reason)) = &self.answered {
+        // A lead a stop cut off: sold if a buyer bought it (the seller is owed its payout),
+        // else interrupted while a post was out.
+        let cut_off = match (&self.answered, self.recovered) {
+            (None, Some(_)) if !self.sales.is_empty() => Some((
+                LeadStatus::Sold,
+                self.sales.iter().map(|s| s.1).sum(),
+                self.sales.iter().map(|s| s.2).sum(),
+                0,
+                None,
+                Some(INTERRUPTED.to_string()),
+            )),
+            (None, Some(_)) => {
+                out.extend_from_slice(b"{\"lead_id\":");
+                write_json_str(&mut out, lead_id);
+                out.extend_from_slice(b",\"status\":\"interrupted\"");
+                if test {
+                    out.extend_from_slice(b",\"test\":true");
+                }
+                out.extend_from_slice(b",\"error\":{\"code\":\"post_unanswered\",\"message\":");
+                write_json_str(
+                    &mut out,
+                    "the exchange stopped while a buyer had this lead's post, before its answer: \
+                     whether it bought the lead is settled by the operator, not here",
+                );
+                out.extend_from_slice(b"}}");
+                return out;
+            }
+            _ => None,
+        };
+        if let Some((status, price, payout, elapsed_us, bids, reason)) =
+            self.answered.as_ref().or(cut_off.as_ref())
+        {
             // In the answer's order, the ranking's.
             let rank = |b: &str| {
                 self.closed
@@ -365,7 +410,7 @@ impl Story {
             let mut sales: Vec<lead::AnswerSale<'_>> = self
                 .sales
                 .iter()
-                .map(|(buyer, cents)| lead::AnswerSale {
+                .map(|(buyer, cents, _)| lead::AnswerSale {
                     buyer,
                     price_cents: *cents,
                 })
