@@ -209,3 +209,64 @@ fn a_missing_ca_file_is_a_config_error_naming_the_key() {
         other => panic!("expected an invalid config, got {:?}", other.map(|_| ())),
     }
 }
+
+/// The operator is told on stderr why an https buyer's handshakes fail, once a minute at most,
+/// however often the exchange tries it.
+#[test]
+fn a_failing_tls_handshake_is_told_on_stderr_once_a_minute_at_most() {
+    use std::io::BufRead;
+    let buyer = tls_buyer(6000);
+    let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
+    let path = temp_dir("tls-log").join("gavel.toml");
+    std::fs::write(&path, with_tls_buyer(&fleet, &buyer, false)).unwrap();
+    let mut child = gavel()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn gavel serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("gavel serve did not start");
+        if let Some(a) = line
+            .split("serving sellers on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        {
+            break a;
+        }
+    };
+    let v = Client::connect(addr).lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "plain", "{v}");
+    // Three seconds of handshakes (the lead's and the warm connection's retries): one line.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut told = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("TLS handshake failed") => told.push(line),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains(&format!("https://127.0.0.1:{}", buyer.addr.port()))
+            && told[0].contains("certificate"),
+        "{told:?}"
+    );
+    assert!(buyer.connections.load(Ordering::Relaxed) >= 2);
+}

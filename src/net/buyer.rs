@@ -22,6 +22,9 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// it stays down.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How often a buyer endpoint whose TLS handshakes fail is told on stderr, per worker.
+pub const TLS_ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// A connection that ends before it carried an answer and younger than this counts against
 /// the warm-connection refill (`Pool::refill_failed`); one closed older, by a buyer's idle
 /// timeout, does not.
@@ -138,6 +141,9 @@ pub struct Pool {
     /// buyer accepts and hangs up, a TLS handshake fails): no warm connection is opened until
     /// it ends, so such a buyer is not reconnected to on every housekeeping tick.
     pub refill: Backoff,
+    /// When a failed TLS handshake with this endpoint was last told on stderr: at most once a
+    /// minute per worker (`TLS_ERROR_LOG_EVERY`), since such a buyer fails every lead.
+    pub tls_error_logged: Option<Instant>,
     /// Connections accepted over the pool's life, for the operator.
     pub opened: u64,
     /// The server name to verify, for an https endpoint.
@@ -166,6 +172,7 @@ impl Pool {
             waiters: VecDeque::new(),
             down: Backoff::default(),
             refill: Backoff::default(),
+            tls_error_logged: None,
             opened: 0,
             tls_host: None,
             tls_config: None,

@@ -3502,8 +3502,22 @@ impl Worker {
             let pool = &mut self.pools[c.pool];
             if c.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
                 // A TLS handshake that failed (an untrusted certificate, a peer that hung up
-                // in it) is a failed connect, with its backoff.
+                // in it) is a failed connect, with its backoff. Every lead's ping to this buyer
+                // fails the same way, so the operator is told, now and then.
                 pool.connect_failed(now);
+                let quiet = pool
+                    .tls_error_logged
+                    .is_some_and(|t| now.saturating_duration_since(t) < TLS_ERROR_LOG_EVERY);
+                if !quiet {
+                    pool.tls_error_logged = Some(now);
+                    let host = pool.tls_host.as_deref().unwrap_or("?");
+                    let port = pool.addr.map_or(0, |a| a.port());
+                    let why = reason.strip_prefix("TLS: ").unwrap_or(reason);
+                    eprintln!(
+                        "gavel: warning: https://{host}:{port}: TLS handshake failed: {why} \
+                         (its pings fail until it succeeds; told at most once a minute)"
+                    );
+                }
             }
             if now.saturating_duration_since(c.opened_at) < YOUNG_CONN {
                 pool.refill_failed(now);
