@@ -1047,6 +1047,20 @@ fn raw_to_text(raw: &str) -> Result<Option<SmallText>, ()> {
     Ok(None)
 }
 
+/// A bid answer's `bid` and `bid_id` as serde_json reads them, for the answers the scan leaves
+/// (off the usual path, so kept out of `parse_bid`'s code); `Err` with why it is no answer.
+#[cold]
+#[inline(never)]
+fn bid_fields_serde(body: &[u8]) -> Result<scan::BidFields<'_>, &'static str> {
+    if !json_object(body) {
+        return Err(not_an_object(body));
+    }
+    match serde_json::from_slice::<BidAnswer>(body) {
+        Ok(a) => Ok((a.bid.0.map(RawValue::get), a.bid_id.map(RawValue::get))),
+        Err(_) => Err("unparsable answer"),
+    }
+}
+
 /// A buyer's answer to a ping. 204, `{"bid": 0}` and `{"bid": null}` are no-bids; anything that
 /// is not a 2xx with a valid bid is a no-bid with its reason (`error` or `invalid`).
 pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
@@ -1060,10 +1074,9 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
     // goes through serde_json, whose reading the scan agrees with wherever it answers.
     let fields = match scan::bid_fields(body) {
         Some(f) => f,
-        None if !json_object(body) => return PingOutcome::Invalid(not_an_object(body).into()),
-        None => match serde_json::from_slice::<BidAnswer>(body) {
-            Ok(a) => (a.bid.0.map(RawValue::get), a.bid_id.map(RawValue::get)),
-            Err(_) => return PingOutcome::Invalid("unparsable answer".into()),
+        None => match bid_fields_serde(body) {
+            Ok(f) => f,
+            Err(why) => return PingOutcome::Invalid(why.into()),
         },
     };
     let (Some(raw), bid_id) = fields else {
