@@ -3500,9 +3500,10 @@ impl Worker {
         };
         if c.served == 0 {
             let pool = &mut self.pools[c.pool];
-            if c.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            if c.connected && c.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
                 // A TLS handshake that failed (an untrusted certificate, a peer that hung up
-                // in it) is a failed connect, with its backoff. Every lead's ping to this buyer
+                // in it) is a failed connect, with its backoff. (A TCP connect that failed
+                // was counted where it failed.) Every lead's ping to this buyer
                 // fails the same way, so the operator is told, now and then.
                 pool.connect_failed(now);
                 let quiet = pool
