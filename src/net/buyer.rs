@@ -137,6 +137,8 @@ pub struct Pool {
     pub waiters: VecDeque<Job>,
     /// After a failed connect: no new connection until it ends.
     pub down: Backoff,
+    /// Why the last connect failed, for the pings failed while `down` lasts.
+    pub down_reason: String,
     /// After a connection that was closed or failed young, before it carried any answer (the
     /// buyer accepts and hangs up, a TLS handshake fails): no warm connection is opened until
     /// it ends, so such a buyer is not reconnected to on every housekeeping tick.
@@ -171,6 +173,7 @@ impl Pool {
             idle: Vec::new(),
             waiters: VecDeque::new(),
             down: Backoff::default(),
+            down_reason: String::new(),
             refill: Backoff::default(),
             tls_error_logged: None,
             opened: 0,
@@ -184,8 +187,14 @@ impl Pool {
         self.down.active(now)
     }
 
-    pub fn connect_failed(&mut self, now: Instant) {
+    /// A connect failed for `why`: no new connection until the backoff ends, and the pings
+    /// that come meanwhile fail with `why` as their reason.
+    pub fn connect_failed(&mut self, now: Instant, why: &str) {
         self.down.failed(now);
+        if self.down_reason != why {
+            self.down_reason.clear();
+            self.down_reason.push_str(why);
+        }
     }
 
     pub fn connect_succeeded(&mut self) {

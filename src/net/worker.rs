@@ -2965,7 +2965,8 @@ impl Worker {
         }
         let pool = &self.pools[p];
         if pool.is_down(now) {
-            return self.fail_job(job, "buyer unreachable (reconnecting)");
+            let why = format!("buyer unreachable (reconnecting): {}", pool.down_reason);
+            return self.fail_job(job, &why);
         }
         if pool.total < pool.max_connections || job.retried {
             match self.open_conn(p) {
@@ -3001,7 +3002,7 @@ impl Worker {
         let stream = match TcpStream::connect(addr) {
             Ok(s) => s,
             Err(_) => {
-                self.pools[p].connect_failed(now);
+                self.pools[p].connect_failed(now, "connect failed");
                 return None;
             }
         };
@@ -3016,7 +3017,7 @@ impl Worker {
                 match session {
                     Some(s) => Some(Box::new(s)),
                     None => {
-                        self.pools[p].connect_failed(now);
+                        self.pools[p].connect_failed(now, "TLS session could not be set up");
                         return None;
                     }
                 }
@@ -3232,7 +3233,7 @@ impl Worker {
             };
             if failed {
                 let p = c.pool;
-                self.pools[p].connect_failed(now);
+                self.pools[p].connect_failed(now, "connect failed");
                 return self.conn_broken(ck, "connect failed");
             }
             c.connected = true;
@@ -3505,7 +3506,7 @@ impl Worker {
                 // in it) is a failed connect, with its backoff. (A TCP connect that failed
                 // was counted where it failed.) Every lead's ping to this buyer
                 // fails the same way, so the operator is told, now and then.
-                pool.connect_failed(now);
+                pool.connect_failed(now, reason);
                 let quiet = pool
                     .tls_error_logged
                     .is_some_and(|t| now.saturating_duration_since(t) < TLS_ERROR_LOG_EVERY);
@@ -3599,7 +3600,7 @@ impl Worker {
             let pool = &self.pools[c.pool];
             if !c.connected && now.duration_since(c.opened_at) > CONNECT_TIMEOUT {
                 let p = c.pool;
-                self.pools[p].connect_failed(now);
+                self.pools[p].connect_failed(now, "connect timed out");
                 self.conn_broken(key, "connect timed out");
             } else {
                 // A late answer that never came, or an idle connection beyond the warm ones.
