@@ -213,12 +213,7 @@ fn sigterm_still_stops_the_exchange_after_its_log_reader_went_away() {
     let dir = temp_dir("shutdown-stderr");
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, config(&fleet, "", |_| String::new())).unwrap();
-    let mut child = gavel()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn gavel serve");
+    let mut child = spawn_serve_piped(&cfg);
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut addr = None;
     let mut line = String::new();

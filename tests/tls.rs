@@ -229,12 +229,7 @@ fn a_failing_tls_handshake_is_told_on_stderr_once_a_minute_at_most() {
     );
     let path = temp_dir("tls-log").join("gavel.toml");
     std::fs::write(&path, toml).unwrap();
-    let mut child = gavel()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn gavel serve");
+    let mut child = spawn_serve_piped(&path);
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {

@@ -70,11 +70,18 @@ fn json_object(body: &[u8]) -> bool {
         .is_some_and(|&b| b == b'{')
 }
 
+/// Whether a body is JSON other than an object (an array, a number, ...): refused as such,
+/// where malformed JSON gets the parser's own explanation.
+fn other_json(body: &[u8]) -> bool {
+    !json_object(body) && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
 /// Why an answer that is not a JSON object is refused: it is other JSON, or none.
 fn not_an_object(body: &[u8]) -> &'static str {
-    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        Ok(_) => "answer is not a JSON object",
-        Err(_) => "unparsable answer",
+    if other_json(body) {
+        "answer is not a JSON object"
+    } else {
+        "unparsable answer"
     }
 }
 
@@ -122,7 +129,7 @@ pub fn parse_request(body: &[u8]) -> Result<LeadRequest, Refusal> {
 
 /// A seller's body read with serde_json: any JSON, and the refusal that says what is wrong.
 fn parse_request_serde(body: &[u8]) -> Result<LeadRequest, Refusal> {
-    if !json_object(body) && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+    if other_json(body) {
         return Err(Refusal::bad_request("body must be a JSON object", None));
     }
     // One pass: `lead` and `consent` become `Fields` as the body is read.
@@ -547,7 +554,7 @@ struct RawPost {
 }
 
 pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
-    if !json_object(body) && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+    if other_json(body) {
         return Err(Refusal::bad_request("body must be a JSON object", None));
     }
     let m: RawPost = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))

@@ -297,15 +297,20 @@ pub fn serve(config: &Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-/// Start `gavel serve`; also return what it printed on stderr before announcing its address.
-pub fn serve_logged(config: &Path) -> (Child, SocketAddr, Vec<String>) {
-    let mut log = Vec::new();
-    let mut child = gavel()
+/// Spawn `gavel serve --config CONFIG` with its stderr piped to the test.
+pub fn spawn_serve_piped(config: &Path) -> Child {
+    gavel()
         .args(["serve", "--config"])
         .arg(config)
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn gavel serve");
+        .expect("spawn gavel serve")
+}
+
+/// Start `gavel serve`; also return what it printed on stderr before announcing its address.
+pub fn serve_logged(config: &Path) -> (Child, SocketAddr, Vec<String>) {
+    let mut log = Vec::new();
+    let mut child = spawn_serve_piped(config);
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     for _ in 0..50 {
