@@ -30,6 +30,11 @@ use crate::journal::format::{load_u32_acquire, FRAME_ALIGN};
 /// Torn records listed by position in a report; beyond this they are only counted.
 pub const MAX_TORN_LISTED: usize = 16;
 
+/// How far past the end of the data non-zero bytes may start and still be a torn tail: more
+/// than a power loss can leave unwritten behind records that reached the disk (the records
+/// written between two syncs), less than the rest of a segment.
+pub const TORN_WINDOW: u64 = 1 << 20;
+
 /// What is wrong at a damaged position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DamageKind {
@@ -43,8 +48,11 @@ pub enum DamageKind {
     BadFrameHeader,
     /// The segment header is missing, damaged, or names another segment.
     BadSegmentHeader(&'static str),
-    /// Non-zero bytes after the end of the data (where nothing was ever claimed).
-    DataAfterEnd,
+    /// Non-zero bytes after the end of the data (where nothing was ever claimed), the first at
+    /// offset `first`. Within [`TORN_WINDOW`] of the end they are a torn tail (what a power
+    /// loss leaves of records written after the last one that reached the disk); further out
+    /// no write of the journal's put them.
+    DataAfterEnd { first: u64 },
     /// The segment file is not the size its header says (`header`, `file` bytes): cut short,
     /// or grown by bytes appended to it. Segment files are made at their full size and never
     /// resized, by a crash either.
@@ -65,7 +73,10 @@ impl fmt::Display for DamageKind {
             DamageKind::BadChecksum => write!(f, "checksum mismatch"),
             DamageKind::BadFrameHeader => write!(f, "bad frame header"),
             DamageKind::BadSegmentHeader(why) => write!(f, "bad segment header ({why})"),
-            DamageKind::DataAfterEnd => write!(f, "data after the end of the records"),
+            DamageKind::DataAfterEnd { first } => write!(
+                f,
+                "data after the end of the records (first non-zero byte at offset {first})"
+            ),
             DamageKind::SizeChanged { header, file } => write!(
                 f,
                 "segment file is {file} bytes where its header says {header} (cut short or grown)"
@@ -125,8 +136,23 @@ impl Damage {
     /// Whether this is only a torn tail: nothing whole after it, and no committed record in
     /// it. A committed record damaged at the tail is damage like any other: its segment is
     /// copied aside before the cut, and `verify` calls the journal damaged.
+    ///
+    /// The newest segment's file cut short or grown is a torn tail too: every record up to the
+    /// cut is whole, and the journal is cut at the last of them. (The journal never resizes a
+    /// file, so no crash of the exchange does this; a copy interrupted, or a test that cuts
+    /// the last file to make a torn tail, does.) A segment followed by another is damage when
+    /// resized: its records end at its sentinel, and a cut one lost them.
     pub fn is_torn_tail(&self) -> bool {
-        self.records_after == 0 && !self.kind.is_committed_record()
+        if self.records_after != 0 {
+            return false;
+        }
+        match self.kind {
+            DamageKind::SizeChanged { .. } => self.later_segments.is_empty(),
+            DamageKind::DataAfterEnd { first } => {
+                first.saturating_sub(self.at.offset) < TORN_WINDOW
+            }
+            kind => !kind.is_committed_record(),
+        }
     }
 }
 
@@ -310,8 +336,8 @@ pub(crate) fn scan_segment(
                     None => break,
                     // A live writer may have claimed this slot since it was read: look again.
                     Some(_) if load_u32_acquire(buf, off) != 0 => continue,
-                    Some(_) => {
-                        damage = Some(DamageKind::DataAfterEnd);
+                    Some(first) => {
+                        damage = Some(DamageKind::DataAfterEnd { first });
                         break;
                     }
                 }
@@ -517,6 +543,8 @@ pub struct Cut {
     pub records_skipped: u64,
     /// Of `records_skipped`, those in the damaged segment (the rest were in `moved_aside`).
     pub records_skipped_in_segment: u64,
+    /// The cut was a torn tail ([`Damage::is_torn_tail`]): nothing whole was lost.
+    pub torn_tail: bool,
     /// Where the damaged segment was zeroed from (to its end): the damage, or the start of the
     /// torn records just before it. `None` when the whole segment was moved aside instead (a
     /// damaged segment header).
@@ -563,13 +591,15 @@ impl fmt::Display for RecoveryReport {
                 "; cut at {} ({}): {} byte(s), {} whole record(s) after it",
                 c.at, c.kind, c.bytes, c.records_skipped
             )?;
-            if c.records_skipped == 0 && c.kind.is_committed_record() {
+            if c.records_skipped == 0 && c.torn_tail {
+                write!(f, " (torn tail)")?;
+            } else if c.records_skipped == 0 && c.kind.is_committed_record() {
                 write!(
                     f,
                     " (a committed record is damaged: a power loss or a bad disk)"
                 )?;
             } else if c.records_skipped == 0 {
-                write!(f, " (torn tail)")?;
+                write!(f, " (bytes no write of the journal put there)")?;
             } else {
                 write!(
                     f,

@@ -11,7 +11,9 @@ use super::format::{
 };
 use super::record::PAYLOAD_VERSION;
 use super::segment::segment_path;
+use super::recovery::TORN_WINDOW;
 use super::writer::{PREFAULT_AHEAD_BYTES, RELEASE_BEHIND_BYTES};
+use std::io::Write as _;
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -768,11 +770,13 @@ fn rotation_takes_the_spare_made_ahead_and_another_follows() {
     drop(j);
 }
 
-/// A segment file cut short (by anything but the journal, which never resizes one) loses the
-/// records past the cut: `verify` calls it damaged, recovery keeps a copy, puts the file back
-/// to its size, and the next start finds it whole.
+/// The newest segment's file cut short (the journal never resizes one; a copy interrupted, or
+/// a test making a torn tail, does): the records up to the cut are whole, `verify` calls it a
+/// torn tail and the journal intact, and recovery puts the file back to its size and appends
+/// after the last whole record, with no copy. An older segment cut short lost the records
+/// between the cut and its sentinel: damage, and a copy is kept.
 #[test]
-fn a_segment_cut_short_is_damage_not_a_torn_tail() {
+fn the_newest_segment_cut_short_is_a_torn_tail_an_older_one_damage() {
     for cut_mid_record in [true, false] {
         let dir = TempDir::new("cut-short");
         let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
@@ -783,7 +787,7 @@ fn a_segment_cut_short_is_damage_not_a_torn_tail() {
         }
         drop(j);
         let seg = segment_path(dir.path(), 0);
-        // In the middle of record 20, or exactly at its start.
+        // In the middle of the 21st record, or exactly at its start.
         let at = if cut_mid_record {
             ends[19] + 40
         } else {
@@ -796,23 +800,56 @@ fn a_segment_cut_short_is_damage_not_a_torn_tail() {
             .set_len(at)
             .unwrap();
         let v = verify(dir.path()).unwrap();
-        assert!(!v.intact(), "{v}");
-        assert!(
-            matches!(
-                v.damage.as_ref().map(|d| d.kind),
-                Some(DamageKind::SizeChanged { .. })
-            ),
-            "{v}"
-        );
+        assert!(v.intact(), "{v}");
+        assert_eq!(v.records, 20, "{v}");
+        let d = v.damage.clone().expect("the cut is reported");
+        assert!(matches!(d.kind, DamageKind::SizeChanged { .. }), "{v}");
+        assert_eq!(d.at.offset, ends[19], "{v}");
+        assert!(v.to_string().contains("torn tail"), "{v}");
         let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
         let cut = report.cut.clone().expect("a cut");
-        assert!(cut.copied_to.is_some(), "{report}");
+        assert!(cut.torn_tail && cut.copied_to.is_none(), "{report}");
+        assert!(report.to_string().contains("(torn tail)"), "{report}");
+        assert!(cut_files(dir.path()).is_empty());
+        append(&j, T0, &ping_record(99));
         drop(j);
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), 1 << 20);
-        assert_eq!(records(dir.path()).len(), 20);
+        let mut expect: Vec<Record> = (0..20).map(ping_record).collect();
+        expect.push(ping_record(99));
+        assert_eq!(records(dir.path()), expect);
         let (_j, again) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
         assert!(again.cut.is_none(), "{again}");
     }
+
+    let dir = TempDir::new("cut-short-older");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let mut i = 0;
+    while j.tail().segment < 1 {
+        append(&j, T0 + i as u64, &ping_record(i));
+        i += 1;
+    }
+    drop(j);
+    let seg = segment_path(dir.path(), 0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(MIN_SEGMENT_BYTES / 2)
+        .unwrap();
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.intact(), "{v}");
+    assert!(
+        matches!(
+            v.damage.as_ref().map(|d| d.kind),
+            Some(DamageKind::SizeChanged { .. })
+        ),
+        "{v}"
+    );
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let cut = report.cut.clone().expect("a cut");
+    assert!(!cut.torn_tail && cut.copied_to.is_some(), "{report}");
+    drop(j);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), MIN_SEGMENT_BYTES);
 }
 
 /// A segment missing between two that are there (retention only removes the oldest): damage;
@@ -1061,9 +1098,11 @@ fn the_current_segment_deleted_while_in_use_stops_new_leads() {
     assert!(!j.accepts_leads());
 }
 
-/// Bytes appended to a segment file past its size are not records: damage.
+/// Bytes appended to the newest segment file past its size are not records: a torn tail,
+/// cut by recovery (the file gets its size back). Appended to an older segment, whose records
+/// end at its sentinel, they are damage.
 #[test]
-fn a_segment_grown_past_its_size_is_damage() {
+fn a_segment_grown_past_its_size_is_a_torn_tail_when_newest() {
     let dir = TempDir::new("grown");
     let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
     for i in 0..10 {
@@ -1073,16 +1112,75 @@ fn a_segment_grown_past_its_size_is_damage() {
     let seg = segment_path(dir.path(), 0);
     let mut bytes = std::fs::read(&seg).unwrap();
     let copy = bytes.clone();
-    bytes.extend_from_slice(&copy);
+    bytes.extend_from_slice(b"half a record\x01\x02");
     std::fs::write(&seg, &bytes).unwrap();
     let v = verify(dir.path()).unwrap();
-    assert!(!v.intact(), "{v}");
+    assert!(v.intact(), "{v}");
+    assert!(
+        matches!(
+            v.damage.as_ref().map(|d| d.kind),
+            Some(DamageKind::SizeChanged { .. })
+        ),
+        "{v}"
+    );
     let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
-    assert!(report.cut.is_some());
+    assert!(report.cut.as_ref().is_some_and(|c| c.torn_tail), "{report}");
     drop(j);
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), MIN_SEGMENT_BYTES);
     assert_eq!(records(dir.path()).len(), 10);
-    assert!(verify(dir.path()).unwrap().intact());
+    assert!(verify(dir.path()).unwrap().damage.is_none());
+    // Whole records appended are not a torn tail: they would be lost by the cut.
+    let mut twice = copy.clone();
+    twice.extend_from_slice(&copy);
+    std::fs::write(&seg, &twice).unwrap();
+    assert!(!verify(dir.path()).unwrap().intact());
+
+    let dir = TempDir::new("grown-older");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let mut i = 0;
+    while j.tail().segment < 1 {
+        append(&j, T0 + i as u64, &ping_record(i));
+        i += 1;
+    }
+    drop(j);
+    let seg = segment_path(dir.path(), 0);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(b"not a record").unwrap();
+    drop(f);
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.intact(), "{v}");
+}
+
+/// Non-zero bytes far past the end of the data (a byte changed in the unwritten part of a
+/// segment) are damage, reported with their offset; near the end they are what a power loss
+/// leaves of records written after the last one that reached the disk, a torn tail.
+#[test]
+fn data_far_after_the_end_is_damage_and_near_it_a_torn_tail() {
+    for (distance, intact) in [(4096, true), (2 * TORN_WINDOW, false)] {
+        let dir = TempDir::new("after-end");
+        let (j, _) = Journal::open(opts(dir.path(), 4 * TORN_WINDOW)).unwrap();
+        for i in 0..10 {
+            append(&j, T0 + i as u64, &ping_record(i));
+        }
+        let end = j.tail().offset;
+        drop(j);
+        let at = end + distance;
+        patch(&seg0(dir.path()), at, &[0x5a]);
+        let v = verify(dir.path()).unwrap();
+        assert_eq!(v.intact(), intact, "{v}");
+        assert_eq!(
+            v.damage.as_ref().map(|d| d.kind),
+            Some(DamageKind::DataAfterEnd { first: at }),
+            "{v}"
+        );
+        assert!(v.to_string().contains(&format!("offset {at}")), "{v}");
+        let (j, report) = Journal::open(opts(dir.path(), 4 * TORN_WINDOW)).unwrap();
+        assert_eq!(report.records, 10);
+        assert_eq!(cut_files(dir.path()).is_empty(), intact, "{report}");
+        drop(j);
+        assert!(verify(dir.path()).unwrap().damage.is_none());
+        assert_eq!(records(dir.path()).len(), 10);
+    }
 }
 
 /// A directory that takes no new names (here the probe's name is a directory; in production,
@@ -1699,9 +1797,8 @@ fn a_truncated_tail_is_cut_at_the_last_whole_record() {
         assert!(verify(dir.path()).unwrap().damage.is_none());
         assert_eq!(records(dir.path()), recs[..19].to_vec());
     }
-    // The file itself cut short in the middle of the last record: no crash does that (segment
-    // files are made at full size), so it is damage; the copy keeps what was there, the
-    // segment gets its size back, and appends go on.
+    // The file itself cut short in the middle of the last record: a torn tail, cut at the
+    // last whole record with no copy; the segment gets its size back, and appends go on.
     let dir = TempDir::new("trunc-file");
     copy_dir(pristine.path(), dir.path());
     let f = std::fs::OpenOptions::new()
@@ -1710,10 +1807,12 @@ fn a_truncated_tail_is_cut_at_the_last_whole_record() {
         .unwrap();
     f.set_len(last_start + 40).unwrap();
     drop(f);
-    assert!(!verify(dir.path()).unwrap().intact());
+    let v = verify(dir.path()).unwrap();
+    assert!(v.intact(), "{v}");
+    assert_eq!(v.damage.as_ref().map(|d| d.at.offset), Some(last_start), "{v}");
     let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
     assert_eq!(report.records, 19);
-    assert_eq!(cut_files(dir.path()).len(), 1);
+    assert!(cut_files(dir.path()).is_empty(), "{report}");
     assert_eq!(
         std::fs::metadata(seg0(dir.path())).unwrap().len(),
         std::fs::metadata(seg0(pristine.path())).unwrap().len()

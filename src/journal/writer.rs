@@ -311,6 +311,7 @@ impl Journal {
                 bytes: d.bytes,
                 records_skipped: d.records_after,
                 records_skipped_in_segment: d.records_in_segment,
+                torn_tail: d.is_torn_tail(),
                 zeroed_from,
                 copied_to,
                 moved_aside,
