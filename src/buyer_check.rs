@@ -8,6 +8,14 @@
 //! `lead::parse_bid` (or the adapter's `parse_bid`). "Conformant" therefore means "the exchange
 //! would read these answers as bids or no-bids, in time, on a kept-alive connection".
 
+/// `println!`/`print!` that do not panic when stdout cannot be written (see [`crate::out`]).
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::out_println!($($arg)*) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::out_print!($($arg)*) };
+}
+
 /// A line to stderr. `std`'s `eprintln!` panics when stderr is a closed pipe or a full disk;
 /// the exchange must go on (and still take its signals) when whoever reads its log goes away.
 macro_rules! eprintln {

@@ -1,6 +1,11 @@
 //! The command line: `gavel serve | check | demo | journal | buyer-check`.
 //! A wrong flag or a missing file gives a one-line error and exit code 2.
 
+/// `println!` that does not panic when stdout cannot be written (see [`crate::out`]).
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::out_println!($($arg)*) };
+}
+
 /// A line to stderr. `std`'s `eprintln!` panics when stderr is a closed pipe or a full disk;
 /// the exchange must go on (and still take its signals) when whoever reads its log goes away.
 macro_rules! eprintln {
@@ -108,13 +113,14 @@ pub fn main() -> i32 {
             };
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
         Command::Demo(args) => crate::demo::run(&args),
         Command::Journal(cmd) => crate::journal::cli::run(cmd),
         Command::BuyerCheck(args) => crate::buyer_check::run(&args),
-    }
+    };
+    crate::out::finish(code, crate::out::take_error(), &mut std::io::stderr())
 }
 
 pub(crate) fn load(path: &std::path::Path) -> Result<config::Snapshot, i32> {

@@ -5,6 +5,14 @@
 //! shared solar campaign) run for a few seconds; then it prints throughput, sold rate, revenue,
 //! P&L per campaign and buyer, and the engine's internal-overhead histogram.
 
+/// `println!`/`print!` that do not panic when stdout cannot be written (see [`crate::out`]).
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::out_println!($($arg)*) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::out_print!($($arg)*) };
+}
+
 /// A line to stderr. `std`'s `eprintln!` panics when stderr is a closed pipe or a full disk;
 /// the exchange must go on (and still take its signals) when whoever reads its log goes away.
 macro_rules! eprintln {

@@ -19,6 +19,7 @@ pub mod journal;
 pub mod lead;
 pub mod money;
 pub mod net;
+pub mod out;
 pub mod sim;
 pub mod stats;
 #[cfg(test)]

@@ -302,3 +302,84 @@ fn serve_says_which_listener_or_journal_stops_it_from_starting() {
     assert!(err.contains("open for writing by another process"), "{err}");
     assert!(!err.contains("cannot listen"), "{err}");
 }
+
+/// Output that cannot be written (a full disk) is an error with exit 1, not a panic and not
+/// a silent success: a cut `journal export` must not pass for the whole billing feed. A
+/// reader closing the pipe early is not an error.
+#[test]
+fn output_that_cannot_be_written_fails_the_command() {
+    use gavel::journal::{Journal, JournalOptions, LeadFlow, RecordRef, SyncMode};
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
+    if full().is_err() {
+        return;
+    }
+    let dir = temp_dir("stdout-full");
+    let journal = dir.join("journal");
+    {
+        let (j, _) = Journal::open(JournalOptions {
+            dir: journal.clone(),
+            segment_bytes: 1 << 20,
+            sync: SyncMode::Os,
+            retain_segments: 0,
+            keep_us: gavel::journal::CAP_WINDOW_US,
+        })
+        .unwrap();
+        for i in 0..2000u64 {
+            let id = format!("01JDQ6X8W2ABCDEFGHJK{i:06}");
+            j.append(
+                1_700_000_000_000_000 + i,
+                &RecordRef::LeadReceived {
+                    lead_id: &id,
+                    seller: "seller-1",
+                    campaign: "auto",
+                    source: None,
+                    test: false,
+                    lead_json: b"{\"state\":\"TX\"}",
+                    flow: Some(LeadFlow::Lead),
+                    idempotency_key: None,
+                },
+            )
+            .unwrap();
+        }
+    }
+    let dir_arg = journal.to_str().unwrap();
+    let runs: [&[&str]; 3] = [
+        &["check", "--config", "config/gavel.toml"],
+        &["journal", "export", "--dir", dir_arg],
+        &["journal", "verify", "--dir", dir_arg],
+    ];
+    for args in runs {
+        let out = gavel()
+            .args(args)
+            .stdout(full().unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("cannot write the output"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // `export | head -1`: the reader had enough.
+    let mut child = gavel()
+        .args(["journal", "export", "--dir", dir_arg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("lead_received"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A directory with no journal in it does not verify.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = gavel()
+        .args(["journal", "verify", "--dir", empty.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no journal"));
+}

@@ -63,10 +63,9 @@ pub enum JournalCmd {
 /// Run a subcommand, printing to stdout/stderr; returns the process exit code.
 pub fn run(cmd: JournalCmd) -> i32 {
     let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    let mut out = crate::out::Tracked::new(io::BufWriter::new(stdout.lock()));
     let code = run_to(cmd, &mut out, &mut io::stderr());
-    let _ = out.flush();
-    code
+    crate::out::finish(code, out.finish(), &mut io::stderr())
 }
 
 /// Run a subcommand writing to the given streams (testable form of [`run`]).
@@ -115,7 +114,8 @@ fn export(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                 entry_json(&entry, &mut line);
                 line.push(b'\n');
                 if out.write_all(&line).is_err() {
-                    // The reader went away (a closed pipe): nothing more to do.
+                    // The reader went away (a closed pipe) or the output cannot be written:
+                    // nothing more to do, and `run` tells which.
                     return EXIT_OK;
                 }
             }
@@ -127,6 +127,16 @@ fn export(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 
 fn verify_cmd(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     match verify(dir) {
+        Ok(report) if report.segments == 0 && report.damage.is_none() => {
+            // A journal always has a segment from its first start: a mistyped `--dir`, or
+            // a journal whose files are all gone, is not an intact one.
+            let _ = writeln!(
+                err,
+                "gavel: no journal in {}: no segment files",
+                dir.display()
+            );
+            EXIT_FAILURE
+        }
         Ok(report) if report.intact() => {
             let _ = writeln!(out, "ok: {report}");
             EXIT_OK
