@@ -604,6 +604,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                     bid_id: None,
                     price_cents: None,
                     campaign: &plan.campaign.id,
+                    test: true,
                     lead: &plan.lead.lead,
                     consent: None,
                 },

@@ -349,11 +349,7 @@ fn output_that_cannot_be_written_fails_the_command() {
         &["journal", "verify", "--dir", dir_arg],
     ];
     for args in runs {
-        let out = gavel()
-            .args(args)
-            .stdout(full().unwrap())
-            .output()
-            .unwrap();
+        let out = gavel().args(args).stdout(full().unwrap()).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("cannot write the output"), "{args:?}: {err}");
@@ -372,7 +368,12 @@ fn output_that_cannot_be_written_fails_the_command() {
         .unwrap();
     assert!(first.contains("lead_received"), "{first}");
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A directory with no journal in it does not verify.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();

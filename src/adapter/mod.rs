@@ -26,7 +26,7 @@ use std::fmt;
 use crate::auction::{PingOutcome, PostOutcome};
 use crate::config::is_personal_field;
 use crate::config::types::AdapterConfig;
-use crate::lead::{Field as LeadField, Fields, MAX_ANSWER_STRING};
+use crate::lead::{Field as LeadField, Fields, PathValue, MAX_ANSWER_STRING};
 use crate::money::{parse_cents, write_dollars, Cents, MAX_CENTS};
 use crate::text::SmallText;
 
@@ -133,6 +133,8 @@ pub struct Ctx<'a> {
     pub price_cents: Option<Cents>,
     /// The campaign's id.
     pub campaign: &'a str,
+    /// The seller marked the lead as a test (`"test": true`): the buyer must not act on it.
+    pub test: bool,
     /// The lead's fields (for a ping the caller may pass the whole lead: the compiled ping
     /// template can only name ping fields).
     pub lead: &'a Fields,
@@ -183,6 +185,7 @@ enum Part {
     BidId,
     Price,
     Campaign,
+    Test,
     Lead(String),
     Consent(String),
 }
@@ -204,6 +207,8 @@ pub enum Found<'a> {
     /// Text: a decoded JSON string, a number or boolean as written, an object or array as its
     /// JSON text, or an XML element's trimmed text content.
     Text(Cow<'a, str>),
+    /// An XML element holding child elements: no single value.
+    Elements,
 }
 
 impl Found<'_> {
@@ -305,7 +310,10 @@ impl Adapter {
             .filter_map(|p| match p {
                 Part::Lead(f) => Some(f.as_str()),
                 _ => None,
-            });
+            })
+            // A dotted name reads into the object its first name holds: scrubbed whole.
+            .flat_map(|f| [Some(f), f.split_once('.').map(|(head, _)| head)])
+            .flatten();
         match crate::lead::ping_safe(ctx.lead, named) {
             Some(safe) => self.write_body(
                 out,
@@ -397,6 +405,12 @@ impl Adapter {
                 return PingOutcome::Invalid(format!("no bid at {}", clip(&bid_path.text)))
             }
             Found::Null => return PingOutcome::NoBid,
+            Found::Elements => {
+                return PingOutcome::Invalid(format!(
+                    "{} holds elements, not a bid",
+                    clip(&bid_path.text)
+                ))
+            }
             Found::Text(t) => t.trim(),
         };
         if text.is_empty() || text == "null" {
@@ -551,7 +565,9 @@ fn compile_body(
                     Part::BidId => Some("bid_id".to_string()),
                     Part::Price => Some("price".to_string()),
                     Part::Consent(f) => Some(format!("consent.{}", f)),
-                    Part::Lead(f) if is_personal_field(f) => Some(format!("lead.{}", f)),
+                    Part::Lead(f) if f.split('.').any(is_personal_field) => {
+                        Some(format!("lead.{}", f))
+                    }
                     _ => None,
                 };
                 if let Some(placeholder) = banned {
@@ -590,6 +606,7 @@ fn compile_template(template: &str) -> Result<Vec<Part>, String> {
             "bid_id" => Part::BidId,
             "price" => Part::Price,
             "campaign" => Part::Campaign,
+            "test" => Part::Test,
             _ => match (name.strip_prefix("lead."), name.strip_prefix("consent.")) {
                 (Some(f), _) if !f.is_empty() => Part::Lead(f.to_string()),
                 (_, Some(f)) if !f.is_empty() => Part::Consent(f.to_string()),
@@ -676,14 +693,26 @@ fn render_text(out: &mut Vec<u8>, part: &Part, ctx: &Ctx<'_>, esc: Escape) {
         Part::PingId => put(out, ctx.ping_id),
         Part::BidId => put(out, ctx.bid_id.unwrap_or("")),
         Part::Campaign => put(out, ctx.campaign),
+        Part::Test => put(out, if ctx.test { "true" } else { "false" }),
         // Dollars are digits, '.' and '-': nothing to escape in either encoding.
         Part::Price => {
             if let Some(c) = ctx.price_cents {
                 write_dollars(out, c);
             }
         }
-        Part::Lead(f) => value_text(out, ctx.lead.get(f), esc),
-        Part::Consent(f) => value_text(out, ctx.consent.and_then(|c| c.get(f)), esc),
+        Part::Lead(f) => value_text(
+            out,
+            ctx.lead.get_path(f).as_ref().map(PathValue::field),
+            esc,
+        ),
+        Part::Consent(f) => value_text(
+            out,
+            ctx.consent
+                .and_then(|c| c.get_path(f))
+                .as_ref()
+                .map(PathValue::field),
+            esc,
+        ),
     }
 }
 
@@ -713,11 +742,15 @@ fn render_typed(out: &mut Vec<u8>, part: &Part, ctx: &Ctx<'_>) -> bool {
             }
             None => return false,
         },
-        Part::Lead(f) => ctx.lead.get(f),
-        Part::Consent(f) => ctx.consent.and_then(|c| c.get(f)),
+        Part::Test => {
+            out.extend_from_slice(if ctx.test { b"true" } else { b"false" });
+            return true;
+        }
+        Part::Lead(f) => ctx.lead.get_path(f),
+        Part::Consent(f) => ctx.consent.and_then(|c| c.get_path(f)),
         _ => return false,
     };
-    match v {
+    match v.as_ref().map(PathValue::field) {
         None | Some(LeadField::Null) | Some(LeadField::Str(_)) => false,
         Some(v) => {
             v.write_json(out);

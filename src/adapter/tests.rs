@@ -53,6 +53,7 @@ fn ping_ctx<'a>(lead: &'a Fields) -> Ctx<'a> {
         bid_id: None,
         price_cents: None,
         campaign: "auto-insurance",
+        test: false,
         lead,
         consent: None,
     }
@@ -64,6 +65,7 @@ fn post_ctx<'a>(lead: &'a Fields, consent: Option<&'a Fields>) -> Ctx<'a> {
         bid_id: Some("LX-9"),
         price_cents: Some(4250),
         campaign: "auto-insurance",
+        test: false,
         lead,
         consent,
     }
@@ -554,12 +556,35 @@ bid_id_path = "/Envelope/Body/Quote/Ref"
 }
 
 #[test]
-fn xml_takes_the_first_match_and_all_its_text() {
+fn xml_takes_the_first_match_and_an_element_with_children_is_no_value() {
     let a = xml_adapter("/r/p");
     assert_eq!(
-        a.parse_bid(200, b"<r><x><p>9</p></x><p>1<b>2</b></p><p>3</p></r>"),
+        a.parse_bid(200, b"<r><x><p>9</p></x><p>12</p><p>3</p></r>"),
         bid(1200, None)
     );
+    // Text around a child element is not one value: `12<b/>5` is no $125 bid.
+    for answer in [
+        &b"<r><p>12<b/>5</p></r>"[..],
+        b"<r><p>1<b>2</b></p></r>",
+        b"<r><p><value>12</value></p></r>",
+    ] {
+        assert_eq!(
+            a.parse_bid(200, answer),
+            PingOutcome::Invalid("/r/p holds elements, not a bid".into()),
+            "{}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+    assert_eq!(
+        xml_adapter("/r/p/value").parse_bid(200, b"<r><p><value>12</value></p></r>"),
+        bid(1200, None)
+    );
+    // A post's status that holds elements is no "accepted".
+    let a = adapter("response = \"xml\"\naccepted_path = \"/r/s\"");
+    assert!(matches!(
+        a.parse_post(200, b"<r><s>accepted<x/></s></r>"),
+        PostOutcome::Rejected { .. }
+    ));
     // A path must start at the root element.
     let a = xml_adapter("/p");
     assert_eq!(
@@ -662,6 +687,13 @@ fn compile_refuses_what_it_cannot_honour() {
             ..
         }
     ));
+    for path in ["/response/@price", "/r/p[1]", "/r/*"] {
+        let e = compile_err(&format!("response = \"xml\"\nbid_path = \"{path}\""));
+        assert!(
+            e.to_string().contains("names elements only"),
+            "{path}: {e}"
+        );
+    }
     let deep = "/a".repeat(MAX_PATH_DEPTH + 1);
     assert!(matches!(
         compile_err(&format!("bid_path = \"{}\"", deep)),
@@ -744,4 +776,69 @@ post_body = { vehicle = "{lead.vehicle}" }"#,
     out.clear();
     a.write_post(&mut out, &post_ctx(&lead, None));
     assert!(text(&out).contains("1HGCM82633A004352"));
+}
+
+/// `{test}` tells a template buyer the lead is a seller's test, as the native `"test"` does.
+#[test]
+fn the_test_placeholder_marks_a_test_lead() {
+    let form = adapter(
+        r#"request = "form"
+ping_body = { T = "{test}" }
+bid_path = "/bid"
+post_body = { T = "{test}", S = "{lead.state}" }"#,
+    );
+    let json = adapter(
+        r#"request = "json"
+post_body = { test = "{test}", note = "test={test}" }"#,
+    );
+    let lead = obj(json!({"state": "TX"}));
+    for test in [false, true] {
+        let ctx = Ctx {
+            test,
+            ..post_ctx(&lead, None)
+        };
+        let mut out = Vec::new();
+        form.write_ping(&mut out, &Ctx { test, ..ping_ctx(&lead) });
+        assert_eq!(text(&out), format!("T={test}"));
+        out.clear();
+        form.write_post(&mut out, &ctx);
+        assert_eq!(text(&out), format!("S=TX&T={test}"));
+        out.clear();
+        json.write_post(&mut out, &ctx);
+        let v: Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(v, json!({"test": test, "note": format!("test={test}")}));
+    }
+}
+
+/// `{lead.vehicle.year}` reads into nested objects as buyer filters do; in a ping the object
+/// it reads from is scrubbed of personal members first.
+#[test]
+fn a_dotted_placeholder_reads_into_nested_objects() {
+    let a = adapter(
+        r#"request = "json"
+bid_path = "/bid"
+ping_body = { year = "{lead.vehicle.year}", owner = "{lead.vehicle.owner_contact}", make = "{lead.vehicle.make}", deep = "{lead.vehicle.engine.cc}" }
+post_body = { year = "{lead.vehicle.year}", owner = "{lead.vehicle.owner_contact}", text = "y{lead.vehicle.year}" }"#,
+    );
+    let lead = obj(json!({"state": "TX", "vehicle": {"year": 2018, "make": "Honda \"Fit\"",
+        "owner_contact": "ana@example.com", "engine": {"cc": 1500}}}));
+    let mut out = Vec::new();
+    a.write_ping(&mut out, &ping_ctx(&lead));
+    let v: Value = serde_json::from_slice(&out).expect("JSON");
+    assert_eq!(
+        v,
+        json!({"year": 2018, "owner": "", "make": "Honda \"Fit\"", "deep": 1500})
+    );
+    out.clear();
+    a.write_post(&mut out, &post_ctx(&lead, None));
+    let v: Value = serde_json::from_slice(&out).expect("JSON");
+    assert_eq!(
+        v,
+        json!({"year": 2018, "owner": "ana@example.com", "text": "y2018"})
+    );
+    // A personal name anywhere in the path is refused in a ping.
+    assert!(matches!(
+        compile_err("bid_path = \"/b\"\nping_body = { a = \"{lead.vehicle.email}\" }"),
+        AdapterError::NotAllowedInPing { .. }
+    ));
 }

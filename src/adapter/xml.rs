@@ -32,8 +32,9 @@ pub enum XmlError {
 }
 
 /// For each path (element names, root first), the text of its first matching element:
-/// `Found::Text` with the concatenated character data of the element and its descendants,
-/// trimmed, or `Found::Missing` when no element matches. A path segment without a namespace
+/// `Found::Text` with its character data, trimmed; `Found::Elements` when it holds child
+/// elements (`<price>12<b/>5</price>` is no price, and `<price><value>12</value></price>`
+/// is read at `/price/value`); `Found::Missing` when no element matches. A path segment without a namespace
 /// prefix also matches a prefixed element of that local name (`price` matches `ns:price`).
 pub fn find_texts<'a, const N: usize>(
     doc: &[u8],
@@ -49,6 +50,8 @@ pub fn find_texts<'a, const N: usize>(
     };
     // Per path: None before its match, Some((depth, text)) while inside or after it.
     let mut hits: [Option<(usize, Vec<u8>)>; N] = std::array::from_fn(|_| None);
+    // Per path: its element holds a child element.
+    let mut nested = [false; N];
     let mut open = [false; N];
     let mut root_seen = false;
     let mut root_closed = false;
@@ -114,6 +117,9 @@ pub fn find_texts<'a, const N: usize>(
             if r.stack.len() >= MAX_XML_DEPTH {
                 return Err(XmlError::TooDeep);
             }
+            for (n, &is_open) in nested.iter_mut().zip(&open) {
+                *n |= is_open;
+            }
             r.stack.push(name_range);
             root_seen = true;
             for (i, path) in paths.iter().enumerate() {
@@ -139,14 +145,18 @@ pub fn find_texts<'a, const N: usize>(
     if !root_seen {
         return Err(XmlError::Malformed("no root element", doc.len()));
     }
-    Ok(hits.map(|h| match h {
-        None => Found::Missing,
-        Some((_, bytes)) => {
-            let s = match String::from_utf8_lossy(&bytes) {
-                Cow::Borrowed(b) => b.trim().to_string(),
-                Cow::Owned(o) => o.trim().to_string(),
-            };
-            Found::Text(Cow::Owned(s))
+    let mut hits = hits.into_iter();
+    Ok(std::array::from_fn(|i| {
+        match (hits.next().flatten(), nested[i]) {
+            (None, _) => Found::Missing,
+            (Some(_), true) => Found::Elements,
+            (Some((_, bytes)), false) => {
+                let s = match String::from_utf8_lossy(&bytes) {
+                    Cow::Borrowed(b) => b.trim().to_string(),
+                    Cow::Owned(o) => o.trim().to_string(),
+                };
+                Found::Text(Cow::Owned(s))
+            }
         }
     }))
 }
@@ -166,6 +176,11 @@ pub fn parse_path(path: &str) -> Result<Vec<String>, &'static str> {
             .any(|b| b.is_ascii_whitespace() || b"<>&\"'=".contains(&b))
         {
             return Err("an XML element name has no spaces or markup characters");
+        }
+        if seg.bytes().any(|b| b"@[]()*|,".contains(&b)) {
+            return Err(
+                "an XML path names elements only: no attributes (@), predicates or wildcards",
+            );
         }
         out.push(seg.to_string());
     }

@@ -1213,7 +1213,14 @@ impl Validator<'_> {
             };
             let mut codec = None;
             if let Some(a) = &b.adapter {
+                let issues_before = self.issues.len();
                 self.check_adapter(i, a, &cs, &campaigns);
+                if a.response == "xml" && b.ping_url.is_some() && a.bid_path.is_none() {
+                    self.err(
+                        format!("buyers[{}].adapter.bid_path", i),
+                        "an XML answer to a ping is read at a bid_path: none is set",
+                    );
+                }
                 if a.request == "form" {
                     // A form body is only what its template says: without one the buyer would
                     // get no lead at all.
@@ -1232,6 +1239,8 @@ impl Validator<'_> {
                 }
                 match crate::adapter::Adapter::compile(a) {
                     Ok(c) => codec = Some(Arc::new(c)),
+                    // Told once: by its own key when the checks above found it.
+                    Err(_) if self.issues.len() > issues_before => {}
                     Err(e) => self.err(format!("buyers[{}].adapter", i), e.to_string()),
                 }
             }
@@ -1345,14 +1354,24 @@ impl Validator<'_> {
             ("post_body", &a.post_body, false),
         ] {
             for (name, template) in body {
+                if let Some(why) = unbalanced_brace(template) {
+                    self.err(
+                        format!("buyers[{}].adapter.{}.{}", i, body_key, name),
+                        format!("{why}: a placeholder is written {{lead.FIELD}}"),
+                    );
+                    continue;
+                }
                 for ph in placeholders(template) {
-                    let ok_fixed = matches!(ph, "ping_id" | "bid_id" | "price" | "campaign");
+                    let ok_fixed =
+                        matches!(ph, "ping_id" | "bid_id" | "price" | "campaign" | "test");
                     let lead_field = ph.strip_prefix("lead.");
                     let consent_field = ph.strip_prefix("consent.");
                     if is_ping {
                         if let Some(f) = lead_field {
+                            // `vehicle.year` reads into the ping field `vehicle`.
+                            let head = f.split_once('.').map_or(f, |(h, _)| h);
                             for &c in cs {
-                                if !campaigns[c].ping_fields.iter().any(|p| p == f) {
+                                if !campaigns[c].ping_fields.iter().any(|p| p == f || p == head) {
                                     self.err(
                                         format!("buyers[{}].adapter.{}.{}", i, body_key, name),
                                         format!(
@@ -1387,6 +1406,32 @@ impl Validator<'_> {
                 "an adapter with a ping_body needs a bid_path",
             );
         }
+        if !a.accepted_values.is_empty() && a.accepted_path.is_none() {
+            self.err(
+                k("accepted_values"),
+                "needs an accepted_path to read the post answer's status from (without one any \
+                 2xx answer is a sale, or a JSON one is read as {\"status\": \"accepted\"})",
+            );
+        }
+    }
+}
+
+/// Why a template's braces do not pair up into placeholders, if they do not.
+fn unbalanced_brace(template: &str) -> Option<&'static str> {
+    let mut open = false;
+    for c in template.chars() {
+        match c {
+            '{' if open => return Some("a '{' inside a placeholder"),
+            '{' => open = true,
+            '}' if !open => return Some("a '}' with no '{' before it"),
+            '}' => open = false,
+            _ => {}
+        }
+    }
+    if open {
+        Some("a '{' with no '}' after it")
+    } else {
+        None
     }
 }
 

@@ -596,6 +596,68 @@ fn adapter_ping_templates_may_name_only_ping_fields() {
     );
 }
 
+/// Adapter settings that would do nothing, or something else than written, are refused with
+/// their key, once each.
+#[test]
+fn adapter_settings_that_would_be_ignored_are_refused() {
+    let with = |from: &str, to: &str| {
+        assert!(CONTRACT.contains(from), "{from}");
+        CONTRACT.replace(from, to)
+    };
+    let cases = [
+        // Statuses to accept, and nowhere to read the status from.
+        (
+            with("accepted_path = \"/response/status\"\n", ""),
+            "buyers[4].adapter.accepted_values",
+            "accepted_path",
+        ),
+        // An XML answer to a ping with no path to its bid.
+        (
+            with(
+                "bid_path = \"/response/price\"       # JSON pointer into the answer; for XML, the path of element names\n",
+                "",
+            )
+            .replace("ping_body = { Key = \"lx-123\", Mode = \"ping\", State = \"{lead.state}\", Zip = \"{lead.zip}\", Ref = \"{ping_id}\" }\n", "")
+            .replace("request = \"form\"                   # \"json\" (the native protocol) or \"form\"", "request = \"json\""),
+            "buyers[4].adapter.bid_path",
+            "XML",
+        ),
+        // Braces that make no placeholder.
+        (
+            with("State = \"{lead.state}\"", "State = \"{lead.state\""),
+            "buyers[4].adapter.ping_body.State",
+            "no '}' after it",
+        ),
+        (
+            with("Zip = \"{lead.zip}\", Price", "Zip = \"{lead.zip}}\", Price"),
+            "buyers[4].adapter.post_body.Zip",
+            "no '{' before it",
+        ),
+        // An attribute is no element.
+        (
+            with("bid_path = \"/response/price\"", "bid_path = \"/response/@price\""),
+            "buyers[4].adapter",
+            "names elements only",
+        ),
+    ];
+    for (text, key, says) in cases {
+        let issues = invalid(&text);
+        let adapter_issues: Vec<_> = issues
+            .iter()
+            .filter(|i| i.key.starts_with("buyers[4].adapter"))
+            .collect();
+        assert_eq!(adapter_issues.len(), 1, "{key}: {issues:?}");
+        assert_eq!(adapter_issues[0].key, key, "{issues:?}");
+        assert!(adapter_issues[0].message.contains(says), "{issues:?}");
+    }
+    // `{test}` and a dotted field under a ping field are fine in a ping.
+    let text = with(
+        "Ref = \"{ping_id}\" }",
+        "Ref = \"{ping_id}\", T = \"{test}\", Z = \"{lead.zip.five}\" }",
+    );
+    load_ok(&text);
+}
+
 #[test]
 fn payout_rules() {
     assert_eq!(Payout::ShareBp(8000).for_price(12000, true), 9600);

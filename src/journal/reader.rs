@@ -223,9 +223,7 @@ impl Iterator for Reader {
                     Frame::EndOfData => match first_nonzero(buf, &m.file, off + FRAME_ALIGN) {
                         None => Step::NextSegment,
                         Some(_) if load_u32_acquire(buf, off) != 0 => Step::Skip,
-                        Some(first) => {
-                            Step::Damage(m.seq, off, DamageKind::DataAfterEnd { first })
-                        }
+                        Some(first) => Step::Damage(m.seq, off, DamageKind::DataAfterEnd { first }),
                     },
                     Frame::Damage(kind) => Step::Damage(m.seq, off, kind),
                 }

@@ -10,11 +10,11 @@ use super::format::{
     self, frame_crc, frame_len, read_frame, Frame, COMMIT_MAGIC, SEGMENT_HEADER_BYTES,
 };
 use super::record::PAYLOAD_VERSION;
-use super::segment::segment_path;
 use super::recovery::TORN_WINDOW;
+use super::segment::segment_path;
 use super::writer::{PREFAULT_AHEAD_BYTES, RELEASE_BEHIND_BYTES};
-use std::io::Write as _;
 use super::*;
+use std::io::Write as _;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -1809,7 +1809,11 @@ fn a_truncated_tail_is_cut_at_the_last_whole_record() {
     drop(f);
     let v = verify(dir.path()).unwrap();
     assert!(v.intact(), "{v}");
-    assert_eq!(v.damage.as_ref().map(|d| d.at.offset), Some(last_start), "{v}");
+    assert_eq!(
+        v.damage.as_ref().map(|d| d.at.offset),
+        Some(last_start),
+        "{v}"
+    );
     let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
     assert_eq!(report.records, 19);
     assert!(cut_files(dir.path()).is_empty(), "{report}");

@@ -3064,6 +3064,7 @@ impl Worker {
                     bid_id: lead.auction.bid_id(job.slot),
                     price_cents: (kind == JobKind::Post).then_some(price),
                     campaign: &lead.gen.rt.snap.campaigns[lead.campaign].id,
+                    test: lead.req.test,
                     lead: &lead.req.lead,
                     consent: lead.req.consent.as_ref(),
                 };
