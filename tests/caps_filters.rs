@@ -294,3 +294,55 @@ fn a_filter_on_a_nested_field_reads_into_the_lead() {
     assert_eq!(v["sales"][0]["buyer"], "anywhere", "{v}");
     assert_eq!(fleet.pings(0), 1);
 }
+
+/// A buyer whose budget has less left than the campaign's reserve price can pay for no sale:
+/// it is not pinged at all (no consumer data to it, no bid counted), and the lead goes to a
+/// buyer who can pay.
+#[test]
+fn a_buyer_whose_budget_left_is_under_the_reserve_is_not_pinged() {
+    let fleet = Fleet::start(vec![bidder("budgeted", 2500), bidder("other", 1000)]).unwrap();
+    // Reserve 5.00: after one sale at 25.00, 2.00 is left.
+    let ex = Exchange::start(&first_buyer_with(
+        &fleet,
+        "[buyers.caps]\ndaily_budget = 27.00",
+    ));
+    let mut c = ex.client();
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "budgeted", "{v}");
+    assert_eq!(fleet.pings(0), 1);
+    for i in 0..3 {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        let v = c.lead(&lead).json();
+        assert_eq!(v["status"], "sold", "{v}");
+        assert_eq!(v["sales"][0]["buyer"], "other", "{v}");
+    }
+    assert_eq!(fleet.pings(0), 1, "a buyer that cannot pay the reserve was pinged");
+    assert_eq!(fleet.pings(1), 4);
+}
+
+/// A seller's ping held the only bidder's bid; before the post, another lead took that
+/// buyer's last sale of the day. The post is unsold `buyers_capped` (a cap spent between the
+/// bid and its turn), not `no_eligible_buyers`, and the buyer gets no second post.
+#[test]
+fn a_post_whose_held_bidder_was_capped_meanwhile_is_unsold_buyers_capped() {
+    let fleet = Fleet::start(vec![bidder("capped", 3000)]).unwrap();
+    let toml = first_buyer_with(&fleet, "[buyers.caps]\ndaily = 1")
+        .replace("require_consent = true", "require_consent = true\nhold_ms = 30000");
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let v = c.post("/v1/ping", Some(KEY), ping.as_bytes()).json();
+    assert_eq!(v["status"], "bid", "{v}");
+    let ping_id = v["ping_id"].as_str().unwrap().to_string();
+    let other = LEAD.replace("ana@example.com", "other@example.com");
+    let v = c.lead(&other).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+    let post = serde_json::json!({"ping_id": ping_id, "lead": full["lead"], "consent": full["consent"]});
+    let r = c.post("/v1/post", Some(KEY), post.to_string().as_bytes());
+    let v = r.json();
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(v["status"], "unsold", "{v}");
+    assert_eq!(v["reason"], "buyers_capped", "{v}");
+    assert_eq!(fleet.posts(0), 1);
+}

@@ -485,6 +485,12 @@ impl CapTable {
 
     /// [`CapTable::has_room`] with the calendar view already computed.
     pub fn has_room_at(&self, buyer: usize, clock: &LocalClock) -> bool {
+        self.has_room_above(buyer, clock, 1)
+    }
+
+    /// [`CapTable::has_room_at`], and every budget has at least `floor` cents left (the least
+    /// a sale can cost: a campaign's reserve price).
+    pub fn has_room_above(&self, buyer: usize, clock: &LocalClock, floor: Cents) -> bool {
         let Some(e) = self.entries.get(buyer) else {
             return false;
         };
@@ -495,13 +501,17 @@ impl CapTable {
             return true;
         }
         let windows = Self::windows_for(e, clock);
+        let floor = floor.max(1) as u64;
         (0..WINDOWS).all(|w| match e.limits[w] {
             None => true,
             Some(limit) => {
+                let need = if is_budget(w) { floor } else { 1 };
                 count_for(
                     e.counters[w].load(Ordering::Acquire),
                     window_id(&windows, w),
-                ) < limit
+                )
+                .saturating_add(need)
+                    <= limit
             }
         })
     }

@@ -210,6 +210,11 @@ fn daily_budget_in_cents() {
     // Room for a lead, but not at any price.
     assert!(!t.has_room_for(0, now, 5_000));
     assert!(t.has_room_for(0, now, 4_000));
+    // The floor applies to budgets only: 4,000 cents and 9 leads left.
+    let clock = crate::caps::calendar::LocalClock::at(Tz::UTC, now);
+    assert!(t.has_room_above(0, &clock, 4_000));
+    assert!(!t.has_room_above(0, &clock, 4_001));
+    assert!(t.has_room_at(0, &clock));
     assert!(t.reserve(0, now, 4_000).is_some());
     assert_eq!(t.remaining(0, now).daily_budget_cents, Some(0));
     assert!(!t.has_room(0, now), "spent budget");

@@ -1300,7 +1300,13 @@ impl Validator<'_> {
         let campaign_rules: Vec<CampaignRules> = raw
             .campaigns
             .iter()
-            .map(CampaignRules::from_config)
+            .map(|c| CampaignRules {
+                min_price_cents: campaigns
+                    .iter()
+                    .find(|x| x.id == c.id)
+                    .map_or(1, |x| x.reserve_cents.max(1)),
+                ..CampaignRules::from_config(c)
+            })
             .collect();
         let buyer_rules: Vec<BuyerRules> = buyers.iter().map(|b| b.rules.clone()).collect();
         let matcher = Arc::new(Matcher::new(&campaign_rules, &buyer_rules));

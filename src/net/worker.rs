@@ -1744,9 +1744,14 @@ impl Worker {
                 // neither the consumer nor, often, the consent (its disclosed buyers and
                 // vertical), and caps, hours and pauses may have changed since.
                 let eligible = self.eligible_buyers(&gen.rt, campaign, &req, |_| true);
+                // A bidder whose cap or budget other leads used up since its bid stays in the
+                // list: its turn finds it capped, and the seller hears `buyers_capped`, not
+                // that nobody was eligible.
                 let bids: Vec<HeldBid> = bids
                     .iter()
-                    .filter(|(b, _, _)| eligible.contains(b))
+                    .filter(|(b, _, _)| {
+                        eligible.contains(b) || self.only_at_cap(&gen.rt, campaign, &req, *b)
+                    })
                     .cloned()
                     .collect();
                 // Down the held list: bids were held best first, fixed prices in their
@@ -2081,6 +2086,24 @@ impl Worker {
             keep(buyer) && disclosed.as_ref().is_none_or(|d| d.contains(&buyer.id))
         });
         out
+    }
+
+    /// Whether `buyer` would be eligible for the lead but for a cap or budget used up.
+    #[cold]
+    fn only_at_cap(&self, rt: &Runtime, campaign: usize, req: &LeadRequest, buyer: usize) -> bool {
+        let snap = &rt.snap;
+        let at_cap = snap.matcher.explain(
+            campaign,
+            buyer,
+            &req.lead,
+            lead::consent_vertical(req),
+            Utc::now(),
+            &rt.caps,
+        ) == Err(crate::eligibility::index::Skip::AtCap);
+        at_cap
+            && (!snap.campaigns[campaign].disclosed_buyers_only
+                || lead::disclosed_buyers(req)
+                    .is_none_or(|d| d.contains(&snap.buyers[buyer].id)))
     }
 
     /// Move ready answers to the write buffer, write, and close when due.

@@ -19,6 +19,7 @@ use crate::caps::calendar::LocalClock;
 use crate::caps::{CapTable, MAX_BUYERS};
 use crate::config::types::{BuyerConfig, CampaignConfig};
 use crate::lead::{Field, Fields, PathValue};
+use crate::money::Cents;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use std::fmt;
@@ -103,6 +104,7 @@ impl CampaignRules {
         CampaignRules {
             id: cfg.id.clone(),
             vertical: cfg.vertical.clone(),
+            min_price_cents: 1,
         }
     }
 }
@@ -114,6 +116,9 @@ pub struct CampaignRules {
     pub id: String,
     /// The campaign's vertical, used when a lead carries no consent vertical.
     pub vertical: String,
+    /// The least a sale of the campaign costs a buyer (its reserve price, at least a cent): a
+    /// buyer whose budget has less left could pay for none, and is not eligible.
+    pub min_price_cents: Cents,
 }
 
 /// Why a buyer was not eligible for a lead, for the operator.
@@ -143,6 +148,8 @@ struct Buyer {
 
 struct Campaign {
     vertical: Box<str>,
+    /// [`CampaignRules::min_price_cents`].
+    min_price_cents: Cents,
     /// Buyers (global indexes) in config order; bit `i` of every set below is `members[i]`.
     members: Box<[u32]>,
     /// `u64` words per bitset.
@@ -338,7 +345,7 @@ impl Matcher {
         if caps.is_paused(buyer) {
             return Err(Skip::Paused);
         }
-        if !caps.has_room_at(buyer, &clock) {
+        if !caps.has_room_above(buyer, &clock, c.min_price_cents) {
             return Err(Skip::AtCap);
         }
         Ok(())
@@ -454,6 +461,7 @@ impl Campaign {
 
         Campaign {
             vertical: rules.vertical.as_str().into(),
+            min_price_cents: rules.min_price_cents.max(1),
             members: members.into_boxed_slice(),
             words,
             state_set: state_set.into_boxed_slice(),

@@ -41,10 +41,12 @@ fn campaigns() -> Vec<CampaignRules> {
         CampaignRules {
             id: "auto-insurance".into(),
             vertical: "auto_insurance".into(),
+            min_price_cents: 1,
         },
         CampaignRules {
             id: "solar".into(),
             vertical: "solar".into(),
+            min_price_cents: 1,
         },
     ]
 }
