@@ -219,6 +219,8 @@ fn serve_connection(
     let mut buf = Vec::with_capacity(4096);
     let mut body = Vec::new();
     let mut chunk = [0u8; 4096];
+    // `100 Continue` was written for the request being read.
+    let mut continued = false;
     loop {
         let (head, consumed) = loop {
             if !buf.is_empty() {
@@ -226,6 +228,15 @@ fn serve_connection(
                     Ok(Decoded::Complete { head, consumed }) => break (head, consumed),
                     Ok(Decoded::NeedMore { consumed }) => {
                         buf.drain(..consumed);
+                        // A client that waits for `100 Continue` before its body is told to
+                        // go on (HTTP/1.1 only, RFC 9110 §10.1.1), once per request.
+                        let expects = decoder
+                            .pending_head()
+                            .is_some_and(|h| h.expect_continue && h.version_minor >= 1);
+                        if expects && !continued {
+                            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                            continued = true;
+                        }
                     }
                     Err(e) => {
                         let mut out = Vec::new();
@@ -269,6 +280,7 @@ fn serve_connection(
             buf.extend_from_slice(&chunk[..n]);
         };
         buf.drain(..consumed);
+        continued = false;
         if !conn.serve() {
             // A newer connection took its place while the request came in.
             return Ok(());
@@ -292,7 +304,11 @@ fn serve_connection(
             }
         }
         let mut out = Vec::with_capacity(payload.len() + 128);
-        let persist = http::Persist::for_request(head.keep_alive, head.version_minor);
+        // A request without exactly one Host is closed after its 400, as on the seller port:
+        // what it was meant for, and what follows it on the connection, is not known.
+        let host_ok = crate::http::host_ok(&head);
+        let keep_alive = head.keep_alive && host_ok;
+        let persist = http::Persist::for_request(keep_alive, head.version_minor);
         if head.method == Method::Head {
             // The headers a GET would get, no body (RFC 9110 §9.3.2).
             http::write_response_head(&mut out, status, &headers, payload.len(), persist);
@@ -301,7 +317,7 @@ fn serve_connection(
         }
         stream.write_all(&out)?;
         conn.served();
-        if !head.keep_alive || shared.shutdown.load(Ordering::Relaxed) {
+        if !keep_alive || shared.shutdown.load(Ordering::Relaxed) {
             return Ok(());
         }
         // The next request's time runs from its first byte (now, if some are in already), under

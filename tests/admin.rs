@@ -141,6 +141,50 @@ fn an_http10_keep_alive_operator_is_told_the_connection_stays_open() {
     }
 }
 
+/// As on the seller port: a client sending `Expect: 100-continue` is told to go on before it
+/// sends its body, and a request without a Host header is answered 400 and closed.
+#[test]
+fn the_operator_port_answers_expect_continue_and_closes_after_a_bad_host() {
+    use std::io::{Read, Write};
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let ex = start(&fleet);
+    let read_some = |s: &mut std::net::TcpStream| {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        String::from_utf8_lossy(&chunk[..n]).to_string()
+    };
+    let mut s = std::net::TcpStream::connect(admin_addr(&ex)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/admin/buyers/acme/pause HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Expect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let interim = read_some(&mut s);
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"{}").unwrap();
+    let answer = read_some(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let mut s = std::net::TcpStream::connect(admin_addr(&ex)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 400"), "{all}");
+    assert!(all.contains("bad_host"), "{all}");
+    assert!(all.contains("Connection: close"), "{all}");
+    let status_lines = all.lines().filter(|l| l.starts_with("HTTP/1.1 ")).count();
+    assert_eq!(status_lines, 1, "{all}");
+}
+
 /// `/healthz` says whether leads sent now would be taken: 503 `draining` once the drain began.
 #[test]
 fn healthz_turns_503_when_the_exchange_drains() {

@@ -76,6 +76,8 @@ struct HeadScan {
     skipped: usize,
     /// Offset (from the unconsumed input) where the search for the blank line resumes.
     resume: usize,
+    /// The start line of this head was checked while the rest of the head was awaited.
+    line_checked: bool,
 }
 
 impl HeadScan {
@@ -223,6 +225,7 @@ impl RequestDecoder {
             let (end, (head, framing)) = match self.quick_head(input) {
                 Some(quick) => quick,
                 None => {
+                    self.check_start_line(&input[leading_blank_lines(input)..])?;
                     let (skip, end) = self.scan.scan(input, self.limits.max_head_bytes)?;
                     pos += skip;
                     let Some(end) = end else {
@@ -301,6 +304,31 @@ impl RequestDecoder {
         };
         let parsed = head::request_head(&req, self.limits.max_body_bytes).ok()?;
         Some((len, parsed))
+    }
+
+    /// A head still arriving whose start line is already wrong (not HTTP at all, a TLS hello
+    /// on a plain port, a bad method, target or version) is refused now, not when the blank
+    /// line that may never come arrives. Checked once the line is whole, and before that only
+    /// its first bytes, so a dripped head costs a bounded scan. Checked first, before the
+    /// head's limits, so that the error is the same however the bytes were split into reads.
+    fn check_start_line(&mut self, rest: &[u8]) -> Result<(), Error> {
+        /// Most bytes of a start line checked before its end arrives.
+        const EARLY_LINE_CHECK_BYTES: usize = 64;
+        if self.scan.line_checked || rest.is_empty() {
+            return Ok(());
+        }
+        let line = match rest.iter().position(|&b| b == b'\n') {
+            Some(nl) => {
+                self.scan.line_checked = true;
+                &rest[..=nl]
+            }
+            None => &rest[..rest.len().min(EARLY_LINE_CHECK_BYTES)],
+        };
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse(line) {
+            Err(e) => Err(parse_error(e, line)),
+            Ok(_) => Ok(()),
+        }
     }
 
     fn parse_head(&self, bytes: &[u8]) -> Result<(RequestHead, Framing), Error> {

@@ -196,15 +196,15 @@ pub(crate) fn request_head(
             if authorization.is_some() {
                 return Err(Error::DuplicateHeader);
             }
-            authorization = Some(value_string(h.value)?);
+            authorization = Some(value_text(h.value));
         } else if h.name.eq_ignore_ascii_case("idempotency-key") {
             // Two keys name no one request.
             if idempotency_key.is_some() {
                 return Err(Error::DuplicateHeader);
             }
-            idempotency_key = Some(value_string(h.value)?);
+            idempotency_key = Some(value_text(h.value));
         } else if h.name.eq_ignore_ascii_case("content-type") {
-            content_type = Some(value_string(h.value)?);
+            content_type = Some(value_text(h.value));
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect_continue = trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
         }
@@ -400,9 +400,9 @@ fn value_str(value: &[u8]) -> Result<&str, Error> {
     std::str::from_utf8(trim_ows(value)).map_err(|_| Error::InvalidHeaderValue)
 }
 
-fn value_string(value: &[u8]) -> Result<String, Error> {
-    match std::str::from_utf8(trim_ows(value)) {
-        Ok(s) => Ok(s.to_owned()),
-        Err(_) => Err(Error::InvalidHeaderValue),
-    }
+/// A request header value as text, bytes that are not UTF-8 as U+FFFD: obs-text is legal
+/// HTTP, and what reads the value decides (such a key matches no seller's key: 401; such an
+/// idempotency key is not ASCII: 400 `invalid_idempotency_key`).
+fn value_text(value: &[u8]) -> String {
+    String::from_utf8_lossy(trim_ows(value)).into_owned()
 }

@@ -566,6 +566,48 @@ fn control_bytes_in_header_values_are_refused() {
     assert_eq!(e, Error::InvalidHeaderValue);
 }
 
+/// Bytes over 0x7F are legal in a header value (obs-text): the request is read, and what
+/// reads the value decides (a key that is not UTF-8 matches no seller: 401, not a 400 that
+/// closes the connection).
+#[test]
+fn obs_text_in_authorization_and_idempotency_key_is_read() {
+    let (head, _) = one_request(
+        b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-\xe9\r\nIdempotency-Key: k\xe9\r\n\r\n",
+    );
+    assert_eq!(head.authorization.as_deref(), Some("Bearer sk-\u{FFFD}"));
+    assert_eq!(head.idempotency_key.as_deref(), Some("k\u{FFFD}"));
+}
+
+/// A start line that is already wrong is refused while the rest of the head is awaited: a
+/// client that never sends the blank line still hears its 400 at once.
+#[test]
+fn a_bad_start_line_is_refused_before_the_head_ends() {
+    for (input, want) in [
+        (&b"\x16\x03\x01\x02\x00\x01"[..], Error::InvalidRequestLine),
+        (b"G\x00ET /healthz HTTP/1.1\r\n", Error::InvalidRequestLine),
+        (b"GET /healthz HTTP/9.9\r\n", Error::UnsupportedVersion),
+        (b"GET /healthz HTTP/9.9\r\nHost: x\r\n", Error::UnsupportedVersion),
+    ] {
+        for step in [1, input.len()] {
+            let out = run_requests(Limits::default(), input, step);
+            assert_eq!(out.error, Some(want), "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+    // Good lines still wait for the rest of the head, however they arrive.
+    for input in [
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\n"[..],
+        b"POST /v1/leads HTTP/1.1\r\n",
+        b"\r\nGET / HTTP/1.0\r\n",
+        b"GET /a-long-target-well-past-the-early-check-of-sixty-four-bytes-of-line HTTP/1.1\r\n",
+    ] {
+        for step in [1, 7, input.len()] {
+            let out = run_requests(Limits::default(), input, step);
+            assert_eq!(out.error, None, "{:?}", String::from_utf8_lossy(input));
+            assert!(out.messages.is_empty());
+        }
+    }
+}
+
 #[test]
 fn malformed_request_lines_and_versions_are_refused() {
     assert_eq!(
