@@ -335,6 +335,14 @@ pub fn warnings(snap: &Snapshot) -> Vec<String> {
         );
     }
     for s in &snap.sellers {
+        if s.campaigns.is_empty() {
+            out.push(format!(
+                "seller {:?} has no campaigns: every lead it sends is refused",
+                s.id
+            ));
+        }
+    }
+    for s in &snap.sellers {
         let Payout::Fixed(fixed) = s.payout else {
             continue;
         };
@@ -1183,6 +1191,12 @@ impl Validator<'_> {
                 self.err(
                     k("max_connections"),
                     format!("must be between 1 and {}", MAX_BUYER_CONNECTIONS),
+                );
+            }
+            if b.timezone.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                self.err(
+                    k("timezone"),
+                    "is empty: name an IANA zone (America/Chicago), or leave it out for UTC",
                 );
             }
             // An unknown zone is reported by the rules below (under `timezone`).

@@ -109,6 +109,32 @@ fn an_empty_restricting_list_is_refused() {
     }
 }
 
+/// An empty time zone is refused (not read as UTC behind the operator's back), and a seller
+/// with no campaigns, all of whose leads would be refused, is warned of.
+#[test]
+fn an_empty_timezone_is_refused_and_a_seller_without_campaigns_warned_of() {
+    let issues = invalid(&CONTRACT.replacen(
+        "timezone = \"America/Chicago\"",
+        "timezone = \" \"",
+        1,
+    ));
+    assert!(
+        issues.iter().any(|i| i.key.ends_with(".timezone") && i.message.contains("empty")),
+        "{issues:?}"
+    );
+    let text = CONTRACT.replacen(
+        "id = \"blue-leads\"\napi_key = \"sk-blue-9876543210\"\ncampaigns = [\"auto-insurance\"]",
+        "id = \"blue-leads\"\napi_key = \"sk-blue-9876543210\"\ncampaigns = []",
+        1,
+    );
+    assert_ne!(text, CONTRACT);
+    let w = warnings(&parse(&text).unwrap());
+    assert!(
+        w.iter().any(|w| w.contains("\"blue-leads\" has no campaigns")),
+        "{w:?}"
+    );
+}
+
 #[test]
 fn an_empty_journal_dir_is_refused_and_an_operator_api_without_a_token_is_warned_of() {
     let dir_line = CONTRACT

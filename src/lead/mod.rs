@@ -248,7 +248,7 @@ const US_STATES: [&str; 59] = [
 ];
 
 /// A USPS state code, in either case.
-fn is_us_state(s: &str) -> bool {
+pub(crate) fn is_us_state(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() != 2 {
         return false;

@@ -39,6 +39,8 @@ pub const MAX_STATES: usize = 100;
 pub const MAX_ZIP_PREFIXES: usize = 100_000;
 /// Longest zip prefix, and longest lead zip considered (ZIP+4 with dash is 10; postal codes are shorter).
 pub const MAX_ZIP_LEN: usize = 16;
+/// Digits of a US ZIP code: the longest zip prefix a buyer may list.
+pub const US_ZIP_DIGITS: usize = 5;
 /// Most field predicates per buyer.
 pub const MAX_FIELD_PREDICATES: usize = 64;
 /// Most values in one `in` / `not_in` list.
@@ -110,11 +112,11 @@ impl fmt::Display for FilterError {
         write!(f, "{}: ", self.key())?;
         match self {
             FilterError::BadState { value, .. } => {
-                write!(f, "{value:?} is not a two-letter state code")
+                write!(f, "{value:?} is not a USPS state code (TX, CA, DC, PR, ...)")
             }
             FilterError::BadZipPrefix { value, .. } => write!(
                 f,
-                "{value:?} is not a zip prefix (1 to {MAX_ZIP_LEN} letters or digits)"
+                "{value:?} is not a zip prefix (1 to {US_ZIP_DIGITS} digits: a lead's zip is 5 digits or ZIP+4)"
             ),
             FilterError::TooMany { limit, .. } => write!(f, "more than {limit} entries"),
             FilterError::EmptyField { .. } => write!(f, "field name is empty"),
@@ -185,7 +187,6 @@ impl ZipKey {
 
     /// Digits of `v`, left-padded with zeros to five (a US ZIP sent as a number loses its zeros).
     fn from_number(mut v: u64) -> Option<ZipKey> {
-        const US_ZIP_DIGITS: usize = 5;
         let mut digits = [0u8; 20];
         let mut n = 0;
         while v > 0 || n < US_ZIP_DIGITS {
@@ -593,10 +594,12 @@ impl Filters {
         }
         let mut states = Vec::with_capacity(cfg.states.len());
         for (index, s) in cfg.states.iter().enumerate() {
-            let code = StateCode::parse(s).ok_or_else(|| FilterError::BadState {
-                index,
-                value: s.clone(),
-            })?;
+            let code = StateCode::parse(s)
+                .filter(|_| crate::lead::is_us_state(s.trim()))
+                .ok_or_else(|| FilterError::BadState {
+                    index,
+                    value: s.clone(),
+                })?;
             states.push(code);
         }
         states.sort_unstable();
@@ -605,10 +608,8 @@ impl Filters {
         let mut zip_prefixes = Vec::with_capacity(cfg.zip_prefixes.len());
         for (index, z) in cfg.zip_prefixes.iter().enumerate() {
             let t = z.trim();
-            if t.is_empty()
-                || t.len() > MAX_ZIP_LEN
-                || !t.bytes().all(|b| b.is_ascii_alphanumeric())
-            {
+            // A lead's zip is five digits, or ZIP+4: a prefix of anything else never matches.
+            if t.is_empty() || t.len() > US_ZIP_DIGITS || !t.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(FilterError::BadZipPrefix {
                     index,
                     value: z.clone(),

@@ -83,21 +83,28 @@ fn zip_prefixes_match_strings_and_numbers() {
 }
 
 #[test]
-fn zip_prefixes_of_mixed_lengths_and_letters() {
-    let f = filters(r#"zip_prefixes = ["9", "M5V", "10001"]"#);
+fn zip_prefixes_of_mixed_lengths_and_what_can_never_match() {
+    let f = filters(r#"zip_prefixes = ["9", "100", "10001"]"#);
     assert!(f.matches(&lead(json!({"zip": "90210"}))));
-    assert!(f.matches(&lead(json!({"zip": "m5v 3l9"}))));
     assert!(f.matches(&lead(json!({"zip": "10001"}))));
-    assert!(!f.matches(&lead(json!({"zip": "10002"}))));
-    assert!(!f.matches(&lead(json!({"zip": "M5W"}))));
+    assert!(f.matches(&lead(json!({"zip": "10099-1234"}))));
+    assert!(!f.matches(&lead(json!({"zip": "20002"}))));
     assert_eq!(
         compile_err(r#"zip_prefixes = ["770", ""]"#).key(),
         "zip_prefixes[1]"
     );
-    assert_eq!(
-        compile_err(r#"zip_prefixes = ["77 0"]"#).key(),
-        "zip_prefixes[0]"
-    );
+    // A lead's zip is five digits or ZIP+4: letters, spaces or a sixth digit never match.
+    for bad in ["77 0", "M5V", "77a", "770021"] {
+        let e = compile_err(&format!("zip_prefixes = [\"{bad}\"]"));
+        assert_eq!(e.key(), "zip_prefixes[0]", "{bad}");
+        assert!(e.to_string().contains("1 to 5 digits"), "{e}");
+    }
+    // Two letters that are no USPS code never match a lead either.
+    for bad in ["XX", "ZZ", "Texas"] {
+        let e = compile_err(&format!("states = [\"{bad}\"]"));
+        assert_eq!(e.key(), "states[0]", "{bad}");
+    }
+    assert!(filters(r#"states = [" tx", "PR", "dc"]"#).matches(&lead(json!({"state": "TX"}))));
 }
 
 #[test]
