@@ -241,6 +241,20 @@ fn a_refusal_and_a_ping_are_answered_again_as_they_were() {
     let r = keyed(&mut c, "/v1/leads", "ping-1", ping);
     assert_eq!(r.json()["error"]["code"], "idempotency_key_reused");
     assert_eq!(fleet.pings(0), 1);
+    // Once the ping is posted and sold, a retry of the ping still hears the ping's answer,
+    // not the post's: a ping client reads `bid` or `no_bid`.
+    let full: Value = serde_json::from_str(LEAD).unwrap();
+    let right = serde_json::json!({"ping_id": offer["ping_id"], "lead": full["lead"], "consent": full["consent"]}).to_string();
+    let sold = c.post("/v1/post", Some(KEY), right.as_bytes()).json();
+    assert_eq!(sold["status"], "sold", "{sold}");
+    let again = keyed(&mut c, "/v1/ping", "ping-1", ping);
+    assert_eq!(again.status, 200);
+    let v = again.json();
+    assert_eq!(v["ping_id"], offer["ping_id"], "{v}");
+    assert_eq!(v["status"], "bid", "{v}");
+    assert_eq!(v["payout"], offer["payout"], "{v}");
+    assert!(v.get("sales").is_none(), "{v}");
+    assert_eq!(fleet.pings(0), 1);
 }
 
 /// Keys are read back from the journal at a start: a retry after a restart still hears the

@@ -47,6 +47,9 @@ pub struct LookupRequest {
     /// A retry under an `Idempotency-Key` naming this lead: answered as the first request
     /// was ([`replayed_answer`]), not as a lookup.
     pub replay: bool,
+    /// The retried request was a `/v1/ping`: its answer is the ping's offer, whatever a post
+    /// of it did since.
+    pub ping: bool,
 }
 
 /// The reader thread's answer, delivered to the asking worker.
@@ -98,7 +101,7 @@ pub fn start(
         // Answer one request; false when the exchange is gone or stopping.
         let answer = move |req: LookupRequest| {
             let (status, body) = if req.replay {
-                replayed_answer(&dir, &req.lead_id, &req.seller)
+                replayed_answer(&dir, &req.lead_id, &req.seller, req.ping)
             } else {
                 lead_status(&dir, &req.lead_id, &req.seller)
             };
@@ -176,7 +179,7 @@ pub fn canonical_lead_id(s: &str) -> Option<String> {
 ///   a buyer bought it, else `"status": "interrupted"` (`post_unanswered`), for good;
 /// - unknown, or another seller's: 404 `not_found`.
 pub fn lead_status(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
-    match read_story(dir, lead_id, seller) {
+    match read_story(dir, lead_id, seller, false) {
         Some(story) => (200, story.answer(lead_id, true)),
         None => {
             let mut out = Vec::with_capacity(96);
@@ -196,8 +199,8 @@ pub fn lead_status(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
 /// `lead_id`: the first request's answer with its own status (200 sold, unsold or a ping's
 /// offer; a refusal's 4xx), or, while it has none (still in its auction, or cut off by a stop
 /// after a buyer was posted to), 409 `in_progress` naming the lead, with `"status": "pending"`.
-pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>) {
-    let story = read_story(dir, lead_id, seller);
+pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str, ping: bool) -> (u16, Vec<u8>) {
+    let story = read_story(dir, lead_id, seller, ping);
     if let Some(story) = &story {
         if let Some(status) = story.answered_status() {
             return (status, story.answer(lead_id, false));
@@ -222,8 +225,8 @@ pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str) -> (u16, Vec<u8>
 }
 
 /// The lead's records as far as its answer needs them; `None` when it is unknown or another
-/// seller's.
-fn read_story(dir: &Path, lead_id: &str, seller: &str) -> Option<Story> {
+/// seller's. `ping_only`: the story of its `/v1/ping`, ending where a post of it begins.
+fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Option<Story> {
     let id_ms = ulid::Ulid::from_string(lead_id)
         .ok()
         .map(|u| u.timestamp_ms())?;
@@ -239,6 +242,16 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str) -> Option<Story> {
         }
         if e.record.lead_id() != lead_id {
             continue;
+        }
+        let post_begins = matches!(
+            e.record,
+            Record::LeadReceived {
+                flow: Some(LeadFlow::Post),
+                ..
+            }
+        );
+        if ping_only && post_begins && story.received.is_some() {
+            break;
         }
         if story.take(e.ts_us, e.record) {
             break;
@@ -471,6 +484,7 @@ mod tests {
             conn: Key { index: 0, gen: 0 },
             seq: 0,
             replay,
+            ping: false,
         }
     }
 

@@ -1415,13 +1415,13 @@ impl Worker {
             };
             return self.refuse(key, &r, None, &[]);
         };
-        self.queue_lookup(key, seller, lead_id, false);
+        self.queue_lookup(key, seller, lead_id, None);
     }
 
     /// Hand a question about `lead_id` to the journal's reader thread; its answer takes this
-    /// request's place in the connection's answer order. `replay`: a retry under an
-    /// `Idempotency-Key`, answered as the first request was.
-    fn queue_lookup(&mut self, key: Key, seller: usize, lead_id: String, replay: bool) {
+    /// request's place in the connection's answer order. `replay`: the kind of a request
+    /// retried under an `Idempotency-Key`, answered as the first request was.
+    fn queue_lookup(&mut self, key: Key, seller: usize, lead_id: String, replay: Option<Flow>) {
         let Some(conn) = self.sellers.get_mut(key) else {
             return;
         };
@@ -1433,7 +1433,8 @@ impl Worker {
             worker: self.id,
             conn: key,
             seq,
-            replay,
+            replay: replay.is_some(),
+            ping: replay == Some(Flow::Ping),
         };
         if !self.shared.lookups.send(request) {
             let r = Refusal {
@@ -1522,7 +1523,7 @@ impl Worker {
             let fp = idem.fingerprint(flow.journal().code(), body);
             match idem.get(id, fp, unix_micros()) {
                 Seen::New => keyed = Some((id, fp, k)),
-                seen => return self.answer_keyed_retry(key, seller, seen),
+                seen => return self.answer_keyed_retry(key, seller, seen, flow),
             }
         }
         // A `/v1/post` completes a ping that was counted: one lead, counted once.
@@ -1626,7 +1627,7 @@ impl Worker {
             let seen = self.shared.idempotency.claim(id, fp, ulid.0, unix_micros());
             if seen != Seen::New {
                 self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-                return self.answer_keyed_retry(key, seller, seen);
+                return self.answer_keyed_retry(key, seller, seen, flow);
             }
         }
         let forget_key = |w: &Self| {
@@ -1831,11 +1832,11 @@ impl Worker {
     /// A request whose `Idempotency-Key` already names a lead: the same request again gets
     /// that lead's answer (read back from the journal, in this request's place), a different
     /// one 422 `idempotency_key_reused`.
-    fn answer_keyed_retry(&mut self, key: Key, seller: usize, seen: Seen) {
+    fn answer_keyed_retry(&mut self, key: Key, seller: usize, seen: Seen, flow: Flow) {
         match seen {
             Seen::Same(e) => {
                 let lead_id = ulid::Ulid(e.lead_id).to_string();
-                self.queue_lookup(key, seller, lead_id, true);
+                self.queue_lookup(key, seller, lead_id, Some(flow));
             }
             Seen::Different(e) => {
                 let r = Refusal {
