@@ -417,6 +417,9 @@ fn held_pings_survive_a_restart() {
     assert_eq!((fleet.pings(0), fleet.posts(0)), (3, 1));
 
     let ex = Exchange::start(&toml);
+    // Held again: the unposted ping and the one whose post was refused, not the posted one.
+    let (_, replayed) = ex.handle.as_ref().unwrap().recovery();
+    assert_eq!(replayed.pings_held, 2);
     let mut c = ex.client();
     let r = c.post("/v1/post", Some(KEY), &post_body(&held, ""));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

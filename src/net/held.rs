@@ -52,6 +52,11 @@ impl HeldPings {
         self.live.is_empty()
     }
 
+    /// Pings held now that no post has taken.
+    pub fn postable_len(&self) -> usize {
+        self.live.values().filter(|h| !h.posted).count()
+    }
+
     /// Expired pings remembered now.
     pub fn expired_len(&self) -> usize {
         self.expired.len()

@@ -794,7 +794,6 @@ fn rebuild(
     let mut keyed: Vec<(String, u128, idempotency::Entry)> = Vec::new();
     let mut keyed_open: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mono_now = std::time::Instant::now();
-    let mut pings_held = 0u64;
     // Counts one record; true for a sale.
     let mut take = |e: &journal::Entry| -> bool {
         if e.ts_us < since {
@@ -1070,9 +1069,7 @@ fn rebuild(
                                 bids_received: received,
                                 ..h
                             };
-                            if held.insert(lead_id.clone(), h, mono_now) {
-                                pings_held += 1;
-                            }
+                            held.insert(lead_id.clone(), h, mono_now);
                         }
                     }
                     (true, None) => {}
@@ -1184,7 +1181,8 @@ fn rebuild(
         set_aside: aside,
         unresolved_posts,
         unresolved_leads,
-        pings_held,
+        // Those a post has not taken since: a posted ping is kept only to answer 409.
+        pings_held: held.postable_len() as u64,
         unanswered_sold,
         cut_off_unposted,
         unanswered_leads,
