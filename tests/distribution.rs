@@ -72,6 +72,34 @@ fn round_robin_takes_turns() {
     assert_eq!((fleet.posts(0), fleet.posts(1)), (3, 3));
 }
 
+/// A buyer that rejects every post still has its turns, and its rejected leads cascade to the
+/// others evenly: the buyer after it in the rotation does not get them all.
+#[test]
+fn a_rejecting_buyers_leads_are_shared_by_the_others() {
+    let fleet = Fleet::start(vec![
+        poster("a", true),
+        poster("b", false),
+        poster("c", true),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&fixed_config(
+        &fleet,
+        "round_robin",
+        &[(20.0, 1, 1), (20.0, 1, 1), (20.0, 1, 1)],
+    ));
+    let mut c = ex.client();
+    for i in 0..24 {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        assert_eq!(c.lead(&lead).json()["status"], "sold");
+    }
+    // a and c accept every post they get.
+    let (a, c) = (fleet.posts(0), fleet.posts(2));
+    assert_eq!(a + c, 24);
+    assert_eq!((a, c), (12, 12), "a and c share evenly");
+    // b is offered its turn, not every lead.
+    assert!(fleet.posts(1) <= 12, "b was posted {} leads", fleet.posts(1));
+}
+
 /// A buyer priced under the campaign's reserve is never posted to, and takes no turn: the
 /// others share the leads evenly rather than one of them getting its turns too.
 #[test]

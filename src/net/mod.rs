@@ -170,7 +170,7 @@ pub fn payout_rule(terms: journal::PayoutTerms) -> crate::config::Payout {
 }
 
 /// Round-robin distribution of one campaign: the first turn of each lead goes to the eligible
-/// buyer whose last first turn is the oldest, so a buyer that matches fewer leads than the
+/// buyer whose last turn (a first offer, or a post a cascade reached) is the oldest, so a buyer that matches fewer leads than the
 /// others (one state of several) still gets its share of the leads it matches, which a
 /// counter modulo the number of buyers eligible for each lead would not give it.
 pub struct RoundRobin {
@@ -194,6 +194,14 @@ impl RoundRobin {
             last: (0..if used { buyers } else { 0 })
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+        }
+    }
+
+    /// `buyer` is posted to: its turn, whether the lead's first offer or a cascade's.
+    pub fn took(&self, buyer: usize) {
+        if let Some(slot) = self.last.get(buyer) {
+            let turn = self.turns.fetch_add(1, Ordering::Relaxed) + 1;
+            slot.fetch_max(turn, Ordering::Relaxed);
         }
     }
 

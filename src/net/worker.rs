@@ -2516,6 +2516,16 @@ impl Worker {
                     if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
                         b.posts += 1;
                     }
+                    // A round robin's cascade is a turn too: the buyer after one that rejects
+                    // every post does not get the rejecter's turns on top of its own.
+                    let c = &lead.gen.rt.snap.campaigns[lead.campaign];
+                    if c.method == Distribution::RoundRobin
+                        || (lead.fallback_done && c.fallback == Some(Distribution::RoundRobin))
+                    {
+                        if let Some(rr) = lead.gen.rt.round_robin.get(lead.campaign) {
+                            rr.took(buyer);
+                        }
+                    }
                     self.dispatch(Job {
                         lead: key,
                         slot,
