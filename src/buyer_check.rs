@@ -278,6 +278,9 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
             }
         }
     };
+    // As the exchange sends it: a state as its USPS code, however `--lead` spelt it.
+    let mut fields = lead::Fields::from_map(&lead_fields);
+    lead::normalize_state(&mut fields);
     Ok(Plan {
         url: args.url.clone(),
         endpoint,
@@ -285,7 +288,7 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
             campaign: campaign.id.clone(),
             source: None,
             test: true,
-            lead: lead::Fields::from_map(&lead_fields),
+            lead: fields,
             consent: None,
         },
         campaign,

@@ -224,3 +224,18 @@ fn an_unreachable_buyer_fails_connect_and_skips_the_rest() {
     assert_eq!(verdict(&r, "keep_alive"), Verdict::Skip);
     assert!(r.text().contains("refused"));
 }
+
+/// `--lead` values reach the buyer as the exchange would send them: a state as its USPS code.
+#[test]
+fn a_lead_given_on_the_command_line_is_normalised_as_the_exchange_does() {
+    let mut a = args("http://127.0.0.1:9/ping");
+    a.lead = Some(r#"{"state": " tx"}"#.to_string());
+    let p = match plan(&a) {
+        Ok(p) => p,
+        Err(code) => panic!("plan refused: exit {}", code),
+    };
+    let mut out = Vec::new();
+    lead::write_ping(&mut out, "id-1", &p.campaign, &p.lead, p.timeout_ms);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["lead"]["state"], "TX");
+}
