@@ -316,7 +316,11 @@ fn a_buyer_whose_budget_left_is_under_the_reserve_is_not_pinged() {
         assert_eq!(v["status"], "sold", "{v}");
         assert_eq!(v["sales"][0]["buyer"], "other", "{v}");
     }
-    assert_eq!(fleet.pings(0), 1, "a buyer that cannot pay the reserve was pinged");
+    assert_eq!(
+        fleet.pings(0),
+        1,
+        "a buyer that cannot pay the reserve was pinged"
+    );
     assert_eq!(fleet.pings(1), 4);
 }
 
@@ -326,8 +330,10 @@ fn a_buyer_whose_budget_left_is_under_the_reserve_is_not_pinged() {
 #[test]
 fn a_post_whose_held_bidder_was_capped_meanwhile_is_unsold_buyers_capped() {
     let fleet = Fleet::start(vec![bidder("capped", 3000)]).unwrap();
-    let toml = first_buyer_with(&fleet, "[buyers.caps]\ndaily = 1")
-        .replace("require_consent = true", "require_consent = true\nhold_ms = 30000");
+    let toml = first_buyer_with(&fleet, "[buyers.caps]\ndaily = 1").replace(
+        "require_consent = true",
+        "require_consent = true\nhold_ms = 30000",
+    );
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
     let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
@@ -338,7 +344,8 @@ fn a_post_whose_held_bidder_was_capped_meanwhile_is_unsold_buyers_capped() {
     let v = c.lead(&other).json();
     assert_eq!(v["status"], "sold", "{v}");
     let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
-    let post = serde_json::json!({"ping_id": ping_id, "lead": full["lead"], "consent": full["consent"]});
+    let post =
+        serde_json::json!({"ping_id": ping_id, "lead": full["lead"], "consent": full["consent"]});
     let r = c.post("/v1/post", Some(KEY), post.to_string().as_bytes());
     let v = r.json();
     assert_eq!(r.status, 200, "{v}");

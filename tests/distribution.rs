@@ -97,7 +97,11 @@ fn a_rejecting_buyers_leads_are_shared_by_the_others() {
     assert_eq!(a + c, 24);
     assert_eq!((a, c), (12, 12), "a and c share evenly");
     // b is offered its turn, not every lead.
-    assert!(fleet.posts(1) <= 12, "b was posted {} leads", fleet.posts(1));
+    assert!(
+        fleet.posts(1) <= 12,
+        "b was posted {} leads",
+        fleet.posts(1)
+    );
 }
 
 /// A buyer priced under the campaign's reserve is never posted to, and takes no turn: the

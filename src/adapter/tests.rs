@@ -689,10 +689,7 @@ fn compile_refuses_what_it_cannot_honour() {
     ));
     for path in ["/response/@price", "/r/p[1]", "/r/*"] {
         let e = compile_err(&format!("response = \"xml\"\nbid_path = \"{path}\""));
-        assert!(
-            e.to_string().contains("names elements only"),
-            "{path}: {e}"
-        );
+        assert!(e.to_string().contains("names elements only"), "{path}: {e}");
     }
     let deep = "/a".repeat(MAX_PATH_DEPTH + 1);
     assert!(matches!(
@@ -798,7 +795,13 @@ post_body = { test = "{test}", note = "test={test}" }"#,
             ..post_ctx(&lead, None)
         };
         let mut out = Vec::new();
-        form.write_ping(&mut out, &Ctx { test, ..ping_ctx(&lead) });
+        form.write_ping(
+            &mut out,
+            &Ctx {
+                test,
+                ..ping_ctx(&lead)
+            },
+        );
         assert_eq!(text(&out), format!("T={test}"));
         out.clear();
         form.write_post(&mut out, &ctx);
@@ -820,8 +823,10 @@ bid_path = "/bid"
 ping_body = { year = "{lead.vehicle.year}", owner = "{lead.vehicle.owner_contact}", make = "{lead.vehicle.make}", deep = "{lead.vehicle.engine.cc}" }
 post_body = { year = "{lead.vehicle.year}", owner = "{lead.vehicle.owner_contact}", text = "y{lead.vehicle.year}" }"#,
     );
-    let lead = obj(json!({"state": "TX", "vehicle": {"year": 2018, "make": "Honda \"Fit\"",
-        "owner_contact": "ana@example.com", "engine": {"cc": 1500}}}));
+    let lead = obj(
+        json!({"state": "TX", "vehicle": {"year": 2018, "make": "Honda \"Fit\"",
+        "owner_contact": "ana@example.com", "engine": {"cc": 1500}}}),
+    );
     let mut out = Vec::new();
     a.write_ping(&mut out, &ping_ctx(&lead));
     let v: Value = serde_json::from_slice(&out).expect("JSON");

@@ -34,8 +34,9 @@ pub enum XmlError {
 /// For each path (element names, root first), the text of its first matching element:
 /// `Found::Text` with its character data, trimmed; `Found::Elements` when it holds child
 /// elements (`<price>12<b/>5</price>` is no price, and `<price><value>12</value></price>`
-/// is read at `/price/value`); `Found::Missing` when no element matches. A path segment without a namespace
-/// prefix also matches a prefixed element of that local name (`price` matches `ns:price`).
+/// is read at `/price/value`); `Found::Missing` when no element matches. A path segment
+/// without a namespace prefix also matches a prefixed element of that local name (`price`
+/// matches `ns:price`).
 pub fn find_texts<'a, const N: usize>(
     doc: &[u8],
     paths: [Option<&[String]>; N],

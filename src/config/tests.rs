@@ -113,13 +113,12 @@ fn an_empty_restricting_list_is_refused() {
 /// with no campaigns, all of whose leads would be refused, is warned of.
 #[test]
 fn an_empty_timezone_is_refused_and_a_seller_without_campaigns_warned_of() {
-    let issues = invalid(&CONTRACT.replacen(
-        "timezone = \"America/Chicago\"",
-        "timezone = \" \"",
-        1,
-    ));
+    let issues =
+        invalid(&CONTRACT.replacen("timezone = \"America/Chicago\"", "timezone = \" \"", 1));
     assert!(
-        issues.iter().any(|i| i.key.ends_with(".timezone") && i.message.contains("empty")),
+        issues
+            .iter()
+            .any(|i| i.key.ends_with(".timezone") && i.message.contains("empty")),
         "{issues:?}"
     );
     let text = CONTRACT.replacen(
@@ -130,7 +129,8 @@ fn an_empty_timezone_is_refused_and_a_seller_without_campaigns_warned_of() {
     assert_ne!(text, CONTRACT);
     let w = warnings(&parse(&text).unwrap());
     assert!(
-        w.iter().any(|w| w.contains("\"blue-leads\" has no campaigns")),
+        w.iter()
+            .any(|w| w.contains("\"blue-leads\" has no campaigns")),
         "{w:?}"
     );
 }

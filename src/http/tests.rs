@@ -586,11 +586,19 @@ fn a_bad_start_line_is_refused_before_the_head_ends() {
         (&b"\x16\x03\x01\x02\x00\x01"[..], Error::InvalidRequestLine),
         (b"G\x00ET /healthz HTTP/1.1\r\n", Error::InvalidRequestLine),
         (b"GET /healthz HTTP/9.9\r\n", Error::UnsupportedVersion),
-        (b"GET /healthz HTTP/9.9\r\nHost: x\r\n", Error::UnsupportedVersion),
+        (
+            b"GET /healthz HTTP/9.9\r\nHost: x\r\n",
+            Error::UnsupportedVersion,
+        ),
     ] {
         for step in [1, input.len()] {
             let out = run_requests(Limits::default(), input, step);
-            assert_eq!(out.error, Some(want), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                out.error,
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
     // Good lines still wait for the rest of the head, however they arrive.

@@ -170,9 +170,10 @@ pub fn payout_rule(terms: journal::PayoutTerms) -> crate::config::Payout {
 }
 
 /// Round-robin distribution of one campaign: the first turn of each lead goes to the eligible
-/// buyer whose last turn (a first offer, or a post a cascade reached) is the oldest, so a buyer that matches fewer leads than the
-/// others (one state of several) still gets its share of the leads it matches, which a
-/// counter modulo the number of buyers eligible for each lead would not give it.
+/// buyer whose last turn (a first offer, or a post a cascade reached) is the oldest, so a
+/// buyer that matches fewer leads than the others (one state of several) still gets its share
+/// of the leads it matches, which a counter modulo the number of buyers eligible for each lead
+/// would not give it.
 pub struct RoundRobin {
     /// First turns handed out so far.
     pub turns: AtomicU64,

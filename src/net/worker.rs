@@ -2103,8 +2103,7 @@ impl Worker {
         ) == Err(crate::eligibility::index::Skip::AtCap);
         at_cap
             && (!snap.campaigns[campaign].disclosed_buyers_only
-                || lead::disclosed_buyers(req)
-                    .is_none_or(|d| d.contains(&snap.buyers[buyer].id)))
+                || lead::disclosed_buyers(req).is_none_or(|d| d.contains(&snap.buyers[buyer].id)))
     }
 
     /// Move ready answers to the write buffer, write, and close when due.
