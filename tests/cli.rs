@@ -308,7 +308,7 @@ fn serve_says_which_listener_or_journal_stops_it_from_starting() {
 /// reader closing the pipe early is not an error.
 #[test]
 fn output_that_cannot_be_written_fails_the_command() {
-    use gavel::journal::{Journal, JournalOptions, LeadFlow, RecordRef, SyncMode};
+    use gavel::journal::{LeadFlow, RecordRef};
     let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
     if full().is_err() {
         return;
@@ -316,14 +316,7 @@ fn output_that_cannot_be_written_fails_the_command() {
     let dir = temp_dir("stdout-full");
     let journal = dir.join("journal");
     {
-        let (j, _) = Journal::open(JournalOptions {
-            dir: journal.clone(),
-            segment_bytes: 1 << 20,
-            sync: SyncMode::Os,
-            retain_segments: 0,
-            keep_us: gavel::journal::CAP_WINDOW_US,
-        })
-        .unwrap();
+        let j = open_journal(journal.clone());
         for i in 0..2000u64 {
             let id = format!("01JDQ6X8W2ABCDEFGHJK{i:06}");
             j.append(

@@ -312,7 +312,7 @@ fn malformed_keys_are_refused() {
 /// new lead), and a key older than a day is forgotten.
 #[test]
 fn a_start_puts_back_the_keys_of_answered_leads_only() {
-    use gavel::journal::{Journal, JournalOptions, LeadFlow, LeadStatus, RecordRef, SyncMode};
+    use gavel::journal::{LeadFlow, LeadStatus, RecordRef};
     let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
     let toml = config(&fleet, "", |_| String::new());
     let dir = journal_dir(&toml);
@@ -321,14 +321,7 @@ fn a_start_puts_back_the_keys_of_answered_leads_only() {
     let cut_off = ulid::Ulid::new().to_string();
     let day_old = ulid::Ulid::from_parts(now_us / 1000 - 25 * 3_600_000, 7).to_string();
     {
-        let (j, _) = Journal::open(JournalOptions {
-            dir: dir.clone().into(),
-            segment_bytes: 1 << 20,
-            sync: SyncMode::Os,
-            retain_segments: 0,
-            keep_us: gavel::journal::CAP_WINDOW_US,
-        })
-        .unwrap();
+        let j = open_journal(dir.clone());
         let received = |id, key| RecordRef::LeadReceived {
             lead_id: id,
             seller: "seller-1",

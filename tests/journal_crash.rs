@@ -999,7 +999,7 @@ fn a_lead_a_crash_cut_off_before_any_post_may_be_sent_again() {
 /// sent): a buyer capped at one an hour buys again this hour.
 #[test]
 fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
-    use gavel::journal::{Journal, JournalOptions, LeadStatus, RecordRef, SyncMode};
+    use gavel::journal::{LeadStatus, RecordRef};
     let fleet = Fleet::start(vec![bidder("hourly", 9000), bidder("other", 2000)]).unwrap();
     let dir = temp_dir("post-window");
     let journal = dir.join("journal");
@@ -1017,14 +1017,7 @@ fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
     let this_hour = now_us - now_us % hour_us;
     let (posted, sold) = (this_hour - 2_000_000, this_hour);
     {
-        let (j, _) = Journal::open(JournalOptions {
-            dir: journal.clone(),
-            segment_bytes: 1 << 20,
-            sync: SyncMode::Os,
-            retain_segments: 0,
-            keep_us: gavel::journal::CAP_WINDOW_US,
-        })
-        .unwrap();
+        let j = open_journal(journal.clone());
         let id = "01JDQ6X8W2ABCDEFGHJKMNPQRS";
         let recs = [
             (

@@ -823,11 +823,7 @@ fn the_newest_segment_cut_short_is_a_torn_tail_an_older_one_damage() {
 
     let dir = TempDir::new("cut-short-older");
     let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
-    let mut i = 0;
-    while j.tail().segment < 1 {
-        append(&j, T0 + i as u64, &ping_record(i));
-        i += 1;
-    }
+    fill_to_segment(&j, 1);
     drop(j);
     let seg = segment_path(dir.path(), 0);
     std::fs::OpenOptions::new()
@@ -1137,11 +1133,7 @@ fn a_segment_grown_past_its_size_is_a_torn_tail_when_newest() {
 
     let dir = TempDir::new("grown-older");
     let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
-    let mut i = 0;
-    while j.tail().segment < 1 {
-        append(&j, T0 + i as u64, &ping_record(i));
-        i += 1;
-    }
+    fill_to_segment(&j, 1);
     drop(j);
     let seg = segment_path(dir.path(), 0);
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();

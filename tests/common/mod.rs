@@ -336,3 +336,18 @@ pub fn serve_logged(config: &Path) -> (Child, SocketAddr, Vec<String>) {
     let _ = child.wait();
     panic!("gavel serve did not start: {}", line);
 }
+
+/// The journal in `dir`, opened by the test itself (the exchange not running) to write the
+/// records a scenario needs: 1 MiB segments, no sync, nothing removed.
+#[allow(dead_code)]
+pub fn open_journal(dir: impl Into<std::path::PathBuf>) -> gavel::journal::Journal {
+    let (j, _) = gavel::journal::Journal::open(gavel::journal::JournalOptions {
+        dir: dir.into(),
+        segment_bytes: 1 << 20,
+        sync: gavel::journal::SyncMode::Os,
+        retain_segments: 0,
+        keep_us: gavel::journal::CAP_WINDOW_US,
+    })
+    .expect("open the test journal");
+    j
+}
