@@ -770,6 +770,14 @@ fn rotation_takes_the_spare_made_ahead_and_another_follows() {
     drop(j);
 }
 
+/// Whether `verify` found a segment file whose size is not its header's.
+fn resized(v: &VerifyReport) -> bool {
+    matches!(
+        v.damage.as_ref().map(|d| d.kind),
+        Some(DamageKind::SizeChanged { .. })
+    )
+}
+
 /// The newest segment's file cut short (the journal never resizes one; a copy interrupted, or
 /// a test making a torn tail, does): the records up to the cut are whole, `verify` calls it a
 /// torn tail and the journal intact, and recovery puts the file back to its size and appends
@@ -834,13 +842,7 @@ fn the_newest_segment_cut_short_is_a_torn_tail_an_older_one_damage() {
         .unwrap();
     let v = verify(dir.path()).unwrap();
     assert!(!v.intact(), "{v}");
-    assert!(
-        matches!(
-            v.damage.as_ref().map(|d| d.kind),
-            Some(DamageKind::SizeChanged { .. })
-        ),
-        "{v}"
-    );
+    assert!(resized(&v), "{v}");
     let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
     let cut = report.cut.clone().expect("a cut");
     assert!(!cut.torn_tail && cut.copied_to.is_some(), "{report}");
@@ -1112,13 +1114,7 @@ fn a_segment_grown_past_its_size_is_a_torn_tail_when_newest() {
     std::fs::write(&seg, &bytes).unwrap();
     let v = verify(dir.path()).unwrap();
     assert!(v.intact(), "{v}");
-    assert!(
-        matches!(
-            v.damage.as_ref().map(|d| d.kind),
-            Some(DamageKind::SizeChanged { .. })
-        ),
-        "{v}"
-    );
+    assert!(resized(&v), "{v}");
     let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
     assert!(report.cut.as_ref().is_some_and(|c| c.torn_tail), "{report}");
     drop(j);
