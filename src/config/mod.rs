@@ -663,12 +663,12 @@ fn parse_issue(text: &str, e: &toml::de::Error) -> Issue {
                 .and_then(|o| locate::syntax_key(text, o))
                 .unwrap_or_default(),
             line,
-            message: one_line(e.message()),
+            message: plain_types(&one_line(e.message())),
         };
     }
     // A shape error: serde's span is the unknown key, the wrong value, or the table that
     // misses a key; a missing key is named under its table.
-    let message = one_line(e.message());
+    let message = plain_types(&one_line(e.message()));
     let missing = message
         .strip_prefix("missing field `")
         .and_then(|m| m.split('`').next());
@@ -695,6 +695,27 @@ fn parse_issue(text: &str, e: &toml::de::Error) -> Issue {
         };
     }
     Issue { key, line, message }
+}
+
+/// The parser's message with the value it expected in words instead of a Rust type name:
+/// "invalid type: string \"x\", expected usize" reads "..., expected a whole number, 0 or more".
+fn plain_types(message: &str) -> String {
+    let Some((head, expected)) = message.rsplit_once("expected ") else {
+        return message.to_string();
+    };
+    let words = match expected.trim() {
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a borrowed string" | "string" => "a string",
+        "bool" => "true or false",
+        "char" => "a single character",
+        _ => return message.to_string(),
+    };
+    format!("{head}expected {words}")
 }
 
 /// The parser's message on one line, so that `gavel check` prints one line per problem: a

@@ -1038,6 +1038,19 @@ fn every_shape_problem_is_reported_at_once() {
     ];
     assert_eq!(got, want, "{issues:#?}");
     assert!(issues[1].message.contains("string"), "{}", issues[1]);
+    // The value expected is said in words, not as a Rust type.
+    assert!(
+        issues[0]
+            .message
+            .ends_with("expected a whole number, 0 or more"),
+        "{}",
+        issues[0]
+    );
+    for i in &issues {
+        for rust in ["usize", "u64", "u32", "u16", "i64", "f64", "borrowed"] {
+            assert!(!i.message.contains(rust), "{i}");
+        }
+    }
 
     // A syntax error still stops the reading where it is.
     let text = CONTRACT
