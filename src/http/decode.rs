@@ -63,6 +63,39 @@ fn parse_error(e: httparse::Error, head: &[u8]) -> Error {
     }
 }
 
+/// [`parse_error`] for a request head: a version that is not `HTTP/` at all (`FOO/1.1`, or
+/// the second half of a target with a space in it, `/v1/le ads HTTP/1.1`) makes a malformed
+/// request line; `HTTP/` with a version other than 1.0 or 1.1 is an unsupported version. The
+/// decision rests on the bytes up to the first one httparse refused, so it is the same however
+/// the line arrives.
+fn request_parse_error(e: httparse::Error, head: &[u8]) -> Error {
+    match e {
+        httparse::Error::Version => {
+            let start = head
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+                .unwrap_or(head.len());
+            let line = head[start..]
+                .split(|&b| b == b'\n')
+                .next()
+                .unwrap_or_default();
+            let version = line
+                .split(|&b| b == b' ')
+                .nth(2)
+                .unwrap_or_default()
+                .split(|&b| b == b'\r')
+                .next()
+                .unwrap_or_default();
+            if version.starts_with(b"HTTP/") {
+                Error::UnsupportedVersion
+            } else {
+                Error::InvalidRequestLine
+            }
+        }
+        e => parse_error(e, head),
+    }
+}
+
 /// A line that starts with a blank after the start line: obs-fold.
 fn is_folded(head: &[u8]) -> bool {
     head.windows(2)
@@ -326,7 +359,7 @@ impl RequestDecoder {
         };
         let mut req = httparse::Request::new(&mut []);
         match req.parse(line) {
-            Err(e) => Err(parse_error(e, line)),
+            Err(e) => Err(request_parse_error(e, line)),
             Ok(_) => Ok(()),
         }
     }
@@ -342,7 +375,7 @@ impl RequestDecoder {
         ) {
             Ok(httparse::Status::Complete(len)) if len == bytes.len() => {}
             Ok(_) => return Err(Error::InvalidHead),
-            Err(e) => return Err(parse_error(e, bytes)),
+            Err(e) => return Err(request_parse_error(e, bytes)),
         }
         head::request_head(&req, self.limits.max_body_bytes)
     }

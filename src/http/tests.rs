@@ -586,6 +586,8 @@ fn a_bad_start_line_is_refused_before_the_head_ends() {
         (&b"\x16\x03\x01\x02\x00\x01"[..], Error::InvalidRequestLine),
         (b"G\x00ET /healthz HTTP/1.1\r\n", Error::InvalidRequestLine),
         (b"GET /healthz HTTP/9.9\r\n", Error::UnsupportedVersion),
+        (b"POST /v1/le ads HTTP/1.1\r\n", Error::InvalidRequestLine),
+        (b"GET / FOO/1.1\r\nHost: x\r\n", Error::InvalidRequestLine),
         (
             b"GET /healthz HTTP/9.9\r\nHost: x\r\n",
             Error::UnsupportedVersion,
@@ -624,6 +626,15 @@ fn malformed_request_lines_and_versions_are_refused() {
     );
     assert_eq!(
         request_error(b"GET / FOO/1.1\r\n\r\n"),
+        Error::InvalidRequestLine
+    );
+    // A space in the target leaves a request line of four parts, not an odd version.
+    assert_eq!(
+        request_error(b"POST /v1/le ads HTTP/1.1\r\n\r\n"),
+        Error::InvalidRequestLine
+    );
+    assert_eq!(
+        request_error(b"\r\nGET / HTTP/1.2\r\n\r\n"),
         Error::UnsupportedVersion
     );
     assert_eq!(
