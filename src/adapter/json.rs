@@ -50,8 +50,8 @@ pub(super) fn found(raw: &RawValue) -> Found<'_> {
     Found::Text(Cow::Borrowed(t))
 }
 
-/// Looks for one reference token in an object (by key, first occurrence wins) or an array (by
-/// decimal index). Any other kind of value has no members, so the path does not exist there.
+/// Looks for one reference token in an object (by key; the key twice is an error) or an array
+/// (by decimal index). Any other kind of value has no members, so the path does not exist there.
 struct Seek<'k> {
     token: &'k str,
 }
@@ -73,7 +73,12 @@ impl<'de> Visitor<'de> for Seek<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut hit = None;
         while let Some(key) = map.next_key::<Key<'de>>()? {
-            if hit.is_none() && key.as_str() == self.token {
+            if key.as_str() == self.token {
+                if hit.is_some() {
+                    // Two values for the key read: which one the buyer meant is unknown, so
+                    // the answer is not read at all (as the native answer's `bid` twice).
+                    return Err(de::Error::custom("duplicate key on the path"));
+                }
                 hit = Some(map.next_value::<&'de RawValue>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;

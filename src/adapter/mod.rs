@@ -437,6 +437,11 @@ impl Adapter {
                     bid_id: None,
                 },
             },
+            // A number all the same, but past what the exchange counts in cents (`1e12`,
+            // `1e400`); Rust's own words for infinity and NaN have no digit.
+            None if text.parse::<f64>().is_ok() && text.bytes().any(|b| b.is_ascii_digit()) => {
+                PingOutcome::Invalid("bid out of range".into())
+            }
             None => PingOutcome::Invalid("bid is not a number".into()),
         }
     }

@@ -167,6 +167,20 @@ fn legacy_xml_garbage_and_errors_cost_only_the_bid() {
         a.parse_bid(200, b"<response><price>$12</price></response>"),
         PingOutcome::Invalid("bid is not a number".into())
     );
+    for (text, want) in [
+        ("1e12", "bid out of range"),
+        ("99999999999", "bid out of range"),
+        ("1e400", "bid out of range"),
+        ("inf", "bid is not a number"),
+        ("NaN", "bid is not a number"),
+    ] {
+        let body = format!("<response><price>{text}</price></response>");
+        assert_eq!(
+            a.parse_bid(200, body.as_bytes()),
+            PingOutcome::Invalid(want.into()),
+            "{text}"
+        );
+    }
     assert_eq!(
         a.parse_bid(200, b"<response><status>OK</status></response>"),
         PingOutcome::Invalid("no bid at /response/price".into())
@@ -460,9 +474,26 @@ bid_id_path = "/offers/1/id"
         a.parse_bid(200, br#"{"offers": [1, 2]}"#),
         PingOutcome::Invalid("no bid at /offers/01".into())
     );
-    // The first of duplicate keys wins.
-    let a = adapter(r#"bid_path = "/bid""#);
-    assert_eq!(a.parse_bid(200, br#"{"bid": 3, "bid": 4}"#), bid(300, None));
+    // A key on the path given twice makes an answer that says two things: it is not read,
+    // as the native answer with `bid` twice. A key off the path may repeat.
+    let a = adapter(r#"bid_path = "/result/bid""#);
+    for twice in [
+        &br#"{"result": {"bid": 3, "bid": 4}}"#[..],
+        br#"{"result": {"bid": 3}, "result": {"bid": 4}}"#,
+    ] {
+        assert_eq!(
+            a.parse_bid(200, twice),
+            PingOutcome::Invalid("unparsable answer".into())
+        );
+    }
+    assert_eq!(
+        a.parse_bid(200, br#"{"note": 1, "note": 2, "result": {"bid": 3}}"#),
+        bid(300, None)
+    );
+    assert_eq!(
+        crate::lead::parse_bid(200, br#"{"bid": 3, "bid": 4}"#),
+        PingOutcome::Invalid("unparsable answer".into())
+    );
 }
 
 #[test]
