@@ -11,7 +11,7 @@ pub mod types;
 mod url;
 
 pub use self::diff::{diff, restart_required, Changes, ConfigDiff, RestartKey};
-pub use self::personal::{is_personal_field, is_personal_value};
+pub use self::personal::{is_personal_field, is_personal_number, is_personal_value};
 pub use self::url::{Endpoint, Scheme};
 use crate::caps::CapLimits;
 use crate::eligibility::{BuyerRules, CampaignRules, Matcher};

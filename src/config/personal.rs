@@ -193,6 +193,7 @@ const CONTAINS: &[&str] = &[
     "jornaya",
     "leadid",
     "certurl",
+    "tfcert",
     "certid",
     "certificate",
     "consent",
@@ -243,13 +244,38 @@ fn ascii_look_alike(c: char) -> char {
     }
 }
 
-/// Whether a string value, whatever field holds it, identifies the consumer: an email address, a
-/// phone number (10 to 15 digits written only with digits, spaces and `+ - ( ) .`), an IP
-/// address, or a consent certificate or lead token URL. A ping leaves such a value out, so a
-/// seller that puts the phone under an innocent name (`"score": "(713) 555-0147"`) does not
-/// hand it to every pinged buyer. Cheap enough for every lead: a few passes over the text, no
-/// allocation.
+/// Whether a string value, whatever field holds it, identifies the consumer: an email address
+/// (anywhere in the text), a phone number (the whole value: 10 to 15 digits written only with
+/// digits, spaces and `+ - ( ) .`; or within free text: `713-555-0147`, `(713) 555-0147 x12`,
+/// `+44 7946 095812`), a social security number (`123-45-6789`), an IP address (with or
+/// without a port), a LeadiD-style token (a UUID), or a consent certificate or lead token URL.
+/// Fullwidth forms (`７１３…`, `＠`) are read as the ASCII they show. A ping leaves such a value
+/// out, so a seller that puts the phone under an innocent name (`"score": "(713) 555-0147"`)
+/// does not hand it to every pinged buyer. Cheap enough for every lead: a few passes over the
+/// text, and no allocation unless it holds fullwidth forms.
 pub fn is_personal_value(s: &str) -> bool {
+    if !s.is_ascii() && s.chars().any(is_fullwidth_ascii) {
+        let plain: String = s
+            .chars()
+            .map(|c| {
+                if is_fullwidth_ascii(c) {
+                    char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+                } else {
+                    c
+                }
+            })
+            .collect();
+        return is_personal_ascii(&plain);
+    }
+    is_personal_ascii(s)
+}
+
+/// A fullwidth form of a printable ASCII character (U+FF01 to U+FF5E).
+fn is_fullwidth_ascii(c: char) -> bool {
+    ('\u{FF01}'..='\u{FF5E}').contains(&c)
+}
+
+fn is_personal_ascii(s: &str) -> bool {
     let t = s.trim();
     if let Some(at) = t.find('@') {
         if at > 0 && t[at + 1..].contains('.') {
@@ -263,7 +289,13 @@ pub fn is_personal_value(s: &str) -> bool {
     {
         return true;
     }
-    if t.parse::<std::net::IpAddr>().is_ok() {
+    if digits >= 9 && has_number_shape(t.as_bytes()) {
+        return true;
+    }
+    if t.parse::<std::net::IpAddr>().is_ok() || t.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    if is_uuid(t.as_bytes()) {
         return true;
     }
     ["trustedform", "jornaya", "leadid"].iter().any(|m| {
@@ -271,6 +303,85 @@ pub fn is_personal_value(s: &str) -> bool {
             .windows(m.len())
             .any(|w| w.eq_ignore_ascii_case(m.as_bytes()))
     })
+}
+
+/// Whether free text holds a phone number or a social security number: a run of digit groups,
+/// each joined to the next by one or two of `space - . ( ) /`, not touching other digits, whose
+/// group sizes are those of a phone (`3 3 4`, `1 3 3 4` starting with 1, ten digits, eleven
+/// starting with 1, `3 7`), of an international number after a `+` (10 to 15 digits in all), or
+/// of an SSN (`3 2 4` joined by `-`). Dates (`2026-12-03 17:48`) and zip codes (`77002-1234`)
+/// have other shapes.
+fn has_number_shape(b: &[u8]) -> bool {
+    /// Most digit groups one run is read as.
+    const MAX_GROUPS: usize = 8;
+    let sep = |c: u8| matches!(c, b' ' | b'-' | b'.' | b'(' | b')' | b'/');
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_digit()) {
+            i += 1;
+            continue;
+        }
+        // A `+` just before the run (allowing one `(` or space between) makes it international.
+        let plus = b[..i]
+            .iter()
+            .rev()
+            .take(2)
+            .position(|&c| c == b'+')
+            .is_some_and(|k| b[i - k..i].iter().all(|&c| c == b'+' || sep(c)));
+        let first = b[i];
+        let mut groups = [0usize; MAX_GROUPS];
+        let mut seps = [&b""[..]; MAX_GROUPS];
+        let mut n = 0;
+        let mut j = i;
+        loop {
+            let start = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            groups[n] = j - start;
+            n += 1;
+            let gap = b[j..].iter().take_while(|&&c| sep(c)).count();
+            let next_is_digit = b.get(j + gap).is_some_and(u8::is_ascii_digit);
+            if n == MAX_GROUPS || !(1..=2).contains(&gap) || !next_is_digit {
+                break;
+            }
+            seps[n - 1] = &b[j..j + gap];
+            j += gap;
+        }
+        let g = &groups[..n];
+        let total: usize = g.iter().sum();
+        let phone = match g {
+            [10] | [3, 3, 4] | [3, 7] => true,
+            [11] | [1, 3, 3, 4] => first == b'1',
+            _ => false,
+        };
+        let ssn = g == [3, 2, 4] && seps[0] == b"-" && seps[1] == b"-";
+        if phone || ssn || (plus && (10..=15).contains(&total)) {
+            return true;
+        }
+        i = j.max(i + 1);
+    }
+    false
+}
+
+/// A UUID in its usual text form (8-4-4-4-12 hex digits), the shape of a LeadiD token.
+fn is_uuid(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Whether a JSON number's text could be a phone number: a whole number of 10 to 15 digits
+/// (`7135550147`, `17135550147.0`). A ping leaves it out as it would the same digits in a
+/// string.
+pub fn is_personal_number(text: &str) -> bool {
+    let t = text.trim().trim_start_matches('-');
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    (10..=15).contains(&int.len())
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b == b'0')
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -437,6 +437,8 @@ const PERSONAL_VARIANTS: &[&str] = &[
     "sms",
     "x_forwarded_for",
     "consent_cert",
+    "tf_cert",
+    "TF-Cert-URL",
     "certificate",
     "emaıl",
     "émail",

@@ -874,9 +874,10 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// The lead as a ping may show it, when that differs from the lead: a ping field holding an
 /// array or an object keeps its shape but loses every member whose name is personal
 /// (`config::is_personal_field`) and every string that is (`config::is_personal_value`: an
-/// email, a phone number, an IP address, a consent certificate URL), at any depth, so
+/// email, a phone number, an IP address, a consent certificate URL) or number that could be a
+/// phone (`config::is_personal_number`), at any depth, so
 /// `"vehicles": [{"year": 2019, "vin": ...}]` is pinged without the VIN and posted with it; a
-/// ping field whose string is personal is pinged as `null`. `None`, the usual case, when no
+/// ping field whose string or number is personal is pinged as `null`. `None`, the usual case, when no
 /// field of `names` holds such a value.
 pub fn ping_safe<'k>(lead: &Fields, names: impl IntoIterator<Item = &'k str>) -> Option<Fields> {
     let mut safe: Option<Fields> = None;
@@ -884,6 +885,11 @@ pub fn ping_safe<'k>(lead: &Fields, names: impl IntoIterator<Item = &'k str>) ->
         let text = match lead.get(k) {
             Some(Field::Array(t) | Field::Object(t)) => t,
             Some(Field::Str(s)) if crate::config::is_personal_value(s) => {
+                safe.get_or_insert_with(|| lead.clone())
+                    .insert(k.to_string(), Value::Null);
+                continue;
+            }
+            Some(Field::Num(n)) if crate::config::is_personal_number(n) => {
                 safe.get_or_insert_with(|| lead.clone())
                     .insert(k.to_string(), Value::Null);
                 continue;
@@ -904,7 +910,11 @@ pub fn ping_safe<'k>(lead: &Fields, names: impl IntoIterator<Item = &'k str>) ->
 /// Remove personal members and personal strings from `v` at any depth; true when any was
 /// removed.
 fn drop_personal(v: &mut Value) -> bool {
-    let personal = |x: &Value| matches!(x, Value::String(s) if crate::config::is_personal_value(s));
+    let personal = |x: &Value| match x {
+        Value::String(s) => crate::config::is_personal_value(s),
+        Value::Number(n) => crate::config::is_personal_number(&n.to_string()),
+        _ => false,
+    };
     match v {
         Value::Object(m) => {
             let before = m.len();

@@ -381,28 +381,90 @@ fn personal_values_and_look_alike_names_are_left_out_of_the_ping() {
     assert_eq!(lt["make"], "Honda");
     assert_eq!(lt["drivers"][0]["years"], 5);
     assert_eq!(lt["drivers"][0]["contact"]["kind"], "cell");
-    // Free text that only mentions a number is kept; a bare number is not a string.
-    assert_eq!(
-        lt["notes"],
-        serde_json::json!(["call (713) 555-0147 after 5", 7135550147u64])
-    );
+    // Free text that holds a phone number is left out, and so is a number that could be one.
+    assert_eq!(lt["notes"], serde_json::json!([]));
     // Numbers, zips, dates and times are not personal values.
     for fine in [
         "77002",
         "77002-1234",
         "2024-01-01",
+        "2026-12-03 17:48:52",
+        "2026-12-03T17:48:52.123456Z",
         "10:30:00",
         "34",
         "Honda",
         "a@b",
+        "call after 5 on 12/03",
+        "policy 1234-5678",
+        "1,250,000.00",
+        "ref 12345678",
     ] {
         assert!(!crate::config::is_personal_value(fine), "{fine}");
+    }
+    for personal in [
+        "713-555-0199 x12",
+        "call Ana at 713-555-0199 after 5",
+        "home: (713) 555-0199, cell 713.555.0100",
+        "1-713-555-0199",
+        "+44 7946 095812",
+        "+447946095812",
+        "ssn 123-45-6789",
+        "203.0.113.7:443",
+        "[2001:db8::7]:443",
+        "5A1B2C3D-1111-2222-3333-444455556666",
+        "5a1b2c3d-1111-2222-3333-444455556666",
+        "ana.leak\u{FF20}example.com",
+        "\u{FF17}\u{FF11}\u{FF13}\u{FF15}\u{FF15}\u{FF15}\u{FF10}\u{FF11}\u{FF19}\u{FF19}",
+    ] {
+        assert!(crate::config::is_personal_value(personal), "{personal}");
+    }
+    for (number, personal) in [
+        ("7135550199", true),
+        ("17135550199", true),
+        ("7135550199.0", true),
+        ("-7135550199", true),
+        ("77002", false),
+        ("123456789", false),
+        ("1234567890123456", false),
+        ("7135550199.5", false),
+        ("1.5e10", false),
+    ] {
+        assert_eq!(
+            crate::config::is_personal_number(number),
+            personal,
+            "{number}"
+        );
     }
     out.clear();
     write_post(&mut out, "01J", None, 100, &campaign(), &req);
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["lead"]["age"], "ana.secret2@example.com");
     assert_eq!(v["lead"]["lead_type"]["msisdn"], "15551234567");
+}
+
+/// A phone sent as a JSON number, as a ping field's own value or inside one, is not pinged.
+#[test]
+fn a_phone_as_a_number_is_left_out_of_the_ping() {
+    let body = LEAD
+        .replace(r#""age": 34"#, r#""age": 7135550199"#)
+        .replace(
+            r#""lead_type": "auto""#,
+            r#""lead_type": {"callback": 17135550199, "tags": ["ok", 7135550199.0, 3]}"#,
+        );
+    let req = parse_request(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    write_ping(&mut out, "01J", &campaign(), &req, 780);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["lead"]["age"], Value::Null);
+    assert_eq!(
+        v["lead"]["lead_type"],
+        serde_json::json!({"tags": ["ok", 3]})
+    );
+    out.clear();
+    write_post(&mut out, "01J", None, 100, &campaign(), &req);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["lead"]["age"], 7135550199u64);
+    assert_eq!(v["lead"]["lead_type"]["callback"], 17135550199u64);
 }
 
 #[test]
