@@ -280,7 +280,7 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
     };
     // As the exchange sends it: a state as its USPS code, however `--lead` spelt it.
     let mut fields = lead::Fields::from_map(&lead_fields);
-    lead::normalize_state(&mut fields);
+    lead::normalize_codes(&mut fields);
     Ok(Plan {
         url: args.url.clone(),
         endpoint,

@@ -1710,10 +1710,11 @@ fn blank_lines_alone_do_not_hold_a_connection_past_the_head_timeout() {
     assert_eq!(c.read_response().map(|r| r.status), Some(200));
 }
 
-/// A state written in lower case or with blanks reaches buyers as its USPS code, in the ping
-/// and in the post; the journal keeps the lead as the seller sent it.
+/// A state written in lower case or with blanks reaches buyers as its USPS code, and a zip
+/// with blanks or sent as a number as its string, in the ping and in the post; the journal
+/// keeps the lead as the seller sent it.
 #[test]
-fn buyers_get_the_state_as_its_usps_code() {
+fn buyers_get_the_state_as_its_usps_code_and_the_zip_as_its_string() {
     let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
     let ex = Exchange::start(&config(&fleet, "", |i| {
         if i == 0 {
@@ -1737,6 +1738,18 @@ fn buyers_get_the_state_as_its_usps_code() {
         .map(|k| k.as_str())
         .collect();
     assert_eq!(keys[6..8], ["state", "zip"], "{post}");
+
+    for (zip, n) in [("\" 77002\\t\"", 1), ("77002", 2)] {
+        let lead = LEAD
+            .replace("\"77002\"", zip)
+            .replace("7135550147", &format!("713555030{n}"));
+        let v = c.lead(&lead).json();
+        assert_eq!(v["status"], "sold", "{v}");
+        let ping = body_json(&fleet.ping_bodies(0)[n]);
+        assert_eq!(ping["lead"]["zip"], "77002", "{ping}");
+        let post = body_json(&fleet.post_bodies(0)[n]);
+        assert_eq!(post["lead"]["zip"], "77002", "{post}");
+    }
 }
 
 /// A keep-alive buyer whose idle timeout fires as a request arrives: on each connection it

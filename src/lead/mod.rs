@@ -259,19 +259,41 @@ pub(crate) fn is_us_state(s: &str) -> bool {
         .is_ok()
 }
 
-/// A lead's `state` as buyers get it: a USPS code the seller wrote in lower case or with
-/// blanks around it (` tx`) becomes its code (`TX`); anything else is left as sent, for
-/// validation to judge. The canonical spelling, the usual one, costs a lookup and no copy.
-pub fn normalize_state(lead: &mut Fields) {
-    let Some(Field::Str(s)) = lead.get("state") else {
-        return;
+/// A lead's `state` and `zip` as buyers get them: a USPS code the seller wrote in lower case
+/// or with blanks around it (` tx`) becomes its code (`TX`); a zip code with blanks around it
+/// (` 77002`) or sent as a JSON number (`77002`) becomes its string (`"77002"`); anything else
+/// is left as sent, for validation to judge. The canonical spellings, the usual ones, cost a
+/// check and no copy.
+pub fn normalize_codes(lead: &mut Fields) {
+    let state = match lead.get("state") {
+        Some(Field::Str(s)) => {
+            let t = s.trim();
+            (is_us_state(t) && !(t.len() == s.len() && t.bytes().all(|b| b.is_ascii_uppercase())))
+                .then(|| t.to_ascii_uppercase())
+        }
+        _ => None,
     };
-    let t = s.trim();
-    if !is_us_state(t) || (t.len() == s.len() && t.bytes().all(|b| b.is_ascii_uppercase())) {
-        return;
+    if let Some(code) = state {
+        lead.insert("state".to_string(), Value::String(code));
     }
-    let code = t.to_ascii_uppercase();
-    lead.insert("state".to_string(), Value::String(code));
+    let zip = match lead.get("zip") {
+        Some(Field::Str(s)) => {
+            let t = s.trim();
+            (t.len() != s.len() && is_zip(t)).then(|| t.to_string())
+        }
+        Some(Field::Num(n)) => is_zip(n).then(|| n.to_string()),
+        _ => None,
+    };
+    if let Some(zip) = zip {
+        lead.insert("zip".to_string(), Value::String(zip));
+    }
+}
+
+/// Five digits, or ZIP+4 (`77002-1234`).
+fn is_zip(s: &str) -> bool {
+    let b = s.as_bytes();
+    (b.len() == 5 && b.iter().all(u8::is_ascii_digit))
+        || (b.len() == 10 && b[5] == b'-' && b[..5].iter().chain(&b[6..]).all(u8::is_ascii_digit))
 }
 
 /// The shape of well-known fields, where present: state, zip, phone, email.
@@ -326,13 +348,7 @@ fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
         }
     }
     if let Some(v) = req.lead.get("zip").filter(|v| !v.is_blank()) {
-        let ok = as_text(v).is_some_and(|s| {
-            let b = s.as_bytes();
-            (b.len() == 5 && b.iter().all(u8::is_ascii_digit))
-                || (b.len() == 10
-                    && b[5] == b'-'
-                    && b[..5].iter().chain(&b[6..]).all(u8::is_ascii_digit))
-        });
+        let ok = as_text(v).is_some_and(is_zip);
         if !ok {
             return Err(Refusal::content(
                 "invalid_field",
@@ -416,9 +432,11 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
         }
         None => {}
         Some(c) => {
-            let has_proof = ["trustedform_cert_url", "jornaya_leadid"]
-                .iter()
-                .any(|k| c.get(k).is_some_and(|v| !v.is_blank()));
+            // A proof is a string: `[]`, `true` or `0` prove nothing (and are refused below).
+            let has_proof = ["trustedform_cert_url", "jornaya_leadid"].iter().any(|k| {
+                c.get(k)
+                    .is_some_and(|v| !v.is_blank() && v.as_str().is_some())
+            });
             if campaign.require_consent && !has_proof {
                 return Err(Refusal::content(
                     "consent_missing",
@@ -455,19 +473,27 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
                 None => {}
             }
             if let Some(v) = c.get("trustedform_cert_url").filter(|v| !v.is_blank()) {
-                let ok = v.as_str().is_some_and(|u| {
-                    u.get(..8)
-                        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
-                        && u[8..]
-                            .split('/')
-                            .next()
-                            .is_some_and(|host| !host.is_empty())
-                });
-                if !ok {
+                if !v.as_str().is_some_and(is_cert_url) {
                     return Err(Refusal::content(
                         "invalid_field",
-                        "trustedform_cert_url must be an https:// certificate URL",
+                        format!(
+                            "trustedform_cert_url must be an https:// certificate URL of at \
+                             most {MAX_CERT_URL_BYTES} bytes, with a host and no spaces or \
+                             control characters"
+                        ),
                         "consent.trustedform_cert_url",
+                    ));
+                }
+            }
+            if let Some(v) = c.get("jornaya_leadid").filter(|v| !v.is_blank()) {
+                if !v.as_str().is_some_and(is_lead_token) {
+                    return Err(Refusal::content(
+                        "invalid_field",
+                        format!(
+                            "jornaya_leadid must be a token string of at most \
+                             {MAX_LEAD_TOKEN_BYTES} bytes, with no spaces or control characters"
+                        ),
+                        "consent.jornaya_leadid",
                     ));
                 }
             }
@@ -484,6 +510,43 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
         }
     }
     Ok(())
+}
+
+/// Longest consent certificate URL taken (TrustedForm's are about 70 bytes; browsers keep URLs
+/// of a few KiB).
+pub const MAX_CERT_URL_BYTES: usize = 2048;
+
+/// Longest lead token taken (a LeadiD token is a 36-byte UUID).
+pub const MAX_LEAD_TOKEN_BYTES: usize = 128;
+
+/// A certificate URL a buyer can open: `https://`, a host of letters, digits, `.` and `-`
+/// (a port after `:` allowed), and nothing but printable ASCII (RFC 3986 URLs have no space,
+/// control character or raw non-ASCII byte; those travel percent-encoded).
+fn is_cert_url(u: &str) -> bool {
+    let Some(rest) = u
+        .get(..8)
+        .filter(|p| p.eq_ignore_ascii_case("https://"))
+        .map(|_| &u[8..])
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    u.len() <= MAX_CERT_URL_BYTES
+        && u.bytes().all(|b| b.is_ascii_graphic())
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A lead token: printable ASCII, no space, at most [`MAX_LEAD_TOKEN_BYTES`].
+fn is_lead_token(t: &str) -> bool {
+    t.len() <= MAX_LEAD_TOKEN_BYTES && t.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// How far ahead of the exchange's clock a consent's `consented_at` may be: the seller's

@@ -1170,11 +1170,22 @@ fn consent_times_and_certificate_urls_are_checked() {
     .unwrap();
     assert!(validate(&req, &campaign()).is_ok());
 
+    let long = format!(
+        "https://cert.trustedform.com/{}",
+        "a".repeat(MAX_CERT_URL_BYTES)
+    );
     for url in [
         "http://evil.example/x",
         "cert.trustedform.com/2f1e0c",
         "https://",
         "https:///x",
+        "https:// x",
+        "https://cert.trustedform.com/a\nb",
+        "https://x\u{0}y",
+        "https://\u{202e}",
+        "https://cert.trustedform.com:/x",
+        "https://cert.trustedform.com/\u{e9}",
+        long.as_str(),
     ] {
         let r = refusal(&with(|v| {
             v["consent"]["trustedform_cert_url"] = Value::from(url)
@@ -1185,11 +1196,48 @@ fn consent_times_and_certificate_urls_are_checked() {
             "{url}"
         );
     }
-    let req = parse_request(&with(|v| {
-        v["consent"]["trustedform_cert_url"] = Value::from("HTTPS://cert.trustedform.com/2f1e0c")
-    }))
-    .unwrap();
+    for url in [
+        "HTTPS://cert.trustedform.com/2f1e0c",
+        "https://cert.trustedform.com:443/2f1e0c?sid=9#x",
+        "https://cert.trustedform.com",
+    ] {
+        let req = parse_request(&with(|v| {
+            v["consent"]["trustedform_cert_url"] = Value::from(url)
+        }))
+        .unwrap();
+        assert!(validate(&req, &campaign()).is_ok(), "{url}");
+    }
+
+    // A LeadiD token is a string: anything else is no proof of consent, and is refused.
+    let token = |t: Value| {
+        with(|v| {
+            v["consent"]
+                .as_object_mut()
+                .unwrap()
+                .remove("trustedform_cert_url");
+            v["consent"]["jornaya_leadid"] = t.clone();
+        })
+    };
+    let req = parse_request(&token(Value::from("5A1B2C3D-1111-2222-3333-444455556666"))).unwrap();
     assert!(validate(&req, &campaign()).is_ok());
+    for bad in [
+        serde_json::json!([]),
+        serde_json::json!({}),
+        serde_json::json!(true),
+        serde_json::json!(0),
+        serde_json::json!(123),
+    ] {
+        let r = refusal(&token(bad.clone()));
+        assert_eq!(r.code, "consent_missing", "{bad}");
+    }
+    for bad in ["a b", "tok\u{1}", &"t".repeat(MAX_LEAD_TOKEN_BYTES + 1)] {
+        let r = refusal(&token(Value::from(bad)));
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            ("invalid_field", Some("consent.jornaya_leadid")),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

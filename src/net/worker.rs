@@ -1572,7 +1572,7 @@ impl Worker {
             }
         };
         // Buyers get a state as its USPS code, however the seller spelt it (` tx`).
-        lead::normalize_state(&mut req.lead);
+        lead::normalize_codes(&mut req.lead);
         steps::mark_after(Step::AuthRate, Step::Parse);
         // Whatever refuses a post below gives its ping back, so the seller may post again.
         let unclaim = |w: &Self, held: &Option<(String, Vec<HeldBid>, crate::lead::Fields)>| {
