@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod fields;
 mod scan;
+mod strict;
 pub use fields::{Field, Fields, Member, PathValue};
 
 /// Longest string kept from a buyer's answer (bid ids, reasons), so a buyer cannot bloat the journal.
@@ -132,10 +133,15 @@ fn parse_request_serde(body: &[u8]) -> Result<LeadRequest, Refusal> {
     if other_json(body) {
         return Err(Refusal::bad_request("body must be a JSON object", None));
     }
+    let malformed = |e: serde_json::Error| {
+        Refusal::bad_request(format!("body is not a valid lead request: {e}"), None)
+    };
     // One pass: `lead` and `consent` become `Fields` as the body is read.
     let raw: RawRequest = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
-        .map_err(|e| {
-        Refusal::bad_request(format!("body is not a valid lead request: {}", e), None)
+        .map_err(|e| match strict::check(body) {
+        // Malformed JSON: told where in the body, not where in its `lead`.
+        Err(s) if s.is_syntax() || s.is_eof() => malformed(s),
+        _ => malformed(e),
     })?;
     let campaign = match raw.campaign {
         Some(Value::String(s)) if !s.is_empty() => s,
@@ -177,6 +183,10 @@ fn parse_request_serde(body: &[u8]) -> Result<LeadRequest, Refusal> {
         None => return Err(Refusal::bad_request("lead is required", Some("lead"))),
     };
     let consent = object(raw.consent, "consent")?;
+    // A key twice or a number past an `f64` anywhere else, however deep or in a member the
+    // exchange does not read, is refused too: the reading above keeps one of the two keys, or
+    // skips the number, where a buyer's parser may not.
+    strict::check(body).map_err(malformed)?;
     Ok(LeadRequest {
         campaign,
         source,
@@ -622,10 +632,10 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
     }
     let m: RawPost = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
         .map_err(|e| {
-            let message = if e.is_data() {
-                "body must be a JSON object".to_string()
-            } else {
-                format!("body is not a valid post: {}", e)
+            let message = match strict::check(body) {
+                Err(s) if s.is_syntax() || s.is_eof() => format!("body is not a valid post: {s}"),
+                _ if e.is_data() => "body must be a JSON object".to_string(),
+                _ => format!("body is not a valid post: {}", e),
             };
             Refusal::bad_request(message, None)
         })?;
@@ -659,6 +669,8 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
             ))
         }
     };
+    strict::check(body)
+        .map_err(|e| Refusal::bad_request(format!("body is not a valid post: {e}"), None))?;
     Ok(PostRequest {
         ping_id,
         lead,

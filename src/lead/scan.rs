@@ -53,6 +53,9 @@ pub(super) fn post_fields(body: &[u8]) -> Option<PostFields<'_>> {
     (skip_ws(b, end) == b.len()).then_some((status, reason, id))
 }
 
+/// Members of a lead request besides the five it knows that the scan skips itself.
+const MAX_OTHER_MEMBERS: usize = 8;
+
 /// A seller's lead request whose members are plain: `campaign` a non-empty string, `source` a
 /// string or null, `test` a boolean or null, `lead` a flat object, `consent` a flat object or
 /// null, other members scalars. Each object's builder reserves the body's length, as the
@@ -65,6 +68,8 @@ pub(super) fn lead_request(body: &[u8]) -> Option<LeadRequest> {
     let mut test: Option<bool> = None;
     let mut lead = None;
     let mut consent = None;
+    let mut unknown: [&str; MAX_OTHER_MEMBERS] = [""; MAX_OTHER_MEMBERS];
+    let mut unknown_keys = 0;
     let mut at = skip_ws(b, 0);
     if b.get(at) != Some(&b'{') {
         return None;
@@ -128,7 +133,16 @@ pub(super) fn lead_request(body: &[u8]) -> Option<LeadRequest> {
                 }
             }
             "campaign" | "source" | "test" | "lead" | "consent" => return None,
-            _ => scalar_end(b, at)?,
+            // Other members are skipped, each once: one given twice (or more of them than
+            // are compared here) is left to the strict reading.
+            _ => {
+                if unknown_keys == unknown.len() || unknown[..unknown_keys].contains(&key) {
+                    return None;
+                }
+                unknown[unknown_keys] = key;
+                unknown_keys += 1;
+                scalar_end(b, at)?
+            }
         };
         at = skip_ws(b, at);
         match b.get(at) {

@@ -1470,6 +1470,63 @@ fn a_post_without_a_usable_ping_id_says_which_way_it_is_wrong() {
     }
 }
 
+/// A key twice anywhere else, however deep, and a number past an `f64` in a member the
+/// exchange does not read, make the request malformed too: buyers would read one lead, the
+/// exchange another. A syntax error says where it is in the body.
+#[test]
+fn a_key_twice_or_a_huge_number_anywhere_in_the_request_is_refused() {
+    let nested = |v: &str| LEAD.replace(r#""age": 34"#, &format!(r#""age": {v}"#));
+    for body in [
+        nested(r#"{"a": 1, "a": 2}"#),
+        nested(r#"[{"k": {"x": 1, "y": 2, "x": 3}}]"#),
+        nested(r#"{"first\u005fname": 1, "first_name": 2}"#),
+        LEAD.replacen('{', r#"{"zz": 1, "zz": 2, "#, 1),
+        LEAD.replacen('{', r#"{"zz": 1e400, "#, 1),
+        LEAD.replacen('{', r#"{"zz": {"a": [1, 2], "a": 3}, "#, 1),
+        LEAD.replacen('{', r#"{"zz": [1, {"n": -1E+999}], "#, 1),
+    ] {
+        assert_ne!(body, LEAD, "the test lead changed shape");
+        let r = refusal(body.as_bytes());
+        assert_eq!(r.status, 400, "{body}: {}", r.message);
+    }
+    let many: String = (0..40).map(|i| format!(r#""k{i}": {i}, "#)).collect();
+    let r = refusal(
+        LEAD.replacen('{', &format!(r#"{{{many}"k7": 0, "#), 1)
+            .as_bytes(),
+    );
+    assert!(
+        r.message.contains("key `k7` is given twice"),
+        "{}",
+        r.message
+    );
+    // Keys that only look alike, and the same key in two objects, are fine.
+    for body in [
+        nested(r#"{"a": 1, "A": 2, "a ": 3}"#),
+        nested(r#"[{"a": 1}, {"a": 2}]"#),
+        LEAD.replacen('{', &format!("{{{many}"), 1),
+    ] {
+        assert!(parse_request(body.as_bytes()).is_ok(), "{body}");
+    }
+    // Malformed JSON inside the lead is placed in the body, not in the lead.
+    let body = nested("{\"a\": tru}");
+    let line = body.lines().position(|l| l.contains("tru}")).unwrap() + 1;
+    let r = refusal(body.as_bytes());
+    assert!(
+        r.message.contains(&format!("line {line} ")),
+        "{}",
+        r.message
+    );
+    // The seller's post of a held ping is read the same way.
+    for body in [
+        &br#"{"ping_id": "P", "lead": {"d": {"a": 1, "a": 2}}}"#[..],
+        br#"{"ping_id": "P", "x": 1, "x": 2, "lead": {}}"#,
+        br#"{"ping_id": "P", "x": 1e400, "lead": {}}"#,
+    ] {
+        let r = parse_post_request(body).err().unwrap();
+        assert_eq!(r.status, 400, "{}", r.message);
+    }
+}
+
 #[test]
 fn a_key_given_twice_in_the_lead_or_consent_is_refused() {
     for (body, field, key) in [
