@@ -560,6 +560,12 @@ fn auth_and_error_codes() {
     );
     let r = ex.client().post("/v1/leads", Some(KEY), big.as_bytes());
     assert_eq!(r.status, 413);
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "body_too_large");
+    assert!(
+        e["message"].as_str().unwrap().contains("65536 bytes"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1272,7 +1272,19 @@ impl Worker {
                     c.rbuf.clear();
                     c.no_more_requests = true;
                     let mut out = Vec::new();
-                    lead::write_error(&mut out, None, e.code(), e.message(), None);
+                    let limit;
+                    let message = match e {
+                        // Which limit: the seller sizes its batches by it.
+                        http::Error::BodyTooLarge => {
+                            limit = format!(
+                                "body is larger than the limit of {} bytes",
+                                self.limits.max_body_bytes
+                            );
+                            limit.as_str()
+                        }
+                        _ => e.message(),
+                    };
+                    lead::write_error(&mut out, None, e.code(), message, None);
                     let status = e.status();
                     self.count_refusal(status);
                     self.push_reply(key, status, &[], &out, true);
@@ -1962,8 +1974,10 @@ impl Worker {
                     status: 422,
                     code: "duplicate",
                     message: format!(
-                        "the same {} was received in this campaign within {} days",
-                        field, c.dedupe_days
+                        "the same {} was received in this campaign within {} day{}",
+                        field,
+                        c.dedupe_days,
+                        if c.dedupe_days == 1 { "" } else { "s" }
                     ),
                     field: Some(format!("lead.{field}")),
                 });
