@@ -382,7 +382,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// resume are known by their shape, whether or not the buyer exists.
 fn allowed_method(path: &str) -> Option<Method> {
     match path {
-        "/" | "/v1/stats" | "/metrics" => Some(Method::Get),
+        "/" | "/healthz" | "/v1/stats" | "/metrics" => Some(Method::Get),
         "/v1/admin/stats/reset" | "/v1/admin/reload" => Some(Method::Post),
         p => p
             .strip_prefix("/v1/admin/buyers/")
@@ -411,6 +411,11 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
             "bad_host",
             "an HTTP/1.1 request carries exactly one Host header",
         );
+    }
+    if path == "/healthz" && !matches!(head.method, Method::Get | Method::Head) {
+        // Open to all, like the answer below: a probe sent the wrong way learns only that.
+        let message = format!("/healthz takes GET, not {}", method_name(head.method));
+        return error(405, "method_not_allowed", &message);
     }
     if path == "/healthz" {
         // What a load balancer needs to know: whether leads sent now would be taken.
@@ -480,7 +485,10 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
         (Method::Post, "/v1/admin/reload") => reload(shared),
         (Method::Post, p) if p.starts_with("/v1/admin/buyers/") => {
             let rest = &p["/v1/admin/buyers/".len()..];
-            let Some((id, action)) = rest.rsplit_once('/') else {
+            let Some((id, action)) = rest
+                .rsplit_once('/')
+                .filter(|(_, action)| matches!(*action, "pause" | "resume"))
+            else {
                 return error(
                     404,
                     "not_found",
@@ -669,7 +677,12 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
             "pings": c.pings, "bids": c.bids, "no_bids": c.no_bids, "timeouts": c.timeouts,
             "errors": c.errors, "invalid": c.invalid, "posts": c.posts, "wins": c.wins,
             "post_rejects": c.post_rejects,
-            "average_bid": dollars(if c.bids > 0 { c.bid_sum_cents / c.bids as i64 } else { 0 }),
+            // Rounded to the nearest cent, half up.
+            "average_bid": dollars(if c.bids > 0 {
+                (2 * c.bid_sum_cents + c.bids as i64) / (2 * c.bids as i64)
+            } else {
+                0
+            }),
             "spent": dollars(c.spent_cents),
             "response_us": pct_json(&Percentiles::of(&c.response_us)),
         })
@@ -678,11 +691,13 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
         let default = Default::default();
         let c = s.buyer_counters(&b.id).unwrap_or(&default);
         let left = rt.caps.remaining(i, now);
+        let used = rt.caps.used(i, now);
         let mut entry = counters(c);
         let more = json!({
                 "removed": false,
                 "paused": left.paused,
-                // The limits in force, beside what is left of them: used = limit - left.
+                // The limits in force, what is left of them, and what they have taken (over
+                // the limit when a reload lowered a cap after sales).
                 "caps": {
                     "hourly": b.caps.hourly, "daily": b.caps.daily, "weekly": b.caps.weekly,
                     "monthly": b.caps.monthly,
@@ -696,6 +711,13 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
                     "daily_budget": left.daily_budget_cents.map(dollars),
                     "weekly_budget": left.weekly_budget_cents.map(dollars),
                     "monthly_budget": left.monthly_budget_cents.map(dollars),
+                },
+                "caps_used": {
+                    "hourly": used.hourly, "daily": used.daily, "weekly": used.weekly,
+                    "monthly": used.monthly,
+                    "daily_budget": used.daily_budget_cents.map(dollars),
+                    "weekly_budget": used.weekly_budget_cents.map(dollars),
+                    "monthly_budget": used.monthly_budget_cents.map(dollars),
                 },
         });
         if let (Value::Object(e), Value::Object(m)) = (&mut entry, more) {
@@ -976,32 +998,49 @@ pub fn metrics_text(shared: &Shared) -> String {
         "gavel_seller_connections_refused_total {}",
         shared.seller_conns.refused()
     );
-    out.push_str("# HELP gavel_cap_remaining Leads (or dollars for the budgets) left in each buyer's cap windows.\n# TYPE gavel_cap_remaining gauge\n");
-    for (i, b) in snap.buyers.iter().enumerate() {
-        let left = rt.caps.remaining(i, now);
-        let leads = |n: Option<u64>| n.map(|n| n.to_string());
-        let budget = |c: Option<Cents>| c.map(dollars_string);
-        for (w, v) in [
-            ("hourly", leads(left.hourly)),
-            ("daily", leads(left.daily)),
-            ("weekly", leads(left.weekly)),
-            ("monthly", leads(left.monthly)),
-            ("daily_budget", budget(left.daily_budget_cents)),
-            ("weekly_budget", budget(left.weekly_budget_cents)),
-            ("monthly_budget", budget(left.monthly_budget_cents)),
-        ] {
-            if let Some(v) = v {
-                let _ = writeln!(
-                    out,
-                    "gavel_cap_remaining{{buyer=\"{}\",window=\"{}\"}} {}",
-                    label(&b.id),
-                    w,
-                    v
-                );
+    for (name, help, used) in [
+        (
+            "gavel_cap_remaining",
+            "Leads (or dollars for the budgets) left in each buyer's cap windows, 0 at or over the limit.",
+            false,
+        ),
+        (
+            "gavel_cap_used",
+            "Leads (or dollars for the budgets) each buyer's cap windows have taken; over the limit when a reload lowered or added a cap after sales.",
+            true,
+        ),
+    ] {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for (i, b) in snap.buyers.iter().enumerate() {
+            let v = if used {
+                rt.caps.used(i, now)
+            } else {
+                rt.caps.remaining(i, now)
+            };
+            let leads = |n: Option<u64>| n.map(|n| n.to_string());
+            let budget = |c: Option<Cents>| c.map(dollars_string);
+            for (w, v) in [
+                ("hourly", leads(v.hourly)),
+                ("daily", leads(v.daily)),
+                ("weekly", leads(v.weekly)),
+                ("monthly", leads(v.monthly)),
+                ("daily_budget", budget(v.daily_budget_cents)),
+                ("weekly_budget", budget(v.weekly_budget_cents)),
+                ("monthly_budget", budget(v.monthly_budget_cents)),
+            ] {
+                if let Some(v) = v {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{buyer=\"{}\",window=\"{}\"}} {}",
+                        label(&b.id),
+                        w,
+                        v
+                    );
+                }
             }
         }
     }
-    out.push_str("# HELP gavel_cap_limit Each buyer's caps in force, in leads (or dollars for the budgets): used = limit - remaining.\n# TYPE gavel_cap_limit gauge\n");
+    out.push_str("# HELP gavel_cap_limit Each buyer's caps in force, in leads (or dollars for the budgets).\n# TYPE gavel_cap_limit gauge\n");
     for b in &snap.buyers {
         let leads = |n: Option<u64>| n.map(|n| n.to_string());
         let budget = |c: Option<Cents>| c.map(dollars_string);
@@ -1156,14 +1195,14 @@ function lines(id, points, keys, unit) {
   });
   draw(id, s, h);
 }
-// For every cap a buyer has: used (limit minus what is left) against the limit.
+// For every cap a buyer has: what it has taken against the limit.
 function caps(id, buyers) {
   const rows = [];
   for (const [b, v] of buyers) {
-    const lim = obj(v.caps), left = obj(v.caps_left);
+    const lim = obj(v.caps), taken = obj(v.caps_used);
     for (const w of ['hourly', 'daily', 'weekly', 'monthly', 'daily_budget', 'weekly_budget', 'monthly_budget']) {
       if (lim[w] === null || lim[w] === undefined || !Number.isFinite(Number(lim[w]))) continue;
-      const limit = num(lim[w]), used = Math.max(0, limit - num(left[w] ?? limit));
+      const limit = num(lim[w]), used = Math.max(0, num(taken[w] ?? 0));
       rows.push([b + ' ' + w, used, limit, w.endsWith('_budget') ? usd : fmt]);
     }
   }
@@ -1345,7 +1384,7 @@ mod tests {
         );
         assert_eq!(allowed_method("/v1/admin/buyers/acme/stop"), None);
         assert_eq!(allowed_method("/v1/admin/buyers//pause"), None);
-        assert_eq!(allowed_method("/healthz"), None);
+        assert_eq!(allowed_method("/healthz"), Some(Method::Get));
         assert_eq!(allowed_method("/nothing"), None);
     }
 }

@@ -253,6 +253,34 @@ fn a_known_path_with_another_method_is_405_with_allow() {
         assert_eq!(r.json()["error"]["code"], "not_found");
         assert!(!raw(admin, method, path, Some(TOKEN)).contains("\r\nAllow:"));
     }
+    // /healthz is open to all, and so is its 405.
+    for method in ["POST", "DELETE", "OPTIONS"] {
+        for token in [None, Some(TOKEN)] {
+            let text = raw(admin, method, "/healthz", token);
+            assert!(
+                text.starts_with("HTTP/1.1 405 ") && text.contains("\r\nAllow: GET, HEAD\r\n"),
+                "{method} /healthz: {text}"
+            );
+        }
+    }
+    assert!(raw(admin, "HEAD", "/healthz", None).starts_with("HTTP/1.1 200 "));
+    // A pause path with more after it names the two actions, whatever the id.
+    for path in [
+        "/v1/admin/buyers/acme/pause/extra",
+        "/v1/admin/buyers/acme/stop",
+    ] {
+        let r = get(admin, "POST", path, Some(TOKEN));
+        assert_eq!(r.status, 404, "{path}");
+        let v = r.json();
+        assert_eq!(v["error"]["code"], "not_found", "{path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/pause or /resume"),
+            "{path}: {v}"
+        );
+    }
     // The right method still works.
     assert_eq!(get(admin, "GET", "/v1/stats", Some(TOKEN)).status, 200);
 }
@@ -291,6 +319,9 @@ fn stats_metrics_pause_and_resume() {
     assert_eq!(s["buyers"]["acme"]["caps"]["daily_budget"], 500.0);
     assert!(s["buyers"]["acme"]["caps"]["hourly"].is_null());
     assert_eq!(s["buyers"]["acme"]["caps_left"]["daily"], 97);
+    assert_eq!(s["buyers"]["acme"]["caps_used"]["daily"], 3);
+    assert_eq!(s["buyers"]["acme"]["caps_used"]["daily_budget"], 150.0);
+    assert!(s["buyers"]["acme"]["caps_used"]["hourly"].is_null());
     assert_eq!(s["buyers"]["acme"]["caps_left"]["daily_budget"], 350.0);
     assert_eq!(s["buyers"]["acme"]["caps"]["monthly_budget"], 2000.0);
     assert_eq!(s["buyers"]["acme"]["caps_left"]["monthly_budget"], 1850.0);
@@ -361,7 +392,9 @@ fn stats_metrics_pause_and_resume() {
         "gavel_cap_remaining{buyer=\"acme\",window=\"daily\"} 97",
         "gavel_cap_remaining{buyer=\"acme\",window=\"daily_budget\"} 350",
         "gavel_cap_remaining{buyer=\"acme\",window=\"monthly_budget\"} 1850",
-        // The limits beside them: used = limit - remaining.
+        // The limits beside them, and what the windows have taken.
+        "gavel_cap_used{buyer=\"acme\",window=\"daily\"} 3",
+        "gavel_cap_used{buyer=\"acme\",window=\"daily_budget\"} 150",
         "gavel_cap_limit{buyer=\"acme\",window=\"daily\"} 100",
         "gavel_cap_limit{buyer=\"acme\",window=\"daily_budget\"} 500",
         "gavel_cap_limit{buyer=\"acme\",window=\"monthly_budget\"} 2000",

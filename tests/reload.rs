@@ -264,6 +264,19 @@ fn caps_and_pauses_carry_over_and_a_raised_cap_gives_room() {
     assert_eq!(winners(&mut c, 1), ["capped"]);
     assert_eq!(fleet.pings(1), pings, "a paused buyer is not pinged");
     assert_eq!(run.stats()["buyers"]["capped"]["caps_left"]["daily"], 6);
+
+    // Lowered below what the day has taken: nothing left, and the operator sees how far over.
+    let r = run.reload_with(&raised.replace("daily = 3", "daily = 1"));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let b = &run.stats()["buyers"]["capped"];
+    assert_eq!(
+        (
+            b["caps_left"]["daily"].clone(),
+            b["caps_used"]["daily"].clone()
+        ),
+        (0.into(), 4.into()),
+        "{b}"
+    );
 }
 
 /// A buyer renamed with its old id in `previous_ids` keeps its caps, across a reload and a
@@ -670,4 +683,95 @@ fn a_lowered_connection_limit_holds_right_after_the_reload() {
         assert!(c.read_response().is_some());
     }
     assert_eq!(fleet.pings(0), 1, "pings sent past the lowered limit");
+}
+
+/// A buyer paused while a lead it bid on is still in its auction gets no post: the journal
+/// says it was paused (not capped), and a lead whose every bidder was paused so answers
+/// `buyers_paused`.
+#[test]
+fn a_buyer_paused_during_an_auction_is_not_posted_and_the_reason_says_paused() {
+    // "fast" bids at once; "slow" holds the auction open until its bid at 400 ms.
+    let fleet = Fleet::start(vec![
+        bidder("fast", 5000),
+        BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+            Kind::Ping => Reply::bid(1000, None).after_ms(400),
+            Kind::Post => Reply::accepted(),
+        }),
+    ])
+    .unwrap();
+    let toml = with_admin(&config(&fleet, "", |_| String::new()))
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 2000");
+    let run = start(&toml);
+    let sell = |pause: &[&str]| {
+        let addr = run.ex.addr;
+        let pinged = fleet.pings(1);
+        let lead = std::thread::spawn(move || Client::connect(addr).lead(LEAD).json());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while fleet.pings(1) == pinged && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for id in pause {
+            assert_eq!(run.buyer_action(id, "pause").status, 200);
+        }
+        lead.join().unwrap()
+    };
+    // The top bidder paused mid-auction: the next bid wins.
+    let v = sell(&["fast"]);
+    assert_eq!(v["sales"][0]["buyer"], "slow", "{v}");
+    assert_eq!(fleet.posts(0), 0);
+    run.buyer_action("fast", "resume");
+    // Both paused: unsold, and the seller is told why.
+    let v = sell(&["fast", "slow"]);
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["reason"].as_str(),
+            v["bids"].as_u64()
+        ),
+        (Some("unsold"), Some("buyers_paused"), Some(2)),
+        "{v}"
+    );
+    let dir = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let reasons: Vec<Option<String>> = gavel::journal::read_all(std::path::Path::new(dir))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.record {
+            gavel::journal::Record::PostResult { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("not sent: buyer paused".to_string()),
+            None,
+            Some("not sent: buyer paused".to_string()),
+            Some("not sent: buyer paused".to_string()),
+        ]
+    );
+    // Not a rejection of the buyer's.
+    assert_eq!(run.stats()["buyers"]["fast"]["post_rejects"], 0);
+}
+
+/// The operator's pause of a buyer holds when a reload removes the buyer and a later one
+/// brings it back, as it does across a restart.
+#[test]
+fn a_pause_holds_for_a_buyer_removed_and_added_back() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000), bidder("blue", 5000)]).unwrap();
+    let full = with_admin(&config(&fleet, "", |_| String::new()));
+    let run = start(&full);
+    assert_eq!(run.buyer_action("blue", "pause").status, 200);
+    let r = run.reload_with(&without_last_buyer(&full));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = run.reload_with(&full);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["buyers"]["added"], serde_json::json!(["blue"]));
+    assert_eq!(run.stats()["buyers"]["blue"]["paused"], true);
+    let v = run.ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "acme", "{v}");
+    assert_eq!(fleet.pings(1), 0, "the paused buyer was pinged");
 }

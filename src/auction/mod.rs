@@ -105,6 +105,8 @@ pub enum PostOutcome {
     /// Not sent: the buyer's cap or budget could not take the lead at its price (other leads
     /// took the room since the ping). Not a post attempt: the cascade goes on past it.
     Capped,
+    /// Not sent: the operator paused the buyer since the ping. Not a post attempt either.
+    Paused,
     /// Not sent: the journal could not record the post (a full disk), and a sale the journal
     /// does not have would escape the caps after a restart. Not a post attempt either.
     Unjournaled,
@@ -195,6 +197,9 @@ pub enum UnsoldReason {
     /// No post went out: every acceptable bidder's cap or budget was spent (by other leads
     /// since the ping) when its turn came.
     BuyersCapped,
+    /// No post went out: every acceptable bidder was paused by the operator since the ping
+    /// (none of them capped).
+    BuyersPaused,
 }
 
 impl UnsoldReason {
@@ -205,6 +210,7 @@ impl UnsoldReason {
             UnsoldReason::BelowReserve => "below_reserve",
             UnsoldReason::PostsRejected => "posts_rejected",
             UnsoldReason::BuyersCapped => "buyers_capped",
+            UnsoldReason::BuyersPaused => "buyers_paused",
         }
     }
 }
@@ -479,7 +485,10 @@ impl Auction {
                 .partition_point(|earlier| rank(earlier.slot) < rank(slot));
             self.sales.insert(at, sale);
         }
-        if matches!(outcome, PostOutcome::Capped | PostOutcome::Unjournaled) {
+        if matches!(
+            outcome,
+            PostOutcome::Capped | PostOutcome::Paused | PostOutcome::Unjournaled
+        ) {
             // Nothing went to the buyer: the attempt is given back to the cascade.
             self.post_attempts = self.post_attempts.saturating_sub(1);
         }
@@ -734,6 +743,13 @@ impl Auction {
                 .any(|s| matches!(s.post, PostState::Done(PostOutcome::Capped)))
         {
             Some(UnsoldReason::BuyersCapped)
+        } else if self.post_attempts == 0
+            && self
+                .slots
+                .iter()
+                .any(|s| matches!(s.post, PostState::Done(PostOutcome::Paused)))
+        {
+            Some(UnsoldReason::BuyersPaused)
         } else {
             Some(UnsoldReason::PostsRejected)
         };

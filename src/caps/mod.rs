@@ -681,6 +681,34 @@ impl CapTable {
         }
     }
 
+    /// What each capped window of a buyer has taken so far, in the shape of [`CapsLeft`]
+    /// (`None` where the window has no limit). It can be over the limit: leads sold under an
+    /// earlier config before a reload lowered or added the cap.
+    pub fn used(&self, buyer: usize, now: DateTime<Utc>) -> CapsLeft {
+        let Some(e) = self.entries.get(buyer) else {
+            return CapsLeft::default();
+        };
+        let windows = LocalClock::at(e.tz, now).windows;
+        let used = |w: usize| {
+            e.limits[w].map(|_| {
+                count_for(
+                    e.counters[w].load(Ordering::Acquire),
+                    window_id(&windows, w),
+                )
+            })
+        };
+        CapsLeft {
+            paused: e.paused.load(Ordering::Acquire),
+            hourly: used(HOUR),
+            daily: used(DAY),
+            weekly: used(WEEK),
+            monthly: used(MONTH),
+            daily_budget_cents: used(DAY_BUDGET).map(|c| c as Cents),
+            weekly_budget_cents: used(WEEK_BUDGET).map(|c| c as Cents),
+            monthly_budget_cents: used(MONTH_BUDGET).map(|c| c as Cents),
+        }
+    }
+
     /// Stop pinging and selling to a buyer until [`CapTable::resume`]; counts are kept.
     pub fn pause(&self, buyer: usize) {
         if let Some(e) = self.entries.get(buyer) {

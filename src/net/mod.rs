@@ -656,6 +656,19 @@ impl Shared {
         Ok(())
     }
 
+    /// The operator's word on buyer `id`: `Some(true)` paused, `Some(false)` resumed, `None`
+    /// none.
+    pub fn pause_decision(&self, id: &str) -> Option<bool> {
+        let w = self.pause_words.lock();
+        if w.paused.iter().any(|x| x == id) {
+            Some(true)
+        } else if w.resumed.iter().any(|x| x == id) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     /// Forget the operator's word on buyer `id`: its config's `paused` changed, and the file's
     /// new value holds, now and after a restart.
     pub fn forget_pause_decision(&self, id: &str) -> io::Result<()> {
@@ -957,7 +970,11 @@ fn rebuild(
                 reason,
                 ..
             } => {
-                let not_sent = [POST_NOT_SENT_CAPPED, POST_NOT_SENT_UNJOURNALED];
+                let not_sent = [
+                    POST_NOT_SENT_CAPPED,
+                    POST_NOT_SENT_PAUSED,
+                    POST_NOT_SENT_UNJOURNALED,
+                ];
                 if !accepted && !reason.as_deref().is_some_and(|r| not_sent.contains(&r)) {
                     pnl.buyer(snap.current_id(buyer)).post_rejects += 1;
                 }
@@ -1288,6 +1305,9 @@ pub struct Replayed {
 
 /// The reason journaled for a post the buyer's caps kept back (never sent; not a rejection).
 pub const POST_NOT_SENT_CAPPED: &str = "not sent: cap or budget reached";
+
+/// The reason journaled for a post to a buyer the operator paused since its bid.
+pub const POST_NOT_SENT_PAUSED: &str = "not sent: buyer paused";
 
 /// The reason journaled (if the journal has come back by then) for a post whose `post_sent`
 /// the journal refused: never sent, not a rejection.

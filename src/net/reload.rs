@@ -108,6 +108,19 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     if let Err(e) = shared.rename_pause_decisions(&rt.snap) {
         eprintln!("gavel: warning: cannot write the operator's pauses under renamed ids: {e}");
     }
+    // A buyer back in the file after a reload that removed it gets the operator's word on it
+    // (still in the `paused` file), as a restart would give it: not paused now and paused
+    // again at the next start.
+    for (i, b) in rt.snap.buyers.iter().enumerate() {
+        if b.paused || Snapshot::predecessor(&old.snap, b).is_some() {
+            continue;
+        }
+        match shared.pause_decision(&b.id) {
+            Some(true) => rt.caps.pause(i),
+            Some(false) => rt.caps.resume(i),
+            None => {}
+        }
+    }
     let sales_replayed = if rebuild.iter().any(|&r| r) {
         replay_caps(shared, &rt, &rebuild)
     } else {

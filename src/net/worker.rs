@@ -2368,6 +2368,7 @@ impl Worker {
                 }
                 PostOutcome::TimedOut => (false, Some("timeout"), None),
                 PostOutcome::Capped => (false, Some(super::POST_NOT_SENT_CAPPED), None),
+                PostOutcome::Paused => (false, Some(super::POST_NOT_SENT_PAUSED), None),
                 PostOutcome::Unjournaled => (false, Some(super::POST_NOT_SENT_UNJOURNALED), None),
             };
             append(
@@ -2483,6 +2484,13 @@ impl Worker {
                 }
                 Action::SendPost { slot, price_cents } => {
                     let buyer = lead.auction.buyer(slot);
+                    // A buyer the operator paused since its bid gets no post: the pause is
+                    // meant to stop leads at once, running auctions' included.
+                    if lead.gen.rt.caps.is_paused(buyer) {
+                        let now = self.now;
+                        lead.auction.on_post_result(slot, now, PostOutcome::Paused);
+                        continue;
+                    }
                     // The cap is taken before the post goes out, so no interleaving of workers
                     // can sell past it; it is given back if the post does not end in a sale.
                     // A test lead is not paid for, so it takes nothing from caps or budgets;
@@ -3887,7 +3895,12 @@ fn count_answers(st: &mut WorkerStats, auction: &Auction, stat_slots: &[usize], 
         }
         match auction.post_result(slot) {
             // A post the buyer's caps kept back was never sent: no rejection of the buyer's.
-            Some(PostOutcome::Accepted { .. } | PostOutcome::Capped | PostOutcome::Unjournaled)
+            Some(
+                PostOutcome::Accepted { .. }
+                | PostOutcome::Capped
+                | PostOutcome::Paused
+                | PostOutcome::Unjournaled,
+            )
             | None => {}
             Some(_) => b.post_rejects += 1,
         }
