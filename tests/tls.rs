@@ -279,3 +279,62 @@ fn a_failing_tls_handshake_is_told_on_stderr_once_a_minute_at_most() {
     );
     assert!(buyer.connections.load(Ordering::Relaxed) >= 2);
 }
+
+/// A reload re-reads the CA files: a CA taken out of the same file is no longer trusted (the
+/// buyer's open TLS connections are not kept), and put back, it is again.
+#[test]
+fn a_reload_reads_the_ca_files_again_even_under_the_same_paths() {
+    const TOKEN: &str = "test-operator-token";
+    let buyer = tls_buyer(6000);
+    let other = tls_buyer(100);
+    let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
+    let toml = with_tls_buyer(&fleet, &buyer, true).replace(
+        "max_in_flight = 1000",
+        &format!(
+            "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"{TOKEN}\""
+        ),
+    );
+    let ca_file = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("ca_files = [\""))
+        .and_then(|l| l.strip_suffix("\"]"))
+        .unwrap()
+        .to_string();
+    let path = temp_dir("tls-reload").join("gavel.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let ex = Exchange::start_file(&path);
+    let admin = ex.handle.as_ref().and_then(|h| h.admin_addr()).unwrap();
+    let reload = || {
+        let mut c = Client::connect(admin);
+        c.send_raw(
+            format!(
+                "POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    };
+    let mut c = ex.client();
+    let winner = |c: &mut Client| c.lead(LEAD).json()["sales"][0]["buyer"].clone();
+    assert_eq!(winner(&mut c), "secure");
+
+    // The same file, another CA in it: the buyer's certificate is no longer trusted.
+    std::fs::write(&ca_file, &other.ca_pem).unwrap();
+    let v = reload();
+    assert_eq!(v["settings"], serde_json::json!(["tls.ca_files"]), "{v}");
+    assert_eq!(winner(&mut c), "plain");
+
+    // Its CA back in the file: trusted again.
+    std::fs::write(&ca_file, format!("{}{}", other.ca_pem, buyer.ca_pem)).unwrap();
+    reload();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut won = winner(&mut c);
+    // A failed handshake backs the pool off for up to a second before the next try.
+    while won != "secure" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        won = winner(&mut c);
+    }
+    assert_eq!(won, "secure");
+}

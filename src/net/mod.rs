@@ -247,6 +247,10 @@ pub struct Runtime {
     pub rate: Vec<AtomicU64>,
     /// For https buyers (`None` when the CA files could not be read: such buyers then fail).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// A checksum of the CA files' paths and contents as read for `tls`: a reload that keeps
+    /// the paths but finds other certificates in them (a CA rotated or revoked in place)
+    /// gives buyers' https pools new sessions under the new roots.
+    pub tls_roots: u32,
     /// Per campaign: round-robin turns, shared by workers.
     pub round_robin: Vec<RoundRobin>,
     /// Per buyer: the head of its ping and of its post request up to `Content-Length: `
@@ -299,6 +303,13 @@ impl Runtime {
         } else {
             None
         };
+        let tls_roots = snap.tls_ca_files.iter().fold(0u32, |crc, path| {
+            let crc = crc32c::crc32c_append(crc, path.as_os_str().as_encoded_bytes());
+            match std::fs::read(path) {
+                Ok(pem) => crc32c::crc32c_append(crc, &pem),
+                Err(_) => crc32c::crc32c_append(crc, b"\0unreadable"),
+            }
+        });
         Runtime {
             generation,
             caps,
@@ -306,6 +317,7 @@ impl Runtime {
             post_addrs: snap.buyers.iter().map(|b| resolve(&b.post)).collect(),
             rate: snap.sellers.iter().map(|_| AtomicU64::new(0)).collect(),
             tls,
+            tls_roots,
             round_robin: snap
                 .campaigns
                 .iter()

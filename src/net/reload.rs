@@ -84,8 +84,12 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     if !restart.is_empty() {
         return Err(ReloadError::RestartRequired(restart));
     }
-    let diff = config::diff(&old.snap, &snap);
+    let mut diff = config::diff(&old.snap, &snap);
     let (rt, rebuild) = Runtime::reloaded(Arc::new(snap), &old);
+    // The same files with other certificates in them: a change all the same.
+    if rt.tls_roots != old.tls_roots && !diff.settings.iter().any(|s| s == "tls.ca_files") {
+        diff.settings.push("tls.ca_files".to_string());
+    }
     // A `paused` the file changed holds from now on, after a restart too: the operator's
     // earlier pause or resume of that buyer is forgotten.
     for b in &rt.snap.buyers {

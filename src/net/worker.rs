@@ -355,8 +355,9 @@ fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Ge
     let mut reusable: HashMap<String, usize> = HashMap::new();
     let mut before: Vec<usize> = Vec::new();
     if let Some(old) = old {
-        // New trust roots: TLS sessions made under the old ones are not kept.
-        let same_tls = old.rt.snap.tls_ca_files == snap.tls_ca_files;
+        // New trust roots (other files, or other certificates in the same files): TLS sessions
+        // made under the old ones are not kept.
+        let same_tls = old.rt.tls_roots == rt.tls_roots;
         for (i, b) in old.rt.snap.buyers.iter().enumerate() {
             for (e, p, addr) in [
                 (&b.ping, old.ping_pool[i], old.rt.ping_addrs[i]),
@@ -386,6 +387,8 @@ fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Ge
         let p = match reusable.get(&origin_key(id, e, addr)) {
             Some(&p) => {
                 let pool = &mut pools[p];
+                // The same roots, read again: new connections use this generation's config.
+                pool.tls_config = rt.tls.clone();
                 pool.max_connections = b.max_connections;
                 pool.min_idle = min_idle;
                 pool.idle_timeout = b.idle_timeout;
