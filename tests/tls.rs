@@ -338,3 +338,60 @@ fn a_reload_reads_the_ca_files_again_even_under_the_same_paths() {
     }
     assert_eq!(won, "secure");
 }
+
+/// An https buyer that takes the connection but never answers the TLS handshake: the exchange
+/// gives up on the handshake after 3 s (a failed connect), instead of holding the warm
+/// connection open for ever; leads go on to the other buyers meanwhile.
+#[test]
+fn a_buyer_that_never_finishes_the_handshake_is_given_up_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (c2, a2) = (closed.clone(), accepted.clone());
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(64) {
+            let Ok(mut tcp) = tcp else { return };
+            a2.fetch_add(1, Ordering::SeqCst);
+            let c2 = c2.clone();
+            std::thread::spawn(move || {
+                // Read the ClientHello and whatever follows; answer nothing.
+                let mut b = [0u8; 4096];
+                loop {
+                    match tcp.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+                c2.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"stall\"\ncampaigns = [\"auto\"]\nping_url = \"https://{addr}/ping\"\npost_url = \"https://{addr}/post\"\nmin_idle = 1\n"
+    ));
+    let ex = Exchange::start(&toml);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while closed.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        closed.load(Ordering::SeqCst) >= 1,
+        "a stalled handshake was held open ({} accepted)",
+        accepted.load(Ordering::SeqCst)
+    );
+    // Leads go on to the other buyer, answered by their deadline.
+    let mut c = ex.client();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let v = c.lead(LEAD).json();
+        assert_eq!(v["sales"][0]["buyer"], "plain", "{v}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+}

@@ -29,8 +29,11 @@ pub const TLS_ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// the warm-connection refill (`Pool::refill_failed`); one closed older, by a buyer's idle
 /// timeout, does not.
 pub const YOUNG_CONN: Duration = Duration::from_secs(1);
-/// A connect that has not completed by then is abandoned.
+/// A connect (and, for https, its TLS handshake) that has not completed by then is abandoned.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a connection whose TLS handshake outlived [`CONNECT_TIMEOUT`] was closed.
+pub const HANDSHAKE_TIMED_OUT: &str = "TLS: handshake did not complete within 3 s";
 /// A draining connection whose late answer has not come by then is closed.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer a buyer may send (head limits are the codec's defaults).

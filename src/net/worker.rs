@@ -3657,10 +3657,16 @@ impl Worker {
                 continue;
             };
             let pool = &self.pools[c.pool];
-            if !c.connected && now.duration_since(c.opened_at) > CONNECT_TIMEOUT {
+            let late = now.duration_since(c.opened_at) > CONNECT_TIMEOUT;
+            if !c.connected && late {
                 let p = c.pool;
                 self.pools[p].connect_failed(now, "connect timed out");
                 self.conn_broken(key, "connect timed out");
+            } else if late && c.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+                // A buyer that takes the connection but never finishes the handshake: a
+                // failed connect like any other, told to the operator, and the warm
+                // connection is not kept waiting for ever.
+                self.conn_broken(key, HANDSHAKE_TIMED_OUT);
             } else {
                 // A late answer that never came, or an idle connection beyond the warm ones.
                 let drain_expired = c
