@@ -200,6 +200,8 @@ pub enum UnsoldReason {
     /// No post went out: every acceptable bidder was paused by the operator since the ping
     /// (none of them capped).
     BuyersPaused,
+    /// No post could start and end before the exchange stopped (a shutdown's drain).
+    ShuttingDown,
 }
 
 impl UnsoldReason {
@@ -211,6 +213,7 @@ impl UnsoldReason {
             UnsoldReason::PostsRejected => "posts_rejected",
             UnsoldReason::BuyersCapped => "buyers_capped",
             UnsoldReason::BuyersPaused => "buyers_paused",
+            UnsoldReason::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -263,6 +266,10 @@ pub struct Auction {
     post_wait_start: Option<Instant>,
     buyer_wait: Duration,
     first_ping_at: Option<Instant>,
+    /// No post starts that would end after this (the exchange is shutting down by then).
+    stop_by: Option<Instant>,
+    /// A post was held back for `stop_by`.
+    stopped: bool,
 }
 
 impl Auction {
@@ -303,6 +310,8 @@ impl Auction {
             post_wait_start: None,
             buyer_wait: Duration::ZERO,
             first_ping_at: None,
+            stop_by: None,
+            stopped: false,
         };
         if a.slots.is_empty() {
             a.close(now);
@@ -317,6 +326,13 @@ impl Auction {
 
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// The exchange stops at `t`: from now on no post starts whose `post_timeout` would end
+    /// after it (the buyer would get the consumer and nobody would read its answer); a lead
+    /// left without a sale for it is unsold `shutting_down`.
+    pub fn stop_by(&mut self, t: Instant) {
+        self.stop_by = Some(t);
     }
 
     pub fn buyer(&self, slot: Slot) -> usize {
@@ -685,6 +701,13 @@ impl Auction {
             && self.post_attempts < MAX_POST_ATTEMPTS + max_sales.saturating_sub(1)
             && !self.past_answer_by(now)
         {
+            if self
+                .stop_by
+                .is_some_and(|t| now + self.params.post_timeout > t)
+            {
+                self.stopped = true;
+                break;
+            }
             let slot = self.ranking[self.next_rank];
             self.next_rank += 1;
             let s = &mut self.slots[slot];
@@ -736,6 +759,8 @@ impl Auction {
             Some(UnsoldReason::NoBids)
         } else if self.ranking.is_empty() {
             Some(UnsoldReason::BelowReserve)
+        } else if self.stopped {
+            Some(UnsoldReason::ShuttingDown)
         } else if self.post_attempts == 0
             && self
                 .slots

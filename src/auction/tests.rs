@@ -56,10 +56,18 @@ struct Run {
 /// Drive one auction to its answer. Events are processed in time order; a ping answer that
 /// would arrive after its deadline is delivered (and must be ignored) too.
 fn simulate(p: Params, buyers: &[SimBuyer]) -> Run {
+    simulate_stopping(p, buyers, None)
+}
+
+/// [`simulate`] with the exchange stopping `stop_by_us` after the lead's arrival.
+fn simulate_stopping(p: Params, buyers: &[SimBuyer], stop_by_us: Option<u64>) -> Run {
     let t0 = Instant::now();
     let at = |us: u64| t0 + Duration::from_micros(us);
     let ids: Vec<usize> = (0..buyers.len()).map(|i| 100 + i).collect();
     let mut a = Auction::new(p, t0, t0, &ids);
+    if let Some(us) = stop_by_us {
+        a.stop_by(at(us));
+    }
     // Pending events: (time µs, kind 0 = ping answer / 1 = post answer, slot)
     let mut events: Vec<(u64, u8, Slot)> = Vec::new();
     let mut log = Vec::new();
@@ -730,4 +738,37 @@ fn held_bids_are_posted_in_rank_order_with_cascade() {
             price_cents: 6000
         }]
     );
+}
+
+/// When the exchange is about to stop, no post starts that would end after it: the top bid's
+/// post goes (it fits), its rejection does not start the next one (it would not), and the lead
+/// is unsold `shutting_down`. Posts that fit go as ever.
+#[test]
+fn no_post_starts_that_the_shutdown_would_cut_off() {
+    let buyers = [rejecting(bid(5000, 10)), bid(3000, 20)];
+    let mut slow = buyers.clone();
+    slow[0].post_latency_us = 1_500_000;
+    // Pings answered by 20 ms; the first post (2 s timeout) ends by 2.02 s, rejected at 1.52 s.
+    let r = simulate_stopping(params(SaleKind::Exclusive, 0), &slow, Some(2_500_000));
+    let posts: Vec<_> = r
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::SendPost { .. }))
+        .collect();
+    assert_eq!(posts.len(), 1, "{:?}", r.log);
+    assert_eq!(r.outcome.status, Status::Unsold);
+    assert_eq!(r.outcome.unsold_reason, Some(UnsoldReason::ShuttingDown));
+    // With room for both posts, the cascade sells as ever.
+    let r = simulate_stopping(params(SaleKind::Exclusive, 0), &slow, Some(10_000_000));
+    assert_eq!(sold_to(&r), vec![(101, 3000)]);
+    // No room even for the first: no post at all.
+    let r = simulate_stopping(params(SaleKind::Exclusive, 0), &buyers, Some(1_000_000));
+    assert!(
+        !r.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::SendPost { .. })),
+        "{:?}",
+        r.log
+    );
+    assert_eq!(r.outcome.unsold_reason, Some(UnsoldReason::ShuttingDown));
 }

@@ -674,6 +674,13 @@ impl Worker {
     fn begin_drain(&mut self) -> Instant {
         let until = Instant::now() + DRAIN_LIMIT;
         self.drain_until = Some(until);
+        // No post starts that the drain would cut off: the buyer would get the consumer and
+        // the seller no answer.
+        for key in self.leads.keys() {
+            if let Some(lead) = self.leads.get_mut(key) {
+                lead.auction.stop_by(until);
+            }
+        }
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -2846,6 +2853,9 @@ impl Worker {
             posted_before: !posted.is_empty(),
         };
         lead.auction = Auction::from_held(params, lead.auction.arrival(), Instant::now(), &plan);
+        if let Some(until) = self.drain_until {
+            lead.auction.stop_by(until);
+        }
         let slots = lead.auction.slots();
         lead.slot_conn = vec![None; slots];
         lead.reservations = (0..slots).map(|_| None).collect();
