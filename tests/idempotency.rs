@@ -363,7 +363,22 @@ fn a_start_puts_back_the_keys_of_answered_leads_only() {
         }
     }
     let ex = Exchange::start(&toml);
+    // The leads cut off before any post (the day-old one too) are reported once, and a lookup
+    // says they were interrupted.
+    assert_eq!(ex.handle.as_ref().unwrap().recovery().1.cut_off_unposted, 2);
     let mut c = ex.client();
+    c.send_raw(&Client::request(
+        "GET",
+        &format!("/v1/leads/{cut_off}"),
+        Some(KEY),
+        b"",
+    ));
+    let v = c.read_response().unwrap().json();
+    assert_eq!(
+        (v["status"].as_str(), v["error"]["code"].as_str()),
+        (Some("interrupted"), Some("never_posted")),
+        "{v}"
+    );
     let r = keyed(&mut c, "/v1/leads", "k-answered", LEAD);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
@@ -384,6 +399,11 @@ fn a_start_puts_back_the_keys_of_answered_leads_only() {
         assert_ne!(v["lead_id"].as_str(), Some(day_old.as_str()));
     }
     assert_eq!(fleet.pings(0), 2);
+    // The next start does not report it again.
+    drop(c);
+    drop(ex);
+    let ex = Exchange::start(&toml);
+    assert_eq!(ex.handle.as_ref().unwrap().recovery().1.cut_off_unposted, 0);
 }
 
 /// `gavel-load --idempotency-keys`: every lead carries a key of its own, and the exchange

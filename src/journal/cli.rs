@@ -308,6 +308,12 @@ fn describe(r: &Record) -> String {
         } => "found at a start: sold, but the seller was never answered; counted as sold; \
               settle it with the seller"
             .to_string(),
+        Record::Recovered {
+            kind: Unsettled::NeverPosted,
+            ..
+        } => "found at a start: the exchange stopped while the lead was in its auction, before \
+              any post; no buyer has it, and its seller may send it again"
+            .to_string(),
         Record::LeadReceived {
             seller,
             campaign,

@@ -186,6 +186,9 @@ pub enum Unsettled {
     PostUnanswered,
     /// A buyer bought the lead but its seller was never answered. Counted as sold in the P&L.
     SellerUnanswered,
+    /// The lead was in its auction, never posted to a buyer nor answered: nobody has it, and
+    /// its seller may send it again (it is no duplicate). Reported once, by the start after.
+    NeverPosted,
 }
 
 impl Unsettled {
@@ -194,6 +197,7 @@ impl Unsettled {
         match self {
             Unsettled::PostUnanswered => "post_unanswered",
             Unsettled::SellerUnanswered => "seller_unanswered",
+            Unsettled::NeverPosted => "never_posted",
         }
     }
 
@@ -201,6 +205,7 @@ impl Unsettled {
         match self {
             Unsettled::PostUnanswered => 1,
             Unsettled::SellerUnanswered => 2,
+            Unsettled::NeverPosted => 3,
         }
     }
 
@@ -208,6 +213,7 @@ impl Unsettled {
         match code {
             1 => Some(Unsettled::PostUnanswered),
             2 => Some(Unsettled::SellerUnanswered),
+            3 => Some(Unsettled::NeverPosted),
             _ => None,
         }
     }

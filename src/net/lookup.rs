@@ -174,7 +174,9 @@ pub fn canonical_lead_id(s: &str) -> Option<String> {
 ///   elapsed_ms, reason, test);
 /// - refused for its content: `"status": "rejected"` with the error's code and field;
 /// - a `/v1/ping` not posted (yet): its answer, `expires_in_ms` counting down to 0;
-/// - still in its auction, or cut off by a stop before any post: `"status": "pending"`;
+/// - still in its auction, or cut off by a stop before any post: `"status": "pending"`, until
+///   a start reports it (`recovered` `never_posted`): then `"status": "interrupted"` with the
+///   code `never_posted` (no buyer has it; the seller may send it again);
 /// - cut off later and reported unsettled by a start: `sold` (`"reason": "interrupted"`) when
 ///   a buyer bought it, else `"status": "interrupted"` (`post_unanswered`), for good;
 /// - unknown, or another seller's: 404 `not_found`.
@@ -285,8 +287,11 @@ struct Story {
     closed: Option<(u32, Vec<String>)>,
     /// Each sale: (buyer, price, the seller's payout of it).
     sales: Vec<(String, Cents, Cents)>,
-    /// A later start found the lead unsettled (`recovered`): it will never be answered.
+    /// A later start found the lead unsettled (`recovered`) after a post: it will never be
+    /// answered.
     recovered: Option<journal::Unsettled>,
+    /// A later start found the lead cut off before any post (`recovered` `never_posted`).
+    never_posted: bool,
     /// The final record.
     answered: Option<Answered>,
     /// A ping's answer: (when, payout, hold ms, bid).
@@ -322,6 +327,11 @@ impl Story {
                 payout_cents,
                 ..
             } => self.sales.push((buyer, price_cents, payout_cents)),
+            // No buyer has it: a retry under its key runs it again, a lookup says so.
+            Record::Recovered {
+                kind: journal::Unsettled::NeverPosted,
+                ..
+            } => self.never_posted = true,
             Record::Recovered { kind, .. } => self.recovered = Some(kind),
             Record::LeadAnswered {
                 status,
@@ -453,6 +463,22 @@ impl Story {
                 expires_in_ms,
                 test,
             );
+            return out;
+        }
+        if self.never_posted && lookup {
+            out.extend_from_slice(b"{\"lead_id\":");
+            write_json_str(&mut out, lead_id);
+            out.extend_from_slice(b",\"status\":\"interrupted\"");
+            if test {
+                out.extend_from_slice(b",\"test\":true");
+            }
+            out.extend_from_slice(b",\"error\":{\"code\":\"never_posted\",\"message\":");
+            write_json_str(
+                &mut out,
+                "the exchange stopped while this lead was in its auction, before any buyer was \
+                 posted to: no buyer has it; send it again (it is no duplicate)",
+            );
+            out.extend_from_slice(b"}}");
             return out;
         }
         write_pending(&mut out, lead_id, test);

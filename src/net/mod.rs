@@ -781,9 +781,10 @@ fn rebuild(
     let since = since_caps.min(since_dedupe);
     // Dedupe keys of the leads received in the window, dropped again for leads refused.
     let mut received: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
-    // Of those, the leads neither posted to a buyer nor answered yet: at the end, those the
-    // last stop cut off mid-auction. No buyer has their consumer and the seller heard nothing,
-    // so the seller's retry is not refused as a duplicate of them.
+    // Leads (not pings) neither posted to a buyer nor answered nor refused yet: at the end,
+    // those a stop cut off mid-auction. No buyer has their consumer and the seller heard
+    // nothing, so the seller's retry is not refused as a duplicate of them; each is reported
+    // once (a `recovered` `never_posted` record), and a lookup says so from then on.
     let mut unsettled: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Leads sent as tests: their sales count as traffic but take no cap, budget or money.
     let mut tests: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -893,6 +894,10 @@ fn rebuild(
             // Test leads and pings never entered the index (see `Worker::compliance`): a
             // ping is checked when it is posted.
             let checked = !*test && *flow != Some(journal::LeadFlow::Ping);
+            // Until a post, an answer or a refusal: a lead a stop may cut off before any post.
+            if *flow != Some(journal::LeadFlow::Ping) {
+                unsettled.insert(lead_id.clone());
+            }
             if dedupe_window_us > 0 && e.ts_us >= since_dedupe && checked {
                 /// The part of a journaled request body the dedupe index needs.
                 #[derive(serde::Deserialize)]
@@ -905,7 +910,6 @@ fn rebuild(
                     crate::compliance::dedupe_keys(campaign, &lead, &mut keys);
                     if !keys.is_empty() {
                         received.insert(lead_id.clone(), (e.ts_us, keys));
-                        unsettled.insert(lead_id.clone());
                     }
                 }
             }
@@ -1199,10 +1203,21 @@ fn rebuild(
         .take(MAX_UNRESOLVED_LISTED)
         .map(|u| u.0)
         .collect();
-    let cut_off_unposted = unsettled.len() as u64;
     for lead_id in &unsettled {
         received.remove(lead_id);
     }
+    // Reported once: a `recovered` record says an earlier start told of it.
+    let mut unposted: Vec<String> = unsettled
+        .into_iter()
+        .filter(|id| !reported.contains(&(id.clone(), journal::Unsettled::NeverPosted)))
+        .collect();
+    unposted.sort();
+    let cut_off_unposted = unposted.len() as u64;
+    to_record.extend(
+        unposted
+            .into_iter()
+            .map(|id| (id, journal::Unsettled::NeverPosted)),
+    );
     let mut replay: Vec<(u64, Vec<u64>)> = received.into_values().collect();
     replay.sort_by_key(|r| r.0);
     for (ts, keys) in replay {
