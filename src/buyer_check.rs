@@ -409,7 +409,17 @@ fn connect(plan: &Plan) -> Result<(Conn, SocketAddr), String> {
                         let _ = tcp.set_write_timeout(Some(CONNECT_TIMEOUT));
                         while session.is_handshaking() {
                             if let Err(e) = session.complete_io(&mut tcp) {
-                                return Err(format!("TLS handshake with {}: {}", addr, e));
+                                let why = match e.kind() {
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+                                        "did not complete within {} s",
+                                        CONNECT_TIMEOUT.as_secs()
+                                    ),
+                                    io::ErrorKind::UnexpectedEof => {
+                                        "connection closed by the buyer".to_string()
+                                    }
+                                    _ => e.to_string(),
+                                };
+                                return Err(format!("TLS handshake with {addr}: {why}"));
                             }
                         }
                         Stream::Tls(Box::new(rustls::StreamOwned::new(session, tcp)))

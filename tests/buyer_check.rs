@@ -420,3 +420,31 @@ bid_id_path = "/response/lead_id""#,
         body
     );
 }
+
+/// An https endpoint that takes the connection but never answers the TLS handshake: the check
+/// says the handshake did not complete in time, not an OS error.
+#[test]
+fn a_stalled_tls_handshake_is_named_as_such() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for tcp in listener.incoming().take(8) {
+            let Ok(mut tcp) = tcp else { return };
+            let mut b = [0u8; 1024];
+            let _ = tcp.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+            let _ = tcp.read(&mut b);
+            held.push(tcp);
+        }
+    });
+    let url = format!("https://{addr}/ping");
+    let o = buyer_check(&["--url", &url, "--count", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let line = check_line(&stdout(&o), "connect");
+    assert!(
+        line.contains("TLS handshake") && line.contains("did not complete within 3 s"),
+        "{line}"
+    );
+    assert!(!line.contains("os error"), "{line}");
+}

@@ -186,7 +186,10 @@ pub fn restart_required(old: &Snapshot, new: &Snapshot) -> Vec<RestartKey> {
         os.workers.to_string(),
         ns.workers.to_string(),
     );
-    let tls = |t: &Option<(std::path::PathBuf, std::path::PathBuf)>| format!("{:?}", t);
+    let tls = |t: &Option<(std::path::PathBuf, std::path::PathBuf)>| match t {
+        Some((cert, key)) => format!("cert {} key {}", cert.display(), key.display()),
+        None => "none".to_string(),
+    };
     check("server.tls", tls(&os.tls), tls(&ns.tls));
     let (oj, nj) = (&old.journal, &new.journal);
     check(
