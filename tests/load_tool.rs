@@ -148,3 +148,53 @@ fn sigint_stops_the_run_and_the_text_report_says_so() {
     assert!(text.contains("\nstopped   early"), "{text}");
     assert!(text.contains("latency   us from due time"), "{text}");
 }
+
+/// Wait for `child` at most `limit`, killing it when it runs past; its exit code and stderr.
+fn finish_within(mut child: std::process::Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_reader_gone_is_a_quiet_end_and_a_full_disk_an_error() {
+    let addr = unsold_server().to_string();
+    // `gavel-load ... | head -1`: the reader has gone by the time the report is written.
+    let mut child = load(&addr, &["--rate", "20", "--duration-s", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-load");
+    drop(child.stdout.take());
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+
+    // A report that cannot be written is a failed run, told in one line.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let child = load(&addr, &["--rate", "20", "--duration-s", "1", "--json"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-load");
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: cannot write the output: "), "{err}");
+}

@@ -223,6 +223,77 @@ fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
     }
 }
 
+/// Wait for `child` at most `limit`, killing it when it runs past; its exit code and stderr.
+fn finish_within(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_mock_buyer_binary_serves_on_when_its_reader_goes_and_stops_on_a_full_disk() {
+    // More URL lines than a pipe holds: the fleet is still listing them when the reader goes
+    // (`| head -1`), and the rest of the listing meets a closed pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+        .args(["--count", "1500", "--latency-ms", "0", "--no-bid-rate", "0"])
+        .args(["--duration-s", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-mock-buyers");
+    let first = lines(&mut child, 1);
+    let urls: Vec<&str> = first
+        .first()
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(urls.len(), 3, "{first:?}");
+    // The reader is gone (`lines` dropped it); the fleet still answers.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        buyer_call(urls[1], r#"{"ping_id":"p1"}"#).contains(" 200 "),
+        "the fleet stopped serving"
+    );
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the fleet exited"
+    );
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "quiet: {err}");
+
+    // A listing that cannot be written at all is lost to the operator: the fleet stops.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let child = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+        .args(["--count", "2", "--duration-s", "120"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-mock-buyers");
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: cannot write the output: "), "{err}");
+}
+
 /// `gavel-load` at `rate` leads/s for one second over `connections`: its JSON report.
 fn load_for_a_second(addr: &str, rate: u32, connections: u32) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))

@@ -2,6 +2,7 @@
 //! Sends leads at a fixed rate whatever the exchange does and reports latency from each lead's
 //! due time (coordinated omission corrected), answers by status and the money they carried.
 
+#[macro_use]
 #[path = "common.rs"]
 mod common;
 
@@ -11,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
+use gavel::out_println;
 use gavel::sim::load::{
     self, LeadTemplate, LoadSpec, TemplateError, MAX_CONNECTIONS, MAX_PIPELINE, MAX_RATE_PER_S,
 };
@@ -184,19 +186,26 @@ fn main() {
             None => fail(e, 1),
         },
     };
+    // Printed through `gavel::out`: a reader that went away (`| head`) is not a failure, a
+    // report that could not be written (a full disk) is, and neither panics.
     if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => out_println!("{s}"),
             Err(e) => fail(e, 1),
         }
     } else {
-        println!("{report}");
+        out_println!("{report}");
     }
     // Stopped by a signal: the report is out, and the exit says how the run ended.
     let sig = SIGNAL.load(Ordering::SeqCst);
-    if sig != 0 {
-        std::process::exit(128 + sig);
-    }
+    let code = if sig != 0 { 128 + sig } else { 0 };
+    let error = gavel::out::take_error();
+    std::process::exit(gavel::out::finish_as(
+        "error",
+        code,
+        error,
+        &mut std::io::stderr(),
+    ));
 }
 
 /// The stop flag of the run, set by SIGINT or SIGTERM once the handlers are installed.
