@@ -198,3 +198,34 @@ fn a_reader_gone_is_a_quiet_end_and_a_full_disk_an_error() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("error: cannot write the output: "), "{err}");
 }
+
+#[test]
+fn flags_the_run_cannot_take_are_usage_errors() {
+    let (_holder, dead) = dead_port();
+    let target = dead.to_string();
+    for extra in [
+        &["--duration-s", "86400", "--warmup-ms", "1000"][..],
+        &["--warmup-ms", "4000000000000"],
+        &["--key", "sk-\u{1}-0123456789"],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gavel-load"));
+        cmd.args(["--target", &target, "--campaign", "c"]);
+        if !extra.contains(&"--key") {
+            cmd.args(["--key", "k"]);
+        }
+        let out = cmd.args(extra).output().expect("run gavel-load");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(out.stdout.is_empty(), "{extra:?}");
+    }
+    // At the limit the run goes on to the target, which is not there.
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))
+        .args(["--target", &target, "--key", "k", "--campaign", "c"])
+        .args(["--duration-s", "86399", "--warmup-ms", "1000"])
+        .output()
+        .expect("run gavel-load");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect to"), "{err}");
+}

@@ -97,6 +97,20 @@ fn json_string(s: &str) -> String {
 
 fn main() {
     let args: Args = common::parse_args();
+    // Each flag is within its own range; together they must fit the longest run too.
+    let duration = Duration::from_secs(args.duration_s);
+    let warmup = Duration::from_millis(args.warmup_ms);
+    if duration + warmup > load::MAX_RUN {
+        fail(
+            format!(
+                "--duration-s {} with --warmup-ms {} is past the longest run, {} s in all",
+                args.duration_s,
+                args.warmup_ms,
+                load::MAX_RUN.as_secs()
+            ),
+            2,
+        );
+    }
     let target: SocketAddr = match args.target.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(a)) => a,
         _ => fail(
@@ -167,11 +181,11 @@ fn main() {
         api_key: args.key.clone(),
         campaign: args.campaign.clone(),
         rate_per_s: args.rate,
-        duration: Duration::from_secs(args.duration_s),
+        duration,
         connections: args.connections as usize,
         pipeline: args.pipeline as usize,
         lead_template: template,
-        warmup: Duration::from_millis(args.warmup_ms),
+        warmup,
         stop: Some(stop_flag()),
         idempotency_keys: args.idempotency_keys,
     };
@@ -183,6 +197,9 @@ fn main() {
             .and_then(|inner| inner.downcast_ref::<load::CannotConnect>())
         {
             Some(c) => fail(format!("cannot connect to {}: {}", args.target, c.cause), 1),
+            // A spec the run refuses before it starts (such as a key with control characters)
+            // came from the flags.
+            None if e.kind() == std::io::ErrorKind::InvalidInput => fail(e, 2),
             None => fail(e, 1),
         },
     };
