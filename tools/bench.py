@@ -1192,114 +1192,118 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     procs = Procs()
     workdir = Path(tempfile.mkdtemp(prefix="gavel-bench-"))
-    started = datetime.datetime.now(datetime.timezone.utc)
-    results: dict = {
-        "date": started.isoformat(timespec="seconds"),
-        "command": " ".join([sys.executable, *sys.argv]),
-        "machine": machine_info(),
-        "settings": {
-            "buyer_latency_ms": BUYER_LATENCY_MS,
-            "buyer_post_latency_ms": BUYER_POST_LATENCY_MS,
-            "no_bid_rate": float(NO_BID_RATE),
-            "reject_rate": float(REJECT_RATE),
-            "duration_s": duration_s,
-            "warmup_s": warmup_s,
-            "connections": args.connections,
-            "buyer_threads": args.buyer_threads,
-            "pinned": dict(PIN),
-            "saturated_if": {
-                "achieved_below_share": SATURATED_RATE_SHARE,
-                "lost_above_share": SATURATED_LOST_SHARE,
-                "due_p99_above_us": SATURATED_P99_US,
-            },
-        },
-        "floor": {},
-        "runs": [],
-        "relay_runs": [],
-    }
-    code = 0
+    # Removed however the run ends: it holds each exchange's journal (a 256 MiB segment and
+    # its spare), and an exception the handlers below do not expect must not leave it behind.
     try:
-        if not args.no_build:
-            log("cargo build --release --bins ...")
-            b = subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT,
-                               timeout=BUILD_TIMEOUT_S)
-            if b.returncode != 0:
-                raise BenchError("cargo build --release --bins failed")
-            if STEP_TIMING:
-                log("cargo build --release --bins --features step-timing (target/step-timing) ...")
-                b = subprocess.run(["cargo", "build", "--release", "--bins", "--features",
-                                    "step-timing"], cwd=ROOT, timeout=BUILD_TIMEOUT_S,
-                                   env={**os.environ,
-                                        "CARGO_TARGET_DIR": str(STEP_TIMING_RELEASE.parent)})
+        started = datetime.datetime.now(datetime.timezone.utc)
+        results: dict = {
+            "date": started.isoformat(timespec="seconds"),
+            "command": " ".join([sys.executable, *sys.argv]),
+            "machine": machine_info(),
+            "settings": {
+                "buyer_latency_ms": BUYER_LATENCY_MS,
+                "buyer_post_latency_ms": BUYER_POST_LATENCY_MS,
+                "no_bid_rate": float(NO_BID_RATE),
+                "reject_rate": float(REJECT_RATE),
+                "duration_s": duration_s,
+                "warmup_s": warmup_s,
+                "connections": args.connections,
+                "buyer_threads": args.buyer_threads,
+                "pinned": dict(PIN),
+                "saturated_if": {
+                    "achieved_below_share": SATURATED_RATE_SHARE,
+                    "lost_above_share": SATURATED_LOST_SHARE,
+                    "due_p99_above_us": SATURATED_P99_US,
+                },
+            },
+            "floor": {},
+            "runs": [],
+            "relay_runs": [],
+        }
+        code = 0
+        try:
+            if not args.no_build:
+                log("cargo build --release --bins ...")
+                b = subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT,
+                                   timeout=BUILD_TIMEOUT_S)
                 if b.returncode != 0:
-                    raise BenchError("cargo build --features step-timing failed")
-        if STEP_TIMING and not (STEP_TIMING_RELEASE / "gavel").exists():
-            raise BenchError(f"{STEP_TIMING_RELEASE / 'gavel'} is missing: build without --no-build")
-        for name in ("gavel", "gavel-mock-buyers", "gavel-load", "gavel-relay"):
-            if not (RELEASE / name).exists():
-                raise BenchError(f"{RELEASE / name} is missing: build without --no-build")
+                    raise BenchError("cargo build --release --bins failed")
+                if STEP_TIMING:
+                    log("cargo build --release --bins --features step-timing (target/step-timing) ...")
+                    b = subprocess.run(["cargo", "build", "--release", "--bins", "--features",
+                                        "step-timing"], cwd=ROOT, timeout=BUILD_TIMEOUT_S,
+                                       env={**os.environ,
+                                            "CARGO_TARGET_DIR": str(STEP_TIMING_RELEASE.parent)})
+                    if b.returncode != 0:
+                        raise BenchError("cargo build --features step-timing failed")
+            if STEP_TIMING and not (STEP_TIMING_RELEASE / "gavel").exists():
+                raise BenchError(f"{STEP_TIMING_RELEASE / 'gavel'} is missing: build without --no-build")
+            for name in ("gavel", "gavel-mock-buyers", "gavel-load", "gavel-relay"):
+                if not (RELEASE / name).exists():
+                    raise BenchError(f"{RELEASE / name} is missing: build without --no-build")
 
-        results["floor"] = floor_runs(procs, workdir, floor_rates, floor_s, args.connections,
-                                      args.seed, args.quiet_wait_s)
-        for workers in workers_list:
-            for n, rates in plan:
-                fleet = Fleet(procs, workdir, n, args.buyer_threads, args.seed)
-                try:
-                    ex = Exchange(procs, workdir, fleet, workers)
+            results["floor"] = floor_runs(procs, workdir, floor_rates, floor_s, args.connections,
+                                          args.seed, args.quiet_wait_s)
+            for workers in workers_list:
+                for n, rates in plan:
+                    fleet = Fleet(procs, workdir, n, args.buyer_threads, args.seed)
                     try:
-                        if not ex.has_admin:
-                            log("note: no operator API (GET /v1/stats) on this build; "
-                                "overhead is taken from service time minus the floor")
-                        relay = Relay(procs, workdir, fleet) if args.relay else None
+                        ex = Exchange(procs, workdir, fleet, workers)
                         try:
-                            for rate in rates:
-                                results["runs"].append(exchange_run(
-                                    procs, workdir, fleet, ex, n, workers, rate, duration_s,
-                                    warmup_s, args.connections, results["floor"],
-                                    args.quiet_wait_s, args.retries))
-                                if relay is not None:
-                                    log("  the same against gavel-relay (no engine) ...")
-                                    results["relay_runs"].append(exchange_run(
-                                        procs, workdir, fleet, relay, n, 1, rate, duration_s,
+                            if not ex.has_admin:
+                                log("note: no operator API (GET /v1/stats) on this build; "
+                                    "overhead is taken from service time minus the floor")
+                            relay = Relay(procs, workdir, fleet) if args.relay else None
+                            try:
+                                for rate in rates:
+                                    results["runs"].append(exchange_run(
+                                        procs, workdir, fleet, ex, n, workers, rate, duration_s,
                                         warmup_s, args.connections, results["floor"],
                                         args.quiet_wait_s, args.retries))
+                                    if relay is not None:
+                                        log("  the same against gavel-relay (no engine) ...")
+                                        results["relay_runs"].append(exchange_run(
+                                            procs, workdir, fleet, relay, n, 1, rate, duration_s,
+                                            warmup_s, args.connections, results["floor"],
+                                            args.quiet_wait_s, args.retries))
+                            finally:
+                                if relay is not None:
+                                    relay.stop()
                         finally:
-                            if relay is not None:
-                                relay.stop()
+                            ex.stop()
+                            if STEP_TIMING:
+                                results.setdefault("step_timing_us", []).append({
+                                    "buyers": n, "workers": workers, "rates": rates,
+                                    "note": "warmup and measured runs of this exchange together",
+                                    "per_worker": ex.step_timing(),
+                                })
                     finally:
-                        ex.stop()
-                        if STEP_TIMING:
-                            results.setdefault("step_timing_us", []).append({
-                                "buyers": n, "workers": workers, "rates": rates,
-                                "note": "warmup and measured runs of this exchange together",
-                                "per_worker": ex.step_timing(),
-                            })
-                finally:
-                    counters = fleet.stop()
-                    if counters and results["runs"]:
-                        results["runs"][-1]["fleet_counters"] = counters
-    except Interrupted as e:
-        log(f"interrupted ({e}): stopping every process")
-        code = 130
-    except BenchError as e:
-        log(f"error: {e}")
-        code = 1
+                        counters = fleet.stop()
+                        if counters and results["runs"]:
+                            results["runs"][-1]["fleet_counters"] = counters
+        except Interrupted as e:
+            log(f"interrupted ({e}): stopping every process")
+            code = 130
+        except BenchError as e:
+            log(f"error: {e}")
+            code = 1
+        finally:
+            # A second Ctrl-C must not cut the cleanup short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            procs.stop_all()
+        results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        print_table(results)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+            log(f"wrote {args.json}")
+        if args.plot:
+            svg_plot(results, Path(args.plot))
+            log(f"wrote {args.plot}")
+        return code
     finally:
-        # A second Ctrl-C must not cut the cleanup short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        procs.stop_all()
-    results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    print_table(results)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-        log(f"wrote {args.json}")
-    if args.plot:
-        svg_plot(results, Path(args.plot))
-        log(f"wrote {args.plot}")
-    shutil.rmtree(workdir, ignore_errors=True)
-    return code
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
