@@ -656,10 +656,14 @@ def run_load(procs: Procs, workdir: Path, argv: list[str], duration_s: int,
         rss: dict[str, list[tuple[int, int]]] = {name: [] for name in watch}
         rusage = None
         status = None
+        # wait4 with WNOHANG returns a (zeroed) rusage whether or not it reaped the child, so
+        # whether it did is kept apart: a run cut short must still be killed below.
+        reaped = False
         try:
             for _ in range(MAX_SAMPLES):
                 pid, status, rusage = os.wait4(p.pid, os.WNOHANG)
                 if pid != 0:
+                    reaped = True
                     break
                 for name, wpid in watch.items():
                     v = proc_rss_kib(wpid)
@@ -671,7 +675,7 @@ def run_load(procs: Procs, workdir: Path, argv: list[str], duration_s: int,
             else:
                 raise BenchError("gavel-load ran past the sample limit")
         finally:
-            if rusage is None:
+            if not reaped:
                 procs.stop(p, signal.SIGKILL)
             else:
                 # wait4 reaped it: tell Popen so it never signals a recycled pid.
