@@ -210,6 +210,10 @@ fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
         vec!["--latency-ms", "0", "--latency-p99-ms", "50"],
         vec!["--latency-jitter-ms", "5", "--latency-p99-ms", "50"],
         vec!["--latency-ms", "5", "--latency-jitter-ms", "10"],
+        // Bids are whole cents: a bound with a fraction of one is refused, not rounded.
+        vec!["--bid-min", "7.999", "--bid-max", "8.001"],
+        vec!["--bid-min", "0.005", "--bid-max", "1"],
+        vec!["--bid-min", "5", "--bid-max", "5e-3"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
             .args(["--duration-s", "1"])
@@ -221,6 +225,54 @@ fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(out.stdout.is_empty(), "{args:?} started buyers");
     }
+}
+
+#[test]
+fn the_mock_buyer_binary_bids_within_its_range_to_the_cent() {
+    let (_buyer, addr) = mock_buyer(&[
+        "--latency-ms",
+        "0",
+        "--no-bid-rate",
+        "0",
+        "--bid-min",
+        "7.99",
+        "--bid-max",
+        "8.00",
+    ]);
+    let mut s = TcpStream::connect(&addr).expect("connect to the buyer");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let body = r#"{"ping_id":"p1"}"#;
+    for _ in 0..40 {
+        write!(
+            s,
+            "POST /ping HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+    }
+    write!(
+        s,
+        "POST /ping HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let bids: Vec<f64> = text
+        .split("\r\n\r\n")
+        .filter_map(|b| {
+            serde_json::Deserializer::from_str(b)
+                .into_iter::<serde_json::Value>()
+                .next()
+        })
+        .filter_map(|v| v.ok()?["bid"].as_f64())
+        .collect();
+    assert_eq!(bids.len(), 41, "{text}");
+    for bid in &bids {
+        assert!((7.99..=8.0).contains(bid), "bid {bid} outside [7.99, 8.00]");
+    }
+    assert!(bids.contains(&7.99) && bids.contains(&8.0), "{bids:?}");
 }
 
 /// Wait for `child` at most `limit`, killing it when it runs past; its exit code and stderr.

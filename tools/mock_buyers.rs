@@ -69,12 +69,23 @@ struct Args {
     json: bool,
 }
 
-/// A dollar amount from the command line, straight into cents.
+/// A dollar amount from the command line, straight into cents. An amount with a fraction of a
+/// cent (`7.999`) is refused, as the config loader refuses one: bids are whole cents, and
+/// rounding a bound either way would let bids fall outside the range the flags give.
 pub fn dollars(text: &str) -> Result<i64, String> {
-    match gavel::money::parse_cents(text) {
-        Some(c) if c >= 0 => Ok(c),
-        _ => Err(format!("`{text}` is not a dollar amount")),
+    let t = text.trim();
+    let cents = match gavel::money::parse_cents(t) {
+        Some(c) if c >= 0 && !t.starts_with('-') => c,
+        _ => return Err(format!("`{text}` is not a dollar amount")),
+    };
+    // parse_cents rounds down: towards zero for an amount, away from it for the same amount
+    // negated. The two meet at the same cent only when no fraction of a cent was cut off.
+    if gavel::money::parse_cents(&format!("-{t}")) != Some(-cents) {
+        return Err(format!(
+            "`{text}` has a fraction of a cent: give whole cents, at most two decimals"
+        ));
     }
+    Ok(cents)
 }
 
 /// A fraction in [0, 1].
