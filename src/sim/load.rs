@@ -625,11 +625,19 @@ impl fmt::Display for LoadReport {
         } else {
             writeln!(f, "latency   us from due time:  {}", self.latency_us)?;
             writeln!(f, "service   us from write:     {}", self.service_us)?;
-            writeln!(
-                f,
-                "exchange  elapsed_ms:        {}",
-                self.exchange_elapsed_ms
-            )?;
+            // Only the exchange's sold and unsold answers carry one; say so rather than zeros.
+            if self.exchange_elapsed_ms.count == 0 {
+                writeln!(
+                    f,
+                    "exchange  elapsed_ms:        none: no answer carried one"
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "exchange  elapsed_ms:        {}",
+                    self.exchange_elapsed_ms
+                )?;
+            }
         }
         write!(
             f,

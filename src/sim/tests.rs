@@ -659,6 +659,13 @@ fn load_generator_counts_other_statuses_and_fails_without_a_target() {
     // The error body's code, read from {"error":{"code":"unauthorized",..}}.
     assert_eq!(report.by_error_code.get("unauthorized"), Some(&30));
     assert_eq!(report.by_error_code.len(), 1);
+    // No answer carried the exchange's elapsed_ms: the text says so rather than print zeros.
+    let r = report.to_string();
+    assert!(
+        r.contains("\nexchange  elapsed_ms:        none: no answer carried one\n"),
+        "{r}"
+    );
+    assert!(!r.contains("(n=0)"), "{r}");
 
     let (_holder, dead) = dead_port();
     let mut spec = LoadSpec::new(dead, "k", "c");
