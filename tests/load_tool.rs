@@ -229,3 +229,55 @@ fn flags_the_run_cannot_take_are_usage_errors() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot connect to"), "{err}");
 }
+
+/// A lead template file of the test's own; removed when dropped.
+struct TemplateFile(std::path::PathBuf);
+
+impl TemplateFile {
+    fn new(name: &str, text: &str) -> TemplateFile {
+        let dir = std::env::temp_dir().join(format!("gavel-load-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("lead.json");
+        std::fs::write(&path, text).expect("write the template");
+        TemplateFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 path")
+    }
+}
+
+impl Drop for TemplateFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// gavel-load at a target that is not there with `extra`: its exit code, stderr and stdout.
+fn refused(extra: &[&str]) -> (Option<i32>, String, Vec<u8>) {
+    let (_holder, dead) = dead_port();
+    let out = load(&dead.to_string(), extra)
+        .output()
+        .expect("run gavel-load");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), err, out.stdout)
+}
+
+#[test]
+fn a_template_that_does_not_make_json_is_refused_before_anything_is_sent() {
+    // Each variable's value is JSON, but the lead they make is not (a trailing comma).
+    let t = TemplateFile::new("not-json", r#"{"campaign":"${campaign}","src":${src},}"#);
+    let (code, err, stdout) = refused(&["--template", t.path(), "--var", "src=1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(t.path()) && err.contains("not JSON"), "{err}");
+    assert!(stdout.is_empty());
+
+    // Fixed, the run goes on to the target, which is not there.
+    let t = TemplateFile::new("json", r#"{"campaign":"${campaign}","src":${src}}"#);
+    let (code, err, _) = refused(&["--template", t.path(), "--var", "src=1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot connect to"), "{err}");
+}

@@ -176,6 +176,14 @@ fn main() {
             fail(format!("{path}: {e}; give it with --var {name}=JSON"), 2);
         }
     }
+    // Filled in, every lead must be JSON, or each would be refused (400) and the run measure
+    // nothing but refusals: found now, before anything is sent.
+    if let Err(e) = template.check_json(&args.campaign) {
+        let source = text
+            .as_ref()
+            .map_or("the default lead", |(path, _)| path.as_str());
+        fail(format!("{source}: {e}"), 2);
+    }
     let spec = LoadSpec {
         target,
         api_key: args.key.clone(),
