@@ -82,17 +82,18 @@ fn load(target: &str, extra: &[&str]) -> Command {
 fn a_var_that_is_not_json_is_a_usage_error_naming_it() {
     let (_holder, dead) = dead_port();
     let target = dead.to_string();
-    let out = load(&target, &["--var", "source=fb-17"])
+    // `vertical` is a variable of the default lead.
+    let out = load(&target, &["--var", "vertical=auto_insurance"])
         .output()
         .expect("run gavel-load");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("--var source"), "{err}");
+    assert!(err.contains("--var vertical"), "{err}");
     assert!(out.stdout.is_empty());
 
     // Quoted, the same value is JSON: the run goes on to the target, which is not there.
-    let out = load(&target, &["--var", "source=\"fb-17\""])
+    let out = load(&target, &["--var", "vertical=\"auto_insurance\""])
         .output()
         .expect("run gavel-load");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -280,4 +281,35 @@ fn a_template_that_does_not_make_json_is_refused_before_anything_is_sent() {
     let (code, err, _) = refused(&["--template", t.path(), "--var", "src=1"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("cannot connect to"), "{err}");
+}
+
+#[test]
+fn a_value_for_a_variable_the_template_does_not_use_is_refused() {
+    let t = TemplateFile::new("unused", r#"{"campaign":"${campaign}","src":${src}}"#);
+    for (extra, flag) in [
+        (
+            vec!["--template", t.path(), "--var", "src=1", "--var", "extra=1"],
+            "--var extra",
+        ),
+        // The default lead has no ${extra} either.
+        (vec!["--var", "extra=1"], "--var extra"),
+        // Nor does this template have the consent's ${vertical}.
+        (
+            vec![
+                "--template",
+                t.path(),
+                "--var",
+                "src=1",
+                "--vertical",
+                "auto",
+            ],
+            "--vertical",
+        ),
+    ] {
+        let (code, err, stdout) = refused(&extra);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(flag) && err.contains("${"), "{extra:?}: {err}");
+        assert!(stdout.is_empty());
+    }
 }

@@ -71,7 +71,8 @@ struct Args {
     /// Send each lead with an Idempotency-Key of its own, as a seller that retries safely does.
     #[arg(long)]
     idempotency_keys: bool,
-    /// A template variable as NAME=JSON (repeatable), e.g. --var 'source="fb-17"'.
+    /// A template variable as NAME=JSON (repeatable), e.g. --var 'source="fb-17"' for a
+    /// template with ${source}; a name the template does not use is refused.
     #[arg(long = "var")]
     vars: Vec<String>,
     /// Print the report as JSON.
@@ -128,15 +129,27 @@ fn main() {
             Err(e) => fail(format!("{path}: {e}"), 2),
         },
     };
+    let source = match &text {
+        Some((path, _)) => path.to_string(),
+        None => "the default lead".to_string(),
+    };
     let mut given: Vec<String> = Vec::new();
-    let mut set = |name: &str, value: &str| {
+    // A value for a variable the template does not use would go nowhere: a typo in a name, or
+    // a template other than the one meant. Refused, as a wrong flag is.
+    let mut set = |flag: &str, name: &str, value: &str| {
         if let Err(e) = template.set(name, value) {
             fail(e, 2);
+        }
+        if !template.uses(name) {
+            fail(
+                format!("{flag}: {source} has no ${{{name}}}, so the value would go nowhere"),
+                2,
+            );
         }
         given.push(name.to_string());
     };
     if let Some(v) = &args.vertical {
-        set("vertical", &json_string(v));
+        set("--vertical", "vertical", &json_string(v));
     }
     if let Some(list) = &args.disclosed_buyers {
         let ids: Vec<String> = list
@@ -145,7 +158,11 @@ fn main() {
             .filter(|s| !s.is_empty())
             .map(json_string)
             .collect();
-        set("disclosed_buyers", &format!("[{}]", ids.join(",")));
+        set(
+            "--disclosed-buyers",
+            "disclosed_buyers",
+            &format!("[{}]", ids.join(",")),
+        );
     }
     for var in &args.vars {
         match var.split_once('=') {
@@ -161,7 +178,7 @@ fn main() {
                         2,
                     );
                 }
-                set(name, value)
+                set(&format!("--var {name}"), name, value)
             }
             None => fail(format!("--var `{var}` is not NAME=JSON"), 2),
         }
@@ -179,9 +196,6 @@ fn main() {
     // Filled in, every lead must be JSON, or each would be refused (400) and the run measure
     // nothing but refusals: found now, before anything is sent.
     if let Err(e) = template.check_json(&args.campaign) {
-        let source = text
-            .as_ref()
-            .map_or("the default lead", |(path, _)| path.as_str());
         fail(format!("{source}: {e}"), 2);
     }
     let spec = LoadSpec {
