@@ -228,6 +228,28 @@ fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
 }
 
 #[test]
+fn the_mock_buyer_binary_names_the_address_it_cannot_listen_on() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    // Buyer 0 gets a free port of its own; buyer 1 is the taken one.
+    let base = port.checked_sub(1).expect("a port above 1");
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+        .args(["--count", "2", "--base-port", &base.to_string()])
+        .args(["--duration-s", "1"])
+        .output()
+        .expect("run gavel-mock-buyers");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Port `base` may be another process's: that names `base` instead, as it should.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}:")) || err.contains(&format!("127.0.0.1:{base}:")),
+        "names the address: {err}"
+    );
+    assert!(out.stdout.is_empty(), "no buyer was listed");
+}
+
+#[test]
 fn the_mock_buyer_binary_bids_within_its_range_to_the_cent() {
     let (_buyer, addr) = mock_buyer(&[
         "--latency-ms",
