@@ -66,7 +66,8 @@ NO_BID_RATE = "0.1"
 REJECT_RATE = "0.0"
 
 # A run is called saturated when any of these hold: the load did not get its rate, leads were
-# lost, or the due-time p99 went past what any healthy run shows on this machine.
+# lost, the due-time p99 went past what any healthy run shows on this machine, or any answer was
+# a 503 or "other" (see saturation()).
 SATURATED_RATE_SHARE = 0.97
 SATURATED_LOST_SHARE = 0.005
 SATURATED_P99_US = 25_000
@@ -1123,7 +1124,8 @@ def main() -> int:
     ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release")
     ap.add_argument("--workers", type=parse_list, help="exchange worker counts (default 1,2)")
     ap.add_argument("--rates", type=parse_list,
-                    help="lead rates of the 10-buyer sweep (default 500,1000,2000,4000,8000,10000)")
+                    help="lead rates of the 10-buyer sweep only (default 500,1000,2000,4000,8000,"
+                         "10000); other buyer counts run at fixed rates")
     ap.add_argument("--buyers", type=parse_list, help="buyers per lead (default 1,10,50)")
     ap.add_argument("--duration-s", type=int, help="measured seconds per run (default 10)")
     ap.add_argument("--warmup-s", type=int, help="warmup seconds before each run (default 2)")
@@ -1218,6 +1220,7 @@ def main() -> int:
                     "achieved_below_share": SATURATED_RATE_SHARE,
                     "lost_above_share": SATURATED_LOST_SHARE,
                     "due_p99_above_us": SATURATED_P99_US,
+                    "overloaded_or_other_answers_above": 0,
                 },
             },
             "floor": {},
