@@ -174,10 +174,13 @@ pub fn run(args: &DemoArgs) -> i32 {
         );
         return 2;
     }
+    // The exchange's journal goes to a directory of this run's own, removed at the end however
+    // the run ends: a second stop signal removes it too before it exits.
+    let journal_dir = std::env::temp_dir().join(format!("gavel-demo-{}", std::process::id()));
     // SIGINT and SIGTERM end the lead streams early, and the summary covers what ran; a second
     // one exits at once. Blocked before any thread starts, so every thread inherits the mask.
     let stop = Arc::new(AtomicBool::new(false));
-    watch_stop_signals(&stop);
+    watch_stop_signals(&stop, journal_dir.clone());
     let fleet = match Fleet::start_with(
         fleet_specs(),
         FleetOptions {
@@ -191,7 +194,6 @@ pub fn run(args: &DemoArgs) -> i32 {
             return 1;
         }
     };
-    let journal_dir = std::env::temp_dir().join(format!("gavel-demo-{}", std::process::id()));
     let text = demo_config(&fleet, &journal_dir.to_string_lossy());
     let snap = match crate::config::parse(&text) {
         Ok(s) => Arc::new(s),
@@ -204,6 +206,7 @@ pub fn run(args: &DemoArgs) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("gavel demo: cannot start the exchange: {}", e);
+            let _ = std::fs::remove_dir_all(&journal_dir);
             return 1;
         }
     };
@@ -291,9 +294,9 @@ fn run_streams(
 }
 
 /// Block SIGINT and SIGTERM and take them on a thread of their own: the first sets `stop`,
-/// the second exits at once. Without the thread they are unblocked again and end the process
-/// as by default.
-fn watch_stop_signals(stop: &Arc<AtomicBool>) {
+/// the second removes `journal_dir` and exits at once. Without the thread they are unblocked
+/// again and end the process as by default.
+fn watch_stop_signals(stop: &Arc<AtomicBool>, journal_dir: std::path::PathBuf) {
     let Some(set) = crate::cli::block_signals(&[libc::SIGINT, libc::SIGTERM]) else {
         return;
     };
@@ -308,6 +311,10 @@ fn watch_stop_signals(stop: &Arc<AtomicBool>) {
             }
             if stop.swap(true, Ordering::AcqRel) {
                 eprintln!("gavel demo: second stop signal: exiting now");
+                // The run's temporary journal (a whole segment of it) must not outlive it. The
+                // exchange may still be writing to its mapped files: removing them ends nothing
+                // but their names, and the process exits at once after.
+                let _ = std::fs::remove_dir_all(&journal_dir);
                 std::process::exit(128 + sig);
             }
             eprintln!(

@@ -1,7 +1,8 @@
 //! Standard output of the commands that print a report (`check`, `demo`, `buyer-check`,
-//! `journal`). `std`'s `println!` panics when stdout cannot be written (a full disk, a file
-//! size limit), and a write error silently dropped would leave a cut export that exits 0. Here
-//! the first failure is kept, later output is dropped, and [`finish`] turns the failure into a
+//! `journal`, and the operator tools `gavel-load` and `gavel-mock-buyers`). `std`'s
+//! `println!` panics when stdout cannot be written (a full disk, a file size limit, a closed
+//! pipe), and a write error silently dropped would leave a cut export that exits 0. Here the
+//! first failure is kept, later output is dropped, and [`finish`] turns the failure into a
 //! one-line error and exit code 1. A closed pipe (`gavel journal export | head`) is the reader
 //! having had enough, not a failure.
 
@@ -33,9 +34,15 @@ pub fn take_error() -> Option<io::Error> {
 /// The exit code of a command that ran to `code` and met `error` writing its output: a
 /// failure other than a closed pipe is told on `err`, and a success becomes 1.
 pub fn finish(code: i32, error: Option<io::Error>, err: &mut dyn Write) -> i32 {
+    finish_as("gavel", code, error, err)
+}
+
+/// [`finish`] for a program whose error lines start with `prefix` (the operator tools'
+/// start with `error`).
+pub fn finish_as(prefix: &str, code: i32, error: Option<io::Error>, err: &mut dyn Write) -> i32 {
     match error {
         Some(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            let _ = writeln!(err, "gavel: cannot write the output: {e}");
+            let _ = writeln!(err, "{prefix}: cannot write the output: {e}");
             if code == 0 {
                 1
             } else {
@@ -138,6 +145,19 @@ mod tests {
         let err = String::from_utf8_lossy(&err);
         assert!(err.starts_with("gavel: cannot write the output: "), "{err}");
         assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_tool_tells_the_failure_under_its_own_prefix() {
+        let mut err = Vec::new();
+        let full = Some(io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!(finish_as("error", 0, full, &mut err), 1);
+        let err = String::from_utf8_lossy(&err);
+        assert!(err.starts_with("error: cannot write the output: "), "{err}");
+        let mut err = Vec::new();
+        let closed = Some(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(finish_as("error", 130, closed, &mut err), 130);
+        assert!(err.is_empty());
     }
 
     #[test]

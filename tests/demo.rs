@@ -206,3 +206,68 @@ fn a_stopped_demo_still_prints_its_summary() {
         );
     }
 }
+
+/// A second stop signal exits at once (128 + the signal) and takes the run's temporary
+/// journal with it, as a full run and a single signal do.
+#[test]
+fn a_second_stop_signal_exits_at_once_and_leaves_no_journal_behind() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    // A temporary directory of the test's own, so that what the demo leaves is all that is in it.
+    let tmp = std::env::temp_dir().join(format!("gavel-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["demo", "--seconds", "120", "--rate", "50"])
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("gavel demo: exchange on"), "{first}");
+    let journal = tmp.join(format!("gavel-demo-{}", child.id()));
+    assert!(
+        journal.is_dir(),
+        "the demo journals to {}",
+        journal.display()
+    );
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // SAFETY: kill(2) with a pid this test started and a plain signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    // The second only once the first is taken: two pending signals of one kind are one.
+    let mut line = String::new();
+    while !line.contains("stop signal") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no word of the signal"
+        );
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&tmp);
+            panic!("gavel demo still running 10 s after a second SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

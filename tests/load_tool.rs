@@ -82,17 +82,18 @@ fn load(target: &str, extra: &[&str]) -> Command {
 fn a_var_that_is_not_json_is_a_usage_error_naming_it() {
     let (_holder, dead) = dead_port();
     let target = dead.to_string();
-    let out = load(&target, &["--var", "source=fb-17"])
+    // `vertical` is a variable of the default lead.
+    let out = load(&target, &["--var", "vertical=auto_insurance"])
         .output()
         .expect("run gavel-load");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("--var source"), "{err}");
+    assert!(err.contains("--var vertical"), "{err}");
     assert!(out.stdout.is_empty());
 
     // Quoted, the same value is JSON: the run goes on to the target, which is not there.
-    let out = load(&target, &["--var", "source=\"fb-17\""])
+    let out = load(&target, &["--var", "vertical=\"auto_insurance\""])
         .output()
         .expect("run gavel-load");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -147,4 +148,168 @@ fn sigint_stops_the_run_and_the_text_report_says_so() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\nstopped   early"), "{text}");
     assert!(text.contains("latency   us from due time"), "{text}");
+}
+
+/// Wait for `child` at most `limit`, killing it when it runs past; its exit code and stderr.
+fn finish_within(mut child: std::process::Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_reader_gone_is_a_quiet_end_and_a_full_disk_an_error() {
+    let addr = unsold_server().to_string();
+    // `gavel-load ... | head -1`: the reader has gone by the time the report is written.
+    let mut child = load(&addr, &["--rate", "20", "--duration-s", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-load");
+    drop(child.stdout.take());
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+
+    // A report that cannot be written is a failed run, told in one line.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let child = load(&addr, &["--rate", "20", "--duration-s", "1", "--json"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-load");
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: cannot write the output: "), "{err}");
+}
+
+#[test]
+fn flags_the_run_cannot_take_are_usage_errors() {
+    let (_holder, dead) = dead_port();
+    let target = dead.to_string();
+    for extra in [
+        &["--duration-s", "86400", "--warmup-ms", "1000"][..],
+        &["--warmup-ms", "4000000000000"],
+        &["--key", "sk-\u{1}-0123456789"],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gavel-load"));
+        cmd.args(["--target", &target, "--campaign", "c"]);
+        if !extra.contains(&"--key") {
+            cmd.args(["--key", "k"]);
+        }
+        let out = cmd.args(extra).output().expect("run gavel-load");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(out.stdout.is_empty(), "{extra:?}");
+    }
+    // At the limit the run goes on to the target, which is not there.
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel-load"))
+        .args(["--target", &target, "--key", "k", "--campaign", "c"])
+        .args(["--duration-s", "86399", "--warmup-ms", "1000"])
+        .output()
+        .expect("run gavel-load");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect to"), "{err}");
+}
+
+/// A lead template file of the test's own; removed when dropped.
+struct TemplateFile(std::path::PathBuf);
+
+impl TemplateFile {
+    fn new(name: &str, text: &str) -> TemplateFile {
+        let dir = std::env::temp_dir().join(format!("gavel-load-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("lead.json");
+        std::fs::write(&path, text).expect("write the template");
+        TemplateFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 path")
+    }
+}
+
+impl Drop for TemplateFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// gavel-load at a target that is not there with `extra`: its exit code, stderr and stdout.
+fn refused(extra: &[&str]) -> (Option<i32>, String, Vec<u8>) {
+    let (_holder, dead) = dead_port();
+    let out = load(&dead.to_string(), extra)
+        .output()
+        .expect("run gavel-load");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), err, out.stdout)
+}
+
+#[test]
+fn a_template_that_does_not_make_json_is_refused_before_anything_is_sent() {
+    // Each variable's value is JSON, but the lead they make is not (a trailing comma).
+    let t = TemplateFile::new("not-json", r#"{"campaign":"${campaign}","src":${src},}"#);
+    let (code, err, stdout) = refused(&["--template", t.path(), "--var", "src=1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(t.path()) && err.contains("not JSON"), "{err}");
+    assert!(stdout.is_empty());
+
+    // Fixed, the run goes on to the target, which is not there.
+    let t = TemplateFile::new("json", r#"{"campaign":"${campaign}","src":${src}}"#);
+    let (code, err, _) = refused(&["--template", t.path(), "--var", "src=1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot connect to"), "{err}");
+}
+
+#[test]
+fn a_value_for_a_variable_the_template_does_not_use_is_refused() {
+    let t = TemplateFile::new("unused", r#"{"campaign":"${campaign}","src":${src}}"#);
+    for (extra, flag) in [
+        (
+            vec!["--template", t.path(), "--var", "src=1", "--var", "extra=1"],
+            "--var extra",
+        ),
+        // The default lead has no ${extra} either.
+        (vec!["--var", "extra=1"], "--var extra"),
+        // Nor does this template have the consent's ${vertical}.
+        (
+            vec![
+                "--template",
+                t.path(),
+                "--var",
+                "src=1",
+                "--vertical",
+                "auto",
+            ],
+            "--vertical",
+        ),
+    ] {
+        let (code, err, stdout) = refused(&extra);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(flag) && err.contains("${"), "{extra:?}: {err}");
+        assert!(stdout.is_empty());
+    }
 }

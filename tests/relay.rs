@@ -210,6 +210,10 @@ fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
         vec!["--latency-ms", "0", "--latency-p99-ms", "50"],
         vec!["--latency-jitter-ms", "5", "--latency-p99-ms", "50"],
         vec!["--latency-ms", "5", "--latency-jitter-ms", "10"],
+        // Bids are whole cents: a bound with a fraction of one is refused, not rounded.
+        vec!["--bid-min", "7.999", "--bid-max", "8.001"],
+        vec!["--bid-min", "0.005", "--bid-max", "1"],
+        vec!["--bid-min", "5", "--bid-max", "5e-3"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
             .args(["--duration-s", "1"])
@@ -221,6 +225,147 @@ fn the_mock_buyer_binary_refuses_flags_it_could_not_honour() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(out.stdout.is_empty(), "{args:?} started buyers");
     }
+}
+
+#[test]
+fn the_mock_buyer_binary_names_the_address_it_cannot_listen_on() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    // Buyer 0 gets a free port of its own; buyer 1 is the taken one.
+    let base = port.checked_sub(1).expect("a port above 1");
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+        .args(["--count", "2", "--base-port", &base.to_string()])
+        .args(["--duration-s", "1"])
+        .output()
+        .expect("run gavel-mock-buyers");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Port `base` may be another process's: that names `base` instead, as it should.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}:")) || err.contains(&format!("127.0.0.1:{base}:")),
+        "names the address: {err}"
+    );
+    assert!(out.stdout.is_empty(), "no buyer was listed");
+}
+
+#[test]
+fn the_mock_buyer_binary_bids_within_its_range_to_the_cent() {
+    let (_buyer, addr) = mock_buyer(&[
+        "--latency-ms",
+        "0",
+        "--no-bid-rate",
+        "0",
+        "--bid-min",
+        "7.99",
+        "--bid-max",
+        "8.00",
+    ]);
+    let mut s = TcpStream::connect(&addr).expect("connect to the buyer");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let body = r#"{"ping_id":"p1"}"#;
+    for _ in 0..40 {
+        write!(
+            s,
+            "POST /ping HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+    }
+    write!(
+        s,
+        "POST /ping HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let bids: Vec<f64> = text
+        .split("\r\n\r\n")
+        .filter_map(|b| {
+            serde_json::Deserializer::from_str(b)
+                .into_iter::<serde_json::Value>()
+                .next()
+        })
+        .filter_map(|v| v.ok()?["bid"].as_f64())
+        .collect();
+    assert_eq!(bids.len(), 41, "{text}");
+    for bid in &bids {
+        assert!((7.99..=8.0).contains(bid), "bid {bid} outside [7.99, 8.00]");
+    }
+    assert!(bids.contains(&7.99) && bids.contains(&8.0), "{bids:?}");
+}
+
+/// Wait for `child` at most `limit`, killing it when it runs past; its exit code and stderr.
+fn finish_within(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_mock_buyer_binary_serves_on_when_its_reader_goes_and_stops_on_a_full_disk() {
+    // More URL lines than a pipe holds: the fleet is still listing them when the reader goes
+    // (`| head -1`), and the rest of the listing meets a closed pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+        .args(["--count", "1500", "--latency-ms", "0", "--no-bid-rate", "0"])
+        .args(["--duration-s", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-mock-buyers");
+    let first = lines(&mut child, 1);
+    let urls: Vec<&str> = first
+        .first()
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(urls.len(), 3, "{first:?}");
+    // The reader is gone (`lines` dropped it); the fleet still answers.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        buyer_call(urls[1], r#"{"ping_id":"p1"}"#).contains(" 200 "),
+        "the fleet stopped serving"
+    );
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the fleet exited"
+    );
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "quiet: {err}");
+
+    // A listing that cannot be written at all is lost to the operator: the fleet stops.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let child = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))
+        .args(["--count", "2", "--duration-s", "120"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-mock-buyers");
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: cannot write the output: "), "{err}");
 }
 
 /// `gavel-load` at `rate` leads/s for one second over `connections`: its JSON report.

@@ -66,7 +66,8 @@ NO_BID_RATE = "0.1"
 REJECT_RATE = "0.0"
 
 # A run is called saturated when any of these hold: the load did not get its rate, leads were
-# lost, or the due-time p99 went past what any healthy run shows on this machine.
+# lost, the due-time p99 went past what any healthy run shows on this machine, or any answer was
+# a 503 or "other" (see saturation()).
 SATURATED_RATE_SHARE = 0.97
 SATURATED_LOST_SHARE = 0.005
 SATURATED_P99_US = 25_000
@@ -656,10 +657,14 @@ def run_load(procs: Procs, workdir: Path, argv: list[str], duration_s: int,
         rss: dict[str, list[tuple[int, int]]] = {name: [] for name in watch}
         rusage = None
         status = None
+        # wait4 with WNOHANG returns a (zeroed) rusage whether or not it reaped the child, so
+        # whether it did is kept apart: a run cut short must still be killed below.
+        reaped = False
         try:
             for _ in range(MAX_SAMPLES):
                 pid, status, rusage = os.wait4(p.pid, os.WNOHANG)
                 if pid != 0:
+                    reaped = True
                     break
                 for name, wpid in watch.items():
                     v = proc_rss_kib(wpid)
@@ -671,7 +676,7 @@ def run_load(procs: Procs, workdir: Path, argv: list[str], duration_s: int,
             else:
                 raise BenchError("gavel-load ran past the sample limit")
         finally:
-            if rusage is None:
+            if not reaped:
                 procs.stop(p, signal.SIGKILL)
             else:
                 # wait4 reaped it: tell Popen so it never signals a recycled pid.
@@ -1119,7 +1124,8 @@ def main() -> int:
     ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release")
     ap.add_argument("--workers", type=parse_list, help="exchange worker counts (default 1,2)")
     ap.add_argument("--rates", type=parse_list,
-                    help="lead rates of the 10-buyer sweep (default 500,1000,2000,4000,8000,10000)")
+                    help="lead rates of the 10-buyer sweep only (default 500,1000,2000,4000,8000,"
+                         "10000); other buyer counts run at fixed rates")
     ap.add_argument("--buyers", type=parse_list, help="buyers per lead (default 1,10,50)")
     ap.add_argument("--duration-s", type=int, help="measured seconds per run (default 10)")
     ap.add_argument("--warmup-s", type=int, help="warmup seconds before each run (default 2)")
@@ -1192,114 +1198,119 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     procs = Procs()
     workdir = Path(tempfile.mkdtemp(prefix="gavel-bench-"))
-    started = datetime.datetime.now(datetime.timezone.utc)
-    results: dict = {
-        "date": started.isoformat(timespec="seconds"),
-        "command": " ".join([sys.executable, *sys.argv]),
-        "machine": machine_info(),
-        "settings": {
-            "buyer_latency_ms": BUYER_LATENCY_MS,
-            "buyer_post_latency_ms": BUYER_POST_LATENCY_MS,
-            "no_bid_rate": float(NO_BID_RATE),
-            "reject_rate": float(REJECT_RATE),
-            "duration_s": duration_s,
-            "warmup_s": warmup_s,
-            "connections": args.connections,
-            "buyer_threads": args.buyer_threads,
-            "pinned": dict(PIN),
-            "saturated_if": {
-                "achieved_below_share": SATURATED_RATE_SHARE,
-                "lost_above_share": SATURATED_LOST_SHARE,
-                "due_p99_above_us": SATURATED_P99_US,
-            },
-        },
-        "floor": {},
-        "runs": [],
-        "relay_runs": [],
-    }
-    code = 0
+    # Removed however the run ends: it holds each exchange's journal (a 256 MiB segment and
+    # its spare), and an exception the handlers below do not expect must not leave it behind.
     try:
-        if not args.no_build:
-            log("cargo build --release --bins ...")
-            b = subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT,
-                               timeout=BUILD_TIMEOUT_S)
-            if b.returncode != 0:
-                raise BenchError("cargo build --release --bins failed")
-            if STEP_TIMING:
-                log("cargo build --release --bins --features step-timing (target/step-timing) ...")
-                b = subprocess.run(["cargo", "build", "--release", "--bins", "--features",
-                                    "step-timing"], cwd=ROOT, timeout=BUILD_TIMEOUT_S,
-                                   env={**os.environ,
-                                        "CARGO_TARGET_DIR": str(STEP_TIMING_RELEASE.parent)})
+        started = datetime.datetime.now(datetime.timezone.utc)
+        results: dict = {
+            "date": started.isoformat(timespec="seconds"),
+            "command": " ".join([sys.executable, *sys.argv]),
+            "machine": machine_info(),
+            "settings": {
+                "buyer_latency_ms": BUYER_LATENCY_MS,
+                "buyer_post_latency_ms": BUYER_POST_LATENCY_MS,
+                "no_bid_rate": float(NO_BID_RATE),
+                "reject_rate": float(REJECT_RATE),
+                "duration_s": duration_s,
+                "warmup_s": warmup_s,
+                "connections": args.connections,
+                "buyer_threads": args.buyer_threads,
+                "pinned": dict(PIN),
+                "saturated_if": {
+                    "achieved_below_share": SATURATED_RATE_SHARE,
+                    "lost_above_share": SATURATED_LOST_SHARE,
+                    "due_p99_above_us": SATURATED_P99_US,
+                    "overloaded_or_other_answers_above": 0,
+                },
+            },
+            "floor": {},
+            "runs": [],
+            "relay_runs": [],
+        }
+        code = 0
+        try:
+            if not args.no_build:
+                log("cargo build --release --bins ...")
+                b = subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT,
+                                   timeout=BUILD_TIMEOUT_S)
                 if b.returncode != 0:
-                    raise BenchError("cargo build --features step-timing failed")
-        if STEP_TIMING and not (STEP_TIMING_RELEASE / "gavel").exists():
-            raise BenchError(f"{STEP_TIMING_RELEASE / 'gavel'} is missing: build without --no-build")
-        for name in ("gavel", "gavel-mock-buyers", "gavel-load", "gavel-relay"):
-            if not (RELEASE / name).exists():
-                raise BenchError(f"{RELEASE / name} is missing: build without --no-build")
+                    raise BenchError("cargo build --release --bins failed")
+                if STEP_TIMING:
+                    log("cargo build --release --bins --features step-timing (target/step-timing) ...")
+                    b = subprocess.run(["cargo", "build", "--release", "--bins", "--features",
+                                        "step-timing"], cwd=ROOT, timeout=BUILD_TIMEOUT_S,
+                                       env={**os.environ,
+                                            "CARGO_TARGET_DIR": str(STEP_TIMING_RELEASE.parent)})
+                    if b.returncode != 0:
+                        raise BenchError("cargo build --features step-timing failed")
+            if STEP_TIMING and not (STEP_TIMING_RELEASE / "gavel").exists():
+                raise BenchError(f"{STEP_TIMING_RELEASE / 'gavel'} is missing: build without --no-build")
+            for name in ("gavel", "gavel-mock-buyers", "gavel-load", "gavel-relay"):
+                if not (RELEASE / name).exists():
+                    raise BenchError(f"{RELEASE / name} is missing: build without --no-build")
 
-        results["floor"] = floor_runs(procs, workdir, floor_rates, floor_s, args.connections,
-                                      args.seed, args.quiet_wait_s)
-        for workers in workers_list:
-            for n, rates in plan:
-                fleet = Fleet(procs, workdir, n, args.buyer_threads, args.seed)
-                try:
-                    ex = Exchange(procs, workdir, fleet, workers)
+            results["floor"] = floor_runs(procs, workdir, floor_rates, floor_s, args.connections,
+                                          args.seed, args.quiet_wait_s)
+            for workers in workers_list:
+                for n, rates in plan:
+                    fleet = Fleet(procs, workdir, n, args.buyer_threads, args.seed)
                     try:
-                        if not ex.has_admin:
-                            log("note: no operator API (GET /v1/stats) on this build; "
-                                "overhead is taken from service time minus the floor")
-                        relay = Relay(procs, workdir, fleet) if args.relay else None
+                        ex = Exchange(procs, workdir, fleet, workers)
                         try:
-                            for rate in rates:
-                                results["runs"].append(exchange_run(
-                                    procs, workdir, fleet, ex, n, workers, rate, duration_s,
-                                    warmup_s, args.connections, results["floor"],
-                                    args.quiet_wait_s, args.retries))
-                                if relay is not None:
-                                    log("  the same against gavel-relay (no engine) ...")
-                                    results["relay_runs"].append(exchange_run(
-                                        procs, workdir, fleet, relay, n, 1, rate, duration_s,
+                            if not ex.has_admin:
+                                log("note: no operator API (GET /v1/stats) on this build; "
+                                    "overhead is taken from service time minus the floor")
+                            relay = Relay(procs, workdir, fleet) if args.relay else None
+                            try:
+                                for rate in rates:
+                                    results["runs"].append(exchange_run(
+                                        procs, workdir, fleet, ex, n, workers, rate, duration_s,
                                         warmup_s, args.connections, results["floor"],
                                         args.quiet_wait_s, args.retries))
+                                    if relay is not None:
+                                        log("  the same against gavel-relay (no engine) ...")
+                                        results["relay_runs"].append(exchange_run(
+                                            procs, workdir, fleet, relay, n, 1, rate, duration_s,
+                                            warmup_s, args.connections, results["floor"],
+                                            args.quiet_wait_s, args.retries))
+                            finally:
+                                if relay is not None:
+                                    relay.stop()
                         finally:
-                            if relay is not None:
-                                relay.stop()
+                            ex.stop()
+                            if STEP_TIMING:
+                                results.setdefault("step_timing_us", []).append({
+                                    "buyers": n, "workers": workers, "rates": rates,
+                                    "note": "warmup and measured runs of this exchange together",
+                                    "per_worker": ex.step_timing(),
+                                })
                     finally:
-                        ex.stop()
-                        if STEP_TIMING:
-                            results.setdefault("step_timing_us", []).append({
-                                "buyers": n, "workers": workers, "rates": rates,
-                                "note": "warmup and measured runs of this exchange together",
-                                "per_worker": ex.step_timing(),
-                            })
-                finally:
-                    counters = fleet.stop()
-                    if counters and results["runs"]:
-                        results["runs"][-1]["fleet_counters"] = counters
-    except Interrupted as e:
-        log(f"interrupted ({e}): stopping every process")
-        code = 130
-    except BenchError as e:
-        log(f"error: {e}")
-        code = 1
+                        counters = fleet.stop()
+                        if counters and results["runs"]:
+                            results["runs"][-1]["fleet_counters"] = counters
+        except Interrupted as e:
+            log(f"interrupted ({e}): stopping every process")
+            code = 130
+        except BenchError as e:
+            log(f"error: {e}")
+            code = 1
+        finally:
+            # A second Ctrl-C must not cut the cleanup short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            procs.stop_all()
+        results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        print_table(results)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+            log(f"wrote {args.json}")
+        if args.plot:
+            svg_plot(results, Path(args.plot))
+            log(f"wrote {args.plot}")
+        return code
     finally:
-        # A second Ctrl-C must not cut the cleanup short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        procs.stop_all()
-    results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    print_table(results)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-        log(f"wrote {args.json}")
-    if args.plot:
-        svg_plot(results, Path(args.plot))
-        log(f"wrote {args.plot}")
-    shutil.rmtree(workdir, ignore_errors=True)
-    return code
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

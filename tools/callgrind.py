@@ -114,93 +114,97 @@ def main() -> int:
     signal.signal(signal.SIGTERM, bench.on_signal)
     procs = bench.Procs()
     workdir = Path(tempfile.mkdtemp(prefix="gavel-callgrind-"))
-    profile = workdir / "callgrind.out"
-    bench.EXCHANGE_WRAPPER[:] = [
-        "valgrind", "--tool=callgrind", "--instr-atstart=no",
-        f"--callgrind-out-file={profile}",
-    ]
-    # Valgrind starts slowly; the exchange's health check waits this long.
-    bench.START_TIMEOUT_S = 120
+    # Removed however the run ends (the profile is copied out first with --keep): it holds
+    # the exchange's journal, a 256 MiB segment and its spare.
     try:
-        if not args.no_build:
-            bench.log("cargo build --release --bins ...")
-            b = subprocess.run(["cargo", "build", "--release", "--bins"], cwd=bench.ROOT,
-                               timeout=bench.BUILD_TIMEOUT_S)
-            if b.returncode != 0:
-                raise bench.BenchError("cargo build --release --bins failed")
-        fleet = bench.Fleet(procs, workdir, args.buyers, 1, 1)
-        ex = bench.Exchange(procs, workdir, fleet, 1)
-        if not ex.has_admin:
-            raise bench.BenchError("the exchange's operator API did not answer")
-        target = f"127.0.0.1:{ex.listen}"
-        watch = {"exchange": ex.pid, "buyers": fleet.pid}
-        bench.log(f"warmup: {args.rate} leads/s for {args.warmup_s} s ...")
-        bench.run_load(procs, workdir, bench.load_argv(target, args.rate, args.warmup_s,
-                                                       args.connections),
-                       args.warmup_s, watch)
-        bench.admin(ex.admin_addr, "POST", "/v1/admin/stats/reset")
-        control(ex.pid, "-i", "on")
-        bench.log(f"measured: {args.rate} leads/s for {args.duration_s} s under callgrind ...")
-        r = bench.run_load(procs, workdir, bench.load_argv(target, args.rate, args.duration_s,
+        profile = workdir / "callgrind.out"
+        bench.EXCHANGE_WRAPPER[:] = [
+            "valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={profile}",
+        ]
+        # Valgrind starts slowly; the exchange's health check waits this long.
+        bench.START_TIMEOUT_S = 120
+        try:
+            if not args.no_build:
+                bench.log("cargo build --release --bins ...")
+                b = subprocess.run(["cargo", "build", "--release", "--bins"], cwd=bench.ROOT,
+                                   timeout=bench.BUILD_TIMEOUT_S)
+                if b.returncode != 0:
+                    raise bench.BenchError("cargo build --release --bins failed")
+            fleet = bench.Fleet(procs, workdir, args.buyers, 1, 1)
+            ex = bench.Exchange(procs, workdir, fleet, 1)
+            if not ex.has_admin:
+                raise bench.BenchError("the exchange's operator API did not answer")
+            target = f"127.0.0.1:{ex.listen}"
+            watch = {"exchange": ex.pid, "buyers": fleet.pid}
+            bench.log(f"warmup: {args.rate} leads/s for {args.warmup_s} s ...")
+            bench.run_load(procs, workdir, bench.load_argv(target, args.rate, args.warmup_s,
                                                            args.connections),
-                           args.duration_s, watch)
-        control(ex.pid, "-d")
-        # The first dump is the measured window (the one written at exit holds only the
-        # shutdown). It is complete when its last line, the totals, is written.
-        dump = workdir / f"{profile.name}.1"
-        deadline = time.monotonic() + DUMP_WAIT_S
-        while not complete(dump):
-            if time.monotonic() > deadline:
-                raise bench.BenchError(f"no complete callgrind dump at {dump}")
-            time.sleep(0.2)
-        control(ex.pid, "-i", "off")
-        stats = bench.admin(ex.admin_addr, "GET", "/v1/stats") or {}
-        ex.stop()
-        fleet.stop()
-        leads = int((stats.get("overhead_us") or {}).get("count") or 0)
-        if leads == 0:
-            raise bench.BenchError("the exchange answered no leads in the measured window")
-        total, incl = annotate(dump, True)
-        _, excl = annotate(dump, False)
-    except (bench.BenchError, bench.Interrupted, subprocess.TimeoutExpired) as e:
-        bench.log(f"error: {e}")
-        procs.stop_all()
-        return 1
-    finally:
-        procs.stop_all()
+                           args.warmup_s, watch)
+            bench.admin(ex.admin_addr, "POST", "/v1/admin/stats/reset")
+            control(ex.pid, "-i", "on")
+            bench.log(f"measured: {args.rate} leads/s for {args.duration_s} s under callgrind ...")
+            r = bench.run_load(procs, workdir, bench.load_argv(target, args.rate, args.duration_s,
+                                                               args.connections),
+                               args.duration_s, watch)
+            control(ex.pid, "-d")
+            # The first dump is the measured window (the one written at exit holds only the
+            # shutdown). It is complete when its last line, the totals, is written.
+            dump = workdir / f"{profile.name}.1"
+            deadline = time.monotonic() + DUMP_WAIT_S
+            while not complete(dump):
+                if time.monotonic() > deadline:
+                    raise bench.BenchError(f"no complete callgrind dump at {dump}")
+                time.sleep(0.2)
+            control(ex.pid, "-i", "off")
+            stats = bench.admin(ex.admin_addr, "GET", "/v1/stats") or {}
+            ex.stop()
+            fleet.stop()
+            leads = int((stats.get("overhead_us") or {}).get("count") or 0)
+            if leads == 0:
+                raise bench.BenchError("the exchange answered no leads in the measured window")
+            total, incl = annotate(dump, True)
+            _, excl = annotate(dump, False)
+        except (bench.BenchError, bench.Interrupted, subprocess.TimeoutExpired) as e:
+            bench.log(f"error: {e}")
+            procs.stop_all()
+            return 1
+        finally:
+            procs.stop_all()
 
-    per = lambda v: v / leads  # noqa: E731
-    gavel_incl = sorted(((f, c) for f, c in incl.items()
-                         if not CARRIERS.search(f) and ("gavel::" in f or "gavel" in f)),
-                        key=lambda x: -x[1])[: args.top]
-    all_excl = sorted(excl.items(), key=lambda x: -x[1])[: args.top]
-    print(f"{leads} leads at {args.rate}/s, {args.buyers} buyers per lead "
-          f"(load answered {r['report'].get('answered')})")
-    print(f"instructions per lead (whole process, user space): {per(total):,.0f}\n")
-    print("inclusive, per lead (a function and what it calls)")
-    for f, c in gavel_incl:
-        print(f"{per(c):>10,.0f}  {f}")
-    print("\nself, per lead (a function's own instructions, inlined code included)")
-    for f, c in all_excl:
-        print(f"{per(c):>10,.0f}  {f}")
-    if args.keep:
-        keep = Path(args.keep)
-        keep.mkdir(parents=True, exist_ok=True)
-        shutil.copy(dump, keep / "callgrind.out")
-        print(f"\nprofile: {keep / 'callgrind.out'} (callgrind_annotate --inclusive=yes FILE)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "command": " ".join([sys.executable, *sys.argv]),
-            "machine": bench.machine_info(),
-            "leads": leads,
-            "rate": args.rate,
-            "buyers": args.buyers,
-            "instructions_per_lead": round(per(total)),
-            "inclusive_per_lead": {f: round(per(c)) for f, c in gavel_incl},
-            "self_per_lead": {f: round(per(c)) for f, c in all_excl},
-        }, indent=1) + "\n")
-    shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+        per = lambda v: v / leads  # noqa: E731
+        gavel_incl = sorted(((f, c) for f, c in incl.items()
+                             if not CARRIERS.search(f) and ("gavel::" in f or "gavel" in f)),
+                            key=lambda x: -x[1])[: args.top]
+        all_excl = sorted(excl.items(), key=lambda x: -x[1])[: args.top]
+        print(f"{leads} leads at {args.rate}/s, {args.buyers} buyers per lead "
+              f"(load answered {r['report'].get('answered')})")
+        print(f"instructions per lead (whole process, user space): {per(total):,.0f}\n")
+        print("inclusive, per lead (a function and what it calls)")
+        for f, c in gavel_incl:
+            print(f"{per(c):>10,.0f}  {f}")
+        print("\nself, per lead (a function's own instructions, inlined code included)")
+        for f, c in all_excl:
+            print(f"{per(c):>10,.0f}  {f}")
+        if args.keep:
+            keep = Path(args.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(dump, keep / "callgrind.out")
+            print(f"\nprofile: {keep / 'callgrind.out'} (callgrind_annotate --inclusive=yes FILE)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "command": " ".join([sys.executable, *sys.argv]),
+                "machine": bench.machine_info(),
+                "leads": leads,
+                "rate": args.rate,
+                "buyers": args.buyers,
+                "instructions_per_lead": round(per(total)),
+                "inclusive_per_lead": {f: round(per(c)) for f, c in gavel_incl},
+                "self_per_lead": {f: round(per(c)) for f, c in all_excl},
+            }, indent=1) + "\n")
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

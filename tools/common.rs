@@ -1,4 +1,14 @@
-//! What the operator tools share: one-line usage errors, as every gavel command gives.
+//! What the operator tools share: one-line usage errors, as every gavel command gives, and
+//! error lines that cannot panic.
+
+/// A line to stderr. `std`'s `eprintln!` panics when stderr cannot be written (a closed pipe,
+/// a full disk), which would end a tool with 101 instead of the exit code its run earned.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 use clap::error::ErrorKind;
 use clap::Parser;

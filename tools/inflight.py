@@ -19,7 +19,8 @@ that moment, the memory before the load, and the difference per lead in flight; 
 (every sample with at least 95 % of R x L leads in flight): how long it lasted and the memory
 at its start and at its end, which shows whether the memory holds while the depth does.
 
-Standard library only; every process is stopped at the end, on error and on Ctrl-C.
+Standard library only; every process is stopped and the temporary work directory (the
+exchange's journal, its config and logs) removed at the end, on error and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import datetime
 import json
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,7 +137,8 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="write the result as JSON")
     ap.add_argument("--wrap", metavar="CMD", default="",
                     help="prefix for the exchange's command line, e.g. a heap profiler: "
-                         "\"valgrind --tool=massif --massif-out-file=massif.out\"")
+                         "\"valgrind --tool=massif --massif-out-file=massif.out\" (relative "
+                         "paths are from the current directory)")
     args = ap.parse_args()
     if not 1 <= args.rate <= MAX_RATE or not 1 <= args.latency_ms <= MAX_LATENCY_MS:
         ap.error(f"--rate must be 1..{MAX_RATE} and --latency-ms 1..{MAX_LATENCY_MS}")
@@ -154,7 +157,12 @@ def main() -> int:
         log(f"inflight: {e}")
         return 1
     finally:
+        # A second Ctrl-C must not cut the cleanup short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
+        # The exchange's journal is in there: a 256 MiB segment and its spare.
+        shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(result["summary"], indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -188,7 +196,9 @@ def run(procs: Procs, workdir: Path, args) -> dict:
     ex_log_path = workdir / "gavel.log"
     ex_log = open(ex_log_path, "wb")
     ex_argv = shlex.split(args.wrap) + [str(RELEASE / "gavel"), "serve", "--config", str(config)]
-    ex = procs.start(ex_argv, stdout=ex_log, stderr=subprocess.STDOUT, cwd=workdir)
+    # Run from the caller's directory, not the work directory (removed at the end): a --wrap
+    # profiler's output file with a relative path is then where the caller looks for it.
+    ex = procs.start(ex_argv, stdout=ex_log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not healthy(("127.0.0.1", listen)):
         if ex.poll() is not None or time.monotonic() > deadline:

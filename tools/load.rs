@@ -2,6 +2,7 @@
 //! Sends leads at a fixed rate whatever the exchange does and reports latency from each lead's
 //! due time (coordinated omission corrected), answers by status and the money they carried.
 
+#[macro_use]
 #[path = "common.rs"]
 mod common;
 
@@ -11,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
+use gavel::out_println;
 use gavel::sim::load::{
     self, LeadTemplate, LoadSpec, TemplateError, MAX_CONNECTIONS, MAX_PIPELINE, MAX_RATE_PER_S,
 };
@@ -69,7 +71,8 @@ struct Args {
     /// Send each lead with an Idempotency-Key of its own, as a seller that retries safely does.
     #[arg(long)]
     idempotency_keys: bool,
-    /// A template variable as NAME=JSON (repeatable), e.g. --var 'source="fb-17"'.
+    /// A template variable as NAME=JSON (repeatable), e.g. --var 'source="fb-17"' for a
+    /// template with ${source}; a name the template does not use is refused.
     #[arg(long = "var")]
     vars: Vec<String>,
     /// Print the report as JSON.
@@ -95,6 +98,20 @@ fn json_string(s: &str) -> String {
 
 fn main() {
     let args: Args = common::parse_args();
+    // Each flag is within its own range; together they must fit the longest run too.
+    let duration = Duration::from_secs(args.duration_s);
+    let warmup = Duration::from_millis(args.warmup_ms);
+    if duration + warmup > load::MAX_RUN {
+        fail(
+            format!(
+                "--duration-s {} with --warmup-ms {} is past the longest run, {} s in all",
+                args.duration_s,
+                args.warmup_ms,
+                load::MAX_RUN.as_secs()
+            ),
+            2,
+        );
+    }
     let target: SocketAddr = match args.target.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(a)) => a,
         _ => fail(
@@ -112,15 +129,27 @@ fn main() {
             Err(e) => fail(format!("{path}: {e}"), 2),
         },
     };
+    let source = match &text {
+        Some((path, _)) => path.to_string(),
+        None => "the default lead".to_string(),
+    };
     let mut given: Vec<String> = Vec::new();
-    let mut set = |name: &str, value: &str| {
+    // A value for a variable the template does not use would go nowhere: a typo in a name, or
+    // a template other than the one meant. Refused, as a wrong flag is.
+    let mut set = |flag: &str, name: &str, value: &str| {
         if let Err(e) = template.set(name, value) {
             fail(e, 2);
+        }
+        if !template.uses(name) {
+            fail(
+                format!("{flag}: {source} has no ${{{name}}}, so the value would go nowhere"),
+                2,
+            );
         }
         given.push(name.to_string());
     };
     if let Some(v) = &args.vertical {
-        set("vertical", &json_string(v));
+        set("--vertical", "vertical", &json_string(v));
     }
     if let Some(list) = &args.disclosed_buyers {
         let ids: Vec<String> = list
@@ -129,7 +158,11 @@ fn main() {
             .filter(|s| !s.is_empty())
             .map(json_string)
             .collect();
-        set("disclosed_buyers", &format!("[{}]", ids.join(",")));
+        set(
+            "--disclosed-buyers",
+            "disclosed_buyers",
+            &format!("[{}]", ids.join(",")),
+        );
     }
     for var in &args.vars {
         match var.split_once('=') {
@@ -145,7 +178,7 @@ fn main() {
                         2,
                     );
                 }
-                set(name, value)
+                set(&format!("--var {name}"), name, value)
             }
             None => fail(format!("--var `{var}` is not NAME=JSON"), 2),
         }
@@ -160,16 +193,21 @@ fn main() {
             fail(format!("{path}: {e}; give it with --var {name}=JSON"), 2);
         }
     }
+    // Filled in, every lead must be JSON, or each would be refused (400) and the run measure
+    // nothing but refusals: found now, before anything is sent.
+    if let Err(e) = template.check_json(&args.campaign) {
+        fail(format!("{source}: {e}"), 2);
+    }
     let spec = LoadSpec {
         target,
         api_key: args.key.clone(),
         campaign: args.campaign.clone(),
         rate_per_s: args.rate,
-        duration: Duration::from_secs(args.duration_s),
+        duration,
         connections: args.connections as usize,
         pipeline: args.pipeline as usize,
         lead_template: template,
-        warmup: Duration::from_millis(args.warmup_ms),
+        warmup,
         stop: Some(stop_flag()),
         idempotency_keys: args.idempotency_keys,
     };
@@ -181,22 +219,32 @@ fn main() {
             .and_then(|inner| inner.downcast_ref::<load::CannotConnect>())
         {
             Some(c) => fail(format!("cannot connect to {}: {}", args.target, c.cause), 1),
+            // A spec the run refuses before it starts (such as a key with control characters)
+            // came from the flags.
+            None if e.kind() == std::io::ErrorKind::InvalidInput => fail(e, 2),
             None => fail(e, 1),
         },
     };
+    // Printed through `gavel::out`: a reader that went away (`| head`) is not a failure, a
+    // report that could not be written (a full disk) is, and neither panics.
     if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => out_println!("{s}"),
             Err(e) => fail(e, 1),
         }
     } else {
-        println!("{report}");
+        out_println!("{report}");
     }
     // Stopped by a signal: the report is out, and the exit says how the run ended.
     let sig = SIGNAL.load(Ordering::SeqCst);
-    if sig != 0 {
-        std::process::exit(128 + sig);
-    }
+    let code = if sig != 0 { 128 + sig } else { 0 };
+    let error = gavel::out::take_error();
+    std::process::exit(gavel::out::finish_as(
+        "error",
+        code,
+        error,
+        &mut std::io::stderr(),
+    ));
 }
 
 /// The stop flag of the run, set by SIGINT or SIGTERM once the handlers are installed.

@@ -2,6 +2,7 @@
 //! planning and benchmarks. Prints each buyer's ping and post URLs, serves until killed (or for
 //! `--duration-s`), then prints what each buyer saw.
 
+#[macro_use]
 #[path = "common.rs"]
 mod common;
 
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use gavel::out_println;
 use gavel::sim::buyer::{BuyerSpec, Fleet, FleetOptions, MAX_ENDPOINTS, MAX_THREADS};
 use gavel::sim::dist::{BidDist, Dist};
 
@@ -67,12 +69,23 @@ struct Args {
     json: bool,
 }
 
-/// A dollar amount from the command line, straight into cents.
+/// A dollar amount from the command line, straight into cents. An amount with a fraction of a
+/// cent (`7.999`) is refused, as the config loader refuses one: bids are whole cents, and
+/// rounding a bound either way would let bids fall outside the range the flags give.
 pub fn dollars(text: &str) -> Result<i64, String> {
-    match gavel::money::parse_cents(text) {
-        Some(c) if c >= 0 => Ok(c),
-        _ => Err(format!("`{text}` is not a dollar amount")),
+    let t = text.trim();
+    let cents = match gavel::money::parse_cents(t) {
+        Some(c) if c >= 0 && !t.starts_with('-') => c,
+        _ => return Err(format!("`{text}` is not a dollar amount")),
+    };
+    // parse_cents rounds down: towards zero for an amount, away from it for the same amount
+    // negated. The two meet at the same cent only when no fraction of a cent was cut off.
+    if gavel::money::parse_cents(&format!("-{t}")) != Some(-cents) {
+        return Err(format!(
+            "`{text}` has a fraction of a cent: give whole cents, at most two decimals"
+        ));
     }
+    Ok(cents)
 }
 
 /// A fraction in [0, 1].
@@ -175,13 +188,23 @@ fn main() {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
         libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
     }
+    // Output goes through `gavel::out`, which never panics. A reader that has gone away
+    // (`| head -3`, or a parent that read the URLs it needed and closed its end) does not stop
+    // the fleet: it serves on until a signal or --duration-s and prints nothing more. Any other
+    // write failure (a full disk) loses the listing the operator needs: stop at once, exit 1.
     for i in 0..fleet.len() {
-        println!(
+        out_println!(
             "{} {} {}",
             fleet.name(i),
             fleet.ping_url(i),
             fleet.post_url(i)
         );
+    }
+    if let Some(e) = gavel::out::take_error() {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            fleet.stop();
+            exit(Some(e));
+        }
     }
     let deadline = args
         .duration_s
@@ -193,14 +216,17 @@ fn main() {
     let stats: Vec<_> = (0..fleet.len()).filter_map(|i| fleet.stats(i)).collect();
     if args.json {
         match serde_json::to_string(&stats) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: {e}"),
+            Ok(s) => out_println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
         }
-        return;
+        exit(gavel::out::take_error());
     }
     // The text names each value as its JSON field does (`a.b` for a field of a field).
     for s in stats {
-        println!(
+        out_println!(
             "{} {} accepted_connections={} refused_connections={} pings={} bids={} no_bids={} posts={} accepted_posts={} rejected_posts={} bad_requests={} ping_reply_us.p50={} ping_reply_us.p99={} ping_reply_us.max={} post_reply_us.p50={} post_reply_us.p99={} post_reply_us.max={}",
             s.name,
             s.addr,
@@ -221,4 +247,16 @@ fn main() {
             s.post_reply_us.max
         );
     }
+    exit(gavel::out::take_error());
+}
+
+/// Exit 0, or 1 with one line on stderr when `error` is a failure to write stdout other than a
+/// closed pipe.
+fn exit(error: Option<std::io::Error>) -> ! {
+    std::process::exit(gavel::out::finish_as(
+        "error",
+        0,
+        error,
+        &mut std::io::stderr(),
+    ))
 }

@@ -18,6 +18,8 @@ cargo build --release --bins). Exits 1 when a process fails to start or the load
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -58,6 +60,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.bin_dir:
         bench.RELEASE = args.bin_dir
+    # SIGINT and SIGTERM stop every process and remove the work directory, as an error does.
+    signal.signal(signal.SIGINT, bench.on_signal)
+    signal.signal(signal.SIGTERM, bench.on_signal)
     procs = bench.Procs()
     work = Path(tempfile.mkdtemp(prefix="gavel-threads-"))
     try:
@@ -77,11 +82,16 @@ def main() -> int:
         stats = bench.admin(ex.admin_addr, "GET", "/v1/stats") if ex.has_admin else None
         ex.stop()
         fleet.stop()
-    except bench.BenchError as e:
+    except (bench.BenchError, bench.Interrupted) as e:
         print(f"threads.py: {e}", file=sys.stderr)
         return 1
     finally:
+        # A second Ctrl-C must not cut the cleanup short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
+        # The exchange's journal is in there: a 256 MiB segment and its spare.
+        shutil.rmtree(work, ignore_errors=True)
     answered = max(run["report"]["answered"], 1)
     hz = os.sysconf("SC_CLK_TCK")
     per_us = 1e6 / hz / answered

@@ -367,7 +367,10 @@ impl Fleet {
                     .and_then(|i| base.checked_add(i))
                     .ok_or_else(|| invalid("base port plus buyer count exceeds 65535".into()))?,
             };
-            let listener = bind_listener(SocketAddr::new(opts.host, port))?;
+            // Named, so that "Address already in use" says which address.
+            let at = SocketAddr::new(opts.host, port);
+            let listener =
+                bind_listener(at).map_err(|e| io::Error::new(e.kind(), format!("{at}: {e}")))?;
             let addr = listener.local_addr()?;
             let hist = Histogram::new_with_bounds(1, LATENCY_HIST_MAX_US, 2)
                 .map_err(|e| io::Error::other(e.to_string()))?;

@@ -145,6 +145,8 @@ pub enum TemplateError {
     TooManyVars,
     /// A value was given for a variable the generator fills in itself.
     BuiltIn(String),
+    /// A lead made from the template, its variables filled in, is not JSON: why not.
+    NotJson(String),
 }
 
 impl fmt::Display for TemplateError {
@@ -163,6 +165,9 @@ impl fmt::Display for TemplateError {
             }
             TemplateError::BuiltIn(n) => {
                 write!(f, "template: `{n}` is filled in per lead and cannot be set")
+            }
+            TemplateError::NotJson(why) => {
+                write!(f, "template: a lead made from it is not JSON: {why}")
             }
         }
     }
@@ -344,6 +349,28 @@ impl LeadTemplate {
             return Err(TemplateError::Unset(name.clone()));
         }
         Ok(t)
+    }
+
+    /// Check that the leads this template makes for `campaign` are JSON, before a run sends
+    /// any: one that is not would be refused (400) every time. A built-in value has one shape
+    /// whatever the lead (digits, or text with no quote or backslash) and a custom one is the
+    /// same in every lead, so the first leads, one from each place, stand for all of them.
+    pub fn check_json(&self, campaign: &str) -> Result<(), TemplateError> {
+        let t = self.prepared(campaign)?;
+        let ctx = RenderCtx {
+            nonce: 0,
+            now: rfc3339_now(),
+            campaign: campaign.to_string(),
+        };
+        let mut body = Vec::new();
+        for seq in 0..PLACES.len() as u64 {
+            body.clear();
+            t.render(&mut body, &ctx, seq);
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                return Err(TemplateError::NotJson(e.to_string()));
+            }
+        }
+        Ok(())
     }
 
     /// Render lead `seq` into `out`.
@@ -625,11 +652,19 @@ impl fmt::Display for LoadReport {
         } else {
             writeln!(f, "latency   us from due time:  {}", self.latency_us)?;
             writeln!(f, "service   us from write:     {}", self.service_us)?;
-            writeln!(
-                f,
-                "exchange  elapsed_ms:        {}",
-                self.exchange_elapsed_ms
-            )?;
+            // Only the exchange's sold and unsold answers carry one; say so rather than zeros.
+            if self.exchange_elapsed_ms.count == 0 {
+                writeln!(
+                    f,
+                    "exchange  elapsed_ms:        none: no answer carried one"
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "exchange  elapsed_ms:        {}",
+                    self.exchange_elapsed_ms
+                )?;
+            }
         }
         write!(
             f,
@@ -668,6 +703,9 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadReport> {
     let template = spec
         .lead_template
         .prepared(&spec.campaign)
+        .map_err(|e| bad(e.to_string()))?;
+    template
+        .check_json(&spec.campaign)
         .map_err(|e| bad(e.to_string()))?;
     let mut gen = Generator::new(spec, template)?;
     gen.connect_all().map_err(|cause| {

@@ -415,6 +415,42 @@ fn templates_fill_builtins_and_refuse_unset_variables() {
     assert!(err.to_string().contains("custom"), "{err}");
 }
 
+#[test]
+fn a_template_that_does_not_make_json_is_refused_before_connecting() {
+    let ok = |text: &str, vars: &[(&str, &str)]| {
+        let mut t = LeadTemplate::parse(text).expect("parse");
+        for (n, v) in vars {
+            t.set(n, v).expect("set");
+        }
+        t.check_json("auto-insurance")
+    };
+    assert_eq!(
+        ok(load::DEFAULT_TEMPLATE, &[("disclosed_buyers", "[]")]),
+        Ok(())
+    );
+    assert_eq!(
+        ok(r#"{"a":${x},"city":"${city}","n":${seq}}"#, &[("x", "[1]")]),
+        Ok(())
+    );
+    // A trailing comma, a built-in string left without its quotes, two values side by side.
+    for (text, vars) in [
+        (r#"{"a":"${email}",}"#, &[][..]),
+        (r#"{"city":${city}}"#, &[]),
+        (r#"{"a":${x}${x}}"#, &[("x", "1.5")]),
+    ] {
+        match ok(text, vars) {
+            Err(TemplateError::NotJson(_)) => {}
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    // A run with such a template fails before connecting anywhere, as a usage error.
+    let mut spec = LoadSpec::new("127.0.0.1:9".parse().expect("addr"), "k", "c");
+    spec.lead_template = LeadTemplate::parse(r#"{"a":1,}"#).expect("parse");
+    let err = load::run(&spec).expect_err("not JSON");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("not JSON"), "{err}");
+}
+
 /// A tiny seller-API stand-in: one thread per connection, every lead answered unsold. Records
 /// each lead body so the test can check them.
 fn unsold_server() -> (SocketAddr, Arc<parking_lot::Mutex<Vec<Vec<u8>>>>) {
@@ -659,6 +695,13 @@ fn load_generator_counts_other_statuses_and_fails_without_a_target() {
     // The error body's code, read from {"error":{"code":"unauthorized",..}}.
     assert_eq!(report.by_error_code.get("unauthorized"), Some(&30));
     assert_eq!(report.by_error_code.len(), 1);
+    // No answer carried the exchange's elapsed_ms: the text says so rather than print zeros.
+    let r = report.to_string();
+    assert!(
+        r.contains("\nexchange  elapsed_ms:        none: no answer carried one\n"),
+        "{r}"
+    );
+    assert!(!r.contains("(n=0)"), "{r}");
 
     let (_holder, dead) = dead_port();
     let mut spec = LoadSpec::new(dead, "k", "c");
