@@ -101,6 +101,7 @@ fn matching(c: &mut Criterion) {
     let campaigns = [CampaignRules {
         id: "auto-insurance".into(),
         vertical: "auto_insurance".into(),
+        min_price_cents: 1,
     }];
     let matcher = Matcher::new(&campaigns, &buyers);
     let limits = CapLimits {
