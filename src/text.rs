@@ -88,3 +88,31 @@ mod tests {
         assert_eq!(Some(SmallText::new("x")).as_deref(), Some("x"));
     }
 }
+
+/// A JSON object key read through serde, borrowed from the text unless it had escapes to
+/// decode (`first\u005fname`), for readers that compare keys without building a `Value`.
+pub(crate) struct JsonKey<'a>(pub std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for JsonKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, Visitor};
+        use std::borrow::Cow;
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = JsonKey<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: Error>(self, s: &'de str) -> Result<JsonKey<'de>, E> {
+                Ok(JsonKey(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: Error>(self, s: &str) -> Result<JsonKey<'de>, E> {
+                Ok(JsonKey(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E: Error>(self, s: String) -> Result<JsonKey<'de>, E> {
+                Ok(JsonKey(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}

@@ -1,6 +1,9 @@
 //! The `gavel-load` binary from the outside: its usage errors, its word when the target is
 //! not there, and the report it prints when a signal stops it.
 
+mod common;
+
+use common::finish_within;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
@@ -148,26 +151,6 @@ fn sigint_stops_the_run_and_the_text_report_says_so() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\nstopped   early"), "{text}");
     assert!(text.contains("latency   us from due time"), "{text}");
-}
-
-/// Wait for `child` at most `limit`, killing it when it runs past; its exit code and stderr.
-fn finish_within(mut child: std::process::Child, limit: Duration) -> (Option<i32>, String) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return (status.code(), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! `gavel-relay`, the fan-out floor of the benchmarks, as `tools/bench.py --relay` runs it:
 //! three real processes (the mock buyers, the relay, the load tool) on loopback.
 
+mod common;
+
+use common::finish_within;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -295,26 +298,6 @@ fn the_mock_buyer_binary_bids_within_its_range_to_the_cent() {
         assert!((7.99..=8.0).contains(bid), "bid {bid} outside [7.99, 8.00]");
     }
     assert!(bids.contains(&7.99) && bids.contains(&8.0), "{bids:?}");
-}
-
-/// Wait for `child` at most `limit`, killing it when it runs past; its exit code and stderr.
-fn finish_within(mut child: Child, limit: Duration) -> (Option<i32>, String) {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return (status.code(), err);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

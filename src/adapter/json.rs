@@ -3,12 +3,12 @@
 //! `42.57` reaches `money::parse_cents` as the buyer wrote it and never passes through a float.
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
 use super::Found;
+use crate::text::JsonKey;
 
 /// The raw value at `pointer` (already split into unescaped reference tokens) in `doc`.
 /// `Ok(None)`: the document is valid JSON but has nothing there. `Err`: not valid JSON.
@@ -72,8 +72,8 @@ impl<'de> Visitor<'de> for Seek<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut hit = None;
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            if key.as_str() == self.token {
+        while let Some(JsonKey(key)) = map.next_key::<JsonKey<'de>>()? {
+            if key == self.token {
                 if hit.is_some() {
                     // Two values for the key read: which one the buyer meant is unknown, so
                     // the answer is not read at all (as the native answer's `bid` twice).
@@ -130,42 +130,5 @@ impl<'de> Visitor<'de> for Seek<'_> {
     }
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
-    }
-}
-
-/// An object key, borrowed from the answer unless it had escapes to decode.
-enum Key<'a> {
-    Borrowed(&'a str),
-    Owned(String),
-}
-
-impl Key<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Key::Borrowed(s) => s,
-            Key::Owned(s) => s,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key::Borrowed(s))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key::Owned(s.to_string()))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Key<'de>, E> {
-                Ok(Key::Owned(s))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
     }
 }

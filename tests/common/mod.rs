@@ -351,3 +351,23 @@ pub fn open_journal(dir: impl Into<std::path::PathBuf>) -> gavel::journal::Journ
     .expect("open the test journal");
     j
 }
+
+/// Wait for `child` at most `limit`, killing it when it runs past; its exit code and stderr.
+pub fn finish_within(mut child: std::process::Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
