@@ -292,7 +292,15 @@ fn is_personal_ascii(s: &str) -> bool {
     if digits >= 9 && has_number_shape(t.as_bytes()) {
         return true;
     }
-    if t.parse::<std::net::IpAddr>().is_ok() || t.parse::<std::net::SocketAddr>().is_ok() {
+    // An address starts with a digit, a hex digit or `:` (IPv6), or `[` (IPv6 with a port).
+    let may_be_address = t
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_hexdigit() || b == b':' || b == b'[');
+    if may_be_address
+        && (t.parse::<std::net::IpAddr>().is_ok()
+            || (t.contains(':') && t.parse::<std::net::SocketAddr>().is_ok()))
+    {
         return true;
     }
     if is_uuid(t.as_bytes()) {
@@ -377,6 +385,10 @@ fn is_uuid(b: &[u8]) -> bool {
 /// (`7135550147`, `17135550147.0`). A ping leaves it out as it would the same digits in a
 /// string.
 pub fn is_personal_number(text: &str) -> bool {
+    // Most numbers in a lead (an age, a year, a price) are far too short to be one.
+    if text.len() < 10 {
+        return false;
+    }
     let t = text.trim().trim_start_matches('-');
     let (int, frac) = t.split_once('.').unwrap_or((t, ""));
     (10..=15).contains(&int.len())

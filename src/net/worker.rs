@@ -3667,12 +3667,15 @@ impl Worker {
                 continue;
             };
             let pool = &self.pools[c.pool];
-            let late = now.duration_since(c.opened_at) > CONNECT_TIMEOUT;
+            // Only a connection still connecting or in its handshake can be late: the clock
+            // is read for those, not for every open connection at every sweep.
+            let opening = !c.connected || c.tls.as_ref().is_some_and(|t| t.is_handshaking());
+            let late = opening && now.duration_since(c.opened_at) > CONNECT_TIMEOUT;
             if !c.connected && late {
                 let p = c.pool;
                 self.pools[p].connect_failed(now, "connect timed out");
                 self.conn_broken(key, "connect timed out");
-            } else if late && c.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            } else if late {
                 // A buyer that takes the connection but never finishes the handshake: a
                 // failed connect like any other, told to the operator, and the warm
                 // connection is not kept waiting for ever.
