@@ -142,6 +142,82 @@ fn the_relay_binary_refuses_a_bad_command_line() {
     }
 }
 
+#[test]
+fn the_relay_binary_serves_on_when_its_reader_goes_and_stops_on_a_full_disk() {
+    let buyer = "http://127.0.0.1:1/ping,http://127.0.0.1:1/post";
+    // The reader has gone before the address is written (`gavel-relay ... | true`): the relay
+    // serves on, on the port asked for.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe(2) fills the two descriptors; each is owned exactly once below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created by pipe(2) and are owned by nothing else.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read_end);
+    let child = Command::new(env!("CARGO_BIN_EXE_gavel-relay"))
+        .args(["--buyer", buyer, "--listen", &addr])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-relay");
+    let child = Proc(child);
+    let mut up = false;
+    for _ in 0..100 {
+        if TcpStream::connect(&addr).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up, "the relay never listened on {addr}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get_json(&addr, "/healthz")["status"], "ok");
+    let mut child = child;
+    assert!(
+        child.0.try_wait().expect("wait").is_none(),
+        "the relay exited"
+    );
+    let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
+    // SAFETY: kill(2) on the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut err = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "quiet: {err}");
+
+    // The address cannot be written at all: the relay stops with one line.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let child = Command::new(env!("CARGO_BIN_EXE_gavel-relay"))
+        .args(["--buyer", buyer])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-relay");
+    let (code, err) = finish_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("gavel-relay: cannot write the output: "),
+        "{err}"
+    );
+}
+
 /// The one mock buyer's `host:port`, from the line it prints.
 fn mock_buyer(args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gavel-mock-buyers"))

@@ -95,7 +95,21 @@ fn main() {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
         libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
     }
-    println!("listening {}", relay.addr());
+    // Output goes through `gavel::out`, which never panics. A reader that has gone away after
+    // reading the address does not stop the relay; any other write failure loses the address
+    // the operator needs: stop at once, exit 1.
+    gavel::out_println!("listening {}", relay.addr());
+    if let Some(e) = gavel::out::take_error() {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            relay.stop();
+            std::process::exit(gavel::out::finish_as(
+                "gavel-relay",
+                0,
+                Some(e),
+                &mut std::io::stderr(),
+            ));
+        }
+    }
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }
