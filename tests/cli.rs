@@ -195,6 +195,39 @@ fn wrong_flags_and_missing_files_give_one_line_and_exit_2() {
 }
 
 #[test]
+fn a_config_naming_a_file_that_is_not_there_gives_exit_1_from_every_command() {
+    // The config itself is there; a file it names is not. That is a config that does not pass
+    // `check` (exit 1, the key and the line), not a missing command-line file (exit 2).
+    let dir = temp_dir("missing-ca");
+    let missing = dir.join("gone.pem");
+    let text = std::fs::read_to_string("config/exchange.example.toml")
+        .unwrap()
+        .replace(
+            "ca_files = []",
+            &format!("ca_files = [{:?}]", missing.display().to_string()),
+        );
+    let path = dir.join("gavel.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, _, expected) = with_config("check", &path);
+    assert_eq!(code, Some(1), "{expected}");
+    assert!(expected.contains("tls.ca_files[0]"), "{expected}");
+    for args in [
+        vec!["serve", "--config"],
+        vec![
+            "buyer-check",
+            "--url",
+            "http://127.0.0.1:1/ping",
+            "--config",
+        ],
+    ] {
+        let out = gavel().args(&args).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err, expected, "{args:?}");
+    }
+}
+
+#[test]
 fn every_command_answers_help() {
     for args in [
         vec!["--help"],
