@@ -413,4 +413,13 @@ fn check_and_serve_refuse_a_missing_or_bad_certificate_or_key_naming_the_key() {
     assert_eq!(code, Some(1), "serve: {}{}", out, err);
     assert_eq!(err.trim().lines().count(), 1, "{}", err);
     assert!(err.contains("server.tls.key_file"), "{}", err);
+    // Both files missing: both are named in the one run, each on its line.
+    let both = good
+        .replace(&key, "/nonexistent/server.key")
+        .replace(&cert, "/nonexistent/server.pem");
+    let (code, out, err) = run("check", &both);
+    assert_eq!(code, Some(1), "check: {}{}", out, err);
+    assert_eq!(err.trim().lines().count(), 2, "{}", err);
+    assert!(err.contains("server.tls.cert_file"), "{}", err);
+    assert!(err.contains("server.tls.key_file"), "{}", err);
 }

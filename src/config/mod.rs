@@ -863,12 +863,17 @@ impl Validator<'_> {
         let seller_tls = match &tls {
             Some((cert, key)) => match crate::net::tls::server_config(cert, key) {
                 Ok(c) => Some(c),
-                Err(crate::net::tls::ServerTlsError::CertFile(m)) => {
-                    self.err("server.tls.cert_file".into(), m);
-                    None
-                }
-                Err(crate::net::tls::ServerTlsError::KeyFile(m)) => {
-                    self.err("server.tls.key_file".into(), m);
+                Err(errors) => {
+                    for e in errors {
+                        match e {
+                            crate::net::tls::ServerTlsError::CertFile(m) => {
+                                self.err("server.tls.cert_file".into(), m)
+                            }
+                            crate::net::tls::ServerTlsError::KeyFile(m) => {
+                                self.err("server.tls.key_file".into(), m)
+                            }
+                        }
+                    }
                     None
                 }
             },

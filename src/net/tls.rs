@@ -19,26 +19,45 @@ pub enum ServerTlsError {
 }
 
 /// Build the seller listener's server config from a PEM certificate chain (end-entity first)
-/// and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+/// and a PEM private key (PKCS#8, PKCS#1 or SEC1). Both files are read before either is
+/// judged, so that a problem with each is reported at once.
 pub fn server_config(
     cert_file: &Path,
     key_file: &Path,
-) -> Result<Arc<ServerConfig>, ServerTlsError> {
+) -> Result<Arc<ServerConfig>, Vec<ServerTlsError>> {
     use ServerTlsError::{CertFile, KeyFile};
     let cert_err = |m: String| CertFile(format!("{}: {}", cert_file.display(), m));
     let key_err = |m: String| KeyFile(format!("{}: {}", key_file.display(), m));
-    let pem = std::fs::read(cert_file).map_err(|e| cert_err(e.to_string()))?;
-    let mut chain = Vec::new();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        chain.push(cert.map_err(|e| cert_err(format!("not a PEM certificate chain: {}", e)))?);
-    }
-    if chain.is_empty() {
-        return Err(cert_err("no PEM certificate in it".to_string()));
-    }
-    let pem = std::fs::read(key_file).map_err(|e| key_err(e.to_string()))?;
-    let key = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| key_err(format!("not a PEM private key: {}", e)))?
-        .ok_or_else(|| key_err("no PEM private key in it".to_string()))?;
+    let chain = (|| {
+        let pem = std::fs::read(cert_file).map_err(|e| cert_err(e.to_string()))?;
+        let mut chain = Vec::new();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            chain.push(cert.map_err(|e| cert_err(format!("not a PEM certificate chain: {}", e)))?);
+        }
+        if chain.is_empty() {
+            return Err(cert_err("no PEM certificate in it".to_string()));
+        }
+        Ok(chain)
+    })();
+    let key = (|| {
+        let pem = std::fs::read(key_file).map_err(|e| key_err(e.to_string()))?;
+        rustls_pemfile::private_key(&mut pem.as_slice())
+            .map_err(|e| key_err(format!("not a PEM private key: {}", e)))?
+            .ok_or_else(|| key_err("no PEM private key in it".to_string()))
+    })();
+    let (chain, key) = match (chain, key) {
+        (Ok(c), Ok(k)) => (c, k),
+        (c, k) => return Err(c.err().into_iter().chain(k.err()).collect()),
+    };
+    server_config_from(chain, key, cert_err, key_err).map_err(|e| vec![e])
+}
+
+fn server_config_from(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    cert_err: impl Fn(String) -> ServerTlsError,
+    key_err: impl Fn(String) -> ServerTlsError,
+) -> Result<Arc<ServerConfig>, ServerTlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
