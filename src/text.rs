@@ -74,21 +74,6 @@ impl PartialEq<str> for SmallText {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
-        assert_eq!(SmallText::new("b-77").as_str(), "b-77");
-        let long = "é".repeat(100);
-        let t = SmallText::new(&long);
-        assert_eq!(t.len(), 120);
-        assert!(long.starts_with(t.as_str()));
-        assert_eq!(Some(SmallText::new("x")).as_deref(), Some("x"));
-    }
-}
-
 /// A JSON object key read through serde, borrowed from the text unless it had escapes to
 /// decode (`first\u005fname`), for readers that compare keys without building a `Value`.
 pub(crate) struct JsonKey<'a>(pub std::borrow::Cow<'a, str>);
@@ -114,5 +99,20 @@ impl<'de> serde::Deserialize<'de> for JsonKey<'de> {
             }
         }
         d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(SmallText::new("b-77").as_str(), "b-77");
+        let long = "é".repeat(100);
+        let t = SmallText::new(&long);
+        assert_eq!(t.len(), 120);
+        assert!(long.starts_with(t.as_str()));
+        assert_eq!(Some(SmallText::new("x")).as_deref(), Some("x"));
     }
 }
