@@ -22,6 +22,12 @@ struct Certs {
 }
 
 fn certs(dir: &Path) -> Certs {
+    certs_valid(dir, None)
+}
+
+/// [`certs`], the server's certificate valid from the first date to the second (year, month,
+/// day) when given.
+fn certs_valid(dir: &Path, valid: Option<((i32, u8, u8), (i32, u8, u8))>) -> Certs {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -30,9 +36,13 @@ fn certs(dir: &Path) -> Certs {
         .push(rcgen::DnType::CommonName, "Gavel Seller Test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let params =
+    let mut params =
         rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .unwrap();
+    if let Some(((y0, m0, d0), (y1, m1, d1))) = valid {
+        params.not_before = rcgen::date_time_ymd(y0, m0, d0);
+        params.not_after = rcgen::date_time_ymd(y1, m1, d1);
+    }
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let cert_file = dir.join("server.pem");
     let key_file = dir.join("server.key");
@@ -422,4 +432,41 @@ fn check_and_serve_refuse_a_missing_or_bad_certificate_or_key_naming_the_key() {
     assert_eq!(err.trim().lines().count(), 2, "{}", err);
     assert!(err.contains("server.tls.cert_file"), "{}", err);
     assert!(err.contains("server.tls.key_file"), "{}", err);
+}
+
+#[test]
+fn check_and_serve_warn_of_a_seller_certificate_out_of_its_dates() {
+    let fleet = Fleet::start(vec![bidder("a", 1500, 0)]).unwrap();
+    for (name, valid, said) in [
+        (
+            "expired",
+            ((2020, 1, 1), (2021, 3, 4)),
+            "the certificate expired on 2021-03-04 00:00 UTC",
+        ),
+        (
+            "not-yet",
+            ((2090, 1, 1), (2091, 1, 1)),
+            "the certificate is not valid before 2090-01-01 00:00 UTC",
+        ),
+    ] {
+        let dir = temp_dir(&format!("seller-tls-{name}"));
+        let certs = certs_valid(&dir, Some(valid));
+        let toml = tls_config(&fleet, &certs, 10_000);
+        // rustls takes the certificate (clients judge its dates), so the config is valid...
+        let (code, out, err) = run("check", &toml);
+        assert_eq!(code, Some(0), "{name}: {out}{err}");
+        // ...and the operator is told, once, before sellers' handshakes fail.
+        let warned: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("warning: server.tls.cert_file: "))
+            .collect();
+        assert_eq!(warned.len(), 1, "{name}: {out}");
+        assert!(warned[0].contains(said), "{name}: {out}");
+    }
+    // A certificate well within its dates: no warning.
+    let dir = temp_dir("seller-tls-current");
+    let certs = certs_valid(&dir, Some(((2020, 1, 1), (2999, 1, 1))));
+    let (code, out, err) = run("check", &tls_config(&fleet, &certs, 10_000));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!out.contains("server.tls.cert_file"), "{out}");
 }

@@ -319,7 +319,54 @@ impl Buyer {
 /// sold lead on a campaign whose leads may sell for less (a reserve price, or a fixed-price
 /// buyer, below the payout), so that the exchange pays out more than it takes in for such leads.
 pub fn warnings(snap: &Snapshot) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    warnings_at(snap, now)
+}
+
+/// How long before its end a seller certificate is warned of.
+pub const CERT_EXPIRY_WARNING_DAYS: u64 = 14;
+
+/// [`warnings`] at `now`, in seconds since the Unix epoch.
+pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some((not_before, not_after)) = snap.seller_cert_validity {
+        let date = |secs: u64| {
+            i64::try_from(secs)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .map_or_else(
+                    || format!("{secs} s after 1970"),
+                    |d| d.format("%Y-%m-%d %H:%M UTC").to_string(),
+                )
+        };
+        if now >= not_after {
+            out.push(format!(
+                "server.tls.cert_file: the certificate expired on {}; sellers' TLS clients \
+                 refuse it",
+                date(not_after)
+            ));
+        } else if now < not_before {
+            out.push(format!(
+                "server.tls.cert_file: the certificate is not valid before {}; sellers' TLS \
+                 clients refuse it until then",
+                date(not_before)
+            ));
+        } else if not_after - now < CERT_EXPIRY_WARNING_DAYS * 86_400 {
+            let days = (not_after - now) / 86_400;
+            out.push(format!(
+                "server.tls.cert_file: the certificate expires on {} (in {}); renew it and \
+                 restart",
+                date(not_after),
+                match days {
+                    0 => "less than a day".to_string(),
+                    1 => "1 day".to_string(),
+                    n => format!("{n} days"),
+                }
+            ));
+        }
+    }
     if snap.server.admin_listen.is_none() {
         out.push(
             "no server.admin_listen: the operator API is off (no /healthz, /metrics, /v1/stats, \
@@ -474,6 +521,9 @@ pub struct Snapshot {
     pub tls_ca_files: Vec<PathBuf>,
     /// The seller listener's TLS config, built once from `[server.tls]` (None: plain HTTP).
     pub seller_tls: Option<Arc<rustls::ServerConfig>>,
+    /// When `[server.tls]`'s certificate is valid (seconds since the Unix epoch), for the
+    /// warnings of `check` and of a start.
+    pub seller_cert_validity: Option<(u64, u64)>,
     pub sellers: Vec<Seller>,
     pub campaigns: Vec<Campaign>,
     pub buyers: Vec<Buyer>,
@@ -1357,7 +1407,8 @@ impl Validator<'_> {
             admin_token: raw.admin.token.clone(),
             journal,
             tls_ca_files,
-            seller_tls,
+            seller_cert_validity: seller_tls.as_ref().and_then(|t| t.validity),
+            seller_tls: seller_tls.map(|t| t.config),
             sellers,
             campaigns,
             buyers,

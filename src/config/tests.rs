@@ -1060,3 +1060,48 @@ fn every_shape_problem_is_reported_at_once() {
         .replace("daily = 200", "daily = = 200");
     assert_eq!(invalid(&text).len(), 1);
 }
+
+#[test]
+fn a_seller_certificate_is_warned_of_when_out_of_its_dates_or_near_its_end() {
+    let mut snap = parse(CONTRACT).unwrap();
+    let day = 86_400;
+    // Valid 2026-01-01 00:00 UTC to 2026-12-31 00:00 UTC.
+    let (from, to) = (1_767_225_600, 1_767_225_600 + 364 * day);
+    snap.seller_cert_validity = Some((from, to));
+    let cert = |snap: &Snapshot, now| -> Vec<String> {
+        warnings_at(snap, now)
+            .into_iter()
+            .filter(|w| w.starts_with("server.tls.cert_file"))
+            .collect()
+    };
+    assert_eq!(cert(&snap, from + day), Vec::<String>::new());
+    assert_eq!(
+        cert(&snap, to - CERT_EXPIRY_WARNING_DAYS * day),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cert(&snap, to - CERT_EXPIRY_WARNING_DAYS * day + 1),
+        vec![
+            "server.tls.cert_file: the certificate expires on 2026-12-31 00:00 UTC (in 13 days); \
+              renew it and restart"
+        ]
+    );
+    assert!(cert(&snap, to - day)[0].contains("(in 1 day)"));
+    assert!(cert(&snap, to - 1)[0].contains("(in less than a day)"));
+    assert_eq!(
+        cert(&snap, to),
+        vec![
+            "server.tls.cert_file: the certificate expired on 2026-12-31 00:00 UTC; sellers' \
+              TLS clients refuse it"
+        ]
+    );
+    assert_eq!(
+        cert(&snap, from - 1),
+        vec![
+            "server.tls.cert_file: the certificate is not valid before 2026-01-01 00:00 UTC; \
+              sellers' TLS clients refuse it until then"
+        ]
+    );
+    snap.seller_cert_validity = None;
+    assert_eq!(cert(&snap, to), Vec::<String>::new());
+}

@@ -21,10 +21,7 @@ pub enum ServerTlsError {
 /// Build the seller listener's server config from a PEM certificate chain (end-entity first)
 /// and a PEM private key (PKCS#8, PKCS#1 or SEC1). Both files are read before either is
 /// judged, so that a problem with each is reported at once.
-pub fn server_config(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<Arc<ServerConfig>, Vec<ServerTlsError>> {
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<SellerTls, Vec<ServerTlsError>> {
     use ServerTlsError::{CertFile, KeyFile};
     let cert_err = |m: String| CertFile(format!("{}: {}", cert_file.display(), m));
     let key_err = |m: String| KeyFile(format!("{}: {}", key_file.display(), m));
@@ -49,7 +46,28 @@ pub fn server_config(
         (Ok(c), Ok(k)) => (c, k),
         (c, k) => return Err(c.err().into_iter().chain(k.err()).collect()),
     };
-    server_config_from(chain, key, cert_err, key_err).map_err(|e| vec![e])
+    let validity = chain.first().and_then(|c| validity(c));
+    let config = server_config_from(chain, key, cert_err, key_err).map_err(|e| vec![e])?;
+    Ok(SellerTls { config, validity })
+}
+
+/// The seller listener's TLS: its rustls config and when its certificate is valid.
+pub struct SellerTls {
+    pub config: Arc<ServerConfig>,
+    /// The end-entity certificate's notBefore and notAfter, in seconds since the Unix epoch
+    /// (None: the dates could not be read; rustls still took the certificate).
+    pub validity: Option<(u64, u64)>,
+}
+
+/// A DER certificate's notBefore and notAfter, in seconds since the Unix epoch.
+pub fn validity(cert: &[u8]) -> Option<(u64, u64)> {
+    use x509_cert::der::Decode;
+    let c = x509_cert::Certificate::from_der(cert).ok()?;
+    let v = c.tbs_certificate().validity();
+    Some((
+        v.not_before.to_unix_duration().as_secs(),
+        v.not_after.to_unix_duration().as_secs(),
+    ))
 }
 
 fn server_config_from(
