@@ -25,9 +25,11 @@ fn certs(dir: &Path) -> Certs {
     certs_valid(dir, None)
 }
 
-/// [`certs`], the server's certificate valid from the first date to the second (year, month,
-/// day) when given.
-fn certs_valid(dir: &Path, valid: Option<((i32, u8, u8), (i32, u8, u8))>) -> Certs {
+/// A date as year, month, day.
+type Ymd = (i32, u8, u8);
+
+/// [`certs`], the server's certificate valid from the first date to the second when given.
+fn certs_valid(dir: &Path, valid: Option<(Ymd, Ymd)>) -> Certs {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
