@@ -417,7 +417,13 @@ fn connect(plan: &Plan) -> Result<(Conn, SocketAddr), String> {
                                     io::ErrorKind::UnexpectedEof => {
                                         "connection closed by the buyer".to_string()
                                     }
-                                    _ => e.to_string(),
+                                    _ => match e
+                                        .get_ref()
+                                        .and_then(|i| i.downcast_ref::<rustls::Error>())
+                                    {
+                                        Some(t) => crate::net::tls::reason(t),
+                                        None => e.to_string(),
+                                    },
                                 };
                                 return Err(format!("TLS handshake with {addr}: {why}"));
                             }

@@ -332,15 +332,7 @@ pub const CERT_EXPIRY_WARNING_DAYS: u64 = 14;
 pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
     let mut out = Vec::new();
     if let Some((not_before, not_after)) = snap.seller_cert_validity {
-        let date = |secs: u64| {
-            i64::try_from(secs)
-                .ok()
-                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-                .map_or_else(
-                    || format!("{secs} s after 1970"),
-                    |d| d.format("%Y-%m-%d %H:%M UTC").to_string(),
-                )
-        };
+        let date = crate::net::tls::utc;
         if now >= not_after {
             out.push(format!(
                 "server.tls.cert_file: the certificate expired on {}; sellers' TLS clients \

@@ -345,7 +345,7 @@ impl BuyerConn {
                 Ok(_) => {
                     if let Err(e) = tls.process_new_packets() {
                         // An untrusted certificate, a wrong host name, a protocol error.
-                        return Err(format!("TLS: {e}"));
+                        return Err(format!("TLS: {}", crate::net::tls::reason(&e)));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

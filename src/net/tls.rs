@@ -123,9 +123,122 @@ pub fn client_config(ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, String> 
     Ok(Arc::new(config))
 }
 
+/// Why a TLS session with a buyer failed, in words an operator acts on. rustls says some of
+/// these only by its type names (`UnknownIssuer`); the rest keep rustls's own text.
+pub fn reason(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let cert = |what: &str| format!("the buyer's certificate {what}");
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => {
+                cert("is not signed by a trusted CA (add the CA that signed it to tls.ca_files)")
+            }
+            C::BadEncoding => cert("cannot be read"),
+            C::Expired => cert("has expired"),
+            C::NotValidYet => cert("is not valid yet"),
+            C::Revoked => cert("has been revoked"),
+            C::BadSignature => cert("has a signature that does not verify"),
+            C::UnsupportedSignatureAlgorithmContext { .. }
+            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                cert("is signed with an algorithm not supported")
+            }
+            C::ExpiredContext { not_after, .. } => {
+                cert(&format!("expired on {}", utc(not_after.as_secs())))
+            }
+            C::NotValidYetContext { not_before, .. } => cert(&format!(
+                "is not valid before {}",
+                utc(not_before.as_secs())
+            )),
+            C::NotValidForName => cert("is not for this host name"),
+            C::InvalidPurpose => cert("is not for a TLS server"),
+            C::UnhandledCriticalExtension => cert("has a critical extension not supported"),
+            C::Other(o) if o.to_string().contains("CaUsedAsEndEntity") => {
+                cert("is a CA certificate, not a server's")
+            }
+            C::Other(o) => format!("the buyer's certificate is refused: {o}"),
+            other => other.to_string(),
+        },
+        rustls::Error::NoCertificatesPresented => "the buyer sent no certificate".to_string(),
+        rustls::Error::AlertReceived(a) => {
+            format!("the buyer ended the handshake with the alert {a:?}")
+        }
+        rustls::Error::PeerIncompatible(_) => {
+            "the buyer has no TLS version or cipher suite in common with the exchange".to_string()
+        }
+        rustls::Error::InvalidMessage(_) => {
+            "the buyer's answer is not TLS (is the port plain HTTP?)".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Seconds since the Unix epoch as a UTC date and time to the minute.
+pub fn utc(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map_or_else(
+            || format!("{secs} s after 1970"),
+            |d| d.format("%Y-%m-%d %H:%M UTC").to_string(),
+        )
+}
+
 /// A new client session for `host` (a DNS name or an IP address).
 pub fn connect(config: &Arc<ClientConfig>, host: &str) -> io::Result<ClientConnection> {
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     ClientConnection::new(config.clone(), name).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::UnixTime;
+    use rustls::CertificateError as C;
+
+    #[test]
+    fn a_failed_buyer_handshake_is_told_in_words_not_type_names() {
+        let said = |e: rustls::Error| reason(&e);
+        assert_eq!(
+            said(rustls::Error::InvalidCertificate(C::UnknownIssuer)),
+            "the buyer's certificate is not signed by a trusted CA (add the CA that signed it \
+             to tls.ca_files)"
+        );
+        let at = |s| UnixTime::since_unix_epoch(std::time::Duration::from_secs(s));
+        assert_eq!(
+            said(rustls::Error::InvalidCertificate(C::ExpiredContext {
+                time: at(1_767_312_000),
+                not_after: at(1_767_225_600),
+            })),
+            "the buyer's certificate expired on 2026-01-01 00:00 UTC"
+        );
+        assert_eq!(
+            said(rustls::Error::InvalidCertificate(C::NotValidYetContext {
+                time: at(1_767_139_200),
+                not_before: at(1_767_225_600),
+            })),
+            "the buyer's certificate is not valid before 2026-01-01 00:00 UTC"
+        );
+        assert_eq!(
+            said(rustls::Error::AlertReceived(
+                rustls::AlertDescription::HandshakeFailure
+            )),
+            "the buyer ended the handshake with the alert HandshakeFailure"
+        );
+        for e in [
+            C::BadEncoding,
+            C::Expired,
+            C::NotValidYet,
+            C::Revoked,
+            C::BadSignature,
+            C::NotValidForName,
+            C::InvalidPurpose,
+            C::UnhandledCriticalExtension,
+        ] {
+            let debug = format!("{e:?}");
+            let text = said(rustls::Error::InvalidCertificate(e));
+            assert!(text.starts_with("the buyer's certificate "), "{text}");
+            assert!(!text.contains(&debug), "{text}");
+        }
+    }
 }
