@@ -469,3 +469,106 @@ fn a_ping_nobody_bids_on_is_answered_with_the_fallbacks_price() {
         .json();
     assert_eq!(v["payout"], 32.0, "80 % of the 40.00 bid: {v}");
 }
+
+/// A buyer that takes pings and has a fixed price too, in a fixed-price campaign: a seller's
+/// ping is answered from the prices, as a direct lead is sold, and nobody is pinged.
+#[test]
+fn a_ping_to_a_fixed_price_campaign_pings_no_buyer_that_also_bids() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("both").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(3000, None),
+            Kind::Post => Reply::accepted(),
+        }),
+        poster("fixed", true),
+    ])
+    .unwrap();
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "method = \"waterfall\"\nsale = \"shared\"\nmax_sales = 2",
+        |_| String::new(),
+    );
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"both\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nprice = 25.00\npriority = 1\n",
+        fleet.ping_url(0),
+        fleet.post_url(0)
+    ));
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"fixed\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 20.00\npriority = 2\n",
+        fleet.post_url(1)
+    ));
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+    assert_eq!(v["status"], "bid", "{v}");
+    assert_eq!(v["payout"], 36.0, "80 % of 25.00 + 20.00: {v}");
+    let ping_id = v["ping_id"].as_str().unwrap().to_string();
+    let v = c.post("/v1/post", Some(KEY), &post_of(&ping_id)).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["price"], 45.0, "{v}");
+    assert_eq!(v["payout"], 36.0, "{v}");
+    let mut sold: Vec<(String, f64)> = v["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["buyer"].as_str().unwrap().to_string(),
+                s["price"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    sold.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        sold,
+        vec![("both".to_string(), 25.0), ("fixed".to_string(), 20.0)]
+    );
+    assert_eq!(fleet.pings(0), 0, "a fixed-price campaign pings nobody");
+    // A direct lead: the same.
+    let v = c.lead(LEAD).json();
+    assert_eq!(v["price"], 45.0, "{v}");
+    assert_eq!(fleet.pings(0), 0);
+}
+
+/// A buyer pinged for a lead priced it itself: when it bids nothing, or under the reserve, the
+/// fallback does not post it the lead at its fixed price; the other fixed-price buyers have it.
+#[test]
+fn the_fallback_skips_a_buyer_that_was_pinged_for_the_lead() {
+    for (bid, why) in [(None, "no bid"), (Some(400), "a bid under the reserve")] {
+        let fleet = Fleet::start(vec![
+            BuyerSpec::new("both").with_responder(move |k, _| match (k, bid) {
+                (Kind::Ping, Some(cents)) => Reply::bid(cents, None),
+                (Kind::Ping, None) => Reply::no_bid(),
+                (Kind::Post, _) => Reply::accepted(),
+            }),
+            poster("fallback", true),
+        ])
+        .unwrap();
+        let mut toml = config(
+            &Fleet::start(vec![]).unwrap(),
+            "fallback = \"waterfall\"",
+            |_| String::new(),
+        );
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"both\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nprice = 25.00\npriority = 1\n",
+            fleet.ping_url(0),
+            fleet.post_url(0)
+        ));
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 2\n",
+            fleet.post_url(1)
+        ));
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        let v = c.lead(LEAD).json();
+        assert_eq!(v["status"], "sold", "{why}: {v}");
+        assert_eq!(v["sales"][0]["buyer"], "fallback", "{why}: {v}");
+        assert_eq!(v["price"], 18.0, "{why}: {v}");
+        assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 0), "{why}");
+        // A seller's ping is offered the fallback's price, not the pinged buyer's.
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        assert_eq!(
+            v["payout"], 14.4,
+            "{why}: 80 % of the fallback's 18.00: {v}"
+        );
+    }
+}

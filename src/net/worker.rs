@@ -1786,6 +1786,11 @@ impl Worker {
                 let plan = self.fixed_price_plan(&gen.rt, campaign, &req, c.method);
                 Auction::from_held(in_order, arrival, self.now, &plan)
             }
+            // A fixed-price campaign's ping pings nobody: it is answered from its buyers'
+            // prices (`hold_bids`), whether or not they also take pings elsewhere.
+            None if c.method != Distribution::PingPost => {
+                Auction::new(params, arrival, self.now, &[])
+            }
             None => {
                 let eligible = self.eligible_buyers(&gen.rt, campaign, &req, |b| b.ping.is_some());
                 Auction::new(params, arrival, self.now, &eligible)
@@ -2813,13 +2818,14 @@ impl Worker {
         let rt = lead.gen.rt.clone();
         let snap = rt.snap.clone();
         let mut plan = self.fixed_price_plan(&rt, lead.campaign, &lead.req, method);
-        // A buyer the first auction already posted this lead to (one that bids and has a
-        // fixed price too) is not sent it again: it said no, or it bought.
-        let posted: Vec<usize> = (0..lead.auction.slots())
-            .filter(|&s| lead.auction.post_result(s).is_some())
+        // A buyer the first auction had a turn for (one that bids and has a fixed price too) is
+        // not sent the lead at its fixed price: it priced this lead itself, by no bid, a bid
+        // under the reserve, or a post it rejected, or it bought.
+        let in_auction: Vec<usize> = (0..lead.auction.slots())
             .map(|s| lead.auction.buyer(s))
             .collect();
-        plan.retain(|(b, _, _)| !posted.contains(b));
+        let posted = (0..lead.auction.slots()).any(|s| lead.auction.post_result(s).is_some());
+        plan.retain(|(b, _, _)| !in_auction.contains(b));
         let Some(lead) = self.leads.get_mut(key) else {
             return false;
         };
@@ -2850,7 +2856,7 @@ impl Worker {
             in_order: true,
             answer_by: c.answer_timeout,
             // After posts that failed, the fallback's posts are a cascade.
-            posted_before: !posted.is_empty(),
+            posted_before: posted,
         };
         lead.auction = Auction::from_held(params, lead.auction.arrival(), Instant::now(), &plan);
         if let Some(until) = self.drain_until {
@@ -2895,7 +2901,13 @@ impl Worker {
             };
             if let Some(method) = method {
                 bids = self.fixed_price_plan(&lead.gen.rt, lead.campaign, &lead.req, method);
-                bids.retain(|&(_, cents, _)| cents > 0 && cents >= campaign.reserve_cents);
+                // A buyer pinged for this lead priced it itself (no bid, or under the reserve).
+                let pinged: Vec<usize> = (0..lead.auction.slots())
+                    .map(|s| lead.auction.buyer(s))
+                    .collect();
+                bids.retain(|&(b, cents, _)| {
+                    cents > 0 && cents >= campaign.reserve_cents && !pinged.contains(&b)
+                });
                 affordable(&mut bids);
             }
         }
