@@ -330,7 +330,7 @@ pub const CERT_EXPIRY_WARNING_DAYS: u64 = 14;
 
 /// [`warnings`] at `now`, in seconds since the Unix epoch.
 pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = snap.config_notes.clone();
     if let Some((not_before, not_after)) = snap.seller_cert_validity {
         let date = crate::net::tls::utc;
         if now >= not_after {
@@ -396,7 +396,11 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
                 .then(|| c.reserve_cents.max(1));
             let fixed_low = (c.method != Method::PingPost || c.fallback.is_some())
                 .then(|| {
+                    // The fixed-price method in use: a weighted draw never draws weight 0.
+                    let weighted = c.method == Method::Weighted
+                        || (c.method == Method::PingPost && c.fallback == Some(Method::Weighted));
                     buyers()
+                        .filter(|b| b.post.is_some() && !(weighted && b.weight == 0))
                         .filter_map(|b| b.price_cents)
                         .filter(|&p| p >= c.reserve_cents)
                         .min()
@@ -513,6 +517,9 @@ pub struct Snapshot {
     pub tls_ca_files: Vec<PathBuf>,
     /// The seller listener's TLS config, built once from `[server.tls]` (None: plain HTTP).
     pub seller_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Warnings about values given in the file that nothing uses (`check` and a start print
+    /// them with [`warnings`]).
+    pub config_notes: Vec<String>,
     /// When `[server.tls]`'s certificate is valid (seconds since the Unix epoch), for the
     /// warnings of `check` and of a start.
     pub seller_cert_validity: Option<(u64, u64)>,
@@ -652,8 +659,10 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
     let mut v = Validator {
         text,
         issues: Vec::new(),
+        notes: Vec::new(),
     };
-    let snap = v.build(&raw);
+    let mut snap = v.build(&raw);
+    snap.config_notes = std::mem::take(&mut v.notes);
     // The table a key was taken out of (the key itself, at the top level).
     let within = |issue: &Issue, key: &String| {
         let scope = key.rsplit_once('.').map_or(key.as_str(), |(t, _)| t);
@@ -776,6 +785,8 @@ fn one_line(message: &str) -> String {
 struct Validator<'a> {
     text: &'a str,
     issues: Vec<Issue>,
+    /// Warnings only the file's own values show (a value given that nothing uses).
+    notes: Vec<String>,
 }
 
 impl Validator<'_> {
@@ -1002,8 +1013,24 @@ impl Validator<'_> {
                 Method::PingPost
             });
             let sale = match c.sale.as_str() {
-                "exclusive" => SaleKind::Exclusive,
+                "exclusive" => {
+                    if c.max_sales > 1 {
+                        self.notes.push(format!(
+                            "campaign {:?}: max_sales = {} is not used by sale = \"exclusive\" \
+                             (each lead sells once); for up to {} buyers set sale = \"shared\"",
+                            c.id, c.max_sales, c.max_sales
+                        ));
+                    }
+                    SaleKind::Exclusive
+                }
                 "shared" => {
+                    if c.max_sales == 1 {
+                        self.notes.push(format!(
+                            "campaign {:?}: sale = \"shared\" with max_sales = 1 (the default) \
+                             sells each lead to one buyer, as \"exclusive\" does; set max_sales",
+                            c.id
+                        ));
+                    }
                     if c.max_sales == 0 || c.max_sales > MAX_SHARED_SALES {
                         self.err(
                             k("max_sales"),
@@ -1399,6 +1426,7 @@ impl Validator<'_> {
             admin_token: raw.admin.token.clone(),
             journal,
             tls_ca_files,
+            config_notes: Vec::new(),
             seller_cert_validity: seller_tls.as_ref().and_then(|t| t.validity),
             seller_tls: seller_tls.map(|t| t.config),
             sellers,

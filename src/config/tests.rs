@@ -578,6 +578,7 @@ fn a_refused_personal_ping_field_is_left_out_of_the_campaign_too() {
         "ping_fields = [\"state\", \"Home_Phone\", \"zip\"]",
     );
     let mut v = Validator {
+        notes: Vec::new(),
         text: &text,
         issues: Vec::new(),
     };
@@ -1104,4 +1105,75 @@ fn a_seller_certificate_is_warned_of_when_out_of_its_dates_or_near_its_end() {
     );
     snap.seller_cert_validity = None;
     assert_eq!(cert(&snap, to), Vec::<String>::new());
+}
+
+#[test]
+fn max_sales_that_nothing_uses_is_warned_of() {
+    let shared_1 = CONTRACT.replacen("max_sales = 3", "max_sales = 1", 1);
+    let w = warnings(&parse(&shared_1).unwrap());
+    assert!(
+        w.contains(
+            &"campaign \"solar\": sale = \"shared\" with max_sales = 1 (the default) sells each \
+              lead to one buyer, as \"exclusive\" does; set max_sales"
+                .to_string()
+        ),
+        "{w:?}"
+    );
+    // Left out, it defaults to 1: the same warning.
+    let shared_default = CONTRACT.replacen("max_sales = 3\n", "", 1);
+    assert_eq!(warnings(&parse(&shared_default).unwrap()), w);
+    let exclusive_3 = CONTRACT.replacen(
+        "max_sales = 1                      # for",
+        "max_sales = 3                      # for",
+        1,
+    );
+    assert!(
+        warnings(&parse(&exclusive_3).unwrap()).contains(
+            &"campaign \"auto-insurance\": max_sales = 3 is not used by sale = \"exclusive\" \
+              (each lead sells once); for up to 3 buyers set sale = \"shared\""
+                .to_string()
+        ),
+        "{:?}",
+        warnings(&parse(&exclusive_3).unwrap())
+    );
+    assert!(!warnings(&parse(CONTRACT).unwrap())
+        .iter()
+        .any(|w| w.contains("max_sales")));
+}
+
+#[test]
+fn a_weighted_draws_lowest_price_leaves_out_buyers_of_weight_0() {
+    // A weighted campaign: fallback-ins at $18.00 and another buyer at $30.00. With
+    // fallback-ins at weight 0 the lowest price a lead sells for is $30.00, above the $25.00
+    // paid to the seller: no warning; at weight 1 it is $18.00.
+    let text = |weight: u32| {
+        let text = CONTRACT
+            .replacen(
+                "method = \"ping_post\"               #",
+                "method = \"weighted\" #",
+                1,
+            )
+            .replacen("fallback = \"waterfall\"", "fallback = \"none\"", 1)
+            .replacen(
+                "weight = 1                         # for",
+                &format!("weight = {weight} # for"),
+                1,
+            )
+            .replacen("payout_fixed = 20.00", "payout_fixed = 25.00", 1);
+        format!(
+            "{text}\n[[buyers]]\nid = \"dear\"\ncampaigns = [\"auto-insurance\"]\npost_url = \"http://127.0.0.1:9/post\"\nprice = 30.00\nweight = 1\n"
+        )
+    };
+    let payout = |w: Vec<String>| -> Vec<String> {
+        w.into_iter()
+            .filter(|w| w.contains("payout_fixed"))
+            .collect()
+    };
+    assert_eq!(
+        payout(warnings(&parse(&text(0)).unwrap())),
+        Vec::<String>::new()
+    );
+    let w = payout(warnings(&parse(&text(1)).unwrap()));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("($18.00)"), "{w:?}");
 }
