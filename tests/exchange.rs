@@ -514,6 +514,14 @@ fn auth_and_error_codes() {
             "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
             "Allow: GET, HEAD\r\n",
         ),
+        (
+            "DELETE /v1/leads/01JD0000000000000000000000 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Allow: GET\r\n",
+        ),
+        (
+            "POST /v1/leads/01JD0000000000000000000000 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "Allow: GET\r\n",
+        ),
     ] {
         let mut raw = std::net::TcpStream::connect(ex.addr).unwrap();
         raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -1394,11 +1394,14 @@ impl Worker {
             (Method::Get, p) if p.starts_with(LEAD_PATH) => {
                 self.look_up(key, head, &p[LEAD_PATH.len()..])
             }
-            (_, "/v1/leads") | (_, "/v1/ping") | (_, "/v1/post") | (_, "/healthz") => {
-                let allow = if path == "/healthz" {
-                    "GET, HEAD"
-                } else {
-                    "POST"
+            (_, p)
+                if matches!(p, "/v1/leads" | "/v1/ping" | "/v1/post" | "/healthz")
+                    || p.starts_with(LEAD_PATH) =>
+            {
+                let allow = match p {
+                    "/healthz" => "GET, HEAD",
+                    p if p.starts_with(LEAD_PATH) => "GET",
+                    _ => "POST",
                 };
                 let r = Refusal {
                     status: 405,
@@ -1567,10 +1570,14 @@ impl Worker {
         let mut ping_bids: Option<u32> = None;
         let mut post_test_mismatch: Option<Refusal> = None;
         let mut req = if flow == Flow::Post {
-            let post = match lead::parse_post_request(body) {
+            let mut post = match lead::parse_post_request(body) {
                 Ok(p) => p,
                 Err(r) => return self.refuse(key, &r, None, &[]),
             };
+            // The id in either case, as a lookup takes it.
+            if let Some(id) = super::lookup::canonical_lead_id(&post.ping_id) {
+                post.ping_id = id;
+            }
             let (campaign, test, bids, fields, rule, received) =
                 match self.claim_held(&post.ping_id, snap, seller) {
                     Ok(h) => h,
