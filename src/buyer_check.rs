@@ -519,7 +519,10 @@ fn round_trip(
                 Ok(Decoded::NeedMore { consumed }) => {
                     c.rbuf.drain(..consumed);
                 }
-                Err(e) => return Err(TripError::Failed(e.to_string())),
+                Err(e) => {
+                    let limits = Limits::with_max_body_bytes(MAX_BUYER_ANSWER_BYTES);
+                    return Err(TripError::Failed(e.answer_reason(&limits)));
+                }
             }
         }
         let now = Instant::now();

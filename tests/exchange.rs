@@ -1832,3 +1832,43 @@ fn a_ping_a_buyer_hung_up_on_is_asked_again_and_a_post_is_not() {
     assert_eq!(v["reason"], "posts_rejected", "{v}");
     assert_eq!(POSTS_LOST[1].load(SeqCst), 2);
 }
+
+/// A buyer URL that points at a port whose server greets every client first (an SSH banner):
+/// its ping is an error at once, not a wait to the close, and its pool backs off as from a
+/// failed connect instead of opening warm connections at every housekeeping tick.
+#[test]
+fn a_port_that_greets_before_any_request_costs_its_own_bid_and_is_backed_off() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    static ACCEPTS: AtomicUsize = AtomicUsize::new(0);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let banner = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(10_000) {
+            let Ok(mut s) = s else { return };
+            ACCEPTS.fetch_add(1, SeqCst);
+            std::thread::spawn(move || {
+                let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let fleet = Fleet::start(vec![bidder("honest", 2000, 0)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"banner\"\ncampaigns = [\"auto\"]\nping_url = \"http://{banner}/ping\"\npost_url = \"http://{banner}/post\"\nmin_idle = 2\n"
+    ));
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(sales(&v), vec![("honest".to_string(), 20.0)], "{v}");
+    let st = ex.handle.as_ref().unwrap().stats();
+    let (_, b) = st.buyers().find(|(id, _)| *id == "banner").unwrap();
+    assert_eq!((b.pings, b.errors, b.timeouts), (1, 1, 0));
+    // Two seconds idle: without a backoff, every worker's two warm connections would be opened
+    // again at each 50 ms housekeeping tick (80 a second).
+    let before = ACCEPTS.load(SeqCst);
+    std::thread::sleep(Duration::from_secs(2));
+    let opened = ACCEPTS.load(SeqCst) - before;
+    assert!(opened <= 24, "{opened} connections in 2 s");
+}

@@ -512,6 +512,14 @@ impl ResponseDecoder {
             let (end, parsed) = match self.quick_head(&input[pos..]) {
                 Some(quick) => quick,
                 None => {
+                    // An answer that cannot begin `HTTP/` is refused at its first bytes, not
+                    // waited on for a head end that may never come.
+                    let rest = &input[pos..];
+                    let start = &rest[leading_blank_lines(rest)..];
+                    let n = start.len().min(5);
+                    if n > 0 && start[0] != b'\r' && start[..n] != b"HTTP/"[..n] {
+                        return Err(Error::NotHttp);
+                    }
                     let (skip, end) = self.scan.scan(&input[pos..], self.limits.max_head_bytes)?;
                     pos += skip;
                     let Some(end) = end else {

@@ -61,6 +61,9 @@ pub enum Error {
     TooManyInformational,
     /// The peer closed the connection in the middle of a message.
     IncompleteMessage,
+    /// An answer whose first bytes cannot begin `HTTP/`: the peer does not speak HTTP (an SSH
+    /// banner, a bare JSON body).
+    NotHttp,
 }
 
 impl Error {
@@ -100,6 +103,7 @@ impl Error {
             Error::UnexpectedSwitchingProtocols => "unexpected_switching_protocols",
             Error::TooManyInformational => "too_many_informational",
             Error::IncompleteMessage => "incomplete_message",
+            Error::NotHttp => "not_http",
         }
     }
 
@@ -133,6 +137,29 @@ impl Error {
             Error::UnexpectedSwitchingProtocols => "unexpected 101 Switching Protocols",
             Error::TooManyInformational => "too many informational responses",
             Error::IncompleteMessage => "connection closed in the middle of a message",
+            Error::NotHttp => "not an HTTP answer: it does not begin HTTP/",
+        }
+    }
+}
+
+impl Error {
+    /// Why an answer (a response read under `limits`) could not be read, in the words of the
+    /// buyer's journal record: a limit it broke is named with its size.
+    pub fn answer_reason(&self, limits: &super::Limits) -> String {
+        match self {
+            Error::HeadTooLarge => format!(
+                "malformed HTTP answer: its head is larger than {} bytes",
+                limits.max_head_bytes
+            ),
+            Error::TooManyHeaders => format!(
+                "malformed HTTP answer: more than {} header lines",
+                limits.header_slots()
+            ),
+            Error::BodyTooLarge => {
+                format!("answer body larger than {} bytes", limits.max_body_bytes)
+            }
+            Error::NotHttp => self.message().to_string(),
+            e => format!("malformed HTTP answer: {}", e.message()),
         }
     }
 }

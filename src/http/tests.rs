@@ -1047,8 +1047,9 @@ fn status_codes_outside_the_valid_range_are_refused() {
         response_error(b"HTTP/1.1 2000 OK\r\n\r\n"),
         Error::InvalidStatusLine
     );
+    assert_eq!(response_error(b"garbage\r\n\r\n"), Error::NotHttp);
     assert_eq!(
-        response_error(b"garbage\r\n\r\n"),
+        response_error(b"HTTP/2.0 200 OK\r\n\r\n"),
         Error::UnsupportedVersion
     );
 }
@@ -1722,4 +1723,74 @@ fn absolute_form_targets_become_their_path_and_hosts_are_counted() {
     assert!(!host_ok(&head));
     let (head, _) = one_request(b"GET / HTTP/1.0\r\n\r\n");
     assert!(host_ok(&head));
+}
+
+#[test]
+fn an_answer_that_cannot_begin_http_is_refused_at_its_first_bytes() {
+    for input in [
+        &b"SSH-2.0-OpenSSH_9.6\r\n"[..],
+        b"{\"bid\": 12.5}",
+        b"\r\n220 mail ESMTP\r\n",
+        b"HTTX/1.1 200 OK\r\n",
+        b"http/1.1 200 OK\r\n\r\n",
+    ] {
+        // Whole, and a byte at a time: refused without waiting for a head's end.
+        for step in [input.len(), 1] {
+            let out = run_responses(Limits::default(), input, step);
+            assert_eq!(out.error, Some(Error::NotHttp), "{input:?} by {step}");
+            assert!(out.messages.is_empty());
+        }
+    }
+    // The start of a real answer, however it is cut, waits for the rest.
+    let whole = b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    for step in 1..whole.len() {
+        let out = run_responses(Limits::default(), whole, step);
+        assert_eq!(out.error, None, "by {step}");
+        assert_eq!(out.messages.len(), 1, "by {step}");
+    }
+    // An interim answer, then a banner where the final one should be.
+    let out = run_responses(
+        Limits::default(),
+        b"HTTP/1.1 100 Continue\r\n\r\nSSH-2.0\r\n",
+        1,
+    );
+    assert_eq!(out.error, Some(Error::NotHttp));
+}
+
+#[test]
+fn an_unreadable_answer_names_the_limit_it_broke() {
+    let limits = Limits::with_max_body_bytes(65_536);
+    assert_eq!(
+        Error::BodyTooLarge.answer_reason(&limits),
+        "answer body larger than 65536 bytes"
+    );
+    assert_eq!(
+        Error::HeadTooLarge.answer_reason(&limits),
+        format!(
+            "malformed HTTP answer: its head is larger than {} bytes",
+            limits.max_head_bytes
+        )
+    );
+    assert_eq!(
+        Error::TooManyHeaders.answer_reason(&limits),
+        format!(
+            "malformed HTTP answer: more than {} header lines",
+            limits.max_headers
+        )
+    );
+    assert_eq!(
+        Error::NotHttp.answer_reason(&limits),
+        "not an HTTP answer: it does not begin HTTP/"
+    );
+    assert_eq!(
+        Error::InvalidChunk.answer_reason(&limits),
+        "malformed HTTP answer: malformed chunked framing"
+    );
+    // A body too large is found from its Content-Length, before any of it is read.
+    let out = run_responses(
+        limits,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n",
+        64,
+    );
+    assert_eq!(out.error, Some(Error::BodyTooLarge));
 }

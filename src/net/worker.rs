@@ -3369,6 +3369,12 @@ impl Worker {
             }
             if !c.busy() {
                 // Bytes nobody asked for: this connection cannot be trusted with the next lead.
+                // On a connection that never carried an answer (a port that greets every
+                // client: an SSH or SMTP banner) it is a failed connect, backed off like one,
+                // not a connection to open again at the next housekeeping tick.
+                if c.served == 0 {
+                    return self.conn_broken(ck, "bytes before any request: not an HTTP server");
+                }
                 return self.close_conn(ck);
             }
             match c.decoder.decode(&c.rbuf, &mut c.body) {
@@ -3384,7 +3390,12 @@ impl Worker {
                         return self.close_conn(ck);
                     }
                 }
-                Err(_) => return self.conn_broken(ck, "malformed HTTP answer"),
+                Err(e) => {
+                    let limits = crate::http::Limits::with_max_body_bytes(
+                        super::buyer::MAX_BUYER_ANSWER_BYTES,
+                    );
+                    return self.conn_broken(ck, &e.answer_reason(&limits));
+                }
             }
         }
         if self.conns.get(ck).is_some_and(|c| c.tls_wants_write()) {
