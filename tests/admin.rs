@@ -1087,3 +1087,41 @@ fn response_times_count_timeouts_as_waited_and_leave_out_pings_never_sent() {
     drop(ex);
     check(&Exchange::start(&toml), "rebuilt from the journal");
 }
+
+/// A paused buyer gets no warm connections opened for it: it is sent nothing until it is
+/// resumed, so connections held open would only use its sockets. Resumed, it is warmed again.
+#[test]
+fn a_paused_buyer_is_not_kept_warm_until_it_is_resumed() {
+    let fleet = acme_and_blue();
+    let toml = config_with_admin(&fleet, "daily = 100").replacen(
+        "id = \"acme\"\n",
+        "id = \"acme\"\npaused = true\n",
+        1,
+    );
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "blue", "{v}");
+    // Several housekeeping ticks (50 ms each) after the start and the lead.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        fleet.accepted_connections(0),
+        0,
+        "the paused buyer was connected to"
+    );
+    assert!(fleet.accepted_connections(1) > 0);
+    let r = get(
+        admin_addr(&ex),
+        "POST",
+        "/v1/admin/buyers/acme/resume",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fleet.accepted_connections(0) == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        fleet.accepted_connections(0) > 0,
+        "not warmed after the resume"
+    );
+}

@@ -3727,10 +3727,17 @@ impl Worker {
         if self.id == 0 {
             self.shared.held.lock().sweep(now);
         }
-        // Keep warm connections open ahead of need.
+        // Keep warm connections open ahead of need; none for a buyer the operator paused,
+        // which gets no request until it is resumed (allocates only while one is paused).
+        let gen = &self.gen;
+        let paused: Vec<usize> = (0..gen.ping_pool.len())
+            .filter(|&b| gen.rt.caps.is_paused(b))
+            .flat_map(|b| [gen.ping_pool[b], gen.post_pool[b]])
+            .flatten()
+            .collect();
         for p in 0..self.pools.len() {
             let pool = &self.pools[p];
-            if pool.addr.is_none() || !pool.may_refill(now) {
+            if pool.addr.is_none() || !pool.may_refill(now) || paused.contains(&p) {
                 continue;
             }
             let want = pool.min_idle.min(pool.max_connections);
