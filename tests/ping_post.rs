@@ -658,3 +658,58 @@ fn an_unposted_ping_is_not_reported_cut_off_by_a_restart() {
     let r = ex.client().lead(LEAD);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// The sources a seller's posts are journaled under: each post's `lead_received`.
+fn post_sources(dir: &str) -> Vec<Option<String>> {
+    use gavel::journal::{LeadFlow, Reader, Record};
+    Reader::open_since(std::path::Path::new(dir), 0)
+        .unwrap()
+        .filter_map(|e| match e.unwrap().record {
+            Record::LeadReceived {
+                flow: Some(LeadFlow::Post),
+                source,
+                ..
+            } => Some(source),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A post is journaled under its ping's `source`, so the journal attributes the sale without
+/// a join back to the ping; across a restart too.
+#[test]
+fn a_post_carries_its_pings_source_into_the_journal() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let dir = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the config names its journal")
+        .to_string();
+    let sourced = PING.replace("{\"campaign\"", "{\"source\": \"fb-17\", \"campaign\"");
+    let ping = |c: &mut Client| -> String {
+        let v = c.post("/v1/ping", Some(KEY), sourced.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        v["ping_id"].as_str().unwrap().to_string()
+    };
+    let later = {
+        let ex = Exchange::start(&toml);
+        let mut c = ex.client();
+        let now = ping(&mut c);
+        let v = c.post("/v1/post", Some(KEY), &post_body(&now, "")).json();
+        assert_eq!(v["status"], "sold", "{v}");
+        ping(&mut c)
+    };
+    let ex = Exchange::start(&toml);
+    let v = ex
+        .client()
+        .post("/v1/post", Some(KEY), &post_body(&later, ""))
+        .json();
+    assert_eq!(v["status"], "sold", "{v}");
+    drop(ex);
+    assert_eq!(
+        post_sources(&dir),
+        vec![Some("fb-17".to_string()), Some("fb-17".to_string())]
+    );
+}

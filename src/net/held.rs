@@ -203,6 +203,7 @@ mod tests {
             expires,
             posted: false,
             payout: crate::config::Payout::ShareBp(8000),
+            source: None,
         }
     }
 

@@ -151,6 +151,8 @@ pub struct HeldPing {
     /// The seller's payout rule the offer was made under: the post pays by it, whatever a
     /// reload or a restart changed since.
     pub payout: crate::config::Payout,
+    /// The ping's `source`, carried onto its post.
+    pub source: Option<String>,
 }
 
 /// The journal's form of a payout rule.
@@ -1271,9 +1273,14 @@ fn restore_hold(
     #[derive(serde::Deserialize)]
     struct Body {
         lead: Option<crate::lead::Fields>,
+        /// Read loosely, so that no shape of it can cost the hold its fields.
+        source: Option<serde_json::Value>,
     }
-    let fields = serde_json::from_slice::<Body>(body)
-        .ok()
+    let body = serde_json::from_slice::<Body>(body).ok();
+    let source = body
+        .as_ref()
+        .and_then(|b| b.source.as_ref()?.as_str().map(str::to_string));
+    let fields = body
         .and_then(|b| b.lead)
         .map(|l| {
             l.select(
@@ -1296,6 +1303,7 @@ fn restore_hold(
         posted: false,
         // A record from before the rule was journaled: the rule in force now.
         payout: terms.map_or(snap.sellers[seller].payout, payout_rule),
+        source,
     })
 }
 

@@ -479,14 +479,17 @@ fn settle_after_reload(
 type HeldBid = (usize, i64, Option<crate::text::SmallText>);
 /// A claimed held ping: campaign, test flag, bids, pinged field values, the payout rule its
 /// offer was made under, and the bids its ping received.
-type Claimed = (
-    usize,
-    bool,
-    Vec<HeldBid>,
-    crate::lead::Fields,
-    Option<crate::config::Payout>,
-    u32,
-);
+/// A held ping a post claimed, mapped onto the config in force.
+struct Claimed {
+    campaign: usize,
+    test: bool,
+    bids: Vec<HeldBid>,
+    fields: crate::lead::Fields,
+    rule: Option<crate::config::Payout>,
+    bids_received: u32,
+    /// The ping's `source`: the post's lead is journaled under it too.
+    source: Option<String>,
+}
 
 /// Wall-clock microseconds for journal records (cap windows are calendar time).
 fn unix_micros() -> u64 {
@@ -1578,18 +1581,25 @@ impl Worker {
             if let Some(id) = super::lookup::canonical_lead_id(&post.ping_id) {
                 post.ping_id = id;
             }
-            let (campaign, test, bids, fields, rule, received) =
-                match self.claim_held(&post.ping_id, snap, seller) {
-                    Ok(h) => h,
-                    Err(r) => return self.refuse(key, &r, None, &[]),
-                };
+            let Claimed {
+                campaign,
+                test,
+                bids,
+                fields,
+                rule,
+                bids_received: received,
+                source,
+            } = match self.claim_held(&post.ping_id, snap, seller) {
+                Ok(h) => h,
+                Err(r) => return self.refuse(key, &r, None, &[]),
+            };
             post_test_mismatch = lead::check_post_test(test, post.test).err();
             held = Some((post.ping_id, bids, fields));
             held_rule = rule;
             ping_bids = Some(received);
             LeadRequest {
                 campaign: snap.campaigns[campaign].id.clone(),
-                source: None,
+                source,
                 test,
                 lead: post.lead,
                 consent: post.consent,
@@ -2051,14 +2061,15 @@ impl Worker {
         let rule = Some(h.payout);
         if std::ptr::eq(&*h.snap, snap) {
             h.posted = true;
-            return Ok((
-                h.campaign,
-                h.test,
-                h.bids.clone(),
-                h.fields.clone(),
+            return Ok(Claimed {
+                campaign: h.campaign,
+                test: h.test,
+                bids: h.bids.clone(),
+                fields: h.fields.clone(),
                 rule,
-                h.bids_received,
-            ));
+                bids_received: h.bids_received,
+                source: h.source.clone(),
+            });
         }
         // Held before a reload.
         let Some(campaign) = h
@@ -2082,14 +2093,15 @@ impl Worker {
                 Some((snap.buyer_of_record(id)?, *cents, *bid_id))
             })
             .collect();
-        Ok((
+        Ok(Claimed {
             campaign,
-            h.test,
+            test: h.test,
             bids,
-            h.fields.clone(),
+            fields: h.fields.clone(),
             rule,
-            h.bids_received,
-        ))
+            bids_received: h.bids_received,
+            source: h.source.clone(),
+        })
     }
 
     /// Buyers of the campaign that may take this lead: filters, consent vertical, hours, pause
@@ -2986,6 +2998,7 @@ impl Worker {
                 expires: now + campaign.hold,
                 posted: false,
                 payout: rule,
+                source: lead.req.source.clone(),
             },
             now,
         );
