@@ -477,9 +477,8 @@ fn settle_after_reload(
 
 /// A held bid: (buyer, cents, bid id).
 type HeldBid = (usize, i64, Option<crate::text::SmallText>);
-/// A claimed held ping: campaign, test flag, bids, pinged field values, the payout rule its
-/// offer was made under, and the bids its ping received.
-/// A held ping a post claimed, mapped onto the config in force.
+/// A held ping a post claimed, mapped onto the config in force: its campaign, test flag, bids,
+/// pinged field values, the payout rule its offer was made under, and the bids it received.
 struct Claimed {
     campaign: usize,
     test: bool,
