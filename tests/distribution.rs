@@ -470,6 +470,23 @@ fn a_ping_nobody_bids_on_is_answered_with_the_fallbacks_price() {
     assert_eq!(v["payout"], 32.0, "80 % of the 40.00 bid: {v}");
 }
 
+/// A campaign (`campaign` lines) over two buyers of `fleet`: "both" (its first endpoint), which
+/// takes pings and has a price of $25.00 at priority 1, and `fixed` (its second), post only, at
+/// `price` and priority 2.
+fn both_and_fixed_config(fleet: &Fleet, campaign: &str, fixed: &str, price: f64) -> String {
+    let mut toml = config(&Fleet::start(vec![]).unwrap(), campaign, |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"both\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nprice = 25.00\npriority = 1\n",
+        fleet.ping_url(0),
+        fleet.post_url(0)
+    ));
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"{fixed}\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = {price:.2}\npriority = 2\n",
+        fleet.post_url(1)
+    ));
+    toml
+}
+
 /// A buyer that takes pings and has a fixed price too, in a fixed-price campaign: a seller's
 /// ping is answered from the prices, as a direct lead is sold, and nobody is pinged.
 #[test]
@@ -482,20 +499,12 @@ fn a_ping_to_a_fixed_price_campaign_pings_no_buyer_that_also_bids() {
         poster("fixed", true),
     ])
     .unwrap();
-    let mut toml = config(
-        &Fleet::start(vec![]).unwrap(),
+    let toml = both_and_fixed_config(
+        &fleet,
         "method = \"waterfall\"\nsale = \"shared\"\nmax_sales = 2",
-        |_| String::new(),
+        "fixed",
+        20.0,
     );
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"both\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nprice = 25.00\npriority = 1\n",
-        fleet.ping_url(0),
-        fleet.post_url(0)
-    ));
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"fixed\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 20.00\npriority = 2\n",
-        fleet.post_url(1)
-    ));
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
     let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
@@ -543,20 +552,7 @@ fn the_fallback_skips_a_buyer_that_was_pinged_for_the_lead() {
             poster("fallback", true),
         ])
         .unwrap();
-        let mut toml = config(
-            &Fleet::start(vec![]).unwrap(),
-            "fallback = \"waterfall\"",
-            |_| String::new(),
-        );
-        toml.push_str(&format!(
-            "\n[[buyers]]\nid = \"both\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nprice = 25.00\npriority = 1\n",
-            fleet.ping_url(0),
-            fleet.post_url(0)
-        ));
-        toml.push_str(&format!(
-            "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 2\n",
-            fleet.post_url(1)
-        ));
+        let toml = both_and_fixed_config(&fleet, "fallback = \"waterfall\"", "fallback", 18.0);
         let ex = Exchange::start(&toml);
         let mut c = ex.client();
         let v = c.lead(LEAD).json();
