@@ -34,15 +34,6 @@ fn request_with(path: &str, key: &str, extra: &[&str], body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The journal directory a test config names.
-fn journal_dir(toml: &str) -> String {
-    toml.lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("the config names its journal")
-        .to_string()
-}
-
 fn keyed(c: &mut Client, path: &str, idem: &str, body: &str) -> Response {
     let header = format!("Idempotency-Key: {idem}");
     c.send_raw(&request_with(path, KEY, &[&header], body.as_bytes()));

@@ -681,12 +681,7 @@ fn post_sources(dir: &str) -> Vec<Option<String>> {
 fn a_post_carries_its_pings_source_into_the_journal() {
     let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
     let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
-    let dir = toml
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("the config names its journal")
-        .to_string();
+    let dir = journal_dir(&toml);
     let sourced = PING.replace("{\"campaign\"", "{\"source\": \"fb-17\", \"campaign\"");
     let ping = |c: &mut Client| -> String {
         let v = c.post("/v1/ping", Some(KEY), sourced.as_bytes()).json();

@@ -371,3 +371,12 @@ pub fn finish_within(mut child: std::process::Child, limit: Duration) -> (Option
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The journal directory a test config names.
+pub fn journal_dir(toml: &str) -> String {
+    toml.lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the config names its journal")
+        .to_string()
+}
