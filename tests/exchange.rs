@@ -1862,9 +1862,18 @@ fn a_port_that_greets_before_any_request_costs_its_own_bid_and_is_backed_off() {
     let ex = Exchange::start(&toml);
     let v = ex.client().lead(LEAD).json();
     assert_eq!(sales(&v), vec![("honest".to_string(), 20.0)], "{v}");
-    let st = ex.handle.as_ref().unwrap().stats();
-    let (_, b) = st.buyers().find(|(id, _)| *id == "banner").unwrap();
-    assert_eq!((b.pings, b.errors, b.timeouts), (1, 1, 0));
+    // The operator's counters are updated just after the seller's answer is sent.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let counted = loop {
+        let st = ex.handle.as_ref().unwrap().stats();
+        let (_, b) = st.buyers().find(|(id, _)| *id == "banner").unwrap();
+        let counted = (b.pings, b.errors, b.timeouts);
+        if counted.1 + counted.2 > 0 || std::time::Instant::now() > until {
+            break counted;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(counted, (1, 1, 0));
     // Two seconds idle: without a backoff, every worker's two warm connections would be opened
     // again at each 50 ms housekeeping tick (80 a second).
     let before = ACCEPTS.load(SeqCst);

@@ -33,6 +33,16 @@ fn find_head_end(input: &[u8], from: usize) -> Result<usize, usize> {
     Err(input.len())
 }
 
+/// The bytes of an answer's head so far cannot be the start of `HTTP/` (after blank lines).
+/// Off the usual path: a whole head at the front of a read is parsed in one pass first.
+#[cold]
+#[inline(never)]
+fn cannot_begin_http(rest: &[u8]) -> bool {
+    let start = &rest[leading_blank_lines(rest)..];
+    let n = start.len().min(5);
+    n > 0 && start[0] != b'\r' && start[..n] != b"HTTP/"[..n]
+}
+
 /// Blank lines before a start line (RFC 9112 §2.2 lets a server ignore them). Returns how many
 /// bytes are CRLF or LF; a trailing lone CR is left for the next read to settle.
 fn leading_blank_lines(input: &[u8]) -> usize {
@@ -514,10 +524,7 @@ impl ResponseDecoder {
                 None => {
                     // An answer that cannot begin `HTTP/` is refused at its first bytes, not
                     // waited on for a head end that may never come.
-                    let rest = &input[pos..];
-                    let start = &rest[leading_blank_lines(rest)..];
-                    let n = start.len().min(5);
-                    if n > 0 && start[0] != b'\r' && start[..n] != b"HTTP/"[..n] {
+                    if cannot_begin_http(&input[pos..]) {
                         return Err(Error::NotHttp);
                     }
                     let (skip, end) = self.scan.scan(&input[pos..], self.limits.max_head_bytes)?;

@@ -158,6 +158,9 @@ pub struct Pool {
     /// No buyer of the config in force uses it: it serves the leads still running under an
     /// earlier config, then its connections close.
     pub retired: bool,
+    /// The buyer it serves, by index in the config in force (its pause stops the warm
+    /// connections).
+    pub buyer: usize,
 }
 
 impl Pool {
@@ -183,6 +186,7 @@ impl Pool {
             tls_host: None,
             tls_config: None,
             retired: false,
+            buyer: 0,
         }
     }
 

@@ -374,11 +374,12 @@ fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Ge
     }
     let mut used = HashSet::new();
     let mut take = |pools: &mut Vec<Pool>,
-                    id: &str,
+                    i: usize,
                     e: &Endpoint,
                     addr: Option<std::net::SocketAddr>,
                     b: &crate::config::Buyer,
                     min_idle: usize| {
+        let id = b.id.as_str();
         let fresh = || Pool {
             tls_host: tls_host(&Some(e.clone())),
             tls_config: rt.tls.clone(),
@@ -399,6 +400,7 @@ fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Ge
                 pools.len() - 1
             }
         };
+        pools[p].buyer = i;
         used.insert(p);
         p
     };
@@ -408,7 +410,7 @@ fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Ge
         let pp = b
             .ping
             .as_ref()
-            .map(|e| take(pools, &b.id, e, rt.ping_addrs[i], b, b.min_idle));
+            .map(|e| take(pools, i, e, rt.ping_addrs[i], b, b.min_idle));
         let same = matches!((&b.ping, &b.post), (Some(a), Some(c)) if a.same_origin(c));
         let po = match (same, pp) {
             (true, Some(p)) => Some(p),
@@ -418,7 +420,7 @@ fn map_pools(pools: &mut Vec<Pool>, old: Option<&Gen>, rt: &Arc<Runtime>) -> (Ge
                 } else {
                     b.min_idle
                 };
-                take(pools, &b.id, e, rt.post_addrs[i], b, min_idle)
+                take(pools, i, e, rt.post_addrs[i], b, min_idle)
             }),
         };
         ping_pool.push(pp);
@@ -3740,19 +3742,17 @@ impl Worker {
             self.shared.held.lock().sweep(now);
         }
         // Keep warm connections open ahead of need; none for a buyer the operator paused,
-        // which gets no request until it is resumed (allocates only while one is paused).
-        let gen = &self.gen;
-        let paused: Vec<usize> = (0..gen.ping_pool.len())
-            .filter(|&b| gen.rt.caps.is_paused(b))
-            .flat_map(|b| [gen.ping_pool[b], gen.post_pool[b]])
-            .flatten()
-            .collect();
+        // which gets no request until it is resumed. (A retired pool wants none.)
         for p in 0..self.pools.len() {
             let pool = &self.pools[p];
-            if pool.addr.is_none() || !pool.may_refill(now) || paused.contains(&p) {
+            let want = pool.min_idle.min(pool.max_connections);
+            if pool.total >= want
+                || pool.addr.is_none()
+                || !pool.may_refill(now)
+                || self.gen.rt.caps.is_paused(pool.buyer)
+            {
                 continue;
             }
-            let want = pool.min_idle.min(pool.max_connections);
             let mut have = pool.total;
             while have < want {
                 if self.open_conn(p).is_none() {
