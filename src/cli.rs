@@ -183,16 +183,23 @@ fn serve(path: &std::path::Path) -> i32 {
     };
     let (recovery, replayed) = handle.recovery();
     eprintln!("gavel: {}", recovery);
-    if let Some(cut) = recovery.cut.as_ref().filter(|c| c.records_skipped > 0) {
-        eprintln!(
-            "gavel: warning: journal damage at {} cut {} whole record(s) out of the journal; {}",
-            cut.at,
-            cut.records_skipped,
-            match &cut.copied_to {
-                Some(p) => format!("the segment as it was is kept in {}", p.display()),
-                None => "the segment was moved aside whole".to_string(),
-            }
-        );
+    if let Some(cut) = recovery.cut.as_ref().filter(|c| !c.torn_tail) {
+        let kept = match &cut.copied_to {
+            Some(p) => format!("the segment as it was is kept in {}", p.display()),
+            None => "the segment was moved aside whole".to_string(),
+        };
+        if cut.records_skipped > 0 {
+            eprintln!(
+                "gavel: warning: journal damage at {} cut {} whole record(s) out of the journal; {kept}",
+                cut.at, cut.records_skipped,
+            );
+        } else {
+            eprintln!(
+                "gavel: warning: journal damage at {} ({}): what was there is not in the journal \
+                 (sales, caps and budgets in it are not replayed); {kept}",
+                cut.at, cut.kind,
+            );
+        }
     }
     eprintln!(
         "gavel: {} sale(s) of the last 32 days replayed into caps and budgets",

@@ -137,6 +137,9 @@ impl Damage {
     /// it. A committed record damaged at the tail is damage like any other: its segment is
     /// copied aside before the cut, and `verify` calls the journal damaged.
     ///
+    /// A damaged segment header is a torn tail only when the segment is the newest and holds
+    /// nothing but zeroes (or nothing at all): begun at a crash and never written.
+    ///
     /// The newest segment's file cut short or grown is a torn tail too: every record up to the
     /// cut is whole, and the journal is cut at the last of them. (The journal never resizes a
     /// file, so no crash of the exchange does this; a copy interrupted, or a test that cuts
@@ -148,6 +151,10 @@ impl Damage {
         }
         match self.kind {
             DamageKind::SizeChanged { .. } => self.later_segments.is_empty(),
+            // A crash while a segment is begun leaves its file empty or all zeroes; a header
+            // with bytes in it that do not read, or a segment followed by another, is not
+            // what a crash leaves, and whatever the segment held is lost.
+            DamageKind::BadSegmentHeader(_) => self.bytes == 0 && self.later_segments.is_empty(),
             DamageKind::DataAfterEnd { first } => {
                 first.saturating_sub(self.at.offset) < TORN_WINDOW
             }
@@ -593,6 +600,8 @@ impl fmt::Display for RecoveryReport {
             )?;
             if c.records_skipped == 0 && c.torn_tail {
                 write!(f, " (torn tail)")?;
+            } else if c.records_skipped == 0 && matches!(c.kind, DamageKind::BadSegmentHeader(_)) {
+                write!(f, " (a segment header no crash leaves: the segment is set aside)")?;
             } else if c.records_skipped == 0 && c.kind.is_committed_record() {
                 write!(
                     f,
@@ -690,6 +699,15 @@ impl fmt::Display for VerifyReport {
                  removed)",
                 d.at, d.kind
             ),
+            Some(d) if d.records_after == 0 && matches!(d.kind, DamageKind::BadSegmentHeader(_)) => {
+                write!(
+                    f,
+                    ", DAMAGED at {}: {}, {} byte(s) in the segment; no crash leaves a header \
+                     like this, and whatever the segment held is lost (the exchange sets the \
+                     segment aside when it starts)",
+                    d.at, d.kind, d.bytes
+                )
+            }
             Some(d) if d.records_after == 0 => write!(
                 f,
                 ", DAMAGED at {}: {} in a committed record at the end of the data (a power loss \

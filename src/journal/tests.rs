@@ -2187,6 +2187,48 @@ fn a_segment_created_but_never_written_is_dropped_on_open() {
     assert_eq!(records(dir.path()), recs);
 }
 
+/// A newest segment whose header holds bytes that do not read (written over, or its file cut
+/// inside the header) is not what a crash leaves: `verify` calls the journal damaged, and the
+/// exchange sets the segment aside (it is kept, not removed) and says so.
+#[test]
+fn a_newest_segment_with_a_written_but_unreadable_header_is_damage() {
+    for (case, len, header) in [
+        ("garbage", 1u64 << 20, vec![0xAB; 64]),
+        ("cut inside the header", 10, vec![0x47; 10]),
+    ] {
+        let dir = TempDir::new("bad-header");
+        let (recs, _) = write_sample(dir.path(), 5);
+        let path = segment_path(dir.path(), 1);
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(len).unwrap();
+        drop(f);
+        patch(&path, 0, &header);
+        let v = verify(dir.path()).unwrap();
+        assert!(!v.intact(), "{case}: {v}");
+        assert!(v.to_string().contains("DAMAGED at segment 1 offset 0"), "{case}: {v}");
+        assert!(v.to_string().contains("bad segment header"), "{case}: {v}");
+        let (code, _, err) = run_cli(JournalCmd::Verify {
+            dir: dir.path().to_path_buf(),
+        });
+        assert_eq!(code, 1, "{case}: {err}");
+        let (j, report) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+        let cut = report.cut.as_ref().unwrap();
+        assert!(!cut.torn_tail, "{case}: {report}");
+        assert_eq!(cut.moved_aside.len(), 1, "{case}: {report}");
+        assert!(
+            report.to_string().contains("a segment header no crash leaves"),
+            "{case}: {report}"
+        );
+        assert_eq!(
+            std::fs::read(&cut.moved_aside[0]).unwrap()[..header.len()],
+            header[..],
+            "{case}: the segment's bytes are kept"
+        );
+        drop(j);
+        assert_eq!(records(dir.path()), recs, "{case}");
+    }
+}
+
 #[test]
 fn a_segment_from_a_newer_format_is_refused_not_cut() {
     let dir = TempDir::new("newer");
