@@ -503,6 +503,30 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
                 b.id
             ));
         }
+        // A budget must hold at least the reserve for a bid to be taken (a sale never
+        // overdraws one), so a budget under a campaign's reserve shuts the buyer out of it.
+        let budgets = [
+            ("daily_budget", caps.daily_budget_cents),
+            ("weekly_budget", caps.weekly_budget_cents),
+            ("monthly_budget", caps.monthly_budget_cents),
+        ];
+        for (key, cents) in budgets {
+            let Some(cents) = cents.filter(|&c| c > 0) else {
+                continue;
+            };
+            for c in b.campaigns.iter().filter_map(|&c| snap.campaigns.get(c)) {
+                if cents < c.reserve_cents {
+                    out.push(format!(
+                        "buyer {}: [buyers.caps] {key} {} is under campaign {}'s reserve_price \
+                         {}, so it is never sold that campaign's leads",
+                        b.id,
+                        crate::money::usd(cents),
+                        c.id,
+                        crate::money::usd(c.reserve_cents)
+                    ));
+                }
+            }
+        }
     }
     out
 }

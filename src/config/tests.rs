@@ -940,6 +940,20 @@ fn configs_that_can_never_sell_are_warned_about() {
         w[0].contains("buyer sun-power") && w[0].contains("\"solar\""),
         "{w:?}"
     );
+    // A budget under the campaign's reserve: no bid is ever taken, so no sale either.
+    let text = base.replacen("daily_budget = 15000.00", "daily_budget = 4.99", 1);
+    assert_ne!(text, base);
+    let w = warnings(&parse(&text).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("buyer acme-ins")
+            && w[0].contains("daily_budget $4.99")
+            && w[0].contains("auto-insurance's reserve_price $5.00"),
+        "{w:?}"
+    );
+    // At the reserve, one lead can still be sold.
+    let text = base.replacen("daily_budget = 15000.00", "daily_budget = 5.00", 1);
+    assert_eq!(warnings(&parse(&text).unwrap()), Vec::<String>::new());
 }
 
 #[test]
