@@ -85,6 +85,33 @@ pub fn run_to(cmd: JournalCmd, out: &mut dyn Write, err: &mut dyn Write) -> i32 
         let _ = writeln!(err, "gavel: journal directory {} {why}", dir.display());
         return EXIT_USAGE;
     }
+    if let JournalCmd::Show { lead_id, .. } = &cmd {
+        if crate::net::lookup::canonical_lead_id(lead_id).is_none() {
+            let _ = writeln!(
+                err,
+                "gavel: {:?} is not a lead id: a lead id is the 26-character ULID the exchange \
+                 answered with, e.g. 01JD5V9XQ8Z7K3M2N4P6R8T0VW",
+                lead_id
+            );
+            return EXIT_USAGE;
+        }
+    }
+    if matches!(cmd, JournalCmd::Export { .. } | JournalCmd::Show { .. }) {
+        // A journal always has a segment from its first start: a mistyped `--dir` is not a
+        // journal with nothing in it. (`verify` says the same with its own report.)
+        match super::segment::list_segments(&dir) {
+            Ok(s) if s.is_empty() => {
+                let _ = writeln!(
+                    err,
+                    "gavel: no journal in {}: no segment files",
+                    dir.display()
+                );
+                return EXIT_FAILURE;
+            }
+            Ok(_) => {}
+            Err(e) => return report_error(err, &e),
+        }
+    }
     match cmd {
         JournalCmd::Export { dir } => export(&dir, out, err),
         JournalCmd::Show { lead_id, dir } => show(&dir, &lead_id, out, err),
@@ -169,6 +196,19 @@ pub fn tail(
     err: &mut dyn Write,
     max_polls: Option<u64>,
 ) -> i32 {
+    match super::segment::list_segments(dir) {
+        Ok(s) if s.is_empty() => {
+            // An exchange about to start for the first time: its records are followed once
+            // its first segment is made.
+            let _ = writeln!(
+                err,
+                "gavel: no journal in {} yet: waiting for its first segment",
+                dir.display()
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return report_error(err, &e),
+    }
     let (mut follower, backlog) = match Follower::from_end(dir, lines) {
         Ok(x) => x,
         Err(e) => return report_error(err, &e),

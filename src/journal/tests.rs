@@ -2414,11 +2414,56 @@ fn show_prints_one_leads_history_relative_to_its_first_record() {
     assert!(out.contains("no bid"));
     assert!(!out.contains(&lead_id(1)));
     let (code, _, err) = run_cli(JournalCmd::Show {
-        lead_id: "nope".into(),
+        lead_id: lead_id(99),
         dir: dir.path().to_path_buf(),
     });
     assert_eq!(code, 1);
     assert!(err.contains("not found"));
+    // What cannot be a lead id is a usage error, said as such.
+    let (code, _, err) = run_cli(JournalCmd::Show {
+        lead_id: "nope".into(),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("\"nope\" is not a lead id"), "{err}");
+}
+
+/// A directory with no segment in it is no journal: `export` and `show` say so and fail, as
+/// `verify` does; `tail` says it waits for the first segment, and then follows it.
+#[test]
+fn an_empty_directory_is_no_journal_and_tail_waits_for_one() {
+    let dir = TempDir::new("no-journal");
+    for cmd in [
+        JournalCmd::Export {
+            dir: dir.path().to_path_buf(),
+        },
+        JournalCmd::Show {
+            lead_id: lead_id(1),
+            dir: dir.path().to_path_buf(),
+        },
+        JournalCmd::Verify {
+            dir: dir.path().to_path_buf(),
+        },
+    ] {
+        let (code, out, err) = run_cli(cmd.clone());
+        assert_eq!(code, 1, "{cmd:?}: {err}");
+        assert!(out.is_empty(), "{cmd:?}: {out}");
+        assert!(err.contains("no journal in"), "{cmd:?}: {err}");
+    }
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cli::tail(dir.path(), 5, &mut out, &mut err, Some(1)), 0);
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.contains("waiting for its first segment"), "{err}");
+    assert!(out.is_empty());
+    // Once the exchange has begun the journal, `tail` follows it without a word.
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    append(&j, T0, &ping_record(1));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cli::tail(dir.path(), 5, &mut out, &mut err, Some(1)), 0);
+    assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
+    assert!(String::from_utf8(out).unwrap().contains(&lead_id(1)));
+    drop(j);
 }
 
 /// What sellers and buyers sent is shown escaped: a line break in a source or an answer's
