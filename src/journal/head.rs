@@ -80,13 +80,20 @@ pub fn write_head(dir: &Path, seq: u64, durable: bool) -> Result<(), JournalErro
         .truncate(true)
         .open(&partial)
         .map_err(|e| JournalError::io("create", &partial, e))?;
-    f.write_all(format!("{MAGIC}\nsegment {seq}\n").as_bytes())
-        .map_err(|e| JournalError::io("write", &partial, e))?;
-    if durable {
-        f.sync_all()
-            .map_err(|e| JournalError::io("fsync", &partial, e))?;
-    }
+    let written = f
+        .write_all(format!("{MAGIC}\nsegment {seq}\n").as_bytes())
+        .map_err(|e| ("write", e))
+        .and_then(|()| match durable {
+            true => f.sync_all().map_err(|e| ("fsync", e)),
+            false => Ok(()),
+        });
     drop(f);
+    if let Err((what, e)) = written {
+        // A full disk: no half-written side file left beside the journal (the next
+        // rotation writes it again).
+        let _ = std::fs::remove_file(&partial);
+        return Err(JournalError::io(what, &partial, e));
+    }
     let path = dir.join(HEAD_FILE);
     std::fs::rename(&partial, &path).map_err(|e| JournalError::io("rename", &partial, e))?;
     if durable {

@@ -959,6 +959,21 @@ fn a_deleted_newest_segment_is_found_and_stops_a_start() {
     assert!(verify(dir.path()).unwrap().intact());
 }
 
+/// A `HEAD` that cannot be written (a full disk) fails with the error and leaves no side file
+/// behind; the `HEAD` before it stays as it was.
+#[test]
+fn a_head_that_cannot_be_written_leaves_no_side_file() {
+    let dir = TempDir::new("head-full");
+    head::write_head(dir.path(), 3, true).unwrap();
+    // The side file's name leads to a device where every write fails for want of space.
+    let partial = dir.path().join("HEAD.partial");
+    std::os::unix::fs::symlink("/dev/full", &partial).unwrap();
+    let e = head::write_head(dir.path(), 4, true).unwrap_err();
+    assert!(e.to_string().contains("write"), "{e}");
+    assert!(std::fs::symlink_metadata(&partial).is_err(), "side file left");
+    assert_eq!(head::read_head(dir.path()).unwrap(), Some(3));
+}
+
 /// In the durable sync modes `HEAD` is written with its fsyncs, and follows rotations alike.
 #[test]
 fn head_follows_rotations_in_the_durable_modes() {
