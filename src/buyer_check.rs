@@ -1280,6 +1280,9 @@ impl Report {
             self.invalid,
             self.timeouts
         ));
+        if self.sent < self.pings {
+            s.push_str("the rest not sent: the buyer was never reached\n");
+        }
         if let Some((lo, hi)) = self.bid_range_cents {
             s.push_str(&format!(
                 "bids {} .. {} ({} of {} with a bid_id)\n",

@@ -601,7 +601,10 @@ impl fmt::Display for RecoveryReport {
             if c.records_skipped == 0 && c.torn_tail {
                 write!(f, " (torn tail)")?;
             } else if c.records_skipped == 0 && matches!(c.kind, DamageKind::BadSegmentHeader(_)) {
-                write!(f, " (a segment header no crash leaves: the segment is set aside)")?;
+                write!(
+                    f,
+                    " (a segment header no crash leaves: the segment is set aside)"
+                )?;
             } else if c.records_skipped == 0 && c.kind.is_committed_record() {
                 write!(
                     f,
@@ -699,7 +702,9 @@ impl fmt::Display for VerifyReport {
                  removed)",
                 d.at, d.kind
             ),
-            Some(d) if d.records_after == 0 && matches!(d.kind, DamageKind::BadSegmentHeader(_)) => {
+            Some(d)
+                if d.records_after == 0 && matches!(d.kind, DamageKind::BadSegmentHeader(_)) =>
+            {
                 write!(
                     f,
                     ", DAMAGED at {}: {}, {} byte(s) in the segment; no crash leaves a header \

@@ -970,7 +970,10 @@ fn a_head_that_cannot_be_written_leaves_no_side_file() {
     std::os::unix::fs::symlink("/dev/full", &partial).unwrap();
     let e = head::write_head(dir.path(), 4, true).unwrap_err();
     assert!(e.to_string().contains("write"), "{e}");
-    assert!(std::fs::symlink_metadata(&partial).is_err(), "side file left");
+    assert!(
+        std::fs::symlink_metadata(&partial).is_err(),
+        "side file left"
+    );
     assert_eq!(head::read_head(dir.path()).unwrap(), Some(3));
 }
 
@@ -2220,7 +2223,10 @@ fn a_newest_segment_with_a_written_but_unreadable_header_is_damage() {
         patch(&path, 0, &header);
         let v = verify(dir.path()).unwrap();
         assert!(!v.intact(), "{case}: {v}");
-        assert!(v.to_string().contains("DAMAGED at segment 1 offset 0"), "{case}: {v}");
+        assert!(
+            v.to_string().contains("DAMAGED at segment 1 offset 0"),
+            "{case}: {v}"
+        );
         assert!(v.to_string().contains("bad segment header"), "{case}: {v}");
         let (code, _, err) = run_cli(JournalCmd::Verify {
             dir: dir.path().to_path_buf(),
@@ -2231,7 +2237,9 @@ fn a_newest_segment_with_a_written_but_unreadable_header_is_damage() {
         assert!(!cut.torn_tail, "{case}: {report}");
         assert_eq!(cut.moved_aside.len(), 1, "{case}: {report}");
         assert!(
-            report.to_string().contains("a segment header no crash leaves"),
+            report
+                .to_string()
+                .contains("a segment header no crash leaves"),
             "{case}: {report}"
         );
         assert_eq!(
