@@ -1246,10 +1246,13 @@ async function tick() {
   plot(() => lines('plot-overhead-series', series, [['p50', '#2a7'], ['p99', '#c33']], 'µs'));
   plot(() => caps('plot-caps', buyers));
   let t = row(['campaign', 'leads', 'sold', 'unsold', 'rejected', 'revenue', 'payout', 'profit'], 'th');
-  for (const [id, v] of camps) t += row([id, v.leads, v.sold, v.unsold, v.rejected, v.revenue, v.payout, v.profit], 'td');
+  for (const [id, v] of camps) t += row([id, v.leads, v.sold, v.unsold, v.rejected, usd(num(v.revenue)), usd(num(v.payout)), usd(num(v.profit))], 'td');
   $('campaigns').innerHTML = t;
-  t = row(['buyer', 'pings', 'bids', 'wins', 'timeouts', 'errors', 'avg bid', 'p99 µs', 'daily left', 'paused'], 'th');
-  for (const [id, v] of buyers) t += row([id, v.pings, v.bids, v.wins, v.timeouts, v.errors, v.average_bid, num(obj(v.response_us).count) > 0 ? obj(v.response_us).p99 : '–', obj(v.caps_left).daily ?? '∞', v.paused], 'td');
+  t = row(['buyer', 'state', 'pings', 'bids', 'wins', 'timeouts', 'errors', 'avg bid', 'spent', 'p99 µs', 'daily left'], 'th');
+  // A removed buyer has counters and no caps: nothing is left for it, and it is not uncapped.
+  for (const [id, v] of buyers) t += row([id, v.removed ? 'removed' : v.paused ? 'paused' : 'active', v.pings, v.bids, v.wins, v.timeouts, v.errors,
+    num(v.bids) > 0 ? usd(num(v.average_bid)) : '–', usd(num(v.spent)), num(obj(v.response_us).count) > 0 ? obj(v.response_us).p99 : '–',
+    v.removed ? '–' : obj(v.caps_left).daily ?? '∞'], 'td');
   $('buyers').innerHTML = t;
 }
 tick(); setInterval(tick, 2000);

@@ -781,7 +781,12 @@ fn the_dashboard_reads_its_stats_with_a_token_a_url_must_encode() {
              const t0 = Date.now();\n\
              const wait = setInterval(() => {{\n\
                const s = (els.summary || {{}}).textContent || '';\n\
-               if (s || Date.now() - t0 > 10000) {{ clearInterval(wait); console.log(s); }}\n\
+               if (s || Date.now() - t0 > 10000) {{\n\
+                 clearInterval(wait);\n\
+                 console.log(s);\n\
+                 console.log((els.campaigns || {{}}).innerHTML || '');\n\
+                 console.log((els.buyers || {{}}).innerHTML || '');\n\
+               }}\n\
              }}, 20);\n",
             search = serde_json::to_string(&format!("?token={form}")).unwrap(),
             base = serde_json::to_string(&format!("http://{admin}/")).unwrap(),
@@ -799,12 +804,26 @@ fn the_dashboard_reads_its_stats_with_a_token_a_url_must_encode() {
             }
             Err(e) => panic!("node: {e}"),
         };
-        let summary = String::from_utf8_lossy(&out.stdout);
+        let printed = String::from_utf8_lossy(&out.stdout);
+        let mut lines = printed.lines();
+        let summary = lines.next().unwrap_or("");
         assert!(
             summary.starts_with("uptime "),
             "?token={form}: the page says {summary:?} ({})",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The tables: money as dollars and cents, each buyer's state in words.
+        let (campaigns, buyers) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+        assert!(
+            campaigns.contains("<td>$0.00</td><td>$0.00</td><td>$0.00</td></tr>"),
+            "{campaigns}"
+        );
+        assert!(buyers.contains("<th>state</th>"), "{buyers}");
+        assert!(
+            buyers.contains("<tr><td>acme</td><td>active</td>"),
+            "{buyers}"
+        );
+        assert!(buyers.contains("<td>$0.00</td>"), "{buyers}");
     }
 }
 
