@@ -775,3 +775,39 @@ fn a_pause_holds_for_a_buyer_removed_and_added_back() {
     assert_eq!(v["sales"][0]["buyer"], "acme", "{v}");
     assert_eq!(fleet.pings(1), 0, "the paused buyer was pinged");
 }
+
+/// Dedupe switched on by a reload knows the leads received before it, as a restart would: a
+/// consumer sold while the campaign did not dedupe is a duplicate from the reload on. A lead
+/// refused is not remembered, and a campaign's window made longer reaches back as far.
+#[test]
+fn dedupe_set_by_a_reload_knows_the_leads_received_before_it() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();
+    let on = with_admin(&config(&fleet, "dedupe_days = 30", |_| String::new()));
+    let off = on.replace("dedupe_days = 30", "dedupe_days = 0");
+    assert_ne!(off, on);
+    let run = start(&off);
+    let mut c = run.ex.client();
+    let other = LEAD
+        .replace("7135550147", "7135550100")
+        .replace("ana@", "bo@");
+    assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    assert_eq!(c.lead(LEAD).json()["status"], "sold", "no dedupe yet");
+    // Refused for its content: never sold, so not remembered.
+    let refused = other.replace("\"state\": \"TX\"", "\"state\": \"ZZ\"");
+    assert_ne!(refused, other);
+    assert_eq!(c.lead(&refused).status, 422);
+
+    let r = run.reload_with(&on);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["dedupe_replayed"], 2, "{}", text(&r));
+    let r = c.lead(LEAD);
+    assert_eq!(r.status, 422, "{}", text(&r));
+    assert_eq!(r.json()["error"]["code"], "duplicate");
+    assert_eq!(c.lead(&other).json()["status"], "sold");
+    assert_eq!(c.lead(&other).status, 422, "recorded live from now on");
+
+    // A reload that changes nothing of dedupe reads nothing.
+    let r = run.reload_with(&on.replace("reserve_price = 5.00", "reserve_price = 6.00"));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["dedupe_replayed"], 0, "{}", text(&r));
+}

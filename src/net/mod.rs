@@ -762,6 +762,22 @@ fn dedupe_entries(snap: &Snapshot) -> usize {
 
 const DAY_US: u64 = 24 * 3600 * 1_000_000;
 
+/// The dedupe keys of a journaled request body (a lead's or a post's) in `campaign`: none
+/// when the body holds no lead.
+pub(crate) fn journaled_dedupe_keys(campaign: &str, lead_json: &[u8]) -> Vec<u64> {
+    /// The part of a journaled request body the dedupe index needs.
+    #[derive(serde::Deserialize)]
+    struct Body {
+        lead: Option<crate::lead::Fields>,
+    }
+    let mut keys = Vec::new();
+    let body = serde_json::from_slice::<Body>(lead_json).ok();
+    if let Some(lead) = body.and_then(|b| b.lead) {
+        crate::compliance::dedupe_keys(campaign, &lead, &mut keys);
+    }
+    keys
+}
+
 fn rebuild(
     snap: &Arc<Snapshot>,
     journal: &Journal,
@@ -901,18 +917,9 @@ fn rebuild(
                 unsettled.insert(lead_id.clone());
             }
             if dedupe_window_us > 0 && e.ts_us >= since_dedupe && checked {
-                /// The part of a journaled request body the dedupe index needs.
-                #[derive(serde::Deserialize)]
-                struct Body {
-                    lead: Option<crate::lead::Fields>,
-                }
-                let body = serde_json::from_slice::<Body>(lead_json).ok();
-                if let Some(lead) = body.and_then(|b| b.lead) {
-                    let mut keys = Vec::new();
-                    crate::compliance::dedupe_keys(campaign, &lead, &mut keys);
-                    if !keys.is_empty() {
-                        received.insert(lead_id.clone(), (e.ts_us, keys));
-                    }
+                let keys = journaled_dedupe_keys(campaign, lead_json);
+                if !keys.is_empty() {
+                    received.insert(lead_id.clone(), (e.ts_us, keys));
                 }
             }
         }

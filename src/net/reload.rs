@@ -27,6 +27,9 @@ pub struct ReloadReport {
     /// Sales of the last 32 days replayed from the journal into the caps of buyers that had no
     /// counts to carry (added, or whose time zone changed).
     pub sales_replayed: u64,
+    /// Leads read from the journal into the dedupe index for campaigns whose `dedupe_days`
+    /// the reload made longer (or set).
+    pub dedupe_replayed: u64,
 }
 
 /// Why a reload was refused; the config in force stays.
@@ -131,14 +134,125 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
         0
     };
     shared.dedupe.ensure_capacity(dedupe_entries(&rt.snap));
+    // A campaign whose `dedupe_days` grew (or began) checks leads its index never recorded
+    // (received while it did not dedupe, or dropped as older than its window then): they are
+    // read from the journal, as on start, before the new config is in force, and once more
+    // after, for the leads the old config took meanwhile.
+    let grown = grown_dedupe_windows(&old.snap, &rt.snap);
+    let dedupe_replayed_from = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    let mut dedupe_replayed = std::collections::HashSet::new();
+    if !grown.is_empty() {
+        replay_dedupe(shared, &grown, 0, &mut dedupe_replayed);
+    }
     shared.journal.keep_for(super::journal_keep_us(&rt.snap));
     let generation = rt.generation;
     shared.publish(Arc::new(rt));
+    if !grown.is_empty() {
+        let since = dedupe_replayed_from.saturating_sub(DEDUPE_REPLAY_OVERLAP_US);
+        replay_dedupe(shared, &grown, since, &mut dedupe_replayed);
+    }
     Ok(ReloadReport {
         generation,
         diff,
         sales_replayed,
+        dedupe_replayed: dedupe_replayed.len() as u64,
     })
+}
+
+/// How far back the second dedupe replay of a reload reads from where the first began: more
+/// than a lead takes from its check to its journal record.
+const DEDUPE_REPLAY_OVERLAP_US: u64 = 1_000_000;
+
+/// Campaigns whose dedupe window is longer in `new` than in `old` (a new campaign that
+/// dedupes included): (id, window in µs).
+fn grown_dedupe_windows(old: &Snapshot, new: &Snapshot) -> Vec<(String, u64)> {
+    new.campaigns
+        .iter()
+        .filter(|c| c.dedupe_days > 0)
+        .filter(|c| {
+            let was = old
+                .campaign_by_id(&c.id)
+                .map_or(0, |o| old.campaigns[o].dedupe_days);
+            c.dedupe_days > was
+        })
+        .map(|c| (c.id.clone(), u64::from(c.dedupe_days) * 86_400_000_000))
+        .collect()
+}
+
+/// Record into the dedupe index the leads of the `campaigns` (id, window) the journal holds
+/// within each window and from `since_us` on, as a start does: not tests or pings, not leads
+/// refused, not leads the last stop cut off before any post (a seller's retry of those is no
+/// duplicate). The leads recorded are added to `recorded`. A read error ends the replay with
+/// what was read.
+fn replay_dedupe(
+    shared: &Shared,
+    campaigns: &[(String, u64)],
+    since_us: u64,
+    recorded: &mut std::collections::HashSet<String>,
+) {
+    use std::collections::HashMap;
+    let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    let widest = campaigns.iter().map(|c| c.1).max().unwrap_or(0);
+    let since = since_us.max(now_us.saturating_sub(widest));
+    // Leads received, by id: (when, keys, settled: posted, sold or answered).
+    let mut received: HashMap<String, (u64, Vec<u64>, bool)> = HashMap::new();
+    let mut take = |e: &journal::Entry| {
+        if e.ts_us < since {
+            return;
+        }
+        match &e.record {
+            Record::LeadReceived {
+                lead_id,
+                campaign,
+                lead_json,
+                test,
+                flow,
+                ..
+            } => {
+                let Some(&(_, window)) = campaigns.iter().find(|c| &c.0 == campaign) else {
+                    return;
+                };
+                if *test
+                    || *flow == Some(journal::LeadFlow::Ping)
+                    || e.ts_us < now_us.saturating_sub(window)
+                {
+                    return;
+                }
+                let keys = super::journaled_dedupe_keys(campaign, lead_json);
+                if !keys.is_empty() {
+                    received.insert(lead_id.clone(), (e.ts_us, keys, false));
+                }
+            }
+            Record::Rejected { lead_id, .. } => {
+                received.remove(lead_id);
+            }
+            Record::PostSent { lead_id, .. }
+            | Record::Sale { lead_id, .. }
+            | Record::LeadAnswered { lead_id, .. } => {
+                if let Some(r) = received.get_mut(lead_id) {
+                    r.2 = true;
+                }
+            }
+            _ => {}
+        }
+    };
+    let Ok(reader) = journal::Reader::open_since(shared.journal.dir(), since) else {
+        return;
+    };
+    for item in reader {
+        let Ok(e) = item else { break };
+        take(&e);
+    }
+    for (lead_id, (ts, keys, settled)) in received {
+        // Cut off by the last stop before any buyer had the consumer: the seller heard
+        // nothing, and a retry of it is no duplicate (this process's own leads are still
+        // running, or answered).
+        if !settled && ts < shared.started_us {
+            continue;
+        }
+        shared.dedupe.replay(&keys, ts);
+        recorded.insert(lead_id);
+    }
 }
 
 impl Runtime {
