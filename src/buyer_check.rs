@@ -456,6 +456,50 @@ fn connect(plan: &Plan) -> Result<(Conn, SocketAddr), String> {
     Err(last)
 }
 
+/// What an idle kept-alive connection holds before the next ping.
+enum Idle {
+    /// Nothing: it can carry the ping.
+    Quiet,
+    /// The buyer closed it (or it failed) while idle: the ping goes on a new one, as from
+    /// the exchange.
+    Closed,
+    /// Bytes nobody asked for (this many read): an answer sent twice, or garbage.
+    Bytes(usize),
+}
+
+/// Look at an idle connection without waiting: what it holds before a ping is written.
+fn unasked_bytes(c: &mut Conn) -> Idle {
+    if !c.rbuf.is_empty() {
+        return Idle::Bytes(c.rbuf.len());
+    }
+    if c.stream.tcp().set_nonblocking(true).is_err() {
+        return Idle::Closed;
+    }
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut got = 0;
+    let idle = loop {
+        match c.stream.read(&mut chunk) {
+            Ok(0) if got == 0 => break Idle::Closed,
+            Ok(0) => break Idle::Bytes(got),
+            Ok(n) => {
+                got += n;
+                if got >= MAX_BUYER_ANSWER_BYTES {
+                    break Idle::Bytes(got);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Nothing more there (for TLS: no data in what came, a session ticket say).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got == 0 => break Idle::Quiet,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Idle::Bytes(got),
+            Err(_) => break Idle::Closed,
+        }
+    };
+    if c.stream.tcp().set_nonblocking(false).is_err() {
+        return Idle::Closed;
+    }
+    idle
+}
+
 /// Why one request got no answer.
 enum TripError {
     /// No whole answer by the end of the window.
@@ -593,6 +637,10 @@ pub struct PingRecord {
     /// Why a kept-alive connection was found closed by the buyer, so that the ping went out
     /// again on a new one (empty when it was not).
     pub retried: String,
+    /// Bytes the kept-alive connection held before this ping was sent, after the answer to
+    /// the one before (an answer sent twice): the connection was closed, as the exchange
+    /// closes it, and the ping went out on a new one (0 when there were none).
+    pub unasked: usize,
 }
 
 /// Send the pings and gather the records.
@@ -651,6 +699,20 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
         );
         let mut retried = String::new();
         let mut opened = false;
+        let mut unasked = 0;
+        if let Some(c) = conn.as_mut() {
+            match unasked_bytes(c) {
+                Idle::Quiet => {}
+                Idle::Closed => {
+                    retried = "closed while idle".to_string();
+                    conn = None;
+                }
+                Idle::Bytes(n) => {
+                    unasked = n;
+                    conn = None;
+                }
+            }
+        }
         let record = loop {
             let c = match conn.as_mut() {
                 Some(c) => c,
@@ -668,6 +730,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                             reused: false,
                             opened: false,
                             retried,
+                            unasked,
                         };
                     }
                 },
@@ -720,6 +783,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                 reused,
                 opened,
                 retried,
+                unasked,
             };
         };
         let unreachable = matches!(record.result, PingResult::NoConnection(_)) && peer.is_none();
@@ -855,6 +919,16 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
         }
         if r.reused {
             reused += 1;
+        }
+        if r.unasked > 0 {
+            keep_fail.push(format!(
+                "ping {}: the connection held {} byte(s) nobody asked for after the answer to \
+                 ping {} (an answer sent twice?); closed, as the exchange closes it, and the \
+                 ping sent on a new one",
+                n,
+                r.unasked,
+                n - 1
+            ));
         }
         if !r.retried.is_empty() {
             keep_fail.push(format!(

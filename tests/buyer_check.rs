@@ -198,6 +198,38 @@ fn a_buyer_closing_after_each_answer_fails_keep_alive() {
     );
 }
 
+/// A buyer that answers each ping twice: the second answer waits on the idle connection, and
+/// taken as the next ping's it would look like an answer in no time. It is caught before the
+/// next ping is written, and the connection closed, as the exchange closes it.
+#[test]
+fn an_answer_sent_twice_fails_keep_alive_and_is_not_taken_for_the_next() {
+    const ANSWER: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"bid\":42.50}";
+    let twice = format!("{ANSWER}{ANSWER}");
+    let f = fleet(BuyerSpec::new("twice").with_responder(move |_, _| Reply::raw(twice.as_bytes())));
+    let o = buyer_check(&[
+        "--url",
+        &f.ping_url(0),
+        "--count",
+        "3",
+        "--interval-ms",
+        "100",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", out);
+    let line = check_line(&out, "keep_alive");
+    assert!(
+        line.contains("FAIL") && line.contains("nobody asked for after the answer to ping 1"),
+        "{}",
+        out
+    );
+    assert!(
+        out.contains("bids 3,"),
+        "every ping answered on its own: {}",
+        out
+    );
+    assert_eq!(f.accepted_connections(0), 3, "{}", out);
+}
+
 #[test]
 fn an_unreachable_port_fails_with_a_clear_message() {
     let port = {
