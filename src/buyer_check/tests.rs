@@ -37,6 +37,7 @@ fn answer(n: u32, status: u16, body: &[u8], keep_alive: bool, reused: bool) -> P
         reused,
         opened: !reused,
         retried: String::new(),
+        unasked: 0,
     }
 }
 
@@ -217,6 +218,7 @@ fn an_unreachable_buyer_fails_connect_and_skips_the_rest() {
         reused: false,
         opened: false,
         retried: String::new(),
+        unasked: 0,
     }];
     let r = judge(&p, &recs, None);
     assert!(!r.conformant);
