@@ -1153,7 +1153,14 @@ impl<'a> Generator<'a> {
                 self.stopped_at = Some(now);
                 self.total_leads = self.next_lead;
             }
-            let due = self.due(now);
+            // Past the drain no lead is written: each one written is waited for, up to its
+            // own `REQUEST_TIMEOUT`, so a run never ends with a lead the target is answering.
+            let sending = now < hard_end;
+            let due = if sending {
+                self.due(now)
+            } else {
+                self.next_lead
+            };
             while self.next_lead < due {
                 let Some(i) = self.idle.pop_front() else {
                     break;
@@ -1181,7 +1188,10 @@ impl<'a> Generator<'a> {
             if self.busy == 0 && now >= schedule_end + UNSENT_GRACE {
                 break;
             }
-            if now >= hard_end {
+            if now >= hard_end && self.busy == 0 {
+                break;
+            }
+            if now >= hard_end + REQUEST_TIMEOUT {
                 break;
             }
             while let Some(&Reverse((at, i))) = self.down.peek() {
@@ -1199,13 +1209,13 @@ impl<'a> Generator<'a> {
             }
 
             let mut timeout = MAX_POLL;
-            if self.next_lead < self.total_leads && self.next_lead >= due {
+            if sending && self.next_lead < self.total_leads && self.next_lead >= due {
                 timeout = timeout.min(self.intended(self.next_lead).saturating_duration_since(now));
             }
             if let Some(&Reverse((at, _))) = self.down.peek() {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
-            if self.busy == 0 && self.next_lead < self.total_leads {
+            if sending && self.busy == 0 && self.next_lead < self.total_leads {
                 timeout = timeout.min((schedule_end + UNSENT_GRACE).saturating_duration_since(now));
             }
             if let Err(e) = self.poll.poll(events, Some(timeout)) {

@@ -454,6 +454,11 @@ fn a_template_that_does_not_make_json_is_refused_before_connecting() {
 /// A tiny seller-API stand-in: one thread per connection, every lead answered unsold. Records
 /// each lead body so the test can check them.
 fn unsold_server() -> (SocketAddr, Arc<parking_lot::Mutex<Vec<Vec<u8>>>>) {
+    // A short think time so answers overlap and connections are really shared.
+    unsold_server_thinking(Duration::from_millis(2))
+}
+
+fn unsold_server_thinking(think: Duration) -> (SocketAddr, Arc<parking_lot::Mutex<Vec<Vec<u8>>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let bodies = Arc::new(parking_lot::Mutex::new(Vec::new()));
@@ -462,13 +467,13 @@ fn unsold_server() -> (SocketAddr, Arc<parking_lot::Mutex<Vec<Vec<u8>>>>) {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             let seen = Arc::clone(&seen);
-            std::thread::spawn(move || serve_unsold(stream, &seen));
+            std::thread::spawn(move || serve_unsold(stream, &seen, think));
         }
     });
     (addr, bodies)
 }
 
-fn serve_unsold(stream: TcpStream, seen: &parking_lot::Mutex<Vec<Vec<u8>>>) {
+fn serve_unsold(stream: TcpStream, seen: &parking_lot::Mutex<Vec<Vec<u8>>>, think: Duration) {
     let mut out = match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
@@ -515,8 +520,7 @@ fn serve_unsold(stream: TcpStream, seen: &parking_lot::Mutex<Vec<Vec<u8>>>) {
         } else {
             "401 Unauthorized"
         };
-        // A short think time so answers overlap and connections are really shared.
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(think);
         let resp = format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()
@@ -649,6 +653,26 @@ fn batching_server(batch: usize) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A target slower than the rate: the backlog is sent through the drain and no further, and
+/// every lead written is waited for, so none is left in flight that the target answers.
+#[test]
+fn a_target_that_falls_behind_has_every_lead_written_answered() {
+    let (addr, bodies) = unsold_server_thinking(Duration::from_millis(300));
+    let mut spec = LoadSpec::new(addr, "sk-test", "auto-insurance");
+    spec.rate_per_s = 50;
+    spec.duration = Duration::from_secs(1);
+    spec.warmup = Duration::ZERO;
+    spec.connections = 1;
+    let report = load::run(&spec).expect("run");
+    let r = report.to_string();
+    assert_eq!(report.scheduled, 50, "{r}");
+    assert!(report.unsent > 0, "the drain ends before the backlog: {r}");
+    assert_eq!(report.sent + report.unsent, 50, "{r}");
+    assert_eq!(report.in_flight_at_end, 0, "{r}");
+    assert_eq!(report.answered, report.sent, "{r}");
+    assert_eq!(bodies.lock().len() as u64, report.sent, "{r}");
 }
 
 #[test]
