@@ -423,6 +423,31 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
         let buyers = || c.buyers.iter().filter_map(|&b| snap.buyers.get(b));
         let priced = buyers().any(|b| b.price_cents.is_some() && b.post.is_some());
         let pinged = buyers().any(|b| b.ping.is_some());
+        if let Some(answer) = c.answer_timeout.filter(|&a| a < c.post_timeout) {
+            out.push(format!(
+                "campaign {}: answer_timeout_ms {} is shorter than post_timeout_ms {}: no post \
+                 after the first ones can end in time, so a rejected post never cascades",
+                c.id,
+                answer.as_millis(),
+                c.post_timeout.as_millis()
+            ));
+        }
+        // Dotted names read into nested objects in filters and adapter templates; a lead's
+        // required and pinged fields are its own members, named as they are.
+        for (key, names) in [
+            ("required_fields", &c.required_fields),
+            ("ping_fields", &c.ping_fields),
+        ] {
+            for name in names.iter().filter(|n| n.contains('.')) {
+                let top = name.split('.').next().unwrap_or(name);
+                out.push(format!(
+                    "campaign {}: {key} {name:?} is the lead member of that very name, not a \
+                     member nested in {top:?} (dotted names read into objects only in filters \
+                     and adapter templates)",
+                    c.id
+                ));
+            }
+        }
         if c.method == Method::PingPost && !pinged && c.fallback.is_none() {
             out.push(format!(
                 "campaign {}: none of its buyers has a ping_url and there is no fallback: \

@@ -956,6 +956,46 @@ fn configs_that_can_never_sell_are_warned_about() {
     assert_eq!(warnings(&parse(&text).unwrap()), Vec::<String>::new());
 }
 
+/// Settings that quietly do less than they seem to: a cascade that can never start, and
+/// dotted field names where only a member of that very name is read.
+#[test]
+fn an_answer_timeout_under_the_post_timeout_and_dotted_field_names_are_warned_of() {
+    let base = CONTRACT.replace("payout_fixed = 20.00", "payout_share = 0.5");
+    let text = base.replacen(
+        "post_timeout_ms = 2000",
+        "post_timeout_ms = 2000\nanswer_timeout_ms = 1500",
+        1,
+    );
+    let w = warnings(&parse(&text).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains(
+            "campaign auto-insurance: answer_timeout_ms 1500 is shorter than post_timeout_ms 2000"
+        ),
+        "{w:?}"
+    );
+    let text = base.replacen(
+        "post_timeout_ms = 2000",
+        "post_timeout_ms = 2000\nanswer_timeout_ms = 2500",
+        1,
+    );
+    assert_eq!(warnings(&parse(&text).unwrap()), Vec::<String>::new());
+
+    let text = base.replacen(
+        "ping_fields = [\"state\", \"zip\"",
+        "ping_fields = [\"vehicle.year\", \"state\", \"zip\"",
+        1,
+    );
+    assert_ne!(text, base);
+    let w = warnings(&parse(&text).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("ping_fields \"vehicle.year\" is the lead member of that very name")
+            && w[0].contains("nested in \"vehicle\""),
+        "{w:?}"
+    );
+}
+
 #[test]
 fn the_operator_api_cannot_share_the_seller_apis_port() {
     for admin in ["127.0.0.1:8080", "0.0.0.0:8080"] {
