@@ -677,12 +677,7 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
             "pings": c.pings, "bids": c.bids, "no_bids": c.no_bids, "timeouts": c.timeouts,
             "errors": c.errors, "invalid": c.invalid, "posts": c.posts, "wins": c.wins,
             "post_rejects": c.post_rejects,
-            // Rounded to the nearest cent, half up.
-            "average_bid": dollars(if c.bids > 0 {
-                (2 * c.bid_sum_cents + c.bids as i64) / (2 * c.bids as i64)
-            } else {
-                0
-            }),
+            "average_bid": dollars(crate::money::average_cents(c.bid_sum_cents, c.bids)),
             "spent": dollars(c.spent_cents),
             "response_us": pct_json(&Percentiles::of(&c.response_us)),
         })

@@ -48,7 +48,7 @@ pub struct DemoArgs {
     /// Seconds of lead traffic.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
-    /// Auto-insurance leads per second (the solar stream runs at a fifth of it).
+    /// Auto-insurance leads per second (the solar stream runs at a fifth of it, at least 1).
     #[arg(long, default_value_t = 400)]
     pub rate: u64,
 }
@@ -242,6 +242,13 @@ pub fn run(args: &DemoArgs) -> i32 {
 
     let (warm, auto_report, solar_report) = match measured {
         Ok(r) => r,
+        // Asked for: not a failure, though there is nothing to sum up.
+        Err(_) if stop.load(Ordering::Acquire) => {
+            println!(
+                "gavel demo: stopped by a signal during the warm-up, before anything was measured"
+            );
+            return 0;
+        }
         Err(e) => {
             eprintln!("gavel demo: the lead stream failed: {}", e);
             return 1;
@@ -427,11 +434,7 @@ fn print_report(streams: &[(&str, &LoadReport)], warm: u64, stats: &crate::stats
         "avg price"
     );
     for (id, c) in &stats.campaigns {
-        let avg = if c.sold > 0 {
-            c.revenue_cents / c.sold as i64
-        } else {
-            0
-        };
+        let avg = crate::money::average_cents(c.revenue_cents, c.sold);
         println!(
             "  {:<15} {:>7} {:>7} {:>7} {:>8} {:>12} {:>12} {:>12} {:>9}",
             id,
@@ -462,11 +465,7 @@ fn print_report(streams: &[(&str, &LoadReport)], warm: u64, stats: &crate::stats
         "p99 ms"
     );
     for (id, b) in stats.buyers() {
-        let avg_bid = if b.bids > 0 {
-            b.bid_sum_cents / b.bids as i64
-        } else {
-            0
-        };
+        let avg_bid = crate::money::average_cents(b.bid_sum_cents, b.bids);
         let p = Percentiles::of(&b.response_us);
         println!(
             "  {:<13} {:>7} {:>6} {:>7} {:>8} {:>6} {:>6} {:>6} {:>8} {:>11} {:>9.1}",

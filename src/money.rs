@@ -147,6 +147,19 @@ pub fn dollars_string(cents: Cents) -> String {
 
 /// Cents as dollars for people to read: a sign, `$` and always two decimals (`$8604.60`,
 /// `-$3.50`, `$0.00`), so that amounts line up. JSON keeps [`dollars_string`].
+/// The average of `n` amounts summing to `total`, to the nearest cent (a half cent away from
+/// zero); 0 for none.
+pub fn average_cents(total: Cents, n: u64) -> Cents {
+    let Ok(n) = i64::try_from(n) else { return 0 };
+    if n == 0 {
+        return 0;
+    }
+    // In i128: twice a large total does not overflow.
+    let (t, n) = (i128::from(total), i128::from(n));
+    let avg = (2 * t + t.signum() * n) / (2 * n);
+    Cents::try_from(avg).unwrap_or(0)
+}
+
 pub fn usd(cents: Cents) -> String {
     let sign = if cents < 0 { "-" } else { "" };
     let abs = cents.unsigned_abs();
@@ -170,6 +183,21 @@ fn itoa_buf(mut n: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn averages_round_to_the_nearest_cent() {
+        assert_eq!(
+            average_cents(6_304_057, 600),
+            10_507,
+            "$105.0676 is $105.07"
+        );
+        assert_eq!(average_cents(19_335_247, 2000), 9_668, "$96.676 is $96.68");
+        assert_eq!(average_cents(5, 2), 3, "a half cent up");
+        assert_eq!(average_cents(4, 3), 1);
+        assert_eq!(average_cents(-5, 2), -3, "a half cent away from zero");
+        assert_eq!(average_cents(100, 0), 0);
+        assert_eq!(average_cents(i64::MAX, 1), i64::MAX);
+    }
 
     #[test]
     fn parses_dollars_into_cents() {

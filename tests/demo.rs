@@ -207,6 +207,59 @@ fn a_stopped_demo_still_prints_its_summary() {
     }
 }
 
+/// A stop during the warm-up is what was asked for: exit 0, saying nothing was measured yet.
+#[test]
+fn a_demo_stopped_in_its_warm_up_exits_cleanly() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["demo", "--seconds", "120", "--rate", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("gavel demo: exchange on"), "{first}");
+    // The 500 ms warm-up has just begun.
+    // SAFETY: kill(2) with a pid this test started and a plain signal number.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gavel demo still running 30 s after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{text}\n{err}");
+    // Unless this machine was too slow to signal within the warm-up, when the summary of
+    // the stretch that ran is printed instead.
+    assert!(
+        text.contains("during the warm-up, before anything was measured")
+            || text.contains("stopped by a signal after"),
+        "{text}\n{err}"
+    );
+    assert!(!err.contains("failed"), "{err}");
+}
+
 /// A second stop signal exits at once (128 + the signal) and takes the run's temporary
 /// journal with it, as a full run and a single signal do.
 #[test]
