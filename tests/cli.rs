@@ -73,7 +73,7 @@ fn check_names_the_key_and_the_line_of_a_bad_value() {
 }
 
 /// A file with several problems gets them all in one `check`: a wrong type, an unknown key
-/// and a bad value, one line each, in the file's order within each kind.
+/// and a bad value, one line each, in the file's order.
 #[test]
 fn check_reports_every_problem_at_once() {
     let dir = temp_dir("check-all");
@@ -92,12 +92,12 @@ fn check_reports_every_problem_at_once() {
     for (said, want) in lines.iter().zip([
         format!("line {}: server.workers: invalid type", line("workers")),
         format!(
-            "line {}: buyers[1].retries: unknown field `retries`",
-            line("retries")
-        ),
-        format!(
             "line {}: campaigns[1].ping_timeout_ms:",
             line("ping_timeout_ms = 0")
+        ),
+        format!(
+            "line {}: buyers[1].retries: unknown field `retries`",
+            line("retries")
         ),
     ]) {
         assert!(said.contains(&want), "wanted {want}; got {err}");

@@ -666,6 +666,8 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
     let mut shape: Vec<Issue> = Vec::new();
     let mut taken: Vec<String> = Vec::new();
     let mut current = std::borrow::Cow::Borrowed(text);
+    // The reading stopped at the limit: more problems may lie after the last one read.
+    let mut cut_short = false;
     let raw = loop {
         match toml::from_str::<RawConfig>(&current) {
             Ok(raw) => break Some(raw),
@@ -681,7 +683,11 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
                 }
                 let key = issue.key.clone();
                 shape.push(issue);
-                if missing || key.is_empty() || shape.len() >= MAX_CONFIG_ISSUES {
+                if missing || key.is_empty() {
+                    break None;
+                }
+                if shape.len() >= MAX_CONFIG_ISSUES {
+                    cut_short = true;
                     break None;
                 }
                 // A value of the wrong type is replaced by one of the type expected (so that a
@@ -702,7 +708,17 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
         return Err(if shape.len() == 1 {
             ConfigError::Parse(shape.remove(0))
         } else {
-            ConfigError::Invalid(shape)
+            if cut_short {
+                shape.push(Issue {
+                    key: String::new(),
+                    line: None,
+                    message: format!(
+                        "the reading stopped at {MAX_CONFIG_ISSUES} problems, and there may be \
+                         more: fix these first"
+                    ),
+                });
+            }
+            ConfigError::Invalid(in_line_order(shape))
         });
     };
     let mut v = Validator {
@@ -728,12 +744,30 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
         return Err(ConfigError::Parse(shape.remove(0)));
     }
     shape.extend(semantic);
-    shape.truncate(MAX_CONFIG_ISSUES);
     if shape.is_empty() {
-        Ok(snap)
-    } else {
-        Err(ConfigError::Invalid(shape))
+        return Ok(snap);
     }
+    let mut shape = in_line_order(shape);
+    if shape.len() > MAX_CONFIG_ISSUES {
+        let more = shape.len() - MAX_CONFIG_ISSUES;
+        shape.truncate(MAX_CONFIG_ISSUES);
+        shape.push(Issue {
+            key: String::new(),
+            line: None,
+            message: format!(
+                "{more} more problem(s) after these, not listed (at most {MAX_CONFIG_ISSUES} \
+                 are): fix these first"
+            ),
+        });
+    }
+    Err(ConfigError::Invalid(shape))
+}
+
+/// Problems as the file has them, top to bottom; those with no line (a missing top-level
+/// key, a count of the rest) last. Problems of one line keep the order they were found in.
+fn in_line_order(mut issues: Vec<Issue>) -> Vec<Issue> {
+    issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+    issues
 }
 
 /// A TOML value of the type a serde "invalid type" message expects, when it names a plain one.

@@ -1047,6 +1047,30 @@ fn a_consent_age_is_between_an_hour_and_a_year() {
     }
 }
 
+/// Past the most problems listed, the rest are counted, not dropped without a word; the list
+/// runs down the file.
+#[test]
+fn problems_past_the_limit_are_counted() {
+    let mut text = CONTRACT.to_string();
+    for i in 0..70 {
+        text.push_str(&format!(
+            "\n[[buyers]]\nid = \"extra-{i}\"\ncampaigns = [\"auto-insurance\"]\npost_url = \"http://127.0.0.1:9/post\"\nprice = 1.005\n"
+        ));
+    }
+    let issues = invalid(&text);
+    assert_eq!(issues.len(), MAX_CONFIG_ISSUES + 1, "{issues:#?}");
+    let last = issues.last().unwrap();
+    assert_eq!((last.key.as_str(), last.line), ("", None), "{last}");
+    assert!(
+        last.message
+            .starts_with("6 more problem(s) after these, not listed"),
+        "{last}"
+    );
+    let lines: Vec<usize> = issues.iter().filter_map(|i| i.line).collect();
+    assert_eq!(lines.len(), MAX_CONFIG_ISSUES);
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+}
+
 /// Every wrong type and unknown key is reported in one check, each on its own line, with the
 /// value problems of the tables they do not touch; a key taken out for its type is not then
 /// reported missing as well.
@@ -1081,16 +1105,16 @@ fn every_shape_problem_is_reported_at_once() {
             Some(line_of(&text, "colour")),
         ),
         (
+            "campaigns[1].reserve_price".to_string(),
+            Some(line_of(&text, "reserve_price = -3")),
+        ),
+        (
             "buyers[0].headers.X-Api-Key".to_string(),
             Some(line_of(&text, "headers =")),
         ),
         (
             "buyers[1].caps.daily".to_string(),
             Some(line_of(&text, "daily = \"two")),
-        ),
-        (
-            "campaigns[1].reserve_price".to_string(),
-            Some(line_of(&text, "reserve_price = -3")),
         ),
     ];
     assert_eq!(got, want, "{issues:#?}");
