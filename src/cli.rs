@@ -43,12 +43,14 @@ enum Command {
     },
     /// The embedded default: the exchange, a simulated buyer fleet and a lead stream in one
     /// process, on a bundled config. Prints throughput, sold rate, revenue, P&L and latency.
+    #[command(allow_negative_numbers = true)]
     Demo(crate::demo::DemoArgs),
     /// Read the journal: export, show one lead, follow, verify.
     #[command(subcommand)]
     Journal(crate::journal::cli::JournalCmd),
     /// Send test pings to a buyer endpoint and report protocol conformance and response-time
     /// percentiles (for onboarding buyers). Exit 0 conformant, 1 not (or unreachable).
+    #[command(allow_negative_numbers = true)]
     BuyerCheck(crate::buyer_check::BuyerCheckArgs),
 }
 

@@ -280,6 +280,8 @@ fn help_and_usage_errors() {
         vec!["--url", "gopher://x"],
         vec!["--url", "http://127.0.0.1:9/ping", "--count", "0"],
         vec!["--url", "http://127.0.0.1:9/ping", "--count", "1001"],
+        // A negative number is a value out of range, not an unknown flag.
+        vec!["--url", "http://127.0.0.1:9/ping", "--count", "-3"],
         vec!["--url", "http://127.0.0.1:9/ping", "--timeout-ms", "60001"],
         vec!["--url", "http://127.0.0.1:9/ping", "--campaign", "solar"],
         vec![
@@ -316,6 +318,9 @@ fn help_and_usage_errors() {
         let o = buyer_check(&args);
         assert_eq!(o.status.code(), Some(2), "{:?}: {}", args, stderr(&o));
         let err = stderr(&o);
+        if args.contains(&"-3") {
+            assert!(err.contains("-3 is not in 1..=1000"), "{err}");
+        }
         assert_eq!(err.trim().lines().count(), 1, "{:?}: {}", args, err);
         assert!(o.stdout.is_empty(), "{:?}", args);
     }

@@ -32,7 +32,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// Open-loop lead load for a gavel exchange's seller API (POST /v1/leads).
 /// SIGINT or SIGTERM stops sending and prints the report of what ran (exit 128 + signal).
 #[derive(Parser, Debug)]
-#[command(name = "gavel-load", version)]
+#[command(name = "gavel-load", version, allow_negative_numbers = true)]
 struct Args {
     /// The exchange's seller listener, host:port.
     #[arg(long, default_value = "127.0.0.1:8080")]

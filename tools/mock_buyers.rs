@@ -23,7 +23,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Mock buyer endpoints speaking the gavel buyer protocol (ping and post) on loopback.
 #[derive(Parser, Debug)]
-#[command(name = "gavel-mock-buyers", version)]
+#[command(name = "gavel-mock-buyers", version, allow_negative_numbers = true)]
 struct Args {
     /// Number of buyer endpoints.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_ENDPOINTS as u64))]

@@ -25,7 +25,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// The exchange's I/O without its engine: a floor for its overhead.
 #[derive(Parser, Debug)]
-#[command(name = "gavel-relay", version)]
+#[command(name = "gavel-relay", version, allow_negative_numbers = true)]
 struct Args {
     /// Seller listener (also serves GET /healthz, GET /v1/stats, POST /v1/admin/stats/reset).
     #[arg(long, default_value = "127.0.0.1:0")]
