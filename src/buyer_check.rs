@@ -237,7 +237,14 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
             .map(|(n, v)| (n.trim(), v.trim()))
             .filter(|(n, v)| http::is_valid_header(n, v));
         match parsed {
-            Some((n, v)) => headers.push((n.to_string(), v.to_string())),
+            Some((n, v)) => {
+                if let Some(why) = config::written_by_the_exchange(n) {
+                    return Err(usage(format!(
+                        "--header: {n:?} is written by buyer-check itself, as the exchange writes it, {why}"
+                    )));
+                }
+                headers.push((n.to_string(), v.to_string()));
+            }
             None => return Err(usage(format!("--header: {:?} is not \"Name: value\"", h))),
         }
     }

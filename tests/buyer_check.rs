@@ -280,6 +280,14 @@ fn help_and_usage_errors() {
         vec!["--url", "gopher://x"],
         vec!["--url", "http://127.0.0.1:9/ping", "--count", "0"],
         vec!["--url", "http://127.0.0.1:9/ping", "--count", "1001"],
+        // Headers every request gets from the URL and the body: not to be set.
+        vec!["--url", "http://127.0.0.1:9/ping", "--header", "Host: evil"],
+        vec![
+            "--url",
+            "http://127.0.0.1:9/ping",
+            "--header",
+            "content-length: 5",
+        ],
         // A negative number is a value out of range, not an unknown flag.
         vec!["--url", "http://127.0.0.1:9/ping", "--count", "-3"],
         vec!["--url", "http://127.0.0.1:9/ping", "--timeout-ms", "60001"],
@@ -318,6 +326,9 @@ fn help_and_usage_errors() {
         let o = buyer_check(&args);
         assert_eq!(o.status.code(), Some(2), "{:?}: {}", args, stderr(&o));
         let err = stderr(&o);
+        if args.contains(&"--header") {
+            assert!(err.contains("is written by buyer-check itself"), "{err}");
+        }
         if args.contains(&"-3") {
             assert!(err.contains("-3 is not in 1..=1000"), "{err}");
         }

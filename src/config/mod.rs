@@ -652,6 +652,18 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
     Ok(snap)
 }
 
+/// Why a request header is one the exchange writes itself (so a configured one would never be
+/// sent), or `None` for a header a buyer's config may set.
+pub fn written_by_the_exchange(name: &str) -> Option<&'static str> {
+    match name.to_ascii_lowercase().as_str() {
+        "host" => Some("from the URL's host (put the name in ping_url and post_url)"),
+        "content-type" => Some("for the body it sends (JSON, or the adapter's form)"),
+        "content-length" | "transfer-encoding" => Some("for each body"),
+        "connection" => Some("to keep the buyer's connections alive"),
+        _ => None,
+    }
+}
+
 /// Most problems one config check reports: past this many, fixing some first is quicker.
 pub const MAX_CONFIG_ISSUES: usize = 64;
 
@@ -1343,15 +1355,7 @@ impl Validator<'_> {
                         format!("invalid header name {:?}", name),
                     );
                 }
-                // Headers the exchange writes itself: a configured one would never be sent.
-                let owned = match name.to_ascii_lowercase().as_str() {
-                    "host" => Some("from the URL's host (put the name in ping_url and post_url)"),
-                    "content-type" => Some("for the body it sends (JSON, or the adapter's form)"),
-                    "content-length" | "transfer-encoding" => Some("for each body"),
-                    "connection" => Some("to keep the buyer's connections alive"),
-                    _ => None,
-                };
-                if let Some(why) = owned {
+                if let Some(why) = written_by_the_exchange(name) {
                     self.err(
                         format!("buyers[{}].headers.{}", i, name),
                         format!("the exchange writes {:?} itself, {}", name, why),
