@@ -178,3 +178,29 @@ fn a_lookup_keeps_its_place_among_pipelined_requests() {
     assert_eq!(second.json()["status"], "ok");
     assert_eq!(third.json(), answer);
 }
+
+/// A test lead refused for its content says it was a test, as its other answers do, and so
+/// does its lookup; a real lead's refusal does not.
+#[test]
+fn a_refused_test_lead_says_it_was_a_test() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, 0)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    let no_phone = LEAD.replace("\"phone\": \"7135550147\",", "");
+    assert_ne!(no_phone, LEAD);
+    let test = no_phone.replacen('{', "{\"test\": true, ", 1);
+    let r = c.lead(&test);
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["status"], "rejected", "{v}");
+    assert_eq!(v["test"], true, "{v}");
+    assert_eq!(v["error"]["code"], "missing_field", "{v}");
+    let id = v["lead_id"].as_str().unwrap().to_string();
+    let looked: Value = get(&mut c, &id, KEY).json();
+    assert_eq!(looked["test"], true, "{looked}");
+    assert_eq!(looked["status"], "rejected", "{looked}");
+
+    let v = c.lead(&no_phone).json();
+    assert_eq!(v["status"], "rejected", "{v}");
+    assert!(v.get("test").is_none(), "{v}");
+}

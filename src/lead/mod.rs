@@ -1365,11 +1365,26 @@ pub fn write_error(
     message: &str,
     field: Option<&str>,
 ) {
+    write_refusal(out, lead_id.map(|id| (id, false)), code, message, field);
+}
+
+/// [`write_error`] for a lead that may be a test: `"test": true` follows the status of a
+/// test lead's refusal, as it follows a test lead's other answers.
+pub fn write_refusal(
+    out: &mut Vec<u8>,
+    lead: Option<(&str, bool)>,
+    code: &str,
+    message: &str,
+    field: Option<&str>,
+) {
     out.push(b'{');
-    if let Some(id) = lead_id {
+    if let Some((id, test)) = lead {
         out.extend_from_slice(b"\"lead_id\":");
         write_json_str(out, id);
         out.extend_from_slice(b",\"status\":\"rejected\",");
+        if test {
+            out.extend_from_slice(b"\"test\":true,");
+        }
     }
     out.extend_from_slice(b"\"error\":{\"code\":");
     write_json_str(out, code);

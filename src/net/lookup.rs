@@ -388,7 +388,13 @@ impl Story {
                 Some(m) => m.clone(),
                 None => format!("the request was refused: {code}"),
             };
-            lead::write_error(&mut out, Some(lead_id), code, &message, field.as_deref());
+            lead::write_refusal(
+                &mut out,
+                Some((lead_id, test)),
+                code,
+                &message,
+                field.as_deref(),
+            );
             return out;
         }
         // A lead a stop cut off: sold if a buyer bought it (the seller is owed its payout),

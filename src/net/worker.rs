@@ -1339,9 +1339,16 @@ impl Worker {
         c.pending.push_back(Reply::Ready { bytes, close });
     }
 
-    fn refuse(&mut self, key: Key, r: &Refusal, lead_id: Option<&str>, headers: &[(&str, &str)]) {
+    /// Answer a refusal; `lead` is the lead's id and whether it is a test, once it has one.
+    fn refuse(
+        &mut self,
+        key: Key,
+        r: &Refusal,
+        lead: Option<(&str, bool)>,
+        headers: &[(&str, &str)],
+    ) {
         let mut out = Vec::with_capacity(160);
-        lead::write_error(&mut out, lead_id, r.code, &r.message, r.field.as_deref());
+        lead::write_refusal(&mut out, lead, r.code, &r.message, r.field.as_deref());
         self.count_refusal(r.status);
         // RFC 9110 §11.6.1: a 401 names the scheme it wants.
         let bearer = [("WWW-Authenticate", "Bearer")];
@@ -1755,7 +1762,7 @@ impl Worker {
                     cs.test_leads += u64::from(req.test);
                 }
             }
-            return self.refuse(key, &r, Some(&lead_id), &[]);
+            return self.refuse(key, &r, Some((&lead_id, req.test)), &[]);
         }
 
         let params = Params {
@@ -2682,7 +2689,13 @@ impl Worker {
                 }
                 Err(r) => {
                     status = r.status;
-                    lead::write_error(&mut body, Some(&lead.id), r.code, &r.message, None);
+                    lead::write_refusal(
+                        &mut body,
+                        Some((&lead.id, lead.req.test)),
+                        r.code,
+                        &r.message,
+                        None,
+                    );
                 }
             }
         }
