@@ -414,10 +414,17 @@ fn describe(r: &Record) -> String {
                 .as_deref()
                 .map(|r| format!(", {r}"))
                 .unwrap_or_default();
-            format!(
-                "{buyer}: {what}{why} in {}",
-                relative_ms(*response_us as i64).trim_start_matches('+')
-            )
+            let answered = matches!(outcome, PingOutcome::Bid { .. } | PingOutcome::NoBid);
+            if *response_us == 0 && !answered {
+                // Timed from the ping's first byte: none was written (no connection to the
+                // buyer in time), so there is no time to tell.
+                format!("{buyer}: {what}{why}, the ping never sent")
+            } else {
+                format!(
+                    "{buyer}: {what}{why} in {}",
+                    relative_ms(*response_us as i64).trim_start_matches('+')
+                )
+            }
         }
         Record::AuctionClosed { bids, ranked, .. } => {
             let list: Vec<String> = ranked

@@ -2489,6 +2489,38 @@ fn an_empty_directory_is_no_journal_and_tail_waits_for_one() {
     drop(j);
 }
 
+/// A ping never written (no connection to the buyer in time) has no response time to show.
+#[test]
+fn show_says_a_ping_never_sent_was_never_sent() {
+    let dir = TempDir::new("show-unsent");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    append(&j, T0, &ping_record(4));
+    for (buyer, response_us) in [("slow-ins", 0), ("late-ins", 300_000)] {
+        append(
+            &j,
+            T0 + 300_000,
+            &Record::PingResult {
+                lead_id: lead_id(4),
+                buyer: buyer.into(),
+                outcome: PingOutcome::Timeout,
+                reason: None,
+                response_us,
+            },
+        );
+    }
+    drop(j);
+    let (code, out, _) = run_cli(JournalCmd::Show {
+        lead_id: lead_id(4),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("slow-ins: timeout, the ping never sent"),
+        "{out}"
+    );
+    assert!(out.contains("late-ins: timeout in 300.000 ms"), "{out}");
+}
+
 /// What sellers and buyers sent is shown escaped: a line break in a source or an answer's
 /// reason cannot forge a record line, an escape sequence cannot reach the terminal.
 #[test]
