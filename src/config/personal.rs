@@ -254,12 +254,14 @@ fn ascii_look_alike(c: char) -> char {
 /// does not hand it to every pinged buyer. Cheap enough for every lead: a few passes over the
 /// text, and no allocation unless it holds fullwidth forms.
 pub fn is_personal_value(s: &str) -> bool {
-    if !s.is_ascii() && s.chars().any(is_fullwidth_ascii) {
+    if !s.is_ascii() && s.chars().any(|c| is_fullwidth_ascii(c) || is_dash(c)) {
         let plain: String = s
             .chars()
             .map(|c| {
                 if is_fullwidth_ascii(c) {
                     char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+                } else if is_dash(c) {
+                    '-'
                 } else {
                     c
                 }
@@ -268,6 +270,12 @@ pub fn is_personal_value(s: &str) -> bool {
         return is_personal_ascii(&plain);
     }
     is_personal_ascii(s)
+}
+
+/// A dash other than ASCII's `-` that a number may be written with: the hyphens and dashes
+/// of U+2010 to U+2015 and the minus sign U+2212.
+fn is_dash(c: char) -> bool {
+    ('\u{2010}'..='\u{2015}').contains(&c) || c == '\u{2212}'
 }
 
 /// A fullwidth form of a printable ASCII character (U+FF01 to U+FF5E).
@@ -280,6 +288,27 @@ fn is_personal_ascii(s: &str) -> bool {
     if let Some(at) = t.find('@') {
         if at > 0 && t[at + 1..].contains('.') {
             return true;
+        }
+    }
+    // An email percent-encoded in a URL or form value: `ana%40example.com`, a local part
+    // right before the `%40` and a dotted domain right after it.
+    for (at, _) in t.match_indices('%') {
+        let b = t.as_bytes();
+        let local = at > 0 && (b[at - 1].is_ascii_alphanumeric() || b"._+-".contains(&b[at - 1]));
+        if local && b[at..].len() > 3 && b[at..at + 3].eq_ignore_ascii_case(b"%40") {
+            let domain: &[u8] = &b[at + 3..];
+            let n = domain
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-'))
+                .count();
+            let domain = &domain[..n];
+            if domain
+                .iter()
+                .rposition(|&c| c == b'.')
+                .is_some_and(|d| d > 0 && d + 1 < n)
+            {
+                return true;
+            }
         }
     }
     let digits = t.bytes().filter(u8::is_ascii_digit).count();
@@ -317,7 +346,7 @@ fn is_personal_ascii(s: &str) -> bool {
 /// each joined to the next by one or two of `space - . ( ) /`, not touching other digits, whose
 /// group sizes are those of a phone (`3 3 4`, `1 3 3 4` starting with 1, ten digits, eleven
 /// starting with 1, `3 7`), of an international number after a `+` (10 to 15 digits in all), or
-/// of an SSN (`3 2 4` joined by `-`). Dates (`2026-12-03 17:48`) and zip codes (`77002-1234`)
+/// of an SSN (`3 2 4` joined by `-`, or by spaces). Dates (`2026-12-03 17:48`) and zip codes (`77002-1234`)
 /// have other shapes.
 fn has_number_shape(b: &[u8]) -> bool {
     /// Most digit groups one run is read as.
@@ -363,7 +392,7 @@ fn has_number_shape(b: &[u8]) -> bool {
             [11] | [1, 3, 3, 4] => first == b'1',
             _ => false,
         };
-        let ssn = g == [3, 2, 4] && seps[0] == b"-" && seps[1] == b"-";
+        let ssn = g == [3, 2, 4] && seps[0] == seps[1] && (seps[0] == b"-" || seps[0] == b" ");
         if phone || ssn || (plus && (10..=15).contains(&total)) {
             return true;
         }

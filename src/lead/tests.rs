@@ -398,6 +398,10 @@ fn personal_values_and_look_alike_names_are_left_out_of_the_ping() {
         "policy 1234-5678",
         "1,250,000.00",
         "ref 12345678",
+        "100% sure",
+        "50%40 split.",
+        "2026\u{2013}2027 season",
+        "rooms 123 45 678",
     ] {
         assert!(!crate::config::is_personal_value(fine), "{fine}");
     }
@@ -415,6 +419,13 @@ fn personal_values_and_look_alike_names_are_left_out_of_the_ping() {
         "5a1b2c3d-1111-2222-3333-444455556666",
         "ana.leak\u{FF20}example.com",
         "\u{FF17}\u{FF11}\u{FF13}\u{FF15}\u{FF15}\u{FF15}\u{FF10}\u{FF11}\u{FF19}\u{FF19}",
+        // Written with typographic dashes, percent-encoded, or an SSN spaced out.
+        "713\u{2010}555\u{2010}0147",
+        "call 713\u{2013}555\u{2013}0147",
+        "https://site.example/?email=ana%40example.com",
+        "ana%40EXAMPLE.com",
+        "100% off: write to ana%40example.com",
+        "ssn: 123 45 6789",
     ] {
         assert!(crate::config::is_personal_value(personal), "{personal}");
     }
