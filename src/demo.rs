@@ -303,6 +303,9 @@ fn run_streams(
 /// Block SIGINT and SIGTERM and take them on a thread of their own: the first sets `stop`,
 /// the second removes `journal_dir` and exits at once. Without the thread they are unblocked
 /// again and end the process as by default.
+/// Times a second stop signal tries to remove the run's journal directory before it exits.
+const SECOND_SIGNAL_REMOVE_ATTEMPTS: usize = 5;
+
 fn watch_stop_signals(stop: &Arc<AtomicBool>, journal_dir: std::path::PathBuf) {
     let Some(set) = crate::cli::block_signals(&[libc::SIGINT, libc::SIGTERM]) else {
         return;
@@ -320,8 +323,14 @@ fn watch_stop_signals(stop: &Arc<AtomicBool>, journal_dir: std::path::PathBuf) {
                 eprintln!("gavel demo: second stop signal: exiting now");
                 // The run's temporary journal (a whole segment of it) must not outlive it. The
                 // exchange may still be writing to its mapped files: removing them ends nothing
-                // but their names, and the process exits at once after.
-                let _ = std::fs::remove_dir_all(&journal_dir);
+                // but their names, and the process exits at once after. Its background thread
+                // may make a file meanwhile (the spare segment), which fails the directory's
+                // removal: tried again, a few times.
+                for _ in 0..SECOND_SIGNAL_REMOVE_ATTEMPTS {
+                    if std::fs::remove_dir_all(&journal_dir).is_ok() || !journal_dir.exists() {
+                        break;
+                    }
+                }
                 std::process::exit(128 + sig);
             }
             eprintln!(
