@@ -142,10 +142,12 @@ fn the_streams_and_the_books_count_the_same_leads() {
     }
 }
 
-/// SIGTERM (or Ctrl-C) part-way through a long demo ends the lead streams, answers what is in
-/// flight and still prints the summary, whose counts agree as in a full run.
-#[test]
-fn a_stopped_demo_still_prints_its_summary() {
+/// A long demo, `signal` sent to it `after` its first line (the streams begin then); its exit
+/// status, stdout and stderr once it has ended (within 30 s of the signal).
+fn demo_stopped(
+    signal: libc::c_int,
+    after: std::time::Duration,
+) -> (std::process::ExitStatus, String, String) {
     use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
     use std::time::{Duration, Instant};
@@ -159,13 +161,9 @@ fn a_stopped_demo_still_prints_its_summary() {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     assert!(first.starts_with("gavel demo: exchange on"), "{first}");
-    // Past the warm-up, into the measured run.
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(after);
     // SAFETY: kill(2) with a pid this test started and a plain signal number.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -173,11 +171,11 @@ fn a_stopped_demo_still_prints_its_summary() {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("gavel demo still running 30 s after SIGTERM");
+            panic!("gavel demo still running 30 s after signal {signal}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut text = String::new();
+    let mut text = first;
     stdout.read_to_string(&mut text).unwrap();
     let mut err = String::new();
     child
@@ -186,6 +184,15 @@ fn a_stopped_demo_still_prints_its_summary() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    (status, text, err)
+}
+
+/// SIGTERM (or Ctrl-C) part-way through a long demo ends the lead streams, answers what is in
+/// flight and still prints the summary, whose counts agree as in a full run.
+#[test]
+fn a_stopped_demo_still_prints_its_summary() {
+    // Past the warm-up, into the measured run.
+    let (status, text, err) = demo_stopped(libc::SIGTERM, std::time::Duration::from_secs(2));
     assert!(status.success(), "{status:?}\n{text}\n{err}");
     assert!(text.contains("stopped by a signal after"), "{text}");
     for campaign in ["auto-insurance", "solar"] {
@@ -210,45 +217,8 @@ fn a_stopped_demo_still_prints_its_summary() {
 /// A stop during the warm-up is what was asked for: exit 0, saying nothing was measured yet.
 #[test]
 fn a_demo_stopped_in_its_warm_up_exits_cleanly() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .args(["demo", "--seconds", "120", "--rate", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    assert!(first.starts_with("gavel demo: exchange on"), "{first}");
     // The 500 ms warm-up has just begun.
-    // SAFETY: kill(2) with a pid this test started and a plain signal number.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("gavel demo still running 30 s after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut text = String::new();
-    stdout.read_to_string(&mut text).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, text, err) = demo_stopped(libc::SIGINT, std::time::Duration::ZERO);
     assert!(status.success(), "{status:?}\n{text}\n{err}");
     // Unless this machine was too slow to signal within the warm-up, when the summary of
     // the stretch that ran is printed instead.
