@@ -372,6 +372,40 @@ fn a_renamed_buyer_keeps_its_caps_through_previous_ids() {
     }
 }
 
+/// A reload keeps each seller's rate window: a seller at its limit is not let through again by
+/// an operator's reload, and a raised limit gives room at once.
+#[test]
+fn a_reload_keeps_the_sellers_rate_window() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();
+    let full = with_admin(&config(&fleet, "", |_| String::new()));
+    let limited = |n: u32| {
+        full.replace(
+            "payout_share = 0.80",
+            &format!("payout_share = 0.80\nmax_leads_per_second = {n}"),
+        )
+    };
+    let run = start(&limited(2));
+    let mut c = run.ex.client();
+    let started = std::time::Instant::now();
+    assert_eq!(c.lead(LEAD).status, 200);
+    assert_eq!(c.lead(LEAD).status, 200);
+    // A changed campaign reserve: the seller itself is unchanged.
+    let r = run.reload_with(&limited(2).replace("reserve_price = 5.00", "reserve_price = 4.00"));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let third = c.lead(LEAD);
+    if started.elapsed() < Duration::from_millis(980) {
+        assert_eq!(third.status, 429, "{}", text(&third));
+    }
+    // Raised to three: the two already taken count, one more fits.
+    let r = run.reload_with(&limited(3));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let fourth = c.lead(LEAD).status;
+    let fifth = c.lead(LEAD).status;
+    if started.elapsed() < Duration::from_millis(980) {
+        assert_eq!((fourth, fifth), (200, 429));
+    }
+}
+
 #[test]
 fn an_invalid_file_is_refused_with_key_and_line_and_the_old_config_stays() {
     let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();

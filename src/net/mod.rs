@@ -11,6 +11,7 @@ pub(crate) mod deadlines;
 mod held;
 pub mod idempotency;
 pub(crate) mod lookup;
+pub(crate) mod rate;
 mod reload;
 mod seller_conns;
 pub(crate) mod slab;
@@ -245,8 +246,8 @@ pub struct Runtime {
     /// Per buyer: the resolved ping and post addresses (`None`: no URL, unresolvable, or TLS).
     pub ping_addrs: Vec<Option<SocketAddr>>,
     pub post_addrs: Vec<Option<SocketAddr>>,
-    /// Per seller: (unix second << 32 | leads in that second), for `max_leads_per_second`.
-    pub rate: Vec<AtomicU64>,
+    /// Per seller: its sliding second for `max_leads_per_second`, carried across reloads.
+    pub rate: Vec<Arc<rate::RateWindow>>,
     /// For https buyers (`None` when the CA files could not be read: such buyers then fail).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// A checksum of the CA files' paths and contents as read for `tls`: a reload that keeps
@@ -317,7 +318,11 @@ impl Runtime {
             caps,
             ping_addrs: snap.buyers.iter().map(|b| resolve(&b.ping)).collect(),
             post_addrs: snap.buyers.iter().map(|b| resolve(&b.post)).collect(),
-            rate: snap.sellers.iter().map(|_| AtomicU64::new(0)).collect(),
+            rate: snap
+                .sellers
+                .iter()
+                .map(|_| Arc::new(rate::RateWindow::new(std::time::Instant::now())))
+                .collect(),
             tls,
             tls_roots,
             round_robin: snap
@@ -339,8 +344,8 @@ impl Runtime {
         }
     }
 
-    /// Count one lead against the seller's per-second limit; false when over it.
-    pub fn admit_rate(&self, seller: usize, unix_s: u64) -> bool {
+    /// Count one lead against the seller's `max_leads_per_second`; false when over it.
+    pub fn admit_rate(&self, seller: usize, now: std::time::Instant) -> bool {
         let Some(limit) = self
             .snap
             .sellers
@@ -349,25 +354,7 @@ impl Runtime {
         else {
             return true;
         };
-        let Some(cell) = self.rate.get(seller) else {
-            return true;
-        };
-        let mut cur = cell.load(Ordering::Relaxed);
-        loop {
-            let (sec, count) = (cur >> 32, cur & 0xffff_ffff);
-            let next = if sec == (unix_s & 0xffff_ffff) {
-                if count >= limit as u64 {
-                    return false;
-                }
-                cur + 1
-            } else {
-                ((unix_s & 0xffff_ffff) << 32) | 1
-            };
-            match cell.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
-        }
+        self.rate.get(seller).is_none_or(|w| w.admit(limit, now))
     }
 }
 

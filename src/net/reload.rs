@@ -13,7 +13,7 @@ use crate::config::{self, ConfigDiff, ConfigError, RestartKey, Snapshot};
 use crate::journal::{self, Record};
 use serde::Serialize;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// What a reload did.
@@ -283,22 +283,14 @@ impl Runtime {
         }
         let rebuild: Vec<bool> = how.iter().map(|h| *h != Carried::Shared).collect();
         let mut rt = Runtime::with_caps(snap, caps, old.generation + 1);
-        // Rate windows and round-robin places, by id.
-        rt.rate = rt
-            .snap
-            .sellers
-            .iter()
-            .map(|s| {
-                let v = old
-                    .snap
-                    .sellers
-                    .iter()
-                    .position(|o| o.id == s.id)
-                    .and_then(|o| old.rate.get(o))
-                    .map_or(0, |c| c.load(Ordering::Relaxed));
-                AtomicU64::new(v)
-            })
-            .collect();
+        // Rate windows, by seller id: a reload does not open a seller's second afresh.
+        for (s, w) in rt.snap.sellers.iter().zip(rt.rate.iter_mut()) {
+            if let Some(o) = old.snap.sellers.iter().position(|o| o.id == s.id) {
+                if let Some(was) = old.rate.get(o) {
+                    *w = was.clone();
+                }
+            }
+        }
         // Round-robin turns, by campaign and buyer id.
         for (c, rr) in rt.snap.campaigns.iter().zip(&rt.round_robin) {
             let Some(o) = old

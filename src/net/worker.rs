@@ -500,13 +500,6 @@ fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>, listener: TcpListener) -> io::Result<Worker> {
         let poll = Poll::new()?;
@@ -1563,7 +1556,7 @@ impl Worker {
             }
         }
         // A `/v1/post` completes a ping that was counted: one lead, counted once.
-        if flow != Flow::Post && !self.gen.rt.admit_rate(seller, unix_seconds()) {
+        if flow != Flow::Post && !self.gen.rt.admit_rate(seller, self.now) {
             let r = Refusal {
                 status: 429,
                 code: "rate_limited",
