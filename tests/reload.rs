@@ -550,6 +550,67 @@ fn a_ping_held_before_a_reload_is_posted_after_it() {
     assert_eq!(fleet.posts(0), 0, "the removed buyer's held bid is dropped");
 }
 
+/// A seller's post after the operator paused a held bidder: the paused buyer gets no post and
+/// the journal says it was paused; the next held bid is posted; with every held bidder
+/// paused the post is unsold `buyers_paused`, as a direct lead's would be.
+#[test]
+fn a_post_whose_held_bidders_were_paused_says_so() {
+    const PING: &str = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let fleet = Fleet::start(vec![bidder("top", 9000), bidder("second", 5000)]).unwrap();
+    let toml = with_admin(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let run = start(&toml);
+    let mut c = run.ex.client();
+    let lead: Value = serde_json::from_str(LEAD).unwrap();
+    let mut ping_and_post = |n: usize, pause: &[&str]| -> Value {
+        let r = c.post("/v1/ping", Some(KEY), PING.as_bytes());
+        assert_eq!(r.status, 200, "{}", text(&r));
+        let ping_id = r.json()["ping_id"].as_str().unwrap().to_string();
+        for id in pause {
+            assert_eq!(run.buyer_action(id, "pause").status, 200);
+        }
+        let mut consumer = lead["lead"].clone();
+        consumer["email"] = Value::from(format!("held{n}@example.com"));
+        let body =
+            serde_json::json!({"ping_id": ping_id, "lead": consumer, "consent": lead["consent"]});
+        let r = c.post("/v1/post", Some(KEY), body.to_string().as_bytes());
+        assert_eq!(r.status, 200, "{}", text(&r));
+        r.json()
+    };
+    let v = ping_and_post(0, &["top"]);
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["sales"][0]["buyer"], "second", "{v}");
+    assert_eq!(fleet.posts(0), 0);
+    assert_eq!(run.buyer_action("top", "resume").status, 200);
+    let v = ping_and_post(1, &["top", "second"]);
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["reason"].as_str(),
+            v["bids"].as_u64()
+        ),
+        (Some("unsold"), Some("buyers_paused"), Some(2)),
+        "{v}"
+    );
+    assert_eq!(fleet.posts(0), 0);
+    assert_eq!(fleet.posts(1), 1);
+    let dir = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let paused: Vec<String> = gavel::journal::read_all(std::path::Path::new(dir))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.record {
+            gavel::journal::Record::PostResult { buyer, reason, .. } => {
+                (reason.as_deref() == Some("not sent: buyer paused")).then_some(buyer)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paused, ["top", "top", "second"]);
+}
+
 /// The config of `fleet` with its first buyer in Chicago with a daily cap of 2, posts given
 /// 5 s to answer.
 fn chicago_capped(fleet: &Fleet) -> String {

@@ -1785,13 +1785,15 @@ impl Worker {
                 // neither the consumer nor, often, the consent (its disclosed buyers and
                 // vertical), and caps, hours and pauses may have changed since.
                 let eligible = self.eligible_buyers(&gen.rt, campaign, &req, |_| true);
-                // A bidder whose cap or budget other leads used up since its bid stays in the
-                // list: its turn finds it capped, and the seller hears `buyers_capped`, not
-                // that nobody was eligible.
+                // A bidder the operator paused, or whose cap or budget other leads used up,
+                // since its bid stays in the list: its turn finds it paused or capped, the
+                // journal says so, and the seller hears `buyers_paused` or `buyers_capped`,
+                // not that nobody was eligible.
                 let bids: Vec<HeldBid> = bids
                     .iter()
                     .filter(|(b, _, _)| {
-                        eligible.contains(b) || self.only_at_cap(&gen.rt, campaign, &req, *b)
+                        eligible.contains(b)
+                            || self.only_paused_or_at_cap(&gen.rt, campaign, &req, *b)
                     })
                     .cloned()
                     .collect();
@@ -2138,19 +2140,30 @@ impl Worker {
         out
     }
 
-    /// Whether `buyer` would be eligible for the lead but for a cap or budget used up.
+    /// Whether `buyer` would be eligible for the lead but for an operator's pause or a cap or
+    /// budget used up.
     #[cold]
-    fn only_at_cap(&self, rt: &Runtime, campaign: usize, req: &LeadRequest, buyer: usize) -> bool {
+    fn only_paused_or_at_cap(
+        &self,
+        rt: &Runtime,
+        campaign: usize,
+        req: &LeadRequest,
+        buyer: usize,
+    ) -> bool {
+        use crate::eligibility::index::Skip;
         let snap = &rt.snap;
-        let at_cap = snap.matcher.explain(
-            campaign,
-            buyer,
-            &req.lead,
-            lead::consent_vertical(req),
-            Utc::now(),
-            &rt.caps,
-        ) == Err(crate::eligibility::index::Skip::AtCap);
-        at_cap
+        let held_back = matches!(
+            snap.matcher.explain(
+                campaign,
+                buyer,
+                &req.lead,
+                lead::consent_vertical(req),
+                Utc::now(),
+                &rt.caps,
+            ),
+            Err(Skip::Paused | Skip::AtCap)
+        );
+        held_back
             && (!snap.campaigns[campaign].disclosed_buyers_only
                 || lead::disclosed_buyers(req).is_none_or(|d| d.contains(&snap.buyers[buyer].id)))
     }
