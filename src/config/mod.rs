@@ -918,13 +918,15 @@ impl Validator<'_> {
         match dollars_f64_to_cents(dollars) {
             Some(c) if c >= 0 => c,
             _ => {
-                self.err(
-                    key,
+                let max = crate::money::MAX_CENTS / 100;
+                let why = if dollars.is_finite() && dollars > max as f64 {
+                    format!("must be at most {max} dollars, got {dollars}")
+                } else {
                     format!(
-                        "must be a non-negative amount in dollars with at most two decimals (whole cents), got {}",
-                        dollars
-                    ),
-                );
+                        "must be a non-negative amount in dollars with at most two decimals (whole cents), got {dollars}"
+                    )
+                };
+                self.err(key, why);
                 0
             }
         }
@@ -1337,6 +1339,14 @@ impl Validator<'_> {
                 self.err(k("post_url"), "every buyer needs a post_url");
             }
             let price_cents = b.price.map(|p| self.cents(k("price"), p));
+            if price_cents == Some(0) && b.price.is_some_and(|p| p == 0.0) {
+                // A fixed-price post at $0 is no sale (as a bid of 0 is no bid): such a
+                // buyer would never be posted to.
+                self.err(
+                    k("price"),
+                    "must be at least 0.01: a lead is not sold for $0 (leave `price` out for a buyer that only bids)",
+                );
+            }
             if b.ping_url.is_none() && price_cents.is_none() {
                 self.err(
                     k("ping_url"),

@@ -44,6 +44,50 @@ fn invalid(text: &str) -> Vec<Issue> {
     }
 }
 
+/// An amount over the ceiling is refused for being too large, not for its shape.
+#[test]
+fn an_amount_over_ten_million_dollars_names_the_ceiling() {
+    for big in ["20000000", "10000000.01"] {
+        let text = CONTRACT.replace("reserve_price = 10.00", &format!("reserve_price = {big}"));
+        let issues = invalid(&text);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].key, "campaigns[1].reserve_price");
+        assert_eq!(
+            issues[0].message,
+            format!("must be at most 10000000 dollars, got {big}")
+        );
+    }
+    // The ceiling itself is an amount.
+    let text = CONTRACT.replace("reserve_price = 10.00", "reserve_price = 10000000");
+    assert!(parse(&text).is_ok());
+    // A third decimal is still refused for its shape.
+    let issues = invalid(&CONTRACT.replace("reserve_price = 10.00", "reserve_price = 10.005"));
+    assert!(
+        issues[0]
+            .message
+            .starts_with("must be a non-negative amount"),
+        "{issues:?}"
+    );
+}
+
+/// A fixed price of $0 would never be posted to (a sale at $0 is no sale): refused.
+#[test]
+fn a_fixed_price_of_zero_is_refused() {
+    let at = CONTRACT
+        .find("\nprice = ")
+        .expect("a fixed-price buyer in the contract")
+        + 1;
+    let end = at + CONTRACT[at..].find('\n').unwrap();
+    let text = format!("{}price = 0{}", &CONTRACT[..at], &CONTRACT[end..]);
+    let issues = invalid(&text);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert!(issues[0].key.ends_with("].price"), "{issues:?}");
+    assert!(issues[0].message.contains("not sold for $0"), "{issues:?}");
+    // A cent is a price.
+    let text = format!("{}price = 0.01{}", &CONTRACT[..at], &CONTRACT[end..]);
+    assert!(parse(&text).is_ok());
+}
+
 #[test]
 fn validation_errors_name_the_key_and_the_line() {
     let text = CONTRACT.replace("reserve_price = 10.00", "reserve_price = -3.0");
