@@ -116,6 +116,30 @@ impl fmt::Display for AdapterError {
 
 impl std::error::Error for AdapterError {}
 
+impl AdapterError {
+    /// The config key at fault under `[buyers.adapter]`: `bid_path`, `ping_body.State`, ...
+    pub fn key(&self) -> String {
+        match self {
+            AdapterError::UnknownKind { key, .. } => key.to_string(),
+            AdapterError::UnknownPlaceholder { body, field, .. } => format!("{body}.{field}"),
+            AdapterError::NotAllowedInPing { field, .. } => format!("ping_body.{field}"),
+            AdapterError::TemplateTooLarge { body } => body.to_string(),
+            AdapterError::BadPath { key, .. } => key.to_string(),
+            AdapterError::TooManyAcceptedValues => "accepted_values".to_string(),
+        }
+    }
+
+    /// What is wrong, without the key ([`AdapterError::key`]).
+    pub fn message(&self) -> String {
+        let full = self.to_string();
+        let prefix = format!("adapter.{}: ", self.key());
+        match full.strip_prefix(&prefix) {
+            Some(rest) => rest.to_string(),
+            None => full,
+        }
+    }
+}
+
 impl From<AdapterError> for String {
     fn from(e: AdapterError) -> String {
         e.to_string()
@@ -226,6 +250,60 @@ struct Unparsable;
 
 impl Adapter {
     /// Checks and compiles a buyer's adapter config.
+    /// Every problem `compile` would stop at the first of, in the order of the keys.
+    pub fn problems(cfg: &AdapterConfig) -> Vec<AdapterError> {
+        let mut out = Vec::new();
+        let response = match cfg.response.as_str() {
+            "json" => Some(ResponseKind::Json),
+            "xml" => Some(ResponseKind::Xml),
+            _ => None,
+        };
+        if let Err(e) = Adapter::compile(&AdapterConfig {
+            ping_body: Default::default(),
+            post_body: Default::default(),
+            bid_path: None,
+            bid_id_path: None,
+            accepted_path: None,
+            reason_path: None,
+            accepted_values: Vec::new(),
+            ..cfg.clone()
+        }) {
+            out.push(e);
+        }
+        for (body, map, is_ping) in [
+            ("ping_body", &cfg.ping_body, true),
+            ("post_body", &cfg.post_body, false),
+        ] {
+            if map.len() > MAX_TEMPLATE_FIELDS {
+                out.push(AdapterError::TemplateTooLarge { body });
+                continue;
+            }
+            // One field at a time, so that each bad one is told.
+            for (name, template) in map {
+                let one = std::collections::BTreeMap::from([(name.clone(), template.clone())]);
+                if let Err(e) = compile_body(body, &one, is_ping) {
+                    out.push(e);
+                }
+            }
+        }
+        if let Some(response) = response {
+            for (key, p) in [
+                ("bid_path", &cfg.bid_path),
+                ("bid_id_path", &cfg.bid_id_path),
+                ("accepted_path", &cfg.accepted_path),
+                ("reason_path", &cfg.reason_path),
+            ] {
+                if let Some(Err(e)) = p.as_deref().map(|t| compile_path(key, t, response)) {
+                    out.push(e);
+                }
+            }
+        }
+        if cfg.accepted_values.len() > MAX_ACCEPTED_VALUES {
+            out.push(AdapterError::TooManyAcceptedValues);
+        }
+        out
+    }
+
     pub fn compile(cfg: &AdapterConfig) -> Result<Adapter, AdapterError> {
         let request = match cfg.request.as_str() {
             "form" => RequestKind::Form,

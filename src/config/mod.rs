@@ -1421,7 +1421,14 @@ impl Validator<'_> {
             if let Some(a) = &b.adapter {
                 let issues_before = self.issues.len();
                 self.check_adapter(i, a, &cs, &campaigns);
-                if a.response == "xml" && b.ping_url.is_some() && a.bid_path.is_none() {
+                let bid_path_told = self.issues[issues_before..]
+                    .iter()
+                    .any(|x| x.key == format!("buyers[{}].adapter.bid_path", i));
+                if a.response == "xml"
+                    && b.ping_url.is_some()
+                    && a.bid_path.is_none()
+                    && !bid_path_told
+                {
                     self.err(
                         format!("buyers[{}].adapter.bid_path", i),
                         "an XML answer to a ping is read at a bid_path: none is set",
@@ -1445,9 +1452,16 @@ impl Validator<'_> {
                 }
                 match crate::adapter::Adapter::compile(a) {
                     Ok(c) => codec = Some(Arc::new(c)),
-                    // Told once: by its own key when the checks above found it.
-                    Err(_) if self.issues.len() > issues_before => {}
-                    Err(e) => self.err(format!("buyers[{}].adapter", i), e.to_string()),
+                    Err(_) => {
+                        // Every problem, each at its own key and line; one the checks above
+                        // found is told once.
+                        for e in crate::adapter::Adapter::problems(a) {
+                            let key = format!("buyers[{}].adapter.{}", i, e.key());
+                            if !self.issues[issues_before..].iter().any(|x| x.key == key) {
+                                self.err(key, e.message());
+                            }
+                        }
+                    }
                 }
             }
             buyers.push(Buyer {

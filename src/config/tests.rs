@@ -650,10 +650,54 @@ fn adapter_ping_templates_never_carry_a_personal_field() {
         assert!(
             issues
                 .iter()
-                .any(|i| i.key == "buyers[4].adapter" && i.message.contains(f)),
+                .any(|i| i.key == "buyers[4].adapter.ping_body.State" && i.message.contains(f)),
             "{f}: {issues:?}"
         );
     }
+}
+
+/// Every bad adapter key is told, each at its own key and line, in the file's order.
+#[test]
+fn every_bad_adapter_key_is_told_at_its_own_line() {
+    let text = CONTRACT
+        .replace(
+            "bid_path = \"/response/price\"",
+            "bid_path = \"response/price\"",
+        )
+        .replace(
+            "accepted_path = \"/response/status\"",
+            "accepted_path = \"/response/@status\"",
+        )
+        .replace(
+            "State = \"{lead.state}\"",
+            "State = \"{lead.email}\", Zip5 = \"{lead.phone}\"",
+        );
+    let issues = invalid(&text);
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).map(|n| n + 1);
+    let told: Vec<(&str, Option<usize>)> =
+        issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(
+        told,
+        [
+            (
+                "buyers[4].adapter.ping_body.State",
+                line_of("State = \"{lead.email}\"")
+            ),
+            (
+                "buyers[4].adapter.ping_body.Zip5",
+                line_of("State = \"{lead.email}\"")
+            ),
+            (
+                "buyers[4].adapter.bid_path",
+                line_of("bid_path = \"response/price\"")
+            ),
+            (
+                "buyers[4].adapter.accepted_path",
+                line_of("accepted_path = \"/response/@status\"")
+            ),
+        ],
+        "{issues:?}"
+    );
 }
 
 #[test]
@@ -709,7 +753,7 @@ fn adapter_settings_that_would_be_ignored_are_refused() {
         // An attribute is no element.
         (
             with("bid_path = \"/response/price\"", "bid_path = \"/response/@price\""),
-            "buyers[4].adapter",
+            "buyers[4].adapter.bid_path",
             "names elements only",
         ),
     ];
