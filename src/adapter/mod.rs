@@ -517,7 +517,11 @@ impl Adapter {
             },
             // A number all the same, but past what the exchange counts in cents (`1e12`,
             // `1e400`); Rust's own words for infinity and NaN have no digit.
-            None if text.parse::<f64>().is_ok() && text.bytes().any(|b| b.is_ascii_digit()) => {
+            None if text
+                .parse::<f64>()
+                .is_ok_and(|v| v.is_infinite() || v.abs() * 100.0 > MAX_CENTS as f64)
+                && text.bytes().any(|b| b.is_ascii_digit()) =>
+            {
                 PingOutcome::Invalid("bid out of range".into())
             }
             None => PingOutcome::Invalid("bid is not a number".into()),
@@ -778,9 +782,15 @@ fn render_text(out: &mut Vec<u8>, part: &Part, ctx: &Ctx<'_>, esc: Escape) {
         Part::Campaign => put(out, ctx.campaign),
         Part::Test => put(out, if ctx.test { "true" } else { "false" }),
         // Dollars are digits, '.' and '-': nothing to escape in either encoding.
+        // In text (a form value, a JSON string) a price is written as money is on a form:
+        // dollars and two decimals, `42.50`.
         Part::Price => {
             if let Some(c) = ctx.price_cents {
-                write_dollars(out, c);
+                let (whole, cents) = (c / 100, (c % 100).abs());
+                if c < 0 && whole == 0 {
+                    out.push(b'-');
+                }
+                out.extend_from_slice(format!("{whole}.{cents:02}").as_bytes());
             }
         }
         Part::Lead(f) => value_text(
@@ -834,7 +844,13 @@ fn render_typed(out: &mut Vec<u8>, part: &Part, ctx: &Ctx<'_>) -> bool {
         _ => return false,
     };
     match v.as_ref().map(PathValue::field) {
-        None | Some(LeadField::Null) | Some(LeadField::Str(_)) => false,
+        // A field the lead does not have (or has as null) is null, as a native ping says,
+        // rather than an empty string a buyer would take for a value.
+        None | Some(LeadField::Null) => {
+            out.extend_from_slice(b"null");
+            true
+        }
+        Some(LeadField::Str(_)) => false,
         Some(v) => {
             v.write_json(out);
             true

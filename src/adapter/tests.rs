@@ -201,7 +201,7 @@ fn legacy_post_is_the_full_form_at_the_price_with_consent() {
     assert_eq!(
         text(&out),
         "Email=ana%2Bx%40example.com&First_Name=Ana+Mar%C3%ADa&Key=lx-123&Last_Name=Diaz\
-         &Lead_ID=LX-9&Mode=post&Phone=7135550147&Price=42.5\
+         &Lead_ID=LX-9&Mode=post&Phone=7135550147&Price=42.50\
          &TrustedForm=https%3A%2F%2Fcert.trustedform.com%2F2f1e0c&Zip=77002"
     );
 }
@@ -357,7 +357,7 @@ post_body = { price = "{price}", label = "${price}", bid = "{bid_id}", buyers = 
     let v: Value = serde_json::from_slice(&out).expect("ping is JSON");
     assert_eq!(
         v,
-        json!({"age": 34, "gone": "", "insured": true, "quote": "say \"hi\"\n",
+        json!({"age": 34, "gone": null, "insured": true, "quote": "say \"hi\"\n",
                "ref": "01JDQ6X8W2", "tag": "zip-77002", "zip": "77002"})
     );
     out.clear();
@@ -365,7 +365,7 @@ post_body = { price = "{price}", label = "${price}", bid = "{bid_id}", buyers = 
     a.write_post(&mut out, &post_ctx(&lead, Some(&consent)));
     assert_eq!(
         text(&out),
-        r#"{"bid":"LX-9","buyers":["acme-ins","legacy-ins"],"label":"$42.5","name":"Ana María","price":42.5}"#
+        r#"{"bid":"LX-9","buyers":["acme-ins","legacy-ins"],"label":"$42.50","name":"Ana María","price":42.5}"#
     );
     // Without a price (never the case for a real post) the value is an empty string, not a
     // broken document.
@@ -377,7 +377,8 @@ post_body = { price = "{price}", label = "${price}", bid = "{bid_id}", buyers = 
     a.write_post(&mut out, &ctx);
     let v: Value = serde_json::from_slice(&out).expect("post is JSON");
     assert_eq!(v["price"], json!(""));
-    assert_eq!(v["buyers"], json!(""));
+    // A consent the post does not have: null, as for a missing lead field.
+    assert_eq!(v["buyers"], json!(null));
 }
 
 #[test]
@@ -863,7 +864,7 @@ post_body = { year = "{lead.vehicle.year}", owner = "{lead.vehicle.owner_contact
     let v: Value = serde_json::from_slice(&out).expect("JSON");
     assert_eq!(
         v,
-        json!({"year": 2018, "owner": "", "make": "Honda \"Fit\"", "deep": 1500})
+        json!({"year": 2018, "owner": null, "make": "Honda \"Fit\"", "deep": 1500})
     );
     out.clear();
     a.write_post(&mut out, &post_ctx(&lead, None));
@@ -877,4 +878,56 @@ post_body = { year = "{lead.vehicle.year}", owner = "{lead.vehicle.owner_contact
         compile_err("bid_path = \"/b\"\nping_body = { a = \"{lead.vehicle.email}\" }"),
         AdapterError::NotAllowedInPing { .. }
     ));
+}
+
+#[test]
+fn an_xml_answer_is_read_in_its_declared_encoding() {
+    let a = legacy();
+    // ISO-8859-1: the byte 0xE9 is 'é', quoted back as the buyer wrote it.
+    let answer = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><response><price>15.75</price><lead_id>X-\xE9</lead_id></response>";
+    assert_eq!(a.parse_bid(200, answer), bid(1575, Some("X-\u{e9}")));
+    let answer = b"<?xml version='1.0' encoding='latin1'?><response><price>2</price></response>";
+    assert_eq!(a.parse_bid(200, answer), bid(200, None));
+    // The same byte in a document that says UTF-8, or says nothing: not text, so not a bid
+    // whose id would be quoted back changed.
+    for answer in [
+        &b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><response><price>15.75</price><lead_id>X-\xE9</lead_id></response>"[..],
+        b"<response><price>15.75</price><lead_id>X-\xE9</lead_id></response>",
+    ] {
+        assert_eq!(
+            a.parse_bid(200, answer),
+            PingOutcome::Invalid("unparsable answer".into())
+        );
+    }
+    // An encoding the exchange does not read.
+    let answer =
+        b"<?xml version=\"1.0\" encoding=\"UTF-16\"?><response><price>1</price></response>";
+    assert_eq!(
+        a.parse_bid(200, answer),
+        PingOutcome::Invalid("unparsable answer".into())
+    );
+    // UTF-8 text is read whole.
+    let answer = "<response><price>3</price><lead_id>Ü-7</lead_id></response>";
+    assert_eq!(a.parse_bid(200, answer.as_bytes()), bid(300, Some("Ü-7")));
+}
+
+#[test]
+fn a_badly_written_bid_is_not_a_number_and_a_huge_one_out_of_range() {
+    let a = legacy();
+    for price in ["+15", "15.", ".5", "1,000.00", "$4"] {
+        let answer = format!("<response><price>{price}</price></response>");
+        assert_eq!(
+            a.parse_bid(200, answer.as_bytes()),
+            PingOutcome::Invalid("bid is not a number".into()),
+            "{price}"
+        );
+    }
+    for price in ["1e12", "1e400", "20000000"] {
+        let answer = format!("<response><price>{price}</price></response>");
+        assert_eq!(
+            a.parse_bid(200, answer.as_bytes()),
+            PingOutcome::Invalid("bid out of range".into()),
+            "{price}"
+        );
+    }
 }

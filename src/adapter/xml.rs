@@ -44,6 +44,28 @@ pub fn find_texts<'a, const N: usize>(
     if N > MAX_XML_PATHS {
         return Err(XmlError::TooManyPaths);
     }
+    let latin1 = match declared_encoding(doc) {
+        None => false,
+        Some(e) if e.eq_ignore_ascii_case(b"utf-8") || e.eq_ignore_ascii_case(b"us-ascii") => false,
+        Some(e) if LATIN1_NAMES.iter().any(|n| e.eq_ignore_ascii_case(n)) => true,
+        // UTF-16 and the rest: the text could not be read as written.
+        Some(_) => return Err(XmlError::Malformed("unsupported encoding", 0)),
+    };
+    // ISO-8859-1 read as UTF-8: every byte is the code point of the same number.
+    let transcoded: Vec<u8>;
+    let doc = if latin1 && !doc.is_ascii() {
+        transcoded = doc
+            .iter()
+            .flat_map(|&b| {
+                let mut tmp = [0u8; 2];
+                let n = char::from(b).encode_utf8(&mut tmp).len();
+                tmp.into_iter().take(n)
+            })
+            .collect();
+        &transcoded[..]
+    } else {
+        doc
+    };
     let mut r = Reader {
         doc,
         pos: 0,
@@ -147,19 +169,54 @@ pub fn find_texts<'a, const N: usize>(
         return Err(XmlError::Malformed("no root element", doc.len()));
     }
     let mut hits = hits.into_iter();
-    Ok(std::array::from_fn(|i| {
-        match (hits.next().flatten(), nested[i]) {
-            (None, _) => Found::Missing,
-            (Some(_), true) => Found::Elements,
-            (Some((_, bytes)), false) => {
-                let s = match String::from_utf8_lossy(&bytes) {
-                    Cow::Borrowed(b) => b.trim().to_string(),
-                    Cow::Owned(o) => o.trim().to_string(),
-                };
-                Found::Text(Cow::Owned(s))
-            }
+    // Bytes that are not UTF-8 in a document that says it is (or says nothing): the value
+    // cannot be read as the buyer meant it, and an id quoted back changed would name nothing.
+    let mut undecodable = false;
+    let found = std::array::from_fn(|i| match (hits.next().flatten(), nested[i]) {
+        (None, _) => Found::Missing,
+        (Some(_), true) => Found::Elements,
+        (Some((_, bytes)), false) => {
+            let s = String::from_utf8(bytes).unwrap_or_else(|e| {
+                // A character cut by `MAX_XML_TEXT_BYTES` at the end is only cut; any other
+                // bad byte is not text.
+                let valid = e.utf8_error().valid_up_to();
+                let clipped = e.as_bytes().len() + 3 >= MAX_XML_TEXT_BYTES;
+                if clipped && e.utf8_error().error_len().is_none() {
+                    let mut b = e.into_bytes();
+                    b.truncate(valid);
+                    String::from_utf8(b).unwrap_or_default()
+                } else {
+                    undecodable = true;
+                    String::new()
+                }
+            });
+            Found::Text(Cow::Owned(s.trim().to_string()))
         }
-    }))
+    });
+    if undecodable {
+        return Err(XmlError::Malformed("text is not UTF-8", 0));
+    }
+    Ok(found)
+}
+
+/// Names of ISO-8859-1 in XML declarations (IANA's, and the aliases seen in answers).
+const LATIN1_NAMES: [&[u8]; 5] = [b"iso-8859-1", b"iso_8859-1", b"latin1", b"latin-1", b"l1"];
+
+/// The `encoding` of the XML declaration that opens `doc`, if any.
+fn declared_encoding(doc: &[u8]) -> Option<&[u8]> {
+    let decl = doc.strip_prefix(b"<?xml")?;
+    if !decl.first().is_some_and(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    let end = decl.windows(2).position(|w| w == b"?>")?;
+    let decl = &decl[..end];
+    let at = decl.windows(8).position(|w| w == b"encoding")?;
+    let rest = decl[at + 8..].trim_ascii_start();
+    let rest = rest.strip_prefix(b"=")?.trim_ascii_start();
+    let quote = *rest.first().filter(|q| **q == b'"' || **q == b'\'')?;
+    let value = &rest[1..];
+    let close = value.iter().position(|&b| b == quote)?;
+    Some(&value[..close])
 }
 
 /// Element names of a path written like `/response/price`: root first, none empty.
