@@ -1156,3 +1156,53 @@ fn a_deleted_newest_segment_stops_the_exchange_from_starting() {
         .count();
     assert_eq!(sales, sold + 1);
 }
+
+/// A journal whose next segment cannot be made (a full disk; here its name is taken by a
+/// directory) says so on stderr when it starts, and again when the segment can be made and
+/// leads are taken: an operator sees why leads are turned away, not only a 503.
+#[test]
+fn a_next_segment_that_cannot_be_made_is_said_on_stderr_and_so_is_its_end() {
+    use std::io::BufRead;
+    let fleet = Fleet::start(vec![bidder("a", 1000)]).unwrap();
+    let dir = temp_dir("nospare");
+    let journal = dir.join("journal");
+    let blocker = journal.join("next.spare");
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let text = set_journal_dir(&config(&fleet, "", |_| String::new()), &journal);
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let mut child = spawn_serve_piped(&cfg);
+    let stderr = child.stderr.take().unwrap();
+    let running = Serving(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {needle:?} on stderr: {seen:#?}");
+    };
+    let line = wait_for("the next segment cannot be made");
+    assert!(line.contains("next.spare"), "{line}");
+    assert!(line.contains("503 journal_unavailable"), "{line}");
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let line = wait_for("new leads are taken");
+    assert!(
+        line.starts_with("gavel: journal: the next segment is made"),
+        "{line}"
+    );
+    drop(running);
+}

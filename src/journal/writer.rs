@@ -1089,12 +1089,22 @@ impl Shared {
         match Spare::make(&self.dir, self.segment_bytes) {
             Ok(sp) => {
                 *spare = Some(sp);
-                self.spare_failed.store(false, Ordering::Relaxed);
+                if self.spare_failed.swap(false, Ordering::Relaxed) {
+                    eprintln!(
+                        "gavel: journal: the next segment is made in {}: new leads are taken",
+                        self.dir.display()
+                    );
+                }
                 false
             }
             Err(e) => {
+                // A full disk, a quota: said once, when it starts (and its end, above).
                 if !self.spare_failed.swap(true, Ordering::Relaxed) {
                     self.note_error(&e);
+                    eprintln!(
+                        "gavel: journal: {e}: the next segment cannot be made; new leads are \
+                         refused (503 journal_unavailable) once the current one is half full"
+                    );
                 }
                 true
             }
