@@ -201,6 +201,9 @@ fn with_every_connection_serving_a_new_one_is_told_overloaded() {
     assert_eq!(conns["sellers_refused"], 1, "{conns}");
     assert_eq!(conns["sellers_evicted"], 0, "{conns}");
     assert_eq!(conns["sellers_open"], 4, "{conns}");
+    // The 503 the seller read is among the refusals by status.
+    let refused = operator_get(admin, "/v1/stats").json()["refused"].clone();
+    assert_eq!(refused, serde_json::json!({"503": 1}), "{refused}");
 }
 
 /// Connections that never send a byte hold every place, and the head timeout is long: a real

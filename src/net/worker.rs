@@ -997,6 +997,9 @@ impl Worker {
         if self.seller_tls.is_some() {
             return;
         }
+        // A 503 a seller reads, as one for `max_in_flight` is (a TLS listener's refusal is
+        // a close, before any session: counted by the connection counters only).
+        self.count_refusal(503);
         let mut body = Vec::with_capacity(96);
         lead::write_error(
             &mut body,
