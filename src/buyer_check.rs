@@ -1184,6 +1184,13 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
                     first_examples(&late)
                 ),
             }
+        } else if whole == 0 {
+            // Nothing came back in time or late: no answer to time.
+            Check {
+                name: "timeout",
+                verdict: Verdict::Skip,
+                detail: "no whole answer to time".into(),
+            }
         } else {
             Check {
                 name: "timeout",

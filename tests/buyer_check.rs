@@ -497,3 +497,31 @@ fn a_stalled_tls_handshake_is_named_as_such() {
     );
     assert!(!line.contains("os error"), "{line}");
 }
+
+/// A buyer that reads each ping and closes without an answer: the connection check says so,
+/// and with no answer to time the timeout check is skipped, not passed.
+#[test]
+fn a_buyer_that_never_answers_has_no_timeout_pass() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(64) {
+            let Ok(mut tcp) = tcp else { return };
+            let mut b = [0u8; 4096];
+            let _ = tcp.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+            let _ = tcp.read(&mut b);
+            // Dropped: closed without a byte of answer.
+        }
+    });
+    let url = format!("http://{addr}/ping");
+    let o = buyer_check(&["--url", &url, "--count", "3"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = check_line(&out, "timeout");
+    assert!(
+        line.contains("SKIP") && line.contains("no whole answer"),
+        "{out}"
+    );
+    assert!(check_line(&out, "http").contains("closed the connection without answering"));
+}
