@@ -1695,12 +1695,8 @@ fn a_ping_that_never_got_a_connection_is_journaled_as_never_sent() {
     for c in [&mut a, &mut b] {
         assert_eq!(c.read_response().unwrap().json()["status"], "sold");
     }
-    let dir = toml
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap();
-    let records = gavel::journal::read_all(std::path::Path::new(dir)).unwrap();
+    let dir = journal_dir_of(&toml);
+    let records = gavel::journal::read_all(&dir).unwrap();
     let sent = records
         .iter()
         .filter(|e| matches!(&e.record, gavel::journal::Record::PingSent { buyer, .. } if buyer == "silent"))

@@ -1162,7 +1162,6 @@ fn a_deleted_newest_segment_stops_the_exchange_from_starting() {
 /// leads are taken: an operator sees why leads are turned away, not only a 503.
 #[test]
 fn a_next_segment_that_cannot_be_made_is_said_on_stderr_and_so_is_its_end() {
-    use std::io::BufRead;
     let fleet = Fleet::start(vec![bidder("a", 1000)]).unwrap();
     let dir = temp_dir("nospare");
     let journal = dir.join("journal");
@@ -1172,17 +1171,8 @@ fn a_next_segment_that_cannot_be_made_is_said_on_stderr_and_so_is_its_end() {
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, &text).unwrap();
     let mut child = spawn_serve_piped(&cfg);
-    let stderr = child.stderr.take().unwrap();
+    let rx = stderr_lines(&mut child);
     let running = Serving(child);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let wait_for = |needle: &str| -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();

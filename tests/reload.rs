@@ -593,12 +593,8 @@ fn a_post_whose_held_bidders_were_paused_says_so() {
     );
     assert_eq!(fleet.posts(0), 0);
     assert_eq!(fleet.posts(1), 1);
-    let dir = toml
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap();
-    let paused: Vec<String> = gavel::journal::read_all(std::path::Path::new(dir))
+    let dir = journal_dir_of(&toml);
+    let paused: Vec<String> = gavel::journal::read_all(&dir)
         .unwrap()
         .into_iter()
         .filter_map(|e| match e.record {
@@ -826,12 +822,8 @@ fn a_buyer_paused_during_an_auction_is_not_posted_and_the_reason_says_paused() {
         (Some("unsold"), Some("buyers_paused"), Some(2)),
         "{v}"
     );
-    let dir = toml
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap();
-    let reasons: Vec<Option<String>> = gavel::journal::read_all(std::path::Path::new(dir))
+    let dir = journal_dir_of(&toml);
+    let reasons: Vec<Option<String>> = gavel::journal::read_all(&dir)
         .unwrap()
         .into_iter()
         .filter_map(|e| match e.record {

@@ -152,13 +152,10 @@ fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
     assert!(TcpStream::connect(addr).is_err());
 
     // The lead's whole story is in the journal, answer included.
-    let journal = text
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("the config names its journal dir");
+    let journal = journal_dir_of(&text);
     let out = gavel()
-        .args(["journal", "export", "--dir", journal])
+        .args(["journal", "export", "--dir"])
+        .arg(&journal)
         .output()
         .expect("journal export");
     let records = String::from_utf8_lossy(&out.stdout);

@@ -167,12 +167,8 @@ fn an_https_buyer_with_an_untrusted_certificate_costs_only_its_own_bid() {
     );
     assert_eq!(buyer.posts.load(Ordering::Relaxed), 0);
     // The journal says why, for the operator onboarding the buyer.
-    let dir = toml
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap();
-    let reasons: Vec<String> = gavel::journal::read_all(std::path::Path::new(dir))
+    let dir = journal_dir_of(&toml);
+    let reasons: Vec<String> = gavel::journal::read_all(&dir)
         .unwrap()
         .into_iter()
         .filter_map(|e| match e.record {
@@ -214,7 +210,6 @@ fn a_missing_ca_file_is_a_config_error_naming_the_key() {
 /// however often the exchange tries it.
 #[test]
 fn a_failing_tls_handshake_is_told_on_stderr_once_a_minute_at_most() {
-    use std::io::BufRead;
     let buyer = tls_buyer(6000);
     let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
     // And an https buyer nobody listens for: its connects fail before any handshake, which
@@ -230,16 +225,7 @@ fn a_failing_tls_handshake_is_told_on_stderr_once_a_minute_at_most() {
     let path = temp_dir("tls-log").join("gavel.toml");
     std::fs::write(&path, toml).unwrap();
     let mut child = spawn_serve_piped(&path);
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     // The warm connection's handshake may fail before the address is announced.
     let mut told = Vec::new();
     let addr = loop {

@@ -307,6 +307,32 @@ pub fn spawn_serve_piped(config: &Path) -> Child {
         .expect("spawn gavel serve")
 }
 
+/// The journal directory a test config names (`[journal] dir`).
+#[allow(dead_code)]
+pub fn journal_dir_of(toml: &str) -> std::path::PathBuf {
+    toml.lines()
+        .find_map(|l| l.strip_prefix("dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .map(std::path::PathBuf::from)
+        .expect("the config names its journal dir")
+}
+
+/// The lines of a child's piped stderr, as they come, on a channel (read by a thread).
+#[allow(dead_code)]
+pub fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Start `gavel serve`; also return what it printed on stderr before announcing its address.
 pub fn serve_logged(config: &Path) -> (Child, SocketAddr, Vec<String>) {
     let mut log = Vec::new();
