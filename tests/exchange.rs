@@ -1033,6 +1033,79 @@ fn hostile_buyers_cost_only_their_own_bid() {
     }
 }
 
+/// A buyer whose answers carry both Content-Length and Transfer-Encoding (the response-
+/// splitting pattern): each answer is read by its Transfer-Encoding, so its bid counts and
+/// the lead sells to it, but no connection of its carries a second request.
+#[test]
+fn an_answer_framed_both_ways_is_read_but_its_connection_is_not_used_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static MOST_ON_ONE: AtomicUsize = AtomicUsize::new(0);
+    static REQUESTS: AtomicUsize = AtomicUsize::new(0);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(64) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut served = 0;
+                loop {
+                    while whole_request_len(&req).is_none() {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let len = whole_request_len(&req).unwrap();
+                    let body: &[u8] = if req.starts_with(b"POST /post") {
+                        br#"{"status": "accepted"}"#
+                    } else {
+                        br#"{"bid": 50.0}"#
+                    };
+                    req.drain(..len);
+                    served += 1;
+                    REQUESTS.fetch_add(1, Ordering::SeqCst);
+                    MOST_ON_ONE.fetch_max(served, Ordering::SeqCst);
+                    let mut answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: 200\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    answer.extend_from_slice(body);
+                    answer.extend_from_slice(b"\r\n0\r\n\r\n");
+                    if s.write_all(&answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let fleet = Fleet::start(vec![bidder("honest", 2500, 5)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"mixed\"\ncampaigns = [\"auto\"]\nping_url = \"http://{addr}/ping\"\npost_url = \"http://{addr}/post\"\nmin_idle = 0\n"
+    ));
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for i in 0..3 {
+        let lead = LEAD.replace("ana@example.com", &format!("mixed{i}@example.com"));
+        let v = c.lead(&lead).json();
+        assert_eq!(sales(&v), vec![("mixed".to_string(), 50.0)], "{v}");
+    }
+    assert_eq!(
+        REQUESTS.load(Ordering::SeqCst),
+        6,
+        "a ping and a post a lead"
+    );
+    assert_eq!(
+        MOST_ON_ONE.load(Ordering::SeqCst),
+        1,
+        "a connection was used again"
+    );
+}
+
 /// The length of the whole request at the start of `req` (its head, then Content-Length bytes
 /// of body), once it is all there.
 fn whole_request_len(req: &[u8]) -> Option<usize> {

@@ -340,10 +340,14 @@ pub(crate) fn response_head(
         }
     };
     let close_delimited = framing == Framing::ToEof;
+    // Both Content-Length and Transfer-Encoding: read by Transfer-Encoding, as RFC 9112 §6.3
+    // says, but the framing is suspect (the response-splitting pattern), so the connection
+    // carries nothing more: a later request must not meet bytes the peer framed otherwise.
+    let mixed_framing = common.te_present && common.content_length.is_some();
     let head = ResponseHead {
         status,
         version_minor,
-        keep_alive: common.keep_alive(version_minor) && !close_delimited,
+        keep_alive: common.keep_alive(version_minor) && !close_delimited && !mixed_framing,
         content_length: common.content_length,
         chunked: framing == Framing::Chunked,
         close_delimited,
