@@ -54,6 +54,19 @@ fn a_lead_is_looked_up_as_it_was_answered() {
     }
     let r = get(&mut c, &id, "sk-nobody");
     assert_eq!(r.status, 401);
+    // `/v1/leads/` with no id is no endpoint, whatever the method: a post with a stray slash
+    // is not told to use GET.
+    for method in ["GET", "POST"] {
+        c.send_raw(&Client::request(
+            method,
+            "/v1/leads/",
+            Some(KEY),
+            LEAD.as_bytes(),
+        ));
+        let r = c.read_response().expect("an answer");
+        assert_eq!(r.status, 404, "{method}");
+        assert_eq!(r.json()["error"]["code"], "not_found", "{method}");
+    }
 
     // Unsold, with its reason; refused, with its code and field.
     let low = Fleet::start(vec![bidder("low", 100, 0)]).unwrap();

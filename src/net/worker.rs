@@ -1398,12 +1398,14 @@ impl Worker {
             (Method::Get | Method::Head, "/healthz") => {
                 self.push_reply(key, 200, &[], b"{\"status\":\"ok\"}", false)
             }
-            (Method::Get, p) if p.starts_with(LEAD_PATH) => {
+            // `/v1/leads/` names no lead: an unknown endpoint below (a seller's stray slash on
+            // a post is not told to use GET).
+            (Method::Get, p) if p.len() > LEAD_PATH.len() && p.starts_with(LEAD_PATH) => {
                 self.look_up(key, head, &p[LEAD_PATH.len()..])
             }
             (_, p)
                 if matches!(p, "/v1/leads" | "/v1/ping" | "/v1/post" | "/healthz")
-                    || p.starts_with(LEAD_PATH) =>
+                    || (p.len() > LEAD_PATH.len() && p.starts_with(LEAD_PATH)) =>
             {
                 let allow = match p {
                     "/healthz" => "GET, HEAD",
