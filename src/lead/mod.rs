@@ -593,8 +593,8 @@ fn check_consented_at(
             return Err(Refusal::content(
                 "consent_expired",
                 format!(
-                    "consent was given {} hours ago; campaign {} takes consent at most {} hours old",
-                    age.num_hours(),
+                    "consent was given {} ago; campaign {} takes consent at most {} hours old",
+                    consent_age_text(age),
                     campaign.id,
                     max.num_hours()
                 ),
@@ -603,6 +603,18 @@ fn check_consented_at(
         }
     }
     Ok(())
+}
+
+/// A consent's age for a refusal, never rounded down to the limit it broke: whole hours and
+/// minutes past them (`24 h 1 min`); at least a minute over the whole hours when any is.
+fn consent_age_text(age: chrono::TimeDelta) -> String {
+    let minutes = (age.num_seconds().max(0) + 59) / 60;
+    let (h, m) = (minutes / 60, minutes % 60);
+    match (h, m) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
 }
 
 /// The body of a seller's `/v1/post`: the ping it completes, the full lead, the consent.

@@ -1462,6 +1462,29 @@ fn a_campaign_with_a_consent_age_refuses_older_or_undated_consent() {
         (r.code, r.field.as_deref()),
         ("missing_field", Some("consent.consented_at"))
     );
+    // Just over the limit: the age said is over it too, not rounded down to it.
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(72 * 60 + 1)).to_rfc3339();
+    let req = parse_request(&with(|v| {
+        v["consent"]["consented_at"] = Value::from(at.clone())
+    }))
+    .unwrap();
+    let r = validate(&req, &strict).unwrap_err();
+    assert!(
+        r.message.starts_with("consent was given 72 h 1 min ago")
+            || r.message.starts_with("consent was given 72 h 2 min ago"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn a_consents_age_is_told_in_hours_and_minutes_rounded_up() {
+    let t = |s: i64| consent_age_text(chrono::TimeDelta::seconds(s));
+    assert_eq!(t(30), "1 min");
+    assert_eq!(t(3600), "1 h");
+    assert_eq!(t(3601), "1 h 1 min");
+    assert_eq!(t(24 * 3600 + 60 * 59 + 1), "25 h");
+    assert_eq!(t(-5), "0 min");
 }
 
 #[test]
