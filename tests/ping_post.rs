@@ -280,6 +280,38 @@ fn a_post_goes_only_to_buyers_its_consent_discloses() {
 
 /// Ping; post the full lead with a state contradicting the ping `refused` times (each 422
 /// `ping_mismatch`, the ping staying postable); then post it as pinged, and it sells.
+/// A ping whose consent is for another vertical than the campaign's is refused 422
+/// `consent_mismatch`, as a direct lead is, rather than answered `no_bid` (no buyer takes a
+/// consent for another vertical); a ping with the campaign's vertical, or none, is auctioned.
+#[test]
+fn a_ping_with_consent_for_another_vertical_is_told_why() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let mut c = ex.client();
+    let with_consent = |vertical: &str| {
+        PING.replace(
+            "\"insured\": true}}",
+            &format!("\"insured\": true}}, \"consent\": {{\"vertical\": \"{vertical}\"}}}}"),
+        )
+    };
+    let r = c.post("/v1/ping", Some(KEY), with_consent("solar").as_bytes());
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["status"], "rejected", "{v}");
+    assert_eq!(v["error"]["code"], "consent_mismatch", "{v}");
+    assert_eq!(v["error"]["field"], "consent.vertical", "{v}");
+    assert_eq!(fleet.pings(0), 0);
+    let v = c
+        .post(
+            "/v1/ping",
+            Some(KEY),
+            with_consent("auto_insurance").as_bytes(),
+        )
+        .json();
+    assert_eq!(v["status"], "bid", "{v}");
+    assert_eq!(fleet.pings(0), 1);
+}
+
 fn ping_refused_then_sold(c: &mut Client, refused: usize) {
     let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
     let ping_id = v["ping_id"].as_str().unwrap().to_string();

@@ -245,7 +245,13 @@ pub fn validate_ping(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refus
             }
         }
     }
-    validate_shapes(req)
+    validate_shapes(req)?;
+    // A ping's consent is checked with its post; one already for another vertical would only
+    // find no buyer (they are chosen by it) and be told no_bid: the seller hears why instead.
+    match &req.consent {
+        Some(c) => check_consent_vertical(c, campaign),
+        None => Ok(()),
+    }
 }
 
 /// USPS codes of the states, the District of Columbia, the inhabited territories and the
@@ -431,6 +437,23 @@ fn validate_shapes(req: &LeadRequest) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A consent given for another vertical than the campaign's covers none of its buyers.
+fn check_consent_vertical(c: &Fields, campaign: &Campaign) -> Result<(), Refusal> {
+    if let Some(v) = c.get("vertical").filter(|v| !v.is_blank()) {
+        if v.as_str() != Some(campaign.vertical.as_str()) {
+            return Err(Refusal::content(
+                "consent_mismatch",
+                format!(
+                    "consent was given for vertical {}, not {}",
+                    v, campaign.vertical
+                ),
+                "consent.vertical",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusal> {
     match &req.consent {
         None if campaign.require_consent => {
@@ -454,18 +477,7 @@ fn validate_consent(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refusa
                     "consent",
                 ));
             }
-            if let Some(v) = c.get("vertical").filter(|v| !v.is_blank()) {
-                if v.as_str() != Some(campaign.vertical.as_str()) {
-                    return Err(Refusal::content(
-                        "consent_mismatch",
-                        format!(
-                            "consent was given for vertical {}, not {}",
-                            v, campaign.vertical
-                        ),
-                        "consent.vertical",
-                    ));
-                }
-            }
+            check_consent_vertical(c, campaign)?;
             match c.get("consented_at").filter(|v| !v.is_blank()) {
                 Some(v) => {
                     check_consented_at(v.as_str(), chrono::Utc::now(), campaign)?;
