@@ -108,13 +108,18 @@ fn object(member: Option<Member>, name: &str) -> Result<Option<Fields>, Refusal>
             format!("{} must be an object", name),
             Some(name),
         )),
-        Some(Member::Refused(why)) => {
+        Some(Member::Refused(why, key)) => {
             let message = if why.starts_with(fields::TOO_MANY_FIELDS) {
                 format!("{} has more than {} fields", name, MAX_LEAD_FIELDS)
             } else {
                 format!("{} is not valid: {}", name, why)
             };
-            Err(Refusal::bad_request(message, Some(name)))
+            // The one field at fault, when there is one (`lead.age`), as a 422 names it.
+            let field = key.map(|k| format!("{name}.{k}"));
+            Err(Refusal::bad_request(
+                message,
+                Some(field.as_deref().unwrap_or(name)),
+            ))
         }
     }
 }

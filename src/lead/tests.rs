@@ -1421,6 +1421,13 @@ fn numbers_beyond_a_double_are_refused() {
             .err()
             .unwrap_or_else(|| panic!("{number}"));
         assert_eq!(r.status, 400, "{number}: {}", r.message);
+        // The one field at fault is named, as a 422 names it.
+        assert_eq!(
+            r.field.as_deref(),
+            Some("lead.age"),
+            "{number}: {}",
+            r.message
+        );
     }
     for number in ["1e300", "-0.5e-400", "12345678901234567890", "1.5E2"] {
         let body = LEAD.replace("\"age\": 34", &format!("\"age\": {number}"));
@@ -1566,7 +1573,7 @@ fn a_key_given_twice_in_the_lead_or_consent_is_refused() {
     for (body, field, key) in [
         (
             LEAD.replacen(r#""state": "TX""#, r#""state": "TX", "state": "CA""#, 1),
-            "lead",
+            "lead.state",
             "state",
         ),
         (
@@ -1575,7 +1582,7 @@ fn a_key_given_twice_in_the_lead_or_consent_is_refused() {
                 r#""vertical": "auto_insurance", "vertical": "solar", "jornaya_leadid""#,
                 1,
             ),
-            "consent",
+            "consent.vertical",
             "vertical",
         ),
     ] {

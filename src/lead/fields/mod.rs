@@ -958,19 +958,19 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        read_object(&mut map, self.text_capacity, false)?.map_err(de::Error::custom)
+        read_object(&mut map, self.text_capacity, false)?.map_err(|(why, _)| de::Error::custom(why))
     }
 }
 
 /// Read an object's entries into `Fields`. An object `Fields` refuses (over [`MAX_FIELDS`]
 /// keys, too large, a key given twice when `refuse_repeated`) is read to its end and its
-/// refusal returned as the inner `Err`, so the JSON around it can still be read; JSON syntax
-/// errors are the outer `Err`.
+/// refusal returned as the inner `Err` (why, and the key at fault when one is), so the JSON
+/// around it can still be read; JSON syntax errors are the outer `Err`.
 fn read_object<'de, A: MapAccess<'de>>(
     map: &mut A,
     text_capacity: usize,
     refuse_repeated: bool,
-) -> Result<Result<Fields, String>, A::Error> {
+) -> Result<Result<Fields, (String, Option<String>)>, A::Error> {
     let mut b = FieldsBuilder::with_capacity(text_capacity);
     // Repeated keys count too: each one is a scan of the keys so far, so an object of
     // one key repeated thousands of times must not get past the limit.
@@ -980,15 +980,15 @@ fn read_object<'de, A: MapAccess<'de>>(
         keys += 1;
         let raw: &RawValue = map.next_value()?;
         if let Err(e) = b.push_raw_json(&key, raw.get()) {
-            refused = Some(e);
+            refused = Some((e, Some(key.to_string())));
             break;
         }
         if refuse_repeated && b.has_repeated() {
-            refused = Some(format!("{key} is given twice"));
+            refused = Some((format!("{key} is given twice"), Some(key.to_string())));
             break;
         }
         if keys > MAX_FIELDS {
-            refused = Some(format!("{} {} fields", TOO_MANY_FIELDS, MAX_FIELDS));
+            refused = Some((format!("{} {} fields", TOO_MANY_FIELDS, MAX_FIELDS), None));
             break;
         }
     }
@@ -1010,8 +1010,8 @@ pub enum Member {
     Null,
     Object(Fields),
     /// An object `Fields` refused; the text says why (it starts with [`TOO_MANY_FIELDS`] for
-    /// an object over [`MAX_FIELDS`] keys).
-    Refused(String),
+    /// an object over [`MAX_FIELDS`] keys), with the key at fault when one is.
+    Refused(String, Option<String>),
     /// A string, number, boolean or array.
     NotObject,
 }
@@ -1078,7 +1078,7 @@ impl<'de> Visitor<'de> for MemberVisitor {
         // the first value would see another lead than the one auctioned.
         Ok(match read_object(&mut map, capacity, true)? {
             Ok(fields) => Member::Object(fields),
-            Err(why) => Member::Refused(why),
+            Err((why, key)) => Member::Refused(why, key),
         })
     }
 }
