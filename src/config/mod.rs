@@ -1413,7 +1413,13 @@ impl Validator<'_> {
             let caps = match CapLimits::from_config(b.caps.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    self.err(format!("buyers[{}].caps.{}", i, e.key()), e.to_string());
+                    // The key is named once, by the issue's own key.
+                    let text = e.to_string();
+                    let message = text
+                        .strip_prefix(&format!("{}: ", e.key()))
+                        .unwrap_or(&text)
+                        .to_string();
+                    self.err(format!("buyers[{}].caps.{}", i, e.key()), message);
                     CapLimits::UNCAPPED
                 }
             };

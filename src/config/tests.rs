@@ -88,6 +88,22 @@ fn a_fixed_price_of_zero_is_refused() {
     assert!(parse(&text).is_ok());
 }
 
+/// A bad cap is told under its key once, not with the key repeated in the message.
+#[test]
+fn a_bad_budget_names_its_key_once() {
+    let text = CONTRACT.replace("daily = 300", "daily = 300\ndaily_budget = 12000000");
+    let issues = invalid(&text);
+    let i = issues
+        .iter()
+        .find(|i| i.key.ends_with("caps.daily_budget"))
+        .unwrap_or_else(|| panic!("{issues:?}"));
+    assert!(
+        i.message
+            .starts_with("12000000 must be a number of dollars"),
+        "{i:?}"
+    );
+}
+
 #[test]
 fn validation_errors_name_the_key_and_the_line() {
     let text = CONTRACT.replace("reserve_price = 10.00", "reserve_price = -3.0");
