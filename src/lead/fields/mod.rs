@@ -962,6 +962,9 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
+/// Why [`read_object`] refused an object, and the key at fault when one is.
+type ObjectRefusal = (String, Option<String>);
+
 /// Read an object's entries into `Fields`. An object `Fields` refuses (over [`MAX_FIELDS`]
 /// keys, too large, a key given twice when `refuse_repeated`) is read to its end and its
 /// refusal returned as the inner `Err` (why, and the key at fault when one is), so the JSON
@@ -970,7 +973,7 @@ fn read_object<'de, A: MapAccess<'de>>(
     map: &mut A,
     text_capacity: usize,
     refuse_repeated: bool,
-) -> Result<Result<Fields, (String, Option<String>)>, A::Error> {
+) -> Result<Result<Fields, ObjectRefusal>, A::Error> {
     let mut b = FieldsBuilder::with_capacity(text_capacity);
     // Repeated keys count too: each one is a scan of the keys so far, so an object of
     // one key repeated thousands of times must not get past the limit.
