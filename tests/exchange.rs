@@ -1047,18 +1047,13 @@ fn an_answer_framed_both_ways_is_read_but_its_connection_is_not_used_again() {
         for s in l.incoming().take(64) {
             let Ok(mut s) = s else { return };
             std::thread::spawn(move || {
-                use std::io::{Read, Write};
+                use std::io::Write;
                 let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
                 let mut served = 0;
                 loop {
-                    while whole_request_len(&req).is_none() {
-                        match s.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let len = whole_request_len(&req).unwrap();
+                    let Some(len) = read_whole_request(&mut s, &mut req) else {
+                        return;
+                    };
                     let body: &[u8] = if req.starts_with(b"POST /post") {
                         br#"{"status": "accepted"}"#
                     } else {
@@ -1122,6 +1117,22 @@ fn whole_request_len(req: &[u8]) -> Option<usize> {
     (req.len() >= end + 4 + len).then_some(end + 4 + len)
 }
 
+/// Read from `s` into `req` until it holds a whole request: its length, `None` when the peer
+/// closed (or the read failed) first.
+fn read_whole_request(s: &mut std::net::TcpStream, req: &mut Vec<u8>) -> Option<usize> {
+    use std::io::Read;
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(len) = whole_request_len(req) {
+            return Some(len);
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// A buyer that answers each request and closes the connection in the same TCP segment (as a
 /// plain HTTP/1.0 server does): `framed` answers carry a Content-Length, the others end at the
 /// close. Counts the posts it accepted.
@@ -1129,7 +1140,7 @@ fn closing_buyer(
     framed: bool,
     posts: &'static std::sync::atomic::AtomicUsize,
 ) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::fd::AsRawFd;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -1138,12 +1149,8 @@ fn closing_buyer(
             let Ok(mut s) = s else { return };
             std::thread::spawn(move || {
                 let mut req = Vec::new();
-                let mut buf = [0u8; 8192];
-                while whole_request_len(&req).is_none() {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
+                if read_whole_request(&mut s, &mut req).is_none() {
+                    return;
                 }
                 let body: &[u8] = if req.starts_with(b"POST /post") {
                     posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -76,6 +76,15 @@ impl Running {
     }
 }
 
+/// An answer's status, unsold reason and bid count.
+fn outcome(v: &Value) -> (Option<&str>, Option<&str>, Option<u64>) {
+    (
+        v["status"].as_str(),
+        v["reason"].as_str(),
+        v["bids"].as_u64(),
+    )
+}
+
 fn text(r: &Response) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
@@ -583,11 +592,7 @@ fn a_post_whose_held_bidders_were_paused_says_so() {
     assert_eq!(run.buyer_action("top", "resume").status, 200);
     let v = ping_and_post(1, &["top", "second"]);
     assert_eq!(
-        (
-            v["status"].as_str(),
-            v["reason"].as_str(),
-            v["bids"].as_u64()
-        ),
+        outcome(&v),
         (Some("unsold"), Some("buyers_paused"), Some(2)),
         "{v}"
     );
@@ -814,11 +819,7 @@ fn a_buyer_paused_during_an_auction_is_not_posted_and_the_reason_says_paused() {
     // Both paused: unsold, and the seller is told why.
     let v = sell(&["fast", "slow"]);
     assert_eq!(
-        (
-            v["status"].as_str(),
-            v["reason"].as_str(),
-            v["bids"].as_u64()
-        ),
+        outcome(&v),
         (Some("unsold"), Some("buyers_paused"), Some(2)),
         "{v}"
     );
