@@ -166,6 +166,10 @@ struct Shared {
     /// The last attempt to make the spare failed (a full disk), or the directory takes no new
     /// names (read-only, immutable), so no rotation can succeed: see [`Journal::accepts_leads`].
     spare_failed: AtomicBool,
+    /// A spare is made and waiting (`spare` holds one), read without its lock by
+    /// [`Journal::accepts_leads`]: between a rotation taking the spare and the next one being
+    /// made, or while it cannot be, the current segment is all the room there is.
+    spare_present: AtomicBool,
     /// The directory was removed or replaced under the journal: what is appended now is lost
     /// with the unlinked files, so no lead is taken.
     dir_lost: AtomicBool,
@@ -421,6 +425,7 @@ impl Journal {
             last_background_error: Mutex::new(None),
             spare: Mutex::new(None),
             spare_failed: AtomicBool::new(false),
+            spare_present: AtomicBool::new(false),
             dir_lost: AtomicBool::new(false),
             segment_lost: AtomicBool::new(false),
             segment_lost_seq: AtomicU64::new(NO_SEGMENT),
@@ -551,7 +556,10 @@ impl Journal {
     /// that fails (a full disk) the current segment is all the room left, and new leads are
     /// turned away once it is half full, keeping the other half for the records of the leads
     /// already in their auctions (their posts and sales). They are taken again as soon as the
-    /// background thread, trying every [`SPARE_RETRY`], makes the spare.
+    /// background thread, trying every [`SPARE_RETRY`], makes the spare. The rule holds
+    /// whenever no spare is waiting, not only once an attempt to make one failed: leads
+    /// taken between a rotation and a failed attempt would otherwise fill the segment with
+    /// no room left for their sales.
     /// The same holds when the directory takes no new names (remounted read-only, made
     /// immutable): the spare is there but cannot be renamed into place. A directory removed or
     /// replaced under the journal takes no lead at all: what would be written is lost.
@@ -561,7 +569,8 @@ impl Journal {
         if sh.dir_lost.load(Ordering::Relaxed) || sh.segment_lost.load(Ordering::Relaxed) {
             return false;
         }
-        !sh.spare_failed.load(Ordering::Relaxed) || self.tail().offset < sh.segment_bytes / 2
+        (sh.spare_present.load(Ordering::Relaxed) && !sh.spare_failed.load(Ordering::Relaxed))
+            || self.tail().offset < sh.segment_bytes / 2
     }
 
     /// Appends refused since the journal opened (records lost: a full disk, an I/O error).
@@ -793,6 +802,7 @@ impl Shared {
         // The spare's lock is held through the rename: the background thread must not take
         // the file by its name for the next spare while it is becoming this segment.
         let mut spare = self.spare.lock();
+        self.spare_present.store(false, Ordering::Relaxed);
         let seg = match spare
             .take()
             .map(|sp| Segment::from_spare(sp, &self.dir, next, created))
@@ -1089,6 +1099,7 @@ impl Shared {
         match Spare::make(&self.dir, self.segment_bytes) {
             Ok(sp) => {
                 *spare = Some(sp);
+                self.spare_present.store(true, Ordering::Relaxed);
                 if self.spare_failed.swap(false, Ordering::Relaxed) {
                     eprintln!(
                         "gavel: journal: the next segment is made in {}: new leads are taken",
