@@ -40,8 +40,8 @@ use std::time::Duration;
 
 pub use reader::{read_all, replay_sales, Entry, Follower, Reader};
 pub use record::{
-    DecodeError, LeadFlow, LeadStatus, PayoutTerms, PingOutcome, Record, RecordRef, RecordType,
-    Unsettled,
+    answer_promise, post_promise, DecodeError, LeadFlow, LeadStatus, PayoutTerms, PingOutcome,
+    Record, RecordRef, RecordType, Unsettled, MAX_POST_TEXT_BYTES,
 };
 pub use recovery::{verify, Cut, Damage, DamageKind, RecoveryReport, VerifyReport};
 pub use salvage::{replay_set_aside, SetAsideReport};
@@ -252,6 +252,13 @@ pub enum JournalError {
         /// What is wrong with it.
         why: String,
     },
+    /// No next segment can be made (a full disk) and the room left in the current one is
+    /// kept for records already promised it: the results and sales of posts in flight
+    /// (see [`Journal::append_promising`](writer::Journal::append_promising)).
+    NoRoom {
+        /// Bytes promised at the moment of refusal.
+        promised: u64,
+    },
     /// The journal is damaged at this position: whole records follow the damage, so it is not
     /// a torn tail. Readers stop here; `Journal::open` cuts here.
     Damaged {
@@ -324,6 +331,11 @@ impl fmt::Display for JournalError {
                 f,
                 "journal head marker {}: {why}; remove it to have it written again",
                 path.display()
+            ),
+            JournalError::NoRoom { promised } => write!(
+                f,
+                "no next segment can be made and the room left is kept for the results of \
+                 posts in flight ({promised} bytes)"
             ),
             JournalError::Damaged { at, kind } => write!(f, "journal damaged at {at}: {kind}"),
         }

@@ -28,6 +28,57 @@ pub const MAX_RANKED: usize = u16::MAX as usize;
 /// Longest string field (the `u16` length prefix's range).
 pub const MAX_STR_BYTES: usize = u16::MAX as usize;
 
+/// Longest post `reason` or `buyer_lead_id` a post's result is written with (longer ones are
+/// clipped to it), so that the room a post promises its result is known when it is sent.
+pub const MAX_POST_TEXT_BYTES: usize = 256;
+
+/// The most room (whole frames) a post's `PostResult` and `Sale` take, with its `reason` and
+/// `buyer_lead_id` at most [`MAX_POST_TEXT_BYTES`]: what a post sent promises them (see
+/// [`Journal::append_promising`](super::Journal::append_promising)).
+pub fn post_promise(lead_id: &str, buyer: &str, campaign: &str, seller: &str) -> u64 {
+    let result = RecordRef::PostResult {
+        lead_id,
+        buyer,
+        accepted: false,
+        reason: Some(""),
+        response_us: 0,
+        price_cents: 0,
+        buyer_lead_id: Some(""),
+    };
+    let sale = RecordRef::Sale {
+        lead_id,
+        campaign,
+        seller,
+        buyer,
+        price_cents: 0,
+        payout_cents: 0,
+        test: false,
+    };
+    // Strings over the length prefix's range are refused when written, not promised room.
+    let len = |r: &RecordRef<'_>| r.encoded_len().unwrap_or(0) as u64;
+    super::format::frame_len(len(&result) + 2 * MAX_POST_TEXT_BYTES as u64)
+        + super::format::frame_len(len(&sale))
+}
+
+/// The most room (a whole frame) a lead's `LeadAnswered` takes, its unsold `reason` at most
+/// [`MAX_POST_TEXT_BYTES`]: what a lead's first post sent promises it, since the answer of a
+/// lead that sold belongs with its sales.
+pub fn answer_promise(lead_id: &str, campaign: &str, seller: &str) -> u64 {
+    let answered = RecordRef::LeadAnswered {
+        lead_id,
+        campaign,
+        seller,
+        status: LeadStatus::Sold,
+        price_cents: 0,
+        payout_cents: 0,
+        elapsed_us: 0,
+        bids: Some(0),
+        reason: Some(""),
+    };
+    let len = answered.encoded_len().unwrap_or(0) as u64;
+    super::format::frame_len(len + MAX_POST_TEXT_BYTES as u64)
+}
+
 /// Record type codes, as stored in the frame. Codes are never reused; readers skip codes they
 /// do not know, so new types (ping holds, cap releases) can be added freely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1284,6 +1284,113 @@ fn without_a_spare_new_leads_stop_at_half_a_segment_and_resume_when_it_is_made()
     assert_eq!(records(dir.path()), expect);
 }
 
+/// Posts sent while no spare can be made promise their results and sales room: other
+/// records are refused that room (`NoRoom`), so every result and sale still goes in, however
+/// many records the leads in flight write meanwhile; once written, the room is given back.
+#[test]
+fn without_a_spare_the_results_and_sales_of_posts_sent_always_find_room() {
+    let dir = TempDir::new("promised");
+    let blocker = dir.path().join(super::segment::SPARE_FILE);
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    eventually("the failure is noted", || j.background_errors().0 > 0);
+    // Nor can the next segment be made when it is needed (a full disk).
+    let next = segment_path(dir.path(), 1);
+    std::fs::create_dir_all(next.join("x")).unwrap();
+    let long = "r".repeat(MAX_POST_TEXT_BYTES);
+    // A quarter of the segment promised.
+    let promise = post_promise(&lead_id(0), "buyer-a", "camp", "seller");
+    let posts = (MIN_SEGMENT_BYTES / 4 / promise) as usize;
+    for i in 0..posts {
+        let sent = RecordRef::PostSent {
+            lead_id: &lead_id(i),
+            buyer: "buyer-a",
+            price_cents: 4250,
+        };
+        j.append_promising(T0, &sent, promise).unwrap();
+    }
+    assert_eq!(j.promised(), posts as u64 * promise);
+    // The leads' other records fill the segment up to the promised room, and no further.
+    let mut i = 0;
+    let refusal = loop {
+        match ping_record(i).with_ref(|rr| j.append(T0, rr)) {
+            Ok(_) => i += 1,
+            Err(e) => break e,
+        }
+        assert!(i < 100_000);
+    };
+    assert!(matches!(refusal, JournalError::NoRoom { .. }), "{refusal}");
+    assert!(j.tail().offset + posts as u64 * promise <= MIN_SEGMENT_BYTES);
+    // A post that cannot be promised room is refused, and promises nothing.
+    let late = RecordRef::PostSent {
+        lead_id: &lead_id(posts),
+        buyer: "buyer-a",
+        price_cents: 4250,
+    };
+    assert!(j.append_promising(T0, &late, promise).is_err());
+    assert_eq!(j.promised(), posts as u64 * promise);
+    // Every result (with the longest reason and buyer lead id) and sale goes in.
+    for p in 0..posts {
+        let id = lead_id(p);
+        let result = RecordRef::PostResult {
+            lead_id: &id,
+            buyer: "buyer-a",
+            accepted: true,
+            reason: Some(&long),
+            response_us: 1234,
+            price_cents: 4250,
+            buyer_lead_id: Some(&long),
+        };
+        let sale = RecordRef::Sale {
+            lead_id: &id,
+            campaign: "camp",
+            seller: "seller",
+            buyer: "buyer-a",
+            price_cents: 4250,
+            payout_cents: 3400,
+            test: false,
+        };
+        j.append_promised(T0, &result).unwrap();
+        j.append_promised(T0, &sale).unwrap();
+        j.release(promise);
+    }
+    assert_eq!(j.promised(), 0);
+    assert_eq!(j.tail().segment, 0);
+    // With room on the disk again, a record that would take promised room goes to a next
+    // segment made for it, and the promised records after it follow there.
+    std::fs::remove_dir_all(&next).unwrap();
+    let id = lead_id(posts + 1);
+    let sent = RecordRef::PostSent {
+        lead_id: &id,
+        buyer: "buyer-a",
+        price_cents: 4250,
+    };
+    j.append_promising(T0, &sent, promise).unwrap();
+    let at = ping_record(i).with_ref(|rr| j.append(T0, rr)).unwrap();
+    assert_eq!(at.segment, 1);
+    let sale = RecordRef::Sale {
+        lead_id: &id,
+        campaign: "camp",
+        seller: "seller",
+        buyer: "buyer-a",
+        price_cents: 4250,
+        payout_cents: 3400,
+        test: false,
+    };
+    assert_eq!(j.append_promised(T0, &sale).unwrap().segment, 1);
+    j.release(promise);
+    drop(j);
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let all = records(dir.path());
+    let sales = all
+        .iter()
+        .filter(|r| matches!(r, Record::Sale { .. }))
+        .count();
+    assert_eq!(sales, posts + 1);
+    assert_eq!(all.len(), 3 * posts + i + 3);
+    assert!(verify(dir.path()).unwrap().damage.is_none());
+}
+
 #[test]
 fn retention_keeps_segments_of_an_open_cap_window() {
     let dir = TempDir::new("retain");

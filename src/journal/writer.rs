@@ -170,6 +170,10 @@ struct Shared {
     /// [`Journal::accepts_leads`]: between a rotation taking the spare and the next one being
     /// made, or while it cannot be, the current segment is all the room there is.
     spare_present: AtomicBool,
+    /// Bytes promised to records still to come (the results and sales of posts sent): while
+    /// no spare is waiting, other records may not take this room. See
+    /// [`Journal::append_promising`].
+    promised: AtomicU64,
     /// The directory was removed or replaced under the journal: what is appended now is lost
     /// with the unlinked files, so no lead is taken.
     dir_lost: AtomicBool,
@@ -426,6 +430,7 @@ impl Journal {
             spare: Mutex::new(None),
             spare_failed: AtomicBool::new(false),
             spare_present: AtomicBool::new(false),
+            promised: AtomicU64::new(0),
             dir_lost: AtomicBool::new(false),
             segment_lost: AtomicBool::new(false),
             segment_lost_seq: AtomicU64::new(NO_SEGMENT),
@@ -456,15 +461,80 @@ impl Journal {
     /// Append a record stamped `ts_us` (unix microseconds, wall clock: records feed calendar
     /// cap windows). Lock-free; returns where the record starts. The record is in the page
     /// cache (it survives a process crash) when this returns; see [`SyncMode`] for more.
+    ///
+    /// While no next segment is waiting (a full disk), the record is refused
+    /// ([`JournalError::NoRoom`]) when it would take room promised to records still to come.
     pub fn append(&self, ts_us: u64, rec: &RecordRef<'_>) -> Result<Position, JournalError> {
-        let r = self.append_inner(ts_us, rec);
+        self.counted(self.append_inner(ts_us, rec, true))
+    }
+
+    /// Append a record that promises `promise` bytes more to records still to come (a post
+    /// sent promises its result and sale): once this returns `Ok`, those records find room
+    /// even if no next segment can be made, as other records are then refused the promised
+    /// room. The promise is kept until [`Journal::release`] gives it back; on `Err` it was not
+    /// made.
+    pub fn append_promising(
+        &self,
+        ts_us: u64,
+        rec: &RecordRef<'_>,
+        promise: u64,
+    ) -> Result<Position, JournalError> {
+        let sh = &*self.shared;
+        sh.promised.fetch_add(promise, Ordering::AcqRel);
+        let r = self.append_inner(ts_us, rec, true);
+        if r.is_err() {
+            sh.promised.fetch_sub(promise, Ordering::AcqRel);
+        }
+        self.counted(r)
+    }
+
+    /// Append a record room was promised to (by [`Journal::append_promising`]): it may use
+    /// the promised room. Give the promise back with [`Journal::release`] once written.
+    pub fn append_promised(
+        &self,
+        ts_us: u64,
+        rec: &RecordRef<'_>,
+    ) -> Result<Position, JournalError> {
+        self.counted(self.append_inner(ts_us, rec, false))
+    }
+
+    /// Give back `bytes` of room promised by [`Journal::append_promising`].
+    pub fn release(&self, bytes: u64) {
+        let promised = &self.shared.promised;
+        let mut cur = promised.load(Ordering::Acquire);
+        loop {
+            match promised.compare_exchange_weak(
+                cur,
+                cur.saturating_sub(bytes),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Bytes promised to records still to come.
+    pub fn promised(&self) -> u64 {
+        self.shared.promised.load(Ordering::Acquire)
+    }
+
+    fn counted(&self, r: Result<Position, JournalError>) -> Result<Position, JournalError> {
         if r.is_err() {
             self.shared.refused.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
 
-    fn append_inner(&self, ts_us: u64, rec: &RecordRef<'_>) -> Result<Position, JournalError> {
+    /// `keep_promises`: refuse the record rather than let it take promised room while no
+    /// spare is waiting.
+    fn append_inner(
+        &self,
+        ts_us: u64,
+        rec: &RecordRef<'_>,
+        keep_promises: bool,
+    ) -> Result<Position, JournalError> {
         let sh = &*self.shared;
         let payload_len = rec.encoded_len()? as u64;
         let frame = frame_len(payload_len);
@@ -482,6 +552,29 @@ impl Journal {
                 std::hint::spin_loop();
                 continue;
             };
+            if keep_promises && !sh.spare_waiting() {
+                let promised = sh.promised.load(Ordering::Acquire);
+                let tail = pin
+                    .slot
+                    .tail
+                    .load(Ordering::Acquire)
+                    .max(SEGMENT_HEADER_BYTES);
+                if promised > 0 && tail + frame + promised > pin.seg.len {
+                    // The room left is promised: the record goes to a next segment, made now
+                    // if the disk has room, and the current one is sealed only once that is
+                    // made; if it cannot be, the record is refused and the promise kept.
+                    drop(pin);
+                    rotations += 1;
+                    if rotations > MAX_ROTATIONS_PER_APPEND {
+                        return Err(JournalError::NoRoom { promised });
+                    }
+                    sh.rotate(seq, ts_us, true).map_err(|e| match e {
+                        JournalError::Io { .. } => JournalError::NoRoom { promised },
+                        e => e,
+                    })?;
+                    continue;
+                }
+            }
             if let Some(off) = claim(&pin, frame)? {
                 write_frame(pin.seg, off, frame, payload_len, ts_us, rec);
                 if off + frame > pin.slot.prefault_wake.load(Ordering::Relaxed) {
@@ -500,7 +593,7 @@ impl Journal {
                     max_frame_bytes: sh.max_frame,
                 });
             }
-            sh.rotate(seq, ts_us)?;
+            sh.rotate(seq, ts_us, false)?;
         }
     }
 
@@ -569,8 +662,7 @@ impl Journal {
         if sh.dir_lost.load(Ordering::Relaxed) || sh.segment_lost.load(Ordering::Relaxed) {
             return false;
         }
-        (sh.spare_present.load(Ordering::Relaxed) && !sh.spare_failed.load(Ordering::Relaxed))
-            || self.tail().offset < sh.segment_bytes / 2
+        sh.spare_waiting() || self.tail().offset < sh.segment_bytes / 2
     }
 
     /// Appends refused since the journal opened (records lost: a full disk, an I/O error).
@@ -791,8 +883,16 @@ impl Shared {
         }
     }
 
+    /// A next segment is made and can be moved into place: a rotation needs no disk space.
+    #[inline]
+    fn spare_waiting(&self) -> bool {
+        self.spare_present.load(Ordering::Relaxed) && !self.spare_failed.load(Ordering::Relaxed)
+    }
+
     /// Move appends to the segment after `seen` (unless another thread already did).
-    fn rotate(&self, seen: u64, ts_us: u64) -> Result<(), JournalError> {
+    /// `seal`: the segment `seen` is not sealed yet (its room was promised and is given up
+    /// only for a next segment made): seal it once the next one is made, before appends move.
+    fn rotate(&self, seen: u64, ts_us: u64, seal: bool) -> Result<(), JournalError> {
         let mut rs = self.rotation.lock();
         if self.current.load(Ordering::Acquire) != seen {
             return Ok(());
@@ -822,6 +922,13 @@ impl Shared {
             && seg.prefault(SEGMENT_HEADER_BYTES, PREFAULT_FIRST_BYTES);
         let prefaulted = PREFAULT_FIRST_BYTES.min(seg.len);
 
+        if seal {
+            // Appends still go to `seen` until `current` moves: its end marker goes after
+            // whatever they claim, so no record lands in it once the next one takes appends.
+            if let Some(pin) = self.pin(seen) {
+                claim(&pin, pin.seg.len + FRAME_ALIGN)?;
+            }
+        }
         let slot = &self.slots[slot_index(next)];
         slot.seq.store(EMPTY, Ordering::SeqCst);
         while slot.pins.load(Ordering::SeqCst) != 0 {

@@ -79,6 +79,9 @@ const PING_JOURNALED: u8 = 1;
 const POST_JOURNALED: u8 = 2;
 /// The slot's ping was handed to a connection (and its `ping_sent` journaled).
 const PING_SENT: u8 = 4;
+/// The slot's `post_sent` promised its result and sale room in the journal
+/// ([`journal::post_promise`]), given back once they are written.
+const POST_PROMISED: u8 = 8;
 
 fn seller_token(index: usize) -> Token {
     Token(2 + index * 2)
@@ -267,6 +270,11 @@ struct Lead {
     /// searched for new results only when these fall behind.
     pings_journaled: u32,
     posts_journaled: u32,
+    /// Journal room promised to the results of this lead's posts (and, once one was sent, to
+    /// its answer) and not yet given back.
+    promised: u64,
+    /// `promised` holds the room of the lead's `LeadAnswered`.
+    answer_promised: bool,
     /// The slot whose answer is the one ping result not yet journaled, when that is known:
     /// journaling it then needs no search of the slots.
     ping_hint: Option<crate::auction::Slot>,
@@ -1847,6 +1855,8 @@ impl Worker {
             journaled: vec![0; slots],
             pings_journaled: 0,
             posts_journaled: 0,
+            promised: 0,
+            answer_promised: false,
             ping_hint: None,
             fallback_done: false,
             prior: None,
@@ -2415,7 +2425,13 @@ impl Worker {
             let buyer = &snap.buyers[lead.auction.buyer(slot)].id;
             let price = lead.auction.post_price(slot);
             let (accepted, reason, buyer_lead_id) = match o {
-                PostOutcome::Accepted { buyer_lead_id } => (true, None, buyer_lead_id.as_deref()),
+                PostOutcome::Accepted { buyer_lead_id } => (
+                    true,
+                    None,
+                    buyer_lead_id
+                        .as_deref()
+                        .map(|b| lead::clip_str(b, journal::MAX_POST_TEXT_BYTES)),
+                ),
                 PostOutcome::Rejected { reason } | PostOutcome::Failed { reason } => {
                     (false, Some(reason.as_str()), None)
                 }
@@ -2424,7 +2440,10 @@ impl Worker {
                 PostOutcome::Paused => (false, Some(super::POST_NOT_SENT_PAUSED), None),
                 PostOutcome::Unjournaled => (false, Some(super::POST_NOT_SENT_UNJOURNALED), None),
             };
-            append(
+            let reason = reason.map(|r| lead::clip_str(r, journal::MAX_POST_TEXT_BYTES));
+            // A post sent promised its result and sale room: they may use it.
+            let promised = lead.journaled[slot] & POST_PROMISED != 0;
+            append_money(
                 &self.shared,
                 &self.stats,
                 &RecordRef::PostResult {
@@ -2442,7 +2461,7 @@ impl Worker {
                 lead.sales += 1;
                 lead.sold_cents += price;
                 lead.payout_cents += payout;
-                append(
+                append_money(
                     &self.shared,
                     &self.stats,
                     &RecordRef::Sale {
@@ -2456,6 +2475,12 @@ impl Worker {
                     },
                 );
                 settle_after_reload(&self.shared, lead, slot, true, price);
+            }
+            if promised {
+                lead.journaled[slot] &= !POST_PROMISED;
+                let p = journal::post_promise(&lead.id, buyer, campaign, seller).min(lead.promised);
+                lead.promised -= p;
+                self.shared.journal.release(p);
             }
         }
     }
@@ -2568,16 +2593,41 @@ impl Worker {
                             continue;
                         }
                     }
-                    let buyer_id = &lead.gen.rt.snap.buyers[buyer].id;
-                    let journaled = append(
-                        &self.shared,
-                        &self.stats,
+                    let snap = &lead.gen.rt.snap;
+                    let buyer_id = &snap.buyers[buyer].id;
+                    // The post's result and sale will find room in the journal even if no
+                    // next segment can be made: a sale is never left unwritten for want of it.
+                    let (campaign_id, seller_id) = (
+                        &snap.campaigns[lead.campaign].id,
+                        &snap.sellers[lead.seller].id,
+                    );
+                    let mut promise =
+                        journal::post_promise(&lead.id, buyer_id, campaign_id, seller_id);
+                    // The first post also promises the lead's answer its room.
+                    let answer = journal::answer_promise(&lead.id, campaign_id, seller_id);
+                    if !lead.answer_promised {
+                        promise += answer;
+                    }
+                    let journaled = match self.shared.journal.append_promising(
+                        unix_micros(),
                         &RecordRef::PostSent {
                             lead_id: &lead.id,
                             buyer: buyer_id,
                             price_cents,
                         },
-                    );
+                        promise,
+                    ) {
+                        Ok(pos) => {
+                            lead.journaled[slot] |= POST_PROMISED;
+                            lead.promised += promise;
+                            lead.answer_promised = true;
+                            Some(pos)
+                        }
+                        Err(_) => {
+                            self.stats.lock().journal_errors += 1;
+                            None
+                        }
+                    };
                     if journaled.is_none() {
                         // No post the journal does not have: its sale could not be replayed
                         // into the caps after a restart. The reservation is given back with
@@ -2713,26 +2763,33 @@ impl Worker {
         let answered = if lead.flow == Flow::Ping {
             None // a ping sells nothing: its story ends with the close already journaled
         } else {
-            append(
-                &self.shared,
-                &self.stats,
-                &RecordRef::LeadAnswered {
-                    lead_id: &lead.id,
-                    campaign: &campaign.id,
-                    seller: &snap.sellers[lead.seller].id,
-                    status: if sold {
-                        LeadStatus::Sold
-                    } else {
-                        LeadStatus::Unsold
-                    },
-                    price_cents: outcome.price_cents,
-                    payout_cents: payout,
-                    elapsed_us: outcome.elapsed.as_micros() as u64,
-                    bids: Some(outcome.bids),
-                    reason: outcome.unsold_reason.map(|r| r.as_str()),
+            let rec = RecordRef::LeadAnswered {
+                lead_id: &lead.id,
+                campaign: &campaign.id,
+                seller: &snap.sellers[lead.seller].id,
+                status: if sold {
+                    LeadStatus::Sold
+                } else {
+                    LeadStatus::Unsold
                 },
-            )
+                price_cents: outcome.price_cents,
+                payout_cents: payout,
+                elapsed_us: outcome.elapsed.as_micros() as u64,
+                bids: Some(outcome.bids),
+                reason: outcome.unsold_reason.map(|r| r.as_str()),
+            };
+            // A lead that sent a post was promised room for its answer.
+            if lead.answer_promised {
+                append_money(&self.shared, &self.stats, &rec)
+            } else {
+                append(&self.shared, &self.stats, &rec)
+            }
         };
+        // Every post's result and the answer are written: nothing promised is left to keep.
+        if lead.promised > 0 {
+            self.shared.journal.release(lead.promised);
+            lead.promised = 0;
+        }
         // The lead's final record is in the map (and with sync = "always", on disk) before
         // the seller's answer is written.
         if let Some(pos) = answered {
@@ -3798,6 +3855,21 @@ fn lead_price(a: &Auction, slot: usize) -> i64 {
 /// Append a record from code that holds a borrow of a lead (so not through `&self`).
 fn append(shared: &Shared, stats: &Mutex<WorkerStats>, rec: &RecordRef<'_>) -> Option<Position> {
     match shared.journal.append(unix_micros(), rec) {
+        Ok(pos) => Some(pos),
+        Err(_) => {
+            stats.lock().journal_errors += 1;
+            None
+        }
+    }
+}
+
+/// Append a post's result or sale, which may use the room its post promised.
+fn append_money(
+    shared: &Shared,
+    stats: &Mutex<WorkerStats>,
+    rec: &RecordRef<'_>,
+) -> Option<Position> {
+    match shared.journal.append_promised(unix_micros(), rec) {
         Ok(pos) => Some(pos),
         Err(_) => {
             stats.lock().journal_errors += 1;
