@@ -166,9 +166,9 @@ struct Shared {
     /// The last attempt to make the spare failed (a full disk), or the directory takes no new
     /// names (read-only, immutable), so no rotation can succeed: see [`Journal::accepts_leads`].
     spare_failed: AtomicBool,
-    /// A spare is made and waiting (`spare` holds one), read without its lock by
-    /// [`Journal::accepts_leads`]: between a rotation taking the spare and the next one being
-    /// made, or while it cannot be, the current segment is all the room there is.
+    /// A spare is made and waiting (`spare` holds one), read without its lock by appends:
+    /// between a rotation taking the spare and the next one being made, or while it cannot
+    /// be, a rotation needs disk space, so records keep out of room promised to others.
     spare_present: AtomicBool,
     /// Bytes promised to records still to come (the results and sales of posts sent): while
     /// no spare is waiting, other records may not take this room. See
@@ -562,10 +562,14 @@ impl Journal {
                 if promised > 0 && tail + frame + promised > pin.seg.len {
                     // The room left is promised: the record goes to a next segment, made now
                     // if the disk has room, and the current one is sealed only once that is
-                    // made; if it cannot be, the record is refused and the promise kept.
+                    // made; if it cannot be, the record is refused and the promise kept. Once
+                    // making the spare failed (a full disk) no attempt is made here: every
+                    // record would pay for one.
                     drop(pin);
                     rotations += 1;
-                    if rotations > MAX_ROTATIONS_PER_APPEND {
+                    if rotations > MAX_ROTATIONS_PER_APPEND
+                        || sh.spare_failed.load(Ordering::Relaxed)
+                    {
                         return Err(JournalError::NoRoom { promised });
                     }
                     sh.rotate(seq, ts_us, true).map_err(|e| match e {
@@ -648,11 +652,11 @@ impl Journal {
     /// ahead of need (its blocks reserved) so that a rotation never needs disk space; when
     /// that fails (a full disk) the current segment is all the room left, and new leads are
     /// turned away once it is half full, keeping the other half for the records of the leads
-    /// already in their auctions (their posts and sales). They are taken again as soon as the
-    /// background thread, trying every [`SPARE_RETRY`], makes the spare. The rule holds
-    /// whenever no spare is waiting, not only once an attempt to make one failed: leads
-    /// taken between a rotation and a failed attempt would otherwise fill the segment with
-    /// no room left for their sales.
+    /// already in their auctions. They are taken again as soon as the background thread,
+    /// trying every [`SPARE_RETRY`], makes the spare. Between a rotation taking the spare and
+    /// the next one being made, leads are taken: a rotation then makes its segment itself,
+    /// and should the disk be full meanwhile, the posts and sales of the leads taken still
+    /// find the room their posts promised ([`Journal::append_promising`]).
     /// The same holds when the directory takes no new names (remounted read-only, made
     /// immutable): the spare is there but cannot be renamed into place. A directory removed or
     /// replaced under the journal takes no lead at all: what would be written is lost.
@@ -662,7 +666,7 @@ impl Journal {
         if sh.dir_lost.load(Ordering::Relaxed) || sh.segment_lost.load(Ordering::Relaxed) {
             return false;
         }
-        sh.spare_waiting() || self.tail().offset < sh.segment_bytes / 2
+        !sh.spare_failed.load(Ordering::Relaxed) || self.tail().offset < sh.segment_bytes / 2
     }
 
     /// Appends refused since the journal opened (records lost: a full disk, an I/O error).
