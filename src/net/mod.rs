@@ -471,13 +471,6 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
             .bind(&snap.server.listen.into())
             .map_err(|e| cannot_listen(snap.server.listen, e))?;
     }
-    let first =
-        bind_reuseport(snap.server.listen).map_err(|e| cannot_listen(snap.server.listen, e))?;
-    let local_addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        listeners.push(bind_reuseport(local_addr).map_err(|e| cannot_listen(local_addr, e))?);
-    }
     let caps = caps_for(&snap);
     let dedupe = Arc::new(DedupeIndex::new(dedupe_entries(&snap)));
     let (journal, recovery) = open_journal(&snap)?;
@@ -524,6 +517,16 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
             eprintln!("gavel: warning: could not record lead {lead_id} as reported: {e}");
             break;
         }
+    }
+    // Sellers' connections are taken only now, with the caps, dedupe index and P&L rebuilt
+    // from the journal: a lead that waited in the listen queue through a long replay would
+    // be answered seconds past its deadline.
+    let first =
+        bind_reuseport(snap.server.listen).map_err(|e| cannot_listen(snap.server.listen, e))?;
+    let local_addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind_reuseport(local_addr).map_err(|e| cannot_listen(local_addr, e))?);
     }
     start_with(
         Runtime::with_caps(snap, caps, 1),
