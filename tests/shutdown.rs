@@ -112,13 +112,16 @@ fn sigterm_answers_the_leads_in_flight_then_exits_cleanly() {
     let stopped_at = Instant::now();
     sigterm(child.id());
 
-    // The lead in flight is answered, sold, after the signal.
-    let v = busy
+    // The lead in flight is answered, sold, after the signal, and its answer says the
+    // connection closes: the seller sends its next lead elsewhere, not into a closing socket.
+    let r = busy
         .read_response()
-        .expect("the lead in flight is answered")
-        .json();
+        .expect("the lead in flight is answered");
+    assert!(!r.keep_alive, "a drain's answer says Connection: close");
+    let v = r.json();
     assert_eq!(v["status"], "sold", "{v}");
     assert_eq!(v["price"], 42.0);
+    assert!(busy.read_response().is_none(), "closed after the answer");
     // A new lead on an open connection is refused with 503 and the connection closed.
     let other = LEAD
         .replace("7135550147", "7135550111")

@@ -1371,7 +1371,12 @@ fn without_a_spare_the_results_and_sales_of_posts_sent_always_find_room() {
     eventually("the spare is made", || j.spare_ready() && j.accepts_leads());
     j.append_promising(T0, &sent, promise).unwrap();
     let mut k = i;
-    while ping_record(k).with_ref(|rr| j.append(T0, rr)).unwrap().segment == 0 {
+    while ping_record(k)
+        .with_ref(|rr| j.append(T0, rr))
+        .unwrap()
+        .segment
+        == 0
+    {
         k += 1;
     }
     let sale = RecordRef::Sale {

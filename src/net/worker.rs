@@ -1499,7 +1499,7 @@ impl Worker {
             return;
         };
         if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
-            let close = *close;
+            let close = *close || closing_for_drain(self.drain_until, c, idx);
             let persist = c.persist(close);
             let mut bytes = Vec::with_capacity(done.body.len() + 160);
             let json = ("Content-Type", "application/json");
@@ -2815,7 +2815,7 @@ impl Worker {
         if let Some(c) = self.sellers.get_mut(conn_key) {
             if let Some(idx) = seq.checked_sub(c.first_seq).map(|i| i as usize) {
                 if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
-                    let close = *close;
+                    let close = *close || closing_for_drain(self.drain_until, c, idx);
                     let persist = c.persist(close);
                     let mut bytes = Vec::with_capacity(body.len() + 128);
                     http::write_response(
@@ -3861,6 +3861,18 @@ fn append(shared: &Shared, stats: &Mutex<WorkerStats>, rec: &RecordRef<'_>) -> O
             None
         }
     }
+}
+
+/// While the exchange drains, the last answer a connection waits for says `Connection: close`
+/// (and no request after it is read): the process closes the connection once it is done, and
+/// a seller told so sends its next lead elsewhere rather than into a closing socket. An
+/// answer with others queued behind it leaves the saying to the last of them.
+fn closing_for_drain(drain_until: Option<Instant>, c: &mut SellerConn, idx: usize) -> bool {
+    let last = drain_until.is_some() && idx + 1 == c.pending.len();
+    if last {
+        c.no_more_requests = true;
+    }
+    last
 }
 
 /// Append a post's result or sale, which may use the room its post promised.
