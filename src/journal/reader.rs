@@ -69,6 +69,9 @@ pub struct Reader {
     cur: Option<Mapped>,
     off: u64,
     done: bool,
+    /// The segment read before the current one: a number skipped between them is a segment
+    /// missing, which is damage (retention only removes the oldest).
+    prev: Option<u64>,
     /// Records skipped because they are of a newer type or version.
     pub skipped_newer: u64,
     /// Records skipped because their payload does not decode.
@@ -99,9 +102,33 @@ impl Reader {
             cur: None,
             off: 0,
             done: false,
+            prev: None,
             skipped_newer: 0,
             skipped_undecodable: 0,
             skipped_torn: 0,
+        })
+    }
+
+    /// At the end of the segments: the newest ones gone (`HEAD` names a segment newer than
+    /// any left), or a `HEAD` file that cannot be read, is damage too. `HEAD` is read before
+    /// the directory is listed again, so a segment begun by a running writer meanwhile is
+    /// found.
+    fn newest_missing(&self) -> Option<JournalError> {
+        let head = match super::head::read_head(&self.dir) {
+            Ok(h) => h,
+            Err(e) => return Some(e),
+        };
+        let seqs = match list_segments(&self.dir) {
+            Ok(s) => s,
+            Err(e) => return Some(e),
+        };
+        let (first, head) = super::head::missing_newest(head, &seqs)?;
+        Some(JournalError::Damaged {
+            at: Position {
+                segment: first,
+                offset: 0,
+            },
+            kind: DamageKind::NewestMissing { first, head },
         })
     }
 
@@ -149,9 +176,21 @@ impl Iterator for Reader {
             if self.cur.is_none() {
                 let Some(&seq) = self.seqs.get(self.next_index) else {
                     self.done = true;
-                    return None;
+                    return self.newest_missing().map(Err);
                 };
                 self.next_index += 1;
+                if let Some(prev) = self.prev.replace(seq) {
+                    if seq != prev + 1 {
+                        self.done = true;
+                        return Some(Err(JournalError::Damaged {
+                            at: Position {
+                                segment: seq,
+                                offset: 0,
+                            },
+                            kind: DamageKind::MissingSegment(prev + 1),
+                        }));
+                    }
+                }
                 let m = match Mapped::open(&self.dir, seq) {
                     Ok(m) => m,
                     Err(e) => {

@@ -862,6 +862,11 @@ fn a_missing_segment_between_two_is_damage() {
         i += 1;
     }
     drop(j);
+    let before_gap = Reader::open(dir.path())
+        .unwrap()
+        .take_while(|e| e.as_ref().is_ok_and(|e| e.pos.segment == 0))
+        .count();
+    assert!(before_gap > 0);
     std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
     let v = verify(dir.path()).unwrap();
     assert!(!v.intact(), "{v}");
@@ -870,6 +875,14 @@ fn a_missing_segment_between_two_is_damage() {
         Some(DamageKind::MissingSegment(1)),
         "{v}"
     );
+    // Readers stop at the gap too: export prints the records before it and fails there,
+    // rather than go on past a segment's worth of lost records.
+    let (code, out, err) = run_cli(JournalCmd::Export {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out.lines().count(), before_gap);
+    assert!(err.contains("segment 1 is missing"), "{err}");
     let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
     let cut = report.cut.clone().expect("a cut");
     assert_eq!(cut.moved_aside.len(), 1, "{report}");
@@ -910,6 +923,23 @@ fn a_deleted_newest_segment_is_found_and_stops_a_start() {
         Some(DamageKind::NewestMissing { first: 2, head: 2 }),
         "{v}"
     );
+    // export prints every record left and then fails, naming the missing segment.
+    let (code, out, err) = run_cli(JournalCmd::Export {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(out.lines().count() > 0);
+    assert!(err.contains("segment 2"), "{err}");
+    // So does a HEAD file that is not one the exchange wrote.
+    let head = dir.path().join(super::head::HEAD_FILE);
+    let head_text = std::fs::read(&head).unwrap();
+    std::fs::write(&head, "hello world\n").unwrap();
+    let (code, _, err) = run_cli(JournalCmd::Export {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HEAD"), "{err}");
+    std::fs::write(&head, head_text).unwrap();
     let text = v.to_string();
     assert!(
         text.contains("DAMAGED") && text.contains("segment 2"),
