@@ -428,6 +428,55 @@ fn a_buyer_that_hangs_up_on_every_connection_is_not_reconnected_to_in_a_loop() {
     assert_eq!(sales(&v), vec![("alive".to_string(), 25.0)], "{v}");
 }
 
+/// A warm connection idle past the buyer's `idle_timeout_ms` is closed by the exchange and
+/// another opened in its place, so the exchange never holds one long enough for the buyer's
+/// own keep-alive timeout to close it under a request.
+#[test]
+fn warm_buyer_connections_idle_past_the_idle_timeout_are_replaced() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (a, c) = (accepted.clone(), closed.clone());
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            use std::io::Read as _;
+            a.fetch_add(1, Ordering::Relaxed);
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                // Nothing is sent on a warm connection: the read ends when the exchange
+                // closes it.
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                c.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    });
+    let fleet = Fleet::start(vec![bidder("alive", 2500, 1)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"warm\"\ncampaigns = [\"auto\"]\nping_url = \"http://{addr}/ping\"\npost_url = \"http://{addr}/post\"\nmin_idle = 1\nidle_timeout_ms = 200\n"
+    ));
+    let _ex = Exchange::start(&toml);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while closed.load(Ordering::Relaxed) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "warm connections never closed: {} opened, {} closed",
+            accepted.load(Ordering::Relaxed),
+            closed.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each one closed was replaced: one stays open.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.load(Ordering::Relaxed) <= closed.load(Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "not replaced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_buyer_back_after_an_outage_is_pinged_again_within_the_backoff() {
     // The buyer's port is free while it is "down"; later a buyer bidding more listens there.

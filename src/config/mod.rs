@@ -1169,6 +1169,16 @@ impl Validator<'_> {
                 }
             }
             let ping_timeout = self.timeout(k("ping_timeout_ms"), c.ping_timeout_ms);
+            if raw.server.engine_margin_ms >= c.ping_timeout_ms && c.ping_timeout_ms > 0 {
+                self.err(
+                    k("ping_timeout_ms"),
+                    format!(
+                        "{} ms leaves buyers no time: server.engine_margin_ms ({} ms) is kept \
+                         back from it, so every ping would say timeout_ms 1",
+                        c.ping_timeout_ms, raw.server.engine_margin_ms
+                    ),
+                );
+            }
             let post_timeout = self.timeout(k("post_timeout_ms"), c.post_timeout_ms);
             let answer_timeout = c
                 .answer_timeout_ms

@@ -70,6 +70,22 @@ fn an_amount_over_ten_million_dollars_names_the_ceiling() {
     );
 }
 
+/// An engine margin that takes a campaign's whole ping window would have every ping say
+/// `timeout_ms` 1: refused at that campaign's `ping_timeout_ms`.
+#[test]
+fn an_engine_margin_as_long_as_a_ping_window_is_refused() {
+    let text = CONTRACT.replace("[server]\n", "[server]\nengine_margin_ms = 800\n");
+    let issues = invalid(&text);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "campaigns[0].ping_timeout_ms");
+    assert!(
+        issues[0].message.contains("server.engine_margin_ms (800 ms)"),
+        "{issues:?}"
+    );
+    let text = CONTRACT.replace("[server]\n", "[server]\nengine_margin_ms = 799\n");
+    assert!(parse(&text).is_ok());
+}
+
 /// A fixed price of $0 would never be posted to (a sale at $0 is no sale): refused.
 #[test]
 fn a_fixed_price_of_zero_is_refused() {

@@ -2597,6 +2597,14 @@ fn show_prints_one_leads_history_relative_to_its_first_record() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("\"nope\" is not a lead id"), "{err}");
+    // Nor is 26 digits whose first is over 7: more than 128 bits, it would name another lead.
+    let mut over = lead_id(0);
+    over.replace_range(0..1, "8");
+    let (code, _, err) = run_cli(JournalCmd::Show {
+        lead_id: over,
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 2, "{err}");
 }
 
 /// A directory with no segment in it is no journal: `export` and `show` say so and fail, as

@@ -161,7 +161,9 @@ pub fn start(
 /// A lead id as the exchange writes it (a ULID, upper case), from a seller's spelling of it
 /// (either case); `None` when it is not one.
 pub fn canonical_lead_id(s: &str) -> Option<String> {
-    if s.len() != ulid::ULID_LEN {
+    // 26 base-32 digits hold 130 bits: a ULID's 128 leave its first digit at most 7. The
+    // parser would take a larger one modulo 2^128, naming another lead.
+    if s.len() != ulid::ULID_LEN || !matches!(s.as_bytes()[0], b'0'..=b'7') {
         return None;
     }
     ulid::Ulid::from_string(s).ok().map(|u| u.to_string())

@@ -3806,13 +3806,15 @@ impl Worker {
                 // connection is not kept waiting for ever.
                 self.conn_broken(key, HANDSHAKE_TIMED_OUT);
             } else {
-                // A late answer that never came, or an idle connection beyond the warm ones.
+                // A late answer that never came, or a connection idle past `idle_timeout`,
+                // warm ones included: kept longer, it would meet the buyer's own keep-alive
+                // timeout, and a request written as the buyer closes it is lost. The warm
+                // ones are opened again below.
                 let drain_expired = c
                     .draining_since
                     .is_some_and(|t| now.duration_since(t) > DRAIN_TIMEOUT);
-                let idle_expired = c.in_idle
-                    && pool.total > pool.min_idle
-                    && now.duration_since(c.idle_since) > pool.idle_timeout;
+                let idle_expired =
+                    c.in_idle && now.duration_since(c.idle_since) > pool.idle_timeout;
                 if drain_expired || idle_expired {
                     self.close_conn(key);
                 }
