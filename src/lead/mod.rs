@@ -1144,11 +1144,20 @@ fn clip(mut s: String) -> String {
 /// answer `invalid` rather than cut.
 pub const MAX_BID_ID_BYTES: usize = crate::text::SMALL_TEXT_BYTES;
 
-/// A bid id as text, without allocating for the usual plain string or number; `Err` when it
-/// is longer than [`MAX_BID_ID_BYTES`].
-fn raw_to_text(raw: &str) -> Result<Option<SmallText>, ()> {
+/// Why a bid's `bid_id` makes the answer `invalid`.
+enum BadBidId {
+    /// Longer than [`MAX_BID_ID_BYTES`].
+    TooLong,
+    /// `true`, an object, an array, or a string that is not text (a lone surrogate): nothing
+    /// the post could quote back as the buyer sent it.
+    NotText,
+}
+
+/// A bid id as text, without allocating for the usual plain string or number; `None` for
+/// `null`.
+fn raw_to_text(raw: &str) -> Result<Option<SmallText>, BadBidId> {
     let t = raw.trim();
-    let whole = |s: &str| SmallText::whole(s).map(Some).ok_or(());
+    let whole = |s: &str| SmallText::whole(s).map(Some).ok_or(BadBidId::TooLong);
     if let Some(inner) = t.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         if !inner.contains('\\') {
             return whole(inner);
@@ -1156,8 +1165,11 @@ fn raw_to_text(raw: &str) -> Result<Option<SmallText>, ()> {
         // Escapes: let serde_json decode them (rare, so the allocation is acceptable).
         return match serde_json::from_str::<Value>(t) {
             Ok(Value::String(s)) => whole(&s),
-            _ => Ok(None),
+            _ => Err(BadBidId::NotText),
         };
+    }
+    if t == "null" {
+        return Ok(None);
     }
     if !t.is_empty()
         && t.bytes()
@@ -1165,7 +1177,7 @@ fn raw_to_text(raw: &str) -> Result<Option<SmallText>, ()> {
     {
         return whole(t);
     }
-    Ok(None)
+    Err(BadBidId::NotText)
 }
 
 /// A bid answer's `bid` and `bid_id` as serde_json reads them, for the answers the scan leaves
@@ -1220,7 +1232,12 @@ pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {
                 cents,
                 bid_id: bid_id.flatten(),
             },
-            Err(()) => PingOutcome::Invalid(format!("bid_id over {MAX_BID_ID_BYTES} bytes")),
+            Err(BadBidId::TooLong) => {
+                PingOutcome::Invalid(format!("bid_id over {MAX_BID_ID_BYTES} bytes"))
+            }
+            Err(BadBidId::NotText) => {
+                PingOutcome::Invalid("bid_id is not a string or a number".into())
+            }
         },
         // A JSON number all the same (the scan and serde_json only pass numbers on), but more
         // than the largest amount accepted.

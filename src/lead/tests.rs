@@ -1277,6 +1277,32 @@ fn a_bid_id_too_long_to_quote_back_whole_makes_the_answer_invalid() {
     }
 }
 
+/// A `bid_id` the post could not quote back as sent (`true`, an object, an array, a lone
+/// surrogate) makes the answer `invalid`, not a bid whose post lacks the buyer's reference;
+/// `null` is no id, and a number is quoted back as text.
+#[test]
+fn a_bid_id_that_is_not_text_makes_the_answer_invalid() {
+    for id in ["true", "false", r#"{"a":1}"#, r#"["x"]"#, r#""\ud800""#] {
+        let body = format!(r#"{{"bid": 12.5, "bid_id": {id}}}"#);
+        match parse_bid(200, body.as_bytes()) {
+            PingOutcome::Invalid(reason) => {
+                assert_eq!(reason, "bid_id is not a string or a number", "{body}")
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+    for (id, want) in [("null", None), ("77", Some("77")), (r#""b-\u0041""#, Some("b-A"))] {
+        let body = format!(r#"{{"bid": 12.5, "bid_id": {id}}}"#);
+        match parse_bid(200, body.as_bytes()) {
+            PingOutcome::Bid { cents, bid_id } => {
+                assert_eq!(cents, 1250);
+                assert_eq!(bid_id.as_ref().map(|t| t.as_str()), want, "{body}");
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_post_contradicts_its_ping_only_with_a_different_value() {
     let pinged = Fields::from_json(
