@@ -660,9 +660,16 @@ pub fn written_by_the_exchange(name: &str) -> Option<&'static str> {
         "content-type" => Some("for the body it sends (JSON, or the adapter's form)"),
         "content-length" | "transfer-encoding" => Some("for each body"),
         "connection" => Some("to keep the buyer's connections alive"),
+        "expect" => Some("never: each body is sent at once, without waiting for 100 Continue"),
+        "upgrade" => Some("never: buyers are spoken to in HTTP/1.1"),
         _ => None,
     }
 }
+
+/// Most headers a buyer's requests carry from its config, and their bytes in all (`name: value`
+/// lines): the exchange's own heads stay well within what an HTTP server takes.
+pub const MAX_BUYER_HEADERS: usize = 64;
+pub const MAX_BUYER_HEADER_BYTES: usize = 8 * 1024;
 
 /// Most problems one config check reports: past this many, fixing some first is quicker.
 pub const MAX_CONFIG_ISSUES: usize = 64;
@@ -1381,13 +1388,51 @@ impl Validator<'_> {
                         format!("the exchange writes {:?} itself, {}", name, why),
                     );
                 }
-                if value.bytes().any(|c| c == b'\r' || c == b'\n' || c == 0) {
+                if value.bytes().any(|c| c == b'\r' || c == b'\n') {
                     self.err(
                         format!("buyers[{}].headers", i),
                         format!("header {:?} has a line break in its value", name),
                     );
+                } else if value.bytes().any(|c| c < b' ' && c != b'\t' || c == 0x7f) {
+                    self.err(
+                        format!("buyers[{}].headers", i),
+                        format!("header {:?} has a control character in its value", name),
+                    );
+                } else if value.trim_matches([' ', '\t']).len() != value.len() {
+                    self.err(
+                        format!("buyers[{}].headers", i),
+                        format!(
+                            "header {:?} starts or ends with a space, which the buyer's HTTP \
+                             parser drops",
+                            name
+                        ),
+                    );
+                }
+                if headers
+                    .iter()
+                    .any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(name))
+                {
+                    self.err(
+                        format!("buyers[{}].headers", i),
+                        format!(
+                            "header {:?} is given twice (header names are not case-sensitive)",
+                            name
+                        ),
+                    );
                 }
                 headers.push((name.clone(), value.clone()));
+            }
+            let head_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+            if headers.len() > MAX_BUYER_HEADERS || head_bytes > MAX_BUYER_HEADER_BYTES {
+                self.err(
+                    format!("buyers[{}].headers", i),
+                    format!(
+                        "at most {MAX_BUYER_HEADERS} headers of {MAX_BUYER_HEADER_BYTES} bytes in \
+                         all (as sellers' requests are held to 100 and 16 KiB), got {} of {}",
+                        headers.len(),
+                        head_bytes
+                    ),
+                );
             }
             if b.max_connections == 0 || b.max_connections > MAX_BUYER_CONNECTIONS {
                 self.err(

@@ -292,9 +292,48 @@ fn ids_and_body_limits_must_fit_the_journal() {
     }
 }
 
+/// Buyer headers the wire would garble or a buyer's server refuse are told at `check`.
+#[test]
+fn buyer_headers_that_would_not_reach_the_buyer_as_written_are_refused() {
+    let with = |h: &str| {
+        CONTRACT.replace(
+            r#"headers = { "X-Api-Key" = "acme-secret" }"#,
+            &format!("headers = {{ {h} }}"),
+        )
+    };
+    for (h, says) in [
+        (r#""X-N" = "a\u0000b""#, "control character"),
+        (r#""X-N" = "a\u001bb""#, "control character"),
+        (r#""X-N" = " padded ""#, "starts or ends with a space"),
+        (r#""X-Key" = "1", "x-key" = "2""#, "given twice"),
+        (r#""X-N" = "a\nb""#, "line break"),
+    ] {
+        let issues = invalid(&with(h));
+        assert_eq!(issues.len(), 1, "{h}: {issues:?}");
+        assert_eq!(issues[0].key, "buyers[0].headers");
+        assert!(issues[0].message.contains(says), "{h}: {issues:?}");
+    }
+    let many: Vec<String> = (0..65).map(|n| format!(r#""X-{n}" = "v""#)).collect();
+    let issues = invalid(&with(&many.join(", ")));
+    assert!(issues[0].message.contains("at most 64 headers"), "{issues:?}");
+    let long = format!(r#""X-Long" = "{}""#, "v".repeat(9000));
+    let issues = invalid(&with(&long));
+    assert!(issues[0].message.contains("8192 bytes"), "{issues:?}");
+    // A tab inside a value is fine, as are 64 headers.
+    let many: Vec<String> = (0..64).map(|n| format!(r#""X-{n}" = "a\tb""#)).collect();
+    assert!(parse(&with(&many.join(", "))).is_ok());
+}
+
 #[test]
 fn headers_the_exchange_writes_itself_are_refused() {
-    for name in ["Host", "content-type", "Content-Length", "Connection"] {
+    for name in [
+        "Host",
+        "content-type",
+        "Content-Length",
+        "Connection",
+        "Expect",
+        "upgrade",
+    ] {
         let text = CONTRACT.replace(
             r#"headers = { "X-Api-Key" = "acme-secret" }"#,
             &format!(r#"headers = {{ "X-Api-Key" = "acme-secret", "{name}" = "x" }}"#),
