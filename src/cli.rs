@@ -234,6 +234,18 @@ fn serve(path: &std::path::Path) -> i32 {
             replayed.cut_off_unposted
         );
     }
+    if replayed.history_lost > 0 {
+        eprintln!(
+            "gavel: warning: {} lead(s) have no answer in the journal this start cut: their \
+             posts, sales or answers may have been in what was lost, so whether a buyer has them \
+             is not known; posts among them are counted against the buyers' caps, and a lookup \
+             answers them `interrupted` (`history_lost`); settle them with the buyers and \
+             sellers (oldest first, at most {} listed): {}",
+            replayed.history_lost,
+            crate::net::MAX_UNRESOLVED_LISTED,
+            replayed.history_lost_leads.join(", ")
+        );
+    }
     if replayed.pings_held > 0 {
         eprintln!(
             "gavel: {} ping(s) whose bids were held at the last stop are held again until they \

@@ -411,6 +411,89 @@ fn a_corrupt_byte_mid_journal_is_copied_aside_and_the_sales_after_it_still_hold_
     assert_eq!(std::fs::read(&copy).unwrap(), bytes);
 }
 
+/// A zeroed stretch of the journal takes a sold lead's post, sale and answer with it: the
+/// start that cuts the damage cannot tell that lead from one a stop cut off before any post,
+/// so it does not say it is safe to send again. It is reported `history_lost`, answered
+/// `interrupted` with that code to a lookup, and still refused as a duplicate.
+#[test]
+fn a_lead_whose_records_were_lost_to_damage_is_never_called_safe_to_send_again() {
+    const LEAD_RECEIVED: u8 = 1;
+    let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
+    let dir = temp_dir("lostcut");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "dedupe_days = 30", |_| String::new());
+    let text = set_journal_dir(&text, &journal);
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (child, addr) = serve(&cfg);
+    let running = Serving(child);
+    let mut c = Client::connect(addr);
+    let first = c.lead(LEAD).json();
+    assert_eq!(first["status"], "sold", "{first}");
+    let other = LEAD
+        .replace("7135550147", "7135550111")
+        .replace("ana@", "bea@");
+    let second = c.lead(&other).json();
+    assert_eq!(second["status"], "sold", "{second}");
+    drop(running);
+
+    // Everything the first lead wrote after its arrival is zeroed.
+    let seg = journal.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let all = frames(&bytes);
+    let received: Vec<usize> = all
+        .iter()
+        .filter(|f| f.1 == LEAD_RECEIVED)
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(received.len(), 2);
+    let from = all.iter().find(|f| f.0 > received[0]).unwrap().0;
+    bytes[from..received[1]].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let log = log.join("\n");
+    let id = first["lead_id"].as_str().unwrap();
+    assert!(log.contains("history_lost") && log.contains(id), "{log}");
+    assert!(!log.contains("may send them again"), "{log}");
+    let mut c = Client::connect(addr);
+    c.send_raw(&Client::request(
+        "GET",
+        &format!("/v1/leads/{id}"),
+        Some(KEY),
+        b"",
+    ));
+    let v = c.read_response().expect("an answer").json();
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert_eq!(v["error"]["code"], "history_lost", "{v}");
+    // The lead after the damage is whole, read from the copy: sold.
+    c.send_raw(&Client::request(
+        "GET",
+        &format!("/v1/leads/{}", second["lead_id"].as_str().unwrap()),
+        Some(KEY),
+        b"",
+    ));
+    let v = c.read_response().expect("an answer").json();
+    assert_eq!(v["status"], "sold", "{v}");
+    // Sent again, the first lead is a duplicate still: a buyer may have it.
+    let r = c.lead(LEAD);
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["code"], "duplicate");
+    drop(running);
+    // Reported once: the next start says nothing of it.
+    let (child, _, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    assert!(!log.join("\n").contains("history_lost"), "{log:?}");
+    drop(running);
+    let recovered: Vec<serde_json::Value> = export(&journal)
+        .into_iter()
+        .filter(|r| r["type"] == "recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0]["unsettled"], "history_lost");
+}
+
 /// Serve a config whose buyer `slow` (cap 2 a day) is still deciding on a post when the
 /// exchange is killed with `kill -9`. Returns the fleet, the config file and the journal.
 fn killed_with_a_post_unanswered(what: &str) -> (Fleet, std::path::PathBuf, std::path::PathBuf) {

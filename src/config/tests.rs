@@ -79,7 +79,9 @@ fn an_engine_margin_as_long_as_a_ping_window_is_refused() {
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert_eq!(issues[0].key, "campaigns[0].ping_timeout_ms");
     assert!(
-        issues[0].message.contains("server.engine_margin_ms (800 ms)"),
+        issues[0]
+            .message
+            .contains("server.engine_margin_ms (800 ms)"),
         "{issues:?}"
     );
     let text = CONTRACT.replace("[server]\n", "[server]\nengine_margin_ms = 799\n");
@@ -315,7 +317,10 @@ fn buyer_headers_that_would_not_reach_the_buyer_as_written_are_refused() {
     }
     let many: Vec<String> = (0..65).map(|n| format!(r#""X-{n}" = "v""#)).collect();
     let issues = invalid(&with(&many.join(", ")));
-    assert!(issues[0].message.contains("at most 64 headers"), "{issues:?}");
+    assert!(
+        issues[0].message.contains("at most 64 headers"),
+        "{issues:?}"
+    );
     let long = format!(r#""X-Long" = "{}""#, "v".repeat(9000));
     let issues = invalid(&with(&long));
     assert!(issues[0].message.contains("8192 bytes"), "{issues:?}");

@@ -349,6 +349,13 @@ fn describe(r: &Record) -> String {
               settle it with the seller"
             .to_string(),
         Record::Recovered {
+            kind: Unsettled::HistoryLost,
+            ..
+        } => "found at a start that cut damage out of the journal: the lead has no answer in \
+              what is left, and its posts, sales or answer may have been in what was lost; \
+              whether a buyer has it is not known: settle it with the buyers and the seller"
+            .to_string(),
+        Record::Recovered {
             kind: Unsettled::NeverPosted,
             ..
         } => "found at a start: the exchange stopped while the lead was in its auction, before \

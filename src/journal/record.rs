@@ -240,6 +240,11 @@ pub enum Unsettled {
     /// The lead was in its auction, never posted to a buyer nor answered: nobody has it, and
     /// its seller may send it again (it is no duplicate). Reported once, by the start after.
     NeverPosted,
+    /// The lead has no answer in the journal, and the start that found it also found damage
+    /// and cut the journal: its posts, sales or answer may have been in what was lost, so
+    /// whether a buyer has it is not known. Its posts count against the buyers' caps; it
+    /// stays a duplicate; the operator settles it.
+    HistoryLost,
 }
 
 impl Unsettled {
@@ -249,6 +254,7 @@ impl Unsettled {
             Unsettled::PostUnanswered => "post_unanswered",
             Unsettled::SellerUnanswered => "seller_unanswered",
             Unsettled::NeverPosted => "never_posted",
+            Unsettled::HistoryLost => "history_lost",
         }
     }
 
@@ -257,6 +263,7 @@ impl Unsettled {
             Unsettled::PostUnanswered => 1,
             Unsettled::SellerUnanswered => 2,
             Unsettled::NeverPosted => 3,
+            Unsettled::HistoryLost => 4,
         }
     }
 
@@ -265,6 +272,7 @@ impl Unsettled {
             1 => Some(Unsettled::PostUnanswered),
             2 => Some(Unsettled::SellerUnanswered),
             3 => Some(Unsettled::NeverPosted),
+            4 => Some(Unsettled::HistoryLost),
             _ => None,
         }
     }

@@ -1291,7 +1291,11 @@ fn a_bid_id_that_is_not_text_makes_the_answer_invalid() {
             other => panic!("{body}: {other:?}"),
         }
     }
-    for (id, want) in [("null", None), ("77", Some("77")), (r#""b-\u0041""#, Some("b-A"))] {
+    for (id, want) in [
+        ("null", None),
+        ("77", Some("77")),
+        (r#""b-\u0041""#, Some("b-A")),
+    ] {
         let body = format!(r#"{{"bid": 12.5, "bid_id": {id}}}"#);
         match parse_bid(200, body.as_bytes()) {
             PingOutcome::Bid { cents, bid_id } => {

@@ -238,6 +238,7 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Optio
     let mut until = (id_ms * 1000).saturating_add(LOOKUP_HORIZON_US);
     let reader = journal::Reader::open_since(dir, since).ok()?;
     let mut story = Story::default();
+    let mut told = false;
     for item in reader {
         // Damage ends the reading: what came before it is told.
         let Ok(e) = item else { break };
@@ -258,6 +259,7 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Optio
             break;
         }
         if story.take(e.ts_us, e.record) {
+            told = true;
             break;
         }
         if let Some((at_us, _, hold_ms, _)) = story.pinged {
@@ -265,6 +267,15 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Optio
             let post_span_us = 20 * crate::config::MAX_TIMEOUT_MS * 1000;
             until = until.min(at_us + hold_ms * 1000 + post_span_us);
         }
+    }
+    if !told && !ping_only {
+        // The rest of its story may be in what a recovery cut out of the journal and kept
+        // aside (the records after damage), which the start counted too.
+        let _ = journal::replay_set_aside(dir, since, |e| {
+            if !told && e.ts_us <= until && e.record.lead_id() == lead_id {
+                told = story.take(e.ts_us, e.record.clone());
+            }
+        });
     }
     match &story.received {
         Some((from, _, _)) if from == seller => Some(story),
@@ -410,19 +421,31 @@ impl Story {
                 None,
                 Some(INTERRUPTED.to_string()),
             )),
-            (None, Some(_)) => {
+            (None, Some(kind)) => {
                 out.extend_from_slice(b"{\"lead_id\":");
                 write_json_str(&mut out, lead_id);
                 out.extend_from_slice(b",\"status\":\"interrupted\"");
                 if test {
                     out.extend_from_slice(b",\"test\":true");
                 }
-                out.extend_from_slice(b",\"error\":{\"code\":\"post_unanswered\",\"message\":");
-                write_json_str(
-                    &mut out,
-                    "the exchange stopped while a buyer had this lead's post, before its answer: \
-                     whether it bought the lead is settled by the operator, not here",
-                );
+                let (code, message) = if kind == journal::Unsettled::HistoryLost {
+                    (
+                        "history_lost",
+                        "this lead's records after its arrival were lost to damage in the \
+                         exchange's journal: whether a buyer has it is settled by the operator, \
+                         not here; do not send it again before that",
+                    )
+                } else {
+                    (
+                        "post_unanswered",
+                        "the exchange stopped while a buyer had this lead's post, before its \
+                         answer: whether it bought the lead is settled by the operator, not here",
+                    )
+                };
+                out.extend_from_slice(b",\"error\":{\"code\":");
+                write_json_str(&mut out, code);
+                out.extend_from_slice(b",\"message\":");
+                write_json_str(&mut out, message);
                 out.extend_from_slice(b"}}");
                 return out;
             }

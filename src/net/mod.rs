@@ -499,12 +499,15 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     let mut pnl = Stats::default();
     let mut held = held::HeldPings::default();
     let keys = idempotency::IdempotencyIndex::default();
+    // Leads left without an answer by damage this start cut out cannot be told apart from
+    // leads a stop cut off: none of them is said to be safe to send again.
+    let damaged = recovery.cut.is_some();
     let replayed = rebuild(
         &snap,
         &journal,
         (&caps, &dedupe, &keys),
-        &mut pnl,
-        &mut held,
+        (&mut pnl, &mut held),
+        damaged,
     )?;
     let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
     for (lead_id, kind) in &replayed.to_record {
@@ -772,8 +775,8 @@ fn rebuild(
     snap: &Arc<Snapshot>,
     journal: &Journal,
     (caps, dedupe, idem): (&CapTable, &DedupeIndex, &idempotency::IdempotencyIndex),
-    pnl: &mut Stats,
-    held: &mut held::HeldPings,
+    (pnl, held): (&mut Stats, &mut held::HeldPings),
+    damaged: bool,
 ) -> io::Result<Replayed> {
     let now = chrono::Utc::now();
     let now_us = now.timestamp_micros().max(0) as u64;
@@ -1149,6 +1152,9 @@ fn rebuild(
     let mut unresolved: Vec<(String, u64)> = Vec::new();
     let mut unresolved_posts = 0u64;
     let mut to_record: Vec<(String, journal::Unsettled)> = Vec::new();
+    let lost = journal::Unsettled::HistoryLost;
+    // With `damaged`: leads without an answer, by their first post or arrival.
+    let mut history_lost: Vec<(String, u64)> = Vec::new();
     for (lead_id, posts) in open_posts {
         for (buyer, price_cents, ts_us) in &posts {
             if let Some(b) = snap.buyer_of_record(buyer) {
@@ -1157,13 +1163,17 @@ fn rebuild(
             }
         }
         let key = (lead_id, journal::Unsettled::PostUnanswered);
-        if reported.contains(&key) {
+        if reported.contains(&key) || reported.contains(&(key.0.clone(), lost)) {
             continue;
         }
         let lead_id = key.0;
+        let first = posts.iter().map(|p| p.2).min().unwrap_or(0);
+        if damaged {
+            history_lost.push((lead_id, first));
+            continue;
+        }
         unresolved_posts += posts.len() as u64;
         to_record.push((lead_id.clone(), journal::Unsettled::PostUnanswered));
-        let first = posts.iter().map(|p| p.2).min().unwrap_or(0);
         unresolved.push((lead_id, first));
     }
     // Leads a buyer bought whose answer the last stop cut off (a shared lead's other post was
@@ -1202,14 +1212,24 @@ fn rebuild(
         .take(MAX_UNRESOLVED_LISTED)
         .map(|u| u.0)
         .collect();
-    for lead_id in &unsettled {
-        received.remove(lead_id);
-    }
     // Reported once: a `recovered` record says an earlier start told of it.
-    let mut unposted: Vec<String> = unsettled
-        .into_iter()
-        .filter(|id| !reported.contains(&(id.clone(), journal::Unsettled::NeverPosted)))
-        .collect();
+    let mut unposted: Vec<String> = Vec::new();
+    for id in unsettled {
+        if reported.contains(&(id.clone(), lost)) {
+            continue; // still a duplicate: it may have been sold in what was lost
+        }
+        let told = reported.contains(&(id.clone(), journal::Unsettled::NeverPosted));
+        if damaged && !told {
+            // The same: it stays in the dedupe index.
+            let at = received.get(&id).map_or(0, |r| r.0);
+            history_lost.push((id, at));
+            continue;
+        }
+        received.remove(&id);
+        if !told {
+            unposted.push(id);
+        }
+    }
     unposted.sort();
     let cut_off_unposted = unposted.len() as u64;
     to_record.extend(
@@ -1217,6 +1237,14 @@ fn rebuild(
             .into_iter()
             .map(|id| (id, journal::Unsettled::NeverPosted)),
     );
+    history_lost.sort_by_key(|l| l.1);
+    let history_lost_count = history_lost.len() as u64;
+    let history_lost_leads: Vec<String> = history_lost
+        .iter()
+        .take(MAX_UNRESOLVED_LISTED)
+        .map(|l| l.0.clone())
+        .collect();
+    to_record.extend(history_lost.into_iter().map(|l| (l.0, lost)));
     let mut replay: Vec<(u64, Vec<u64>)> = received.into_values().collect();
     replay.sort_by_key(|r| r.0);
     for (ts, keys) in replay {
@@ -1238,6 +1266,8 @@ fn rebuild(
         unanswered_sold,
         cut_off_unposted,
         unanswered_leads,
+        history_lost: history_lost_count,
+        history_lost_leads,
         to_record,
     })
 }
@@ -1330,6 +1360,12 @@ pub struct Replayed {
     /// Leads the last stop cut off before any post or answer: left out of the dedupe index, so
     /// the seller may send them again.
     pub cut_off_unposted: u64,
+    /// Leads without an answer found by a start that cut damage out of the journal: their
+    /// records may have been in what was lost, so none is said to be safe to send again
+    /// (`recovered` `history_lost`); their posts count against the buyers' caps.
+    pub history_lost: u64,
+    /// Their ids, oldest first, at most [`MAX_UNRESOLVED_LISTED`].
+    pub history_lost_leads: Vec<String>,
     /// The unsettled leads this start found and reports, all of them: each gets a `recovered`
     /// record, so later starts count them without reporting them again.
     pub to_record: Vec<(String, journal::Unsettled)>,
