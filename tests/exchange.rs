@@ -477,6 +477,48 @@ fn warm_buyer_connections_idle_past_the_idle_timeout_are_replaced() {
     }
 }
 
+/// A ping that waits for the buyer's one connection is timed from when it is written, not
+/// from when it began waiting: the buyer's response time is its own.
+#[test]
+fn a_buyers_response_time_does_not_count_the_wait_for_a_free_connection() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("one").with_responder(
+        |kind, _| match kind {
+            // No bid: no post competes with the pings for the one connection.
+            Kind::Ping => Reply::bid(0, None).after_ms(1000),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
+    .unwrap();
+    let toml = config(&fleet, "", |_| "max_connections = 1".to_string())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 6000");
+    let ex = Exchange::start(&toml);
+    let leads: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = ex.client();
+            std::thread::spawn(move || c.lead(LEAD).json())
+        })
+        .collect();
+    for l in leads {
+        let v = l.join().unwrap();
+        assert_eq!(v["status"], "unsold", "{v}");
+    }
+    drop(ex);
+    let times: Vec<u64> = gavel::journal::read_all(&journal_dir_of(&toml))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.record {
+            gavel::journal::Record::PingResult { response_us, .. } => Some(response_us),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(times.len(), 3, "{times:?}");
+    // One after another on the one connection, each answered a second after it was written
+    // (the second and third waited one and two seconds before that).
+    for t in &times {
+        assert!((1_000_000..1_900_000).contains(t), "{times:?}");
+    }
+}
+
 #[test]
 fn a_buyer_back_after_an_outage_is_pinged_again_within_the_backoff() {
     // The buyer's port is free while it is "down"; later a buyer bidding more listens there.

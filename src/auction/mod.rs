@@ -464,6 +464,20 @@ impl Auction {
         }
     }
 
+    /// The request's first byte for the slot's ping or post went out at `now` (after any wait
+    /// for a free connection, and again for a retry on a fresh connection): the buyer's
+    /// response time counts from here. [`Auction::ping_sent`] and [`Auction::post_sent`]
+    /// keep the time the request began waiting, for the auction's own accounting.
+    pub fn written(&mut self, slot: Slot, post: bool, now: Instant) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            if post {
+                s.post_sent_at = Some(now);
+            } else {
+                s.ping_sent_at = Some(now);
+            }
+        }
+    }
+
     /// The shell wrote the post at `now`.
     pub fn post_sent(&mut self, slot: Slot, now: Instant) {
         if let Some(s) = self.slots.get_mut(slot) {

@@ -3372,11 +3372,15 @@ impl Worker {
         if first_byte && c.wpos > 0 {
             if let Some(job) = c.job {
                 if let Some(lead) = self.leads.get_mut(job.lead) {
+                    // The wait for a free connection is the buyer's capacity, not the
+                    // engine's time; the buyer's response time starts at this write.
                     let sent = job.waited_since.unwrap_or(now);
                     match job.kind {
                         JobKind::Ping => lead.auction.ping_sent(job.slot, sent),
                         JobKind::Post => lead.auction.post_sent(job.slot, sent),
                     }
+                    lead.auction
+                        .written(job.slot, job.kind == JobKind::Post, now);
                 }
             }
         }
