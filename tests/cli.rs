@@ -301,6 +301,33 @@ fn serve_runs_the_exchange_from_a_config_file() {
     assert_eq!(v["payout"], 34.0);
 }
 
+/// A buyer host that does not resolve is said on stderr at the start, naming the buyer and
+/// its URL key, rather than found only in its `error` pings.
+#[test]
+fn serve_warns_of_a_buyer_host_that_does_not_resolve() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let dir = temp_dir("unresolved");
+    let path = dir.join("gavel.toml");
+    let mut text = config(&fleet, "", |_| String::new());
+    text.push_str(
+        "\n[[buyers]]\nid = \"ghost\"\ncampaigns = [\"auto\"]\nping_url = \"http://no-such-host.invalid:9/ping\"\npost_url = \"http://no-such-host.invalid:9/post\"\n",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let (child, addr, log) = serve_logged(&path);
+    let mut child = child;
+    let v = Client::connect(addr).lead(LEAD).json();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(v["status"], "sold", "{v}");
+    let log = log.join("\n");
+    assert!(
+        log.contains("buyer ghost: ping_url host \"no-such-host.invalid\" does not resolve"),
+        "{log}"
+    );
+    assert!(log.contains("buyer ghost: post_url host"), "{log}");
+    assert!(!log.contains("buyer acme"), "{log}");
+}
+
 #[test]
 fn serve_says_which_listener_or_journal_stops_it_from_starting() {
     let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();

@@ -313,11 +313,38 @@ impl Runtime {
                 Err(_) => crc32c::crc32c_append(crc, b"\0unreadable"),
             }
         });
+        let ping_addrs: Vec<Option<SocketAddr>> =
+            snap.buyers.iter().map(|b| resolve(&b.ping)).collect();
+        let post_addrs: Vec<Option<SocketAddr>> =
+            snap.buyers.iter().map(|b| resolve(&b.post)).collect();
+        // Said at the start and at each reload, as they are resolved then: otherwise the
+        // operator learns of it only from the buyer's `error` pings.
+        for (i, b) in snap.buyers.iter().enumerate() {
+            for (e, addr, which) in [
+                (&b.ping, ping_addrs[i], "ping_url"),
+                (&b.post, post_addrs[i], "post_url"),
+            ] {
+                if let (Some(e), None) = (e, addr) {
+                    eprintln!(
+                        "gavel: warning: buyer {}: {which} host {:?} does not resolve: its \
+                         requests fail (`error`, \"buyer endpoint unreachable\") until a reload \
+                         resolves it",
+                        b.id, e.host
+                    );
+                }
+            }
+        }
+        if needs_tls && tls.is_none() {
+            eprintln!(
+                "gavel: warning: the TLS trust roots (tls.ca_files) cannot be loaded: requests to \
+                 https buyers fail until a reload loads them"
+            );
+        }
         Runtime {
             generation,
             caps,
-            ping_addrs: snap.buyers.iter().map(|b| resolve(&b.ping)).collect(),
-            post_addrs: snap.buyers.iter().map(|b| resolve(&b.post)).collect(),
+            ping_addrs,
+            post_addrs,
             rate: snap
                 .sellers
                 .iter()
