@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::reader::{Entry, Follower, Reader};
 use super::record::{LeadFlow, PayoutTerms, PingOutcome, Record, Unsettled};
-use super::{verify, JournalError};
+use super::{verify, DamageKind, JournalError};
 use crate::money::{write_dollars, Cents};
 
 /// Default journal directory, as in the example configuration.
@@ -171,10 +171,14 @@ fn verify_cmd(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         Ok(report) => {
             let _ = writeln!(out, "{report}");
             if let Some(d) = &report.damage {
-                let lost = if d.records_after == 0 && d.kind.is_committed_record() {
-                    "; a committed record is lost (a power loss or a bad disk)"
-                } else {
-                    ""
+                let lost = match d.kind {
+                    DamageKind::MissingSegment(_) | DamageKind::NewestMissing { .. } => {
+                        "; the missing file's records are lost unless it is restored"
+                    }
+                    k if d.records_after == 0 && k.is_committed_record() => {
+                        "; a committed record is lost (a power loss or a bad disk)"
+                    }
+                    _ => "",
                 };
                 let _ = writeln!(
                     err,

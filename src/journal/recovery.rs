@@ -627,7 +627,7 @@ impl fmt::Display for RecoveryReport {
                 )?;
             }
             if let Some(p) = &c.copied_to {
-                write!(f, "; its bytes before the cut copied to {}", p.display())?;
+                write!(f, "; the segment as it was found copied to {}", p.display())?;
             }
             for p in &c.moved_aside {
                 write!(f, "; moved aside {}", p.display())?;

@@ -930,6 +930,16 @@ fn a_deleted_newest_segment_is_found_and_stops_a_start() {
     assert_eq!(code, 1, "{err}");
     assert!(out.lines().count() > 0);
     assert!(err.contains("segment 2"), "{err}");
+    // verify says the file's records are lost, not that a power loss took a record.
+    let (code, _, err) = run_cli(JournalCmd::Verify {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the missing file's records are lost unless it is restored")
+            && !err.contains("power loss"),
+        "{err}"
+    );
     // So does a HEAD file that is not one the exchange wrote.
     let head = dir.path().join(super::head::HEAD_FILE);
     let head_text = std::fs::read(&head).unwrap();
