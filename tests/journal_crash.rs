@@ -437,7 +437,8 @@ fn a_lead_whose_records_were_lost_to_damage_is_never_called_safe_to_send_again()
     assert_eq!(second["status"], "sold", "{second}");
     drop(running);
 
-    // Everything the first lead wrote after its arrival is zeroed.
+    // Everything the first lead wrote after its arrival is zeroed, and the second lead's
+    // arrival with it.
     let seg = journal.join("00000000000000000000.seg");
     let mut bytes = std::fs::read(&seg).unwrap();
     let all = frames(&bytes);
@@ -448,7 +449,8 @@ fn a_lead_whose_records_were_lost_to_damage_is_never_called_safe_to_send_again()
         .collect();
     assert_eq!(received.len(), 2);
     let from = all.iter().find(|f| f.0 > received[0]).unwrap().0;
-    bytes[from..received[1]].fill(0);
+    let to = all.iter().find(|f| f.0 > received[1]).unwrap().0;
+    bytes[from..to].fill(0);
     std::fs::write(&seg, &bytes).unwrap();
 
     let (child, addr, log) = serve_logged(&cfg);
@@ -467,7 +469,8 @@ fn a_lead_whose_records_were_lost_to_damage_is_never_called_safe_to_send_again()
     let v = c.read_response().expect("an answer").json();
     assert_eq!(v["status"], "interrupted", "{v}");
     assert_eq!(v["error"]["code"], "history_lost", "{v}");
-    // The lead after the damage is whole, read from the copy: sold.
+    // The second lead's sale and answer are read from the copy recovery kept: sold, its
+    // seller's though its arrival was lost.
     c.send_raw(&Client::request(
         "GET",
         &format!("/v1/leads/{}", second["lead_id"].as_str().unwrap()),

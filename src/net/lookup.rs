@@ -277,8 +277,10 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Optio
             }
         });
     }
-    match &story.received {
-        Some((from, _, _)) if from == seller => Some(story),
+    match (&story.received, &story.named_seller) {
+        (Some((from, _, _)), _) if from == seller => Some(story),
+        // Its arrival lost to damage, its sale and answer kept aside: still the seller's.
+        (None, Some(from)) if from == seller => Some(story),
         _ => None,
     }
 }
@@ -294,6 +296,9 @@ const INTERRUPTED: &str = "interrupted";
 struct Story {
     /// The last `lead_received`: (seller, test, flow).
     received: Option<(String, bool, Option<LeadFlow>)>,
+    /// The seller a `sale` or `lead_answered` names: whose lead it is when its
+    /// `lead_received` was lost to damage and the rest kept aside.
+    named_seller: Option<String>,
     /// A refusal of the last request: (HTTP status, code, field, message).
     rejected: Option<(u16, String, Option<String>, Option<String>)>,
     /// The last ranking: (bids, ranked buyers).
@@ -338,8 +343,12 @@ impl Story {
                 buyer,
                 price_cents,
                 payout_cents,
+                seller,
                 ..
-            } => self.sales.push((buyer, price_cents, payout_cents)),
+            } => {
+                self.named_seller.get_or_insert(seller);
+                self.sales.push((buyer, price_cents, payout_cents))
+            }
             // No buyer has it: a retry under its key runs it again, a lookup says so.
             Record::Recovered {
                 kind: journal::Unsettled::NeverPosted,
@@ -353,8 +362,10 @@ impl Story {
                 elapsed_us,
                 bids,
                 reason,
+                seller,
                 ..
             } => {
+                self.named_seller.get_or_insert(seller);
                 self.answered = Some((status, price_cents, payout_cents, elapsed_us, bids, reason));
                 return true;
             }
