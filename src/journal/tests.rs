@@ -1324,6 +1324,20 @@ fn without_a_spare_new_leads_stop_at_half_a_segment_and_resume_when_it_is_made()
     assert_eq!(records(dir.path()), expect);
 }
 
+/// The sale [`without_a_spare_the_results_and_sales_of_posts_sent_always_find_room`] writes
+/// for lead `id`.
+fn promised_sale(id: &str) -> RecordRef<'_> {
+    RecordRef::Sale {
+        lead_id: id,
+        campaign: "camp",
+        seller: "seller",
+        buyer: "buyer-a",
+        price_cents: 4250,
+        payout_cents: 3400,
+        test: false,
+    }
+}
+
 /// Posts sent while no spare can be made promise their results and sales room: other
 /// records are refused that room (`NoRoom`), so every result and sale still goes in, however
 /// many records the leads in flight write meanwhile; once written, the room is given back.
@@ -1381,17 +1395,8 @@ fn without_a_spare_the_results_and_sales_of_posts_sent_always_find_room() {
             price_cents: 4250,
             buyer_lead_id: Some(&long),
         };
-        let sale = RecordRef::Sale {
-            lead_id: &id,
-            campaign: "camp",
-            seller: "seller",
-            buyer: "buyer-a",
-            price_cents: 4250,
-            payout_cents: 3400,
-            test: false,
-        };
         j.append_promised(T0, &result).unwrap();
-        j.append_promised(T0, &sale).unwrap();
+        j.append_promised(T0, &promised_sale(&id)).unwrap();
         j.release(promise);
     }
     assert_eq!(j.promised(), 0);
@@ -1419,16 +1424,10 @@ fn without_a_spare_the_results_and_sales_of_posts_sent_always_find_room() {
     {
         k += 1;
     }
-    let sale = RecordRef::Sale {
-        lead_id: &id,
-        campaign: "camp",
-        seller: "seller",
-        buyer: "buyer-a",
-        price_cents: 4250,
-        payout_cents: 3400,
-        test: false,
-    };
-    assert_eq!(j.append_promised(T0, &sale).unwrap().segment, 1);
+    assert_eq!(
+        j.append_promised(T0, &promised_sale(&id)).unwrap().segment,
+        1
+    );
     j.release(promise);
     drop(j);
     let all = records(dir.path());
