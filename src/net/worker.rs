@@ -80,7 +80,7 @@ const POST_JOURNALED: u8 = 2;
 /// The slot's ping was handed to a connection (and its `ping_sent` journaled).
 const PING_SENT: u8 = 4;
 /// The slot's `post_sent` promised its result and sale room in the journal
-/// ([`journal::post_promise`]), given back once they are written.
+/// ([`journal::post_promise`]); the lead gives back what it promised once it is answered.
 const POST_PROMISED: u8 = 8;
 
 fn seller_token(index: usize) -> Token {
@@ -271,7 +271,7 @@ struct Lead {
     pings_journaled: u32,
     posts_journaled: u32,
     /// Journal room promised to the results of this lead's posts (and, once one was sent, to
-    /// its answer) and not yet given back.
+    /// its answer), given back once the lead is answered.
     promised: u64,
     /// `promised` holds the room of the lead's `LeadAnswered`.
     answer_promised: bool,
@@ -2441,9 +2441,11 @@ impl Worker {
                 PostOutcome::Unjournaled => (false, Some(super::POST_NOT_SENT_UNJOURNALED), None),
             };
             let reason = reason.map(|r| lead::clip_str(r, journal::MAX_POST_TEXT_BYTES));
-            // A post sent promised its result and sale room: they may use it.
+            // A post sent promised its result and sale room: they may use it (a post never
+            // sent, capped or paused, promised none).
             let promised = lead.journaled[slot] & POST_PROMISED != 0;
-            append_money(
+            let append = if promised { append_money } else { append };
+            append(
                 &self.shared,
                 &self.stats,
                 &RecordRef::PostResult {
@@ -2461,7 +2463,7 @@ impl Worker {
                 lead.sales += 1;
                 lead.sold_cents += price;
                 lead.payout_cents += payout;
-                append_money(
+                append(
                     &self.shared,
                     &self.stats,
                     &RecordRef::Sale {
@@ -2475,12 +2477,6 @@ impl Worker {
                     },
                 );
                 settle_after_reload(&self.shared, lead, slot, true, price);
-            }
-            if promised {
-                lead.journaled[slot] &= !POST_PROMISED;
-                let p = journal::post_promise(&lead.id, buyer, campaign, seller).min(lead.promised);
-                lead.promised -= p;
-                self.shared.journal.release(p);
             }
         }
     }
@@ -2604,9 +2600,8 @@ impl Worker {
                     let mut promise =
                         journal::post_promise(&lead.id, buyer_id, campaign_id, seller_id);
                     // The first post also promises the lead's answer its room.
-                    let answer = journal::answer_promise(&lead.id, campaign_id, seller_id);
                     if !lead.answer_promised {
-                        promise += answer;
+                        promise += journal::answer_promise(&lead.id, campaign_id, seller_id);
                     }
                     let journaled = match self.shared.journal.append_promising(
                         unix_micros(),
