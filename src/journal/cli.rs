@@ -172,7 +172,9 @@ fn verify_cmd(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             let _ = writeln!(out, "{report}");
             if let Some(d) = &report.damage {
                 let lost = match d.kind {
-                    DamageKind::MissingSegment(_) | DamageKind::NewestMissing { .. } => {
+                    DamageKind::MissingSegment(_)
+                    | DamageKind::NewestMissing { .. }
+                    | DamageKind::OldestMissing { .. } => {
                         "; the missing file's records are lost unless it is restored"
                     }
                     k if d.records_after == 0 && k.is_committed_record() => {

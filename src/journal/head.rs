@@ -13,6 +13,15 @@
 //! after a rotation) is harmless: segments newer than it are accepted. Recovery lowers it
 //! before it sets a segment aside, for the same reason. A journal without `HEAD` (an older
 //! build's, or an operator's removal to accept a loss) is checked no further and gets one.
+//!
+//! The oldest end has the same hole: a segment deleted from the front leaves no gap either,
+//! and its sales would drop out of the cap windows and its leads out of the dedupe index.
+//! `HEAD` also names the oldest segment the journal keeps (`oldest N`); retention rewrites it
+//! *before* it removes a segment, so `HEAD` only ever names an oldest segment that is on disk
+//! or older than one that is. Segments older than it are harmless (a crash between the
+//! rewrite and the removal); a first segment newer than it is damage, found by `open`,
+//! `verify` and the readers. A marker without the line (an older build's) checks only the
+//! newest end.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -30,11 +39,25 @@ const HEAD_PARTIAL: &str = "HEAD.partial";
 /// First line of the marker.
 const MAGIC: &str = "gavel-journal-head 1";
 
-/// Largest marker read (it holds two short lines).
+/// Largest marker read (it holds three short lines).
 const MAX_HEAD_BYTES: u64 = 256;
 
-/// The segment `HEAD` names, or `None` when there is no `HEAD` (or an empty one).
+/// What `HEAD` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The newest segment begun.
+    pub newest: u64,
+    /// The oldest segment kept (`None`: a marker written without it).
+    pub oldest: Option<u64>,
+}
+
+/// The newest segment `HEAD` names, or `None` when there is no `HEAD` (or an empty one).
 pub fn read_head(dir: &Path) -> Result<Option<u64>, JournalError> {
+    Ok(read_marker(dir)?.map(|h| h.newest))
+}
+
+/// What `HEAD` says, or `None` when there is no `HEAD` (or an empty one).
+pub fn read_marker(dir: &Path) -> Result<Option<Head>, JournalError> {
     let path = dir.join(HEAD_FILE);
     let bad = |why: &str| JournalError::BadHead {
         path: path.clone(),
@@ -67,12 +90,47 @@ pub fn read_head(dir: &Path) -> Result<Option<u64>, JournalError> {
         .and_then(|l| l.strip_prefix("segment "))
         .and_then(|n| n.parse::<u64>().ok())
         .ok_or_else(|| bad("no `segment N` line"))?;
-    Ok(Some(seq))
+    let oldest = match lines.next() {
+        None => None,
+        Some(l) => {
+            let n = l
+                .strip_prefix("oldest ")
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| bad("third line is not `oldest N`"))?;
+            if n > seq {
+                return Err(bad("the oldest segment it names is newer than the newest"));
+            }
+            Some(n)
+        }
+    };
+    if lines.next().is_some() {
+        return Err(bad("more lines than the marker's"));
+    }
+    Ok(Some(Head {
+        newest: seq,
+        oldest,
+    }))
 }
 
-/// Make `HEAD` name segment `seq`. With `durable`, the file and the directory entry are on
-/// disk when this returns.
+/// Make `HEAD` name segment `seq` as the newest, and no oldest.
 pub fn write_head(dir: &Path, seq: u64, durable: bool) -> Result<(), JournalError> {
+    write_marker(
+        dir,
+        Head {
+            newest: seq,
+            oldest: None,
+        },
+        durable,
+    )
+}
+
+/// Write `HEAD`. With `durable`, the file and the directory entry are on disk when this
+/// returns.
+pub fn write_marker(dir: &Path, head: Head, durable: bool) -> Result<(), JournalError> {
+    let text = match head.oldest {
+        Some(o) => format!("{MAGIC}\nsegment {}\noldest {o}\n", head.newest),
+        None => format!("{MAGIC}\nsegment {}\n", head.newest),
+    };
     let partial = dir.join(HEAD_PARTIAL);
     let mut f = OpenOptions::new()
         .write(true)
@@ -81,7 +139,7 @@ pub fn write_head(dir: &Path, seq: u64, durable: bool) -> Result<(), JournalErro
         .open(&partial)
         .map_err(|e| JournalError::io("create", &partial, e))?;
     let written = f
-        .write_all(format!("{MAGIC}\nsegment {seq}\n").as_bytes())
+        .write_all(text.as_bytes())
         .map_err(|e| ("write", e))
         .and_then(|()| match durable {
             true => f.sync_all().map_err(|e| ("fsync", e)),
@@ -124,5 +182,17 @@ pub fn missing_newest(head: Option<u64>, seqs: &[u64]) -> Option<(u64, u64)> {
         Some(&newest) if newest >= head => None,
         Some(&newest) => Some((newest + 1, head)),
         None => Some((head, head)),
+    }
+}
+
+/// The oldest segments `HEAD` says are kept that are not on disk: `Some((first, last))` when
+/// the oldest segment in `seqs` (ascending, listed *before* `head` was read, so a removal by
+/// retention meanwhile is not taken for a loss) is newer than the oldest `head` names. No
+/// segment at all is [`missing_newest`]'s to report.
+pub fn missing_oldest(head: Option<Head>, seqs: &[u64]) -> Option<(u64, u64)> {
+    let oldest = head?.oldest?;
+    match seqs.first() {
+        Some(&first) if first > oldest => Some((oldest, first - 1)),
+        _ => None,
     }
 }

@@ -245,6 +245,19 @@ pub enum JournalError {
         /// The segment `HEAD` names.
         head: u64,
     },
+    /// The oldest segments are gone before retention let them go: `HEAD` says the journal
+    /// keeps every segment from `first`, and the oldest left is `last + 1`. Their records
+    /// (sales in open cap windows, leads in the dedupe window) would be forgotten, so
+    /// `Journal::open` refuses to start until they are restored, or `HEAD` is removed to
+    /// accept the loss.
+    OldestMissing {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The oldest segment `HEAD` says is kept.
+        first: u64,
+        /// The last segment missing.
+        last: u64,
+    },
     /// The `HEAD` file is not one this build wrote.
     BadHead {
         /// Its path.
@@ -324,6 +337,24 @@ impl fmt::Display for JournalError {
                      budgets) would be forgotten. Restore the missing file(s) from a backup, or \
                      accept the loss by removing {head_file}",
                     dir = dir.display(),
+                    head_file = dir.join(head::HEAD_FILE).display(),
+                )
+            }
+            JournalError::OldestMissing { dir, first, last } => {
+                let which = if first == last {
+                    format!("segment {first} is")
+                } else {
+                    format!("segments {first} to {last} are")
+                };
+                write!(
+                    f,
+                    "journal {dir}: {which} missing: {head_file} says the journal keeps every \
+                     segment from {first}, and the oldest left is {next}; they were removed \
+                     before retention would. The records in them (sales in open cap windows, \
+                     leads in the dedupe window) would be forgotten. Restore the missing \
+                     file(s) from a backup, or accept the loss by removing {head_file}",
+                    dir = dir.display(),
+                    next = last + 1,
                     head_file = dir.join(head::HEAD_FILE).display(),
                 )
             }

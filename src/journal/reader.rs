@@ -72,6 +72,9 @@ pub struct Reader {
     /// The segment read before the current one: a number skipped between them is a segment
     /// missing, which is damage (retention only removes the oldest).
     prev: Option<u64>,
+    /// Damage found when the reader was opened (the oldest segments kept are missing),
+    /// yielded before any record.
+    pending: Option<JournalError>,
     /// Records skipped because they are of a newer type or version.
     pub skipped_newer: u64,
     /// Records skipped because their payload does not decode.
@@ -91,10 +94,28 @@ impl Reader {
         if !dir.is_dir() {
             return Err(JournalError::NotFound(dir.to_path_buf()));
         }
-        let seqs = list_segments(dir)?
+        let seqs: Vec<u64> = list_segments(dir)?
             .into_iter()
             .filter(|&s| s >= first_seq)
             .collect();
+        // Read after the listing: retention names the new oldest segment in `HEAD` before it
+        // removes one, so a removal meanwhile is not taken for a loss. A `HEAD` that cannot
+        // be read is reported at the end (see `newest_missing`).
+        let pending = match super::head::read_marker(dir) {
+            Ok(Some(mut h)) => {
+                h.oldest = h.oldest.map(|o| o.max(first_seq));
+                super::head::missing_oldest(Some(h), &seqs).map(|(first, last)| {
+                    JournalError::Damaged {
+                        at: Position {
+                            segment: first,
+                            offset: 0,
+                        },
+                        kind: DamageKind::OldestMissing { first, last },
+                    }
+                })
+            }
+            Ok(None) | Err(_) => None,
+        };
         Ok(Reader {
             dir: dir.to_path_buf(),
             seqs,
@@ -103,6 +124,7 @@ impl Reader {
             off: 0,
             done: false,
             prev: None,
+            pending,
             skipped_newer: 0,
             skipped_undecodable: 0,
             skipped_torn: 0,
@@ -169,6 +191,10 @@ impl Iterator for Reader {
     type Item = Result<Entry, JournalError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
         loop {
             if self.done {
                 return None;

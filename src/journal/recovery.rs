@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::format::{read_frame, Frame, HeaderError, SegmentHeader, SEGMENT_HEADER_BYTES};
-use super::head::{missing_newest, read_head};
+use super::head::{missing_newest, missing_oldest, read_head, read_marker};
 use super::record::Record;
 use super::segment::{data_ranges, list_segments, segment_path};
 use super::{JournalError, Position};
@@ -63,6 +63,9 @@ pub enum DamageKind {
     /// The newest segments, `first` to `head`, are missing: the `HEAD` file names `head` as
     /// begun, and no segment file that new is left (see [`super::head`]).
     NewestMissing { first: u64, head: u64 },
+    /// The oldest segments, `first` to `last`, are missing: the `HEAD` file says the journal
+    /// keeps every segment from `first` (see [`super::head`]).
+    OldestMissing { first: u64, last: u64 },
 }
 
 impl fmt::Display for DamageKind {
@@ -91,6 +94,14 @@ impl fmt::Display for DamageKind {
             DamageKind::NewestMissing { first, head } => write!(
                 f,
                 "segments {first} to {head}, the newest begun (HEAD names {head}), are missing"
+            ),
+            DamageKind::OldestMissing { first, last } if first == last => write!(
+                f,
+                "segment {first}, the oldest kept (named by HEAD), is missing"
+            ),
+            DamageKind::OldestMissing { first, last } => write!(
+                f,
+                "segments {first} to {last}, the oldest kept (HEAD names {first}), are missing"
             ),
         }
     }
@@ -128,6 +139,7 @@ impl DamageKind {
                 | DamageKind::SizeChanged { .. }
                 | DamageKind::MissingSegment(_)
                 | DamageKind::NewestMissing { .. }
+                | DamageKind::OldestMissing { .. }
         )
     }
 }
@@ -695,13 +707,20 @@ impl fmt::Display for VerifyReport {
                     d.at, d.kind, d.bytes
                 )
             }
-            Some(d) if matches!(d.kind, DamageKind::NewestMissing { .. }) => write!(
-                f,
-                ", DAMAGED at {}: {}; their records are lost unless the files are restored \
+            Some(d)
+                if matches!(
+                    d.kind,
+                    DamageKind::NewestMissing { .. } | DamageKind::OldestMissing { .. }
+                ) =>
+            {
+                write!(
+                    f,
+                    ", DAMAGED at {}: {}; their records are lost unless the files are restored \
                  (the exchange will not start on this journal until they are, or HEAD is \
                  removed)",
-                d.at, d.kind
-            ),
+                    d.at, d.kind
+                )
+            }
             Some(d)
                 if d.records_after == 0 && matches!(d.kind, DamageKind::BadSegmentHeader(_)) =>
             {
@@ -736,12 +755,16 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
     let head = read_head(dir)?;
     let a = analyze(dir, true)?;
     // Listed after the scan: a segment begun meanwhile by a running writer is then counted,
-    // where a listing taken first could miss it and call it missing.
-    let missing = missing_newest(head, &list_segments(dir)?);
-    let damage = match missing {
+    // where a listing taken first could miss it and call it missing. `HEAD` is read again
+    // after the listing for its oldest segment: retention names the new oldest before it
+    // removes, so a removal meanwhile is not taken for a loss.
+    let seqs = list_segments(dir)?;
+    let missing = missing_newest(head, &seqs);
+    let oldest_gone = missing_oldest(read_marker(dir)?, &seqs);
+    let damage = match (missing, oldest_gone) {
         // What stops the exchange from starting comes first; damage found in the segments
         // left is found again once the missing ones are restored.
-        Some((first, head)) => Some(Damage {
+        (Some((first, head)), _) => Some(Damage {
             at: Position {
                 segment: first,
                 offset: 0,
@@ -752,7 +775,18 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
             bytes: 0,
             later_segments: Vec::new(),
         }),
-        None => a.damage,
+        (None, Some((first, last))) => Some(Damage {
+            at: Position {
+                segment: first,
+                offset: 0,
+            },
+            kind: DamageKind::OldestMissing { first, last },
+            records_after: a.records,
+            records_in_segment: 0,
+            bytes: 0,
+            later_segments: Vec::new(),
+        }),
+        (None, None) => a.damage,
     };
     Ok(VerifyReport {
         segments: a.files,

@@ -999,6 +999,164 @@ fn a_deleted_newest_segment_is_found_and_stops_a_start() {
     assert!(verify(dir.path()).unwrap().intact());
 }
 
+/// The oldest segment deleted before retention would leaves no gap either, but `HEAD` names
+/// it as kept: `verify` and `export` call the journal damaged and a start is refused, saying
+/// what to do; with the file back, the journal opens with every record. Removing `HEAD`
+/// accepts the loss.
+#[test]
+fn a_deleted_oldest_segment_is_found_and_stops_a_start() {
+    let dir = TempDir::new("oldest");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    let n = fill_to_segment(&j, 3);
+    drop(j);
+    let marker = super::head::read_marker(dir.path()).unwrap();
+    assert_eq!(
+        marker,
+        Some(super::head::Head {
+            newest: 3,
+            oldest: Some(0)
+        })
+    );
+    let oldest = segment_path(dir.path(), 0);
+    let kept = std::fs::read(&oldest).unwrap();
+    std::fs::remove_file(&oldest).unwrap();
+
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.intact(), "{v}");
+    assert_eq!(
+        v.damage.as_ref().map(|d| d.kind),
+        Some(DamageKind::OldestMissing { first: 0, last: 0 }),
+        "{v}"
+    );
+    let (code, _, err) = run_cli(JournalCmd::Verify {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the missing file's records are lost unless it is restored")
+            && err.contains("segment 0"),
+        "{err}"
+    );
+    // export fails before printing a record: what it would print is not the journal.
+    let (code, out, err) = run_cli(JournalCmd::Export {
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out.lines().count(), 0, "{out}");
+    assert!(err.contains("segment 0"), "{err}");
+
+    let e = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            e,
+            JournalError::OldestMissing {
+                first: 0,
+                last: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("segment 0 is missing") && text.contains("HEAD"),
+        "{text}"
+    );
+    assert_eq!(
+        super::segment::list_segments(dir.path()).unwrap(),
+        vec![1, 2, 3]
+    );
+
+    // Two gone are named as a range.
+    let second = segment_path(dir.path(), 1);
+    let kept_second = std::fs::read(&second).unwrap();
+    std::fs::remove_file(&second).unwrap();
+    let e = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("segments 0 to 1 are missing"), "{e}");
+
+    // Put back, the journal opens with all its records.
+    std::fs::write(&oldest, &kept).unwrap();
+    std::fs::write(&second, &kept_second).unwrap();
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert!(report.cut.is_none(), "{report}");
+    drop(j);
+    assert_eq!(records(dir.path()).len(), n);
+
+    // Gone again, and the operator accepts the loss by removing HEAD: the next `HEAD` names
+    // what is left.
+    std::fs::remove_file(&oldest).unwrap();
+    assert!(Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).is_err());
+    std::fs::remove_file(dir.path().join(super::head::HEAD_FILE)).unwrap();
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    drop(j);
+    assert_eq!(
+        super::head::read_marker(dir.path())
+            .unwrap()
+            .and_then(|h| h.oldest),
+        Some(1)
+    );
+    assert!(verify(dir.path()).unwrap().intact());
+}
+
+/// Retention names the new oldest segment before it removes one: segments older than `HEAD`
+/// names (a crash between the two) are harmless, and removed on the next start.
+#[test]
+fn segments_older_than_head_names_are_left_by_an_interrupted_retention() {
+    let dir = TempDir::new("oldest-lag");
+    let o = JournalOptions {
+        retain_segments: 1,
+        ..opts(dir.path(), MIN_SEGMENT_BYTES)
+    };
+    let (j, _) = Journal::open(o.clone()).unwrap();
+    fill_to_segment(&j, 3);
+    drop(j);
+    super::head::write_marker(
+        dir.path(),
+        super::head::Head {
+            newest: 3,
+            oldest: Some(2),
+        },
+        false,
+    )
+    .unwrap();
+    assert!(verify(dir.path()).unwrap().intact());
+    assert_eq!(
+        read_all(dir.path()).unwrap().len(),
+        records(dir.path()).len()
+    );
+    let (j, report) = Journal::open(o).unwrap();
+    assert!(report.cut.is_none(), "{report}");
+    drop(j);
+    // All in one day: retention keeps them all, and `HEAD` names the oldest on disk again.
+    assert_eq!(
+        super::head::read_marker(dir.path())
+            .unwrap()
+            .and_then(|h| h.oldest),
+        Some(0)
+    );
+
+    // A marker naming an oldest newer than its newest, or with lines of its own, is not one
+    // the exchange wrote.
+    for text in [
+        "gavel-journal-head 1\nsegment 3\noldest 4\n",
+        "gavel-journal-head 1\nsegment 3\noldest 1\nmore\n",
+        "gavel-journal-head 1\nsegment 3\noldest x\n",
+    ] {
+        std::fs::write(dir.path().join(super::head::HEAD_FILE), text).unwrap();
+        assert!(
+            matches!(
+                super::head::read_marker(dir.path()),
+                Err(JournalError::BadHead { .. })
+            ),
+            "{text}"
+        );
+    }
+}
+
 /// A `HEAD` that cannot be written (a full disk) fails with the error and leaves no side file
 /// behind; the `HEAD` before it stays as it was.
 #[test]
@@ -1479,6 +1637,16 @@ fn retention_keeps_segments_of_an_open_cap_window() {
         kept.last().unwrap().pos.segment - first_seg + 1
     );
     assert!(verify(dir.path()).unwrap().intact());
+    // `HEAD` names the oldest segment left, and the journal opens again on it.
+    assert_eq!(
+        super::head::read_marker(dir.path())
+            .unwrap()
+            .and_then(|h| h.oldest),
+        Some(first_seg)
+    );
+    let (j, report) = Journal::open(o).unwrap();
+    assert!(report.cut.is_none(), "{report}");
+    drop(j);
 }
 
 /// A longer `keep_us` (the longest `dedupe_days`) keeps segments the cap window alone would

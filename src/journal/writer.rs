@@ -25,7 +25,7 @@ use super::format::{
     frame_crc, frame_len, COMMIT_MAGIC, END_OF_SEGMENT, FRAME_ALIGN, FRAME_HEADER_BYTES,
     MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES,
 };
-use super::head::{missing_newest, read_head, remove_head, write_head};
+use super::head::{missing_newest, missing_oldest, read_marker, remove_head, write_marker, Head};
 use super::record::RecordRef;
 use super::recovery::{analyze, Cut, DamageKind, RecoveryReport};
 use super::segment::{
@@ -125,6 +125,9 @@ impl Drop for Pinned<'_> {
 struct RotationState {
     /// Segments on disk, oldest first, with their creation time (record clock).
     segments: VecDeque<(u64, u64)>,
+    /// The time retention judges by: the wall clock at open, then each rotation's record
+    /// clock.
+    clock_us: u64,
 }
 
 /// How far the journal is known durable: every segment before `seq`, and `seq` through
@@ -184,6 +187,8 @@ struct Shared {
     segment_lost_seq: AtomicU64,
     /// The segment `HEAD` last named ([`NO_HEAD`]: not written by this run).
     head_written: AtomicU64,
+    /// The oldest segment `HEAD` last named as kept ([`NO_HEAD`]: not written by this run).
+    oldest_written: AtomicU64,
     /// The directory's (device, inode) when the journal opened it.
     dir_id: (u64, u64),
     /// Appends refused (a full disk, an I/O error, a lost directory) since the journal opened.
@@ -246,9 +251,14 @@ impl Journal {
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::io("create directory", &dir, e))?;
         let lock = lock_dir(&dir)?;
         let durable = opts.sync != SyncMode::Os;
-        let head = read_head(&dir)?;
-        if let Some((first, head)) = missing_newest(head, &list_segments(&dir)?) {
+        let marker = read_marker(&dir)?;
+        let head = marker.map(|h| h.newest);
+        let seqs = list_segments(&dir)?;
+        if let Some((first, head)) = missing_newest(head, &seqs) {
             return Err(JournalError::NewestMissing { dir, first, head });
+        }
+        if let Some((first, last)) = missing_oldest(marker, &seqs) {
+            return Err(JournalError::OldestMissing { dir, first, last });
         }
         let analysis = analyze(&dir, false)?;
         let mut report = RecoveryReport {
@@ -258,7 +268,7 @@ impl Journal {
             ..RecoveryReport::default()
         };
         let mut kept = analysis.segments.clone();
-        let mut head_now = head;
+        let mut head_now = marker;
 
         if let Some(d) = &analysis.damage {
             // Segments are about to be set aside: `HEAD` must not go on naming one of them,
@@ -371,15 +381,19 @@ impl Journal {
         }
         let seq = segment.seq;
         // The segment appends continue in exists (and is on disk in the durable modes): `HEAD`
-        // may name it. Failing that (a full disk), the background thread tries again; an older
-        // or absent `HEAD` only checks less.
-        let head_written = match head_now {
-            Some(h) if h == seq => seq,
-            _ => match write_head(&dir, seq, durable) {
-                Ok(()) => seq,
+        // may name it, and the oldest segment kept. Failing that (a full disk), the
+        // background thread tries again; an older or absent `HEAD` only checks less.
+        let marker = Head {
+            newest: seq,
+            oldest: Some(kept.first().map_or(seq, |i| i.seq)),
+        };
+        let (head_written, oldest_written) = match head_now {
+            Some(h) if h == marker => (seq, marker.oldest.unwrap_or(seq)),
+            _ => match write_marker(&dir, marker, durable) {
+                Ok(()) => (seq, marker.oldest.unwrap_or(seq)),
                 Err(e) => {
                     eprintln!("gavel: journal: {e} (tried again in the background)");
-                    NO_HEAD
+                    (NO_HEAD, NO_HEAD)
                 }
             },
         };
@@ -416,6 +430,7 @@ impl Journal {
             slots,
             rotation: Mutex::new(RotationState {
                 segments: kept.iter().map(|i| (i.seq, i.created_us)).collect(),
+                clock_us: wall_clock_us(),
             }),
             sync_state: Mutex::new(SyncState {
                 seq,
@@ -435,14 +450,13 @@ impl Journal {
             segment_lost: AtomicBool::new(false),
             segment_lost_seq: AtomicU64::new(NO_SEGMENT),
             head_written: AtomicU64::new(head_written),
+            oldest_written: AtomicU64::new(oldest_written),
             dir_id: dir_identity(&opts.dir).unwrap_or((0, 0)),
             refused: AtomicU64::new(0),
             _lock: lock,
         });
-        {
-            let mut rs = shared.rotation.lock();
-            shared.apply_retention(&mut rs, wall_clock_us());
-        }
+        // Retention (what `HEAD` names oldest, then the removals) is the background
+        // thread's, from its first round.
         let bg = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("gavel-journal".to_string())
@@ -949,6 +963,7 @@ impl Shared {
         slot.seq.store(next, Ordering::SeqCst);
         self.current.store(next, Ordering::Release);
         rs.segments.push_back((next, created));
+        rs.clock_us = created;
 
         if let Some(old) = old {
             // Every claim in the retired segment was committed before its pin was dropped;
@@ -959,26 +974,42 @@ impl Shared {
                 }
             }
         }
-        self.apply_retention(&mut rs, created);
         drop(rs);
         self.wake_maintenance();
         Ok(())
     }
 
-    /// Remove the oldest segments beyond `retain_segments`, but never one that may hold a
-    /// record younger than `keep_us` (the longest cap window or `dedupe_days`): caps and the
-    /// dedupe index are rebuilt from the journal on start.
-    /// A segment's newest record is no younger than the next segment's creation time.
-    fn apply_retention(&self, rs: &mut RotationState, now_us: u64) {
+    /// How many of the oldest segments retention lets go now: those beyond
+    /// `retain_segments`, but never one that may hold a record younger than `keep_us` (the
+    /// longest cap window or `dedupe_days`): caps and the dedupe index are rebuilt from the
+    /// journal on start. A segment's newest record is no younger than the next segment's
+    /// creation time.
+    fn retention_cut(&self, rs: &RotationState) -> usize {
         if self.retain_segments == 0 {
-            return;
+            return 0;
         }
-        while rs.segments.len() > self.retain_segments.max(1) {
-            let (oldest, _) = rs.segments[0];
-            let (_, next_created) = rs.segments[1];
-            let keep = self.keep_us.load(Ordering::Relaxed);
-            if next_created.saturating_add(keep + RETENTION_MARGIN_US) > now_us {
+        let keep = self.keep_us.load(Ordering::Relaxed);
+        let mut cut = 0;
+        while rs.segments.len() - cut > self.retain_segments.max(1) {
+            let (_, next_created) = rs.segments[cut + 1];
+            if next_created.saturating_add(keep + RETENTION_MARGIN_US) > rs.clock_us {
                 break;
+            }
+            cut += 1;
+        }
+        cut
+    }
+
+    /// Remove the `cut` oldest segments, once `HEAD` names the segment after them as the
+    /// oldest kept (so a start never takes a removal for a loss).
+    fn remove_oldest(&self, cut: usize) {
+        let mut rs = self.rotation.lock();
+        for _ in 0..cut {
+            let Some(&(oldest, _)) = rs.segments.front() else {
+                return;
+            };
+            if oldest >= self.oldest_written.load(Ordering::Acquire) {
+                return;
             }
             let path = segment_path(&self.dir, oldest);
             match std::fs::remove_file(&path) {
@@ -986,7 +1017,7 @@ impl Shared {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     self.note_error(&JournalError::io("remove", &path, e));
-                    break;
+                    return;
                 }
             }
             rs.segments.pop_front();
@@ -1173,29 +1204,45 @@ impl Shared {
         }
     }
 
-    /// Make `HEAD` name the current segment if it does not yet; returns whether that failed
-    /// (to be tried again after [`SPARE_RETRY`]). The rotation that made the segment current
-    /// put its directory entry on disk first (in the durable modes).
+    /// Make `HEAD` name the current segment and the oldest one retention keeps, if it does
+    /// not yet, then remove the segments retention lets go; returns whether writing `HEAD`
+    /// failed (to be tried again after [`SPARE_RETRY`]; nothing is removed meanwhile). The
+    /// rotation that made the segment current put its directory entry on disk first (in the
+    /// durable modes).
     fn update_head(&self) -> bool {
         if self.dir_lost.load(Ordering::Relaxed) || self.segment_lost.load(Ordering::Relaxed) {
             // Naming a segment in a directory that is not the journal's, or one that is gone,
             // would be wrong; the next start judges what is there.
             return false;
         }
-        let cur = self.current.load(Ordering::Acquire);
-        if self.head_written.load(Ordering::Acquire) == cur {
-            return false;
-        }
-        match write_head(&self.dir, cur, self.sync != SyncMode::Os) {
-            Ok(()) => {
-                self.head_written.store(cur, Ordering::Release);
-                false
-            }
-            Err(e) => {
+        // Read together under the rotation lock (a rotation moves `current` and adds its
+        // segment under it; only this thread removes segments), so the oldest is never
+        // newer than the newest.
+        let (cur, cut, oldest) = {
+            let rs = self.rotation.lock();
+            let cut = self.retention_cut(&rs);
+            let cur = self.current.load(Ordering::Acquire);
+            let oldest = rs.segments.get(cut).map_or(cur, |&(s, _)| s.min(cur));
+            (cur, cut, oldest)
+        };
+        if self.head_written.load(Ordering::Acquire) != cur
+            || self.oldest_written.load(Ordering::Acquire) != oldest
+        {
+            let marker = Head {
+                newest: cur,
+                oldest: Some(oldest),
+            };
+            if let Err(e) = write_marker(&self.dir, marker, self.sync != SyncMode::Os) {
                 self.note_error(&e);
-                true
+                return true;
             }
+            self.head_written.store(cur, Ordering::Release);
+            self.oldest_written.store(oldest, Ordering::Release);
         }
+        if cut > 0 {
+            self.remove_oldest(cut);
+        }
+        false
     }
 
     /// Make the spare segment when there is none; returns whether that failed (to be tried
@@ -1351,5 +1398,7 @@ impl Shared {
             };
             std::thread::park_timeout(wait);
         }
+        // The last rotations' `HEAD` and retention, before the journal closes.
+        self.update_head();
     }
 }

@@ -600,6 +600,7 @@ pub fn open_journal(snap: &Snapshot) -> io::Result<(Journal, RecoveryReport)> {
         JournalError::Locked(_)
         | JournalError::NotFound(_)
         | JournalError::NewestMissing { .. }
+        | JournalError::OldestMissing { .. }
         | JournalError::BadHead { .. } => io::Error::other(e.to_string()),
         e => io::Error::other(format!("journal {}: {}", j.dir.display(), e)),
     })
