@@ -234,6 +234,30 @@ fn serve_connection(
                             .pending_head()
                             .is_some_and(|h| h.expect_continue && h.version_minor >= 1);
                         if expects && !continued {
+                            // Without a valid token it hears its 401 at once instead, and
+                            // does not send the body; the connection closes after it, the
+                            // body's bytes unread (as on the seller port).
+                            let refused = decoder.pending_head().is_some_and(|h| {
+                                h.path.split('?').next() != Some("/healthz")
+                                    && !authorized(h, shared)
+                            });
+                            if refused {
+                                let mut out = Vec::new();
+                                let (status, content_type, payload) = unauthorized();
+                                http::write_response(
+                                    &mut out,
+                                    status,
+                                    &[
+                                        ("Content-Type", content_type),
+                                        ("Cache-Control", "no-store"),
+                                        ("WWW-Authenticate", "Bearer"),
+                                    ],
+                                    &payload,
+                                    http::Persist::Close,
+                                );
+                                stream.write_all(&out)?;
+                                return Ok(());
+                            }
                             stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
                             continued = true;
                         }
@@ -332,6 +356,14 @@ fn error(status: u16, code: &str, message: &str) -> (u16, &'static str, Vec<u8>)
     let mut out = Vec::new();
     lead::write_error(&mut out, None, code, message, None);
     (status, "application/json", out)
+}
+
+fn unauthorized() -> (u16, &'static str, Vec<u8>) {
+    error(
+        401,
+        "unauthorized",
+        "operator API needs Authorization: Bearer <admin.token> (the dashboard: /?token=<admin.token>)",
+    )
 }
 
 fn authorized(head: &RequestHead, shared: &Shared) -> bool {
@@ -436,11 +468,7 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
         };
     }
     if !authorized(head, shared) {
-        return error(
-            401,
-            "unauthorized",
-            "operator API needs Authorization: Bearer <admin.token> (the dashboard: /?token=<admin.token>)",
-        );
+        return unauthorized();
     }
     // HEAD asks what GET would answer, without the body.
     let method = match head.method {

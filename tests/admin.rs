@@ -142,7 +142,8 @@ fn an_http10_keep_alive_operator_is_told_the_connection_stays_open() {
 }
 
 /// As on the seller port: a client sending `Expect: 100-continue` is told to go on before it
-/// sends its body, and a request without a Host header is answered 400 and closed.
+/// sends its body (with a valid token; without one it hears 401 at once), and a request
+/// without a Host header is answered 400 and closed.
 #[test]
 fn the_operator_port_answers_expect_continue_and_closes_after_a_bad_host() {
     use std::io::{Read, Write};
@@ -169,6 +170,32 @@ fn the_operator_port_answers_expect_continue_and_closes_after_a_bad_host() {
     s.write_all(b"{}").unwrap();
     let answer = read_some(&mut s);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Without a valid token it is not told to go on: it hears its 401 at once, before the
+    // body, and the connection closes.
+    for auth in ["", "Authorization: Bearer wrong-token-123\r\n"] {
+        let mut s = std::net::TcpStream::connect(admin_addr(&ex)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s.write_all(
+            format!(
+                "POST /v1/admin/buyers/acme/resume HTTP/1.1\r\nHost: x\r\n{auth}\
+                 Expect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let all = String::from_utf8_lossy(&all);
+        assert!(all.starts_with("HTTP/1.1 401"), "{all}");
+        assert!(all.contains("WWW-Authenticate: Bearer"), "{all}");
+        assert!(all.contains("Connection: close"), "{all}");
+        assert!(!all.contains("100 Continue"), "{all}");
+    }
+    // The buyer stayed paused: the refused request did nothing.
+    let r = get(admin_addr(&ex), "GET", "/v1/stats", Some(TOKEN));
+    assert_eq!(r.json()["buyers"]["acme"]["paused"], true);
 
     let mut s = std::net::TcpStream::connect(admin_addr(&ex)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
