@@ -662,7 +662,8 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
     let m: RawPost = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
         .map_err(|e| {
             let message = match strict::check(body) {
-                Err(s) if s.is_syntax() || s.is_eof() => format!("body is not a valid post: {s}"),
+                // Malformed, or a key given twice: said so, and where.
+                Err(s) => format!("body is not a valid post: {s}"),
                 _ if e.is_data() => "body must be a JSON object".to_string(),
                 _ => format!("body is not a valid post: {}", e),
             };

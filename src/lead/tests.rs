@@ -627,6 +627,17 @@ fn a_request_body_must_be_an_object() {
     };
     assert_eq!((e.status, e.code), (400, "bad_request"), "{}", e.message);
     assert_eq!(e.message, "body must be a JSON object");
+    // An object with a key given twice is an object: the refusal names the key.
+    for post in [
+        &br#"{"ping_id": "a", "ping_id": "b", "lead": {}}"#[..],
+        br#"{"ping_id": "a", "lead": {"phone": "1", "phone": "2"}}"#,
+    ] {
+        let Err(e) = parse_post_request(post) else {
+            panic!("a key given twice is refused")
+        };
+        assert_eq!((e.status, e.code), (400, "bad_request"), "{}", e.message);
+        assert!(e.message.contains("is given twice"), "{}", e.message);
+    }
 }
 
 #[test]
