@@ -1080,6 +1080,131 @@ fn a_lead_a_crash_cut_off_before_any_post_may_be_sent_again() {
     let _ = child.wait();
 }
 
+/// The same for a seller-side ping (`/v1/ping`) cut off in its auction: once the start has
+/// reported it, a lookup says `interrupted` / `never_posted` for good (it said `pending`).
+#[test]
+fn a_ping_a_crash_cut_off_in_its_auction_is_reported_and_answered_for_good() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("slow").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(9000, None).after_ms(5000),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
+    .unwrap();
+    let dir = temp_dir("crash-mid-ping");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "hold_ms = 30000", |_| String::new())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 8000");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let (mut child, addr) = serve(&cfg);
+    let mut c = Client::connect(addr);
+    c.send_raw(&Client::request(
+        "POST",
+        "/v1/ping",
+        Some(KEY),
+        ping.as_bytes(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fleet.pings(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never pinged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let lead_id = export(&journal)
+        .into_iter()
+        .find(|r| r["type"] == "lead_received")
+        .and_then(|r| r["lead_id"].as_str().map(str::to_string))
+        .expect("the ping is in the journal");
+
+    let (mut child, addr, log) = serve_logged(&cfg);
+    let v = looked_up(addr, &lead_id);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("1 lead(s) were in their auction")),
+        "{log:?}"
+    );
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert_eq!(v["error"]["code"], "never_posted", "{v}");
+    let recovered: Vec<_> = export(&journal)
+        .into_iter()
+        .filter(|r| r["type"] == "recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0]["unsettled"], "never_posted");
+}
+
+/// A test lead whose post a crash left unanswered is reported like any other (its lookup said
+/// `pending` for ever), and its post takes none of the buyer's cap.
+#[test]
+fn a_test_leads_post_unanswered_at_a_crash_is_reported_and_takes_no_cap() {
+    let first_post = Arc::new(AtomicBool::new(true));
+    let slow = {
+        let first_post = first_post.clone();
+        BuyerSpec::new("slow").with_responder(move |kind, _| match kind {
+            Kind::Ping => Reply::bid(9000, None),
+            Kind::Post if first_post.swap(false, Ordering::SeqCst) => {
+                Reply::accepted().after_ms(5000)
+            }
+            Kind::Post => Reply::accepted(),
+        })
+    };
+    let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
+    let dir = temp_dir("crash-test-post");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 2".to_string()
+        } else {
+            String::new()
+        }
+    })
+    .replace("post_timeout_ms = 500", "post_timeout_ms = 10000");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (mut child, addr) = serve(&cfg);
+    let mut c = Client::connect(addr);
+    let test_lead = LEAD.replacen('{', r#"{"test": true, "#, 1);
+    c.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        test_lead.as_bytes(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fleet.posts(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never posted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+
+    let lead_id = export(&journal)
+        .into_iter()
+        .find(|r| r["type"] == "post_sent")
+        .and_then(|r| r["lead_id"].as_str().map(str::to_string))
+        .expect("the post is in the journal");
+    let (mut child, addr, log) = serve_logged(&cfg);
+    let v = looked_up(addr, &lead_id);
+    // The cap is 2 a day and the test lead's post takes none of it.
+    let buyers = two_leads(&mut Client::connect(addr));
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = log
+        .iter()
+        .find(|l| l.contains("were waiting on a buyer's answer"))
+        .unwrap_or_else(|| panic!("no warning about the unanswered post: {log:?}"));
+    assert!(warning.contains(&lead_id), "{warning}");
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert_eq!(v["error"]["code"], "post_unanswered", "{v}");
+    assert_eq!(v["test"], true, "{v}");
+    assert_eq!(buyers, vec!["slow", "slow"]);
+}
+
 /// A sale whose post went out in the last hour and whose answer came in this one counts, after
 /// a restart, in the hour of its post, as it did live (the room is taken when the post is
 /// sent): a buyer capped at one an hour buys again this hour.

@@ -933,10 +933,9 @@ fn rebuild(
             // Test leads and pings never entered the index (see `Worker::compliance`): a
             // ping is checked when it is posted.
             let checked = !*test && *flow != Some(journal::LeadFlow::Ping);
-            // Until a post, an answer or a refusal: a lead a stop may cut off before any post.
-            if *flow != Some(journal::LeadFlow::Ping) {
-                unsettled.insert(lead_id.clone());
-            }
+            // Until a post, an answer or a refusal (a ping: its answer, `ping_answered`): a
+            // lead or ping a stop may cut off before any post.
+            unsettled.insert(lead_id.clone());
             if dedupe_window_us > 0 && e.ts_us >= since_dedupe && checked {
                 let keys = journaled_dedupe_keys(campaign, lead_json);
                 if !keys.is_empty() {
@@ -957,6 +956,7 @@ fn rebuild(
                 keyed_open.remove(lead_id);
             }
             Record::PingAnswered { lead_id, .. } => {
+                unsettled.remove(lead_id);
                 keyed_open.remove(lead_id);
             }
             _ => {}
@@ -1002,12 +1002,13 @@ fn rebuild(
                 pnl.buyer(snap.current_id(buyer)).posts += 1;
                 if !tests.contains(lead_id) {
                     posted_at.insert((lead_id.clone(), buyer.clone()), e.ts_us);
-                    open_posts.entry(lead_id.clone()).or_default().push((
-                        buyer.clone(),
-                        *price_cents,
-                        e.ts_us,
-                    ));
                 }
+                // A test lead's post too: left unanswered, its seller is told so.
+                open_posts.entry(lead_id.clone()).or_default().push((
+                    buyer.clone(),
+                    *price_cents,
+                    e.ts_us,
+                ));
             }
             Record::PostResult {
                 lead_id,
@@ -1184,7 +1185,9 @@ fn rebuild(
     // With `damaged`: leads without an answer, by their first post or arrival.
     let mut history_lost: Vec<(String, u64)> = Vec::new();
     for (lead_id, posts) in open_posts {
-        for (buyer, price_cents, ts_us) in &posts {
+        // A test lead's posts take no cap or budget, answered or not.
+        let paid = !tests.contains(&lead_id);
+        for (buyer, price_cents, ts_us) in posts.iter().filter(|_| paid) {
             if let Some(b) = snap.buyer_of_record(buyer) {
                 let ts = chrono::DateTime::from_timestamp_micros(*ts_us as i64).unwrap_or(now);
                 caps.replay_sale(b, ts, *price_cents, now);
@@ -1254,6 +1257,11 @@ fn rebuild(
             continue;
         }
         received.remove(&id);
+        if posting.contains(&id) {
+            // A `/v1/post` cut off before any buyer had the lead: its ping is postable
+            // again (while its hold lasts), as the seller is told to send it again.
+            held.set_posted(&id, false);
+        }
         if !told {
             unposted.push(id);
         }
