@@ -90,6 +90,54 @@ fn a_lead_is_looked_up_as_it_was_answered() {
     );
 }
 
+/// A shared lead sold through its fallback lists its sales in the plan's order, live and
+/// looked up alike, whatever order the buyers answered their posts in.
+#[test]
+fn a_shared_fallback_sale_is_looked_up_in_the_order_it_was_answered() {
+    let poster = |name: &str, delay_ms: u64| {
+        BuyerSpec::new(name).with_responder(move |kind, _| match kind {
+            Kind::Ping => Reply::no_bid(),
+            Kind::Post => Reply::accepted().after_ms(delay_ms),
+        })
+    };
+    // The first in the plan answers last.
+    let fleet = Fleet::start(vec![
+        poster("stingy", 0),
+        poster("f1", 300),
+        poster("f2", 150),
+        poster("f3", 0),
+    ])
+    .unwrap();
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"\nsale = \"shared\"\nmax_sales = 3",
+        |_| String::new(),
+    );
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"stingy\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
+        fleet.ping_url(0),
+        fleet.post_url(0)
+    ));
+    for (i, price) in [(1, "7.77"), (2, "9.99"), (3, "5.55")] {
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"f{i}\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = {price}\npriority = {i}\n",
+            fleet.post_url(i)
+        ));
+    }
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let answer = c.lead(LEAD).json();
+    assert_eq!(answer["status"], "sold", "{answer}");
+    let order: Vec<&str> = answer["sales"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["buyer"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(order, vec!["f1", "f2", "f3"], "{answer}");
+    let id = answer["lead_id"].as_str().unwrap().to_string();
+    let r = get(&mut c, &id, KEY);
+    assert_eq!(r.json(), answer);
+}
+
 /// A seller that hangs up while its lead is in the auction asks again on a new connection: the
 /// lead is pending until it is answered, then sold, as the journal has it.
 #[test]

@@ -288,6 +288,10 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Optio
 /// A `lead_answered`: (status, price, payout, elapsed µs, bids, reason).
 type Answered = (LeadStatus, Cents, Cents, u64, Option<u32>, Option<String>);
 
+/// Posts a story keeps the order of: more than any lead sends (a lead is posted to at most
+/// once per buyer, and a campaign's buyers are bounded well below this).
+const MAX_POSTS_ORDERED: usize = 1024;
+
 /// The `reason` of a sale whose seller was never answered (the exchange stopped first).
 const INTERRUPTED: &str = "interrupted";
 
@@ -305,6 +309,9 @@ struct Story {
     closed: Option<(u32, Vec<String>)>,
     /// Each sale: (buyer, price, the seller's payout of it).
     sales: Vec<(String, Cents, Cents)>,
+    /// The buyers posted to, in the order the posts were sent: a fixed-price plan's order
+    /// (a fallback's buyers are not in the auction's ranking).
+    posted: Vec<String>,
     /// A later start found the lead unsettled (`recovered`) after a post: it will never be
     /// answered.
     recovered: Option<journal::Unsettled>,
@@ -326,6 +333,7 @@ impl Story {
                 // A post continues its ping's story: what the post did is the answer now.
                 self.rejected = None;
                 self.sales.clear();
+                self.posted.clear();
                 self.answered = None;
                 self.received = Some((seller, test, flow));
             }
@@ -338,6 +346,11 @@ impl Story {
             } => self.rejected = Some((http_status, code, field, message)),
             Record::AuctionClosed { bids, ranked, .. } => {
                 self.closed = Some((bids, ranked.into_iter().map(|r| r.0).collect()));
+            }
+            Record::PostSent { buyer, .. } => {
+                if !self.posted.contains(&buyer) && self.posted.len() < MAX_POSTS_ORDERED {
+                    self.posted.push(buyer);
+                }
             }
             Record::Sale {
                 buyer,
@@ -465,12 +478,16 @@ impl Story {
         if let Some((status, price, payout, elapsed_us, bids, reason)) =
             self.answered.as_ref().or(cut_off.as_ref())
         {
-            // In the answer's order, the ranking's.
+            // In the answer's order: the ranking's, then (a fallback's fixed-price plan,
+            // whose buyers were not ranked) the order their posts were sent in.
             let rank = |b: &str| {
-                self.closed
+                let ranked = self
+                    .closed
                     .as_ref()
                     .and_then(|c| c.1.iter().position(|r| r == b))
-                    .unwrap_or(usize::MAX)
+                    .unwrap_or(usize::MAX);
+                let posted = self.posted.iter().position(|p| p == b);
+                (ranked, posted.unwrap_or(usize::MAX))
             };
             let mut sales: Vec<lead::AnswerSale<'_>> = self
                 .sales
