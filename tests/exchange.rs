@@ -519,6 +519,85 @@ fn a_buyers_response_time_does_not_count_the_wait_for_a_free_connection() {
     }
 }
 
+/// A post that waits for the buyer's one connection gets its whole `post_timeout_ms` once
+/// written: the buyer that takes the lead in time is billed for it (it was timed out, unbilled
+/// and uncapped, though it had the consumer). One that finds no connection free within its
+/// time is not sent at all.
+#[test]
+fn a_posts_timeout_does_not_count_the_wait_for_a_free_connection() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("one").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(9000, None),
+            Kind::Post => Reply::accepted().after_ms(1000),
+        },
+    )])
+    .unwrap();
+    let toml = config(&fleet, "hold_ms = 60000", |_| {
+        "max_connections = 1".to_string()
+    })
+    .replace("post_timeout_ms = 500", "post_timeout_ms = 1500");
+    let ex = Exchange::start(&toml);
+    // Three bids held first, then three posts at once: they queue for the one connection.
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+    let mut c = ex.client();
+    let posts: Vec<_> = (0..3)
+        .map(|_| {
+            let v = c.post("/v1/ping", Some(KEY), ping.as_bytes()).json();
+            assert_eq!(v["status"], "bid", "{v}");
+            serde_json::to_vec(&serde_json::json!({
+                "ping_id": v["ping_id"], "lead": full["lead"], "consent": full["consent"]
+            }))
+            .unwrap()
+        })
+        .collect();
+    let answers: Vec<_> = posts
+        .into_iter()
+        .map(|body| {
+            let mut c = ex.client();
+            std::thread::spawn(move || c.post("/v1/post", Some(KEY), &body).json())
+        })
+        .collect();
+    let mut statuses: Vec<String> = answers
+        .into_iter()
+        .map(|a| {
+            a.join().unwrap()["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    statuses.sort();
+    // The first written at once and the second a second later, each answered a second after
+    // it was written; the third would have been written two seconds in, past its 1.5 s.
+    assert_eq!(statuses, vec!["sold", "sold", "unsold"]);
+    assert_eq!(fleet.posts(0), 2);
+    drop(ex);
+    let mut results: Vec<(bool, Option<String>)> = gavel::journal::read_all(&journal_dir_of(&toml))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.record {
+            gavel::journal::Record::PostResult {
+                accepted, reason, ..
+            } => Some((accepted, reason)),
+            _ => None,
+        })
+        .collect();
+    results.sort();
+    assert_eq!(
+        results,
+        vec![
+            (
+                false,
+                Some("not sent: no free connection to the buyer within post_timeout_ms".into())
+            ),
+            (true, None),
+            (true, None),
+        ],
+        "{results:?}"
+    );
+}
+
 #[test]
 fn a_buyer_back_after_an_outage_is_pinged_again_within_the_backoff() {
     // The buyer's port is free while it is "down"; later a buyer bidding more listens there.

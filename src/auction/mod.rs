@@ -110,6 +110,9 @@ pub enum PostOutcome {
     /// Not sent: the journal could not record the post (a full disk), and a sale the journal
     /// does not have would escape the caps after a restart. Not a post attempt either.
     Unjournaled,
+    /// Not sent: no connection to the buyer came free within `post_timeout` (its others
+    /// were busy with other leads), so the buyer never saw it. Not a post attempt either.
+    NotWritten,
 }
 
 impl PostOutcome {
@@ -468,10 +471,25 @@ impl Auction {
     /// for a free connection, and again for a retry on a fresh connection): the buyer's
     /// response time counts from here. [`Auction::ping_sent`] and [`Auction::post_sent`]
     /// keep the time the request began waiting, for the auction's own accounting.
+    ///
+    /// A post's `post_timeout` runs from here too: a post that waited for a free connection
+    /// gets its whole time once the buyer has it (its buyer would otherwise take the lead and
+    /// answer in time, yet be timed out and never billed). Its wait for a connection is
+    /// bounded by `post_timeout` (see [`PostOutcome::NotWritten`]); once the exchange is
+    /// stopping, the deadline does not pass the stop.
     pub fn written(&mut self, slot: Slot, post: bool, now: Instant) {
+        let post_timeout = self.params.post_timeout;
+        let stop_by = self.stop_by;
         if let Some(s) = self.slots.get_mut(slot) {
             if post {
                 s.post_sent_at = Some(now);
+                if let PostState::InFlight { deadline } = &mut s.post {
+                    let mut full = now + post_timeout;
+                    if let Some(t) = stop_by {
+                        full = full.min(t);
+                    }
+                    *deadline = (*deadline).max(full);
+                }
             } else {
                 s.ping_sent_at = Some(now);
             }
@@ -517,7 +535,10 @@ impl Auction {
         }
         if matches!(
             outcome,
-            PostOutcome::Capped | PostOutcome::Paused | PostOutcome::Unjournaled
+            PostOutcome::Capped
+                | PostOutcome::Paused
+                | PostOutcome::Unjournaled
+                | PostOutcome::NotWritten
         ) {
             // Nothing went to the buyer: the attempt is given back to the cascade.
             self.post_attempts = self.post_attempts.saturating_sub(1);
@@ -586,8 +607,13 @@ impl Auction {
                 .map(|(i, _)| i)
                 .collect();
             for slot in expired {
+                // Never written: it waited for a connection all its time.
+                let outcome = match self.slots[slot].post_sent_at {
+                    Some(_) => PostOutcome::TimedOut,
+                    None => PostOutcome::NotWritten,
+                };
                 self.actions.push_back(Action::AbandonPost { slot });
-                self.on_post_result(slot, now, PostOutcome::TimedOut);
+                self.on_post_result(slot, now, outcome);
             }
         }
     }

@@ -772,3 +772,100 @@ fn no_post_starts_that_the_shutdown_would_cut_off() {
     );
     assert_eq!(r.outcome.unsold_reason, Some(UnsoldReason::ShuttingDown));
 }
+
+/// Drive an exclusive auction of two bids (slot 0 the higher) to its first post at 10 ms,
+/// the post queued for a connection. Returns the auction and the arrival time.
+fn first_post_queued() -> (Auction, Instant) {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[100, 101]);
+    while a.poll_action().is_some() {}
+    for (slot, cents) in [(0, 9000), (1, 4000)] {
+        a.ping_sent(slot, t0);
+        a.on_ping_result(
+            slot,
+            ms(10),
+            PingOutcome::Bid {
+                cents,
+                bid_id: None,
+            },
+        );
+    }
+    let posts: Vec<Action> = std::iter::from_fn(|| a.poll_action()).collect();
+    assert_eq!(
+        posts,
+        vec![Action::SendPost {
+            slot: 0,
+            price_cents: 9000
+        }]
+    );
+    (a, t0)
+}
+
+/// A post that waited for a free connection gets its whole `post_timeout` from its first
+/// byte: answered 1.5 s after it was written (2.5 s after it was queued) it sells.
+#[test]
+fn a_posts_timeout_runs_from_when_it_was_written() {
+    let (mut a, t0) = first_post_queued();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    // Written a second after it was queued: due by 3.01 s, not 2.01 s.
+    a.post_sent(0, ms(10));
+    a.written(0, true, ms(1010));
+    assert_eq!(a.next_timeout(), Some(ms(3010)));
+    a.on_timeout(ms(2010));
+    assert!(a.poll_action().is_none());
+    a.on_post_result(
+        0,
+        ms(2510),
+        PostOutcome::Accepted {
+            buyer_lead_id: None,
+        },
+    );
+    assert!(a.is_done());
+    assert_eq!(a.outcome().sales.len(), 1);
+    assert_eq!(a.outcome().sales[0].buyer, 100);
+    assert_eq!(a.post_response(0), Duration::from_millis(1500));
+
+    // Once the exchange is stopping, no later than the stop.
+    let (mut a, t0) = first_post_queued();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    a.stop_by(ms(2500));
+    a.post_sent(0, ms(10));
+    a.written(0, true, ms(1010));
+    assert_eq!(a.next_timeout(), Some(ms(2500)));
+}
+
+/// A post that finds no free connection within its `post_timeout` is not sent at all: not a
+/// timeout of the buyer's, not a post attempt; the lead cascades.
+#[test]
+fn a_post_never_written_in_its_time_is_not_sent_and_cascades() {
+    let (mut a, t0) = first_post_queued();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    a.on_timeout(ms(2010));
+    let actions: Vec<Action> = std::iter::from_fn(|| a.poll_action()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Action::AbandonPost { slot: 0 },
+            Action::SendPost {
+                slot: 1,
+                price_cents: 4000
+            }
+        ]
+    );
+    assert_eq!(a.post_result(0), Some(&PostOutcome::NotWritten));
+    a.post_sent(1, ms(2010));
+    a.written(1, true, ms(2010));
+    a.on_post_result(
+        1,
+        ms(2020),
+        PostOutcome::Accepted {
+            buyer_lead_id: None,
+        },
+    );
+    assert_eq!(sold_to_outcome(&a.outcome()), vec![(101, 4000)]);
+}
+
+fn sold_to_outcome(o: &Outcome) -> Vec<(usize, Cents)> {
+    o.sales.iter().map(|s| (s.buyer, s.price_cents)).collect()
+}

@@ -1021,6 +1021,7 @@ fn rebuild(
                     POST_NOT_SENT_CAPPED,
                     POST_NOT_SENT_PAUSED,
                     POST_NOT_SENT_UNJOURNALED,
+                    POST_NOT_SENT_NO_CONNECTION,
                 ];
                 if !accepted && !reason.as_deref().is_some_and(|r| not_sent.contains(&r)) {
                     pnl.buyer(snap.current_id(buyer)).post_rejects += 1;
@@ -1416,6 +1417,11 @@ pub const POST_NOT_SENT_PAUSED: &str = "not sent: buyer paused";
 /// The reason journaled (if the journal has come back by then) for a post whose `post_sent`
 /// the journal refused: never sent, not a rejection.
 pub const POST_NOT_SENT_UNJOURNALED: &str = "not sent: the journal could not record it";
+
+/// The reason journaled for a post that waited its whole `post_timeout_ms` for a free
+/// connection to the buyer: never sent, not a rejection.
+pub const POST_NOT_SENT_NO_CONNECTION: &str =
+    "not sent: no free connection to the buyer within post_timeout_ms";
 
 /// Leads with unanswered posts a start lists by id; the count covers them all.
 pub const MAX_UNRESOLVED_LISTED: usize = 20;

@@ -2439,6 +2439,7 @@ impl Worker {
                 PostOutcome::Capped => (false, Some(super::POST_NOT_SENT_CAPPED), None),
                 PostOutcome::Paused => (false, Some(super::POST_NOT_SENT_PAUSED), None),
                 PostOutcome::Unjournaled => (false, Some(super::POST_NOT_SENT_UNJOURNALED), None),
+                PostOutcome::NotWritten => (false, Some(super::POST_NOT_SENT_NO_CONNECTION), None),
             };
             let reason = reason.map(|r| lead::clip_str(r, journal::MAX_POST_TEXT_BYTES));
             // A post sent promised its result and sale room: they may use it (a post never
@@ -4079,7 +4080,8 @@ fn count_answers(st: &mut WorkerStats, auction: &Auction, stat_slots: &[usize], 
                 PostOutcome::Accepted { .. }
                 | PostOutcome::Capped
                 | PostOutcome::Paused
-                | PostOutcome::Unjournaled,
+                | PostOutcome::Unjournaled
+                | PostOutcome::NotWritten,
             )
             | None => {}
             Some(_) => b.post_rejects += 1,
