@@ -535,9 +535,9 @@ fn a_posts_timeout_does_not_count_the_wait_for_a_free_connection() {
     let toml = config(&fleet, "hold_ms = 60000", |_| {
         "max_connections = 1".to_string()
     })
-    .replace("post_timeout_ms = 500", "post_timeout_ms = 1500");
+    .replace("post_timeout_ms = 500", "post_timeout_ms = 1300");
     let ex = Exchange::start(&toml);
-    // Three bids held first, then three posts at once: they queue for the one connection.
+    // Three bids held first, then three posts: they queue for the one connection.
     let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
     let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
     let mut c = ex.client();
@@ -551,14 +551,17 @@ fn a_posts_timeout_does_not_count_the_wait_for_a_free_connection() {
             .unwrap()
         })
         .collect();
+    // Sent 200 ms apart, so they queue in that order.
     let answers: Vec<_> = posts
         .into_iter()
         .map(|body| {
             let mut c = ex.client();
-            std::thread::spawn(move || c.post("/v1/post", Some(KEY), &body).json())
+            let a = std::thread::spawn(move || c.post("/v1/post", Some(KEY), &body).json());
+            std::thread::sleep(Duration::from_millis(200));
+            a
         })
         .collect();
-    let mut statuses: Vec<String> = answers
+    let statuses: Vec<String> = answers
         .into_iter()
         .map(|a| {
             a.join().unwrap()["status"]
@@ -567,9 +570,9 @@ fn a_posts_timeout_does_not_count_the_wait_for_a_free_connection() {
                 .to_string()
         })
         .collect();
-    statuses.sort();
-    // The first written at once and the second a second later, each answered a second after
-    // it was written; the third would have been written two seconds in, past its 1.5 s.
+    // The first written at once, the second (waiting since 0.2 s) a second in, each answered
+    // a second after it was written; the third, waiting since 0.4 s behind the second, would
+    // have been written two seconds in, past its 1.3 s.
     assert_eq!(statuses, vec!["sold", "sold", "unsold"]);
     assert_eq!(fleet.posts(0), 2);
     drop(ex);

@@ -3164,9 +3164,17 @@ impl Worker {
                 waited_since: job.waited_since.or(Some(now)),
                 ..job
             };
-            // A winner's post goes ahead of pings: a sale waiting costs more than a bid.
+            // A winner's post goes ahead of pings (a sale waiting costs more than a bid), and
+            // after the posts already waiting: each waits its own `post_timeout` at most.
             match job.kind {
-                JobKind::Post => pool.waiters.push_front(job),
+                JobKind::Post => {
+                    let at = pool
+                        .waiters
+                        .iter()
+                        .position(|j| j.kind == JobKind::Ping)
+                        .unwrap_or(pool.waiters.len());
+                    pool.waiters.insert(at, job);
+                }
                 JobKind::Ping => pool.waiters.push_back(job),
             }
         } else {
