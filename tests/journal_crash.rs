@@ -1205,6 +1205,96 @@ fn a_test_leads_post_unanswered_at_a_crash_is_reported_and_takes_no_cap() {
     assert_eq!(buyers, vec!["slow", "slow"]);
 }
 
+/// A post still waiting for a free connection to the buyer when a crash comes was never sent:
+/// the start does not take it for a post the buyer has (no cap taken, no settling asked for),
+/// and its lead is `never_posted`, free to be sent again.
+#[test]
+fn a_post_waiting_for_a_connection_at_a_crash_was_never_sent() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("one").with_responder(
+        |kind, _| match kind {
+            Kind::Ping => Reply::bid(9000, None),
+            Kind::Post => Reply::accepted().after_ms(5000),
+        },
+    )])
+    .unwrap();
+    let dir = temp_dir("crash-post-queued");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "hold_ms = 60000", |_| {
+        "max_connections = 1".to_string()
+    })
+    .replace("post_timeout_ms = 500", "post_timeout_ms = 10000");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (mut child, addr) = serve(&cfg);
+    // Two bids held, then two posts: the first takes the one connection, the second waits.
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let full: Value = serde_json::from_str(LEAD).unwrap();
+    let mut c = Client::connect(addr);
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let v = c.post("/v1/ping", Some(KEY), ping.as_bytes()).json();
+            v["ping_id"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    let post_of = |id: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "ping_id": id, "lead": full["lead"], "consent": full["consent"]
+        }))
+        .unwrap()
+    };
+    let mut clients = Vec::new();
+    for id in &ids {
+        let mut c = Client::connect(addr);
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/post",
+            Some(KEY),
+            &post_of(id),
+        ));
+        clients.push(c);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fleet.posts(0) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let records = export(&journal);
+    let sent: Vec<String> = records
+        .iter()
+        .filter(|r| r["type"] == "post_sent")
+        .filter_map(|r| r["lead_id"].as_str().map(str::to_string))
+        .collect();
+    let (mut child, addr, log) = serve_logged(&cfg);
+    let queued = ids.iter().find(|l| !sent.contains(l)).cloned();
+    let v = queued.as_deref().map(|id| looked_up(addr, id));
+    // Its ping is postable again.
+    let again = queued.as_deref().map(|id| {
+        Client::connect(addr)
+            .post("/v1/post", Some(KEY), &post_of(id))
+            .json()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the post written is journaled sent: {records:?}"
+    );
+    let warning = log
+        .iter()
+        .find(|l| l.contains("were waiting on a buyer's answer"))
+        .unwrap_or_else(|| panic!("no warning about the unanswered post: {log:?}"));
+    assert!(warning.contains("1 post(s)"), "{warning}");
+    let v = v.expect("the queued lead");
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert_eq!(v["error"]["code"], "never_posted", "{v}");
+    let again = again.expect("posted again");
+    assert_ne!(again["error"]["code"], "already_posted", "{again}");
+}
+
 /// A sale whose post went out in the last hour and whose answer came in this one counts, after
 /// a restart, in the hour of its post, as it did live (the room is taken when the post is
 /// sent): a buyer capped at one an hour buys again this hour.

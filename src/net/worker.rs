@@ -2590,52 +2590,10 @@ impl Worker {
                             continue;
                         }
                     }
-                    let snap = &lead.gen.rt.snap;
-                    let buyer_id = &snap.buyers[buyer].id;
-                    // The post's result and sale will find room in the journal even if no
-                    // next segment can be made: a sale is never left unwritten for want of it.
-                    let (campaign_id, seller_id) = (
-                        &snap.campaigns[lead.campaign].id,
-                        &snap.sellers[lead.seller].id,
-                    );
-                    let mut promise =
-                        journal::post_promise(&lead.id, buyer_id, campaign_id, seller_id);
-                    // The first post also promises the lead's answer its room.
-                    if !lead.answer_promised {
-                        promise += journal::answer_promise(&lead.id, campaign_id, seller_id);
-                    }
-                    let journaled = match self.shared.journal.append_promising(
-                        unix_micros(),
-                        &RecordRef::PostSent {
-                            lead_id: &lead.id,
-                            buyer: buyer_id,
-                            price_cents,
-                        },
-                        promise,
-                    ) {
-                        Ok(pos) => {
-                            lead.journaled[slot] |= POST_PROMISED;
-                            lead.promised += promise;
-                            lead.answer_promised = true;
-                            Some(pos)
-                        }
-                        Err(_) => {
-                            self.stats.lock().journal_errors += 1;
-                            None
-                        }
-                    };
-                    if journaled.is_none() {
-                        // No post the journal does not have: its sale could not be replayed
-                        // into the caps after a restart. The reservation is given back with
-                        // the result.
-                        let now = self.now;
-                        lead.auction
-                            .on_post_result(slot, now, PostOutcome::Unjournaled);
-                        continue;
-                    }
-                    if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
-                        b.posts += 1;
-                    }
+                    // `post_sent` is journaled, with its promise, when the post gets a
+                    // connection (`attach`): one that waits for a connection the whole of its
+                    // time is never sent, and a crash meanwhile must not leave it for a post
+                    // the buyer has.
                     // A round robin's cascade is a turn too: the buyer after one that rejects
                     // every post does not get the rejecter's turns on top of its own.
                     let c = &lead.gen.rt.snap.campaigns[lead.campaign];
@@ -3233,6 +3191,24 @@ impl Worker {
 
     /// Put a job's request on a connection and start writing it.
     fn attach(&mut self, ck: Key, job: Job) {
+        let Some(lead) = self.leads.get_mut(job.lead) else {
+            return self.release_conn(ck);
+        };
+        if job.kind == JobKind::Post
+            && lead.journaled[job.slot] & POST_PROMISED == 0
+            && !journal_post_sent(&self.shared, &self.stats, lead, job.slot)
+        {
+            // No post the journal does not have: its sale could not be replayed into the
+            // caps after a restart. The reservation is given back with the result.
+            self.release_conn(ck);
+            let now = self.now;
+            if let Some(lead) = self.leads.get_mut(job.lead) {
+                lead.auction
+                    .on_post_result(job.slot, now, PostOutcome::Unjournaled);
+            }
+            self.dirty.push(job.lead);
+            return;
+        }
         let Some(lead) = self.leads.get_mut(job.lead) else {
             return self.release_conn(ck);
         };
@@ -3886,6 +3862,51 @@ fn closing_for_drain(drain_until: Option<Instant>, c: &mut SellerConn, idx: usiz
 }
 
 /// Append a post's result or sale, which may use the room its post promised.
+/// Journal a post about to be written, `post_sent`, with the room its result and sale (and
+/// the lead's answer, on its first post) are promised; false when the journal refused it.
+fn journal_post_sent(
+    shared: &Shared,
+    stats: &Mutex<WorkerStats>,
+    lead: &mut Lead,
+    slot: usize,
+) -> bool {
+    let snap = &lead.gen.rt.snap;
+    let buyer = lead.auction.buyer(slot);
+    let buyer_id = &snap.buyers[buyer].id;
+    let (campaign_id, seller_id) = (
+        &snap.campaigns[lead.campaign].id,
+        &snap.sellers[lead.seller].id,
+    );
+    // The post's result and sale will find room in the journal even if no next segment can
+    // be made: a sale is never left unwritten for want of it.
+    let mut promise = journal::post_promise(&lead.id, buyer_id, campaign_id, seller_id);
+    // The first post also promises the lead's answer its room.
+    if !lead.answer_promised {
+        promise += journal::answer_promise(&lead.id, campaign_id, seller_id);
+    }
+    let appended = shared.journal.append_promising(
+        unix_micros(),
+        &RecordRef::PostSent {
+            lead_id: &lead.id,
+            buyer: buyer_id,
+            price_cents: lead.auction.post_price(slot),
+        },
+        promise,
+    );
+    let mut stats = stats.lock();
+    if appended.is_err() {
+        stats.journal_errors += 1;
+        return false;
+    }
+    lead.journaled[slot] |= POST_PROMISED;
+    lead.promised += promise;
+    lead.answer_promised = true;
+    if let Some(b) = stats.buyer_at(lead.gen.stat_slots[buyer]) {
+        b.posts += 1;
+    }
+    true
+}
+
 fn append_money(
     shared: &Shared,
     stats: &Mutex<WorkerStats>,
