@@ -196,3 +196,15 @@ pub fn missing_oldest(head: Option<Head>, seqs: &[u64]) -> Option<(u64, u64)> {
         _ => None,
     }
 }
+
+/// Whether segment `seq`, listed but gone when opened, was removed by retention meanwhile (a
+/// reader beside a running exchange): `HEAD` now names a newer oldest segment kept.
+pub fn removed_by_retention(dir: &Path, seq: u64) -> bool {
+    matches!(
+        read_marker(dir),
+        Ok(Some(Head {
+            oldest: Some(o),
+            ..
+        })) if seq < o
+    )
+}

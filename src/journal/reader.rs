@@ -72,6 +72,9 @@ pub struct Reader {
     /// The segment read before the current one: a number skipped between them is a segment
     /// missing, which is damage (retention only removes the oldest).
     prev: Option<u64>,
+    /// No segment has been opened yet: one listed and gone since is the oldest, removed by
+    /// retention (see [`super::head::removed_by_retention`]).
+    first_read: bool,
     /// Damage found when the reader was opened (the oldest segments kept are missing),
     /// yielded before any record.
     pending: Option<JournalError>,
@@ -124,6 +127,7 @@ impl Reader {
             off: 0,
             done: false,
             prev: None,
+            first_read: true,
             pending,
             skipped_newer: 0,
             skipped_undecodable: 0,
@@ -219,11 +223,23 @@ impl Iterator for Reader {
                 }
                 let m = match Mapped::open(&self.dir, seq) {
                     Ok(m) => m,
+                    // The oldest, removed by a running exchange's retention since the
+                    // listing: nothing was read from it yet, so nothing is skipped.
+                    Err(JournalError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            && self.prev == Some(seq)
+                            && self.first_read
+                            && super::head::removed_by_retention(&self.dir, seq) =>
+                    {
+                        self.prev = None;
+                        continue;
+                    }
                     Err(e) => {
                         self.done = true;
                         return Some(Err(e));
                     }
                 };
+                self.first_read = false;
                 let header = SegmentHeader::parse(m.bytes());
                 self.cur = Some(m);
                 self.off = SEGMENT_HEADER_BYTES;

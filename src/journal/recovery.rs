@@ -218,7 +218,19 @@ pub(crate) fn analyze(dir: &Path, decode: bool) -> Result<Analysis, JournalError
     for (i, &seq) in seqs.iter().enumerate() {
         let later = &seqs[i + 1..];
         let path = segment_path(dir, seq);
-        let file = File::open(&path).map_err(|e| JournalError::io("open", &path, e))?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            // The oldest, removed by a running exchange's retention since the listing.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && a.segments.is_empty()
+                    && super::head::removed_by_retention(dir, seq) =>
+            {
+                a.files -= 1;
+                continue;
+            }
+            Err(e) => return Err(JournalError::io("open", &path, e)),
+        };
         let len = file
             .metadata()
             .map_err(|e| JournalError::io("stat", &path, e))?

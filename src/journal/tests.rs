@@ -1102,6 +1102,44 @@ fn a_deleted_oldest_segment_is_found_and_stops_a_start() {
     assert!(verify(dir.path()).unwrap().intact());
 }
 
+/// A reader beside a running exchange: the oldest segments it listed, removed by retention
+/// before it opened them (`HEAD` names a newer oldest), are passed over; one gone that `HEAD`
+/// still names as kept is an error.
+#[test]
+fn a_reader_passes_over_segments_retention_removed_after_its_listing() {
+    let dir = TempDir::new("reader-retention");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    fill_to_segment(&j, 3);
+    drop(j);
+    let in_kept: usize = read_all(dir.path())
+        .unwrap()
+        .iter()
+        .filter(|e| e.pos.segment >= 2)
+        .count();
+    let reader = Reader::open(dir.path()).unwrap();
+    // As retention does: `HEAD` first, then the removals.
+    super::head::write_marker(
+        dir.path(),
+        super::head::Head {
+            newest: 3,
+            oldest: Some(2),
+        },
+        false,
+    )
+    .unwrap();
+    for seg in [0, 1] {
+        std::fs::remove_file(segment_path(dir.path(), seg)).unwrap();
+    }
+    let read: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+    assert_eq!(read.len(), in_kept);
+    assert!(verify(dir.path()).unwrap().intact());
+
+    // Gone without retention's word: an error.
+    let reader = Reader::open(dir.path()).unwrap();
+    std::fs::remove_file(segment_path(dir.path(), 2)).unwrap();
+    assert!(reader.collect::<Result<Vec<_>, _>>().is_err());
+}
+
 /// Retention names the new oldest segment before it removes one: segments older than `HEAD`
 /// names (a crash between the two) are harmless, and removed on the next start.
 #[test]
