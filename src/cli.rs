@@ -210,7 +210,8 @@ fn serve(path: &std::path::Path) -> i32 {
     if replayed.unresolved_posts > 0 {
         eprintln!(
             "gavel: warning: {} post(s) were waiting on a buyer's answer when the exchange last \
-             stopped; counted against those buyers' caps and budgets as sales, no money booked; \
+             stopped; counted against those buyers' caps and budgets as sales (a test lead's take \
+             none), no money booked; \
              settle them with the buyers (leads, by when their post was sent, at most {} listed): {}",
             replayed.unresolved_posts,
             crate::net::MAX_UNRESOLVED_LISTED,

@@ -345,7 +345,8 @@ fn describe(r: &Record) -> String {
             kind: Unsettled::PostUnanswered,
             ..
         } => "found at a start: a post was out when the exchange stopped, its answer never \
-              recorded; counted against the buyer's caps and budget, no money booked; settle it \
+              recorded; counted against the buyer's caps and budget (not a test lead's), no \
+              money booked; settle it \
               with the buyer"
             .to_string(),
         Record::Recovered {
