@@ -347,10 +347,10 @@ impl Story {
             Record::AuctionClosed { bids, ranked, .. } => {
                 self.closed = Some((bids, ranked.into_iter().map(|r| r.0).collect()));
             }
-            Record::PostSent { buyer, .. } => {
-                if !self.posted.contains(&buyer) && self.posted.len() < MAX_POSTS_ORDERED {
-                    self.posted.push(buyer);
-                }
+            Record::PostSent { buyer, .. }
+                if !self.posted.contains(&buyer) && self.posted.len() < MAX_POSTS_ORDERED =>
+            {
+                self.posted.push(buyer);
             }
             Record::Sale {
                 buyer,
