@@ -500,6 +500,14 @@ fn a_lead_whose_records_were_lost_to_damage_is_never_called_safe_to_send_again()
 /// Serve a config whose buyer `slow` (cap 2 a day) is still deciding on a post when the
 /// exchange is killed with `kill -9`. Returns the fleet, the config file and the journal.
 fn killed_with_a_post_unanswered(what: &str) -> (Fleet, std::path::PathBuf, std::path::PathBuf) {
+    killed_with_a_post_unanswered_of(what, LEAD)
+}
+
+/// [`killed_with_a_post_unanswered`] for the lead `lead`.
+fn killed_with_a_post_unanswered_of(
+    what: &str,
+    lead: &str,
+) -> (Fleet, std::path::PathBuf, std::path::PathBuf) {
     let first_post = Arc::new(AtomicBool::new(true));
     let slow = {
         let first_post = first_post.clone();
@@ -526,20 +534,22 @@ fn killed_with_a_post_unanswered(what: &str) -> (Fleet, std::path::PathBuf, std:
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
 
-    send_one_lead_and_kill_when(&cfg, || fleet.posts(0) > 0, "the post reached the buyer");
+    let until = || fleet.posts(0) > 0;
+    send_and_kill_when(&cfg, "/v1/leads", lead, until, "the post reached the buyer");
     (fleet, cfg, journal)
 }
 
 /// Serve `cfg`, send one lead, and `kill -9` the exchange once `until` holds (within 10 s).
 fn send_one_lead_and_kill_when(cfg: &Path, until: impl Fn() -> bool, what: &str) {
+    send_and_kill_when(cfg, "/v1/leads", LEAD, until, what)
+}
+
+/// Serve `cfg`, send `body` to `path`, and `kill -9` the exchange once `until` holds (within
+/// 10 s).
+fn send_and_kill_when(cfg: &Path, path: &str, body: &str, until: impl Fn() -> bool, what: &str) {
     let (mut child, addr) = serve(cfg);
     let mut c = Client::connect(addr);
-    c.send_raw(&Client::request(
-        "POST",
-        "/v1/leads",
-        Some(KEY),
-        LEAD.as_bytes(),
-    ));
+    c.send_raw(&Client::request("POST", path, Some(KEY), body.as_bytes()));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !until() {
         if std::time::Instant::now() > deadline {
@@ -1098,21 +1108,13 @@ fn a_ping_a_crash_cut_off_in_its_auction_is_reported_and_answered_for_good() {
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
     let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
-    let (mut child, addr) = serve(&cfg);
-    let mut c = Client::connect(addr);
-    c.send_raw(&Client::request(
-        "POST",
+    send_and_kill_when(
+        &cfg,
         "/v1/ping",
-        Some(KEY),
-        ping.as_bytes(),
-    ));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fleet.pings(0) == 0 {
-        assert!(std::time::Instant::now() < deadline, "never pinged");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+        ping,
+        || fleet.pings(0) > 0,
+        "the ping reached the buyer",
+    );
     let lead_id = export(&journal)
         .into_iter()
         .find(|r| r["type"] == "lead_received")
@@ -1142,47 +1144,8 @@ fn a_ping_a_crash_cut_off_in_its_auction_is_reported_and_answered_for_good() {
 /// `pending` for ever), and its post takes none of the buyer's cap.
 #[test]
 fn a_test_leads_post_unanswered_at_a_crash_is_reported_and_takes_no_cap() {
-    let first_post = Arc::new(AtomicBool::new(true));
-    let slow = {
-        let first_post = first_post.clone();
-        BuyerSpec::new("slow").with_responder(move |kind, _| match kind {
-            Kind::Ping => Reply::bid(9000, None),
-            Kind::Post if first_post.swap(false, Ordering::SeqCst) => {
-                Reply::accepted().after_ms(5000)
-            }
-            Kind::Post => Reply::accepted(),
-        })
-    };
-    let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
-    let dir = temp_dir("crash-test-post");
-    let journal = dir.join("journal");
-    let text = config(&fleet, "", |i| {
-        if i == 0 {
-            "[buyers.caps]\ndaily = 2".to_string()
-        } else {
-            String::new()
-        }
-    })
-    .replace("post_timeout_ms = 500", "post_timeout_ms = 10000");
-    let cfg = dir.join("gavel.toml");
-    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
-    let (mut child, addr) = serve(&cfg);
-    let mut c = Client::connect(addr);
     let test_lead = LEAD.replacen('{', r#"{"test": true, "#, 1);
-    c.send_raw(&Client::request(
-        "POST",
-        "/v1/leads",
-        Some(KEY),
-        test_lead.as_bytes(),
-    ));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fleet.posts(0) == 0 {
-        assert!(std::time::Instant::now() < deadline, "never posted");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().expect("kill -9");
-    let _ = child.wait();
-
+    let (_fleet, cfg, journal) = killed_with_a_post_unanswered_of("crash-test-post", &test_lead);
     let lead_id = export(&journal)
         .into_iter()
         .find(|r| r["type"] == "post_sent")
