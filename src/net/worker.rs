@@ -3861,7 +3861,6 @@ fn closing_for_drain(drain_until: Option<Instant>, c: &mut SellerConn, idx: usiz
     last
 }
 
-/// Append a post's result or sale, which may use the room its post promised.
 /// Journal a post about to be written, `post_sent`, with the room its result and sale (and
 /// the lead's answer, on its first post) are promised; false when the journal refused it.
 fn journal_post_sent(
@@ -3907,6 +3906,7 @@ fn journal_post_sent(
     true
 }
 
+/// Append a post's result or sale, which may use the room its post promised.
 fn append_money(
     shared: &Shared,
     stats: &Mutex<WorkerStats>,
