@@ -112,7 +112,9 @@ pub fn read_marker(dir: &Path) -> Result<Option<Head>, JournalError> {
     }))
 }
 
-/// Make `HEAD` name segment `seq` as the newest, and no oldest.
+/// Make `HEAD` name segment `seq` as the newest, and no oldest, as an older build's marker
+/// does (the exchange writes both, [`write_marker`]).
+#[cfg(test)]
 pub fn write_head(dir: &Path, seq: u64, durable: bool) -> Result<(), JournalError> {
     write_marker(
         dir,
