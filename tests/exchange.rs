@@ -1529,11 +1529,12 @@ fn a_client_sending_its_head_too_slowly_is_disconnected() {
         c.send_raw(&[*b]);
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Nothing more: the exchange must hang up by itself, with no answer.
+    // Nothing more: the exchange must hang up by itself, with no answer. Its 300 ms run from
+    // the accept, which may come a moment before `t` (as for the silent client above).
     assert!(c.read_response().is_none());
     let waited = t.elapsed();
     assert!(
-        waited >= Duration::from_millis(300),
+        waited >= Duration::from_millis(250),
         "closed too early: {:?}",
         waited
     );
