@@ -561,19 +561,20 @@ fn a_posts_timeout_does_not_count_the_wait_for_a_free_connection() {
             a
         })
         .collect();
-    let statuses: Vec<String> = answers
+    let statuses: Vec<(String, String)> = answers
         .into_iter()
         .map(|a| {
-            a.join().unwrap()["status"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
+            let v = a.join().unwrap();
+            let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+            (s("status"), s("reason"))
         })
         .collect();
     // The first written at once, the second (waiting since 0.2 s) a second in, each answered
     // a second after it was written; the third, waiting since 0.4 s behind the second, would
-    // have been written two seconds in, past its 1.3 s.
-    assert_eq!(statuses, vec!["sold", "sold", "unsold"]);
+    // have been written two seconds in, past its 1.3 s: the buyer was busy, it refused nothing.
+    let sold = ("sold".to_string(), String::new());
+    let busy = ("unsold".to_string(), "buyers_busy".to_string());
+    assert_eq!(statuses, vec![sold.clone(), sold, busy]);
     assert_eq!(fleet.posts(0), 2);
     drop(ex);
     let mut results: Vec<(bool, Option<String>)> = gavel::journal::read_all(&journal_dir_of(&toml))

@@ -203,6 +203,9 @@ pub enum UnsoldReason {
     /// No post went out: every acceptable bidder was paused by the operator since the ping
     /// (none of them capped).
     BuyersPaused,
+    /// No post went out: no acceptable bidder had a free connection (all its
+    /// `max_connections` busy with other leads) within `post_timeout` of its turn.
+    BuyersBusy,
     /// No post could start and end before the exchange stopped (a shutdown's drain).
     ShuttingDown,
 }
@@ -216,6 +219,7 @@ impl UnsoldReason {
             UnsoldReason::PostsRejected => "posts_rejected",
             UnsoldReason::BuyersCapped => "buyers_capped",
             UnsoldReason::BuyersPaused => "buyers_paused",
+            UnsoldReason::BuyersBusy => "buyers_busy",
             UnsoldReason::ShuttingDown => "shutting_down",
         }
     }
@@ -815,6 +819,13 @@ impl Auction {
                 .any(|s| matches!(s.post, PostState::Done(PostOutcome::Paused)))
         {
             Some(UnsoldReason::BuyersPaused)
+        } else if self.post_attempts == 0
+            && self
+                .slots
+                .iter()
+                .any(|s| matches!(s.post, PostState::Done(PostOutcome::NotWritten)))
+        {
+            Some(UnsoldReason::BuyersBusy)
         } else {
             Some(UnsoldReason::PostsRejected)
         };

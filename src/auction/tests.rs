@@ -866,6 +866,32 @@ fn a_post_never_written_in_its_time_is_not_sent_and_cascades() {
     assert_eq!(sold_to_outcome(&a.outcome()), vec![(101, 4000)]);
 }
 
+/// When no acceptable bidder had a free connection in its time, the lead is unsold
+/// `buyers_busy`: no buyer turned it down.
+#[test]
+fn a_lead_whose_posts_all_found_no_connection_is_unsold_buyers_busy() {
+    let (mut a, t0) = first_post_queued();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    a.on_timeout(ms(2010));
+    let actions: Vec<Action> = std::iter::from_fn(|| a.poll_action()).collect();
+    assert_eq!(actions.first(), Some(&Action::AbandonPost { slot: 0 }));
+    let mut t = 2010;
+    while !a.is_done() && t < 20_000 {
+        t += 10;
+        a.on_timeout(ms(t));
+        while a.poll_action().is_some() {}
+    }
+    assert!(a.is_done());
+    assert_eq!(a.post_result(1), Some(&PostOutcome::NotWritten));
+    let o = a.outcome();
+    assert_eq!(o.status, Status::Unsold);
+    assert_eq!(o.unsold_reason, Some(UnsoldReason::BuyersBusy));
+    assert_eq!(
+        o.unsold_reason.map(UnsoldReason::as_str),
+        Some("buyers_busy")
+    );
+}
+
 fn sold_to_outcome(o: &Outcome) -> Vec<(usize, Cents)> {
     o.sales.iter().map(|s| (s.buyer, s.price_cents)).collect()
 }
