@@ -1044,6 +1044,28 @@ fn a_deleted_oldest_segment_is_found_and_stops_a_start() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(out.lines().count(), 0, "{out}");
     assert!(err.contains("segment 0"), "{err}");
+    // show finds a lead in the segments left, and warns of the loss.
+    let (code, out, err) = run_cli(JournalCmd::Show {
+        lead_id: lead_id(n - 1),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("ping_sent"), "{out}");
+    assert!(
+        err.contains("segment 0, the oldest kept") && err.contains("may be incomplete"),
+        "{err}"
+    );
+    // A lead of the missing segment is not found, and the loss is said.
+    let (code, out, err) = run_cli(JournalCmd::Show {
+        lead_id: lead_id(0),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("not found") && err.contains("segment 0, the oldest kept"),
+        "{err}"
+    );
 
     let e = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES))
         .err()
