@@ -411,14 +411,20 @@ fn is_uuid(b: &[u8]) -> bool {
 }
 
 /// Whether a JSON number's text could be a phone number: a whole number of 10 to 15 digits
-/// (`7135550147`, `17135550147.0`). A ping leaves it out as it would the same digits in a
+/// (`7135550147`, `17135550147.0`, `7.135550147e9`). A ping leaves it out as it would the same digits in a
 /// string.
 pub fn is_personal_number(text: &str) -> bool {
+    let t = text.trim().trim_start_matches('-');
+    if t.contains(['e', 'E']) {
+        // `7.135550147e9` is `7135550147`.
+        return t
+            .parse::<f64>()
+            .is_ok_and(|f| f.fract() == 0.0 && (1e9..1e15).contains(&f));
+    }
     // Most numbers in a lead (an age, a year, a price) are far too short to be one.
-    if text.len() < 10 {
+    if t.len() < 10 {
         return false;
     }
-    let t = text.trim().trim_start_matches('-');
     let (int, frac) = t.split_once('.').unwrap_or((t, ""));
     (10..=15).contains(&int.len())
         && int.bytes().all(|b| b.is_ascii_digit())

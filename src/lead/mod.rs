@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 pub mod fields;
+mod raw;
 mod scan;
 mod strict;
 pub use fields::{Field, Fields, Member, PathValue};
@@ -1001,15 +1002,36 @@ pub fn ping_safe<'k>(lead: &Fields, names: impl IntoIterator<Item = &'k str>) ->
             }
             _ => continue,
         };
-        let Ok(mut v) = serde_json::from_str::<Value>(text) else {
+        let is_array = text.starts_with('[');
+        let Some((kept, true)) = raw::filtered(text, &personal_member) else {
             continue;
         };
-        if drop_personal(&mut v) {
-            safe.get_or_insert_with(|| lead.clone())
-                .insert(k.to_string(), v);
-        }
+        let kept = if is_array {
+            Field::Array(&kept)
+        } else {
+            Field::Object(&kept)
+        };
+        safe.get_or_insert_with(|| lead.clone())
+            .insert_field(k, kept);
     }
     safe
+}
+
+/// Whether a member (named `key`) or an array item (`key` is `None`) whose JSON text is
+/// `value` is personal: by its name (`config::is_personal_field`, or a name that is itself an
+/// email, a phone number, ...: `{"ana@example.com": "primary"}`) or by its value, a string
+/// or number that is one.
+fn personal_member(key: Option<&str>, value: &str) -> bool {
+    if let Some(k) = key {
+        if crate::config::is_personal_field(k) || crate::config::is_personal_value(k) {
+            return true;
+        }
+    }
+    match value.as_bytes().first() {
+        Some(b'"') => raw::decode_str(value).is_some_and(|s| crate::config::is_personal_value(&s)),
+        Some(b'-' | b'0'..=b'9') => crate::config::is_personal_number(value),
+        _ => false,
+    }
 }
 
 /// Remove personal members and personal strings from `v` at any depth; true when any was
@@ -1023,7 +1045,11 @@ fn drop_personal(v: &mut Value) -> bool {
     match v {
         Value::Object(m) => {
             let before = m.len();
-            m.retain(|k, x| !crate::config::is_personal_field(k) && !personal(x));
+            m.retain(|k, x| {
+                !crate::config::is_personal_field(k)
+                    && !crate::config::is_personal_value(k)
+                    && !personal(x)
+            });
             let mut dropped = m.len() != before;
             for x in m.values_mut() {
                 dropped |= drop_personal(x);

@@ -438,7 +438,12 @@ fn personal_values_and_look_alike_names_are_left_out_of_the_ping() {
         ("123456789", false),
         ("1234567890123456", false),
         ("7135550199.5", false),
-        ("1.5e10", false),
+        // A whole number of 10 to 15 digits however written.
+        ("1.5e10", true),
+        ("7.135550147E9", true),
+        ("1.5e3", false),
+        ("7.1355501475e9", false),
+        ("1e15", false),
     ] {
         assert_eq!(
             crate::config::is_personal_number(number),
@@ -451,6 +456,54 @@ fn personal_values_and_look_alike_names_are_left_out_of_the_ping() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["lead"]["age"], "ana.secret2@example.com");
     assert_eq!(v["lead"]["lead_type"]["msisdn"], "15551234567");
+}
+
+/// Numbers and strings nested in a lead's objects and arrays reach buyers as the seller wrote
+/// them, in the post and in the ping: not as an `f64` would print them.
+#[test]
+fn nested_numbers_keep_their_digits_in_the_post_and_the_ping() {
+    let nested = r#"{"amount": 12345678901234567890123, "rate": 3.14159265358979323846,
+        "e": 1e3, "neg0": -0, "cents": 250000.10, "s": "caf\u00e9 \/",
+        "arr": [18446744073709551616, 0.30000000000000000001], "mobile": "7135550147"}"#;
+    let body = LEAD.replace(
+        r#""lead_type": "auto""#,
+        &format!(r#""lead_type": {nested}"#),
+    );
+    let req = parse_request(body.as_bytes()).unwrap();
+    let kept = r#""amount":12345678901234567890123,"rate":3.14159265358979323846,"e":1e3,"neg0":-0,"cents":250000.10,"s":"caf\u00e9 \/","arr":[18446744073709551616,0.30000000000000000001]"#;
+    let mut out = Vec::new();
+    write_post(&mut out, "01J", None, 100, &campaign(), &req);
+    let post = String::from_utf8(out.clone()).unwrap();
+    assert!(
+        post.contains(&format!(r#""lead_type":{{{kept},"mobile":"7135550147"}}"#)),
+        "{post}"
+    );
+    out.clear();
+    // The ping leaves the phone out and keeps the rest as written.
+    write_ping(&mut out, "01J", &campaign(), &req, 780);
+    let ping = String::from_utf8(out).unwrap();
+    assert!(
+        ping.contains(&format!(r#""lead_type":{{{kept}}}"#)),
+        "{ping}"
+    );
+}
+
+/// A member whose *name* is an email, a phone number or an SSN is not pinged either.
+#[test]
+fn personal_member_names_are_left_out_of_the_ping() {
+    let body = LEAD.replace(
+        r#""lead_type": "auto""#,
+        r#""lead_type": {"ana@example.com": "primary", "7135550147": "mobile", "123-45-6789": true, "kind": "auto"}"#,
+    );
+    let req = parse_request(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    write_ping(&mut out, "01J", &campaign(), &req, 780);
+    let ping = String::from_utf8(out.clone()).unwrap();
+    assert!(ping.contains(r#""lead_type":{"kind":"auto"}"#), "{ping}");
+    out.clear();
+    write_post(&mut out, "01J", None, 100, &campaign(), &req);
+    let post = String::from_utf8(out).unwrap();
+    assert!(post.contains(r#""ana@example.com":"primary""#), "{post}");
 }
 
 /// A phone sent as a JSON number, as a ping field's own value or inside one, is not pinged.

@@ -519,6 +519,16 @@ impl Fields {
     }
 
     /// Set `key` (replacing its value in place, or appended).
+    /// Set `key` to `value` (the JSON text of an array or object as it is).
+    pub fn insert_field(&mut self, key: &str, value: Field<'_>) {
+        let mut b = FieldsBuilder::default();
+        for (k, v) in self.iter() {
+            b.push(k, v);
+        }
+        b.push(key, value);
+        *self = b.finish();
+    }
+
     pub fn insert(&mut self, key: String, value: Value) {
         let mut b = FieldsBuilder::default();
         for (k, v) in self.iter() {
@@ -853,9 +863,15 @@ impl FieldsBuilder {
             Some(b'n') => self.push(key, Field::Null),
             Some(b't') => self.push(key, Field::Bool(true)),
             Some(b'f') => self.push(key, Field::Bool(false)),
-            Some(b'[' | b'{') => {
-                let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-                self.push_value(key, &v)
+            // Copied as the seller wrote them, whitespace aside: a number nested in an
+            // object reaches buyers with its very digits.
+            Some(b'[') => {
+                let t = super::raw::compact(raw).ok_or_else(|| format!("{key}: not JSON"))?;
+                self.push(key, Field::Array(&t))
+            }
+            Some(b'{') => {
+                let t = super::raw::compact(raw).ok_or_else(|| format!("{key}: not JSON"))?;
+                self.push(key, Field::Object(&t))
             }
             Some(_) => {
                 // Beyond an `f64` (`1e400`): strict JSON readers refuse it, and so would a
