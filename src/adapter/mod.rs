@@ -498,6 +498,10 @@ impl Adapter {
             Some(0) => PingOutcome::NoBid,
             Some(c) if c < 0 => PingOutcome::Invalid("negative bid".into()),
             Some(c) if c > MAX_CENTS => PingOutcome::Invalid("bid out of range".into()),
+            // As natively: an id that is a boolean, an object or an array names no bid.
+            Some(_) if !self.bid_id_is_scalar(body) => {
+                PingOutcome::Invalid("bid_id is not a string or a number".into())
+            }
             Some(cents) => match &bid_id {
                 Found::Text(t) if !t.trim().is_empty() => match SmallText::whole(t.trim()) {
                     Some(id) => PingOutcome::Bid {
@@ -587,6 +591,25 @@ impl Adapter {
             (None, None) => format!("no status at {}", clip(&accepted_path.text)),
         };
         PostOutcome::Rejected { reason }
+    }
+
+    /// Whether the JSON answer's `bid_id_path`, when it holds anything, holds a string, a
+    /// number or `null` (XML text always is one).
+    fn bid_id_is_scalar(&self, body: &[u8]) -> bool {
+        let (ResponseKind::Json, Some(path)) = (self.response, &self.bid_id) else {
+            return true;
+        };
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+        let Ok(doc) = std::str::from_utf8(body) else {
+            return true;
+        };
+        match json::lookup(doc, &path.names) {
+            Ok(Some(raw)) => !matches!(
+                raw.get().trim_start().as_bytes().first(),
+                Some(b't' | b'f' | b'{' | b'[')
+            ),
+            _ => true,
+        }
     }
 
     /// What the answer holds at each path (`None` paths are `Missing`).

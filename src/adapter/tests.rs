@@ -781,6 +781,31 @@ fn an_adapter_bid_id_too_long_to_quote_back_is_invalid() {
     assert_eq!(a.parse_bid(200, body.as_bytes()), bid(300, Some(&fits)));
 }
 
+/// A bid id that is a boolean, an object or an array is refused, as from a native buyer: the
+/// post would quote back an id the buyer never gave.
+#[test]
+fn an_adapter_bid_id_that_is_not_a_string_or_a_number_is_invalid() {
+    let a = adapter("response = \"json\"\nbid_path = \"/data/bid\"\nbid_id_path = \"/data/id\"");
+    for id in ["true", "false", r#"{"a": 1}"#, "[1]", " [] "] {
+        let body = format!(r#"{{"data": {{"bid": 8.6, "id": {id}}}}}"#);
+        assert_eq!(
+            a.parse_bid(200, body.as_bytes()),
+            PingOutcome::Invalid("bid_id is not a string or a number".into()),
+            "{body}"
+        );
+    }
+    for (id, want) in [
+        (r#""b-1""#, Some("b-1")),
+        ("77", Some("77")),
+        ("null", None),
+    ] {
+        let body = format!(r#"{{"data": {{"bid": 8.6, "id": {id}}}}}"#);
+        assert_eq!(a.parse_bid(200, body.as_bytes()), bid(860, want), "{body}");
+    }
+    let body = r#"{"data": {"bid": 8.6}}"#;
+    assert_eq!(a.parse_bid(200, body.as_bytes()), bid(860, None));
+}
+
 #[test]
 fn a_ping_template_leaves_out_personal_members_nested_in_a_field() {
     let a = adapter(
