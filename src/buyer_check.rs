@@ -897,7 +897,11 @@ fn dollars_json(c: Cents) -> Option<Box<RawValue>> {
 /// Turn the records into checks and counts. Pure: unit-tested without sockets.
 pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> Report {
     let count = plan.count;
-    let sent = records.len() as u32;
+    // A ping that found no connection was never written to the buyer.
+    let sent = records
+        .iter()
+        .filter(|r| !matches!(r.result, PingResult::NoConnection(_)))
+        .count() as u32;
     let mut hist: Histogram<u64> = histogram();
     let (mut bids, mut no_bids, mut errors, mut invalid, mut timeouts, mut with_id) =
         (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
@@ -1032,7 +1036,7 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
                 ));
             }
             PingResult::NoConnection(why) => {
-                errors += 1;
+                // Not an error of the buyer's answers: none was asked for (`connect` says why).
                 connect_fail.push(format!("ping {}: {}", n, why));
             }
             PingResult::Failed(why) => {

@@ -247,7 +247,8 @@ fn an_unreachable_port_fails_with_a_clear_message() {
         out
     );
     assert!(
-        out.contains("pings 1 sent of 20")
+        out.contains("pings 0 sent of 20:")
+            && out.contains("errors 0,")
             && out.contains("the rest not sent: the buyer was never reached"),
         "stops after the first: {}",
         out

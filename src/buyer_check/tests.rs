@@ -225,6 +225,9 @@ fn an_unreachable_buyer_fails_connect_and_skips_the_rest() {
     assert_eq!(verdict(&r, "connect"), Verdict::Fail);
     assert_eq!(verdict(&r, "keep_alive"), Verdict::Skip);
     assert!(r.text().contains("refused"));
+    // Nothing reached the buyer.
+    assert_eq!(r.sent, 0);
+    assert!(r.text().contains("pings 0 sent of"), "{}", r.text());
 }
 
 /// `--lead` values reach the buyer as the exchange would send them: a state as its USPS code.
