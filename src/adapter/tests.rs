@@ -580,11 +580,26 @@ bid_id_path = "/Envelope/Body/Quote/Ref"
     <!-- a comment with <Price>99</Price> inside -->
     <q:Quote xmlns:q="urn:q" currency='USD' note="a > b">
       <q:Price><![CDATA[ 17.5 ]]></q:Price>
-      <q:Ref>A&amp;B &#x41;&#66;&boom;</q:Ref>
+      <q:Ref>A&amp;B &#x41;&#66; &amp;boom; Smith & Sons</q:Ref>
     </q:Quote>
   </soap:Body>
 </soap:Envelope>"#;
-    assert_eq!(a.parse_bid(200, answer), bid(1750, Some("A&B AB&boom;")));
+    assert_eq!(
+        a.parse_bid(200, answer),
+        bid(1750, Some("A&B AB &boom; Smith & Sons"))
+    );
+    // An entity the exchange does not expand (declared in the DOCTYPE, or nowhere, or a
+    // character reference to no character) would be quoted back as other text than the
+    // buyer's: the answer is not read.
+    let text = std::str::from_utf8(answer).unwrap();
+    for reference in ["&boom;", "&nowhere;", "&#xFFFFFFFF;"] {
+        let changed = text.replace("Smith & Sons", &format!("Smith {reference}"));
+        assert_eq!(
+            a.parse_bid(200, changed.as_bytes()),
+            PingOutcome::Invalid("unparsable answer".into()),
+            "{reference}"
+        );
+    }
 }
 
 #[test]

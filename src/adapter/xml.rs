@@ -6,7 +6,8 @@
 //! what a bid answer never needs: declarations, comments, processing instructions, attributes
 //! and DOCTYPEs. Entities declared in a DOCTYPE are never expanded, so an answer cannot grow
 //! itself ("billion laughs"); only the five predefined entities and character references are
-//! decoded. Nesting depth and the text kept per match are capped.
+//! decoded, and a reference to any other in a value read makes the answer unreadable (its value
+//! is unknown). Nesting depth and the text kept per match are capped.
 
 use std::borrow::Cow;
 
@@ -87,8 +88,11 @@ pub fn find_texts<'a, const N: usize>(
             if !text.iter().all(u8::is_ascii_whitespace) {
                 return Err(XmlError::Malformed("text outside the root element", r.pos));
             }
-        } else {
-            append_text(&mut hits, &open, text, true);
+        } else if !append_text(&mut hits, &open, text, true) {
+            return Err(XmlError::Malformed(
+                "an entity the exchange does not expand",
+                r.pos,
+            ));
         }
         let Some(lt) = lt else { break };
         r.pos = lt;
@@ -105,7 +109,7 @@ pub fn find_texts<'a, const N: usize>(
             let end = find(&doc[start..], b"]]>")
                 .map(|i| start + i)
                 .ok_or(XmlError::Malformed("unterminated CDATA", lt))?;
-            append_text(&mut hits, &open, &doc[start..end], false);
+            let _ = append_text(&mut hits, &open, &doc[start..end], false);
             r.pos = end + 3;
         } else if rest.starts_with(b"<!") {
             if root_seen {
@@ -352,21 +356,26 @@ fn name_matches(name: &[u8], want: &[u8]) -> bool {
 }
 
 /// Character data goes to every path whose element is open; entities decoded unless `raw` (CDATA).
+/// Returns false when matched text holds an entity reference that is not one of the five
+/// nor a character reference (`&d;`, declared in a DOCTYPE or not at all): its value is not
+/// known, and a bid id quoted back with it would not be the buyer's.
 fn append_text<const N: usize>(
     hits: &mut [Option<(usize, Vec<u8>)>; N],
     open: &[bool; N],
     text: &[u8],
     decode: bool,
-) {
+) -> bool {
+    let mut known = true;
     for (hit, &is_open) in hits.iter_mut().zip(open) {
         if let (Some((_, buf)), true) = (hit, is_open) {
             if decode {
-                decode_into(buf, text);
+                known &= decode_into(buf, text);
             } else {
                 push_bounded(buf, text);
             }
         }
     }
+    known
 }
 
 /// An element at `depth` (the stack length after its end tag was popped) just closed.
@@ -389,14 +398,16 @@ fn push_bounded(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
-/// Decodes `&lt; &gt; &amp; &quot; &apos; &#N; &#xH;`; any other `&` is kept as written, since a
-/// sloppy legacy answer is still worth reading and an undeclared entity has no other meaning.
-fn decode_into(buf: &mut Vec<u8>, text: &[u8]) {
+/// Decodes `&lt; &gt; &amp; &quot; &apos; &#N; &#xH;`. A bare `&` (`Smith & Sons`) is kept as
+/// written, since a sloppy legacy answer is still worth reading; a reference to any other
+/// entity (`&d;`, `&#xFFFFFFFF;`) is kept too but makes this return false.
+fn decode_into(buf: &mut Vec<u8>, text: &[u8]) -> bool {
+    let mut known = true;
     let mut i = 0;
     while i < text.len() && buf.len() < MAX_XML_TEXT_BYTES {
         let b = text[i];
         if b == b'&' {
-            if let Some(semi) = text[i + 1..].iter().take(12).position(|&c| c == b';') {
+            if let Some(semi) = text[i + 1..].iter().take(32).position(|&c| c == b';') {
                 let ent = &text[i + 1..i + 1 + semi];
                 if let Some(c) = entity(ent) {
                     let mut tmp = [0u8; 4];
@@ -404,10 +415,27 @@ fn decode_into(buf: &mut Vec<u8>, text: &[u8]) {
                     i += semi + 2;
                     continue;
                 }
+                known &= !is_reference(ent);
             }
         }
         buf.push(b);
         i += 1;
+    }
+    known
+}
+
+/// Whether `&ent;` has the shape of an entity or character reference (a name, or `#` and
+/// digits), as opposed to a bare `&` in sloppy text (`a & b; c`).
+fn is_reference(ent: &[u8]) -> bool {
+    match ent {
+        [b'#', rest @ ..] => !rest.is_empty() && rest.iter().all(u8::is_ascii_alphanumeric),
+        [first, rest @ ..] => {
+            (first.is_ascii_alphabetic() || *first == b'_' || *first == b':')
+                && rest
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || b"._-:".contains(&c))
+        }
+        [] => false,
     }
 }
 
