@@ -730,6 +730,57 @@ fn posts_in_flight_across_a_zone_change_hold_the_cap_for_new_leads() {
     }
 }
 
+/// A lead still in its auction when a reload changes a buyer's time zone posts into the
+/// buyer's new counters, as leads of the new config do: between them, the buyer never gets
+/// more than its cap (each config's counters used to let one through).
+#[test]
+fn a_lead_auctioned_across_a_zone_change_posts_into_the_new_counters() {
+    let slow = BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(9000, None).after_ms(400),
+        // Still in flight when the second lead's post is due.
+        Kind::Post => Reply::accepted().after_ms(600),
+    });
+    let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
+    let chicago = with_admin(
+        &config(&fleet, "", |i| {
+            if i == 0 {
+                "timezone = \"America/Chicago\"\n[buyers.caps]\ndaily = 1".to_string()
+            } else {
+                String::new()
+            }
+        })
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 1000")
+        .replace("post_timeout_ms = 500", "post_timeout_ms = 5000"),
+    );
+    let r = start(&chicago);
+    let mut before = r.ex.client();
+    before.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        lead_n(1).as_bytes(),
+    ));
+    std::thread::sleep(Duration::from_millis(100));
+    let reload = r.reload_with(&chicago.replace("America/Chicago", "America/New_York"));
+    assert_eq!(reload.status, 200, "{}", text(&reload));
+    let mut after = r.ex.client();
+    after.send_raw(&Client::request(
+        "POST",
+        "/v1/leads",
+        Some(KEY),
+        lead_n(2).as_bytes(),
+    ));
+    let mut to = Vec::new();
+    for c in [&mut before, &mut after] {
+        let v = c.read_response().expect("an answer").json();
+        to.push(v["sales"][0]["buyer"].as_str().unwrap_or("").to_string());
+    }
+    to.sort();
+    assert_eq!(to, ["other", "slow"], "one lead for a daily cap of 1");
+    assert_eq!(fleet.posts(0), 1);
+    assert_eq!(r.stats()["buyers"]["slow"]["caps_left"]["daily"], 0);
+}
+
 /// A reload that lowers a buyer's `max_connections` holds at once: the connections it had
 /// warm beyond the new limit are closed, not used for the next leads.
 #[test]

@@ -252,8 +252,9 @@ struct Lead {
     auction: Auction,
     /// The connection serving each slot's current request.
     slot_conn: Vec<Option<Key>>,
-    /// Cap reservations of posts in flight or accepted, per slot.
-    reservations: Vec<Option<Reservation>>,
+    /// Cap reservations of posts in flight or accepted, per slot, each with the newer config
+    /// whose counters it was taken from (`None`: the lead's own; see [`cap_home`]).
+    reservations: Vec<Option<(Reservation, Option<Arc<Runtime>>)>>,
     /// The close (ping results, ranking) is in the journal.
     close_journaled: bool,
     /// The campaign's fallback has been tried (once per lead).
@@ -467,22 +468,45 @@ fn settle_after_reload(
     slot: usize,
     sold: bool,
     price: crate::money::Cents,
+    home: Option<&Arc<Runtime>>,
 ) {
-    if lead.req.test || shared.generation() == lead.gen.rt.generation {
+    // The counters the post was reserved in.
+    let rt = home.unwrap_or(&lead.gen.rt);
+    if lead.req.test || shared.generation() == rt.generation {
         return;
     }
-    let old = lead.auction.buyer(slot);
-    let Some(buyer) = lead.gen.rt.snap.buyers.get(old) else {
+    let Some(buyer) = lead.gen.rt.snap.buyers.get(lead.auction.buyer(slot)) else {
+        return;
+    };
+    let Some(mine) = rt.snap.buyer_of_record(&buyer.id) else {
         return;
     };
     let current = shared.runtime();
     if let Some(b) = current.snap.buyer_of_record(&buyer.id) {
-        if !current.caps.shares_state(b, &lead.gen.rt.caps, old) {
+        if !current.caps.shares_state(b, &rt.caps, mine) {
             current
                 .caps
                 .settle_earlier(b, &lead.id, sold, price, Utc::now());
         }
     }
+}
+
+/// Where a lead's post to `buyer` (its index in the lead's config) reserves its cap: `None`,
+/// the lead's own config's counters, unless a reload since gave the buyer counters of their
+/// own (its zone changed; rebuilt from the journal): then the config in force now and the
+/// buyer's index there. Leads of both configs count into one set of counters so, and neither
+/// can take the buyer past a cap the other has filled.
+fn cap_home(shared: &Shared, lead: &Lead, buyer: usize) -> Option<(Arc<Runtime>, usize)> {
+    if shared.generation() == lead.gen.rt.generation {
+        return None;
+    }
+    let id = &lead.gen.rt.snap.buyers.get(buyer)?.id;
+    let current = shared.runtime();
+    let b = current.snap.buyer_of_record(id)?;
+    if current.caps.shares_state(b, &lead.gen.rt.caps, buyer) {
+        return None;
+    }
+    Some((current, b))
 }
 
 /// A held bid: (buyer, cents, bid id).
@@ -2477,7 +2501,8 @@ impl Worker {
                         test: lead.req.test,
                     },
                 );
-                settle_after_reload(&self.shared, lead, slot, true, price);
+                let home = lead.reservations[slot].as_ref().and_then(|r| r.1.as_ref());
+                settle_after_reload(&self.shared, lead, slot, true, price, home);
             }
         }
     }
@@ -2501,9 +2526,9 @@ impl Worker {
                 .post_result(slot)
                 .is_some_and(|o| !o.accepted());
             if unsold {
-                if let Some(r) = lead.reservations[slot].take() {
-                    lead.gen.rt.caps.release(r);
-                    settle_after_reload(&self.shared, lead, slot, false, 0);
+                if let Some((r, home)) = lead.reservations[slot].take() {
+                    home.as_ref().unwrap_or(&lead.gen.rt).caps.release(r);
+                    settle_after_reload(&self.shared, lead, slot, false, 0, home.as_ref());
                 }
             }
         }
@@ -2559,9 +2584,14 @@ impl Worker {
                 }
                 Action::SendPost { slot, price_cents } => {
                     let buyer = lead.auction.buyer(slot);
+                    let home = cap_home(&self.shared, lead, buyer);
+                    let (caps, cap_buyer) = match &home {
+                        Some((rt, b)) => (&rt.caps, *b),
+                        None => (&lead.gen.rt.caps, buyer),
+                    };
                     // A buyer the operator paused since its bid gets no post: the pause is
                     // meant to stop leads at once, running auctions' included.
-                    if lead.gen.rt.caps.is_paused(buyer) {
+                    if caps.is_paused(cap_buyer) {
                         let now = self.now;
                         lead.auction.on_post_result(slot, now, PostOutcome::Paused);
                         continue;
@@ -2572,18 +2602,16 @@ impl Worker {
                     // where they would turn a real lead away, it is turned away too, so that
                     // its answer is the one the same real lead would get.
                     let reserved = if lead.req.test {
-                        let room = lead
-                            .gen
-                            .rt
-                            .caps
-                            .has_room_for(buyer, Utc::now(), price_cents);
+                        let room = caps.has_room_for(cap_buyer, Utc::now(), price_cents);
                         (!room).then_some(None)
                     } else {
-                        Some(lead.gen.rt.caps.reserve(buyer, Utc::now(), price_cents))
+                        Some(caps.reserve(cap_buyer, Utc::now(), price_cents))
                     };
                     match reserved {
                         None => {}
-                        Some(Some(r)) => lead.reservations[slot] = Some(r),
+                        Some(Some(r)) => {
+                            lead.reservations[slot] = Some((r, home.map(|(rt, _)| rt)));
+                        }
                         Some(None) => {
                             let now = self.now;
                             lead.auction.on_post_result(slot, now, PostOutcome::Capped);
@@ -2662,7 +2690,7 @@ impl Worker {
             return;
         };
         // The reservations left belong to accepted posts: they stay counted.
-        for r in lead.reservations.iter_mut().filter_map(Option::take) {
+        for (r, _) in lead.reservations.iter_mut().filter_map(Option::take) {
             let _sold: Reservation = r;
         }
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
