@@ -487,6 +487,66 @@ fn both_and_fixed_config(fleet: &Fleet, campaign: &str, fixed: &str, price: f64)
     toml
 }
 
+/// A seller's post whose held bids are all rejected goes to the fallback, which leaves out
+/// every buyer the ping's auction pinged, as a direct lead's fallback does: one that bid
+/// nothing (or under the reserve) is not sold the lead at its fixed price. So also for a
+/// ping held across a restart.
+#[test]
+fn a_posts_fallback_skips_the_buyers_its_ping_pinged() {
+    for restart in [false, true] {
+        let fleet = Fleet::start(vec![
+            BuyerSpec::new("both").with_responder(|k, _| match k {
+                Kind::Ping => Reply::no_bid(),
+                Kind::Post => Reply::accepted(),
+            }),
+            poster("fallback", true),
+            BuyerSpec::new("top").with_responder(|k, _| match k {
+                Kind::Ping => Reply::bid(3000, None),
+                Kind::Post => Reply::rejected("no thanks"),
+            }),
+        ])
+        .unwrap();
+        let mut toml = both_and_fixed_config(
+            &fleet,
+            "fallback = \"waterfall\"\nhold_ms = 60000",
+            "fallback",
+            18.0,
+        );
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"top\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
+            fleet.ping_url(2),
+            fleet.post_url(2)
+        ));
+        let mut ex = Exchange::start(&toml);
+        let v = ex
+            .client()
+            .post("/v1/ping", Some(KEY), PING.as_bytes())
+            .json();
+        assert_eq!(v["status"], "bid", "{v}");
+        assert_eq!((fleet.pings(0), fleet.pings(2)), (1, 1));
+        if restart {
+            drop(ex);
+            ex = Exchange::start(&toml);
+        }
+        let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+        let post = serde_json::json!({
+            "ping_id": v["ping_id"], "lead": full["lead"], "consent": full["consent"]
+        });
+        let v = ex
+            .client()
+            .post("/v1/post", Some(KEY), post.to_string().as_bytes())
+            .json();
+        assert_eq!(v["status"], "sold", "restart {restart}: {v}");
+        assert_eq!(v["sales"][0]["buyer"], "fallback", "restart {restart}: {v}");
+        assert_eq!(v["price"], 18.0, "restart {restart}: {v}");
+        assert_eq!(
+            (fleet.posts(0), fleet.posts(1), fleet.posts(2)),
+            (0, 1, 1),
+            "restart {restart}"
+        );
+    }
+}
+
 /// A buyer that takes pings and has a fixed price too, in a fixed-price campaign: a seller's
 /// ping is answered from the prices, as a direct lead is sold, and nobody is pinged.
 #[test]

@@ -204,6 +204,7 @@ mod tests {
             posted: false,
             payout: crate::config::Payout::ShareBp(8000),
             source: None,
+            priced: Vec::new(),
         }
     }
 

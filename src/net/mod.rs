@@ -154,6 +154,9 @@ pub struct HeldPing {
     pub payout: crate::config::Payout,
     /// The ping's `source`, carried onto its post.
     pub source: Option<String>,
+    /// Every buyer the ping's auction had a turn for (bid or not): they priced the lead
+    /// themselves, so the post's fallback does not sell it to them at a fixed price.
+    pub priced: Vec<usize>,
 }
 
 /// The journal's form of a payout rule.
@@ -851,7 +854,9 @@ fn rebuild(
         .saturating_sub(crate::config::MAX_HOLD_MS * 1000)
         .saturating_sub(EXPIRED_PING_MEMORY.as_micros() as u64);
     // Bodies of pings whose hold may be live: (test, body, bids received when known).
-    let mut ping_bodies: HashMap<String, (bool, Vec<u8>, Option<u32>)> = HashMap::new();
+    // By ping: (test, body, bids received, buyers pinged).
+    type PingBody = (bool, Vec<u8>, Option<u32>, Vec<String>);
+    let mut ping_bodies: HashMap<String, PingBody> = HashMap::new();
     // Sales of leads whose answer the journal does not have yet, by lead: (campaign, price,
     // payout, when first sold).
     let mut unanswered: HashMap<String, (String, crate::money::Cents, crate::money::Cents, u64)> =
@@ -925,7 +930,10 @@ fn rebuild(
             if *flow == Some(journal::LeadFlow::Ping) {
                 pinging.insert(lead_id.clone());
                 if e.ts_us >= since_held {
-                    ping_bodies.insert(lead_id.clone(), (*test, lead_json.clone(), None));
+                    ping_bodies.insert(
+                        lead_id.clone(),
+                        (*test, lead_json.clone(), None, Vec::new()),
+                    );
                 }
             } else {
                 pinging.remove(lead_id);
@@ -970,11 +978,17 @@ fn rebuild(
                 reported.insert((lead_id.clone(), *kind));
             }
             Record::PingResult {
+                lead_id,
                 buyer,
                 outcome,
                 response_us,
                 ..
             } => {
+                if let Some(p) = ping_bodies.get_mut(lead_id) {
+                    if p.3.len() < crate::caps::MAX_BUYERS {
+                        p.3.push(buyer.clone());
+                    }
+                }
                 // One result per ping, sent or not (as the live counter counts them).
                 let b = pnl.buyer(snap.current_id(buyer));
                 b.pings += 1;
@@ -1131,9 +1145,9 @@ fn rebuild(
                 let expires_us = e.ts_us.saturating_add(hold_ms.saturating_mul(1000));
                 let live = expires_us > now_us;
                 match (live, body) {
-                    (true, Some((test, body, received))) => {
+                    (true, Some((test, body, received, pinged))) => {
                         if let Some(h) =
-                            restore_hold(snap, seller, campaign, test, bids, *terms, &body)
+                            restore_hold(snap, seller, campaign, test, bids, *terms, &body, &pinged)
                         {
                             // Older journals: at least the bids that were held.
                             let received = received.unwrap_or(bids.len() as u32);
@@ -1311,7 +1325,9 @@ fn rebuild(
 
 /// A ping's hold as journaled, mapped onto `snap` by id: `None` when its seller or campaign
 /// is no longer configured or none of its bidders is. The pinged fields are read again from
-/// the ping's body, for the post's `ping_mismatch` check. `expires` is left for the caller.
+/// the ping's body, for the post's `ping_mismatch` check; `pinged` are the buyers its
+/// auction had a turn for. `expires` is left for the caller.
+#[allow(clippy::too_many_arguments)]
 fn restore_hold(
     snap: &Arc<Snapshot>,
     seller: &str,
@@ -1320,6 +1336,7 @@ fn restore_hold(
     bids: &[(String, crate::money::Cents, Option<String>)],
     terms: Option<journal::PayoutTerms>,
     body: &[u8],
+    pinged: &[String],
 ) -> Option<HeldPing> {
     let seller = snap.sellers.iter().position(|s| s.id == seller)?;
     let campaign = snap.campaign_by_id(campaign)?;
@@ -1368,6 +1385,10 @@ fn restore_hold(
         // A record from before the rule was journaled: the rule in force now.
         payout: terms.map_or(snap.sellers[seller].payout, payout_rule),
         source,
+        priced: pinged
+            .iter()
+            .filter_map(|b| snap.buyer_of_record(b))
+            .collect(),
     })
 }
 

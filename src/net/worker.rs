@@ -259,6 +259,9 @@ struct Lead {
     close_journaled: bool,
     /// The campaign's fallback has been tried (once per lead).
     fallback_done: bool,
+    /// For a `/v1/post`: the buyers its ping's auction had a turn for, left out of its
+    /// fallback as the auction's own buyers are (empty otherwise).
+    priced_by_ping: Vec<usize>,
     /// The first auction's buyer wait and bids, when a fallback replaced it.
     prior: Option<(Duration, u32)>,
     /// A post's: the bids its ping received, which its answer reports.
@@ -522,6 +525,8 @@ struct Claimed {
     bids_received: u32,
     /// The ping's `source`: the post's lead is journaled under it too.
     source: Option<String>,
+    /// The buyers the ping's auction had a turn for (`HeldPing::priced`).
+    priced: Vec<usize>,
 }
 
 /// Wall-clock microseconds for journal records (cap windows are calendar time).
@@ -1609,6 +1614,7 @@ impl Worker {
         let mut held: Option<(String, Vec<HeldBid>, crate::lead::Fields)> = None;
         let mut held_rule: Option<crate::config::Payout> = None;
         let mut ping_bids: Option<u32> = None;
+        let mut priced_by_ping: Vec<usize> = Vec::new();
         let mut post_test_mismatch: Option<Refusal> = None;
         let mut req = if flow == Flow::Post {
             let mut post = match lead::parse_post_request(body) {
@@ -1627,6 +1633,7 @@ impl Worker {
                 rule,
                 bids_received: received,
                 source,
+                priced,
             } = match self.claim_held(&post.ping_id, snap, seller) {
                 Ok(h) => h,
                 Err(r) => return self.refuse(key, &r, None, &[]),
@@ -1635,6 +1642,7 @@ impl Worker {
             held = Some((post.ping_id, bids, fields));
             held_rule = rule;
             ping_bids = Some(received);
+            priced_by_ping = priced;
             LeadRequest {
                 campaign: snap.campaigns[campaign].id.clone(),
                 source,
@@ -1883,6 +1891,7 @@ impl Worker {
             answer_promised: false,
             ping_hint: None,
             fallback_done: false,
+            priced_by_ping,
             prior: None,
             ping_bids,
             close_from_plan: from_plan,
@@ -2111,6 +2120,7 @@ impl Worker {
                 rule,
                 bids_received: h.bids_received,
                 source: h.source.clone(),
+                priced: h.priced.clone(),
             });
         }
         // Held before a reload.
@@ -2135,6 +2145,11 @@ impl Worker {
                 Some((snap.buyer_of_record(id)?, *cents, *bid_id))
             })
             .collect();
+        let priced = h
+            .priced
+            .iter()
+            .filter_map(|b| snap.buyer_of_record(&h.snap.buyers.get(*b)?.id))
+            .collect();
         Ok(Claimed {
             campaign,
             test: h.test,
@@ -2143,6 +2158,7 @@ impl Worker {
             rule,
             bids_received: h.bids_received,
             source: h.source.clone(),
+            priced,
         })
     }
 
@@ -2904,8 +2920,10 @@ impl Worker {
         // A buyer the first auction had a turn for (one that bids and has a fixed price too) is
         // not sent the lead at its fixed price: it priced this lead itself, by no bid, a bid
         // under the reserve, or a post it rejected, or it bought.
+        // A post's ping's auction likewise.
         let in_auction: Vec<usize> = (0..lead.auction.slots())
             .map(|s| lead.auction.buyer(s))
+            .chain(lead.priced_by_ping.iter().copied())
             .collect();
         let posted = (0..lead.auction.slots()).any(|s| lead.auction.post_result(s).is_some());
         plan.retain(|(b, _, _)| !in_auction.contains(b));
@@ -3063,6 +3081,9 @@ impl Worker {
                 posted: false,
                 payout: rule,
                 source: lead.req.source.clone(),
+                priced: (0..lead.auction.slots())
+                    .map(|s| lead.auction.buyer(s))
+                    .collect(),
             },
             now,
         );
