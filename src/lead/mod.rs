@@ -778,14 +778,64 @@ pub fn same_value(a: Field<'_>, b: Field<'_>) -> bool {
     }
     match (a, b) {
         (Field::Array(x) | Field::Object(x), Field::Array(y) | Field::Object(y)) => {
-            let parse = |t: &str| {
-                let mut v = serde_json::from_str::<Value>(t).ok()?;
-                drop_personal(&mut v);
-                Some(v)
-            };
-            matches!((parse(x), parse(y)), (Some(x), Some(y)) if same_json(&x, &y))
+            same_raw(x, y).unwrap_or(false)
         }
         _ => same_scalar(scalar(a), scalar(b)),
+    }
+}
+
+/// [`same_value`] of two arrays or objects as JSON text, numbers compared by their exact
+/// decimal value (a 23-digit integer is not an `f64`); personal members and items (those a
+/// ping leaves out, [`personal_member`]) are not compared. `None` for text that is not JSON.
+fn same_raw(a: &str, b: &str) -> Option<bool> {
+    use serde_json::value::RawValue;
+    type Members<'a> = std::collections::HashMap<String, &'a RawValue>;
+    let (a, b) = (a.trim(), b.trim());
+    let kept = |key: Option<&str>, v: &RawValue| !personal_member(key, v.get().trim());
+    Some(match (a.as_bytes().first()?, b.as_bytes().first()?) {
+        (b'{', b'{') => {
+            let (x, y): (Members<'_>, Members<'_>) =
+                (serde_json::from_str(a).ok()?, serde_json::from_str(b).ok()?);
+            // The post may add members: that adds to the ping, it does not contradict it.
+            for (k, v) in x.iter().filter(|(k, v)| kept(Some(k), v)) {
+                match y.get(k).filter(|w| kept(Some(k), w)) {
+                    Some(w) if same_raw(v.get(), w.get())? => {}
+                    _ => return Some(false),
+                }
+            }
+            true
+        }
+        (b'[', b'[') => {
+            let (x, y): (Vec<&RawValue>, Vec<&RawValue>) =
+                (serde_json::from_str(a).ok()?, serde_json::from_str(b).ok()?);
+            let x: Vec<_> = x.into_iter().filter(|v| kept(None, v)).collect();
+            let y: Vec<_> = y.into_iter().filter(|v| kept(None, v)).collect();
+            if x.len() != y.len() {
+                return Some(false);
+            }
+            for (v, w) in x.iter().zip(&y) {
+                if !same_raw(v.get(), w.get())? {
+                    return Some(false);
+                }
+            }
+            true
+        }
+        (b'{' | b'[', _) | (_, b'{' | b'[') => false,
+        _ => {
+            let (da, db) = (raw::decode_str(a), raw::decode_str(b));
+            same_scalar(raw_scalar(a, da.as_deref()), raw_scalar(b, db.as_deref()))
+        }
+    })
+}
+
+/// A scalar's JSON text as a [`Scalar`]; `decoded` is the string's value when it is one.
+fn raw_scalar<'a>(text: &'a str, decoded: Option<&'a str>) -> Scalar<'a> {
+    match text.as_bytes().first() {
+        Some(b'n') => Scalar::Null,
+        Some(b't') => Scalar::Bool(true),
+        Some(b'f') => Scalar::Bool(false),
+        Some(b'"') => decoded.map_or(Scalar::Other, Scalar::Str),
+        _ => Scalar::Num(text),
     }
 }
 
@@ -809,62 +859,15 @@ fn scalar(f: Field<'_>) -> Scalar<'_> {
     }
 }
 
-fn same_json(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => x
-            .iter()
-            .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w))),
-        (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => false,
-        _ => {
-            let (ta, tb) = (json_number_text(a), json_number_text(b));
-            same_scalar(json_scalar(a, &ta), json_scalar(b, &tb))
-        }
-    }
-}
-
-fn json_number_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// `v` as a [`Scalar`]; a number as `text`, its JSON text.
-fn json_scalar<'a>(v: &'a Value, text: &'a Option<String>) -> Scalar<'a> {
-    match (v, text) {
-        (_, Some(t)) => Scalar::Num(t),
-        (Value::Null, _) => Scalar::Null,
-        (Value::Bool(x), _) => Scalar::Bool(*x),
-        (Value::String(x), _) => Scalar::Str(x),
-        _ => Scalar::Other,
-    }
-}
-
 fn same_scalar(a: Scalar<'_>, b: Scalar<'_>) -> bool {
-    /// A number's value: integers exactly, anything else as `f64`.
-    #[derive(PartialEq)]
-    enum N {
-        Int(i128),
-        Float(f64),
-    }
-    fn number(text: &str) -> Option<N> {
+    fn number(text: &str) -> Option<Decimal> {
         let t = text.trim();
-        let digits = t.strip_prefix('-').unwrap_or(t);
+        let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
         // A string with a leading zero ("02134") is a code, not a number.
         if digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.") {
             return None;
         }
-        if let Ok(i) = t.parse::<i128>() {
-            return Some(N::Int(i));
-        }
-        let f: f64 = t.parse().ok().filter(|x: &f64| x.is_finite())?;
-        if f.fract() == 0.0 && f.abs() < 1e15 {
-            return Some(N::Int(f as i128));
-        }
-        Some(N::Float(f))
+        Decimal::parse(t)
     }
     fn boolean(s: Scalar<'_>) -> Option<bool> {
         match s {
@@ -885,6 +888,67 @@ fn same_scalar(a: Scalar<'_>, b: Scalar<'_>) -> bool {
             matches!((boolean(a), boolean(b)), (Some(x), Some(y)) if x == y)
         }
         _ => false,
+    }
+}
+
+/// A number's exact value, however it is written (`9007199254740993`, `9007199254740993.0`,
+/// `9.007199254740993e15`): its sign, its significant digits and the power of ten of the
+/// last of them. Zero is unsigned.
+#[derive(Debug, PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    digits: Vec<u8>,
+    exponent: i64,
+}
+
+impl Decimal {
+    /// `[+-]digits[.digits][(e|E)[+-]digits]`, a digit on at least one side of the point.
+    fn parse(text: &str) -> Option<Decimal> {
+        let (negative, rest) = match text.as_bytes().first()? {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(i) => {
+                let e = &rest[i + 1..];
+                let digits = e.strip_prefix(['-', '+']).unwrap_or(e);
+                // Far past any value a lead means; an i64 holds the arithmetic below.
+                if digits.is_empty()
+                    || digits.len() > 9
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return None;
+                }
+                (&rest[..i], e.parse::<i64>().ok()?)
+            }
+            None => (rest, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
+            return None;
+        }
+        let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+        let mut exponent = exponent - frac.len() as i64;
+        let lead = digits.iter().take_while(|&&d| d == b'0').count();
+        digits.drain(..lead);
+        while digits.last() == Some(&b'0') {
+            digits.pop();
+            exponent += 1;
+        }
+        if digits.is_empty() {
+            return Some(Decimal {
+                negative: false,
+                digits,
+                exponent: 0,
+            });
+        }
+        Some(Decimal {
+            negative,
+            digits,
+            exponent,
+        })
     }
 }
 
@@ -1030,38 +1094,6 @@ fn personal_member(key: Option<&str>, value: &str) -> bool {
     match value.as_bytes().first() {
         Some(b'"') => raw::decode_str(value).is_some_and(|s| crate::config::is_personal_value(&s)),
         Some(b'-' | b'0'..=b'9') => crate::config::is_personal_number(value),
-        _ => false,
-    }
-}
-
-/// Remove personal members and personal strings from `v` at any depth; true when any was
-/// removed.
-fn drop_personal(v: &mut Value) -> bool {
-    let personal = |x: &Value| match x {
-        Value::String(s) => crate::config::is_personal_value(s),
-        Value::Number(n) => crate::config::is_personal_number(&n.to_string()),
-        _ => false,
-    };
-    match v {
-        Value::Object(m) => {
-            let before = m.len();
-            m.retain(|k, x| {
-                !crate::config::is_personal_field(k)
-                    && !crate::config::is_personal_value(k)
-                    && !personal(x)
-            });
-            let mut dropped = m.len() != before;
-            for x in m.values_mut() {
-                dropped |= drop_personal(x);
-            }
-            dropped
-        }
-        Value::Array(a) => {
-            let before = a.len();
-            a.retain(|x| !personal(x));
-            let dropped = a.len() != before;
-            a.iter_mut().fold(dropped, |d, x| drop_personal(x) | d)
-        }
         _ => false,
     }
 }

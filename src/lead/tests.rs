@@ -1427,6 +1427,74 @@ fn a_post_contradicts_its_ping_only_with_a_different_value() {
     assert!(check_ping_match(&pinged, &missing).is_err());
 }
 
+/// Numbers are compared by their exact value, nested or not: a 23-digit integer or a long
+/// decimal changed in its last digit contradicts the ping; the same value written otherwise
+/// (`9007199254740993.0`, `1.2345678901234567890123e22`) does not.
+#[test]
+fn a_post_is_checked_against_its_ping_digit_for_digit() {
+    let pinged = Fields::from_json(
+        r#"{"num":12345678901234567890123,"loan":{"amount":12345678901234567890123,"rate":3.14159265358979323846,"big":9007199254740993,"list":[0.1,-0]}}"#,
+    )
+    .unwrap();
+    for (k, same) in [
+        ("num", "12345678901234567890123.0"),
+        ("num", "1.2345678901234567890123e22"),
+        ("num", "\"12345678901234567890123\""),
+        (
+            "loan",
+            r#"{"amount":1.2345678901234567890123E+22,"rate":3.141592653589793238460,"big":9007199254740993.0,"list":[1e-1,0]}"#,
+        ),
+        (
+            "loan",
+            r#"{"big":9.007199254740993e15,"rate":31.4159265358979323846e-1,"amount":12345678901234567890123,"list":[0.10,0.0],"more":1}"#,
+        ),
+    ] {
+        let mut f = pinged.clone();
+        f.insert_field(
+            k,
+            Fields::from_json(&format!(r#"{{"v":{same}}}"#))
+                .unwrap()
+                .get("v")
+                .unwrap(),
+        );
+        assert_eq!(check_ping_match(&pinged, &f), Ok(()), "{k}={same}");
+    }
+    for (k, changed) in [
+        ("num", "12345678901234567890124"),
+        (
+            "loan",
+            r#"{"amount":12345678901234567890124,"rate":3.14159265358979323846,"big":9007199254740993,"list":[0.1,0]}"#,
+        ),
+        (
+            "loan",
+            r#"{"amount":12345678901234567890123,"rate":3.14159265358979323999,"big":9007199254740993,"list":[0.1,0]}"#,
+        ),
+        (
+            "loan",
+            r#"{"amount":12345678901234567890123,"rate":3.14159265358979323846,"big":9007199254740992,"list":[0.1,0]}"#,
+        ),
+        (
+            "loan",
+            r#"{"amount":12345678901234567890123,"rate":3.14159265358979323846,"big":9007199254740993,"list":[0.1,1e-400]}"#,
+        ),
+    ] {
+        let mut f = pinged.clone();
+        f.insert_field(
+            k,
+            Fields::from_json(&format!(r#"{{"v":{changed}}}"#))
+                .unwrap()
+                .get("v")
+                .unwrap(),
+        );
+        let r = check_ping_match(&pinged, &f).unwrap_err();
+        assert_eq!(
+            r.field.as_deref(),
+            Some(&*format!("lead.{k}")),
+            "{k}={changed}"
+        );
+    }
+}
+
 /// A ZIP pinged as five digits is posted as its ZIP+4 (or the other way): the same place. Two
 /// different ZIP+4s, or other five digits, are not.
 #[test]
