@@ -193,7 +193,7 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
         },
         _ => sample_campaign(),
     };
-    let mut lead_fields = sample_lead();
+    let mut fields = lead::Fields::from_map(&sample_lead());
     if let Some(text) = &args.lead {
         if text.len() > MAX_LEAD_BYTES {
             return Err(usage(format!(
@@ -202,7 +202,18 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
             )));
         }
         match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) if m.len() <= lead::MAX_LEAD_FIELDS => lead_fields.extend(m),
+            // Its values as written (a 23-digit number keeps its digits), as the exchange
+            // keeps a seller's.
+            Ok(Value::Object(m)) if m.len() <= lead::MAX_LEAD_FIELDS => {
+                match lead::Fields::from_json(text) {
+                    Ok(given) => {
+                        for (k, v) in given.iter() {
+                            fields.insert_field(k, v);
+                        }
+                    }
+                    Err(e) => return Err(usage(format!("--lead: not JSON: {}", e))),
+                }
+            }
             Ok(Value::Object(_)) => {
                 return Err(usage(format!(
                     "--lead: more than {} fields",
@@ -217,7 +228,7 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
         .ping_fields
         .iter()
         .filter(|f| !config::is_personal_field(f))
-        .filter(|f| !lead_fields.contains_key(f.as_str()))
+        .filter(|f| !fields.contains_key(f.as_str()))
         .cloned()
         .collect();
 
@@ -286,7 +297,6 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
         }
     };
     // As the exchange sends it: a state as its USPS code, however `--lead` spelt it.
-    let mut fields = lead::Fields::from_map(&lead_fields);
     lead::normalize_codes(&mut fields);
     Ok(Plan {
         url: args.url.clone(),
@@ -793,10 +803,11 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                 unasked,
             };
         };
-        let unreachable = matches!(record.result, PingResult::NoConnection(_)) && peer.is_none();
+        // Unreachable, at the first ping or after some were answered (the buyer went away).
+        let unreachable = matches!(record.result, PingResult::NoConnection(_));
         records.push(record);
         if unreachable {
-            // Never reached: more attempts would only repeat the same failure.
+            // Not reachable now: more attempts would only repeat the same failure.
             break;
         }
     }
@@ -1373,7 +1384,11 @@ impl Report {
             self.timeouts
         ));
         if self.sent < self.pings {
-            s.push_str("the rest not sent: the buyer was never reached\n");
+            s.push_str(if self.sent == 0 {
+                "the rest not sent: the buyer was never reached\n"
+            } else {
+                "the rest not sent: a connection to the buyer could not be made\n"
+            });
         }
         if let Some((lo, hi)) = self.bid_range_cents {
             s.push_str(&format!(

@@ -255,6 +255,75 @@ fn an_unreachable_port_fails_with_a_clear_message() {
     );
 }
 
+/// A buyer that goes away mid-run: the run stops at the first connect that fails, and the
+/// report tells the pings answered from the ones never sent.
+#[test]
+fn a_buyer_gone_mid_run_stops_the_run_at_the_failed_connect() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Two pings answered, each on its own connection, then the port closes.
+    let buyer = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"}") {
+                let n = s.read(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = r#"{"bid": 3.5}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+                body.len(),
+                body
+            );
+            s.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/ping");
+    let o = buyer_check(&["--url", &url, "--count", "6", "--interval-ms", "200"]);
+    buyer.join().unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("pings 2 sent of 6:"), "{out}");
+    assert!(
+        out.contains("the rest not sent: a connection to the buyer could not be made"),
+        "{out}"
+    );
+    assert!(out.contains("ping 3: cannot connect"), "{out}");
+    assert!(
+        !out.contains("ping 4"),
+        "stops at the first failed connect: {out}"
+    );
+}
+
+/// `--lead` values reach the buyer as written, as the exchange passes a seller's on: nested
+/// numbers keep their digits.
+#[test]
+fn a_lead_given_on_the_command_line_keeps_its_numbers() {
+    let f = fleet(BuyerSpec::new("acme"));
+    let url = f.ping_url(0);
+    let o = buyer_check(&[
+        "--url",
+        &url,
+        "--count",
+        "1",
+        "--lead",
+        r#"{"lead_type": {"amount": 12345678901234567890123, "c": 250000.10, "e": 1e3}}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let bodies = f.ping_bodies(0);
+    let ping = String::from_utf8_lossy(&bodies[0]);
+    assert!(
+        ping.contains(r#""lead_type":{"amount":12345678901234567890123,"c":250000.10,"e":1e3}"#),
+        "{ping}"
+    );
+}
+
 #[test]
 fn help_and_usage_errors() {
     let o = buyer_check(&["--help"]);
