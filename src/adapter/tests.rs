@@ -592,7 +592,14 @@ bid_id_path = "/Envelope/Body/Quote/Ref"
     // character reference to no character) would be quoted back as other text than the
     // buyer's: the answer is not read.
     let text = std::str::from_utf8(answer).unwrap();
-    for reference in ["&boom;", "&nowhere;", "&#xFFFFFFFF;"] {
+    for reference in [
+        "&boom;",
+        "&nowhere;",
+        "&#xFFFFFFFF;",
+        "&#0;",
+        "&#x1F;",
+        "&#xFFFE;",
+    ] {
         let changed = text.replace("Smith & Sons", &format!("Smith {reference}"));
         assert_eq!(
             a.parse_bid(200, changed.as_bytes()),

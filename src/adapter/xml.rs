@@ -440,6 +440,10 @@ fn is_reference(ent: &[u8]) -> bool {
 }
 
 fn entity(ent: &[u8]) -> Option<char> {
+    // XML's characters: a reference to any other (`&#0;`) is no character.
+    let xml_char = |c: char| {
+        matches!(c, '\t' | '\n' | '\r') || c >= ' ' && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    };
     match ent {
         b"lt" => Some('<'),
         b"gt" => Some('>'),
@@ -448,12 +452,14 @@ fn entity(ent: &[u8]) -> Option<char> {
         b"apos" => Some('\''),
         [b'#', b'x' | b'X', hex @ ..] => u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16)
             .ok()
-            .and_then(char::from_u32),
+            .and_then(char::from_u32)
+            .filter(|&c| xml_char(c)),
         [b'#', dec @ ..] => std::str::from_utf8(dec)
             .ok()?
             .parse::<u32>()
             .ok()
-            .and_then(char::from_u32),
+            .and_then(char::from_u32)
+            .filter(|&c| xml_char(c)),
         _ => None,
     }
 }
