@@ -535,6 +535,30 @@ fn a_restart_between_ping_and_post_keeps_the_offer() {
     assert_eq!(v["payout"], 45.0, "{v}");
 }
 
+/// A ping is held for the time it was offered with: a restart under a config whose `hold_ms`
+/// is shorter than the ping's age so far still holds it, and its post sells.
+#[test]
+fn a_restart_under_a_shorter_hold_keeps_a_ping_held_for_longer() {
+    let fleet = Fleet::start(vec![bidder("top", 9000, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let (ping_id, v) = ping_on_an_exchange_that_then_stops(&toml);
+    assert_eq!(v["expires_in_ms"], 30000, "{v}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Every campaign's hold shorter than the ping's age.
+    let shorter = toml.replace("hold_ms = 30000", "hold_ms = 100").replace(
+        "vertical = \"solar\"",
+        "vertical = \"solar\"\nhold_ms = 100",
+    );
+    assert!(shorter.matches("hold_ms = 100").count() == 2);
+    let ex = Exchange::start(&shorter);
+    let v = ex
+        .client()
+        .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
+        .json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(v["payout"], 72.0, "{v}");
+}
+
 /// The payout a ping offered is what its post pays, even when a reload changed the seller's
 /// payout rule in between; a new ping gets the new rule.
 #[test]

@@ -842,19 +842,15 @@ fn rebuild(
     // Leads whose last `lead_received` was a `/v1/ping`: a refusal of it is a refused ping.
     let mut pinging: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Pings whose held bids may still be posted, or whose expiry a post must still hear of:
-    // the bodies of the pings recent enough to be held still, until their answer is read.
-    let hold_us = snap
-        .campaigns
-        .iter()
-        .map(|c| c.hold.as_micros() as u64)
-        .max()
-        .unwrap_or(0);
-    let since_held = now_us.saturating_sub(hold_us);
+    // the bodies of the pings recent enough to be held still, until their answer is read. A
+    // ping is held for the `hold_ms` it was answered with, which a config changed since may
+    // have shortened: any hold the config allows is read.
+    let since_held = now_us.saturating_sub(crate::config::MAX_HOLD_MS * 1000);
     let since_expired = now_us
         .saturating_sub(crate::config::MAX_HOLD_MS * 1000)
         .saturating_sub(EXPIRED_PING_MEMORY.as_micros() as u64);
-    // Bodies of pings whose hold may be live: (test, body, bids received when known).
-    // By ping: (test, body, bids received, buyers pinged).
+    // Bodies of pings whose hold may be live, by ping: (test, body, bids received when
+    // known, buyers pinged).
     type PingBody = (bool, Vec<u8>, Option<u32>, Vec<String>);
     let mut ping_bodies: HashMap<String, PingBody> = HashMap::new();
     // Sales of leads whose answer the journal does not have yet, by lead: (campaign, price,
