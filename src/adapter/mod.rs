@@ -233,6 +233,9 @@ pub enum Found<'a> {
     Text(Cow<'a, str>),
     /// An XML element holding child elements: no single value.
     Elements,
+    /// An XML value with a reference the exchange does not expand (`&d;`, `&#0;`): what it
+    /// says is not known.
+    Unreadable,
 }
 
 impl Found<'_> {
@@ -483,6 +486,7 @@ impl Adapter {
                 return PingOutcome::Invalid(format!("no bid at {}", clip(&bid_path.text)))
             }
             Found::Null => return PingOutcome::NoBid,
+            Found::Unreadable => return PingOutcome::Invalid("unparsable answer".into()),
             Found::Elements => {
                 return PingOutcome::Invalid(format!(
                     "{} holds elements, not a bid",
@@ -501,6 +505,10 @@ impl Adapter {
             // As natively: an id that is a boolean, an object or an array names no bid.
             Some(_) if !self.bid_id_is_scalar(body) => {
                 PingOutcome::Invalid("bid_id is not a string or a number".into())
+            }
+            // Quoted back, an id must be the buyer's own text.
+            Some(_) if matches!(bid_id, Found::Unreadable) => {
+                PingOutcome::Invalid("unparsable answer".into())
             }
             Some(cents) => match &bid_id {
                 Found::Text(t) if !t.trim().is_empty() => match SmallText::whole(t.trim()) {
@@ -571,6 +579,11 @@ impl Adapter {
         };
         let said = match &status_text {
             Found::Text(t) => t.trim(),
+            Found::Unreadable => {
+                return PostOutcome::Rejected {
+                    reason: "unparsable answer".into(),
+                }
+            }
             _ => "",
         };
         let accepted = if self.accepted_values.is_empty() {

@@ -599,6 +599,7 @@ bid_id_path = "/Envelope/Body/Quote/Ref"
         "&#0;",
         "&#x1F;",
         "&#xFFFE;",
+        "&#X41;",
     ] {
         let changed = text.replace("Smith & Sons", &format!("Smith {reference}"));
         assert_eq!(
@@ -606,7 +607,35 @@ bid_id_path = "/Envelope/Body/Quote/Ref"
             PingOutcome::Invalid("unparsable answer".into()),
             "{reference}"
         );
+        // In the price too; in an element not read it changes nothing.
+        let a = xml_adapter("/r/p");
+        let in_price = format!("<r><p>17.5{reference}</p></r>");
+        assert_eq!(
+            a.parse_bid(200, in_price.as_bytes()),
+            PingOutcome::Invalid("unparsable answer".into()),
+            "{reference}"
+        );
+        let elsewhere = format!("<r><p>17.5</p><note>{reference}</note></r>");
+        assert_eq!(a.parse_bid(200, elsewhere.as_bytes()), bid(1750, None));
     }
+    // A post answer's status decides; a reference in its reason does not overturn it.
+    let a =
+        adapter("response = \"xml\"\naccepted_path = \"/r/status\"\nreason_path = \"/r/error\"");
+    assert_eq!(
+        a.parse_post(
+            200,
+            b"<r><status>Accepted</status><error>x&#x1F;</error></r>"
+        ),
+        PostOutcome::Accepted {
+            buyer_lead_id: None
+        }
+    );
+    assert_eq!(
+        a.parse_post(200, b"<r><status>Acc&foo;</status></r>"),
+        PostOutcome::Rejected {
+            reason: "unparsable answer".into()
+        }
+    );
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! what a bid answer never needs: declarations, comments, processing instructions, attributes
 //! and DOCTYPEs. Entities declared in a DOCTYPE are never expanded, so an answer cannot grow
 //! itself ("billion laughs"); only the five predefined entities and character references are
-//! decoded, and a reference to any other in a value read makes the answer unreadable (its value
-//! is unknown). Nesting depth and the text kept per match are capped.
+//! decoded; a value with a reference to any other, or to no XML character, is
+//! `Found::Unreadable` (what it says is unknown). Nesting depth and the text kept per match are capped.
 
 use std::borrow::Cow;
 
@@ -77,6 +77,8 @@ pub fn find_texts<'a, const N: usize>(
     // Per path: its element holds a child element.
     let mut nested = [false; N];
     let mut open = [false; N];
+    // Per path: its text holds a reference the exchange does not expand.
+    let mut unknown = [false; N];
     let mut root_seen = false;
     let mut root_closed = false;
 
@@ -88,11 +90,8 @@ pub fn find_texts<'a, const N: usize>(
             if !text.iter().all(u8::is_ascii_whitespace) {
                 return Err(XmlError::Malformed("text outside the root element", r.pos));
             }
-        } else if !append_text(&mut hits, &open, text, true) {
-            return Err(XmlError::Malformed(
-                "an entity the exchange does not expand",
-                r.pos,
-            ));
+        } else {
+            append_text(&mut hits, &open, &mut unknown, text, true);
         }
         let Some(lt) = lt else { break };
         r.pos = lt;
@@ -109,7 +108,7 @@ pub fn find_texts<'a, const N: usize>(
             let end = find(&doc[start..], b"]]>")
                 .map(|i| start + i)
                 .ok_or(XmlError::Malformed("unterminated CDATA", lt))?;
-            let _ = append_text(&mut hits, &open, &doc[start..end], false);
+            append_text(&mut hits, &open, &mut unknown, &doc[start..end], false);
             r.pos = end + 3;
         } else if rest.starts_with(b"<!") {
             if root_seen {
@@ -179,6 +178,7 @@ pub fn find_texts<'a, const N: usize>(
     let found = std::array::from_fn(|i| match (hits.next().flatten(), nested[i]) {
         (None, _) => Found::Missing,
         (Some(_), true) => Found::Elements,
+        (Some(_), false) if unknown[i] => Found::Unreadable,
         (Some((_, bytes)), false) => {
             let s = String::from_utf8(bytes).unwrap_or_else(|e| {
                 // A character cut by `MAX_XML_TEXT_BYTES` at the end is only cut; any other
@@ -356,26 +356,26 @@ fn name_matches(name: &[u8], want: &[u8]) -> bool {
 }
 
 /// Character data goes to every path whose element is open; entities decoded unless `raw` (CDATA).
-/// Returns false when matched text holds an entity reference that is not one of the five
-/// nor a character reference (`&d;`, declared in a DOCTYPE or not at all): its value is not
-/// known, and a bid id quoted back with it would not be the buyer's.
+/// Marks `unknown` the paths whose text holds an entity reference that is not one of the
+/// five nor a reference to an XML character (`&d;`, declared in a DOCTYPE or not at all;
+/// `&#0;`): that value is not known, and a bid id quoted back with it would not be the
+/// buyer's. The other paths' values are read as ever.
 fn append_text<const N: usize>(
     hits: &mut [Option<(usize, Vec<u8>)>; N],
     open: &[bool; N],
+    unknown: &mut [bool; N],
     text: &[u8],
     decode: bool,
-) -> bool {
-    let mut known = true;
-    for (hit, &is_open) in hits.iter_mut().zip(open) {
+) {
+    for ((hit, &is_open), unknown) in hits.iter_mut().zip(open).zip(unknown.iter_mut()) {
         if let (Some((_, buf)), true) = (hit, is_open) {
             if decode {
-                known &= decode_into(buf, text);
+                *unknown |= !decode_into(buf, text);
             } else {
                 push_bounded(buf, text);
             }
         }
     }
-    known
 }
 
 /// An element at `depth` (the stack length after its end tag was popped) just closed.
@@ -450,7 +450,8 @@ fn entity(ent: &[u8]) -> Option<char> {
         b"amp" => Some('&'),
         b"quot" => Some('"'),
         b"apos" => Some('\''),
-        [b'#', b'x' | b'X', hex @ ..] => u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16)
+        // `&#x`, lower case only: `&#X41;` is no reference.
+        [b'#', b'x', hex @ ..] => u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16)
             .ok()
             .and_then(char::from_u32)
             .filter(|&c| xml_char(c)),
