@@ -953,9 +953,14 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
             ));
         }
         if !r.retried.is_empty() {
+            let then = if matches!(r.result, PingResult::NoConnection(_)) {
+                "a new one could not be made"
+            } else {
+                "sent again on a new one"
+            };
             keep_fail.push(format!(
-                "ping {}: the kept-alive connection was closed by the buyer ({}); sent again on a new one",
-                n, r.retried
+                "ping {}: the kept-alive connection was closed by the buyer ({}); {}",
+                n, r.retried, then
             ));
         }
         match &r.result {

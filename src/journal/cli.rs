@@ -482,7 +482,12 @@ fn describe(r: &Record) -> String {
             ..
         } => format!(
             "{buyer} {} at {}{}{} in {}",
-            if *accepted { "accepted" } else { "rejected" },
+            match (accepted, reason.as_deref()) {
+                (true, _) => "accepted",
+                // Capped, paused, no connection: the buyer never had the post to reject.
+                (false, Some(r)) if r.starts_with("not sent:") => "not posted",
+                (false, _) => "rejected",
+            },
             dollars_text(*price_cents),
             reason
                 .as_deref()

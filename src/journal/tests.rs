@@ -2913,6 +2913,50 @@ fn show_says_a_ping_never_sent_was_never_sent() {
     assert!(out.contains("late-ins: timeout in 300.000 ms"), "{out}");
 }
 
+/// A post never sent (no free connection, a cap, a pause) is not shown as the buyer's
+/// rejection; a post the buyer turned down is.
+#[test]
+fn show_tells_a_post_never_sent_from_a_rejection() {
+    let dir = TempDir::new("show-not-posted");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    append(&j, T0, &ping_record(5));
+    for (buyer, reason) in [
+        (
+            "busy-ins",
+            "not sent: no free connection to the buyer within post_timeout_ms",
+        ),
+        ("picky-ins", "duplicate"),
+    ] {
+        append(
+            &j,
+            T0 + 400_000,
+            &Record::PostResult {
+                lead_id: lead_id(5),
+                buyer: buyer.into(),
+                accepted: false,
+                reason: Some(reason.into()),
+                response_us: 0,
+                price_cents: 1500,
+                buyer_lead_id: None,
+            },
+        );
+    }
+    drop(j);
+    let (code, out, _) = run_cli(JournalCmd::Show {
+        lead_id: lead_id(5),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("busy-ins not posted at $15.00 (not sent: no free connection"),
+        "{out}"
+    );
+    assert!(
+        out.contains("picky-ins rejected at $15.00 (duplicate)"),
+        "{out}"
+    );
+}
+
 /// What sellers and buyers sent is shown escaped: a line break in a source or an answer's
 /// reason cannot forge a record line, an escape sequence cannot reach the terminal.
 #[test]
