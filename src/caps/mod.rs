@@ -611,6 +611,14 @@ impl CapTable {
         }
     }
 
+    /// Whether a rebuild counted a post or sale of `lead_id` to `buyer` that its lead has not
+    /// settled yet ([`CapTable::replay_running`]).
+    pub fn remembers(&self, buyer: usize, lead_id: &str) -> bool {
+        self.entries
+            .get(buyer)
+            .is_some_and(|e| e.running.lock().iter().any(|c| *c.lead_id == *lead_id))
+    }
+
     /// A post of a lead that started under an older config, whose counters for `buyer` are not
     /// these (a reload rebuilt them), ended: `sold`, or not. Counts the sale here unless the
     /// rebuild already did; takes back a post the rebuild counted that did not sell.

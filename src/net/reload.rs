@@ -128,10 +128,11 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
             None => {}
         }
     }
-    let sales_replayed = if rebuild.iter().any(|&r| r) {
+    let rebuilt = rebuild.iter().any(|&r| r);
+    let (sales_replayed, replayed_to, mut tests) = if rebuilt {
         replay_caps(shared, &rt, &rebuild)
     } else {
-        0
+        (0, None, std::collections::HashSet::new())
     };
     shared.dedupe.ensure_capacity(dedupe_entries(&rt.snap));
     // A campaign whose `dedupe_days` grew (or began) checks leads its index never recorded
@@ -146,7 +147,13 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     }
     shared.journal.keep_for(super::journal_keep_us(&rt.snap));
     let generation = rt.generation;
-    shared.publish(Arc::new(rt));
+    let rt = Arc::new(rt);
+    let published_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    shared.publish(rt.clone());
+    if rebuilt {
+        replay_caps_after(shared, &rt, &rebuild, replayed_to, published_us, &mut tests);
+    }
+    drop(rt);
     if !grown.is_empty() {
         let since = dedupe_replayed_from.saturating_sub(DEDUPE_REPLAY_OVERLAP_US);
         replay_dedupe(shared, &grown, since, &mut dedupe_replayed);
@@ -317,7 +324,16 @@ impl Runtime {
 /// `only`, as on start (the files recovery set aside included), and, as on start, the posts
 /// the last stop cut off before their answer (journaled before this process started). A read
 /// error ends the replay with what was read so far.
-fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
+/// Returns the sales counted, where the read ended, and the test leads it met.
+fn replay_caps(
+    shared: &Shared,
+    rt: &Runtime,
+    only: &[bool],
+) -> (
+    u64,
+    Option<journal::Position>,
+    std::collections::HashSet<String>,
+) {
     let now = chrono::Utc::now();
     let now_us = now.timestamp_micros().max(0) as u64;
     let since = now_us.saturating_sub(CAP_REPLAY_WINDOW_US);
@@ -437,12 +453,13 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
             }
         }
     };
-    let Ok(reader) = journal::Reader::open_since(shared.journal.dir(), since) else {
-        return 0;
-    };
-    for item in reader {
-        let Ok(e) = item else { break };
-        take(&e);
+    let mut last = None;
+    if let Ok(reader) = journal::Reader::open_since(shared.journal.dir(), since) {
+        for item in reader {
+            let Ok(e) = item else { break };
+            take(&e);
+            last = Some(e.pos);
+        }
     }
     let _ = journal::replay_set_aside(shared.journal.dir(), since, &mut take);
     for (b, price_cents, ts_us) in open_posts.into_values().flatten() {
@@ -463,5 +480,77 @@ fn replay_caps(shared: &Shared, rt: &Runtime, only: &[bool]) -> u64 {
             }
         }
     }
-    n
+    (n, last, tests)
+}
+
+/// After the reload is in force: the posts, rejections and sales the older config's leads
+/// journaled between the rebuild's read (`after`) and the publish (`until_us`), which those
+/// leads settled in their own counters only (the reload was not in force yet), are counted
+/// in the rebuilt ones as the rebuild would have counted them. Later ones each lead settles
+/// itself (`settle_earlier`). `tests` are the test leads the rebuild met.
+fn replay_caps_after(
+    shared: &Shared,
+    rt: &Runtime,
+    only: &[bool],
+    after: Option<journal::Position>,
+    until_us: u64,
+    tests: &mut std::collections::HashSet<String>,
+) {
+    let now = chrono::Utc::now();
+    let first = after.map_or(0, |p| p.segment);
+    let Ok(reader) = journal::Reader::open_from(shared.journal.dir(), first) else {
+        return;
+    };
+    for item in reader {
+        let Ok(e) = item else { break };
+        if after.is_some_and(|p| e.pos <= p) || e.ts_us >= until_us {
+            continue;
+        }
+        let rebuilt = |buyer: &str| {
+            rt.snap
+                .buyer_of_record(buyer)
+                .filter(|&b| only.get(b) == Some(&true))
+        };
+        match &e.record {
+            Record::LeadReceived {
+                lead_id,
+                test: true,
+                ..
+            } => {
+                tests.insert(lead_id.clone());
+            }
+            Record::PostSent {
+                lead_id,
+                buyer,
+                price_cents,
+            } if !tests.contains(lead_id) => {
+                if let Some(b) = rebuilt(buyer).filter(|&b| !rt.caps.remembers(b, lead_id)) {
+                    let ts = chrono::DateTime::from_timestamp_micros(e.ts_us as i64).unwrap_or(now);
+                    rt.caps
+                        .replay_running(b, lead_id, ts, *price_cents, false, now);
+                }
+            }
+            Record::PostResult {
+                lead_id,
+                buyer,
+                accepted: false,
+                ..
+            } if !tests.contains(lead_id) => {
+                if let Some(b) = rebuilt(buyer) {
+                    rt.caps.settle_earlier(b, lead_id, false, 0, now);
+                }
+            }
+            Record::Sale {
+                lead_id,
+                buyer,
+                price_cents,
+                ..
+            } if !tests.contains(lead_id) => {
+                if let Some(b) = rebuilt(buyer) {
+                    rt.caps.settle_earlier(b, lead_id, true, *price_cents, now);
+                }
+            }
+            _ => {}
+        }
+    }
 }
