@@ -805,29 +805,24 @@ impl Auction {
             Some(UnsoldReason::BelowReserve)
         } else if self.stopped {
             Some(UnsoldReason::ShuttingDown)
-        } else if self.post_attempts == 0
-            && self
-                .slots
-                .iter()
-                .any(|s| matches!(s.post, PostState::Done(PostOutcome::Capped)))
-        {
-            Some(UnsoldReason::BuyersCapped)
-        } else if self.post_attempts == 0
-            && self
-                .slots
-                .iter()
-                .any(|s| matches!(s.post, PostState::Done(PostOutcome::Paused)))
-        {
-            Some(UnsoldReason::BuyersPaused)
-        } else if self.post_attempts == 0
-            && self
-                .slots
-                .iter()
-                .any(|s| matches!(s.post, PostState::Done(PostOutcome::NotWritten)))
-        {
-            Some(UnsoldReason::BuyersBusy)
-        } else {
+        } else if self.post_attempts > 0 {
             Some(UnsoldReason::PostsRejected)
+        } else {
+            // No post went out: why the first of these kept one back, in this order.
+            let kept_back = |why: PostOutcome| {
+                self.slots
+                    .iter()
+                    .any(|s| matches!(&s.post, PostState::Done(o) if *o == why))
+            };
+            Some(if kept_back(PostOutcome::Capped) {
+                UnsoldReason::BuyersCapped
+            } else if kept_back(PostOutcome::Paused) {
+                UnsoldReason::BuyersPaused
+            } else if kept_back(PostOutcome::NotWritten) {
+                UnsoldReason::BuyersBusy
+            } else {
+                UnsoldReason::PostsRejected
+            })
         };
         let end = self.done_at.or(self.closed_at).unwrap_or(self.arrival);
         Outcome {
