@@ -497,8 +497,14 @@ fn replay_caps_after(
     tests: &mut std::collections::HashSet<String>,
 ) {
     let now = chrono::Utc::now();
-    let first = after.map_or(0, |p| p.segment);
-    let Ok(reader) = journal::Reader::open_from(shared.journal.dir(), first) else {
+    // From where the rebuild stopped; when it read nothing (no record in the cap window),
+    // from the window's start, as it did, not from the journal's first segment.
+    let dir = shared.journal.dir();
+    let reader = match after {
+        Some(p) => journal::Reader::open_from(dir, p.segment),
+        None => journal::Reader::open_since(dir, until_us.saturating_sub(CAP_REPLAY_WINDOW_US)),
+    };
+    let Ok(reader) = reader else {
         return;
     };
     for item in reader {
