@@ -155,6 +155,9 @@ fn check(path: &std::path::Path) -> i32 {
             for w in config::warnings(&s) {
                 println!("warning: {}", w);
             }
+            for w in crate::net::unresolved_endpoints(&s) {
+                println!("warning: {}", w);
+            }
             0
         }
         Err(code) => code,

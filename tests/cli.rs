@@ -328,6 +328,29 @@ fn serve_warns_of_a_buyer_host_that_does_not_resolve() {
     assert!(!log.contains("buyer acme"), "{log}");
 }
 
+/// `check` says the same of a host that does not resolve, as a warning: the file is valid,
+/// and the operator learns before the start that the buyer would get no request.
+#[test]
+fn check_warns_of_a_buyer_host_that_does_not_resolve() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();
+    let dir = temp_dir("check-unresolved");
+    let path = dir.join("gavel.toml");
+    let mut text = config(&fleet, "", |_| String::new());
+    text.push_str(
+        "\n[[buyers]]\nid = \"ghost\"\ncampaigns = [\"auto\"]\nping_url = \"http://no-such-host.invalid:9/ping\"\npost_url = \"http://127.0.0.1:9/post\"\n",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, err) = with_config("check", &path);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(": ok ("), "{out}");
+    assert!(
+        out.contains("warning: buyer ghost: ping_url host \"no-such-host.invalid\" does not resolve"),
+        "{out}"
+    );
+    assert!(!out.contains("post_url"), "{out}");
+    assert!(!out.contains("buyer acme"), "{out}");
+}
+
 #[test]
 fn serve_says_which_listener_or_journal_stops_it_from_starting() {
     let fleet = Fleet::start(vec![BuyerSpec::new("acme")]).unwrap();

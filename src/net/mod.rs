@@ -287,6 +287,32 @@ fn request_head(b: &crate::config::Buyer, endpoint: &Option<crate::config::Endpo
     out
 }
 
+/// What the operator is told of a buyer endpoint whose host does not resolve.
+fn unresolved_note(buyer: &str, which: &str, host: &str) -> String {
+    format!(
+        "buyer {buyer}: {which} host {host:?} does not resolve: its requests fail (`error`, \
+         \"buyer endpoint unreachable\") until a reload resolves it"
+    )
+}
+
+/// The buyer endpoints of `snap` whose host does not resolve on this machine now, as
+/// `gavel check` reports them (`serve` says the same at its start and at each reload).
+pub fn unresolved_endpoints(snap: &Snapshot) -> Vec<String> {
+    let mut notes = Vec::new();
+    for b in &snap.buyers {
+        for (e, which) in [(&b.ping, "ping_url"), (&b.post, "post_url")] {
+            let Some(e) = e else { continue };
+            let resolves = (e.host.as_str(), e.port)
+                .to_socket_addrs()
+                .is_ok_and(|mut a| a.next().is_some());
+            if !resolves {
+                notes.push(unresolved_note(&b.id, which, &e.host));
+            }
+        }
+    }
+    notes
+}
+
 impl Runtime {
     /// The first runtime of a process: fresh caps (paused as configured).
     pub fn new(snap: Arc<Snapshot>) -> Runtime {
@@ -328,12 +354,7 @@ impl Runtime {
                 (&b.post, post_addrs[i], "post_url"),
             ] {
                 if let (Some(e), None) = (e, addr) {
-                    eprintln!(
-                        "gavel: warning: buyer {}: {which} host {:?} does not resolve: its \
-                         requests fail (`error`, \"buyer endpoint unreachable\") until a reload \
-                         resolves it",
-                        b.id, e.host
-                    );
+                    eprintln!("gavel: warning: {}", unresolved_note(&b.id, which, &e.host));
                 }
             }
         }
