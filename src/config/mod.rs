@@ -41,6 +41,9 @@ pub const MAX_HOLD_MS: u64 = 3_600_000;
 /// A campaign's `consent_max_age_hours` is at most a year.
 pub const MAX_CONSENT_AGE_HOURS: u32 = 8_760;
 pub const MAX_BUYER_CONNECTIONS: usize = 4096;
+/// Lowest `idle_timeout_ms` of a buyer: its warm connections are closed and opened again at
+/// this period at most.
+pub const MIN_BUYER_IDLE_TIMEOUT_MS: u64 = 100;
 /// Highest `server.max_connections`: seller connections across all workers.
 pub const MAX_SELLER_CONNECTIONS: usize = 1_000_000;
 pub const MAX_SHARED_SALES: u32 = 32;
@@ -1002,6 +1005,9 @@ impl Validator<'_> {
             );
         }
         let head_timeout = self.timeout("server.head_timeout_ms".into(), s.head_timeout_ms);
+        if s.idle_timeout_ms == 0 {
+            self.err("server.idle_timeout_ms".into(), "must be at least 1 ms");
+        }
         let idle_timeout = Duration::from_millis(s.idle_timeout_ms.max(1));
         if s.engine_margin_ms > 1000 {
             self.err("server.engine_margin_ms".into(), "at most 1000 ms");
@@ -1081,6 +1087,13 @@ impl Validator<'_> {
         }
         if j.dir.trim().is_empty() {
             self.err("journal.dir".into(), "must name a directory");
+        } else if std::fs::metadata(&j.dir).is_ok_and(|m| !m.is_dir()) {
+            // Made at the start when it is not there; something else in its place would stop
+            // the start.
+            self.err(
+                "journal.dir".into(),
+                format!("{} is there and is not a directory", j.dir),
+            );
         }
         if sync == SyncPolicy::Interval && (j.sync_interval_ms == 0 || j.sync_interval_ms > 60_000)
         {
@@ -1440,6 +1453,12 @@ impl Validator<'_> {
                     format!("must be between 1 and {}", MAX_BUYER_CONNECTIONS),
                 );
             }
+            if b.idle_timeout_ms < MIN_BUYER_IDLE_TIMEOUT_MS {
+                self.err(
+                    k("idle_timeout_ms"),
+                    format!("must be at least {MIN_BUYER_IDLE_TIMEOUT_MS} ms"),
+                );
+            }
             if b.timezone.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 self.err(
                     k("timezone"),
@@ -1535,7 +1554,9 @@ impl Validator<'_> {
                 headers,
                 max_connections: b.max_connections.clamp(1, MAX_BUYER_CONNECTIONS),
                 min_idle: b.min_idle.min(b.max_connections),
-                idle_timeout: Duration::from_millis(b.idle_timeout_ms.max(100)),
+                idle_timeout: Duration::from_millis(
+                    b.idle_timeout_ms.max(MIN_BUYER_IDLE_TIMEOUT_MS),
+                ),
                 timezone,
                 rules,
                 caps,

@@ -249,6 +249,43 @@ fn an_empty_journal_dir_is_refused_and_an_operator_api_without_a_token_is_warned
     );
 }
 
+/// What `check` passes must start: a journal dir that is a file, and idle timeouts under
+/// their floor (which the start would have raised in silence), are refused with their keys.
+#[test]
+fn a_journal_dir_that_is_a_file_and_idle_timeouts_under_their_floor_are_refused() {
+    let dir_line = CONTRACT
+        .lines()
+        .find(|l| l.starts_with("dir = "))
+        .expect("the example names its journal dir");
+    let file = std::env::temp_dir().join(format!("gavel-dir-is-a-file-{}", std::process::id()));
+    std::fs::write(&file, b"not a directory").unwrap();
+    let issues = invalid(&CONTRACT.replacen(
+        dir_line,
+        &format!("dir = {:?}", file.display().to_string()),
+        1,
+    ));
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(issues[0].key, "journal.dir", "{issues:?}");
+    assert!(issues[0].message.contains("is not a directory"), "{issues:?}");
+    // A dir that is not there yet is made at the start.
+    assert!(parse(&CONTRACT.replacen(dir_line, "dir = \"no/such/dir/yet\"", 1)).is_ok());
+
+    let with = |server: &str, buyer: &str| {
+        CONTRACT
+            .replacen("[server]\n", &format!("[server]\n{server}"), 1)
+            .replacen("[[buyers]]\n", &format!("[[buyers]]\n{buyer}"), 1)
+    };
+    let issues = invalid(&with("idle_timeout_ms = 0\n", "idle_timeout_ms = 99\n"));
+    let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["server.idle_timeout_ms", "buyers[0].idle_timeout_ms"],
+        "{issues:?}"
+    );
+    assert!(issues[1].message.contains("at least 100 ms"), "{issues:?}");
+    assert!(parse(&with("idle_timeout_ms = 1\n", "idle_timeout_ms = 100\n")).is_ok());
+}
+
 #[test]
 fn a_payout_share_finer_than_a_basis_point_is_refused() {
     for (share, ok) in [
