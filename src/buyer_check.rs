@@ -522,8 +522,9 @@ enum TripError {
     /// No whole answer by the end of the window.
     Timeout,
     /// The connection ended before a single byte of the answer: on a reused connection, the
-    /// buyer dropped a kept-alive connection.
-    ClosedBeforeAnswer(String),
+    /// buyer dropped a kept-alive connection. `written`: the ping went out whole first (the
+    /// buyer may have read it), rather than its write failing.
+    ClosedBeforeAnswer { why: String, written: bool },
     /// Anything else: a malformed answer, a reset in the middle, a TLS failure.
     Failed(String),
 }
@@ -563,7 +564,10 @@ fn round_trip(
         return Err(if is_timeout(&e) {
             TripError::Timeout
         } else if is_closed(&e) {
-            TripError::ClosedBeforeAnswer(format!("writing the ping: {}", e))
+            TripError::ClosedBeforeAnswer {
+                why: format!("writing the ping: {}", e),
+                written: false,
+            }
         } else {
             TripError::Failed(format!("writing the ping: {}", e))
         });
@@ -604,16 +608,20 @@ fn round_trip(
             // TLS without close_notify: the transport ended.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => true,
             Err(e) if is_closed(&e) && !got_any => {
-                return Err(TripError::ClosedBeforeAnswer(e.to_string()))
+                return Err(TripError::ClosedBeforeAnswer {
+                    why: e.to_string(),
+                    written: true,
+                })
             }
             Err(e) => return Err(TripError::Failed(e.to_string())),
         };
         if eof {
             return match c.decoder.on_eof() {
                 Ok(Some(head)) => Ok(head),
-                Ok(None) => Err(TripError::ClosedBeforeAnswer(
-                    "the buyer closed the connection without answering".into(),
-                )),
+                Ok(None) => Err(TripError::ClosedBeforeAnswer {
+                    why: "the buyer closed the connection without answering".into(),
+                    written: true,
+                }),
                 Err(e) => Err(TripError::Failed(e.to_string())),
             };
         }
@@ -658,6 +666,9 @@ pub struct PingRecord {
     /// the one before (an answer sent twice): the connection was closed, as the exchange
     /// closes it, and the ping went out on a new one (0 when there were none).
     pub unasked: usize,
+    /// The ping went out whole on a kept-alive connection that then closed without an
+    /// answer, before the attempt on a new one: the buyer may have read it.
+    pub delivered: bool,
 }
 
 /// Send the pings and gather the records.
@@ -715,6 +726,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
             &ping,
         );
         let mut retried = String::new();
+        let mut delivered = false;
         let mut opened = false;
         let mut unasked = 0;
         if let Some(c) = conn.as_mut() {
@@ -748,6 +760,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                             opened: false,
                             retried,
                             unasked,
+                            delivered,
                         };
                     }
                 },
@@ -776,14 +789,15 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                         outcome,
                     }
                 }
-                Err(TripError::ClosedBeforeAnswer(why)) if reused && retried.is_empty() => {
+                Err(TripError::ClosedBeforeAnswer { why, written }) if reused && retried.is_empty() => {
                     // The exchange, too, sends a ping again on a fresh connection when a
                     // kept-alive one turns out to be closed.
                     conn = None;
                     retried = why;
+                    delivered = written;
                     continue;
                 }
-                Err(TripError::ClosedBeforeAnswer(why)) | Err(TripError::Failed(why)) => {
+                Err(TripError::ClosedBeforeAnswer { why, .. }) | Err(TripError::Failed(why)) => {
                     conn = None;
                     PingResult::Failed(why)
                 }
@@ -801,6 +815,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                 opened,
                 retried,
                 unasked,
+                delivered,
             };
         };
         // Unreachable, at the first ping or after some were answered (the buyer went away).
@@ -908,10 +923,11 @@ fn dollars_json(c: Cents) -> Option<Box<RawValue>> {
 /// Turn the records into checks and counts. Pure: unit-tested without sockets.
 pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> Report {
     let count = plan.count;
-    // A ping that found no connection was never written to the buyer.
+    // A ping that found no connection was never written to the buyer, unless it went out on
+    // a kept-alive connection that closed under it before the new one failed.
     let sent = records
         .iter()
-        .filter(|r| !matches!(r.result, PingResult::NoConnection(_)))
+        .filter(|r| r.delivered || !matches!(r.result, PingResult::NoConnection(_)))
         .count() as u32;
     let mut hist: Histogram<u64> = histogram();
     let (mut bids, mut no_bids, mut errors, mut invalid, mut timeouts, mut with_id) =
@@ -1052,8 +1068,16 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
                 ));
             }
             PingResult::NoConnection(why) => {
-                // Not an error of the buyer's answers: none was asked for (`connect` says why).
+                // Not an error of the buyer's answers: none was asked for (`connect` says why);
+                // but a ping the buyer got on the connection it then closed went unanswered.
                 connect_fail.push(format!("ping {}: {}", n, why));
+                if r.delivered {
+                    errors += 1;
+                    http_fail.push(format!(
+                        "ping {}: not answered: {}, and a new connection could not be made",
+                        n, r.retried
+                    ));
+                }
             }
             PingResult::Failed(why) => {
                 errors += 1;

@@ -301,6 +301,55 @@ fn a_buyer_gone_mid_run_stops_the_run_at_the_failed_connect() {
     );
 }
 
+/// A buyer that takes a ping on its kept-alive connection and goes away without answering:
+/// that ping was sent and went unanswered (an error), though the new connection for it could
+/// not be made; the run stops there.
+#[test]
+fn a_ping_the_buyer_took_before_it_went_away_counts_as_sent_and_unanswered() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let buyer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut chunk = [0u8; 4096];
+        for n in 1..=3 {
+            let mut buf = Vec::new();
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"}") {
+                let got = s.read(&mut chunk).unwrap();
+                if got == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..got]);
+            }
+            if n == 3 {
+                // Gone: no more connections, and this one closed with the ping unanswered.
+                drop(listener);
+                return;
+            }
+            let body = r#"{"bid": 3.5}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                body.len(),
+                body
+            );
+            s.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/ping");
+    let o = buyer_check(&["--url", &url, "--count", "6", "--interval-ms", "50"]);
+    buyer.join().unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("pings 3 sent of 6:"), "{out}");
+    assert!(out.contains("errors 1"), "{out}");
+    assert!(out.contains("ping 3: not answered:"), "{out}");
+    assert!(
+        out.contains("closed by the buyer") && out.contains("a new one could not be made"),
+        "{out}"
+    );
+    assert!(!out.contains("ping 4"), "{out}");
+}
+
 /// `--lead` values reach the buyer as written, as the exchange passes a seller's on: nested
 /// numbers keep their digits.
 #[test]

@@ -38,6 +38,7 @@ fn answer(n: u32, status: u16, body: &[u8], keep_alive: bool, reused: bool) -> P
         opened: !reused,
         retried: String::new(),
         unasked: 0,
+        delivered: false,
     }
 }
 
@@ -219,6 +220,7 @@ fn an_unreachable_buyer_fails_connect_and_skips_the_rest() {
         opened: false,
         retried: String::new(),
         unasked: 0,
+        delivered: false,
     }];
     let r = judge(&p, &recs, None);
     assert!(!r.conformant);
