@@ -789,7 +789,9 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                         outcome,
                     }
                 }
-                Err(TripError::ClosedBeforeAnswer { why, written }) if reused && retried.is_empty() => {
+                Err(TripError::ClosedBeforeAnswer { why, written })
+                    if reused && retried.is_empty() =>
+                {
                     // The exchange, too, sends a ping again on a fresh connection when a
                     // kept-alive one turns out to be closed.
                     conn = None;

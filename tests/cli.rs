@@ -344,7 +344,9 @@ fn check_warns_of_a_buyer_host_that_does_not_resolve() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains(": ok ("), "{out}");
     assert!(
-        out.contains("warning: buyer ghost: ping_url host \"no-such-host.invalid\" does not resolve"),
+        out.contains(
+            "warning: buyer ghost: ping_url host \"no-such-host.invalid\" does not resolve"
+        ),
         "{out}"
     );
     assert!(!out.contains("post_url"), "{out}");

@@ -266,7 +266,10 @@ fn a_journal_dir_that_is_a_file_and_idle_timeouts_under_their_floor_are_refused(
     ));
     let _ = std::fs::remove_file(&file);
     assert_eq!(issues[0].key, "journal.dir", "{issues:?}");
-    assert!(issues[0].message.contains("is not a directory"), "{issues:?}");
+    assert!(
+        issues[0].message.contains("is not a directory"),
+        "{issues:?}"
+    );
     // A dir that is not there yet is made at the start.
     assert!(parse(&CONTRACT.replacen(dir_line, "dir = \"no/such/dir/yet\"", 1)).is_ok());
 
