@@ -265,6 +265,48 @@ fn a_ping_that_waited_for_a_connection_tells_the_time_really_left() {
     );
 }
 
+/// A buyer whose answers say `Connection: close` (or are HTTP/1.0) reads nothing more on
+/// that connection: a request waiting for one of its connections gets a new one, never the
+/// one whose answer closed it. With one connection, leads queued behind each other and
+/// every post answered with a close, every lead sells and no request goes unanswered.
+#[test]
+fn a_connection_whose_answer_closes_it_is_not_given_the_next_request() {
+    let closer = BuyerSpec::new("closer").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(3000, None).after_ms(30),
+        Kind::Post => Reply::accepted().after_ms(30).closing(),
+    });
+    let fleet = Fleet::start(vec![closer]).unwrap();
+    let ex = Exchange::start(
+        &config(&fleet, "", |_| "max_connections = 1".to_string())
+            .replace("ping_timeout_ms = 300", "ping_timeout_ms = 3000"),
+    );
+    let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+    let mut clients: Vec<Client> = (0..10).map(|_| ex.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            lead(i).as_bytes(),
+        ));
+    }
+    for c in &mut clients {
+        let v = c.read_response().expect("an answer").json();
+        assert_eq!(v["status"], "sold", "{v}");
+    }
+    assert_eq!(fleet.pings(0), 10);
+    assert_eq!(fleet.posts(0), 10);
+    // Every post's answer closed its connection: each took a new one for what came next.
+    assert!(fleet.accepted_connections(0) >= 10);
+    let st = ex.handle.as_ref().unwrap().stats();
+    let errors: u64 = st
+        .buyers()
+        .filter(|(id, _)| *id == "closer")
+        .map(|(_, b)| b.errors)
+        .sum();
+    assert_eq!(errors, 0);
+}
+
 #[test]
 fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
     let fleet = Fleet::start(vec![bidder("acme", 4250, 1)]).unwrap();

@@ -85,8 +85,9 @@ pub struct BuyerConn {
     pub on_wire: bool,
     /// The TLS session, for https buyers.
     pub tls: Option<Box<rustls::ClientConnection>>,
-    /// The buyer closed its side: the answers already read are taken, but the connection is
-    /// never given another request.
+    /// The buyer closed its side, or its last answer said it closes the connection
+    /// (`Connection: close`, HTTP/1.0): the answers already read are taken, but the
+    /// connection is never given another request.
     pub peer_closed: bool,
 }
 

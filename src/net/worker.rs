@@ -318,6 +318,9 @@ pub struct Worker {
     timers: Deadlines<Key>,
     /// Leads with new input whose actions must be run.
     dirty: Vec<Key>,
+    /// Pools that lost a connection while jobs waited for one: served at the end of the
+    /// turn's step ([`Worker::refill`]), not from inside the close.
+    short_pools: Vec<usize>,
     /// Seller connections to read again on the next loop turn: their buffer was full, and
     /// room has freed up (see `SellerConn::read_full`).
     resume_sellers: Vec<Key>,
@@ -568,6 +571,7 @@ impl Worker {
             leads: Slab::with_capacity(MAX_LEADS_PER_WORKER.min(snap.server.max_in_flight + 1)),
             timers: Deadlines::default(),
             dirty: Vec::new(),
+            short_pools: Vec::new(),
             resume_sellers: Vec::new(),
             answering_head: false,
             scratch: Vec::with_capacity(4096),
@@ -2526,8 +2530,28 @@ impl Worker {
     // ----- leads -------------------------------------------------------------------------
 
     fn drive_dirty(&mut self) {
-        while let Some(k) = self.dirty.pop() {
-            self.drive_lead(k);
+        loop {
+            while let Some(k) = self.dirty.pop() {
+                self.drive_lead(k);
+            }
+            let Some(p) = self.short_pools.pop() else {
+                return;
+            };
+            self.refill(p);
+        }
+    }
+
+    /// Jobs waiting for a connection of pool `p`, which lost one: each still wanted gets a
+    /// new connection while the pool has room. Otherwise a buyer that closes after its
+    /// answers would leave them waiting for a release that never comes.
+    fn refill(&mut self, p: usize) {
+        while self.pools[p].total < self.pools[p].max_connections && !self.pools[p].retired {
+            let Some(job) = self.pools[p].waiters.pop_front() else {
+                return;
+            };
+            if self.job_still_wanted(&job) {
+                self.dispatch(job);
+            }
         }
     }
 
@@ -3513,6 +3537,10 @@ impl Worker {
                 Ok(Decoded::Complete { head, consumed }) => {
                     c.rbuf.drain(..consumed);
                     let keep = head.keep_alive;
+                    // An answer that closes the connection (`Connection: close`, HTTP/1.0):
+                    // the connection is not handed to a waiting request as the answer is
+                    // taken (`release_conn`), as the buyer reads nothing more on it.
+                    c.peer_closed |= !keep;
                     self.on_answer(ck, head.status);
                     if !keep {
                         return self.close_conn(ck);
@@ -3784,6 +3812,9 @@ impl Worker {
         pool.total = pool.total.saturating_sub(1);
         if c.in_idle {
             pool.idle.retain(|k| *k != ck);
+        }
+        if !pool.waiters.is_empty() && !self.short_pools.contains(&c.pool) {
+            self.short_pools.push(c.pool);
         }
         if let Some(job) = c.job {
             if let Some(lead) = self.leads.get_mut(job.lead) {
