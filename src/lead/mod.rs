@@ -1323,20 +1323,25 @@ pub fn parse_post_answer(status: u16, body: &[u8]) -> PostOutcome {
     }
     // The usual answer, a flat object of plain strings, is read by a byte scan; anything else
     // (numbers among the three fields, escapes, nesting) by serde_json.
-    if let Some((st, reason, id)) = scan::post_fields(body) {
-        fn plain(raw: Option<&str>) -> Result<Option<&str>, ()> {
-            match raw {
-                None | Some("null") => Ok(None),
-                Some(r) if r.starts_with('"') => Ok(r.get(1..r.len() - 1)),
-                Some(_) => Err(()),
-            }
-        }
-        if let (Ok(st), Ok(reason), Ok(id)) = (plain(st), plain(reason), plain(id)) {
-            let text = |s: Option<&str>| s.map(|s| clip(s.to_string()));
-            return post_outcome(st, text(reason), text(id));
+    post_answer_scanned(body).unwrap_or_else(|| post_answer_serde(body))
+}
+
+/// A 2xx post answer read by the byte scan, when it is a flat object whose three fields are
+/// plain strings (or null, or absent). `None`: serde_json's to read.
+fn post_answer_scanned(body: &[u8]) -> Option<PostOutcome> {
+    let (st, reason, id) = scan::post_fields(body)?;
+    fn plain(raw: Option<&str>) -> Result<Option<&str>, ()> {
+        match raw {
+            None | Some("null") => Ok(None),
+            Some(r) if r.starts_with('"') => Ok(r.get(1..r.len() - 1)),
+            Some(_) => Err(()),
         }
     }
-    post_answer_serde(body)
+    let (Ok(st), Ok(reason), Ok(id)) = (plain(st), plain(reason), plain(id)) else {
+        return None;
+    };
+    let text = |s: Option<&str>| s.map(|s| clip(s.to_string()));
+    Some(post_outcome(st, text(reason), text(id)))
 }
 
 /// A 2xx post answer read by serde_json.
@@ -1500,6 +1505,35 @@ pub fn write_refusal(
         write_json_str(out, f);
     }
     out.extend_from_slice(b"}}");
+}
+
+/// The two readings of each body the exchange reads by a byte scan with serde_json behind it,
+/// for the fuzz targets in `fuzz/` (built with `--cfg fuzzing` only): wherever the scan
+/// answers, serde_json must read the same.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A seller's body: the scan's reading (`None`: passed on) and serde_json's.
+    pub fn lead_readings(body: &[u8]) -> (Option<LeadRequest>, Result<LeadRequest, Refusal>) {
+        (scan::lead_request(body), parse_request_serde(body))
+    }
+
+    /// A bid answer's `bid` and `bid_id` texts: the scan's reading and serde_json's.
+    #[allow(clippy::type_complexity)]
+    pub fn bid_readings(
+        body: &[u8],
+    ) -> (
+        Option<(Option<&str>, Option<&str>)>,
+        Result<(Option<&str>, Option<&str>), &'static str>,
+    ) {
+        (scan::bid_fields(body), bid_fields_serde(body))
+    }
+
+    /// A 2xx post answer: what the scan makes of it when it reads it whole, and serde_json.
+    pub fn post_readings(body: &[u8]) -> (Option<PostOutcome>, PostOutcome) {
+        (post_answer_scanned(body), post_answer_serde(body))
+    }
 }
 
 #[cfg(test)]
