@@ -23,6 +23,24 @@ fn rejecting_bidder(name: &str, cents: i64) -> BuyerSpec {
     })
 }
 
+/// `n` leads (each its own consumer) sent at once on `n` connections: their answers.
+fn leads_at_once(ex: &Exchange, n: usize) -> Vec<Value> {
+    let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+    let mut clients: Vec<Client> = (0..n).map(|_| ex.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            lead(i).as_bytes(),
+        ));
+    }
+    clients
+        .iter_mut()
+        .map(|c| c.read_response().expect("an answer").json())
+        .collect()
+}
+
 /// One lead on `c`: the answer and how long it took.
 fn timed_lead(c: &mut Client) -> (Value, Duration) {
     let t = Instant::now();
@@ -234,18 +252,7 @@ fn a_ping_that_waited_for_a_connection_tells_the_time_really_left() {
         &config(&fleet, "", |_| "max_connections = 1".to_string())
             .replace("ping_timeout_ms = 300", "ping_timeout_ms = 3000"),
     );
-    let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-    let mut clients: Vec<Client> = (0..3).map(|_| ex.client()).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.send_raw(&Client::request(
-            "POST",
-            "/v1/leads",
-            Some(KEY),
-            lead(i).as_bytes(),
-        ));
-    }
-    for c in &mut clients {
-        let v = c.read_response().expect("an answer").json();
+    for v in leads_at_once(&ex, 3) {
         assert_eq!(v["status"], "sold", "{v}");
     }
     let mut told: Vec<u64> = fleet
@@ -280,18 +287,7 @@ fn a_connection_whose_answer_closes_it_is_not_given_the_next_request() {
         &config(&fleet, "", |_| "max_connections = 1".to_string())
             .replace("ping_timeout_ms = 300", "ping_timeout_ms = 3000"),
     );
-    let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-    let mut clients: Vec<Client> = (0..10).map(|_| ex.client()).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.send_raw(&Client::request(
-            "POST",
-            "/v1/leads",
-            Some(KEY),
-            lead(i).as_bytes(),
-        ));
-    }
-    for c in &mut clients {
-        let v = c.read_response().expect("an answer").json();
+    for v in leads_at_once(&ex, 10) {
         assert_eq!(v["status"], "sold", "{v}");
     }
     assert_eq!(fleet.pings(0), 10);
