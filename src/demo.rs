@@ -371,6 +371,20 @@ fn settle(server: &net::ServerHandle, reports: &[&LoadReport]) {
     }
 }
 
+/// The report's last line: every campaign together, the average price to the nearest cent
+/// as in the campaign rows.
+fn total_line(leads: u64, sold: u64, revenue: crate::money::Cents, payout: crate::money::Cents) -> String {
+    format!(
+        "total: {} leads, sold {:.1}%, revenue {}, payout {}, profit {}, average price {}",
+        leads,
+        pct(sold, leads),
+        usd(revenue),
+        usd(payout),
+        usd(revenue - payout),
+        usd(crate::money::average_cents(revenue, sold)),
+    )
+}
+
 fn pct(n: u64, d: u64) -> f64 {
     if d == 0 {
         0.0
@@ -496,19 +510,7 @@ fn print_report(streams: &[(&str, &LoadReport)], warm: u64, stats: &crate::stats
     let sold: u64 = stats.campaigns.values().map(|c| c.sold).sum();
     let leads: u64 = stats.campaigns.values().map(|c| c.leads).sum();
     println!();
-    println!(
-        "total: {} leads, sold {:.1}%, revenue {}, payout {}, profit {}, average price {}",
-        leads,
-        pct(sold, leads),
-        usd(total_revenue),
-        usd(total_payout),
-        usd(total_revenue - total_payout),
-        usd(if sold > 0 {
-            total_revenue / sold as i64
-        } else {
-            0
-        })
-    );
+    println!("{}", total_line(leads, sold, total_revenue, total_payout));
     // The streams' answers and the exchange's books describe the same leads; say so if not.
     for (name, r) in streams {
         let (n, revenue) = stats
@@ -540,4 +542,19 @@ fn print_report(streams: &[(&str, &LoadReport)], warm: u64, stats: &crate::stats
         ms(e.p99),
         ms(e.max)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The total's average price is rounded to the cent, as each campaign's is.
+    #[test]
+    fn the_total_line_rounds_the_average_price() {
+        // $245,319.52 over 2,400 sales is $102.2165.
+        let line = total_line(2400, 2400, 24_531_952, 19_625_561);
+        assert!(line.ends_with("average price $102.22"), "{line}");
+        assert!(line.contains("profit $49063.91"), "{line}");
+        assert!(total_line(5, 0, 0, 0).ends_with("average price $0.00"));
+    }
 }
