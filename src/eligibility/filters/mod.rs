@@ -338,9 +338,14 @@ fn compare(v: Field<'_>, o: &Operand, ordering: bool) -> Option<Ordering> {
         (Field::Num(n), Operand::Str(_, Some(b))) => Num::parse(n)?.cmp(*b),
         (Field::Str(s), Operand::Str(text, num)) => {
             // A number written as a string orders as that number, as `value = 21` does: a lead
-            // value that is no number (`"unknown"`, `"N/A"`) is not on that scale at all.
-            if let (true, Some(b)) = (ordering, num) {
-                return Num::parse(s)?.cmp(*b);
+            // value that is no number (`"unknown"`, `"N/A"`) is not on that scale at all, so
+            // no operator holds for it, `!=` and `not_in` included. Two numeric strings are
+            // equal as written (`"0770"` is a code, not `"770"`).
+            if let Some(b) = num {
+                let n = Num::parse(s)?;
+                if ordering {
+                    return n.cmp(*b);
+                }
             }
             // Without surrounding space or ASCII case, as states are read and as a seller's
             // post is checked against its ping (`lead::same_value`): `"Auto"` is `"auto"`.

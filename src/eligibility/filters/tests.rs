@@ -225,6 +225,26 @@ fn type_mismatches_fail_every_operator() {
             "{op} against an object"
         );
     }
+    // A number written as a string is a number for equality too: a word is of another type.
+    for word in ["unknown", "N/A", "thirty", "30abc", ""] {
+        for op in ["==", "!="] {
+            assert!(!pred(op, "\"30\"", Some(json!(word))), "{word} {op} \"30\"");
+        }
+        assert!(
+            !pred("not_in", "[\"30\", \"40\"]", Some(json!(word))),
+            "{word}"
+        );
+        assert!(!pred("in", "[\"30\", \"40\"]", Some(json!(word))), "{word}");
+    }
+    assert!(
+        pred("!=", "\"30\"", Some(json!("030"))),
+        "a code, as written"
+    );
+    assert!(pred("==", "\"30\"", Some(json!(30))));
+    assert!(!pred("!=", "\"30\"", Some(json!(" 30 "))));
+    assert!(pred("!=", "\"30\"", Some(json!("31"))));
+    assert!(pred("not_in", "[\"30\", \"40\"]", Some(json!("35"))));
+    assert!(pred("in", "[\"30\", \"40\"]", Some(json!(40.0))));
     assert!(!pred("==", "\"auto\"", Some(json!(5))));
     assert!(!pred("!=", "\"auto\"", Some(json!(5))));
     assert!(!pred("!=", "true", Some(json!(1))));
