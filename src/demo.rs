@@ -373,7 +373,12 @@ fn settle(server: &net::ServerHandle, reports: &[&LoadReport]) {
 
 /// The report's last line: every campaign together, the average price to the nearest cent
 /// as in the campaign rows.
-fn total_line(leads: u64, sold: u64, revenue: crate::money::Cents, payout: crate::money::Cents) -> String {
+fn total_line(
+    leads: u64,
+    sold: u64,
+    revenue: crate::money::Cents,
+    payout: crate::money::Cents,
+) -> String {
     format!(
         "total: {} leads, sold {:.1}%, revenue {}, payout {}, profit {}, average price {}",
         leads,
