@@ -1353,6 +1353,79 @@ fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
     assert_eq!(v["sales"][0]["buyer"], "hourly", "{v}");
 }
 
+/// A buyer's acceptance whose `sale` record is gone (damage cut it, or a stop came between
+/// the two records): the buyer took the consumer, so the post counts against its cap at the
+/// next start as the sale would have.
+#[test]
+fn an_accepted_post_whose_sale_record_is_gone_still_counts_against_the_cap() {
+    use gavel::journal::{LeadStatus, RecordRef};
+    let fleet = Fleet::start(vec![bidder("daily", 9000), bidder("other", 2000)]).unwrap();
+    let dir = temp_dir("sale-gone");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 1".to_string()
+        } else {
+            String::new()
+        }
+    });
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let now_us = chrono::Utc::now().timestamp_micros() as u64;
+    {
+        let j = open_journal(journal.clone());
+        let id = "01JDQ6X8W2ABCDEFGHJKMNPQRT";
+        let recs = [
+            RecordRef::LeadReceived {
+                lead_id: id,
+                seller: "seller-1",
+                campaign: "auto",
+                source: None,
+                test: false,
+                lead_json: b"{}",
+                flow: Some(gavel::journal::LeadFlow::Lead),
+                idempotency_key: None,
+            },
+            RecordRef::PostSent {
+                lead_id: id,
+                buyer: "daily",
+                price_cents: 9000,
+            },
+            RecordRef::PostResult {
+                lead_id: id,
+                buyer: "daily",
+                accepted: true,
+                reason: None,
+                response_us: 20_000,
+                price_cents: 9000,
+                buyer_lead_id: None,
+            },
+            // No `sale` record here.
+            RecordRef::LeadAnswered {
+                lead_id: id,
+                campaign: "auto",
+                seller: "seller-1",
+                status: LeadStatus::Sold,
+                price_cents: 9000,
+                payout_cents: 7200,
+                elapsed_us: 21_000,
+                bids: Some(2),
+                reason: None,
+            },
+        ];
+        for (i, r) in recs.iter().enumerate() {
+            j.append(now_us - 10_000 + i as u64, r).unwrap();
+        }
+    }
+    let ex = Exchange::start_file(&cfg);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["status"], "sold", "{v}");
+    assert_eq!(
+        v["sales"][0]["buyer"], "other",
+        "daily's one lead is taken: {v}"
+    );
+}
+
 /// The newest segment deleted while the exchange is down: the exchange will not start on a
 /// journal that forgot its latest sales (and with them caps and budgets), says which file is
 /// missing and what to do, and `journal verify` fails; with the file back it starts.

@@ -860,6 +860,11 @@ fn rebuild(
     // window of its post, as the live counters (which take the room when the post is sent)
     // have it, even when the buyer's answer comes in the next window.
     let mut posted_at: HashMap<(String, String), u64> = HashMap::new();
+    // Posts a buyer accepted whose `sale` record has not been read (yet), by (lead, buyer):
+    // (price, when sent). One still here at the end lost its sale record to damage (or to a
+    // stop between the two records): the buyer took the consumer, so it counts against its
+    // caps and budgets as the sale would.
+    let mut accepted_posts: HashMap<(String, String), (crate::money::Cents, u64)> = HashMap::new();
     // Leads whose last `lead_received` was a `/v1/ping`: a refusal of it is a refused ping.
     let mut pinging: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Pings whose held bids may still be posted, or whose expiry a post must still hear of:
@@ -1046,8 +1051,14 @@ fn rebuild(
                 buyer,
                 accepted,
                 reason,
+                price_cents,
                 ..
             } => {
+                if *accepted {
+                    let key = (lead_id.clone(), buyer.clone());
+                    let sent_us = posted_at.get(&key).copied().unwrap_or(e.ts_us);
+                    accepted_posts.insert(key, (*price_cents, sent_us));
+                }
                 let not_sent = [
                     POST_NOT_SENT_CAPPED,
                     POST_NOT_SENT_PAUSED,
@@ -1083,6 +1094,7 @@ fn rebuild(
                     .or_insert_with(|| (campaign.clone(), 0, 0, e.ts_us));
                 u.1 += price_cents;
                 u.2 += payout_cents;
+                accepted_posts.remove(&(lead_id.clone(), buyer.clone()));
                 let sent_us = posted_at
                     .remove(&(lead_id.clone(), buyer.clone()))
                     .unwrap_or(e.ts_us);
@@ -1207,6 +1219,17 @@ fn rebuild(
         }
     })
     .map_err(|e| io::Error::other(format!("journal replay of the files set aside: {}", e)))?;
+    // A post the buyer accepted whose sale record is not there: counted as sold in its
+    // buyer's caps and budgets (its money is not booked: no sale says what it was).
+    for ((lead_id, buyer), (price_cents, sent_us)) in &accepted_posts {
+        if tests.contains(lead_id) {
+            continue;
+        }
+        if let Some(b) = snap.buyer_of_record(buyer) {
+            let ts = chrono::DateTime::from_timestamp_micros(*sent_us as i64).unwrap_or(now);
+            caps.replay_sale(b, ts, *price_cents, now);
+        }
+    }
     // A post the process died waiting on: the buyer may well have taken the consumer, so it
     // counts against the buyer's caps and budgets as a sale would (erring toward selling less);
     // its money is not booked, since nobody was told of a sale.
