@@ -445,7 +445,8 @@ pub(crate) fn damage_at(
             .take(SEGMENT_HEADER_BYTES as usize)
             .any(|&b| b != 0)
         {
-            bytes = bytes.max(SEGMENT_HEADER_BYTES);
+            // As many as there are: a file cut inside its header has fewer.
+            bytes = bytes.max(SEGMENT_HEADER_BYTES.min(buf.len() as u64));
         }
     }
     for &s in later {
