@@ -282,6 +282,8 @@ fn cmp_int_float(i: i64, f: f64) -> Option<Ordering> {
     }
 }
 
+/// JSON's number grammar: an integer part without a leading zero (`"0770"`, a code, is no
+/// number, as a post is checked against its ping), an optional fraction and exponent.
 fn looks_numeric(b: &[u8]) -> bool {
     let mut i = 0;
     if b.first() == Some(&b'-') {
@@ -291,7 +293,7 @@ fn looks_numeric(b: &[u8]) -> bool {
     while i < b.len() && b[i].is_ascii_digit() {
         i += 1;
     }
-    if i == int_start {
+    if i == int_start || (b[int_start] == b'0' && i - int_start > 1) {
         return false;
     }
     if i < b.len() && b[i] == b'.' {
@@ -338,14 +340,21 @@ fn compare(v: Field<'_>, o: &Operand, ordering: bool) -> Option<Ordering> {
         (Field::Num(n), Operand::Str(_, Some(b))) => Num::parse(n)?.cmp(*b),
         (Field::Str(s), Operand::Str(text, num)) => {
             // A number written as a string orders as that number, as `value = 21` does: a lead
-            // value that is no number (`"unknown"`, `"N/A"`) is not on that scale at all, so
-            // no operator holds for it, `!=` and `not_in` included. Two numeric strings are
-            // equal as written (`"0770"` is a code, not `"770"`).
-            if let Some(b) = num {
-                let n = Num::parse(s)?;
-                if ordering {
-                    return n.cmp(*b);
+            // value that is no number (`"unknown"`, `"N/A"`, a code such as `"0770"`) is not
+            // on that scale at all, so no operator holds for it, `!=` and `not_in` included.
+            // Two numeric strings are equal as written (`"30.0"` is not `"30"`), as a post is
+            // checked against its ping.
+            match num {
+                Some(b) => {
+                    let n = Num::parse(s)?;
+                    if ordering {
+                        return n.cmp(*b);
+                    }
                 }
+                // A lead's number written as a string is a number against a word too, as a
+                // JSON number is: of another type.
+                None if Num::parse(s).is_some() => return None,
+                None => {}
             }
             // Without surrounding space or ASCII case, as states are read and as a seller's
             // post is checked against its ping (`lead::same_value`): `"Auto"` is `"auto"`.

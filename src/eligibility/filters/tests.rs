@@ -226,7 +226,7 @@ fn type_mismatches_fail_every_operator() {
         );
     }
     // A number written as a string is a number for equality too: a word is of another type.
-    for word in ["unknown", "N/A", "thirty", "30abc", ""] {
+    for word in ["unknown", "N/A", "thirty", "30abc", "", "030", "0770"] {
         for op in ["==", "!="] {
             assert!(!pred(op, "\"30\"", Some(json!(word))), "{word} {op} \"30\"");
         }
@@ -236,9 +236,27 @@ fn type_mismatches_fail_every_operator() {
         );
         assert!(!pred("in", "[\"30\", \"40\"]", Some(json!(word))), "{word}");
     }
+    // A string with a leading zero is a code, as a post is checked against its ping: not
+    // on a number's scale, whichever way the number is written.
+    assert!(!pred("==", "30", Some(json!("030"))));
+    assert!(!pred(">", "\"30\"", Some(json!("0770"))));
+    assert!(pred("==", "\"0770\"", Some(json!("0770"))));
+    assert!(!pred("==", "\"0770\"", Some(json!(770))));
+    assert!(!pred("!=", "\"0770\"", Some(json!(770))));
+    assert!(!pred("!=", "\"0770\"", Some(json!("770"))));
+    assert!(pred("!=", "\"auto\"", Some(json!("0770"))));
+    // A lead's number written as a string is of another type than a word, as a JSON number is.
+    for op in ["==", "!=", "<", "<=", ">", ">="] {
+        assert!(
+            !pred(op, "\"auto\"", Some(json!("30"))),
+            "\"30\" {op} \"auto\""
+        );
+        assert!(!pred(op, "\"auto\"", Some(json!(30))), "30 {op} \"auto\"");
+    }
+    assert!(!pred("not_in", "[\"auto\"]", Some(json!("-5"))));
     assert!(
-        pred("!=", "\"30\"", Some(json!("030"))),
-        "a code, as written"
+        pred("!=", "\"30\"", Some(json!("30.0"))),
+        "two numeric strings, as written"
     );
     assert!(pred("==", "\"30\"", Some(json!(30))));
     assert!(!pred("!=", "\"30\"", Some(json!(" 30 "))));
