@@ -41,6 +41,39 @@ pub const MAX_HOLD_MS: u64 = 3_600_000;
 /// A campaign's `consent_max_age_hours` is at most a year.
 pub const MAX_CONSENT_AGE_HOURS: u32 = 8_760;
 pub const MAX_BUYER_CONNECTIONS: usize = 4096;
+/// Why the start could not use `dir` as its journal directory, as far as the file system
+/// says now: it is made at the start when it is not there, so something else in its place (a
+/// file, a symbolic link to nothing) or a file where one of its parents should be would stop
+/// the start.
+fn journal_dir_problem(dir: &std::path::Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return None,
+        Ok(_) => return Some(format!("{} is there and is not a directory", dir.display())),
+        Err(_) if std::fs::symlink_metadata(dir).is_ok() => {
+            return Some(format!("{} is a symbolic link to nothing", dir.display()))
+        }
+        Err(_) => {}
+    }
+    // Not there: made under its nearest parent that is.
+    for parent in dir.ancestors().skip(1) {
+        if parent.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::metadata(parent) {
+            Ok(m) if m.is_dir() => return None,
+            Ok(_) => {
+                return Some(format!(
+                    "{} cannot be made: {} is not a directory",
+                    dir.display(),
+                    parent.display()
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
 /// Lowest `idle_timeout_ms` of a buyer: its warm connections are closed and opened again at
 /// this period at most.
 pub const MIN_BUYER_IDLE_TIMEOUT_MS: u64 = 100;
@@ -1087,13 +1120,8 @@ impl Validator<'_> {
         }
         if j.dir.trim().is_empty() {
             self.err("journal.dir".into(), "must name a directory");
-        } else if std::fs::metadata(&j.dir).is_ok_and(|m| !m.is_dir()) {
-            // Made at the start when it is not there; something else in its place would stop
-            // the start.
-            self.err(
-                "journal.dir".into(),
-                format!("{} is there and is not a directory", j.dir),
-            );
+        } else if let Some(why) = journal_dir_problem(std::path::Path::new(&j.dir)) {
+            self.err("journal.dir".into(), why);
         }
         if sync == SyncPolicy::Interval && (j.sync_interval_ms == 0 || j.sync_interval_ms > 60_000)
         {

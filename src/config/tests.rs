@@ -264,12 +264,33 @@ fn a_journal_dir_that_is_a_file_and_idle_timeouts_under_their_floor_are_refused(
         &format!("dir = {:?}", file.display().to_string()),
         1,
     ));
-    let _ = std::fs::remove_file(&file);
     assert_eq!(issues[0].key, "journal.dir", "{issues:?}");
     assert!(
         issues[0].message.contains("is not a directory"),
         "{issues:?}"
     );
+    // Nor under a file, nor a link to nothing.
+    let under = invalid(&CONTRACT.replacen(
+        dir_line,
+        &format!("dir = {:?}", file.join("journal").display().to_string()),
+        1,
+    ));
+    assert_eq!(under[0].key, "journal.dir", "{under:?}");
+    assert!(under[0].message.contains("cannot be made"), "{under:?}");
+    let link = std::env::temp_dir().join(format!("gavel-dir-dangling-{}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(file.with_extension("gone"), &link).unwrap();
+    let dangling = invalid(&CONTRACT.replacen(
+        dir_line,
+        &format!("dir = {:?}", link.display().to_string()),
+        1,
+    ));
+    let _ = std::fs::remove_file(&link);
+    assert!(
+        dangling[0].message.contains("symbolic link to nothing"),
+        "{dangling:?}"
+    );
+    let _ = std::fs::remove_file(&file);
     // A dir that is not there yet is made at the start.
     assert!(parse(&CONTRACT.replacen(dir_line, "dir = \"no/such/dir/yet\"", 1)).is_ok());
 
