@@ -46,32 +46,36 @@ pub const MAX_BUYER_CONNECTIONS: usize = 4096;
 /// file, a symbolic link to nothing) or a file where one of its parents should be would stop
 /// the start.
 fn journal_dir_problem(dir: &std::path::Path) -> Option<String> {
-    match std::fs::metadata(dir) {
+    let dangling = |p: &std::path::Path| std::fs::symlink_metadata(p).is_ok();
+    let err = match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => return None,
         Ok(_) => return Some(format!("{} is there and is not a directory", dir.display())),
-        Err(_) if std::fs::symlink_metadata(dir).is_ok() => {
+        Err(_) if dangling(dir) => {
             return Some(format!("{} is a symbolic link to nothing", dir.display()))
         }
-        Err(_) => {}
-    }
+        Err(e) => e,
+    };
     // Not there: made under its nearest parent that is.
     for parent in dir.ancestors().skip(1) {
         if parent.as_os_str().is_empty() {
             break;
         }
-        match std::fs::metadata(parent) {
-            Ok(m) if m.is_dir() => return None,
-            Ok(_) => {
-                return Some(format!(
-                    "{} cannot be made: {} is not a directory",
-                    dir.display(),
-                    parent.display()
-                ))
-            }
-            Err(_) => {}
-        }
+        let why = match std::fs::metadata(parent) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => "is not a directory",
+            Err(_) if dangling(parent) => "is a symbolic link to nothing",
+            Err(_) => continue,
+        };
+        return Some(format!(
+            "{} cannot be made: {} {why}",
+            dir.display(),
+            parent.display()
+        ));
     }
-    None
+    // Under a directory, but not to be made there all the same: `afile/` or `afile/.` with
+    // `afile` a file (their parent is the directory), a directory that may not be entered...
+    (err.kind() != std::io::ErrorKind::NotFound)
+        .then(|| format!("{} cannot be used: {err}", dir.display()))
 }
 
 /// Lowest `idle_timeout_ms` of a buyer: its warm connections are closed and opened again at

@@ -285,11 +285,29 @@ fn a_journal_dir_that_is_a_file_and_idle_timeouts_under_their_floor_are_refused(
         &format!("dir = {:?}", link.display().to_string()),
         1,
     ));
+    let under_link = invalid(&CONTRACT.replacen(
+        dir_line,
+        &format!("dir = {:?}", link.join("sub").display().to_string()),
+        1,
+    ));
     let _ = std::fs::remove_file(&link);
     assert!(
         dangling[0].message.contains("symbolic link to nothing"),
         "{dangling:?}"
     );
+    assert!(
+        under_link[0].message.contains("cannot be made"),
+        "{under_link:?}"
+    );
+    // A file's name written as a directory's.
+    for written in ["/", "/."] {
+        let issues = invalid(&CONTRACT.replacen(
+            dir_line,
+            &format!("dir = \"{}{written}\"", file.display()),
+            1,
+        ));
+        assert_eq!(issues[0].key, "journal.dir", "{written}: {issues:?}");
+    }
     let _ = std::fs::remove_file(&file);
     // A dir that is not there yet is made at the start.
     assert!(parse(&CONTRACT.replacen(dir_line, "dir = \"no/such/dir/yet\"", 1)).is_ok());
