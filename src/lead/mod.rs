@@ -728,11 +728,11 @@ pub fn check_post_test(pinged_test: bool, post_test: Option<bool>) -> Result<(),
 }
 
 /// A full lead must not contradict what its ping said: every pinged field must hold the same
-/// value ([`same_value`]).
+/// value ([`same_value`]); a field pinged as `null` may be left out, as filters read both alike.
 pub fn check_ping_match(pinged: &Fields, full: &Fields) -> Result<(), Refusal> {
     for (k, v) in pinged.iter() {
         let same = |f: Field<'_>| same_value(v, f) || (k == "zip" && same_zip(v, f));
-        if !full.get(k).is_some_and(same) {
+        if !same(full.get(k).unwrap_or(Field::Null)) {
             return Err(Refusal::content(
                 "ping_mismatch",
                 format!("{} differs from the value pinged", k),

@@ -1430,6 +1430,23 @@ fn a_post_contradicts_its_ping_only_with_a_different_value() {
 /// Numbers are compared by their exact value, nested or not: a 23-digit integer or a long
 /// decimal changed in its last digit contradicts the ping; the same value written otherwise
 /// (`9007199254740993.0`, `1.2345678901234567890123e22`) does not.
+/// A field pinged as `null` may be left out of the post (filters read a missing field and a
+/// `null` alike); one pinged with a value may not.
+#[test]
+fn a_field_pinged_as_null_may_be_left_out_of_the_post() {
+    let pinged = Fields::from_json(r#"{"state":"TX","v":null}"#).unwrap();
+    let post = Fields::from_json(r#"{"state":"TX","phone":"7135550147"}"#).unwrap();
+    assert_eq!(check_ping_match(&pinged, &post), Ok(()));
+    let pinged = Fields::from_json(r#"{"state":"TX","v":1}"#).unwrap();
+    assert_eq!(
+        check_ping_match(&pinged, &post).map_err(|r| r.code),
+        Err("ping_mismatch")
+    );
+    let pinged = Fields::from_json(r#"{"state":"TX","v":null}"#).unwrap();
+    let post = Fields::from_json(r#"{"state":"TX","v":0}"#).unwrap();
+    assert!(check_ping_match(&pinged, &post).is_err(), "null is not 0");
+}
+
 #[test]
 fn a_post_is_checked_against_its_ping_digit_for_digit() {
     let pinged = Fields::from_json(

@@ -361,6 +361,17 @@ fn compare(v: Field<'_>, o: &Operand, ordering: bool) -> Option<Ordering> {
             Some(folded(s).cmp(folded(text)))
         }
         (Field::Bool(a), Operand::Bool(b)) => Some(a.cmp(b)),
+        // `value = "true"` as `value = true`, as a lead's `"true"` meets `value = true` below.
+        (Field::Bool(a), Operand::Str(text, None)) if !ordering => {
+            let t = text.trim();
+            if t.eq_ignore_ascii_case("true") {
+                Some(a.cmp(&true))
+            } else if t.eq_ignore_ascii_case("false") {
+                Some(a.cmp(&false))
+            } else {
+                None
+            }
+        }
         (Field::Str(s), Operand::Bool(b)) => {
             let s = s.trim();
             if s.eq_ignore_ascii_case("true") {

@@ -149,6 +149,13 @@ fn equality_on_numbers_strings_and_bools() {
     assert!(!pred("==", "true", Some(json!(false))));
     assert!(pred("==", "true", Some(json!("true"))));
     assert!(!pred("==", "true", Some(json!("yes"))));
+    // And the other way round: a word `"true"` in the filter meets a lead's `true`.
+    assert!(pred("==", "\"true\"", Some(json!(true))));
+    assert!(pred("==", "\" FALSE\"", Some(json!(false))));
+    assert!(pred("!=", "\"true\"", Some(json!(false))));
+    assert!(!pred("==", "\"yes\"", Some(json!(true))));
+    assert!(!pred("!=", "\"yes\"", Some(json!(true))));
+    assert!(pred("in", "[\"true\", \"maybe\"]", Some(json!(true))));
 }
 
 #[test]
