@@ -255,33 +255,44 @@ fn an_unreachable_port_fails_with_a_clear_message() {
     );
 }
 
+/// Read one whole ping (head and JSON body) from a buyer's connection; false at its end.
+fn read_ping(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"}") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+/// A buyer's bid of $3.50, saying `Connection: close` when `close`.
+fn bid_answer(close: bool) -> Vec<u8> {
+    let body = r#"{"bid": 3.5}"#;
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{connection}Content-Length: {}\r\n\r\n{}",
+        body.len(),
+        body
+    )
+    .into_bytes()
+}
+
 /// A buyer that goes away mid-run: the run stops at the first connect that fails, and the
 /// report tells the pings answered from the ones never sent.
 #[test]
 fn a_buyer_gone_mid_run_stops_the_run_at_the_failed_connect() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Two pings answered, each on its own connection, then the port closes.
     let buyer = std::thread::spawn(move || {
         for _ in 0..2 {
             let (mut s, _) = listener.accept().unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"}") {
-                let n = s.read(&mut chunk).unwrap();
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = r#"{"bid": 3.5}"#;
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
-                body.len(),
-                body
-            );
-            s.write_all(answer.as_bytes()).unwrap();
+            read_ping(&mut s);
+            s.write_all(&bid_answer(true)).unwrap();
         }
     });
     let url = format!("http://127.0.0.1:{port}/ping");
@@ -306,33 +317,21 @@ fn a_buyer_gone_mid_run_stops_the_run_at_the_failed_connect() {
 /// not be made; the run stops there.
 #[test]
 fn a_ping_the_buyer_took_before_it_went_away_counts_as_sent_and_unanswered() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let buyer = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut chunk = [0u8; 4096];
         for n in 1..=3 {
-            let mut buf = Vec::new();
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"}") {
-                let got = s.read(&mut chunk).unwrap();
-                if got == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&chunk[..got]);
+            if !read_ping(&mut s) {
+                return;
             }
             if n == 3 {
                 // Gone: no more connections, and this one closed with the ping unanswered.
                 drop(listener);
                 return;
             }
-            let body = r#"{"bid": 3.5}"#;
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-                body.len(),
-                body
-            );
-            s.write_all(answer.as_bytes()).unwrap();
+            s.write_all(&bid_answer(false)).unwrap();
         }
     });
     let url = format!("http://127.0.0.1:{port}/ping");

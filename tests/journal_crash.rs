@@ -8,7 +8,7 @@ use common::*;
 use gavel::sim::buyer::{BuyerSpec, Fleet, Kind, Reply};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1261,21 +1261,42 @@ fn a_post_waiting_for_a_connection_at_a_crash_was_never_sent() {
 /// A sale whose post went out in the last hour and whose answer came in this one counts, after
 /// a restart, in the hour of its post, as it did live (the room is taken when the post is
 /// sent): a buyer capped at one an hour buys again this hour.
-#[test]
-fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
-    use gavel::journal::{LeadStatus, RecordRef};
-    let fleet = Fleet::start(vec![bidder("hourly", 9000), bidder("other", 2000)]).unwrap();
-    let dir = temp_dir("post-window");
+/// A config file for `fleet` whose first buyer has `[buyers.caps] cap` (`daily = 1`), with
+/// its journal in a fresh directory named for `what`: (config file, journal directory).
+fn first_buyer_capped(fleet: &Fleet, cap: &str, what: &str) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(what);
     let journal = dir.join("journal");
-    let text = config(&fleet, "", |i| {
+    let text = config(fleet, "", |i| {
         if i == 0 {
-            "[buyers.caps]\nhourly = 1".to_string()
+            format!("[buyers.caps]\n{cap}")
         } else {
             String::new()
         }
     });
     let cfg = dir.join("gavel.toml");
     std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    (cfg, journal)
+}
+
+/// A plain lead's arrival from `seller-1` on `auto`.
+fn lead_received(id: &str) -> gavel::journal::RecordRef<'_> {
+    gavel::journal::RecordRef::LeadReceived {
+        lead_id: id,
+        seller: "seller-1",
+        campaign: "auto",
+        source: None,
+        test: false,
+        lead_json: b"{}",
+        flow: Some(gavel::journal::LeadFlow::Lead),
+        idempotency_key: None,
+    }
+}
+
+#[test]
+fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
+    use gavel::journal::{LeadStatus, RecordRef};
+    let fleet = Fleet::start(vec![bidder("hourly", 9000), bidder("other", 2000)]).unwrap();
+    let (cfg, journal) = first_buyer_capped(&fleet, "hourly = 1", "post-window");
     let now_us = chrono::Utc::now().timestamp_micros() as u64;
     let hour_us = 3_600_000_000;
     let this_hour = now_us - now_us % hour_us;
@@ -1284,19 +1305,7 @@ fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
         let j = open_journal(journal.clone());
         let id = "01JDQ6X8W2ABCDEFGHJKMNPQRS";
         let recs = [
-            (
-                posted - 1000,
-                RecordRef::LeadReceived {
-                    lead_id: id,
-                    seller: "seller-1",
-                    campaign: "auto",
-                    source: None,
-                    test: false,
-                    lead_json: b"{}",
-                    flow: Some(gavel::journal::LeadFlow::Lead),
-                    idempotency_key: None,
-                },
-            ),
+            (posted - 1000, lead_received(id)),
             (
                 posted,
                 RecordRef::PostSent {
@@ -1360,32 +1369,13 @@ fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
 fn an_accepted_post_whose_sale_record_is_gone_still_counts_against_the_cap() {
     use gavel::journal::{LeadStatus, RecordRef};
     let fleet = Fleet::start(vec![bidder("daily", 9000), bidder("other", 2000)]).unwrap();
-    let dir = temp_dir("sale-gone");
-    let journal = dir.join("journal");
-    let text = config(&fleet, "", |i| {
-        if i == 0 {
-            "[buyers.caps]\ndaily = 1".to_string()
-        } else {
-            String::new()
-        }
-    });
-    let cfg = dir.join("gavel.toml");
-    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (cfg, journal) = first_buyer_capped(&fleet, "daily = 1", "sale-gone");
     let now_us = chrono::Utc::now().timestamp_micros() as u64;
     {
         let j = open_journal(journal.clone());
         let id = "01JDQ6X8W2ABCDEFGHJKMNPQRT";
         let recs = [
-            RecordRef::LeadReceived {
-                lead_id: id,
-                seller: "seller-1",
-                campaign: "auto",
-                source: None,
-                test: false,
-                lead_json: b"{}",
-                flow: Some(gavel::journal::LeadFlow::Lead),
-                idempotency_key: None,
-            },
+            lead_received(id),
             RecordRef::PostSent {
                 lead_id: id,
                 buyer: "daily",
