@@ -218,7 +218,7 @@ fn a_fixed_price_lead_nobody_may_take_is_answered_unsold() {
 }
 
 /// A lead whose auction ends with its posts rejected goes to the fallback; the operator's
-/// counters still show the first auction's bid and rejected post.
+/// counters still show the first auction's bid and rejected post, and its overhead by stage.
 #[test]
 fn a_fallback_keeps_the_first_auctions_counts() {
     let fleet = Fleet::start(vec![
@@ -237,7 +237,8 @@ fn a_fallback_keeps_the_first_auctions_counts() {
     loop {
         let st = handle.stats();
         let wins: u64 = st.buyers().map(|(_, b)| b.wins).sum();
-        if wins == 1 || std::time::Instant::now() > deadline {
+        let answered = st.overhead_us.len() == 1;
+        if (wins == 1 && answered) || std::time::Instant::now() > deadline {
             let picky = st
                 .buyers()
                 .find(|(id, _)| *id == "picky")
@@ -255,6 +256,22 @@ fn a_fallback_keeps_the_first_auctions_counts() {
                 "pings, bids, posts, post rejects, wins"
             );
             assert_eq!(picky.response_us.len(), 1);
+            // The lead's overhead is split into its stages as any other lead's: intake in the
+            // first auction, the fallback's engine time in the close.
+            let stages = [
+                &st.overhead_intake_us,
+                &st.overhead_close_us,
+                &st.overhead_answer_us,
+            ];
+            assert_eq!(
+                stages.map(|h| h.len()),
+                [1, 1, 1],
+                "intake, close, answer"
+            );
+            let whole = st.overhead_us.max();
+            for h in stages {
+                assert!(h.max() <= whole + whole / 50 + 1, "{} > {whole}", h.max());
+            }
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -262,8 +262,8 @@ struct Lead {
     /// For a `/v1/post`: the buyers its ping's auction had a turn for, left out of its
     /// fallback as the auction's own buyers are (empty otherwise).
     priced_by_ping: Vec<usize>,
-    /// The first auction's buyer wait and bids, when a fallback replaced it.
-    prior: Option<(Duration, u32)>,
+    /// The first auction's buyer wait, bids and intake, when a fallback replaced it.
+    prior: Option<(Duration, u32, Duration)>,
     /// A post's: the bids its ping received, which its answer reports.
     ping_bids: Option<u32>,
     /// The auction's bids came from a held ping or fixed prices, not from its own pings.
@@ -2735,9 +2735,11 @@ impl Worker {
         }
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         let mut outcome = lead.auction.outcome();
-        if let Some((wait, bids)) = lead.prior {
+        if let Some((wait, bids, intake)) = lead.prior {
             outcome.buyer_wait += wait;
             outcome.bids = bids;
+            // The lead's intake was the first auction's; the fallback's is part of its close.
+            outcome.intake = intake;
         } else if lead.close_from_plan && lead.flow == Flow::Direct {
             outcome.bids = 0; // fixed-price distribution takes no bids
         }
@@ -2905,21 +2907,20 @@ impl Worker {
         st.elapsed_us.saturating_record(elapsed.as_micros() as u64);
         st.answer_write_us
             .saturating_record(written.saturating_duration_since(handed).as_micros() as u64);
-        if lead.prior.is_none() {
-            // A fallback's second auction muddles the stages: only its total is recorded.
-            let answer = handed
-                .saturating_duration_since(lead.auction.arrival())
-                .saturating_sub(outcome.elapsed);
-            let close = overhead
-                .saturating_sub(outcome.intake)
-                .saturating_sub(answer);
-            st.overhead_intake_us
-                .saturating_record(outcome.intake.as_micros() as u64);
-            st.overhead_close_us
-                .saturating_record(close.as_micros() as u64);
-            st.overhead_answer_us
-                .saturating_record(answer.as_micros() as u64);
-        }
+        // A lead that went on to a fallback: its intake is the first auction's, the
+        // fallback's posts are buyer time, and the engine's work between them is close.
+        let answer = handed
+            .saturating_duration_since(lead.auction.arrival())
+            .saturating_sub(outcome.elapsed);
+        let close = overhead
+            .saturating_sub(outcome.intake)
+            .saturating_sub(answer);
+        st.overhead_intake_us
+            .saturating_record(outcome.intake.as_micros() as u64);
+        st.overhead_close_us
+            .saturating_record(close.as_micros() as u64);
+        st.overhead_answer_us
+            .saturating_record(answer.as_micros() as u64);
     }
 
     /// An unsold lead of a campaign with a `fallback` goes to its fixed-price buyers, in the
@@ -2959,7 +2960,7 @@ impl Worker {
             return false;
         }
         let first = lead.auction.outcome();
-        lead.prior = Some((first.buyer_wait, first.bids));
+        lead.prior = Some((first.buyer_wait, first.bids, first.intake));
         // The first auction's pings and rejected posts, for the operator, before the auction
         // is replaced.
         count_answers(
