@@ -397,7 +397,9 @@ fn sequential_leads_reuse_keep_alive_buyer_connections() {
     }
     assert_eq!(fleet.pings(0), 30);
     assert_eq!(fleet.posts(1), 30);
-    // One worker, one warm connection per buyer, reused by all 30 pings and 30 posts.
+    // One worker, one warm connection per buyer, reused by all 30 pings; the winner's first
+    // post opens a second (a post never follows its own lead's ping on one connection while
+    // another may be opened), and from then on each lead's ping and post take one each.
     assert_eq!(
         fleet.accepted_connections(0),
         1,
@@ -405,7 +407,7 @@ fn sequential_leads_reuse_keep_alive_buyer_connections() {
     );
     assert_eq!(
         fleet.accepted_connections(1),
-        1,
+        2,
         "connections opened to buyer b"
     );
 }
@@ -1542,6 +1544,32 @@ fn a_buyers_second_answer_to_a_ping_is_not_its_answer_to_the_post() {
         .map(|(_, b)| b.spent_cents)
         .sum();
     assert_eq!(twice_spent, 0);
+}
+
+/// The same when the connection that carried the ping is the buyer's only idle one: the post
+/// is not written on the connection of its own lead's ping, but on a new one.
+#[test]
+fn a_buyers_second_answer_to_a_ping_is_not_its_answer_to_the_post_on_its_only_connection() {
+    static POSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let twice = answering_twice_buyer(&POSTS);
+    let fleet = Fleet::start(vec![bidder("honest", 2000, 0)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new());
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"twice\"\ncampaigns = [\"auto\"]\nping_url = \"http://{twice}/ping\"\npost_url = \"http://{twice}/post\"\nmin_idle = 1\nmax_connections = 4\n"
+    ));
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for i in 0..8 {
+        // Time for the stray answer to close its connection, and for the warm one to open.
+        std::thread::sleep(Duration::from_millis(150));
+        let v = c.lead(LEAD).json();
+        assert_eq!(
+            sales(&v),
+            vec![("honest".to_string(), 20.0)],
+            "lead {i}: {v}"
+        );
+    }
+    assert_eq!(POSTS.load(std::sync::atomic::Ordering::SeqCst), 8);
 }
 
 #[test]

@@ -131,7 +131,7 @@ fn plain(name: &str, cents: i64) -> BuyerSpec {
 }
 
 #[test]
-fn an_https_buyer_bids_and_buys_over_one_kept_alive_tls_connection() {
+fn an_https_buyer_bids_and_buys_over_kept_alive_tls_connections() {
     let buyer = tls_buyer(6000);
     let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
     let ex = Exchange::start(&with_tls_buyer(&fleet, &buyer, true));
@@ -143,9 +143,11 @@ fn an_https_buyer_bids_and_buys_over_one_kept_alive_tls_connection() {
         assert_eq!(v["price"], 60.0);
     }
     assert_eq!(buyer.posts.load(Ordering::Relaxed), 5);
+    // The warm one, and one the first post opened (a post does not follow its own lead's
+    // ping on one connection while another may be opened); kept alive for the rest.
     assert_eq!(
         buyer.connections.load(Ordering::Relaxed),
-        1,
+        2,
         "TLS connections opened"
     );
 }

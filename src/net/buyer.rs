@@ -66,6 +66,10 @@ pub struct BuyerConn {
     pub idle_since: Instant,
     /// Requests fully answered on this connection (0 = fresh).
     pub served: u32,
+    /// The lead of the last request written on it: a post does not follow its own lead's ping
+    /// on the same connection while the pool may open another (a second answer to the ping
+    /// would be taken for the post's).
+    pub last_lead: Option<Key>,
     pub job: Option<Job>,
     /// The request for `job` (or for an abandoned job still being written).
     pub wbuf: Vec<u8>,
@@ -105,6 +109,7 @@ impl BuyerConn {
             opened_at: now,
             idle_since: now,
             served: 0,
+            last_lead: None,
             job: None,
             // Empty until first used: they grow once to this buyer's request and answer sizes
             // and are reused after that. A buyer connection is held by every lead in flight

@@ -3137,15 +3137,37 @@ impl Worker {
         }
         if !job.retried {
             loop {
-                let idle = &mut self.pools[p].idle;
                 let ck = match job.kind {
-                    JobKind::Ping => idle.pop(),
+                    JobKind::Ping => self.pools[p].idle.pop(),
                     // A post, the sale, takes the connection idle the longest: if the buyer
                     // sends an answer nobody asked for (a second answer to the ping it just
                     // answered), it lands on an idle connection and closes it, instead of
-                    // passing for the post's answer.
-                    JobKind::Post if !idle.is_empty() => Some(idle.remove(0)),
-                    JobKind::Post => None,
+                    // passing for the post's answer. Not the connection that carried this
+                    // lead's ping, though, while there is another or the pool may open one.
+                    JobKind::Post => {
+                        let pool = &self.pools[p];
+                        let conns = &self.conns;
+                        let other = pool.idle.iter().position(|k| {
+                            conns.get(*k).is_none_or(|c| c.last_lead != Some(job.lead))
+                        });
+                        if other.is_none()
+                            && !pool.idle.is_empty()
+                            && pool.total < pool.max_connections
+                        {
+                            if let Some(ck) = self.open_conn(p) {
+                                let job = Job {
+                                    waited_since: job.waited_since.or(Some(now)),
+                                    ..job
+                                };
+                                return self.attach(ck, job);
+                            }
+                        }
+                        let idle = &mut self.pools[p].idle;
+                        match other {
+                            Some(i) => Some(idle.remove(i)),
+                            None => (!idle.is_empty()).then(|| idle.remove(0)),
+                        }
+                    }
                 };
                 let Some(ck) = ck else { break };
                 let quiet = match self.conns.get_mut(ck) {
@@ -3361,6 +3383,7 @@ impl Worker {
         c.wbuf.clear();
         c.wpos = 0;
         c.on_wire = false;
+        c.last_lead = Some(job.lead);
         // The head up to `Content-Length` was built with the config (`Runtime::ping_heads`).
         let rt = &lead.gen.rt;
         let head = match job.kind {
