@@ -263,11 +263,7 @@ fn a_fallback_keeps_the_first_auctions_counts() {
                 &st.overhead_close_us,
                 &st.overhead_answer_us,
             ];
-            assert_eq!(
-                stages.map(|h| h.len()),
-                [1, 1, 1],
-                "intake, close, answer"
-            );
+            assert_eq!(stages.map(|h| h.len()), [1, 1, 1], "intake, close, answer");
             let whole = st.overhead_us.max();
             for h in stages {
                 assert!(h.max() <= whole + whole / 50 + 1, "{} > {whole}", h.max());

@@ -1518,32 +1518,7 @@ fn answering_twice_buyer(posts: &'static std::sync::atomic::AtomicUsize) -> std:
 #[test]
 fn a_buyers_second_answer_to_a_ping_is_not_its_answer_to_the_post() {
     static POSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let twice = answering_twice_buyer(&POSTS);
-    let fleet = Fleet::start(vec![bidder("honest", 2000, 0)]).unwrap();
-    let mut toml = config(&fleet, "", |_| String::new());
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"twice\"\ncampaigns = [\"auto\"]\nping_url = \"http://{twice}/ping\"\npost_url = \"http://{twice}/post\"\nmin_idle = 2\nmax_connections = 4\n"
-    ));
-    let ex = Exchange::start(&toml);
-    let mut c = ex.client();
-    for i in 0..8 {
-        // Time for the pool to open its warm connections again.
-        std::thread::sleep(Duration::from_millis(150));
-        let v = c.lead(LEAD).json();
-        assert_eq!(
-            sales(&v),
-            vec![("honest".to_string(), 20.0)],
-            "lead {i}: {v}"
-        );
-    }
-    assert_eq!(POSTS.load(std::sync::atomic::Ordering::SeqCst), 8);
-    let st = ex.handle.as_ref().unwrap().stats();
-    let twice_spent: i64 = st
-        .buyers()
-        .filter(|(id, _)| *id == "twice")
-        .map(|(_, b)| b.spent_cents)
-        .sum();
-    assert_eq!(twice_spent, 0);
+    leads_to_a_buyer_answering_twice(&POSTS, 2);
 }
 
 /// The same when the connection that carried the ping is the buyer's only idle one: the post
@@ -1551,16 +1526,23 @@ fn a_buyers_second_answer_to_a_ping_is_not_its_answer_to_the_post() {
 #[test]
 fn a_buyers_second_answer_to_a_ping_is_not_its_answer_to_the_post_on_its_only_connection() {
     static POSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let twice = answering_twice_buyer(&POSTS);
+    leads_to_a_buyer_answering_twice(&POSTS, 1);
+}
+
+/// Eight leads, one at a time, to [`answering_twice_buyer`] (`min_idle` warm connections, at
+/// most 4) and an honest buyer bidding less: each is sold to the honest one, and the one
+/// answering twice is posted every lead and billed none.
+fn leads_to_a_buyer_answering_twice(posts: &'static std::sync::atomic::AtomicUsize, min_idle: u32) {
+    let twice = answering_twice_buyer(posts);
     let fleet = Fleet::start(vec![bidder("honest", 2000, 0)]).unwrap();
     let mut toml = config(&fleet, "", |_| String::new());
     toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"twice\"\ncampaigns = [\"auto\"]\nping_url = \"http://{twice}/ping\"\npost_url = \"http://{twice}/post\"\nmin_idle = 1\nmax_connections = 4\n"
+        "\n[[buyers]]\nid = \"twice\"\ncampaigns = [\"auto\"]\nping_url = \"http://{twice}/ping\"\npost_url = \"http://{twice}/post\"\nmin_idle = {min_idle}\nmax_connections = 4\n"
     ));
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
     for i in 0..8 {
-        // Time for the stray answer to close its connection, and for the warm one to open.
+        // Time for the stray answer to close its connection, and the warm ones to open again.
         std::thread::sleep(Duration::from_millis(150));
         let v = c.lead(LEAD).json();
         assert_eq!(
@@ -1569,7 +1551,14 @@ fn a_buyers_second_answer_to_a_ping_is_not_its_answer_to_the_post_on_its_only_co
             "lead {i}: {v}"
         );
     }
-    assert_eq!(POSTS.load(std::sync::atomic::Ordering::SeqCst), 8);
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 8);
+    let st = ex.handle.as_ref().unwrap().stats();
+    let twice_spent: i64 = st
+        .buyers()
+        .filter(|(id, _)| *id == "twice")
+        .map(|(_, b)| b.spent_cents)
+        .sum();
+    assert_eq!(twice_spent, 0);
 }
 
 #[test]
