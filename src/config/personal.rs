@@ -248,7 +248,8 @@ fn ascii_look_alike(c: char) -> char {
 /// (anywhere in the text), a phone number (the whole value: 10 to 15 digits written only with
 /// digits, spaces and `+ - ( ) .`; or within free text: `713-555-0147`, `(713) 555-0147 x12`,
 /// `+44 7946 095812`), a social security number (`123-45-6789`), an IP address (with or
-/// without a port), a LeadiD-style token (a UUID), or a consent certificate or lead token URL.
+/// without a port), a LeadiD-style token (a UUID), or a consent certificate or lead token URL
+/// (any text naming their makers, `trustedform`, `jornaya`, `leadid`, in any case).
 /// Fullwidth forms (`７１３…`, `＠`) are read as the ASCII they show. A ping leaves such a value
 /// out, so a seller that puts the phone under an innocent name (`"score": "(713) 555-0147"`)
 /// does not hand it to every pinged buyer. Cheap enough for every lead: a few passes over the

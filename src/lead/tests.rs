@@ -426,6 +426,10 @@ fn personal_values_and_look_alike_names_are_left_out_of_the_ping() {
         "ana%40EXAMPLE.com",
         "100% off: write to ana%40example.com",
         "ssn: 123 45 6789",
+        // A certificate or token URL, and any text naming their makers, taken for one.
+        "https://cert.trustedform.com/2d5e1f0a",
+        "LeadiD-verified",
+        "my Jornaya lead",
     ] {
         assert!(crate::config::is_personal_value(personal), "{personal}");
     }
