@@ -1529,6 +1529,33 @@ fn a_buyers_second_answer_to_a_ping_is_not_its_answer_to_the_post_on_its_only_co
     leads_to_a_buyer_answering_twice(&POSTS, 1);
 }
 
+/// A second answer written with the first, in one write, is read with it: the connection is
+/// closed, not handed to the ping waiting for it, which would take the extra answer for its own.
+/// With the buyer held to one connection, ten leads at once all sell at the buyer's real bid.
+#[test]
+fn a_second_answer_read_with_the_first_is_not_given_to_the_request_waiting() {
+    use std::io::Write;
+    let both = keep_alive_buyer(|post, _, s| {
+        let sent = if post {
+            s.write_all(http_ok(r#"{"status": "accepted"}"#).as_bytes())
+        } else {
+            let twice = http_ok(r#"{"bid": 30.0}"#) + &http_ok(r#"{"bid": 99.0}"#);
+            s.write_all(twice.as_bytes())
+        };
+        sent.is_ok()
+    });
+    let fleet = Fleet::start(vec![bidder("honest", 2000, 0)]).unwrap();
+    let mut toml = config(&fleet, "", |_| String::new())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 3000");
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"both\"\ncampaigns = [\"auto\"]\nping_url = \"http://{both}/ping\"\npost_url = \"http://{both}/post\"\nmin_idle = 1\nmax_connections = 1\n"
+    ));
+    let ex = Exchange::start(&toml);
+    for v in leads_at_once(&ex, 10) {
+        assert_eq!(sales(&v), vec![("both".to_string(), 30.0)], "{v}");
+    }
+}
+
 /// Eight leads, one at a time, to [`answering_twice_buyer`] (`min_idle` warm connections, at
 /// most 4) and an honest buyer bidding less: each is sold to the honest one, and the one
 /// answering twice is posted every lead and billed none.

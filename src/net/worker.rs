@@ -3680,7 +3680,10 @@ impl Worker {
         if c.busy() || !c.connected || c.in_idle {
             return;
         }
-        if c.peer_closed {
+        // Bytes already read past the answer just taken (a second answer sent with it) are
+        // an answer nobody asked for: a waiting request given this connection would take them
+        // for its own.
+        if c.peer_closed || !c.rbuf.is_empty() {
             return self.close_conn(ck);
         }
         let p = c.pool;
