@@ -1416,6 +1416,51 @@ fn an_accepted_post_whose_sale_record_is_gone_still_counts_against_the_cap() {
     );
 }
 
+/// A ping a crash cut off before its result (its `ping_sent` alone in the journal) is still a
+/// ping in the buyer's rebuilt counters, as the live counter had it before the crash.
+#[test]
+fn a_ping_a_crash_cut_off_before_its_result_still_counts_as_a_ping() {
+    use gavel::journal::{PingOutcome, RecordRef};
+    let fleet = Fleet::start(vec![bidder("slow", 9000), bidder("quick", 2000)]).unwrap();
+    let (cfg, journal) = first_buyer_capped(&fleet, "daily = 100", "ping-cut-off");
+    let now_us = chrono::Utc::now().timestamp_micros() as u64;
+    {
+        let j = open_journal(journal.clone());
+        let id = "01JDQ6X8W2ABCDEFGHJKMNPQRV";
+        let recs = [
+            lead_received(id),
+            RecordRef::PingSent {
+                lead_id: id,
+                buyer: "slow",
+            },
+            RecordRef::PingSent {
+                lead_id: id,
+                buyer: "quick",
+            },
+            RecordRef::PingResult {
+                lead_id: id,
+                buyer: "quick",
+                outcome: PingOutcome::NoBid,
+                reason: None,
+                response_us: 3_000,
+            },
+            // The process died here, slow's answer still out.
+        ];
+        for (i, r) in recs.iter().enumerate() {
+            j.append(now_us - 10_000 + i as u64, r).unwrap();
+        }
+    }
+    let ex = Exchange::start_file(&cfg);
+    let st = ex.handle.as_ref().unwrap().stats();
+    let pings = |who: &str| {
+        st.buyers()
+            .find(|(id, _)| *id == who)
+            .map(|(_, b)| (b.pings, b.no_bids, b.timeouts))
+    };
+    assert_eq!(pings("slow"), Some((1, 0, 0)), "pings, no bids, timeouts");
+    assert_eq!(pings("quick"), Some((1, 1, 0)), "pings, no bids, timeouts");
+}
+
 /// The newest segment deleted while the exchange is down: the exchange will not start on a
 /// journal that forgot its latest sales (and with them caps and budgets), says which file is
 /// missing and what to do, and `journal verify` fails; with the file back it starts.

@@ -895,6 +895,10 @@ fn rebuild(
     let mut keyed: Vec<(String, u128, idempotency::Entry)> = Vec::new();
     let mut keyed_open: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mono_now = std::time::Instant::now();
+    // Pings sent whose result the journal does not have (yet), by lead: the buyers'. A ping's
+    // result follows it within its deadline, so those left at the end were cut off by a stop
+    // (`kill -9`); the live counters had counted them as pings.
+    let mut pings_open: HashMap<String, Vec<String>> = HashMap::new();
     // Counts one record; true for a sale.
     let mut take = |e: &journal::Entry| -> bool {
         if e.ts_us < since {
@@ -999,6 +1003,12 @@ fn rebuild(
             Record::Recovered { lead_id, kind } => {
                 reported.insert((lead_id.clone(), *kind));
             }
+            Record::PingSent { lead_id, buyer } => {
+                pings_open
+                    .entry(lead_id.clone())
+                    .or_default()
+                    .push(buyer.clone());
+            }
             Record::PingResult {
                 lead_id,
                 buyer,
@@ -1006,6 +1016,14 @@ fn rebuild(
                 response_us,
                 ..
             } => {
+                if let Some(open) = pings_open.get_mut(lead_id) {
+                    if let Some(i) = open.iter().position(|b| b == buyer) {
+                        open.swap_remove(i);
+                    }
+                    if open.is_empty() {
+                        pings_open.remove(lead_id);
+                    }
+                }
                 if let Some(p) = ping_bodies.get_mut(lead_id) {
                     if p.3.len() < crate::caps::MAX_BUYERS {
                         p.3.push(buyer.clone());
@@ -1219,6 +1237,12 @@ fn rebuild(
         }
     })
     .map_err(|e| io::Error::other(format!("journal replay of the files set aside: {}", e)))?;
+    // A ping a stop cut off before its result: a ping all the same, as the live count had it.
+    for buyers in pings_open.values() {
+        for buyer in buyers {
+            pnl.buyer(snap.current_id(buyer)).pings += 1;
+        }
+    }
     // A post the buyer accepted whose sale record is not there: counted as sold in its
     // buyer's caps and budgets (its money is not booked: no sale says what it was).
     for ((lead_id, buyer), (price_cents, sent_us)) in &accepted_posts {
