@@ -497,7 +497,14 @@ impl Follower {
                         offset: off,
                     };
                     match self.waiting {
-                        Some((p, since)) if p == here && since.elapsed() >= TORN_WAIT => {
+                        // Skipped only once a record was committed after it: a torn record
+                        // with nothing after it is the tail a crash left, which the writer's
+                        // next start reclaims, writing its own records from its start.
+                        Some((p, since))
+                            if p == here
+                                && since.elapsed() >= TORN_WAIT
+                                && self.committed_after(buf, off + len)? =>
+                        {
                             self.off += len;
                             self.waiting = None;
                         }
@@ -529,6 +536,18 @@ impl Follower {
                         kind,
                     })
                 }
+            }
+        }
+    }
+
+    /// Whether the journal holds a record after `off` of the current segment (`buf`), past
+    /// any run of uncommitted frames: in this segment, or in a later one when this one ends.
+    fn committed_after(&self, buf: &[u8], mut off: u64) -> Result<bool, JournalError> {
+        loop {
+            match read_frame(buf, off) {
+                Frame::Torn { len } => off += len,
+                Frame::EndOfData => return self.next_has_data(),
+                Frame::Record { .. } | Frame::Sealed | Frame::Damage(_) => return Ok(true),
             }
         }
     }

@@ -2708,6 +2708,51 @@ fn a_follower_sees_new_records_across_rotations() {
     drop(j);
 }
 
+/// A torn record at the very end (a crash between claim and commit) is not skipped however
+/// long it waits: the writer's next start reclaims it, and the follower reads the records
+/// written over it from their start, neither landing inside one nor missing one.
+#[test]
+fn a_follower_waits_on_a_torn_tail_and_reads_what_the_next_start_writes_over_it() {
+    let dir = TempDir::new("follow-torn");
+    let (recs, frames) = write_sample(dir.path(), 12);
+    let (last_start, _) = frames[11];
+    patch(&seg0(dir.path()), last_start + 4, &[0, 0, 0, 0]);
+    let mut f = Follower::from_segment(dir.path(), 0);
+    let mut got = Vec::new();
+    f.poll(&mut |e| got.push(e.record)).unwrap();
+    assert_eq!(got, recs[..11].to_vec());
+    std::thread::sleep(super::reader::TORN_WAIT + Duration::from_millis(100));
+    got.clear();
+    assert_eq!(f.poll(&mut |e| got.push(e.record)).unwrap(), 0);
+    assert_eq!(f.position().offset, last_start, "a torn tail is waited on");
+    let (j, report) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(report.tail.offset, last_start, "{report}");
+    for i in 100..103 {
+        append(&j, T0, &ping_record(i));
+    }
+    f.poll(&mut |e| got.push(e.record)).unwrap();
+    assert_eq!(got, (100..103).map(ping_record).collect::<Vec<_>>());
+    drop(j);
+}
+
+/// A torn record with a whole one after it (its writer died, another went on) is skipped
+/// once it has waited [`TORN_WAIT`](super::reader::TORN_WAIT).
+#[test]
+fn a_follower_skips_a_torn_record_with_whole_ones_after_it() {
+    let dir = TempDir::new("follow-torn-mid");
+    let (recs, frames) = write_sample(dir.path(), 12);
+    patch(&seg0(dir.path()), frames[5].0 + 4, &[0, 0, 0, 0]);
+    let mut f = Follower::from_segment(dir.path(), 0);
+    let mut got = Vec::new();
+    f.poll(&mut |e| got.push(e.record)).unwrap();
+    assert_eq!(got, recs[..5].to_vec());
+    std::thread::sleep(super::reader::TORN_WAIT + Duration::from_millis(100));
+    f.poll(&mut |e| got.push(e.record)).unwrap();
+    let mut expect = recs.clone();
+    expect.remove(5);
+    assert_eq!(got, expect);
+}
+
 fn run_cli(cmd: JournalCmd) -> (i32, String, String) {
     let mut out = Vec::new();
     let mut err = Vec::new();
