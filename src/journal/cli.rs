@@ -129,12 +129,12 @@ fn report_error(err: &mut dyn Write, e: &JournalError) -> i32 {
 }
 
 fn export(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let reader = match Reader::open(dir) {
+    let mut reader = match Reader::open(dir) {
         Ok(r) => r,
         Err(e) => return report_error(err, &e),
     };
     let mut line = Vec::with_capacity(1024);
-    for item in reader {
+    for item in reader.by_ref() {
         match item {
             Ok(entry) => {
                 line.clear();
@@ -149,7 +149,19 @@ fn export(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             Err(e) => return report_error(err, &e),
         }
     }
+    if reader.skipped_undecodable > 0 {
+        let _ = writeln!(err, "gavel: {}", unreadable(reader.skipped_undecodable));
+        return EXIT_FAILURE;
+    }
     EXIT_OK
+}
+
+/// What a count of whole (checksummed) records whose content does not decode means.
+fn unreadable(n: u64) -> String {
+    format!(
+        "{n} whole record(s) could not be read and are left out: their checksum holds but their \
+         content is not a record of their type (written wrong, or written over)"
+    )
 }
 
 fn verify_cmd(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -164,9 +176,14 @@ fn verify_cmd(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             );
             EXIT_FAILURE
         }
-        Ok(report) if report.intact() => {
+        Ok(report) if report.intact() && report.undecodable == 0 => {
             let _ = writeln!(out, "ok: {report}");
             EXIT_OK
+        }
+        Ok(report) if report.intact() => {
+            let _ = writeln!(out, "{report}");
+            let _ = writeln!(err, "damaged: {}", unreadable(report.undecodable));
+            EXIT_FAILURE
         }
         Ok(report) => {
             let _ = writeln!(out, "{report}");
