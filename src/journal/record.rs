@@ -523,10 +523,12 @@ pub enum DecodeError {
 impl DecodeError {
     /// Whether the record is from a newer writer (skipped silently) rather than malformed.
     pub fn is_newer(&self) -> bool {
-        matches!(
-            self,
-            DecodeError::UnknownType(_) | DecodeError::UnsupportedVersion(_)
-        )
+        match self {
+            DecodeError::UnknownType(_) => true,
+            // An older version than any build wrote (0) is damage, not the future.
+            DecodeError::UnsupportedVersion(v) => *v > PAYLOAD_VERSION,
+            _ => false,
+        }
     }
 }
 
