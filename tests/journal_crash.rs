@@ -1461,6 +1461,68 @@ fn a_ping_a_crash_cut_off_before_its_result_still_counts_as_a_ping() {
     assert_eq!(pings("quick"), Some((1, 1, 0)), "pings, no bids, timeouts");
 }
 
+/// Pings waiting for a buyer's only connection when the process dies are not counted as
+/// pings: a buyer's `pings` counts a ping when its `ping_sent` (or, never written, its result)
+/// is journaled, so a `kill -9` and a restart never take its count down.
+#[test]
+fn a_buyers_pings_never_go_down_across_a_kill_9() {
+    let slow = BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(3000, None).after_ms(2_000),
+        Kind::Post => Reply::accepted(),
+    });
+    let fleet = Fleet::start(vec![slow]).unwrap();
+    let dir = temp_dir("pings-kill");
+    let text = set_journal_dir(
+        &config(&fleet, "", |_| "max_connections = 1".to_string()),
+        &dir.join("journal"),
+    )
+    .replace("ping_timeout_ms = 300", "ping_timeout_ms = 5000")
+    .replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"t0ken-pings-kill\"",
+    );
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let pings = |admin: std::net::SocketAddr| -> u64 {
+        let mut c = Client::connect(admin);
+        c.send_raw(
+            b"GET /v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken-pings-kill\r\n\r\n",
+        );
+        let v = c.read_response().expect("stats").json();
+        v["buyers"]["slow"]["pings"].as_u64().unwrap_or(0)
+    };
+    let (mut child, addr, admin) = serve_with_admin(&cfg);
+    // Four leads at once: one ping on the buyer's one connection, three waiting for it.
+    let mut sellers: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
+    for (i, c) in sellers.iter_mut().enumerate() {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            lead.as_bytes(),
+        ));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while fleet.pings(0) < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = pings(admin);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(fleet.pings(0), 1, "one ping on the wire, three waiting");
+    let (mut child, _, admin) = serve_with_admin(&cfg);
+    let after = pings(admin);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        (before, after),
+        (1, 1),
+        "pings before the kill and after the restart"
+    );
+}
+
 /// The newest segment deleted while the exchange is down: the exchange will not start on a
 /// journal that forgot its latest sales (and with them caps and budgets), says which file is
 /// missing and what to do, and `journal verify` fails; with the file back it starts.

@@ -2414,9 +2414,17 @@ impl Worker {
                     PingOutcome::Error(r) => (journal::PingOutcome::Error, Some(r.as_str())),
                     PingOutcome::Invalid(r) => (journal::PingOutcome::Invalid, Some(r.as_str())),
                 };
+                let buyer = lead.auction.buyer(s);
+                if lead.journaled[s] & PING_SENT == 0 {
+                    // A ping never written (no free connection before the close, or no way
+                    // to the buyer): counted with its result, as it has no `ping_sent`.
+                    if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
+                        b.pings += 1;
+                    }
+                }
                 let rec = RecordRef::PingResult {
                     lead_id: &lead.id,
-                    buyer: &snap.buyers[lead.auction.buyer(s)].id,
+                    buyer: &snap.buyers[buyer].id,
                     outcome,
                     reason,
                     // 0: never written. A ping written gets at least 1 µs.
@@ -2609,11 +2617,8 @@ impl Worker {
                     }
                     // `ping_sent` is journaled when the ping is handed to a connection
                     // (`attach`); one that waits for a free connection past the close is
-                    // journaled as a timeout that was never sent.
-                    let buyer = lead.auction.buyer(slot);
-                    if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
-                        b.pings += 1;
-                    }
+                    // journaled as a timeout that was never sent. The buyer's `pings` counts
+                    // it at either record, as a restart rebuilds it from them.
                     self.dispatch(Job {
                         lead: key,
                         slot,
@@ -3406,6 +3411,9 @@ impl Worker {
         lead.slot_conn[job.slot] = Some(ck);
         if job.kind == JobKind::Ping && lead.journaled[job.slot] & PING_SENT == 0 {
             lead.journaled[job.slot] |= PING_SENT;
+            if let Some(b) = self.stats.lock().buyer_at(lead.gen.stat_slots[buyer]) {
+                b.pings += 1;
+            }
             append(
                 &self.shared,
                 &self.stats,
