@@ -25,17 +25,7 @@ fn rejecting_bidder(name: &str, cents: i64) -> BuyerSpec {
 
 /// `n` leads (each its own consumer) sent at once on `n` connections: their answers.
 fn leads_at_once(ex: &Exchange, n: usize) -> Vec<Value> {
-    let lead = |i: usize| LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-    let mut clients: Vec<Client> = (0..n).map(|_| ex.client()).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.send_raw(&Client::request(
-            "POST",
-            "/v1/leads",
-            Some(KEY),
-            lead(i).as_bytes(),
-        ));
-    }
-    clients
+    send_leads_at_once(ex.addr, n)
         .iter_mut()
         .map(|c| c.read_response().expect("an answer").json())
         .collect()

@@ -1493,16 +1493,7 @@ fn a_buyers_pings_never_go_down_across_a_kill_9() {
     };
     let (mut child, addr, admin) = serve_with_admin(&cfg);
     // Four leads at once: one ping on the buyer's one connection, three waiting for it.
-    let mut sellers: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
-    for (i, c) in sellers.iter_mut().enumerate() {
-        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-        c.send_raw(&Client::request(
-            "POST",
-            "/v1/leads",
-            Some(KEY),
-            lead.as_bytes(),
-        ));
-    }
+    let _sellers = send_leads_at_once(addr, 4);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while fleet.pings(0) < 1 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));

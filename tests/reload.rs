@@ -813,20 +813,7 @@ fn a_lowered_connection_limit_holds_right_after_the_reload() {
     gavel::net::reload(handle.shared()).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     // Three leads at once: one ping goes out, the others find no free connection.
-    let clients: Vec<_> = (0..3)
-        .map(|i| {
-            let mut c = Client::connect(handle.local_addr());
-            let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-            c.send_raw(&Client::request(
-                "POST",
-                "/v1/leads",
-                Some(KEY),
-                lead.as_bytes(),
-            ));
-            c
-        })
-        .collect();
-    for mut c in clients {
+    for mut c in send_leads_at_once(handle.local_addr(), 3) {
         assert!(c.read_response().is_some());
     }
     assert_eq!(fleet.pings(0), 1, "pings sent past the lowered limit");

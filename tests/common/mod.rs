@@ -196,6 +196,25 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
+/// `n` leads sent at once to `addr`, each on its own connection and with its own email (so none
+/// is a duplicate of another); the clients, to read the answers from.
+#[allow(dead_code)]
+pub fn send_leads_at_once(addr: SocketAddr, n: usize) -> Vec<Client> {
+    (0..n)
+        .map(|i| {
+            let mut c = Client::connect(addr);
+            let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+            c.send_raw(&Client::request(
+                "POST",
+                "/v1/leads",
+                Some(KEY),
+                lead.as_bytes(),
+            ));
+            c
+        })
+        .collect()
+}
+
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect to exchange");
