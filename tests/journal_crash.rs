@@ -1292,6 +1292,15 @@ fn lead_received(id: &str) -> gavel::journal::RecordRef<'_> {
     }
 }
 
+/// `recs` appended to the journal at `journal` as if written in the last 10 ms, in order.
+fn journal_just_now(journal: &Path, recs: &[gavel::journal::RecordRef<'_>]) {
+    let now_us = chrono::Utc::now().timestamp_micros() as u64;
+    let j = open_journal(journal.to_path_buf());
+    for (i, r) in recs.iter().enumerate() {
+        j.append(now_us - 10_000 + i as u64, r).unwrap();
+    }
+}
+
 #[test]
 fn a_sale_counts_in_its_posts_cap_window_after_a_restart() {
     use gavel::journal::{LeadStatus, RecordRef};
@@ -1370,43 +1379,37 @@ fn an_accepted_post_whose_sale_record_is_gone_still_counts_against_the_cap() {
     use gavel::journal::{LeadStatus, RecordRef};
     let fleet = Fleet::start(vec![bidder("daily", 9000), bidder("other", 2000)]).unwrap();
     let (cfg, journal) = first_buyer_capped(&fleet, "daily = 1", "sale-gone");
-    let now_us = chrono::Utc::now().timestamp_micros() as u64;
-    {
-        let j = open_journal(journal.clone());
-        let id = "01JDQ6X8W2ABCDEFGHJKMNPQRT";
-        let recs = [
-            lead_received(id),
-            RecordRef::PostSent {
-                lead_id: id,
-                buyer: "daily",
-                price_cents: 9000,
-            },
-            RecordRef::PostResult {
-                lead_id: id,
-                buyer: "daily",
-                accepted: true,
-                reason: None,
-                response_us: 20_000,
-                price_cents: 9000,
-                buyer_lead_id: None,
-            },
-            // No `sale` record here.
-            RecordRef::LeadAnswered {
-                lead_id: id,
-                campaign: "auto",
-                seller: "seller-1",
-                status: LeadStatus::Sold,
-                price_cents: 9000,
-                payout_cents: 7200,
-                elapsed_us: 21_000,
-                bids: Some(2),
-                reason: None,
-            },
-        ];
-        for (i, r) in recs.iter().enumerate() {
-            j.append(now_us - 10_000 + i as u64, r).unwrap();
-        }
-    }
+    let id = "01JDQ6X8W2ABCDEFGHJKMNPQRT";
+    let recs = [
+        lead_received(id),
+        RecordRef::PostSent {
+            lead_id: id,
+            buyer: "daily",
+            price_cents: 9000,
+        },
+        RecordRef::PostResult {
+            lead_id: id,
+            buyer: "daily",
+            accepted: true,
+            reason: None,
+            response_us: 20_000,
+            price_cents: 9000,
+            buyer_lead_id: None,
+        },
+        // No `sale` record here.
+        RecordRef::LeadAnswered {
+            lead_id: id,
+            campaign: "auto",
+            seller: "seller-1",
+            status: LeadStatus::Sold,
+            price_cents: 9000,
+            payout_cents: 7200,
+            elapsed_us: 21_000,
+            bids: Some(2),
+            reason: None,
+        },
+    ];
+    journal_just_now(&journal, &recs);
     let ex = Exchange::start_file(&cfg);
     let v = ex.client().lead(LEAD).json();
     assert_eq!(v["status"], "sold", "{v}");
@@ -1423,33 +1426,27 @@ fn a_ping_a_crash_cut_off_before_its_result_still_counts_as_a_ping() {
     use gavel::journal::{PingOutcome, RecordRef};
     let fleet = Fleet::start(vec![bidder("slow", 9000), bidder("quick", 2000)]).unwrap();
     let (cfg, journal) = first_buyer_capped(&fleet, "daily = 100", "ping-cut-off");
-    let now_us = chrono::Utc::now().timestamp_micros() as u64;
-    {
-        let j = open_journal(journal.clone());
-        let id = "01JDQ6X8W2ABCDEFGHJKMNPQRV";
-        let recs = [
-            lead_received(id),
-            RecordRef::PingSent {
-                lead_id: id,
-                buyer: "slow",
-            },
-            RecordRef::PingSent {
-                lead_id: id,
-                buyer: "quick",
-            },
-            RecordRef::PingResult {
-                lead_id: id,
-                buyer: "quick",
-                outcome: PingOutcome::NoBid,
-                reason: None,
-                response_us: 3_000,
-            },
-            // The process died here, slow's answer still out.
-        ];
-        for (i, r) in recs.iter().enumerate() {
-            j.append(now_us - 10_000 + i as u64, r).unwrap();
-        }
-    }
+    let id = "01JDQ6X8W2ABCDEFGHJKMNPQRV";
+    let recs = [
+        lead_received(id),
+        RecordRef::PingSent {
+            lead_id: id,
+            buyer: "slow",
+        },
+        RecordRef::PingSent {
+            lead_id: id,
+            buyer: "quick",
+        },
+        RecordRef::PingResult {
+            lead_id: id,
+            buyer: "quick",
+            outcome: PingOutcome::NoBid,
+            reason: None,
+            response_us: 3_000,
+        },
+        // The process died here, slow's answer still out.
+    ];
+    journal_just_now(&journal, &recs);
     let ex = Exchange::start_file(&cfg);
     let st = ex.handle.as_ref().unwrap().stats();
     let pings = |who: &str| {
