@@ -641,3 +641,69 @@ fn the_fallback_skips_a_buyer_that_was_pinged_for_the_lead() {
         );
     }
 }
+
+/// Pings still waiting for a busy buyer's only connection when the auction closes belong to
+/// that auction: the fallback that replaces it numbers its buyers afresh, and the connection,
+/// freed by the late answer while the fallback's post is out, must not take those pings for
+/// the fallback's. (The stale ping's place, the late bidder's second, was past the end of the
+/// fallback's one, and the worker stopped with every lead in it unanswered.)
+#[test]
+fn pings_queued_behind_a_late_bidder_are_dropped_when_the_lead_falls_back() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("stingy").with_responder(|k, _| match k {
+            Kind::Ping => Reply::no_bid(),
+            Kind::Post => Reply::accepted(),
+        }),
+        BuyerSpec::new("late").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(3000, None).after_ms(450),
+            Kind::Post => Reply::accepted(),
+        }),
+        // Still posting to the fallback buyer when the late answer comes.
+        BuyerSpec::new("fallback").with_responder(|_, _| Reply::accepted().after_ms(300)),
+    ])
+    .unwrap();
+    let (stingy, late) = (0, 1);
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"",
+        |_| String::new(),
+    );
+    for i in [stingy, late] {
+        let limit = if i == late {
+            "min_idle = 1\nmax_connections = 1\n"
+        } else {
+            ""
+        };
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"{}\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n{limit}",
+            fleet.name(i),
+            fleet.ping_url(i),
+            fleet.post_url(i)
+        ));
+    }
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
+        fleet.post_url(2)
+    ));
+    let ex = Exchange::start(&toml);
+    let mut sellers = send_leads_at_once(ex.addr, 3);
+    for c in &mut sellers {
+        let v = c.read_response().expect("the lead is answered").json();
+        assert_eq!(v["status"], "sold", "{v}");
+        assert_eq!(v["sales"][0]["buyer"], "fallback", "{v}");
+    }
+    // The late answer to the one ping written freed the connection; the exchange goes on.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "fallback", "{v}");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(fleet.posts(2), 4, "the fallback buyer took every lead");
+    assert_eq!(fleet.pings(stingy), 4, "the quick buyer saw every lead");
+    // Two of the first three leads' pings never got the connection; the fourth's did.
+    assert_eq!(
+        fleet.pings(late),
+        2,
+        "no ping written after its auction closed"
+    );
+    assert_eq!(fleet.posts(late) + fleet.posts(stingy), 0);
+}

@@ -2964,6 +2964,29 @@ impl Worker {
         if plan.is_empty() {
             return false;
         }
+        // The first auction's requests are done with: one still waiting for a connection, or
+        // on one, names a place in it, and the fallback numbers its buyers afresh.
+        let pools: Vec<usize> = (0..lead.auction.slots())
+            .flat_map(|s| {
+                let b = lead.auction.buyer(s);
+                [lead.gen.ping_pool.get(b), lead.gen.post_pool.get(b)]
+            })
+            .filter_map(|p| p.copied().flatten())
+            .collect();
+        let on_conn: Vec<usize> = (0..lead.slot_conn.len())
+            .filter(|s| lead.slot_conn[*s].is_some())
+            .collect();
+        for p in pools {
+            if let Some(pool) = self.pools.get_mut(p) {
+                pool.waiters.retain(|j| j.lead != key);
+            }
+        }
+        for slot in on_conn {
+            self.abandon(key, slot);
+        }
+        let Some(lead) = self.leads.get_mut(key) else {
+            return false;
+        };
         let first = lead.auction.outcome();
         lead.prior = Some((first.buyer_wait, first.bids, first.intake));
         // The first auction's pings and rejected posts, for the operator, before the auction
@@ -3719,7 +3742,7 @@ impl Worker {
         let Some(lead) = self.leads.get(job.lead) else {
             return false;
         };
-        if lead.slot_conn[job.slot].is_some() {
+        if lead.slot_conn.get(job.slot).is_none_or(Option::is_some) {
             return false;
         }
         match job.kind {
