@@ -707,3 +707,147 @@ fn pings_queued_behind_a_late_bidder_are_dropped_when_the_lead_falls_back() {
     );
     assert_eq!(fleet.posts(late) + fleet.posts(stingy), 0);
 }
+
+/// A buyer that bids and has a fixed price too keeps its place in the fallback for a lead
+/// whose ping never got its one connection before the close: it did not see that lead, so it
+/// did not price it. The lead whose ping it did see (and let time out) goes to the next.
+#[test]
+fn a_buyer_whose_ping_was_never_written_keeps_its_fallback_turn() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("busy").with_responder(|k, _| match k {
+            Kind::Ping => Reply::no_bid().after_ms(450),
+            Kind::Post => Reply::accepted(),
+        }),
+        poster("fallback", true),
+    ])
+    .unwrap();
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"",
+        |_| String::new(),
+    );
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"busy\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nmin_idle = 1\nmax_connections = 1\nprice = 12.00\npriority = 0\n",
+        fleet.ping_url(0),
+        fleet.post_url(0)
+    ));
+    toml.push_str(&format!(
+        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
+        fleet.post_url(1)
+    ));
+    let ex = Exchange::start(&toml);
+    let mut sales: Vec<(String, f64)> = send_leads_at_once(ex.addr, 2)
+        .iter_mut()
+        .map(|c| {
+            let v = c.read_response().expect("the lead is answered").json();
+            assert_eq!(v["status"], "sold", "{v}");
+            (
+                v["sales"][0]["buyer"].as_str().unwrap_or("").to_string(),
+                v["price"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    sales.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        sales,
+        vec![("busy".to_string(), 12.0), ("fallback".to_string(), 18.0)]
+    );
+    assert_eq!((fleet.pings(0), fleet.posts(0), fleet.posts(1)), (1, 1, 1));
+}
+
+/// The same for a seller's `/v1/post`: a buyer whose ping for the `/v1/ping` never got its
+/// one connection keeps its fallback turn when the held bids are all rejected, also for a ping
+/// held across a restart; the one that saw its ping does not.
+#[test]
+fn a_posts_fallback_keeps_a_buyer_its_ping_never_reached() {
+    for restart in [false, true] {
+        let fleet = Fleet::start(vec![
+            BuyerSpec::new("busy").with_responder(|k, _| match k {
+                Kind::Ping => Reply::no_bid().after_ms(450),
+                Kind::Post => Reply::accepted(),
+            }),
+            poster("fallback", true),
+            BuyerSpec::new("top").with_responder(|k, _| match k {
+                Kind::Ping => Reply::bid(3000, None),
+                Kind::Post => Reply::rejected("no thanks"),
+            }),
+        ])
+        .unwrap();
+        let mut toml = config(
+            &Fleet::start(vec![]).unwrap(),
+            "fallback = \"waterfall\"\nhold_ms = 60000",
+            |_| String::new(),
+        );
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"busy\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nmin_idle = 1\nmax_connections = 1\nprice = 12.00\npriority = 0\n",
+            fleet.ping_url(0),
+            fleet.post_url(0)
+        ));
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
+            fleet.post_url(1)
+        ));
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"top\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
+            fleet.ping_url(2),
+            fleet.post_url(2)
+        ));
+        let mut ex = Exchange::start(&toml);
+        let mut pingers: Vec<Client> = (0..2)
+            .map(|_| {
+                let mut c = Client::connect(ex.addr);
+                c.send_raw(&Client::request(
+                    "POST",
+                    "/v1/ping",
+                    Some(KEY),
+                    PING.as_bytes(),
+                ));
+                c
+            })
+            .collect();
+        let ids: Vec<serde_json::Value> = pingers
+            .iter_mut()
+            .map(|c| {
+                let v = c.read_response().expect("the ping's answer").json();
+                assert_eq!(v["status"], "bid", "{v}");
+                v["ping_id"].clone()
+            })
+            .collect();
+        // The late answer frees the busy buyer's connection.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!((fleet.pings(0), fleet.pings(2)), (1, 2));
+        if restart {
+            drop(ex);
+            ex = Exchange::start(&toml);
+        }
+        let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+        let mut sales: Vec<(String, f64)> = ids
+            .iter()
+            .map(|id| {
+                let post = serde_json::json!({
+                    "ping_id": id, "lead": full["lead"], "consent": full["consent"]
+                });
+                let v = ex
+                    .client()
+                    .post("/v1/post", Some(KEY), post.to_string().as_bytes())
+                    .json();
+                assert_eq!(v["status"], "sold", "restart {restart}: {v}");
+                (
+                    v["sales"][0]["buyer"].as_str().unwrap_or("").to_string(),
+                    v["price"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        sales.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            sales,
+            vec![("busy".to_string(), 12.0), ("fallback".to_string(), 18.0)],
+            "restart {restart}"
+        );
+        assert_eq!(
+            (fleet.posts(0), fleet.posts(1), fleet.posts(2)),
+            (1, 1, 2),
+            "restart {restart}"
+        );
+    }
+}

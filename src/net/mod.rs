@@ -1024,7 +1024,8 @@ fn rebuild(
                         pings_open.remove(lead_id);
                     }
                 }
-                if let Some(p) = ping_bodies.get_mut(lead_id) {
+                // A ping never written (`response_us` 0) was not seen by its buyer.
+                if let Some(p) = ping_bodies.get_mut(lead_id).filter(|_| *response_us > 0) {
                     if p.3.len() < crate::caps::MAX_BUYERS {
                         p.3.push(buyer.clone());
                     }

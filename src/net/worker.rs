@@ -2947,11 +2947,16 @@ impl Worker {
         let rt = lead.gen.rt.clone();
         let snap = rt.snap.clone();
         let mut plan = self.fixed_price_plan(&rt, lead.campaign, &lead.req, method);
-        // A buyer the first auction had a turn for (one that bids and has a fixed price too) is
-        // not sent the lead at its fixed price: it priced this lead itself, by no bid, a bid
-        // under the reserve, or a post it rejected, or it bought.
-        // A post's ping's auction likewise.
+        // A buyer the first auction sent the lead to (one that bids and has a fixed price too)
+        // is not sent it at its fixed price: it priced this lead itself, by no bid, a bid
+        // under the reserve, or a post it rejected, or it bought. One whose ping never got a
+        // connection before the close did not see it. A post's ping's auction likewise.
         let in_auction: Vec<usize> = (0..lead.auction.slots())
+            .filter(|s| {
+                lead.close_from_plan
+                    || lead.journaled[*s] & PING_SENT != 0
+                    || lead.auction.post_result(*s).is_some()
+            })
             .map(|s| lead.auction.buyer(s))
             .chain(lead.priced_by_ping.iter().copied())
             .collect();
@@ -3134,7 +3139,10 @@ impl Worker {
                 posted: false,
                 payout: rule,
                 source: lead.req.source.clone(),
+                // The buyers that saw the ping: one whose ping never got a connection did
+                // not price the lead.
                 priced: (0..lead.auction.slots())
+                    .filter(|s| lead.journaled[*s] & PING_SENT != 0)
                     .map(|s| lead.auction.buyer(s))
                     .collect(),
             },
