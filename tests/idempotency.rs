@@ -179,6 +179,52 @@ fn a_retry_during_the_auction_hears_in_progress_then_the_sale() {
     assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 1));
 }
 
+/// A ping whose id a seller learnt from a retry's 409 `in_progress` holds nothing until its
+/// auction answers: its post hears 404 `unknown_ping` saying so, and, once the ping answered,
+/// sells at the offer.
+#[test]
+fn a_ping_posted_before_its_auction_answered_is_told_to_wait() {
+    let fleet = Fleet::start(vec![bidder("slow", 7000, 800)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 3000");
+    let ex = Exchange::start(&toml);
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let mut first = ex.client();
+    let header = "Idempotency-Key: ping-early-1";
+    first.send_raw(&request_with("/v1/ping", KEY, &[header], ping.as_bytes()));
+    let t = Instant::now();
+    while fleet.pings(0) == 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut c = ex.client();
+    let r = keyed(&mut c, "/v1/ping", "ping-early-1", ping);
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["lead_id"].as_str().unwrap().to_string();
+    let full: Value = serde_json::from_str(LEAD).unwrap();
+    let post = serde_json::to_vec(
+        &serde_json::json!({"ping_id": id, "lead": full["lead"], "consent": full["consent"]}),
+    )
+    .unwrap();
+    let early = c.post("/v1/post", Some(KEY), &post);
+    assert_eq!(
+        early.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&early.body)
+    );
+    let v = early.json();
+    assert_eq!(v["error"]["code"], "unknown_ping", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("not answered yet"), "{v}");
+    let offer = first.read_response().expect("the ping's answer").json();
+    assert_eq!(offer["ping_id"].as_str(), Some(id.as_str()), "{offer}");
+    let sold = c.post("/v1/post", Some(KEY), &post).json();
+    assert_eq!(sold["status"], "sold", "{sold}");
+    assert_eq!(sold["price"], 70.0);
+    assert_eq!(sold["payout"], offer["payout"], "{sold} {offer}");
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 1));
+}
+
 /// A lead refused for its content is refused again under its key, with its status, id and
 /// code; a ping's retry hears the ping's offer.
 #[test]

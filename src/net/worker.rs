@@ -2104,7 +2104,15 @@ impl Worker {
                     refusal(410, "ping_expired", "the bids held for this ping expired")
                 });
             }
-            _ => return Err(refusal(404, "unknown_ping", "no such ping")),
+            // A ping still in its auction holds nothing yet (its id is learnt early only
+            // from an `Idempotency-Key` retry's 409 `in_progress`).
+            _ => {
+                return Err(refusal(
+                    404,
+                    "unknown_ping",
+                    "no such ping holds bids (or its auction has not answered yet)",
+                ))
+            }
         };
         if h.posted {
             return Err(refusal(
