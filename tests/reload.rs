@@ -937,3 +937,57 @@ fn dedupe_set_by_a_reload_knows_the_leads_received_before_it() {
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.json()["dedupe_replayed"], 0, "{}", text(&r));
 }
+
+/// A config path that names no regular file (a FIFO nobody writes to, `/dev/zero`) is refused
+/// at once as unreadable, instead of a reload that blocks or reads without end; the running
+/// config is untouched and the next good file reloads.
+#[test]
+fn a_config_that_is_not_a_regular_file_is_refused_at_once() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();
+    let good = with_admin(&config(&fleet, "", |_| String::new()));
+    let run = start(&good);
+    let fifo = run.path.with_extension("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    for target in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        std::fs::remove_file(&run.path).expect("remove config");
+        std::os::unix::fs::symlink(target, &run.path).expect("symlink");
+        let r = operator(run.admin, "POST", "/v1/admin/reload", Some(TOKEN));
+        assert_eq!(r.status, 422, "{}: {}", target.display(), text(&r));
+        let v = r.json();
+        assert_eq!(v["error"]["code"], "config_unreadable", "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("not a regular file"), "{message}");
+    }
+    let v = run.ex.client().lead(LEAD).json();
+    assert_eq!(v["sales"][0]["buyer"], "acme", "{v}");
+    std::fs::remove_file(&run.path).expect("remove config");
+    let r = run.reload_with(&good);
+    assert_eq!(r.status, 200, "{}", text(&r));
+}
+
+/// A config file over the size limit is refused as unreadable without being read whole.
+#[test]
+fn a_config_larger_than_the_limit_is_refused() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();
+    let good = with_admin(&config(&fleet, "", |_| String::new()));
+    let run = start(&good);
+    let big = gavel::config::MAX_CONFIG_FILE_BYTES as usize + 1;
+    let mut text_ = good.clone().into_bytes();
+    text_.resize(big, b'\n');
+    std::fs::write(&run.path, &text_).expect("write config");
+    let r = operator(run.admin, "POST", "/v1/admin/reload", Some(TOKEN));
+    assert_eq!(r.status, 422, "{}", text(&r));
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "config_unreadable", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("larger than 64 MiB"),
+        "{v}"
+    );
+}

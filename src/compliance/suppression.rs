@@ -90,10 +90,19 @@ impl Suppression {
     /// `#` is a comment. Any other line fails the whole load: a list that silently drops entries
     /// would let suppressed consumers be sold.
     pub fn load(path: &Path) -> Result<Suppression, SuppressionError> {
-        let file = File::open(path).map_err(|error| SuppressionError::Io {
+        let io_err = |error| SuppressionError::Io {
             path: path.to_path_buf(),
             error,
-        })?;
+        };
+        // A FIFO or a device would block the load, or never end.
+        let meta = std::fs::metadata(path).map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let file = File::open(path).map_err(io_err)?;
         Suppression::from_reader(path, BufReader::new(file))
     }
 

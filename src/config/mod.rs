@@ -672,12 +672,45 @@ impl Snapshot {
     }
 }
 
+/// Largest config file read, in bytes (a config of 10,000 buyers is a few MiB).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Largest PEM file (certificate chain, key, CA bundle) read, in bytes.
+pub const MAX_PEM_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Read a file an operator names (the config, a PEM file): a regular file of at most `limit`
+/// bytes. A path that names a FIFO, a device or a directory would block a reload or never end
+/// (`/dev/zero`), so it is refused before it is opened.
+pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, what));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(meta.len().min(limit) as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} MiB", limit / (1024 * 1024)),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Read and validate a config file. Relative paths inside it are taken from the current directory.
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|error| ConfigError::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
+    let bytes =
+        read_regular_file(path, MAX_CONFIG_FILE_BYTES).map_err(|error| ConfigError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
     // A file that was read but is not UTF-8 is a config error on a line, like any other.
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];

@@ -337,7 +337,7 @@ impl Runtime {
         };
         let tls_roots = snap.tls_ca_files.iter().fold(0u32, |crc, path| {
             let crc = crc32c::crc32c_append(crc, path.as_os_str().as_encoded_bytes());
-            match std::fs::read(path) {
+            match crate::config::read_regular_file(path, crate::config::MAX_PEM_FILE_BYTES) {
                 Ok(pem) => crc32c::crc32c_append(crc, &pem),
                 Err(_) => crc32c::crc32c_append(crc, b"\0unreadable"),
             }

@@ -5,6 +5,7 @@
 //! `[server.tls]` is set: one server config (the certificate chain and key of `cert_file` and
 //! `key_file`, ALPN `http/1.1`), one rustls connection per seller connection.
 
+use crate::config::{read_regular_file, MAX_PEM_FILE_BYTES};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 use std::io;
@@ -26,7 +27,8 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<SellerTls, Vec
     let cert_err = |m: String| CertFile(format!("{}: {}", cert_file.display(), m));
     let key_err = |m: String| KeyFile(format!("{}: {}", key_file.display(), m));
     let chain = (|| {
-        let pem = std::fs::read(cert_file).map_err(|e| cert_err(e.to_string()))?;
+        let pem = read_regular_file(cert_file, MAX_PEM_FILE_BYTES)
+            .map_err(|e| cert_err(e.to_string()))?;
         let mut chain = Vec::new();
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             chain.push(cert.map_err(|e| cert_err(format!("not a PEM certificate chain: {}", e)))?);
@@ -37,7 +39,8 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<SellerTls, Vec
         Ok(chain)
     })();
     let key = (|| {
-        let pem = std::fs::read(key_file).map_err(|e| key_err(e.to_string()))?;
+        let pem =
+            read_regular_file(key_file, MAX_PEM_FILE_BYTES).map_err(|e| key_err(e.to_string()))?;
         rustls_pemfile::private_key(&mut pem.as_slice())
             .map_err(|e| key_err(format!("not a PEM private key: {}", e)))?
             .ok_or_else(|| key_err("no PEM private key in it".to_string()))
@@ -101,7 +104,8 @@ pub fn client_config(ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, String> 
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for path in ca_files {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {}", path.display(), e))?;
+        let pem = read_regular_file(path, MAX_PEM_FILE_BYTES)
+            .map_err(|e| format!("{}: {}", path.display(), e))?;
         let mut found = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| format!("{}: {}", path.display(), e))?;
