@@ -497,6 +497,83 @@ fn a_lead_whose_records_were_lost_to_damage_is_never_called_safe_to_send_again()
     assert_eq!(recovered[0]["unsettled"], "history_lost");
 }
 
+/// Damage right after a sold lead's arrival cuts its post, sale and answer out of the journal
+/// into the copy recovery keeps. While the copy is there its lookup still says sold; the start
+/// that cut records it `history_lost` all the same, so once the operator has settled the copy
+/// and renamed it, the lead is not taken for one a stop cut off before any post: it is never
+/// called safe to send again, and stays a duplicate.
+#[test]
+fn a_lead_whose_answer_only_the_copy_holds_stays_history_lost_once_the_copy_is_settled() {
+    const LEAD_RECEIVED: u8 = 1;
+    let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
+    let dir = temp_dir("asidecut");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "dedupe_days = 30", |_| String::new());
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (child, addr) = serve(&cfg);
+    let running = Serving(child);
+    let first = Client::connect(addr).lead(LEAD).json();
+    assert_eq!(first["status"], "sold", "{first}");
+    drop(running);
+    let id = first["lead_id"].as_str().unwrap().to_string();
+
+    // One byte of the record after the lead's arrival goes bad: its post, sale and answer
+    // are whole records after the damage.
+    let seg = journal.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let all = frames(&bytes);
+    let arrival = all.iter().find(|f| f.1 == LEAD_RECEIVED).unwrap().0;
+    let bad = all.iter().find(|f| f.0 > arrival).unwrap().0;
+    bytes[bad + 30] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let lookup = |addr| {
+        let mut c = Client::connect(addr);
+        c.send_raw(&Client::request(
+            "GET",
+            &format!("/v1/leads/{id}"),
+            Some(KEY),
+            b"",
+        ));
+        c.read_response().expect("an answer").json()
+    };
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let log = log.join("\n");
+    assert!(log.contains("cut at segment 0"), "{log}");
+    assert!(log.contains("history_lost") && log.contains(&id), "{log}");
+    let v = lookup(addr);
+    assert_eq!(v["status"], "sold", "the copy still tells it: {v}");
+    drop(running);
+
+    // The operator settles the copy and renames it out of recovery's names.
+    let copy = std::fs::read_dir(&journal)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".seg.cut-"))
+        .expect("the copy");
+    std::fs::rename(&copy, copy.with_extension("bak")).unwrap();
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let log = log.join("\n");
+    assert!(!log.contains("may send them again"), "{log}");
+    let v = lookup(addr);
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert_eq!(v["error"]["code"], "history_lost", "{v}");
+    let r = Client::connect(addr).lead(LEAD);
+    drop(running);
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "duplicate");
+    let unsettled: Vec<serde_json::Value> = export(&journal)
+        .into_iter()
+        .filter(|r| r["type"] == "recovered")
+        .map(|r| r["unsettled"].clone())
+        .collect();
+    assert_eq!(unsettled, vec![serde_json::json!("history_lost")]);
+}
+
 /// Serve a config whose buyer `slow` (cap 2 a day) is still deciding on a post when the
 /// exchange is killed with `kill -9`. Returns the fleet, the config file and the journal.
 fn killed_with_a_post_unanswered(what: &str) -> (Fleet, std::path::PathBuf, std::path::PathBuf) {

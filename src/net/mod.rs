@@ -899,6 +899,12 @@ fn rebuild(
     // result follows it within its deadline, so those left at the end were cut off by a stop
     // (`kill -9`); the live counters had counted them as pings.
     let mut pings_open: HashMap<String, Vec<String>> = HashMap::new();
+    // Set while the records recovery set aside are read, after the journal's own.
+    let aside_pass = std::cell::Cell::new(false);
+    // Leads whose arrival the journal has and its answer (or refusal) not, so far.
+    let mut no_answer: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Those of them whose story goes on in the files set aside (records cut out with damage).
+    let mut settled_aside: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Counts one record; true for a sale.
     let mut take = |e: &journal::Entry| -> bool {
         if e.ts_us < since {
@@ -917,6 +923,9 @@ fn rebuild(
         {
             if *test {
                 tests.insert(lead_id.clone());
+            }
+            if !aside_pass.get() {
+                no_answer.insert(lead_id.clone());
             }
             let keyed_flow = match flow {
                 Some(f @ (journal::LeadFlow::Lead | journal::LeadFlow::Ping)) => Some(*f),
@@ -977,21 +986,31 @@ fn rebuild(
                 }
             }
         }
+        if aside_pass.get() {
+            let lead_id = e.record.lead_id();
+            if no_answer.contains(lead_id) {
+                settled_aside.insert(lead_id.to_string());
+            }
+        }
         match &e.record {
             Record::Rejected { lead_id, .. } => {
                 received.remove(lead_id);
                 unsettled.remove(lead_id);
                 keyed_open.remove(lead_id);
+                if !aside_pass.get() {
+                    no_answer.remove(lead_id);
+                }
             }
-            Record::PostSent { lead_id, .. }
-            | Record::Sale { lead_id, .. }
-            | Record::LeadAnswered { lead_id, .. } => {
+            Record::PostSent { lead_id, .. } | Record::Sale { lead_id, .. } => {
                 unsettled.remove(lead_id);
                 keyed_open.remove(lead_id);
             }
-            Record::PingAnswered { lead_id, .. } => {
+            Record::LeadAnswered { lead_id, .. } | Record::PingAnswered { lead_id, .. } => {
                 unsettled.remove(lead_id);
                 keyed_open.remove(lead_id);
+                if !aside_pass.get() {
+                    no_answer.remove(lead_id);
+                }
             }
             _ => {}
         }
@@ -1232,12 +1251,22 @@ fn rebuild(
     // The records a recovery cut out of the journal were sold, capped and deduplicated all the
     // same: they count too, from the files it kept, for as long as those are there.
     let mut aside_sales = 0u64;
+    aside_pass.set(true);
     let aside = journal::replay_set_aside(journal.dir(), since, |e| {
         if take(e) {
             aside_sales += 1;
         }
     })
     .map_err(|e| io::Error::other(format!("journal replay of the files set aside: {}", e)))?;
+    // A lead whose arrival the journal has, and whose story without its answer goes on in
+    // the files set aside, has no answer in the journal a start had to cut: it is
+    // `history_lost` (not left to look like one a stop cut off before any post once the
+    // operator has settled and renamed those files).
+    let lost_aside: std::collections::HashSet<String> = if damaged {
+        settled_aside
+    } else {
+        std::collections::HashSet::new()
+    };
     // A ping a stop cut off before its result: a ping all the same, as the live count had it.
     for buyers in pings_open.values() {
         for buyer in buyers {
@@ -1274,7 +1303,10 @@ fn rebuild(
             }
         }
         let key = (lead_id, journal::Unsettled::PostUnanswered);
-        if reported.contains(&key) || reported.contains(&(key.0.clone(), lost)) {
+        if reported.contains(&key)
+            || reported.contains(&(key.0.clone(), lost))
+            || lost_aside.contains(&key.0)
+        {
             continue;
         }
         let lead_id = key.0;
@@ -1305,7 +1337,10 @@ fn rebuild(
             c.payout_cents += payout;
         }
     }
-    unanswered.retain(|u| !reported.contains(&(u.0.clone(), journal::Unsettled::SellerUnanswered)));
+    unanswered.retain(|u| {
+        !reported.contains(&(u.0.clone(), journal::Unsettled::SellerUnanswered))
+            && !lost_aside.contains(&u.0)
+    });
     let unanswered_sold = unanswered.len() as u64;
     to_record.extend(
         unanswered
@@ -1326,7 +1361,7 @@ fn rebuild(
     // Reported once: a `recovered` record says an earlier start told of it.
     let mut unposted: Vec<String> = Vec::new();
     for id in unsettled {
-        if reported.contains(&(id.clone(), lost)) {
+        if reported.contains(&(id.clone(), lost)) || lost_aside.contains(&id) {
             continue; // still a duplicate: it may have been sold in what was lost
         }
         let told = reported.contains(&(id.clone(), journal::Unsettled::NeverPosted));
@@ -1353,6 +1388,12 @@ fn rebuild(
             .into_iter()
             .map(|id| (id, journal::Unsettled::NeverPosted)),
     );
+    for id in lost_aside {
+        if !reported.contains(&(id.clone(), lost)) {
+            let at = received.get(&id).map_or(0, |r| r.0);
+            history_lost.push((id, at));
+        }
+    }
     history_lost.sort_by_key(|l| l.1);
     let history_lost_count = history_lost.len() as u64;
     let history_lost_leads: Vec<String> = history_lost
