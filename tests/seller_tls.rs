@@ -380,6 +380,13 @@ fn check_and_serve_refuse_a_missing_or_bad_certificate_or_key_naming_the_key() {
 
     let garbage = dir.join("garbage.pem");
     std::fs::write(&garbage, "-----BEGIN NONSENSE-----\nnot base64 at all\n").unwrap();
+    let encrypted = dir.join("encrypted.key");
+    std::fs::write(
+        &encrypted,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQwwHAQI\n\
+         -----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let other_key = dir.join("other.key");
     std::fs::write(
         &other_key,
@@ -420,6 +427,16 @@ fn check_and_serve_refuse_a_missing_or_bad_certificate_or_key_naming_the_key() {
         assert!(err.contains(named), "check should name {}: {}", named, err);
         assert!(err.contains("line "), "with its line: {}", err);
     }
+    // An encrypted key is named as one.
+    let (code, out, err) = run(
+        "check",
+        &good.replace(&key, &encrypted.display().to_string()),
+    );
+    assert_eq!(code, Some(1), "check: {}{}", out, err);
+    assert!(
+        err.contains("server.tls.key_file") && err.contains("an encrypted private key"),
+        "{err}"
+    );
     // `serve` refuses to start, with that one line.
     let (code, out, err) = run("serve", &cases[0].0);
     assert_eq!(code, Some(1), "serve: {}{}", out, err);

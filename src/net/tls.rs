@@ -41,6 +41,16 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<SellerTls, Vec
     let key = (|| {
         let pem =
             read_regular_file(key_file, MAX_PEM_FILE_BYTES).map_err(|e| key_err(e.to_string()))?;
+        // A passphrase-protected key (PKCS#8 `ENCRYPTED PRIVATE KEY`, or an old-style key
+        // with `Proc-Type: 4,ENCRYPTED`) is not read: said so, rather than "no key".
+        let encrypted = |label: &[u8]| pem.windows(label.len()).any(|w| w == label);
+        if encrypted(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || encrypted(b"4,ENCRYPTED") {
+            return Err(key_err(
+                "an encrypted private key: give it unencrypted \
+                 (openssl pkey -in KEY -out PLAIN.key), readable by the exchange only"
+                    .to_string(),
+            ));
+        }
         rustls_pemfile::private_key(&mut pem.as_slice())
             .map_err(|e| key_err(format!("not a PEM private key: {}", e)))?
             .ok_or_else(|| key_err("no PEM private key in it".to_string()))
