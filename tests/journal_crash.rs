@@ -574,6 +574,165 @@ fn a_lead_whose_answer_only_the_copy_holds_stays_history_lost_once_the_copy_is_s
     assert_eq!(unsettled, vec![serde_json::json!("history_lost")]);
 }
 
+/// The same for a seller's `/v1/ping` and its `/v1/post`: damage right after the ping's answer
+/// cuts the whole post out into the copy. The ping is recorded `history_lost`, so once the copy
+/// is renamed its held bids are not postable again (409, not a second sale to the buyer that
+/// already paid), and its lookup says `history_lost`, not the offer.
+#[test]
+fn a_ping_whose_post_only_the_copy_holds_cannot_be_posted_again_once_the_copy_is_settled() {
+    const PING_ANSWERED: u8 = 10;
+    let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
+    let dir = temp_dir("asidepost");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "hold_ms = 600000", |_| String::new());
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+    let (child, addr) = serve(&cfg);
+    let running = Serving(child);
+    let mut c = Client::connect(addr);
+    let offer = c.post("/v1/ping", Some(KEY), ping.as_bytes()).json();
+    assert_eq!(offer["status"], "bid", "{offer}");
+    let id = offer["ping_id"].as_str().unwrap().to_string();
+    let post = serde_json::json!({"ping_id": id, "lead": full["lead"], "consent": full["consent"]})
+        .to_string();
+    let sold = c.post("/v1/post", Some(KEY), post.as_bytes()).json();
+    assert_eq!(sold["status"], "sold", "{sold}");
+    drop(running);
+    assert_eq!(fleet.posts(0), 1);
+
+    // One byte of the record after the ping's answer (the post's arrival) goes bad.
+    let seg = journal.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let all = frames(&bytes);
+    let answered = all.iter().find(|f| f.1 == PING_ANSWERED).unwrap().0;
+    let bad = all.iter().find(|f| f.0 > answered).unwrap().0;
+    bytes[bad + 30] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let log = log.join("\n");
+    assert!(log.contains("history_lost") && log.contains(&id), "{log}");
+    let again = Client::connect(addr).post("/v1/post", Some(KEY), post.as_bytes());
+    assert_eq!(
+        again.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    drop(running);
+
+    let copy = std::fs::read_dir(&journal)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".seg.cut-"))
+        .expect("the copy");
+    std::fs::rename(&copy, copy.with_extension("bak")).unwrap();
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let log = log.join("\n");
+    assert!(!log.contains("may send them again"), "{log}");
+    let mut c = Client::connect(addr);
+    let again = c.post("/v1/post", Some(KEY), post.as_bytes());
+    c.send_raw(&Client::request(
+        "GET",
+        &format!("/v1/leads/{id}"),
+        Some(KEY),
+        b"",
+    ));
+    let v = c.read_response().expect("an answer").json();
+    drop(running);
+    assert_eq!(
+        again.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    assert_eq!(
+        fleet.posts(0),
+        1,
+        "the buyer that paid is not sold the lead again"
+    );
+    assert_eq!(v["error"]["code"], "history_lost", "{v}");
+    let unsettled: Vec<serde_json::Value> = export(&journal)
+        .into_iter()
+        .filter(|r| r["type"] == "recovered")
+        .map(|r| r["unsettled"].clone())
+        .collect();
+    assert_eq!(unsettled, vec![serde_json::json!("history_lost")]);
+}
+
+/// A shared lead whose first sale the journal keeps and whose second sale and answer only the
+/// copy holds is reported once, `history_lost`, by the start that cut: not again as "sold,
+/// seller never answered" once the copy is renamed, and its lookup does not tell the one sale
+/// left as if it were all.
+#[test]
+fn a_shared_lead_cut_between_its_sales_is_reported_once_and_not_understated() {
+    const SALE: u8 = 8;
+    let fleet = Fleet::start(vec![
+        bidder("first", 5000),
+        BuyerSpec::new("second").with_responder(|kind, _| match kind {
+            Kind::Ping => Reply::bid(4000, None),
+            Kind::Post => Reply::accepted().after_ms(200),
+        }),
+    ])
+    .unwrap();
+    let dir = temp_dir("asideshared");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "sale = \"shared\"\nmax_sales = 2", |_| {
+        String::new()
+    });
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (child, addr) = serve(&cfg);
+    let running = Serving(child);
+    let v = Client::connect(addr).lead(LEAD).json();
+    drop(running);
+    assert_eq!(v["sales"].as_array().map(Vec::len), Some(2), "{v}");
+    let id = v["lead_id"].as_str().unwrap().to_string();
+
+    let seg = journal.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let all = frames(&bytes);
+    let first_sale = all.iter().find(|f| f.1 == SALE).unwrap().0;
+    let bad = all.iter().find(|f| f.0 > first_sale).unwrap().0;
+    bytes[bad + 30] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    let (child, _, log) = serve_logged(&cfg);
+    drop(Serving(child));
+    assert!(log.join("\n").contains("history_lost"), "{log:?}");
+    let copy = std::fs::read_dir(&journal)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".seg.cut-"))
+        .expect("the copy");
+    std::fs::rename(&copy, copy.with_extension("bak")).unwrap();
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let log = log.join("\n");
+    assert!(!log.contains("never answered"), "{log}");
+    let mut c = Client::connect(addr);
+    c.send_raw(&Client::request(
+        "GET",
+        &format!("/v1/leads/{id}"),
+        Some(KEY),
+        b"",
+    ));
+    let v = c.read_response().expect("an answer").json();
+    drop(running);
+    assert_eq!(v["error"]["code"], "history_lost", "{v}");
+    let unsettled: Vec<serde_json::Value> = export(&journal)
+        .into_iter()
+        .filter(|r| r["type"] == "recovered")
+        .map(|r| r["unsettled"].clone())
+        .collect();
+    assert_eq!(unsettled, vec![serde_json::json!("history_lost")]);
+}
+
 /// Serve a config whose buyer `slow` (cap 2 a day) is still deciding on a post when the
 /// exchange is killed with `kill -9`. Returns the fleet, the config file and the journal.
 fn killed_with_a_post_unanswered(what: &str) -> (Fleet, std::path::PathBuf, std::path::PathBuf) {

@@ -437,14 +437,19 @@ impl Story {
         // A lead a stop cut off: sold if a buyer bought it (the seller is owed its payout),
         // else interrupted while a post was out.
         let cut_off = match (&self.answered, self.recovered) {
-            (None, Some(_)) if !self.sales.is_empty() => Some((
-                LeadStatus::Sold,
-                self.sales.iter().map(|s| s.1).sum(),
-                self.sales.iter().map(|s| s.2).sum(),
-                0,
-                None,
-                Some(INTERRUPTED.to_string()),
-            )),
+            // Lost to damage: the sales the journal kept may not be all of them.
+            (None, Some(kind))
+                if !self.sales.is_empty() && kind != journal::Unsettled::HistoryLost =>
+            {
+                Some((
+                    LeadStatus::Sold,
+                    self.sales.iter().map(|s| s.1).sum(),
+                    self.sales.iter().map(|s| s.2).sum(),
+                    0,
+                    None,
+                    Some(INTERRUPTED.to_string()),
+                ))
+            }
             (None, Some(kind)) => {
                 out.extend_from_slice(b"{\"lead_id\":");
                 write_json_str(&mut out, lead_id);

@@ -903,6 +903,8 @@ fn rebuild(
     let aside_pass = std::cell::Cell::new(false);
     // Leads whose arrival the journal has and its answer (or refusal) not, so far.
     let mut no_answer: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Pings the journal has answered whose post it has not (yet) seen arrive.
+    let mut pinged_unposted: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Those of them whose story goes on in the files set aside (records cut out with damage).
     let mut settled_aside: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Counts one record; true for a sale.
@@ -926,6 +928,7 @@ fn rebuild(
             }
             if !aside_pass.get() {
                 no_answer.insert(lead_id.clone());
+                pinged_unposted.remove(lead_id);
             }
             let keyed_flow = match flow {
                 Some(f @ (journal::LeadFlow::Lead | journal::LeadFlow::Ping)) => Some(*f),
@@ -988,7 +991,7 @@ fn rebuild(
         }
         if aside_pass.get() {
             let lead_id = e.record.lead_id();
-            if no_answer.contains(lead_id) {
+            if no_answer.contains(lead_id) || pinged_unposted.contains(lead_id) {
                 settled_aside.insert(lead_id.to_string());
             }
         }
@@ -1010,6 +1013,9 @@ fn rebuild(
                 keyed_open.remove(lead_id);
                 if !aside_pass.get() {
                     no_answer.remove(lead_id);
+                    if matches!(e.record, Record::PingAnswered { .. }) {
+                        pinged_unposted.insert(lead_id.clone());
+                    }
                 }
             }
             _ => {}
@@ -1021,6 +1027,10 @@ fn rebuild(
         match &e.record {
             Record::Recovered { lead_id, kind } => {
                 reported.insert((lead_id.clone(), *kind));
+                if *kind == journal::Unsettled::HistoryLost {
+                    // A ping whose post was lost to damage may have sold: not postable again.
+                    held.set_posted(lead_id, true);
+                }
             }
             Record::PingSent { lead_id, buyer } => {
                 pings_open
@@ -1267,6 +1277,11 @@ fn rebuild(
     } else {
         std::collections::HashSet::new()
     };
+    for id in &lost_aside {
+        // A ping whose post only the files set aside tell (its arrival may be the damaged
+        // record itself): claimed, as its `history_lost` record will say at later starts.
+        held.set_posted(id, true);
+    }
     // A ping a stop cut off before its result: a ping all the same, as the live count had it.
     for buyers in pings_open.values() {
         for buyer in buyers {
@@ -1339,6 +1354,7 @@ fn rebuild(
     }
     unanswered.retain(|u| {
         !reported.contains(&(u.0.clone(), journal::Unsettled::SellerUnanswered))
+            && !reported.contains(&(u.0.clone(), lost))
             && !lost_aside.contains(&u.0)
     });
     let unanswered_sold = unanswered.len() as u64;
