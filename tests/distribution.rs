@@ -642,6 +642,30 @@ fn the_fallback_skips_a_buyer_that_was_pinged_for_the_lead() {
     }
 }
 
+/// The fleet's first two endpoints as `busy`, a bidder held to one connection with a fixed price
+/// of $12.00 first in the waterfall, and `fallback`, post only at $18.00 after it.
+fn busy_and_fallback(fleet: &Fleet) -> String {
+    buyer_table(
+        "busy",
+        Some(fleet.ping_url(0)),
+        fleet.post_url(0),
+        "min_idle = 1\nmax_connections = 1\nprice = 12.00\npriority = 0\n",
+    ) + &buyer_table(
+        "fallback",
+        None,
+        fleet.post_url(1),
+        "price = 18.00\npriority = 1\n",
+    )
+}
+
+/// A `[[buyers]]` table on campaign `auto`: its id, endpoints and `extra` lines.
+fn buyer_table(id: &str, ping: Option<String>, post: String, extra: &str) -> String {
+    let ping = ping.map_or(String::new(), |u| format!("ping_url = \"{u}\"\n"));
+    format!(
+        "\n[[buyers]]\nid = \"{id}\"\ncampaigns = [\"auto\"]\n{ping}post_url = \"{post}\"\n{extra}"
+    )
+}
+
 /// Pings still waiting for a busy buyer's only connection when the auction closes belong to
 /// that auction: the fallback that replaces it numbers its buyers afresh, and the connection,
 /// freed by the late answer while the fallback's post is out, must not take those pings for
@@ -674,16 +698,18 @@ fn pings_queued_behind_a_late_bidder_are_dropped_when_the_lead_falls_back() {
         } else {
             ""
         };
-        toml.push_str(&format!(
-            "\n[[buyers]]\nid = \"{}\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n{limit}",
+        toml.push_str(&buyer_table(
             fleet.name(i),
-            fleet.ping_url(i),
-            fleet.post_url(i)
+            Some(fleet.ping_url(i)),
+            fleet.post_url(i),
+            limit,
         ));
     }
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
-        fleet.post_url(2)
+    toml.push_str(&buyer_table(
+        "fallback",
+        None,
+        fleet.post_url(2),
+        "price = 18.00\npriority = 1\n",
     ));
     let ex = Exchange::start(&toml);
     let mut sellers = send_leads_at_once(ex.addr, 3);
@@ -726,15 +752,7 @@ fn a_buyer_whose_ping_was_never_written_keeps_its_fallback_turn() {
         "fallback = \"waterfall\"",
         |_| String::new(),
     );
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"busy\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nmin_idle = 1\nmax_connections = 1\nprice = 12.00\npriority = 0\n",
-        fleet.ping_url(0),
-        fleet.post_url(0)
-    ));
-    toml.push_str(&format!(
-        "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
-        fleet.post_url(1)
-    ));
+    toml.push_str(&busy_and_fallback(&fleet));
     let ex = Exchange::start(&toml);
     let mut sales: Vec<(String, f64)> = send_leads_at_once(ex.addr, 2)
         .iter_mut()
@@ -778,19 +796,12 @@ fn a_posts_fallback_keeps_a_buyer_its_ping_never_reached() {
             "fallback = \"waterfall\"\nhold_ms = 60000",
             |_| String::new(),
         );
-        toml.push_str(&format!(
-            "\n[[buyers]]\nid = \"busy\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\nmin_idle = 1\nmax_connections = 1\nprice = 12.00\npriority = 0\n",
-            fleet.ping_url(0),
-            fleet.post_url(0)
-        ));
-        toml.push_str(&format!(
-            "\n[[buyers]]\nid = \"fallback\"\ncampaigns = [\"auto\"]\npost_url = \"{}\"\nprice = 18.00\npriority = 1\n",
-            fleet.post_url(1)
-        ));
-        toml.push_str(&format!(
-            "\n[[buyers]]\nid = \"top\"\ncampaigns = [\"auto\"]\nping_url = \"{}\"\npost_url = \"{}\"\n",
-            fleet.ping_url(2),
-            fleet.post_url(2)
+        toml.push_str(&busy_and_fallback(&fleet));
+        toml.push_str(&buyer_table(
+            "top",
+            Some(fleet.ping_url(2)),
+            fleet.post_url(2),
+            "",
         ));
         let mut ex = Exchange::start(&toml);
         let mut pingers: Vec<Client> = (0..2)

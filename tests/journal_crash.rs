@@ -497,6 +497,50 @@ fn a_lead_whose_records_were_lost_to_damage_is_never_called_safe_to_send_again()
     assert_eq!(recovered[0]["unsettled"], "history_lost");
 }
 
+/// Flip one byte inside the record that follows the first record of type `kind` in the
+/// journal's first segment: every record after it is whole, so a start cuts it out into a copy.
+fn damage_the_record_after(journal: &Path, kind: u8) {
+    let seg = journal.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let all = frames(&bytes);
+    let first = all.iter().find(|f| f.1 == kind).unwrap().0;
+    let bad = all.iter().find(|f| f.0 > first).unwrap().0;
+    bytes[bad + 30] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+}
+
+/// The operator settles the copy recovery kept and renames it out of recovery's names.
+fn settle_the_copy(journal: &Path) {
+    let copy = std::fs::read_dir(journal)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".seg.cut-"))
+        .expect("the copy");
+    std::fs::rename(&copy, copy.with_extension("bak")).unwrap();
+}
+
+/// A seller's `GET /v1/leads/{id}`.
+fn look_up(addr: std::net::SocketAddr, id: &str) -> Value {
+    let mut c = Client::connect(addr);
+    c.send_raw(&Client::request(
+        "GET",
+        &format!("/v1/leads/{id}"),
+        Some(KEY),
+        b"",
+    ));
+    c.read_response().expect("an answer").json()
+}
+
+/// The kinds of the journal's `recovered` records, in order.
+fn recovered_kinds(journal: &Path) -> Vec<Value> {
+    export(journal)
+        .into_iter()
+        .filter(|r| r["type"] == "recovered")
+        .map(|r| r["unsettled"].clone())
+        .collect()
+}
+
 /// Damage right after a sold lead's arrival cuts its post, sale and answer out of the journal
 /// into the copy recovery keeps. While the copy is there its lookup still says sold; the start
 /// that cut records it `history_lost` all the same, so once the operator has settled the copy
@@ -520,58 +564,32 @@ fn a_lead_whose_answer_only_the_copy_holds_stays_history_lost_once_the_copy_is_s
 
     // One byte of the record after the lead's arrival goes bad: its post, sale and answer
     // are whole records after the damage.
-    let seg = journal.join("00000000000000000000.seg");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let all = frames(&bytes);
-    let arrival = all.iter().find(|f| f.1 == LEAD_RECEIVED).unwrap().0;
-    let bad = all.iter().find(|f| f.0 > arrival).unwrap().0;
-    bytes[bad + 30] ^= 0x04;
-    std::fs::write(&seg, &bytes).unwrap();
-
-    let lookup = |addr| {
-        let mut c = Client::connect(addr);
-        c.send_raw(&Client::request(
-            "GET",
-            &format!("/v1/leads/{id}"),
-            Some(KEY),
-            b"",
-        ));
-        c.read_response().expect("an answer").json()
-    };
+    damage_the_record_after(&journal, LEAD_RECEIVED);
     let (child, addr, log) = serve_logged(&cfg);
     let running = Serving(child);
     let log = log.join("\n");
     assert!(log.contains("cut at segment 0"), "{log}");
     assert!(log.contains("history_lost") && log.contains(&id), "{log}");
-    let v = lookup(addr);
+    let v = look_up(addr, &id);
     assert_eq!(v["status"], "sold", "the copy still tells it: {v}");
     drop(running);
 
-    // The operator settles the copy and renames it out of recovery's names.
-    let copy = std::fs::read_dir(&journal)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains(".seg.cut-"))
-        .expect("the copy");
-    std::fs::rename(&copy, copy.with_extension("bak")).unwrap();
+    settle_the_copy(&journal);
     let (child, addr, log) = serve_logged(&cfg);
     let running = Serving(child);
     let log = log.join("\n");
     assert!(!log.contains("may send them again"), "{log}");
-    let v = lookup(addr);
+    let v = look_up(addr, &id);
     assert_eq!(v["status"], "interrupted", "{v}");
     assert_eq!(v["error"]["code"], "history_lost", "{v}");
     let r = Client::connect(addr).lead(LEAD);
     drop(running);
     assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"]["code"], "duplicate");
-    let unsettled: Vec<serde_json::Value> = export(&journal)
-        .into_iter()
-        .filter(|r| r["type"] == "recovered")
-        .map(|r| r["unsettled"].clone())
-        .collect();
-    assert_eq!(unsettled, vec![serde_json::json!("history_lost")]);
+    assert_eq!(
+        recovered_kinds(&journal),
+        vec![serde_json::json!("history_lost")]
+    );
 }
 
 /// The same for a seller's `/v1/ping` and its `/v1/post`: damage right after the ping's answer
@@ -603,13 +621,7 @@ fn a_ping_whose_post_only_the_copy_holds_cannot_be_posted_again_once_the_copy_is
     assert_eq!(fleet.posts(0), 1);
 
     // One byte of the record after the ping's answer (the post's arrival) goes bad.
-    let seg = journal.join("00000000000000000000.seg");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let all = frames(&bytes);
-    let answered = all.iter().find(|f| f.1 == PING_ANSWERED).unwrap().0;
-    let bad = all.iter().find(|f| f.0 > answered).unwrap().0;
-    bytes[bad + 30] ^= 0x04;
-    std::fs::write(&seg, &bytes).unwrap();
+    damage_the_record_after(&journal, PING_ANSWERED);
 
     let (child, addr, log) = serve_logged(&cfg);
     let running = Serving(child);
@@ -624,26 +636,13 @@ fn a_ping_whose_post_only_the_copy_holds_cannot_be_posted_again_once_the_copy_is
     );
     drop(running);
 
-    let copy = std::fs::read_dir(&journal)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains(".seg.cut-"))
-        .expect("the copy");
-    std::fs::rename(&copy, copy.with_extension("bak")).unwrap();
+    settle_the_copy(&journal);
     let (child, addr, log) = serve_logged(&cfg);
     let running = Serving(child);
     let log = log.join("\n");
     assert!(!log.contains("may send them again"), "{log}");
-    let mut c = Client::connect(addr);
-    let again = c.post("/v1/post", Some(KEY), post.as_bytes());
-    c.send_raw(&Client::request(
-        "GET",
-        &format!("/v1/leads/{id}"),
-        Some(KEY),
-        b"",
-    ));
-    let v = c.read_response().expect("an answer").json();
+    let again = Client::connect(addr).post("/v1/post", Some(KEY), post.as_bytes());
+    let v = look_up(addr, &id);
     drop(running);
     assert_eq!(
         again.status,
@@ -657,12 +656,10 @@ fn a_ping_whose_post_only_the_copy_holds_cannot_be_posted_again_once_the_copy_is
         "the buyer that paid is not sold the lead again"
     );
     assert_eq!(v["error"]["code"], "history_lost", "{v}");
-    let unsettled: Vec<serde_json::Value> = export(&journal)
-        .into_iter()
-        .filter(|r| r["type"] == "recovered")
-        .map(|r| r["unsettled"].clone())
-        .collect();
-    assert_eq!(unsettled, vec![serde_json::json!("history_lost")]);
+    assert_eq!(
+        recovered_kinds(&journal),
+        vec![serde_json::json!("history_lost")]
+    );
 }
 
 /// A shared lead whose first sale the journal keeps and whose second sale and answer only the
@@ -694,43 +691,22 @@ fn a_shared_lead_cut_between_its_sales_is_reported_once_and_not_understated() {
     assert_eq!(v["sales"].as_array().map(Vec::len), Some(2), "{v}");
     let id = v["lead_id"].as_str().unwrap().to_string();
 
-    let seg = journal.join("00000000000000000000.seg");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let all = frames(&bytes);
-    let first_sale = all.iter().find(|f| f.1 == SALE).unwrap().0;
-    let bad = all.iter().find(|f| f.0 > first_sale).unwrap().0;
-    bytes[bad + 30] ^= 0x04;
-    std::fs::write(&seg, &bytes).unwrap();
+    damage_the_record_after(&journal, SALE);
     let (child, _, log) = serve_logged(&cfg);
     drop(Serving(child));
     assert!(log.join("\n").contains("history_lost"), "{log:?}");
-    let copy = std::fs::read_dir(&journal)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains(".seg.cut-"))
-        .expect("the copy");
-    std::fs::rename(&copy, copy.with_extension("bak")).unwrap();
+    settle_the_copy(&journal);
     let (child, addr, log) = serve_logged(&cfg);
     let running = Serving(child);
     let log = log.join("\n");
     assert!(!log.contains("never answered"), "{log}");
-    let mut c = Client::connect(addr);
-    c.send_raw(&Client::request(
-        "GET",
-        &format!("/v1/leads/{id}"),
-        Some(KEY),
-        b"",
-    ));
-    let v = c.read_response().expect("an answer").json();
+    let v = look_up(addr, &id);
     drop(running);
     assert_eq!(v["error"]["code"], "history_lost", "{v}");
-    let unsettled: Vec<serde_json::Value> = export(&journal)
-        .into_iter()
-        .filter(|r| r["type"] == "recovered")
-        .map(|r| r["unsettled"].clone())
-        .collect();
-    assert_eq!(unsettled, vec![serde_json::json!("history_lost")]);
+    assert_eq!(
+        recovered_kinds(&journal),
+        vec![serde_json::json!("history_lost")]
+    );
 }
 
 /// Serve a config whose buyer `slow` (cap 2 a day) is still deciding on a post when the
