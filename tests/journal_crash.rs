@@ -592,6 +592,64 @@ fn a_lead_whose_answer_only_the_copy_holds_stays_history_lost_once_the_copy_is_s
     );
 }
 
+/// A start that cut damage and died before it recorded what it found (a `kill -9` between
+/// the copy and the report) leaves the copy and a zeroed tail: the next start finds the lead
+/// whose story the copy goes on with, and records it `history_lost` then.
+#[test]
+fn a_lead_the_cutting_start_died_before_reporting_is_reported_by_the_next() {
+    const POST_SENT: u8 = 6;
+    let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
+    let dir = temp_dir("asidekilled");
+    let journal = dir.join("journal");
+    let text = config(&fleet, "dedupe_days = 30", |_| String::new());
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (child, addr) = serve(&cfg);
+    let running = Serving(child);
+    let first = Client::connect(addr).lead(LEAD).json();
+    assert_eq!(first["status"], "sold", "{first}");
+    drop(running);
+    let id = first["lead_id"].as_str().unwrap().to_string();
+
+    // What the cutting start leaves on disk before its report: the segment as found, copied
+    // aside, and the live one zeroed from the damaged record (its `post_sent`) on.
+    let seg = journal.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let bad = frames(&bytes).iter().find(|f| f.1 == POST_SENT).unwrap().0;
+    bytes[bad + 30] ^= 0x04;
+    std::fs::write(
+        journal.join("00000000000000000000.seg.cut-1796400000"),
+        &bytes,
+    )
+    .unwrap();
+    bytes[bad..].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (child, _, log) = serve_logged(&cfg);
+    drop(Serving(child));
+    let log = log.join("\n");
+    assert!(!log.contains("cut at"), "{log}");
+    assert!(log.contains("history_lost") && log.contains(&id), "{log}");
+    settle_the_copy(&journal);
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    assert!(!log.join("\n").contains("may send them again"), "{log:?}");
+    let v = look_up(addr, &id);
+    let r = Client::connect(addr).lead(LEAD);
+    drop(running);
+    assert_eq!(v["error"]["code"], "history_lost", "{v}");
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        fleet.posts(0),
+        1,
+        "the buyer that paid is not sold the lead again"
+    );
+    assert_eq!(
+        recovered_kinds(&journal),
+        vec![serde_json::json!("history_lost")]
+    );
+}
+
 /// The same for a seller's `/v1/ping` and its `/v1/post`: damage right after the ping's answer
 /// cuts the whole post out into the copy. The ping is recorded `history_lost`, so once the copy
 /// is renamed its held bids are not postable again (409, not a second sale to the buyer that

@@ -1271,12 +1271,9 @@ fn rebuild(
     // A lead whose arrival the journal has, and whose story without its answer goes on in
     // the files set aside, has no answer in the journal a start had to cut: it is
     // `history_lost` (not left to look like one a stop cut off before any post once the
-    // operator has settled and renamed those files).
-    let lost_aside: std::collections::HashSet<String> = if damaged {
-        settled_aside
-    } else {
-        std::collections::HashSet::new()
-    };
+    // operator has settled and renamed those files). Found at every start while the files
+    // stay, not only the one that cut: that one may have died before it could record it.
+    let lost_aside = settled_aside;
     for id in &lost_aside {
         // A ping whose post only the files set aside tell (its arrival may be the damaged
         // record itself): claimed, as its `history_lost` record will say at later starts.
