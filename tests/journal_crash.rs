@@ -497,6 +497,27 @@ fn a_lead_whose_records_were_lost_to_damage_is_never_called_safe_to_send_again()
     assert_eq!(recovered[0]["unsettled"], "history_lost");
 }
 
+/// A config of `fleet` with `campaign` lines, its journal in a directory of its own: (the
+/// config file, the journal directory).
+fn config_in(fleet: &Fleet, what: &str, campaign: &str) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(what);
+    let journal = dir.join("journal");
+    let cfg = dir.join("gavel.toml");
+    let text = config(fleet, campaign, |_| String::new());
+    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    (cfg, journal)
+}
+
+/// Serve `cfg`, sell `LEAD` once and stop: its lead id.
+fn sell_one_lead(cfg: &Path) -> String {
+    let (child, addr) = serve(cfg);
+    let running = Serving(child);
+    let first = Client::connect(addr).lead(LEAD).json();
+    drop(running);
+    assert_eq!(first["status"], "sold", "{first}");
+    first["lead_id"].as_str().unwrap().to_string()
+}
+
 /// Flip one byte inside the record that follows the first record of type `kind` in the
 /// journal's first segment: every record after it is whole, so a start cuts it out into a copy.
 fn damage_the_record_after(journal: &Path, kind: u8) {
@@ -550,17 +571,8 @@ fn recovered_kinds(journal: &Path) -> Vec<Value> {
 fn a_lead_whose_answer_only_the_copy_holds_stays_history_lost_once_the_copy_is_settled() {
     const LEAD_RECEIVED: u8 = 1;
     let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
-    let dir = temp_dir("asidecut");
-    let journal = dir.join("journal");
-    let text = config(&fleet, "dedupe_days = 30", |_| String::new());
-    let cfg = dir.join("gavel.toml");
-    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
-    let (child, addr) = serve(&cfg);
-    let running = Serving(child);
-    let first = Client::connect(addr).lead(LEAD).json();
-    assert_eq!(first["status"], "sold", "{first}");
-    drop(running);
-    let id = first["lead_id"].as_str().unwrap().to_string();
+    let (cfg, journal) = config_in(&fleet, "asidecut", "dedupe_days = 30");
+    let id = sell_one_lead(&cfg);
 
     // One byte of the record after the lead's arrival goes bad: its post, sale and answer
     // are whole records after the damage.
@@ -599,17 +611,8 @@ fn a_lead_whose_answer_only_the_copy_holds_stays_history_lost_once_the_copy_is_s
 fn a_lead_the_cutting_start_died_before_reporting_is_reported_by_the_next() {
     const POST_SENT: u8 = 6;
     let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
-    let dir = temp_dir("asidekilled");
-    let journal = dir.join("journal");
-    let text = config(&fleet, "dedupe_days = 30", |_| String::new());
-    let cfg = dir.join("gavel.toml");
-    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
-    let (child, addr) = serve(&cfg);
-    let running = Serving(child);
-    let first = Client::connect(addr).lead(LEAD).json();
-    assert_eq!(first["status"], "sold", "{first}");
-    drop(running);
-    let id = first["lead_id"].as_str().unwrap().to_string();
+    let (cfg, journal) = config_in(&fleet, "asidekilled", "dedupe_days = 30");
+    let id = sell_one_lead(&cfg);
 
     // What the cutting start leaves on disk before its report: the segment as found, copied
     // aside, and the live one zeroed from the damaged record (its `post_sent`) on.
@@ -658,11 +661,7 @@ fn a_lead_the_cutting_start_died_before_reporting_is_reported_by_the_next() {
 fn a_ping_whose_post_only_the_copy_holds_cannot_be_posted_again_once_the_copy_is_settled() {
     const PING_ANSWERED: u8 = 10;
     let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
-    let dir = temp_dir("asidepost");
-    let journal = dir.join("journal");
-    let text = config(&fleet, "hold_ms = 600000", |_| String::new());
-    let cfg = dir.join("gavel.toml");
-    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (cfg, journal) = config_in(&fleet, "asidepost", "hold_ms = 600000");
     let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
     let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
     let (child, addr) = serve(&cfg);
@@ -735,13 +734,7 @@ fn a_shared_lead_cut_between_its_sales_is_reported_once_and_not_understated() {
         }),
     ])
     .unwrap();
-    let dir = temp_dir("asideshared");
-    let journal = dir.join("journal");
-    let text = config(&fleet, "sale = \"shared\"\nmax_sales = 2", |_| {
-        String::new()
-    });
-    let cfg = dir.join("gavel.toml");
-    std::fs::write(&cfg, set_journal_dir(&text, &journal)).unwrap();
+    let (cfg, journal) = config_in(&fleet, "asideshared", "sale = \"shared\"\nmax_sales = 2");
     let (child, addr) = serve(&cfg);
     let running = Serving(child);
     let v = Client::connect(addr).lead(LEAD).json();
