@@ -21,6 +21,12 @@ struct TlsBuyer {
 
 /// A TLS buyer that bids `cents` on every ping and accepts every post, keep-alive.
 fn tls_buyer(cents: u32) -> TlsBuyer {
+    tls_buyer_with(cents, false)
+}
+
+/// The same; with `reset`, each whole answer is followed at once by a TCP reset (no
+/// close_notify, no FIN), as a buyer's proxy that drops connections hard does.
+fn tls_buyer_with(cents: u32, reset: bool) -> TlsBuyer {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -51,6 +57,11 @@ fn tls_buyer(cents: u32) -> TlsBuyer {
     std::thread::spawn(move || {
         for tcp in listener.incoming().take(256) {
             let Ok(tcp) = tcp else { return };
+            if reset {
+                // The answer leaves at once: held back by Nagle's algorithm behind the
+                // session tickets, the reset would discard it unsent.
+                let _ = tcp.set_nodelay(true);
+            }
             conns.fetch_add(1, Ordering::Relaxed);
             let config = config.clone();
             let posted = posted.clone();
@@ -80,6 +91,12 @@ fn tls_buyer(cents: u32) -> TlsBuyer {
                                 true,
                             );
                             if tls.write_all(&out).is_err() {
+                                return;
+                            }
+                            if reset {
+                                let _ = tls.flush();
+                                let sock = socket2::SockRef::from(&tls.sock);
+                                let _ = sock.set_linger(Some(Duration::ZERO));
                                 return;
                             }
                             continue;
@@ -150,6 +167,26 @@ fn an_https_buyer_bids_and_buys_over_kept_alive_tls_connections() {
         2,
         "TLS connections opened"
     );
+}
+
+/// An answer read whole before the buyer resets the connection is the buyer's answer: its bid
+/// counts, and its post's acceptance is a sale (not a rejection the lead cascades past, which
+/// would sell the consumer twice).
+#[test]
+fn an_https_buyer_that_resets_after_each_whole_answer_still_bids_and_buys() {
+    let buyer = tls_buyer_with(6000, true);
+    let fleet = Fleet::start(vec![plain("plain", 2000)]).unwrap();
+    let ex = Exchange::start(&with_tls_buyer(&fleet, &buyer, true));
+    let mut c = ex.client();
+    for i in 0..4 {
+        let v = c.lead(LEAD).json();
+        assert_eq!(v["status"], "sold", "lead {i}: {v}");
+        assert_eq!(v["sales"][0]["buyer"], "secure", "lead {i}: {v}");
+        assert_eq!(v["price"], 60.0, "lead {i}: {v}");
+        assert_eq!(v["sales"].as_array().map(Vec::len), Some(1), "{v}");
+    }
+    assert_eq!(buyer.posts.load(Ordering::Relaxed), 4);
+    assert_eq!(fleet.posts(0), 0, "the consumer was sold twice");
 }
 
 #[test]

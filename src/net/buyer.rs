@@ -346,6 +346,10 @@ impl BuyerConn {
             }
         };
         let mut eof = false;
+        // A transport error (a reset) after records that carried a whole answer: the answer
+        // is still taken, as on a plain connection, where the bytes read before the error
+        // are in `rbuf`. The caller decodes what was read before it fails the connection.
+        let mut failed = None;
         loop {
             match tls.read_tls(&mut self.stream) {
                 Ok(0) => {
@@ -360,22 +364,29 @@ impl BuyerConn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(format!("connection error: {e}")),
+                Err(e) => {
+                    failed = Some(format!("connection error: {e}"));
+                    break;
+                }
             }
         }
-        loop {
+        let read = loop {
             if self.rbuf.len() >= limit {
                 return Err(too_long());
             }
             match tls.reader().read(scratch) {
                 // close_notify: the buyer ended the session cleanly.
-                Ok(0) => return Ok(true),
+                Ok(0) => break Ok(true),
                 Ok(n) => self.rbuf.extend_from_slice(&scratch[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(eof),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(eof),
                 // The transport ended without close_notify.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(true),
                 Err(e) => return Err(format!("TLS: {e}")),
             }
+        };
+        match failed {
+            Some(reason) => Err(reason),
+            None => read,
         }
     }
 
