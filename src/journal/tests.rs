@@ -1474,6 +1474,75 @@ fn a_directory_that_takes_no_new_names_stops_new_leads_at_half_a_segment() {
     assert_eq!(j.refused(), 0);
 }
 
+/// Append ping records from `from` until the journal appends to segment `seq`; returns the
+/// next record's number.
+fn append_into_segment(j: &Journal, seq: u64, from: usize) -> usize {
+    let mut i = from;
+    while j.tail().segment < seq {
+        append(j, T0 + i as u64, &ping_record(i));
+        i += 1;
+        assert!(i < from + 100_000);
+    }
+    i
+}
+
+/// `HEAD` that cannot be rewritten after a rotation (here its temporary file's name is taken
+/// by a directory; in production, a full disk) is one failure for the operator, not one a
+/// second while it lasts; the journal says what `HEAD` still names, and writes it once it can.
+#[test]
+fn a_head_that_cannot_be_written_is_one_failure_and_is_written_once_it_can_be() {
+    let dir = TempDir::new("head-blocked");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    eventually("a spare is made", || j.spare_ready());
+    assert_eq!(j.head(), Some(0));
+    let blocker = dir.path().join("HEAD.partial");
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    append_into_segment(&j, 1, 0);
+    eventually("the failure is noted", || j.background_errors().0 > 0);
+    let (_, msg) = j.background_errors();
+    assert!(
+        msg.as_deref().unwrap_or("").contains("HEAD.partial"),
+        "{msg:?}"
+    );
+    // Retried every second, counted once.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(j.background_errors().0, 1);
+    assert_eq!(j.head(), Some(0));
+    assert_eq!(super::head::read_head(dir.path()).unwrap(), Some(0));
+    std::fs::remove_dir_all(&blocker).unwrap();
+    eventually("HEAD is written", || j.head() == Some(1));
+    assert_eq!(super::head::read_head(dir.path()).unwrap(), Some(1));
+    assert_eq!(j.background_errors().0, 1);
+}
+
+/// A start that cannot rewrite `HEAD` says what it still names (not nothing), counts the
+/// failure once, and writes it once it can.
+#[test]
+fn a_start_that_cannot_write_head_tells_what_it_names() {
+    let dir = TempDir::new("head-blocked-start");
+    let blocker = dir.path().join("HEAD.partial");
+    {
+        let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+        eventually("a spare is made", || j.spare_ready());
+        std::fs::create_dir_all(blocker.join("x")).unwrap();
+        append_into_segment(&j, 1, 0);
+    }
+    assert_eq!(super::head::read_head(dir.path()).unwrap(), Some(0));
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    assert_eq!(j.head(), Some(0));
+    let (count, msg) = j.background_errors();
+    assert_eq!(count, 1);
+    assert!(
+        msg.as_deref().unwrap_or("").contains("HEAD.partial"),
+        "{msg:?}"
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(j.background_errors().0, 1);
+    std::fs::remove_dir_all(&blocker).unwrap();
+    eventually("HEAD is written", || j.head() == Some(1));
+    assert_eq!(super::head::read_head(dir.path()).unwrap(), Some(1));
+}
+
 /// A journal directory removed or replaced while in use: what is appended would be lost with
 /// it, so no new lead is taken until it is back.
 #[test]

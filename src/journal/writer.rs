@@ -185,10 +185,14 @@ struct Shared {
     segment_lost: AtomicBool,
     /// The segment found lost ([`NO_SEGMENT`]: none).
     segment_lost_seq: AtomicU64,
-    /// The segment `HEAD` last named ([`NO_HEAD`]: not written by this run).
+    /// The segment `HEAD` names, as last written or as found at the start ([`NO_HEAD`]: none).
     head_written: AtomicU64,
-    /// The oldest segment `HEAD` last named as kept ([`NO_HEAD`]: not written by this run).
+    /// The oldest segment `HEAD` names as kept ([`NO_HEAD`]: none, or a `HEAD` that does not
+    /// say).
     oldest_written: AtomicU64,
+    /// The last attempt to write `HEAD` failed (a full disk): the failure is counted and told
+    /// once, when it starts, not at every retry.
+    head_failed: AtomicBool,
     /// The directory's (device, inode) when the journal opened it.
     dir_id: (u64, u64),
     /// Appends refused (a full disk, an I/O error, a lost directory) since the journal opened.
@@ -207,7 +211,7 @@ pub struct Journal {
 /// names (not a segment's: readers and recovery never look at it).
 pub const DIR_PROBE: &str = "dir.probe";
 
-/// [`Shared::head_written`] before `HEAD` has been written by this run.
+/// [`Shared::head_written`] when there is no `HEAD` (not yet written, or not writable).
 const NO_HEAD: u64 = u64::MAX;
 
 /// [`Shared::segment_lost_seq`] when no segment is lost.
@@ -387,13 +391,18 @@ impl Journal {
             newest: seq,
             oldest: Some(kept.first().map_or(seq, |i| i.seq)),
         };
+        // Failing that, the operator is told what `HEAD` still names.
+        let mut head_error = None;
         let (head_written, oldest_written) = match head_now {
             Some(h) if h == marker => (seq, marker.oldest.unwrap_or(seq)),
             _ => match write_marker(&dir, marker, durable) {
                 Ok(()) => (seq, marker.oldest.unwrap_or(seq)),
                 Err(e) => {
-                    eprintln!("gavel: journal: {e} (tried again in the background)");
-                    (NO_HEAD, NO_HEAD)
+                    eprintln!("gavel: journal: {e} (tried again every second)");
+                    head_error = Some(e.to_string());
+                    head_now.map_or((NO_HEAD, NO_HEAD), |h| {
+                        (h.newest, h.oldest.unwrap_or(NO_HEAD))
+                    })
                 }
             },
         };
@@ -440,8 +449,9 @@ impl Journal {
             wake_requested: AtomicBool::new(false),
             prefault_supported: AtomicBool::new(prefault_supported),
             maintenance: OnceLock::new(),
-            background_errors: AtomicU64::new(0),
-            last_background_error: Mutex::new(None),
+            background_errors: AtomicU64::new(u64::from(head_error.is_some())),
+            head_failed: AtomicBool::new(head_error.is_some()),
+            last_background_error: Mutex::new(head_error),
             spare: Mutex::new(None),
             spare_failed: AtomicBool::new(false),
             spare_present: AtomicBool::new(false),
@@ -698,8 +708,8 @@ impl Journal {
         self.shared.segment_lost.load(Ordering::Relaxed)
     }
 
-    /// The segment the `HEAD` file names, as this run last wrote it (`None` before it has
-    /// written one).
+    /// The segment the `HEAD` file names: as this run last wrote it, or as the start found it
+    /// while it cannot be written (`None`: there is none).
     pub fn head(&self) -> Option<u64> {
         Some(self.shared.head_written.load(Ordering::Acquire)).filter(|&h| h != NO_HEAD)
     }
@@ -1233,11 +1243,18 @@ impl Shared {
                 oldest: Some(oldest),
             };
             if let Err(e) = write_marker(&self.dir, marker, self.sync != SyncMode::Os) {
-                self.note_error(&e);
+                // A full disk: said once, when it starts (and its end, below).
+                if !self.head_failed.swap(true, Ordering::Relaxed) {
+                    self.note_error(&e);
+                    eprintln!("gavel: journal: {e} (tried again every second)");
+                }
                 return true;
             }
             self.head_written.store(cur, Ordering::Release);
             self.oldest_written.store(oldest, Ordering::Release);
+            if self.head_failed.swap(false, Ordering::Relaxed) {
+                eprintln!("gavel: journal: HEAD written again (segment {cur})");
+            }
         }
         if cut > 0 {
             self.remove_oldest(cut);
