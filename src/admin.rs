@@ -207,7 +207,6 @@ fn serve_connection(
 ) -> io::Result<()> {
     // Short reads, so that an idle connection notices a shutdown; idleness is counted apart.
     stream.set_read_timeout(Some(ACCEPT_POLL))?;
-    stream.set_write_timeout(Some(ADMIN_WRITE_TIMEOUT))?;
     let mut last_byte = Instant::now();
     // When the request being read began: the accept for the first, its first byte for a later
     // one; `None` between requests. As on the seller port, a request not whole within
@@ -255,17 +254,21 @@ fn serve_connection(
                                     &payload,
                                     http::Persist::Close,
                                 );
-                                stream.write_all(&out)?;
+                                write_answer(&mut stream, &out, ADMIN_WRITE_TIMEOUT)?;
                                 return Ok(());
                             }
-                            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                            write_answer(
+                                &mut stream,
+                                b"HTTP/1.1 100 Continue\r\n\r\n",
+                                ADMIN_WRITE_TIMEOUT,
+                            )?;
                             continued = true;
                         }
                     }
                     Err(e) => {
                         let mut out = Vec::new();
                         http::write_error_response(&mut out, e);
-                        stream.write_all(&out)?;
+                        write_answer(&mut stream, &out, ADMIN_WRITE_TIMEOUT)?;
                         return Ok(());
                     }
                 }
@@ -339,7 +342,7 @@ fn serve_connection(
         } else {
             http::write_response(&mut out, status, &headers, &payload, persist);
         }
-        stream.write_all(&out)?;
+        write_answer(&mut stream, &out, ADMIN_WRITE_TIMEOUT)?;
         conn.served();
         if !keep_alive || shared.shutdown.load(Ordering::Relaxed) {
             return Ok(());
@@ -350,6 +353,30 @@ fn serve_connection(
         request_started = (!buf.is_empty()).then(Instant::now);
         last_byte = Instant::now();
     }
+}
+
+/// Writes `bytes` whole within `limit` of now, or fails `TimedOut`: a client that takes an
+/// answer a little at a time cannot stretch it past the limit (a socket's own send timeout
+/// counts from the last byte taken, so each trickle would start it again).
+fn write_answer(stream: &mut TcpStream, mut bytes: &[u8], limit: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not take its answer in time",
+            ));
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn error(status: u16, code: &str, message: &str) -> (u16, &'static str, Vec<u8>) {
@@ -1285,6 +1312,40 @@ tick(); setInterval(tick, 2000);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that takes its answer a little at a time is held to the limit for the whole
+    /// answer, not for each piece.
+    #[test]
+    fn an_answer_taken_a_trickle_at_a_time_is_given_up_at_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let reader = std::thread::spawn(move || {
+            let mut client = TcpStream::connect(addr).unwrap();
+            let mut chunk = [0u8; 4096];
+            // 40 KiB a second, until the server has given up.
+            while !stop.load(Ordering::Relaxed) {
+                if !matches!(client.read(&mut chunk), Ok(n) if n > 0) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let (mut server, _) = listener.accept().unwrap();
+        let answer = vec![b'x'; 64 << 20];
+        let t = Instant::now();
+        let e = write_answer(&mut server, &answer, Duration::from_millis(500)).unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        // Given up at the limit, give or take a scheduling delay; a limit per write would go
+        // on for as long as the client keeps taking bytes (here, about 27 minutes).
+        assert!(took >= Duration::from_millis(500), "{took:?}");
+        assert!(took < Duration::from_secs(60), "{took:?}");
+        done.store(true, Ordering::Relaxed);
+        drop(server);
+        reader.join().unwrap();
+    }
 
     /// Every element the script looks up is on the page, and nothing is fetched from elsewhere.
     #[test]
