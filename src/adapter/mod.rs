@@ -848,8 +848,12 @@ fn render_text(out: &mut Vec<u8>, part: &Part, ctx: &Ctx<'_>, esc: Escape) {
 fn value_text(out: &mut Vec<u8>, v: Option<LeadField<'_>>, esc: Escape) {
     match v {
         None | Some(LeadField::Null) => {}
-        // A number's text is digits, '.', '-', '+', 'e': nothing to escape.
-        Some(LeadField::Num(n)) => out.extend_from_slice(n.as_bytes()),
+        // A number's text is digits, '.', '-', '+', 'e': nothing to escape in a JSON string,
+        // but a form reads `+` as a space (`1e+3` would reach the buyer as `1e 3`).
+        Some(LeadField::Num(n)) => match esc {
+            Escape::Form => form_escape(out, n),
+            Escape::Json => out.extend_from_slice(n.as_bytes()),
+        },
         Some(LeadField::Bool(b)) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         Some(LeadField::Str(text) | LeadField::Array(text) | LeadField::Object(text)) => {
             match esc {

@@ -286,6 +286,22 @@ fn form_escaping_follows_urlencoded_rules() {
     assert_eq!(text(&out), "a+b%26c%3Dd%2F%C3%A9*-._%7E%2B%25%0A");
 }
 
+/// A number is sent with its very digits, so its exponent's `+` must reach a form buyer as
+/// `+`, not as the space a bare `+` means in a form.
+#[test]
+fn a_form_value_keeps_a_numbers_plus_sign() {
+    let a = adapter(
+        r#"request = "form"
+response = "xml"
+bid_path = "/r/p"
+ping_body = { n1 = "{lead.n1}", n2 = "{lead.n2}", mix = "x{lead.note}y{lead.n1}" }"#,
+    );
+    let lead = Fields::from_json(r#"{"n1":1e+3,"n2":-2.5E+1,"note":"1e+3"}"#).unwrap();
+    let mut out = Vec::new();
+    a.write_ping(&mut out, &ping_ctx(&lead));
+    assert_eq!(text(&out), "mix=x1e%2B3y1e%2B3&n1=1e%2B3&n2=-2.5E%2B1");
+}
+
 #[test]
 fn form_names_and_literals_are_escaped_too() {
     let a = adapter(
