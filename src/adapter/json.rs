@@ -44,7 +44,9 @@ pub(super) fn found(raw: &RawValue) -> Found<'_> {
         }
         return match serde_json::from_str::<String>(t) {
             Ok(s) => Found::Text(Cow::Owned(s)),
-            Err(_) => Found::Text(Cow::Borrowed(inner)),
+            // An escape that names no character (a lone surrogate, `"\ud83d"`): what the
+            // string says is not known, and its escapes passed on as text would be another.
+            Err(_) => Found::Unreadable,
         };
     }
     Found::Text(Cow::Borrowed(t))

@@ -233,8 +233,9 @@ pub enum Found<'a> {
     Text(Cow<'a, str>),
     /// An XML element holding child elements: no single value.
     Elements,
-    /// An XML value with a reference the exchange does not expand (`&d;`, `&#0;`): what it
-    /// says is not known.
+    /// An XML value with a reference the exchange does not expand (`&d;`, `&#0;`), or a JSON
+    /// string with an escape that names no character (a lone surrogate): what it says is not
+    /// known.
     Unreadable,
 }
 

@@ -848,6 +848,22 @@ fn an_adapter_bid_id_too_long_to_quote_back_is_invalid() {
     assert_eq!(a.parse_bid(200, body.as_bytes()), bid(300, Some(&fits)));
 }
 
+/// A bid id whose escape names no character (a lone surrogate) cannot be quoted back as the
+/// buyer's own text: the answer is invalid, as an XML id with a reference left unexpanded is,
+/// and a pair that names one character is that character.
+#[test]
+fn an_adapter_bid_id_with_a_lone_surrogate_is_invalid() {
+    let a =
+        adapter("response = \"json\"\nbid_path = \"/data/0/bid\"\nbid_id_path = \"/data/0/id\"");
+    let body = br#"{"data":[{"bid":14.1,"id":"\ud83d"}]}"#;
+    assert_eq!(
+        a.parse_bid(200, body),
+        PingOutcome::Invalid("unparsable answer".into())
+    );
+    let body = br#"{"data":[{"bid":14.1,"id":"\ud83d\ude00"}]}"#;
+    assert_eq!(a.parse_bid(200, body), bid(1410, Some("\u{1F600}")));
+}
+
 /// A bid id that is a boolean, an object or an array is refused, as from a native buyer: the
 /// post would quote back an id the buyer never gave.
 #[test]
