@@ -347,3 +347,75 @@ fn stalled_strangers_make_room_before_an_idle_seller() {
     assert_eq!(seller.lead(LEAD).json()["status"], "sold");
     assert_eq!(connections(admin)["sellers_evicted"], 1);
 }
+
+/// A seller that stops taking its answers (pipelining requests into a socket it never reads,
+/// until the buffers on both sides are full) is closed once its answers have waited
+/// `server.head_timeout_ms`, giving back its place, rather than holding it for ever; another
+/// seller is served meanwhile and after.
+#[test]
+fn a_seller_that_stops_reading_its_answers_is_closed_after_the_head_timeout() {
+    let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
+    let toml = with_limit(&config(&fleet, "", |_| String::new()), 8)
+        .replace("workers = 2\n", "workers = 2\nhead_timeout_ms = 1000\n");
+    let ex = Exchange::start(&toml);
+    let admin = ex
+        .handle
+        .as_ref()
+        .and_then(|h| h.admin_addr())
+        .expect("admin listener");
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&ex.addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let request = format!(
+        "GET /v1/no-such-path HTTP/1.1\r\nHost: gavel\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+    );
+    let batch = request.repeat(1_000).into_bytes();
+    let writer = {
+        let mut stream = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let until = Instant::now() + PATIENCE;
+            let mut sent = 0usize;
+            // Until the exchange stops reading (the buffers full) and then closes.
+            while Instant::now() < until && sent < 400 {
+                match stream.write_all(&batch) {
+                    Ok(()) => sent += 1,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return true,
+                }
+            }
+            false
+        })
+    };
+    assert!(
+        eventually(|| connections(admin)["sellers_open"] == 1),
+        "{}",
+        connections(admin)
+    );
+    // Another seller is served while the first sits on its answers.
+    let mut other = ex.client();
+    assert_eq!(other.lead(LEAD).json()["status"], "sold");
+    drop(other);
+    assert!(
+        eventually(|| connections(admin)["sellers_open"] == 0),
+        "the seller that stopped reading is still open: {}",
+        connections(admin)
+    );
+    assert!(writer.join().unwrap(), "its writes never failed");
+    let mut after = ex.client();
+    let r = after.lead(&LEAD.replace("ana@example.com", "bo@example.com"));
+    assert_eq!(
+        r.json()["status"],
+        "sold",
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}

@@ -38,6 +38,10 @@ const EVENTS_CAPACITY: usize = 1024;
 const LEAD_PATH: &str = "/v1/leads/";
 /// Requests a seller may pipeline on one connection before the exchange stops reading from it.
 pub const MAX_PIPELINED: usize = 32;
+/// Answer bytes waiting for socket space on one seller connection beyond which no further
+/// request of it is taken until they have left: a client that does not read its answers
+/// cannot make the exchange queue them without end.
+pub const MAX_SELLER_UNSENT_BYTES: usize = 256 * 1024;
 /// Bytes read from a socket per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
 /// Deadlines closer than this are armed on the timerfd; farther ones use the poll timeout.
@@ -120,6 +124,9 @@ struct SellerConn {
     /// Registered for writability: only while an answer is waiting for socket space, so that
     /// the ACK of every answer does not wake the loop.
     write_interest: bool,
+    /// Since when answer bytes have waited for socket space without a break: a client that
+    /// does not take its answers for `server.head_timeout_ms` is closed (see `housekeeping`).
+    unsent_since: Option<Instant>,
     /// The TLS session when the listener serves `[server.tls]`; `None` on plain HTTP.
     tls: Option<Box<rustls::ServerConnection>>,
     /// `100 Continue` was written for the request being read.
@@ -127,6 +134,9 @@ struct SellerConn {
     /// Reading stopped with `rbuf` full: the socket may hold more requests, which no new
     /// (edge-triggered) event will announce; read again once `rbuf` has room.
     read_full: bool,
+    /// Requests stopped being taken with [`MAX_SELLER_UNSENT_BYTES`] of answers unsent: those
+    /// in `rbuf` are taken once the answers have left.
+    output_held: bool,
     /// This connection's share of `server.max_connections`, given back when it is dropped.
     place: Place,
 }
@@ -862,9 +872,11 @@ impl Worker {
             request_started,
             last_active: self.now,
             write_interest: false,
+            unsent_since: None,
             tls,
             continue_sent: false,
             read_full: false,
+            output_held: false,
             place,
         };
         // Full only at `MAX_SELLER_CONNS_PER_WORKER`, which the count of places keeps it under;
@@ -1105,20 +1117,22 @@ impl Worker {
         }
     }
 
-    /// A connection that stopped reading with a full buffer is read again (next turn) once
-    /// the buffer has room, the pipeline takes more requests and its answers are written.
+    /// A connection that stopped reading with a full buffer, or stopped taking requests for
+    /// answers unsent, is read again (next turn) once the buffer has room, the pipeline takes
+    /// more requests and its answers are written.
     fn resume_if_room(&mut self, key: Key) {
         let cap = self.limits.max_head_bytes + self.limits.max_body_bytes + READ_CHUNK;
         let Some(c) = self.sellers.get_mut(key) else {
             return;
         };
-        if c.read_full
+        if (c.read_full || c.output_held)
             && c.rbuf.len() < cap
             && c.pending.len() < MAX_PIPELINED
             && !c.no_more_requests
             && c.all_sent()
         {
             c.read_full = false;
+            c.output_held = false;
             self.resume_sellers.push(key);
         }
     }
@@ -1243,6 +1257,15 @@ impl Worker {
                 // The client waits on the exchange, not the other way round: the requests
                 // held in the buffer are not slow heads.
                 c.request_started = None;
+                return;
+            }
+            if c.wbuf.len() - c.wpos.min(c.wbuf.len()) >= MAX_SELLER_UNSENT_BYTES
+                && !c.no_more_requests
+            {
+                // The client is not taking its answers: no more are made for it until it
+                // does (or it is closed for it, `housekeeping`).
+                c.request_started = None;
+                c.output_held = true;
                 return;
             }
             if c.no_more_requests || c.rbuf.is_empty() {
@@ -2309,7 +2332,8 @@ impl Worker {
         };
         match flushed {
             Flush::Blocked => {
-                return want_write(registry, &mut c.stream, token, &mut c.write_interest, true)
+                c.unsent_since.get_or_insert(now);
+                return want_write(registry, &mut c.stream, token, &mut c.write_interest, true);
             }
             Flush::Failed => {
                 // The seller is gone: its pending answers are dropped (leads still settle).
@@ -2320,6 +2344,7 @@ impl Worker {
             }
             Flush::Done => {}
         }
+        c.unsent_since = None;
         want_write(registry, &mut c.stream, token, &mut c.write_interest, false);
         if !c.wbuf.is_empty() {
             // An answer written is activity too: a connection is idle from its last answer,
@@ -3920,7 +3945,13 @@ impl Worker {
                 && c.wbuf.is_empty()
                 && c.rbuf.is_empty()
                 && now.duration_since(c.last_active) > idle_timeout;
-            if slow_request || idle {
+            // A client that stopped taking its answers (the socket's buffers full for the
+            // head timeout) would hold its place, and the answers queued for it, for ever.
+            // Its leads stand: it learns their outcome by looking them up.
+            let not_reading = c
+                .unsent_since
+                .is_some_and(|t| now.duration_since(t) > head_timeout);
+            if slow_request || idle || not_reading {
                 self.close_seller(key);
             }
         }
