@@ -180,12 +180,22 @@ pub fn payout_rule(terms: journal::PayoutTerms) -> crate::config::Payout {
 /// buyer that matches fewer leads than the others (one state of several) still gets its share
 /// of the leads it matches, which a counter modulo the number of buyers eligible for each lead
 /// would not give it.
+///
+/// A post a cascade reaches is a turn too, so the buyers after one that rejects every post do
+/// not get its turns on top of their own. Which of them a rejected lead cascades to rotates
+/// apart (the one the longest without a cascade's post first): with turns alone, the same
+/// buyer would follow the rejecter in the rotation every time and get every lead it rejected
+/// and none first-hand.
 pub struct RoundRobin {
     /// First turns handed out so far.
     pub turns: AtomicU64,
     /// Per buyer of the snapshot: the turn it last had (0: none yet). Empty for a campaign
     /// that never distributes round robin.
     pub last: Vec<AtomicU64>,
+    /// Cascades' posts so far.
+    pub cascades: AtomicU64,
+    /// Per buyer of the snapshot: the cascade's post it last had (0: none yet).
+    pub last_cascade: Vec<AtomicU64>,
 }
 
 /// Attempts at taking a buyer's turn when another worker took one at the same moment, before
@@ -196,26 +206,39 @@ impl RoundRobin {
     pub fn new(c: &crate::config::Campaign, buyers: usize) -> RoundRobin {
         let used = c.method == crate::config::Method::RoundRobin
             || c.fallback == Some(crate::config::Method::RoundRobin);
+        let n = if used { buyers } else { 0 };
         RoundRobin {
             turns: AtomicU64::new(0),
-            last: (0..if used { buyers } else { 0 })
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            last: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            cascades: AtomicU64::new(0),
+            last_cascade: (0..n).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// `buyer` is posted to: its turn, whether the lead's first offer or a cascade's.
-    pub fn took(&self, buyer: usize) {
+    /// `buyer` is posted to: its turn, whether the lead's first offer or a cascade's
+    /// (`cascade`: a post after one of the lead's posts ended unsold).
+    pub fn took(&self, buyer: usize, cascade: bool) {
         if let Some(slot) = self.last.get(buyer) {
             let turn = self.turns.fetch_add(1, Ordering::Relaxed) + 1;
+            slot.fetch_max(turn, Ordering::Relaxed);
+        }
+        if let (true, Some(slot)) = (cascade, self.last_cascade.get(buyer)) {
+            let turn = self.cascades.fetch_add(1, Ordering::Relaxed) + 1;
             slot.fetch_max(turn, Ordering::Relaxed);
         }
     }
 
     /// Order `buyers` (eligible, sorted by priority) for one lead: the longest without a
-    /// turn first, the rest after it by the same rule; the first one's turn is taken.
-    pub fn order(&self, buyers: &mut [usize]) {
+    /// turn first, and first offered (`firsts` of them: a shared lead's first posts), the
+    /// rest after them the longest without a cascade's post first; the first one's turn is
+    /// taken.
+    pub fn order(&self, buyers: &mut [usize], firsts: usize) {
         let last = |b: usize| self.last.get(b).map_or(0, |t| t.load(Ordering::Relaxed));
+        let last_cascade = |b: usize| {
+            self.last_cascade
+                .get(b)
+                .map_or(0, |t| t.load(Ordering::Relaxed))
+        };
         for _ in 0..ROUND_ROBIN_RETRIES {
             // Stable: among equals, priority and config order decide.
             buyers.sort_by_cached_key(|&b| last(b));
@@ -231,8 +254,12 @@ impl RoundRobin {
                 .compare_exchange(seen, turn, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
             {
-                return;
+                break;
             }
+        }
+        // Stable too: among buyers no cascade has reached yet, the turns' order stands.
+        if let Some(rest) = buyers.get_mut(firsts.max(1)..) {
+            rest.sort_by_cached_key(|&b| last_cascade(b));
         }
     }
 }

@@ -309,11 +309,21 @@ impl Runtime {
             };
             rr.turns
                 .store(o.turns.load(Ordering::Relaxed), Ordering::Relaxed);
-            for (b, slot) in rt.snap.buyers.iter().zip(&rr.last) {
-                let was = Snapshot::predecessor(&old.snap, b)
-                    .and_then(|ob| o.last.get(ob))
-                    .map_or(0, |t| t.load(Ordering::Relaxed));
-                slot.store(was, Ordering::Relaxed);
+            rr.cascades
+                .store(o.cascades.load(Ordering::Relaxed), Ordering::Relaxed);
+            for (b, (slot, cascade)) in rt
+                .snap
+                .buyers
+                .iter()
+                .zip(rr.last.iter().zip(&rr.last_cascade))
+            {
+                let was = Snapshot::predecessor(&old.snap, b);
+                let load = |v: &[std::sync::atomic::AtomicU64]| {
+                    was.and_then(|ob| v.get(ob))
+                        .map_or(0, |t| t.load(Ordering::Relaxed))
+                };
+                slot.store(load(&o.last), Ordering::Relaxed);
+                cascade.store(load(&o.last_cascade), Ordering::Relaxed);
             }
         }
         (rt, rebuild)

@@ -1997,7 +1997,10 @@ impl Worker {
         });
         buyers.sort_by_key(|&b| (snap.buyers[b].priority, b));
         match method {
-            Distribution::RoundRobin => rt.round_robin[campaign].order(&mut buyers),
+            Distribution::RoundRobin => {
+                let firsts = snap.campaigns[campaign].sale.max_sales();
+                rt.round_robin[campaign].order(&mut buyers, firsts)
+            }
             Distribution::Weighted => {
                 // Weight 0: never drawn.
                 buyers.retain(|&b| snap.buyers[b].weight > 0);
@@ -2707,7 +2710,7 @@ impl Worker {
                         || (lead.fallback_done && c.fallback == Some(Distribution::RoundRobin))
                     {
                         if let Some(rr) = lead.gen.rt.round_robin.get(lead.campaign) {
-                            rr.took(buyer);
+                            rr.took(buyer, lead.auction.post_results() > 0);
                         }
                     }
                     self.dispatch(Job {
