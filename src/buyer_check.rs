@@ -54,6 +54,12 @@ pub const MAX_COUNT: u32 = 1000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 800;
 /// Longest ping window: the config's own bound on `ping_timeout_ms`.
 pub const MAX_TIMEOUT_MS: u64 = config::MAX_TIMEOUT_MS;
+/// How often a kept-alive connection is looked at between two pings, to tell when the buyer
+/// closed it.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+/// The shortest `idle_timeout_ms` the exchange takes for a buyer: a buyer that closes kept-alive
+/// connections after longer idle can be served by setting it under that.
+const MIN_BUYER_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Pause between two pings when `--interval-ms` is not given.
 pub const DEFAULT_INTERVAL_MS: u64 = 50;
 /// Longest pause between two pings.
@@ -94,6 +100,10 @@ pub struct BuyerCheckArgs {
     /// buyer whose ping_url is --url.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The configured buyer whose headers and adapter are used, when several share the URL
+    /// (default: the first in the config whose ping_url is --url). Needs --config.
+    #[arg(long, requires = "config", value_name = "ID")]
+    pub buyer: Option<String>,
     /// Pings to send, one after another.
     #[arg(long, default_value_t = DEFAULT_COUNT,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_COUNT)))]
@@ -133,6 +143,8 @@ pub struct Plan {
     pub headers: Vec<(String, String)>,
     /// The configured buyer whose `ping_url` is the URL.
     pub buyer: Option<String>,
+    /// What the report says about how the buyer was chosen and what was not checked.
+    pub notes: Vec<String>,
     pub codec: Option<Arc<Adapter>>,
     pub window: Duration,
     pub timeout_ms: u64,
@@ -232,9 +244,52 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
         .cloned()
         .collect();
 
-    let buyer = snap
-        .as_ref()
-        .and_then(|s| s.buyers.iter().find(|b| b.ping.as_ref() == Some(&endpoint)));
+    let mut notes = Vec::new();
+    let buyer = match (&snap, &args.buyer) {
+        (Some(s), Some(id)) => match s.buyers.iter().find(|b| &b.id == id) {
+            Some(b) => {
+                if b.ping.as_ref() != Some(&endpoint) {
+                    notes.push(format!(
+                        "buyer {id}'s ping_url is not --url: its headers and adapter are used \
+                         at --url"
+                    ));
+                }
+                Some(b)
+            }
+            None => return Err(usage(format!("--buyer: no buyer {id:?} in the config"))),
+        },
+        (Some(s), None) => {
+            let mut sharing = s
+                .buyers
+                .iter()
+                .filter(|b| b.ping.as_ref() == Some(&endpoint));
+            let first = sharing.next();
+            let others: Vec<&str> = sharing.map(|b| b.id.as_str()).collect();
+            match first {
+                Some(b) if !others.is_empty() => notes.push(format!(
+                    "buyers {}, {} share this ping_url: checked as {} (the first in the \
+                     config); --buyer ID checks another",
+                    b.id,
+                    others.join(", "),
+                    b.id
+                )),
+                Some(_) => {}
+                None => notes.push(
+                    "no buyer in the config has this ping_url (compared as scheme, host, port \
+                     and path): the native protocol, no configured headers or adapter; \
+                     --buyer ID names one"
+                        .to_string(),
+                ),
+            }
+            first
+        }
+        _ => None,
+    };
+    notes.push(
+        "posts are not sent (a post carries a consumer): 'conformant' speaks of pings; the \
+         post endpoint answers its first real post"
+            .to_string(),
+    );
     let mut headers: Vec<(String, String)> = buyer.map_or_else(Vec::new, |b| b.headers.clone());
     if args.headers.len() > MAX_EXTRA_HEADERS {
         return Err(usage(format!(
@@ -312,6 +367,7 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
         missing_fields,
         headers,
         buyer: buyer.map(|b| b.id.clone()),
+        notes,
         codec: buyer.and_then(|b| b.codec.clone()),
         window: Duration::from_millis(window_ms),
         timeout_ms,
@@ -662,6 +718,10 @@ pub struct PingRecord {
     /// Why a kept-alive connection was found closed by the buyer, so that the ping went out
     /// again on a new one (empty when it was not).
     pub retried: String,
+    /// The kept-alive connection was found closed while idle, this long (to within
+    /// [`IDLE_POLL`]) after the answer before: a buyer's idle timeout when it is long enough
+    /// for the exchange's `idle_timeout_ms` to be set under it.
+    pub idle_closed_after: Option<Duration>,
     /// Bytes the kept-alive connection held before this ping was sent, after the answer to
     /// the one before (an answer sent twice): the connection was closed, as the exchange
     /// closes it, and the ping went out on a new one (0 when there were none).
@@ -683,9 +743,26 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
         .codec
         .as_ref()
         .map_or("application/json", |c| c.content_type());
+    // When the last answer on the kept-alive connection was whole.
+    let mut answered_at: Option<Instant> = None;
     for n in 1..=plan.count {
+        // What the kept-alive connection did while idle, and when it was seen.
+        let mut idle_seen: Option<(Idle, Instant)> = None;
         if n > 1 && !plan.interval.is_zero() {
-            std::thread::sleep(plan.interval);
+            let until = Instant::now() + plan.interval;
+            loop {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                std::thread::sleep((until - now).min(IDLE_POLL));
+                if let (None, Some(c)) = (&idle_seen, conn.as_mut()) {
+                    match unasked_bytes(c) {
+                        Idle::Quiet => {}
+                        other => idle_seen = Some((other, Instant::now())),
+                    }
+                }
+            }
         }
         let ping_id = ulid::Ulid::new().to_string();
         ping.clear();
@@ -726,14 +803,21 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
             &ping,
         );
         let mut retried = String::new();
+        let mut idle_closed_after = None;
         let mut delivered = false;
         let mut opened = false;
         let mut unasked = 0;
         if let Some(c) = conn.as_mut() {
-            match unasked_bytes(c) {
+            let (idle, seen) = idle_seen.unwrap_or_else(|| (unasked_bytes(c), Instant::now()));
+            match idle {
                 Idle::Quiet => {}
                 Idle::Closed => {
-                    retried = "closed while idle".to_string();
+                    let after = answered_at.map_or(Duration::ZERO, |t| seen.duration_since(t));
+                    retried = format!(
+                        "closed while idle, about {} ms after its answer",
+                        after.as_millis()
+                    );
+                    idle_closed_after = Some(after);
                     conn = None;
                 }
                 Idle::Bytes(n) => {
@@ -759,6 +843,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                             reused: false,
                             opened: false,
                             retried,
+                            idle_closed_after,
                             unasked,
                             delivered,
                         };
@@ -772,6 +857,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
             let result = match trip {
                 Ok(head) => {
                     c.served += 1;
+                    answered_at = Some(Instant::now());
                     let keep_alive = head.keep_alive;
                     if !keep_alive {
                         conn = None;
@@ -816,6 +902,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                 reused,
                 opened,
                 retried,
+                idle_closed_after,
                 unasked,
                 delivered,
             };
@@ -863,6 +950,7 @@ pub struct Check {
 pub struct Report {
     pub url: String,
     pub buyer: Option<String>,
+    pub notes: Vec<String>,
     pub protocol: &'static str,
     pub campaign: String,
     pub ping_fields: Vec<String>,
@@ -941,6 +1029,7 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
     let mut ct_warn = Vec::new();
     let mut content_types: Vec<String> = Vec::new();
     let mut keep_fail = Vec::new();
+    let mut keep_warn = Vec::new();
     let mut late = Vec::new();
     let mut connect_fail = Vec::new();
     let mut reused = 0u32;
@@ -976,10 +1065,29 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
             } else {
                 "sent again on a new one"
             };
-            keep_fail.push(format!(
-                "ping {}: the kept-alive connection was closed by the buyer ({}); {}",
-                n, r.retried, then
-            ));
+            match r.idle_closed_after {
+                // An idle timeout the exchange can be told to keep under.
+                Some(after) if after >= MIN_BUYER_IDLE_TIMEOUT => keep_warn.push(format!(
+                    "ping {}: the buyer closes kept-alive connections idle about {} ms: set \
+                     its idle_timeout_ms under that, so the exchange closes them first; {}",
+                    n,
+                    after.as_millis(),
+                    then
+                )),
+                Some(_) => keep_fail.push(format!(
+                    "ping {}: the kept-alive connection was closed by the buyer ({}), too soon \
+                     after its answer for the exchange's idle_timeout_ms (at least {} ms): \
+                     say Connection: close instead; {}",
+                    n,
+                    r.retried,
+                    MIN_BUYER_IDLE_TIMEOUT.as_millis(),
+                    then
+                )),
+                None => keep_fail.push(format!(
+                    "ping {}: the kept-alive connection was closed by the buyer ({}); {}",
+                    n, r.retried, then
+                )),
+            }
         }
         match &r.result {
             PingResult::Answer {
@@ -1260,6 +1368,18 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
                     first_examples(&keep_fail)
                 ),
             }
+        } else if !keep_warn.is_empty() {
+            Check {
+                name: "keep_alive",
+                verdict: Verdict::Warn,
+                detail: format!(
+                    "{} connections for {} pings ({} reconnects): {}",
+                    connections,
+                    sent,
+                    reconnects,
+                    first_examples(&keep_warn)
+                ),
+            }
         } else if reused == 0 {
             Check {
                 name: "keep_alive",
@@ -1329,6 +1449,7 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
     Report {
         url: plan.url.clone(),
         buyer: plan.buyer.clone(),
+        notes: plan.notes.clone(),
         protocol: if plan.codec.is_some() {
             "adapter"
         } else {
@@ -1394,6 +1515,9 @@ impl Report {
                 "  note: no sample value for ping field(s) {}; give them with --lead\n",
                 self.missing_fields.join(", ")
             ));
+        }
+        for n in &self.notes {
+            s.push_str(&format!("  note: {n}\n"));
         }
         s.push('\n');
         for c in &self.checks {

@@ -280,6 +280,51 @@ fn bid_answer(close: bool) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A buyer that closes kept-alive connections after 300 ms idle (a server's keep-alive
+/// timeout) is a warning naming that time and what to set, not a failure: the exchange,
+/// told an `idle_timeout_ms` under it, closes them first. One that closes right after its
+/// answer fails.
+#[test]
+fn a_buyer_idle_timeout_is_told_apart_from_a_close_after_each_answer() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(16) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                // Each ping answered; a connection idle 300 ms closed.
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(300)));
+                while read_ping(&mut s) {
+                    if s.write_all(&bid_answer(false)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/ping");
+    let o = buyer_check(&["--url", &url, "--count", "3", "--interval-ms", "800"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let line = check_line(&out, "keep_alive");
+    assert!(line.trim_start().starts_with("WARN"), "{out}");
+    assert!(
+        line.contains("idle about 3") && line.contains("idle_timeout_ms under that"),
+        "{out}"
+    );
+    // Pinged within its idle timeout, it keeps the connection.
+    let o = buyer_check(&["--url", &url, "--count", "3", "--interval-ms", "0"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        check_line(&out, "keep_alive")
+            .trim_start()
+            .starts_with("PASS"),
+        "{out}"
+    );
+}
+
 /// A buyer that goes away mid-run: the run stops at the first connect that fails, and the
 /// report tells the pings answered from the ones never sent.
 #[test]
@@ -536,6 +581,67 @@ fn config_and_campaign_send_the_campaigns_ping_with_the_buyers_headers() {
         assert!(head.contains("x-api-key: sun-secret"), "{}", head);
         assert!(head.contains("content-type: application/json"), "{}", head);
     }
+}
+
+/// Which configured buyer the run speaks for is said: none (the URL matches no `ping_url`), or
+/// the first of several sharing it, and `--buyer` picks another; the report says posts are
+/// not tried.
+#[test]
+fn the_report_says_which_configured_buyer_it_checked() {
+    let f = fleet(BuyerSpec::new("sun"));
+    let url = f.ping_url(0);
+    let dir = temp_dir("buyer-check-which");
+    let cfg = dir.join("gavel.toml");
+    let twin = format!(
+        "{}\n[[buyers]]\nid = \"moon\"\ncampaigns = [\"solar\"]\nping_url = \"{url}\"\npost_url = \"{url}\"\nheaders = {{ \"X-Api-Key\" = \"moon-secret\" }}\n",
+        campaign_config(&url)
+    );
+    std::fs::write(&cfg, &twin).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--url",
+            &url,
+            "--config",
+            cfg,
+            "--count",
+            "2",
+            "--interval-ms",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        buyer_check(&args)
+    };
+    let o = run(&[]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("configured buyer sun"), "{out}");
+    assert!(
+        out.contains("note: buyers sun, moon share this ping_url: checked as sun"),
+        "{out}"
+    );
+    assert!(out.contains("note: posts are not sent"), "{out}");
+
+    let o = run(&["--buyer", "moon"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("configured buyer moon"), "{out}");
+    let heads = f.request_heads(0);
+    let last = String::from_utf8_lossy(heads.last().unwrap()).to_ascii_lowercase();
+    assert!(last.contains("x-api-key: moon-secret"), "{last}");
+
+    let o = run(&["--buyer", "nobody"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no buyer \"nobody\""), "{}", stderr(&o));
+
+    // A URL written otherwise than the config's matches no buyer, and the report says so.
+    let other = url.replace("/ping", "/ping/");
+    let o = buyer_check(&["--url", &other, "--config", cfg, "--count", "1"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("note: no buyer in the config has this ping_url"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ fn args(url: &str) -> BuyerCheckArgs {
         url: url.to_string(),
         campaign: None,
         config: None,
+        buyer: None,
         count: 4,
         timeout_ms: None,
         interval_ms: 0,
@@ -37,6 +38,7 @@ fn answer(n: u32, status: u16, body: &[u8], keep_alive: bool, reused: bool) -> P
         reused,
         opened: !reused,
         retried: String::new(),
+        idle_closed_after: None,
         unasked: 0,
         delivered: false,
     }
@@ -219,6 +221,7 @@ fn an_unreachable_buyer_fails_connect_and_skips_the_rest() {
         reused: false,
         opened: false,
         retried: String::new(),
+        idle_closed_after: None,
         unasked: 0,
         delivered: false,
     }];
