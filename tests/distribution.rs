@@ -155,6 +155,29 @@ fn a_rejecting_buyers_leads_cascade_to_each_of_the_others_in_turn() {
     }
 }
 
+/// Buyers that accept share evenly however many of the others reject every post: a rejected
+/// lead's cascade is no turn, so it takes no first offer from the buyer it reached.
+#[test]
+fn accepting_buyers_share_evenly_however_many_reject() {
+    let fleet = Fleet::start(vec![
+        poster("a", true),
+        poster("b", true),
+        poster("x", false),
+        poster("y", false),
+        poster("z", false),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&fixed_config(&fleet, "round_robin", &[(10.0, 1, 1); 5]));
+    let mut c = ex.client();
+    for i in 0..40 {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        assert_eq!(c.lead(&lead).json()["status"], "sold");
+    }
+    let (a, b) = (fleet.posts(0), fleet.posts(1));
+    assert_eq!(a + b, 40);
+    assert!(a.abs_diff(b) <= 2, "a sold {a}, b {b}");
+}
+
 /// A buyer priced under the campaign's reserve is never posted to, and takes no turn: the
 /// others share the leads evenly rather than one of them getting its turns too.
 #[test]

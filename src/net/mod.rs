@@ -181,11 +181,11 @@ pub fn payout_rule(terms: journal::PayoutTerms) -> crate::config::Payout {
 /// of the leads it matches, which a counter modulo the number of buyers eligible for each lead
 /// would not give it.
 ///
-/// A post a cascade reaches is a turn too, so the buyers after one that rejects every post do
-/// not get its turns on top of their own. Which of them a rejected lead cascades to rotates
-/// apart (the one the longest without a cascade's post first): with turns alone, the same
-/// buyer would follow the rejecter in the rotation every time and get every lead it rejected
-/// and none first-hand.
+/// A lead a buyer rejects cascades to the others in a rotation of their own (the one the
+/// longest without a cascade's post first), not in the order of turns: then the same buyer
+/// would follow the rejecter every time and get every lead it rejected. A cascade's post is
+/// not a turn, so every buyer gets the same share of first offers, and the leads rejected
+/// are spread evenly over the others, however many buyers reject.
 pub struct RoundRobin {
     /// First turns handed out so far.
     pub turns: AtomicU64,
@@ -215,15 +215,16 @@ impl RoundRobin {
         }
     }
 
-    /// `buyer` is posted to: its turn, whether the lead's first offer or a cascade's
-    /// (`cascade`: a post after one of the lead's posts ended unsold).
+    /// `buyer` is posted to: a turn for a lead's first offer (a shared lead's first posts),
+    /// a cascade's post for a post after one of the lead's posts ended unsold (`cascade`).
     pub fn took(&self, buyer: usize, cascade: bool) {
-        if let Some(slot) = self.last.get(buyer) {
-            let turn = self.turns.fetch_add(1, Ordering::Relaxed) + 1;
-            slot.fetch_max(turn, Ordering::Relaxed);
-        }
-        if let (true, Some(slot)) = (cascade, self.last_cascade.get(buyer)) {
-            let turn = self.cascades.fetch_add(1, Ordering::Relaxed) + 1;
+        let (counter, slots) = if cascade {
+            (&self.cascades, &self.last_cascade)
+        } else {
+            (&self.turns, &self.last)
+        };
+        if let Some(slot) = slots.get(buyer) {
+            let turn = counter.fetch_add(1, Ordering::Relaxed) + 1;
             slot.fetch_max(turn, Ordering::Relaxed);
         }
     }

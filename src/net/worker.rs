@@ -2703,8 +2703,8 @@ impl Worker {
                     // connection (`attach`): one that waits for a connection the whole of its
                     // time is never sent, and a crash meanwhile must not leave it for a post
                     // the buyer has.
-                    // A round robin's cascade is a turn too: the buyer after one that rejects
-                    // every post does not get the rejecter's turns on top of its own.
+                    // A round robin's first offers take turns, its cascades' posts a rotation
+                    // of their own (`RoundRobin`).
                     let c = &lead.gen.rt.snap.campaigns[lead.campaign];
                     if c.method == Distribution::RoundRobin
                         || (lead.fallback_done && c.fallback == Some(Distribution::RoundRobin))
