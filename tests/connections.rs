@@ -223,6 +223,8 @@ fn connections_that_never_send_a_byte_do_not_lock_sellers_out() {
         eventually(|| connections(admin)["sellers_open"] == 4),
         "the silent connections were not all accepted"
     );
+    // A connection is kept a second for its first request before it can be taken for idle.
+    std::thread::sleep(gavel::net::FIRST_REQUEST_GRACE + Duration::from_millis(100));
 
     let mut seller = ex.client();
     let r = seller.lead(LEAD);
@@ -418,4 +420,36 @@ fn a_seller_that_stops_reading_its_answers_is_closed_after_the_head_timeout() {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
+}
+
+/// A seller that has just connected and is about to send its lead is not closed to make room
+/// for one that connects a moment later (its lead would go unanswered, and it could not tell
+/// whether it was taken): the later one is told 503 `overloaded`, an answer it can act on.
+#[test]
+fn a_seller_that_just_connected_keeps_its_place_and_the_next_is_told_overloaded() {
+    let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
+    let (ex, admin) = exchange(config(&fleet, "", |_| String::new()), 1);
+    let t = Instant::now();
+    let mut first = ex.client();
+    assert!(
+        eventually(|| connections(admin)["sellers_open"] == 1),
+        "the first connection was not accepted"
+    );
+    let mut second = ex.client();
+    let refused = second.lead(LEAD);
+    let r = first.lead(LEAD);
+    if t.elapsed() >= gavel::net::FIRST_REQUEST_GRACE {
+        // A machine too slow to tell: the first connection was old enough to be taken.
+        return;
+    }
+    assert_eq!(
+        refused.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    assert_eq!(refused.json()["error"]["code"], "overloaded");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["status"], "sold");
+    assert_eq!(connections(admin)["sellers_evicted"], 0);
 }

@@ -21,7 +21,7 @@ pub mod tls;
 mod worker;
 
 pub use self::reload::{reload, ReloadError, ReloadReport};
-pub use self::worker::{DRAIN_LIMIT, MAX_PIPELINED};
+pub use self::worker::{DRAIN_LIMIT, FIRST_REQUEST_GRACE, MAX_PIPELINED};
 
 /// The bounds on a buyer connection, shared with `gavel buyer-check` so that it holds buyers
 /// to the same limits as the exchange.

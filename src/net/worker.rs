@@ -193,6 +193,14 @@ impl SellerConn {
             && self.all_sent()
     }
 
+    /// Accepted less than [`FIRST_REQUEST_GRACE`] ago and nothing of a request received yet:
+    /// its first request is most likely on its way, and closing it to make room would leave
+    /// that request unanswered (the client cannot tell whether it was taken). A new
+    /// connection at the limit is refused 503 `overloaded` instead, an answer it can act on.
+    fn just_accepted(&self, now: Instant) -> bool {
+        self.first_seq == 0 && now.saturating_duration_since(self.last_active) < FIRST_REQUEST_GRACE
+    }
+
     /// Never answered, and its first request has stopped arriving for [`STRANGER_STALL`]:
     /// nothing of it was authorised or is owed an answer, so it is closed before an idle
     /// connection to make room for a new one. Half-sent heads from anyone cannot push out
@@ -210,6 +218,10 @@ impl SellerConn {
 /// How long a never-answered connection's first request may stall before the connection is
 /// closed first when a new one needs its place (see [`SellerConn::is_stalled_stranger`]).
 const STRANGER_STALL: Duration = Duration::from_secs(1);
+
+/// How long a new connection that has sent nothing yet is kept from being closed to make room
+/// for a newer one (see [`SellerConn::just_accepted`]).
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// A new connection accepted at the limit, waiting for another worker to give it a place.
 struct WaitingConn {
@@ -909,7 +921,7 @@ impl Worker {
             .filter_map(|(k, c)| {
                 if c.is_stalled_stranger(now) {
                     Some((true, c.last_active, k))
-                } else if c.is_idle() {
+                } else if c.is_idle() && !c.just_accepted(now) {
                     Some((false, c.last_active, k))
                 } else {
                     None
