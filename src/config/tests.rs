@@ -956,6 +956,26 @@ fn endpoints_parse() {
     assert_eq!(e.path, "/ping?x=1");
     let e = Endpoint::parse("http://bids.example#frag").unwrap();
     assert_eq!((e.host.as_str(), e.path.as_str()), ("bids.example", "/"));
+    // Scheme and host in any case are one server; the path keeps its case.
+    let e = Endpoint::parse("HTTPS://Bids.Example.COM:8443/Ping").unwrap();
+    assert_eq!(
+        (
+            e.scheme,
+            e.host.as_str(),
+            e.path.as_str(),
+            e.host_header.as_str()
+        ),
+        (
+            Scheme::Https,
+            "bids.example.com",
+            "/Ping",
+            "bids.example.com:8443"
+        )
+    );
+    assert_eq!(
+        e,
+        Endpoint::parse("https://bids.example.com:8443/Ping").unwrap()
+    );
     assert!(Endpoint::parse("ftp://x").is_err());
     assert!(Endpoint::parse("http://:80/").is_err());
     assert!(Endpoint::parse("http://a:b/").is_err());

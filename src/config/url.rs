@@ -21,9 +21,16 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
+        // The scheme and host are case-insensitive (RFC 3986 §3.1, §3.2.2): kept lower case,
+        // so that one server written two ways is one endpoint.
+        let prefix = |p: &str| {
+            url.get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .map(|_| &url[p.len()..])
+        };
+        let (scheme, rest) = if let Some(r) = prefix("http://") {
             (Scheme::Http, r)
-        } else if let Some(r) = url.strip_prefix("https://") {
+        } else if let Some(r) = prefix("https://") {
             (Scheme::Https, r)
         } else {
             return Err(format!("{:?} must start with http:// or https://", url));
@@ -65,6 +72,7 @@ impl Endpoint {
                 None => (authority.to_string(), default_port),
             }
         };
+        let host = host.to_ascii_lowercase();
         if host.is_empty()
             || host
                 .bytes()
