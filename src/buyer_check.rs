@@ -286,8 +286,8 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
         _ => None,
     };
     notes.push(
-        "posts are not sent (a post carries a consumer): 'conformant' speaks of pings; the \
-         post endpoint answers its first real post"
+        "posts are not sent (a post carries a consumer): 'conformant' speaks of pings only; \
+         the post endpoint is first tried by a real lead"
             .to_string(),
     );
     let mut headers: Vec<(String, String)> = buyer.map_or_else(Vec::new, |b| b.headers.clone());
@@ -879,9 +879,12 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                     if reused && retried.is_empty() =>
                 {
                     // The exchange, too, sends a ping again on a fresh connection when a
-                    // kept-alive one turns out to be closed.
+                    // kept-alive one turns out to be closed. Closed as the ping was written:
+                    // how long the connection had been idle tells a buyer's idle timeout
+                    // meeting the ping from a close after its answer.
                     conn = None;
                     retried = why;
+                    idle_closed_after = answered_at.map(|t| started.duration_since(t));
                     delivered = written;
                     continue;
                 }

@@ -313,6 +313,12 @@ fn a_buyer_idle_timeout_is_told_apart_from_a_close_after_each_answer() {
         line.contains("idle about 3") && line.contains("idle_timeout_ms under that"),
         "{out}"
     );
+    // Pinged just as its idle timeout ends, the buyer's close meets the ping: still its idle
+    // timeout, never a failure.
+    let o = buyer_check(&["--url", &url, "--count", "6", "--interval-ms", "300"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!check_line(&out, "keep_alive").contains("FAIL"), "{out}");
     // Pinged within its idle timeout, it keeps the connection.
     let o = buyer_check(&["--url", &url, "--count", "3", "--interval-ms", "0"]);
     let out = stdout(&o);
