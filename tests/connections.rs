@@ -44,12 +44,16 @@ fn with_limit(toml: &str, max_connections: usize) -> String {
 
 fn exchange(toml: String, max_connections: usize) -> (Exchange, SocketAddr) {
     let ex = Exchange::start(&with_limit(&toml, max_connections));
-    let admin = ex
-        .handle
+    let admin = admin_of(&ex);
+    (ex, admin)
+}
+
+/// The exchange's operator listener.
+fn admin_of(ex: &Exchange) -> SocketAddr {
+    ex.handle
         .as_ref()
         .and_then(|h| h.admin_addr())
-        .expect("admin listener");
-    (ex, admin)
+        .expect("admin listener")
 }
 
 fn operator_get(admin: SocketAddr, path: &str) -> Response {
@@ -250,11 +254,7 @@ fn the_limit_follows_a_reload() {
     let write = |max: usize| std::fs::write(&path, with_limit(&base, max)).expect("write config");
     write(2);
     let ex = Exchange::start_file(&path);
-    let admin = ex
-        .handle
-        .as_ref()
-        .and_then(|h| h.admin_addr())
-        .expect("admin listener");
+    let admin = admin_of(&ex);
     let reload = || {
         let mut c = Client::connect(admin);
         c.send_raw(
@@ -319,11 +319,7 @@ fn stalled_strangers_make_room_before_an_idle_seller() {
     let toml = with_limit(&config(&fleet, "", |_| String::new()), 4);
     assert!(toml.contains("workers = 2\n"));
     let ex = Exchange::start(&toml);
-    let admin = ex
-        .handle
-        .as_ref()
-        .and_then(|h| h.admin_addr())
-        .expect("admin listener");
+    let admin = admin_of(&ex);
     let mut seller = ex.client();
     assert_eq!(seller.lead(LEAD).json()["status"], "sold");
     let strangers: Vec<TcpStream> = (0..3)
@@ -360,11 +356,7 @@ fn a_seller_that_stops_reading_its_answers_is_closed_after_the_head_timeout() {
     let toml = with_limit(&config(&fleet, "", |_| String::new()), 8)
         .replace("workers = 2\n", "workers = 2\nhead_timeout_ms = 1000\n");
     let ex = Exchange::start(&toml);
-    let admin = ex
-        .handle
-        .as_ref()
-        .and_then(|h| h.admin_addr())
-        .expect("admin listener");
+    let admin = admin_of(&ex);
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&ex.addr.into()).unwrap();
