@@ -1316,13 +1316,13 @@ mod tests {
     /// A client that takes its answer a little at a time is held to the limit for the whole
     /// answer, not for each piece.
     #[test]
-    fn an_answer_taken_a_trickle_at_a_time_is_given_up_at_the_limit() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+    fn an_answer_taken_a_trickle_at_a_time_is_given_up_at_the_limit() -> io::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = done.clone();
-        let reader = std::thread::spawn(move || {
-            let mut client = TcpStream::connect(addr).unwrap();
+        let reader = std::thread::spawn(move || -> io::Result<()> {
+            let mut client = TcpStream::connect(addr)?;
             let mut chunk = [0u8; 4096];
             // 40 KiB a second, until the server has given up.
             while !stop.load(Ordering::Relaxed) {
@@ -1331,20 +1331,26 @@ mod tests {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            Ok(())
         });
-        let (mut server, _) = listener.accept().unwrap();
+        let (mut server, _) = listener.accept()?;
         let answer = vec![b'x'; 64 << 20];
         let t = Instant::now();
-        let e = write_answer(&mut server, &answer, Duration::from_millis(500)).unwrap_err();
+        let result = write_answer(&mut server, &answer, Duration::from_millis(500));
         let took = t.elapsed();
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        done.store(true, Ordering::Relaxed);
+        drop(server);
+        let read = reader.join();
+        assert!(
+            matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut),
+            "{result:?}"
+        );
         // Given up at the limit, give or take a scheduling delay; a limit per write would go
         // on for as long as the client keeps taking bytes (here, about 27 minutes).
         assert!(took >= Duration::from_millis(500), "{took:?}");
         assert!(took < Duration::from_secs(60), "{took:?}");
-        done.store(true, Ordering::Relaxed);
-        drop(server);
-        reader.join().unwrap();
+        assert!(matches!(read, Ok(Ok(()))), "the client failed: {read:?}");
+        Ok(())
     }
 
     /// Every element the script looks up is on the page, and nothing is fetched from elsewhere.
