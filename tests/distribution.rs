@@ -72,26 +72,39 @@ fn round_robin_takes_turns() {
     assert_eq!((fleet.posts(0), fleet.posts(1)), (3, 3));
 }
 
+/// A round-robin campaign of `buyers` (name, whether it accepts posts) at $20 each, sent
+/// `leads` leads of distinct consumers, each sold: the fleet, for what each buyer was posted.
+fn round_robin_run(buyers: &[(&str, bool)], leads: usize) -> Fleet {
+    let fleet = Fleet::start(buyers.iter().map(|&(n, a)| poster(n, a)).collect()).unwrap();
+    let prices = vec![(20.0, 1, 1); buyers.len()];
+    let ex = Exchange::start(&fixed_config(&fleet, "round_robin", &prices));
+    let mut c = ex.client();
+    for i in 0..leads {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        assert_eq!(c.lead(&lead).json()["status"], "sold");
+    }
+    fleet
+}
+
+/// The lead field `field` of every post buyer `i` was sent, in order.
+fn posted_field(fleet: &Fleet, i: usize, field: &str) -> Vec<String> {
+    fleet
+        .post_bodies(i)
+        .iter()
+        .map(|p| {
+            body_json(p)["lead"][field]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
 /// A buyer that rejects every post still has its turns, and its rejected leads cascade to the
 /// others evenly: the buyer after it in the rotation does not get them all.
 #[test]
 fn a_rejecting_buyers_leads_are_shared_by_the_others() {
-    let fleet = Fleet::start(vec![
-        poster("a", true),
-        poster("b", false),
-        poster("c", true),
-    ])
-    .unwrap();
-    let ex = Exchange::start(&fixed_config(
-        &fleet,
-        "round_robin",
-        &[(20.0, 1, 1), (20.0, 1, 1), (20.0, 1, 1)],
-    ));
-    let mut c = ex.client();
-    for i in 0..24 {
-        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-        assert_eq!(c.lead(&lead).json()["status"], "sold");
-    }
+    let fleet = round_robin_run(&[("a", true), ("b", false), ("c", true)], 24);
     // a and c accept every post they get.
     let (a, c) = (fleet.posts(0), fleet.posts(2));
     assert_eq!(a + c, 24);
@@ -110,30 +123,9 @@ fn a_rejecting_buyers_leads_are_shared_by_the_others() {
 /// lead first-hand.
 #[test]
 fn a_rejecting_buyers_leads_cascade_to_each_of_the_others_in_turn() {
-    let fleet = Fleet::start(vec![
-        poster("a", true),
-        poster("b", true),
-        poster("c", true),
-        poster("x", false),
-    ])
-    .unwrap();
-    let ex = Exchange::start(&fixed_config(&fleet, "round_robin", &[(10.0, 1, 1); 4]));
-    let mut c = ex.client();
-    for i in 0..48 {
-        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-        assert_eq!(c.lead(&lead).json()["status"], "sold");
-    }
+    let fleet = round_robin_run(&[("a", true), ("b", true), ("c", true), ("x", false)], 48);
     let emails = |i: usize| -> std::collections::HashSet<String> {
-        fleet
-            .post_bodies(i)
-            .iter()
-            .map(|p| {
-                body_json(p)["lead"]["email"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect()
+        posted_field(&fleet, i, "email").into_iter().collect()
     };
     let rejected = emails(3);
     let took: Vec<usize> = (0..3)
@@ -159,20 +151,16 @@ fn a_rejecting_buyers_leads_cascade_to_each_of_the_others_in_turn() {
 /// lead's cascade is no turn, so it takes no first offer from the buyer it reached.
 #[test]
 fn accepting_buyers_share_evenly_however_many_reject() {
-    let fleet = Fleet::start(vec![
-        poster("a", true),
-        poster("b", true),
-        poster("x", false),
-        poster("y", false),
-        poster("z", false),
-    ])
-    .unwrap();
-    let ex = Exchange::start(&fixed_config(&fleet, "round_robin", &[(10.0, 1, 1); 5]));
-    let mut c = ex.client();
-    for i in 0..40 {
-        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-        assert_eq!(c.lead(&lead).json()["status"], "sold");
-    }
+    let fleet = round_robin_run(
+        &[
+            ("a", true),
+            ("b", true),
+            ("x", false),
+            ("y", false),
+            ("z", false),
+        ],
+        40,
+    );
     let (a, b) = (fleet.posts(0), fleet.posts(1));
     assert_eq!(a + b, 40);
     assert!(a.abs_diff(b) <= 2, "a sold {a}, b {b}");
@@ -372,18 +360,7 @@ fn round_robin_is_fair_when_buyers_match_different_leads() {
         assert_eq!(c.lead(LEAD).json()["status"], "sold");
         assert_eq!(c.lead(&ca).json()["status"], "sold");
     }
-    let states = |i: usize| -> Vec<String> {
-        fleet
-            .post_bodies(i)
-            .iter()
-            .map(|p| {
-                body_json(p)["lead"]["state"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect()
-    };
+    let states = |i: usize| posted_field(&fleet, i, "state");
     let (a, b, only_ca) = (states(0), states(1), states(2));
     assert_eq!(a.len() + b.len() + only_ca.len(), 12);
     for (name, got) in [("a", &a), ("b", &b)] {

@@ -1271,8 +1271,7 @@ impl Worker {
                 c.request_started = None;
                 return;
             }
-            if c.wbuf.len() - c.wpos.min(c.wbuf.len()) >= MAX_SELLER_UNSENT_BYTES
-                && !c.no_more_requests
+            if c.wbuf.len().saturating_sub(c.wpos) >= MAX_SELLER_UNSENT_BYTES && !c.no_more_requests
             {
                 // The client is not taking its answers: no more are made for it until it
                 // does (or it is closed for it, `housekeeping`).
