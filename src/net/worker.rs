@@ -658,25 +658,44 @@ impl Worker {
             if let Some(letters) = self.shared.seller_conns.collect(self.id) {
                 self.read_mail(letters);
             }
+            // The turn's short work first: buyers' answers (a ping's bid, a post's answer
+            // and the seller's answer it finishes) and the deadlines due (a close and its
+            // post), then the sellers' requests, each of which costs a lead's whole fan-out
+            // of pings. A lead's answer then never waits behind another lead's pings in
+            // the same turn; a new lead waits only behind that short work.
             for ev in events.iter() {
-                steps::event(self.now);
                 match ev.token() {
-                    LISTENER => self.accept(),
                     WAKER => {}
                     TIMER => self.timer.acknowledge(),
-                    Token(t) if t % 2 == 0 => self.on_seller_event(
-                        (t - 2) / 2,
-                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                        ev.is_read_closed() || ev.is_error(),
-                        ev.is_writable(),
-                    ),
-                    Token(t) => self.on_buyer_event(
-                        (t - 3) / 2,
-                        ev.is_readable() || ev.is_read_closed(),
-                        ev.is_read_closed(),
-                        ev.is_writable(),
-                        ev.is_error(),
-                    ),
+                    Token(t) if t >= 3 && t % 2 == 1 => {
+                        steps::event(self.now);
+                        self.on_buyer_event(
+                            (t - 3) / 2,
+                            ev.is_readable() || ev.is_read_closed(),
+                            ev.is_read_closed(),
+                            ev.is_writable(),
+                            ev.is_error(),
+                        );
+                        self.drive_dirty();
+                    }
+                    _ => {}
+                }
+            }
+            self.fire_timers();
+            self.drive_dirty();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    Token(t) if t >= 2 && t % 2 == 0 => {
+                        steps::event(self.now);
+                        self.on_seller_event(
+                            (t - 2) / 2,
+                            ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                            ev.is_read_closed() || ev.is_error(),
+                            ev.is_writable(),
+                        );
+                    }
+                    _ => continue,
                 }
                 self.drive_dirty();
             }
@@ -686,8 +705,6 @@ impl Worker {
                 self.read_seller(key, false);
                 self.drive_dirty();
             }
-            self.fire_timers();
-            self.drive_dirty();
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
                 self.drive_dirty();
