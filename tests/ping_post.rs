@@ -761,3 +761,70 @@ fn a_post_carries_its_pings_source_into_the_journal() {
         vec![Some("fb-17".to_string()), Some("fb-17".to_string())]
     );
 }
+
+/// Two posts of one ping sent at once, one refused for its content: the refused one gives the
+/// ping back, so the other is never told `already_posted` for a ping nobody bought. Whichever
+/// a worker checks second hears either `already_posted` (the first was taken) or, while the
+/// first is still being checked, `in_progress`, and a retry of it then sells.
+#[test]
+fn a_post_racing_a_refused_post_of_its_ping_is_never_told_it_was_posted() {
+    let fleet = Fleet::start(vec![bidder("acme", 3000, true)]).unwrap();
+    let toml =
+        config(&fleet, "hold_ms = 30000", |_| String::new()).replace("workers = 1", "workers = 2");
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let bad_lead = r#"{"first_name": "Ana", "last_name": "Diaz", "email": "ana@example.com", "phone": "123",
+        "state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}"#;
+    const TRIALS: usize = 200;
+    let mut raced = 0;
+    for trial in 0..TRIALS {
+        // The second post follows the first by 0 to 76 µs: some land while the first is
+        // being checked, on the other worker.
+        let gap = Duration::from_micros(4 * (trial as u64 % 20));
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        let ping_id = v["ping_id"].as_str().unwrap().to_string();
+        let mut refused = Client::connect(ex.addr);
+        let mut good = Client::connect(ex.addr);
+        let bad = Client::request(
+            "POST",
+            "/v1/post",
+            Some(KEY),
+            &post_body(&ping_id, bad_lead),
+        );
+        let ok = Client::request("POST", "/v1/post", Some(KEY), &post_body(&ping_id, ""));
+        refused.send_raw(&bad);
+        let sent = std::time::Instant::now();
+        while sent.elapsed() < gap {
+            std::hint::spin_loop();
+        }
+        good.send_raw(&ok);
+        let r = refused
+            .read_response()
+            .expect("an answer to the refused post");
+        let code = r.json()["error"]["code"].as_str().unwrap_or("").to_string();
+        assert!(
+            ["invalid_field", "already_posted", "in_progress"].contains(&code.as_str()),
+            "trial {trial}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        let mut answer = good.read_response().expect("an answer to the good post");
+        let mut retries = 0;
+        while answer.status == 409 && answer.json()["error"]["code"] == "in_progress" {
+            raced += 1;
+            retries += 1;
+            assert!(retries < 100, "trial {trial}: in_progress for good");
+            assert_eq!(answer.retry_after.as_deref(), Some("1"));
+            std::thread::sleep(Duration::from_millis(5));
+            answer = good.post("/v1/post", Some(KEY), &post_body(&ping_id, ""));
+        }
+        let v = answer.json();
+        assert_eq!(
+            (answer.status, v["status"].as_str()),
+            (200, Some("sold")),
+            "trial {trial}: the good post of a ping no one bought: {v}"
+        );
+    }
+    assert_eq!(fleet.posts(0), TRIALS as u64, "one post per ping");
+    eprintln!("{raced} posts met another still being checked");
+}

@@ -97,6 +97,7 @@ impl HeldPings {
     pub fn set_posted(&mut self, id: &str, posted: bool) -> bool {
         if let Some(h) = self.live.get_mut(id) {
             h.posted = posted;
+            h.checking = false;
             return true;
         }
         if let Some(e) = self.expired.get_mut(id) {
@@ -202,6 +203,7 @@ mod tests {
             fields: crate::lead::Fields::default(),
             expires,
             posted: false,
+            checking: false,
             payout: crate::config::Payout::ShareBp(8000),
             source: None,
             priced: Vec::new(),

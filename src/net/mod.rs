@@ -149,6 +149,10 @@ pub struct HeldPing {
     pub expires: std::time::Instant,
     /// A post claimed it (a second post is refused with 409).
     pub posted: bool,
+    /// The post that claimed it is still being checked (its content, its consumer): a
+    /// refusal gives the ping back, so a post meanwhile is told `in_progress`, not
+    /// `already_posted`.
+    pub checking: bool,
     /// The seller's payout rule the offer was made under: the post pays by it, whatever a
     /// reload or a restart changed since.
     pub payout: crate::config::Payout,
@@ -1529,6 +1533,7 @@ fn restore_hold(
         fields,
         expires: std::time::Instant::now(),
         posted: false,
+        checking: false,
         // A record from before the rule was journaled: the rule in force now.
         payout: terms.map_or(snap.sellers[seller].payout, payout_rule),
         source,

@@ -1691,6 +1691,9 @@ impl Worker {
                 priced,
             } = match self.claim_held(&post.ping_id, snap, seller) {
                 Ok(h) => h,
+                Err(r) if r.code == "in_progress" => {
+                    return self.refuse(key, &r, None, &[("Retry-After", "1")])
+                }
                 Err(r) => return self.refuse(key, &r, None, &[]),
             };
             post_test_mismatch = lead::check_post_test(test, post.test).err();
@@ -1714,12 +1717,11 @@ impl Worker {
         // Buyers get a state as its USPS code, however the seller spelt it (` tx`).
         lead::normalize_codes(&mut req.lead);
         steps::mark_after(Step::AuthRate, Step::Parse);
-        // Whatever refuses a post below gives its ping back, so the seller may post again.
+        // Whatever refuses a post below gives its ping back, so the seller may post again
+        // (its hold may have run out meanwhile: a later post is then told 410, not 409).
         let unclaim = |w: &Self, held: &Option<(String, Vec<HeldBid>, crate::lead::Fields)>| {
             if let Some((id, _, _)) = held {
-                if let Some(h) = w.shared.held.lock().get_mut(id) {
-                    h.posted = false;
-                }
+                w.shared.held.lock().set_posted(id, false);
             }
         };
         let Some(campaign) = snap.campaign_by_id(&req.campaign) else {
@@ -1732,6 +1734,8 @@ impl Worker {
             return self.refuse(key, &r, None, &[]);
         };
         if !snap.sellers[seller].campaigns.contains(&campaign) {
+            // A reload took the campaign from the seller since its ping.
+            unclaim(self, &held);
             let r = Refusal {
                 status: 403,
                 code: "forbidden",
@@ -1856,6 +1860,12 @@ impl Worker {
                 }
             }
             return self.refuse(key, &r, Some((&lead_id, req.test)), &[]);
+        }
+        // The post is taken: the ping is posted for good.
+        if let Some((id, _, _)) = &held {
+            if let Some(h) = self.shared.held.lock().get_mut(id) {
+                h.checking = false;
+            }
         }
 
         let params = Params {
@@ -2168,6 +2178,16 @@ impl Worker {
                 ))
             }
         };
+        if h.posted && h.checking {
+            // Another post of it is being checked right now: whether it takes the ping is
+            // not known yet (a refusal gives it back).
+            return Err(refusal(
+                409,
+                "in_progress",
+                "another post of this ping is being checked; send again in a moment \
+                 (it stays postable if that post is refused)",
+            ));
+        }
         if h.posted {
             return Err(refusal(
                 409,
@@ -2178,6 +2198,7 @@ impl Worker {
         let rule = Some(h.payout);
         if std::ptr::eq(&*h.snap, snap) {
             h.posted = true;
+            h.checking = true;
             return Ok(Claimed {
                 campaign: h.campaign,
                 test: h.test,
@@ -2203,6 +2224,7 @@ impl Worker {
             ));
         };
         h.posted = true;
+        h.checking = true;
         let bids = h
             .bids
             .iter()
@@ -3201,6 +3223,7 @@ impl Worker {
                 fields,
                 expires: now + campaign.hold,
                 posted: false,
+                checking: false,
                 payout: rule,
                 source: lead.req.source.clone(),
                 // The buyers that saw the ping: one whose ping never got a connection did
