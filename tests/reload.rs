@@ -288,6 +288,63 @@ fn caps_and_pauses_carry_over_and_a_raised_cap_gives_room() {
     );
 }
 
+/// A buyer renamed without `previous_ids` starts afresh; a reload that then names its old id
+/// counts the journal's sales under that id toward its caps at once, as a restart would.
+#[test]
+fn a_reload_that_adds_a_previous_id_counts_that_ids_sales_at_once() {
+    let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 1000)]).unwrap();
+    let base = with_admin(&config(&fleet, "", |i| {
+        if i == 0 {
+            "[buyers.caps]\ndaily = 3".to_string()
+        } else {
+            String::new()
+        }
+    }));
+    let winner = |c: &mut Client| {
+        c.lead(LEAD).json()["sales"][0]["buyer"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let run = start(&base);
+    let mut c = run.ex.client();
+    assert_eq!([winner(&mut c), winner(&mut c)], ["capped", "capped"]);
+    drop(c);
+    drop(run);
+
+    // Renamed without its old id: a buyer of its own, with a cap of its own.
+    let renamed = base.replace("id = \"capped\"", "id = \"capped-v2\"");
+    let run = start(&renamed);
+    let mut c = run.ex.client();
+    assert_eq!(winner(&mut c), "capped-v2");
+    assert_eq!(run.stats()["buyers"]["capped-v2"]["caps_left"]["daily"], 2);
+
+    // The operator pauses it, then names the old id: its two sales count now, with the one
+    // since, and the pause holds.
+    let r = run.buyer_action("capped-v2", "pause");
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let named = renamed.replace(
+        "id = \"capped-v2\"",
+        "id = \"capped-v2\"\nprevious_ids = [\"capped\"]",
+    );
+    let r = run.reload_with(&named);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["sales_replayed"], 3, "{}", text(&r));
+    let b = &run.stats()["buyers"]["capped-v2"];
+    assert_eq!(
+        (
+            b["caps_left"]["daily"].clone(),
+            b["caps_used"]["daily"].clone(),
+            b["paused"].clone()
+        ),
+        (0.into(), 3.into(), true.into()),
+        "{b}"
+    );
+    let r = run.buyer_action("capped-v2", "resume");
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(winner(&mut c), "other", "the cap holds at once");
+}
+
 /// A buyer renamed with its old id in `previous_ids` keeps its caps, across a reload and a
 /// restart; renamed without it, it is a new buyer with caps of its own.
 #[test]

@@ -274,6 +274,10 @@ pub enum Carried {
     ZoneChanged,
     /// A buyer the old table did not have: zero counts, not paused; rebuild from the journal.
     Added,
+    /// Same id and zone, but the reload gave it ids it had before (`previous_ids`) whose
+    /// sales its counts never held: pause state copied, counts start at zero; rebuild them
+    /// from the journal, where the sales under every id it answers to are.
+    HistoryGrew,
 }
 
 fn pack(id: u32, count: u64) -> u64 {
@@ -331,6 +335,17 @@ impl CapTable {
         old: &CapTable,
         old_index: &[Option<usize>],
     ) -> (CapTable, Vec<Carried>) {
+        CapTable::carried_over_grown(buyers, old, old_index, &[])
+    }
+
+    /// As [`CapTable::carried_over`], with `grown[i]` true for a buyer whose history grew (ids
+    /// added to its `previous_ids`): its counts are rebuilt, not shared.
+    pub fn carried_over_grown(
+        buyers: &[(CapLimits, Tz)],
+        old: &CapTable,
+        old_index: &[Option<usize>],
+        grown: &[bool],
+    ) -> (CapTable, Vec<Carried>) {
         let mut how = Vec::with_capacity(buyers.len());
         let entries = buyers
             .iter()
@@ -342,13 +357,18 @@ impl CapTable {
                     .copied()
                     .flatten()
                     .and_then(|o| old.entries.get(o));
+                let grew = grown.get(i).copied().unwrap_or(false);
                 let state = match prev {
-                    Some(o) if o.tz == *tz => {
+                    Some(o) if o.tz == *tz && !grew => {
                         how.push(Carried::Shared);
                         o.state.clone()
                     }
                     Some(o) => {
-                        how.push(Carried::ZoneChanged);
+                        how.push(if o.tz == *tz {
+                            Carried::HistoryGrew
+                        } else {
+                            Carried::ZoneChanged
+                        });
                         let s = State::default();
                         s.paused
                             .store(o.paused.load(Ordering::Acquire), Ordering::Release);

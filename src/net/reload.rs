@@ -272,7 +272,22 @@ impl Runtime {
             .map(|b| Snapshot::predecessor(&old.snap, b))
             .collect();
         let limits: Vec<_> = snap.buyers.iter().map(|b| (b.caps, b.timezone)).collect();
-        let (caps, how) = CapTable::carried_over(&limits, &old.caps, &old_buyer);
+        // A buyer given an id it had before (`previous_ids`) that its counts never held: the
+        // journal's sales under that id count toward its caps now, as they would at a start.
+        let grown: Vec<bool> = snap
+            .buyers
+            .iter()
+            .zip(&old_buyer)
+            .map(|(b, was)| {
+                was.is_some_and(|o| {
+                    let o = &old.snap.buyers[o];
+                    b.previous_ids
+                        .iter()
+                        .any(|p| *p != o.id && !o.previous_ids.contains(p))
+                })
+            })
+            .collect();
+        let (caps, how) = CapTable::carried_over_grown(&limits, &old.caps, &old_buyer, &grown);
         for (i, b) in snap.buyers.iter().enumerate() {
             // `paused` in the file: applied when it changed there (or for a new buyer);
             // otherwise the operator's pause or resume stands.
