@@ -383,6 +383,8 @@ pub struct Follower {
     cur: Option<Mapped>,
     /// An uncommitted frame being waited on, and since when.
     waiting: Option<(Position, Instant)>,
+    /// A segment whose header does not read (being created, or damaged), and since when.
+    bad_header: Option<(u64, Instant)>,
 }
 
 impl Follower {
@@ -399,6 +401,7 @@ impl Follower {
             off: SEGMENT_HEADER_BYTES,
             cur: None,
             waiting: None,
+            bad_header: None,
         };
         let keep = last_n.min(MAX_TAIL_BACKLOG);
         let mut backlog = VecDeque::with_capacity(keep);
@@ -421,6 +424,7 @@ impl Follower {
             off: SEGMENT_HEADER_BYTES,
             cur: None,
             waiting: None,
+            bad_header: None,
         }
     }
 
@@ -455,17 +459,37 @@ impl Follower {
                     }
                 }
                 let m = Mapped::open(&self.dir, self.seq)?;
-                match SegmentHeader::parse(m.bytes()) {
-                    Ok(h) if h.seq == self.seq => self.cur = Some(m),
+                let why = match SegmentHeader::parse(m.bytes()) {
+                    Ok(h) if h.seq == self.seq => {
+                        self.cur = Some(m);
+                        self.bad_header = None;
+                        continue;
+                    }
+                    Ok(_) => "sequence differs from file name",
                     Err(HeaderError::Newer(version)) => {
                         return Err(JournalError::UnsupportedFormat {
                             segment: self.seq,
                             version,
                         })
                     }
-                    // Being created right now (or damaged): look again at the next poll.
-                    _ => return Ok(n),
+                    Err(HeaderError::Damaged(why)) => why,
+                };
+                // Being created right now: look again at the next poll. One that stays
+                // unreadable is damage, told as `verify` tells it.
+                match self.bad_header {
+                    Some((seq, since)) if seq == self.seq && since.elapsed() >= TORN_WAIT => {
+                        return Err(JournalError::Damaged {
+                            at: Position {
+                                segment: self.seq,
+                                offset: 0,
+                            },
+                            kind: DamageKind::BadSegmentHeader(why),
+                        });
+                    }
+                    Some((seq, _)) if seq == self.seq => {}
+                    _ => self.bad_header = Some((self.seq, Instant::now())),
                 }
+                return Ok(n);
             }
             let Some(m) = &self.cur else { return Ok(n) };
             let buf = m.bytes();

@@ -3233,6 +3233,31 @@ fn tail_prints_the_last_records_first() {
     drop(j);
 }
 
+/// A segment whose header never reads (not one a writer is making, which it names only once
+/// its header is written) is damage: `tail` says so and fails, as `verify` and `export` do,
+/// instead of waiting in silence.
+#[test]
+fn tail_tells_a_segment_header_that_stays_unreadable() {
+    let dir = TempDir::new("tail-bad-header");
+    std::fs::write(
+        segment_path(dir.path(), 0),
+        b"not a journal at all, just some bytes ".repeat(40),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let polls = (reader::TORN_WAIT.as_millis() / cli::TAIL_POLL.as_millis()) as u64 + 20;
+    assert_eq!(
+        cli::tail(dir.path(), 5, &mut out, &mut err, Some(polls)),
+        1,
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    assert!(out.is_empty());
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.contains("bad segment header (bad magic)"), "{err}");
+}
+
 #[test]
 fn the_subcommands_parse_as_the_contract_says() {
     use clap::Parser;
