@@ -276,7 +276,7 @@ fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> 
     let canonical = crate::net::lookup::canonical_lead_id(lead_id);
     let lead_id = canonical.as_deref().unwrap_or(lead_id);
     let mut reader = match Reader::open(dir) {
-        Ok(r) => r,
+        Ok(r) => r.only_lead(lead_id),
         Err(e) => return report_error(err, &e),
     };
     let mut entries = Vec::new();
@@ -292,7 +292,7 @@ fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> 
         let after = last.saturating_add(1);
         damage = first.take().and_then(Result::err);
         reader = match Reader::open_from(dir, after) {
-            Ok(r) => r,
+            Ok(r) => r.only_lead(lead_id),
             Err(e) => return report_error(err, &e),
         };
     }

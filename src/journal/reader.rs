@@ -84,6 +84,10 @@ pub struct Reader {
     pub skipped_undecodable: u64,
     /// Torn records skipped.
     pub skipped_torn: u64,
+    /// Only this lead's records are yielded ([`Reader::only_lead`]).
+    only_lead: Option<Vec<u8>>,
+    /// The reading ends at the first record stamped after this ([`Reader::stop_after`]).
+    stop_after_us: u64,
 }
 
 impl Reader {
@@ -132,7 +136,24 @@ impl Reader {
             skipped_newer: 0,
             skipped_undecodable: 0,
             skipped_torn: 0,
+            only_lead: None,
+            stop_after_us: u64::MAX,
         })
+    }
+
+    /// End the reading at the first record stamped after `ts_us`, whether it is yielded or
+    /// not; may be called between items.
+    pub fn stop_after(&mut self, ts_us: u64) {
+        self.stop_after_us = ts_us;
+    }
+
+    /// Yield only the records of `lead_id`. The others are told apart by the id at the head of
+    /// their payload and never decoded (their frames are still checked, so damage is found as
+    /// before): a lookup reads a busy journal's thousands of other leads' records for the
+    /// price of a comparison each.
+    pub fn only_lead(mut self, lead_id: &str) -> Reader {
+        self.only_lead = Some(lead_id.as_bytes().to_vec());
+        self
     }
 
     /// At the end of the segments: the newest ones gone (`HEAD` names a segment newer than
@@ -275,9 +296,18 @@ impl Iterator for Reader {
                         ts_us,
                         payload,
                     } => {
+                        if ts_us > self.stop_after_us {
+                            self.done = true;
+                            return None;
+                        }
                         self.off += len;
-                        match Record::decode(type_code, payload) {
-                            Ok(record) => Step::Entry(Entry {
+                        // Another lead's record, told by its id alone: not decoded.
+                        let other_lead = self.only_lead.as_deref().is_some_and(|id| {
+                            super::record::payload_lead_id(payload).is_some_and(|p| p != id)
+                        });
+                        match (!other_lead).then(|| Record::decode(type_code, payload)) {
+                            None => Step::Skip,
+                            Some(Ok(record)) => Step::Entry(Entry {
                                 pos: Position {
                                     segment: m.seq,
                                     offset: off,
@@ -285,11 +315,11 @@ impl Iterator for Reader {
                                 ts_us,
                                 record,
                             }),
-                            Err(e) if e.is_newer() => {
+                            Some(Err(e)) if e.is_newer() => {
                                 self.skipped_newer += 1;
                                 Step::Skip
                             }
-                            Err(_) => {
+                            Some(Err(_)) => {
                                 self.skipped_undecodable += 1;
                                 Step::Skip
                             }

@@ -1281,6 +1281,17 @@ impl<'a> In<'a> {
     }
 }
 
+/// The lead id a payload of this version names, read without decoding the record: every
+/// record's payload begins with the version byte and then its lead id. `None` for a payload of
+/// another version (or too short), which only a full decode can judge.
+pub fn payload_lead_id(payload: &[u8]) -> Option<&[u8]> {
+    if payload.first() != Some(&PAYLOAD_VERSION) {
+        return None;
+    }
+    let n = u16::from_le_bytes([*payload.get(1)?, *payload.get(2)?]) as usize;
+    payload.get(3..3 + n)
+}
+
 impl Record {
     /// Decode a payload of the given type code.
     pub fn decode(type_code: u8, payload: &[u8]) -> Result<Record, DecodeError> {

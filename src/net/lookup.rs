@@ -236,15 +236,15 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Optio
         .map(|u| u.timestamp_ms())?;
     let since = (id_ms * 1000).saturating_sub(BEFORE_ID_US);
     let mut until = (id_ms * 1000).saturating_add(LOOKUP_HORIZON_US);
-    let reader = journal::Reader::open_since(dir, since).ok()?;
+    let mut reader = journal::Reader::open_since(dir, since)
+        .ok()?
+        .only_lead(lead_id);
+    reader.stop_after(until);
     let mut story = Story::default();
     let mut told = false;
-    for item in reader {
+    while let Some(item) = reader.next() {
         // Damage ends the reading: what came before it is told.
         let Ok(e) = item else { break };
-        if e.ts_us > until {
-            break;
-        }
         if e.record.lead_id() != lead_id {
             continue;
         }
@@ -266,6 +266,7 @@ fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Optio
             // Its post, if any, came within the hold and took at most a cascade after it.
             let post_span_us = 20 * crate::config::MAX_TIMEOUT_MS * 1000;
             until = until.min(at_us + hold_ms * 1000 + post_span_us);
+            reader.stop_after(until);
         }
     }
     if !told && !ping_only {
