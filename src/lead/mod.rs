@@ -260,13 +260,14 @@ pub fn validate_ping(req: &LeadRequest, campaign: &Campaign) -> Result<(), Refus
     }
 }
 
-/// USPS codes of the states, the District of Columbia, the inhabited territories and the
-/// armed forces' postal regions, sorted for a binary search.
-const US_STATES: [&str; 59] = [
-    "AA", "AE", "AK", "AL", "AP", "AR", "AS", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "GA", "GU",
-    "HI", "IA", "ID", "IL", "IN", "KS", "KY", "LA", "MA", "MD", "ME", "MI", "MN", "MO", "MP", "MS",
-    "MT", "NC", "ND", "NE", "NH", "NJ", "NM", "NV", "NY", "OH", "OK", "OR", "PA", "PR", "RI", "SC",
-    "SD", "TN", "TX", "UT", "VA", "VI", "VT", "WA", "WI", "WV", "WY",
+/// USPS codes of the states, the District of Columbia, the inhabited territories, the freely
+/// associated states (FM, MH, PW, served by USPS) and the armed forces' postal regions, sorted
+/// for a binary search.
+const US_STATES: [&str; 62] = [
+    "AA", "AE", "AK", "AL", "AP", "AR", "AS", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "FM", "GA",
+    "GU", "HI", "IA", "ID", "IL", "IN", "KS", "KY", "LA", "MA", "MD", "ME", "MH", "MI", "MN", "MO",
+    "MP", "MS", "MT", "NC", "ND", "NE", "NH", "NJ", "NM", "NV", "NY", "OH", "OK", "OR", "PA", "PR",
+    "PW", "RI", "SC", "SD", "TN", "TX", "UT", "VA", "VI", "VT", "WA", "WI", "WV", "WY",
 ];
 
 /// A USPS state code, in either case.

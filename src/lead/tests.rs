@@ -158,7 +158,7 @@ fn content_refusals_are_422_with_code_and_field() {
             "{state}"
         );
     }
-    for state in ["TX", "tx", "DC", "PR", "WY", "AL"] {
+    for state in ["TX", "tx", "DC", "PR", "WY", "AL", "FM", "MH", "pw"] {
         let mut v: Value = serde_json::from_str(LEAD).unwrap();
         v["lead"]["state"] = Value::from(state);
         let req = parse_request(&serde_json::to_vec(&v).unwrap()).unwrap();
