@@ -429,6 +429,15 @@ impl Auction {
 
     /// The buyer's answer (or failure) to the ping. Answers after the close are ignored.
     pub fn on_ping_result(&mut self, slot: Slot, now: Instant, outcome: PingOutcome) {
+        // An answer read only after the deadline passed (the loop woke late: a stall, a busy
+        // machine) is late, whatever order the loop takes its events in: the close comes
+        // first, and the answer finds the bidding over.
+        self.on_timeout(now);
+        self.ping_result_at(slot, now, outcome);
+    }
+
+    /// [`Auction::on_ping_result`] once the deadlines due are applied.
+    fn ping_result_at(&mut self, slot: Slot, now: Instant, outcome: PingOutcome) {
         if self.phase != Phase::Pinging {
             return;
         }
@@ -514,6 +523,15 @@ impl Auction {
 
     /// The result of a post. A post that is not accepted cascades to the next ranked bid.
     pub fn on_post_result(&mut self, slot: Slot, now: Instant, outcome: PostOutcome) {
+        // Posts whose time ran out by `now` time out first: an acceptance read after its
+        // `post_timeout` finds its post over (timed out, the lead cascading), and is not a
+        // sale, whatever order the loop takes its events in.
+        self.on_timeout(now);
+        self.post_result_at(slot, now, outcome);
+    }
+
+    /// [`Auction::on_post_result`] once the deadlines due are applied.
+    fn post_result_at(&mut self, slot: Slot, now: Instant, outcome: PostOutcome) {
         if self.phase != Phase::Posting {
             return;
         }
@@ -617,7 +635,7 @@ impl Auction {
                     None => PostOutcome::NotWritten,
                 };
                 self.actions.push_back(Action::AbandonPost { slot });
-                self.on_post_result(slot, now, outcome);
+                self.post_result_at(slot, now, outcome);
             }
         }
     }
@@ -704,7 +722,8 @@ impl Auction {
         a.actions.clear();
         for (slot, (_, cents, bid_id)) in bids.iter().enumerate().take(a.slots.len()) {
             a.slots[slot].ping_sent_at = Some(now);
-            a.on_ping_result(
+            // Collected earlier (a ping's hold, a fallback's plan): no deadline applies.
+            a.ping_result_at(
                 slot,
                 now,
                 PingOutcome::Bid {

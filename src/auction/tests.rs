@@ -206,6 +206,84 @@ fn slow_buyer_is_left_out_at_the_deadline_to_the_microsecond() {
     assert_eq!(r.answered_at_us, 810_000);
 }
 
+/// An answer read only after its deadline passed, before the deadline's timer was taken (the
+/// loop woke late: a stall, a busy machine), is late all the same: a bid read past the close
+/// is a timeout and takes no part in the ranking, and a post's acceptance read past its
+/// `post_timeout` is a timed-out post, not a sale; the lead cascades.
+#[test]
+fn an_answer_read_past_its_deadline_is_late_before_the_timer_is_taken() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let bid = |cents| PingOutcome::Bid {
+        cents,
+        bid_id: None,
+    };
+    let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[1, 2, 3]);
+    while a.poll_action().is_some() {}
+    for slot in 0..3 {
+        a.ping_sent(slot, t0);
+        a.written(slot, false, t0);
+    }
+    a.on_ping_result(1, ms(10), bid(500));
+    a.on_ping_result(2, ms(20), bid(400));
+    // The 800 ms deadline passed; the best bid is read at 801 ms, before the timer.
+    a.on_ping_result(0, ms(801), bid(99_999));
+    assert!(matches!(a.ping_result(0), Some((PingOutcome::Timeout, _))));
+    let actions: Vec<_> = std::iter::from_fn(|| a.poll_action()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Action::AbandonPing { slot: 0 },
+            Action::SendPost {
+                slot: 1,
+                price_cents: 500
+            }
+        ]
+    );
+    // The post is written at 801 ms and due by 2,801; its acceptance is read at 2,802.
+    a.post_sent(1, ms(801));
+    a.written(1, true, ms(801));
+    a.on_post_result(
+        1,
+        ms(2802),
+        PostOutcome::Accepted {
+            buyer_lead_id: None,
+        },
+    );
+    assert_eq!(a.post_result(1), Some(&PostOutcome::TimedOut));
+    let actions: Vec<_> = std::iter::from_fn(|| a.poll_action()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Action::AbandonPost { slot: 1 },
+            Action::SendPost {
+                slot: 2,
+                price_cents: 400
+            }
+        ]
+    );
+    // An answer read in time still counts.
+    a.post_sent(2, ms(2802));
+    a.written(2, true, ms(2802));
+    a.on_post_result(
+        2,
+        ms(4000),
+        PostOutcome::Accepted {
+            buyer_lead_id: None,
+        },
+    );
+    assert!(a.is_done());
+    let o = a.outcome();
+    assert_eq!(
+        o.sales
+            .iter()
+            .map(|s| (s.buyer, s.price_cents))
+            .collect::<Vec<_>>(),
+        vec![(3, 400)]
+    );
+    assert_eq!(o.bids, 2);
+}
+
 #[test]
 fn a_late_answer_after_the_close_is_ignored() {
     let t0 = Instant::now();
