@@ -60,6 +60,24 @@ pub struct BuyerCounters {
     pub response_us: Histogram<u64>,
 }
 
+impl BuyerCounters {
+    /// Add `b`'s counts to these.
+    pub fn add(&mut self, b: &BuyerCounters) {
+        self.pings += b.pings;
+        self.bids += b.bids;
+        self.no_bids += b.no_bids;
+        self.timeouts += b.timeouts;
+        self.errors += b.errors;
+        self.invalid += b.invalid;
+        self.bid_sum_cents += b.bid_sum_cents;
+        self.posts += b.posts;
+        self.wins += b.wins;
+        self.post_rejects += b.post_rejects;
+        self.spent_cents += b.spent_cents;
+        let _ = self.response_us.add(&b.response_us);
+    }
+}
+
 impl Default for BuyerCounters {
     fn default() -> Self {
         BuyerCounters {
@@ -88,6 +106,9 @@ pub struct WorkerStats {
     /// buyer of a config up once ([`WorkerStats::buyer_slot`]) and not once per ping.
     buyer_slots: BTreeMap<String, usize>,
     buyer_counters: Vec<BuyerCounters>,
+    /// Indices of buyers merged into another ([`WorkerStats::rename_buyer`]) and the index
+    /// their counts went to: leads still running under an older config count on there.
+    merged_into: BTreeMap<usize, usize>,
     /// Engine time per lead: elapsed minus the time spent waiting on buyers.
     pub overhead_us: Histogram<u64>,
     /// Seller-observed time per lead, arrival to answer written.
@@ -115,6 +136,7 @@ impl Default for WorkerStats {
             campaigns: BTreeMap::new(),
             buyer_slots: BTreeMap::new(),
             buyer_counters: Vec::new(),
+            merged_into: BTreeMap::new(),
             overhead_us: histogram(),
             elapsed_us: histogram(),
             overhead_intake_us: histogram(),
@@ -150,23 +172,43 @@ impl WorkerStats {
         slot
     }
 
-    /// Keep the counters of `old` under `new`, a buyer's id after a rename, when `new` has none
-    /// yet. The index stays, so leads running under the older config count on into them.
+    /// Keep the counters of `old` under `new`, a buyer's id after a rename: moved there when
+    /// `new` has none yet (the index stays), added to its own when it has (two buyers made
+    /// one; the old index then counts into the new one's). Either way leads running under
+    /// the older config count on under `new`. False when `old` has no counters.
     pub fn rename_buyer(&mut self, old: &str, new: &str) -> bool {
-        if self.buyer_slots.contains_key(new) {
+        let Some(from) = self.buyer_slots.remove(old) else {
             return false;
-        }
-        match self.buyer_slots.remove(old) {
-            Some(slot) => {
-                self.buyer_slots.insert(new.to_string(), slot);
-                true
+        };
+        let Some(&to) = self.buyer_slots.get(new) else {
+            self.buyer_slots.insert(new.to_string(), from);
+            return true;
+        };
+        if from != to {
+            let taken = self
+                .buyer_counters
+                .get_mut(from)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if let Some(into) = self.buyer_counters.get_mut(to) {
+                into.add(&taken);
             }
-            None => false,
+            for into in self.merged_into.values_mut() {
+                if *into == from {
+                    *into = to;
+                }
+            }
+            self.merged_into.insert(from, to);
         }
+        true
     }
 
     /// The counters at an index from [`WorkerStats::buyer_slot`] of these same stats.
     pub fn buyer_at(&mut self, slot: usize) -> Option<&mut BuyerCounters> {
+        let slot = match self.merged_into.is_empty() {
+            true => slot,
+            false => self.merged_into.get(&slot).copied().unwrap_or(slot),
+        };
         self.buyer_counters.get_mut(slot)
     }
 
@@ -190,9 +232,11 @@ impl WorkerStats {
     /// [`WorkerStats::buyer_slot`]s stay valid.
     pub fn reset(&mut self) {
         let slots = std::mem::take(&mut self.buyer_slots);
+        let merged = std::mem::take(&mut self.merged_into);
         let buyers = self.buyer_counters.len();
         *self = WorkerStats::default();
         self.buyer_slots = slots;
+        self.merged_into = merged;
         self.buyer_counters
             .resize_with(buyers, BuyerCounters::default);
     }
@@ -213,19 +257,7 @@ impl WorkerStats {
             m.posts_refused += c.posts_refused;
         }
         for (k, b) in other.buyers() {
-            let m = self.buyer(k);
-            m.pings += b.pings;
-            m.bids += b.bids;
-            m.no_bids += b.no_bids;
-            m.timeouts += b.timeouts;
-            m.errors += b.errors;
-            m.invalid += b.invalid;
-            m.bid_sum_cents += b.bid_sum_cents;
-            m.posts += b.posts;
-            m.wins += b.wins;
-            m.post_rejects += b.post_rejects;
-            m.spent_cents += b.spent_cents;
-            let _ = m.response_us.add(&b.response_us);
+            self.buyer(k).add(b);
         }
         let _ = self.overhead_us.add(&other.overhead_us);
         let _ = self.elapsed_us.add(&other.elapsed_us);
@@ -338,5 +370,44 @@ mod tests {
         }
         assert_eq!(a.buyer_counters("zed").map(|b| b.pings), Some(1));
         assert!(a.buyer_at(99).is_none());
+    }
+
+    /// A rename moves a buyer's counters to its new id; a merge into a buyer that has its own
+    /// adds them, and the old index (held by leads of an older config) counts on into the
+    /// kept one, through a reset and a second merge too.
+    #[test]
+    fn renamed_and_merged_buyers_keep_counting_under_the_new_id() {
+        let mut a = WorkerStats::default();
+        let old = a.buyer_slot("old");
+        a.buyer("old").wins += 2;
+        assert!(a.rename_buyer("old", "new"));
+        assert_eq!(a.buyer_slot("new"), old, "a rename keeps the index");
+        assert!(
+            !a.rename_buyer("old", "new"),
+            "nothing left under the old id"
+        );
+
+        let other = a.buyer_slot("other");
+        a.buyer("other").wins += 5;
+        assert!(a.rename_buyer("other", "new"));
+        assert_eq!(a.buyer_counters("new").map(|b| b.wins), Some(7));
+        assert!(a.buyer_counters("other").is_none());
+        let ids: Vec<&str> = a.buyers().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["new"]);
+        if let Some(b) = a.buyer_at(other) {
+            b.wins += 1;
+        }
+        assert_eq!(a.buyer_counters("new").map(|b| b.wins), Some(8));
+
+        // Merged on into a third: both older indices follow.
+        a.reset();
+        let third = a.buyer_slot("third");
+        assert!(a.rename_buyer("new", "third"));
+        for slot in [old, other, third] {
+            if let Some(b) = a.buyer_at(slot) {
+                b.wins += 1;
+            }
+        }
+        assert_eq!(a.buyer_counters("third").map(|b| b.wins), Some(3));
     }
 }

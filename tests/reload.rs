@@ -89,6 +89,26 @@ fn text(r: &Response) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
+/// The first buyer of `fleet` with a daily cap of `daily`, the others without caps; the
+/// operator API on.
+fn first_capped(fleet: &Fleet, daily: u32) -> String {
+    with_admin(&config(fleet, "", |i| {
+        if i == 0 {
+            format!("[buyers.caps]\ndaily = {daily}")
+        } else {
+            String::new()
+        }
+    }))
+}
+
+/// The buyer a lead sold to ("" when unsold).
+fn winner(c: &mut Client) -> String {
+    c.lead(LEAD).json()["sales"][0]["buyer"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
 /// The config without its last `[[buyers]]` table.
 fn without_last_buyer(toml: &str) -> String {
     let at = toml.rfind("[[buyers]]").expect("a buyer");
@@ -293,19 +313,7 @@ fn caps_and_pauses_carry_over_and_a_raised_cap_gives_room() {
 #[test]
 fn a_reload_that_adds_a_previous_id_counts_that_ids_sales_at_once() {
     let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 1000)]).unwrap();
-    let base = with_admin(&config(&fleet, "", |i| {
-        if i == 0 {
-            "[buyers.caps]\ndaily = 3".to_string()
-        } else {
-            String::new()
-        }
-    }));
-    let winner = |c: &mut Client| {
-        c.lead(LEAD).json()["sales"][0]["buyer"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    };
+    let base = first_capped(&fleet, 3);
     let run = start(&base);
     let mut c = run.ex.client();
     assert_eq!([winner(&mut c), winner(&mut c)], ["capped", "capped"]);
@@ -345,26 +353,80 @@ fn a_reload_that_adds_a_previous_id_counts_that_ids_sales_at_once() {
     assert_eq!(winner(&mut c), "other", "the cap holds at once");
 }
 
+/// Two buyers made one by a reload (one removed, its id in the other's `previous_ids`): told
+/// as renamed, its numbers and its sales' caps under the one kept; and parted again by a
+/// reload that takes the id away, the caps count only the kept buyer's own sales, as a
+/// restart would.
+#[test]
+fn a_reload_that_merges_two_buyers_or_parts_them_recounts_the_caps() {
+    let fleet = Fleet::start(vec![
+        bidder("kept", 9000),
+        bidder("merged", 8000),
+        bidder("other", 1000),
+    ])
+    .unwrap();
+    let base = first_capped(&fleet, 3);
+    let run = start(&base);
+    let mut c = run.ex.client();
+    assert_eq!([winner(&mut c), winner(&mut c)], ["kept", "kept"]);
+    assert_eq!(run.buyer_action("kept", "pause").status, 200);
+    assert_eq!(winner(&mut c), "merged");
+    assert_eq!(run.buyer_action("kept", "resume").status, 200);
+
+    // `merged` leaves the file; `kept` names it.
+    let blocks: Vec<&str> = base.split("\n[[buyers]]\n").collect();
+    let without_merged: Vec<&str> = blocks
+        .iter()
+        .copied()
+        .filter(|b| !b.starts_with("id = \"merged\""))
+        .collect();
+    assert_eq!(without_merged.len() + 1, blocks.len());
+    let parted = without_merged.join("\n[[buyers]]\n");
+    let merged = parted.replace(
+        "id = \"kept\"",
+        "id = \"kept\"\nprevious_ids = [\"merged\"]",
+    );
+    let r = run.reload_with(&merged);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let v = r.json();
+    assert_eq!(
+        v["buyers"]["renamed"],
+        serde_json::json!(["merged -> kept"]),
+        "{v}"
+    );
+    assert_eq!(v["buyers"]["removed"], serde_json::json!([]), "{v}");
+    assert_eq!(v["sales_replayed"], 3, "{v}");
+    let b = &run.stats()["buyers"];
+    assert_eq!(
+        (
+            b["kept"]["wins"].clone(),
+            b["kept"]["caps_used"]["daily"].clone(),
+            b["kept"]["caps_left"]["daily"].clone()
+        ),
+        (3.into(), 3.into(), 0.into()),
+        "{b}"
+    );
+    assert!(b.get("merged").is_none(), "{b}");
+    assert_eq!(winner(&mut c), "other", "the merged sales fill the cap");
+
+    // The id taken away again: only its own two sales count.
+    let r = run.reload_with(&parted);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["sales_replayed"], 2, "{}", text(&r));
+    let b = &run.stats()["buyers"]["kept"];
+    assert_eq!(b["caps_left"]["daily"], 1, "{b}");
+    assert_eq!(winner(&mut c), "kept");
+    assert_eq!(winner(&mut c), "other");
+}
+
 /// A buyer renamed with its old id in `previous_ids` keeps its caps, across a reload and a
 /// restart; renamed without it, it is a new buyer with caps of its own.
 #[test]
 fn a_renamed_buyer_keeps_its_caps_through_previous_ids() {
     let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 1000)]).unwrap();
-    let base = with_admin(&config(&fleet, "", |i| {
-        if i == 0 {
-            "[buyers.caps]\ndaily = 2".to_string()
-        } else {
-            String::new()
-        }
-    }));
+    let base = first_capped(&fleet, 2);
     let run = start(&base);
     let mut c = run.ex.client();
-    let winner = |c: &mut Client| {
-        c.lead(LEAD).json()["sales"][0]["buyer"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    };
     assert_eq!([winner(&mut c), winner(&mut c)], ["capped", "capped"]);
     // The operator pauses it too: the pause follows the rename.
     let r = run.buyer_action("capped", "pause");

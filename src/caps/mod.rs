@@ -274,10 +274,11 @@ pub enum Carried {
     ZoneChanged,
     /// A buyer the old table did not have: zero counts, not paused; rebuild from the journal.
     Added,
-    /// Same id and zone, but the reload gave it ids it had before (`previous_ids`) whose
-    /// sales its counts never held: pause state copied, counts start at zero; rebuild them
-    /// from the journal, where the sales under every id it answers to are.
-    HistoryGrew,
+    /// Same id and zone, but the ids it answers to changed (`previous_ids`: one added whose
+    /// sales its counts never held, or one taken away whose sales they hold): pause state
+    /// copied, counts start at zero; rebuild them from the journal, where the sales under
+    /// every id it answers to now are.
+    HistoryChanged,
 }
 
 fn pack(id: u32, count: u64) -> u64 {
@@ -335,16 +336,17 @@ impl CapTable {
         old: &CapTable,
         old_index: &[Option<usize>],
     ) -> (CapTable, Vec<Carried>) {
-        CapTable::carried_over_grown(buyers, old, old_index, &[])
+        CapTable::carried_over_changed(buyers, old, old_index, &[])
     }
 
-    /// As [`CapTable::carried_over`], with `grown[i]` true for a buyer whose history grew (ids
-    /// added to its `previous_ids`): its counts are rebuilt, not shared.
-    pub fn carried_over_grown(
+    /// As [`CapTable::carried_over`], with `changed[i]` true for a buyer whose history
+    /// changed (ids added to or taken from its `previous_ids`): its counts are rebuilt, not
+    /// shared.
+    pub fn carried_over_changed(
         buyers: &[(CapLimits, Tz)],
         old: &CapTable,
         old_index: &[Option<usize>],
-        grown: &[bool],
+        changed: &[bool],
     ) -> (CapTable, Vec<Carried>) {
         let mut how = Vec::with_capacity(buyers.len());
         let entries = buyers
@@ -357,15 +359,15 @@ impl CapTable {
                     .copied()
                     .flatten()
                     .and_then(|o| old.entries.get(o));
-                let grew = grown.get(i).copied().unwrap_or(false);
+                let history = changed.get(i).copied().unwrap_or(false);
                 let state = match prev {
-                    Some(o) if o.tz == *tz && !grew => {
+                    Some(o) if o.tz == *tz && !history => {
                         how.push(Carried::Shared);
                         o.state.clone()
                     }
                     Some(o) => {
                         how.push(if o.tz == *tz {
-                            Carried::HistoryGrew
+                            Carried::HistoryChanged
                         } else {
                             Carried::ZoneChanged
                         });

@@ -547,16 +547,17 @@ fn carried_over_keys_state_by_id_and_applies_new_limits() {
         "a zone change does not share the pause flag"
     );
     assert_eq!(moved.remaining(0, now).daily, Some(5));
-    // Same zone, but ids added to its `previous_ids`: counts start over too, to be rebuilt
-    // from the journal with the sales under those ids; pause is kept, not shared.
+    // Same zone, but ids added to or taken from its `previous_ids`: counts start over too, to
+    // be rebuilt from the journal with the sales under the ids it answers to; pause is kept,
+    // not shared.
     let (grown, how) =
-        CapTable::carried_over_grown(&[(daily(5), Tz::UTC)], &old, &[Some(0)], &[true]);
-    assert_eq!(how, vec![Carried::HistoryGrew]);
+        CapTable::carried_over_changed(&[(daily(5), Tz::UTC)], &old, &[Some(0)], &[true]);
+    assert_eq!(how, vec![Carried::HistoryChanged]);
     assert!(grown.is_paused(0));
     assert!(!grown.shares_state(0, &old, 0));
     assert_eq!(grown.remaining(0, now).daily, Some(5));
     let (kept, how) =
-        CapTable::carried_over_grown(&[(daily(5), Tz::UTC)], &old, &[Some(0)], &[false]);
+        CapTable::carried_over_changed(&[(daily(5), Tz::UTC)], &old, &[Some(0)], &[false]);
     assert_eq!(how, vec![Carried::Shared]);
     assert!(kept.shares_state(0, &old, 0));
 }

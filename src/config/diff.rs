@@ -97,14 +97,23 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> ConfigDiff {
         o.buyers.iter().map(|b| (b.id.as_str(), b, String::new())),
         n.buyers.iter().map(|b| (b.id.as_str(), b, String::new())),
     );
+    // A removed buyer whose id a buyer of the new file lists in `previous_ids` lives on under
+    // that buyer: a rename (the new id is added) or a merge into a buyer kept (two buyers made
+    // one). Either is told as renamed, in neither `added` nor `removed`.
     for b in &n.buyers {
-        let Some(was) = b.previous_ids.iter().find(|p| buyers.removed.contains(p)) else {
+        let was: Vec<String> = b
+            .previous_ids
+            .iter()
+            .filter(|p| buyers.removed.contains(p))
+            .cloned()
+            .collect();
+        if was.is_empty() {
             continue;
-        };
-        if buyers.added.contains(&b.id) {
-            buyers.added.retain(|id| *id != b.id);
-            buyers.removed.retain(|id| id != was);
-            buyers.renamed.push(format!("{was} -> {}", b.id));
+        }
+        buyers.added.retain(|id| *id != b.id);
+        for w in was {
+            buyers.removed.retain(|id| *id != w);
+            buyers.renamed.push(format!("{w} -> {}", b.id));
         }
     }
     let mut settings = Vec::new();

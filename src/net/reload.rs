@@ -272,22 +272,28 @@ impl Runtime {
             .map(|b| Snapshot::predecessor(&old.snap, b))
             .collect();
         let limits: Vec<_> = snap.buyers.iter().map(|b| (b.caps, b.timezone)).collect();
-        // A buyer given an id it had before (`previous_ids`) that its counts never held: the
-        // journal's sales under that id count toward its caps now, as they would at a start.
-        let grown: Vec<bool> = snap
+        // A buyer whose ids changed (`previous_ids`): given one its counts never held, whose
+        // journaled sales count toward its caps now, or no longer given one whose sales they
+        // hold. Either way its counts are rebuilt from the journal, as a start would build them.
+        let history: Vec<bool> = snap
             .buyers
             .iter()
             .zip(&old_buyer)
             .map(|(b, was)| {
                 was.is_some_and(|o| {
                     let o = &old.snap.buyers[o];
-                    b.previous_ids
+                    let grew = b
+                        .previous_ids
                         .iter()
-                        .any(|p| *p != o.id && !o.previous_ids.contains(p))
+                        .any(|p| *p != o.id && !o.previous_ids.contains(p));
+                    let shrank = std::iter::once(&o.id)
+                        .chain(&o.previous_ids)
+                        .any(|p| *p != b.id && !b.previous_ids.contains(p));
+                    grew || shrank
                 })
             })
             .collect();
-        let (caps, how) = CapTable::carried_over_grown(&limits, &old.caps, &old_buyer, &grown);
+        let (caps, how) = CapTable::carried_over_changed(&limits, &old.caps, &old_buyer, &history);
         for (i, b) in snap.buyers.iter().enumerate() {
             // `paused` in the file: applied when it changed there (or for a new buyer);
             // otherwise the operator's pause or resume stands.
