@@ -431,8 +431,11 @@ impl Auction {
     pub fn on_ping_result(&mut self, slot: Slot, now: Instant, outcome: PingOutcome) {
         // An answer read only after the deadline passed (the loop woke late: a stall, a busy
         // machine) is late, whatever order the loop takes its events in: the close comes
-        // first, and the answer finds the bidding over.
-        self.on_timeout(now);
+        // first, and the answer finds the bidding over. (While bidding, the ping deadline is
+        // the only one: no post is out yet.)
+        if self.phase == Phase::Pinging && now >= self.ping_deadline {
+            self.close(now);
+        }
         self.ping_result_at(slot, now, outcome);
     }
 
