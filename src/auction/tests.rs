@@ -218,8 +218,16 @@ fn an_answer_read_past_its_deadline_is_late_before_the_timer_is_taken() {
         cents,
         bid_id: None,
     };
+    let accepted = || PostOutcome::Accepted {
+        buyer_lead_id: None,
+    };
+    let drained = |a: &mut Auction| std::iter::from_fn(|| a.poll_action()).collect::<Vec<_>>();
+    let post_written = |a: &mut Auction, slot, at| {
+        a.post_sent(slot, at);
+        a.written(slot, true, at);
+    };
     let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[1, 2, 3]);
-    while a.poll_action().is_some() {}
+    drained(&mut a);
     for slot in 0..3 {
         a.ping_sent(slot, t0);
         a.written(slot, false, t0);
@@ -229,58 +237,27 @@ fn an_answer_read_past_its_deadline_is_late_before_the_timer_is_taken() {
     // The 800 ms deadline passed; the best bid is read at 801 ms, before the timer.
     a.on_ping_result(0, ms(801), bid(99_999));
     assert!(matches!(a.ping_result(0), Some((PingOutcome::Timeout, _))));
-    let actions: Vec<_> = std::iter::from_fn(|| a.poll_action()).collect();
-    assert_eq!(
-        actions,
-        vec![
-            Action::AbandonPing { slot: 0 },
-            Action::SendPost {
-                slot: 1,
-                price_cents: 500
-            }
-        ]
-    );
+    let post_1 = Action::SendPost {
+        slot: 1,
+        price_cents: 500,
+    };
+    assert_eq!(drained(&mut a), [Action::AbandonPing { slot: 0 }, post_1]);
     // The post is written at 801 ms and due by 2,801; its acceptance is read at 2,802.
-    a.post_sent(1, ms(801));
-    a.written(1, true, ms(801));
-    a.on_post_result(
-        1,
-        ms(2802),
-        PostOutcome::Accepted {
-            buyer_lead_id: None,
-        },
-    );
+    post_written(&mut a, 1, ms(801));
+    a.on_post_result(1, ms(2802), accepted());
     assert_eq!(a.post_result(1), Some(&PostOutcome::TimedOut));
-    let actions: Vec<_> = std::iter::from_fn(|| a.poll_action()).collect();
-    assert_eq!(
-        actions,
-        vec![
-            Action::AbandonPost { slot: 1 },
-            Action::SendPost {
-                slot: 2,
-                price_cents: 400
-            }
-        ]
-    );
+    let post_2 = Action::SendPost {
+        slot: 2,
+        price_cents: 400,
+    };
+    assert_eq!(drained(&mut a), [Action::AbandonPost { slot: 1 }, post_2]);
     // An answer read in time still counts.
-    a.post_sent(2, ms(2802));
-    a.written(2, true, ms(2802));
-    a.on_post_result(
-        2,
-        ms(4000),
-        PostOutcome::Accepted {
-            buyer_lead_id: None,
-        },
-    );
+    post_written(&mut a, 2, ms(2802));
+    a.on_post_result(2, ms(4000), accepted());
     assert!(a.is_done());
     let o = a.outcome();
-    assert_eq!(
-        o.sales
-            .iter()
-            .map(|s| (s.buyer, s.price_cents))
-            .collect::<Vec<_>>(),
-        vec![(3, 400)]
-    );
+    let sales: Vec<_> = o.sales.iter().map(|s| (s.buyer, s.price_cents)).collect();
+    assert_eq!(sales, [(3, 400)]);
     assert_eq!(o.bids, 2);
 }
 
