@@ -419,6 +419,52 @@ fn a_reload_that_merges_two_buyers_or_parts_them_recounts_the_caps() {
     assert_eq!(winner(&mut c), "other");
 }
 
+/// A buyer renamed by a reload to an id that already has sales in the journal (a buyer the
+/// file dropped before) counts them toward its caps at once, with those under its old id, as
+/// a restart would.
+#[test]
+fn a_buyer_renamed_to_an_id_with_sales_counts_them_at_once() {
+    let fleet = Fleet::start(vec![
+        bidder("x", 9000),
+        bidder("y", 8000),
+        bidder("other", 1000),
+    ])
+    .unwrap();
+    let base = first_capped(&fleet, 3);
+    let run = start(&base);
+    let mut c = run.ex.client();
+    assert_eq!([winner(&mut c), winner(&mut c)], ["x", "x"]);
+    // `x` leaves the file; `y` sells twice.
+    let blocks: Vec<&str> = base.split("\n[[buyers]]\n").collect();
+    let (x, y) = (blocks[1], blocks[2]);
+    assert!(x.starts_with("id = \"x\"") && y.starts_with("id = \"y\""));
+    let r = run.reload_with(&base.replace(&format!("\n[[buyers]]\n{x}"), ""));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!([winner(&mut c), winner(&mut c)], ["y", "y"]);
+    // `y` is renamed `x`, with the same cap as `x` had: four sales count.
+    let y_as_x = format!(
+        "{}\n[buyers.caps]\ndaily = 3\n",
+        y.replace("id = \"y\"", "id = \"x\"\nprevious_ids = [\"y\"]")
+    );
+    let renamed = base
+        .replace(&format!("\n[[buyers]]\n{x}"), "")
+        .replace(y, &y_as_x);
+    let r = run.reload_with(&renamed);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["buyers"]["renamed"], serde_json::json!(["y -> x"]));
+    assert_eq!(r.json()["sales_replayed"], 4, "{}", text(&r));
+    let b = &run.stats()["buyers"]["x"];
+    assert_eq!(
+        (
+            b["caps_used"]["daily"].clone(),
+            b["caps_left"]["daily"].clone()
+        ),
+        (4.into(), 0.into()),
+        "{b}"
+    );
+    assert_eq!(winner(&mut c), "other", "the cap holds at once");
+}
+
 /// A buyer renamed with its old id in `previous_ids` keeps its caps, across a reload and a
 /// restart; renamed without it, it is a new buyer with caps of its own.
 #[test]

@@ -274,10 +274,10 @@ pub enum Carried {
     ZoneChanged,
     /// A buyer the old table did not have: zero counts, not paused; rebuild from the journal.
     Added,
-    /// Same id and zone, but the ids it answers to changed (`previous_ids`: one added whose
-    /// sales its counts never held, or one taken away whose sales they hold): pause state
-    /// copied, counts start at zero; rebuild them from the journal, where the sales under
-    /// every id it answers to now are.
+    /// Same zone, but the ids it answers to changed (renamed, or `previous_ids`: one added
+    /// whose sales its counts never held, or one taken away whose sales they hold): pause
+    /// state copied, counts start at zero; rebuild them from the journal, where the sales
+    /// under every id it answers to now are.
     HistoryChanged,
 }
 

@@ -272,9 +272,10 @@ impl Runtime {
             .map(|b| Snapshot::predecessor(&old.snap, b))
             .collect();
         let limits: Vec<_> = snap.buyers.iter().map(|b| (b.caps, b.timezone)).collect();
-        // A buyer whose ids changed (`previous_ids`): given one its counts never held, whose
-        // journaled sales count toward its caps now, or no longer given one whose sales they
-        // hold. Either way its counts are rebuilt from the journal, as a start would build them.
+        // A buyer whose ids changed (its own, by a rename, or its `previous_ids`): one it
+        // answers to now may have journaled sales its counts never held (an id a buyer had
+        // before, even its new own), and one it no longer answers to has sales they hold.
+        // Either way its counts are rebuilt from the journal, as a start would build them.
         let history: Vec<bool> = snap
             .buyers
             .iter()
@@ -282,14 +283,14 @@ impl Runtime {
             .map(|(b, was)| {
                 was.is_some_and(|o| {
                     let o = &old.snap.buyers[o];
-                    let grew = b
-                        .previous_ids
-                        .iter()
-                        .any(|p| *p != o.id && !o.previous_ids.contains(p));
-                    let shrank = std::iter::once(&o.id)
-                        .chain(&o.previous_ids)
-                        .any(|p| *p != b.id && !b.previous_ids.contains(p));
-                    grew || shrank
+                    fn ids(b: &crate::config::Buyer) -> Vec<&str> {
+                        let mut v: Vec<&str> = std::iter::once(b.id.as_str())
+                            .chain(b.previous_ids.iter().map(String::as_str))
+                            .collect();
+                        v.sort_unstable();
+                        v
+                    }
+                    ids(b) != ids(o)
                 })
             })
             .collect();
