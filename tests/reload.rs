@@ -109,6 +109,31 @@ fn winner(c: &mut Client) -> String {
         .to_string()
 }
 
+/// Buyers `first` (bids 90.00, a daily cap of 3), `second` (80.00) and `other` (10.00),
+/// started, and `first` sold two leads.
+fn first_sold_twice(first: &str, second: &str) -> (Fleet, String, Running, Client) {
+    let fleet = Fleet::start(vec![
+        bidder(first, 9000),
+        bidder(second, 8000),
+        bidder("other", 1000),
+    ])
+    .unwrap();
+    let base = first_capped(&fleet, 3);
+    let run = start(&base);
+    let mut c = run.ex.client();
+    assert_eq!([winner(&mut c), winner(&mut c)], [first, first]);
+    (fleet, base, run, c)
+}
+
+/// The `[[buyers]]` table of `id` in a config made by `config`, and the config without it.
+fn buyer_block<'a>(toml: &'a str, id: &str) -> (&'a str, String) {
+    let block = toml
+        .split("\n[[buyers]]\n")
+        .find(|b| b.starts_with(&format!("id = \"{id}\"")))
+        .unwrap_or_else(|| panic!("no buyer {id}"));
+    (block, toml.replace(&format!("\n[[buyers]]\n{block}"), ""))
+}
+
 /// The config without its last `[[buyers]]` table.
 fn without_last_buyer(toml: &str) -> String {
     let at = toml.rfind("[[buyers]]").expect("a buyer");
@@ -359,29 +384,13 @@ fn a_reload_that_adds_a_previous_id_counts_that_ids_sales_at_once() {
 /// restart would.
 #[test]
 fn a_reload_that_merges_two_buyers_or_parts_them_recounts_the_caps() {
-    let fleet = Fleet::start(vec![
-        bidder("kept", 9000),
-        bidder("merged", 8000),
-        bidder("other", 1000),
-    ])
-    .unwrap();
-    let base = first_capped(&fleet, 3);
-    let run = start(&base);
-    let mut c = run.ex.client();
-    assert_eq!([winner(&mut c), winner(&mut c)], ["kept", "kept"]);
+    let (_fleet, base, run, mut c) = first_sold_twice("kept", "merged");
     assert_eq!(run.buyer_action("kept", "pause").status, 200);
     assert_eq!(winner(&mut c), "merged");
     assert_eq!(run.buyer_action("kept", "resume").status, 200);
 
     // `merged` leaves the file; `kept` names it.
-    let blocks: Vec<&str> = base.split("\n[[buyers]]\n").collect();
-    let without_merged: Vec<&str> = blocks
-        .iter()
-        .copied()
-        .filter(|b| !b.starts_with("id = \"merged\""))
-        .collect();
-    assert_eq!(without_merged.len() + 1, blocks.len());
-    let parted = without_merged.join("\n[[buyers]]\n");
+    let (_, parted) = buyer_block(&base, "merged");
     let merged = parted.replace(
         "id = \"kept\"",
         "id = \"kept\"\nprevious_ids = [\"merged\"]",
@@ -424,21 +433,11 @@ fn a_reload_that_merges_two_buyers_or_parts_them_recounts_the_caps() {
 /// a restart would.
 #[test]
 fn a_buyer_renamed_to_an_id_with_sales_counts_them_at_once() {
-    let fleet = Fleet::start(vec![
-        bidder("x", 9000),
-        bidder("y", 8000),
-        bidder("other", 1000),
-    ])
-    .unwrap();
-    let base = first_capped(&fleet, 3);
-    let run = start(&base);
-    let mut c = run.ex.client();
-    assert_eq!([winner(&mut c), winner(&mut c)], ["x", "x"]);
+    let (_fleet, base, run, mut c) = first_sold_twice("x", "y");
     // `x` leaves the file; `y` sells twice.
-    let blocks: Vec<&str> = base.split("\n[[buyers]]\n").collect();
-    let (x, y) = (blocks[1], blocks[2]);
-    assert!(x.starts_with("id = \"x\"") && y.starts_with("id = \"y\""));
-    let r = run.reload_with(&base.replace(&format!("\n[[buyers]]\n{x}"), ""));
+    let (_, without_x) = buyer_block(&base, "x");
+    let (y, _) = buyer_block(&base, "y");
+    let r = run.reload_with(&without_x);
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!([winner(&mut c), winner(&mut c)], ["y", "y"]);
     // `y` is renamed `x`, with the same cap as `x` had: four sales count.
@@ -446,9 +445,7 @@ fn a_buyer_renamed_to_an_id_with_sales_counts_them_at_once() {
         "{}\n[buyers.caps]\ndaily = 3\n",
         y.replace("id = \"y\"", "id = \"x\"\nprevious_ids = [\"y\"]")
     );
-    let renamed = base
-        .replace(&format!("\n[[buyers]]\n{x}"), "")
-        .replace(y, &y_as_x);
+    let renamed = without_x.replace(y, &y_as_x);
     let r = run.reload_with(&renamed);
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.json()["buyers"]["renamed"], serde_json::json!(["y -> x"]));
