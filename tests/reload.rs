@@ -943,6 +943,50 @@ fn a_lead_auctioned_across_a_zone_change_posts_into_the_new_counters() {
     assert_eq!(r.stats()["buyers"]["slow"]["caps_left"]["daily"], 0);
 }
 
+/// A cap lowered by a reload while leads are still in their auction holds for their posts:
+/// the buyer gets no more leads than its new cap, not one per lead that had its ping before
+/// the reload.
+#[test]
+fn a_cap_lowered_while_leads_are_in_their_auction_holds_for_their_posts() {
+    let slow = BuyerSpec::new("slow").with_responder(|kind, _| match kind {
+        Kind::Ping => Reply::bid(9000, None).after_ms(500),
+        Kind::Post => Reply::accepted(),
+    });
+    let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
+    let base = first_capped(&fleet, 10).replace("ping_timeout_ms = 300", "ping_timeout_ms = 1000");
+    let r = start(&base);
+    let mut clients: Vec<Client> = (0..4).map(|_| r.ex.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            lead_n(i).as_bytes(),
+        ));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fleet.pings(0) < 4 {
+        assert!(std::time::Instant::now() < deadline, "every lead pings");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reload = r.reload_with(&base.replace("daily = 10", "daily = 1"));
+    assert_eq!(reload.status, 200, "{}", text(&reload));
+    let mut to = Vec::new();
+    for c in &mut clients {
+        let v = c.read_response().expect("an answer").json();
+        to.push(v["sales"][0]["buyer"].as_str().unwrap_or("").to_string());
+    }
+    to.sort();
+    assert_eq!(to, ["other", "other", "other", "slow"], "a daily cap of 1");
+    assert_eq!(fleet.posts(0), 1);
+    let slow = &r.stats()["buyers"]["slow"];
+    assert_eq!(
+        (slow["caps_used"]["daily"].as_u64(), slow["wins"].as_u64()),
+        (Some(1), Some(1)),
+        "{slow}"
+    );
+}
+
 /// A reload that lowers a buyer's `max_connections` holds at once: the connections it had
 /// warm beyond the new limit are closed, not used for the next leads.
 #[test]

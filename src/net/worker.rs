@@ -520,10 +520,12 @@ fn settle_after_reload(
 }
 
 /// Where a lead's post to `buyer` (its index in the lead's config) reserves its cap: `None`,
-/// the lead's own config's counters, unless a reload since gave the buyer counters of their
-/// own (its zone changed; rebuilt from the journal): then the config in force now and the
-/// buyer's index there. Leads of both configs count into one set of counters so, and neither
-/// can take the buyer past a cap the other has filled.
+/// the lead's own config's counters and limits, unless a reload since still has the buyer:
+/// then the config in force now and the buyer's index there. Its limits are the buyer's
+/// limits now (a cap lowered while the lead was in its auction holds for the lead's post),
+/// and when the reload gave the buyer counters of their own (its zone or its ids changed;
+/// rebuilt from the journal), leads of both configs count into those, so neither can take the
+/// buyer past a cap the other has filled.
 fn cap_home(shared: &Shared, lead: &Lead, buyer: usize) -> Option<(Arc<Runtime>, usize)> {
     if shared.generation() == lead.gen.rt.generation {
         return None;
@@ -531,9 +533,6 @@ fn cap_home(shared: &Shared, lead: &Lead, buyer: usize) -> Option<(Arc<Runtime>,
     let id = &lead.gen.rt.snap.buyers.get(buyer)?.id;
     let current = shared.runtime();
     let b = current.snap.buyer_of_record(id)?;
-    if current.caps.shares_state(b, &lead.gen.rt.caps, buyer) {
-        return None;
-    }
     Some((current, b))
 }
 
