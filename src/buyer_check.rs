@@ -783,6 +783,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
                     lead: &plan.lead.lead,
                     consent: None,
                 },
+                &plan.campaign.ping_fields,
             ),
             None => lead::write_ping(
                 &mut ping,

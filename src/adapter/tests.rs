@@ -59,6 +59,15 @@ fn ping_ctx<'a>(lead: &'a Fields) -> Ctx<'a> {
     }
 }
 
+/// The ping fields of the campaign the tests' leads come in.
+fn ping_fields() -> Vec<String> {
+    [
+        "state", "zip", "age", "insured", "note", "n1", "n2", "gone", "vehicle",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn post_ctx<'a>(lead: &'a Fields, consent: Option<&'a Fields>) -> Ctx<'a> {
     Ctx {
         ping_id: "01JDQ6X8W2",
@@ -96,7 +105,7 @@ fn legacy_ping_is_a_form_with_only_the_templated_ping_fields() {
     assert_eq!(a.content_type(), "application/x-www-form-urlencoded");
     let lead = full_lead();
     let mut out = b"kept".to_vec();
-    a.write_ping(&mut out, &ping_ctx(&lead));
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
     assert_eq!(
         text(&out),
         "keptKey=lx-123&Mode=ping&Ref=01JDQ6X8W2&State=TX&Zip=77002"
@@ -298,7 +307,7 @@ ping_body = { n1 = "{lead.n1}", n2 = "{lead.n2}", mix = "x{lead.note}y{lead.n1}"
     );
     let lead = Fields::from_json(r#"{"n1":1e+3,"n2":-2.5E+1,"note":"1e+3"}"#).unwrap();
     let mut out = Vec::new();
-    a.write_ping(&mut out, &ping_ctx(&lead));
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
     assert_eq!(text(&out), "mix=x1e%2B3y1e%2B3&n1=1e%2B3&n2=-2.5E%2B1");
 }
 
@@ -312,7 +321,7 @@ ping_body = { "the key" = "a&b={ping_id}", "k" = "{lead.note}" }"#,
     );
     let lead = obj(json!({"note": "x=1&y=2"}));
     let mut out = Vec::new();
-    a.write_ping(&mut out, &ping_ctx(&lead));
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
     assert_eq!(text(&out), "k=x%3D1%26y%3D2&the+key=a%26b%3D01JDQ6X8W2");
 }
 
@@ -321,7 +330,7 @@ fn missing_fields_render_empty() {
     let a = legacy();
     let lead = obj(json!({"state": "TX", "first_name": "Ana"}));
     let mut out = Vec::new();
-    a.write_ping(&mut out, &ping_ctx(&lead));
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
     assert_eq!(
         text(&out),
         "Key=lx-123&Mode=ping&Ref=01JDQ6X8W2&State=TX&Zip="
@@ -369,7 +378,7 @@ post_body = { price = "{price}", label = "${price}", bid = "{bid_id}", buyers = 
     assert_eq!(a.content_type(), "application/json");
     let lead = full_lead();
     let mut out = Vec::new();
-    a.write_ping(&mut out, &ping_ctx(&lead));
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
     let v: Value = serde_json::from_slice(&out).expect("ping is JSON");
     assert_eq!(
         v,
@@ -415,7 +424,7 @@ fn an_empty_template_writes_an_empty_body() {
     assert!(!a.has_ping_body() && !a.has_post_body());
     let lead = Fields::default();
     let mut out = Vec::new();
-    a.write_ping(&mut out, &ping_ctx(&lead));
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
     assert_eq!(text(&out), "{}");
     assert!(legacy().has_ping_body());
 }
@@ -903,7 +912,7 @@ post_body = { vehicle = "{lead.vehicle}" }"#,
     )
     .unwrap();
     let mut out = Vec::new();
-    a.write_ping(&mut out, &ping_ctx(&lead));
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
     let v: Value = serde_json::from_slice(&out).expect("ping is JSON");
     assert_eq!(
         v,
@@ -941,6 +950,7 @@ post_body = { test = "{test}", note = "test={test}" }"#,
                 test,
                 ..ping_ctx(&lead)
             },
+            &ping_fields(),
         );
         assert_eq!(text(&out), format!("T={test}"));
         out.clear();
@@ -968,7 +978,7 @@ post_body = { year = "{lead.vehicle.year}", owner = "{lead.vehicle.owner_contact
         "owner_contact": "ana@example.com", "engine": {"cc": 1500}}}),
     );
     let mut out = Vec::new();
-    a.write_ping(&mut out, &ping_ctx(&lead));
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
     let v: Value = serde_json::from_slice(&out).expect("JSON");
     assert_eq!(
         v,
@@ -986,6 +996,33 @@ post_body = { year = "{lead.vehicle.year}", owner = "{lead.vehicle.owner_contact
         compile_err("bid_path = \"/b\"\nping_body = { a = \"{lead.vehicle.email}\" }"),
         AdapterError::NotAllowedInPing { .. }
     ));
+}
+
+/// A seller's member named with a dot, `"vehicle.year"`, is no ping field when only `vehicle`
+/// is: a ping's `{lead.vehicle.year}` reads into `vehicle`, never that member, whatever it
+/// holds (a post reads it, as buyer filters do). Named in `ping_fields` itself, it is read.
+#[test]
+fn a_dotted_placeholder_in_a_ping_reads_no_member_that_is_not_a_ping_field() {
+    let a = adapter(
+        r#"request = "form"
+bid_path = "/bid"
+ping_body = { year = "{lead.vehicle.year}", other = "{lead.state.x}", first = "{lead.vehicle.}" }
+post_body = { year = "{lead.vehicle.year}" }"#,
+    );
+    let lead = obj(json!({"state": "TX", "vehicle": {"year": 2018},
+        "vehicle.year": "Ana Diaz, 12 Main St", "state.x": "Diaz", "vehicle.": "12 Main St"}));
+    let mut out = Vec::new();
+    a.write_ping(&mut out, &ping_ctx(&lead), &ping_fields());
+    assert_eq!(text(&out), "first=&other=&year=2018");
+    out.clear();
+    a.write_post(&mut out, &post_ctx(&lead, None));
+    assert_eq!(text(&out), "year=Ana+Diaz%2C+12+Main+St");
+    out.clear();
+    let mut fields = ping_fields();
+    fields.push("vehicle.year".into());
+    let lead = obj(json!({"vehicle": {"year": 2018}, "vehicle.year": "2019"}));
+    a.write_ping(&mut out, &ping_ctx(&lead), &fields);
+    assert_eq!(text(&out), "first=&other=&year=2019");
 }
 
 #[test]

@@ -3450,7 +3450,8 @@ impl Worker {
                 };
                 match kind {
                     JobKind::Ping => {
-                        codec.write_ping(&mut self.scratch, &ctx);
+                        let c = &lead.gen.rt.snap.campaigns[lead.campaign];
+                        codec.write_ping(&mut self.scratch, &ctx, &c.ping_fields);
                         (b.ping.as_ref(), &self.scratch)
                     }
                     JobKind::Post => {
