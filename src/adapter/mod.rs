@@ -269,7 +269,7 @@ impl Adapter {
             bid_id_path: None,
             accepted_path: None,
             reason_path: None,
-            accepted_values: Vec::new(),
+            accepted_values: None,
             ..cfg.clone()
         }) {
             out.push(e);
@@ -302,7 +302,7 @@ impl Adapter {
                 }
             }
         }
-        if cfg.accepted_values.len() > MAX_ACCEPTED_VALUES {
+        if cfg.accepted_values.as_ref().map_or(0, Vec::len) > MAX_ACCEPTED_VALUES {
             out.push(AdapterError::TooManyAcceptedValues);
         }
         out
@@ -336,7 +336,7 @@ impl Adapter {
                 .map(|text| compile_path(key, text, response))
                 .transpose()
         };
-        if cfg.accepted_values.len() > MAX_ACCEPTED_VALUES {
+        if cfg.accepted_values.as_ref().map_or(0, Vec::len) > MAX_ACCEPTED_VALUES {
             return Err(AdapterError::TooManyAcceptedValues);
         }
         Ok(Adapter {
@@ -347,7 +347,7 @@ impl Adapter {
             bid: path("bid_path", &cfg.bid_path)?,
             bid_id: path("bid_id_path", &cfg.bid_id_path)?,
             accepted: path("accepted_path", &cfg.accepted_path)?,
-            accepted_values: cfg.accepted_values.clone(),
+            accepted_values: cfg.accepted_values.clone().unwrap_or_default(),
             reason: path("reason_path", &cfg.reason_path)?,
         })
     }

@@ -1781,7 +1781,19 @@ impl Validator<'_> {
                 "an adapter with a ping_body needs a bid_path",
             );
         }
-        if !a.accepted_values.is_empty() && a.accepted_path.is_none() {
+        match a.accepted_values.as_deref() {
+            Some([]) => self.err(
+                k("accepted_values"),
+                "an empty list: leave the key out to take the native word, \"accepted\", for \
+                 a sale",
+            ),
+            Some(values) if values.iter().any(|v| v.trim().is_empty()) => self.err(
+                k("accepted_values"),
+                "a blank value would take an answer with no status at accepted_path for a sale",
+            ),
+            _ => {}
+        }
+        if a.accepted_values.is_some() && a.accepted_path.is_none() {
             self.err(
                 k("accepted_values"),
                 "needs an accepted_path to read the post answer's status from (without one any \

@@ -911,6 +911,23 @@ fn adapter_settings_that_would_be_ignored_are_refused() {
             "buyers[4].adapter.bid_path",
             "names elements only",
         ),
+        // Statuses to accept written as none, or as a blank that a missing status matches.
+        (
+            with(
+                "accepted_values = [\"Matched\", \"Accepted\"]",
+                "accepted_values = []",
+            ),
+            "buyers[4].adapter.accepted_values",
+            "an empty list",
+        ),
+        (
+            with(
+                "accepted_values = [\"Matched\", \"Accepted\"]",
+                "accepted_values = [\"Matched\", \" \"]",
+            ),
+            "buyers[4].adapter.accepted_values",
+            "blank value",
+        ),
     ];
     for (text, key, says) in cases {
         let issues = invalid(&text);

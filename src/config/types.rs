@@ -277,8 +277,9 @@ pub struct AdapterConfig {
     pub bid_id_path: Option<String>,
     #[serde(default)]
     pub accepted_path: Option<String>,
+    /// `None`: the key is left out (the native word, "accepted"); an empty list is refused.
     #[serde(default)]
-    pub accepted_values: Vec<String>,
+    pub accepted_values: Option<Vec<String>>,
     #[serde(default)]
     pub reason_path: Option<String>,
 }
