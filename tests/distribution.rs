@@ -147,6 +147,47 @@ fn a_rejecting_buyers_leads_cascade_to_each_of_the_others_in_turn() {
     }
 }
 
+/// A buyer slow to reject: the leads of its turns, sent together, are rejected together, and
+/// their cascades go to each of the others in turn, as they are made; not all to the buyer
+/// that was the longest without a cascade when the leads arrived.
+#[test]
+fn a_slow_rejecters_leads_cascade_in_turn_when_they_are_rejected() {
+    let slow = BuyerSpec::new("x").with_responder(|_, _| Reply::rejected("full").after_ms(300));
+    let fleet = Fleet::start(vec![
+        poster("a", true),
+        poster("b", true),
+        poster("c", true),
+        slow,
+    ])
+    .unwrap();
+    let toml = fixed_config(&fleet, "round_robin", &[(20.0, 1, 1); 4])
+        .replace("post_timeout_ms = 500", "post_timeout_ms = 2000");
+    let ex = Exchange::start(&toml);
+    let mut clients: Vec<Client> = (0..12).map(|_| ex.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/leads",
+            Some(KEY),
+            lead.as_bytes(),
+        ));
+    }
+    for c in &mut clients {
+        let v = c.read_response().expect("an answer").json();
+        assert_eq!(v["status"], "sold", "{v}");
+    }
+    let emails = |i: usize| -> std::collections::HashSet<String> {
+        posted_field(&fleet, i, "email").into_iter().collect()
+    };
+    let rejected = emails(3);
+    assert_eq!(rejected.len(), 3, "x's turns of 12 leads among 4 buyers");
+    let took: Vec<usize> = (0..3)
+        .map(|i| emails(i).intersection(&rejected).count())
+        .collect();
+    assert_eq!(took, [1, 1, 1], "x's rejected leads went {took:?}");
+}
+
 /// Buyers that accept share evenly however many of the others reject every post: a rejected
 /// lead's cascade is no turn, so it takes no first offer from the buyer it reached.
 #[test]

@@ -740,6 +740,16 @@ impl Auction {
         a
     }
 
+    /// Reorders the ranked bids not yet posted to (the cascade's), stably, by `key` of each
+    /// one's buyer: a fixed-price plan whose cascade order depends on what other leads did
+    /// since it was made (round robin's) is brought up to date before a cascade takes from it.
+    pub fn reorder_unposted<K: Ord>(&mut self, mut key: impl FnMut(usize) -> K) {
+        let slots = &self.slots;
+        if let Some(rest) = self.ranking.get_mut(self.next_rank..) {
+            rest.sort_by_cached_key(|&slot| key(slots[slot].buyer));
+        }
+    }
+
     /// Positive bids received so far (before the reserve is applied), as `Outcome::bids`.
     pub fn bids(&self) -> u32 {
         self.bids

@@ -186,7 +186,7 @@ pub fn payout_rule(terms: journal::PayoutTerms) -> crate::config::Payout {
 /// would not give it.
 ///
 /// A lead a buyer rejects cascades to the others in a rotation of their own (the one the
-/// longest without a cascade's post first), not in the order of turns: then the same buyer
+/// longest without a cascade's post when the cascade is made first), not in the order of turns: then the same buyer
 /// would follow the rejecter every time and get every lead it rejected. A cascade's post is
 /// not a turn, so every buyer gets the same share of first offers, and the leads rejected
 /// are spread evenly over the others, however many buyers reject.
@@ -233,17 +233,21 @@ impl RoundRobin {
         }
     }
 
+    /// The cascade's post `buyer` last had (0: none yet), for a lead's cascade taken later
+    /// than its order was made (`Auction::reorder_unposted`).
+    pub fn last_cascade_of(&self, buyer: usize) -> u64 {
+        self.last_cascade
+            .get(buyer)
+            .map_or(0, |t| t.load(Ordering::Relaxed))
+    }
+
     /// Order `buyers` (eligible, sorted by priority) for one lead: the longest without a
     /// turn first, and first offered (`firsts` of them: a shared lead's first posts), the
     /// rest after them the longest without a cascade's post first; the first one's turn is
     /// taken.
     pub fn order(&self, buyers: &mut [usize], firsts: usize) {
         let last = |b: usize| self.last.get(b).map_or(0, |t| t.load(Ordering::Relaxed));
-        let last_cascade = |b: usize| {
-            self.last_cascade
-                .get(b)
-                .map_or(0, |t| t.load(Ordering::Relaxed))
-        };
+        let last_cascade = |b: usize| self.last_cascade_of(b);
         for _ in 0..ROUND_ROBIN_RETRIES {
             // Stable: among equals, priority and config order decide.
             buyers.sort_by_cached_key(|&b| last(b));

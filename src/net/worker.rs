@@ -317,6 +317,28 @@ struct Lead {
     timer_at: Option<Instant>,
 }
 
+impl Lead {
+    /// Whether the lead's posts take round-robin turns (its campaign's method, or its
+    /// fallback's once the fallback runs).
+    fn round_robin(&self) -> bool {
+        let c = &self.gen.rt.snap.campaigns[self.campaign];
+        c.method == Distribution::RoundRobin
+            || (self.fallback_done && c.fallback == Some(Distribution::RoundRobin))
+    }
+
+    /// Before a post result that may cascade: a round robin's cascade goes to the buyer the
+    /// longest without a cascade's post now, not when the lead arrived (a buyer slow to
+    /// reject would otherwise pass all its leads of a stretch to one buyer).
+    fn cascade_in_rotation(&mut self) {
+        if !self.round_robin() {
+            return;
+        }
+        if let Some(rr) = self.gen.rt.round_robin.get(self.campaign) {
+            self.auction.reorder_unposted(|b| rr.last_cascade_of(b));
+        }
+    }
+}
+
 pub struct Worker {
     id: usize,
     poll: Poll,
@@ -2723,6 +2745,7 @@ impl Worker {
                     // meant to stop leads at once, running auctions' included.
                     if caps.is_paused(cap_buyer) {
                         let now = self.now;
+                        lead.cascade_in_rotation();
                         lead.auction.on_post_result(slot, now, PostOutcome::Paused);
                         continue;
                     }
@@ -2744,6 +2767,7 @@ impl Worker {
                         }
                         Some(None) => {
                             let now = self.now;
+                            lead.cascade_in_rotation();
                             lead.auction.on_post_result(slot, now, PostOutcome::Capped);
                             continue;
                         }
@@ -2754,10 +2778,7 @@ impl Worker {
                     // the buyer has.
                     // A round robin's first offers take turns, its cascades' posts a rotation
                     // of their own (`RoundRobin`).
-                    let c = &lead.gen.rt.snap.campaigns[lead.campaign];
-                    if c.method == Distribution::RoundRobin
-                        || (lead.fallback_done && c.fallback == Some(Distribution::RoundRobin))
-                    {
+                    if lead.round_robin() {
                         if let Some(rr) = lead.gen.rt.round_robin.get(lead.campaign) {
                             rr.took(buyer, lead.auction.post_results() > 0);
                         }
@@ -2803,6 +2824,7 @@ impl Worker {
                 if lead.timer_at == Some(t) {
                     lead.timer_at = None;
                 }
+                lead.cascade_in_rotation();
                 lead.auction.on_timeout(now);
                 self.dirty.push(key);
             }
@@ -3421,6 +3443,7 @@ impl Worker {
             self.release_conn(ck);
             let now = self.now;
             if let Some(lead) = self.leads.get_mut(job.lead) {
+                lead.cascade_in_rotation();
                 lead.auction
                     .on_post_result(job.slot, now, PostOutcome::Unjournaled);
             }
@@ -3762,6 +3785,9 @@ impl Worker {
                         .codec
                         .clone();
                     let results = lead.auction.ping_results();
+                    if job.kind == JobKind::Post {
+                        lead.cascade_in_rotation();
+                    }
                     match (job.kind, codec) {
                         (JobKind::Ping, None) => lead.auction.on_ping_result(
                             job.slot,
@@ -3885,13 +3911,16 @@ impl Worker {
                 lead.auction
                     .on_ping_result(job.slot, now, PingOutcome::Error(reason.to_string()))
             }
-            JobKind::Post => lead.auction.on_post_result(
-                job.slot,
-                now,
-                PostOutcome::Failed {
-                    reason: reason.to_string(),
-                },
-            ),
+            JobKind::Post => {
+                lead.cascade_in_rotation();
+                lead.auction.on_post_result(
+                    job.slot,
+                    now,
+                    PostOutcome::Failed {
+                        reason: reason.to_string(),
+                    },
+                )
+            }
         }
         self.dirty.push(job.lead);
     }
