@@ -385,16 +385,16 @@ impl Adapter {
     /// A personal member nested in an array or object the template names is left out
     /// (`lead::ping_safe`). `ping_fields` are the lead's campaign's: a dotted placeholder,
     /// `{lead.vehicle.year}`, reads a member of that very name only when it is one of them,
-    /// else only into the ping field `vehicle` (a seller's `"vehicle.year"` member is no ping
-    /// field, and may hold anything).
+    /// and into `vehicle` only when that is one (a seller's `"vehicle.year"` member is no
+    /// ping field unless named so, and may hold anything; nor is `vehicle` because
+    /// `"vehicle.year"` is).
     pub fn write_ping(&self, out: &mut Vec<u8>, ctx: &Ctx<'_>, ping_fields: &[String]) {
-        let is_ping_field = |f: &str| ping_fields.iter().any(|p| p == f);
-        let unpinged = self.ping.iter().flat_map(|f| &f.parts).any(|p| match p {
-            Part::Lead(f) => !is_ping_field(f) && ctx.lead.contains_key(f),
+        let dotted = self.ping.iter().flat_map(|f| &f.parts).any(|p| match p {
+            Part::Lead(f) => f.contains('.'),
             _ => false,
         });
         let only_pinged;
-        let ctx = if unpinged {
+        let ctx = if dotted {
             only_pinged = ctx.lead.select(ping_fields.iter().map(String::as_str));
             &Ctx {
                 lead: &only_pinged,

@@ -1023,6 +1023,12 @@ post_body = { year = "{lead.vehicle.year}" }"#,
     let lead = obj(json!({"vehicle": {"year": 2018}, "vehicle.year": "2019"}));
     a.write_ping(&mut out, &ping_ctx(&lead), &fields);
     assert_eq!(text(&out), "first=&other=&year=2019");
+    // "vehicle.year" a ping field, `vehicle` not: nothing is read into `vehicle`.
+    out.clear();
+    fields.retain(|f| f != "vehicle");
+    let lead = obj(json!({"vehicle": {"year": 2018}}));
+    a.write_ping(&mut out, &ping_ctx(&lead), &fields);
+    assert_eq!(text(&out), "first=&other=&year=");
 }
 
 #[test]
