@@ -38,13 +38,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use reader::{read_all, replay_sales, Entry, Follower, Reader};
+pub use reader::{read_all, replay_sales, Entry, Follower, Reader, SEGMENT_SKEW_US};
 pub use record::{
     answer_promise, post_promise, DecodeError, LeadFlow, LeadStatus, PayoutTerms, PingOutcome,
     Record, RecordRef, RecordType, Unsettled, MAX_POST_TEXT_BYTES,
 };
 pub use recovery::{verify, Cut, Damage, DamageKind, RecoveryReport, VerifyReport};
 pub use salvage::{replay_set_aside, SetAsideReport};
+pub use segment::segment_path;
 pub use writer::Journal;
 
 /// Smallest segment accepted: large enough for the header and a good number of leads, small

@@ -351,13 +351,25 @@ impl Iterator for Reader {
 
 /// Timestamps in one segment may run this far past the next segment's creation time (writers
 /// stamp a record just before appending it); [`Reader::open_since`] allows for it.
-const SEGMENT_SKEW_US: u64 = 3600 * 1_000_000;
+pub const SEGMENT_SKEW_US: u64 = 3600 * 1_000_000;
 
 impl Reader {
     /// A reader that skips whole segments holding only records older than `since_us` (judged
     /// from segment headers, without reading records); it may still yield some older records,
     /// so callers filter by `ts_us` as well. Used to replay the open cap windows on start.
     pub fn open_since(dir: &Path, since_us: u64) -> Result<Reader, JournalError> {
+        Reader::open_since_within(dir, since_us, SEGMENT_SKEW_US)
+    }
+
+    /// [`Reader::open_since`] allowing timestamps to run only `skew_us` past the next
+    /// segment's creation time: far fewer segments on a busy journal, where a segment lasts
+    /// minutes, but a clock stepped back by more than `skew_us` can hide records stamped
+    /// before the step from it.
+    pub fn open_since_within(
+        dir: &Path,
+        since_us: u64,
+        skew_us: u64,
+    ) -> Result<Reader, JournalError> {
         if !dir.is_dir() {
             return Err(JournalError::NotFound(dir.to_path_buf()));
         }
@@ -370,9 +382,7 @@ impl Reader {
                 .is_ok();
             match SegmentHeader::parse(&head) {
                 // Every record before this segment is older than its creation time.
-                Ok(h) if ok && h.created_us.saturating_add(SEGMENT_SKEW_US) < since_us => {
-                    first = seq
-                }
+                Ok(h) if ok && h.created_us.saturating_add(skew_us) < since_us => first = seq,
                 _ => break,
             }
         }

@@ -228,15 +228,39 @@ pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str, ping: bool) -> (
     (409, out)
 }
 
+/// How far a record's time may run past the creation of the segment after it for a lookup's
+/// first reading: a writer stamps a record just before appending it, so by far less unless
+/// the clock was stepped back. A busy journal starts a segment every minute or two; the
+/// reading allowing for an hour's step would go through an hour of them.
+const LOOKUP_SKEW_US: u64 = 60_000_000;
+
 /// The lead's records as far as its answer needs them; `None` when it is unknown or another
 /// seller's. `ping_only`: the story of its `/v1/ping`, ending where a post of it begins.
+/// Read first from the segments near its time; when they do not hold its arrival, again
+/// allowing for a clock stepped back by up to an hour (`journal::SEGMENT_SKEW_US`), as a
+/// start's replay of the caps does.
 fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Option<Story> {
+    match read_story_within(dir, lead_id, seller, ping_only, LOOKUP_SKEW_US) {
+        Some(story) if story.received.is_some() => Some(story),
+        _ => read_story_within(dir, lead_id, seller, ping_only, journal::SEGMENT_SKEW_US),
+    }
+}
+
+/// [`read_story`] from the segments a record of the lead's time may be in when times run at
+/// most `skew_us` past the next segment's creation.
+fn read_story_within(
+    dir: &Path,
+    lead_id: &str,
+    seller: &str,
+    ping_only: bool,
+    skew_us: u64,
+) -> Option<Story> {
     let id_ms = ulid::Ulid::from_string(lead_id)
         .ok()
         .map(|u| u.timestamp_ms())?;
     let since = (id_ms * 1000).saturating_sub(BEFORE_ID_US);
     let mut until = (id_ms * 1000).saturating_add(LOOKUP_HORIZON_US);
-    let mut reader = journal::Reader::open_since(dir, since)
+    let mut reader = journal::Reader::open_since_within(dir, since, skew_us)
         .ok()?
         .only_lead(lead_id);
     reader.stop_after(until);
@@ -577,6 +601,134 @@ mod tests {
             replay,
             ping: false,
         }
+    }
+
+    /// Now, in unix microseconds: the journal stamps its first segment with the clock.
+    fn now_us() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    }
+
+    /// A scratch journal directory, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(name: &str) -> (Scratch, journal::Journal) {
+        let dir = std::env::temp_dir().join(format!("gavel-lookup-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = journal::JournalOptions {
+            dir: dir.clone(),
+            segment_bytes: journal::MIN_SEGMENT_BYTES,
+            sync: journal::SyncMode::Os,
+            retain_segments: 0,
+            keep_us: journal::CAP_WINDOW_US,
+        };
+        let (j, _) = journal::Journal::open(opts).expect("a journal");
+        (Scratch(dir), j)
+    }
+
+    fn append(j: &journal::Journal, ts: u64, r: &Record) -> journal::Position {
+        r.with_ref(|rr| j.append(ts, rr)).expect("appended")
+    }
+
+    /// Other leads' records stamped `ts` until one starts a new segment (made at `ts`); the
+    /// position of the first.
+    fn fill_segment(j: &journal::Journal, ts: u64) -> journal::Position {
+        let filler = Record::PingSent {
+            lead_id: "01JDQ6X8W2FFFFFFFFFFFFFFFF".into(),
+            buyer: "b".repeat(200),
+        };
+        let first = append(j, ts, &filler);
+        while append(j, ts, &filler).segment == first.segment {}
+        first
+    }
+
+    /// A lead arrived at `ts` and sold, as its records say: its id.
+    fn sold_lead(j: &journal::Journal, ts: u64) -> String {
+        let id = ulid::Ulid::from_parts(ts / 1000, 7).to_string();
+        append(
+            j,
+            ts,
+            &Record::LeadReceived {
+                lead_id: id.clone(),
+                seller: "s".into(),
+                campaign: "auto".into(),
+                source: None,
+                test: false,
+                lead_json: br#"{"lead":{"zip":"77002"}}"#.to_vec(),
+                flow: Some(LeadFlow::Lead),
+                idempotency_key: None,
+            },
+        );
+        append(
+            j,
+            ts + 1_000,
+            &Record::LeadAnswered {
+                lead_id: id.clone(),
+                campaign: "auto".into(),
+                seller: "s".into(),
+                status: LeadStatus::Sold,
+                price_cents: 4200,
+                payout_cents: 3000,
+                elapsed_us: 1_000,
+                bids: Some(1),
+                reason: None,
+            },
+        );
+        id
+    }
+
+    fn status(dir: &Path, id: &str) -> (u16, String) {
+        let (code, body) = lead_status(dir, id, "s");
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A lookup reads the segments near its lead's time, not every segment made in the hour
+    /// before it: one from ten minutes before is never opened (here it is damaged, which
+    /// would end the reading before the lead).
+    #[test]
+    fn a_lookup_reads_only_the_segments_near_its_leads_time() {
+        let (dir, j) = scratch("near");
+        let t = now_us();
+        let old = fill_segment(&j, t);
+        fill_segment(&j, t + 300_000_000);
+        let id = sold_lead(&j, t + 600_000_000);
+        drop(j);
+        let seg = journal::segment_path(&dir.0, old.segment);
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .expect("open");
+            f.write_all_at(&[0x5a, 0xa5], old.offset + 40)
+                .expect("patched");
+        }
+        let (code, body) = status(&dir.0, &id);
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"status\":\"sold\""), "{body}");
+    }
+
+    /// A lead whose records went into a segment before a clock stepped back by minutes,
+    /// the next segment stamped earlier than them: the lookup reads again allowing for the
+    /// step, and finds it.
+    #[test]
+    fn a_lookup_finds_a_lead_written_before_the_clock_stepped_back() {
+        let (dir, j) = scratch("stepped");
+        let t = now_us();
+        let id = sold_lead(&j, t + 600_000_000);
+        fill_segment(&j, t + 300_000_000);
+        fill_segment(&j, t + 301_000_000);
+        drop(j);
+        let (code, body) = status(&dir.0, &id);
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"status\":\"sold\""), "{body}");
     }
 
     /// Lookups that fill their queue leave the replays' queue its own room.
