@@ -533,6 +533,34 @@ fn a_ping_to_a_fixed_price_campaign_is_answered_with_its_prices() {
     assert_eq!(fleet.pings(0) + fleet.pings(1) + fleet.pings(2), 0);
 }
 
+/// A seller's post of a held round-robin ping takes no second turn: the ping took its
+/// buyer's turn, and the leads sent between the ping and its post do not cost that buyer
+/// its next place (two of four buyers got twice the others' leads).
+#[test]
+fn a_sellers_post_takes_no_second_round_robin_turn() {
+    let fleet = Fleet::start(
+        ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|n| poster(n, true))
+            .collect(),
+    )
+    .unwrap();
+    let ex = Exchange::start(&fixed_config(&fleet, "round_robin", &[(20.0, 1, 1); 4]));
+    let mut c = ex.client();
+    for _ in 0..8 {
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        let ping_id = v["ping_id"].as_str().unwrap_or("").to_string();
+        for _ in 0..2 {
+            assert_eq!(c.lead(LEAD).json()["status"], "sold");
+        }
+        let v = c.post("/v1/post", Some(KEY), &post_of(&ping_id)).json();
+        assert_eq!(v["status"], "sold", "{v}");
+    }
+    let posts: Vec<u64> = (0..4).map(|i| fleet.posts(i)).collect();
+    assert_eq!(posts, [6, 6, 6, 6]);
+}
+
 /// A ping nobody bids on, in a campaign with a fallback, is answered with the fallback's
 /// price: what the direct lead would have sold for. A bid, when there is one, comes first.
 #[test]
