@@ -503,6 +503,12 @@ fn stat_slots(stats: &Mutex<WorkerStats>, snap: &crate::config::Snapshot) -> Vec
     snap.buyers.iter().map(|b| st.buyer_slot(&b.id)).collect()
 }
 
+/// How long a buyer connection is idle before a request prefers it: an answer the buyer sends
+/// twice (the second right behind the first) reaches a connection idle this long already, and
+/// closes it, rather than a request written on it since. A request takes a connection idle for
+/// less only when none has been idle this long and the pool has no room for a new one.
+const REUSE_AFTER: Duration = Duration::from_millis(2);
+
 /// How far the `timeout_ms` of a lead's shared ping body may run ahead of the time a ping
 /// really has when it is written, in milliseconds, before the ping gets a body of its own.
 const STALE_TIMEOUT_MS: u64 = 1;
@@ -3286,7 +3292,37 @@ impl Worker {
         if !job.retried {
             loop {
                 let ck = match job.kind {
-                    JobKind::Ping => self.pools[p].idle.pop(),
+                    // The connection idle the shortest that has been idle `REUSE_AFTER`, so a
+                    // second answer a buyer sends to a ping it just answered lands on an idle
+                    // connection and closes it rather than passing for this ping's; when none
+                    // has been, a new one while the pool has room, else the one idle the
+                    // shortest.
+                    JobKind::Ping => {
+                        let conns = &self.conns;
+                        let pool = &self.pools[p];
+                        let cool = pool.idle.iter().rposition(|k| {
+                            conns
+                                .get(*k)
+                                .is_some_and(|c| now.duration_since(c.idle_since) >= REUSE_AFTER)
+                        });
+                        if cool.is_none()
+                            && !pool.idle.is_empty()
+                            && pool.total < pool.max_connections
+                        {
+                            if let Some(ck) = self.open_conn(p) {
+                                let job = Job {
+                                    waited_since: job.waited_since.or(Some(now)),
+                                    ..job
+                                };
+                                return self.attach(ck, job);
+                            }
+                        }
+                        let idle = &mut self.pools[p].idle;
+                        match cool {
+                            Some(i) => Some(idle.remove(i)),
+                            None => idle.pop(),
+                        }
+                    }
                     // A post, the sale, takes the connection idle the longest: if the buyer
                     // sends an answer nobody asked for (a second answer to the ping it just
                     // answered), it lands on an idle connection and closes it, instead of
@@ -3298,10 +3334,14 @@ impl Worker {
                         let other = pool.idle.iter().position(|k| {
                             conns.get(*k).is_none_or(|c| c.last_lead != Some(job.lead))
                         });
-                        if other.is_none()
-                            && !pool.idle.is_empty()
-                            && pool.total < pool.max_connections
-                        {
+                        // Idle `REUSE_AFTER` at least: a second answer to another lead's ping
+                        // may still be on its way to a connection idle for less.
+                        let cool = other.and_then(|i| pool.idle.get(i)).is_some_and(|k| {
+                            conns
+                                .get(*k)
+                                .is_some_and(|c| now.duration_since(c.idle_since) >= REUSE_AFTER)
+                        });
+                        if !cool && !pool.idle.is_empty() && pool.total < pool.max_connections {
                             if let Some(ck) = self.open_conn(p) {
                                 let job = Job {
                                     waited_since: job.waited_since.or(Some(now)),
