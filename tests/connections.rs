@@ -414,6 +414,92 @@ fn a_seller_that_stops_reading_its_answers_is_closed_after_the_head_timeout() {
     );
 }
 
+/// Sellers that stop taking their answers while holding every place (pipelining requests
+/// into sockets they never read) do not lock the others out until the head timeout closes
+/// them: once their answers have waited a second for socket space, a new connection takes one
+/// of their places.
+#[test]
+fn sellers_that_stop_reading_make_room_for_a_new_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
+    let toml = with_limit(&config(&fleet, "", |_| String::new()), 2)
+        .replace("workers = 2\n", "workers = 2\nhead_timeout_ms = 60000\n");
+    let ex = Exchange::start(&toml);
+    let admin = admin_of(&ex);
+    let request = format!(
+        "GET /v1/no-such-path HTTP/1.1\r\nHost: gavel\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+    );
+    let batch = request.repeat(1_000).into_bytes();
+    // Writers whose writes have stopped going through: the exchange holds their answers.
+    let blocked = Arc::new(AtomicUsize::new(0));
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&ex.addr.into()).unwrap();
+        let stream: TcpStream = sock.into();
+        stream
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut writing = stream.try_clone().unwrap();
+        let (batch, blocked) = (batch.clone(), blocked.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let until = Instant::now() + PATIENCE;
+            let mut counted = false;
+            while Instant::now() < until {
+                match writing.write_all(&batch) {
+                    Ok(()) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        if !counted {
+                            counted = true;
+                            blocked.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        streams.push(stream);
+    }
+    assert!(
+        eventually(|| blocked.load(Ordering::SeqCst) == 2),
+        "the sellers' writes never stopped"
+    );
+    assert_eq!(connections(admin)["sellers_open"], 2);
+    // Well within the head timeout (60 s): a new seller is served.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Refused, a connection is told 503 unasked; taken in, it hears nothing.
+        let mut c = Client::connect(ex.addr);
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if c.stream.peek(&mut [0u8; 1]).is_err() {
+            c.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            let r = c.lead(LEAD);
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            assert_eq!(r.json()["status"], "sold");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "a new seller was never served: {}",
+            connections(admin)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(connections(admin)["sellers_evicted"].as_u64() >= Some(1));
+    drop(streams);
+}
+
 /// A seller that has just connected and is about to send its lead is not closed to make room
 /// for one that connects a moment later (its lead would go unanswered, and it could not tell
 /// whether it was taken): the later one is told 503 `overloaded`, an answer it can act on.

@@ -213,7 +213,26 @@ impl SellerConn {
             && self.all_sent()
             && now.saturating_duration_since(self.last_active) >= STRANGER_STALL
     }
+
+    /// Its answers have waited for socket space for [`READ_STALL`]: the client stopped
+    /// taking them. It would hold its place until `server.head_timeout_ms` closes it, and a
+    /// seller reconnecting as that happens keeps every place; it is closed first, as a
+    /// stalled stranger is, to make room for a new connection. Its leads stand (a lookup
+    /// tells them).
+    fn is_stalled_reader(&self, now: Instant) -> bool {
+        self.unsent_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= READ_STALL)
+    }
+
+    /// Closed first to make room: a stalled stranger or a client that stopped reading.
+    fn is_stalled(&self, now: Instant) -> bool {
+        self.is_stalled_stranger(now) || self.is_stalled_reader(now)
+    }
 }
+
+/// How long a connection's answers may wait for socket space before it is closed first when a
+/// new connection needs its place (see [`SellerConn::is_stalled_reader`]).
+const READ_STALL: Duration = Duration::from_secs(1);
 
 /// How long a never-answered connection's first request may stall before the connection is
 /// closed first when a new one needs its place (see [`SellerConn::is_stalled_stranger`]).
@@ -963,7 +982,7 @@ impl Worker {
             .sellers
             .iter()
             .filter_map(|(k, c)| {
-                if c.is_stalled_stranger(now) {
+                if c.is_stalled(now) {
                     Some((true, c.last_active, k))
                 } else if c.is_idle() && !c.just_accepted(now) {
                     Some((false, c.last_active, k))
@@ -989,22 +1008,17 @@ impl Worker {
                 return None;
             }
             idle.pop();
-            if strangers_only
-                && !self
-                    .sellers
-                    .get(key)
-                    .is_some_and(|c| c.is_stalled_stranger(now))
-            {
+            if strangers_only && !self.sellers.get(key).is_some_and(|c| c.is_stalled(now)) {
                 continue;
             }
             // Bytes waiting in the socket are a request arriving (its event not handled yet):
-            // closing would reset it. An end of stream waiting there is a fine one to close.
+            // closing would reset it. An end of stream waiting there is a fine one to close, and
+            // so are the requests a client that stopped taking its answers still sends.
             let arriving = |c: &SellerConn| matches!(c.stream.peek(&mut [0u8; 1]), Ok(n) if n > 0);
-            if !self
-                .sellers
-                .get(key)
-                .is_some_and(|c| (c.is_idle() || c.is_stalled_stranger(now)) && !arriving(c))
-            {
+            if !self.sellers.get(key).is_some_and(|c| {
+                c.is_stalled_reader(now)
+                    || ((c.is_idle() || c.is_stalled_stranger(now)) && !arriving(c))
+            }) {
                 continue;
             }
             if let Some(place) = self.remove_seller(key) {
