@@ -154,6 +154,9 @@ fn an_https_buyer_bids_and_buys_over_kept_alive_tls_connections() {
     let ex = Exchange::start(&with_tls_buyer(&fleet, &buyer, true));
     let mut c = ex.client();
     for _ in 0..5 {
+        // Leads further apart than `REUSE_AFTER` (2 ms), after which an idle connection is
+        // taken rather than a new one opened.
+        std::thread::sleep(Duration::from_millis(5));
         let v = c.lead(LEAD).json();
         assert_eq!(v["status"], "sold", "{}", v);
         assert_eq!(v["sales"][0]["buyer"], "secure", "{}", v);
