@@ -561,6 +561,39 @@ fn a_sellers_post_takes_no_second_round_robin_turn() {
     assert_eq!(posts, [6, 6, 6, 6]);
 }
 
+/// The same for a shared lead: a seller's ping takes the turns of all its first offers, and
+/// its post none again; leads between them go first to the buyers the ping did not hold
+/// (a ping once took only its first buyer's turn, which then never had a lead first-hand).
+#[test]
+fn a_shared_sellers_ping_takes_the_turns_of_all_its_first_offers() {
+    let fleet = Fleet::start(
+        ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|n| poster(n, true))
+            .collect(),
+    )
+    .unwrap();
+    let toml = fixed_config(&fleet, "round_robin", &[(10.0, 1, 1); 4]).replace(
+        "method = \"round_robin\"",
+        "method = \"round_robin\"\nsale = \"shared\"\nmax_sales = 3",
+    );
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for _ in 0..8 {
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        let ping_id = v["ping_id"].as_str().unwrap_or("").to_string();
+        assert_eq!(
+            c.lead(LEAD).json()["sales"].as_array().map(Vec::len),
+            Some(3)
+        );
+        let v = c.post("/v1/post", Some(KEY), &post_of(&ping_id)).json();
+        assert_eq!(v["sales"].as_array().map(Vec::len), Some(3), "{v}");
+    }
+    let posts: Vec<u64> = (0..4).map(|i| fleet.posts(i)).collect();
+    assert_eq!(posts, [12, 12, 12, 12]);
+}
+
 /// A ping nobody bids on, in a campaign with a fallback, is answered with the fallback's
 /// price: what the direct lead would have sold for. A bid, when there is one, comes first.
 #[test]

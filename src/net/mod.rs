@@ -243,8 +243,8 @@ impl RoundRobin {
 
     /// Order `buyers` (eligible, sorted by priority) for one lead: the longest without a
     /// turn first, and first offered (`firsts` of them: a shared lead's first posts), the
-    /// rest after them the longest without a cascade's post first; the first one's turn is
-    /// taken.
+    /// rest after them the longest without a cascade's post first; the first offers' turns
+    /// are taken (the first's with a compare-and-swap).
     pub fn order(&self, buyers: &mut [usize], firsts: usize) {
         let last = |b: usize| self.last.get(b).map_or(0, |t| t.load(Ordering::Relaxed));
         let last_cascade = |b: usize| self.last_cascade_of(b);
@@ -265,6 +265,11 @@ impl RoundRobin {
             {
                 break;
             }
+        }
+        // A shared lead's other first offers take their turns now too, in this order: all of
+        // a seller's ping's are taken at the ping, and its post takes none again.
+        for &b in buyers.iter().take(firsts).skip(1) {
+            self.took(b, false);
         }
         // Stable too: among buyers no cascade has reached yet, the turns' order stands.
         if let Some(rest) = buyers.get_mut(firsts.max(1)..) {

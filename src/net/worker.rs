@@ -2798,13 +2798,12 @@ impl Worker {
                     // the buyer has.
                     // A round robin's first offers take turns, its cascades' posts a rotation
                     // of their own (`RoundRobin`).
-                    // The plan's first buyer had its turn taken when the plan was ordered
+                    // The plan's first offers had their turns taken when the plan was ordered
                     // (`RoundRobin::order`): for a seller's post, at its ping, and other
                     // leads may have had turns since.
-                    let cascade = lead.auction.post_results() > 0;
-                    if lead.round_robin() && (cascade || slot > 0) {
+                    if lead.round_robin() && lead.auction.post_results() > 0 {
                         if let Some(rr) = lead.gen.rt.round_robin.get(lead.campaign) {
-                            rr.took(buyer, cascade);
+                            rr.took(buyer, true);
                         }
                     }
                     self.dispatch(Job {
