@@ -533,29 +533,38 @@ fn a_ping_to_a_fixed_price_campaign_is_answered_with_its_prices() {
     assert_eq!(fleet.pings(0) + fleet.pings(1) + fleet.pings(2), 0);
 }
 
-/// A seller's post of a held round-robin ping takes no second turn: the ping took its
-/// buyer's turn, and the leads sent between the ping and its post do not cost that buyer
-/// its next place (two of four buyers got twice the others' leads).
-#[test]
-fn a_sellers_post_takes_no_second_round_robin_turn() {
-    let fleet = Fleet::start(
+/// Buyers a, b, c and d, each accepting every post.
+fn four_posters() -> Fleet {
+    Fleet::start(
         ["a", "b", "c", "d"]
             .into_iter()
             .map(|n| poster(n, true))
             .collect(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A seller's ping, `leads` direct leads (each sold), then the ping's post: its answer.
+fn ping_leads_post(c: &mut Client, leads: usize) -> serde_json::Value {
+    let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+    assert_eq!(v["status"], "bid", "{v}");
+    let ping_id = v["ping_id"].as_str().unwrap_or("").to_string();
+    for _ in 0..leads {
+        assert_eq!(c.lead(LEAD).json()["status"], "sold");
+    }
+    c.post("/v1/post", Some(KEY), &post_of(&ping_id)).json()
+}
+
+/// A seller's post of a held round-robin ping takes no second turn: the ping took its
+/// buyer's turn, and the leads sent between the ping and its post do not cost that buyer
+/// its next place (two of four buyers got twice the others' leads).
+#[test]
+fn a_sellers_post_takes_no_second_round_robin_turn() {
+    let fleet = four_posters();
     let ex = Exchange::start(&fixed_config(&fleet, "round_robin", &[(20.0, 1, 1); 4]));
     let mut c = ex.client();
     for _ in 0..8 {
-        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
-        assert_eq!(v["status"], "bid", "{v}");
-        let ping_id = v["ping_id"].as_str().unwrap_or("").to_string();
-        for _ in 0..2 {
-            assert_eq!(c.lead(LEAD).json()["status"], "sold");
-        }
-        let v = c.post("/v1/post", Some(KEY), &post_of(&ping_id)).json();
-        assert_eq!(v["status"], "sold", "{v}");
+        assert_eq!(ping_leads_post(&mut c, 2)["status"], "sold");
     }
     let posts: Vec<u64> = (0..4).map(|i| fleet.posts(i)).collect();
     assert_eq!(posts, [6, 6, 6, 6]);
@@ -566,13 +575,7 @@ fn a_sellers_post_takes_no_second_round_robin_turn() {
 /// (a ping once took only its first buyer's turn, which then never had a lead first-hand).
 #[test]
 fn a_shared_sellers_ping_takes_the_turns_of_all_its_first_offers() {
-    let fleet = Fleet::start(
-        ["a", "b", "c", "d"]
-            .into_iter()
-            .map(|n| poster(n, true))
-            .collect(),
-    )
-    .unwrap();
+    let fleet = four_posters();
     let toml = fixed_config(&fleet, "round_robin", &[(10.0, 1, 1); 4]).replace(
         "method = \"round_robin\"",
         "method = \"round_robin\"\nsale = \"shared\"\nmax_sales = 3",
@@ -580,14 +583,7 @@ fn a_shared_sellers_ping_takes_the_turns_of_all_its_first_offers() {
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
     for _ in 0..8 {
-        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
-        assert_eq!(v["status"], "bid", "{v}");
-        let ping_id = v["ping_id"].as_str().unwrap_or("").to_string();
-        assert_eq!(
-            c.lead(LEAD).json()["sales"].as_array().map(Vec::len),
-            Some(3)
-        );
-        let v = c.post("/v1/post", Some(KEY), &post_of(&ping_id)).json();
+        let v = ping_leads_post(&mut c, 1);
         assert_eq!(v["sales"].as_array().map(Vec::len), Some(3), "{v}");
     }
     let posts: Vec<u64> = (0..4).map(|i| fleet.posts(i)).collect();

@@ -3304,72 +3304,46 @@ impl Worker {
         }
         if !job.retried {
             loop {
-                let ck = match job.kind {
-                    // The connection idle the shortest that has been idle `REUSE_AFTER`, so a
-                    // second answer a buyer sends to a ping it just answered lands on an idle
-                    // connection and closes it rather than passing for this ping's; when none
-                    // has been, a new one while the pool has room, else the one idle the
-                    // shortest.
-                    JobKind::Ping => {
-                        let conns = &self.conns;
-                        let pool = &self.pools[p];
-                        let cool = pool.idle.iter().rposition(|k| {
-                            conns
-                                .get(*k)
-                                .is_some_and(|c| now.duration_since(c.idle_since) >= REUSE_AFTER)
-                        });
-                        if cool.is_none()
-                            && !pool.idle.is_empty()
-                            && pool.total < pool.max_connections
-                        {
-                            if let Some(ck) = self.open_conn(p) {
-                                let job = Job {
-                                    waited_since: job.waited_since.or(Some(now)),
-                                    ..job
-                                };
-                                return self.attach(ck, job);
-                            }
-                        }
-                        let idle = &mut self.pools[p].idle;
-                        match cool {
-                            Some(i) => Some(idle.remove(i)),
-                            None => idle.pop(),
-                        }
-                    }
-                    // A post, the sale, takes the connection idle the longest: if the buyer
-                    // sends an answer nobody asked for (a second answer to the ping it just
-                    // answered), it lands on an idle connection and closes it, instead of
-                    // passing for the post's answer. Not the connection that carried this
-                    // lead's ping, though, while there is another or the pool may open one.
-                    JobKind::Post => {
-                        let pool = &self.pools[p];
-                        let conns = &self.conns;
-                        let other = pool.idle.iter().position(|k| {
-                            conns.get(*k).is_none_or(|c| c.last_lead != Some(job.lead))
-                        });
-                        // Idle `REUSE_AFTER` at least: a second answer to another lead's ping
-                        // may still be on its way to a connection idle for less.
-                        let cool = other.and_then(|i| pool.idle.get(i)).is_some_and(|k| {
-                            conns
-                                .get(*k)
-                                .is_some_and(|c| now.duration_since(c.idle_since) >= REUSE_AFTER)
-                        });
-                        if !cool && !pool.idle.is_empty() && pool.total < pool.max_connections {
-                            if let Some(ck) = self.open_conn(p) {
-                                let job = Job {
-                                    waited_since: job.waited_since.or(Some(now)),
-                                    ..job
-                                };
-                                return self.attach(ck, job);
-                            }
-                        }
-                        let idle = &mut self.pools[p].idle;
-                        match other {
-                            Some(i) => Some(idle.remove(i)),
-                            None => (!idle.is_empty()).then(|| idle.remove(0)),
-                        }
-                    }
+                let conns = &self.conns;
+                let pool = &self.pools[p];
+                let cool = |k: &Key| {
+                    conns
+                        .get(*k)
+                        .is_some_and(|c| now.duration_since(c.idle_since) >= REUSE_AFTER)
                 };
+                // The idle connection to take, and whether it has been idle `REUSE_AFTER`: a
+                // second answer a buyer sends to a ping it just answered may still be on its
+                // way to one idle for less, and would pass for this request's answer. When it
+                // has not, a new one while the pool has room.
+                let pick = match job.kind {
+                    // The one idle the shortest of those idle `REUSE_AFTER`, else the one idle
+                    // the shortest.
+                    JobKind::Ping => pool
+                        .idle
+                        .iter()
+                        .rposition(cool)
+                        .map(|i| (i, true))
+                        .or_else(|| pool.idle.len().checked_sub(1).map(|i| (i, false))),
+                    // A post, the sale, takes the connection idle the longest. Not the one
+                    // that carried this lead's ping, though, while there is another or the
+                    // pool may open one.
+                    JobKind::Post => pool
+                        .idle
+                        .iter()
+                        .position(|k| conns.get(*k).is_none_or(|c| c.last_lead != Some(job.lead)))
+                        .map(|i| (i, pool.idle.get(i).is_some_and(cool)))
+                        .or_else(|| (!pool.idle.is_empty()).then_some((0, false))),
+                };
+                if pick.is_some_and(|(_, cool)| !cool) && pool.total < pool.max_connections {
+                    if let Some(ck) = self.open_conn(p) {
+                        let job = Job {
+                            waited_since: job.waited_since.or(Some(now)),
+                            ..job
+                        };
+                        return self.attach(ck, job);
+                    }
+                }
+                let ck = pick.map(|(i, _)| self.pools[p].idle.remove(i));
                 let Some(ck) = ck else { break };
                 let quiet = match self.conns.get_mut(ck) {
                     // Bytes that arrived since the last event-loop turn are not an answer to
