@@ -163,17 +163,7 @@ fn a_slow_rejecters_leads_cascade_in_turn_when_they_are_rejected() {
     let toml = fixed_config(&fleet, "round_robin", &[(20.0, 1, 1); 4])
         .replace("post_timeout_ms = 500", "post_timeout_ms = 2000");
     let ex = Exchange::start(&toml);
-    let mut clients: Vec<Client> = (0..12).map(|_| ex.client()).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
-        c.send_raw(&Client::request(
-            "POST",
-            "/v1/leads",
-            Some(KEY),
-            lead.as_bytes(),
-        ));
-    }
-    for c in &mut clients {
+    for c in &mut send_leads_at_once(ex.addr, 12) {
         let v = c.read_response().expect("an answer").json();
         assert_eq!(v["status"], "sold", "{v}");
     }

@@ -794,25 +794,10 @@ fn lead_n(i: usize) -> String {
     LEAD.replace("ana@example.com", &format!("ana{i}@example.com"))
 }
 
-/// `n` leads of their own (`lead_n`) sent on connections of their own; their answers are
-/// still to be read.
-fn leads_sent(r: &Running, n: usize) -> Vec<Client> {
-    let mut clients: Vec<Client> = (0..n).map(|_| r.ex.client()).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.send_raw(&Client::request(
-            "POST",
-            "/v1/leads",
-            Some(KEY),
-            lead_n(i).as_bytes(),
-        ));
-    }
-    clients
-}
-
 /// Two leads sent on connections of their own, waiting until both posts reached the first
 /// buyer; their answers are still to be read.
 fn two_posts_in_flight(r: &Running, fleet: &Fleet) -> Vec<Client> {
-    let clients = leads_sent(r, 2);
+    let clients = send_leads_at_once(r.ex.addr, 2);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while fleet.posts(0) < 2 {
         assert!(
@@ -962,7 +947,7 @@ fn a_cap_lowered_while_leads_are_in_their_auction_holds_for_their_posts() {
     let fleet = Fleet::start(vec![slow, bidder("other", 2000)]).unwrap();
     let base = first_capped(&fleet, 10).replace("ping_timeout_ms = 300", "ping_timeout_ms = 1000");
     let r = start(&base);
-    let mut clients = leads_sent(&r, 4);
+    let mut clients = send_leads_at_once(r.ex.addr, 4);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while fleet.pings(0) < 4 {
         assert!(std::time::Instant::now() < deadline, "every lead pings");
