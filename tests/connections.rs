@@ -346,6 +346,27 @@ fn stalled_strangers_make_room_before_an_idle_seller() {
     assert_eq!(connections(admin)["sellers_evicted"], 1);
 }
 
+/// A connection to the exchange with a small receive buffer, never read here, whose writes
+/// give up after 200 ms.
+fn non_reading_seller(addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    stream
+}
+
+/// A thousand pipelined requests, each answered 404.
+fn unread_requests() -> Vec<u8> {
+    let request = format!(
+        "GET /v1/no-such-path HTTP/1.1\r\nHost: gavel\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+    );
+    request.repeat(1_000).into_bytes()
+}
+
 /// A seller that stops taking its answers (pipelining requests into a socket it never reads,
 /// until the buffers on both sides are full) is closed once its answers have waited
 /// `server.head_timeout_ms`, giving back its place, rather than holding it for ever; another
@@ -357,17 +378,8 @@ fn a_seller_that_stops_reading_its_answers_is_closed_after_the_head_timeout() {
         .replace("workers = 2\n", "workers = 2\nhead_timeout_ms = 1000\n");
     let ex = Exchange::start(&toml);
     let admin = admin_of(&ex);
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&ex.addr.into()).unwrap();
-    let stream: TcpStream = sock.into();
-    stream
-        .set_write_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let request = format!(
-        "GET /v1/no-such-path HTTP/1.1\r\nHost: gavel\r\nAuthorization: Bearer {KEY}\r\n\r\n"
-    );
-    let batch = request.repeat(1_000).into_bytes();
+    let stream = non_reading_seller(ex.addr);
+    let batch = unread_requests();
     let writer = {
         let mut stream = stream.try_clone().unwrap();
         std::thread::spawn(move || {
@@ -427,22 +439,12 @@ fn sellers_that_stop_reading_make_room_for_a_new_connection() {
         .replace("workers = 2\n", "workers = 2\nhead_timeout_ms = 60000\n");
     let ex = Exchange::start(&toml);
     let admin = admin_of(&ex);
-    let request = format!(
-        "GET /v1/no-such-path HTTP/1.1\r\nHost: gavel\r\nAuthorization: Bearer {KEY}\r\n\r\n"
-    );
-    let batch = request.repeat(1_000).into_bytes();
+    let batch = unread_requests();
     // Writers whose writes have stopped going through: the exchange holds their answers.
     let blocked = Arc::new(AtomicUsize::new(0));
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&ex.addr.into()).unwrap();
-        let stream: TcpStream = sock.into();
-        stream
-            .set_write_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        let stream = non_reading_seller(ex.addr);
         let mut writing = stream.try_clone().unwrap();
         let (batch, blocked) = (batch.clone(), blocked.clone());
         std::thread::spawn(move || {
