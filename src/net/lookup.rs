@@ -619,7 +619,10 @@ mod tests {
         }
     }
 
-    fn scratch(name: &str) -> (Scratch, journal::Journal) {
+    /// Test helpers' results: the journal's and the file system's errors.
+    type Tried<T> = Result<T, Box<dyn std::error::Error>>;
+
+    fn scratch(name: &str) -> Tried<(Scratch, journal::Journal)> {
         let dir = std::env::temp_dir().join(format!("gavel-lookup-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let opts = journal::JournalOptions {
@@ -629,28 +632,28 @@ mod tests {
             retain_segments: 0,
             keep_us: journal::CAP_WINDOW_US,
         };
-        let (j, _) = journal::Journal::open(opts).expect("a journal");
-        (Scratch(dir), j)
+        let (j, _) = journal::Journal::open(opts)?;
+        Ok((Scratch(dir), j))
     }
 
-    fn append(j: &journal::Journal, ts: u64, r: &Record) -> journal::Position {
-        r.with_ref(|rr| j.append(ts, rr)).expect("appended")
+    fn append(j: &journal::Journal, ts: u64, r: &Record) -> Tried<journal::Position> {
+        Ok(r.with_ref(|rr| j.append(ts, rr))?)
     }
 
     /// Other leads' records stamped `ts` until one starts a new segment (made at `ts`); the
     /// position of the first.
-    fn fill_segment(j: &journal::Journal, ts: u64) -> journal::Position {
+    fn fill_segment(j: &journal::Journal, ts: u64) -> Tried<journal::Position> {
         let filler = Record::PingSent {
             lead_id: "01JDQ6X8W2FFFFFFFFFFFFFFFF".into(),
             buyer: "b".repeat(200),
         };
-        let first = append(j, ts, &filler);
-        while append(j, ts, &filler).segment == first.segment {}
-        first
+        let first = append(j, ts, &filler)?;
+        while append(j, ts, &filler)?.segment == first.segment {}
+        Ok(first)
     }
 
     /// A lead arrived at `ts` and sold, as its records say: its id.
-    fn sold_lead(j: &journal::Journal, ts: u64) -> String {
+    fn sold_lead(j: &journal::Journal, ts: u64) -> Tried<String> {
         let id = ulid::Ulid::from_parts(ts / 1000, 7).to_string();
         append(
             j,
@@ -665,7 +668,7 @@ mod tests {
                 flow: Some(LeadFlow::Lead),
                 idempotency_key: None,
             },
-        );
+        )?;
         append(
             j,
             ts + 1_000,
@@ -680,8 +683,8 @@ mod tests {
                 bids: Some(1),
                 reason: None,
             },
-        );
-        id
+        )?;
+        Ok(id)
     }
 
     fn status(dir: &Path, id: &str) -> (u16, String) {
@@ -693,42 +696,40 @@ mod tests {
     /// before it: one from ten minutes before is never opened (here it is damaged, which
     /// would end the reading before the lead).
     #[test]
-    fn a_lookup_reads_only_the_segments_near_its_leads_time() {
-        let (dir, j) = scratch("near");
+    fn a_lookup_reads_only_the_segments_near_its_leads_time() -> Tried<()> {
+        let (dir, j) = scratch("near")?;
         let t = now_us();
-        let old = fill_segment(&j, t);
-        fill_segment(&j, t + 300_000_000);
-        let id = sold_lead(&j, t + 600_000_000);
+        let old = fill_segment(&j, t)?;
+        fill_segment(&j, t + 300_000_000)?;
+        let id = sold_lead(&j, t + 600_000_000)?;
         drop(j);
         let seg = journal::segment_path(&dir.0, old.segment);
         {
             use std::os::unix::fs::FileExt;
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&seg)
-                .expect("open");
-            f.write_all_at(&[0x5a, 0xa5], old.offset + 40)
-                .expect("patched");
+            let f = std::fs::OpenOptions::new().write(true).open(&seg)?;
+            f.write_all_at(&[0x5a, 0xa5], old.offset + 40)?;
         }
         let (code, body) = status(&dir.0, &id);
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"status\":\"sold\""), "{body}");
+        Ok(())
     }
 
     /// A lead whose records went into a segment before a clock stepped back by minutes,
     /// the next segment stamped earlier than them: the lookup reads again allowing for the
     /// step, and finds it.
     #[test]
-    fn a_lookup_finds_a_lead_written_before_the_clock_stepped_back() {
-        let (dir, j) = scratch("stepped");
+    fn a_lookup_finds_a_lead_written_before_the_clock_stepped_back() -> Tried<()> {
+        let (dir, j) = scratch("stepped")?;
         let t = now_us();
-        let id = sold_lead(&j, t + 600_000_000);
-        fill_segment(&j, t + 300_000_000);
-        fill_segment(&j, t + 301_000_000);
+        let id = sold_lead(&j, t + 600_000_000)?;
+        fill_segment(&j, t + 300_000_000)?;
+        fill_segment(&j, t + 301_000_000)?;
         drop(j);
         let (code, body) = status(&dir.0, &id);
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"status\":\"sold\""), "{body}");
+        Ok(())
     }
 
     /// Lookups that fill their queue leave the replays' queue its own room.
