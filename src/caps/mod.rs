@@ -340,8 +340,8 @@ impl CapTable {
     }
 
     /// As [`CapTable::carried_over`], with `changed[i]` true for a buyer whose history
-    /// changed (ids added to or taken from its `previous_ids`): its counts are rebuilt, not
-    /// shared.
+    /// changed (the ids it answers to: a rename onto an id with sales of its own, ids added to
+    /// or taken from its `previous_ids`, a merge): its counts are rebuilt, not shared.
     pub fn carried_over_changed(
         buyers: &[(CapLimits, Tz)],
         old: &CapTable,

@@ -186,8 +186,9 @@ pub fn payout_rule(terms: journal::PayoutTerms) -> crate::config::Payout {
 /// would not give it.
 ///
 /// A lead a buyer rejects cascades to the others in a rotation of their own (the one the
-/// longest without a cascade's post when the cascade is made first), not in the order of turns: then the same buyer
-/// would follow the rejecter every time and get every lead it rejected. A cascade's post is
+/// longest without a cascade's post when the cascade is made first), not in the order of
+/// turns: then the same buyer would follow the rejecter every time and get every lead it
+/// rejected. A cascade's post is
 /// not a turn, so every buyer gets the same share of first offers, and the leads rejected
 /// are spread evenly over the others, however many buyers reject.
 pub struct RoundRobin {
