@@ -76,9 +76,38 @@ fn help_help(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     args
 }
 
+/// The one-line error for a command given without its subcommand: the command as typed
+/// (`gavel journal`) and the subcommands it takes.
+fn missing_command(args: &[std::ffi::OsString]) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["gavel".to_string()];
+    for arg in args.iter().skip(1) {
+        let Some(arg) = arg.to_str() else { break };
+        match cmd.find_subcommand(arg) {
+            Some(sub) => {
+                path.push(arg.to_string());
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    let subs: Vec<&str> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .filter(|n| *n != "help")
+        .collect();
+    let path = path.join(" ");
+    format!(
+        "`{path}` needs a command: {} (see `{path} --help`)",
+        subs.join(", ")
+    )
+}
+
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse_from(help_help(std::env::args_os().collect())) {
+    let args = help_help(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args.iter()) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -88,7 +117,9 @@ pub fn main() -> i32 {
                     0
                 }
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    let _ = e.print();
+                    // A command with no subcommand (`gavel`, `gavel journal`): one line
+                    // naming the subcommands, as every other wrong invocation gets.
+                    eprintln!("gavel: {}", missing_command(&args));
                     2
                 }
                 _ => {

@@ -186,6 +186,8 @@ fn wrong_flags_and_missing_files_give_one_line_and_exit_2() {
         vec!["serve", "--config", "/nonexistent/gavel.toml"],
         vec!["frobnicate"],
         vec!["demo", "--seconds", "many"],
+        vec![],
+        vec!["journal"],
     ] {
         let out = gavel().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{:?}", args);

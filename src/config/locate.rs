@@ -203,7 +203,22 @@ pub fn syntax_key(text: &str, offset: usize) -> Option<String> {
         tables.header(line)?;
         return Some(tables.current).filter(|t| !t.is_empty());
     }
-    let (key, _) = line.split_once('=')?;
+    let key = match line.split_once('=') {
+        Some((key, _)) => key,
+        // A key and a value with no `=` between them (`workers 4`): the key, when the error
+        // is past it (the parser read the key and wanted its `=`). A word alone on its line
+        // may be a value inside a multi-line array, so it names nothing.
+        None => {
+            let (key, rest) = line.split_once(char::is_whitespace)?;
+            let key_end = line_start
+                + (text[line_start..].len() - text[line_start..].trim_start().len())
+                + key.len();
+            if rest.trim().is_empty() || rest.trim_start().starts_with('#') || offset < key_end {
+                return None;
+            }
+            key
+        }
+    };
     let key = plausible_key(key)?;
     Some(join(&tables.current, &key))
 }

@@ -581,6 +581,11 @@ fn a_syntax_error_is_one_line_with_its_line_and_a_key_only_when_there_is_one() {
         "token = \"change-me",
     );
     assert_eq!(parse_error(&text).key, "admin.token");
+    // A key and its value with no `=` between them: the key.
+    let text = CONTRACT.replace("max_in_flight = ", "max_in_flight ");
+    let issue = parse_error(&text);
+    assert_eq!(issue.key, "server.max_in_flight", "{issue}");
+    assert_eq!(issue.line, line_of(&text, "max_in_flight "), "{issue}");
     // Inside a multi-line array no key is named rather than a wrong one.
     let text = CONTRACT.replace(
         "hours = [\"mon-fri 08:00-20:00\", \"sat 09:00-14:00\"]",
