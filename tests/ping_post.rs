@@ -535,6 +535,50 @@ fn a_restart_between_ping_and_post_keeps_the_offer() {
     assert_eq!(v["payout"], 45.0, "{v}");
 }
 
+/// Two buyers made one across a restart (one removed, its id in the other's `previous_ids`)
+/// held a bid each for a ping: the one buyer is offered the lead once. When it rejects, the
+/// lead goes on to the next buyer, not back to it at its other bid.
+#[test]
+fn a_ping_held_by_two_buyers_made_one_offers_the_lead_to_that_buyer_once() {
+    let fleet = Fleet::start(vec![
+        bidder("kept", 9000, false),
+        bidder("merged", 8000, true),
+        bidder("other", 5000, true),
+    ])
+    .unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let (ping_id, v) = ping_on_an_exchange_that_then_stops(&toml);
+    assert_eq!(v["payout"], 72.0, "{v}");
+    let merged_block = toml
+        .split("\n[[buyers]]\n")
+        .find(|b| b.starts_with("id = \"merged\""))
+        .expect("the merged buyer's table");
+    let one = toml
+        .replace(&format!("\n[[buyers]]\n{merged_block}"), "")
+        .replace(
+            "id = \"kept\"",
+            "id = \"kept\"\nprevious_ids = [\"merged\"]",
+        );
+    let ex = Exchange::start(&one);
+    let (_, replayed) = ex.handle.as_ref().unwrap().recovery();
+    assert_eq!(replayed.pings_held, 1);
+    let v = ex
+        .client()
+        .post("/v1/post", Some(KEY), &post_body(&ping_id, ""))
+        .json();
+    assert_eq!(
+        (v["status"].as_str(), v["sales"][0]["buyer"].as_str()),
+        (Some("sold"), Some("other")),
+        "{v}"
+    );
+    assert_eq!(v["price"], 50.0, "{v}");
+    assert_eq!(
+        (fleet.posts(0), fleet.posts(1), fleet.posts(2)),
+        (1, 0, 1),
+        "the kept buyer is offered the lead once"
+    );
+}
+
 /// A ping is held for the time it was offered with: a restart under a config whose `hold_ms`
 /// is shorter than the ping's age so far still holds it, and its post sells.
 #[test]

@@ -721,6 +721,73 @@ fn a_ping_held_before_a_reload_is_posted_after_it() {
     assert_eq!(fleet.posts(0), 0, "the removed buyer's held bid is dropped");
 }
 
+/// A reload that makes two buyers one (one removed, its id in the other's `previous_ids`)
+/// while a ping holds a bid of each: a shared post sells to that buyer once, at its best bid,
+/// and to the next distinct buyer.
+#[test]
+fn a_ping_held_before_two_buyers_were_made_one_sells_to_each_buyer_once() {
+    let fleet = Fleet::start(vec![
+        bidder("kept", 9000),
+        bidder("merged", 8000),
+        bidder("other", 5000),
+    ])
+    .unwrap();
+    let full = with_admin(&config(
+        &fleet,
+        "hold_ms = 30000\nsale = \"shared\"\nmax_sales = 2",
+        |_| String::new(),
+    ));
+    let run = start(&full);
+    let mut c = run.ex.client();
+    let r = c.post(
+        "/v1/ping",
+        Some(KEY),
+        br#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["payout"], 136.0, "{}", text(&r));
+    let ping_id = r.json()["ping_id"].as_str().unwrap_or("").to_string();
+
+    let (_, parted) = buyer_block(&full, "merged");
+    let merged = parted.replace(
+        "id = \"kept\"",
+        "id = \"kept\"\nprevious_ids = [\"merged\"]",
+    );
+    let r = run.reload_with(&merged);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        r.json()["buyers"]["renamed"],
+        serde_json::json!(["merged -> kept"])
+    );
+
+    let lead: Value = serde_json::from_str(LEAD).unwrap();
+    let body = serde_json::to_vec(
+        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
+    )
+    .unwrap();
+    let v = c.post("/v1/post", Some(KEY), &body).json();
+    let sales: Vec<(&str, f64)> = v["sales"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| {
+                    (
+                        s["buyer"].as_str().unwrap_or(""),
+                        s["price"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(sales, [("kept", 90.0), ("other", 50.0)], "{v}");
+    assert_eq!(v["price"], 140.0, "{v}");
+    assert_eq!(
+        (fleet.posts(0), fleet.posts(1), fleet.posts(2)),
+        (1, 0, 1),
+        "one post to the buyer the two became"
+    );
+}
+
 /// A seller's post after the operator paused a held bidder: the paused buyer gets no post and
 /// the journal says it was paused; the next held bid is posted; with every held bidder
 /// paused the post is unsold `buyers_paused`, as a direct lead's would be.

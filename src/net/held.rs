@@ -16,6 +16,21 @@ pub const EXPIRED_PING_MEMORY: Duration = Duration::from_secs(3600);
 /// the ping id, its seller and two instants (about 100 bytes).
 pub const MAX_EXPIRED_PINGS: usize = 100_000;
 
+/// Held bids whose buyers were mapped onto the buyers of another config (a reload, or a start
+/// replaying the journal), best first: one bid per buyer, its best. Two buyers made one (one
+/// removed, its id in the other's `previous_ids`) held a bid each; the one buyer they are now
+/// takes the lead once, as any buyer does, not a second time at its other bid nor again after
+/// rejecting it. `priced` (the buyers that priced the lead) keeps each buyer once too.
+pub fn one_bid_per_buyer<T>(bids: impl IntoIterator<Item = (usize, T)>) -> Vec<(usize, T)> {
+    let mut out: Vec<(usize, T)> = Vec::new();
+    for (buyer, rest) in bids {
+        if !out.iter().any(|(b, _)| *b == buyer) {
+            out.push((buyer, rest));
+        }
+    }
+    out
+}
+
 /// What a post finds under a ping id.
 pub enum Lookup<'a> {
     /// The bids are still held.

@@ -1501,13 +1501,15 @@ fn restore_hold(
 ) -> Option<HeldPing> {
     let seller = snap.sellers.iter().position(|s| s.id == seller)?;
     let campaign = snap.campaign_by_id(campaign)?;
-    let bids: Vec<_> = bids
-        .iter()
-        .filter_map(|(b, cents, id)| {
-            let b = snap.buyer_of_record(b)?;
-            Some((b, *cents, id.as_deref().map(crate::text::SmallText::new)))
-        })
-        .collect();
+    // Under the buyers that answer to the journaled ids now: one bid per buyer, its best,
+    // where the config started with made two buyers one.
+    let bids: Vec<_> = held::one_bid_per_buyer(bids.iter().filter_map(|(b, cents, id)| {
+        let b = snap.buyer_of_record(b)?;
+        Some((b, (*cents, id.as_deref().map(crate::text::SmallText::new))))
+    }))
+    .into_iter()
+    .map(|(b, (cents, id))| (b, cents, id))
+    .collect();
     if bids.is_empty() {
         return None;
     }
@@ -1547,10 +1549,14 @@ fn restore_hold(
         // A record from before the rule was journaled: the rule in force now.
         payout: terms.map_or(snap.sellers[seller].payout, payout_rule),
         source,
-        priced: pinged
-            .iter()
-            .filter_map(|b| snap.buyer_of_record(b))
-            .collect(),
+        priced: held::one_bid_per_buyer(
+            pinged
+                .iter()
+                .filter_map(|b| Some((snap.buyer_of_record(b)?, ()))),
+        )
+        .into_iter()
+        .map(|(b, ())| b)
+        .collect(),
     })
 }
 

@@ -2266,19 +2266,24 @@ impl Worker {
         };
         h.posted = true;
         h.checking = true;
-        let bids = h
-            .bids
-            .iter()
-            .filter_map(|(b, cents, bid_id)| {
+        // Each bid under the buyer that answers to its id now: one per buyer, its best
+        // (bids are held best first), where a reload made two buyers one.
+        let bids =
+            super::held::one_bid_per_buyer(h.bids.iter().filter_map(|(b, cents, bid_id)| {
                 let id = &h.snap.buyers.get(*b)?.id;
-                Some((snap.buyer_of_record(id)?, *cents, *bid_id))
-            })
+                Some((snap.buyer_of_record(id)?, (*cents, *bid_id)))
+            }))
+            .into_iter()
+            .map(|(b, (cents, bid_id))| (b, cents, bid_id))
             .collect();
-        let priced = h
-            .priced
-            .iter()
-            .filter_map(|b| snap.buyer_of_record(&h.snap.buyers.get(*b)?.id))
-            .collect();
+        let priced = super::held::one_bid_per_buyer(
+            h.priced
+                .iter()
+                .filter_map(|b| Some((snap.buyer_of_record(&h.snap.buyers.get(*b)?.id)?, ()))),
+        )
+        .into_iter()
+        .map(|(b, ())| b)
+        .collect();
         Ok(Claimed {
             campaign,
             test: h.test,
