@@ -1159,6 +1159,49 @@ fn a_pause_holds_for_a_buyer_removed_and_added_back() {
     assert_eq!(fleet.pings(1), 0, "the paused buyer was pinged");
 }
 
+/// Two buyers made one by a reload, one of them paused by the operator: the one kept is paused
+/// from the reload on, as it is after a restart (the pause moves to its id; a pause wins over
+/// the other buyer's standing).
+#[test]
+fn a_pause_of_a_buyer_merged_into_another_holds_now_and_after_a_restart() {
+    let fleet = Fleet::start(vec![
+        bidder("kept", 9000),
+        bidder("merged", 8000),
+        bidder("other", 1000),
+    ])
+    .unwrap();
+    let full = with_admin(&config(&fleet, "", |_| String::new()));
+    let run = start(&full);
+    assert_eq!(run.buyer_action("merged", "pause").status, 200);
+    let mut c = run.ex.client();
+    assert_eq!(winner(&mut c), "kept");
+
+    let (_, parted) = buyer_block(&full, "merged");
+    let merged = parted.replace(
+        "id = \"kept\"",
+        "id = \"kept\"\nprevious_ids = [\"merged\"]",
+    );
+    let r = run.reload_with(&merged);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(run.stats()["buyers"]["kept"]["paused"], true);
+    assert_eq!(winner(&mut c), "other", "paused from the reload on");
+    let kept_posts = fleet.posts(0);
+    drop(c);
+    drop(run);
+
+    let run = start(&merged);
+    assert_eq!(run.stats()["buyers"]["kept"]["paused"], true);
+    assert_eq!(
+        winner(&mut run.ex.client()),
+        "other",
+        "paused after a restart"
+    );
+    assert_eq!(fleet.posts(0), kept_posts);
+    // The operator's resume of the one buyer holds.
+    assert_eq!(run.buyer_action("kept", "resume").status, 200);
+    assert_eq!(winner(&mut run.ex.client()), "kept");
+}
+
 /// Dedupe switched on by a reload knows the leads received before it, as a restart would: a
 /// consumer sold while the campaign did not dedupe is a duplicate from the reload on. A lead
 /// refused is not remembered, and a campaign's window made longer reaches back as far.

@@ -570,7 +570,7 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     // Buyers the operator paused through the API stay paused across a restart, and those it
     // resumed though their config pauses them stay resumed.
     let mut words = PauseWords::read(journal.dir());
-    if words.rename(&snap) {
+    if !words.rename(&snap).is_empty() {
         if let Err(e) = words.write(journal.dir()) {
             eprintln!(
                 "gavel: warning: cannot write the operator's pauses and resumes under the buyers' \
@@ -706,22 +706,37 @@ impl PauseWords {
     }
 
     /// List under its current id each buyer listed under an id it had before
-    /// (`previous_ids`), so the operator's word follows a renamed buyer. True when a list
-    /// changed.
-    pub fn rename(&mut self, snap: &Snapshot) -> bool {
-        let mut changed = false;
+    /// (`previous_ids`), so the operator's word follows a renamed buyer. Returns the current
+    /// ids that took the word of another id (empty when no list changed). Two buyers made one
+    /// can leave the one kept in both lists: a pause wins, as [`PauseWords::apply`] reads them.
+    pub fn rename(&mut self, snap: &Snapshot) -> Vec<String> {
+        let mut moved: Vec<String> = Vec::new();
         for list in [&mut self.paused, &mut self.resumed] {
             let mut renamed: Vec<String> = Vec::with_capacity(list.len());
             for id in list.iter() {
                 let current = snap.current_id(id);
-                changed |= current != id.as_str();
+                if current != id.as_str() && !moved.iter().any(|x| x == current) {
+                    moved.push(current.to_string());
+                }
                 if !renamed.iter().any(|x| x == current) {
                     renamed.push(current.to_string());
                 }
             }
             *list = renamed;
         }
-        changed
+        moved
+    }
+
+    /// The operator's word on buyer `id`: `Some(true)` paused (a pause wins where a merge left
+    /// the buyer in both lists), `Some(false)` resumed, `None` none.
+    fn word(&self, id: &str) -> Option<bool> {
+        if self.paused.iter().any(|x| x == id) {
+            Some(true)
+        } else if self.resumed.iter().any(|x| x == id) {
+            Some(false)
+        } else {
+            None
+        }
     }
 
     /// Write both lists to `dir`.
@@ -748,26 +763,23 @@ impl Shared {
     }
 
     /// After a reload: the operator's word on a buyer renamed through `previous_ids` moves to
-    /// its new id, now and in the files.
-    pub fn rename_pause_decisions(&self, snap: &Snapshot) -> io::Result<()> {
+    /// its new id, in the files; returns the ids that took another id's word (to be applied
+    /// now, as a start would apply them) and whether the files could be written.
+    pub fn rename_pause_decisions(&self, snap: &Snapshot) -> (Vec<String>, io::Result<()>) {
         let mut w = self.pause_words.lock();
-        if w.rename(snap) {
-            w.write(self.journal.dir())?;
-        }
-        Ok(())
+        let moved = w.rename(snap);
+        let written = if moved.is_empty() {
+            Ok(())
+        } else {
+            w.write(self.journal.dir())
+        };
+        (moved, written)
     }
 
     /// The operator's word on buyer `id`: `Some(true)` paused, `Some(false)` resumed, `None`
     /// none.
     pub fn pause_decision(&self, id: &str) -> Option<bool> {
-        let w = self.pause_words.lock();
-        if w.paused.iter().any(|x| x == id) {
-            Some(true)
-        } else if w.resumed.iter().any(|x| x == id) {
-            Some(false)
-        } else {
-            None
-        }
+        self.pause_words.lock().word(id)
     }
 
     /// Forget the operator's word on buyer `id`: its config's `paused` changed, and the file's

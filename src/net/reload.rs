@@ -95,6 +95,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     }
     // A `paused` the file changed holds from now on, after a restart too: the operator's
     // earlier pause or resume of that buyer is forgotten.
+    let mut file_paused_changed = Vec::new();
     for b in &rt.snap.buyers {
         let changed = match Snapshot::predecessor(&old.snap, b) {
             Some(o) => old.snap.buyers[o].paused != b.paused,
@@ -102,6 +103,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
         };
         if changed {
             let _ = shared.forget_pause_decision(&b.id);
+            file_paused_changed.push(b.id.as_str());
         }
     }
     // A buyer renamed through `previous_ids` keeps its numbers and the operator's word on it.
@@ -112,8 +114,26 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
             }
         }
     }
-    if let Err(e) = shared.rename_pause_decisions(&rt.snap) {
+    let (moved, written) = shared.rename_pause_decisions(&rt.snap);
+    if let Err(e) = written {
         eprintln!("gavel: warning: cannot write the operator's pauses under renamed ids: {e}");
+    }
+    // The word that moved holds now as it will after a restart: two buyers made one, one of
+    // them paused by the operator, are one buyer paused (a pause wins over a resume).
+    for id in &moved {
+        let Some(i) = rt.snap.buyer_by_id(id) else {
+            continue;
+        };
+        if file_paused_changed.contains(&id.as_str()) {
+            // The file's new `paused` holds over the word of an id it took.
+            let _ = shared.forget_pause_decision(id);
+            continue;
+        }
+        match shared.pause_decision(id) {
+            Some(true) => rt.caps.pause(i),
+            Some(false) => rt.caps.resume(i),
+            None => {}
+        }
     }
     // A buyer back in the file after a reload that removed it gets the operator's word on it
     // (still in the `paused` file), as a restart would give it: not paused now and paused
