@@ -579,6 +579,51 @@ fn a_ping_held_by_two_buyers_made_one_offers_the_lead_to_that_buyer_once() {
     );
 }
 
+/// A ping whose held buyers are all gone from the config it is restarted under is still the
+/// seller's ping, as after a reload that removes them: its post is answered unsold (nobody
+/// eligible) and a second post 409; one posted before the restart is 409 after it.
+#[test]
+fn a_ping_whose_held_buyers_left_the_config_across_a_restart_is_still_known() {
+    let fleet = Fleet::start(vec![bidder("gone", 9000, true), bidder("stays", 0, true)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new());
+    let (held, _) = ping_on_an_exchange_that_then_stops(&toml);
+    let posted = {
+        let (posted, _) = ping_on_an_exchange_that_then_stops(&toml);
+        let ex = Exchange::start(&toml);
+        let v = ex
+            .client()
+            .post("/v1/post", Some(KEY), &post_body(&posted, ""))
+            .json();
+        assert_eq!(v["status"], "sold", "{v}");
+        posted
+    };
+    let gone_block = toml
+        .split("\n[[buyers]]\n")
+        .find(|b| b.starts_with("id = \"gone\""))
+        .expect("the gone buyer's table");
+    let without = toml.replace(&format!("\n[[buyers]]\n{gone_block}"), "");
+    let ex = Exchange::start(&without);
+    let mut c = ex.client();
+    let r = c.post("/v1/post", Some(KEY), &post_body(&held, ""));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_str()),
+        (Some("unsold"), Some("no_eligible_buyers")),
+        "{v}"
+    );
+    for ping_id in [&held, &posted] {
+        let r = c.post("/v1/post", Some(KEY), &post_body(ping_id, ""));
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str()),
+            (409, Some("already_posted")),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(fleet.posts(0), 1, "only the post made before the restart");
+}
+
 /// A ping is held for the time it was offered with: a restart under a config whose `hold_ms`
 /// is shorter than the ping's age so far still holds it, and its post sells.
 #[test]

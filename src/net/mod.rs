@@ -1497,7 +1497,7 @@ fn rebuild(
 }
 
 /// A ping's hold as journaled, mapped onto `snap` by id: `None` when its seller or campaign
-/// is no longer configured or none of its bidders is. The pinged fields are read again from
+/// is no longer configured (held with no bids when none of its bidders is). The pinged fields are read again from
 /// the ping's body, for the post's `ping_mismatch` check; `pinged` are the buyers its
 /// auction had a turn for. `expires` is left for the caller.
 #[allow(clippy::too_many_arguments)]
@@ -1522,9 +1522,9 @@ fn restore_hold(
     .into_iter()
     .map(|(b, (cents, id))| (b, cents, id))
     .collect();
-    if bids.is_empty() {
-        return None;
-    }
+    // No held buyer still configured: held all the same, as a reload keeps it, so its post is
+    // answered as one after that reload is (unsold, nobody eligible; a second post 409), not
+    // as a ping never made.
     /// The part of a journaled ping body the hold needs.
     #[derive(serde::Deserialize)]
     struct Body {
