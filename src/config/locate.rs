@@ -189,8 +189,10 @@ impl Finder {
 /// Key path for a syntax error at `offset`, read from the text (which does not parse): the
 /// header on the error's line (`[admin` → `admin`), or the key of a `key = value` line under
 /// the latest header (`admin.token`). None when the line names no plausible key, e.g. inside a
-/// multi-line array: a made-up key would mislead more than none.
-pub fn syntax_key(text: &str, offset: usize) -> Option<String> {
+/// multi-line array: a made-up key would mislead more than none. `wants_equals`: the parser
+/// read a key on that line and wanted its `=` (its message is "expected `.`, `=`"), so the
+/// line's first word is a key even with no `=` on it (`workers 4`, `workers` alone).
+pub fn syntax_key(text: &str, offset: usize, wants_equals: bool) -> Option<String> {
     let offset = floor_char_boundary(text, offset);
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
@@ -205,19 +207,14 @@ pub fn syntax_key(text: &str, offset: usize) -> Option<String> {
     }
     let key = match line.split_once('=') {
         Some((key, _)) => key,
-        // A key and a value with no `=` between them (`workers 4`): the key, when the error
-        // is past it (the parser read the key and wanted its `=`). A word alone on its line
-        // may be a value inside a multi-line array, so it names nothing.
-        None => {
-            let (key, rest) = line.split_once(char::is_whitespace)?;
-            let key_end = line_start
-                + (text[line_start..].len() - text[line_start..].trim_start().len())
-                + key.len();
-            if rest.trim().is_empty() || rest.trim_start().starts_with('#') || offset < key_end {
-                return None;
-            }
-            key
+        // A key with no `=` after it (`workers 4`, `workers` alone): the key, when the parser
+        // read it as one. A word inside a multi-line array is a value, and names nothing.
+        None if wants_equals => {
+            let line = line.split_once('#').map_or(line, |(l, _)| l).trim_end();
+            line.split_once(char::is_whitespace)
+                .map_or(line, |(key, _)| key)
         }
+        None => return None,
     };
     let key = plausible_key(key)?;
     Some(join(&tables.current, &key))

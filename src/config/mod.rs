@@ -886,7 +886,9 @@ fn parse_issue(text: &str, e: &toml::de::Error) -> Issue {
     if toml_edit::ImDocument::parse(text).is_err() {
         return Issue {
             key: offset
-                .and_then(|o| locate::syntax_key(text, o))
+                .and_then(|o| {
+                    locate::syntax_key(text, o, e.message().contains("expected `.`, `=`"))
+                })
                 .unwrap_or_default(),
             line,
             message: plain_types(&one_line(e.message())),

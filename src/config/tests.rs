@@ -586,6 +586,10 @@ fn a_syntax_error_is_one_line_with_its_line_and_a_key_only_when_there_is_one() {
     let issue = parse_error(&text);
     assert_eq!(issue.key, "server.max_in_flight", "{issue}");
     assert_eq!(issue.line, line_of(&text, "max_in_flight "), "{issue}");
+    let text = CONTRACT.replace("max_in_flight = 10000", "max_in_flight");
+    assert_eq!(parse_error(&text).key, "server.max_in_flight");
+    let text = CONTRACT.replace("[admin]", "[admin]\nlog.level # soon");
+    assert_eq!(parse_error(&text).key, "admin.log.level");
     // Inside a multi-line array no key is named rather than a wrong one.
     let text = CONTRACT.replace(
         "hours = [\"mon-fri 08:00-20:00\", \"sat 09:00-14:00\"]",
