@@ -274,11 +274,23 @@ fn serve(path: &std::path::Path) -> i32 {
             "gavel: warning: {} lead(s) have no answer in the journal this start cut: their \
              posts, sales or answers may have been in what was lost, so whether a buyer has them \
              is not known; posts among them are counted against the buyers' caps, and a lookup \
-             answers them `interrupted` (`history_lost`); settle them with the buyers and \
+             answers them from what is left (`interrupted`, `history_lost`, unless the files set \
+             aside still tell their sale or answer); settle them with the buyers and \
              sellers (oldest first, at most {} listed): {}",
             replayed.history_lost,
             crate::net::MAX_UNRESOLVED_LISTED,
             replayed.history_lost_leads.join(", ")
+        );
+    }
+    if replayed.arrival_lost > 0 {
+        eprintln!(
+            "gavel: warning: {} lead(s) posted to buyers lost their arrival record to the damage \
+             the journal was cut at: their consumers are not known to the dedupe index, so the \
+             same consumer sent again is not refused as a duplicate; check what sellers send \
+             again against them (oldest first, at most {} listed): {}",
+            replayed.arrival_lost,
+            crate::net::MAX_UNRESOLVED_LISTED,
+            replayed.arrival_lost_leads.join(", ")
         );
     }
     if replayed.pings_held > 0 {

@@ -521,11 +521,21 @@ fn sell_one_lead(cfg: &Path) -> String {
 /// Flip one byte inside the record that follows the first record of type `kind` in the
 /// journal's first segment: every record after it is whole, so a start cuts it out into a copy.
 fn damage_the_record_after(journal: &Path, kind: u8) {
+    damage_a_record(journal, kind, true);
+}
+
+/// Flip one byte inside the first record of type `kind` in the journal's first segment, or
+/// (`after`) inside the record that follows it.
+fn damage_a_record(journal: &Path, kind: u8, after: bool) {
     let seg = journal.join("00000000000000000000.seg");
     let mut bytes = std::fs::read(&seg).unwrap();
     let all = frames(&bytes);
     let first = all.iter().find(|f| f.1 == kind).unwrap().0;
-    let bad = all.iter().find(|f| f.0 > first).unwrap().0;
+    let bad = if after {
+        all.iter().find(|f| f.0 > first).unwrap().0
+    } else {
+        first
+    };
     bytes[bad + 30] ^= 0x04;
     std::fs::write(&seg, &bytes).unwrap();
 }
@@ -602,6 +612,34 @@ fn a_lead_whose_answer_only_the_copy_holds_stays_history_lost_once_the_copy_is_s
         recovered_kinds(&journal),
         vec![serde_json::json!("history_lost")]
     );
+}
+
+/// Damage in a sold lead's arrival record, the only one that names its consumer: its post and
+/// sale go on in the copy recovery keeps, but the dedupe index cannot know the consumer. Every
+/// start while the copy is there tells the operator so, naming the lead.
+#[test]
+fn a_sold_lead_whose_arrival_was_lost_to_damage_is_named_to_the_operator() {
+    const LEAD_RECEIVED: u8 = 1;
+    let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
+    let (cfg, journal) = config_in(&fleet, "arrivallost", "dedupe_days = 30");
+    let id = sell_one_lead(&cfg);
+    damage_a_record(&journal, LEAD_RECEIVED, false);
+    for start in ["the start that cuts", "the next"] {
+        let (child, addr, log) = serve_logged(&cfg);
+        let running = Serving(child);
+        let v = look_up(addr, &id);
+        drop(running);
+        let log = log.join("\n");
+        if start == "the start that cuts" {
+            assert!(log.contains("cut at segment 0"), "{log}");
+        }
+        let told = log
+            .lines()
+            .find(|l| l.contains("lost their arrival record"))
+            .unwrap_or_else(|| panic!("{start}: not told: {log}"));
+        assert!(told.contains("1 lead(s)") && told.contains(&id), "{told}");
+        assert_eq!(v["status"], "sold", "{start}: the copy still tells it: {v}");
+    }
 }
 
 /// A start that cut damage and died before it recorded what it found (a `kill -9` between

@@ -1303,11 +1303,35 @@ fn rebuild(
         }
         false
     };
+    // Leads posted to a buyer in the files set aside whose arrival record is in neither those
+    // files nor the journal (it was in what the damage took): their consumers are not in the
+    // dedupe index, which only an arrival feeds, so the operator is told. Found by a look at
+    // the files first, then the journal's arrivals taken off the list as the replay reads them.
+    let mut arrival_lost: HashMap<String, u64> = HashMap::new();
+    {
+        let mut arrived_aside: std::collections::HashSet<String> = std::collections::HashSet::new();
+        journal::replay_set_aside(journal.dir(), since, |e| match &e.record {
+            Record::LeadReceived { lead_id, .. } => {
+                arrived_aside.insert(lead_id.clone());
+            }
+            Record::PostSent { lead_id, .. } | Record::Sale { lead_id, .. } => {
+                arrival_lost.entry(lead_id.clone()).or_insert(e.ts_us);
+            }
+            _ => {}
+        })
+        .map_err(|e| io::Error::other(format!("journal replay of the files set aside: {}", e)))?;
+        arrival_lost.retain(|id, _| !arrived_aside.contains(id));
+    }
     let mut sales = 0u64;
     let reader = journal::Reader::open_since(journal.dir(), since)
         .map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
     for item in reader {
         let e = item.map_err(|e| io::Error::other(format!("journal replay: {}", e)))?;
+        if !arrival_lost.is_empty() {
+            if let Record::LeadReceived { lead_id, .. } = &e.record {
+                arrival_lost.remove(lead_id);
+            }
+        }
         if take(&e) {
             sales += 1;
         }
@@ -1469,6 +1493,14 @@ fn rebuild(
         .map(|l| l.0.clone())
         .collect();
     to_record.extend(history_lost.into_iter().map(|l| (l.0, lost)));
+    let mut arrival_lost: Vec<(String, u64)> = arrival_lost.into_iter().collect();
+    arrival_lost.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let arrival_lost_count = arrival_lost.len() as u64;
+    let arrival_lost_leads: Vec<String> = arrival_lost
+        .into_iter()
+        .take(MAX_UNRESOLVED_LISTED)
+        .map(|l| l.0)
+        .collect();
     let mut replay: Vec<(u64, Vec<u64>)> = received.into_values().collect();
     replay.sort_by_key(|r| r.0);
     for (ts, keys) in replay {
@@ -1492,6 +1524,8 @@ fn rebuild(
         unanswered_leads,
         history_lost: history_lost_count,
         history_lost_leads,
+        arrival_lost: arrival_lost_count,
+        arrival_lost_leads,
         to_record,
     })
 }
@@ -1604,6 +1638,12 @@ pub struct Replayed {
     pub history_lost: u64,
     /// Their ids, oldest first, at most [`MAX_UNRESOLVED_LISTED`].
     pub history_lost_leads: Vec<String>,
+    /// Leads posted to a buyer (in the files a recovery set aside) whose arrival record was
+    /// lost to the damage: their consumers are not in the dedupe index, so the same consumer
+    /// sent again is not refused as a duplicate. Reported at every start while the files stay.
+    pub arrival_lost: u64,
+    /// Their ids, by their first post, at most [`MAX_UNRESOLVED_LISTED`].
+    pub arrival_lost_leads: Vec<String>,
     /// The unsettled leads this start found and reports, all of them: each gets a `recovered`
     /// record, so later starts count them without reporting them again.
     pub to_record: Vec<(String, journal::Unsettled)>,
