@@ -912,6 +912,81 @@ fn a_buyer_whose_ping_was_never_written_keeps_its_fallback_turn() {
     assert_eq!((fleet.pings(0), fleet.posts(0), fleet.posts(1)), (1, 1, 1));
 }
 
+/// A seller's `/v1/ping` nobody bid on is answered from the fallback's buyers: one whose ping
+/// never got its one connection before the close did not see the lead and keeps its place
+/// there (its price offered and its post made), as for a lead; the one that saw its ping
+/// does not.
+#[test]
+fn a_pings_fallback_offer_keeps_a_buyer_its_ping_never_reached() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("busy").with_responder(|k, _| match k {
+            Kind::Ping => Reply::no_bid().after_ms(450),
+            Kind::Post => Reply::accepted(),
+        }),
+        poster("fallback", true),
+    ])
+    .unwrap();
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"\nhold_ms = 60000",
+        |_| String::new(),
+    );
+    toml.push_str(&busy_and_fallback(&fleet));
+    let ex = Exchange::start(&toml);
+    let mut pingers: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut c = Client::connect(ex.addr);
+            c.send_raw(&Client::request(
+                "POST",
+                "/v1/ping",
+                Some(KEY),
+                PING.as_bytes(),
+            ));
+            c
+        })
+        .collect();
+    let mut offers: Vec<(f64, serde_json::Value)> = pingers
+        .iter_mut()
+        .map(|c| {
+            let v = c.read_response().expect("the ping's answer").json();
+            assert_eq!(v["status"], "bid", "{v}");
+            (v["payout"].as_f64().unwrap_or(0.0), v["ping_id"].clone())
+        })
+        .collect();
+    offers.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // 80% of the busy buyer's 12.00 (first in the waterfall), of the fallback's 18.00.
+    assert_eq!((offers[0].0, offers[1].0), (9.6, 14.4), "{offers:?}");
+    assert_eq!(
+        fleet.pings(0),
+        1,
+        "one ping got the busy buyer's connection"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+    let sales: Vec<(String, f64)> = offers
+        .iter()
+        .map(|(_, id)| {
+            let post = serde_json::json!({
+                "ping_id": id, "lead": full["lead"], "consent": full["consent"]
+            });
+            let v = ex
+                .client()
+                .post("/v1/post", Some(KEY), post.to_string().as_bytes())
+                .json();
+            assert_eq!(v["status"], "sold", "{v}");
+            (
+                v["sales"][0]["buyer"].as_str().unwrap_or("").to_string(),
+                v["price"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sales,
+        vec![("busy".to_string(), 12.0), ("fallback".to_string(), 18.0)]
+    );
+    assert_eq!((fleet.posts(0), fleet.posts(1)), (1, 1));
+}
+
 /// The same for a seller's `/v1/post`: a buyer whose ping for the `/v1/ping` never got its
 /// one connection keeps its fallback turn when the held bids are all rejected, also for a ping
 /// held across a restart; the one that saw its ping does not.

@@ -3196,7 +3196,10 @@ impl Worker {
             if let Some(method) = method {
                 bids = self.fixed_price_plan(&lead.gen.rt, lead.campaign, &lead.req, method);
                 // A buyer pinged for this lead priced it itself (no bid, or under the reserve).
+                // One whose ping never got a connection before the close did not see it, and
+                // keeps its place, as in a lead's fallback.
                 let pinged: Vec<usize> = (0..lead.auction.slots())
+                    .filter(|s| lead.journaled[*s] & PING_SENT != 0)
                     .map(|s| lead.auction.buyer(s))
                     .collect();
                 bids.retain(|&(b, cents, _)| {
