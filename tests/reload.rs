@@ -689,6 +689,41 @@ fn reload_needs_the_operator_token_and_can_change_it() {
     );
 }
 
+/// A ping held across a restart under a config without its bidder, then a reload that brings
+/// the bidder back: the held bid is the buyer's again, as through two reloads.
+#[test]
+fn a_held_bid_whose_buyer_a_restart_left_out_is_posted_when_a_reload_brings_it_back() {
+    let fleet = Fleet::start(vec![bidder("gone", 9000), bidder("kept", 5000)]).unwrap();
+    let full = with_admin(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let run = start(&full);
+    let r = run.ex.client().post(
+        "/v1/ping",
+        Some(KEY),
+        br#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let ping_id = r.json()["ping_id"].as_str().unwrap_or("").to_string();
+    drop(run);
+
+    let (_, without) = buyer_block(&full, "gone");
+    let run = start(&without);
+    let r = run.reload_with(&full);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["buyers"]["added"], serde_json::json!(["gone"]));
+    let lead: Value = serde_json::from_str(LEAD).unwrap();
+    let body = serde_json::to_vec(
+        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
+    )
+    .unwrap();
+    let v = run.ex.client().post("/v1/post", Some(KEY), &body).json();
+    assert_eq!(
+        (v["sales"][0]["buyer"].as_str(), v["price"].as_f64()),
+        (Some("gone"), Some(90.0)),
+        "{v}"
+    );
+    assert_eq!((fleet.posts(0), fleet.posts(1)), (1, 0));
+}
+
 #[test]
 fn a_ping_held_before_a_reload_is_posted_after_it() {
     const PING: &str = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;

@@ -222,6 +222,7 @@ mod tests {
             payout: crate::config::Payout::ShareBp(8000),
             source: None,
             priced: Vec::new(),
+            journaled: None,
         }
     }
 

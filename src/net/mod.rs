@@ -161,6 +161,17 @@ pub struct HeldPing {
     /// Every buyer the ping's auction had a turn for (bid or not): they priced the lead
     /// themselves, so the post's fallback does not sell it to them at a fixed price.
     pub priced: Vec<usize>,
+    /// A hold read back from the journal at a start: its bids and pricers by id as journaled,
+    /// so that a post after a reload maps them onto that config, where a buyer the start's
+    /// config did not have may be back (as a hold kept through two reloads keeps its bid).
+    pub journaled: Option<Box<HeldById>>,
+}
+
+/// A hold's bids (best first) and pricers by buyer id, as the journal has them.
+#[derive(Debug, Clone)]
+pub struct HeldById {
+    pub bids: Vec<(String, crate::money::Cents, Option<crate::text::SmallText>)>,
+    pub priced: Vec<String>,
 }
 
 /// The journal's form of a payout rule.
@@ -1547,6 +1558,19 @@ fn restore_hold(
 ) -> Option<HeldPing> {
     let seller = snap.sellers.iter().position(|s| s.id == seller)?;
     let campaign = snap.campaign_by_id(campaign)?;
+    let journaled = HeldById {
+        bids: bids
+            .iter()
+            .map(|(b, cents, id)| {
+                (
+                    b.clone(),
+                    *cents,
+                    id.as_deref().map(crate::text::SmallText::new),
+                )
+            })
+            .collect(),
+        priced: pinged.to_vec(),
+    };
     // Under the buyers that answer to the journaled ids now: one bid per buyer, its best,
     // where the config started with made two buyers one.
     let bids: Vec<_> = held::one_bid_per_buyer(bids.iter().filter_map(|(b, cents, id)| {
@@ -1603,6 +1627,7 @@ fn restore_hold(
         .into_iter()
         .map(|(b, ())| b)
         .collect(),
+        journaled: Some(Box::new(journaled)),
     })
 }
 

@@ -2267,19 +2267,40 @@ impl Worker {
         h.posted = true;
         h.checking = true;
         // Each bid under the buyer that answers to its id now: one per buyer, its best
-        // (bids are held best first), where a reload made two buyers one.
+        // (bids are held best first), where a reload made two buyers one. A hold read back
+        // at a start maps its journaled ids, which may name a buyer that config lacked.
+        let (bid_ids, priced_ids): (Vec<_>, Vec<&str>) = match &h.journaled {
+            Some(j) => (
+                j.bids
+                    .iter()
+                    .map(|(id, cents, bid_id)| (id.as_str(), *cents, *bid_id))
+                    .collect(),
+                j.priced.iter().map(String::as_str).collect(),
+            ),
+            None => (
+                h.bids
+                    .iter()
+                    .filter_map(|(b, cents, bid_id)| {
+                        Some((h.snap.buyers.get(*b)?.id.as_str(), *cents, *bid_id))
+                    })
+                    .collect(),
+                h.priced
+                    .iter()
+                    .filter_map(|b| Some(h.snap.buyers.get(*b)?.id.as_str()))
+                    .collect(),
+            ),
+        };
         let bids =
-            super::held::one_bid_per_buyer(h.bids.iter().filter_map(|(b, cents, bid_id)| {
-                let id = &h.snap.buyers.get(*b)?.id;
-                Some((snap.buyer_of_record(id)?, (*cents, *bid_id)))
-            }))
+            super::held::one_bid_per_buyer(bid_ids.into_iter().filter_map(
+                |(id, cents, bid_id)| Some((snap.buyer_of_record(id)?, (cents, bid_id))),
+            ))
             .into_iter()
             .map(|(b, (cents, bid_id))| (b, cents, bid_id))
             .collect();
         let priced = super::held::one_bid_per_buyer(
-            h.priced
-                .iter()
-                .filter_map(|b| Some((snap.buyer_of_record(&h.snap.buyers.get(*b)?.id)?, ()))),
+            priced_ids
+                .into_iter()
+                .filter_map(|id| Some((snap.buyer_of_record(id)?, ()))),
         )
         .into_iter()
         .map(|(b, ())| b)
@@ -3284,6 +3305,7 @@ impl Worker {
                     .filter(|s| lead.journaled[*s] & PING_SENT != 0)
                     .map(|s| lead.auction.buyer(s))
                     .collect(),
+                journaled: None,
             },
             now,
         );
