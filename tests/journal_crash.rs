@@ -642,6 +642,50 @@ fn a_sold_lead_whose_arrival_was_lost_to_damage_is_named_to_the_operator() {
     }
 }
 
+/// A test lead whose arrival record was lost to damage: its sale says it was a test lead's,
+/// so it takes no cap or budget, its lookup still says `test`, and it is not named as a
+/// consumer the dedupe index lost (test leads are never deduplicated).
+#[test]
+fn a_test_sale_whose_arrival_was_lost_stays_a_test_sale() {
+    const LEAD_RECEIVED: u8 = 1;
+    let fleet = Fleet::start(vec![bidder("acme", 4200)]).unwrap();
+    let (cfg, journal) = config_in(&fleet, "testarrivallost", "dedupe_days = 30");
+    let id = {
+        let (child, addr) = serve(&cfg);
+        let running = Serving(child);
+        let test_lead = LEAD.replacen('{', r#"{"test": true, "#, 1);
+        let v = Client::connect(addr).lead(&test_lead).json();
+        drop(running);
+        assert_eq!(
+            (v["status"].as_str(), v["test"].as_bool()),
+            (Some("sold"), Some(true)),
+            "{v}"
+        );
+        v["lead_id"].as_str().unwrap_or("").to_string()
+    };
+    damage_a_record(&journal, LEAD_RECEIVED, false);
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let v = look_up(addr, &id);
+    drop(running);
+    let log = log.join("\n");
+    assert!(log.contains("cut at segment 0"), "{log}");
+    assert!(!log.contains("lost their arrival record"), "{log}");
+    let aside = log
+        .lines()
+        .find(|l| l.contains("read back from 1 file(s) set aside"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        aside.contains("(0 sale(s))"),
+        "a test sale took a cap: {aside}"
+    );
+    assert_eq!(
+        (v["status"].as_str(), v["test"].as_bool()),
+        (Some("sold"), Some(true)),
+        "{v}"
+    );
+}
+
 /// A start that cut damage and died before it recorded what it found (a `kill -9` between
 /// the copy and the report) leaves the copy and a zeroed tail: the next start finds the lead
 /// whose story the copy goes on with, and records it `history_lost` then.

@@ -328,6 +328,8 @@ struct Story {
     /// The seller a `sale` or `lead_answered` names: whose lead it is when its
     /// `lead_received` was lost to damage and the rest kept aside.
     named_seller: Option<String>,
+    /// A `sale` says it was a test lead's (read when its `lead_received` was lost).
+    test_sale: bool,
     /// A refusal of the last request: (HTTP status, code, field, message).
     rejected: Option<(u16, String, Option<String>, Option<String>)>,
     /// The last ranking: (bids, ranked buyers).
@@ -382,9 +384,11 @@ impl Story {
                 price_cents,
                 payout_cents,
                 seller,
+                test,
                 ..
             } => {
                 self.named_seller.get_or_insert(seller);
+                self.test_sale |= test;
                 self.sales.push((buyer, price_cents, payout_cents))
             }
             // No buyer has it: a retry under its key runs it again, a lookup says so.
@@ -436,7 +440,7 @@ impl Story {
 
     /// The answer's body: to a lookup (`lookup`), or to a retry of the request.
     fn answer(&self, lead_id: &str, lookup: bool) -> Vec<u8> {
-        let test = self.received.as_ref().is_some_and(|r| r.1);
+        let test = self.received.as_ref().map_or(self.test_sale, |r| r.1);
         let flow = self.received.as_ref().and_then(|r| r.2);
         let mut out = Vec::with_capacity(256);
         // A `/v1/post` refused for its content leaves its ping postable: a lookup tells the

@@ -1199,8 +1199,14 @@ fn rebuild(
                 buyer,
                 price_cents,
                 payout_cents,
+                test,
                 ..
             } => {
+                // A test lead's sale says so itself: it moves no money even when its arrival
+                // record (which says so first) was lost to damage.
+                if *test && !tests.contains(lead_id) {
+                    tests.insert(lead_id.clone());
+                }
                 let paid = !tests.contains(lead_id);
                 let u = unanswered
                     .entry(lead_id.clone())
@@ -1322,7 +1328,13 @@ fn rebuild(
     {
         let mut arrived_aside: std::collections::HashSet<String> = std::collections::HashSet::new();
         journal::replay_set_aside(journal.dir(), since, |e| match &e.record {
-            Record::LeadReceived { lead_id, .. } => {
+            // A test lead is never deduplicated: its arrival lost nothing to tell.
+            Record::LeadReceived { lead_id, .. }
+            | Record::Sale {
+                lead_id,
+                test: true,
+                ..
+            } => {
                 arrived_aside.insert(lead_id.clone());
             }
             Record::PostSent { lead_id, .. } | Record::Sale { lead_id, .. } => {
