@@ -987,6 +987,52 @@ fn a_pings_fallback_offer_keeps_a_buyer_its_ping_never_reached() {
     assert_eq!((fleet.posts(0), fleet.posts(1)), (1, 1));
 }
 
+/// A buyer whose ping is dialled on a connection that is refused never saw the lead: it keeps
+/// its fallback place, for a lead and for a `/v1/ping`'s offer alike, as one whose ping waited
+/// for a connection that never came does.
+#[test]
+fn a_buyer_whose_ping_connect_was_refused_keeps_its_fallback_turn() {
+    let fleet = Fleet::start(vec![poster("dead", true), poster("fallback", true)]).unwrap();
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"\nhold_ms = 60000",
+        |_| String::new(),
+    );
+    toml.push_str(&buyer_table(
+        "dead",
+        Some(format!("http://127.0.0.1:{refused}/ping")),
+        fleet.post_url(0),
+        "min_idle = 0\nprice = 30.00\npriority = 0\n",
+    ));
+    toml.push_str(&buyer_table(
+        "fallback",
+        None,
+        fleet.post_url(1),
+        "price = 18.00\npriority = 1\n",
+    ));
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(
+        (v["sales"][0]["buyer"].as_str(), v["price"].as_f64()),
+        (Some("dead"), Some(30.0)),
+        "{v}"
+    );
+    let v = ex
+        .client()
+        .post("/v1/ping", Some(KEY), PING.as_bytes())
+        .json();
+    assert_eq!(
+        (v["status"].as_str(), v["payout"].as_f64()),
+        (Some("bid"), Some(24.0)),
+        "{v}"
+    );
+    assert_eq!(fleet.posts(1), 0);
+}
+
 /// The same for a seller's `/v1/post`: a buyer whose ping for the `/v1/ping` never got its
 /// one connection keeps its fallback turn when the held bids are all rejected, also for a ping
 /// held across a restart; the one that saw its ping does not.

@@ -566,6 +566,18 @@ fn settle_after_reload(
     }
 }
 
+/// Whether the ping of `slot` reached its buyer, which then priced the lead itself (by its
+/// bid, no bid or silence): its first byte was written. One queued for a connection that never
+/// came before the close, or whose connect failed, did not: that buyer keeps its place in a
+/// fallback (as a start's replay reads a `ping_result` with no response time).
+fn ping_reached(lead: &Lead, slot: usize) -> bool {
+    lead.journaled.get(slot).is_some_and(|j| j & PING_SENT != 0)
+        && lead
+            .auction
+            .ping_result(slot)
+            .is_none_or(|(_, response)| response.is_some())
+}
+
 /// Where a lead's post to `buyer` (its index in the lead's config) reserves its cap: `None`,
 /// the lead's own config's counters and limits, unless a reload since still has the buyer:
 /// then the config in force now and the buyer's index there. Its limits are the buyer's
@@ -3110,7 +3122,7 @@ impl Worker {
         let in_auction: Vec<usize> = (0..lead.auction.slots())
             .filter(|s| {
                 lead.close_from_plan
-                    || lead.journaled[*s] & PING_SENT != 0
+                    || ping_reached(lead, *s)
                     || lead.auction.post_result(*s).is_some()
             })
             .map(|s| lead.auction.buyer(s))
@@ -3220,7 +3232,7 @@ impl Worker {
                 // One whose ping never got a connection before the close did not see it, and
                 // keeps its place, as in a lead's fallback.
                 let pinged: Vec<usize> = (0..lead.auction.slots())
-                    .filter(|s| lead.journaled[*s] & PING_SENT != 0)
+                    .filter(|s| ping_reached(lead, *s))
                     .map(|s| lead.auction.buyer(s))
                     .collect();
                 bids.retain(|&(b, cents, _)| {
@@ -3302,7 +3314,7 @@ impl Worker {
                 // The buyers that saw the ping: one whose ping never got a connection did
                 // not price the lead.
                 priced: (0..lead.auction.slots())
-                    .filter(|s| lead.journaled[*s] & PING_SENT != 0)
+                    .filter(|s| ping_reached(lead, *s))
                     .map(|s| lead.auction.buyer(s))
                     .collect(),
                 journaled: None,
