@@ -1543,6 +1543,48 @@ fn a_second_answer_read_with_the_first_is_not_given_to_the_request_waiting() {
     }
 }
 
+/// An answer of the wrong kind (a post's answer to a ping, a bid to a post) may be one the
+/// buyer sent for another request: the connection it came on is closed rather than given the
+/// next request, while a buyer answering in kind keeps its connection.
+#[test]
+fn a_connection_that_answers_out_of_kind_is_not_used_again() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("odd").with_responder(|k, _| match k {
+            Kind::Ping => Reply::json(200, r#"{"status": "accepted"}"#),
+            Kind::Post => Reply::accepted(),
+        }),
+        BuyerSpec::new("good").with_responder(|k, _| match k {
+            Kind::Ping => Reply::bid(1000, None),
+            Kind::Post => Reply::json(200, r#"{"bid": 10}"#),
+        }),
+    ])
+    .unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| String::new()));
+    let mut c = ex.client();
+    for _ in 0..4 {
+        let v = c.lead(LEAD).json();
+        // The good buyer's post answer is a bid: not a sale.
+        assert_eq!(
+            (v["status"].as_str(), v["reason"].as_str()),
+            (Some("unsold"), Some("posts_rejected")),
+            "{v}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!((fleet.pings(0), fleet.pings(1), fleet.posts(1)), (4, 4, 4));
+    // Each out-of-kind answer closed its connection: a new one for every lead.
+    assert!(
+        fleet.accepted_connections(0) >= 4,
+        "odd: {}",
+        fleet.accepted_connections(0)
+    );
+    assert!(
+        fleet.accepted_connections(1) >= 4,
+        "good: {}",
+        fleet.accepted_connections(1)
+    );
+}
+
 /// Leads sent together to a buyer that answers each ping twice, its bid and 300 µs later an
 /// unasked higher one: no lead takes another lead's stray answer for its bid or for its
 /// post's answer while the buyer has connections idle longer, or room for another (every sale

@@ -1254,6 +1254,21 @@ fn bid_fields_serde(body: &[u8]) -> Result<scan::BidFields<'_>, &'static str> {
     }
 }
 
+/// Whether a buyer's answer, by the reason it was not a bid or a sale, is not of the kind its
+/// request asked for (a ping's answer with no bid field, a post's neither accepted nor
+/// rejected) or not JSON at all. Such an answer may be one the buyer sent for another request
+/// (twice, or before any was written), so the connection it came on is out of step with its
+/// requests: it is closed rather than given the next one, whose answer could be this one's.
+pub fn answer_out_of_step(reason: &str) -> bool {
+    matches!(
+        reason,
+        "no bid field"
+            | "answer is neither accepted nor rejected"
+            | "unparsable answer"
+            | "answer is not a JSON object"
+    )
+}
+
 /// A buyer's answer to a ping. 204, `{"bid": 0}` and `{"bid": null}` are no-bids; anything that
 /// is not a 2xx with a valid bid is a no-bid with its reason (`error` or `invalid`).
 pub fn parse_bid(status: u16, body: &[u8]) -> PingOutcome {

@@ -3850,6 +3850,8 @@ impl Worker {
             // carried one would keep a post-sized buffer. The next request reserves its own size.
             c.wbuf = Vec::new();
         }
+        // The answer was not of the kind asked for: see `lead::answer_out_of_step`.
+        let mut out_of_step = false;
         if let Some(job) = job {
             if let Some(lead) = self.leads.get_mut(job.lead) {
                 if lead.slot_conn[job.slot] == Some(ck) {
@@ -3861,24 +3863,28 @@ impl Worker {
                     if job.kind == JobKind::Post {
                         lead.cascade_in_rotation();
                     }
-                    match (job.kind, codec) {
-                        (JobKind::Ping, None) => lead.auction.on_ping_result(
-                            job.slot,
-                            now,
-                            lead::parse_bid(status, &body),
-                        ),
-                        (JobKind::Ping, Some(c)) => {
-                            lead.auction
-                                .on_ping_result(job.slot, now, c.parse_bid(status, &body))
+                    match job.kind {
+                        JobKind::Ping => {
+                            let outcome = match &codec {
+                                None => lead::parse_bid(status, &body),
+                                Some(c) => c.parse_bid(status, &body),
+                            };
+                            out_of_step = matches!(
+                                &outcome,
+                                PingOutcome::Invalid(r) if lead::answer_out_of_step(r)
+                            );
+                            lead.auction.on_ping_result(job.slot, now, outcome);
                         }
-                        (JobKind::Post, None) => lead.auction.on_post_result(
-                            job.slot,
-                            now,
-                            lead::parse_post_answer(status, &body),
-                        ),
-                        (JobKind::Post, Some(c)) => {
-                            lead.auction
-                                .on_post_result(job.slot, now, c.parse_post(status, &body))
+                        JobKind::Post => {
+                            let outcome = match &codec {
+                                None => lead::parse_post_answer(status, &body),
+                                Some(c) => c.parse_post(status, &body),
+                            };
+                            out_of_step = matches!(
+                                &outcome,
+                                PostOutcome::Rejected { reason } if lead::answer_out_of_step(reason)
+                            );
+                            lead.auction.on_post_result(job.slot, now, outcome);
                         }
                     }
                     if lead.auction.ping_results() == results + 1 {
@@ -3892,6 +3898,9 @@ impl Worker {
             let mut body = body;
             body.clear();
             c.body = body;
+        }
+        if out_of_step {
+            return self.close_conn(ck);
         }
         self.release_conn(ck);
     }
