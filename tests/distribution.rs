@@ -1033,6 +1033,49 @@ fn a_buyer_whose_ping_connect_was_refused_keeps_its_fallback_turn() {
     assert_eq!(fleet.posts(1), 0);
 }
 
+/// The same over TLS: a buyer whose ping went to a port that does not speak TLS never had
+/// the ping (its handshake failed with the request still in the session), and keeps its
+/// fallback place.
+#[test]
+fn a_buyer_whose_ping_handshake_failed_keeps_its_fallback_turn() {
+    let fleet = Fleet::start(vec![poster("dead", true), poster("fallback", true)]).unwrap();
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in plain.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"waterfall\"",
+        |_| String::new(),
+    );
+    toml.push_str(&buyer_table(
+        "dead",
+        Some(format!("https://127.0.0.1:{port}/ping")),
+        fleet.post_url(0),
+        "min_idle = 0\nprice = 30.00\npriority = 0\n",
+    ));
+    toml.push_str(&buyer_table(
+        "fallback",
+        None,
+        fleet.post_url(1),
+        "price = 18.00\npriority = 1\n",
+    ));
+    let ex = Exchange::start(&toml);
+    let v = ex.client().lead(LEAD).json();
+    assert_eq!(
+        (v["sales"][0]["buyer"].as_str(), v["price"].as_f64()),
+        (Some("dead"), Some(30.0)),
+        "{v}"
+    );
+    assert_eq!(fleet.posts(1), 0);
+}
+
 /// The same for a seller's `/v1/post`: a buyer whose ping for the `/v1/ping` never got its
 /// one connection keeps its fallback turn when the held bids are all rejected, also for a ping
 /// held across a restart; the one that saw its ping does not.

@@ -87,6 +87,8 @@ pub struct BuyerConn {
     /// Some byte of the current request reached the socket (a request is retried on a fresh
     /// connection only when none did).
     pub on_wire: bool,
+    /// The current request's going out was marked on its lead (the buyer's time starts).
+    pub sent_marked: bool,
     /// The TLS session, for https buyers.
     pub tls: Option<Box<rustls::ClientConnection>>,
     /// The buyer closed its side, or its last answer said it closes the connection
@@ -123,6 +125,7 @@ impl BuyerConn {
             in_idle: false,
             write_interest: true,
             on_wire: false,
+            sent_marked: false,
             tls,
             peer_closed: false,
         }
@@ -287,6 +290,16 @@ pub fn flush<W: Write>(stream: &mut W, buf: &[u8], pos: &mut usize) -> Flush {
 }
 
 impl BuyerConn {
+    /// The current request has reached the buyer's socket: some of its bytes were written, or
+    /// over TLS, the handshake is done and records went out after it (a request buffered in a
+    /// session whose handshake then fails never reached the buyer).
+    pub fn request_written(&self) -> bool {
+        match &self.tls {
+            None => self.wpos > 0,
+            Some(tls) => self.wpos > 0 && self.on_wire && !tls.is_handshaking(),
+        }
+    }
+
     /// Move the request toward the buyer: straight to the socket, or through the TLS session
     /// (which also carries its own handshake records).
     pub fn write_out(&mut self) -> Flush {

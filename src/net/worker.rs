@@ -3602,6 +3602,7 @@ impl Worker {
         c.wbuf.clear();
         c.wpos = 0;
         c.on_wire = false;
+        c.sent_marked = false;
         c.last_lead = Some(job.lead);
         // The head up to `Content-Length` was built with the config (`Runtime::ping_heads`).
         let rt = &lead.gen.rt;
@@ -3668,7 +3669,8 @@ impl Worker {
             };
             steps::span(step, now);
         }
-        if first_byte && c.wpos > 0 {
+        if !c.sent_marked && c.request_written() {
+            c.sent_marked = true;
             if let Some(job) = c.job {
                 if let Some(lead) = self.leads.get_mut(job.lead) {
                     // The wait for a free connection is the buyer's capacity, not the
