@@ -686,6 +686,51 @@ fn a_test_sale_whose_arrival_was_lost_stays_a_test_sale() {
     );
 }
 
+/// Damage that zeroed a sold lead's post result and sale, its post and answer surviving on
+/// either side: the buyer may have the consumer, so the post counts against its cap after
+/// the start, and the next lead goes to another buyer.
+#[test]
+fn a_post_whose_result_and_sale_were_zeroed_still_counts_against_the_cap() {
+    const POST_RESULT: u8 = 7;
+    const SALE: u8 = 8;
+    let fleet = Fleet::start(vec![bidder("capped", 9000), bidder("other", 2000)]).unwrap();
+    let (cfg, journal) = first_buyer_capped(&fleet, "daily = 2", "zeroedsale");
+    {
+        let (child, addr) = serve(&cfg);
+        let running = Serving(child);
+        let mut c = Client::connect(addr);
+        for n in 0..2 {
+            let lead = LEAD.replace("7135550147", &format!("713555010{n}"));
+            let v = c.lead(&lead).json();
+            assert_eq!(v["sales"][0]["buyer"], "capped", "{v}");
+        }
+        drop(running);
+    }
+    // Zero the first lead's post result and sale, and nothing else.
+    let seg = journal.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let all = frames(&bytes);
+    let from = all.iter().find(|f| f.1 == POST_RESULT).unwrap().0;
+    let sale = all.iter().position(|f| f.1 == SALE).unwrap();
+    let to = all[sale + 1].0;
+    assert!(all[sale + 1].1 != POST_RESULT && from < to);
+    bytes[from..to].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (child, addr, log) = serve_logged(&cfg);
+    let running = Serving(child);
+    let v = Client::connect(addr)
+        .lead(&LEAD.replace("7135550147", "7135550109"))
+        .json();
+    drop(running);
+    let log = log.join("\n");
+    assert!(log.contains("cut at segment 0"), "{log}");
+    assert_eq!(
+        v["sales"][0]["buyer"], "other",
+        "capped past its cap: {v}\n{log}"
+    );
+}
+
 /// A start that cut damage and died before it recorded what it found (a `kill -9` between
 /// the copy and the report) leaves the copy and a zeroed tail: the next start finds the lead
 /// whose story the copy goes on with, and records it `history_lost` then.

@@ -1237,7 +1237,21 @@ fn rebuild(
                 payout_cents,
                 ..
             } => {
-                open_posts.remove(lead_id);
+                // A post still open at its lead's answer had its result and sale written
+                // before the answer, in bytes damage took (its `post_sent` survived): the
+                // buyer may have the consumer, so it counts against the caps as a post left
+                // unanswered by a crash does (no money: no sale says what it was).
+                if let Some(posts) = open_posts.remove(lead_id) {
+                    if !tests.contains(lead_id) {
+                        for (buyer, price_cents, ts_us) in posts {
+                            if let Some(b) = snap.buyer_of_record(&buyer) {
+                                let ts = chrono::DateTime::from_timestamp_micros(ts_us as i64)
+                                    .unwrap_or(now);
+                                caps.replay_sale(b, ts, price_cents, now);
+                            }
+                        }
+                    }
+                }
                 unanswered.remove(lead_id);
                 let c = pnl.campaign(campaign);
                 c.leads += 1;
