@@ -987,16 +987,12 @@ fn a_pings_fallback_offer_keeps_a_buyer_its_ping_never_reached() {
     assert_eq!((fleet.posts(0), fleet.posts(1)), (1, 1));
 }
 
-/// A buyer whose ping is dialled on a connection that is refused never saw the lead: it keeps
-/// its fallback place, for a lead and for a `/v1/ping`'s offer alike, as one whose ping waited
-/// for a connection that never came does.
-#[test]
-fn a_buyer_whose_ping_connect_was_refused_keeps_its_fallback_turn() {
+/// A waterfall fallback of "dead" (30.00, first; its ping to `ping_url`, dialled for the
+/// ping, as `min_idle = 0` keeps no connection warm) and "fallback" (18.00), both taking
+/// posts: the exchange, once a lead sent to it has sold to "dead", whose ping never reached
+/// it.
+fn sold_to_a_buyer_its_ping_never_reached(ping_url: String) -> (Fleet, Exchange) {
     let fleet = Fleet::start(vec![poster("dead", true), poster("fallback", true)]).unwrap();
-    let refused = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let mut toml = config(
         &Fleet::start(vec![]).unwrap(),
         "fallback = \"waterfall\"\nhold_ms = 60000",
@@ -1004,7 +1000,7 @@ fn a_buyer_whose_ping_connect_was_refused_keeps_its_fallback_turn() {
     );
     toml.push_str(&buyer_table(
         "dead",
-        Some(format!("http://127.0.0.1:{refused}/ping")),
+        Some(ping_url),
         fleet.post_url(0),
         "min_idle = 0\nprice = 30.00\npriority = 0\n",
     ));
@@ -1021,6 +1017,20 @@ fn a_buyer_whose_ping_connect_was_refused_keeps_its_fallback_turn() {
         (Some("dead"), Some(30.0)),
         "{v}"
     );
+    (fleet, ex)
+}
+
+/// A buyer whose ping is dialled on a connection that is refused never saw the lead: it keeps
+/// its fallback place, for a lead and for a `/v1/ping`'s offer alike, as one whose ping waited
+/// for a connection that never came does.
+#[test]
+fn a_buyer_whose_ping_connect_was_refused_keeps_its_fallback_turn() {
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (fleet, ex) =
+        sold_to_a_buyer_its_ping_never_reached(format!("http://127.0.0.1:{refused}/ping"));
     let v = ex
         .client()
         .post("/v1/ping", Some(KEY), PING.as_bytes())
@@ -1038,7 +1048,6 @@ fn a_buyer_whose_ping_connect_was_refused_keeps_its_fallback_turn() {
 /// fallback place.
 #[test]
 fn a_buyer_whose_ping_handshake_failed_keeps_its_fallback_turn() {
-    let fleet = Fleet::start(vec![poster("dead", true), poster("fallback", true)]).unwrap();
     let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = plain.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -1049,30 +1058,8 @@ fn a_buyer_whose_ping_handshake_failed_keeps_its_fallback_turn() {
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
         }
     });
-    let mut toml = config(
-        &Fleet::start(vec![]).unwrap(),
-        "fallback = \"waterfall\"",
-        |_| String::new(),
-    );
-    toml.push_str(&buyer_table(
-        "dead",
-        Some(format!("https://127.0.0.1:{port}/ping")),
-        fleet.post_url(0),
-        "min_idle = 0\nprice = 30.00\npriority = 0\n",
-    ));
-    toml.push_str(&buyer_table(
-        "fallback",
-        None,
-        fleet.post_url(1),
-        "price = 18.00\npriority = 1\n",
-    ));
-    let ex = Exchange::start(&toml);
-    let v = ex.client().lead(LEAD).json();
-    assert_eq!(
-        (v["sales"][0]["buyer"].as_str(), v["price"].as_f64()),
-        (Some("dead"), Some(30.0)),
-        "{v}"
-    );
+    let (fleet, _ex) =
+        sold_to_a_buyer_its_ping_never_reached(format!("https://127.0.0.1:{port}/ping"));
     assert_eq!(fleet.posts(1), 0);
 }
 

@@ -134,6 +134,17 @@ fn buyer_block<'a>(toml: &'a str, id: &str) -> (&'a str, String) {
     (block, toml.replace(&format!("\n[[buyers]]\n{block}"), ""))
 }
 
+/// `toml` without buyer `merged`, and that config with `merged` made one with `kept` (its id
+/// in `kept`'s `previous_ids`).
+fn merged_into_kept(toml: &str) -> (String, String) {
+    let (_, parted) = buyer_block(toml, "merged");
+    let merged = parted.replace(
+        "id = \"kept\"",
+        "id = \"kept\"\nprevious_ids = [\"merged\"]",
+    );
+    (parted, merged)
+}
+
 /// The config without its last `[[buyers]]` table.
 fn without_last_buyer(toml: &str) -> String {
     let at = toml.rfind("[[buyers]]").expect("a buyer");
@@ -390,11 +401,7 @@ fn a_reload_that_merges_two_buyers_or_parts_them_recounts_the_caps() {
     assert_eq!(run.buyer_action("kept", "resume").status, 200);
 
     // `merged` leaves the file; `kept` names it.
-    let (_, parted) = buyer_block(&base, "merged");
-    let merged = parted.replace(
-        "id = \"kept\"",
-        "id = \"kept\"\nprevious_ids = [\"merged\"]",
-    );
+    let (parted, merged) = merged_into_kept(&base);
     let r = run.reload_with(&merged);
     assert_eq!(r.status, 200, "{}", text(&r));
     let v = r.json();
@@ -783,11 +790,7 @@ fn a_ping_held_before_two_buyers_were_made_one_sells_to_each_buyer_once() {
     assert_eq!(r.json()["payout"], 136.0, "{}", text(&r));
     let ping_id = r.json()["ping_id"].as_str().unwrap_or("").to_string();
 
-    let (_, parted) = buyer_block(&full, "merged");
-    let merged = parted.replace(
-        "id = \"kept\"",
-        "id = \"kept\"\nprevious_ids = [\"merged\"]",
-    );
+    let (_, merged) = merged_into_kept(&full);
     let r = run.reload_with(&merged);
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(
@@ -1211,11 +1214,7 @@ fn a_pause_of_a_buyer_merged_into_another_holds_now_and_after_a_restart() {
     let mut c = run.ex.client();
     assert_eq!(winner(&mut c), "kept");
 
-    let (_, parted) = buyer_block(&full, "merged");
-    let merged = parted.replace(
-        "id = \"kept\"",
-        "id = \"kept\"\nprevious_ids = [\"merged\"]",
-    );
+    let (_, merged) = merged_into_kept(&full);
     let r = run.reload_with(&merged);
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(run.stats()["buyers"]["kept"]["paused"], true);
