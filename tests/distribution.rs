@@ -797,6 +797,24 @@ fn busy_and_fallback(fleet: &Fleet) -> String {
     )
 }
 
+/// Buyers "busy" (one connection; no bid, 450 ms late) and "fallback" (posts only): the fleet
+/// and a config with `campaign_extra` and their tables.
+fn busy_fleet(campaign_extra: &str) -> (Fleet, String) {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("busy").with_responder(|k, _| match k {
+            Kind::Ping => Reply::no_bid().after_ms(450),
+            Kind::Post => Reply::accepted(),
+        }),
+        poster("fallback", true),
+    ])
+    .unwrap();
+    let mut toml = config(&Fleet::start(vec![]).unwrap(), campaign_extra, |_| {
+        String::new()
+    });
+    toml.push_str(&busy_and_fallback(&fleet));
+    (fleet, toml)
+}
+
 /// A `[[buyers]]` table on campaign `auto`: its id, endpoints and `extra` lines.
 fn buyer_table(id: &str, ping: Option<String>, post: String, extra: &str) -> String {
     let ping = ping.map_or(String::new(), |u| format!("ping_url = \"{u}\"\n"));
@@ -878,20 +896,7 @@ fn pings_queued_behind_a_late_bidder_are_dropped_when_the_lead_falls_back() {
 /// did not price it. The lead whose ping it did see (and let time out) goes to the next.
 #[test]
 fn a_buyer_whose_ping_was_never_written_keeps_its_fallback_turn() {
-    let fleet = Fleet::start(vec![
-        BuyerSpec::new("busy").with_responder(|k, _| match k {
-            Kind::Ping => Reply::no_bid().after_ms(450),
-            Kind::Post => Reply::accepted(),
-        }),
-        poster("fallback", true),
-    ])
-    .unwrap();
-    let mut toml = config(
-        &Fleet::start(vec![]).unwrap(),
-        "fallback = \"waterfall\"",
-        |_| String::new(),
-    );
-    toml.push_str(&busy_and_fallback(&fleet));
+    let (fleet, toml) = busy_fleet("fallback = \"waterfall\"");
     let ex = Exchange::start(&toml);
     let mut sales: Vec<(String, f64)> = send_leads_at_once(ex.addr, 2)
         .iter_mut()
@@ -918,20 +923,7 @@ fn a_buyer_whose_ping_was_never_written_keeps_its_fallback_turn() {
 /// does not.
 #[test]
 fn a_pings_fallback_offer_keeps_a_buyer_its_ping_never_reached() {
-    let fleet = Fleet::start(vec![
-        BuyerSpec::new("busy").with_responder(|k, _| match k {
-            Kind::Ping => Reply::no_bid().after_ms(450),
-            Kind::Post => Reply::accepted(),
-        }),
-        poster("fallback", true),
-    ])
-    .unwrap();
-    let mut toml = config(
-        &Fleet::start(vec![]).unwrap(),
-        "fallback = \"waterfall\"\nhold_ms = 60000",
-        |_| String::new(),
-    );
-    toml.push_str(&busy_and_fallback(&fleet));
+    let (fleet, toml) = busy_fleet("fallback = \"waterfall\"\nhold_ms = 60000");
     let ex = Exchange::start(&toml);
     let mut pingers: Vec<Client> = (0..2)
         .map(|_| {
