@@ -815,6 +815,28 @@ fn busy_fleet(campaign_extra: &str) -> (Fleet, String) {
     (fleet, toml)
 }
 
+/// Post the full lead for each held ping of `ids`, in order, each answered sold: (buyer,
+/// price) of each first sale.
+fn post_each_sold(ex: &Exchange, ids: &[serde_json::Value], what: &str) -> Vec<(String, f64)> {
+    let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
+    ids.iter()
+        .map(|id| {
+            let post = serde_json::json!({
+                "ping_id": id, "lead": full["lead"], "consent": full["consent"]
+            });
+            let v = ex
+                .client()
+                .post("/v1/post", Some(KEY), post.to_string().as_bytes())
+                .json();
+            assert_eq!(v["status"], "sold", "{what}: {v}");
+            (
+                v["sales"][0]["buyer"].as_str().unwrap_or("").to_string(),
+                v["price"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect()
+}
+
 /// A `[[buyers]]` table on campaign `auto`: its id, endpoints and `extra` lines.
 fn buyer_table(id: &str, ping: Option<String>, post: String, extra: &str) -> String {
     let ping = ping.map_or(String::new(), |u| format!("ping_url = \"{u}\"\n"));
@@ -954,24 +976,8 @@ fn a_pings_fallback_offer_keeps_a_buyer_its_ping_never_reached() {
         "one ping got the busy buyer's connection"
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
-    let sales: Vec<(String, f64)> = offers
-        .iter()
-        .map(|(_, id)| {
-            let post = serde_json::json!({
-                "ping_id": id, "lead": full["lead"], "consent": full["consent"]
-            });
-            let v = ex
-                .client()
-                .post("/v1/post", Some(KEY), post.to_string().as_bytes())
-                .json();
-            assert_eq!(v["status"], "sold", "{v}");
-            (
-                v["sales"][0]["buyer"].as_str().unwrap_or("").to_string(),
-                v["price"].as_f64().unwrap_or(0.0),
-            )
-        })
-        .collect();
+    let ids: Vec<serde_json::Value> = offers.into_iter().map(|(_, id)| id).collect();
+    let sales = post_each_sold(&ex, &ids, "");
     assert_eq!(
         sales,
         vec![("busy".to_string(), 12.0), ("fallback".to_string(), 18.0)]
@@ -1113,24 +1119,7 @@ fn a_posts_fallback_keeps_a_buyer_its_ping_never_reached() {
             drop(ex);
             ex = Exchange::start(&toml);
         }
-        let full: serde_json::Value = serde_json::from_str(LEAD).unwrap();
-        let mut sales: Vec<(String, f64)> = ids
-            .iter()
-            .map(|id| {
-                let post = serde_json::json!({
-                    "ping_id": id, "lead": full["lead"], "consent": full["consent"]
-                });
-                let v = ex
-                    .client()
-                    .post("/v1/post", Some(KEY), post.to_string().as_bytes())
-                    .json();
-                assert_eq!(v["status"], "sold", "restart {restart}: {v}");
-                (
-                    v["sales"][0]["buyer"].as_str().unwrap_or("").to_string(),
-                    v["price"].as_f64().unwrap_or(0.0),
-                )
-            })
-            .collect();
+        let mut sales = post_each_sold(&ex, &ids, &format!("restart {restart}"));
         sales.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             sales,
