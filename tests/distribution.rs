@@ -837,6 +837,22 @@ fn post_each_sold(ex: &Exchange, ids: &[serde_json::Value], what: &str) -> Vec<(
         .collect()
 }
 
+/// `n` seller `/v1/ping`s sent at once, each on a connection of its own, not yet read.
+fn pings_at_once(ex: &Exchange, n: usize) -> Vec<Client> {
+    (0..n)
+        .map(|_| {
+            let mut c = Client::connect(ex.addr);
+            c.send_raw(&Client::request(
+                "POST",
+                "/v1/ping",
+                Some(KEY),
+                PING.as_bytes(),
+            ));
+            c
+        })
+        .collect()
+}
+
 /// A `[[buyers]]` table on campaign `auto`: its id, endpoints and `extra` lines.
 fn buyer_table(id: &str, ping: Option<String>, post: String, extra: &str) -> String {
     let ping = ping.map_or(String::new(), |u| format!("ping_url = \"{u}\"\n"));
@@ -947,18 +963,7 @@ fn a_buyer_whose_ping_was_never_written_keeps_its_fallback_turn() {
 fn a_pings_fallback_offer_keeps_a_buyer_its_ping_never_reached() {
     let (fleet, toml) = busy_fleet("fallback = \"waterfall\"\nhold_ms = 60000");
     let ex = Exchange::start(&toml);
-    let mut pingers: Vec<Client> = (0..2)
-        .map(|_| {
-            let mut c = Client::connect(ex.addr);
-            c.send_raw(&Client::request(
-                "POST",
-                "/v1/ping",
-                Some(KEY),
-                PING.as_bytes(),
-            ));
-            c
-        })
-        .collect();
+    let mut pingers = pings_at_once(&ex, 2);
     let mut offers: Vec<(f64, serde_json::Value)> = pingers
         .iter_mut()
         .map(|c| {
@@ -1092,18 +1097,7 @@ fn a_posts_fallback_keeps_a_buyer_its_ping_never_reached() {
             "",
         ));
         let mut ex = Exchange::start(&toml);
-        let mut pingers: Vec<Client> = (0..2)
-            .map(|_| {
-                let mut c = Client::connect(ex.addr);
-                c.send_raw(&Client::request(
-                    "POST",
-                    "/v1/ping",
-                    Some(KEY),
-                    PING.as_bytes(),
-                ));
-                c
-            })
-            .collect();
+        let mut pingers = pings_at_once(&ex, 2);
         let ids: Vec<serde_json::Value> = pingers
             .iter_mut()
             .map(|c| {

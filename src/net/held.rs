@@ -31,6 +31,15 @@ pub fn one_bid_per_buyer<T>(bids: impl IntoIterator<Item = (usize, T)>) -> Vec<(
     out
 }
 
+/// Buyers mapped onto another config, each once, in their order ([`one_bid_per_buyer`] for a
+/// plain list, such as a hold's `priced`).
+pub fn each_buyer_once(buyers: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    one_bid_per_buyer(buyers.into_iter().map(|b| (b, ())))
+        .into_iter()
+        .map(|(b, ())| b)
+        .collect()
+}
+
 /// What a post finds under a ping id.
 pub enum Lookup<'a> {
     /// The bids are still held.

@@ -1645,14 +1645,7 @@ fn restore_hold(
         // A record from before the rule was journaled: the rule in force now.
         payout: terms.map_or(snap.sellers[seller].payout, payout_rule),
         source,
-        priced: held::one_bid_per_buyer(
-            pinged
-                .iter()
-                .filter_map(|b| Some((snap.buyer_of_record(b)?, ()))),
-        )
-        .into_iter()
-        .map(|(b, ())| b)
-        .collect(),
+        priced: held::each_buyer_once(pinged.iter().filter_map(|b| snap.buyer_of_record(b))),
         journaled: Some(Box::new(journaled)),
     })
 }

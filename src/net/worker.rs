@@ -2309,14 +2309,11 @@ impl Worker {
             .into_iter()
             .map(|(b, (cents, bid_id))| (b, cents, bid_id))
             .collect();
-        let priced = super::held::one_bid_per_buyer(
+        let priced = super::held::each_buyer_once(
             priced_ids
                 .into_iter()
-                .filter_map(|id| Some((snap.buyer_of_record(id)?, ()))),
-        )
-        .into_iter()
-        .map(|(b, ())| b)
-        .collect();
+                .filter_map(|id| snap.buyer_of_record(id)),
+        );
         Ok(Claimed {
             campaign,
             test: h.test,
