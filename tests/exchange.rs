@@ -1633,13 +1633,7 @@ fn leads_sent_together_never_take_another_leads_second_answer() {
     for (i, v) in answers.iter().enumerate() {
         assert_eq!(sales(v), vec![("twice".to_string(), 30.0)], "lead {i}: {v}");
     }
-    let st = ex.handle.as_ref().unwrap().stats();
-    let wins: u64 = st
-        .buyers()
-        .filter(|(id, _)| *id == "twice")
-        .map(|(_, b)| b.wins)
-        .sum();
-    assert_eq!(wins, 40);
+    assert_eq!(ex.buyer_counter("twice", |b| b.wins, 40), 40);
     assert_eq!(POSTS.load(Ordering::SeqCst), 40);
 }
 
