@@ -493,6 +493,45 @@ fn stats_metrics_pause_and_resume() {
     assert!(!page.contains("<script src") && !page.contains("https://"));
 }
 
+/// The operator's counters agree with every answer a seller holds: a lead's sale is in
+/// `/v1/stats` and `/metrics` by the time its answer can be read, on a machine however busy,
+/// across workers.
+#[test]
+fn every_answer_a_seller_holds_is_already_in_the_stats() {
+    let fleet = acme_and_blue();
+    let ex = Exchange::start(&config_with_admin(&fleet, "").replace("workers = 1", "workers = 2"));
+    let admin = admin_addr(&ex);
+    let mut sellers: Vec<Client> = (0..4).map(|_| ex.client()).collect();
+    for i in 1..=40u64 {
+        let v = sellers[i as usize % 4].lead(LEAD).json();
+        assert_eq!(v["sales"][0]["buyer"], "acme", "{v}");
+        let s = get(admin, "GET", "/v1/stats", Some(TOKEN)).json();
+        assert_eq!(s["buyers"]["acme"]["wins"], i, "lead {i}: {s}");
+        assert_eq!(s["buyers"]["blue"]["pings"], i, "lead {i}: {s}");
+        assert_eq!(s["campaigns"]["auto"]["sold"], i, "lead {i}: {s}");
+        assert_eq!(
+            s["campaigns"]["auto"]["revenue"],
+            50.0 * i as f64,
+            "lead {i}: {s}"
+        );
+        // The worker's own counters, read in-process, the moment the answer is in.
+        let st = ex.handle.as_ref().map(|h| h.stats()).unwrap_or_default();
+        let wins: u64 = st
+            .buyers()
+            .filter(|(id, _)| *id == "acme")
+            .map(|(_, b)| b.wins)
+            .sum();
+        assert_eq!(wins, i, "lead {i}");
+    }
+    let m = get(admin, "GET", "/metrics", Some(TOKEN));
+    let m = String::from_utf8_lossy(&m.body);
+    assert!(
+        m.lines()
+            .any(|l| l == "gavel_wins_total{buyer=\"acme\"} 40"),
+        "{m}"
+    );
+}
+
 #[test]
 fn test_leads_are_traffic_but_move_no_money_caps_or_budgets_even_after_a_restart() {
     let fleet = acme_and_blue();

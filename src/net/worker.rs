@@ -3001,39 +3001,8 @@ impl Worker {
             lead::write_answer(&mut body, &lead.id, &outcome, &sales, payout, lead.req.test);
         }
 
-        let (conn_key, seq) = lead.origin;
-        // The engine's time ends when the answer is handed to the kernel, as a buyer's time
-        // starts when its request is: the `send` itself (on loopback it also runs the
-        // receiver's TCP input and wake-up) is measured on its own, `answer_write_us`.
-        let mut handed = None;
-        if let Some(c) = self.sellers.get_mut(conn_key) {
-            if let Some(idx) = seq.checked_sub(c.first_seq).map(|i| i as usize) {
-                if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
-                    let close = *close || closing_for_drain(self.drain_until, c, idx);
-                    let persist = c.persist(close);
-                    let mut bytes = Vec::with_capacity(body.len() + 128);
-                    http::write_response(
-                        &mut bytes,
-                        status,
-                        &[("Content-Type", "application/json")],
-                        &body,
-                        persist,
-                    );
-                    c.pending[idx] = Reply::Ready { bytes, close };
-                }
-            }
-            steps::mark_after(Step::PostResult, Step::AnswerBuild);
-            handed = Some(Instant::now());
-            self.finish_seller_io(conn_key);
-            steps::mark_after(Step::AnswerBuild, Step::AnswerWrite);
-        }
-        let written = Instant::now();
-        let handed = handed.unwrap_or(written);
-        let elapsed = written.saturating_duration_since(lead.auction.arrival());
-        let overhead = handed
-            .saturating_duration_since(lead.auction.arrival())
-            .saturating_sub(outcome.buyer_wait);
-        // The operator's counters, once the seller has the answer.
+        // The operator's counters, before the seller has the answer: whoever reads
+        // `/v1/stats` after an answer sees it counted.
         {
             let mut st = self.stats.lock();
             // Held or fixed-price "bids" were not pings of this auction: not counted again.
@@ -3071,6 +3040,38 @@ impl Worker {
                 cs.test_leads += 1;
             }
         }
+        let (conn_key, seq) = lead.origin;
+        // The engine's time ends when the answer is handed to the kernel, as a buyer's time
+        // starts when its request is: the `send` itself (on loopback it also runs the
+        // receiver's TCP input and wake-up) is measured on its own, `answer_write_us`.
+        let mut handed = None;
+        if let Some(c) = self.sellers.get_mut(conn_key) {
+            if let Some(idx) = seq.checked_sub(c.first_seq).map(|i| i as usize) {
+                if let Some(Reply::Waiting { close }) = c.pending.get(idx) {
+                    let close = *close || closing_for_drain(self.drain_until, c, idx);
+                    let persist = c.persist(close);
+                    let mut bytes = Vec::with_capacity(body.len() + 128);
+                    http::write_response(
+                        &mut bytes,
+                        status,
+                        &[("Content-Type", "application/json")],
+                        &body,
+                        persist,
+                    );
+                    c.pending[idx] = Reply::Ready { bytes, close };
+                }
+            }
+            steps::mark_after(Step::PostResult, Step::AnswerBuild);
+            handed = Some(Instant::now());
+            self.finish_seller_io(conn_key);
+            steps::mark_after(Step::AnswerBuild, Step::AnswerWrite);
+        }
+        let written = Instant::now();
+        let handed = handed.unwrap_or(written);
+        let elapsed = written.saturating_duration_since(lead.auction.arrival());
+        let overhead = handed
+            .saturating_duration_since(lead.auction.arrival())
+            .saturating_sub(outcome.buyer_wait);
         let mut st = self.stats.lock();
         st.overhead_us
             .saturating_record(overhead.as_micros() as u64);

@@ -159,30 +159,6 @@ impl Exchange {
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
     }
-
-    /// A buyer's counter summed over the workers, read until it is `want` or 10 s pass: the
-    /// operator's counters are updated just after the seller's answer is written, so a test
-    /// holding every answer may read them a moment before the last lead is counted.
-    pub fn buyer_counter(
-        &self,
-        buyer: &str,
-        counter: impl Fn(&gavel::stats::BuyerCounters) -> u64,
-        want: u64,
-    ) -> u64 {
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let st = self.handle.as_ref().map(|h| h.stats()).unwrap_or_default();
-            let got: u64 = st
-                .buyers()
-                .filter(|(id, _)| *id == buyer)
-                .map(|(_, b)| counter(b))
-                .sum();
-            if got == want || std::time::Instant::now() > until {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
 }
 
 impl Drop for Exchange {
