@@ -12,7 +12,7 @@ use super::format::{
 use super::record::PAYLOAD_VERSION;
 use super::recovery::TORN_WINDOW;
 use super::segment::segment_path;
-use super::writer::{PREFAULT_AHEAD_BYTES, RELEASE_BEHIND_BYTES};
+use super::writer::{prefault_range, PREFAULT_AHEAD_BYTES, RELEASE_BEHIND_BYTES};
 use super::*;
 use std::io::Write as _;
 
@@ -2198,6 +2198,37 @@ fn written_pages_leave_the_resident_set_and_read_back_intact() {
         assert_eq!(back[RECORDS / 2], ping_record(RECORDS / 2), "{sync:?}");
         assert_eq!(back[RECORDS - 1], ping_record(RECORDS - 1), "{sync:?}");
     }
+}
+
+/// Prefaulting never reaches behind the writers: when they have outrun it (a busy machine,
+/// the background thread late), it starts at the tail's page, so pages written and released
+/// meanwhile are not faulted back in to stay resident for the segment's life.
+#[test]
+fn prefault_starts_at_the_tail_when_the_writers_have_passed_it() {
+    const MIB: u64 = 1 << 20;
+    let len = 64 * MIB;
+    // Ahead of the writers: from what was prefaulted, to the window past the tail.
+    assert_eq!(
+        prefault_range(8 * MIB, 2 * MIB, len, 4096),
+        Some((8 * MIB, 2 * MIB + PREFAULT_AHEAD_BYTES))
+    );
+    // The writers at 46 MiB + 100 bytes, the last prefault at 30 MiB: nothing behind the
+    // tail's page is touched.
+    let tail = 46 * MIB + 100;
+    assert_eq!(
+        prefault_range(30 * MIB, tail, len, 4096),
+        Some((46 * MIB, tail + PREFAULT_AHEAD_BYTES))
+    );
+    // Up to the segment's end, and nothing once the window is done.
+    assert_eq!(
+        prefault_range(60 * MIB, 62 * MIB, len, 4096),
+        Some((62 * MIB, len))
+    );
+    assert_eq!(prefault_range(len, 62 * MIB, len, 4096), None);
+    assert_eq!(
+        prefault_range(10 * MIB + PREFAULT_AHEAD_BYTES, 10 * MIB, len, 4096),
+        None
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -53,6 +53,22 @@ const PREFAULT_FIRST_BYTES: u64 = 1024 * 1024;
 /// are dropped from the process's resident set, in steps of at least this much.
 pub const RELEASE_BEHIND_BYTES: u64 = 1024 * 1024;
 
+/// The range to fault in ahead of a segment's writers: from what was prefaulted, or from the
+/// tail's page when the writers have passed it (the pages behind the tail were faulted by the
+/// writes themselves, and may since have been released: faulting them again would keep them
+/// resident for the segment's life), to [`PREFAULT_AHEAD_BYTES`] past the tail. `None` when
+/// nothing is left to do.
+pub(crate) fn prefault_range(
+    prefaulted: u64,
+    tail: u64,
+    len: u64,
+    page: u64,
+) -> Option<(u64, u64)> {
+    let want = tail.saturating_add(PREFAULT_AHEAD_BYTES).min(len);
+    let from = prefaulted.max(tail / page.max(1) * page.max(1));
+    (from < want).then_some((from, want))
+}
+
 /// The background thread's tick when no sync interval drives it.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
@@ -1306,11 +1322,10 @@ impl Shared {
         let Some(pin) = self.pin(seq) else { return };
         let tail = pin.slot.tail.load(Ordering::Acquire);
         let done = pin.slot.prefaulted.load(Ordering::Acquire);
-        let want = (tail + PREFAULT_AHEAD_BYTES).min(pin.seg.len);
-        if want <= done {
+        let Some((from, want)) = prefault_range(done, tail, pin.seg.len, page_size()) else {
             return;
-        }
-        if !pin.seg.prefault(done, want) {
+        };
+        if !pin.seg.prefault(from, want) {
             self.prefault_supported.store(false, Ordering::Relaxed);
             pin.slot.prefault_wake.store(u64::MAX, Ordering::Relaxed);
             return;
