@@ -124,7 +124,12 @@ impl Common {
             Ok(true)
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             self.te_present = true;
-            for token in list_tokens(value) {
+            // `chunked` takes no parameters (RFC 9112 §7.1): `chunked;q=1` is another coding.
+            for element in value.split(|&b| b == b',') {
+                let token = trim_ows(element);
+                if token.is_empty() {
+                    continue;
+                }
                 let chunked = token.eq_ignore_ascii_case(b"chunked");
                 if chunked {
                     self.te_chunked_count += 1;
@@ -179,6 +184,10 @@ pub(crate) fn request_head(
 ) -> Result<(RequestHead, Framing), Error> {
     let method = req.method.ok_or(Error::InvalidRequestLine)?;
     let path = req.path.ok_or(Error::InvalidRequestLine)?;
+    // A fragment is never sent (RFC 9112 §3.2: origin-form is a path and a query).
+    if path.contains('#') {
+        return Err(Error::InvalidRequestLine);
+    }
     let version_minor = req.version.ok_or(Error::UnsupportedVersion)?;
     let mut common = Common::default();
     let mut authorization = None;

@@ -721,6 +721,9 @@ fn request_transfer_encoding_must_be_chunked() {
         "chunked, chunked",
         "identity",
         "",
+        // `chunked` has no parameters: a coding with one is not the chunked this server reads.
+        "chunked;q=1",
+        "chunked ; x=y",
     ] {
         let input = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n0\r\n\r\n");
         let e = request_error(input.as_bytes());
@@ -1799,4 +1802,18 @@ fn an_unreadable_answer_names_the_limit_it_broke() {
         64,
     );
     assert_eq!(out.error, Some(Error::BodyTooLarge));
+}
+
+/// A target with a fragment is malformed (origin-form is a path and a query, RFC 9112 §3.2):
+/// refused, not routed as an unknown path.
+#[test]
+fn a_request_target_with_a_fragment_is_refused() {
+    for target in ["/v1/leads#frag", "/healthz#", "http://host/v1/leads?a=1#f"] {
+        let input = format!("POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        let e = request_error(input.as_bytes());
+        assert_eq!(e, Error::InvalidRequestLine, "{target}");
+        assert_eq!((e.status(), e.code()), (400, "invalid_request_line"));
+    }
+    let (head, _) = one_request(b"POST /v1/leads?a=b HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(head.path, "/v1/leads?a=b");
 }
