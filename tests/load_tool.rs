@@ -142,6 +142,71 @@ fn sigterm_stops_the_run_and_prints_what_it_measured() {
     );
 }
 
+/// A seller-API stand-in that reads every request and answers none: a stalled exchange.
+fn stalled_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            if let Ok(mut reader) = stream.try_clone() {
+                std::thread::spawn(move || {
+                    let mut sink = [0u8; 4096];
+                    while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+                });
+            }
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// A run stopped while the target is stalled: the leads that were due and waiting for a
+/// connection are in the report, as scheduled and unsent, not left out of it.
+#[test]
+fn leads_due_when_a_stalled_run_is_stopped_count_as_unsent() {
+    let addr = stalled_server().to_string();
+    let child = load(&addr, &["--rate", "200", "--duration-s", "60", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gavel-load");
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (code, err) = {
+        let out = child.wait_with_output().expect("wait for gavel-load");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "JSON report ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let n = |k: &str| {
+            report[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k}: {report}"))
+        };
+        // Two connections, one lead each, never answered: the rest waited.
+        assert_eq!(n("sent"), 2, "{report}");
+        assert_eq!(n("scheduled"), n("sent") + n("unsent"), "{report}");
+        // About 0.8 s at 200 a second were due (the stop's own timing is the machine's).
+        assert!(n("unsent") >= 100, "{report}");
+        assert!(
+            n("scheduled") <= 200 * (n("duration_ms") + 1_000) / 1_000,
+            "{report}"
+        );
+        assert_eq!(report["stopped_early"], true, "{report}");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(143), "{err}");
+}
+
 #[test]
 fn sigint_stops_the_run_and_the_text_report_says_so() {
     let (out, took) = stopped_run(libc::SIGINT, &[]);
@@ -264,6 +329,38 @@ fn a_template_that_does_not_make_json_is_refused_before_anything_is_sent() {
     let (code, err, _) = refused(&["--template", t.path(), "--var", "src=1"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("cannot connect to"), "{err}");
+}
+
+/// `${vertical}` and `${disclosed_buyers}` in a template are filled as in the default lead
+/// (the campaign's vertical, no buyer disclosed) without a flag; quoted, `"${vertical}"` is
+/// refused with the reason.
+#[test]
+fn a_templates_vertical_and_disclosed_buyers_are_filled_and_a_quoted_vertical_is_named() {
+    let t = TemplateFile::new(
+        "consent",
+        r#"{"campaign":"${campaign}","consent":{"vertical":${vertical},"disclosed_buyers":${disclosed_buyers}}}"#,
+    );
+    // Filled without a flag: the run goes on to the target, which is not there.
+    let (code, err, _) = refused(&["--template", t.path()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot connect to"), "{err}");
+
+    let t = TemplateFile::new(
+        "quoted",
+        r#"{"campaign":"${campaign}","consent":{"vertical":"${vertical}"}}"#,
+    );
+    for extra in [&[][..], &["--vertical", "auto_insurance"]] {
+        let mut args = vec!["--template", t.path()];
+        args.extend_from_slice(extra);
+        let (code, err, stdout) = refused(&args);
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains("`${vertical}` is filled with a JSON string, quotes included"),
+            "{err}"
+        );
+        assert!(stdout.is_empty());
+    }
 }
 
 #[test]

@@ -184,11 +184,14 @@ fn main() {
         }
     }
     // A custom variable left without a value is a usage error: refuse it before connecting,
-    // not as a failed run. `vertical` has a default (the campaign id); every other needs --var.
+    // not as a failed run. `vertical` (the campaign id) and `disclosed_buyers` (`[]`) have
+    // defaults; every other needs --var.
     if let Some((path, text)) = &text {
-        if let Some(name) = placeholders(text)
-            .find(|n| template.uses(n) && *n != "vertical" && !given.iter().any(|g| g == n))
-        {
+        if let Some(name) = placeholders(text).find(|n| {
+            template.uses(n)
+                && !matches!(*n, "vertical" | "disclosed_buyers")
+                && !given.iter().any(|g| g == n)
+        }) {
             let e = TemplateError::Unset(name.to_string());
             fail(format!("{path}: {e}; give it with --var {name}=JSON"), 2);
         }

@@ -344,6 +344,10 @@ impl LeadTemplate {
             if value.is_none() && name == "vertical" {
                 *value = Some(format!("\"{}\"", campaign.replace('-', "_")));
             }
+            // As in the default lead: no buyer disclosed unless `--disclosed-buyers` says so.
+            if value.is_none() && name == "disclosed_buyers" {
+                *value = Some("[]".to_string());
+            }
         }
         if let Some((name, _)) = t.vars.iter().find(|(_, v)| v.is_none()) {
             return Err(TemplateError::Unset(name.clone()));
@@ -367,10 +371,32 @@ impl LeadTemplate {
             body.clear();
             t.render(&mut body, &ctx, seq);
             if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                return Err(TemplateError::NotJson(e.to_string()));
+                let mut why = e.to_string();
+                if let Some(name) = t.quoted_json_string() {
+                    why.push_str(&format!(
+                        "; `${{{name}}}` is filled with a JSON string, quotes included: write it without quotes"
+                    ));
+                }
+                return Err(TemplateError::NotJson(why));
             }
         }
         Ok(())
+    }
+
+    /// A custom variable written inside quotes, `"${vertical}"`, whose value is itself a JSON
+    /// string: the quotes doubled are why such a lead is not JSON.
+    fn quoted_json_string(&self) -> Option<&str> {
+        self.parts.windows(3).find_map(|w| match w {
+            [Part::Lit(before), Part::Custom(i), Part::Lit(after)]
+                if before.ends_with(b"\"") && after.starts_with(b"\"") =>
+            {
+                match self.vars.get(*i) {
+                    Some((name, Some(v))) if v.starts_with('"') => Some(name.as_str()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
     }
 
     /// Render lead `seq` into `out`.
@@ -1149,13 +1175,15 @@ impl<'a> Generator<'a> {
                     .as_ref()
                     .is_some_and(|s| s.load(Ordering::Acquire))
             {
-                // The schedule ends here; what is in flight is still answered.
+                // The schedule ends here; what is in flight is still answered, and the leads
+                // already due that no connection took (a stalled target holds them all) are
+                // part of the stretch that ran: they count as unsent, never sent after.
                 self.stopped_at = Some(now);
-                self.total_leads = self.next_lead;
+                self.total_leads = self.due(now).max(self.next_lead);
             }
             // Past the drain no lead is written: each one written is waited for, up to its
             // own `REQUEST_TIMEOUT`, so a run never ends with a lead the target is answering.
-            let sending = now < hard_end;
+            let sending = now < hard_end && self.stopped_at.is_none();
             let due = if sending {
                 self.due(now)
             } else {
@@ -1180,7 +1208,7 @@ impl<'a> Generator<'a> {
                 self.send(i, lead, now);
             }
             self.max_waiting = self.max_waiting.max(due - self.next_lead);
-            if self.next_lead >= self.total_leads && self.busy == 0 {
+            if (self.next_lead >= self.total_leads || self.stopped_at.is_some()) && self.busy == 0 {
                 break;
             }
             // Nothing in flight yet leads to send means no connection is up: past the
