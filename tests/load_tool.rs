@@ -108,8 +108,8 @@ fn a_var_that_is_not_json_is_a_usage_error_naming_it() {
 }
 
 /// Start a long run at a live target, signal it once it has answered leads, and collect it.
-fn stopped_run(signal: libc::c_int, extra: &[&str]) -> (Output, Duration) {
-    let addr = unsold_server().to_string();
+fn stopped_run(target: SocketAddr, signal: libc::c_int, extra: &[&str]) -> (Output, Duration) {
+    let addr = target.to_string();
     let child = load(&addr, &["--rate", "200", "--duration-s", "60"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -127,7 +127,7 @@ fn stopped_run(signal: libc::c_int, extra: &[&str]) -> (Output, Duration) {
 
 #[test]
 fn sigterm_stops_the_run_and_prints_what_it_measured() {
-    let (out, took) = stopped_run(libc::SIGTERM, &["--json"]);
+    let (out, took) = stopped_run(unsold_server(), libc::SIGTERM, &["--json"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{err}");
     assert!(took < Duration::from_secs(5), "stopped after {took:?}");
@@ -166,50 +166,35 @@ fn stalled_server() -> SocketAddr {
 /// connection are in the report, as scheduled and unsent, not left out of it.
 #[test]
 fn leads_due_when_a_stalled_run_is_stopped_count_as_unsent() {
-    let addr = stalled_server().to_string();
-    let child = load(&addr, &["--rate", "200", "--duration-s", "60", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gavel-load");
-    std::thread::sleep(Duration::from_millis(800));
-    let pid = libc::pid_t::try_from(child.id()).expect("pid");
-    // SAFETY: kill(2) on the child this test started and still owns.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let (code, err) = {
-        let out = child.wait_with_output().expect("wait for gavel-load");
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "JSON report ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        });
-        let n = |k: &str| {
-            report[k]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{k}: {report}"))
-        };
-        // Two connections, one lead each, never answered: the rest waited.
-        assert_eq!(n("sent"), 2, "{report}");
-        assert_eq!(n("scheduled"), n("sent") + n("unsent"), "{report}");
-        // About 0.8 s at 200 a second were due (the stop's own timing is the machine's).
-        assert!(n("unsent") >= 100, "{report}");
-        assert!(
-            n("scheduled") <= 200 * (n("duration_ms") + 1_000) / 1_000,
-            "{report}"
-        );
-        assert_eq!(report["stopped_early"], true, "{report}");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+    let (out, _) = stopped_run(stalled_server(), libc::SIGTERM, &["--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
         )
+    });
+    let n = |k: &str| {
+        report[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k}: {report}"))
     };
-    assert_eq!(code, Some(143), "{err}");
+    // Two connections, one lead each, never answered: the rest waited.
+    assert_eq!(n("sent"), 2, "{report}");
+    assert_eq!(n("scheduled"), n("sent") + n("unsent"), "{report}");
+    // About 0.8 s at 200 a second were due (the stop's own timing is the machine's).
+    assert!(n("unsent") >= 100, "{report}");
+    assert!(
+        n("scheduled") <= 200 * (n("duration_ms") + 1_000) / 1_000,
+        "{report}"
+    );
+    assert_eq!(report["stopped_early"], true, "{report}");
 }
 
 #[test]
 fn sigint_stops_the_run_and_the_text_report_says_so() {
-    let (out, took) = stopped_run(libc::SIGINT, &[]);
+    let (out, took) = stopped_run(unsold_server(), libc::SIGINT, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(took < Duration::from_secs(5), "stopped after {took:?}");
