@@ -130,6 +130,39 @@ fn legacy_xml_bid_is_read_in_cents_with_its_lead_id() {
     assert_eq!(a.parse_bid(200, answer), bid(1234, None));
 }
 
+/// A UTF-8 byte order mark says UTF-8: with UTF-8 (or ASCII) declared, the id is read as
+/// written; with ISO-8859-1 declared the answer contradicts itself, and reading either way
+/// could quote the bid id back changed (`Aé` as `AÃ©`): no bid.
+#[test]
+fn a_byte_order_mark_and_another_declared_encoding_are_no_bid() {
+    let a = legacy();
+    for decl in [
+        "",
+        r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+        r#"<?xml version="1.0" encoding="us-ascii"?>"#,
+    ] {
+        let answer =
+            format!("\u{feff}{decl}<response><price>5</price><lead_id>Aé</lead_id></response>");
+        assert_eq!(
+            a.parse_bid(200, answer.as_bytes()),
+            bid(500, Some("Aé")),
+            "{decl}"
+        );
+    }
+    let answer = "\u{feff}<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><response><price>5</price><lead_id>Aé</lead_id></response>";
+    assert!(
+        matches!(a.parse_bid(200, answer.as_bytes()), PingOutcome::Invalid(_)),
+        "{:?}",
+        a.parse_bid(200, answer.as_bytes())
+    );
+    // Without the mark, ISO-8859-1 bytes are read as declared.
+    let mut latin =
+        br#"<?xml version="1.0" encoding="ISO-8859-1"?><response><price>5</price><lead_id>A"#
+            .to_vec();
+    latin.extend_from_slice(b"\xE9</lead_id></response>");
+    assert_eq!(a.parse_bid(200, &latin), bid(500, Some("Aé")));
+}
+
 #[test]
 fn legacy_xml_no_bid_answers() {
     let a = legacy();

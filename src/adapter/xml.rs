@@ -45,8 +45,21 @@ pub fn find_texts<'a, const N: usize>(
     if N > MAX_XML_PATHS {
         return Err(XmlError::TooManyPaths);
     }
+    // Servers on some platforms start their answers with a UTF-8 byte order mark: it says
+    // UTF-8, so a declaration of another encoding contradicts it (XML 1.0, 4.3.3) and the
+    // text could not be read as its writer meant.
+    let bom = doc.starts_with(b"\xEF\xBB\xBF");
+    let doc = doc.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(doc);
     let latin1 = match declared_encoding(doc) {
         None => false,
+        Some(e)
+            if bom && !e.eq_ignore_ascii_case(b"utf-8") && !e.eq_ignore_ascii_case(b"us-ascii") =>
+        {
+            return Err(XmlError::Malformed(
+                "a UTF-8 byte order mark before another encoding's declaration",
+                0,
+            ))
+        }
         Some(e) if e.eq_ignore_ascii_case(b"utf-8") || e.eq_ignore_ascii_case(b"us-ascii") => false,
         Some(e) if LATIN1_NAMES.iter().any(|n| e.eq_ignore_ascii_case(n)) => true,
         // UTF-16 and the rest: the text could not be read as written.
