@@ -330,21 +330,32 @@ fn a_templates_vertical_and_disclosed_buyers_are_filled_and_a_quoted_vertical_is
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("cannot connect to"), "{err}");
 
-    let t = TemplateFile::new(
-        "quoted",
-        r#"{"campaign":"${campaign}","consent":{"vertical":"${vertical}"}}"#,
-    );
-    for extra in [&[][..], &["--vertical", "auto_insurance"]] {
-        let mut args = vec!["--template", t.path()];
-        args.extend_from_slice(extra);
-        let (code, err, stdout) = refused(&args);
-        assert_eq!(code, Some(2), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-        assert!(
-            err.contains("`${vertical}` is filled with a JSON string, quotes included"),
-            "{err}"
+    // Quoted, each would be sent wrong (its quotes doubled, or the list as text): refused
+    // with the name, with or without the flag that gives it.
+    for (name, member, flag) in [
+        ("vertical", "vertical", ["--vertical", "auto_insurance"]),
+        (
+            "disclosed_buyers",
+            "disclosed_buyers",
+            ["--disclosed-buyers", "acme,blue"],
+        ),
+    ] {
+        let t = TemplateFile::new(
+            &format!("quoted-{name}"),
+            &format!(r#"{{"campaign":"${{campaign}}","consent":{{"{member}":"${{{name}}}"}}}}"#),
         );
-        assert!(stdout.is_empty());
+        for extra in [&[][..], &flag[..]] {
+            let mut args = vec!["--template", t.path()];
+            args.extend_from_slice(extra);
+            let (code, err, stdout) = refused(&args);
+            assert_eq!(code, Some(2), "{err}");
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            assert!(
+                err.contains(&format!("`${{{name}}}` is written inside quotes")),
+                "{err}"
+            );
+            assert!(stdout.is_empty());
+        }
     }
 }
 

@@ -147,6 +147,9 @@ pub enum TemplateError {
     BuiltIn(String),
     /// A lead made from the template, its variables filled in, is not JSON: why not.
     NotJson(String),
+    /// A variable whose value is a JSON string, list or object written inside quotes
+    /// (`"${vertical}"`): the lead would carry the quotes doubled, or a list as text.
+    QuotedValue(String),
 }
 
 impl fmt::Display for TemplateError {
@@ -169,6 +172,10 @@ impl fmt::Display for TemplateError {
             TemplateError::NotJson(why) => {
                 write!(f, "template: a lead made from it is not JSON: {why}")
             }
+            TemplateError::QuotedValue(n) => write!(
+                f,
+                "template: `${{{n}}}` is written inside quotes but is filled with JSON of its own (a string with its quotes, a list or an object): write it without quotes"
+            ),
         }
     }
 }
@@ -366,32 +373,31 @@ impl LeadTemplate {
             now: rfc3339_now(),
             campaign: campaign.to_string(),
         };
+        if let Some(name) = t.quoted_json_value() {
+            return Err(TemplateError::QuotedValue(name.to_string()));
+        }
         let mut body = Vec::new();
         for seq in 0..PLACES.len() as u64 {
             body.clear();
             t.render(&mut body, &ctx, seq);
             if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                let mut why = e.to_string();
-                if let Some(name) = t.quoted_json_string() {
-                    why.push_str(&format!(
-                        "; `${{{name}}}` is filled with a JSON string, quotes included: write it without quotes"
-                    ));
-                }
-                return Err(TemplateError::NotJson(why));
+                return Err(TemplateError::NotJson(e.to_string()));
             }
         }
         Ok(())
     }
 
-    /// A custom variable written inside quotes, `"${vertical}"`, whose value is itself a JSON
-    /// string: the quotes doubled are why such a lead is not JSON.
-    fn quoted_json_string(&self) -> Option<&str> {
+    /// A custom variable written alone inside quotes, `"${vertical}"`, whose value is a JSON
+    /// string, list or object: its quotes doubled, or a list sent as text.
+    fn quoted_json_value(&self) -> Option<&str> {
         self.parts.windows(3).find_map(|w| match w {
             [Part::Lit(before), Part::Custom(i), Part::Lit(after)]
                 if before.ends_with(b"\"") && after.starts_with(b"\"") =>
             {
                 match self.vars.get(*i) {
-                    Some((name, Some(v))) if v.starts_with('"') => Some(name.as_str()),
+                    Some((name, Some(v))) if v.trim_start().starts_with(['"', '[', '{']) => {
+                        Some(name.as_str())
+                    }
                     _ => None,
                 }
             }
