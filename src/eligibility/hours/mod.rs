@@ -5,7 +5,7 @@
 //! Each entry is `DAYS [HH:MM-HH:MM]`, days and names in any case:
 //! - `DAYS` is a day (`mon` or `monday`), a range (`mon-fri`; ranges wrap, so `fri-mon` is Friday to
 //!   Monday and `sun-sat` is the whole week), a comma list of those (`mon,wed,fri`, `mon-wed,sat`),
-//!   or `daily` / `*` for every day.
+//!   or `daily` / `*` for every day; a time range alone (`08:00-20:00`) is every day too.
 //! - The time range is local wall-clock time; `24:00` may end a range. An end at or before the
 //!   start runs over midnight into the next day: `fri 22:00-02:00` is Friday 22:00 to Saturday
 //!   02:00 (and `sun 22:00-02:00` reaches into Monday). Without a time range the whole day is open.
@@ -200,8 +200,13 @@ impl Schedule {
 fn parse_entry(entry: &str, out: &mut Vec<(u16, u16)>) -> Result<(), String> {
     let text = entry.trim().to_ascii_lowercase();
     let mut parts = text.split_whitespace();
-    let days_text = parts.next().ok_or_else(|| "empty entry".to_string())?;
-    let range_text = parts.next();
+    let first = parts.next().ok_or_else(|| "empty entry".to_string())?;
+    // A time range alone, `08:00-20:00`, is every day.
+    let (days_text, range_text) = if first.contains(':') {
+        ("daily", Some(first))
+    } else {
+        (first, parts.next())
+    };
     if let Some(extra) = parts.next() {
         return Err(format!("unexpected {extra:?} after the time range"));
     }

@@ -84,6 +84,17 @@ fn ranges_over_midnight_run_into_the_next_day() {
 }
 
 #[test]
+fn a_time_range_alone_is_every_day() {
+    // 2026-06-05 is a Friday, 2026-06-07 a Sunday.
+    let s = schedule(Some("Asia/Kolkata"), &["22:00-02:00"]);
+    assert_eq!(s, schedule(Some("Asia/Kolkata"), &["daily 22:00-02:00"]));
+    assert!(s.is_open(utc("2026-06-05T16:30:00Z")), "Friday 22:00 local");
+    assert!(s.is_open(utc("2026-06-07T20:29:00Z")), "Monday 01:59 local");
+    assert!(!s.is_open(utc("2026-06-07T20:30:00Z")), "Monday 02:00 local");
+    assert!(!s.is_open(utc("2026-06-07T12:00:00Z")), "Sunday 17:30 local");
+}
+
+#[test]
 fn ranges_wrap_over_the_week_end() {
     // 2026-06-07 is a Sunday, 2026-06-08 a Monday.
     let s = schedule(None, &["sun 22:00-02:00"]);
@@ -199,6 +210,8 @@ fn errors_name_the_key() {
         "mon-frx",
         "",
         "mon,,tue",
+        "08:00",
+        "08:00-20:00 mon",
     ] {
         let e = parse_err(None, &["daily", bad]);
         assert_eq!(e.key(), "hours[1]", "{bad:?}: {e}");
