@@ -353,7 +353,7 @@ fn serve(path: &std::path::Path) -> i32 {
             if dir_lost {
                 " and its directory was removed or replaced"
             } else if segment_lost {
-                " and the segment it was writing was deleted or replaced"
+                " and the segment it was writing was deleted, replaced or cut short"
             } else {
                 ""
             },

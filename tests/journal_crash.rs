@@ -2000,3 +2000,87 @@ fn a_next_segment_that_cannot_be_made_is_said_on_stderr_and_so_is_its_end() {
     );
     drop(running);
 }
+
+/// The segment being written, cut short by something else while the exchange serves (its
+/// pages past the cut would raise SIGBUS at the next store): the exchange lives on, says so on
+/// stderr, refuses new leads `503 journal_unavailable`, and its stop exits 1 naming the cut.
+#[test]
+fn the_segment_being_written_cut_short_kills_nothing_and_stops_new_leads() {
+    let fleet = Fleet::start(vec![bidder("a", 1000)]).unwrap();
+    let dir = temp_dir("seg-cut");
+    let journal = dir.join("journal");
+    let text = set_journal_dir(&config(&fleet, "", |_| String::new()), &journal)
+        .replace("sync = \"os\"", "sync = \"os\"\nsegment_bytes = 1048576");
+    let cfg = dir.join("gavel.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let mut child = spawn_serve_piped(&cfg);
+    let rx = stderr_lines(&mut child);
+    let running = Serving(child);
+    let mut seen = Vec::new();
+    let addr: std::net::SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("never served: {seen:#?}"));
+        if let Some(a) = line
+            .split("serving sellers on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        {
+            break a;
+        }
+        seen.push(line);
+    };
+    let lead = |i: usize| {
+        LEAD.replace("7135550147", &format!("71355{:05}", i))
+            .replace("ana@example.com", &format!("ana{i}@example.com"))
+    };
+    let mut c = Client::connect(addr);
+    for i in 0..3 {
+        assert_eq!(c.lead(&lead(i)).json()["status"], "sold");
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(journal.join("00000000000000000000.seg"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let mut refused = None;
+    for i in 3..400 {
+        let r = Client::connect(addr).lead(&lead(i));
+        if r.status == 503 {
+            refused = Some(r.json());
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let refused = refused.expect("new leads were never refused");
+    assert_eq!(refused["error"]["code"], "journal_unavailable", "{refused}");
+    let mut running = running;
+    assert!(running.0.try_wait().unwrap().is_none(), "the exchange died");
+    // SAFETY: a signal to the child this test spawned.
+    assert_eq!(
+        unsafe { libc::kill(running.0.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "never stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    seen.extend(rx.iter());
+    let said = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{status:?}: {said}");
+    assert!(
+        said.contains("journal segment cut short while in use") && said.contains("until a restart"),
+        "{said}"
+    );
+    assert!(
+        seen.last().is_some_and(|l| l.contains("cut short")),
+        "the stop names the cut: {said}"
+    );
+}

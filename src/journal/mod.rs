@@ -17,11 +17,13 @@
 //! - [`reader`]: read-only streaming readers for replay, export and `tail`.
 //! - [`salvage`]: the records recovery cut out and set aside, read back for the exchange's
 //!   counters on start.
+//! - [`fault`]: a SIGBUS handler for mapped segments cut short by something else.
 //! - [`cli`]: `gavel journal export | show | tail | verify`.
 //!
 //! `docs/JOURNAL.md` describes the format byte by byte and the rules for recovery.
 
 pub mod cli;
+pub mod fault;
 pub mod format;
 pub mod head;
 pub mod reader;

@@ -6,11 +6,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use memmap2::Mmap;
-
 use super::format::{read_frame, Frame, HeaderError, SegmentHeader, SEGMENT_HEADER_BYTES};
 use super::record::Record;
-use super::recovery::{damage_at, first_nonzero, map_read_only, DamageKind};
+use super::recovery::{damage_at, first_nonzero, map_read_only, DamageKind, ReadMap};
 use super::segment::{list_segments, segment_path};
 use super::{JournalError, Position};
 use crate::journal::format::{load_u32_acquire, FRAME_ALIGN};
@@ -37,7 +35,7 @@ pub struct Entry {
 struct Mapped {
     seq: u64,
     file: File,
-    map: Option<Mmap>,
+    map: Option<ReadMap>,
 }
 
 impl Mapped {

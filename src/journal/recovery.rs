@@ -404,12 +404,25 @@ pub(crate) fn scan_segment(
     })
 }
 
+/// A segment mapped read-only, covered against being cut short meanwhile (`fault`).
+pub(crate) struct ReadMap {
+    _cover: super::fault::Cover,
+    map: Mmap,
+}
+
+impl std::ops::Deref for ReadMap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
 /// Map a segment read-only (`None` for an empty file, which cannot be mapped).
 pub(crate) fn map_read_only(
     file: &File,
     path: &Path,
     len: u64,
-) -> Result<Option<Mmap>, JournalError> {
+) -> Result<Option<ReadMap>, JournalError> {
     if len == 0 {
         return Ok(None);
     }
@@ -419,9 +432,11 @@ pub(crate) fn map_read_only(
             path.display()
         )));
     }
-    // SAFETY: segments are never truncated by the journal; a reader only loads from the map.
+    // SAFETY: segments are never truncated by the journal; a reader only loads from the map,
+    // and a file cut short by something else meanwhile reads as zeroes past its end (`fault`).
     let map = unsafe { Mmap::map(file) }.map_err(|e| JournalError::io("mmap", path, e))?;
-    Ok(Some(map))
+    let cover = super::fault::cover(map.as_ptr(), map.len());
+    Ok(Some(ReadMap { _cover: cover, map }))
 }
 
 /// Describe damage at `(seq, off)`: count the whole records after it and the bytes it spans.

@@ -261,6 +261,8 @@ pub fn data_ranges(file: &File, from: u64, len: u64) -> Vec<(u64, u64)> {
 /// while mapped (the journal only ever zeroes bytes), so pointers into it stay valid for the
 /// segment's life.
 pub struct Segment {
+    /// The SIGBUS cover of `map` (dropped before it).
+    _cover: super::fault::Cover,
     /// Sequence number.
     pub seq: u64,
     /// Mapped length (the file's length).
@@ -437,6 +439,12 @@ impl Segment {
     /// Whether the mapped file is still the one named `path` (the segment's own): `Some(false)`
     /// once it was deleted (no name left) or its name is another file's or none; `None` when
     /// that cannot be told.
+    /// The mapped file's size now (`None` when it cannot be told): under `len` once something
+    /// else cut it short.
+    pub fn file_len(&self) -> Option<u64> {
+        self.file.metadata().ok().map(|m| m.len())
+    }
+
     pub fn still_named(&self, path: &Path) -> Option<bool> {
         use std::os::unix::fs::MetadataExt;
         if self.file.metadata().ok()?.nlink() == 0 {
@@ -479,15 +487,18 @@ impl Segment {
             )));
         }
         // SAFETY: the journal owns its directory (guarded by the lock file) and never truncates
-        // a segment, so the mapping stays backed by the file.
+        // a segment, so the mapping stays backed by the file; a file cut short by something
+        // else is covered (`fault`).
         let mut map = unsafe { MmapOptions::new().len(len as usize).map_mut(&file) }
             .map_err(|e| JournalError::io("mmap", path, e))?;
         let base = map.as_mut_ptr();
+        let cover = super::fault::cover(base, map.len());
         let named = std::fs::symlink_metadata(path).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
             (m.dev(), m.ino())
         });
         Ok(Segment {
+            _cover: cover,
             seq,
             len,
             map,

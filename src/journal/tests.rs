@@ -1428,6 +1428,52 @@ fn the_current_segment_deleted_while_in_use_stops_new_leads() {
     assert!(!j.accepts_leads());
 }
 
+/// The segment being appended to, cut short by something else while mapped: the stores past
+/// the cut would raise SIGBUS and kill the process; they go nowhere instead, the loss is
+/// noticed and new leads are refused for good (the records past the cut are gone even if the
+/// file gets its size back).
+#[test]
+fn the_current_segment_cut_short_while_in_use_stops_new_leads_and_kills_nothing() {
+    let dir = TempDir::new("seg-cut");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    append(&j, T0, &ping_record(0));
+    let seg = segment_path(dir.path(), 0);
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    file.set_len(0).unwrap();
+    // Every page of these is past the file's end now.
+    for i in 1..200 {
+        append(&j, T0 + i as u64, &ping_record(i));
+    }
+    assert!(super::fault::pages_replaced() > 0);
+    eventually("the cut is noticed", || j.segment_lost());
+    assert!(!j.accepts_leads());
+    let last = j.background_errors().1.unwrap_or_default();
+    assert!(last.contains("cut short"), "{last}");
+    file.set_len(1 << 20).unwrap();
+    std::thread::sleep(super::writer::SPARE_RETRY * 2);
+    assert!(j.segment_lost() && !j.accepts_leads());
+}
+
+/// A segment cut short under a reader reads as ending at the cut, and kills nothing.
+#[test]
+fn a_segment_cut_short_under_a_reader_ends_its_records() {
+    let dir = TempDir::new("seg-cut-read");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    for i in 0..100 {
+        append(&j, T0 + i as u64, &ping_record(i));
+    }
+    drop(j);
+    let mut r = Reader::open(dir.path()).unwrap();
+    assert!(r.next().is_some_and(|e| e.is_ok()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir.path(), 0))
+        .unwrap();
+    file.set_len(4096).unwrap();
+    let rest: Vec<_> = r.collect();
+    assert!(rest.len() < 99, "{} records after the cut", rest.len());
+}
+
 /// Bytes appended to the newest segment file past its size are not records: a torn tail,
 /// cut by recovery (the file gets its size back). Appended to an older segment, whose records
 /// end at its sentinel, they are damage.

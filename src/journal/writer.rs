@@ -199,6 +199,9 @@ struct Shared {
     /// The current segment's file was deleted or replaced under the journal (found by
     /// [`Shared::check_dir`]): what is appended now is lost with it, so no lead is taken.
     segment_lost: AtomicBool,
+    /// A segment file was cut short under its mapping: its records past the cut are gone for
+    /// good, so the loss stands until the process ends.
+    segment_cut: AtomicBool,
     /// The segment found lost ([`NO_SEGMENT`]: none).
     segment_lost_seq: AtomicU64,
     /// The segment `HEAD` names, as last written or as found at the start ([`NO_HEAD`]: none).
@@ -474,6 +477,7 @@ impl Journal {
             promised: AtomicU64::new(0),
             dir_lost: AtomicBool::new(false),
             segment_lost: AtomicBool::new(false),
+            segment_cut: AtomicBool::new(false),
             segment_lost_seq: AtomicU64::new(NO_SEGMENT),
             head_written: AtomicU64::new(head_written),
             oldest_written: AtomicU64::new(oldest_written),
@@ -1188,7 +1192,9 @@ impl Shared {
     /// replaced) while mapped takes records that vanish with the process, and the next start
     /// would find it missing. New leads are refused until the very file is back under its
     /// name; moving on to a later segment does not end it, since the loss stays in the
-    /// journal. Transitions are reported on stderr.
+    /// journal. A file cut short (its pages past the cut replaced by `fault`) has lost its
+    /// records past the cut for good: new leads are refused until the process ends.
+    /// Transitions are reported on stderr.
     fn check_segment(&self) {
         let flagged = self.segment_lost_seq.load(Ordering::Relaxed);
         let seq = if flagged != NO_SEGMENT {
@@ -1199,7 +1205,28 @@ impl Shared {
         // A segment no longer mapped cannot be compared: a flagged one stays flagged.
         let Some(pin) = self.pin(seq) else { return };
         let named = pin.seg.still_named(&segment_path(&self.dir, seq));
+        let (size, len) = (pin.seg.file_len(), pin.seg.len);
         drop(pin);
+        if self.segment_cut.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(size) = size.filter(|&size| size < len) {
+            self.segment_cut.store(true, Ordering::Relaxed);
+            self.segment_lost_seq.store(seq, Ordering::Relaxed);
+            self.segment_lost.store(true, Ordering::Relaxed);
+            let path = segment_path(&self.dir, seq);
+            let e = JournalError::io(
+                "journal segment cut short while in use",
+                &path,
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            );
+            self.note_error(&e);
+            eprintln!(
+                "gavel: journal: {e}: {size} of its {len} bytes are left and the records past \
+                 them are lost; new leads are refused (503 journal_unavailable) until a restart"
+            );
+            return;
+        }
         let Some(named) = named else { return };
         if flagged == NO_SEGMENT && self.current.load(Ordering::Acquire) != seq {
             // Rotated meanwhile: retention may have removed `seq` by right.

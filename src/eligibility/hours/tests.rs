@@ -90,8 +90,14 @@ fn a_time_range_alone_is_every_day() {
     assert_eq!(s, schedule(Some("Asia/Kolkata"), &["daily 22:00-02:00"]));
     assert!(s.is_open(utc("2026-06-05T16:30:00Z")), "Friday 22:00 local");
     assert!(s.is_open(utc("2026-06-07T20:29:00Z")), "Monday 01:59 local");
-    assert!(!s.is_open(utc("2026-06-07T20:30:00Z")), "Monday 02:00 local");
-    assert!(!s.is_open(utc("2026-06-07T12:00:00Z")), "Sunday 17:30 local");
+    assert!(
+        !s.is_open(utc("2026-06-07T20:30:00Z")),
+        "Monday 02:00 local"
+    );
+    assert!(
+        !s.is_open(utc("2026-06-07T12:00:00Z")),
+        "Sunday 17:30 local"
+    );
 }
 
 #[test]
