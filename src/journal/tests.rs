@@ -1454,6 +1454,22 @@ fn the_current_segment_cut_short_while_in_use_stops_new_leads_and_kills_nothing(
     assert!(j.segment_lost() && !j.accepts_leads());
 }
 
+/// `HEAD` deleted while the journal is open is written again: the next start still finds a
+/// deleted newest segment.
+#[test]
+fn head_deleted_while_in_use_is_written_again() {
+    let dir = TempDir::new("head-deleted");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    fill_to_segment(&j, 1);
+    let head = dir.path().join(super::head::HEAD_FILE);
+    std::fs::remove_file(&head).unwrap();
+    eventually("HEAD is back", || head.exists());
+    assert_eq!(j.head(), Some(1));
+    drop(j);
+    std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+    assert!(Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).is_err());
+}
+
 /// A segment cut short under a reader reads as ending at the cut, and kills nothing.
 #[test]
 fn a_segment_cut_short_under_a_reader_ends_its_records() {

@@ -1157,6 +1157,7 @@ impl Shared {
             return;
         }
         self.check_segment();
+        self.check_head();
         let probe = self.dir.join(DIR_PROBE);
         let writable = std::fs::OpenOptions::new()
             .write(true)
@@ -1254,6 +1255,26 @@ impl Shared {
             self.segment_lost_seq.store(NO_SEGMENT, Ordering::Relaxed);
             self.segment_lost.store(false, Ordering::Relaxed);
             eprintln!("gavel: journal: segment {seq} is back");
+        }
+    }
+
+    /// `HEAD` deleted while the journal is open would leave the next start unable to tell a
+    /// deleted newest (or oldest) segment from none: it is written again at once (by
+    /// [`Shared::update_head`], which follows), and that is said on stderr.
+    fn check_head(&self) {
+        if self.head_written.load(Ordering::Acquire) == NO_HEAD {
+            return;
+        }
+        let path = self.dir.join(super::head::HEAD_FILE);
+        if let Err(e) = std::fs::symlink_metadata(&path) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                self.head_written.store(NO_HEAD, Ordering::Release);
+                self.oldest_written.store(NO_HEAD, Ordering::Release);
+                eprintln!(
+                    "gavel: journal: {} was deleted while in use; it is written again",
+                    path.display()
+                );
+            }
         }
     }
 
