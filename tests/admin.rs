@@ -1210,3 +1210,44 @@ fn a_paused_buyer_is_not_kept_warm_until_it_is_resumed() {
         "not warmed after the resume"
     );
 }
+
+/// A post that fails before it is written (the buyer's post endpoint refusing connections, so
+/// its pool is down) is no post of the buyer's: every buyer's `wins` and `post_rejects` add up
+/// to its `posts`, live and as rebuilt from the journal.
+#[test]
+fn posts_never_written_are_neither_posts_nor_rejections() {
+    let fleet = acme_and_blue();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let toml = config_with_admin(&fleet, "").replacen(
+        &fleet.post_url(0),
+        &format!("http://{dead}/post"),
+        1,
+    );
+    let check = |ex: &Exchange, when: &str| {
+        let s = get(admin_addr(ex), "GET", "/v1/stats", Some(TOKEN)).json();
+        for b in ["acme", "blue"] {
+            let n = |k: &str| s["buyers"][b][k].as_u64().unwrap_or(u64::MAX);
+            assert_eq!(
+                n("wins") + n("post_rejects"),
+                n("posts"),
+                "{when}: {b}: {s}"
+            );
+        }
+        assert_eq!(s["buyers"]["blue"]["wins"], 4, "{when}: {s}");
+        assert_eq!(s["buyers"]["acme"]["wins"], 0, "{when}: {s}");
+    };
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for i in 0..4 {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        let v = c.lead(&lead).json();
+        assert_eq!(v["sales"][0]["buyer"], "blue", "{v}");
+    }
+    check(&ex, "live");
+    drop(c);
+    drop(ex);
+    check(&Exchange::start(&toml), "rebuilt from the journal");
+}

@@ -1178,7 +1178,12 @@ fn rebuild(
                     POST_NOT_SENT_UNJOURNALED,
                     POST_NOT_SENT_NO_CONNECTION,
                 ];
-                if !accepted && !reason.as_deref().is_some_and(|r| not_sent.contains(&r)) {
+                // As the live counters: only a post whose `post_sent` was recorded (a post
+                // failed before it had a connection has none) is a rejection of the buyer's.
+                let sent = open_posts
+                    .get(lead_id)
+                    .is_some_and(|posts| posts.iter().any(|p| &p.0 == buyer));
+                if !accepted && sent && !reason.as_deref().is_some_and(|r| not_sent.contains(&r)) {
                     pnl.buyer(snap.current_id(buyer)).post_rejects += 1;
                 }
                 if !accepted {

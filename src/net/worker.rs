@@ -3010,6 +3010,7 @@ impl Worker {
                 &mut st,
                 &lead.auction,
                 &lead.gen.stat_slots,
+                &lead.journaled,
                 !lead.close_from_plan,
             );
             // A test lead counts as the traffic it was, but moves no money.
@@ -3166,6 +3167,7 @@ impl Worker {
             &mut self.stats.lock(),
             &lead.auction,
             &lead.gen.stat_slots,
+            &lead.journaled,
             !lead.close_from_plan,
         );
         lead.close_from_plan = true;
@@ -4425,9 +4427,15 @@ fn tls_host(e: &Option<Endpoint>) -> Option<String> {
 }
 
 /// The operator's per-buyer counters for one auction's answers: each ping's outcome and
-/// response time (`pinged`: not for bids that were held or fixed prices) and each post that did
-/// not sell.
-fn count_answers(st: &mut WorkerStats, auction: &Auction, stat_slots: &[usize], pinged: bool) {
+/// response time (`pinged`: not for bids that were held or fixed prices) and each post sent
+/// (`journaled`: its `post_sent` recorded, so counted in `posts`) that did not sell.
+fn count_answers(
+    st: &mut WorkerStats,
+    auction: &Auction,
+    stat_slots: &[usize],
+    journaled: &[u8],
+    pinged: bool,
+) {
     for slot in 0..auction.slots() {
         let Some(b) = stat_slots
             .get(auction.buyer(slot))
@@ -4463,7 +4471,12 @@ fn count_answers(st: &mut WorkerStats, auction: &Auction, stat_slots: &[usize], 
                 | PostOutcome::NotWritten,
             )
             | None => {}
-            Some(_) => b.post_rejects += 1,
+            // One never sent (the buyer unreachable before a connection was had) is no post
+            // of the buyer's: not in `posts`, so not among its rejections either.
+            Some(_) if journaled.get(slot).is_some_and(|j| j & POST_PROMISED != 0) => {
+                b.post_rejects += 1
+            }
+            Some(_) => {}
         }
     }
 }
