@@ -358,6 +358,26 @@ impl Spare {
         }
         Ok(Spare { file, path, len })
     }
+
+    /// Whether the spare is still the file named [`SPARE_FILE`]: `Some(false)` once it was
+    /// deleted or replaced; `None` when that cannot be told.
+    pub fn still_named(&self) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let own = self.file.metadata().ok()?;
+        if own.nlink() == 0 {
+            return Some(false);
+        }
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) => Some((m.dev(), m.ino()) == (own.dev(), own.ino())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Segment {

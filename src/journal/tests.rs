@@ -1454,20 +1454,58 @@ fn the_current_segment_cut_short_while_in_use_stops_new_leads_and_kills_nothing(
     assert!(j.segment_lost() && !j.accepts_leads());
 }
 
-/// `HEAD` deleted while the journal is open is written again: the next start still finds a
-/// deleted newest segment.
+/// `HEAD` deleted or changed while the journal is open is written again: the next start still
+/// finds a deleted newest segment.
 #[test]
-fn head_deleted_while_in_use_is_written_again() {
+fn head_deleted_or_changed_while_in_use_is_written_again() {
     let dir = TempDir::new("head-deleted");
     let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
     fill_to_segment(&j, 1);
     let head = dir.path().join(super::head::HEAD_FILE);
+    let written = std::fs::read_to_string(&head).unwrap();
     std::fs::remove_file(&head).unwrap();
     eventually("HEAD is back", || head.exists());
     assert_eq!(j.head(), Some(1));
+    assert_eq!(std::fs::read_to_string(&head).unwrap(), written);
+    // Replaced by what no start could read, or by another segment's marker: written again.
+    for other in [
+        "garbage\n".to_string(),
+        written.replace("segment 1", "segment 0"),
+    ] {
+        std::fs::write(&head, other).unwrap();
+        eventually("HEAD is written again", || {
+            std::fs::read_to_string(&head).is_ok_and(|h| h == written)
+        });
+    }
     drop(j);
     std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
     assert!(Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).is_err());
+}
+
+/// The next segment's file deleted (or replaced) while the journal is open is made again, so
+/// the next rotation still needs no disk space and finds its file.
+#[test]
+fn a_spare_deleted_while_in_use_is_made_again() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("spare-deleted");
+    let spare = dir.path().join(super::segment::SPARE_FILE);
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    eventually("a spare is made", || j.spare_ready());
+    std::fs::remove_file(&spare).unwrap();
+    eventually("the spare is made again", || {
+        std::fs::metadata(&spare).is_ok_and(|m| m.len() == MIN_SEGMENT_BYTES)
+    });
+    eventually("it is ready", || j.spare_ready());
+    let again = std::fs::metadata(&spare).unwrap().ino();
+    fill_to_segment(&j, 1);
+    assert_eq!(
+        std::fs::metadata(segment_path(dir.path(), 1))
+            .unwrap()
+            .ino(),
+        again,
+        "the rotation took the spare made again"
+    );
+    assert_eq!(j.background_errors().0, 0);
 }
 
 /// A segment cut short under a reader reads as ending at the cut, and kills nothing.

@@ -1158,6 +1158,7 @@ impl Shared {
         }
         self.check_segment();
         self.check_head();
+        self.check_spare();
         let probe = self.dir.join(DIR_PROBE);
         let writable = std::fs::OpenOptions::new()
             .write(true)
@@ -1258,23 +1259,47 @@ impl Shared {
         }
     }
 
-    /// `HEAD` deleted while the journal is open would leave the next start unable to tell a
-    /// deleted newest (or oldest) segment from none: it is written again at once (by
-    /// [`Shared::update_head`], which follows), and that is said on stderr.
+    /// `HEAD` deleted or changed while the journal is open would leave the next start unable
+    /// to tell a deleted newest (or oldest) segment from none, or refusing a `HEAD` it cannot
+    /// read: it is written again at once (by [`Shared::update_head`], which follows), and that
+    /// is said on stderr.
     fn check_head(&self) {
-        if self.head_written.load(Ordering::Acquire) == NO_HEAD {
+        let (newest, oldest) = (
+            self.head_written.load(Ordering::Acquire),
+            self.oldest_written.load(Ordering::Acquire),
+        );
+        if newest == NO_HEAD {
             return;
         }
         let path = self.dir.join(super::head::HEAD_FILE);
-        if let Err(e) = std::fs::symlink_metadata(&path) {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                self.head_written.store(NO_HEAD, Ordering::Release);
-                self.oldest_written.store(NO_HEAD, Ordering::Release);
-                eprintln!(
-                    "gavel: journal: {} was deleted while in use; it is written again",
-                    path.display()
-                );
-            }
+        let what = match read_marker(&self.dir) {
+            Ok(Some(h)) if h.newest == newest && h.oldest.unwrap_or(NO_HEAD) == oldest => return,
+            Ok(Some(_)) => "changed (it names other segments)".to_string(),
+            Ok(None) => "deleted".to_string(),
+            Err(e) => format!("changed ({e})"),
+        };
+        self.head_written.store(NO_HEAD, Ordering::Release);
+        self.oldest_written.store(NO_HEAD, Ordering::Release);
+        eprintln!(
+            "gavel: journal: {} was {what} while in use; it is written again",
+            path.display()
+        );
+    }
+
+    /// The next segment's file deleted or replaced while the journal is open would fail the
+    /// next rotation's rename: it is made again at once (by [`Shared::make_spare`], which
+    /// follows), and that is said on stderr.
+    fn check_spare(&self) {
+        let mut spare = self.spare.lock();
+        if spare.as_ref().and_then(Spare::still_named) != Some(false) {
+            return;
+        }
+        if let Some(sp) = spare.take() {
+            self.spare_present.store(false, Ordering::Relaxed);
+            eprintln!(
+                "gavel: journal: {} was deleted or replaced while in use; it is made again",
+                sp.path().display()
+            );
         }
     }
 
