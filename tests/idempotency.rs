@@ -480,3 +480,73 @@ fn the_load_tool_sends_a_key_with_each_lead() {
     }
     assert_eq!(keys.len(), 50);
 }
+
+/// An older segment cut short (or corrupt) takes its own records, not a later segment's: a
+/// lead whose records are all in a whole segment after it is still looked up, and its
+/// `Idempotency-Key` retry still answered, as it was answered.
+#[test]
+fn damage_in_an_older_segment_leaves_later_leads_answerable() {
+    let fleet = Fleet::start(vec![BuyerSpec::new("only").with_responder(|k, _| match k {
+        Kind::Ping => Reply::bid(2000, None),
+        Kind::Post => Reply::accepted(),
+    })])
+    .unwrap();
+    let toml = config(&fleet, "", |_| String::new())
+        .replace("sync = \"os\"", "sync = \"os\"\nsegment_bytes = 1048576");
+    let dir = journal_dir_of(&toml);
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    // 40 KB of notes a lead: a 1 MiB segment holds about 25.
+    let notes = "n".repeat(40_000);
+    let lead = |i: usize| {
+        LEAD.replace("7135550147", &format!("71355{:05}", i))
+            .replace("ana@example.com", &format!("ana{i}@example.com"))
+            .replace(
+                "\"insured\": true",
+                &format!("\"insured\": true, \"notes\": \"{notes}\""),
+            )
+    };
+    let mut i = 0;
+    while !dir.join("00000000000000000001.seg").exists() {
+        assert_eq!(c.lead(&lead(i)).json()["status"], "sold");
+        i += 1;
+        assert!(i < 200, "the journal never rotated");
+    }
+    // A lead wholly in segment 1.
+    c.lead(&lead(i));
+    let body = lead(i + 1);
+    let answer = keyed(&mut c, "/v1/leads", "after-the-damage", &body).json();
+    assert_eq!(answer["status"], "sold", "{answer}");
+    let id = answer["lead_id"].as_str().unwrap().to_string();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("00000000000000000000.seg"))
+        .unwrap()
+        .set_len(2000)
+        .unwrap();
+    let r = {
+        c.send_raw(&Client::request("GET", &format!("/v1/leads/{id}"), Some(KEY), b""));
+        c.read_response().expect("an answer")
+    };
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), answer);
+    let again = keyed(&mut c, "/v1/leads", "after-the-damage", &body);
+    assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(again.json(), answer);
+    // `journal show` tells the lead's history, and warns of the damage.
+    drop(c);
+    drop(ex);
+    let out = gavel()
+        .args(["journal", "show", "--dir"])
+        .arg(&dir)
+        .arg(&id)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("sale") && stdout.contains("lead_answered"), "{stdout}");
+    assert!(stderr.contains("warning:"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+}

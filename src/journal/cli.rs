@@ -275,32 +275,22 @@ fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> 
     // A lead id in either case, as a seller's log may have it: ids are written upper case.
     let canonical = crate::net::lookup::canonical_lead_id(lead_id);
     let lead_id = canonical.as_deref().unwrap_or(lead_id);
-    let mut reader = match Reader::open(dir) {
-        Ok(r) => r.only_lead(lead_id),
+    // Damage (segments missing from the front, a segment cut short or corrupt) takes its
+    // own records, not the later ones': the lead's history in what is left is shown, with
+    // the first damage as a warning.
+    let reader = match Reader::open(dir) {
+        Ok(r) => r.only_lead(lead_id).past_damage(),
         Err(e) => return report_error(err, &e),
     };
     let mut entries = Vec::new();
     let mut damage = None;
-    // Segments missing from the front take their own records, not the later ones': the
-    // lead's history in what is left is shown, with the loss as a warning.
-    let mut first = reader.next();
-    if let Some(Err(JournalError::Damaged {
-        kind: DamageKind::OldestMissing { last, .. },
-        ..
-    })) = &first
-    {
-        let after = last.saturating_add(1);
-        damage = first.take().and_then(Result::err);
-        reader = match Reader::open_from(dir, after) {
-            Ok(r) => r.only_lead(lead_id),
-            Err(e) => return report_error(err, &e),
-        };
-    }
-    for item in first.into_iter().chain(reader) {
+    for item in reader {
         match item {
             Ok(e) if e.record.lead_id() == lead_id => entries.push(e),
             Ok(_) => {}
-            Err(e) => damage = Some(e),
+            Err(e) => {
+                damage.get_or_insert(e);
+            }
         }
     }
     if entries.is_empty() {

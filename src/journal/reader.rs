@@ -86,6 +86,8 @@ pub struct Reader {
     only_lead: Option<Vec<u8>>,
     /// The reading ends at the first record stamped after this ([`Reader::stop_after`]).
     stop_after_us: u64,
+    /// Damage ends only its segment ([`Reader::past_damage`]).
+    past_damage: bool,
 }
 
 impl Reader {
@@ -136,7 +138,17 @@ impl Reader {
             skipped_torn: 0,
             only_lead: None,
             stop_after_us: u64::MAX,
+            past_damage: false,
         })
+    }
+
+    /// Go on past damage: it is yielded as one `Err` and the reading resumes at the next
+    /// segment, so records in whole segments after it are still found (a torn tail is still
+    /// the end). For looking a lead up, whose records may well be in a segment after
+    /// damage elsewhere; not for replay or export, which must not skip records silently.
+    pub fn past_damage(mut self) -> Reader {
+        self.past_damage = true;
+        self
     }
 
     /// End the reading at the first record stamped after `ts_us`, whether it is yielded or
@@ -184,13 +196,18 @@ impl Reader {
         off: u64,
         kind: DamageKind,
     ) -> Option<Result<Entry, JournalError>> {
-        self.done = true;
         let later: Vec<u64> = self.seqs[self.next_index..].to_vec();
         let result = match &self.cur {
             Some(m) => damage_at(&self.dir, seq, off, kind, m.bytes(), &m.file, &later),
-            None => return None,
+            None => {
+                self.done = true;
+                return None;
+            }
         };
         self.cur = None;
+        // A torn tail has nothing whole after it: the end. Other damage ends the reading, or
+        // only its segment when the reader goes on past damage.
+        self.done = !self.past_damage || matches!(&result, Ok(d) if d.is_torn_tail());
         match result {
             Ok(d) if d.is_torn_tail() => None,
             Ok(d) => Some(Err(JournalError::Damaged {
@@ -215,7 +232,7 @@ impl Iterator for Reader {
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(e) = self.pending.take() {
-            self.done = true;
+            self.done = !self.past_damage;
             return Some(Err(e));
         }
         loop {
@@ -230,7 +247,7 @@ impl Iterator for Reader {
                 self.next_index += 1;
                 if let Some(prev) = self.prev.replace(seq) {
                     if seq != prev + 1 {
-                        self.done = true;
+                        self.done = !self.past_damage;
                         return Some(Err(JournalError::Damaged {
                             at: Position {
                                 segment: seq,
@@ -254,7 +271,7 @@ impl Iterator for Reader {
                         continue;
                     }
                     Err(e) => {
-                        self.done = true;
+                        self.done = !self.past_damage;
                         return Some(Err(e));
                     }
                 };

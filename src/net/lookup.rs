@@ -262,13 +262,15 @@ fn read_story_within(
     let mut until = (id_ms * 1000).saturating_add(LOOKUP_HORIZON_US);
     let mut reader = journal::Reader::open_since_within(dir, since, skew_us)
         .ok()?
-        .only_lead(lead_id);
+        .only_lead(lead_id)
+        .past_damage();
     reader.stop_after(until);
     let mut story = Story::default();
     let mut told = false;
     while let Some(item) = reader.next() {
-        // Damage ends the reading: what came before it is told.
-        let Ok(e) = item else { break };
+        // Damage ends only the segment it is in: the lead's records may be in whole ones
+        // after it (what the damage took is looked for among the records set aside, below).
+        let Ok(e) = item else { continue };
         if e.record.lead_id() != lead_id {
             continue;
         }
