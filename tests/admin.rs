@@ -1251,3 +1251,71 @@ fn posts_never_written_are_neither_posts_nor_rejections() {
     drop(ex);
     check(&Exchange::start(&toml), "rebuilt from the journal");
 }
+
+/// A post given a connection that could not be had within `post_timeout` (the buyer's post
+/// endpoint takes no connection: its listen queue is full) is journaled as sent and answered
+/// "not sent": it counts in `posts` and so among `post_rejects`, live and rebuilt alike, and
+/// its wait is the buyer's time, not the exchange's overhead.
+#[test]
+fn a_post_whose_connection_never_came_is_a_post_and_a_rejection() {
+    let fleet = acme_and_blue();
+    // A listener that never accepts, its queue filled: connects to it hang.
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    full.listen(0).unwrap();
+    let addr = full.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<_> = (0..4)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.set_nonblocking(true).ok()?;
+            let _ = s.connect(&addr.into());
+            Some(s)
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let toml = config_with_admin(&fleet, "").replacen(
+        &fleet.post_url(0),
+        &format!("http://{addr}/post"),
+        1,
+    );
+    let check = |ex: &Exchange, when: &str| {
+        let s = get(admin_addr(ex), "GET", "/v1/stats", Some(TOKEN)).json();
+        let n = |b: &str, k: &str| s["buyers"][b][k].as_u64().unwrap_or(u64::MAX);
+        assert_eq!(n("acme", "posts"), 2, "{when}: {s}");
+        assert_eq!(n("acme", "post_rejects"), 2, "{when}: {s}");
+        assert_eq!(n("acme", "wins"), 0, "{when}: {s}");
+        assert_eq!(n("blue", "wins"), 2, "{when}: {s}");
+    };
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for i in 0..2 {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        let v = c.lead(&lead).json();
+        assert_eq!(v["sales"][0]["buyer"], "blue", "{v}");
+    }
+    check(&ex, "live");
+    // The 500 ms each lead's first post waited for its connection are the buyer's time, not
+    // the exchange's overhead.
+    let s = get(admin_addr(&ex), "GET", "/v1/stats", Some(TOKEN)).json();
+    let max = s["overhead_us"]["max"].as_u64().unwrap_or(u64::MAX);
+    assert!(max < 250_000, "overhead max {max} µs: {s}");
+    drop(c);
+    drop(ex);
+    let results: Vec<_> = gavel::journal::read_all(&journal_dir_of(&toml))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.record {
+            gavel::journal::Record::PostResult { buyer, reason, .. } if buyer == "acme" => reason,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    check(&Exchange::start(&toml), "rebuilt from the journal");
+}

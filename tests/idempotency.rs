@@ -486,10 +486,12 @@ fn the_load_tool_sends_a_key_with_each_lead() {
 /// `Idempotency-Key` retry still answered, as it was answered.
 #[test]
 fn damage_in_an_older_segment_leaves_later_leads_answerable() {
-    let fleet = Fleet::start(vec![BuyerSpec::new("only").with_responder(|k, _| match k {
-        Kind::Ping => Reply::bid(2000, None),
-        Kind::Post => Reply::accepted(),
-    })])
+    let fleet = Fleet::start(vec![BuyerSpec::new("only").with_responder(
+        |k, _| match k {
+            Kind::Ping => Reply::bid(2000, None),
+            Kind::Post => Reply::accepted(),
+        },
+    )])
     .unwrap();
     let toml = config(&fleet, "", |_| String::new())
         .replace("sync = \"os\"", "sync = \"os\"\nsegment_bytes = 1048576");
@@ -525,13 +527,23 @@ fn damage_in_an_older_segment_leaves_later_leads_answerable() {
         .set_len(2000)
         .unwrap();
     let r = {
-        c.send_raw(&Client::request("GET", &format!("/v1/leads/{id}"), Some(KEY), b""));
+        c.send_raw(&Client::request(
+            "GET",
+            &format!("/v1/leads/{id}"),
+            Some(KEY),
+            b"",
+        ));
         c.read_response().expect("an answer")
     };
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json(), answer);
     let again = keyed(&mut c, "/v1/leads", "after-the-damage", &body);
-    assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
     assert_eq!(again.json(), answer);
     // `journal show` tells the lead's history, and warns of the damage.
     drop(c);
@@ -546,7 +558,10 @@ fn damage_in_an_older_segment_leaves_later_leads_answerable() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(stdout.contains("sale") && stdout.contains("lead_answered"), "{stdout}");
+    assert!(
+        stdout.contains("sale") && stdout.contains("lead_answered"),
+        "{stdout}"
+    );
     assert!(stderr.contains("warning:"), "{stderr}");
     assert_eq!(out.status.code(), Some(1));
 }

@@ -632,10 +632,21 @@ impl Auction {
                 .map(|(i, _)| i)
                 .collect();
             for slot in expired {
-                // Never written: it waited for a connection all its time.
+                // Never written: it waited for a connection all its time. That wait is the
+                // buyer's capacity (a connection busy or slow to be had), not the engine's
+                // time, as it is for a post that got one (`post_sent` from its wait's start).
                 let outcome = match self.slots[slot].post_sent_at {
                     Some(_) => PostOutcome::TimedOut,
-                    None => PostOutcome::NotWritten,
+                    None => {
+                        if let PostState::InFlight { deadline } = self.slots[slot].post {
+                            let from = deadline
+                                .checked_sub(self.params.post_timeout)
+                                .unwrap_or(deadline);
+                            self.post_wait_start =
+                                Some(self.post_wait_start.map_or(from, |s| s.min(from)));
+                        }
+                        PostOutcome::NotWritten
+                    }
                 };
                 self.actions.push_back(Action::AbandonPost { slot });
                 self.post_result_at(slot, now, outcome);

@@ -918,7 +918,11 @@ fn a_post_never_written_in_its_time_is_not_sent_and_cascades() {
             buyer_lead_id: None,
         },
     );
-    assert_eq!(sold_to_outcome(&a.outcome()), vec![(101, 4000)]);
+    let o = a.outcome();
+    assert_eq!(sold_to_outcome(&o), vec![(101, 4000)]);
+    // The 2 s the first post waited for a connection are the buyer's, not the engine's.
+    assert_eq!(o.elapsed, Duration::from_millis(2020));
+    assert_eq!(o.buyer_wait, Duration::from_millis(2020));
 }
 
 /// When no acceptable bidder had a free connection in its time, the lead is unsold

@@ -1163,7 +1163,6 @@ fn rebuild(
                 lead_id,
                 buyer,
                 accepted,
-                reason,
                 price_cents,
                 ..
             } => {
@@ -1172,18 +1171,13 @@ fn rebuild(
                     let sent_us = posted_at.get(&key).copied().unwrap_or(e.ts_us);
                     accepted_posts.insert(key, (*price_cents, sent_us));
                 }
-                let not_sent = [
-                    POST_NOT_SENT_CAPPED,
-                    POST_NOT_SENT_PAUSED,
-                    POST_NOT_SENT_UNJOURNALED,
-                    POST_NOT_SENT_NO_CONNECTION,
-                ];
-                // As the live counters: only a post whose `post_sent` was recorded (a post
-                // failed before it had a connection has none) is a rejection of the buyer's.
+                // As the live counters: a post whose `post_sent` was recorded and that was
+                // not accepted is a rejection of the buyer's (one never given a connection has
+                // no `post_sent`).
                 let sent = open_posts
                     .get(lead_id)
                     .is_some_and(|posts| posts.iter().any(|p| &p.0 == buyer));
-                if !accepted && sent && !reason.as_deref().is_some_and(|r| not_sent.contains(&r)) {
+                if !accepted && sent {
                     pnl.buyer(snap.current_id(buyer)).post_rejects += 1;
                 }
                 if !accepted {

@@ -4461,21 +4461,15 @@ fn count_answers(
                     .saturating_record((rt.as_micros() as u64).max(1));
             }
         }
+        // A post counts in `posts` once its `post_sent` is journaled (it was given a
+        // connection); every such post not accepted is among the buyer's rejections, one whose
+        // connection was not had or written within `post_timeout` included. One never given
+        // a connection (kept back by caps or a pause, its buyer unreachable, none free) is
+        // no post of the buyer's, so no rejection either.
+        let sent = journaled.get(slot).is_some_and(|j| j & POST_PROMISED != 0);
         match auction.post_result(slot) {
-            // A post the buyer's caps kept back was never sent: no rejection of the buyer's.
-            Some(
-                PostOutcome::Accepted { .. }
-                | PostOutcome::Capped
-                | PostOutcome::Paused
-                | PostOutcome::Unjournaled
-                | PostOutcome::NotWritten,
-            )
-            | None => {}
-            // One never sent (the buyer unreachable before a connection was had) is no post
-            // of the buyer's: not in `posts`, so not among its rejections either.
-            Some(_) if journaled.get(slot).is_some_and(|j| j & POST_PROMISED != 0) => {
-                b.post_rejects += 1
-            }
+            Some(PostOutcome::Accepted { .. }) | None => {}
+            Some(_) if sent => b.post_rejects += 1,
             Some(_) => {}
         }
     }
