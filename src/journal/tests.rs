@@ -1410,11 +1410,9 @@ fn the_current_segment_deleted_while_in_use_stops_new_leads() {
     std::fs::rename(&seg, &away).unwrap();
     eventually("the loss is noticed", || j.segment_lost());
     assert!(!j.accepts_leads());
-    assert!(j
-        .background_errors()
-        .1
-        .unwrap_or_default()
-        .contains("deleted or replaced"));
+    let said = j.background_errors().1.unwrap_or_default();
+    assert!(said.contains("deleted or replaced"), "{said}");
+    assert!(said.contains("another file"), "{said}");
     // A copy is another file: still lost.
     std::fs::copy(&away, &seg).unwrap();
     std::thread::sleep(super::writer::SPARE_RETRY * 2);

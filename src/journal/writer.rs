@@ -1145,7 +1145,9 @@ impl Shared {
                 let e = JournalError::io(
                     "journal directory removed or replaced while in use",
                     &self.dir,
-                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                    std::io::Error::other(
+                        "its path names another directory than the one opened, or none",
+                    ),
                 );
                 self.note_error(&e);
                 eprintln!("gavel: journal: {e}: new leads are refused (503 journal_unavailable)");
@@ -1245,7 +1247,9 @@ impl Shared {
             let e = JournalError::io(
                 "journal segment deleted or replaced while in use",
                 &path,
-                std::io::Error::from(std::io::ErrorKind::NotFound),
+                std::io::Error::other(
+                    "its name names another file than the one being written, or none",
+                ),
             );
             self.note_error(&e);
             eprintln!(
