@@ -483,7 +483,8 @@ fn the_load_tool_sends_a_key_with_each_lead() {
 
 /// An older segment cut short (or corrupt) takes its own records, not a later segment's: a
 /// lead whose records are all in a whole segment after it is still looked up, and its
-/// `Idempotency-Key` retry still answered, as it was answered.
+/// `Idempotency-Key` retry still answered, as it was answered; a retry of a lead whose records
+/// were all in the lost bytes is told its history was lost, not that it is in progress.
 #[test]
 fn damage_in_an_older_segment_leaves_later_leads_answerable() {
     let fleet = Fleet::start(vec![BuyerSpec::new("only").with_responder(
@@ -508,7 +509,11 @@ fn damage_in_an_older_segment_leaves_later_leads_answerable() {
                 &format!("\"insured\": true, \"notes\": \"{notes}\""),
             )
     };
-    let mut i = 0;
+    // A lead wholly in segment 0, which the damage takes.
+    let first = keyed(&mut c, "/v1/leads", "lost-with-segment-0", &lead(0)).json();
+    assert_eq!(first["status"], "sold", "{first}");
+    let first_at = Instant::now();
+    let mut i = 1;
     while !dir.join("00000000000000000001.seg").exists() {
         assert_eq!(c.lead(&lead(i)).json()["status"], "sold");
         i += 1;
@@ -545,6 +550,15 @@ fn damage_in_an_older_segment_leaves_later_leads_answerable() {
         String::from_utf8_lossy(&again.body)
     );
     assert_eq!(again.json(), answer);
+    // The lead whose records the damage took is not "in progress" to its retry: it is lost
+    // history, not to be sent again, once it is well past its arrival.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(first_at.elapsed()));
+    let lost = keyed(&mut c, "/v1/leads", "lost-with-segment-0", &lead(0));
+    assert_eq!(lost.status, 200, "{}", String::from_utf8_lossy(&lost.body));
+    let lost = lost.json();
+    assert_eq!(lost["lead_id"], first["lead_id"], "{lost}");
+    assert_eq!(lost["status"], "interrupted", "{lost}");
+    assert_eq!(lost["error"]["code"], "history_lost", "{lost}");
     // `journal show` tells the lead's history, and warns of the damage.
     drop(c);
     drop(ex);

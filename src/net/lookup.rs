@@ -210,6 +210,15 @@ pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str, ping: bool) -> (
             return (status, story.answer(lead_id, false));
         }
     }
+    // The key named this lead, yet the journal holds no record of it at all, long after its
+    // arrival was journaled (before its key could be retried): its records were lost to
+    // damage (a segment cut short or replaced), so it is not "in progress" but unsettled for
+    // good, as a start reports such a lead, and not to be sent again.
+    if story.is_none() && lead_age_us(lead_id).is_some_and(|age| age >= RECORDS_LOST_AFTER_US) {
+        let mut out = Vec::with_capacity(256);
+        write_interrupted(&mut out, lead_id, false, journal::Unsettled::HistoryLost);
+        return (200, out);
+    }
     let test = story
         .as_ref()
         .and_then(|s| s.received.as_ref())
@@ -226,6 +235,21 @@ pub fn replayed_answer(dir: &Path, lead_id: &str, seller: &str, ping: bool) -> (
     );
     out.extend_from_slice(b"}}");
     (409, out)
+}
+
+/// How long after a lead's arrival a retry of its key that finds no record of it in the
+/// journal calls it lost rather than in progress: its `lead_received` is journaled before its
+/// auction starts, microseconds after the key is recorded.
+const RECORDS_LOST_AFTER_US: u64 = 5_000_000;
+
+/// How long ago the lead arrived, by its id's time (`None` for an id that is no ULID).
+fn lead_age_us(lead_id: &str) -> Option<u64> {
+    let id_ms = ulid::Ulid::from_string(lead_id).ok()?.timestamp_ms();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    Some(now_ms.saturating_sub(id_ms) * 1000)
 }
 
 /// How far a record's time may run past the creation of the segment after it for a lookup's
@@ -482,31 +506,7 @@ impl Story {
                 ))
             }
             (None, Some(kind)) => {
-                out.extend_from_slice(b"{\"lead_id\":");
-                write_json_str(&mut out, lead_id);
-                out.extend_from_slice(b",\"status\":\"interrupted\"");
-                if test {
-                    out.extend_from_slice(b",\"test\":true");
-                }
-                let (code, message) = if kind == journal::Unsettled::HistoryLost {
-                    (
-                        "history_lost",
-                        "this lead's records after its arrival were lost to damage in the \
-                         exchange's journal: whether a buyer has it is settled by the operator, \
-                         not here; do not send it again before that",
-                    )
-                } else {
-                    (
-                        "post_unanswered",
-                        "the exchange stopped while a buyer had this lead's post, before its \
-                         answer: whether it bought the lead is settled by the operator, not here",
-                    )
-                };
-                out.extend_from_slice(b",\"error\":{\"code\":");
-                write_json_str(&mut out, code);
-                out.extend_from_slice(b",\"message\":");
-                write_json_str(&mut out, message);
-                out.extend_from_slice(b"}}");
+                write_interrupted(&mut out, lead_id, test, kind);
                 return out;
             }
             _ => None,
@@ -584,6 +584,36 @@ impl Story {
 
 /// `{"lead_id": ..., "status": "pending"` (and `"test": true` for a test lead), left open for
 /// the members that follow.
+/// `{"lead_id", "status": "interrupted", "error": {...}}` for a lead a stop or damage left
+/// unsettled.
+fn write_interrupted(out: &mut Vec<u8>, lead_id: &str, test: bool, kind: journal::Unsettled) {
+    out.extend_from_slice(b"{\"lead_id\":");
+    write_json_str(out, lead_id);
+    out.extend_from_slice(b",\"status\":\"interrupted\"");
+    if test {
+        out.extend_from_slice(b",\"test\":true");
+    }
+    let (code, message) = if kind == journal::Unsettled::HistoryLost {
+        (
+            "history_lost",
+            "this lead's records after its arrival were lost to damage in the exchange's \
+             journal: whether a buyer has it is settled by the operator, not here; do not send \
+             it again before that",
+        )
+    } else {
+        (
+            "post_unanswered",
+            "the exchange stopped while a buyer had this lead's post, before its answer: \
+             whether it bought the lead is settled by the operator, not here",
+        )
+    };
+    out.extend_from_slice(b",\"error\":{\"code\":");
+    write_json_str(out, code);
+    out.extend_from_slice(b",\"message\":");
+    write_json_str(out, message);
+    out.extend_from_slice(b"}}");
+}
+
 fn write_pending(out: &mut Vec<u8>, lead_id: &str, test: bool) {
     out.extend_from_slice(b"{\"lead_id\":");
     write_json_str(out, lead_id);
