@@ -1,8 +1,24 @@
 //! A short string kept inline, so that values read on the hot path (a buyer's bid id, a
-//! response's Content-Type) cost no allocation.
+//! response's Content-Type) cost no allocation; and ids as a person reads them in a report.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
+
+/// An id (of a seller, campaign or buyer; a bid id, a source) as a report for a person shows
+/// it: as it is when it is plain (ASCII letters, digits, `-`, `_`, `.`, `/`, `@`, `+`), else in
+/// double quotes with quotes, backslashes and characters that do not print escaped as Rust
+/// writes them (`"acme \"ins\""`, `"a\u{2028}b"`). Ids may hold spaces, `:`, `$` and commas,
+/// so one shown bare could read as part of the line around it (`evil: bid $99.00`).
+pub fn shown(id: &str) -> Cow<'_, str> {
+    let plain =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '@' | '+');
+    if !id.is_empty() && id.chars().all(plain) {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(format!("{id:?}"))
+    }
+}
 
 /// Bytes an inline string holds; longer values are cut at a character boundary.
 pub const SMALL_TEXT_BYTES: usize = 120;
@@ -114,5 +130,16 @@ mod tests {
         assert_eq!(t.len(), 120);
         assert!(long.starts_with(t.as_str()));
         assert_eq!(Some(SmallText::new("x")).as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn an_id_that_could_read_as_part_of_a_line_is_quoted() {
+        assert_eq!(shown("acme-ins_2.b/x@y+z"), "acme-ins_2.b/x@y+z");
+        assert_eq!(shown("evil: bid $99.00, x"), "\"evil: bid $99.00, x\"");
+        assert_eq!(shown("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(shown("a\u{2028}b"), "\"a\\u{2028}b\"");
+        assert_eq!(shown("x\u{202e}y"), "\"x\\u{202e}y\"");
+        assert_eq!(shown("é中"), "\"é中\"");
+        assert_eq!(shown(""), "\"\"");
     }
 }

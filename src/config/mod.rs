@@ -16,6 +16,7 @@ pub use self::url::{Endpoint, Scheme};
 use crate::caps::CapLimits;
 use crate::eligibility::{BuyerRules, CampaignRules, Matcher};
 use crate::money::{dollars_f64_to_cents, Cents};
+use crate::text::shown;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -416,8 +417,8 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
     for s in &snap.sellers {
         if s.campaigns.is_empty() {
             out.push(format!(
-                "seller {:?} has no campaigns: every lead it sends is refused",
-                s.id
+                "seller {} has no campaigns: every lead it sends is refused",
+                shown(&s.id)
             ));
         }
     }
@@ -451,9 +452,9 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
                 out.push(format!(
                     "seller {}: payout_fixed {} is more than campaign {} may sell a lead for \
                      ({}): such a sale pays the seller more than buyers pay",
-                    s.id,
+                    shown(&s.id),
                     crate::money::usd(fixed),
-                    c.id,
+                    shown(&c.id),
                     crate::money::usd(low)
                 ));
             }
@@ -467,7 +468,7 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
             out.push(format!(
                 "campaign {}: answer_timeout_ms {} is shorter than post_timeout_ms {}: no post \
                  after the first ones can end in time, so a rejected post never cascades",
-                c.id,
+                shown(&c.id),
                 answer.as_millis(),
                 c.post_timeout.as_millis()
             ));
@@ -484,7 +485,7 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
                     "campaign {}: {key} {name:?} is the lead member of that very name, not a \
                      member nested in {top:?} (dotted names read into objects only in filters \
                      and adapter templates)",
-                    c.id
+                    shown(&c.id)
                 ));
             }
         }
@@ -492,14 +493,14 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
             out.push(format!(
                 "campaign {}: none of its buyers has a ping_url and there is no fallback: \
                  every lead is unsold",
-                c.id
+                shown(&c.id)
             ));
         }
         if c.method != Method::PingPost && !priced {
             out.push(format!(
                 "campaign {}: method {} posts at fixed prices, but none of its buyers has a \
                  price and a post_url: every lead is unsold",
-                c.id,
+                shown(&c.id),
                 c.method.name()
             ));
         }
@@ -510,14 +511,15 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
                 Some(p) if p < c.reserve_cents => out.push(format!(
                     "campaign {}: buyer {}'s price {} is under the campaign's reserve_price {}: \
                      it is never posted to",
-                    c.id,
-                    b.id,
+                    shown(&c.id),
+                    shown(&b.id),
                     crate::money::usd(p),
                     crate::money::usd(c.reserve_cents)
                 )),
                 Some(_) if weighted && b.weight == 0 => out.push(format!(
                     "campaign {}: buyer {} has weight 0: it is never drawn",
-                    c.id, b.id
+                    shown(&c.id),
+                    shown(&b.id)
                 )),
                 _ => {}
             }
@@ -526,7 +528,7 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
             out.push(format!(
                 "campaign {}: fallback {} posts at fixed prices, but none of its buyers has a \
                  price and a post_url: it never sells",
-                c.id,
+                shown(&c.id),
                 f.name()
             ));
         }
@@ -535,7 +537,7 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
         if b.campaigns.is_empty() {
             out.push(format!(
                 "buyer {}: in no campaign, so it is never pinged or posted to",
-                b.id
+                shown(&b.id)
             ));
         }
         // A lead's consent vertical must be its campaign's, so a buyer whose `verticals` leave
@@ -546,7 +548,7 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
                 if !b.verticals.contains(&c.vertical) {
                     out.push(format!(
                         "buyer {}: verticals {:?} leave out campaign {}'s vertical {:?}, so it never gets that campaign's leads",
-                        b.id, b.verticals, c.id, c.vertical
+                        shown(&b.id), b.verticals, shown(&c.id), c.vertical
                     ));
                 }
             }
@@ -565,7 +567,7 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
             out.push(format!(
                 "buyer {}: [buyers.caps] {key} = 0, so it is never pinged or sold to (set \
                  paused = true to say so)",
-                b.id
+                shown(&b.id)
             ));
         }
         // A budget must hold at least the reserve for a bid to be taken (a sale never
@@ -584,9 +586,9 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
                     out.push(format!(
                         "buyer {}: [buyers.caps] {key} {} is under campaign {}'s reserve_price \
                          {}, so it is never sold that campaign's leads",
-                        b.id,
+                        shown(&b.id),
                         crate::money::usd(cents),
-                        c.id,
+                        shown(&c.id),
                         crate::money::usd(c.reserve_cents)
                     ));
                 }

@@ -208,7 +208,7 @@ fn an_empty_timezone_is_refused_and_a_seller_without_campaigns_warned_of() {
     let w = warnings(&parse(&text).unwrap());
     assert!(
         w.iter()
-            .any(|w| w.contains("\"blue-leads\" has no campaigns")),
+            .any(|w| w.contains("seller blue-leads has no campaigns")),
         "{w:?}"
     );
 }
@@ -1243,6 +1243,16 @@ fn configs_that_can_never_sell_are_warned_about() {
     // At the reserve, one lead can still be sold.
     let text = base.replacen("daily_budget = 15000.00", "daily_budget = 5.00", 1);
     assert_eq!(warnings(&parse(&text).unwrap()), Vec::<String>::new());
+    // An id that could read as part of the warning is quoted.
+    let text = format!(
+        "{base}\n[[buyers]]\nid = \"x: daily_budget $1.00, y\"\ncampaigns = []\nping_url = \"http://127.0.0.1:9/p\"\npost_url = \"http://127.0.0.1:9/q\"\n"
+    );
+    let w = warnings(&parse(&text).unwrap());
+    assert!(
+        w.iter()
+            .any(|m| m.starts_with("buyer \"x: daily_budget $1.00, y\": in no campaign")),
+        "{w:?}"
+    );
 }
 
 /// Settings that quietly do less than they seem to: a cascade that can never start, and

@@ -11,6 +11,7 @@ use super::reader::{Entry, Follower, Reader};
 use super::record::{LeadFlow, PayoutTerms, PingOutcome, Record, Unsettled};
 use super::{verify, DamageKind, JournalError};
 use crate::money::{write_dollars, Cents};
+use crate::text::shown;
 
 /// Default journal directory, as in the example configuration.
 pub const DEFAULT_DIR: &str = "data/journal";
@@ -341,16 +342,32 @@ fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
 
+/// An optional id as [`shown`]; `-` when there is none.
+fn opt_shown(s: &Option<String>) -> std::borrow::Cow<'_, str> {
+    s.as_deref().map_or(std::borrow::Cow::Borrowed("-"), shown)
+}
+
 /// `s` with its control characters escaped (`\n`, `\u{1b}`): what sellers and buyers sent
 /// (a source, a reason, a bid id) can neither break a record's line nor reach the terminal.
 fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    // Besides control characters: line and paragraph separators (a terminal may break the
+    // line at them) and the bidirectional controls (they reorder what follows on screen).
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !s.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(s);
     }
     std::borrow::Cow::Owned(
         s.chars()
             .map(|c| {
-                if c.is_control() {
+                if hidden(c) {
                     c.escape_default().to_string()
                 } else {
                     c.to_string()
@@ -406,13 +423,15 @@ fn describe(r: &Record) -> String {
             idempotency_key,
             ..
         } => format!(
-            "{}from {seller} for {campaign}, source {}, {}{} bytes of lead and consent{}",
+            "{}from {} for {}, source {}, {}{} bytes of lead and consent{}",
             match flow {
                 Some(LeadFlow::Ping) => "ping ",
                 Some(LeadFlow::Post) => "post ",
                 _ => "",
             },
-            opt(source),
+            shown(seller),
+            shown(campaign),
+            opt_shown(source),
             if *test { "TEST, " } else { "" },
             lead_json.len(),
             match idempotency_key {
@@ -430,15 +449,17 @@ fn describe(r: &Record) -> String {
             ..
         } => {
             format!(
-                "{http_status} {code} (field {}) from {seller} for {campaign}{}",
+                "{http_status} {code} (field {}) from {} for {}{}",
                 opt(field),
+                shown(seller),
+                shown(campaign),
                 match message {
                     Some(m) => format!(": {m}"),
                     None => String::new(),
                 }
             )
         }
-        Record::PingSent { buyer, .. } => format!("to {buyer}"),
+        Record::PingSent { buyer, .. } => format!("to {}", shown(buyer)),
         Record::PingResult {
             buyer,
             outcome,
@@ -448,7 +469,11 @@ fn describe(r: &Record) -> String {
         } => {
             let what = match outcome {
                 PingOutcome::Bid { cents, bid_id } => {
-                    format!("bid {} (bid id {})", dollars_text(*cents), opt(bid_id))
+                    format!(
+                        "bid {} (bid id {})",
+                        dollars_text(*cents),
+                        opt_shown(bid_id)
+                    )
                 }
                 other => other.name().replace('_', " "),
             };
@@ -457,6 +482,7 @@ fn describe(r: &Record) -> String {
                 .map(|r| format!(", {r}"))
                 .unwrap_or_default();
             let answered = matches!(outcome, PingOutcome::Bid { .. } | PingOutcome::NoBid);
+            let buyer = shown(buyer);
             if *response_us == 0 && !answered {
                 // Timed from the ping's first byte: none was written (no connection to the
                 // buyer in time), so there is no time to tell.
@@ -471,7 +497,7 @@ fn describe(r: &Record) -> String {
         Record::AuctionClosed { bids, ranked, .. } => {
             let list: Vec<String> = ranked
                 .iter()
-                .map(|(b, c)| format!("{b} {}", dollars_text(*c)))
+                .map(|(b, c)| format!("{} {}", shown(b), dollars_text(*c)))
                 .collect();
             format!(
                 "{bids} bid(s); ranked: {}",
@@ -484,7 +510,7 @@ fn describe(r: &Record) -> String {
         }
         Record::PostSent {
             buyer, price_cents, ..
-        } => format!("to {buyer} at {}", dollars_text(*price_cents)),
+        } => format!("to {} at {}", shown(buyer), dollars_text(*price_cents)),
         Record::PostResult {
             buyer,
             accepted,
@@ -494,7 +520,8 @@ fn describe(r: &Record) -> String {
             buyer_lead_id,
             ..
         } => format!(
-            "{buyer} {} at {}{}{} in {}",
+            "{} {} at {}{}{} in {}",
+            shown(buyer),
             match (accepted, reason.as_deref()) {
                 (true, _) => "accepted",
                 // Capped, paused, no connection: the buyer never had the post to reject.
@@ -508,7 +535,7 @@ fn describe(r: &Record) -> String {
                 .unwrap_or_default(),
             buyer_lead_id
                 .as_deref()
-                .map(|r| format!(", buyer lead id {r}"))
+                .map(|r| format!(", buyer lead id {}", shown(r)))
                 .unwrap_or_default(),
             relative_ms(*response_us as i64).trim_start_matches('+')
         ),
@@ -520,8 +547,10 @@ fn describe(r: &Record) -> String {
             test: false,
             ..
         } => format!(
-            "{buyer} pays {}, {seller} earns {}",
+            "{} pays {}, {} earns {}",
+            shown(buyer),
             dollars_text(*price_cents),
+            shown(seller),
             dollars_text(*payout_cents)
         ),
         Record::Sale {
@@ -532,8 +561,10 @@ fn describe(r: &Record) -> String {
             test: true,
             ..
         } => format!(
-            "TEST: {buyer} would pay {}, {seller} would earn {} (a test lead moves no money)",
+            "TEST: {} would pay {}, {} would earn {} (a test lead moves no money)",
+            shown(buyer),
             dollars_text(*price_cents),
+            shown(seller),
             dollars_text(*payout_cents)
         ),
         Record::LeadAnswered {
@@ -566,7 +597,7 @@ fn describe(r: &Record) -> String {
             } else {
                 let list: Vec<String> = held
                     .iter()
-                    .map(|(b, c, _)| format!("{b} {}", dollars_text(*c)))
+                    .map(|(b, c, _)| format!("{} {}", shown(b), dollars_text(*c)))
                     .collect();
                 let rule = match terms {
                     Some(PayoutTerms::ShareBp(bp)) => format!(" ({}% share)", share_text(*bp, 2)),

@@ -3329,6 +3329,64 @@ fn show_escapes_control_characters_from_sellers_and_buyers() {
     assert!(out.contains("fb\\n"), "{out}");
 }
 
+/// Ids may hold spaces, `:`, `$` and commas: one that is not plain is shown quoted, so a
+/// buyer named like a bid cannot read as a bid nor split the auction's ranked list.
+#[test]
+fn show_quotes_ids_that_could_read_as_part_of_the_line() {
+    let dir = TempDir::new("show-ids");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    let evil = "evil: bid $99.00 (bid id z) in 1.000 ms, x $1.00";
+    append(&j, T0, &ping_record(6));
+    append(
+        &j,
+        T0 + 5000,
+        &Record::PingResult {
+            lead_id: lead_id(6),
+            buyer: evil.into(),
+            outcome: PingOutcome::Bid {
+                cents: 4757,
+                bid_id: Some("b-1".into()),
+            },
+            reason: None,
+            response_us: 5147,
+        },
+    );
+    append(
+        &j,
+        T0 + 6000,
+        &Record::AuctionClosed {
+            lead_id: lead_id(6),
+            bids: 2,
+            ranked: vec![("honest".into(), 7721), (evil.into(), 4757)],
+        },
+    );
+    append(
+        &j,
+        T0 + 7000,
+        &Record::PostSent {
+            lead_id: lead_id(6),
+            buyer: "sep\u{2028}arated".into(),
+            price_cents: 7721,
+        },
+    );
+    drop(j);
+    let (code, out, _) = run_cli(JournalCmd::Show {
+        lead_id: lead_id(6),
+        dir: dir.path().to_path_buf(),
+    });
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(r#""evil: bid $99.00 (bid id z) in 1.000 ms, x $1.00": bid $47.57 (bid id b-1) in 5.147 ms"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"2 bid(s); ranked: honest $77.21, "evil: bid $99.00 (bid id z) in 1.000 ms, x $1.00" $47.57"#),
+        "{out}"
+    );
+    assert!(out.contains(r#"to "sep\u{2028}arated" at $77.21"#), "{out}");
+    assert!(!out.contains('\u{2028}'), "{out:?}");
+}
+
 #[test]
 fn verify_exit_codes_distinguish_intact_damaged_and_missing() {
     let dir = TempDir::new("verify");
