@@ -419,6 +419,26 @@ fn authorized(head: &RequestHead, shared: &Shared) -> bool {
     given.is_some_and(|g| constant_time_eq(&g, token.as_bytes()))
 }
 
+/// A buyer id from a request path, percent-decoded strictly: a `%` not followed by two hex
+/// digits, or escapes that decode to bytes that are not UTF-8, are refused rather than read
+/// as they are, so one path never names a buyer by accident of a mistyped escape (`a%zz`
+/// would otherwise be the buyer `a%zz` while `a%41` is the buyer `aA`).
+fn path_id(raw: &str) -> Result<std::borrow::Cow<'_, str>, &'static str> {
+    let b = raw.as_bytes();
+    let hex = |i: usize| b.get(i).is_some_and(u8::is_ascii_hexdigit);
+    for (i, _) in raw.match_indices('%') {
+        if !(hex(i + 1) && hex(i + 2)) {
+            return Err(
+                "the buyer id in the path has a '%' not followed by two hex digits \
+                        (write '%' itself as %25)",
+            );
+        }
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| "the buyer id in the path decodes to bytes that are not UTF-8")
+}
+
 /// The `token=` value of a request target's query, percent-decoded (`%XX` is a byte; anything
 /// else, `+` included, is itself), as the dashboard's script reads its own address: a token
 /// pasted as it is (a base64 token with `/`, `+`, `=`) and one percent-encoded
@@ -551,8 +571,9 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
                 );
             };
             // The id as the operator's client encoded it: `acme%20ins` is `acme ins`.
-            let Ok(id) = percent_encoding::percent_decode_str(id).decode_utf8() else {
-                return error(404, "unknown_buyer", "no such buyer");
+            let id = match path_id(id) {
+                Ok(id) => id,
+                Err(why) => return error(400, "invalid_path", why),
             };
             let id: &str = &id;
             let rt = shared.runtime();

@@ -454,6 +454,21 @@ fn stats_metrics_pause_and_resume() {
     assert_eq!((r.status, r.json()["buyer"].as_str()), (200, Some("acme")));
     let r = get(admin, "POST", "/v1/admin/buyers/%61cme/resume", Some(TOKEN));
     assert_eq!(r.json()["paused"], false);
+    // A mistyped escape is said to be one, not read as it is nor as an unknown buyer.
+    for path in [
+        "/v1/admin/buyers/ac%zzme/pause",
+        "/v1/admin/buyers/acme%/pause",
+        "/v1/admin/buyers/acme%6/pause",
+        "/v1/admin/buyers/acme%C3/pause",
+    ] {
+        let r = get(admin, "POST", path, Some(TOKEN));
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.json()["error"]["code"], "invalid_path", "{path}");
+    }
+    assert_eq!(
+        get(admin, "GET", "/v1/stats", Some(TOKEN)).json()["buyers"]["acme"]["paused"],
+        false
+    );
 
     assert_eq!(
         get(admin, "POST", "/v1/admin/stats/reset", Some(TOKEN)).status,
