@@ -177,6 +177,21 @@ pub fn run(args: &DemoArgs) -> i32 {
     // The exchange's journal goes to a directory of this run's own, removed at the end however
     // the run ends: a second stop signal removes it too before it exits.
     let journal_dir = std::env::temp_dir().join(format!("gavel-demo-{}", std::process::id()));
+    // Made here, and only it: a `TMPDIR` that does not exist is said, not made (and left
+    // behind).
+    match std::fs::create_dir(&journal_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            eprintln!(
+                "gavel demo: cannot make its journal directory {}: {} (TMPDIR must be an \
+                 existing directory)",
+                journal_dir.display(),
+                e
+            );
+            return 1;
+        }
+    }
     // SIGINT and SIGTERM end the lead streams early, and the summary covers what ran; a second
     // one exits at once. Blocked before any thread starts, so every thread inherits the mask.
     let stop = Arc::new(AtomicBool::new(false));

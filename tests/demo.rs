@@ -294,3 +294,23 @@ fn a_second_stop_signal_exits_at_once_and_leaves_no_journal_behind() {
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// A `TMPDIR` that does not exist is said to be so, not made and left behind.
+#[test]
+fn a_missing_tmpdir_is_said_and_not_made() {
+    let parent = std::env::temp_dir().join(format!("gavel-demo-notmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&parent);
+    let missing = parent.join("sub");
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["demo", "--seconds", "1", "--rate", "5"])
+        .env("TMPDIR", &missing)
+        .output()
+        .unwrap();
+    let made = parent.exists();
+    let _ = std::fs::remove_dir_all(&parent);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot make its journal directory"), "{err}");
+    assert!(err.contains("TMPDIR"), "{err}");
+    assert!(!made, "the demo made {}", parent.display());
+}
