@@ -250,8 +250,9 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
             Some(b) => {
                 if b.ping.as_ref() != Some(&endpoint) {
                     notes.push(format!(
-                        "buyer {id}'s ping_url is not --url: its headers and adapter are used \
-                         at --url"
+                        "buyer {}'s ping_url is not --url: its headers and adapter are used \
+                         at --url",
+                        crate::text::shown(id)
                     ));
                 }
                 Some(b)
@@ -1503,7 +1504,9 @@ impl Report {
             self.protocol,
             self.buyer
                 .as_deref()
-                .map_or(String::new(), |b| format!(" (configured buyer {})", b)),
+                .map_or(String::new(), |b| {
+                    format!(" (configured buyer {})", crate::text::shown(b))
+                }),
             self.campaign,
             self.pings,
             self.window_ms,

@@ -343,8 +343,9 @@ fn request_head(b: &crate::config::Buyer, endpoint: &Option<crate::config::Endpo
 /// What the operator is told of a buyer endpoint whose host does not resolve.
 fn unresolved_note(buyer: &str, which: &str, host: &str) -> String {
     format!(
-        "buyer {buyer}: {which} host {host:?} does not resolve: its requests fail (`error`, \
-         \"buyer endpoint unreachable\") until a reload resolves it"
+        "buyer {}: {which} host {host:?} does not resolve: its requests fail (`error`, \
+         \"buyer endpoint unreachable\") until a reload resolves it",
+        crate::text::shown(buyer)
     )
 }
 
