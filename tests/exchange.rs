@@ -293,6 +293,79 @@ fn a_connection_whose_answer_closes_it_is_not_given_the_next_request() {
     assert_eq!(errors, 0);
 }
 
+/// A buyer of its own threads that answers each request after `delay`, without
+/// `Connection: close`, and closes the connection `close_after` behind its answer, as a
+/// server with a one-request keep-alive does. Its URL and the posts it read whole.
+fn late_closing_buyer(delay: Duration, close_after: Duration) -> (String, Arc<AtomicUsize>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let posts = Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(256) {
+            let Ok(mut stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                if read_whole_request(&mut stream, &mut req).is_none() {
+                    return;
+                }
+                let post = req.starts_with(b"POST /post");
+                if post {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(delay);
+                let body = if post {
+                    r#"{"status": "accepted"}"#
+                } else {
+                    r#"{"bid": 30.00}"#
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+                std::thread::sleep(close_after);
+            });
+        }
+    });
+    (url, posts)
+}
+
+/// A buyer that closes each connection a moment after its answer, without saying
+/// `Connection: close`: a post waiting for its one connection is not written on the one that
+/// has just answered (the buyer closes it as the post arrives, and the sale is lost), but on
+/// one idle long enough to be known open, or a new one. Every lead sells, every post reaches
+/// the buyer, none counts as a rejection.
+#[test]
+fn a_post_is_not_lost_to_a_buyer_that_closes_after_each_answer_unannounced() {
+    let (url, posts) = late_closing_buyer(Duration::from_millis(20), Duration::from_micros(300));
+    let fleet = Fleet::start(vec![bidder("closer", 3000, 1)]).unwrap();
+    let toml = config(&fleet, "", |_| "max_connections = 1".to_string())
+        .replace(&fleet.ping_url(0), &format!("{url}/ping"))
+        .replace(&fleet.post_url(0), &format!("{url}/post"))
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 5000")
+        .replace("post_timeout_ms = 500", "post_timeout_ms = 5000");
+    assert!(toml.contains(&url));
+    let ex = Exchange::start(&toml);
+    let answers = leads_at_once(&ex, 20);
+    let outcomes: Vec<String> = answers
+        .iter()
+        .map(|v| format!("{} {}", v["status"], v["reason"]))
+        .collect();
+    let sold = answers.iter().filter(|v| v["status"] == "sold").count();
+    assert_eq!(sold, 20, "{outcomes:?}");
+    assert_eq!(posts.load(Ordering::SeqCst), 20);
+    let st = ex.handle.as_ref().unwrap().stats();
+    let rejects: u64 = st
+        .buyers()
+        .filter(|(id, _)| *id == "closer")
+        .map(|(_, b)| b.post_rejects)
+        .sum();
+    assert_eq!(rejects, 0);
+}
+
 #[test]
 fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
     let fleet = Fleet::start(vec![bidder("acme", 4250, 1)]).unwrap();

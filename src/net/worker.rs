@@ -384,6 +384,9 @@ pub struct Worker {
     /// Pools that lost a connection while jobs waited for one: served at the end of the
     /// turn's step ([`Worker::refill`]), not from inside the close.
     short_pools: Vec<usize>,
+    /// Pools with a post waiting for one of their idle connections to have been idle
+    /// `REUSE_AFTER`, and when the first will have: at most one entry a pool.
+    cooling: Vec<(Instant, usize)>,
     /// Seller connections to read again on the next loop turn: their buffer was full, and
     /// room has freed up (see `SellerConn::read_full`).
     resume_sellers: Vec<Key>,
@@ -652,6 +655,7 @@ impl Worker {
             timers: Deadlines::default(),
             dirty: Vec::new(),
             short_pools: Vec::new(),
+            cooling: Vec::new(),
             resume_sellers: Vec::new(),
             answering_head: false,
             scratch: Vec::with_capacity(4096),
@@ -695,6 +699,9 @@ impl Worker {
                 .next()
                 .unwrap_or(self.next_housekeeping)
                 .min(self.next_housekeeping);
+            if let Some(due) = self.cooling.iter().map(|c| c.0).min() {
+                next = next.min(due);
+            }
             if !self.resume_sellers.is_empty() {
                 next = Instant::now();
             }
@@ -740,6 +747,7 @@ impl Worker {
                 }
             }
             self.fire_timers();
+            self.serve_cooled();
             self.drive_dirty();
             for ev in events.iter() {
                 match ev.token() {
@@ -2725,6 +2733,73 @@ impl Worker {
         }
     }
 
+    /// Serve pool `p`'s waiting posts at `at`, when one of its idle connections will have been
+    /// idle `REUSE_AFTER` (the earlier time is kept when one is already set).
+    fn cool_at(&mut self, p: usize, at: Instant) {
+        match self.cooling.iter_mut().find(|c| c.1 == p) {
+            Some(c) => c.0 = c.0.min(at),
+            None => self.cooling.push((at, p)),
+        }
+    }
+
+    /// Jobs waiting for pools whose idle connections have cooled (see [`Worker::cool_at`]):
+    /// in queue order, a post once a connection has been idle `REUSE_AFTER` (or the pool has
+    /// room for a new one), a ping behind it on any idle connection.
+    fn serve_cooled(&mut self) {
+        if self.cooling.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.now = now;
+        let mut i = 0;
+        while i < self.cooling.len() {
+            if self.cooling[i].0 > now {
+                i += 1;
+                continue;
+            }
+            let p = self.cooling.swap_remove(i).1;
+            // Each waiting job is looked at once at most.
+            for _ in 0..self.pools[p].waiters.len() {
+                let Some(job) = self.pools[p].waiters.front() else {
+                    break;
+                };
+                if !self.job_still_wanted(job) {
+                    self.pools[p].waiters.pop_front();
+                    continue;
+                }
+                let pool = &self.pools[p];
+                let ready = match job.kind {
+                    JobKind::Post => {
+                        let conns = &self.conns;
+                        pool.total < pool.max_connections
+                            || pool.idle.iter().any(|k| {
+                                conns.get(*k).is_some_and(|c| {
+                                    now.duration_since(c.idle_since) >= REUSE_AFTER
+                                })
+                            })
+                    }
+                    JobKind::Ping => !pool.idle.is_empty(),
+                };
+                if !ready {
+                    // Still cooling: `dispatch` is not asked, the post keeps its place.
+                    let first = pool
+                        .idle
+                        .iter()
+                        .filter_map(|k| self.conns.get(*k))
+                        .map(|c| c.idle_since + REUSE_AFTER)
+                        .min();
+                    if let Some(at) = first {
+                        self.cool_at(p, at);
+                    }
+                    break;
+                }
+                if let Some(job) = self.pools[p].waiters.pop_front() {
+                    self.dispatch(job);
+                }
+            }
+        }
+    }
+
     /// Give back the cap reservations of posts that ended without a sale.
     fn release_unsold(&mut self, key: Key) {
         let Some(lead) = self.leads.get_mut(key) else {
@@ -3376,7 +3451,32 @@ impl Worker {
                         .map(|i| (i, pool.idle.get(i).is_some_and(cool)))
                         .or_else(|| (!pool.idle.is_empty()).then_some((0, false))),
                 };
-                if pick.is_some_and(|(_, cool)| !cool) && pool.total < pool.max_connections {
+                let room = pool.total < pool.max_connections;
+                // A post is never written on a connection that answered less than
+                // `REUSE_AFTER` ago: a buyer that closes right after an answer (without
+                // `Connection: close`) would have the sale written into a closed connection
+                // and lost, where a ping is asked again. With no room for a new connection it
+                // takes one that has cooled (the one that carried its ping, if no other has),
+                // or waits for one to cool, or for a new one if the buyer closes it.
+                let pick = match pick {
+                    Some((_, false)) if job.kind == JobKind::Post && !room => {
+                        match pool.idle.iter().position(cool) {
+                            Some(i) => Some((i, true)),
+                            None => {
+                                let first = pool
+                                    .idle
+                                    .iter()
+                                    .filter_map(|k| conns.get(*k))
+                                    .map(|c| c.idle_since + REUSE_AFTER)
+                                    .min();
+                                self.cool_at(p, first.unwrap_or(now + REUSE_AFTER));
+                                break;
+                            }
+                        }
+                    }
+                    pick => pick,
+                };
+                if pick.is_some_and(|(_, cool)| !cool) && room {
                     if let Some(ck) = self.open_conn(p) {
                         let job = Job {
                             waited_since: job.waited_since.or(Some(now)),
@@ -3927,8 +4027,18 @@ impl Worker {
             // A reload lowered the buyer's connection limit: this one is over it.
             return self.close_conn(ck);
         }
-        while let Some(job) = self.pools[p].waiters.pop_front() {
-            if self.job_still_wanted(&job) {
+        while let Some(job) = self.pools[p].waiters.front() {
+            if !self.job_still_wanted(job) {
+                self.pools[p].waiters.pop_front();
+                continue;
+            }
+            if job.kind == JobKind::Post && !self.pools[p].retired {
+                // Not on a connection that has just answered: see `dispatch`. It goes idle,
+                // and the post takes it once it has cooled, if the buyer has not closed it.
+                self.cool_at(p, now + REUSE_AFTER);
+                break;
+            }
+            if let Some(job) = self.pools[p].waiters.pop_front() {
                 return self.attach(ck, job);
             }
         }
