@@ -270,6 +270,25 @@ impl Iterator for Reader {
                         self.prev = None;
                         continue;
                     }
+                    // Removed by retention since the listing, after records before it were
+                    // read: this read has a gap, said as such rather than as a bare "No such
+                    // file".
+                    Err(JournalError::Io { op, path, source })
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            && super::head::removed_by_retention(&self.dir, seq) =>
+                    {
+                        self.done = true;
+                        return Some(Err(JournalError::Io {
+                            op,
+                            path,
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                "removed by the exchange's retention while this read was under \
+                                 way; the records after it are still kept: read again for what \
+                                 is kept now",
+                            ),
+                        }));
+                    }
                     Err(e) => {
                         self.done = !self.past_damage;
                         return Some(Err(e));

@@ -1218,6 +1218,40 @@ fn a_reader_passes_over_segments_retention_removed_after_its_listing() {
     assert!(reader.collect::<Result<Vec<_>, _>>().is_err());
 }
 
+/// A segment retention removes after a reader has read records before it is a gap in what
+/// that reader reads: said as retention's doing, not as a bare missing file.
+#[test]
+fn a_segment_retention_removes_under_a_reader_midway_is_said_to_be_so() {
+    let dir = TempDir::new("reader-retention-midway");
+    let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+    fill_to_segment(&j, 3);
+    drop(j);
+    let mut reader = Reader::open(dir.path()).unwrap();
+    let first = reader.next().unwrap().unwrap();
+    assert_eq!(first.pos.segment, 0);
+    super::head::write_marker(
+        dir.path(),
+        super::head::Head {
+            newest: 3,
+            oldest: Some(2),
+        },
+        false,
+    )
+    .unwrap();
+    for seg in [0, 1] {
+        std::fs::remove_file(segment_path(dir.path(), seg)).unwrap();
+    }
+    let err = reader
+        .find_map(Result::err)
+        .expect("the gap is an error")
+        .to_string();
+    assert!(err.contains("removed by the exchange's retention"), "{err}");
+    assert!(
+        err.contains(&segment_path(dir.path(), 1).display().to_string()),
+        "{err}"
+    );
+}
+
 /// Retention names the new oldest segment before it removes one: segments older than `HEAD`
 /// names (a crash between the two) are harmless, and removed on the next start.
 #[test]
