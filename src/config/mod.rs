@@ -934,10 +934,9 @@ fn plain_types(message: &str) -> String {
         return message.to_string();
     };
     let words = match expected.trim() {
-        "u8" => "a whole number from 0 to 255",
-        "u16" => "a whole number from 0 to 65535",
-        "u32" => "a whole number from 0 to 4294967295",
-        "u64" | "usize" => "a whole number, 0 or more",
+        // Not the type's own range: each key has a narrower one, said once the value is a
+        // whole number (`max_sales` 1 to 32), and the type's would name values it refuses.
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more",
         "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
         "a borrowed string" | "string" => "a string",

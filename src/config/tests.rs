@@ -1516,6 +1516,16 @@ fn max_sales_that_nothing_uses_is_warned_of() {
     assert!(!warnings(&parse(CONTRACT).unwrap())
         .iter()
         .any(|w| w.contains("max_sales")));
+    // A value of the wrong type is not told a range the key would refuse (0 to 4294967295).
+    for bad in ["max_sales = 2.5", "max_sales = -1"] {
+        let issues = invalid(&CONTRACT.replacen("max_sales = 3", bad, 1));
+        assert!(
+            issues.iter().any(|i| i.key.ends_with("max_sales")
+                && i.message.ends_with("expected a whole number, 0 or more")),
+            "{issues:?}"
+        );
+        assert!(!issues.iter().any(|i| i.message.contains("4294967295")));
+    }
 }
 
 #[test]
