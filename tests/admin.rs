@@ -1267,6 +1267,56 @@ fn posts_never_written_are_neither_posts_nor_rejections() {
     check(&Exchange::start(&toml), "rebuilt from the journal");
 }
 
+/// A ping whose connection never came before the close (the buyer's ping endpoint takes no
+/// connection: its listen queue is full) waited on the buyer: the exchange's overhead does
+/// not count the auction's second it spent waiting.
+#[test]
+fn a_ping_whose_connection_never_came_is_not_the_exchanges_overhead() {
+    let fleet = acme_and_blue();
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    full.listen(0).unwrap();
+    let addr = full.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<_> = (0..4)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.set_nonblocking(true).ok()?;
+            let _ = s.connect(&addr.into());
+            Some(s)
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Neither buyer's ping is ever written.
+    let toml = config_with_admin(&fleet, "")
+        .replacen(&fleet.ping_url(0), &format!("http://{addr}/ping"), 1)
+        .replacen(&fleet.ping_url(1), &format!("http://{addr}/ping"), 1)
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 1000");
+    assert!(toml.contains("ping_timeout_ms = 1000"));
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    for i in 0..2 {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{i}@example.com"));
+        let v = c.lead(&lead).json();
+        assert_eq!(v["status"], "unsold", "{v}");
+    }
+    let s = get(admin_addr(&ex), "GET", "/v1/stats", Some(TOKEN)).json();
+    assert_eq!(s["buyers"]["acme"]["timeouts"], 2, "{s}");
+    assert_eq!(s["buyers"]["blue"]["timeouts"], 2, "{s}");
+    let max = s["overhead_us"]["max"].as_u64().unwrap_or(u64::MAX);
+    assert!(max < 250_000, "overhead max {max} µs: {s}");
+    let intake = s["overhead_stages_us"]["intake"]["max"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(intake < 250_000, "intake max {intake} µs: {s}");
+}
+
 /// A post given a connection that could not be had within `post_timeout` (the buyer's post
 /// endpoint takes no connection: its listen queue is full) is journaled as sent and answered
 /// "not sent": it counts in `posts` and so among `post_rejects`, live and rebuilt alike, and

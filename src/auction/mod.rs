@@ -427,6 +427,18 @@ impl Auction {
         }
     }
 
+    /// A ping waits for a connection to its buyer from `now` (a connect, or a busy pool): the
+    /// engine's intake of the lead is over, and the wait is the buyers', whether or not the
+    /// ping is ever written (its buyer's response time still starts at [`Auction::ping_sent`]).
+    pub fn ping_waiting(&mut self, now: Instant) {
+        if self.phase == Phase::Pinging && self.ping_wait_start.is_none() {
+            self.ping_wait_start = Some(now);
+        }
+        if self.first_ping_at.is_none() {
+            self.first_ping_at = Some(now);
+        }
+    }
+
     /// The buyer's answer (or failure) to the ping. Answers after the close are ignored.
     pub fn on_ping_result(&mut self, slot: Slot, now: Instant, outcome: PingOutcome) {
         // An answer read only after the deadline passed (the loop woke late: a stall, a busy

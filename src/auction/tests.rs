@@ -954,3 +954,21 @@ fn a_lead_whose_posts_all_found_no_connection_is_unsold_buyers_busy() {
 fn sold_to_outcome(o: &Outcome) -> Vec<(usize, Cents)> {
     o.sales.iter().map(|s| (s.buyer, s.price_cents)).collect()
 }
+
+/// A ping that waited for a connection and was never written (its buyer's pool busy until
+/// the close): the wait is the buyer's, not the engine's; the intake ends when it began.
+#[test]
+fn a_ping_never_written_waits_on_the_buyer_not_the_engine() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut a = Auction::new(params(SaleKind::Exclusive, 0), t0, t0, &[100]);
+    while a.poll_action().is_some() {}
+    a.ping_waiting(ms(1));
+    a.on_timeout(ms(800));
+    while a.poll_action().is_some() {}
+    let o = a.outcome();
+    assert_eq!(o.status, Status::Unsold);
+    assert_eq!(o.elapsed, Duration::from_millis(800));
+    assert_eq!(o.buyer_wait, Duration::from_millis(799));
+    assert_eq!(o.intake, Duration::from_millis(1));
+}

@@ -3478,6 +3478,7 @@ impl Worker {
                 };
                 if pick.is_some_and(|(_, cool)| !cool) && room {
                     if let Some(ck) = self.open_conn(p) {
+                        self.buyer_wait_begins(&job);
                         let job = Job {
                             waited_since: job.waited_since.or(Some(now)),
                             ..job
@@ -3520,6 +3521,7 @@ impl Worker {
         if pool.total < pool.max_connections || job.retried {
             match self.open_conn(p) {
                 Some(ck) => {
+                    self.buyer_wait_begins(&job);
                     let job = Job {
                         waited_since: job.waited_since.or(Some(now)),
                         ..job
@@ -3529,8 +3531,9 @@ impl Worker {
                 None => return self.fail_job(job, "cannot connect to buyer"),
             }
         }
-        let pool = &mut self.pools[p];
-        if pool.waiters.len() < MAX_WAITERS_PER_POOL {
+        if self.pools[p].waiters.len() < MAX_WAITERS_PER_POOL {
+            self.buyer_wait_begins(&job);
+            let pool = &mut self.pools[p];
             let job = Job {
                 waited_since: job.waited_since.or(Some(now)),
                 ..job
@@ -3550,6 +3553,16 @@ impl Worker {
             }
         } else {
             self.fail_job(job, "all connections to the buyer are busy");
+        }
+    }
+
+    /// A ping waits for a connection (a connect, or a free one in the pool) from now: the
+    /// wait is the buyer's, its bid or timeout coming whether or not the ping is ever written.
+    fn buyer_wait_begins(&mut self, job: &Job) {
+        if job.kind == JobKind::Ping && job.waited_since.is_none() {
+            if let Some(lead) = self.leads.get_mut(job.lead) {
+                lead.auction.ping_waiting(self.now);
+            }
         }
     }
 
