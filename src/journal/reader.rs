@@ -88,6 +88,8 @@ pub struct Reader {
     stop_after_us: u64,
     /// Damage ends only its segment ([`Reader::past_damage`]).
     past_damage: bool,
+    /// `stop_after` ends only the segment it is met in ([`Reader::stop_per_segment`]).
+    stop_per_segment: bool,
 }
 
 impl Reader {
@@ -139,6 +141,7 @@ impl Reader {
             only_lead: None,
             stop_after_us: u64::MAX,
             past_damage: false,
+            stop_per_segment: false,
         })
     }
 
@@ -155,6 +158,15 @@ impl Reader {
     /// not; may be called between items.
     pub fn stop_after(&mut self, ts_us: u64) {
         self.stop_after_us = ts_us;
+    }
+
+    /// Make [`Reader::stop_after`] end only the segment a later record is met in, reading on
+    /// from the next: for records written after a wall clock stepped back, which a journal
+    /// writes to a segment of its own (see `writer::CLOCK_STEP_BACK_US`), stamped earlier
+    /// than those before it. A segment after the reading's end costs its first record.
+    pub fn stop_per_segment(mut self) -> Reader {
+        self.stop_per_segment = true;
+        self
     }
 
     /// Yield only the records of `lead_id`. The others are told apart by the id at the head of
@@ -331,6 +343,12 @@ impl Iterator for Reader {
                         payload,
                     } => {
                         if ts_us > self.stop_after_us {
+                            if self.stop_per_segment {
+                                // The rest of this segment is later; a segment after it
+                                // may have been begun by a clock stepped back.
+                                self.cur = None;
+                                continue;
+                            }
                             self.done = true;
                             return None;
                         }

@@ -41,6 +41,13 @@ pub const SEGMENT_SLOTS: usize = 4;
 /// if the segment it rotated into was filled by others at once).
 const MAX_ROTATIONS_PER_APPEND: u32 = 8;
 
+/// A record stamped this much before the latest one appended means the wall clock was stepped
+/// back (writers' own skew is microseconds): it starts a segment of its own, so that within a
+/// segment times only grow. A lookup then passes over the records stamped after its lead's
+/// horizon segment by segment, not to the journal's end, without missing a lead written
+/// after the step.
+pub const CLOCK_STEP_BACK_US: u64 = 1_000_000;
+
 /// How far ahead of the tail the background thread faults pages in, so appends never take a
 /// page fault: at 2 M appends/s of 256 bytes this is about 16 ms of appends.
 pub const PREFAULT_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
@@ -193,6 +200,9 @@ struct Shared {
     /// no spare is waiting, other records may not take this room. See
     /// [`Journal::append_promising`].
     promised: AtomicU64,
+    /// The latest stamp appended (or the one after a clock stepped back): see
+    /// [`CLOCK_STEP_BACK_US`].
+    latest_ts: AtomicU64,
     /// The directory was removed or replaced under the journal: what is appended now is lost
     /// with the unlinked files, so no lead is taken.
     dir_lost: AtomicBool,
@@ -475,6 +485,7 @@ impl Journal {
             spare_failed: AtomicBool::new(false),
             spare_present: AtomicBool::new(false),
             promised: AtomicU64::new(0),
+            latest_ts: AtomicU64::new(0),
             dir_lost: AtomicBool::new(false),
             segment_lost: AtomicBool::new(false),
             segment_cut: AtomicBool::new(false),
@@ -587,6 +598,25 @@ impl Journal {
                 frame_bytes: frame,
                 max_frame_bytes: sh.max_frame,
             });
+        }
+        let latest = sh.latest_ts.fetch_max(ts_us, Ordering::AcqRel);
+        if ts_us > 0
+            && latest > ts_us.saturating_add(CLOCK_STEP_BACK_US)
+            && sh
+                .latest_ts
+                .compare_exchange(latest, ts_us, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            && sh.spare_waiting()
+        {
+            // The wall clock was stepped back, and this writer is the first to see it: a
+            // segment of its own from here (a rotation that fails leaves the records in this
+            // one, where lookups may read past them). It is stamped created at the latest
+            // time before the step, so that a segment's records are still no later than the
+            // next one's creation, which retention and readers skipping old segments rely on.
+            let seq = sh.current.load(Ordering::Acquire);
+            if let Err(e) = sh.rotate(seq, latest, true) {
+                sh.note_error(&e);
+            }
         }
         let mut rotations = 0;
         loop {

@@ -262,12 +262,23 @@ const LOOKUP_SKEW_US: u64 = 60_000_000;
 /// seller's. `ping_only`: the story of its `/v1/ping`, ending where a post of it begins.
 /// Read first from the segments near its time; when they do not hold its arrival, again
 /// allowing for a clock stepped back by up to an hour (`journal::SEGMENT_SKEW_US`), as a
-/// start's replay of the caps does.
+/// start's replay of the caps does; and then once more past the records stamped after its
+/// time, in case it came after a clock stepped back further (a clock that ran a day ahead,
+/// then corrected): the journal began a segment at the step, passed over here by its
+/// creation time unless it is older than the lead's horizon.
 fn read_story(dir: &Path, lead_id: &str, seller: &str, ping_only: bool) -> Option<Story> {
-    match read_story_within(dir, lead_id, seller, ping_only, LOOKUP_SKEW_US) {
-        Some(story) if story.received.is_some() => Some(story),
-        _ => read_story_within(dir, lead_id, seller, ping_only, journal::SEGMENT_SKEW_US),
+    let mut found = None;
+    for (skew_us, per_segment) in [
+        (LOOKUP_SKEW_US, false),
+        (journal::SEGMENT_SKEW_US, false),
+        (journal::SEGMENT_SKEW_US, true),
+    ] {
+        match read_story_within(dir, lead_id, seller, ping_only, skew_us, per_segment) {
+            Some(story) if story.received.is_some() => return Some(story),
+            other => found = other,
+        }
     }
+    found
 }
 
 /// [`read_story`] from the segments a record of the lead's time may be in when times run at
@@ -278,6 +289,7 @@ fn read_story_within(
     seller: &str,
     ping_only: bool,
     skew_us: u64,
+    per_segment: bool,
 ) -> Option<Story> {
     let id_ms = ulid::Ulid::from_string(lead_id)
         .ok()
@@ -288,6 +300,9 @@ fn read_story_within(
         .ok()?
         .only_lead(lead_id)
         .past_damage();
+    if per_segment {
+        reader = reader.stop_per_segment();
+    }
     reader.stop_after(until);
     let mut story = Story::default();
     let mut told = false;
@@ -765,6 +780,35 @@ mod tests {
         let (code, body) = status(&dir.0, &id);
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"status\":\"sold\""), "{body}");
+        Ok(())
+    }
+
+    /// A lead that came after the clock was stepped back by more than an hour (it ran two
+    /// days ahead, then was corrected): its records follow records stamped two days later,
+    /// in the segment the journal began at the step, and the lookup finds it there.
+    #[test]
+    fn a_lookup_finds_a_lead_that_came_after_the_clock_stepped_back_days() -> Tried<()> {
+        let (dir, j) = scratch("stepped-days")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !j.spare_ready() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let t = now_us();
+        let ahead = sold_lead(&j, t + 2 * 86_400_000_000)?;
+        let id = sold_lead(&j, t)?;
+        drop(j);
+        for lead in [&ahead, &id] {
+            let (code, body) = status(&dir.0, lead);
+            assert_eq!(code, 200, "{lead}: {body}");
+            assert!(body.contains("\"status\":\"sold\""), "{body}");
+        }
+        // The step began a segment of its own.
+        let ids: Vec<_> = journal::read_all(&dir.0)?
+            .into_iter()
+            .filter(|e| e.record.lead_id() == id)
+            .map(|e| e.pos.segment)
+            .collect();
+        assert_eq!(ids, vec![1, 1], "{ids:?}");
         Ok(())
     }
 
