@@ -599,8 +599,12 @@ impl Journal {
                 max_frame_bytes: sh.max_frame,
             });
         }
-        let latest = sh.latest_ts.fetch_max(ts_us, Ordering::AcqRel);
-        if ts_us > 0
+        // Kept to the millisecond, so that appends, all of them later than the one before,
+        // write the shared word at most a thousand times a second.
+        let latest = sh.latest_ts.load(Ordering::Relaxed);
+        if ts_us > latest.saturating_add(1_000) {
+            sh.latest_ts.fetch_max(ts_us, Ordering::Relaxed);
+        } else if ts_us > 0
             && latest > ts_us.saturating_add(CLOCK_STEP_BACK_US)
             && sh
                 .latest_ts
