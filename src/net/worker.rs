@@ -3419,7 +3419,14 @@ impl Worker {
         if self.pools[p].addr.is_none() {
             return self.fail_job(job, "buyer endpoint unreachable (unresolved host or TLS)");
         }
-        if !job.retried {
+        // A post waiting for a connection to cool is not overtaken by a new ping taking it:
+        // the ping queues behind the post (pings go to the queue's end anyway).
+        let post_waiting = job.kind == JobKind::Ping
+            && self.pools[p]
+                .waiters
+                .front()
+                .is_some_and(|w| w.kind == JobKind::Post);
+        if !job.retried && !post_waiting {
             loop {
                 let conns = &self.conns;
                 let pool = &self.pools[p];
