@@ -1267,12 +1267,9 @@ fn posts_never_written_are_neither_posts_nor_rejections() {
     check(&Exchange::start(&toml), "rebuilt from the journal");
 }
 
-/// A ping whose connection never came before the close (the buyer's ping endpoint takes no
-/// connection: its listen queue is full) waited on the buyer: the exchange's overhead does
-/// not count the auction's second it spent waiting.
-#[test]
-fn a_ping_whose_connection_never_came_is_not_the_exchanges_overhead() {
-    let fleet = acme_and_blue();
+/// A listener that never accepts, its queue filled: connects to it hang. Its address, and
+/// the sockets that keep it so (held by the caller).
+fn hanging_listener() -> (std::net::SocketAddr, Vec<socket2::Socket>) {
     let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     full.bind(
         &"127.0.0.1:0"
@@ -1283,7 +1280,7 @@ fn a_ping_whose_connection_never_came_is_not_the_exchanges_overhead() {
     .unwrap();
     full.listen(0).unwrap();
     let addr = full.local_addr().unwrap().as_socket().unwrap();
-    let _queued: Vec<_> = (0..4)
+    let mut held: Vec<_> = (0..4)
         .filter_map(|_| {
             let s =
                 socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
@@ -1292,7 +1289,18 @@ fn a_ping_whose_connection_never_came_is_not_the_exchanges_overhead() {
             Some(s)
         })
         .collect();
+    held.push(full);
     std::thread::sleep(std::time::Duration::from_millis(100));
+    (addr, held)
+}
+
+/// A ping whose connection never came before the close (the buyer's ping endpoint takes no
+/// connection: its listen queue is full) waited on the buyer: the exchange's overhead does
+/// not count the auction's second it spent waiting.
+#[test]
+fn a_ping_whose_connection_never_came_is_not_the_exchanges_overhead() {
+    let fleet = acme_and_blue();
+    let (addr, _full) = hanging_listener();
     // Neither buyer's ping is ever written.
     let toml = config_with_admin(&fleet, "")
         .replacen(&fleet.ping_url(0), &format!("http://{addr}/ping"), 1)
@@ -1324,27 +1332,7 @@ fn a_ping_whose_connection_never_came_is_not_the_exchanges_overhead() {
 #[test]
 fn a_post_whose_connection_never_came_is_a_post_and_a_rejection() {
     let fleet = acme_and_blue();
-    // A listener that never accepts, its queue filled: connects to it hang.
-    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    full.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    full.listen(0).unwrap();
-    let addr = full.local_addr().unwrap().as_socket().unwrap();
-    let _queued: Vec<_> = (0..4)
-        .filter_map(|_| {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-            s.set_nonblocking(true).ok()?;
-            let _ = s.connect(&addr.into());
-            Some(s)
-        })
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (addr, _full) = hanging_listener();
     let toml = config_with_admin(&fleet, "").replacen(
         &fleet.post_url(0),
         &format!("http://{addr}/post"),

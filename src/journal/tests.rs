@@ -1180,6 +1180,23 @@ fn a_deleted_oldest_segment_is_found_and_stops_a_start() {
     assert!(verify(dir.path()).unwrap().intact());
 }
 
+/// What retention does to a journal of segments 0 to 3 keeping 2 on: `HEAD` names 2 the
+/// oldest kept, then 0 and 1 are removed.
+fn retain_from_segment_2(dir: &Path) {
+    super::head::write_marker(
+        dir,
+        super::head::Head {
+            newest: 3,
+            oldest: Some(2),
+        },
+        false,
+    )
+    .unwrap();
+    for seg in [0, 1] {
+        std::fs::remove_file(segment_path(dir, seg)).unwrap();
+    }
+}
+
 /// A reader beside a running exchange: the oldest segments it listed, removed by retention
 /// before it opened them (`HEAD` names a newer oldest), are passed over; one gone that `HEAD`
 /// still names as kept is an error.
@@ -1196,18 +1213,7 @@ fn a_reader_passes_over_segments_retention_removed_after_its_listing() {
         .count();
     let reader = Reader::open(dir.path()).unwrap();
     // As retention does: `HEAD` first, then the removals.
-    super::head::write_marker(
-        dir.path(),
-        super::head::Head {
-            newest: 3,
-            oldest: Some(2),
-        },
-        false,
-    )
-    .unwrap();
-    for seg in [0, 1] {
-        std::fs::remove_file(segment_path(dir.path(), seg)).unwrap();
-    }
+    retain_from_segment_2(dir.path());
     let read: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
     assert_eq!(read.len(), in_kept);
     assert!(verify(dir.path()).unwrap().intact());
@@ -1229,18 +1235,7 @@ fn a_segment_retention_removes_under_a_reader_midway_is_said_to_be_so() {
     let mut reader = Reader::open(dir.path()).unwrap();
     let first = reader.next().unwrap().unwrap();
     assert_eq!(first.pos.segment, 0);
-    super::head::write_marker(
-        dir.path(),
-        super::head::Head {
-            newest: 3,
-            oldest: Some(2),
-        },
-        false,
-    )
-    .unwrap();
-    for seg in [0, 1] {
-        std::fs::remove_file(segment_path(dir.path(), seg)).unwrap();
-    }
+    retain_from_segment_2(dir.path());
     let err = reader
         .find_map(Result::err)
         .expect("the gap is an error")
