@@ -2742,6 +2742,17 @@ impl Worker {
         }
     }
 
+    /// When the first of pool `p`'s idle connections has been (or will have been) idle
+    /// `REUSE_AFTER`; `None` with none idle.
+    fn first_cooled(&self, p: usize) -> Option<Instant> {
+        self.pools[p]
+            .idle
+            .iter()
+            .filter_map(|k| self.conns.get(*k))
+            .map(|c| c.idle_since + REUSE_AFTER)
+            .min()
+    }
+
     /// Jobs waiting for pools whose idle connections have cooled (see [`Worker::cool_at`]):
     /// in queue order, a post once a connection has been idle `REUSE_AFTER` (or the pool has
     /// room for a new one), a ping behind it on any idle connection.
@@ -2768,27 +2779,16 @@ impl Worker {
                     continue;
                 }
                 let pool = &self.pools[p];
+                let cools = self.first_cooled(p);
                 let ready = match job.kind {
                     JobKind::Post => {
-                        let conns = &self.conns;
-                        pool.total < pool.max_connections
-                            || pool.idle.iter().any(|k| {
-                                conns.get(*k).is_some_and(|c| {
-                                    now.duration_since(c.idle_since) >= REUSE_AFTER
-                                })
-                            })
+                        pool.total < pool.max_connections || cools.is_some_and(|t| t <= now)
                     }
                     JobKind::Ping => !pool.idle.is_empty(),
                 };
                 if !ready {
                     // Still cooling: `dispatch` is not asked, the post keeps its place.
-                    let first = pool
-                        .idle
-                        .iter()
-                        .filter_map(|k| self.conns.get(*k))
-                        .map(|c| c.idle_since + REUSE_AFTER)
-                        .min();
-                    if let Some(at) = first {
+                    if let Some(at) = cools {
                         self.cool_at(p, at);
                     }
                     break;
@@ -3470,13 +3470,8 @@ impl Worker {
                         match pool.idle.iter().position(cool) {
                             Some(i) => Some((i, true)),
                             None => {
-                                let first = pool
-                                    .idle
-                                    .iter()
-                                    .filter_map(|k| conns.get(*k))
-                                    .map(|c| c.idle_since + REUSE_AFTER)
-                                    .min();
-                                self.cool_at(p, first.unwrap_or(now + REUSE_AFTER));
+                                let at = self.first_cooled(p).unwrap_or(now + REUSE_AFTER);
+                                self.cool_at(p, at);
                                 break;
                             }
                         }
