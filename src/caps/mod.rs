@@ -1,11 +1,14 @@
 //! Per-buyer lead caps and budgets, shared lock-free by every worker thread.
 //!
-//! Each window (hour, day, week, month, and the spend of the day, the week and the month) is one
-//! `AtomicU64` packing the
+//! Each window (hour, day, week, month, and the spend of the day, the week and the month) is two
+//! `AtomicU64`s, used by turns as windows follow each other, each packing a
 //! window's id in the high 32 bits and its count in the low 32 bits. Rolling a window over and
 //! counting a lead into it is therefore one compare-and-swap: no lock, no reset thread, and no
 //! interleaving of threads can count past a cap, because every increment is checked against the
-//! cap in the same CAS that publishes it.
+//! cap in the same CAS that publishes it. The window before the current one keeps its count in
+//! the other slot, so a lead stamped just before an edge (a worker whose clock lags another's, a
+//! wall clock stepped back by less than a window) counts into its own window, as the journal's
+//! replay counts it.
 //!
 //! Windows follow the buyer's local calendar (its `timezone`; weeks start Monday); see
 //! [`calendar`] for how window ids are derived.
@@ -221,7 +224,8 @@ impl Reservation {
 #[repr(align(64))]
 #[derive(Default)]
 struct State {
-    counters: [AtomicU64; WINDOWS],
+    /// Per window kind, two counters taken by turns as windows follow each other ([`State::counter`]).
+    counters: [[AtomicU64; 2]; WINDOWS],
     paused: AtomicBool,
     /// Posts and sales a rebuild of these counters from the journal counted while their lead
     /// was still running under an older config, which reserved in that config's counters: the
@@ -229,6 +233,26 @@ struct State {
     /// not counted twice and a rejected post does not stay counted. Touched only by reloads
     /// and by such leads; at most [`MAX_COUNTED_RUNNING`].
     running: parking_lot::Mutex<Vec<Counted>>,
+}
+
+impl State {
+    /// The counter of window kind `w` that window `id` counts in: windows next to each other
+    /// share one only where a zone's offset changes by less than an hour (an hour then takes
+    /// the counter of the one before it, as if that were two windows back).
+    fn counter(&self, w: usize, id: u32) -> &AtomicU64 {
+        // Hour ids are minutes (60 apart), week ids days (7 apart), days and months count by one.
+        let step = match w {
+            HOUR => 60,
+            WEEK | WEEK_BUDGET => 7,
+            _ => 1,
+        };
+        &self.counters[w][((id / step) & 1) as usize]
+    }
+
+    /// What window kind `w` has counted in window `id` ([`count_for`]).
+    fn count_in(&self, w: usize, id: u32) -> u64 {
+        count_for(self.counter(w, id).load(Ordering::Acquire), id)
+    }
 }
 
 /// A post or sale of a running lead that a rebuild counted (see [`State::running`]).
@@ -299,8 +323,9 @@ fn window_id(w: &WindowIds, window: usize) -> u32 {
 }
 
 /// The count a counter holds for window `id`: its own count when it is in that window or a later
-/// one (a thread with a slightly older clock must not see a fresh window as empty), 0 when the
-/// counter still holds an earlier window.
+/// one (a clock stepped back by two windows or more: counting the later window's
+/// leads errs toward refusing, never past a cap), 0 when the counter still holds an earlier
+/// window.
 fn count_for(v: u64, id: u32) -> u64 {
     let (cid, count) = unpack(v);
     if cid >= id {
@@ -466,8 +491,8 @@ impl CapTable {
             // Uncapped windows are counted too, never refusing: a cap a reload adds later
             // applies to the window's sales so far, as a changed cap does.
             let counted = match e.limits[w] {
-                Some(limit) => try_add(&e.counters[w], id, amount, limit),
-                None => Some(add_saturating(&e.counters[w], id, amount)),
+                Some(limit) => try_add(e.counter(w, id), id, amount, limit),
+                None => Some(add_saturating(e.counter(w, id), id, amount)),
             };
             match counted {
                 Some(id) => {
@@ -491,7 +516,7 @@ impl CapTable {
         };
         for w in 0..WINDOWS {
             if r.amounts[w] > 0 {
-                subtract(&e.counters[w], r.ids[w], u64::from(r.amounts[w]));
+                subtract(e.counter(w, r.ids[w]), r.ids[w], u64::from(r.amounts[w]));
             }
         }
     }
@@ -528,10 +553,7 @@ impl CapTable {
             None => true,
             Some(limit) => {
                 let need = if is_budget(w) { floor } else { 1 };
-                count_for(
-                    e.counters[w].load(Ordering::Acquire),
-                    window_id(&windows, w),
-                )
+                e.count_in(w, window_id(&windows, w))
                 .saturating_add(need)
                     <= limit
             }
@@ -554,10 +576,7 @@ impl CapTable {
             .all(|w| match e.limits[w] {
                 None => true,
                 Some(limit) => {
-                    let spent = count_for(
-                        e.counters[w].load(Ordering::Acquire),
-                        window_id(&windows, w),
-                    );
+                    let spent = e.count_in(w, window_id(&windows, w));
                     spent.saturating_add(price_cents.max(0) as u64) <= limit
                 }
             })
@@ -602,7 +621,7 @@ impl CapTable {
             } else {
                 1
             };
-            f(&e.counters[w], id, amount);
+            f(e.counter(w, id), id, amount);
         }
     }
 
@@ -693,10 +712,7 @@ impl CapTable {
         let windows = LocalClock::at(e.tz, now).windows;
         let left = |w: usize| {
             e.limits[w].map(|limit| {
-                limit.saturating_sub(count_for(
-                    e.counters[w].load(Ordering::Acquire),
-                    window_id(&windows, w),
-                ))
+                limit.saturating_sub(e.count_in(w, window_id(&windows, w)))
             })
         };
         CapsLeft {
@@ -721,10 +737,7 @@ impl CapTable {
         let windows = LocalClock::at(e.tz, now).windows;
         let used = |w: usize| {
             e.limits[w].map(|_| {
-                count_for(
-                    e.counters[w].load(Ordering::Acquire),
-                    window_id(&windows, w),
-                )
+                e.count_in(w, window_id(&windows, w))
             })
         };
         CapsLeft {
@@ -762,8 +775,8 @@ impl CapTable {
 }
 
 /// Count `amount` into window `id` unless that would pass `limit`. If the counter already holds
-/// a later window (this thread's clock lags another's by a moment), the amount is counted there
-/// instead. Returns the id the amount was counted under.
+/// a later window (two or more windows later: a wall clock stepped back that far), the amount is
+/// counted there instead. Returns the id the amount was counted under.
 fn try_add(counter: &AtomicU64, id: u32, amount: u64, limit: u64) -> Option<u32> {
     let mut cur = counter.load(Ordering::Acquire);
     loop {

@@ -12,8 +12,12 @@ fn table(limits: CapLimits, tz: Tz) -> CapTable {
     CapTable::new(&[(limits, tz)])
 }
 
+/// What both of a window kind's counters hold (tests that count in one window only).
 fn count(t: &CapTable, buyer: usize, window: usize) -> u64 {
-    unpack(t.entries[buyer].counters[window].load(Ordering::SeqCst)).1
+    t.entries[buyer].counters[window]
+        .iter()
+        .map(|c| unpack(c.load(Ordering::SeqCst)).1)
+        .sum()
 }
 
 /// Reserve `n` leads at `now`, keeping them; returns how many succeeded.
@@ -344,7 +348,7 @@ fn release_after_rollover_leaves_the_new_window_alone() {
 }
 
 #[test]
-fn a_lagging_clock_counts_into_the_newer_window() {
+fn a_lagging_clock_counts_into_its_own_window_and_leaves_the_newer_alone() {
     let t = table(
         CapLimits {
             hourly: Some(1),
@@ -353,9 +357,71 @@ fn a_lagging_clock_counts_into_the_newer_window() {
         Tz::UTC,
     );
     assert!(t.reserve(0, utc("2026-06-03T13:00:00Z"), 100).is_some());
-    // A worker whose clock still reads 12:59 must not reset the 13:00 window.
+    // A worker whose clock still reads 12:59 sells into the 12:00 hour, as the journal's
+    // replay counts that lead, and does not reset the 13:00 window.
+    assert!(t.reserve(0, utc("2026-06-03T12:59:59Z"), 100).is_some());
     assert!(t.reserve(0, utc("2026-06-03T12:59:59Z"), 100).is_none());
-    assert_eq!(count(&t, 0, HOUR), 1);
+    assert!(t.reserve(0, utc("2026-06-03T13:00:01Z"), 100).is_none());
+    assert_eq!(t.remaining(0, utc("2026-06-03T13:01:00Z")).hourly, Some(0));
+    assert_eq!(count(&t, 0, HOUR), 2);
+}
+
+/// A wall clock that ran into the next day and was stepped back: the day it is back in keeps
+/// its own count, and the next day keeps the leads sold while the clock was ahead, as a
+/// restart's replay of the journal counts them.
+#[test]
+fn a_clock_stepped_back_across_midnight_counts_the_day_it_is_back_in() {
+    let limits = CapLimits {
+        daily: Some(5),
+        daily_budget_cents: Some(1_000),
+        ..CapLimits::UNCAPPED
+    };
+    let t = table(limits, Tz::UTC);
+    let sales = [
+        ("2026-06-03T23:59:00Z", 3),
+        // The clock runs ahead, into June 4th.
+        ("2026-06-04T00:00:30Z", 2),
+        // Stepped back to June 3rd: two more fit that day, not three.
+        ("2026-06-03T23:59:10Z", 2),
+    ];
+    for (at, n) in sales {
+        assert_eq!(take(&t, utc(at), n), n, "{n} at {at}");
+    }
+    assert!(t.reserve(0, utc("2026-06-03T23:59:20Z"), 100).is_none());
+    let june_3 = utc("2026-06-03T23:59:30Z");
+    let june_4 = utc("2026-06-04T00:01:00Z");
+    assert_eq!(t.remaining(0, june_3).daily, Some(0));
+    assert_eq!(t.remaining(0, june_4).daily, Some(3));
+    assert_eq!(t.remaining(0, june_4).daily_budget_cents, Some(800));
+
+    // What a restart rebuilds from the journal at either moment.
+    for now in [june_3, june_4] {
+        let replayed = table(limits, Tz::UTC);
+        for (at, n) in sales {
+            for _ in 0..n {
+                replayed.replay_sale(0, utc(at), 100, now);
+            }
+        }
+        assert_eq!(replayed.remaining(0, now), t.remaining(0, now), "at {now}");
+    }
+}
+
+/// Stepped back by two windows or more, the counter of the window it is back in holds a later
+/// window: leads count there, turning the buyer away early rather than past a cap.
+#[test]
+fn a_clock_stepped_back_two_hours_errs_toward_refusing() {
+    let t = table(
+        CapLimits {
+            hourly: Some(3),
+            ..CapLimits::UNCAPPED
+        },
+        Tz::UTC,
+    );
+    assert_eq!(take(&t, utc("2026-06-03T12:10:00Z"), 1), 1);
+    assert_eq!(take(&t, utc("2026-06-03T14:10:00Z"), 2), 2);
+    // Back at 12:20: the 12:00 hour's counter now holds 14:00, with 2 of 3.
+    assert_eq!(take(&t, utc("2026-06-03T12:20:00Z"), 3), 1);
+    assert_eq!(t.remaining(0, utc("2026-06-03T14:20:00Z")).hourly, Some(0));
 }
 
 #[test]
