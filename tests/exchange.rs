@@ -366,6 +366,49 @@ fn a_post_is_not_lost_to_a_buyer_that_closes_after_each_answer_unannounced() {
     assert_eq!(rejects, 0);
 }
 
+/// A buyer held to one connection, answering in 40 ms, while leads come every 20 ms: its
+/// waiting pings are not written in turn once each has almost no time left (it could then
+/// never bid in time, and would sell nothing), but newest first once the queue stands, so
+/// nearly every ping it receives has the time to be answered, and sells.
+#[test]
+fn a_buyer_whose_one_connection_is_saturated_is_pinged_with_time_to_bid() {
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = told.clone();
+    let spec = BuyerSpec::new("one-line").with_responder(move |kind, body| match kind {
+        Kind::Ping => {
+            let t = body_json(body)["timeout_ms"].as_u64().unwrap_or(0);
+            seen.lock().unwrap().push(t);
+            Reply::bid(3000, Some("b-1")).after_ms(40)
+        }
+        Kind::Post => Reply::accepted(),
+    });
+    let fleet = Fleet::start(vec![spec]).unwrap();
+    let ex = Exchange::start(&config(&fleet, "", |_| "max_connections = 1".to_string()));
+    let addr = ex.addr;
+    let start = Instant::now();
+    let sellers: Vec<_> = (0..150u32)
+        .map(|i| {
+            let due = start + Duration::from_millis(20 * u64::from(i));
+            std::thread::spawn(move || {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                let mut c = Client::connect(addr);
+                c.lead(&LEAD.replace("7135550147", &format!("713555{i:04}")))
+                    .json()
+            })
+        })
+        .collect();
+    let answers: Vec<Value> = sellers.into_iter().map(|t| t.join().unwrap()).collect();
+    let sold = answers.iter().filter(|v| v["status"] == "sold").count();
+    let told = told.lock().unwrap().clone();
+    let short = told.iter().filter(|&&t| t < 100).count();
+    assert!(told.len() >= 10, "pings received: {}", told.len());
+    assert!(
+        sold * 4 >= told.len() * 3,
+        "{sold} sold of {} pings received; told under 100 ms: {short}; timeout_ms told: {told:?}",
+        told.len()
+    );
+}
+
 #[test]
 fn the_ping_carries_only_ping_fields_and_the_post_the_full_lead() {
     let fleet = Fleet::start(vec![bidder("acme", 4250, 1)]).unwrap();

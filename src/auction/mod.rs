@@ -354,6 +354,14 @@ impl Auction {
         self.arrival
     }
 
+    /// The time a ping written at `now` really has for its buyer: to the close, less the
+    /// engine's margin (0 once past it).
+    pub fn ping_time_left(&self, now: Instant) -> Duration {
+        self.ping_deadline
+            .saturating_duration_since(now)
+            .saturating_sub(self.params.margin)
+    }
+
     /// The `timeout_ms` a ping written at `now` tells its buyer: the time left to the close
     /// less the engine's margin, at least 1. To the nearest millisecond: a lead pinged 30 µs
     /// after it arrived still tells its buyers the campaign's whole window (800, not 799).

@@ -531,6 +531,10 @@ fn stat_slots(stats: &Mutex<WorkerStats>, snap: &crate::config::Snapshot) -> Vec
 /// less only when none has been idle this long and the pool has no room for a new one.
 const REUSE_AFTER: Duration = Duration::from_millis(2);
 
+/// Least time a waiting ping must have left for its buyer to be written at all: with less, it
+/// expires unsent at its close rather than hold a connection for an answer that would be late.
+const MIN_PING_LEFT: Duration = Duration::from_millis(1);
+
 /// How far the `timeout_ms` of a lead's shared ping body may run ahead of the time a ping
 /// really has when it is written, in milliseconds, before the ping gets a body of its own.
 const STALE_TIMEOUT_MS: u64 = 1;
@@ -2724,13 +2728,58 @@ impl Worker {
     /// answers would leave them waiting for a release that never comes.
     fn refill(&mut self, p: usize) {
         while self.pools[p].total < self.pools[p].max_connections && !self.pools[p].retired {
-            let Some(job) = self.pools[p].waiters.pop_front() else {
+            let Some(job) = self.next_waiter(p) else {
                 return;
             };
-            if self.job_still_wanted(&job) {
-                self.dispatch(job);
-            }
+            self.dispatch(job);
         }
+    }
+
+    /// The waiting job of pool `p` that a free connection serves next, taken from the queue:
+    /// its first post; else the oldest ping while it still has half its window (`ping_timeout_ms`
+    /// as first told) left; else, the queue standing longer than the buyer can drain it, the
+    /// newest ping, which has the most time for the buyer to bid in, the older ones expiring
+    /// unsent at their close. A ping with less than [`MIN_PING_LEFT`] left is never written.
+    /// Jobs no longer wanted are dropped on the way. `None`: nothing worth a connection.
+    fn next_waiter(&mut self, p: usize) -> Option<Job> {
+        while let Some(job) = self.pools[p].waiters.front() {
+            if self.job_still_wanted(job) {
+                break;
+            }
+            self.pools[p].waiters.pop_front();
+        }
+        let front = self.pools[p].waiters.front()?;
+        if front.kind == JobKind::Post {
+            return self.pools[p].waiters.pop_front();
+        }
+        // Posts wait ahead of every ping, so from here on the queue holds pings only.
+        let (left, window) = self.ping_left(front)?;
+        if left >= MIN_PING_LEFT && left * 2 >= window {
+            return self.pools[p].waiters.pop_front();
+        }
+        while let Some(job) = self.pools[p].waiters.back() {
+            if !self.job_still_wanted(job) {
+                self.pools[p].waiters.pop_back();
+                continue;
+            }
+            let (left, _) = self.ping_left(job)?;
+            // The newest has the most time left: none older is worth writing either.
+            return if left >= MIN_PING_LEFT {
+                self.pools[p].waiters.pop_back()
+            } else {
+                None
+            };
+        }
+        None
+    }
+
+    /// A waiting ping's time left for its buyer and its lead's whole ping window.
+    fn ping_left(&self, job: &Job) -> Option<(Duration, Duration)> {
+        let lead = self.leads.get(job.lead)?;
+        Some((
+            lead.auction.ping_time_left(self.now),
+            Duration::from_millis(lead.ping_timeout_ms),
+        ))
     }
 
     /// Serve pool `p`'s waiting posts at `at`, when one of its idle connections will have been
@@ -2793,8 +2842,9 @@ impl Worker {
                     }
                     break;
                 }
-                if let Some(job) = self.pools[p].waiters.pop_front() {
-                    self.dispatch(job);
+                match self.next_waiter(p) {
+                    Some(job) => self.dispatch(job),
+                    None => break,
                 }
             }
         }
@@ -4053,8 +4103,9 @@ impl Worker {
                 self.cool_at(p, now + REUSE_AFTER);
                 break;
             }
-            if let Some(job) = self.pools[p].waiters.pop_front() {
-                return self.attach(ck, job);
+            match self.next_waiter(p) {
+                Some(job) => return self.attach(ck, job),
+                None => break,
             }
         }
         if self.pools[p].retired {
