@@ -553,9 +553,7 @@ impl CapTable {
             None => true,
             Some(limit) => {
                 let need = if is_budget(w) { floor } else { 1 };
-                e.count_in(w, window_id(&windows, w))
-                .saturating_add(need)
-                    <= limit
+                e.count_in(w, window_id(&windows, w)).saturating_add(need) <= limit
             }
         })
     }
@@ -711,9 +709,7 @@ impl CapTable {
         };
         let windows = LocalClock::at(e.tz, now).windows;
         let left = |w: usize| {
-            e.limits[w].map(|limit| {
-                limit.saturating_sub(e.count_in(w, window_id(&windows, w)))
-            })
+            e.limits[w].map(|limit| limit.saturating_sub(e.count_in(w, window_id(&windows, w))))
         };
         CapsLeft {
             paused: e.paused.load(Ordering::Acquire),
@@ -735,11 +731,7 @@ impl CapTable {
             return CapsLeft::default();
         };
         let windows = LocalClock::at(e.tz, now).windows;
-        let used = |w: usize| {
-            e.limits[w].map(|_| {
-                e.count_in(w, window_id(&windows, w))
-            })
-        };
+        let used = |w: usize| e.limits[w].map(|_| e.count_in(w, window_id(&windows, w)));
         CapsLeft {
             paused: e.paused.load(Ordering::Acquire),
             hourly: used(HOUR),
