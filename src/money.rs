@@ -101,19 +101,21 @@ fn parse_any_cents(text: &str) -> Option<Cents> {
 }
 
 /// Dollars from a config float (TOML has no decimal type) to cents. `None` for an amount
-/// with a fraction of a cent (`18.005`): a price or budget is whole cents, and rounding it
-/// either way would charge or allow what the operator did not write. The float of a two-decimal
-/// amount (`18.01` is 1800.9999999999998 cents) is within far less than a cent of it.
+/// with a fraction of a cent (`18.005`, `6.000001`): a price or budget is whole cents, and
+/// rounding it either way would charge or allow what the operator did not write. Judged on the
+/// float's shortest decimal form, which is the number as written for any amount written with
+/// at most 17 significant digits: `18.01` (1800.9999999999998 cents as a float) reads back as
+/// `18.01`, and `6.000001` as itself, however close to whole cents its float falls.
 pub fn dollars_f64_to_cents(dollars: f64) -> Option<Cents> {
-    /// How far from whole cents a two-decimal amount's float may fall (a third decimal is
-    /// at least 0.1 cent away).
-    const WHOLE_CENT_TOLERANCE: f64 = 1e-4;
     if !dollars.is_finite() {
         return None;
     }
-    let exact = dollars * 100.0;
-    let c = exact.round();
-    if c.abs() > MAX_CENTS as f64 || (exact - c).abs() > WHOLE_CENT_TOLERANCE {
+    // `Display` for floats writes the shortest decimal that reads back as the same float,
+    // never with an exponent.
+    let written = dollars.to_string();
+    let decimals = written.split_once('.').map_or(0, |(_, frac)| frac.len());
+    let c = (dollars * 100.0).round();
+    if decimals > 2 || c.abs() > MAX_CENTS as f64 {
         return None;
     }
     Some(c as Cents)
@@ -284,5 +286,20 @@ mod tests {
         assert_eq!(dollars_f64_to_cents(18.005), None);
         assert_eq!(dollars_f64_to_cents(10.009), None);
         assert_eq!(dollars_f64_to_cents(10.001), None);
+        // However close to whole cents the float falls.
+        for near in [6.000001, 7.000001, 0.000001, 4.9999999, 4.999999999, 0.009999999] {
+            assert_eq!(dollars_f64_to_cents(near), None, "{near}");
+        }
+        assert_eq!(dollars_f64_to_cents(1e-300), None);
+        assert_eq!(dollars_f64_to_cents(0.1 + 0.2), None);
+        assert_eq!(dollars_f64_to_cents(-3.5), Some(-350));
+        assert_eq!(dollars_f64_to_cents(1e7), Some(1_000_000_000));
+        assert_eq!(dollars_f64_to_cents(1e7 + 0.01), None);
+        // Every amount in whole cents reads as itself, as TOML parses it.
+        for c in (0..=2_000_000).chain((0..=MAX_CENTS).step_by(99_991)) {
+            let written = format!("{}.{:02}", c / 100, c % 100);
+            let dollars: f64 = written.parse().unwrap();
+            assert_eq!(dollars_f64_to_cents(dollars), Some(c), "{written}");
+        }
     }
 }

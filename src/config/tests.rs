@@ -60,14 +60,19 @@ fn an_amount_over_ten_million_dollars_names_the_ceiling() {
     // The ceiling itself is an amount.
     let text = CONTRACT.replace("reserve_price = 10.00", "reserve_price = 10000000");
     assert!(parse(&text).is_ok());
-    // A third decimal is still refused for its shape.
-    let issues = invalid(&CONTRACT.replace("reserve_price = 10.00", "reserve_price = 10.005"));
-    assert!(
-        issues[0]
-            .message
-            .starts_with("must be a non-negative amount"),
-        "{issues:?}"
-    );
+    // A third decimal is still refused for its shape, and so is a millionth of a dollar
+    // whose float falls within a hair of whole cents.
+    for amount in ["10.005", "6.000001", "4.999999999"] {
+        let issues = invalid(
+            &CONTRACT.replace("reserve_price = 10.00", &format!("reserve_price = {amount}")),
+        );
+        assert!(
+            issues[0]
+                .message
+                .starts_with("must be a non-negative amount"),
+            "{amount}: {issues:?}"
+        );
+    }
 }
 
 /// An engine margin that takes a campaign's whole ping window would have every ping say
