@@ -287,7 +287,14 @@ mod tests {
         assert_eq!(dollars_f64_to_cents(10.009), None);
         assert_eq!(dollars_f64_to_cents(10.001), None);
         // However close to whole cents the float falls.
-        for near in [6.000001, 7.000001, 0.000001, 4.9999999, 4.999999999, 0.009999999] {
+        for near in [
+            6.000001,
+            7.000001,
+            0.000001,
+            4.9999999,
+            4.999999999,
+            0.009999999,
+        ] {
             assert_eq!(dollars_f64_to_cents(near), None, "{near}");
         }
         assert_eq!(dollars_f64_to_cents(1e-300), None);

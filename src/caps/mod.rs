@@ -581,7 +581,9 @@ impl CapTable {
     }
 
     /// Count a past sale from the journal on start: it counts toward each window of the sale that
-    /// is still the current window at `now`; older windows are simply over. Caps are not checked
+    /// is still the current window at `now`, or a later one (a sale stamped while the wall clock
+    /// ran ahead of where it is now: it counts once the clock gets there); older windows are
+    /// simply over. Caps are not checked
     /// (the sale happened), so a cap lowered since can leave a buyer at or over it.
     pub fn replay_sale(
         &self,
@@ -594,15 +596,15 @@ impl CapTable {
         self.in_open_windows(buyer, sale_ts, price_cents, now, force_add);
     }
 
-    /// `f(counter, window id, amount)` for each window of a sale at `ts` that is still the
-    /// current window at `now`: one lead, or `price_cents` for a budget.
+    /// `f(counter, window id, current window id, amount)` for each window of a sale at `ts` that
+    /// is the current window at `now` or a later one: one lead, or `price_cents` for a budget.
     fn in_open_windows(
         &self,
         buyer: usize,
         ts: DateTime<Utc>,
         price_cents: Cents,
         now: DateTime<Utc>,
-        f: fn(&AtomicU64, u32, u64),
+        f: fn(&AtomicU64, u32, u32, u64),
     ) {
         let Some(e) = self.entries.get(buyer) else {
             return;
@@ -611,7 +613,8 @@ impl CapTable {
         let current = LocalClock::at(e.tz, now).windows;
         for w in 0..WINDOWS {
             let id = window_id(&then, w);
-            if id != window_id(&current, w) {
+            let now_id = window_id(&current, w);
+            if id < now_id {
                 continue;
             }
             let amount = if is_budget(w) {
@@ -619,7 +622,7 @@ impl CapTable {
             } else {
                 1
             };
-            f(e.counter(w, id), id, amount);
+            f(e.counter(w, id), id, now_id, amount);
         }
     }
 
@@ -690,7 +693,9 @@ impl CapTable {
 
     /// Undo [`CapTable::replay_sale`] in the windows still open.
     fn unreplay(&self, buyer: usize, ts: DateTime<Utc>, price_cents: Cents, now: DateTime<Utc>) {
-        self.in_open_windows(buyer, ts, price_cents, now, subtract);
+        self.in_open_windows(buyer, ts, price_cents, now, |c, id, _, amount| {
+            subtract(c, id, amount)
+        });
     }
 
     /// What `buyer` has left in each window now. An unknown buyer reports no room anywhere.
@@ -822,15 +827,22 @@ fn subtract(counter: &AtomicU64, id: u32, amount: u64) {
     }
 }
 
-/// Count `amount` into window `id` whatever the limit (journal replay), saturating.
-fn force_add(counter: &AtomicU64, id: u32, amount: u64) {
+/// Count `amount` into window `id` whatever the limit (journal replay), saturating. `current`
+/// is the window of the moment of the replay: a counter holding it or a window after it keeps
+/// its count, carried into window `id` if that is later still (a sale stamped while the clock
+/// ran ahead sharing a counter with the current window), or takes the amount into its own
+/// later window: either way counts err toward refusing, never past a cap.
+fn force_add(counter: &AtomicU64, id: u32, current: u32, amount: u64) {
     let mut cur = counter.load(Ordering::Acquire);
     loop {
         let (cid, count) = unpack(cur);
-        if cid > id {
-            return;
-        }
-        let base = if cid == id { count } else { 0 };
+        let (id, base) = if cid >= id {
+            (cid, count)
+        } else if cid >= current {
+            (id, count)
+        } else {
+            (id, 0)
+        };
         let next = pack(id, base.saturating_add(amount).min(COUNT_MASK));
         match counter.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return,

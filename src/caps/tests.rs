@@ -424,6 +424,66 @@ fn a_clock_stepped_back_two_hours_errs_toward_refusing() {
     assert_eq!(t.remaining(0, utc("2026-06-03T14:20:00Z")).hourly, Some(0));
 }
 
+/// A start while the wall clock is behind the journal (a clock stepped back, a host whose clock
+/// is wrong): sales stamped ahead of it are not over, they count in their own windows once the
+/// clock gets there, so the buyer is never sold past a cap when it does.
+#[test]
+fn a_start_behind_the_journal_counts_its_later_sales_when_the_clock_gets_there() {
+    let limits = CapLimits {
+        hourly: Some(5),
+        daily: Some(8),
+        daily_budget_cents: Some(4_001),
+        ..CapLimits::UNCAPPED
+    };
+    let t = table(limits, Tz::UTC);
+    let start = utc("2026-06-03T23:44:00Z");
+    for _ in 0..3 {
+        t.replay_sale(0, utc("2026-06-04T00:44:00Z"), 555, start);
+    }
+    // The hour and day the clock is in have sold nothing.
+    assert_eq!(t.remaining(0, start).hourly, Some(5));
+    assert_eq!(t.remaining(0, start).daily, Some(8));
+    assert_eq!(take(&t, utc("2026-06-03T23:45:00Z"), 2), 2);
+    let later = utc("2026-06-04T00:50:00Z");
+    let left = t.remaining(0, later);
+    assert_eq!(left.hourly, Some(2));
+    assert_eq!(left.daily, Some(5));
+    assert_eq!(left.daily_budget_cents, Some(4_001 - 3 * 555));
+    assert_eq!(take(&t, later, 6), 2);
+}
+
+/// The same two hours or more ahead, where the later hour shares its counter with the hour
+/// the clock is in: both read the count of both, turning the buyer away early, never past a
+/// cap, whichever order the journal holds them in.
+#[test]
+fn a_start_two_hours_behind_the_journal_errs_toward_refusing() {
+    let limits = CapLimits {
+        hourly: Some(5),
+        ..CapLimits::UNCAPPED
+    };
+    let start = utc("2026-06-03T22:44:00Z");
+    let later = utc("2026-06-04T00:50:00Z");
+    let ahead = [("2026-06-04T00:44:00Z", 3)];
+    let now_then_ahead = [("2026-06-03T22:10:00Z", 1), ("2026-06-04T00:44:00Z", 3)];
+    for sales in [&ahead[..], &now_then_ahead[..]] {
+        let t = table(limits, Tz::UTC);
+        for &(at, n) in sales {
+            for _ in 0..n {
+                t.replay_sale(0, utc(at), 100, start);
+            }
+        }
+        let sold_now = take(&t, utc("2026-06-03T22:45:00Z"), 6);
+        let sold_at_00 = 3 + take(&t, later, 6);
+        assert!(sold_at_00 <= 5, "{sales:?}: {sold_at_00} in the 00:00 hour");
+        let in_22 = sales
+            .iter()
+            .filter(|s| s.0.contains("T22"))
+            .map(|s| s.1)
+            .sum::<usize>();
+        assert!(in_22 + sold_now <= 5, "{sales:?}: {sold_now} more at 22:45");
+    }
+}
+
 #[test]
 fn replay_counts_only_windows_still_open() {
     let limits = CapLimits {

@@ -63,9 +63,10 @@ fn an_amount_over_ten_million_dollars_names_the_ceiling() {
     // A third decimal is still refused for its shape, and so is a millionth of a dollar
     // whose float falls within a hair of whole cents.
     for amount in ["10.005", "6.000001", "4.999999999"] {
-        let issues = invalid(
-            &CONTRACT.replace("reserve_price = 10.00", &format!("reserve_price = {amount}")),
-        );
+        let issues = invalid(&CONTRACT.replace(
+            "reserve_price = 10.00",
+            &format!("reserve_price = {amount}"),
+        ));
         assert!(
             issues[0]
                 .message
