@@ -205,6 +205,8 @@ pub(crate) struct Analysis {
     pub header_damage_all_zero: bool,
     /// Segment files found, including damaged ones.
     pub files: usize,
+    /// The latest stamp of any whole record (0: none).
+    pub latest_ts_us: u64,
 }
 
 /// Scan every segment of `dir` read-only. With `decode`, every record's payload is decoded too
@@ -333,10 +335,11 @@ pub(crate) fn scan_segment(
             Frame::Record {
                 len,
                 type_code,
+                ts_us,
                 payload,
-                ..
             } => {
                 a.records += 1;
+                a.latest_ts_us = a.latest_ts_us.max(ts_us);
                 torn_run = None;
                 if decode {
                     match Record::decode(type_code, payload) {

@@ -485,7 +485,8 @@ impl Journal {
             spare_failed: AtomicBool::new(false),
             spare_present: AtomicBool::new(false),
             promised: AtomicU64::new(0),
-            latest_ts: AtomicU64::new(0),
+            // A start while the clock is behind the journal's records is a step back too.
+            latest_ts: AtomicU64::new(analysis.latest_ts_us),
             dir_lost: AtomicBool::new(false),
             segment_lost: AtomicBool::new(false),
             segment_cut: AtomicBool::new(false),

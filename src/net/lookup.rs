@@ -812,6 +812,37 @@ mod tests {
         Ok(())
     }
 
+    /// A start while the wall clock is behind the journal's latest record (stepped back while
+    /// the exchange was down): the first lead after it is found too, as after a step back
+    /// while running.
+    #[test]
+    fn a_lookup_finds_a_lead_that_came_after_a_start_behind_the_journal() -> Tried<()> {
+        let (dir, j) = scratch("start-behind")?;
+        let t = now_us();
+        let ahead = sold_lead(&j, t + 2 * 86_400_000_000)?;
+        drop(j);
+        let opts = journal::JournalOptions {
+            dir: dir.0.clone(),
+            segment_bytes: journal::MIN_SEGMENT_BYTES,
+            sync: journal::SyncMode::Os,
+            retain_segments: 0,
+            keep_us: journal::CAP_WINDOW_US,
+        };
+        let (j, _) = journal::Journal::open(opts)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !j.spare_ready() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let id = sold_lead(&j, t)?;
+        drop(j);
+        for lead in [&ahead, &id] {
+            let (code, body) = status(&dir.0, lead);
+            assert_eq!(code, 200, "{lead}: {body}");
+            assert!(body.contains("\"status\":\"sold\""), "{body}");
+        }
+        Ok(())
+    }
+
     /// Lookups that fill their queue leave the replays' queue its own room.
     #[test]
     fn replays_have_a_queue_of_their_own() {
