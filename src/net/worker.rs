@@ -1712,7 +1712,7 @@ impl Worker {
             let idem = &self.shared.idempotency;
             let id = idem.id(&self.gen.rt.snap.sellers[seller].id, k);
             let fp = idem.fingerprint(flow.journal().code(), body);
-            match idem.get(id, fp, unix_micros()) {
+            match idem.get(id, fp, idem.now_us()) {
                 Seen::New => keyed = Some((id, fp, k)),
                 seen => return self.answer_keyed_retry(key, seller, seen, flow),
             }
@@ -1833,7 +1833,8 @@ impl Worker {
         // The key names this lead from now on, unless a retry racing this one on another
         // connection took it first.
         if let Some((id, fp, _)) = keyed {
-            let seen = self.shared.idempotency.claim(id, fp, ulid.0, unix_micros());
+            let idem = &self.shared.idempotency;
+            let seen = idem.claim(id, fp, ulid.0, idem.now_us());
             if seen != Seen::New {
                 self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 return self.answer_keyed_retry(key, seller, seen, flow);
