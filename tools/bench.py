@@ -832,7 +832,8 @@ def exchange_run_once(procs: Procs, workdir: Path, fleet: Fleet, ex: Exchange, b
                       floor: dict, quiet_s: float) -> dict:
     target = f"127.0.0.1:{ex.listen}"
     watch = {"exchange": ex.pid, "buyers": fleet.pid}
-    log(f"exchange: {buyers} buyers/lead, {workers} worker(s), {rate} leads/s ...")
+    what = "gavel-relay" if isinstance(ex, Relay) else f"exchange, {workers} worker(s)"
+    log(f"{what}: {buyers} buyers/lead, {rate} leads/s ...")
     others_before = wait_quiet(quiet_s, [ex.pid, fleet.pid]) if quiet_s > 0 else None
     # Warmup: fill the pools and caches at the measured rate, then zero the exchange's histograms.
     run_load(procs, workdir, load_argv(target, rate, warmup_s, connections), warmup_s, watch)
@@ -1104,6 +1105,16 @@ def svg_plot(results: dict, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text}")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer: {text}")
+    return v
+
+
 def parse_list(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
@@ -1127,8 +1138,10 @@ def main() -> int:
                     help="lead rates of the 10-buyer sweep only (default 500,1000,2000,4000,8000,"
                          "10000); other buyer counts run at fixed rates")
     ap.add_argument("--buyers", type=parse_list, help="buyers per lead (default 1,10,50)")
-    ap.add_argument("--duration-s", type=int, help="measured seconds per run (default 10)")
-    ap.add_argument("--warmup-s", type=int, help="warmup seconds before each run (default 2)")
+    ap.add_argument("--duration-s", type=positive_int,
+                    help="measured seconds per run (default 10)")
+    ap.add_argument("--warmup-s", type=positive_int,
+                    help="warmup seconds before each run (default 2)")
     ap.add_argument("--connections", type=int, default=256, help="gavel-load connections")
     ap.add_argument("--buyer-threads", type=int, default=1, help="gavel-mock-buyers threads")
     ap.add_argument("--seed", type=int, default=1, help="the mock buyers' seed")
@@ -1226,6 +1239,7 @@ def main() -> int:
             "floor": {},
             "runs": [],
             "relay_runs": [],
+            "fleets": [],
         }
         code = 0
         try:
@@ -1268,7 +1282,6 @@ def main() -> int:
                                         warmup_s, args.connections, results["floor"],
                                         args.quiet_wait_s, args.retries))
                                     if relay is not None:
-                                        log("  the same against gavel-relay (no engine) ...")
                                         results["relay_runs"].append(exchange_run(
                                             procs, workdir, fleet, relay, n, 1, rate, duration_s,
                                             warmup_s, args.connections, results["floor"],
@@ -1286,8 +1299,15 @@ def main() -> int:
                                 })
                     finally:
                         counters = fleet.stop()
-                        if counters and results["runs"]:
-                            results["runs"][-1]["fleet_counters"] = counters
+                        if counters:
+                            # One fleet serves every rate of this buyer count and worker
+                            # count (the relay's runs too), warmups included.
+                            results["fleets"].append({
+                                "buyers": n, "workers": workers, "rates": rates,
+                                "relay": bool(args.relay),
+                                "note": "totals of every run on this fleet, warmups included",
+                                "counters": counters,
+                            })
         except Interrupted as e:
             log(f"interrupted ({e}): stopping every process")
             code = 130
@@ -1300,6 +1320,11 @@ def main() -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             procs.stop_all()
         results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        if not (results["runs"] or results["relay_runs"] or results["floor"].get("runs")):
+            # Stopped before any run (a missing binary, an interruption): no empty tables, and
+            # no results file that reads as a benchmark.
+            log("nothing was measured")
+            return code
         print_table(results)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
