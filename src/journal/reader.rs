@@ -90,6 +90,12 @@ pub struct Reader {
     past_damage: bool,
     /// `stop_after` ends only the segment it is met in ([`Reader::stop_per_segment`]).
     stop_per_segment: bool,
+    /// Forward jumps between records longer than this are left out of the times `stop_after`
+    /// judges by ([`Reader::collapse_gaps_over`]); `u64::MAX`: none.
+    collapse_gap_us: u64,
+    /// The stamp of the last record met, and the jumps left out so far.
+    last_ts_us: u64,
+    collapsed_us: u64,
 }
 
 impl Reader {
@@ -142,6 +148,9 @@ impl Reader {
             stop_after_us: u64::MAX,
             past_damage: false,
             stop_per_segment: false,
+            collapse_gap_us: u64::MAX,
+            last_ts_us: 0,
+            collapsed_us: 0,
         })
     }
 
@@ -166,6 +175,15 @@ impl Reader {
     /// than those before it. A segment after the reading's end costs its first record.
     pub fn stop_per_segment(mut self) -> Reader {
         self.stop_per_segment = true;
+        self
+    }
+
+    /// Judge [`Reader::stop_after`] by times with every forward jump between two records
+    /// longer than `gap_us` left out: a lead's records after a wall clock stepped forward (or
+    /// after the exchange stood idle) are read as if they came on at once. For looking up one
+    /// lead, whose records a step during its auction would otherwise put past its horizon.
+    pub fn collapse_gaps_over(mut self, gap_us: u64) -> Reader {
+        self.collapse_gap_us = gap_us;
         self
     }
 
@@ -342,7 +360,15 @@ impl Iterator for Reader {
                         ts_us,
                         payload,
                     } => {
-                        if ts_us > self.stop_after_us {
+                        if self.collapse_gap_us != u64::MAX {
+                            if self.last_ts_us > 0
+                                && ts_us > self.last_ts_us.saturating_add(self.collapse_gap_us)
+                            {
+                                self.collapsed_us += ts_us - self.last_ts_us;
+                            }
+                            self.last_ts_us = ts_us;
+                        }
+                        if ts_us.saturating_sub(self.collapsed_us) > self.stop_after_us {
                             if self.stop_per_segment {
                                 // The rest of this segment is later; a segment after it
                                 // may have been begun by a clock stepped back.

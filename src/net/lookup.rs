@@ -30,6 +30,12 @@ pub const MAX_REPLAYS_QUEUED: usize = 64;
 pub const LOOKUP_HORIZON_US: u64 =
     (crate::config::MAX_HOLD_MS + 20 * crate::config::MAX_TIMEOUT_MS) * 1000;
 
+/// A jump forward between two records longer than this is taken for a wall clock stepped
+/// forward (or an exchange standing idle) and left out of a lookup's horizon, so a lead whose
+/// auction a step crossed still has its answer read. Steps shorter than this fit in the
+/// horizon's slack.
+const CLOCK_STEP_FORWARD_US: u64 = 600_000_000;
+
 /// How far before its id's time a lead's first record may be stamped (the id is made from the
 /// same clock just before; this is slack for a clock stepped back).
 const BEFORE_ID_US: u64 = 2_000_000;
@@ -299,7 +305,8 @@ fn read_story_within(
     let mut reader = journal::Reader::open_since_within(dir, since, skew_us)
         .ok()?
         .only_lead(lead_id)
-        .past_damage();
+        .past_damage()
+        .collapse_gaps_over(CLOCK_STEP_FORWARD_US);
     if per_segment {
         reader = reader.stop_per_segment();
     }
@@ -839,6 +846,55 @@ mod tests {
             let (code, body) = status(&dir.0, lead);
             assert_eq!(code, 200, "{lead}: {body}");
             assert!(body.contains("\"status\":\"sold\""), "{body}");
+        }
+        Ok(())
+    }
+
+    /// A wall clock stepped a day forward while a lead was in its auction: its answer is
+    /// stamped a day after its arrival, past its horizon, and is still read.
+    #[test]
+    fn a_lookup_reads_an_answer_a_clock_stepped_forward_put_a_day_later() -> Tried<()> {
+        let (dir, j) = scratch("stepped-forward")?;
+        let t = now_us();
+        let day = 86_400_000_000;
+        let before = sold_lead(&j, t - 2 * day)?;
+        let id = ulid::Ulid::from_parts(t / 1000, 9).to_string();
+        append(
+            &j,
+            t,
+            &Record::LeadReceived {
+                lead_id: id.clone(),
+                seller: "s".into(),
+                campaign: "auto".into(),
+                source: None,
+                test: false,
+                lead_json: br#"{"lead":{"zip":"77002"}}"#.to_vec(),
+                flow: Some(LeadFlow::Lead),
+                idempotency_key: None,
+            },
+        )?;
+        // Other leads' records after the step.
+        let after = sold_lead(&j, t + day)?;
+        append(
+            &j,
+            t + day + 2_000,
+            &Record::LeadAnswered {
+                lead_id: id.clone(),
+                campaign: "auto".into(),
+                seller: "s".into(),
+                status: LeadStatus::Sold,
+                price_cents: 4200,
+                payout_cents: 3000,
+                elapsed_us: 1_500_000,
+                bids: Some(1),
+                reason: None,
+            },
+        )?;
+        drop(j);
+        for lead in [&before, &id, &after] {
+            let (code, body) = status(&dir.0, lead);
+            assert_eq!(code, 200, "{lead}: {body}");
+            assert!(body.contains("\"status\":\"sold\""), "{lead}: {body}");
         }
         Ok(())
     }
