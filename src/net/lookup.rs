@@ -572,7 +572,9 @@ impl Story {
         if let Some((at_us, payout, hold_ms, bid)) = self.pinged.filter(|_| offer) {
             let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
             let ends_us = at_us.saturating_add(hold_ms.saturating_mul(1000));
-            let expires_in_ms = ends_us.saturating_sub(now_us) / 1000;
+            // By the wall clock, and never more than the hold (a ping stamped while the clock
+            // ran ahead).
+            let expires_in_ms = (ends_us.saturating_sub(now_us) / 1000).min(hold_ms);
             lead::write_ping_answer(
                 &mut out,
                 lead_id,

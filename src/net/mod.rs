@@ -1313,7 +1313,10 @@ fn rebuild(
                         {
                             // Older journals: at least the bids that were held.
                             let received = received.unwrap_or(bids.len() as u32);
-                            let left = std::time::Duration::from_micros(expires_us - now_us);
+                            // Never more than the hold itself: a ping stamped while the wall
+                            // clock ran ahead (corrected before this start) is not held longer.
+                            let left = std::time::Duration::from_micros(expires_us - now_us)
+                                .min(std::time::Duration::from_millis(*hold_ms));
                             let h = HeldPing {
                                 expires: mono_now + left,
                                 bids_received: received,
