@@ -2171,10 +2171,13 @@ impl Worker {
         if c.dedupe_days > 0 && !req.test {
             crate::compliance::dedupe_keys(&c.id, &req.lead, &mut self.dedupe_keys);
             let window_us = u64::from(c.dedupe_days) * 86_400_000_000;
-            if let Some(seen) =
-                self.shared
-                    .dedupe
-                    .first_seen(&self.dedupe_keys, unix_micros(), window_us)
+            // The exchange's own clock, as for `Idempotency-Key`s: a wall clock stepped a day
+            // forward must not let the consumer just sold through again.
+            let now_us = self.shared.idempotency.now_us();
+            if let Some(seen) = self
+                .shared
+                .dedupe
+                .first_seen(&self.dedupe_keys, now_us, window_us)
             {
                 // The phone's key comes first when the lead has one (`dedupe_keys`).
                 let has_phone = req
