@@ -715,11 +715,17 @@ mod tests {
     /// A lead arrived at `ts` and sold, as its records say: its id.
     fn sold_lead(j: &journal::Journal, ts: u64) -> Tried<String> {
         let id = ulid::Ulid::from_parts(ts / 1000, 7).to_string();
+        received(j, &id, ts)?;
+        answered_sold(j, &id, ts + 1_000)?;
+        Ok(id)
+    }
+
+    fn received(j: &journal::Journal, id: &str, ts: u64) -> Tried<journal::Position> {
         append(
             j,
             ts,
             &Record::LeadReceived {
-                lead_id: id.clone(),
+                lead_id: id.into(),
                 seller: "s".into(),
                 campaign: "auto".into(),
                 source: None,
@@ -728,12 +734,15 @@ mod tests {
                 flow: Some(LeadFlow::Lead),
                 idempotency_key: None,
             },
-        )?;
+        )
+    }
+
+    fn answered_sold(j: &journal::Journal, id: &str, ts: u64) -> Tried<journal::Position> {
         append(
             j,
-            ts + 1_000,
+            ts,
             &Record::LeadAnswered {
-                lead_id: id.clone(),
+                lead_id: id.into(),
                 campaign: "auto".into(),
                 seller: "s".into(),
                 status: LeadStatus::Sold,
@@ -743,8 +752,24 @@ mod tests {
                 bids: Some(1),
                 reason: None,
             },
-        )?;
-        Ok(id)
+        )
+    }
+
+    /// Each lead is answered by its id as sold.
+    fn assert_sold(dir: &Path, leads: &[&String]) {
+        for lead in leads {
+            let (code, body) = status(dir, lead);
+            assert_eq!(code, 200, "{lead}: {body}");
+            assert!(body.contains("\"status\":\"sold\""), "{lead}: {body}");
+        }
+    }
+
+    /// Until the journal's spare segment is made (at most 10 s).
+    fn wait_for_spare(j: &journal::Journal) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !j.spare_ready() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     fn status(dir: &Path, id: &str) -> (u16, String) {
@@ -798,19 +823,12 @@ mod tests {
     #[test]
     fn a_lookup_finds_a_lead_that_came_after_the_clock_stepped_back_days() -> Tried<()> {
         let (dir, j) = scratch("stepped-days")?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !j.spare_ready() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_spare(&j);
         let t = now_us();
         let ahead = sold_lead(&j, t + 2 * 86_400_000_000)?;
         let id = sold_lead(&j, t)?;
         drop(j);
-        for lead in [&ahead, &id] {
-            let (code, body) = status(&dir.0, lead);
-            assert_eq!(code, 200, "{lead}: {body}");
-            assert!(body.contains("\"status\":\"sold\""), "{body}");
-        }
+        assert_sold(&dir.0, &[&ahead, &id]);
         // The step began a segment of its own.
         let ids: Vec<_> = journal::read_all(&dir.0)?
             .into_iter()
@@ -838,17 +856,10 @@ mod tests {
             keep_us: journal::CAP_WINDOW_US,
         };
         let (j, _) = journal::Journal::open(opts)?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !j.spare_ready() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_spare(&j);
         let id = sold_lead(&j, t)?;
         drop(j);
-        for lead in [&ahead, &id] {
-            let (code, body) = status(&dir.0, lead);
-            assert_eq!(code, 200, "{lead}: {body}");
-            assert!(body.contains("\"status\":\"sold\""), "{body}");
-        }
+        assert_sold(&dir.0, &[&ahead, &id]);
         Ok(())
     }
 
@@ -861,43 +872,12 @@ mod tests {
         let day = 86_400_000_000;
         let before = sold_lead(&j, t - 2 * day)?;
         let id = ulid::Ulid::from_parts(t / 1000, 9).to_string();
-        append(
-            &j,
-            t,
-            &Record::LeadReceived {
-                lead_id: id.clone(),
-                seller: "s".into(),
-                campaign: "auto".into(),
-                source: None,
-                test: false,
-                lead_json: br#"{"lead":{"zip":"77002"}}"#.to_vec(),
-                flow: Some(LeadFlow::Lead),
-                idempotency_key: None,
-            },
-        )?;
+        received(&j, &id, t)?;
         // Other leads' records after the step.
         let after = sold_lead(&j, t + day)?;
-        append(
-            &j,
-            t + day + 2_000,
-            &Record::LeadAnswered {
-                lead_id: id.clone(),
-                campaign: "auto".into(),
-                seller: "s".into(),
-                status: LeadStatus::Sold,
-                price_cents: 4200,
-                payout_cents: 3000,
-                elapsed_us: 1_500_000,
-                bids: Some(1),
-                reason: None,
-            },
-        )?;
+        answered_sold(&j, &id, t + day + 2_000)?;
         drop(j);
-        for lead in [&before, &id, &after] {
-            let (code, body) = status(&dir.0, lead);
-            assert_eq!(code, 200, "{lead}: {body}");
-            assert!(body.contains("\"status\":\"sold\""), "{lead}: {body}");
-        }
+        assert_sold(&dir.0, &[&before, &id, &after]);
         Ok(())
     }
 
