@@ -105,6 +105,19 @@ impl<T> Slab<T> {
     }
 
     /// Keys of every live value.
+    /// The keys of the occupied entries into `out`, cleared first: no allocation once `out`
+    /// has grown to the slab's size (the housekeeping sweep, many times a second).
+    pub fn keys_into(&self, out: &mut Vec<Key>) {
+        out.clear();
+        out.extend(
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, v))| v.is_some())
+                .map(|(index, (gen, _))| Key { index, gen: *gen }),
+        );
+    }
+
     pub fn keys(&self) -> Vec<Key> {
         self.entries
             .iter()

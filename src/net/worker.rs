@@ -387,6 +387,9 @@ pub struct Worker {
     /// Pools with a post waiting for one of their idle connections to have been idle
     /// `REUSE_AFTER`, and when the first will have: at most one entry a pool.
     cooling: Vec<(Instant, usize)>,
+    /// The housekeeping sweep's list of connections, kept between sweeps so a sweep does not
+    /// allocate.
+    sweep_keys: Vec<Key>,
     /// Seller connections to read again on the next loop turn: their buffer was full, and
     /// room has freed up (see `SellerConn::read_full`).
     resume_sellers: Vec<Key>,
@@ -660,6 +663,7 @@ impl Worker {
             dirty: Vec::new(),
             short_pools: Vec::new(),
             cooling: Vec::new(),
+            sweep_keys: Vec::new(),
             resume_sellers: Vec::new(),
             answering_head: false,
             scratch: Vec::with_capacity(4096),
@@ -4280,7 +4284,9 @@ impl Worker {
         self.next_housekeeping = now + HOUSEKEEPING;
         let head_timeout = self.gen.rt.snap.server.head_timeout;
         let idle_timeout = self.gen.rt.snap.server.idle_timeout;
-        for key in self.sellers.keys() {
+        let mut keys = std::mem::take(&mut self.sweep_keys);
+        self.sellers.keys_into(&mut keys);
+        for &key in &keys {
             let Some(c) = self.sellers.get(key) else {
                 continue;
             };
@@ -4303,7 +4309,8 @@ impl Worker {
             }
         }
         self.expire_waiting(now);
-        for key in self.conns.keys() {
+        self.conns.keys_into(&mut keys);
+        for &key in &keys {
             let Some(c) = self.conns.get(key) else {
                 continue;
             };
@@ -4336,6 +4343,7 @@ impl Worker {
                 }
             }
         }
+        self.sweep_keys = keys;
         // Held pings past their expiry are forgotten (a post then gets 404).
         if self.id == 0 {
             self.shared.held.lock().sweep(now);
