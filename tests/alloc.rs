@@ -126,16 +126,37 @@ fn allocations_per_lead(buyers: &[(String, String)], leads: u64) -> f64 {
     (after - before) as f64 / leads as f64
 }
 
+/// A ping costs no allocation once pools and buffers are at their working size. What a round
+/// allocates once (a buyer that rarely wins growing its post connection's buffers after the
+/// warmup, a connection topped up) is spread over 1,500 leads, and the least of three rounds
+/// is judged: a real allocation per ping (twelve more per lead with 16 buyers) fails every
+/// round. (Over 400 leads such one-off costs read as 0.02-0.07 per ping.)
 #[test]
 fn no_allocation_per_ping_in_steady_state() {
     let fleet = mock_buyers(16);
-    let leads = 400;
-    let few = allocations_per_lead(&fleet.urls[..4], leads);
-    let many = allocations_per_lead(&fleet.urls, leads);
-    let per_ping = (many - few) / 12.0;
-    println!("allocations per lead: {few:.2} with 4 buyers, {many:.2} with 16; per extra ping {per_ping:.3}");
+    let leads = 1_500;
+    let rounds: Vec<(f64, f64)> = (0..3)
+        .map(|_| {
+            let few = allocations_per_lead(&fleet.urls[..4], leads);
+            let many = allocations_per_lead(&fleet.urls, leads);
+            (few, many)
+        })
+        .collect();
+    let per_ping = |(few, many): &(f64, f64)| (many - few) / 12.0;
+    for r in &rounds {
+        println!(
+            "allocations per lead: {:.2} with 4 buyers, {:.2} with 16; per extra ping {:.3}",
+            r.0,
+            r.1,
+            per_ping(r)
+        );
+    }
+    let least = rounds
+        .iter()
+        .map(|r| per_ping(r).abs())
+        .fold(f64::INFINITY, f64::min);
     assert!(
-        per_ping.abs() < 0.05,
-        "allocations per ping: {per_ping:.3} ({few:.2} per lead with 4 buyers, {many:.2} with 16)"
+        least < 0.05,
+        "allocations per ping, the least of three rounds: {least:.3} ({rounds:?} per lead with 4 and 16 buyers)"
     );
 }
