@@ -62,10 +62,6 @@ pub struct IdempotencyIndex {
     bodies: RandomState,
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    /// The wall clock when the index was made, and the monotonic instant it was read at:
-    /// [`IdempotencyIndex::now_us`] runs on from there, so a key's 24 hours are 24 hours
-    /// whatever the wall clock is stepped to meanwhile.
-    start: (std::time::Instant, u64),
 }
 
 /// Why a key is refused before it is looked up.
@@ -104,22 +100,7 @@ impl IdempotencyIndex {
                 })
                 .collect(),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
-            start: (
-                std::time::Instant::now(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as u64),
-            ),
         }
-    }
-
-    /// The time keys are stamped and aged by, µs since the Unix epoch: the wall clock as it
-    /// read when the index was made (at a start, where the journal's keys are put back by their
-    /// wall-clock stamps), run on by the monotonic clock. A wall clock stepped forward a day
-    /// does not expire every key at once (a retry seconds later would be auctioned again), nor
-    /// does one stepped back keep them a day longer.
-    pub fn now_us(&self) -> u64 {
-        self.start.1 + self.start.0.elapsed().as_micros() as u64
     }
 
     /// The identity of `key` as `seller` used it.
@@ -286,7 +267,7 @@ mod tests {
         });
     }
 
-    /// Keys age by the index's own clock: the wall clock at the start, run on by the monotonic
+    /// Keys age by the exchange's own clock (`StepFreeClock`): the wall clock at the start, run on by the monotonic
     /// one, so a key claimed a moment ago is live whatever the wall clock reads now.
     #[test]
     fn keys_age_by_a_clock_that_starts_at_the_wall_clock_and_never_steps() {
@@ -298,16 +279,17 @@ mod tests {
         };
         let before = wall();
         let ix = IdempotencyIndex::new(100);
+        let clock = super::super::clock::StepFreeClock::new();
         let t = std::time::Instant::now();
-        let first = ix.now_us();
+        let first = clock.now_us();
         assert!(
             first >= before && first <= wall() + 1_000,
             "{first} vs {before}"
         );
         let (id, fp) = (ix.id("acme", "k"), ix.fingerprint(0, b"{}"));
-        assert_eq!(ix.claim(id, fp, 1, ix.now_us()), Seen::New);
+        assert_eq!(ix.claim(id, fp, 1, clock.now_us()), Seen::New);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let later = ix.now_us();
+        let later = clock.now_us();
         let ran = later - first;
         assert!(
             ran >= 20_000 && ran <= t.elapsed().as_micros() as u64 + 1_000,

@@ -7,6 +7,7 @@
 //! answered on one thread and never crosses to another.
 
 mod buyer;
+pub mod clock;
 pub(crate) mod deadlines;
 mod held;
 pub mod idempotency;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub dedupe: Arc<DedupeIndex>,
     /// The sellers' `Idempotency-Key`s and the leads they name, shared by all workers.
     pub idempotency: idempotency::IdempotencyIndex,
+    /// The time `Idempotency-Key`s and dedupe windows are measured by (see [`clock`]).
+    pub clock: clock::StepFreeClock,
     /// Auctions in flight across all workers, against `server.max_in_flight`.
     pub in_flight: AtomicUsize,
     /// Seller connections across all workers, against `server.max_connections`.
@@ -1754,6 +1757,7 @@ fn start_with(
         held: Mutex::new(held),
         dedupe,
         idempotency,
+        clock: clock::StepFreeClock::new(),
         in_flight: AtomicUsize::new(0),
         seller_conns: seller_conns::SellerConns::new(listeners.len()),
         shutdown: AtomicBool::new(false),

@@ -119,11 +119,8 @@ impl<T> Slab<T> {
     }
 
     pub fn keys(&self) -> Vec<Key> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, v))| v.is_some())
-            .map(|(index, (gen, _))| Key { index, gen: *gen })
-            .collect()
+        let mut keys = Vec::new();
+        self.keys_into(&mut keys);
+        keys
     }
 }

@@ -1716,7 +1716,7 @@ impl Worker {
             let idem = &self.shared.idempotency;
             let id = idem.id(&self.gen.rt.snap.sellers[seller].id, k);
             let fp = idem.fingerprint(flow.journal().code(), body);
-            match idem.get(id, fp, idem.now_us()) {
+            match idem.get(id, fp, self.shared.clock.now_us()) {
                 Seen::New => keyed = Some((id, fp, k)),
                 seen => return self.answer_keyed_retry(key, seller, seen, flow),
             }
@@ -1837,8 +1837,8 @@ impl Worker {
         // The key names this lead from now on, unless a retry racing this one on another
         // connection took it first.
         if let Some((id, fp, _)) = keyed {
-            let idem = &self.shared.idempotency;
-            let seen = idem.claim(id, fp, ulid.0, idem.now_us());
+            let now_us = self.shared.clock.now_us();
+            let seen = self.shared.idempotency.claim(id, fp, ulid.0, now_us);
             if seen != Seen::New {
                 self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 return self.answer_keyed_retry(key, seller, seen, flow);
@@ -2177,7 +2177,7 @@ impl Worker {
             let window_us = u64::from(c.dedupe_days) * 86_400_000_000;
             // The exchange's own clock, as for `Idempotency-Key`s: a wall clock stepped a day
             // forward must not let the consumer just sold through again.
-            let now_us = self.shared.idempotency.now_us();
+            let now_us = self.shared.clock.now_us();
             if let Some(seen) = self
                 .shared
                 .dedupe
