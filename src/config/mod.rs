@@ -565,6 +565,15 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
         ];
         for (key, _) in zero.iter().filter(|z| z.1) {
             out.push(format!(
+        let filters = &b.rules.filters;
+        for i in filters.contradictions() {
+            let field = filters.fields().get(i).map_or("", |p| p.field());
+            out.push(format!(
+                "buyer {}: [buyers.filters] fields[{i}] cannot hold together with the filters \
+                 before it on field {field:?}, so the buyer is never offered a lead",
+                shown(&b.id)
+            ));
+        }
                 "buyer {}: [buyers.caps] {key} = 0, so it is never pinged or sold to (set \
                  paused = true to say so)",
                 shown(&b.id)

@@ -1570,3 +1570,24 @@ fn a_weighted_draws_lowest_price_leaves_out_buyers_of_weight_0() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("($18.00)"), "{w:?}");
 }
+
+/// A buyer whose field filters no lead can meet is valid config, but never offered a lead:
+/// `check` says so, naming the buyer and the filter; the contract's own filters are fine.
+#[test]
+fn field_filters_no_lead_can_meet_are_warned_of() {
+    let old = r#"fields = [ { field = "age", op = ">=", value = 21 }, { field = "insured", op = "==", value = true } ]"#;
+    let new = r#"fields = [ { field = "age", op = ">=", value = 21 }, { field = "insured", op = "==", value = true }, { field = "age", op = "<", value = 18 } ]"#;
+    assert!(CONTRACT.contains(old));
+    let w = warnings(&parse(&CONTRACT.replacen(old, new, 1)).unwrap());
+    assert!(
+        w.iter().any(
+            |w| w.starts_with("buyer acme-ins: [buyers.filters] fields[2]")
+                && w.contains("field \"age\"")
+                && w.contains("never offered a lead")
+        ),
+        "{w:?}"
+    );
+    assert!(!warnings(&parse(CONTRACT).unwrap())
+        .iter()
+        .any(|w| w.contains("[buyers.filters]")),);
+}

@@ -557,6 +557,88 @@ impl FieldPredicate {
     }
 }
 
+/// One side of a number range a predicate asks of a field.
+#[derive(Clone, Copy, Debug)]
+enum Bound {
+    /// At least (`inclusive`) or more than the number.
+    Low(Num, bool),
+    /// At most (`inclusive`) or less than the number.
+    High(Num, bool),
+    /// Exactly the number.
+    Exactly(Num),
+}
+
+type Side = Option<(Num, bool)>;
+
+impl Bound {
+    /// Tighten `lo` and `hi` by this bound.
+    fn narrow(self, lo: &mut Side, hi: &mut Side) {
+        let tighter_low = |a: (Num, bool), b: Side| match b {
+            None => true,
+            Some(b) => match a.0.cmp(b.0) {
+                Some(Ordering::Greater) => true,
+                Some(Ordering::Equal) => !a.1 && b.1,
+                _ => false,
+            },
+        };
+        let tighter_high = |a: (Num, bool), b: Side| match b {
+            None => true,
+            Some(b) => match a.0.cmp(b.0) {
+                Some(Ordering::Less) => true,
+                Some(Ordering::Equal) => !a.1 && b.1,
+                _ => false,
+            },
+        };
+        let (l, h) = match self {
+            Bound::Low(n, inc) => (Some((n, inc)), None),
+            Bound::High(n, inc) => (None, Some((n, inc))),
+            Bound::Exactly(n) => (Some((n, true)), Some((n, true))),
+        };
+        if let Some(l) = l.filter(|&l| tighter_low(l, *lo)) {
+            *lo = Some(l);
+        }
+        if let Some(h) = h.filter(|&h| tighter_high(h, *hi)) {
+            *hi = Some(h);
+        }
+    }
+
+    /// Whether no number lies within `lo` and `hi`.
+    fn empty(lo: Side, hi: Side) -> bool {
+        let (Some((l, li)), Some((h, hi))) = (lo, hi) else {
+            return false;
+        };
+        match l.cmp(h) {
+            Some(Ordering::Greater) => true,
+            Some(Ordering::Equal) => !(li && hi),
+            _ => false,
+        }
+    }
+}
+
+impl FieldPredicate {
+    /// The number range this predicate asks of its field, when it asks one: an ordering
+    /// against a number (or a number written as a string, which orders as that number), or
+    /// `==` a number. Equality with a numeric string is equality as written, so no bound.
+    fn bound(&self) -> Option<Bound> {
+        let Rhs::One(o) = &self.rhs else {
+            return None;
+        };
+        let n = match (o, self.op) {
+            (Operand::Num(n), _) => *n,
+            (Operand::Str(_, Some(n)), op) if op.is_ordering() => *n,
+            _ => return None,
+        };
+        Some(match self.op {
+            Op::Lt => Bound::High(n, false),
+            Op::Le => Bound::High(n, true),
+            Op::Gt => Bound::Low(n, false),
+            Op::Ge => Bound::Low(n, true),
+            Op::Eq => Bound::Exactly(n),
+            _ => return None,
+        })
+    }
+}
+
 /// A TOML value as a typed operand.
 fn operand(v: &toml::Value) -> Result<Operand, String> {
     match v {
@@ -660,6 +742,38 @@ impl Filters {
             zip_prefix_lens,
             fields,
         })
+    }
+
+    /// Fields whose predicates no lead value can meet all of, each as the index of the first
+    /// predicate that cannot hold with those before it on the same field: a
+    /// number bound that crosses another (`> 50` with `< 20`, `== 7` with `>= 8`), or a value
+    /// asked of a field that `exists = false` wants absent (or `exists` both ways). Such a buyer
+    /// is never offered a lead; the config is still valid, so this is for `gavel check` to say.
+    pub fn contradictions(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, p) in self.fields.iter().enumerate() {
+            let before = &self.fields[..i];
+            let same = || before.iter().filter(|q| q.field == p.field);
+            let absent_wanted = |q: &FieldPredicate| q.rhs == Rhs::Exists(false);
+            let present_wanted = |q: &FieldPredicate| !absent_wanted(q);
+            let clash = if absent_wanted(p) {
+                same().any(present_wanted)
+            } else {
+                same().any(absent_wanted)
+                    || p.bound().is_some_and(|b| {
+                        let (mut lo, mut hi) = (None, None);
+                        for q in same().filter_map(FieldPredicate::bound) {
+                            q.narrow(&mut lo, &mut hi);
+                        }
+                        b.narrow(&mut lo, &mut hi);
+                        Bound::empty(lo, hi)
+                    })
+            };
+            if clash {
+                out.push(i);
+            }
+        }
+        out
     }
 
     /// Filters that accept every lead.

@@ -481,3 +481,102 @@ fn nested_strings_with_escapes_are_compared_decoded() {
     let f = filters(r#"fields = [ { field = "home.dir", op = "==", value = 'C:\\tmp' } ]"#);
     assert!(!f.matches(&l));
 }
+
+/// Lead values to try a field's predicates with: absent, null, numbers on and around every
+/// bound the cases below use, as JSON numbers and as strings, words and booleans.
+fn probe_values() -> Vec<Option<Value>> {
+    let mut out = vec![
+        None,
+        Some(Value::Null),
+        Some(json!(true)),
+        Some(json!("abc")),
+    ];
+    for tenths in -300..=700 {
+        let x = f64::from(tenths) / 10.0;
+        out.push(Some(json!(x)));
+        out.push(Some(json!(x.to_string())));
+        if tenths % 10 == 0 {
+            out.push(Some(json!(tenths / 10)));
+        }
+    }
+    out
+}
+
+fn any_value_matches(f: &Filters) -> bool {
+    probe_values().into_iter().any(|v| {
+        let mut m = Map::new();
+        if let Some(v) = v {
+            m.insert("x".to_string(), v);
+        }
+        m.insert("y".to_string(), json!(5));
+        f.matches(&Fields::from_map(&m))
+    })
+}
+
+#[test]
+fn filters_no_value_can_meet_are_found_and_others_are_not() {
+    // (fields, index of the first predicate that cannot hold with those before it)
+    let never = [
+        (
+            r#"{ field = "x", op = ">", value = 50 }, { field = "x", op = "<", value = 20 }"#,
+            1,
+        ),
+        (
+            r#"{ field = "x", op = ">=", value = 8 }, { field = "x", op = "==", value = 7 }"#,
+            1,
+        ),
+        (
+            r#"{ field = "x", op = "==", value = 7 }, { field = "x", op = "==", value = 8 }"#,
+            1,
+        ),
+        (
+            r#"{ field = "x", op = ">", value = 10 }, { field = "x", op = "<=", value = 10 }"#,
+            1,
+        ),
+        (
+            r#"{ field = "x", op = ">=", value = 10 }, { field = "x", op = "<", value = 10.0 }"#,
+            1,
+        ),
+        (
+            r#"{ field = "x", op = "<", value = "21" }, { field = "x", op = ">", value = 30 }"#,
+            1,
+        ),
+        (
+            r#"{ field = "y", op = ">", value = 1 }, { field = "x", op = ">", value = 5 },
+               { field = "x", op = "<", value = 9 }, { field = "x", op = ">", value = 9.5 }"#,
+            3,
+        ),
+        (
+            r#"{ field = "x", op = "exists", value = false }, { field = "x", op = "!=", value = 3 }"#,
+            1,
+        ),
+        (
+            r#"{ field = "x", op = "in", value = [1, 2] }, { field = "x", op = "exists", value = false }"#,
+            1,
+        ),
+        (
+            r#"{ field = "x", op = "exists" }, { field = "x", op = "exists", value = false }"#,
+            1,
+        ),
+    ];
+    for (fields, at) in never {
+        let f = filters(&format!("fields = [ {fields} ]"));
+        assert_eq!(f.contradictions(), vec![at], "{fields}");
+        assert!(!any_value_matches(&f), "{fields} matched a lead");
+    }
+    let possible = [
+        r#"{ field = "x", op = ">", value = 20 }, { field = "x", op = "<", value = 50 }"#,
+        r#"{ field = "x", op = ">=", value = 10 }, { field = "x", op = "<=", value = 10 }"#,
+        r#"{ field = "x", op = "==", value = 7 }, { field = "x", op = ">=", value = 7.0 }"#,
+        r#"{ field = "x", op = ">", value = 50 }, { field = "y", op = "<", value = 20 }"#,
+        r#"{ field = "x", op = "exists", value = false }, { field = "x", op = "exists", value = false }"#,
+        r#"{ field = "x", op = "==", value = "7" }, { field = "x", op = "==", value = 7.0 }"#,
+        r#"{ field = "x", op = ">", value = 1 }, { field = "x", op = "!=", value = 2 }"#,
+        r#"{ field = "x", op = ">", value = 1 }, { field = "x", op = "in", value = [0, 5] }"#,
+    ];
+    for fields in possible {
+        let f = filters(&format!("fields = [ {fields} ]"));
+        assert_eq!(f.contradictions(), Vec::<usize>::new(), "{fields}");
+        assert!(any_value_matches(&f), "{fields} matched no lead");
+    }
+}
