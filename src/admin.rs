@@ -744,6 +744,7 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
                 "test_leads": c.test_leads,
                 "pings": c.pings, "pings_bid": c.pings_bid, "pings_refused": c.pings_refused,
                 "posts_refused": c.posts_refused,
+                "buyers_not_pinged": c.buyers_not_pinged,
             }),
         );
     }
@@ -951,6 +952,15 @@ pub fn metrics_text(shared: &Shared) -> String {
             "gavel_posts_refused_total{{campaign=\"{}\"}} {}",
             label(id),
             c.posts_refused
+        );
+    }
+    out.push_str("# HELP gavel_buyers_not_pinged_total Eligible buyers left out of leads' pings because more were eligible than a lead pings (1024), summed over leads since the start, by campaign.\n# TYPE gavel_buyers_not_pinged_total counter\n");
+    for (id, c) in &s.campaigns {
+        let _ = writeln!(
+            out,
+            "gavel_buyers_not_pinged_total{{campaign=\"{}\"}} {}",
+            label(id),
+            c.buyers_not_pinged
         );
     }
     out.push_str("# HELP gavel_test_leads_total Leads sent as tests (counted in gavel_leads_total too; they move no money), by campaign.\n# TYPE gavel_test_leads_total counter\n");

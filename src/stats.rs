@@ -42,6 +42,9 @@ pub struct CampaignCounters {
     /// Posts (`/v1/post`) refused for their content while the ping stays postable: attempts,
     /// not leads, so a seller correcting a post does not count one lead many times.
     pub posts_refused: u64,
+    /// Eligible buyers left out of a lead's pings because more were eligible than a lead
+    /// pings ([`crate::auction::MAX_PINGS_PER_LEAD`]), summed over leads, since the start.
+    pub buyers_not_pinged: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +258,7 @@ impl WorkerStats {
             m.pings_bid += c.pings_bid;
             m.pings_refused += c.pings_refused;
             m.posts_refused += c.posts_refused;
+            m.buyers_not_pinged += c.buyers_not_pinged;
         }
         for (k, b) in other.buyers() {
             self.buyer(k).add(b);

@@ -1372,3 +1372,128 @@ fn a_post_whose_connection_never_came_is_a_post_and_a_rejection() {
     assert_eq!(results.len(), 2, "{results:?}");
     check(&Exchange::start(&toml), "rebuilt from the journal");
 }
+
+/// The soft limit on open files raised toward the hard one (as far as `want`): this process
+/// holds both ends of every buyer connection.
+fn raise_open_files(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid resource and a pointer to a live rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
+/// A campaign with more buyers eligible than a lead pings (1024): each lead pings a run of
+/// 1024 of them, a different run from lead to lead, so no buyer late in the config is shut
+/// out for good, and the operator is told at the start and in the stats how many were left out.
+#[test]
+fn a_lead_with_more_eligible_buyers_than_it_pings_pings_a_different_run_of_them_each_time() {
+    const BUYERS: usize = 1030;
+    const LEADS: usize = 12;
+    const PINGED: usize = gavel::auction::MAX_PINGS_PER_LEAD;
+    // Each buyer holds a listener, a connection to it and the exchange's end of it.
+    let open_files = raise_open_files(8192);
+    assert!(
+        open_files >= 4 * BUYERS as u64,
+        "this test needs {} open files; the hard limit allows {open_files}",
+        4 * BUYERS
+    );
+    // Buyer i bids $5.00 + i cents: the best bid of a lead is that of the last buyer it pings.
+    let fleet = Fleet::start(
+        (0..BUYERS)
+            .map(|i| {
+                BuyerSpec::new(format!("b{i}")).with_responder(move |k, _| match k {
+                    Kind::Ping => Reply::bid(500 + i as i64, None),
+                    Kind::Post => Reply::accepted(),
+                })
+            })
+            .collect(),
+    )
+    .unwrap();
+    let toml = config(&fleet, "", |_| String::new())
+        .replace("min_idle = 1", "min_idle = 0")
+        .replace(
+            "max_in_flight = 1000",
+            &format!(
+                "max_in_flight = 1000\nadmin_listen = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"{TOKEN}\""
+            ),
+        );
+    let snap = gavel::config::parse(&toml).unwrap();
+    let warnings = gavel::config::warnings(&snap);
+    assert!(
+        warnings.iter().any(
+            |w| w.contains("campaign auto: 1030 of its buyers take pings")
+                && w.contains("buyers_not_pinged")
+        ),
+        "{warnings:#?}"
+    );
+
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let mut before = vec![0u64; BUYERS];
+    let mut runs = std::collections::BTreeSet::new();
+    for n in 0..LEADS {
+        let lead = LEAD.replace("ana@example.com", &format!("ana{n}@example.com"));
+        let v = c.lead(&lead).json();
+        assert_eq!(v["status"], "sold", "{v}");
+        assert_eq!(v["bids"], PINGED as u64, "{v}");
+        let pinged: Vec<usize> = (0..BUYERS)
+            .filter(|&i| fleet.pings(i) > before[i])
+            .collect();
+        assert_eq!(pinged.len(), PINGED, "lead {n}");
+        // A run: the buyers left out are consecutive in the config, wrapping past its end.
+        let left_out: Vec<usize> = (0..BUYERS).filter(|i| !pinged.contains(i)).collect();
+        let consecutive = left_out.windows(2).filter(|w| w[1] != w[0] + 1).count();
+        assert!(
+            consecutive == 0
+                || (consecutive == 1 && left_out[0] == 0 && left_out.last() == Some(&(BUYERS - 1))),
+            "lead {n} left out {left_out:?}"
+        );
+        // Sold to the best bid among those pinged.
+        let best = pinged.iter().copied().max().unwrap_or(0);
+        assert_eq!(v["sales"][0]["buyer"], format!("b{best}"), "{v}");
+        assert_eq!(
+            (v["price"].as_f64().unwrap_or(0.0) * 100.0).round() as usize,
+            500 + best,
+            "{v}"
+        );
+        runs.insert(left_out);
+        for (i, b) in before.iter_mut().enumerate() {
+            *b = fleet.pings(i);
+        }
+    }
+    // Twelve runs starting at random places among 1030: all the same only by a fluke of
+    // odds 1 in 1030^11.
+    assert!(runs.len() > 1, "every lead left out the same buyers");
+    let never = (0..BUYERS).filter(|&i| fleet.pings(i) == 0).count();
+    assert!(never < BUYERS - PINGED, "{never} buyers never pinged");
+
+    // Answers too long for the test client's limits, with a thousand buyers in them.
+    let s = raw(admin_addr(&ex), "GET", "/v1/stats", Some(TOKEN));
+    let s = body_json(s.split_once("\r\n\r\n").map_or("", |(_, b)| b).as_bytes());
+    assert_eq!(
+        s["campaigns"]["auto"]["buyers_not_pinged"],
+        ((BUYERS - PINGED) * LEADS) as u64,
+        "{}",
+        s["campaigns"]["auto"]
+    );
+    let m = raw(admin_addr(&ex), "GET", "/metrics", Some(TOKEN));
+    assert!(
+        m.contains(&format!(
+            "gavel_buyers_not_pinged_total{{campaign=\"auto\"}} {}",
+            (BUYERS - PINGED) * LEADS
+        )),
+        "{m}"
+    );
+}

@@ -464,6 +464,18 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
         let buyers = || c.buyers.iter().filter_map(|&b| snap.buyers.get(b));
         let priced = buyers().any(|b| b.price_cents.is_some() && b.post.is_some());
         let pinged = buyers().any(|b| b.ping.is_some());
+        let bidders = buyers().filter(|b| b.ping.is_some()).count();
+        if c.method == Method::PingPost && bidders > crate::auction::MAX_PINGS_PER_LEAD {
+            out.push(format!(
+                "campaign {}: {bidders} of its buyers take pings, more than the {} a lead \
+                 pings: a lead with more eligible pings a run of {} of them starting at a \
+                 random place, so the others may not bid on it (counted in /v1/stats as \
+                 buyers_not_pinged)",
+                shown(&c.id),
+                crate::auction::MAX_PINGS_PER_LEAD,
+                crate::auction::MAX_PINGS_PER_LEAD
+            ));
+        }
         if let Some(answer) = c.answer_timeout.filter(|&a| a < c.post_timeout) {
             out.push(format!(
                 "campaign {}: answer_timeout_ms {} is shorter than post_timeout_ms {}: no post \
@@ -553,6 +565,15 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
                 }
             }
         }
+        let filters = &b.rules.filters;
+        for i in filters.contradictions() {
+            let field = filters.fields().get(i).map_or("", |p| p.field());
+            out.push(format!(
+                "buyer {}: [buyers.filters] fields[{i}] cannot hold together with the filters \
+                 before it on field {field:?}, so the buyer is never offered a lead",
+                shown(&b.id)
+            ));
+        }
         let caps = &b.caps;
         let zero = [
             ("hourly", caps.hourly == Some(0)),
@@ -565,15 +586,6 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
         ];
         for (key, _) in zero.iter().filter(|z| z.1) {
             out.push(format!(
-        let filters = &b.rules.filters;
-        for i in filters.contradictions() {
-            let field = filters.fields().get(i).map_or("", |p| p.field());
-            out.push(format!(
-                "buyer {}: [buyers.filters] fields[{i}] cannot hold together with the filters \
-                 before it on field {field:?}, so the buyer is never offered a lead",
-                shown(&b.id)
-            ));
-        }
                 "buyer {}: [buyers.caps] {key} = 0, so it is never pinged or sold to (set \
                  paused = true to say so)",
                 shown(&b.id)

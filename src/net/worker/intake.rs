@@ -302,7 +302,14 @@ impl Worker {
                 Auction::new(params, arrival, self.now, &[])
             }
             None => {
-                let eligible = self.eligible_buyers(&gen.rt, campaign, &req, |b| b.ping.is_some());
+                let mut eligible =
+                    self.eligible_buyers(&gen.rt, campaign, &req, |b| b.ping.is_some());
+                if eligible.len() > MAX_PINGS_PER_LEAD {
+                    self.ping_a_run_of(&mut eligible);
+                    let beyond = eligible.len() - MAX_PINGS_PER_LEAD;
+                    self.stats.lock().campaign(&c.id).buyers_not_pinged += beyond as u64;
+                    eligible.truncate(MAX_PINGS_PER_LEAD);
+                }
                 Auction::new(params, arrival, self.now, &eligible)
             }
         };
@@ -451,6 +458,17 @@ impl Worker {
     }
 
     /// xorshift64*: the weighted draw needs no cryptographic quality, only spread.
+    /// More buyers eligible than a lead pings: put first a run of [`MAX_PINGS_PER_LEAD`] of
+    /// them that starts at a random place in the list (wrapping past its end), in config
+    /// order, so that from lead to lead each buyer is pinged as often as any other rather
+    /// than the ones late in the config never.
+    #[cold]
+    fn ping_a_run_of(&self, eligible: &mut [usize]) {
+        let start = (self.next_random() % eligible.len() as u64) as usize;
+        eligible.rotate_left(start);
+        eligible[..MAX_PINGS_PER_LEAD].sort_unstable();
+    }
+
     pub(super) fn next_random(&self) -> u64 {
         let mut x = self.rng.get();
         x ^= x >> 12;

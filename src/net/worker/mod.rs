@@ -9,7 +9,9 @@ use super::slab::{Key, Slab};
 use super::steps::{self, Step};
 use super::timer::TimerFd;
 use super::{Runtime, Shared};
-use crate::auction::{Action, Auction, Params, PingOutcome, PostOutcome, Status};
+use crate::auction::{
+    Action, Auction, Params, PingOutcome, PostOutcome, Status, MAX_PINGS_PER_LEAD,
+};
 use crate::caps::Reservation;
 use crate::config::Snapshot;
 use crate::config::{Endpoint, Method as Distribution, Scheme};
