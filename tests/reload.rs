@@ -1325,3 +1325,142 @@ fn a_config_larger_than_the_limit_is_refused() {
         "{v}"
     );
 }
+
+/// The reasons journaled for pings and posts not sent because their buyer was paused.
+fn not_sent_for_pause(toml: &str) -> (usize, usize) {
+    let mut pings = 0;
+    let mut posts = 0;
+    for e in gavel::journal::read_all(&journal_dir_of(toml)).unwrap() {
+        match e.record {
+            gavel::journal::Record::PingResult { reason, .. }
+                if reason.as_deref() == Some("not sent: buyer paused") =>
+            {
+                pings += 1
+            }
+            gavel::journal::Record::PostResult { reason, .. }
+                if reason.as_deref() == Some("not sent: buyer paused") =>
+            {
+                posts += 1
+            }
+            _ => {}
+        }
+    }
+    (pings, posts)
+}
+
+/// Wait until `f` holds, at most five seconds.
+fn wait_until(f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !f() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A pause holds at once for pings already waiting for the buyer's one connection: none of
+/// them is written once the connection is free, each ends as a timeout never sent, journaled
+/// as not sent for the pause, and the leads sell to the other buyer.
+#[test]
+fn pings_waiting_for_a_paused_buyers_connection_are_not_written() {
+    // "busy" bids best, on one connection, answering each ping in 400 ms.
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("busy").with_responder(|kind, _| match kind {
+            Kind::Ping => Reply::bid(5000, None).after_ms(400),
+            Kind::Post => Reply::accepted(),
+        }),
+        bidder("other", 1000),
+    ])
+    .unwrap();
+    let toml = with_admin(&config(&fleet, "", |i| {
+        if i == 0 {
+            "max_connections = 1".to_string()
+        } else {
+            String::new()
+        }
+    }))
+    .replace("ping_timeout_ms = 300", "ping_timeout_ms = 2000")
+    .replace("min_idle = 1", "min_idle = 0");
+    let run = start(&toml);
+    let clients = send_leads_at_once(run.ex.addr, 4);
+    // One ping is out on the one connection, three wait behind it.
+    wait_until(|| fleet.pings(0) >= 1);
+    assert_eq!(run.buyer_action("busy", "pause").status, 200);
+    for mut c in clients {
+        let v = c.read_response().expect("an answer").json();
+        assert_eq!(v["status"], "sold", "{v}");
+        assert_eq!(v["sales"][0]["buyer"], "other", "{v}");
+    }
+    assert_eq!((fleet.pings(0), fleet.posts(0)), (1, 0));
+    // The first lead's bid of "busy" came after the pause: its post was not sent either.
+    assert_eq!(not_sent_for_pause(&toml), (3, 1));
+    let busy = &run.stats()["buyers"]["busy"];
+    assert_eq!(
+        (busy["pings"].as_u64(), busy["timeouts"].as_u64()),
+        (Some(4), Some(3)),
+        "{busy}"
+    );
+    assert_eq!(busy["post_rejects"], 0, "{busy}");
+}
+
+/// A pause holds at once for posts already waiting for the buyer's one connection: none of
+/// them is written (no sale the operator did not want), each is journaled as not sent for the
+/// pause, its cap reservation is given back, and the lead cascades to the next buyer.
+#[test]
+fn posts_waiting_for_a_paused_buyers_connection_are_not_written() {
+    // A waterfall whose first buyer takes one post at a time, answering in 500 ms.
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("busy").with_responder(|kind, _| match kind {
+            Kind::Ping => Reply::no_bid(),
+            Kind::Post => Reply::accepted().after_ms(500),
+        }),
+        bidder("other", 1000),
+    ])
+    .unwrap();
+    let mut toml = with_admin(&config(
+        &Fleet::start(vec![]).unwrap(),
+        "method = \"waterfall\"",
+        |_| String::new(),
+    ))
+    .replace("post_timeout_ms = 500", "post_timeout_ms = 2000");
+    for (i, (price, priority, extra)) in [
+        (
+            50.0,
+            1,
+            "max_connections = 1\nmin_idle = 0\n[buyers.caps]\ndaily = 10",
+        ),
+        (10.0, 2, ""),
+    ]
+    .iter()
+    .enumerate()
+    {
+        toml.push_str(&format!(
+            "\n[[buyers]]\nid = \"{name}\"\ncampaigns = [\"auto\"]\npost_url = \"{post}\"\nprice = {price}\npriority = {priority}\n{extra}\n",
+            name = fleet.name(i),
+            post = fleet.post_url(i),
+        ));
+    }
+    let run = start(&toml);
+    let clients = send_leads_at_once(run.ex.addr, 3);
+    // One post is out on the one connection, two wait behind it.
+    wait_until(|| fleet.posts(0) >= 1);
+    assert_eq!(run.buyer_action("busy", "pause").status, 200);
+    let mut buyers: Vec<String> = clients
+        .into_iter()
+        .map(|mut c| {
+            let v = c.read_response().expect("an answer").json();
+            assert_eq!(v["status"], "sold", "{v}");
+            v["sales"][0]["buyer"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    buyers.sort();
+    assert_eq!(buyers, ["busy", "other", "other"]);
+    assert_eq!(fleet.posts(0), 1);
+    assert_eq!(not_sent_for_pause(&toml), (0, 2));
+    let busy = &run.stats()["buyers"]["busy"];
+    assert_eq!(
+        (busy["wins"].as_u64(), busy["post_rejects"].as_u64()),
+        (Some(1), Some(0)),
+        "{busy}"
+    );
+    // Only the one sale counts toward its cap: the two not sent gave theirs back.
+    assert_eq!(busy["caps_used"]["daily"], 1, "{busy}");
+}

@@ -1705,6 +1705,10 @@ pub const POST_NOT_SENT_CAPPED: &str = "not sent: cap or budget reached";
 /// The reason journaled for a post to a buyer the operator paused since its bid.
 pub const POST_NOT_SENT_PAUSED: &str = "not sent: buyer paused";
 
+/// The reason journaled for a ping that waited for a connection to a buyer the operator
+/// paused meanwhile: its result is a timeout, and it was never written.
+pub const PING_NOT_SENT_PAUSED: &str = "not sent: buyer paused";
+
 /// The reason journaled (if the journal has come back by then) for a post whose `post_sent`
 /// the journal refused: never sent, not a rejection.
 pub const POST_NOT_SENT_UNJOURNALED: &str = "not sent: the journal could not record it";

@@ -58,6 +58,10 @@ impl Worker {
                         None,
                     ),
                     PingOutcome::NoBid => (journal::PingOutcome::NoBid, None),
+                    PingOutcome::Timeout if lead.journaled[s] & PING_PAUSED != 0 => (
+                        journal::PingOutcome::Timeout,
+                        Some(crate::net::PING_NOT_SENT_PAUSED),
+                    ),
                     PingOutcome::Timeout if lead.journaled[s] & PING_SENT == 0 => (
                         journal::PingOutcome::Timeout,
                         Some("not sent: no free connection to the buyer before the close"),

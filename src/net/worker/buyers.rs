@@ -22,6 +22,9 @@ impl Worker {
     /// unsent at their close. A ping with less than [`MIN_PING_LEFT`] left is never written.
     /// Jobs no longer wanted are dropped on the way. `None`: nothing worth a connection.
     pub(super) fn next_waiter(&mut self, p: usize) -> Option<Job> {
+        if self.drop_waiters_if_paused(p) {
+            return None;
+        }
         while let Some(job) = self.pools[p].waiters.front() {
             if self.job_still_wanted(job) {
                 break;
@@ -51,6 +54,40 @@ impl Worker {
             };
         }
         None
+    }
+
+    /// A pause holds at once, for requests already waiting for a connection to the buyer
+    /// too: when the operator paused the pool's buyer, each of its waiting pings ends now as
+    /// a timeout never sent, and each waiting post as not sent for the pause (its lead
+    /// cascades, its cap reservation is given back). True when the buyer is paused.
+    pub(super) fn drop_waiters_if_paused(&mut self, p: usize) -> bool {
+        let pool = &self.pools[p];
+        if pool.retired || !self.gen.rt.caps.is_paused(pool.buyer) {
+            return false;
+        }
+        let now = self.now;
+        while let Some(job) = self.pools[p].waiters.pop_front() {
+            if !self.job_still_wanted(&job) {
+                continue;
+            }
+            let Some(lead) = self.leads.get_mut(job.lead) else {
+                continue;
+            };
+            match job.kind {
+                JobKind::Ping => {
+                    lead.journaled[job.slot] |= PING_PAUSED;
+                    lead.auction
+                        .on_ping_result(job.slot, now, PingOutcome::Timeout);
+                }
+                JobKind::Post => {
+                    lead.cascade_in_rotation();
+                    lead.auction
+                        .on_post_result(job.slot, now, PostOutcome::Paused);
+                }
+            }
+            self.dirty.push(job.lead);
+        }
+        true
     }
 
     /// A waiting ping's time left for its buyer and its lead's whole ping window.
@@ -771,6 +808,7 @@ impl Worker {
             // A reload lowered the buyer's connection limit: this one is over it.
             return self.close_conn(ck);
         }
+        self.drop_waiters_if_paused(p);
         while let Some(job) = self.pools[p].waiters.front() {
             if !self.job_still_wanted(job) {
                 self.pools[p].waiters.pop_front();

@@ -83,11 +83,11 @@ const REQUEST_BUFFER_GRAIN: usize = 64;
 /// socket); rustls bounds what it has received and not yet handed over at 16 KiB of its own.
 const SELLER_TLS_BUFFER: usize = 32 * 1024;
 
-/// `Lead::journaled` flags: the slot's ping answer, its post result.
 /// Longest refusal message journaled with its code (and answered again from the journal):
 /// messages are the exchange's own sentences, a few quoting a field name.
 const MAX_JOURNALED_MESSAGE: usize = 1024;
 
+/// `Lead::journaled` flags: the slot's ping answer, its post result.
 const PING_JOURNALED: u8 = 1;
 const POST_JOURNALED: u8 = 2;
 /// The slot's ping was handed to a connection (and its `ping_sent` journaled).
@@ -95,6 +95,9 @@ const PING_SENT: u8 = 4;
 /// The slot's `post_sent` promised its result and sale room in the journal
 /// ([`journal::post_promise`]); the lead gives back what it promised once it is answered.
 const POST_PROMISED: u8 = 8;
+/// The slot's ping waited for a connection while the operator paused its buyer, and was
+/// not written (its result a timeout, journaled as not sent for the pause).
+const PING_PAUSED: u8 = 16;
 
 fn seller_token(index: usize) -> Token {
     Token(2 + index * 2)
