@@ -573,20 +573,13 @@ type Side = Option<(Num, bool)>;
 impl Bound {
     /// Tighten `lo` and `hi` by this bound.
     fn narrow(self, lo: &mut Side, hi: &mut Side) {
-        let tighter_low = |a: (Num, bool), b: Side| match b {
+        // Whether `a` leaves out more than `b` does, `inward` the way a bound narrows: a
+        // greater low, a lesser high, or the same number with its end left out.
+        let tighter = |a: (Num, bool), b: Side, inward: Ordering| match b {
             None => true,
             Some(b) => match a.0.cmp(b.0) {
-                Some(Ordering::Greater) => true,
                 Some(Ordering::Equal) => !a.1 && b.1,
-                _ => false,
-            },
-        };
-        let tighter_high = |a: (Num, bool), b: Side| match b {
-            None => true,
-            Some(b) => match a.0.cmp(b.0) {
-                Some(Ordering::Less) => true,
-                Some(Ordering::Equal) => !a.1 && b.1,
-                _ => false,
+                o => o == Some(inward),
             },
         };
         let (l, h) = match self {
@@ -594,10 +587,10 @@ impl Bound {
             Bound::High(n, inc) => (None, Some((n, inc))),
             Bound::Exactly(n) => (Some((n, true)), Some((n, true))),
         };
-        if let Some(l) = l.filter(|&l| tighter_low(l, *lo)) {
+        if let Some(l) = l.filter(|&l| tighter(l, *lo, Ordering::Greater)) {
             *lo = Some(l);
         }
-        if let Some(h) = h.filter(|&h| tighter_high(h, *hi)) {
+        if let Some(h) = h.filter(|&h| tighter(h, *hi, Ordering::Less)) {
             *hi = Some(h);
         }
     }

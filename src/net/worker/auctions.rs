@@ -641,18 +641,12 @@ impl Worker {
         );
         lead.close_from_plan = true;
         let c = &snap.campaigns[lead.campaign];
+        // The campaign's floor holds for every sale, as for its auction. After posts that
+        // failed, the fallback's posts are a cascade.
         let params = Params {
-            sale: c.sale,
-            // The campaign's floor holds for every sale, as for its auction.
-            reserve_cents: c.reserve_cents,
-            ping_timeout: c.ping_timeout,
-            post_timeout: c.post_timeout,
-            margin: snap.server.engine_margin,
-            ping_only: false,
             in_order: true,
-            answer_by: c.answer_timeout,
-            // After posts that failed, the fallback's posts are a cascade.
             posted_before: posted,
+            ..campaign_params(c, &snap)
         };
         lead.auction = Auction::from_held(params, lead.auction.arrival(), Instant::now(), &plan);
         if let Some(until) = self.drain_until {

@@ -249,15 +249,8 @@ impl Worker {
         }
 
         let params = Params {
-            sale: c.sale,
-            reserve_cents: c.reserve_cents,
-            ping_timeout: c.ping_timeout,
-            post_timeout: c.post_timeout,
-            margin: snap.server.engine_margin,
             ping_only: flow == Flow::Ping,
-            in_order: false,
-            answer_by: c.answer_timeout,
-            posted_before: false,
+            ..campaign_params(c, snap)
         };
         steps::mark_after(Step::JournalReceived, Step::Validate);
         let fixed_price = c.method != Distribution::PingPost && flow == Flow::Direct;

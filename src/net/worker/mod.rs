@@ -617,6 +617,22 @@ fn cap_home(shared: &Shared, lead: &Lead, buyer: usize) -> Option<(Arc<Runtime>,
     Some((current, b))
 }
 
+/// An auction's parameters from its campaign: a lead pinged, posted best bid first, no post
+/// before it.
+fn campaign_params(c: &crate::config::Campaign, snap: &Snapshot) -> Params {
+    Params {
+        sale: c.sale,
+        reserve_cents: c.reserve_cents,
+        ping_timeout: c.ping_timeout,
+        post_timeout: c.post_timeout,
+        margin: snap.server.engine_margin,
+        ping_only: false,
+        in_order: false,
+        answer_by: c.answer_timeout,
+        posted_before: false,
+    }
+}
+
 /// A held bid: (buyer, cents, bid id).
 type HeldBid = (usize, i64, Option<crate::text::SmallText>);
 /// A held ping a post claimed, mapped onto the config in force: its campaign, test flag, bids,
