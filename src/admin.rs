@@ -555,6 +555,8 @@ fn route(head: &RequestHead, shared: &Shared, started: Instant) -> (u16, &'stati
             for s in &shared.stats {
                 s.lock().reset();
             }
+            shared.seller_conns.reset_counts();
+            shared.dedupe.reset_forced_evictions();
             (200, "application/json", b"{\"status\":\"reset\"}".to_vec())
         }
         (Method::Post, "/v1/admin/reload") => reload(shared),

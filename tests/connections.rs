@@ -208,6 +208,27 @@ fn with_every_connection_serving_a_new_one_is_told_overloaded() {
     // The 503 the seller read is among the refusals by status.
     let refused = operator_get(admin, "/v1/stats").json()["refused"].clone();
     assert_eq!(refused, serde_json::json!({"503": 1}), "{refused}");
+
+    // The operator's reset zeroes the connection counts with the rest; open is no count.
+    let mut c = Client::connect(admin);
+    c.send_raw(
+        format!(
+            "POST /v1/admin/stats/reset HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.read_response().expect("an answer").status, 200);
+    let conns = connections(admin);
+    assert_eq!(conns["sellers_refused"], 0, "{conns}");
+    assert_eq!(conns["sellers_open"], 4, "{conns}");
+    let metrics = String::from_utf8_lossy(&operator_get(admin, "/metrics").body).to_string();
+    for line in [
+        "gavel_seller_connections_refused_total 0",
+        "gavel_seller_connections_evicted_total 0",
+        "gavel_seller_connections_open 4",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}: {metrics}");
+    }
 }
 
 /// Connections that never send a byte hold every place, and the head timeout is long: a real

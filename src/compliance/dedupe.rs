@@ -243,6 +243,11 @@ impl DedupeIndex {
         self.forced_evictions.load(Ordering::Relaxed)
     }
 
+    /// Zero the forced evictions count (the operator's stats reset).
+    pub fn reset_forced_evictions(&self) {
+        self.forced_evictions.store(0, Ordering::Relaxed);
+    }
+
     /// Time before which no caller's window reaches, once any window is known.
     fn horizon(&self, now_us: u64) -> Option<u64> {
         match self.widest_window_us.load(Ordering::Relaxed) {

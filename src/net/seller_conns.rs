@@ -106,6 +106,13 @@ impl SellerConns {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Zero the evicted and refused counts (the operator's stats reset); open connections
+    /// are a gauge, not a count, and stay.
+    pub fn reset_counts(&self) {
+        self.evicted.store(0, Ordering::Relaxed);
+        self.refused.store(0, Ordering::Relaxed);
+    }
+
     pub fn count_eviction(&self) {
         self.evicted.fetch_add(1, Ordering::Relaxed);
     }
