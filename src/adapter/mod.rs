@@ -435,7 +435,8 @@ impl Adapter {
     /// In JSON bodies a template that is exactly one placeholder keeps the JSON type of what
     /// it names (a lead's `"age": 34` stays a number, `{price}` is the number `42.5`,
     /// `disclosed_buyers` stays an array), as the native protocol would send it; a missing
-    /// value is `""`; a template mixing text and placeholders is a string.
+    /// lead or consent field, and `{bid_id}` of a bid that came without one, is `null`, and
+    /// `{price}` without a price `""`; a template mixing text and placeholders is a string.
     pub fn write_post(&self, out: &mut Vec<u8>, ctx: &Ctx<'_>) {
         self.write_body(out, &self.post, ctx);
     }
@@ -897,6 +898,12 @@ fn render_typed(out: &mut Vec<u8>, part: &Part, ctx: &Ctx<'_>) -> bool {
         },
         Part::Test => {
             out.extend_from_slice(if ctx.test { b"true" } else { b"false" });
+            return true;
+        }
+        // The bid's own id, a string; a bid that came without one has none, as a missing
+        // lead field has none (the native post leaves `bid_id` out).
+        Part::BidId if ctx.bid_id.is_none() => {
+            out.extend_from_slice(b"null");
             return true;
         }
         Part::Lead(f) => ctx.lead.get_path(f),

@@ -437,6 +437,21 @@ post_body = { price = "{price}", label = "${price}", bid = "{bid_id}", buyers = 
     assert_eq!(v["price"], json!(""));
     // A consent the post does not have: null, as for a missing lead field.
     assert_eq!(v["buyers"], json!(null));
+    // A bid that came without an id: null, not an empty id the buyer would look up; within
+    // text, empty.
+    let b = adapter(
+        r#"request = "json"
+response = "json"
+bid_path = "/bid"
+post_body = { bid = "{bid_id}", ref = "bid-{bid_id}" }"#,
+    );
+    out.clear();
+    let ctx = Ctx {
+        bid_id: None,
+        ..post_ctx(&lead, None)
+    };
+    b.write_post(&mut out, &ctx);
+    assert_eq!(text(&out), r#"{"bid":null,"ref":"bid-"}"#);
 }
 
 #[test]
