@@ -65,6 +65,8 @@ pub struct Reader {
     seqs: Vec<u64>,
     next_index: usize,
     cur: Option<Mapped>,
+    /// The current segment's size as its header gives it: a file shorter than that was cut.
+    cur_size: u64,
     off: u64,
     done: bool,
     /// The segment read before the current one: a number skipped between them is a segment
@@ -136,6 +138,7 @@ impl Reader {
             seqs,
             next_index: 0,
             cur: None,
+            cur_size: 0,
             off: 0,
             done: false,
             prev: None,
@@ -329,7 +332,7 @@ impl Iterator for Reader {
                 self.cur = Some(m);
                 self.off = SEGMENT_HEADER_BYTES;
                 match header {
-                    Ok(h) if h.seq == seq => {}
+                    Ok(h) if h.seq == seq => self.cur_size = h.segment_bytes,
                     Ok(_) => {
                         return self.stop_at(
                             seq,
@@ -353,7 +356,29 @@ impl Iterator for Reader {
                 let Some(m) = &self.cur else { continue };
                 let buf = m.bytes();
                 let off = self.off;
-                match read_frame(buf, off) {
+                let total = buf.len() as u64;
+                let frame = read_frame(buf, off);
+                // A file shorter than its header says was cut (a copy interrupted, a file
+                // truncated): a frame running past its end, or the end reached with no end
+                // sentinel, is the cut, whatever the frame's bytes say; a record whole up to
+                // the cut is read as one. (The newest segment so cut is a torn tail.)
+                let cut = total < self.cur_size
+                    && match &frame {
+                        Frame::Sealed => off.saturating_add(FRAME_ALIGN) > total,
+                        Frame::Damage(DamageKind::BadLength(len)) => {
+                            off.saturating_add(u64::from(*len)) > total
+                        }
+                        _ => false,
+                    };
+                let frame = if cut {
+                    Frame::Damage(DamageKind::SizeChanged {
+                        header: self.cur_size,
+                        file: total,
+                    })
+                } else {
+                    frame
+                };
+                match frame {
                     Frame::Record {
                         len,
                         type_code,

@@ -906,6 +906,75 @@ fn the_newest_segment_cut_short_is_a_torn_tail_an_older_one_damage() {
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), MIN_SEGMENT_BYTES);
 }
 
+/// A reader (`export`, `show`, a lookup) meets a segment cut short as `verify` does, wherever
+/// the cut falls: an older one is damage, named as the cut, even cut exactly between two
+/// records, where every frame before the end reads whole and the end looks like the end; the
+/// newest one cut so is a torn tail, its records up to the cut read and nothing more.
+#[test]
+fn a_reader_finds_a_segment_cut_between_two_records() {
+    for cut_mid_record in [false, true] {
+        let dir = TempDir::new("cut-between");
+        let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+        let mut ends = Vec::new();
+        let mut i = 0;
+        while j.tail().segment == 0 {
+            append(&j, T0 + i as u64, &ping_record(i));
+            ends.push(j.tail());
+            i += 1;
+        }
+        for k in 0..5 {
+            append(&j, T0 + (i + k) as u64, &ping_record(i + k));
+        }
+        drop(j);
+        // Segment 0, sealed, cut where its 20th record ends (and its 21st begins), or 40
+        // bytes into the 21st.
+        let at = ends[19].offset + if cut_mid_record { 40 } else { 0 };
+        let seg = segment_path(dir.path(), 0);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(at)
+            .unwrap();
+        let mut reader = Reader::open(dir.path()).unwrap();
+        let read: Vec<_> = reader
+            .by_ref()
+            .take(20)
+            .map(|e| e.unwrap().record)
+            .collect();
+        assert_eq!(read, (0..20).map(ping_record).collect::<Vec<_>>());
+        match reader.next() {
+            Some(Err(JournalError::Damaged { at: pos, kind })) => {
+                assert!(matches!(kind, DamageKind::SizeChanged { .. }), "{kind}");
+                assert_eq!(pos.offset, ends[19].offset);
+            }
+            other => panic!("cut at {at}: {other:?}"),
+        }
+        assert!(!verify(dir.path()).unwrap().intact());
+    }
+
+    // The newest segment cut between two records: a torn tail, read to the cut.
+    let dir = TempDir::new("cut-between-newest");
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    let mut ends = Vec::new();
+    for i in 0..40 {
+        append(&j, T0 + i as u64, &ping_record(i));
+        ends.push(j.tail().offset);
+    }
+    drop(j);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir.path(), 0))
+        .unwrap()
+        .set_len(ends[19])
+        .unwrap();
+    assert_eq!(
+        records(dir.path()),
+        (0..20).map(ping_record).collect::<Vec<_>>()
+    );
+    assert!(verify(dir.path()).unwrap().intact());
+}
+
 /// A segment missing between two that are there (retention only removes the oldest): damage;
 /// the segments after the gap are set aside, and appends go on after the one before it.
 #[test]
