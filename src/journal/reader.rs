@@ -370,13 +370,24 @@ impl Iterator for Reader {
                         }
                         _ => false,
                     };
-                let frame = if cut {
-                    Frame::Damage(DamageKind::SizeChanged {
+                // A file longer than its header says, with bytes past that size, grew: its
+                // records end at its sentinel, and what was added is no record of the
+                // journal's (zeroes added change nothing, and are not damage).
+                let grown = !cut
+                    && total > self.cur_size
+                    && matches!(frame, Frame::Sealed)
+                    && off.saturating_add(FRAME_ALIGN) <= total
+                    && buf
+                        .get(self.cur_size as usize..)
+                        .is_some_and(|b| b.iter().any(|&x| x != 0));
+                let (frame, off) = if cut || grown {
+                    let size = DamageKind::SizeChanged {
                         header: self.cur_size,
                         file: total,
-                    })
+                    };
+                    (Frame::Damage(size), if grown { self.cur_size } else { off })
                 } else {
-                    frame
+                    (frame, off)
                 };
                 match frame {
                     Frame::Record {
@@ -528,6 +539,8 @@ pub struct Follower {
     waiting: Option<(Position, Instant)>,
     /// A segment whose header does not read (being created, or damaged), and since when.
     bad_header: Option<(u64, Instant)>,
+    /// The current segment's size as its header gives it (see [`Reader`]'s).
+    cur_size: u64,
 }
 
 impl Follower {
@@ -545,6 +558,7 @@ impl Follower {
             cur: None,
             waiting: None,
             bad_header: None,
+            cur_size: 0,
         };
         let keep = last_n.min(MAX_TAIL_BACKLOG);
         let mut backlog = VecDeque::with_capacity(keep);
@@ -568,6 +582,7 @@ impl Follower {
             cur: None,
             waiting: None,
             bad_header: None,
+            cur_size: 0,
         }
     }
 
@@ -605,6 +620,7 @@ impl Follower {
                 let why = match SegmentHeader::parse(m.bytes()) {
                     Ok(h) if h.seq == self.seq => {
                         self.cur = Some(m);
+                        self.cur_size = h.segment_bytes;
                         self.bad_header = None;
                         continue;
                     }
@@ -693,6 +709,27 @@ impl Follower {
                     if !self.next_has_data()? || !self.advance()? {
                         return Ok(n);
                     }
+                }
+                // The file cut short inside a record (shorter than its header says): in the
+                // newest segment a torn tail, waited on as one (a start reclaims it); with a
+                // later segment, the records past the cut are lost.
+                Frame::Damage(DamageKind::BadLength(len))
+                    if (buf.len() as u64) < self.cur_size
+                        && off.saturating_add(u64::from(len)) > buf.len() as u64 =>
+                {
+                    if !list_segments(&self.dir)?.into_iter().any(|s| s > self.seq) {
+                        return Ok(n);
+                    }
+                    return Err(JournalError::Damaged {
+                        at: Position {
+                            segment: self.seq,
+                            offset: off,
+                        },
+                        kind: DamageKind::SizeChanged {
+                            header: self.cur_size,
+                            file: buf.len() as u64,
+                        },
+                    });
                 }
                 Frame::Damage(kind) => {
                     return Err(JournalError::Damaged {

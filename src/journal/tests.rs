@@ -973,6 +973,46 @@ fn a_reader_finds_a_segment_cut_between_two_records() {
         (0..20).map(ping_record).collect::<Vec<_>>()
     );
     assert!(verify(dir.path()).unwrap().intact());
+    // Cut inside a record: a follower reads to the cut and waits there, as on a torn tail.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir.path(), 0))
+        .unwrap()
+        .set_len(ends[18] + 40)
+        .unwrap();
+    let mut f = Follower::from_segment(dir.path(), 0);
+    let mut seen = 0;
+    assert_eq!(f.poll(&mut |_| seen += 1).unwrap(), 19);
+    assert_eq!(f.poll(&mut |_| seen += 1).unwrap(), 0);
+    assert_eq!(seen, 19);
+}
+
+/// An older segment grown (bytes appended past its header's size): bytes that are not zero
+/// are damage to readers as to `verify`; zeroes appended change nothing and are not.
+#[test]
+fn a_reader_finds_an_older_segment_grown_by_bytes_not_zero() {
+    for (fill, damaged) in [(0u8, false), (7u8, true)] {
+        let dir = TempDir::new("grown");
+        let (j, _) = Journal::open(opts(dir.path(), MIN_SEGMENT_BYTES)).unwrap();
+        let n = fill_to_segment(&j, 1);
+        append(&j, T0 + n as u64, &ping_record(n));
+        drop(j);
+        let seg = segment_path(dir.path(), 0);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+        std::io::Write::write_all(&mut file, &[fill; 100]).unwrap();
+        drop(file);
+        let v = verify(dir.path()).unwrap();
+        assert_eq!(!v.intact(), damaged, "{v}");
+        match read_all(dir.path()) {
+            Ok(all) => assert!(!damaged && all.len() == n + 1, "{} read", all.len()),
+            Err(JournalError::Damaged { at, kind }) => {
+                assert!(damaged, "{kind}");
+                assert!(matches!(kind, DamageKind::SizeChanged { .. }), "{kind}");
+                assert_eq!(at.offset, MIN_SEGMENT_BYTES);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// A segment missing between two that are there (retention only removes the oldest): damage;
