@@ -153,6 +153,17 @@ pub struct Plan {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+impl Plan {
+    /// The adapter whose template builds the ping, when one does: a form adapter always, a
+    /// JSON one with a ping template (without one it gets the native ping, as from the
+    /// exchange). Such a ping carries no `timeout_ms` unless its template puts one in.
+    fn ping_template(&self) -> Option<&Arc<Adapter>> {
+        self.codec
+            .as_ref()
+            .filter(|c| c.request_kind() == crate::adapter::RequestKind::Form || c.has_ping_body())
+    }
+}
+
 /// Run the command; returns the exit code (0 conformant, 1 not, 2 usage).
 pub fn run(args: &BuyerCheckArgs) -> i32 {
     let plan = match plan(args) {
@@ -286,6 +297,18 @@ fn plan(args: &BuyerCheckArgs) -> Result<Plan, i32> {
         }
         _ => None,
     };
+    if let (Some(b), Some(s), Some(id)) = (buyer, &snap, &args.campaign) {
+        if s.campaign_by_id(id)
+            .is_some_and(|c| !b.campaigns.contains(&c))
+        {
+            notes.push(format!(
+                "buyer {} is not in campaign {}: the exchange never pings it for that \
+                 campaign's leads",
+                crate::text::shown(&b.id),
+                crate::text::shown(id)
+            ));
+        }
+    }
     notes.push(
         "posts are not sent (a post carries a consumer): 'conformant' speaks of pings only; \
          the post endpoint is first tried by a real lead"
@@ -767,12 +790,7 @@ fn send_pings(plan: &Plan) -> (Vec<PingRecord>, Option<SocketAddr>) {
         }
         let ping_id = ulid::Ulid::new().to_string();
         ping.clear();
-        // A JSON adapter without a ping template gets the native ping, as from the exchange.
-        let templated = plan
-            .codec
-            .as_ref()
-            .filter(|c| c.request_kind() == crate::adapter::RequestKind::Form || c.has_ping_body());
-        match templated {
+        match plan.ping_template() {
             Some(codec) => codec.write_ping(
                 &mut ping,
                 &Ctx {
@@ -962,6 +980,9 @@ pub struct Report {
     pub missing_fields: Vec<String>,
     pub window_ms: u64,
     pub timeout_ms: u64,
+    /// Whether the pings carried `timeout_ms` (native pings do; an adapter's template does
+    /// not).
+    pub timeout_in_ping: bool,
     pub conformant: bool,
     pub checks: Vec<Check>,
     pub pings: u32,
@@ -1354,11 +1375,17 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
             Check {
                 name: "timeout",
                 verdict: Verdict::Pass,
-                detail: format!(
-                    "every answer within the {} ms window (pings said timeout_ms {})",
-                    plan.window.as_millis(),
-                    plan.timeout_ms
-                ),
+                detail: match plan.ping_template() {
+                    None => format!(
+                        "every answer within the {} ms window (pings said timeout_ms {})",
+                        plan.window.as_millis(),
+                        plan.timeout_ms
+                    ),
+                    Some(_) => format!(
+                        "every answer within the {} ms window",
+                        plan.window.as_millis()
+                    ),
+                },
             }
         });
         checks.push(if !keep_fail.is_empty() {
@@ -1472,6 +1499,7 @@ pub fn judge(plan: &Plan, records: &[PingRecord], peer: Option<SocketAddr>) -> R
         missing_fields: plan.missing_fields.clone(),
         window_ms: plan.window.as_millis() as u64,
         timeout_ms: plan.timeout_ms,
+        timeout_in_ping: plan.ping_template().is_none(),
         conformant,
         checks,
         pings: count,
@@ -1499,7 +1527,7 @@ impl Report {
     /// The report for a person.
     pub fn text(&self) -> String {
         let mut s = format!(
-            "buyer-check {}\n  {} protocol{}, campaign {}, {} pings, window {} ms (timeout_ms {} in the ping)\n  ping fields: {}\n",
+            "buyer-check {}\n  {} protocol{}, campaign {}, {} pings, window {} ms ({})\n  ping fields: {}\n",
             self.url,
             self.protocol,
             self.buyer
@@ -1510,7 +1538,11 @@ impl Report {
             self.campaign,
             self.pings,
             self.window_ms,
-            self.timeout_ms,
+            if self.timeout_in_ping {
+                format!("timeout_ms {} in the ping", self.timeout_ms)
+            } else {
+                "the adapter's ping template carries no timeout_ms".to_string()
+            },
             if self.ping_fields.is_empty() {
                 "(none)".to_string()
             } else {

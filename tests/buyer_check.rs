@@ -636,6 +636,38 @@ fn the_report_says_which_configured_buyer_it_checked() {
     let last = String::from_utf8_lossy(heads.last().unwrap()).to_ascii_lowercase();
     assert!(last.contains("x-api-key: moon-secret"), "{last}");
 
+    // A buyer checked for a campaign it is not in: said, as it is never pinged for it.
+    let lunar = twin.replace(
+        "id = \"moon\"\ncampaigns = [\"solar\"]",
+        "id = \"moon\"\ncampaigns = [\"lunar\"]",
+    ) + "\n[[campaigns]]\nid = \"lunar\"\nvertical = \"solar\"\n";
+    assert_ne!(lunar, twin);
+    let cfg2 = dir.join("lunar.toml");
+    std::fs::write(&cfg2, &lunar).unwrap();
+    let cfg2 = cfg2.to_str().unwrap();
+    let in_other = |buyer: &str| {
+        let o = buyer_check(&[
+            "--url",
+            &url,
+            "--config",
+            cfg2,
+            "--campaign",
+            "solar",
+            "--buyer",
+            buyer,
+            "--count",
+            "1",
+        ]);
+        stdout(&o)
+    };
+    let out = in_other("moon");
+    assert!(
+        out.contains("note: buyer moon is not in campaign solar: the exchange never pings it"),
+        "{out}"
+    );
+    assert!(!in_other("sun").contains("is not in campaign"));
+    assert!(out.contains("note: posts are not sent"), "{out}");
+
     let o = run(&["--buyer", "nobody"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no buyer \"nobody\""), "{}", stderr(&o));
@@ -687,6 +719,25 @@ bid_id_path = "/response/lead_id""#,
     assert_eq!(v["protocol"], "adapter");
     assert_eq!(v["bids"], 2);
     assert_eq!(v["bid_max"], 12.5);
+    // Its form ping carries no timeout_ms, and the report does not say it does.
+    assert_eq!(v["timeout_in_ping"], false);
+    let o = buyer_check(&[
+        "--url",
+        &url,
+        "--campaign",
+        "solar",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--count",
+        "1",
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("(the adapter's ping template carries no timeout_ms)")
+            && !out.contains("in the ping)")
+            && !out.contains("pings said timeout_ms"),
+        "{out}"
+    );
     let body = String::from_utf8_lossy(&f.ping_bodies(0)[0]).into_owned();
     assert!(
         body.contains("Key=lx-1") && body.contains("State=TX"),
