@@ -834,6 +834,27 @@ fn resized(v: &VerifyReport) -> bool {
     )
 }
 
+/// Forty ping records in one 1 MiB segment, the journal closed: where each record ends.
+fn forty_pings(dir: &Path) -> Vec<u64> {
+    let (j, _) = Journal::open(opts(dir, 1 << 20)).unwrap();
+    let mut ends = Vec::new();
+    for i in 0..40 {
+        append(&j, T0 + i as u64, &ping_record(i));
+        ends.push(j.tail().offset);
+    }
+    ends
+}
+
+/// Set segment `seq`'s file to `len` bytes, as a copy interrupted or `truncate` would.
+fn resize_segment(dir: &Path, seq: u64, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir, seq))
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 /// The newest segment's file cut short (the journal never resizes one; a copy interrupted, or
 /// a test making a torn tail, does): the records up to the cut are whole, `verify` calls it a
 /// torn tail and the journal intact, and recovery puts the file back to its size and appends
@@ -843,13 +864,7 @@ fn resized(v: &VerifyReport) -> bool {
 fn the_newest_segment_cut_short_is_a_torn_tail_an_older_one_damage() {
     for cut_mid_record in [true, false] {
         let dir = TempDir::new("cut-short");
-        let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
-        let mut ends = Vec::new();
-        for i in 0..40 {
-            append(&j, T0 + i as u64, &ping_record(i));
-            ends.push(j.tail().offset);
-        }
-        drop(j);
+        let ends = forty_pings(dir.path());
         let seg = segment_path(dir.path(), 0);
         // In the middle of the 21st record, or exactly at its start.
         let at = if cut_mid_record {
@@ -857,12 +872,7 @@ fn the_newest_segment_cut_short_is_a_torn_tail_an_older_one_damage() {
         } else {
             ends[19]
         };
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(at)
-            .unwrap();
+        resize_segment(dir.path(), 0, at);
         let v = verify(dir.path()).unwrap();
         assert!(v.intact(), "{v}");
         assert_eq!(v.records, 20, "{v}");
@@ -890,12 +900,7 @@ fn the_newest_segment_cut_short_is_a_torn_tail_an_older_one_damage() {
     fill_to_segment(&j, 1);
     drop(j);
     let seg = segment_path(dir.path(), 0);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(MIN_SEGMENT_BYTES / 2)
-        .unwrap();
+    resize_segment(dir.path(), 0, MIN_SEGMENT_BYTES / 2);
     let v = verify(dir.path()).unwrap();
     assert!(!v.intact(), "{v}");
     assert!(resized(&v), "{v}");
@@ -929,13 +934,7 @@ fn a_reader_finds_a_segment_cut_between_two_records() {
         // Segment 0, sealed, cut where its 20th record ends (and its 21st begins), or 40
         // bytes into the 21st.
         let at = ends[19].offset + if cut_mid_record { 40 } else { 0 };
-        let seg = segment_path(dir.path(), 0);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(at)
-            .unwrap();
+        resize_segment(dir.path(), 0, at);
         let mut reader = Reader::open(dir.path()).unwrap();
         let read: Vec<_> = reader
             .by_ref()
@@ -955,31 +954,15 @@ fn a_reader_finds_a_segment_cut_between_two_records() {
 
     // The newest segment cut between two records: a torn tail, read to the cut.
     let dir = TempDir::new("cut-between-newest");
-    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
-    let mut ends = Vec::new();
-    for i in 0..40 {
-        append(&j, T0 + i as u64, &ping_record(i));
-        ends.push(j.tail().offset);
-    }
-    drop(j);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(segment_path(dir.path(), 0))
-        .unwrap()
-        .set_len(ends[19])
-        .unwrap();
+    let ends = forty_pings(dir.path());
+    resize_segment(dir.path(), 0, ends[19]);
     assert_eq!(
         records(dir.path()),
         (0..20).map(ping_record).collect::<Vec<_>>()
     );
     assert!(verify(dir.path()).unwrap().intact());
     // Cut inside a record: a follower reads to the cut and waits there, as on a torn tail.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(segment_path(dir.path(), 0))
-        .unwrap()
-        .set_len(ends[18] + 40)
-        .unwrap();
+    resize_segment(dir.path(), 0, ends[18] + 40);
     let mut f = Follower::from_segment(dir.path(), 0);
     let mut seen = 0;
     assert_eq!(f.poll(&mut |_| seen += 1).unwrap(), 19);
