@@ -86,10 +86,26 @@ impl HeldPings {
         self.expired.len()
     }
 
-    /// Whether one more ping can be held, the expired ones moved out first when full.
+    /// Whether one more ping can be held, the expired ones moved out first when full, and
+    /// then the posted ones: a ping a post took (past its checks, so it is not given back) is
+    /// held for no post any more, and is remembered as the expired are (a second post is told
+    /// 409 all the same).
     pub fn has_room(&mut self, now: Instant) -> bool {
         if self.live.len() >= MAX_HELD_PINGS {
             self.sweep(now);
+        }
+        if self.live.len() >= MAX_HELD_PINGS {
+            let taken: Vec<String> = self
+                .live
+                .iter()
+                .filter(|(_, h)| h.posted && !h.checking)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in taken {
+                if let Some((id, h)) = self.live.remove_entry(&id) {
+                    self.remember(id, &h, now);
+                }
+            }
         }
         self.live.len() < MAX_HELD_PINGS
     }
@@ -277,6 +293,34 @@ mod tests {
             Lookup::Expired { posted: true, .. }
         ));
         assert_eq!(held.len(), 0);
+    }
+
+    /// Full of pings held for a minute, most of them taken by posts: the taken ones make room
+    /// for new pings (a second post of one is still told it was posted), one still being
+    /// checked or not taken does not.
+    #[test]
+    fn pings_posts_took_make_room_when_the_hold_is_full() {
+        let snap = snapshot();
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(60);
+        let mut held = HeldPings::default();
+        for i in 0..MAX_HELD_PINGS {
+            let mut p = ping(&snap, until);
+            p.posted = i < 3;
+            p.checking = i == 2;
+            assert!(held.insert(format!("p{i}"), p, t0));
+        }
+        assert_eq!(held.len(), MAX_HELD_PINGS);
+        // Two were taken and checked: room for two, not a third.
+        assert!(held.insert("new-1".into(), ping(&snap, until), t0));
+        assert!(held.insert("new-2".into(), ping(&snap, until), t0));
+        assert!(!held.insert("new-3".into(), ping(&snap, until), t0));
+        assert!(matches!(
+            held.lookup("p0", t0),
+            Lookup::Expired { posted: true, .. }
+        ));
+        assert!(matches!(held.lookup("p2", t0), Lookup::Live(_)));
+        assert!(matches!(held.lookup("p3", t0), Lookup::Live(_)));
     }
 
     #[test]
