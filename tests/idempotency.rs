@@ -579,3 +579,140 @@ fn damage_in_an_older_segment_leaves_later_leads_answerable() {
     assert!(stderr.contains("warning:"), "{stderr}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Fill the exchange's hold with pings that expire in a minute, up to `n` in all.
+fn fill_hold(ex: &Exchange, n: usize) {
+    let shared = ex.handle.as_ref().expect("running").shared().clone();
+    let snap = shared.runtime().snap.clone();
+    let mut held = shared.held.lock();
+    let expires = Instant::now() + Duration::from_secs(60);
+    let mut i = held.len();
+    while held.len() < n {
+        let ping = gavel::net::HeldPing {
+            snap: snap.clone(),
+            seller: 0,
+            campaign: 0,
+            test: false,
+            bids: Vec::new(),
+            bids_received: 0,
+            fields: gavel::lead::Fields::default(),
+            expires,
+            posted: false,
+            checking: false,
+            payout: gavel::config::Payout::ShareBp(8000),
+            source: None,
+            priced: Vec::new(),
+            journaled: None,
+        };
+        assert!(held.insert(format!("filler-{i}"), ping, Instant::now()));
+        i += 1;
+    }
+}
+
+/// A ping with no room to hold its bids is turned away 503 `overloaded` with `Retry-After`,
+/// before its buyers are pinged when the hold is full at its arrival, and after its auction
+/// when the hold filled meanwhile; either way its `Idempotency-Key` is free again, so the
+/// seller's retry runs as a new ping and gets its offer once there is room (not a 409 for
+/// ever); a lookup of the one turned away after its auction says so; it counts under
+/// `refused`, not as a ping answered.
+#[test]
+fn a_ping_turned_away_for_a_full_hold_leaves_its_key_free_for_the_retry() {
+    // The buyer takes 300 ms to bid, so the hold can fill while the auction runs.
+    let fleet = Fleet::start(vec![bidder("top", 9000, 300)]).unwrap();
+    let toml = config(&fleet, "hold_ms = 30000", |_| String::new())
+        .replace("ping_timeout_ms = 300", "ping_timeout_ms = 2000");
+    let ex = Exchange::start(&toml);
+    let ping = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let full = gavel::net::MAX_HELD_PINGS;
+    let header = "Idempotency-Key: ping-full";
+    let turned_away = |head: &str, body: &[u8]| {
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+        assert!(head.lines().any(|l| l == "Retry-After: 1"), "{head}");
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["error"]["code"], "overloaded", "{v}");
+        assert_eq!(v["error"]["message"], "too many pings held", "{v}");
+        v
+    };
+
+    // Full at its arrival: no buyer hears of it.
+    fill_hold(&ex, full);
+    let (head, body) = raw(
+        ex.addr,
+        &request_with("/v1/ping", KEY, &[header], ping.as_bytes()),
+    );
+    turned_away(&head, &body);
+    assert_eq!(fleet.pings(0), 0);
+
+    // Room at its arrival, none when its bid is to be held.
+    ex.handle
+        .as_ref()
+        .unwrap()
+        .shared()
+        .held
+        .lock()
+        .sweep(Instant::now() + Duration::from_secs(61));
+    fill_hold(&ex, full - 1);
+    let addr = ex.addr;
+    let first = std::thread::spawn(move || {
+        raw(
+            addr,
+            &request_with("/v1/ping", KEY, &[header], ping.as_bytes()),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fleet.pings(0) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    fill_hold(&ex, full);
+    let (head, body) = first.join().unwrap();
+    let v = turned_away(&head, &body);
+    assert_eq!(fleet.pings(0), 1);
+    let first_id = v["lead_id"].as_str().unwrap_or("").to_string();
+    // Looked up, it is the refusal it was.
+    let mut c = ex.client();
+    c.send_raw(
+        format!("GET /v1/leads/{first_id} HTTP/1.1\r\nHost: gavel\r\nAuthorization: Bearer {KEY}\r\n\r\n")
+            .as_bytes(),
+    );
+    let looked = c.read_response().expect("an answer");
+    assert_eq!(
+        looked.json()["error"]["code"],
+        "overloaded",
+        "{}",
+        String::from_utf8_lossy(&looked.body)
+    );
+
+    assert_eq!(
+        ex.handle.as_ref().unwrap().stats().refused.get(&503),
+        Some(&2)
+    );
+
+    // After a restart (the hold empty again: its fillers were never journaled), the retry
+    // under the same key is a new ping, offered the bid: the start gave the key back too.
+    drop(ex);
+    let ex = Exchange::start(&toml);
+    let (head, body) = raw(
+        ex.addr,
+        &request_with("/v1/ping", KEY, &[header], ping.as_bytes()),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["status"], "bid", "{v}");
+    assert_ne!(v["ping_id"], first_id.as_str());
+    // And from then on the key names that ping.
+    let (head, again) = raw(
+        ex.addr,
+        &request_with("/v1/ping", KEY, &[header], ping.as_bytes()),
+    );
+    assert!(head.contains("Idempotent-Replayed: true"), "{head}");
+    let again: Value = serde_json::from_slice(&again).unwrap();
+    assert_eq!(
+        (&again["ping_id"], &again["payout"]),
+        (&v["ping_id"], &v["payout"])
+    );
+
+    let stats = ex.handle.as_ref().unwrap().stats();
+    let auto = &stats.campaigns["auto"];
+    // The turned-away ping is no ping answered, before the restart or after it.
+    assert_eq!((auto.pings, auto.pings_bid, auto.pings_refused), (1, 1, 0));
+}

@@ -1065,10 +1065,18 @@ fn rebuild(
             }
         }
         match &e.record {
-            Record::Rejected { lead_id, .. } => {
+            Record::Rejected {
+                lead_id,
+                http_status,
+                ..
+            } => {
                 received.remove(lead_id);
                 unsettled.remove(lead_id);
-                keyed_open.remove(lead_id);
+                // A ping turned away for want of room (503) gave its key back: a retry runs
+                // anew, after a start as before it.
+                if *http_status < 500 {
+                    keyed_open.remove(lead_id);
+                }
                 if !aside_pass.get() {
                     no_answer.remove(lead_id);
                 }
@@ -1275,10 +1283,17 @@ fn rebuild(
                 }
             }
             Record::Rejected {
-                lead_id, campaign, ..
+                lead_id,
+                campaign,
+                http_status,
+                ..
             } => {
                 let c = pnl.campaign(campaign);
-                if posting.contains(lead_id) {
+                if *http_status >= 500 && pinging.contains(lead_id) {
+                    // A ping turned away for want of room to hold its bids: counted under
+                    // `refused` while serving, which a start does not rebuild.
+                    ping_bodies.remove(lead_id);
+                } else if posting.contains(lead_id) {
                     c.posts_refused += 1;
                     // A refused post gives its ping back.
                     held.set_posted(lead_id, false);

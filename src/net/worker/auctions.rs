@@ -412,7 +412,31 @@ impl Worker {
                     )
                 }
                 Err(r) => {
+                    // No room to hold the bids (503): journaled, so that a lookup gets this
+                    // answer, not `pending`; its Idempotency-Key is given back, so that a
+                    // retry under it, told to come back in a second, runs as a new ping (as
+                    // one turned away before its auction does).
                     status = r.status;
+                    if let (Some(k), Ok(u)) =
+                        (lead.idempotency_key, ulid::Ulid::from_string(&lead.id))
+                    {
+                        self.shared.idempotency.forget(k, u.0);
+                    }
+                    if let Some(pos) = append(
+                        &self.shared,
+                        &self.stats,
+                        &RecordRef::Rejected {
+                            lead_id: &lead.id,
+                            seller: &snap.sellers[lead.seller].id,
+                            campaign: &campaign.id,
+                            http_status: r.status,
+                            code: r.code,
+                            field: None,
+                            message: Some(&r.message),
+                        },
+                    ) {
+                        self.sync_journal(pos);
+                    }
                     lead::write_refusal(
                         &mut body,
                         Some((&lead.id, lead.req.test)),
@@ -492,12 +516,20 @@ impl Worker {
                     }
                 }
             }
+            // A ping turned away (no room to hold its bids): counted under `refused`, as a
+            // lead turned away is, not as a ping answered.
+            let turned_away = lead.flow == Flow::Ping && status != 200;
+            if turned_away {
+                *st.refused.entry(status).or_insert(0) += 1;
+            }
             let cs = st.campaign(&campaign.id);
             cs.leads += u64::from(lead.flow != Flow::Ping);
             if lead.flow == Flow::Ping {
                 // The lead is counted when posted.
-                cs.pings += 1;
-                cs.pings_bid += u64::from(offered);
+                if !turned_away {
+                    cs.pings += 1;
+                    cs.pings_bid += u64::from(offered);
+                }
             } else if sold {
                 cs.sold += 1;
             } else {
@@ -521,13 +553,13 @@ impl Worker {
                     let close = *close || closing_for_drain(self.drain_until, c, idx);
                     let persist = c.persist(close);
                     let mut bytes = Vec::with_capacity(body.len() + 128);
-                    http::write_response(
-                        &mut bytes,
-                        status,
-                        &[("Content-Type", "application/json")],
-                        &body,
-                        persist,
-                    );
+                    let json = ("Content-Type", "application/json");
+                    let headers: &[(&str, &str)] = if status == 503 {
+                        &[json, ("Retry-After", "1")]
+                    } else {
+                        &[json]
+                    };
+                    http::write_response(&mut bytes, status, headers, &body, persist);
                     c.pending[idx] = Reply::Ready { bytes, close };
                 }
             }

@@ -138,6 +138,12 @@ impl Worker {
             };
             return self.refuse(key, &r, None, &[("Retry-After", "1")]);
         }
+        // A ping with no room to hold its bids is turned away before its buyers are pinged
+        // for nothing (the room is looked at again when the bids are held).
+        if flow == Flow::Ping && !self.shared.held.lock().has_room(Instant::now()) {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return self.refuse(key, &held_full(), None, &[("Retry-After", "1")]);
+        }
         // A post keeps its ping's id, so the journal tells the whole story under one lead id.
         let ulid = ulid::Ulid::new();
         let lead_id = match &held {
@@ -342,6 +348,7 @@ impl Worker {
             close_from_plan: from_plan,
             payout_cents: 0,
             payout_rule: held_rule.unwrap_or(snap.sellers[seller].payout),
+            idempotency_key: keyed.map(|(id, _, _)| id),
             sold_cents: 0,
             sales: 0,
             origin: (key, seq),
@@ -818,12 +825,7 @@ impl Worker {
         let now = Instant::now();
         let mut held = self.shared.held.lock();
         if !held.has_room(now) {
-            return Err(Refusal {
-                status: 503,
-                code: "overloaded",
-                message: "too many pings held".into(),
-                field: None,
-            });
+            return Err(held_full());
         }
         // Journaled under the lock, so the record precedes any post's claim of the hold.
         let pos = self.journal(&record);
@@ -856,4 +858,14 @@ impl Worker {
     }
 
     // ----- buyer side --------------------------------------------------------------------
+}
+
+/// 503 for a ping when `MAX_HELD_PINGS` are held (see `HeldPings::has_room`).
+fn held_full() -> Refusal {
+    Refusal {
+        status: 503,
+        code: "overloaded",
+        message: "too many pings held".into(),
+        field: None,
+    }
 }

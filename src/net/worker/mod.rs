@@ -340,6 +340,9 @@ struct Lead {
     /// The seller's payout rule for this lead: the config's, or for a post the one its ping
     /// was offered under (a reload in between does not change the offer).
     payout_rule: crate::config::Payout,
+    /// The `Idempotency-Key` the lead was sent under (its index id), given back when the
+    /// lead is turned away for want of room (a retry then runs anew).
+    idempotency_key: Option<u128>,
     sales: u32,
     /// What the buyers pay for the sales so far.
     sold_cents: i64,
