@@ -650,6 +650,47 @@ impl Follower {
                 }
                 return Ok(n);
             }
+            // The file shorter than its header says (cut short), and its end reached here:
+            // the end of the data in it, or a frame running past that end.
+            let short = {
+                let Some(m) = &self.cur else { return Ok(n) };
+                let buf = m.bytes();
+                let total = buf.len() as u64;
+                let cut = total < self.cur_size
+                    && match read_frame(buf, self.off) {
+                        Frame::Sealed => self.off.saturating_add(FRAME_ALIGN) > total,
+                        Frame::Damage(DamageKind::BadLength(len)) => {
+                            self.off.saturating_add(u64::from(len)) > total
+                        }
+                        _ => false,
+                    };
+                cut.then_some(total)
+            };
+            if let Some(total) = short {
+                // A start sets the newest segment back to its size and appends from its last
+                // whole record: the file mapped again is followed from here. Until then it
+                // is a torn tail, waited on; with a later segment, the records past the cut
+                // are lost.
+                let path = segment_path(&self.dir, self.seq);
+                let len = std::fs::metadata(&path).map_or(total, |m| m.len());
+                if len != total {
+                    self.cur = None;
+                    continue;
+                }
+                if !list_segments(&self.dir)?.into_iter().any(|s| s > self.seq) {
+                    return Ok(n);
+                }
+                return Err(JournalError::Damaged {
+                    at: Position {
+                        segment: self.seq,
+                        offset: self.off,
+                    },
+                    kind: DamageKind::SizeChanged {
+                        header: self.cur_size,
+                        file: total,
+                    },
+                });
+            }
             let Some(m) = &self.cur else { return Ok(n) };
             let buf = m.bytes();
             let off = self.off;
@@ -709,27 +750,6 @@ impl Follower {
                     if !self.next_has_data()? || !self.advance()? {
                         return Ok(n);
                     }
-                }
-                // The file cut short inside a record (shorter than its header says): in the
-                // newest segment a torn tail, waited on as one (a start reclaims it); with a
-                // later segment, the records past the cut are lost.
-                Frame::Damage(DamageKind::BadLength(len))
-                    if (buf.len() as u64) < self.cur_size
-                        && off.saturating_add(u64::from(len)) > buf.len() as u64 =>
-                {
-                    if !list_segments(&self.dir)?.into_iter().any(|s| s > self.seq) {
-                        return Ok(n);
-                    }
-                    return Err(JournalError::Damaged {
-                        at: Position {
-                            segment: self.seq,
-                            offset: off,
-                        },
-                        kind: DamageKind::SizeChanged {
-                            header: self.cur_size,
-                            file: buf.len() as u64,
-                        },
-                    });
                 }
                 Frame::Damage(kind) => {
                     return Err(JournalError::Damaged {

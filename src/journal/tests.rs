@@ -964,10 +964,18 @@ fn a_reader_finds_a_segment_cut_between_two_records() {
     // Cut inside a record: a follower reads to the cut and waits there, as on a torn tail.
     resize_segment(dir.path(), 0, ends[18] + 40);
     let mut f = Follower::from_segment(dir.path(), 0);
-    let mut seen = 0;
-    assert_eq!(f.poll(&mut |_| seen += 1).unwrap(), 19);
-    assert_eq!(f.poll(&mut |_| seen += 1).unwrap(), 0);
-    assert_eq!(seen, 19);
+    let mut seen = Vec::new();
+    assert_eq!(f.poll(&mut |e| seen.push(e.record)).unwrap(), 19);
+    assert_eq!(f.poll(&mut |e| seen.push(e.record)).unwrap(), 0);
+    // A start sets the file back to its size and appends from the cut: followed from there.
+    let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+    for i in 100..105 {
+        append(&j, T0 + i as u64, &ping_record(i));
+    }
+    drop(j);
+    assert_eq!(f.poll(&mut |e| seen.push(e.record)).unwrap(), 5);
+    let expect: Vec<Record> = (0..19).chain(100..105).map(ping_record).collect();
+    assert_eq!(seen, expect);
 }
 
 /// An older segment grown (bytes appended past its header's size): bytes that are not zero
