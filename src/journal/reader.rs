@@ -541,6 +541,17 @@ pub struct Follower {
     bad_header: Option<(u64, Instant)>,
     /// The current segment's size as its header gives it (see [`Reader`]'s).
     cur_size: u64,
+    /// [`super::fault::pages_replaced`] when the current segment was mapped.
+    faults_at_map: u64,
+    /// The stamp of the last record handed out: after the file was cut behind the follower
+    /// and written again from the cut, reading resumes at the first record stamped later.
+    last_ts_us: u64,
+    /// Where the last record handed out lies in the current segment, and its stamp: a frame
+    /// there that no longer reads as it says the file was written again behind the follower.
+    last_at: Option<(u64, u64)>,
+    /// Where the follower last found its place again that way ([`Follower::find_place`]):
+    /// damage met there again is the file's, reported.
+    refound_at: Option<Position>,
 }
 
 impl Follower {
@@ -559,6 +570,10 @@ impl Follower {
             waiting: None,
             bad_header: None,
             cur_size: 0,
+            faults_at_map: 0,
+            last_ts_us: 0,
+            last_at: None,
+            refound_at: None,
         };
         let keep = last_n.min(MAX_TAIL_BACKLOG);
         let mut backlog = VecDeque::with_capacity(keep);
@@ -583,6 +598,10 @@ impl Follower {
             waiting: None,
             bad_header: None,
             cur_size: 0,
+            faults_at_map: 0,
+            last_ts_us: 0,
+            last_at: None,
+            refound_at: None,
         }
     }
 
@@ -611,6 +630,7 @@ impl Follower {
                         Some(s) => {
                             self.seq = s;
                             self.off = SEGMENT_HEADER_BYTES;
+                            self.last_at = None;
                             continue;
                         }
                         None => return Ok(n),
@@ -621,6 +641,7 @@ impl Follower {
                     Ok(h) if h.seq == self.seq => {
                         self.cur = Some(m);
                         self.cur_size = h.segment_bytes;
+                        self.faults_at_map = super::fault::pages_replaced();
                         self.bad_header = None;
                         continue;
                     }
@@ -671,10 +692,8 @@ impl Follower {
                 // whole record: the file mapped again is followed from here. Until then it
                 // is a torn tail, waited on; with a later segment, the records past the cut
                 // are lost.
-                let path = segment_path(&self.dir, self.seq);
-                let len = std::fs::metadata(&path).map_or(total, |m| m.len());
-                if len != total {
-                    self.cur = None;
+                if self.rewritten_behind() {
+                    self.find_place()?;
                     continue;
                 }
                 if !list_segments(&self.dir)?.into_iter().any(|s| s > self.seq) {
@@ -703,6 +722,8 @@ impl Follower {
                 } => {
                     self.off += len;
                     self.waiting = None;
+                    self.last_ts_us = self.last_ts_us.max(ts_us);
+                    self.last_at = Some((off, ts_us));
                     if let Ok(record) = Record::decode(type_code, payload) {
                         out(Entry {
                             pos: Position {
@@ -745,11 +766,27 @@ impl Follower {
                     }
                 }
                 Frame::EndOfData => {
+                    if self.rewritten_behind() {
+                        self.find_place()?;
+                        continue;
+                    }
                     // Data continues in a later segment only if this one was left unsealed by
                     // a crash and the next one already holds a record.
                     if !self.next_has_data()? || !self.advance()? {
                         return Ok(n);
                     }
+                }
+                // The newest segment, cut behind the follower and written again from the cut
+                // by a start (its file the same size as before): what reads as damage here
+                // may be the middle of a new record. Its place found again once, the damage
+                // is the file's if it is met there again.
+                Frame::Damage(_)
+                    if self.refound_at != Some(self.position())
+                        && !list_segments(&self.dir)?.into_iter().any(|s| s > self.seq) =>
+                {
+                    self.find_place()?;
+                    self.refound_at = Some(self.position());
+                    continue;
                 }
                 Frame::Damage(kind) => {
                     return Err(JournalError::Damaged {
@@ -787,10 +824,50 @@ impl Follower {
                 self.off = SEGMENT_HEADER_BYTES;
                 self.cur = None;
                 self.waiting = None;
+                self.last_at = None;
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+
+    /// Whether the current segment's file is no longer what its mapping shows: its length
+    /// on disk is not the mapping's, or a page of a mapping was replaced since it was made
+    /// (the file cut short under it).
+    /// (the file cut short under it), or the last record handed out no longer reads there.
+    fn rewritten_behind(&self) -> bool {
+        let Some(m) = &self.cur else { return false };
+        let buf = m.bytes();
+        let mapped_len = buf.len() as u64;
+        let path = segment_path(&self.dir, self.seq);
+        let len = std::fs::metadata(&path).map_or(mapped_len, |m| m.len());
+        let last_gone = self.last_at.is_some_and(
+            |(off, ts)| !matches!(read_frame(buf, off), Frame::Record { ts_us, .. } if ts_us == ts),
+        );
+        len != mapped_len || super::fault::pages_replaced() != self.faults_at_map || last_gone
+    }
+
+    /// Map the current segment again and find the follower's place in it as it is now: the
+    /// first record stamped after the last one handed out (a start writes from the last
+    /// whole record before a cut, later), else the end of its records.
+    fn find_place(&mut self) -> Result<(), JournalError> {
+        let m = Mapped::open(&self.dir, self.seq)?;
+        let mut off = SEGMENT_HEADER_BYTES;
+        loop {
+            match read_frame(m.bytes(), off) {
+                Frame::Record { len, ts_us, .. } if ts_us <= self.last_ts_us => off += len,
+                _ => break,
+            }
+        }
+        self.off = off;
+        self.waiting = None;
+        self.last_at = None;
+        self.faults_at_map = super::fault::pages_replaced();
+        if let Ok(h) = SegmentHeader::parse(m.bytes()) {
+            self.cur_size = h.segment_bytes;
+        }
+        self.cur = Some(m);
+        Ok(())
     }
 
     fn next_has_data(&self) -> Result<bool, JournalError> {

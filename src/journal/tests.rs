@@ -976,6 +976,35 @@ fn a_reader_finds_a_segment_cut_between_two_records() {
     assert_eq!(f.poll(&mut |e| seen.push(e.record)).unwrap(), 5);
     let expect: Vec<Record> = (0..19).chain(100..105).map(ping_record).collect();
     assert_eq!(seen, expect);
+
+    // Cut behind a follower that had read every record, and written again from the cut by a
+    // start: the follower finds its place by the records' stamps, and hands out exactly the
+    // new records, not the middle of one.
+    let dir = TempDir::new("cut-behind-follower");
+    let ends = forty_pings(dir.path());
+    for cut_mid_record in [false, true] {
+        let mut f = Follower::from_segment(dir.path(), 0);
+        let mut seen = Vec::new();
+        let before = f.poll(&mut |e| seen.push(e.record)).unwrap();
+        resize_segment(
+            dir.path(),
+            0,
+            ends[before - 11] + if cut_mid_record { 40 } else { 0 },
+        );
+        let (j, _) = Journal::open(opts(dir.path(), 1 << 20)).unwrap();
+        for i in 0..3 {
+            append(
+                &j,
+                T0 + 10_000 * (1 + u64::from(cut_mid_record)) + i as u64,
+                &ping_record(1000 + before + i),
+            );
+        }
+        drop(j);
+        seen.clear();
+        f.poll(&mut |e| seen.push(e.record)).unwrap();
+        let expect: Vec<Record> = (0..3).map(|i| ping_record(1000 + before + i)).collect();
+        assert_eq!(seen, expect, "cut mid-record: {cut_mid_record}");
+    }
 }
 
 /// An older segment grown (bytes appended past its header's size): bytes that are not zero
