@@ -1717,12 +1717,10 @@ pub struct Replayed {
 /// The reason journaled for a post the buyer's caps kept back (never sent; not a rejection).
 pub const POST_NOT_SENT_CAPPED: &str = "not sent: cap or budget reached";
 
-/// The reason journaled for a post to a buyer the operator paused since its bid.
-pub const POST_NOT_SENT_PAUSED: &str = "not sent: buyer paused";
-
-/// The reason journaled for a ping that waited for a connection to a buyer the operator
-/// paused meanwhile: its result is a timeout, and it was never written.
-pub const PING_NOT_SENT_PAUSED: &str = "not sent: buyer paused";
+/// The reason journaled for a post to a buyer the operator paused since its bid, and for a
+/// ping that waited for a connection to a buyer paused meanwhile (its result a timeout,
+/// never written).
+pub const NOT_SENT_PAUSED: &str = "not sent: buyer paused";
 
 /// The reason journaled (if the journal has come back by then) for a post whose `post_sent`
 /// the journal refused: never sent, not a rejection.

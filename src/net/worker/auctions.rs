@@ -60,7 +60,7 @@ impl Worker {
                     PingOutcome::NoBid => (journal::PingOutcome::NoBid, None),
                     PingOutcome::Timeout if lead.journaled[s] & PING_PAUSED != 0 => (
                         journal::PingOutcome::Timeout,
-                        Some(crate::net::PING_NOT_SENT_PAUSED),
+                        Some(crate::net::NOT_SENT_PAUSED),
                     ),
                     PingOutcome::Timeout if lead.journaled[s] & PING_SENT == 0 => (
                         journal::PingOutcome::Timeout,
@@ -145,7 +145,7 @@ impl Worker {
                 }
                 PostOutcome::TimedOut => (false, Some("timeout"), None),
                 PostOutcome::Capped => (false, Some(crate::net::POST_NOT_SENT_CAPPED), None),
-                PostOutcome::Paused => (false, Some(crate::net::POST_NOT_SENT_PAUSED), None),
+                PostOutcome::Paused => (false, Some(crate::net::NOT_SENT_PAUSED), None),
                 PostOutcome::Unjournaled => {
                     (false, Some(crate::net::POST_NOT_SENT_UNJOURNALED), None)
                 }
