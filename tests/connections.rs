@@ -333,6 +333,17 @@ fn the_limit_follows_a_reload() {
 /// for a new seller before a seller's idle kept-alive connection on the same worker.
 #[test]
 fn stalled_strangers_make_room_before_an_idle_seller() {
+    strangers_make_room_before_an_idle_seller(b"POST /v1/leads HTTP/1.1\r\nHost: x\r\n");
+}
+
+/// So do connections that never sent a byte, once their first second is over: a flood of
+/// them does not push out a seller's kept-alive connection, idle for longer than they are.
+#[test]
+fn silent_strangers_make_room_before_an_idle_seller() {
+    strangers_make_room_before_an_idle_seller(b"");
+}
+
+fn strangers_make_room_before_an_idle_seller(first_bytes: &[u8]) {
     use std::io::Write;
     let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
     // Two workers: the kernel may put the seller and the new connection on one and the
@@ -343,16 +354,17 @@ fn stalled_strangers_make_room_before_an_idle_seller() {
     let admin = admin_of(&ex);
     let mut seller = ex.client();
     assert_eq!(seller.lead(LEAD).json()["status"], "sold");
+    // The seller's connection is idle for longer than the strangers are old.
+    std::thread::sleep(Duration::from_millis(300));
     let strangers: Vec<TcpStream> = (0..3)
         .map(|_| {
             let mut s = TcpStream::connect(ex.addr).unwrap();
-            s.write_all(b"POST /v1/leads HTTP/1.1\r\nHost: x\r\n")
-                .unwrap();
+            s.write_all(first_bytes).unwrap();
             s
         })
         .collect();
     assert!(eventually(|| connections(admin)["sellers_open"] == 4));
-    // Stalled past `STRANGER_STALL`.
+    // Stalled past `STRANGER_STALL` (and `FIRST_REQUEST_GRACE`).
     std::thread::sleep(Duration::from_millis(1500));
 
     let mut new = ex.client();

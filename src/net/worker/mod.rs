@@ -213,15 +213,14 @@ impl SellerConn {
         self.first_seq == 0 && now.saturating_duration_since(self.last_active) < FIRST_REQUEST_GRACE
     }
 
-    /// Never answered, and its first request has stopped arriving for [`STRANGER_STALL`]:
-    /// nothing of it was authorised or is owed an answer, so it is closed before an idle
-    /// connection to make room for a new one. Half-sent heads from anyone cannot push out
-    /// the sellers' kept-alive connections.
+    /// Never answered, and its first request has stopped arriving (or never started) for
+    /// [`STRANGER_STALL`]: nothing of it was authorised or is owed an answer, so it is closed
+    /// before an idle connection to make room for a new one. Half-sent heads and silent
+    /// connections from anyone cannot push out the sellers' kept-alive connections.
     fn is_stalled_stranger(&self, now: Instant) -> bool {
         self.first_seq == 0
             && self.pending.is_empty()
             && !self.close_after_flush
-            && !(self.rbuf.is_empty() && self.decoder.is_idle())
             && self.all_sent()
             && now.saturating_duration_since(self.last_active) >= STRANGER_STALL
     }
