@@ -56,10 +56,15 @@ fn buyers() -> Vec<BuyerRules> {
                         .to_string(),
                 );
             }
+            // No zip prefixes: the key left out (an empty list is refused), any zip.
+            let zips = if zips.is_empty() {
+                String::new()
+            } else {
+                format!("zip_prefixes = [{}]\n", zips.join(","))
+            };
             let text = format!(
-                "states = [{}]\nzip_prefixes = [{}]\nfields = [{}]",
+                "states = [{}]\n{zips}fields = [{}]",
                 states.join(","),
-                zips.join(","),
                 fields.join(",")
             );
             let cfg: FiltersConfig = toml::from_str(&text).expect("bench filters parse");
