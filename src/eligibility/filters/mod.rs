@@ -12,7 +12,8 @@
 //!     passes: a buyer who asks about a field has not said it wants leads that lack it.
 //!   - A value of a different type than the buyer's fails every operator, `!=` and `not_in`
 //!     included, for the same reason.
-//!   - Numbers compare exactly (integers as `i64`; a decimal against an integer without rounding).
+//!   - Numbers compare exactly by the decimal value written, with no rounding through binary
+//!     floating point (`20.999999999999999999` is under `21`; `1.0`, `1` and `1e0` are equal).
 //!     A number written as a JSON string (`"34"`) compares as a number against a numeric value.
 //!   - Strings compare exactly and with case. Two strings compare as strings under `==`, `!=`,
 //!     `in` and `not_in` (so `"0770"` is not `"770"`); under `<`, `<=`, `>`, `>=` two strings
@@ -225,11 +226,16 @@ impl ZipKey {
     }
 }
 
-/// A number from either side, kept exact when it is an integer.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Num {
-    Int(i64),
-    Float(f64),
+/// A number of the buyer's side, as written: text in JSON's number grammar (a TOML float as the
+/// shortest decimal that reads back as it, which is what was written when it had at most 17
+/// digits). It compares with a lead's number by value, digit by digit: no rounding through
+/// binary floating point, so `20.999999999999999999` is under `21`, and `1.0` is `1`.
+#[derive(Clone, Debug, PartialEq)]
+struct Num {
+    text: Box<str>,
+    /// The value when it is a plain integer (no point or exponent) of at most 18 digits: the
+    /// common case, compared without reading digits one by one.
+    int: Option<i64>,
 }
 
 impl Num {
@@ -237,48 +243,162 @@ impl Num {
     /// as `inf` or `nan`, hex and a leading `+` are not numbers here.
     fn parse(s: &str) -> Option<Num> {
         let s = s.trim();
-        if !looks_numeric(s.as_bytes()) {
-            return None;
-        }
-        match s.parse::<i64>() {
-            Ok(i) => Some(Num::Int(i)),
-            Err(_) => s
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Num::Float),
+        Decimal::of(s)?;
+        Some(Num {
+            text: s.into(),
+            int: small_int(s),
+        })
+    }
+
+    fn cmp(&self, other: &Num) -> Option<Ordering> {
+        match (self.int, other.int) {
+            (Some(a), Some(b)) => Some(a.cmp(&b)),
+            _ => cmp_numbers(&self.text, &other.text),
         }
     }
 
-    fn cmp(self, other: Num) -> Option<Ordering> {
-        match (self, other) {
-            (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
-            (Num::Float(a), Num::Float(b)) => a.partial_cmp(&b),
-            (Num::Int(a), Num::Float(b)) => cmp_int_float(a, b),
-            (Num::Float(a), Num::Int(b)) => cmp_int_float(b, a).map(Ordering::reverse),
+    /// How a lead's number, as text, compares with this one.
+    fn cmp_lead(&self, lead: &str) -> Option<Ordering> {
+        match (small_int(lead.trim()), self.int) {
+            (Some(a), Some(b)) => Some(a.cmp(&b)),
+            _ => cmp_numbers(lead, &self.text),
         }
     }
 }
 
-/// Exact comparison of an integer with a float (no rounding of large integers through `f64`).
-fn cmp_int_float(i: i64, f: f64) -> Option<Ordering> {
-    if f.is_nan() {
+/// A plain integer of at most 18 digits (so no overflow) in JSON's grammar, as `i64`.
+fn small_int(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    if digits.is_empty()
+        || digits.len() > 18
+        || (digits[0] == b'0' && digits.len() > 1)
+        || !digits.iter().all(u8::is_ascii_digit)
+    {
         return None;
     }
-    // 2^63 is exactly representable; anything at or above it exceeds every i64.
-    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
-    if f >= TWO_POW_63 {
-        return Some(Ordering::Less);
+    let v = digits
+        .iter()
+        .fold(0i64, |v, &d| v * 10 + i64::from(d - b'0'));
+    Some(if digits.len() < b.len() { -v } else { v })
+}
+
+/// How two texts compare as numbers by their exact decimal values; `None` when either is no
+/// number in JSON's grammar. Reads the texts where they are: nothing is allocated.
+fn cmp_numbers(a: &str, b: &str) -> Option<Ordering> {
+    Some(Decimal::of(a)?.cmp(&Decimal::of(b)?))
+}
+
+/// Largest power of ten an exponent is taken at: numbers beyond it compare as at it (no text
+/// within a body's size is that long, so an order by such exponents is the true one).
+const MAX_DECIMAL_EXP: i64 = 1 << 40;
+
+/// A JSON number's text read as its value: `0.d1d2d3… × 10^exp`, the significant digits
+/// `d1…` the text's digits without the leading and trailing zeros. Zero has no digits.
+#[derive(Clone, Copy)]
+struct Decimal<'a> {
+    neg: bool,
+    /// The integer part's digits and the fraction's, in the text.
+    int: &'a [u8],
+    frac: &'a [u8],
+    /// Where the significant digits start in `int` then `frac`, and how many there are.
+    first: usize,
+    len: usize,
+    exp: i64,
+}
+
+impl<'a> Decimal<'a> {
+    fn of(s: &'a str) -> Option<Decimal<'a>> {
+        let b = s.trim().as_bytes();
+        if !looks_numeric(b) {
+            return None;
+        }
+        let neg = b.first() == Some(&b'-');
+        let rest = if neg { &b[1..] } else { b };
+        let mantissa_end = rest
+            .iter()
+            .position(|&c| c == b'e' || c == b'E')
+            .unwrap_or(rest.len());
+        let (mantissa, exp_text) = rest.split_at(mantissa_end);
+        let (int, frac) = match mantissa.iter().position(|&c| c == b'.') {
+            Some(dot) => (&mantissa[..dot], &mantissa[dot + 1..]),
+            None => (mantissa, &mantissa[mantissa.len()..]),
+        };
+        let mut e: i64 = 0;
+        if let Some((&sign, digits)) = exp_text.get(1..).and_then(|t| t.split_first()) {
+            let (neg_exp, digits) = match sign {
+                b'-' => (true, digits),
+                b'+' => (false, digits),
+                _ => (false, &exp_text[1..]),
+            };
+            for &d in digits {
+                e = (e * 10 + i64::from(d - b'0')).min(MAX_DECIMAL_EXP);
+            }
+            if neg_exp {
+                e = -e;
+            }
+        }
+        let digit = |i: usize| {
+            if i < int.len() {
+                int[i]
+            } else {
+                frac[i - int.len()]
+            }
+        };
+        let total = int.len() + frac.len();
+        let first = (0..total).find(|&i| digit(i) != b'0').unwrap_or(total);
+        let end = (first..total)
+            .rev()
+            .find(|&i| digit(i) != b'0')
+            .map_or(first, |i| i + 1);
+        Some(Decimal {
+            neg,
+            int,
+            frac,
+            first,
+            len: end - first,
+            exp: int.len() as i64 - first as i64 + e,
+        })
     }
-    if f < -TWO_POW_63 {
-        return Some(Ordering::Greater);
+
+    /// The `i`th significant digit, `b'0'` past the last.
+    fn digit(&self, i: usize) -> u8 {
+        if i >= self.len {
+            return b'0';
+        }
+        let at = self.first + i;
+        if at < self.int.len() {
+            self.int[at]
+        } else {
+            self.frac[at - self.int.len()]
+        }
     }
-    let floor = f.floor();
-    // In range, so the cast is exact.
-    let fi = floor as i64;
-    match i.cmp(&fi) {
-        Ordering::Equal if f > floor => Some(Ordering::Less),
-        other => Some(other),
+
+    /// -1, 0 or 1.
+    fn sign(&self) -> i8 {
+        match (self.len, self.neg) {
+            (0, _) => 0,
+            (_, true) => -1,
+            (_, false) => 1,
+        }
+    }
+
+    fn cmp(&self, other: &Decimal<'_>) -> Ordering {
+        let sign = self.sign().cmp(&other.sign());
+        if sign != Ordering::Equal || self.sign() == 0 {
+            return sign;
+        }
+        let magnitude = self.exp.cmp(&other.exp).then_with(|| {
+            (0..self.len.max(other.len))
+                .map(|i| self.digit(i).cmp(&other.digit(i)))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        });
+        if self.neg {
+            magnitude.reverse()
+        } else {
+            magnitude
+        }
     }
 }
 
@@ -335,9 +455,9 @@ enum Operand {
 fn compare(v: Field<'_>, o: &Operand, ordering: bool) -> Option<Ordering> {
     match (v, o) {
         // A JSON number's text is a number to `Num::parse`.
-        (Field::Num(n), Operand::Num(b)) => Num::parse(n)?.cmp(*b),
-        (Field::Str(s), Operand::Num(b)) => Num::parse(s)?.cmp(*b),
-        (Field::Num(n), Operand::Str(_, Some(b))) => Num::parse(n)?.cmp(*b),
+        (Field::Num(n), Operand::Num(b)) => b.cmp_lead(n),
+        (Field::Str(s), Operand::Num(b)) => b.cmp_lead(s),
+        (Field::Num(n), Operand::Str(_, Some(b))) => b.cmp_lead(n),
         (Field::Str(s), Operand::Str(text, num)) => {
             // A number written as a string orders as that number, as `value = 21` does: a lead
             // value that is no number (`"unknown"`, `"N/A"`, a code such as `"0770"`) is not
@@ -346,14 +466,14 @@ fn compare(v: Field<'_>, o: &Operand, ordering: bool) -> Option<Ordering> {
             // checked against its ping.
             match num {
                 Some(b) => {
-                    let n = Num::parse(s)?;
+                    let n = b.cmp_lead(s)?;
                     if ordering {
-                        return n.cmp(*b);
+                        return Some(n);
                     }
                 }
                 // A lead's number written as a string is a number against a word too, as a
                 // JSON number is: of another type.
-                None if Num::parse(s).is_some() => return None,
+                None if Decimal::of(s).is_some() => return None,
                 None => {}
             }
             // Without surrounding space or ASCII case, as states are read and as a seller's
@@ -559,23 +679,23 @@ impl FieldPredicate {
 
 /// One side of a number range a predicate asks of a field.
 #[derive(Clone, Copy, Debug)]
-enum Bound {
+enum Bound<'a> {
     /// At least (`inclusive`) or more than the number.
-    Low(Num, bool),
+    Low(&'a Num, bool),
     /// At most (`inclusive`) or less than the number.
-    High(Num, bool),
+    High(&'a Num, bool),
     /// Exactly the number.
-    Exactly(Num),
+    Exactly(&'a Num),
 }
 
-type Side = Option<(Num, bool)>;
+type Side<'a> = Option<(&'a Num, bool)>;
 
-impl Bound {
+impl<'a> Bound<'a> {
     /// Tighten `lo` and `hi` by this bound.
-    fn narrow(self, lo: &mut Side, hi: &mut Side) {
+    fn narrow(self, lo: &mut Side<'a>, hi: &mut Side<'a>) {
         // Whether `a` leaves out more than `b` does, `inward` the way a bound narrows: a
         // greater low, a lesser high, or the same number with its end left out.
-        let tighter = |a: (Num, bool), b: Side, inward: Ordering| match b {
+        let tighter = |a: (&Num, bool), b: Side<'_>, inward: Ordering| match b {
             None => true,
             Some(b) => match a.0.cmp(b.0) {
                 Some(Ordering::Equal) => !a.1 && b.1,
@@ -596,7 +716,7 @@ impl Bound {
     }
 
     /// Whether no number lies within `lo` and `hi`.
-    fn empty(lo: Side, hi: Side) -> bool {
+    fn empty(lo: Side<'_>, hi: Side<'_>) -> bool {
         let (Some((l, li)), Some((h, hi))) = (lo, hi) else {
             return false;
         };
@@ -612,13 +732,13 @@ impl FieldPredicate {
     /// The number range this predicate asks of its field, when it asks one: an ordering
     /// against a number (or a number written as a string, which orders as that number), or
     /// `==` a number. Equality with a numeric string is equality as written, so no bound.
-    fn bound(&self) -> Option<Bound> {
+    fn bound(&self) -> Option<Bound<'_>> {
         let Rhs::One(o) = &self.rhs else {
             return None;
         };
         let n = match (o, self.op) {
-            (Operand::Num(n), _) => *n,
-            (Operand::Str(_, Some(n)), op) if op.is_ordering() => *n,
+            (Operand::Num(n), _) => n,
+            (Operand::Str(_, Some(n)), op) if op.is_ordering() => n,
             _ => return None,
         };
         Some(match self.op {
@@ -632,11 +752,20 @@ impl FieldPredicate {
     }
 }
 
+/// A TOML number's text as an operand.
+fn number(text: &str) -> Result<Operand, String> {
+    Num::parse(text)
+        .map(Operand::Num)
+        .ok_or_else(|| format!("{text} is no number"))
+}
+
 /// A TOML value as a typed operand.
 fn operand(v: &toml::Value) -> Result<Operand, String> {
     match v {
-        toml::Value::Integer(i) => Ok(Operand::Num(Num::Int(*i))),
-        toml::Value::Float(f) if f.is_finite() => Ok(Operand::Num(Num::Float(*f))),
+        toml::Value::Integer(i) => number(&i.to_string()),
+        // Display writes the shortest decimal that reads back as the float, never in
+        // exponent form: JSON's grammar.
+        toml::Value::Float(f) if f.is_finite() => number(&f.to_string()),
         toml::Value::Float(_) => Err("the number must be finite".to_string()),
         toml::Value::String(s) => Ok(Operand::Str(s.as_str().into(), Num::parse(s))),
         toml::Value::Boolean(b) => Ok(Operand::Bool(*b)),

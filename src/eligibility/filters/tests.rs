@@ -218,6 +218,65 @@ fn ordering_operators() {
     assert!(!pred(">=", "\"2024-01-01\"", Some(json!("2023-12-31"))));
 }
 
+/// One predicate `x op value` against a lead `{"x": <lead_text>}`, the number's text as sent.
+fn pred_text(op: &str, value: &str, lead_text: &str) -> bool {
+    let f = filters(&format!(
+        "fields = [ {{ field = \"x\", op = \"{op}\", value = {value} }} ]"
+    ));
+    let lead = Fields::from_json(&format!("{{\"x\": {lead_text}}}")).unwrap();
+    f.matches(&lead)
+}
+
+#[test]
+fn numbers_compare_by_the_decimal_written_without_rounding() {
+    // Under 21 by less than a double can tell: still under.
+    for under in [
+        "20.999999999999999999",
+        "\"20.999999999999999999\"",
+        "2.0999999999999999999e1",
+        "209.99999999999999999e-1",
+    ] {
+        assert!(!pred_text(">=", "21", under), "{under} >= 21");
+        assert!(pred_text("<", "21", under), "{under} < 21");
+        assert!(pred_text("!=", "21", under), "{under} != 21");
+        assert!(!pred_text("==", "21", under), "{under} == 21");
+    }
+    // Equal values written apart.
+    for same in [
+        "21", "21.0", "21.000", "2.1e1", "2.10E+1", "210e-1", "0.021e3",
+    ] {
+        assert!(pred_text("==", "21", same), "{same} == 21");
+        assert!(pred_text(">=", "21.0", same), "{same} >= 21.0");
+        assert!(!pred_text("!=", "21", same), "{same} != 21");
+    }
+    // A float operand is the decimal written, not its binary neighbour.
+    assert!(pred_text("==", "0.1", "0.1"));
+    assert!(pred_text(">", "0.1", "0.1000000000000000000001"));
+    assert!(pred_text("<", "0.1", "0.09999999999999999999"));
+    // Signs, zeros and far exponents.
+    assert!(pred_text("==", "0", "-0"));
+    assert!(pred_text("==", "0", "0e99999999999999999999"));
+    assert!(pred_text("<", "0", "-1e-99999999999999999999"));
+    assert!(pred_text(">", "0", "1e-99999999999999999999"));
+    // A lead's number beyond a double is refused at the door; a filter's, as a string, orders.
+    assert!(pred_text("<", "\"1e400\"", "1e300"));
+    assert!(pred_text(">", "\"-1e99999999999999999999\"", "-1e300"));
+    assert!(pred_text(">", "9223372036854775807", "1e300"));
+    assert!(pred_text(">", "-5", "-4.99999999999999999999"));
+    assert!(pred_text("<", "-5", "-5.00000000000000000001"));
+    // Integers past 64 bits, exactly.
+    assert!(pred_text(
+        ">",
+        "\"123456789012345678901234567890\"",
+        "123456789012345678901234567891"
+    ));
+    assert!(!pred_text(
+        "==",
+        "9223372036854775807",
+        "9223372036854775808"
+    ));
+}
+
 #[test]
 fn type_mismatches_fail_every_operator() {
     for op in ["==", "!=", "<", "<=", ">", ">="] {
