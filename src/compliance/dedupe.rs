@@ -19,14 +19,16 @@ const MAX_DEDUPE_ENTRIES: usize = 1 << 30;
 /// When each dedupe key was last recorded (unix µs), shared by every worker.
 ///
 /// # Memory bound
-/// Each of the [`DEDUPE_SHARDS`] shards holds at most `cap = ceil(max_entries / 64)` keys in a
-/// map (allocated up front, so the hot path never rehashes a large table under its lock) and a
+/// Each of the [`DEDUPE_SHARDS`] shards holds at most `cap` keys ([`shard_cap`]: a 64th of
+/// `max_entries` and room for the keys' uneven spread across the shards, so that the index as a
+/// whole holds at least `max_entries` before any shard is full) in a map (allocated up front, so the hot path never rehashes a large table under its lock) and a
 /// FIFO of (key, time) in recording order of at most `cap + cap / 4 + 1` slots; a key recorded
 /// again after its window leaves a stale slot behind, which is why the queue has the extra
 /// quarter. The map briefly exceeds `cap` only by stale slots still waiting in the queue, never
 /// beyond the queue's own limit. In bytes: about 17 bytes per map bucket (hashbrown rounds
 /// buckets up to a power of two at 7/8 load) plus 16 per queue slot, so between roughly 40 and
-/// 60 bytes per entry of `max_entries` in all: 1 M entries cost about 60 MB at worst.
+/// 60 bytes per key held: 1 M entries (1,098,240 places with the spread's room) cost about
+/// 60 MB at worst.
 ///
 /// # Time
 /// Times are wall-clock unix microseconds, not monotonic: the window spans days and must
@@ -40,7 +42,9 @@ const MAX_DEDUPE_ENTRIES: usize = 1 << 30;
 ///
 /// # Sizing
 /// A full shard drops its oldest entry even when still inside the window, and a duplicate of
-/// that lead would then pass. Size `max_entries` to at least (leads per day × the longest
+/// that lead would then pass. Keys fall in shards at random, so shards fill unevenly: each has
+/// room for six standard deviations of that spread over its share, and the index holds
+/// `max_entries` keys with none dropped (short of odds below one in a hundred million). Size `max_entries` to at least (leads per day × the longest
 /// `dedupe_days` × keys per lead); [`DedupeIndex::forced_evictions`] counts the shortfall.
 pub struct DedupeIndex {
     shards: Box<[Mutex<Shard>]>,
@@ -113,12 +117,23 @@ impl Shard {
     }
 }
 
+/// Keys one shard may hold for an index of `max_entries`: its share, and room for the spread
+/// of a random split (the count in one shard is binomial, its standard deviation under the
+/// square root of the share) of six standard deviations and 8, so that the whole index holds
+/// `max_entries` before any shard is full. About 4.7% over the share at 1 M entries.
+pub fn shard_cap(max_entries: usize) -> usize {
+    let share = max_entries
+        .min(MAX_DEDUPE_ENTRIES)
+        .div_ceil(DEDUPE_SHARDS)
+        .max(1);
+    share + (6.0 * (share as f64).sqrt()).ceil() as usize + 8
+}
+
 impl DedupeIndex {
-    /// An index holding about `max_entries` keys in all (at least one per shard). Allocates its
-    /// whole bound now; see the type's memory bound.
+    /// An index holding at least `max_entries` keys in all before it drops any for room.
+    /// Allocates its whole bound now; see the type's memory bound.
     pub fn new(max_entries: usize) -> DedupeIndex {
-        let max_entries = max_entries.min(MAX_DEDUPE_ENTRIES);
-        let cap = max_entries.div_ceil(DEDUPE_SHARDS).max(1);
+        let cap = shard_cap(max_entries);
         let order_cap = cap + cap / 4 + 1;
         let mix = MixState::random();
         let shards = (0..DEDUPE_SHARDS)
@@ -143,8 +158,7 @@ impl DedupeIndex {
     /// Raise the bound to about `max_entries` keys (a reload that turns dedupe on); never
     /// lowers it. The memory grows with use from here, not at once.
     pub fn ensure_capacity(&self, max_entries: usize) {
-        let max_entries = max_entries.min(MAX_DEDUPE_ENTRIES);
-        let cap = max_entries.div_ceil(DEDUPE_SHARDS).max(1);
+        let cap = shard_cap(max_entries);
         for shard in self.shards.iter() {
             let mut s = shard.lock();
             if cap > s.cap {
@@ -230,6 +244,11 @@ impl DedupeIndex {
     /// workers insert).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().seen.len()).sum()
+    }
+
+    /// Keys the index may hold at most, across its shards.
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().cap).sum()
     }
 
     /// Whether no key is held.
