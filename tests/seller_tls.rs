@@ -489,3 +489,118 @@ fn check_and_serve_warn_of_a_seller_certificate_out_of_its_dates() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(!out.contains("server.tls.cert_file"), "{out}");
 }
+
+/// Whether a TLS handshake with the exchange succeeds for a client trusting `certs`' CA.
+fn handshake_ok(addr: SocketAddr, certs: &Certs) -> bool {
+    let mut c = TlsClient::connect(addr, &client_config(certs, true));
+    while c.tls.conn.is_handshaking() {
+        if c.tls.conn.complete_io(&mut c.tls.sock).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// A certificate renewed at the same paths, or given at new ones, is served to new connections
+/// after a reload, which names `server.tls` among the settings changed; sessions already open
+/// keep going. A reload with a bad key changes nothing, and one that turns TLS off is refused
+/// as a restart's.
+#[test]
+fn a_reload_serves_a_renewed_certificate_to_new_connections() {
+    const TOKEN: &str = "test-operator-token";
+    let dir = temp_dir("seller-tls-reload");
+    let first = certs(&dir);
+    let fleet = Fleet::start(vec![bidder("acme", 5000, 0)]).unwrap();
+    let with_admin = |toml: String| {
+        toml.replace(
+            "workers = 1\n",
+            "workers = 2\nadmin_listen = \"127.0.0.1:0\"\n",
+        )
+        .replace(
+            "[journal]",
+            &format!("[admin]\ntoken = \"{TOKEN}\"\n\n[journal]"),
+        )
+    };
+    let path = dir.join("gavel.toml");
+    let base = with_admin(tls_config(&fleet, &first, 10_000));
+    std::fs::write(&path, &base).unwrap();
+    let ex = Exchange::start_file(&path);
+    let admin = ex
+        .handle
+        .as_ref()
+        .and_then(|h| h.admin_addr())
+        .expect("admin listener");
+    let reload = || {
+        let mut c = Client::connect(admin);
+        c.send_raw(
+            format!(
+                "POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        c.read_response().expect("an answer")
+    };
+    let mut open = TlsClient::connect(ex.addr, &client_config(&first, true));
+    assert_eq!(open.lead(LEAD).json()["status"], "sold");
+
+    // Renewed in place: a new CA and key at the same paths.
+    let renewed = certs(&dir);
+    let r = reload();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert!(
+        v["settings"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|k| k == "server.tls")),
+        "{v}"
+    );
+    assert!(handshake_ok(ex.addr, &renewed), "the renewed certificate");
+    assert!(!handshake_ok(ex.addr, &first), "the old certificate");
+    let mut new = TlsClient::connect(ex.addr, &client_config(&renewed, true));
+    assert_eq!(new.lead(LEAD).json()["status"], "sold");
+    assert_eq!(
+        open.lead(LEAD).json()["status"],
+        "sold",
+        "an open session keeps going"
+    );
+
+    // At new paths.
+    let other_dir = temp_dir("seller-tls-reload-2");
+    let moved = certs(&other_dir);
+    let files = |c: &Certs| {
+        format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+            c.cert_file.display(),
+            c.key_file.display()
+        )
+    };
+    assert!(base.contains(&files(&first)));
+    std::fs::write(&path, base.replace(&files(&first), &files(&moved))).unwrap();
+    let r = reload();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(handshake_ok(ex.addr, &moved));
+    assert!(!handshake_ok(ex.addr, &renewed));
+
+    // A key that does not match: refused, the certificate in force still served.
+    std::fs::write(
+        &moved.key_file,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let r = reload();
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["field"], "server.tls.key_file");
+    assert!(handshake_ok(ex.addr, &moved));
+
+    // TLS off: the listener's, a restart's.
+    let plain = base.replace(&format!("[server.tls]\n{}", files(&first)), "");
+    assert!(!plain.contains("server.tls"));
+    std::fs::write(&path, plain).unwrap();
+    let r = reload();
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["restart_required"][0]["key"], "server.tls", "{v}");
+    assert_eq!(v["restart_required"][0]["running"], "on", "{v}");
+    assert_eq!(v["restart_required"][0]["file"], "none", "{v}");
+    assert!(handshake_ok(ex.addr, &moved));
+}

@@ -390,7 +390,7 @@ pub fn warnings_at(snap: &Snapshot, now: u64) -> Vec<String> {
             let days = (not_after - now) / 86_400;
             out.push(format!(
                 "server.tls.cert_file: the certificate expires on {} (in {}); renew it and \
-                 restart",
+                 reload",
                 date(not_after),
                 match days {
                     0 => "less than a day".to_string(),
@@ -635,6 +635,8 @@ pub struct Snapshot {
     /// When `[server.tls]`'s certificate is valid (seconds since the Unix epoch), for the
     /// warnings of `check` and of a start.
     pub seller_cert_validity: Option<(u64, u64)>,
+    /// The chain and key `[server.tls]` loaded, hashed ([`crate::net::tls::SellerTls`]).
+    pub seller_cert_fingerprint: Option<u64>,
     pub sellers: Vec<Seller>,
     pub campaigns: Vec<Campaign>,
     pub buyers: Vec<Buyer>,
@@ -1710,6 +1712,7 @@ impl Validator<'_> {
             tls_ca_files,
             config_notes: Vec::new(),
             seller_cert_validity: seller_tls.as_ref().and_then(|t| t.validity),
+            seller_cert_fingerprint: seller_tls.as_ref().map(|t| t.fingerprint),
             seller_tls: seller_tls.map(|t| t.config),
             sellers,
             campaigns,

@@ -1467,7 +1467,7 @@ fn a_seller_certificate_is_warned_of_when_out_of_its_dates_or_near_its_end() {
         cert(&snap, to - CERT_EXPIRY_WARNING_DAYS * day + 1),
         vec![
             "server.tls.cert_file: the certificate expires on 2026-12-31 00:00 UTC (in 13 days); \
-              renew it and restart"
+              renew it and reload"
         ]
     );
     assert!(cert(&snap, to - day)[0].contains("(in 1 day)"));

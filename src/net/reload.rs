@@ -87,6 +87,10 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     if !restart.is_empty() {
         return Err(ReloadError::RestartRequired(restart));
     }
+    // As a start says them: a certificate near its end, values nothing uses.
+    for w in config::warnings(&snap) {
+        eprintln!("gavel: warning: {}", w);
+    }
     let mut diff = config::diff(&old.snap, &snap);
     let (rt, rebuild) = Runtime::reloaded(Arc::new(snap), &old);
     // The same files with other certificates in them: a change all the same.

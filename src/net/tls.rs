@@ -60,8 +60,21 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<SellerTls, Vec
         (c, k) => return Err(c.err().into_iter().chain(k.err()).collect()),
     };
     let validity = chain.first().and_then(|c| validity(c));
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for c in &chain {
+            c.as_ref().hash(&mut h);
+        }
+        key.secret_der().hash(&mut h);
+        h.finish()
+    };
     let config = server_config_from(chain, key, cert_err, key_err).map_err(|e| vec![e])?;
-    Ok(SellerTls { config, validity })
+    Ok(SellerTls {
+        config,
+        validity,
+        fingerprint,
+    })
 }
 
 /// The seller listener's TLS: its rustls config and when its certificate is valid.
@@ -70,6 +83,9 @@ pub struct SellerTls {
     /// The end-entity certificate's notBefore and notAfter, in seconds since the Unix epoch
     /// (None: the dates could not be read; rustls still took the certificate).
     pub validity: Option<(u64, u64)>,
+    /// A hash of the chain and the key as loaded: a reload tells a certificate replaced at the
+    /// same paths by it.
+    pub fingerprint: u64,
 }
 
 /// A DER certificate's notBefore and notAfter, in seconds since the Unix epoch.

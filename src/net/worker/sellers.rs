@@ -42,6 +42,11 @@ impl Worker {
         }
         let server = &rt.snap.server;
         self.limits = Limits::with_max_body_bytes(server.max_body_bytes);
+        // New connections take a reloaded certificate and key; open sessions keep theirs.
+        // (A reload cannot turn TLS on or off: the listener's, a restart's.)
+        if rt.snap.seller_tls.is_some() {
+            self.seller_tls = rt.snap.seller_tls.clone();
+        }
         // A lowered `max_connections` closes nothing: connections over it stay until they end
         // (or, idle, make room for a new one), and no new one is taken while over it.
         self.leads
