@@ -1011,6 +1011,23 @@ fn endpoints_parse() {
     assert!(Endpoint::parse("ftp://x").is_err());
     assert!(Endpoint::parse("http://:80/").is_err());
     assert!(Endpoint::parse("http://a:b/").is_err());
+    // No request can reach port 0; a sign or a port past 16 bits is no port either.
+    for url in [
+        "http://127.0.0.1:0/ping",
+        "http://[::1]:0/ping",
+        "http://127.0.0.1:00000/ping",
+        "http://127.0.0.1:+80/ping",
+        "http://127.0.0.1:65536/ping",
+        "http://127.0.0.1:/ping",
+    ] {
+        let e = Endpoint::parse(url).unwrap_err();
+        assert!(e.ends_with("bad port (1 to 65535)"), "{url}: {e}");
+    }
+    assert_eq!(
+        Endpoint::parse("http://127.0.0.1:65535/").unwrap().port,
+        65535
+    );
+    assert_eq!(Endpoint::parse("http://[::1]:1/").unwrap().port, 1);
 }
 
 fn load_ok(text: &str) -> Snapshot {

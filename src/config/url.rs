@@ -58,17 +58,14 @@ impl Endpoint {
                 .split_once(']')
                 .ok_or_else(|| format!("{:?}: bad IPv6 host", url))?;
             let port = match rest.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("{:?}: bad port", url))?,
+                Some(p) => port_of(p).ok_or_else(|| bad_port(url))?,
                 None if rest.is_empty() => default_port,
                 None => return Err(format!("{:?}: bad host", url)),
             };
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_string(),
-                    p.parse().map_err(|_| format!("{:?}: bad port", url))?,
-                ),
+                Some((h, p)) => (h.to_string(), port_of(p).ok_or_else(|| bad_port(url))?),
                 None => (authority.to_string(), default_port),
             }
         };
@@ -106,4 +103,16 @@ impl Endpoint {
     pub fn same_origin(&self, other: &Endpoint) -> bool {
         self.scheme == other.scheme && self.host == other.host && self.port == other.port
     }
+}
+
+/// A port as a URL writes it: 1 to 5 digits, 1 to 65535 (port 0 is no place to connect to).
+fn port_of(text: &str) -> Option<u16> {
+    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|&p| p != 0)
+}
+
+fn bad_port(url: &str) -> String {
+    format!("{url:?}: bad port (1 to 65535)")
 }
