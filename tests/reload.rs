@@ -731,6 +731,69 @@ fn a_held_bid_whose_buyer_a_restart_left_out_is_posted_when_a_reload_brings_it_b
     assert_eq!((fleet.posts(0), fleet.posts(1)), (1, 0));
 }
 
+/// A ping held, then its campaign taken out of the config: its post is told the campaign is
+/// no longer configured, after the reload and after a restart alike, and nothing is posted.
+#[test]
+fn a_held_ping_whose_campaign_was_removed_is_told_so_across_a_restart() {
+    const PING: &str = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
+    let fleet = Fleet::start(vec![bidder("acme", 9000)]).unwrap();
+    let full = with_admin(&config(&fleet, "hold_ms = 30000", |_| String::new()));
+    let run = start(&full);
+    let r = run.ex.client().post("/v1/ping", Some(KEY), PING.as_bytes());
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let ping_id = r.json()["ping_id"].as_str().unwrap_or("").to_string();
+    assert!(!ping_id.is_empty());
+
+    let without = full
+        .replace("id = \"auto\"", "id = \"auto-2\"")
+        .replace("campaigns = [\"auto\"]", "campaigns = [\"auto-2\"]");
+    let r = run.reload_with(&without);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        r.json()["campaigns"]["removed"],
+        serde_json::json!(["auto"])
+    );
+    let lead: Value = serde_json::from_str(LEAD).unwrap();
+    let body = serde_json::to_vec(
+        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
+    )
+    .unwrap();
+    let post = |run: &Running| {
+        let r = run.ex.client().post("/v1/post", Some(KEY), &body);
+        (r.status, r.json())
+    };
+    let gone = "the campaign of this ping is no longer configured";
+    let (status, v) = post(&run);
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["message"].as_str()),
+        (Some("unknown_ping"), Some(gone)),
+        "{v}"
+    );
+    let path = run.path.clone();
+    drop(run);
+
+    let ex = Exchange::start_file(&path);
+    let admin = ex
+        .handle
+        .as_ref()
+        .and_then(|h| h.admin_addr())
+        .expect("admin listener");
+    let run = Running { ex, admin, path };
+    let (status, v) = post(&run);
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["message"].as_str()),
+        (Some("unknown_ping"), Some(gone)),
+        "after a restart: {v}"
+    );
+    // Another seller is not told of it.
+    let r = run.ex.client().post("/v1/post", Some(OTHER_KEY), &body);
+    assert_eq!(r.status, 404, "{}", text(&r));
+    assert_ne!(r.json()["error"]["message"], gone);
+    assert_eq!(fleet.posts(0), 0);
+}
+
 #[test]
 fn a_ping_held_before_a_reload_is_posted_after_it() {
     const PING: &str = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;

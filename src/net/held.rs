@@ -44,8 +44,14 @@ pub fn each_buyer_once(buyers: impl IntoIterator<Item = usize>) -> Vec<usize> {
 pub enum Lookup<'a> {
     /// The bids are still held.
     Live(&'a mut HeldPing),
-    /// The hold ran out; `posted` when a post had claimed it before.
-    Expired { seller: &'a str, posted: bool },
+    /// The hold ran out; `posted` when a post had claimed it before. `campaign_gone`: not run
+    /// out, but read back at a start whose config lacks its campaign, so no post can take it
+    /// (as one after a reload that removed the campaign could not).
+    Expired {
+        seller: &'a str,
+        posted: bool,
+        campaign_gone: bool,
+    },
     /// Never held, or forgotten.
     Unknown,
 }
@@ -53,6 +59,7 @@ pub enum Lookup<'a> {
 struct Expired {
     seller: String,
     posted: bool,
+    campaign_gone: bool,
     /// When it was moved here: forgotten `EXPIRED_PING_MEMORY` later.
     at: Instant,
 }
@@ -123,13 +130,38 @@ impl HeldPings {
     /// Remember a ping whose hold ran out at `at` (a restart reading the journal): a post is
     /// told 410, or 409 when `posted`.
     pub fn insert_expired(&mut self, id: String, seller: String, posted: bool, at: Instant) {
+        self.insert_memory(id, seller, posted, false, at);
+    }
+
+    /// Remember a ping read back at a start whose config lacks its campaign: its post is told
+    /// so, as it would have been before the restart, until it is forgotten as the expired are.
+    pub fn insert_campaign_gone(&mut self, id: String, seller: String, at: Instant) {
+        self.insert_memory(id, seller, false, true, at);
+    }
+
+    fn insert_memory(
+        &mut self,
+        id: String,
+        seller: String,
+        posted: bool,
+        campaign_gone: bool,
+        at: Instant,
+    ) {
         while self.expired.len() >= MAX_EXPIRED_PINGS {
             if !self.forget_oldest() {
                 break;
             }
         }
         self.order.push_back((at, id.clone()));
-        self.expired.insert(id, Expired { seller, posted, at });
+        self.expired.insert(
+            id,
+            Expired {
+                seller,
+                posted,
+                campaign_gone,
+                at,
+            },
+        );
     }
 
     /// Mark a held or expired ping as posted, or as postable again after a refused post (a
@@ -167,6 +199,7 @@ impl HeldPings {
             Some(e) => Lookup::Expired {
                 seller: &e.seller,
                 posted: e.posted,
+                campaign_gone: e.campaign_gone,
             },
             None => Lookup::Unknown,
         }
@@ -266,7 +299,9 @@ mod tests {
         let later = t0 + hold + Duration::from_secs(30);
         held.sweep(later);
         match held.lookup("p1", later) {
-            Lookup::Expired { seller: s, posted } => {
+            Lookup::Expired {
+                seller: s, posted, ..
+            } => {
                 assert_eq!(s, seller);
                 assert!(!posted);
             }

@@ -1341,6 +1341,8 @@ fn rebuild(
                                 ..h
                             };
                             held.insert(lead_id.clone(), h, mono_now);
+                        } else if snap.campaign_by_id(campaign).is_none() {
+                            held.insert_campaign_gone(lead_id.clone(), seller.clone(), mono_now);
                         }
                     }
                     (true, None) => {}

@@ -562,9 +562,15 @@ impl Worker {
             {
                 h
             }
-            crate::net::held::Lookup::Expired { seller: s, posted } if same_seller(Some(s)) => {
+            crate::net::held::Lookup::Expired {
+                seller: s,
+                posted,
+                campaign_gone,
+            } if same_seller(Some(s)) => {
                 return Err(if posted {
                     refusal(409, "already_posted", "this ping was already posted")
+                } else if campaign_gone {
+                    refusal(404, "unknown_ping", CAMPAIGN_GONE)
                 } else {
                     refusal(410, "ping_expired", "the bids held for this ping expired")
                 });
@@ -618,11 +624,7 @@ impl Worker {
             .get(h.campaign)
             .and_then(|c| snap.campaign_by_id(&c.id))
         else {
-            return Err(refusal(
-                404,
-                "unknown_ping",
-                "the campaign of this ping is no longer configured",
-            ));
+            return Err(refusal(404, "unknown_ping", CAMPAIGN_GONE));
         };
         h.posted = true;
         h.checking = true;
@@ -869,3 +871,6 @@ fn held_full() -> Refusal {
         field: None,
     }
 }
+
+/// A post's answer for a held ping whose campaign the config no longer has.
+const CAMPAIGN_GONE: &str = "the campaign of this ping is no longer configured";
