@@ -126,6 +126,16 @@ fn object(member: Option<Member>, name: &str) -> Result<Option<Fields>, Refusal>
 }
 
 /// Parse a seller's body. Malformed JSON or a wrong shape is a 400.
+/// What a seller is told of a request nesting more arrays and objects than serde_json reads
+/// (127, the request's own object included).
+pub(crate) const NESTED_TOO_DEEP: &str = "nested deeper than 127 levels of arrays and objects";
+
+/// serde_json's message for a refused body, its recursion limit said in the seller's terms.
+fn said(e: &serde_json::Error) -> String {
+    e.to_string()
+        .replace("recursion limit exceeded", NESTED_TOO_DEEP)
+}
+
 pub fn parse_request(body: &[u8]) -> Result<LeadRequest, Refusal> {
     // The usual plain lead in one byte scan; serde_json reads the rest and explains refusals.
     match scan::lead_request(body) {
@@ -140,7 +150,10 @@ fn parse_request_serde(body: &[u8]) -> Result<LeadRequest, Refusal> {
         return Err(Refusal::bad_request("body must be a JSON object", None));
     }
     let malformed = |e: serde_json::Error| {
-        Refusal::bad_request(format!("body is not a valid lead request: {e}"), None)
+        Refusal::bad_request(
+            format!("body is not a valid lead request: {}", said(&e)),
+            None,
+        )
     };
     // One pass: `lead` and `consent` become `Fields` as the body is read.
     let raw: RawRequest = Member::read_with_capacity(body.len(), || serde_json::from_slice(body))
@@ -665,9 +678,9 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
         .map_err(|e| {
             let message = match strict::check(body) {
                 // Malformed, or a key given twice: said so, and where.
-                Err(s) => format!("body is not a valid post: {s}"),
+                Err(s) => format!("body is not a valid post: {}", said(&s)),
                 _ if e.is_data() => "body must be a JSON object".to_string(),
-                _ => format!("body is not a valid post: {}", e),
+                _ => format!("body is not a valid post: {}", said(&e)),
             };
             Refusal::bad_request(message, None)
         })?;
@@ -701,8 +714,9 @@ pub fn parse_post_request(body: &[u8]) -> Result<PostRequest, Refusal> {
             ))
         }
     };
-    strict::check(body)
-        .map_err(|e| Refusal::bad_request(format!("body is not a valid post: {e}"), None))?;
+    strict::check(body).map_err(|e| {
+        Refusal::bad_request(format!("body is not a valid post: {}", said(&e)), None)
+    })?;
     Ok(PostRequest {
         ping_id,
         lead,

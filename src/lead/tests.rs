@@ -1784,3 +1784,47 @@ fn a_key_given_twice_in_the_lead_or_consent_is_refused() {
         );
     }
 }
+
+/// Arrays and objects nested past the limit, shallow or very deep, are refused with one
+/// message that says why.
+#[test]
+fn a_request_nested_too_deep_is_told_so() {
+    for (depth, ok) in [
+        (125usize, true),
+        (126, false),
+        (257, false),
+        (100_000, false),
+    ] {
+        for nested in [
+            "[".repeat(depth) + &"]".repeat(depth),
+            "{\"a\":".repeat(depth) + "1" + &"}".repeat(depth),
+        ] {
+            let body = LEAD.replace("\"age\": 34", &format!("\"age\": 34, \"meta\": {nested}"));
+            match parse_request(body.as_bytes()) {
+                Ok(_) => assert!(ok, "{depth} levels taken"),
+                Err(r) => {
+                    assert!(!ok, "{depth}: {}", r.message);
+                    assert_eq!((r.status, r.code), (400, "bad_request"));
+                    assert!(
+                        r.message
+                            .contains("nested deeper than 127 levels of arrays and objects"),
+                        "{depth}: {}",
+                        r.message
+                    );
+                }
+            }
+            let post = format!("{{\"ping_id\": \"p\", \"lead\": {{\"meta\": {nested}}}}}");
+            match parse_post_request(post.as_bytes()) {
+                Ok(_) => assert!(ok, "post: {depth} levels taken"),
+                Err(r) => {
+                    assert!(
+                        r.message
+                            .contains("nested deeper than 127 levels of arrays and objects"),
+                        "post {depth}: {}",
+                        r.message
+                    );
+                }
+            }
+        }
+    }
+}

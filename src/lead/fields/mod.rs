@@ -866,11 +866,13 @@ impl FieldsBuilder {
             // Copied as the seller wrote them, whitespace aside: a number nested in an
             // object reaches buyers with its very digits.
             Some(b'[') => {
-                let t = super::raw::compact(raw).ok_or_else(|| format!("{key}: not JSON"))?;
+                let t = super::raw::compact(raw)
+                    .ok_or_else(|| format!("{key}: {}", super::NESTED_TOO_DEEP))?;
                 self.push(key, Field::Array(&t))
             }
             Some(b'{') => {
-                let t = super::raw::compact(raw).ok_or_else(|| format!("{key}: not JSON"))?;
+                let t = super::raw::compact(raw)
+                    .ok_or_else(|| format!("{key}: {}", super::NESTED_TOO_DEEP))?;
                 self.push(key, Field::Object(&t))
             }
             Some(_) => {
