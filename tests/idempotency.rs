@@ -588,22 +588,7 @@ fn fill_hold(ex: &Exchange, n: usize) {
     let expires = Instant::now() + Duration::from_secs(60);
     let mut i = held.len();
     while held.len() < n {
-        let ping = gavel::net::HeldPing {
-            snap: snap.clone(),
-            seller: 0,
-            campaign: 0,
-            test: false,
-            bids: Vec::new(),
-            bids_received: 0,
-            fields: gavel::lead::Fields::default(),
-            expires,
-            posted: false,
-            checking: false,
-            payout: gavel::config::Payout::ShareBp(8000),
-            source: None,
-            priced: Vec::new(),
-            journaled: None,
-        };
+        let ping = gavel::net::HeldPing::empty(snap.clone(), expires);
         assert!(held.insert(format!("filler-{i}"), ping, Instant::now()));
         i += 1;
     }

@@ -45,12 +45,12 @@ pub enum Lookup<'a> {
     /// The bids are still held.
     Live(&'a mut HeldPing),
     /// The hold ran out; `posted` when a post had claimed it before. `campaign_gone`: not run
-    /// out, but read back at a start whose config lacks its campaign, so no post can take it
-    /// (as one after a reload that removed the campaign could not).
+    /// out, but read back at a start whose config lacks its campaign (this id), so no post can
+    /// take it (as one after a reload that removed the campaign could not).
     Expired {
         seller: &'a str,
         posted: bool,
-        campaign_gone: bool,
+        campaign_gone: Option<&'a str>,
     },
     /// Never held, or forgotten.
     Unknown,
@@ -59,7 +59,7 @@ pub enum Lookup<'a> {
 struct Expired {
     seller: String,
     posted: bool,
-    campaign_gone: bool,
+    campaign_gone: Option<Box<str>>,
     /// When it was moved here: forgotten `EXPIRED_PING_MEMORY` later.
     at: Instant,
 }
@@ -130,13 +130,19 @@ impl HeldPings {
     /// Remember a ping whose hold ran out at `at` (a restart reading the journal): a post is
     /// told 410, or 409 when `posted`.
     pub fn insert_expired(&mut self, id: String, seller: String, posted: bool, at: Instant) {
-        self.insert_memory(id, seller, posted, false, at);
+        self.insert_memory(id, seller, posted, None, at);
     }
 
     /// Remember a ping read back at a start whose config lacks its campaign: its post is told
     /// so, as it would have been before the restart, until it is forgotten as the expired are.
-    pub fn insert_campaign_gone(&mut self, id: String, seller: String, at: Instant) {
-        self.insert_memory(id, seller, false, true, at);
+    pub fn insert_campaign_gone(
+        &mut self,
+        id: String,
+        seller: String,
+        campaign: &str,
+        at: Instant,
+    ) {
+        self.insert_memory(id, seller, false, Some(campaign.into()), at);
     }
 
     fn insert_memory(
@@ -144,7 +150,7 @@ impl HeldPings {
         id: String,
         seller: String,
         posted: bool,
-        campaign_gone: bool,
+        campaign_gone: Option<Box<str>>,
         at: Instant,
     ) {
         while self.expired.len() >= MAX_EXPIRED_PINGS {
@@ -199,7 +205,7 @@ impl HeldPings {
             Some(e) => Lookup::Expired {
                 seller: &e.seller,
                 posted: e.posted,
-                campaign_gone: e.campaign_gone,
+                campaign_gone: e.campaign_gone.as_deref(),
             },
             None => Lookup::Unknown,
         }
@@ -266,22 +272,7 @@ mod tests {
     }
 
     fn ping(snap: &Arc<Snapshot>, expires: Instant) -> HeldPing {
-        HeldPing {
-            snap: snap.clone(),
-            seller: 0,
-            campaign: 0,
-            test: false,
-            bids: Vec::new(),
-            bids_received: 0,
-            fields: crate::lead::Fields::default(),
-            expires,
-            posted: false,
-            checking: false,
-            payout: crate::config::Payout::ShareBp(8000),
-            source: None,
-            priced: Vec::new(),
-            journaled: None,
-        }
+        HeldPing::empty(snap.clone(), expires)
     }
 
     #[test]

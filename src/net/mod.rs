@@ -170,6 +170,29 @@ pub struct HeldPing {
     pub journaled: Option<Box<HeldById>>,
 }
 
+impl HeldPing {
+    /// A hold with no bids, of the first seller and campaign of `snap`, under an 80% share,
+    /// until `expires`: what filling the hold takes in tests.
+    pub fn empty(snap: Arc<Snapshot>, expires: std::time::Instant) -> HeldPing {
+        HeldPing {
+            snap,
+            seller: 0,
+            campaign: 0,
+            test: false,
+            bids: Vec::new(),
+            bids_received: 0,
+            fields: crate::lead::Fields::default(),
+            expires,
+            posted: false,
+            checking: false,
+            payout: crate::config::Payout::ShareBp(8000),
+            source: None,
+            priced: Vec::new(),
+            journaled: None,
+        }
+    }
+}
+
 /// A hold's bids (best first) and pricers by buyer id, as the journal has them.
 #[derive(Debug, Clone)]
 pub struct HeldById {
@@ -1342,7 +1365,12 @@ fn rebuild(
                             };
                             held.insert(lead_id.clone(), h, mono_now);
                         } else if snap.campaign_by_id(campaign).is_none() {
-                            held.insert_campaign_gone(lead_id.clone(), seller.clone(), mono_now);
+                            held.insert_campaign_gone(
+                                lead_id.clone(),
+                                seller.clone(),
+                                campaign,
+                                mono_now,
+                            );
                         }
                     }
                     (true, None) => {}

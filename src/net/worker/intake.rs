@@ -569,8 +569,14 @@ impl Worker {
             } if same_seller(Some(s)) => {
                 return Err(if posted {
                     refusal(409, "already_posted", "this ping was already posted")
-                } else if campaign_gone {
-                    refusal(404, "unknown_ping", CAMPAIGN_GONE)
+                } else if let Some(campaign) = campaign_gone {
+                    if snap.campaign_by_id(campaign).is_some() {
+                        // A reload brought the campaign back since: the bids are gone all the
+                        // same.
+                        refusal(404, "unknown_ping", BIDS_LET_GO)
+                    } else {
+                        refusal(404, "unknown_ping", CAMPAIGN_GONE)
+                    }
                 } else {
                     refusal(410, "ping_expired", "the bids held for this ping expired")
                 });
@@ -874,3 +880,8 @@ fn held_full() -> Refusal {
 
 /// A post's answer for a held ping whose campaign the config no longer has.
 const CAMPAIGN_GONE: &str = "the campaign of this ping is no longer configured";
+
+/// A post's answer for a ping whose bids a start let go, its campaign not in that config,
+/// when a reload has brought the campaign back since.
+const BIDS_LET_GO: &str = "the bids of this ping were let go when the exchange started \
+     without its campaign; ping again";
