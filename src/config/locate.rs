@@ -400,3 +400,39 @@ pub fn replace_value(text: &str, path: &str, with: &str) -> Option<String> {
     ImDocument::parse(out.as_str()).ok()?;
     Some(out)
 }
+
+/// The text of the value at each dotted key path (`buyers[0].filters.fields[1].value`,
+/// `...value[2]` for a list's item) as the file writes it; `None` where a path names no value.
+/// The file is parsed once for all of them.
+pub fn value_texts(text: &str, paths: &[String]) -> Vec<Option<String>> {
+    let Ok(doc) = ImDocument::parse(text) else {
+        return vec![None; paths.len()];
+    };
+    let value_at = |path: &str| -> Option<String> {
+        let mut node = Node::Table(doc.as_table());
+        for (name, index) in steps(path) {
+            let mut n = match node {
+                Node::Table(t) | Node::Item(Item::Table(t)) => t.get(name).map(Node::Item)?,
+                Node::Item(Item::Value(Value::InlineTable(t)))
+                | Node::Value(Value::InlineTable(t)) => t.get(name).map(Node::Value)?,
+                _ => return None,
+            };
+            if let Some(i) = index {
+                n = match n {
+                    Node::Item(Item::ArrayOfTables(a)) => a.get(i).map(Node::Table)?,
+                    Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => {
+                        a.get(i).map(Node::Value)?
+                    }
+                    _ => return None,
+                };
+            }
+            node = n;
+        }
+        let value = match node {
+            Node::Value(v) | Node::Item(Item::Value(v)) => v,
+            _ => return None,
+        };
+        text.get(value.span()?).map(|t| t.trim().to_string())
+    };
+    paths.iter().map(|p| value_at(p)).collect()
+}

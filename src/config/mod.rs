@@ -779,6 +779,52 @@ pub const MAX_CONFIG_ISSUES: usize = 64;
 /// [`MAX_CONFIG_ISSUES`]. Once the shape is right, the values are validated, except in the
 /// tables a key was taken out of, whose checks would only repeat the same problem. A syntax
 /// error or a missing key stops the reading there.
+/// Each field filter's floats as the file writes them (TOML reads them as doubles), for
+/// filters that compare with the decimal written.
+fn float_texts(text: &str, raw: &mut RawConfig) {
+    let mut paths = Vec::new();
+    for (i, b) in raw.buyers.iter().enumerate() {
+        let Some(f) = &b.filters else { continue };
+        for (j, p) in f.fields.iter().enumerate() {
+            let at = format!("buyers[{i}].filters.fields[{j}].value");
+            match &p.value {
+                Some(toml::Value::Float(_)) => paths.push(at),
+                Some(toml::Value::Array(items)) => paths.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.is_float())
+                        .map(|(k, _)| format!("{at}[{k}]")),
+                ),
+                _ => {}
+            }
+        }
+    }
+    if paths.is_empty() {
+        return;
+    }
+    let mut texts = locate::value_texts(text, &paths).into_iter();
+    for b in raw.buyers.iter_mut() {
+        let Some(f) = &mut b.filters else { continue };
+        for p in f.fields.iter_mut() {
+            p.float_texts = match &p.value {
+                Some(toml::Value::Float(_)) => vec![texts.next().flatten()],
+                Some(toml::Value::Array(items)) => items
+                    .iter()
+                    .map(|v| {
+                        if v.is_float() {
+                            texts.next().flatten()
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+        }
+    }
+}
+
 pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
     let mut shape: Vec<Issue> = Vec::new();
     let mut taken: Vec<String> = Vec::new();
@@ -821,6 +867,10 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
             }
         }
     };
+    let raw = raw.map(|mut raw| {
+        float_texts(&current, &mut raw);
+        raw
+    });
     let Some(raw) = raw else {
         return Err(if shape.len() == 1 {
             ConfigError::Parse(shape.remove(0))

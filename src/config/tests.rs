@@ -1608,3 +1608,40 @@ fn field_filters_no_lead_can_meet_are_warned_of() {
         .iter()
         .any(|w| w.contains("[buyers.filters]")),);
 }
+
+/// A filter's float compares with the decimal the file writes, which TOML's double would
+/// round: `20.999999999999999999` is under 21 and `1_000.5` is 1000.5, in a value and in a
+/// list alike; `check` then finds no contradiction a double would make up.
+#[test]
+fn field_filter_floats_keep_the_decimal_written() {
+    let old = r#"fields = [ { field = "age", op = ">=", value = 21 }, { field = "insured", op = "==", value = true } ]"#;
+    let new = r#"fields = [ { field = "age", op = "<", value = 20.999_999_999_999_999_999 }, { field = "n", op = "in", value = [1_000.5, +20.999999999999999999, 7] }, { field = "age", op = ">", value = 20.99999999999999999 } ]"#;
+    assert!(CONTRACT.contains(old));
+    let snap = parse(&CONTRACT.replacen(old, new, 1)).unwrap();
+    let filters = &snap.buyers[snap.buyer_by_id("acme-ins").unwrap()]
+        .rules
+        .filters;
+    let passes = |age: &str, n: &str| {
+        let lead = crate::lead::Fields::from_json(&format!(
+            r#"{{"state": "TX", "zip": "77002", "age": {age}, "n": {n}}}"#
+        ))
+        .unwrap();
+        filters.matches(&lead)
+    };
+    // 20.99999999999999999 < age < 20.999999999999999999
+    assert!(passes("20.999999999999999995", "20.999999999999999999"));
+    assert!(passes("20.999999999999999995", "1000.5"));
+    assert!(passes("20.999999999999999995", "7"));
+    assert!(!passes("20.999999999999999995", "1000.50001"));
+    assert!(!passes("20.999999999999999995", "21"));
+    assert!(!passes("20.999999999999999999", "7"));
+    assert!(!passes("21", "7"));
+    assert!(!passes("20.99999999999999999", "7"));
+    assert!(
+        !warnings(&snap)
+            .iter()
+            .any(|w| w.contains("[buyers.filters]")),
+        "{:?}",
+        warnings(&snap)
+    );
+}

@@ -236,6 +236,11 @@ pub struct FieldPredicateConfig {
     pub op: String,
     #[serde(default)]
     pub value: Option<toml::Value>,
+    /// The file's text of each float in `value` (the value itself, or each item of a list, in
+    /// order; `None` for what is no float): TOML reads a float as a double, and a filter
+    /// compares with the decimal written. Filled in after parsing.
+    #[serde(skip)]
+    pub float_texts: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

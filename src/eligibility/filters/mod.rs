@@ -226,9 +226,9 @@ impl ZipKey {
     }
 }
 
-/// A number of the buyer's side, as written: text in JSON's number grammar (a TOML float as the
-/// shortest decimal that reads back as it, which is what was written when it had at most 17
-/// digits). It compares with a lead's number by value, digit by digit: no rounding through
+/// A number of the buyer's side, as written: text in JSON's number grammar (a TOML float as
+/// the config file writes it, `FieldPredicateConfig::float_texts`, else as the shortest
+/// decimal that reads back as it). It compares with a lead's number by value, digit by digit: no rounding through
 /// binary floating point, so `20.999999999999999999` is under `21`, and `1.0` is `1`.
 #[derive(Clone, Debug, PartialEq)]
 struct Num {
@@ -647,7 +647,10 @@ impl FieldPredicate {
                 let list = items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| operand(v).map_err(|r| bad(format!("item {i}: {r}"))))
+                    .map(|(i, v)| {
+                        let written = cfg.float_texts.get(i).and_then(Option::as_deref);
+                        operand(v, written).map_err(|r| bad(format!("item {i}: {r}")))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 Rhs::List(list.into_boxed_slice())
             }
@@ -659,7 +662,8 @@ impl FieldPredicate {
                 )));
             }
             (op, Some(v)) => {
-                let o = operand(v).map_err(bad)?;
+                let written = cfg.float_texts.first().and_then(Option::as_deref);
+                let o = operand(v, written).map_err(bad)?;
                 if op.is_ordering() && matches!(o, Operand::Bool(_)) {
                     return Err(bad(format!(
                         "{:?} needs a number or a string, not a boolean",
@@ -759,13 +763,21 @@ fn number(text: &str) -> Result<Operand, String> {
         .ok_or_else(|| format!("{text} is no number"))
 }
 
-/// A TOML value as a typed operand.
-fn operand(v: &toml::Value) -> Result<Operand, String> {
+/// A TOML value as a typed operand; a float as `written` in the file when that is given.
+fn operand(v: &toml::Value, written: Option<&str>) -> Result<Operand, String> {
     match v {
         toml::Value::Integer(i) => number(&i.to_string()),
-        // Display writes the shortest decimal that reads back as the float, never in
-        // exponent form: JSON's grammar.
-        toml::Value::Float(f) if f.is_finite() => number(&f.to_string()),
+        toml::Value::Float(f) if f.is_finite() => {
+            // The decimal written (TOML's `_` between digits and a leading `+` aside), when
+            // it is that float; else Display's shortest decimal that reads back as it,
+            // never in exponent form: JSON's grammar either way.
+            let text = written
+                .map(|w| w.replace('_', ""))
+                .map(|w| w.strip_prefix('+').map(str::to_string).unwrap_or(w))
+                .filter(|w| Decimal::of(w).is_some() && w.parse::<f64>().ok() == Some(*f))
+                .unwrap_or_else(|| f.to_string());
+            number(&text)
+        }
         toml::Value::Float(_) => Err("the number must be finite".to_string()),
         toml::Value::String(s) => Ok(Operand::Str(s.as_str().into(), Num::parse(s))),
         toml::Value::Boolean(b) => Ok(Operand::Bool(*b)),
