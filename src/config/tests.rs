@@ -1017,6 +1017,8 @@ fn endpoints_parse() {
         "http://[::1]:0/ping",
         "http://127.0.0.1:00000/ping",
         "http://127.0.0.1:+80/ping",
+        "http://127.0.0.1:0065536/ping",
+        "http://127.0.0.1:8_0/ping",
         "http://127.0.0.1:65536/ping",
         "http://127.0.0.1:/ping",
     ] {
@@ -1028,6 +1030,15 @@ fn endpoints_parse() {
         65535
     );
     assert_eq!(Endpoint::parse("http://[::1]:1/").unwrap().port, 1);
+    // Leading zeros are the same port, however many.
+    for url in ["http://127.0.0.1:0080/", "http://127.0.0.1:000080/"] {
+        let e = Endpoint::parse(url).unwrap();
+        assert_eq!((e.port, e.host_header.as_str()), (80, "127.0.0.1"), "{url}");
+    }
+    assert_eq!(
+        Endpoint::parse("http://127.0.0.1:065535/").unwrap().port,
+        65535
+    );
 }
 
 fn load_ok(text: &str) -> Snapshot {

@@ -105,12 +105,17 @@ impl Endpoint {
     }
 }
 
-/// A port as a URL writes it: 1 to 5 digits, 1 to 65535 (port 0 is no place to connect to).
+/// A port as a URL writes it: digits (leading zeros allowed, as RFC 3986 has them) for 1 to
+/// 65535 (port 0 is no place to connect to).
 fn port_of(text: &str) -> Option<u16> {
-    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    text.parse().ok().filter(|&p| p != 0)
+    let digits = text.trim_start_matches('0');
+    if digits.len() > 5 {
+        return None;
+    }
+    digits.parse().ok().filter(|&p| p != 0)
 }
 
 fn bad_port(url: &str) -> String {
