@@ -820,8 +820,12 @@ pub fn stats_json(shared: &Shared, started: Instant) -> Value {
         "workers": snap.server.workers,
         "in_flight": shared.in_flight.load(Ordering::Relaxed),
         "journal": journal_json(shared, &s),
+        // `entries` as configured; the keys held now and the most it may hold (each shard's
+        // room for the uneven spread of keys added).
         "dedupe": {
             "entries": snap.server.dedupe_entries,
+            "held": shared.dedupe.len(),
+            "capacity": shared.dedupe.capacity(),
             "forced_evictions": shared.dedupe.forced_evictions(),
         },
         // Seller connections against `server.max_connections` (across all workers): open now,
@@ -1063,6 +1067,8 @@ pub fn metrics_text(shared: &Shared) -> String {
         "gavel_dedupe_forced_evictions_total {}",
         shared.dedupe.forced_evictions()
     );
+    out.push_str("# HELP gavel_dedupe_keys_held Phones and emails the dedupe index holds now (server.dedupe_entries are held before any is dropped).\n# TYPE gavel_dedupe_keys_held gauge\n");
+    let _ = writeln!(out, "gavel_dedupe_keys_held {}", shared.dedupe.len());
     out.push_str("# HELP gavel_seller_connections_open Seller connections open, across all workers (at most server.max_connections).\n# TYPE gavel_seller_connections_open gauge\n");
     let _ = writeln!(
         out,

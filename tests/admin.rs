@@ -1114,14 +1114,33 @@ fn a_dedupe_index_too_small_for_its_window_says_so() {
     assert_eq!(stats(admin)["dedupe"]["entries"], 1024);
     assert_eq!(c.lead(&lead(0)).status, 200);
     assert_eq!(c.lead(&lead(0)).json()["error"]["code"], "duplicate");
-    for i in 1..1500 {
+    // 1,024 phones and emails are held before any is dropped.
+    for i in 1..512 {
         assert_eq!(c.lead(&lead(i)).status, 200, "lead {i}");
     }
-    let evicted = stats(admin)["dedupe"]["forced_evictions"].as_u64().unwrap();
-    assert!(evicted > 0, "{evicted}");
+    let d = stats(admin)["dedupe"].clone();
+    assert_eq!(
+        (d["held"].as_u64(), d["forced_evictions"].as_u64()),
+        (Some(1024), Some(0)),
+        "{d}"
+    );
+    let capacity = d["capacity"].as_u64().unwrap_or(0);
+    assert!(capacity >= 1024, "{d}");
+    for i in 512..2500 {
+        assert_eq!(c.lead(&lead(i)).status, 200, "lead {i}");
+    }
+    let d = stats(admin)["dedupe"].clone();
+    let evicted = d["forced_evictions"].as_u64().unwrap();
+    assert!(evicted > 0, "{d}");
+    let held = d["held"].as_u64().unwrap_or(0);
+    assert!(held <= capacity + 64 && held >= 1024, "{d}");
     let metrics = String::from_utf8(get(admin, "GET", "/metrics", Some(TOKEN)).body).unwrap();
     assert!(
         metrics.contains(&format!("gavel_dedupe_forced_evictions_total {evicted}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("gavel_dedupe_keys_held {held}")),
         "{metrics}"
     );
     // The first lead's keys were dropped within its window: its duplicate passes.
