@@ -50,10 +50,7 @@ fn exchange(toml: String, max_connections: usize) -> (Exchange, SocketAddr) {
 
 /// The exchange's operator listener.
 fn admin_of(ex: &Exchange) -> SocketAddr {
-    ex.handle
-        .as_ref()
-        .and_then(|h| h.admin_addr())
-        .expect("admin listener")
+    ex.admin_addr()
 }
 
 fn operator_get(admin: SocketAddr, path: &str) -> Response {
@@ -278,12 +275,12 @@ fn the_limit_follows_a_reload() {
     let admin = admin_of(&ex);
     let reload = || {
         let mut c = Client::connect(admin);
-        c.send_raw(
-            format!(
-                "POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
-            )
-            .as_bytes(),
-        );
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/admin/reload",
+            Some(TOKEN),
+            b"",
+        ));
         let r = c.read_response().expect("an answer");
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     };

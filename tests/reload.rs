@@ -39,11 +39,7 @@ fn start(toml: &str) -> Running {
     let path = temp_dir("reload").join("gavel.toml");
     std::fs::write(&path, toml).expect("write config");
     let ex = Exchange::start_file(&path);
-    let admin = ex
-        .handle
-        .as_ref()
-        .and_then(|h| h.admin_addr())
-        .expect("admin listener");
+    let admin = ex.admin_addr();
     Running { ex, admin, path }
 }
 
@@ -74,6 +70,15 @@ impl Running {
         let path = format!("/v1/admin/buyers/{id}/{action}");
         operator(self.admin, "POST", &path, Some(TOKEN))
     }
+}
+
+/// The `/v1/post` body of the test lead for a held ping.
+fn post_of(ping_id: &str) -> Vec<u8> {
+    let lead: Value = serde_json::from_str(LEAD).unwrap();
+    serde_json::to_vec(
+        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
+    )
+    .unwrap()
 }
 
 /// An answer's status, unsold reason and bid count.
@@ -717,11 +722,7 @@ fn a_held_bid_whose_buyer_a_restart_left_out_is_posted_when_a_reload_brings_it_b
     let r = run.reload_with(&full);
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.json()["buyers"]["added"], serde_json::json!(["gone"]));
-    let lead: Value = serde_json::from_str(LEAD).unwrap();
-    let body = serde_json::to_vec(
-        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
-    )
-    .unwrap();
+    let body = post_of(&ping_id);
     let v = run.ex.client().post("/v1/post", Some(KEY), &body).json();
     assert_eq!(
         (v["sales"][0]["buyer"].as_str(), v["price"].as_f64()),
@@ -754,11 +755,7 @@ fn a_held_ping_whose_campaign_was_removed_is_told_so_across_a_restart() {
         r.json()["campaigns"]["removed"],
         serde_json::json!(["auto"])
     );
-    let lead: Value = serde_json::from_str(LEAD).unwrap();
-    let body = serde_json::to_vec(
-        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
-    )
-    .unwrap();
+    let body = post_of(&ping_id);
     let post = |run: &Running| {
         let r = run.ex.client().post("/v1/post", Some(KEY), &body);
         (r.status, r.json())
@@ -775,11 +772,7 @@ fn a_held_ping_whose_campaign_was_removed_is_told_so_across_a_restart() {
     drop(run);
 
     let ex = Exchange::start_file(&path);
-    let admin = ex
-        .handle
-        .as_ref()
-        .and_then(|h| h.admin_addr())
-        .expect("admin listener");
+    let admin = ex.admin_addr();
     let run = Running { ex, admin, path };
     let (status, v) = post(&run);
     assert_eq!(status, 404, "{v}");
@@ -825,11 +818,7 @@ fn a_ping_held_before_a_reload_is_posted_after_it() {
     let r = run.reload_with(&new);
     assert_eq!(r.status, 200, "{}", text(&r));
 
-    let lead: Value = serde_json::from_str(LEAD).unwrap();
-    let body = serde_json::to_vec(
-        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
-    )
-    .unwrap();
+    let body = post_of(&ping_id);
     let r = c.post("/v1/post", Some(KEY), &body);
     assert_eq!(r.status, 200, "{}", text(&r));
     let v = r.json();
@@ -874,11 +863,7 @@ fn a_ping_held_before_two_buyers_were_made_one_sells_to_each_buyer_once() {
         serde_json::json!(["merged -> kept"])
     );
 
-    let lead: Value = serde_json::from_str(LEAD).unwrap();
-    let body = serde_json::to_vec(
-        &serde_json::json!({"ping_id": ping_id, "lead": lead["lead"], "consent": lead["consent"]}),
-    )
-    .unwrap();
+    let body = post_of(&ping_id);
     let v = c.post("/v1/post", Some(KEY), &body).json();
     let sales: Vec<(&str, f64)> = v["sales"]
         .as_array()

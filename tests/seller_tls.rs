@@ -525,19 +525,15 @@ fn a_reload_serves_a_renewed_certificate_to_new_connections() {
     let base = with_admin(tls_config(&fleet, &first, 10_000));
     std::fs::write(&path, &base).unwrap();
     let ex = Exchange::start_file(&path);
-    let admin = ex
-        .handle
-        .as_ref()
-        .and_then(|h| h.admin_addr())
-        .expect("admin listener");
+    let admin = ex.admin_addr();
     let reload = || {
         let mut c = Client::connect(admin);
-        c.send_raw(
-            format!(
-                "POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
-            )
-            .as_bytes(),
-        );
+        c.send_raw(&Client::request(
+            "POST",
+            "/v1/admin/reload",
+            Some(TOKEN),
+            b"",
+        ));
         c.read_response().expect("an answer")
     };
     let mut open = TlsClient::connect(ex.addr, &client_config(&first, true));

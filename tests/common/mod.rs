@@ -156,6 +156,15 @@ impl Exchange {
         }
     }
 
+    /// The operator listener (the config must have `admin_listen`).
+    #[allow(dead_code)]
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .and_then(|h| h.admin_addr())
+            .expect("admin listener")
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
     }
