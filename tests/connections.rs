@@ -274,14 +274,7 @@ fn the_limit_follows_a_reload() {
     let ex = Exchange::start_file(&path);
     let admin = admin_of(&ex);
     let reload = || {
-        let mut c = Client::connect(admin);
-        c.send_raw(&Client::request(
-            "POST",
-            "/v1/admin/reload",
-            Some(TOKEN),
-            b"",
-        ));
-        let r = c.read_response().expect("an answer");
+        let r = operator_request(admin, "POST", "/v1/admin/reload", TOKEN);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     };
     let mut sellers: Vec<Client> = (0..2).map(|_| ex.client()).collect();

@@ -526,16 +526,7 @@ fn a_reload_serves_a_renewed_certificate_to_new_connections() {
     std::fs::write(&path, &base).unwrap();
     let ex = Exchange::start_file(&path);
     let admin = ex.admin_addr();
-    let reload = || {
-        let mut c = Client::connect(admin);
-        c.send_raw(&Client::request(
-            "POST",
-            "/v1/admin/reload",
-            Some(TOKEN),
-            b"",
-        ));
-        c.read_response().expect("an answer")
-    };
+    let reload = || operator_request(admin, "POST", "/v1/admin/reload", TOKEN);
     let mut open = TlsClient::connect(ex.addr, &client_config(&first, true));
     assert_eq!(open.lead(LEAD).json()["status"], "sold");
 

@@ -302,6 +302,15 @@ impl Client {
 }
 
 /// Parse a JSON body the exchange sent to a buyer.
+/// One request to the operator listener with `token`, on a new connection, and its answer.
+#[allow(dead_code)]
+pub fn operator_request(admin: SocketAddr, method: &str, path: &str, token: &str) -> Response {
+    let mut c = Client::connect(admin);
+    c.send_raw(&Client::request(method, path, Some(token), b""));
+    c.read_response()
+        .expect("an answer from the operator listener")
+}
+
 pub fn body_json(b: &[u8]) -> Value {
     serde_json::from_slice(b)
         .unwrap_or_else(|e| panic!("buyer got non-JSON ({}): {}", e, String::from_utf8_lossy(b)))
