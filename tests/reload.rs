@@ -734,7 +734,8 @@ fn a_held_bid_whose_buyer_a_restart_left_out_is_posted_when_a_reload_brings_it_b
 
 /// A ping held, then its campaign taken out of the config: its post is told the campaign is
 /// no longer configured, after the reload and after a restart alike, and nothing is posted;
-/// once a reload brings the campaign back, that the start let its bids go.
+/// once a reload brings the campaign back, its bids are held again and it sells, once, as
+/// through two reloads.
 #[test]
 fn a_held_ping_whose_campaign_was_removed_is_told_so_across_a_restart() {
     const PING: &str = r#"{"campaign": "auto", "lead": {"state": "TX", "zip": "77002", "lead_type": "auto", "age": 34, "insured": true}}"#;
@@ -786,18 +787,36 @@ fn a_held_ping_whose_campaign_was_removed_is_told_so_across_a_restart() {
     assert_eq!(r.status, 404, "{}", text(&r));
     assert_ne!(r.json()["error"]["message"], gone);
 
-    // The campaign back by a reload: the start let the bids go, and says so.
+    // The campaign back by a reload: the bids are held again, and the post sells, once; a
+    // restart then knows the ping was posted.
     let r = run.reload_with(&full);
     assert_eq!(r.status, 200, "{}", text(&r));
     let (status, v) = post(&run);
-    assert_eq!(status, 404, "{v}");
-    assert_eq!(v["error"]["code"], "unknown_ping", "{v}");
-    let message = v["error"]["message"].as_str().unwrap_or("");
-    assert!(
-        message.contains("let go when the exchange started without its campaign"),
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["price"].as_f64()),
+        (Some("sold"), Some(90.0)),
         "{v}"
     );
-    assert_eq!(fleet.posts(0), 0);
+    assert_eq!(fleet.posts(0), 1);
+    let (status, v) = post(&run);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("already_posted")),
+        "{v}"
+    );
+    let path = run.path.clone();
+    drop(run);
+    let ex = Exchange::start_file(&path);
+    let admin = ex.admin_addr();
+    let run = Running { ex, admin, path };
+    let (status, v) = post(&run);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("already_posted")),
+        "{v}"
+    );
+    assert_eq!(fleet.posts(0), 1);
 }
 
 #[test]

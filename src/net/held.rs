@@ -3,7 +3,9 @@
 //! ping_expired` rather than `404 unknown_ping`.
 
 use super::HeldPing;
+use crate::config::Snapshot;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Pings whose bids are held at once; beyond it a ping is answered 503.
@@ -56,10 +58,19 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
+/// A hold read back at a start whose config lacked its campaign: how to hold it again
+/// ([`HeldPings::revive`]) once a reload brings the campaign back, and until when.
+pub struct GoneHold {
+    pub campaign: String,
+    /// The hold mapped onto a config that has the campaign (`None` when it cannot be).
+    pub restore: Box<dyn Fn(&Arc<Snapshot>) -> Option<HeldPing> + Send>,
+    pub expires: Instant,
+}
+
 struct Expired {
     seller: String,
     posted: bool,
-    campaign_gone: Option<Box<str>>,
+    campaign_gone: Option<GoneHold>,
     /// When it was moved here: forgotten `EXPIRED_PING_MEMORY` later.
     at: Instant,
 }
@@ -139,10 +150,40 @@ impl HeldPings {
         &mut self,
         id: String,
         seller: String,
-        campaign: &str,
+        gone: GoneHold,
         at: Instant,
     ) {
-        self.insert_memory(id, seller, false, Some(campaign.into()), at);
+        self.insert_memory(id, seller, false, Some(gone), at);
+    }
+
+    /// Hold again a ping a start could not (its campaign not in that config) now that `snap`
+    /// has its campaign, until its hold's end: its post then runs as any held ping's, and a
+    /// later start, which reads the same hold back from the journal, holds it the same way.
+    /// Once its hold has run out it is an expired ping like any other.
+    pub fn revive(&mut self, id: &str, snap: &Arc<Snapshot>, now: Instant) {
+        let Some(e) = self.expired.get_mut(id) else {
+            return;
+        };
+        let Some(g) = &e.campaign_gone else {
+            return;
+        };
+        if now >= g.expires {
+            e.campaign_gone = None;
+            return;
+        }
+        if e.posted || snap.campaign_by_id(&g.campaign).is_none() {
+            return;
+        }
+        let Some(mut h) = (g.restore)(snap) else {
+            return;
+        };
+        h.expires = g.expires;
+        if let Some(e) = self.expired.remove(id) {
+            if !self.insert(id.to_string(), h, now) {
+                // No room: it stays as it was.
+                self.expired.insert(id.to_string(), e);
+            }
+        }
     }
 
     fn insert_memory(
@@ -150,7 +191,7 @@ impl HeldPings {
         id: String,
         seller: String,
         posted: bool,
-        campaign_gone: Option<Box<str>>,
+        campaign_gone: Option<GoneHold>,
         at: Instant,
     ) {
         while self.expired.len() >= MAX_EXPIRED_PINGS {
@@ -205,7 +246,7 @@ impl HeldPings {
             Some(e) => Lookup::Expired {
                 seller: &e.seller,
                 posted: e.posted,
-                campaign_gone: e.campaign_gone.as_deref(),
+                campaign_gone: e.campaign_gone.as_ref().map(|g| g.campaign.as_str()),
             },
             None => Lookup::Unknown,
         }

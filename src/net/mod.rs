@@ -1365,10 +1365,38 @@ fn rebuild(
                             };
                             held.insert(lead_id.clone(), h, mono_now);
                         } else if snap.campaign_by_id(campaign).is_none() {
+                            // Kept to be held again once a reload brings the campaign back,
+                            // as a hold kept through a reload that removed its campaign and
+                            // one that brought it back is (and as a later start holds it).
+                            let left = std::time::Duration::from_micros(expires_us - now_us)
+                                .min(std::time::Duration::from_millis(*hold_ms));
+                            let (seller_id, campaign_id) = (seller.clone(), campaign.clone());
+                            let (bids, terms, pinged) = (bids.clone(), *terms, pinged.clone());
+                            let received = received.unwrap_or(bids.len() as u32);
+                            let restore = move |snap: &Arc<Snapshot>| {
+                                restore_hold(
+                                    snap,
+                                    &seller_id,
+                                    &campaign_id,
+                                    test,
+                                    &bids,
+                                    terms,
+                                    &body,
+                                    &pinged,
+                                )
+                                .map(|h| HeldPing {
+                                    bids_received: received,
+                                    ..h
+                                })
+                            };
                             held.insert_campaign_gone(
                                 lead_id.clone(),
                                 seller.clone(),
-                                campaign,
+                                held::GoneHold {
+                                    campaign: campaign.clone(),
+                                    restore: Box::new(restore),
+                                    expires: mono_now + left,
+                                },
                                 mono_now,
                             );
                         }

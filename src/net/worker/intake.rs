@@ -556,6 +556,9 @@ impl Worker {
         };
         let same_seller = |id: Option<&str>| id == snap.sellers.get(seller).map(|s| s.id.as_str());
         let mut held = self.shared.held.lock();
+        // A hold a start could not map (its campaign not in that config), held again now
+        // that a reload has brought its campaign back.
+        held.revive(ping_id, &self.gen.rt.snap, Instant::now());
         let h = match held.lookup(ping_id, Instant::now()) {
             crate::net::held::Lookup::Live(h)
                 if same_seller(h.snap.sellers.get(h.seller).map(|s| s.id.as_str())) =>
@@ -571,9 +574,8 @@ impl Worker {
                     refusal(409, "already_posted", "this ping was already posted")
                 } else if let Some(campaign) = campaign_gone {
                     if snap.campaign_by_id(campaign).is_some() {
-                        // A reload brought the campaign back since: the bids are gone all the
-                        // same.
-                        refusal(404, "unknown_ping", BIDS_LET_GO)
+                        // Its campaign is back but it could not be held again: no room.
+                        refusal(503, "overloaded", "too many pings held")
                     } else {
                         refusal(404, "unknown_ping", CAMPAIGN_GONE)
                     }
@@ -880,8 +882,3 @@ fn held_full() -> Refusal {
 
 /// A post's answer for a held ping whose campaign the config no longer has.
 const CAMPAIGN_GONE: &str = "the campaign of this ping is no longer configured";
-
-/// A post's answer for a ping whose bids a start let go, its campaign not in that config,
-/// when a reload has brought the campaign back since.
-const BIDS_LET_GO: &str = "the bids of this ping were let go when the exchange started \
-     without its campaign; ping again";
