@@ -58,12 +58,15 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
+/// A hold mapped onto a config (`None` when it cannot be).
+pub type Restore = Box<dyn Fn(&Arc<Snapshot>) -> Option<HeldPing> + Send>;
+
 /// A hold read back at a start whose config lacked its campaign: how to hold it again
 /// ([`HeldPings::revive`]) once a reload brings the campaign back, and until when.
 pub struct GoneHold {
     pub campaign: String,
-    /// The hold mapped onto a config that has the campaign (`None` when it cannot be).
-    pub restore: Box<dyn Fn(&Arc<Snapshot>) -> Option<HeldPing> + Send>,
+    /// The hold mapped onto a config that has the campaign.
+    pub restore: Restore,
     pub expires: Instant,
 }
 
