@@ -128,9 +128,11 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> ConfigDiff {
         os.max_body_bytes != ns.max_body_bytes,
     );
     check("server.max_in_flight", os.max_in_flight != ns.max_in_flight);
+    // Raised at once; a lower value waits for the next start (the index never shrinks), so
+    // it is not a change that took effect.
     check(
         "server.dedupe_entries",
-        os.dedupe_entries != ns.dedupe_entries,
+        ns.dedupe_entries > os.dedupe_entries,
     );
     check(
         "server.max_connections",

@@ -1656,3 +1656,23 @@ fn field_filter_floats_keep_the_decimal_written() {
         warnings(&snap)
     );
 }
+
+/// A raised `dedupe_entries` takes effect at a reload and is listed; a lowered one waits for
+/// the next start and is not.
+#[test]
+fn a_lowered_dedupe_size_is_not_a_setting_that_took_effect() {
+    let at = |n: usize| {
+        load_ok(&CONTRACT.replace(
+            "max_in_flight = 10000",
+            &format!("max_in_flight = 10000\ndedupe_entries = {n}"),
+        ))
+    };
+    let (small, big) = (at(4096), at(8192));
+    assert_eq!(big.server.dedupe_entries, 8192);
+    assert!(diff(&small, &big)
+        .settings
+        .contains(&"server.dedupe_entries".to_string()));
+    assert!(!diff(&big, &small)
+        .settings
+        .contains(&"server.dedupe_entries".to_string()));
+}

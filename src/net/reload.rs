@@ -91,6 +91,13 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     for w in config::warnings(&snap) {
         eprintln!("gavel: warning: {}", w);
     }
+    if snap.server.dedupe_entries < old.snap.server.dedupe_entries {
+        eprintln!(
+            "gavel: warning: server.dedupe_entries lowered to {}: the dedupe index keeps its \
+             size until the next start",
+            snap.server.dedupe_entries
+        );
+    }
     let mut diff = config::diff(&old.snap, &snap);
     let (rt, rebuild) = Runtime::reloaded(Arc::new(snap), &old);
     // The same files with other certificates in them: a change all the same.
