@@ -750,7 +750,9 @@ impl Worker {
                 break;
             }
             self.now = Instant::now();
-            if !events.is_empty() {
+            // The timer's own wake-ups (housekeeping, a deadline) are not traffic: an idle
+            // exchange does not spin for `busy_poll_us` after each.
+            if events.iter().any(|e| e.token() != TIMER) {
                 self.last_work = self.now;
             }
             // A reload: one atomic load per loop turn, before any of this turn's requests.
