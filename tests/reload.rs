@@ -55,6 +55,15 @@ fn operator(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> 
 }
 
 impl Running {
+    /// Stop the exchange and start it again from the same file.
+    fn restart(self) -> Running {
+        let path = self.path.clone();
+        drop(self);
+        let ex = Exchange::start_file(&path);
+        let admin = ex.admin_addr();
+        Running { ex, admin, path }
+    }
+
     /// Write `toml` over the config file and ask for a reload.
     fn reload_with(&self, toml: &str) -> Response {
         std::fs::write(&self.path, toml).expect("write config");
@@ -769,12 +778,7 @@ fn a_held_ping_whose_campaign_was_removed_is_told_so_across_a_restart() {
         (Some("unknown_ping"), Some(gone)),
         "{v}"
     );
-    let path = run.path.clone();
-    drop(run);
-
-    let ex = Exchange::start_file(&path);
-    let admin = ex.admin_addr();
-    let run = Running { ex, admin, path };
+    let run = run.restart();
     let (status, v) = post(&run);
     assert_eq!(status, 404, "{v}");
     assert_eq!(
@@ -805,11 +809,7 @@ fn a_held_ping_whose_campaign_was_removed_is_told_so_across_a_restart() {
         (409, Some("already_posted")),
         "{v}"
     );
-    let path = run.path.clone();
-    drop(run);
-    let ex = Exchange::start_file(&path);
-    let admin = ex.admin_addr();
-    let run = Running { ex, admin, path };
+    let run = run.restart();
     let (status, v) = post(&run);
     assert_eq!(
         (status, v["error"]["code"].as_str()),
