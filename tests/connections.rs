@@ -369,6 +369,41 @@ fn strangers_make_room_before_an_idle_seller(first_bytes: &[u8]) {
     assert_eq!(connections(admin)["sellers_evicted"], 1);
 }
 
+/// Connections kept alive by requests refused for their credentials are strangers however
+/// recently they sent one: at the limit one of them makes room for a new seller, and the
+/// seller's kept-alive connection, idle longer than they are, stays open.
+#[test]
+fn refused_connections_make_room_before_an_idle_seller() {
+    let fleet = Fleet::start(vec![bidder("acme", 5000)]).unwrap();
+    // One worker: every connection is on it, and the seller's is the one idle the longest.
+    let toml = with_limit(&config(&fleet, "", |_| String::new()), 4)
+        .replace("workers = 2\n", "workers = 1\n");
+    let ex = Exchange::start(&toml);
+    let admin = admin_of(&ex);
+    let mut seller = ex.client();
+    assert_eq!(seller.lead(LEAD).json()["status"], "sold");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused: Vec<Client> = (0..3).map(|_| ex.client()).collect();
+    for c in &mut refused {
+        let r = c.post("/v1/leads", Some("not-a-key"), LEAD.as_bytes());
+        assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+        let r = c.post("/v1/leads", None, LEAD.as_bytes());
+        assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(connections(admin)["sellers_open"], 4);
+
+    let mut new = ex.client();
+    let r = new.lead(LEAD);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        eventually(|| refused.iter().any(|c| closed_now(&c.stream))),
+        "no refused connection was closed"
+    );
+    assert!(!closed_now(&seller.stream), "the idle seller was closed");
+    assert_eq!(seller.lead(LEAD).json()["status"], "sold");
+    assert_eq!(connections(admin)["sellers_evicted"], 1);
+}
+
 /// A connection to the exchange with a small receive buffer, never read here, whose writes
 /// give up after 200 ms.
 fn non_reading_seller(addr: SocketAddr) -> TcpStream {

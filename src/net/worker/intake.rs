@@ -10,6 +10,7 @@ impl Worker {
             Ok(s) => s,
             Err(r) => return self.refuse(key, &r, None, &[]),
         };
+        self.authorised(key);
         // A retry under a key already used is answered from the first request, before it
         // counts against the seller's rate. A `/v1/post` needs no key: its ping id is one.
         let mut keyed: Option<(u128, u64, &str)> = None;

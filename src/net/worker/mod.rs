@@ -151,6 +151,9 @@ struct SellerConn {
     output_held: bool,
     /// This connection's share of `server.max_connections`, given back when it is dropped.
     place: Place,
+    /// A request of it named a seller (its key was taken): until then every answer it had was
+    /// a refusal, and it is a stranger (see [`SellerConn::is_stalled_stranger`]).
+    authorised: bool,
 }
 
 impl SellerConn {
@@ -213,16 +216,19 @@ impl SellerConn {
         self.first_seq == 0 && now.saturating_duration_since(self.last_active) < FIRST_REQUEST_GRACE
     }
 
-    /// Never answered, and its first request has stopped arriving (or never started) for
-    /// [`STRANGER_STALL`]: nothing of it was authorised or is owed an answer, so it is closed
-    /// before an idle connection to make room for a new one. Half-sent heads and silent
-    /// connections from anyone cannot push out the sellers' kept-alive connections.
+    /// No request of it has named a seller, it is owed no answer, and either its request has
+    /// stopped arriving (or never started) for [`STRANGER_STALL`], or it was answered and is
+    /// between requests: nothing of it was authorised, so it is closed before an idle
+    /// connection to make room for a new one. Half-sent heads, silent connections and
+    /// connections kept alive by requests refused for their credentials, from anyone, cannot
+    /// push out the sellers' kept-alive connections.
     fn is_stalled_stranger(&self, now: Instant) -> bool {
-        self.first_seq == 0
+        !self.authorised
             && self.pending.is_empty()
             && !self.close_after_flush
             && self.all_sent()
-            && now.saturating_duration_since(self.last_active) >= STRANGER_STALL
+            && ((self.first_seq > 0 && self.is_idle())
+                || now.saturating_duration_since(self.last_active) >= STRANGER_STALL)
     }
 
     /// Its answers have waited for socket space for [`READ_STALL`]: the client stopped

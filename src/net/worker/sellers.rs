@@ -137,6 +137,7 @@ impl Worker {
             read_full: false,
             output_held: false,
             place,
+            authorised: false,
         };
         // Full only at `MAX_SELLER_CONNS_PER_WORKER`, which the count of places keeps it under;
         // the connection (and its place) is dropped then.
@@ -722,6 +723,7 @@ impl Worker {
             Ok(s) => s,
             Err(r) => return self.refuse(key, &r, None, &[]),
         };
+        self.authorised(key);
         let Some(lead_id) = lookup::canonical_lead_id(id) else {
             let r = Refusal {
                 status: 404,
@@ -791,6 +793,13 @@ impl Worker {
             http::write_response(&mut bytes, done.status, headers, &done.body, persist);
             c.pending[idx] = Reply::Ready { bytes, close };
             self.finish_seller_io(done.conn);
+        }
+    }
+
+    /// The connection's request named a seller: it is no stranger from now on.
+    pub(super) fn authorised(&mut self, key: Key) {
+        if let Some(c) = self.sellers.get_mut(key) {
+            c.authorised = true;
         }
     }
 
