@@ -539,6 +539,23 @@ fn a_buyer_that_is_down_costs_only_its_own_bid() {
             t.elapsed()
         );
     }
+    drop(ex);
+    // The journal says why the buyer could not be reached, in the system's words.
+    let reasons: Vec<String> = gavel::journal::read_all(&journal_dir_of(&toml))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.record {
+            gavel::journal::Record::PingResult { buyer, reason, .. } if buyer == "dead" => reason,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    for r in &reasons {
+        assert!(
+            r.contains("connect failed: connection refused"),
+            "{reasons:?}"
+        );
+    }
 }
 
 #[test]

@@ -339,8 +339,8 @@ impl Worker {
         let addr = self.pools[p].addr?;
         let stream = match TcpStream::connect(addr) {
             Ok(s) => s,
-            Err(_) => {
-                self.pools[p].connect_failed(now, "connect failed");
+            Err(e) => {
+                self.pools[p].connect_failed(now, &connect_failure(Some(&e)));
                 return None;
             }
         };
@@ -597,13 +597,13 @@ impl Worker {
                 return;
             }
             let failed = match c.stream.take_error() {
-                Ok(Some(_)) | Err(_) => true,
-                Ok(None) => c.stream.peer_addr().is_err(),
+                Ok(Some(e)) | Err(e) => Some(connect_failure(Some(&e))),
+                Ok(None) => c.stream.peer_addr().is_err().then(|| connect_failure(None)),
             };
-            if failed {
+            if let Some(why) = failed {
                 let p = c.pool;
-                self.pools[p].connect_failed(now, "connect failed");
-                return self.conn_broken(ck, "connect failed");
+                self.pools[p].connect_failed(now, &why);
+                return self.conn_broken(ck, &why);
             }
             c.connected = true;
             let p = c.pool;
@@ -986,4 +986,22 @@ impl Worker {
     }
 
     // ----- housekeeping ------------------------------------------------------------------
+}
+
+/// A failed connect's reason as pings and the journal give it: `connect failed: ` and the
+/// system's words for the error (`connection refused`, `no route to host`), without its number.
+fn connect_failure(e: Option<&io::Error>) -> String {
+    let Some(e) = e else {
+        return "connect failed".to_string();
+    };
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) => &text[..at],
+        None => &text[..],
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => format!("connect failed: {}{}", first.to_lowercase(), chars.as_str()),
+        None => "connect failed".to_string(),
+    }
 }
