@@ -279,13 +279,13 @@ fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> 
     // Damage (segments missing from the front, a segment cut short or corrupt) takes its
     // own records, not the later ones': the lead's history in what is left is shown, with
     // the first damage as a warning.
-    let reader = match Reader::open(dir) {
+    let mut reader = match Reader::open(dir) {
         Ok(r) => r.only_lead(lead_id).past_damage(),
         Err(e) => return report_error(err, &e),
     };
     let mut entries = Vec::new();
     let mut damage = None;
-    for item in reader {
+    for item in reader.by_ref() {
         match item {
             Ok(e) if e.record.lead_id() == lead_id => entries.push(e),
             Ok(_) => {}
@@ -294,11 +294,29 @@ fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> 
             }
         }
     }
+    // Whole records of this lead that do not decode are damage, as `export` and `verify`
+    // have them; torn records (appends a crash caught before their commit) are not, but one
+    // may have been this lead's.
+    let undecodable = reader.skipped_undecodable;
+    let torn = reader.skipped_torn;
+    let note_torn = |err: &mut dyn Write| {
+        if torn > 0 {
+            let _ = writeln!(
+                err,
+                "note: {torn} torn record(s) skipped: appends a crash caught before they were \
+                 committed, never part of the journal; one may have been this lead's"
+            );
+        }
+    };
     if entries.is_empty() {
         let _ = writeln!(err, "gavel: lead {lead_id} not found in {}", dir.display());
         if let Some(e) = damage {
             let _ = writeln!(err, "gavel: {e}");
         }
+        if undecodable > 0 {
+            let _ = writeln!(err, "gavel: {}", unreadable(undecodable));
+        }
+        note_torn(err);
         return EXIT_FAILURE;
     }
     let first = entries.iter().map(|e| e.ts_us).min().unwrap_or(0);
@@ -317,11 +335,26 @@ fn show(dir: &Path, lead_id: &str, out: &mut dyn Write, err: &mut dyn Write) -> 
             printable(&describe(&e.record))
         );
     }
+    note_torn(err);
+    let mut failed = false;
     if let Some(e) = damage {
         let _ = writeln!(err, "warning: {e}; the history may be incomplete");
-        return EXIT_FAILURE;
+        failed = true;
     }
-    EXIT_OK
+    if undecodable > 0 {
+        let _ = writeln!(
+            err,
+            "warning: {undecodable} whole record(s) that may be this lead's could not be read \
+             and are left out: their checksum holds but their content is not a record of their \
+             type (written wrong, or written over); the history may be incomplete"
+        );
+        failed = true;
+    }
+    if failed {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    }
 }
 
 /// `+1234.567 ms` from a difference in microseconds.

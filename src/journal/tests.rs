@@ -3379,6 +3379,43 @@ fn an_empty_directory_is_no_journal_and_tail_waits_for_one() {
     drop(j);
 }
 
+/// `show` says what it could not read: a torn record (an append a crash caught before its
+/// commit) is noted and the history stands (exit 0), as `verify` calls such a journal intact;
+/// a whole record that does not decode is damage, warned of, exit 1, as `export` has it.
+#[test]
+fn show_tells_of_torn_and_unreadable_records() {
+    let dir = TempDir::new("show-torn");
+    let (recs, frames) = write_sample(dir.path(), 12);
+    patch(&seg0(dir.path()), frames[5].0 + 4, &[0, 0, 0, 0]);
+    let show = || {
+        run_cli(JournalCmd::Show {
+            lead_id: lead_id(7),
+            dir: dir.path().to_path_buf(),
+        })
+    };
+    let (code, out, err) = show();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1 + recs.len() - 1, "{out}");
+    assert!(err.contains("note: 1 torn record(s) skipped"), "{err}");
+    assert!(err.contains("one may have been this lead's"), "{err}");
+    // A record of payload version 0, which no build writes: its checksum holds, it does not
+    // decode.
+    let end = frames.last().unwrap().1;
+    patch(
+        &seg0(dir.path()),
+        end,
+        &raw_frame(RecordType::Sale as u8, T0 + 100, &[0; 80]),
+    );
+    let (code, out, err) = show();
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out.lines().count(), 1 + recs.len() - 1, "{out}");
+    assert!(
+        err.contains("warning: 1 whole record(s) that may be this lead's could not be read"),
+        "{err}"
+    );
+    assert!(err.contains("note: 1 torn record(s) skipped"), "{err}");
+}
+
 /// A ping never written (no connection to the buyer in time) has no response time to show.
 #[test]
 fn show_says_a_ping_never_sent_was_never_sent() {
