@@ -1350,6 +1350,33 @@ fn dedupe_set_by_a_reload_knows_the_leads_received_before_it() {
     let r = run.reload_with(&on.replace("reserve_price = 5.00", "reserve_price = 6.00"));
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.json()["dedupe_replayed"], 0, "{}", text(&r));
+    // The config's own warnings, as `check` gives them; none of the dedupe index.
+    let warnings = r.json()["warnings"].clone();
+    assert!(
+        warnings.as_array().is_some_and(|w| w.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.starts_with("campaign other: none of its buyers")))),
+        "{}",
+        text(&r)
+    );
+    assert!(!text(&r).contains("dedupe_entries"), "{}", text(&r));
+
+    // A smaller index applies at the next start: the answer warns of it, as the log does.
+    let smaller = on.replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\ndedupe_entries = 1024",
+    );
+    assert_ne!(smaller, on);
+    let r = run.reload_with(&smaller);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let warnings = r.json()["warnings"].clone();
+    assert!(
+        warnings.as_array().is_some_and(|w| w.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.starts_with("server.dedupe_entries lowered to 1024")))),
+        "{}",
+        text(&r)
+    );
 }
 
 /// A config path that names no regular file (a FIFO nobody writes to, `/dev/zero`) is refused

@@ -30,6 +30,9 @@ pub struct ReloadReport {
     /// Leads read from the journal into the dedupe index for campaigns whose `dedupe_days`
     /// the reload made longer (or set).
     pub dedupe_replayed: u64,
+    /// What a start would warn of in the new config (a certificate near its end, a value
+    /// nothing uses), and a setting the reload keeps until the next start; also in the log.
+    pub warnings: Vec<String>,
 }
 
 /// Why a reload was refused; the config in force stays.
@@ -88,15 +91,16 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
         return Err(ReloadError::RestartRequired(restart));
     }
     // As a start says them: a certificate near its end, values nothing uses.
-    for w in config::warnings(&snap) {
-        eprintln!("gavel: warning: {}", w);
-    }
+    let mut warnings = config::warnings(&snap);
     if snap.server.dedupe_entries < old.snap.server.dedupe_entries {
-        eprintln!(
-            "gavel: warning: server.dedupe_entries lowered to {}: the dedupe index keeps its \
-             size until the next start",
+        warnings.push(format!(
+            "server.dedupe_entries lowered to {}: the dedupe index keeps its size until the \
+             next start",
             snap.server.dedupe_entries
-        );
+        ));
+    }
+    for w in &warnings {
+        eprintln!("gavel: warning: {}", w);
     }
     let mut diff = config::diff(&old.snap, &snap);
     let (rt, rebuild) = Runtime::reloaded(Arc::new(snap), &old);
@@ -194,6 +198,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
         diff,
         sales_replayed,
         dedupe_replayed: dedupe_replayed.len() as u64,
+        warnings,
     })
 }
 
