@@ -1373,6 +1373,39 @@ fn dedupe_set_by_a_reload_knows_the_leads_received_before_it() {
     warns(&r, "server.dedupe_entries lowered to 1024");
 }
 
+/// A lowered `dedupe_entries` applies at the next start, also when the reload that lowers it
+/// is the one that begins deduping (the index was small, nothing deduped): the index gets
+/// room for what the start's setting promised, and the answer says the lower size waits.
+#[test]
+fn a_reload_that_begins_deduping_with_a_lowered_size_keeps_the_starts() {
+    let fleet = Fleet::start(vec![bidder("acme", 1000)]).unwrap();
+    let on = with_admin(&config(&fleet, "dedupe_days = 30", |_| String::new()));
+    let off = on.replace("dedupe_days = 30", "dedupe_days = 0");
+    let run = start(&off);
+    let dedupe = |run: &Running| run.stats()["dedupe"].clone();
+    assert_eq!(dedupe(&run)["entries"], 1_048_576, "{}", dedupe(&run));
+    let lowered = on.replace(
+        "max_in_flight = 1000",
+        "max_in_flight = 1000\ndedupe_entries = 1024",
+    );
+    assert_ne!(lowered, on);
+    let r = run.reload_with(&lowered);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let said = text(&r);
+    assert!(
+        said.contains("server.dedupe_entries lowered to 1024 from 1048576 at the start"),
+        "{said}"
+    );
+    let d = dedupe(&run);
+    assert!(
+        d["capacity"].as_u64().is_some_and(|c| c >= 1_048_576),
+        "{d}"
+    );
+    // Reloaded again, the lower size still waits for the start, and is said to.
+    let r = run.reload_with(&lowered);
+    assert!(text(&r).contains("lowered to 1024"), "{}", text(&r));
+}
+
 /// A config path that names no regular file (a FIFO nobody writes to, `/dev/zero`) is refused
 /// at once as unreadable, instead of a reload that blocks or reads without end; the running
 /// config is untouched and the next good file reloads.

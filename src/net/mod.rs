@@ -66,6 +66,9 @@ pub struct Shared {
     pub held: Mutex<held::HeldPings>,
     /// Phones and emails seen per campaign within `dedupe_days`, shared by all workers.
     pub dedupe: Arc<DedupeIndex>,
+    /// `server.dedupe_entries` at the start: a reload may raise the index's size but lowers
+    /// it only at the next start, so a reload that begins deduping sizes it to no less.
+    pub dedupe_entries_at_start: usize,
     /// The sellers' `Idempotency-Key`s and the leads they name, shared by all workers.
     pub idempotency: idempotency::IdempotencyIndex,
     /// The time `Idempotency-Key`s and dedupe windows are measured by (see [`clock`]).
@@ -890,8 +893,13 @@ pub const CAP_REPLAY_WINDOW_US: u64 = 32 * 24 * 3600 * 1_000_000;
 /// Phones and emails the dedupe index keeps: `server.dedupe_entries` when any campaign dedupes
 /// (memory grows with use, about 60 bytes an entry), next to nothing otherwise.
 fn dedupe_entries(snap: &Snapshot) -> usize {
+    dedupe_entries_at_least(snap, 0)
+}
+
+/// [`dedupe_entries`], and no fewer than `floor` when any campaign dedupes.
+fn dedupe_entries_at_least(snap: &Snapshot, floor: usize) -> usize {
     if snap.campaigns.iter().any(|c| c.dedupe_days > 0) {
-        snap.server.dedupe_entries
+        snap.server.dedupe_entries.max(floor)
     } else {
         crate::compliance::DEDUPE_SHARDS
     }
@@ -1821,6 +1829,7 @@ fn start_with(
     workers: usize,
 ) -> io::Result<ServerHandle> {
     let (lookups, spawn_lookups) = lookup::start(journal.dir().to_path_buf());
+    let dedupe_entries_at_start = runtime.snap.server.dedupe_entries;
     let shared = Arc::new(Shared {
         lookups,
         pause_words: Mutex::new(words),
@@ -1831,6 +1840,7 @@ fn start_with(
         journal,
         held: Mutex::new(held),
         dedupe,
+        dedupe_entries_at_start,
         idempotency,
         clock: clock::StepFreeClock::new(),
         in_flight: AtomicUsize::new(0),

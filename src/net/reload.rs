@@ -7,7 +7,7 @@
 //! the statistics and the held pings of seller-side ping-post. Leads in flight keep the runtime
 //! they started under to their answer.
 
-use super::{dedupe_entries, Runtime, Shared, CAP_REPLAY_WINDOW_US};
+use super::{dedupe_entries_at_least, Runtime, Shared, CAP_REPLAY_WINDOW_US};
 use crate::caps::{CapTable, Carried};
 use crate::config::{self, ConfigDiff, ConfigError, RestartKey, Snapshot};
 use crate::journal::{self, Record};
@@ -92,11 +92,13 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     }
     // As a start says them: a certificate near its end, values nothing uses.
     let mut warnings = config::warnings(&snap);
-    if snap.server.dedupe_entries < old.snap.server.dedupe_entries {
+    if snap.server.dedupe_entries < shared.dedupe_entries_at_start {
         warnings.push(format!(
-            "server.dedupe_entries lowered to {}: the dedupe index keeps its size until the \
-             next start",
-            snap.server.dedupe_entries
+            "server.dedupe_entries lowered to {} from {} at the start: the dedupe index keeps \
+             room for {} until the next start",
+            snap.server.dedupe_entries,
+            shared.dedupe_entries_at_start,
+            shared.dedupe_entries_at_start
         ));
     }
     for w in &warnings {
@@ -169,7 +171,12 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     } else {
         (0, None, std::collections::HashSet::new())
     };
-    shared.dedupe.ensure_capacity(dedupe_entries(&rt.snap));
+    // A lowered `dedupe_entries` applies at the next start: until then the index holds what
+    // the start's setting promised, also when it was small because nothing deduped then.
+    shared.dedupe.ensure_capacity(dedupe_entries_at_least(
+        &rt.snap,
+        shared.dedupe_entries_at_start,
+    ));
     // A campaign whose `dedupe_days` grew (or began) checks leads its index never recorded
     // (received while it did not dedupe, or dropped as older than its window then): they are
     // read from the journal, as on start, before the new config is in force, and once more
