@@ -205,16 +205,21 @@ pub fn syntax_key(text: &str, offset: usize, wants_equals: bool) -> Option<Strin
         tables.header(line)?;
         return Some(tables.current).filter(|t| !t.is_empty());
     }
-    let key = match line.split_once('=') {
-        Some((key, _)) => key,
+    // Only what comes before a comment: a `=` in it (`workers 4  # 0 = one per core`) is not
+    // the key's.
+    let code = line.split_once('#').map_or(line, |(l, _)| l).trim_end();
+    let key = if wants_equals {
         // A key with no `=` after it (`workers 4`, `workers` alone): the key, when the parser
-        // read it as one. A word inside a multi-line array is a value, and names nothing.
-        None if wants_equals => {
-            let line = line.split_once('#').map_or(line, |(l, _)| l).trim_end();
-            line.split_once(char::is_whitespace)
-                .map_or(line, |(key, _)| key)
+        // read it as one.
+        code.split(|c: char| c.is_whitespace() || c == '=')
+            .next()
+            .unwrap_or(code)
+    } else {
+        match code.split_once('=') {
+            Some((key, _)) => key,
+            // A word inside a multi-line array is a value, and names nothing.
+            None => return None,
         }
-        None => return None,
     };
     let key = plausible_key(key)?;
     Some(join(&tables.current, &key))

@@ -596,6 +596,16 @@ fn a_syntax_error_is_one_line_with_its_line_and_a_key_only_when_there_is_one() {
     assert_eq!(parse_error(&text).key, "server.max_in_flight");
     let text = CONTRACT.replace("[admin]", "[admin]\nlog.level # soon");
     assert_eq!(parse_error(&text).key, "admin.log.level");
+    // A `=` in the line's comment is not the key's.
+    let text = CONTRACT.replace("workers = 0 ", "workers 0 ");
+    assert!(
+        text.contains("workers 0  "),
+        "the contract's comment follows"
+    );
+    let issue = parse_error(&text);
+    assert_eq!(issue.key, "server.workers", "{issue}");
+    let text = CONTRACT.replace("max_in_flight = 10000", "max_in_flight # x = y");
+    assert_eq!(parse_error(&text).key, "server.max_in_flight");
     // Inside a multi-line array no key is named rather than a wrong one.
     let text = CONTRACT.replace(
         "hours = [\"mon-fri 08:00-20:00\", \"sat 09:00-14:00\"]",
