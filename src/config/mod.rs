@@ -892,6 +892,7 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
         text,
         issues: Vec::new(),
         notes: Vec::new(),
+        unread: taken.clone(),
     };
     let mut snap = v.build(&raw);
     snap.config_notes = std::mem::take(&mut v.notes);
@@ -1038,9 +1039,20 @@ struct Validator<'a> {
     issues: Vec<Issue>,
     /// Warnings only the file's own values show (a value given that nothing uses).
     notes: Vec<String>,
+    /// Keys whose value was of the wrong shape, read as a placeholder so that the rest can be
+    /// checked: what other tables are checked against them waits until they are fixed.
+    unread: Vec<String>,
 }
 
 impl Validator<'_> {
+    /// A campaign's `id` was of the wrong shape: which ids there are is not known until it is
+    /// fixed, so no reference to one is called unknown.
+    fn campaign_id_unread(&self) -> bool {
+        self.unread
+            .iter()
+            .any(|k| k.starts_with("campaigns[") && k.ends_with("].id"))
+    }
+
     fn err(&mut self, key: String, message: impl Into<String>) {
         let line = locate::line_of_key(self.text, &key);
         self.issues.push(Issue {
@@ -1418,6 +1430,7 @@ impl Validator<'_> {
             for (ci, c) in s.campaigns.iter().enumerate() {
                 match campaign_by_id.get(c) {
                     Some(&idx) => cs.push(idx),
+                    None if self.campaign_id_unread() => {}
                     None => self.err(
                         format!("sellers[{}].campaigns[{}]", i, ci),
                         format!("unknown campaign {:?}", c),
@@ -1486,6 +1499,7 @@ impl Validator<'_> {
                         cs.push(idx);
                         campaigns[idx].buyers.push(i);
                     }
+                    None if self.campaign_id_unread() => {}
                     None => self.err(
                         format!("buyers[{}].campaigns[{}]", i, ci),
                         format!("unknown campaign {:?}", c),
@@ -1823,6 +1837,12 @@ impl Validator<'_> {
                             // `vehicle.year` reads into the ping field `vehicle`.
                             let head = f.split_once('.').map_or(f, |(h, _)| h);
                             for &c in cs {
+                                // A campaign's `ping_fields` of the wrong shape is its own
+                                // error: not this buyer's.
+                                let unread = format!("campaigns[{c}].ping_fields");
+                                if self.unread.contains(&unread) {
+                                    continue;
+                                }
                                 if !campaigns[c].ping_fields.iter().any(|p| p == f || p == head) {
                                     self.err(
                                         format!("buyers[{}].adapter.{}.{}", i, body_key, name),

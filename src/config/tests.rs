@@ -618,6 +618,31 @@ fn a_syntax_error_is_one_line_with_its_line_and_a_key_only_when_there_is_one() {
     assert!(!issue.to_string().contains('\n'), "{issue}");
 }
 
+/// A campaign's `ping_fields` of the wrong shape is the one problem told: the buyers'
+/// adapter templates are not checked against a list that was never read.
+#[test]
+fn ping_fields_of_the_wrong_shape_blame_no_adapter() {
+    let text = CONTRACT.replace(
+        "ping_fields = [\"state\", \"zip\", \"lead_type\", \"age\", \"insured\"]",
+        "ping_fields = \"state\"",
+    );
+    assert_ne!(text, CONTRACT);
+    assert!(
+        CONTRACT.contains("{lead.state}"),
+        "an adapter reads a ping field"
+    );
+    let issues = invalid(&text);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "campaigns[0].ping_fields", "{issues:?}");
+    // Nor are sellers and buyers told their campaign is unknown when a campaign's id is of
+    // the wrong shape.
+    let text = CONTRACT.replacen("id = \"auto-insurance\"", "id = 5", 1);
+    assert_ne!(text, CONTRACT);
+    let issues = invalid(&text);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "campaigns[0].id", "{issues:?}");
+}
+
 #[test]
 fn references_and_enums_are_checked() {
     let text = CONTRACT.replace(
@@ -805,6 +830,7 @@ fn a_refused_personal_ping_field_is_left_out_of_the_campaign_too() {
         notes: Vec::new(),
         text: &text,
         issues: Vec::new(),
+        unread: Vec::new(),
     };
     let raw: RawConfig = match toml::from_str(&text) {
         Ok(r) => r,
