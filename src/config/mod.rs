@@ -837,9 +837,22 @@ pub fn parse(text: &str) -> Result<Snapshot, ConfigError> {
             Err(e) => {
                 let mut issue = parse_issue(&current, &e);
                 let missing = e.message().starts_with("missing field");
-                if missing && taken.contains(&issue.key) {
+                let again = taken.contains(&issue.key);
+                if missing && again {
                     // The key taken out for its type is the one now missing: said already.
                     break None;
+                }
+                if again {
+                    // The value put in for one of the wrong type is refused in turn (an empty
+                    // list where a key wants one item at least): said already; the key is
+                    // taken out instead.
+                    match locate::blank_key(&current, &issue.key) {
+                        Some(next) => {
+                            current = std::borrow::Cow::Owned(next);
+                            continue;
+                        }
+                        None => break None,
+                    }
                 }
                 if !taken.is_empty() {
                     issue.line = locate::line_of_key(text, &issue.key).or(issue.line);

@@ -621,7 +621,7 @@ fn a_syntax_error_is_one_line_with_its_line_and_a_key_only_when_there_is_one() {
 /// A campaign's `ping_fields` of the wrong shape is the one problem told: the buyers'
 /// adapter templates are not checked against a list that was never read.
 #[test]
-fn ping_fields_of_the_wrong_shape_blame_no_adapter() {
+fn a_value_of_the_wrong_shape_is_told_once_and_blames_no_other_table() {
     let text = CONTRACT.replace(
         "ping_fields = [\"state\", \"zip\", \"lead_type\", \"age\", \"insured\"]",
         "ping_fields = \"state\"",
@@ -641,6 +641,27 @@ fn ping_fields_of_the_wrong_shape_blame_no_adapter() {
     let issues = invalid(&text);
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert_eq!(issues[0].key, "campaigns[0].id", "{issues:?}");
+    // A list that may not be empty, written as a string, is told once: the empty list put in
+    // its place is not refused as if the file had it.
+    for (from, to, key) in [
+        (
+            "states = [\"TX\", \"OK\", \"LA\"]",
+            "states = \"TX\"",
+            "buyers[0].filters.states",
+        ),
+        (
+            "zip_prefixes = [\"770\", \"750\"]",
+            "zip_prefixes = 770",
+            "buyers[0].filters.zip_prefixes",
+        ),
+    ] {
+        let text = CONTRACT.replacen(from, to, 1);
+        assert_ne!(text, CONTRACT);
+        let issues = invalid(&text);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].key, key, "{issues:?}");
+        assert!(issues[0].message.starts_with("invalid type"), "{issues:?}");
+    }
 }
 
 #[test]
