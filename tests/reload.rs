@@ -1393,7 +1393,10 @@ fn a_reload_that_begins_deduping_with_a_lowered_size_keeps_the_starts() {
     assert_eq!(r.status, 200, "{}", text(&r));
     let said = text(&r);
     assert!(
-        said.contains("server.dedupe_entries lowered to 1024 from 1048576 at the start"),
+        said.contains(
+            "server.dedupe_entries lowered to 1024: the dedupe index keeps room for 1048576 \
+             until the next start"
+        ),
         "{said}"
     );
     let d = dedupe(&run);
@@ -1404,6 +1407,25 @@ fn a_reload_that_begins_deduping_with_a_lowered_size_keeps_the_starts() {
     // Reloaded again, the lower size still waits for the start, and is said to.
     let r = run.reload_with(&lowered);
     assert!(text(&r).contains("lowered to 1024"), "{}", text(&r));
+    // Raised, it takes effect at once; lowered from there, but not below the start's, the
+    // index keeps the raised size, and the answer says which.
+    let raised = lowered.replace("dedupe_entries = 1024", "dedupe_entries = 2000000");
+    let r = run.reload_with(&raised);
+    assert!(
+        text(&r).contains("\"settings\":[\"server.dedupe_entries\"]"),
+        "{}",
+        text(&r)
+    );
+    let capacity = dedupe(&run)["capacity"].as_u64().unwrap_or(0);
+    assert!(capacity >= 2_000_000, "{}", dedupe(&run));
+    let between = lowered.replace("dedupe_entries = 1024", "dedupe_entries = 1500000");
+    let r = run.reload_with(&between);
+    assert!(
+        text(&r).contains("lowered to 1500000: the dedupe index keeps room for 2000000"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(dedupe(&run)["capacity"].as_u64(), Some(capacity));
 }
 
 /// A config path that names no regular file (a FIFO nobody writes to, `/dev/zero`) is refused

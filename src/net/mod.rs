@@ -66,9 +66,11 @@ pub struct Shared {
     pub held: Mutex<held::HeldPings>,
     /// Phones and emails seen per campaign within `dedupe_days`, shared by all workers.
     pub dedupe: Arc<DedupeIndex>,
-    /// `server.dedupe_entries` at the start: a reload may raise the index's size but lowers
-    /// it only at the next start, so a reload that begins deduping sizes it to no less.
-    pub dedupe_entries_at_start: usize,
+    /// The largest `server.dedupe_entries` since the start (the start's, or a reload's that
+    /// raised it): a reload raises the index's size at once but lowers it only at the next
+    /// start, so the index keeps room for this many until then, also when a reload begins
+    /// deduping (the index was small while nothing deduped).
+    pub dedupe_entries_kept: AtomicUsize,
     /// The sellers' `Idempotency-Key`s and the leads they name, shared by all workers.
     pub idempotency: idempotency::IdempotencyIndex,
     /// The time `Idempotency-Key`s and dedupe windows are measured by (see [`clock`]).
@@ -1829,7 +1831,7 @@ fn start_with(
     workers: usize,
 ) -> io::Result<ServerHandle> {
     let (lookups, spawn_lookups) = lookup::start(journal.dir().to_path_buf());
-    let dedupe_entries_at_start = runtime.snap.server.dedupe_entries;
+    let dedupe_entries_kept = AtomicUsize::new(runtime.snap.server.dedupe_entries);
     let shared = Arc::new(Shared {
         lookups,
         pause_words: Mutex::new(words),
@@ -1840,7 +1842,7 @@ fn start_with(
         journal,
         held: Mutex::new(held),
         dedupe,
-        dedupe_entries_at_start,
+        dedupe_entries_kept,
         idempotency,
         clock: clock::StepFreeClock::new(),
         in_flight: AtomicUsize::new(0),

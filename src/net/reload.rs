@@ -92,13 +92,13 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     }
     // As a start says them: a certificate near its end, values nothing uses.
     let mut warnings = config::warnings(&snap);
-    if snap.server.dedupe_entries < shared.dedupe_entries_at_start {
+    // Reloads run one at a time: nothing else moves it meanwhile.
+    let kept = shared.dedupe_entries_kept.load(Ordering::Acquire);
+    if snap.server.dedupe_entries < kept {
         warnings.push(format!(
-            "server.dedupe_entries lowered to {} from {} at the start: the dedupe index keeps \
-             room for {} until the next start",
-            snap.server.dedupe_entries,
-            shared.dedupe_entries_at_start,
-            shared.dedupe_entries_at_start
+            "server.dedupe_entries lowered to {}: the dedupe index keeps room for {} until the \
+             next start",
+            snap.server.dedupe_entries, kept
         ));
     }
     for w in &warnings {
@@ -172,11 +172,14 @@ pub fn reload(shared: &Shared) -> Result<ReloadReport, ReloadError> {
         (0, None, std::collections::HashSet::new())
     };
     // A lowered `dedupe_entries` applies at the next start: until then the index holds what
-    // the start's setting promised, also when it was small because nothing deduped then.
-    shared.dedupe.ensure_capacity(dedupe_entries_at_least(
-        &rt.snap,
-        shared.dedupe_entries_at_start,
-    ));
+    // the largest setting since the start promised, also when it was small because nothing
+    // deduped then.
+    shared
+        .dedupe
+        .ensure_capacity(dedupe_entries_at_least(&rt.snap, kept));
+    shared
+        .dedupe_entries_kept
+        .store(kept.max(rt.snap.server.dedupe_entries), Ordering::Release);
     // A campaign whose `dedupe_days` grew (or began) checks leads its index never recorded
     // (received while it did not dedupe, or dropped as older than its window then): they are
     // read from the journal, as on start, before the new config is in force, and once more
