@@ -1363,14 +1363,19 @@ fn dedupe_set_by_a_reload_knows_the_leads_received_before_it() {
     assert!(!text(&r).contains("dedupe_entries"), "{}", text(&r));
 
     // A smaller index applies at the next start: the answer warns of it, as the log does.
-    let smaller = on.replace(
-        "max_in_flight = 1000",
-        "max_in_flight = 1000\ndedupe_entries = 1024",
-    );
-    assert_ne!(smaller, on);
-    let r = run.reload_with(&smaller);
+    let r = run.reload_with(&with_dedupe_entries(&on, 1024));
     assert_eq!(r.status, 200, "{}", text(&r));
     warns(&r, "server.dedupe_entries lowered to 1024");
+}
+
+/// `toml` with `server.dedupe_entries` set to `n`.
+fn with_dedupe_entries(toml: &str, n: usize) -> String {
+    let set = toml.replace(
+        "max_in_flight = 1000",
+        &format!("max_in_flight = 1000\ndedupe_entries = {n}"),
+    );
+    assert_ne!(set, toml);
+    set
 }
 
 /// A lowered `dedupe_entries` applies at the next start, also when the reload that lowers it
@@ -1384,11 +1389,7 @@ fn a_reload_that_begins_deduping_with_a_lowered_size_keeps_the_starts() {
     let run = start(&off);
     let dedupe = |run: &Running| run.stats()["dedupe"].clone();
     assert_eq!(dedupe(&run)["entries"], 1_048_576, "{}", dedupe(&run));
-    let lowered = on.replace(
-        "max_in_flight = 1000",
-        "max_in_flight = 1000\ndedupe_entries = 1024",
-    );
-    assert_ne!(lowered, on);
+    let lowered = with_dedupe_entries(&on, 1024);
     let r = run.reload_with(&lowered);
     assert_eq!(r.status, 200, "{}", text(&r));
     let said = text(&r);
@@ -1409,7 +1410,7 @@ fn a_reload_that_begins_deduping_with_a_lowered_size_keeps_the_starts() {
     assert!(text(&r).contains("lowered to 1024"), "{}", text(&r));
     // Raised, it takes effect at once; lowered from there, but not below the start's, the
     // index keeps the raised size, and the answer says which.
-    let raised = lowered.replace("dedupe_entries = 1024", "dedupe_entries = 2000000");
+    let raised = with_dedupe_entries(&on, 2_000_000);
     let r = run.reload_with(&raised);
     assert!(
         text(&r).contains("\"settings\":[\"server.dedupe_entries\"]"),
@@ -1418,7 +1419,7 @@ fn a_reload_that_begins_deduping_with_a_lowered_size_keeps_the_starts() {
     );
     let capacity = dedupe(&run)["capacity"].as_u64().unwrap_or(0);
     assert!(capacity >= 2_000_000, "{}", dedupe(&run));
-    let between = lowered.replace("dedupe_entries = 1024", "dedupe_entries = 1500000");
+    let between = with_dedupe_entries(&on, 1_500_000);
     let r = run.reload_with(&between);
     assert!(
         text(&r).contains("lowered to 1500000: the dedupe index keeps room for 2000000"),
