@@ -1066,6 +1066,15 @@ impl Validator<'_> {
             .any(|k| k.starts_with("campaigns[") && k.ends_with("].id"))
     }
 
+    /// `key`, or a part of it (a list's item), was of the wrong shape.
+    fn is_unread(&self, key: &str) -> bool {
+        self.unread.iter().any(|k| {
+            k.strip_prefix(key).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('[') || rest.starts_with('.')
+            })
+        })
+    }
+
     fn err(&mut self, key: String, message: impl Into<String>) {
         let line = locate::line_of_key(self.text, &key);
         self.issues.push(Issue {
@@ -1852,8 +1861,7 @@ impl Validator<'_> {
                             for &c in cs {
                                 // A campaign's `ping_fields` of the wrong shape is its own
                                 // error: not this buyer's.
-                                let unread = format!("campaigns[{c}].ping_fields");
-                                if self.unread.contains(&unread) {
+                                if self.is_unread(&format!("campaigns[{c}].ping_fields")) {
                                     continue;
                                 }
                                 if !campaigns[c].ping_fields.iter().any(|p| p == f || p == head) {

@@ -634,6 +634,14 @@ fn a_value_of_the_wrong_shape_is_told_once_and_blames_no_other_table() {
     let issues = invalid(&text);
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert_eq!(issues[0].key, "campaigns[0].ping_fields", "{issues:?}");
+    // Nor when only items of the list are of the wrong type.
+    let text = CONTRACT.replace(
+        "ping_fields = [\"state\", \"zip\", \"lead_type\", \"age\", \"insured\"]",
+        "ping_fields = [\"state\", 1]",
+    );
+    let issues = invalid(&text);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "campaigns[0].ping_fields[1]", "{issues:?}");
     // Nor are sellers and buyers told their campaign is unknown when a campaign's id is of
     // the wrong shape.
     let text = CONTRACT.replacen("id = \"auto-insurance\"", "id = 5", 1);
