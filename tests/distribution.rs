@@ -1127,3 +1127,71 @@ fn a_posts_fallback_keeps_a_buyer_its_ping_never_reached() {
         );
     }
 }
+
+/// A round-robin fallback leaves out a buyer the auction pinged (one with a price of its own
+/// that bid nothing) before it takes turns: the left-out buyer's turn does not pass to the
+/// buyer after it, and the fixed-price buyers share the leads evenly, for a direct lead's
+/// fallback and for a seller's ping priced from it.
+#[test]
+fn a_round_robin_fallback_shares_evenly_around_a_pinged_buyer() {
+    let fleet = Fleet::start(vec![
+        BuyerSpec::new("both").with_responder(|k, _| match k {
+            Kind::Ping => Reply::no_bid(),
+            Kind::Post => Reply::accepted(),
+        }),
+        poster("f1", true),
+        poster("f2", true),
+        poster("f3", true),
+    ])
+    .unwrap();
+    let mut toml = config(
+        &Fleet::start(vec![]).unwrap(),
+        "fallback = \"round_robin\"",
+        |_| String::new(),
+    );
+    toml.push_str(&buyer_table(
+        "both",
+        Some(fleet.ping_url(0)),
+        fleet.post_url(0),
+        "price = 25.00\n",
+    ));
+    for i in 1..4 {
+        toml.push_str(&buyer_table(
+            fleet.name(i),
+            None,
+            fleet.post_url(i),
+            "price = 18.00\n",
+        ));
+    }
+    let ex = Exchange::start(&toml);
+    let mut c = ex.client();
+    let mut sold_to = std::collections::BTreeMap::new();
+    for _ in 0..12 {
+        let v = c.lead(LEAD).json();
+        assert_eq!(v["status"], "sold", "{v}");
+        let buyer = v["sales"][0]["buyer"].as_str().unwrap_or("").to_string();
+        *sold_to.entry(buyer).or_insert(0) += 1;
+    }
+    let even: std::collections::BTreeMap<String, i32> = ["f1", "f2", "f3"]
+        .iter()
+        .map(|b| (b.to_string(), 4))
+        .collect();
+    assert_eq!(sold_to, even, "direct leads");
+    assert_eq!(fleet.posts(0), 0, "the pinged buyer is never posted to");
+    // A seller's ping nobody bids on is priced from the fallback's next turn: the same turns.
+    let mut offered = std::collections::BTreeMap::new();
+    for _ in 0..6 {
+        let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
+        assert_eq!(v["status"], "bid", "{v}");
+        let id = v["ping_id"].as_str().unwrap_or("").to_string();
+        let v = c.post("/v1/post", Some(KEY), &post_of(&id)).json();
+        assert_eq!(v["status"], "sold", "{v}");
+        let buyer = v["sales"][0]["buyer"].as_str().unwrap_or("").to_string();
+        *offered.entry(buyer).or_insert(0) += 1;
+    }
+    let even: std::collections::BTreeMap<String, i32> = ["f1", "f2", "f3"]
+        .iter()
+        .map(|b| (b.to_string(), 2))
+        .collect();
+    assert_eq!(offered, even, "seller pings");
+}

@@ -614,11 +614,11 @@ impl Worker {
         }
         let rt = lead.gen.rt.clone();
         let snap = rt.snap.clone();
-        let mut plan = self.fixed_price_plan(&rt, lead.campaign, &lead.req, method);
         // A buyer the first auction sent the lead to (one that bids and has a fixed price too)
         // is not sent it at its fixed price: it priced this lead itself, by no bid, a bid
         // under the reserve, or a post it rejected, or it bought. One whose ping never got a
-        // connection before the close did not see it. A post's ping's auction likewise.
+        // connection before the close did not see it. A post's ping's auction likewise. It
+        // takes no turn of a round robin either, which would pass to the buyer after it.
         let in_auction: Vec<usize> = (0..lead.auction.slots())
             .filter(|s| {
                 lead.close_from_plan
@@ -629,7 +629,7 @@ impl Worker {
             .chain(lead.priced_by_ping.iter().copied())
             .collect();
         let posted = (0..lead.auction.slots()).any(|s| lead.auction.post_result(s).is_some());
-        plan.retain(|(b, _, _)| !in_auction.contains(b));
+        let plan = self.fixed_price_plan(&rt, lead.campaign, &lead.req, method, &in_auction);
         let Some(lead) = self.leads.get_mut(key) else {
             return false;
         };

@@ -293,7 +293,7 @@ impl Worker {
             }
             // Fixed-price distribution: no pings, posts in the method's order at each price.
             None if fixed_price => {
-                let plan = self.fixed_price_plan(&gen.rt, campaign, &req, c.method);
+                let plan = self.fixed_price_plan(&gen.rt, campaign, &req, c.method, &[]);
                 Auction::from_held(in_order, arrival, self.now, &plan)
             }
             // A fixed-price campaign's ping pings nobody: it is answered from its buyers'
@@ -412,15 +412,18 @@ impl Worker {
         campaign: usize,
         req: &LeadRequest,
         method: Distribution,
+        exclude: &[usize],
     ) -> Vec<HeldBid> {
         let snap = &rt.snap;
         // A price under the campaign's reserve is never posted to: such a buyer takes no turn
         // of the round robin and no share of the weighted draw, which would otherwise pass to
-        // the buyer after it.
+        // the buyer after it. Nor does a buyer left out of this lead's plan (`exclude`: a
+        // fallback's buyers the auction pinged).
         let reserve = snap.campaigns[campaign].reserve_cents;
         let mut buyers = self.eligible_buyers(rt, campaign, req, |b| {
             b.price_cents.is_some_and(|p| p >= reserve) && b.post.is_some()
         });
+        buyers.retain(|b| !exclude.contains(b));
         buyers.sort_by_key(|&b| (snap.buyers[b].priority, b));
         match method {
             Distribution::RoundRobin => {
@@ -776,7 +779,6 @@ impl Worker {
                 fixed => Some(fixed),
             };
             if let Some(method) = method {
-                bids = self.fixed_price_plan(&lead.gen.rt, lead.campaign, &lead.req, method);
                 // A buyer pinged for this lead priced it itself (no bid, or under the reserve).
                 // One whose ping never got a connection before the close did not see it, and
                 // keeps its place, as in a lead's fallback.
@@ -784,9 +786,9 @@ impl Worker {
                     .filter(|s| ping_reached(lead, *s))
                     .map(|s| lead.auction.buyer(s))
                     .collect();
-                bids.retain(|&(b, cents, _)| {
-                    cents > 0 && cents >= campaign.reserve_cents && !pinged.contains(&b)
-                });
+                bids =
+                    self.fixed_price_plan(&lead.gen.rt, lead.campaign, &lead.req, method, &pinged);
+                bids.retain(|&(_, cents, _)| cents > 0 && cents >= campaign.reserve_cents);
                 affordable(&mut bids);
             }
         }
