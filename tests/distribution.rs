@@ -1165,33 +1165,33 @@ fn a_round_robin_fallback_shares_evenly_around_a_pinged_buyer() {
     }
     let ex = Exchange::start(&toml);
     let mut c = ex.client();
-    let mut sold_to = std::collections::BTreeMap::new();
-    for _ in 0..12 {
-        let v = c.lead(LEAD).json();
-        assert_eq!(v["status"], "sold", "{v}");
-        let buyer = v["sales"][0]["buyer"].as_str().unwrap_or("").to_string();
-        *sold_to.entry(buyer).or_insert(0) += 1;
-    }
-    let even: std::collections::BTreeMap<String, i32> = ["f1", "f2", "f3"]
-        .iter()
-        .map(|b| (b.to_string(), 4))
-        .collect();
-    assert_eq!(sold_to, even, "direct leads");
+    let sold_to = sales_by_buyer((0..12).map(|_| c.lead(LEAD).json()));
+    assert_eq!(sold_to, each_of(&["f1", "f2", "f3"], 4), "direct leads");
     assert_eq!(fleet.posts(0), 0, "the pinged buyer is never posted to");
     // A seller's ping nobody bids on is priced from the fallback's next turn: the same turns.
-    let mut offered = std::collections::BTreeMap::new();
-    for _ in 0..6 {
+    let offered = sales_by_buyer((0..6).map(|_| {
         let v = c.post("/v1/ping", Some(KEY), PING.as_bytes()).json();
         assert_eq!(v["status"], "bid", "{v}");
         let id = v["ping_id"].as_str().unwrap_or("").to_string();
-        let v = c.post("/v1/post", Some(KEY), &post_of(&id)).json();
+        c.post("/v1/post", Some(KEY), &post_of(&id)).json()
+    }));
+    assert_eq!(offered, each_of(&["f1", "f2", "f3"], 2), "seller pings");
+}
+
+/// How many of `answers` each buyer bought; every answer must be a sale.
+fn sales_by_buyer(
+    answers: impl Iterator<Item = serde_json::Value>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut by = std::collections::BTreeMap::new();
+    for v in answers {
         assert_eq!(v["status"], "sold", "{v}");
         let buyer = v["sales"][0]["buyer"].as_str().unwrap_or("").to_string();
-        *offered.entry(buyer).or_insert(0) += 1;
+        *by.entry(buyer).or_insert(0) += 1;
     }
-    let even: std::collections::BTreeMap<String, i32> = ["f1", "f2", "f3"]
-        .iter()
-        .map(|b| (b.to_string(), 2))
-        .collect();
-    assert_eq!(offered, even, "seller pings");
+    by
+}
+
+/// `n` for each of `buyers`.
+fn each_of(buyers: &[&str], n: usize) -> std::collections::BTreeMap<String, usize> {
+    buyers.iter().map(|b| (b.to_string(), n)).collect()
 }
