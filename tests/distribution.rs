@@ -1195,3 +1195,25 @@ fn sales_by_buyer(
 fn each_of(buyers: &[&str], n: usize) -> std::collections::BTreeMap<String, usize> {
     buyers.iter().map(|b| (b.to_string(), n)).collect()
 }
+
+/// A restart gives a round-robin rotation back its place from the journal's sales: the next
+/// lead goes to the buyer whose turn it was, not to the first buyer again.
+#[test]
+fn a_restart_keeps_the_round_robin_rotation() {
+    let fleet = Fleet::start(vec![
+        poster("a", true),
+        poster("b", true),
+        poster("c", true),
+    ])
+    .unwrap();
+    let toml = fixed_config(&fleet, "round_robin", &[(20.0, 1, 1); 3]);
+    let mut sold_to = Vec::new();
+    for _ in 0..4 {
+        let ex = Exchange::start(&toml);
+        let v = ex.client().lead(LEAD).json();
+        assert_eq!(v["status"], "sold", "{v}");
+        sold_to.push(v["sales"][0]["buyer"].as_str().unwrap_or("").to_string());
+        drop(ex);
+    }
+    assert_eq!(sold_to, ["a", "b", "c", "a"]);
+}

@@ -667,8 +667,16 @@ pub fn start(snap: Arc<Snapshot>) -> io::Result<ServerHandle> {
     for _ in 1..workers {
         listeners.push(bind_reuseport(local_addr).map_err(|e| cannot_listen(local_addr, e))?);
     }
+    let runtime = Runtime::with_caps(snap, caps, 1);
+    // Each round-robin rotation goes on from where the last run left it (approximately: by
+    // sales, which a buyer that rejects its turns has none of), not from the first buyer.
+    for &(c, b) in &replayed.round_robin_sold {
+        if let Some(rr) = runtime.round_robin.get(c) {
+            rr.took(b, false);
+        }
+    }
     start_with(
-        Runtime::with_caps(snap, caps, 1),
+        runtime,
         dedupe,
         Arc::new(journal),
         (recovery, replayed, pnl, held, words, keys),
@@ -1009,6 +1017,9 @@ fn rebuild(
     let mut pinged_unposted: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Those of them whose story goes on in the files set aside (records cut out with damage).
     let mut settled_aside: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // The last sale of each (campaign, buyer), by its stamp: a start gives each round-robin
+    // rotation back its place, the buyer sold to the longest ago first.
+    let mut last_sold: HashMap<(usize, usize), u64> = HashMap::new();
     // Counts one record; true for a sale.
     let mut take = |e: &journal::Entry| -> bool {
         if e.ts_us < since {
@@ -1258,6 +1269,12 @@ fn rebuild(
                 u.1 += price_cents;
                 u.2 += payout_cents;
                 accepted_posts.remove(&(lead_id.clone(), buyer.clone()));
+                if let (Some(c), Some(b)) =
+                    (snap.campaign_by_id(campaign), snap.buyer_of_record(buyer))
+                {
+                    let last = last_sold.entry((c, b)).or_insert(0);
+                    *last = (*last).max(e.ts_us);
+                }
                 let sent_us = posted_at
                     .remove(&(lead_id.clone(), buyer.clone()))
                     .unwrap_or(e.ts_us);
@@ -1637,7 +1654,10 @@ fn rebuild(
             idem.replay(id, entry, now_us);
         }
     }
+    let mut round_robin_sold: Vec<((usize, usize), u64)> = last_sold.into_iter().collect();
+    round_robin_sold.sort_by_key(|&(cb, ts)| (ts, cb));
     Ok(Replayed {
+        round_robin_sold: round_robin_sold.into_iter().map(|(cb, _)| cb).collect(),
         sales: sales + aside_sales,
         set_aside_sales: aside_sales,
         set_aside: aside,
@@ -1780,6 +1800,9 @@ pub struct Replayed {
     /// The unsettled leads this start found and reports, all of them: each gets a `recovered`
     /// record, so later starts count them without reporting them again.
     pub to_record: Vec<(String, journal::Unsettled)>,
+    /// (campaign, buyer) of the open cap windows' sales, by the last sale of each, oldest
+    /// first: the round-robin turns they took, given back to the rotations at a start.
+    pub round_robin_sold: Vec<(usize, usize)>,
 }
 
 /// The reason journaled for a post the buyer's caps kept back (never sent; not a rejection).
